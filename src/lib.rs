@@ -1,1 +1,16 @@
-//! tollgate library.
+//! tollgate: a database gateway for AI agents.
+//!
+//! Agents connect as if to PostgreSQL, authenticate with their own token, and reach the real
+//! database through vaulted credentials; every statement passes the policy and is audited.
+//! See ARCHITECTURE.md for the map of modules and the invariants.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod gateway;
+pub mod pg;
+pub mod policy;
+pub mod vault;

@@ -1,0 +1,152 @@
+//! The agents file (`agents.toml`): agent names, groups and SCRAM verifiers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::scram::ScramVerifier;
+use crate::config::SourceError;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsFile {
+    #[serde(default, rename = "agent")]
+    pub agents: Vec<AgentRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRecord {
+    pub name: String,
+    /// PostgreSQL-style `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
+    pub verifier: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// Agents by name, with parsed verifiers, ready for authentication.
+#[derive(Debug, Clone, Default)]
+pub struct AgentStore {
+    agents: BTreeMap<String, (AgentRecord, ScramVerifier)>,
+}
+
+pub fn valid_agent_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+impl AgentsFile {
+    pub fn load(path: &Path) -> Result<AgentsFile, SourceError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AgentsFile::default()),
+            Err(e) => return Err(SourceError::io(path, &e)),
+        };
+        toml::from_str(&text).map_err(|e| SourceError::from_toml(path, &text, &e))
+    }
+
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let mut text = String::from("# tollgate agents: written by `tollgate agent add`. Holds SCRAM verifiers, never tokens.\n\n");
+        text.push_str(&toml::to_string(self).expect("agents file serialises"));
+        crate::vault::write_private_atomically(path, text.as_bytes())
+    }
+
+    /// Adds an agent with a new verifier for `token`; refuses duplicates.
+    pub fn add(&mut self, name: &str, token: &str, groups: Vec<String>) -> Result<(), String> {
+        if !valid_agent_name(name) {
+            return Err(format!(
+                "agent names are 1-63 letters, digits, '_', '-', '.' (got {name:?})"
+            ));
+        }
+        if self.agents.iter().any(|a| a.name == name) {
+            return Err(format!("agent \"{name}\" already exists"));
+        }
+        let verifier = ScramVerifier::derive(token.as_bytes()).encode();
+        self.agents.push(AgentRecord {
+            name: name.to_string(),
+            verifier,
+            groups,
+        });
+        Ok(())
+    }
+}
+
+impl AgentStore {
+    pub fn load(path: &Path) -> Result<AgentStore, SourceError> {
+        AgentStore::from_file(path, AgentsFile::load(path)?)
+    }
+
+    pub fn from_file(path: &Path, file: AgentsFile) -> Result<AgentStore, SourceError> {
+        let mut agents = BTreeMap::new();
+        for rec in file.agents {
+            if !valid_agent_name(&rec.name) {
+                return Err(SourceError::semantic(
+                    path,
+                    format!("invalid agent name {:?}", rec.name),
+                ));
+            }
+            let verifier = ScramVerifier::decode(&rec.verifier).map_err(|e| {
+                SourceError::semantic(path, format!("agent \"{}\": bad verifier: {e}", rec.name))
+            })?;
+            if agents.insert(rec.name.clone(), (rec, verifier)).is_some() {
+                return Err(SourceError::semantic(
+                    path,
+                    "an agent is listed twice".to_string(),
+                ));
+            }
+        }
+        Ok(AgentStore { agents })
+    }
+
+    pub fn get(&self, name: &str) -> Option<(&AgentRecord, &ScramVerifier)> {
+        self.agents.get(name).map(|(r, v)| (r, v))
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.agents.keys().map(|s| s.as_str())
+    }
+
+    pub fn groups_of(&self, name: &str) -> &[String] {
+        self.agents
+            .get(name)
+            .map(|(r, _)| r.groups.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_save_load_never_stores_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agents.toml");
+        let mut f = AgentsFile::default();
+        let token = crate::auth::generate_token();
+        f.add("analyst", &token, vec!["readers".into()]).unwrap();
+        assert!(f.add("analyst", "x", vec![]).is_err());
+        assert!(f.add("bad name", "x", vec![]).is_err());
+        f.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&token));
+        let store = AgentStore::load(&path).unwrap();
+        let (_, v) = store.get("analyst").unwrap();
+        assert!(v.check_password(token.as_bytes()));
+        assert!(!v.check_password(b"wrong"));
+        assert_eq!(store.groups_of("analyst"), ["readers"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agents.toml");
+        std::fs::write(&path, "[[agent]]\nname = \"a\"\nverifer = \"x\"\n").unwrap();
+        let err = AgentStore::load(&path).unwrap_err().to_string();
+        assert!(err.contains(":3:1:"), "{err}");
+    }
+}

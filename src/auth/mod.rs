@@ -1,0 +1,16 @@
+//! Agent identities: the agents file, token generation, and SCRAM verifiers (never tokens).
+
+mod agents;
+pub mod scram;
+
+pub use agents::{AgentRecord, AgentStore, AgentsFile};
+pub use scram::{ScramServer, ScramVerifier};
+
+use rand::RngCore;
+
+/// A new random agent token: `tg_` and 48 hex characters (192 bits), URL- and shell-safe.
+pub fn generate_token() -> String {
+    let mut b = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("tg_{}", hex::encode(b))
+}

@@ -1,0 +1,251 @@
+//! `tollgate.toml`: listeners, upstreams, vault, audit, agents and policies, as one validated value.
+
+mod source_error;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use source_error::{SourceError, SourceLocation};
+
+/// The whole configuration, with every relative path already resolved against the config file's folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: ListenConfig,
+    pub vault: VaultConfig,
+    pub audit: AuditConfig,
+    /// The agents file (names, groups and SCRAM verifiers), written by `tollgate agent add`.
+    pub agents_file: PathBuf,
+    /// The folder of policy files (`*.toml`).
+    pub policies_dir: PathBuf,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Upstream databases by logical name; agents pick one by the startup `database` parameter.
+    #[serde(default, rename = "upstream")]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Address of the PostgreSQL listener, e.g. `127.0.0.1:6432`. Port 0 picks a free port.
+    pub postgres: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    pub file: PathBuf,
+    /// File holding the master key (64 hex characters). `TOLLGATE_MASTER_KEY` wins when set.
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub file: PathBuf,
+    /// Replace literals in recorded statements with `$n` placeholders (PostgreSQL's own normaliser).
+    #[serde(default)]
+    pub redact_literals: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest protocol message accepted from a client, in bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// How long to wait for an upstream to accept a connection and log in.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub upstream_connect_timeout_ms: u64,
+    /// How long a client may take to authenticate.
+    #[serde(default = "default_auth_timeout_ms")]
+    pub auth_timeout_ms: u64,
+}
+
+fn default_max_message_bytes() -> usize {
+    64 << 20
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_auth_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: default_max_message_bytes(),
+            upstream_connect_timeout_ms: default_connect_timeout_ms(),
+            auth_timeout_ms: default_auth_timeout_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamKind {
+    Postgres,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub kind: UpstreamKind,
+    pub host: String,
+    pub port: u16,
+    /// The real database name upstream (defaults to the logical name).
+    pub database: Option<String>,
+    /// `vault:NAME` or a plain user name.
+    pub user: String,
+    /// Must be `vault:NAME`: passwords never live in the config file.
+    pub password: String,
+    /// Schemas the session is pinned to (sent as the upstream `search_path`; agents cannot change it).
+    #[serde(default = "default_search_path")]
+    pub search_path: Vec<String>,
+}
+
+fn default_search_path() -> Vec<String> {
+    vec!["public".to_string()]
+}
+
+/// A reference to a secret: either a literal (allowed for user names only) or a vault entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    Literal(String),
+    Vault(String),
+}
+
+impl SecretRef {
+    pub fn parse(s: &str) -> SecretRef {
+        match s.strip_prefix("vault:") {
+            Some(name) => SecretRef::Vault(name.to_string()),
+            None => SecretRef::Literal(s.to_string()),
+        }
+    }
+}
+
+impl UpstreamConfig {
+    pub fn database_name<'a>(&'a self, logical: &'a str) -> &'a str {
+        self.database.as_deref().unwrap_or(logical)
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file; relative paths are made relative to its folder.
+    pub fn load(path: &Path) -> Result<Config, SourceError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SourceError::io(path, &e))?;
+        let mut config = Config::parse(path, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses and validates config text; `origin` only names the file in errors.
+    pub fn parse(origin: &Path, text: &str) -> Result<Config, SourceError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| SourceError::from_toml(origin, text, &e))?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &Path) -> Result<(), SourceError> {
+        for (name, upstream) in &self.upstreams {
+            if !matches!(SecretRef::parse(&upstream.password), SecretRef::Vault(_)) {
+                return Err(SourceError::semantic(
+                    origin,
+                    format!("upstream \"{name}\": password must be a vault reference (\"vault:NAME\"), never the password itself"),
+                ));
+            }
+            if upstream.search_path.is_empty() {
+                return Err(SourceError::semantic(
+                    origin,
+                    format!("upstream \"{name}\": search_path must name at least one schema"),
+                ));
+            }
+        }
+        if self.limits.max_message_bytes < 1024 {
+            return Err(SourceError::semantic(
+                origin,
+                "limits.max_message_bytes must be at least 1024".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        join(&mut self.vault.file);
+        if let Some(k) = self.vault.key_file.as_mut() {
+            join(k);
+        }
+        join(&mut self.audit.file);
+        join(&mut self.agents_file);
+        join(&mut self.policies_dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+agents_file = "agents.toml"
+policies_dir = "policies"
+[listen]
+postgres = "127.0.0.1:0"
+[vault]
+file = "vault.json"
+[audit]
+file = "audit.log"
+[upstream.shop]
+kind = "postgres"
+host = "127.0.0.1"
+port = 5432
+user = "vault:shop_user"
+password = "vault:shop_password"
+"#;
+
+    #[test]
+    fn parses_a_complete_config() {
+        let c = Config::parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(c.upstreams["shop"].search_path, vec!["public"]);
+        assert_eq!(c.upstreams["shop"].database_name("shop"), "shop");
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let text = GOOD.replace("port = 5432", "port = 5432\nprot = 1");
+        let err = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.starts_with("t.toml:"), "{shown}");
+        assert!(shown.contains("prot"), "{shown}");
+        let loc = err.location.unwrap();
+        assert_eq!((loc.line, loc.column), (14, 1), "{shown}");
+    }
+
+    #[test]
+    fn plain_password_is_refused() {
+        let text = GOOD.replace("vault:shop_password", "hunter2");
+        let err = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert!(err.to_string().contains("vault reference"));
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.audit.file, dir.path().join("audit.log"));
+    }
+}
