@@ -1,0 +1,293 @@
+//! Loading the policy folder: parse every file, validate it against the config and the agents,
+//! and merge the rules that apply to each agent (union of allows; explicit denies kept).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use super::file::{PolicyFile, PostgresRules, Profile};
+use super::glob::Glob;
+use super::rules::{ClassSet, FunctionMatcher, OpSet, StatementClass, TableMatcher, UpstreamRules};
+use crate::auth::AgentStore;
+use crate::config::SourceError;
+
+/// One agent's rules: those of enforcing files, and those of all files (for shadow decisions).
+#[derive(Debug, Clone, Default)]
+pub struct AgentPolicy {
+    /// `None` when no enforcing file applies: only shadow files judge this agent.
+    pub enforced: Option<HashMap<String, UpstreamRules>>,
+    /// Present when at least one shadow (`enforce = false`) file applies.
+    pub with_shadow: Option<HashMap<String, UpstreamRules>>,
+}
+
+/// Everything loaded from the policy folder, immutable once built; swapped whole on reload.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    pub agents: HashMap<String, Arc<AgentPolicy>>,
+    pub files: Vec<PathBuf>,
+    pub warnings: Vec<SourceError>,
+}
+
+/// What the policy needs to know about the rest of the configuration.
+pub struct PolicyContext<'a> {
+    pub agents: &'a AgentStore,
+    /// Upstream logical names and their pinned search paths.
+    pub upstreams: BTreeMap<String, Vec<String>>,
+}
+
+struct Loaded {
+    path: PathBuf,
+    stem: String,
+    text: String,
+    file: PolicyFile,
+}
+
+impl PolicySet {
+    /// Loads every `*.toml` in `dir` (sorted by name). The first error aborts the load.
+    pub fn load_dir(dir: &Path, ctx: &PolicyContext) -> Result<PolicySet, SourceError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| SourceError::io(dir, &e))?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("toml"))
+            .collect();
+        paths.sort();
+        let mut sources = Vec::new();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).map_err(|e| SourceError::io(&path, &e))?;
+            sources.push((path, text));
+        }
+        PolicySet::from_sources(sources, ctx)
+    }
+
+    /// Builds a set from (path, text) pairs; the paths only name files in errors.
+    pub fn from_sources(
+        sources: Vec<(PathBuf, String)>,
+        ctx: &PolicyContext,
+    ) -> Result<PolicySet, SourceError> {
+        let mut loaded = Vec::new();
+        let mut warnings = Vec::new();
+        for (path, text) in sources {
+            let file: PolicyFile =
+                toml::from_str(&text).map_err(|e| SourceError::from_toml(&path, &text, &e))?;
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("policy")
+                .to_string();
+            let l = Loaded {
+                path,
+                stem,
+                text,
+                file,
+            };
+            validate(&l, ctx, &mut warnings)?;
+            loaded.push(l);
+        }
+        let mut agents = HashMap::new();
+        for name in ctx.agents.names() {
+            let groups = ctx.agents.groups_of(name);
+            let applies = |f: &PolicyFile| {
+                f.agents.iter().any(|a| a.get_ref() == name)
+                    || f.groups.iter().any(|g| groups.contains(g.get_ref()))
+            };
+            let enforcing: Vec<&Loaded> = loaded
+                .iter()
+                .filter(|l| applies(&l.file) && l.file.enforce)
+                .collect();
+            let all: Vec<&Loaded> = loaded.iter().filter(|l| applies(&l.file)).collect();
+            let policy = AgentPolicy {
+                enforced: (!enforcing.is_empty()).then(|| merge(&enforcing, ctx)),
+                with_shadow: (all.len() > enforcing.len()).then(|| merge(&all, ctx)),
+            };
+            agents.insert(name.to_string(), Arc::new(policy));
+        }
+        Ok(PolicySet {
+            agents,
+            files: loaded.into_iter().map(|l| l.path).collect(),
+            warnings,
+        })
+    }
+}
+
+fn at<T>(l: &Loaded, spanned: &Spanned<T>, message: String) -> SourceError {
+    SourceError::at(&l.path, &l.text, spanned.span().start, message)
+}
+
+fn validate(
+    l: &Loaded,
+    ctx: &PolicyContext,
+    warnings: &mut Vec<SourceError>,
+) -> Result<(), SourceError> {
+    for a in &l.file.agents {
+        if ctx.agents.get(a.get_ref()).is_none() {
+            return Err(at(
+                l,
+                a,
+                format!(
+                    "agent \"{}\" has no token: add it with `tollgate agent add {}`",
+                    a.get_ref(),
+                    a.get_ref()
+                ),
+            ));
+        }
+    }
+    let known_groups: BTreeSet<&String> = ctx
+        .agents
+        .names()
+        .flat_map(|n| ctx.agents.groups_of(n))
+        .collect();
+    for g in &l.file.groups {
+        if !known_groups.contains(g.get_ref()) {
+            warnings.push(at(
+                l,
+                g,
+                format!(
+                    "no agent is in group \"{}\": this file's rules never apply to it",
+                    g.get_ref()
+                ),
+            ));
+        }
+    }
+    if l.file.agents.is_empty() && l.file.groups.is_empty() {
+        warnings.push(SourceError::semantic(
+            &l.path,
+            "names no agents or groups: its rules never apply".into(),
+        ));
+    }
+    let mut seen_upstreams = BTreeSet::new();
+    for block in &l.file.postgres {
+        let up = block.upstream.get_ref();
+        if !ctx.upstreams.contains_key(up) {
+            return Err(at(
+                l,
+                &block.upstream,
+                format!("unknown upstream \"{up}\" (not in tollgate.toml)"),
+            ));
+        }
+        if !seen_upstreams.insert(up.clone()) {
+            return Err(at(
+                l,
+                &block.upstream,
+                format!("upstream \"{up}\" has two blocks in this file"),
+            ));
+        }
+        for s in &block.statements {
+            if StatementClass::parse(s.get_ref()).is_none() {
+                let known: Vec<&str> = StatementClass::ALL.iter().map(|c| c.name()).collect();
+                return Err(at(
+                    l,
+                    s,
+                    format!(
+                        "unknown statement kind \"{}\" (known: {})",
+                        s.get_ref(),
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        let mut seen_tables = BTreeSet::new();
+        for t in &block.tables {
+            let name = t.name.get_ref();
+            if name.is_empty() || name.matches('.').count() > 1 {
+                return Err(at(
+                    l,
+                    &t.name,
+                    format!("table \"{name}\" must be `name` or `schema.name`"),
+                ));
+            }
+            if !seen_tables.insert(qualify(name)) {
+                return Err(at(
+                    l,
+                    &t.name,
+                    format!("table \"{name}\" is named twice for upstream \"{up}\""),
+                ));
+            }
+            for word in t.allow.iter().chain(&t.deny) {
+                if OpSet::parse_word(word.get_ref()).is_none() {
+                    return Err(at(l, word, format!("unknown operation \"{}\" (known: select, insert, update, delete, truncate, ddl, dcl, lock, maintenance, read, write, *)", word.get_ref())));
+                }
+            }
+            if t.allow.is_empty() && t.deny.is_empty() {
+                warnings.push(at(
+                    l,
+                    &t.name,
+                    format!("table \"{name}\" allows and denies nothing"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `orders` → `public.orders`; `s.t` unchanged.
+fn qualify(name: &str) -> String {
+    if name.contains('.') {
+        name.to_string()
+    } else {
+        format!("public.{name}")
+    }
+}
+
+fn ops(words: &[Spanned<String>]) -> OpSet {
+    let mut set = OpSet::default();
+    for w in words {
+        if let Some(s) = OpSet::parse_word(w.get_ref()) {
+            for op in super::rules::Op::ALL {
+                if s.contains(op) {
+                    set.insert(op);
+                }
+            }
+        }
+    }
+    set
+}
+
+fn merge(files: &[&Loaded], ctx: &PolicyContext) -> HashMap<String, UpstreamRules> {
+    let mut out: HashMap<String, UpstreamRules> = HashMap::new();
+    for l in files {
+        for block in &l.file.postgres {
+            let up = block.upstream.get_ref().clone();
+            let rules = out.entry(up.clone()).or_insert_with(|| UpstreamRules {
+                classes: ClassSet::defaults(),
+                search_path: ctx.upstreams.get(&up).cloned().unwrap_or_default(),
+                ..UpstreamRules::default()
+            });
+            merge_block(rules, l, block);
+        }
+    }
+    out
+}
+
+fn merge_block(rules: &mut UpstreamRules, l: &Loaded, block: &PostgresRules) {
+    rules.sources.push(l.stem.clone());
+    rules.passthrough |= block.profile == Profile::Passthrough;
+    rules.catalog |= block.catalog;
+    for s in &block.statements {
+        if let Some(c) = StatementClass::parse(s.get_ref()) {
+            rules.classes.insert(c);
+        }
+    }
+    for t in &block.tables {
+        let name = qualify(t.name.get_ref());
+        rules.tables.push(TableMatcher {
+            glob: Glob::new(&name),
+            allow: ops(&t.allow),
+            deny: ops(&t.deny),
+            rule: format!("{}: table {}", l.stem, name),
+        });
+    }
+    for f in &block.functions {
+        rules.allow_functions.push(FunctionMatcher {
+            glob: Glob::new(f.get_ref()),
+            rule: format!("{}: functions", l.stem),
+        });
+    }
+    for f in &block.deny_functions {
+        rules.deny_functions.push(FunctionMatcher {
+            glob: Glob::new(f.get_ref()),
+            rule: format!("{}: deny_functions {}", l.stem, f.get_ref()),
+        });
+    }
+}

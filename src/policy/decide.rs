@@ -1,0 +1,268 @@
+//! The decision: a pure function of (rules, analysed statement, session facts). No I/O, no clock.
+
+use std::collections::HashSet;
+
+use super::catalog::{is_catalog_relation, SENSITIVE_CATALOG_RELATIONS};
+use super::rules::{Op, StatementClass, UpstreamRules};
+use super::settings::check_client_setting;
+use super::sql::{
+    self, Analysis, FunctionRef, Operation, RelationAccess, StatementInfo, StatementKind,
+};
+
+/// Why a statement is refused: the rule that decided, a message for the agent, and the SQLSTATE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub rule: String,
+    pub reason: String,
+    pub sqlstate: &'static str,
+}
+
+impl Denial {
+    fn new(rule: impl Into<String>, reason: impl Into<String>) -> Denial {
+        Denial {
+            rule: rule.into(),
+            reason: reason.into(),
+            sqlstate: "42501",
+        }
+    }
+}
+
+/// What the session knows that a decision may depend on.
+#[derive(Debug, Default, Clone)]
+pub struct SessionFacts {
+    /// Names of SQL-level prepared statements (PREPARE) that passed the policy in this session.
+    pub sql_prepared: HashSet<String>,
+}
+
+pub const DEFAULT_DENY: &str = "default-deny";
+
+/// Checks every statement; the first refusal refuses the whole string.
+pub fn decide(
+    rules: &UpstreamRules,
+    analysis: &Analysis,
+    session: &SessionFacts,
+) -> Result<(), Denial> {
+    for stmt in &analysis.statements {
+        check_statement(rules, stmt, session)?;
+    }
+    Ok(())
+}
+
+fn need_class(rules: &UpstreamRules, class: StatementClass, what: &str) -> Result<(), Denial> {
+    if rules.passthrough || rules.classes.contains(class) {
+        Ok(())
+    } else {
+        Err(Denial::new(
+            DEFAULT_DENY,
+            format!(
+                "{what} statements are not allowed (statement kind \"{}\" is not in the policy)",
+                class.name()
+            ),
+        ))
+    }
+}
+
+fn check_statement(
+    rules: &UpstreamRules,
+    stmt: &StatementInfo,
+    session: &SessionFacts,
+) -> Result<(), Denial> {
+    match &stmt.kind {
+        StatementKind::Select
+        | StatementKind::Insert
+        | StatementKind::Update
+        | StatementKind::Delete
+        | StatementKind::Merge => {}
+        StatementKind::Copy { to_program_or_file } => {
+            if *to_program_or_file {
+                return Err(Denial::new(
+                    "builtin: copy-program-file",
+                    "COPY to or from a server file or program is never allowed",
+                ));
+            }
+            need_class(rules, StatementClass::Copy, "COPY")?;
+        }
+        StatementKind::Explain { .. } => need_class(rules, StatementClass::Explain, "EXPLAIN")?,
+        StatementKind::Transaction => {
+            need_class(rules, StatementClass::Transaction, "transaction control")?
+        }
+        StatementKind::Set { name, value, .. } => {
+            need_class(rules, StatementClass::Session, "SET")?;
+            if !rules.passthrough {
+                check_client_setting(name, value.as_deref().unwrap_or(""))
+                    .map_err(|reason| Denial::new("builtin: protected-setting", reason))?;
+            }
+        }
+        StatementKind::Reset { .. } | StatementKind::Show { .. } | StatementKind::Discard => {
+            need_class(rules, StatementClass::Session, "session")?
+        }
+        StatementKind::Prepare { .. } | StatementKind::Deallocate { .. } => {
+            need_class(rules, StatementClass::Prepare, "PREPARE")?
+        }
+        StatementKind::Execute { name } => {
+            need_class(rules, StatementClass::Prepare, "EXECUTE")?;
+            if !session.sql_prepared.contains(name) {
+                return Err(Denial::new(
+                    "builtin: unchecked-execute",
+                    format!("EXECUTE of prepared statement \"{name}\", which tollgate did not check in this session"),
+                ));
+            }
+        }
+        StatementKind::DeclareCursor { .. }
+        | StatementKind::FetchOrMove
+        | StatementKind::ClosePortal => need_class(rules, StatementClass::Cursor, "cursor")?,
+        StatementKind::Listen { .. } | StatementKind::Notify { .. } | StatementKind::Unlisten => {
+            need_class(rules, StatementClass::Listen, "LISTEN/NOTIFY")?
+        }
+        StatementKind::Ddl => need_class(rules, StatementClass::Ddl, "DDL")?,
+        StatementKind::Dcl => need_class(rules, StatementClass::Dcl, "GRANT/REVOKE and role")?,
+        StatementKind::Do => need_class(rules, StatementClass::Do, "DO block")?,
+        StatementKind::Call => need_class(rules, StatementClass::Call, "CALL")?,
+        StatementKind::Lock => need_class(rules, StatementClass::Lock, "LOCK")?,
+        StatementKind::Maintenance => {
+            need_class(rules, StatementClass::Maintenance, "maintenance")?
+        }
+        StatementKind::AlterSystem | StatementKind::LoadLibrary => {
+            if !rules.passthrough {
+                return Err(Denial::new(
+                    "builtin: server-admin",
+                    "ALTER SYSTEM and LOAD are never allowed",
+                ));
+            }
+        }
+        StatementKind::Other(what) => {
+            if !rules.passthrough {
+                return Err(Denial::new(
+                    DEFAULT_DENY,
+                    format!("tollgate does not allow {what} statements"),
+                ));
+            }
+        }
+    }
+    for rel in &stmt.relations {
+        check_relation(rules, rel)?;
+    }
+    for f in &stmt.functions {
+        check_function(rules, f)?;
+    }
+    Ok(())
+}
+
+fn op_of(op: Operation) -> Op {
+    match op {
+        Operation::Select | Operation::CopyTo => Op::Select,
+        Operation::Insert | Operation::CopyFrom => Op::Insert,
+        Operation::Update => Op::Update,
+        Operation::Delete => Op::Delete,
+        Operation::Truncate => Op::Truncate,
+        Operation::Ddl => Op::Ddl,
+        Operation::Dcl => Op::Dcl,
+        Operation::Lock => Op::Lock,
+        Operation::Maintenance => Op::Maintenance,
+    }
+}
+
+/// Where an unqualified name can resolve: `pg_catalog` first (only if the catalog has it), then the
+/// pinned search path. Every candidate must be allowed, so an ambiguous name fails closed.
+fn candidates(rules: &UpstreamRules, rel: &RelationAccess) -> Vec<String> {
+    match &rel.schema {
+        Some(s) => vec![format!("{s}.{}", rel.name)],
+        None if is_catalog_relation(&rel.name) => vec![format!("pg_catalog.{}", rel.name)],
+        None => rules
+            .search_path
+            .iter()
+            .map(|s| format!("{s}.{}", rel.name))
+            .collect(),
+    }
+}
+
+fn check_relation(rules: &UpstreamRules, rel: &RelationAccess) -> Result<(), Denial> {
+    let op = op_of(rel.op);
+    let names = candidates(rules, rel);
+    if names.is_empty() {
+        return Err(Denial::new(
+            DEFAULT_DENY,
+            format!("relation \"{}\" cannot be resolved", rel.name),
+        ));
+    }
+    for qualified in names {
+        check_table(rules, &qualified, op)?;
+    }
+    Ok(())
+}
+
+fn check_table(rules: &UpstreamRules, qualified: &str, op: Op) -> Result<(), Denial> {
+    if let Some(t) = rules
+        .tables
+        .iter()
+        .find(|t| t.deny.contains(op) && t.glob.matches(qualified))
+    {
+        return Err(Denial::new(
+            t.rule.clone(),
+            format!("permission denied: {} on {qualified} is denied", op.name()),
+        ));
+    }
+    if rules.passthrough {
+        return Ok(());
+    }
+    let (schema, name) = qualified.split_once('.').unwrap_or(("", qualified));
+    if schema == "pg_catalog" || schema == "information_schema" || schema.starts_with("pg_toast") {
+        if schema == "pg_catalog" && SENSITIVE_CATALOG_RELATIONS.contains(&name) {
+            return Err(Denial::new(
+                "builtin: sensitive-catalog",
+                format!("permission denied: {qualified} reveals stored values or server secrets"),
+            ));
+        }
+        if rules.catalog && op == Op::Select && !schema.starts_with("pg_toast") {
+            return Ok(());
+        }
+    }
+    if rules
+        .tables
+        .iter()
+        .any(|t| t.allow.contains(op) && t.glob.matches(qualified))
+    {
+        return Ok(());
+    }
+    Err(Denial::new(
+        DEFAULT_DENY,
+        format!(
+            "permission denied: no rule allows {} on {qualified}",
+            op.name()
+        ),
+    ))
+}
+
+fn check_function(rules: &UpstreamRules, f: &FunctionRef) -> Result<(), Denial> {
+    let forms: Vec<String> = match &f.schema {
+        Some(s) => vec![format!("{s}.{}", f.name)],
+        None => std::iter::once(f.name.clone())
+            .chain(std::iter::once(format!("pg_catalog.{}", f.name)))
+            .chain(rules.search_path.iter().map(|s| format!("{s}.{}", f.name)))
+            .collect(),
+    };
+    if let Some(d) = rules
+        .deny_functions
+        .iter()
+        .find(|d| forms.iter().any(|n| d.glob.matches(n)))
+    {
+        return Err(Denial::new(
+            d.rule.clone(),
+            format!("function {} is denied", forms[0]),
+        ));
+    }
+    if rules.passthrough || sql::is_safe_builtin_function(f) {
+        return Ok(());
+    }
+    if rules
+        .allow_functions
+        .iter()
+        .any(|a| forms.iter().any(|n| a.glob.matches(n)))
+    {
+        return Ok(());
+    }
+    Err(Denial::new(
+        DEFAULT_DENY,
+        format!("function {} is not allowed", forms[0]),
+    ))
+}

@@ -1,0 +1,263 @@
+//! The policy engine the front ends call: current rules (swapped atomically on reload), analysis,
+//! decision, and a bounded decision cache keyed by policy version, agent, upstream and exact text.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+
+use super::compile::{AgentPolicy, PolicySet};
+use super::decide::{decide, Denial, SessionFacts, DEFAULT_DENY};
+use super::sql::{self, Analysis, StatementKind};
+
+/// How a statement may proceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allow,
+    /// Refused.
+    Block,
+    /// Refused by a shadow (`enforce = false`) policy only: audited, then run.
+    WouldBlock,
+}
+
+/// Changes to session state a statement makes, which later decisions depend on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Prepared(String),
+    Deallocated(Option<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    pub denial: Option<Denial>,
+    pub effects: Vec<Effect>,
+}
+
+impl Verdict {
+    pub fn runs(&self) -> bool {
+        self.outcome != Outcome::Block
+    }
+
+    fn blocked(denial: Denial) -> Verdict {
+        Verdict {
+            outcome: Outcome::Block,
+            denial: Some(denial),
+            effects: Vec::new(),
+        }
+    }
+}
+
+const CACHE_CAPACITY: usize = 50_000;
+
+#[derive(Hash, PartialEq, Eq)]
+struct CacheKey {
+    version: u64,
+    agent: Arc<str>,
+    upstream: Arc<str>,
+    sql: Box<str>,
+}
+
+pub struct Engine {
+    current: ArcSwap<PolicySet>,
+    version: AtomicU64,
+    cache: DashMap<CacheKey, Arc<Verdict>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("version", &self.version.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Engine {
+    pub fn new(set: PolicySet) -> Engine {
+        Engine {
+            current: ArcSwap::from_pointee(set),
+            version: AtomicU64::new(1),
+            cache: DashMap::new(),
+        }
+    }
+
+    /// Swaps in a new policy set; sessions see it at their next statement.
+    pub fn replace(&self, set: PolicySet) {
+        self.current.store(Arc::new(set));
+        self.version.fetch_add(1, Ordering::SeqCst);
+        self.cache.clear();
+        metrics::counter!("tollgate_policy_reloads_total", "result" => "ok").increment(1);
+    }
+
+    pub fn snapshot(&self) -> Arc<PolicySet> {
+        self.current.load_full()
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
+    }
+
+    fn agent(&self, agent: &str) -> Option<Arc<AgentPolicy>> {
+        self.current.load().agents.get(agent).cloned()
+    }
+
+    /// May `agent` open a session on `upstream`? (Some policy, enforcing or shadow, must name it.)
+    pub fn may_connect(&self, agent: &str, upstream: &str) -> Result<(), Denial> {
+        let named = |p: &AgentPolicy| {
+            p.enforced
+                .as_ref()
+                .is_some_and(|m| m.contains_key(upstream))
+                || p.with_shadow
+                    .as_ref()
+                    .is_some_and(|m| m.contains_key(upstream))
+        };
+        match self.agent(agent) {
+            Some(p) if named(&p) => Ok(()),
+            _ => Err(Denial {
+                rule: DEFAULT_DENY.into(),
+                reason: format!("permission denied for database \"{upstream}\": no policy lets agent \"{agent}\" reach it"),
+                sqlstate: "42501",
+            }),
+        }
+    }
+
+    /// The verdict on one Query/Parse text, from the cache when the same text was judged before.
+    pub fn check_sql(
+        &self,
+        agent: &Arc<str>,
+        upstream: &Arc<str>,
+        sql_text: &str,
+        session: &SessionFacts,
+    ) -> Arc<Verdict> {
+        let version = self.version();
+        let key = CacheKey {
+            version,
+            agent: agent.clone(),
+            upstream: upstream.clone(),
+            sql: sql_text.into(),
+        };
+        if let Some(v) = self.cache.get(&key) {
+            metrics::counter!("tollgate_decision_cache_total", "result" => "hit").increment(1);
+            return v.clone();
+        }
+        metrics::counter!("tollgate_decision_cache_total", "result" => "miss").increment(1);
+        let (verdict, cacheable) = self.judge(agent, upstream, sql_text, session);
+        let verdict = Arc::new(verdict);
+        if cacheable {
+            if self.cache.len() >= CACHE_CAPACITY {
+                self.cache.clear();
+            }
+            self.cache.insert(key, verdict.clone());
+        }
+        verdict
+    }
+
+    fn judge(
+        &self,
+        agent: &str,
+        upstream: &str,
+        sql_text: &str,
+        session: &SessionFacts,
+    ) -> (Verdict, bool) {
+        let Some(policy) = self.agent(agent) else {
+            return (
+                Verdict::blocked(Denial::new_default(format!(
+                    "agent \"{agent}\" has no policy"
+                ))),
+                true,
+            );
+        };
+        let enforced = policy.enforced.as_ref().map(|m| m.get(upstream));
+        // Passthrough without denies: no analysis at all, the fast path for trusted agents.
+        if policy.with_shadow.is_none() {
+            if let Some(Some(r)) = enforced {
+                if r.passthrough && !r.has_denies() {
+                    return (
+                        Verdict {
+                            outcome: Outcome::Allow,
+                            denial: None,
+                            effects: Vec::new(),
+                        },
+                        true,
+                    );
+                }
+            }
+        }
+        let analysis = match sql::analyze(sql_text) {
+            Ok(a) => a,
+            Err(e) => {
+                metrics::counter!("tollgate_unanalysable_statements_total").increment(1);
+                let code = if matches!(e, sql::AnalyzeError::Syntax(_)) {
+                    "42601"
+                } else {
+                    "0A000"
+                };
+                let denial = Denial {
+                    rule: "builtin: analyser".into(),
+                    reason: format!("tollgate: {e}"),
+                    sqlstate: code,
+                };
+                return (Verdict::blocked(denial), true);
+            }
+        };
+        let cacheable = !analysis
+            .statements
+            .iter()
+            .any(|s| s.literal_sensitive || matches!(s.kind, StatementKind::Execute { .. }));
+        let effects = effects_of(&analysis);
+        let judge = |rules: Option<&super::rules::UpstreamRules>| match rules {
+            Some(r) => decide(r, &analysis, session),
+            None => Err(Denial::new_default(format!(
+                "no policy grants access to upstream \"{upstream}\""
+            ))),
+        };
+        let enforced_result = match enforced {
+            None => Ok(()), // only shadow files apply: nothing is enforced
+            Some(r) => judge(r),
+        };
+        let verdict = match enforced_result {
+            Err(d) => Verdict {
+                outcome: Outcome::Block,
+                denial: Some(d),
+                effects,
+            },
+            Ok(()) => match policy.with_shadow.as_ref().map(|m| judge(m.get(upstream))) {
+                Some(Err(d)) => Verdict {
+                    outcome: Outcome::WouldBlock,
+                    denial: Some(d),
+                    effects,
+                },
+                _ => Verdict {
+                    outcome: Outcome::Allow,
+                    denial: None,
+                    effects,
+                },
+            },
+        };
+        (verdict, cacheable)
+    }
+}
+
+impl Denial {
+    fn new_default(reason: String) -> Denial {
+        Denial {
+            rule: DEFAULT_DENY.into(),
+            reason,
+            sqlstate: "42501",
+        }
+    }
+}
+
+fn effects_of(analysis: &Analysis) -> Vec<Effect> {
+    analysis
+        .statements
+        .iter()
+        .filter_map(|s| match &s.kind {
+            StatementKind::Prepare { name } => Some(Effect::Prepared(name.clone())),
+            StatementKind::Deallocate { name } => Some(Effect::Deallocated(name.clone())),
+            StatementKind::Discard => Some(Effect::Deallocated(None)),
+            _ => None,
+        })
+        .collect()
+}

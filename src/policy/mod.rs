@@ -1,0 +1,19 @@
+//! Policy: what each agent may do. Pure: no sockets, no files after loading, no clock.
+//!
+//! `sql` analyses statements with PostgreSQL's own parser; `compile` turns policy files into
+//! per-agent rules; `decide` judges one analysed statement; `engine` holds the current rules
+//! and caches verdicts.
+
+pub mod catalog;
+pub mod compile;
+pub mod decide;
+pub mod engine;
+pub mod file;
+pub mod glob;
+pub mod rules;
+pub mod settings;
+pub mod sql;
+
+pub use compile::{AgentPolicy, PolicyContext, PolicySet};
+pub use decide::{Denial, SessionFacts};
+pub use engine::{Effect, Engine, Outcome, Verdict};

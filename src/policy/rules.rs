@@ -1,0 +1,203 @@
+//! Compiled rules: operation and statement-class sets, table and function matchers per upstream.
+
+use super::glob::Glob;
+
+/// What may be done to a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Truncate,
+    Ddl,
+    Dcl,
+    Lock,
+    Maintenance,
+}
+
+impl Op {
+    pub const ALL: [Op; 9] = [
+        Op::Select,
+        Op::Insert,
+        Op::Update,
+        Op::Delete,
+        Op::Truncate,
+        Op::Ddl,
+        Op::Dcl,
+        Op::Lock,
+        Op::Maintenance,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Select => "select",
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Truncate => "truncate",
+            Op::Ddl => "ddl",
+            Op::Dcl => "dcl",
+            Op::Lock => "lock",
+            Op::Maintenance => "maintenance",
+        }
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpSet(u16);
+
+impl OpSet {
+    pub fn contains(self, op: Op) -> bool {
+        self.0 & op.bit() != 0
+    }
+    pub fn insert(&mut self, op: Op) {
+        self.0 |= op.bit();
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Parses one word of an `allow`/`deny` list into the ops it stands for.
+    pub fn parse_word(word: &str) -> Option<OpSet> {
+        let mut set = OpSet::default();
+        match word {
+            "*" | "all" => Op::ALL.iter().for_each(|o| set.insert(*o)),
+            "read" => set.insert(Op::Select),
+            "write" => [Op::Insert, Op::Update, Op::Delete]
+                .iter()
+                .for_each(|o| set.insert(*o)),
+            w => set.insert(*Op::ALL.iter().find(|o| o.name() == w)?),
+        }
+        Some(set)
+    }
+}
+
+/// Kinds of statements beyond reading and writing tables, allowed per upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementClass {
+    Transaction,
+    Session,
+    Explain,
+    Prepare,
+    Cursor,
+    Copy,
+    Listen,
+    Ddl,
+    Dcl,
+    Do,
+    Call,
+    Lock,
+    Maintenance,
+}
+
+impl StatementClass {
+    pub const ALL: [StatementClass; 13] = [
+        StatementClass::Transaction,
+        StatementClass::Session,
+        StatementClass::Explain,
+        StatementClass::Prepare,
+        StatementClass::Cursor,
+        StatementClass::Copy,
+        StatementClass::Listen,
+        StatementClass::Ddl,
+        StatementClass::Dcl,
+        StatementClass::Do,
+        StatementClass::Call,
+        StatementClass::Lock,
+        StatementClass::Maintenance,
+    ];
+    /// Allowed unless a policy says otherwise: what every client library does on its own.
+    pub const DEFAULTS: [StatementClass; 5] = [
+        StatementClass::Transaction,
+        StatementClass::Session,
+        StatementClass::Explain,
+        StatementClass::Prepare,
+        StatementClass::Cursor,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StatementClass::Transaction => "transaction",
+            StatementClass::Session => "session",
+            StatementClass::Explain => "explain",
+            StatementClass::Prepare => "prepare",
+            StatementClass::Cursor => "cursor",
+            StatementClass::Copy => "copy",
+            StatementClass::Listen => "listen",
+            StatementClass::Ddl => "ddl",
+            StatementClass::Dcl => "dcl",
+            StatementClass::Do => "do",
+            StatementClass::Call => "call",
+            StatementClass::Lock => "lock",
+            StatementClass::Maintenance => "maintenance",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<StatementClass> {
+        StatementClass::ALL
+            .iter()
+            .copied()
+            .find(|c| c.name() == word)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClassSet(u16);
+
+impl ClassSet {
+    pub fn defaults() -> ClassSet {
+        let mut s = ClassSet::default();
+        StatementClass::DEFAULTS.iter().for_each(|c| s.insert(*c));
+        s
+    }
+    pub fn contains(self, c: StatementClass) -> bool {
+        self.0 & (1 << c as u16) != 0
+    }
+    pub fn insert(&mut self, c: StatementClass) {
+        self.0 |= 1 << c as u16;
+    }
+    pub fn union(self, other: ClassSet) -> ClassSet {
+        ClassSet(self.0 | other.0)
+    }
+}
+
+/// One table rule after compilation; `rule` names it in refusals (`analyst.toml: table public.orders`).
+#[derive(Debug, Clone)]
+pub struct TableMatcher {
+    pub glob: Glob,
+    pub allow: OpSet,
+    pub deny: OpSet,
+    pub rule: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionMatcher {
+    pub glob: Glob,
+    pub rule: String,
+}
+
+/// The merged rules of one agent for one upstream: union of allows, every deny kept.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamRules {
+    pub passthrough: bool,
+    pub classes: ClassSet,
+    pub catalog: bool,
+    pub tables: Vec<TableMatcher>,
+    pub allow_functions: Vec<FunctionMatcher>,
+    pub deny_functions: Vec<FunctionMatcher>,
+    /// Schemas unqualified names resolve against (after pg_catalog), from the upstream config.
+    pub search_path: Vec<String>,
+    /// The policy files that contributed, for messages.
+    pub sources: Vec<String>,
+}
+
+impl UpstreamRules {
+    pub fn has_denies(&self) -> bool {
+        !self.deny_functions.is_empty() || self.tables.iter().any(|t| !t.deny.is_empty())
+    }
+}

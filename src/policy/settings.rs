@@ -1,0 +1,164 @@
+//! Session settings a client may choose (startup packet, `options`, `SET`), and how.
+//!
+//! Settings that change how PostgreSQL reads SQL text (standard_conforming_strings, client-only
+//! encodings such as SJIS whose multibyte characters can swallow a quote or backslash) would make
+//! the analyser and the server disagree about a statement, so only UTF-8 is accepted and those
+//! settings are refused. Identity and visibility settings (role, session_authorization,
+//! search_path) are pinned by the gateway.
+
+/// Settings a client may set to any value, by lower-case name.
+const FREE_SETTINGS: &[&str] = &[
+    "application_name",
+    "datestyle",
+    "timezone",
+    "intervalstyle",
+    "extra_float_digits",
+    "bytea_output",
+    "client_min_messages",
+    "default_transaction_isolation",
+    "default_transaction_read_only",
+    "transaction_isolation",
+    "transaction_read_only",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "geqo",
+    "jit",
+    "enable_seqscan",
+    "work_mem",
+    "lc_monetary",
+    "lc_numeric",
+    "lc_time",
+    "xmloption",
+    "array_nulls",
+    "row_security",
+];
+
+/// `Ok` if a client may set `name` to `value`; otherwise the reason, naming the setting.
+pub fn check_client_setting(name: &str, value: &str) -> Result<(), String> {
+    let lower = name.to_ascii_lowercase();
+    if FREE_SETTINGS.contains(&lower.as_str()) {
+        return Ok(());
+    }
+    if lower == "client_encoding" {
+        let v = value
+            .trim()
+            .trim_matches('\'')
+            .to_ascii_lowercase()
+            .replace(['-', '_'], "");
+        return if v == "utf8" || v == "unicode" {
+            Ok(())
+        } else {
+            Err(format!(
+                "tollgate: client_encoding \"{value}\" is not allowed; only UTF8 is supported"
+            ))
+        };
+    }
+    Err(format!(
+        "tollgate: setting \"{name}\" may not be changed through the gateway"
+    ))
+}
+
+/// Splits a startup `options` string (`-c name=value`, `-cname=value`, `--name=value`, backslash
+/// escapes as libpq writes them) into settings. Anything else is an error.
+pub fn parse_startup_options(options: &str) -> Result<Vec<(String, String)>, String> {
+    let words = split_words(options);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i];
+        let assignment = if w == "-c" {
+            i += 1;
+            words
+                .get(i)
+                .cloned()
+                .ok_or("startup option -c needs name=value")?
+        } else if let Some(rest) = w.strip_prefix("--") {
+            rest.to_string()
+        } else if let Some(rest) = w.strip_prefix("-c") {
+            rest.to_string()
+        } else {
+            return Err(format!(
+                "unsupported startup option \"{w}\" (only -c name=value is accepted)"
+            ));
+        };
+        let (name, value) = assignment
+            .split_once('=')
+            .ok_or("startup option -c needs name=value")?;
+        // PostgreSQL treats '-' in option names as '_'.
+        out.push((name.replace('-', "_"), value.to_string()));
+        i += 1;
+    }
+    Ok(out)
+}
+
+fn split_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_table() {
+        for (name, value, ok) in [
+            ("application_name", "x", true),
+            ("DateStyle", "ISO, MDY", true),
+            ("client_encoding", "UTF8", true),
+            ("client_encoding", "utf-8", true),
+            ("client_encoding", "SJIS", false),
+            ("client_encoding", "GBK", false),
+            ("standard_conforming_strings", "off", false),
+            ("search_path", "public", false),
+            ("role", "postgres", false),
+            ("session_authorization", "postgres", false),
+            ("log_statement", "none", false),
+            ("backslash_quote", "on", false),
+        ] {
+            assert_eq!(
+                check_client_setting(name, value).is_ok(),
+                ok,
+                "{name}={value}"
+            );
+        }
+    }
+
+    #[test]
+    fn options_parsing() {
+        assert_eq!(
+            parse_startup_options(r"-c a=b -cc=d --e-f=g -c x=with\ space").unwrap(),
+            vec![
+                ("a".into(), "b".into()),
+                ("c".into(), "d".into()),
+                ("e_f".into(), "g".into()),
+                ("x".into(), "with space".into())
+            ]
+        );
+        assert!(parse_startup_options("-D /tmp").is_err());
+        assert!(parse_startup_options("-c").is_err());
+        assert!(parse_startup_options("-c novalue").is_err());
+        assert_eq!(parse_startup_options("").unwrap(), vec![]);
+    }
+}
