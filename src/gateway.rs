@@ -1,0 +1,243 @@
+//! The running gateway: configuration, vault-resolved upstreams, agents, policy engine and audit
+//! log as one value that every session shares; and the listeners that serve it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::audit::{AuditError, AuditEvent, AuditLog, Decision, EventKind};
+use crate::auth::AgentStore;
+use crate::config::{Config, SecretRef, SourceError, UpstreamKind};
+use crate::pg::cancel::CancelRegistry;
+use crate::pg::upstream::UpstreamTarget;
+use crate::policy::{Engine, PolicyContext, PolicySet};
+use crate::vault::{MasterKey, Secret, Vault, VaultError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Vault(#[from] VaultError),
+    #[error("{0}")]
+    Audit(#[from] AuditError),
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Gateway {
+    pub config: Config,
+    pub agents: ArcSwap<AgentStore>,
+    pub policy: Engine,
+    pub audit: AuditLog,
+    pub upstreams: HashMap<String, UpstreamTarget>,
+    pub cancels: CancelRegistry,
+    mock_secret: [u8; 32],
+    next_session: AtomicU64,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("upstreams", &self.upstreams.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves `vault:NAME` references; literal values are allowed only where `allow_literal`.
+fn resolve(vault: &Vault, reference: &str, allow_literal: bool) -> Result<Secret, VaultError> {
+    match SecretRef::parse(reference) {
+        SecretRef::Vault(name) => vault.get(&name),
+        SecretRef::Literal(v) if allow_literal => Ok(Secret::new(v)),
+        SecretRef::Literal(_) => Err(VaultError::Key(
+            "a password must be a vault reference".into(),
+        )),
+    }
+}
+
+pub fn policy_context<'a>(config: &Config, agents: &'a AgentStore) -> PolicyContext<'a> {
+    let upstreams: BTreeMap<String, Vec<String>> = config
+        .upstreams
+        .iter()
+        .map(|(n, u)| (n.clone(), u.search_path.clone()))
+        .collect();
+    PolicyContext { agents, upstreams }
+}
+
+/// Loads agents and policies as `tollgate check` and a reload do.
+pub fn load_policies(config: &Config) -> Result<(AgentStore, PolicySet), SourceError> {
+    let agents = AgentStore::load(&config.agents_file)?;
+    let set = PolicySet::load_dir(&config.policies_dir, &policy_context(config, &agents))?;
+    Ok((agents, set))
+}
+
+impl Gateway {
+    /// Builds the gateway from a validated config: opens the vault and the audit log, loads agents
+    /// and policies. Nothing listens yet.
+    pub fn build(config: Config) -> Result<Gateway, GatewayError> {
+        let key = MasterKey::load(config.vault.key_file.as_deref())?;
+        let vault = Vault::open(&config.vault.file, key)?;
+        let mut upstreams = HashMap::new();
+        for (name, u) in &config.upstreams {
+            match u.kind {
+                UpstreamKind::Postgres => {}
+            }
+            upstreams.insert(
+                name.clone(),
+                UpstreamTarget {
+                    name: name.clone(),
+                    host: u.host.clone(),
+                    port: u.port,
+                    database: u.database_name(name).to_string(),
+                    user: resolve(&vault, &u.user, true)?,
+                    password: resolve(&vault, &u.password, false)?,
+                    search_path: u.search_path.join(", "),
+                },
+            );
+        }
+        let (agents, set) = load_policies(&config)?;
+        for w in &set.warnings {
+            warn!("policy: {w}");
+        }
+        let audit = AuditLog::open(&config.audit.file)?;
+        let mut mock_secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut mock_secret);
+        Ok(Gateway {
+            config,
+            agents: ArcSwap::from_pointee(agents),
+            policy: Engine::new(set),
+            audit,
+            upstreams,
+            cancels: CancelRegistry::default(),
+            mock_secret,
+            next_session: AtomicU64::new(1),
+        })
+    }
+
+    /// Re-reads agents and policies; on any error the running ones stay in force.
+    pub fn reload(&self) -> Result<(), SourceError> {
+        match load_policies(&self.config) {
+            Ok((agents, set)) => {
+                self.agents.store(Arc::new(agents));
+                self.policy.replace(set);
+                info!(version = self.policy.version(), "policies reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                metrics::counter!("tollgate_policy_reloads_total", "result" => "error")
+                    .increment(1);
+                warn!(error = %e, "policy reload failed; keeping the last good policy");
+                Err(e)
+            }
+        }
+    }
+
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn mock_secret(&self) -> &[u8; 32] {
+        &self.mock_secret
+    }
+
+    /// The statement text as recorded: literals replaced when the config asks for it.
+    pub fn audit_text(&self, text: &str) -> String {
+        if self.config.audit.redact_literals {
+            pg_query::normalize(text)
+                .unwrap_or_else(|_| "<statement not recorded: could not redact literals>".into())
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// A session-level record (login refused, session opened).
+    pub fn audit_session(
+        &self,
+        session: u64,
+        agent: &str,
+        upstream: Option<&str>,
+        peer: SocketAddr,
+        decision: Decision,
+        reason: &str,
+    ) {
+        let ev = AuditEvent {
+            kind: EventKind::Session,
+            agent: agent.to_string(),
+            protocol: "postgres",
+            upstream: upstream.map(str::to_string),
+            session,
+            client_addr: Some(peer.to_string()),
+            decision,
+            reason: Some(reason.to_string()),
+            ..AuditEvent::default()
+        };
+        if let Err(e) = self.audit.append(&ev) {
+            warn!(error = %e, "audit write failed for a session record");
+        }
+    }
+}
+
+/// A gateway with its listeners bound and serving.
+pub struct Running {
+    pub gateway: Arc<Gateway>,
+    pub pg_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Running {
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Binds the configured listeners and starts serving on the current tokio runtime.
+pub async fn start(config: Config) -> Result<Running, GatewayError> {
+    let gateway = Arc::new(Gateway::build(config)?);
+    let (tx, rx) = watch::channel(false);
+    let mut pg_addr = None;
+    if let Some(addr) = gateway.config.listen.postgres {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Listen { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| GatewayError::Listen { addr, source })?;
+        info!(%local, "PostgreSQL listener ready");
+        pg_addr = Some(local);
+        tokio::spawn(crate::pg::serve(gateway.clone(), listener, rx.clone()));
+    }
+    Ok(Running {
+        gateway,
+        pg_addr,
+        shutdown: tx,
+    })
+}
+
+/// Reloads policies on SIGHUP until the process ends.
+pub fn reload_on_sighup(gateway: Arc<Gateway>) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let _ = gateway.reload();
+        }
+    });
+}

@@ -1,0 +1,215 @@
+//! The backend messages tollgate itself sends, encoded with pgwire's codecs.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use pgwire::messages::response::{ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::startup::{
+    Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
+};
+use pgwire::messages::Message;
+
+pub const AUTHENTICATION: u8 = b'R';
+pub const PARAMETER_STATUS: u8 = b'S';
+pub const BACKEND_KEY_DATA: u8 = b'K';
+pub const READY_FOR_QUERY: u8 = b'Z';
+pub const ERROR_RESPONSE: u8 = b'E';
+pub const NOTICE_RESPONSE: u8 = b'N';
+pub const COMMAND_COMPLETE: u8 = b'C';
+pub const EMPTY_QUERY: u8 = b'I';
+pub const PORTAL_SUSPENDED: u8 = b's';
+pub const PARSE_COMPLETE: u8 = b'1';
+pub const BIND_COMPLETE: u8 = b'2';
+pub const CLOSE_COMPLETE: u8 = b'3';
+pub const ROW_DESCRIPTION: u8 = b'T';
+pub const NO_DATA: u8 = b'n';
+pub const PARAMETER_DESCRIPTION: u8 = b't';
+pub const COPY_IN_RESPONSE: u8 = b'G';
+pub const COPY_OUT_RESPONSE: u8 = b'H';
+pub const COPY_BOTH_RESPONSE: u8 = b'W';
+pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+
+fn encode<M: Message>(m: M) -> Bytes {
+    let mut buf = BytesMut::new();
+    m.encode(&mut buf)
+        .expect("messages built by tollgate are within size limits");
+    buf.freeze()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+/// The fields of an error tollgate reports, before encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgErrorFields {
+    pub severity: Severity,
+    pub code: &'static str,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl PgErrorFields {
+    pub fn error(code: &'static str, message: impl Into<String>) -> PgErrorFields {
+        PgErrorFields {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
+    }
+    pub fn fatal(code: &'static str, message: impl Into<String>) -> PgErrorFields {
+        PgErrorFields {
+            severity: Severity::Fatal,
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
+    }
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let sev = match self.severity {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        };
+        let mut fields = vec![
+            (b'S', sev.to_string()),
+            (b'V', sev.to_string()),
+            (b'C', self.code.to_string()),
+        ];
+        fields.push((b'M', self.message.clone()));
+        if let Some(d) = &self.detail {
+            fields.push((b'D', d.clone()));
+        }
+        if let Some(h) = &self.hint {
+            fields.push((b'H', h.clone()));
+        }
+        encode(ErrorResponse::new(fields))
+    }
+}
+
+pub fn notice(code: &str, message: &str) -> Bytes {
+    let fields = vec![
+        (b'S', "NOTICE".to_string()),
+        (b'V', "NOTICE".to_string()),
+        (b'C', code.to_string()),
+        (b'M', message.to_string()),
+    ];
+    encode(NoticeResponse::new(fields))
+}
+
+pub fn ready_for_query(status: u8) -> Bytes {
+    let status = match status {
+        b'T' => TransactionStatus::Transaction,
+        b'E' => TransactionStatus::Error,
+        _ => TransactionStatus::Idle,
+    };
+    encode(ReadyForQuery::new(status))
+}
+
+pub fn auth_ok() -> Bytes {
+    encode(Authentication::Ok)
+}
+
+pub fn auth_sasl(mechanisms: &[&str]) -> Bytes {
+    encode(Authentication::SASL(
+        mechanisms.iter().map(|m| m.to_string()).collect(),
+    ))
+}
+
+pub fn auth_sasl_continue(data: &str) -> Bytes {
+    encode(Authentication::SASLContinue(Bytes::copy_from_slice(
+        data.as_bytes(),
+    )))
+}
+
+pub fn auth_sasl_final(data: &str) -> Bytes {
+    encode(Authentication::SASLFinal(Bytes::copy_from_slice(
+        data.as_bytes(),
+    )))
+}
+
+pub fn parameter_status(name: &str, value: &str) -> Bytes {
+    encode(ParameterStatus::new(name.to_string(), value.to_string()))
+}
+
+pub fn backend_key_data(pid: i32, secret: i32) -> Bytes {
+    encode(BackendKeyData::new(pid, SecretKey::I32(secret)))
+}
+
+pub fn negotiate_protocol_version(newest_minor: i32, unsupported: Vec<String>) -> Bytes {
+    encode(NegotiateProtocolVersion::new(newest_minor, unsupported))
+}
+
+/// Reads the fields of a backend ErrorResponse/NoticeResponse body: (code, message).
+pub fn error_code_and_message(body: &[u8]) -> (Option<String>, Option<String>) {
+    let (mut code, mut message) = (None, None);
+    let mut rest = body;
+    while let Some((&field, tail)) = rest.split_first() {
+        if field == 0 {
+            break;
+        }
+        let Some(nul) = tail.iter().position(|&b| b == 0) else {
+            break;
+        };
+        let value = String::from_utf8_lossy(&tail[..nul]).into_owned();
+        match field {
+            b'C' => code = Some(value),
+            b'M' => message = Some(value),
+            _ => {}
+        }
+        rest = &tail[nul + 1..];
+    }
+    (code, message)
+}
+
+/// Row count of a CommandComplete tag (`SELECT 5`, `INSERT 0 5`, `UPDATE 3`, `COPY 7`).
+pub fn command_rows(body: &[u8]) -> Option<u64> {
+    let tag = body.split(|&b| b == 0).next()?;
+    let last = tag.rsplit(|&b| b == b' ').next()?;
+    std::str::from_utf8(last).ok()?.parse().ok()
+}
+
+/// A raw message with the given tag and body (for messages pgwire has no type for).
+pub fn raw_message(tag: u8, body: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(body.len() + 5);
+    buf.put_u8(tag);
+    buf.put_i32(body.len() as i32 + 4);
+    buf.put_slice(body);
+    buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_roundtrip_and_tags() {
+        let e = PgErrorFields::error("42501", "permission denied")
+            .with_detail("d")
+            .encode();
+        assert_eq!(e[0], ERROR_RESPONSE);
+        let (code, msg) = error_code_and_message(&e[5..]);
+        assert_eq!(code.as_deref(), Some("42501"));
+        assert_eq!(msg.as_deref(), Some("permission denied"));
+        assert_eq!(ready_for_query(b'T')[..], [b'Z', 0, 0, 0, 5, b'T']);
+    }
+
+    #[test]
+    fn command_tags_give_row_counts() {
+        assert_eq!(command_rows(b"SELECT 5\0"), Some(5));
+        assert_eq!(command_rows(b"INSERT 0 12\0"), Some(12));
+        assert_eq!(command_rows(b"BEGIN\0"), None);
+    }
+}

@@ -1,0 +1,79 @@
+//! Cancel routing: agents get tollgate's own backend keys, mapped to the upstream backend's.
+
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use dashmap::DashMap;
+use rand::Rng;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+#[derive(Debug, Clone, Copy)]
+pub struct CancelTarget {
+    pub addr: SocketAddr,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// (our pid, our secret) → the upstream backend to cancel.
+#[derive(Debug, Default)]
+pub struct CancelRegistry {
+    keys: DashMap<(i32, i32), CancelTarget>,
+}
+
+/// Removes the key when the session ends.
+pub struct CancelKeyGuard<'a> {
+    registry: &'a CancelRegistry,
+    key: (i32, i32),
+}
+
+impl Drop for CancelKeyGuard<'_> {
+    fn drop(&mut self) {
+        self.registry.keys.remove(&self.key);
+    }
+}
+
+impl CancelRegistry {
+    /// Registers a fresh random key for `target` and returns it with its guard.
+    pub fn register(&self, target: CancelTarget) -> (i32, i32, CancelKeyGuard<'_>) {
+        let mut rng = rand::thread_rng();
+        loop {
+            let key = (rng.gen_range(1..i32::MAX), rng.gen::<i32>());
+            if let dashmap::mapref::entry::Entry::Vacant(v) = self.keys.entry(key) {
+                v.insert(target);
+                return (
+                    key.0,
+                    key.1,
+                    CancelKeyGuard {
+                        registry: self,
+                        key,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Forwards a cancel request for a known key; unknown keys are ignored (as PostgreSQL does).
+    pub async fn cancel(&self, pid: i32, secret: i32) -> bool {
+        let Some(target) = self.keys.get(&(pid, secret)).map(|t| *t) else {
+            metrics::counter!("tollgate_cancel_requests_total", "result" => "unknown_key")
+                .increment(1);
+            return false;
+        };
+        metrics::counter!("tollgate_cancel_requests_total", "result" => "forwarded").increment(1);
+        let mut buf = BytesMut::new();
+        postgres_protocol::message::frontend::cancel_request(target.pid, target.secret, &mut buf);
+        match TcpStream::connect(target.addr).await {
+            Ok(mut s) => s.write_all(&buf).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}

@@ -1,0 +1,222 @@
+//! Length-checked framing of PostgreSQL messages: `tag | int32 len | body`, zero-copy.
+//!
+//! The length is validated before any allocation, so a client declaring a 1 GB message is refused
+//! without buffering it. Frames are split off the read buffer as `Bytes`, so relaying one costs no copy.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Startup-phase packets (startup, SSLRequest, CancelRequest) are small; PostgreSQL caps them at 10000.
+pub const MAX_STARTUP_PACKET: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed in the middle of a message")]
+    Truncated,
+    #[error("invalid message length {0}")]
+    BadLength(i64),
+    #[error("message of {len} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { len: usize, limit: usize },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One whole message: `tag` plus the full encoding (tag, length and body) in `raw`.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub tag: u8,
+    pub raw: Bytes,
+}
+
+impl Frame {
+    /// The body after the tag and the length.
+    pub fn body(&self) -> &[u8] {
+        &self.raw[5..]
+    }
+}
+
+/// Reads frames from one direction of a connection.
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+    limit: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R, limit: usize) -> FrameReader<R> {
+        FrameReader {
+            inner,
+            buf: BytesMut::with_capacity(16 * 1024),
+            limit,
+        }
+    }
+
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
+    /// True when a complete frame is already buffered (so reading it will not wait on the socket).
+    pub fn has_buffered_frame(&self) -> bool {
+        self.peek_len()
+            .map(|l| self.buf.len() >= l)
+            .unwrap_or(false)
+    }
+
+    fn peek_len(&self) -> Option<usize> {
+        if self.buf.len() < 5 {
+            return None;
+        }
+        let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+        usize::try_from(len).ok().map(|l| l + 1)
+    }
+
+    /// The next frame, or `None` on a clean end of stream between messages.
+    pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+                if len < 4 {
+                    return Err(FrameError::BadLength(len as i64));
+                }
+                let total = len as usize + 1;
+                if total > self.limit {
+                    return Err(FrameError::TooLarge {
+                        len: total,
+                        limit: self.limit,
+                    });
+                }
+                if self.buf.len() >= total {
+                    let raw = self.buf.split_to(total).freeze();
+                    return Ok(Some(Frame { tag: raw[0], raw }));
+                }
+                self.buf.reserve(total - self.buf.len());
+            }
+            if self.fill().await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+        }
+    }
+
+    /// An untagged startup-phase packet (`int32 len | body`), body returned without the length.
+    pub async fn next_startup_packet(&mut self) -> Result<Option<Bytes>, FrameError> {
+        loop {
+            if self.buf.len() >= 4 {
+                let len = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                if !(8..=MAX_STARTUP_PACKET as i32).contains(&len) {
+                    return Err(FrameError::BadLength(len as i64));
+                }
+                let len = len as usize;
+                if self.buf.len() >= len {
+                    let mut raw = self.buf.split_to(len);
+                    raw.advance(4);
+                    return Ok(Some(raw.freeze()));
+                }
+            }
+            if self.fill().await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+        }
+    }
+
+    /// Bytes read past the startup phase (a client must not pipeline before TLS/auth replies).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.inner, self.buf)
+    }
+
+    pub fn from_parts(inner: R, buf: BytesMut, limit: usize) -> FrameReader<R> {
+        FrameReader { inner, buf, limit }
+    }
+
+    async fn fill(&mut self) -> Result<usize, FrameError> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        Ok(self.inner.read_buf(&mut self.buf).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that yields its input a few bytes at a time.
+    struct Dribble(Vec<u8>, usize);
+    impl AsyncRead for Dribble {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self.1.min(self.0.len()).min(buf.remaining());
+            let chunk: Vec<u8> = self.0.drain(..n).collect();
+            buf.put_slice(&chunk);
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[tokio::test]
+    async fn reassembles_frames_fed_three_bytes_at_a_time() {
+        let mut input = msg(b'Q', b"SELECT 1\0");
+        input.extend(msg(b'S', b""));
+        let mut r = FrameReader::new(Dribble(input, 3), 1 << 20);
+        let f = r.next().await.unwrap().unwrap();
+        assert_eq!((f.tag, f.body()), (b'Q', &b"SELECT 1\0"[..]));
+        assert_eq!(r.next().await.unwrap().unwrap().tag, b'S');
+        assert!(r.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn refuses_oversized_and_negative_lengths_before_buffering() {
+        let mut huge = vec![b'Q'];
+        huge.extend_from_slice(&i32::MAX.to_be_bytes());
+        let mut r = FrameReader::new(Dribble(huge, 100), 1 << 20);
+        assert!(matches!(r.next().await, Err(FrameError::TooLarge { .. })));
+        let mut neg = vec![b'Q'];
+        neg.extend_from_slice(&(-5i32).to_be_bytes());
+        let mut r = FrameReader::new(Dribble(neg, 100), 1 << 20);
+        assert!(matches!(r.next().await, Err(FrameError::BadLength(-5))));
+    }
+
+    #[tokio::test]
+    async fn truncated_message_is_an_error_not_a_hang() {
+        let mut input = msg(b'Q', b"SELECT 1\0");
+        input.truncate(7);
+        let mut r = FrameReader::new(Dribble(input, 2), 1 << 20);
+        assert!(matches!(r.next().await, Err(FrameError::Truncated)));
+    }
+
+    #[tokio::test]
+    async fn startup_packets_are_capped() {
+        let mut r = FrameReader::new(Dribble(20_000i32.to_be_bytes().to_vec(), 4), 1 << 20);
+        assert!(matches!(
+            r.next_startup_packet().await,
+            Err(FrameError::BadLength(20_000))
+        ));
+        let mut ok = 8i32.to_be_bytes().to_vec();
+        ok.extend_from_slice(&80877103i32.to_be_bytes());
+        let mut r = FrameReader::new(Dribble(ok, 1), 1 << 20);
+        assert_eq!(
+            &r.next_startup_packet().await.unwrap().unwrap()[..],
+            &80877103i32.to_be_bytes()
+        );
+    }
+}

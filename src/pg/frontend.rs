@@ -1,0 +1,126 @@
+//! Zero-copy views of the client messages tollgate inspects, validated once.
+//!
+//! Query and Parse text must be valid UTF-8: the text the policy sees is exactly the text that is
+//! forwarded (no lossy replacement that could make the analyser and the server disagree).
+
+use super::frame::Frame;
+
+pub const QUERY: u8 = b'Q';
+pub const PARSE: u8 = b'P';
+pub const BIND: u8 = b'B';
+pub const DESCRIBE: u8 = b'D';
+pub const EXECUTE: u8 = b'E';
+pub const CLOSE: u8 = b'C';
+pub const SYNC: u8 = b'S';
+pub const FLUSH: u8 = b'H';
+pub const TERMINATE: u8 = b'X';
+pub const FUNCTION_CALL: u8 = b'F';
+pub const COPY_DATA: u8 = b'd';
+pub const COPY_DONE: u8 = b'c';
+pub const COPY_FAIL: u8 = b'f';
+pub const PASSWORD: u8 = b'p';
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MessageError {
+    #[error("invalid {0} message: missing string terminator")]
+    Unterminated(&'static str),
+    #[error("invalid {0} message: text is not valid UTF-8")]
+    NotUtf8(&'static str),
+    #[error("invalid {0} message: truncated")]
+    Truncated(&'static str),
+}
+
+/// Reads a NUL-terminated string at `at`; returns it and the offset after the NUL.
+fn cstr<'a>(
+    body: &'a [u8],
+    at: usize,
+    what: &'static str,
+) -> Result<(&'a str, usize), MessageError> {
+    let rest = body.get(at..).ok_or(MessageError::Truncated(what))?;
+    let nul = rest
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(MessageError::Unterminated(what))?;
+    let s = std::str::from_utf8(&rest[..nul]).map_err(|_| MessageError::NotUtf8(what))?;
+    Ok((s, at + nul + 1))
+}
+
+/// `Query`: one string.
+pub fn query_text(frame: &Frame) -> Result<&str, MessageError> {
+    Ok(cstr(frame.body(), 0, "Query")?.0)
+}
+
+/// `Parse`: statement name and query text (parameter type OIDs are not needed).
+pub fn parse_fields(frame: &Frame) -> Result<(&str, &str), MessageError> {
+    let (name, at) = cstr(frame.body(), 0, "Parse")?;
+    let (query, at) = cstr(frame.body(), at, "Parse")?;
+    if frame.body().len() < at + 2 {
+        return Err(MessageError::Truncated("Parse"));
+    }
+    Ok((name, query))
+}
+
+/// `Bind`: portal name and statement name.
+pub fn bind_names(frame: &Frame) -> Result<(&str, &str), MessageError> {
+    let (portal, at) = cstr(frame.body(), 0, "Bind")?;
+    let (statement, _) = cstr(frame.body(), at, "Bind")?;
+    Ok((portal, statement))
+}
+
+/// `Execute`: portal name.
+pub fn execute_portal(frame: &Frame) -> Result<&str, MessageError> {
+    Ok(cstr(frame.body(), 0, "Execute")?.0)
+}
+
+/// `Describe` / `Close`: target kind (`S` statement or `P` portal) and name.
+pub fn target<'a>(frame: &'a Frame, what: &'static str) -> Result<(u8, &'a str), MessageError> {
+    let kind = *frame.body().first().ok_or(MessageError::Truncated(what))?;
+    Ok((kind, cstr(frame.body(), 1, what)?.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn frame(tag: u8, body: &[u8]) -> Frame {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        v.extend_from_slice(body);
+        Frame {
+            tag,
+            raw: Bytes::from(v),
+        }
+    }
+
+    #[test]
+    fn reads_fields_and_rejects_malformed_bodies() {
+        assert_eq!(query_text(&frame(QUERY, b"SELECT 1\0")), Ok("SELECT 1"));
+        assert_eq!(
+            query_text(&frame(QUERY, b"SELECT 1")),
+            Err(MessageError::Unterminated("Query"))
+        );
+        assert_eq!(
+            query_text(&frame(QUERY, b"SELECT \xff\0")),
+            Err(MessageError::NotUtf8("Query"))
+        );
+        assert_eq!(
+            parse_fields(&frame(PARSE, b"s1\0SELECT $1\0\0\0")),
+            Ok(("s1", "SELECT $1"))
+        );
+        assert_eq!(
+            parse_fields(&frame(PARSE, b"s1\0SELECT $1\0")),
+            Err(MessageError::Truncated("Parse"))
+        );
+        assert_eq!(bind_names(&frame(BIND, b"p\0s\0\0\0")), Ok(("p", "s")));
+        assert_eq!(execute_portal(&frame(EXECUTE, b"\0\0\0\0\0")), Ok(""));
+        assert_eq!(
+            target(&frame(DESCRIBE, b"Sname\0"), "Describe"),
+            Ok((b'S', "name"))
+        );
+        assert_eq!(
+            target(&frame(CLOSE, b""), "Close"),
+            Err(MessageError::Truncated("Close"))
+        );
+    }
+}

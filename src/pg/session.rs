@@ -1,0 +1,479 @@
+//! One client connection, phase by phase: startup → agent auth → routing → upstream login → relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn, Instrument};
+
+use super::backend::{self as msg, PgErrorFields};
+use super::cancel::CancelTarget;
+use super::client_auth::{self, ClientAuthError};
+use super::frame::{Frame, FrameReader};
+use super::from_client::{self, ClientEnd, FromClientError};
+use super::pending::{AuditTicket, Pending};
+use super::startup::{self, StartupError, StartupParams, StartupRequest};
+use super::to_client::{self, ToClientError};
+use super::upstream::{self, UpstreamError};
+use crate::audit::{AuditEvent, Decision, EventKind};
+use crate::gateway::Gateway;
+use crate::policy::{Outcome, SessionFacts, Verdict};
+
+/// A statement as checked when it was prepared (extended protocol).
+#[derive(Debug)]
+pub struct Checked {
+    pub text: Box<str>,
+    pub verdict: Arc<Verdict>,
+}
+
+/// What both halves of a running session share: who, where, and the gateway's services.
+pub struct SessionCtx {
+    gw: Arc<Gateway>,
+    pub id: u64,
+    pub agent: Arc<str>,
+    pub upstream: Arc<str>,
+    client_addr: String,
+}
+
+pub async fn handle(gw: Arc<Gateway>, socket: TcpStream, peer: SocketAddr) {
+    let id = gw.next_session_id();
+    let span = tracing::info_span!("pg_session", session = id, client = %peer);
+    async move {
+        metrics::gauge!("tollgate_client_connections", "protocol" => "postgres").increment(1.0);
+        if let Err(e) = run(gw, socket, peer, id).await {
+            debug!(error = %e, "session ended with an error");
+        }
+        metrics::gauge!("tollgate_client_connections", "protocol" => "postgres").decrement(1.0);
+    }
+    .instrument(span)
+    .await
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("{0}")]
+    Startup(#[from] StartupError),
+    #[error("{0}")]
+    Auth(#[from] ClientAuthError),
+    #[error("client refused: {}", .0.message)]
+    Refused(PgErrorFields),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("startup timed out")]
+    Timeout,
+}
+
+async fn run(
+    gw: Arc<Gateway>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+) -> Result<(), SessionError> {
+    socket.set_nodelay(true)?;
+    let (rd, mut wr) = socket.into_split();
+    let mut reader = FrameReader::new(rd, gw.config.limits.max_message_bytes);
+    let auth_timeout = Duration::from_millis(gw.config.limits.auth_timeout_ms);
+
+    let phase =
+        tokio::time::timeout(auth_timeout, login(&gw, &mut reader, &mut wr, peer, id)).await;
+    let (params, ctx) = match phase {
+        Err(_) => {
+            send_fatal(
+                &mut wr,
+                &PgErrorFields::fatal("08006", "tollgate: authentication timed out"),
+            )
+            .await;
+            return Err(SessionError::Timeout);
+        }
+        Ok(Ok(Some(x))) => x,
+        Ok(Ok(None)) => return Ok(()), // a cancel request, already handled
+        Ok(Err(e)) => {
+            if let Some(fields) = refusal_of(&e) {
+                send_fatal(&mut wr, fields).await;
+            }
+            return Err(e);
+        }
+    };
+    relay(gw, ctx, params, reader, wr).await
+}
+
+fn refusal_of(e: &SessionError) -> Option<&PgErrorFields> {
+    match e {
+        SessionError::Startup(StartupError::Refused(f))
+        | SessionError::Auth(ClientAuthError::Refused(f))
+        | SessionError::Refused(f) => Some(f),
+        _ => None,
+    }
+}
+
+async fn send_fatal(wr: &mut OwnedWriteHalf, fields: &PgErrorFields) {
+    let _ = wr.write_all(&fields.encode()).await;
+    let _ = wr.shutdown().await;
+}
+
+/// Startup, authentication and routing. `None` when the connection was a cancel request.
+async fn login(
+    gw: &Arc<Gateway>,
+    reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    wr: &mut OwnedWriteHalf,
+    peer: SocketAddr,
+    id: u64,
+) -> Result<Option<(StartupParams, SessionCtx)>, SessionError> {
+    let params = match startup::negotiate(reader, wr).await? {
+        StartupRequest::Cancel { pid, secret } => {
+            gw.cancels.cancel(pid, secret).await;
+            return Ok(None);
+        }
+        StartupRequest::Startup(p) => p,
+    };
+    if params.minor_version > 0 || !params.protocol_options.is_empty() {
+        wr.write_all(&msg::negotiate_protocol_version(
+            0,
+            params.protocol_options.clone(),
+        ))
+        .await?;
+    }
+    let agents = gw.agents.load_full();
+    if let Err(e) =
+        client_auth::authenticate(reader, wr, &agents, &params.user, gw.mock_secret()).await
+    {
+        gw.audit_session(
+            id,
+            &params.user,
+            None,
+            peer,
+            Decision::Blocked,
+            "authentication failed",
+        );
+        return Err(e.into());
+    }
+    let ctx = SessionCtx {
+        gw: gw.clone(),
+        id,
+        agent: params.user.as_str().into(),
+        upstream: params.database.as_str().into(),
+        client_addr: peer.to_string(),
+    };
+    if !gw.upstreams.contains_key(&params.database) {
+        return Err(SessionError::Refused(PgErrorFields::fatal(
+            "3D000",
+            format!("database \"{}\" does not exist", params.database),
+        )));
+    }
+    if let Err(d) = gw.policy.may_connect(&params.user, &params.database) {
+        gw.audit_session(
+            id,
+            &params.user,
+            Some(&params.database),
+            peer,
+            Decision::Blocked,
+            &d.reason,
+        );
+        return Err(SessionError::Refused(PgErrorFields::fatal(
+            "42501",
+            format!("tollgate: {} (rule: {})", d.reason, d.rule),
+        )));
+    }
+    Ok(Some((params, ctx)))
+}
+
+async fn relay(
+    gw: Arc<Gateway>,
+    ctx: SessionCtx,
+    params: StartupParams,
+    reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    mut wr: OwnedWriteHalf,
+) -> Result<(), SessionError> {
+    let target = gw
+        .upstreams
+        .get(ctx.upstream.as_ref())
+        .expect("checked at login")
+        .clone();
+    let timeout = Duration::from_millis(gw.config.limits.upstream_connect_timeout_ms);
+    let up = match upstream::connect(&target, &params.settings, timeout).await {
+        Ok(up) => up,
+        Err(e) => {
+            metrics::counter!("tollgate_upstream_errors_total", "upstream" => target.name.clone())
+                .increment(1);
+            warn!(upstream = %target.name, error = %e, "upstream login failed");
+            let fields = upstream_failure(&target.name, &e);
+            return Err(SessionError::Refused(fields));
+        }
+    };
+    let (pid, secret, _cancel_guard) = gw.cancels.register(CancelTarget {
+        addr: up.addr,
+        pid: up.backend_pid,
+        secret: up.backend_secret,
+    });
+    let ctx = Arc::new(ctx);
+    let mut hello = Vec::new();
+    for f in &up.parameter_frames {
+        hello.extend_from_slice(&ctx.rewrite_parameter_status(f));
+    }
+    hello.extend_from_slice(&msg::backend_key_data(pid, secret));
+    hello.extend_from_slice(&msg::ready_for_query(b'I'));
+    wr.write_all(&hello).await?;
+    gw.audit_session(
+        ctx.id,
+        &ctx.agent,
+        Some(&ctx.upstream),
+        ctx.client_addr
+            .parse()
+            .ok()
+            .unwrap_or(([0, 0, 0, 0], 0).into()),
+        Decision::Allowed,
+        "session opened",
+    );
+    info!(agent = %ctx.agent, upstream = %ctx.upstream, "session started");
+
+    let pending = Pending::default();
+    let mut to_client_fut = Box::pin(to_client::run(
+        ctx.clone(),
+        pending.clone(),
+        up.reader,
+        &mut wr,
+    ));
+    let from_client_fut = from_client::run(ctx.clone(), pending.clone(), reader, up.writer);
+    let result = tokio::select! {
+        r = from_client_fut => ClientSide(r),
+        r = &mut to_client_fut => UpstreamSide(r),
+    };
+    drop(to_client_fut);
+    // Statements still in flight when the session ends get an outcome record.
+    for e in pending.drain() {
+        if let super::pending::Expect::Simple {
+            ticket: Some(t), ..
+        }
+        | super::pending::Expect::Execute { ticket: Some(t) } = e
+        {
+            ctx.audit_outcome(
+                t,
+                None,
+                Some((
+                    "08006".into(),
+                    "session ended before the statement completed".into(),
+                )),
+            );
+        }
+    }
+    match result {
+        ClientSide(Ok(ClientEnd::Terminated | ClientEnd::Closed)) => Ok(()),
+        ClientSide(Err(FromClientError::Fatal(fields))) => {
+            send_fatal(&mut wr, &fields).await;
+            Err(SessionError::Refused(fields))
+        }
+        ClientSide(Err(e)) => {
+            if let FromClientError::Upstream(_) = e {
+                send_fatal(
+                    &mut wr,
+                    &PgErrorFields::fatal("08006", "tollgate: connection to upstream lost"),
+                )
+                .await;
+            }
+            Err(SessionError::Io(std::io::Error::other(e.to_string())))
+        }
+        UpstreamSide(Ok(())) => Ok(()),
+        UpstreamSide(Err(ToClientError::Client(e))) => Err(SessionError::Io(e)),
+        UpstreamSide(Err(e)) => {
+            metrics::counter!("tollgate_upstream_errors_total", "upstream" => target.name.clone())
+                .increment(1);
+            send_fatal(
+                &mut wr,
+                &PgErrorFields::fatal(
+                    "08006",
+                    format!("tollgate: connection to upstream \"{}\" lost", target.name),
+                ),
+            )
+            .await;
+            Err(SessionError::Io(std::io::Error::other(e.to_string())))
+        }
+    }
+}
+
+enum SideResult<A, B> {
+    ClientSide(A),
+    UpstreamSide(B),
+}
+use SideResult::{ClientSide, UpstreamSide};
+
+fn upstream_failure(name: &str, e: &UpstreamError) -> PgErrorFields {
+    let detail = match e {
+        UpstreamError::Connect(_) | UpstreamError::Timeout(_) => {
+            "the upstream is not accepting connections"
+        }
+        UpstreamError::LoginRefused(_) => "the upstream refused tollgate's credentials",
+        _ => "the upstream did not complete the login",
+    };
+    PgErrorFields::fatal(
+        "08006",
+        format!("tollgate: upstream \"{name}\" is unavailable"),
+    )
+    .with_detail(detail)
+}
+
+impl SessionCtx {
+    fn event(&self, kind: EventKind, decision: Decision) -> AuditEvent {
+        AuditEvent {
+            kind,
+            agent: self.agent.to_string(),
+            protocol: "postgres",
+            upstream: Some(self.upstream.to_string()),
+            session: self.id,
+            client_addr: Some(self.client_addr.clone()),
+            decision,
+            ..AuditEvent::default()
+        }
+    }
+
+    pub fn check_sql(&self, text: &str, facts: &SessionFacts) -> Arc<Verdict> {
+        self.gw
+            .policy
+            .check_sql(&self.agent, &self.upstream, text, facts)
+    }
+
+    /// The error the agent sees for a refused statement: names the rule.
+    pub fn refusal(&self, verdict: &Verdict) -> PgErrorFields {
+        match &verdict.denial {
+            Some(d) => PgErrorFields::error(
+                d.sqlstate,
+                format!("tollgate: {} (rule: {})", d.reason, d.rule),
+            )
+            .with_detail(format!(
+                "agent \"{}\", upstream \"{}\"",
+                self.agent, self.upstream
+            ))
+            .with_hint("the statement was refused by tollgate's policy; see `tollgate explain`"),
+            None => PgErrorFields::error("42501", "tollgate: statement refused by policy"),
+        }
+    }
+
+    fn audit_unavailable() -> PgErrorFields {
+        PgErrorFields::error(
+            "58030",
+            "tollgate: the audit log cannot be written; the statement was not run",
+        )
+    }
+
+    /// Records the decision before a statement is forwarded. `Ok(ticket)`: forward it;
+    /// `Err(fields)`: refuse it with that error (policy refusal, or the audit log failing).
+    pub fn admit(
+        &self,
+        text: &str,
+        verdict: &Verdict,
+    ) -> Result<Option<AuditTicket>, PgErrorFields> {
+        let decision = match verdict.outcome {
+            Outcome::Allow => Decision::Allowed,
+            Outcome::WouldBlock => Decision::WouldBlock,
+            Outcome::Block => Decision::Blocked,
+        };
+        metrics::counter!("tollgate_statements_total", "protocol" => "postgres", "decision" => decision.as_str()).increment(1);
+        let mut ev = self.event(EventKind::Decision, decision);
+        ev.statement = Some(self.gw.audit_text(text));
+        if let Some(d) = &verdict.denial {
+            ev.rule = Some(d.rule.clone());
+            ev.reason = Some(d.reason.clone());
+        }
+        if decision == Decision::Blocked {
+            ev.sqlstate = verdict.denial.as_ref().map(|d| d.sqlstate.to_string());
+            if let Some(d) = &verdict.denial {
+                metrics::counter!("tollgate_refusals_total", "protocol" => "postgres", "rule" => rule_label(&d.rule)).increment(1);
+            }
+            if let Err(e) = self.gw.audit.append(&ev) {
+                warn!(error = %e, "audit write failed for a blocked statement");
+            }
+            return Err(self.refusal(verdict));
+        }
+        match self.gw.audit.append(&ev) {
+            Ok(seq) => Ok(Some(AuditTicket {
+                seq,
+                started: Instant::now(),
+                would_block: decision == Decision::WouldBlock,
+            })),
+            Err(e) => {
+                warn!(error = %e, "audit write failed: refusing the statement");
+                Err(Self::audit_unavailable())
+            }
+        }
+    }
+
+    /// Records an Execute of a statement checked at Parse (or of a DECLAREd cursor's portal).
+    pub fn record_execute(
+        &self,
+        portal: &str,
+        checked: Option<&Checked>,
+    ) -> Result<Option<AuditTicket>, PgErrorFields> {
+        match checked {
+            Some(c) => self.admit(&c.text, &c.verdict),
+            None => {
+                let allowed = Verdict {
+                    outcome: Outcome::Allow,
+                    denial: None,
+                    effects: Vec::new(),
+                };
+                self.admit(
+                    &format!("-- execute portal \"{portal}\" (a cursor checked when declared)"),
+                    &allowed,
+                )
+            }
+        }
+    }
+
+    pub fn refuse_function_call(&self) -> PgErrorFields {
+        let verdict = Verdict {
+            outcome: Outcome::Block,
+            denial: Some(crate::policy::Denial {
+                rule: "builtin: fastpath".into(),
+                reason: "fast-path function calls (FunctionCall messages) are not allowed".into(),
+                sqlstate: "42501",
+            }),
+            effects: Vec::new(),
+        };
+        self.admit("-- fast-path FunctionCall", &verdict)
+            .err()
+            .unwrap_or_else(|| self.refusal(&verdict))
+    }
+
+    /// The outcome record of a forwarded statement.
+    pub fn audit_outcome(
+        &self,
+        ticket: AuditTicket,
+        rows: Option<u64>,
+        error: Option<(String, String)>,
+    ) {
+        let decision = match (&error, ticket.would_block) {
+            (Some(_), _) => Decision::Error,
+            (None, true) => Decision::WouldBlock,
+            (None, false) => Decision::Allowed,
+        };
+        let mut ev = self.event(EventKind::Outcome, decision);
+        ev.ref_seq = Some(ticket.seq);
+        ev.rows = rows;
+        ev.duration_us = Some(ticket.started.elapsed().as_micros() as u64);
+        if let Some((code, message)) = error {
+            ev.sqlstate = (!code.is_empty()).then_some(code);
+            ev.error = Some(message);
+        }
+        if let Err(e) = self.gw.audit.append(&ev) {
+            warn!(error = %e, "audit outcome write failed");
+        }
+    }
+
+    /// ParameterStatus as the upstream sent it, except the upstream login name, shown as the agent.
+    pub fn rewrite_parameter_status(&self, frame: &Frame) -> Bytes {
+        let body = frame.body();
+        let name_end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+        if &body[..name_end] == b"session_authorization" {
+            return msg::parameter_status("session_authorization", &self.agent);
+        }
+        frame.raw.clone()
+    }
+}
+
+/// Metric label for a rule: the rule kind, not the table name, to keep cardinality bounded.
+fn rule_label(rule: &str) -> String {
+    rule.split(':').next().unwrap_or(rule).to_string()
+}

@@ -1,0 +1,290 @@
+//! The startup phase: SSL/GSS negotiation (answered 'N' until TLS lands), CancelRequest, and the
+//! startup packet with its parameters checked (protocol 3.0 only, no replication, no unchecked options).
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::backend::PgErrorFields;
+use super::frame::{FrameError, FrameReader};
+use crate::policy::settings::{check_client_setting, parse_startup_options};
+
+const SSL_REQUEST: i32 = 80877103;
+const GSSENC_REQUEST: i32 = 80877104;
+const CANCEL_REQUEST: i32 = 80877102;
+
+#[derive(Debug)]
+pub enum StartupRequest {
+    Cancel { pid: i32, secret: i32 },
+    Startup(StartupParams),
+}
+
+/// A validated startup packet.
+#[derive(Debug, Clone)]
+pub struct StartupParams {
+    pub user: String,
+    pub database: String,
+    /// Client settings to pass upstream (already checked against the safe-settings list).
+    pub settings: Vec<(String, String)>,
+    /// Minor protocol version the client asked for (we speak 3.0 and negotiate down).
+    pub minor_version: u16,
+    /// `_pq_.*` protocol options the client asked for; all are unsupported.
+    pub protocol_options: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("client closed the connection during startup")]
+    Closed,
+    /// A refusal to report to the client as a FATAL error.
+    #[error("{}", .0.message)]
+    Refused(PgErrorFields),
+}
+
+fn fatal(code: &'static str, message: impl Into<String>) -> StartupError {
+    StartupError::Refused(PgErrorFields::fatal(code, message))
+}
+
+/// Reads packets until a startup packet or a cancel request arrives.
+pub async fn negotiate<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut W,
+) -> Result<StartupRequest, StartupError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    // At most one SSL and one GSS negotiation before the startup packet, as PostgreSQL allows.
+    for _ in 0..3 {
+        let packet = reader
+            .next_startup_packet()
+            .await?
+            .ok_or(StartupError::Closed)?;
+        let code = i32::from_be_bytes([packet[0], packet[1], packet[2], packet[3]]);
+        match code {
+            SSL_REQUEST | GSSENC_REQUEST => {
+                if reader.buffered() > 0 {
+                    // Data sent before our answer could be a TLS handshake injected in plaintext.
+                    return Err(fatal(
+                        "08P01",
+                        "received unencrypted data after SSL request",
+                    ));
+                }
+                writer.write_all(b"N").await.map_err(FrameError::Io)?;
+            }
+            CANCEL_REQUEST => {
+                if packet.len() != 12 {
+                    return Err(fatal("08P01", "invalid cancel request"));
+                }
+                let pid = i32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+                let secret = i32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+                return Ok(StartupRequest::Cancel { pid, secret });
+            }
+            _ => return parse_startup(&packet).map(StartupRequest::Startup),
+        }
+    }
+    Err(fatal("08P01", "too many negotiation requests"))
+}
+
+fn parse_startup(packet: &Bytes) -> Result<StartupParams, StartupError> {
+    let major = u16::from_be_bytes([packet[0], packet[1]]);
+    let minor = u16::from_be_bytes([packet[2], packet[3]]);
+    if major != 3 {
+        return Err(fatal(
+            "0A000",
+            format!("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0"),
+        ));
+    }
+    let pairs = read_pairs(&packet[4..]).ok_or_else(|| {
+        fatal(
+            "08P01",
+            "invalid startup packet layout: expected terminator as last byte",
+        )
+    })?;
+    let mut user = None;
+    let mut database = None;
+    let mut settings: Vec<(String, String)> = Vec::new();
+    let mut protocol_options = Vec::new();
+    for (key, value) in pairs {
+        match key.as_str() {
+            "user" => user = Some(value),
+            "database" => database = Some(value),
+            "replication" => {
+                if !matches!(
+                    value.to_ascii_lowercase().as_str(),
+                    "false" | "off" | "no" | "0"
+                ) {
+                    return Err(fatal(
+                        "42501",
+                        "replication connections are not allowed through tollgate",
+                    ));
+                }
+            }
+            "options" => {
+                let parsed = parse_startup_options(&value).map_err(|e| fatal("08P01", e))?;
+                for (k, v) in parsed {
+                    check_client_setting(&k, &v).map_err(|e| fatal("42501", e))?;
+                    settings.push((k, v));
+                }
+            }
+            k if k.starts_with("_pq_.") => protocol_options.push(k.to_string()),
+            k => {
+                check_client_setting(k, &value).map_err(|e| fatal("42501", e))?;
+                settings.push((k.to_string(), value));
+            }
+        }
+    }
+    let user = user.filter(|u| !u.is_empty()).ok_or_else(|| {
+        fatal(
+            "28000",
+            "no PostgreSQL user name specified in startup packet",
+        )
+    })?;
+    let database = database
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| user.clone());
+    Ok(StartupParams {
+        user,
+        database,
+        settings,
+        minor_version: minor,
+        protocol_options,
+    })
+}
+
+/// Key/value C-strings up to an empty key; `None` if the layout or the UTF-8 is invalid.
+fn read_pairs(mut body: &[u8]) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    loop {
+        let nul = body.iter().position(|&b| b == 0)?;
+        if nul == 0 {
+            return if body.len() == 1 { Some(out) } else { None };
+        }
+        let key = std::str::from_utf8(&body[..nul]).ok()?.to_string();
+        body = &body[nul + 1..];
+        let vnul = body.iter().position(|&b| b == 0)?;
+        let value = std::str::from_utf8(&body[..vnul]).ok()?.to_string();
+        body = &body[vnul + 1..];
+        out.push((key, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn startup(pairs: &[(&str, &str)]) -> Bytes {
+        let mut v = vec![0, 3, 0, 0];
+        for (k, val) in pairs {
+            v.extend_from_slice(k.as_bytes());
+            v.push(0);
+            v.extend_from_slice(val.as_bytes());
+            v.push(0);
+        }
+        v.push(0);
+        Bytes::from(v)
+    }
+
+    fn refused(r: Result<StartupParams, StartupError>) -> PgErrorFields {
+        match r {
+            Err(StartupError::Refused(f)) => f,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_what_libpq_and_jdbc_send() {
+        let p = parse_startup(&startup(&[
+            ("user", "analyst"),
+            ("database", "shop"),
+            ("application_name", "psql"),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO"),
+            ("TimeZone", "UTC"),
+            ("extra_float_digits", "3"),
+        ]))
+        .unwrap();
+        assert_eq!((p.user.as_str(), p.database.as_str()), ("analyst", "shop"));
+        assert_eq!(p.settings.len(), 5);
+    }
+
+    #[test]
+    fn refuses_replication_role_and_unsafe_options() {
+        assert_eq!(
+            refused(parse_startup(&startup(&[
+                ("user", "a"),
+                ("replication", "database")
+            ])))
+            .code,
+            "42501"
+        );
+        assert_eq!(
+            refused(parse_startup(&startup(&[
+                ("user", "a"),
+                ("role", "postgres")
+            ])))
+            .code,
+            "42501"
+        );
+        assert_eq!(
+            refused(parse_startup(&startup(&[
+                ("user", "a"),
+                ("options", "-c role=postgres")
+            ])))
+            .code,
+            "42501"
+        );
+        assert_eq!(
+            refused(parse_startup(&startup(&[
+                ("user", "a"),
+                ("options", "-csearch_path=secret")
+            ])))
+            .code,
+            "42501"
+        );
+        assert_eq!(
+            refused(parse_startup(&startup(&[
+                ("user", "a"),
+                ("client_encoding", "SJIS")
+            ])))
+            .code,
+            "42501"
+        );
+        assert_eq!(
+            refused(parse_startup(&startup(&[("database", "shop")]))).code,
+            "28000"
+        );
+        let p = parse_startup(&startup(&[
+            ("user", "a"),
+            ("options", "-c application_name=x --DateStyle=ISO"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            p.settings,
+            vec![
+                ("application_name".into(), "x".into()),
+                ("DateStyle".into(), "ISO".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_packets_are_refused_without_panicking() {
+        for body in [
+            &[0u8, 3, 0, 0][..],
+            &[0, 3, 0, 0, b'u', 0],
+            &[0, 3, 0, 0, b'u', 0, b'x', 0],
+            &[0, 3, 0, 0, 0xff, 0, 0, 0],
+        ] {
+            assert_eq!(
+                refused(parse_startup(&Bytes::copy_from_slice(body))).code,
+                "08P01"
+            );
+        }
+        assert_eq!(
+            refused(parse_startup(&Bytes::from_static(&[0, 2, 0, 0, 0]))).code,
+            "0A000"
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! Logging in to the upstream PostgreSQL with vaulted credentials (SCRAM-SHA-256, MD5 or cleartext,
+//! whichever the server asks for), up to its first ReadyForQuery.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::backend::Message as BackendMessage;
+use postgres_protocol::message::frontend;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use super::backend as msg;
+use super::frame::{Frame, FrameError, FrameReader};
+use crate::vault::Secret;
+
+/// Everything needed to open a session upstream. Credentials stay redacted in Debug output.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: Secret,
+    pub password: Secret,
+    pub search_path: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot reach upstream: {0}")]
+    Connect(std::io::Error),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The upstream refused the login; the server's message may name the user, so only the code is kept.
+    #[error("upstream refused the login (SQLSTATE {0})")]
+    LoginRefused(String),
+    #[error("upstream requested an unsupported authentication method ({0})")]
+    UnsupportedAuth(String),
+    #[error("upstream protocol error: {0}")]
+    Protocol(String),
+    #[error("upstream connection: {0}")]
+    Frame(#[from] FrameError),
+}
+
+/// A logged-in upstream connection, ready for queries.
+pub struct UpstreamConn {
+    pub reader: FrameReader<OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+    pub addr: SocketAddr,
+    /// ParameterStatus messages as the server sent them (raw frames).
+    pub parameter_frames: Vec<Frame>,
+    pub backend_pid: i32,
+    pub backend_secret: i32,
+}
+
+pub async fn connect(
+    target: &UpstreamTarget,
+    settings: &[(String, String)],
+    timeout: Duration,
+) -> Result<UpstreamConn, UpstreamError> {
+    tokio::time::timeout(timeout, connect_inner(target, settings))
+        .await
+        .map_err(|_| UpstreamError::Timeout(timeout))?
+}
+
+async fn connect_inner(
+    target: &UpstreamTarget,
+    settings: &[(String, String)],
+) -> Result<UpstreamConn, UpstreamError> {
+    let stream = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(UpstreamError::Connect)?;
+    stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+    let addr = stream.peer_addr().map_err(UpstreamError::Connect)?;
+    let (rd, mut wr) = stream.into_split();
+    // Upstream messages can be large (DataRow up to 1 GB); the client side is what we cap.
+    let mut reader = FrameReader::new(rd, 1 << 30);
+
+    let mut params: Vec<(&str, &str)> = vec![
+        ("user", target.user.expose()),
+        ("database", target.database.as_str()),
+        ("search_path", target.search_path.as_str()),
+    ];
+    for (k, v) in settings {
+        if !k.eq_ignore_ascii_case("search_path") {
+            params.push((k.as_str(), v.as_str()));
+        }
+    }
+    let mut buf = BytesMut::new();
+    frontend::startup_message(params.iter().copied(), &mut buf)
+        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+    wr.write_all(&buf).await.map_err(FrameError::Io)?;
+
+    authenticate(&mut reader, &mut wr, target).await?;
+
+    let mut parameter_frames = Vec::new();
+    let (mut pid, mut secret) = (0, 0);
+    loop {
+        let frame = next(&mut reader).await?;
+        match frame.tag {
+            msg::PARAMETER_STATUS => parameter_frames.push(frame),
+            msg::BACKEND_KEY_DATA => {
+                let b = frame.body();
+                if b.len() != 8 {
+                    return Err(UpstreamError::Protocol("bad BackendKeyData".into()));
+                }
+                pid = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                secret = i32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+            }
+            msg::READY_FOR_QUERY => break,
+            msg::NOTICE_RESPONSE => {}
+            msg::ERROR_RESPONSE => return Err(login_refused(&frame)),
+            t => {
+                return Err(UpstreamError::Protocol(format!(
+                    "unexpected message '{}' after login",
+                    t as char
+                )))
+            }
+        }
+    }
+    Ok(UpstreamConn {
+        reader,
+        writer: wr,
+        addr,
+        parameter_frames,
+        backend_pid: pid,
+        backend_secret: secret,
+    })
+}
+
+async fn next(reader: &mut FrameReader<OwnedReadHalf>) -> Result<Frame, UpstreamError> {
+    reader
+        .next()
+        .await?
+        .ok_or_else(|| UpstreamError::Protocol("upstream closed the connection".into()))
+}
+
+fn login_refused(frame: &Frame) -> UpstreamError {
+    let (code, _message) = msg::error_code_and_message(frame.body());
+    UpstreamError::LoginRefused(code.unwrap_or_else(|| "?????".into()))
+}
+
+fn parse_auth(frame: &Frame) -> Result<BackendMessage, UpstreamError> {
+    let mut buf = BytesMut::from(&frame.raw[..]);
+    match BackendMessage::parse(&mut buf) {
+        Ok(Some(m)) => Ok(m),
+        _ => Err(UpstreamError::Protocol(
+            "malformed authentication message".into(),
+        )),
+    }
+}
+
+async fn authenticate(
+    reader: &mut FrameReader<OwnedReadHalf>,
+    wr: &mut OwnedWriteHalf,
+    target: &UpstreamTarget,
+) -> Result<(), UpstreamError> {
+    let mut scram: Option<ScramSha256> = None;
+    loop {
+        let frame = next(reader).await?;
+        if frame.tag == msg::ERROR_RESPONSE {
+            return Err(login_refused(&frame));
+        }
+        if frame.tag != msg::AUTHENTICATION {
+            return Err(UpstreamError::Protocol(
+                "expected an authentication request".into(),
+            ));
+        }
+        let mut out = BytesMut::new();
+        let io = |e: std::io::Error| UpstreamError::Protocol(e.to_string());
+        match parse_auth(&frame)? {
+            BackendMessage::AuthenticationOk => return Ok(()),
+            BackendMessage::AuthenticationCleartextPassword => {
+                frontend::password_message(target.password.expose().as_bytes(), &mut out)
+                    .map_err(io)?;
+            }
+            BackendMessage::AuthenticationMd5Password(body) => {
+                let hash = postgres_protocol::authentication::md5_hash(
+                    target.user.expose().as_bytes(),
+                    target.password.expose().as_bytes(),
+                    body.salt(),
+                );
+                frontend::password_message(hash.as_bytes(), &mut out).map_err(io)?;
+            }
+            BackendMessage::AuthenticationSasl(body) => {
+                let mut mechanisms = body.mechanisms();
+                let mut has_scram = false;
+                while let Ok(Some(m)) = fallible_iterator::FallibleIterator::next(&mut mechanisms) {
+                    has_scram |= m == "SCRAM-SHA-256";
+                }
+                if !has_scram {
+                    return Err(UpstreamError::UnsupportedAuth(
+                        "SASL without SCRAM-SHA-256".into(),
+                    ));
+                }
+                let s = ScramSha256::new(
+                    target.password.expose().as_bytes(),
+                    ChannelBinding::unsupported(),
+                );
+                frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
+                    .map_err(io)?;
+                scram = Some(s);
+            }
+            BackendMessage::AuthenticationSaslContinue(body) => {
+                let s = scram
+                    .as_mut()
+                    .ok_or_else(|| UpstreamError::Protocol("SASL continue before start".into()))?;
+                s.update(body.data())
+                    .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
+                frontend::sasl_response(s.message(), &mut out).map_err(io)?;
+            }
+            BackendMessage::AuthenticationSaslFinal(body) => {
+                let s = scram
+                    .as_mut()
+                    .ok_or_else(|| UpstreamError::Protocol("SASL final before start".into()))?;
+                s.finish(body.data()).map_err(|_| {
+                    UpstreamError::Protocol("upstream's SCRAM signature is invalid".into())
+                })?;
+                continue;
+            }
+            _ => {
+                return Err(UpstreamError::UnsupportedAuth(
+                    "not SCRAM, MD5 or password".into(),
+                ))
+            }
+        }
+        wr.write_all(&out).await.map_err(FrameError::Io)?;
+    }
+}
