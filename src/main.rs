@@ -1,3 +1,9 @@
+//! The `tollgate` binary: parses the command line and runs one command.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
 fn main() {
-    println!("Hello, world!");
+    let cli = tollgate::cli::Cli::parse();
+    std::process::exit(tollgate::cli::run(cli));
 }

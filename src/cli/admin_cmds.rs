@@ -1,0 +1,206 @@
+//! The operator commands behind the CLI. Each returns an exit code or an error message.
+
+use std::io::Read;
+use std::path::Path;
+
+use super::VaultCommand;
+use crate::audit::verify_file;
+use crate::auth::{generate_token, AgentsFile};
+use crate::config::Config;
+use crate::gateway::{self, load_policies};
+use crate::policy::{sql, Engine, Outcome, SessionFacts};
+use crate::vault::{MasterKey, Vault};
+
+type CmdResult = Result<i32, String>;
+
+fn load_config(path: &Path) -> Result<Config, String> {
+    Config::load(path).map_err(|e| e.to_string())
+}
+
+pub fn serve(config_path: &Path) -> CmdResult {
+    let config = load_config(config_path)?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let running = gateway::start(config).await.map_err(|e| e.to_string())?;
+        gateway::reload_on_sighup(running.gateway.clone());
+        wait_for_termination().await;
+        tracing::info!("shutting down");
+        running.shutdown();
+        Ok(0)
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+pub fn check(config_path: &Path) -> CmdResult {
+    let config = load_config(config_path)?;
+    let (agents, set) = load_policies(&config).map_err(|e| e.to_string())?;
+    for w in &set.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "ok: {} upstream(s), {} agent(s), {} policy file(s)",
+        config.upstreams.len(),
+        agents.names().count(),
+        set.files.len()
+    );
+    Ok(0)
+}
+
+pub fn explain(
+    config_path: &Path,
+    agent: &str,
+    upstream: Option<&str>,
+    statement: &str,
+) -> CmdResult {
+    let config = load_config(config_path)?;
+    let upstream = match upstream {
+        Some(u) => u.to_string(),
+        None if config.upstreams.len() == 1 => {
+            config.upstreams.keys().next().cloned().unwrap_or_default()
+        }
+        None => return Err("several upstreams are configured: name one with --upstream".into()),
+    };
+    let (_, set) = load_policies(&config).map_err(|e| e.to_string())?;
+    let engine = Engine::new(set);
+    println!("agent:     {agent}");
+    println!("upstream:  {upstream}");
+    if let Err(d) = engine.may_connect(agent, &upstream) {
+        println!("decision:  blocked (connection)");
+        println!("rule:      {}", d.rule);
+        println!("reason:    {}", d.reason);
+        return Ok(0);
+    }
+    match sql::analyze(statement) {
+        Ok(a) => {
+            for (i, s) in a.statements.iter().enumerate() {
+                println!("statement {}: {:?}", i + 1, s.kind);
+                for r in &s.relations {
+                    let name = r
+                        .schema
+                        .as_ref()
+                        .map(|s| format!("{s}.{}", r.name))
+                        .unwrap_or_else(|| r.name.clone());
+                    println!("  relation  {name} ({:?})", r.op);
+                }
+                for f in &s.functions {
+                    let name = f
+                        .schema
+                        .as_ref()
+                        .map(|s| format!("{s}.{}", f.name))
+                        .unwrap_or_else(|| f.name.clone());
+                    println!("  function  {name}");
+                }
+            }
+        }
+        Err(e) => println!("analysis:  {e}"),
+    }
+    let verdict = engine.check_sql(
+        &agent.into(),
+        &upstream.as_str().into(),
+        statement,
+        &SessionFacts::default(),
+    );
+    let decision = match verdict.outcome {
+        Outcome::Allow => "allowed",
+        Outcome::Block => "blocked",
+        Outcome::WouldBlock => "would_block (shadow policy: the statement runs)",
+    };
+    println!("decision:  {decision}");
+    if let Some(d) = &verdict.denial {
+        println!("rule:      {}", d.rule);
+        println!("reason:    {}", d.reason);
+        println!("sqlstate:  {}", d.sqlstate);
+    }
+    println!("rewritten: (none: masking and row filters are not configured)");
+    Ok(0)
+}
+
+pub fn agent_add(config_path: &Path, name: &str, groups: Vec<String>) -> CmdResult {
+    let config = load_config(config_path)?;
+    let mut file = AgentsFile::load(&config.agents_file).map_err(|e| e.to_string())?;
+    let token = generate_token();
+    file.add(name, &token, groups)?;
+    file.save(&config.agents_file)
+        .map_err(|e| format!("{}: {e}", config.agents_file.display()))?;
+    eprintln!(
+        "agent \"{name}\" added to {}; its token is shown once:",
+        config.agents_file.display()
+    );
+    println!("{token}");
+    Ok(0)
+}
+
+pub fn agent_list(config_path: &Path) -> CmdResult {
+    let config = load_config(config_path)?;
+    let file = AgentsFile::load(&config.agents_file).map_err(|e| e.to_string())?;
+    for a in &file.agents {
+        println!("{}\t{}", a.name, a.groups.join(","));
+    }
+    Ok(0)
+}
+
+fn open_vault(config: &Config) -> Result<Vault, String> {
+    let key = MasterKey::load(config.vault.key_file.as_deref()).map_err(|e| e.to_string())?;
+    Vault::open(&config.vault.file, key).map_err(|e| e.to_string())
+}
+
+pub fn vault(config_path: &Path, command: VaultCommand) -> CmdResult {
+    let config = load_config(config_path)?;
+    let mut vault = open_vault(&config)?;
+    match command {
+        VaultCommand::Set { key } => {
+            let mut value = String::new();
+            std::io::stdin()
+                .read_to_string(&mut value)
+                .map_err(|e| format!("reading the secret from stdin: {e}"))?;
+            let value = value
+                .strip_suffix('\n')
+                .map(|v| v.strip_suffix('\r').unwrap_or(v))
+                .unwrap_or(&value);
+            if value.is_empty() {
+                return Err("empty secret on standard input".into());
+            }
+            vault.set(&key, value).map_err(|e| e.to_string())?;
+            eprintln!("stored \"{key}\" in {}", vault.path().display());
+        }
+        VaultCommand::Get { key } => {
+            println!("{}", vault.get(&key).map_err(|e| e.to_string())?.expose())
+        }
+        VaultCommand::List => vault.list().iter().for_each(|k| println!("{k}")),
+        VaultCommand::RotateKey { new_key_file } => {
+            let new_key = MasterKey::generate();
+            new_key
+                .write_new_file(&new_key_file)
+                .map_err(|e| e.to_string())?;
+            vault.rotate_key(new_key).map_err(|e| e.to_string())?;
+            eprintln!(
+                "vault re-encrypted; the new key is in {} (point vault.key_file or TOLLGATE_MASTER_KEY at it)",
+                new_key_file.display()
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn audit_verify(file: &Path) -> CmdResult {
+    let report = verify_file(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    match report.first_broken {
+        None => {
+            println!("ok: {} records, hash chain intact", report.records);
+            Ok(0)
+        }
+        Some(b) => {
+            println!("BROKEN at line {}: {}", b.line, b.reason);
+            Ok(1)
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The command line: `serve`, `demo`, `check`, `explain`, `agent`, `vault`, `audit`.
+
+mod admin_cmds;
+
+pub use admin_cmds::wait_for_termination;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about = "A database gateway for AI agents")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (PostgreSQL listener).
+    Serve {
+        #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Throwaway PostgreSQL with seeded data, example agents and policies, gateway in front.
+    Demo {
+        /// Write KEY=VALUE connection lines here once everything accepts connections.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+    },
+    /// Validate the config and the policies; exit 1 on error.
+    Check {
+        #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Dry run: the decision on a statement for an agent, and the rule behind it.
+    Explain {
+        #[arg(long)]
+        agent: String,
+        /// Upstream name (defaults to the only upstream, if there is one).
+        #[arg(long)]
+        upstream: Option<String>,
+        #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+        statement: String,
+    },
+    /// Manage agents.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// Manage vaulted secrets (values are read from standard input).
+    Vault {
+        #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Create an agent; prints its token once and stores only a SCRAM verifier.
+    Add {
+        name: String,
+        /// Groups the agent joins (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// List agents and their groups.
+    List {
+        #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Store a secret read from standard input (one line, or everything until EOF).
+    Set { key: String },
+    /// Print a secret.
+    Get { key: String },
+    /// List secret names.
+    List,
+    /// Re-encrypt the vault under a new random key written to a new key file.
+    RotateKey {
+        #[arg(long)]
+        new_key_file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; report the first broken record.
+    Verify { file: PathBuf },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs a command; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    init_logging();
+    let result = match cli.command {
+        Command::Serve { config } => admin_cmds::serve(&config),
+        Command::Demo { env_file } => crate::demo::run_cli(env_file),
+        Command::Check { config } => admin_cmds::check(&config),
+        Command::Explain {
+            agent,
+            upstream,
+            config,
+            statement,
+        } => admin_cmds::explain(&config, &agent, upstream.as_deref(), &statement),
+        Command::Agent {
+            command:
+                AgentCommand::Add {
+                    name,
+                    groups,
+                    config,
+                },
+        } => admin_cmds::agent_add(&config, &name, groups),
+        Command::Agent {
+            command: AgentCommand::List { config },
+        } => admin_cmds::agent_list(&config),
+        Command::Vault { config, command } => admin_cmds::vault(&config, command),
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => admin_cmds::audit_verify(&file),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("tollgate: {message}");
+            1
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The demo's config and policy files, written into its temp folder.
+
+/// The upstream login role the demo creates; its password lives only in the vault.
+pub const UPSTREAM_ROLE: &str = "tollgate_shop";
+
+pub fn config(pg_port: u16) -> String {
+    format!(
+        r#"# tollgate demo configuration (generated)
+agents_file = "agents.toml"
+policies_dir = "policies"
+
+[listen]
+postgres = "127.0.0.1:0"
+
+[vault]
+file = "vault.json"
+key_file = "master.key"
+
+[audit]
+file = "audit.log"
+
+[upstream.shop]
+kind = "postgres"
+host = "127.0.0.1"
+port = {pg_port}
+user = "vault:shop_user"
+password = "vault:shop_password"
+"#
+    )
+}
+
+pub const ANALYST_POLICY: &str = r#"# analyst: read-only on customers and orders; secrets invisible; no DDL or DML.
+agents = ["analyst"]
+
+[[postgres]]
+upstream = "shop"
+
+[[postgres.table]]
+name = "public.customers"
+allow = ["select"]
+
+[[postgres.table]]
+name = "public.orders"
+allow = ["select"]
+"#;
+
+pub const WRITER_POLICY: &str = r#"# writer: reads and writes orders (COPY included), reads customers.
+agents = ["writer"]
+
+[[postgres]]
+upstream = "shop"
+statements = ["copy"]
+
+[[postgres.table]]
+name = "public.orders"
+allow = ["select", "insert", "update", "delete"]
+
+[[postgres.table]]
+name = "public.customers"
+allow = ["select"]
+"#;
+
+pub const TRUSTED_POLICY: &str = r#"# trusted: passthrough - everything the upstream role may do, still authenticated and audited.
+agents = ["trusted"]
+
+[[postgres]]
+upstream = "shop"
+profile = "passthrough"
+"#;
+
+pub const POLICIES: [(&str, &str); 3] = [
+    ("analyst.toml", ANALYST_POLICY),
+    ("writer.toml", WRITER_POLICY),
+    ("trusted.toml", TRUSTED_POLICY),
+];

@@ -1,0 +1,203 @@
+//! `tollgate demo`: a throwaway PostgreSQL with the shop data, example agents and policies, and
+//! the gateway in front, all on random loopback ports; removed again on SIGINT/SIGTERM.
+//! The test harness starts the same thing in-process.
+
+pub mod cluster;
+pub mod files;
+pub mod seed;
+
+use std::path::{Path, PathBuf};
+
+use tracing::info;
+
+use crate::auth::{generate_token, AgentsFile};
+use crate::config::Config;
+use crate::gateway::{self, Running};
+use crate::vault::{MasterKey, Vault};
+use cluster::{ClusterOptions, PgCluster};
+use seed::{seed_shop, SeedOptions};
+
+/// The demo agents and their tokens.
+pub const AGENTS: [&str; 3] = ["analyst", "writer", "trusted"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{0}")]
+    Cluster(#[from] cluster::ClusterError),
+    #[error("{0}")]
+    Seed(#[from] seed::SeedError),
+    #[error("demo files: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Gateway(#[from] gateway::GatewayError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Connection details of a running demo, as written to the env file.
+#[derive(Debug, Clone)]
+pub struct DemoEnv {
+    pub pg_port: u16,
+    pub tokens: Vec<(String, String)>,
+    pub upstream_pg_url: String,
+    pub audit_log: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl DemoEnv {
+    pub fn token(&self, agent: &str) -> &str {
+        self.tokens
+            .iter()
+            .find(|(a, _)| a == agent)
+            .map(|(_, t)| t.as_str())
+            .unwrap_or("")
+    }
+
+    pub fn pg_url(&self, agent: &str) -> String {
+        format!(
+            "postgresql://{agent}:{}@127.0.0.1:{}/shop?sslmode=disable",
+            self.token(agent),
+            self.pg_port
+        )
+    }
+
+    pub fn env_lines(&self) -> String {
+        let mut s = String::new();
+        for agent in AGENTS {
+            s.push_str(&format!(
+                "TOLLGATE_PG_{}_URL={}\n",
+                agent.to_uppercase(),
+                self.pg_url(agent)
+            ));
+        }
+        s.push_str(&format!(
+            "TOLLGATE_UPSTREAM_PG_URL={}\n",
+            self.upstream_pg_url
+        ));
+        s.push_str(&format!(
+            "TOLLGATE_AUDIT_LOG={}\n",
+            self.audit_log.display()
+        ));
+        s
+    }
+}
+
+/// A running demo. Dropping it stops the gateway and the cluster and removes the files.
+pub struct Demo {
+    pub env: DemoEnv,
+    pub running: Running,
+    pub cluster: PgCluster,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DemoOptions {
+    pub seed: SeedOptions,
+}
+
+impl Demo {
+    pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
+        let cluster = PgCluster::start(ClusterOptions::default()).await?;
+        let role_password = generate_token();
+        seed_shop(&cluster, &opts.seed, files::UPSTREAM_ROLE, &role_password).await?;
+        let dir = tempfile::Builder::new()
+            .prefix("tollgate-demo-")
+            .tempdir()?;
+        let tokens = write_files(dir.path(), cluster.port(), &role_password)?;
+        let config = Config::load(&dir.path().join("tollgate.toml"))
+            .map_err(|e| DemoError::Setup(e.to_string()))?;
+        let audit_log = config.audit.file.clone();
+        let running = gateway::start(config).await?;
+        let pg_port = running.pg_addr.map(|a| a.port()).unwrap_or(0);
+        let env = DemoEnv {
+            pg_port,
+            tokens,
+            upstream_pg_url: cluster.superuser_url("shop"),
+            audit_log,
+            dir: dir.path().to_path_buf(),
+        };
+        Ok(Demo {
+            env,
+            running,
+            cluster,
+            _dir: dir,
+        })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.env.dir.join("tollgate.toml")
+    }
+}
+
+/// Writes config, key, vault, agents and policies into `dir`; returns the agents' tokens.
+fn write_files(
+    dir: &Path,
+    pg_port: u16,
+    role_password: &str,
+) -> Result<Vec<(String, String)>, DemoError> {
+    let key_file = dir.join("master.key");
+    MasterKey::generate()
+        .write_new_file(&key_file)
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let key = MasterKey::load(Some(&key_file)).map_err(|e| DemoError::Setup(e.to_string()))?;
+    let mut vault =
+        Vault::open(&dir.join("vault.json"), key).map_err(|e| DemoError::Setup(e.to_string()))?;
+    vault
+        .set("shop_user", files::UPSTREAM_ROLE)
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    vault
+        .set("shop_password", role_password)
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+
+    let mut agents = AgentsFile::default();
+    let mut tokens = Vec::new();
+    for name in AGENTS {
+        let token = generate_token();
+        agents.add(name, &token, vec![]).map_err(DemoError::Setup)?;
+        tokens.push((name.to_string(), token));
+    }
+    agents.save(&dir.join("agents.toml"))?;
+    std::fs::create_dir_all(dir.join("policies"))?;
+    for (name, text) in files::POLICIES {
+        std::fs::write(dir.join("policies").join(name), text)?;
+    }
+    std::fs::write(dir.join("tollgate.toml"), files::config(pg_port))?;
+    Ok(tokens)
+}
+
+/// `tollgate demo`: start, print how to connect, write the env file, wait for a signal, clean up.
+pub fn run_cli(env_file: Option<PathBuf>) -> Result<i32, String> {
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        eprintln!("starting PostgreSQL and seeding the shop database...");
+        let demo = Demo::start(DemoOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let env = &demo.env;
+        println!("tollgate demo is running (Ctrl-C to stop and remove everything).\n");
+        for agent in AGENTS {
+            println!("  psql \"{}\"", env.pg_url(agent));
+        }
+        println!(
+            "\n  upstream (direct, superuser): psql \"{}\"",
+            env.upstream_pg_url
+        );
+        println!("  audit log: {}", env.audit_log.display());
+        println!("  config:    {}", demo.config_path().display());
+        if let Some(path) = &env_file {
+            write_env_file(path, &env.env_lines())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            println!("  env file:  {}", path.display());
+        }
+        crate::cli::wait_for_termination().await;
+        info!("stopping the demo");
+        drop(demo);
+        Ok(0)
+    })
+}
+
+fn write_env_file(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
