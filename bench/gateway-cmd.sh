@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# GATEWAY_CMD for ../shared/bench/anchors.sh: tollgate in front of the anchors' own PostgreSQL,
+# with a restricted policy (parse, decision and audit on every statement), not passthrough.
+#
+#   GATEWAY_NAME=tollgate GATEWAY_CMD="$PWD/bench/gateway-cmd.sh" ../shared/bench/anchors.sh
+#
+# Uses target/release/tollgate (build it first: cargo build --release).
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+bin="${TOLLGATE_BIN:-$here/target/release/tollgate}"
+dir="$BENCH_TMPDIR/tollgate"
+mkdir -p "$dir/policies"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+cat > "$dir/tollgate.toml" <<TOML
+agents_file = "agents.toml"
+policies_dir = "policies"
+[listen]
+postgres = "127.0.0.1:$port"
+[vault]
+file = "vault.json"
+key_file = "master.key"
+[audit]
+file = "audit.log"
+[upstream.$BENCH_PG_DB]
+kind = "postgres"
+host = "$BENCH_PG_HOST"
+port = $BENCH_PG_PORT
+user = "vault:bench_user"
+password = "vault:bench_password"
+TOML
+
+cat > "$dir/policies/bench.toml" <<TOML
+agents = ["bench"]
+[[postgres]]
+upstream = "$BENCH_PG_DB"
+[[postgres.table]]
+name = "public.pgbench_*"
+allow = ["select", "insert", "update"]
+TOML
+
+python3 -c 'import secrets; print(secrets.token_hex(32))' > "$dir/master.key"
+chmod 600 "$dir/master.key"
+printf '%s' "$BENCH_PG_USER" | "$bin" vault --config "$dir/tollgate.toml" set bench_user 2>/dev/null
+printf '%s' "$BENCH_PG_PASSWORD" | "$bin" vault --config "$dir/tollgate.toml" set bench_password 2>/dev/null
+token=$("$bin" agent add bench --config "$dir/tollgate.toml" 2>/dev/null)
+
+RUST_LOG=warn "$bin" serve --config "$dir/tollgate.toml" &
+pid=$!
+for _ in $(seq 1 100); do
+  if (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; then break; fi
+  sleep 0.1
+done
+printf 'GATEWAY_PG_URL=postgresql://bench:%s@127.0.0.1:%s/%s?sslmode=disable\n' "$token" "$port" "$BENCH_PG_DB" > "$BENCH_GATEWAY_ENV.tmp"
+mv "$BENCH_GATEWAY_ENV.tmp" "$BENCH_GATEWAY_ENV"
+wait $pid

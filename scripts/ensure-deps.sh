@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs (as root, with apt) or names exactly what tollgate's build, demo and tests need:
+#   libclang-dev        pg_query's build (bindgen)
+#   postgresql-15       PostgreSQL server binaries (initdb, postgres, pgbench) for the demo and tests
+#   postgresql-client   psql
+set -euo pipefail
+
+missing=()
+have_libclang() { ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ldconfig -p 2>/dev/null | grep -q libclang; }
+have_pg_server() { ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1; }
+have_pgbench() { command -v pgbench >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1; }
+
+have_libclang || missing+=(libclang-dev)
+have_pg_server || missing+=(postgresql-15)
+have_pgbench || missing+=(postgresql-15)
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "tollgate: cargo (Rust toolchain) is required: https://rustup.rs" >&2
+  exit 1
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+# Deduplicate.
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "tollgate: installing ${missing[*]} with apt-get" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "tollgate: missing system packages: ${missing[*]}" >&2
+  echo "  install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi

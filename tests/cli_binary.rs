@@ -1,0 +1,429 @@
+//! The `tollgate` binary against the harness: check, explain, audit verify, `serve` as a separate
+//! process (with a hunt for leaked secrets in everything it printed and wrote), psql and pgbench.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{harness, tollgate_bin};
+
+fn demo_config() -> PathBuf {
+    harness().env.dir.join("tollgate.toml")
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(tollgate_bin())
+        .args(args)
+        .env_remove("TOLLGATE_MASTER_KEY")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn check_accepts_the_demo_and_reports_broken_policies_with_location() {
+    let (code, out, err) = run(&["check", "--config", demo_config().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 agent(s)"), "{out}");
+
+    let dir = copy_demo_dir();
+    std::fs::write(dir.path().join("policies/broken.toml"), "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"orders\"\nallow = [\"selekt\"]\n").unwrap();
+    let (code, _, err) = run(&[
+        "check",
+        "--config",
+        dir.path().join("tollgate.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("broken.toml:6:10"), "{err}");
+    assert!(err.contains("unknown operation \"selekt\""), "{err}");
+}
+
+#[test]
+fn explain_names_the_rule() {
+    let cfg = demo_config();
+    let (code, out, _) = run(&[
+        "explain",
+        "--agent",
+        "analyst",
+        "--config",
+        cfg.to_str().unwrap(),
+        "SELECT * FROM secrets",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("decision:  blocked"), "{out}");
+    assert!(
+        out.contains("public.secrets") || out.contains("secrets"),
+        "{out}"
+    );
+    let (_, out, _) = run(&[
+        "explain",
+        "--agent",
+        "analyst",
+        "--config",
+        cfg.to_str().unwrap(),
+        "SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id",
+    ]);
+    assert!(out.contains("decision:  allowed"), "{out}");
+}
+
+#[test]
+fn audit_verify_passes_on_the_live_log_and_catches_an_edit() {
+    // Some traffic first so the log is not empty.
+    harness().runtime.block_on(async {
+        let c = support::connect("analyst").await;
+        let _ = c.simple_query("SELECT count(*) FROM orders").await;
+        let _ = c.simple_query("SELECT * FROM secrets").await;
+    });
+    let log = &harness().env.audit_log;
+    let (code, out, _) = run(&["audit", "verify", log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let copy = tempfile::NamedTempFile::new().unwrap();
+    let text = std::fs::read_to_string(log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut edited: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+    edited[1] = edited[1].replacen("\"session\":", "\"session\":1", 1);
+    std::fs::write(copy.path(), edited.join("\n") + "\n").unwrap();
+    let (code, out, _) = run(&["audit", "verify", copy.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("line 2"), "{out}");
+}
+
+/// A copy of the demo's files with a fresh audit log, for a second gateway process.
+fn copy_demo_dir() -> tempfile::TempDir {
+    let src = &harness().env.dir;
+    let dst = tempfile::tempdir().unwrap();
+    for f in ["tollgate.toml", "agents.toml", "vault.json", "master.key"] {
+        std::fs::copy(src.join(f), dst.path().join(f)).unwrap();
+    }
+    std::fs::create_dir(dst.path().join("policies")).unwrap();
+    for e in std::fs::read_dir(src.join("policies")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.path().join("policies").join(e.file_name())).unwrap();
+    }
+    dst
+}
+
+struct Served {
+    child: Child,
+    port: u16,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: &Path) -> Served {
+    let mut child = Command::new(tollgate_bin())
+        .args([
+            "serve",
+            "--config",
+            dir.join("tollgate.toml").to_str().unwrap(),
+        ])
+        .env("RUST_LOG", "debug")
+        .env_remove("TOLLGATE_MASTER_KEY")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("local=127.0.0.1:") {
+                let port: String = line[i + 16..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect();
+                let _ = tx.send(port.parse::<u16>().unwrap());
+            }
+            sink.lock().unwrap().push_str(&line);
+            sink.lock().unwrap().push('\n');
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("serve printed its listening address");
+    Served { child, port, log }
+}
+
+#[test]
+fn no_secret_reaches_logs_audit_or_errors() {
+    let dir = copy_demo_dir();
+    let served = serve(dir.path());
+    let env = &harness().env;
+    let url = |agent: &str| {
+        env.pg_url(agent)
+            .replace(&format!(":{}/", env.pg_port), &format!(":{}/", served.port))
+    };
+    let mut errors = String::new();
+    harness().runtime.block_on(async {
+        let c = support::connect_url(&url("analyst")).await.unwrap();
+        c.simple_query("SELECT count(*) FROM orders").await.unwrap();
+        for sql in [
+            "SELECT * FROM secrets",
+            "SELECT pg_read_file('/etc/passwd')",
+            "SET ROLE postgres",
+            "SELEC 1",
+        ] {
+            errors.push_str(&format!("{:?}\n", c.simple_query(sql).await.unwrap_err()));
+        }
+        errors.push_str(&format!(
+            "{:?}\n",
+            c.query("SELECT * FROM secrets WHERE id = $1", &[&1i32])
+                .await
+                .unwrap_err()
+        ));
+        let w = support::connect_url(&url("writer")).await.unwrap();
+        w.simple_query("SELECT 1 FROM orders LIMIT 1")
+            .await
+            .unwrap();
+        let wrong = url("analyst").replace(env.token("analyst"), "tg_not_the_token");
+        errors.push_str(&format!(
+            "{:?}\n",
+            support::connect_url(&wrong).await.err().unwrap()
+        ));
+        let ghost = url("analyst").replace("analyst:", "ghost:");
+        errors.push_str(&format!(
+            "{:?}\n",
+            support::connect_url(&ghost).await.err().unwrap()
+        ));
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    let logs = served.log.lock().unwrap().clone();
+    assert!(
+        audit.contains("\"decision\":\"blocked\""),
+        "the test must have produced refusals"
+    );
+    assert!(
+        logs.contains("session started"),
+        "debug logs were captured:\n{logs}"
+    );
+
+    let cfg = dir.path().join("tollgate.toml");
+    let (_, password, _) = run(&[
+        "vault",
+        "--config",
+        cfg.to_str().unwrap(),
+        "get",
+        "shop_password",
+    ]);
+    let password = password.trim().to_string();
+    let master_key = std::fs::read_to_string(dir.path().join("master.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(password.len() > 10 && master_key.len() == 64);
+    let mut secrets = vec![("upstream password", password), ("master key", master_key)];
+    for (agent, token) in &env.tokens {
+        secrets.push((agent.as_str(), token.clone()));
+    }
+    for (what, secret) in &secrets {
+        for (place, text) in [
+            ("logs", &logs),
+            ("audit log", &audit),
+            ("client errors", &errors),
+        ] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "the {what} leaked into the {place}"
+            );
+        }
+    }
+    // The upstream role name stays out of client-visible errors too.
+    assert!(!errors.contains("tollgate_shop"), "{errors}");
+}
+
+#[test]
+fn upstream_down_gives_a_clear_error_and_others_keep_working() {
+    let dir = copy_demo_dir();
+    let cfg = dir.path().join("tollgate.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = text.replace(
+        &format!("port = {}", harness_upstream_port()),
+        &format!("port = {dead}"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let served = serve(dir.path());
+    let env = &harness().env;
+    let url = env
+        .pg_url("analyst")
+        .replace(&format!(":{}/", env.pg_port), &format!(":{}/", served.port));
+    harness().runtime.block_on(async {
+        let e = support::connect_url(&url)
+            .await
+            .expect_err("the upstream is down");
+        assert_eq!(support::sqlstate(&e), "08006");
+        assert!(support::db_message(&e).contains("unavailable"), "{e}");
+        support::connect("analyst")
+            .await
+            .simple_query("SELECT 1")
+            .await
+            .unwrap();
+    });
+}
+
+fn harness_upstream_port() -> u16 {
+    let url = &harness().env.upstream_pg_url;
+    let after = url.split('@').nth(1).unwrap();
+    after.split(['/', ':']).nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn psql_works_through_the_gateway_with_default_sslmode() {
+    if !have("psql") {
+        panic!("psql is required for this test (apt-get install postgresql-client)");
+    }
+    let env = &harness().env;
+    // No sslmode: psql's default `prefer` must fall back to plain text after our 'N'.
+    let url = env.pg_url("analyst").replace("?sslmode=disable", "");
+    let out = Command::new("psql")
+        .args([
+            &url,
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT count(*) FROM customers",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2000");
+    let out = Command::new("psql")
+        .args([&url, "-X", "-c", "\\dt"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("orders"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("psql")
+        .args([&url, "-X", "-c", "\\d customers"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("psql")
+        .args([&url, "-X", "-c", "SELECT * FROM secrets"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tollgate"));
+}
+
+fn pgbench(url: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("pgbench")
+        .arg("-n")
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn pgbench_select_only_in_every_mode_without_failures() {
+    if !have("pgbench") {
+        panic!("pgbench is required for this test (apt-get install postgresql-contrib or postgresql-15)");
+    }
+    let env = &harness().env;
+    // pgbench tables, created directly upstream and granted to the gateway's upstream role.
+    let up = &env.upstream_pg_url;
+    let init = Command::new("pgbench")
+        .args(["-i", "-s", "1", "-q", up])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    harness().runtime.block_on(async {
+        support::upstream().await.batch_execute("GRANT SELECT, INSERT, UPDATE ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO tollgate_shop").await.unwrap();
+    });
+    let started = Instant::now();
+    for mode in ["simple", "extended", "prepared"] {
+        let (ok, text) = pgbench(
+            &env.pg_url("trusted"),
+            &["-S", "-c", "4", "-j", "2", "-t", "300", "-M", mode],
+        );
+        assert!(ok, "{mode}: {text}");
+        assert!(
+            text.contains("number of failed transactions: 0"),
+            "{mode}: {text}"
+        );
+        assert!(
+            text.contains("number of transactions actually processed: 1200/1200"),
+            "{mode}: {text}"
+        );
+    }
+    // The analyst, under the demo policy, with a script of its own against orders.
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        script.path(),
+        "\\set id random(1, 20000)\nSELECT amount, created_at FROM orders WHERE id = :id;\n",
+    )
+    .unwrap();
+    let (ok, text) = pgbench(
+        &env.pg_url("analyst"),
+        &[
+            "-f",
+            script.path().to_str().unwrap(),
+            "-c",
+            "4",
+            "-j",
+            "2",
+            "-t",
+            "300",
+            "-M",
+            "extended",
+        ],
+    );
+    assert!(
+        ok && text.contains("number of failed transactions: 0"),
+        "{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(120));
+}

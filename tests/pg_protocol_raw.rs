@@ -1,0 +1,181 @@
+//! Protocol corners with hand-made messages: negotiation, refused startups, the extended-protocol
+//! error path, FunctionCall, and malformed input that must not hurt the gateway.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{harness, message, raw_login, read_message, read_until_ready};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn open() -> TcpStream {
+    TcpStream::connect(("127.0.0.1", harness().env.pg_port))
+        .await
+        .unwrap()
+}
+
+fn startup(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = vec![0, 3, 0, 0];
+    for (k, v) in pairs {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut v = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    v.extend(body);
+    v
+}
+
+#[tokio::test]
+async fn ssl_and_gss_requests_are_answered_n() {
+    for code in [80877103i32, 80877104] {
+        let mut s = open().await;
+        let mut pkt = 8i32.to_be_bytes().to_vec();
+        pkt.extend_from_slice(&code.to_be_bytes());
+        s.write_all(&pkt).await.unwrap();
+        let mut answer = [0u8; 1];
+        s.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"N");
+    }
+}
+
+#[tokio::test]
+async fn replication_and_unsafe_startup_parameters_are_refused() {
+    for params in [
+        vec![
+            ("user", "analyst"),
+            ("database", "shop"),
+            ("replication", "database"),
+        ],
+        vec![
+            ("user", "analyst"),
+            ("database", "shop"),
+            ("options", "-c role=postgres"),
+        ],
+        vec![
+            ("user", "analyst"),
+            ("database", "shop"),
+            ("session_authorization", "postgres"),
+        ],
+        vec![
+            ("user", "analyst"),
+            ("database", "shop"),
+            ("client_encoding", "SJIS"),
+        ],
+    ] {
+        let mut s = open().await;
+        s.write_all(&startup(&params)).await.unwrap();
+        let (tag, body) = read_message(&mut s).await;
+        assert_eq!(tag, b'E', "{params:?}");
+        assert_eq!(
+            support::error_field(&body, b'C').as_deref(),
+            Some("42501"),
+            "{params:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn protocol_2_is_refused() {
+    let mut s = open().await;
+    let mut pkt = 16i32.to_be_bytes().to_vec();
+    pkt.extend_from_slice(&[0, 2, 0, 0]);
+    pkt.extend_from_slice(b"user\0a\0\0\0");
+    pkt.truncate(16);
+    s.write_all(&pkt).await.unwrap();
+    let (tag, body) = read_message(&mut s).await;
+    assert_eq!(tag, b'E');
+    assert_eq!(support::error_field(&body, b'C').as_deref(), Some("0A000"));
+}
+
+#[tokio::test]
+async fn extended_refusal_skips_to_sync_and_keeps_earlier_replies_in_order() {
+    let mut s = raw_login("analyst").await;
+    let mut batch = Vec::new();
+    // An allowed statement first, then a refused one, then more messages PostgreSQL must skip.
+    batch.extend(message(
+        b'P',
+        b"\0SELECT 1 AS one FROM orders LIMIT 1\0\0\0",
+    ));
+    batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'P', b"s2\0SELECT api_key FROM secrets\0\0\0"));
+    batch.extend(message(b'B', b"\0s2\0\0\0\0\0\0\0"));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'S', b""));
+    s.write_all(&batch).await.unwrap();
+    let (tags, code, status) = read_until_ready(&mut s).await;
+    assert_eq!(
+        tags,
+        vec![b'1', b'2', b'D', b'C', b'E', b'Z'],
+        "{:?}",
+        String::from_utf8_lossy(&tags)
+    );
+    assert_eq!(code.as_deref(), Some("42501"));
+    assert_eq!(status, b'I');
+    // The session is usable.
+    s.write_all(&message(b'Q', b"SELECT 1\0")).await.unwrap();
+    let (_, code, _) = read_until_ready(&mut s).await;
+    assert_eq!(code, None);
+}
+
+#[tokio::test]
+async fn function_call_is_refused_and_session_survives() {
+    let mut s = raw_login("analyst").await;
+    // FunctionCall for oid 1 (any), no args, text result.
+    s.write_all(&message(b'F', &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]))
+        .await
+        .unwrap();
+    let (tags, code, _) = read_until_ready(&mut s).await;
+    assert_eq!(tags, vec![b'E', b'Z']);
+    assert_eq!(code.as_deref(), Some("42501"));
+    s.write_all(&message(b'Q', b"SELECT 1\0")).await.unwrap();
+    assert_eq!(read_until_ready(&mut s).await.1, None);
+}
+
+#[tokio::test]
+async fn invalid_utf8_query_is_refused_not_mangled() {
+    let mut s = raw_login("analyst").await;
+    s.write_all(&message(b'Q', b"SELECT '\xff' FROM orders\0"))
+        .await
+        .unwrap();
+    let (_, code, _) = read_until_ready(&mut s).await;
+    assert_eq!(code.as_deref(), Some("22021"));
+}
+
+#[tokio::test]
+async fn malformed_messages_close_only_their_own_connection() {
+    // Unknown message type.
+    let mut s = raw_login("analyst").await;
+    s.write_all(&message(b'@', b"x")).await.unwrap();
+    let (tag, body) = read_message(&mut s).await;
+    assert_eq!(tag, b'E');
+    assert_eq!(support::error_field(&body, b'C').as_deref(), Some("08P01"));
+    // A declared length far over the limit: refused without buffering it.
+    let mut s = raw_login("analyst").await;
+    let mut huge = vec![b'Q'];
+    huge.extend_from_slice(&(i32::MAX).to_be_bytes());
+    s.write_all(&huge).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed promptly");
+    // Garbage instead of a startup packet.
+    let mut s = open().await;
+    s.write_all(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4])
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed promptly");
+    // Others are unaffected.
+    support::connect("analyst")
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+}

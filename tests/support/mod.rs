@@ -1,0 +1,182 @@
+//! Test harness: one real PostgreSQL (SCRAM, random port) seeded as the demo's `shop`, and the
+//! gateway in front of it, started once per test binary on a runtime of its own.
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use tollgate::demo::seed::SeedOptions;
+use tollgate::demo::{Demo, DemoEnv, DemoOptions};
+
+pub struct Harness {
+    pub env: DemoEnv,
+    pub runtime: tokio::runtime::Handle,
+}
+
+static HARNESS: OnceLock<Harness> = OnceLock::new();
+
+/// The shared demo (started on first use; torn down with the process by the cluster's watchdog).
+pub fn harness() -> &'static Harness {
+    HARNESS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("tollgate-harness".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let handle = rt.handle().clone();
+                rt.block_on(async move {
+                    let opts = DemoOptions {
+                        seed: SeedOptions {
+                            customers: 2_000,
+                            orders: 20_000,
+                            ..SeedOptions::default()
+                        },
+                    };
+                    match Demo::start(opts).await {
+                        Ok(demo) => {
+                            tx.send(Ok((demo.env.clone(), handle))).unwrap();
+                            // Keep the demo (gateway and cluster) alive for the whole test binary.
+                            let _demo = demo;
+                            std::future::pending::<()>().await;
+                        }
+                        Err(e) => tx.send(Err(e.to_string())).unwrap(),
+                    }
+                });
+            })
+            .unwrap();
+        match rx.recv().unwrap() {
+            Ok((env, runtime)) => Harness { env, runtime },
+            Err(e) => panic!("could not start the test harness: {e}"),
+        }
+    })
+}
+
+/// A tokio-postgres connection to the gateway as `agent` (NoTls), its task spawned.
+pub async fn connect(agent: &str) -> tokio_postgres::Client {
+    connect_url(&harness().env.pg_url(agent))
+        .await
+        .unwrap_or_else(|e| panic!("connect as {agent}: {e}"))
+}
+
+pub async fn connect_url(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// A superuser connection straight to the upstream, for checks behind the gateway's back.
+pub async fn upstream() -> tokio_postgres::Client {
+    connect_url(&harness().env.upstream_pg_url)
+        .await
+        .expect("direct upstream connection")
+}
+
+/// The SQLSTATE of a failed statement.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("<no sqlstate: {e}>"))
+}
+
+pub fn db_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
+/// Path of the tollgate binary cargo built for these tests.
+pub fn tollgate_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tollgate")
+}
+
+/// A raw protocol connection, logged in as `agent` with SCRAM, positioned after the first
+/// ReadyForQuery: for tests that send hand-made (and malformed) messages.
+pub async fn raw_login(agent: &str) -> tokio::net::TcpStream {
+    use bytes::BytesMut;
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    use postgres_protocol::message::frontend;
+    use tokio::io::AsyncWriteExt;
+
+    let env = &harness().env;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", env.pg_port))
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    frontend::startup_message([("user", agent), ("database", "shop")], &mut buf).unwrap();
+    s.write_all(&buf).await.unwrap();
+    let (tag, _) = read_message(&mut s).await;
+    assert_eq!(tag, b'R');
+    let mut scram = ScramSha256::new(env.token(agent).as_bytes(), ChannelBinding::unsupported());
+    buf.clear();
+    frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut buf).unwrap();
+    s.write_all(&buf).await.unwrap();
+    let (_, body) = read_message(&mut s).await;
+    scram.update(&body[4..]).unwrap();
+    buf.clear();
+    frontend::sasl_response(scram.message(), &mut buf).unwrap();
+    s.write_all(&buf).await.unwrap();
+    loop {
+        let (tag, _) = read_message(&mut s).await;
+        if tag == b'Z' {
+            return s;
+        }
+        assert_ne!(tag, b'E', "login failed");
+    }
+}
+
+/// Reads one backend message: (tag, body).
+pub async fn read_message(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head)
+        .await
+        .expect("backend message header");
+    let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let mut body = vec![0u8; len - 4];
+    s.read_exact(&mut body).await.expect("backend message body");
+    (head[0], body)
+}
+
+/// Reads messages until ReadyForQuery; returns the tags seen and the SQLSTATE of any error.
+pub async fn read_until_ready(s: &mut tokio::net::TcpStream) -> (Vec<u8>, Option<String>, u8) {
+    let mut tags = Vec::new();
+    let mut code = None;
+    loop {
+        let (tag, body) = read_message(s).await;
+        tags.push(tag);
+        if tag == b'E' {
+            code = error_field(&body, b'C');
+        }
+        if tag == b'Z' {
+            return (tags, code, body[0]);
+        }
+    }
+}
+
+pub fn error_field(body: &[u8], field: u8) -> Option<String> {
+    let mut rest = body;
+    while let Some((&f, tail)) = rest.split_first() {
+        if f == 0 {
+            return None;
+        }
+        let nul = tail.iter().position(|&b| b == 0)?;
+        if f == field {
+            return Some(String::from_utf8_lossy(&tail[..nul]).into_owned());
+        }
+        rest = &tail[nul + 1..];
+    }
+    None
+}
+
+pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
