@@ -210,6 +210,7 @@ impl Drop for Running {
 pub async fn start(config: Config) -> Result<Running, GatewayError> {
     let gateway = Arc::new(Gateway::build(config)?);
     let (tx, rx) = watch::channel(false);
+    tokio::spawn(flush_audit_periodically(gateway.clone(), rx.clone()));
     let mut pg_addr = None;
     if let Some(addr) = gateway.config.listen.postgres {
         let listener = TcpListener::bind(addr)
@@ -227,6 +228,23 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         pg_addr,
         shutdown: tx,
     })
+}
+
+/// Writes deferred audit records (statement outcomes) at least every 100 ms, and at shutdown.
+async fn flush_audit_periodically(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => {
+                let _ = gateway.audit.flush();
+                return;
+            }
+        }
+        if let Err(e) = gateway.audit.flush() {
+            warn!(error = %e, "audit flush failed");
+        }
+    }
 }
 
 /// Reloads policies on SIGHUP until the process ends.

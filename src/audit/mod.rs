@@ -4,6 +4,10 @@
 //! the line up to (not including) `,"hash"` closed with `}`. A line is written with one `write(2)`
 //! before the statement is forwarded, so a crash of tollgate cannot leave a forwarded statement
 //! unrecorded; if the write fails the statement is not run (the caller refuses it).
+//!
+//! Outcome records (`append_deferred`) are chained at once but written together with the next
+//! durable record, or by `flush` (the gateway calls it every 100 ms): one write per statement
+//! instead of two. A crash can lose an outcome, never a decision.
 
 mod record;
 mod verify;
@@ -40,7 +44,12 @@ struct ChainState {
     len: u64,
     seq: u64,
     prev_hash: String,
+    /// Chained lines not yet written (deferred outcome records), oldest first.
+    pending: Vec<u8>,
 }
+
+/// Deferred lines are written anyway once this many bytes wait.
+const PENDING_LIMIT: usize = 64 * 1024;
 
 /// The shared, thread-safe writer. Appends are serialised; each is one line, one write.
 pub struct AuditLog {
@@ -88,6 +97,7 @@ impl AuditLog {
                 len,
                 seq,
                 prev_hash,
+                pending: Vec::new(),
             }),
         })
     }
@@ -96,27 +106,95 @@ impl AuditLog {
         &self.path
     }
 
-    /// Appends one record and returns its sequence number. On failure nothing partial remains.
+    /// Appends one record durably (with any deferred ones before it) and returns its sequence
+    /// number. On failure nothing partial remains and the record is not part of the chain.
     pub fn append(&self, event: &AuditEvent) -> Result<u64, AuditError> {
         let mut state = self.state.lock().map_err(|_| AuditError::Poisoned)?;
-        let seq = state.seq + 1;
-        let body = event.to_json_body(seq, &state.prev_hash);
-        let hash = hex::encode(Sha256::digest(format!("{body}}}").as_bytes()));
-        let line = format!("{body},\"hash\":\"{hash}\"}}\n");
-        if let Err(source) = state.file.write_all(line.as_bytes()) {
-            // Cut back a partial line so the chain stays verifiable once the disk recovers.
+        let (seq, hash, line) = chain_line(&state, event);
+        let mut buf = std::mem::take(&mut state.pending);
+        let deferred = buf.len();
+        buf.extend_from_slice(line.as_bytes());
+        if let Err(e) = write_all_or_cut(&mut state, &buf) {
+            buf.truncate(deferred);
+            state.pending = buf;
+            return Err(AuditError::Io {
+                path: self.path.clone(),
+                source: e,
+            });
+        }
+        state.seq = seq;
+        state.prev_hash = hash;
+        buf.clear();
+        state.pending = buf;
+        Ok(seq)
+    }
+
+    /// Chains a record now and writes it with the next durable record or flush.
+    pub fn append_deferred(&self, event: &AuditEvent) -> Result<u64, AuditError> {
+        let mut state = self.state.lock().map_err(|_| AuditError::Poisoned)?;
+        let (seq, hash, line) = chain_line(&state, event);
+        state.pending.extend_from_slice(line.as_bytes());
+        state.seq = seq;
+        state.prev_hash = hash;
+        if state.pending.len() >= PENDING_LIMIT {
+            self.flush_locked(&mut state)?;
+        }
+        Ok(seq)
+    }
+
+    /// Writes deferred records, if any.
+    pub fn flush(&self) -> Result<(), AuditError> {
+        let mut state = self.state.lock().map_err(|_| AuditError::Poisoned)?;
+        self.flush_locked(&mut state)
+    }
+
+    fn flush_locked(&self, state: &mut ChainState) -> Result<(), AuditError> {
+        if state.pending.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut state.pending);
+        match write_all_or_cut(state, &buf) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                state.pending = buf;
+                Err(AuditError::Io {
+                    path: self.path.clone(),
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+/// The next line of the chain for `event`: (seq, hash, line). The state is not changed.
+fn chain_line(state: &ChainState, event: &AuditEvent) -> (u64, String, String) {
+    let seq = state.seq + 1;
+    let body = event.to_json_body(seq, &state.prev_hash);
+    let hash = hex::encode(Sha256::digest(format!("{body}}}").as_bytes()));
+    let line = format!("{body},\"hash\":\"{hash}\"}}\n");
+    (seq, hash, line)
+}
+
+/// One `write(2)` of whole lines; on failure the file is cut back to its last complete record so
+/// the chain stays verifiable once the disk recovers.
+fn write_all_or_cut(state: &mut ChainState, buf: &[u8]) -> std::io::Result<()> {
+    match state.file.write_all(buf) {
+        Ok(()) => {
+            state.len += buf.len() as u64;
+            Ok(())
+        }
+        Err(e) => {
             let len = state.len;
             let _ = state.file.set_len(len);
             metrics::counter!("tollgate_audit_write_failures_total").increment(1);
-            return Err(AuditError::Io {
-                path: self.path.clone(),
-                source,
-            });
+            Err(e)
         }
-        state.len += line.len() as u64;
-        state.seq = seq;
-        state.prev_hash = hash;
-        Ok(seq)
     }
 }
 
@@ -245,6 +323,27 @@ mod tests {
             AuditLog::open(&path),
             Err(AuditError::BrokenTail { .. })
         ));
+    }
+
+    #[test]
+    fn deferred_records_ride_with_the_next_durable_one_in_chain_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path).unwrap();
+        assert_eq!(log.append(&event("SELECT 1")).unwrap(), 1);
+        assert_eq!(log.append_deferred(&event("outcome 1")).unwrap(), 2);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().lines().count(),
+            1,
+            "deferred: not yet written"
+        );
+        assert_eq!(log.append(&event("SELECT 2")).unwrap(), 3);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+        log.append_deferred(&event("outcome 2")).unwrap();
+        log.flush().unwrap();
+        drop(log);
+        let report = verify_file(&path).unwrap();
+        assert_eq!((report.records, report.first_broken), (4, None));
     }
 
     #[test]

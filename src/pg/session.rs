@@ -457,7 +457,7 @@ impl SessionCtx {
             ev.sqlstate = (!code.is_empty()).then_some(code);
             ev.error = Some(message);
         }
-        if let Err(e) = self.gw.audit.append(&ev) {
+        if let Err(e) = self.gw.audit.append_deferred(&ev) {
             warn!(error = %e, "audit outcome write failed");
         }
     }

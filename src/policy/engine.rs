@@ -1,7 +1,7 @@
 //! The policy engine the front ends call: current rules (swapped atomically on reload), analysis,
 //! decision, and a bounded decision cache keyed by policy version, agent, upstream and exact text.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -51,18 +51,22 @@ impl Verdict {
 
 const CACHE_CAPACITY: usize = 50_000;
 
-#[derive(Hash, PartialEq, Eq)]
-struct CacheKey {
+/// One cache per (policy version, agent, upstream): looking a text up needs no allocation.
+#[derive(Hash, PartialEq, Eq, Clone)]
+struct Scope {
     version: u64,
     agent: Arc<str>,
     upstream: Arc<str>,
-    sql: Box<str>,
 }
+
+type TextCache = DashMap<Box<str>, Arc<Verdict>>;
 
 pub struct Engine {
     current: ArcSwap<PolicySet>,
     version: AtomicU64,
-    cache: DashMap<CacheKey, Arc<Verdict>>,
+    cache: DashMap<Scope, Arc<TextCache>>,
+    cached: AtomicUsize,
+    allow_all: Arc<Verdict>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -79,6 +83,12 @@ impl Engine {
             current: ArcSwap::from_pointee(set),
             version: AtomicU64::new(1),
             cache: DashMap::new(),
+            cached: AtomicUsize::new(0),
+            allow_all: Arc::new(Verdict {
+                outcome: Outcome::Allow,
+                denial: None,
+                effects: Vec::new(),
+            }),
         }
     }
 
@@ -86,8 +96,13 @@ impl Engine {
     pub fn replace(&self, set: PolicySet) {
         self.current.store(Arc::new(set));
         self.version.fetch_add(1, Ordering::SeqCst);
-        self.cache.clear();
+        self.clear_cache();
         metrics::counter!("tollgate_policy_reloads_total", "result" => "ok").increment(1);
+    }
+
+    fn clear_cache(&self) {
+        self.cache.clear();
+        self.cached.store(0, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> Arc<PolicySet> {
@@ -131,59 +146,53 @@ impl Engine {
         session: &SessionFacts,
     ) -> Arc<Verdict> {
         let version = self.version();
-        let key = CacheKey {
+        let Some(policy) = self.agent(agent) else {
+            return Arc::new(Verdict::blocked(Denial::new_default(format!(
+                "agent \"{agent}\" has no policy"
+            ))));
+        };
+        // Passthrough without denies or shadow files: no analysis at all (trusted agents' fast path).
+        if policy.with_shadow.is_none() {
+            if let Some(r) = policy
+                .enforced
+                .as_ref()
+                .and_then(|m| m.get(upstream.as_ref()))
+            {
+                if r.passthrough && !r.has_denies() {
+                    return self.allow_all.clone();
+                }
+            }
+        }
+        let scope = Scope {
             version,
             agent: agent.clone(),
             upstream: upstream.clone(),
-            sql: sql_text.into(),
         };
-        if let Some(v) = self.cache.get(&key) {
+        let texts = self.cache.entry(scope).or_default().clone();
+        if let Some(v) = texts.get(sql_text) {
             metrics::counter!("tollgate_decision_cache_total", "result" => "hit").increment(1);
             return v.clone();
         }
         metrics::counter!("tollgate_decision_cache_total", "result" => "miss").increment(1);
-        let (verdict, cacheable) = self.judge(agent, upstream, sql_text, session);
+        let (verdict, cacheable) = self.judge(&policy, upstream, sql_text, session);
         let verdict = Arc::new(verdict);
         if cacheable {
-            if self.cache.len() >= CACHE_CAPACITY {
-                self.cache.clear();
+            if self.cached.fetch_add(1, Ordering::Relaxed) >= CACHE_CAPACITY {
+                self.clear_cache();
             }
-            self.cache.insert(key, verdict.clone());
+            texts.insert(sql_text.into(), verdict.clone());
         }
         verdict
     }
 
     fn judge(
         &self,
-        agent: &str,
+        policy: &AgentPolicy,
         upstream: &str,
         sql_text: &str,
         session: &SessionFacts,
     ) -> (Verdict, bool) {
-        let Some(policy) = self.agent(agent) else {
-            return (
-                Verdict::blocked(Denial::new_default(format!(
-                    "agent \"{agent}\" has no policy"
-                ))),
-                true,
-            );
-        };
         let enforced = policy.enforced.as_ref().map(|m| m.get(upstream));
-        // Passthrough without denies: no analysis at all, the fast path for trusted agents.
-        if policy.with_shadow.is_none() {
-            if let Some(Some(r)) = enforced {
-                if r.passthrough && !r.has_denies() {
-                    return (
-                        Verdict {
-                            outcome: Outcome::Allow,
-                            denial: None,
-                            effects: Vec::new(),
-                        },
-                        true,
-                    );
-                }
-            }
-        }
         let analysis = match sql::analyze(sql_text) {
             Ok(a) => a,
             Err(e) => {

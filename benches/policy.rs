@@ -1,0 +1,82 @@
+//! Policy hot path: analysis of a typical SELECT (cold), the cached decision, a 5-way join with
+//! CTEs, PostgreSQL's fingerprint and scanner, and one audit append.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use tollgate::audit::{AuditEvent, AuditLog, Decision};
+use tollgate::auth::{AgentStore, AgentsFile};
+use tollgate::policy::{sql, Engine, PolicyContext, PolicySet, SessionFacts};
+
+const TYPICAL: &str = "SELECT o.id, o.amount, o.created_at, c.name, c.region FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.created_at >= '2025-01-01' AND c.region = 'EU' ORDER BY o.amount DESC LIMIT 50";
+
+const JOIN5: &str = "WITH recent AS (SELECT * FROM orders WHERE created_at > now() - interval '30 days'), \
+    big AS (SELECT customer_id, sum(amount) AS total FROM recent GROUP BY customer_id HAVING sum(amount) > 100) \
+    SELECT c.region, count(*), avg(b.total), max(r.amount) FROM customers c \
+    JOIN big b ON b.customer_id = c.id JOIN recent r ON r.customer_id = c.id \
+    JOIN orders o2 ON o2.customer_id = c.id JOIN customers c2 ON c2.id = o2.customer_id \
+    WHERE c.region IN ('EU', 'US') GROUP BY c.region ORDER BY 2 DESC";
+
+fn engine() -> Engine {
+    let mut agents = AgentsFile::default();
+    agents.add("analyst", "tg_bench", vec![]).unwrap();
+    let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
+    let ctx = PolicyContext {
+        agents: &store,
+        upstreams: BTreeMap::from([("shop".to_string(), vec!["public".to_string()])]),
+    };
+    let policy = "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"public.orders\"\nallow = [\"select\"]\n[[postgres.table]]\nname = \"public.customers\"\nallow = [\"select\"]\n";
+    Engine::new(
+        PolicySet::from_sources(
+            vec![(PathBuf::from("analyst.toml"), policy.to_string())],
+            &ctx,
+        )
+        .unwrap(),
+    )
+}
+
+fn benches(c: &mut Criterion) {
+    let engine = engine();
+    let agent: Arc<str> = "analyst".into();
+    let upstream: Arc<str> = "shop".into();
+    let facts = SessionFacts::default();
+    assert!(engine.check_sql(&agent, &upstream, TYPICAL, &facts).runs());
+    assert!(engine.check_sql(&agent, &upstream, JOIN5, &facts).runs());
+
+    c.bench_function("analyze_typical_select_cold", |b| {
+        b.iter(|| sql::analyze(black_box(TYPICAL)).unwrap())
+    });
+    c.bench_function("analyze_5way_join_ctes_cold", |b| {
+        b.iter(|| sql::analyze(black_box(JOIN5)).unwrap())
+    });
+    c.bench_function("decision_cached", |b| {
+        b.iter(|| engine.check_sql(&agent, &upstream, black_box(TYPICAL), &facts))
+    });
+    c.bench_function("pg_query_fingerprint", |b| {
+        b.iter(|| pg_query::fingerprint(black_box(TYPICAL)).unwrap())
+    });
+    c.bench_function("pg_query_scan", |b| {
+        b.iter(|| pg_query::scan(black_box(TYPICAL)).unwrap())
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(&dir.path().join("audit.log")).unwrap();
+    let ev = AuditEvent {
+        agent: "analyst".into(),
+        protocol: "postgres",
+        upstream: Some("shop".into()),
+        session: 1,
+        client_addr: Some("127.0.0.1:50000".into()),
+        statement: Some(TYPICAL.into()),
+        decision: Decision::Allowed,
+        ..AuditEvent::default()
+    };
+    c.bench_function("audit_append", |b| {
+        b.iter(|| log.append(black_box(&ev)).unwrap())
+    });
+}
+
+criterion_group!(policy, benches);
+criterion_main!(policy);
