@@ -364,6 +364,12 @@ impl PgCluster {
         config
     }
 
+    /// The cluster's private temp directory: whatever is put here is removed with the cluster
+    /// (by `stop`, or by the watchdog when the owning process dies).
+    pub fn scratch_dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The PostgreSQL data directory (inside the cluster's private temp directory).
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

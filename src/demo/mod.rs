@@ -87,7 +87,6 @@ pub struct Demo {
     pub env: DemoEnv,
     pub running: Running,
     pub cluster: PgCluster,
-    _dir: tempfile::TempDir,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -100,11 +99,12 @@ impl Demo {
         let cluster = PgCluster::start(ClusterOptions::default()).await?;
         let role_password = generate_token();
         seed_shop(&cluster, &opts.seed, files::UPSTREAM_ROLE, &role_password).await?;
-        let dir = tempfile::Builder::new()
-            .prefix("tollgate-demo-")
-            .tempdir()?;
-        let tokens = write_files(dir.path(), cluster.port(), &role_password)?;
-        let config = Config::load(&dir.path().join("tollgate.toml"))
+        // The demo's files live inside the cluster's scratch directory, so they go with it even
+        // when the process dies without cleaning up (the cluster's watchdog removes it).
+        let dir = cluster.scratch_dir().join("tollgate");
+        std::fs::create_dir(&dir)?;
+        let tokens = write_files(&dir, cluster.port(), &role_password)?;
+        let config = Config::load(&dir.join("tollgate.toml"))
             .map_err(|e| DemoError::Setup(e.to_string()))?;
         let audit_log = config.audit.file.clone();
         let running = gateway::start(config).await?;
@@ -114,13 +114,12 @@ impl Demo {
             tokens,
             upstream_pg_url: cluster.superuser_url("shop"),
             audit_log,
-            dir: dir.path().to_path_buf(),
+            dir,
         };
         Ok(Demo {
             env,
             running,
             cluster,
-            _dir: dir,
         })
     }
 
