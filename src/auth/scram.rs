@@ -307,3 +307,30 @@ mod tests {
         assert!(s.finish(b"c=biws,r=wrong,p=AAAA").is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Derived once: PBKDF2 with 4096 rounds is slow in debug builds.
+    fn verifier() -> ScramVerifier {
+        static V: std::sync::OnceLock<ScramVerifier> = std::sync::OnceLock::new();
+        V.get_or_init(|| ScramVerifier::derive_with(b"pw", vec![1; 16], 4096))
+            .clone()
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_scram_messages_never_panic(first in proptest::collection::vec(any::<u8>(), 0..200), fin in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok((s, _)) = ScramServer::start(verifier(), &first) {
+                prop_assert!(s.finish(&fin).is_err());
+            }
+        }
+
+        #[test]
+        fn well_formed_first_messages_with_odd_nonces(nonce in "[!-~]{0,40}") {
+            let _ = ScramServer::start(verifier(), format!("n,,n=,r={nonce}").as_bytes());
+        }
+    }
+}

@@ -151,20 +151,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 mod tests {
     use super::*;
 
-    /// A reader that yields its input a few bytes at a time.
-    struct Dribble(Vec<u8>, usize);
-    impl AsyncRead for Dribble {
-        fn poll_read(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &mut tokio::io::ReadBuf<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            let n = self.1.min(self.0.len()).min(buf.remaining());
-            let chunk: Vec<u8> = self.0.drain(..n).collect();
-            buf.put_slice(&chunk);
-            std::task::Poll::Ready(Ok(()))
-        }
-    }
+    use super::tests_support::Dribble;
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut v = vec![tag];
@@ -218,5 +205,51 @@ mod tests {
             &r.next_startup_packet().await.unwrap().unwrap()[..],
             &80877103i32.to_be_bytes()
         );
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes in arbitrary chunk sizes: frames, a clean end, or an error; no panic.
+        #[test]
+        fn arbitrary_streams_never_panic(input in proptest::collection::vec(any::<u8>(), 0..2000), chunk in 1usize..64) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let mut r = FrameReader::new(tests_support::Dribble(input.clone(), chunk), 4096);
+                for _ in 0..1000 {
+                    match r.next().await {
+                        Ok(Some(f)) => assert_eq!(f.raw.len(), 1 + i32::from_be_bytes([f.raw[1], f.raw[2], f.raw[3], f.raw[4]]) as usize),
+                        _ => break,
+                    }
+                }
+                let mut r = FrameReader::new(tests_support::Dribble(input, chunk), 4096);
+                let _ = r.next_startup_packet().await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use tokio::io::AsyncRead;
+
+    /// A reader that yields its input a few bytes at a time.
+    pub struct Dribble(pub Vec<u8>, pub usize);
+
+    impl AsyncRead for Dribble {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self.1.min(self.0.len()).min(buf.remaining());
+            let chunk: Vec<u8> = self.0.drain(..n).collect();
+            buf.put_slice(&chunk);
+            std::task::Poll::Ready(Ok(()))
+        }
     }
 }

@@ -124,3 +124,25 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(tag in any::<u8>(), body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut raw = vec![tag];
+            raw.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+            raw.extend_from_slice(&body);
+            let f = Frame { tag, raw: Bytes::from(raw) };
+            let _ = query_text(&f);
+            let _ = parse_fields(&f);
+            let _ = bind_names(&f);
+            let _ = execute_portal(&f);
+            let _ = target(&f, "Describe");
+        }
+    }
+}

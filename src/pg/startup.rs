@@ -288,3 +288,31 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any startup packet body gives parameters or a refusal, never a panic.
+        #[test]
+        fn arbitrary_startup_packets_never_panic(body in proptest::collection::vec(any::<u8>(), 4..300)) {
+            let _ = parse_startup(&Bytes::from(body));
+        }
+
+        /// Structured packets with arbitrary keys and values.
+        #[test]
+        fn arbitrary_parameters_never_panic(pairs in proptest::collection::vec((".{0,20}", ".{0,40}"), 0..8)) {
+            let mut v = vec![0, 3, 0, 0];
+            for (k, val) in &pairs {
+                v.extend_from_slice(k.as_bytes());
+                v.push(0);
+                v.extend_from_slice(val.as_bytes());
+                v.push(0);
+            }
+            v.push(0);
+            let _ = parse_startup(&Bytes::from(v));
+        }
+    }
+}
