@@ -6,6 +6,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+/// A read buffer larger than this is released once it is empty.
+const MAX_IDLE_BUFFER: usize = 64 * 1024;
+
 /// Startup-phase packets (startup, SSLRequest, CancelRequest) are small; PostgreSQL caps them at 10000.
 pub const MAX_STARTUP_PACKET: usize = 10_000;
 
@@ -46,7 +49,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R, limit: usize) -> FrameReader<R> {
         FrameReader {
             inner,
-            buf: BytesMut::with_capacity(16 * 1024),
+            buf: BytesMut::new(),
             limit,
         }
     }
@@ -140,8 +143,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     async fn fill(&mut self) -> Result<usize, FrameError> {
+        if self.buf.is_empty() && self.buf.capacity() > MAX_IDLE_BUFFER {
+            // Give back what a burst grew, so idle sessions stay small.
+            self.buf = BytesMut::new();
+        }
         if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(16 * 1024);
+            self.buf.reserve(8 * 1024);
         }
         Ok(self.inner.read_buf(&mut self.buf).await?)
     }

@@ -57,7 +57,7 @@ pub async fn run<R: AsyncRead + Unpin>(
     mut upstream: OwnedWriteHalf,
 ) -> Result<ClientEnd, FromClientError> {
     let mut state = State::default();
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::new();
     loop {
         let Some(frame) = client.next().await.map_err(FromClientError::Client)? else {
             return Ok(ClientEnd::Closed);
@@ -75,6 +75,9 @@ pub async fn run<R: AsyncRead + Unpin>(
             .await
             .map_err(FromClientError::Upstream)?;
         out.clear();
+        if out.capacity() > 256 * 1024 {
+            out = BytesMut::new(); // release what a burst grew
+        }
         if let Some(end) = end {
             return Ok(end);
         }

@@ -29,7 +29,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
     mut upstream: FrameReader<OwnedReadHalf>,
     client: &mut W,
 ) -> Result<(), ToClientError> {
-    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut out = BytesMut::new();
     loop {
         let frame = match upstream.next().await {
             Ok(Some(f)) => f,
@@ -50,6 +50,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
             .await
             .map_err(ToClientError::Client)?;
         out.clear();
+        if out.capacity() > 256 * 1024 {
+            out = BytesMut::new(); // release what a burst grew
+        }
     }
 }
 
