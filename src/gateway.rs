@@ -247,6 +247,41 @@ async fn flush_audit_periodically(gateway: Arc<Gateway>, mut shutdown: watch::Re
     }
 }
 
+/// What the policy files look like on disk: (path, modified time, length) of the agents file and
+/// every policy file. A change means "reload".
+fn policy_files_signature(
+    config: &Config,
+) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>, u64)> {
+    let stat = |p: std::path::PathBuf| {
+        let meta = std::fs::metadata(&p).ok();
+        let modified = meta.as_ref().and_then(|m| m.modified().ok());
+        (p, modified, meta.map(|m| m.len()).unwrap_or(0))
+    };
+    let mut sig = vec![stat(config.agents_file.clone())];
+    if let Ok(entries) = std::fs::read_dir(&config.policies_dir) {
+        let mut files: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        sig.extend(files.into_iter().map(stat));
+    }
+    sig
+}
+
+/// Reloads agents and policies when their files change (checked every `every`).
+pub fn reload_on_file_change(gateway: Arc<Gateway>, every: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut last = policy_files_signature(&gateway.config);
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let now = policy_files_signature(&gateway.config);
+            if now != last {
+                last = now;
+                let _ = gateway.reload();
+            }
+        }
+    });
+}
+
 /// Reloads policies on SIGHUP until the process ends.
 pub fn reload_on_sighup(gateway: Arc<Gateway>) {
     tokio::spawn(async move {

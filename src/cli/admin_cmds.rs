@@ -23,6 +23,7 @@ pub fn serve(config_path: &Path) -> CmdResult {
     rt.block_on(async {
         let running = gateway::start(config).await.map_err(|e| e.to_string())?;
         gateway::reload_on_sighup(running.gateway.clone());
+        gateway::reload_on_file_change(running.gateway.clone(), std::time::Duration::from_secs(2));
         wait_for_termination().await;
         tracing::info!("shutting down");
         running.shutdown();

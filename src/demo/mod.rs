@@ -108,6 +108,10 @@ impl Demo {
             .map_err(|e| DemoError::Setup(e.to_string()))?;
         let audit_log = config.audit.file.clone();
         let running = gateway::start(config).await?;
+        gateway::reload_on_file_change(
+            running.gateway.clone(),
+            std::time::Duration::from_millis(500),
+        );
         let pg_port = running.pg_addr.map(|a| a.port()).unwrap_or(0);
         let env = DemoEnv {
             pg_port,
