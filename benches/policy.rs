@@ -54,11 +54,8 @@ fn benches(c: &mut Criterion) {
     c.bench_function("decision_cached", |b| {
         b.iter(|| engine.check_sql(&agent, &upstream, black_box(TYPICAL), &facts))
     });
-    c.bench_function("pg_query_fingerprint", |b| {
-        b.iter(|| pg_query::fingerprint(black_box(TYPICAL)).unwrap())
-    });
-    c.bench_function("pg_query_scan", |b| {
-        b.iter(|| pg_query::scan(black_box(TYPICAL)).unwrap())
+    c.bench_function("fingerprint_scanner", |b| {
+        b.iter(|| sql::fingerprint(black_box(TYPICAL)).unwrap())
     });
 
     let dir = tempfile::tempdir().unwrap();

@@ -170,10 +170,18 @@ async fn blocked_statements_are_audited_with_their_rule() {
         .expect("allowed record");
     assert_eq!(allowed["decision"], "allowed");
     let seq = allowed["seq"].as_u64().unwrap();
-    let outcome = lines
-        .iter()
-        .find(|l| l["ref_seq"].as_u64() == Some(seq))
-        .expect("outcome record");
+    // Outcome records are written with the next decision or by the 100 ms flusher.
+    let mut outcome = None;
+    for _ in 0..40 {
+        outcome = audit_lines()
+            .into_iter()
+            .find(|l| l["ref_seq"].as_u64() == Some(seq));
+        if outcome.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let outcome = outcome.expect("outcome record");
     assert_eq!(outcome["rows"], 1);
     assert!(outcome["duration_us"].as_u64().is_some());
 }

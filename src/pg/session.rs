@@ -201,6 +201,7 @@ async fn relay(
                 .increment(1);
             warn!(upstream = %target.name, error = %e, "upstream login failed");
             let fields = upstream_failure(&target.name, &e);
+            send_fatal(&mut wr, &fields).await;
             return Err(SessionError::Refused(fields));
         }
     };

@@ -67,12 +67,42 @@ fn check_statement(
     stmt: &StatementInfo,
     session: &SessionFacts,
 ) -> Result<(), Denial> {
-    match &stmt.kind {
+    check_kind(rules, &stmt.kind, session)?;
+    // EXPLAIN EXECUTE p, PREPARE ... AS, DECLARE ... FOR, CREATE TABLE AS: the wrapped statement too.
+    if let Some(inner) = &stmt.inner_kind {
+        check_kind(rules, inner, session)?;
+    }
+    for rel in &stmt.relations {
+        check_relation(rules, rel)?;
+        // SELECT ... FOR UPDATE/SHARE locks the rows it reads: a write-level act.
+        if stmt.row_locking && rel.op == Operation::Select {
+            check_relation(
+                rules,
+                &RelationAccess {
+                    op: Operation::Update,
+                    ..rel.clone()
+                },
+            )?;
+        }
+    }
+    for f in &stmt.functions {
+        check_function(rules, f)?;
+    }
+    Ok(())
+}
+
+fn check_kind(
+    rules: &UpstreamRules,
+    kind: &StatementKind,
+    session: &SessionFacts,
+) -> Result<(), Denial> {
+    match kind {
         StatementKind::Select
         | StatementKind::Insert
         | StatementKind::Update
         | StatementKind::Delete
-        | StatementKind::Merge => {}
+        | StatementKind::Merge
+        | StatementKind::Truncate => {}
         StatementKind::Copy { to_program_or_file } => {
             if *to_program_or_file {
                 return Err(Denial::new(
@@ -88,7 +118,9 @@ fn check_statement(
         }
         StatementKind::Set { name, value, .. } => {
             need_class(rules, StatementClass::Session, "SET")?;
-            if !rules.passthrough {
+            // SET TRANSACTION / SET SESSION CHARACTERISTICS only choose isolation and read-only.
+            let harmless = name == "transaction" || name == "session_characteristics";
+            if !rules.passthrough && !harmless {
                 check_client_setting(name, value.as_deref().unwrap_or(""))
                     .map_err(|reason| Denial::new("builtin: protected-setting", reason))?;
             }
@@ -138,12 +170,6 @@ fn check_statement(
                 ));
             }
         }
-    }
-    for rel in &stmt.relations {
-        check_relation(rules, rel)?;
-    }
-    for f in &stmt.functions {
-        check_function(rules, f)?;
     }
     Ok(())
 }

@@ -59,12 +59,19 @@ struct Scope {
     upstream: Arc<str>,
 }
 
-type TextCache = DashMap<Box<str>, Arc<Verdict>>;
+/// Verdicts of one scope: by exact text, and by shape (PostgreSQL-scanner fingerprint: the
+/// same statement with other literals, comments or whitespace). Only verdicts that do not depend
+/// on literals or session state are stored.
+#[derive(Default)]
+struct ScopeCache {
+    texts: DashMap<Box<str>, Arc<Verdict>>,
+    shapes: DashMap<u64, Arc<Verdict>>,
+}
 
 pub struct Engine {
     current: ArcSwap<PolicySet>,
     version: AtomicU64,
-    cache: DashMap<Scope, Arc<TextCache>>,
+    cache: DashMap<Scope, Arc<ScopeCache>>,
     cached: AtomicUsize,
     allow_all: Arc<Verdict>,
 }
@@ -168,21 +175,41 @@ impl Engine {
             agent: agent.clone(),
             upstream: upstream.clone(),
         };
-        let texts = self.cache.entry(scope).or_default().clone();
-        if let Some(v) = texts.get(sql_text) {
+        let cache = self.cache.entry(scope).or_default().clone();
+        if let Some(v) = cache.texts.get(sql_text) {
             metrics::counter!("tollgate_decision_cache_total", "result" => "hit").increment(1);
             return v.clone();
+        }
+        let shape = sql::fingerprint(sql_text).ok();
+        if let Some(v) = shape.and_then(|f| cache.shapes.get(&f).map(|v| v.clone())) {
+            metrics::counter!("tollgate_decision_cache_total", "result" => "shape_hit")
+                .increment(1);
+            self.remember(&cache, sql_text, None, &v);
+            return v;
         }
         metrics::counter!("tollgate_decision_cache_total", "result" => "miss").increment(1);
         let (verdict, cacheable) = self.judge(&policy, upstream, sql_text, session);
         let verdict = Arc::new(verdict);
         if cacheable {
-            if self.cached.fetch_add(1, Ordering::Relaxed) >= CACHE_CAPACITY {
-                self.clear_cache();
-            }
-            texts.insert(sql_text.into(), verdict.clone());
+            self.remember(&cache, sql_text, shape, &verdict);
         }
         verdict
+    }
+
+    fn remember(
+        &self,
+        cache: &ScopeCache,
+        sql_text: &str,
+        shape: Option<u64>,
+        verdict: &Arc<Verdict>,
+    ) {
+        if self.cached.fetch_add(1, Ordering::Relaxed) >= CACHE_CAPACITY {
+            self.clear_cache();
+        }
+        cache.texts.insert(sql_text.into(), verdict.clone());
+        if let Some(f) = shape {
+            cache.shapes.insert(f, verdict.clone());
+        }
     }
 
     fn judge(
@@ -207,7 +234,8 @@ impl Engine {
                     reason: format!("tollgate: {e}"),
                     sqlstate: code,
                 };
-                return (Verdict::blocked(denial), true);
+                // Not cached: a shape shared with valid SQL must never inherit a parse failure.
+                return (Verdict::blocked(denial), false);
             }
         };
         let cacheable = !analysis
