@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -86,6 +85,8 @@ impl Gateway {
     /// and policies. Nothing listens yet.
     pub fn build(config: Config) -> Result<Gateway, GatewayError> {
         let key = MasterKey::load(config.vault.key_file.as_deref())?;
+        // Stable across restarts, so an unknown agent's mock SCRAM salt never changes either.
+        let mock_secret = key.derive_subkey(b"tollgate/scram-mock-salt");
         let vault = Vault::open(&config.vault.file, key)?;
         let mut upstreams = HashMap::new();
         for (name, u) in &config.upstreams {
@@ -110,8 +111,6 @@ impl Gateway {
             warn!("policy: {w}");
         }
         let audit = AuditLog::open(&config.audit.file)?;
-        let mut mock_secret = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut mock_secret);
         Ok(Gateway {
             config,
             agents: ArcSwap::from_pointee(agents),

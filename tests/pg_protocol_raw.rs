@@ -179,3 +179,91 @@ async fn malformed_messages_close_only_their_own_connection() {
         .await
         .unwrap();
 }
+
+/// Review finding: a Query sent after a failed Parse in the same batch is discarded by the
+/// server; the reply queue must not count it, or every later reply is misattributed.
+#[tokio::test]
+async fn query_discarded_inside_a_failed_batch_keeps_replies_in_step() {
+    let mut s = raw_login("analyst").await;
+    let mut batch = Vec::new();
+    batch.extend(message(b'P', b"\0SELECT api_key FROM secrets\0\0\0"));
+    batch.extend(message(b'Q', b"SELECT 42\0"));
+    batch.extend(message(b'S', b""));
+    s.write_all(&batch).await.unwrap();
+    let (tags, code, _) = read_until_ready(&mut s).await;
+    assert_eq!((tags, code.as_deref()), (vec![b'E', b'Z'], Some("42501")));
+    // A genuine error next must come back as itself, and a refusal as a refusal.
+    s.write_all(&message(b'Q', b"SELECT 1/0 FROM orders LIMIT 1\0"))
+        .await
+        .unwrap();
+    assert_eq!(read_until_ready(&mut s).await.1.as_deref(), Some("22012"));
+    s.write_all(&message(b'Q', b"SELECT * FROM secrets\0"))
+        .await
+        .unwrap();
+    assert_eq!(read_until_ready(&mut s).await.1.as_deref(), Some("42501"));
+    s.write_all(&message(b'Q', b"SELECT 1\0")).await.unwrap();
+    assert_eq!(read_until_ready(&mut s).await.1, None);
+}
+
+/// Review finding: redefining a named statement must not change what tollgate records for it.
+#[tokio::test]
+async fn redefining_a_named_statement_is_refused_like_postgres() {
+    let mut s = raw_login("analyst").await;
+    let mut batch = Vec::new();
+    batch.extend(message(b'P', b"s1\0SELECT id FROM orders LIMIT 1\0\0\0"));
+    batch.extend(message(b'S', b""));
+    s.write_all(&batch).await.unwrap();
+    assert_eq!(read_until_ready(&mut s).await.1, None);
+    let mut batch = Vec::new();
+    batch.extend(message(b'P', b"s1\0SELECT 2\0\0\0"));
+    batch.extend(message(b'S', b""));
+    s.write_all(&batch).await.unwrap();
+    assert_eq!(read_until_ready(&mut s).await.1.as_deref(), Some("42P05"));
+}
+
+/// Review finding: a client that pipelines thousands of messages without reading must neither
+/// grow the gateway's memory without bound nor deadlock once it reads.
+#[tokio::test]
+async fn thousands_of_pipelined_syncs_without_reading() {
+    let mut s = raw_login("analyst").await;
+    const N: usize = 20_000;
+    let batch: Vec<u8> = (0..N).flat_map(|_| message(b'S', b"")).collect();
+    s.write_all(&batch).await.unwrap();
+    for _ in 0..N {
+        let (tag, _) = tokio::time::timeout(Duration::from_secs(20), read_message(&mut s))
+            .await
+            .expect("replies keep coming");
+        assert_eq!(tag, b'Z');
+    }
+}
+
+/// Review finding: before authentication, messages are capped like PostgreSQL's (64 KiB).
+#[tokio::test]
+async fn oversized_messages_before_authentication_are_refused() {
+    let mut s = open().await;
+    s.write_all(&startup(&[("user", "analyst"), ("database", "shop")]))
+        .await
+        .unwrap();
+    let (tag, _) = read_message(&mut s).await;
+    assert_eq!(tag, b'R');
+    let mut huge = vec![b'p'];
+    huge.extend_from_slice(&(10_000_000i32).to_be_bytes());
+    s.write_all(&huge).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed promptly");
+}
+
+/// Review finding: impossible agent names are answered like a wrong token, without an exchange.
+#[tokio::test]
+async fn impossible_agent_names_get_28p01() {
+    let mut s = open().await;
+    let name = "x".repeat(5000);
+    s.write_all(&startup(&[("user", &name), ("database", "shop")]))
+        .await
+        .unwrap();
+    let (tag, body) = read_message(&mut s).await;
+    assert_eq!(tag, b'E');
+    assert_eq!(support::error_field(&body, b'C').as_deref(), Some("28P01"));
+}

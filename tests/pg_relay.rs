@@ -105,6 +105,25 @@ async fn copy_out_and_in_for_an_agent_allowed_to() {
     c.execute("DELETE FROM orders WHERE id IN (9100001, 9100002)", &[])
         .await
         .unwrap();
+    // Review finding: the Syncs libpq and tokio-postgres send during COPY FROM STDIN get no
+    // ReadyForQuery; replies after the COPY must still pair with their own statements.
+    let e = c
+        .simple_query("SELECT api_key FROM secrets")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(db_message(&e).starts_with("tollgate"), "{e}");
+    let e = c
+        .simple_query("SELECT 1/0 FROM orders LIMIT 1")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22012", "{e}");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM orders WHERE id < $1", &[&11i64])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 10);
     // The analyst may not COPY (statement kind not allowed).
     let a = connect("analyst").await;
     let Err(e) = a.copy_out("COPY orders TO STDOUT").await else {

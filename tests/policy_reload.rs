@@ -53,6 +53,13 @@ async fn reload_valid_then_invalid_then_back() {
         "new policy picked up"
     );
 
+    // Statements prepared while allowed are judged again once the grant is withdrawn.
+    let prepared = c
+        .prepare("SELECT id FROM secrets WHERE id > $1")
+        .await
+        .unwrap();
+    c.query(&prepared, &[&0i32]).await.unwrap();
+
     // A broken file: the reload fails, the last good policy stays in force.
     std::fs::write(dir.join("zz-broken.toml"), "agents = [\"analyst\"\n").unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -65,6 +72,12 @@ async fn reload_valid_then_invalid_then_back() {
     assert!(
         wait_for(async || c.simple_query("SELECT id FROM secrets").await.is_err()).await,
         "grant withdrawn"
+    );
+    let e = c.query(&prepared, &[&0i32]).await.unwrap_err();
+    assert_eq!(
+        sqlstate(&e),
+        "42501",
+        "a statement prepared before the reload is refused after it"
     );
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -3,7 +3,7 @@
 mod agents;
 pub mod scram;
 
-pub use agents::{AgentRecord, AgentStore, AgentsFile};
+pub use agents::{valid_agent_name, AgentRecord, AgentStore, AgentsFile};
 pub use scram::{ScramServer, ScramVerifier};
 
 use rand::RngCore;

@@ -55,9 +55,13 @@ pub struct AuditConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Largest protocol message accepted from a client, in bytes.
+    /// Largest protocol message accepted from a client, in bytes (COPY data, Bind parameters).
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Longest SQL text accepted in a Query or Parse, in bytes; longer ones are refused (54000)
+    /// before analysis.
+    #[serde(default = "default_max_statement_bytes")]
+    pub max_statement_bytes: usize,
     /// How long to wait for an upstream to accept a connection and log in.
     #[serde(default = "default_connect_timeout_ms")]
     pub upstream_connect_timeout_ms: u64,
@@ -68,6 +72,9 @@ pub struct LimitsConfig {
 
 fn default_max_message_bytes() -> usize {
     64 << 20
+}
+fn default_max_statement_bytes() -> usize {
+    1 << 20
 }
 fn default_connect_timeout_ms() -> u64 {
     5_000
@@ -80,6 +87,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_message_bytes: default_max_message_bytes(),
+            max_statement_bytes: default_max_statement_bytes(),
             upstream_connect_timeout_ms: default_connect_timeout_ms(),
             auth_timeout_ms: default_auth_timeout_ms(),
         }

@@ -152,26 +152,25 @@ pub fn negotiate_protocol_version(newest_minor: i32, unsupported: Vec<String>) -
     encode(NegotiateProtocolVersion::new(newest_minor, unsupported))
 }
 
-/// Reads the fields of a backend ErrorResponse/NoticeResponse body: (code, message).
-pub fn error_code_and_message(body: &[u8]) -> (Option<String>, Option<String>) {
-    let (mut code, mut message) = (None, None);
+/// One field of an ErrorResponse/NoticeResponse body (`C` code, `M` message, `V` severity...).
+pub fn error_field(body: &[u8], wanted: u8) -> Option<String> {
     let mut rest = body;
     while let Some((&field, tail)) = rest.split_first() {
         if field == 0 {
-            break;
+            return None;
         }
-        let Some(nul) = tail.iter().position(|&b| b == 0) else {
-            break;
-        };
-        let value = String::from_utf8_lossy(&tail[..nul]).into_owned();
-        match field {
-            b'C' => code = Some(value),
-            b'M' => message = Some(value),
-            _ => {}
+        let nul = tail.iter().position(|&b| b == 0)?;
+        if field == wanted {
+            return Some(String::from_utf8_lossy(&tail[..nul]).into_owned());
         }
         rest = &tail[nul + 1..];
     }
-    (code, message)
+    None
+}
+
+/// Reads the fields of a backend ErrorResponse/NoticeResponse body: (code, message).
+pub fn error_code_and_message(body: &[u8]) -> (Option<String>, Option<String>) {
+    (error_field(body, b'C'), error_field(body, b'M'))
 }
 
 /// Row count of a CommandComplete tag (`SELECT 5`, `INSERT 0 5`, `UPDATE 3`, `COPY 7`).

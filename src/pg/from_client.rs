@@ -47,6 +47,8 @@ struct State {
     statements: HashMap<String, Arc<Checked>>,
     /// Portal name → the statement it runs.
     portals: HashMap<String, Arc<Checked>>,
+    /// SQL-level PREPAREd statements: name → the PREPARE text, re-checked after a reload.
+    sql_prepared: HashMap<String, Arc<Checked>>,
     facts: SessionFacts,
 }
 
@@ -59,6 +61,8 @@ pub async fn run<R: AsyncRead + Unpin>(
     let mut state = State::default();
     let mut out = BytesMut::new();
     loop {
+        // A client that pipelines without reading replies waits here instead of growing memory.
+        pending.wait_for_room().await;
         let Some(frame) = client.next().await.map_err(FromClientError::Client)? else {
             return Ok(ClientEnd::Closed);
         };
@@ -88,12 +92,19 @@ fn fatal_for(e: MessageError) -> FromClientError {
     FromClientError::Fatal(PgErrorFields::fatal("08P01", e.to_string()))
 }
 
-fn refusal_for_bad_text(e: MessageError) -> Result<PgErrorFields, FromClientError> {
+/// Invalid UTF-8 is refused like PostgreSQL would (22021) and audited; a malformed message is fatal.
+fn refusal_for_bad_text(
+    ctx: &SessionCtx,
+    e: MessageError,
+) -> Result<PgErrorFields, FromClientError> {
     match e {
-        MessageError::NotUtf8(_) => Ok(PgErrorFields::error(
-            "22021",
-            "invalid byte sequence for encoding \"UTF8\"",
-        )),
+        MessageError::NotUtf8(what) => {
+            ctx.audit_unreadable(what);
+            Ok(PgErrorFields::error(
+                "22021",
+                "invalid byte sequence for encoding \"UTF8\"",
+            ))
+        }
         other => Err(fatal_for(other)),
     }
 }
@@ -112,6 +123,16 @@ fn substitute_parse(name: &str) -> Bytes {
     msg::raw_message(fe::PARSE, &body)
 }
 
+fn refuse_simple(pending: &Pending, refusal: PgErrorFields, out: &mut BytesMut) {
+    pending.push(Expect::Simple {
+        ticket: None,
+        refusal: Some(refusal),
+        rows: 0,
+        error: None,
+    });
+    out.extend_from_slice(&substitute_query());
+}
+
 fn on_frame(
     ctx: &SessionCtx,
     pending: &Pending,
@@ -119,99 +140,42 @@ fn on_frame(
     frame: Frame,
     out: &mut BytesMut,
 ) -> Result<Option<ClientEnd>, FromClientError> {
-    let skipping = state.skip_until_sync;
+    // After an error in an extended batch the server discards everything up to Sync, simple
+    // Queries and FunctionCalls included; so does tollgate after a refusal.
+    if state.skip_until_sync
+        && !matches!(
+            frame.tag,
+            fe::SYNC | fe::TERMINATE | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL
+        )
+    {
+        return Ok(None);
+    }
     match frame.tag {
-        fe::QUERY => {
-            let text = match fe::query_text(&frame) {
-                Ok(t) => t,
-                Err(e) => {
-                    let refusal = refusal_for_bad_text(e)?;
-                    pending.push(Expect::Simple {
-                        ticket: None,
-                        refusal: Some(refusal),
-                        rows: 0,
-                        error: None,
-                    });
-                    out.extend_from_slice(&substitute_query());
-                    return Ok(None);
-                }
-            };
-            let verdict = ctx.check_sql(text, &state.facts);
-            match ctx.admit(text, &verdict) {
-                Ok(ticket) => {
-                    apply_effects(state, &verdict);
-                    pending.push(Expect::Simple {
-                        ticket,
-                        refusal: None,
-                        rows: 0,
-                        error: None,
-                    });
-                    out.extend_from_slice(&frame.raw);
-                }
-                Err(refusal) => {
-                    pending.push(Expect::Simple {
-                        ticket: None,
-                        refusal: Some(refusal),
-                        rows: 0,
-                        error: None,
-                    });
-                    out.extend_from_slice(&substitute_query());
-                }
-            }
-        }
-        fe::PARSE if skipping => {}
-        fe::PARSE => {
-            let (name, text) = match fe::parse_fields(&frame) {
-                Ok(x) => x,
-                Err(e) => {
-                    let refusal = refusal_for_bad_text(e)?;
-                    refuse_parse(pending, state, "", refusal, out);
-                    return Ok(None);
-                }
-            };
-            let verdict = ctx.check_sql(text, &state.facts);
-            if verdict.runs() {
-                apply_effects(state, &verdict);
-                state.statements.insert(
-                    name.to_string(),
-                    Arc::new(Checked {
-                        text: text.into(),
-                        verdict,
-                    }),
-                );
-                pending.push(Expect::Parse { refusal: None });
-                out.extend_from_slice(&frame.raw);
-            } else {
-                let refusal = ctx
-                    .admit(text, &verdict)
-                    .err()
-                    .unwrap_or_else(|| ctx.refusal(&verdict));
-                state.statements.remove(name);
-                refuse_parse(pending, state, name, refusal, out);
-            }
-        }
-        fe::BIND if skipping => {}
+        fe::QUERY => on_query(ctx, pending, state, &frame, out)?,
+        fe::PARSE => on_parse(ctx, pending, state, &frame, out)?,
         fe::BIND => {
             let (portal, statement) = fe::bind_names(&frame).map_err(fatal_for)?;
-            match state.statements.get(statement) {
-                Some(text) => state.portals.insert(portal.to_string(), text.clone()),
+            let checked = state
+                .statements
+                .get(statement)
+                .or_else(|| state.sql_prepared.get(statement))
+                .cloned();
+            match checked {
+                Some(c) => state.portals.insert(portal.to_string(), c),
                 None => state.portals.remove(portal),
             };
             pending.push(Expect::Bind);
             out.extend_from_slice(&frame.raw);
         }
-        fe::DESCRIBE if skipping => {}
         fe::DESCRIBE => {
             fe::target(&frame, "Describe").map_err(fatal_for)?;
             pending.push(Expect::Describe);
             out.extend_from_slice(&frame.raw);
         }
-        fe::EXECUTE if skipping => {}
         fe::EXECUTE => {
             let portal = fe::execute_portal(&frame).map_err(fatal_for)?;
-            // A portal tollgate did not bind is a cursor opened by DECLARE, checked when declared.
             let checked = state.portals.get(portal).cloned();
-            match ctx.record_execute(portal, checked.as_deref()) {
+            match ctx.record_execute(portal, checked.as_deref(), &state.facts) {
                 Ok(ticket) => {
                     pending.push(Expect::Execute { ticket });
                     out.extend_from_slice(&frame.raw);
@@ -219,7 +183,6 @@ fn on_frame(
                 Err(refusal) => refuse_parse(pending, state, "", refusal, out),
             }
         }
-        fe::CLOSE if skipping => {}
         fe::CLOSE => {
             let (kind, name) = fe::target(&frame, "Close").map_err(fatal_for)?;
             if kind == b'S' {
@@ -235,24 +198,16 @@ fn on_frame(
             pending.push(Expect::Sync);
             out.extend_from_slice(&frame.raw);
         }
-        fe::FLUSH if skipping => {}
-        fe::FLUSH | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {
-            out.extend_from_slice(&frame.raw)
+        fe::COPY_DONE | fe::COPY_FAIL => {
+            pending.push(Expect::CopyEnd);
+            out.extend_from_slice(&frame.raw);
         }
+        fe::FLUSH | fe::COPY_DATA => out.extend_from_slice(&frame.raw),
         fe::TERMINATE => {
             out.extend_from_slice(&frame.raw);
             return Ok(Some(ClientEnd::Terminated));
         }
-        fe::FUNCTION_CALL => {
-            let refusal = ctx.refuse_function_call();
-            pending.push(Expect::Simple {
-                ticket: None,
-                refusal: Some(refusal),
-                rows: 0,
-                error: None,
-            });
-            out.extend_from_slice(&substitute_query());
-        }
+        fe::FUNCTION_CALL => refuse_simple(pending, ctx.refuse_function_call(), out),
         other => {
             return Err(FromClientError::Fatal(PgErrorFields::fatal(
                 "08P01",
@@ -261,6 +216,114 @@ fn on_frame(
         }
     }
     Ok(None)
+}
+
+fn on_query(
+    ctx: &SessionCtx,
+    pending: &Pending,
+    state: &mut State,
+    frame: &Frame,
+    out: &mut BytesMut,
+) -> Result<(), FromClientError> {
+    let text = match fe::query_text(frame) {
+        Ok(t) => t,
+        Err(e) => {
+            refuse_simple(pending, refusal_for_bad_text(ctx, e)?, out);
+            return Ok(());
+        }
+    };
+    let verdict = ctx.check_sql(text, &state.facts);
+    // EXECUTE of a statement PREPAREd under an older policy: judged again under the current one.
+    let stale = verdict
+        .runs()
+        .then(|| stale_execute_refusal(ctx, state, &verdict))
+        .flatten();
+    let admitted = match stale {
+        Some(refusal) => Err(refusal),
+        None => ctx.admit(text, &verdict),
+    };
+    match admitted {
+        Ok(ticket) => {
+            apply_effects(state, &verdict, text, ctx);
+            pending.push(Expect::Simple {
+                ticket,
+                refusal: None,
+                rows: 0,
+                error: None,
+            });
+            out.extend_from_slice(&frame.raw);
+        }
+        Err(refusal) => refuse_simple(pending, refusal, out),
+    }
+    Ok(())
+}
+
+fn on_parse(
+    ctx: &SessionCtx,
+    pending: &Pending,
+    state: &mut State,
+    frame: &Frame,
+    out: &mut BytesMut,
+) -> Result<(), FromClientError> {
+    let (name, text) = match fe::parse_fields(frame) {
+        Ok(x) => x,
+        Err(e) => {
+            let refusal = refusal_for_bad_text(ctx, e)?;
+            refuse_parse(pending, state, "", refusal, out);
+            return Ok(());
+        }
+    };
+    // PostgreSQL refuses to redefine a named statement; answering here keeps tollgate's record of
+    // what the name runs exact (the server keeps the old definition).
+    if !name.is_empty()
+        && (state.statements.contains_key(name) || state.sql_prepared.contains_key(name))
+    {
+        let refusal = PgErrorFields::error(
+            "42P05",
+            format!("prepared statement \"{name}\" already exists"),
+        );
+        refuse_parse(pending, state, "", refusal, out);
+        return Ok(());
+    }
+    let verdict = ctx.check_sql(text, &state.facts);
+    if verdict.runs() {
+        apply_effects(state, &verdict, text, ctx);
+        let checked = Arc::new(Checked {
+            text: text.into(),
+            verdict,
+            version: ctx.policy_version(),
+        });
+        state.statements.insert(name.to_string(), checked);
+        pending.push(Expect::Parse { refusal: None });
+        out.extend_from_slice(&frame.raw);
+    } else {
+        let refusal = ctx
+            .admit(text, &verdict)
+            .err()
+            .unwrap_or_else(|| ctx.refusal(&verdict));
+        state.statements.remove(name);
+        refuse_parse(pending, state, name, refusal, out);
+    }
+    Ok(())
+}
+
+/// For `EXECUTE name` (also inside EXPLAIN): if the PREPARE was judged under an older policy and
+/// the current one refuses it, the refusal.
+fn stale_execute_refusal(
+    ctx: &SessionCtx,
+    state: &State,
+    verdict: &Verdict,
+) -> Option<PgErrorFields> {
+    verdict.effects.iter().find_map(|e| match e {
+        Effect::Executes(name) => {
+            let prepared = state.sql_prepared.get(name)?;
+            let fresh = ctx.recheck(prepared, &state.facts)?;
+            (!fresh.runs())
+                .then(|| ctx.admit(&prepared.text, &fresh).err())
+                .flatten()
+        }
+        _ => None,
+    })
 }
 
 fn refuse_parse(
@@ -277,7 +340,7 @@ fn refuse_parse(
     state.skip_until_sync = true;
 }
 
-fn apply_effects(state: &mut State, verdict: &Verdict) {
+fn apply_effects(state: &mut State, verdict: &Arc<Verdict>, text: &str, ctx: &SessionCtx) {
     if verdict.outcome == Outcome::Block {
         return;
     }
@@ -285,11 +348,25 @@ fn apply_effects(state: &mut State, verdict: &Verdict) {
         match e {
             Effect::Prepared(n) => {
                 state.facts.sql_prepared.insert(n.clone());
+                let checked = Checked {
+                    text: text.into(),
+                    verdict: verdict.clone(),
+                    version: ctx.policy_version(),
+                };
+                state.sql_prepared.insert(n.clone(), Arc::new(checked));
             }
             Effect::Deallocated(Some(n)) => {
                 state.facts.sql_prepared.remove(n);
+                state.sql_prepared.remove(n);
             }
-            Effect::Deallocated(None) => state.facts.sql_prepared.clear(),
+            Effect::Deallocated(None) => {
+                // DEALLOCATE ALL / DISCARD ALL drop protocol-level statements too.
+                state.facts.sql_prepared.clear();
+                state.sql_prepared.clear();
+                state.statements.clear();
+                state.portals.clear();
+            }
+            Effect::Executes(_) => {}
         }
     }
 }

@@ -39,12 +39,20 @@ pub enum Expect {
         ticket: Option<AuditTicket>,
     },
     Sync,
+    /// The client ended a COPY FROM STDIN (CopyDone/CopyFail): Syncs queued before this marker
+    /// reached the server while it was in copy-in mode, which ignores them (no ReadyForQuery).
+    CopyEnd,
 }
+
+/// Most replies a session may owe before tollgate stops reading from its client.
+pub const MAX_PENDING: usize = 4096;
 
 /// Shared between the two halves of a session.
 #[derive(Debug, Clone, Default)]
 pub struct Pending {
     queue: Arc<Mutex<VecDeque<Expect>>>,
+    /// Signalled when replies are consumed, so a client that pipelines without reading waits.
+    drained: Arc<tokio::sync::Notify>,
 }
 
 impl Pending {
@@ -55,6 +63,26 @@ impl Pending {
     /// Runs `f` on the queue; the lock is held only for the call.
     pub fn with<T>(&self, f: impl FnOnce(&mut VecDeque<Expect>) -> T) -> T {
         f(&mut self.queue.lock().expect("pending queue"))
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.lock().expect("pending queue").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Called by the reply side after it consumed entries.
+    pub fn notify_drained(&self) {
+        self.drained.notify_one();
+    }
+
+    /// Waits until fewer than `MAX_PENDING` replies are owed (backpressure on the client).
+    pub async fn wait_for_room(&self) {
+        while self.len() >= MAX_PENDING {
+            self.drained.notified().await;
+        }
     }
 
     pub fn drain(&self) -> Vec<Expect> {

@@ -28,6 +28,8 @@ use crate::policy::{Outcome, SessionFacts, Verdict};
 pub struct Checked {
     pub text: Box<str>,
     pub verdict: Arc<Verdict>,
+    /// The policy version the verdict was reached under; a reload means "judge again".
+    pub version: u64,
 }
 
 /// What both halves of a running session share: who, where, and the gateway's services.
@@ -75,7 +77,8 @@ async fn run(
 ) -> Result<(), SessionError> {
     socket.set_nodelay(true)?;
     let (rd, mut wr) = socket.into_split();
-    let mut reader = FrameReader::new(rd, gw.config.limits.max_message_bytes);
+    // Before authentication nothing needs more than a SCRAM message (PostgreSQL allows 64 KiB).
+    let mut reader = FrameReader::new(rd, LOGIN_MESSAGE_LIMIT);
     let auth_timeout = Duration::from_millis(gw.config.limits.auth_timeout_ms);
 
     let phase =
@@ -98,8 +101,11 @@ async fn run(
             return Err(e);
         }
     };
+    reader.set_limit(gw.config.limits.max_message_bytes);
     relay(gw, ctx, params, reader, wr).await
 }
+
+const LOGIN_MESSAGE_LIMIT: usize = 64 * 1024;
 
 fn refusal_of(e: &SessionError) -> Option<&PgErrorFields> {
     match e {
@@ -136,6 +142,24 @@ async fn login(
             params.protocol_options.clone(),
         ))
         .await?;
+    }
+    // A name no agent can have gets the same answer as a wrong token, without an exchange, and a
+    // record that cannot be inflated by a huge name.
+    if !crate::auth::valid_agent_name(&params.user) {
+        let shown: String = params.user.chars().take(64).collect();
+        gw.audit_session(
+            id,
+            &shown,
+            None,
+            peer,
+            Decision::Blocked,
+            "authentication failed: invalid agent name",
+        );
+        metrics::counter!("tollgate_auth_failures_total", "protocol" => "postgres").increment(1);
+        return Err(SessionError::Refused(PgErrorFields::fatal(
+            "28P01",
+            format!("password authentication failed for user \"{shown}\""),
+        )));
     }
     let agents = gw.agents.load_full();
     if let Err(e) =
@@ -251,14 +275,7 @@ async fn relay(
         }
         | super::pending::Expect::Execute { ticket: Some(t) } = e
         {
-            ctx.audit_outcome(
-                t,
-                None,
-                Some((
-                    "08006".into(),
-                    "session ended before the statement completed".into(),
-                )),
-            );
+            ctx.audit_unknown_outcome(t);
         }
     }
     match result {
@@ -331,9 +348,33 @@ impl SessionCtx {
     }
 
     pub fn check_sql(&self, text: &str, facts: &SessionFacts) -> Arc<Verdict> {
-        self.gw
-            .policy
-            .check_sql(&self.agent, &self.upstream, text, facts)
+        let max = self.gw.config.limits.max_statement_bytes;
+        if text.len() > max {
+            return Arc::new(Verdict {
+                outcome: Outcome::Block,
+                denial: Some(crate::policy::Denial {
+                    rule: "builtin: statement-size".into(),
+                    reason: format!(
+                        "statement of {} bytes exceeds limits.max_statement_bytes ({max})",
+                        text.len()
+                    ),
+                    sqlstate: "54000",
+                }),
+                effects: Vec::new(),
+            });
+        }
+        let policy = &self.gw.policy;
+        if let Some(v) = policy.cached(&self.agent, &self.upstream, text) {
+            return v;
+        }
+        // Analysis takes tens of microseconds, and a long statement far more: tell the runtime
+        // so other sessions on this worker are moved instead of waiting behind it.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| {
+                policy.check_sql(&self.agent, &self.upstream, text, facts)
+            }),
+            _ => policy.check_sql(&self.agent, &self.upstream, text, facts),
+        }
     }
 
     /// The error the agent sees for a refused statement: names the rule.
@@ -373,7 +414,7 @@ impl SessionCtx {
         };
         metrics::counter!("tollgate_statements_total", "protocol" => "postgres", "decision" => decision.as_str()).increment(1);
         let mut ev = self.event(EventKind::Decision, decision);
-        ev.statement = Some(self.gw.audit_text(text));
+        ev.statement = Some(self.gw.audit_text(truncated(text, AUDIT_STATEMENT_LIMIT)));
         if let Some(d) = &verdict.denial {
             ev.rule = Some(d.rule.clone());
             ev.reason = Some(d.reason.clone());
@@ -402,14 +443,29 @@ impl SessionCtx {
     }
 
     /// Records an Execute of a statement checked at Parse (or of a DECLAREd cursor's portal).
+    /// Records an Execute of a statement checked at Parse (judged again if the policy changed
+    /// since), or of a portal tollgate did not bind (a cursor checked when it was DECLAREd).
     pub fn record_execute(
         &self,
         portal: &str,
         checked: Option<&Checked>,
+        facts: &SessionFacts,
     ) -> Result<Option<AuditTicket>, PgErrorFields> {
         match checked {
-            Some(c) => self.admit(&c.text, &c.verdict),
+            Some(c) => match self.recheck(c, facts) {
+                Some(fresh) => self.admit(&c.text, &fresh),
+                None => self.admit(&c.text, &c.verdict),
+            },
             None => {
+                // The agent must still be allowed on this upstream under the current policy.
+                if let Err(d) = self.gw.policy.may_connect(&self.agent, &self.upstream) {
+                    let verdict = Verdict {
+                        outcome: Outcome::Block,
+                        denial: Some(d),
+                        effects: Vec::new(),
+                    };
+                    return self.admit(&format!("-- execute portal \"{portal}\""), &verdict);
+                }
                 let allowed = Verdict {
                     outcome: Outcome::Allow,
                     denial: None,
@@ -420,6 +476,26 @@ impl SessionCtx {
                     &allowed,
                 )
             }
+        }
+    }
+
+    pub fn policy_version(&self) -> u64 {
+        self.gw.policy.version()
+    }
+
+    /// A fresh verdict when `checked` was judged under an older policy version.
+    pub fn recheck(&self, checked: &Checked, facts: &SessionFacts) -> Option<Arc<Verdict>> {
+        (checked.version != self.policy_version()).then(|| self.check_sql(&checked.text, facts))
+    }
+
+    /// Audits a Query/Parse whose text is not valid UTF-8 (refused before any analysis).
+    pub fn audit_unreadable(&self, what: &str) {
+        let mut ev = self.event(EventKind::Decision, Decision::Blocked);
+        ev.statement = Some(format!("<{what} message with invalid UTF-8>"));
+        ev.rule = Some("builtin: encoding".into());
+        ev.sqlstate = Some("22021".into());
+        if let Err(e) = self.gw.audit.append(&ev) {
+            warn!(error = %e, "audit write failed for an unreadable statement");
         }
     }
 
@@ -436,6 +512,24 @@ impl SessionCtx {
         self.admit("-- fast-path FunctionCall", &verdict)
             .err()
             .unwrap_or_else(|| self.refusal(&verdict))
+    }
+
+    /// The session ended before the statement's reply: it may or may not have run to completion.
+    pub fn audit_unknown_outcome(&self, ticket: AuditTicket) {
+        let mut ev = self.event(
+            EventKind::Outcome,
+            if ticket.would_block {
+                Decision::WouldBlock
+            } else {
+                Decision::Allowed
+            },
+        );
+        ev.ref_seq = Some(ticket.seq);
+        ev.duration_us = Some(ticket.started.elapsed().as_micros() as u64);
+        ev.reason = Some("outcome unknown: the session ended before the reply".into());
+        if let Err(e) = self.gw.audit.append_deferred(&ev) {
+            warn!(error = %e, "audit outcome write failed");
+        }
     }
 
     /// The outcome record of a forwarded statement.
@@ -472,6 +566,20 @@ impl SessionCtx {
         }
         frame.raw.clone()
     }
+}
+
+/// Longest statement text recorded whole in the audit log.
+const AUDIT_STATEMENT_LIMIT: usize = 64 * 1024;
+
+fn truncated(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Metric label for a rule: the rule kind, not the table name, to keep cardinality bounded.

@@ -22,6 +22,15 @@ pub enum ToClientError {
     Client(std::io::Error),
 }
 
+/// What the reply side knows about the server's state.
+#[derive(Default)]
+struct ReplyState {
+    /// The server sent CopyInResponse and the copy has not been cleaned up yet.
+    copy_in: bool,
+    /// An error ended a COPY FROM STDIN before the client's CopyDone/CopyFail was queued.
+    copy_cleanup_due: bool,
+}
+
 /// Runs until the upstream closes or a write to the client fails.
 pub async fn run<W: AsyncWrite + Unpin>(
     ctx: Arc<SessionCtx>,
@@ -30,21 +39,23 @@ pub async fn run<W: AsyncWrite + Unpin>(
     client: &mut W,
 ) -> Result<(), ToClientError> {
     let mut out = BytesMut::new();
+    let mut state = ReplyState::default();
     loop {
         let frame = match upstream.next().await {
             Ok(Some(f)) => f,
             Ok(None) => return Err(ToClientError::UpstreamClosed),
             Err(e) => return Err(ToClientError::Upstream(e)),
         };
-        on_frame(&ctx, &pending, frame, &mut out);
+        on_frame(&ctx, &pending, &mut state, frame, &mut out);
         // Drain what is already buffered before writing, so a burst of rows costs one write.
         while upstream.has_buffered_frame() && out.len() < 256 * 1024 {
             match upstream.next().await {
-                Ok(Some(f)) => on_frame(&ctx, &pending, f, &mut out),
+                Ok(Some(f)) => on_frame(&ctx, &pending, &mut state, f, &mut out),
                 Ok(None) => break,
                 Err(e) => return Err(ToClientError::Upstream(e)),
             }
         }
+        pending.notify_drained();
         client
             .write_all(&out)
             .await
@@ -56,8 +67,26 @@ pub async fn run<W: AsyncWrite + Unpin>(
     }
 }
 
-fn on_frame(ctx: &SessionCtx, pending: &Pending, frame: Frame, out: &mut BytesMut) {
+fn on_frame(
+    ctx: &SessionCtx,
+    pending: &Pending,
+    state: &mut ReplyState,
+    frame: Frame,
+    out: &mut BytesMut,
+) {
+    pending.with(|q| {
+        if !state.copy_in {
+            // CopyDone/CopyFail sent outside a COPY are ignored by the server, and so are their markers.
+            while matches!(q.front(), Some(Expect::CopyEnd)) {
+                q.pop_front();
+            }
+        }
+    });
     match frame.tag {
+        msg::COPY_IN_RESPONSE => {
+            state.copy_in = true;
+            out.extend_from_slice(&frame.raw);
+        }
         msg::COMMAND_COMPLETE | msg::EMPTY_QUERY | msg::PORTAL_SUSPENDED => {
             let rows = if frame.tag == msg::COMMAND_COMPLETE {
                 msg::command_rows(frame.body())
@@ -73,6 +102,7 @@ fn on_frame(ctx: &SessionCtx, pending: &Pending, frame: Frame, out: &mut BytesMu
                 }
                 _ => {}
             });
+            end_copy(pending, state);
             out.extend_from_slice(&frame.raw);
         }
         msg::PARSE_COMPLETE
@@ -94,8 +124,14 @@ fn on_frame(ctx: &SessionCtx, pending: &Pending, frame: Frame, out: &mut BytesMu
             });
             out.extend_from_slice(&frame.raw);
         }
-        msg::ERROR_RESPONSE => on_error(ctx, pending, frame, out),
+        msg::ERROR_RESPONSE => {
+            on_error(ctx, pending, frame, out);
+            end_copy(pending, state);
+        }
         msg::READY_FOR_QUERY => {
+            if state.copy_cleanup_due {
+                end_copy(pending, state);
+            }
             pending.with(|q| {
                 // Everything up to and including the Sync or simple Query this answers is done.
                 while let Some(e) = q.pop_front() {
@@ -122,6 +158,31 @@ fn on_frame(ctx: &SessionCtx, pending: &Pending, frame: Frame, out: &mut BytesMu
     }
 }
 
+/// After a COPY FROM STDIN ended (CommandComplete or ErrorResponse), drops the Syncs the server
+/// ignored while in copy-in mode: those queued before the client's CopyDone/CopyFail marker.
+fn end_copy(pending: &Pending, state: &mut ReplyState) {
+    if !state.copy_in {
+        return;
+    }
+    let cleaned = pending.with(|q| {
+        let Some(marker) = q.iter().position(|e| matches!(e, Expect::CopyEnd)) else {
+            return false; // the client is still sending: clean up at the next ReadyForQuery
+        };
+        let mut i = 0;
+        let mut seen = 0;
+        q.retain(|e| {
+            let before_marker = seen <= marker;
+            seen += 1;
+            let drop = before_marker && matches!(e, Expect::Sync | Expect::CopyEnd);
+            i += usize::from(drop);
+            !drop
+        });
+        true
+    });
+    state.copy_in = !cleaned;
+    state.copy_cleanup_due = !cleaned;
+}
+
 fn skipped() -> (String, String) {
     (
         "".into(),
@@ -129,33 +190,50 @@ fn skipped() -> (String, String) {
     )
 }
 
-/// An ErrorResponse ends the current request; in extended mode the server then skips to Sync.
+fn is_fatal(body: &[u8]) -> bool {
+    let severity = msg::error_field(body, b'V').or_else(|| msg::error_field(body, b'S'));
+    matches!(severity.as_deref(), Some("FATAL" | "PANIC"))
+}
+
+/// An ErrorResponse ends the current request; in extended mode the server then discards
+/// everything (including simple Queries) up to the next Sync.
 fn on_error(ctx: &SessionCtx, pending: &Pending, frame: Frame, out: &mut BytesMut) {
     let (code, message) = msg::error_code_and_message(frame.body());
     let err = (code.unwrap_or_default(), message.unwrap_or_default());
+    // A FATAL error (the backend is going away) is never dressed up as a refusal.
+    let may_replace = !is_fatal(frame.body());
     let replacement: Option<PgErrorFields> = pending.with(|q| match q.front_mut() {
         None => None, // asynchronous error (e.g. the server shutting down): relay as is
         Some(Expect::Simple { refusal, error, .. }) => {
-            if refusal.is_none() {
+            let r = if may_replace { refusal.take() } else { None };
+            if r.is_none() {
                 *error = Some(err.clone());
             }
-            refusal.take()
+            r
         }
         Some(_) => {
             let mut replacement = None;
             let mut first = true;
+            // The error belongs to the first request; an Execute after a failed Parse, Bind or
+            // Describe of the same batch carries it in the audit, later ones are "not executed".
+            let mut error_for_execute = Some(err.clone());
             while let Some(front) = q.front() {
-                if matches!(front, Expect::Sync | Expect::Simple { .. }) {
+                if matches!(front, Expect::Sync) {
                     break;
                 }
                 match q.pop_front() {
-                    Some(Expect::Parse { refusal }) if first => replacement = refusal,
+                    Some(Expect::Parse { refusal }) if first && may_replace => {
+                        replacement = refusal
+                    }
                     Some(Expect::Execute { ticket }) => complete(
                         ctx,
                         ticket,
                         None,
-                        Some(if first { err.clone() } else { skipped() }),
+                        Some(error_for_execute.take().unwrap_or_else(skipped)),
                     ),
+                    Some(Expect::Simple { ticket, .. }) => {
+                        complete(ctx, ticket, None, Some(skipped()))
+                    }
                     _ => {}
                 }
                 first = false;

@@ -26,6 +26,8 @@ pub enum Outcome {
 pub enum Effect {
     Prepared(String),
     Deallocated(Option<String>),
+    /// `EXECUTE name`, directly or inside EXPLAIN.
+    Executes(String),
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +68,13 @@ struct Scope {
 struct ScopeCache {
     texts: DashMap<Box<str>, Arc<Verdict>>,
     shapes: DashMap<u64, Arc<Verdict>>,
+}
+
+/// What a cache miss already found out, so `check_sql` does not look it up again.
+struct Miss {
+    policy: Option<Arc<AgentPolicy>>,
+    cache: Arc<ScopeCache>,
+    shape: Option<u64>,
 }
 
 pub struct Engine {
@@ -144,6 +153,17 @@ impl Engine {
         }
     }
 
+    /// The verdict if it needs no analysis (cached, or the passthrough fast path). Cheap: callers
+    /// may run it on an async worker and send misses to `check_sql` on a blocking-friendly thread.
+    pub fn cached(
+        &self,
+        agent: &Arc<str>,
+        upstream: &Arc<str>,
+        sql_text: &str,
+    ) -> Option<Arc<Verdict>> {
+        self.lookup(agent, upstream, sql_text).ok()
+    }
+
     /// The verdict on one Query/Parse text, from the cache when the same text was judged before.
     pub fn check_sql(
         &self,
@@ -152,11 +172,48 @@ impl Engine {
         sql_text: &str,
         session: &SessionFacts,
     ) -> Arc<Verdict> {
-        let version = self.version();
-        let Some(policy) = self.agent(agent) else {
+        let miss = match self.lookup(agent, upstream, sql_text) {
+            Ok(v) => return v,
+            Err(miss) => miss,
+        };
+        metrics::counter!("tollgate_decision_cache_total", "result" => "miss").increment(1);
+        let Miss {
+            policy,
+            cache,
+            shape,
+        } = miss;
+        let Some(policy) = policy else {
             return Arc::new(Verdict::blocked(Denial::new_default(format!(
                 "agent \"{agent}\" has no policy"
             ))));
+        };
+        let (verdict, cacheable) = self.judge(&policy, upstream, sql_text, session);
+        let verdict = Arc::new(verdict);
+        if cacheable {
+            self.remember(&cache, sql_text, shape, &verdict);
+        }
+        verdict
+    }
+
+    fn lookup(
+        &self,
+        agent: &Arc<str>,
+        upstream: &Arc<str>,
+        sql_text: &str,
+    ) -> Result<Arc<Verdict>, Miss> {
+        let version = self.version();
+        let scope = Scope {
+            version,
+            agent: agent.clone(),
+            upstream: upstream.clone(),
+        };
+        let cache = self.cache.entry(scope).or_default().clone();
+        let Some(policy) = self.agent(agent) else {
+            return Err(Miss {
+                policy: None,
+                cache,
+                shape: None,
+            });
         };
         // Passthrough without denies or shadow files: no analysis at all (trusted agents' fast path).
         if policy.with_shadow.is_none() {
@@ -166,34 +223,26 @@ impl Engine {
                 .and_then(|m| m.get(upstream.as_ref()))
             {
                 if r.passthrough && !r.has_denies() {
-                    return self.allow_all.clone();
+                    return Ok(self.allow_all.clone());
                 }
             }
         }
-        let scope = Scope {
-            version,
-            agent: agent.clone(),
-            upstream: upstream.clone(),
-        };
-        let cache = self.cache.entry(scope).or_default().clone();
         if let Some(v) = cache.texts.get(sql_text) {
             metrics::counter!("tollgate_decision_cache_total", "result" => "hit").increment(1);
-            return v.clone();
+            return Ok(v.clone());
         }
         let shape = sql::fingerprint(sql_text).ok();
         if let Some(v) = shape.and_then(|f| cache.shapes.get(&f).map(|v| v.clone())) {
             metrics::counter!("tollgate_decision_cache_total", "result" => "shape_hit")
                 .increment(1);
             self.remember(&cache, sql_text, None, &v);
-            return v;
+            return Ok(v);
         }
-        metrics::counter!("tollgate_decision_cache_total", "result" => "miss").increment(1);
-        let (verdict, cacheable) = self.judge(&policy, upstream, sql_text, session);
-        let verdict = Arc::new(verdict);
-        if cacheable {
-            self.remember(&cache, sql_text, shape, &verdict);
-        }
-        verdict
+        Err(Miss {
+            policy: Some(policy),
+            cache,
+            shape,
+        })
     }
 
     fn remember(
@@ -287,14 +336,19 @@ impl Denial {
 }
 
 fn effects_of(analysis: &Analysis) -> Vec<Effect> {
-    analysis
-        .statements
-        .iter()
-        .filter_map(|s| match &s.kind {
-            StatementKind::Prepare { name } => Some(Effect::Prepared(name.clone())),
-            StatementKind::Deallocate { name } => Some(Effect::Deallocated(name.clone())),
-            StatementKind::Discard => Some(Effect::Deallocated(None)),
-            _ => None,
-        })
-        .collect()
+    let mut effects = Vec::new();
+    for s in &analysis.statements {
+        for kind in std::iter::once(&s.kind).chain(s.inner_kind.as_deref()) {
+            match kind {
+                StatementKind::Prepare { name } => effects.push(Effect::Prepared(name.clone())),
+                StatementKind::Deallocate { name } => {
+                    effects.push(Effect::Deallocated(name.clone()))
+                }
+                StatementKind::Discard => effects.push(Effect::Deallocated(None)),
+                StatementKind::Execute { name } => effects.push(Effect::Executes(name.clone())),
+                _ => {}
+            }
+        }
+    }
+    effects
 }

@@ -9,6 +9,8 @@ pub mod compile;
 pub mod decide;
 pub mod engine;
 pub mod file;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod glob;
 pub mod rules;
 pub mod settings;

@@ -73,6 +73,16 @@ impl MasterKey {
             .map_err(|e| VaultError::Key(format!("key file {}: {e}", path.display())))
     }
 
+    /// A key for another purpose derived from this one (HMAC-SHA-256 with a label), so such keys
+    /// survive restarts without being stored.
+    pub fn derive_subkey(&self, label: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.0).expect("HMAC accepts any key length");
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    }
+
     pub(super) fn bytes(&self) -> &[u8; 32] {
         &self.0
     }

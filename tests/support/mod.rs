@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod decision_table;
+
 use std::sync::OnceLock;
 
 use tollgate::demo::seed::SeedOptions;

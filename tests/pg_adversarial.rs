@@ -1,0 +1,76 @@
+//! The decision table end to end: every statement through the real gateway to real PostgreSQL.
+//! Refused ones must come back as tollgate refusals and leave the session usable; allowed ones
+//! must never be refused by tollgate (they may still fail in PostgreSQL for their own reasons).
+
+mod support;
+
+use support::decision_table::{ANALYST_ALLOWED, ANALYST_REFUSED, WRITER_REFUSED};
+use support::{connect, sqlstate};
+
+/// SQLSTATEs tollgate uses for refusals.
+const REFUSAL_CODES: [&str; 3] = ["42501", "42601", "0A000"];
+
+async fn run_table(agent: &str, allowed: &[&str], refused: &[&str]) {
+    let c = connect(agent).await;
+    let mut wrong = Vec::new();
+    for sql in refused {
+        match c.simple_query(sql).await {
+            Ok(_) => wrong.push(format!("ran, should be refused: {sql}")),
+            Err(e) => {
+                let is_ours = e
+                    .as_db_error()
+                    .is_some_and(|d| d.message().starts_with("tollgate"));
+                if !REFUSAL_CODES.contains(&sqlstate(&e).as_str())
+                    || (!is_ours && sqlstate(&e) != "42601")
+                {
+                    wrong.push(format!("not refused by tollgate: {sql}: {e}"));
+                }
+            }
+        }
+        let _ = c.simple_query("ROLLBACK").await;
+    }
+    for sql in allowed {
+        if let Err(e) = c.simple_query(sql).await {
+            if e.as_db_error()
+                .is_some_and(|d| d.message().starts_with("tollgate"))
+            {
+                wrong.push(format!("refused, should be allowed: {sql}: {e}"));
+            }
+        }
+        let _ = c.simple_query("ROLLBACK").await;
+    }
+    // The session survived all of it.
+    c.simple_query("SELECT 1").await.unwrap();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[tokio::test]
+async fn analyst_table_end_to_end() {
+    run_table("analyst", ANALYST_ALLOWED, ANALYST_REFUSED).await;
+}
+
+#[tokio::test]
+async fn writer_refusals_end_to_end() {
+    run_table("writer", &[], WRITER_REFUSED).await;
+}
+
+#[tokio::test]
+async fn secrets_table_is_untouched_by_the_whole_suite() {
+    run_table("analyst", &[], ANALYST_REFUSED).await;
+    let up = support::upstream().await;
+    let n: i64 = up
+        .query_one("SELECT count(*) FROM secrets", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(n > 0);
+    let orders: i64 = up
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        orders >= 20_000,
+        "the refused DELETE/TRUNCATE statements did not run"
+    );
+}

@@ -1,0 +1,112 @@
+//! The policy engine's verdicts on the demo policies for the decision table (pure: no database).
+
+mod support;
+
+use std::sync::Arc;
+
+use support::decision_table::*;
+use tollgate::policy::{Engine, Outcome, SessionFacts};
+
+fn verdict(engine: &Engine, agent: &str, sql: &str) -> Outcome {
+    let agent: Arc<str> = agent.into();
+    let upstream: Arc<str> = "shop".into();
+    engine
+        .check_sql(&agent, &upstream, sql, &SessionFacts::default())
+        .outcome
+}
+
+fn check(agent: &str, allowed: &[&str], refused: &[&str]) {
+    let engine = demo_engine();
+    let mut wrong = Vec::new();
+    for sql in allowed {
+        if verdict(&engine, agent, sql) != Outcome::Allow {
+            let v = engine.check_sql(&agent.into(), &"shop".into(), sql, &SessionFacts::default());
+            wrong.push(format!("should be allowed: {sql}\n    {:?}", v.denial));
+        }
+    }
+    for sql in refused {
+        if verdict(&engine, agent, sql) != Outcome::Block {
+            wrong.push(format!("should be refused: {sql}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong verdicts for {agent}:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn analyst_decisions() {
+    assert!(ANALYST_ALLOWED.len() + ANALYST_REFUSED.len() >= 200);
+    check("analyst", ANALYST_ALLOWED, ANALYST_REFUSED);
+}
+
+#[test]
+fn writer_decisions() {
+    check("writer", WRITER_ALLOWED, WRITER_REFUSED);
+}
+
+#[test]
+fn verdicts_do_not_change_when_served_from_the_cache() {
+    let engine = demo_engine();
+    for sql in ANALYST_ALLOWED.iter().chain(ANALYST_REFUSED) {
+        let first = verdict(&engine, "analyst", sql);
+        let second = verdict(&engine, "analyst", sql);
+        assert_eq!(first, second, "{sql}");
+    }
+    // Same shape, other literals: served by fingerprint, same verdict.
+    assert_eq!(
+        verdict(&engine, "analyst", "SELECT * FROM orders WHERE id = 77"),
+        Outcome::Allow
+    );
+    assert_eq!(
+        verdict(&engine, "analyst", "SELECT * FROM secrets WHERE id = 77"),
+        Outcome::Block
+    );
+    assert_eq!(
+        verdict(&engine, "analyst", "SELECT * FROM orders o WHERE id = 1"),
+        Outcome::Allow
+    );
+    assert_eq!(
+        verdict(&engine, "analyst", "SELECT * FROM secrets o WHERE id = 1"),
+        Outcome::Block
+    );
+}
+
+#[test]
+fn sql_prepared_statements_are_tracked_per_session() {
+    let engine = demo_engine();
+    let mut facts = SessionFacts::default();
+    let a: Arc<str> = "analyst".into();
+    let up: Arc<str> = "shop".into();
+    assert_eq!(
+        engine.check_sql(&a, &up, "EXECUTE q(1)", &facts).outcome,
+        Outcome::Block
+    );
+    facts.sql_prepared.insert("q".into());
+    assert_eq!(
+        engine.check_sql(&a, &up, "EXECUTE q(1)", &facts).outcome,
+        Outcome::Allow
+    );
+    assert_eq!(
+        engine
+            .check_sql(&a, &up, "EXPLAIN ANALYZE EXECUTE q(1)", &facts)
+            .outcome,
+        Outcome::Allow
+    );
+}
+
+#[test]
+fn passthrough_allows_what_the_upstream_role_may_do() {
+    let engine = demo_engine();
+    for sql in [
+        "SELECT * FROM secrets",
+        "CREATE TEMP TABLE t (i int)",
+        "DO $$ BEGIN END $$",
+        "SET search_path = x",
+    ] {
+        assert_eq!(verdict(&engine, "trusted", sql), Outcome::Allow, "{sql}");
+    }
+}
