@@ -43,6 +43,9 @@ pub struct Gateway {
     pub cancels: CancelRegistry,
     mock_secret: [u8; 32],
     next_session: AtomicU64,
+    /// Wakes the schema refresher (after a policy reload).
+    schema_refresh: tokio::sync::Notify,
+    pub limiter: crate::ratelimit::Limiter,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -62,6 +65,37 @@ fn resolve(vault: &Vault, reference: &str, allow_literal: bool) -> Result<Secret
             "a password must be a vault reference".into(),
         )),
     }
+}
+
+/// The configured upstreams with their vaulted credentials resolved.
+pub fn upstream_targets(
+    config: &Config,
+    vault: &Vault,
+) -> Result<HashMap<String, UpstreamTarget>, VaultError> {
+    let mut upstreams = HashMap::new();
+    for (name, u) in &config.upstreams {
+        match u.kind {
+            UpstreamKind::Postgres => {}
+        }
+        upstreams.insert(
+            name.clone(),
+            UpstreamTarget {
+                name: name.clone(),
+                host: u.host.clone(),
+                port: u.port,
+                database: u.database_name(name).to_string(),
+                user: resolve(vault, &u.user, true)?,
+                password: resolve(vault, &u.password, false)?,
+                search_path: u.search_path.join(", "),
+            },
+        );
+    }
+    Ok(upstreams)
+}
+
+/// The engine's key for the `hash` mask, derived from the master key.
+pub fn mask_hash_key(key: &MasterKey) -> String {
+    hex::encode(key.derive_subkey(b"tollgate/mask-hash"))
 }
 
 pub fn policy_context<'a>(config: &Config, agents: &'a AgentStore) -> PolicyContext<'a> {
@@ -87,39 +121,27 @@ impl Gateway {
         let key = MasterKey::load(config.vault.key_file.as_deref())?;
         // Stable across restarts, so an unknown agent's mock SCRAM salt never changes either.
         let mock_secret = key.derive_subkey(b"tollgate/scram-mock-salt");
+        let mask_key = mask_hash_key(&key);
         let vault = Vault::open(&config.vault.file, key)?;
-        let mut upstreams = HashMap::new();
-        for (name, u) in &config.upstreams {
-            match u.kind {
-                UpstreamKind::Postgres => {}
-            }
-            upstreams.insert(
-                name.clone(),
-                UpstreamTarget {
-                    name: name.clone(),
-                    host: u.host.clone(),
-                    port: u.port,
-                    database: u.database_name(name).to_string(),
-                    user: resolve(&vault, &u.user, true)?,
-                    password: resolve(&vault, &u.password, false)?,
-                    search_path: u.search_path.join(", "),
-                },
-            );
-        }
+        let upstreams = upstream_targets(&config, &vault)?;
         let (agents, set) = load_policies(&config)?;
         for w in &set.warnings {
             warn!("policy: {w}");
         }
         let audit = AuditLog::open(&config.audit.file)?;
+        let policy = Engine::new(set);
+        policy.set_mask_key(mask_key);
         Ok(Gateway {
             config,
             agents: ArcSwap::from_pointee(agents),
-            policy: Engine::new(set),
+            policy,
             audit,
             upstreams,
             cancels: CancelRegistry::default(),
             mock_secret,
             next_session: AtomicU64::new(1),
+            schema_refresh: tokio::sync::Notify::new(),
+            limiter: crate::ratelimit::Limiter::default(),
         })
     }
 
@@ -129,6 +151,7 @@ impl Gateway {
             Ok((agents, set)) => {
                 self.agents.store(Arc::new(agents));
                 self.policy.replace(set);
+                self.schema_refresh.notify_one();
                 info!(version = self.policy.version(), "policies reloaded");
                 Ok(())
             }
@@ -139,6 +162,29 @@ impl Gateway {
                 Err(e)
             }
         }
+    }
+
+    /// Loads the table shapes of every upstream a policy masks or filters. Returns whether all
+    /// of them loaded.
+    pub async fn refresh_schemas(&self) -> bool {
+        let timeout = std::time::Duration::from_millis(
+            self.config.limits.upstream_connect_timeout_ms.max(1000),
+        );
+        let mut all = true;
+        for name in self.policy.protected_upstreams() {
+            let Some(target) = self.upstreams.get(&name) else {
+                continue;
+            };
+            match crate::pg::schema_loader::load_schema(target, timeout).await {
+                Ok(snapshot) => self.policy.set_schema(&name, snapshot),
+                Err(e) => {
+                    all = false;
+                    metrics::counter!("tollgate_schema_load_errors_total").increment(1);
+                    warn!(error = %e, "could not load table shapes for masking; statements reading masked tables are refused until it works");
+                }
+            }
+        }
+        all
     }
 
     pub fn next_session_id(&self) -> u64 {
@@ -210,6 +256,13 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
     let gateway = Arc::new(Gateway::build(config)?);
     let (tx, rx) = watch::channel(false);
     tokio::spawn(flush_audit_periodically(gateway.clone(), rx.clone()));
+    // Masking needs the upstreams' table shapes: try once before serving, then keep them fresh.
+    let loaded = gateway.refresh_schemas().await;
+    tokio::spawn(refresh_schemas_periodically(
+        gateway.clone(),
+        loaded,
+        rx.clone(),
+    ));
     let mut pg_addr = None;
     if let Some(addr) = gateway.config.listen.postgres {
         let listener = TcpListener::bind(addr)
@@ -227,6 +280,24 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         pg_addr,
         shutdown: tx,
     })
+}
+
+/// Keeps table shapes fresh: every minute, after each policy reload, and every 2 s while some
+/// upstream's shapes could not be loaded.
+async fn refresh_schemas_periodically(
+    gateway: Arc<Gateway>,
+    mut loaded: bool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let wait = std::time::Duration::from_secs(if loaded { 60 } else { 2 });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = gateway.schema_refresh.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        loaded = gateway.refresh_schemas().await;
+    }
 }
 
 /// Writes deferred audit records (statement outcomes) at least every 100 ms, and at shutdown.

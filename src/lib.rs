@@ -13,4 +13,5 @@ pub mod demo;
 pub mod gateway;
 pub mod pg;
 pub mod policy;
+pub mod ratelimit;
 pub mod vault;

@@ -72,6 +72,7 @@ pub fn explain(
     };
     let (_, set) = load_policies(&config).map_err(|e| e.to_string())?;
     let engine = Engine::new(set);
+    let schema_note = load_explain_schema(&config, &engine, &upstream);
     println!("agent:     {agent}");
     println!("upstream:  {upstream}");
     if let Err(d) = engine.may_connect(agent, &upstream) {
@@ -121,8 +122,58 @@ pub fn explain(
         println!("reason:    {}", d.reason);
         println!("sqlstate:  {}", d.sqlstate);
     }
-    println!("rewritten: (none: masking and row filters are not configured)");
+    match &verdict.rewrite {
+        Some(plan) => {
+            println!(
+                "masking:   {} (rules: {})",
+                plan.tables.join(", "),
+                plan.rules.join(", ")
+            );
+            match verdict.forwarded_text(statement) {
+                Ok(text) => println!("rewritten: {text}"),
+                Err(d) => println!("rewritten: (failed: {})", d.reason),
+            }
+        }
+        None => println!("rewritten: (unchanged)"),
+    }
+    if let Some(note) = schema_note {
+        println!("note:      {note}");
+    }
+    if let Some(p) = engine.agent_policy(agent) {
+        for line in p.limits.describe() {
+            println!("limit:     {line}");
+        }
+    }
     Ok(0)
+}
+
+/// Loads the upstream's table shapes when a policy masks or filters tables there (masking
+/// subqueries are built from them). Returns a note when they could not be loaded.
+fn load_explain_schema(config: &Config, engine: &Engine, upstream: &str) -> Option<String> {
+    if !engine.protected_upstreams().iter().any(|u| u == upstream) {
+        return None;
+    }
+    let load = || -> Result<(), String> {
+        let key = MasterKey::load(config.vault.key_file.as_deref()).map_err(|e| e.to_string())?;
+        engine.set_mask_key(crate::gateway::mask_hash_key(&key));
+        let vault = Vault::open(&config.vault.file, key).map_err(|e| e.to_string())?;
+        let targets =
+            crate::gateway::upstream_targets(config, &vault).map_err(|e| e.to_string())?;
+        let target = targets.get(upstream).ok_or("unknown upstream")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let timeout = std::time::Duration::from_millis(config.limits.upstream_connect_timeout_ms);
+        let snapshot = rt
+            .block_on(crate::pg::schema_loader::load_schema(target, timeout))
+            .map_err(|e| e.to_string())?;
+        engine.set_schema(upstream, snapshot);
+        Ok(())
+    };
+    load().err().map(|e| {
+        format!("masked tables' columns could not be loaded from the upstream ({e}); statements reading them show as refused")
+    })
 }
 
 pub fn agent_add(config_path: &Path, name: &str, groups: Vec<String>) -> CmdResult {

@@ -68,6 +68,9 @@ pub struct LimitsConfig {
     /// How long a client may take to authenticate.
     #[serde(default = "default_auth_timeout_ms")]
     pub auth_timeout_ms: u64,
+    /// Most client connections tollgate serves at once (all agents, all protocols).
+    #[serde(default)]
+    pub max_client_connections: Option<u32>,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -90,6 +93,7 @@ impl Default for LimitsConfig {
             max_statement_bytes: default_max_statement_bytes(),
             upstream_connect_timeout_ms: default_connect_timeout_ms(),
             auth_timeout_ms: default_auth_timeout_ms(),
+            max_client_connections: None,
         }
     }
 }

@@ -29,8 +29,12 @@ password = "vault:shop_password"
     )
 }
 
-pub const ANALYST_POLICY: &str = r#"# analyst: read-only on customers and orders; secrets invisible; no DDL or DML.
+pub const ANALYST_POLICY: &str = r#"# analyst: read-only on customers and orders; PII masked; secrets invisible; no DDL or DML.
 agents = ["analyst"]
+
+[limits]
+statements_per_minute = 600
+max_rows = 1000
 
 [[postgres]]
 upstream = "shop"
@@ -38,6 +42,7 @@ upstream = "shop"
 [[postgres.table]]
 name = "public.customers"
 allow = ["select"]
+mask = { email = "email", phone = "partial:4", ssn = "redact" }
 
 [[postgres.table]]
 name = "public.orders"
@@ -58,6 +63,7 @@ allow = ["select", "insert", "update", "delete"]
 [[postgres.table]]
 name = "public.customers"
 allow = ["select"]
+mask = { email = "email", phone = "partial:4", ssn = "redact" }
 "#;
 
 pub const TRUSTED_POLICY: &str = r#"# trusted: passthrough - everything the upstream role may do, still authenticated and audited.

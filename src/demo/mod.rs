@@ -92,6 +92,9 @@ pub struct Demo {
 #[derive(Debug, Clone, Default)]
 pub struct DemoOptions {
     pub seed: SeedOptions,
+    /// Lift the analyst's statement rate (test suites run thousands of statements as analyst);
+    /// every other limit stays as the demo contract says.
+    pub unlimited_rate: bool,
 }
 
 impl Demo {
@@ -103,7 +106,7 @@ impl Demo {
         // when the process dies without cleaning up (the cluster's watchdog removes it).
         let dir = cluster.scratch_dir().join("tollgate");
         std::fs::create_dir(&dir)?;
-        let tokens = write_files(&dir, cluster.port(), &role_password)?;
+        let tokens = write_files(&dir, cluster.port(), &role_password, opts.unlimited_rate)?;
         let config = Config::load(&dir.join("tollgate.toml"))
             .map_err(|e| DemoError::Setup(e.to_string()))?;
         let audit_log = config.audit.file.clone();
@@ -137,6 +140,7 @@ fn write_files(
     dir: &Path,
     pg_port: u16,
     role_password: &str,
+    unlimited_rate: bool,
 ) -> Result<Vec<(String, String)>, DemoError> {
     let key_file = dir.join("master.key");
     MasterKey::generate()
@@ -162,6 +166,14 @@ fn write_files(
     agents.save(&dir.join("agents.toml"))?;
     std::fs::create_dir_all(dir.join("policies"))?;
     for (name, text) in files::POLICIES {
+        let text = if unlimited_rate {
+            text.replace(
+                "statements_per_minute = 600",
+                "statements_per_minute = 100000000",
+            )
+        } else {
+            text.to_owned()
+        };
         std::fs::write(dir.join("policies").join(name), text)?;
     }
     std::fs::write(dir.join("tollgate.toml"), files::config(pg_port))?;

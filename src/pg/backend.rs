@@ -26,6 +26,7 @@ pub const COPY_IN_RESPONSE: u8 = b'G';
 pub const COPY_OUT_RESPONSE: u8 = b'H';
 pub const COPY_BOTH_RESPONSE: u8 = b'W';
 pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+pub const DATA_ROW: u8 = b'D';
 
 fn encode<M: Message>(m: M) -> Bytes {
     let mut buf = BytesMut::new();
@@ -178,6 +179,24 @@ pub fn command_rows(body: &[u8]) -> Option<u64> {
     let tag = body.split(|&b| b == 0).next()?;
     let last = tag.rsplit(|&b| b == b' ').next()?;
     std::str::from_utf8(last).ok()?.parse().ok()
+}
+
+/// CommandComplete with `tag` (`SELECT 1000`).
+pub fn command_complete(tag: &str) -> Bytes {
+    let mut body = Vec::with_capacity(tag.len() + 1);
+    body.extend_from_slice(tag.as_bytes());
+    body.push(0);
+    raw_message(COMMAND_COMPLETE, &body)
+}
+
+/// The verb of a CommandComplete tag with another row count (`SELECT 5000` → `SELECT 1000`).
+pub fn command_tag_with_rows(body: &[u8], rows: u64) -> String {
+    let tag = body.split(|&b| b == 0).next().unwrap_or_default();
+    let tag = String::from_utf8_lossy(tag);
+    match tag.rsplit_once(' ') {
+        Some((verb, n)) if n.parse::<u64>().is_ok() => format!("{verb} {rows}"),
+        _ => format!("SELECT {rows}"),
+    }
 }
 
 /// A raw message with the given tag and body (for messages pgwire has no type for).

@@ -33,6 +33,17 @@ impl Drop for CancelKeyGuard<'_> {
     }
 }
 
+/// Sends a CancelRequest for `target`'s running statement (tollgate's own timeouts and row
+/// limits use it too).
+pub async fn send_cancel(target: CancelTarget) -> bool {
+    let mut buf = BytesMut::new();
+    postgres_protocol::message::frontend::cancel_request(target.pid, target.secret, &mut buf);
+    match TcpStream::connect(target.addr).await {
+        Ok(mut s) => s.write_all(&buf).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
 impl CancelRegistry {
     /// Registers a fresh random key for `target` and returns it with its guard.
     pub fn register(&self, target: CancelTarget) -> (i32, i32, CancelKeyGuard<'_>) {
@@ -61,12 +72,7 @@ impl CancelRegistry {
             return false;
         };
         metrics::counter!("tollgate_cancel_requests_total", "result" => "forwarded").increment(1);
-        let mut buf = BytesMut::new();
-        postgres_protocol::message::frontend::cancel_request(target.pid, target.secret, &mut buf);
-        match TcpStream::connect(target.addr).await {
-            Ok(mut s) => s.write_all(&buf).await.is_ok(),
-            Err(_) => false,
-        }
+        send_cancel(target).await
     }
 
     pub fn len(&self) -> usize {

@@ -14,7 +14,8 @@ use super::backend::{self as msg, PgErrorFields};
 use super::frame::{Frame, FrameError, FrameReader};
 use super::frontend::{self as fe, MessageError};
 use super::pending::{Expect, Pending};
-use super::session::{Checked, SessionCtx};
+use super::session::{Checked, SessionCtx, StatementLimits};
+use crate::policy::limits::RowLimitMode;
 use crate::policy::{Effect, Outcome, SessionFacts, Verdict};
 
 /// A statement PostgreSQL rejects with a syntax error, sent in place of a refused one.
@@ -50,6 +51,18 @@ struct State {
     /// SQL-level PREPAREd statements: name → the PREPARE text, re-checked after a reload.
     sql_prepared: HashMap<String, Arc<Checked>>,
     facts: SessionFacts,
+    /// The agent's limits and the policy version they were read under.
+    limits: Option<(u64, StatementLimits)>,
+}
+
+impl State {
+    fn limits(&mut self, ctx: &SessionCtx) -> &StatementLimits {
+        let version = ctx.policy_version();
+        if self.limits.as_ref().map_or(true, |(v, _)| *v != version) {
+            self.limits = Some((version, ctx.statement_limits()));
+        }
+        &self.limits.as_ref().expect("just set").1
+    }
 }
 
 pub async fn run<R: AsyncRead + Unpin>(
@@ -63,7 +76,27 @@ pub async fn run<R: AsyncRead + Unpin>(
     loop {
         // A client that pipelines without reading replies waits here instead of growing memory.
         pending.wait_for_room().await;
-        let Some(frame) = client.next().await.map_err(FromClientError::Client)? else {
+        let idle_limit = state.limits(&ctx).idle_in_transaction_timeout.clone();
+        let next = match idle_limit {
+            Some((limit, rule)) if pending.is_empty() && pending.tx_status() != b'I' => {
+                match tokio::time::timeout(limit, client.next()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        metrics::counter!("tollgate_idle_in_transaction_timeouts_total")
+                            .increment(1);
+                        return Err(FromClientError::Fatal(PgErrorFields::fatal(
+                            "25P03",
+                            format!(
+                                "tollgate: terminating connection due to idle-in-transaction timeout of {} ms (rule: {rule})",
+                                limit.as_millis()
+                            ),
+                        )));
+                    }
+                }
+            }
+            _ => client.next().await,
+        };
+        let Some(frame) = next.map_err(FromClientError::Client)? else {
             return Ok(ClientEnd::Closed);
         };
         let mut end = on_frame(&ctx, &pending, &mut state, frame, &mut out)?;
@@ -123,6 +156,59 @@ fn substitute_parse(name: &str) -> Bytes {
     msg::raw_message(fe::PARSE, &body)
 }
 
+/// In truncate mode, an Execute asks the server for at most `max_rows + 1` rows: the extra row
+/// tells tollgate the result was longer, and the portal stops without a cancel.
+fn execute_row_cap(limits: &StatementLimits) -> Option<u32> {
+    match (&limits.max_rows, limits.on_max_rows) {
+        (Some((max, _)), RowLimitMode::Truncate) => {
+            Some(u32::try_from(max.saturating_add(1)).unwrap_or(i32::MAX as u32))
+        }
+        _ => None,
+    }
+}
+
+/// The Execute with its row count lowered to `cap` (unchanged if the client asked for fewer).
+fn capped_execute(frame: &Frame, cap: u32) -> Option<Bytes> {
+    let body = frame.body();
+    let nul = body.iter().position(|b| *b == 0)?;
+    let count = body.get(nul + 1..nul + 5)?;
+    let asked = i32::from_be_bytes([count[0], count[1], count[2], count[3]]);
+    let cap = i32::try_from(cap).unwrap_or(i32::MAX);
+    if asked > 0 && asked <= cap {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(body.len());
+    out.put_slice(&body[..=nul]);
+    out.put_i32(cap);
+    Some(msg::raw_message(fe::EXECUTE, &out))
+}
+
+/// A Query message carrying `sql` (a masking rewrite).
+fn query_message(sql: &str) -> Bytes {
+    let mut body = BytesMut::with_capacity(sql.len() + 1);
+    body.put_slice(sql.as_bytes());
+    body.put_u8(0);
+    msg::raw_message(fe::QUERY, &body)
+}
+
+/// The client's Parse with its query text replaced by `sql`; name and parameter types kept.
+fn parse_message(frame: &Frame, name: &str, sql: &str) -> Bytes {
+    let body = frame.body();
+    // name\0 query\0 <parameter types>: the original's tail starts after the second NUL.
+    let query_start = name.len() + 1;
+    let tail_start = body[query_start..]
+        .iter()
+        .position(|b| *b == 0)
+        .map_or(body.len(), |p| query_start + p + 1);
+    let mut out = BytesMut::with_capacity(body.len() + sql.len());
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+    out.put_slice(sql.as_bytes());
+    out.put_u8(0);
+    out.put_slice(&body[tail_start..]);
+    msg::raw_message(fe::PARSE, &out)
+}
+
 fn refuse_simple(pending: &Pending, refusal: PgErrorFields, out: &mut BytesMut) {
     pending.push(Expect::Simple {
         ticket: None,
@@ -175,10 +261,14 @@ fn on_frame(
         fe::EXECUTE => {
             let portal = fe::execute_portal(&frame).map_err(fatal_for)?;
             let checked = state.portals.get(portal).cloned();
+            let cap = execute_row_cap(state.limits(ctx));
             match ctx.record_execute(portal, checked.as_deref(), &state.facts) {
                 Ok(ticket) => {
                     pending.push(Expect::Execute { ticket });
-                    out.extend_from_slice(&frame.raw);
+                    match cap.and_then(|cap| capped_execute(&frame, cap)) {
+                        Some(capped) => out.extend_from_slice(&capped),
+                        None => out.extend_from_slice(&frame.raw),
+                    }
                 }
                 Err(refusal) => refuse_parse(pending, state, "", refusal, out),
             }
@@ -238,12 +328,14 @@ fn on_query(
         .runs()
         .then(|| stale_execute_refusal(ctx, state, &verdict))
         .flatten();
-    let admitted = match stale {
+    let forwarded = match stale {
         Some(refusal) => Err(refusal),
-        None => ctx.admit(text, &verdict),
+        None if verdict.runs() => ctx.forwarded_text(text, &verdict),
+        None => Ok(None),
     };
+    let admitted = forwarded.and_then(|f| ctx.admit(text, &verdict).map(|t| (t, f)));
     match admitted {
-        Ok(ticket) => {
+        Ok((ticket, rewritten)) => {
             apply_effects(state, &verdict, text, ctx);
             pending.push(Expect::Simple {
                 ticket,
@@ -251,7 +343,10 @@ fn on_query(
                 rows: 0,
                 error: None,
             });
-            out.extend_from_slice(&frame.raw);
+            match rewritten {
+                Some(sql) => out.extend_from_slice(&query_message(&sql)),
+                None => out.extend_from_slice(&frame.raw),
+            }
         }
         Err(refusal) => refuse_simple(pending, refusal, out),
     }
@@ -286,6 +381,18 @@ fn on_parse(
         return Ok(());
     }
     let verdict = ctx.check_sql(text, &state.facts);
+    let rewritten = if verdict.runs() {
+        match ctx.forwarded_text(text, &verdict) {
+            Ok(r) => r,
+            Err(refusal) => {
+                state.statements.remove(name);
+                refuse_parse(pending, state, name, refusal, out);
+                return Ok(());
+            }
+        }
+    } else {
+        None
+    };
     if verdict.runs() {
         apply_effects(state, &verdict, text, ctx);
         let checked = Arc::new(Checked {
@@ -295,7 +402,10 @@ fn on_parse(
         });
         state.statements.insert(name.to_string(), checked);
         pending.push(Expect::Parse { refusal: None });
-        out.extend_from_slice(&frame.raw);
+        match rewritten {
+            Some(sql) => out.extend_from_slice(&parse_message(frame, name, &sql)),
+            None => out.extend_from_slice(&frame.raw),
+        }
     } else {
         let refusal = ctx
             .admit(text, &verdict)
@@ -318,6 +428,9 @@ fn stale_execute_refusal(
         Effect::Executes(name) => {
             let prepared = state.sql_prepared.get(name)?;
             let fresh = ctx.recheck(prepared, &state.facts)?;
+            if let Some(refusal) = ctx.masking_changed(prepared, &fresh) {
+                return Some(refusal);
+            }
             (!fresh.runs())
                 .then(|| ctx.admit(&prepared.text, &fresh).err())
                 .flatten()

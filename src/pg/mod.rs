@@ -8,6 +8,7 @@ pub mod frame;
 pub mod from_client;
 pub mod frontend;
 pub mod pending;
+pub mod schema_loader;
 pub mod session;
 pub mod startup;
 pub mod to_client;

@@ -53,11 +53,50 @@ pub struct Pending {
     queue: Arc<Mutex<VecDeque<Expect>>>,
     /// Signalled when replies are consumed, so a client that pipelines without reading waits.
     drained: Arc<tokio::sync::Notify>,
+    /// Signalled when a statement is queued, so the reply side can arm its statement timer.
+    pushed: Arc<tokio::sync::Notify>,
+    /// Transaction status of the last ReadyForQuery (`I`, `T`, `E`).
+    tx_status: Arc<std::sync::atomic::AtomicU8>,
 }
 
 impl Pending {
     pub fn push(&self, e: Expect) {
+        let statement = matches!(e, Expect::Simple { .. } | Expect::Execute { .. });
         self.queue.lock().expect("pending queue").push_back(e);
+        if statement {
+            self.pushed.notify_one();
+        }
+    }
+
+    /// Waits until a statement is queued (returns at once if one was queued since the last wait).
+    pub async fn statement_pushed(&self) {
+        self.pushed.notified().await;
+    }
+
+    pub fn set_tx_status(&self, status: u8) {
+        self.tx_status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `b'I'` idle, `b'T'` in a transaction, `b'E'` in a failed transaction.
+    pub fn tx_status(&self) -> u8 {
+        match self.tx_status.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => b'I',
+            s => s,
+        }
+    }
+
+    /// When the oldest statement still running was forwarded.
+    pub fn oldest_statement_start(&self) -> Option<Instant> {
+        self.with(|q| {
+            q.iter().find_map(|e| match e {
+                Expect::Simple {
+                    ticket: Some(t), ..
+                }
+                | Expect::Execute { ticket: Some(t) } => Some(t.started),
+                _ => None,
+            })
+        })
     }
 
     /// Runs `f` on the queue; the lock is held only for the call.

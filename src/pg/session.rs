@@ -39,6 +39,19 @@ pub struct SessionCtx {
     pub agent: Arc<str>,
     pub upstream: Arc<str>,
     client_addr: String,
+    /// The agent's rate bucket (shared with its other sessions).
+    bucket: Arc<crate::ratelimit::Bucket>,
+    /// Held for the life of the session (connection caps).
+    _slot: Option<crate::ratelimit::ConnectionSlot>,
+}
+
+/// The limits a session applies to each statement, read from the current policy.
+#[derive(Debug, Clone, Default)]
+pub struct StatementLimits {
+    pub max_rows: Option<(u64, String)>,
+    pub on_max_rows: crate::policy::limits::RowLimitMode,
+    pub statement_timeout: Option<(Duration, String)>,
+    pub idle_in_transaction_timeout: Option<(Duration, String)>,
 }
 
 pub async fn handle(gw: Arc<Gateway>, socket: TcpStream, peer: SocketAddr) {
@@ -175,13 +188,7 @@ async fn login(
         );
         return Err(e.into());
     }
-    let ctx = SessionCtx {
-        gw: gw.clone(),
-        id,
-        agent: params.user.as_str().into(),
-        upstream: params.database.as_str().into(),
-        client_addr: peer.to_string(),
-    };
+    let agent: Arc<str> = params.user.as_str().into();
     if !gw.upstreams.contains_key(&params.database) {
         return Err(SessionError::Refused(PgErrorFields::fatal(
             "3D000",
@@ -202,6 +209,47 @@ async fn login(
             format!("tollgate: {} (rule: {})", d.reason, d.rule),
         )));
     }
+    let per_agent = gw
+        .policy
+        .agent_policy(&agent)
+        .and_then(|p| p.limits.max_connections.clone());
+    let slot = match gw.limiter.connect(
+        &agent,
+        per_agent.as_ref().map(|(n, _)| *n),
+        gw.config.limits.max_client_connections,
+    ) {
+        Ok(slot) => slot,
+        Err(e) => {
+            let rule = match (&e, &per_agent) {
+                (crate::ratelimit::TooManyConnections::Agent(_), Some((_, rule))) => rule.clone(),
+                _ => "tollgate.toml: limits.max_client_connections".to_owned(),
+            };
+            let reason = format!("too many connections: {e}");
+            gw.audit_session(
+                id,
+                &params.user,
+                Some(&params.database),
+                peer,
+                Decision::Blocked,
+                &reason,
+            );
+            metrics::counter!("tollgate_connection_limit_hits_total", "protocol" => "postgres")
+                .increment(1);
+            return Err(SessionError::Refused(PgErrorFields::fatal(
+                "53300",
+                format!("tollgate: {reason} (rule: {rule})"),
+            )));
+        }
+    };
+    let ctx = SessionCtx {
+        gw: gw.clone(),
+        id,
+        bucket: gw.limiter.bucket(&agent),
+        agent,
+        upstream: params.database.as_str().into(),
+        client_addr: peer.to_string(),
+        _slot: Some(slot),
+    };
     Ok(Some((params, ctx)))
 }
 
@@ -261,6 +309,11 @@ async fn relay(
         pending.clone(),
         up.reader,
         &mut wr,
+        CancelTarget {
+            addr: up.addr,
+            pid: up.backend_pid,
+            secret: up.backend_secret,
+        },
     ));
     let from_client_fut = from_client::run(ctx.clone(), pending.clone(), reader, up.writer);
     let result = tokio::select! {
@@ -361,6 +414,7 @@ impl SessionCtx {
                     sqlstate: "54000",
                 }),
                 effects: Vec::new(),
+                rewrite: None,
             });
         }
         let policy = &self.gw.policy;
@@ -407,10 +461,12 @@ impl SessionCtx {
         text: &str,
         verdict: &Verdict,
     ) -> Result<Option<AuditTicket>, PgErrorFields> {
-        let decision = match verdict.outcome {
-            Outcome::Allow => Decision::Allowed,
-            Outcome::WouldBlock => Decision::WouldBlock,
-            Outcome::Block => Decision::Blocked,
+        let decision = match (verdict.outcome, &verdict.rewrite) {
+            (Outcome::Allow, Some(plan)) if plan.masks => Decision::Masked,
+            (Outcome::Allow, Some(_)) => Decision::Rewritten,
+            (Outcome::Allow, None) => Decision::Allowed,
+            (Outcome::WouldBlock, _) => Decision::WouldBlock,
+            (Outcome::Block, _) => Decision::Blocked,
         };
         metrics::counter!("tollgate_statements_total", "protocol" => "postgres", "decision" => decision.as_str()).increment(1);
         let mut ev = self.event(EventKind::Decision, decision);
@@ -418,6 +474,9 @@ impl SessionCtx {
         if let Some(d) = &verdict.denial {
             ev.rule = Some(d.rule.clone());
             ev.reason = Some(d.reason.clone());
+        } else if let Some(plan) = &verdict.rewrite {
+            ev.rule = Some(plan.rules.join(", "));
+            ev.reason = Some(format!("reads protected {}", plan.tables.join(", ")));
         }
         if decision == Decision::Blocked {
             ev.sqlstate = verdict.denial.as_ref().map(|d| d.sqlstate.to_string());
@@ -428,6 +487,9 @@ impl SessionCtx {
                 warn!(error = %e, "audit write failed for a blocked statement");
             }
             return Err(self.refusal(verdict));
+        }
+        if let Some(refusal) = self.over_rate(&mut ev) {
+            return Err(refusal);
         }
         match self.gw.audit.append(&ev) {
             Ok(seq) => Ok(Some(AuditTicket {
@@ -442,6 +504,91 @@ impl SessionCtx {
         }
     }
 
+    /// The agent's current limits, as each statement applies them.
+    pub fn statement_limits(&self) -> StatementLimits {
+        match self.gw.policy.agent_policy(&self.agent) {
+            Some(p) => StatementLimits {
+                max_rows: p.limits.max_rows.clone(),
+                on_max_rows: p.limits.on_max_rows,
+                statement_timeout: p.limits.statement_timeout.clone(),
+                idle_in_transaction_timeout: p.limits.idle_in_transaction_timeout.clone(),
+            },
+            None => StatementLimits::default(),
+        }
+    }
+
+    /// Takes one statement from the agent's rate bucket; over the rate, audits the refusal
+    /// (turning `ev` into it) and returns the error.
+    fn over_rate(&self, ev: &mut AuditEvent) -> Option<PgErrorFields> {
+        let policy = self.gw.policy.agent_policy(&self.agent)?;
+        let (rate, rule) = policy.limits.rate.as_ref()?;
+        let exceeded = self.bucket.take(*rate).err()?;
+        let reason = format!("{exceeded} (agent \"{}\")", self.agent);
+        metrics::counter!("tollgate_rate_limit_hits_total", "protocol" => "postgres").increment(1);
+        ev.decision = Decision::Blocked;
+        ev.rule = Some(rule.clone());
+        ev.reason = Some(reason.clone());
+        ev.sqlstate = Some("53400".into());
+        if let Err(e) = self.gw.audit.append(ev) {
+            warn!(error = %e, "audit write failed for a rate-limited statement");
+        }
+        Some(
+            PgErrorFields::error("53400", format!("tollgate: {reason} (rule: {rule})")).with_hint(
+                format!("retry after {} ms", exceeded.retry_after.as_millis().max(1)),
+            ),
+        )
+    }
+
+    /// The text to forward for an admitted-to-be statement: `Ok(None)` = unchanged, `Ok(Some)` =
+    /// its masking rewrite, `Err` = the rewrite failed (audited as blocked: refuse it).
+    pub fn forwarded_text(
+        &self,
+        text: &str,
+        verdict: &Verdict,
+    ) -> Result<Option<String>, PgErrorFields> {
+        match verdict.forwarded_text(text) {
+            Ok(std::borrow::Cow::Borrowed(_)) => Ok(None),
+            Ok(std::borrow::Cow::Owned(rewritten)) => Ok(Some(rewritten)),
+            Err(denial) => {
+                let blocked = Verdict {
+                    outcome: Outcome::Block,
+                    denial: Some(denial),
+                    effects: Vec::new(),
+                    rewrite: None,
+                };
+                Err(self
+                    .admit(text, &blocked)
+                    .err()
+                    .unwrap_or_else(|| self.refusal(&blocked)))
+            }
+        }
+    }
+
+    /// Refuses running a statement prepared upstream under another masking than the current
+    /// policy's: the upstream holds the old text, so the new masks would not apply.
+    pub fn masking_changed(&self, checked: &Checked, fresh: &Verdict) -> Option<PgErrorFields> {
+        let new = fresh.rewrite.as_deref().filter(|p| p.has_edits());
+        let old = checked.verdict.rewrite.as_deref().filter(|p| p.has_edits());
+        if !fresh.runs() || new.is_none() || new == old {
+            return None;
+        }
+        let blocked = Verdict {
+            outcome: Outcome::Block,
+            denial: Some(crate::policy::Denial {
+                rule: new.map(|p| p.rules.join(", ")).unwrap_or_default(),
+                reason: "the policy's masking changed since this statement was prepared; prepare it again".into(),
+                sqlstate: "0A000",
+            }),
+            effects: Vec::new(),
+            rewrite: None,
+        };
+        Some(
+            self.admit(&checked.text, &blocked)
+                .err()
+                .unwrap_or_else(|| self.refusal(&blocked)),
+        )
+    }
+
     /// Records an Execute of a statement checked at Parse (or of a DECLAREd cursor's portal).
     /// Records an Execute of a statement checked at Parse (judged again if the policy changed
     /// since), or of a portal tollgate did not bind (a cursor checked when it was DECLAREd).
@@ -453,7 +600,10 @@ impl SessionCtx {
     ) -> Result<Option<AuditTicket>, PgErrorFields> {
         match checked {
             Some(c) => match self.recheck(c, facts) {
-                Some(fresh) => self.admit(&c.text, &fresh),
+                Some(fresh) => match self.masking_changed(c, &fresh) {
+                    Some(refusal) => Err(refusal),
+                    None => self.admit(&c.text, &fresh),
+                },
                 None => self.admit(&c.text, &c.verdict),
             },
             None => {
@@ -463,6 +613,7 @@ impl SessionCtx {
                         outcome: Outcome::Block,
                         denial: Some(d),
                         effects: Vec::new(),
+                        rewrite: None,
                     };
                     return self.admit(&format!("-- execute portal \"{portal}\""), &verdict);
                 }
@@ -470,6 +621,7 @@ impl SessionCtx {
                     outcome: Outcome::Allow,
                     denial: None,
                     effects: Vec::new(),
+                    rewrite: None,
                 };
                 self.admit(
                     &format!("-- execute portal \"{portal}\" (a cursor checked when declared)"),
@@ -508,6 +660,7 @@ impl SessionCtx {
                 sqlstate: "42501",
             }),
             effects: Vec::new(),
+            rewrite: None,
         };
         self.admit("-- fast-path FunctionCall", &verdict)
             .err()

@@ -8,9 +8,11 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 
 use super::backend::{self as msg, PgErrorFields};
+use super::cancel::{send_cancel, CancelTarget};
 use super::frame::{Frame, FrameError, FrameReader};
 use super::pending::{AuditTicket, Expect, Pending};
-use super::session::SessionCtx;
+use super::session::{SessionCtx, StatementLimits};
+use crate::policy::limits::RowLimitMode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToClientError {
@@ -23,12 +25,43 @@ pub enum ToClientError {
 }
 
 /// What the reply side knows about the server's state.
-#[derive(Default)]
 struct ReplyState {
     /// The server sent CopyInResponse and the copy has not been cleaned up yet.
     copy_in: bool,
     /// An error ended a COPY FROM STDIN before the client's CopyDone/CopyFail was queued.
     copy_cleanup_due: bool,
+    /// The agent's limits, refreshed when the policy version changes.
+    limits: StatementLimits,
+    limits_version: u64,
+    /// The upstream backend, for tollgate's own cancels (timeouts, row limits).
+    cancel: CancelTarget,
+    /// DataRows of the current result, and whether it went past `max_rows`.
+    rows: u64,
+    over_limit: bool,
+    /// tollgate cancelled the running statement for exceeding its row limit / its timeout.
+    cancelled_for_rows: bool,
+    timed_out: bool,
+}
+
+impl ReplyState {
+    fn refresh_limits(&mut self, ctx: &SessionCtx) {
+        let version = ctx.policy_version();
+        if version != self.limits_version {
+            self.limits = ctx.statement_limits();
+            self.limits_version = version;
+        }
+    }
+
+    fn cancel_upstream(&self) {
+        tokio::spawn(send_cancel(self.cancel));
+    }
+
+    /// A result ended (CommandComplete, PortalSuspended, EmptyQueryResponse, ErrorResponse).
+    fn end_result(&mut self) {
+        self.rows = 0;
+        self.over_limit = false;
+        self.cancelled_for_rows = false;
+    }
 }
 
 /// Runs until the upstream closes or a write to the client fails.
@@ -37,11 +70,37 @@ pub async fn run<W: AsyncWrite + Unpin>(
     pending: Pending,
     mut upstream: FrameReader<OwnedReadHalf>,
     client: &mut W,
+    cancel: CancelTarget,
 ) -> Result<(), ToClientError> {
     let mut out = BytesMut::new();
-    let mut state = ReplyState::default();
+    let mut state = ReplyState {
+        copy_in: false,
+        copy_cleanup_due: false,
+        limits: ctx.statement_limits(),
+        limits_version: ctx.policy_version(),
+        cancel,
+        rows: 0,
+        over_limit: false,
+        cancelled_for_rows: false,
+        timed_out: false,
+    };
     loop {
-        let frame = match upstream.next().await {
+        let timeout = state.limits.statement_timeout.as_ref().map(|(d, _)| *d);
+        let deadline = match timeout {
+            Some(d) if !state.timed_out => pending.oldest_statement_start().map(|s| s + d),
+            _ => None,
+        };
+        let next = tokio::select! {
+            f = upstream.next() => f,
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future).into()), if deadline.is_some() => {
+                state.timed_out = true;
+                metrics::counter!("tollgate_statement_timeouts_total", "protocol" => "postgres").increment(1);
+                state.cancel_upstream();
+                continue;
+            }
+            _ = pending.statement_pushed(), if timeout.is_some() && deadline.is_none() && !state.timed_out => continue,
+        };
+        let frame = match next {
             Ok(Some(f)) => f,
             Ok(None) => return Err(ToClientError::UpstreamClosed),
             Err(e) => return Err(ToClientError::Upstream(e)),
@@ -82,7 +141,35 @@ fn on_frame(
             }
         }
     });
+    if state.over_limit && row_limit_end(ctx, pending, state, &frame, out) {
+        return;
+    }
     match frame.tag {
+        msg::DATA_ROW => {
+            state.rows += 1;
+            if let Some((max, _)) = &state.limits.max_rows {
+                if state.rows > *max {
+                    if !state.over_limit {
+                        state.over_limit = true;
+                        metrics::counter!("tollgate_row_limit_hits_total", "protocol" => "postgres").increment(1);
+                        // An Execute was sent with a row cap of max+1 (truncate mode): the portal
+                        // stops by itself. A simple query outside a transaction block, or any
+                        // statement in refuse mode, is cancelled upstream. Inside a transaction
+                        // block a cancel would abort the agent's transaction, so the rest of the
+                        // result is read and dropped (bounded by the statement timeout).
+                        let simple =
+                            pending.with(|q| matches!(q.front(), Some(Expect::Simple { .. })));
+                        let refuse = state.limits.on_max_rows == RowLimitMode::Refuse;
+                        if refuse || (simple && pending.tx_status() == b'I') {
+                            state.cancelled_for_rows = true;
+                            state.cancel_upstream();
+                        }
+                    }
+                    return;
+                }
+            }
+            out.extend_from_slice(&frame.raw);
+        }
         msg::COPY_IN_RESPONSE => {
             state.copy_in = true;
             out.extend_from_slice(&frame.raw);
@@ -103,6 +190,7 @@ fn on_frame(
                 _ => {}
             });
             end_copy(pending, state);
+            state.end_result();
             out.extend_from_slice(&frame.raw);
         }
         msg::PARSE_COMPLETE
@@ -125,10 +213,29 @@ fn on_frame(
             out.extend_from_slice(&frame.raw);
         }
         msg::ERROR_RESPONSE => {
-            on_error(ctx, pending, frame, out);
+            let timed_out =
+                state.timed_out && msg::error_field(frame.body(), b'C').as_deref() == Some("57014");
+            let own = timed_out.then(|| {
+                let (d, rule) = state.limits.statement_timeout.clone().unwrap_or_default();
+                PgErrorFields::error(
+                    "57014",
+                    format!(
+                        "tollgate: canceling statement due to statement timeout of {} ms (rule: {rule})",
+                        d.as_millis()
+                    ),
+                )
+            });
+            on_error(ctx, pending, frame, out, own);
             end_copy(pending, state);
+            state.end_result();
         }
         msg::READY_FOR_QUERY => {
+            state.timed_out = false;
+            state.end_result();
+            if let Some(&status) = frame.body().first() {
+                pending.set_tx_status(status);
+            }
+            state.refresh_limits(ctx);
             if state.copy_cleanup_due {
                 end_copy(pending, state);
             }
@@ -156,6 +263,60 @@ fn on_frame(
         msg::PARAMETER_STATUS => out.extend_from_slice(&ctx.rewrite_parameter_status(&frame)),
         _ => out.extend_from_slice(&frame.raw),
     }
+}
+
+/// The end of a result that went past `max_rows`: in truncate mode the agent gets a notice and a
+/// normal completion with `max_rows` rows (also when the end is the upstream's answer to
+/// tollgate's cancel); in refuse mode an error. Returns whether `frame` was handled.
+fn row_limit_end(
+    ctx: &SessionCtx,
+    pending: &Pending,
+    state: &mut ReplyState,
+    frame: &Frame,
+    out: &mut BytesMut,
+) -> bool {
+    let (max, rule) = state.limits.max_rows.clone().unwrap_or_default();
+    let our_cancel = frame.tag == msg::ERROR_RESPONSE
+        && state.cancelled_for_rows
+        && msg::error_field(frame.body(), b'C').as_deref() == Some("57014");
+    let ends = matches!(frame.tag, msg::COMMAND_COMPLETE | msg::PORTAL_SUSPENDED) || our_cancel;
+    if !ends {
+        return frame.tag == msg::DATA_ROW; // rows past the limit are dropped
+    }
+    if state.limits.on_max_rows == RowLimitMode::Refuse {
+        let fields = PgErrorFields::error(
+            "54000",
+            format!("tollgate: the statement returned more than {max} rows, the most the policy allows (rule: {rule})"),
+        );
+        on_error(ctx, pending, frame.clone(), out, Some(fields));
+        state.end_result();
+        return true;
+    }
+    out.extend_from_slice(&msg::notice(
+        "01000",
+        &format!("tollgate: result truncated to {max} rows (rule: {rule})"),
+    ));
+    let tag = if frame.tag == msg::COMMAND_COMPLETE {
+        msg::command_tag_with_rows(frame.body(), max)
+    } else {
+        format!("SELECT {max}")
+    };
+    out.extend_from_slice(&msg::command_complete(&tag));
+    pending.with(|q| match q.front_mut() {
+        Some(Expect::Simple { rows, .. }) => *rows += max,
+        Some(Expect::Execute { .. }) => {
+            if let Some(Expect::Execute { ticket }) = q.pop_front() {
+                complete(ctx, ticket, Some(max), None);
+            }
+        }
+        _ => {}
+    });
+    state.end_result();
+    true
+}
+
+fn far_future() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(86_400)
 }
 
 /// After a COPY FROM STDIN ended (CommandComplete or ErrorResponse), drops the Syncs the server
@@ -197,7 +358,13 @@ fn is_fatal(body: &[u8]) -> bool {
 
 /// An ErrorResponse ends the current request; in extended mode the server then discards
 /// everything (including simple Queries) up to the next Sync.
-fn on_error(ctx: &SessionCtx, pending: &Pending, frame: Frame, out: &mut BytesMut) {
+fn on_error(
+    ctx: &SessionCtx,
+    pending: &Pending,
+    frame: Frame,
+    out: &mut BytesMut,
+    own: Option<PgErrorFields>,
+) {
     let (code, message) = msg::error_code_and_message(frame.body());
     let err = (code.unwrap_or_default(), message.unwrap_or_default());
     // A FATAL error (the backend is going away) is never dressed up as a refusal.
@@ -241,7 +408,7 @@ fn on_error(ctx: &SessionCtx, pending: &Pending, frame: Frame, out: &mut BytesMu
             replacement
         }
     });
-    match replacement {
+    match replacement.or(own) {
         Some(fields) => out.extend_from_slice(&fields.encode()),
         None => out.extend_from_slice(&frame.raw),
     }

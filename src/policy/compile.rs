@@ -9,6 +9,8 @@ use toml::Spanned;
 
 use super::file::{PolicyFile, PostgresRules, Profile};
 use super::glob::Glob;
+use super::limits::RowLimitMode;
+use super::mask::MaskStrategy;
 use super::rules::{ClassSet, FunctionMatcher, OpSet, StatementClass, TableMatcher, UpstreamRules};
 use crate::auth::AgentStore;
 use crate::config::SourceError;
@@ -16,6 +18,8 @@ use crate::config::SourceError;
 /// One agent's rules: those of enforcing files, and those of all files (for shadow decisions).
 #[derive(Debug, Clone, Default)]
 pub struct AgentPolicy {
+    /// Volume limits from every file that applies (enforcing or not).
+    pub limits: super::limits::Limits,
     /// `None` when no enforcing file applies: only shadow files judge this agent.
     pub enforced: Option<HashMap<String, UpstreamRules>>,
     /// Present when at least one shadow (`enforce = false`) file applies.
@@ -97,7 +101,14 @@ impl PolicySet {
                 .filter(|l| applies(&l.file) && l.file.enforce)
                 .collect();
             let all: Vec<&Loaded> = loaded.iter().filter(|l| applies(&l.file)).collect();
+            let mut limits = super::limits::Limits::default();
+            for l in &all {
+                if let Some(f) = &l.file.limits {
+                    limits.merge(f.get_ref(), &l.stem);
+                }
+            }
             let policy = AgentPolicy {
+                limits,
                 enforced: (!enforcing.is_empty()).then(|| merge(&enforcing, ctx)),
                 with_shadow: (all.len() > enforcing.len()).then(|| merge(&all, ctx)),
             };
@@ -209,6 +220,18 @@ fn validate(
                     return Err(at(l, word, format!("unknown operation \"{}\" (known: select, insert, update, delete, truncate, ddl, dcl, lock, maintenance, read, write, *)", word.get_ref())));
                 }
             }
+            for (column, strategy) in &t.mask {
+                if let Err(e) = MaskStrategy::parse(strategy.get_ref()) {
+                    return Err(at(
+                        l,
+                        strategy,
+                        format!("column \"{column}\" of \"{name}\": {e}"),
+                    ));
+                }
+            }
+            if let Some(f) = &t.row_filter {
+                check_row_filter(f.get_ref()).map_err(|e| at(l, f, e))?;
+            }
             if t.allow.is_empty() && t.deny.is_empty() {
                 warnings.push(at(
                     l,
@@ -217,6 +240,52 @@ fn validate(
                 ));
             }
         }
+    }
+    if let Some(limits) = &l.file.limits {
+        if let Some(m) = &limits.get_ref().on_max_rows {
+            if RowLimitMode::parse(m.get_ref()).is_none() {
+                return Err(at(
+                    l,
+                    m,
+                    format!(
+                        "unknown on_max_rows \"{}\" (known: truncate, refuse)",
+                        m.get_ref()
+                    ),
+                ));
+            }
+        }
+        if limits.get_ref().statements_per_minute == Some(0) {
+            return Err(at(
+                l,
+                limits,
+                "statements_per_minute must be at least 1".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A row filter must be one boolean condition PostgreSQL parses, calling only safe built-ins
+/// and reading no other relation (it runs with the gateway's upstream role, for the agent).
+fn check_row_filter(filter: &str) -> Result<(), String> {
+    let probe = format!("SELECT 1 FROM t WHERE ({filter})");
+    let analysis = crate::policy::sql::analyze(&probe)
+        .map_err(|e| format!("row_filter is not a SQL condition: {e}"))?;
+    let ok_shape = analysis.statements.len() == 1
+        && analysis.statements[0].relations.len() == 1
+        && analysis.statements[0].kind == crate::policy::sql::StatementKind::Select;
+    if !ok_shape {
+        return Err("row_filter must be one condition over the table's own columns".into());
+    }
+    if let Some(f) = analysis.statements[0]
+        .functions
+        .iter()
+        .find(|f| !crate::policy::sql::is_safe_builtin_function(f))
+    {
+        return Err(format!(
+            "row_filter calls {}, which is not a safe built-in function",
+            f.name
+        ));
     }
     Ok(())
 }
@@ -276,6 +345,13 @@ fn merge_block(rules: &mut UpstreamRules, l: &Loaded, block: &PostgresRules) {
             allow: ops(&t.allow),
             deny: ops(&t.deny),
             rule: format!("{}: table {}", l.stem, name),
+            masks: t
+                .mask
+                .iter()
+                .filter_map(|(c, s)| Some((c.clone(), MaskStrategy::parse(s.get_ref()).ok()?)))
+                .collect(),
+            exact: !name.contains(['*', '?', '[']),
+            row_filter: t.row_filter.as_ref().map(|f| f.get_ref().clone()),
         });
     }
     for f in &block.functions {

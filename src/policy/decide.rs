@@ -191,15 +191,52 @@ fn op_of(op: Operation) -> Op {
 /// Where an unqualified name can resolve: `pg_catalog` first (only if the catalog has it), then the
 /// pinned search path. Every candidate must be allowed, so an ambiguous name fails closed.
 fn candidates(rules: &UpstreamRules, rel: &RelationAccess) -> Vec<String> {
-    match &rel.schema {
-        Some(s) => vec![format!("{s}.{}", rel.name)],
-        None if is_catalog_relation(&rel.name) => vec![format!("pg_catalog.{}", rel.name)],
+    resolve_name(rules, rel.schema.as_deref(), &rel.name)
+}
+
+pub(crate) fn resolve_name(rules: &UpstreamRules, schema: Option<&str>, name: &str) -> Vec<String> {
+    match schema {
+        Some(s) => vec![format!("{s}.{name}")],
+        None if is_catalog_relation(name) => vec![format!("pg_catalog.{name}")],
         None => rules
             .search_path
             .iter()
-            .map(|s| format!("{s}.{}", rel.name))
+            .map(|s| format!("{s}.{name}"))
             .collect(),
     }
+}
+
+impl super::mask::ProtectionSource for UpstreamRules {
+    fn candidates(&self, schema: Option<&str>, name: &str) -> Vec<String> {
+        resolve_name(self, schema, name)
+    }
+    fn protection(&self, qualified: &str) -> Option<super::mask::Protection> {
+        let p = self.protection_of(qualified);
+        (!p.is_empty()).then_some(p)
+    }
+}
+
+/// The masking rewrite of an allowed statement, if it reads a protected table. Pure, like
+/// `decide`: the upstream's table shapes come in as an argument.
+pub fn plan_masking(
+    rules: &UpstreamRules,
+    sql_text: &str,
+    analysis: &Analysis,
+    schema: Option<&super::mask::SchemaSnapshot>,
+    hash_key: &str,
+) -> Result<Option<super::mask::RewritePlan>, Denial> {
+    if !rules.has_protections() {
+        return Ok(None);
+    }
+    let plan = super::mask::plan_rewrite(sql_text, analysis, rules, schema, hash_key)
+        .map_err(|e| Denial::new(e.rule, e.reason))?;
+    if let Some(p) = &plan {
+        // Defence in depth: the rewritten text must parse, and name protected tables only
+        // inside the masking subqueries.
+        super::mask::verify_rewrite(p, sql_text, rules)
+            .map_err(|e| Denial::new(e.rule, e.reason))?;
+    }
+    Ok(plan)
 }
 
 fn check_relation(rules: &UpstreamRules, rel: &RelationAccess) -> Result<(), Denial> {

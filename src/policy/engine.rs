@@ -8,7 +8,8 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
 use super::compile::{AgentPolicy, PolicySet};
-use super::decide::{decide, Denial, SessionFacts, DEFAULT_DENY};
+use super::decide::{self, decide, Denial, SessionFacts, DEFAULT_DENY};
+use super::mask::{RewritePlan, SchemaSnapshot};
 use super::sql::{self, Analysis, StatementKind};
 
 /// How a statement may proceed.
@@ -35,6 +36,8 @@ pub struct Verdict {
     pub outcome: Outcome,
     pub denial: Option<Denial>,
     pub effects: Vec<Effect>,
+    /// Masking / row-filter rewrite to apply before forwarding (allowed statements only).
+    pub rewrite: Option<Arc<RewritePlan>>,
 }
 
 impl Verdict {
@@ -47,6 +50,23 @@ impl Verdict {
             outcome: Outcome::Block,
             denial: Some(denial),
             effects: Vec::new(),
+            rewrite: None,
+        }
+    }
+
+    /// The text to forward: `sql` itself, or its masked rewrite.
+    pub fn forwarded_text<'a>(&self, sql: &'a str) -> Result<std::borrow::Cow<'a, str>, Denial> {
+        match &self.rewrite {
+            Some(plan) if plan.has_edits() => {
+                plan.apply(sql)
+                    .map(std::borrow::Cow::Owned)
+                    .map_err(|e| Denial {
+                        rule: e.rule,
+                        reason: e.reason,
+                        sqlstate: "42501",
+                    })
+            }
+            _ => Ok(std::borrow::Cow::Borrowed(sql)),
         }
     }
 }
@@ -83,6 +103,10 @@ pub struct Engine {
     cache: DashMap<Scope, Arc<ScopeCache>>,
     cached: AtomicUsize,
     allow_all: Arc<Verdict>,
+    /// Table shapes per upstream, for masking subqueries.
+    schemas: ArcSwap<std::collections::HashMap<String, Arc<SchemaSnapshot>>>,
+    /// Key of the `hash` mask (hex), derived from the master key.
+    mask_key: ArcSwap<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -104,8 +128,55 @@ impl Engine {
                 outcome: Outcome::Allow,
                 denial: None,
                 effects: Vec::new(),
+                rewrite: None,
             }),
+            schemas: ArcSwap::from_pointee(Default::default()),
+            mask_key: ArcSwap::from_pointee(String::new()),
         }
+    }
+
+    /// Sets the key of the `hash` mask.
+    pub fn set_mask_key(&self, hex_key: String) {
+        self.mask_key.store(Arc::new(hex_key));
+        self.bump();
+    }
+
+    /// Installs freshly loaded table shapes of `upstream` (a no-op if nothing changed).
+    pub fn set_schema(&self, upstream: &str, snapshot: SchemaSnapshot) {
+        let current = self.schemas.load();
+        if current.get(upstream).is_some_and(|s| **s == snapshot) {
+            return;
+        }
+        let mut next = (**current).clone();
+        next.insert(upstream.to_owned(), Arc::new(snapshot));
+        self.schemas.store(Arc::new(next));
+        self.bump();
+    }
+
+    pub fn schema(&self, upstream: &str) -> Option<Arc<SchemaSnapshot>> {
+        self.schemas.load().get(upstream).cloned()
+    }
+
+    /// Tables any policy masks or filters, per upstream: what the schema loader must fetch.
+    pub fn protected_upstreams(&self) -> Vec<String> {
+        let set = self.current.load();
+        let mut out: Vec<String> = set
+            .agents
+            .values()
+            .flat_map(|p| p.enforced.iter().chain(p.with_shadow.iter()))
+            .flat_map(|m| m.iter())
+            .filter(|(_, r)| r.has_protections())
+            .map(|(u, _)| u.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// A new version: cached decisions made under the old one are dropped.
+    fn bump(&self) {
+        self.version.fetch_add(1, Ordering::SeqCst);
+        self.clear_cache();
     }
 
     /// Swaps in a new policy set; sessions see it at their next statement.
@@ -131,6 +202,11 @@ impl Engine {
 
     fn agent(&self, agent: &str) -> Option<Arc<AgentPolicy>> {
         self.current.load().agents.get(agent).cloned()
+    }
+
+    /// The agent's merged policy (limits included), as currently loaded.
+    pub fn agent_policy(&self, agent: &str) -> Option<Arc<AgentPolicy>> {
+        self.agent(agent)
     }
 
     /// May `agent` open a session on `upstream`? (Some policy, enforcing or shadow, must name it.)
@@ -222,7 +298,7 @@ impl Engine {
                 .as_ref()
                 .and_then(|m| m.get(upstream.as_ref()))
             {
-                if r.passthrough && !r.has_denies() {
+                if r.passthrough && !r.has_denies() && !r.has_protections() {
                     return Ok(self.allow_all.clone());
                 }
             }
@@ -302,22 +378,37 @@ impl Engine {
             None => Ok(()), // only shadow files apply: nothing is enforced
             Some(r) => judge(r),
         };
+        // Masking applies to what the enforcing rules allow.
+        let mut rewrite = None;
+        let enforced_result = enforced_result.and_then(|()| match enforced.flatten() {
+            Some(r) => {
+                let schema = self.schema(upstream);
+                let key = self.mask_key.load();
+                decide::plan_masking(r, sql_text, &analysis, schema.as_deref(), &key).map(|p| {
+                    rewrite = p.map(Arc::new);
+                })
+            }
+            None => Ok(()),
+        });
         let verdict = match enforced_result {
             Err(d) => Verdict {
                 outcome: Outcome::Block,
                 denial: Some(d),
                 effects,
+                rewrite: None,
             },
             Ok(()) => match policy.with_shadow.as_ref().map(|m| judge(m.get(upstream))) {
                 Some(Err(d)) => Verdict {
                     outcome: Outcome::WouldBlock,
                     denial: Some(d),
                     effects,
+                    rewrite,
                 },
                 _ => Verdict {
                     outcome: Outcome::Allow,
                     denial: None,
                     effects,
+                    rewrite,
                 },
             },
         };

@@ -18,6 +18,29 @@ pub struct PolicyFile {
     /// Rules per PostgreSQL upstream.
     #[serde(default)]
     pub postgres: Vec<PostgresRules>,
+    /// Volume controls for the agents of this file (the strictest value across files wins).
+    #[serde(default)]
+    pub limits: Option<Spanned<LimitsFile>>,
+}
+
+/// `[limits]` of a policy file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Statements (PostgreSQL) and commands (Redis) per minute, per agent, across sessions.
+    pub statements_per_minute: Option<u32>,
+    /// Extra statements allowed in a burst above the steady rate (default: a tenth of a minute).
+    pub burst: Option<u32>,
+    /// Rows one statement may return.
+    pub max_rows: Option<u64>,
+    /// `truncate` (default: stop at max_rows, with a notice) or `refuse` (error).
+    pub on_max_rows: Option<Spanned<String>>,
+    /// Statement timeout enforced by tollgate (cancels the statement upstream).
+    pub statement_timeout_ms: Option<u64>,
+    /// A session idle inside a transaction longer than this is closed.
+    pub idle_in_transaction_timeout_ms: Option<u64>,
+    /// Concurrent sessions of one agent.
+    pub max_connections: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -66,4 +89,10 @@ pub struct TableRule {
     pub allow: Vec<Spanned<String>>,
     #[serde(default)]
     pub deny: Vec<Spanned<String>>,
+    /// Column → mask (`redact`, `redact:TEXT`, `null`, `hash`, `partial:N`, `email`, `default`).
+    #[serde(default)]
+    pub mask: std::collections::BTreeMap<String, Spanned<String>>,
+    /// A SQL condition over the table's columns: the agent sees only the rows it accepts.
+    #[serde(default)]
+    pub row_filter: Option<Spanned<String>>,
 }

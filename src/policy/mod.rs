@@ -12,6 +12,8 @@ pub mod file;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod glob;
+pub mod limits;
+pub mod mask;
 pub mod rules;
 pub mod settings;
 pub mod sql;

@@ -1,6 +1,7 @@
 //! Compiled rules: operation and statement-class sets, table and function matchers per upstream.
 
 use super::glob::Glob;
+use super::mask::{MaskStrategy, Protection};
 
 /// What may be done to a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +174,10 @@ pub struct TableMatcher {
     pub allow: OpSet,
     pub deny: OpSet,
     pub rule: String,
+    /// Masked columns. With an exact (glob-free) table name, every column must exist.
+    pub masks: Vec<(String, MaskStrategy)>,
+    pub exact: bool,
+    pub row_filter: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -199,5 +204,29 @@ pub struct UpstreamRules {
 impl UpstreamRules {
     pub fn has_denies(&self) -> bool {
         !self.deny_functions.is_empty() || self.tables.iter().any(|t| !t.deny.is_empty())
+    }
+
+    /// Some table has masks or a row filter: statements must be analysed even in passthrough.
+    pub fn has_protections(&self) -> bool {
+        self.tables
+            .iter()
+            .any(|t| !t.masks.is_empty() || t.row_filter.is_some())
+    }
+
+    /// Masks and row filters of every rule matching `qualified`.
+    pub fn protection_of(&self, qualified: &str) -> Protection {
+        let mut p = Protection::default();
+        for t in self.tables.iter().filter(|t| t.glob.matches(qualified)) {
+            for (column, strategy) in &t.masks {
+                p.add_mask(column, strategy, &t.rule);
+                if t.exact {
+                    p.required_columns.push((column.clone(), t.rule.clone()));
+                }
+            }
+            if let Some(f) = &t.row_filter {
+                p.filters.push((f.clone(), t.rule.clone()));
+            }
+        }
+        p
     }
 }

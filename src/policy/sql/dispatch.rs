@@ -64,7 +64,7 @@ pub(super) fn visit<'a>(
         N::AIndirection(n) => expr::a_indirection(w, n, c),
         N::AIndices(n) => expr::a_indices(w, n, c),
         N::CollateClause(n) => expr::collate_clause(w, n, c),
-        N::ColumnRef(n) => expr::column_ref(n),
+        N::ColumnRef(n) => expr::column_ref(w, n),
         N::TypeCast(n) => expr::type_cast(w, n, c),
         N::TypeName(n) => expr::type_name(w, n, c),
         N::FuncCall(n) => expr::func_call(w, n, c),

@@ -236,14 +236,15 @@ pub(super) fn collate_clause<'a>(w: &mut Walker<'a>, n: &'a CollateClause, c: &C
 
 /// A column reference: only names and `*`. (A later `columns` field would be filled here,
 /// including whole-row references `t.*` and `t`.)
-pub(super) fn column_ref(n: &ColumnRef) -> R {
+pub(super) fn column_ref(w: &mut Walker<'_>, n: &ColumnRef) -> R {
     let ColumnRef {
         fields,
         location: _,
     } = n;
     for f in fields {
         match &f.node {
-            Some(NodeEnum::String(_)) | Some(NodeEnum::AStar(_)) => {}
+            Some(NodeEnum::String(s)) => w.column_name(&s.sval),
+            Some(NodeEnum::AStar(_)) => w.column_star = true,
             _ => {
                 return Err(AnalyzeError::Unsupported(
                     "column reference of an unexpected shape".to_owned(),

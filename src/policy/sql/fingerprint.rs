@@ -66,6 +66,34 @@ pub fn fingerprint(sql: &str) -> Result<u64, AnalyzeError> {
     Ok(hasher.finish())
 }
 
+/// One token of a statement as PostgreSQL's scanner sees it (comments left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScannedToken {
+    pub kind: Token,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The non-comment tokens of `sql`, in order. Two strings with the same [`fingerprint`] have
+/// the same sequence of token kinds, so an index into this list means the same place in both.
+pub fn structural_tokens(sql: &str) -> Result<Vec<ScannedToken>, AnalyzeError> {
+    let scanned = pg_query::scan(sql).map_err(map_pg_query_error)?;
+    let len = sql.len();
+    Ok(scanned
+        .tokens
+        .iter()
+        .filter_map(|t| {
+            let kind = Token::try_from(t.token).unwrap_or(Token::Nul);
+            if matches!(kind, Token::SqlComment | Token::CComment) {
+                return None;
+            }
+            let start = usize::try_from(t.start).unwrap_or(0).min(len);
+            let end = usize::try_from(t.end).unwrap_or(len).clamp(start, len);
+            Some(ScannedToken { kind, start, end })
+        })
+        .collect())
+}
+
 /// Source text of a token; the whole remaining input if the offsets are unusable.
 fn token_text(bytes: &[u8], start: i32, end: i32) -> &[u8] {
     let start = usize::try_from(start).unwrap_or(0).min(bytes.len());

@@ -64,7 +64,8 @@ mod tests_support;
 mod tests_utility;
 
 pub use builtins::{is_safe_builtin_function, is_sequence_function};
-pub use fingerprint::fingerprint;
+pub use fingerprint::{fingerprint, structural_tokens, ScannedToken};
+pub use pg_query::protobuf::Token;
 
 /// The result of analysing one SQL string: one entry per statement, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +102,32 @@ pub struct StatementInfo {
     pub row_locking: bool,
     /// Byte range of this statement in the analysed string.
     pub span: std::ops::Range<usize>,
+    /// Every place a relation is named (not CTE references), with its byte offset in the
+    /// analysed string: what the masking rewrite edits.
+    pub occurrences: Vec<RelationOccurrence>,
+    /// Every name part of every column reference (`t.email` gives `t` and `email`), so a rule
+    /// can tell whether a statement may read a column; `column_star` for `*` / `t.*`.
+    pub column_names: Vec<String>,
+    pub column_star: bool,
+}
+
+/// One place in the text where a relation is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationOccurrence {
+    pub schema: Option<String>,
+    pub name: String,
+    pub op: Operation,
+    /// Byte offset of the name's first token; `None` when the parser did not say.
+    pub location: Option<usize>,
+    /// A FROM item (FROM, JOIN, USING, MERGE source), where a subquery may replace the name.
+    pub from_item: bool,
+    /// The name carries an alias (`FROM t AS x`).
+    pub has_alias: bool,
+    pub alias: Option<String>,
+    /// `false` for `ONLY t`.
+    pub inh: bool,
+    /// The relation of a TABLESAMPLE clause.
+    pub tablesample: bool,
 }
 
 /// One relation reached by a statement.

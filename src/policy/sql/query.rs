@@ -337,6 +337,9 @@ pub(super) fn range_table_sample<'a>(w: &mut Walker<'a>, n: &'a RangeTableSample
         location: _,
     } = n;
     w.function_names(method, "TABLESAMPLE method")?;
+    if let Some(NodeEnum::RangeVar(rv)) = relation.as_deref().and_then(|r| r.node.as_ref()) {
+        w.tablesample_locations.push(rv.location);
+    }
     w.opt(relation, c);
     w.list(args, c);
     w.opt(repeatable, c);

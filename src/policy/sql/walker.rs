@@ -9,7 +9,7 @@ use pg_query::NodeRef;
 use super::names::{function_name, non_empty};
 use super::{
     classify, dispatch, is_safe_builtin_function, AnalyzeError, FunctionRef, Operation,
-    RelationAccess, StatementInfo,
+    RelationAccess, RelationOccurrence, StatementInfo,
 };
 
 /// CTE names visible at some point of the tree, innermost first.
@@ -90,6 +90,11 @@ pub(super) struct Walker<'a> {
     pub literal_sensitive: bool,
     /// Set when a row-locking clause is met.
     pub row_locking: bool,
+    occurrences: Vec<RelationOccurrence>,
+    /// Locations of relations named by TABLESAMPLE clauses.
+    pub tablesample_locations: Vec<i32>,
+    column_names: HashSet<String>,
+    pub column_star: bool,
 }
 
 impl<'a> Walker<'a> {
@@ -102,6 +107,10 @@ impl<'a> Walker<'a> {
             functions_seen: HashSet::new(),
             literal_sensitive: false,
             row_locking: false,
+            occurrences: Vec::new(),
+            tablesample_locations: Vec::new(),
+            column_names: HashSet::new(),
+            column_star: false,
         }
     }
 
@@ -181,7 +190,26 @@ impl<'a> Walker<'a> {
         } else {
             non_empty(&rv.schemaname)
         };
-        self.relation(schema, rv.relname.clone(), ctx.op);
+        self.relation(schema.clone(), rv.relname.clone(), ctx.op);
+        self.occurrences.push(RelationOccurrence {
+            schema,
+            name: rv.relname.clone(),
+            op: ctx.op,
+            location: usize::try_from(rv.location).ok(),
+            // FROM items are exactly the places where a name may denote a CTE.
+            from_item: ctx.cte_ok && ctx.op == Operation::Select,
+            has_alias: rv.alias.is_some(),
+            alias: rv.alias.as_ref().map(|a| a.aliasname.clone()),
+            inh: rv.inh,
+            tablesample: false,
+        });
+    }
+
+    /// Record a column name part read by the statement.
+    pub fn column_name(&mut self, name: &str) {
+        if !self.column_names.contains(name) {
+            self.column_names.insert(name.to_owned());
+        }
     }
 
     /// Record a function call.
@@ -254,5 +282,24 @@ pub(super) fn analyze_statement(
         inner_kind,
         row_locking: walker.row_locking,
         span: start..end,
+        occurrences: walker
+            .occurrences
+            .into_iter()
+            .map(|mut o| {
+                o.tablesample = o.location.is_some_and(|l| {
+                    walker
+                        .tablesample_locations
+                        .iter()
+                        .any(|t| usize::try_from(*t).ok() == Some(l))
+                });
+                o
+            })
+            .collect(),
+        column_names: {
+            let mut v: Vec<String> = walker.column_names.into_iter().collect();
+            v.sort();
+            v
+        },
+        column_star: walker.column_star,
     })
 }

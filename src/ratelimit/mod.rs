@@ -1,0 +1,45 @@
+//! Volume controls shared by the PostgreSQL and Redis front ends: a per-agent statement rate
+//! (GCRA token bucket, one atomic per agent, no lock on the hot path) and per-agent and total
+//! connection caps (RAII slots).
+
+mod bucket;
+mod connections;
+
+pub use bucket::{Bucket, RateExceeded};
+pub use connections::{ConnectionSlot, TooManyConnections};
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+/// The gateway-wide state of every limit.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    buckets: DashMap<Arc<str>, Arc<Bucket>>,
+    connections: connections::Counters,
+}
+
+impl Limiter {
+    /// The agent's rate bucket, shared by all its sessions (a session keeps the `Arc`, so the
+    /// map is consulted once per session, not per statement).
+    pub fn bucket(&self, agent: &Arc<str>) -> Arc<Bucket> {
+        if let Some(b) = self.buckets.get(agent) {
+            return b.clone();
+        }
+        self.buckets.entry(agent.clone()).or_default().clone()
+    }
+
+    /// Takes a connection slot for `agent`, within `per_agent` (if any) and `total` (if any).
+    pub fn connect(
+        &self,
+        agent: &Arc<str>,
+        per_agent: Option<u32>,
+        total: Option<u32>,
+    ) -> Result<ConnectionSlot, TooManyConnections> {
+        self.connections.acquire(agent, per_agent, total)
+    }
+
+    pub fn connections_of(&self, agent: &str) -> u32 {
+        self.connections.of(agent)
+    }
+}
