@@ -338,8 +338,9 @@ fn policy_files_signature(
 
 /// Reloads agents and policies when their files change (checked every `every`).
 pub fn reload_on_file_change(gateway: Arc<Gateway>, every: std::time::Duration) {
+    // Taken before returning, so a change made right after this call is never missed.
+    let mut last = policy_files_signature(&gateway.config);
     tokio::spawn(async move {
-        let mut last = policy_files_signature(&gateway.config);
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;

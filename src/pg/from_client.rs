@@ -76,25 +76,33 @@ pub async fn run<R: AsyncRead + Unpin>(
     loop {
         // A client that pipelines without reading replies waits here instead of growing memory.
         pending.wait_for_room().await;
-        let idle_limit = state.limits(&ctx).idle_in_transaction_timeout.clone();
-        let next = match idle_limit {
-            Some((limit, rule)) if pending.is_empty() && pending.tx_status() != b'I' => {
-                match tokio::time::timeout(limit, client.next()).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        metrics::counter!("tollgate_idle_in_transaction_timeouts_total")
-                            .increment(1);
-                        return Err(FromClientError::Fatal(PgErrorFields::fatal(
+        let next = loop {
+            let idle_limit = state.limits(&ctx).idle_in_transaction_timeout.clone();
+            match idle_limit {
+                // Idle inside a transaction: every reply is in, the client is silent.
+                Some((limit, rule)) if pending.is_empty() && pending.tx_status() != b'I' => {
+                    break match tokio::time::timeout(limit, client.next()).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            metrics::counter!("tollgate_idle_in_transaction_timeouts_total")
+                                .increment(1);
+                            return Err(FromClientError::Fatal(PgErrorFields::fatal(
                             "25P03",
                             format!(
                                 "tollgate: terminating connection due to idle-in-transaction timeout of {} ms (rule: {rule})",
                                 limit.as_millis()
                             ),
                         )));
-                    }
+                        }
+                    };
                 }
+                // Replies still owed: look again when they arrive.
+                Some(_) => tokio::select! {
+                    r = client.next() => break r,
+                    _ = pending.replies_consumed() => continue,
+                },
+                None => break client.next().await,
             }
-            _ => client.next().await,
         };
         let Some(frame) = next.map_err(FromClientError::Client)? else {
             return Ok(ClientEnd::Closed);

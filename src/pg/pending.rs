@@ -117,6 +117,11 @@ impl Pending {
         self.drained.notify_one();
     }
 
+    /// Waits until the reply side consumed replies.
+    pub async fn replies_consumed(&self) {
+        self.drained.notified().await;
+    }
+
     /// Waits until fewer than `MAX_PENDING` replies are owed (backpressure on the client).
     pub async fn wait_for_room(&self) {
         while self.len() >= MAX_PENDING {

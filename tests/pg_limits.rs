@@ -1,0 +1,275 @@
+//! Volume controls end to end, with the demo's limits exactly as shipped (analyst: 600
+//! statements a minute, 1000 rows per statement) plus limits this file adds to the writer and
+//! trusted policies through a hot reload: statement timeout, idle-in-transaction timeout,
+//! connection cap, row limits in truncate and refuse mode.
+
+mod support;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use support::{connect, connect_url, sqlstate, strict_harness, Harness};
+use tokio_postgres::SimpleQueryMessage;
+
+fn h() -> &'static Harness {
+    static READY: OnceLock<()> = OnceLock::new();
+    let h = strict_harness();
+    READY.get_or_init(|| {
+        let add_limits = |file: &str, limits: &str| {
+            let path = h.env.dir.join("policies").join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            // After the top-level keys (`agents = ...`), before the first table.
+            let at = text.find("agents =").unwrap();
+            let at = at + text[at..].find('\n').unwrap() + 1;
+            let (head, tail) = text.split_at(at);
+            std::fs::write(&path, format!("{head}\n[limits]\n{limits}\n{tail}")).unwrap();
+        };
+        add_limits(
+            "writer.toml",
+            "max_rows = 100\nstatement_timeout_ms = 700\nidle_in_transaction_timeout_ms = 1500\nmax_connections = 4",
+        );
+        add_limits("trusted.toml", "max_rows = 50\non_max_rows = \"refuse\"");
+        // Wait for the reload (the demo polls its files every 500 ms).
+        h.runtime.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let c = connect("writer").await;
+                let n = c.query("SELECT generate_series(1, 500)", &[]).await.unwrap().len();
+                let t = connect("trusted").await;
+                let refused = t.query("SELECT generate_series(1, 500)", &[]).await.is_err();
+                if n == 100 && refused {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the new limits never applied ({n} rows)");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    });
+    h
+}
+
+fn simple_rows(messages: &[SimpleQueryMessage]) -> usize {
+    messages
+        .iter()
+        .filter(|m| matches!(m, SimpleQueryMessage::Row(_)))
+        .count()
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn analyst_gets_at_most_1000_rows_and_600_statements_a_minute() {
+    let h = h();
+    h.runtime.block_on(async {
+        let analyst = connect("analyst").await;
+        // Row limit: simple and extended protocol, and inside a transaction, which stays usable.
+        let simple = analyst.simple_query("SELECT id FROM orders").await.unwrap();
+        assert_eq!(simple_rows(&simple), 1000);
+        let tag = simple.iter().find_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        });
+        assert_eq!(tag, Some(1000));
+        assert_eq!(
+            analyst
+                .query("SELECT id FROM orders", &[])
+                .await
+                .unwrap()
+                .len(),
+            1000
+        );
+        assert_eq!(
+            analyst
+                .query("SELECT id FROM orders LIMIT 10", &[])
+                .await
+                .unwrap()
+                .len(),
+            10
+        );
+        analyst.batch_execute("BEGIN").await.unwrap();
+        let in_tx = analyst.simple_query("SELECT id FROM orders").await.unwrap();
+        assert_eq!(simple_rows(&in_tx), 1000);
+        analyst.simple_query("SELECT 1").await.unwrap();
+        analyst.batch_execute("COMMIT").await.unwrap();
+
+        // Rate: 8 sessions hammer at once; the limit holds for the agent, not per session.
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            tasks.push(tokio::spawn(async move {
+                let c = connect("analyst").await;
+                let (mut ok, mut refused) = (0u32, None);
+                for _ in 0..100 {
+                    match c.simple_query("SELECT 1").await {
+                        Ok(_) => ok += 1,
+                        Err(e) => {
+                            refused = Some((
+                                sqlstate(&e),
+                                e.as_db_error().map(|d| {
+                                    (d.message().to_string(), d.hint().map(str::to_string))
+                                }),
+                            ));
+                            break;
+                        }
+                    }
+                }
+                (ok, refused)
+            }));
+        }
+        let mut total_ok = 0;
+        let mut refusals = Vec::new();
+        for t in tasks {
+            let (ok, refused) = t.await.unwrap();
+            total_ok += ok;
+            refusals.extend(refused);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        // Burst 60 plus 10 a second at the steady rate (minus what the row checks used).
+        let budget = 61.0 + elapsed * 10.0 + 1.0;
+        assert!(
+            f64::from(total_ok) <= budget,
+            "{total_ok} statements in {elapsed:.1}s"
+        );
+        assert!(total_ok >= 30, "{total_ok}");
+        assert_eq!(
+            refusals.len(),
+            8,
+            "every session was refused once over the limit"
+        );
+        for (code, db) in &refusals {
+            assert_eq!(code, "53400");
+            let (message, hint) = db.clone().unwrap();
+            assert!(
+                message.contains("rate limit of 600 statements per minute"),
+                "{message}"
+            );
+            assert!(message.contains("analyst: limits"), "{message}");
+            assert!(hint.unwrap_or_default().starts_with("retry after"));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let log = std::fs::read_to_string(&h.env.audit_log).unwrap();
+    assert!(log
+        .lines()
+        .any(|l| l.contains("\"sqlstate\":\"53400\"") && l.contains("\"decision\":\"blocked\"")));
+}
+
+#[test]
+fn writer_limits_timeout_idle_transaction_connections_and_huge_results() {
+    let h = h();
+    h.runtime.block_on(async {
+        // Statement timeout, enforced by tollgate's cancel, in both protocols; session survives.
+        let writer = connect("writer").await;
+        for extended in [false, true] {
+            let t = Instant::now();
+            let e = if extended {
+                writer.query("SELECT pg_sleep(5)", &[]).await.unwrap_err()
+            } else {
+                writer.simple_query("SELECT pg_sleep(5)").await.unwrap_err()
+            };
+            assert_eq!(sqlstate(&e), "57014");
+            assert!(
+                support::db_message(&e).contains("statement timeout of 700 ms"),
+                "{e}"
+            );
+            assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+            writer.simple_query("SELECT 1").await.unwrap();
+        }
+
+        // Huge results: only 100 rows cross, quickly, and memory stays flat.
+        let before = rss_kib();
+        let t = Instant::now();
+        let r = writer
+            .simple_query("SELECT generate_series(1, 3000000)")
+            .await
+            .unwrap();
+        assert_eq!(simple_rows(&r), 100);
+        let r = writer
+            .query(
+                "SELECT repeat('x', 100) FROM generate_series(1, 3000000)",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.len(), 100);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let grown = rss_kib().saturating_sub(before);
+        assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+
+        // Connection cap: four writer sessions at most (one is open above).
+        let url = h.env.pg_url("writer");
+        let mut extra = Vec::new();
+        let refusal = loop {
+            match connect_url(&url).await {
+                Ok(c) => extra.push(c),
+                Err(e) => break e,
+            }
+            assert!(
+                extra.len() <= 3,
+                "more than four writer sessions were admitted"
+            );
+        };
+        assert_eq!(extra.len(), 3);
+        assert_eq!(sqlstate(&refusal), "53300");
+        drop(extra.pop());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let again = connect_url(&url).await.expect("a slot was freed");
+        drop(again);
+        drop(extra);
+
+        // Idle in transaction: the session is closed after 1.5 s.
+        writer.batch_execute("BEGIN").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(writer.simple_query("SELECT 1").await.is_err());
+        assert!(writer.is_closed());
+        // Idle outside a transaction is fine.
+        let w2 = connect("writer").await;
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        w2.simple_query("SELECT 1").await.unwrap();
+    });
+}
+
+#[test]
+fn refuse_mode_fails_the_statement_and_keeps_the_session() {
+    let h = h();
+    h.runtime.block_on(async {
+        let trusted = connect("trusted").await;
+        let Err(e) = trusted
+            .simple_query("SELECT generate_series(1, 100000)")
+            .await
+        else {
+            panic!("not refused");
+        };
+        assert_eq!(sqlstate(&e), "54000");
+        assert!(support::db_message(&e).contains("more than 50 rows"));
+        let e = trusted
+            .query("SELECT generate_series(1, 100000)", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "54000");
+        assert_eq!(
+            trusted
+                .query("SELECT generate_series(1, 50)", &[])
+                .await
+                .unwrap()
+                .len(),
+            50
+        );
+        assert_eq!(
+            simple_rows(
+                &trusted
+                    .simple_query("SELECT generate_series(1, 10)")
+                    .await
+                    .unwrap()
+            ),
+            10
+        );
+    });
+}
