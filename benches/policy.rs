@@ -37,6 +37,23 @@ fn engine() -> Engine {
     )
 }
 
+fn masked_engine() -> Engine {
+    let mut agents = AgentsFile::default();
+    agents.add("analyst", "tg_bench", vec![]).unwrap();
+    let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
+    let ctx = PolicyContext {
+        agents: &store,
+        upstreams: BTreeMap::from([("shop".to_string(), vec!["public".to_string()])]),
+    };
+    let sources = vec![(
+        PathBuf::from("analyst.toml"),
+        tollgate::demo::files::ANALYST_POLICY.to_string(),
+    )];
+    let engine = Engine::new(PolicySet::from_sources(sources, &ctx).unwrap());
+    engine.set_schema("shop", tollgate::demo::seed::demo_schema());
+    engine
+}
+
 fn benches(c: &mut Criterion) {
     let engine = engine();
     let agent: Arc<str> = "analyst".into();
@@ -53,6 +70,17 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("decision_cached", |b| {
         b.iter(|| engine.check_sql(&agent, &upstream, black_box(TYPICAL), &facts))
+    });
+    // The demo analyst's masked customers: a cached verdict plus applying its rewrite plan.
+    let masked = masked_engine();
+    let by_pk = "SELECT * FROM customers WHERE id = 42";
+    let verdict = masked.check_sql(&agent, &upstream, by_pk, &facts);
+    assert!(verdict.rewrite.is_some());
+    c.bench_function("masked_select_cached_with_rewrite", |b| {
+        b.iter(|| {
+            let v = masked.check_sql(&agent, &upstream, black_box(by_pk), &facts);
+            v.forwarded_text(by_pk).unwrap().len()
+        })
     });
     c.bench_function("fingerprint_scanner", |b| {
         b.iter(|| sql::fingerprint(black_box(TYPICAL)).unwrap())

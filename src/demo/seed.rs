@@ -564,6 +564,51 @@ impl ToSql for Cents {
     to_sql_checked!();
 }
 
+/// The demo's tables as the schema loader reads them from the upstream (for tests and benches
+/// that judge statements without a live upstream).
+pub fn demo_schema() -> crate::policy::mask::SchemaSnapshot {
+    use crate::policy::mask::{ColumnShape, SchemaSnapshot, TableShape};
+    let mut s = SchemaSnapshot::default();
+    let table = |oid, name: &str, cols: &[(&str, &str, char)]| TableShape {
+        oid,
+        schema: "public".into(),
+        name: name.into(),
+        columns: cols
+            .iter()
+            .enumerate()
+            .map(|(i, (n, t, c))| ColumnShape {
+                name: n.to_string(),
+                attnum: i as i16 + 1,
+                type_sql: t.to_string(),
+                category: *c,
+            })
+            .collect(),
+    };
+    s.insert(table(
+        16001,
+        "customers",
+        &[
+            ("id", "bigint", 'N'),
+            ("name", "text", 'S'),
+            ("email", "text", 'S'),
+            ("phone", "text", 'S'),
+            ("ssn", "text", 'S'),
+            ("region", "text", 'S'),
+        ],
+    ));
+    s.insert(table(
+        16002,
+        "orders",
+        &[
+            ("id", "bigint", 'N'),
+            ("customer_id", "bigint", 'N'),
+            ("amount", "numeric(10,2)", 'N'),
+            ("created_at", "timestamp with time zone", 'D'),
+        ],
+    ));
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

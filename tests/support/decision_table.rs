@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use tollgate::auth::{AgentStore, AgentsFile};
 use tollgate::demo::files::POLICIES;
-use tollgate::policy::mask::{ColumnShape, SchemaSnapshot, TableShape};
 use tollgate::policy::{Engine, PolicyContext, PolicySet};
 
 pub fn demo_engine() -> Engine {
@@ -25,51 +24,8 @@ pub fn demo_engine() -> Engine {
         .map(|(n, t)| (PathBuf::from(n), t.to_string()))
         .collect();
     let engine = Engine::new(PolicySet::from_sources(sources, &ctx).unwrap());
-    engine.set_schema("shop", demo_schema());
+    engine.set_schema("shop", tollgate::demo::seed::demo_schema());
     engine
-}
-
-/// The demo's tables as the schema loader reads them from the upstream.
-pub fn demo_schema() -> SchemaSnapshot {
-    let mut s = SchemaSnapshot::default();
-    let table = |oid, name: &str, cols: &[(&str, &str, char)]| TableShape {
-        oid,
-        schema: "public".into(),
-        name: name.into(),
-        columns: cols
-            .iter()
-            .enumerate()
-            .map(|(i, (n, t, c))| ColumnShape {
-                name: n.to_string(),
-                attnum: i as i16 + 1,
-                type_sql: t.to_string(),
-                category: *c,
-            })
-            .collect(),
-    };
-    s.insert(table(
-        16001,
-        "customers",
-        &[
-            ("id", "bigint", 'N'),
-            ("name", "text", 'S'),
-            ("email", "text", 'S'),
-            ("phone", "text", 'S'),
-            ("ssn", "text", 'S'),
-            ("region", "text", 'S'),
-        ],
-    ));
-    s.insert(table(
-        16002,
-        "orders",
-        &[
-            ("id", "bigint", 'N'),
-            ("customer_id", "bigint", 'N'),
-            ("amount", "numeric(10,2)", 'N'),
-            ("created_at", "timestamp with time zone", 'D'),
-        ],
-    ));
-    s
 }
 
 /// Statements the analyst may run.

@@ -85,7 +85,7 @@ impl MaskStrategy {
                 "CASE WHEN length({col}::text) > {n} THEN '***' || right({col}::text, {n}) ELSE '***' END"
             )),
             MaskStrategy::Email if text => guarded(format!(
-                "CASE WHEN strpos({col}::text, '@') > 0 THEN '***@' || substring({col}::text from '@([^@]*)$') ELSE '***' END"
+                "CASE WHEN strpos({col}::text, '@') > 0 THEN '***@' || split_part({col}::text, '@', -1) ELSE '***' END"
             )),
             MaskStrategy::Default if text => guarded("'REDACTED'".to_owned()),
             // Non-text columns: only the type's default says something other than NULL.
