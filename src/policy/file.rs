@@ -18,6 +18,9 @@ pub struct PolicyFile {
     /// Rules per PostgreSQL upstream.
     #[serde(default)]
     pub postgres: Vec<PostgresRules>,
+    /// Rules per Redis upstream.
+    #[serde(default)]
+    pub redis: Vec<super::redis::file::RedisBlock>,
 }
 
 fn yes() -> bool {

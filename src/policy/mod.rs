@@ -12,6 +12,7 @@ pub mod file;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod glob;
+pub mod redis;
 pub mod rules;
 pub mod settings;
 pub mod sql;

@@ -1,0 +1,1 @@
+//! Redis front end.
