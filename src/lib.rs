@@ -13,4 +13,5 @@ pub mod demo;
 pub mod gateway;
 pub mod pg;
 pub mod policy;
+pub mod redis;
 pub mod vault;
