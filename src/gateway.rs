@@ -16,8 +16,8 @@ use crate::auth::AgentStore;
 use crate::config::{Config, SecretRef, SourceError, UpstreamKind};
 use crate::pg::cancel::CancelRegistry;
 use crate::pg::upstream::UpstreamTarget;
-use crate::redis::upstream::RedisTarget;
 use crate::policy::{Engine, PolicyContext, PolicySet};
+use crate::redis::upstream::RedisTarget;
 use crate::vault::{MasterKey, Secret, Vault, VaultError};
 
 #[derive(Debug, thiserror::Error)]
@@ -264,7 +264,12 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         if let Err(e) = target.table(timeout).await {
             warn!(upstream = %target.name, error = %e, "cannot read the Redis command table yet");
         }
-        tokio::spawn(crate::redis::serve(gateway.clone(), target, listener, rx.clone()));
+        tokio::spawn(crate::redis::serve(
+            gateway.clone(),
+            target,
+            listener,
+            rx.clone(),
+        ));
     }
     Ok(Running {
         gateway,

@@ -35,7 +35,12 @@ pub fn statement(args: &[Bytes], keys: &[FoundKey], subcommand: bool) -> String 
     let lname = name.to_ascii_lowercase();
     let channels = matches!(
         &lname[..],
-        b"subscribe" | b"psubscribe" | b"ssubscribe" | b"unsubscribe" | b"punsubscribe" | b"sunsubscribe"
+        b"subscribe"
+            | b"psubscribe"
+            | b"ssubscribe"
+            | b"unsubscribe"
+            | b"punsubscribe"
+            | b"sunsubscribe"
     );
     for (i, a) in args.iter().enumerate().skip(1) {
         if out.len() > MAX_STATEMENT {
@@ -123,7 +128,9 @@ mod tests {
     use crate::policy::redis::FoundKey;
 
     fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect()
+        s.split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
     }
 
     #[test]
@@ -132,10 +139,22 @@ mod tests {
             index: i,
             access: Default::default(),
         };
-        assert_eq!(statement(&args("set cache:1 secret"), &[key(1)], false), "SET cache:1 ?");
+        assert_eq!(
+            statement(&args("set cache:1 secret"), &[key(1)], false),
+            "SET cache:1 ?"
+        );
         assert_eq!(statement(&args("AUTH analyst tok"), &[], false), "AUTH ? ?");
-        assert_eq!(statement(&args("client setname x"), &[], true), "CLIENT SETNAME ?");
-        assert_eq!(statement(&args("subscribe a b"), &[], false), "SUBSCRIBE a b");
-        assert_eq!(statement(&args("publish news hello"), &[], false), "PUBLISH news ?");
+        assert_eq!(
+            statement(&args("client setname x"), &[], true),
+            "CLIENT SETNAME ?"
+        );
+        assert_eq!(
+            statement(&args("subscribe a b"), &[], false),
+            "SUBSCRIBE a b"
+        );
+        assert_eq!(
+            statement(&args("publish news hello"), &[], false),
+            "PUBLISH news ?"
+        );
     }
 }

@@ -9,7 +9,9 @@ use crate::gateway::Gateway;
 
 /// The agent name if `token` is its token.
 pub fn verify(gw: &Gateway, user: &[u8], token: &[u8]) -> Option<String> {
-    let name = std::str::from_utf8(user).ok().filter(|n| valid_agent_name(n));
+    let name = std::str::from_utf8(user)
+        .ok()
+        .filter(|n| valid_agent_name(n));
     let agents = gw.agents.load();
     let check = || match name.and_then(|n| agents.get(n)) {
         Some((_, verifier)) => verifier.check_password(token),
@@ -68,7 +70,10 @@ pub fn parse_hello(args: &[Bytes]) -> Result<Hello, HelloError> {
         } else {
             return Err(HelloError::Syntax(format!(
                 "Syntax error in HELLO option '{}'",
-                String::from_utf8_lossy(opt).chars().take(64).collect::<String>()
+                String::from_utf8_lossy(opt)
+                    .chars()
+                    .take(64)
+                    .collect::<String>()
             )));
         }
     }
@@ -93,7 +98,9 @@ mod tests {
     use super::*;
 
     fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect()
+        s.split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
     }
 
     #[test]
@@ -106,8 +113,14 @@ mod tests {
             args("HELLO 3 SETNAME x"),
             "the token is never forwarded"
         );
-        assert_eq!(parse_hello(&args("HELLO 4")).unwrap_err(), HelloError::NoProto);
-        assert!(matches!(parse_hello(&args("HELLO 3 AUTH a")), Err(HelloError::Syntax(_))));
+        assert_eq!(
+            parse_hello(&args("HELLO 4")).unwrap_err(),
+            HelloError::NoProto
+        );
+        assert!(matches!(
+            parse_hello(&args("HELLO 3 AUTH a")),
+            Err(HelloError::Syntax(_))
+        ));
         assert!(parse_hello(&args("HELLO")).unwrap().proto.is_none());
     }
 }

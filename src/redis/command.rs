@@ -101,7 +101,8 @@ impl CommandParser {
                 }
                 return Ok(None);
             };
-            let n = number(&buf[1..eol]).ok_or(ProtocolError::Malformed("invalid multibulk length"))?;
+            let n =
+                number(&buf[1..eol]).ok_or(ProtocolError::Malformed("invalid multibulk length"))?;
             if n > MAX_ELEMENTS as i64 {
                 return Err(ProtocolError::Malformed("invalid multibulk length"));
             }
@@ -131,7 +132,8 @@ impl CommandParser {
                 }
                 return Ok(None);
             };
-            let len = number(&buf[p.pos + 1..eol]).ok_or(ProtocolError::Malformed("invalid bulk length"))?;
+            let len = number(&buf[p.pos + 1..eol])
+                .ok_or(ProtocolError::Malformed("invalid bulk length"))?;
             if len < 0 {
                 return Err(ProtocolError::Malformed("invalid bulk length"));
             }
@@ -157,7 +159,9 @@ impl CommandParser {
                 return Ok(None);
             }
             if &buf[end..end + 2] != b"\r\n" {
-                return Err(ProtocolError::Malformed("bulk string not terminated by CRLF"));
+                return Err(ProtocolError::Malformed(
+                    "bulk string not terminated by CRLF",
+                ));
             }
             p.ranges.push((start, end));
             p.pos = end + 2;
@@ -181,7 +185,8 @@ impl CommandParser {
         }
         let line = buf.split_to(nl + 1);
         let text = line[..nl].strip_suffix(b"\r").unwrap_or(&line[..nl]);
-        let args = split_args(text).ok_or(ProtocolError::Malformed("unbalanced quotes in request"))?;
+        let args =
+            split_args(text).ok_or(ProtocolError::Malformed("unbalanced quotes in request"))?;
         if args.is_empty() {
             return Ok(Some(None));
         }
@@ -222,7 +227,12 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
                 if i >= n {
                     return None;
                 }
-                if line[i] == b'\\' && i + 3 < n && line[i + 1] == b'x' && line[i + 2].is_ascii_hexdigit() && line[i + 3].is_ascii_hexdigit() {
+                if line[i] == b'\\'
+                    && i + 3 < n
+                    && line[i + 1] == b'x'
+                    && line[i + 2].is_ascii_hexdigit()
+                    && line[i + 3].is_ascii_hexdigit()
+                {
                     let h = std::str::from_utf8(&line[i + 2..i + 4]).ok()?;
                     cur.push(u8::from_str_radix(h, 16).ok()?);
                     i += 3;
@@ -292,7 +302,12 @@ mod tests {
         for b in input {
             buf.extend_from_slice(&[*b]);
             while let Some(c) = p.next(&mut buf)? {
-                out.push(c.args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect());
+                out.push(
+                    c.args
+                        .iter()
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect(),
+                );
             }
         }
         Ok(out)
@@ -301,7 +316,15 @@ mod tests {
     #[test]
     fn resp_inline_and_pipelines() {
         let got = parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING\r\n\r\nset k \"a b\\x41\" 'c d'\r\n*1\r\n$4\r\nQUIT\r\n", 1024).unwrap();
-        assert_eq!(got, vec![vec!["GET", "a"], vec!["PING"], vec!["set", "k", "a bA", "c d"], vec!["QUIT"]]);
+        assert_eq!(
+            got,
+            vec![
+                vec!["GET", "a"],
+                vec!["PING"],
+                vec!["set", "k", "a bA", "c d"],
+                vec!["QUIT"]
+            ]
+        );
     }
 
     #[test]
@@ -332,7 +355,9 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for _ in 0..2000 {
             let len = rng.gen_range(0..64);
-            let mut v: Vec<u8> = (0..len).map(|_| *b"*$\r\n0123-x\" '\\".get(rng.gen_range(0..14)).unwrap()).collect();
+            let mut v: Vec<u8> = (0..len)
+                .map(|_| *b"*$\r\n0123-x\" '\\".get(rng.gen_range(0..14)).unwrap())
+                .collect();
             if rng.gen_bool(0.5) {
                 v.insert(0, b'*');
             }

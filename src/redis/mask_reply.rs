@@ -203,23 +203,44 @@ mod tests {
 
     #[test]
     fn hgetall_resp2_and_resp3() {
-        let r2 = Bytes::from_static(b"*4\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\nann@x.co.uk\r\n");
+        let r2 = Bytes::from_static(
+            b"*4\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\nann@x.co.uk\r\n",
+        );
         let out = mask(&r2, &MaskPlan::HashPairs(fields()), false).unwrap();
-        assert_eq!(&out[..], b"*4\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\n***@x.co.uk\r\n");
-        let r3 = Bytes::from_static(b"%2\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\nann@x.co.uk\r\n");
+        assert_eq!(
+            &out[..],
+            b"*4\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\n***@x.co.uk\r\n"
+        );
+        let r3 = Bytes::from_static(
+            b"%2\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\nann@x.co.uk\r\n",
+        );
         let out = mask(&r3, &MaskPlan::HashPairs(fields()), true).unwrap();
-        assert_eq!(&out[..], b"%2\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\n***@x.co.uk\r\n");
+        assert_eq!(
+            &out[..],
+            b"%2\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\n***@x.co.uk\r\n"
+        );
     }
 
     #[test]
     fn values_elements_and_errors() {
         let v = Bytes::from_static(b"$3\r\nabc\r\n");
-        assert_eq!(&mask(&v, &MaskPlan::Value(Strategy::Redact), false).unwrap()[..], b"$10\r\n[REDACTED]\r\n");
+        assert_eq!(
+            &mask(&v, &MaskPlan::Value(Strategy::Redact), false).unwrap()[..],
+            b"$10\r\n[REDACTED]\r\n"
+        );
         let err = Bytes::from_static(b"-WRONGTYPE x\r\n");
-        assert_eq!(mask(&err, &MaskPlan::Value(Strategy::Redact), false).unwrap(), err);
+        assert_eq!(
+            mask(&err, &MaskPlan::Value(Strategy::Redact), false).unwrap(),
+            err
+        );
         let arr = Bytes::from_static(b"*2\r\n$1\r\na\r\n$-1\r\n");
         assert_eq!(
-            &mask(&arr, &MaskPlan::Elements(vec![Some(Strategy::Redact), Some(Strategy::Redact)]), false).unwrap()[..],
+            &mask(
+                &arr,
+                &MaskPlan::Elements(vec![Some(Strategy::Redact), Some(Strategy::Redact)]),
+                false
+            )
+            .unwrap()[..],
             b"*2\r\n$10\r\n[REDACTED]\r\n$-1\r\n"
         );
         let scan = Bytes::from_static(b"*2\r\n$1\r\n0\r\n*2\r\n$5\r\nemail\r\n$5\r\na@b.c\r\n");

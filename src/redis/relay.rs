@@ -73,7 +73,10 @@ enum Kind {
     /// HELLO: switches the reply protocol when the upstream accepts it.
     Hello(Option<u8>),
     /// (P|S)(UN)SUBSCRIBE: answered by one confirmation per channel (`None`: "all of them").
-    Subscribe { remaining: Option<usize>, kind: SubKind },
+    Subscribe {
+        remaining: Option<usize>,
+        kind: SubKind,
+    },
 }
 
 #[derive(Debug)]
@@ -124,7 +127,11 @@ pub async fn run(
     };
     for e in to.pending.drain(..) {
         if let Some(t) = e.ticket {
-            audit.outcome(&e.agent, t, Some("outcome unknown: the session ended before the reply".into()));
+            audit.outcome(
+                &e.agent,
+                t,
+                Some("outcome unknown: the session ended before the reply".into()),
+            );
         }
     }
     if let Err(RelayError::Upstream(_) | RelayError::Scan(_)) = &result {
@@ -247,7 +254,10 @@ impl FromClient {
                     2 => (Bytes::from_static(b"default"), cmd.args[1].clone()),
                     3 => (cmd.args[1].clone(), cmd.args[2].clone()),
                     _ => {
-                        self.push_local(entries, reply::error("ERR", "wrong number of arguments for 'auth' command"));
+                        self.push_local(
+                            entries,
+                            reply::error("ERR", "wrong number of arguments for 'auth' command"),
+                        );
                         return false;
                     }
                 };
@@ -282,11 +292,20 @@ impl FromClient {
             }
             _ => {}
         }
-        let verdict = self.policy.check(&self.audit.gw.policy, &self.table, &cmd.args);
+        let verdict = self
+            .policy
+            .check(&self.audit.gw.policy, &self.table, &cmd.args);
         if !verdict.runs() {
             let d = verdict.denial.as_ref().expect("a refusal has a denial");
-            let shown = statement(&cmd.args, &verdict.keys, self.has_subcommand(&cmd));
-            let mut ev = self.audit.event(self.policy.agent(), EventKind::Decision, Decision::Blocked);
+            // The refusal may have come before the keys were placed: find them for the record.
+            let mut keys = Vec::new();
+            if let Ok(info) = self.table.lookup(&cmd.args) {
+                let _ = crate::policy::redis::keys::find_keys(info, &cmd.args, &mut keys);
+            }
+            let shown = statement(&cmd.args, &keys, self.has_subcommand(&cmd));
+            let mut ev =
+                self.audit
+                    .event(self.policy.agent(), EventKind::Decision, Decision::Blocked);
             ev.statement = Some(shown);
             ev.rule = Some(d.rule.clone());
             ev.reason = Some(d.reason.clone());
@@ -305,7 +324,9 @@ impl FromClient {
             _ => Decision::Allowed,
         };
         let shown = statement(&cmd.args, &verdict.keys, self.has_subcommand(&cmd));
-        let mut ev = self.audit.event(self.policy.agent(), EventKind::Decision, decision);
+        let mut ev = self
+            .audit
+            .event(self.policy.agent(), EventKind::Decision, decision);
         ev.statement = Some(shown);
         if let Some(d) = &verdict.denial {
             ev.rule = Some(d.rule.clone());
@@ -337,7 +358,9 @@ impl FromClient {
 
     fn forward(&self, cmd: Command, kind: Kind, entries: &mut Vec<Entry>, out: &mut BytesMut) {
         let shown = statement(&cmd.args, &[], false);
-        let mut ev = self.audit.event(self.policy.agent(), EventKind::Decision, Decision::Allowed);
+        let mut ev = self
+            .audit
+            .event(self.policy.agent(), EventKind::Decision, Decision::Allowed);
         ev.statement = Some(shown);
         let ticket = self.audit.decision(&ev).ok().map(|seq| Ticket {
             seq,
@@ -357,7 +380,9 @@ impl FromClient {
     }
 
     fn has_subcommand(&self, cmd: &Command) -> bool {
-        self.table.lookup(&cmd.args).is_ok_and(|i| i.name.contains('|'))
+        self.table
+            .lookup(&cmd.args)
+            .is_ok_and(|i| i.name.contains('|'))
     }
 
     /// MULTI/EXEC/DISCARD and pub/sub bookkeeping; EXEC of a poisoned transaction becomes DISCARD.
@@ -387,20 +412,11 @@ impl FromClient {
             _ if self.in_multi => (Kind::Queued(plan), cmd),
             b"subscribe" | b"psubscribe" | b"ssubscribe" | b"unsubscribe" | b"punsubscribe"
             | b"sunsubscribe" => {
-                let kind = match name[0] {
-                    b'p' => SubKind::Pattern,
-                    b's' => SubKind::Shard,
-                    _ if name.starts_with(b"uns") || name.starts_with(b"sub") => {
-                        if name.starts_with(b"sun") {
-                            SubKind::Shard
-                        } else {
-                            SubKind::Channel
-                        }
-                    }
-                    _ => SubKind::Channel,
+                let kind = match name {
+                    b"subscribe" | b"unsubscribe" => SubKind::Channel,
+                    b"psubscribe" | b"punsubscribe" => SubKind::Pattern,
+                    _ => SubKind::Shard,
                 };
-                let kind = if name.starts_with(b"sunsub") { SubKind::Shard } else { kind };
-                let kind = if name.starts_with(b"punsub") { SubKind::Pattern } else { kind };
                 let n = cmd.args.len() - 1;
                 (
                     Kind::Subscribe {
@@ -424,7 +440,12 @@ impl FromClient {
                 Ok(())
             }
             Some(agent) => {
-                self.record(cmd, &[], Decision::Blocked, Some("agent may not use this upstream"));
+                self.record(
+                    cmd,
+                    &[],
+                    Decision::Blocked,
+                    Some("agent may not use this upstream"),
+                );
                 let _ = agent;
                 Err(Bytes::from_static(reply::WRONGPASS))
             }
@@ -435,8 +456,16 @@ impl FromClient {
         }
     }
 
-    fn record(&self, cmd: &Command, keys: &[crate::policy::redis::FoundKey], d: Decision, reason: Option<&str>) {
-        let mut ev = self.audit.event(self.policy.agent(), EventKind::Decision, d);
+    fn record(
+        &self,
+        cmd: &Command,
+        keys: &[crate::policy::redis::FoundKey],
+        d: Decision,
+        reason: Option<&str>,
+    ) {
+        let mut ev = self
+            .audit
+            .event(self.policy.agent(), EventKind::Decision, d);
         ev.statement = Some(statement(&cmd.args, keys, false));
         ev.reason = reason.map(str::to_string);
         let _ = self.audit.decision(&ev);
@@ -554,7 +583,10 @@ impl ToClient {
     fn frame(&mut self, frame: Bytes) {
         let push = frame.first() == Some(&b'>');
         let subscribed = self.subs.iter().any(|s| !s.is_empty())
-            || matches!(self.pending.front().map(|e| &e.kind), Some(Kind::Subscribe { .. }));
+            || matches!(
+                self.pending.front().map(|e| &e.kind),
+                Some(Kind::Subscribe { .. })
+            );
         if push || (subscribed && !self.resp3 && frame.first() == Some(&b'*')) {
             if let Some((word, name)) = pubsub_kind(&frame, self.resp3) {
                 let confirm = match &word[..] {

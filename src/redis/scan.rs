@@ -25,7 +25,10 @@ impl ReplyScanner {
     /// `Some(n)` the caller removes `n` bytes from the front of `buf` before calling again.
     pub fn next_frame(&mut self, buf: &[u8]) -> Result<Option<usize>, ScanError> {
         loop {
-            let Some(rel) = buf[self.pos.min(buf.len())..].windows(2).position(|w| w == b"\r\n") else {
+            let Some(rel) = buf[self.pos.min(buf.len())..]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+            else {
                 return Ok(None);
             };
             let eol = self.pos + rel;

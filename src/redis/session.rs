@@ -24,7 +24,12 @@ use crate::gateway::Gateway;
 /// Before authentication no command needs more than this.
 const LOGIN_LIMIT: usize = 64 * 1024;
 
-pub async fn handle(gw: Arc<Gateway>, target: Arc<RedisTarget>, socket: TcpStream, peer: SocketAddr) {
+pub async fn handle(
+    gw: Arc<Gateway>,
+    target: Arc<RedisTarget>,
+    socket: TcpStream,
+    peer: SocketAddr,
+) {
     let id = gw.next_session_id();
     let span = tracing::info_span!("redis_session", session = id, client = %peer);
     async move {
@@ -82,7 +87,9 @@ async fn run(
     .await;
     let login = match login {
         Err(_) => {
-            let _ = wr.write_all(&reply::error("ERR", "tollgate: authentication timed out")).await;
+            let _ = wr
+                .write_all(&reply::error("ERR", "tollgate: authentication timed out"))
+                .await;
             return Err(SessionError::Timeout);
         }
         Ok(Ok(Some(l))) => l,
@@ -178,7 +185,8 @@ async fn login(
         let name = cmd.args[0].to_ascii_lowercase();
         let attempt = match &name[..] {
             b"ping" => {
-                wr.write_all(&reply::pong(cmd.args.get(1).map(|a| &a[..]))).await?;
+                wr.write_all(&reply::pong(cmd.args.get(1).map(|a| &a[..])))
+                    .await?;
                 continue;
             }
             b"quit" => {
@@ -189,7 +197,11 @@ async fn login(
                 2 => (Bytes::from_static(b"default"), cmd.args[1].clone(), None),
                 3 => (cmd.args[1].clone(), cmd.args[2].clone(), None),
                 _ => {
-                    wr.write_all(&reply::error("ERR", "wrong number of arguments for 'auth' command")).await?;
+                    wr.write_all(&reply::error(
+                        "ERR",
+                        "wrong number of arguments for 'auth' command",
+                    ))
+                    .await?;
                     continue;
                 }
             },

@@ -77,7 +77,10 @@ impl RedisTarget {
                 pw,
             ])
         };
-        stream.write_all(&auth).await.map_err(UpstreamError::Connect)?;
+        stream
+            .write_all(&auth)
+            .await
+            .map_err(UpstreamError::Connect)?;
         let reply = read_reply(&mut stream).await?;
         if reply.first() == Some(&b'-') {
             let line = String::from_utf8_lossy(&reply).trim_end().to_string();
@@ -102,8 +105,8 @@ impl RedisTarget {
         let (frame, _) = redis_protocol::resp2::decode::decode_bytes(&raw)
             .map_err(|e| UpstreamError::Protocol(e.to_string()))?
             .ok_or_else(|| UpstreamError::Protocol("incomplete COMMAND reply".into()))?;
-        let table = CommandTable::from_reply(&frame)
-            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        let table =
+            CommandTable::from_reply(&frame).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
         let table = Arc::new(table);
         self.table.store(Some(table.clone()));
         Ok(table)

@@ -24,14 +24,24 @@ pub const ALWAYS_ALLOWED: [&str; 17] = [
 
 /// Refused even under `passthrough`: they change how replies pair with commands, replace the
 /// upstream login, or turn the connection into something else.
-pub const NEVER: [(&str, &str); 7] = [
-    ("monitor", "MONITOR streams every client's commands and breaks reply pairing"),
+pub const NEVER: [(&str, &str); 8] = [
+    (
+        "config|get",
+        "CONFIG GET can reveal the upstream password (requirepass, masterauth)",
+    ),
+    (
+        "monitor",
+        "MONITOR streams every client's commands and breaks reply pairing",
+    ),
     ("reset", "RESET would log the upstream connection out"),
     ("client|reply", "CLIENT REPLY breaks reply pairing"),
     ("sync", "replication streams are not relayed"),
     ("psync", "replication streams are not relayed"),
     ("replconf", "replication streams are not relayed"),
-    ("client|kill", "CLIENT KILL reaches other clients' connections"),
+    (
+        "client|kill",
+        "CLIENT KILL reaches other clients' connections",
+    ),
 ];
 
 /// Refused unless a policy names them (by name, not by category): admin and dangerous

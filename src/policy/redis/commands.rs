@@ -170,7 +170,11 @@ impl CommandTable {
     pub fn get(&self, name: &str) -> Option<&CommandInfo> {
         let lower = name.to_ascii_lowercase();
         match lower.split_once('|') {
-            Some((p, _)) => self.commands.get(p.as_bytes())?.subcommands.get(lower.as_bytes()),
+            Some((p, _)) => self
+                .commands
+                .get(p.as_bytes())?
+                .subcommands
+                .get(lower.as_bytes()),
             None => self.commands.get(lower.as_bytes()),
         }
     }
@@ -265,7 +269,12 @@ fn parse_spec(f: &Frame) -> KeySpec {
     let map = array(f);
     let mut access = KeyAccess::default();
     let no: &[Frame] = &[];
-    for flag in field(map, "flags").map(array).unwrap_or(no).iter().filter_map(text) {
+    for flag in field(map, "flags")
+        .map(array)
+        .unwrap_or(no)
+        .iter()
+        .filter_map(text)
+    {
         match flag.as_str() {
             "ro" => access.read = true,
             "rw" => {

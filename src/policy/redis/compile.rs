@@ -117,9 +117,15 @@ pub fn merge(rules: &mut RedisRules, stem: &str, block: &RedisBlock) {
             })
             .collect()
     };
-    rules.read_keys.extend(patterns(&block.read_keys, "read_keys"));
-    rules.write_keys.extend(patterns(&block.write_keys, "write_keys"));
-    rules.deny_keys.extend(patterns(&block.deny_keys, "deny_keys"));
+    rules
+        .read_keys
+        .extend(patterns(&block.read_keys, "read_keys"));
+    rules
+        .write_keys
+        .extend(patterns(&block.write_keys, "write_keys"));
+    rules
+        .deny_keys
+        .extend(patterns(&block.deny_keys, "deny_keys"));
     rules.channels.extend(patterns(&block.channels, "channels"));
     match &block.databases {
         Some(dbs) => rules.databases.extend(dbs.iter().map(|d| *d.get_ref())),

@@ -108,7 +108,11 @@ pub fn decide(
             let name = String::from_utf8_lossy(args.first().map(|a| &a[..]).unwrap_or(b""));
             let what = if sub {
                 let s = String::from_utf8_lossy(&args[1]);
-                format!("unknown subcommand '{}'. Try {} HELP.", clip(&s), clip(&name).to_uppercase())
+                format!(
+                    "unknown subcommand '{}'. Try {} HELP.",
+                    clip(&s),
+                    clip(&name).to_uppercase()
+                )
             } else {
                 format!("unknown command '{}'", clip(&name))
             };
@@ -184,7 +188,8 @@ fn check_command(rules: &RedisRules, info: &CommandInfo) -> Result<(), RedisDeni
     if rules.passthrough || builtin::always_allowed(name) {
         return Ok(());
     }
-    let dangerous_bits = Categories::bit("admin").unwrap_or(0) | Categories::bit("dangerous").unwrap_or(0);
+    let dangerous_bits =
+        Categories::bit("admin").unwrap_or(0) | Categories::bit("dangerous").unwrap_or(0);
     if builtin::default_refused(name, info.categories.intersects(dangerous_bits)) {
         let named = rules.allow.iter().any(|a| {
             matches!(&a.pattern, super::rules::CommandPattern::Name(_)) && a.pattern.covers(info)
@@ -207,7 +212,11 @@ fn check_command(rules: &RedisRules, info: &CommandInfo) -> Result<(), RedisDeni
 }
 
 /// Arguments that are not keys but still need a rule: channels, databases, scan patterns.
-fn check_special(rules: &RedisRules, info: &CommandInfo, args: &[Bytes]) -> Result<(), RedisDenial> {
+fn check_special(
+    rules: &RedisRules,
+    info: &CommandInfo,
+    args: &[Bytes],
+) -> Result<(), RedisDenial> {
     let name = lname(info);
     if rules.passthrough {
         return Ok(());
@@ -236,7 +245,8 @@ fn check_special(rules: &RedisRules, info: &CommandInfo, args: &[Bytes]) -> Resu
                 .iter()
                 .position(|a| arg_is(a, "match"))
                 .and_then(|i| args.get(i + 1));
-            let ok = pattern.is_some_and(|p| rules.read_keys.iter().any(|r| pattern_within(p, &r.glob)));
+            let ok =
+                pattern.is_some_and(|p| rules.read_keys.iter().any(|r| pattern_within(p, &r.glob)));
             if !ok {
                 return Err(RedisDenial::noperm(
                     rule_or_default(&rules.read_keys),
@@ -258,11 +268,16 @@ fn check_special(rules: &RedisRules, info: &CommandInfo, args: &[Bytes]) -> Resu
 }
 
 fn rule_or_default(rules: &[PatternRule]) -> String {
-    rules.first().map(|r| r.rule.clone()).unwrap_or_else(|| DEFAULT_DENY.into())
+    rules
+        .first()
+        .map(|r| r.rule.clone())
+        .unwrap_or_else(|| DEFAULT_DENY.into())
 }
 
 fn need_db(rules: &RedisRules, db: &[u8]) -> Result<(), RedisDenial> {
-    let n = std::str::from_utf8(db).ok().and_then(|s| s.parse::<u32>().ok());
+    let n = std::str::from_utf8(db)
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok());
     match n {
         Some(n) if rules.databases.contains(&n) => Ok(()),
         _ => Err(RedisDenial::noperm(
@@ -389,9 +404,7 @@ fn check_keys(
     // must be able to read and write every key involved.
     let reads = keys.iter().any(|k| k.access.read || k.access.exposes);
     let writes = keys.iter().any(|k| k.access.write);
-    let distinct = keys
-        .iter()
-        .any(|k| args[k.index] != args[keys[0].index]);
+    let distinct = keys.iter().any(|k| args[k.index] != args[keys[0].index]);
     if reads && writes && distinct {
         for k in keys.iter().filter(|k| !k.access.not_key) {
             let key = &args[k.index];

@@ -111,7 +111,9 @@ mod tests {
     use super::*;
 
     fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect()
+        s.split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
     }
     fn ro() -> KeyAccess {
         KeyAccess {
@@ -148,7 +150,10 @@ mod tests {
                 limit: 2,
             },
         }]);
-        assert_eq!(keys(&xread, "XREAD COUNT 2 STREAMS a b 0 0"), Ok(vec![4, 5]));
+        assert_eq!(
+            keys(&xread, "XREAD COUNT 2 STREAMS a b 0 0"),
+            Ok(vec![4, 5])
+        );
         assert_eq!(keys(&xread, "XREAD streams a 0"), Ok(vec![2]));
     }
 

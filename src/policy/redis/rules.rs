@@ -31,7 +31,11 @@ impl CommandPattern {
         match self {
             CommandPattern::Category(bits) => cmd.categories.intersects(*bits),
             CommandPattern::Name(n) => {
-                n == &cmd.name || cmd.name.split_once('|').is_some_and(|(parent, _)| parent == n)
+                n == &cmd.name
+                    || cmd
+                        .name
+                        .split_once('|')
+                        .is_some_and(|(parent, _)| parent == n)
             }
         }
     }

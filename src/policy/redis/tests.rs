@@ -107,7 +107,7 @@ fn analyst_reads_allowed_patterns_only() {
             ("DEL cache:1", "default-deny"),
             ("FLUSHALL", "builtin: dangerous-command"),
             ("flushdb", "builtin: dangerous-command"),
-            ("CONFIG GET requirepass", "builtin: dangerous-command"),
+            ("CONFIG GET requirepass", "builtin: protocol"),
             ("CONFIG SET x y", "builtin: dangerous-command"),
             ("EVAL return 0", "builtin: dangerous-command"),
             ("EVALSHA abc 0", "builtin: dangerous-command"),
@@ -122,7 +122,10 @@ fn analyst_reads_allowed_patterns_only() {
             ("MODULE LIST", "builtin: dangerous-command"),
             ("ACL WHOAMI", "builtin: dangerous-command"),
             ("SWAPDB 0 1", "builtin: dangerous-command"),
-            ("MIGRATE h 1 \"\" 0 5 KEYS cache:1", "builtin: dangerous-command"),
+            (
+                "MIGRATE h 1 \"\" 0 5 KEYS cache:1",
+                "builtin: dangerous-command",
+            ),
             ("MONITOR", "builtin: protocol"),
             ("CLIENT LIST", "builtin: dangerous-command"),
             ("CLIENT KILL ID 1", "builtin: protocol"),
@@ -213,7 +216,8 @@ fn passthrough_allows_all_but_explicit_denies_and_protocol_breakers() {
         &[
             ("FLUSHALL", "p: deny_commands FLUSHALL"),
             ("FLUSHDB", "ok"),
-            ("CONFIG GET x", "ok"),
+            ("CONFIG GET x", "builtin: protocol"),
+            ("CONFIG SET x y", "ok"),
             ("EVAL x 0", "ok"),
             ("SORT a BY b", "ok"),
             ("MONITOR", "builtin: protocol"),
@@ -271,7 +275,10 @@ fn mask_plans() {
     );
     assert!(matches!(plan("HGETALL session:1"), MaskPlan::HashPairs(_)));
     assert!(matches!(plan("HSCAN session:1 0"), MaskPlan::ScanPairs(_)));
-    assert!(matches!(plan("HRANDFIELD session:1 2 WITHVALUES"), MaskPlan::HashPairs(_)));
+    assert!(matches!(
+        plan("HRANDFIELD session:1 2 WITHVALUES"),
+        MaskPlan::HashPairs(_)
+    ));
     assert_eq!(plan("HRANDFIELD session:1 2"), MaskPlan::None);
     assert_eq!(plan("HVALS session:1"), MaskPlan::AllValues(email));
     assert_eq!(plan("HKEYS session:1"), MaskPlan::None);
