@@ -139,3 +139,39 @@ async fn hello_and_auth_corners() {
         .await
         .starts_with("-NOPERM"));
 }
+
+#[test]
+fn explain_a_redis_command() {
+    let cfg = support::harness().env.dir.join("tollgate.toml");
+    let run = |cmd: &str| {
+        let out = std::process::Command::new(support::tollgate_bin())
+            .args([
+                "explain",
+                "--agent",
+                "analyst",
+                "--upstream",
+                "cache",
+                "--config",
+            ])
+            .arg(&cfg)
+            .arg(cmd)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = run("GET cache:1");
+    assert!(
+        out.contains("key:       cache:1 (read)") && out.contains("decision:  allowed"),
+        "{out}"
+    );
+    let out = run("HGETALL session:1");
+    assert!(
+        out.contains("decision:  masked") && out.contains("email"),
+        "{out}"
+    );
+    let out = run("FLUSHALL");
+    assert!(
+        out.contains("decision:  blocked") && out.contains("builtin: dangerous-command"),
+        "{out}"
+    );
+}
