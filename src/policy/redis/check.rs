@@ -104,10 +104,8 @@ impl RedisPolicy {
                 format!("no policy grants access to upstream \"{upstream}\""),
             )),
         };
-        let enforced = match Self::rules(&policy.enforced, upstream) {
-            None => None, // only shadow files apply: nothing is enforced
-            Some(r) => Some(judge(r)),
-        };
+        // `None`: only shadow files apply, nothing is enforced.
+        let enforced = Self::rules(&policy.enforced, upstream).map(judge);
         let shadow = Self::rules(&policy.with_shadow, upstream).map(judge);
         match (enforced, shadow) {
             (Some(Err(d)), _) => RedisVerdict::blocked(d),

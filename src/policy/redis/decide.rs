@@ -254,13 +254,11 @@ fn check_special(
                 ));
             }
         }
-        "randomkey" => {
-            if !rules.read_keys.iter().any(|r| r.glob.as_str() == "*") {
-                return Err(RedisDenial::noperm(
-                    DEFAULT_DENY,
-                    "RANDOMKEY may name any key: allowed only with read_keys = [\"*\"]",
-                ));
-            }
+        "randomkey" if !rules.read_keys.iter().any(|r| r.glob.as_str() == "*") => {
+            return Err(RedisDenial::noperm(
+                DEFAULT_DENY,
+                "RANDOMKEY may name any key: allowed only with read_keys = [\"*\"]",
+            ));
         }
         _ => {}
     }
