@@ -3,6 +3,8 @@
 #   libclang-dev        pg_query's build (bindgen)
 #   postgresql-15       PostgreSQL server binaries (initdb, postgres, pgbench) for the demo and tests
 #   postgresql-client   psql
+#   redis-server        redis-server for the demo and the Redis tests
+#   redis-tools         redis-cli (tests, demo lines) and redis-benchmark
 set -euo pipefail
 
 missing=()
@@ -14,6 +16,8 @@ have_libclang || missing+=(libclang-dev)
 have_pg_server || missing+=(postgresql-15)
 have_pgbench || missing+=(postgresql-15)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "tollgate: cargo (Rust toolchain) is required: https://rustup.rs" >&2

@@ -17,6 +17,7 @@ use crate::config::{Config, SecretRef, SourceError, UpstreamKind};
 use crate::pg::cancel::CancelRegistry;
 use crate::pg::upstream::UpstreamTarget;
 use crate::policy::{Engine, PolicyContext, PolicySet};
+use crate::redis::upstream::RedisTarget;
 use crate::vault::{MasterKey, Secret, Vault, VaultError};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub struct Gateway {
     pub policy: Engine,
     pub audit: AuditLog,
     pub upstreams: HashMap<String, UpstreamTarget>,
+    /// Upstreams of kind `redis` (kept apart: a PostgreSQL client can never name one).
+    pub redis_upstreams: HashMap<String, Arc<RedisTarget>>,
     pub cancels: CancelRegistry,
     mock_secret: [u8; 32],
     next_session: AtomicU64,
@@ -76,6 +79,7 @@ pub fn upstream_targets(
     for (name, u) in &config.upstreams {
         match u.kind {
             UpstreamKind::Postgres => {}
+            UpstreamKind::Redis => continue,
         }
         upstreams.insert(
             name.clone(),
@@ -124,6 +128,22 @@ impl Gateway {
         let mask_key = mask_hash_key(&key);
         let vault = Vault::open(&config.vault.file, key)?;
         let upstreams = upstream_targets(&config, &vault)?;
+        let mut redis_upstreams = HashMap::new();
+        for (name, u) in &config.upstreams {
+            if u.kind == UpstreamKind::Redis {
+                redis_upstreams.insert(
+                    name.clone(),
+                    Arc::new(RedisTarget {
+                        name: name.clone(),
+                        host: u.host.clone(),
+                        port: u.port,
+                        user: resolve(&vault, &u.user, true)?,
+                        password: resolve(&vault, &u.password, false)?,
+                        table: Default::default(),
+                    }),
+                );
+            }
+        }
         let (agents, set) = load_policies(&config)?;
         for w in &set.warnings {
             warn!("policy: {w}");
@@ -137,6 +157,7 @@ impl Gateway {
             policy,
             audit,
             upstreams,
+            redis_upstreams,
             cancels: CancelRegistry::default(),
             mock_secret,
             next_session: AtomicU64::new(1),
@@ -236,6 +257,7 @@ impl Gateway {
 pub struct Running {
     pub gateway: Arc<Gateway>,
     pub pg_addr: Option<SocketAddr>,
+    pub redis_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -275,9 +297,39 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         pg_addr = Some(local);
         tokio::spawn(crate::pg::serve(gateway.clone(), listener, rx.clone()));
     }
+    let mut redis_addr = None;
+    if let Some(addr) = gateway.config.listen.redis {
+        let target = gateway
+            .redis_upstreams
+            .values()
+            .next()
+            .cloned()
+            .expect("config validation: listen.redis has one redis upstream");
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Listen { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| GatewayError::Listen { addr, source })?;
+        info!(%local, upstream = %target.name, "Redis listener ready");
+        redis_addr = Some(local);
+        // Learn the command table now if the upstream is up; sessions retry if it is not.
+        let timeout =
+            std::time::Duration::from_millis(gateway.config.limits.upstream_connect_timeout_ms);
+        if let Err(e) = target.table(timeout).await {
+            warn!(upstream = %target.name, error = %e, "cannot read the Redis command table yet");
+        }
+        tokio::spawn(crate::redis::serve(
+            gateway.clone(),
+            target,
+            listener,
+            rx.clone(),
+        ));
+    }
     Ok(Running {
         gateway,
         pg_addr,
+        redis_addr,
         shutdown: tx,
     })
 }

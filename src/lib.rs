@@ -14,4 +14,5 @@ pub mod gateway;
 pub mod pg;
 pub mod policy;
 pub mod ratelimit;
+pub mod redis;
 pub mod vault;

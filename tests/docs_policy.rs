@@ -41,7 +41,10 @@ fn every_policy_example_in_the_docs_loads() {
     let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
     let ctx = PolicyContext {
         agents: &store,
-        upstreams: BTreeMap::from([("shop".to_string(), vec!["public".to_string()])]),
+        upstreams: BTreeMap::from([
+            ("shop".to_string(), vec!["public".to_string()]),
+            ("cache".to_string(), vec![]),
+        ]),
     };
     let examples = examples();
     assert!(examples.len() >= 6, "found {} examples", examples.len());

@@ -68,6 +68,21 @@ pub fn explain(
         None if config.upstreams.len() == 1 => {
             config.upstreams.keys().next().cloned().unwrap_or_default()
         }
+        // With one PostgreSQL upstream and others (Redis), SQL is meant for the PostgreSQL one.
+        None if config
+            .upstreams
+            .values()
+            .filter(|u| u.kind == crate::config::UpstreamKind::Postgres)
+            .count()
+            == 1 =>
+        {
+            config
+                .upstreams
+                .iter()
+                .find(|(_, u)| u.kind == crate::config::UpstreamKind::Postgres)
+                .map(|(n, _)| n.clone())
+                .unwrap_or_default()
+        }
         None => return Err("several upstreams are configured: name one with --upstream".into()),
     };
     let (_, set) = load_policies(&config).map_err(|e| e.to_string())?;
@@ -80,6 +95,9 @@ pub fn explain(
         println!("rule:      {}", d.rule);
         println!("reason:    {}", d.reason);
         return Ok(0);
+    }
+    if config.upstreams.get(&upstream).map(|u| u.kind) == Some(crate::config::UpstreamKind::Redis) {
+        return super::redis_explain::explain(&config, &engine, agent, &upstream, statement);
     }
     match sql::analyze(statement) {
         Ok(a) => {

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `demo`, `check`, `explain`, `agent`, `vault`, `audit`.
 
 mod admin_cmds;
+mod redis_explain;
 
 pub use admin_cmds::wait_for_termination;
 
@@ -37,7 +38,8 @@ pub enum Command {
     Explain {
         #[arg(long)]
         agent: String,
-        /// Upstream name (defaults to the only upstream, if there is one).
+        /// Upstream name (defaults to the only upstream, or the only PostgreSQL one; name a
+        /// Redis upstream to explain a Redis command).
         #[arg(long)]
         upstream: Option<String>,
         #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]

@@ -33,6 +33,8 @@ pub struct Config {
 pub struct ListenConfig {
     /// Address of the PostgreSQL listener, e.g. `127.0.0.1:6432`. Port 0 picks a free port.
     pub postgres: Option<SocketAddr>,
+    /// Address of the Redis listener; it serves the one upstream of kind `redis`.
+    pub redis: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +104,7 @@ impl Default for LimitsConfig {
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamKind {
     Postgres,
+    Redis,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +116,7 @@ pub struct UpstreamConfig {
     /// The real database name upstream (defaults to the logical name).
     pub database: Option<String>,
     /// `vault:NAME` or a plain user name.
+    /// (Redis: the ACL user, `default` for a `requirepass` server.)
     pub user: String,
     /// Must be `vault:NAME`: passwords never live in the config file.
     pub password: String,
@@ -179,6 +183,17 @@ impl Config {
                     format!("upstream \"{name}\": search_path must name at least one schema"),
                 ));
             }
+        }
+        let redis_upstreams = self
+            .upstreams
+            .values()
+            .filter(|u| u.kind == UpstreamKind::Redis)
+            .count();
+        if self.listen.redis.is_some() && redis_upstreams != 1 {
+            return Err(SourceError::semantic(
+                origin,
+                format!("listen.redis serves exactly one upstream of kind \"redis\"; {redis_upstreams} are configured"),
+            ));
         }
         if self.limits.max_message_bytes < 1024 {
             return Err(SourceError::semantic(

@@ -3,7 +3,7 @@
 /// The upstream login role the demo creates; its password lives only in the vault.
 pub const UPSTREAM_ROLE: &str = "tollgate_shop";
 
-pub fn config(pg_port: u16) -> String {
+pub fn config(pg_port: u16, redis_port: u16) -> String {
     format!(
         r#"# tollgate demo configuration (generated)
 agents_file = "agents.toml"
@@ -11,6 +11,7 @@ policies_dir = "policies"
 
 [listen]
 postgres = "127.0.0.1:0"
+redis = "127.0.0.1:0"
 
 [vault]
 file = "vault.json"
@@ -25,6 +26,13 @@ host = "127.0.0.1"
 port = {pg_port}
 user = "vault:shop_user"
 password = "vault:shop_password"
+
+[upstream.cache]
+kind = "redis"
+host = "127.0.0.1"
+port = {redis_port}
+user = "default"
+password = "vault:cache_password"
 "#
     )
 }
@@ -47,6 +55,17 @@ mask = { email = "email", phone = "partial:4", ssn = "redact" }
 [[postgres.table]]
 name = "public.orders"
 allow = ["select"]
+
+[[redis]]
+upstream = "cache"
+commands = ["@read", "@pubsub"]
+read_keys = ["cache:*", "session:*"]
+channels = ["news.*"]
+
+[[redis.mask]]
+keys = "session:*"
+fields = ["email"]
+strategy = "email"
 "#;
 
 pub const WRITER_POLICY: &str = r#"# writer: reads and writes orders (COPY included), reads customers.
@@ -64,6 +83,12 @@ allow = ["select", "insert", "update", "delete"]
 name = "public.customers"
 allow = ["select"]
 mask = { email = "email", phone = "partial:4", ssn = "redact" }
+
+[[redis]]
+upstream = "cache"
+commands = ["@read", "@write", "@keyspace"]
+read_keys = ["cache:*"]
+write_keys = ["cache:*"]
 "#;
 
 pub const TRUSTED_POLICY: &str = r#"# trusted: passthrough - everything the upstream role may do, still authenticated and audited.
@@ -71,6 +96,10 @@ agents = ["trusted"]
 
 [[postgres]]
 upstream = "shop"
+profile = "passthrough"
+
+[[redis]]
+upstream = "cache"
 profile = "passthrough"
 "#;
 

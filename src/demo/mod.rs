@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod files;
+pub mod redis_server;
 pub mod seed;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub enum DemoError {
     Gateway(#[from] gateway::GatewayError),
     #[error("{0}")]
     Setup(String),
+    #[error("{0}")]
+    Redis(#[from] redis_server::RedisServerError),
 }
 
 /// Connection details of a running demo, as written to the env file.
@@ -40,6 +43,8 @@ pub struct DemoEnv {
     pub pg_port: u16,
     pub tokens: Vec<(String, String)>,
     pub upstream_pg_url: String,
+    pub redis_port: u16,
+    pub upstream_redis_url: String,
     pub audit_log: PathBuf,
     pub dir: PathBuf,
 }
@@ -61,6 +66,14 @@ impl DemoEnv {
         )
     }
 
+    pub fn redis_url(&self, agent: &str) -> String {
+        format!(
+            "redis://{agent}:{}@127.0.0.1:{}",
+            self.token(agent),
+            self.redis_port
+        )
+    }
+
     pub fn env_lines(&self) -> String {
         let mut s = String::new();
         for agent in AGENTS {
@@ -73,6 +86,17 @@ impl DemoEnv {
         s.push_str(&format!(
             "TOLLGATE_UPSTREAM_PG_URL={}\n",
             self.upstream_pg_url
+        ));
+        for agent in AGENTS {
+            s.push_str(&format!(
+                "TOLLGATE_REDIS_{}_URL={}\n",
+                agent.to_uppercase(),
+                self.redis_url(agent)
+            ));
+        }
+        s.push_str(&format!(
+            "TOLLGATE_UPSTREAM_REDIS_URL={}\n",
+            self.upstream_redis_url
         ));
         s.push_str(&format!(
             "TOLLGATE_AUDIT_LOG={}\n",
@@ -87,6 +111,8 @@ pub struct Demo {
     pub env: DemoEnv,
     pub running: Running,
     pub cluster: PgCluster,
+    /// Shared so tests can restart it behind the gateway's back.
+    pub redis: std::sync::Arc<tokio::sync::Mutex<redis_server::RedisServer>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -100,13 +126,21 @@ pub struct DemoOptions {
 impl Demo {
     pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
         let cluster = PgCluster::start(ClusterOptions::default()).await?;
+        let redis = redis_server::RedisServer::start().await?;
+        redis_server::seed(&redis, 200).await?;
         let role_password = generate_token();
         seed_shop(&cluster, &opts.seed, files::UPSTREAM_ROLE, &role_password).await?;
         // The demo's files live inside the cluster's scratch directory, so they go with it even
         // when the process dies without cleaning up (the cluster's watchdog removes it).
         let dir = cluster.scratch_dir().join("tollgate");
         std::fs::create_dir(&dir)?;
-        let tokens = write_files(&dir, cluster.port(), &role_password, opts.unlimited_rate)?;
+        let tokens = write_files(
+            &dir,
+            cluster.port(),
+            &role_password,
+            &redis,
+            opts.unlimited_rate,
+        )?;
         let config = Config::load(&dir.join("tollgate.toml"))
             .map_err(|e| DemoError::Setup(e.to_string()))?;
         let audit_log = config.audit.file.clone();
@@ -120,6 +154,8 @@ impl Demo {
             pg_port,
             tokens,
             upstream_pg_url: cluster.superuser_url("shop"),
+            redis_port: running.redis_addr.map(|a| a.port()).unwrap_or(0),
+            upstream_redis_url: redis.url(),
             audit_log,
             dir,
         };
@@ -127,6 +163,7 @@ impl Demo {
             env,
             running,
             cluster,
+            redis: std::sync::Arc::new(tokio::sync::Mutex::new(redis)),
         })
     }
 
@@ -140,6 +177,7 @@ fn write_files(
     dir: &Path,
     pg_port: u16,
     role_password: &str,
+    redis: &redis_server::RedisServer,
     unlimited_rate: bool,
 ) -> Result<Vec<(String, String)>, DemoError> {
     let key_file = dir.join("master.key");
@@ -154,6 +192,9 @@ fn write_files(
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     vault
         .set("shop_password", role_password)
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    vault
+        .set("cache_password", redis.password())
         .map_err(|e| DemoError::Setup(e.to_string()))?;
 
     let mut agents = AgentsFile::default();
@@ -176,7 +217,10 @@ fn write_files(
         };
         std::fs::write(dir.join("policies").join(name), text)?;
     }
-    std::fs::write(dir.join("tollgate.toml"), files::config(pg_port))?;
+    std::fs::write(
+        dir.join("tollgate.toml"),
+        files::config(pg_port, redis.port()),
+    )?;
     Ok(tokens)
 }
 
@@ -184,7 +228,7 @@ fn write_files(
 pub fn run_cli(env_file: Option<PathBuf>) -> Result<i32, String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async {
-        eprintln!("starting PostgreSQL and seeding the shop database...");
+        eprintln!("starting PostgreSQL and redis-server and seeding them...");
         let demo = Demo::start(DemoOptions::default())
             .await
             .map_err(|e| e.to_string())?;
@@ -193,9 +237,17 @@ pub fn run_cli(env_file: Option<PathBuf>) -> Result<i32, String> {
         for agent in AGENTS {
             println!("  psql \"{}\"", env.pg_url(agent));
         }
+        println!();
+        for agent in AGENTS {
+            println!("  redis-cli -u {}", env.redis_url(agent));
+        }
         println!(
             "\n  upstream (direct, superuser): psql \"{}\"",
             env.upstream_pg_url
+        );
+        println!(
+            "  upstream Redis (direct): redis-cli -u {}",
+            env.upstream_redis_url
         );
         println!("  audit log: {}", env.audit_log.display());
         println!("  config:    {}", demo.config_path().display());

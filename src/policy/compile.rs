@@ -262,6 +262,7 @@ fn validate(
             ));
         }
     }
+    super::redis::compile::validate(&l.path, &l.text, &l.file.redis, ctx)?;
     Ok(())
 }
 
@@ -324,6 +325,10 @@ fn merge(files: &[&Loaded], ctx: &PolicyContext) -> HashMap<String, UpstreamRule
                 ..UpstreamRules::default()
             });
             merge_block(rules, l, block);
+        }
+        for block in &l.file.redis {
+            let up = block.upstream.get_ref().clone();
+            super::redis::compile::merge(&mut out.entry(up).or_default().redis, &l.stem, block);
         }
     }
     out

@@ -21,6 +21,9 @@ pub struct PolicyFile {
     /// Volume controls for the agents of this file (the strictest value across files wins).
     #[serde(default)]
     pub limits: Option<Spanned<LimitsFile>>,
+    /// Rules per Redis upstream.
+    #[serde(default)]
+    pub redis: Vec<super::redis::file::RedisBlock>,
 }
 
 /// `[limits]` of a policy file.

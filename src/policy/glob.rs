@@ -15,6 +15,11 @@ impl Glob {
     pub fn matches(&self, text: &str) -> bool {
         glob_match(self.0.as_bytes(), text.as_bytes())
     }
+
+    /// `matches` for names that need not be UTF-8 (Redis keys and channels).
+    pub fn matches_bytes(&self, text: &[u8]) -> bool {
+        glob_match(self.0.as_bytes(), text)
+    }
 }
 
 /// Iterative matcher with single-star backtracking: linear in practice, no recursion.

@@ -199,6 +199,8 @@ pub struct UpstreamRules {
     pub search_path: Vec<String>,
     /// The policy files that contributed, for messages.
     pub sources: Vec<String>,
+    /// The `[[redis]]` rules, when the upstream is a Redis server.
+    pub redis: super::redis::RedisRules,
 }
 
 impl UpstreamRules {

@@ -13,6 +13,8 @@ use tollgate::demo::{Demo, DemoEnv, DemoOptions};
 pub struct Harness {
     pub env: DemoEnv,
     pub runtime: tokio::runtime::Handle,
+    /// The demo's redis-server, for tests that restart it.
+    pub redis: std::sync::Arc<tokio::sync::Mutex<tollgate::demo::redis_server::RedisServer>>,
 }
 
 static HARNESS: OnceLock<Harness> = OnceLock::new();
@@ -53,7 +55,8 @@ fn start_harness(unlimited_rate: bool) -> Harness {
                     };
                     match Demo::start(opts).await {
                         Ok(demo) => {
-                            tx.send(Ok((demo.env.clone(), handle))).unwrap();
+                            tx.send(Ok((demo.env.clone(), handle, demo.redis.clone())))
+                                .unwrap();
                             // Keep the demo (gateway and cluster) alive for the whole test binary.
                             let _demo = demo;
                             std::future::pending::<()>().await;
@@ -64,7 +67,11 @@ fn start_harness(unlimited_rate: bool) -> Harness {
             })
             .unwrap();
         match rx.recv().unwrap() {
-            Ok((env, runtime)) => Harness { env, runtime },
+            Ok((env, runtime, redis)) => Harness {
+                env,
+                runtime,
+                redis,
+            },
             Err(e) => panic!("could not start the test harness: {e}"),
         }
     }
@@ -194,4 +201,66 @@ pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
     v.extend_from_slice(body);
     v
+}
+
+/// A `redis` crate connection to the gateway as `agent` (RESP2, or RESP3 with `resp3`).
+pub async fn redis_connect(agent: &str, resp3: bool) -> redis::aio::MultiplexedConnection {
+    redis_client(agent, resp3)
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("redis connect as {agent}: {e}"))
+}
+
+pub fn redis_client(agent: &str, resp3: bool) -> redis::Client {
+    let mut url = harness().env.redis_url(agent);
+    if resp3 {
+        url.push_str("?protocol=resp3");
+    }
+    redis::Client::open(url).unwrap()
+}
+
+/// A raw TCP connection to the Redis listener (nothing sent yet).
+pub async fn redis_raw() -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(("127.0.0.1", harness().env.redis_port))
+        .await
+        .unwrap()
+}
+
+/// Sends `bytes` and reads until the reply ends with `until` (or 5 s pass); returns the text.
+pub async fn redis_exchange(s: &mut tokio::net::TcpStream, bytes: &[u8], until: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(bytes).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !String::from_utf8_lossy(&got).ends_with(until) && std::time::Instant::now() < deadline {
+        match tokio::time::timeout(std::time::Duration::from_millis(200), s.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(_)) => break,
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A raw connection logged in as `agent` with `AUTH`.
+pub async fn redis_login(agent: &str) -> tokio::net::TcpStream {
+    let mut s = redis_raw().await;
+    let token = harness().env.token(agent).to_string();
+    let cmd = format!(
+        "*3\r\n$4\r\nAUTH\r\n${}\r\n{agent}\r\n${}\r\n{token}\r\n",
+        agent.len(),
+        token.len()
+    );
+    assert_eq!(
+        redis_exchange(&mut s, cmd.as_bytes(), "\r\n").await,
+        "+OK\r\n"
+    );
+    s
+}
+
+/// The server's error text of a failed `redis` crate call.
+pub fn redis_error(e: &redis::RedisError) -> String {
+    format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
 }

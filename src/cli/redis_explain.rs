@@ -1,0 +1,76 @@
+//! `tollgate explain` for a Redis upstream: the decision, the rule, the keys found and the mask.
+//! The command table is read from the upstream itself (`COMMAND`), as the gateway does.
+
+use std::time::Duration;
+
+use crate::config::{Config, SecretRef};
+use crate::policy::redis::{MaskPlan, RedisPolicy};
+use crate::policy::{Engine, Outcome};
+use crate::redis::command::split_args;
+use crate::redis::upstream::RedisTarget;
+use crate::vault::{MasterKey, Secret, Vault};
+
+pub fn explain(
+    config: &Config,
+    engine: &Engine,
+    agent: &str,
+    upstream: &str,
+    statement: &str,
+) -> Result<i32, String> {
+    let u = &config.upstreams[upstream];
+    let key = MasterKey::load(config.vault.key_file.as_deref()).map_err(|e| e.to_string())?;
+    let vault = Vault::open(&config.vault.file, key).map_err(|e| e.to_string())?;
+    let secret = |r: &str| match SecretRef::parse(r) {
+        SecretRef::Vault(n) => vault.get(&n).map_err(|e| e.to_string()),
+        SecretRef::Literal(v) => Ok(Secret::new(v)),
+    };
+    let target = RedisTarget {
+        name: upstream.to_string(),
+        host: u.host.clone(),
+        port: u.port,
+        user: secret(&u.user)?,
+        password: secret(&u.password)?,
+        table: Default::default(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_millis(config.limits.upstream_connect_timeout_ms);
+    let table = rt
+        .block_on(target.table(timeout))
+        .map_err(|e| format!("reading the command table of upstream \"{upstream}\": {e}"))?;
+    let args = split_args(statement.as_bytes()).ok_or("unbalanced quotes in the command")?;
+    if args.is_empty() {
+        return Err("empty command".into());
+    }
+    let mut policy = RedisPolicy::new(agent.into(), upstream.into());
+    let verdict = policy.check(engine, &table, &args);
+    for k in &verdict.keys {
+        let what = match (k.access.read || k.access.exposes, k.access.write) {
+            (true, true) => "read+write",
+            (true, false) => "read",
+            (false, true) => "write",
+            _ => "metadata",
+        };
+        println!(
+            "key:       {} ({what})",
+            String::from_utf8_lossy(&args[k.index])
+        );
+    }
+    let decision = match verdict.outcome {
+        Outcome::Allow if !verdict.mask.is_none() => "masked",
+        Outcome::Allow => "allowed",
+        Outcome::Block => "blocked",
+        Outcome::WouldBlock => "would_block (shadow policy: the command runs)",
+    };
+    println!("decision:  {decision}");
+    if let Some(d) = &verdict.denial {
+        println!("rule:      {}", d.rule);
+        println!("reason:    {}", d.reason);
+    }
+    if !matches!(verdict.mask, MaskPlan::None) {
+        println!("mask:      {:?}", verdict.mask);
+    }
+    Ok(0)
+}

@@ -1,0 +1,487 @@
+//! The Redis decision: a pure function of (rules, command table, arguments). No I/O.
+
+use bytes::Bytes;
+
+use super::builtin;
+use super::commands::{Categories, CommandInfo, CommandTable, KeyAccess};
+use super::keys::{find_keys, FoundKey, KeysError};
+use super::mask::Strategy;
+use super::rules::{MaskMatcher, PatternRule, RedisRules};
+use crate::policy::decide::DEFAULT_DENY;
+use crate::policy::glob::Glob;
+
+/// Why a command is refused: the rule, a message, and the RESP error code (`NOPERM`, `ERR`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisDenial {
+    pub rule: String,
+    pub reason: String,
+    pub code: &'static str,
+}
+
+impl RedisDenial {
+    pub fn noperm(rule: impl Into<String>, reason: impl Into<String>) -> RedisDenial {
+        RedisDenial {
+            rule: rule.into(),
+            reason: reason.into(),
+            code: "NOPERM",
+        }
+    }
+    fn err(rule: impl Into<String>, reason: impl Into<String>) -> RedisDenial {
+        RedisDenial {
+            rule: rule.into(),
+            reason: reason.into(),
+            code: "ERR",
+        }
+    }
+}
+
+/// How the reply must be masked before the agent sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum MaskPlan {
+    #[default]
+    None,
+    /// The reply is one value (GET, HGET, GETDEL, SET ... GET).
+    Value(Strategy),
+    /// The reply is an array of values; element i masked with the i-th strategy (MGET, HMGET).
+    Elements(Vec<Option<Strategy>>),
+    /// Field/value pairs: a flat array, an array of pairs, or a RESP3 map (HGETALL, HRANDFIELD).
+    HashPairs(MaskFields),
+    /// `[cursor, [field, value, ...]]` (HSCAN).
+    ScanPairs(MaskFields),
+    /// An array of values whose fields are unknown: every element masked (HVALS).
+    AllValues(Strategy),
+}
+
+/// Which hash fields are masked, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaskFields {
+    pub fields: Vec<String>,
+    pub strategy: Strategy,
+}
+
+impl MaskFields {
+    pub fn of(&self, field: &[u8]) -> Option<Strategy> {
+        (self.fields.is_empty() || self.fields.iter().any(|f| f.as_bytes() == field))
+            .then_some(self.strategy)
+    }
+}
+
+impl From<&MaskMatcher> for MaskFields {
+    fn from(m: &MaskMatcher) -> MaskFields {
+        MaskFields {
+            fields: m.fields.clone(),
+            strategy: m.strategy,
+        }
+    }
+}
+
+impl MaskPlan {
+    pub fn is_none(&self) -> bool {
+        matches!(self, MaskPlan::None)
+    }
+}
+
+/// The command as judged: keys found (positions in the arguments) and the mask plan.
+#[derive(Debug, Default, Clone)]
+pub struct Judged {
+    pub keys: Vec<FoundKey>,
+    pub mask: MaskPlan,
+}
+
+fn lname(info: &CommandInfo) -> &str {
+    &info.name
+}
+
+fn arg_is(a: &[u8], word: &str) -> bool {
+    a.eq_ignore_ascii_case(word.as_bytes())
+}
+
+/// Judges one command. `args[0]` is the command name.
+pub fn decide(
+    rules: &RedisRules,
+    table: &CommandTable,
+    args: &[Bytes],
+) -> Result<Judged, RedisDenial> {
+    let info = match table.lookup(args) {
+        Ok(i) => i,
+        Err(sub) => {
+            let name = String::from_utf8_lossy(args.first().map(|a| &a[..]).unwrap_or(b""));
+            let what = if sub {
+                let s = String::from_utf8_lossy(&args[1]);
+                format!(
+                    "unknown subcommand '{}'. Try {} HELP.",
+                    clip(&s),
+                    clip(&name).to_uppercase()
+                )
+            } else {
+                format!("unknown command '{}'", clip(&name))
+            };
+            if rules.passthrough && !rules.has_denies() && rules.masks.is_empty() {
+                // The upstream answers it (module commands loaded later, typos).
+                return Ok(Judged::default());
+            }
+            return Err(RedisDenial::err("builtin: unknown-command", what));
+        }
+    };
+    let name = lname(info);
+    if !info.arity_ok(args.len()) {
+        return Err(RedisDenial::err(
+            "builtin: arity",
+            format!("wrong number of arguments for '{name}' command"),
+        ));
+    }
+    check_command(rules, info)?;
+    let mut judged = Judged::default();
+    check_special(rules, info, args)?;
+    let keys_placed = if name == "sort" || name == "sort_ro" {
+        sort_keys(args, &mut judged.keys)
+    } else {
+        find_keys(info, args, &mut judged.keys)
+    };
+    if name == "set" && !args[3..].iter().any(|a| arg_is(a, "get")) {
+        // SET's spec says RW+access only because of its optional GET argument.
+        for k in &mut judged.keys {
+            k.access = KeyAccess {
+                write: true,
+                ..KeyAccess::default()
+            };
+        }
+    }
+    match keys_placed {
+        Ok(()) => {}
+        Err(_) if rules.passthrough && rules.masks.is_empty() && rules.deny_keys.is_empty() => {
+            return Ok(judged)
+        }
+        Err(KeysError::Unplaceable) => {
+            return Err(RedisDenial::noperm(
+                "builtin: unplaceable-keys",
+                format!("tollgate cannot tell which keys '{name}' touches with these arguments"),
+            ))
+        }
+        Err(KeysError::Malformed) => {
+            return Err(RedisDenial::err(
+                "builtin: arity",
+                format!("wrong number of arguments or keys for '{name}' command"),
+            ))
+        }
+    }
+    check_keys(rules, name, args, &judged.keys)?;
+    judged.mask = mask_plan(rules, name, args, &judged.keys)?;
+    Ok(judged)
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+fn check_command(rules: &RedisRules, info: &CommandInfo) -> Result<(), RedisDenial> {
+    let name = lname(info);
+    if let Some(why) = builtin::never(name) {
+        return Err(RedisDenial::noperm("builtin: protocol", why));
+    }
+    if let Some(d) = rules.deny.iter().find(|d| d.pattern.covers(info)) {
+        return Err(RedisDenial::noperm(
+            d.rule.clone(),
+            format!("command '{name}' is denied"),
+        ));
+    }
+    if rules.passthrough || builtin::always_allowed(name) {
+        return Ok(());
+    }
+    let dangerous_bits =
+        Categories::bit("admin").unwrap_or(0) | Categories::bit("dangerous").unwrap_or(0);
+    if builtin::default_refused(name, info.categories.intersects(dangerous_bits)) {
+        let named = rules.allow.iter().any(|a| {
+            matches!(&a.pattern, super::rules::CommandPattern::Name(_)) && a.pattern.covers(info)
+        });
+        if !named {
+            return Err(RedisDenial::noperm(
+                "builtin: dangerous-command",
+                format!("command '{name}' is refused unless a policy names it explicitly"),
+            ));
+        }
+        return Ok(());
+    }
+    if rules.allow.iter().any(|a| a.pattern.covers(info)) {
+        return Ok(());
+    }
+    Err(RedisDenial::noperm(
+        DEFAULT_DENY,
+        format!("no rule allows command '{name}'"),
+    ))
+}
+
+/// Arguments that are not keys but still need a rule: channels, databases, scan patterns.
+fn check_special(
+    rules: &RedisRules,
+    info: &CommandInfo,
+    args: &[Bytes],
+) -> Result<(), RedisDenial> {
+    let name = lname(info);
+    if rules.passthrough {
+        return Ok(());
+    }
+    match name {
+        "subscribe" | "ssubscribe" => {
+            for ch in &args[1..] {
+                need_channel(rules, ch, false)?;
+            }
+        }
+        "psubscribe" => {
+            for p in &args[1..] {
+                need_channel(rules, p, true)?;
+            }
+        }
+        "publish" | "spublish" => need_channel(rules, &args[1], false)?,
+        "select" => need_db(rules, &args[1])?,
+        "move" => need_db(rules, &args[2])?,
+        "copy" => {
+            if let Some(i) = args.iter().position(|a| arg_is(a, "db")) {
+                need_db(rules, args.get(i + 1).map(|b| &b[..]).unwrap_or(b""))?;
+            }
+        }
+        "scan" => {
+            let pattern = args
+                .iter()
+                .position(|a| arg_is(a, "match"))
+                .and_then(|i| args.get(i + 1));
+            let ok =
+                pattern.is_some_and(|p| rules.read_keys.iter().any(|r| pattern_within(p, &r.glob)));
+            if !ok {
+                return Err(RedisDenial::noperm(
+                    rule_or_default(&rules.read_keys),
+                    "SCAN needs a MATCH pattern within the keys the agent may read",
+                ));
+            }
+        }
+        "randomkey" if !rules.read_keys.iter().any(|r| r.glob.as_str() == "*") => {
+            return Err(RedisDenial::noperm(
+                DEFAULT_DENY,
+                "RANDOMKEY may name any key: allowed only with read_keys = [\"*\"]",
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn rule_or_default(rules: &[PatternRule]) -> String {
+    rules
+        .first()
+        .map(|r| r.rule.clone())
+        .unwrap_or_else(|| DEFAULT_DENY.into())
+}
+
+fn need_db(rules: &RedisRules, db: &[u8]) -> Result<(), RedisDenial> {
+    let n = std::str::from_utf8(db)
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok());
+    match n {
+        Some(n) if rules.databases.contains(&n) => Ok(()),
+        _ => Err(RedisDenial::noperm(
+            DEFAULT_DENY,
+            format!(
+                "database {} is not in the policy's databases",
+                clip(&String::from_utf8_lossy(db))
+            ),
+        )),
+    }
+}
+
+fn need_channel(rules: &RedisRules, ch: &[u8], is_pattern: bool) -> Result<(), RedisDenial> {
+    let ok = rules.channels.iter().any(|r| {
+        if is_pattern {
+            pattern_within(ch, &r.glob)
+        } else {
+            r.glob.matches_bytes(ch)
+        }
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(RedisDenial::noperm(
+            DEFAULT_DENY,
+            format!(
+                "no rule allows channel{} '{}'",
+                if is_pattern { " pattern" } else { "" },
+                clip(&String::from_utf8_lossy(ch))
+            ),
+        ))
+    }
+}
+
+/// Is every name `pattern` (a Redis glob) can match also matched by `glob`? Conservative:
+/// a pattern without wildcards is tested as a name; one with wildcards only under `*` or under
+/// `prefix*` when it starts with that literal prefix.
+pub fn pattern_within(pattern: &[u8], glob: &Glob) -> bool {
+    let meta = |b: &u8| matches!(b, b'*' | b'?' | b'[' | b'\\');
+    if !pattern.iter().any(meta) {
+        return glob.matches_bytes(pattern);
+    }
+    let g = glob.as_str().as_bytes();
+    match g.split_last() {
+        Some((b'*', prefix)) => !prefix.iter().any(meta) && pattern.starts_with(prefix),
+        _ => false,
+    }
+}
+
+/// SORT key [BY p] [LIMIT o c] [GET p ...] [ASC|DESC] [ALPHA] [STORE dst]: BY and GET read
+/// keys named by the sorted values, so they are refused; STORE writes `dst`.
+fn sort_keys(args: &[Bytes], out: &mut Vec<FoundKey>) -> Result<(), KeysError> {
+    out.push(FoundKey {
+        index: 1,
+        access: KeyAccess {
+            read: true,
+            exposes: true,
+            ..KeyAccess::default()
+        },
+    });
+    let mut i = 2;
+    while i < args.len() {
+        let a = &args[i];
+        if arg_is(a, "by") || arg_is(a, "get") {
+            return Err(KeysError::Unplaceable);
+        } else if arg_is(a, "limit") {
+            i += 3;
+            continue;
+        } else if arg_is(a, "store") {
+            let dst = i + 1;
+            if dst >= args.len() {
+                return Err(KeysError::Malformed);
+            }
+            out.push(FoundKey {
+                index: dst,
+                access: KeyAccess {
+                    write: true,
+                    ..KeyAccess::default()
+                },
+            });
+            i += 2;
+            continue;
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn check_keys(
+    rules: &RedisRules,
+    name: &str,
+    args: &[Bytes],
+    keys: &[FoundKey],
+) -> Result<(), RedisDenial> {
+    let key_name = |k: &FoundKey| clip(&String::from_utf8_lossy(&args[k.index]));
+    for k in keys.iter().filter(|k| !k.access.not_key) {
+        let key = &args[k.index];
+        if let Some(d) = rules.deny_keys.iter().find(|d| d.glob.matches_bytes(key)) {
+            return Err(RedisDenial::noperm(
+                d.rule.clone(),
+                format!("key '{}' is denied", key_name(k)),
+            ));
+        }
+        if rules.passthrough {
+            continue;
+        }
+        if (k.access.read || k.access.exposes) && !matches_any(&rules.read_keys, key) {
+            return Err(RedisDenial::noperm(
+                DEFAULT_DENY,
+                format!("no rule allows '{name}' to read key '{}'", key_name(k)),
+            ));
+        }
+        if k.access.write && !matches_any(&rules.write_keys, key) {
+            return Err(RedisDenial::noperm(
+                DEFAULT_DENY,
+                format!("no rule allows '{name}' to write key '{}'", key_name(k)),
+            ));
+        }
+    }
+    if rules.passthrough {
+        return Ok(());
+    }
+    // Data moving from one key to another (RENAME, COPY, SMOVE, *STORE, BITOP ...): the agent
+    // must be able to read and write every key involved.
+    let reads = keys.iter().any(|k| k.access.read || k.access.exposes);
+    let writes = keys.iter().any(|k| k.access.write);
+    let distinct = keys.iter().any(|k| args[k.index] != args[keys[0].index]);
+    if reads && writes && distinct {
+        for k in keys.iter().filter(|k| !k.access.not_key) {
+            let key = &args[k.index];
+            if !matches_any(&rules.read_keys, key) || !matches_any(&rules.write_keys, key) {
+                return Err(RedisDenial::noperm(
+                    "builtin: copy-between-keys",
+                    format!(
+                        "'{name}' moves data between keys; the agent must be able to read and write key '{}'",
+                        key_name(k)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn matches_any(rules: &[PatternRule], key: &[u8]) -> bool {
+    rules.iter().any(|r| r.glob.matches_bytes(key))
+}
+
+fn mask_plan(
+    rules: &RedisRules,
+    name: &str,
+    args: &[Bytes],
+    keys: &[FoundKey],
+) -> Result<MaskPlan, RedisDenial> {
+    if rules.masks.is_empty() {
+        return Ok(MaskPlan::None);
+    }
+    let masked: Vec<(usize, &MaskMatcher)> = keys
+        .iter()
+        .filter(|k| !k.access.not_key)
+        .filter_map(|k| rules.mask_for(&args[k.index]).map(|m| (k.index, m)))
+        .collect();
+    let Some(&(_, first)) = masked.first() else {
+        return Ok(MaskPlan::None);
+    };
+    let plan = match name {
+        "get" | "getdel" | "getex" | "getset" => MaskPlan::Value(first.strategy),
+        "set" => MaskPlan::Value(first.strategy), // only with GET: otherwise it returns no value
+        "mget" => MaskPlan::Elements(
+            args[1..]
+                .iter()
+                .map(|k| rules.mask_for(k).map(|m| m.strategy))
+                .collect(),
+        ),
+        "hget" => match first.field(&args[2]) {
+            Some(s) => MaskPlan::Value(s),
+            None => MaskPlan::None,
+        },
+        "hmget" => MaskPlan::Elements(args[2..].iter().map(|f| first.field(f)).collect()),
+        "hgetall" => MaskPlan::HashPairs(first.into()),
+        "hrandfield" => {
+            if args.len() > 3 && arg_is(&args[3], "withvalues") {
+                MaskPlan::HashPairs(first.into())
+            } else {
+                MaskPlan::None
+            }
+        }
+        "hscan" => MaskPlan::ScanPairs(first.into()),
+        "hvals" => MaskPlan::AllValues(first.strategy),
+        // Field names only: masking hides values, not which fields exist.
+        "hkeys" | "hexists" | "hlen" => MaskPlan::None,
+        _ => {
+            let exposes = keys
+                .iter()
+                .any(|k| k.access.exposes && rules.mask_for(&args[k.index]).is_some());
+            if exposes || builtin::mask_refused(name) {
+                return Err(RedisDenial::noperm(
+                    first.rule.clone(),
+                    format!(
+                        "'{name}' would reveal the masked value of key '{}'",
+                        clip(&String::from_utf8_lossy(&args[masked[0].0]))
+                    ),
+                ));
+            }
+            MaskPlan::None
+        }
+    };
+    Ok(plan)
+}

@@ -1,0 +1,210 @@
+//! Finding every key of a command from its key specs, as Redis itself does
+//! (`getKeysUsingKeySpecs`); a spec that cannot be followed makes the command unplaceable.
+
+use bytes::Bytes;
+
+use super::commands::{BeginSearch, CommandInfo, FindKeys, KeyAccess};
+
+/// One key argument: its position in the command and what the command does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoundKey {
+    pub index: usize,
+    pub access: KeyAccess,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeysError {
+    /// The command's key positions depend on something its specs cannot describe.
+    Unplaceable,
+    /// The arguments do not fit the specs (wrong key count, bad number of keys).
+    Malformed,
+}
+
+/// Appends the keys of `args` (args[0] is the command name) to `out`.
+pub fn find_keys(
+    info: &CommandInfo,
+    args: &[Bytes],
+    out: &mut Vec<FoundKey>,
+) -> Result<(), KeysError> {
+    let argc = args.len() as i64;
+    for spec in &info.key_specs {
+        if spec.access.incomplete {
+            return Err(KeysError::Unplaceable);
+        }
+        let first = match &spec.begin {
+            BeginSearch::Index(i) => *i,
+            BeginSearch::Keyword { keyword, startfrom } => {
+                match search_keyword(args, keyword, *startfrom) {
+                    Some(i) => i + 1,
+                    None => continue,
+                }
+            }
+            BeginSearch::Unknown => return Err(KeysError::Unplaceable),
+        };
+        let (first, last, step) = match spec.find {
+            FindKeys::Range {
+                lastkey,
+                keystep,
+                limit,
+            } => {
+                let last = if lastkey >= 0 {
+                    first + lastkey
+                } else if limit == 0 {
+                    argc + lastkey
+                } else {
+                    first + ((argc - first) / limit + lastkey)
+                };
+                (first, last, keystep)
+            }
+            FindKeys::Keynum {
+                keynumidx,
+                firstkey,
+                keystep,
+            } => {
+                let at = first + keynumidx;
+                let n = usize::try_from(at)
+                    .ok()
+                    .and_then(|i| args.get(i))
+                    .and_then(|a| std::str::from_utf8(a).ok())
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .filter(|n| *n >= 0)
+                    .ok_or(KeysError::Malformed)?;
+                let first = first + firstkey;
+                (first, first + (n - 1) * keystep.max(1), keystep)
+            }
+            FindKeys::Unknown => return Err(KeysError::Unplaceable),
+        };
+        if step <= 0 && last >= first {
+            return Err(KeysError::Unplaceable);
+        }
+        let mut i = first;
+        while i <= last {
+            if i >= argc || i < 1 {
+                return Err(KeysError::Malformed);
+            }
+            out.push(FoundKey {
+                index: i as usize,
+                access: spec.access,
+            });
+            i += step;
+        }
+    }
+    Ok(())
+}
+
+/// Position of `keyword` (lower case) searching from `startfrom` (forwards) or from
+/// `argc + startfrom` backwards when it is negative.
+fn search_keyword(args: &[Bytes], keyword: &[u8], startfrom: i64) -> Option<i64> {
+    let argc = args.len() as i64;
+    let matches = |i: i64| args[i as usize].eq_ignore_ascii_case(keyword);
+    if startfrom > 0 {
+        (startfrom..argc).find(|&i| matches(i))
+    } else {
+        let start = argc + startfrom;
+        (1..=start).rev().find(|&i| i < argc && matches(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::commands::KeySpec;
+    use super::*;
+
+    fn args(s: &str) -> Vec<Bytes> {
+        s.split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
+    }
+    fn ro() -> KeyAccess {
+        KeyAccess {
+            read: true,
+            exposes: true,
+            ..KeyAccess::default()
+        }
+    }
+    fn info(specs: Vec<KeySpec>) -> CommandInfo {
+        CommandInfo {
+            name: "x".into(),
+            arity: -1,
+            key_specs: specs,
+            ..CommandInfo::default()
+        }
+    }
+    fn keys(info: &CommandInfo, line: &str) -> Result<Vec<usize>, KeysError> {
+        let mut out = Vec::new();
+        find_keys(info, &args(line), &mut out)?;
+        Ok(out.iter().map(|k| k.index).collect())
+    }
+
+    #[test]
+    fn xread_streams_keyword_with_limit() {
+        let xread = info(vec![KeySpec {
+            access: ro(),
+            begin: BeginSearch::Keyword {
+                keyword: b"streams".to_vec(),
+                startfrom: 1,
+            },
+            find: FindKeys::Range {
+                lastkey: -1,
+                keystep: 1,
+                limit: 2,
+            },
+        }]);
+        assert_eq!(
+            keys(&xread, "XREAD COUNT 2 STREAMS a b 0 0"),
+            Ok(vec![4, 5])
+        );
+        assert_eq!(keys(&xread, "XREAD streams a 0"), Ok(vec![2]));
+    }
+
+    #[test]
+    fn eval_keynum() {
+        let eval = info(vec![KeySpec {
+            access: ro(),
+            begin: BeginSearch::Index(2),
+            find: FindKeys::Keynum {
+                keynumidx: 0,
+                firstkey: 1,
+                keystep: 1,
+            },
+        }]);
+        assert_eq!(keys(&eval, "EVAL s 2 k1 k2 a1"), Ok(vec![3, 4]));
+        assert_eq!(keys(&eval, "EVAL s 0 a1"), Ok(vec![]));
+        assert_eq!(keys(&eval, "EVAL s 5 k1"), Err(KeysError::Malformed));
+        assert_eq!(keys(&eval, "EVAL s -1 k1"), Err(KeysError::Malformed));
+        assert_eq!(keys(&eval, "EVAL s x k1"), Err(KeysError::Malformed));
+    }
+
+    #[test]
+    fn migrate_keys_backwards_and_ranges() {
+        let mset = info(vec![KeySpec {
+            access: ro(),
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range {
+                lastkey: -1,
+                keystep: 2,
+                limit: 0,
+            },
+        }]);
+        assert_eq!(keys(&mset, "MSET a 1 b 2"), Ok(vec![1, 3]));
+        let unknown = info(vec![KeySpec {
+            access: ro(),
+            begin: BeginSearch::Unknown,
+            find: FindKeys::Unknown,
+        }]);
+        assert_eq!(keys(&unknown, "SORT a"), Err(KeysError::Unplaceable));
+        let kw = info(vec![KeySpec {
+            access: ro(),
+            begin: BeginSearch::Keyword {
+                keyword: b"keys".to_vec(),
+                startfrom: -2,
+            },
+            find: FindKeys::Range {
+                lastkey: -1,
+                keystep: 1,
+                limit: 0,
+            },
+        }]);
+        assert_eq!(keys(&kw, "MIGRATE h p \"\" 0 5 KEYS a b"), Ok(vec![7, 8]));
+    }
+}

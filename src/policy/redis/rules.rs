@@ -1,0 +1,97 @@
+//! Compiled Redis rules of one agent for one upstream: union of allows, every deny kept.
+
+use super::commands::{Categories, CommandInfo};
+use super::mask::Strategy;
+use crate::policy::glob::Glob;
+
+/// A command name (`get`, `client|setname`; lower case) or an ACL category bit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandPattern {
+    Name(String),
+    Category(u32),
+}
+
+impl CommandPattern {
+    pub fn parse(word: &str) -> Option<CommandPattern> {
+        if let Some(cat) = word.strip_prefix('@') {
+            if cat.eq_ignore_ascii_case("all") {
+                return Some(CommandPattern::Category(u32::MAX));
+            }
+            return Categories::bit(cat).map(CommandPattern::Category);
+        }
+        let ok = !word.is_empty()
+            && word
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'|' | b'_' | b'-' | b'.'));
+        ok.then(|| CommandPattern::Name(word.to_ascii_lowercase()))
+    }
+
+    /// Does this pattern cover `cmd` (for a subcommand: also its parent's name)?
+    pub fn covers(&self, cmd: &CommandInfo) -> bool {
+        match self {
+            CommandPattern::Category(bits) => cmd.categories.intersects(*bits),
+            CommandPattern::Name(n) => {
+                n == &cmd.name
+                    || cmd
+                        .name
+                        .split_once('|')
+                        .is_some_and(|(parent, _)| parent == n)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandRule {
+    pub pattern: CommandPattern,
+    pub rule: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PatternRule {
+    pub glob: Glob,
+    pub rule: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MaskMatcher {
+    pub glob: Glob,
+    /// Empty: the whole value / every field.
+    pub fields: Vec<String>,
+    pub strategy: Strategy,
+    pub rule: String,
+}
+
+impl MaskMatcher {
+    /// The strategy for hash field `field`, if masked.
+    pub fn field(&self, field: &[u8]) -> Option<Strategy> {
+        (self.fields.is_empty() || self.fields.iter().any(|f| f.as_bytes() == field))
+            .then_some(self.strategy)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RedisRules {
+    pub passthrough: bool,
+    pub allow: Vec<CommandRule>,
+    pub deny: Vec<CommandRule>,
+    pub read_keys: Vec<PatternRule>,
+    pub write_keys: Vec<PatternRule>,
+    pub deny_keys: Vec<PatternRule>,
+    pub channels: Vec<PatternRule>,
+    pub databases: Vec<u32>,
+    pub masks: Vec<MaskMatcher>,
+    /// The policy files that contributed, for messages.
+    pub sources: Vec<String>,
+}
+
+impl RedisRules {
+    pub fn has_denies(&self) -> bool {
+        !self.deny.is_empty() || !self.deny_keys.is_empty()
+    }
+
+    /// The mask rule for `key`, if any (the first that matches, in file order).
+    pub fn mask_for(&self, key: &[u8]) -> Option<&MaskMatcher> {
+        self.masks.iter().find(|m| m.glob.matches_bytes(key))
+    }
+}

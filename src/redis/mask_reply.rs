@@ -1,0 +1,252 @@
+//! Applying a mask plan to a complete upstream reply: decoded with redis-protocol (RESP2 or
+//! RESP3, whichever the session speaks), values replaced, re-encoded. Errors pass unchanged.
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::types::BytesFrame as F2;
+use redis_protocol::resp3::types::BytesFrame as F3;
+
+use crate::policy::redis::{MaskFields, MaskPlan, Strategy};
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot mask the upstream reply: {0}")]
+pub struct MaskError(String);
+
+/// The reply the agent sees. `resp3`: the session negotiated HELLO 3.
+pub fn mask(raw: &Bytes, plan: &MaskPlan, resp3: bool) -> Result<Bytes, MaskError> {
+    if plan.is_none() || raw.first().is_some_and(|b| matches!(b, b'-' | b'!')) {
+        return Ok(raw.clone());
+    }
+    let e = |e: redis_protocol::error::RedisProtocolError| MaskError(e.to_string());
+    let mut out = BytesMut::with_capacity(raw.len() + 64);
+    if resp3 {
+        let (mut f, _) = redis_protocol::resp3::decode::complete::decode_bytes(raw)
+            .map_err(e)?
+            .ok_or_else(|| MaskError("incomplete".into()))?;
+        restore_order(&mut f);
+        mask3(&mut f, plan);
+        redis_protocol::resp3::encode::complete::extend_encode(&mut out, &f, false).map_err(e)?;
+    } else {
+        let (mut f, _) = redis_protocol::resp2::decode::decode_bytes(raw)
+            .map_err(e)?
+            .ok_or_else(|| MaskError("incomplete".into()))?;
+        mask2(&mut f, plan);
+        redis_protocol::resp2::encode::extend_encode(&mut out, &f, false).map_err(e)?;
+    }
+    Ok(out.freeze())
+}
+
+/// EXEC's reply: element i masked with the plan of the i-th queued command.
+pub fn mask_exec(raw: &Bytes, plans: &[MaskPlan], resp3: bool) -> Result<Bytes, MaskError> {
+    if !matches!(raw.first(), Some(b'*')) {
+        return Ok(raw.clone()); // aborted (null) or an error
+    }
+    let e = |e: redis_protocol::error::RedisProtocolError| MaskError(e.to_string());
+    let mut out = BytesMut::with_capacity(raw.len() + 64);
+    if resp3 {
+        let (mut f, _) = redis_protocol::resp3::decode::complete::decode_bytes(raw)
+            .map_err(e)?
+            .ok_or_else(|| MaskError("incomplete".into()))?;
+        restore_order(&mut f);
+        if let F3::Array { data, .. } = &mut f {
+            for (item, plan) in data.iter_mut().zip(plans) {
+                mask3(item, plan);
+            }
+        }
+        redis_protocol::resp3::encode::complete::extend_encode(&mut out, &f, false).map_err(e)?;
+    } else {
+        let (mut f, _) = redis_protocol::resp2::decode::decode_bytes(raw)
+            .map_err(e)?
+            .ok_or_else(|| MaskError("incomplete".into()))?;
+        if let F2::Array(items) = &mut f {
+            for (item, plan) in items.iter_mut().zip(plans) {
+                mask2(item, plan);
+            }
+        }
+        redis_protocol::resp2::encode::extend_encode(&mut out, &f, false).map_err(e)?;
+    }
+    Ok(out.freeze())
+}
+
+fn set2(f: &mut F2, s: Strategy) {
+    if let F2::BulkString(b) | F2::SimpleString(b) = f {
+        *b = s.apply(b);
+    }
+}
+
+fn pairs2(items: &mut [F2], m: &MaskFields) {
+    for kv in items.chunks_mut(2) {
+        if let [F2::BulkString(field), v] = kv {
+            if let Some(s) = m.of(field) {
+                set2(v, s);
+            }
+        } else if let [F2::Array(pair)] = kv {
+            pairs2(pair, m);
+        } else if let [F2::Array(p1), F2::Array(p2)] = kv {
+            pairs2(p1, m);
+            pairs2(p2, m);
+        }
+    }
+}
+
+pub fn mask2(f: &mut F2, plan: &MaskPlan) {
+    match (plan, f) {
+        (MaskPlan::None, _) => {}
+        (MaskPlan::Value(s), f) => set2(f, *s),
+        (MaskPlan::Elements(ss), F2::Array(items)) => {
+            for (item, s) in items.iter_mut().zip(ss) {
+                if let Some(s) = s {
+                    set2(item, *s);
+                }
+            }
+        }
+        (MaskPlan::AllValues(s), F2::Array(items)) => items.iter_mut().for_each(|i| set2(i, *s)),
+        (MaskPlan::HashPairs(m), F2::Array(items)) => pairs2(items, m),
+        (MaskPlan::ScanPairs(m), F2::Array(items)) => {
+            if let Some(F2::Array(inner)) = items.get_mut(1) {
+                pairs2(inner, m);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// redis-protocol 6 decodes RESP3 maps back to front (it pops pairs off the end); putting them
+/// back in wire order keeps a re-encoded reply identical apart from the masked values.
+fn restore_order(f: &mut F3) {
+    match f {
+        F3::Map { data, .. } => {
+            data.reverse();
+            for v in data.values_mut() {
+                restore_order(v);
+            }
+        }
+        F3::Array { data, .. } | F3::Push { data, .. } => data.iter_mut().for_each(restore_order),
+        _ => {}
+    }
+}
+
+fn set3(f: &mut F3, s: Strategy) {
+    match f {
+        F3::BlobString { data, .. } | F3::SimpleString { data, .. } => *data = s.apply(data),
+        F3::VerbatimString { data, .. } => *data = s.apply(data),
+        _ => {}
+    }
+}
+
+fn field3(f: &F3) -> Option<&[u8]> {
+    match f {
+        F3::BlobString { data, .. } | F3::SimpleString { data, .. } => Some(data),
+        _ => None,
+    }
+}
+
+fn pairs3(items: &mut [F3], m: &MaskFields) {
+    if items.iter().all(|i| matches!(i, F3::Array { .. })) {
+        // HRANDFIELD ... WITHVALUES in RESP3: an array of [field, value] pairs.
+        for i in items {
+            if let F3::Array { data, .. } = i {
+                pairs3(data, m);
+            }
+        }
+        return;
+    }
+    for kv in items.chunks_mut(2) {
+        if let [k, v] = kv {
+            if let Some(s) = field3(k).and_then(|k| m.of(k)) {
+                set3(v, s);
+            }
+        }
+    }
+}
+
+pub fn mask3(f: &mut F3, plan: &MaskPlan) {
+    match (plan, f) {
+        (MaskPlan::None, _) => {}
+        (MaskPlan::Value(s), f) => set3(f, *s),
+        (MaskPlan::Elements(ss), F3::Array { data, .. }) => {
+            for (item, s) in data.iter_mut().zip(ss) {
+                if let Some(s) = s {
+                    set3(item, *s);
+                }
+            }
+        }
+        (MaskPlan::AllValues(s), F3::Array { data, .. }) => {
+            data.iter_mut().for_each(|i| set3(i, *s))
+        }
+        (MaskPlan::HashPairs(m), F3::Map { data, .. }) => {
+            for (k, v) in data.iter_mut() {
+                if let Some(s) = field3(k).and_then(|k| m.of(k)) {
+                    set3(v, s);
+                }
+            }
+        }
+        (MaskPlan::HashPairs(m), F3::Array { data, .. }) => pairs3(data, m),
+        (MaskPlan::ScanPairs(m), F3::Array { data, .. }) => {
+            if let Some(F3::Array { data: inner, .. }) = data.get_mut(1) {
+                pairs3(inner, m);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> MaskFields {
+        MaskFields {
+            fields: vec!["email".into()],
+            strategy: Strategy::Email,
+        }
+    }
+
+    #[test]
+    fn hgetall_resp2_and_resp3() {
+        let r2 = Bytes::from_static(
+            b"*4\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\nann@x.co.uk\r\n",
+        );
+        let out = mask(&r2, &MaskPlan::HashPairs(fields()), false).unwrap();
+        assert_eq!(
+            &out[..],
+            b"*4\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\n***@x.co.uk\r\n"
+        );
+        let r3 = Bytes::from_static(
+            b"%2\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\nann@x.co.uk\r\n",
+        );
+        let out = mask(&r3, &MaskPlan::HashPairs(fields()), true).unwrap();
+        assert_eq!(
+            &out[..],
+            b"%2\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\n***@x.co.uk\r\n"
+        );
+    }
+
+    #[test]
+    fn values_elements_and_errors() {
+        let v = Bytes::from_static(b"$3\r\nabc\r\n");
+        assert_eq!(
+            &mask(&v, &MaskPlan::Value(Strategy::Redact), false).unwrap()[..],
+            b"$10\r\n[REDACTED]\r\n"
+        );
+        let err = Bytes::from_static(b"-WRONGTYPE x\r\n");
+        assert_eq!(
+            mask(&err, &MaskPlan::Value(Strategy::Redact), false).unwrap(),
+            err
+        );
+        let arr = Bytes::from_static(b"*2\r\n$1\r\na\r\n$-1\r\n");
+        assert_eq!(
+            &mask(
+                &arr,
+                &MaskPlan::Elements(vec![Some(Strategy::Redact), Some(Strategy::Redact)]),
+                false
+            )
+            .unwrap()[..],
+            b"*2\r\n$10\r\n[REDACTED]\r\n$-1\r\n"
+        );
+        let scan = Bytes::from_static(b"*2\r\n$1\r\n0\r\n*2\r\n$5\r\nemail\r\n$5\r\na@b.c\r\n");
+        assert_eq!(
+            &mask(&scan, &MaskPlan::ScanPairs(fields()), false).unwrap()[..],
+            b"*2\r\n$1\r\n0\r\n*2\r\n$5\r\nemail\r\n$7\r\n***@b.c\r\n"
+        );
+    }
+}

@@ -1,0 +1,707 @@
+//! The relay of a logged-in session. Two halves in one task:
+//! - `from_client` parses each command, asks the policy, records the decision, and forwards
+//!   the command's bytes (or queues tollgate's own reply, in order);
+//! - `to_client` cuts upstream replies into frames, pairs each with the command it answers,
+//!   masks what the plan says, records outcomes, and relays pub/sub and push frames as they come.
+//!
+//! The halves share a bounded channel of [`Entry`]s: at most `MAX_IN_FLIGHT` replies are owed;
+//! a client that pipelines without reading waits, the gateway's memory does not grow.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::types::BytesFrame as F2;
+use redis_protocol::resp3::types::BytesFrame as F3;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::audit::{statement, SessionAudit, Ticket};
+use super::auth::{parse_hello, upstream_hello, verify, HelloError};
+use super::command::{encode_command, Command, CommandParser};
+use super::mask_reply;
+use super::reply;
+use super::scan::ReplyScanner;
+use crate::audit::{Decision, EventKind};
+use crate::policy::redis::{CommandTable, MaskPlan, RedisPolicy};
+use crate::policy::Outcome;
+
+const MAX_IN_FLIGHT: usize = 4096;
+/// Commands judged per batch (one audit write per batch).
+const MAX_BATCH: usize = 512;
+
+pub struct Session {
+    pub audit: SessionAudit,
+    pub table: Arc<CommandTable>,
+    pub policy: RedisPolicy,
+    pub resp3: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("client: {0}")]
+    Client(std::io::Error),
+    #[error("connection to the upstream lost: {0}")]
+    Upstream(std::io::Error),
+    #[error("{0}")]
+    Scan(#[from] super::scan::ScanError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubKind {
+    Channel,
+    Pattern,
+    Shard,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// tollgate's own reply (refusals, AUTH, QUIT's +OK).
+    Local(Bytes),
+    /// Close the connection once everything before has been written.
+    Close,
+    Reply(MaskPlan),
+    /// A command queued inside MULTI; its plan applies to its slot in EXEC's reply.
+    Queued(MaskPlan),
+    Exec,
+    /// DISCARD was forwarded in place of EXEC (a queued command was refused): EXECABORT.
+    ExecAbort,
+    Discard,
+    /// HELLO: switches the reply protocol when the upstream accepts it.
+    Hello(Option<u8>),
+    /// (P|S)(UN)SUBSCRIBE: answered by one confirmation per channel (`None`: "all of them").
+    Subscribe {
+        remaining: Option<usize>,
+        kind: SubKind,
+    },
+}
+
+#[derive(Debug)]
+struct Entry {
+    kind: Kind,
+    ticket: Option<Ticket>,
+    agent: Arc<str>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    session: Session,
+    rd: OwnedReadHalf,
+    parser: CommandParser,
+    buf: BytesMut,
+    mut wr: OwnedWriteHalf,
+    up_rd: OwnedReadHalf,
+    up_wr: OwnedWriteHalf,
+    up_buf: BytesMut,
+) -> Result<(), RelayError> {
+    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
+    let Session {
+        audit,
+        table,
+        policy,
+        resp3,
+    } = session;
+    let audit = Arc::new(audit);
+    let mut from = FromClient {
+        audit: audit.clone(),
+        table,
+        policy,
+        in_multi: false,
+        multi_dirty: false,
+    };
+    let mut to = ToClient {
+        audit: audit.clone(),
+        resp3,
+        pending: VecDeque::new(),
+        exec_plans: Vec::new(),
+        subs: [HashSet::new(), HashSet::new(), HashSet::new()],
+        out: BytesMut::new(),
+    };
+    let upstream_name = audit.upstream.clone();
+    let result = tokio::select! {
+        r = from.run(rd, parser, buf, up_wr, tx) => r,
+        r = to.run(up_rd, up_buf, &mut wr, rx) => r,
+    };
+    for e in to.pending.drain(..) {
+        if let Some(t) = e.ticket {
+            audit.outcome(
+                &e.agent,
+                t,
+                Some("outcome unknown: the session ended before the reply".into()),
+            );
+        }
+    }
+    if let Err(RelayError::Upstream(_) | RelayError::Scan(_)) = &result {
+        metrics::counter!("tollgate_upstream_errors_total", "upstream" => upstream_name.to_string())
+            .increment(1);
+        let msg = format!("tollgate: connection to upstream \"{upstream_name}\" lost");
+        let _ = wr.write_all(&reply::error("ERR", &msg)).await;
+    }
+    let _ = wr.shutdown().await;
+    result
+}
+
+struct FromClient {
+    audit: Arc<SessionAudit>,
+    table: Arc<CommandTable>,
+    policy: RedisPolicy,
+    in_multi: bool,
+    multi_dirty: bool,
+}
+
+fn lower_name(c: &Command) -> Vec<u8> {
+    c.args[0].to_ascii_lowercase()
+}
+
+impl FromClient {
+    async fn run(
+        &mut self,
+        mut rd: OwnedReadHalf,
+        mut parser: CommandParser,
+        mut buf: BytesMut,
+        mut up: OwnedWriteHalf,
+        tx: mpsc::Sender<Entry>,
+    ) -> Result<(), RelayError> {
+        let mut entries = Vec::new();
+        let mut out = BytesMut::new();
+        loop {
+            let mut closing = false;
+            let mut need_read = false;
+            while entries.len() < MAX_BATCH {
+                match parser.next(&mut buf) {
+                    Ok(Some(cmd)) => {
+                        if self.command(cmd, &mut entries, &mut out) {
+                            closing = true;
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        need_read = true;
+                        break;
+                    }
+                    Err(e) => {
+                        self.push_local(&mut entries, reply::error("ERR", &e.to_string()));
+                        self.push_kind(&mut entries, Kind::Close);
+                        closing = true;
+                        break;
+                    }
+                }
+            }
+            if !entries.is_empty() {
+                // Decisions reach the audit log (one write for the batch) before anything runs.
+                if !out.is_empty() {
+                    if let Err(e) = self.audit.gw.audit.flush() {
+                        warn!(error = %e, "audit write failed: refusing the batch");
+                        out.clear();
+                        for e in entries.iter_mut() {
+                            if !matches!(e.kind, Kind::Local(_) | Kind::Close) {
+                                e.kind = Kind::Local(Bytes::from_static(reply::AUDIT_DOWN));
+                                e.ticket = None;
+                            }
+                        }
+                    }
+                }
+                for e in entries.drain(..) {
+                    if tx.send(e).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                if !out.is_empty() {
+                    up.write_all(&out).await.map_err(RelayError::Upstream)?;
+                    out.clear();
+                }
+            }
+            if closing {
+                // Wait for the other half to write everything up to the Close entry.
+                std::future::pending::<()>().await;
+            }
+            if need_read {
+                let n = rd.read_buf(&mut buf).await.map_err(RelayError::Client)?;
+                if n == 0 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn push_kind(&self, entries: &mut Vec<Entry>, kind: Kind) {
+        entries.push(Entry {
+            kind,
+            ticket: None,
+            agent: self.policy.agent().clone(),
+        });
+    }
+
+    fn push_local(&self, entries: &mut Vec<Entry>, bytes: Bytes) {
+        self.push_kind(entries, Kind::Local(bytes));
+    }
+
+    /// Judges one command; true when the session ends after it (QUIT, protocol error).
+    fn command(&mut self, cmd: Command, entries: &mut Vec<Entry>, out: &mut BytesMut) -> bool {
+        let name = lower_name(&cmd);
+        match &name[..] {
+            b"quit" => {
+                self.record(&cmd, &[], Decision::Allowed, None);
+                self.push_local(entries, Bytes::from_static(reply::OK));
+                self.push_kind(entries, Kind::Close);
+                return true;
+            }
+            b"auth" => {
+                let (user, token) = match cmd.args.len() {
+                    2 => (Bytes::from_static(b"default"), cmd.args[1].clone()),
+                    3 => (cmd.args[1].clone(), cmd.args[2].clone()),
+                    _ => {
+                        self.push_local(
+                            entries,
+                            reply::error("ERR", "wrong number of arguments for 'auth' command"),
+                        );
+                        return false;
+                    }
+                };
+                let r = self.reauth(&cmd, &user, &token);
+                self.push_local(entries, r.err().unwrap_or(Bytes::from_static(reply::OK)));
+                return false;
+            }
+            b"hello" => {
+                let h = match parse_hello(&cmd.args) {
+                    Ok(h) => h,
+                    Err(HelloError::NoProto) => {
+                        self.push_local(entries, Bytes::from_static(reply::NOPROTO));
+                        return false;
+                    }
+                    Err(HelloError::Syntax(m)) => {
+                        self.push_local(entries, reply::error("ERR", &m));
+                        return false;
+                    }
+                };
+                if let Some((u, t)) = &h.auth {
+                    if let Err(e) = self.reauth(&cmd, u, t) {
+                        self.push_local(entries, e);
+                        return false;
+                    }
+                }
+                let fwd = Command {
+                    raw: encode_command(&upstream_hello(&h)),
+                    args: upstream_hello(&h),
+                };
+                self.forward(fwd, Kind::Hello(h.proto), entries, out);
+                return false;
+            }
+            _ => {}
+        }
+        let verdict = self
+            .policy
+            .check(&self.audit.gw.policy, &self.table, &cmd.args);
+        if !verdict.runs() {
+            let d = verdict.denial.as_ref().expect("a refusal has a denial");
+            // The refusal may have come before the keys were placed: find them for the record.
+            let mut keys = Vec::new();
+            if let Ok(info) = self.table.lookup(&cmd.args) {
+                let _ = crate::policy::redis::keys::find_keys(info, &cmd.args, &mut keys);
+            }
+            let shown = statement(&cmd.args, &keys, self.has_subcommand(&cmd));
+            let mut ev =
+                self.audit
+                    .event(self.policy.agent(), EventKind::Decision, Decision::Blocked);
+            ev.statement = Some(shown);
+            ev.rule = Some(d.rule.clone());
+            ev.reason = Some(d.reason.clone());
+            ev.error = Some(d.code.to_string());
+            let _ = self.audit.decision(&ev);
+            metrics::counter!("tollgate_refusals_total", "protocol" => "redis").increment(1);
+            if self.in_multi {
+                self.multi_dirty = true;
+            }
+            self.push_local(entries, reply::refusal(d));
+            return false;
+        }
+        let decision = match verdict.outcome {
+            Outcome::WouldBlock => Decision::WouldBlock,
+            _ if !verdict.mask.is_none() => Decision::Masked,
+            _ => Decision::Allowed,
+        };
+        let shown = statement(&cmd.args, &verdict.keys, self.has_subcommand(&cmd));
+        let mut ev = self
+            .audit
+            .event(self.policy.agent(), EventKind::Decision, decision);
+        ev.statement = Some(shown);
+        if let Some(d) = &verdict.denial {
+            ev.rule = Some(d.rule.clone());
+            ev.reason = Some(d.reason.clone());
+        }
+        metrics::counter!("tollgate_statements_total", "protocol" => "redis", "decision" => decision.as_str()).increment(1);
+        let seq = match self.audit.decision(&ev) {
+            Ok(seq) => seq,
+            Err(e) => {
+                warn!(error = %e, "audit write failed: refusing the command");
+                self.push_local(entries, Bytes::from_static(reply::AUDIT_DOWN));
+                return false;
+            }
+        };
+        let ticket = Ticket {
+            seq,
+            started: Instant::now(),
+            would_block: decision == Decision::WouldBlock,
+        };
+        let (kind, cmd) = self.kind_of(&name, cmd, verdict.mask);
+        entries.push(Entry {
+            kind,
+            ticket: Some(ticket),
+            agent: self.policy.agent().clone(),
+        });
+        out.extend_from_slice(&cmd.raw);
+        false
+    }
+
+    fn forward(&self, cmd: Command, kind: Kind, entries: &mut Vec<Entry>, out: &mut BytesMut) {
+        let shown = statement(&cmd.args, &[], false);
+        let mut ev = self
+            .audit
+            .event(self.policy.agent(), EventKind::Decision, Decision::Allowed);
+        ev.statement = Some(shown);
+        let ticket = self.audit.decision(&ev).ok().map(|seq| Ticket {
+            seq,
+            started: Instant::now(),
+            would_block: false,
+        });
+        if ticket.is_none() {
+            self.push_local(entries, Bytes::from_static(reply::AUDIT_DOWN));
+            return;
+        }
+        entries.push(Entry {
+            kind,
+            ticket,
+            agent: self.policy.agent().clone(),
+        });
+        out.extend_from_slice(&cmd.raw);
+    }
+
+    fn has_subcommand(&self, cmd: &Command) -> bool {
+        self.table
+            .lookup(&cmd.args)
+            .is_ok_and(|i| i.name.contains('|'))
+    }
+
+    /// MULTI/EXEC/DISCARD and pub/sub bookkeeping; EXEC of a poisoned transaction becomes DISCARD.
+    fn kind_of(&mut self, name: &[u8], cmd: Command, plan: MaskPlan) -> (Kind, Command) {
+        match name {
+            b"multi" => {
+                if !self.in_multi {
+                    self.in_multi = true;
+                    self.multi_dirty = false;
+                }
+                (Kind::Reply(MaskPlan::None), cmd)
+            }
+            b"exec" if self.in_multi => {
+                self.in_multi = false;
+                if self.multi_dirty {
+                    let args = vec![Bytes::from_static(b"DISCARD")];
+                    let raw = encode_command(&args);
+                    (Kind::ExecAbort, Command { args, raw })
+                } else {
+                    (Kind::Exec, cmd)
+                }
+            }
+            b"discard" => {
+                self.in_multi = false;
+                (Kind::Discard, cmd)
+            }
+            _ if self.in_multi => (Kind::Queued(plan), cmd),
+            b"subscribe" | b"psubscribe" | b"ssubscribe" | b"unsubscribe" | b"punsubscribe"
+            | b"sunsubscribe" => {
+                let kind = match name {
+                    b"subscribe" | b"unsubscribe" => SubKind::Channel,
+                    b"psubscribe" | b"punsubscribe" => SubKind::Pattern,
+                    _ => SubKind::Shard,
+                };
+                let n = cmd.args.len() - 1;
+                (
+                    Kind::Subscribe {
+                        remaining: (n > 0).then_some(n),
+                        kind,
+                    },
+                    cmd,
+                )
+            }
+            _ => (Kind::Reply(plan), cmd),
+        }
+    }
+
+    /// AUTH (or HELLO AUTH) inside a session: switches the agent on success.
+    fn reauth(&mut self, cmd: &Command, user: &[u8], token: &[u8]) -> Result<(), Bytes> {
+        let gw = self.audit.gw.clone();
+        match verify(&gw, user, token) {
+            Some(agent) if gw.policy.may_connect(&agent, &self.audit.upstream).is_ok() => {
+                self.policy.set_agent(agent.as_str().into());
+                self.record(cmd, &[], Decision::Allowed, None);
+                Ok(())
+            }
+            Some(agent) => {
+                self.record(
+                    cmd,
+                    &[],
+                    Decision::Blocked,
+                    Some("agent may not use this upstream"),
+                );
+                let _ = agent;
+                Err(Bytes::from_static(reply::WRONGPASS))
+            }
+            None => {
+                self.record(cmd, &[], Decision::Blocked, Some("authentication failed"));
+                Err(Bytes::from_static(reply::WRONGPASS))
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        cmd: &Command,
+        keys: &[crate::policy::redis::FoundKey],
+        d: Decision,
+        reason: Option<&str>,
+    ) {
+        let mut ev = self
+            .audit
+            .event(self.policy.agent(), EventKind::Decision, d);
+        ev.statement = Some(statement(&cmd.args, keys, false));
+        ev.reason = reason.map(str::to_string);
+        let _ = self.audit.decision(&ev);
+    }
+}
+
+struct ToClient {
+    audit: Arc<SessionAudit>,
+    resp3: bool,
+    pending: VecDeque<Entry>,
+    /// Mask plans of the commands queued in the open transaction, in order.
+    exec_plans: Vec<MaskPlan>,
+    /// Current subscriptions: channels, patterns, shard channels.
+    subs: [HashSet<Bytes>; 3],
+    out: BytesMut,
+}
+
+/// A pub/sub frame: (type word lower case, first name).
+fn pubsub_kind(frame: &Bytes, resp3: bool) -> Option<(Vec<u8>, Bytes)> {
+    let items: Vec<Bytes> = if resp3 || frame.first() == Some(&b'>') {
+        let (f, _) = redis_protocol::resp3::decode::complete::decode_bytes(frame).ok()??;
+        match f {
+            F3::Push { data, .. } | F3::Array { data, .. } => data
+                .into_iter()
+                .take(2)
+                .map(|x| match x {
+                    F3::BlobString { data, .. } | F3::SimpleString { data, .. } => data,
+                    _ => Bytes::new(),
+                })
+                .collect(),
+            _ => return None,
+        }
+    } else {
+        let (f, _) = redis_protocol::resp2::decode::decode_bytes(frame).ok()??;
+        match f {
+            F2::Array(data) => data
+                .into_iter()
+                .take(2)
+                .map(|x| match x {
+                    F2::BulkString(b) | F2::SimpleString(b) => b,
+                    _ => Bytes::new(),
+                })
+                .collect(),
+            _ => return None,
+        }
+    };
+    let word = items.first()?.to_ascii_lowercase();
+    Some((word, items.get(1).cloned().unwrap_or_default()))
+}
+
+impl ToClient {
+    async fn run(
+        &mut self,
+        mut up: OwnedReadHalf,
+        mut buf: BytesMut,
+        wr: &mut OwnedWriteHalf,
+        mut rx: mpsc::Receiver<Entry>,
+    ) -> Result<(), RelayError> {
+        let mut scanner = ReplyScanner::default();
+        loop {
+            while let Ok(e) = rx.try_recv() {
+                self.pending.push_back(e);
+            }
+            if self.locals() {
+                wr.write_all(&self.out).await.map_err(RelayError::Client)?;
+                return Ok(());
+            }
+            while let Some(n) = scanner.next_frame(&buf)? {
+                let frame = buf.split_to(n).freeze();
+                while let Ok(e) = rx.try_recv() {
+                    self.pending.push_back(e);
+                }
+                self.frame(frame);
+                if self.locals() {
+                    wr.write_all(&self.out).await.map_err(RelayError::Client)?;
+                    return Ok(());
+                }
+            }
+            if !self.out.is_empty() {
+                wr.write_all(&self.out).await.map_err(RelayError::Client)?;
+                self.out.clear();
+                if self.out.capacity() > 1 << 20 {
+                    self.out = BytesMut::new();
+                }
+            }
+            tokio::select! {
+                e = rx.recv() => match e {
+                    Some(e) => self.pending.push_back(e),
+                    None => return Ok(()),
+                },
+                r = up.read_buf(&mut buf) => {
+                    if r.map_err(RelayError::Upstream)? == 0 {
+                        return Err(RelayError::Upstream(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes tollgate's own replies at the front of the queue; true at a Close entry.
+    fn locals(&mut self) -> bool {
+        while let Some(front) = self.pending.front() {
+            match &front.kind {
+                Kind::Local(b) => {
+                    self.out.extend_from_slice(b);
+                    self.pending.pop_front();
+                }
+                Kind::Close => return true,
+                _ => break,
+            }
+        }
+        false
+    }
+
+    fn frame(&mut self, frame: Bytes) {
+        let push = frame.first() == Some(&b'>');
+        let subscribed = self.subs.iter().any(|s| !s.is_empty())
+            || matches!(
+                self.pending.front().map(|e| &e.kind),
+                Some(Kind::Subscribe { .. })
+            );
+        if push || (subscribed && !self.resp3 && frame.first() == Some(&b'*')) {
+            if let Some((word, name)) = pubsub_kind(&frame, self.resp3) {
+                let confirm = match &word[..] {
+                    b"subscribe" => Some((SubKind::Channel, true)),
+                    b"psubscribe" => Some((SubKind::Pattern, true)),
+                    b"ssubscribe" => Some((SubKind::Shard, true)),
+                    b"unsubscribe" => Some((SubKind::Channel, false)),
+                    b"punsubscribe" => Some((SubKind::Pattern, false)),
+                    b"sunsubscribe" => Some((SubKind::Shard, false)),
+                    _ => None,
+                };
+                if let Some((kind, add)) = confirm {
+                    self.confirmation(kind, add, name);
+                    self.out.extend_from_slice(&frame);
+                    return;
+                }
+                if push || matches!(&word[..], b"message" | b"pmessage" | b"smessage") {
+                    self.out.extend_from_slice(&frame);
+                    return;
+                }
+            } else if push {
+                self.out.extend_from_slice(&frame);
+                return;
+            }
+        }
+        let Some(entry) = self.pending.pop_front() else {
+            // Nothing is owed: an out-of-band frame (e.g. a message while subscribed).
+            self.out.extend_from_slice(&frame);
+            return;
+        };
+        let is_error = matches!(frame.first(), Some(b'-' | b'!'));
+        let shown = match entry.kind {
+            Kind::Reply(ref plan) => self.masked(&frame, plan),
+            Kind::Queued(plan) => {
+                if frame.starts_with(b"+QUEUED") {
+                    self.exec_plans.push(plan);
+                }
+                frame.clone()
+            }
+            Kind::Exec => {
+                let plans = std::mem::take(&mut self.exec_plans);
+                if plans.iter().all(MaskPlan::is_none) {
+                    frame.clone()
+                } else {
+                    mask_reply::mask_exec(&frame, &plans, self.resp3).unwrap_or_else(|e| {
+                        warn!(error = %e, "masking failed; reply withheld");
+                        reply::error("ERR", "tollgate: the reply could not be masked")
+                    })
+                }
+            }
+            Kind::ExecAbort => {
+                self.exec_plans.clear();
+                Bytes::from_static(reply::QUEUED_ABORT)
+            }
+            Kind::Discard => {
+                self.exec_plans.clear();
+                frame.clone()
+            }
+            Kind::Hello(p) => {
+                if !is_error {
+                    if let Some(p) = p {
+                        self.resp3 = p == 3;
+                    }
+                }
+                frame.clone()
+            }
+            Kind::Subscribe { .. } | Kind::Local(_) | Kind::Close => frame.clone(),
+        };
+        self.out.extend_from_slice(&shown);
+        if let Some(t) = entry.ticket {
+            let error = is_error.then(|| error_text(&frame));
+            self.audit.outcome(&entry.agent, t, error);
+        }
+    }
+
+    fn masked(&self, frame: &Bytes, plan: &MaskPlan) -> Bytes {
+        mask_reply::mask(frame, plan, self.resp3).unwrap_or_else(|e| {
+            warn!(error = %e, "masking failed; reply withheld");
+            reply::error("ERR", "tollgate: the reply could not be masked")
+        })
+    }
+
+    fn confirmation(&mut self, kind: SubKind, add: bool, name: Bytes) {
+        let set = &mut self.subs[kind as usize];
+        let before = set.len();
+        if add {
+            set.insert(name);
+        } else {
+            set.remove(&name);
+        }
+        let Some(front) = self.pending.front_mut() else {
+            return;
+        };
+        let Kind::Subscribe { remaining, kind: k } = &mut front.kind else {
+            return;
+        };
+        if *k != kind {
+            return;
+        }
+        let left = remaining.get_or_insert(before.max(1));
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            let e = self.pending.pop_front().expect("front exists");
+            if let Some(t) = e.ticket {
+                self.audit.outcome(&e.agent, t, None);
+            }
+        }
+    }
+}
+
+fn error_text(frame: &[u8]) -> String {
+    let s = String::from_utf8_lossy(frame);
+    s.trim_start_matches(['-', '!'])
+        .trim_end()
+        .chars()
+        .take(200)
+        .collect()
+}

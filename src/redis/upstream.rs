@@ -1,0 +1,137 @@
+//! The upstream Redis: connecting and logging in with the vaulted password (and ACL user), and
+//! learning its command table once (`COMMAND`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::command::encode_command;
+use super::scan::ReplyScanner;
+use crate::policy::redis::CommandTable;
+use crate::vault::Secret;
+
+/// A Redis upstream as the gateway knows it.
+pub struct RedisTarget {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// ACL user; `default` means `AUTH password` (a `requirepass` server).
+    pub user: Secret,
+    pub password: Secret,
+    /// Learned from the upstream at start (or at the first session if it was down then).
+    pub table: ArcSwapOption<CommandTable>,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("name", &self.name)
+            .field("addr", &format_args!("{}:{}", self.host, self.port))
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot reach the upstream: {0}")]
+    Connect(std::io::Error),
+    #[error("the upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The upstream's own error line, which never contains the password.
+    #[error("the upstream refused tollgate's login: {0}")]
+    LoginRefused(String),
+    #[error("unexpected reply from the upstream: {0}")]
+    Protocol(String),
+}
+
+/// A logged-in upstream connection; `pending` holds bytes read past the login reply.
+pub struct Upstream {
+    pub stream: TcpStream,
+}
+
+impl RedisTarget {
+    /// Connects and authenticates (`AUTH [user] password`).
+    pub async fn connect(&self, timeout: Duration) -> Result<Upstream, UpstreamError> {
+        tokio::time::timeout(timeout, self.connect_inner())
+            .await
+            .map_err(|_| UpstreamError::Timeout(timeout))?
+    }
+
+    async fn connect_inner(&self) -> Result<Upstream, UpstreamError> {
+        let mut stream = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(UpstreamError::Connect)?;
+        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        let user = self.user.expose();
+        let pw = Bytes::copy_from_slice(self.password.expose().as_bytes());
+        let auth = if user.is_empty() || user == "default" {
+            encode_command(&[Bytes::from_static(b"AUTH"), pw])
+        } else {
+            encode_command(&[
+                Bytes::from_static(b"AUTH"),
+                Bytes::copy_from_slice(user.as_bytes()),
+                pw,
+            ])
+        };
+        stream
+            .write_all(&auth)
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let reply = read_reply(&mut stream).await?;
+        if reply.first() == Some(&b'-') {
+            let line = String::from_utf8_lossy(&reply).trim_end().to_string();
+            return Err(UpstreamError::LoginRefused(line));
+        }
+        Ok(Upstream { stream })
+    }
+
+    /// The command table, fetched from the upstream if not known yet.
+    pub async fn table(&self, timeout: Duration) -> Result<Arc<CommandTable>, UpstreamError> {
+        if let Some(t) = self.table.load_full() {
+            return Ok(t);
+        }
+        let mut up = self.connect(timeout).await?;
+        up.stream
+            .write_all(b"*1\r\n$7\r\nCOMMAND\r\n")
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let raw = tokio::time::timeout(timeout * 4, read_reply(&mut up.stream))
+            .await
+            .map_err(|_| UpstreamError::Timeout(timeout))??;
+        let (frame, _) = redis_protocol::resp2::decode::decode_bytes(&raw)
+            .map_err(|e| UpstreamError::Protocol(e.to_string()))?
+            .ok_or_else(|| UpstreamError::Protocol("incomplete COMMAND reply".into()))?;
+        let table =
+            CommandTable::from_reply(&frame).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        let table = Arc::new(table);
+        self.table.store(Some(table.clone()));
+        Ok(table)
+    }
+}
+
+/// Reads exactly one reply frame (nothing else is in flight during login and COMMAND).
+async fn read_reply(stream: &mut TcpStream) -> Result<Bytes, UpstreamError> {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut scanner = ReplyScanner::default();
+    loop {
+        if let Some(n) = scanner
+            .next_frame(&buf)
+            .map_err(|e| UpstreamError::Protocol(e.to_string()))?
+        {
+            return Ok(buf.split_to(n).freeze());
+        }
+        let read = stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(UpstreamError::Connect)?;
+        if read == 0 {
+            return Err(UpstreamError::Connect(std::io::Error::from(
+                std::io::ErrorKind::UnexpectedEof,
+            )));
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Hostile Redis input through the gateway: malformed and truncated frames, inline commands,
+//! case tricks, keys in odd positions, MULTI tricks, copies across patterns.
+
+mod support;
+
+use support::{redis_connect, redis_exchange, redis_login, redis_raw};
+
+#[tokio::test]
+async fn malformed_frames_get_an_error_and_close_only_their_connection() {
+    let mut other = redis_connect("analyst", false).await;
+    for bad in [
+        &b"*2\r\n$3\r\nGET\r\n+cache:1\r\n"[..],
+        b"*1\r\n$-5\r\n",
+        b"*x\r\n",
+        b"*1\r\n$3\r\nGETX\r\n",
+        b"GET \"unbalanced\r\n",
+        b"*99999999999\r\n",
+    ] {
+        let mut s = redis_login("analyst").await;
+        let got = redis_exchange(&mut s, bad, "\r\n").await;
+        assert!(got.starts_with("-ERR Protocol error"), "{bad:?}: {got}");
+    }
+    // Truncated frames: the gateway waits for the rest; the client going away is fine.
+    let mut s = redis_login("analyst").await;
+    let got = redis_exchange(&mut s, b"*2\r\n$3\r\nGET\r\n$7\r\ncach", "\r\n").await;
+    assert_eq!(got, "", "a partial frame gets no reply yet");
+    let got = redis_exchange(&mut s, b"e:1\r\n", "\r\n").await;
+    assert_eq!(got, "$14\r\ncached value 1\r\n");
+    drop(s);
+    let mut s = redis_raw().await;
+    let got = redis_exchange(&mut s, b"*3\r\n$4\r\nAUTH\r\n$7\r\nanal", "\r\n").await;
+    assert_eq!(got, "");
+    drop(s);
+    let v: String = redis::cmd("GET")
+        .arg("cache:1")
+        .query_async(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(v, "cached value 1", "other clients are unaffected");
+}
+
+#[tokio::test]
+async fn inline_and_resp_are_judged_alike() {
+    let mut s = redis_login("analyst").await;
+    let got = redis_exchange(&mut s, b"gEt cache:1\r\nGET admin:config\r\nget 'admin:config'\r\n\"GET\" \"admin:\\x63onfig\"\r\nPING\r\n", "+PONG\r\n").await;
+    let lines: Vec<&str> = got.split("\r\n").collect();
+    assert_eq!(lines[1], "cached value 1", "{got}");
+    assert_eq!(got.matches("-NOPERM").count(), 3, "{got}");
+}
+
+#[tokio::test]
+async fn keys_in_odd_positions_are_all_checked() {
+    let mut s = redis_login("writer").await;
+    for (cmd, refused) in [
+        ("XREAD STREAMS cache:s admin:s 0 0", true),
+        ("XREAD COUNT 1 STREAMS cache:s cache:t 0 0", false),
+        ("BITOP AND cache:d admin:src", true),
+        ("BITOP AND cache:d cache:src", false),
+        ("ZUNIONSTORE cache:z 2 cache:a admin:b", true),
+        ("OBJECT ENCODING admin:config", true),
+        ("MIGRATE 127.0.0.1 1 \"\" 0 10 KEYS admin:config", true),
+        ("SORT cache:l BY admin:*", true),
+        ("SORT cache:l GET admin:*->f", true),
+        ("RENAME cache:x admin:x", true),
+        ("COPY admin:config cache:stolen", true),
+        ("EVAL \"return redis.call('GET','admin:config')\" 0", true),
+        ("EVAL \"return 1\" 1 cache:1", true),
+        ("GEORADIUS cache:g 0 0 1 km STORE admin:g", true),
+        ("SMOVE cache:s admin:s m", true),
+        ("LMOVE admin:l cache:l LEFT LEFT", true),
+    ] {
+        let got = redis_exchange(&mut s, format!("{cmd}\r\n").as_bytes(), "\r\n").await;
+        assert_eq!(got.starts_with("-NOPERM"), refused, "{cmd}: {got}");
+    }
+}
+
+#[tokio::test]
+async fn multi_tricks() {
+    let mut s = redis_login("analyst").await;
+    // A refused command inside MULTI poisons the transaction; nothing runs.
+    let got = redis_exchange(
+        &mut s,
+        b"MULTI\r\nGET cache:1\r\nFLUSHALL\r\nEXEC\r\n",
+        "\r\n-EXECABORT Transaction discarded because of previous errors.\r\n",
+    )
+    .await;
+    assert!(
+        got.ends_with("-EXECABORT Transaction discarded because of previous errors.\r\n"),
+        "{got}"
+    );
+    // Nested MULTI and a masked read inside a transaction.
+    let got = redis_exchange(
+        &mut s,
+        b"MULTI\r\nMULTI\r\nHGETALL session:7\r\nEXEC\r\n",
+        "free\r\n",
+    )
+    .await;
+    assert!(
+        got.contains("***@example.com") && !got.contains("user7@"),
+        "{got}"
+    );
+    // DUMP of a masked key is refused even when queued.
+    let got = redis_exchange(
+        &mut s,
+        b"MULTI\r\nDUMP session:1\r\nEXEC\r\n",
+        "previous errors.\r\n",
+    )
+    .await;
+    assert!(
+        got.contains("-NOPERM") && got.contains("EXECABORT"),
+        "{got}"
+    );
+    let got = redis_exchange(&mut s, b"PING\r\n", "\r\n").await;
+    assert_eq!(got, "+PONG\r\n", "the session stays usable");
+}
+
+#[tokio::test]
+async fn hello_and_auth_corners() {
+    let mut s = redis_raw().await;
+    assert!(redis_exchange(&mut s, b"HELLO 4\r\n", "\r\n")
+        .await
+        .starts_with("-NOPROTO"));
+    assert!(redis_exchange(&mut s, b"AUTH\r\n", "\r\n")
+        .await
+        .starts_with("-ERR"));
+    assert!(redis_exchange(&mut s, b"AUTH onlytoken\r\n", "\r\n")
+        .await
+        .starts_with("-WRONGPASS"));
+    let long = format!("AUTH {} x\r\n", "a".repeat(5000));
+    assert!(redis_exchange(&mut s, long.as_bytes(), "\r\n")
+        .await
+        .starts_with("-WRONGPASS"));
+    // After login, AUTH as another agent switches the identity only with the right token.
+    let mut s = redis_login("analyst").await;
+    assert!(redis_exchange(&mut s, b"AUTH writer nope\r\n", "\r\n")
+        .await
+        .starts_with("-WRONGPASS"));
+    assert!(redis_exchange(&mut s, b"SET cache:1 x\r\n", "\r\n")
+        .await
+        .starts_with("-NOPERM"));
+}
+
+#[test]
+fn explain_a_redis_command() {
+    let cfg = support::harness().env.dir.join("tollgate.toml");
+    let run = |cmd: &str| {
+        let out = std::process::Command::new(support::tollgate_bin())
+            .args([
+                "explain",
+                "--agent",
+                "analyst",
+                "--upstream",
+                "cache",
+                "--config",
+            ])
+            .arg(&cfg)
+            .arg(cmd)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = run("GET cache:1");
+    assert!(
+        out.contains("key:       cache:1 (read)") && out.contains("decision:  allowed"),
+        "{out}"
+    );
+    let out = run("HGETALL session:1");
+    assert!(
+        out.contains("decision:  masked") && out.contains("email"),
+        "{out}"
+    );
+    let out = run("FLUSHALL");
+    assert!(
+        out.contains("decision:  blocked") && out.contains("builtin: dangerous-command"),
+        "{out}"
+    );
+}
