@@ -25,7 +25,10 @@ fn engine() -> Engine {
     let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
     let ctx = PolicyContext {
         agents: &store,
-        upstreams: BTreeMap::from([("shop".to_string(), vec!["public".to_string()])]),
+        upstreams: BTreeMap::from([
+            ("shop".to_string(), vec!["public".to_string()]),
+            ("cache".to_string(), vec![]),
+        ]),
     };
     let policy = "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"public.orders\"\nallow = [\"select\"]\n[[postgres.table]]\nname = \"public.customers\"\nallow = [\"select\"]\n";
     Engine::new(
@@ -43,7 +46,10 @@ fn masked_engine() -> Engine {
     let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
     let ctx = PolicyContext {
         agents: &store,
-        upstreams: BTreeMap::from([("shop".to_string(), vec!["public".to_string()])]),
+        upstreams: BTreeMap::from([
+            ("shop".to_string(), vec!["public".to_string()]),
+            ("cache".to_string(), vec![]),
+        ]),
     };
     let sources = vec![(
         PathBuf::from("analyst.toml"),

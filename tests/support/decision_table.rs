@@ -17,7 +17,10 @@ pub fn demo_engine() -> Engine {
     let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
     let ctx = PolicyContext {
         agents: &store,
-        upstreams: BTreeMap::from([("shop".to_string(), vec!["public".to_string()])]),
+        upstreams: BTreeMap::from([
+            ("shop".to_string(), vec!["public".to_string()]),
+            ("cache".to_string(), vec![]),
+        ]),
     };
     let sources = POLICIES
         .iter()
