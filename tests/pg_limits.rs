@@ -153,6 +153,25 @@ fn analyst_gets_at_most_1000_rows_and_600_statements_a_minute() {
             assert!(message.contains("analyst: limits"), "{message}");
             assert!(hint.unwrap_or_default().starts_with("retry after"));
         }
+        // The bucket is the agent's, whatever the protocol: Redis commands are refused too.
+        let client = redis::Client::open(h.env.redis_url("analyst")).unwrap();
+        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+        let mut served = 0;
+        let e = loop {
+            let got: redis::RedisResult<Option<String>> = redis::cmd("GET")
+                .arg("cache:1")
+                .query_async(&mut redis)
+                .await;
+            match got {
+                Ok(_) => served += 1,
+                Err(e) => break e,
+            }
+            assert!(served < 20, "Redis commands are not rate limited");
+        };
+        assert!(
+            support::redis_error(&e).contains("rate limit of 600"),
+            "{e}"
+        );
     });
     std::thread::sleep(Duration::from_millis(300));
     let log = std::fs::read_to_string(&h.env.audit_log).unwrap();

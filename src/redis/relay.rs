@@ -318,6 +318,14 @@ impl FromClient {
             self.push_local(entries, reply::refusal(d));
             return false;
         }
+        // The agent's statement rate is shared with its PostgreSQL sessions.
+        if let Some(line) = self.over_rate(&cmd) {
+            if self.in_multi {
+                self.multi_dirty = true;
+            }
+            self.push_local(entries, line);
+            return false;
+        }
         let decision = match verdict.outcome {
             Outcome::WouldBlock => Decision::WouldBlock,
             _ if !verdict.mask.is_none() => Decision::Masked,
@@ -354,6 +362,27 @@ impl FromClient {
         });
         out.extend_from_slice(&cmd.raw);
         false
+    }
+
+    /// Takes one command from the agent's rate bucket; over the rate, audits the refusal and
+    /// returns the `-ERR` line to send instead.
+    fn over_rate(&self, cmd: &Command) -> Option<Bytes> {
+        let gw = &self.audit.gw;
+        let agent = self.policy.agent();
+        let policy = gw.policy.agent_policy(agent)?;
+        let (rate, rule) = policy.limits.rate.as_ref()?;
+        let exceeded = gw.limiter.bucket(agent).take(*rate).err()?;
+        metrics::counter!("tollgate_rate_limit_hits_total", "protocol" => "redis").increment(1);
+        let mut ev = self
+            .audit
+            .event(agent, EventKind::Decision, Decision::Blocked);
+        ev.statement = Some(statement(&cmd.args, &[], self.has_subcommand(cmd)));
+        ev.rule = Some(rule.clone());
+        ev.reason = Some(exceeded.to_string());
+        ev.error = Some("ERR".into());
+        let _ = self.audit.decision(&ev);
+        let line = format!("-ERR tollgate: {exceeded} (agent \"{agent}\", rule: {rule})\r\n");
+        Some(Bytes::from(line))
     }
 
     fn forward(&self, cmd: Command, kind: Kind, entries: &mut Vec<Entry>, out: &mut BytesMut) {
