@@ -19,7 +19,8 @@ const JOIN5: &str = "WITH recent AS (SELECT * FROM orders WHERE created_at > now
     JOIN orders o2 ON o2.customer_id = c.id JOIN customers c2 ON c2.id = o2.customer_id \
     WHERE c.region IN ('EU', 'US') GROUP BY c.region ORDER BY 2 DESC";
 
-fn engine() -> Engine {
+/// An engine for agent `analyst` with one policy file and the demo's table shapes.
+fn engine_with(policy: &str) -> Engine {
     let mut agents = AgentsFile::default();
     agents.add("analyst", "tg_bench", vec![]).unwrap();
     let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
@@ -30,34 +31,19 @@ fn engine() -> Engine {
             ("cache".to_string(), vec![]),
         ]),
     };
-    let policy = "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"public.orders\"\nallow = [\"select\"]\n[[postgres.table]]\nname = \"public.customers\"\nallow = [\"select\"]\n";
-    Engine::new(
-        PolicySet::from_sources(
-            vec![(PathBuf::from("analyst.toml"), policy.to_string())],
-            &ctx,
-        )
-        .unwrap(),
-    )
-}
-
-fn masked_engine() -> Engine {
-    let mut agents = AgentsFile::default();
-    agents.add("analyst", "tg_bench", vec![]).unwrap();
-    let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
-    let ctx = PolicyContext {
-        agents: &store,
-        upstreams: BTreeMap::from([
-            ("shop".to_string(), vec!["public".to_string()]),
-            ("cache".to_string(), vec![]),
-        ]),
-    };
-    let sources = vec![(
-        PathBuf::from("analyst.toml"),
-        tollgate::demo::files::ANALYST_POLICY.to_string(),
-    )];
+    let sources = vec![(PathBuf::from("analyst.toml"), policy.to_string())];
     let engine = Engine::new(PolicySet::from_sources(sources, &ctx).unwrap());
     engine.set_schema("shop", tollgate::demo::seed::demo_schema());
     engine
+}
+
+fn engine() -> Engine {
+    engine_with("agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"public.orders\"\nallow = [\"select\"]\n[[postgres.table]]\nname = \"public.customers\"\nallow = [\"select\"]\n")
+}
+
+/// The demo analyst: customers masked.
+fn masked_engine() -> Engine {
+    engine_with(tollgate::demo::files::ANALYST_POLICY)
 }
 
 fn benches(c: &mut Criterion) {

@@ -287,12 +287,7 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
     ));
     let mut pg_addr = None;
     if let Some(addr) = gateway.config.listen.postgres {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| GatewayError::Listen { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| GatewayError::Listen { addr, source })?;
+        let (listener, local) = bind(addr).await?;
         info!(%local, "PostgreSQL listener ready");
         pg_addr = Some(local);
         tokio::spawn(crate::pg::serve(gateway.clone(), listener, rx.clone()));
@@ -305,12 +300,7 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
             .next()
             .cloned()
             .expect("config validation: listen.redis has one redis upstream");
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| GatewayError::Listen { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| GatewayError::Listen { addr, source })?;
+        let (listener, local) = bind(addr).await?;
         info!(%local, upstream = %target.name, "Redis listener ready");
         redis_addr = Some(local);
         // Learn the command table now if the upstream is up; sessions retry if it is not.
@@ -332,6 +322,14 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         redis_addr,
         shutdown: tx,
     })
+}
+
+/// Binds a listener; returns it with the address it got (port 0 picks one).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), GatewayError> {
+    let listen_error = |source| GatewayError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
+    let local = listener.local_addr().map_err(listen_error)?;
+    Ok((listener, local))
 }
 
 /// Keeps table shapes fresh: every minute, after each policy reload, and every 2 s while some

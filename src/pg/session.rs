@@ -195,19 +195,23 @@ async fn login(
             format!("database \"{}\" does not exist", params.database),
         )));
     }
-    if let Err(d) = gw.policy.may_connect(&params.user, &params.database) {
+    // A login refused after authentication: audited, then FATAL naming the rule.
+    let refuse = |code: &'static str, reason: &str, rule: &str| {
         gw.audit_session(
             id,
             &params.user,
             Some(&params.database),
             peer,
             Decision::Blocked,
-            &d.reason,
+            reason,
         );
-        return Err(SessionError::Refused(PgErrorFields::fatal(
-            "42501",
-            format!("tollgate: {} (rule: {})", d.reason, d.rule),
-        )));
+        SessionError::Refused(PgErrorFields::fatal(
+            code,
+            format!("tollgate: {reason} (rule: {rule})"),
+        ))
+    };
+    if let Err(d) = gw.policy.may_connect(&params.user, &params.database) {
+        return Err(refuse("42501", &d.reason, &d.rule));
     }
     let per_agent = gw
         .policy
@@ -224,21 +228,13 @@ async fn login(
                 (crate::ratelimit::TooManyConnections::Agent(_), Some((_, rule))) => rule.clone(),
                 _ => "tollgate.toml: limits.max_client_connections".to_owned(),
             };
-            let reason = format!("too many connections: {e}");
-            gw.audit_session(
-                id,
-                &params.user,
-                Some(&params.database),
-                peer,
-                Decision::Blocked,
-                &reason,
-            );
             metrics::counter!("tollgate_connection_limit_hits_total", "protocol" => "postgres")
                 .increment(1);
-            return Err(SessionError::Refused(PgErrorFields::fatal(
+            return Err(refuse(
                 "53300",
-                format!("tollgate: {reason} (rule: {rule})"),
-            )));
+                &format!("too many connections: {e}"),
+                &rule,
+            ));
         }
     };
     let ctx = SessionCtx {
