@@ -230,7 +230,7 @@ pub fn plan_masking(
     }
     let plan = super::mask::plan_rewrite(sql_text, analysis, rules, schema, hash_key)
         .map_err(|e| Denial::new(e.rule, e.reason))?;
-    if let Some(p) = &plan {
+    if let Some(p) = plan.as_ref().filter(|p| p.has_edits()) {
         // Defence in depth: the rewritten text must parse, and name protected tables only
         // inside the masking subqueries.
         super::mask::verify_rewrite(p, sql_text, rules)

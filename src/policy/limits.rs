@@ -72,17 +72,13 @@ impl Limits {
         let rule = format!("{stem}: limits");
         if let Some(per_minute) = file.statements_per_minute {
             let burst = file.burst.unwrap_or((per_minute / 10).max(1));
-            let rate = Rate { per_minute, burst };
-            match &self.rate {
-                Some((old, _)) if old.per_minute <= per_minute && old.burst <= burst => {}
-                Some((old, _)) => {
-                    let merged = Rate {
-                        per_minute: old.per_minute.min(per_minute),
-                        burst: old.burst.min(burst),
-                    };
-                    self.rate = Some((merged, rule.clone()));
-                }
-                None => self.rate = Some((rate, rule.clone())),
+            let old = self.rate.as_ref().map(|(r, _)| *r);
+            let merged = old.map_or(Rate { per_minute, burst }, |o| Rate {
+                per_minute: o.per_minute.min(per_minute),
+                burst: o.burst.min(burst),
+            });
+            if old != Some(merged) {
+                self.rate = Some((merged, rule.clone()));
             }
         }
         stricter(&mut self.max_rows, file.max_rows, &rule);

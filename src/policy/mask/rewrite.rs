@@ -104,19 +104,26 @@ pub fn plan_rewrite(
     let mut tables = Vec::new();
     let mut rules = Vec::new();
     let mut masks = false;
+    // Scanned once, when the first protected table is met; the plan records the token count.
     let mut tokens: Option<Vec<ScannedToken>> = None;
     for stmt in &analysis.statements {
         for occ in &stmt.occurrences {
             let names = policy.candidates(occ.schema.as_deref(), &occ.name);
-            let protected: Vec<(String, Protection)> = names
-                .iter()
-                .filter_map(|q| policy.protection(q).map(|p| (q.clone(), p)))
-                .filter(|(_, p)| !p.is_empty())
-                .collect();
-            let Some((qualified, protection)) = protected.first() else {
+            let Some((qualified, protection)) = names.iter().find_map(|q| {
+                policy
+                    .protection(q)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| (q, p))
+            }) else {
                 continue;
             };
             let rule = protection.rules().join(", ");
+            if tokens.is_none() {
+                tokens = Some(
+                    structural_tokens(sql)
+                        .map_err(|e| RewriteError::new(format!("tollgate: {e}"), &rule))?,
+                );
+            }
             if names.len() > 1 {
                 return Err(RewriteError::new(
                     format!("\"{}\" could name more than one table, one of them protected ({qualified}); qualify it with its schema", occ.name),
@@ -147,15 +154,15 @@ pub fn plan_rewrite(
                 }
                 Operation::CopyTo => {}
                 Operation::Insert | Operation::Update | Operation::Delete => {
-                    if !protection.filters.is_empty() && occ.op != Operation::Insert {
-                        return Err(position_refusal(
-                            "as the target of UPDATE or DELETE (it has a row filter)",
-                        ));
-                    }
                     if !protection.filters.is_empty() {
-                        return Err(position_refusal(
-                            "as the target of INSERT (it has a row filter)",
-                        ));
+                        let target = if occ.op == Operation::Insert {
+                            "INSERT"
+                        } else {
+                            "UPDATE or DELETE"
+                        };
+                        return Err(position_refusal(&format!(
+                            "as the target of {target} (it has a row filter)"
+                        )));
                     }
                     let read = stmt.column_star
                         || stmt.column_names.iter().any(|c| {
@@ -183,22 +190,16 @@ pub fn plan_rewrite(
                     &rule,
                 ));
             };
-            let subquery = masking_subquery(shape, protection, !occ.inh, hash_key)
+            let subquery = masking_subquery(shape, &protection, !occ.inh, hash_key)
                 .map_err(|reason| RewriteError::new(reason, &rule))?;
             let Some(location) = occ.location else {
                 return Err(position_refusal("here (its position is unknown)"));
             };
-            if tokens.is_none() {
-                tokens = Some(
-                    structural_tokens(sql)
-                        .map_err(|e| RewriteError::new(format!("tollgate: {e}"), &rule))?,
-                );
-            }
             let toks = tokens.as_deref().unwrap_or_default();
             let edit = if occ.op == Operation::CopyTo {
                 copy_edit(sql, toks, location, &occ.name, &subquery)
             } else {
-                from_edit(toks, location, &occ.name, occ.has_alias, &subquery)
+                from_edit(toks, location, &occ.name, occ.alias.is_some(), &subquery)
             }
             .ok_or_else(|| position_refusal("in this form"))?;
             edits.push(edit);
@@ -214,21 +215,14 @@ pub fn plan_rewrite(
             "builtin: masking",
         ));
     }
-    let plan = RewritePlan {
+    // A plan without edits (writes that read nothing masked) is still audited as such.
+    Ok(Some(RewritePlan {
         edits,
         tokens: tokens.as_ref().map_or(0, Vec::len),
         masks,
         tables,
         rules,
-    };
-    if plan.edits.is_empty() {
-        // Only writes that read nothing masked: nothing to rewrite, but still audited as such.
-        return Ok(Some(RewritePlan {
-            tokens: structural_tokens(sql).map(|t| t.len()).unwrap_or(0),
-            ..plan
-        }));
-    }
-    Ok(Some(plan))
+    }))
 }
 
 /// Index of the token starting at byte `location`.

@@ -121,8 +121,7 @@ pub struct RelationOccurrence {
     pub location: Option<usize>,
     /// A FROM item (FROM, JOIN, USING, MERGE source), where a subquery may replace the name.
     pub from_item: bool,
-    /// The name carries an alias (`FROM t AS x`).
-    pub has_alias: bool,
+    /// The alias the name carries (`FROM t AS x`).
     pub alias: Option<String>,
     /// `false` for `ONLY t`.
     pub inh: bool,

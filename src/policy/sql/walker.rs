@@ -198,7 +198,6 @@ impl<'a> Walker<'a> {
             location: usize::try_from(rv.location).ok(),
             // FROM items are exactly the places where a name may denote a CTE.
             from_item: ctx.cte_ok && ctx.op == Operation::Select,
-            has_alias: rv.alias.is_some(),
             alias: rv.alias.as_ref().map(|a| a.aliasname.clone()),
             inh: rv.inh,
             tablesample: false,
