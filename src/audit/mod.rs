@@ -109,11 +109,12 @@ impl AuditLog {
     /// Appends one record durably (with any deferred ones before it) and returns its sequence
     /// number. On failure nothing partial remains and the record is not part of the chain.
     pub fn append(&self, event: &AuditEvent) -> Result<u64, AuditError> {
+        let fields = event.fields_json();
         let mut state = self.state.lock().map_err(|_| AuditError::Poisoned)?;
-        let (seq, hash, line) = chain_line(&state, event);
+        let (seq, hash, line) = chain_line(&state, &fields);
         let mut buf = std::mem::take(&mut state.pending);
         let deferred = buf.len();
-        buf.extend_from_slice(line.as_bytes());
+        buf.extend_from_slice(&line);
         if let Err(e) = write_all_or_cut(&mut state, &buf) {
             buf.truncate(deferred);
             state.pending = buf;
@@ -131,9 +132,10 @@ impl AuditLog {
 
     /// Chains a record now and writes it with the next durable record or flush.
     pub fn append_deferred(&self, event: &AuditEvent) -> Result<u64, AuditError> {
+        let fields = event.fields_json();
         let mut state = self.state.lock().map_err(|_| AuditError::Poisoned)?;
-        let (seq, hash, line) = chain_line(&state, event);
-        state.pending.extend_from_slice(line.as_bytes());
+        let (seq, hash, line) = chain_line(&state, &fields);
+        state.pending.extend_from_slice(&line);
         state.seq = seq;
         state.prev_hash = hash;
         if state.pending.len() >= PENDING_LIMIT {
@@ -173,12 +175,33 @@ impl Drop for AuditLog {
 }
 
 /// The next line of the chain for `event`: (seq, hash, line). The state is not changed.
-fn chain_line(state: &ChainState, event: &AuditEvent) -> (u64, String, String) {
+/// `fields` is the event's [`AuditEvent::fields_json`], serialised before the lock was taken.
+fn chain_line(state: &ChainState, fields: &[u8]) -> (u64, String, Vec<u8>) {
+    use std::io::Write as _;
     let seq = state.seq + 1;
-    let body = event.to_json_body(seq, &state.prev_hash);
-    let hash = hex::encode(Sha256::digest(format!("{body}}}").as_bytes()));
-    let line = format!("{body},\"hash\":\"{hash}\"}}\n");
+    let mut line = Vec::with_capacity(fields.len() + 192);
+    let _ = write!(line, "{{\"seq\":{seq},");
+    line.extend_from_slice(fields);
+    line.extend_from_slice(b",\"prev_hash\":\"");
+    line.extend_from_slice(state.prev_hash.as_bytes());
+    line.extend_from_slice(b"\"}");
+    let digest = Sha256::digest(&line);
+    line.pop();
+    let mut hex = [0u8; 64];
+    hex_lower(&digest, &mut hex);
+    line.extend_from_slice(b",\"hash\":\"");
+    line.extend_from_slice(&hex);
+    line.extend_from_slice(b"\"}\n");
+    let hash = std::str::from_utf8(&hex).expect("hex digits").to_owned();
     (seq, hash, line)
+}
+
+fn hex_lower(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
+    }
 }
 
 /// One `write(2)` of whole lines; on failure the file is cut back to its last complete record so

@@ -59,10 +59,10 @@ pub struct AuditEvent {
     pub error: Option<String>,
 }
 
+/// The fields between `seq` and `prev_hash`, which the log adds under its lock.
 #[derive(Serialize)]
 struct Wire<'a> {
-    seq: u64,
-    ts: String,
+    ts: &'a str,
     kind: EventKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     ref_seq: Option<u64>,
@@ -79,15 +79,16 @@ struct Wire<'a> {
     duration_us: Option<u64>,
     sqlstate: Option<&'a str>,
     error: Option<&'a str>,
-    prev_hash: &'a str,
 }
 
 impl AuditEvent {
-    /// The record as JSON without its closing brace and `hash` (the log appends both).
-    pub(super) fn to_json_body(&self, seq: u64, prev_hash: &str) -> String {
+    /// The record's own fields as JSON members (`"ts":...,"error":...`, no braces), written
+    /// before the log's lock is taken: the chain adds `seq` in front and `prev_hash` and `hash`
+    /// behind.
+    pub(super) fn fields_json(&self) -> Vec<u8> {
+        let mut ts = [0u8; TS_LEN];
         let wire = Wire {
-            seq,
-            ts: now_rfc3339(),
+            ts: format_ts(std::time::SystemTime::now(), &mut ts),
             kind: self.kind,
             ref_seq: self.ref_seq,
             agent: &self.agent,
@@ -103,19 +104,93 @@ impl AuditEvent {
             duration_us: self.duration_us,
             sqlstate: self.sqlstate.as_deref(),
             error: self.error.as_deref(),
-            prev_hash,
         };
-        let mut json = serde_json::to_string(&wire).expect("audit record serialises");
-        json.pop(); // the closing '}'
-        json
+        let mut out = Vec::with_capacity(384);
+        serde_json::to_writer(&mut out, &wire).expect("audit record serialises");
+        out.pop(); // '}'
+        out.remove(0); // '{'
+        out
     }
 }
 
-fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    now.format(&fmt)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+/// `2026-11-23T10:11:12.123456Z`
+const TS_LEN: usize = 27;
+
+/// The UTC time as RFC 3339 with microseconds, written by hand: the `time` crate's formatter
+/// cost more than the rest of a record's serialisation on the statement path.
+fn format_ts(now: std::time::SystemTime, buf: &mut [u8; TS_LEN]) -> &str {
+    let d = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year as u64);
+    put(5, 2, u64::from(month));
+    put(8, 2, u64::from(day));
+    put(11, 2, rem / 3600);
+    put(14, 2, rem / 60 % 60);
+    put(17, 2, rem % 60);
+    put(20, 6, u64::from(d.subsec_micros()));
+    for (i, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (26, b'Z'),
+    ] {
+        buf[i] = c;
+    }
+    std::str::from_utf8(buf).expect("ASCII digits")
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_match_the_time_crate() {
+        let fmt = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+        );
+        for secs in [
+            0u64,
+            59,
+            86_399,
+            951_782_400, // 2000-02-29
+            1_709_251_199,
+            1_795_000_000,
+            4_102_444_800, // 2100-01-01
+        ] {
+            for micros in [0u32, 1, 999_999] {
+                let t = std::time::UNIX_EPOCH + std::time::Duration::new(secs, micros * 1000 + 999);
+                let mut buf = [0u8; TS_LEN];
+                let expected = time::OffsetDateTime::from(t).format(&fmt).unwrap();
+                assert_eq!(format_ts(t, &mut buf), expected, "{secs}.{micros}");
+            }
+        }
+    }
 }
