@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GATEWAY_CMD for ../shared/bench/anchors.sh: tollgate in front of the anchors' own PostgreSQL,
-# with a restricted policy (parse, decision and audit on every statement), not passthrough.
+# GATEWAY_CMD for ../shared/bench/anchors.sh: tollgate in front of the anchors' own PostgreSQL
+# and Redis, with restricted policies (parse/lookup, decision and audit on every statement or
+# command), not passthrough.
 #
 #   GATEWAY_NAME=tollgate GATEWAY_CMD="$PWD/bench/gateway-cmd.sh" ../shared/bench/anchors.sh
 #
@@ -10,13 +11,16 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${TOLLGATE_BIN:-$here/target/release/tollgate}"
 dir="$BENCH_TMPDIR/tollgate"
 mkdir -p "$dir/policies"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+rport=$(free_port)
 
 cat > "$dir/tollgate.toml" <<TOML
 agents_file = "agents.toml"
 policies_dir = "policies"
 [listen]
 postgres = "127.0.0.1:$port"
+redis = "127.0.0.1:$rport"
 [vault]
 file = "vault.json"
 key_file = "master.key"
@@ -28,6 +32,12 @@ host = "$BENCH_PG_HOST"
 port = $BENCH_PG_PORT
 user = "vault:bench_user"
 password = "vault:bench_password"
+[upstream.bench_redis]
+kind = "redis"
+host = "$BENCH_REDIS_HOST"
+port = $BENCH_REDIS_PORT
+user = "default"
+password = "vault:bench_redis_password"
 TOML
 
 cat > "$dir/policies/bench.toml" <<TOML
@@ -37,20 +47,28 @@ upstream = "$BENCH_PG_DB"
 [[postgres.table]]
 name = "public.pgbench_*"
 allow = ["select", "insert", "update"]
+# redis-benchmark -t set,get uses the key "key:__rand_int__".
+[[redis]]
+upstream = "bench_redis"
+commands = ["get", "set", "ping"]
+read_keys = ["key:*"]
+write_keys = ["key:*"]
 TOML
 
 python3 -c 'import secrets; print(secrets.token_hex(32))' > "$dir/master.key"
 chmod 600 "$dir/master.key"
 printf '%s' "$BENCH_PG_USER" | "$bin" vault --config "$dir/tollgate.toml" set bench_user 2>/dev/null
 printf '%s' "$BENCH_PG_PASSWORD" | "$bin" vault --config "$dir/tollgate.toml" set bench_password 2>/dev/null
+printf '%s' "$BENCH_REDIS_PASSWORD" | "$bin" vault --config "$dir/tollgate.toml" set bench_redis_password 2>/dev/null
 token=$("$bin" agent add bench --config "$dir/tollgate.toml" 2>/dev/null)
 
 RUST_LOG=warn "$bin" serve --config "$dir/tollgate.toml" &
 pid=$!
 for _ in $(seq 1 100); do
-  if (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; then break; fi
+  if (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$rport) 2>/dev/null; then break; fi
   sleep 0.1
 done
 printf 'GATEWAY_PG_URL=postgresql://bench:%s@127.0.0.1:%s/%s?sslmode=disable\n' "$token" "$port" "$BENCH_PG_DB" > "$BENCH_GATEWAY_ENV.tmp"
+printf 'GATEWAY_REDIS_URL=redis://bench:%s@127.0.0.1:%s\n' "$token" "$rport" >> "$BENCH_GATEWAY_ENV.tmp"
 mv "$BENCH_GATEWAY_ENV.tmp" "$BENCH_GATEWAY_ENV"
 wait $pid

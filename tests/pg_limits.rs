@@ -292,3 +292,40 @@ fn refuse_mode_fails_the_statement_and_keeps_the_session() {
         );
     });
 }
+
+#[test]
+fn redis_blocking_commands_wait_no_longer_than_the_statement_timeout() {
+    let h = h();
+    h.runtime.block_on(redis_blocking(h));
+}
+
+async fn redis_blocking(h: &Harness) {
+    let mut s = support::redis_login("writer").await;
+    for (command, reply) in [
+        ("BLPOP cache:never-filled 0", "*-1\r\n"),
+        ("BLPOP cache:never-filled 30", "*-1\r\n"),
+        ("XREAD BLOCK 0 STREAMS cache:never-stream $", "*-1\r\n"),
+    ] {
+        let t = Instant::now();
+        let got =
+            support::redis_exchange(&mut s, format!("{command}\r\n").as_bytes(), "\r\n").await;
+        let waited = t.elapsed();
+        assert_eq!(got, reply, "{command}");
+        assert!(
+            waited >= Duration::from_millis(600) && waited < Duration::from_secs(3),
+            "{command}: waited {waited:?} under a 700 ms statement timeout"
+        );
+    }
+    // A shorter timeout of the agent's own is kept.
+    let t = Instant::now();
+    let got = support::redis_exchange(&mut s, b"BLPOP cache:never-filled 0.1\r\n", "\r\n").await;
+    assert_eq!(got, "*-1\r\n");
+    assert!(t.elapsed() < Duration::from_millis(600));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(&h.env.audit_log).unwrap();
+    assert!(
+        log.contains(r#""statement":"BLPOP cache:never-filled ?","decision":"rewritten""#)
+            && log.contains(r#""rule":"writer: limits","reason":"blocking timeout capped"#),
+        "the capped command is audited as rewritten"
+    );
+}

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{redis_connect, redis_exchange, redis_login, redis_raw};
+use support::{harness, redis_connect, redis_exchange, redis_login, redis_raw};
 
 #[tokio::test]
 async fn malformed_frames_get_an_error_and_close_only_their_connection() {
@@ -174,4 +174,58 @@ fn explain_a_redis_command() {
         out.contains("decision:  blocked") && out.contains("builtin: dangerous-command"),
         "{out}"
     );
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_large_reply_streams_through_without_being_held_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: usize = 64 << 20;
+    // Stored directly upstream, so the gateway's command buffer plays no part.
+    {
+        let up = redis::Client::open(harness().env.upstream_redis_url.as_str()).unwrap();
+        let mut up = up.get_multiplexed_async_connection().await.unwrap();
+        let value = vec![b'v'; SIZE];
+        let _: () = redis::cmd("SET")
+            .arg("cache:huge-streamed")
+            .arg(value)
+            .query_async(&mut up)
+            .await
+            .unwrap();
+    }
+    // The gateway runs in this process: its buffers show in this process's RSS.
+    let before = rss_kib();
+    let mut s = redis_login("trusted").await;
+    s.write_all(b"GET cache:huge-streamed\r\n").await.unwrap();
+    let header = format!("${SIZE}\r\n");
+    let total = header.len() + SIZE + 2;
+    let mut got = 0;
+    let mut peak = before;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < total {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed after {got} bytes");
+        if got == 0 {
+            assert!(buf[..n].starts_with(header.as_bytes()));
+        }
+        got += n;
+        peak = peak.max(rss_kib());
+    }
+    assert_eq!(got, total);
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    assert!(
+        growth_mib < 24,
+        "the gateway held the reply: RSS grew {growth_mib} MiB for a 64 MiB value"
+    );
+    // The session goes on.
+    let pong = redis_exchange(&mut s, b"PING\r\n", "\r\n").await;
+    assert_eq!(pong, "+PONG\r\n");
 }

@@ -429,6 +429,12 @@ async fn every_command_is_audited_without_values() {
         .query_async::<redis::Value>(&mut c)
         .await;
     let _: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
+    // The upstream refuses this one: its outcome is recorded with the error.
+    let incr = redis::cmd("INCR")
+        .arg("cache:audited")
+        .query_async::<i64>(&mut c)
+        .await;
+    assert!(incr.is_err());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let log = std::fs::read_to_string(&harness().env.audit_log).unwrap();
     assert!(
@@ -440,9 +446,29 @@ async fn every_command_is_audited_without_values() {
         "refusal record"
     );
     assert!(!log.contains("s3cr3t-value-xyz"), "values are never logged");
-    assert!(log
+    // `[audit] redis_outcomes = "errors"` (the default): one record per successful command, an
+    // outcome record only for errors.
+    let records: Vec<serde_json::Value> = log
         .lines()
-        .any(|l| l.contains(r#""protocol":"redis""#) && l.contains(r#""kind":"outcome""#)));
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seq_of = |stmt: &str| {
+        records
+            .iter()
+            .rev()
+            .find(|r| r["statement"] == stmt && r["kind"] == "decision")
+            .unwrap_or_else(|| panic!("decision record of {stmt}"))["seq"]
+            .as_u64()
+            .unwrap()
+    };
+    let outcome_of = |seq: u64| records.iter().find(|r| r["ref_seq"] == seq);
+    assert!(outcome_of(seq_of("SET cache:audited ?")).is_none());
+    let failed = outcome_of(seq_of("INCR cache:audited")).expect("outcome of the failed INCR");
+    assert_eq!(failed["decision"], "error");
+    assert!(
+        failed["error"].as_str().unwrap().contains("not an integer"),
+        "{failed}"
+    );
 }
 
 #[tokio::test]
@@ -522,5 +548,75 @@ async fn no_secret_reaches_replies_or_the_audit_log() {
     ] {
         assert!(!log.contains(secret), "{what} in the audit log");
         assert!(!replies.contains(secret), "{what} in a reply");
+    }
+}
+
+#[tokio::test]
+async fn watch_aborts_exec_when_a_watched_key_changes() {
+    let mut a = redis_login("writer").await;
+    let mut other = redis_connect("writer", false).await;
+    let got = redis_exchange(
+        &mut a,
+        b"SET cache:watched 1\r\nWATCH cache:watched\r\n",
+        "+OK\r\n+OK\r\n",
+    )
+    .await;
+    assert_eq!(got, "+OK\r\n+OK\r\n");
+    let _: () = redis::cmd("SET")
+        .arg("cache:watched")
+        .arg("2")
+        .query_async(&mut other)
+        .await
+        .unwrap();
+    let got = redis_exchange(
+        &mut a,
+        b"MULTI\r\nSET cache:watched 3\r\nEXEC\r\nGET cache:watched\r\n",
+        "$1\r\n2\r\n",
+    )
+    .await;
+    assert_eq!(got, "+OK\r\n+QUEUED\r\n*-1\r\n$1\r\n2\r\n", "EXEC aborted");
+    // Untouched, the transaction runs.
+    let got = redis_exchange(
+        &mut a,
+        b"WATCH cache:watched\r\nMULTI\r\nINCR cache:watched\r\nEXEC\r\n",
+        ":3\r\n",
+    )
+    .await;
+    assert_eq!(got, "+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n:3\r\n");
+
+    // WATCH needs read access to its keys: it tells whether a key changed.
+    let mut analyst = redis_login("analyst").await;
+    let got = redis_exchange(&mut analyst, b"WATCH admin:config\r\n", "\r\n").await;
+    assert!(got.starts_with("-NOPERM"), "{got}");
+    // An aborted transaction with masked commands queued stays a nil reply (RESP2 and RESP3).
+    let mut trusted = redis_connect("trusted", false).await;
+    let email: String = redis::cmd("HGET")
+        .arg("session:2")
+        .arg("email")
+        .query_async(&mut trusted)
+        .await
+        .unwrap();
+    for (hello, nil) in [("HELLO 2", "*-1\r\n"), ("HELLO 3", "_\r\n")] {
+        redis_exchange(&mut analyst, format!("{hello}\r\n").as_bytes(), "\r\n").await;
+        // Drain whatever is left of the HELLO reply.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        redis_exchange(&mut analyst, b"PING\r\n", "PONG\r\n").await;
+        let got = redis_exchange(
+            &mut analyst,
+            b"WATCH session:2\r\nMULTI\r\nHGET session:2 email\r\n",
+            "+QUEUED\r\n",
+        )
+        .await;
+        assert_eq!(got, "+OK\r\n+OK\r\n+QUEUED\r\n", "{hello}");
+        // Rewriting the same value still touches the key.
+        let _: () = redis::cmd("HSET")
+            .arg("session:2")
+            .arg("email")
+            .arg(&email)
+            .query_async(&mut trusted)
+            .await
+            .unwrap();
+        let got = redis_exchange(&mut analyst, b"EXEC\r\n", nil).await;
+        assert_eq!(got, nil, "{hello}");
     }
 }

@@ -52,6 +52,19 @@ pub struct AuditConfig {
     /// Replace literals in recorded statements with `$n` placeholders (PostgreSQL's own normaliser).
     #[serde(default)]
     pub redact_literals: bool,
+    /// Which Redis commands get an outcome record besides their decision record: `errors`
+    /// (default: only commands the upstream answered with an error, or whose reply never came)
+    /// or `all` (every command, with its duration). Decisions are always recorded.
+    #[serde(default)]
+    pub redis_outcomes: RedisOutcomes,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisOutcomes {
+    #[default]
+    Errors,
+    All,
 }
 
 #[derive(Debug, Clone, Deserialize)]

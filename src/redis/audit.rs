@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tracing::warn;
 
 use crate::audit::{AuditEvent, Decision, EventKind};
+use crate::config::RedisOutcomes;
 use crate::gateway::Gateway;
 use crate::policy::redis::FoundKey;
 
@@ -16,13 +17,17 @@ const MAX_NAME: usize = 128;
 const MAX_STATEMENT: usize = 4096;
 
 fn push_lossy(out: &mut String, b: &[u8]) {
+    // Fast path (most names): short printable ASCII is copied as it is.
+    if b.len() <= MAX_NAME && b.iter().all(|c| (0x20..0x7f).contains(c)) {
+        out.push_str(std::str::from_utf8(b).expect("ASCII"));
+        return;
+    }
     let s = String::from_utf8_lossy(b);
-    let s: String = s
-        .chars()
-        .take(MAX_NAME)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    out.push_str(&s);
+    out.extend(
+        s.chars()
+            .take(MAX_NAME)
+            .map(|c| if c.is_control() { '?' } else { c }),
+    );
 }
 
 /// `SET cache:1 ?`, `CLIENT SETNAME ?`, `SUBSCRIBE news.a`: names kept, values redacted.
@@ -107,6 +112,11 @@ impl SessionAudit {
     }
 
     pub fn outcome(&self, agent: &str, ticket: Ticket, error: Option<String>) {
+        // A successful command's decision record says all there is to say unless the operator
+        // asked for durations: one record per command halves the audit cost of a cache workload.
+        if error.is_none() && self.gw.config.audit.redis_outcomes == RedisOutcomes::Errors {
+            return;
+        }
         let decision = match (&error, ticket.would_block) {
             (Some(_), _) => Decision::Error,
             (None, true) => Decision::WouldBlock,

@@ -47,20 +47,24 @@ pub fn mask_exec(raw: &Bytes, plans: &[MaskPlan], resp3: bool) -> Result<Bytes, 
             .map_err(e)?
             .ok_or_else(|| MaskError("incomplete".into()))?;
         restore_order(&mut f);
-        if let F3::Array { data, .. } = &mut f {
-            for (item, plan) in data.iter_mut().zip(plans) {
-                mask3(item, plan);
-            }
+        let F3::Array { data, .. } = &mut f else {
+            return Ok(raw.clone());
+        };
+        for (item, plan) in data.iter_mut().zip(plans) {
+            mask3(item, plan);
         }
         redis_protocol::resp3::encode::complete::extend_encode(&mut out, &f, false).map_err(e)?;
     } else {
         let (mut f, _) = redis_protocol::resp2::decode::decode_bytes(raw)
             .map_err(e)?
             .ok_or_else(|| MaskError("incomplete".into()))?;
-        if let F2::Array(items) = &mut f {
-            for (item, plan) in items.iter_mut().zip(plans) {
-                mask2(item, plan);
-            }
+        // `*-1` (a transaction aborted by WATCH) decodes as a null: relayed as it came, not
+        // re-encoded as the bulk null `$-1`.
+        let F2::Array(items) = &mut f else {
+            return Ok(raw.clone());
+        };
+        for (item, plan) in items.iter_mut().zip(plans) {
+            mask2(item, plan);
         }
         redis_protocol::resp2::encode::extend_encode(&mut out, &f, false).map_err(e)?;
     }

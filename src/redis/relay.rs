@@ -4,7 +4,8 @@
 //! - `to_client` cuts upstream replies into frames, pairs each with the command it answers,
 //!   masks what the plan says, records outcomes, and relays pub/sub and push frames as they come.
 //!
-//! The halves share a bounded channel of [`Entry`]s: at most `MAX_IN_FLIGHT` replies are owed;
+//! The halves share a bounded channel of batches of [`Entry`]s (one batch per read of the
+//! client's pipeline, one wake-up of the other half): at most `MAX_IN_FLIGHT` replies are owed;
 //! a client that pipelines without reading waits, the gateway's memory does not grow.
 
 use std::collections::{HashSet, VecDeque};
@@ -30,6 +31,8 @@ use crate::policy::redis::{CommandTable, MaskPlan, RedisPolicy};
 use crate::policy::Outcome;
 
 const MAX_IN_FLIGHT: usize = 4096;
+/// A reply nobody needs to inspect is relayed while it arrives once this much of it waits.
+const STREAM_AFTER: usize = 256 * 1024;
 /// Commands judged per batch (one audit write per batch).
 const MAX_BATCH: usize = 512;
 
@@ -97,7 +100,7 @@ pub async fn run(
     up_wr: OwnedWriteHalf,
     up_buf: BytesMut,
 ) -> Result<(), RelayError> {
-    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
+    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT / MAX_BATCH);
     let Session {
         audit,
         table,
@@ -119,6 +122,7 @@ pub async fn run(
         exec_plans: Vec::new(),
         subs: [HashSet::new(), HashSet::new(), HashSet::new()],
         out: BytesMut::new(),
+        streaming: None,
     };
     let upstream_name = audit.upstream.clone();
     let result = tokio::select! {
@@ -163,7 +167,7 @@ impl FromClient {
         mut parser: CommandParser,
         mut buf: BytesMut,
         mut up: OwnedWriteHalf,
-        tx: mpsc::Sender<Entry>,
+        tx: mpsc::Sender<Vec<Entry>>,
     ) -> Result<(), RelayError> {
         let mut entries = Vec::new();
         let mut out = BytesMut::new();
@@ -204,10 +208,9 @@ impl FromClient {
                         }
                     }
                 }
-                for e in entries.drain(..) {
-                    if tx.send(e).await.is_err() {
-                        return Ok(());
-                    }
+                let batch = std::mem::replace(&mut entries, Vec::with_capacity(16));
+                if tx.send(batch).await.is_err() {
+                    return Ok(());
                 }
                 if !out.is_empty() {
                     up.write_all(&out).await.map_err(RelayError::Upstream)?;
@@ -329,7 +332,19 @@ impl FromClient {
         let decision = match verdict.outcome {
             Outcome::WouldBlock => Decision::WouldBlock,
             _ if !verdict.mask.is_none() => Decision::Masked,
+            _ if verdict.rewritten.is_some() => Decision::Rewritten,
             _ => Decision::Allowed,
+        };
+        let mut capped_by = None;
+        let cmd = match verdict.rewritten {
+            Some((args, rule)) => {
+                capped_by = Some(rule);
+                Command {
+                    raw: encode_command(&args),
+                    args,
+                }
+            }
+            None => cmd,
         };
         let shown = statement(&cmd.args, &verdict.keys, self.has_subcommand(&cmd));
         let mut ev = self
@@ -339,6 +354,9 @@ impl FromClient {
         if let Some(d) = &verdict.denial {
             ev.rule = Some(d.rule.clone());
             ev.reason = Some(d.reason.clone());
+        } else if let Some(rule) = capped_by {
+            ev.rule = Some(rule);
+            ev.reason = Some("blocking timeout capped to the statement timeout".into());
         }
         metrics::counter!("tollgate_statements_total", "protocol" => "redis", "decision" => decision.as_str()).increment(1);
         let seq = match self.audit.decision(&ev) {
@@ -510,6 +528,8 @@ struct ToClient {
     /// Current subscriptions: channels, patterns, shard channels.
     subs: [HashSet<Bytes>; 3],
     out: BytesMut,
+    /// The first byte of the reply being streamed (its head already relayed), if one is.
+    streaming: Option<u8>,
 }
 
 /// A pub/sub frame: (type word lower case, first name).
@@ -551,12 +571,12 @@ impl ToClient {
         mut up: OwnedReadHalf,
         mut buf: BytesMut,
         wr: &mut OwnedWriteHalf,
-        mut rx: mpsc::Receiver<Entry>,
+        mut rx: mpsc::Receiver<Vec<Entry>>,
     ) -> Result<(), RelayError> {
         let mut scanner = ReplyScanner::default();
         loop {
-            while let Ok(e) = rx.try_recv() {
-                self.pending.push_back(e);
+            while let Ok(batch) = rx.try_recv() {
+                self.pending.extend(batch);
             }
             if self.locals() {
                 wr.write_all(&self.out).await.map_err(RelayError::Client)?;
@@ -564,13 +584,22 @@ impl ToClient {
             }
             while let Some(n) = scanner.next_frame(&buf)? {
                 let frame = buf.split_to(n).freeze();
-                while let Ok(e) = rx.try_recv() {
-                    self.pending.push_back(e);
+                while let Ok(batch) = rx.try_recv() {
+                    self.pending.extend(batch);
                 }
                 self.frame(frame);
                 if self.locals() {
                     wr.write_all(&self.out).await.map_err(RelayError::Client)?;
                     return Ok(());
+                }
+            }
+            // A large reply still arriving: relay what was scanned instead of holding it all.
+            if (self.streaming.is_some() || buf.len() >= STREAM_AFTER) && self.may_stream(&buf) {
+                let k = scanner.scanned();
+                if k > 0 {
+                    self.streaming.get_or_insert(buf[0]);
+                    self.out.extend_from_slice(&buf.split_to(k));
+                    scanner.consumed(k);
                 }
             }
             if !self.out.is_empty() {
@@ -582,7 +611,7 @@ impl ToClient {
             }
             tokio::select! {
                 e = rx.recv() => match e {
-                    Some(e) => self.pending.push_back(e),
+                    Some(batch) => self.pending.extend(batch),
                     None => return Ok(()),
                 },
                 r = up.read_buf(&mut buf) => {
@@ -609,7 +638,29 @@ impl ToClient {
         false
     }
 
+    /// Whether the incomplete reply at the front of `buf` may be relayed before it ends: it
+    /// answers a command whose reply is relayed untouched (no mask, not pub/sub, not a push).
+    fn may_stream(&self, buf: &[u8]) -> bool {
+        if self.streaming.is_some() {
+            return true;
+        }
+        buf.first().is_some_and(|b| *b != b'>')
+            && self.subs.iter().all(HashSet::is_empty)
+            && matches!(self.pending.front().map(|e| &e.kind), Some(Kind::Reply(p)) if p.is_none())
+    }
+
     fn frame(&mut self, frame: Bytes) {
+        if let Some(first) = self.streaming.take() {
+            // The tail of a streamed reply (`may_stream` checked its entry).
+            self.out.extend_from_slice(&frame);
+            if let Some(entry) = self.pending.pop_front() {
+                if let Some(t) = entry.ticket {
+                    let error = matches!(first, b'-' | b'!').then(|| "error reply".to_string());
+                    self.audit.outcome(&entry.agent, t, error);
+                }
+            }
+            return;
+        }
         let push = frame.first() == Some(&b'>');
         let subscribed = self.subs.iter().any(|s| !s.is_empty())
             || matches!(

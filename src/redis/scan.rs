@@ -11,6 +11,8 @@ pub struct ReplyScanner {
     pos: usize,
     /// Open aggregates: (elements still expected, is an attribute).
     stack: Vec<(i64, bool)>,
+    /// Bytes of a bulk payload (with its CRLF) not yet arrived.
+    bulk_left: usize,
 }
 
 fn number(buf: &[u8]) -> Result<i64, ScanError> {
@@ -24,6 +26,17 @@ impl ReplyScanner {
     /// The length of the first complete frame in `buf`, or `None` until it has arrived. After
     /// `Some(n)` the caller removes `n` bytes from the front of `buf` before calling again.
     pub fn next_frame(&mut self, buf: &[u8]) -> Result<Option<usize>, ScanError> {
+        if self.bulk_left > 0 {
+            let take = self.bulk_left.min(buf.len().saturating_sub(self.pos));
+            self.pos += take;
+            self.bulk_left -= take;
+            if self.bulk_left > 0 {
+                return Ok(None);
+            }
+            if self.element_done() {
+                return Ok(Some(self.finish()));
+            }
+        }
         loop {
             let Some(rel) = buf[self.pos.min(buf.len())..]
                 .windows(2)
@@ -46,6 +59,9 @@ impl ReplyScanner {
                     } else {
                         let end = eol + 2 + len as usize + 2;
                         if buf.len() < end {
+                            // Large payload still arriving: skip what is here, count the rest.
+                            self.pos = buf.len();
+                            self.bulk_left = end - buf.len();
                             return Ok(None);
                         }
                         self.pos = end;
@@ -70,11 +86,24 @@ impl ReplyScanner {
                 _ => return Err(ScanError("unknown type byte")),
             };
             if done {
-                let n = self.pos;
-                self.pos = 0;
-                return Ok(Some(n));
+                return Ok(Some(self.finish()));
             }
         }
+    }
+
+    fn finish(&mut self) -> usize {
+        std::mem::take(&mut self.pos)
+    }
+
+    /// Bytes at the front of the buffer that belong to the frame being scanned and were
+    /// checked already: they may be relayed before the frame ends (streaming a large reply).
+    pub fn scanned(&self) -> usize {
+        self.pos
+    }
+
+    /// The caller removed `n` (at most [`scanned`](Self::scanned)) bytes from the front.
+    pub fn consumed(&mut self, n: usize) {
+        self.pos -= n.min(self.pos);
     }
 
     /// One element finished: true when that completes the whole frame.
@@ -117,5 +146,36 @@ mod tests {
             assert_eq!(got, expected, "chunk {chunk}");
         }
         assert!(ReplyScanner::default().next_frame(b"?x\r\n").is_err());
+    }
+
+    #[test]
+    fn a_large_bulk_streams_in_pieces_with_crlf_inside() {
+        let mut payload = vec![b'x'; 10_000];
+        payload[5000] = b'\r';
+        payload[5001] = b'\n';
+        let mut frame = format!("*2\r\n${}\r\n", payload.len()).into_bytes();
+        frame.extend_from_slice(&payload);
+        frame.extend_from_slice(b"\r\n:7\r\n");
+        let mut sc = ReplyScanner::default();
+        let mut buf = Vec::new();
+        let mut relayed = 0;
+        let mut done = None;
+        for piece in frame.chunks(999) {
+            buf.extend_from_slice(piece);
+            if let Some(n) = sc.next_frame(&buf).unwrap() {
+                done = Some(relayed + n);
+                break;
+            }
+            // Relay what was scanned, as the streaming relay does.
+            let k = sc.scanned();
+            buf.drain(..k);
+            sc.consumed(k);
+            relayed += k;
+        }
+        assert_eq!(done, Some(frame.len()));
+        assert!(
+            relayed > 9_000,
+            "most of the frame left before its end: {relayed}"
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::blocking::cap_timeout;
 use super::commands::CommandTable;
 use super::decide::{decide, Judged, MaskPlan, RedisDenial};
 use super::keys::FoundKey;
@@ -19,6 +20,9 @@ pub struct RedisVerdict {
     pub denial: Option<RedisDenial>,
     pub mask: MaskPlan,
     pub keys: Vec<FoundKey>,
+    /// Arguments to forward instead of the agent's (a blocking command's timeout capped to the
+    /// agent's statement timeout), with the rule that capped it.
+    pub rewritten: Option<(Vec<Bytes>, String)>,
 }
 
 impl RedisVerdict {
@@ -31,6 +35,7 @@ impl RedisVerdict {
             denial: Some(denial),
             mask: MaskPlan::None,
             keys: Vec::new(),
+            rewritten: None,
         }
     }
     fn allowed(j: Judged) -> RedisVerdict {
@@ -39,6 +44,7 @@ impl RedisVerdict {
             denial: None,
             mask: j.mask,
             keys: j.keys,
+            rewritten: None,
         }
     }
 }
@@ -89,6 +95,39 @@ impl RedisPolicy {
 
     /// The verdict on one command (`args[0]` is its name).
     pub fn check(&mut self, engine: &Engine, table: &CommandTable, args: &[Bytes]) -> RedisVerdict {
+        let mut verdict = self.judge(engine, table, args);
+        if verdict.runs() {
+            if let Err(d) = self.cap_blocking(table, args, &mut verdict) {
+                return RedisVerdict::blocked(d);
+            }
+        }
+        verdict
+    }
+
+    /// Under a statement timeout, a blocking command's own timeout is capped to it.
+    fn cap_blocking(
+        &self,
+        table: &CommandTable,
+        args: &[Bytes],
+        verdict: &mut RedisVerdict,
+    ) -> Result<(), RedisDenial> {
+        let Some((cap, rule)) = self
+            .policy
+            .as_ref()
+            .and_then(|p| p.limits.statement_timeout.as_ref())
+        else {
+            return Ok(());
+        };
+        let Ok(info) = table.lookup(args) else {
+            return Ok(());
+        };
+        if let Some(capped) = cap_timeout(info, args, *cap, rule)? {
+            verdict.rewritten = Some((capped, rule.clone()));
+        }
+        Ok(())
+    }
+
+    fn judge(&mut self, engine: &Engine, table: &CommandTable, args: &[Bytes]) -> RedisVerdict {
         self.refresh(engine);
         let Some(policy) = self.policy.as_ref() else {
             return RedisVerdict::blocked(RedisDenial::noperm(
@@ -122,6 +161,7 @@ impl RedisPolicy {
                 denial: Some(d),
                 mask: MaskPlan::None,
                 keys: Vec::new(),
+                rewritten: None,
             },
             (None, None) => RedisVerdict::blocked(RedisDenial::noperm(
                 DEFAULT_DENY,

@@ -5,6 +5,7 @@
 //! command from its key specs, `decide` judges one command, `check` adds the agent's current
 //! rules and shadow mode.
 
+pub mod blocking;
 pub mod builtin;
 pub mod check;
 pub mod commands;
