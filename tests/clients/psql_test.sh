@@ -81,9 +81,9 @@ SQL
 expect '\gexec: allowed statements run' "$out" 'n_orders' 'n_customers' '^ +5000$' 'gexec-done'
 expect '\gexec: policy-breaking statements refused' "$out" "ERROR:  tollgate: permission denied: no rule allows select on public.secrets \\(rule: default-deny\\)" "ERROR:  tollgate: permission denied: no rule allows delete on public.orders"
 
-# \watch 1: psql 15 has no iteration count; SIGINT after ~2.6 s ends the watch, the script goes on.
+# \watch 1: psql 15 has no iteration count; SIGINT after 3.5 s ends the watch, the script goes on.
 printf 'SELECT count(*) AS watched FROM orders WHERE amount > 0 \\watch 1\n\\echo after-watch\n' >watch.sql
-out=$(timeout -s INT 2.6 "${PSQL[@]}" "$A" -f watch.sql 2>&1)
+out=$(timeout -s INT 3.5 "${PSQL[@]}" "$A" -f watch.sql 2>&1)
 n=$(grep -c '(every 1s)' <<<"$out")
 if [ "$n" -ge 2 ] && grep -q '^after-watch' <<<"$out"; then ok "\\watch 1 ran $n iterations"; else fail '\watch 1 for two iterations' "$out"; fi
 

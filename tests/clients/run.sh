@@ -21,6 +21,7 @@ ALL_CLIENTS="psql pgbench psycopg asyncpg sqlalchemy node-postgres jdbc redis-py
 CLIENTS=${TOLLGATE_CLIENTS:-$ALL_CLIENTS}
 suite_start=$(date +%s)
 mkdir -p "$OUT" "$CACHE"
+rm -rf "$OUT"/work-*
 
 say() { echo "clients: $*"; }
 die() {
@@ -134,13 +135,14 @@ run_client() { # name command...
   shift
   wants "$name" || return 0
   local log=$OUT/$name.log start rc
-  start=$(date +%s.%N)
+  start=$(date +%s%N)
   set +e
   (cd "$HERE" && WORK=$(mktemp -d "$OUT/work-$name.XXXX") timeout 300 "$@") >"$log" 2>&1
   rc=$?
   set -e
   local secs summary
-  secs=$(printf '%.1f' "$(echo "$(date +%s.%N) - $start" | bc)")
+  local ms=$((($(date +%s%N) - start) / 1000000))
+  secs=$((ms / 1000)).$((ms % 1000 / 100))
   summary=$(grep -E ': [0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || true)
   if [ $rc -eq 0 ] && [ -n "$summary" ]; then
     passed=$((passed + 1))
