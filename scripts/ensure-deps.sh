@@ -5,6 +5,10 @@
 #   postgresql-client   psql
 #   redis-server        redis-server for the demo and the Redis tests
 #   redis-tools         redis-cli (tests, demo lines) and redis-benchmark
+#   libpostgresql-jdbc-java  the PostgreSQL JDBC driver (/usr/share/java/postgresql.jar) for the
+#                       client suite (tests/clients), with a JDK (javac): default-jdk-headless
+#   python3, python3-venv, nodejs, npm  the client suite's Python and Node clients (installed,
+#                       pinned, from PyPI and npm by tests/clients/run.sh itself)
 set -euo pipefail
 
 missing=()
@@ -18,6 +22,13 @@ have_pgbench || missing+=(postgresql-15)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+# The client compatibility suite (tests/clients/run.sh).
+[ -r /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1 && missing+=(python3-venv)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "tollgate: cargo (Rust toolchain) is required: https://rustup.rs" >&2

@@ -222,6 +222,30 @@ fn writer_limits_timeout_idle_transaction_connections_and_huge_results() {
         let grown = rss_kib().saturating_sub(before);
         assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
 
+        // A portal read in batches (Execute with a row count, PortalSuspended, Execute again:
+        // JDBC's fetchSize, pg-cursor, asyncpg cursors) is one statement: 100 rows in all.
+        let mut w = connect("writer").await;
+        let tx = w.transaction().await.unwrap();
+        let stmt = tx
+            .prepare("SELECT id FROM orders ORDER BY id")
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            // A second portal of the same statement starts its own count.
+            let portal = tx.bind(&stmt, &[]).await.unwrap();
+            let mut total = 0;
+            for _ in 0..20 {
+                let batch = tx.query_portal(&portal, 30).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                total += batch.len();
+            }
+            assert_eq!(total, 100, "rows through a portal read 30 at a time");
+        }
+        tx.commit().await.unwrap();
+        drop(w);
+
         // Connection cap: four writer sessions at most (one is open above).
         let url = h.env.pg_url("writer");
         let mut extra = Vec::new();

@@ -110,3 +110,42 @@ fn passthrough_allows_what_the_upstream_role_may_do() {
         assert_eq!(verdict(&engine, "trusted", sql), Outcome::Allow, "{sql}");
     }
 }
+
+/// What client libraries send on their own (found by tests/clients): asyncpg's type
+/// introspection turns JIT off with `set_config` and its pool resets connections with
+/// `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`; pgjdbc's metadata calls
+/// `information_schema._pg_expandarray`. None of it reads data or changes identity.
+#[test]
+fn client_library_housekeeping() {
+    check(
+        "analyst",
+        &[
+            "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new",
+            "SELECT set_config('jit', $1, false)",
+            "SELECT pg_catalog.set_config('statement_timeout', '5s', true)",
+            "SELECT set_config('application_name', 'x', false), set_config('TimeZone', 'UTC', false)",
+            "SELECT set_config('client_encoding', 'UTF8', false)",
+            "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;",
+            "UNLISTEN news",
+            "SELECT result.a FROM (SELECT information_schema._pg_expandarray(ARRAY[1,2]) AS a) result",
+        ],
+        &[
+            "SELECT set_config('search_path', 'evil', false)",
+            "SELECT set_config('role', 'postgres', false)",
+            "SELECT set_config('session_authorization', 'postgres', false)",
+            "SELECT set_config('standard_conforming_strings', 'off', false)",
+            "SELECT set_config('client_encoding', 'SJIS', false)",
+            "SELECT set_config('client_encoding', $1, false)",
+            "SELECT set_config(current_setting('application_name'), 'x', false)",
+            "SELECT set_config($1, 'x', false)",
+            "SELECT set_config('jit', 'off', false), set_config('search_path', 'x', false)",
+            "SELECT public.set_config('jit', 'off', false)",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT pg_advisory_unlock(1)",
+            "LISTEN news",
+            "NOTIFY news",
+            "SELECT public._pg_expandarray(ARRAY[1])",
+            "SELECT information_schema._pg_char_max_length(25, 10)",
+        ],
+    );
+}

@@ -489,6 +489,12 @@ async fn redis_cli_through_the_gateway() {
     assert!(run("analyst", &["-3", "HGETALL", "session:2"]).contains("***@example.com"));
     assert!(run("analyst", &["FLUSHALL"]).contains("NOPERM"));
     assert!(run("trusted", &["GET", "admin:config"]).contains("feature_flags"));
+    // The direct upstream URL the demo prints works with `redis-cli -u` too.
+    let direct = std::process::Command::new("redis-cli")
+        .args(["--no-auth-warning", "-u", &env.upstream_redis_url, "PING"])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&direct.stdout).trim(), "PONG");
 }
 
 #[tokio::test]
@@ -496,7 +502,7 @@ async fn no_secret_reaches_replies_or_the_audit_log() {
     let env = &harness().env;
     let password = env
         .upstream_redis_url
-        .trim_start_matches("redis://:")
+        .trim_start_matches("redis://default:")
         .split('@')
         .next()
         .unwrap()

@@ -28,6 +28,10 @@ pub enum Command {
         /// Write KEY=VALUE connection lines here once everything accepts connections.
         #[arg(long)]
         env_file: Option<PathBuf>,
+        /// Lift the analyst's statement rate (600/min in the demo contract) for test suites
+        /// that run many statements as analyst; every other limit stays.
+        #[arg(long)]
+        unlimited_rate: bool,
     },
     /// Validate the config and the policies; exit 1 on error.
     Check {
@@ -119,7 +123,10 @@ pub fn run(cli: Cli) -> i32 {
     init_logging();
     let result = match cli.command {
         Command::Serve { config } => admin_cmds::serve(&config),
-        Command::Demo { env_file } => crate::demo::run_cli(env_file),
+        Command::Demo {
+            env_file,
+            unlimited_rate,
+        } => crate::demo::run_cli(env_file, unlimited_rate),
         Command::Check { config } => admin_cmds::check(&config),
         Command::Explain {
             agent,

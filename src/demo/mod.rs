@@ -225,13 +225,16 @@ fn write_files(
 }
 
 /// `tollgate demo`: start, print how to connect, write the env file, wait for a signal, clean up.
-pub fn run_cli(env_file: Option<PathBuf>) -> Result<i32, String> {
+pub fn run_cli(env_file: Option<PathBuf>, unlimited_rate: bool) -> Result<i32, String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async {
         eprintln!("starting PostgreSQL and redis-server and seeding them...");
-        let demo = Demo::start(DemoOptions::default())
-            .await
-            .map_err(|e| e.to_string())?;
+        let demo = Demo::start(DemoOptions {
+            unlimited_rate,
+            ..DemoOptions::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         let env = &demo.env;
         println!("tollgate demo is running (Ctrl-C to stop and remove everything).\n");
         for agent in AGENTS {

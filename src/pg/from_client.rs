@@ -258,7 +258,9 @@ fn on_frame(
                 Some(c) => state.portals.insert(portal.to_string(), c),
                 None => state.portals.remove(portal),
             };
-            pending.push(Expect::Bind);
+            pending.push(Expect::Bind {
+                portal: portal.to_string(),
+            });
             out.extend_from_slice(&frame.raw);
         }
         fe::DESCRIBE => {
@@ -272,7 +274,10 @@ fn on_frame(
             let cap = execute_row_cap(state.limits(ctx));
             match ctx.record_execute(portal, checked.as_deref(), &state.facts) {
                 Ok(ticket) => {
-                    pending.push(Expect::Execute { ticket });
+                    pending.push(Expect::Execute {
+                        ticket,
+                        portal: portal.to_string(),
+                    });
                     match cap.and_then(|cap| capped_execute(&frame, cap)) {
                         Some(capped) => out.extend_from_slice(&capped),
                         None => out.extend_from_slice(&frame.raw),

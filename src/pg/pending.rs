@@ -31,12 +31,17 @@ pub enum Expect {
     Parse {
         refusal: Option<PgErrorFields>,
     },
-    Bind,
+    /// Bind → BindComplete; `portal` is (re)created, so its row count starts again.
+    Bind {
+        portal: String,
+    },
     Describe,
     Close,
-    /// Execute → CommandComplete / EmptyQueryResponse / PortalSuspended.
+    /// Execute → CommandComplete / EmptyQueryResponse / PortalSuspended. `portal` names the
+    /// portal, whose rows count towards `max_rows` across the Executes that resume it.
     Execute {
         ticket: Option<AuditTicket>,
+        portal: String,
     },
     Sync,
     /// The client ended a COPY FROM STDIN (CopyDone/CopyFail): Syncs queued before this marker
@@ -93,7 +98,9 @@ impl Pending {
                 Expect::Simple {
                     ticket: Some(t), ..
                 }
-                | Expect::Execute { ticket: Some(t) } => Some(t.started),
+                | Expect::Execute {
+                    ticket: Some(t), ..
+                } => Some(t.started),
                 _ => None,
             })
         })

@@ -322,7 +322,9 @@ async fn relay(
         if let super::pending::Expect::Simple {
             ticket: Some(t), ..
         }
-        | super::pending::Expect::Execute { ticket: Some(t) } = e
+        | super::pending::Expect::Execute {
+            ticket: Some(t), ..
+        } = e
         {
             ctx.audit_unknown_outcome(t);
         }

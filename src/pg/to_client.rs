@@ -1,6 +1,7 @@
 //! Upstream → client: relays every backend message as it arrives, pairs replies with what the
 //! client is waiting for, swaps tollgate's refusals in, and completes audit records.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -35,8 +36,13 @@ struct ReplyState {
     limits_version: u64,
     /// The upstream backend, for tollgate's own cancels (timeouts, row limits).
     cancel: CancelTarget,
-    /// DataRows of the current result, and whether it went past `max_rows`.
+    /// DataRows of the current result, and whether it went past `max_rows`. For an Execute this
+    /// includes the rows earlier Executes of the same portal returned before PortalSuspended.
     rows: u64,
+    /// Rows already returned by suspended portals (pg-cursor, JDBC fetchSize, asyncpg cursors
+    /// resume a portal with Execute(n) again and again): `max_rows` holds per statement, not per
+    /// batch. Forgotten when the portal is bound again, completes, or the transaction ends.
+    portal_rows: HashMap<String, u64>,
     over_limit: bool,
     /// tollgate cancelled the running statement for exceeding its row limit / its timeout.
     cancelled_for_rows: bool,
@@ -80,6 +86,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         limits_version: ctx.policy_version(),
         cancel,
         rows: 0,
+        portal_rows: HashMap::new(),
         over_limit: false,
         cancelled_for_rows: false,
         timed_out: false,
@@ -146,6 +153,15 @@ fn on_frame(
     }
     match frame.tag {
         msg::DATA_ROW => {
+            if state.rows == 0 && !state.portal_rows.is_empty() {
+                // The first row of an Execute's result: resume the portal's count.
+                state.rows = pending.with(|q| match q.front() {
+                    Some(Expect::Execute { portal, .. }) => {
+                        state.portal_rows.get(portal).copied().unwrap_or(0)
+                    }
+                    _ => 0,
+                });
+            }
             state.rows += 1;
             if let Some((max, _)) = &state.limits.max_rows {
                 if state.rows > *max {
@@ -183,7 +199,14 @@ fn on_frame(
             pending.with(|q| match q.front_mut() {
                 Some(Expect::Simple { rows: r, .. }) => *r += rows.unwrap_or(0),
                 Some(Expect::Execute { .. }) => {
-                    if let Some(Expect::Execute { ticket }) = q.pop_front() {
+                    if let Some(Expect::Execute { ticket, portal }) = q.pop_front() {
+                        if frame.tag == msg::PORTAL_SUSPENDED {
+                            if state.rows > 0 {
+                                state.portal_rows.insert(portal, state.rows);
+                            }
+                        } else {
+                            state.portal_rows.remove(&portal);
+                        }
                         complete(ctx, ticket, rows, None);
                     }
                 }
@@ -199,10 +222,14 @@ fn on_frame(
         | msg::NO_DATA
         | msg::ROW_DESCRIPTION => {
             pending.with(|q| {
+                if let (msg::BIND_COMPLETE, Some(Expect::Bind { portal })) = (frame.tag, q.front())
+                {
+                    state.portal_rows.remove(portal);
+                }
                 let done = matches!(
                     (frame.tag, q.front()),
                     (msg::PARSE_COMPLETE, Some(Expect::Parse { .. }))
-                        | (msg::BIND_COMPLETE, Some(Expect::Bind))
+                        | (msg::BIND_COMPLETE, Some(Expect::Bind { .. }))
                         | (msg::CLOSE_COMPLETE, Some(Expect::Close))
                         | (msg::NO_DATA | msg::ROW_DESCRIPTION, Some(Expect::Describe))
                 );
@@ -234,6 +261,9 @@ fn on_frame(
             state.end_result();
             if let Some(&status) = frame.body().first() {
                 pending.set_tx_status(status);
+                if status == b'I' {
+                    state.portal_rows.clear(); // portals live until the transaction ends
+                }
             }
             state.refresh_limits(ctx);
             if state.copy_cleanup_due {
@@ -253,7 +283,9 @@ fn on_frame(
                             complete(ctx, ticket, Some(rows), error);
                             break;
                         }
-                        Expect::Execute { ticket } => complete(ctx, ticket, None, Some(skipped())),
+                        Expect::Execute { ticket, .. } => {
+                            complete(ctx, ticket, None, Some(skipped()))
+                        }
                         _ => {}
                     }
                 }
@@ -305,7 +337,12 @@ fn row_limit_end(
     pending.with(|q| match q.front_mut() {
         Some(Expect::Simple { rows, .. }) => *rows += max,
         Some(Expect::Execute { .. }) => {
-            if let Some(Expect::Execute { ticket }) = q.pop_front() {
+            if let Some(Expect::Execute { ticket, portal }) = q.pop_front() {
+                if frame.tag == msg::PORTAL_SUSPENDED {
+                    // The client sees the result complete; should it resume the portal anyway,
+                    // every further row is over the limit too.
+                    state.portal_rows.insert(portal, max.saturating_add(1));
+                }
                 complete(ctx, ticket, Some(max), None);
             }
         }
@@ -392,7 +429,7 @@ fn on_error(
                     Some(Expect::Parse { refusal }) if first && may_replace => {
                         replacement = refusal
                     }
-                    Some(Expect::Execute { ticket }) => complete(
+                    Some(Expect::Execute { ticket, .. }) => complete(
                         ctx,
                         ticket,
                         None,

@@ -86,7 +86,40 @@ fn check_statement(
         }
     }
     for f in &stmt.functions {
-        check_function(rules, f)?;
+        if let Err(denial) = check_function(rules, f) {
+            if !(is_set_config(f) && denial.rule == DEFAULT_DENY) {
+                return Err(denial);
+            }
+            check_set_config_calls(rules, stmt, denial)?;
+        }
+    }
+    Ok(())
+}
+
+fn is_set_config(f: &FunctionRef) -> bool {
+    f.name == "set_config" && matches!(f.schema.as_deref(), None | Some("pg_catalog"))
+}
+
+/// `set_config` not allowed by name: judged like `SET` instead, call by call (drivers run
+/// `set_config('jit', 'off', false)` before their catalog queries). Every call must name its
+/// setting with a literal that `SET` may change to the given value (a value that is not a
+/// literal is accepted only for settings free to take any value); otherwise `denial` stands.
+fn check_set_config_calls(
+    rules: &UpstreamRules,
+    stmt: &StatementInfo,
+    denial: Denial,
+) -> Result<(), Denial> {
+    if stmt.set_config_calls.is_empty()
+        || need_class(rules, StatementClass::Session, "SET").is_err()
+    {
+        return Err(denial);
+    }
+    for call in &stmt.set_config_calls {
+        let Some((name, value)) = call else {
+            return Err(denial);
+        };
+        check_client_setting(name, value.as_deref().unwrap_or(""))
+            .map_err(|reason| Denial::new("builtin: protected-setting", reason))?;
     }
     Ok(())
 }
@@ -143,9 +176,11 @@ fn check_kind(
         StatementKind::DeclareCursor { .. }
         | StatementKind::FetchOrMove
         | StatementKind::ClosePortal => need_class(rules, StatementClass::Cursor, "cursor")?,
-        StatementKind::Listen { .. } | StatementKind::Notify { .. } | StatementKind::Unlisten => {
+        StatementKind::Listen { .. } | StatementKind::Notify { .. } => {
             need_class(rules, StatementClass::Listen, "LISTEN/NOTIFY")?
         }
+        // UNLISTEN only drops the session's own registrations (pools reset with `UNLISTEN *`).
+        StatementKind::Unlisten => need_class(rules, StatementClass::Session, "session")?,
         StatementKind::Ddl => need_class(rules, StatementClass::Ddl, "DDL")?,
         StatementKind::Dcl => need_class(rules, StatementClass::Dcl, "GRANT/REVOKE and role")?,
         StatementKind::Do => need_class(rules, StatementClass::Do, "DO block")?,

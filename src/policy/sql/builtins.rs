@@ -8,13 +8,17 @@
 //! signals (`pg_cancel_backend`, `pg_terminate_backend`, `pg_reload_conf`,
 //! `pg_rotate_logfile`), other servers (`dblink*`), advisory locks (`pg_advisory_*`),
 //! notifications (`pg_notify`), replication and backup control, and `nextval`/`setval`
-//! (see [`is_sequence_function`]).
+//! (see [`is_sequence_function`]). `set_config` is judged like `SET` by the policy instead
+//! (see `decide`).
 //!
 //! Allowed with a note: `current_setting` (reveals settings the role may read), `pg_get_viewdef`
 //! and the other `pg_get_*def` (reveal definitions, as psql's `\d+` does), `pg_sleep*`
 //! (statement timeouts bound it), the object-name types used as casts (`regclass`, `regtype`,
 //! ...: psql's `\d` casts OIDs with them; they reveal what `pg_class` already shows), and
-//! `to_reg*` for the same reason.
+//! `to_reg*` for the same reason. `pg_advisory_unlock_all` only releases the session's own
+//! advisory locks (none, since taking one is refused): connection pools send it on release
+//! (asyncpg's reset query). `information_schema._pg_expandarray` expands an array with its
+//! subscripts, reading nothing: pgjdbc's `getPrimaryKeys` and `getIndexInfo` call it.
 
 use super::FunctionRef;
 
@@ -67,7 +71,8 @@ const SAFE_BUILTINS: &[&str] = &[
     "make_timestamptz", "masklen", "max", "md5", "min", "min_scale", "mod", "mode", "multirange",
     "netmask", "network", "normalize", "now", "nth_value", "ntile", "num_nonnulls", "num_nulls",
     "numeric", "numrange", "obj_description", "octet_length", "overlaps", "overlay", "parse_ident",
-    "percent_rank", "percentile_cont", "percentile_disc", "pg_backend_pid", "pg_char_to_encoding",
+    "percent_rank", "percentile_cont", "percentile_disc", "pg_advisory_unlock_all",
+    "pg_backend_pid", "pg_char_to_encoding",
     "pg_client_encoding", "pg_collation_for", "pg_collation_is_visible", "pg_column_compression",
     "pg_column_size", "pg_conf_load_time", "pg_conversion_is_visible", "pg_current_snapshot",
     "pg_current_xact_id", "pg_current_xact_id_if_assigned", "pg_database_size",
@@ -129,6 +134,9 @@ fn is_builtin_schema(f: &FunctionRef) -> bool {
 
 /// Whether `f` is on the default allow-list of harmless built-ins.
 pub fn is_safe_builtin_function(f: &FunctionRef) -> bool {
+    if f.schema.as_deref() == Some("information_schema") {
+        return f.name == "_pg_expandarray";
+    }
     is_builtin_schema(f) && SAFE_BUILTINS.binary_search(&f.name.as_str()).is_ok()
 }
 

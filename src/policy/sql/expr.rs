@@ -1,11 +1,11 @@
 //! Handlers for expression nodes of the raw parse tree (operators, function calls, casts, subquery links, CASE, JSON and XML constructs, window definitions). Each destructures its node completely, so a field added by a new pg_query fails the build.
 
 use pg_query::protobuf::{
-    node::Node as NodeEnum, AArrayExpr, AExpr, AIndices, AIndirection, BoolExpr, BooleanTest,
-    CaseExpr, CaseWhen, CoalesceExpr, CollateClause, ColumnRef, CurrentOfExpr, FuncCall,
-    GroupingFunc, GroupingSet, MergeSupportFunc, MinMaxExpr, MultiAssignRef, NamedArgExpr, Node,
-    NullTest, ResTarget, RowExpr, SetToDefault, SortBy, SqlValueFunction, SubLink, TypeCast,
-    TypeName, WindowDef, XmlExpr, XmlSerialize,
+    a_const, node::Node as NodeEnum, AArrayExpr, AConst, AExpr, AIndices, AIndirection, BoolExpr,
+    BooleanTest, CaseExpr, CaseWhen, CoalesceExpr, CollateClause, ColumnRef, CurrentOfExpr,
+    FuncCall, GroupingFunc, GroupingSet, MergeSupportFunc, MinMaxExpr, MultiAssignRef,
+    NamedArgExpr, Node, NullTest, ResTarget, RowExpr, SetToDefault, SortBy, SqlValueFunction,
+    SubLink, TypeCast, TypeName, WindowDef, XmlExpr, XmlSerialize,
 };
 use pg_query::NodeRef;
 
@@ -312,6 +312,10 @@ pub(super) fn func_call<'a>(w: &mut Walker<'a>, n: &'a FuncCall, c: &Ctx) -> R {
         location: _,
     } = n;
     w.function_names(funcname, "function call")?;
+    let (schema, name) = super::names::function_name(funcname, "function call")?;
+    if name == "set_config" && matches!(schema.as_deref(), None | Some("pg_catalog")) {
+        w.set_config_calls.push(set_config_call(args));
+    }
     w.list(args, c);
     w.list(agg_order, c);
     w.opt(agg_filter, c);
@@ -319,6 +323,22 @@ pub(super) fn func_call<'a>(w: &mut Walker<'a>, n: &'a FuncCall, c: &Ctx) -> R {
         w.push(NodeRef::WindowDef(over), c);
     }
     Ok(())
+}
+
+/// `set_config(name, value, is_local)`: the setting's name if it is a string literal, and the
+/// value if that is one too (a parameter or an expression gives `None`).
+fn set_config_call(args: &[Node]) -> Option<(String, Option<String>)> {
+    fn literal(n: Option<&Node>) -> Option<String> {
+        match n.and_then(|n| n.node.as_ref()) {
+            Some(NodeEnum::AConst(AConst {
+                val: Some(a_const::Val::Sval(s)),
+                ..
+            })) => Some(s.sval.clone()),
+            _ => None,
+        }
+    }
+    let name = literal(args.first())?;
+    Some((super::classify::setting_name(&name), literal(args.get(1))))
 }
 
 pub(super) fn named_arg_expr<'a>(w: &mut Walker<'a>, n: &'a NamedArgExpr, c: &Ctx) -> R {

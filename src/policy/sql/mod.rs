@@ -109,6 +109,10 @@ pub struct StatementInfo {
     /// can tell whether a statement may read a column; `column_star` for `*` / `t.*`.
     pub column_names: Vec<String>,
     pub column_star: bool,
+    /// Every call of the built-in `set_config(name, value, is_local)`: the setting's name (as
+    /// PostgreSQL looks it up) when it is a string literal, with the value when that is one too;
+    /// `None` when the name is computed. Lets the policy judge `set_config` like `SET`.
+    pub set_config_calls: Vec<Option<(String, Option<String>)>>,
 }
 
 /// One place in the text where a relation is named.

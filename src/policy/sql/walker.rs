@@ -95,6 +95,8 @@ pub(super) struct Walker<'a> {
     pub tablesample_locations: Vec<i32>,
     column_names: HashSet<String>,
     pub column_star: bool,
+    /// See [`StatementInfo::set_config_calls`].
+    pub set_config_calls: Vec<Option<(String, Option<String>)>>,
 }
 
 impl<'a> Walker<'a> {
@@ -110,6 +112,7 @@ impl<'a> Walker<'a> {
             occurrences: Vec::new(),
             tablesample_locations: Vec::new(),
             column_names: HashSet::new(),
+            set_config_calls: Vec::new(),
             column_star: false,
         }
     }
@@ -280,6 +283,7 @@ pub(super) fn analyze_statement(
         literal_sensitive,
         inner_kind,
         row_locking: walker.row_locking,
+        set_config_calls: walker.set_config_calls,
         span: start..end,
         occurrences: walker
             .occurrences
