@@ -519,12 +519,11 @@ impl SessionCtx {
     /// (turning `ev` into it) and returns the error.
     fn over_rate(&self, ev: &mut AuditEvent) -> Option<PgErrorFields> {
         let policy = self.gw.policy.agent_policy(&self.agent)?;
-        let (rate, rule) = policy.limits.rate.as_ref()?;
-        let exceeded = self.bucket.take(*rate).err()?;
+        let (exceeded, rule) = self.bucket.over_rate(&policy.limits)?;
         let reason = format!("{exceeded} (agent \"{}\")", self.agent);
         metrics::counter!("tollgate_rate_limit_hits_total", "protocol" => "postgres").increment(1);
         ev.decision = Decision::Blocked;
-        ev.rule = Some(rule.clone());
+        ev.rule = Some(rule.to_string());
         ev.reason = Some(reason.clone());
         ev.sqlstate = Some("53400".into());
         if let Err(e) = self.gw.audit.append(ev) {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::policy::limits::Rate;
+use crate::policy::limits::{Limits, Rate};
 
 /// Refused: over the rate. `retry_after` is when one more statement would be accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +33,14 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl Bucket {
+    /// Charges one statement under the agent's limits: `None` when it has no rate or is within
+    /// it; otherwise why it is refused and the rule that set the rate. Both front ends use this.
+    pub fn over_rate<'a>(&self, limits: &'a Limits) -> Option<(RateExceeded, &'a str)> {
+        let (rate, rule) = limits.rate.as_ref()?;
+        let exceeded = self.take(*rate).err()?;
+        Some((exceeded, rule))
+    }
+
     /// Takes one statement from the bucket at the current time.
     pub fn take(&self, rate: Rate) -> Result<(), RateExceeded> {
         self.take_at(rate, Instant::now())

@@ -109,6 +109,7 @@ pub async fn run(
     } = session;
     let audit = Arc::new(audit);
     let mut from = FromClient {
+        bucket: audit.gw.limiter.bucket(policy.agent()),
         audit: audit.clone(),
         table,
         policy,
@@ -152,6 +153,8 @@ struct FromClient {
     audit: Arc<SessionAudit>,
     table: Arc<CommandTable>,
     policy: RedisPolicy,
+    /// The agent's rate bucket (shared with its other sessions), looked up once per login.
+    bucket: Arc<crate::ratelimit::Bucket>,
     in_multi: bool,
     multi_dirty: bool,
 }
@@ -383,19 +386,17 @@ impl FromClient {
     }
 
     /// Takes one command from the agent's rate bucket; over the rate, audits the refusal and
-    /// returns the `-ERR` line to send instead.
+    /// returns the `-ERR` line to send instead. Called after `check`, which refreshed the
+    /// agent's limits.
     fn over_rate(&self, cmd: &Command) -> Option<Bytes> {
-        let gw = &self.audit.gw;
         let agent = self.policy.agent();
-        let policy = gw.policy.agent_policy(agent)?;
-        let (rate, rule) = policy.limits.rate.as_ref()?;
-        let exceeded = gw.limiter.bucket(agent).take(*rate).err()?;
+        let (exceeded, rule) = self.bucket.over_rate(self.policy.limits()?)?;
         metrics::counter!("tollgate_rate_limit_hits_total", "protocol" => "redis").increment(1);
         let mut ev = self
             .audit
             .event(agent, EventKind::Decision, Decision::Blocked);
         ev.statement = Some(statement(&cmd.args, &[], self.has_subcommand(cmd)));
-        ev.rule = Some(rule.clone());
+        ev.rule = Some(rule.to_string());
         ev.reason = Some(exceeded.to_string());
         ev.error = Some("ERR".into());
         let _ = self.audit.decision(&ev);
@@ -483,6 +484,7 @@ impl FromClient {
         match verify(&gw, user, token) {
             Some(agent) if gw.policy.may_connect(&agent, &self.audit.upstream).is_ok() => {
                 self.policy.set_agent(agent.as_str().into());
+                self.bucket = gw.limiter.bucket(self.policy.agent());
                 self.record(cmd, &[], Decision::Allowed, None);
                 Ok(())
             }

@@ -72,6 +72,11 @@ impl RedisPolicy {
         &self.agent
     }
 
+    /// The agent's limits as of the last check (`None` before the first, or without a policy).
+    pub fn limits(&self) -> Option<&crate::policy::limits::Limits> {
+        self.policy.as_ref().map(|p| &p.limits)
+    }
+
     /// Switches the session to another agent (a later AUTH).
     pub fn set_agent(&mut self, agent: Arc<str>) {
         self.agent = agent;
