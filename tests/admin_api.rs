@@ -147,6 +147,10 @@ fn test_endpoint_against_live_upstreams_records_the_result() {
 /// A second gateway in this process from a copy of the demo's files, with `shop` pointing at a
 /// port nobody listens on.
 async fn gateway_with_dead_upstream() -> (tollgate::gateway::Running, tempfile::TempDir) {
+    second_gateway(true).await
+}
+
+async fn second_gateway(dead_shop: bool) -> (tollgate::gateway::Running, tempfile::TempDir) {
     let src = &harness().env.dir;
     let dst = tempfile::tempdir().unwrap();
     for f in [
@@ -174,7 +178,11 @@ async fn gateway_with_dead_upstream() -> (tollgate::gateway::Running, tempfile::
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("port = ")))
         .unwrap()
         .to_string();
-    let text = text.replacen(&format!("port = {shop_port}"), &format!("port = {dead}"), 1);
+    let text = if dead_shop {
+        text.replacen(&format!("port = {shop_port}"), &format!("port = {dead}"), 1)
+    } else {
+        text
+    };
     std::fs::write(dst.path().join("tollgate.toml"), text).unwrap();
     let config = tollgate::config::Config::load(&dst.path().join("tollgate.toml")).unwrap();
     let running = tollgate::gateway::start(config).await.unwrap();
@@ -209,6 +217,49 @@ fn test_endpoint_and_readiness_against_a_dead_upstream() {
         assert_eq!(ready["connectors"]["cache"]["ready"], true, "{ready}");
         let (status, health) = admin_request(&base, "get", "/healthz", AdminAs::Nobody).await;
         assert_eq!((status, &health["status"]), (200, &json!("ok")));
+    });
+}
+
+#[test]
+fn reload_picks_up_new_vaulted_credentials() {
+    harness().runtime.block_on(async {
+        let (running, dir) = second_gateway(false).await;
+        let base = format!("http://{}", running.admin_addr.unwrap());
+        let test = || {
+            admin_request(
+                &base,
+                "post",
+                "/api/v1/connectors/shop/test",
+                AdminAs::Admin,
+            )
+        };
+        assert_eq!(test().await.1["success"], true);
+        let vault_path = dir.path().join("vault.json");
+        let key =
+            || tollgate::vault::MasterKey::load(Some(&dir.path().join("master.key"))).unwrap();
+        let good = tollgate::vault::Vault::open(&vault_path, key())
+            .unwrap()
+            .get("shop_password")
+            .unwrap()
+            .expose()
+            .to_string();
+        let set = |value: &str| {
+            let mut v = tollgate::vault::Vault::open(&vault_path, key()).unwrap();
+            v.set("shop_password", value).unwrap();
+        };
+        set("not-the-password");
+        let (status, r) = admin_request(&base, "post", "/api/v1/reload", AdminAs::Admin).await;
+        assert_eq!(status, 200, "{r}");
+        let (_, r) = test().await;
+        assert_eq!(r["success"], false, "{r}");
+        assert!(
+            r["message"].as_str().unwrap().contains("credentials"),
+            "{r}"
+        );
+        assert!(!r.to_string().contains("not-the-password"));
+        set(&good);
+        admin_request(&base, "post", "/api/v1/reload", AdminAs::Admin).await;
+        assert_eq!(test().await.1["success"], true);
     });
 }
 
