@@ -104,7 +104,7 @@ fn dockerfile_copy_sources_exist_and_the_runtime_user_is_not_root() {
     let user = text
         .lines()
         .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("a USER line");
     assert!(
         !user.starts_with("root") && !user.starts_with('0'),
