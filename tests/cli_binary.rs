@@ -128,6 +128,7 @@ fn copy_demo_dir() -> tempfile::TempDir {
 struct Served {
     child: Child,
     port: u16,
+    redis_port: u16,
     admin_port: u16,
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
@@ -182,7 +183,7 @@ fn serve(dir: &Path) -> Served {
     let port = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("serve printed its listening address");
-    let _redis_port = rx
+    let redis_port = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("serve printed its Redis address");
     let admin_port = rx
@@ -191,6 +192,7 @@ fn serve(dir: &Path) -> Served {
     Served {
         child,
         port,
+        redis_port,
         admin_port,
         log,
     }
@@ -548,6 +550,19 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
     harness().runtime.block_on(async {
         let busy = support::connect_url(&url("trusted")).await.unwrap();
         let idle = support::connect_url(&url("analyst")).await.unwrap();
+        let mut redis = redis::Client::open(env.redis_url("analyst").replace(
+            &format!(":{}", env.redis_port),
+            &format!(":{}", served.redis_port),
+        ))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+        let _: Option<String> = redis::cmd("GET")
+            .arg("cache:1")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
         idle.simple_query("SELECT 1 FROM orders LIMIT 1")
             .await
             .unwrap();
@@ -572,6 +587,12 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
             idle.is_closed() || support::sqlstate(&e) == "57P01",
             "idle session: {e:?}"
         );
+        // The idle Redis session was closed too.
+        let r: Result<Option<String>, _> = redis::cmd("GET")
+            .arg("cache:1")
+            .query_async(&mut redis)
+            .await;
+        assert!(r.is_err(), "the Redis session survived the drain");
         // The running statement finished and its result reached the client.
         let (rows, busy) = in_flight.await.unwrap();
         let rows = rows.expect("the statement in flight completed");
