@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::admin::tokens::AdminTokens;
 use crate::audit::{AuditError, AuditEvent, AuditLog, Decision, EventKind};
 use crate::auth::AgentStore;
 use crate::config::{Config, SecretRef, SourceError, UpstreamKind};
@@ -35,15 +36,112 @@ pub enum GatewayError {
     },
 }
 
+/// Why a reload (SIGHUP, `POST /api/v1/reload`) kept some of the running state.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("policies: {0}")]
+    Policies(SourceError),
+    #[error("vault: {0}")]
+    Vault(VaultError),
+    #[error("admin tokens: {0}")]
+    AdminTokens(SourceError),
+}
+
+/// Where the gateway is in its life: serving, draining (no new connections; sessions close once
+/// nothing is running), or closing (the drain deadline passed: every session closes now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Serving,
+    Draining,
+    Closing,
+}
+
+/// Counts live client sessions and tells them the phase.
+#[derive(Debug)]
+pub struct Lifecycle {
+    phase: watch::Sender<Phase>,
+    live: AtomicUsize,
+    ended: tokio::sync::Notify,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            phase: watch::channel(Phase::Serving).0,
+            live: AtomicUsize::new(0),
+            ended: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+/// Held by a session for its life.
+#[derive(Debug)]
+pub struct LiveSession<'a>(&'a Lifecycle);
+
+impl Drop for LiveSession<'_> {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+        self.0.ended.notify_waiters();
+    }
+}
+
+impl Lifecycle {
+    pub fn enter(&self) -> LiveSession<'_> {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        LiveSession(self)
+    }
+
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.send_replace(phase);
+    }
+
+    /// Waits until no session is live or `deadline` passes; true if all ended.
+    pub async fn wait_idle(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let ended = self.ended.notified();
+            if self.live() == 0 {
+                return true;
+            }
+            tokio::select! {
+                _ = ended => {}
+                // Guards dropped between the check and `notified()` are caught by polling.
+                _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                _ = tokio::time::sleep_until(deadline) => return self.live() == 0,
+            }
+        }
+    }
+}
+
 pub struct Gateway {
     pub config: Config,
     pub agents: ArcSwap<AgentStore>,
     pub policy: Engine,
     pub audit: AuditLog,
-    pub upstreams: HashMap<String, UpstreamTarget>,
+    /// PostgreSQL upstreams with their vaulted credentials (swapped when the vault is reloaded).
+    pub upstreams: ArcSwap<HashMap<String, UpstreamTarget>>,
     /// Upstreams of kind `redis` (kept apart: a PostgreSQL client can never name one).
     pub redis_upstreams: HashMap<String, Arc<RedisTarget>>,
     pub cancels: CancelRegistry,
+    /// Admin API tokens (verifiers and roles), reloaded with the policies.
+    pub admin_tokens: ArcSwap<AdminTokens>,
+    /// Counters per agent and upstream, for `/metrics` and `/api/v1/stats`.
+    pub stats: crate::telemetry::Stats,
+    pub latency: crate::telemetry::Latency,
+    pub lifecycle: Lifecycle,
+    /// When the gateway was built (uptime in `/api/v1/stats`).
+    pub started: std::time::Instant,
     mock_secret: [u8; 32],
     next_session: AtomicU64,
     /// Wakes the schema refresher (after a policy reload).
@@ -54,7 +152,7 @@ pub struct Gateway {
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("upstreams", &self.upstreams.keys())
+            .field("upstreams", &self.upstreams.load().keys())
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +195,17 @@ pub fn upstream_targets(
     Ok(upstreams)
 }
 
+/// A Redis upstream's (user, password) from the vault.
+fn redis_credentials(
+    vault: &Vault,
+    u: &crate::config::UpstreamConfig,
+) -> Result<crate::redis::upstream::RedisCredentials, VaultError> {
+    Ok(crate::redis::upstream::RedisCredentials {
+        user: resolve(vault, &u.user, true)?,
+        password: resolve(vault, &u.password, false)?,
+    })
+}
+
 /// The engine's key for the `hash` mask, derived from the master key.
 pub fn mask_hash_key(key: &MasterKey) -> String {
     hex::encode(key.derive_subkey(b"tollgate/mask-hash"))
@@ -137,8 +246,7 @@ impl Gateway {
                         name: name.clone(),
                         host: u.host.clone(),
                         port: u.port,
-                        user: resolve(&vault, &u.user, true)?,
-                        password: resolve(&vault, &u.password, false)?,
+                        credentials: ArcSwap::from_pointee(redis_credentials(&vault, u)?),
                         table: Default::default(),
                     }),
                 );
@@ -148,6 +256,7 @@ impl Gateway {
         for w in &set.warnings {
             warn!("policy: {w}");
         }
+        let admin_tokens = AdminTokens::load(&config.admin.tokens_file)?;
         let audit = AuditLog::open(&config.audit.file)?;
         let policy = Engine::new(set);
         policy.set_mask_key(mask_key);
@@ -156,9 +265,14 @@ impl Gateway {
             agents: ArcSwap::from_pointee(agents),
             policy,
             audit,
-            upstreams,
+            upstreams: ArcSwap::from_pointee(upstreams),
             redis_upstreams,
             cancels: CancelRegistry::default(),
+            admin_tokens: ArcSwap::from_pointee(admin_tokens),
+            stats: crate::telemetry::Stats::default(),
+            latency: crate::telemetry::Latency::register(),
+            lifecycle: Lifecycle::default(),
+            started: std::time::Instant::now(),
             mock_secret,
             next_session: AtomicU64::new(1),
             schema_refresh: tokio::sync::Notify::new(),
@@ -185,6 +299,74 @@ impl Gateway {
         }
     }
 
+    /// Re-reads the vault (and the master key): new upstream credentials apply to new upstream
+    /// connections. On any error the running credentials stay in force.
+    pub fn reload_vault(&self) -> Result<(), VaultError> {
+        let result = (|| {
+            let key = MasterKey::load(self.config.vault.key_file.as_deref())?;
+            let mask_key = mask_hash_key(&key);
+            let vault = Vault::open(&self.config.vault.file, key)?;
+            let targets = upstream_targets(&self.config, &vault)?;
+            let mut redis = Vec::new();
+            for (name, target) in &self.redis_upstreams {
+                redis.push((
+                    target.clone(),
+                    redis_credentials(&vault, &self.config.upstreams[name])?,
+                ));
+            }
+            Ok::<_, VaultError>((mask_key, targets, redis))
+        })();
+        match result {
+            Ok((mask_key, targets, redis)) => {
+                self.upstreams.store(Arc::new(targets));
+                for (target, creds) in redis {
+                    target.credentials.store(Arc::new(creds));
+                }
+                if self.policy.mask_key() != mask_key {
+                    self.policy.set_mask_key(mask_key);
+                }
+                metrics::counter!("tollgate_vault_reloads_total", "result" => "ok").increment(1);
+                info!("vault reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                metrics::counter!("tollgate_vault_reloads_total", "result" => "error").increment(1);
+                warn!(error = %e, "vault reload failed; keeping the running credentials");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads policies, agents, the vault and the admin tokens (SIGHUP, `POST /api/v1/reload`).
+    /// Each part is kept as it was if its reload fails; the errors are returned.
+    pub fn reload_all(&self) -> Vec<ReloadError> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.reload() {
+            errors.push(ReloadError::Policies(e));
+        }
+        if let Err(e) = self.reload_vault() {
+            errors.push(ReloadError::Vault(e));
+        }
+        if let Err(e) = self.reload_admin_tokens() {
+            errors.push(ReloadError::AdminTokens(e));
+        }
+        errors
+    }
+
+    /// Re-reads the admin tokens file; on error the running tokens stay.
+    pub fn reload_admin_tokens(&self) -> Result<(), SourceError> {
+        match AdminTokens::load(&self.config.admin.tokens_file) {
+            Ok(t) => {
+                self.admin_tokens.store(Arc::new(t));
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, "admin tokens reload failed; keeping the running ones");
+                Err(e)
+            }
+        }
+    }
+
     /// Loads the table shapes of every upstream a policy masks or filters. Returns whether all
     /// of them loaded.
     pub async fn refresh_schemas(&self) -> bool {
@@ -192,8 +374,9 @@ impl Gateway {
             self.config.limits.upstream_connect_timeout_ms.max(1000),
         );
         let mut all = true;
+        let upstreams = self.upstreams.load_full();
         for name in self.policy.protected_upstreams() {
-            let Some(target) = self.upstreams.get(&name) else {
+            let Some(target) = upstreams.get(&name) else {
                 continue;
             };
             match crate::pg::schema_loader::load_schema(target, timeout).await {
@@ -258,12 +441,49 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     pub pg_addr: Option<SocketAddr>,
     pub redis_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    /// Stops the client listeners (PostgreSQL, Redis).
+    stop_accepting: watch::Sender<bool>,
+    /// Stops everything else (admin listener, audit flusher, schema refresher).
     shutdown: watch::Sender<bool>,
 }
 
 impl Running {
     pub fn shutdown(&self) {
+        let _ = self.stop_accepting.send(true);
         let _ = self.shutdown.send(true);
+    }
+
+    /// Graceful stop: no new client connections; sessions close as soon as nothing of theirs is
+    /// running (no reply owed, no open transaction); after `deadline` the rest are closed.
+    /// Returns how many sessions had to be closed at the deadline.
+    pub async fn drain(&self, deadline: std::time::Duration) -> usize {
+        let lifecycle = &self.gateway.lifecycle;
+        let _ = self.stop_accepting.send(true);
+        lifecycle.set_phase(Phase::Draining);
+        info!(
+            live = lifecycle.live(),
+            ?deadline,
+            "draining: no new connections"
+        );
+        let until = tokio::time::Instant::now() + deadline;
+        let mut forced = 0;
+        if !lifecycle.wait_idle(until).await {
+            forced = lifecycle.live();
+            warn!(
+                sessions = forced,
+                "drain deadline passed: closing the remaining sessions"
+            );
+            lifecycle.set_phase(Phase::Closing);
+            let grace = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+            lifecycle.wait_idle(grace).await;
+        }
+        // Outcome records of the last statements.
+        if let Err(e) = self.gateway.audit.flush() {
+            warn!(error = %e, "audit flush failed at shutdown");
+        }
+        self.shutdown();
+        forced
     }
 }
 
@@ -277,6 +497,7 @@ impl Drop for Running {
 pub async fn start(config: Config) -> Result<Running, GatewayError> {
     let gateway = Arc::new(Gateway::build(config)?);
     let (tx, rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(flush_audit_periodically(gateway.clone(), rx.clone()));
     // Masking needs the upstreams' table shapes: try once before serving, then keep them fresh.
     let loaded = gateway.refresh_schemas().await;
@@ -290,7 +511,7 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         let (listener, local) = bind(addr).await?;
         info!(%local, "PostgreSQL listener ready");
         pg_addr = Some(local);
-        tokio::spawn(crate::pg::serve(gateway.clone(), listener, rx.clone()));
+        tokio::spawn(crate::pg::serve(gateway.clone(), listener, stop_rx.clone()));
     }
     let mut redis_addr = None;
     if let Some(addr) = gateway.config.listen.redis {
@@ -313,13 +534,22 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
             gateway.clone(),
             target,
             listener,
-            rx.clone(),
+            stop_rx.clone(),
         ));
+    }
+    let mut admin_addr = None;
+    if let Some(addr) = gateway.config.admin.listen {
+        let (listener, local) = bind(addr).await?;
+        info!(admin = %local, "admin API listener ready");
+        admin_addr = Some(local);
+        tokio::spawn(crate::admin::serve(gateway.clone(), listener, rx.clone()));
     }
     Ok(Running {
         gateway,
         pg_addr,
         redis_addr,
+        admin_addr,
+        stop_accepting: stop_tx,
         shutdown: tx,
     })
 }
@@ -367,8 +597,8 @@ async fn flush_audit_periodically(gateway: Arc<Gateway>, mut shutdown: watch::Re
     }
 }
 
-/// What the policy files look like on disk: (path, modified time, length) of the agents file and
-/// every policy file. A change means "reload".
+/// What the policy files look like on disk: (path, modified time, length) of the agents file, the
+/// admin tokens file and every policy file. A change means "reload".
 fn policy_files_signature(
     config: &Config,
 ) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>, u64)> {
@@ -377,7 +607,10 @@ fn policy_files_signature(
         let modified = meta.as_ref().and_then(|m| m.modified().ok());
         (p, modified, meta.map(|m| m.len()).unwrap_or(0))
     };
-    let mut sig = vec![stat(config.agents_file.clone())];
+    let mut sig = vec![
+        stat(config.agents_file.clone()),
+        stat(config.admin.tokens_file.clone()),
+    ];
     if let Ok(entries) = std::fs::read_dir(&config.policies_dir) {
         let mut files: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         files.sort();
@@ -398,12 +631,13 @@ pub fn reload_on_file_change(gateway: Arc<Gateway>, every: std::time::Duration) 
             if now != last {
                 last = now;
                 let _ = gateway.reload();
+                let _ = gateway.reload_admin_tokens();
             }
         }
     });
 }
 
-/// Reloads policies on SIGHUP until the process ends.
+/// Reloads policies, agents, the vault and the admin tokens on SIGHUP until the process ends.
 pub fn reload_on_sighup(gateway: Arc<Gateway>) {
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -411,7 +645,7 @@ pub fn reload_on_sighup(gateway: Arc<Gateway>) {
             return;
         };
         while hup.recv().await.is_some() {
-            let _ = gateway.reload();
+            let _ = gateway.reload_all();
         }
     });
 }

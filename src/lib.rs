@@ -5,6 +5,7 @@
 //! See ARCHITECTURE.md for the map of modules and the invariants.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod cli;
@@ -15,4 +16,5 @@ pub mod pg;
 pub mod policy;
 pub mod ratelimit;
 pub mod redis;
+pub mod telemetry;
 pub mod vault;

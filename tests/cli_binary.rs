@@ -108,7 +108,13 @@ fn audit_verify_passes_on_the_live_log_and_catches_an_edit() {
 fn copy_demo_dir() -> tempfile::TempDir {
     let src = &harness().env.dir;
     let dst = tempfile::tempdir().unwrap();
-    for f in ["tollgate.toml", "agents.toml", "vault.json", "master.key"] {
+    for f in [
+        "tollgate.toml",
+        "agents.toml",
+        "vault.json",
+        "master.key",
+        "admin_tokens.toml",
+    ] {
         std::fs::copy(src.join(f), dst.path().join(f)).unwrap();
     }
     std::fs::create_dir(dst.path().join("policies")).unwrap();
@@ -122,6 +128,8 @@ fn copy_demo_dir() -> tempfile::TempDir {
 struct Served {
     child: Child,
     port: u16,
+    redis_port: u16,
+    admin_port: u16,
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
@@ -149,14 +157,24 @@ fn serve(dir: &Path) -> Served {
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = log.clone();
+    let port_after = |line: &str, prefix: &str| {
+        line.find(prefix).map(|i| {
+            line[i + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse::<u16>()
+                .unwrap()
+        })
+    };
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("local=127.0.0.1:") {
-                let port: String = line[i + 16..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit())
-                    .collect();
-                let _ = tx.send(port.parse::<u16>().unwrap());
+            // The PostgreSQL listener is bound first; then Redis, then the admin listener.
+            if let Some(port) = port_after(&line, "local=127.0.0.1:") {
+                let _ = tx.send(port);
+            }
+            if let Some(port) = port_after(&line, "admin=127.0.0.1:") {
+                let _ = tx.send(port);
             }
             sink.lock().unwrap().push_str(&line);
             sink.lock().unwrap().push('\n');
@@ -165,7 +183,19 @@ fn serve(dir: &Path) -> Served {
     let port = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("serve printed its listening address");
-    Served { child, port, log }
+    let redis_port = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("serve printed its Redis address");
+    let admin_port = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("serve printed its admin address");
+    Served {
+        child,
+        port,
+        redis_port,
+        admin_port,
+        log,
+    }
 }
 
 #[test]
@@ -210,6 +240,35 @@ fn no_secret_reaches_logs_audit_or_errors() {
             support::connect_url(&ghost).await.err().unwrap()
         ));
     });
+    // Every admin API answer and the metrics, as an admin sees them.
+    let admin_base = format!("http://127.0.0.1:{}", served.admin_port);
+    let mut api = String::new();
+    harness().runtime.block_on(async {
+        for (method, path) in tollgate::admin::ROUTES {
+            let p = if path.starts_with("/api/v1/agents/") {
+                path.replace("{id}", "analyst")
+            } else {
+                path.replace("{id}", "shop")
+            };
+            for p in [p.clone(), format!("{p}?agent=analyst")] {
+                let (status, body) =
+                    support::admin_request(&admin_base, method, &p, support::AdminAs::Admin).await;
+                api.push_str(&format!("{method} {p} {status} {body}\n"));
+            }
+        }
+        let (_, body) = support::admin_request(
+            &admin_base,
+            "post",
+            "/api/v1/connectors/cache/test",
+            support::AdminAs::Admin,
+        )
+        .await;
+        api.push_str(&body.to_string());
+    });
+    assert!(
+        api.contains("tollgate_statements_total"),
+        "the metrics were read:\n{api}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
     let logs = served.log.lock().unwrap().clone();
@@ -236,7 +295,20 @@ fn no_secret_reaches_logs_audit_or_errors() {
         .trim()
         .to_string();
     assert!(password.len() > 10 && master_key.len() == 64);
-    let mut secrets = vec![("upstream password", password), ("master key", master_key)];
+    let (_, redis_password, _) = run(&[
+        "vault",
+        "--config",
+        cfg.to_str().unwrap(),
+        "get",
+        "cache_password",
+    ]);
+    let mut secrets = vec![
+        ("upstream password", password),
+        ("master key", master_key),
+        ("redis password", redis_password.trim().to_string()),
+        ("admin token", env.admin_token.clone()),
+        ("viewer token", env.admin_viewer_token.clone()),
+    ];
     for (agent, token) in &env.tokens {
         secrets.push((agent.as_str(), token.clone()));
     }
@@ -245,6 +317,7 @@ fn no_secret_reaches_logs_audit_or_errors() {
             ("logs", &logs),
             ("audit log", &audit),
             ("client errors", &errors),
+            ("admin API and metrics", &api),
         ] {
             assert!(
                 !text.contains(secret.as_str()),
@@ -252,8 +325,13 @@ fn no_secret_reaches_logs_audit_or_errors() {
             );
         }
     }
-    // The upstream role name stays out of client-visible errors too.
+    // The upstream role name stays out of client-visible errors and the admin API too.
     assert!(!errors.contains("tollgate_shop"), "{errors}");
+    assert!(!api.contains("tollgate_shop"), "{api}");
+    assert!(
+        !api.contains("SCRAM-SHA-256$"),
+        "a verifier leaked into the admin API"
+    );
 }
 
 #[test]
@@ -426,4 +504,151 @@ fn pgbench_select_only_in_every_mode_without_failures() {
         "{text}"
     );
     assert!(started.elapsed() < Duration::from_secs(120));
+}
+
+/// A copy of the demo's files whose config drains for at most `drain_ms` on SIGTERM.
+fn drain_demo_dir(drain_ms: u64) -> tempfile::TempDir {
+    let dir = copy_demo_dir();
+    let cfg = dir.path().join("tollgate.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!("\n[limits]\ndrain_timeout_ms = {drain_ms}\n"));
+    std::fs::write(&cfg, text).unwrap();
+    dir
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+/// Waits for the process to exit; its exit code.
+fn wait_exit(served: &mut Served, within: Duration) -> Option<i32> {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            return Some(status.code().unwrap_or(-1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
+    let dir = drain_demo_dir(10_000);
+    let mut served = serve(dir.path());
+    let env = &harness().env;
+    let url = |agent: &str| {
+        env.pg_url(agent)
+            .replace(&format!(":{}/", env.pg_port), &format!(":{}/", served.port))
+    };
+    let started = Instant::now();
+    harness().runtime.block_on(async {
+        let busy = support::connect_url(&url("trusted")).await.unwrap();
+        let idle = support::connect_url(&url("analyst")).await.unwrap();
+        let mut redis = redis::Client::open(env.redis_url("analyst").replace(
+            &format!(":{}", env.redis_port),
+            &format!(":{}", served.redis_port),
+        ))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+        let _: Option<String> = redis::cmd("GET")
+            .arg("cache:1")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        idle.simple_query("SELECT 1 FROM orders LIMIT 1")
+            .await
+            .unwrap();
+        let in_flight = tokio::spawn(async move {
+            let rows = busy
+                .simple_query("SELECT pg_sleep(1.5), 42 AS answer")
+                .await;
+            (rows, busy)
+        });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        signal(&served.child, "TERM");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Draining: the listener is closed.
+        let refused = tokio::net::TcpStream::connect(("127.0.0.1", served.port)).await;
+        assert!(
+            refused.is_err(),
+            "a new connection was accepted during the drain"
+        );
+        // The idle session was closed at once, like a server shutting down (57P01).
+        let e = idle.simple_query("SELECT 1").await.unwrap_err();
+        assert!(
+            idle.is_closed() || support::sqlstate(&e) == "57P01",
+            "idle session: {e:?}"
+        );
+        // The idle Redis session was closed too.
+        let r: Result<Option<String>, _> = redis::cmd("GET")
+            .arg("cache:1")
+            .query_async(&mut redis)
+            .await;
+        assert!(r.is_err(), "the Redis session survived the drain");
+        // The running statement finished and its result reached the client.
+        let (rows, busy) = in_flight.await.unwrap();
+        let rows = rows.expect("the statement in flight completed");
+        let answer = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get("answer").map(str::to_owned),
+            _ => None,
+        });
+        assert_eq!(answer.as_deref(), Some("42"));
+        // Then that session is closed too.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(busy.simple_query("SELECT 1").await.is_err());
+    });
+    let code =
+        wait_exit(&mut served, Duration::from_secs(10)).expect("serve exited after the drain");
+    assert_eq!(code, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the drain did not wait for the deadline"
+    );
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    let sleep_seq = audit
+        .lines()
+        .find(|l| l.contains("pg_sleep(1.5)"))
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["seq"].as_u64())
+        .expect("the statement's decision record");
+    let outcome = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["ref_seq"].as_u64() == Some(sleep_seq))
+        .expect("the statement's outcome record was written before exit");
+    assert_eq!(outcome["decision"], "allowed", "{outcome}");
+    assert_eq!(outcome["rows"], 1, "{outcome}");
+}
+
+#[test]
+fn sigterm_closes_what_still_runs_at_the_drain_deadline() {
+    let dir = drain_demo_dir(500);
+    let mut served = serve(dir.path());
+    let env = &harness().env;
+    let url = env
+        .pg_url("trusted")
+        .replace(&format!(":{}/", env.pg_port), &format!(":{}/", served.port));
+    let started = Instant::now();
+    harness().runtime.block_on(async {
+        let busy = support::connect_url(&url).await.unwrap();
+        let in_flight = tokio::spawn(async move { busy.simple_query("SELECT pg_sleep(30)").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        signal(&served.child, "TERM");
+        let e = in_flight
+            .await
+            .unwrap()
+            .expect_err("closed at the deadline");
+        assert!(e.is_closed() || support::sqlstate(&e) == "57P01", "{e:?}");
+    });
+    let code = wait_exit(&mut served, Duration::from_secs(10)).expect("serve exited");
+    assert_eq!(code, 0);
+    assert!(started.elapsed() < Duration::from_secs(8));
 }

@@ -19,14 +19,16 @@ fn load_config(path: &Path) -> Result<Config, String> {
 
 pub fn serve(config_path: &Path) -> CmdResult {
     let config = load_config(config_path)?;
+    let drain = std::time::Duration::from_millis(config.limits.drain_timeout_ms);
+    crate::telemetry::install_prometheus();
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let running = gateway::start(config).await.map_err(|e| e.to_string())?;
         gateway::reload_on_sighup(running.gateway.clone());
         gateway::reload_on_file_change(running.gateway.clone(), std::time::Duration::from_secs(2));
         wait_for_termination().await;
-        tracing::info!("shutting down");
-        running.shutdown();
+        let forced = running.drain(drain).await;
+        tracing::info!(closed_at_deadline = forced, "shut down");
         Ok(0)
     })
 }
@@ -257,6 +259,35 @@ pub fn vault(config_path: &Path, command: VaultCommand) -> CmdResult {
                 new_key_file.display()
             );
         }
+    }
+    Ok(0)
+}
+
+pub fn admin_token_add(config_path: &Path, name: &str, role: &str) -> CmdResult {
+    use crate::admin::tokens::{generate_admin_token, Role, TokensFile};
+    let config = load_config(config_path)?;
+    let role = Role::parse(role).ok_or("--role must be viewer or admin")?;
+    let path = &config.admin.tokens_file;
+    let mut file = TokensFile::load(path).map_err(|e| e.to_string())?;
+    let token = generate_admin_token();
+    file.add(name, role, &token)?;
+    file.save(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!(
+        "admin token \"{name}\" ({}) added to {}; it is shown once (send it as Authorization: Bearer):",
+        role.as_str(),
+        path.display()
+    );
+    println!("{token}");
+    Ok(0)
+}
+
+pub fn admin_token_list(config_path: &Path) -> CmdResult {
+    let config = load_config(config_path)?;
+    let file = crate::admin::tokens::TokensFile::load(&config.admin.tokens_file)
+        .map_err(|e| e.to_string())?;
+    for t in &file.tokens {
+        println!("{}\t{}", t.name, t.role.as_str());
     }
     Ok(0)
 }

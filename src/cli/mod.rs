@@ -1,4 +1,5 @@
-//! The command line: `serve`, `demo`, `check`, `explain`, `agent`, `vault`, `audit`.
+//! The command line: `serve`, `demo`, `check`, `explain`, `agent`, `vault`, `audit`,
+//! `admin-token`.
 
 mod admin_cmds;
 mod redis_explain;
@@ -18,7 +19,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway (PostgreSQL listener).
+    /// Run the gateway (PostgreSQL, Redis and admin listeners). SIGTERM/SIGINT drain, SIGHUP reloads.
     Serve {
         #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]
         config: PathBuf,
@@ -66,6 +67,29 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Manage admin API tokens.
+    AdminToken {
+        #[command(subcommand)]
+        command: AdminTokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminTokenCommand {
+    /// Create an admin API token; prints it once and stores only a verifier.
+    Add {
+        name: String,
+        /// `viewer` (read-only endpoints and /metrics) or `admin` (also reload and connector tests).
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// List admin tokens (names and roles).
+    List {
+        #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -149,6 +173,12 @@ pub fn run(cli: Cli) -> i32 {
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => admin_cmds::audit_verify(&file),
+        Command::AdminToken {
+            command: AdminTokenCommand::Add { name, role, config },
+        } => admin_cmds::admin_token_add(&config, &name, &role),
+        Command::AdminToken {
+            command: AdminTokenCommand::List { config },
+        } => admin_cmds::admin_token_list(&config),
     };
     match result {
         Ok(code) => code,

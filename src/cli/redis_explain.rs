@@ -7,7 +7,7 @@ use crate::config::{Config, SecretRef};
 use crate::policy::redis::{MaskPlan, RedisPolicy};
 use crate::policy::{Engine, Outcome};
 use crate::redis::command::split_args;
-use crate::redis::upstream::RedisTarget;
+use crate::redis::upstream::{RedisCredentials, RedisTarget};
 use crate::vault::{MasterKey, Secret, Vault};
 
 pub fn explain(
@@ -28,8 +28,10 @@ pub fn explain(
         name: upstream.to_string(),
         host: u.host.clone(),
         port: u.port,
-        user: secret(&u.user)?,
-        password: secret(&u.password)?,
+        credentials: arc_swap::ArcSwap::from_pointee(RedisCredentials {
+            user: secret(&u.user)?,
+            password: secret(&u.password)?,
+        }),
         table: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -23,6 +23,9 @@ pub struct Config {
     pub policies_dir: PathBuf,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The admin HTTP API and `/metrics` (off unless `[admin] listen` is set).
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Upstream databases by logical name; agents pick one by the startup `database` parameter.
     #[serde(default, rename = "upstream")]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
@@ -35,6 +38,29 @@ pub struct ListenConfig {
     pub postgres: Option<SocketAddr>,
     /// Address of the Redis listener; it serves the one upstream of kind `redis`.
     pub redis: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP listener (API, `/metrics`, `/healthz`, `/readyz`).
+    pub listen: Option<SocketAddr>,
+    /// Admin tokens (names, roles and verifiers), written by `tollgate admin-token add`.
+    #[serde(default = "default_admin_tokens_file")]
+    pub tokens_file: PathBuf,
+}
+
+fn default_admin_tokens_file() -> PathBuf {
+    PathBuf::from("admin_tokens.toml")
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: None,
+            tokens_file: default_admin_tokens_file(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +112,10 @@ pub struct LimitsConfig {
     /// Most client connections tollgate serves at once (all agents, all protocols).
     #[serde(default)]
     pub max_client_connections: Option<u32>,
+    /// On SIGTERM/SIGINT: how long running statements (and open transactions) may take to
+    /// finish before the remaining sessions are closed.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -100,6 +130,9 @@ fn default_connect_timeout_ms() -> u64 {
 fn default_auth_timeout_ms() -> u64 {
     30_000
 }
+fn default_drain_timeout_ms() -> u64 {
+    30_000
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -109,6 +142,7 @@ impl Default for LimitsConfig {
             upstream_connect_timeout_ms: default_connect_timeout_ms(),
             auth_timeout_ms: default_auth_timeout_ms(),
             max_client_connections: None,
+            drain_timeout_ms: default_drain_timeout_ms(),
         }
     }
 }
@@ -230,6 +264,7 @@ impl Config {
         join(&mut self.audit.file);
         join(&mut self.agents_file);
         join(&mut self.policies_dir);
+        join(&mut self.admin.tokens_file);
     }
 }
 

@@ -13,6 +13,10 @@ policies_dir = "policies"
 postgres = "127.0.0.1:0"
 redis = "127.0.0.1:0"
 
+[admin]
+listen = "127.0.0.1:0"
+tokens_file = "admin_tokens.toml"
+
 [vault]
 file = "vault.json"
 key_file = "master.key"

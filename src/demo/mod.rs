@@ -47,6 +47,10 @@ pub struct DemoEnv {
     pub upstream_redis_url: String,
     pub audit_log: PathBuf,
     pub dir: PathBuf,
+    pub admin_port: u16,
+    /// Admin API tokens: role `admin`, and role `viewer`.
+    pub admin_token: String,
+    pub admin_viewer_token: String,
 }
 
 impl DemoEnv {
@@ -72,6 +76,11 @@ impl DemoEnv {
             self.token(agent),
             self.redis_port
         )
+    }
+
+    /// Base URL of the admin API, e.g. `http://127.0.0.1:PORT`.
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
     }
 
     pub fn env_lines(&self) -> String {
@@ -101,6 +110,12 @@ impl DemoEnv {
         s.push_str(&format!(
             "TOLLGATE_AUDIT_LOG={}\n",
             self.audit_log.display()
+        ));
+        s.push_str(&format!("TOLLGATE_ADMIN_URL={}\n", self.admin_url()));
+        s.push_str(&format!("TOLLGATE_ADMIN_TOKEN={}\n", self.admin_token));
+        s.push_str(&format!(
+            "TOLLGATE_ADMIN_VIEWER_TOKEN={}\n",
+            self.admin_viewer_token
         ));
         s
     }
@@ -134,13 +149,15 @@ impl Demo {
         // when the process dies without cleaning up (the cluster's watchdog removes it).
         let dir = cluster.scratch_dir().join("tollgate");
         std::fs::create_dir(&dir)?;
-        let tokens = write_files(
+        let (tokens, admin_tokens) = write_files(
             &dir,
             cluster.port(),
             &role_password,
             &redis,
             opts.unlimited_rate,
         )?;
+        // Metrics for /metrics (idempotent: the test harness may start more than one demo).
+        crate::telemetry::install_prometheus();
         let config = Config::load(&dir.join("tollgate.toml"))
             .map_err(|e| DemoError::Setup(e.to_string()))?;
         let audit_log = config.audit.file.clone();
@@ -158,6 +175,9 @@ impl Demo {
             upstream_redis_url: redis.url(),
             audit_log,
             dir,
+            admin_port: running.admin_addr.map(|a| a.port()).unwrap_or(0),
+            admin_token: admin_tokens.0,
+            admin_viewer_token: admin_tokens.1,
         };
         Ok(Demo {
             env,
@@ -172,14 +192,17 @@ impl Demo {
     }
 }
 
-/// Writes config, key, vault, agents and policies into `dir`; returns the agents' tokens.
+/// Agents' tokens (name, token), and the admin API's (admin, viewer) tokens.
+type DemoTokens = (Vec<(String, String)>, (String, String));
+
+/// Writes config, key, vault, agents, admin tokens and policies into `dir`; returns the tokens.
 fn write_files(
     dir: &Path,
     pg_port: u16,
     role_password: &str,
     redis: &redis_server::RedisServer,
     unlimited_rate: bool,
-) -> Result<Vec<(String, String)>, DemoError> {
+) -> Result<DemoTokens, DemoError> {
     let key_file = dir.join("master.key");
     MasterKey::generate()
         .write_new_file(&key_file)
@@ -205,6 +228,17 @@ fn write_files(
         tokens.push((name.to_string(), token));
     }
     agents.save(&dir.join("agents.toml"))?;
+    let mut admin = crate::admin::tokens::TokensFile::default();
+    let admin_token = crate::admin::tokens::generate_admin_token();
+    let viewer_token = crate::admin::tokens::generate_admin_token();
+    use crate::admin::tokens::Role;
+    admin
+        .add("demo-admin", Role::Admin, &admin_token)
+        .map_err(DemoError::Setup)?;
+    admin
+        .add("demo-viewer", Role::Viewer, &viewer_token)
+        .map_err(DemoError::Setup)?;
+    admin.save(&dir.join("admin_tokens.toml"))?;
     std::fs::create_dir_all(dir.join("policies"))?;
     for (name, text) in files::POLICIES {
         let text = if unlimited_rate {
@@ -221,7 +255,7 @@ fn write_files(
         dir.join("tollgate.toml"),
         files::config(pg_port, redis.port()),
     )?;
-    Ok(tokens)
+    Ok((tokens, (admin_token, viewer_token)))
 }
 
 /// `tollgate demo`: start, print how to connect, write the env file, wait for a signal, clean up.
@@ -251,6 +285,16 @@ pub fn run_cli(env_file: Option<PathBuf>, unlimited_rate: bool) -> Result<i32, S
         println!(
             "  upstream Redis (direct): redis-cli -u {}",
             env.upstream_redis_url
+        );
+        println!(
+            "\n  admin API: curl -H \"Authorization: Bearer {}\" {}/api/v1/connectors",
+            env.admin_token,
+            env.admin_url()
+        );
+        println!(
+            "  metrics:   curl -H \"Authorization: Bearer {}\" {}/metrics",
+            env.admin_viewer_token,
+            env.admin_url()
         );
         println!("  audit log: {}", env.audit_log.display());
         println!("  config:    {}", demo.config_path().display());

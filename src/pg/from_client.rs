@@ -328,6 +328,7 @@ fn on_query(
     frame: &Frame,
     out: &mut BytesMut,
 ) -> Result<(), FromClientError> {
+    let started = std::time::Instant::now();
     let text = match fe::query_text(frame) {
         Ok(t) => t,
         Err(e) => {
@@ -360,6 +361,7 @@ fn on_query(
                 Some(sql) => out.extend_from_slice(&query_message(&sql)),
                 None => out.extend_from_slice(&frame.raw),
             }
+            ctx.record_overhead(started);
         }
         Err(refusal) => refuse_simple(pending, refusal, out),
     }
@@ -373,6 +375,7 @@ fn on_parse(
     frame: &Frame,
     out: &mut BytesMut,
 ) -> Result<(), FromClientError> {
+    let started = std::time::Instant::now();
     let (name, text) = match fe::parse_fields(frame) {
         Ok(x) => x,
         Err(e) => {
@@ -419,6 +422,7 @@ fn on_parse(
             Some(sql) => out.extend_from_slice(&parse_message(frame, name, &sql)),
             None => out.extend_from_slice(&frame.raw),
         }
+        ctx.record_overhead(started);
     } else {
         let refusal = ctx
             .admit(text, &verdict)

@@ -62,6 +62,8 @@ pub struct Pending {
     pushed: Arc<tokio::sync::Notify>,
     /// Transaction status of the last ReadyForQuery (`I`, `T`, `E`).
     tx_status: Arc<std::sync::atomic::AtomicU8>,
+    /// The reply side holds relayed bytes it has not finished writing to the client.
+    unwritten: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Pending {
@@ -89,6 +91,18 @@ impl Pending {
             0 => b'I',
             s => s,
         }
+    }
+
+    /// Set by the reply side around taking replies off the queue and writing them out.
+    pub fn set_unwritten(&self, unwritten: bool) {
+        self.unwritten
+            .store(unwritten, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Nothing is owed to the client and nothing relayed is waiting to be written: a session
+    /// may be closed now without losing a reply.
+    pub fn settled(&self) -> bool {
+        self.is_empty() && !self.unwritten.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// When the oldest statement still running was forwarded.

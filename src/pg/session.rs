@@ -43,6 +43,9 @@ pub struct SessionCtx {
     bucket: Arc<crate::ratelimit::Bucket>,
     /// Held for the life of the session (connection caps).
     _slot: Option<crate::ratelimit::ConnectionSlot>,
+    /// The agent's counters on this upstream (statements by decision, sessions).
+    pub stats: Arc<crate::telemetry::PairStats>,
+    _open: crate::telemetry::OpenSession,
 }
 
 /// The limits a session applies to each statement, read from the current policy.
@@ -58,11 +61,14 @@ pub async fn handle(gw: Arc<Gateway>, socket: TcpStream, peer: SocketAddr) {
     let id = gw.next_session_id();
     let span = tracing::info_span!("pg_session", session = id, client = %peer);
     async move {
-        metrics::gauge!("tollgate_client_connections", "protocol" => "postgres").increment(1.0);
-        if let Err(e) = run(gw, socket, peer, id).await {
+        let _live = gw.lifecycle.enter();
+        let _gauge = crate::telemetry::GaugeGuard::new(metrics::gauge!(
+            "tollgate_client_connections",
+            "protocol" => "postgres"
+        ));
+        if let Err(e) = run(gw.clone(), socket, peer, id).await {
             debug!(error = %e, "session ended with an error");
         }
-        metrics::gauge!("tollgate_client_connections", "protocol" => "postgres").decrement(1.0);
     }
     .instrument(span)
     .await
@@ -189,7 +195,7 @@ async fn login(
         return Err(e.into());
     }
     let agent: Arc<str> = params.user.as_str().into();
-    if !gw.upstreams.contains_key(&params.database) {
+    if !gw.upstreams.load().contains_key(&params.database) {
         return Err(SessionError::Refused(PgErrorFields::fatal(
             "3D000",
             format!("database \"{}\" does not exist", params.database),
@@ -237,14 +243,18 @@ async fn login(
             ));
         }
     };
+    let upstream: Arc<str> = params.database.as_str().into();
+    let stats = gw.stats.pair(&agent, &upstream, "postgres");
     let ctx = SessionCtx {
         gw: gw.clone(),
         id,
         bucket: gw.limiter.bucket(&agent),
         agent,
-        upstream: params.database.as_str().into(),
+        upstream,
         client_addr: peer.to_string(),
         _slot: Some(slot),
+        _open: stats.open_session(),
+        stats,
     };
     Ok(Some((params, ctx)))
 }
@@ -256,11 +266,9 @@ async fn relay(
     reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
     mut wr: OwnedWriteHalf,
 ) -> Result<(), SessionError> {
-    let target = gw
-        .upstreams
-        .get(ctx.upstream.as_ref())
-        .expect("checked at login")
-        .clone();
+    let Some(target) = gw.upstreams.load().get(ctx.upstream.as_ref()).cloned() else {
+        return Ok(()); // the upstream was checked at login; a reload cannot remove it
+    };
     let timeout = Duration::from_millis(gw.config.limits.upstream_connect_timeout_ms);
     let up = match upstream::connect(&target, &params.settings, timeout).await {
         Ok(up) => up,
@@ -273,6 +281,7 @@ async fn relay(
             return Err(SessionError::Refused(fields));
         }
     };
+    let _upstream_gauge = crate::telemetry::upstream_connection(&target.name);
     let (pid, secret, _cancel_guard) = gw.cancels.register(CancelTarget {
         addr: up.addr,
         pid: up.backend_pid,
@@ -312,9 +321,14 @@ async fn relay(
         },
     ));
     let from_client_fut = from_client::run(ctx.clone(), pending.clone(), reader, up.writer);
+    let mut phase = gw.lifecycle.subscribe();
     let result = tokio::select! {
         r = from_client_fut => ClientSide(r),
         r = &mut to_client_fut => UpstreamSide(r),
+        // Shutting down: once nothing runs (or at the deadline) the session ends like a server's.
+        _ = drained(&mut phase, &pending) => ClientSide(Err(FromClientError::Fatal(
+            PgErrorFields::fatal("57P01", "terminating connection due to administrator command (tollgate is shutting down)"),
+        ))),
     };
     drop(to_client_fut);
     // Statements still in flight when the session ends get an outcome record.
@@ -359,6 +373,32 @@ async fn relay(
             )
             .await;
             Err(SessionError::Io(std::io::Error::other(e.to_string())))
+        }
+    }
+}
+
+/// Resolves when the gateway drains and this session has nothing running (no reply owed or
+/// unwritten, no open transaction); or at once when the drain deadline has passed.
+async fn drained(
+    phase: &mut tokio::sync::watch::Receiver<crate::gateway::Phase>,
+    pending: &Pending,
+) {
+    use crate::gateway::Phase;
+    loop {
+        let now = *phase.borrow_and_update();
+        match now {
+            Phase::Closing => return,
+            Phase::Draining if pending.settled() && pending.tx_status() == b'I' => return,
+            _ => {}
+        }
+        // Polled while draining (the reply side's notifications belong to the client side).
+        tokio::select! {
+            changed = phase.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(20)), if now == Phase::Draining => {}
         }
     }
 }
@@ -430,6 +470,11 @@ impl SessionCtx {
     }
 
     /// The error the agent sees for a refused statement: names the rule.
+    /// Records the time tollgate spent on a statement before forwarding it.
+    pub fn record_overhead(&self, started: Instant) {
+        self.gw.latency.pg_overhead.record(started.elapsed());
+    }
+
     pub fn refusal(&self, verdict: &Verdict) -> PgErrorFields {
         match &verdict.denial {
             Some(d) => PgErrorFields::error(
@@ -466,7 +511,6 @@ impl SessionCtx {
             (Outcome::WouldBlock, _) => Decision::WouldBlock,
             (Outcome::Block, _) => Decision::Blocked,
         };
-        metrics::counter!("tollgate_statements_total", "protocol" => "postgres", "decision" => decision.as_str()).increment(1);
         let mut ev = self.event(EventKind::Decision, decision);
         ev.statement = Some(self.gw.audit_text(truncated(text, AUDIT_STATEMENT_LIMIT)));
         if let Some(d) = &verdict.denial {
@@ -478,8 +522,9 @@ impl SessionCtx {
         }
         if decision == Decision::Blocked {
             ev.sqlstate = verdict.denial.as_ref().map(|d| d.sqlstate.to_string());
+            self.stats.statement(Decision::Blocked);
             if let Some(d) = &verdict.denial {
-                metrics::counter!("tollgate_refusals_total", "protocol" => "postgres", "rule" => rule_label(&d.rule)).increment(1);
+                crate::telemetry::refusal("postgres", &d.rule);
             }
             if let Err(e) = self.gw.audit.append(&ev) {
                 warn!(error = %e, "audit write failed for a blocked statement");
@@ -487,8 +532,10 @@ impl SessionCtx {
             return Err(self.refusal(verdict));
         }
         if let Some(refusal) = self.over_rate(&mut ev) {
+            self.stats.statement(Decision::Blocked);
             return Err(refusal);
         }
+        self.stats.statement(decision);
         match self.gw.audit.append(&ev) {
             Ok(seq) => Ok(Some(AuditTicket {
                 seq,
@@ -521,7 +568,9 @@ impl SessionCtx {
         let policy = self.gw.policy.agent_policy(&self.agent)?;
         let (exceeded, rule) = self.bucket.over_rate(&policy.limits)?;
         let reason = format!("{exceeded} (agent \"{}\")", self.agent);
-        metrics::counter!("tollgate_rate_limit_hits_total", "protocol" => "postgres").increment(1);
+        self.stats
+            .rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ev.decision = Decision::Blocked;
         ev.rule = Some(rule.to_string());
         ev.reason = Some(reason.clone());
@@ -697,8 +746,13 @@ impl SessionCtx {
         let mut ev = self.event(EventKind::Outcome, decision);
         ev.ref_seq = Some(ticket.seq);
         ev.rows = rows;
-        ev.duration_us = Some(ticket.started.elapsed().as_micros() as u64);
+        let took = ticket.started.elapsed();
+        self.gw.latency.pg_upstream.record(took);
+        ev.duration_us = Some(took.as_micros() as u64);
         if let Some((code, message)) = error {
+            self.stats
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             ev.sqlstate = (!code.is_empty()).then_some(code);
             ev.error = Some(message);
         }
@@ -730,9 +784,4 @@ fn truncated(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
-}
-
-/// Metric label for a rule: the rule kind, not the table name, to keep cardinality bounded.
-fn rule_label(rule: &str) -> String {
-    rule.split(':').next().unwrap_or(rule).to_string()
 }

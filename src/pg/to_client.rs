@@ -112,6 +112,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             Ok(None) => return Err(ToClientError::UpstreamClosed),
             Err(e) => return Err(ToClientError::Upstream(e)),
         };
+        pending.set_unwritten(true);
         on_frame(&ctx, &pending, &mut state, frame, &mut out);
         // Drain what is already buffered before writing, so a burst of rows costs one write.
         while upstream.has_buffered_frame() && out.len() < 256 * 1024 {
@@ -126,6 +127,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             .write_all(&out)
             .await
             .map_err(ToClientError::Client)?;
+        pending.set_unwritten(false);
         out.clear();
         if out.capacity() > 256 * 1024 {
             out = BytesMut::new(); // release what a burst grew

@@ -289,6 +289,15 @@ fn check_relation(rules: &UpstreamRules, rel: &RelationAccess) -> Result<(), Den
     Ok(())
 }
 
+/// The operations `rules` allow on the table `qualified` (`schema.name`), as `decide` judges
+/// them: for the admin API's view of what an agent may see.
+pub fn allowed_ops(rules: &UpstreamRules, qualified: &str) -> Vec<Op> {
+    Op::ALL
+        .into_iter()
+        .filter(|op| check_table(rules, qualified, *op).is_ok())
+        .collect()
+}
+
 fn check_table(rules: &UpstreamRules, qualified: &str, op: Op) -> Result<(), Denial> {
     if let Some(t) = rules
         .tables

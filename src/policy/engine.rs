@@ -71,6 +71,25 @@ impl Verdict {
     }
 }
 
+/// Cache lookups since start, as the engine counts them (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    pub hits: u64,
+    pub shape_hits: u64,
+    pub misses: u64,
+}
+
+impl CacheCounts {
+    pub fn hit_ratio(&self) -> f64 {
+        let total = self.hits + self.shape_hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            (self.hits + self.shape_hits) as f64 / total as f64
+        }
+    }
+}
+
 const CACHE_CAPACITY: usize = 50_000;
 
 /// One cache per (policy version, agent, upstream): looking a text up needs no allocation.
@@ -107,6 +126,8 @@ pub struct Engine {
     schemas: ArcSwap<std::collections::HashMap<String, Arc<SchemaSnapshot>>>,
     /// Key of the `hash` mask (hex), derived from the master key.
     mask_key: ArcSwap<String>,
+    /// Cache lookups since start: hits, shape hits, misses (read by the metrics endpoint).
+    cache_counts: [AtomicU64; 3],
 }
 
 impl std::fmt::Debug for Engine {
@@ -132,7 +153,23 @@ impl Engine {
             }),
             schemas: ArcSwap::from_pointee(Default::default()),
             mask_key: ArcSwap::from_pointee(String::new()),
+            cache_counts: Default::default(),
         }
+    }
+
+    /// Decision cache lookups since start (passthrough fast-path answers are not lookups).
+    pub fn cache_counts(&self) -> CacheCounts {
+        let n = |i: usize| self.cache_counts[i].load(Ordering::Relaxed);
+        CacheCounts {
+            hits: n(0),
+            shape_hits: n(1),
+            misses: n(2),
+        }
+    }
+
+    /// The key of the `hash` mask (hex).
+    pub fn mask_key(&self) -> String {
+        self.mask_key.load().as_str().to_owned()
     }
 
     /// Sets the key of the `hash` mask.
@@ -252,7 +289,7 @@ impl Engine {
             Ok(v) => return v,
             Err(miss) => miss,
         };
-        metrics::counter!("tollgate_decision_cache_total", "result" => "miss").increment(1);
+        self.cache_counts[2].fetch_add(1, Ordering::Relaxed);
         let Miss {
             policy,
             cache,
@@ -304,13 +341,12 @@ impl Engine {
             }
         }
         if let Some(v) = cache.texts.get(sql_text) {
-            metrics::counter!("tollgate_decision_cache_total", "result" => "hit").increment(1);
+            self.cache_counts[0].fetch_add(1, Ordering::Relaxed);
             return Ok(v.clone());
         }
         let shape = sql::fingerprint(sql_text).ok();
         if let Some(v) = shape.and_then(|f| cache.shapes.get(&f).map(|v| v.clone())) {
-            metrics::counter!("tollgate_decision_cache_total", "result" => "shape_hit")
-                .increment(1);
+            self.cache_counts[1].fetch_add(1, Ordering::Relaxed);
             self.remember(&cache, sql_text, None, &v);
             return Ok(v);
         }

@@ -111,10 +111,18 @@ impl SessionAudit {
         self.gw.audit.append_deferred(ev)
     }
 
-    pub fn outcome(&self, agent: &str, ticket: Ticket, error: Option<String>) {
-        // A successful command's decision record says all there is to say unless the operator
-        // asked for durations: one record per command halves the audit cost of a cache workload.
-        if error.is_none() && self.gw.config.audit.redis_outcomes == RedisOutcomes::Errors {
+    pub fn outcome(&self, agent: &Arc<str>, ticket: Ticket, error: Option<String>) {
+        let took = ticket.started.elapsed();
+        self.gw.latency.redis_upstream.record(took);
+        if error.is_some() {
+            self.gw
+                .stats
+                .pair(agent, &self.upstream, "redis")
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else if self.gw.config.audit.redis_outcomes == RedisOutcomes::Errors {
+            // A successful command's decision record says all there is to say unless the
+            // operator asked for durations: one record per command halves the audit cost.
             return;
         }
         let decision = match (&error, ticket.would_block) {
@@ -124,7 +132,7 @@ impl SessionAudit {
         };
         let mut ev = self.event(agent, EventKind::Outcome, decision);
         ev.ref_seq = Some(ticket.seq);
-        ev.duration_us = Some(ticket.started.elapsed().as_micros() as u64);
+        ev.duration_us = Some(took.as_micros() as u64);
         ev.error = error;
         if let Err(e) = self.gw.audit.append_deferred(&ev) {
             warn!(error = %e, "audit outcome write failed");

@@ -9,6 +9,7 @@
 //! a client that pipelines without reading waits, the gateway's memory does not grow.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -108,13 +109,20 @@ pub async fn run(
         resp3,
     } = session;
     let audit = Arc::new(audit);
+    let owed = Arc::new(AtomicUsize::new(0));
+    let stats = audit
+        .gw
+        .stats
+        .pair(policy.agent(), &audit.upstream, "redis");
     let mut from = FromClient {
         bucket: audit.gw.limiter.bucket(policy.agent()),
         audit: audit.clone(),
         table,
+        stats: (policy.agent().clone(), stats),
         policy,
         in_multi: false,
         multi_dirty: false,
+        owed: owed.clone(),
     };
     let mut to = ToClient {
         audit: audit.clone(),
@@ -124,11 +132,16 @@ pub async fn run(
         subs: [HashSet::new(), HashSet::new(), HashSet::new()],
         out: BytesMut::new(),
         streaming: None,
+        owed: owed.clone(),
+        done: 0,
     };
     let upstream_name = audit.upstream.clone();
+    let mut phase = audit.gw.lifecycle.subscribe();
     let result = tokio::select! {
         r = from.run(rd, parser, buf, up_wr, tx) => r,
         r = to.run(up_rd, up_buf, &mut wr, rx) => r,
+        // Shutting down: closed once every reply owed has been written (or at the deadline).
+        _ = drained(&mut phase, &owed) => Ok(()),
     };
     for e in to.pending.drain(..) {
         if let Some(t) = e.ticket {
@@ -149,6 +162,31 @@ pub async fn run(
     result
 }
 
+/// Resolves when the gateway drains and no reply is owed or unwritten; at once when the drain
+/// deadline has passed.
+async fn drained(
+    phase: &mut tokio::sync::watch::Receiver<crate::gateway::Phase>,
+    owed: &AtomicUsize,
+) {
+    use crate::gateway::Phase;
+    loop {
+        let now = *phase.borrow_and_update();
+        match now {
+            Phase::Closing => return,
+            Phase::Draining if owed.load(Ordering::SeqCst) == 0 => return,
+            _ => {}
+        }
+        tokio::select! {
+            changed = phase.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_millis(20)), if now == Phase::Draining => {}
+        }
+    }
+}
+
 struct FromClient {
     audit: Arc<SessionAudit>,
     table: Arc<CommandTable>,
@@ -157,6 +195,10 @@ struct FromClient {
     bucket: Arc<crate::ratelimit::Bucket>,
     in_multi: bool,
     multi_dirty: bool,
+    /// The current agent's counters (the agent may change with AUTH).
+    stats: (Arc<str>, Arc<crate::telemetry::PairStats>),
+    /// Entries handed to the reply side and not yet written to the client.
+    owed: Arc<AtomicUsize>,
 }
 
 fn lower_name(c: &Command) -> Vec<u8> {
@@ -211,6 +253,7 @@ impl FromClient {
                         }
                     }
                 }
+                self.owed.fetch_add(entries.len(), Ordering::SeqCst);
                 let batch = std::mem::replace(&mut entries, Vec::with_capacity(16));
                 if tx.send(batch).await.is_err() {
                     return Ok(());
@@ -233,6 +276,20 @@ impl FromClient {
         }
     }
 
+    /// The counters of the agent now logged in.
+    fn stats(&mut self) -> &crate::telemetry::PairStats {
+        if !Arc::ptr_eq(&self.stats.0, self.policy.agent()) {
+            let agent = self.policy.agent().clone();
+            let pair = self
+                .audit
+                .gw
+                .stats
+                .pair(&agent, &self.audit.upstream, "redis");
+            self.stats = (agent, pair);
+        }
+        &self.stats.1
+    }
+
     fn push_kind(&self, entries: &mut Vec<Entry>, kind: Kind) {
         entries.push(Entry {
             kind,
@@ -247,6 +304,17 @@ impl FromClient {
 
     /// Judges one command; true when the session ends after it (QUIT, protocol error).
     fn command(&mut self, cmd: Command, entries: &mut Vec<Entry>, out: &mut BytesMut) -> bool {
+        let started = Instant::now();
+        let end = self.judge(cmd, entries, out);
+        self.audit
+            .gw
+            .latency
+            .redis_overhead
+            .record(started.elapsed());
+        end
+    }
+
+    fn judge(&mut self, cmd: Command, entries: &mut Vec<Entry>, out: &mut BytesMut) -> bool {
         let name = lower_name(&cmd);
         match &name[..] {
             b"quit" => {
@@ -317,7 +385,8 @@ impl FromClient {
             ev.reason = Some(d.reason.clone());
             ev.error = Some(d.code.to_string());
             let _ = self.audit.decision(&ev);
-            metrics::counter!("tollgate_refusals_total", "protocol" => "redis").increment(1);
+            crate::telemetry::refusal("redis", &d.rule);
+            self.stats().statement(Decision::Blocked);
             if self.in_multi {
                 self.multi_dirty = true;
             }
@@ -326,6 +395,9 @@ impl FromClient {
         }
         // The agent's statement rate is shared with its PostgreSQL sessions.
         if let Some(line) = self.over_rate(&cmd) {
+            let stats = self.stats();
+            stats.statement(Decision::Blocked);
+            stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             if self.in_multi {
                 self.multi_dirty = true;
             }
@@ -361,7 +433,7 @@ impl FromClient {
             ev.rule = Some(rule);
             ev.reason = Some("blocking timeout capped to the statement timeout".into());
         }
-        metrics::counter!("tollgate_statements_total", "protocol" => "redis", "decision" => decision.as_str()).increment(1);
+        self.stats().statement(decision);
         let seq = match self.audit.decision(&ev) {
             Ok(seq) => seq,
             Err(e) => {
@@ -391,7 +463,6 @@ impl FromClient {
     fn over_rate(&self, cmd: &Command) -> Option<Bytes> {
         let agent = self.policy.agent();
         let (exceeded, rule) = self.bucket.over_rate(self.policy.limits()?)?;
-        metrics::counter!("tollgate_rate_limit_hits_total", "protocol" => "redis").increment(1);
         let mut ev = self
             .audit
             .event(agent, EventKind::Decision, Decision::Blocked);
@@ -532,6 +603,10 @@ struct ToClient {
     out: BytesMut,
     /// The first byte of the reply being streamed (its head already relayed), if one is.
     streaming: Option<u8>,
+    /// Shared with the client side: entries not yet answered and written.
+    owed: Arc<AtomicUsize>,
+    /// Entries answered into `out` since the last write.
+    done: usize,
 }
 
 /// A pub/sub frame: (type word lower case, first name).
@@ -611,6 +686,8 @@ impl ToClient {
                     self.out = BytesMut::new();
                 }
             }
+            self.owed
+                .fetch_sub(std::mem::take(&mut self.done), Ordering::SeqCst);
             tokio::select! {
                 e = rx.recv() => match e {
                     Some(batch) => self.pending.extend(batch),
@@ -632,6 +709,7 @@ impl ToClient {
                 Kind::Local(b) => {
                     self.out.extend_from_slice(b);
                     self.pending.pop_front();
+                    self.done += 1;
                 }
                 Kind::Close => return true,
                 _ => break,
@@ -656,6 +734,7 @@ impl ToClient {
             // The tail of a streamed reply (`may_stream` checked its entry).
             self.out.extend_from_slice(&frame);
             if let Some(entry) = self.pending.pop_front() {
+                self.done += 1;
                 if let Some(t) = entry.ticket {
                     let error = matches!(first, b'-' | b'!').then(|| "error reply".to_string());
                     self.audit.outcome(&entry.agent, t, error);
@@ -699,6 +778,7 @@ impl ToClient {
             self.out.extend_from_slice(&frame);
             return;
         };
+        self.done += 1;
         let is_error = matches!(frame.first(), Some(b'-' | b'!'));
         let shown = match entry.kind {
             Kind::Reply(ref plan) => self.masked(&frame, plan),
@@ -772,6 +852,7 @@ impl ToClient {
         *left = left.saturating_sub(1);
         if *left == 0 {
             let e = self.pending.pop_front().expect("front exists");
+            self.done += 1;
             if let Some(t) = e.ticket {
                 self.audit.outcome(&e.agent, t, None);
             }

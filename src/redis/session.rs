@@ -33,11 +33,14 @@ pub async fn handle(
     let id = gw.next_session_id();
     let span = tracing::info_span!("redis_session", session = id, client = %peer);
     async move {
-        metrics::gauge!("tollgate_client_connections", "protocol" => "redis").increment(1.0);
-        if let Err(e) = run(gw, target, socket, peer, id).await {
+        let _live = gw.lifecycle.enter();
+        let _gauge = crate::telemetry::GaugeGuard::new(metrics::gauge!(
+            "tollgate_client_connections",
+            "protocol" => "redis"
+        ));
+        if let Err(e) = run(gw.clone(), target, socket, peer, id).await {
             debug!(error = %e, "session ended with an error");
         }
-        metrics::gauge!("tollgate_client_connections", "protocol" => "redis").decrement(1.0);
     }
     .instrument(span)
     .await
@@ -114,6 +117,10 @@ async fn run(
             return Err(e.into());
         }
     };
+    let agent: Arc<str> = login.agent.as_str().into();
+    let upstream: Arc<str> = target.name.as_str().into();
+    let _open = gw.stats.pair(&agent, &upstream, "redis").open_session();
+    let _upstream_gauge = crate::telemetry::upstream_connection(&target.name);
     let (mut up_rd, mut up_wr) = up.stream.into_split();
     let mut resp3 = false;
     let mut up_buf = BytesMut::with_capacity(4096);
@@ -133,10 +140,7 @@ async fn run(
     let session = relay::Session {
         audit,
         table,
-        policy: crate::policy::redis::RedisPolicy::new(
-            login.agent.as_str().into(),
-            target.name.as_str().into(),
-        ),
+        policy: crate::policy::redis::RedisPolicy::new(agent, upstream),
         resp3,
     };
     relay::run(session, rd, parser, buf, wr, up_rd, up_wr, up_buf).await?;

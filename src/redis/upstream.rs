@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,11 +19,18 @@ pub struct RedisTarget {
     pub name: String,
     pub host: String,
     pub port: u16,
+    /// From the vault; swapped when the vault is reloaded.
+    pub credentials: ArcSwap<RedisCredentials>,
+    /// Learned from the upstream at start (or at the first session if it was down then).
+    pub table: ArcSwapOption<CommandTable>,
+}
+
+/// The login of a Redis upstream.
+#[derive(Debug)]
+pub struct RedisCredentials {
     /// ACL user; `default` means `AUTH password` (a `requirepass` server).
     pub user: Secret,
     pub password: Secret,
-    /// Learned from the upstream at start (or at the first session if it was down then).
-    pub table: ArcSwapOption<CommandTable>,
 }
 
 impl std::fmt::Debug for RedisTarget {
@@ -66,8 +73,9 @@ impl RedisTarget {
             .await
             .map_err(UpstreamError::Connect)?;
         stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
-        let user = self.user.expose();
-        let pw = Bytes::copy_from_slice(self.password.expose().as_bytes());
+        let creds = self.credentials.load();
+        let user = creds.user.expose();
+        let pw = Bytes::copy_from_slice(creds.password.expose().as_bytes());
         let auth = if user.is_empty() || user == "default" {
             encode_command(&[Bytes::from_static(b"AUTH"), pw])
         } else {
@@ -111,6 +119,11 @@ impl RedisTarget {
         self.table.store(Some(table.clone()));
         Ok(table)
     }
+}
+
+/// Reads exactly one reply frame from a connection with nothing else in flight (probes).
+pub async fn read_one_reply(stream: &mut TcpStream) -> Result<Bytes, UpstreamError> {
+    read_reply(stream).await
 }
 
 /// Reads exactly one reply frame (nothing else is in flight during login and COMMAND).

@@ -264,3 +264,45 @@ pub async fn redis_login(agent: &str) -> tokio::net::TcpStream {
 pub fn redis_error(e: &redis::RedisError) -> String {
     format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
 }
+
+/// Which admin token a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAs {
+    Nobody,
+    BadToken,
+    Viewer,
+    Admin,
+}
+
+/// An admin API request against `base` (`http://127.0.0.1:PORT`): (status, body as JSON, or
+/// the text wrapped in a JSON string when it is not JSON).
+pub async fn admin_request(
+    base: &str,
+    method: &str,
+    path: &str,
+    who: AdminAs,
+) -> (u16, serde_json::Value) {
+    let env = &harness().env;
+    let client = reqwest::Client::new();
+    let url = format!("{base}{path}");
+    let mut req = match method {
+        "post" | "POST" => client.post(&url),
+        _ => client.get(&url),
+    };
+    match who {
+        AdminAs::Nobody => {}
+        AdminAs::BadToken => req = req.bearer_auth("tga_not_a_real_token"),
+        AdminAs::Viewer => req = req.bearer_auth(&env.admin_viewer_token),
+        AdminAs::Admin => req = req.bearer_auth(&env.admin_token),
+    }
+    let resp = req.send().await.expect("admin API answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, body)
+}
+
+/// `admin_request` against the harness's own admin listener.
+pub async fn admin(method: &str, path: &str, who: AdminAs) -> (u16, serde_json::Value) {
+    admin_request(&harness().env.admin_url(), method, path, who).await
+}

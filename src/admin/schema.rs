@@ -1,0 +1,222 @@
+//! `GET /api/v1/connectors/{id}/schema[?agent=NAME][&refresh=true]`: tables and columns read
+//! from a PostgreSQL connector's catalog (cached; `refresh=true` reads it again). With `agent`,
+//! only the tables that agent may use, each with the operations allowed and masked columns
+//! marked, as the policy engine would judge them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Viewer;
+use super::connectors::{find, shown};
+use super::error::{bad_query, ApiError};
+use super::probe::now_rfc3339;
+use super::State;
+use crate::config::UpstreamKind;
+use crate::policy::decide::allowed_ops;
+use crate::policy::mask::{SchemaSnapshot, TableShape};
+use crate::policy::rules::UpstreamRules;
+
+#[derive(Debug, Clone)]
+pub struct CachedSchema {
+    pub loaded_at: String,
+    pub snapshot: Arc<SchemaSnapshot>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SchemaQuery {
+    agent: Option<String>,
+    #[serde(default)]
+    refresh: bool,
+}
+
+/// What one agent may do on one upstream, for filtering.
+enum Access {
+    /// Every table, unmasked (only shadow policies apply: nothing is enforced).
+    Everything,
+    Rules(Box<UpstreamRules>),
+    Nothing,
+}
+
+pub async fn schema(
+    _: Viewer,
+    axum::extract::State(state): axum::extract::State<State>,
+    Path(id): Path<String>,
+    query: Result<Query<SchemaQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    let upstream = find(&state, &id)?;
+    if upstream.kind != UpstreamKind::Postgres {
+        return Err(ApiError::BadRequest(format!(
+            "connector \"{}\" is not a PostgreSQL connector: it has no tables",
+            shown(&id)
+        )));
+    }
+    let access = match &q.agent {
+        None => None,
+        Some(agent) => Some(access_of(&state, agent, &id)?),
+    };
+    let cached = load(&state, &id, q.refresh).await?;
+    let mut tables: Vec<&TableShape> = cached.snapshot.tables.values().collect();
+    tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+    let tables: Vec<Value> = tables
+        .into_iter()
+        .filter_map(|t| table_view(t, access.as_ref()))
+        .collect();
+    let mut body = json!({
+        "connector": id,
+        "loaded_at": cached.loaded_at,
+        "tables": tables,
+    });
+    if let Some(agent) = &q.agent {
+        body["agent"] = json!(agent);
+    }
+    Ok(Json(body))
+}
+
+fn access_of(state: &State, agent: &str, upstream: &str) -> Result<Access, ApiError> {
+    if state.gw.agents.load().get(agent).is_none() {
+        return Err(ApiError::NotFound(format!("no agent \"{}\"", shown(agent))));
+    }
+    let Some(policy) = state.gw.policy.agent_policy(agent) else {
+        return Ok(Access::Nothing);
+    };
+    Ok(match (&policy.enforced, &policy.with_shadow) {
+        (Some(m), _) => match m.get(upstream) {
+            Some(r) => Access::Rules(Box::new(r.clone())),
+            None => Access::Nothing,
+        },
+        (None, Some(m)) if m.contains_key(upstream) => Access::Everything,
+        _ => Access::Nothing,
+    })
+}
+
+/// A table as the caller may see it; `None` when the agent may do nothing with it.
+fn table_view(t: &TableShape, access: Option<&Access>) -> Option<Value> {
+    let qualified = format!("{}.{}", t.schema, t.name);
+    let (ops, protection) = match access {
+        None | Some(Access::Everything) => (None, None),
+        Some(Access::Nothing) => return None,
+        Some(Access::Rules(rules)) => {
+            let ops = allowed_ops(rules, &qualified);
+            if ops.is_empty() {
+                return None;
+            }
+            (Some(ops), Some(rules.protection_of(&qualified)))
+        }
+    };
+    let columns: Vec<Value> = t
+        .columns
+        .iter()
+        .map(|c| {
+            let mask = protection.as_ref().and_then(|p| p.mask_of(&c.name));
+            json!({
+                "name": c.name,
+                "type": c.type_sql,
+                "masked": mask.is_some(),
+                "mask": mask.map(|m| m.to_string()),
+            })
+        })
+        .collect();
+    let mut v = json!({"schema": t.schema, "name": t.name, "columns": columns});
+    if let Some(ops) = ops {
+        v["operations"] = json!(ops.iter().map(|o| o.name()).collect::<Vec<_>>());
+        let p = protection.unwrap_or_default();
+        v["row_filtered"] = json!(!p.filters.is_empty());
+        v["rules"] = json!(p.rules());
+    }
+    Some(v)
+}
+
+/// The connector's table shapes: cached, or read from its catalog now.
+async fn load(state: &State, id: &str, refresh: bool) -> Result<CachedSchema, ApiError> {
+    if !refresh {
+        if let Some(c) = state.schemas.lock().ok().and_then(|m| m.get(id).cloned()) {
+            return Ok(c);
+        }
+    }
+    let target = state
+        .gw
+        .upstreams
+        .load()
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("no connector \"{}\"", shown(id))))?;
+    let timeout = Duration::from_millis(state.gw.config.limits.upstream_connect_timeout_ms);
+    let snapshot = crate::pg::schema_loader::load_schema(&target, timeout)
+        .await
+        .map_err(|e| {
+            // The loader's errors name the upstream and the server's message, never credentials;
+            // the API still only says what failed.
+            tracing::warn!(upstream = %id, error = %e, "schema load for the admin API failed");
+            ApiError::Unavailable(format!(
+                "could not read the catalog of connector \"{}\"",
+                shown(id)
+            ))
+        })?;
+    let cached = CachedSchema {
+        loaded_at: now_rfc3339(),
+        snapshot: Arc::new(snapshot),
+    };
+    if let Ok(mut m) = state.schemas.lock() {
+        m.insert(id.to_string(), cached.clone());
+    }
+    Ok(cached)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::glob::Glob;
+    use crate::policy::mask::{ColumnShape, MaskStrategy};
+    use crate::policy::rules::{OpSet, TableMatcher};
+
+    fn table(name: &str, cols: &[&str]) -> TableShape {
+        TableShape {
+            oid: 1,
+            schema: "public".into(),
+            name: name.into(),
+            columns: cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| ColumnShape {
+                    name: c.to_string(),
+                    attnum: i as i16 + 1,
+                    type_sql: "text".into(),
+                    category: 'S',
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_agent_sees_only_allowed_tables_with_masks_marked() {
+        let rules = UpstreamRules {
+            search_path: vec!["public".into()],
+            tables: vec![TableMatcher {
+                glob: Glob::new("public.customers"),
+                allow: OpSet::parse_word("select").unwrap(),
+                deny: OpSet::default(),
+                rule: "analyst: table public.customers".into(),
+                masks: vec![("email".into(), MaskStrategy::Email)],
+                exact: true,
+                row_filter: None,
+            }],
+            ..UpstreamRules::default()
+        };
+        let access = Access::Rules(Box::new(rules));
+        let v = table_view(&table("customers", &["id", "email"]), Some(&access)).unwrap();
+        assert_eq!(v["operations"], json!(["select"]));
+        assert_eq!(v["columns"][0]["masked"], json!(false));
+        assert_eq!(v["columns"][1]["masked"], json!(true));
+        assert_eq!(v["columns"][1]["mask"], json!("email"));
+        assert!(table_view(&table("secrets", &["api_key"]), Some(&access)).is_none());
+        assert!(table_view(&table("secrets", &["api_key"]), Some(&Access::Nothing)).is_none());
+        let all = table_view(&table("secrets", &["api_key"]), None).unwrap();
+        assert!(all.get("operations").is_none());
+    }
+}

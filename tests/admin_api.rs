@@ -1,0 +1,628 @@
+//! The admin HTTP API against the harness's demo: every endpoint with no token, a bad token, a
+//! viewer and an admin token; connectors and their test probe (live and dead upstreams); the
+//! schema an agent may see; agents, audit, stats, reload, health, readiness, OpenAPI.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{admin, admin_request, harness, AdminAs};
+use tollgate::admin::ROUTES;
+
+/// A concrete path for a route template.
+fn concrete(path: &str) -> String {
+    if path.starts_with("/api/v1/agents/") {
+        path.replace("{id}", "analyst")
+    } else {
+        path.replace("{id}", "shop")
+    }
+}
+
+fn open_route(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/api/v1/openapi.json")
+}
+
+#[test]
+fn every_endpoint_with_no_bad_viewer_and_admin_tokens() {
+    harness().runtime.block_on(async {
+        for (method, path) in ROUTES {
+            let p = concrete(path);
+            for who in [
+                AdminAs::Nobody,
+                AdminAs::BadToken,
+                AdminAs::Viewer,
+                AdminAs::Admin,
+            ] {
+                let (status, body) = admin(method, &p, who).await;
+                let expected = match (open_route(path), who, *method) {
+                    (true, _, _) => 200,
+                    (false, AdminAs::Nobody | AdminAs::BadToken, _) => 401,
+                    (false, AdminAs::Viewer, "post") => 403,
+                    _ => 200,
+                };
+                assert_eq!(status, expected, "{method} {p} as {who:?}: {body}");
+                if status >= 400 {
+                    assert!(
+                        body["error"]["code"].is_string(),
+                        "JSON error for {method} {p}: {body}"
+                    );
+                    assert!(body["error"]["message"].is_string(), "{body}");
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn openapi_document_describes_every_routed_endpoint() {
+    harness().runtime.block_on(async {
+        let (status, doc) = admin("get", "/api/v1/openapi.json", AdminAs::Nobody).await;
+        assert_eq!(status, 200);
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+        for (method, path) in ROUTES {
+            assert!(
+                doc["paths"][path][method].is_object(),
+                "{method} {path} missing from the document"
+            );
+        }
+        // And nothing routed is missing from ROUTES: a path outside it is a JSON 404.
+        let (status, body) = admin("get", "/api/v1/nope", AdminAs::Admin).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["error"]["code"], "not_found");
+        let (status, body) = admin("post", "/api/v1/agents", AdminAs::Admin).await;
+        assert_eq!(status, 405, "{body}");
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+    });
+}
+
+#[test]
+fn connectors_are_listed_filtered_and_shown_without_secrets() {
+    harness().runtime.block_on(async {
+        let (_, types) = admin("get", "/api/v1/connectors/types", AdminAs::Viewer).await;
+        let names: Vec<&str> = types
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["postgres", "redis"]);
+        let (_, all) = admin("get", "/api/v1/connectors", AdminAs::Viewer).await;
+        let ids: Vec<&str> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["cache", "shop"]);
+        let (_, pg) = admin(
+            "get",
+            "/api/v1/connectors?connector_type=postgres",
+            AdminAs::Viewer,
+        )
+        .await;
+        assert_eq!(pg.as_array().unwrap().len(), 1);
+        assert_eq!(pg[0]["id"], "shop");
+        assert_eq!(pg[0]["password"], "vault:shop_password");
+        let (status, _) = admin(
+            "get",
+            "/api/v1/connectors?connector_type=mongo",
+            AdminAs::Viewer,
+        )
+        .await;
+        assert_eq!(status, 400);
+        let (status, one) = admin("get", "/api/v1/connectors/cache", AdminAs::Viewer).await;
+        assert_eq!(status, 200);
+        assert_eq!(one["type"], "redis");
+        let (status, body) = admin("get", "/api/v1/connectors/nope", AdminAs::Viewer).await;
+        assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
+    });
+}
+
+#[test]
+fn test_endpoint_against_live_upstreams_records_the_result() {
+    harness().runtime.block_on(async {
+        for id in ["shop", "cache"] {
+            let (status, r) = admin(
+                "post",
+                &format!("/api/v1/connectors/{id}/test"),
+                AdminAs::Admin,
+            )
+            .await;
+            assert_eq!(status, 200, "{r}");
+            assert_eq!(r["success"], true, "{id}: {r}");
+            assert!(r["latency_ms"].is_u64(), "{r}");
+            let version = r["server_version"].as_str().unwrap();
+            assert!(
+                version.chars().next().unwrap().is_ascii_digit(),
+                "{version}"
+            );
+            let (_, c) = admin("get", &format!("/api/v1/connectors/{id}"), AdminAs::Viewer).await;
+            assert_eq!(c["status"], "ok", "{c}");
+            assert_eq!(c["last_test"]["success"], true, "{c}");
+        }
+        let (status, _) = admin("post", "/api/v1/connectors/nope/test", AdminAs::Admin).await;
+        assert_eq!(status, 404);
+    });
+}
+
+/// A second gateway in this process from a copy of the demo's files, with `shop` pointing at a
+/// port nobody listens on.
+async fn gateway_with_dead_upstream() -> (tollgate::gateway::Running, tempfile::TempDir) {
+    second_gateway(true).await
+}
+
+async fn second_gateway(dead_shop: bool) -> (tollgate::gateway::Running, tempfile::TempDir) {
+    let src = &harness().env.dir;
+    let dst = tempfile::tempdir().unwrap();
+    for f in [
+        "agents.toml",
+        "vault.json",
+        "master.key",
+        "admin_tokens.toml",
+    ] {
+        std::fs::copy(src.join(f), dst.path().join(f)).unwrap();
+    }
+    std::fs::create_dir(dst.path().join("policies")).unwrap();
+    for e in std::fs::read_dir(src.join("policies")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.path().join("policies").join(e.file_name())).unwrap();
+    }
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(src.join("tollgate.toml")).unwrap();
+    let shop_port = text
+        .split("[upstream.shop]")
+        .nth(1)
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("port = ")))
+        .unwrap()
+        .to_string();
+    let text = if dead_shop {
+        text.replacen(&format!("port = {shop_port}"), &format!("port = {dead}"), 1)
+    } else {
+        text
+    };
+    std::fs::write(dst.path().join("tollgate.toml"), text).unwrap();
+    let config = tollgate::config::Config::load(&dst.path().join("tollgate.toml")).unwrap();
+    let running = tollgate::gateway::start(config).await.unwrap();
+    (running, dst)
+}
+
+#[test]
+fn test_endpoint_and_readiness_against_a_dead_upstream() {
+    harness().runtime.block_on(async {
+        let (running, _dir) = gateway_with_dead_upstream().await;
+        let base = format!("http://{}", running.admin_addr.unwrap());
+        let (status, r) = admin_request(
+            &base,
+            "post",
+            "/api/v1/connectors/shop/test",
+            AdminAs::Admin,
+        )
+        .await;
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["success"], false, "{r}");
+        assert!(r["server_version"].is_null(), "{r}");
+        let message = r["message"].as_str().unwrap();
+        assert!(message.contains("cannot reach"), "{message}");
+        for secret in secrets() {
+            assert!(!r.to_string().contains(&secret), "a secret leaked into {r}");
+        }
+        let (_, c) = admin_request(&base, "get", "/api/v1/connectors/shop", AdminAs::Viewer).await;
+        assert_eq!(c["status"], "failing", "{c}");
+        let (status, ready) = admin_request(&base, "get", "/readyz", AdminAs::Nobody).await;
+        assert_eq!(status, 503, "{ready}");
+        assert_eq!(ready["connectors"]["shop"]["ready"], false, "{ready}");
+        assert_eq!(ready["connectors"]["cache"]["ready"], true, "{ready}");
+        let (status, health) = admin_request(&base, "get", "/healthz", AdminAs::Nobody).await;
+        assert_eq!((status, &health["status"]), (200, &json!("ok")));
+    });
+}
+
+#[test]
+fn reload_picks_up_new_vaulted_credentials() {
+    harness().runtime.block_on(async {
+        let (running, dir) = second_gateway(false).await;
+        let base = format!("http://{}", running.admin_addr.unwrap());
+        let test = || {
+            admin_request(
+                &base,
+                "post",
+                "/api/v1/connectors/shop/test",
+                AdminAs::Admin,
+            )
+        };
+        assert_eq!(test().await.1["success"], true);
+        let vault_path = dir.path().join("vault.json");
+        let key =
+            || tollgate::vault::MasterKey::load(Some(&dir.path().join("master.key"))).unwrap();
+        let good = tollgate::vault::Vault::open(&vault_path, key())
+            .unwrap()
+            .get("shop_password")
+            .unwrap()
+            .expose()
+            .to_string();
+        let set = |value: &str| {
+            let mut v = tollgate::vault::Vault::open(&vault_path, key()).unwrap();
+            v.set("shop_password", value).unwrap();
+        };
+        set("not-the-password");
+        let (status, r) = admin_request(&base, "post", "/api/v1/reload", AdminAs::Admin).await;
+        assert_eq!(status, 200, "{r}");
+        let (_, r) = test().await;
+        assert_eq!(r["success"], false, "{r}");
+        assert!(
+            r["message"].as_str().unwrap().contains("credentials"),
+            "{r}"
+        );
+        assert!(!r.to_string().contains("not-the-password"));
+        set(&good);
+        admin_request(&base, "post", "/api/v1/reload", AdminAs::Admin).await;
+        assert_eq!(test().await.1["success"], true);
+    });
+}
+
+#[test]
+fn readiness_when_every_upstream_answers() {
+    harness().runtime.block_on(async {
+        let (status, ready) = admin("get", "/readyz", AdminAs::Nobody).await;
+        assert_eq!(status, 200, "{ready}");
+        assert_eq!(ready["ready"], true);
+    });
+}
+
+#[test]
+fn schema_for_the_analyst_shows_only_its_tables_with_pii_masked() {
+    harness().runtime.block_on(async {
+        let (status, s) = admin(
+            "get",
+            "/api/v1/connectors/shop/schema?agent=analyst&refresh=true",
+            AdminAs::Viewer,
+        )
+        .await;
+        assert_eq!(status, 200, "{s}");
+        let tables: Vec<&str> = s["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(tables, ["customers", "orders"], "{s}");
+        let customers = &s["tables"][0];
+        assert_eq!(customers["operations"], json!(["select"]));
+        let masked: Vec<&str> = customers["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["masked"] == true)
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(masked, ["email", "phone", "ssn"], "{customers}");
+        let orders_masked = s["tables"][1]["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["masked"] == true);
+        assert!(!orders_masked);
+        assert!(!s.to_string().contains("secrets"), "{s}");
+
+        // Without an agent: every table of the catalog.
+        let (_, all) = admin("get", "/api/v1/connectors/shop/schema", AdminAs::Viewer).await;
+        let names: Vec<&str> = all["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"secrets"), "{names:?}");
+        // The writer may also write orders.
+        let (_, w) = admin(
+            "get",
+            "/api/v1/connectors/shop/schema?agent=writer",
+            AdminAs::Viewer,
+        )
+        .await;
+        let orders = w["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "orders")
+            .unwrap();
+        assert_eq!(
+            orders["operations"],
+            json!(["select", "insert", "update", "delete"])
+        );
+
+        let (status, _) = admin(
+            "get",
+            "/api/v1/connectors/shop/schema?agent=ghost",
+            AdminAs::Viewer,
+        )
+        .await;
+        assert_eq!(status, 404);
+        let (status, _) = admin("get", "/api/v1/connectors/cache/schema", AdminAs::Viewer).await;
+        assert_eq!(status, 400);
+    });
+}
+
+#[test]
+fn agents_and_their_effective_permissions_never_show_tokens() {
+    harness().runtime.block_on(async {
+        let (_, agents) = admin("get", "/api/v1/agents", AdminAs::Viewer).await;
+        let names: Vec<&str> = agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["analyst", "trusted", "writer"]);
+        let (status, a) = admin("get", "/api/v1/agents/analyst/connectors", AdminAs::Viewer).await;
+        assert_eq!(status, 200, "{a}");
+        assert_eq!(a["limits"]["max_rows"], 1000, "{a}");
+        let shop = a["connectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["connector"] == "shop")
+            .unwrap();
+        assert_eq!(shop["profile"], "restricted");
+        let customers = shop["postgres"]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["pattern"] == "public.customers")
+            .unwrap();
+        assert_eq!(customers["allow"], json!(["select"]));
+        assert_eq!(customers["masks"]["email"], "email");
+        let (_, t) = admin("get", "/api/v1/agents/trusted/connectors", AdminAs::Viewer).await;
+        assert!(
+            t["connectors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["profile"] == "passthrough"),
+            "{t}"
+        );
+        let (status, _) = admin("get", "/api/v1/agents/ghost/connectors", AdminAs::Viewer).await;
+        assert_eq!(status, 404);
+        let text = format!("{agents}{a}{t}");
+        assert!(!text.contains("SCRAM-SHA-256"), "a verifier leaked");
+        for secret in secrets() {
+            assert!(!text.contains(&secret), "a secret leaked");
+        }
+    });
+}
+
+#[test]
+fn audit_records_are_filtered_and_paged() {
+    harness().runtime.block_on(async {
+        let c = support::connect("analyst").await;
+        for _ in 0..3 {
+            let _ = c.simple_query("SELECT * FROM secrets").await;
+        }
+        let since = "2000-01-01T00:00:00Z";
+        let (status, page) = admin(
+            "get",
+            &format!("/api/v1/audit?agent=analyst&decision=blocked&since={since}&limit=2"),
+            AdminAs::Viewer,
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        let records = page["records"].as_array().unwrap();
+        assert_eq!(records.len(), 2, "{page}");
+        assert!(records
+            .iter()
+            .all(|r| r["agent"] == "analyst" && r["decision"] == "blocked"));
+        assert!(
+            records[0]["seq"].as_u64() > records[1]["seq"].as_u64(),
+            "newest first"
+        );
+        let before = page["next_before"].as_u64().expect("more pages");
+        let (_, next) = admin(
+            "get",
+            &format!("/api/v1/audit?agent=analyst&decision=blocked&before={before}&limit=2"),
+            AdminAs::Viewer,
+        )
+        .await;
+        let first_next = next["records"][0]["seq"].as_u64().unwrap();
+        assert!(first_next < before, "{next}");
+        let (_, none) = admin(
+            "get",
+            "/api/v1/audit?since=2999-01-01T00:00:00Z",
+            AdminAs::Viewer,
+        )
+        .await;
+        assert_eq!(none["records"], json!([]));
+        for bad in ["decision=maybe", "since=yesterday", "limit=0", "limit=abc"] {
+            let (status, body) =
+                admin("get", &format!("/api/v1/audit?{bad}"), AdminAs::Viewer).await;
+            assert_eq!(status, 400, "{bad}: {body}");
+        }
+    });
+}
+
+#[test]
+fn stats_move_after_traffic() {
+    harness().runtime.block_on(async {
+        let count = |s: &Value| {
+            s["agents"]["writer"]["statements"]["allowed"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let (_, before) = admin("get", "/api/v1/stats", AdminAs::Viewer).await;
+        let w = support::connect("writer").await;
+        w.simple_query("SELECT 1 FROM orders LIMIT 1")
+            .await
+            .unwrap();
+        let (_, after) = admin("get", "/api/v1/stats", AdminAs::Viewer).await;
+        assert!(count(&after) > count(&before), "{before} -> {after}");
+        assert!(
+            after["connectors"]["shop"]["connections_total"]
+                .as_u64()
+                .unwrap()
+                >= 1
+        );
+        assert!(after["decision_cache"]["hit_ratio"].is_number());
+    });
+}
+
+/// Prometheus text: `name{labels} value` lines as (series, value).
+fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line {l:?}"));
+            (
+                series.to_string(),
+                value
+                    .parse::<f64>()
+                    .unwrap_or_else(|_| panic!("bad value in {l:?}")),
+            )
+        })
+        .collect()
+}
+
+fn series_value(samples: &[(String, f64)], name: &str, labels: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(s, _)| s.starts_with(&format!("{name}{{")) || s == name)
+        .filter(|(s, _)| labels.iter().all(|l| s.contains(l)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn metrics_are_prometheus_text_and_move_after_traffic() {
+    harness().runtime.block_on(async {
+        let scrape = || async {
+            let (status, body) = admin("get", "/metrics", AdminAs::Viewer).await;
+            assert_eq!(status, 200);
+            parse_prometheus(body.as_str().expect("metrics are text"))
+        };
+        let before = scrape().await;
+        let c = support::connect("analyst").await;
+        c.simple_query("SELECT count(*) FROM orders").await.unwrap();
+        c.simple_query("SELECT count(*) FROM orders").await.unwrap();
+        let _ = c.simple_query("SELECT * FROM secrets").await;
+        let mut r = support::redis_connect("analyst", false).await;
+        let _: Option<String> = redis::cmd("GET")
+            .arg("cache:1")
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        let after = scrape().await;
+        let allowed = [
+            "agent=\"analyst\"",
+            "protocol=\"postgres\"",
+            "decision=\"allowed\"",
+        ];
+        assert!(
+            series_value(&after, "tollgate_statements_total", &allowed)
+                >= series_value(&before, "tollgate_statements_total", &allowed) + 2.0
+        );
+        let refused = ["protocol=\"postgres\"", "rule=\"default-deny\""];
+        assert!(
+            series_value(&after, "tollgate_refusals_total", &refused)
+                > series_value(&before, "tollgate_refusals_total", &refused)
+        );
+        let redis_allowed = [
+            "agent=\"analyst\"",
+            "protocol=\"redis\"",
+            "decision=\"allowed\"",
+        ];
+        assert!(series_value(&after, "tollgate_statements_total", &redis_allowed) >= 1.0);
+        assert!(
+            series_value(
+                &after,
+                "tollgate_agent_connections_total",
+                &["agent=\"analyst\"", "protocol=\"postgres\""]
+            ) >= 1.0
+        );
+        assert!(
+            series_value(
+                &after,
+                "tollgate_agent_connections",
+                &["agent=\"analyst\"", "protocol=\"postgres\""]
+            ) >= 1.0
+        );
+        assert!(
+            series_value(
+                &after,
+                "tollgate_upstream_connections",
+                &["upstream=\"shop\""]
+            ) >= 1.0
+        );
+        for h in [
+            "tollgate_gateway_overhead_seconds_count",
+            "tollgate_upstream_duration_seconds_count",
+        ] {
+            assert!(
+                series_value(&after, h, &["protocol=\"postgres\""])
+                    > series_value(&before, h, &["protocol=\"postgres\""]),
+                "{h} did not move"
+            );
+            assert!(
+                series_value(&after, h, &["protocol=\"redis\""]) >= 1.0,
+                "{h} (redis)"
+            );
+        }
+        assert!(after
+            .iter()
+            .any(|(s, _)| s.starts_with("tollgate_gateway_overhead_seconds_bucket{")));
+        let hits = series_value(&after, "tollgate_decision_cache_total", &["result=\"hit\""]);
+        assert!(hits >= 1.0, "the repeated statement hit the cache");
+        assert!(after
+            .iter()
+            .any(|(s, _)| s == "tollgate_decision_cache_hit_ratio"));
+        // No statement text in any label.
+        assert!(after
+            .iter()
+            .all(|(s, _)| !s.contains("SELECT") && !s.contains("secrets")));
+    });
+}
+
+#[test]
+fn reload_through_the_api_keeps_the_last_good_policy_on_error() {
+    harness().runtime.block_on(async {
+        let (status, r) = admin("post", "/api/v1/reload", AdminAs::Admin).await;
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["success"], true);
+        let v1 = r["policy_version"].as_u64().unwrap();
+        let broken = harness().env.dir.join("policies").join("zz_broken.toml");
+        std::fs::write(
+            &broken,
+            "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"nowhere\"\n",
+        )
+        .unwrap();
+        let (status, r) = admin("post", "/api/v1/reload", AdminAs::Admin).await;
+        std::fs::remove_file(&broken).unwrap();
+        assert_eq!(status, 422, "{r}");
+        assert_eq!(r["success"], false);
+        let errors = r["errors"].to_string();
+        assert!(errors.contains("zz_broken.toml"), "{errors}");
+        // The running policy still serves.
+        let c = support::connect("analyst").await;
+        c.simple_query("SELECT count(*) FROM orders").await.unwrap();
+        let (status, r) = admin("post", "/api/v1/reload", AdminAs::Admin).await;
+        assert_eq!(status, 200, "{r}");
+        assert!(r["policy_version"].as_u64().unwrap() > v1);
+    });
+}
+
+/// Every secret of the demo: agent tokens, the upstream password, the master key.
+fn secrets() -> Vec<String> {
+    let env = &harness().env;
+    let mut s: Vec<String> = env.tokens.iter().map(|(_, t)| t.clone()).collect();
+    s.push(
+        std::fs::read_to_string(env.dir.join("master.key"))
+            .unwrap()
+            .trim()
+            .to_string(),
+    );
+    s.push(env.admin_token.clone());
+    s.push(env.admin_viewer_token.clone());
+    s
+}
