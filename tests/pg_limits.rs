@@ -353,3 +353,23 @@ async fn redis_blocking(h: &Harness) {
         "the capped command is audited as rewritten"
     );
 }
+
+/// tollgate cancels a simple query that passes `max_rows`; when the query ends before the cancel
+/// lands, the cancel must not hit the agent's next statement.
+#[test]
+fn a_row_limit_cancel_never_hits_the_next_statement() {
+    let h = h();
+    h.runtime.block_on(async {
+        let c = connect("writer").await;
+        for i in 0..20 {
+            let rows = c
+                .simple_query("SELECT generate_series(1, 101)")
+                .await
+                .unwrap();
+            assert_eq!(simple_rows(&rows), 100);
+            if let Err(e) = c.simple_query("SELECT pg_sleep(0.05)").await {
+                panic!("round {i}: the next statement failed: {} {e}", sqlstate(&e));
+            }
+        }
+    });
+}

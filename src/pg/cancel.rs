@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use bytes::BytesMut;
 use dashmap::DashMap;
 use rand::Rng;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[derive(Debug, Clone, Copy)]
@@ -35,13 +35,22 @@ impl Drop for CancelKeyGuard<'_> {
 
 /// Sends a CancelRequest for `target`'s running statement (tollgate's own timeouts and row
 /// limits use it too).
+/// Sends a CancelRequest and waits (at most 2 s) until the server closes the connection: by
+/// then it has signalled the backend, so whatever the session forwards next is not hit by it.
 pub async fn send_cancel(target: CancelTarget) -> bool {
     let mut buf = BytesMut::new();
     postgres_protocol::message::frontend::cancel_request(target.pid, target.secret, &mut buf);
-    match TcpStream::connect(target.addr).await {
-        Ok(mut s) => s.write_all(&buf).await.is_ok(),
-        Err(_) => false,
-    }
+    let deliver = async {
+        let mut s = TcpStream::connect(target.addr).await?;
+        s.write_all(&buf).await?;
+        let mut sink = [0u8; 64];
+        while s.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    };
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), deliver).await,
+        Ok(Ok(()))
+    )
 }
 
 impl CancelRegistry {

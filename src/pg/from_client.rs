@@ -115,6 +115,7 @@ pub async fn run<R: AsyncRead + Unpin>(
                 None => end = Some(ClientEnd::Closed),
             }
         }
+        pending.cancels_settled().await;
         upstream
             .write_all(&out)
             .await

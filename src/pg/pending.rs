@@ -64,9 +64,38 @@ pub struct Pending {
     tx_status: Arc<std::sync::atomic::AtomicU8>,
     /// The reply side holds relayed bytes it has not finished writing to the client.
     unwritten: Arc<std::sync::atomic::AtomicBool>,
+    /// tollgate's own cancel requests not yet delivered to the server (see `cancel_started`).
+    cancels: Arc<tokio::sync::watch::Sender<u32>>,
+}
+
+/// Held while one of tollgate's cancel requests is on its way; dropping it marks it delivered.
+#[derive(Debug)]
+pub struct CancelInFlight(Arc<tokio::sync::watch::Sender<u32>>);
+
+impl Drop for CancelInFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Pending {
+    /// A cancel of tollgate's own (timeout, row limit) is being sent. Until it is delivered
+    /// nothing more is forwarded upstream: a cancel that lands after its statement ended would
+    /// otherwise cancel the agent's next statement.
+    pub fn cancel_started(&self) -> CancelInFlight {
+        self.cancels.send_modify(|n| *n += 1);
+        CancelInFlight(self.cancels.clone())
+    }
+
+    /// Waits until every cancel of tollgate's own has been delivered.
+    pub async fn cancels_settled(&self) {
+        if *self.cancels.borrow() == 0 {
+            return;
+        }
+        let mut rx = self.cancels.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
     pub fn push(&self, e: Expect) {
         let statement = matches!(e, Expect::Simple { .. } | Expect::Execute { .. });
         self.queue.lock().expect("pending queue").push_back(e);

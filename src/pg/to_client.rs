@@ -58,8 +58,14 @@ impl ReplyState {
         }
     }
 
-    fn cancel_upstream(&self) {
-        tokio::spawn(send_cancel(self.cancel));
+    /// Cancels the running statement; the client side forwards nothing until it is delivered.
+    fn cancel_upstream(&self, pending: &Pending) {
+        let in_flight = pending.cancel_started();
+        let target = self.cancel;
+        tokio::spawn(async move {
+            send_cancel(target).await;
+            drop(in_flight);
+        });
     }
 
     /// A result ended (CommandComplete, PortalSuspended, EmptyQueryResponse, ErrorResponse).
@@ -102,7 +108,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future).into()), if deadline.is_some() => {
                 state.timed_out = true;
                 metrics::counter!("tollgate_statement_timeouts_total", "protocol" => "postgres").increment(1);
-                state.cancel_upstream();
+                state.cancel_upstream(&pending);
                 continue;
             }
             _ = pending.statement_pushed(), if timeout.is_some() && deadline.is_none() && !state.timed_out => continue,
@@ -175,12 +181,18 @@ fn on_frame(
                         // statement in refuse mode, is cancelled upstream. Inside a transaction
                         // block a cancel would abort the agent's transaction, so the rest of the
                         // result is read and dropped (bounded by the statement timeout).
-                        let simple =
-                            pending.with(|q| matches!(q.front(), Some(Expect::Simple { .. })));
+                        // With more statements already forwarded behind it, a cancel could land
+                        // on one of them: the rest is read and dropped instead.
+                        let (simple, alone) = pending.with(|q| {
+                            (
+                                matches!(q.front(), Some(Expect::Simple { .. })),
+                                q.len() == 1,
+                            )
+                        });
                         let refuse = state.limits.on_max_rows == RowLimitMode::Refuse;
-                        if refuse || (simple && pending.tx_status() == b'I') {
+                        if refuse || (simple && alone && pending.tx_status() == b'I') {
                             state.cancelled_for_rows = true;
-                            state.cancel_upstream();
+                            state.cancel_upstream(pending);
                         }
                     }
                     return;
