@@ -15,4 +15,5 @@ pub mod pg;
 pub mod policy;
 pub mod ratelimit;
 pub mod redis;
+pub mod tls;
 pub mod vault;
