@@ -28,6 +28,13 @@ pub enum GatewayError {
     Vault(#[from] VaultError),
     #[error("{0}")]
     Audit(#[from] AuditError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("upstream \"{name}\": {source}")]
+    UpstreamTls {
+        name: String,
+        source: crate::tls::TlsError,
+    },
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -44,6 +51,8 @@ pub struct Gateway {
     /// Upstreams of kind `redis` (kept apart: a PostgreSQL client can never name one).
     pub redis_upstreams: HashMap<String, Arc<RedisTarget>>,
     pub cancels: CancelRegistry,
+    /// The front end's certificate (absent without `[tls]`), replaced on reload.
+    pub tls: crate::tls::TlsHolder,
     mock_secret: [u8; 32],
     next_session: AtomicU64,
     /// Wakes the schema refresher (after a policy reload).
@@ -70,11 +79,28 @@ fn resolve(vault: &Vault, reference: &str, allow_literal: bool) -> Result<Secret
     }
 }
 
+/// The client-side TLS of upstream `name` (`None` for `tls = "disable"`).
+pub fn upstream_tls(
+    name: &str,
+    u: &crate::config::UpstreamConfig,
+) -> Result<Option<crate::tls::UpstreamTls>, GatewayError> {
+    let alpn = match u.kind {
+        UpstreamKind::Postgres => Some(crate::tls::ALPN_POSTGRESQL),
+        UpstreamKind::Redis => None,
+    };
+    crate::tls::UpstreamTls::build(u.tls_mode(), &u.host, u.ca_file.as_deref(), alpn).map_err(
+        |source| GatewayError::UpstreamTls {
+            name: name.to_string(),
+            source,
+        },
+    )
+}
+
 /// The configured upstreams with their vaulted credentials resolved.
 pub fn upstream_targets(
     config: &Config,
     vault: &Vault,
-) -> Result<HashMap<String, UpstreamTarget>, VaultError> {
+) -> Result<HashMap<String, UpstreamTarget>, GatewayError> {
     let mut upstreams = HashMap::new();
     for (name, u) in &config.upstreams {
         match u.kind {
@@ -91,6 +117,7 @@ pub fn upstream_targets(
                 user: resolve(vault, &u.user, true)?,
                 password: resolve(vault, &u.password, false)?,
                 search_path: u.search_path.join(", "),
+                tls: upstream_tls(name, u)?,
             },
         );
     }
@@ -139,6 +166,7 @@ impl Gateway {
                         port: u.port,
                         user: resolve(&vault, &u.user, true)?,
                         password: resolve(&vault, &u.password, false)?,
+                        tls: upstream_tls(name, u)?,
                         table: Default::default(),
                     }),
                 );
@@ -149,6 +177,10 @@ impl Gateway {
             warn!("policy: {w}");
         }
         let audit = AuditLog::open(&config.audit.file)?;
+        let tls = match &config.tls {
+            Some(t) => Some(crate::tls::ServerTls::load(&t.cert_file, &t.key_file)?),
+            None => None,
+        };
         let policy = Engine::new(set);
         policy.set_mask_key(mask_key);
         Ok(Gateway {
@@ -159,6 +191,7 @@ impl Gateway {
             upstreams,
             redis_upstreams,
             cancels: CancelRegistry::default(),
+            tls: crate::tls::TlsHolder::new(tls),
             mock_secret,
             next_session: AtomicU64::new(1),
             schema_refresh: tokio::sync::Notify::new(),
@@ -180,6 +213,27 @@ impl Gateway {
                 metrics::counter!("tollgate_policy_reloads_total", "result" => "error")
                     .increment(1);
                 warn!(error = %e, "policy reload failed; keeping the last good policy");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the certificate and key again; on any error the current ones stay in force.
+    /// Open sessions keep their connections; new handshakes use the new certificate.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        let Some(files) = &self.config.tls else {
+            return Ok(());
+        };
+        match crate::tls::ServerTls::load(&files.cert_file, &files.key_file) {
+            Ok(tls) => {
+                self.tls.store(tls);
+                metrics::counter!("tollgate_tls_reloads_total", "result" => "ok").increment(1);
+                info!("TLS certificate reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                metrics::counter!("tollgate_tls_reloads_total", "result" => "error").increment(1);
+                warn!(error = %e, "TLS certificate reload failed; keeping the current certificate");
                 Err(e)
             }
         }
@@ -258,6 +312,8 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     pub pg_addr: Option<SocketAddr>,
     pub redis_addr: Option<SocketAddr>,
+    /// The Redis listener that speaks TLS (`listen.redis_tls`).
+    pub redis_tls_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -293,7 +349,13 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         tokio::spawn(crate::pg::serve(gateway.clone(), listener, rx.clone()));
     }
     let mut redis_addr = None;
-    if let Some(addr) = gateway.config.listen.redis {
+    let mut redis_tls_addr = None;
+    let redis_listeners = [
+        (gateway.config.listen.redis, false),
+        (gateway.config.listen.redis_tls, true),
+    ];
+    for (addr, tls) in redis_listeners {
+        let Some(addr) = addr else { continue };
         let target = gateway
             .redis_upstreams
             .values()
@@ -301,8 +363,12 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
             .cloned()
             .expect("config validation: listen.redis has one redis upstream");
         let (listener, local) = bind(addr).await?;
-        info!(%local, upstream = %target.name, "Redis listener ready");
-        redis_addr = Some(local);
+        info!(%local, upstream = %target.name, tls, "Redis listener ready");
+        if tls {
+            redis_tls_addr = Some(local);
+        } else {
+            redis_addr = Some(local);
+        }
         // Learn the command table now if the upstream is up; sessions retry if it is not.
         let timeout =
             std::time::Duration::from_millis(gateway.config.limits.upstream_connect_timeout_ms);
@@ -313,6 +379,7 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
             gateway.clone(),
             target,
             listener,
+            tls,
             rx.clone(),
         ));
     }
@@ -320,6 +387,7 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         gateway,
         pg_addr,
         redis_addr,
+        redis_tls_addr,
         shutdown: tx,
     })
 }
@@ -386,10 +454,32 @@ fn policy_files_signature(
     sig
 }
 
-/// Reloads agents and policies when their files change (checked every `every`).
+/// The certificate and key files, as [`policy_files_signature`] sees files.
+fn tls_files_signature(
+    config: &Config,
+) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>, u64)> {
+    let stat = |p: &std::path::Path| {
+        let meta = std::fs::metadata(p).ok();
+        let modified = meta.as_ref().and_then(|m| m.modified().ok());
+        (
+            p.to_path_buf(),
+            modified,
+            meta.map(|m| m.len()).unwrap_or(0),
+        )
+    };
+    config
+        .tls
+        .iter()
+        .flat_map(|t| [stat(&t.cert_file), stat(&t.key_file)])
+        .collect()
+}
+
+/// Reloads agents and policies, and the TLS certificate, when their files change (checked
+/// every `every`).
 pub fn reload_on_file_change(gateway: Arc<Gateway>, every: std::time::Duration) {
     // Taken before returning, so a change made right after this call is never missed.
     let mut last = policy_files_signature(&gateway.config);
+    let mut last_tls = tls_files_signature(&gateway.config);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
@@ -399,11 +489,16 @@ pub fn reload_on_file_change(gateway: Arc<Gateway>, every: std::time::Duration) 
                 last = now;
                 let _ = gateway.reload();
             }
+            let now = tls_files_signature(&gateway.config);
+            if now != last_tls {
+                last_tls = now;
+                let _ = gateway.reload_tls();
+            }
         }
     });
 }
 
-/// Reloads policies on SIGHUP until the process ends.
+/// Reloads policies and the TLS certificate on SIGHUP until the process ends.
 pub fn reload_on_sighup(gateway: Arc<Gateway>) {
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -412,6 +507,7 @@ pub fn reload_on_sighup(gateway: Arc<Gateway>) {
         };
         while hup.recv().await.is_some() {
             let _ = gateway.reload();
+            let _ = gateway.reload_tls();
         }
     });
 }

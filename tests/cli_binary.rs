@@ -111,10 +111,12 @@ fn copy_demo_dir() -> tempfile::TempDir {
     for f in ["tollgate.toml", "agents.toml", "vault.json", "master.key"] {
         std::fs::copy(src.join(f), dst.path().join(f)).unwrap();
     }
-    std::fs::create_dir(dst.path().join("policies")).unwrap();
-    for e in std::fs::read_dir(src.join("policies")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dst.path().join("policies").join(e.file_name())).unwrap();
+    for sub in ["policies", "tls"] {
+        std::fs::create_dir(dst.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(src.join(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dst.path().join(sub).join(e.file_name())).unwrap();
+        }
     }
     dst
 }
@@ -302,7 +304,7 @@ fn psql_works_through_the_gateway_with_default_sslmode() {
         panic!("psql is required for this test (apt-get install postgresql-client)");
     }
     let env = &harness().env;
-    // No sslmode: psql's default `prefer` must fall back to plain text after our 'N'.
+    // No sslmode: psql's default `prefer` negotiates TLS (the demo has a certificate).
     let url = env.pg_url("analyst").replace("?sslmode=disable", "");
     let out = Command::new("psql")
         .args([

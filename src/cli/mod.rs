@@ -63,6 +63,25 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Certificates for TLS.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Write a development CA, a server certificate for localhost/127.0.0.1/::1 signed by it,
+    /// and a client certificate (for development only; keys are written 0600).
+    Dev {
+        /// Folder to write ca.crt, ca.key, server.crt, server.key, client.crt, client.key into.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +123,21 @@ pub enum AuditCommand {
     Verify { file: PathBuf },
 }
 
+fn certs_dev(out: &std::path::Path, force: bool) -> Result<i32, String> {
+    let certs = crate::tls::dev::DevCerts::generate().map_err(|e| e.to_string())?;
+    let written = certs.write(out, force).map_err(|e| e.to_string())?;
+    for path in &written {
+        println!("wrote {}", path.display());
+    }
+    let dir = out.display();
+    println!(
+        "\nDevelopment only: trust {dir}/ca.crt in clients, never in production.\n\
+         In tollgate.toml:\n\n  [tls]\n  cert_file = \"{dir}/server.crt\"\n  key_file = \"{dir}/server.key\"\n\n\
+         Then: psql \"host=127.0.0.1 port=6432 dbname=shop user=AGENT sslmode=verify-full sslrootcert={dir}/ca.crt\""
+    );
+    Ok(0)
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -142,6 +176,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => admin_cmds::audit_verify(&file),
+        Command::Certs {
+            command: CertsCommand::Dev { out, force },
+        } => certs_dev(&out, force),
     };
     match result {
         Ok(code) => code,

@@ -54,8 +54,27 @@ async fn load(target: &UpstreamTarget) -> Result<SchemaSnapshot, SchemaLoadError
         .user(target.user.expose())
         .password(target.password.expose())
         .application_name("tollgate-schema");
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
-    let driver = tokio::spawn(connection);
+    // The same TLS setting as the sessions' upstream connections.
+    let driver = match &target.tls {
+        None => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+            (
+                client,
+                tokio::spawn(async move { connection.await.map(|_| ()) }),
+            )
+        }
+        Some(tls) => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*tls.config).clone());
+            let (client, connection) = config.connect(connector).await.map_err(fail)?;
+            (
+                client,
+                tokio::spawn(async move { connection.await.map(|_| ()) }),
+            )
+        }
+    };
+    let (client, driver) = driver;
     let rows = client.query(COLUMNS_SQL, &[]).await.map_err(fail);
     drop(client);
     let _ = driver.await;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
 
 use super::backend::{self as msg, PgErrorFields};
 use super::cancel::{send_cancel, CancelTarget};
@@ -68,7 +67,7 @@ impl ReplyState {
 pub async fn run<W: AsyncWrite + Unpin>(
     ctx: Arc<SessionCtx>,
     pending: Pending,
-    mut upstream: FrameReader<OwnedReadHalf>,
+    mut upstream: FrameReader<crate::tls::NetRead>,
     client: &mut W,
     cancel: CancelTarget,
 ) -> Result<(), ToClientError> {

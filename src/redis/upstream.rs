@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use super::command::encode_command;
 use super::scan::ReplyScanner;
 use crate::policy::redis::CommandTable;
+use crate::tls::{NetStream, UpstreamTls};
 use crate::vault::Secret;
 
 /// A Redis upstream as the gateway knows it.
@@ -22,6 +23,8 @@ pub struct RedisTarget {
     /// ACL user; `default` means `AUTH password` (a `requirepass` server).
     pub user: Secret,
     pub password: Secret,
+    /// `None` for `tls = "disable"`; otherwise the connection starts with a TLS handshake.
+    pub tls: Option<UpstreamTls>,
     /// Learned from the upstream at start (or at the first session if it was down then).
     pub table: ArcSwapOption<CommandTable>,
 }
@@ -46,11 +49,13 @@ pub enum UpstreamError {
     LoginRefused(String),
     #[error("unexpected reply from the upstream: {0}")]
     Protocol(String),
+    #[error("upstream TLS handshake failed: {0}")]
+    Tls(std::io::Error),
 }
 
 /// A logged-in upstream connection; `pending` holds bytes read past the login reply.
 pub struct Upstream {
-    pub stream: TcpStream,
+    pub stream: NetStream,
 }
 
 impl RedisTarget {
@@ -62,10 +67,19 @@ impl RedisTarget {
     }
 
     async fn connect_inner(&self) -> Result<Upstream, UpstreamError> {
-        let mut stream = TcpStream::connect((self.host.as_str(), self.port))
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(UpstreamError::Connect)?;
-        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        tcp.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        let mut stream = match &self.tls {
+            Some(tls) => NetStream::from(
+                tls.connector()
+                    .connect(tls.server_name.clone(), tcp)
+                    .await
+                    .map_err(UpstreamError::Tls)?,
+            ),
+            None => NetStream::Plain(tcp),
+        };
         let user = self.user.expose();
         let pw = Bytes::copy_from_slice(self.password.expose().as_bytes());
         let auth = if user.is_empty() || user == "default" {
@@ -114,7 +128,7 @@ impl RedisTarget {
 }
 
 /// Reads exactly one reply frame (nothing else is in flight during login and COMMAND).
-async fn read_reply(stream: &mut TcpStream) -> Result<Bytes, UpstreamError> {
+async fn read_reply(stream: &mut NetStream) -> Result<Bytes, UpstreamError> {
     let mut buf = BytesMut::with_capacity(4096);
     let mut scanner = ReplyScanner::default();
     loop {

@@ -242,9 +242,7 @@ impl UpstreamTls {
             UpstreamTlsMode::Disable => return Ok(None),
             UpstreamTlsMode::Require => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verify::AnyCertificate::new(
-                    provider(),
-                )))
+                .with_custom_certificate_verifier(Arc::new(verify::AnyCertificate::new(provider())))
                 .with_no_client_auth(),
             UpstreamTlsMode::VerifyFull => builder
                 .with_root_certificates(roots(ca_file)?)
@@ -319,13 +317,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let certs = dev::DevCerts::generate().unwrap();
         certs.write(dir.path(), false).unwrap();
-        let tls = ServerTls::load(&dir.path().join("server.crt"), &dir.path().join("server.key"))
-            .unwrap();
+        let tls = ServerTls::load(
+            &dir.path().join("server.crt"),
+            &dir.path().join("server.key"),
+        )
+        .unwrap();
         let der = read_certs(&dir.path().join("server.crt")).unwrap();
-        assert_eq!(
-            tls.end_point.as_deref(),
-            Some(&Sha256::digest(&der[0])[..])
-        );
+        assert_eq!(tls.end_point.as_deref(), Some(&Sha256::digest(&der[0])[..]));
         assert_eq!(tls.pg.alpn_protocols, vec![ALPN_POSTGRESQL.to_vec()]);
         assert!(tls.redis.alpn_protocols.is_empty());
         // Writing again over existing files needs `force`.
@@ -333,10 +331,11 @@ mod tests {
         // A key that does not match the certificate is refused.
         let other = dev::DevCerts::generate().unwrap();
         std::fs::write(dir.path().join("other.key"), &other.server_key_pem).unwrap();
-        assert!(
-            ServerTls::load(&dir.path().join("server.crt"), &dir.path().join("other.key"))
-                .is_err()
-        );
+        assert!(ServerTls::load(
+            &dir.path().join("server.crt"),
+            &dir.path().join("other.key")
+        )
+        .is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod decision_table;
+pub mod tls;
 
 use std::sync::OnceLock;
 
@@ -52,6 +53,7 @@ fn start_harness(unlimited_rate: bool) -> Harness {
                             ..SeedOptions::default()
                         },
                         unlimited_rate,
+                        ..DemoOptions::default()
                     };
                     match Demo::start(opts).await {
                         Ok(demo) => {
