@@ -429,3 +429,82 @@ fn pgbench_select_only_in_every_mode_without_failures() {
     );
     assert!(started.elapsed() < Duration::from_secs(120));
 }
+
+#[test]
+fn certs_dev_writes_private_keys_once_and_check_loads_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    let (code, stdout, stderr) = run(&["certs", "dev", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("sslmode=verify-full"), "{stdout}");
+    for f in ["ca.crt", "server.crt", "client.crt"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    for f in ["ca.key", "server.key", "client.key"] {
+        let mode = std::fs::metadata(out.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+        // Keys are written, never printed.
+        let key = std::fs::read_to_string(out.join(f)).unwrap();
+        assert!(!stdout.contains(key.lines().nth(1).unwrap()));
+    }
+    let (code, _, stderr) = run(&["certs", "dev", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--force"), "{stderr}");
+    let (code, _, stderr) = run(&["certs", "dev", "--out", out.to_str().unwrap(), "--force"]);
+    assert_eq!(code, 0, "{stderr}");
+
+    // `tollgate check` loads the certificate: a broken one is reported.
+    let demo = copy_demo_dir();
+    let cfg = demo.path().join("tollgate.toml");
+    let (code, _, stderr) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::write(
+        demo.path().join("tls/server.key"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("server.key"), "{stderr}");
+}
+
+#[test]
+fn serve_reloads_the_certificate_on_sighup() {
+    let dir = copy_demo_dir();
+    let served = serve(dir.path());
+    let tls = dir.path().join("tls");
+    let old_ca = dir.path().join("old-ca.crt");
+    std::fs::copy(tls.join("ca.crt"), &old_ca).unwrap();
+    let url = support::tls::pg_url_at("analyst", served.port);
+    let cb = tokio_postgres::config::ChannelBinding::Require;
+    harness().runtime.block_on(async {
+        let open = support::tls::pg_connect_tls(&url, &old_ca, cb)
+            .await
+            .unwrap();
+        let (code, _, stderr) = run(&["certs", "dev", "--out", tls.to_str().unwrap(), "--force"]);
+        assert_eq!(code, 0, "{stderr}");
+        let hup = Command::new("kill")
+            .args(["-HUP", &served.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        let new_ca = tls.join("ca.crt");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while support::tls::pg_connect_tls(&url, &new_ca, cb)
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "certificate not reloaded");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        open.simple_query("SELECT 1")
+            .await
+            .expect("the session opened before the reload continues");
+    });
+    assert!(served
+        .log
+        .lock()
+        .unwrap()
+        .contains("TLS certificate reloaded"));
+}
