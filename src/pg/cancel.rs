@@ -8,11 +8,13 @@ use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CancelTarget {
     pub addr: SocketAddr,
     pub pid: i32,
     pub secret: i32,
+    /// The upstream's TLS: the cancel key then travels encrypted too (SSLRequest first).
+    pub tls: Option<crate::tls::UpstreamTls>,
 }
 
 /// (our pid, our secret) → the upstream backend to cancel.
@@ -38,10 +40,17 @@ impl Drop for CancelKeyGuard<'_> {
 pub async fn send_cancel(target: CancelTarget) -> bool {
     let mut buf = BytesMut::new();
     postgres_protocol::message::frontend::cancel_request(target.pid, target.secret, &mut buf);
-    match TcpStream::connect(target.addr).await {
-        Ok(mut s) => s.write_all(&buf).await.is_ok(),
-        Err(_) => false,
-    }
+    let Ok(tcp) = TcpStream::connect(target.addr).await else {
+        return false;
+    };
+    let mut stream = match &target.tls {
+        Some(tls) => match super::upstream::start_tls(tcp, tls).await {
+            Ok(s) => s,
+            Err(_) => return false,
+        },
+        None => crate::tls::NetStream::Plain(tcp),
+    };
+    stream.write_all(&buf).await.is_ok() && stream.flush().await.is_ok()
 }
 
 impl CancelRegistry {
@@ -66,7 +75,7 @@ impl CancelRegistry {
 
     /// Forwards a cancel request for a known key; unknown keys are ignored (as PostgreSQL does).
     pub async fn cancel(&self, pid: i32, secret: i32) -> bool {
-        let Some(target) = self.keys.get(&(pid, secret)).map(|t| *t) else {
+        let Some(target) = self.keys.get(&(pid, secret)).map(|t| t.clone()) else {
             metrics::counter!("tollgate_cancel_requests_total", "result" => "unknown_key")
                 .increment(1);
             return false;

@@ -356,11 +356,13 @@ async fn relay(
             return Err(SessionError::Refused(fields));
         }
     };
-    let (pid, secret, _cancel_guard) = gw.cancels.register(CancelTarget {
+    let cancel = CancelTarget {
         addr: up.addr,
         pid: up.backend_pid,
         secret: up.backend_secret,
-    });
+        tls: target.tls.clone(),
+    };
+    let (pid, secret, _cancel_guard) = gw.cancels.register(cancel.clone());
     let ctx = Arc::new(ctx);
     let mut hello = Vec::new();
     for f in &up.parameter_frames {
@@ -388,11 +390,7 @@ async fn relay(
         pending.clone(),
         up.reader,
         &mut wr,
-        CancelTarget {
-            addr: up.addr,
-            pid: up.backend_pid,
-            secret: up.backend_secret,
-        },
+        cancel,
     ));
     let from_client_fut = from_client::run(ctx.clone(), pending.clone(), reader, up.writer);
     let result = tokio::select! {

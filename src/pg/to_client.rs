@@ -52,7 +52,7 @@ impl ReplyState {
     }
 
     fn cancel_upstream(&self) {
-        tokio::spawn(send_cancel(self.cancel));
+        tokio::spawn(send_cancel(self.cancel.clone()));
     }
 
     /// A result ended (CommandComplete, PortalSuspended, EmptyQueryResponse, ErrorResponse).
