@@ -29,6 +29,13 @@ pub enum GatewayError {
     Vault(#[from] VaultError),
     #[error("{0}")]
     Audit(#[from] AuditError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("upstream \"{name}\": {source}")]
+    UpstreamTls {
+        name: String,
+        source: crate::tls::TlsError,
+    },
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -42,9 +49,11 @@ pub enum ReloadError {
     #[error("policies: {0}")]
     Policies(SourceError),
     #[error("vault: {0}")]
-    Vault(VaultError),
+    Vault(GatewayError),
     #[error("admin tokens: {0}")]
     AdminTokens(SourceError),
+    #[error("TLS certificate: {0}")]
+    Tls(crate::tls::TlsError),
 }
 
 /// Where the gateway is in its life: serving, draining (no new connections; sessions close once
@@ -142,6 +151,8 @@ pub struct Gateway {
     pub lifecycle: Lifecycle,
     /// When the gateway was built (uptime in `/api/v1/stats`).
     pub started: std::time::Instant,
+    /// The front end's certificate (absent without `[tls]`), replaced on reload.
+    pub tls: crate::tls::TlsHolder,
     mock_secret: [u8; 32],
     next_session: AtomicU64,
     /// Wakes the schema refresher (after a policy reload).
@@ -168,11 +179,28 @@ fn resolve(vault: &Vault, reference: &str, allow_literal: bool) -> Result<Secret
     }
 }
 
+/// The client-side TLS of upstream `name` (`None` for `tls = "disable"`).
+pub fn upstream_tls(
+    name: &str,
+    u: &crate::config::UpstreamConfig,
+) -> Result<Option<crate::tls::UpstreamTls>, GatewayError> {
+    let alpn = match u.kind {
+        UpstreamKind::Postgres => Some(crate::tls::ALPN_POSTGRESQL),
+        UpstreamKind::Redis => None,
+    };
+    crate::tls::UpstreamTls::build(u.tls_mode(), &u.host, u.ca_file.as_deref(), alpn).map_err(
+        |source| GatewayError::UpstreamTls {
+            name: name.to_string(),
+            source,
+        },
+    )
+}
+
 /// The configured upstreams with their vaulted credentials resolved.
 pub fn upstream_targets(
     config: &Config,
     vault: &Vault,
-) -> Result<HashMap<String, UpstreamTarget>, VaultError> {
+) -> Result<HashMap<String, UpstreamTarget>, GatewayError> {
     let mut upstreams = HashMap::new();
     for (name, u) in &config.upstreams {
         match u.kind {
@@ -189,6 +217,7 @@ pub fn upstream_targets(
                 user: resolve(vault, &u.user, true)?,
                 password: resolve(vault, &u.password, false)?,
                 search_path: u.search_path.join(", "),
+                tls: upstream_tls(name, u)?,
             },
         );
     }
@@ -247,6 +276,7 @@ impl Gateway {
                         host: u.host.clone(),
                         port: u.port,
                         credentials: ArcSwap::from_pointee(redis_credentials(&vault, u)?),
+                        tls: upstream_tls(name, u)?,
                         table: Default::default(),
                     }),
                 );
@@ -258,6 +288,10 @@ impl Gateway {
         }
         let admin_tokens = AdminTokens::load(&config.admin.tokens_file)?;
         let audit = AuditLog::open(&config.audit.file)?;
+        let tls = match &config.tls {
+            Some(t) => Some(crate::tls::ServerTls::load(&t.cert_file, &t.key_file)?),
+            None => None,
+        };
         let policy = Engine::new(set);
         policy.set_mask_key(mask_key);
         Ok(Gateway {
@@ -273,6 +307,7 @@ impl Gateway {
             latency: crate::telemetry::Latency::register(),
             lifecycle: Lifecycle::default(),
             started: std::time::Instant::now(),
+            tls: crate::tls::TlsHolder::new(tls),
             mock_secret,
             next_session: AtomicU64::new(1),
             schema_refresh: tokio::sync::Notify::new(),
@@ -301,7 +336,7 @@ impl Gateway {
 
     /// Re-reads the vault (and the master key): new upstream credentials apply to new upstream
     /// connections. On any error the running credentials stay in force.
-    pub fn reload_vault(&self) -> Result<(), VaultError> {
+    pub fn reload_vault(&self) -> Result<(), GatewayError> {
         let result = (|| {
             let key = MasterKey::load(self.config.vault.key_file.as_deref())?;
             let mask_key = mask_hash_key(&key);
@@ -314,7 +349,7 @@ impl Gateway {
                     redis_credentials(&vault, &self.config.upstreams[name])?,
                 ));
             }
-            Ok::<_, VaultError>((mask_key, targets, redis))
+            Ok::<_, GatewayError>((mask_key, targets, redis))
         })();
         match result {
             Ok((mask_key, targets, redis)) => {
@@ -337,7 +372,8 @@ impl Gateway {
         }
     }
 
-    /// Reloads policies, agents, the vault and the admin tokens (SIGHUP, `POST /api/v1/reload`).
+    /// Reloads policies, agents, the vault, the admin tokens and the TLS certificate (SIGHUP,
+    /// `POST /api/v1/reload`).
     /// Each part is kept as it was if its reload fails; the errors are returned.
     pub fn reload_all(&self) -> Vec<ReloadError> {
         let mut errors = Vec::new();
@@ -349,6 +385,9 @@ impl Gateway {
         }
         if let Err(e) = self.reload_admin_tokens() {
             errors.push(ReloadError::AdminTokens(e));
+        }
+        if let Err(e) = self.reload_tls() {
+            errors.push(ReloadError::Tls(e));
         }
         errors
     }
@@ -362,6 +401,27 @@ impl Gateway {
             }
             Err(e) => {
                 warn!(error = %e, "admin tokens reload failed; keeping the running ones");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the certificate and key again; on any error the current ones stay in force.
+    /// Open sessions keep their connections; new handshakes use the new certificate.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        let Some(files) = &self.config.tls else {
+            return Ok(());
+        };
+        match crate::tls::ServerTls::load(&files.cert_file, &files.key_file) {
+            Ok(tls) => {
+                self.tls.store(tls);
+                metrics::counter!("tollgate_tls_reloads_total", "result" => "ok").increment(1);
+                info!("TLS certificate reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                metrics::counter!("tollgate_tls_reloads_total", "result" => "error").increment(1);
+                warn!(error = %e, "TLS certificate reload failed; keeping the current certificate");
                 Err(e)
             }
         }
@@ -444,6 +504,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// Stops the client listeners (PostgreSQL, Redis).
     stop_accepting: watch::Sender<bool>,
+    /// The Redis listener that speaks TLS (`listen.redis_tls`).
+    pub redis_tls_addr: Option<SocketAddr>,
     /// Stops everything else (admin listener, audit flusher, schema refresher).
     shutdown: watch::Sender<bool>,
 }
@@ -514,7 +576,13 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         tokio::spawn(crate::pg::serve(gateway.clone(), listener, stop_rx.clone()));
     }
     let mut redis_addr = None;
-    if let Some(addr) = gateway.config.listen.redis {
+    let mut redis_tls_addr = None;
+    let redis_listeners = [
+        (gateway.config.listen.redis, false),
+        (gateway.config.listen.redis_tls, true),
+    ];
+    for (addr, tls) in redis_listeners {
+        let Some(addr) = addr else { continue };
         let target = gateway
             .redis_upstreams
             .values()
@@ -522,8 +590,12 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
             .cloned()
             .expect("config validation: listen.redis has one redis upstream");
         let (listener, local) = bind(addr).await?;
-        info!(%local, upstream = %target.name, "Redis listener ready");
-        redis_addr = Some(local);
+        info!(%local, upstream = %target.name, tls, "Redis listener ready");
+        if tls {
+            redis_tls_addr = Some(local);
+        } else {
+            redis_addr = Some(local);
+        }
         // Learn the command table now if the upstream is up; sessions retry if it is not.
         let timeout =
             std::time::Duration::from_millis(gateway.config.limits.upstream_connect_timeout_ms);
@@ -534,6 +606,7 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
             gateway.clone(),
             target,
             listener,
+            tls,
             stop_rx.clone(),
         ));
     }
@@ -550,6 +623,7 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         redis_addr,
         admin_addr,
         stop_accepting: stop_tx,
+        redis_tls_addr,
         shutdown: tx,
     })
 }
@@ -619,10 +693,32 @@ fn policy_files_signature(
     sig
 }
 
-/// Reloads agents and policies when their files change (checked every `every`).
+/// The certificate and key files, as [`policy_files_signature`] sees files.
+fn tls_files_signature(
+    config: &Config,
+) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>, u64)> {
+    let stat = |p: &std::path::Path| {
+        let meta = std::fs::metadata(p).ok();
+        let modified = meta.as_ref().and_then(|m| m.modified().ok());
+        (
+            p.to_path_buf(),
+            modified,
+            meta.map(|m| m.len()).unwrap_or(0),
+        )
+    };
+    config
+        .tls
+        .iter()
+        .flat_map(|t| [stat(&t.cert_file), stat(&t.key_file)])
+        .collect()
+}
+
+/// Reloads agents and policies, and the TLS certificate, when their files change (checked
+/// every `every`).
 pub fn reload_on_file_change(gateway: Arc<Gateway>, every: std::time::Duration) {
     // Taken before returning, so a change made right after this call is never missed.
     let mut last = policy_files_signature(&gateway.config);
+    let mut last_tls = tls_files_signature(&gateway.config);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
@@ -633,11 +729,17 @@ pub fn reload_on_file_change(gateway: Arc<Gateway>, every: std::time::Duration) 
                 let _ = gateway.reload();
                 let _ = gateway.reload_admin_tokens();
             }
+            let now = tls_files_signature(&gateway.config);
+            if now != last_tls {
+                last_tls = now;
+                let _ = gateway.reload_tls();
+            }
         }
     });
 }
 
-/// Reloads policies, agents, the vault and the admin tokens on SIGHUP until the process ends.
+/// Reloads policies, agents, the vault, the admin tokens and the TLS certificate on SIGHUP
+/// until the process ends.
 pub fn reload_on_sighup(gateway: Arc<Gateway>) {
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

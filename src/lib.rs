@@ -17,4 +17,5 @@ pub mod policy;
 pub mod ratelimit;
 pub mod redis;
 pub mod telemetry;
+pub mod tls;
 pub mod vault;

@@ -117,10 +117,12 @@ fn copy_demo_dir() -> tempfile::TempDir {
     ] {
         std::fs::copy(src.join(f), dst.path().join(f)).unwrap();
     }
-    std::fs::create_dir(dst.path().join("policies")).unwrap();
-    for e in std::fs::read_dir(src.join("policies")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dst.path().join("policies").join(e.file_name())).unwrap();
+    for sub in ["policies", "tls"] {
+        std::fs::create_dir(dst.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(src.join(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dst.path().join(sub).join(e.file_name())).unwrap();
+        }
     }
     dst
 }
@@ -380,7 +382,7 @@ fn psql_works_through_the_gateway_with_default_sslmode() {
         panic!("psql is required for this test (apt-get install postgresql-client)");
     }
     let env = &harness().env;
-    // No sslmode: psql's default `prefer` must fall back to plain text after our 'N'.
+    // No sslmode: psql's default `prefer` negotiates TLS (the demo has a certificate).
     let url = env.pg_url("analyst").replace("?sslmode=disable", "");
     let out = Command::new("psql")
         .args([
@@ -651,4 +653,83 @@ fn sigterm_closes_what_still_runs_at_the_drain_deadline() {
     let code = wait_exit(&mut served, Duration::from_secs(10)).expect("serve exited");
     assert_eq!(code, 0);
     assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+#[test]
+fn certs_dev_writes_private_keys_once_and_check_loads_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    let (code, stdout, stderr) = run(&["certs", "dev", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("sslmode=verify-full"), "{stdout}");
+    for f in ["ca.crt", "server.crt", "client.crt"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    for f in ["ca.key", "server.key", "client.key"] {
+        let mode = std::fs::metadata(out.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+        // Keys are written, never printed.
+        let key = std::fs::read_to_string(out.join(f)).unwrap();
+        assert!(!stdout.contains(key.lines().nth(1).unwrap()));
+    }
+    let (code, _, stderr) = run(&["certs", "dev", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--force"), "{stderr}");
+    let (code, _, stderr) = run(&["certs", "dev", "--out", out.to_str().unwrap(), "--force"]);
+    assert_eq!(code, 0, "{stderr}");
+
+    // `tollgate check` loads the certificate: a broken one is reported.
+    let demo = copy_demo_dir();
+    let cfg = demo.path().join("tollgate.toml");
+    let (code, _, stderr) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::write(
+        demo.path().join("tls/server.key"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("server.key"), "{stderr}");
+}
+
+#[test]
+fn serve_reloads_the_certificate_on_sighup() {
+    let dir = copy_demo_dir();
+    let served = serve(dir.path());
+    let tls = dir.path().join("tls");
+    let old_ca = dir.path().join("old-ca.crt");
+    std::fs::copy(tls.join("ca.crt"), &old_ca).unwrap();
+    let url = support::tls::pg_url_at("analyst", served.port);
+    let cb = tokio_postgres::config::ChannelBinding::Require;
+    harness().runtime.block_on(async {
+        let open = support::tls::pg_connect_tls(&url, &old_ca, cb)
+            .await
+            .unwrap();
+        let (code, _, stderr) = run(&["certs", "dev", "--out", tls.to_str().unwrap(), "--force"]);
+        assert_eq!(code, 0, "{stderr}");
+        let hup = Command::new("kill")
+            .args(["-HUP", &served.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        let new_ca = tls.join("ca.crt");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while support::tls::pg_connect_tls(&url, &new_ca, cb)
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "certificate not reloaded");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        open.simple_query("SELECT 1")
+            .await
+            .expect("the session opened before the reload continues");
+    });
+    assert!(served
+        .log
+        .lock()
+        .unwrap()
+        .contains("TLS certificate reloaded"));
 }

@@ -90,19 +90,9 @@ async fn probe_postgres(gw: &Gateway, name: &str) -> Result<String, String> {
         .get(name)
         .cloned()
         .ok_or("no such connector")?;
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&target.host)
-        .port(target.port)
-        .dbname(&target.database)
-        .user(target.user.expose())
-        .password(target.password.expose())
-        .application_name("tollgate-probe");
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
+    let (client, driver) = crate::pg::schema_loader::side_connection(&target, "tollgate-probe")
         .await
         .map_err(|e| postgres_failure(&e, &target.host, target.port))?;
-    let driver = tokio::spawn(connection);
     let version = client
         .query_one("SHOW server_version", &[])
         .await
@@ -145,6 +135,7 @@ async fn probe_redis(gw: &Gateway, name: &str) -> Result<String, String> {
         }
         UpstreamError::LoginRefused(_) => "the upstream refused tollgate's credentials".into(),
         UpstreamError::Protocol(_) => "the upstream did not speak RESP as expected".into(),
+        UpstreamError::Tls(_) => "the TLS handshake with the upstream failed".into(),
     })?;
     up.stream
         .write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")

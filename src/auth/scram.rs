@@ -13,6 +13,18 @@ use subtle::ConstantTimeEq;
 
 pub const ITERATIONS: u32 = 4096;
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+/// SCRAM with channel binding (`tls-server-end-point`), offered on TLS connections only.
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+const CHANNEL_BINDING_TYPE: &str = "tls-server-end-point";
+
+/// What the connection settled about channel binding before client-first-message.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Binding<'a> {
+    /// The client chose SCRAM-SHA-256-PLUS.
+    pub plus_selected: bool,
+    /// `tls-server-end-point` data when SCRAM-SHA-256-PLUS was offered (TLS connections).
+    pub offered: Option<&'a [u8]>,
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScramError {
@@ -20,6 +32,10 @@ pub enum ScramError {
     Malformed(&'static str),
     #[error("channel binding is not supported on this connection")]
     ChannelBindingUnsupported,
+    /// The client supports channel binding and believes the server does not, though it was
+    /// offered: a downgrade by someone in the middle.
+    #[error("SCRAM channel binding negotiation error")]
+    Downgrade,
     #[error("password authentication failed")]
     BadProof,
 }
@@ -136,6 +152,8 @@ pub struct ScramServer {
     client_first_bare: String,
     server_first: String,
     gs2_header: String,
+    /// Channel-binding data the client must echo (empty without channel binding).
+    cb_data: Vec<u8>,
     nonce: String,
 }
 
@@ -153,6 +171,7 @@ impl ScramServer {
     pub fn start(
         verifier: ScramVerifier,
         client_first: &[u8],
+        binding: Binding<'_>,
     ) -> Result<(ScramServer, String), ScramError> {
         let text =
             std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
@@ -163,11 +182,28 @@ impl ScramServer {
         let bare = parts
             .next()
             .ok_or(ScramError::Malformed("no client-first-bare"))?;
-        match flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => return Err(ScramError::ChannelBindingUnsupported),
-            _ => return Err(ScramError::Malformed("bad channel binding flag")),
-        }
+        let cb_data = match flag {
+            "n" | "y" if binding.plus_selected => {
+                return Err(ScramError::Malformed(
+                    "SCRAM-SHA-256-PLUS selected without channel binding",
+                ))
+            }
+            "y" if binding.offered.is_some() => return Err(ScramError::Downgrade),
+            "n" | "y" => Vec::new(),
+            f => match f.strip_prefix("p=") {
+                None => return Err(ScramError::Malformed("bad channel binding flag")),
+                Some(_) if !binding.plus_selected => {
+                    return Err(ScramError::Malformed(
+                        "channel binding requested without SCRAM-SHA-256-PLUS",
+                    ))
+                }
+                Some(CHANNEL_BINDING_TYPE) => binding
+                    .offered
+                    .ok_or(ScramError::ChannelBindingUnsupported)?
+                    .to_vec(),
+                Some(_) => return Err(ScramError::ChannelBindingUnsupported),
+            },
+        };
         if !authzid.is_empty() {
             return Err(ScramError::Malformed("authzid is not supported"));
         }
@@ -195,6 +231,7 @@ impl ScramServer {
             client_first_bare: bare.to_string(),
             server_first: server_first.clone(),
             gs2_header: format!("{flag},,"),
+            cb_data,
             nonce,
         };
         Ok((state, server_first))
@@ -215,7 +252,10 @@ impl ScramServer {
             'c',
         )?;
         let nonce = split_attr(attrs.next().ok_or(ScramError::Malformed("no nonce"))?, 'r')?;
-        if binding != B64.encode(self.gs2_header.as_bytes()) {
+        let mut expected = self.gs2_header.clone().into_bytes();
+        expected.extend_from_slice(&self.cb_data);
+        let expected = B64.encode(expected);
+        if !bool::from(binding.as_bytes().ct_eq(expected.as_bytes())) {
             return Err(ScramError::Malformed("channel binding mismatch"));
         }
         if nonce != self.nonce {
@@ -251,8 +291,22 @@ mod tests {
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
     fn exchange(verifier: ScramVerifier, password: &[u8]) -> Result<(), ScramError> {
-        let mut client = ScramSha256::new(password, ChannelBinding::unsupported());
-        let (server, server_first) = ScramServer::start(verifier, client.message())?;
+        exchange_with(
+            verifier,
+            password,
+            ChannelBinding::unsupported(),
+            Binding::default(),
+        )
+    }
+
+    fn exchange_with(
+        verifier: ScramVerifier,
+        password: &[u8],
+        client_binding: ChannelBinding,
+        binding: Binding<'_>,
+    ) -> Result<(), ScramError> {
+        let mut client = ScramSha256::new(password, client_binding);
+        let (server, server_first) = ScramServer::start(verifier, client.message(), binding)?;
         client
             .update(server_first.as_bytes())
             .map_err(|_| ScramError::Malformed("client rejected server-first"))?;
@@ -281,6 +335,44 @@ mod tests {
     }
 
     #[test]
+    fn channel_binding_tls_server_end_point() {
+        let v = ScramVerifier::derive(b"tg_secret");
+        let hash = [7u8; 32];
+        let plus = Binding {
+            plus_selected: true,
+            offered: Some(&hash),
+        };
+        let offered = Binding {
+            plus_selected: false,
+            offered: Some(&hash),
+        };
+        // -PLUS with the right certificate hash.
+        let cb = ChannelBinding::tls_server_end_point(hash.to_vec());
+        assert_eq!(exchange_with(v.clone(), b"tg_secret", cb, plus), Ok(()));
+        // A hash of another certificate (a proxy in the middle) fails.
+        let cb = ChannelBinding::tls_server_end_point(vec![8u8; 32]);
+        assert!(exchange_with(v.clone(), b"tg_secret", cb, plus).is_err());
+        // Plain SCRAM over TLS from a client without channel binding ("n") is fine.
+        let cb = ChannelBinding::unsupported();
+        assert_eq!(exchange_with(v.clone(), b"tg_secret", cb, offered), Ok(()));
+        // "y" (client could bind, thinks the server cannot) while -PLUS was offered: downgrade.
+        let cb = ChannelBinding::unrequested();
+        assert_eq!(
+            exchange_with(v.clone(), b"tg_secret", cb, offered),
+            Err(ScramError::Downgrade)
+        );
+        // "y" on a plain connection is fine.
+        let cb = ChannelBinding::unrequested();
+        assert_eq!(
+            exchange_with(v.clone(), b"tg_secret", cb, Binding::default()),
+            Ok(())
+        );
+        // Binding data on a connection that offered none.
+        let cb = ChannelBinding::tls_server_end_point(hash.to_vec());
+        assert!(exchange_with(v, b"tg_secret", cb, Binding::default()).is_err());
+    }
+
+    #[test]
     fn verifier_text_roundtrips_and_matches_postgres_format() {
         let v = ScramVerifier::derive(b"pw");
         let text = v.encode();
@@ -301,9 +393,12 @@ mod tests {
             b"n,a=admin,n=,r=a",
             &[0xff, 0xfe],
         ] {
-            assert!(ScramServer::start(v.clone(), input).is_err(), "{input:?}");
+            assert!(
+                ScramServer::start(v.clone(), input, Binding::default()).is_err(),
+                "{input:?}"
+            );
         }
-        let (s, _) = ScramServer::start(v, b"n,,n=,r=abcdef").unwrap();
+        let (s, _) = ScramServer::start(v, b"n,,n=,r=abcdef", Binding::default()).unwrap();
         assert!(s.finish(b"c=biws,r=wrong,p=AAAA").is_err());
     }
 }
@@ -323,14 +418,16 @@ mod fuzz {
     proptest! {
         #[test]
         fn arbitrary_scram_messages_never_panic(first in proptest::collection::vec(any::<u8>(), 0..200), fin in proptest::collection::vec(any::<u8>(), 0..200)) {
-            if let Ok((s, _)) = ScramServer::start(verifier(), &first) {
+            let hash = [1u8; 32];
+            let binding = Binding { plus_selected: first.first() == Some(&b'p'), offered: Some(&hash) };
+            if let Ok((s, _)) = ScramServer::start(verifier(), &first, binding) {
                 prop_assert!(s.finish(&fin).is_err());
             }
         }
 
         #[test]
         fn well_formed_first_messages_with_odd_nonces(nonce in "[!-~]{0,40}") {
-            let _ = ScramServer::start(verifier(), format!("n,,n=,r={nonce}").as_bytes());
+            let _ = ScramServer::start(verifier(), format!("n,,n=,r={nonce}").as_bytes(), Binding::default());
         }
     }
 }

@@ -49,6 +49,13 @@ pub fn check(config_path: &Path) -> CmdResult {
     for w in &set.warnings {
         eprintln!("warning: {w}");
     }
+    // The certificate, and each upstream's TLS trust anchors, as `serve` will load them.
+    if let Some(t) = &config.tls {
+        crate::tls::ServerTls::load(&t.cert_file, &t.key_file).map_err(|e| e.to_string())?;
+    }
+    for (name, u) in &config.upstreams {
+        crate::gateway::upstream_tls(name, u).map_err(|e| e.to_string())?;
+    }
     println!(
         "ok: {} upstream(s), {} agent(s), {} policy file(s)",
         config.upstreams.len(),

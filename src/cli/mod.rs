@@ -73,6 +73,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminTokenCommand,
     },
+    /// Certificates for TLS.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +95,20 @@ pub enum AdminTokenCommand {
     List {
         #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Write a development CA, a server certificate for localhost/127.0.0.1/::1 signed by it,
+    /// and a client certificate (for development only; keys are written 0600).
+    Dev {
+        /// Folder to write ca.crt, ca.key, server.crt, server.key, client.crt, client.key into.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -130,6 +149,21 @@ pub enum VaultCommand {
 pub enum AuditCommand {
     /// Check the hash chain; report the first broken record.
     Verify { file: PathBuf },
+}
+
+fn certs_dev(out: &std::path::Path, force: bool) -> Result<i32, String> {
+    let certs = crate::tls::dev::DevCerts::generate().map_err(|e| e.to_string())?;
+    let written = certs.write(out, force).map_err(|e| e.to_string())?;
+    for path in &written {
+        println!("wrote {}", path.display());
+    }
+    let dir = out.display();
+    println!(
+        "\nDevelopment only: trust {dir}/ca.crt in clients, never in production.\n\
+         In tollgate.toml:\n\n  [tls]\n  cert_file = \"{dir}/server.crt\"\n  key_file = \"{dir}/server.key\"\n\n\
+         Then: psql \"host=127.0.0.1 port=6432 dbname=shop user=AGENT sslmode=verify-full sslrootcert={dir}/ca.crt\""
+    );
+    Ok(0)
 }
 
 fn init_logging() {
@@ -179,6 +213,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::AdminToken {
             command: AdminTokenCommand::List { config },
         } => admin_cmds::admin_token_list(&config),
+        Command::Certs {
+            command: CertsCommand::Dev { out, force },
+        } => certs_dev(&out, force),
     };
     match result {
         Ok(code) => code,

@@ -32,6 +32,7 @@ pub fn explain(
             user: secret(&u.user)?,
             password: secret(&u.password)?,
         }),
+        tls: crate::gateway::upstream_tls(upstream, u).map_err(|e| e.to_string())?,
         table: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::tls::UpstreamTlsMode;
+
 pub use source_error::{SourceError, SourceLocation};
 
 /// The whole configuration, with every relative path already resolved against the config file's folder.
@@ -29,6 +31,19 @@ pub struct Config {
     /// Upstream databases by logical name; agents pick one by the startup `database` parameter.
     #[serde(default, rename = "upstream")]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// The front end's certificate (PostgreSQL SSLRequest and direct TLS, the Redis TLS listener).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`: the certificate the listeners present. Reloaded on SIGHUP and when the files change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, server certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +53,22 @@ pub struct ListenConfig {
     pub postgres: Option<SocketAddr>,
     /// Address of the Redis listener; it serves the one upstream of kind `redis`.
     pub redis: Option<SocketAddr>,
+    /// Address of a Redis listener that speaks TLS only (needs `[tls]`); same upstream.
+    pub redis_tls: Option<SocketAddr>,
+    /// Refuse PostgreSQL sessions that did not negotiate TLS (FATAL 28000 before authentication;
+    /// CancelRequests are still accepted in plain text, as PostgreSQL does). Needs `[tls]`.
+    #[serde(default)]
+    pub postgres_require_tls: bool,
+    /// Refuse every command on the plain `redis` listener with an error pointing at TLS.
+    #[serde(default)]
+    pub redis_require_tls: bool,
+}
+
+impl ListenConfig {
+    /// The rule named when a listener refuses a plain connection.
+    pub const POSTGRES_REQUIRE_TLS_RULE: &'static str =
+        "tollgate.toml: listen.postgres_require_tls";
+    pub const REDIS_REQUIRE_TLS_RULE: &'static str = "tollgate.toml: listen.redis_require_tls";
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +201,13 @@ pub struct UpstreamConfig {
     /// Schemas the session is pinned to (sent as the upstream `search_path`; agents cannot change it).
     #[serde(default = "default_search_path")]
     pub search_path: Vec<String>,
+    /// `disable`, `require` or `verify-full`; default `disable` for loopback hosts
+    /// (127.0.0.0/8, ::1, localhost) and `verify-full` for every other host.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsMode>,
+    /// PEM trust anchors for `verify-full` (default: the system CA bundle).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_search_path() -> Vec<String> {
@@ -195,6 +233,12 @@ impl SecretRef {
 impl UpstreamConfig {
     pub fn database_name<'a>(&'a self, logical: &'a str) -> &'a str {
         self.database.as_deref().unwrap_or(logical)
+    }
+
+    /// The TLS mode in force: the configured one, else the default for the host.
+    pub fn tls_mode(&self) -> UpstreamTlsMode {
+        self.tls
+            .unwrap_or_else(|| UpstreamTlsMode::default_for(&self.host))
     }
 }
 
@@ -224,6 +268,12 @@ impl Config {
                     format!("upstream \"{name}\": password must be a vault reference (\"vault:NAME\"), never the password itself"),
                 ));
             }
+            if upstream.ca_file.is_some() && upstream.tls_mode() == UpstreamTlsMode::Disable {
+                return Err(SourceError::semantic(
+                    origin,
+                    format!("upstream \"{name}\": ca_file is set but TLS is disabled (set tls = \"verify-full\")"),
+                ));
+            }
             if upstream.search_path.is_empty() {
                 return Err(SourceError::semantic(
                     origin,
@@ -236,7 +286,22 @@ impl Config {
             .values()
             .filter(|u| u.kind == UpstreamKind::Redis)
             .count();
-        if self.listen.redis.is_some() && redis_upstreams != 1 {
+        let needs_tls = [
+            (self.listen.redis_tls.is_some(), "listen.redis_tls"),
+            (
+                self.listen.postgres_require_tls,
+                "listen.postgres_require_tls",
+            ),
+            (self.listen.redis_require_tls, "listen.redis_require_tls"),
+        ];
+        if let Some((_, what)) = needs_tls.iter().find(|(on, _)| *on && self.tls.is_none()) {
+            return Err(SourceError::semantic(
+                origin,
+                format!("{what} needs a certificate: add [tls] with cert_file and key_file"),
+            ));
+        }
+        if (self.listen.redis.is_some() || self.listen.redis_tls.is_some()) && redis_upstreams != 1
+        {
             return Err(SourceError::semantic(
                 origin,
                 format!("listen.redis serves exactly one upstream of kind \"redis\"; {redis_upstreams} are configured"),
@@ -265,6 +330,15 @@ impl Config {
         join(&mut self.agents_file);
         join(&mut self.policies_dir);
         join(&mut self.admin.tokens_file);
+        if let Some(tls) = self.tls.as_mut() {
+            join(&mut tls.cert_file);
+            join(&mut tls.key_file);
+        }
+        for upstream in self.upstreams.values_mut() {
+            if let Some(ca) = upstream.ca_file.as_mut() {
+                join(ca);
+            }
+        }
     }
 }
 
@@ -313,6 +387,33 @@ password = "vault:shop_password"
         let err = Config::parse(Path::new("t.toml"), &text).unwrap_err();
         assert!(err.to_string().contains("vault reference"));
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn upstream_tls_defaults_by_host_and_needs_a_mode_for_ca_file() {
+        let c = Config::parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(c.upstreams["shop"].tls_mode(), UpstreamTlsMode::Disable);
+        let remote = GOOD.replace("127.0.0.1\"\nport", "db.internal\"\nport");
+        let c = Config::parse(Path::new("t.toml"), &remote).unwrap();
+        assert_eq!(c.upstreams["shop"].tls_mode(), UpstreamTlsMode::VerifyFull);
+        let text = GOOD.replace("port = 5432", "port = 5432\ntls = \"require\"");
+        let c = Config::parse(Path::new("t.toml"), &text).unwrap();
+        assert_eq!(c.upstreams["shop"].tls_mode(), UpstreamTlsMode::Require);
+        let text = GOOD.replace("port = 5432", "port = 5432\nca_file = \"ca.crt\"");
+        let err = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert!(err.to_string().contains("ca_file"), "{err}");
+        let text = GOOD.replace("port = 5432", "port = 5432\ntls = \"verify-ful\"");
+        assert!(Config::parse(Path::new("t.toml"), &text).is_err());
+    }
+
+    #[test]
+    fn tls_listener_options_need_a_certificate() {
+        let text = GOOD.replace("[vault]", "postgres_require_tls = true\n[vault]");
+        let err = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert!(err.to_string().contains("[tls]"), "{err}");
+        let text = format!("{text}\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n");
+        let c = Config::parse(Path::new("t.toml"), &text).unwrap();
+        assert!(c.listen.postgres_require_tls);
     }
 
     #[test]

@@ -188,6 +188,16 @@ pub struct ClusterOptions {
     pub superuser_password: String,
     /// Log every statement (`log_statement = 'all'`) to the server log.
     pub log_statements: bool,
+    /// Serve TLS with this certificate and key (PEM): `ssl = on`, and every TCP login except
+    /// the superuser's must use TLS (`hostssl`), so a plain-text client is refused.
+    pub tls: Option<ClusterTls>,
+}
+
+/// The certificate a cluster started with TLS presents.
+#[derive(Clone)]
+pub struct ClusterTls {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl fmt::Debug for ClusterOptions {
@@ -195,6 +205,7 @@ impl fmt::Debug for ClusterOptions {
         f.debug_struct("ClusterOptions")
             .field("superuser_password", &"<redacted>")
             .field("log_statements", &self.log_statements)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -299,6 +310,7 @@ impl PgCluster {
             password: cluster.password.clone(),
             run_as: cluster.run_as.clone(),
             log_statements: opts.log_statements,
+            tls: opts.tls.clone(),
         };
         let started = Instant::now();
         tokio::task::spawn_blocking(move || init.run())
@@ -630,6 +642,7 @@ struct InitDb {
     password: String,
     run_as: Option<RunAs>,
     log_statements: bool,
+    tls: Option<ClusterTls>,
 }
 
 impl InitDb {
@@ -670,6 +683,23 @@ impl InitDb {
         self.write_config()
     }
 
+    /// `ssl = off`, or `ssl = on` with the certificate and key written next to the data dir.
+    fn ssl_settings(&self) -> Result<String, ClusterError> {
+        let Some(tls) = &self.tls else {
+            return Ok("ssl = off\n".into());
+        };
+        let cert = self.dir.join("server.crt");
+        let key = self.dir.join("server.key");
+        write_private_file(&cert, tls.cert_pem.as_bytes(), self.run_as.as_ref())?;
+        write_private_file(&key, tls.key_pem.as_bytes(), self.run_as.as_ref())?;
+        let quote = |p: &Path| p.display().to_string().replace('\'', "''");
+        Ok(format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            quote(&cert),
+            quote(&key)
+        ))
+    }
+
     /// Appends our settings to `postgresql.conf` (later lines win) and replaces `pg_hba.conf`.
     /// Rewriting existing files keeps their owner, so no chown is needed when we are root.
     fn write_config(&self) -> Result<(), ClusterError> {
@@ -680,7 +710,7 @@ impl InitDb {
              unix_socket_directories = '{}'\n\
              unix_socket_permissions = 0700\n\
              password_encryption = 'scram-sha-256'\n\
-             ssl = off\n\
+             {}\
              max_connections = 200\n\
              shared_buffers = 32MB\n\
              huge_pages = off\n\
@@ -693,6 +723,7 @@ impl InitDb {
              log_line_prefix = '%m [%p] '\n\
              log_statement = '{}'\n",
             self.dir.display().to_string().replace('\'', "''"),
+            self.ssl_settings()?,
             if self.log_statements { "all" } else { "none" },
         );
         let mut conf = OpenOptions::new()
@@ -703,10 +734,18 @@ impl InitDb {
             .map_err(io_err(format!("cannot write {}", conf_path.display())))?;
 
         let hba_path = self.data_dir.join("pg_hba.conf");
-        let hba = "# tollgate throwaway demo cluster: trust only on the private unix socket,\n\
-                   # SCRAM-SHA-256 for TCP on 127.0.0.1, nothing else.\n\
-                   local all all trust\n\
-                   host  all all 127.0.0.1/32 scram-sha-256\n";
+        let hba = if self.tls.is_some() {
+            "# tollgate throwaway cluster with TLS: trust only on the private unix socket,\n\
+             # SCRAM-SHA-256 over TLS for TCP on 127.0.0.1 (the superuser may use plain TCP).\n\
+             local     all all      trust\n\
+             hostssl   all all      127.0.0.1/32 scram-sha-256\n\
+             hostnossl all postgres 127.0.0.1/32 scram-sha-256\n"
+        } else {
+            "# tollgate throwaway demo cluster: trust only on the private unix socket,\n\
+             # SCRAM-SHA-256 for TCP on 127.0.0.1, nothing else.\n\
+             local all all trust\n\
+             host  all all 127.0.0.1/32 scram-sha-256\n"
+        };
         fs::write(&hba_path, hba).map_err(io_err(format!("cannot write {}", hba_path.display())))
     }
 }
@@ -1038,6 +1077,7 @@ mod tests {
         let starting = PgCluster::start(ClusterOptions {
             superuser_password: "s3cret 'pw'/@:x".into(),
             log_statements: true,
+            tls: None,
         });
         assert_send(&starting);
         let mut cluster = starting.await.expect("cluster starts");
@@ -1264,7 +1304,8 @@ mod tests {
             "{:?}",
             ClusterOptions {
                 superuser_password: "hunter2".into(),
-                log_statements: false
+                log_statements: false,
+                tls: None,
             }
         );
         assert!(!dbg.contains("hunter2"));

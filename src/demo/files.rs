@@ -3,15 +3,27 @@
 /// The upstream login role the demo creates; its password lives only in the vault.
 pub const UPSTREAM_ROLE: &str = "tollgate_shop";
 
-pub fn config(pg_port: u16, redis_port: u16) -> String {
+/// The demo's `tollgate.toml`. With `upstream_tls`, the gateway reaches PostgreSQL over TLS,
+/// checking its certificate against the demo's CA.
+pub fn config(pg_port: u16, redis_port: u16, upstream_tls: bool) -> String {
+    let shop_tls = if upstream_tls {
+        "tls = \"verify-full\"\nca_file = \"tls/ca.crt\"\n"
+    } else {
+        ""
+    };
     format!(
         r#"# tollgate demo configuration (generated)
 agents_file = "agents.toml"
 policies_dir = "policies"
 
 [listen]
-postgres = "127.0.0.1:0"
+postgres = "127.0.0.1:0"        # plain and TLS (SSLRequest or direct TLS)
 redis = "127.0.0.1:0"
+redis_tls = "127.0.0.1:0"
+
+[tls]                           # a development CA made by `tollgate certs dev`
+cert_file = "tls/server.crt"
+key_file = "tls/server.key"
 
 [admin]
 listen = "127.0.0.1:0"
@@ -30,7 +42,7 @@ host = "127.0.0.1"
 port = {pg_port}
 user = "vault:shop_user"
 password = "vault:shop_password"
-
+{shop_tls}
 [upstream.cache]
 kind = "redis"
 host = "127.0.0.1"

@@ -15,7 +15,7 @@ use crate::auth::{generate_token, AgentsFile};
 use crate::config::Config;
 use crate::gateway::{self, Running};
 use crate::vault::{MasterKey, Vault};
-use cluster::{ClusterOptions, PgCluster};
+use cluster::{ClusterOptions, ClusterTls, PgCluster};
 use seed::{seed_shop, SeedOptions};
 
 /// The demo agents and their tokens.
@@ -44,6 +44,10 @@ pub struct DemoEnv {
     pub tokens: Vec<(String, String)>,
     pub upstream_pg_url: String,
     pub redis_port: u16,
+    /// The Redis listener that speaks TLS.
+    pub redis_tls_port: u16,
+    /// The development CA that signed the gateway's certificate.
+    pub ca_file: PathBuf,
     pub upstream_redis_url: String,
     pub audit_log: PathBuf,
     pub dir: PathBuf,
@@ -67,6 +71,34 @@ impl DemoEnv {
             "postgresql://{agent}:{}@127.0.0.1:{}/shop?sslmode=disable",
             self.token(agent),
             self.pg_port
+        )
+    }
+
+    /// The agent's URL over TLS, the certificate checked against the demo's CA.
+    pub fn pg_tls_url(&self, agent: &str) -> String {
+        format!(
+            "postgresql://{agent}:{}@127.0.0.1:{}/shop?sslmode=verify-full&sslrootcert={}",
+            self.token(agent),
+            self.pg_port,
+            self.ca_file.display()
+        )
+    }
+
+    /// The same as a libpq keyword/value string (what the demo prints).
+    pub fn pg_tls_conninfo(&self, agent: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname=shop user={agent} password={} sslmode=verify-full sslrootcert={}",
+            self.pg_port,
+            self.token(agent),
+            self.ca_file.display()
+        )
+    }
+
+    pub fn redis_tls_url(&self, agent: &str) -> String {
+        format!(
+            "rediss://{agent}:{}@127.0.0.1:{}",
+            self.token(agent),
+            self.redis_tls_port
         )
     }
 
@@ -117,6 +149,21 @@ impl DemoEnv {
             "TOLLGATE_ADMIN_VIEWER_TOKEN={}\n",
             self.admin_viewer_token
         ));
+        for agent in AGENTS {
+            s.push_str(&format!(
+                "TOLLGATE_PG_{}_TLS_URL={}\n",
+                agent.to_uppercase(),
+                self.pg_tls_url(agent)
+            ));
+        }
+        for agent in AGENTS {
+            s.push_str(&format!(
+                "TOLLGATE_REDIS_{}_TLS_URL={}\n",
+                agent.to_uppercase(),
+                self.redis_tls_url(agent)
+            ));
+        }
+        s.push_str(&format!("TOLLGATE_CA_FILE={}\n", self.ca_file.display()));
         s
     }
 }
@@ -136,11 +183,25 @@ pub struct DemoOptions {
     /// Lift the analyst's statement rate (test suites run thousands of statements as analyst);
     /// every other limit stays as the demo contract says.
     pub unlimited_rate: bool,
+    /// Start PostgreSQL with TLS only (`hostssl`) and have the gateway connect with
+    /// `tls = "verify-full"` against the demo's CA (tests of upstream TLS).
+    pub upstream_tls: bool,
 }
 
 impl Demo {
     pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
-        let cluster = PgCluster::start(ClusterOptions::default()).await?;
+        // A development CA and server certificate (localhost, 127.0.0.1, ::1), made fresh for
+        // this demo: the gateway presents it, and with `upstream_tls` PostgreSQL does too.
+        let certs =
+            crate::tls::dev::DevCerts::generate().map_err(|e| DemoError::Setup(e.to_string()))?;
+        let cluster = PgCluster::start(ClusterOptions {
+            tls: opts.upstream_tls.then(|| ClusterTls {
+                cert_pem: certs.server_cert_pem.clone(),
+                key_pem: certs.server_key_pem.clone(),
+            }),
+            ..ClusterOptions::default()
+        })
+        .await?;
         let redis = redis_server::RedisServer::start().await?;
         redis_server::seed(&redis, 200).await?;
         let role_password = generate_token();
@@ -149,13 +210,11 @@ impl Demo {
         // when the process dies without cleaning up (the cluster's watchdog removes it).
         let dir = cluster.scratch_dir().join("tollgate");
         std::fs::create_dir(&dir)?;
-        let (tokens, admin_tokens) = write_files(
-            &dir,
-            cluster.port(),
-            &role_password,
-            &redis,
-            opts.unlimited_rate,
-        )?;
+        certs
+            .write(&dir.join("tls"), false)
+            .map_err(|e| DemoError::Setup(e.to_string()))?;
+        let (tokens, admin_tokens) =
+            write_files(&dir, cluster.port(), &role_password, &redis, &opts)?;
         // Metrics for /metrics (idempotent: the test harness may start more than one demo).
         crate::telemetry::install_prometheus();
         let config = Config::load(&dir.join("tollgate.toml"))
@@ -172,6 +231,8 @@ impl Demo {
             tokens,
             upstream_pg_url: cluster.superuser_url("shop"),
             redis_port: running.redis_addr.map(|a| a.port()).unwrap_or(0),
+            redis_tls_port: running.redis_tls_addr.map(|a| a.port()).unwrap_or(0),
+            ca_file: dir.join("tls").join("ca.crt"),
             upstream_redis_url: redis.url(),
             audit_log,
             dir,
@@ -201,7 +262,7 @@ fn write_files(
     pg_port: u16,
     role_password: &str,
     redis: &redis_server::RedisServer,
-    unlimited_rate: bool,
+    opts: &DemoOptions,
 ) -> Result<DemoTokens, DemoError> {
     let key_file = dir.join("master.key");
     MasterKey::generate()
@@ -241,7 +302,7 @@ fn write_files(
     admin.save(&dir.join("admin_tokens.toml"))?;
     std::fs::create_dir_all(dir.join("policies"))?;
     for (name, text) in files::POLICIES {
-        let text = if unlimited_rate {
+        let text = if opts.unlimited_rate {
             text.replace(
                 "statements_per_minute = 600",
                 "statements_per_minute = 100000000",
@@ -253,7 +314,7 @@ fn write_files(
     }
     std::fs::write(
         dir.join("tollgate.toml"),
-        files::config(pg_port, redis.port()),
+        files::config(pg_port, redis.port(), opts.upstream_tls),
     )?;
     Ok((tokens, (admin_token, viewer_token)))
 }
@@ -278,6 +339,13 @@ pub fn run_cli(env_file: Option<PathBuf>, unlimited_rate: bool) -> Result<i32, S
         for agent in AGENTS {
             println!("  redis-cli -u {}", env.redis_url(agent));
         }
+        println!("\n  over TLS (certificate checked against the demo's development CA):");
+        println!("  psql \"{}\"", env.pg_tls_conninfo("analyst"));
+        println!(
+            "  redis-cli --tls --cacert {} -u {}",
+            env.ca_file.display(),
+            env.redis_tls_url("analyst")
+        );
         println!(
             "\n  upstream (direct, superuser): psql \"{}\"",
             env.upstream_pg_url

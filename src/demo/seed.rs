@@ -697,6 +697,7 @@ mod tests {
         let cluster = PgCluster::start(ClusterOptions {
             superuser_password: String::new(),
             log_statements: true,
+            tls: None,
         })
         .await
         .expect("cluster starts");

@@ -8,11 +8,13 @@ use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CancelTarget {
     pub addr: SocketAddr,
     pub pid: i32,
     pub secret: i32,
+    /// The upstream's TLS: the cancel key then travels encrypted too (SSLRequest first).
+    pub tls: Option<crate::tls::UpstreamTls>,
 }
 
 /// (our pid, our secret) → the upstream backend to cancel.
@@ -41,10 +43,17 @@ pub async fn send_cancel(target: CancelTarget) -> bool {
     let mut buf = BytesMut::new();
     postgres_protocol::message::frontend::cancel_request(target.pid, target.secret, &mut buf);
     let deliver = async {
-        let mut s = TcpStream::connect(target.addr).await?;
-        s.write_all(&buf).await?;
+        let tcp = TcpStream::connect(target.addr).await?;
+        let mut stream = match &target.tls {
+            Some(tls) => super::upstream::start_tls(tcp, tls)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            None => crate::tls::NetStream::Plain(tcp),
+        };
+        stream.write_all(&buf).await?;
+        stream.flush().await?;
         let mut sink = [0u8; 64];
-        while s.read(&mut sink).await? > 0 {}
+        while stream.read(&mut sink).await? > 0 {}
         Ok::<(), std::io::Error>(())
     };
     matches!(
@@ -75,7 +84,7 @@ impl CancelRegistry {
 
     /// Forwards a cancel request for a known key; unknown keys are ignored (as PostgreSQL does).
     pub async fn cancel(&self, pid: i32, secret: i32) -> bool {
-        let Some(target) = self.keys.get(&(pid, secret)).map(|t| *t) else {
+        let Some(target) = self.keys.get(&(pid, secret)).map(|t| t.clone()) else {
             metrics::counter!("tollgate_cancel_requests_total", "result" => "unknown_key")
                 .increment(1);
             return false;

@@ -1,4 +1,5 @@
-//! Agent authentication: SCRAM-SHA-256 with the agent's token as the password.
+//! Agent authentication: SCRAM-SHA-256 with the agent's token as the password; on TLS
+//! connections SCRAM-SHA-256-PLUS (channel binding `tls-server-end-point`) is offered first.
 //!
 //! An unknown agent runs the same exchange against a mock verifier and fails with the same
 //! message as a wrong token, so the two cannot be told apart.
@@ -8,7 +9,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::backend::{self, PgErrorFields};
 use super::frame::{FrameError, FrameReader};
 use super::frontend::PASSWORD;
-use crate::auth::scram::{ScramServer, ScramVerifier, MECHANISM};
+use crate::auth::scram::{
+    Binding, ScramError, ScramServer, ScramVerifier, MECHANISM, MECHANISM_PLUS,
+};
 use crate::auth::AgentStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +40,15 @@ fn protocol_violation(what: &str) -> ClientAuthError {
 }
 
 /// Runs the SCRAM exchange; on success AuthenticationOk has been sent and the agent name is returned.
+/// `end_point` is the connection's `tls-server-end-point` data (TLS connections): with it,
+/// SCRAM-SHA-256-PLUS is offered.
 pub async fn authenticate<R, W>(
     reader: &mut FrameReader<R>,
     writer: &mut W,
     agents: &AgentStore,
     user: &str,
     mock_secret: &[u8; 32],
+    end_point: Option<&[u8]>,
 ) -> Result<(), ClientAuthError>
 where
     R: AsyncRead + Unpin,
@@ -53,8 +59,12 @@ where
         None => ScramVerifier::mock_for(user, mock_secret),
     };
     let known = agents.get(user).is_some();
+    let offered: &[&str] = match end_point {
+        Some(_) => &[MECHANISM_PLUS, MECHANISM],
+        None => &[MECHANISM],
+    };
     writer
-        .write_all(&backend::auth_sasl(&[MECHANISM]))
+        .write_all(&backend::auth_sasl(offered))
         .await
         .map_err(FrameError::Io)?;
 
@@ -67,11 +77,16 @@ where
         .iter()
         .position(|&b| b == 0)
         .ok_or_else(|| protocol_violation("no mechanism"))?;
-    if &body[..nul] != MECHANISM.as_bytes() {
+    let selected = &body[..nul];
+    if !offered.iter().any(|m| m.as_bytes() == selected) {
         return Err(protocol_violation(
             "client selected an invalid SASL authentication mechanism",
         ));
     }
+    let binding = Binding {
+        plus_selected: selected == MECHANISM_PLUS.as_bytes(),
+        offered: end_point,
+    };
     let rest = &body[nul + 1..];
     if rest.len() < 4 {
         return Err(protocol_violation("truncated"));
@@ -81,8 +96,15 @@ where
     if declared < 0 || declared as usize != data.len() {
         return Err(protocol_violation("length mismatch"));
     }
-    let (server, server_first) = match ScramServer::start(verifier, data) {
+    let (server, server_first) = match ScramServer::start(verifier, data, binding) {
         Ok(x) => x,
+        Err(ScramError::Downgrade) => {
+            return Err(ClientAuthError::Refused(PgErrorFields::fatal(
+                "08P01",
+                "SCRAM channel binding negotiation error",
+            )
+            .with_detail("The client supports SCRAM channel binding but thinks the server does not. However, this server does support channel binding.")))
+        }
         Err(e) => return Err(protocol_violation(&e.to_string())),
     };
     writer

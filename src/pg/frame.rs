@@ -134,6 +134,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.buf.len()
     }
 
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     pub fn into_parts(self) -> (R, BytesMut) {
         (self.inner, self.buf)
     }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 
 use super::backend::{self as msg, PgErrorFields};
 use super::frame::{Frame, FrameError, FrameReader};
@@ -69,7 +68,7 @@ pub async fn run<R: AsyncRead + Unpin>(
     ctx: Arc<SessionCtx>,
     pending: Pending,
     mut client: FrameReader<R>,
-    mut upstream: OwnedWriteHalf,
+    mut upstream: crate::tls::NetWrite,
 ) -> Result<ClientEnd, FromClientError> {
     let mut state = State::default();
     let mut out = BytesMut::new();

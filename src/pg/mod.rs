@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod cancel;
 pub mod client_auth;
+pub mod encryption;
 pub mod frame;
 pub mod from_client;
 pub mod frontend;

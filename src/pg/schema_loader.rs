@@ -41,11 +41,18 @@ pub async fn load_schema(
     }
 }
 
-async fn load(target: &UpstreamTarget) -> Result<SchemaSnapshot, SchemaLoadError> {
-    let fail = |e: tokio_postgres::Error| {
-        // tokio-postgres errors name the server's message, never the password.
-        SchemaLoadError::Upstream(target.name.clone(), e.to_string())
-    };
+/// A tokio-postgres connection to the upstream with the vaulted login and the same TLS setting
+/// as the sessions' upstream connections (schema loads, the admin API's connector probe).
+pub async fn side_connection(
+    target: &UpstreamTarget,
+    application_name: &str,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    ),
+    tokio_postgres::Error,
+> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(&target.host)
@@ -53,9 +60,30 @@ async fn load(target: &UpstreamTarget) -> Result<SchemaSnapshot, SchemaLoadError
         .dbname(&target.database)
         .user(target.user.expose())
         .password(target.password.expose())
-        .application_name("tollgate-schema");
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
-    let driver = tokio::spawn(connection);
+        .application_name(application_name);
+    Ok(match &target.tls {
+        None => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            (client, tokio::spawn(connection))
+        }
+        Some(tls) => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*tls.config).clone());
+            let (client, connection) = config.connect(connector).await?;
+            (client, tokio::spawn(connection))
+        }
+    })
+}
+
+async fn load(target: &UpstreamTarget) -> Result<SchemaSnapshot, SchemaLoadError> {
+    let fail = |e: tokio_postgres::Error| {
+        // tokio-postgres errors name the server's message, never the password.
+        SchemaLoadError::Upstream(target.name.clone(), e.to_string())
+    };
+    let (client, driver) = side_connection(target, "tollgate-schema")
+        .await
+        .map_err(fail)?;
     let rows = client.query(COLUMNS_SQL, &[]).await.map_err(fail);
     drop(client);
     let _ = driver.await;

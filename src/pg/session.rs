@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn, Instrument};
 
 use super::backend::{self as msg, PgErrorFields};
 use super::cancel::CancelTarget;
 use super::client_auth::{self, ClientAuthError};
+use super::encryption::{self, EncryptionError, TlsInfo};
 use super::frame::{Frame, FrameReader};
 use super::from_client::{self, ClientEnd, FromClientError};
 use super::pending::{AuditTicket, Pending};
@@ -22,6 +22,7 @@ use super::upstream::{self, UpstreamError};
 use crate::audit::{AuditEvent, Decision, EventKind};
 use crate::gateway::Gateway;
 use crate::policy::{Outcome, SessionFacts, Verdict};
+use crate::tls::{NetRead, NetWrite};
 
 /// A statement as checked when it was prepared (extended protocol).
 #[derive(Debug)]
@@ -79,6 +80,8 @@ enum SessionError {
     #[error("{0}")]
     Startup(#[from] StartupError),
     #[error("{0}")]
+    Encryption(#[from] EncryptionError),
+    #[error("{0}")]
     Auth(#[from] ClientAuthError),
     #[error("client refused: {}", .0.message)]
     Refused(PgErrorFields),
@@ -95,13 +98,38 @@ async fn run(
     id: u64,
 ) -> Result<(), SessionError> {
     socket.set_nodelay(true)?;
-    let (rd, mut wr) = socket.into_split();
-    // Before authentication nothing needs more than a SCRAM message (PostgreSQL allows 64 KiB).
-    let mut reader = FrameReader::new(rd, LOGIN_MESSAGE_LIMIT);
     let auth_timeout = Duration::from_millis(gw.config.limits.auth_timeout_ms);
+    let deadline = tokio::time::Instant::now() + auth_timeout;
+    // Encryption first: a TLS client gets every later message (errors included) inside TLS.
+    let negotiated =
+        match tokio::time::timeout_at(deadline, encryption::negotiate(socket, gw.tls.current()))
+            .await
+        {
+            Err(_) => return Err(SessionError::Timeout),
+            Ok(Ok(n)) => n,
+            Ok(Err(e @ (EncryptionError::Startup(_) | EncryptionError::Refused(_)))) => {
+                return Err(e.into());
+            }
+            Ok(Err(e)) => {
+                metrics::counter!("tollgate_tls_handshake_failures_total", "protocol" => "postgres")
+                    .increment(1);
+                return Err(e.into());
+            }
+        };
+    let (rd, mut wr) = negotiated.stream.into_split();
+    // Before authentication nothing needs more than a SCRAM message (PostgreSQL allows 64 KiB).
+    let mut reader = FrameReader::from_parts(rd, negotiated.buffered, LOGIN_MESSAGE_LIMIT);
+    let conn = Conn {
+        peer,
+        id,
+        tls: negotiated.tls,
+    };
 
-    let phase =
-        tokio::time::timeout(auth_timeout, login(&gw, &mut reader, &mut wr, peer, id)).await;
+    let phase = tokio::time::timeout_at(
+        deadline,
+        login(&gw, &mut reader, &mut wr, &conn, negotiated.first_packet),
+    )
+    .await;
     let (params, ctx) = match phase {
         Err(_) => {
             send_fatal(
@@ -124,6 +152,13 @@ async fn run(
     relay(gw, ctx, params, reader, wr).await
 }
 
+/// What is known about the connection before login.
+struct Conn {
+    peer: SocketAddr,
+    id: u64,
+    tls: Option<TlsInfo>,
+}
+
 const LOGIN_MESSAGE_LIMIT: usize = 64 * 1024;
 
 fn refusal_of(e: &SessionError) -> Option<&PgErrorFields> {
@@ -135,7 +170,7 @@ fn refusal_of(e: &SessionError) -> Option<&PgErrorFields> {
     }
 }
 
-async fn send_fatal(wr: &mut OwnedWriteHalf, fields: &PgErrorFields) {
+async fn send_fatal(wr: &mut NetWrite, fields: &PgErrorFields) {
     let _ = wr.write_all(&fields.encode()).await;
     let _ = wr.shutdown().await;
 }
@@ -143,18 +178,40 @@ async fn send_fatal(wr: &mut OwnedWriteHalf, fields: &PgErrorFields) {
 /// Startup, authentication and routing. `None` when the connection was a cancel request.
 async fn login(
     gw: &Arc<Gateway>,
-    reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
-    wr: &mut OwnedWriteHalf,
-    peer: SocketAddr,
-    id: u64,
+    reader: &mut FrameReader<NetRead>,
+    wr: &mut NetWrite,
+    conn: &Conn,
+    first_packet: Option<Bytes>,
 ) -> Result<Option<(StartupParams, SessionCtx)>, SessionError> {
-    let params = match startup::negotiate(reader, wr).await? {
+    let (peer, id) = (conn.peer, conn.id);
+    let params = match startup::negotiate(reader, first_packet).await? {
         StartupRequest::Cancel { pid, secret } => {
+            // Accepted in plain text even where TLS is required, as PostgreSQL does (libpq
+            // before 17 always sends cancels unencrypted); the key itself is the secret.
             gw.cancels.cancel(pid, secret).await;
             return Ok(None);
         }
         StartupRequest::Startup(p) => p,
     };
+    if conn.tls.is_none() && gw.config.listen.postgres_require_tls {
+        // Like pg_hba.conf's `hostssl`: refused before authentication.
+        let rule = crate::config::ListenConfig::POSTGRES_REQUIRE_TLS_RULE;
+        let shown: String = params.user.chars().take(64).collect();
+        gw.audit_session(
+            id,
+            &shown,
+            None,
+            peer,
+            Decision::Blocked,
+            &format!("plain connection refused: TLS required (rule: {rule})"),
+        );
+        return Err(SessionError::Refused(
+            PgErrorFields::fatal(
+                "28000",
+                format!("tollgate: this listener requires TLS; connect with sslmode=require or stronger (rule: {rule})"),
+            ),
+        ));
+    }
     if params.minor_version > 0 || !params.protocol_options.is_empty() {
         wr.write_all(&msg::negotiate_protocol_version(
             0,
@@ -181,8 +238,16 @@ async fn login(
         )));
     }
     let agents = gw.agents.load_full();
-    if let Err(e) =
-        client_auth::authenticate(reader, wr, &agents, &params.user, gw.mock_secret()).await
+    let end_point = conn.tls.as_ref().and_then(|t| t.end_point.as_deref());
+    if let Err(e) = client_auth::authenticate(
+        reader,
+        wr,
+        &agents,
+        &params.user,
+        gw.mock_secret(),
+        end_point,
+    )
+    .await
     {
         gw.audit_session(
             id,
@@ -216,6 +281,24 @@ async fn login(
             format!("tollgate: {reason} (rule: {rule})"),
         ))
     };
+    if conn.tls.is_none() {
+        if let Some(req) = gw.policy.tls_requirement(&agent) {
+            let reason = format!(
+                "agent \"{agent}\" must connect over TLS; this connection is not encrypted"
+            );
+            if req.enforced {
+                return Err(refuse("28000", &reason, &req.rule));
+            }
+            gw.audit_session(
+                id,
+                &params.user,
+                Some(&params.database),
+                peer,
+                Decision::WouldBlock,
+                &format!("{reason} (rule: {}, shadow mode)", req.rule),
+            );
+        }
+    }
     if let Err(d) = gw.policy.may_connect(&params.user, &params.database) {
         return Err(refuse("42501", &d.reason, &d.rule));
     }
@@ -263,8 +346,8 @@ async fn relay(
     gw: Arc<Gateway>,
     ctx: SessionCtx,
     params: StartupParams,
-    reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
-    mut wr: OwnedWriteHalf,
+    reader: FrameReader<NetRead>,
+    mut wr: NetWrite,
 ) -> Result<(), SessionError> {
     let Some(target) = gw.upstreams.load().get(ctx.upstream.as_ref()).cloned() else {
         return Ok(()); // the upstream was checked at login; a reload cannot remove it
@@ -282,11 +365,13 @@ async fn relay(
         }
     };
     let _upstream_gauge = crate::telemetry::upstream_connection(&target.name);
-    let (pid, secret, _cancel_guard) = gw.cancels.register(CancelTarget {
+    let cancel = CancelTarget {
         addr: up.addr,
         pid: up.backend_pid,
         secret: up.backend_secret,
-    });
+        tls: target.tls.clone(),
+    };
+    let (pid, secret, _cancel_guard) = gw.cancels.register(cancel.clone());
     let ctx = Arc::new(ctx);
     let mut hello = Vec::new();
     for f in &up.parameter_frames {
@@ -314,11 +399,7 @@ async fn relay(
         pending.clone(),
         up.reader,
         &mut wr,
-        CancelTarget {
-            addr: up.addr,
-            pid: up.backend_pid,
-            secret: up.backend_secret,
-        },
+        cancel,
     ));
     let from_client_fut = from_client::run(ctx.clone(), pending.clone(), reader, up.writer);
     let mut phase = gw.lifecycle.subscribe();

@@ -1,15 +1,15 @@
-//! The startup phase: SSL/GSS negotiation (answered 'N' until TLS lands), CancelRequest, and the
+//! The startup phase after encryption is settled (`encryption.rs`): CancelRequest, and the
 //! startup packet with its parameters checked (protocol 3.0 only, no replication, no unchecked options).
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncRead;
 
 use super::backend::PgErrorFields;
 use super::frame::{FrameError, FrameReader};
 use crate::policy::settings::{check_client_setting, parse_startup_options};
 
-const SSL_REQUEST: i32 = 80877103;
-const GSSENC_REQUEST: i32 = 80877104;
+pub const SSL_REQUEST: i32 = 80877103;
+pub const GSSENC_REQUEST: i32 = 80877104;
 const CANCEL_REQUEST: i32 = 80877102;
 
 #[derive(Debug)]
@@ -46,45 +46,39 @@ fn fatal(code: &'static str, message: impl Into<String>) -> StartupError {
     StartupError::Refused(PgErrorFields::fatal(code, message))
 }
 
-/// Reads packets until a startup packet or a cancel request arrives.
-pub async fn negotiate<R, W>(
+/// Reads the startup packet or cancel request (`first`, when encryption negotiation already
+/// read it from a plain connection).
+pub async fn negotiate<R>(
     reader: &mut FrameReader<R>,
-    writer: &mut W,
+    first: Option<Bytes>,
 ) -> Result<StartupRequest, StartupError>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
 {
-    // At most one SSL and one GSS negotiation before the startup packet, as PostgreSQL allows.
-    for _ in 0..3 {
-        let packet = reader
+    let packet = match first {
+        Some(p) => p,
+        None => reader
             .next_startup_packet()
             .await?
-            .ok_or(StartupError::Closed)?;
-        let code = i32::from_be_bytes([packet[0], packet[1], packet[2], packet[3]]);
-        match code {
-            SSL_REQUEST | GSSENC_REQUEST => {
-                if reader.buffered() > 0 {
-                    // Data sent before our answer could be a TLS handshake injected in plaintext.
-                    return Err(fatal(
-                        "08P01",
-                        "received unencrypted data after SSL request",
-                    ));
-                }
-                writer.write_all(b"N").await.map_err(FrameError::Io)?;
+            .ok_or(StartupError::Closed)?,
+    };
+    let code = i32::from_be_bytes([packet[0], packet[1], packet[2], packet[3]]);
+    match code {
+        // Encryption is negotiated once, before anything else (see `encryption.rs`).
+        SSL_REQUEST | GSSENC_REQUEST => Err(fatal(
+            "08P01",
+            "encryption negotiation requested on an encrypted connection",
+        )),
+        CANCEL_REQUEST => {
+            if packet.len() != 12 {
+                return Err(fatal("08P01", "invalid cancel request"));
             }
-            CANCEL_REQUEST => {
-                if packet.len() != 12 {
-                    return Err(fatal("08P01", "invalid cancel request"));
-                }
-                let pid = i32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
-                let secret = i32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
-                return Ok(StartupRequest::Cancel { pid, secret });
-            }
-            _ => return parse_startup(&packet).map(StartupRequest::Startup),
+            let pid = i32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+            let secret = i32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+            Ok(StartupRequest::Cancel { pid, secret })
         }
+        _ => parse_startup(&packet).map(StartupRequest::Startup),
     }
-    Err(fatal("08P01", "too many negotiation requests"))
 }
 
 fn parse_startup(packet: &Bytes) -> Result<StartupParams, StartupError> {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
 
 use super::backend::{self as msg, PgErrorFields};
 use super::cancel::{send_cancel, CancelTarget};
@@ -61,7 +60,7 @@ impl ReplyState {
     /// Cancels the running statement; the client side forwards nothing until it is delivered.
     fn cancel_upstream(&self, pending: &Pending) {
         let in_flight = pending.cancel_started();
-        let target = self.cancel;
+        let target = self.cancel.clone();
         tokio::spawn(async move {
             send_cancel(target).await;
             drop(in_flight);
@@ -80,7 +79,7 @@ impl ReplyState {
 pub async fn run<W: AsyncWrite + Unpin>(
     ctx: Arc<SessionCtx>,
     pending: Pending,
-    mut upstream: FrameReader<OwnedReadHalf>,
+    mut upstream: FrameReader<crate::tls::NetRead>,
     client: &mut W,
     cancel: CancelTarget,
 ) -> Result<(), ToClientError> {

@@ -1,5 +1,6 @@
 //! Logging in to the upstream PostgreSQL with vaulted credentials (SCRAM-SHA-256, MD5 or cleartext,
-//! whichever the server asks for), up to its first ReadyForQuery.
+//! whichever the server asks for), up to its first ReadyForQuery; over TLS (SSLRequest, then the
+//! handshake) unless the upstream's `tls` is `disable`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,12 +9,12 @@ use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::backend::Message as BackendMessage;
 use postgres_protocol::message::frontend;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::backend as msg;
 use super::frame::{Frame, FrameError, FrameReader};
+use crate::tls::{NetRead, NetStream, NetWrite, UpstreamTls};
 use crate::vault::Secret;
 
 /// Everything needed to open a session upstream. Credentials stay redacted in Debug output.
@@ -26,6 +27,8 @@ pub struct UpstreamTarget {
     pub user: Secret,
     pub password: Secret,
     pub search_path: String,
+    /// `None` for `tls = "disable"`.
+    pub tls: Option<UpstreamTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,12 +46,17 @@ pub enum UpstreamError {
     Protocol(String),
     #[error("upstream connection: {0}")]
     Frame(#[from] FrameError),
+    /// The upstream answered the SSLRequest with `N`: it does not speak TLS (fail closed).
+    #[error("upstream does not accept TLS connections (tls = \"{0}\" requires it)")]
+    TlsRefused(&'static str),
+    #[error("upstream TLS handshake failed: {0}")]
+    Tls(std::io::Error),
 }
 
 /// A logged-in upstream connection, ready for queries.
 pub struct UpstreamConn {
-    pub reader: FrameReader<OwnedReadHalf>,
-    pub writer: OwnedWriteHalf,
+    pub reader: FrameReader<NetRead>,
+    pub writer: NetWrite,
     pub addr: SocketAddr,
     /// ParameterStatus messages as the server sent them (raw frames).
     pub parameter_frames: Vec<Frame>,
@@ -75,6 +83,10 @@ async fn connect_inner(
         .map_err(UpstreamError::Connect)?;
     stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
     let addr = stream.peer_addr().map_err(UpstreamError::Connect)?;
+    let stream = match &target.tls {
+        Some(tls) => start_tls(stream, tls).await?,
+        None => NetStream::Plain(stream),
+    };
     let (rd, mut wr) = stream.into_split();
     // Upstream messages can be large (DataRow up to 1 GB); the client side is what we cap.
     let mut reader = FrameReader::new(rd, 1 << 30);
@@ -131,7 +143,37 @@ async fn connect_inner(
     })
 }
 
-async fn next(reader: &mut FrameReader<OwnedReadHalf>) -> Result<Frame, UpstreamError> {
+/// SSLRequest, then the TLS handshake (PostgreSQL before 17 knows no direct TLS).
+pub async fn start_tls(
+    mut stream: TcpStream,
+    tls: &UpstreamTls,
+) -> Result<NetStream, UpstreamError> {
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    stream.write_all(&request).await.map_err(FrameError::Io)?;
+    let mut answer = [0u8; 1];
+    stream
+        .read_exact(&mut answer)
+        .await
+        .map_err(FrameError::Io)?;
+    match answer[0] {
+        b'S' => {}
+        b'N' => return Err(UpstreamError::TlsRefused(tls.mode.name())),
+        _ => {
+            return Err(UpstreamError::Protocol(
+                "unexpected answer to SSLRequest".into(),
+            ))
+        }
+    }
+    let stream = tls
+        .connector()
+        .connect(tls.server_name.clone(), stream)
+        .await
+        .map_err(UpstreamError::Tls)?;
+    Ok(stream.into())
+}
+
+async fn next(reader: &mut FrameReader<NetRead>) -> Result<Frame, UpstreamError> {
     reader
         .next()
         .await?
@@ -154,8 +196,8 @@ fn parse_auth(frame: &Frame) -> Result<BackendMessage, UpstreamError> {
 }
 
 async fn authenticate(
-    reader: &mut FrameReader<OwnedReadHalf>,
-    wr: &mut OwnedWriteHalf,
+    reader: &mut FrameReader<NetRead>,
+    wr: &mut NetWrite,
     target: &UpstreamTarget,
 ) -> Result<(), UpstreamError> {
     let mut scram: Option<ScramSha256> = None;

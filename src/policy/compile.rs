@@ -24,6 +24,17 @@ pub struct AgentPolicy {
     pub enforced: Option<HashMap<String, UpstreamRules>>,
     /// Present when at least one shadow (`enforce = false`) file applies.
     pub with_shadow: Option<HashMap<String, UpstreamRules>>,
+    /// Set when some file that applies says `require_tls = true`.
+    pub require_tls: Option<TlsRequirement>,
+}
+
+/// `require_tls = true` for an agent: the file that says so (an enforcing one if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsRequirement {
+    /// `FILE: require_tls`, named in refusals.
+    pub rule: String,
+    /// `false` when only shadow (`enforce = false`) files require it.
+    pub enforced: bool,
 }
 
 /// Everything loaded from the policy folder, immutable once built; swapped whole on reload.
@@ -107,8 +118,17 @@ impl PolicySet {
                     limits.merge(f.get_ref(), &l.stem);
                 }
             }
+            let require_tls = all
+                .iter()
+                .filter(|l| l.file.require_tls)
+                .max_by_key(|l| l.file.enforce)
+                .map(|l| TlsRequirement {
+                    rule: format!("{}: require_tls", l.stem),
+                    enforced: l.file.enforce,
+                });
             let policy = AgentPolicy {
                 limits,
+                require_tls,
                 enforced: (!enforcing.is_empty()).then(|| merge(&enforcing, ctx)),
                 with_shadow: (all.len() > enforcing.len()).then(|| merge(&all, ctx)),
             };

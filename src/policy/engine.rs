@@ -246,6 +246,11 @@ impl Engine {
         self.agent(agent)
     }
 
+    /// Must `agent` connect over TLS? (`require_tls = true` in a file that applies to it.)
+    pub fn tls_requirement(&self, agent: &str) -> Option<super::compile::TlsRequirement> {
+        self.agent(agent).and_then(|p| p.require_tls.clone())
+    }
+
     /// May `agent` open a session on `upstream`? (Some policy, enforcing or shadow, must name it.)
     pub fn may_connect(&self, agent: &str, upstream: &str) -> Result<(), Denial> {
         let named = |p: &AgentPolicy| {

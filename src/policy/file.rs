@@ -15,6 +15,10 @@ pub struct PolicyFile {
     /// `false` = shadow mode: refusals are audited as `would_block` and the statement runs.
     #[serde(default = "yes")]
     pub enforce: bool,
+    /// The agents of this file must connect over TLS (PostgreSQL and Redis); a plain
+    /// connection is refused after authentication (audited as `would_block` in shadow mode).
+    #[serde(default)]
+    pub require_tls: bool,
     /// Rules per PostgreSQL upstream.
     #[serde(default)]
     pub postgres: Vec<PostgresRules>,

@@ -21,18 +21,20 @@ use tracing::warn;
 use crate::gateway::Gateway;
 use upstream::RedisTarget;
 
-/// Accepts connections until shutdown; each runs in its own task.
+/// Accepts connections until shutdown; each runs in its own task. With `tls`, every
+/// connection starts with a TLS handshake (Redis has no in-band upgrade).
 pub async fn serve(
     gw: Arc<Gateway>,
     target: Arc<RedisTarget>,
     listener: TcpListener,
+    tls: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((socket, peer)) => {
-                    tokio::spawn(session::handle(gw.clone(), target.clone(), socket, peer));
+                    tokio::spawn(session::handle(gw.clone(), target.clone(), socket, peer, tls));
                 }
                 Err(e) => {
                     warn!(error = %e, "accept failed");

@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::tls::{NetRead, NetWrite};
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::types::BytesFrame as F2;
 use redis_protocol::resp3::types::BytesFrame as F3;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -93,12 +93,12 @@ struct Entry {
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     session: Session,
-    rd: OwnedReadHalf,
+    rd: NetRead,
     parser: CommandParser,
     buf: BytesMut,
-    mut wr: OwnedWriteHalf,
-    up_rd: OwnedReadHalf,
-    up_wr: OwnedWriteHalf,
+    mut wr: NetWrite,
+    up_rd: NetRead,
+    up_wr: NetWrite,
     up_buf: BytesMut,
 ) -> Result<(), RelayError> {
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT / MAX_BATCH);
@@ -208,10 +208,10 @@ fn lower_name(c: &Command) -> Vec<u8> {
 impl FromClient {
     async fn run(
         &mut self,
-        mut rd: OwnedReadHalf,
+        mut rd: NetRead,
         mut parser: CommandParser,
         mut buf: BytesMut,
-        mut up: OwnedWriteHalf,
+        mut up: NetWrite,
         tx: mpsc::Sender<Vec<Entry>>,
     ) -> Result<(), RelayError> {
         let mut entries = Vec::new();
@@ -645,9 +645,9 @@ fn pubsub_kind(frame: &Bytes, resp3: bool) -> Option<(Vec<u8>, Bytes)> {
 impl ToClient {
     async fn run(
         &mut self,
-        mut up: OwnedReadHalf,
+        mut up: NetRead,
         mut buf: BytesMut,
-        wr: &mut OwnedWriteHalf,
+        wr: &mut NetWrite,
         mut rx: mpsc::Receiver<Vec<Entry>>,
     ) -> Result<(), RelayError> {
         let mut scanner = ReplyScanner::default();

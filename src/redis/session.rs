@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn, Instrument};
 
@@ -20,6 +19,7 @@ use super::scan::ReplyScanner;
 use super::upstream::RedisTarget;
 use crate::audit::Decision;
 use crate::gateway::Gateway;
+use crate::tls::{NetRead, NetStream, NetWrite};
 
 /// Before authentication no command needs more than this.
 const LOGIN_LIMIT: usize = 64 * 1024;
@@ -29,16 +29,17 @@ pub async fn handle(
     target: Arc<RedisTarget>,
     socket: TcpStream,
     peer: SocketAddr,
+    tls: bool,
 ) {
     let id = gw.next_session_id();
-    let span = tracing::info_span!("redis_session", session = id, client = %peer);
+    let span = tracing::info_span!("redis_session", session = id, client = %peer, tls);
     async move {
         let _live = gw.lifecycle.enter();
         let _gauge = crate::telemetry::GaugeGuard::new(metrics::gauge!(
             "tollgate_client_connections",
             "protocol" => "redis"
         ));
-        if let Err(e) = run(gw.clone(), target, socket, peer, id).await {
+        if let Err(e) = run(gw.clone(), target, socket, peer, id, tls).await {
             debug!(error = %e, "session ended with an error");
         }
     }
@@ -52,6 +53,10 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
     #[error("authentication timed out")]
     Timeout,
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    #[error("TLS listener without a certificate")]
+    NoCertificate,
     #[error("{0}")]
     Upstream(#[from] super::upstream::UpstreamError),
     #[error("{0}")]
@@ -71,9 +76,27 @@ async fn run(
     socket: TcpStream,
     peer: SocketAddr,
     id: u64,
+    tls: bool,
 ) -> Result<(), SessionError> {
     socket.set_nodelay(true)?;
-    let (mut rd, mut wr) = socket.into_split();
+    let auth_timeout = Duration::from_millis(gw.config.limits.auth_timeout_ms);
+    let deadline = tokio::time::Instant::now() + auth_timeout;
+    let stream = if tls {
+        let config = gw.tls.current().ok_or(SessionError::NoCertificate)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config.redis.clone());
+        match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
+            Err(_) => return Err(SessionError::Timeout),
+            Ok(Err(e)) => {
+                metrics::counter!("tollgate_tls_handshake_failures_total", "protocol" => "redis")
+                    .increment(1);
+                return Err(SessionError::Handshake(e));
+            }
+            Ok(Ok(s)) => NetStream::from(s),
+        }
+    } else {
+        NetStream::Plain(socket)
+    };
+    let (mut rd, mut wr) = stream.into_split();
     let audit = SessionAudit {
         gw: gw.clone(),
         id,
@@ -82,10 +105,9 @@ async fn run(
     };
     let mut parser = CommandParser::new(LOGIN_LIMIT);
     let mut buf = BytesMut::with_capacity(4096);
-    let auth_timeout = Duration::from_millis(gw.config.limits.auth_timeout_ms);
-    let login = tokio::time::timeout(
-        auth_timeout,
-        login(&gw, &audit, &mut rd, &mut wr, &mut parser, &mut buf),
+    let login = tokio::time::timeout_at(
+        deadline,
+        login(&gw, &audit, &mut rd, &mut wr, &mut parser, &mut buf, tls),
     )
     .await;
     let login = match login {
@@ -148,7 +170,7 @@ async fn run(
 }
 
 /// Reads one reply frame from the upstream (only during login, nothing else in flight).
-async fn read_frame(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<Bytes, SessionError> {
+async fn read_frame(rd: &mut NetRead, buf: &mut BytesMut) -> Result<Bytes, SessionError> {
     let mut scanner = ReplyScanner::default();
     loop {
         if let Some(n) = scanner
@@ -167,10 +189,11 @@ async fn read_frame(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<Bytes,
 async fn login(
     gw: &Arc<Gateway>,
     audit: &SessionAudit,
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut NetRead,
+    wr: &mut NetWrite,
     parser: &mut CommandParser,
     buf: &mut BytesMut,
+    tls: bool,
 ) -> Result<Option<Login>, SessionError> {
     loop {
         let cmd = match parser.next(buf) {
@@ -186,6 +209,18 @@ async fn login(
                 return Ok(None);
             }
         };
+        if !tls && gw.config.listen.redis_require_tls {
+            // Before anything else, tokens included: answer the first command and close.
+            let rule = crate::config::ListenConfig::REDIS_REQUIRE_TLS_RULE;
+            audit.session(
+                "",
+                Decision::Blocked,
+                &format!("plain connection refused: TLS required (rule: {rule})"),
+            );
+            let msg = format!("tollgate: this listener requires TLS; connect to the TLS listener (tollgate rule: {rule})");
+            wr.write_all(&reply::error("NOPERM", &msg)).await?;
+            return Ok(None);
+        }
         let name = cmd.args[0].to_ascii_lowercase();
         let attempt = match &name[..] {
             b"ping" => {
@@ -238,6 +273,24 @@ async fn login(
             wr.write_all(reply::WRONGPASS).await?;
             continue;
         };
+        if !tls {
+            if let Some(req) = gw.policy.tls_requirement(&agent) {
+                let reason = format!(
+                    "agent \"{agent}\" must connect over TLS; this connection is not encrypted"
+                );
+                if req.enforced {
+                    audit.session(&agent, Decision::Blocked, &reason);
+                    let msg = format!("tollgate: {reason} (tollgate rule: {})", req.rule);
+                    wr.write_all(&reply::error("NOPERM", &msg)).await?;
+                    continue;
+                }
+                audit.session(
+                    &agent,
+                    Decision::WouldBlock,
+                    &format!("{reason} (rule: {}, shadow mode)", req.rule),
+                );
+            }
+        }
         if let Err(d) = gw.policy.may_connect(&agent, &audit.upstream) {
             audit.session(&agent, Decision::Blocked, &d.reason);
             let msg = format!("tollgate: {} (tollgate rule: {})", d.reason, d.rule);

@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use super::command::encode_command;
 use super::scan::ReplyScanner;
 use crate::policy::redis::CommandTable;
+use crate::tls::{NetStream, UpstreamTls};
 use crate::vault::Secret;
 
 /// A Redis upstream as the gateway knows it.
@@ -19,6 +20,8 @@ pub struct RedisTarget {
     pub name: String,
     pub host: String,
     pub port: u16,
+    /// `None` for `tls = "disable"`; otherwise the connection starts with a TLS handshake.
+    pub tls: Option<UpstreamTls>,
     /// From the vault; swapped when the vault is reloaded.
     pub credentials: ArcSwap<RedisCredentials>,
     /// Learned from the upstream at start (or at the first session if it was down then).
@@ -53,11 +56,13 @@ pub enum UpstreamError {
     LoginRefused(String),
     #[error("unexpected reply from the upstream: {0}")]
     Protocol(String),
+    #[error("upstream TLS handshake failed: {0}")]
+    Tls(std::io::Error),
 }
 
 /// A logged-in upstream connection; `pending` holds bytes read past the login reply.
 pub struct Upstream {
-    pub stream: TcpStream,
+    pub stream: NetStream,
 }
 
 impl RedisTarget {
@@ -69,10 +74,19 @@ impl RedisTarget {
     }
 
     async fn connect_inner(&self) -> Result<Upstream, UpstreamError> {
-        let mut stream = TcpStream::connect((self.host.as_str(), self.port))
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(UpstreamError::Connect)?;
-        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        tcp.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        let mut stream = match &self.tls {
+            Some(tls) => NetStream::from(
+                tls.connector()
+                    .connect(tls.server_name.clone(), tcp)
+                    .await
+                    .map_err(UpstreamError::Tls)?,
+            ),
+            None => NetStream::Plain(tcp),
+        };
         let creds = self.credentials.load();
         let user = creds.user.expose();
         let pw = Bytes::copy_from_slice(creds.password.expose().as_bytes());
@@ -122,12 +136,12 @@ impl RedisTarget {
 }
 
 /// Reads exactly one reply frame from a connection with nothing else in flight (probes).
-pub async fn read_one_reply(stream: &mut TcpStream) -> Result<Bytes, UpstreamError> {
+pub async fn read_one_reply(stream: &mut NetStream) -> Result<Bytes, UpstreamError> {
     read_reply(stream).await
 }
 
 /// Reads exactly one reply frame (nothing else is in flight during login and COMMAND).
-async fn read_reply(stream: &mut TcpStream) -> Result<Bytes, UpstreamError> {
+async fn read_reply(stream: &mut NetStream) -> Result<Bytes, UpstreamError> {
     let mut buf = BytesMut::with_capacity(4096);
     let mut scanner = ReplyScanner::default();
     loop {

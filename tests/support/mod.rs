@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod decision_table;
+pub mod tls;
 
 use std::sync::OnceLock;
 
@@ -23,16 +24,22 @@ static HARNESS: OnceLock<Harness> = OnceLock::new();
 /// The analyst's statement rate is lifted (suites run thousands of statements); see
 /// [`strict_harness`] for the demo exactly as shipped.
 pub fn harness() -> &'static Harness {
-    HARNESS.get_or_init(|| start_harness(true))
+    HARNESS.get_or_init(|| start_harness(true, false))
+}
+
+/// The shared demo with PostgreSQL serving TLS only (`hostssl`) and the gateway connecting with
+/// `tls = "verify-full"`. A test binary uses either this or [`harness`] (the first call decides).
+pub fn upstream_tls_harness() -> &'static Harness {
+    HARNESS.get_or_init(|| start_harness(true, true))
 }
 
 /// The shared demo with every limit as the demo contract says. A test binary uses either this
 /// or [`harness`], not both (the first call decides).
 pub fn strict_harness() -> &'static Harness {
-    HARNESS.get_or_init(|| start_harness(false))
+    HARNESS.get_or_init(|| start_harness(false, false))
 }
 
-fn start_harness(unlimited_rate: bool) -> Harness {
+fn start_harness(unlimited_rate: bool, upstream_tls: bool) -> Harness {
     {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -52,6 +59,7 @@ fn start_harness(unlimited_rate: bool) -> Harness {
                             ..SeedOptions::default()
                         },
                         unlimited_rate,
+                        upstream_tls,
                     };
                     match Demo::start(opts).await {
                         Ok(demo) => {
