@@ -152,20 +152,7 @@ async fn gateway_with_dead_upstream() -> (tollgate::gateway::Running, tempfile::
 
 async fn second_gateway(dead_shop: bool) -> (tollgate::gateway::Running, tempfile::TempDir) {
     let src = &harness().env.dir;
-    let dst = tempfile::tempdir().unwrap();
-    for f in [
-        "agents.toml",
-        "vault.json",
-        "master.key",
-        "admin_tokens.toml",
-    ] {
-        std::fs::copy(src.join(f), dst.path().join(f)).unwrap();
-    }
-    std::fs::create_dir(dst.path().join("policies")).unwrap();
-    for e in std::fs::read_dir(src.join("policies")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dst.path().join("policies").join(e.file_name())).unwrap();
-    }
+    let dst = support::copy_demo_dir();
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -42,7 +42,7 @@ fn check_accepts_the_demo_and_reports_broken_policies_with_location() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("3 agent(s)"), "{out}");
 
-    let dir = copy_demo_dir();
+    let dir = support::copy_demo_dir();
     std::fs::write(dir.path().join("policies/broken.toml"), "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"orders\"\nallow = [\"selekt\"]\n").unwrap();
     let (code, _, err) = run(&[
         "check",
@@ -105,28 +105,6 @@ fn audit_verify_passes_on_the_live_log_and_catches_an_edit() {
 }
 
 /// A copy of the demo's files with a fresh audit log, for a second gateway process.
-fn copy_demo_dir() -> tempfile::TempDir {
-    let src = &harness().env.dir;
-    let dst = tempfile::tempdir().unwrap();
-    for f in [
-        "tollgate.toml",
-        "agents.toml",
-        "vault.json",
-        "master.key",
-        "admin_tokens.toml",
-    ] {
-        std::fs::copy(src.join(f), dst.path().join(f)).unwrap();
-    }
-    for sub in ["policies", "tls"] {
-        std::fs::create_dir(dst.path().join(sub)).unwrap();
-        for e in std::fs::read_dir(src.join(sub)).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dst.path().join(sub).join(e.file_name())).unwrap();
-        }
-    }
-    dst
-}
-
 struct Served {
     child: Child,
     port: u16,
@@ -202,7 +180,7 @@ fn serve(dir: &Path) -> Served {
 
 #[test]
 fn no_secret_reaches_logs_audit_or_errors() {
-    let dir = copy_demo_dir();
+    let dir = support::copy_demo_dir();
     let served = serve(dir.path());
     let env = &harness().env;
     let url = |agent: &str| {
@@ -338,7 +316,7 @@ fn no_secret_reaches_logs_audit_or_errors() {
 
 #[test]
 fn upstream_down_gives_a_clear_error_and_others_keep_working() {
-    let dir = copy_demo_dir();
+    let dir = support::copy_demo_dir();
     let cfg = dir.path().join("tollgate.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
@@ -510,7 +488,7 @@ fn pgbench_select_only_in_every_mode_without_failures() {
 
 /// A copy of the demo's files whose config drains for at most `drain_ms` on SIGTERM.
 fn drain_demo_dir(drain_ms: u64) -> tempfile::TempDir {
-    let dir = copy_demo_dir();
+    let dir = support::copy_demo_dir();
     let cfg = dir.path().join("tollgate.toml");
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str(&format!("\n[limits]\ndrain_timeout_ms = {drain_ms}\n"));
@@ -680,7 +658,7 @@ fn certs_dev_writes_private_keys_once_and_check_loads_them() {
     assert_eq!(code, 0, "{stderr}");
 
     // `tollgate check` loads the certificate: a broken one is reported.
-    let demo = copy_demo_dir();
+    let demo = support::copy_demo_dir();
     let cfg = demo.path().join("tollgate.toml");
     let (code, _, stderr) = run(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
@@ -696,7 +674,7 @@ fn certs_dev_writes_private_keys_once_and_check_loads_them() {
 
 #[test]
 fn serve_reloads_the_certificate_on_sighup() {
-    let dir = copy_demo_dir();
+    let dir = support::copy_demo_dir();
     let served = serve(dir.path());
     let tls = dir.path().join("tls");
     let old_ca = dir.path().join("old-ca.crt");

@@ -314,3 +314,27 @@ pub async fn admin_request(
 pub async fn admin(method: &str, path: &str, who: AdminAs) -> (u16, serde_json::Value) {
     admin_request(&harness().env.admin_url(), method, path, who).await
 }
+
+/// A copy of the demo's config, agents, vault, key, admin tokens, policies and TLS files, for a
+/// second gateway (or `tollgate serve`) of a test's own.
+pub fn copy_demo_dir() -> tempfile::TempDir {
+    let src = &harness().env.dir;
+    let dst = tempfile::tempdir().unwrap();
+    for f in [
+        "tollgate.toml",
+        "agents.toml",
+        "vault.json",
+        "master.key",
+        "admin_tokens.toml",
+    ] {
+        std::fs::copy(src.join(f), dst.path().join(f)).unwrap();
+    }
+    for sub in ["policies", "tls"] {
+        std::fs::create_dir(dst.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(src.join(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dst.path().join(sub).join(e.file_name())).unwrap();
+        }
+    }
+    dst
+}
