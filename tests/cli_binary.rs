@@ -149,26 +149,33 @@ fn serve(dir: &Path) -> Served {
     };
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            // The PostgreSQL listener is bound first; then Redis, then the admin listener.
-            if let Some(port) = port_after(&line, "local=127.0.0.1:") {
-                let _ = tx.send(port);
-            }
-            if let Some(port) = port_after(&line, "admin=127.0.0.1:") {
-                let _ = tx.send(port);
+            // Listeners are told apart by their log lines (the demo also has a Redis TLS one).
+            let kind = if line.contains("PostgreSQL listener ready") {
+                Some("pg")
+            } else if line.contains("Redis listener ready") && line.contains("tls=false") {
+                Some("redis")
+            } else if line.contains("admin API listener ready") {
+                Some("admin")
+            } else {
+                None
+            };
+            let port = port_after(&line, "local=127.0.0.1:")
+                .or_else(|| port_after(&line, "admin=127.0.0.1:"));
+            if let (Some(kind), Some(port)) = (kind, port) {
+                let _ = tx.send((kind, port));
             }
             sink.lock().unwrap().push_str(&line);
             sink.lock().unwrap().push('\n');
         }
     });
-    let port = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("serve printed its listening address");
-    let redis_port = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("serve printed its Redis address");
-    let admin_port = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("serve printed its admin address");
+    let mut ports = std::collections::HashMap::new();
+    while ports.len() < 3 {
+        let (kind, port) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("serve printed its listening addresses (got {ports:?})"));
+        ports.insert(kind, port);
+    }
+    let (port, redis_port, admin_port) = (ports["pg"], ports["redis"], ports["admin"]);
     Served {
         child,
         port,
