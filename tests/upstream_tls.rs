@@ -141,12 +141,13 @@ fn start_tls_redis(password: &str) -> (TlsRedis, std::path::PathBuf) {
 async fn redis_upstream_over_verified_tls() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let env = &upstream_tls_harness().env;
-    // redis://:PASSWORD@127.0.0.1:PORT
-    let (password, port) = env
+    // redis://default:PASSWORD@127.0.0.1:PORT
+    let (_user, rest) = env
         .upstream_redis_url
-        .trim_start_matches("redis://:")
-        .rsplit_once("@127.0.0.1:")
+        .trim_start_matches("redis://")
+        .split_once(':')
         .unwrap();
+    let (password, port) = rest.rsplit_once("@127.0.0.1:").unwrap();
     let (redis, ca) = start_tls_redis(password);
     let deadline = Instant::now() + Duration::from_secs(10);
     while support::tls::tls_connect(redis.port, &ca, &[])
