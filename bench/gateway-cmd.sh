@@ -47,12 +47,12 @@ upstream = "$BENCH_PG_DB"
 [[postgres.table]]
 name = "public.pgbench_*"
 allow = ["select", "insert", "update"]
-# redis-benchmark -t set,get uses the key "key:__rand_int__".
+# redis-benchmark -t set,get uses the key "key:__rand_int__"; anchors.sh probes anchors:probe:N.
 [[redis]]
 upstream = "bench_redis"
 commands = ["get", "set", "ping"]
-read_keys = ["key:*"]
-write_keys = ["key:*"]
+read_keys = ["key:*", "anchors:*"]
+write_keys = ["key:*", "anchors:*"]
 TOML
 
 python3 -c 'import secrets; print(secrets.token_hex(32))' > "$dir/master.key"
