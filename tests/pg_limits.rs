@@ -55,15 +55,6 @@ fn simple_rows(messages: &[SimpleQueryMessage]) -> usize {
         .count()
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn analyst_gets_at_most_1000_rows_and_600_statements_a_minute() {
     let h = h();
@@ -203,7 +194,7 @@ fn writer_limits_timeout_idle_transaction_connections_and_huge_results() {
         }
 
         // Huge results: only 100 rows cross, quickly, and memory stays flat.
-        let before = rss_kib();
+        let before = support::rss_kib();
         let t = Instant::now();
         let r = writer
             .simple_query("SELECT generate_series(1, 3000000)")
@@ -219,7 +210,7 @@ fn writer_limits_timeout_idle_transaction_connections_and_huge_results() {
             .unwrap();
         assert_eq!(r.len(), 100);
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-        let grown = rss_kib().saturating_sub(before);
+        let grown = support::rss_kib().saturating_sub(before);
         assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
 
         // A portal read in batches (Execute with a row count, PortalSuspended, Execute again:

@@ -176,15 +176,6 @@ fn explain_a_redis_command() {
     );
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_large_reply_streams_through_without_being_held_whole() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -202,7 +193,7 @@ async fn a_large_reply_streams_through_without_being_held_whole() {
             .unwrap();
     }
     // The gateway runs in this process: its buffers show in this process's RSS.
-    let before = rss_kib();
+    let before = support::rss_kib();
     let mut s = redis_login("trusted").await;
     s.write_all(b"GET cache:huge-streamed\r\n").await.unwrap();
     let header = format!("${SIZE}\r\n");
@@ -217,7 +208,7 @@ async fn a_large_reply_streams_through_without_being_held_whole() {
             assert!(buf[..n].starts_with(header.as_bytes()));
         }
         got += n;
-        peak = peak.max(rss_kib());
+        peak = peak.max(support::rss_kib());
     }
     assert_eq!(got, total);
     let growth_mib = peak.saturating_sub(before) / 1024;

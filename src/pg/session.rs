@@ -175,6 +175,32 @@ async fn send_fatal(wr: &mut NetWrite, fields: &PgErrorFields) {
     let _ = wr.shutdown().await;
 }
 
+/// The startup's user name as recorded before it is known to be an agent: bounded, so a huge
+/// name cannot inflate the audit log.
+fn shown_user(user: &str) -> String {
+    user.chars().take(64).collect()
+}
+
+/// A connection refused before authentication: a `session` record (blocked, `reason`), then the
+/// error to send.
+fn refused_before_auth(
+    gw: &Gateway,
+    conn: &Conn,
+    user: &str,
+    reason: &str,
+    fields: PgErrorFields,
+) -> SessionError {
+    gw.audit_session(
+        conn.id,
+        &shown_user(user),
+        None,
+        conn.peer,
+        Decision::Blocked,
+        reason,
+    );
+    SessionError::Refused(fields)
+}
+
 /// Startup, authentication and routing. `None` when the connection was a cancel request.
 async fn login(
     gw: &Arc<Gateway>,
@@ -196,16 +222,11 @@ async fn login(
     if conn.tls.is_none() && gw.config.listen.postgres_require_tls {
         // Like pg_hba.conf's `hostssl`: refused before authentication.
         let rule = crate::config::ListenConfig::POSTGRES_REQUIRE_TLS_RULE;
-        let shown: String = params.user.chars().take(64).collect();
-        gw.audit_session(
-            id,
-            &shown,
-            None,
-            peer,
-            Decision::Blocked,
+        return Err(refused_before_auth(
+            gw,
+            conn,
+            &params.user,
             &format!("plain connection refused: TLS required (rule: {rule})"),
-        );
-        return Err(SessionError::Refused(
             PgErrorFields::fatal(
                 "28000",
                 format!("tollgate: this listener requires TLS; connect with sslmode=require or stronger (rule: {rule})"),
@@ -222,20 +243,18 @@ async fn login(
     // A name no agent can have gets the same answer as a wrong token, without an exchange, and a
     // record that cannot be inflated by a huge name.
     if !crate::auth::valid_agent_name(&params.user) {
-        let shown: String = params.user.chars().take(64).collect();
-        gw.audit_session(
-            id,
-            &shown,
-            None,
-            peer,
-            Decision::Blocked,
-            "authentication failed: invalid agent name",
-        );
         metrics::counter!("tollgate_auth_failures_total", "protocol" => "postgres").increment(1);
-        return Err(SessionError::Refused(PgErrorFields::fatal(
-            "28P01",
-            format!("password authentication failed for user \"{shown}\""),
-        )));
+        let shown = shown_user(&params.user);
+        return Err(refused_before_auth(
+            gw,
+            conn,
+            &params.user,
+            "authentication failed: invalid agent name",
+            PgErrorFields::fatal(
+                "28P01",
+                format!("password authentication failed for user \"{shown}\""),
+            ),
+        ));
     }
     let agents = gw.agents.load_full();
     let end_point = conn.tls.as_ref().and_then(|t| t.end_point.as_deref());

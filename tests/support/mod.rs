@@ -338,3 +338,13 @@ pub fn copy_demo_dir() -> tempfile::TempDir {
     }
     dst
 }
+
+/// This process's resident memory (the in-process gateway's buffers show in it), in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}

@@ -57,17 +57,7 @@ pub async fn pg_connect_tls(
 /// audit log; `edit` rewrites tollgate.toml.
 pub fn copy_demo(edit: impl FnOnce(String) -> String) -> tempfile::TempDir {
     let src = &super::harness().env.dir;
-    let dst = tempfile::tempdir().unwrap();
-    for f in ["agents.toml", "vault.json", "master.key"] {
-        std::fs::copy(src.join(f), dst.path().join(f)).unwrap();
-    }
-    for sub in ["policies", "tls"] {
-        std::fs::create_dir(dst.path().join(sub)).unwrap();
-        for e in std::fs::read_dir(src.join(sub)).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dst.path().join(sub).join(e.file_name())).unwrap();
-        }
-    }
+    let dst = super::copy_demo_dir();
     let config = std::fs::read_to_string(src.join("tollgate.toml")).unwrap();
     std::fs::write(dst.path().join("tollgate.toml"), edit(config)).unwrap();
     dst
