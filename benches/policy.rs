@@ -82,7 +82,7 @@ fn benches(c: &mut Criterion) {
     let log = AuditLog::open(&dir.path().join("audit.log")).unwrap();
     let ev = AuditEvent {
         agent: "analyst".into(),
-        protocol: "postgres",
+        protocol: tollgate::audit::Protocol::Postgres,
         upstream: Some("shop".into()),
         session: 1,
         client_addr: Some("127.0.0.1:50000".into()),

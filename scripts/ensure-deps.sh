@@ -12,7 +12,8 @@
 set -euo pipefail
 
 missing=()
-have_libclang() { ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ldconfig -p 2>/dev/null | grep -q libclang; }
+# libclang itself (libclang.so / libclang-N.so), not libclang-cpp, which other packages bring.
+have_libclang() { ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 || ldconfig -p 2>/dev/null | grep -qE 'libclang(-[0-9.]+)?\.so'; }
 have_pg_server() { ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1; }
 have_pgbench() { command -v pgbench >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1; }
 

@@ -482,7 +482,7 @@ impl Gateway {
         let ev = AuditEvent {
             kind: EventKind::Session,
             agent: agent.to_string(),
-            protocol: "postgres",
+            protocol: crate::audit::Protocol::Postgres,
             upstream: upstream.map(str::to_string),
             session,
             client_addr: Some(peer.to_string()),

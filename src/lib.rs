@@ -16,6 +16,7 @@ pub mod pg;
 pub mod policy;
 pub mod ratelimit;
 pub mod redis;
+pub mod refusal;
 pub mod telemetry;
 pub mod tls;
 pub mod vault;

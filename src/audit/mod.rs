@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-pub use record::{AuditEvent, Decision, EventKind};
+pub use record::{AuditEvent, Decision, EventKind, Protocol};
 pub use verify::{verify_file, VerifyReport};
 
 /// The hash that precedes the first record of a log.
@@ -264,7 +264,7 @@ mod tests {
     fn event(stmt: &str) -> AuditEvent {
         AuditEvent {
             agent: "analyst".into(),
-            protocol: "postgres",
+            protocol: Protocol::Postgres,
             upstream: Some("shop".into()),
             session: 7,
             client_addr: Some("127.0.0.1:5555".into()),

@@ -28,6 +28,32 @@ impl Decision {
     }
 }
 
+/// The door a session came through: in audit records, metric labels and stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Postgres,
+    Redis,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 2] = [Protocol::Postgres, Protocol::Redis];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
+            Protocol::Redis => "redis",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `decision` records are written before a statement is forwarded; `outcome` records after it
 /// finished (linked by `ref_seq`); `session` records mark logins and refused connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -45,7 +71,7 @@ pub struct AuditEvent {
     pub kind: EventKind,
     pub ref_seq: Option<u64>,
     pub agent: String,
-    pub protocol: &'static str,
+    pub protocol: Protocol,
     pub upstream: Option<String>,
     pub session: u64,
     pub client_addr: Option<String>,
@@ -92,7 +118,7 @@ impl AuditEvent {
             kind: self.kind,
             ref_seq: self.ref_seq,
             agent: &self.agent,
-            protocol: self.protocol,
+            protocol: self.protocol.as_str(),
             upstream: self.upstream.as_deref(),
             session: self.session,
             client_addr: self.client_addr.as_deref(),

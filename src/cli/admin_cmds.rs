@@ -147,7 +147,7 @@ pub fn explain(
     if let Some(d) = &verdict.denial {
         println!("rule:      {}", d.rule);
         println!("reason:    {}", d.reason);
-        println!("sqlstate:  {}", d.sqlstate);
+        println!("sqlstate:  {}", d.class.sqlstate());
     }
     match &verdict.rewrite {
         Some(plan) => {

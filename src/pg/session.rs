@@ -346,7 +346,9 @@ async fn login(
         }
     };
     let upstream: Arc<str> = params.database.as_str().into();
-    let stats = gw.stats.pair(&agent, &upstream, "postgres");
+    let stats = gw
+        .stats
+        .pair(&agent, &upstream, crate::audit::Protocol::Postgres);
     let ctx = SessionCtx {
         gw: gw.clone(),
         id,
@@ -529,7 +531,7 @@ impl SessionCtx {
         AuditEvent {
             kind,
             agent: self.agent.to_string(),
-            protocol: "postgres",
+            protocol: crate::audit::Protocol::Postgres,
             upstream: Some(self.upstream.to_string()),
             session: self.id,
             client_addr: Some(self.client_addr.clone()),
@@ -543,14 +545,14 @@ impl SessionCtx {
         if text.len() > max {
             return Arc::new(Verdict {
                 outcome: Outcome::Block,
-                denial: Some(crate::policy::Denial {
-                    rule: "builtin: statement-size".into(),
-                    reason: format!(
+                denial: Some(crate::refusal::Refusal::new(
+                    crate::refusal::RefusalClass::TooLarge,
+                    "builtin: statement-size",
+                    format!(
                         "statement of {} bytes exceeds limits.max_statement_bytes ({max})",
                         text.len()
                     ),
-                    sqlstate: "54000",
-                }),
+                )),
                 effects: Vec::new(),
                 rewrite: None,
             });
@@ -577,15 +579,14 @@ impl SessionCtx {
 
     pub fn refusal(&self, verdict: &Verdict) -> PgErrorFields {
         match &verdict.denial {
-            Some(d) => PgErrorFields::error(
-                d.sqlstate,
-                format!("tollgate: {} (rule: {})", d.reason, d.rule),
-            )
-            .with_detail(format!(
-                "agent \"{}\", upstream \"{}\"",
-                self.agent, self.upstream
-            ))
-            .with_hint("the statement was refused by tollgate's policy; see `tollgate explain`"),
+            Some(d) => PgErrorFields::error(d.class.sqlstate(), d.message())
+                .with_detail(format!(
+                    "agent \"{}\", upstream \"{}\"",
+                    self.agent, self.upstream
+                ))
+                .with_hint(
+                    "the statement was refused by tollgate's policy; see `tollgate explain`",
+                ),
             None => PgErrorFields::error("42501", "tollgate: statement refused by policy"),
         }
     }
@@ -621,7 +622,10 @@ impl SessionCtx {
             ev.reason = Some(format!("reads protected {}", plan.tables.join(", ")));
         }
         if decision == Decision::Blocked {
-            ev.sqlstate = verdict.denial.as_ref().map(|d| d.sqlstate.to_string());
+            ev.sqlstate = verdict
+                .denial
+                .as_ref()
+                .map(|d| d.class.sqlstate().to_string());
             self.stats.statement(Decision::Blocked);
             if let Some(d) = &verdict.denial {
                 crate::telemetry::refusal("postgres", &d.rule);
@@ -720,11 +724,11 @@ impl SessionCtx {
         }
         let blocked = Verdict {
             outcome: Outcome::Block,
-            denial: Some(crate::policy::Denial {
-                rule: new.map(|p| p.rules.join(", ")).unwrap_or_default(),
-                reason: "the policy's masking changed since this statement was prepared; prepare it again".into(),
-                sqlstate: "0A000",
-            }),
+            denial: Some(crate::refusal::Refusal::new(
+                crate::refusal::RefusalClass::Unsupported,
+                new.map(|p| p.rules.join(", ")).unwrap_or_default(),
+                "the policy's masking changed since this statement was prepared; prepare it again",
+            )),
             effects: Vec::new(),
             rewrite: None,
         };
@@ -800,11 +804,10 @@ impl SessionCtx {
     pub fn refuse_function_call(&self) -> PgErrorFields {
         let verdict = Verdict {
             outcome: Outcome::Block,
-            denial: Some(crate::policy::Denial {
-                rule: "builtin: fastpath".into(),
-                reason: "fast-path function calls (FunctionCall messages) are not allowed".into(),
-                sqlstate: "42501",
-            }),
+            denial: Some(crate::refusal::Refusal::permission(
+                "builtin: fastpath",
+                "fast-path function calls (FunctionCall messages) are not allowed",
+            )),
             effects: Vec::new(),
             rewrite: None,
         };

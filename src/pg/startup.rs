@@ -118,13 +118,15 @@ fn parse_startup(packet: &Bytes) -> Result<StartupParams, StartupError> {
             "options" => {
                 let parsed = parse_startup_options(&value).map_err(|e| fatal("08P01", e))?;
                 for (k, v) in parsed {
-                    check_client_setting(&k, &v).map_err(|e| fatal("42501", e))?;
+                    check_client_setting(&k, &v)
+                        .map_err(|e| fatal("42501", format!("tollgate: {e}")))?;
                     settings.push((k, v));
                 }
             }
             k if k.starts_with("_pq_.") => protocol_options.push(k.to_string()),
             k => {
-                check_client_setting(k, &value).map_err(|e| fatal("42501", e))?;
+                check_client_setting(k, &value)
+                    .map_err(|e| fatal("42501", format!("tollgate: {e}")))?;
                 settings.push((k.to_string(), value));
             }
         }

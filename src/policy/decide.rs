@@ -8,24 +8,7 @@ use super::settings::check_client_setting;
 use super::sql::{
     self, Analysis, FunctionRef, Operation, RelationAccess, StatementInfo, StatementKind,
 };
-
-/// Why a statement is refused: the rule that decided, a message for the agent, and the SQLSTATE.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
-    pub rule: String,
-    pub reason: String,
-    pub sqlstate: &'static str,
-}
-
-impl Denial {
-    fn new(rule: impl Into<String>, reason: impl Into<String>) -> Denial {
-        Denial {
-            rule: rule.into(),
-            reason: reason.into(),
-            sqlstate: "42501",
-        }
-    }
-}
+use crate::refusal::Refusal;
 
 /// What the session knows that a decision may depend on.
 #[derive(Debug, Default, Clone)]
@@ -41,18 +24,18 @@ pub fn decide(
     rules: &UpstreamRules,
     analysis: &Analysis,
     session: &SessionFacts,
-) -> Result<(), Denial> {
+) -> Result<(), Refusal> {
     for stmt in &analysis.statements {
         check_statement(rules, stmt, session)?;
     }
     Ok(())
 }
 
-fn need_class(rules: &UpstreamRules, class: StatementClass, what: &str) -> Result<(), Denial> {
+fn need_class(rules: &UpstreamRules, class: StatementClass, what: &str) -> Result<(), Refusal> {
     if rules.passthrough || rules.classes.contains(class) {
         Ok(())
     } else {
-        Err(Denial::new(
+        Err(Refusal::permission(
             DEFAULT_DENY,
             format!(
                 "{what} statements are not allowed (statement kind \"{}\" is not in the policy)",
@@ -66,7 +49,7 @@ fn check_statement(
     rules: &UpstreamRules,
     stmt: &StatementInfo,
     session: &SessionFacts,
-) -> Result<(), Denial> {
+) -> Result<(), Refusal> {
     check_kind(rules, &stmt.kind, session)?;
     // EXPLAIN EXECUTE p, PREPARE ... AS, DECLARE ... FOR, CREATE TABLE AS: the wrapped statement too.
     if let Some(inner) = &stmt.inner_kind {
@@ -107,8 +90,8 @@ fn is_set_config(f: &FunctionRef) -> bool {
 fn check_set_config_calls(
     rules: &UpstreamRules,
     stmt: &StatementInfo,
-    denial: Denial,
-) -> Result<(), Denial> {
+    denial: Refusal,
+) -> Result<(), Refusal> {
     if stmt.set_config_calls.is_empty()
         || need_class(rules, StatementClass::Session, "SET").is_err()
     {
@@ -119,7 +102,7 @@ fn check_set_config_calls(
             return Err(denial);
         };
         check_client_setting(name, value.as_deref().unwrap_or(""))
-            .map_err(|reason| Denial::new("builtin: protected-setting", reason))?;
+            .map_err(|reason| Refusal::permission("builtin: protected-setting", reason))?;
     }
     Ok(())
 }
@@ -128,7 +111,7 @@ fn check_kind(
     rules: &UpstreamRules,
     kind: &StatementKind,
     session: &SessionFacts,
-) -> Result<(), Denial> {
+) -> Result<(), Refusal> {
     match kind {
         StatementKind::Select
         | StatementKind::Insert
@@ -138,7 +121,7 @@ fn check_kind(
         | StatementKind::Truncate => {}
         StatementKind::Copy { to_program_or_file } => {
             if *to_program_or_file {
-                return Err(Denial::new(
+                return Err(Refusal::permission(
                     "builtin: copy-program-file",
                     "COPY to or from a server file or program is never allowed",
                 ));
@@ -155,7 +138,7 @@ fn check_kind(
             let harmless = name == "transaction" || name == "session_characteristics";
             if !rules.passthrough && !harmless {
                 check_client_setting(name, value.as_deref().unwrap_or(""))
-                    .map_err(|reason| Denial::new("builtin: protected-setting", reason))?;
+                    .map_err(|reason| Refusal::permission("builtin: protected-setting", reason))?;
             }
         }
         StatementKind::Reset { .. } | StatementKind::Show { .. } | StatementKind::Discard => {
@@ -167,7 +150,7 @@ fn check_kind(
         StatementKind::Execute { name } => {
             need_class(rules, StatementClass::Prepare, "EXECUTE")?;
             if !session.sql_prepared.contains(name) {
-                return Err(Denial::new(
+                return Err(Refusal::permission(
                     "builtin: unchecked-execute",
                     format!("EXECUTE of prepared statement \"{name}\", which tollgate did not check in this session"),
                 ));
@@ -191,7 +174,7 @@ fn check_kind(
         }
         StatementKind::AlterSystem | StatementKind::LoadLibrary => {
             if !rules.passthrough {
-                return Err(Denial::new(
+                return Err(Refusal::permission(
                     "builtin: server-admin",
                     "ALTER SYSTEM and LOAD are never allowed",
                 ));
@@ -199,7 +182,7 @@ fn check_kind(
         }
         StatementKind::Other(what) => {
             if !rules.passthrough {
-                return Err(Denial::new(
+                return Err(Refusal::permission(
                     DEFAULT_DENY,
                     format!("tollgate does not allow {what} statements"),
                 ));
@@ -259,26 +242,26 @@ pub fn plan_masking(
     analysis: &Analysis,
     schema: Option<&super::mask::SchemaSnapshot>,
     hash_key: &str,
-) -> Result<Option<super::mask::RewritePlan>, Denial> {
+) -> Result<Option<super::mask::RewritePlan>, Refusal> {
     if !rules.has_protections() {
         return Ok(None);
     }
     let plan = super::mask::plan_rewrite(sql_text, analysis, rules, schema, hash_key)
-        .map_err(|e| Denial::new(e.rule, e.reason))?;
+        .map_err(|e| Refusal::permission(e.rule, e.reason))?;
     if let Some(p) = plan.as_ref().filter(|p| p.has_edits()) {
         // Defence in depth: the rewritten text must parse, and name protected tables only
         // inside the masking subqueries.
         super::mask::verify_rewrite(p, sql_text, rules)
-            .map_err(|e| Denial::new(e.rule, e.reason))?;
+            .map_err(|e| Refusal::permission(e.rule, e.reason))?;
     }
     Ok(plan)
 }
 
-fn check_relation(rules: &UpstreamRules, rel: &RelationAccess) -> Result<(), Denial> {
+fn check_relation(rules: &UpstreamRules, rel: &RelationAccess) -> Result<(), Refusal> {
     let op = op_of(rel.op);
     let names = candidates(rules, rel);
     if names.is_empty() {
-        return Err(Denial::new(
+        return Err(Refusal::permission(
             DEFAULT_DENY,
             format!("relation \"{}\" cannot be resolved", rel.name),
         ));
@@ -298,13 +281,13 @@ pub fn allowed_ops(rules: &UpstreamRules, qualified: &str) -> Vec<Op> {
         .collect()
 }
 
-fn check_table(rules: &UpstreamRules, qualified: &str, op: Op) -> Result<(), Denial> {
+fn check_table(rules: &UpstreamRules, qualified: &str, op: Op) -> Result<(), Refusal> {
     if let Some(t) = rules
         .tables
         .iter()
         .find(|t| t.deny.contains(op) && t.glob.matches(qualified))
     {
-        return Err(Denial::new(
+        return Err(Refusal::permission(
             t.rule.clone(),
             format!("permission denied: {} on {qualified} is denied", op.name()),
         ));
@@ -315,7 +298,7 @@ fn check_table(rules: &UpstreamRules, qualified: &str, op: Op) -> Result<(), Den
     let (schema, name) = qualified.split_once('.').unwrap_or(("", qualified));
     if schema == "pg_catalog" || schema == "information_schema" || schema.starts_with("pg_toast") {
         if schema == "pg_catalog" && SENSITIVE_CATALOG_RELATIONS.contains(&name) {
-            return Err(Denial::new(
+            return Err(Refusal::permission(
                 "builtin: sensitive-catalog",
                 format!("permission denied: {qualified} reveals stored values or server secrets"),
             ));
@@ -331,7 +314,7 @@ fn check_table(rules: &UpstreamRules, qualified: &str, op: Op) -> Result<(), Den
     {
         return Ok(());
     }
-    Err(Denial::new(
+    Err(Refusal::permission(
         DEFAULT_DENY,
         format!(
             "permission denied: no rule allows {} on {qualified}",
@@ -340,7 +323,7 @@ fn check_table(rules: &UpstreamRules, qualified: &str, op: Op) -> Result<(), Den
     ))
 }
 
-fn check_function(rules: &UpstreamRules, f: &FunctionRef) -> Result<(), Denial> {
+fn check_function(rules: &UpstreamRules, f: &FunctionRef) -> Result<(), Refusal> {
     let forms: Vec<String> = match &f.schema {
         Some(s) => vec![format!("{s}.{}", f.name)],
         None => std::iter::once(f.name.clone())
@@ -353,7 +336,7 @@ fn check_function(rules: &UpstreamRules, f: &FunctionRef) -> Result<(), Denial> 
         .iter()
         .find(|d| forms.iter().any(|n| d.glob.matches(n)))
     {
-        return Err(Denial::new(
+        return Err(Refusal::permission(
             d.rule.clone(),
             format!("function {} is denied", forms[0]),
         ));
@@ -368,7 +351,7 @@ fn check_function(rules: &UpstreamRules, f: &FunctionRef) -> Result<(), Denial> 
     {
         return Ok(());
     }
-    Err(Denial::new(
+    Err(Refusal::permission(
         DEFAULT_DENY,
         format!("function {} is not allowed", forms[0]),
     ))

@@ -8,9 +8,10 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
 use super::compile::{AgentPolicy, PolicySet};
-use super::decide::{self, decide, Denial, SessionFacts, DEFAULT_DENY};
+use super::decide::{self, decide, SessionFacts, DEFAULT_DENY};
 use super::mask::{RewritePlan, SchemaSnapshot};
 use super::sql::{self, Analysis, StatementKind};
+use crate::refusal::{Refusal, RefusalClass};
 
 /// How a statement may proceed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +35,7 @@ pub enum Effect {
 #[derive(Debug, Clone)]
 pub struct Verdict {
     pub outcome: Outcome,
-    pub denial: Option<Denial>,
+    pub denial: Option<Refusal>,
     pub effects: Vec<Effect>,
     /// Masking / row-filter rewrite to apply before forwarding (allowed statements only).
     pub rewrite: Option<Arc<RewritePlan>>,
@@ -45,7 +46,7 @@ impl Verdict {
         self.outcome != Outcome::Block
     }
 
-    fn blocked(denial: Denial) -> Verdict {
+    fn blocked(denial: Refusal) -> Verdict {
         Verdict {
             outcome: Outcome::Block,
             denial: Some(denial),
@@ -55,17 +56,12 @@ impl Verdict {
     }
 
     /// The text to forward: `sql` itself, or its masked rewrite.
-    pub fn forwarded_text<'a>(&self, sql: &'a str) -> Result<std::borrow::Cow<'a, str>, Denial> {
+    pub fn forwarded_text<'a>(&self, sql: &'a str) -> Result<std::borrow::Cow<'a, str>, Refusal> {
         match &self.rewrite {
-            Some(plan) if plan.has_edits() => {
-                plan.apply(sql)
-                    .map(std::borrow::Cow::Owned)
-                    .map_err(|e| Denial {
-                        rule: e.rule,
-                        reason: e.reason,
-                        sqlstate: "42501",
-                    })
-            }
+            Some(plan) if plan.has_edits() => plan
+                .apply(sql)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| Refusal::permission(e.rule, e.reason)),
             _ => Ok(std::borrow::Cow::Borrowed(sql)),
         }
     }
@@ -252,7 +248,7 @@ impl Engine {
     }
 
     /// May `agent` open a session on `upstream`? (Some policy, enforcing or shadow, must name it.)
-    pub fn may_connect(&self, agent: &str, upstream: &str) -> Result<(), Denial> {
+    pub fn may_connect(&self, agent: &str, upstream: &str) -> Result<(), Refusal> {
         let named = |p: &AgentPolicy| {
             p.enforced
                 .as_ref()
@@ -263,11 +259,10 @@ impl Engine {
         };
         match self.agent(agent) {
             Some(p) if named(&p) => Ok(()),
-            _ => Err(Denial {
-                rule: DEFAULT_DENY.into(),
-                reason: format!("permission denied for database \"{upstream}\": no policy lets agent \"{agent}\" reach it"),
-                sqlstate: "42501",
-            }),
+            _ => Err(Refusal::permission(
+                DEFAULT_DENY,
+                format!("permission denied for database \"{upstream}\": no policy lets agent \"{agent}\" reach it"),
+            )),
         }
     }
 
@@ -301,7 +296,7 @@ impl Engine {
             shape,
         } = miss;
         let Some(policy) = policy else {
-            return Arc::new(Verdict::blocked(Denial::new_default(format!(
+            return Arc::new(Verdict::blocked(default_deny(format!(
                 "agent \"{agent}\" has no policy"
             ))));
         };
@@ -390,16 +385,12 @@ impl Engine {
             Ok(a) => a,
             Err(e) => {
                 metrics::counter!("tollgate_unanalysable_statements_total").increment(1);
-                let code = if matches!(e, sql::AnalyzeError::Syntax(_)) {
-                    "42601"
+                let class = if matches!(e, sql::AnalyzeError::Syntax(_)) {
+                    RefusalClass::Syntax
                 } else {
-                    "0A000"
+                    RefusalClass::Unsupported
                 };
-                let denial = Denial {
-                    rule: "builtin: analyser".into(),
-                    reason: format!("tollgate: {e}"),
-                    sqlstate: code,
-                };
+                let denial = Refusal::new(class, "builtin: analyser", e.to_string());
                 // Not cached: a shape shared with valid SQL must never inherit a parse failure.
                 return (Verdict::blocked(denial), false);
             }
@@ -411,7 +402,7 @@ impl Engine {
         let effects = effects_of(&analysis);
         let judge = |rules: Option<&super::rules::UpstreamRules>| match rules {
             Some(r) => decide(r, &analysis, session),
-            None => Err(Denial::new_default(format!(
+            None => Err(default_deny(format!(
                 "no policy grants access to upstream \"{upstream}\""
             ))),
         };
@@ -457,14 +448,8 @@ impl Engine {
     }
 }
 
-impl Denial {
-    fn new_default(reason: String) -> Denial {
-        Denial {
-            rule: DEFAULT_DENY.into(),
-            reason,
-            sqlstate: "42501",
-        }
-    }
+fn default_deny(reason: String) -> Refusal {
+    Refusal::permission(DEFAULT_DENY, reason)
 }
 
 fn effects_of(analysis: &Analysis) -> Vec<Effect> {

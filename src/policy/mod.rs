@@ -20,5 +20,5 @@ pub mod settings;
 pub mod sql;
 
 pub use compile::{AgentPolicy, PolicyContext, PolicySet};
-pub use decide::{Denial, SessionFacts};
+pub use decide::SessionFacts;
 pub use engine::{Effect, Engine, Outcome, Verdict};

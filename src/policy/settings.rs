@@ -50,12 +50,12 @@ pub fn check_client_setting(name: &str, value: &str) -> Result<(), String> {
             Ok(())
         } else {
             Err(format!(
-                "tollgate: client_encoding \"{value}\" is not allowed; only UTF8 is supported"
+                "client_encoding \"{value}\" is not allowed; only UTF8 is supported"
             ))
         };
     }
     Err(format!(
-        "tollgate: setting \"{name}\" may not be changed through the gateway"
+        "setting \"{name}\" may not be changed through the gateway"
     ))
 }
 

@@ -88,7 +88,7 @@ impl SessionAudit {
         AuditEvent {
             kind,
             agent: agent.to_string(),
-            protocol: "redis",
+            protocol: crate::audit::Protocol::Redis,
             upstream: Some(self.upstream.to_string()),
             session: self.id,
             client_addr: Some(self.client_addr.clone()),
@@ -117,7 +117,7 @@ impl SessionAudit {
         if error.is_some() {
             self.gw
                 .stats
-                .pair(agent, &self.upstream, "redis")
+                .pair(agent, &self.upstream, crate::audit::Protocol::Redis)
                 .errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         } else if self.gw.config.audit.redis_outcomes == RedisOutcomes::Errors {

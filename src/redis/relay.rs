@@ -110,10 +110,11 @@ pub async fn run(
     } = session;
     let audit = Arc::new(audit);
     let owed = Arc::new(AtomicUsize::new(0));
-    let stats = audit
-        .gw
-        .stats
-        .pair(policy.agent(), &audit.upstream, "redis");
+    let stats = audit.gw.stats.pair(
+        policy.agent(),
+        &audit.upstream,
+        crate::audit::Protocol::Redis,
+    );
     let mut from = FromClient {
         bucket: audit.gw.limiter.bucket(policy.agent()),
         audit: audit.clone(),
@@ -280,11 +281,11 @@ impl FromClient {
     fn stats(&mut self) -> &crate::telemetry::PairStats {
         if !Arc::ptr_eq(&self.stats.0, self.policy.agent()) {
             let agent = self.policy.agent().clone();
-            let pair = self
-                .audit
-                .gw
-                .stats
-                .pair(&agent, &self.audit.upstream, "redis");
+            let pair = self.audit.gw.stats.pair(
+                &agent,
+                &self.audit.upstream,
+                crate::audit::Protocol::Redis,
+            );
             self.stats = (agent, pair);
         }
         &self.stats.1
@@ -383,7 +384,7 @@ impl FromClient {
             ev.statement = Some(shown);
             ev.rule = Some(d.rule.clone());
             ev.reason = Some(d.reason.clone());
-            ev.error = Some(d.code.to_string());
+            ev.error = Some(d.class.resp_code().to_string());
             let _ = self.audit.decision(&ev);
             crate::telemetry::refusal("redis", &d.rule);
             self.stats().statement(Decision::Blocked);

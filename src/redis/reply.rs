@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::policy::redis::RedisDenial;
+use crate::refusal::Refusal;
 
 pub const OK: &[u8] = b"+OK\r\n";
 pub const QUEUED_ABORT: &[u8] = b"-EXECABORT Transaction discarded because of previous errors.\r\n";
@@ -24,15 +24,8 @@ pub fn error(code: &str, message: &str) -> Bytes {
 }
 
 /// The agent's error for a refused command: names the rule; the session stays usable.
-pub fn refusal(d: &RedisDenial) -> Bytes {
-    if d.code == "ERR" {
-        error("ERR", &format!("{} (tollgate rule: {})", d.reason, d.rule))
-    } else {
-        error(
-            d.code,
-            &format!("tollgate: {} (tollgate rule: {})", d.reason, d.rule),
-        )
-    }
+pub fn refusal(r: &Refusal) -> Bytes {
+    error(r.class.resp_code(), &r.message())
 }
 
 /// PING's reply before authentication: `+PONG`, or the argument echoed as a bulk string.
@@ -55,10 +48,10 @@ mod tests {
     #[test]
     fn errors_are_one_line() {
         assert_eq!(&error("ERR", "a\r\nb")[..], b"-ERR a  b\r\n");
-        let d = RedisDenial::noperm("analyst: read_keys", "no");
+        let d = Refusal::permission("analyst: read_keys", "no");
         assert_eq!(
             &refusal(&d)[..],
-            b"-NOPERM tollgate: no (tollgate rule: analyst: read_keys)\r\n"
+            b"-NOPERM tollgate: no (rule: analyst: read_keys)\r\n"
         );
     }
 }

@@ -141,7 +141,10 @@ async fn run(
     };
     let agent: Arc<str> = login.agent.as_str().into();
     let upstream: Arc<str> = target.name.as_str().into();
-    let _open = gw.stats.pair(&agent, &upstream, "redis").open_session();
+    let _open = gw
+        .stats
+        .pair(&agent, &upstream, crate::audit::Protocol::Redis)
+        .open_session();
     let _upstream_gauge = crate::telemetry::upstream_connection(&target.name);
     let (mut up_rd, mut up_wr) = up.stream.into_split();
     let mut resp3 = false;
@@ -217,7 +220,9 @@ async fn login(
                 Decision::Blocked,
                 &format!("plain connection refused: TLS required (rule: {rule})"),
             );
-            let msg = format!("tollgate: this listener requires TLS; connect to the TLS listener (tollgate rule: {rule})");
+            let msg = format!(
+                "tollgate: this listener requires TLS; connect to the TLS listener (rule: {rule})"
+            );
             wr.write_all(&reply::error("NOPERM", &msg)).await?;
             return Ok(None);
         }
@@ -280,7 +285,7 @@ async fn login(
                 );
                 if req.enforced {
                     audit.session(&agent, Decision::Blocked, &reason);
-                    let msg = format!("tollgate: {reason} (tollgate rule: {})", req.rule);
+                    let msg = format!("tollgate: {reason} (rule: {})", req.rule);
                     wr.write_all(&reply::error("NOPERM", &msg)).await?;
                     continue;
                 }
@@ -293,7 +298,7 @@ async fn login(
         }
         if let Err(d) = gw.policy.may_connect(&agent, &audit.upstream) {
             audit.session(&agent, Decision::Blocked, &d.reason);
-            let msg = format!("tollgate: {} (tollgate rule: {})", d.reason, d.rule);
+            let msg = format!("tollgate: {} (rule: {})", d.reason, d.rule);
             wr.write_all(&reply::error("NOPERM", &msg)).await?;
             continue;
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::audit::Decision;
+use crate::audit::{Decision, Protocol};
 
 /// Every decision, in the order of [`PairStats::statements`].
 pub const DECISIONS: [Decision; 6] = [
@@ -32,7 +32,7 @@ fn slot(d: Decision) -> usize {
 /// One agent's counters on one upstream.
 #[derive(Debug, Default)]
 pub struct PairStats {
-    pub protocol: &'static str,
+    pub protocol: Protocol,
     pub connections_open: AtomicI64,
     pub connections_total: AtomicU64,
     /// Decision records by [`DECISIONS`] order.
@@ -84,7 +84,7 @@ impl Stats {
         &self,
         agent: &Arc<str>,
         upstream: &Arc<str>,
-        protocol: &'static str,
+        protocol: Protocol,
     ) -> Arc<PairStats> {
         if let Some(p) = self.pairs.get(&(agent.clone(), upstream.clone())) {
             return p.clone();
@@ -118,7 +118,7 @@ impl Stats {
                 let mut l = vec![
                     metrics::Label::new("agent", agent.to_string()),
                     metrics::Label::new("upstream", upstream.to_string()),
-                    metrics::Label::new("protocol", p.protocol),
+                    metrics::Label::new("protocol", p.protocol.as_str()),
                 ];
                 if let Some((k, v)) = extra {
                     l.push(metrics::Label::new(k, v));
@@ -152,8 +152,8 @@ mod tests {
     fn pairs_are_shared_and_sessions_counted() {
         let stats = Stats::default();
         let (a, u): (Arc<str>, Arc<str>) = ("analyst".into(), "shop".into());
-        let p = stats.pair(&a, &u, "postgres");
-        assert!(Arc::ptr_eq(&p, &stats.pair(&a, &u, "postgres")));
+        let p = stats.pair(&a, &u, Protocol::Postgres);
+        assert!(Arc::ptr_eq(&p, &stats.pair(&a, &u, Protocol::Postgres)));
         {
             let _s = p.open_session();
             assert_eq!(p.connections_open.load(Ordering::Relaxed), 1);

@@ -9,15 +9,15 @@ TITLE="redis-cli $(redis-cli --version | awk '{print $2}')"
 
 A=$TOLLGATE_REDIS_ANALYST_URL
 W=$TOLLGATE_REDIS_WRITER_URL
-NOPERM='NOPERM tollgate: .*\(tollgate rule: [^)]+\)'
+NOPERM='NOPERM tollgate: .*\(rule: [^)]+\)'
 
 out=$(printf '%s\n' 'PING' 'GET cache:1' 'HGETALL session:1' 'HGET session:2 email' 'GET admin:config' \
   'FLUSHALL' 'KEYS admin:*' 'SET cache:1 x' 'GET cache:2' | redis-cli -u "$A" --no-auth-warning 2>&1)
 expect 'REPL reads as analyst' "$out" '^PONG$' '^cached value 1$' '^user1$' '^cached value 2$'
 expect 'session email masked' "$out" "^$EMAIL_MASK\$"
 expect_not 'no clear email' "$out" 'user[0-9]+@example'
-expect 'admin:* refused' "$out" "NOPERM tollgate: no rule allows 'get' to read key 'admin:config' \\(tollgate rule: default-deny\\)"
-expect 'FLUSHALL and KEYS refused' "$out" "NOPERM tollgate: command 'flushall' is refused.*\\(tollgate rule: builtin: dangerous-command\\)" "NOPERM tollgate: command 'keys' is refused"
+expect 'admin:* refused' "$out" "NOPERM tollgate: no rule allows 'get' to read key 'admin:config' \\(rule: default-deny\\)"
+expect 'FLUSHALL and KEYS refused' "$out" "NOPERM tollgate: command 'flushall' is refused.*\\(rule: builtin: dangerous-command\\)" "NOPERM tollgate: command 'keys' is refused"
 expect 'write refused for analyst' "$out" "NOPERM tollgate: no rule allows command 'set'"
 
 out=$(printf '%s\n' 'HGETALL session:3' 'GET admin:users' 'GET cache:3' | redis-cli -3 -u "$A" --no-auth-warning 2>&1)

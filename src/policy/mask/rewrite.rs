@@ -54,7 +54,7 @@ impl RewritePlan {
     /// The statement with every edit applied. Fails if `sql` does not have the plan's shape.
     pub fn apply(&self, sql: &str) -> Result<String, RewriteError> {
         let tokens = structural_tokens(sql)
-            .map_err(|e| RewriteError::new(format!("tollgate: {e}"), "builtin: masking"))?;
+            .map_err(|e| RewriteError::new(e.to_string(), "builtin: masking"))?;
         self.apply_with(sql, &tokens).map(|(s, _)| s)
     }
 
@@ -66,7 +66,7 @@ impl RewritePlan {
     ) -> Result<(String, Vec<std::ops::Range<usize>>), RewriteError> {
         if tokens.len() != self.tokens {
             return Err(RewriteError::new(
-                "tollgate: internal error: statement shape changed under the masking rewrite",
+                "internal error: statement shape changed under the masking rewrite",
                 "builtin: masking",
             ));
         }
@@ -120,8 +120,7 @@ pub fn plan_rewrite(
             let rule = protection.rules().join(", ");
             if tokens.is_none() {
                 tokens = Some(
-                    structural_tokens(sql)
-                        .map_err(|e| RewriteError::new(format!("tollgate: {e}"), &rule))?,
+                    structural_tokens(sql).map_err(|e| RewriteError::new(e.to_string(), &rule))?,
                 );
             }
             if names.len() > 1 {
@@ -211,7 +210,7 @@ pub fn plan_rewrite(
     edits.sort_by_key(|e| e.first);
     if edits.windows(2).any(|w| w[0].last >= w[1].first) {
         return Err(RewriteError::new(
-            "tollgate: overlapping masking edits",
+            "overlapping masking edits",
             "builtin: masking",
         ));
     }
@@ -324,12 +323,12 @@ pub fn verify_rewrite(
     sql: &str,
     policy: &dyn ProtectionSource,
 ) -> Result<String, RewriteError> {
-    let tokens = structural_tokens(sql)
-        .map_err(|e| RewriteError::new(format!("tollgate: {e}"), "builtin: masking"))?;
+    let tokens =
+        structural_tokens(sql).map_err(|e| RewriteError::new(e.to_string(), "builtin: masking"))?;
     let (rewritten, inserted) = plan.apply_with(sql, &tokens)?;
     let analysis = crate::policy::sql::analyze(&rewritten).map_err(|e| {
         RewriteError::new(
-            format!("tollgate: the masked statement does not parse ({e})"),
+            format!("the masked statement does not parse ({e})"),
             "builtin: masking",
         )
     })?;

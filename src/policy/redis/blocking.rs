@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::commands::CommandInfo;
-use super::decide::RedisDenial;
+use crate::refusal::Refusal;
 
 /// Where a command keeps its timeout, and in which unit.
 enum Slot {
@@ -38,11 +38,11 @@ pub fn cap_timeout(
     args: &[Bytes],
     cap: Duration,
     rule: &str,
-) -> Result<Option<Vec<Bytes>>, RedisDenial> {
+) -> Result<Option<Vec<Bytes>>, Refusal> {
     let name = info.name.as_str();
     let Some(slot) = slot(name) else {
         if info.has_flag("blocking") {
-            return Err(RedisDenial::noperm(
+            return Err(Refusal::permission(
                 rule,
                 format!(
                     "'{name}' may block and tollgate cannot cap its timeout to the statement timeout of {} ms",
@@ -121,7 +121,7 @@ mod tests {
             .collect()
     }
 
-    fn cap(name: &str, line: &str, ms: u64) -> Result<Option<String>, RedisDenial> {
+    fn cap(name: &str, line: &str, ms: u64) -> Result<Option<String>, Refusal> {
         cap_timeout(
             &info(name, true),
             &args(line),

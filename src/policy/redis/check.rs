@@ -7,17 +7,18 @@ use bytes::Bytes;
 
 use super::blocking::cap_timeout;
 use super::commands::CommandTable;
-use super::decide::{decide, Judged, MaskPlan, RedisDenial};
+use super::decide::{decide, Judged, MaskPlan};
 use super::keys::FoundKey;
 use super::rules::RedisRules;
 use crate::policy::compile::AgentPolicy;
 use crate::policy::decide::DEFAULT_DENY;
 use crate::policy::{Engine, Outcome};
+use crate::refusal::Refusal;
 
 #[derive(Debug, Clone)]
 pub struct RedisVerdict {
     pub outcome: Outcome,
-    pub denial: Option<RedisDenial>,
+    pub denial: Option<Refusal>,
     pub mask: MaskPlan,
     pub keys: Vec<FoundKey>,
     /// Arguments to forward instead of the agent's (a blocking command's timeout capped to the
@@ -29,7 +30,7 @@ impl RedisVerdict {
     pub fn runs(&self) -> bool {
         self.outcome != Outcome::Block
     }
-    pub fn blocked(denial: RedisDenial) -> RedisVerdict {
+    pub fn blocked(denial: Refusal) -> RedisVerdict {
         RedisVerdict {
             outcome: Outcome::Block,
             denial: Some(denial),
@@ -115,7 +116,7 @@ impl RedisPolicy {
         table: &CommandTable,
         args: &[Bytes],
         verdict: &mut RedisVerdict,
-    ) -> Result<(), RedisDenial> {
+    ) -> Result<(), Refusal> {
         let Some((cap, rule)) = self
             .policy
             .as_ref()
@@ -135,7 +136,7 @@ impl RedisPolicy {
     fn judge(&mut self, engine: &Engine, table: &CommandTable, args: &[Bytes]) -> RedisVerdict {
         self.refresh(engine);
         let Some(policy) = self.policy.as_ref() else {
-            return RedisVerdict::blocked(RedisDenial::noperm(
+            return RedisVerdict::blocked(Refusal::permission(
                 DEFAULT_DENY,
                 format!("agent \"{}\" has no policy", self.agent),
             ));
@@ -143,7 +144,7 @@ impl RedisPolicy {
         let upstream = self.upstream.as_ref();
         let judge = |r: Option<&RedisRules>| match r {
             Some(r) => decide(r, table, args),
-            None => Err(RedisDenial::noperm(
+            None => Err(Refusal::permission(
                 DEFAULT_DENY,
                 format!("no policy grants access to upstream \"{upstream}\""),
             )),
@@ -168,7 +169,7 @@ impl RedisPolicy {
                 keys: Vec::new(),
                 rewritten: None,
             },
-            (None, None) => RedisVerdict::blocked(RedisDenial::noperm(
+            (None, None) => RedisVerdict::blocked(Refusal::permission(
                 DEFAULT_DENY,
                 format!("no policy grants access to upstream \"{upstream}\""),
             )),

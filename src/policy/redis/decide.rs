@@ -9,31 +9,7 @@ use super::mask::Strategy;
 use super::rules::{MaskMatcher, PatternRule, RedisRules};
 use crate::policy::decide::DEFAULT_DENY;
 use crate::policy::glob::Glob;
-
-/// Why a command is refused: the rule, a message, and the RESP error code (`NOPERM`, `ERR`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisDenial {
-    pub rule: String,
-    pub reason: String,
-    pub code: &'static str,
-}
-
-impl RedisDenial {
-    pub fn noperm(rule: impl Into<String>, reason: impl Into<String>) -> RedisDenial {
-        RedisDenial {
-            rule: rule.into(),
-            reason: reason.into(),
-            code: "NOPERM",
-        }
-    }
-    fn err(rule: impl Into<String>, reason: impl Into<String>) -> RedisDenial {
-        RedisDenial {
-            rule: rule.into(),
-            reason: reason.into(),
-            code: "ERR",
-        }
-    }
-}
+use crate::refusal::Refusal;
 
 /// How the reply must be masked before the agent sees it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -97,11 +73,7 @@ fn arg_is(a: &[u8], word: &str) -> bool {
 }
 
 /// Judges one command. `args[0]` is the command name.
-pub fn decide(
-    rules: &RedisRules,
-    table: &CommandTable,
-    args: &[Bytes],
-) -> Result<Judged, RedisDenial> {
+pub fn decide(rules: &RedisRules, table: &CommandTable, args: &[Bytes]) -> Result<Judged, Refusal> {
     let info = match table.lookup(args) {
         Ok(i) => i,
         Err(sub) => {
@@ -120,12 +92,12 @@ pub fn decide(
                 // The upstream answers it (module commands loaded later, typos).
                 return Ok(Judged::default());
             }
-            return Err(RedisDenial::err("builtin: unknown-command", what));
+            return Err(Refusal::syntax("builtin: unknown-command", what));
         }
     };
     let name = lname(info);
     if !info.arity_ok(args.len()) {
-        return Err(RedisDenial::err(
+        return Err(Refusal::syntax(
             "builtin: arity",
             format!("wrong number of arguments for '{name}' command"),
         ));
@@ -153,13 +125,13 @@ pub fn decide(
             return Ok(judged)
         }
         Err(KeysError::Unplaceable) => {
-            return Err(RedisDenial::noperm(
+            return Err(Refusal::permission(
                 "builtin: unplaceable-keys",
                 format!("tollgate cannot tell which keys '{name}' touches with these arguments"),
             ))
         }
         Err(KeysError::Malformed) => {
-            return Err(RedisDenial::err(
+            return Err(Refusal::syntax(
                 "builtin: arity",
                 format!("wrong number of arguments or keys for '{name}' command"),
             ))
@@ -174,13 +146,13 @@ fn clip(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-fn check_command(rules: &RedisRules, info: &CommandInfo) -> Result<(), RedisDenial> {
+fn check_command(rules: &RedisRules, info: &CommandInfo) -> Result<(), Refusal> {
     let name = lname(info);
     if let Some(why) = builtin::never(name) {
-        return Err(RedisDenial::noperm("builtin: protocol", why));
+        return Err(Refusal::permission("builtin: protocol", why));
     }
     if let Some(d) = rules.deny.iter().find(|d| d.pattern.covers(info)) {
-        return Err(RedisDenial::noperm(
+        return Err(Refusal::permission(
             d.rule.clone(),
             format!("command '{name}' is denied"),
         ));
@@ -195,7 +167,7 @@ fn check_command(rules: &RedisRules, info: &CommandInfo) -> Result<(), RedisDeni
             matches!(&a.pattern, super::rules::CommandPattern::Name(_)) && a.pattern.covers(info)
         });
         if !named {
-            return Err(RedisDenial::noperm(
+            return Err(Refusal::permission(
                 "builtin: dangerous-command",
                 format!("command '{name}' is refused unless a policy names it explicitly"),
             ));
@@ -205,18 +177,14 @@ fn check_command(rules: &RedisRules, info: &CommandInfo) -> Result<(), RedisDeni
     if rules.allow.iter().any(|a| a.pattern.covers(info)) {
         return Ok(());
     }
-    Err(RedisDenial::noperm(
+    Err(Refusal::permission(
         DEFAULT_DENY,
         format!("no rule allows command '{name}'"),
     ))
 }
 
 /// Arguments that are not keys but still need a rule: channels, databases, scan patterns.
-fn check_special(
-    rules: &RedisRules,
-    info: &CommandInfo,
-    args: &[Bytes],
-) -> Result<(), RedisDenial> {
+fn check_special(rules: &RedisRules, info: &CommandInfo, args: &[Bytes]) -> Result<(), Refusal> {
     let name = lname(info);
     if rules.passthrough {
         return Ok(());
@@ -248,14 +216,14 @@ fn check_special(
             let ok =
                 pattern.is_some_and(|p| rules.read_keys.iter().any(|r| pattern_within(p, &r.glob)));
             if !ok {
-                return Err(RedisDenial::noperm(
+                return Err(Refusal::permission(
                     rule_or_default(&rules.read_keys),
                     "SCAN needs a MATCH pattern within the keys the agent may read",
                 ));
             }
         }
         "randomkey" if !rules.read_keys.iter().any(|r| r.glob.as_str() == "*") => {
-            return Err(RedisDenial::noperm(
+            return Err(Refusal::permission(
                 DEFAULT_DENY,
                 "RANDOMKEY may name any key: allowed only with read_keys = [\"*\"]",
             ));
@@ -272,13 +240,13 @@ fn rule_or_default(rules: &[PatternRule]) -> String {
         .unwrap_or_else(|| DEFAULT_DENY.into())
 }
 
-fn need_db(rules: &RedisRules, db: &[u8]) -> Result<(), RedisDenial> {
+fn need_db(rules: &RedisRules, db: &[u8]) -> Result<(), Refusal> {
     let n = std::str::from_utf8(db)
         .ok()
         .and_then(|s| s.parse::<u32>().ok());
     match n {
         Some(n) if rules.databases.contains(&n) => Ok(()),
-        _ => Err(RedisDenial::noperm(
+        _ => Err(Refusal::permission(
             DEFAULT_DENY,
             format!(
                 "database {} is not in the policy's databases",
@@ -288,7 +256,7 @@ fn need_db(rules: &RedisRules, db: &[u8]) -> Result<(), RedisDenial> {
     }
 }
 
-fn need_channel(rules: &RedisRules, ch: &[u8], is_pattern: bool) -> Result<(), RedisDenial> {
+fn need_channel(rules: &RedisRules, ch: &[u8], is_pattern: bool) -> Result<(), Refusal> {
     let ok = rules.channels.iter().any(|r| {
         if is_pattern {
             pattern_within(ch, &r.glob)
@@ -299,7 +267,7 @@ fn need_channel(rules: &RedisRules, ch: &[u8], is_pattern: bool) -> Result<(), R
     if ok {
         Ok(())
     } else {
-        Err(RedisDenial::noperm(
+        Err(Refusal::permission(
             DEFAULT_DENY,
             format!(
                 "no rule allows channel{} '{}'",
@@ -369,12 +337,12 @@ fn check_keys(
     name: &str,
     args: &[Bytes],
     keys: &[FoundKey],
-) -> Result<(), RedisDenial> {
+) -> Result<(), Refusal> {
     let key_name = |k: &FoundKey| clip(&String::from_utf8_lossy(&args[k.index]));
     for k in keys.iter().filter(|k| !k.access.not_key) {
         let key = &args[k.index];
         if let Some(d) = rules.deny_keys.iter().find(|d| d.glob.matches_bytes(key)) {
-            return Err(RedisDenial::noperm(
+            return Err(Refusal::permission(
                 d.rule.clone(),
                 format!("key '{}' is denied", key_name(k)),
             ));
@@ -383,13 +351,13 @@ fn check_keys(
             continue;
         }
         if (k.access.read || k.access.exposes) && !matches_any(&rules.read_keys, key) {
-            return Err(RedisDenial::noperm(
+            return Err(Refusal::permission(
                 DEFAULT_DENY,
                 format!("no rule allows '{name}' to read key '{}'", key_name(k)),
             ));
         }
         if k.access.write && !matches_any(&rules.write_keys, key) {
-            return Err(RedisDenial::noperm(
+            return Err(Refusal::permission(
                 DEFAULT_DENY,
                 format!("no rule allows '{name}' to write key '{}'", key_name(k)),
             ));
@@ -407,7 +375,7 @@ fn check_keys(
         for k in keys.iter().filter(|k| !k.access.not_key) {
             let key = &args[k.index];
             if !matches_any(&rules.read_keys, key) || !matches_any(&rules.write_keys, key) {
-                return Err(RedisDenial::noperm(
+                return Err(Refusal::permission(
                     "builtin: copy-between-keys",
                     format!(
                         "'{name}' moves data between keys; the agent must be able to read and write key '{}'",
@@ -429,7 +397,7 @@ fn mask_plan(
     name: &str,
     args: &[Bytes],
     keys: &[FoundKey],
-) -> Result<MaskPlan, RedisDenial> {
+) -> Result<MaskPlan, Refusal> {
     if rules.masks.is_empty() {
         return Ok(MaskPlan::None);
     }
@@ -472,7 +440,7 @@ fn mask_plan(
                 .iter()
                 .any(|k| k.access.exposes && rules.mask_for(&args[k.index]).is_some());
             if exposes || builtin::mask_refused(name) {
-                return Err(RedisDenial::noperm(
+                return Err(Refusal::permission(
                     first.rule.clone(),
                     format!(
                         "'{name}' would reveal the masked value of key '{}'",

@@ -20,7 +20,7 @@ mod tests;
 
 pub use check::{RedisPolicy, RedisVerdict};
 pub use commands::{CommandInfo, CommandTable};
-pub use decide::{MaskFields, MaskPlan, RedisDenial};
+pub use decide::{MaskFields, MaskPlan};
 pub use keys::FoundKey;
 pub use mask::Strategy;
 pub use rules::RedisRules;
