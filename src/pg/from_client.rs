@@ -500,3 +500,6 @@ fn apply_effects(state: &mut State, verdict: &Arc<Verdict>, text: &str, ctx: &Pg
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,4 +19,7 @@ pub mod statement;
 pub mod to_client;
 pub mod upstream;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 pub use door::PgDoor;

@@ -50,6 +50,22 @@ struct ReplyState {
 }
 
 impl ReplyState {
+    fn new(ctx: &PgSession, cancel: CancelTarget) -> ReplyState {
+        let mut state = ReplyState {
+            copy_in: false,
+            copy_cleanup_due: false,
+            view: AgentView::new(ctx.agent().clone()),
+            cancel,
+            rows: 0,
+            portal_rows: HashMap::new(),
+            over_limit: false,
+            cancelled_for_rows: false,
+            timed_out: false,
+        };
+        state.refresh_limits(ctx);
+        state
+    }
+
     fn refresh_limits(&mut self, ctx: &PgSession) {
         self.view.refresh(&ctx.session().core().policy);
     }
@@ -81,18 +97,7 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     cancel: CancelTarget,
 ) -> Result<(), ToClientError> {
     let mut out = BytesMut::new();
-    let mut state = ReplyState {
-        copy_in: false,
-        copy_cleanup_due: false,
-        view: AgentView::new(ctx.agent().clone()),
-        cancel,
-        rows: 0,
-        portal_rows: HashMap::new(),
-        over_limit: false,
-        cancelled_for_rows: false,
-        timed_out: false,
-    };
-    state.refresh_limits(&ctx);
+    let mut state = ReplyState::new(&ctx, cancel);
     loop {
         let timeout = state
             .view
@@ -485,3 +490,6 @@ fn complete(
         ctx.context().outcome(t, rows, error);
     }
 }
+
+#[cfg(test)]
+mod tests;

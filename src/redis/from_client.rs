@@ -348,3 +348,6 @@ impl FromClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

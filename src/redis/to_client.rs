@@ -77,8 +77,7 @@ impl ToClient {
                 while let Ok(batch) = rx.try_recv() {
                     self.pending.extend(batch);
                 }
-                self.frame(frame);
-                if self.locals() {
+                if self.on_frame(frame) {
                     wr.write_all(&self.out).await.map_err(RelayError::Client)?;
                     return Ok(());
                 }
@@ -156,8 +155,14 @@ impl ToClient {
         }
     }
 
-    /// One complete reply frame.
-    pub(super) fn frame(&mut self, frame: Bytes) {
+    /// One complete reply frame, then tollgate's own replies that were waiting behind it; true
+    /// when the session closes now.
+    pub(super) fn on_frame(&mut self, frame: Bytes) -> bool {
+        self.frame(frame);
+        self.locals()
+    }
+
+    fn frame(&mut self, frame: Bytes) {
         if let Some(first) = self.streaming.take() {
             // The tail of a streamed reply (`may_stream` checked its entry).
             self.out.extend_from_slice(&frame);
@@ -287,3 +292,6 @@ fn error_text(frame: &[u8]) -> String {
         .take(200)
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

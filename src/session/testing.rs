@@ -92,6 +92,16 @@ impl TestCore {
         (accepted, session)
     }
 
+    /// Redis 7.0's real command table (the raw `COMMAND` reply kept with the policy's tests).
+    pub fn redis_command_table() -> Arc<crate::policy::redis::CommandTable> {
+        let raw =
+            bytes::Bytes::from_static(include_bytes!("../policy/redis/testdata/command-7.0.resp"));
+        let (frame, _) = redis_protocol::resp2::decode::decode_bytes(&raw)
+            .expect("RESP")
+            .expect("a whole frame");
+        Arc::new(crate::policy::redis::CommandTable::from_reply(&frame).expect("command table"))
+    }
+
     /// The audit log's records, parsed.
     pub fn records(&self) -> Vec<serde_json::Value> {
         self.core.audit.flush().expect("flush");

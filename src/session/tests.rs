@@ -244,8 +244,7 @@ fn decisions_outcomes_and_rate_refusals_are_recorded() {
         .unwrap();
     let over = s
         .decide(Judged::allowed("SELECT 4".into()), Some(limits))
-        .err()
-        .expect("over the rate");
+        .expect_err("over the rate");
     assert_eq!(over.class, RefusalClass::RateLimited);
     assert!(over.retry_after.unwrap() > Duration::ZERO);
     assert!(over.hint().unwrap().starts_with("retry after "));
