@@ -23,6 +23,8 @@ pub struct Checked {
     pub verdict: Arc<Verdict>,
     /// The policy version the verdict was reached under; a reload means "judge again".
     pub version: u64,
+    /// Under transaction pooling: the statement as tollgate prepares it on server connections.
+    pub server: Option<crate::pg::statements::ServerStatement>,
 }
 
 /// Longest statement text recorded whole in the audit log.
@@ -32,15 +34,6 @@ pub struct PgSession {
     session: Session,
     max_statement_bytes: usize,
     redact_literals: bool,
-}
-
-fn blocked(refusal: Refusal) -> Verdict {
-    Verdict {
-        outcome: Outcome::Block,
-        denial: Some(refusal),
-        effects: Vec::new(),
-        rewrite: None,
-    }
 }
 
 impl PgSession {
@@ -75,7 +68,7 @@ impl PgSession {
     pub fn check_sql(&self, text: &str, facts: &SessionFacts) -> Arc<Verdict> {
         let max = self.max_statement_bytes;
         if text.len() > max {
-            return Arc::new(blocked(Refusal::new(
+            return Arc::new(Verdict::blocked(Refusal::new(
                 RefusalClass::TooLarge,
                 "builtin: statement-size",
                 format!(
@@ -86,7 +79,7 @@ impl PgSession {
         }
         let policy = &self.session.core().policy;
         let (agent, upstream) = (self.session.agent(), self.session.upstream());
-        if let Some(v) = policy.cached(agent, upstream, text) {
+        if let Some(v) = policy.cached(agent, upstream, text, facts.pooled) {
             return v;
         }
         // Analysis takes tens of microseconds, and a long statement far more: tell the runtime

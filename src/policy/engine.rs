@@ -39,6 +39,10 @@ pub struct Verdict {
     pub effects: Vec<Effect>,
     /// Masking / row-filter rewrite to apply before forwarding (allowed statements only).
     pub rewrite: Option<Arc<RewritePlan>>,
+    /// Running it may leave state in the server session beyond its transaction (SET, LISTEN,
+    /// PREPARE, temporary tables, unknown functions, ...; true when not analysed): under
+    /// transaction pooling the session then keeps its server connection.
+    pub leaves_state: bool,
 }
 
 impl Verdict {
@@ -46,12 +50,13 @@ impl Verdict {
         self.outcome != Outcome::Block
     }
 
-    fn blocked(denial: Refusal) -> Verdict {
+    pub fn blocked(denial: Refusal) -> Verdict {
         Verdict {
             outcome: Outcome::Block,
             denial: Some(denial),
             effects: Vec::new(),
             rewrite: None,
+            leaves_state: false,
         }
     }
 
@@ -146,6 +151,8 @@ impl Engine {
                 denial: None,
                 effects: Vec::new(),
                 rewrite: None,
+                // Not analysed: whatever it does may outlive its transaction.
+                leaves_state: true,
             }),
             schemas: ArcSwap::from_pointee(Default::default()),
             mask_key: ArcSwap::from_pointee(String::new()),
@@ -268,13 +275,16 @@ impl Engine {
 
     /// The verdict if it needs no analysis (cached, or the passthrough fast path). Cheap: callers
     /// may run it on an async worker and send misses to `check_sql` on a blocking-friendly thread.
+    /// `analyse_all`: no passthrough fast path (a transaction-pooled session must know whether
+    /// each statement leaves session state).
     pub fn cached(
         &self,
         agent: &Arc<str>,
         upstream: &Arc<str>,
         sql_text: &str,
+        analyse_all: bool,
     ) -> Option<Arc<Verdict>> {
-        self.lookup(agent, upstream, sql_text).ok()
+        self.lookup(agent, upstream, sql_text, analyse_all).ok()
     }
 
     /// The verdict on one Query/Parse text, from the cache when the same text was judged before.
@@ -285,7 +295,7 @@ impl Engine {
         sql_text: &str,
         session: &SessionFacts,
     ) -> Arc<Verdict> {
-        let miss = match self.lookup(agent, upstream, sql_text) {
+        let miss = match self.lookup(agent, upstream, sql_text, session.pooled) {
             Ok(v) => return v,
             Err(miss) => miss,
         };
@@ -313,6 +323,7 @@ impl Engine {
         agent: &Arc<str>,
         upstream: &Arc<str>,
         sql_text: &str,
+        analyse_all: bool,
     ) -> Result<Arc<Verdict>, Miss> {
         let version = self.version();
         let scope = Scope {
@@ -329,7 +340,7 @@ impl Engine {
             });
         };
         // Passthrough without denies or shadow files: no analysis at all (trusted agents' fast path).
-        if policy.with_shadow.is_none() {
+        if policy.with_shadow.is_none() && !analyse_all {
             if let Some(r) = policy
                 .enforced
                 .as_ref()
@@ -401,6 +412,7 @@ impl Engine {
             .iter()
             .any(|s| s.literal_sensitive || matches!(s.kind, StatementKind::Execute { .. }));
         let effects = effects_of(&analysis);
+        let leaves_state = analysis.statements.iter().any(sql::leaves_session_state);
         let judge = |rules: Option<&super::rules::SqlRules>| match rules {
             Some(r) => decide(r, &analysis, session),
             None => Err(default_deny(format!(
@@ -429,6 +441,7 @@ impl Engine {
                 denial: Some(d),
                 effects,
                 rewrite: None,
+                leaves_state: false,
             },
             Ok(()) => match policy
                 .with_shadow
@@ -440,12 +453,14 @@ impl Engine {
                     denial: Some(d),
                     effects,
                     rewrite,
+                    leaves_state,
                 },
                 _ => Verdict {
                     outcome: Outcome::Allow,
                     denial: None,
                     effects,
                     rewrite,
+                    leaves_state,
                 },
             },
         };
