@@ -123,6 +123,20 @@ fn many_agent_sessions_share_a_few_server_connections() {
         let held = server_connections(&gw.role).await;
         assert!(held <= 5, "{held} server connections for 150 sessions");
         assert!(held >= 1);
+        // Operators see the same in the pool's figures.
+        let pools: Vec<_> = running
+            .gateway
+            .doors
+            .iter()
+            .flat_map(|d| d.pools())
+            .filter(|p| p.mode == "transaction")
+            .collect();
+        assert_eq!(pools.len(), 1);
+        assert!(
+            pools[0].open <= 5 && pools[0].checkouts >= 150,
+            "{:?}",
+            pools[0]
+        );
         drop(clients);
         drop(running);
     });

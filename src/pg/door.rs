@@ -188,6 +188,18 @@ impl Door for PgDoor {
         }))
     }
 
+    fn pools(&self) -> Vec<crate::doors::PoolView> {
+        self.pools
+            .values()
+            .flat_map(|p| {
+                [
+                    p.per_transaction.view("transaction"),
+                    p.per_session.view("session"),
+                ]
+            })
+            .collect()
+    }
+
     fn probe<'a>(
         &'a self,
         upstream: &'a str,

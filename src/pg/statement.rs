@@ -32,6 +32,8 @@ const AUDIT_STATEMENT_LIMIT: usize = 64 * 1024;
 
 pub struct PgSession {
     session: Session,
+    /// The session's handle on its decision-cache scope (only the client half judges).
+    scope: std::sync::Mutex<crate::policy::ScopeHandle>,
     max_statement_bytes: usize,
     redact_literals: bool,
 }
@@ -40,6 +42,7 @@ impl PgSession {
     pub fn new(session: Session) -> PgSession {
         let core = session.core();
         PgSession {
+            scope: Default::default(),
             max_statement_bytes: core.limits.max_statement_bytes,
             redact_literals: core.audit_config.redact_literals,
             session,
@@ -79,16 +82,16 @@ impl PgSession {
         }
         let policy = &self.session.core().policy;
         let (agent, upstream) = (self.session.agent(), self.session.upstream());
-        if let Some(v) = policy.cached(agent, upstream, text, facts.pooled) {
+        let mut scope = self.scope.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = policy.cached_in(&mut scope, agent, upstream, text, facts.pooled) {
             return v;
         }
         // Analysis takes tens of microseconds, and a long statement far more: tell the runtime
         // so other sessions on this worker are moved instead of waiting behind it.
+        let mut judge = || policy.check_sql_in(&mut scope, agent, upstream, text, facts);
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-                tokio::task::block_in_place(|| policy.check_sql(agent, upstream, text, facts))
-            }
-            _ => policy.check_sql(agent, upstream, text, facts),
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(judge),
+            _ => judge(),
         }
     }
 

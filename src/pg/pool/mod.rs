@@ -154,6 +154,26 @@ impl Pool {
         self.close(stale);
     }
 
+    /// The pool as operators see it.
+    pub fn view(&self, mode: &'static str) -> crate::doors::PoolView {
+        let (open, idle, waiting) = self.sizes();
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        crate::doors::PoolView {
+            upstream: self.name.clone(),
+            mode,
+            size: self.settings.size,
+            open,
+            idle,
+            waiting,
+            checkouts: n(&self.counters.checkouts),
+            waits: n(&self.counters.waits),
+            timeouts: n(&self.counters.timeouts),
+            opened: n(&self.counters.opened),
+            closed: n(&self.counters.closed),
+            resets: n(&self.counters.resets),
+        }
+    }
+
     /// (open, idle, waiting) right now.
     pub fn sizes(&self) -> (u32, usize, usize) {
         let st = self.lock();
