@@ -493,3 +493,23 @@ fn new_vaulted_credentials_drain_the_old_connections() {
         assert!(server_connections(&gw.role).await <= 2);
     });
 }
+
+/// A row-limit cancel of one session must land before its connection runs another session's
+/// statement (pool of one: they take turns on the same server connection).
+#[test]
+fn a_cancel_of_tollgates_own_never_hits_the_next_session_on_the_connection() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "").await;
+        let analyst = client(&running, "analyst").await;
+        let writer = client(&running, "writer").await;
+        for round in 0..25 {
+            // More rows than the analyst's max_rows: tollgate cancels the rest upstream.
+            let big = analyst.simple_query("SELECT id FROM orders");
+            let small = writer.simple_query("SELECT pg_sleep(0.02)");
+            let (big, small) = tokio::join!(big, small);
+            big.unwrap_or_else(|e| panic!("round {round}: analyst: {e:?}"));
+            small
+                .unwrap_or_else(|e| panic!("round {round}: the writer's statement was hit: {e:?}"));
+        }
+    });
+}

@@ -242,6 +242,9 @@ async fn give_back(
     let Some(rest) = attached.take() else {
         return;
     };
+    // A cancel of tollgate's own (row limit, timeout) still on its way must land before the
+    // connection can run another session's statement.
+    pending.cancels_settled().await;
     if pending.is_empty() && pending.tx_status() == b'I' && !link.pinned() {
         match link.detach(rest).await {
             Ok(server) => {

@@ -339,6 +339,10 @@ async fn relay(
         other => (other, None),
     };
     if let Some(rest) = rest {
+        // Not before a cancel of tollgate's own has landed (it must not hit the next session).
+        tokio::time::timeout(std::time::Duration::from_secs(3), pending.cancels_settled())
+            .await
+            .ok();
         if let Ok(server) = link.detach(rest).await {
             let usable = clean_end && !owed && pending.tx_status() == b'I';
             // Session pooling resets every connection its session used (as PgBouncer's
