@@ -513,3 +513,68 @@ fn a_cancel_of_tollgates_own_never_hits_the_next_session_on_the_connection() {
         }
     });
 }
+
+/// Session pooling: what the client is shown as its process id is its server's, so
+/// BackendKeyData, pg_backend_pid() and NotificationResponse agree as they do direct, and
+/// terminating one's own backend ends one's own session with PostgreSQL's error.
+#[test]
+fn a_session_pooled_client_sees_its_own_backend_identity() {
+    harness().runtime.block_on(async {
+        // The demo's trusted agent is session-pooled.
+        let mut s = support::raw_login("trusted").await;
+        let shown = support::LAST_BACKEND_PID.with(|p| p.get());
+        let (pid, _, _) = support::raw_query(&mut s, "SELECT pg_backend_pid()").await;
+        assert_eq!(pid, [shown.to_string()]);
+        let (_, tags, code) = support::raw_query(&mut s, "LISTEN me; NOTIFY me, 'hi'").await;
+        assert_eq!(code, None);
+        assert!(tags.contains(&b'A'), "{tags:?}");
+        // The notification names the client's own process.
+        let (_, tags, _) = support::raw_query(&mut s, "NOTIFY me, 'again'").await;
+        assert!(tags.contains(&b'A'));
+        use tokio::io::AsyncWriteExt;
+        s.write_all(&support::message(
+            b'Q',
+            b"SELECT pg_terminate_backend(pg_backend_pid())\0",
+        ))
+        .await
+        .unwrap();
+        let body = loop {
+            let (tag, body) = support::read_message(&mut s).await;
+            if tag == b'E' {
+                break body;
+            }
+        };
+        assert_eq!(
+            support::error_field(&body, b'C').as_deref(),
+            Some("57P01"),
+            "terminating connection due to administrator command"
+        );
+    });
+}
+
+/// Transaction pooling: a notification the session's own (pinned) connection sends itself is
+/// shown with the process id the client was given.
+#[test]
+fn a_transaction_pooled_listener_sees_its_notifications_as_its_own() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(2, "").await;
+        let mut s = support::raw_login_at(running.pg_addr.unwrap(), "trusted").await;
+        let shown = support::LAST_BACKEND_PID.with(|p| p.get());
+        let (_, _, code) = support::raw_query(&mut s, "LISTEN me").await;
+        assert_eq!(code, None);
+        use tokio::io::AsyncWriteExt;
+        s.write_all(&support::message(b'Q', b"NOTIFY me, 'hi'\0"))
+            .await
+            .unwrap();
+        loop {
+            let (tag, body) = support::read_message(&mut s).await;
+            if tag == b'A' {
+                let pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                assert_eq!(pid, shown);
+            }
+            if tag == b'Z' {
+                break;
+            }
+        }
+    });
+}
