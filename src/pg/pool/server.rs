@@ -161,12 +161,7 @@ impl Server {
     /// Whether the connection still looks usable: nothing may be waiting to be read on an idle
     /// connection (data means a protocol surprise, end of file a server that went away).
     pub async fn looks_alive(&mut self) -> bool {
-        if self.reader.buffered() > 0 {
-            return false;
-        }
-        tokio::time::timeout(std::time::Duration::ZERO, self.reader.next())
-            .await
-            .is_err()
+        self.reader.quiet().await
     }
 
     /// Brings the connection back to its key's state: `DISCARD ALL` (closes portals and cursors,
