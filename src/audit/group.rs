@@ -1,0 +1,236 @@
+//! Group commit: whoever needs records on disk and finds no write in flight becomes the leader
+//! and writes everything queued (its own records and every other session's) with one
+//! `write(2)`; callers that arrive while a write is in flight wait for it and, if their records
+//! were not in it, lead the next one. The append lock is never held during a write.
+//!
+//! Waiting works for both kinds of caller: async tasks park on a `Notify`, threads (the sync
+//! API) on a `Condvar`; the leader wakes only the kinds that wait.
+
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+
+use metrics::Counter;
+use tracing::{error, warn};
+
+use super::export::Exports;
+use super::queue::{Queue, Status};
+use super::writer::{Rotation, Writer};
+use super::AuditError;
+
+/// Counters of the write side (handles taken once: nothing is looked up per write).
+pub struct Counters {
+    pub writes: std::sync::atomic::AtomicU64,
+    pub records: std::sync::atomic::AtomicU64,
+    write_failures: Counter,
+    records_lost: Counter,
+    rotations: Counter,
+    rotation_failures: Counter,
+}
+
+impl Counters {
+    pub fn new() -> Counters {
+        Counters {
+            writes: Default::default(),
+            records: Default::default(),
+            write_failures: metrics::counter!("tollgate_audit_write_failures_total"),
+            records_lost: metrics::counter!("tollgate_audit_records_lost_total"),
+            rotations: metrics::counter!("tollgate_audit_rotations_total", "result" => "ok"),
+            rotation_failures: metrics::counter!("tollgate_audit_rotations_total", "result" => "error"),
+        }
+    }
+}
+
+pub struct Shared {
+    pub path: std::path::PathBuf,
+    pub queue: Mutex<Queue>,
+    pub writer: Mutex<Writer>,
+    /// Threads waiting for a write to finish.
+    pub written: Condvar,
+    /// Tasks waiting for a write to finish.
+    pub notify: tokio::sync::Notify,
+    pub exports: OnceLock<Exports>,
+    /// Told about every file a rotation closed (compression and retention).
+    pub closed_tx: OnceLock<tokio::sync::mpsc::UnboundedSender<Rotation>>,
+    pub counters: Counters,
+}
+
+impl Shared {
+    pub fn lock(&self) -> Result<MutexGuard<'_, Queue>, AuditError> {
+        self.queue.lock().map_err(|_| AuditError::Poisoned)
+    }
+
+    fn lost(&self, error: std::sync::Arc<str>) -> AuditError {
+        AuditError::WriteFailed {
+            path: self.path.clone(),
+            error: error.to_string(),
+        }
+    }
+
+    /// Writes everything queued; the caller holds the queue and no write is in flight.
+    /// Returns the queue again (locked), with the outcome settled and waiters woken.
+    pub fn lead<'a>(
+        &'a self,
+        mut q: MutexGuard<'a, Queue>,
+    ) -> Result<MutexGuard<'a, Queue>, AuditError> {
+        debug_assert!(!q.writing);
+        if q.entries.is_empty() {
+            return Ok(q);
+        }
+        let (first, mut entries) = q.take();
+        drop(q);
+        let mut closed = Vec::new();
+        let outcome = {
+            let mut w = self.writer.lock().map_err(|_| AuditError::Poisoned)?;
+            let exports = self.exports.get();
+            let counters = &self.counters;
+            let mut sink = |bytes: &[u8], from: u64, to: u64| {
+                counters
+                    .writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counters
+                    .records
+                    .fetch_add(to - from + 1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(x) = exports {
+                    x.offer(bytes, from, to);
+                }
+            };
+            let outcome = w.write_batch(first, &entries, &mut sink, &mut closed);
+            (outcome, w.file_size())
+        };
+        entries.clear();
+        for r in closed {
+            match r {
+                Ok(r) => {
+                    self.counters.rotations.increment(1);
+                    if let Some(tx) = self.closed_tx.get() {
+                        let _ = tx.send(r);
+                    }
+                }
+                Err(e) => {
+                    self.counters.rotation_failures.increment(1);
+                    warn!(path = %self.path.display(), error = %e, "audit rotation failed; the file goes on");
+                }
+            }
+        }
+        let mut q = self.lock()?;
+        q.writing = false;
+        // The batch's vector is reused for the next one (no allocation per write).
+        if q.spare.capacity() < entries.capacity() {
+            q.spare = entries;
+        }
+        match outcome {
+            (Ok(last), _) => q.settled = last,
+            (Err(f), file) => {
+                self.counters.write_failures.increment(1);
+                self.counters.records_lost.increment(f.to - f.from + 1);
+                error!(
+                    path = %self.path.display(),
+                    error = %f.error,
+                    lost_from = f.from,
+                    lost_to = f.to,
+                    "audit write failed: the statements of these records are refused"
+                );
+                q.settled = f.written_upto;
+                if f.broken {
+                    q.failures += 1;
+                    q.last_error = Some(f.error.clone());
+                    let to = q.next_seq - 1;
+                    q.lost.add(f.from, to, f.error.clone());
+                    q.broken = Some(f.error);
+                    q.entries.clear();
+                    q.first_seq = q.next_seq;
+                } else {
+                    q.fail(f.from, f.to, f.error, f.rotate, file);
+                }
+            }
+        }
+        if q.sync_waiters > 0 {
+            self.written.notify_all();
+        }
+        self.notify.notify_waiters();
+        Ok(q)
+    }
+
+    /// Blocks the thread until `seq` is written (leading writes as needed).
+    pub fn commit_sync(&self, seq: u64) -> Result<(), AuditError> {
+        let mut q = self.lock()?;
+        loop {
+            match q.status(seq) {
+                Status::Written => return Ok(()),
+                Status::Lost(e) => return Err(self.lost(e)),
+                Status::Pending => {}
+            }
+            if !q.writing {
+                q = self.lead(q)?;
+                continue;
+            }
+            q.sync_waiters += 1;
+            q = self.written.wait(q).map_err(|_| AuditError::Poisoned)?;
+            q.sync_waiters -= 1;
+        }
+    }
+
+    /// Resolves once `seq` is written; fails if it was lost. Never holds the lock across an await.
+    pub async fn commit(&self, seq: u64) -> Result<(), AuditError> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            {
+                let mut q = self.lock()?;
+                loop {
+                    match q.status(seq) {
+                        Status::Written => return Ok(()),
+                        Status::Lost(e) => return Err(self.lost(e)),
+                        Status::Pending => {}
+                    }
+                    if q.writing {
+                        break;
+                    }
+                    q = self.lead(q)?;
+                }
+                // Registered before the lock is released: the leader's wake-up cannot be missed.
+                notified.as_mut().enable();
+            }
+            notified.await;
+        }
+    }
+
+    /// Writes everything queued before this call (the periodic flush and `flush()`); fails if a
+    /// write failed meanwhile (the records it lost are replaced by a record saying so, written
+    /// by the next write).
+    pub fn flush_sync(&self) -> Result<(), AuditError> {
+        let mut q = self.lock()?;
+        let target = q.next_seq - 1;
+        let failures = q.failures;
+        loop {
+            if q.failures != failures {
+                let e = q
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "write failed".into());
+                return Err(self.lost(e));
+            }
+            if let Some(e) = &q.broken {
+                return Err(self.lost(e.clone()));
+            }
+            let done = q.entries.is_empty() || q.first_seq > target;
+            if !q.writing && done {
+                return Ok(());
+            }
+            if !q.writing {
+                q = self.lead(q)?;
+                continue;
+            }
+            q.sync_waiters += 1;
+            q = self.written.wait(q).map_err(|_| AuditError::Poisoned)?;
+            q.sync_waiters -= 1;
+        }
+    }
+
+    pub fn warn_if_broken(&self) {
+        if let Ok(q) = self.queue.lock() {
+            if let Some(e) = &q.broken {
+                warn!(error = %e, "the audit log is broken: every statement is refused until restart");
+            }
+        }
+    }
+}
