@@ -92,6 +92,7 @@ fn start_tasks(
         naming: super::files::Naming::for_active(log.path()),
         compress: audit.rotate.compress,
         retain: audit.rotate.retain,
+        log: Some(weak.clone()),
     };
     if maintenance.needed() {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

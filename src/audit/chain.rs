@@ -77,6 +77,9 @@ pub enum SystemRecord {
     /// Records `from..=to` (this record takes number `to`) could not be written; the statements
     /// they recorded were refused.
     Lost { from: u64, to: u64, error: String },
+    /// Retention is about to delete a closed file (the oldest): the chain's new start is
+    /// explained, so a deleted first file that retention did not delete is detected.
+    Retention { removed_file: String },
     /// An exporter dropped records `first_seq..=last_seq` (`dropped` of them) because its queue
     /// was full; the local log still has them.
     ExportGap {
@@ -91,6 +94,7 @@ pub const KIND_ROTATION: &str = "rotation";
 pub const KIND_ROTATION_FAILED: &str = "rotation_failed";
 pub const KIND_LOST: &str = "lost";
 pub const KIND_EXPORT_GAP: &str = "export_gap";
+pub const KIND_RETENTION: &str = "retention";
 
 impl SystemRecord {
     pub fn kind(&self) -> &'static str {
@@ -99,6 +103,7 @@ impl SystemRecord {
             SystemRecord::RotationFailed { .. } => KIND_ROTATION_FAILED,
             SystemRecord::Lost { .. } => KIND_LOST,
             SystemRecord::ExportGap { .. } => KIND_EXPORT_GAP,
+            SystemRecord::Retention { .. } => KIND_RETENTION,
         }
     }
 
@@ -128,6 +133,9 @@ impl SystemRecord {
         };
         match self {
             SystemRecord::Rotation => {}
+            SystemRecord::Retention { removed_file } => {
+                text(&mut out, "removed_file", removed_file)
+            }
             SystemRecord::RotationFailed { error } => text(&mut out, "error", error),
             SystemRecord::Lost { from, to, error } => {
                 num(&mut out, "lost_from", *from);

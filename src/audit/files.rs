@@ -155,6 +155,11 @@ pub fn list_dir(dir: &Path) -> Result<Vec<LogFile>, String> {
     }
 }
 
+/// The active file's name for a log's files (`audit.log` for `audit.log.000000000001.gz`, ...).
+pub fn active_name_of(files: &[LogFile]) -> Option<String> {
+    files.first().map(|f| base_of(&f.name).to_string())
+}
+
 /// `audit.log.000000001001.gz` → `audit.log`; a name without a sequence suffix is its own base.
 fn base_of(name: &str) -> &str {
     let plain = name.strip_suffix(".gz").unwrap_or(name);

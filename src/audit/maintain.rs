@@ -6,13 +6,17 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
+use super::chain::SystemRecord;
 use super::files::{self, LogFile, Naming};
+use super::group::Shared;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Maintenance {
     pub naming: Naming,
     pub compress: bool,
     pub retain: Option<usize>,
+    /// The log, to record each deletion in the chain before doing it.
+    pub log: Option<std::sync::Weak<Shared>>,
 }
 
 /// What one pass did.
@@ -41,6 +45,10 @@ impl Maintenance {
         if let Some(keep) = self.retain {
             let excess = closed.len().saturating_sub(keep);
             for f in &closed[..excess] {
+                if let Err(e) = self.record_removal(f) {
+                    warn!(file = %f.name, error = %e, "audit retention: cannot record the removal in the log; the file is kept");
+                    break;
+                }
                 match std::fs::remove_file(&f.path) {
                     Ok(()) => {
                         info!(file = %f.name, "audit retention: removed the oldest closed file");
@@ -64,6 +72,22 @@ impl Maintenance {
             }
         }
         pass
+    }
+
+    /// Writes a `retention` record naming the file, so that verification can tell this removal
+    /// from a deletion by someone else.
+    fn record_removal(&self, f: &LogFile) -> Result<(), String> {
+        let Some(shared) = self.log.as_ref().and_then(|w| w.upgrade()) else {
+            return Err("the log is closed".into());
+        };
+        let record = SystemRecord::Retention {
+            removed_file: f.link_name().to_string(),
+        };
+        shared
+            .lock()
+            .map_err(|e| e.to_string())?
+            .push_system(record);
+        shared.flush_sync().map_err(|e| e.to_string())
     }
 
     fn closed(&self) -> std::io::Result<Vec<LogFile>> {
@@ -124,6 +148,8 @@ mod tests {
     fn compresses_then_keeps_only_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let naming = Naming::for_active(&dir.path().join("audit.log"));
+        // Opened first: its chain starts empty (the closed files below are only stand-ins).
+        let log = super::super::AuditLog::open(&dir.path().join("audit.log")).unwrap();
         for seq in [1, 101, 201] {
             std::fs::write(
                 dir.path().join(naming.closed_name(seq)),
@@ -131,12 +157,12 @@ mod tests {
             )
             .unwrap();
         }
-        std::fs::write(dir.path().join("audit.log"), "active\n").unwrap();
         std::fs::write(dir.path().join(naming.closed_name(201) + ".gz.tmp"), "half").unwrap();
         let m = Maintenance {
             naming: naming.clone(),
             compress: true,
             retain: Some(2),
+            log: Some(std::sync::Arc::downgrade(log.shared())),
         };
         let pass = m.run();
         assert_eq!(pass.removed, [dir.path().join(naming.closed_name(1))]);
@@ -161,5 +187,11 @@ mod tests {
             .join(naming.closed_name(201) + ".gz.tmp")
             .exists());
         assert_eq!(m.run(), Pass::default(), "nothing left to do");
+        // The removal is in the chain.
+        let active = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        assert!(
+            active.contains(r#""kind":"retention","removed_file":"audit.log.000000000001""#),
+            "{active}"
+        );
     }
 }

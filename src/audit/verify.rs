@@ -9,7 +9,9 @@ use std::io::BufRead;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::chain::{hex_lower, HexHash, GENESIS, KIND_EXPORT_GAP, KIND_LOST, KIND_ROTATION_FAILED};
+use super::chain::{
+    hex_lower, HexHash, GENESIS, KIND_EXPORT_GAP, KIND_LOST, KIND_RETENTION, KIND_ROTATION_FAILED,
+};
 use super::files::LogFile;
 
 /// The chain members of one line, after its own hash was checked.
@@ -25,6 +27,7 @@ pub struct ChainFields {
     pub error: Option<String>,
     pub exporter: Option<String>,
     pub dropped: Option<u64>,
+    pub removed_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +41,7 @@ struct Members {
     error: Option<String>,
     exporter: Option<String>,
     dropped: Option<u64>,
+    removed_file: Option<String>,
 }
 
 fn hex64(s: &str) -> Option<HexHash> {
@@ -84,6 +88,7 @@ pub fn parse_line(line: &[u8]) -> Result<ChainFields, String> {
         error: m.error,
         exporter: m.exporter,
         dropped: m.dropped,
+        removed_file: m.removed_file,
     })
 }
 
@@ -95,20 +100,26 @@ pub struct VerifyOptions {
     /// The chain must start at the first record ever written (no file before the first one
     /// given, e.g. removed by retention).
     pub from_genesis: bool,
+    /// The name of the log's active file when a folder is checked: it must be there, last.
+    pub active_name: Option<String>,
 }
 
 /// The first problem found: where, and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub file: String,
-    /// 1-based line number in the (decompressed) file.
+    /// 1-based line number in the (decompressed) file; 0 for the file as a whole.
     pub line: u64,
     pub message: String,
 }
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} line {}: {}", self.file, self.line, self.message)
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{} line {}: {}", self.file, self.line, self.message)
+        }
     }
 }
 
@@ -124,6 +135,10 @@ pub struct VerifyReport {
     /// Things an auditor should know that are not breaks (lost records, export gaps, a chain
     /// that continues a file not given).
     pub notes: Vec<String>,
+    /// Files retention recorded deleting (`retention` records seen).
+    pub retained: Vec<String>,
+    /// The first file given continues one that is not here: (that file, the one it names).
+    unexplained_start: Option<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +189,45 @@ pub fn verify(files: &[LogFile], opts: &VerifyOptions) -> Result<VerifyReport, V
             prev = Some(end);
         }
     }
+    finish(&mut report, files, prev.as_ref(), opts);
     Ok(report)
+}
+
+/// Checks that need the whole set: a start explained by retention, the active file present.
+fn finish(report: &mut VerifyReport, files: &[LogFile], last: Option<&End>, opts: &VerifyOptions) {
+    if let Some((file, link)) = report.unexplained_start.take() {
+        if report.retained.contains(&link) {
+            report.notes.push(format!(
+                "the chain starts in {file}, continuing from \"{link}\", which retention removed (recorded in the chain)"
+            ));
+        } else if opts.quick.is_some() {
+            report.notes.push(format!(
+                "the chain starts in {file}, continuing from \"{link}\", which is not here (quick mode does not look for the retention record)"
+            ));
+        } else {
+            report.problem = Some(Problem {
+                file,
+                line: 1,
+                message: format!(
+                    "continues from \"{link}\", which is missing and was not removed by retention: the beginning of the log was deleted (if older files were archived elsewhere, verify them together)"
+                ),
+            });
+            return;
+        }
+    }
+    if let Some(active) = &opts.active_name {
+        let last_file = files.last().map(|f| f.name.as_str());
+        if last_file != Some(active.as_str()) {
+            let end = last
+                .map(|e| format!(": the chain ends in {} at seq {}; records written after it may have been removed", e.name, e.seq))
+                .unwrap_or_default();
+            report.problem = Some(Problem {
+                file: active.clone(),
+                line: 0,
+                message: format!("the active file is missing{end}"),
+            });
+        }
+    }
 }
 
 /// Where a file's lines come from: all of them, or (quick) the first and the last few with
@@ -460,10 +513,7 @@ impl FileCheck<'_> {
                 ));
                 return false;
             }
-            self.report.notes.push(format!(
-                "the chain starts at seq {} in {}, continuing from \"{link}\", which is not here (removed by retention or archived elsewhere): it was not checked",
-                rec.seq, self.file.name
-            ));
+            self.report.unexplained_start = Some((self.file.name.clone(), link.clone()));
             return true;
         }
         if start == 1 && rec.prev_hash == GENESIS {
@@ -490,6 +540,11 @@ impl FileCheck<'_> {
                 rec.seq,
                 rec.error.as_deref().unwrap_or("unknown error")
             )),
+            Some(KIND_RETENTION) => {
+                if let Some(f) = &rec.removed_file {
+                    self.report.retained.push(f.clone());
+                }
+            }
             Some(KIND_EXPORT_GAP) => self.report.notes.push(format!(
                 "{file}: seq {}: exporter {} dropped {} record(s) (they are in this log)",
                 rec.seq,

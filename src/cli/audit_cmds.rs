@@ -45,9 +45,14 @@ pub struct VerifyArgs {
 /// `tollgate audit verify DIR | FILE...`: 0 intact, 1 broken (the first problem is printed),
 /// 2 nothing could be checked.
 pub fn verify_cmd(args: VerifyArgs) -> i32 {
+    // A folder holds the whole log: its active file must be there too.
+    let mut active_name = None;
     let files = match args.paths.as_slice() {
         [one] if one.is_dir() => match files::list_dir(one) {
-            Ok(f) => f,
+            Ok(f) => {
+                active_name = files::active_name_of(&f);
+                f
+            }
             Err(e) => {
                 eprintln!("tollgate: {e}");
                 return EXIT_UNCHECKED;
@@ -67,6 +72,7 @@ pub fn verify_cmd(args: VerifyArgs) -> i32 {
     let opts = VerifyOptions {
         quick: args.quick.then_some(args.last),
         from_genesis: args.from_genesis,
+        active_name,
     };
     let report = match verify(&files, &opts) {
         Ok(r) => r,
