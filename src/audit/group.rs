@@ -169,12 +169,15 @@ impl Shared {
         }
     }
 
-    /// Resolves once `seq` is written; fails if it was lost. Never holds the lock across an await.
-    pub async fn commit(&self, seq: u64) -> Result<(), AuditError> {
+    /// Resolves once `seq` is written; fails if it was lost. Never holds the lock across an
+    /// await. With `gather`, a caller that would lead first yields once (claiming the lead, so
+    /// callers arriving meanwhile wait for it): the other sessions ready on its worker thread
+    /// queue their records too, and one write carries them all.
+    pub async fn commit(&self, seq: u64, gather: bool) -> Result<(), AuditError> {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
-            {
+            let claimed = {
                 let mut q = self.lock()?;
                 loop {
                     match q.status(seq) {
@@ -182,15 +185,38 @@ impl Shared {
                         Status::Lost(e) => return Err(self.lost(e)),
                         Status::Pending => {}
                     }
-                    if q.writing {
-                        break;
+                    if q.writing || q.claimed {
+                        // Registered before the lock is released: the wake-up cannot be missed.
+                        notified.as_mut().enable();
+                        break false;
+                    }
+                    if gather {
+                        q.claimed = true;
+                        break true;
                     }
                     q = self.lead(q)?;
                 }
-                // Registered before the lock is released: the leader's wake-up cannot be missed.
-                notified.as_mut().enable();
+            };
+            if !claimed {
+                notified.await;
+                continue;
             }
-            notified.await;
+            let claim = Claim(Some(self));
+            tokio::task::yield_now().await;
+            let q = claim.release()?;
+            if q.writing {
+                // A thread (the sync API) leads meanwhile; wait for it like any follower.
+                drop(q);
+                self.notify.notify_waiters();
+                continue;
+            }
+            match q.status(seq) {
+                Status::Pending => drop(self.lead(q)?),
+                _ => {
+                    drop(q);
+                    self.notify.notify_waiters();
+                }
+            }
         }
     }
 
@@ -226,11 +252,40 @@ impl Shared {
         }
     }
 
+    /// Called by `Claim` when the claimer goes away without leading (its task was dropped).
+    fn unclaim(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.claimed = false;
+        }
+        self.notify.notify_waiters();
+    }
+
     pub fn warn_if_broken(&self) {
         if let Ok(q) = self.queue.lock() {
             if let Some(e) = &q.broken {
                 warn!(error = %e, "the audit log is broken: every statement is refused until restart");
             }
+        }
+    }
+}
+
+/// The claim to lead the next write, held across the gathering yield; released by `release`,
+/// or on drop (a cancelled commit) so that the followers do not wait forever.
+struct Claim<'a>(Option<&'a Shared>);
+
+impl<'a> Claim<'a> {
+    fn release(mut self) -> Result<MutexGuard<'a, Queue>, AuditError> {
+        let shared = self.0.take().expect("released once");
+        let mut q = shared.lock()?;
+        q.claimed = false;
+        Ok(q)
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.unclaim();
         }
     }
 }

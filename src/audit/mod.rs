@@ -174,13 +174,20 @@ impl AuditLog {
     /// with every other caller: one write for all. Fails if the write that carried it failed:
     /// the statement must not be forwarded.
     pub async fn commit(&self, seq: u64) -> Result<(), AuditError> {
-        self.shared.commit(seq).await
+        self.shared.commit(seq, true).await
+    }
+
+    /// `commit` without gathering: the caller writes at once when nothing is in flight
+    /// (for comparison in benchmarks).
+    #[doc(hidden)]
+    pub async fn commit_eager(&self, seq: u64) -> Result<(), AuditError> {
+        self.shared.commit(seq, false).await
     }
 
     /// `append_deferred` + `commit`: the record is on disk when this resolves.
     pub async fn append_commit(&self, event: &AuditEvent) -> Result<u64, AuditError> {
         let seq = self.append_deferred(event)?;
-        self.shared.commit(seq).await?;
+        self.shared.commit(seq, true).await?;
         Ok(seq)
     }
 

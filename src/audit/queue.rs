@@ -97,6 +97,8 @@ pub struct Queue {
     pub bytes: usize,
     /// A writer is in flight (it took everything up to `first_seq - 1`).
     pub writing: bool,
+    /// An async caller will lead the next write after gathering (see `group::Shared::commit`).
+    pub claimed: bool,
     /// Every number up to this one has been written or lost.
     pub settled: u64,
     pub lost: LostRanges,
@@ -124,6 +126,7 @@ impl Queue {
             spare: Vec::new(),
             bytes: 0,
             writing: false,
+            claimed: false,
             settled: last_seq,
             lost: LostRanges::default(),
             sync_waiters: 0,
