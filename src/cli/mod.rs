@@ -34,6 +34,9 @@ pub enum Command {
         /// that run many statements as analyst; every other limit stays.
         #[arg(long)]
         unlimited_rate: bool,
+        /// Rotate the audit log every N records (closed files: audit.log.<first seq>).
+        #[arg(long, value_name = "N")]
+        audit_rotate_records: Option<u64>,
     },
     /// Validate the config and the policies; exit 1 on error.
     Check {
@@ -288,7 +291,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Demo {
             env_file,
             unlimited_rate,
-        } => crate::demo::run_cli(env_file, unlimited_rate),
+            audit_rotate_records,
+        } => crate::demo::run_cli(env_file, unlimited_rate, audit_rotate_records),
         Command::Check { config } => admin_cmds::check(&config),
         Command::Explain {
             agent,
