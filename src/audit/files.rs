@@ -124,20 +124,24 @@ pub fn list(naming: &Naming) -> std::io::Result<Vec<LogFile>> {
     Ok(closed)
 }
 
-/// The files of the one log in `dir` (every file whose name is a log's active or closed name).
-/// Several logs in one folder are an error naming them: pass the files instead.
+/// The files of the one log in `dir`: closed files (named `<base>.<seq>`) and active files
+/// (recognised by their first bytes, `{"seq":`); other files are not the log's and are left
+/// out. Several logs in one folder are an error naming them: pass the files instead.
 pub fn list_dir(dir: &Path) -> Result<Vec<LogFile>, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut names = Vec::new();
+    let mut bases = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
-        if is_file && !name.starts_with('.') && !name.ends_with(".tmp") {
-            names.push(name);
+        if !is_file || name.starts_with('.') || name.ends_with(".tmp") {
+            continue;
+        }
+        let base = base_of(&name);
+        if base != name || starts_like_a_record(&entry.path()) {
+            bases.push(base.to_string());
         }
     }
-    let mut bases: Vec<String> = names.iter().map(|n| base_of(n).to_string()).collect();
     bases.sort();
     bases.dedup();
     match bases.as_slice() {
@@ -153,6 +157,13 @@ pub fn list_dir(dir: &Path) -> Result<Vec<LogFile>, String> {
             many.join(", ")
         )),
     }
+}
+
+fn starts_like_a_record(path: &Path) -> bool {
+    let mut head = [0u8; 7];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| &head == b"{\"seq\":")
 }
 
 /// The active file's name for a log's files (`audit.log` for `audit.log.000000000001.gz`, ...).
@@ -254,7 +265,10 @@ mod tests {
             .map(|f| f.name)
             .collect();
         assert_eq!(from_dir, names);
-        std::fs::write(dir.path().join("other.log"), "").unwrap();
+        // Other files beside the log are not the log's.
+        std::fs::write(dir.path().join("tollgate.toml"), "[audit]\n").unwrap();
+        assert_eq!(list_dir(dir.path()).unwrap().len(), 4);
+        std::fs::write(dir.path().join("other.log"), "{\"seq\":1}\n").unwrap();
         let err = list_dir(dir.path()).unwrap_err();
         assert!(err.contains("several logs (audit.log, other.log)"), "{err}");
     }
