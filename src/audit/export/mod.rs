@@ -21,6 +21,9 @@ use super::group::Shared;
 use super::json::member_str;
 use crate::policy::glob::Glob;
 
+/// Records a full queue still takes when they are gap records.
+const GAP_RESERVE: usize = 16;
+
 /// Whole lines (each ending in '\n') waiting for one exporter.
 #[derive(Debug, Clone)]
 pub struct Item {
@@ -143,23 +146,48 @@ impl Sink {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
-        if st.records + records > self.capacity {
-            let gaps = memchr::memmem::find_iter(&lines, b",\"kind\":\"export_gap\"").count();
+        if st.records + records <= self.capacity {
+            st.records += records;
+            st.items.push_back(Item { lines, records });
+            drop(st);
+            self.wake.notify_one();
+            return;
+        }
+        // Full: drop, except the log's gap records (within a small reserve), so that the
+        // receiver learns what it missed once it catches up.
+        let mut kept = Vec::new();
+        let (mut kept_n, mut gaps) = (0usize, 0usize);
+        for line in lines.split_inclusive(|b| *b == b'\n') {
+            if line_kind(line) == Some(KIND_EXPORT_GAP.as_bytes()) {
+                gaps += 1;
+                if st.records + kept_n < self.capacity + GAP_RESERVE {
+                    kept.extend_from_slice(line);
+                    kept_n += 1;
+                }
+            }
+        }
+        let dropped = records - kept_n;
+        if dropped > 0 {
             let d = &mut st.drops;
             if d.records == 0 {
                 d.first_seq = first;
             }
             d.last_seq = last;
-            d.records += records as u64;
-            d.news += (records - gaps.min(records)) as u64;
-            drop(st);
-            self.dropped.increment(records as u64);
-            return;
+            d.records += dropped as u64;
+            d.news += (records - gaps) as u64;
+            self.dropped.increment(dropped as u64);
         }
-        st.records += records;
-        st.items.push_back(Item { lines, records });
+        if kept_n > 0 {
+            st.records += kept_n;
+            st.items.push_back(Item {
+                lines: Bytes::from(kept),
+                records: kept_n,
+            });
+        }
         drop(st);
-        self.wake.notify_one();
+        if kept_n > 0 {
+            self.wake.notify_one();
+        }
     }
 
     /// The next item, waiting up to `wait` for one.
@@ -287,21 +315,24 @@ mod tests {
         sink.offer(&two, 3, 4); // 2 + 2 > 3: dropped
         sink.offer(&line(5, "decision", "allowed", None), 5, 5);
         assert_eq!(sink.queued(), 3);
-        let gap = b"{\"seq\":6,\"ts\":\"t\",\"kind\":\"export_gap\",\"exporter\":\"test\"}\n";
-        sink.offer(gap, 6, 6);
         let d = sink.take_drops().unwrap();
-        assert_eq!(
-            d,
-            Drops {
-                records: 3,
-                news: 2,
-                first_seq: 3,
-                last_seq: 6
-            }
-        );
+        let expected = Drops {
+            records: 2,
+            news: 2,
+            first_seq: 3,
+            last_seq: 4,
+        };
+        assert_eq!(d, expected);
         assert_eq!(sink.take_drops(), None);
-        // Only a dropped gap record: no new gap record is called for.
-        sink.offer(gap, 7, 7);
+        // A gap record gets in anyway (it tells the receiver what it missed), within a reserve.
+        let gap = b"{\"seq\":6,\"ts\":\"t\",\"kind\":\"export_gap\",\"exporter\":\"test\"}\n";
+        for seq in 0..GAP_RESERVE as u64 {
+            sink.offer(gap, 6 + seq, 6 + seq);
+        }
+        assert_eq!(sink.queued(), 3 + GAP_RESERVE);
+        assert_eq!(sink.take_drops(), None);
+        // Beyond the reserve a gap record is dropped, and calls for no gap record of its own.
+        sink.offer(gap, 99, 99);
         assert_eq!(sink.take_drops(), None);
         let first = sink.pop().unwrap();
         assert_eq!(first.records, 2);

@@ -229,7 +229,7 @@ pub async fn run(
                 // Back off beyond the rate limit while the receiver stays down.
                 let extra = Duration::from_millis(200) * 2u32.pow(failures.min(7));
                 tokio::select! {
-                    _ = tokio::time::sleep(extra.min(Duration::from_secs(30))) => {}
+                    _ = tokio::time::sleep(extra.min(Duration::from_secs(5))) => {}
                     _ = shutdown.changed() => return,
                 }
             }
