@@ -28,38 +28,83 @@ fn event(i: u64) -> AuditEvent {
     }
 }
 
-/// (case, tasks) → (writes, records), summed over every measured iteration.
-static WRITES: Mutex<Vec<(String, usize, u64, u64)>> = Mutex::new(Vec::new());
+/// Per (case, tasks): writes, records and CPU time (user + system, all threads), summed over
+/// every measured iteration. CPU per record is steadier than wall time on a shared machine.
+struct Tally {
+    case: String,
+    tasks: usize,
+    writes: u64,
+    records: u64,
+    cpu: Duration,
+}
 
-fn note(case: &str, tasks: usize, before: tollgate::audit::WriteStats, log: &AuditLog) {
-    let after = log.write_stats();
-    let mut w = WRITES.lock().unwrap();
-    match w.iter_mut().find(|(c, t, _, _)| c == case && *t == tasks) {
-        Some(e) => {
-            e.2 += after.writes - before.writes;
-            e.3 += after.records - before.records;
-        }
-        None => w.push((
-            case.into(),
-            tasks,
-            after.writes - before.writes,
-            after.records - before.records,
-        )),
+static TALLY: Mutex<Vec<Tally>> = Mutex::new(Vec::new());
+
+/// This process's CPU time so far, from /proc/self/stat (utime + stime, in 1/100 s).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// What one measurement started from.
+struct Mark {
+    stats: tollgate::audit::WriteStats,
+    cpu: Duration,
+}
+
+fn mark(log: &AuditLog) -> Mark {
+    Mark {
+        stats: log.write_stats(),
+        cpu: cpu_time(),
     }
 }
 
-fn append_alone(c: &mut Criterion) {
+fn note(case: &str, tasks: usize, before: Mark, log: &AuditLog) {
+    let after = log.write_stats();
+    let cpu = cpu_time() - before.cpu;
+    let mut w = TALLY.lock().unwrap();
+    let i = match w.iter().position(|t| t.case == case && t.tasks == tasks) {
+        Some(i) => i,
+        None => {
+            w.push(Tally {
+                case: case.into(),
+                tasks,
+                writes: 0,
+                records: 0,
+                cpu: Duration::ZERO,
+            });
+            w.len() - 1
+        }
+    };
+    w[i].writes += after.writes - before.stats.writes;
+    w[i].records += after.records - before.stats.records;
+    w[i].cpu += cpu;
+}
+
+/// A log in a fresh folder, removed (with the folder) when dropped: measurements write
+/// millions of records, which must not pile up on a shared disk.
+fn fresh_log() -> (tempfile::TempDir, AuditLog) {
     let dir = tempfile::tempdir().unwrap();
     let log = AuditLog::open(&dir.path().join("audit.log")).unwrap();
+    (dir, log)
+}
+
+fn append_alone(c: &mut Criterion) {
     let mut g = c.benchmark_group("audit_append");
     g.throughput(Throughput::Elements(1));
-    let mut i = 0u64;
     g.bench_function("append (durable, one write)", |b| {
         b.iter_custom(|iters| {
-            let before = log.write_stats();
+            let (_dir, log) = fresh_log();
+            let before = mark(&log);
             let t = Instant::now();
-            for _ in 0..iters {
-                i += 1;
+            for i in 0..iters {
                 log.append(&event(i)).unwrap();
             }
             let took = t.elapsed();
@@ -69,12 +114,12 @@ fn append_alone(c: &mut Criterion) {
     });
     g.bench_function("append_deferred (queue only, flushed every 64)", |b| {
         b.iter_custom(|iters| {
-            let before = log.write_stats();
+            let (_dir, log) = fresh_log();
+            let before = mark(&log);
             let t = Instant::now();
-            for k in 0..iters {
-                i += 1;
+            for i in 0..iters {
                 log.append_deferred(&event(i)).unwrap();
-                if k % 64 == 63 {
+                if i % 64 == 63 {
                     log.flush().unwrap();
                 }
             }
@@ -87,7 +132,6 @@ fn append_alone(c: &mut Criterion) {
     g.finish();
 }
 
-/// `records` statements spread over `tasks` tasks on a 2-worker runtime.
 /// How each statement reaches the disk.
 #[derive(Clone, Copy)]
 enum Shape {
@@ -146,8 +190,6 @@ fn concurrent(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let log = AuditLog::open(&dir.path().join("audit.log")).unwrap();
     let mut g = c.benchmark_group("audit_concurrent");
     g.throughput(Throughput::Elements(1));
     g.measurement_time(Duration::from_secs(4));
@@ -159,7 +201,8 @@ fn concurrent(c: &mut Criterion) {
         ] {
             g.bench_with_input(BenchmarkId::new(name, tasks), &tasks, |b, &tasks| {
                 b.iter_custom(|iters| {
-                    let before = log.write_stats();
+                    let (_dir, log) = fresh_log();
+                    let before = mark(&log);
                     let took = run_tasks(&rt, &log, tasks, iters.max(tasks as u64), shape);
                     note(name, tasks, before, &log);
                     // Per record: criterion divides by iters.
@@ -178,13 +221,16 @@ fn main() {
     criterion::Criterion::default()
         .configure_from_args()
         .final_summary();
-    println!("\nwrites per record (all measured iterations):");
-    for (case, tasks, writes, records) in WRITES.lock().unwrap().iter() {
-        if *records > 0 {
-            println!(
-                "  {case:<32} tasks {tasks:>2}: {:.3} ({writes} writes / {records} records)",
-                *writes as f64 / *records as f64
-            );
-        }
+    println!("\nper record, over all measured iterations (CPU: user + system, all threads):");
+    for t in TALLY.lock().unwrap().iter().filter(|t| t.records > 0) {
+        println!(
+            "  {:<32} tasks {:>2}: {:.3} writes, {:>5.0} ns CPU ({} writes / {} records)",
+            t.case,
+            t.tasks,
+            t.writes as f64 / t.records as f64,
+            t.cpu.as_nanos() as f64 / t.records as f64,
+            t.writes,
+            t.records
+        );
     }
 }

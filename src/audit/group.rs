@@ -39,6 +39,9 @@ impl Counters {
     }
 }
 
+/// Leads without gathering after a gathering yield found no other session.
+const GATHER_BACKOFF: u32 = 63;
+
 pub struct Shared {
     pub path: std::path::PathBuf,
     pub queue: Mutex<Queue>,
@@ -172,8 +175,11 @@ impl Shared {
     /// Resolves once `seq` is written; fails if it was lost. Never holds the lock across an
     /// await. With `gather`, a caller that would lead first yields once (claiming the lead, so
     /// callers arriving meanwhile wait for it): the other sessions ready on its worker thread
-    /// queue their records too, and one write carries them all.
+    /// queue their records too, and one write carries them all. When a gathering yield found
+    /// nobody to gather (one session), the next `GATHER_BACKOFF` leads skip it: a lone session
+    /// does not pay the yield on every statement.
     pub async fn commit(&self, seq: u64, gather: bool) -> Result<(), AuditError> {
+        let mut arrived = false;
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -185,14 +191,21 @@ impl Shared {
                         Status::Lost(e) => return Err(self.lost(e)),
                         Status::Pending => {}
                     }
+                    if !arrived {
+                        q.arrivals += 1;
+                        arrived = true;
+                    }
                     if q.writing || q.claimed {
                         // Registered before the lock is released: the wake-up cannot be missed.
                         notified.as_mut().enable();
                         break false;
                     }
-                    if gather {
+                    if gather && q.gather_skip == 0 {
                         q.claimed = true;
                         break true;
+                    }
+                    if gather {
+                        q.gather_skip -= 1;
                     }
                     q = self.lead(q)?;
                 }
@@ -203,7 +216,7 @@ impl Shared {
             }
             let claim = Claim(Some(self));
             tokio::task::yield_now().await;
-            let q = claim.release()?;
+            let mut q = claim.release()?;
             if q.writing {
                 // A thread (the sync API) leads meanwhile; wait for it like any follower.
                 drop(q);
@@ -211,7 +224,12 @@ impl Shared {
                 continue;
             }
             match q.status(seq) {
-                Status::Pending => drop(self.lead(q)?),
+                Status::Pending => {
+                    if q.arrivals <= 1 {
+                        q.gather_skip = GATHER_BACKOFF;
+                    }
+                    drop(self.lead(q)?)
+                }
                 _ => {
                     drop(q);
                     self.notify.notify_waiters();

@@ -99,6 +99,10 @@ pub struct Queue {
     pub writing: bool,
     /// An async caller will lead the next write after gathering (see `group::Shared::commit`).
     pub claimed: bool,
+    /// Async commits that arrived since the last write took the queue.
+    pub arrivals: u32,
+    /// Leads left to do without gathering (nobody was there to gather last time).
+    pub gather_skip: u32,
     /// Every number up to this one has been written or lost.
     pub settled: u64,
     pub lost: LostRanges,
@@ -127,6 +131,8 @@ impl Queue {
             bytes: 0,
             writing: false,
             claimed: false,
+            arrivals: 0,
+            gather_skip: 0,
             settled: last_seq,
             lost: LostRanges::default(),
             sync_waiters: 0,
@@ -212,6 +218,7 @@ impl Queue {
         self.first_seq = self.next_seq;
         self.bytes = 0;
         self.writing = true;
+        self.arrivals = 0;
         (first, entries)
     }
 
