@@ -80,6 +80,7 @@ impl Shared {
         }
         let (first, mut entries) = q.take();
         drop(q);
+        let mut in_flight = InFlight(Some(self));
         let mut closed = Vec::new();
         let outcome = {
             let mut w = self.writer.lock().map_err(|_| AuditError::Poisoned)?;
@@ -116,6 +117,7 @@ impl Shared {
         }
         let mut q = self.lock()?;
         q.writing = false;
+        in_flight.0 = None;
         // The batch's vector is reused for the next one (no allocation per write).
         if q.spare.capacity() < entries.capacity() {
             q.spare = entries;
@@ -305,5 +307,24 @@ impl Drop for Claim<'_> {
         if let Some(shared) = self.0.take() {
             shared.unclaim();
         }
+    }
+}
+
+/// A write in flight: if the leader leaves `lead` without settling it (a panic, a poisoned
+/// lock), the log is marked broken and every waiter is woken to fail, rather than waiting for
+/// a write that will never finish.
+struct InFlight<'a>(Option<&'a Shared>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let Some(shared) = self.0.take() else {
+            return;
+        };
+        let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.writing = false;
+        q.broken = Some("an internal error interrupted an audit write".into());
+        drop(q);
+        shared.written.notify_all();
+        shared.notify.notify_waiters();
     }
 }

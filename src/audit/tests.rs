@@ -276,3 +276,68 @@ fn a_missing_active_file_is_started_again_with_a_link() {
     assert_eq!(active[0]["prev_file"], "audit.log.000000000002");
     assert_eq!(verify_dir(dir.path()).problem, None);
 }
+
+#[test]
+fn a_rotation_that_cannot_close_the_file_is_recorded_and_the_file_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path).unwrap();
+    log.append(&event("SELECT 1")).unwrap();
+    // Something already holds the name the file would be closed under.
+    std::fs::write(dir.path().join("audit.log.000000000001"), "not ours").unwrap();
+    let err = log.rotate().unwrap_err();
+    assert!(matches!(err, AuditError::RotationFailed { .. }), "{err}");
+    log.append(&event("SELECT 2")).unwrap();
+    let active = lines(&path);
+    assert_eq!(active.len(), 3);
+    assert_eq!(active[1]["kind"], "rotation_failed");
+    assert_eq!(active[1]["error"], "audit.log.000000000001 already exists");
+    std::fs::remove_file(dir.path().join("audit.log.000000000001")).unwrap();
+    let report = verify_path(&path);
+    assert_eq!(report.problem, None);
+    assert!(
+        report.notes[0].contains("a rotation failed"),
+        "{:?}",
+        report.notes
+    );
+}
+
+#[test]
+fn rotation_by_age_rotates_only_an_old_enough_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(&dir.path().join("audit.log")).unwrap();
+    log.append(&event("SELECT 1")).unwrap();
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(log.rotate_if_older(hour).unwrap(), None);
+    let r = log
+        .rotate_if_older(std::time::Duration::ZERO)
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.first_seq, 1);
+    // The new file's age counts from its own first record.
+    assert_eq!(log.rotate_if_older(hour).unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_dropped_while_gathering_does_not_stall_the_others() {
+    use futures_util::FutureExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(&dir.path().join("audit.log")).unwrap();
+    let seq = log.append_deferred(&event("SELECT 1")).unwrap();
+    // Polled once: it claims the lead and yields; dropped there (a cancelled statement).
+    assert!(log.commit(seq).now_or_never().is_none());
+    let seq2 = log.append_deferred(&event("SELECT 2")).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), log.commit(seq2))
+        .await
+        .expect("the claim was released")
+        .unwrap();
+    // The dropped commit's record was written with the next one.
+    log.commit(seq).await.unwrap();
+    assert_eq!(
+        log.write_stats(),
+        WriteStats {
+            writes: 1,
+            records: 2
+        }
+    );
+}
