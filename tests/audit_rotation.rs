@@ -167,7 +167,11 @@ fn rotation_under_load_keeps_every_record_and_one_chain() {
     );
     let (code, out) = tollgate(&["audit", "verify", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
-    eprintln!("{} records in {} closed files and the active one; {out}", all.len(), closed);
+    eprintln!(
+        "{} records in {} closed files and the active one; {out}",
+        all.len(),
+        closed
+    );
 
     // On demand: SIGUSR1 and the admin API each close the active file.
     let before = closed;

@@ -157,7 +157,15 @@ impl Shared {
 
     /// Blocks the thread until `seq` is written (leading writes as needed).
     pub fn commit_sync(&self, seq: u64) -> Result<(), AuditError> {
-        let mut q = self.lock()?;
+        self.commit_sync_locked(self.lock()?, seq)
+    }
+
+    /// `commit_sync` for a caller that holds the queue already (one lock for append + commit).
+    pub fn commit_sync_locked<'a>(
+        &'a self,
+        mut q: MutexGuard<'a, Queue>,
+        seq: u64,
+    ) -> Result<(), AuditError> {
         loop {
             match q.status(seq) {
                 Status::Written => return Ok(()),

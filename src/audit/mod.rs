@@ -152,8 +152,10 @@ impl AuditLog {
     /// number. Blocks the thread while it or another caller writes. On failure the record is
     /// not part of the chain (a record saying it was lost takes its place).
     pub fn append(&self, event: &AuditEvent) -> Result<u64, AuditError> {
-        let seq = self.append_deferred(event)?;
-        self.shared.commit_sync(seq)?;
+        let fields = event.fields_json();
+        let mut q = self.shared.lock()?;
+        let seq = q.push_record(fields);
+        self.shared.commit_sync_locked(q, seq)?;
         Ok(seq)
     }
 
