@@ -75,6 +75,14 @@ impl Shared {
         mut q: MutexGuard<'a, Queue>,
     ) -> Result<MutexGuard<'a, Queue>, AuditError> {
         debug_assert!(!q.writing);
+        if q.broken.is_some() {
+            // The file cannot be trusted any more (see `Queue::broken`): nothing is written,
+            // and what is queued is dropped (its waiters fail on the broken status).
+            q.entries.clear();
+            q.bytes = 0;
+            q.first_seq = q.next_seq;
+            return Ok(q);
+        }
         if q.entries.is_empty() {
             return Ok(q);
         }

@@ -198,6 +198,10 @@ impl Queue {
     }
 
     pub fn status(&self, seq: u64) -> Status {
+        if seq >= self.next_seq {
+            // Never handed out: waiting for it would wait forever.
+            return Status::Lost(format!("record {seq} was never appended").into());
+        }
         if let Some(e) = self.lost.find(seq) {
             return Status::Lost(e);
         }

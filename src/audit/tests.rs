@@ -341,3 +341,13 @@ async fn a_commit_dropped_while_gathering_does_not_stall_the_others() {
         }
     );
 }
+
+#[tokio::test]
+async fn waiting_for_a_record_never_appended_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(&dir.path().join("audit.log")).unwrap();
+    let seq = log.append(&event("SELECT 1")).unwrap();
+    let err = log.commit(seq + 5).await.unwrap_err();
+    assert!(err.to_string().contains("never appended"), "{err}");
+    log.commit(seq).await.unwrap();
+}
