@@ -1,7 +1,8 @@
 //! The audit writer's cost per record: `append` alone (one durable record, one write), and the
 //! statement path's two shapes under concurrency on a 2-worker runtime (as the gateway runs):
-//! the sync `append` per statement (one write each, a lock shared by the workers) against
-//! `append_deferred` + `commit` (group commit: one write for everything queued).
+//! the sync `append` per statement and `append_deferred` + `flush` (one write each, a lock
+//! shared by the workers) against `append_deferred` + `commit` (group commit: one write for
+//! everything queued), with and without gathering (`commit_eager`).
 //! Each task yields between records, as a session does while its statement travels.
 //!
 //! Besides criterion's times, prints writes per record for each case (from `write_stats`).
@@ -137,6 +138,8 @@ fn append_alone(c: &mut Criterion) {
 enum Shape {
     /// `append`: one durable record per statement (the PostgreSQL path today).
     Sync,
+    /// `append_deferred` + `flush` (the Redis path today, here with one command per batch).
+    Flush,
     /// `append_deferred` + `commit` (group commit, gathering the worker's ready sessions).
     Commit,
     /// `append_deferred` + `commit_eager` (group commit without gathering).
@@ -162,6 +165,10 @@ fn run_tasks(
                     match shape {
                         Shape::Sync => {
                             log.append(&ev).unwrap();
+                        }
+                        Shape::Flush => {
+                            log.append_deferred(&ev).unwrap();
+                            log.flush().unwrap();
                         }
                         Shape::Commit => {
                             let seq = log.append_deferred(&ev).unwrap();
@@ -196,6 +203,7 @@ fn concurrent(c: &mut Criterion) {
     for tasks in [1usize, 4, 16] {
         for (name, shape) in [
             ("append (sync, per statement)", Shape::Sync),
+            ("append_deferred + flush (sync)", Shape::Flush),
             ("append_deferred + commit", Shape::Commit),
             ("append_deferred + commit_eager", Shape::Eager),
         ] {
