@@ -128,6 +128,19 @@ fn a_deleted_first_or_active_file_is_named() {
     assert!(out.contains(
         "BROKEN: audit.log.000000000006 line 1: continues from \"audit.log.000000000001\", which is missing and was not removed by retention: the beginning of the log was deleted"
     ), "{out}");
+    // Named one by one, files may start mid-chain: the caller chose where to start.
+    let later: Vec<String> = [6u64, 11, 16]
+        .iter()
+        .map(|s| file(dir.path(), *s).display().to_string())
+        .chain([dir.path().join("audit.log").display().to_string()])
+        .collect();
+    let mut args = vec!["audit", "verify"];
+    args.extend(later.iter().map(String::as_str));
+    let (code, out, _) = run(&args);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("note: the chain starts in audit.log.000000000006, continuing from \"audit.log.000000000001\", which was not given"), "{out}");
+    let (code, out, _) = run(&[&args[..], &["--from-genesis"]].concat());
+    assert_eq!(code, 1, "{out}");
     let dir = rotated_log();
     std::fs::remove_file(dir.path().join("audit.log")).unwrap();
     let (code, out) = verify_dir(dir.path());

@@ -22,7 +22,8 @@ pub struct VerifyOptions {
     /// The chain must start at the first record ever written (no file before the first one
     /// given, e.g. removed by retention).
     pub from_genesis: bool,
-    /// The name of the log's active file when a folder is checked: it must be there, last.
+    /// The name of the log's active file when a whole folder is checked: it must be there,
+    /// last, and the oldest file must start the chain or follow a file retention removed.
     pub active_name: Option<String>,
 }
 
@@ -121,6 +122,11 @@ fn finish(report: &mut VerifyReport, files: &[LogFile], last: Option<&End>, opts
         if report.retained.contains(&link) {
             report.notes.push(format!(
                 "the chain starts in {file}, continuing from \"{link}\", which retention removed (recorded in the chain)"
+            ));
+        } else if opts.active_name.is_none() {
+            // Files named one by one: the caller chose where to start.
+            report.notes.push(format!(
+                "the chain starts in {file}, continuing from \"{link}\", which was not given: the files before it were not checked"
             ));
         } else if opts.quick.is_some() {
             report.notes.push(format!(
