@@ -106,7 +106,7 @@ impl Gateway {
             warn!("policy: {w}");
         }
         let admin_tokens = AdminTokens::load(&config.admin.tokens_file)?;
-        let audit = AuditLog::open(&config.audit.file)?;
+        let audit = AuditLog::open_config(&config.audit)?;
         let tls = match &config.tls {
             Some(t) => Some(crate::tls::ServerTls::load(&t.cert_file, &t.key_file)?),
             None => None,
@@ -337,6 +337,8 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
     let (tx, rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(flush_audit_periodically(gateway.clone(), rx.clone()));
+    // Audit rotation (by age, SIGUSR1), compression, retention and exports: src/audit/background.rs.
+    crate::audit::spawn_background(&gateway.core.audit, &gateway.config, rx.clone())?;
     // Masking needs the upstreams' table shapes: try once before serving, then keep them fresh.
     let loaded = gateway.refresh_schemas().await;
     tokio::spawn(refresh_schemas_periodically(

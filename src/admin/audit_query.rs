@@ -1,8 +1,6 @@
 //! `GET /api/v1/audit?agent=&decision=&since=&before=&limit=`: recent audit records, newest
-//! first, read backwards from the end of the JSON-lines log (so a large log costs only the
-//! records returned). Paging: pass the response's `next_before` as `before`.
-
-use std::io::{Read, Seek, SeekFrom};
+//! first, across the active file and the rotated ones (read backwards from the end, so a large
+//! log costs only the records returned). Paging: pass the response's `next_before` as `before`.
 
 use axum::extract::Query;
 use axum::Json;
@@ -12,17 +10,10 @@ use serde_json::{json, Value};
 use super::auth::Viewer;
 use super::error::{bad_query, ApiError};
 use super::State;
+use crate::audit::read::{self, RecordFilter, DECISIONS};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
-const DECISIONS: [&str; 6] = [
-    "allowed",
-    "masked",
-    "rewritten",
-    "blocked",
-    "would_block",
-    "error",
-];
 
 #[derive(Debug, Deserialize)]
 pub struct AuditQuery {
@@ -37,10 +28,7 @@ pub struct AuditQuery {
 
 /// The filters, checked.
 struct Filter {
-    agent: Option<String>,
-    decision: Option<String>,
-    since: Option<time::OffsetDateTime>,
-    before: Option<u64>,
+    records: RecordFilter,
     limit: usize,
 }
 
@@ -56,14 +44,11 @@ impl Filter {
         }
         let since = match &q.since {
             None => None,
-            Some(s) => Some(
-                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                    .map_err(|_| {
-                        ApiError::BadRequest(
-                            "since must be an RFC 3339 time, e.g. 2026-11-23T12:00:00Z".into(),
-                        )
-                    })?,
-            ),
+            Some(s) => Some(read::parse_time(s).ok_or_else(|| {
+                ApiError::BadRequest(
+                    "since must be an RFC 3339 time, e.g. 2026-11-23T12:00:00Z".into(),
+                )
+            })?),
         };
         let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
@@ -72,33 +57,14 @@ impl Filter {
             )));
         }
         Ok(Filter {
-            agent: q.agent,
-            decision: q.decision,
-            since,
-            before: q.before,
+            records: RecordFilter {
+                agent: q.agent,
+                decision: q.decision,
+                since,
+                before: q.before,
+            },
             limit,
         })
-    }
-
-    /// `Some(true)` keep, `Some(false)` skip, `None` stop (older than `since`).
-    fn judge(&self, rec: &Value) -> Option<bool> {
-        if let Some(since) = self.since {
-            let ts = rec["ts"].as_str().and_then(|t| {
-                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-            });
-            if ts.is_some_and(|t| t < since) {
-                return None;
-            }
-        }
-        let seq = rec["seq"].as_u64().unwrap_or(0);
-        Some(
-            self.before.map_or(true, |b| seq < b)
-                && self.agent.as_deref().map_or(true, |a| rec["agent"] == a)
-                && self
-                    .decision
-                    .as_deref()
-                    .map_or(true, |d| rec["decision"] == d),
-        )
     }
 }
 
@@ -109,35 +75,22 @@ pub async fn audit(
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(bad_query)?;
     let filter = Filter::from_query(q)?;
-    // Deferred outcome records first, so the answer is current.
-    let _ = state.gw.core.audit.flush();
-    let path = state.gw.core.audit.path().to_path_buf();
-    let found = tokio::task::spawn_blocking(move || scan(&path, &filter))
-        .await
-        .map_err(|e| ApiError::Internal(format!("audit read failed: {e}")))?
-        .map_err(|e| ApiError::Internal(format!("audit log cannot be read: {e}")))?;
+    let log = state.gw.core.audit.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        // Queued records first, so the answer is current.
+        let _ = log.flush();
+        let files = log.files()?;
+        scan(&files, &filter)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("audit read failed: {e}")))?
+    .map_err(|e| ApiError::Internal(format!("audit log cannot be read: {e}")))?;
     Ok(Json(found))
 }
 
-/// Reads the log backwards, newest first, until `limit` records matched.
-fn scan(path: &std::path::Path, filter: &Filter) -> std::io::Result<Value> {
-    let mut records = Vec::new();
-    let mut more = false;
-    for line in ReverseLines::open(path)? {
-        let line = line?;
-        let Ok(rec) = serde_json::from_slice::<Value>(&line) else {
-            continue; // a torn last line while a write is in progress
-        };
-        match filter.judge(&rec) {
-            None => break,
-            Some(false) => {}
-            Some(true) if records.len() == filter.limit => {
-                more = true;
-                break;
-            }
-            Some(true) => records.push(rec),
-        }
-    }
+/// Reads the log's files backwards, newest first, until `limit` records matched.
+fn scan(files: &[crate::audit::files::LogFile], filter: &Filter) -> std::io::Result<Value> {
+    let (records, more) = read::query(files, &filter.records, filter.limit)?;
     let next_before = if more {
         records.last().and_then(|r| r["seq"].as_u64())
     } else {
@@ -146,113 +99,35 @@ fn scan(path: &std::path::Path, filter: &Filter) -> std::io::Result<Value> {
     Ok(json!({"records": records, "next_before": next_before}))
 }
 
-/// Lines of a file from the last to the first, read in 64 KiB blocks from the end.
-struct ReverseLines {
-    file: std::fs::File,
-    /// Bytes before `pos` are unread.
-    pos: u64,
-    /// Read but not yet returned: everything after the last line break seen.
-    tail: Vec<u8>,
-    done: bool,
-}
-
-const BLOCK: u64 = 64 * 1024;
-
-impl ReverseLines {
-    fn open(path: &std::path::Path) -> std::io::Result<ReverseLines> {
-        let file = std::fs::File::open(path)?;
-        let pos = file.metadata()?.len();
-        Ok(ReverseLines {
-            file,
-            pos,
-            tail: Vec::new(),
-            done: false,
-        })
-    }
-}
-
-impl Iterator for ReverseLines {
-    type Item = std::io::Result<Vec<u8>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if self.done {
-                return None;
-            }
-            // A complete line sits after the last '\n' of `tail` (ignoring a trailing one).
-            let end = if self.tail.last() == Some(&b'\n') {
-                self.tail.len() - 1
-            } else {
-                self.tail.len()
-            };
-            if let Some(nl) = self.tail[..end].iter().rposition(|b| *b == b'\n') {
-                let line = self.tail[nl + 1..end].to_vec();
-                self.tail.truncate(nl + 1);
-                if line.is_empty() {
-                    continue;
-                }
-                return Some(Ok(line));
-            }
-            if self.pos == 0 {
-                self.done = true;
-                let line = self.tail[..end].to_vec();
-                return (!line.is_empty()).then_some(Ok(line));
-            }
-            let start = self.pos.saturating_sub(BLOCK);
-            let mut block = vec![0u8; (self.pos - start) as usize];
-            let read = self
-                .file
-                .seek(SeekFrom::Start(start))
-                .and_then(|_| self.file.read_exact(&mut block));
-            if let Err(e) = read {
-                self.done = true;
-                return Some(Err(e));
-            }
-            block.extend_from_slice(&self.tail);
-            self.tail = block;
-            self.pos = start;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn reverse_lines_across_blocks() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.log");
-        let lines: Vec<String> = (0..20_000)
-            .map(|i| format!("line {i} {}", "x".repeat(i % 37)))
-            .collect();
-        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-        let back: Vec<String> = ReverseLines::open(&path)
-            .unwrap()
-            .map(|l| String::from_utf8(l.unwrap()).unwrap())
-            .collect();
-        let mut expected = lines.clone();
-        expected.reverse();
-        assert_eq!(back, expected);
-        std::fs::write(&path, "").unwrap();
-        assert_eq!(ReverseLines::open(&path).unwrap().count(), 0);
-        std::fs::write(&path, "only").unwrap();
-        assert_eq!(ReverseLines::open(&path).unwrap().count(), 1);
+    /// Records 1..=10 spread over a compressed closed file, a plain closed file and the active one.
+    fn rotated_log(dir: &std::path::Path) -> Vec<crate::audit::files::LogFile> {
+        use std::io::Write;
+        let record = |seq: u64| {
+            let agent = if seq % 2 == 0 { "analyst" } else { "writer" };
+            let decision = if seq % 3 == 0 { "blocked" } else { "allowed" };
+            format!(
+                "{{\"seq\":{seq},\"ts\":\"2026-11-23T12:00:{seq:02}.000000Z\",\"agent\":\"{agent}\",\"decision\":\"{decision}\"}}\n"
+            )
+        };
+        let text = |r: std::ops::RangeInclusive<u64>| r.map(record).collect::<String>();
+        let gz = std::fs::File::create(dir.join("a.log.000000000001.gz")).unwrap();
+        let mut enc = flate2::write::GzEncoder::new(gz, flate2::Compression::fast());
+        enc.write_all(text(1..=4).as_bytes()).unwrap();
+        enc.finish().unwrap();
+        std::fs::write(dir.join("a.log.000000000005"), text(5..=7)).unwrap();
+        std::fs::write(dir.join("a.log"), text(8..=10)).unwrap();
+        crate::audit::files::list_dir(dir).unwrap()
     }
 
     #[test]
-    fn filters_and_pages() {
+    fn filters_and_pages_across_rotated_files() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.log");
-        let mut text = String::new();
-        for seq in 1..=10u64 {
-            let agent = if seq % 2 == 0 { "analyst" } else { "writer" };
-            let decision = if seq % 3 == 0 { "blocked" } else { "allowed" };
-            text.push_str(&format!(
-                "{{\"seq\":{seq},\"ts\":\"2026-11-23T12:00:{seq:02}.000000Z\",\"agent\":\"{agent}\",\"decision\":\"{decision}\"}}\n"
-            ));
-        }
-        std::fs::write(&path, text).unwrap();
+        let files = rotated_log(dir.path());
+        assert_eq!(files.len(), 3);
         let q = |agent: Option<&str>, since: Option<&str>, before, limit| {
             let f = Filter::from_query(AuditQuery {
                 agent: agent.map(str::to_owned),
@@ -262,7 +137,7 @@ mod tests {
                 limit: Some(limit),
             })
             .unwrap();
-            scan(&path, &f).unwrap()
+            scan(&files, &f).unwrap()
         };
         let seqs = |v: &Value| -> Vec<u64> {
             v["records"]

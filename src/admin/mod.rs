@@ -8,6 +8,7 @@
 
 mod agents;
 mod audit_query;
+mod audit_rotate;
 mod auth;
 mod connectors;
 mod error;
@@ -46,6 +47,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/agents"),
     ("get", "/api/v1/agents/{id}/connectors"),
     ("get", "/api/v1/audit"),
+    ("post", "/api/v1/audit/rotate"),
     ("get", "/api/v1/stats"),
     ("post", "/api/v1/reload"),
 ];
@@ -83,6 +85,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/agents/{id}/connectors", get(agents::connectors))
         .route("/api/v1/audit", get(audit_query::audit))
+        .route("/api/v1/audit/rotate", post(audit_rotate::rotate))
         .route("/api/v1/stats", get(ops::stats))
         .route("/api/v1/reload", post(ops::reload))
         .fallback(error::not_found)

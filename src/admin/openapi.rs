@@ -86,6 +86,13 @@ pub fn document() -> Value {
                         "columns": {"type": "array", "items": {"type": "object", "properties": {
                             "name": {"type": "string"}, "type": {"type": "string"},
                             "masked": {"type": "boolean"}, "mask": {"type": "string", "nullable": true}}}}}}}}},
+                "Rotation": {"type": "object", "required": ["rotated", "head"], "properties": {
+                    "rotated": {"type": "boolean"},
+                    "closed_file": {"type": "string", "description": "name of the closed file, e.g. audit.log.000000000001"},
+                    "first_seq": {"type": "integer"}, "last_seq": {"type": "integer"},
+                    "link_seq": {"type": "integer", "description": "seq of the new file's first record, which names the closed file"},
+                    "reason": {"type": "string"},
+                    "head": {"type": "object", "properties": {"seq": {"type": "integer"}, "hash": {"type": "string"}}}}},
                 "AuditPage": {"type": "object", "properties": {
                     "records": {"type": "array", "items": {"type": "object"}},
                     "next_before": {"type": "integer", "nullable": true}}}
@@ -128,6 +135,8 @@ pub fn document() -> Value {
                        query("before", "integer", "records with seq below this (next_before of the previous page)"),
                        query("limit", "integer", "1..1000, default 100")]),
                 json_ok("a page of records", json!({"$ref": "#/components/schemas/AuditPage"})))},
+            "/api/v1/audit/rotate": {"post": op("Close the active audit file now; the next file links to it (as SIGUSR1 does). rotated is false when the active file holds no records yet", Some("admin"),
+                json!([]), json_ok("what was closed, and the chain head", json!({"$ref": "#/components/schemas/Rotation"})))},
             "/api/v1/stats": {"get": op("Counters per agent and per connector since start", Some("viewer"), json!([]), json_ok("stats", obj.clone()))},
             "/api/v1/reload": {"post": {
                 "summary": "Reload policies, agents, the vault and the admin tokens; a part that fails keeps its running version",

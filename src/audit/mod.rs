@@ -1,26 +1,47 @@
-//! The audit log: append-only JSON lines, one record per statement decision and outcome, hash-chained.
+//! The audit log: append-only JSON lines, one record per statement decision and outcome,
+//! hash-chained across rotated files.
 //!
-//! Each line is `{...fields..., "prev_hash": H(n-1), "hash": H(n)}` where `H(n)` is the SHA-256 of
-//! the line up to (not including) `,"hash"` closed with `}`. A line is written with one `write(2)`
-//! before the statement is forwarded, so a crash of tollgate cannot leave a forwarded statement
-//! unrecorded; if the write fails the statement is not run (the caller refuses it).
+//! Each line is `{"seq":N,...fields...,"prev_hash":H(N-1),"hash":H(N)}` where `H(N)` is the
+//! SHA-256 of the line up to (not including) `,"hash"` closed with `}` (see `chain`). A
+//! statement is forwarded only once its decision record is on disk, so a crash of tollgate
+//! cannot leave a forwarded statement unrecorded; if the write fails the statement is refused.
 //!
-//! Outcome records (`append_deferred`) are chained at once but written together with the next
-//! durable record, or by `flush` (the gateway calls it every 100 ms): one write per statement
-//! instead of two. A crash can lose an outcome, never a decision.
+//! Writing is group-committed (`group`): records are numbered and queued under a short lock,
+//! and whoever needs them on disk writes everything queued — every session's — with one
+//! `write(2)`. Two APIs share it:
+//! - async: [`AuditLog::append_deferred`] then [`AuditLog::commit`] (or [`AuditLog::append_commit`]):
+//!   the task waits for the write without blocking its worker thread while another task writes;
+//! - sync: [`AuditLog::append`] (durable), [`AuditLog::append_deferred`] + [`AuditLog::flush`].
+//!
+//! Rotation (`[audit.rotate]`, SIGUSR1, the admin API) closes the active file between writes;
+//! the next file's first record names it and chains to its last hash. `verify` checks it all.
 
+mod background;
+mod chain;
+pub mod export;
+pub mod files;
+mod group;
+mod json;
+mod maintain;
+mod queue;
+pub mod read;
 mod record;
-mod verify;
+pub mod verify;
+mod writer;
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-use sha2::{Digest, Sha256};
-
+pub use background::{spawn_background, BackgroundError};
+pub use chain::SystemRecord;
+pub use read::DECISIONS;
 pub use record::{AuditEvent, Decision, EventKind, Protocol};
-pub use verify::{verify_file, VerifyReport};
+pub use verify::{verify, Problem, VerifyOptions, VerifyReport};
+pub use writer::Rotation;
+
+use group::{Counters, Shared};
+use queue::{Limits, Queue};
 
 /// The hash that precedes the first record of a log.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -34,351 +55,230 @@ pub enum AuditError {
     },
     #[error("audit log {path}: last record is unreadable ({reason}); refusing to extend a broken chain (move the file aside or run `tollgate audit verify`)")]
     BrokenTail { path: PathBuf, reason: String },
+    #[error("audit log {path}: write failed ({error}); the statement was not recorded")]
+    WriteFailed { path: PathBuf, error: String },
     #[error("audit log is unavailable after an earlier write failure")]
     Poisoned,
+    #[error("audit log {path}: rotation failed ({error})")]
+    RotationFailed { path: PathBuf, error: String },
+    #[error("{0}")]
+    Background(#[from] BackgroundError),
 }
 
-struct ChainState {
-    file: File,
-    /// Length of the file up to the last complete record; a failed write is truncated back to it.
-    len: u64,
-    seq: u64,
-    prev_hash: String,
-    /// Chained lines not yet written (deferred outcome records), oldest first.
-    pending: Vec<u8>,
+/// How the log writes: rotation limits (the rest of `[audit.rotate]` is the background's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    pub max_records: Option<u64>,
+    pub max_bytes: Option<u64>,
 }
 
-/// Deferred lines are written anyway once this many bytes wait.
-const PENDING_LIMIT: usize = 64 * 1024;
+impl LogOptions {
+    pub fn from_config(c: &crate::config::AuditConfig) -> LogOptions {
+        LogOptions {
+            max_records: c.rotate.max_records,
+            max_bytes: c.rotate.max_bytes,
+        }
+    }
+}
 
-/// The shared, thread-safe writer. Appends are serialised; each is one line, one write.
+/// Writes and record counts since the log was opened (benchmarks, tests, stats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStats {
+    pub writes: u64,
+    pub records: u64,
+}
+
+/// The shared, thread-safe log. Cloning gives another handle to the same log.
+#[derive(Clone)]
 pub struct AuditLog {
-    path: PathBuf,
-    state: Mutex<ChainState>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
-            .field("path", &self.path)
+            .field("path", &self.shared.path)
             .finish()
     }
 }
 
 impl AuditLog {
-    /// Opens (or creates, 0600) the log and resumes its chain from the last record.
+    /// Opens (or creates, 0600) the log without rotation limits and resumes its chain.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let io = |source| AuditError::Io {
-            path: path.to_path_buf(),
-            source,
+        AuditLog::open_with(path, LogOptions::default())
+    }
+
+    /// Opens the log as `[audit]` configures it.
+    pub fn open_config(c: &crate::config::AuditConfig) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with(&c.file, LogOptions::from_config(c))
+    }
+
+    /// Opens (or creates, 0600) the log and resumes its chain from the last record (of the
+    /// active file, or of the newest closed file when the active one is empty).
+    pub fn open_with(path: &Path, options: LogOptions) -> Result<AuditLog, AuditError> {
+        let resumed = writer::Writer::open(path)?;
+        let limits = Limits {
+            max_records: options.max_records,
+            max_bytes: options.max_bytes,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
+        let mut queue = Queue::new(
+            resumed.last_seq,
+            limits,
+            resumed.file_records,
+            resumed.file_bytes,
+        );
+        if resumed.needs_link {
+            queue.push_link();
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
-        let (seq, prev_hash, len) = resume_chain(&mut file).map_err(|reason| match reason {
-            Resume::Io(e) => io(e),
-            Resume::Broken(reason) => AuditError::BrokenTail {
-                path: path.to_path_buf(),
-                reason,
-            },
-        })?;
         Ok(AuditLog {
-            path: path.to_path_buf(),
-            state: Mutex::new(ChainState {
-                file,
-                len,
-                seq,
-                prev_hash,
-                pending: Vec::new(),
+            shared: Arc::new(Shared {
+                path: path.to_path_buf(),
+                queue: Mutex::new(queue),
+                writer: Mutex::new(resumed.writer),
+                written: Condvar::new(),
+                notify: tokio::sync::Notify::new(),
+                exports: OnceLock::new(),
+                closed_tx: OnceLock::new(),
+                counters: Counters::new(),
             }),
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
 
-    /// Appends one record durably (with any deferred ones before it) and returns its sequence
-    /// number. On failure nothing partial remains and the record is not part of the chain.
+    /// Appends one record durably (with everything queued before it) and returns its sequence
+    /// number. Blocks the thread while it or another caller writes. On failure the record is
+    /// not part of the chain (a record saying it was lost takes its place).
     pub fn append(&self, event: &AuditEvent) -> Result<u64, AuditError> {
         let fields = event.fields_json();
-        let mut state = self.state.lock().map_err(|_| AuditError::Poisoned)?;
-        let (seq, hash, line) = chain_line(&state, &fields);
-        let mut buf = std::mem::take(&mut state.pending);
-        let deferred = buf.len();
-        buf.extend_from_slice(&line);
-        if let Err(e) = write_all_or_cut(&mut state, &buf) {
-            buf.truncate(deferred);
-            state.pending = buf;
-            return Err(AuditError::Io {
-                path: self.path.clone(),
-                source: e,
-            });
-        }
-        state.seq = seq;
-        state.prev_hash = hash;
-        buf.clear();
-        state.pending = buf;
+        let mut q = self.shared.lock()?;
+        let seq = q.push_record(fields);
+        self.shared.commit_sync_locked(q, seq)?;
         Ok(seq)
     }
 
-    /// Chains a record now and writes it with the next durable record or flush.
+    /// Numbers and queues a record; it is written by the next commit, append or flush (or by
+    /// this call once a lot is queued). Never waits for a write in flight.
     pub fn append_deferred(&self, event: &AuditEvent) -> Result<u64, AuditError> {
+        // Serialised before the lock: only numbering and queueing happen under it.
         let fields = event.fields_json();
-        let mut state = self.state.lock().map_err(|_| AuditError::Poisoned)?;
-        let (seq, hash, line) = chain_line(&state, &fields);
-        state.pending.extend_from_slice(&line);
-        state.seq = seq;
-        state.prev_hash = hash;
-        if state.pending.len() >= PENDING_LIMIT {
-            self.flush_locked(&mut state)?;
+        let mut q = self.shared.lock()?;
+        let seq = q.push_record(fields);
+        if q.bytes >= DEFERRED_LIMIT && !q.writing {
+            drop(self.shared.lead(q)?);
         }
         Ok(seq)
     }
 
-    /// Writes deferred records, if any.
-    pub fn flush(&self) -> Result<(), AuditError> {
-        let mut state = self.state.lock().map_err(|_| AuditError::Poisoned)?;
-        self.flush_locked(&mut state)
+    /// Resolves once record `seq` (and everything numbered before it) is written, coalescing
+    /// with every other caller: one write for all. Fails if the write that carried it failed:
+    /// the statement must not be forwarded.
+    pub async fn commit(&self, seq: u64) -> Result<(), AuditError> {
+        self.shared.commit(seq, true).await
     }
 
-    fn flush_locked(&self, state: &mut ChainState) -> Result<(), AuditError> {
-        if state.pending.is_empty() {
-            return Ok(());
-        }
-        let buf = std::mem::take(&mut state.pending);
-        match write_all_or_cut(state, &buf) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                state.pending = buf;
-                Err(AuditError::Io {
-                    path: self.path.clone(),
-                    source: e,
-                })
+    /// `commit` without gathering: the caller writes at once when nothing is in flight
+    /// (for comparison in benchmarks).
+    #[doc(hidden)]
+    pub async fn commit_eager(&self, seq: u64) -> Result<(), AuditError> {
+        self.shared.commit(seq, false).await
+    }
+
+    /// `append_deferred` + `commit`: the record is on disk when this resolves.
+    pub async fn append_commit(&self, event: &AuditEvent) -> Result<u64, AuditError> {
+        let seq = self.append_deferred(event)?;
+        self.shared.commit(seq, true).await?;
+        Ok(seq)
+    }
+
+    /// Writes every record queued before this call. Blocks the thread.
+    pub fn flush(&self) -> Result<(), AuditError> {
+        self.shared.flush_sync()
+    }
+
+    /// Closes the active file now (SIGUSR1, the admin API): queues the cut and writes it.
+    /// `Ok(None)` when the active file holds no records yet.
+    pub fn rotate(&self) -> Result<Option<Rotation>, AuditError> {
+        let link = {
+            let mut q = self.shared.lock()?;
+            match q.push_rotate() {
+                Some(seq) => seq,
+                None => return Ok(None),
             }
+        };
+        self.shared.commit_sync(link)?;
+        let w = self
+            .shared
+            .writer
+            .lock()
+            .map_err(|_| AuditError::Poisoned)?;
+        match w.rotation_at(link) {
+            Some(r) => Ok(Some(r)),
+            None => Err(AuditError::RotationFailed {
+                path: self.shared.path.clone(),
+                error: "the file could not be closed (see the rotation_failed record)".into(),
+            }),
         }
+    }
+
+    /// Rotates when the active file's first record is older than `age` (time-based rotation).
+    pub fn rotate_if_older(
+        &self,
+        age: std::time::Duration,
+    ) -> Result<Option<Rotation>, AuditError> {
+        let opened = self
+            .shared
+            .writer
+            .lock()
+            .map_err(|_| AuditError::Poisoned)?
+            .opened();
+        if opened.elapsed().unwrap_or_default() < age {
+            return Ok(None);
+        }
+        self.rotate()
+    }
+
+    /// The last record written: (seq, hash). The chain head to anchor elsewhere.
+    pub fn head(&self) -> Result<(u64, String), AuditError> {
+        let w = self
+            .shared
+            .writer
+            .lock()
+            .map_err(|_| AuditError::Poisoned)?;
+        let (seq, hash) = w.head();
+        Ok((seq, String::from_utf8_lossy(&hash).into_owned()))
+    }
+
+    pub fn write_stats(&self) -> WriteStats {
+        WriteStats {
+            writes: self.shared.counters.writes.load(Ordering::Relaxed),
+            records: self.shared.counters.records.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The active file and the closed ones, in chain order.
+    pub fn files(&self) -> std::io::Result<Vec<files::LogFile>> {
+        files::list(&files::Naming::for_active(&self.shared.path))
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 }
+
+/// Deferred records are written anyway once this many bytes wait.
+const DEFERRED_LIMIT: usize = 256 * 1024;
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        let _ = self.flush();
-    }
-}
-
-/// The next line of the chain for `event`: (seq, hash, line). The state is not changed.
-/// `fields` is the event's [`AuditEvent::fields_json`], serialised before the lock was taken.
-fn chain_line(state: &ChainState, fields: &[u8]) -> (u64, String, Vec<u8>) {
-    use std::io::Write as _;
-    let seq = state.seq + 1;
-    let mut line = Vec::with_capacity(fields.len() + 192);
-    let _ = write!(line, "{{\"seq\":{seq},");
-    line.extend_from_slice(fields);
-    line.extend_from_slice(b",\"prev_hash\":\"");
-    line.extend_from_slice(state.prev_hash.as_bytes());
-    line.extend_from_slice(b"\"}");
-    let digest = Sha256::digest(&line);
-    line.pop();
-    let mut hex = [0u8; 64];
-    hex_lower(&digest, &mut hex);
-    line.extend_from_slice(b",\"hash\":\"");
-    line.extend_from_slice(&hex);
-    line.extend_from_slice(b"\"}\n");
-    let hash = std::str::from_utf8(&hex).expect("hex digits").to_owned();
-    (seq, hash, line)
-}
-
-fn hex_lower(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
-    }
-}
-
-/// One `write(2)` of whole lines; on failure the file is cut back to its last complete record so
-/// the chain stays verifiable once the disk recovers.
-fn write_all_or_cut(state: &mut ChainState, buf: &[u8]) -> std::io::Result<()> {
-    match state.file.write_all(buf) {
-        Ok(()) => {
-            state.len += buf.len() as u64;
-            Ok(())
-        }
-        Err(e) => {
-            let len = state.len;
-            let _ = state.file.set_len(len);
-            metrics::counter!("tollgate_audit_write_failures_total").increment(1);
-            Err(e)
+        // The last handle writes what is still queued.
+        if Arc::strong_count(&self.shared) == 1 {
+            let _ = self.flush();
         }
     }
-}
-
-enum Resume {
-    Io(std::io::Error),
-    Broken(String),
-}
-
-/// Reads the last line of the file to continue its chain: (last seq, last hash, file length).
-fn resume_chain(file: &mut File) -> Result<(u64, String, u64), Resume> {
-    let len = file.metadata().map_err(Resume::Io)?.len();
-    if len == 0 {
-        return Ok((0, GENESIS_HASH.to_string(), 0));
-    }
-    // Scan backwards in chunks for the start of the last line.
-    let tail_len = len.min(1 << 20);
-    file.seek(SeekFrom::Start(len - tail_len))
-        .map_err(Resume::Io)?;
-    let mut reader = BufReader::new(&mut *file);
-    let mut last = None;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = reader.read_line(&mut line).map_err(Resume::Io)?;
-        if n == 0 {
-            break;
-        }
-        if !line.trim().is_empty() {
-            last = Some(line.clone());
-        }
-    }
-    let last = last.ok_or_else(|| Resume::Broken("no complete record at the end".into()))?;
-    if !last.ends_with('\n') {
-        return Err(Resume::Broken("the last line is incomplete".into()));
-    }
-    let rec = verify::parse_line(last.trim_end()).map_err(Resume::Broken)?;
-    Ok((rec.seq, rec.hash, len))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(stmt: &str) -> AuditEvent {
-        AuditEvent {
-            agent: "analyst".into(),
-            protocol: Protocol::Postgres,
-            upstream: Some("shop".into()),
-            session: 7,
-            client_addr: Some("127.0.0.1:5555".into()),
-            statement: Some(stmt.into()),
-            decision: Decision::Allowed,
-            ..AuditEvent::default()
-        }
-    }
-
-    #[test]
-    fn appends_chain_and_resume_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let log = AuditLog::open(&path).unwrap();
-        assert_eq!(log.append(&event("SELECT 1")).unwrap(), 1);
-        assert_eq!(log.append(&event("SELECT 2")).unwrap(), 2);
-        drop(log);
-        let log = AuditLog::open(&path).unwrap();
-        assert_eq!(log.append(&event("SELECT 3")).unwrap(), 3);
-        let report = verify_file(&path).unwrap();
-        assert_eq!(report.records, 3);
-        assert!(report.first_broken.is_none(), "{report:?}");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-        assert_eq!(first["prev_hash"], GENESIS_HASH);
-        assert_eq!(first["decision"], "allowed");
-        assert_eq!(first["statement"], "SELECT 1");
-    }
-
-    #[test]
-    fn verify_finds_an_edited_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let log = AuditLog::open(&path).unwrap();
-        for i in 0..5 {
-            log.append(&event(&format!("SELECT {i}"))).unwrap();
-        }
-        let text = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace("SELECT 2", "SELECT 9");
-        std::fs::write(&path, text).unwrap();
-        let report = verify_file(&path).unwrap();
-        let broken = report.first_broken.unwrap();
-        assert_eq!(broken.line, 3);
-        assert!(broken.reason.contains("hash"), "{}", broken.reason);
-    }
-
-    #[test]
-    fn verify_finds_a_deleted_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let log = AuditLog::open(&path).unwrap();
-        for i in 0..4 {
-            log.append(&event(&format!("SELECT {i}"))).unwrap();
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
-        let kept: Vec<&str> = text
-            .lines()
-            .enumerate()
-            .filter(|(i, _)| *i != 1)
-            .map(|(_, l)| l)
-            .collect();
-        std::fs::write(&path, kept.join("\n") + "\n").unwrap();
-        let broken = verify_file(&path).unwrap().first_broken.unwrap();
-        assert_eq!(broken.line, 2);
-    }
-
-    #[test]
-    fn refuses_to_extend_a_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        AuditLog::open(&path)
-            .unwrap()
-            .append(&event("SELECT 1"))
-            .unwrap();
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"seq\":2,\"ts\"").unwrap();
-        assert!(matches!(
-            AuditLog::open(&path),
-            Err(AuditError::BrokenTail { .. })
-        ));
-    }
-
-    #[test]
-    fn deferred_records_ride_with_the_next_durable_one_in_chain_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let log = AuditLog::open(&path).unwrap();
-        assert_eq!(log.append(&event("SELECT 1")).unwrap(), 1);
-        assert_eq!(log.append_deferred(&event("outcome 1")).unwrap(), 2);
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap().lines().count(),
-            1,
-            "deferred: not yet written"
-        );
-        assert_eq!(log.append(&event("SELECT 2")).unwrap(), 3);
-        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
-        log.append_deferred(&event("outcome 2")).unwrap();
-        log.flush().unwrap();
-        drop(log);
-        let report = verify_file(&path).unwrap();
-        assert_eq!((report.records, report.first_broken), (4, None));
-    }
-
-    #[test]
-    fn write_failure_is_an_error_not_a_silent_drop() {
-        // /dev/full accepts the open and fails every write with ENOSPC: a full disk.
-        let log = match AuditLog::open(Path::new("/dev/full")) {
-            Ok(l) => l,
-            Err(_) => return, // not available in this sandbox
-        };
-        assert!(matches!(
-            log.append(&event("SELECT 1")),
-            Err(AuditError::Io { .. })
-        ));
-    }
-}
+mod tests;

@@ -4,7 +4,6 @@ use std::io::Read;
 use std::path::Path;
 
 use super::VaultCommand;
-use crate::audit::verify_file;
 use crate::auth::{generate_token, AgentsFile};
 use crate::config::Config;
 use crate::gateway::{self, load_policies};
@@ -298,18 +297,4 @@ pub fn admin_token_list(config_path: &Path) -> CmdResult {
         println!("{}\t{}", t.name, t.role.as_str());
     }
     Ok(0)
-}
-
-pub fn audit_verify(file: &Path) -> CmdResult {
-    let report = verify_file(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    match report.first_broken {
-        None => {
-            println!("ok: {} records, hash chain intact", report.records);
-            Ok(0)
-        }
-        Some(b) => {
-            println!("BROKEN at line {}: {}", b.line, b.reason);
-            Ok(1)
-        }
-    }
 }

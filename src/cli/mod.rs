@@ -2,6 +2,7 @@
 //! `admin-token`.
 
 mod admin_cmds;
+mod audit_cmds;
 mod redis_explain;
 
 pub use admin_cmds::wait_for_termination;
@@ -33,6 +34,9 @@ pub enum Command {
         /// that run many statements as analyst; every other limit stays.
         #[arg(long)]
         unlimited_rate: bool,
+        /// Rotate the audit log every N records (closed files: audit.log.<first seq>).
+        #[arg(long, value_name = "N")]
+        audit_rotate_records: Option<u64>,
     },
     /// Validate the config and the policies; exit 1 on error.
     Check {
@@ -147,8 +151,111 @@ pub enum VaultCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain; report the first broken record.
-    Verify { file: PathBuf },
+    /// Check the hash chain across rotated files; report the first problem. Exit 0 intact,
+    /// 1 broken, 2 could not check.
+    Verify {
+        /// A folder (the log's active and closed files in it), or the files to check.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Check only the joins between files and the last records (see --last).
+        #[arg(long)]
+        quick: bool,
+        /// With --quick: how many of the newest records to check.
+        #[arg(long, default_value_t = 1000)]
+        last: u64,
+        /// Fail unless the chain starts at its first record ever (no file before the oldest one
+        /// given, e.g. removed by retention).
+        #[arg(long)]
+        from_genesis: bool,
+    },
+    /// Show the last records (or all since a time) for people; --follow waits for new ones.
+    Tail {
+        /// The active log file or its folder (default: [audit] file of --config).
+        path: Option<PathBuf>,
+        #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+        /// How many records (ignored with --since).
+        #[arg(short = 'n', long = "lines", default_value_t = 10)]
+        lines: usize,
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long)]
+        agent: Option<String>,
+        /// allowed, masked, rewritten, blocked, would_block or error.
+        #[arg(long)]
+        decision: Option<String>,
+        /// RFC 3339 time, e.g. 2026-12-05T10:00:00Z: every record from then on.
+        #[arg(long)]
+        since: Option<String>,
+        /// Print records as JSON lines, exactly as in the log.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the chain head (last record's seq and hash), to anchor the chain elsewhere.
+    Head {
+        /// The active log file or its folder (default: [audit] file of --config).
+        path: Option<PathBuf>,
+        #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn audit(command: AuditCommand) -> Result<i32, String> {
+    match command {
+        AuditCommand::Verify {
+            paths,
+            quick,
+            last,
+            from_genesis,
+        } => Ok(audit_cmds::verify_cmd(audit_cmds::VerifyArgs {
+            paths,
+            quick,
+            last,
+            from_genesis,
+        })),
+        AuditCommand::Tail {
+            path,
+            config,
+            lines,
+            follow,
+            agent,
+            decision,
+            since,
+            json,
+        } => {
+            if let Some(d) = &decision {
+                if !crate::audit::DECISIONS.contains(&d.as_str()) {
+                    return Err(format!(
+                        "--decision: unknown decision \"{d}\" (known: {})",
+                        crate::audit::DECISIONS.join(", ")
+                    ));
+                }
+            }
+            let since = since
+                .map(|s| {
+                    crate::audit::read::parse_time(&s).ok_or_else(|| {
+                        format!(
+                            "--since: \"{s}\" is not an RFC 3339 time, e.g. 2026-12-05T10:00:00Z"
+                        )
+                    })
+                })
+                .transpose()?;
+            audit_cmds::tail_cmd(audit_cmds::TailArgs {
+                path,
+                config,
+                lines,
+                follow,
+                filter: crate::audit::read::RecordFilter {
+                    agent,
+                    decision,
+                    since,
+                    before: None,
+                },
+                json,
+            })
+        }
+        AuditCommand::Head { path, config } => audit_cmds::head_cmd(path.as_deref(), &config),
+    }
 }
 
 fn certs_dev(out: &std::path::Path, force: bool) -> Result<i32, String> {
@@ -184,7 +291,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Demo {
             env_file,
             unlimited_rate,
-        } => crate::demo::run_cli(env_file, unlimited_rate),
+            audit_rotate_records,
+        } => crate::demo::run_cli(env_file, unlimited_rate, audit_rotate_records),
         Command::Check { config } => admin_cmds::check(&config),
         Command::Explain {
             agent,
@@ -204,9 +312,7 @@ pub fn run(cli: Cli) -> i32 {
             command: AgentCommand::List { config },
         } => admin_cmds::agent_list(&config),
         Command::Vault { config, command } => admin_cmds::vault(&config, command),
-        Command::Audit {
-            command: AuditCommand::Verify { file },
-        } => admin_cmds::audit_verify(&file),
+        Command::Audit { command } => audit(command),
         Command::AdminToken {
             command: AdminTokenCommand::Add { name, role, config },
         } => admin_cmds::admin_token_add(&config, &name, &role),

@@ -1,5 +1,6 @@
 //! `tollgate.toml`: listeners, upstreams, vault, audit, agents and policies, as one validated value.
 
+mod audit;
 mod source_error;
 
 use std::collections::BTreeMap;
@@ -10,6 +11,10 @@ use serde::Deserialize;
 
 pub use crate::tls::UpstreamTlsMode;
 
+pub use audit::{
+    parse_interval, split_host_port, AuditConfig, RedisOutcomes, RotateConfig, SyslogConfig,
+    WebhookConfig, FACILITIES,
+};
 pub use source_error::{SourceError, SourceLocation};
 
 /// The whole configuration, with every relative path already resolved against the config file's folder.
@@ -139,28 +144,6 @@ pub struct VaultConfig {
     pub file: PathBuf,
     /// File holding the master key (64 hex characters). `TOLLGATE_MASTER_KEY` wins when set.
     pub key_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditConfig {
-    pub file: PathBuf,
-    /// Replace literals in recorded statements with `$n` placeholders (PostgreSQL's own normaliser).
-    #[serde(default)]
-    pub redact_literals: bool,
-    /// Which Redis commands get an outcome record besides their decision record: `errors`
-    /// (default: only commands the upstream answered with an error, or whose reply never came)
-    /// or `all` (every command, with its duration). Decisions are always recorded.
-    #[serde(default)]
-    pub redis_outcomes: RedisOutcomes,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RedisOutcomes {
-    #[default]
-    Errors,
-    All,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -474,6 +457,9 @@ impl Config {
                 "runtime.worker_threads must be between 1 and 1024".to_string(),
             ));
         }
+        if let Err(e) = self.audit.validate() {
+            return Err(SourceError::semantic(origin, e));
+        }
         if self.limits.max_message_bytes < 1024 {
             return Err(SourceError::semantic(
                 origin,
@@ -493,7 +479,7 @@ impl Config {
         if let Some(k) = self.vault.key_file.as_mut() {
             join(k);
         }
-        join(&mut self.audit.file);
+        self.audit.resolve_paths(join);
         join(&mut self.agents_file);
         join(&mut self.policies_dir);
         join(&mut self.admin.tokens_file);

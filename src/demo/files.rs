@@ -4,13 +4,22 @@
 pub const UPSTREAM_ROLE: &str = "tollgate_shop";
 
 /// The demo's `tollgate.toml`. With `upstream_tls`, the gateway reaches PostgreSQL over TLS,
-/// checking its certificate against the demo's CA.
-pub fn config(pg_port: u16, redis_port: u16, upstream_tls: bool) -> String {
+/// checking its certificate against the demo's CA; with `audit_rotate_records`, the audit log
+/// rotates every that many records.
+pub fn config(
+    pg_port: u16,
+    redis_port: u16,
+    upstream_tls: bool,
+    audit_rotate_records: Option<u64>,
+) -> String {
     let shop_tls = if upstream_tls {
         "tls = \"verify-full\"\nca_file = \"tls/ca.crt\"\n"
     } else {
         ""
     };
+    let rotate = audit_rotate_records
+        .map(|n| format!("\n[audit.rotate]\nmax_records = {n}\n"))
+        .unwrap_or_default();
     format!(
         r#"# tollgate demo configuration (generated)
 agents_file = "agents.toml"
@@ -35,7 +44,7 @@ key_file = "master.key"
 
 [audit]
 file = "audit.log"
-
+{rotate}
 [upstream.shop]
 kind = "postgres"
 host = "127.0.0.1"

@@ -186,6 +186,8 @@ pub struct DemoOptions {
     /// Start PostgreSQL with TLS only (`hostssl`) and have the gateway connect with
     /// `tls = "verify-full"` against the demo's CA (tests of upstream TLS).
     pub upstream_tls: bool,
+    /// Rotate the audit log every N records (`[audit.rotate] max_records`).
+    pub audit_rotate_records: Option<u64>,
 }
 
 impl Demo {
@@ -314,13 +316,22 @@ fn write_files(
     }
     std::fs::write(
         dir.join("tollgate.toml"),
-        files::config(pg_port, redis.port(), opts.upstream_tls),
+        files::config(
+            pg_port,
+            redis.port(),
+            opts.upstream_tls,
+            opts.audit_rotate_records,
+        ),
     )?;
     Ok((tokens, (admin_token, viewer_token)))
 }
 
 /// `tollgate demo`: start, print how to connect, write the env file, wait for a signal, clean up.
-pub fn run_cli(env_file: Option<PathBuf>, unlimited_rate: bool) -> Result<i32, String> {
+pub fn run_cli(
+    env_file: Option<PathBuf>,
+    unlimited_rate: bool,
+    audit_rotate_records: Option<u64>,
+) -> Result<i32, String> {
     // The runtime the demo's gateway runs on, as `serve` builds it from a default config.
     let rt = crate::config::RuntimeConfig::default()
         .build()
@@ -329,6 +340,7 @@ pub fn run_cli(env_file: Option<PathBuf>, unlimited_rate: bool) -> Result<i32, S
         eprintln!("starting PostgreSQL and redis-server and seeding them...");
         let demo = Demo::start(DemoOptions {
             unlimited_rate,
+            audit_rotate_records,
             ..DemoOptions::default()
         })
         .await

@@ -60,6 +60,7 @@ fn start_harness(unlimited_rate: bool, upstream_tls: bool) -> Harness {
                         },
                         unlimited_rate,
                         upstream_tls,
+                        ..DemoOptions::default()
                     };
                     match Demo::start(opts).await {
                         Ok(demo) => {

@@ -1,0 +1,206 @@
+//! One line of the chain: `{"seq":N,<fields>,"prev_hash":H(N-1),"hash":H(N)}`, where `H(N)` is
+//! the SHA-256 (lower-case hex) of the line up to `,"hash"` closed with `}`; and the fields of the
+//! log's own records (rotation links, write failures, export gaps).
+
+use sha2::{Digest, Sha256};
+
+use super::json;
+use super::record::{format_ts, TS_LEN};
+
+/// A record hash as the 64 lower-case hex digits the lines carry.
+pub type HexHash = [u8; 64];
+
+/// The hash that precedes the first record of a log.
+pub const GENESIS: HexHash = [b'0'; 64];
+
+/// Appends the line for `seq` with `fields` chained after `prev`, and returns its hash.
+/// Hashes the bytes in place: no copy of the line is made.
+pub fn render(buf: &mut Vec<u8>, seq: u64, fields: &[u8], prev: &HexHash) -> HexHash {
+    let start = buf.len();
+    buf.reserve(fields.len() + FIXED_LEN + 20);
+    buf.extend_from_slice(b"{\"seq\":");
+    json::number(buf, seq);
+    buf.push(b',');
+    buf.extend_from_slice(fields);
+    buf.extend_from_slice(b",\"prev_hash\":\"");
+    buf.extend_from_slice(prev);
+    buf.extend_from_slice(b"\"}");
+    let digest = Sha256::digest(&buf[start..]);
+    buf.pop();
+    let mut hash = [0u8; 64];
+    hex_lower(&digest, &mut hash);
+    buf.extend_from_slice(b",\"hash\":\"");
+    buf.extend_from_slice(&hash);
+    buf.extend_from_slice(b"\"}\n");
+    hash
+}
+
+/// Bytes a line adds around its fields, besides the digits of `seq`.
+const FIXED_LEN: usize = r#"{"seq":,,"prev_hash":"","hash":""}"#.len() + 64 + 64 + 1;
+
+/// The length of the line `render` makes for `seq` and fields of `fields_len` bytes.
+pub fn line_len(seq: u64, fields_len: usize) -> usize {
+    let digits = seq.checked_ilog10().map_or(1, |d| d as usize + 1);
+    FIXED_LEN + digits + fields_len
+}
+
+pub fn hex_lower(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
+    }
+}
+
+/// The `seq` of a line (its first member).
+pub fn line_seq(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+/// The `kind` of a line written by this log (members start `"ts":"…","kind":"`).
+pub fn line_kind(line: &[u8]) -> Option<&[u8]> {
+    let at = memchr::memmem::find(line, b",\"kind\":\"")? + 9;
+    let len = memchr::memchr(b'"', &line[at..])?;
+    Some(&line[at..at + len])
+}
+
+/// Records the log writes about itself. Each starts with `ts` and `kind` like every record;
+/// the first record of a file that continues another one names it in `prev_file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SystemRecord {
+    /// The first record of a file after a rotation.
+    Rotation,
+    /// A rotation was due but could not be done; the file goes on.
+    RotationFailed { error: String },
+    /// Records `from..=to` (this record takes number `to`) could not be written; the statements
+    /// they recorded were refused.
+    Lost { from: u64, to: u64, error: String },
+    /// Retention is about to delete a closed file (the oldest): the chain's new start is
+    /// explained, so a deleted first file that retention did not delete is detected.
+    Retention { removed_file: String },
+    /// An exporter dropped records `first_seq..=last_seq` (`dropped` of them) because its queue
+    /// was full; the local log still has them.
+    ExportGap {
+        exporter: String,
+        dropped: u64,
+        first_seq: u64,
+        last_seq: u64,
+    },
+}
+
+pub const KIND_ROTATION: &str = "rotation";
+pub const KIND_ROTATION_FAILED: &str = "rotation_failed";
+pub const KIND_LOST: &str = "lost";
+pub const KIND_EXPORT_GAP: &str = "export_gap";
+pub const KIND_RETENTION: &str = "retention";
+
+impl SystemRecord {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SystemRecord::Rotation => KIND_ROTATION,
+            SystemRecord::RotationFailed { .. } => KIND_ROTATION_FAILED,
+            SystemRecord::Lost { .. } => KIND_LOST,
+            SystemRecord::ExportGap { .. } => KIND_EXPORT_GAP,
+            SystemRecord::Retention { .. } => KIND_RETENTION,
+        }
+    }
+
+    /// The record's fields (between `seq` and `prev_hash`).
+    pub fn fields(&self, now: std::time::SystemTime, prev_file: Option<&str>) -> Vec<u8> {
+        let mut ts = [0u8; TS_LEN];
+        let mut out = Vec::with_capacity(160);
+        json::key(&mut out, "ts");
+        json::string(&mut out, format_ts(now, &mut ts));
+        out.push(b',');
+        json::key(&mut out, "kind");
+        json::string(&mut out, self.kind());
+        if let Some(p) = prev_file {
+            out.push(b',');
+            json::key(&mut out, "prev_file");
+            json::string(&mut out, p);
+        }
+        let num = |out: &mut Vec<u8>, k: &str, v: u64| {
+            out.push(b',');
+            json::key(out, k);
+            json::number(out, v);
+        };
+        let text = |out: &mut Vec<u8>, k: &str, v: &str| {
+            out.push(b',');
+            json::key(out, k);
+            json::string(out, v);
+        };
+        match self {
+            SystemRecord::Rotation => {}
+            SystemRecord::Retention { removed_file } => {
+                text(&mut out, "removed_file", removed_file)
+            }
+            SystemRecord::RotationFailed { error } => text(&mut out, "error", error),
+            SystemRecord::Lost { from, to, error } => {
+                num(&mut out, "lost_from", *from);
+                num(&mut out, "lost_to", *to);
+                text(&mut out, "error", error);
+            }
+            SystemRecord::ExportGap {
+                exporter,
+                dropped,
+                first_seq,
+                last_seq,
+            } => {
+                text(&mut out, "exporter", exporter);
+                num(&mut out, "dropped", *dropped);
+                num(&mut out, "first_seq", *first_seq);
+                num(&mut out, "last_seq", *last_seq);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_hashes_its_own_text_and_knows_its_length() {
+        let mut buf = b"previous line\n".to_vec();
+        let fields = br#""ts":"2026-12-05T10:00:00.000000Z","kind":"decision""#;
+        for seq in [1u64, 9, 10, 12_345, u64::MAX] {
+            buf.truncate(14);
+            let hash = render(&mut buf, seq, fields, &GENESIS);
+            let line = &buf[14..];
+            assert_eq!(line.len(), line_len(seq, fields.len()), "seq {seq}");
+            assert_eq!(line_seq(line), Some(seq));
+            assert_eq!(line_kind(line), Some(&b"decision"[..]));
+            let text = std::str::from_utf8(line).unwrap().trim_end();
+            let body = format!("{}}}", &text[..text.rfind(",\"hash\"").unwrap()]);
+            assert_eq!(
+                hex::encode(Sha256::digest(body.as_bytes())).as_bytes(),
+                &hash[..]
+            );
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(v["prev_hash"], String::from_utf8(GENESIS.to_vec()).unwrap());
+        }
+    }
+
+    #[test]
+    fn system_records_are_json_members() {
+        let now = std::time::UNIX_EPOCH;
+        let rec = SystemRecord::Lost {
+            from: 5,
+            to: 9,
+            error: "No space left on device (os error 28)".into(),
+        };
+        let f = rec.fields(now, Some("audit.log.000000000001"));
+        let v: serde_json::Value =
+            serde_json::from_slice(&[b"{".as_slice(), &f, b"}"].concat()).unwrap();
+        assert_eq!(v["kind"], "lost");
+        assert_eq!(v["prev_file"], "audit.log.000000000001");
+        assert_eq!(
+            (v["lost_from"].as_u64(), v["lost_to"].as_u64()),
+            (Some(5), Some(9))
+        );
+        assert_eq!(v["ts"], "1970-01-01T00:00:00.000000Z");
+    }
+}

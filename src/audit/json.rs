@@ -1,0 +1,165 @@
+//! JSON members written by hand for audit records, byte-identical to what `serde_json` writes
+//! (same escapes, same number forms), without a general-purpose serializer on the statement path.
+
+/// What each byte becomes inside a JSON string: 0 = itself, else the escape letter (`u` for
+/// `\u00XX`). The same table as serde_json's, so lines stay byte-identical.
+const ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Appends `s` as a quoted JSON string.
+pub fn string(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[usize::from(b)];
+        if esc == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if esc == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.push(b'\\');
+            out.push(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+pub fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => string(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+pub fn number(out: &mut Vec<u8>, n: u64) {
+    let mut buf = itoa::Buffer::new();
+    out.extend_from_slice(buf.format(n).as_bytes());
+}
+
+pub fn opt_number(out: &mut Vec<u8>, n: Option<u64>) {
+    match n {
+        Some(n) => number(out, n),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// `"name":` (names are fixed ASCII identifiers: never escaped).
+pub fn key(out: &mut Vec<u8>, name: &str) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// The value of a top-level string member `name` in one of tollgate's own record lines, or
+/// `None` when the member is absent or `null`. Exact for lines this module wrote: inside a JSON
+/// string every `"` is escaped, so `,"name":"` can only start a member.
+pub fn member_str(line: &[u8], name: &str) -> Option<String> {
+    let mut pat = Vec::with_capacity(name.len() + 5);
+    pat.extend_from_slice(b",\"");
+    pat.extend_from_slice(name.as_bytes());
+    pat.extend_from_slice(b"\":\"");
+    let at = memchr::memmem::find(line, &pat)? + pat.len() - 1;
+    let rest = &line[at..];
+    // Find the closing quote: the first '"' not escaped by an odd run of backslashes.
+    let mut i = 1;
+    let end = loop {
+        let q = memchr::memchr2(b'"', b'\\', &rest[i..])? + i;
+        if rest[q] == b'\\' {
+            i = q + 2;
+            continue;
+        }
+        break q;
+    };
+    serde_json::from_slice::<String>(&rest[..=end]).ok()
+}
+
+/// The value of a top-level unsigned member `name` (see [`member_str`]).
+pub fn member_u64(line: &[u8], name: &str) -> Option<u64> {
+    let mut pat = Vec::with_capacity(name.len() + 4);
+    pat.extend_from_slice(b",\"");
+    pat.extend_from_slice(name.as_bytes());
+    pat.extend_from_slice(b"\":");
+    let at = memchr::memmem::find(line, &pat)? + pat.len();
+    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&line[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ours(s: &str) -> String {
+        let mut v = Vec::new();
+        string(&mut v, s);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn escapes_like_serde_json() {
+        for s in [
+            "",
+            "plain",
+            "quote \" and backslash \\",
+            "tab\tnew\nline\rcr",
+            "\u{0}\u{1}\u{8}\u{b}\u{c}\u{1f}\u{7f}",
+            "é ü 中文 🦀",
+            "</script>/",
+        ] {
+            assert_eq!(ours(s), serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_matches_serde_json(s in any::<String>()) {
+            prop_assert_eq!(ours(&s), serde_json::to_string(&s).unwrap());
+        }
+
+        #[test]
+        fn member_str_reads_back_any_value(s in any::<String>(), t in any::<String>()) {
+            let mut line = b"{\"seq\":1,\"a\":".to_vec();
+            string(&mut line, &t);
+            line.extend_from_slice(b",\"agent\":");
+            string(&mut line, &s);
+            line.extend_from_slice(b",\"n\":42}");
+            prop_assert_eq!(member_str(&line, "agent"), Some(s));
+            prop_assert_eq!(member_u64(&line, "n"), Some(42));
+        }
+    }
+
+    #[test]
+    fn members_absent_or_null() {
+        let line = br#"{"seq":7,"agent":null,"rule":"a\"b\\","x":1}"#;
+        assert_eq!(member_str(line, "agent"), None);
+        assert_eq!(member_str(line, "rule").as_deref(), Some("a\"b\\"));
+        assert_eq!(member_u64(line, "x"), Some(1));
+        assert_eq!(member_u64(line, "seq"), None, "first member has no comma");
+    }
+}

@@ -1,0 +1,314 @@
+//! Reading records back, across rotated files: newest first (the admin API's query, `tail`),
+//! or in order from a point (`tail --since`, `--follow`); and the filter both use.
+
+use std::io::{BufRead, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::files::LogFile;
+
+/// Lines of a plain file from the last to the first (without their '\n'), read in 64 KiB
+/// blocks from the end, so the newest records cost only what is returned.
+pub struct ReverseLines {
+    file: std::fs::File,
+    /// Bytes before `pos` are unread.
+    pos: u64,
+    /// Read but not yet returned: everything after the last line break seen.
+    tail: Vec<u8>,
+    done: bool,
+}
+
+const BLOCK: u64 = 64 * 1024;
+
+impl ReverseLines {
+    pub fn open(path: &Path) -> std::io::Result<ReverseLines> {
+        let file = std::fs::File::open(path)?;
+        let pos = file.metadata()?.len();
+        Ok(ReverseLines {
+            file,
+            pos,
+            tail: Vec::new(),
+            done: false,
+        })
+    }
+}
+
+impl Iterator for ReverseLines {
+    type Item = std::io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            // A complete line sits after the last '\n' of `tail` (ignoring a trailing one).
+            let end = if self.tail.last() == Some(&b'\n') {
+                self.tail.len() - 1
+            } else {
+                self.tail.len()
+            };
+            if let Some(nl) = memchr::memrchr(b'\n', &self.tail[..end]) {
+                let line = self.tail[nl + 1..end].to_vec();
+                self.tail.truncate(nl + 1);
+                if line.is_empty() {
+                    continue;
+                }
+                return Some(Ok(line));
+            }
+            if self.pos == 0 {
+                self.done = true;
+                let line = self.tail[..end].to_vec();
+                return (!line.is_empty()).then_some(Ok(line));
+            }
+            let start = self.pos.saturating_sub(BLOCK);
+            let mut block = vec![0u8; (self.pos - start) as usize];
+            let read = self
+                .file
+                .seek(SeekFrom::Start(start))
+                .and_then(|_| self.file.read_exact(&mut block));
+            if let Err(e) = read {
+                self.done = true;
+                return Some(Err(e));
+            }
+            block.extend_from_slice(&self.tail);
+            self.tail = block;
+            self.pos = start;
+        }
+    }
+}
+
+pub fn count_lines(path: &Path) -> std::io::Result<u64> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let mut n = 0u64;
+    let mut last = b'\n';
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            // A last line without '\n' is a line too.
+            return Ok(n + u64::from(last != b'\n'));
+        }
+        n += memchr::memchr_iter(b'\n', buf).count() as u64;
+        last = buf[buf.len() - 1];
+        let used = buf.len();
+        reader.consume(used);
+    }
+}
+
+/// The last `n` lines of a plain file, oldest first, each with its '\n' (a last line without one
+/// is returned as it is: the caller sees the file was cut).
+pub fn tail_lines(path: &Path, n: usize) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut start = len;
+    let mut bytes = Vec::new();
+    loop {
+        let newlines = memchr::memchr_iter(b'\n', &bytes).count();
+        // n lines need n line breaks before the last line's (when it has one), plus one more to
+        // know where the oldest starts.
+        if start == 0 || newlines > n {
+            break;
+        }
+        let from = start.saturating_sub(BLOCK);
+        let mut block = vec![0u8; (start - from) as usize];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut block)?;
+        block.extend_from_slice(&bytes);
+        bytes = block;
+        start = from;
+    }
+    let mut lines: Vec<Vec<u8>> = bytes
+        .split_inclusive(|b| *b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0); // a partial line: its start lies before what was read
+    }
+    let keep = lines.len().saturating_sub(n);
+    Ok(lines.split_off(keep))
+}
+
+/// The last complete line of a (possibly compressed) file, without its '\n'.
+pub fn tail_lines_of(file: &LogFile) -> std::io::Result<Option<Vec<u8>>> {
+    if !file.compressed {
+        let mut last = tail_lines(&file.path, 1)?;
+        return Ok(last
+            .pop()
+            .and_then(|mut l| (l.pop() == Some(b'\n')).then_some(l)));
+    }
+    let mut reader = file.reader()?;
+    let (mut last, mut line) = (Vec::new(), Vec::new());
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        std::mem::swap(&mut last, &mut line);
+    }
+    Ok((last.pop() == Some(b'\n')).then_some(last))
+}
+
+pub use super::chain::line_seq;
+
+/// The time of a record line.
+pub fn line_time(line: &[u8]) -> Option<time::OffsetDateTime> {
+    parse_time(&super::json::member_str(line, "ts")?)
+}
+
+/// Every line of the log's files, newest first (compressed files are read whole, then walked
+/// backwards).
+pub fn newest_first(files: &[LogFile]) -> impl Iterator<Item = std::io::Result<Vec<u8>>> + '_ {
+    files
+        .iter()
+        .rev()
+        .flat_map(|f| -> Box<dyn Iterator<Item = _>> {
+            if f.compressed {
+                match f.read_all() {
+                    Ok(bytes) => {
+                        let mut lines: Vec<Vec<u8>> = bytes
+                            .split(|b| *b == b'\n')
+                            .filter(|l| !l.is_empty())
+                            .map(<[u8]>::to_vec)
+                            .collect();
+                        lines.reverse();
+                        Box::new(lines.into_iter().map(Ok))
+                    }
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                }
+            } else {
+                match ReverseLines::open(&f.path) {
+                    Ok(r) => Box::new(r),
+                    // Rotated away between listing and reading: its records are in the next file.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        Box::new(std::iter::empty())
+                    }
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                }
+            }
+        })
+}
+
+/// The decisions a record can carry.
+pub const DECISIONS: [&str; 6] = [
+    "allowed",
+    "masked",
+    "rewritten",
+    "blocked",
+    "would_block",
+    "error",
+];
+
+/// Which records a reader wants.
+#[derive(Debug, Clone, Default)]
+pub struct RecordFilter {
+    pub agent: Option<String>,
+    pub decision: Option<String>,
+    /// Only records at or after this time.
+    pub since: Option<time::OffsetDateTime>,
+    /// Only records numbered below this.
+    pub before: Option<u64>,
+}
+
+/// What a filter says of a record read newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judgement {
+    Keep,
+    Skip,
+    /// Older than `since`: nothing further back can match.
+    Stop,
+}
+
+pub fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+impl RecordFilter {
+    pub fn judge(&self, rec: &Value) -> Judgement {
+        if let Some(since) = self.since {
+            if rec["ts"]
+                .as_str()
+                .and_then(parse_time)
+                .is_some_and(|t| t < since)
+            {
+                return Judgement::Stop;
+            }
+        }
+        let seq = rec["seq"].as_u64().unwrap_or(0);
+        let keep = self.before.map_or(true, |b| seq < b)
+            && self.agent.as_deref().map_or(true, |a| rec["agent"] == a)
+            && self
+                .decision
+                .as_deref()
+                .map_or(true, |d| rec["decision"] == d);
+        if keep {
+            Judgement::Keep
+        } else {
+            Judgement::Skip
+        }
+    }
+}
+
+/// Up to `limit` records matching `filter`, newest first; `true` when more would match.
+pub fn query(
+    files: &[LogFile],
+    filter: &RecordFilter,
+    limit: usize,
+) -> std::io::Result<(Vec<Value>, bool)> {
+    let mut records = Vec::new();
+    for line in newest_first(files) {
+        let line = line?;
+        let Ok(rec) = serde_json::from_slice::<Value>(&line) else {
+            continue; // a torn last line while a write is in progress
+        };
+        match filter.judge(&rec) {
+            Judgement::Stop => break,
+            Judgement::Skip => {}
+            Judgement::Keep if records.len() == limit => return Ok((records, true)),
+            Judgement::Keep => records.push(rec),
+        }
+    }
+    Ok((records, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reverse_lines_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let lines: Vec<String> = (0..20_000)
+            .map(|i| format!("line {i} {}", "x".repeat(i % 37)))
+            .collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let back: Vec<String> = ReverseLines::open(&path)
+            .unwrap()
+            .map(|l| String::from_utf8(l.unwrap()).unwrap())
+            .collect();
+        let mut expected = lines.clone();
+        expected.reverse();
+        assert_eq!(back, expected);
+        assert_eq!(count_lines(&path).unwrap(), 20_000);
+        let tail = tail_lines(&path, 3).unwrap();
+        assert_eq!(
+            tail,
+            lines[19_997..]
+                .iter()
+                .map(|l| format!("{l}\n").into_bytes())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(tail_lines(&path, 50_000).unwrap().len(), 20_000);
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(ReverseLines::open(&path).unwrap().count(), 0);
+        assert!(tail_lines(&path, 2).unwrap().is_empty());
+        std::fs::write(&path, "only").unwrap();
+        assert_eq!(ReverseLines::open(&path).unwrap().count(), 1);
+        assert_eq!(count_lines(&path).unwrap(), 1);
+        std::fs::write(&path, "a\nb\ncut").unwrap();
+        assert_eq!(
+            tail_lines(&path, 2).unwrap(),
+            [b"b\n".to_vec(), b"cut".to_vec()]
+        );
+    }
+}

@@ -1,0 +1,417 @@
+//! The write side of the log: chains a batch of queued entries into lines and writes them, one
+//! `write(2)` per file it touches, cutting the file where the queue asked (rotation). Only one
+//! writer runs at a time (the group-commit leader), so nothing here is contended.
+//!
+//! A failed write is cut back to the last complete record, so the file always ends with a
+//! whole line and the chain stays verifiable; the caller learns which numbers were lost.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::chain::{render, HexHash, SystemRecord, GENESIS};
+use super::files::{self, Naming};
+use super::queue::Entry;
+use super::AuditError;
+
+/// The file being written.
+#[derive(Debug)]
+struct Active {
+    /// Number of its first record (`None` while empty).
+    first_seq: Option<u64>,
+    records: u64,
+    /// The closed file this one continues (named by its first record).
+    prev_name: Option<String>,
+    /// When its first record was written (time-based rotation).
+    opened: SystemTime,
+}
+
+/// A file closed by a rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The number of the next file's link record.
+    pub link_seq: u64,
+    pub closed: PathBuf,
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+/// Why a batch was not (wholly) written.
+#[derive(Debug)]
+pub struct Failure {
+    /// Everything up to here was written.
+    pub written_upto: u64,
+    /// The lost numbers: `from..=to`.
+    pub from: u64,
+    pub to: u64,
+    pub error: Arc<str>,
+    /// A rotation was lost with the records: the stand-in record does it.
+    pub rotate: bool,
+    /// The file can no longer be written safely (a rotation could not be undone).
+    pub broken: bool,
+}
+
+pub struct Writer {
+    naming: Naming,
+    path: PathBuf,
+    file: File,
+    len: u64,
+    /// Hash and number of the last record written.
+    hash: HexHash,
+    last_seq: u64,
+    active: Active,
+    buf: Vec<u8>,
+    /// Recent rotations, newest last (for `AuditLog::rotate` to report).
+    rotations: VecDeque<Rotation>,
+}
+
+/// What opening a log found.
+pub struct Resumed {
+    pub writer: Writer,
+    pub last_seq: u64,
+    /// The active file is new and continues a closed one: its first record must be a link.
+    pub needs_link: bool,
+    pub file_records: u64,
+    pub file_bytes: u64,
+}
+
+enum SwitchError {
+    /// The rotation did not happen; the active file goes on.
+    Kept(std::io::Error),
+    /// The active file was moved and could not be put back.
+    Broken(String),
+}
+
+fn create_new(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+impl Writer {
+    /// Opens (or creates, 0600) the active file and resumes the chain: from its last record, or,
+    /// when it is empty, from the newest closed file (the new file then starts with a link).
+    pub fn open(path: &Path) -> Result<Resumed, AuditError> {
+        let io = |source| AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let broken = |reason: String| AuditError::BrokenTail {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let naming = Naming::for_active(path);
+        std::fs::create_dir_all(&naming.dir).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let now = SystemTime::now();
+        let mut active = Active {
+            first_seq: None,
+            records: 0,
+            prev_name: None,
+            opened: now,
+        };
+        let (last_seq, hash, needs_link) = if len > 0 {
+            let last = tail_line(&mut file)
+                .map_err(io)?
+                .ok_or_else(|| broken("the last line is incomplete".into()))?;
+            let rec = super::verify::parse_line(&last).map_err(broken)?;
+            let first = head_line(&mut file).map_err(io)?;
+            active.first_seq = super::chain::line_seq(&first);
+            active.prev_name = super::json::member_str(&first, "prev_file");
+            active.opened = super::json::member_str(&first, "ts")
+                .and_then(|t| parse_ts(&t))
+                .unwrap_or(now);
+            active.records = count_lines(&mut file).map_err(io)?;
+            (rec.seq, rec.hash, false)
+        } else {
+            match files::list(&naming)
+                .map_err(io)?
+                .into_iter()
+                .rfind(|f| f.named_seq.is_some())
+            {
+                Some(prev) => {
+                    let last = super::read::tail_lines_of(&prev)
+                        .map_err(|e| AuditError::Io {
+                            path: prev.path.clone(),
+                            source: e,
+                        })?
+                        .ok_or_else(|| {
+                            broken(format!("{} ends with an incomplete line", prev.name))
+                        })?;
+                    let rec = super::verify::parse_line(&last).map_err(broken)?;
+                    active.prev_name = Some(prev.link_name().to_string());
+                    (rec.seq, rec.hash, true)
+                }
+                None => (0, GENESIS, false),
+            }
+        };
+        let file_records = active.records;
+        Ok(Resumed {
+            writer: Writer {
+                naming,
+                path: path.to_path_buf(),
+                file,
+                len,
+                hash,
+                last_seq,
+                active,
+                buf: Vec::with_capacity(64 * 1024),
+                rotations: VecDeque::new(),
+            },
+            last_seq,
+            needs_link,
+            file_records,
+            file_bytes: len,
+        })
+    }
+
+    pub fn head(&self) -> (u64, HexHash) {
+        (self.last_seq, self.hash)
+    }
+
+    /// Records and bytes in the active file.
+    pub fn file_size(&self) -> (u64, u64) {
+        (self.active.records, self.len)
+    }
+
+    pub fn opened(&self) -> SystemTime {
+        self.active.opened
+    }
+
+    pub fn rotation_at(&self, link_seq: u64) -> Option<Rotation> {
+        self.rotations
+            .iter()
+            .find(|r| r.link_seq == link_seq)
+            .cloned()
+    }
+
+    /// Chains and writes `entries` (numbered from `first_seq`); each written stretch of lines is
+    /// handed to `sink` with its first and last numbers. Returns the last number written, or
+    /// what was lost. `rotations` collects the files rotations closed, and why others failed.
+    pub fn write_batch(
+        &mut self,
+        first_seq: u64,
+        entries: &[Entry],
+        sink: &mut dyn FnMut(&[u8], u64, u64),
+        rotations: &mut Vec<Result<Rotation, String>>,
+    ) -> Result<u64, Failure> {
+        let now = SystemTime::now();
+        let last = first_seq + entries.len() as u64 - 1;
+        self.buf.clear();
+        let mut head = self.hash;
+        let mut seg_first = first_seq;
+        // What a failure of the stretch in `buf` loses from (a stand-in record reaches back).
+        let mut seg_from = first_seq;
+        let mut lines = 0u64;
+        let mut rotation_error = None;
+        for (i, entry) in entries.iter().enumerate() {
+            let seq = first_seq + i as u64;
+            if entry.switches() && self.active.records + lines > 0 {
+                if let Err(e) = self.flush(&head, seg_first, lines, sink) {
+                    let rotate = entries[i..].iter().any(Entry::switches);
+                    return Err(self.failure(e.to_string(), seg_from, last, rotate));
+                }
+                (seg_first, seg_from, lines) = (seq, seq, 0);
+                match self.switch(seq, now) {
+                    Ok(r) => {
+                        self.rotations.push_back(r.clone());
+                        if self.rotations.len() > 16 {
+                            self.rotations.pop_front();
+                        }
+                        rotations.push(Ok(r));
+                    }
+                    Err(SwitchError::Kept(e)) => {
+                        rotations.push(Err(e.to_string()));
+                        rotation_error = Some(e.to_string());
+                    }
+                    Err(SwitchError::Broken(e)) => {
+                        let mut f = self.failure(e, seq, last, false);
+                        f.broken = true;
+                        return Err(f);
+                    }
+                }
+            }
+            let prev_file = if self.active.records + lines == 0 {
+                self.active.prev_name.as_deref()
+            } else {
+                None
+            };
+            let system;
+            let fields: &[u8] = match entry {
+                Entry::Record(f) => f,
+                Entry::Rotate { .. } => {
+                    let rec = match rotation_error.take() {
+                        Some(error) => SystemRecord::RotationFailed { error },
+                        None => SystemRecord::Rotation,
+                    };
+                    system = rec.fields(now, prev_file);
+                    &system
+                }
+                Entry::Lost { from, error, .. } => {
+                    if lines == 0 {
+                        seg_from = *from;
+                    }
+                    let rec = SystemRecord::Lost {
+                        from: *from,
+                        to: seq,
+                        error: error.to_string(),
+                    };
+                    system = rec.fields(now, prev_file);
+                    &system
+                }
+                Entry::System(rec) => {
+                    system = rec.fields(now, prev_file);
+                    &system
+                }
+            };
+            head = render(&mut self.buf, seq, fields, &head);
+            lines += 1;
+        }
+        if let Err(e) = self.flush(&head, seg_first, lines, sink) {
+            return Err(self.failure(e.to_string(), seg_from, last, false));
+        }
+        Ok(last)
+    }
+
+    fn failure(&self, error: String, from: u64, to: u64, rotate: bool) -> Failure {
+        Failure {
+            written_upto: self.last_seq,
+            from,
+            to,
+            error: error.into(),
+            rotate,
+            broken: false,
+        }
+    }
+
+    /// Writes `buf` (`lines` lines from `first`) with one `write(2)`; on failure the file is cut
+    /// back to its last complete record.
+    fn flush(
+        &mut self,
+        head: &HexHash,
+        first: u64,
+        lines: u64,
+        sink: &mut dyn FnMut(&[u8], u64, u64),
+    ) -> std::io::Result<()> {
+        if lines == 0 {
+            return Ok(());
+        }
+        if let Err(e) = self.file.write_all(&self.buf) {
+            let _ = self.file.set_len(self.len);
+            self.buf.clear();
+            return Err(e);
+        }
+        self.len += self.buf.len() as u64;
+        let last = first + lines - 1;
+        self.hash = *head;
+        self.last_seq = last;
+        if self.active.records == 0 {
+            self.active.first_seq = Some(first);
+            self.active.opened = SystemTime::now();
+        }
+        self.active.records += lines;
+        sink(&self.buf, first, last);
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Closes the active file under its closed name and opens a new, empty one.
+    fn switch(&mut self, link_seq: u64, now: SystemTime) -> Result<Rotation, SwitchError> {
+        let first_seq = self.active.first_seq.unwrap_or(self.last_seq);
+        let name = self.naming.closed_name(first_seq);
+        let closed = self.naming.dir.join(&name);
+        let gz = self.naming.dir.join(format!("{name}.gz"));
+        if closed.exists() || gz.exists() {
+            return Err(SwitchError::Kept(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{name} already exists"),
+            )));
+        }
+        std::fs::rename(&self.path, &closed).map_err(SwitchError::Kept)?;
+        match create_new(&self.path) {
+            Ok(file) => {
+                self.file = file;
+                self.len = 0;
+                self.active = Active {
+                    first_seq: None,
+                    records: 0,
+                    prev_name: Some(name),
+                    opened: now,
+                };
+                Ok(Rotation {
+                    link_seq,
+                    closed,
+                    first_seq,
+                    last_seq: self.last_seq,
+                })
+            }
+            // The old handle still writes the old file: put its name back and go on with it.
+            Err(e) => match std::fs::rename(&closed, &self.path) {
+                Ok(()) => Err(SwitchError::Kept(e)),
+                Err(back) => Err(SwitchError::Broken(format!(
+                    "rotation failed ({e}) and {} could not be renamed back to {} ({back})",
+                    closed.display(),
+                    self.path.display()
+                ))),
+            },
+        }
+    }
+}
+
+/// The last line of a file if it is complete (`None` when the file ends mid-line).
+fn tail_line(file: &mut File) -> std::io::Result<Option<Vec<u8>>> {
+    let len = file.metadata()?.len();
+    // Lines are far shorter than this (statements are cut at 64 KiB).
+    let tail_len = len.min(1 << 20);
+    file.seek(SeekFrom::Start(len - tail_len))?;
+    let mut tail = Vec::with_capacity(tail_len as usize);
+    file.take(tail_len).read_to_end(&mut tail)?;
+    Ok(last_complete_line(&tail))
+}
+
+fn last_complete_line(bytes: &[u8]) -> Option<Vec<u8>> {
+    let body = bytes.strip_suffix(b"\n")?;
+    let start = memchr::memrchr(b'\n', body).map_or(0, |i| i + 1);
+    Some(body[start..].to_vec())
+}
+
+fn head_line(file: &mut File) -> std::io::Result<Vec<u8>> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut line = Vec::new();
+    std::io::BufReader::new(&mut *file).read_until(b'\n', &mut line)?;
+    Ok(line)
+}
+
+fn count_lines(file: &mut File) -> std::io::Result<u64> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, &mut *file);
+    let mut n = 0u64;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(n);
+        }
+        n += memchr::memchr_iter(b'\n', buf).count() as u64;
+        let used = buf.len();
+        reader.consume(used);
+    }
+}
+
+fn parse_ts(ts: &str) -> Option<SystemTime> {
+    let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(SystemTime::from(t))
+}
