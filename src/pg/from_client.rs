@@ -176,6 +176,9 @@ async fn relay<R: AsyncRead + Unpin>(
         if state.pinned {
             link.pin();
         }
+        // The decisions' records reach the disk (one write shared with every session
+        // committing now) before anything they let through is forwarded.
+        ctx.commit().await.map_err(FromClientError::Fatal)?;
         pending.cancels_settled().await;
         let writer = &mut attached.as_mut().expect("attached above").writer;
         writer

@@ -113,7 +113,7 @@ impl PgSession {
 
     /// Refuses `text` with `r`: recorded as blocked, rendered.
     pub fn refuse(&self, text: &str, r: Refusal) -> PgErrorFields {
-        let r = self.session.refuse(self.recorded(text), r);
+        let r = self.session.refuse_deferred(self.recorded(text), r);
         self.render(&r)
     }
 
@@ -126,7 +126,15 @@ impl PgSession {
         self.refuse(text, r)
     }
 
-    /// Records the decision before a statement is forwarded: `Ok(ticket)` forward it (its outcome
+    /// Waits until the records of everything decided so far are on disk (shared with the other
+    /// sessions committing now); `Err` is the FATAL to end the session with, as nothing it
+    /// decided may be forwarded.
+    pub async fn commit(&self) -> Result<(), PgErrorFields> {
+        self.session.commit().await.map_err(|r| refusal::fatal(&r))
+    }
+
+    /// Chains the decision record of a statement about to be forwarded (written by
+    /// [`PgSession::commit`] before anything is): `Ok(ticket)` forward it (its outcome
     /// record will name the ticket); `Err` refuse it with that error (the policy, the agent's
     /// rate, or the audit log failing).
     pub fn decide(
@@ -156,7 +164,7 @@ impl PgSession {
             _ => Judged::allowed(self.recorded(text)),
         };
         self.session
-            .decide(judged, Some(limits))
+            .decide_deferred(judged, Some(limits))
             .map_err(|r| self.render(&r))
     }
 
@@ -225,7 +233,7 @@ impl PgSession {
                     "-- execute portal \"{portal}\" (a cursor checked when declared)"
                 ));
                 self.session
-                    .decide(judged, Some(limits))
+                    .decide_deferred(judged, Some(limits))
                     .map_err(|r| self.render(&r))
             }
         }
@@ -240,7 +248,7 @@ impl PgSession {
         );
         let r = self
             .session
-            .refuse(format!("<{what} message with invalid UTF-8>"), r);
+            .refuse_deferred(format!("<{what} message with invalid UTF-8>"), r);
         // PostgreSQL's own wording, so drivers recognise it.
         PgErrorFields::error(r.class.sqlstate(), r.reason)
     }

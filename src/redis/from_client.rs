@@ -11,7 +11,6 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tracing::warn;
 
 use super::audit::statement;
 use super::auth::{parse_hello, upstream_hello, HelloError};
@@ -23,7 +22,7 @@ use super::reply;
 use crate::audit::Decision;
 use crate::policy::redis::{CommandTable, MaskPlan, RedisPolicy};
 use crate::policy::Outcome;
-use crate::session::{audit_unavailable, Judged, ReauthError, Session};
+use crate::session::{Judged, ReauthError, Session};
 
 pub(super) struct FromClient {
     session: Session,
@@ -87,9 +86,7 @@ impl FromClient {
             }
             if !entries.is_empty() {
                 // Decisions reach the audit log (one write for the batch) before anything runs.
-                if !out.is_empty() {
-                    self.flush_decisions(&mut entries, &mut out);
-                }
+                self.commit_decisions(&mut entries, &mut out).await;
                 self.owed.fetch_add(entries.len(), Ordering::SeqCst);
                 let batch = std::mem::replace(&mut entries, Vec::with_capacity(16));
                 if tx.send(batch).await.is_err() {
@@ -110,13 +107,13 @@ impl FromClient {
         }
     }
 
-    /// Writes the batch's chained decision records. If the log cannot be written nothing is
-    /// forwarded: every command of the batch is answered with the audit refusal instead.
-    fn flush_decisions(&self, entries: &mut [Entry], out: &mut BytesMut) {
-        if let Err(e) = self.session.core().audit.flush() {
-            warn!(error = %e, "audit write failed: refusing the batch");
+    /// Writes the batch's chained records (one write shared with every session committing
+    /// now). If the log cannot be written nothing is forwarded: every command of the batch is
+    /// answered with the audit refusal instead.
+    async fn commit_decisions(&self, entries: &mut [Entry], out: &mut BytesMut) {
+        if let Err(refused) = self.session.commit().await {
             out.clear();
-            let refused = reply::refusal(&audit_unavailable());
+            let refused = reply::refusal(&refused);
             for e in entries.iter_mut() {
                 if !matches!(e.kind, Kind::Local(_) | Kind::Close) {
                     e.kind = Kind::Local(refused.clone());

@@ -2,7 +2,7 @@
 //! refusal record and metric), then the outcome, or "abandoned" when the client leaves first —
 //! the same records, counters and refusals on every protocol.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -74,6 +74,8 @@ pub struct SessionContext {
 pub struct Session {
     ctx: Arc<SessionContext>,
     principal: Arc<Principal>,
+    /// The last record this session chained for its next [`Session::commit`] (0: none).
+    due: AtomicU64,
 }
 
 /// A statement the policy lets run (perhaps rewritten, or refused in shadow mode only): what
@@ -280,7 +282,11 @@ pub fn upstream_unavailable(upstream: &str) -> String {
 
 impl Session {
     pub(super) fn new(ctx: Arc<SessionContext>, principal: Arc<Principal>) -> Session {
-        Session { ctx, principal }
+        Session {
+            ctx,
+            principal,
+            due: AtomicU64::new(0),
+        }
     }
 
     /// The part the reply half keeps (outcome records).
@@ -384,8 +390,8 @@ impl Session {
         self.decide_with(judged, limits, Write::Now)
     }
 
-    /// [`Session::decide`], with the record only chained: the caller flushes the audit log
-    /// (`core.audit.flush()`) before forwarding anything, one write for a whole batch.
+    /// [`Session::decide`], with the record only chained: the front end calls
+    /// [`Session::commit`] before it forwards anything, one write for a whole batch.
     pub fn decide_deferred(
         &self,
         judged: Judged,
@@ -417,7 +423,7 @@ impl Session {
         ev.rule = judged.rule;
         ev.reason = judged.reason;
         self.principal.stats.statement(judged.decision);
-        match self.ctx.append(&ev, write) {
+        match self.chain(&ev, write) {
             Ok(seq) => Ok(Ticket {
                 seq,
                 started: Instant::now(),
@@ -454,7 +460,7 @@ impl Session {
         }
         self.principal.stats.statement(Decision::Blocked);
         crate::telemetry::refusal(self.ctx.protocol, &refusal.rule);
-        if let Err(e) = self.ctx.append(&ev, write) {
+        if let Err(e) = self.chain(&ev, write) {
             warn!(error = %e, "audit write failed for a refused statement");
         }
         refusal
@@ -465,8 +471,32 @@ impl Session {
     pub fn note(&self, statement: String, decision: Decision, reason: Option<&str>) {
         let mut ev = self.event(decision, statement);
         ev.reason = reason.map(str::to_string);
-        if let Err(e) = self.ctx.append(&ev, Write::Deferred) {
+        if let Err(e) = self.chain(&ev, Write::Deferred) {
             warn!(error = %e, "audit write failed for a local reply");
         }
+    }
+
+    /// Appends a record; a deferred one becomes due for this session's next commit.
+    fn chain(&self, ev: &AuditEvent, write: Write) -> Result<u64, AuditError> {
+        let seq = self.ctx.append(ev, write)?;
+        if write == Write::Deferred {
+            self.due.fetch_max(seq, Ordering::Relaxed);
+        }
+        Ok(seq)
+    }
+
+    /// Waits until every record this session chained (decisions, refusals, notes) is on disk.
+    /// Sessions committing at the same moment share one write (group commit: the audit log's
+    /// `commit`). Front ends call it before forwarding what they decided. `Err`: the log cannot
+    /// be written, and nothing decided since the last commit may be forwarded.
+    pub async fn commit(&self) -> Result<(), Refusal> {
+        let seq = self.due.swap(0, Ordering::Relaxed);
+        if seq == 0 {
+            return Ok(());
+        }
+        self.ctx.core.audit.commit(seq).await.map_err(|e| {
+            warn!(error = %e, "audit write failed: nothing decided since is forwarded");
+            audit_unavailable()
+        })
     }
 }

@@ -32,6 +32,24 @@ impl TestCore {
         policies: &[(&str, &str)],
         limits: LimitsConfig,
     ) -> TestCore {
+        Self::build(agents, policies, limits, None)
+    }
+
+    /// A core whose audit log is the file at `audit` (e.g. `/dev/full`, a disk that is full).
+    pub fn with_audit_file(
+        agents: &[(&str, &str)],
+        policies: &[(&str, &str)],
+        audit: &std::path::Path,
+    ) -> TestCore {
+        Self::build(agents, policies, LimitsConfig::default(), Some(audit))
+    }
+
+    fn build(
+        agents: &[(&str, &str)],
+        policies: &[(&str, &str)],
+        limits: LimitsConfig,
+        audit: Option<&std::path::Path>,
+    ) -> TestCore {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut file = AgentsFile::default();
         for (name, token) in agents {
@@ -49,11 +67,12 @@ impl TestCore {
             .map(|(n, t)| (PathBuf::from(n), t.to_string()))
             .collect();
         let set = PolicySet::from_sources(sources, &ctx).expect("test policies load");
-        let audit = AuditLog::open(&dir.path().join("audit.log")).expect("audit log");
+        let audit_path = audit.map_or_else(|| dir.path().join("audit.log"), PathBuf::from);
+        let audit = AuditLog::open(&audit_path).expect("audit log");
         let core = Core::new(CoreParts {
             limits,
             audit_config: AuditConfig {
-                file: dir.path().join("audit.log"),
+                file: audit_path,
                 redact_literals: false,
                 redis_outcomes: RedisOutcomes::Errors,
                 rotate: Default::default(),

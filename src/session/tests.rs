@@ -276,6 +276,35 @@ fn decisions_outcomes_and_rate_refusals_are_recorded() {
     );
 }
 
+/// The records a session chained reach the disk at its commit (before the front end forwards
+/// anything); a commit that cannot write refuses with the audit wording, and what was chained
+/// is not committed by a later commit either.
+#[tokio::test]
+async fn chained_records_are_written_at_commit_and_a_failed_commit_refuses() {
+    let t = core();
+    let (_a, s) = t.session(Protocol::Postgres, "analyst", TOKEN, "shop");
+    let on_disk = || std::fs::read_to_string(t.dir.path().join("audit.log")).unwrap();
+    s.decide_deferred(Judged::allowed("SELECT 10".into()), None)
+        .unwrap();
+    s.refuse_deferred(
+        "DELETE FROM orders".into(),
+        crate::refusal::Refusal::permission("analyst: orders", "no deletes"),
+    );
+    assert!(!on_disk().contains("SELECT 10"), "only chained so far");
+    s.commit().await.expect("the log is writable");
+    let written = on_disk();
+    assert!(written.contains("SELECT 10") && written.contains("DELETE FROM orders"));
+    s.commit().await.expect("nothing due: nothing to wait for");
+
+    let full = TestCore::with_audit_file(&agents(), POLICIES, std::path::Path::new("/dev/full"));
+    let (_a, s) = full.session(Protocol::Redis, "analyst", TOKEN, "cache");
+    s.decide_deferred(Judged::allowed("GET cache:1".into()), None)
+        .unwrap();
+    let refused = s.commit().await.expect_err("the disk is full");
+    assert_eq!(refused.class, RefusalClass::AuditUnavailable);
+    assert_eq!(refused.rule, "builtin: audit");
+}
+
 #[test]
 fn redis_successes_get_no_outcome_record_by_default_but_errors_do() {
     let t = core();
