@@ -578,3 +578,47 @@ fn a_transaction_pooled_listener_sees_its_notifications_as_its_own() {
         }
     });
 }
+
+/// A transaction moving to a server connection whose parameters differ from what the client was
+/// shown gets ParameterStatus for the difference first; moving between connections that report
+/// the same gets none.
+#[test]
+fn parameters_that_differ_between_server_connections_are_replayed() {
+    harness().runtime.block_on(async {
+        let (running, gw) = gateway(2, "").await;
+        let addr = running.pg_addr.unwrap();
+        let mut a = support::raw_login_at(addr, "analyst").await; // shown the old DateStyle
+        let su = upstream().await;
+        su.batch_execute(&format!(
+            "ALTER ROLE {} SET DateStyle = 'SQL, DMY'",
+            gw.role
+        ))
+        .await
+        .unwrap();
+        // Every server connection so far goes: the next ones log in with the new DateStyle.
+        su.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            &[&gw.role],
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (values, tags, code) = support::raw_query(&mut a, "SHOW DateStyle").await;
+        assert_eq!((values, code), (vec!["SQL, DMY".to_string()], None));
+        assert_eq!(
+            tags.first(),
+            Some(&b'S'),
+            "the new DateStyle first: {tags:?}"
+        );
+        assert_eq!(tags.iter().filter(|t| **t == b'S').count(), 1, "{tags:?}");
+        // While another session holds that connection, the next transaction runs on a new one
+        // reporting the same: nothing to replay.
+        let hold = client(&running, "analyst").await;
+        hold.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        let (values, tags, _) = support::raw_query(&mut a, "SHOW DateStyle").await;
+        assert_eq!(values, vec!["SQL, DMY".to_string()]);
+        assert!(!tags.contains(&b'S'), "{tags:?}");
+        assert_eq!(server_connections(&gw.role).await, 2);
+        hold.batch_execute("COMMIT").await.unwrap();
+    });
+}

@@ -282,7 +282,7 @@ async fn relay(
     }
     hello.extend_from_slice(&msg::backend_key_data(pid, secret));
     hello.extend_from_slice(&msg::ready_for_query(b'I'));
-    let params_seen = info.params.clone();
+    let params_seen = info.params.to_vec();
     let attached = match (mode, server) {
         (PoolMode::Session, Some(server)) => Some(link.attach(server).await),
         (_, Some(server)) => {

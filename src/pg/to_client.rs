@@ -43,6 +43,9 @@ struct ReplyState {
     /// The parameters the client has been shown (ParameterStatus), to replay differences when
     /// a transaction runs on another server connection.
     seen: HashMap<String, String>,
+    /// The server parameters `seen` matches entirely (since the last replay, with no
+    /// ParameterStatus in between): attaching a connection that shares them needs no replay.
+    in_step_with: Option<Arc<[(String, String)]>>,
     /// DataRows of the current result, and whether it went past `max_rows`. For an Execute this
     /// includes the rows earlier Executes of the same portal returned before PortalSuspended.
     rows: u64,
@@ -65,6 +68,7 @@ impl ReplyState {
             cancel,
             link,
             seen: HashMap::new(),
+            in_step_with: None,
             rows: 0,
             portal_rows: HashMap::new(),
             over_limit: false,
@@ -97,7 +101,14 @@ impl ReplyState {
         let Some(info) = self.link.as_ref().and_then(|l| l.info.load_full()) else {
             return;
         };
-        for (name, value) in &info.params {
+        if self
+            .in_step_with
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, &info.params))
+        {
+            return;
+        }
+        for (name, value) in info.params.iter() {
             if name == "session_authorization" {
                 continue; // always shown as the agent
             }
@@ -106,6 +117,7 @@ impl ReplyState {
                 out.extend_from_slice(&msg::parameter_status(name, value));
             }
         }
+        self.in_step_with = Some(info.params.clone());
         let _ = ctx;
     }
 
@@ -461,6 +473,7 @@ fn handle(
         msg::PARAMETER_STATUS => {
             let mut parts = frame.body().split(|b| *b == 0);
             if let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+                state.in_step_with = None;
                 state.seen.insert(
                     String::from_utf8_lossy(name).into_owned(),
                     String::from_utf8_lossy(value).into_owned(),

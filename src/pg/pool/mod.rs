@@ -270,7 +270,13 @@ impl Pool {
         self.counters.opened.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("tollgate_upstream_connections", "upstream" => self.name.clone())
             .increment(1.0);
-        let server = Server::new(conn, key.clone(), generation, slot);
+        let like = self
+            .templates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .map(|t| t.params.clone());
+        let server = Server::new(conn, key.clone(), generation, slot, like.as_ref());
         self.templates
             .lock()
             .unwrap_or_else(|e| e.into_inner())

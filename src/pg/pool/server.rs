@@ -90,8 +90,10 @@ pub struct ServerInfo {
     pub addr: SocketAddr,
     pub pid: i32,
     pub secret: i32,
-    /// ParameterStatus as the server reported it at login (name, value).
-    pub params: Vec<(String, String)>,
+    /// ParameterStatus as the server reported it at login (name, value). Connections of one
+    /// key that reported the same share one list, so a session moving between them can tell
+    /// by pointer that there is nothing to replay.
+    pub params: Arc<[(String, String)]>,
     /// The raw ParameterStatus frames of the login, for a session's first view.
     pub param_frames: Vec<Frame>,
     /// Statements prepared on this connection under tollgate's names (transaction pooling).
@@ -130,13 +132,21 @@ fn param_of(frame: &Frame) -> Option<(String, String)> {
 }
 
 impl Server {
+    /// `like`: the parameters of another connection of the key, shared if this one reported
+    /// the same.
     pub fn new(
         conn: UpstreamConn,
         key: Arc<SettingsKey>,
         generation: u64,
         slot: super::PoolSlot,
+        like: Option<&Arc<[(String, String)]>>,
     ) -> Server {
-        let params = conn.parameter_frames.iter().filter_map(param_of).collect();
+        let params: Vec<(String, String)> =
+            conn.parameter_frames.iter().filter_map(param_of).collect();
+        let params = match like {
+            Some(p) if p[..] == params[..] => p.clone(),
+            _ => params.into(),
+        };
         let now = Instant::now();
         Server {
             reader: conn.reader,
