@@ -10,6 +10,7 @@ use dashmap::DashMap;
 use super::compile::{AgentPolicy, PolicySet};
 use super::decide::{self, decide, SessionFacts, DEFAULT_DENY};
 use super::mask::{RewritePlan, SchemaSnapshot};
+use super::sql::login_guard::{self, UpstreamLogin};
 use super::sql::{self, Analysis, StatementKind};
 use crate::refusal::{Refusal, RefusalClass};
 
@@ -122,6 +123,9 @@ pub struct Engine {
     schemas: ArcSwap<std::collections::HashMap<String, Arc<SchemaSnapshot>>>,
     /// Key of the `hash` mask (hex), derived from the master key.
     mask_key: ArcSwap<String>,
+    /// What tollgate logs in to each SQL upstream as (from the vault and the config): the
+    /// built-in login protections of every agent's statements need it.
+    logins: ArcSwap<std::collections::HashMap<String, UpstreamLogin>>,
     /// Cache lookups since start: hits, shape hits, misses (read by the metrics endpoint).
     cache_counts: [AtomicU64; 3],
 }
@@ -149,6 +153,7 @@ impl Engine {
             }),
             schemas: ArcSwap::from_pointee(Default::default()),
             mask_key: ArcSwap::from_pointee(String::new()),
+            logins: ArcSwap::from_pointee(Default::default()),
             cache_counts: Default::default(),
         }
     }
@@ -184,6 +189,24 @@ impl Engine {
         next.insert(upstream.to_owned(), Arc::new(snapshot));
         self.schemas.store(Arc::new(next));
         self.bump();
+    }
+
+    /// Installs what tollgate logs in to SQL upstream `upstream` as (a no-op if unchanged).
+    /// Until it is known, every role and database name counts as the login's (fail closed).
+    pub fn set_upstream_login(&self, upstream: &str, login: UpstreamLogin) {
+        let current = self.logins.load();
+        if current.get(upstream) == Some(&login) {
+            return;
+        }
+        let mut next = (**current).clone();
+        next.insert(upstream.to_owned(), login);
+        self.logins.store(Arc::new(next));
+        self.bump();
+    }
+
+    /// What tollgate logs in to `upstream` as, once a door said so.
+    pub fn upstream_login(&self, upstream: &str) -> Option<UpstreamLogin> {
+        self.logins.load().get(upstream).cloned()
     }
 
     pub fn schema(&self, upstream: &str) -> Option<Arc<SchemaSnapshot>> {
@@ -259,10 +282,13 @@ impl Engine {
         };
         match self.agent(agent) {
             Some(p) if named(&p) => Ok(()),
-            _ => Err(Refusal::permission(
+            p => Err(Refusal::permission(
                 DEFAULT_DENY,
                 format!("permission denied for database \"{upstream}\": no policy lets agent \"{agent}\" reach it"),
-            )),
+            )
+            .with_instead(super::instead::upstreams(
+                p.as_ref().and_then(|p| p.enforced.as_ref().or(p.with_shadow.as_ref())),
+            ))),
         }
     }
 
@@ -296,9 +322,10 @@ impl Engine {
             shape,
         } = miss;
         let Some(policy) = policy else {
-            return Arc::new(Verdict::blocked(default_deny(format!(
-                "agent \"{agent}\" has no policy"
-            ))));
+            return Arc::new(Verdict::blocked(
+                default_deny(format!("agent \"{agent}\" has no policy"))
+                    .with_instead(super::instead::upstreams(None)),
+            ));
         };
         let (verdict, cacheable) = self.judge(&policy, upstream, sql_text, session);
         let verdict = Arc::new(verdict);
@@ -328,18 +355,10 @@ impl Engine {
                 shape: None,
             });
         };
-        // Passthrough without denies or shadow files: no analysis at all (trusted agents' fast path).
-        if policy.with_shadow.is_none() {
-            if let Some(r) = policy
-                .enforced
-                .as_ref()
-                .and_then(|m| m.get(upstream.as_ref()))
-                .and_then(|r| r.sql())
-            {
-                if r.passthrough && !r.has_denies() && !r.has_protections() {
-                    return Ok(self.allow_all.clone());
-                }
-            }
+        // Passthrough without denies or shadow files: no analysis at all (trusted agents' fast
+        // path), unless the text could touch the upstream login (`login_guard::may_touch`).
+        if plain_passthrough(&policy, upstream) && !login_guard::may_touch(sql_text) {
+            return Ok(self.allow_all.clone());
         }
         if let Some(v) = cache.texts.get(sql_text) {
             self.cache_counts[0].fetch_add(1, Ordering::Relaxed);
@@ -382,6 +401,15 @@ impl Engine {
         session: &SessionFacts,
     ) -> (Verdict, bool) {
         let enforced = policy.enforced.as_ref().map(|m| sql_rules(m, upstream));
+        // The built-in protections of the upstream login hold for every agent, shadow mode and
+        // passthrough included.
+        if let Err(r) = login_guard::check(sql_text, self.upstream_login(upstream).as_ref()) {
+            let r = with_instead(r, policy, upstream, enforced.flatten());
+            return (Verdict::blocked(r), false);
+        }
+        if plain_passthrough(policy, upstream) {
+            return ((*self.allow_all).clone(), true);
+        }
         let analysis = match sql::analyze(sql_text) {
             Ok(a) => a,
             Err(e) => {
@@ -426,7 +454,7 @@ impl Engine {
         let verdict = match enforced_result {
             Err(d) => Verdict {
                 outcome: Outcome::Block,
-                denial: Some(d),
+                denial: Some(with_instead(d, policy, upstream, enforced.flatten())),
                 effects,
                 rewrite: None,
             },
@@ -451,6 +479,35 @@ impl Engine {
         };
         (verdict, cacheable)
     }
+}
+
+/// Passthrough on `upstream` without denies, protections or shadow files: statements need no
+/// analysis beyond the built-in login protections.
+fn plain_passthrough(policy: &AgentPolicy, upstream: &str) -> bool {
+    policy.with_shadow.is_none()
+        && policy
+            .enforced
+            .as_ref()
+            .and_then(|m| sql_rules(m, upstream))
+            .is_some_and(|r| r.passthrough && !r.has_denies() && !r.has_protections())
+}
+
+/// A policy refusal with what the agent may use instead on this upstream (or which upstreams
+/// it may use, when it has no rules here). Other classes (syntax, unsupported) keep none.
+fn with_instead(
+    r: Refusal,
+    policy: &AgentPolicy,
+    upstream: &str,
+    rules: Option<&super::rules::SqlRules>,
+) -> Refusal {
+    if r.class != RefusalClass::Permission || r.instead.is_some() {
+        return r;
+    }
+    let instead = match rules {
+        Some(rules) => super::instead::sql(upstream, rules),
+        None => super::instead::upstreams(policy.enforced.as_ref()),
+    };
+    r.with_instead(instead)
 }
 
 fn default_deny(reason: String) -> Refusal {

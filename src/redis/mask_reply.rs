@@ -110,8 +110,23 @@ pub fn mask2(f: &mut F2, plan: &MaskPlan) {
                 pairs2(inner, m);
             }
         }
+        (MaskPlan::ConfigSecrets, F2::Array(items)) => {
+            let kept: Vec<F2> = std::mem::take(items)
+                .chunks(2)
+                .filter(|kv| !matches!(kv.first(), Some(F2::BulkString(k) | F2::SimpleString(k)) if is_secret(k)))
+                .flat_map(|kv| kv.iter().cloned())
+                .collect();
+            *items = kept;
+        }
         _ => {}
     }
+}
+
+/// A CONFIG GET parameter whose value is a secret (requirepass, masterauth, TLS passphrases).
+fn is_secret(name: &[u8]) -> bool {
+    crate::policy::redis::builtin::SECRET_SETTINGS
+        .iter()
+        .any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
 }
 
 /// redis-protocol 6 decodes RESP3 maps back to front (it pops pairs off the end); putting them
@@ -190,6 +205,17 @@ pub fn mask3(f: &mut F3, plan: &MaskPlan) {
                 pairs3(inner, m);
             }
         }
+        (MaskPlan::ConfigSecrets, F3::Map { data, .. }) => {
+            data.retain(|k, _| !field3(k).is_some_and(is_secret));
+        }
+        (MaskPlan::ConfigSecrets, F3::Array { data, .. }) => {
+            let kept: Vec<F3> = std::mem::take(data)
+                .chunks(2)
+                .filter(|kv| !kv.first().and_then(field3).is_some_and(is_secret))
+                .flat_map(|kv| kv.iter().cloned())
+                .collect();
+            *data = kept;
+        }
         _ => {}
     }
 }
@@ -223,6 +249,20 @@ mod tests {
             &out[..],
             b"%2\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\n***@x.co.uk\r\n"
         );
+    }
+
+    #[test]
+    fn config_get_leaves_secrets_out() {
+        let r2 = Bytes::from_static(
+            b"*6\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n$11\r\nrequirepass\r\n$6\r\nhunter\r\n$10\r\nmasterauth\r\n$0\r\n\r\n",
+        );
+        let out = mask(&r2, &MaskPlan::ConfigSecrets, false).unwrap();
+        assert_eq!(&out[..], b"*2\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n");
+        let r3 = Bytes::from_static(
+            b"%2\r\n$11\r\nrequirepass\r\n$6\r\nhunter\r\n$7\r\ntimeout\r\n$1\r\n0\r\n",
+        );
+        let out = mask(&r3, &MaskPlan::ConfigSecrets, true).unwrap();
+        assert_eq!(&out[..], b"%1\r\n$7\r\ntimeout\r\n$1\r\n0\r\n");
     }
 
     #[test]

@@ -40,6 +40,7 @@ mod dml;
 mod expr;
 mod fingerprint;
 mod json;
+pub mod login_guard;
 mod names;
 mod query;
 mod runner;
