@@ -10,11 +10,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::backend::{self as msg, PgErrorFields};
+use super::cursor_rows::StatementCursors;
 use super::frame::{Frame, FrameError, FrameReader};
 use super::frontend::{self as fe, MessageError};
 use super::pending::{Expect, Pending};
 use super::statement::{Checked, PgSession};
 use crate::policy::limits::{Limits, RowLimitMode};
+use crate::policy::sql::cursors::cursor_uses;
 use crate::policy::{AgentView, Effect, Outcome, SessionFacts, Verdict};
 
 /// A statement PostgreSQL rejects with a syntax error, sent in place of a refused one.
@@ -226,6 +228,7 @@ fn refuse_simple(pending: &Pending, refusal: PgErrorFields, out: &mut BytesMut) 
         refusal: Some(refusal),
         rows: 0,
         error: None,
+        cursors: Default::default(),
     });
     out.extend_from_slice(&substitute_query());
 }
@@ -276,11 +279,18 @@ fn on_frame(
             let checked = state.portals.get(portal).cloned();
             let limits = limits(&mut state.view, ctx);
             let cap = execute_row_cap(limits);
+            let cursor = match &checked {
+                Some(c) if limits.max_rows.is_some() => {
+                    cursor_uses(&c.text).into_iter().next().flatten()
+                }
+                _ => None,
+            };
             match ctx.record_execute(portal, checked.as_deref(), &state.facts, limits) {
                 Ok(ticket) => {
                     pending.push(Expect::Execute {
                         ticket: Some(ticket),
                         portal: portal.to_string(),
+                        cursor,
                     });
                     match cap.and_then(|cap| capped_execute(&frame, cap)) {
                         Some(capped) => out.extend_from_slice(&capped),
@@ -352,6 +362,12 @@ fn on_query(
         None => Ok(None),
     };
     let limits = limits(&mut state.view, ctx);
+    // Rows count per SQL cursor across its FETCHes: only needed under a row limit.
+    let cursors = if limits.max_rows.is_some() {
+        StatementCursors::new(cursor_uses(text))
+    } else {
+        StatementCursors::default()
+    };
     let admitted = forwarded.and_then(|f| ctx.decide(text, &verdict, limits).map(|t| (t, f)));
     match admitted {
         Ok((ticket, rewritten)) => {
@@ -361,6 +377,7 @@ fn on_query(
                 refusal: None,
                 rows: 0,
                 error: None,
+                cursors,
             });
             match rewritten {
                 Some(sql) => out.extend_from_slice(&query_message(&sql)),

@@ -19,6 +19,8 @@ pub enum Expect {
         refusal: Option<PgErrorFields>,
         rows: u64,
         error: Option<crate::session::OutcomeError>,
+        /// What each of its statements does to SQL cursors (for `max_rows` per cursor).
+        cursors: super::cursor_rows::StatementCursors,
     },
     /// Parse → ParseComplete (or the substitute whose error becomes `refusal`).
     Parse {
@@ -35,6 +37,8 @@ pub enum Expect {
     Execute {
         ticket: Option<Ticket>,
         portal: String,
+        /// What the portal's statement does to a SQL cursor (for `max_rows` per cursor).
+        cursor: Option<crate::policy::sql::cursors::CursorUse>,
     },
     Sync,
     /// The client ended a COPY FROM STDIN (CopyDone/CopyFail): Syncs queued before this marker

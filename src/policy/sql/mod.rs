@@ -30,6 +30,7 @@
 
 mod builtins;
 mod classify;
+pub mod cursors;
 mod ddl_objects;
 mod ddl_other;
 mod ddl_relations;
