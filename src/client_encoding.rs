@@ -70,7 +70,12 @@ static SUPPORTED: &[Entry] = &[
     entry("WIN1257", Codec::Whatwg(encoding_rs::WINDOWS_1257)),
     entry("WIN1258", Codec::Whatwg(encoding_rs::WINDOWS_1258)),
     entry("KOI8R", Codec::Whatwg(encoding_rs::KOI8_R)),
-    entry("KOI8U", Codec::Whatwg(encoding_rs::KOI8_U)),
+    // WHATWG's KOI8-U is KOI8-RU: 0xAE and 0xBE are Ў/ў there, box drawing in PostgreSQL's.
+    Entry {
+        name: "KOI8U",
+        codec: Codec::Whatwg(encoding_rs::KOI8_U),
+        refused_bytes: &[0xAE, 0xBE],
+    },
     entry("EUC_JP", Codec::Whatwg(encoding_rs::EUC_JP)),
     entry("EUC_KR", Codec::Whatwg(encoding_rs::EUC_KR)),
     entry("EUC_CN", Codec::Whatwg(encoding_rs::GBK)),
@@ -405,8 +410,11 @@ fn refused_text(encoding: &str, text: &str) -> bool {
         .is_some_and(|(_, chars)| text.chars().any(|c| chars.contains(&c)))
 }
 
-/// Per encoding, the characters of [`refused_text`].
-const REFUSED_CHARS: &[(&str, &[char])] = &[];
+/// Per encoding, the characters of [`refused_text`]: EUC_JP 0x8FA2C3 is U+FFE4 in PostgreSQL,
+/// U+00A6 in WHATWG; EUC_CN 0xA1A4 and 0xA1AA are U+30FB and U+2015 in PostgreSQL (GB2312),
+/// U+00B7 and U+2014 in WHATWG's GBK.
+const REFUSED_CHARS: &[(&str, &[char])] =
+    &[("EUC_JP", &['\u{a6}']), ("EUC_CN", &['\u{b7}', '\u{2014}'])];
 
 /// Every supported encoding's name (for tests and docs).
 pub fn supported_names() -> impl Iterator<Item = &'static str> {
@@ -475,6 +483,11 @@ mod tests {
         assert_eq!(eucjp.encode("あ").unwrap().as_ref(), b"\xa4\xa2");
         assert!(eucjp.decode(b"\xa4").is_err());
         assert!(eucjp.decode(b"\xa4'").is_err());
+        // Where WHATWG and PostgreSQL map a sequence differently, it is refused, not guessed.
+        assert!(eucjp.decode(b"\x8f\xa2\xc3").is_err());
+        assert!(enc("EUC_CN").decode(b"\xa1\xa4").is_err());
+        assert!(enc("KOI8U").decode(b"\xae").is_err());
+        assert_eq!(enc("KOI8R").decode(b"\xae").unwrap(), "╝");
         let utf8 = ClientEncoding::UTF8;
         assert!(utf8.decode(b"\xff").is_err());
         assert_eq!(utf8.encode("é").unwrap().as_ref(), "é".as_bytes());

@@ -53,6 +53,16 @@ struct State {
     facts: SessionFacts,
     /// The agent's policy (its limits), re-read when the policy changes.
     view: AgentView,
+    /// The client encoding may change: a statement that could change it (SET client_encoding,
+    /// RESET, DISCARD, set_config) was forwarded and the session has not been idle outside a
+    /// transaction since. Text beyond ASCII then waits until every reply is in, so it is decoded
+    /// in the encoding the server reported (`encoding.rs` of the client, `ParameterStatus`).
+    encoding_window: bool,
+    /// Inside an extended-protocol batch (a message since the last Sync): replies cannot be
+    /// waited for before the Sync.
+    in_batch: bool,
+    /// The current message may be read in another encoding than tollgate knows: refused.
+    encoding_uncertain: bool,
 }
 
 impl State {
@@ -64,6 +74,9 @@ impl State {
             sql_prepared: HashMap::new(),
             facts: SessionFacts::default(),
             view: AgentView::new(agent),
+            encoding_window: false,
+            in_batch: false,
+            encoding_uncertain: false,
         }
     }
 }
@@ -117,11 +130,15 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         let Some(frame) = next.map_err(FromClientError::Client)? else {
             return Ok(ClientEnd::Closed);
         };
+        settle_encoding(&pending, &mut state, &frame, &mut upstream, &mut out).await?;
         let mut end = on_frame(&ctx, &pending, &mut state, frame, &mut out)?;
         // Pipelined messages already read are handled before one write upstream.
         while end.is_none() && client.has_buffered_frame() && out.len() < 256 * 1024 {
             match client.next().await.map_err(FromClientError::Client)? {
-                Some(f) => end = on_frame(&ctx, &pending, &mut state, f, &mut out)?,
+                Some(f) => {
+                    settle_encoding(&pending, &mut state, &f, &mut upstream, &mut out).await?;
+                    end = on_frame(&ctx, &pending, &mut state, f, &mut out)?
+                }
                 None => end = Some(ClientEnd::Closed),
             }
         }
@@ -140,6 +157,63 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     }
 }
 
+/// Before a Query or Parse with text beyond ASCII while the client encoding may be changing:
+/// everything queued is sent and every reply awaited, so the server has reported the encoding
+/// the text will be read in. Inside an extended batch replies cannot come before the Sync: the
+/// message is marked uncertain and refused. ASCII text reads the same in every encoding.
+async fn settle_encoding<W: AsyncWrite + Unpin>(
+    pending: &Pending,
+    state: &mut State,
+    frame: &Frame,
+    upstream: &mut W,
+    out: &mut BytesMut,
+) -> Result<(), FromClientError> {
+    if !state.encoding_window
+        || !matches!(frame.tag, fe::QUERY | fe::PARSE)
+        || frame.body().is_ascii()
+    {
+        return Ok(());
+    }
+    if state.in_batch {
+        state.encoding_uncertain = true;
+        return Ok(());
+    }
+    pending.cancels_settled().await;
+    upstream
+        .write_all(out)
+        .await
+        .map_err(FromClientError::Upstream)?;
+    out.clear();
+    pending.settled_replies().await;
+    if pending.tx_status() == b'I' {
+        state.encoding_window = false;
+    }
+    Ok(())
+}
+
+/// Whether a statement may change the client encoding (or undo a change): the window opens.
+fn may_change_encoding(text: &str) -> bool {
+    ["encoding", "names", "reset", "discard", "set_config"]
+        .iter()
+        .any(|w| {
+            text.as_bytes()
+                .windows(w.len())
+                .any(|x| x.eq_ignore_ascii_case(w.as_bytes()))
+        })
+}
+
+/// The refusal of a message whose text may be read in an encoding tollgate does not know yet.
+fn uncertain_encoding(ctx: &PgSession) -> PgErrorFields {
+    ctx.refuse(
+        "<message sent while the client encoding was changing>",
+        crate::refusal::Refusal::new(
+            crate::refusal::RefusalClass::Encoding,
+            "builtin: encoding",
+            "the client encoding may have changed earlier in this batch: send Sync before text beyond ASCII",
+        ),
+    )
+}
+
 fn fatal_for(e: MessageError) -> FromClientError {
     FromClientError::Fatal(PgErrorFields::fatal("08P01", e.to_string()))
 }
@@ -150,7 +224,7 @@ fn refusal_for_bad_text(
     e: MessageError,
 ) -> Result<PgErrorFields, FromClientError> {
     match e {
-        MessageError::NotUtf8(what) => Ok(ctx.refuse_unreadable(what)),
+        MessageError::NotUtf8(what) => Ok(ctx.refuse_unreadable(what, "UTF8")),
         other => Err(fatal_for(other)),
     }
 }
@@ -196,16 +270,17 @@ fn capped_execute(frame: &Frame, cap: u32) -> Option<Bytes> {
     Some(msg::raw_message(fe::EXECUTE, &out))
 }
 
-/// A Query message carrying `sql` (a masking rewrite).
-fn query_message(sql: &str) -> Bytes {
+/// A Query message carrying `sql` (a masking rewrite, in the client's encoding).
+fn query_message(sql: &[u8]) -> Bytes {
     let mut body = BytesMut::with_capacity(sql.len() + 1);
-    body.put_slice(sql.as_bytes());
+    body.put_slice(sql);
     body.put_u8(0);
     msg::raw_message(fe::QUERY, &body)
 }
 
-/// The client's Parse with its query text replaced by `sql`; name and parameter types kept.
-fn parse_message(frame: &Frame, name: &str, sql: &str) -> Bytes {
+/// The client's Parse with its query text replaced by `sql` (in the client's encoding); name
+/// and parameter types kept.
+fn parse_message(frame: &Frame, name: &str, sql: &[u8]) -> Bytes {
     let body = frame.body();
     // name\0 query\0 <parameter types>: the original's tail starts after the second NUL.
     let query_start = name.len() + 1;
@@ -216,7 +291,7 @@ fn parse_message(frame: &Frame, name: &str, sql: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(body.len() + sql.len());
     out.put_slice(name.as_bytes());
     out.put_u8(0);
-    out.put_slice(sql.as_bytes());
+    out.put_slice(sql);
     out.put_u8(0);
     out.put_slice(&body[tail_start..]);
     msg::raw_message(fe::PARSE, &out)
@@ -249,6 +324,12 @@ fn on_frame(
         )
     {
         return Ok(None);
+    }
+    if matches!(
+        frame.tag,
+        fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE
+    ) {
+        state.in_batch = true;
     }
     match frame.tag {
         fe::QUERY => on_query(ctx, pending, state, &frame, out)?,
@@ -312,6 +393,7 @@ fn on_frame(
         }
         fe::SYNC => {
             state.skip_until_sync = false;
+            state.in_batch = false;
             pending.push(Expect::Sync);
             out.extend_from_slice(&frame.raw);
         }
@@ -343,13 +425,19 @@ fn on_query(
     out: &mut BytesMut,
 ) -> Result<(), FromClientError> {
     let started = std::time::Instant::now();
-    let text = match fe::query_text(frame) {
+    if std::mem::take(&mut state.encoding_uncertain) {
+        refuse_simple(pending, uncertain_encoding(ctx), out);
+        return Ok(());
+    }
+    let raw = fe::query_bytes(frame).map_err(fatal_for)?;
+    let decoded = match ctx.decode(raw, "Query") {
         Ok(t) => t,
-        Err(e) => {
-            refuse_simple(pending, refusal_for_bad_text(ctx, e)?, out);
+        Err(refusal) => {
+            refuse_simple(pending, refusal, out);
             return Ok(());
         }
     };
+    let text: &str = &decoded;
     let verdict = ctx.check_sql(text, &state.facts);
     // EXECUTE of a statement PREPAREd under an older policy: judged again under the current one.
     let stale = verdict
@@ -358,7 +446,10 @@ fn on_query(
         .flatten();
     let forwarded = match stale {
         Some(refusal) => Err(refusal),
-        None if verdict.runs() => ctx.forwarded_text(text, &verdict),
+        None if verdict.runs() => ctx.forwarded_text(text, &verdict).and_then(|f| match f {
+            Some(sql) => ctx.encode_text(text, &sql).map(|b| Some(b.into_owned())),
+            None => Ok(None),
+        }),
         None => Ok(None),
     };
     let limits = limits(&mut state.view, ctx);
@@ -372,6 +463,7 @@ fn on_query(
     match admitted {
         Ok((ticket, rewritten)) => {
             apply_effects(state, &verdict, text, ctx);
+            state.encoding_window |= may_change_encoding(text);
             pending.push(Expect::Simple {
                 ticket: Some(ticket),
                 refusal: None,
@@ -398,7 +490,7 @@ fn on_parse(
     out: &mut BytesMut,
 ) -> Result<(), FromClientError> {
     let started = std::time::Instant::now();
-    let (name, text) = match fe::parse_fields(frame) {
+    let (name, raw) = match fe::parse_name_and_bytes(frame) {
         Ok(x) => x,
         Err(e) => {
             let refusal = refusal_for_bad_text(ctx, e)?;
@@ -406,6 +498,18 @@ fn on_parse(
             return Ok(());
         }
     };
+    if std::mem::take(&mut state.encoding_uncertain) {
+        refuse_parse(pending, state, "", uncertain_encoding(ctx), out);
+        return Ok(());
+    }
+    let decoded = match ctx.decode(raw, "Parse") {
+        Ok(t) => t,
+        Err(refusal) => {
+            refuse_parse(pending, state, "", refusal, out);
+            return Ok(());
+        }
+    };
+    let text: &str = &decoded;
     // PostgreSQL refuses to redefine a named statement; answering here keeps tollgate's record of
     // what the name runs exact (the server keeps the old definition).
     if !name.is_empty()
@@ -420,7 +524,11 @@ fn on_parse(
     }
     let verdict = ctx.check_sql(text, &state.facts);
     let rewritten = if verdict.runs() {
-        match ctx.forwarded_text(text, &verdict) {
+        let encoded = ctx.forwarded_text(text, &verdict).and_then(|f| match f {
+            Some(sql) => ctx.encode_text(text, &sql).map(|b| Some(b.into_owned())),
+            None => Ok(None),
+        });
+        match encoded {
             Ok(r) => r,
             Err(refusal) => {
                 state.statements.remove(name);
@@ -433,6 +541,7 @@ fn on_parse(
     };
     if verdict.runs() {
         apply_effects(state, &verdict, text, ctx);
+        state.encoding_window |= may_change_encoding(text);
         let checked = Arc::new(Checked {
             text: text.into(),
             verdict,

@@ -169,6 +169,14 @@ impl Pending {
         self.drained.notified().await;
     }
 
+    /// Waits until every reply owed has arrived and been taken off the queue (the reply side has
+    /// seen each ParameterStatus before them).
+    pub async fn settled_replies(&self) {
+        while !self.is_empty() {
+            self.drained.notified().await;
+        }
+    }
+
     /// Waits until fewer than `MAX_PENDING` replies are owed (backpressure on the client).
     pub async fn wait_for_room(&self) {
         while self.len() >= MAX_PENDING {

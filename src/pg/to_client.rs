@@ -522,7 +522,7 @@ fn on_error(
         }
     });
     match replacement.or(own) {
-        Some(fields) => out.extend_from_slice(&fields.encode()),
+        Some(fields) => out.extend_from_slice(&ctx.encode_error(&fields)),
         None => out.extend_from_slice(&frame.raw),
     }
 }
