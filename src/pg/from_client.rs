@@ -406,7 +406,27 @@ fn on_frame(
             out.extend_from_slice(&frame.raw);
             return Ok(Some(ClientEnd::Terminated));
         }
-        fe::FUNCTION_CALL => refuse_simple(pending, ctx.refuse_function_call(), out),
+        fe::FUNCTION_CALL => {
+            let oid = frame
+                .body()
+                .get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let limits = limits(&mut state.view, ctx);
+            match ctx.function_call(oid, limits) {
+                // Answered by FunctionCallResponse (or an error) and ReadyForQuery.
+                Ok(ticket) => {
+                    pending.push(Expect::Simple {
+                        ticket: Some(ticket),
+                        refusal: None,
+                        rows: 0,
+                        error: None,
+                        cursors: Default::default(),
+                    });
+                    out.extend_from_slice(&frame.raw);
+                }
+                Err(refusal) => refuse_simple(pending, refusal, out),
+            }
+        }
         other => {
             return Err(FromClientError::Fatal(PgErrorFields::fatal(
                 "08P01",

@@ -336,14 +336,39 @@ impl PgSession {
         PgErrorFields::error(r.class.sqlstate(), r.reason)
     }
 
-    pub fn refuse_function_call(&self) -> PgErrorFields {
-        self.refuse(
-            "-- fast-path FunctionCall",
-            Refusal::permission(
+    /// A fast-path FunctionCall (`oid`: the function): large-object calls of a passthrough
+    /// agent are recorded and forwarded (`Ok`, the ticket); anything else is refused.
+    pub fn function_call(
+        &self,
+        oid: Option<u32>,
+        limits: &Limits,
+    ) -> Result<Ticket, PgErrorFields> {
+        let core = self.session.core();
+        let text = match oid {
+            Some(oid) => format!("-- fast-path FunctionCall {oid}"),
+            None => "-- fast-path FunctionCall".to_string(),
+        };
+        let checked = match oid {
+            Some(oid) => {
+                core.policy
+                    .fastpath_call(self.session.agent(), self.session.upstream(), oid)
+            }
+            None => Err(Refusal::new(
+                RefusalClass::Syntax,
                 "builtin: fastpath",
-                "fast-path function calls (FunctionCall messages) are not allowed",
-            ),
-        )
+                "invalid FunctionCall message",
+            )),
+        };
+        match checked {
+            Ok(name) => self
+                .session
+                .decide(
+                    Judged::allowed(format!("-- fast-path call of {name}")),
+                    Some(limits),
+                )
+                .map_err(|r| self.render(&r)),
+            Err(r) => Err(self.refuse(&text, r)),
+        }
     }
 
     /// ParameterStatus as the upstream sent it, except the upstream login name, shown as the

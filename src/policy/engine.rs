@@ -292,6 +292,48 @@ impl Engine {
         }
     }
 
+    /// May `agent` call function `oid` on `upstream` through the fast-path protocol? Only the
+    /// large-object functions libpq uses, and only for passthrough agents (the call carries no
+    /// SQL to analyse), unless a policy denies the function by name. `Ok`: the function's name.
+    pub fn fastpath_call(
+        &self,
+        agent: &str,
+        upstream: &str,
+        oid: u32,
+    ) -> Result<&'static str, Refusal> {
+        let refused = |reason: String| Refusal::permission("builtin: fastpath", reason);
+        let Some(name) = sql::fastpath::large_object_function(oid) else {
+            return Err(refused(format!(
+                "fast-path function calls (FunctionCall messages) are allowed for large objects only (function OID {oid})"
+            )));
+        };
+        let policy = self.agent(agent);
+        let rules = policy
+            .as_ref()
+            .filter(|p| p.with_shadow.is_none())
+            .and_then(|p| p.enforced.as_ref())
+            .and_then(|m| sql_rules(m, upstream));
+        match rules {
+            Some(r) if r.passthrough => {
+                let forms = [name.to_string(), format!("pg_catalog.{name}")];
+                match r
+                    .deny_functions
+                    .iter()
+                    .find(|d| forms.iter().any(|f| d.glob.matches(f)))
+                {
+                    Some(d) => Err(Refusal::permission(
+                        d.rule.clone(),
+                        format!("function {name} is denied"),
+                    )),
+                    None => Ok(name),
+                }
+            }
+            _ => Err(refused(format!(
+                "fast-path function calls ({name}) are allowed for the passthrough profile only"
+            ))),
+        }
+    }
+
     /// The verdict if it needs no analysis (cached, or the passthrough fast path). Cheap: callers
     /// may run it on an async worker and send misses to `check_sql` on a blocking-friendly thread.
     pub fn cached(

@@ -39,6 +39,7 @@ mod ddl_tables;
 mod dispatch;
 mod dml;
 mod expr;
+pub mod fastpath;
 mod fingerprint;
 mod json;
 pub mod login_guard;
