@@ -193,13 +193,10 @@ async fn settle_encoding<W: AsyncWrite + Unpin>(
 
 /// Whether a statement may change the client encoding (or undo a change): the window opens.
 fn may_change_encoding(text: &str) -> bool {
-    ["encoding", "names", "reset", "discard", "set_config"]
-        .iter()
-        .any(|w| {
-            text.as_bytes()
-                .windows(w.len())
-                .any(|x| x.eq_ignore_ascii_case(w.as_bytes()))
-        })
+    crate::policy::sql::screen::mentions_any(
+        text,
+        &["encoding", "names", "reset", "discard", "set_config"],
+    )
 }
 
 /// The refusal of a message whose text may be read in an encoding tollgate does not know yet.

@@ -27,11 +27,7 @@ const WORDS: [&str; 5] = ["fetch", "move", "declare", "close", "discard"];
 
 /// Whether `sql` may touch a cursor (one of the keywords appears, in any case).
 pub fn may_use_cursors(sql: &str) -> bool {
-    WORDS.iter().any(|w| {
-        sql.as_bytes()
-            .windows(w.len())
-            .any(|x| x.eq_ignore_ascii_case(w.as_bytes()))
-    })
+    super::screen::mentions_any(sql, &WORDS)
 }
 
 /// One entry per statement of `sql` (`None` for statements that touch no cursor); empty when

@@ -57,17 +57,7 @@ const TRIGGERS: [&str; 7] = [
 
 /// Whether `sql` may need [`check`]: it contains one of the trigger words.
 pub fn may_touch(sql: &str) -> bool {
-    let bytes = sql.as_bytes();
-    TRIGGERS
-        .iter()
-        .any(|t| contains_ignore_case(bytes, t.as_bytes()))
-}
-
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.len() >= needle.len()
-        && hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+    super::screen::mentions_any(sql, &TRIGGERS)
 }
 
 fn refuse(reason: impl Into<String>) -> Refusal {
@@ -110,7 +100,7 @@ fn check_here(sql: &str, login: Option<&UpstreamLogin>) -> Result<(), Refusal> {
         };
         check_statement(node, statement_text(sql, raw), login)?;
     }
-    if contains_ignore_case(sql.as_bytes(), b"set_config") {
+    if super::screen::mentions_any(sql, &["set_config"]) {
         check_set_config(sql)?;
     }
     Ok(())

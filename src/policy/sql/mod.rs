@@ -46,6 +46,7 @@ pub mod login_guard;
 mod names;
 mod query;
 mod runner;
+pub mod screen;
 mod utility;
 mod walker;
 
