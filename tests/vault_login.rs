@@ -222,6 +222,37 @@ async fn config_get_leaves_secrets_out_and_config_set_round_trips() {
         .query_async(&mut t)
         .await
         .unwrap();
+    // The vaulted user's password hash is left out of ACL LIST and ACL GETUSER.
+    let lines: Vec<String> = redis::cmd("ACL")
+        .arg("LIST")
+        .query_async(&mut t)
+        .await
+        .unwrap();
+    let default = lines
+        .iter()
+        .find(|l| l.starts_with("user default "))
+        .unwrap();
+    assert!(!default.contains('#'), "{default}");
+    let user: redis::Value = redis::cmd("ACL")
+        .arg("GETUSER")
+        .arg("default")
+        .query_async(&mut t)
+        .await
+        .unwrap();
+    let text = format!("{user:?}");
+    assert!(text.contains("passwords"), "{text}");
+    let password = harness()
+        .env
+        .upstream_redis_url
+        .trim_start_matches("redis://default:")
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string();
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(password.as_bytes()));
+    assert!(!text.contains(&hash), "the vaulted password's hash: {text}");
+    assert!(!format!("{lines:?}").contains(&hash));
     // RESP3 answers a map: the secrets are left out of it too.
     let mut t3 = redis_connect("trusted", true).await;
     let v: redis::Value = redis::cmd("CONFIG")

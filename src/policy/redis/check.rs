@@ -106,8 +106,30 @@ impl RedisPolicy {
             if let Err(d) = self.cap_blocking(table, args, &mut verdict) {
                 return RedisVerdict::blocked(d);
             }
+            self.hide_login_hashes(table, args, &mut verdict);
         }
         verdict
+    }
+
+    /// ACL LIST and ACL GETUSER of the login user would show the vaulted password's hash: the
+    /// reply leaves it out.
+    fn hide_login_hashes(&self, table: &CommandTable, args: &[Bytes], verdict: &mut RedisVerdict) {
+        let Ok(info) = table.lookup(args) else {
+            return;
+        };
+        let login = self.login_user.as_deref();
+        let about_login = |user: &[u8]| match login {
+            Some(l) => l.as_bytes() == user,
+            None => true,
+        };
+        let hide = match info.name.as_str() {
+            "acl|list" => true,
+            "acl|getuser" => args.get(2).is_some_and(|u| about_login(u)),
+            _ => false,
+        };
+        if hide {
+            verdict.mask = MaskPlan::AclSecrets(self.login_user.clone());
+        }
     }
 
     /// Under a statement timeout, a blocking command's own timeout is capped to it.

@@ -28,6 +28,9 @@ pub enum MaskPlan {
     AllValues(Strategy),
     /// CONFIG GET: the secret parameters (`builtin::SECRET_SETTINGS`) are left out.
     ConfigSecrets,
+    /// ACL LIST / ACL GETUSER: the password hashes of the user tollgate logs in as (of every
+    /// user while that is unknown) are left out.
+    AclSecrets(Option<String>),
 }
 
 /// Which hash fields are masked, and how.
