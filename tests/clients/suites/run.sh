@@ -9,6 +9,7 @@
 #
 #   tests/clients/suites/run.sh                        # both suites (~15 min on 2 cores)
 #   TOLLGATE_SUITES=redis-py tests/clients/suites/run.sh
+#   TOLLGATE_SUITES_REUSE_DIRECT=1 ...   # keep the last direct results (target/suites/*-direct.xml)
 #
 # Not in CI (it takes longer than a few minutes); docs/clients.md keeps the numbers of the last
 # run. psycopg 3 publishes no tests in its sdist: psycopg2 (the same project's libpq driver,
@@ -113,7 +114,7 @@ run_psycopg2() { # label host port user password
   (cd "$OUT/src/psycopg2-$PSYCOPG2" &&
     PSYCOPG2_TESTDB=shop PSYCOPG2_TESTDB_HOST=$2 PSYCOPG2_TESTDB_PORT=$3 \
       PSYCOPG2_TESTDB_USER=$4 PSYCOPG2_TESTDB_PASSWORD=$5 PGSSLMODE=disable \
-      timeout 2400 "$PY" -m pytest tests -p no:cacheprovider -q --timeout 120 \
+      timeout 2400 "$PY" -m pytest tests -p no:cacheprovider -q --timeout 120 --tb=native \
       --junitxml="$OUT/psycopg2-$1.xml") >"$OUT/psycopg2-$1.log" 2>&1 || true
   tail -1 "$OUT/psycopg2-$1.log"
 }
@@ -121,7 +122,7 @@ run_psycopg2() { # label host port user password
 run_redis_py() { # label url
   say "redis-py $REDIS_PY suite, $1"
   (cd "$OUT/src/redis-$REDIS_PY" &&
-    timeout 3600 "$PY" -m pytest tests -p no:cacheprovider -q --timeout 60 \
+    timeout 3600 "$PY" -m pytest tests -p no:cacheprovider -q --timeout 60 --tb=native \
       --redis-url="$2" --ignore=tests/test_scenario --ignore=tests/test_multidb \
       --ignore=tests/maint_notifications --ignore=tests/test_observability \
       --ignore=tests/test_http --ignore=tests/test_auth \
@@ -140,14 +141,16 @@ run_psycopg3() { # label dsn
 
 started=$(date +%s)
 # Direct: the vaulted logins themselves, on a demo of their own.
-start_demo direct
-host=$(url_part "$TOLLGATE_UPSTREAM_PG_URL" host)
-port=$(url_part "$TOLLGATE_UPSTREAM_PG_URL" port)
-role_password=$("$TOLLGATE" vault --config "$CONFIG" get shop_password)
-wants psycopg2 && run_psycopg2 direct "$host" "$port" tollgate_shop "$role_password"
-run_psycopg3 direct "host=$host port=$port dbname=shop user=tollgate_shop password=$role_password sslmode=disable"
-wants redis-py && run_redis_py direct "$TOLLGATE_UPSTREAM_REDIS_URL/9"
-stop_demo
+if [ -z "${TOLLGATE_SUITES_REUSE_DIRECT:-}" ]; then
+  start_demo direct
+  host=$(url_part "$TOLLGATE_UPSTREAM_PG_URL" host)
+  port=$(url_part "$TOLLGATE_UPSTREAM_PG_URL" port)
+  role_password=$("$TOLLGATE" vault --config "$CONFIG" get shop_password)
+  wants psycopg2 && run_psycopg2 direct "$host" "$port" tollgate_shop "$role_password"
+  run_psycopg3 direct "host=$host port=$port dbname=shop user=tollgate_shop password=$role_password sslmode=disable"
+  wants redis-py && run_redis_py direct "$TOLLGATE_UPSTREAM_REDIS_URL/9"
+  stop_demo
+fi
 
 # Through the trusted agent, on a fresh demo, with the other agents probed meanwhile.
 start_demo trusted
