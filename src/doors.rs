@@ -100,6 +100,10 @@ pub trait Door: Send + Sync {
     fn pools(&self) -> Vec<PoolView> {
         Vec::new()
     }
+    /// Tells the policy engine what tollgate logs in to each of this door's upstreams as (the
+    /// vaulted user, the real database), for the built-in protections of that login. Called when
+    /// the gateway is built and after every vault reload.
+    fn protect_logins(&self, _policy: &crate::policy::Engine) {}
 
     /// Logs in to `upstream` with the vaulted credentials and returns the server's version.
     /// Failure messages are built from the failure's class, never from server text.
@@ -121,6 +125,13 @@ pub fn build(config: &Config, vault: &Vault) -> Result<Vec<Arc<dyn Door>>, DoorE
         doors.push(Arc::new(crate::redis::RedisDoor::build(config, vault)?));
     }
     Ok(doors)
+}
+
+/// Installs every door's upstream logins in the policy engine ([`Door::protect_logins`]).
+pub fn protect_logins(doors: &[Arc<dyn Door>], policy: &crate::policy::Engine) {
+    for door in doors {
+        door.protect_logins(policy);
+    }
 }
 
 /// The client-side TLS for upstream `name` (`None` for `tls = "disable"`), with its kind's

@@ -122,6 +122,7 @@ impl Gateway {
             tls: crate::tls::TlsHolder::new(tls),
             mock_secret,
         });
+        crate::doors::protect_logins(&doors, &core.policy);
         Ok(Gateway {
             config,
             core: Arc::new(core),
@@ -175,6 +176,7 @@ impl Gateway {
                 for commit in commits {
                     commit();
                 }
+                crate::doors::protect_logins(&self.doors, &self.core.policy);
                 if self.core.policy.mask_key() != mask_key {
                     self.core.policy.set_mask_key(mask_key);
                 }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod client_encoding;
 pub mod config;
 pub mod demo;
 pub mod doors;

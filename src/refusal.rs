@@ -1,7 +1,9 @@
 //! What tollgate says when it refuses: one value for every door, whether the policy, a limit or
 //! the session core refused. Each protocol renders it in one place (PostgreSQL: SQLSTATE,
 //! message, DETAIL and HINT in `pg::refusal`; Redis: one `-NOPERM`/`-ERR` line in
-//! `redis::reply`), with the same words everywhere: `tollgate: <reason> (rule: <rule>)`.
+//! `redis::reply`), with the same words everywhere: `tollgate: <reason> (rule: <rule>)`, and a
+//! hint an agent can act on (when to retry, what it may use instead): PostgreSQL's HINT field,
+//! `; hint: ...` at the end of a Redis error line, the same text on both.
 
 use std::time::Duration;
 
@@ -104,6 +106,15 @@ impl Refusal {
         format!("tollgate: {} (rule: {})", self.reason, self.rule)
     }
 
+    /// The message with the hint, for protocols whose errors are one line (Redis):
+    /// `tollgate: <reason> (rule: <rule>); hint: <hint>`.
+    pub fn line(&self) -> String {
+        match self.hint() {
+            Some(h) => format!("{}; hint: {h}", self.message()),
+            None => self.message(),
+        }
+    }
+
     /// A hint for the agent: when to retry and what it may do instead, if known.
     pub fn hint(&self) -> Option<String> {
         let retry = self
@@ -140,5 +151,16 @@ mod tests {
         .with_retry_after(Duration::from_micros(10));
         assert_eq!(rate.hint().as_deref(), Some("retry after 1 ms"));
         assert_eq!(rate.class.resp_code(), "ERR");
+        assert_eq!(
+            rate.line(),
+            "tollgate: over the rate (rule: analyst: limits); hint: retry after 1 ms"
+        );
+        let instead = r
+            .clone()
+            .with_instead("allowed on \"shop\": public.orders (select)");
+        assert_eq!(
+            instead.line(),
+            format!("{}; hint: {}", instead.message(), instead.hint().unwrap())
+        );
     }
 }

@@ -167,10 +167,16 @@ fn analyst_gets_at_most_1000_rows_and_600_statements_a_minute() {
             }
             assert!(served < 20, "Redis commands are not rate limited");
         };
-        assert!(
-            support::redis_error(&e).contains("rate limit of 600"),
-            "{e}"
-        );
+        let line = support::redis_error(&e);
+        assert!(line.contains("rate limit of 600"), "{e}");
+        // The wait is in the error line, as PostgreSQL's refusals carry it in HINT.
+        let wait: u64 = line
+            .split("; hint: retry after ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no retry time in {line}"));
+        assert!((1..=60_000).contains(&wait), "{line}");
     });
     std::thread::sleep(Duration::from_millis(300));
     let log = std::fs::read_to_string(&h.env.audit_log).unwrap();
@@ -292,6 +298,8 @@ fn refuse_mode_fails_the_statement_and_keeps_the_session() {
         };
         assert_eq!(sqlstate(&e), "54000");
         assert!(support::db_message(&e).contains("more than 50 rows"));
+        let hint = e.as_db_error().and_then(|d| d.hint()).unwrap_or_default();
+        assert!(hint.starts_with("ask for at most 50 rows"), "{hint}");
         let e = trusted
             .query("SELECT generate_series(1, 100000)", &[])
             .await

@@ -136,6 +136,44 @@ async fn function_call_is_refused_and_session_survives() {
     assert_eq!(read_until_ready(&mut s).await.1, None);
 }
 
+/// FunctionCall of `oid` with one int4 argument, binary formats.
+fn function_call(oid: u32, arg: i32) -> Vec<u8> {
+    let mut body = oid.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0, 1, 0, 1]); // one argument format: binary
+    body.extend_from_slice(&[0, 1]); // one argument
+    body.extend_from_slice(&4i32.to_be_bytes());
+    body.extend_from_slice(&arg.to_be_bytes());
+    body.extend_from_slice(&[0, 1]); // binary result
+    message(b'F', &body)
+}
+
+#[tokio::test]
+async fn large_object_calls_pass_for_passthrough_only() {
+    // The fixed OIDs tollgate knows are the server's large-object functions.
+    let up = support::upstream().await;
+    for (oid, name) in tollgate::policy::sql::fastpath::LARGE_OBJECT_FUNCTIONS {
+        let row = up
+            .query_one("SELECT proname::text FROM pg_proc WHERE oid = $1", &[&oid])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), name, "OID {oid}");
+    }
+    // lo_creat(INV_READ | INV_WRITE) as trusted: FunctionCallResponse, then ReadyForQuery.
+    let mut s = raw_login("trusted").await;
+    s.write_all(&function_call(957, 0x60000)).await.unwrap();
+    let (tags, code, _) = read_until_ready(&mut s).await;
+    assert_eq!((tags, code), (vec![b'V', b'Z'], None));
+    // Anything else through the fast path is refused, for passthrough too.
+    s.write_all(&function_call(2096, 1)).await.unwrap(); // pg_terminate_backend
+    let (tags, code, _) = read_until_ready(&mut s).await;
+    assert_eq!((tags, code.as_deref()), (vec![b'E', b'Z'], Some("42501")));
+    // And large objects are not the analyst's.
+    let mut a = raw_login("analyst").await;
+    a.write_all(&function_call(957, 0x60000)).await.unwrap();
+    let (tags, code, _) = read_until_ready(&mut a).await;
+    assert_eq!((tags, code.as_deref()), (vec![b'E', b'Z'], Some("42501")));
+}
+
 #[tokio::test]
 async fn invalid_utf8_query_is_refused_not_mangled() {
     let mut s = raw_login("analyst").await;

@@ -80,6 +80,32 @@ impl PgErrorFields {
         self
     }
 
+    /// The ErrorResponse with its texts written by `text` (the client's encoding).
+    pub fn encode_with(&self, text: impl Fn(&str) -> Vec<u8>) -> Bytes {
+        let sev = match self.severity {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        };
+        let mut body = BytesMut::new();
+        let mut field = |code: u8, value: &[u8]| {
+            body.put_u8(code);
+            body.put_slice(value);
+            body.put_u8(0);
+        };
+        field(b'S', sev.as_bytes());
+        field(b'V', sev.as_bytes());
+        field(b'C', self.code.as_bytes());
+        field(b'M', &text(&self.message));
+        if let Some(d) = &self.detail {
+            field(b'D', &text(d));
+        }
+        if let Some(h) = &self.hint {
+            field(b'H', &text(h));
+        }
+        body.put_u8(0);
+        raw_message(ERROR_RESPONSE, &body)
+    }
+
     pub fn encode(&self) -> Bytes {
         let sev = match self.severity {
             Severity::Error => "ERROR",
@@ -223,6 +249,11 @@ mod tests {
         assert_eq!(code.as_deref(), Some("42501"));
         assert_eq!(msg.as_deref(), Some("permission denied"));
         assert_eq!(ready_for_query(b'T')[..], [b'Z', 0, 0, 0, 5, b'T']);
+        // Written by hand in the client's encoding, byte for byte what pgwire writes in UTF-8.
+        let f = PgErrorFields::error("42501", "refusé").with_hint("h");
+        assert_eq!(f.encode_with(|s| s.as_bytes().to_vec()), f.encode());
+        let latin1 = f.encode_with(|s| s.chars().map(|c| c as u8).collect());
+        assert!(latin1.windows(6).any(|w| w == b"refus\xe9"));
     }
 
     #[test]

@@ -200,6 +200,18 @@ impl Door for PgDoor {
             .collect()
     }
 
+    fn protect_logins(&self, policy: &crate::policy::Engine) {
+        for (name, t) in self.targets.load().iter() {
+            policy.set_upstream_login(
+                name,
+                crate::policy::sql::login_guard::UpstreamLogin {
+                    role: t.user.expose().to_string(),
+                    database: t.database.clone(),
+                },
+            );
+        }
+    }
+
     fn probe<'a>(
         &'a self,
         upstream: &'a str,

@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::backend::{self as msg, PgErrorFields};
+use super::cursor_rows::StatementCursors;
 use super::frame::{Frame, FrameError, FrameReader};
 use super::frontend::{self as fe, MessageError};
 use super::link::{Attached, Link};
@@ -18,6 +19,7 @@ use super::pool::{CheckoutError, ServerInfo};
 use super::statement::{Checked, PgSession};
 use super::statements::{self, ServerStatement, Unnamed};
 use crate::policy::limits::{Limits, RowLimitMode};
+use crate::policy::sql::cursors::cursor_uses;
 use crate::policy::{AgentView, Effect, Outcome, SessionFacts, Verdict};
 
 /// A statement PostgreSQL rejects with a syntax error, sent in place of a refused one.
@@ -64,6 +66,16 @@ struct State {
     parses: u64,
     /// A statement that leaves session state behind was let through: keep the connection.
     pinned: bool,
+    /// The client encoding may change: a statement that could change it (SET client_encoding,
+    /// RESET, DISCARD, set_config) was forwarded and the session has not been idle outside a
+    /// transaction since. Text beyond ASCII then waits until every reply is in, so it is decoded
+    /// in the encoding the server reported (`encoding.rs` of the client, `ParameterStatus`).
+    encoding_window: bool,
+    /// Inside an extended-protocol batch (a message since the last Sync): replies cannot be
+    /// waited for before the Sync.
+    in_batch: bool,
+    /// The current message may be read in another encoding than tollgate knows: refused.
+    encoding_uncertain: bool,
 }
 
 impl State {
@@ -81,6 +93,9 @@ impl State {
             session_id: 0,
             parses: 0,
             pinned: false,
+            encoding_window: false,
+            in_batch: false,
+            encoding_uncertain: false,
         }
     }
 
@@ -165,11 +180,17 @@ async fn relay<R: AsyncRead + Unpin>(
             state.server = Some(server.info.clone());
             *attached = Some(link.attach(server).await);
         }
+        let upstream = &mut attached.as_mut().expect("attached above").writer;
+        settle_encoding(ctx, pending, state, &frame, upstream, &mut out).await?;
         let mut end = on_frame(ctx, pending, state, frame, &mut out)?;
         // Pipelined messages already read are handled before one write upstream.
         while end.is_none() && client.has_buffered_frame() && out.len() < 256 * 1024 {
             match client.next().await.map_err(FromClientError::Client)? {
-                Some(f) => end = on_frame(ctx, pending, state, f, &mut out)?,
+                Some(f) => {
+                    let upstream = &mut attached.as_mut().expect("attached above").writer;
+                    settle_encoding(ctx, pending, state, &f, upstream, &mut out).await?;
+                    end = on_frame(ctx, pending, state, f, &mut out)?
+                }
                 None => end = Some(ClientEnd::Closed),
             }
         }
@@ -277,6 +298,63 @@ fn checkout_refusal(e: &CheckoutError, pool: &str) -> PgErrorFields {
     }
 }
 
+/// Before a Query or Parse with text beyond ASCII while the client encoding may be changing:
+/// everything queued is sent and every reply awaited, so the server has reported the encoding
+/// the text will be read in. Inside an extended batch replies cannot come before the Sync: the
+/// message is marked uncertain and refused. ASCII text reads the same in every encoding.
+async fn settle_encoding<W: AsyncWrite + Unpin>(
+    ctx: &PgSession,
+    pending: &Pending,
+    state: &mut State,
+    frame: &Frame,
+    upstream: &mut W,
+    out: &mut BytesMut,
+) -> Result<(), FromClientError> {
+    if !state.encoding_window
+        || !matches!(frame.tag, fe::QUERY | fe::PARSE)
+        || frame.body().is_ascii()
+    {
+        return Ok(());
+    }
+    if state.in_batch {
+        state.encoding_uncertain = true;
+        return Ok(());
+    }
+    // What is queued goes now, so its decisions are committed first (as before any write).
+    ctx.commit().await.map_err(FromClientError::Fatal)?;
+    pending.cancels_settled().await;
+    upstream
+        .write_all(out)
+        .await
+        .map_err(FromClientError::Upstream)?;
+    out.clear();
+    pending.settled_replies().await;
+    if pending.tx_status() == b'I' {
+        state.encoding_window = false;
+    }
+    Ok(())
+}
+
+/// Whether a statement may change the client encoding (or undo a change): the window opens.
+fn may_change_encoding(text: &str) -> bool {
+    crate::policy::sql::screen::mentions_any(
+        text,
+        &["encoding", "names", "reset", "discard", "set_config"],
+    )
+}
+
+/// The refusal of a message whose text may be read in an encoding tollgate does not know yet.
+fn uncertain_encoding(ctx: &PgSession) -> PgErrorFields {
+    ctx.refuse(
+        "<message sent while the client encoding was changing>",
+        crate::refusal::Refusal::new(
+            crate::refusal::RefusalClass::Encoding,
+            "builtin: encoding",
+            "the client encoding may have changed earlier in this batch: send Sync before text beyond ASCII",
+        ),
+    )
+}
+
 fn fatal_for(e: MessageError) -> FromClientError {
     FromClientError::Fatal(PgErrorFields::fatal("08P01", e.to_string()))
 }
@@ -287,7 +365,7 @@ fn refusal_for_bad_text(
     e: MessageError,
 ) -> Result<PgErrorFields, FromClientError> {
     match e {
-        MessageError::NotUtf8(what) => Ok(ctx.refuse_unreadable(what)),
+        MessageError::NotUtf8(what) => Ok(ctx.refuse_unreadable(what, "UTF8")),
         other => Err(fatal_for(other)),
     }
 }
@@ -333,16 +411,17 @@ fn capped_execute(frame: &Frame, cap: u32) -> Option<Bytes> {
     Some(msg::raw_message(fe::EXECUTE, &out))
 }
 
-/// A Query message carrying `sql` (a masking rewrite).
-fn query_message(sql: &str) -> Bytes {
+/// A Query message carrying `sql` (a masking rewrite, in the client's encoding).
+fn query_message(sql: &[u8]) -> Bytes {
     let mut body = BytesMut::with_capacity(sql.len() + 1);
-    body.put_slice(sql.as_bytes());
+    body.put_slice(sql);
     body.put_u8(0);
     msg::raw_message(fe::QUERY, &body)
 }
 
-/// The client's Parse with its query text replaced by `sql`; name and parameter types kept.
-fn parse_message(frame: &Frame, name: &str, sql: &str) -> Bytes {
+/// The client's Parse with its query text replaced by `sql` (in the client's encoding); name
+/// and parameter types kept.
+fn parse_message(frame: &Frame, name: &str, sql: &[u8]) -> Bytes {
     let body = frame.body();
     // name\0 query\0 <parameter types>: the original's tail starts after the second NUL.
     let query_start = name.len() + 1;
@@ -353,7 +432,7 @@ fn parse_message(frame: &Frame, name: &str, sql: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(body.len() + sql.len());
     out.put_slice(name.as_bytes());
     out.put_u8(0);
-    out.put_slice(sql.as_bytes());
+    out.put_slice(sql);
     out.put_u8(0);
     out.put_slice(&body[tail_start..]);
     msg::raw_message(fe::PARSE, &out)
@@ -409,6 +488,7 @@ fn refuse_simple(pending: &Pending, refusal: PgErrorFields, out: &mut BytesMut) 
         refusal: Some(refusal),
         rows: 0,
         error: None,
+        cursors: Default::default(),
     });
     out.extend_from_slice(&substitute_query());
 }
@@ -429,6 +509,12 @@ fn on_frame(
         )
     {
         return Ok(None);
+    }
+    if matches!(
+        frame.tag,
+        fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE
+    ) {
+        state.in_batch = true;
     }
     match frame.tag {
         fe::QUERY => on_query(ctx, pending, state, &frame, out)?,
@@ -476,11 +562,18 @@ fn on_frame(
             let checked = state.portals.get(portal).cloned();
             let limits = limits(&mut state.view, ctx);
             let cap = execute_row_cap(limits);
+            let cursor = match &checked {
+                Some(c) if limits.max_rows.is_some() => {
+                    cursor_uses(&c.text).into_iter().next().flatten()
+                }
+                _ => None,
+            };
             match ctx.record_execute(portal, checked.as_deref(), &state.facts, limits) {
                 Ok(ticket) => {
                     pending.push(Expect::Execute {
                         ticket: Some(ticket),
                         portal: portal.to_string(),
+                        cursor,
                     });
                     match cap.and_then(|cap| capped_execute(&frame, cap)) {
                         Some(capped) => out.extend_from_slice(&capped),
@@ -513,6 +606,7 @@ fn on_frame(
         }
         fe::SYNC => {
             state.skip_until_sync = false;
+            state.in_batch = false;
             pending.push(Expect::Sync);
             out.extend_from_slice(&frame.raw);
         }
@@ -523,7 +617,27 @@ fn on_frame(
         fe::FLUSH | fe::COPY_DATA => out.extend_from_slice(&frame.raw),
         // Not forwarded: the server connection outlives the session (reset and reused).
         fe::TERMINATE => return Ok(Some(ClientEnd::Terminated)),
-        fe::FUNCTION_CALL => refuse_simple(pending, ctx.refuse_function_call(), out),
+        fe::FUNCTION_CALL => {
+            let oid = frame
+                .body()
+                .get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let limits = limits(&mut state.view, ctx);
+            match ctx.function_call(oid, limits) {
+                // Answered by FunctionCallResponse (or an error) and ReadyForQuery.
+                Ok(ticket) => {
+                    pending.push(Expect::Simple {
+                        ticket: Some(ticket),
+                        refusal: None,
+                        rows: 0,
+                        error: None,
+                        cursors: Default::default(),
+                    });
+                    out.extend_from_slice(&frame.raw);
+                }
+                Err(refusal) => refuse_simple(pending, refusal, out),
+            }
+        }
         other => {
             return Err(FromClientError::Fatal(PgErrorFields::fatal(
                 "08P01",
@@ -542,13 +656,19 @@ fn on_query(
     out: &mut BytesMut,
 ) -> Result<(), FromClientError> {
     let started = std::time::Instant::now();
-    let text = match fe::query_text(frame) {
+    if std::mem::take(&mut state.encoding_uncertain) {
+        refuse_simple(pending, uncertain_encoding(ctx), out);
+        return Ok(());
+    }
+    let raw = fe::query_bytes(frame).map_err(fatal_for)?;
+    let decoded = match ctx.decode(raw, "Query") {
         Ok(t) => t,
-        Err(e) => {
-            refuse_simple(pending, refusal_for_bad_text(ctx, e)?, out);
+        Err(refusal) => {
+            refuse_simple(pending, refusal, out);
             return Ok(());
         }
     };
+    let text: &str = &decoded;
     let verdict = ctx.check_sql(text, &state.facts);
     // EXECUTE of a statement PREPAREd under an older policy: judged again under the current one.
     let stale = verdict
@@ -557,20 +677,31 @@ fn on_query(
         .flatten();
     let forwarded = match stale {
         Some(refusal) => Err(refusal),
-        None if verdict.runs() => ctx.forwarded_text(text, &verdict),
+        None if verdict.runs() => ctx.forwarded_text(text, &verdict).and_then(|f| match f {
+            Some(sql) => ctx.encode_text(text, &sql).map(|b| Some(b.into_owned())),
+            None => Ok(None),
+        }),
         None => Ok(None),
     };
     let limits = limits(&mut state.view, ctx);
+    // Rows count per SQL cursor across its FETCHes: only needed under a row limit.
+    let cursors = if limits.max_rows.is_some() {
+        StatementCursors::new(cursor_uses(text))
+    } else {
+        StatementCursors::default()
+    };
     let admitted = forwarded.and_then(|f| ctx.decide(text, &verdict, limits).map(|t| (t, f)));
     match admitted {
         Ok((ticket, rewritten)) => {
             apply_effects(state, &verdict, text, ctx);
             state.pinned |= verdict.leaves_state;
+            state.encoding_window |= may_change_encoding(text);
             pending.push(Expect::Simple {
                 ticket: Some(ticket),
                 refusal: None,
                 rows: 0,
                 error: None,
+                cursors,
             });
             match rewritten {
                 Some(sql) => out.extend_from_slice(&query_message(&sql)),
@@ -591,7 +722,7 @@ fn on_parse(
     out: &mut BytesMut,
 ) -> Result<(), FromClientError> {
     let started = std::time::Instant::now();
-    let (name, text) = match fe::parse_fields(frame) {
+    let (name, raw) = match fe::parse_name_and_bytes(frame) {
         Ok(x) => x,
         Err(e) => {
             let refusal = refusal_for_bad_text(ctx, e)?;
@@ -599,6 +730,18 @@ fn on_parse(
             return Ok(());
         }
     };
+    if std::mem::take(&mut state.encoding_uncertain) {
+        refuse_parse(pending, state, "", uncertain_encoding(ctx), out);
+        return Ok(());
+    }
+    let decoded = match ctx.decode(raw, "Parse") {
+        Ok(t) => t,
+        Err(refusal) => {
+            refuse_parse(pending, state, "", refusal, out);
+            return Ok(());
+        }
+    };
+    let text: &str = &decoded;
     // PostgreSQL refuses to redefine a named statement; answering here keeps tollgate's record of
     // what the name runs exact (the server keeps the old definition).
     if !name.is_empty()
@@ -613,7 +756,11 @@ fn on_parse(
     }
     let verdict = ctx.check_sql(text, &state.facts);
     let rewritten = if verdict.runs() {
-        match ctx.forwarded_text(text, &verdict) {
+        let encoded = ctx.forwarded_text(text, &verdict).and_then(|f| match f {
+            Some(sql) => ctx.encode_text(text, &sql).map(|b| Some(b.into_owned())),
+            None => Ok(None),
+        });
+        match encoded {
             Ok(r) => r,
             Err(refusal) => {
                 state.statements.remove(name);
@@ -626,6 +773,7 @@ fn on_parse(
     };
     if verdict.runs() {
         apply_effects(state, &verdict, text, ctx);
+        state.encoding_window |= may_change_encoding(text);
         state.pinned |= verdict.leaves_state;
         let forwarded = match rewritten {
             Some(sql) => parse_message(frame, name, &sql),

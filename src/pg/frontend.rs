@@ -50,6 +50,36 @@ pub fn query_text(frame: &Frame) -> Result<&str, MessageError> {
     Ok(cstr(frame.body(), 0, "Query")?.0)
 }
 
+/// Reads a NUL-terminated byte string at `at`; returns it and the offset after the NUL.
+fn cbytes<'a>(
+    body: &'a [u8],
+    at: usize,
+    what: &'static str,
+) -> Result<(&'a [u8], usize), MessageError> {
+    let rest = body.get(at..).ok_or(MessageError::Truncated(what))?;
+    let nul = rest
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(MessageError::Unterminated(what))?;
+    Ok((&rest[..nul], at + nul + 1))
+}
+
+/// `Query`: its text as the client's bytes (decoded in the client's encoding by the caller).
+pub fn query_bytes(frame: &Frame) -> Result<&[u8], MessageError> {
+    Ok(cbytes(frame.body(), 0, "Query")?.0)
+}
+
+/// `Parse`: statement name (UTF-8, as drivers write them) and the query text as the client's
+/// bytes.
+pub fn parse_name_and_bytes(frame: &Frame) -> Result<(&str, &[u8]), MessageError> {
+    let (name, at) = cstr(frame.body(), 0, "Parse")?;
+    let (query, at) = cbytes(frame.body(), at, "Parse")?;
+    if frame.body().len() < at + 2 {
+        return Err(MessageError::Truncated("Parse"));
+    }
+    Ok((name, query))
+}
+
 /// `Parse`: statement name and query text (parameter type OIDs are not needed).
 pub fn parse_fields(frame: &Frame) -> Result<(&str, &str), MessageError> {
     let (name, at) = cstr(frame.body(), 0, "Parse")?;
@@ -113,6 +143,14 @@ mod tests {
             Err(MessageError::Truncated("Parse"))
         );
         assert_eq!(bind_names(&frame(BIND, b"p\0s\0\0\0")), Ok(("p", "s")));
+        assert_eq!(
+            query_bytes(&frame(QUERY, b"SELECT '\xe9'\0")),
+            Ok(&b"SELECT '\xe9'"[..])
+        );
+        assert_eq!(
+            parse_name_and_bytes(&frame(PARSE, b"s1\0SELECT '\xe9'\0\0\0")),
+            Ok(("s1", &b"SELECT '\xe9'"[..]))
+        );
         assert_eq!(execute_portal(&frame(EXECUTE, b"\0\0\0\0\0")), Ok(""));
         assert_eq!(
             target(&frame(DESCRIBE, b"Sname\0"), "Describe"),

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod cancel;
 pub mod client_auth;
+pub mod cursor_rows;
 mod door;
 pub mod encryption;
 pub mod frame;

@@ -19,6 +19,8 @@ pub enum Expect {
         refusal: Option<PgErrorFields>,
         rows: u64,
         error: Option<crate::session::OutcomeError>,
+        /// What each of its statements does to SQL cursors (for `max_rows` per cursor).
+        cursors: super::cursor_rows::StatementCursors,
     },
     /// Parse → ParseComplete (or the substitute whose error becomes `refusal`). `server_name`:
     /// the name tollgate prepared it under on the server (transaction pooling), forgotten there
@@ -46,6 +48,8 @@ pub enum Expect {
     Execute {
         ticket: Option<Ticket>,
         portal: String,
+        /// What the portal's statement does to a SQL cursor (for `max_rows` per cursor).
+        cursor: Option<crate::policy::sql::cursors::CursorUse>,
     },
     Sync,
     /// The client ended a COPY FROM STDIN (CopyDone/CopyFail): Syncs queued before this marker
@@ -200,6 +204,14 @@ impl Pending {
     /// Waits until the reply side consumed replies.
     pub async fn replies_consumed(&self) {
         self.drained.notified().await;
+    }
+
+    /// Waits until every reply owed has arrived and been taken off the queue (the reply side has
+    /// seen each ParameterStatus before them).
+    pub async fn settled_replies(&self) {
+        while !self.is_empty() {
+            self.drained.notified().await;
+        }
     }
 
     /// Waits until fewer than `MAX_PENDING` replies are owed (backpressure on the client).

@@ -3,17 +3,15 @@
 //! place PostgreSQL refusals are built.
 
 use super::backend::PgErrorFields;
-use crate::refusal::{Refusal, RefusalClass};
+use crate::refusal::Refusal;
 
 /// A refused statement: the session goes on.
 pub fn error(r: &Refusal, agent: &str, upstream: &str) -> PgErrorFields {
     let fields = PgErrorFields::error(r.class.sqlstate(), r.message())
         .with_detail(format!("agent \"{agent}\", upstream \"{upstream}\""));
-    match (r.hint(), r.class) {
-        (Some(h), _) => fields.with_hint(h),
-        (None, RefusalClass::Permission) => fields
-            .with_hint("the statement was refused by tollgate's policy; see `tollgate explain`"),
-        (None, _) => fields,
+    match r.hint() {
+        Some(h) => fields.with_hint(h),
+        None => fields,
     }
 }
 
@@ -29,6 +27,7 @@ pub fn fatal(r: &Refusal) -> PgErrorFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::refusal::RefusalClass;
 
     #[test]
     fn refusals_name_the_rule_once() {
@@ -53,5 +52,18 @@ mod tests {
             Some("retry after 250 ms")
         );
         assert_eq!(fatal(&rate).severity, crate::pg::backend::Severity::Fatal);
+        // No hint unless the refusal has one: nothing points at a command the agent cannot run.
+        assert_eq!(error(&r, "a", "b").hint, None);
+        let instead = r.with_instead("allowed on \"shop\": public.orders (select)");
+        let f = error(&instead, "a", "b");
+        assert_eq!(
+            f.hint.as_deref(),
+            Some("allowed on \"shop\": public.orders (select)")
+        );
+        // The same words as the Redis line.
+        assert_eq!(
+            crate::redis::reply::refusal(&instead),
+            format!("-NOPERM {}; hint: {}\r\n", f.message, f.hint.unwrap())
+        );
     }
 }

@@ -11,6 +11,7 @@ use super::backend::{self as msg, PgErrorFields};
 use super::frame::Frame;
 use super::refusal;
 use crate::audit::Decision;
+use crate::client_encoding::ClientEncoding;
 use crate::policy::limits::Limits;
 use crate::policy::{Outcome, SessionFacts, Verdict};
 use crate::refusal::{Refusal, RefusalClass};
@@ -36,7 +37,14 @@ pub struct PgSession {
     scope: std::sync::Mutex<crate::policy::ScopeHandle>,
     max_statement_bytes: usize,
     redact_literals: bool,
+    /// The client encoding the server last reported (`ParameterStatus client_encoding`), as an
+    /// index of `client_encoding`'s table; [`UNDECODABLE`] when tollgate cannot decode it exactly.
+    encoding: std::sync::atomic::AtomicU8,
 }
+
+/// [`PgSession`]'s encoding when the server reports one tollgate does not decode exactly: text
+/// with bytes outside ASCII is then refused.
+const UNDECODABLE: u8 = u8::MAX;
 
 impl PgSession {
     pub fn new(session: Session) -> PgSession {
@@ -46,6 +54,75 @@ impl PgSession {
             max_statement_bytes: core.limits.max_statement_bytes,
             redact_literals: core.audit_config.redact_literals,
             session,
+            encoding: std::sync::atomic::AtomicU8::new(ClientEncoding::UTF8.index()),
+        }
+    }
+
+    /// The client's encoding as the server last reported it; `None` for one tollgate does not
+    /// decode exactly (only pure ASCII text is accepted then).
+    pub fn client_encoding(&self) -> Option<ClientEncoding> {
+        match self.encoding.load(std::sync::atomic::Ordering::Acquire) {
+            UNDECODABLE => None,
+            i => Some(ClientEncoding::from_index(i)),
+        }
+    }
+
+    /// Records the server's `client_encoding` (at login, and whenever it changes).
+    fn observe_client_encoding(&self, value: &str) {
+        let index = match crate::client_encoding::lookup(value) {
+            crate::client_encoding::Lookup::Supported(e) => e.index(),
+            _ => UNDECODABLE,
+        };
+        self.encoding
+            .store(index, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Text of the client's, decoded as the server will (`what`: "Query", "Parse").
+    pub fn decode<'a>(
+        &self,
+        bytes: &'a [u8],
+        what: &'static str,
+    ) -> Result<std::borrow::Cow<'a, str>, PgErrorFields> {
+        let decoded = match self.client_encoding() {
+            Some(e) => e.decode(bytes).map_err(|e| e.0.to_string()),
+            None if bytes.is_ascii() => Ok(std::borrow::Cow::Borrowed(
+                std::str::from_utf8(bytes).expect("ASCII is UTF-8"),
+            )),
+            None => Err(String::new()),
+        };
+        decoded.map_err(|name| self.refuse_unreadable(what, &name))
+    }
+
+    /// `text` in the client's encoding, exactly (a rewritten statement), or the refusal.
+    pub fn encode_text<'a>(
+        &self,
+        original: &str,
+        text: &'a str,
+    ) -> Result<std::borrow::Cow<'a, [u8]>, PgErrorFields> {
+        let enc = self.client_encoding().unwrap_or(ClientEncoding::UTF8);
+        enc.encode(text).map_err(|e| {
+            self.refuse(
+                original,
+                Refusal::new(
+                    RefusalClass::Encoding,
+                    "builtin: encoding",
+                    format!("the masked statement cannot be sent in the client's encoding: {e}"),
+                ),
+            )
+        })
+    }
+
+    /// tollgate's own error in the client's encoding (characters it cannot hold become `?`).
+    pub fn encode_error(&self, fields: &PgErrorFields) -> Bytes {
+        match self.client_encoding() {
+            Some(e) if !e.is_utf8() => fields.encode_with(|s| e.encode_lossy(s).into_owned()),
+            Some(_) => fields.encode(),
+            // An encoding tollgate cannot write: ASCII only.
+            None => fields.encode_with(|s| {
+                s.chars()
+                    .map(|c| if c.is_ascii() { c as u8 } else { b'?' })
+                    .collect()
+            }),
         }
     }
 
@@ -239,36 +316,80 @@ impl PgSession {
         }
     }
 
-    /// A Query/Parse whose text is not valid UTF-8: refused before any analysis, recorded.
-    pub fn refuse_unreadable(&self, what: &str) -> PgErrorFields {
-        let r = Refusal::new(
-            RefusalClass::Encoding,
-            "builtin: encoding",
-            "invalid byte sequence for encoding \"UTF8\"",
+    /// A Query/Parse whose text is not valid in the client's encoding (`encoding`; empty when
+    /// the server reported one tollgate cannot decode): refused before any analysis, recorded.
+    pub fn refuse_unreadable(&self, what: &str, encoding: &str) -> PgErrorFields {
+        let r = if encoding.is_empty() {
+            Refusal::new(
+                RefusalClass::Encoding,
+                "builtin: encoding",
+                "the session's client_encoding cannot be decoded exactly by tollgate; only ASCII text is accepted (SET client_encoding TO 'UTF8')",
+            )
+        } else {
+            Refusal::new(
+                RefusalClass::Encoding,
+                "builtin: encoding",
+                format!("invalid byte sequence for encoding \"{encoding}\""),
+            )
+        };
+        let r = self.session.refuse_deferred(
+            format!("<{what} message not valid in the client encoding>"),
+            r,
         );
-        let r = self
-            .session
-            .refuse_deferred(format!("<{what} message with invalid UTF-8>"), r);
         // PostgreSQL's own wording, so drivers recognise it.
         PgErrorFields::error(r.class.sqlstate(), r.reason)
     }
 
-    pub fn refuse_function_call(&self) -> PgErrorFields {
-        self.refuse(
-            "-- fast-path FunctionCall",
-            Refusal::permission(
+    /// A fast-path FunctionCall (`oid`: the function): large-object calls of a passthrough
+    /// agent are recorded and forwarded (`Ok`, the ticket); anything else is refused.
+    pub fn function_call(
+        &self,
+        oid: Option<u32>,
+        limits: &Limits,
+    ) -> Result<Ticket, PgErrorFields> {
+        let core = self.session.core();
+        let text = match oid {
+            Some(oid) => format!("-- fast-path FunctionCall {oid}"),
+            None => "-- fast-path FunctionCall".to_string(),
+        };
+        let checked = match oid {
+            Some(oid) => {
+                core.policy
+                    .fastpath_call(self.session.agent(), self.session.upstream(), oid)
+            }
+            None => Err(Refusal::new(
+                RefusalClass::Syntax,
                 "builtin: fastpath",
-                "fast-path function calls (FunctionCall messages) are not allowed",
-            ),
-        )
+                "invalid FunctionCall message",
+            )),
+        };
+        match checked {
+            Ok(name) => self
+                .session
+                .decide(
+                    Judged::allowed(format!("-- fast-path call of {name}")),
+                    Some(limits),
+                )
+                .map_err(|r| self.render(&r)),
+            Err(r) => Err(self.refuse(&text, r)),
+        }
     }
 
-    /// ParameterStatus as the upstream sent it, except the upstream login name, shown as the agent.
+    /// ParameterStatus as the upstream sent it, except the upstream login name, shown as the
+    /// agent; the client encoding is noted on the way (the server reports every change).
     pub fn rewrite_parameter_status(&self, frame: &Frame) -> Bytes {
         let body = frame.body();
         let name_end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-        if &body[..name_end] == b"session_authorization" {
-            return msg::parameter_status("session_authorization", self.session.agent());
+        match &body[..name_end] {
+            b"session_authorization" => {
+                return msg::parameter_status("session_authorization", self.session.agent());
+            }
+            b"client_encoding" => {
+                let value = body.get(name_end + 1..).unwrap_or(b"");
+                let value = value.split(|b| *b == 0).next().unwrap_or(b"");
+                self.observe_client_encoding(&String::from_utf8_lossy(value));
+            }
+            _ => {}
         }
         frame.raw.clone()
     }

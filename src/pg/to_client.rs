@@ -9,12 +9,14 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::backend::{self as msg, PgErrorFields};
 use super::cancel::{send_cancel, CancelSlot};
+use super::cursor_rows::CursorRows;
 use super::frame::{Frame, FrameError};
 use super::link::Link;
 use super::pending::{Expect, Pending};
 use super::statement::PgSession;
 use crate::policy::limits::RowLimitMode;
 use crate::policy::AgentView;
+use crate::refusal::{Refusal, RefusalClass};
 use crate::session::{OutcomeError, Ticket};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,11 @@ struct ReplyState {
     /// resume a portal with Execute(n) again and again): `max_rows` holds per statement, not per
     /// batch. Forgotten when the portal is bound again, completes, or the transaction ends.
     portal_rows: HashMap<String, u64>,
+    /// Rows each SQL cursor has returned across its FETCHes (`max_rows` holds per cursor).
+    cursors: CursorRows,
+    /// What the current result's count started from (a resumed portal, a cursor's earlier
+    /// FETCHes): rows shown in this result are `rows - base`.
+    base: u64,
     over_limit: bool,
     /// tollgate cancelled the running statement for exceeding its row limit / its timeout.
     cancelled_for_rows: bool,
@@ -71,6 +78,8 @@ impl ReplyState {
             in_step_with: None,
             rows: 0,
             portal_rows: HashMap::new(),
+            cursors: CursorRows::default(),
+            base: 0,
             over_limit: false,
             cancelled_for_rows: false,
             timed_out: false,
@@ -124,9 +133,38 @@ impl ReplyState {
     /// A result ended (CommandComplete, PortalSuspended, EmptyQueryResponse, ErrorResponse).
     fn end_result(&mut self) {
         self.rows = 0;
+        self.base = 0;
         self.over_limit = false;
         self.cancelled_for_rows = false;
     }
+
+    /// The first row of a result: where its count starts (the rows a resumed portal or the
+    /// cursor a FETCH reads from returned before).
+    fn resume_count(&mut self, pending: &Pending) {
+        let base = pending.with(|q| match q.front() {
+            Some(Expect::Execute { portal, cursor, .. }) => match self.portal_rows.get(portal) {
+                Some(n) => *n,
+                None => self.cursors.before(cursor.as_ref()),
+            },
+            Some(Expect::Simple { cursors, .. }) => self.cursors.before(cursors.current()),
+            _ => 0,
+        });
+        self.rows = base;
+        self.base = base;
+    }
+}
+
+/// A statement's result is complete (`rows` counted, including what came before): the cursor
+/// it used records it, and a simple Query moves on to its next statement.
+fn statement_done(pending: &Pending, state: &mut ReplyState, rows: u64) {
+    pending.with(|q| match q.front_mut() {
+        Some(Expect::Simple { cursors, .. }) => {
+            state.cursors.completed(cursors.current(), rows);
+            cursors.advance();
+        }
+        Some(Expect::Execute { cursor, .. }) => state.cursors.completed(cursor.as_ref(), rows),
+        _ => {}
+    });
 }
 
 /// Runs until the upstream closes or a write to the client fails. Reads whichever server
@@ -308,14 +346,9 @@ fn handle(
     }
     match frame.tag {
         msg::DATA_ROW => {
-            if state.rows == 0 && !state.portal_rows.is_empty() {
-                // The first row of an Execute's result: resume the portal's count.
-                state.rows = pending.with(|q| match q.front() {
-                    Some(Expect::Execute { portal, .. }) => {
-                        state.portal_rows.get(portal).copied().unwrap_or(0)
-                    }
-                    _ => 0,
-                });
+            if state.rows == 0 && state.view.limits().max_rows.is_some() {
+                // The first row of a result: resume the portal's or the cursor's count.
+                state.resume_count(pending);
             }
             state.rows += 1;
             if let Some((max, _)) = &state.view.limits().max_rows {
@@ -357,10 +390,14 @@ fn handle(
             } else {
                 None
             };
+            if frame.tag != msg::PORTAL_SUSPENDED {
+                let counted = state.rows;
+                statement_done(pending, state, counted);
+            }
             pending.with(|q| match q.front_mut() {
                 Some(Expect::Simple { rows: r, .. }) => *r += rows.unwrap_or(0),
                 Some(Expect::Execute { .. }) => {
-                    if let Some(Expect::Execute { ticket, portal }) = q.pop_front() {
+                    if let Some(Expect::Execute { ticket, portal, .. }) = q.pop_front() {
                         if frame.tag == msg::PORTAL_SUSPENDED {
                             if state.rows > 0 {
                                 state.portal_rows.insert(portal, state.rows);
@@ -441,6 +478,7 @@ fn handle(
                 pending.set_tx_status(status);
                 if status == b'I' {
                     state.portal_rows.clear(); // portals live until the transaction ends
+                    state.cursors.transaction_ended(); // and so do cursors without HOLD
                 }
             }
             state.refresh_limits(ctx);
@@ -505,10 +543,16 @@ fn row_limit_end(
         return frame.tag == msg::DATA_ROW; // rows past the limit are dropped
     }
     if state.view.limits().on_max_rows == RowLimitMode::Refuse {
-        let fields = PgErrorFields::error(
-            "54000",
-            format!("tollgate: the statement returned more than {max} rows, the most the policy allows (rule: {rule})"),
-        );
+        let refusal = Refusal::new(
+            RefusalClass::TooLarge,
+            rule,
+            format!("the statement returned more than {max} rows, the most the policy allows"),
+        )
+        .with_instead(format!(
+            "ask for at most {max} rows (LIMIT, a narrower WHERE); a cursor's FETCHes count together"
+        ));
+        let fields = ctx.render(&refusal);
+        statement_done(pending, state, max.saturating_add(1));
         on_error(
             ctx,
             pending,
@@ -524,22 +568,26 @@ fn row_limit_end(
         "01000",
         &format!("tollgate: result truncated to {max} rows (rule: {rule})"),
     ));
+    // This result shows what was left of the limit after earlier batches or FETCHes.
+    let shown = max.saturating_sub(state.base);
     let tag = if frame.tag == msg::COMMAND_COMPLETE {
-        msg::command_tag_with_rows(frame.body(), max)
+        msg::command_tag_with_rows(frame.body(), shown)
     } else {
-        format!("SELECT {max}")
+        format!("SELECT {shown}")
     };
     out.extend_from_slice(&msg::command_complete(&tag));
+    // Counted past the limit: every further FETCH from the cursor is over it too.
+    statement_done(pending, state, max.saturating_add(1));
     pending.with(|q| match q.front_mut() {
-        Some(Expect::Simple { rows, .. }) => *rows += max,
+        Some(Expect::Simple { rows, .. }) => *rows += shown,
         Some(Expect::Execute { .. }) => {
-            if let Some(Expect::Execute { ticket, portal }) = q.pop_front() {
+            if let Some(Expect::Execute { ticket, portal, .. }) = q.pop_front() {
                 if frame.tag == msg::PORTAL_SUSPENDED {
                     // The client sees the result complete; should it resume the portal anyway,
                     // every further row is over the limit too.
                     state.portal_rows.insert(portal, max.saturating_add(1));
                 }
-                complete(ctx, ticket, Some(max), None);
+                complete(ctx, ticket, Some(shown), None);
             }
         }
         _ => {}
@@ -662,7 +710,7 @@ fn on_error(
         }
     });
     match replacement.or(own) {
-        Some(fields) => out.extend_from_slice(&fields.encode()),
+        Some(fields) => out.extend_from_slice(&ctx.encode_error(&fields)),
         None => out.extend_from_slice(&frame.raw),
     }
 }

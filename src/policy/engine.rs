@@ -10,6 +10,7 @@ use dashmap::DashMap;
 use super::compile::{AgentPolicy, PolicySet};
 use super::decide::{self, decide, SessionFacts, DEFAULT_DENY};
 use super::mask::{RewritePlan, SchemaSnapshot};
+use super::sql::login_guard::{self, UpstreamLogin};
 use super::sql::{self, Analysis, StatementKind};
 use crate::refusal::{Refusal, RefusalClass};
 
@@ -127,6 +128,9 @@ pub struct Engine {
     schemas: ArcSwap<std::collections::HashMap<String, Arc<SchemaSnapshot>>>,
     /// Key of the `hash` mask (hex), derived from the master key.
     mask_key: ArcSwap<String>,
+    /// What tollgate logs in to each SQL upstream as (from the vault and the config): the
+    /// built-in login protections of every agent's statements need it.
+    logins: ArcSwap<std::collections::HashMap<String, UpstreamLogin>>,
     /// Cache lookups since start: hits, shape hits, misses (read by the metrics endpoint).
     cache_counts: [AtomicU64; 3],
     /// Bumped whenever the cache is cleared.
@@ -176,6 +180,7 @@ impl Engine {
             }),
             schemas: ArcSwap::from_pointee(Default::default()),
             mask_key: ArcSwap::from_pointee(String::new()),
+            logins: ArcSwap::from_pointee(Default::default()),
             cache_counts: Default::default(),
             cache_epoch: AtomicU64::new(0),
         }
@@ -212,6 +217,24 @@ impl Engine {
         next.insert(upstream.to_owned(), Arc::new(snapshot));
         self.schemas.store(Arc::new(next));
         self.bump();
+    }
+
+    /// Installs what tollgate logs in to SQL upstream `upstream` as (a no-op if unchanged).
+    /// Until it is known, every role and database name counts as the login's (fail closed).
+    pub fn set_upstream_login(&self, upstream: &str, login: UpstreamLogin) {
+        let current = self.logins.load();
+        if current.get(upstream) == Some(&login) {
+            return;
+        }
+        let mut next = (**current).clone();
+        next.insert(upstream.to_owned(), login);
+        self.logins.store(Arc::new(next));
+        self.bump();
+    }
+
+    /// What tollgate logs in to `upstream` as, once a door said so.
+    pub fn upstream_login(&self, upstream: &str) -> Option<UpstreamLogin> {
+        self.logins.load().get(upstream).cloned()
     }
 
     pub fn schema(&self, upstream: &str) -> Option<Arc<SchemaSnapshot>> {
@@ -289,10 +312,55 @@ impl Engine {
         };
         match self.agent(agent) {
             Some(p) if named(&p) => Ok(()),
-            _ => Err(Refusal::permission(
+            p => Err(Refusal::permission(
                 DEFAULT_DENY,
                 format!("permission denied for database \"{upstream}\": no policy lets agent \"{agent}\" reach it"),
-            )),
+            )
+            .with_instead(super::instead::upstreams(
+                p.as_ref().and_then(|p| p.enforced.as_ref().or(p.with_shadow.as_ref())),
+            ))),
+        }
+    }
+
+    /// May `agent` call function `oid` on `upstream` through the fast-path protocol? Only the
+    /// large-object functions libpq uses, and only for passthrough agents (the call carries no
+    /// SQL to analyse), unless a policy denies the function by name. `Ok`: the function's name.
+    pub fn fastpath_call(
+        &self,
+        agent: &str,
+        upstream: &str,
+        oid: u32,
+    ) -> Result<&'static str, Refusal> {
+        let refused = |reason: String| Refusal::permission("builtin: fastpath", reason);
+        let Some(name) = sql::fastpath::large_object_function(oid) else {
+            return Err(refused(format!(
+                "fast-path function calls (FunctionCall messages) are allowed for large objects only (function OID {oid})"
+            )));
+        };
+        let policy = self.agent(agent);
+        let rules = policy
+            .as_ref()
+            .filter(|p| p.with_shadow.is_none())
+            .and_then(|p| p.enforced.as_ref())
+            .and_then(|m| sql_rules(m, upstream));
+        match rules {
+            Some(r) if r.passthrough => {
+                let forms = [name.to_string(), format!("pg_catalog.{name}")];
+                match r
+                    .deny_functions
+                    .iter()
+                    .find(|d| forms.iter().any(|f| d.glob.matches(f)))
+                {
+                    Some(d) => Err(Refusal::permission(
+                        d.rule.clone(),
+                        format!("function {name} is denied"),
+                    )),
+                    None => Ok(name),
+                }
+            }
+            _ => Err(refused(format!(
+                "fast-path function calls ({name}) are allowed for the passthrough profile only"
+            ))),
         }
     }
 
@@ -360,9 +428,10 @@ impl Engine {
             shape,
         } = miss;
         let Some(policy) = policy else {
-            return Arc::new(Verdict::blocked(default_deny(format!(
-                "agent \"{agent}\" has no policy"
-            ))));
+            return Arc::new(Verdict::blocked(
+                default_deny(format!("agent \"{agent}\" has no policy"))
+                    .with_instead(super::instead::upstreams(None)),
+            ));
         };
         let (verdict, cacheable) = self.judge(&policy, upstream, sql_text, session);
         let verdict = Arc::new(verdict);
@@ -437,7 +506,9 @@ impl Engine {
                 shape: None,
             });
         };
-        if handle.passthrough && !analyse_all {
+        // Passthrough without denies or shadow files: no analysis at all (trusted agents' fast
+        // path), unless the text could touch the upstream login (`login_guard::may_touch`).
+        if handle.passthrough && !analyse_all && !login_guard::may_touch(sql_text) {
             return Ok(self.allow_all.clone());
         }
         if let Some(v) = cache.texts.get(sql_text) {
@@ -481,6 +552,17 @@ impl Engine {
         session: &SessionFacts,
     ) -> (Verdict, bool) {
         let enforced = policy.enforced.as_ref().map(|m| sql_rules(m, upstream));
+        // The built-in protections of the upstream login hold for every agent, shadow mode and
+        // passthrough included.
+        if let Err(r) = login_guard::check(sql_text, self.upstream_login(upstream).as_ref()) {
+            let r = with_instead(r, policy, upstream, enforced.flatten());
+            return (Verdict::blocked(r), false);
+        }
+        // A transaction-pooled session's statements are analysed even then: whether they leave
+        // session state behind (or read another transaction's, lastval) decides the connection.
+        if plain_passthrough(policy, upstream) && !session.pooled {
+            return ((*self.allow_all).clone(), true);
+        }
         let analysis = match sql::analyze(sql_text) {
             Ok(a) => a,
             Err(e) => {
@@ -526,7 +608,7 @@ impl Engine {
         let verdict = match enforced_result {
             Err(d) => Verdict {
                 outcome: Outcome::Block,
-                denial: Some(d),
+                denial: Some(with_instead(d, policy, upstream, enforced.flatten())),
                 effects,
                 rewrite: None,
                 leaves_state: false,
@@ -554,6 +636,35 @@ impl Engine {
         };
         (verdict, cacheable)
     }
+}
+
+/// Passthrough on `upstream` without denies, protections or shadow files: statements need no
+/// analysis beyond the built-in login protections.
+fn plain_passthrough(policy: &AgentPolicy, upstream: &str) -> bool {
+    policy.with_shadow.is_none()
+        && policy
+            .enforced
+            .as_ref()
+            .and_then(|m| sql_rules(m, upstream))
+            .is_some_and(|r| r.passthrough && !r.has_denies() && !r.has_protections())
+}
+
+/// A policy refusal with what the agent may use instead on this upstream (or which upstreams
+/// it may use, when it has no rules here). Other classes (syntax, unsupported) keep none.
+fn with_instead(
+    r: Refusal,
+    policy: &AgentPolicy,
+    upstream: &str,
+    rules: Option<&super::rules::SqlRules>,
+) -> Refusal {
+    if r.class != RefusalClass::Permission || r.instead.is_some() {
+        return r;
+    }
+    let instead = match rules {
+        Some(rules) => super::instead::sql(upstream, rules),
+        None => super::instead::upstreams(policy.enforced.as_ref()),
+    };
+    r.with_instead(instead)
 }
 
 fn default_deny(reason: String) -> Refusal {

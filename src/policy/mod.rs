@@ -12,6 +12,7 @@ pub mod file;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod glob;
+pub mod instead;
 pub mod limits;
 pub mod mask;
 pub mod redis;

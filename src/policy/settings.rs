@@ -2,9 +2,10 @@
 //!
 //! Settings that change how PostgreSQL reads SQL text (standard_conforming_strings, client-only
 //! encodings such as SJIS whose multibyte characters can swallow a quote or backslash) would make
-//! the analyser and the server disagree about a statement, so only UTF-8 is accepted and those
-//! settings are refused. Identity and visibility settings (role, session_authorization,
-//! search_path) are pinned by the gateway.
+//! the analyser and the server disagree about a statement: only the client encodings tollgate
+//! decodes exactly are accepted (`crate::client_encoding`), and `standard_conforming_strings`
+//! stays on, for every agent (passthrough included: [`check_sql_reading_setting`]). Identity and
+//! visibility settings (role, session_authorization, search_path) are pinned by the gateway.
 
 /// Settings a client may set to any value, by lower-case name.
 const FREE_SETTINGS: &[&str] = &[
@@ -41,22 +42,40 @@ pub fn check_client_setting(name: &str, value: &str) -> Result<(), String> {
         return Ok(());
     }
     if lower == "client_encoding" {
-        let v = value
-            .trim()
-            .trim_matches('\'')
-            .to_ascii_lowercase()
-            .replace(['-', '_'], "");
-        return if v == "utf8" || v == "unicode" {
-            Ok(())
-        } else {
-            Err(format!(
-                "client_encoding \"{value}\" is not allowed; only UTF8 is supported"
-            ))
-        };
+        return check_sql_reading_setting(&lower, value);
     }
     Err(format!(
         "setting \"{name}\" may not be changed through the gateway"
     ))
+}
+
+/// For every agent, passthrough included: `Ok` unless `name` changes how the server reads SQL
+/// text to something tollgate's analysis would read differently (a client encoding it cannot
+/// decode exactly, `standard_conforming_strings` off). `value` as SET renders it (`DEFAULT` for
+/// `SET x TO DEFAULT`).
+pub fn check_sql_reading_setting(name: &str, value: &str) -> Result<(), String> {
+    let v = value.trim().trim_matches('\'');
+    match name.to_ascii_lowercase().as_str() {
+        "client_encoding" => {
+            if v.eq_ignore_ascii_case("default") {
+                return Ok(());
+            }
+            crate::client_encoding::check_name(v).map(|_| ())
+        }
+        "standard_conforming_strings" => {
+            if matches!(
+                v.to_ascii_lowercase().as_str(),
+                "on" | "true" | "yes" | "1" | "default"
+            ) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "standard_conforming_strings = {v} is refused: with it off the server reads backslashes in string literals differently from tollgate's analysis"
+                ))
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Splits a startup `options` string (`-c name=value`, `-cname=value`, `--name=value`, backslash
@@ -130,6 +149,10 @@ mod tests {
             ("client_encoding", "utf-8", true),
             ("client_encoding", "SJIS", false),
             ("client_encoding", "GBK", false),
+            ("client_encoding", "LATIN1", true),
+            ("client_encoding", "'EUC_JP'", true),
+            ("client_encoding", "EUC_TW", false),
+            ("standard_conforming_strings", "on", false),
             ("standard_conforming_strings", "off", false),
             ("search_path", "public", false),
             ("role", "postgres", false),

@@ -119,6 +119,18 @@ impl Door for RedisDoor {
         })
     }
 
+    fn protect_logins(&self, policy: &crate::policy::Engine) {
+        for (target, _) in &self.targets {
+            policy.set_upstream_login(
+                &target.name,
+                crate::policy::sql::login_guard::UpstreamLogin {
+                    role: target.credentials.load().user.expose().to_string(),
+                    database: String::new(),
+                },
+            );
+        }
+    }
+
     fn probe<'a>(
         &'a self,
         upstream: &'a str,

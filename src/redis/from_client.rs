@@ -2,7 +2,10 @@
 //! judges each (`RedisPolicy::check`), has the session core record the decisions (chained, then
 //! one audit write for the batch before anything is forwarded), hands the batch's entries to the
 //! reply half in one message, and forwards the allowed commands' bytes. MULTI bookkeeping: a
-//! refused command inside a transaction poisons it, and its EXEC is sent as DISCARD.
+//! refused command inside a transaction poisons it, and its EXEC is sent as DISCARD. RESET is
+//! followed by tollgate's own AUTH with the vaulted login; commands that reach other clients'
+//! connections are kept to the agent's own (`own.rs`); `CLIENT REPLY OFF|SKIP` is followed by
+//! owing no reply for the commands it silences.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,22 +17,46 @@ use tokio::sync::mpsc;
 
 use super::audit::statement;
 use super::auth::{parse_hello, upstream_hello, HelloError};
+use super::clients::ClientEntry;
 use super::command::{encode_command, Command};
+use super::own::{self, KillPlan};
 use super::pubsub::SubKind;
 use super::reader::ClientReader;
-use super::relay::{Entry, Kind, Relay, RelayError, MAX_BATCH};
+use super::relay::{Entry, Kind, OwnFilter, Relay, RelayError, MAX_BATCH};
 use super::reply;
+use super::upstream::RedisTarget;
 use crate::audit::Decision;
-use crate::policy::redis::{CommandTable, MaskPlan, RedisPolicy};
+use crate::policy::redis::builtin::OWN_CONNECTIONS_RULE;
+use crate::policy::redis::{ClientScope, CommandTable, MaskPlan, RedisPolicy, RedisVerdict};
 use crate::policy::Outcome;
+use crate::refusal::{Refusal, RefusalClass};
 use crate::session::{Judged, ReauthError, Session};
+
+/// `CLIENT REPLY ON|OFF|SKIP`, as forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyMode {
+    On,
+    Off,
+    Skip,
+}
 
 pub(super) struct FromClient {
     session: Session,
     table: Arc<CommandTable>,
     policy: RedisPolicy,
+    target: Arc<RedisTarget>,
+    client: Option<ClientEntry>,
     in_multi: bool,
     multi_dirty: bool,
+    /// `CLIENT REPLY OFF` is in force: nothing is answered until `CLIENT REPLY ON` (or RESET).
+    reply_off: bool,
+    /// `CLIENT REPLY SKIP` was sent: the next command is not answered.
+    silence_next: bool,
+    /// A `CLIENT REPLY` the current command forwarded.
+    reply_change: Option<ReplyMode>,
+    /// The session subscribed at some point (CLIENT REPLY is refused from then on: in RESP2
+    /// pub/sub mode the server refuses it, and confirmations would go unanswered).
+    subscribed_ever: bool,
     /// Entries handed to the reply side and not yet written to the client.
     owed: Arc<AtomicUsize>,
 }
@@ -44,8 +71,14 @@ impl FromClient {
             session: relay.session,
             table: relay.table,
             policy: relay.policy,
+            target: relay.target,
+            client: relay.client,
             in_multi: false,
             multi_dirty: false,
+            reply_off: false,
+            silence_next: false,
+            reply_change: None,
+            subscribed_ever: false,
             owed,
         }
     }
@@ -131,9 +164,45 @@ impl FromClient {
         out: &mut BytesMut,
     ) -> bool {
         let started = Instant::now();
+        let silent = self.reply_off || std::mem::take(&mut self.silence_next);
+        let first = entries.len();
         let end = self.judge(cmd, entries, out);
+        match self.reply_change.take() {
+            // ON answers +OK even when replies were off.
+            Some(ReplyMode::On) => {
+                self.reply_off = false;
+                self.silence_next = false;
+            }
+            Some(ReplyMode::Off) => {
+                self.reply_off = true;
+                self.silence(entries, first);
+            }
+            Some(ReplyMode::Skip) => {
+                self.silence_next = !self.reply_off;
+                self.silence(entries, first);
+            }
+            None if silent => self.silence(entries, first),
+            None => {}
+        }
         self.session.context().record_overhead(started);
         end
+    }
+
+    /// Commands the client asked not to be answered (`CLIENT REPLY OFF|SKIP`): the upstream
+    /// sends nothing for them, so no reply is owed; their records are completed now and
+    /// tollgate's own replies are not written, as Redis would write none. RESET still answers.
+    fn silence(&self, entries: &mut Vec<Entry>, first: usize) {
+        let mut i = first;
+        while i < entries.len() {
+            if matches!(entries[i].kind, Kind::Close | Kind::Reset | Kind::Relogin) {
+                i += 1;
+                continue;
+            }
+            let e = entries.remove(i);
+            if let Some(t) = e.ticket {
+                self.session.context().outcome(t, None, None);
+            }
+        }
     }
 
     fn judge(&mut self, cmd: Command, entries: &mut Vec<Entry>, out: &mut BytesMut) -> bool {
@@ -168,6 +237,10 @@ impl FromClient {
                 entries.push(Entry::local(answer));
                 return false;
             }
+            b"hello" if self.reply_off || self.silence_next => {
+                entries.push(Entry::local(reply::refusal(&silenced_refusal("HELLO"))));
+                return false;
+            }
             b"hello" => {
                 let h = match parse_hello(&cmd.args) {
                     Ok(h) => h,
@@ -197,8 +270,13 @@ impl FromClient {
             _ => {}
         }
         let core = self.session.core().clone();
-        let verdict = self.policy.check(&core.policy, &self.table, &cmd.args);
+        let mut verdict = self.policy.check(&core.policy, &self.table, &cmd.args);
         let subcommand = self.has_subcommand(&cmd);
+        if verdict.runs() {
+            if let Some(r) = self.state_refusal(&name, &cmd, &verdict) {
+                verdict = RedisVerdict::blocked(r);
+            }
+        }
         if !verdict.runs() {
             let refusal = verdict.denial.clone().expect("a refusal has a reason");
             // The refusal may have come before the keys were placed: find them for the record.
@@ -212,6 +290,7 @@ impl FromClient {
             entries.push(Entry::local(reply::refusal(&refusal)));
             return false;
         }
+        let scope = verdict.scope;
         let decision = match verdict.outcome {
             Outcome::WouldBlock => Decision::WouldBlock,
             _ if !verdict.mask.is_none() => Decision::Masked,
@@ -248,13 +327,26 @@ impl FromClient {
             .session
             .decide_deferred(judged, Some(self.policy.limits()))
         {
+            Ok(ticket) if scope != ClientScope::None => {
+                self.forward_scoped(scope, cmd, ticket, entries, out)
+            }
             Ok(ticket) => {
                 let (kind, cmd) = self.kind_of(&name, cmd, verdict.mask);
+                let reset = matches!(kind, Kind::Reset);
                 entries.push(Entry {
                     kind,
                     ticket: Some(ticket),
                 });
                 out.extend_from_slice(&cmd.raw);
+                if reset {
+                    // RESET logs the connection out: tollgate logs it back in at once, with the
+                    // vaulted login, before anything else the client sent.
+                    entries.push(Entry {
+                        kind: Kind::Relogin,
+                        ticket: None,
+                    });
+                    out.extend_from_slice(&self.target.auth_command());
+                }
             }
             Err(refusal) => {
                 self.poison_multi();
@@ -262,6 +354,160 @@ impl FromClient {
             }
         }
         false
+    }
+
+    /// What the session's state makes impossible for a command the policy allows: reaching
+    /// other connections inside MULTI (the reply could not be filtered), CLIENT REPLY where its
+    /// replies could not be paired, and commands whose replies tollgate must read while replies
+    /// are off.
+    fn state_refusal(&self, name: &[u8], cmd: &Command, verdict: &RedisVerdict) -> Option<Refusal> {
+        let unsupported = |reason: String| {
+            Some(Refusal::new(
+                RefusalClass::Unsupported,
+                "builtin: protocol",
+                reason,
+            ))
+        };
+        let sub = cmd.args.get(1).map(|a| a.to_ascii_lowercase());
+        let is_reply = name == b"client" && sub.as_deref() == Some(&b"reply"[..]);
+        if verdict.scope != ClientScope::None && self.in_multi {
+            return Some(Refusal::permission(
+                OWN_CONNECTIONS_RULE,
+                format!(
+                    "{} inside MULTI is refused: tollgate keeps it to the agent's own connections and cannot inside a transaction",
+                    statement(&cmd.args[..cmd.args.len().min(2)], &[], true)
+                ),
+            ));
+        }
+        if verdict.scope == ClientScope::Redirect {
+            let target = cmd
+                .args
+                .iter()
+                .position(|a| a.eq_ignore_ascii_case(b"redirect"))
+                .and_then(|i| cmd.args.get(i + 1))
+                .and_then(|a| std::str::from_utf8(a).ok())
+                .and_then(|a| a.parse::<u64>().ok());
+            let own = target.is_some_and(|id| self.target.clients.is_own(id, self.session.agent()));
+            if !own {
+                return Some(Refusal::permission(
+                    OWN_CONNECTIONS_RULE,
+                    "CLIENT TRACKING may redirect only to one of this agent's own connections",
+                ));
+            }
+        }
+        if is_reply {
+            if self.in_multi {
+                return unsupported("CLIENT REPLY inside MULTI is refused: tollgate could not pair the transaction's replies".into());
+            }
+            if self.subscribed_ever {
+                return unsupported("CLIENT REPLY after SUBSCRIBE is refused: tollgate could not pair pub/sub confirmations".into());
+            }
+        }
+        let silenced = self.reply_off || self.silence_next;
+        let needs_reply = SubKind::of_word(name).is_some() || name == b"monitor";
+        if silenced && needs_reply {
+            return Some(silenced_refusal(
+                &String::from_utf8_lossy(name).to_uppercase(),
+            ));
+        }
+        None
+    }
+
+    /// Forwards a command kept to the agent's own connections (see `own.rs`).
+    fn forward_scoped(
+        &mut self,
+        scope: ClientScope,
+        cmd: Command,
+        ticket: crate::session::Ticket,
+        entries: &mut Vec<Entry>,
+        out: &mut BytesMut,
+    ) {
+        let agent = self.session.agent().clone();
+        let clients = &self.target.clients;
+        let own_filter = |filter| Kind::Own {
+            filter,
+            agent: agent.clone(),
+        };
+        let get_all = || {
+            let args = vec![
+                Bytes::from_static(b"SLOWLOG"),
+                Bytes::from_static(b"GET"),
+                Bytes::from_static(b"-1"),
+            ];
+            encode_command(&args)
+        };
+        let (kind, bytes): (Kind, Bytes) = match scope {
+            ClientScope::Kill => match own::plan_kill(&cmd.args, &clients.ids_of(&agent)) {
+                KillPlan::Parts {
+                    commands,
+                    old_style,
+                } => (
+                    Kind::KillParts {
+                        left: commands.len(),
+                        killed: 0,
+                        old_style,
+                        error: None,
+                    },
+                    own::encode_all(&commands).freeze(),
+                ),
+                KillPlan::Local(reply) => (Kind::Local(reply), Bytes::new()),
+            },
+            ClientScope::Unblock => {
+                let id = cmd
+                    .args
+                    .get(2)
+                    .and_then(|a| std::str::from_utf8(a).ok())
+                    .and_then(|a| a.parse::<u64>().ok());
+                if id.is_some_and(|id| clients.is_own(id, &agent)) {
+                    (Kind::Reply(MaskPlan::None), cmd.raw)
+                } else {
+                    // Another agent's connection (or none): as if no such client were blocked.
+                    (
+                        Kind::Local(Bytes::from_static(
+                            b":0
+",
+                        )),
+                        Bytes::new(),
+                    )
+                }
+            }
+            ClientScope::List => (own_filter(OwnFilter::ClientList), cmd.raw),
+            ClientScope::SlowlogGet => {
+                let count = match cmd
+                    .args
+                    .get(2)
+                    .map(|a| String::from_utf8_lossy(a).parse::<i64>())
+                {
+                    None => 10,
+                    Some(Ok(n)) if n < 0 => usize::MAX,
+                    Some(Ok(n)) => usize::try_from(n).unwrap_or(usize::MAX),
+                    // Let the upstream give its own error for a bad count.
+                    Some(Err(_)) => {
+                        entries.push(Entry {
+                            kind: Kind::Reply(MaskPlan::None),
+                            ticket: Some(ticket),
+                        });
+                        out.extend_from_slice(&cmd.raw);
+                        return;
+                    }
+                };
+                (own_filter(OwnFilter::SlowlogGet(count)), get_all())
+            }
+            ClientScope::SlowlogLen => (own_filter(OwnFilter::SlowlogLen), get_all()),
+            ClientScope::Monitor => (own_filter(OwnFilter::Monitor), cmd.raw),
+            ClientScope::Redirect | ClientScope::None => (Kind::Reply(MaskPlan::None), cmd.raw),
+        };
+        if let Kind::Local(_) = kind {
+            // Answered here: the record is complete at once.
+            self.session.context().outcome(ticket, None, None);
+            entries.push(Entry { kind, ticket: None });
+            return;
+        }
+        entries.push(Entry {
+            kind,
+            ticket: Some(ticket),
+        });
+        out.extend_from_slice(&bytes);
     }
 
     /// A command refused inside MULTI: the transaction's EXEC will be answered EXECABORT.
@@ -316,9 +562,36 @@ impl FromClient {
                 self.in_multi = false;
                 (Kind::Discard, cmd)
             }
+            b"reset" => {
+                // The server drops the transaction, pub/sub, MONITOR and CLIENT REPLY state.
+                self.in_multi = false;
+                self.multi_dirty = false;
+                self.reply_off = false;
+                self.silence_next = false;
+                self.subscribed_ever = false;
+                (Kind::Reset, cmd)
+            }
+            b"client" if !self.in_multi => {
+                let mode = match cmd.args.get(1).zip(cmd.args.get(2)) {
+                    Some((sub, mode))
+                        if cmd.args.len() == 3 && sub.eq_ignore_ascii_case(b"reply") =>
+                    {
+                        match mode.to_ascii_lowercase().as_slice() {
+                            b"on" => Some(ReplyMode::On),
+                            b"off" => Some(ReplyMode::Off),
+                            b"skip" => Some(ReplyMode::Skip),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                self.reply_change = mode;
+                (Kind::Reply(plan), cmd)
+            }
             _ if self.in_multi => (Kind::Queued(plan), cmd),
             _ => match SubKind::of_word(name) {
-                Some((kind, _)) => {
+                Some((kind, add)) => {
+                    self.subscribed_ever |= add;
                     let n = cmd.args.len() - 1;
                     (
                         Kind::Subscribe {
@@ -338,12 +611,26 @@ impl FromClient {
         match self.session.reauthenticate(user, token) {
             Ok(()) => {
                 self.policy.set_agent(self.session.agent().clone());
+                if let Some(c) = &self.client {
+                    c.set_agent(self.session.agent().clone());
+                }
                 Ok(())
             }
             Err(ReauthError::WrongPass) => Err(Bytes::from_static(reply::WRONGPASS)),
             Err(ReauthError::Refused(r)) => Err(reply::refusal(&r)),
         }
     }
+}
+
+/// A command whose reply tollgate must read, refused while the client has replies off.
+fn silenced_refusal(what: &str) -> Refusal {
+    Refusal::new(
+        RefusalClass::Unsupported,
+        "builtin: protocol",
+        format!(
+            "{what} while CLIENT REPLY is OFF or SKIP is refused: tollgate must read its reply"
+        ),
+    )
 }
 
 #[cfg(test)]

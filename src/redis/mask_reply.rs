@@ -110,8 +110,90 @@ pub fn mask2(f: &mut F2, plan: &MaskPlan) {
                 pairs2(inner, m);
             }
         }
+        (MaskPlan::AclSecrets(login), f) => acl2(f, login.as_deref()),
+        (MaskPlan::ConfigSecrets, F2::Array(items)) => {
+            let kept: Vec<F2> = std::mem::take(items)
+                .chunks(2)
+                .filter(|kv| !matches!(kv.first(), Some(F2::BulkString(k) | F2::SimpleString(k)) if is_secret(k)))
+                .flat_map(|kv| kv.iter().cloned())
+                .collect();
+            *items = kept;
+        }
         _ => {}
     }
+}
+
+/// An ACL LIST line without the password hashes (`#<hex>`) when it is `login`'s (every line
+/// when `login` is unknown).
+fn acl_line(line: &[u8], login: Option<&str>) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut words = text.split(' ');
+    let (Some("user"), Some(name)) = (words.next(), words.next()) else {
+        return None;
+    };
+    if login.is_some_and(|l| l != name) {
+        return None;
+    }
+    let kept: Vec<&str> = text.split(' ').filter(|w| !w.starts_with('#')).collect();
+    Some(kept.join(" ").into_bytes())
+}
+
+fn acl2(f: &mut F2, login: Option<&str>) {
+    match f {
+        // ACL LIST: one line per user.
+        F2::Array(items) if items.iter().all(|i| matches!(i, F2::BulkString(_))) => {
+            for item in items.iter_mut() {
+                if let F2::BulkString(b) = item {
+                    if let Some(line) = acl_line(b, login) {
+                        *b = Bytes::from(line);
+                    }
+                }
+            }
+        }
+        // ACL GETUSER: field/value pairs; `passwords` emptied.
+        F2::Array(items) => {
+            for kv in items.chunks_mut(2) {
+                if let [F2::BulkString(k) | F2::SimpleString(k), v] = kv {
+                    if k.eq_ignore_ascii_case(b"passwords") {
+                        *v = F2::Array(Vec::new());
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn acl3(f: &mut F3, login: Option<&str>) {
+    match f {
+        F3::Array { data, .. } if data.iter().all(|i| matches!(i, F3::BlobString { .. })) => {
+            for item in data.iter_mut() {
+                if let F3::BlobString { data, .. } = item {
+                    if let Some(line) = acl_line(data, login) {
+                        *data = Bytes::from(line);
+                    }
+                }
+            }
+        }
+        F3::Map { data, .. } => {
+            for (k, v) in data.iter_mut() {
+                if field3(k).is_some_and(|k| k.eq_ignore_ascii_case(b"passwords")) {
+                    *v = F3::Array {
+                        data: Vec::new(),
+                        attributes: None,
+                    };
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A CONFIG GET parameter whose value is a secret (requirepass, masterauth, TLS passphrases).
+fn is_secret(name: &[u8]) -> bool {
+    crate::policy::redis::builtin::SECRET_SETTINGS
+        .iter()
+        .any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
 }
 
 /// redis-protocol 6 decodes RESP3 maps back to front (it pops pairs off the end); putting them
@@ -190,6 +272,18 @@ pub fn mask3(f: &mut F3, plan: &MaskPlan) {
                 pairs3(inner, m);
             }
         }
+        (MaskPlan::AclSecrets(login), f) => acl3(f, login.as_deref()),
+        (MaskPlan::ConfigSecrets, F3::Map { data, .. }) => {
+            data.retain(|k, _| !field3(k).is_some_and(is_secret));
+        }
+        (MaskPlan::ConfigSecrets, F3::Array { data, .. }) => {
+            let kept: Vec<F3> = std::mem::take(data)
+                .chunks(2)
+                .filter(|kv| !kv.first().and_then(field3).is_some_and(is_secret))
+                .flat_map(|kv| kv.iter().cloned())
+                .collect();
+            *data = kept;
+        }
         _ => {}
     }
 }
@@ -222,6 +316,51 @@ mod tests {
         assert_eq!(
             &out[..],
             b"%2\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\n***@x.co.uk\r\n"
+        );
+    }
+
+    #[test]
+    fn config_get_leaves_secrets_out() {
+        let r2 = Bytes::from_static(
+            b"*6\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n$11\r\nrequirepass\r\n$6\r\nhunter\r\n$10\r\nmasterauth\r\n$0\r\n\r\n",
+        );
+        let out = mask(&r2, &MaskPlan::ConfigSecrets, false).unwrap();
+        assert_eq!(&out[..], b"*2\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n");
+        let r3 = Bytes::from_static(
+            b"%2\r\n$11\r\nrequirepass\r\n$6\r\nhunter\r\n$7\r\ntimeout\r\n$1\r\n0\r\n",
+        );
+        let out = mask(&r3, &MaskPlan::ConfigSecrets, true).unwrap();
+        assert_eq!(&out[..], b"%1\r\n$7\r\ntimeout\r\n$1\r\n0\r\n");
+    }
+
+    #[test]
+    fn acl_replies_leave_the_login_hash_out() {
+        let hash = "#".to_string() + &"ab".repeat(32);
+        let list = format!(
+            "*2\r\n${}\r\nuser default on {hash} ~* +@all\r\n${}\r\nuser app on {hash} ~* +@all\r\n",
+            "user default on  ~* +@all".len() + hash.len(),
+            "user app on  ~* +@all".len() + hash.len(),
+        );
+        let out = mask(
+            &Bytes::from(list.clone()),
+            &MaskPlan::AclSecrets(Some("default".into())),
+            false,
+        )
+        .unwrap();
+        let out = String::from_utf8(out.to_vec()).unwrap();
+        assert!(out.contains("user default on ~* +@all"), "{out}");
+        assert!(
+            out.contains(&format!("user app on {hash}")),
+            "other users as they are: {out}"
+        );
+        let getuser = format!(
+            "*4\r\n$5\r\nflags\r\n*1\r\n$2\r\non\r\n$9\r\npasswords\r\n*1\r\n$64\r\n{}\r\n",
+            "ab".repeat(32)
+        );
+        let out = mask(&Bytes::from(getuser), &MaskPlan::AclSecrets(None), false).unwrap();
+        assert_eq!(
+            &out[..],
+            b"*4\r\n$5\r\nflags\r\n*1\r\n$2\r\non\r\n$9\r\npasswords\r\n*0\r\n"
         );
     }
 

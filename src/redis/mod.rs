@@ -4,10 +4,12 @@
 
 pub mod audit;
 pub mod auth;
+pub mod clients;
 pub mod command;
 mod door;
 mod from_client;
 pub mod mask_reply;
+mod own;
 mod pubsub;
 pub mod reader;
 pub mod relay;

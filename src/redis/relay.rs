@@ -17,11 +17,13 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::clients::ClientEntry;
 use super::from_client::FromClient;
 use super::pubsub::SubKind;
 use super::reader::{ClientReader, UpstreamReader};
 use super::reply;
 use super::to_client::ToClient;
+use super::upstream::RedisTarget;
 use crate::policy::redis::{CommandTable, MaskPlan, RedisPolicy};
 use crate::session::{Session, Ticket};
 
@@ -36,6 +38,12 @@ pub struct Relay {
     pub policy: RedisPolicy,
     /// The client speaks RESP3 (after `HELLO 3`).
     pub resp3: bool,
+    /// The upstream: its vaulted login (sent again after a client's RESET) and which of its
+    /// connections are whose.
+    pub target: Arc<RedisTarget>,
+    /// This session's upstream connection in `target.clients` (`None` if the upstream gave no
+    /// client id).
+    pub client: Option<ClientEntry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +77,34 @@ pub(super) enum Kind {
         remaining: Option<usize>,
         kind: SubKind,
     },
+    /// RESET: the reply protocol is RESP2 again; subscriptions, MONITOR and MULTI end.
+    Reset,
+    /// tollgate's own AUTH after a RESET, answered by the upstream and never shown.
+    Relogin,
+    /// CLIENT KILL sent once per own connection: `left` replies still to come, summed.
+    KillParts {
+        left: usize,
+        killed: i64,
+        old_style: bool,
+        error: Option<Bytes>,
+    },
+    /// A reply kept to `agent`'s own connections.
+    Own {
+        filter: OwnFilter,
+        agent: Arc<str>,
+    },
+}
+
+/// How a reply is kept to the agent's own connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OwnFilter {
+    ClientList,
+    /// SLOWLOG GET, asked as `GET -1`: the first `n` own entries.
+    SlowlogGet(usize),
+    /// SLOWLOG LEN, asked as `GET -1`: the number of own entries.
+    SlowlogLen,
+    /// MONITOR: after its `+OK`, only the lines of own connections.
+    Monitor,
 }
 
 /// One reply the client is owed, with the decision record its outcome completes.
@@ -105,7 +141,12 @@ where
     let owed = Arc::new(AtomicUsize::new(0));
     let ctx = relay.session.context().clone();
     let lifecycle = relay.session.core().lifecycle.clone();
-    let mut to = ToClient::new(ctx.clone(), relay.resp3, owed.clone());
+    let mut to = ToClient::new(
+        ctx.clone(),
+        relay.resp3,
+        owed.clone(),
+        relay.target.clients.clone(),
+    );
     let mut from = FromClient::new(relay, owed.clone());
     // Shutting down: closed once every reply owed has been written (or at the deadline).
     let drained = lifecycle.drained(|| owed.load(Ordering::SeqCst) == 0);

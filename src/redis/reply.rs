@@ -21,9 +21,10 @@ pub fn error(code: &str, message: &str) -> Bytes {
     Bytes::from(format!("-{code} {clean}\r\n"))
 }
 
-/// The agent's error for a refused command: names the rule; the session stays usable.
+/// The agent's error for a refused command: names the rule and, when known, what the agent may
+/// do instead (the same hint PostgreSQL puts in HINT); the session stays usable.
 pub fn refusal(r: &Refusal) -> Bytes {
-    error(r.class.resp_code(), &r.message())
+    error(r.class.resp_code(), &r.line())
 }
 
 /// PING's reply before authentication: `+PONG`, or the argument echoed as a bulk string.

@@ -130,6 +130,13 @@ async fn run(
         }
     };
     let _upstream_gauge = crate::telemetry::upstream_connection(&target.name);
+    // Which upstream connection is this agent's: CLIENT KILL/LIST, SLOWLOG and MONITOR keep
+    // every agent to its own.
+    let client_entry = up.client_id.map(|id| {
+        target
+            .clients
+            .register(id, up.local_addr.clone(), login.session.agent().clone())
+    });
     let (up_rd, mut up_wr) = up.stream.into_split();
     let mut upstream = UpstreamReader::new(up_rd);
     let mut resp3 = false;
@@ -155,6 +162,8 @@ async fn run(
         session,
         table,
         resp3,
+        target: target.clone(),
+        client: client_entry,
     };
     relay::run(relay, client, wr, upstream, up_wr).await?;
     // `accepted` (the live count and the client gauge) lasts as long as the session.

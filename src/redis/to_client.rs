@@ -2,6 +2,8 @@
 //! mask plans (decoding only then), writes tollgate's own replies in their place in the order,
 //! records outcomes, and relays pub/sub messages and pushes without consuming an entry. A reply
 //! nobody inspects that passes `STREAM_AFTER` bytes before it ends is relayed as it arrives.
+//! Replies of commands that reach other clients' connections are kept to the agent's own
+//! (`own.rs`); after MONITOR only the lines of the agent's own connections are relayed.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,10 +14,12 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use super::clients::UpstreamClients;
 use super::mask_reply;
+use super::own;
 use super::pubsub::{PubSubFrame, SubKind, Subscriptions};
 use super::reader::UpstreamReader;
-use super::relay::{Entry, Kind, RelayError};
+use super::relay::{Entry, Kind, OwnFilter, RelayError};
 use super::reply;
 use crate::policy::redis::MaskPlan;
 use crate::session::{OutcomeError, SessionContext, Ticket};
@@ -37,11 +41,25 @@ pub(super) struct ToClient {
     owed: Arc<AtomicUsize>,
     /// Entries answered into `out` since the last write.
     done: usize,
+    /// Which upstream connections are whose (for replies kept to the agent's own).
+    clients: Arc<UpstreamClients>,
+    /// After MONITOR: the agent whose connections' lines are relayed.
+    monitor: Option<Arc<str>>,
+    /// The session must end once `out` is written (the login after a RESET failed).
+    closing: bool,
 }
 
 impl ToClient {
-    pub fn new(ctx: Arc<SessionContext>, resp3: bool, owed: Arc<AtomicUsize>) -> ToClient {
+    pub fn new(
+        ctx: Arc<SessionContext>,
+        resp3: bool,
+        owed: Arc<AtomicUsize>,
+        clients: Arc<UpstreamClients>,
+    ) -> ToClient {
         ToClient {
+            clients,
+            monitor: None,
+            closing: false,
             ctx,
             resp3,
             pending: VecDeque::new(),
@@ -159,7 +177,7 @@ impl ToClient {
     /// when the session closes now.
     pub(super) fn on_frame(&mut self, frame: Bytes) -> bool {
         self.frame(frame);
-        self.locals()
+        self.closing || self.locals()
     }
 
     fn frame(&mut self, frame: Bytes) {
@@ -172,6 +190,15 @@ impl ToClient {
                 self.outcome(entry.ticket, error);
             }
             return;
+        }
+        if let Some(agent) = &self.monitor {
+            if own::is_monitor_line(&frame) {
+                let addr = own::monitor_addr(&frame).unwrap_or("");
+                if self.clients.addrs_of(agent).contains(addr) {
+                    self.out.extend_from_slice(&frame);
+                }
+                return;
+            }
         }
         let expecting = matches!(
             self.pending.front().map(|e| &e.kind),
@@ -188,6 +215,9 @@ impl ToClient {
                 return;
             }
             PubSubFrame::Reply => {}
+        }
+        if self.kill_part(&frame) {
+            return;
         }
         let Some(entry) = self.pending.pop_front() else {
             // Nothing is owed: an out-of-band frame (e.g. a message while subscribed).
@@ -231,10 +261,101 @@ impl ToClient {
                 }
                 frame.clone()
             }
-            Kind::Subscribe { .. } | Kind::Local(_) | Kind::Close => frame.clone(),
+            Kind::Reset => {
+                if !is_error {
+                    self.resp3 = false;
+                    self.subs = Subscriptions::default();
+                    self.exec_plans.clear();
+                    self.monitor = None;
+                }
+                frame.clone()
+            }
+            Kind::Relogin => {
+                if is_error {
+                    warn!("the upstream refused tollgate's login after RESET; ending the session");
+                    self.out.extend_from_slice(&reply::error(
+                        "ERR",
+                        "tollgate: the upstream refused tollgate's login after RESET",
+                    ));
+                    self.closing = true;
+                }
+                return;
+            }
+            Kind::Own { filter, ref agent } => self.own_reply(&frame, filter, agent),
+            Kind::Subscribe { .. } | Kind::Local(_) | Kind::Close | Kind::KillParts { .. } => {
+                frame.clone()
+            }
         };
         self.out.extend_from_slice(&shown);
         self.outcome(entry.ticket, is_error.then(|| error_text(&frame)));
+    }
+
+    /// One reply of a CLIENT KILL sent in parts: summed; the sum is written after the last.
+    /// Returns whether `frame` was such a reply.
+    fn kill_part(&mut self, frame: &Bytes) -> bool {
+        let Some(Entry {
+            kind:
+                Kind::KillParts {
+                    left,
+                    killed,
+                    error,
+                    ..
+                },
+            ..
+        }) = self.pending.front_mut()
+        else {
+            return false;
+        };
+        match own::kill_part(frame) {
+            Ok(n) => *killed += n,
+            Err(()) => {
+                error.get_or_insert_with(|| frame.clone());
+            }
+        }
+        *left = left.saturating_sub(1);
+        if *left > 0 {
+            return true;
+        }
+        let entry = self.pending.pop_front().expect("front exists");
+        self.done += 1;
+        if let Kind::KillParts {
+            killed,
+            old_style,
+            error,
+            ..
+        } = entry.kind
+        {
+            let reply = own::kill_reply(killed, old_style, error);
+            let failed = matches!(reply.first(), Some(b'-'));
+            self.out.extend_from_slice(&reply);
+            self.outcome(entry.ticket, failed.then(|| error_text(&reply)));
+        }
+        true
+    }
+
+    /// A reply kept to `agent`'s own connections.
+    fn own_reply(&mut self, frame: &Bytes, filter: OwnFilter, agent: &Arc<str>) -> Bytes {
+        let withheld = |e: own::FilterError| {
+            warn!(error = %e, "filtering failed; reply withheld");
+            reply::error("ERR", "tollgate: the reply could not be filtered")
+        };
+        match filter {
+            OwnFilter::ClientList => own::client_list(frame, |id| self.clients.is_own(id, agent)),
+            OwnFilter::SlowlogGet(n) => {
+                own::slowlog(frame, &self.clients.addrs_of(agent), n, self.resp3)
+                    .unwrap_or_else(withheld)
+            }
+            OwnFilter::SlowlogLen => {
+                own::slowlog_len(frame, &self.clients.addrs_of(agent), self.resp3)
+                    .unwrap_or_else(withheld)
+            }
+            OwnFilter::Monitor => {
+                if frame.starts_with(b"+OK") {
+                    self.monitor = Some(agent.clone());
+                }
+                frame.clone()
+            }
+        }
     }
 
     fn masked(&self, frame: &Bytes, plan: &MaskPlan) -> Bytes {

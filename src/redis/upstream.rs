@@ -26,6 +26,8 @@ pub struct RedisTarget {
     pub credentials: ArcSwap<RedisCredentials>,
     /// Learned from the upstream at start (or at the first session if it was down then).
     pub table: ArcSwapOption<CommandTable>,
+    /// Which upstream connections are tollgate's sessions', and whose.
+    pub clients: Arc<super::clients::UpstreamClients>,
 }
 
 /// The login of a Redis upstream.
@@ -60,9 +62,13 @@ pub enum UpstreamError {
     Tls(std::io::Error),
 }
 
-/// A logged-in upstream connection; `pending` holds bytes read past the login reply.
+/// A logged-in upstream connection.
 pub struct Upstream {
     pub stream: NetStream,
+    /// The upstream's id for this connection (`CLIENT ID`), if it answered one.
+    pub client_id: Option<u64>,
+    /// tollgate's end of the connection, as the upstream names it (`ip:port`).
+    pub local_addr: String,
 }
 
 impl RedisCredentials {
@@ -92,6 +98,24 @@ impl RedisTarget {
             credentials: ArcSwap::from_pointee(RedisCredentials::resolve(u, vault)?),
             tls: crate::doors::upstream_tls(name, u)?,
             table: Default::default(),
+            clients: Default::default(),
+        })
+    }
+
+    /// An upstream nobody connects to, logged in as `default` with password `pw` (unit tests).
+    #[cfg(test)]
+    pub fn for_tests() -> Arc<RedisTarget> {
+        Arc::new(RedisTarget {
+            name: "cache".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            tls: None,
+            credentials: ArcSwap::from_pointee(RedisCredentials {
+                user: Secret::new("default".into()),
+                password: Secret::new("pw".into()),
+            }),
+            table: Default::default(),
+            clients: Default::default(),
         })
     }
 
@@ -107,6 +131,7 @@ impl RedisTarget {
             .await
             .map_err(UpstreamError::Connect)?;
         tcp.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        let local_addr = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let mut stream = match &self.tls {
             Some(tls) => NetStream::from(
                 tls.connector()
@@ -116,10 +141,44 @@ impl RedisTarget {
             ),
             None => NetStream::Plain(tcp),
         };
+        // The login and the connection's id in one round trip.
+        let mut login = self.auth_command();
+        login.extend_from_slice(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n");
+        stream
+            .write_all(&login)
+            .await
+            .map_err(UpstreamError::Connect)?;
+        drop(login);
+        let mut buf = BytesMut::with_capacity(256);
+        let reply = read_reply_into(&mut stream, &mut buf).await?;
+        if reply.first() == Some(&b'-') {
+            let line = String::from_utf8_lossy(&reply).trim_end().to_string();
+            return Err(UpstreamError::LoginRefused(line));
+        }
+        let id = read_reply_into(&mut stream, &mut buf).await?;
+        if !buf.is_empty() {
+            return Err(UpstreamError::Protocol(
+                "unexpected data after the login replies".into(),
+            ));
+        }
+        let client_id = id
+            .strip_prefix(b":")
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| d.trim_end().parse().ok());
+        Ok(Upstream {
+            stream,
+            client_id,
+            local_addr,
+        })
+    }
+
+    /// `AUTH [user] password` with the vaulted login (also sent again after a client's RESET).
+    /// The bytes hold the password: written to the upstream only, never logged or recorded.
+    pub fn auth_command(&self) -> BytesMut {
         let creds = self.credentials.load();
         let user = creds.user.expose();
         let pw = Bytes::copy_from_slice(creds.password.expose().as_bytes());
-        let auth = if user.is_empty() || user == "default" {
+        let cmd = if user.is_empty() || user == "default" {
             encode_command(&[Bytes::from_static(b"AUTH"), pw])
         } else {
             encode_command(&[
@@ -128,16 +187,7 @@ impl RedisTarget {
                 pw,
             ])
         };
-        stream
-            .write_all(&auth)
-            .await
-            .map_err(UpstreamError::Connect)?;
-        let reply = read_reply(&mut stream).await?;
-        if reply.first() == Some(&b'-') {
-            let line = String::from_utf8_lossy(&reply).trim_end().to_string();
-            return Err(UpstreamError::LoginRefused(line));
-        }
-        Ok(Upstream { stream })
+        BytesMut::from(&cmd[..])
     }
 
     /// The command table, fetched from the upstream if not known yet.
@@ -172,18 +222,23 @@ pub async fn read_one_reply(stream: &mut NetStream) -> Result<Bytes, UpstreamErr
 /// Reads exactly one reply frame (nothing else is in flight during login and COMMAND).
 async fn read_reply(stream: &mut NetStream) -> Result<Bytes, UpstreamError> {
     let mut buf = BytesMut::with_capacity(4096);
+    read_reply_into(stream, &mut buf).await
+}
+
+/// Reads one reply frame through `buf`, which keeps what was read past it.
+async fn read_reply_into(
+    stream: &mut NetStream,
+    buf: &mut BytesMut,
+) -> Result<Bytes, UpstreamError> {
     let mut scanner = ReplyScanner::default();
     loop {
         if let Some(n) = scanner
-            .next_frame(&buf)
+            .next_frame(&buf[..])
             .map_err(|e| UpstreamError::Protocol(e.to_string()))?
         {
             return Ok(buf.split_to(n).freeze());
         }
-        let read = stream
-            .read_buf(&mut buf)
-            .await
-            .map_err(UpstreamError::Connect)?;
+        let read = stream.read_buf(buf).await.map_err(UpstreamError::Connect)?;
         if read == 0 {
             return Err(UpstreamError::Connect(std::io::Error::from(
                 std::io::ErrorKind::UnexpectedEof,

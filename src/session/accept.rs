@@ -119,15 +119,20 @@ impl Accepted {
     /// The verifier a SCRAM exchange for `user` runs against: the agent's, or a mock one for
     /// an unknown name (the exchange then fails like a wrong token). `None` for a name no agent
     /// can have: fail it at once (recorded by [`Accepted::auth_failed`]).
+    ///
+    /// The full-strength verifier (4096 iterations): in SCRAM the iterations are the client's
+    /// work — the gateway checks the proof with the stored keys alone — and clients refuse
+    /// fewer than RFC 7677's 4096 (pgjdbc, MongoDB drivers). Token checks the gateway computes
+    /// itself ([`check_token`]) use the cheap login verifier.
     pub fn scram_verifier(&self, user: &str) -> Option<(ScramVerifier, bool)> {
         if !valid_agent_name(user) {
             return None;
         }
         let agents = self.core.agents.load();
-        Some(match agents.login_verifier(user) {
-            Some(v) => (v.clone(), true),
+        Some(match agents.get(user) {
+            Some((_, v)) => (v.clone(), true),
             None => (
-                ScramVerifier::mock_login_for(user, self.core.mock_secret()),
+                ScramVerifier::mock_for(user, self.core.mock_secret()),
                 false,
             ),
         })

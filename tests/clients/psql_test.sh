@@ -43,7 +43,7 @@ expect 'masked rows (aligned)' "$out" "^  1 \\| $EMAIL_MASK \\| \\*\\*\\*[0-9]{4
 expect 'variables: \set, \gset, :'"'"'v'"'"', \if' "$out" '^region=[A-Z]+' '^if-branch-taken'
 expect 'masked rows (expanded)' "$out" "^email \\| $EMAIL_MASK" '^ssn +\| REDACTED'
 expect 'refusal with SQLSTATE in LAST_ERROR_SQLSTATE' "$out" "$REFUSAL" 'secrets' '^sqlstate=42501'
-expect 'VERBOSITY verbose shows 42501' "$out" 'ERROR:  42501: tollgate: permission denied: no rule allows insert on public.orders' 'HINT:  the statement was refused'
+expect 'VERBOSITY verbose shows 42501' "$out" 'ERROR:  42501: tollgate: permission denied: no rule allows insert on public.orders' 'HINT:  allowed on "shop": public\.customers \(select; masked: email, phone, ssn\)'
 expect 'session usable after refusals' "$out" 'still usable'
 
 # ON_ERROR_STOP: a refusal stops a script with psql's exit code 3.

@@ -97,6 +97,7 @@ fn a_refused_simple_query_shows_tollgates_error_in_place_of_the_upstreams() {
         refusal: Some(refusal()),
         rows: 0,
         error: None,
+        cursors: Default::default(),
     });
     // The substitute statement's syntax error, then ReadyForQuery.
     r.feed(server_error(
@@ -124,6 +125,7 @@ fn a_fatal_is_never_dressed_up_as_a_refusal() {
         refusal: Some(refusal()),
         rows: 0,
         error: None,
+        cursors: Default::default(),
     });
     r.feed(server_fatal(
         "57P01",
@@ -146,10 +148,12 @@ fn after_an_error_in_a_batch_the_rest_up_to_sync_is_not_executed() {
     r.pending.push(Expect::Execute {
         ticket: Some(first),
         portal: "".into(),
+        cursor: None,
     });
     r.pending.push(Expect::Execute {
         ticket: Some(second),
         portal: "".into(),
+        cursor: None,
     });
     r.pending.push(Expect::Sync);
     r.feed(bare(msg::PARSE_COMPLETE));
@@ -206,6 +210,7 @@ fn syncs_the_server_ignored_during_copy_in_are_dropped() {
     r.pending.push(Expect::Execute {
         ticket: Some(copy),
         portal: "".into(),
+        cursor: None,
     });
     r.pending.push(Expect::Sync);
     r.pending.push(Expect::CopyEnd);
@@ -231,6 +236,7 @@ fn rows_are_counted_into_the_outcome_record() {
         refusal: None,
         rows: 0,
         error: None,
+        cursors: Default::default(),
     });
     for v in ["a", "b"] {
         r.feed(data_row(v));
@@ -256,6 +262,7 @@ fn a_portal_past_max_rows_is_cut_with_a_notice_and_a_normal_completion() {
     r.pending.push(Expect::Execute {
         ticket: Some(ticket),
         portal: "".into(),
+        cursor: None,
     });
     r.pending.push(Expect::Sync);
     // Truncate mode asked the server for max_rows + 1 rows: it suspends the portal there.
@@ -269,4 +276,69 @@ fn a_portal_past_max_rows_is_cut_with_a_notice_and_a_normal_completion() {
     assert_eq!(tags, b"DDNCZ", "two rows, a notice, a completion");
     assert_eq!(&sent[3].1[..], b"SELECT 2\0");
     assert_eq!(r.outcomes()[0]["rows"], 2);
+}
+
+#[test]
+fn a_sql_cursor_counts_its_rows_across_fetches() {
+    use crate::pg::cursor_rows::StatementCursors;
+    use crate::policy::sql::cursors::CursorUse;
+    let limited = POLICY.replacen(
+        "agents = [\"analyst\"]\n",
+        "agents = [\"analyst\"]\n[limits]\nmax_rows = 2\n",
+        1,
+    );
+    let t = TestCore::new(&[("analyst", TOKEN)], &[("analyst.toml", &limited)]);
+    let mut r = rig_with(t);
+    let simple = |r: &mut Rig, sql: &str, u: CursorUse| {
+        let ticket = r.ticket(sql);
+        r.pending.push(Expect::Simple {
+            ticket: Some(ticket),
+            refusal: None,
+            rows: 0,
+            error: None,
+            cursors: StatementCursors::new(vec![Some(u)]),
+        });
+    };
+    let fetch = || CursorUse::Fetch("c".into());
+    simple(
+        &mut r,
+        "DECLARE c CURSOR FOR SELECT * FROM orders",
+        CursorUse::Declare {
+            name: "c".into(),
+            hold: false,
+        },
+    );
+    r.feed(complete("DECLARE CURSOR"));
+    r.feed(ready(b'T'));
+    simple(&mut r, "FETCH 1 FROM c", fetch());
+    r.feed(data_row("a"));
+    r.feed(complete("FETCH 1"));
+    r.feed(ready(b'T'));
+    // Inside a transaction the rest of a result past the limit is read and dropped.
+    simple(&mut r, "FETCH 5 FROM c", fetch());
+    for v in ["b", "c", "d"] {
+        r.feed(data_row(v));
+    }
+    r.feed(complete("FETCH 3"));
+    r.feed(ready(b'T'));
+    simple(&mut r, "FETCH 5 FROM c", fetch());
+    r.feed(data_row("e"));
+    r.feed(complete("FETCH 1"));
+    r.feed(ready(b'T'));
+    let sent = r.sent();
+    let tags: Vec<u8> = sent.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        tags, b"CZDCZDNCZNCZ",
+        "one row, then one more and the notice, then none"
+    );
+    assert_eq!(&sent[7].1[..], b"FETCH 1\0");
+    assert_eq!(&sent[10].1[..], b"FETCH 0\0");
+    // The cursor ends with its transaction: a new one with the same name starts at zero.
+    r.feed(ready(b'I'));
+    simple(&mut r, "FETCH 5 FROM c", fetch());
+    r.feed(data_row("x"));
+    r.feed(data_row("y"));
+    r.feed(complete("FETCH 2"));
+    let tags: Vec<u8> = r.sent().iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, b"ZDDC");
 }

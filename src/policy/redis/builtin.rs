@@ -2,12 +2,13 @@
 //! them, commands refused always (they would break the relay), commands always allowed.
 
 /// Always allowed (connection housekeeping every client library does on its own).
-pub const ALWAYS_ALLOWED: [&str; 17] = [
+pub const ALWAYS_ALLOWED: [&str; 18] = [
     "ping",
     "echo",
     "quit",
     "hello",
     "auth",
+    "reset",
     "select",
     "multi",
     "exec",
@@ -22,26 +23,59 @@ pub const ALWAYS_ALLOWED: [&str; 17] = [
     "command",
 ];
 
-/// Refused even under `passthrough`: they change how replies pair with commands, replace the
-/// upstream login, or turn the connection into something else.
-pub const NEVER: [(&str, &str); 8] = [
-    (
-        "config|get",
-        "CONFIG GET can reveal the upstream password (requirepass, masterauth)",
-    ),
-    (
-        "monitor",
-        "MONITOR streams every client's commands and breaks reply pairing",
-    ),
-    ("reset", "RESET would log the upstream connection out"),
-    ("client|reply", "CLIENT REPLY breaks reply pairing"),
+/// Refused even under `passthrough`: they turn the connection into a replication stream.
+/// (CONFIG GET, MONITOR, RESET, CLIENT KILL/LIST/REPLY and SLOWLOG are served with the
+/// protections of [`client_scope`], [`protect_upstream`] and the front end instead.)
+pub const NEVER: [(&str, &str); 3] = [
     ("sync", "replication streams are not relayed"),
     ("psync", "replication streams are not relayed"),
     ("replconf", "replication streams are not relayed"),
-    (
-        "client|kill",
-        "CLIENT KILL reaches other clients' connections",
-    ),
+];
+
+/// Commands that reach other clients' connections, and how the front end keeps an agent to its
+/// own (the upstream connections of its own sessions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientScope {
+    #[default]
+    None,
+    /// CLIENT KILL (every filter form): only the agent's own connections are killed.
+    Kill,
+    /// CLIENT LIST: only the agent's own connections are listed.
+    List,
+    /// CLIENT UNBLOCK id: only the agent's own connections (others answer 0, as if unknown).
+    Unblock,
+    /// CLIENT TRACKING ... REDIRECT id: only to one of the agent's own connections.
+    Redirect,
+    /// SLOWLOG GET [n]: only entries of the agent's own connections.
+    SlowlogGet,
+    /// SLOWLOG LEN: the number of the agent's own entries.
+    SlowlogLen,
+    /// MONITOR: only the commands of the agent's own connections.
+    Monitor,
+}
+
+/// The scope of command `name` (as the command table names it).
+pub fn client_scope(name: &str, args: &[bytes::Bytes]) -> ClientScope {
+    match name {
+        "client|kill" => ClientScope::Kill,
+        "client|list" => ClientScope::List,
+        "client|unblock" => ClientScope::Unblock,
+        "client|tracking" if args.iter().any(|a| a.eq_ignore_ascii_case(b"redirect")) => {
+            ClientScope::Redirect
+        }
+        "slowlog|get" => ClientScope::SlowlogGet,
+        "slowlog|len" => ClientScope::SlowlogLen,
+        "monitor" => ClientScope::Monitor,
+        _ => ClientScope::None,
+    }
+}
+
+/// CONFIG GET parameters whose values are secrets: left out of CONFIG GET's reply.
+pub const SECRET_SETTINGS: [&str; 4] = [
+    "requirepass",
+    "masterauth",
+    "tls-key-file-pass",
+    "tls-client-key-file-pass",
 ];
 
 /// Refused unless a policy names them (by name, not by category): admin and dangerous
@@ -120,4 +154,182 @@ pub fn default_refused(name: &str, admin_or_dangerous: bool) -> bool {
 
 pub fn mask_refused(name: &str) -> bool {
     MASK_REFUSED.contains(&parent(name))
+}
+
+/// The rule named when a command would change or lock out the upstream login.
+pub const VAULT_LOGIN_RULE: &str = "builtin: vault-login";
+/// The rule named when a command would make the upstream unavailable to every other agent.
+pub const AVAILABILITY_RULE: &str = "builtin: availability";
+/// The rule named when a command would act on other agents' connections.
+pub const OWN_CONNECTIONS_RULE: &str = "builtin: own-connections";
+
+/// `CONFIG SET` parameters that hold or guard the upstream login.
+const LOGIN_SETTINGS: [&str; 4] = ["requirepass", "masterauth", "masteruser", "aclfile"];
+
+/// `CONFIG SET` parameters (or prefixes, ending in `-`) that change how or whether the server
+/// accepts and keeps connections: one agent changing them can lock every other agent out.
+const CONNECTION_SETTINGS: [&str; 15] = [
+    "maxclients",
+    "bind",
+    "bind-source-addr",
+    "port",
+    "tls-",
+    "unixsocket",
+    "unixsocketperm",
+    "protected-mode",
+    "timeout",
+    "client-output-buffer-limit",
+    "enable-protected-configs",
+    "enable-debug-command",
+    "enable-module-command",
+    "dir",
+    "dbfilename",
+];
+
+fn lower(a: &[u8]) -> String {
+    String::from_utf8_lossy(a).to_ascii_lowercase()
+}
+
+fn availability(reason: impl Into<String>) -> crate::refusal::Refusal {
+    crate::refusal::Refusal::permission(AVAILABILITY_RULE, reason)
+}
+
+fn vault_login(reason: impl Into<String>) -> crate::refusal::Refusal {
+    crate::refusal::Refusal::permission(VAULT_LOGIN_RULE, reason)
+}
+
+/// Built-in protections of the upstream and its login, for every agent (passthrough included):
+/// `name` is the command as the command table names it (`config|set`), `args` the whole
+/// command, `login_user` the ACL user tollgate logs in as (`None` while unknown: every user
+/// counts as the login). The user's name never appears in a refusal.
+pub fn protect_upstream(
+    name: &str,
+    args: &[bytes::Bytes],
+    login_user: Option<&str>,
+) -> Result<(), crate::refusal::Refusal> {
+    let is_login = |user: &[u8]| match login_user {
+        Some(login) => login.as_bytes() == user,
+        None => true,
+    };
+    match name {
+        "config|set" => {
+            for param in args.iter().skip(2).step_by(2) {
+                let p = lower(param);
+                if LOGIN_SETTINGS.contains(&p.as_str()) {
+                    return Err(vault_login(format!(
+                        "CONFIG SET {p} would change the upstream login tollgate uses"
+                    )));
+                }
+                let hit = CONNECTION_SETTINGS.iter().any(|s| {
+                    if s.ends_with('-') {
+                        p.starts_with(s)
+                    } else {
+                        p == *s
+                    }
+                });
+                if hit {
+                    return Err(availability(format!(
+                        "CONFIG SET {p} changes how the server accepts connections for every agent"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        "acl|setuser" if args.get(2).is_some_and(|u| is_login(u)) => Err(vault_login(
+            "ACL SETUSER of the user tollgate logs in as is refused",
+        )),
+        "acl|deluser" if args.iter().skip(2).any(|u| is_login(u)) => Err(vault_login(
+            "ACL DELUSER of the user tollgate logs in as is refused",
+        )),
+        "acl|load" => Err(vault_login(
+            "ACL LOAD replaces every user, the one tollgate logs in as included",
+        )),
+        "shutdown" => Err(availability(
+            "SHUTDOWN would stop the upstream for every agent",
+        )),
+        "debug" => Err(availability(
+            "DEBUG can block, crash or reload the whole upstream",
+        )),
+        "client|pause" => Err(availability(
+            "CLIENT PAUSE pauses every client of the upstream",
+        )),
+        "failover" => Err(availability(
+            "FAILOVER turns the upstream into a replica for every agent",
+        )),
+        "replicaof" | "slaveof" => {
+            let no_one = args.len() == 3
+                && args[1].eq_ignore_ascii_case(b"no")
+                && args[2].eq_ignore_ascii_case(b"one");
+            if no_one {
+                Ok(())
+            } else {
+                Err(availability(
+                    "REPLICAOF turns the upstream into a read-only replica for every agent",
+                ))
+            }
+        }
+        "module|load" | "module|loadex" | "module|unload" => Err(availability(
+            "loading or unloading modules changes the upstream for every agent",
+        )),
+        "slowlog|reset" => Err(crate::refusal::Refusal::permission(
+            OWN_CONNECTIONS_RULE,
+            "SLOWLOG RESET clears every client's entries, not only this agent's",
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod protect_tests {
+    use super::*;
+
+    fn check(line: &str) -> Option<String> {
+        let args: Vec<bytes::Bytes> = line
+            .split(' ')
+            .map(|a| bytes::Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let name = match args[0].to_ascii_lowercase().as_slice() {
+            b"config" | b"acl" | b"client" | b"module" => format!(
+                "{}|{}",
+                lower(&args[0]),
+                lower(args.get(1).map(|a| &a[..]).unwrap_or(b""))
+            ),
+            _ => lower(&args[0]),
+        };
+        protect_upstream(&name, &args, Some("default"))
+            .err()
+            .map(|r| r.rule)
+    }
+
+    #[test]
+    fn the_login_and_the_server_are_protected() {
+        for (line, rule) in [
+            ("CONFIG SET requirepass x", Some(VAULT_LOGIN_RULE)),
+            (
+                "config set maxmemory 10mb MASTERAUTH x",
+                Some(VAULT_LOGIN_RULE),
+            ),
+            ("CONFIG SET aclfile /tmp/x", Some(VAULT_LOGIN_RULE)),
+            ("ACL SETUSER default off", Some(VAULT_LOGIN_RULE)),
+            ("ACL SETUSER default resetpass", Some(VAULT_LOGIN_RULE)),
+            ("ACL DELUSER someone default", Some(VAULT_LOGIN_RULE)),
+            ("ACL LOAD", Some(VAULT_LOGIN_RULE)),
+            ("CONFIG SET maxclients 1", Some(AVAILABILITY_RULE)),
+            ("CONFIG SET timeout 1", Some(AVAILABILITY_RULE)),
+            ("CONFIG SET tls-auth-clients yes", Some(AVAILABILITY_RULE)),
+            ("SHUTDOWN NOSAVE", Some(AVAILABILITY_RULE)),
+            ("DEBUG SLEEP 10", Some(AVAILABILITY_RULE)),
+            ("CLIENT PAUSE 10000", Some(AVAILABILITY_RULE)),
+            ("REPLICAOF 10.0.0.1 6379", Some(AVAILABILITY_RULE)),
+            ("MODULE LOAD /tmp/x.so", Some(AVAILABILITY_RULE)),
+            ("REPLICAOF NO ONE", None),
+            ("CONFIG SET maxmemory 100mb", None),
+            ("CONFIG SET tlsx 1", None),
+            ("ACL SETUSER someone on >pw ~* +@all", None),
+            ("ACL DELUSER someone", None),
+            ("GET x", None),
+        ] {
+            assert_eq!(check(line).as_deref(), rule, "{line}");
+        }
+    }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::blocking::cap_timeout;
+use super::builtin::{self, ClientScope};
 use super::commands::CommandTable;
 use super::decide::{decide, Judged, MaskPlan};
 use super::keys::FoundKey;
@@ -23,6 +24,8 @@ pub struct RedisVerdict {
     /// Arguments to forward instead of the agent's (a blocking command's timeout capped to the
     /// agent's statement timeout), with the rule that capped it.
     pub rewritten: Option<(Vec<Bytes>, String)>,
+    /// The command reaches other clients' connections: the front end keeps it to the agent's.
+    pub scope: ClientScope,
 }
 
 impl RedisVerdict {
@@ -36,6 +39,7 @@ impl RedisVerdict {
             mask: MaskPlan::None,
             keys: Vec::new(),
             rewritten: None,
+            scope: ClientScope::None,
         }
     }
     fn allowed(j: Judged) -> RedisVerdict {
@@ -45,6 +49,7 @@ impl RedisVerdict {
             mask: j.mask,
             keys: j.keys,
             rewritten: None,
+            scope: j.scope,
         }
     }
 }
@@ -54,6 +59,10 @@ impl RedisVerdict {
 pub struct RedisPolicy {
     view: AgentView,
     upstream: Arc<str>,
+    /// The ACL user tollgate logs in as (from the vault, through the engine), re-read with the
+    /// policy; `None` while unknown.
+    login_user: Option<String>,
+    login_version: u64,
 }
 
 impl RedisPolicy {
@@ -61,6 +70,8 @@ impl RedisPolicy {
         RedisPolicy {
             view: AgentView::new(agent),
             upstream,
+            login_user: None,
+            login_version: 0,
         }
     }
 
@@ -95,8 +106,30 @@ impl RedisPolicy {
             if let Err(d) = self.cap_blocking(table, args, &mut verdict) {
                 return RedisVerdict::blocked(d);
             }
+            self.hide_login_hashes(table, args, &mut verdict);
         }
         verdict
+    }
+
+    /// ACL LIST and ACL GETUSER of the login user would show the vaulted password's hash: the
+    /// reply leaves it out.
+    fn hide_login_hashes(&self, table: &CommandTable, args: &[Bytes], verdict: &mut RedisVerdict) {
+        let Ok(info) = table.lookup(args) else {
+            return;
+        };
+        let login = self.login_user.as_deref();
+        let about_login = |user: &[u8]| match login {
+            Some(l) => l.as_bytes() == user,
+            None => true,
+        };
+        let hide = match info.name.as_str() {
+            "acl|list" => true,
+            "acl|getuser" => args.get(2).is_some_and(|u| about_login(u)),
+            _ => false,
+        };
+        if hide {
+            verdict.mask = MaskPlan::AclSecrets(self.login_user.clone());
+        }
     }
 
     /// Under a statement timeout, a blocking command's own timeout is capped to it.
@@ -119,13 +152,39 @@ impl RedisPolicy {
     }
 
     fn judge(&mut self, engine: &Engine, table: &CommandTable, args: &[Bytes]) -> RedisVerdict {
-        let Some(policy) = self.view.refresh(engine).policy() else {
-            return RedisVerdict::blocked(Refusal::permission(
-                DEFAULT_DENY,
-                format!("agent \"{}\" has no policy", self.view.agent()),
-            ));
+        let version = self.view.refresh(engine).version();
+        if version != self.login_version {
+            self.login_user = engine.upstream_login(&self.upstream).map(|l| l.role);
+            self.login_version = version;
+        }
+        let Some(policy) = self.view.policy() else {
+            return RedisVerdict::blocked(
+                Refusal::permission(
+                    DEFAULT_DENY,
+                    format!("agent \"{}\" has no policy", self.view.agent()),
+                )
+                .with_instead(crate::policy::instead::upstreams(None)),
+            );
         };
         let upstream = self.upstream.as_ref();
+        let instead = |r: Refusal, rules: Option<&RedisRules>| {
+            if r.class != crate::refusal::RefusalClass::Permission {
+                return r;
+            }
+            let text = match rules {
+                Some(rules) => crate::policy::instead::redis(upstream, rules),
+                None => crate::policy::instead::upstreams(policy.enforced.as_ref()),
+            };
+            r.with_instead(text)
+        };
+        // The upstream and its login are protected for every agent, passthrough included.
+        if let Ok(info) = table.lookup(args) {
+            if let Err(r) = builtin::protect_upstream(&info.name, args, self.login_user.as_deref())
+            {
+                let rules = Self::rules(&policy.enforced, upstream).flatten();
+                return RedisVerdict::blocked(instead(r, rules));
+            }
+        }
         let judge = |r: Option<&RedisRules>| match r {
             Some(r) => decide(r, table, args),
             None => Err(Refusal::permission(
@@ -134,10 +193,11 @@ impl RedisPolicy {
             )),
         };
         // `None`: only shadow files apply, nothing is enforced.
-        let enforced = Self::rules(&policy.enforced, upstream).map(judge);
+        let enforced_rules = Self::rules(&policy.enforced, upstream);
+        let enforced = enforced_rules.map(judge);
         let shadow = Self::rules(&policy.with_shadow, upstream).map(judge);
         match (enforced, shadow) {
-            (Some(Err(d)), _) => RedisVerdict::blocked(d),
+            (Some(Err(d)), _) => RedisVerdict::blocked(instead(d, enforced_rules.flatten())),
             (Some(Ok(j)), None) => RedisVerdict::allowed(j),
             (Some(Ok(j)), Some(Ok(_))) => RedisVerdict::allowed(j),
             (Some(Ok(j)), Some(Err(d))) => RedisVerdict {
@@ -152,6 +212,11 @@ impl RedisPolicy {
                 mask: MaskPlan::None,
                 keys: Vec::new(),
                 rewritten: None,
+                // Judged from the command alone: the protection holds in shadow mode too.
+                scope: table
+                    .lookup(args)
+                    .map(|i| builtin::client_scope(&i.name, args))
+                    .unwrap_or_default(),
             },
             (None, None) => RedisVerdict::blocked(Refusal::permission(
                 DEFAULT_DENY,

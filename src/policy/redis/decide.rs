@@ -26,6 +26,11 @@ pub enum MaskPlan {
     ScanPairs(MaskFields),
     /// An array of values whose fields are unknown: every element masked (HVALS).
     AllValues(Strategy),
+    /// CONFIG GET: the secret parameters (`builtin::SECRET_SETTINGS`) are left out.
+    ConfigSecrets,
+    /// ACL LIST / ACL GETUSER: the password hashes of the user tollgate logs in as (of every
+    /// user while that is unknown) are left out.
+    AclSecrets(Option<String>),
 }
 
 /// Which hash fields are masked, and how.
@@ -57,11 +62,13 @@ impl MaskPlan {
     }
 }
 
-/// The command as judged: keys found (positions in the arguments) and the mask plan.
+/// The command as judged: keys found (positions in the arguments), the mask plan, and whether
+/// it reaches other clients' connections.
 #[derive(Debug, Default, Clone)]
 pub struct Judged {
     pub keys: Vec<FoundKey>,
     pub mask: MaskPlan,
+    pub scope: builtin::ClientScope,
 }
 
 fn lname(info: &CommandInfo) -> &str {
@@ -103,7 +110,13 @@ pub fn decide(rules: &RedisRules, table: &CommandTable, args: &[Bytes]) -> Resul
         ));
     }
     check_command(rules, info)?;
-    let mut judged = Judged::default();
+    let mut judged = Judged {
+        scope: builtin::client_scope(name, args),
+        ..Judged::default()
+    };
+    if name == "config|get" {
+        judged.mask = MaskPlan::ConfigSecrets;
+    }
     check_special(rules, info, args)?;
     let keys_placed = if name == "sort" || name == "sort_ro" {
         sort_keys(args, &mut judged.keys)
@@ -138,7 +151,9 @@ pub fn decide(rules: &RedisRules, table: &CommandTable, args: &[Bytes]) -> Resul
         }
     }
     check_keys(rules, name, args, &judged.keys)?;
-    judged.mask = mask_plan(rules, name, args, &judged.keys)?;
+    if judged.mask.is_none() {
+        judged.mask = mask_plan(rules, name, args, &judged.keys)?;
+    }
     Ok(judged)
 }
 

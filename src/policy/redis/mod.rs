@@ -18,6 +18,7 @@ pub mod rules;
 #[cfg(test)]
 mod tests;
 
+pub use builtin::ClientScope;
 pub use check::{RedisPolicy, RedisVerdict};
 pub use commands::{CommandInfo, CommandTable};
 pub use decide::{MaskFields, MaskPlan};

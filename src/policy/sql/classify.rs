@@ -253,7 +253,7 @@ pub(super) fn setting_name(name: &str) -> String {
     }
 }
 
-fn variable_set(v: &VariableSetStmt) -> Result<StatementKind, AnalyzeError> {
+pub(super) fn variable_set(v: &VariableSetStmt) -> Result<StatementKind, AnalyzeError> {
     let kind = VariableSetKind::try_from(v.kind).unwrap_or(VariableSetKind::Undefined);
     let name = match kind {
         // SET TRANSACTION / SESSION CHARACTERISTICS / TRANSACTION SNAPSHOT.

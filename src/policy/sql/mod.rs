@@ -30,6 +30,7 @@
 
 mod builtins;
 mod classify;
+pub mod cursors;
 mod ddl_objects;
 mod ddl_other;
 mod ddl_relations;
@@ -38,11 +39,14 @@ mod ddl_tables;
 mod dispatch;
 mod dml;
 mod expr;
+pub mod fastpath;
 mod fingerprint;
 mod json;
+pub mod login_guard;
 mod names;
 mod query;
 mod runner;
+pub mod screen;
 mod session_state;
 mod utility;
 mod walker;

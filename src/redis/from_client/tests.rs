@@ -24,22 +24,45 @@ commands = ["@read", "@transaction", "@connection"]
 read_keys = ["cache:*"]
 "#;
 
+const PASSTHROUGH: &str = r#"agents = ["trusted"]
+[[redis]]
+upstream = "cache"
+profile = "passthrough"
+"#;
+
 struct Rig {
     t: TestCore,
     _accepted: crate::session::Accepted,
     from: FromClient,
     entries: Vec<Entry>,
     out: BytesMut,
+    target: Arc<crate::redis::upstream::RedisTarget>,
+    _own: Vec<crate::redis::clients::ClientEntry>,
 }
 
 fn rig() -> Rig {
-    let t = TestCore::new(&[("analyst", TOKEN)], &[("analyst.toml", POLICY)]);
-    let (accepted, session) = t.session(Protocol::Redis, "analyst", TOKEN, "cache");
+    rig_as("analyst", POLICY)
+}
+
+/// A session of `agent` whose own upstream connections are 7 (this one) and 9; connection 8 is
+/// another agent's.
+fn rig_as(agent: &str, policy: &str) -> Rig {
+    let file = format!("{agent}.toml");
+    let t = TestCore::new(&[(agent, TOKEN)], &[(file.as_str(), policy)]);
+    let (accepted, session) = t.session(Protocol::Redis, agent, TOKEN, "cache");
+    let target = crate::redis::upstream::RedisTarget::for_tests();
+    let clients = &target.clients;
+    let own = vec![
+        clients.register(9, "127.0.0.1:5009".into(), agent.into()),
+        clients.register(8, "127.0.0.1:5008".into(), "someone_else".into()),
+    ];
     let relay = Relay {
         policy: RedisPolicy::new(session.agent().clone(), session.upstream().clone()),
         session,
         table: TestCore::redis_command_table(),
         resp3: false,
+        target: target.clone(),
+        client: Some(clients.register(7, "127.0.0.1:5007".into(), agent.into())),
     };
     Rig {
         t,
@@ -47,6 +70,8 @@ fn rig() -> Rig {
         from: FromClient::new(relay, Arc::new(AtomicUsize::new(0))),
         entries: Vec::new(),
         out: BytesMut::new(),
+        target,
+        _own: own,
     }
 }
 
@@ -101,7 +126,8 @@ fn allowed_commands_are_forwarded_and_refusals_answered_in_order() {
     assert_eq!(kinds, ["reply", "local", "reply"]);
     assert_eq!(
         r.locals(),
-        ["-NOPERM tollgate: no rule allows 'get' to read key 'admin:config' (rule: default-deny)\r\n"]
+        ["-NOPERM tollgate: no rule allows 'get' to read key 'admin:config' (rule: default-deny); \
+          hint: allowed on \"cache\": commands @read, @transaction, @connection; read keys cache:*\r\n"]
     );
     r.t.core.audit.flush().unwrap();
     let blocked: Vec<_> =
@@ -168,4 +194,158 @@ fn over_the_rate_a_command_is_refused_with_the_wait() {
         locals[0]
     );
     assert!(locals[0].contains("(rule: analyst: limits)"));
+}
+
+fn kinds(r: &Rig) -> Vec<String> {
+    r.entries
+        .iter()
+        .map(|e| match &e.kind {
+            Kind::Reply(_) => "reply".to_string(),
+            Kind::Local(b) => format!("local {}", String::from_utf8_lossy(b).trim_end()),
+            Kind::Reset => "reset".into(),
+            Kind::Relogin => "relogin".into(),
+            Kind::KillParts { left, .. } => format!("kill x{left}"),
+            Kind::Own { filter, .. } => format!("own {filter:?}"),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn reset_is_followed_by_the_vaulted_login() {
+    let mut r = rig_as("trusted", PASSTHROUGH);
+    r.send("RESET");
+    assert_eq!(kinds(&r), ["reset", "relogin"]);
+    let fwd = r.forwarded();
+    assert_eq!(fwd, "*1\r\n$5\r\nRESET\r\n*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n");
+    // The password is sent upstream, never recorded.
+    r.t.core.audit.flush().unwrap();
+    let records = r.t.records();
+    assert!(records.iter().any(|x| x["statement"] == "RESET"));
+    assert!(!records.iter().any(|x| x.to_string().contains("AUTH")));
+}
+
+#[test]
+fn client_kill_and_slowlog_reach_own_connections_only() {
+    let mut r = rig_as("trusted", PASSTHROUGH);
+    r.send("CLIENT KILL ID 8");
+    r.send("CLIENT KILL ID 9");
+    r.send("CLIENT KILL TYPE normal SKIPME no");
+    r.send("SLOWLOG GET 5");
+    r.send("SLOWLOG RESET");
+    r.send("CLIENT UNBLOCK 8");
+    r.send("CLIENT LIST");
+    r.send("MONITOR");
+    assert_eq!(
+        kinds(&r),
+        [
+            "local :0",
+            "kill x1",
+            "kill x2",
+            "own SlowlogGet(5)",
+            "local -NOPERM tollgate: SLOWLOG RESET clears every client's entries, not only this agent's (rule: builtin: own-connections); hint: agent has the passthrough profile on \"cache\": every command except tollgate's built-in protections",
+            "local :0",
+            "own ClientList",
+            "own Monitor",
+        ]
+    );
+    let fwd = r.forwarded();
+    assert!(
+        fwd.starts_with("*4\r\n$6\r\nCLIENT\r\n$4\r\nKILL\r\n$2\r\nID\r\n$1\r\n9\r\n"),
+        "{fwd}"
+    );
+    assert!(
+        fwd.contains("SKIPME\r\n$2\r\nno\r\n$2\r\nID\r\n$1\r\n7\r\n"),
+        "{fwd}"
+    );
+    assert!(
+        fwd.contains("$2\r\nID\r\n$1\r\n9\r\n*3\r\n$7\r\nSLOWLOG\r\n$3\r\nGET\r\n$2\r\n-1\r\n"),
+        "{fwd}"
+    );
+    assert!(
+        !fwd.contains("$1\r\n8\r\n"),
+        "connection 8 is another agent's: {fwd}"
+    );
+    // Inside MULTI the reply could not be filtered: refused.
+    r.entries.clear();
+    r.send("MULTI");
+    r.send("CLIENT LIST");
+    assert!(
+        kinds(&r)[1].contains("inside MULTI is refused"),
+        "{:?}",
+        kinds(&r)
+    );
+    // CLIENT TRACKING may redirect to an own connection only.
+    r.entries.clear();
+    r.send("DISCARD");
+    r.send("CLIENT TRACKING ON REDIRECT 8");
+    r.send("CLIENT TRACKING ON REDIRECT 9");
+    let k = kinds(&r);
+    assert!(
+        k[1].contains("redirect only to one of this agent's own connections"),
+        "{k:?}"
+    );
+    assert_eq!(k[2], "reply");
+    // The registry follows the session's agent.
+    assert_eq!(r.target.clients.ids_of("trusted"), vec![7, 9]);
+}
+
+#[test]
+fn client_reply_off_and_skip_owe_no_replies() {
+    let mut r = rig_as("trusted", PASSTHROUGH);
+    r.send("CLIENT REPLY SKIP");
+    r.send("GET a");
+    r.send("GET b");
+    assert_eq!(kinds(&r), ["reply"], "only GET b is answered");
+    r.entries.clear();
+    r.send("CLIENT REPLY OFF");
+    r.send("GET c");
+    r.send("SET d 1");
+    r.send("SUBSCRIBE news");
+    r.send("CLIENT REPLY ON");
+    r.send("GET e");
+    assert_eq!(kinds(&r), ["reply", "reply"], "ON's +OK and GET e");
+    let fwd = r.forwarded();
+    assert!(
+        fwd.contains("$3\r\nGET\r\n$1\r\nc\r\n"),
+        "silenced commands still run: {fwd}"
+    );
+    assert!(
+        !fwd.contains("SUBSCRIBE"),
+        "a subscription while replies are off is refused: {fwd}"
+    );
+    // After a subscription CLIENT REPLY is refused (pub/sub confirmations must be paired).
+    r.entries.clear();
+    r.send("SUBSCRIBE news");
+    r.send("CLIENT REPLY OFF");
+    assert!(
+        kinds(&r)[1].contains("CLIENT REPLY after SUBSCRIBE is refused"),
+        "{:?}",
+        kinds(&r)
+    );
+    // RESET turns replies back on and answers.
+    r.entries.clear();
+    r.send("RESET");
+    r.send("CLIENT REPLY OFF");
+    r.send("RESET");
+    assert_eq!(kinds(&r), ["reset", "relogin", "reset", "relogin"]);
+}
+
+#[test]
+fn the_vaulted_login_and_the_server_are_protected_for_passthrough_too() {
+    let mut r = rig_as("trusted", PASSTHROUGH);
+    r.send("CONFIG SET requirepass x");
+    r.send("ACL SETUSER default off");
+    r.send("CONFIG SET maxclients 1");
+    r.send("CONFIG GET maxclients");
+    let k = kinds(&r);
+    assert!(k[0].contains("(rule: builtin: vault-login)"), "{k:?}");
+    assert!(k[1].contains("(rule: builtin: vault-login)"), "{k:?}");
+    assert!(k[2].contains("(rule: builtin: availability)"), "{k:?}");
+    assert_eq!(k[3], "reply");
+    assert!(matches!(
+        r.entries[3].kind,
+        Kind::Reply(crate::policy::redis::MaskPlan::ConfigSecrets)
+    ));
+    assert!(!r.forwarded().contains("requirepass"));
 }

@@ -11,7 +11,7 @@ use super::ToClient;
 use crate::audit::Protocol;
 use crate::policy::redis::{MaskPlan, Strategy};
 use crate::redis::pubsub::SubKind;
-use crate::redis::relay::{Entry, Kind};
+use crate::redis::relay::{Entry, Kind, OwnFilter};
 use crate::session::testing::TestCore;
 use crate::session::{Judged, Session};
 
@@ -29,21 +29,30 @@ struct Rig {
     _accepted: crate::session::Accepted,
     session: Session,
     to: ToClient,
+    /// Upstream connection 7 at 127.0.0.1:5007 is the analyst's; 8 at :5008 another agent's.
+    _own: Vec<crate::redis::clients::ClientEntry>,
 }
 
 fn rig(resp3: bool) -> Rig {
     let t = TestCore::new(&[("analyst", TOKEN)], &[("analyst.toml", POLICY)]);
     let (accepted, session) = t.session(Protocol::Redis, "analyst", TOKEN, "cache");
+    let clients: Arc<crate::redis::clients::UpstreamClients> = Default::default();
+    let own = vec![
+        clients.register(7, "127.0.0.1:5007".into(), "analyst".into()),
+        clients.register(8, "127.0.0.1:5008".into(), "writer".into()),
+    ];
     let to = ToClient::new(
         session.context().clone(),
         resp3,
         Arc::new(AtomicUsize::new(0)),
+        clients,
     );
     Rig {
         t,
         _accepted: accepted,
         session,
         to,
+        _own: own,
     }
 }
 
@@ -159,4 +168,109 @@ fn resp3_pushes_are_relayed_as_they_come() {
     assert_eq!(r.to.owed_entries(), 1);
     r.feed("$1\r\nv\r\n");
     assert_eq!(r.out(), format!("{push}$1\r\nv\r\n"));
+}
+
+fn own(filter: OwnFilter) -> Kind {
+    Kind::Own {
+        filter,
+        agent: "analyst".into(),
+    }
+}
+
+#[test]
+fn reset_returns_to_resp2_and_the_relogin_reply_is_never_shown() {
+    let mut r = rig(true);
+    let reset = r.entry(Kind::Reset);
+    r.to.push(reset);
+    r.to.push(Entry {
+        kind: Kind::Relogin,
+        ticket: None,
+    });
+    let get = r.entry(Kind::Reply(MaskPlan::None));
+    r.to.push(get);
+    r.feed("+RESET\r\n");
+    r.feed("+OK\r\n");
+    r.feed("$1\r\nv\r\n");
+    assert_eq!(r.out(), "+RESET\r\n$1\r\nv\r\n");
+    // A failed login after RESET ends the session with an error.
+    r.to.push(Entry {
+        kind: Kind::Relogin,
+        ticket: None,
+    });
+    assert!(r.to.on_frame(Bytes::from_static(b"-WRONGPASS invalid\r\n")));
+    assert!(r
+        .out()
+        .contains("tollgate: the upstream refused tollgate's login after RESET"));
+}
+
+#[test]
+fn client_kill_parts_are_summed_and_lists_filtered() {
+    let mut r = rig(false);
+    let kill = r.entry(Kind::KillParts {
+        left: 2,
+        killed: 0,
+        old_style: false,
+        error: None,
+    });
+    r.to.push(kill);
+    let list = r.entry(own(OwnFilter::ClientList));
+    r.to.push(list);
+    r.feed(":1\r\n");
+    assert_eq!(r.out(), "", "the sum waits for every part");
+    r.feed(":0\r\n");
+    let lines =
+        "id=7 addr=127.0.0.1:5007 cmd=client|list\nid=8 addr=127.0.0.1:5008 cmd=get secret\n";
+    r.feed(&format!("${}\r\n{lines}\r\n", lines.len()));
+    let mine = "id=7 addr=127.0.0.1:5007 cmd=client|list\n";
+    assert_eq!(r.out(), format!(":1\r\n${}\r\n{mine}\r\n", mine.len()));
+    assert_eq!(r.to.owed_entries(), 0);
+}
+
+#[test]
+fn monitor_relays_own_lines_only() {
+    let mut r = rig(false);
+    let monitor = r.entry(own(OwnFilter::Monitor));
+    r.to.push(monitor);
+    r.feed("+OK\r\n");
+    let mine = "+1700000000.000001 [0 127.0.0.1:5007] \"get\" \"k\"\r\n";
+    let theirs = "+1700000000.000002 [0 127.0.0.1:5008] \"set\" \"secret\" \"v\"\r\n";
+    let script = "+1700000000.000003 [0 lua] \"get\" \"x\"\r\n";
+    r.feed(mine);
+    r.feed(theirs);
+    r.feed(script);
+    assert_eq!(r.out(), format!("+OK\r\n{mine}"));
+    // A RESET ends monitor mode.
+    let reset = r.entry(Kind::Reset);
+    r.to.push(reset);
+    r.feed("+RESET\r\n");
+    let ping = r.entry(Kind::Reply(MaskPlan::None));
+    r.to.push(ping);
+    r.feed(theirs);
+    assert_eq!(r.out(), format!("+RESET\r\n{theirs}"));
+}
+
+#[test]
+fn slowlog_shows_own_entries_and_counts_them() {
+    let mut r = rig(false);
+    let entry = |id: u8, addr: &str| {
+        format!(
+            "*6\r\n:{id}\r\n:1700000000\r\n:15000\r\n*1\r\n$4\r\nkeys\r\n${}\r\n{addr}\r\n$0\r\n\r\n",
+            addr.len()
+        )
+    };
+    let all = format!(
+        "*2\r\n{}{}",
+        entry(2, "127.0.0.1:5008"),
+        entry(1, "127.0.0.1:5007")
+    );
+    let get = r.entry(own(OwnFilter::SlowlogGet(10)));
+    r.to.push(get);
+    let len = r.entry(own(OwnFilter::SlowlogLen));
+    r.to.push(len);
+    r.feed(&all);
+    r.feed(&all);
+    assert_eq!(
+        r.out(),
+        format!("*1\r\n{}:1\r\n", entry(1, "127.0.0.1:5007"))
+    );
 }

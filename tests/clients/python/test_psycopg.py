@@ -18,6 +18,7 @@ from common import (
 
 ANALYST = env("TOLLGATE_PG_ANALYST_URL")
 WRITER = env("TOLLGATE_PG_WRITER_URL")
+TRUSTED = env("TOLLGATE_PG_TRUSTED_URL")
 MARK = decimal.Decimal("9876.54")  # amount of the rows this program writes (cleaned up at the end)
 
 
@@ -283,6 +284,104 @@ def refusals_and_limits():
             sql.Identifier("email"), sql.Identifier("customers")
         )
         assert_masked_customer(conn.execute(q).fetchone()[0], None, None)
+
+
+@case
+def named_cursor_limit_holds_across_fetches():
+    # psycopg's server-side cursor is DECLARE + FETCH FORWARD n: each FETCH is a statement of
+    # its own, and max_rows (1000 for the analyst) holds for the cursor as a whole.
+    with connect(ANALYST) as conn:
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        with conn.transaction():
+            with conn.cursor(name="all_orders") as cur:
+                cur.itersize = 300
+                cur.execute("SELECT id FROM orders ORDER BY id")
+                ids = [r[0] for r in cur]
+        assert ids == list(range(1, 1001)), (len(ids), ids[-3:])
+        assert any("truncated to 1000 rows" in n for n in notices), notices
+        # WITH HOLD (psycopg's withhold=True) outlives the transaction, and so does its count.
+        with conn.cursor(name="held", withhold=True) as cur:
+            cur.execute("SELECT id FROM orders ORDER BY id")
+            conn.commit()
+            first = cur.fetchmany(700)
+            rest = cur.fetchall()
+        assert (len(first), len(rest)) == (700, 300), (len(first), len(rest))
+
+
+@case
+def refusal_hints_say_what_the_agent_may_use():
+    with connect(ANALYST, autocommit=True) as conn:
+        try:
+            conn.execute("SELECT * FROM secrets")
+        except errors.InsufficientPrivilege as e:
+            hint = e.diag.message_hint or ""
+            assert hint.startswith('allowed on "shop": public.customers (select; masked: email, phone, ssn)'), hint
+            assert "tollgate explain" not in hint
+        else:
+            raise AssertionError("secrets not refused")
+
+
+@case
+def client_encodings():
+    # (encoding, text in it): queries, parameters, masked rows and refusals all in the
+    # session's encoding; the server converts, tollgate decodes exactly what the server reads.
+    for encoding, word in [
+        ("LATIN1", "café"),
+        ("LATIN9", "€uro"),
+        ("WIN1252", "“quoted”"),
+        ("EUC_JP", "あいう"),
+    ]:
+        with connect(ANALYST, autocommit=True, client_encoding=encoding) as conn:
+            assert conn.execute("SHOW client_encoding").fetchone() == (encoding,)
+            assert conn.execute(f"SELECT '{word}'::text").fetchone() == (word,)
+            assert conn.execute("SELECT %s::text", [word]).fetchone() == (word,)
+            rows = conn.execute(
+                f"SELECT email, phone, ssn FROM customers WHERE name <> '{word}' ORDER BY id LIMIT 5"
+            ).fetchall()
+            assert len(rows) == 5
+            for email, phone, ssn in rows:
+                assert_masked_customer(email, phone, ssn)
+            try:
+                conn.execute(f'SELECT * FROM "{word}"')
+            except errors.InsufficientPrivilege as e:
+                # psycopg decodes the message in the session's encoding: tollgate wrote it so.
+                assert_policy_message(e.diag.message_primary, word)
+            else:
+                raise AssertionError(f"{encoding}: the unknown table was not refused")
+    # Encodings in which an ASCII byte can be part of a multibyte character are refused.
+    try:
+        connect(ANALYST, client_encoding="SJIS").close()
+    except psycopg.OperationalError as e:
+        assert "multibyte" in str(e), str(e)
+    else:
+        raise AssertionError("SJIS was accepted at startup")
+    with connect(TRUSTED, autocommit=True) as conn:
+        try:
+            conn.execute("SET client_encoding TO 'BIG5'")
+        except errors.InsufficientPrivilege as e:
+            assert_policy_message(e.diag.message_primary, "multibyte")
+        else:
+            raise AssertionError("BIG5 was accepted by SET")
+
+
+@case
+def the_vaulted_login_is_untouchable():
+    with connect(TRUSTED, autocommit=True) as conn:
+        for stmt in [
+            "ALTER ROLE CURRENT_USER PASSWORD 'x'",
+            "ALTER DATABASE shop CONNECTION LIMIT 0",
+        ]:
+            try:
+                conn.execute(stmt)
+            except errors.InsufficientPrivilege as e:
+                assert_policy_message(e.diag.message_primary, "builtin: vault-login")
+            else:
+                raise AssertionError(f"not refused: {stmt}")
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    for url in (ANALYST, WRITER, TRUSTED):
+        with connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM orders WHERE id <= 3").fetchone() == (3,)
 
 
 @case

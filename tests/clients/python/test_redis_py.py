@@ -187,6 +187,70 @@ def pubsub_thread_and_publish_by_analyst():
         sub.close()
 
 
+@case
+def config_get_set_round_trip_without_secrets():
+    r = client(TRUSTED, 2)
+    try:
+        conf = r.config_get("*")
+        assert "maxclients" in conf and "requirepass" not in conf and "masterauth" not in conf
+        before = r.config_get("maxmemory-policy")["maxmemory-policy"]
+        assert r.config_set("maxmemory-policy", "allkeys-lru")
+        assert r.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
+        assert r.config_set("maxmemory-policy", before)
+        expect_noperm(lambda: r.config_set("requirepass", "x"), "builtin: vault-login")
+        expect_noperm(lambda: r.execute_command("ACL", "SETUSER", "default", "off"), "builtin: vault-login")
+        # every agent keeps working
+        for url in (ANALYST, WRITER, TRUSTED):
+            other = client(url, 2)
+            assert other.ping()
+            other.close()
+    finally:
+        r.close()
+
+
+@case
+def reset_logs_the_connection_back_in():
+    # RESET returns the connection to RESP2 (as Redis does): a RESP3 client could not read on.
+    r = redis.Redis.from_url(
+        TRUSTED, protocol=2, decode_responses=True, single_connection_client=True
+    )
+    try:
+        r.execute_command("SELECT", 2)
+        r.client_setname("fidelity")
+        assert r.execute_command("RESET") == "RESET"
+        assert r.client_getname() is None
+        assert r.set("fidelity:reset", "db0") and r.get("fidelity:reset") == "db0"
+        r.delete("fidelity:reset")
+    finally:
+        r.close()
+
+
+@case
+def client_kill_own_and_foreign_connections():
+    me = redis.Redis.from_url(TRUSTED, decode_responses=True, single_connection_client=True)
+    mine = redis.Redis.from_url(TRUSTED, decode_responses=True, single_connection_client=True)
+    theirs = redis.Redis.from_url(ANALYST, decode_responses=True, single_connection_client=True)
+    try:
+        own_id, foreign_id = mine.client_id(), theirs.client_id()
+        listed = {c["id"] for c in me.client_list()}
+        assert str(own_id) in listed and str(foreign_id) not in listed, listed
+        assert me.client_kill_filter(_id=foreign_id) == 0
+        assert theirs.ping(), "the analyst's connection is not this agent's to kill"
+        assert me.client_kill_filter(_id=own_id) == 1
+        try:
+            mine.ping()
+        except redis.exceptions.ConnectionError:
+            pass
+        except ResponseError as e:
+            # tollgate says why before it closes the session (docs/clients.md)
+            assert "connection to upstream" in str(e), str(e)
+        else:
+            raise AssertionError("the killed connection still answers")
+    finally:
+        for c in (me, mine, theirs):
+            c.close()
+
+
 if __name__ == "__main__":
     threading.excepthook = lambda args: print("thread error:", args.exc_value)
     run(f"redis-py {redis.__version__}")

@@ -1,0 +1,414 @@
+//! Built-in protections of the upstream login, for every agent (passthrough included): a
+//! statement may not alter, rename or drop the role tollgate logs in with, lock it out of the
+//! upstream's database, change the server's configuration (`ALTER SYSTEM`), or change how the
+//! server reads SQL text (`standard_conforming_strings`, client encodings tollgate cannot
+//! decode exactly). Pure: the login's role and database come in as data (from the vault and the
+//! config, through the policy engine); they never appear in a refusal.
+//!
+//! Passthrough statements are not analysed at all on the fast path; [`may_touch`] is the cheap
+//! screen that sends the few statements that could do any of the above to [`check`]. Code run
+//! by the server from a string built at run time (`EXECUTE` in PL/pgSQL of a string read from a
+//! table, say) is beyond any text analysis: docs/policy.md says so.
+
+use pg_query::protobuf::{
+    node::Node as N, AlterDatabaseSetStmt, AlterOwnerStmt, GrantStmt, Node, ObjectType, RoleSpec,
+    RoleSpecType, VariableSetStmt,
+};
+
+use super::{map_pg_query_error, runner, AnalyzeError, StatementKind};
+use crate::policy::settings::check_sql_reading_setting;
+use crate::refusal::{Refusal, RefusalClass};
+
+/// The rule named when a statement would change or lock out the upstream login.
+pub const VAULT_LOGIN_RULE: &str = "builtin: vault-login";
+/// The rule named for ALTER SYSTEM.
+pub const SERVER_ADMIN_RULE: &str = "builtin: server-admin";
+/// The rule named for settings that change how the server reads SQL text.
+pub const PROTECTED_SETTING_RULE: &str = "builtin: protected-setting";
+
+/// What tollgate logs in to an upstream as: the vaulted role (PostgreSQL) or ACL user (Redis),
+/// and the real database (PostgreSQL; empty for Redis).
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamLogin {
+    pub role: String,
+    pub database: String,
+}
+
+impl std::fmt::Debug for UpstreamLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The role name comes from the vault: kept out of debug output and logs.
+        f.debug_struct("UpstreamLogin")
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Words without which a statement can do none of what [`check`] refuses (ASCII
+/// case-insensitive). A statement containing none of them is passed without a parse.
+const TRIGGERS: [&str; 7] = [
+    "alter",
+    "drop",
+    "revoke",
+    "encoding",
+    "standard_conforming",
+    "names",
+    "set_config",
+];
+
+/// Whether `sql` may need [`check`]: it contains one of the trigger words.
+pub fn may_touch(sql: &str) -> bool {
+    super::screen::mentions_any(sql, &TRIGGERS)
+}
+
+fn refuse(reason: impl Into<String>) -> Refusal {
+    Refusal::permission(VAULT_LOGIN_RULE, reason)
+}
+
+/// Refuses `sql` if any of its statements would change, disable or drop the upstream login,
+/// lock it out of its database, run ALTER SYSTEM, or change how the server reads SQL text.
+/// `login` is `None` while the upstream's login is not known (settings are still checked).
+/// A text that does not parse is refused (it is only asked about when [`may_touch`] said so).
+pub fn check(sql: &str, login: Option<&UpstreamLogin>) -> Result<(), Refusal> {
+    if !may_touch(sql) {
+        return Ok(());
+    }
+    let owned = sql.to_owned();
+    let login = login.cloned();
+    let result = runner::run_with_large_stack(move || check_here(&owned, login.as_ref()));
+    match result {
+        Some(r) => r,
+        None => Err(Refusal::new(
+            RefusalClass::Unsupported,
+            "builtin: analyser",
+            "internal error: the analysis thread failed",
+        )),
+    }
+}
+
+fn check_here(sql: &str, login: Option<&UpstreamLogin>) -> Result<(), Refusal> {
+    let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).map_err(|e| {
+        let e = map_pg_query_error(e);
+        let class = match e {
+            AnalyzeError::Syntax(_) => RefusalClass::Syntax,
+            AnalyzeError::Unsupported(_) => RefusalClass::Unsupported,
+        };
+        Refusal::new(class, "builtin: analyser", e.to_string())
+    })?;
+    for raw in &parsed.protobuf.stmts {
+        let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) else {
+            continue;
+        };
+        check_statement(node, statement_text(sql, raw), login)?;
+    }
+    if super::screen::mentions_any(sql, &["set_config"]) {
+        check_set_config(sql)?;
+    }
+    Ok(())
+}
+
+/// The text of one statement of `sql` (the rest of the string when the parser gives no length).
+fn statement_text<'a>(sql: &'a str, raw: &pg_query::protobuf::RawStmt) -> &'a str {
+    let start = usize::try_from(raw.stmt_location)
+        .unwrap_or(0)
+        .min(sql.len());
+    let end = match usize::try_from(raw.stmt_len) {
+        Ok(0) | Err(_) => sql.len(),
+        Ok(len) => start.saturating_add(len).min(sql.len()),
+    };
+    sql.get(start..end).unwrap_or(sql)
+}
+
+fn is_login(login: Option<&UpstreamLogin>, role: Option<&RoleSpec>) -> bool {
+    let Some(role) = role else {
+        // `ALTER ROLE ALL ...`: every role, the login included.
+        return true;
+    };
+    match RoleSpecType::try_from(role.roletype) {
+        Ok(RoleSpecType::RolespecCstring) => is_login_name(login, &role.rolename),
+        // CURRENT_USER, SESSION_USER, CURRENT_ROLE name the login itself through the gateway;
+        // PUBLIC and unknown kinds are refused too (fail closed).
+        _ => true,
+    }
+}
+
+fn is_database(login: Option<&UpstreamLogin>, name: &str) -> bool {
+    // Without a known login every database is treated as the upstream's (fail closed).
+    match login {
+        Some(l) => l.database == name,
+        None => true,
+    }
+}
+
+fn is_login_name(login: Option<&UpstreamLogin>, name: &str) -> bool {
+    match login {
+        Some(l) => l.role == name,
+        None => true,
+    }
+}
+
+fn string_of(node: Option<&Node>) -> Option<&str> {
+    match node?.node.as_ref()? {
+        N::String(s) => Some(&s.sval),
+        _ => None,
+    }
+}
+
+fn check_statement(node: &N, sql: &str, login: Option<&UpstreamLogin>) -> Result<(), Refusal> {
+    match node {
+        N::AlterRoleStmt(s) if is_login(login, s.role.as_ref()) => Err(refuse(
+            "the upstream login tollgate uses may not be altered through tollgate",
+        )),
+        N::AlterRoleSetStmt(s) if is_login(login, s.role.as_ref()) => Err(refuse(
+            "settings of the upstream login tollgate uses (or of every role) may not be changed through tollgate",
+        )),
+        N::DropRoleStmt(s) => {
+            let hits = s.roles.iter().any(|r| match r.node.as_ref() {
+                Some(N::RoleSpec(spec)) => is_login(login, Some(spec)),
+                _ => true,
+            });
+            if hits {
+                return Err(refuse(
+                    "the upstream login tollgate uses may not be dropped through tollgate",
+                ));
+            }
+            Ok(())
+        }
+        N::RenameStmt(s) => match ObjectType::try_from(s.rename_type) {
+            Ok(ObjectType::ObjectRole) if is_login_name(login, &s.subname) => Err(
+                refuse("the upstream login tollgate uses may not be renamed through tollgate"),
+            ),
+            Ok(ObjectType::ObjectDatabase) if is_database(login, &s.subname) => Err(refuse(
+                "the upstream's database may not be renamed through tollgate",
+            )),
+            _ => Ok(()),
+        },
+        N::AlterDatabaseStmt(s) if is_database(login, &s.dbname) => Err(refuse(
+            "the upstream's database may not be altered through tollgate (connection limits and ALLOW_CONNECTIONS lock every agent out)",
+        )),
+        N::AlterDatabaseSetStmt(AlterDatabaseSetStmt { dbname, .. })
+            if is_database(login, dbname) =>
+        {
+            Err(refuse(
+                "settings of the upstream's database may not be changed through tollgate (they apply to every agent's sessions)",
+            ))
+        }
+        N::DropdbStmt(s) if is_database(login, &s.dbname) => Err(refuse(
+            "the upstream's database may not be dropped through tollgate",
+        )),
+        N::AlterOwnerStmt(o) if owner_of_database(o, login) =>
+        {
+            Err(refuse(
+                "the owner of the upstream's database may not be changed through tollgate",
+            ))
+        }
+        N::GrantStmt(g) if revokes_connect(g, login) => Err(refuse(
+            "CONNECT on the upstream's database may not be revoked through tollgate (it would lock every agent out)",
+        )),
+        N::AlterSystemStmt(_) => Err(Refusal::permission(
+            SERVER_ADMIN_RULE,
+            "ALTER SYSTEM changes the server for every agent and is never allowed through tollgate",
+        )),
+        N::VariableSetStmt(v) => check_set(v),
+        N::DoStmt(_) | N::CreateFunctionStmt(_) if body_may_lock_out(sql) => Err(refuse(
+            "a DO block or function body that alters or drops roles or databases, or changes how the server reads SQL, is refused: tollgate cannot tell which role or setting it would change",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn owner_of_database(o: &AlterOwnerStmt, login: Option<&UpstreamLogin>) -> bool {
+    o.object_type == ObjectType::ObjectDatabase as i32
+        && is_database(login, string_of(o.object.as_deref()).unwrap_or(""))
+}
+
+/// `REVOKE CONNECT` (or ALL) `ON DATABASE <the upstream's>`.
+fn revokes_connect(g: &GrantStmt, login: Option<&UpstreamLogin>) -> bool {
+    if g.is_grant || g.objtype != ObjectType::ObjectDatabase as i32 {
+        return false;
+    }
+    let on_ours = g
+        .objects
+        .iter()
+        .any(|o| is_database(login, string_of(Some(o)).unwrap_or("")));
+    // No privilege list means ALL PRIVILEGES.
+    let connect = g.privileges.is_empty()
+        || g.privileges.iter().any(|p| match p.node.as_ref() {
+            Some(N::AccessPriv(a)) => a.priv_name.eq_ignore_ascii_case("connect"),
+            _ => true,
+        });
+    on_ours && connect
+}
+
+fn check_set(v: &VariableSetStmt) -> Result<(), Refusal> {
+    let kind = super::classify::variable_set(v).map_err(|e| {
+        Refusal::new(
+            RefusalClass::Unsupported,
+            "builtin: analyser",
+            e.to_string(),
+        )
+    })?;
+    if let StatementKind::Set { name, value, .. } = kind {
+        check_sql_reading_setting(&name, value.as_deref().unwrap_or("DEFAULT"))
+            .map_err(|reason| Refusal::permission(PROTECTED_SETTING_RULE, reason))?;
+    }
+    Ok(())
+}
+
+/// `set_config(...)` calls: each must name a literal setting, and one that changes how SQL text
+/// is read only to a value tollgate reads the same way.
+fn check_set_config(sql: &str) -> Result<(), Refusal> {
+    let analysis = super::analyze_here(sql).map_err(|e| {
+        Refusal::new(
+            RefusalClass::Unsupported,
+            "builtin: analyser",
+            e.to_string(),
+        )
+    })?;
+    for call in analysis.statements.iter().flat_map(|s| &s.set_config_calls) {
+        match call {
+            Some((name, value)) => {
+                check_sql_reading_setting(name, value.as_deref().unwrap_or(""))
+                    .map_err(|reason| Refusal::permission(PROTECTED_SETTING_RULE, reason))?;
+            }
+            None => {
+                return Err(Refusal::permission(
+                    PROTECTED_SETTING_RULE,
+                    "set_config with a computed setting name is refused: it could change how the server reads SQL text",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A body (DO, CREATE FUNCTION/PROCEDURE) whose words could alter or drop a role or database,
+/// revoke CONNECT, or change how SQL is read. Judged on words: the body is another language.
+fn body_may_lock_out(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    let words: std::collections::HashSet<&str> = lower
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let has = |w: &str| words.contains(w);
+    let target = ["role", "user", "group", "database", "system"]
+        .iter()
+        .any(|w| has(w));
+    ((has("alter") || has("drop")) && target)
+        || (has("revoke") && (has("connect") || has("database")))
+        || has("standard_conforming_strings")
+        || has("client_encoding")
+        || (has("set") && has("names"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login() -> UpstreamLogin {
+        UpstreamLogin {
+            role: "tollgate_shop".into(),
+            database: "shop".into(),
+        }
+    }
+
+    fn rule(sql: &str) -> Option<String> {
+        check(sql, Some(&login())).err().map(|r| r.rule)
+    }
+
+    #[test]
+    fn statements_that_touch_the_login_are_refused() {
+        for sql in [
+            "ALTER ROLE tollgate_shop PASSWORD 'x'",
+            "alter user tollgate_shop with password 'x'",
+            "ALTER ROLE tollgate_shop NOLOGIN",
+            "ALTER ROLE tollgate_shop VALID UNTIL '2000-01-01'",
+            "ALTER ROLE tollgate_shop CONNECTION LIMIT 0",
+            "ALTER ROLE CURRENT_USER PASSWORD 'x'",
+            "ALTER USER SESSION_USER PASSWORD NULL",
+            "ALTER ROLE current_role NOINHERIT",
+            "ALTER ROLE tollgate_shop RENAME TO other",
+            "ALTER ROLE tollgate_shop SET statement_timeout = 1",
+            "ALTER ROLE ALL SET default_transaction_read_only = on",
+            "DROP ROLE tollgate_shop",
+            "DROP USER IF EXISTS someone, tollgate_shop",
+            "ALTER DATABASE shop CONNECTION LIMIT 0",
+            "ALTER DATABASE shop WITH ALLOW_CONNECTIONS false",
+            "ALTER DATABASE shop RENAME TO gone",
+            "ALTER DATABASE shop OWNER TO someone",
+            "ALTER DATABASE shop SET client_encoding = 'SJIS'",
+            "DROP DATABASE shop WITH (FORCE)",
+            "REVOKE CONNECT ON DATABASE shop FROM PUBLIC",
+            "REVOKE ALL ON DATABASE shop FROM tollgate_shop",
+            "SELECT 1; ALTER ROLE tollgate_shop PASSWORD 'x'",
+            "/* hidden */ ALTER/**/ROLE tollgate_shop PASSWORD 'x'",
+            "DO $$ BEGIN EXECUTE 'ALTER ROLE ' || current_user || ' PASSWORD ''x'''; END $$",
+            "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$ ALTER ROLE tollgate_shop NOLOGIN $$",
+            "CREATE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'DROP ROLE x'; END $$",
+        ] {
+            assert_eq!(rule(sql).as_deref(), Some(VAULT_LOGIN_RULE), "{sql}");
+        }
+        assert_eq!(
+            rule("ALTER SYSTEM SET password_encryption = 'md5'").as_deref(),
+            Some(SERVER_ADMIN_RULE)
+        );
+        assert_eq!(
+            rule("ALTER SYSTEM RESET ALL").as_deref(),
+            Some(SERVER_ADMIN_RULE)
+        );
+    }
+
+    #[test]
+    fn everything_else_passes() {
+        for sql in [
+            "SELECT 1",
+            "ALTER TABLE orders ADD COLUMN note text",
+            "DROP TABLE IF EXISTS scratch",
+            "ALTER ROLE someone_else PASSWORD 'x'",
+            "DROP ROLE someone_else",
+            "ALTER ROLE someone_else RENAME TO other",
+            "ALTER DATABASE other CONNECTION LIMIT 0",
+            "DROP DATABASE other",
+            "REVOKE SELECT ON orders FROM PUBLIC",
+            "REVOKE TEMP ON DATABASE shop FROM PUBLIC",
+            "SET client_encoding = 'UTF8'",
+            "SET standard_conforming_strings = on",
+            "SELECT set_config('application_name', 'x', false)",
+            "DO $$ BEGIN PERFORM 1; END $$",
+            "CREATE FUNCTION g() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$",
+            "SELECT names FROM t",
+        ] {
+            assert_eq!(rule(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn settings_that_change_how_sql_is_read_are_refused() {
+        for sql in [
+            "SET standard_conforming_strings = off",
+            "SET SESSION standard_conforming_strings TO false",
+            "SET client_encoding = 'SJIS'",
+            "SET NAMES 'BIG5'",
+            "SELECT set_config('standard_conforming_strings', 'off', false)",
+            "SELECT set_config('client_' || 'encoding', 'GBK', false)",
+        ] {
+            assert_eq!(rule(sql).as_deref(), Some(PROTECTED_SETTING_RULE), "{sql}");
+        }
+    }
+
+    #[test]
+    fn the_screen_is_cheap_and_case_blind() {
+        assert!(!may_touch("SELECT * FROM orders WHERE id = 1"));
+        assert!(may_touch("AlTeR role x"));
+        assert!(may_touch("select set_config('a','b',false)"));
+        // Unparseable text that trips the screen is refused, never passed unchecked.
+        assert_eq!(rule("ALTER ROLE").as_deref(), Some("builtin: analyser"));
+        // Without a known login, every role name and database is treated as the login's.
+        assert!(check("DROP DATABASE anything", None).is_err());
+        assert!(check("SELECT 1", None).is_ok());
+    }
+
+    #[test]
+    fn the_role_never_shows_in_debug_output() {
+        assert!(!format!("{:?}", login()).contains("tollgate_shop"));
+    }
+}
