@@ -305,3 +305,28 @@ async fn impossible_agent_names_get_28p01() {
     assert_eq!(tag, b'E');
     assert_eq!(support::error_field(&body, b'C').as_deref(), Some("28P01"));
 }
+
+/// The SCRAM exchange offers RFC 7677's 4096 iterations, for agents and unknown names alike:
+/// pgjdbc (and MongoDB drivers) refuse fewer, and the iterations are the client's work only.
+#[tokio::test]
+async fn scram_logins_offer_4096_iterations_for_agents_and_unknown_names() {
+    use bytes::BytesMut;
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    use postgres_protocol::message::frontend;
+    for user in ["writer", "no_such_agent"] {
+        let mut s = open().await;
+        s.write_all(&startup(&[("user", user), ("database", "shop")]))
+            .await
+            .unwrap();
+        let (tag, _) = read_message(&mut s).await;
+        assert_eq!(tag, b'R');
+        let scram = ScramSha256::new(b"whatever", ChannelBinding::unsupported());
+        let mut buf = BytesMut::new();
+        frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut buf).unwrap();
+        s.write_all(&buf).await.unwrap();
+        let (tag, body) = read_message(&mut s).await;
+        assert_eq!(tag, b'R');
+        let first = String::from_utf8_lossy(&body[4..]).into_owned();
+        assert!(first.ends_with(",i=4096"), "{user}: {first}");
+    }
+}
