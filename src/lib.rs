@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod mongo;
 pub mod pg;
 pub mod policy;
 pub mod ratelimit;
