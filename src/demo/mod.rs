@@ -4,6 +4,8 @@
 
 pub mod cluster;
 pub mod files;
+pub mod mongo_seed;
+pub mod mongo_server;
 pub mod redis_server;
 pub mod seed;
 
