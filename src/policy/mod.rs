@@ -14,6 +14,7 @@ mod fuzz_tests;
 pub mod glob;
 pub mod limits;
 pub mod mask;
+pub mod mongo;
 pub mod redis;
 pub mod rules;
 pub mod settings;
