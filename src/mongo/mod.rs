@@ -10,6 +10,9 @@
 //! `mask_reply::mask_reply`.
 
 pub mod bson_check;
+pub mod cursors;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod hello;
 pub mod mask_reply;
 pub mod op_msg;

@@ -25,7 +25,7 @@ pub struct SaslLogin {
 
 enum Phase {
     /// Waiting for client-final.
-    Proof(ScramServer),
+    Proof(Box<ScramServer>),
     /// Proof accepted, server-final sent with `done: false`: waiting for the empty exchange.
     Final,
 }
@@ -33,7 +33,7 @@ enum Phase {
 /// The result of one step.
 pub enum SaslStep {
     /// Send `reply`; the login goes on.
-    Continue(SaslLogin, Document),
+    Continue(Box<SaslLogin>, Document),
     /// Send `reply`; the agent is authenticated.
     Done { agent: String, reply: Document },
     /// Send `reply` (AuthenticationFailed); the login is over.
@@ -107,11 +107,11 @@ impl SaslLogin {
             .unwrap_or(false);
         match ScramServer::start(verifier, first, Binding::default()) {
             Ok((server, server_first)) => SaslStep::Continue(
-                SaslLogin {
+                Box::new(SaslLogin {
                     agent,
-                    phase: Phase::Proof(server),
+                    phase: Phase::Proof(Box::new(server)),
                     skip_empty_exchange,
-                },
+                }),
                 doc! {
                     "conversationId": CONVERSATION_ID,
                     "done": false,
@@ -133,7 +133,7 @@ impl SaslLogin {
             return failed();
         };
         match self.phase {
-            Phase::Proof(server) => match server.finish(data) {
+            Phase::Proof(server) => match (*server).finish(data) {
                 Ok(server_final) => {
                     let reply = doc! {
                         "conversationId": CONVERSATION_ID,
@@ -148,10 +148,10 @@ impl SaslLogin {
                         }
                     } else {
                         SaslStep::Continue(
-                            SaslLogin {
+                            Box::new(SaslLogin {
                                 phase: Phase::Final,
                                 ..self
-                            },
+                            }),
                             reply,
                         )
                     }
