@@ -112,8 +112,8 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
         reply: ReplyPlan::None,
         cursors: Vec::new(),
     };
-    let mut body = cmd.clone();
-    let mut changed = false;
+    // The rewritten command, cloned only when something changes (inserts can be large).
+    let mut edited: Option<Command> = None;
     match name {
         n if builtin::HOUSEKEEPING.contains(&n) => {}
         "find" => {
@@ -122,9 +122,9 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             let p = rules.protection_of(&ns);
             read_options(&j, &cmd.body, &p.masks, "filter")?;
             if let Some(f) = p.filter() {
-                body.body
+                edit(&mut edited, cmd)
+                    .body
                     .insert("filter", and(need_doc(&cmd.body, "filter")?, f));
-                changed = true;
             }
             judged.reply = documents(&p.masks);
         }
@@ -146,8 +146,9 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             command_let(&j, &cmd.body)?;
             let (pipeline, masks) = j.pipeline(&cmd.db, source, stages, 0)?;
             if &pipeline != stages {
-                body.body.insert("pipeline", Bson::Array(pipeline));
-                changed = true;
+                edit(&mut edited, cmd)
+                    .body
+                    .insert("pipeline", Bson::Array(pipeline));
             }
             judged.reply = documents(&masks);
         }
@@ -162,9 +163,9 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 let _ = h;
             }
             if let Some(f) = p.filter() {
-                body.body
+                edit(&mut edited, cmd)
+                    .body
                     .insert("query", and(need_doc(&cmd.body, "query")?, f));
-                changed = true;
             }
         }
         "distinct" => {
@@ -192,9 +193,9 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 }
             }
             if let Some(f) = p.filter() {
-                body.body
+                edit(&mut edited, cmd)
+                    .body
                     .insert("query", and(need_doc(&cmd.body, "query")?, f));
-                changed = true;
             }
         }
         "insert" => {
@@ -228,8 +229,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 out.push(u);
             }
             if p.filter().is_some() {
-                body.set_documents("updates", out);
-                changed = true;
+                edit(&mut edited, cmd).set_documents("updates", out);
             }
         }
         "delete" => {
@@ -248,8 +248,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 out.push(d);
             }
             if p.filter().is_some() {
-                body.set_documents("deletes", out);
-                changed = true;
+                edit(&mut edited, cmd).set_documents("deletes", out);
             }
         }
         "findAndModify" | "findandmodify" => {
@@ -274,9 +273,9 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 ));
             }
             if let Some(f) = p.filter() {
-                body.body
+                edit(&mut edited, cmd)
+                    .body
                     .insert("query", and(need_doc(&cmd.body, "query")?, f));
-                changed = true;
             }
             judged.reply = documents(&p.masks);
         }
@@ -407,8 +406,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             if let Some(rw) = inner_judged.rewritten {
                 let mut e = rw.body;
                 e.remove("$db");
-                body.body.insert("explain", e);
-                changed = true;
+                edit(&mut edited, cmd).body.insert("explain", e);
             }
             judged.namespaces = inner_judged.namespaces;
             judged.rule = inner_judged.rule;
@@ -457,9 +455,9 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 }
             }
             if let Some(f) = p.filter() {
-                body.body
+                edit(&mut edited, cmd)
+                    .body
                     .insert("query", and(need_doc(&cmd.body, "query")?, f));
-                changed = true;
             }
         }
         other => {
@@ -499,8 +497,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             match cmd.max_time_ms() {
                 Some(m) if m > 0 && m <= cap_ms => {}
                 _ => {
-                    body.body.insert("maxTimeMS", cap_ms);
-                    changed = true;
+                    edit(&mut edited, cmd).body.insert("maxTimeMS", cap_ms);
                     if judged.rule.is_none() && j.rule.is_none() {
                         j.rule = Some(rule.clone());
                     }
@@ -516,10 +513,12 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
     if judged.rule.is_none() {
         judged.rule = j.rule.take();
     }
-    if changed {
-        judged.rewritten = Some(body);
-    }
+    judged.rewritten = edited;
     Ok(judged)
+}
+
+fn edit<'a>(slot: &'a mut Option<Command>, cmd: &Command) -> &'a mut Command {
+    slot.get_or_insert_with(|| cmd.clone())
 }
 
 fn documents(masks: &[MaskedField]) -> ReplyPlan {

@@ -273,7 +273,18 @@ impl Judge<'_> {
                     Bson::Document(d) => d.get_str("path").map_err(|_| malformed("$unwind needs a path"))?.to_string(),
                     _ => return Err(malformed("$unwind needs a path")),
                 };
-                self.expr(&Bson::String(path), masks, "$unwind")?;
+                // Unwinding a parent of masked fields keeps their paths (`c.email` stays
+                // `c.email`), so their masks still apply; unwinding a masked field itself is
+                // refused.
+                let path = path.trim_start_matches('$');
+                if let Some(m) = masks.iter().find(|m| {
+                    m.path == path || path.starts_with(&format!("{}.", m.path))
+                }) {
+                    return Err(Refusal::permission(
+                        m.rule.clone(),
+                        format!("field {} is masked: it cannot be unwound", m.path),
+                    ));
+                }
                 same(arg)
             }
             "$densify" | "$fill" | "$setWindowFields" => {
