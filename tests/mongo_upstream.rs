@@ -151,3 +151,59 @@ async fn login_framing_and_seed_against_a_real_server() {
     );
     assert!(!hello.contains_key("setName"), "standalone: {hello}");
 }
+
+/// TLS to the upstream: verify-full against the server's CA logs in; plain TCP and a foreign CA
+/// never get as far as sending the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_over_tls_verify_full() {
+    use tollgate::demo::mongo_server::ServerTlsFiles;
+    use tollgate::tls::dev::DevCerts;
+    let dir = tempfile::tempdir().unwrap();
+    DevCerts::generate()
+        .unwrap()
+        .write(dir.path(), false)
+        .unwrap();
+    let files = ServerTlsFiles {
+        cert: dir.path().join("server.crt"),
+        key: dir.path().join("server.key"),
+        ca: dir.path().join("ca.crt"),
+    };
+    let server = MongoServer::start_with(Some(files))
+        .await
+        .expect("TLS test server");
+    let mut conn = server.connect().await.expect("login over TLS");
+    let r = conn
+        .command(&doc! { "ping": 1, "$db": "admin" })
+        .await
+        .unwrap();
+    assert!(!is_error(&r), "{r}");
+
+    let mut plain = server.target();
+    plain.tls = None;
+    assert!(plain
+        .connect(Some(&server.credentials()), Duration::from_secs(5))
+        .await
+        .is_err());
+
+    let other = tempfile::tempdir().unwrap();
+    DevCerts::generate()
+        .unwrap()
+        .write(other.path(), false)
+        .unwrap();
+    let mut foreign = server.target();
+    foreign.tls = tollgate::tls::UpstreamTls::build(
+        tollgate::tls::UpstreamTlsMode::VerifyFull,
+        "127.0.0.1",
+        Some(&other.path().join("ca.crt")),
+        None,
+    )
+    .unwrap();
+    match foreign
+        .connect(Some(&server.credentials()), Duration::from_secs(5))
+        .await
+    {
+        Err(UpstreamError::Tls(_)) => {}
+        Err(e) => panic!("expected a TLS failure, got {e}"),
+        Ok(_) => panic!("a foreign CA was trusted"),
+    }
+}

@@ -151,12 +151,22 @@ pub async fn ensure_installed() -> Result<PathBuf, MongoServerError> {
     }
 }
 
+/// The server's TLS files, for a test of TLS to the upstream.
+#[derive(Debug, Clone)]
+pub struct ServerTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA that signed `cert` (what tollgate trusts with `tls = "verify-full"`).
+    pub ca: PathBuf,
+}
+
 /// A running test server.
 pub struct MongoServer {
     dir: PathBuf,
     port: u16,
     password: String,
     launcher: PathBuf,
+    tls: Option<ServerTlsFiles>,
     child: Option<Child>,
     watchdog: Option<Child>,
 }
@@ -172,6 +182,11 @@ impl std::fmt::Debug for MongoServer {
 impl MongoServer {
     /// Installs (first time), starts, creates the upstream user, restarts with `--auth`.
     pub async fn start() -> Result<MongoServer, MongoServerError> {
+        MongoServer::start_with(None).await
+    }
+
+    /// The same, with the server speaking TLS only (its certificate from `tls`).
+    pub async fn start_with(tls: Option<ServerTlsFiles>) -> Result<MongoServer, MongoServerError> {
         let launcher = ensure_installed().await?;
         let mut rng = rand::thread_rng();
         let dir = std::env::temp_dir().join(format!(
@@ -197,6 +212,7 @@ impl MongoServer {
             port,
             password,
             launcher,
+            tls,
             child: None,
             watchdog: None,
         };
@@ -262,6 +278,12 @@ impl MongoServer {
             ]);
         if auth {
             cmd.arg("--auth");
+        }
+        if let Some(t) = &self.tls {
+            cmd.arg("--tls-cert-file")
+                .arg(&t.cert)
+                .arg("--tls-key-file")
+                .arg(&t.key);
         }
         let log = fs::OpenOptions::new()
             .create(true)
@@ -347,21 +369,36 @@ impl MongoServer {
         }
     }
 
-    /// How tollgate reaches it: plain TCP on loopback, the user defined in `admin`.
+    /// How tollgate reaches it: loopback (TLS with `verify-full` against the server's CA when
+    /// it was started with TLS), the user defined in `admin`.
     pub fn target(&self) -> MongoTarget {
+        let tls = self.tls.as_ref().and_then(|t| {
+            crate::tls::UpstreamTls::build(
+                crate::tls::UpstreamTlsMode::VerifyFull,
+                "127.0.0.1",
+                Some(&t.ca),
+                None,
+            )
+            .ok()
+            .flatten()
+        });
         MongoTarget {
             name: "mongo".into(),
             host: "127.0.0.1".into(),
             port: self.port,
-            tls: None,
+            tls,
             auth_source: "admin".into(),
         }
     }
 
     /// Direct URL of the upstream (for comparisons in tests and benchmarks).
     pub fn url(&self) -> String {
+        let tls = match &self.tls {
+            Some(t) => format!("&tls=true&tlsCAFile={}", t.ca.display()),
+            None => String::new(),
+        };
         format!(
-            "mongodb://{UPSTREAM_USER}:{}@127.0.0.1:{}/?authSource=admin&authMechanism=SCRAM-SHA-256&directConnection=true",
+            "mongodb://{UPSTREAM_USER}:{}@127.0.0.1:{}/?authSource=admin&authMechanism=SCRAM-SHA-256&directConnection=true{tls}",
             self.password, self.port
         )
     }
