@@ -9,6 +9,7 @@
 //! body goes out with `OpMsg::with_body(..).encode(..)`; replies of masked reads go through
 //! `mask_reply::mask_reply`.
 
+pub mod audit;
 pub mod bson_check;
 pub mod cursors;
 #[cfg(test)]
