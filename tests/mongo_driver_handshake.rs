@@ -1,22 +1,22 @@
 //! A real driver (pymongo, from the test server's cached venv) against tollgate's MongoDB wire
-//! pieces, before the session core exists: a minimal front end in this test answers the legacy
-//! OP_QUERY and OP_MSG `hello` (standalone, intersected wire versions), logs the agent in with
-//! SCRAM-SHA-256 over saslStart/saslContinue (and speculativeAuthenticate), and answers other
-//! commands with the policy's refusal or `{ok: 1}`. It checks that drivers accept what tollgate
+//! pieces, before the session core exists: a minimal front end in this test runs
+//! `mongo::login::LoginPhase` (legacy OP_QUERY and OP_MSG `hello`, standalone, intersected wire
+//! versions; SCRAM-SHA-256 over saslStart/saslContinue or speculativeAuthenticate), then
+//! answers commands with the policy's refusal or `{ok: 1}`. It checks that drivers accept what tollgate
 //! writes: the handshake, the login, wrong tokens and unknown agents failing alike, and errors.
 
 use std::process::Stdio;
 use std::sync::Arc;
 
-use bson::{doc, Document};
+use bson::doc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tollgate::auth::ScramVerifier;
 use tollgate::mongo::hello::{hello_reply, is_hello, UpstreamFacts};
+use tollgate::mongo::login::{LoginOutcome, LoginPhase};
 use tollgate::mongo::op_msg::OpMsg;
-use tollgate::mongo::sasl::{SaslLogin, SaslStep};
-use tollgate::mongo::wire::{MessageReader, OpCode, MAX_MESSAGE_BYTES, PRE_AUTH_MAX_BYTES};
-use tollgate::mongo::{op_query, reply};
+use tollgate::mongo::reply;
+use tollgate::mongo::wire::{MessageReader, MAX_MESSAGE_BYTES, PRE_AUTH_MAX_BYTES};
 use tollgate::policy::mongo::{decide, Command, DecideLimits, MongoRules};
 
 const TOKEN: &str = "tg_0123456789abcdef";
@@ -27,70 +27,35 @@ struct Front {
     rules: MongoRules,
 }
 
-fn strip_ok(mut d: Document) -> Document {
-    d.remove("ok");
-    d
-}
-
 async fn serve(front: Arc<Front>, sock: tokio::net::TcpStream) {
     let (r, mut w) = sock.into_split();
     let mut reader = MessageReader::new(r, PRE_AUTH_MAX_BYTES);
-    let mut login: Option<Box<SaslLogin>> = None;
+    let mut login = LoginPhase::new(front.facts, 1);
     let mut agent: Option<String> = None;
-    let mut next_id = 1000;
     let lookup = |name: &str| (name == "analyst").then(|| front.verifier.clone());
     let mock = |name: &str| ScramVerifier::mock_for(name, &[7; 32]);
     while let Ok(Some(msg)) = reader.next().await {
-        next_id += 1;
         let now = bson::DateTime::from_millis(0);
-        if msg.header.op_code == OpCode::Query {
-            let h = op_query::parse_handshake(&msg).expect("legacy hello");
-            let r = hello_reply(&h.command, &front.facts, 1, now, None);
-            w.write_all(&op_query::encode_reply(next_id, h.request_id, &r))
-                .await
-                .unwrap();
+        if agent.is_none() {
+            match login.handle(&msg, now, lookup, mock) {
+                LoginOutcome::Reply(bytes) => w.write_all(&bytes).await.unwrap(),
+                LoginOutcome::Authenticated { agent: a, reply } => {
+                    agent = Some(a);
+                    reader.set_limit(MAX_MESSAGE_BYTES);
+                    w.write_all(&reply).await.unwrap();
+                }
+                LoginOutcome::Close(bytes) => {
+                    w.write_all(&bytes).await.unwrap();
+                    return;
+                }
+            }
             continue;
         }
         let m = OpMsg::parse(&msg).expect("valid OP_MSG");
         let body = m.body_document().unwrap();
         let name = body.keys().next().cloned().unwrap_or_default();
         let answer = if is_hello(&name) {
-            let mut spec = None;
-            if let Ok(s) = body.get_document("speculativeAuthenticate") {
-                if let SaslStep::Continue(l, r) = SaslLogin::start(s, lookup, mock) {
-                    login = Some(l);
-                    spec = Some(strip_ok(r));
-                }
-            }
-            hello_reply(&body, &front.facts, 1, now, spec)
-        } else if name == "saslStart" {
-            match SaslLogin::start(&body, lookup, mock) {
-                SaslStep::Continue(l, r) => {
-                    login = Some(l);
-                    r
-                }
-                SaslStep::Failed(e) => e,
-                SaslStep::Done { reply, .. } => reply,
-            }
-        } else if name == "saslContinue" {
-            match login.take().map(|l| l.next(&body)) {
-                Some(SaslStep::Continue(l, r)) => {
-                    login = Some(l);
-                    r
-                }
-                Some(SaslStep::Done { agent: a, reply }) => {
-                    agent = Some(a);
-                    reader.set_limit(MAX_MESSAGE_BYTES);
-                    reply
-                }
-                Some(SaslStep::Failed(e)) => e,
-                None => reply::error(reply::code::AUTHENTICATION_FAILED, "Authentication failed."),
-            }
-        } else if agent.is_none() {
-            reply::error(
-                reply::code::UNAUTHORIZED,
-                format!("command {name} requires authentication"),
-            )
+            hello_reply(&body, &front.facts, 1, now, None)
         } else {
             let cmd = Command::new(body.clone(), m.sequence_documents().unwrap());
             match cmd.and_then(|c| decide(&front.rules, &c, &DecideLimits::default())) {
@@ -98,7 +63,7 @@ async fn serve(front: Arc<Front>, sock: tokio::net::TcpStream) {
                 Err(refusal) => reply::refusal(&refusal),
             }
         };
-        let out = OpMsg::reply(m.request_id, next_id, &answer).encode(false);
+        let out = OpMsg::reply(m.request_id, login.next_request_id(), &answer).encode(false);
         if !m.more_to_come() {
             w.write_all(&out).await.unwrap();
         }

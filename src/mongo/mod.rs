@@ -4,7 +4,9 @@
 //! only: what an agent may do is decided by `policy::mongo`.
 //!
 //! How a session uses it: `wire::MessageReader` yields a `Message` (length checked against the
-//! phase's limit first); `OpMsg::parse` validates it (checksum, sections, every document);
+//! phase's limit first); until an agent is authenticated, `login::LoginPhase` answers it
+//! (handshake, SCRAM, refusals); after that `OpMsg::parse` validates it (checksum, sections,
+//! every document);
 //! `policy::mongo::Command::from_msg` gives the command the policy judges; a verdict's rewritten
 //! body goes out with `OpMsg::with_body(..).encode(..)`; replies of masked reads go through
 //! `mask_reply::mask_reply`.
@@ -15,6 +17,7 @@ pub mod cursors;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod hello;
+pub mod login;
 pub mod mask_reply;
 pub mod op_msg;
 pub mod op_query;
