@@ -334,11 +334,30 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             let ns = coll_ns(cmd)?;
             j.access(&ns, Op::Collection)?;
         }
-        "createIndexes"
-        | "dropIndexes"
-        | "createSearchIndexes"
-        | "dropSearchIndex"
-        | "updateSearchIndex" => {
+        "createIndexes" => {
+            let ns = coll_ns(cmd)?;
+            j.access(&ns, Op::Index)?;
+            let p = rules.protection_of(&ns);
+            // A partial or sparse index over a masked field, used with `hint`, would filter
+            // documents by the raw value.
+            let Some(Bson::Array(specs)) = cmd.body.get("indexes") else {
+                return Err(malformed("createIndexes needs indexes"));
+            };
+            for spec in specs {
+                let spec = spec
+                    .as_document()
+                    .ok_or_else(|| malformed("index specs are documents"))?;
+                if let Some(f) = need_doc(spec, "partialFilterExpression")? {
+                    j.query(f, &p.masks, "a partial index filter")?;
+                }
+                if spec.get_bool("sparse").unwrap_or(false) {
+                    if let Some(k) = need_doc(spec, "key")? {
+                        j.keys(k, &p.masks, "index keys of a sparse index")?;
+                    }
+                }
+            }
+        }
+        "dropIndexes" | "createSearchIndexes" | "dropSearchIndex" | "updateSearchIndex" => {
             let ns = coll_ns(cmd)?;
             j.access(&ns, Op::Index)?;
         }

@@ -103,6 +103,10 @@ javascript = true
 [[mongo.collection]]
 name = "shop.*"
 allow = ["*"]
+
+[[mongo.collection]]
+name = "shop.people"
+mask = { ssn = "redact" }
 "#;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1262,6 +1266,30 @@ fn table() -> Vec<(&'static str, &'static str, Document, Want)> {
             "operator mixed with fields",
             doc! { "find": "orders", "filter": { "a": { "$gt": 1, "b": 2 } } },
             Deny("malformed"),
+        ),
+        (
+            s,
+            "partial index over a masked field",
+            doc! { "createIndexes": "people", "indexes": [ { "key": { "region": 1 }, "name": "p", "partialFilterExpression": { "ssn": { "$gt": "905" } } } ] },
+            Deny("collection shop.people"),
+        ),
+        (
+            s,
+            "sparse index on a masked field",
+            doc! { "createIndexes": "people", "indexes": [ { "key": { "ssn": 1 }, "name": "s", "sparse": true } ] },
+            Deny("collection shop.people"),
+        ),
+        (
+            s,
+            "plain index on a masked field",
+            doc! { "createIndexes": "people", "indexes": [ { "key": { "ssn": 1 }, "name": "s" } ] },
+            Allow,
+        ),
+        (
+            s,
+            "hint + returnKey on a masked collection (masked on the way out)",
+            doc! { "find": "people", "hint": { "ssn": 1 }, "returnKey": true },
+            Allow,
         ),
     ]
 }
