@@ -14,6 +14,7 @@ pub mod decide;
 pub mod file;
 pub mod judge;
 pub mod mask;
+mod options;
 pub mod pipeline;
 pub mod query;
 pub mod rules;
