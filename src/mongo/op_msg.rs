@@ -208,6 +208,26 @@ impl OpMsg {
         }
     }
 
+    /// The message to forward for a command the policy rewrote: its body and document
+    /// sequences re-encoded, flags and request id kept (encode with `checksum` as received).
+    pub fn with_command(&self, cmd: &crate::policy::mongo::Command) -> OpMsg {
+        OpMsg {
+            body: Bytes::from(encode_document(&cmd.body)),
+            sequences: cmd
+                .sequences
+                .iter()
+                .map(|(identifier, docs)| Sequence {
+                    identifier: identifier.clone(),
+                    documents: docs
+                        .iter()
+                        .map(|d| Bytes::from(encode_document(d)))
+                        .collect(),
+                })
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// A reply to `request_id` carrying `body`.
     pub fn reply(response_to: i32, request_id: i32, body: &Document) -> OpMsg {
         OpMsg {
@@ -331,6 +351,29 @@ pub(crate) mod tests {
         assert_eq!(
             again.body_document().unwrap().get_bool("ordered").ok(),
             Some(true)
+        );
+    }
+
+    #[test]
+    fn a_rewritten_command_keeps_its_sequences() {
+        let m = insert_msg();
+        let mut cmd = crate::policy::mongo::Command::new(
+            m.body_document().unwrap(),
+            m.sequence_documents().unwrap(),
+        )
+        .unwrap();
+        cmd.set_documents("documents", vec![doc! { "_id": 9 }]);
+        cmd.body.insert("ordered", false);
+        let out = m.with_command(&cmd);
+        let again = OpMsg::parse(&frame(&out.encode(true)).unwrap()).unwrap();
+        assert_eq!(again.request_id, 5);
+        assert_eq!(
+            again.sequence_documents().unwrap(),
+            vec![("documents".to_string(), vec![doc! { "_id": 9 }])]
+        );
+        assert_eq!(
+            again.body_document().unwrap().get_bool("ordered").ok(),
+            Some(false)
         );
     }
 
