@@ -23,7 +23,7 @@ RUN apt-get update \
 COPY --from=build /src/target/release/tollgate /usr/local/bin/tollgate
 COPY docker/entrypoint.sh /usr/local/bin/tollgate-entrypoint
 COPY docker/tollgate.toml /etc/tollgate/tollgate.toml
-COPY docker/policies /etc/tollgate/policies
+COPY policies /etc/tollgate/policies
 USER tollgate:tollgate
 WORKDIR /var/lib/tollgate
 ENV TOLLGATE_CONFIG=/etc/tollgate/tollgate.toml

@@ -1,13 +1,13 @@
 //! Policy hot path: analysis of a typical SELECT (cold), the cached decision, a 5-way join with
 //! CTEs, PostgreSQL's fingerprint and scanner, and one audit append.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tollgate::audit::{AuditEvent, AuditLog, Decision};
 use tollgate::auth::{AgentStore, AgentsFile};
+use tollgate::config::UpstreamKind;
 use tollgate::policy::{sql, Engine, PolicyContext, PolicySet, SessionFacts};
 
 const TYPICAL: &str = "SELECT o.id, o.amount, o.created_at, c.name, c.region FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.created_at >= '2025-01-01' AND c.region = 'EU' ORDER BY o.amount DESC LIMIT 50";
@@ -24,13 +24,17 @@ fn engine_with(policy: &str) -> Engine {
     let mut agents = AgentsFile::default();
     agents.add("analyst", "tg_bench", vec![]).unwrap();
     let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
-    let ctx = PolicyContext {
-        agents: &store,
-        upstreams: BTreeMap::from([
-            ("shop".to_string(), vec!["public".to_string()]),
-            ("cache".to_string(), vec![]),
-        ]),
-    };
+    let ctx = PolicyContext::for_upstreams(
+        &store,
+        [
+            (
+                "shop".to_string(),
+                UpstreamKind::Postgres,
+                vec!["public".to_string()],
+            ),
+            ("cache".to_string(), UpstreamKind::Redis, vec![]),
+        ],
+    );
     let sources = vec![(PathBuf::from("analyst.toml"), policy.to_string())];
     let engine = Engine::new(PolicySet::from_sources(sources, &ctx).unwrap());
     engine.set_schema("shop", tollgate::demo::seed::demo_schema());

@@ -1,25 +1,23 @@
-//! The running gateway: configuration, vault-resolved upstreams, agents, policy engine and audit
-//! log as one value that every session shares; and the listeners that serve it.
+//! The running gateway: the configuration, the session core every front end shares, the doors
+//! (one per kind of upstream), the admin tokens; reloads of policies, vault, tokens and
+//! certificate; and the listeners that serve it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::admin::tokens::AdminTokens;
-use crate::audit::{AuditError, AuditEvent, AuditLog, Decision, EventKind};
+use crate::audit::{AuditError, AuditLog};
 use crate::auth::AgentStore;
-use crate::config::{Config, SecretRef, SourceError, UpstreamKind};
-use crate::pg::cancel::CancelRegistry;
-use crate::pg::upstream::UpstreamTarget;
+use crate::config::{Config, SourceError};
+use crate::doors::{Door, DoorError, Listener};
 use crate::policy::{Engine, PolicyContext, PolicySet};
-use crate::redis::upstream::RedisTarget;
-use crate::vault::{MasterKey, Secret, Vault, VaultError};
+use crate::session::{Core, CoreParts, Phase};
+use crate::vault::{MasterKey, Vault, VaultError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -31,16 +29,8 @@ pub enum GatewayError {
     Audit(#[from] AuditError),
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
-    #[error("upstream \"{name}\": {source}")]
-    UpstreamTls {
-        name: String,
-        source: crate::tls::TlsError,
-    },
-    #[error("listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Door(#[from] DoorError),
 }
 
 /// Why a reload (SIGHUP, `POST /api/v1/reload`) kept some of the running state.
@@ -56,183 +46,27 @@ pub enum ReloadError {
     Tls(crate::tls::TlsError),
 }
 
-/// Where the gateway is in its life: serving, draining (no new connections; sessions close once
-/// nothing is running), or closing (the drain deadline passed: every session closes now).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Serving,
-    Draining,
-    Closing,
-}
-
-/// Counts live client sessions and tells them the phase.
-#[derive(Debug)]
-pub struct Lifecycle {
-    phase: watch::Sender<Phase>,
-    live: AtomicUsize,
-    ended: tokio::sync::Notify,
-}
-
-impl Default for Lifecycle {
-    fn default() -> Self {
-        Lifecycle {
-            phase: watch::channel(Phase::Serving).0,
-            live: AtomicUsize::new(0),
-            ended: tokio::sync::Notify::new(),
-        }
-    }
-}
-
-/// Held by a session for its life.
-#[derive(Debug)]
-pub struct LiveSession<'a>(&'a Lifecycle);
-
-impl Drop for LiveSession<'_> {
-    fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Ordering::SeqCst);
-        self.0.ended.notify_waiters();
-    }
-}
-
-impl Lifecycle {
-    pub fn enter(&self) -> LiveSession<'_> {
-        self.live.fetch_add(1, Ordering::SeqCst);
-        LiveSession(self)
-    }
-
-    pub fn live(&self) -> usize {
-        self.live.load(Ordering::SeqCst)
-    }
-
-    pub fn phase(&self) -> Phase {
-        *self.phase.borrow()
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<Phase> {
-        self.phase.subscribe()
-    }
-
-    pub fn set_phase(&self, phase: Phase) {
-        self.phase.send_replace(phase);
-    }
-
-    /// Waits until no session is live or `deadline` passes; true if all ended.
-    pub async fn wait_idle(&self, deadline: tokio::time::Instant) -> bool {
-        loop {
-            let ended = self.ended.notified();
-            if self.live() == 0 {
-                return true;
-            }
-            tokio::select! {
-                _ = ended => {}
-                // Guards dropped between the check and `notified()` are caught by polling.
-                _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
-                _ = tokio::time::sleep_until(deadline) => return self.live() == 0,
-            }
-        }
-    }
-}
-
 pub struct Gateway {
     pub config: Config,
-    pub agents: ArcSwap<AgentStore>,
-    pub policy: Engine,
-    pub audit: AuditLog,
-    /// PostgreSQL upstreams with their vaulted credentials (swapped when the vault is reloaded).
-    pub upstreams: ArcSwap<HashMap<String, UpstreamTarget>>,
-    /// Upstreams of kind `redis` (kept apart: a PostgreSQL client can never name one).
-    pub redis_upstreams: HashMap<String, Arc<RedisTarget>>,
-    pub cancels: CancelRegistry,
+    /// What every session shares: agents, policy engine, audit log, limits, counters, lifecycle,
+    /// the front-end certificate.
+    pub core: Arc<Core>,
+    /// One per kind of upstream configured.
+    pub doors: Vec<Arc<dyn Door>>,
     /// Admin API tokens (verifiers and roles), reloaded with the policies.
     pub admin_tokens: ArcSwap<AdminTokens>,
-    /// Counters per agent and upstream, for `/metrics` and `/api/v1/stats`.
-    pub stats: crate::telemetry::Stats,
-    pub latency: crate::telemetry::Latency,
-    pub lifecycle: Lifecycle,
     /// When the gateway was built (uptime in `/api/v1/stats`).
     pub started: std::time::Instant,
-    /// The front end's certificate (absent without `[tls]`), replaced on reload.
-    pub tls: crate::tls::TlsHolder,
-    mock_secret: [u8; 32],
-    next_session: AtomicU64,
     /// Wakes the schema refresher (after a policy reload).
     schema_refresh: tokio::sync::Notify,
-    pub limiter: crate::ratelimit::Limiter,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("upstreams", &self.upstreams.load().keys())
+            .field("upstreams", &self.config.upstreams.keys())
             .finish_non_exhaustive()
     }
-}
-
-/// Resolves `vault:NAME` references; literal values are allowed only where `allow_literal`.
-fn resolve(vault: &Vault, reference: &str, allow_literal: bool) -> Result<Secret, VaultError> {
-    match SecretRef::parse(reference) {
-        SecretRef::Vault(name) => vault.get(&name),
-        SecretRef::Literal(v) if allow_literal => Ok(Secret::new(v)),
-        SecretRef::Literal(_) => Err(VaultError::Key(
-            "a password must be a vault reference".into(),
-        )),
-    }
-}
-
-/// The client-side TLS of upstream `name` (`None` for `tls = "disable"`).
-pub fn upstream_tls(
-    name: &str,
-    u: &crate::config::UpstreamConfig,
-) -> Result<Option<crate::tls::UpstreamTls>, GatewayError> {
-    let alpn = match u.kind {
-        UpstreamKind::Postgres => Some(crate::tls::ALPN_POSTGRESQL),
-        UpstreamKind::Redis => None,
-    };
-    crate::tls::UpstreamTls::build(u.tls_mode(), &u.host, u.ca_file.as_deref(), alpn).map_err(
-        |source| GatewayError::UpstreamTls {
-            name: name.to_string(),
-            source,
-        },
-    )
-}
-
-/// The configured upstreams with their vaulted credentials resolved.
-pub fn upstream_targets(
-    config: &Config,
-    vault: &Vault,
-) -> Result<HashMap<String, UpstreamTarget>, GatewayError> {
-    let mut upstreams = HashMap::new();
-    for (name, u) in &config.upstreams {
-        match u.kind {
-            UpstreamKind::Postgres => {}
-            UpstreamKind::Redis => continue,
-        }
-        upstreams.insert(
-            name.clone(),
-            UpstreamTarget {
-                name: name.clone(),
-                host: u.host.clone(),
-                port: u.port,
-                database: u.database_name(name).to_string(),
-                user: resolve(vault, &u.user, true)?,
-                password: resolve(vault, &u.password, false)?,
-                search_path: u.search_path.join(", "),
-                tls: upstream_tls(name, u)?,
-            },
-        );
-    }
-    Ok(upstreams)
-}
-
-/// A Redis upstream's (user, password) from the vault.
-fn redis_credentials(
-    vault: &Vault,
-    u: &crate::config::UpstreamConfig,
-) -> Result<crate::redis::upstream::RedisCredentials, VaultError> {
-    Ok(crate::redis::upstream::RedisCredentials {
-        user: resolve(vault, &u.user, true)?,
-        password: resolve(vault, &u.password, false)?,
-    })
 }
 
 /// The engine's key for the `hash` mask, derived from the master key.
@@ -241,12 +75,13 @@ pub fn mask_hash_key(key: &MasterKey) -> String {
 }
 
 pub fn policy_context<'a>(config: &Config, agents: &'a AgentStore) -> PolicyContext<'a> {
-    let upstreams: BTreeMap<String, Vec<String>> = config
-        .upstreams
-        .iter()
-        .map(|(n, u)| (n.clone(), u.search_path.clone()))
-        .collect();
-    PolicyContext { agents, upstreams }
+    PolicyContext::for_upstreams(
+        agents,
+        config
+            .upstreams
+            .iter()
+            .map(|(n, u)| (n.clone(), u.kind, u.search_path.clone())),
+    )
 }
 
 /// Loads agents and policies as `tollgate check` and a reload do.
@@ -258,30 +93,14 @@ pub fn load_policies(config: &Config) -> Result<(AgentStore, PolicySet), SourceE
 
 impl Gateway {
     /// Builds the gateway from a validated config: opens the vault and the audit log, loads agents
-    /// and policies. Nothing listens yet.
+    /// and policies, builds the doors. Nothing listens yet.
     pub fn build(config: Config) -> Result<Gateway, GatewayError> {
         let key = MasterKey::load(config.vault.key_file.as_deref())?;
         // Stable across restarts, so an unknown agent's mock SCRAM salt never changes either.
         let mock_secret = key.derive_subkey(b"tollgate/scram-mock-salt");
         let mask_key = mask_hash_key(&key);
         let vault = Vault::open(&config.vault.file, key)?;
-        let upstreams = upstream_targets(&config, &vault)?;
-        let mut redis_upstreams = HashMap::new();
-        for (name, u) in &config.upstreams {
-            if u.kind == UpstreamKind::Redis {
-                redis_upstreams.insert(
-                    name.clone(),
-                    Arc::new(RedisTarget {
-                        name: name.clone(),
-                        host: u.host.clone(),
-                        port: u.port,
-                        credentials: ArcSwap::from_pointee(redis_credentials(&vault, u)?),
-                        tls: upstream_tls(name, u)?,
-                        table: Default::default(),
-                    }),
-                );
-            }
-        }
+        let doors = crate::doors::build(&config, &vault)?;
         let (agents, set) = load_policies(&config)?;
         for w in &set.warnings {
             warn!("policy: {w}");
@@ -294,35 +113,38 @@ impl Gateway {
         };
         let policy = Engine::new(set);
         policy.set_mask_key(mask_key);
-        Ok(Gateway {
-            config,
-            agents: ArcSwap::from_pointee(agents),
+        let core = Core::new(CoreParts {
+            limits: config.limits.clone(),
+            audit_config: config.audit.clone(),
+            agents,
             policy,
             audit,
-            upstreams: ArcSwap::from_pointee(upstreams),
-            redis_upstreams,
-            cancels: CancelRegistry::default(),
-            admin_tokens: ArcSwap::from_pointee(admin_tokens),
-            stats: crate::telemetry::Stats::default(),
-            latency: crate::telemetry::Latency::register(),
-            lifecycle: Lifecycle::default(),
-            started: std::time::Instant::now(),
             tls: crate::tls::TlsHolder::new(tls),
             mock_secret,
-            next_session: AtomicU64::new(1),
+        });
+        Ok(Gateway {
+            config,
+            core: Arc::new(core),
+            doors,
+            admin_tokens: ArcSwap::from_pointee(admin_tokens),
+            started: std::time::Instant::now(),
             schema_refresh: tokio::sync::Notify::new(),
-            limiter: crate::ratelimit::Limiter::default(),
         })
+    }
+
+    /// The door serving upstream `name`.
+    pub fn door_for(&self, name: &str) -> Option<&Arc<dyn Door>> {
+        self.doors.iter().find(|d| d.serves(name))
     }
 
     /// Re-reads agents and policies; on any error the running ones stay in force.
     pub fn reload(&self) -> Result<(), SourceError> {
         match load_policies(&self.config) {
             Ok((agents, set)) => {
-                self.agents.store(Arc::new(agents));
-                self.policy.replace(set);
+                self.core.agents.store(Arc::new(agents));
+                self.core.policy.replace(set);
                 self.schema_refresh.notify_one();
-                info!(version = self.policy.version(), "policies reloaded");
+                info!(version = self.core.policy.version(), "policies reloaded");
                 Ok(())
             }
             Err(e) => {
@@ -341,24 +163,20 @@ impl Gateway {
             let key = MasterKey::load(self.config.vault.key_file.as_deref())?;
             let mask_key = mask_hash_key(&key);
             let vault = Vault::open(&self.config.vault.file, key)?;
-            let targets = upstream_targets(&self.config, &vault)?;
-            let mut redis = Vec::new();
-            for (name, target) in &self.redis_upstreams {
-                redis.push((
-                    target.clone(),
-                    redis_credentials(&vault, &self.config.upstreams[name])?,
-                ));
-            }
-            Ok::<_, GatewayError>((mask_key, targets, redis))
+            let commits = self
+                .doors
+                .iter()
+                .map(|d| d.reload_credentials(&vault))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, GatewayError>((mask_key, commits))
         })();
         match result {
-            Ok((mask_key, targets, redis)) => {
-                self.upstreams.store(Arc::new(targets));
-                for (target, creds) in redis {
-                    target.credentials.store(Arc::new(creds));
+            Ok((mask_key, commits)) => {
+                for commit in commits {
+                    commit();
                 }
-                if self.policy.mask_key() != mask_key {
-                    self.policy.set_mask_key(mask_key);
+                if self.core.policy.mask_key() != mask_key {
+                    self.core.policy.set_mask_key(mask_key);
                 }
                 metrics::counter!("tollgate_vault_reloads_total", "result" => "ok").increment(1);
                 info!("vault reloaded");
@@ -414,7 +232,7 @@ impl Gateway {
         };
         match crate::tls::ServerTls::load(&files.cert_file, &files.key_file) {
             Ok(tls) => {
-                self.tls.store(tls);
+                self.core.tls.store(tls);
                 metrics::counter!("tollgate_tls_reloads_total", "result" => "ok").increment(1);
                 info!("TLS certificate reloaded");
                 Ok(())
@@ -434,13 +252,15 @@ impl Gateway {
             self.config.limits.upstream_connect_timeout_ms.max(1000),
         );
         let mut all = true;
-        let upstreams = self.upstreams.load_full();
-        for name in self.policy.protected_upstreams() {
-            let Some(target) = upstreams.get(&name) else {
+        for name in self.core.policy.protected_upstreams() {
+            let Some(load) = self
+                .door_for(&name)
+                .and_then(|d| d.table_shapes(&name, timeout))
+            else {
                 continue;
             };
-            match crate::pg::schema_loader::load_schema(target, timeout).await {
-                Ok(snapshot) => self.policy.set_schema(&name, snapshot),
+            match load.await {
+                Ok(snapshot) => self.core.policy.set_schema(&name, snapshot),
                 Err(e) => {
                     all = false;
                     metrics::counter!("tollgate_schema_load_errors_total").increment(1);
@@ -449,50 +269,6 @@ impl Gateway {
             }
         }
         all
-    }
-
-    pub fn next_session_id(&self) -> u64 {
-        self.next_session.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn mock_secret(&self) -> &[u8; 32] {
-        &self.mock_secret
-    }
-
-    /// The statement text as recorded: literals replaced when the config asks for it.
-    pub fn audit_text(&self, text: &str) -> String {
-        if self.config.audit.redact_literals {
-            pg_query::normalize(text)
-                .unwrap_or_else(|_| "<statement not recorded: could not redact literals>".into())
-        } else {
-            text.to_string()
-        }
-    }
-
-    /// A session-level record (login refused, session opened).
-    pub fn audit_session(
-        &self,
-        session: u64,
-        agent: &str,
-        upstream: Option<&str>,
-        peer: SocketAddr,
-        decision: Decision,
-        reason: &str,
-    ) {
-        let ev = AuditEvent {
-            kind: EventKind::Session,
-            agent: agent.to_string(),
-            protocol: crate::audit::Protocol::Postgres,
-            upstream: upstream.map(str::to_string),
-            session,
-            client_addr: Some(peer.to_string()),
-            decision,
-            reason: Some(reason.to_string()),
-            ..AuditEvent::default()
-        };
-        if let Err(e) = self.audit.append(&ev) {
-            warn!(error = %e, "audit write failed for a session record");
-        }
     }
 }
 
@@ -520,7 +296,7 @@ impl Running {
     /// running (no reply owed, no open transaction); after `deadline` the rest are closed.
     /// Returns how many sessions had to be closed at the deadline.
     pub async fn drain(&self, deadline: std::time::Duration) -> usize {
-        let lifecycle = &self.gateway.lifecycle;
+        let lifecycle = &self.gateway.core.lifecycle;
         let _ = self.stop_accepting.send(true);
         lifecycle.set_phase(Phase::Draining);
         info!(
@@ -541,7 +317,7 @@ impl Running {
             lifecycle.wait_idle(grace).await;
         }
         // Outcome records of the last statements.
-        if let Err(e) = self.gateway.audit.flush() {
+        if let Err(e) = self.gateway.core.audit.flush() {
             warn!(error = %e, "audit flush failed at shutdown");
         }
         self.shutdown();
@@ -568,72 +344,33 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         loaded,
         rx.clone(),
     ));
-    let mut pg_addr = None;
-    if let Some(addr) = gateway.config.listen.postgres {
-        let (listener, local) = bind(addr).await?;
-        info!(%local, "PostgreSQL listener ready");
-        pg_addr = Some(local);
-        tokio::spawn(crate::pg::serve(gateway.clone(), listener, stop_rx.clone()));
-    }
-    let mut redis_addr = None;
-    let mut redis_tls_addr = None;
-    let redis_listeners = [
-        (gateway.config.listen.redis, false),
-        (gateway.config.listen.redis_tls, true),
-    ];
-    for (addr, tls) in redis_listeners {
-        let Some(addr) = addr else { continue };
-        let target = gateway
-            .redis_upstreams
-            .values()
-            .next()
-            .cloned()
-            .expect("config validation: listen.redis has one redis upstream");
-        let (listener, local) = bind(addr).await?;
-        info!(%local, upstream = %target.name, tls, "Redis listener ready");
-        if tls {
-            redis_tls_addr = Some(local);
-        } else {
-            redis_addr = Some(local);
+    let mut listening = BTreeMap::new();
+    for door in &gateway.doors {
+        for l in door
+            .clone()
+            .start(gateway.core.clone(), stop_rx.clone())
+            .await?
+        {
+            listening.insert(l.listener as u8, l);
         }
-        // Learn the command table now if the upstream is up; sessions retry if it is not.
-        let timeout =
-            std::time::Duration::from_millis(gateway.config.limits.upstream_connect_timeout_ms);
-        if let Err(e) = target.table(timeout).await {
-            warn!(upstream = %target.name, error = %e, "cannot read the Redis command table yet");
-        }
-        tokio::spawn(crate::redis::serve(
-            gateway.clone(),
-            target,
-            listener,
-            tls,
-            stop_rx.clone(),
-        ));
     }
+    let addr_of = |which: Listener| listening.get(&(which as u8)).map(|l| l.addr);
     let mut admin_addr = None;
     if let Some(addr) = gateway.config.admin.listen {
-        let (listener, local) = bind(addr).await?;
+        let (listener, local) = crate::doors::bind(addr).await?;
         info!(admin = %local, "admin API listener ready");
         admin_addr = Some(local);
         tokio::spawn(crate::admin::serve(gateway.clone(), listener, rx.clone()));
     }
     Ok(Running {
+        pg_addr: addr_of(Listener::Postgres),
+        redis_addr: addr_of(Listener::Redis),
+        redis_tls_addr: addr_of(Listener::RedisTls),
         gateway,
-        pg_addr,
-        redis_addr,
         admin_addr,
         stop_accepting: stop_tx,
-        redis_tls_addr,
         shutdown: tx,
     })
-}
-
-/// Binds a listener; returns it with the address it got (port 0 picks one).
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), GatewayError> {
-    let listen_error = |source| GatewayError::Listen { addr, source };
-    let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
-    let local = listener.local_addr().map_err(listen_error)?;
-    Ok((listener, local))
 }
 
 /// Keeps table shapes fresh: every minute, after each policy reload, and every 2 s while some
@@ -661,11 +398,11 @@ async fn flush_audit_periodically(gateway: Arc<Gateway>, mut shutdown: watch::Re
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => {
-                let _ = gateway.audit.flush();
+                let _ = gateway.core.audit.flush();
                 return;
             }
         }
-        if let Err(e) = gateway.audit.flush() {
+        if let Err(e) = gateway.core.audit.flush() {
             warn!(error = %e, "audit flush failed");
         }
     }

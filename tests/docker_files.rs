@@ -119,7 +119,7 @@ fn local_config(dir: &Path) -> PathBuf {
         .replace("/var/lib/tollgate", dir.to_str().unwrap())
         .replace(
             "/etc/tollgate/policies",
-            root().join("docker/policies").to_str().unwrap(),
+            root().join("policies").to_str().unwrap(),
         );
     let path = dir.join("tollgate.toml");
     std::fs::write(&path, text).unwrap();
@@ -189,10 +189,79 @@ fn entrypoint_initialises_vault_agents_and_admin_token_from_the_environment() {
 #[test]
 fn example_policies_match_the_demo() {
     for (name, text) in tollgate::demo::files::POLICIES {
-        let on_disk = std::fs::read_to_string(root().join("docker/policies").join(name)).unwrap();
+        let on_disk = std::fs::read_to_string(root().join("policies").join(name)).unwrap();
         assert_eq!(
             on_disk, text,
-            "docker/policies/{name} differs from the demo's policy"
+            "policies/{name} differs from the demo's policy"
         );
     }
+}
+
+/// `tollgate check` over the top-level `policies/` folder, as an operator would run it.
+#[test]
+fn the_policies_folder_passes_tollgate_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "agents_file = \"agents.toml\"\npolicies_dir = \"{}\"\n[listen]\npostgres = \"127.0.0.1:0\"\n[vault]\nfile = \"vault.json\"\n[audit]\nfile = \"audit.log\"\n\
+             [upstream.shop]\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = 5432\nuser = \"vault:u\"\npassword = \"vault:p\"\n\
+             [upstream.cache]\nkind = \"redis\"\nhost = \"127.0.0.1\"\nport = 6379\nuser = \"default\"\npassword = \"vault:r\"\n",
+            root().join("policies").display()
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_tollgate");
+    for agent in ["analyst", "writer", "trusted"] {
+        let out = Command::new(bin)
+            .args(["agent", "add", agent, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = Command::new(bin)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3 policy file(s)"), "{stdout}");
+    // The folder's README is not a policy file; a broken policy is reported with its place.
+    let broken = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(root().join("policies")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), broken.path().join(e.file_name())).unwrap();
+    }
+    std::fs::write(
+        broken.path().join("zz.toml"),
+        "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"cache\"\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        root().join("policies").to_str().unwrap(),
+        broken.path().to_str().unwrap(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(bin)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("zz.toml:3:") && stderr.contains("upstream \"cache\" is of kind \"redis\""),
+        "{stderr}"
+    );
 }

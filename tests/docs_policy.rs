@@ -1,9 +1,9 @@
 //! Every `toml policy` example in docs/policy.md loads (with agents and upstream it names).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use tollgate::auth::{AgentStore, AgentsFile};
+use tollgate::config::UpstreamKind;
 use tollgate::policy::{PolicyContext, PolicySet};
 
 fn examples() -> Vec<String> {
@@ -39,13 +39,17 @@ fn every_policy_example_in_the_docs_loads() {
         agents.add(name, "tg_doc_token", groups).unwrap();
     }
     let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
-    let ctx = PolicyContext {
-        agents: &store,
-        upstreams: BTreeMap::from([
-            ("shop".to_string(), vec!["public".to_string()]),
-            ("cache".to_string(), vec![]),
-        ]),
-    };
+    let ctx = PolicyContext::for_upstreams(
+        &store,
+        [
+            (
+                "shop".to_string(),
+                UpstreamKind::Postgres,
+                vec!["public".to_string()],
+            ),
+            ("cache".to_string(), UpstreamKind::Redis, vec![]),
+        ],
+    );
     let examples = examples();
     assert!(examples.len() >= 6, "found {} examples", examples.len());
     for (i, text) in examples.iter().enumerate() {

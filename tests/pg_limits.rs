@@ -11,6 +11,14 @@ use std::time::{Duration, Instant};
 use support::{connect, connect_url, sqlstate, strict_harness, Harness};
 use tokio_postgres::SimpleQueryMessage;
 
+/// The writer's connection cap (4) counts its sessions on every protocol: tests that open
+/// writer sessions while another counts them take turns.
+static WRITER_SESSIONS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn writer_turn() -> std::sync::MutexGuard<'static, ()> {
+    WRITER_SESSIONS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn h() -> &'static Harness {
     static READY: OnceLock<()> = OnceLock::new();
     let h = strict_harness();
@@ -173,6 +181,7 @@ fn analyst_gets_at_most_1000_rows_and_600_statements_a_minute() {
 
 #[test]
 fn writer_limits_timeout_idle_transaction_connections_and_huge_results() {
+    let _turn = writer_turn();
     let h = h();
     h.runtime.block_on(async {
         // Statement timeout, enforced by tollgate's cancel, in both protocols; session survives.
@@ -310,6 +319,7 @@ fn refuse_mode_fails_the_statement_and_keeps_the_session() {
 
 #[test]
 fn redis_blocking_commands_wait_no_longer_than_the_statement_timeout() {
+    let _turn = writer_turn();
     let h = h();
     h.runtime.block_on(redis_blocking(h));
 }
@@ -349,6 +359,7 @@ async fn redis_blocking(h: &Harness) {
 /// lands, the cancel must not hit the agent's next statement.
 #[test]
 fn a_row_limit_cancel_never_hits_the_next_statement() {
+    let _turn = writer_turn();
     let h = h();
     h.runtime.block_on(async {
         let c = connect("writer").await;

@@ -12,18 +12,19 @@ use super::State;
 use crate::config::UpstreamKind;
 use crate::policy::limits::Limits;
 use crate::policy::redis::rules::PatternRule;
-use crate::policy::rules::{Op, OpSet, StatementClass, UpstreamRules};
+use crate::policy::redis::RedisRules;
+use crate::policy::rules::{Op, OpSet, SqlRules, StatementClass, UpstreamRules};
 use crate::policy::AgentPolicy;
 
 pub async fn list(
     _: Viewer,
     axum::extract::State(state): axum::extract::State<State>,
 ) -> Json<Value> {
-    let agents = state.gw.agents.load_full();
+    let agents = state.gw.core.agents.load_full();
     let items: Vec<Value> = agents
         .names()
         .map(|name| {
-            let policy = state.gw.policy.agent_policy(name);
+            let policy = state.gw.core.policy.agent_policy(name);
             let mut connectors: Vec<&str> = Vec::new();
             if let Some(p) = &policy {
                 for m in [&p.enforced, &p.with_shadow].into_iter().flatten() {
@@ -48,10 +49,10 @@ pub async fn connectors(
     axum::extract::State(state): axum::extract::State<State>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if state.gw.agents.load().get(&id).is_none() {
+    if state.gw.core.agents.load().get(&id).is_none() {
         return Err(ApiError::NotFound(format!("no agent \"{}\"", shown(&id))));
     }
-    let policy = state.gw.policy.agent_policy(&id).unwrap_or_default();
+    let policy = state.gw.core.policy.agent_policy(&id).unwrap_or_default();
     let mut items = Vec::new();
     for (name, u) in &state.gw.config.upstreams {
         let Some(v) = connector_view(&policy, name, u.kind) else {
@@ -74,14 +75,12 @@ fn connector_view(policy: &AgentPolicy, upstream: &str, kind: UpstreamKind) -> O
     let enforced = policy.enforced.as_ref().and_then(|m| m.get(upstream));
     let shadow = policy.with_shadow.as_ref().and_then(|m| m.get(upstream));
     let rules = enforced.or(shadow)?;
-    let mut v = match kind {
-        UpstreamKind::Postgres => postgres_view(rules),
-        UpstreamKind::Redis => redis_view(rules),
+    let mut v = match rules {
+        UpstreamRules::Sql(r) => postgres_view(r),
+        UpstreamRules::Redis(r) => redis_view(r),
     };
-    v["policy_files"] = match kind {
-        UpstreamKind::Postgres => json!(rules.sources),
-        UpstreamKind::Redis => json!(rules.redis.sources),
-    };
+    let _ = kind; // the rules carry their kind (policy validation matched it to the config)
+    v["policy_files"] = json!(rules.sources());
     // `enforced: false`: only shadow files name this connector (refusals are audited as
     // would_block and the statements run). `shadow`: some shadow file applies to the agent.
     v["enforced"] = json!(enforced.is_some());
@@ -97,7 +96,7 @@ fn ops(set: OpSet) -> Vec<&'static str> {
         .collect()
 }
 
-fn postgres_view(r: &UpstreamRules) -> Value {
+fn postgres_view(r: &SqlRules) -> Value {
     let statements: Vec<&str> = StatementClass::ALL
         .into_iter()
         .filter(|c| r.passthrough || r.classes.contains(*c))
@@ -134,8 +133,7 @@ fn postgres_view(r: &UpstreamRules) -> Value {
     })
 }
 
-fn redis_view(r: &UpstreamRules) -> Value {
-    let redis = &r.redis;
+fn redis_view(redis: &RedisRules) -> Value {
     let globs = |v: &[PatternRule]| {
         v.iter()
             .map(|p| p.glob.as_str().to_owned())

@@ -110,8 +110,8 @@ pub async fn audit(
     let Query(q) = query.map_err(bad_query)?;
     let filter = Filter::from_query(q)?;
     // Deferred outcome records first, so the answer is current.
-    let _ = state.gw.audit.flush();
-    let path = state.gw.audit.path().to_path_buf();
+    let _ = state.gw.core.audit.flush();
+    let path = state.gw.core.audit.path().to_path_buf();
     let found = tokio::task::spawn_blocking(move || scan(&path, &filter))
         .await
         .map_err(|e| ApiError::Internal(format!("audit read failed: {e}")))?

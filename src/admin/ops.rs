@@ -12,7 +12,7 @@ use super::auth::{Admin, Viewer};
 use super::error::ApiError;
 use super::probe::{probe, ProbeRecord};
 use super::State;
-use crate::gateway::Phase;
+use crate::session::Phase;
 use crate::telemetry::DECISIONS;
 
 type AppState = axum::extract::State<State>;
@@ -25,7 +25,7 @@ pub async fn healthz() -> Json<Value> {
 /// Ready when not shutting down and every connector answered a probe (login included).
 /// Answers are reused for a second, so a busy prober does not flood the upstreams.
 pub async fn readyz(axum::extract::State(state): AppState) -> Response {
-    if state.gw.lifecycle.phase() != Phase::Serving {
+    if state.gw.core.lifecycle.phase() != Phase::Serving {
         let body = json!({"ready": false, "reason": "shutting down"});
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
@@ -99,7 +99,7 @@ pub async fn metrics(
     _: Viewer,
     axum::extract::State(state): AppState,
 ) -> Result<Response, ApiError> {
-    let text = crate::telemetry::render(&state.gw.stats, state.gw.policy.cache_counts())
+    let text = crate::telemetry::render(&state.gw.core.stats, state.gw.core.policy.cache_counts())
         .ok_or_else(|| {
             ApiError::Unavailable("no Prometheus recorder is installed in this process".into())
         })?;
@@ -151,15 +151,15 @@ pub async fn stats(_: Viewer, axum::extract::State(state): AppState) -> Json<Val
             );
             add(&mut entry["errors"], p.errors.load(Ordering::Relaxed));
         };
-    for (agent, upstream, p) in gw.stats.snapshot() {
+    for (agent, upstream, p) in gw.core.stats.snapshot() {
         totals(&mut agents, &agent, &p);
         totals(&mut connectors, &upstream, &p);
     }
-    let cache = gw.policy.cache_counts();
+    let cache = gw.core.policy.cache_counts();
     Json(json!({
         "uptime_seconds": gw.started.elapsed().as_secs(),
-        "sessions_live": gw.lifecycle.live(),
-        "policy_version": gw.policy.version(),
+        "sessions_live": gw.core.lifecycle.live(),
+        "policy_version": gw.core.policy.version(),
         "agents": agents,
         "connectors": connectors,
         "decision_cache": {
@@ -181,7 +181,7 @@ pub async fn reload(Admin(caller): Admin, axum::extract::State(state): AppState)
         .unwrap_or_default();
     let body = json!({
         "success": errors.is_empty(),
-        "policy_version": state.gw.policy.version(),
+        "policy_version": state.gw.core.policy.version(),
         "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
     });
     let status = if errors.is_empty() {

@@ -19,7 +19,7 @@ use super::State;
 use crate::config::UpstreamKind;
 use crate::policy::decide::allowed_ops;
 use crate::policy::mask::{SchemaSnapshot, TableShape};
-use crate::policy::rules::UpstreamRules;
+use crate::policy::rules::{SqlRules, UpstreamRules};
 
 #[derive(Debug, Clone)]
 pub struct CachedSchema {
@@ -38,7 +38,7 @@ pub struct SchemaQuery {
 enum Access {
     /// Every table, unmasked (only shadow policies apply: nothing is enforced).
     Everything,
-    Rules(Box<UpstreamRules>),
+    Rules(Box<SqlRules>),
     Nothing,
 }
 
@@ -79,14 +79,14 @@ pub async fn schema(
 }
 
 fn access_of(state: &State, agent: &str, upstream: &str) -> Result<Access, ApiError> {
-    if state.gw.agents.load().get(agent).is_none() {
+    if state.gw.core.agents.load().get(agent).is_none() {
         return Err(ApiError::NotFound(format!("no agent \"{}\"", shown(agent))));
     }
-    let Some(policy) = state.gw.policy.agent_policy(agent) else {
+    let Some(policy) = state.gw.core.policy.agent_policy(agent) else {
         return Ok(Access::Nothing);
     };
     Ok(match (&policy.enforced, &policy.with_shadow) {
-        (Some(m), _) => match m.get(upstream) {
+        (Some(m), _) => match m.get(upstream).and_then(UpstreamRules::sql) {
             Some(r) => Access::Rules(Box::new(r.clone())),
             None => Access::Nothing,
         },
@@ -139,25 +139,21 @@ async fn load(state: &State, id: &str, refresh: bool) -> Result<CachedSchema, Ap
             return Ok(c);
         }
     }
-    let target = state
-        .gw
-        .upstreams
-        .load()
-        .get(id)
-        .cloned()
-        .ok_or_else(|| ApiError::NotFound(format!("no connector \"{}\"", shown(id))))?;
     let timeout = Duration::from_millis(state.gw.config.limits.upstream_connect_timeout_ms);
-    let snapshot = crate::pg::schema_loader::load_schema(&target, timeout)
-        .await
-        .map_err(|e| {
-            // The loader's errors name the upstream and the server's message, never credentials;
-            // the API still only says what failed.
-            tracing::warn!(upstream = %id, error = %e, "schema load for the admin API failed");
-            ApiError::Unavailable(format!(
-                "could not read the catalog of connector \"{}\"",
-                shown(id)
-            ))
-        })?;
+    let load = state
+        .gw
+        .door_for(id)
+        .and_then(|d| d.table_shapes(id, timeout))
+        .ok_or_else(|| ApiError::NotFound(format!("no connector \"{}\"", shown(id))))?;
+    let snapshot = load.await.map_err(|e| {
+        // The loader's errors name the upstream and the server's message, never credentials;
+        // the API still only says what failed.
+        tracing::warn!(upstream = %id, error = %e, "schema load for the admin API failed");
+        ApiError::Unavailable(format!(
+            "could not read the catalog of connector \"{}\"",
+            shown(id)
+        ))
+    })?;
     let cached = CachedSchema {
         loaded_at: now_rfc3339(),
         snapshot: Arc::new(snapshot),
@@ -195,7 +191,7 @@ mod tests {
 
     #[test]
     fn an_agent_sees_only_allowed_tables_with_masks_marked() {
-        let rules = UpstreamRules {
+        let rules = SqlRules {
             search_path: vec!["public".into()],
             tables: vec![TableMatcher {
                 glob: Glob::new("public.customers"),
@@ -206,7 +202,7 @@ mod tests {
                 exact: true,
                 row_filter: None,
             }],
-            ..UpstreamRules::default()
+            ..SqlRules::default()
         };
         let access = Access::Rules(Box::new(rules));
         let v = table_view(&table("customers", &["id", "email"]), Some(&access)).unwrap();

@@ -54,7 +54,7 @@ pub fn check(config_path: &Path) -> CmdResult {
         crate::tls::ServerTls::load(&t.cert_file, &t.key_file).map_err(|e| e.to_string())?;
     }
     for (name, u) in &config.upstreams {
-        crate::gateway::upstream_tls(name, u).map_err(|e| e.to_string())?;
+        crate::doors::upstream_tls(name, u).map_err(|e| e.to_string())?;
     }
     println!(
         "ok: {} upstream(s), {} agent(s), {} policy file(s)",
@@ -184,17 +184,18 @@ fn load_explain_schema(config: &Config, engine: &Engine, upstream: &str) -> Opti
         let key = MasterKey::load(config.vault.key_file.as_deref()).map_err(|e| e.to_string())?;
         engine.set_mask_key(crate::gateway::mask_hash_key(&key));
         let vault = Vault::open(&config.vault.file, key).map_err(|e| e.to_string())?;
-        let targets =
-            crate::gateway::upstream_targets(config, &vault).map_err(|e| e.to_string())?;
-        let target = targets.get(upstream).ok_or("unknown upstream")?;
+        let doors = crate::doors::build(config, &vault).map_err(|e| e.to_string())?;
+        let timeout = std::time::Duration::from_millis(config.limits.upstream_connect_timeout_ms);
+        let load = doors
+            .iter()
+            .find(|d| d.serves(upstream))
+            .and_then(|d| d.table_shapes(upstream, timeout))
+            .ok_or("unknown upstream")?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let timeout = std::time::Duration::from_millis(config.limits.upstream_connect_timeout_ms);
-        let snapshot = rt
-            .block_on(crate::pg::schema_loader::load_schema(target, timeout))
-            .map_err(|e| e.to_string())?;
+        let snapshot = rt.block_on(load)?;
         engine.set_schema(upstream, snapshot);
         Ok(())
     };

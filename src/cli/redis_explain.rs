@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, SecretRef};
+use crate::config::Config;
 use crate::policy::redis::{MaskPlan, RedisPolicy};
 use crate::policy::{Engine, Outcome};
 use crate::redis::command::split_args;
-use crate::redis::upstream::{RedisCredentials, RedisTarget};
-use crate::vault::{MasterKey, Secret, Vault};
+use crate::redis::upstream::RedisTarget;
+use crate::vault::{MasterKey, Vault};
 
 pub fn explain(
     config: &Config,
@@ -20,21 +20,7 @@ pub fn explain(
     let u = &config.upstreams[upstream];
     let key = MasterKey::load(config.vault.key_file.as_deref()).map_err(|e| e.to_string())?;
     let vault = Vault::open(&config.vault.file, key).map_err(|e| e.to_string())?;
-    let secret = |r: &str| match SecretRef::parse(r) {
-        SecretRef::Vault(n) => vault.get(&n).map_err(|e| e.to_string()),
-        SecretRef::Literal(v) => Ok(Secret::new(v)),
-    };
-    let target = RedisTarget {
-        name: upstream.to_string(),
-        host: u.host.clone(),
-        port: u.port,
-        credentials: arc_swap::ArcSwap::from_pointee(RedisCredentials {
-            user: secret(&u.user)?,
-            password: secret(&u.password)?,
-        }),
-        tls: crate::gateway::upstream_tls(upstream, u).map_err(|e| e.to_string())?,
-        table: Default::default(),
-    };
+    let target = RedisTarget::from_config(upstream, u, &vault).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -185,6 +185,15 @@ pub enum UpstreamKind {
     Redis,
 }
 
+impl UpstreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamKind::Postgres => "postgres",
+            UpstreamKind::Redis => "redis",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {

@@ -12,7 +12,6 @@ use super::frontend::PASSWORD;
 use crate::auth::scram::{
     Binding, ScramError, ScramServer, ScramVerifier, MECHANISM, MECHANISM_PLUS,
 };
-use crate::auth::AgentStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientAuthError {
@@ -24,8 +23,9 @@ pub enum ClientAuthError {
     Refused(PgErrorFields),
 }
 
-fn failed(user: &str) -> ClientAuthError {
-    metrics::counter!("tollgate_auth_failures_total", "protocol" => "postgres").increment(1);
+/// The answer to a wrong token and an unknown agent alike (the session core counts and
+/// records the failure).
+pub fn failed(user: &str) -> ClientAuthError {
     ClientAuthError::Refused(PgErrorFields::fatal(
         "28P01",
         format!("password authentication failed for user \"{user}\""),
@@ -39,26 +39,22 @@ fn protocol_violation(what: &str) -> ClientAuthError {
     ))
 }
 
-/// Runs the SCRAM exchange; on success AuthenticationOk has been sent and the agent name is returned.
+/// Runs the SCRAM exchange against `verifier` (the session core's: the agent's, or a mock one
+/// when `known` is false, which always fails); on success AuthenticationOk has been sent.
 /// `end_point` is the connection's `tls-server-end-point` data (TLS connections): with it,
 /// SCRAM-SHA-256-PLUS is offered.
 pub async fn authenticate<R, W>(
     reader: &mut FrameReader<R>,
     writer: &mut W,
-    agents: &AgentStore,
+    verifier: &ScramVerifier,
+    known: bool,
     user: &str,
-    mock_secret: &[u8; 32],
     end_point: Option<&[u8]>,
 ) -> Result<(), ClientAuthError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let verifier = match agents.get(user) {
-        Some((_, v)) => v.clone(),
-        None => ScramVerifier::mock_for(user, mock_secret),
-    };
-    let known = agents.get(user).is_some();
     let offered: &[&str] = match end_point {
         Some(_) => &[MECHANISM_PLUS, MECHANISM],
         None => &[MECHANISM],
@@ -96,7 +92,7 @@ where
     if declared < 0 || declared as usize != data.len() {
         return Err(protocol_violation("length mismatch"));
     }
-    let (server, server_first) = match ScramServer::start(verifier, data, binding) {
+    let (server, server_first) = match ScramServer::start(verifier.clone(), data, binding) {
         Ok(x) => x,
         Err(ScramError::Downgrade) => {
             return Err(ClientAuthError::Refused(PgErrorFields::fatal(

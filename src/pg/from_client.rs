@@ -7,15 +7,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::backend::{self as msg, PgErrorFields};
 use super::frame::{Frame, FrameError, FrameReader};
 use super::frontend::{self as fe, MessageError};
 use super::pending::{Expect, Pending};
-use super::session::{Checked, SessionCtx, StatementLimits};
-use crate::policy::limits::RowLimitMode;
-use crate::policy::{Effect, Outcome, SessionFacts, Verdict};
+use super::statement::{Checked, PgSession};
+use crate::policy::limits::{Limits, RowLimitMode};
+use crate::policy::{AgentView, Effect, Outcome, SessionFacts, Verdict};
 
 /// A statement PostgreSQL rejects with a syntax error, sent in place of a refused one.
 const REFUSED_SQL: &str = "TOLLGATE REFUSED";
@@ -39,7 +39,6 @@ pub enum ClientEnd {
 }
 
 /// Per-session protocol state the policy hook needs.
-#[derive(Default)]
 struct State {
     /// After a refused Parse, messages up to Sync are dropped (the upstream skips them too).
     skip_until_sync: bool,
@@ -50,33 +49,43 @@ struct State {
     /// SQL-level PREPAREd statements: name → the PREPARE text, re-checked after a reload.
     sql_prepared: HashMap<String, Arc<Checked>>,
     facts: SessionFacts,
-    /// The agent's limits and the policy version they were read under.
-    limits: Option<(u64, StatementLimits)>,
+    /// The agent's policy (its limits), re-read when the policy changes.
+    view: AgentView,
 }
 
 impl State {
-    fn limits(&mut self, ctx: &SessionCtx) -> &StatementLimits {
-        let version = ctx.policy_version();
-        if self.limits.as_ref().map_or(true, |(v, _)| *v != version) {
-            self.limits = Some((version, ctx.statement_limits()));
+    fn new(agent: std::sync::Arc<str>) -> State {
+        State {
+            skip_until_sync: false,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            sql_prepared: HashMap::new(),
+            facts: SessionFacts::default(),
+            view: AgentView::new(agent),
         }
-        &self.limits.as_ref().expect("just set").1
     }
 }
 
-pub async fn run<R: AsyncRead + Unpin>(
-    ctx: Arc<SessionCtx>,
+/// The agent's current limits (the view refreshed first).
+fn limits<'a>(view: &'a mut AgentView, ctx: &PgSession) -> &'a Limits {
+    view.refresh(&ctx.session().core().policy).limits()
+}
+
+pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    ctx: Arc<PgSession>,
     pending: Pending,
     mut client: FrameReader<R>,
-    mut upstream: crate::tls::NetWrite,
+    mut upstream: W,
 ) -> Result<ClientEnd, FromClientError> {
-    let mut state = State::default();
+    let mut state = State::new(ctx.agent().clone());
     let mut out = BytesMut::new();
     loop {
         // A client that pipelines without reading replies waits here instead of growing memory.
         pending.wait_for_room().await;
         let next = loop {
-            let idle_limit = state.limits(&ctx).idle_in_transaction_timeout.clone();
+            let idle_limit = limits(&mut state.view, &ctx)
+                .idle_in_transaction_timeout
+                .clone();
             match idle_limit {
                 // Idle inside a transaction: every reply is in, the client is silent.
                 Some((limit, rule)) if pending.is_empty() && pending.tx_status() != b'I' => {
@@ -135,17 +144,11 @@ fn fatal_for(e: MessageError) -> FromClientError {
 
 /// Invalid UTF-8 is refused like PostgreSQL would (22021) and audited; a malformed message is fatal.
 fn refusal_for_bad_text(
-    ctx: &SessionCtx,
+    ctx: &PgSession,
     e: MessageError,
 ) -> Result<PgErrorFields, FromClientError> {
     match e {
-        MessageError::NotUtf8(what) => {
-            ctx.audit_unreadable(what);
-            Ok(PgErrorFields::error(
-                "22021",
-                "invalid byte sequence for encoding \"UTF8\"",
-            ))
-        }
+        MessageError::NotUtf8(what) => Ok(ctx.refuse_unreadable(what)),
         other => Err(fatal_for(other)),
     }
 }
@@ -166,7 +169,7 @@ fn substitute_parse(name: &str) -> Bytes {
 
 /// In truncate mode, an Execute asks the server for at most `max_rows + 1` rows: the extra row
 /// tells tollgate the result was longer, and the portal stops without a cancel.
-fn execute_row_cap(limits: &StatementLimits) -> Option<u32> {
+fn execute_row_cap(limits: &Limits) -> Option<u32> {
     match (&limits.max_rows, limits.on_max_rows) {
         (Some((max, _)), RowLimitMode::Truncate) => {
             Some(u32::try_from(max.saturating_add(1)).unwrap_or(i32::MAX as u32))
@@ -228,7 +231,7 @@ fn refuse_simple(pending: &Pending, refusal: PgErrorFields, out: &mut BytesMut) 
 }
 
 fn on_frame(
-    ctx: &SessionCtx,
+    ctx: &PgSession,
     pending: &Pending,
     state: &mut State,
     frame: Frame,
@@ -271,11 +274,12 @@ fn on_frame(
         fe::EXECUTE => {
             let portal = fe::execute_portal(&frame).map_err(fatal_for)?;
             let checked = state.portals.get(portal).cloned();
-            let cap = execute_row_cap(state.limits(ctx));
-            match ctx.record_execute(portal, checked.as_deref(), &state.facts) {
+            let limits = limits(&mut state.view, ctx);
+            let cap = execute_row_cap(limits);
+            match ctx.record_execute(portal, checked.as_deref(), &state.facts, limits) {
                 Ok(ticket) => {
                     pending.push(Expect::Execute {
-                        ticket,
+                        ticket: Some(ticket),
                         portal: portal.to_string(),
                     });
                     match cap.and_then(|cap| capped_execute(&frame, cap)) {
@@ -322,7 +326,7 @@ fn on_frame(
 }
 
 fn on_query(
-    ctx: &SessionCtx,
+    ctx: &PgSession,
     pending: &Pending,
     state: &mut State,
     frame: &Frame,
@@ -347,12 +351,13 @@ fn on_query(
         None if verdict.runs() => ctx.forwarded_text(text, &verdict),
         None => Ok(None),
     };
-    let admitted = forwarded.and_then(|f| ctx.admit(text, &verdict).map(|t| (t, f)));
+    let limits = limits(&mut state.view, ctx);
+    let admitted = forwarded.and_then(|f| ctx.decide(text, &verdict, limits).map(|t| (t, f)));
     match admitted {
         Ok((ticket, rewritten)) => {
             apply_effects(state, &verdict, text, ctx);
             pending.push(Expect::Simple {
-                ticket,
+                ticket: Some(ticket),
                 refusal: None,
                 rows: 0,
                 error: None,
@@ -361,7 +366,7 @@ fn on_query(
                 Some(sql) => out.extend_from_slice(&query_message(&sql)),
                 None => out.extend_from_slice(&frame.raw),
             }
-            ctx.record_overhead(started);
+            ctx.context().record_overhead(started);
         }
         Err(refusal) => refuse_simple(pending, refusal, out),
     }
@@ -369,7 +374,7 @@ fn on_query(
 }
 
 fn on_parse(
-    ctx: &SessionCtx,
+    ctx: &PgSession,
     pending: &Pending,
     state: &mut State,
     frame: &Frame,
@@ -422,12 +427,9 @@ fn on_parse(
             Some(sql) => out.extend_from_slice(&parse_message(frame, name, &sql)),
             None => out.extend_from_slice(&frame.raw),
         }
-        ctx.record_overhead(started);
+        ctx.context().record_overhead(started);
     } else {
-        let refusal = ctx
-            .admit(text, &verdict)
-            .err()
-            .unwrap_or_else(|| ctx.refusal(&verdict));
+        let refusal = ctx.refuse_verdict(text, &verdict);
         state.statements.remove(name);
         refuse_parse(pending, state, name, refusal, out);
     }
@@ -437,7 +439,7 @@ fn on_parse(
 /// For `EXECUTE name` (also inside EXPLAIN): if the PREPARE was judged under an older policy and
 /// the current one refuses it, the refusal.
 fn stale_execute_refusal(
-    ctx: &SessionCtx,
+    ctx: &PgSession,
     state: &State,
     verdict: &Verdict,
 ) -> Option<PgErrorFields> {
@@ -448,9 +450,7 @@ fn stale_execute_refusal(
             if let Some(refusal) = ctx.masking_changed(prepared, &fresh) {
                 return Some(refusal);
             }
-            (!fresh.runs())
-                .then(|| ctx.admit(&prepared.text, &fresh).err())
-                .flatten()
+            (!fresh.runs()).then(|| ctx.refuse_verdict(&prepared.text, &fresh))
         }
         _ => None,
     })
@@ -470,7 +470,7 @@ fn refuse_parse(
     state.skip_until_sync = true;
 }
 
-fn apply_effects(state: &mut State, verdict: &Arc<Verdict>, text: &str, ctx: &SessionCtx) {
+fn apply_effects(state: &mut State, verdict: &Arc<Verdict>, text: &str, ctx: &PgSession) {
     if verdict.outcome == Outcome::Block {
         return;
     }
@@ -500,3 +500,6 @@ fn apply_effects(state: &mut State, verdict: &Arc<Verdict>, text: &str, ctx: &Se
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

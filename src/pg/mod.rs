@@ -1,43 +1,25 @@
-//! The PostgreSQL front end: speaks the wire protocol to agents and relays it to the upstream,
-//! message by message, with every Query and Parse passing the policy hook. Decides nothing itself.
+//! The PostgreSQL front end: wire code on the session core. It speaks the protocol to agents and
+//! relays it to the upstream message by message, with every Query and Parse passing the policy
+//! hook; it decides nothing itself.
 
 pub mod backend;
 pub mod cancel;
 pub mod client_auth;
+mod door;
 pub mod encryption;
 pub mod frame;
 pub mod from_client;
 pub mod frontend;
 pub mod pending;
+pub mod refusal;
 pub mod schema_loader;
 pub mod session;
 pub mod startup;
+pub mod statement;
 pub mod to_client;
 pub mod upstream;
 
-use std::sync::Arc;
+#[cfg(test)]
+pub(crate) mod testing;
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::warn;
-
-use crate::gateway::Gateway;
-
-/// Accepts PostgreSQL clients until `shutdown` flips to true.
-pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    tokio::spawn(session::handle(gw.clone(), socket, peer));
-                }
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
-            _ = shutdown.changed() => return,
-        }
-    }
-}
+pub use door::PgDoor;

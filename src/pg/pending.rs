@@ -9,23 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::backend::PgErrorFields;
-
-/// The audit record a running statement will complete.
-#[derive(Debug, Clone)]
-pub struct AuditTicket {
-    pub seq: u64,
-    pub started: Instant,
-    pub would_block: bool,
-}
+use crate::session::Ticket;
 
 #[derive(Debug)]
 pub enum Expect {
     /// A simple Query (or a refused FunctionCall): replies up to ReadyForQuery.
     Simple {
-        ticket: Option<AuditTicket>,
+        ticket: Option<Ticket>,
         refusal: Option<PgErrorFields>,
         rows: u64,
-        error: Option<(String, String)>,
+        error: Option<crate::session::OutcomeError>,
     },
     /// Parse → ParseComplete (or the substitute whose error becomes `refusal`).
     Parse {
@@ -40,7 +33,7 @@ pub enum Expect {
     /// Execute → CommandComplete / EmptyQueryResponse / PortalSuspended. `portal` names the
     /// portal, whose rows count towards `max_rows` across the Executes that resume it.
     Execute {
-        ticket: Option<AuditTicket>,
+        ticket: Option<Ticket>,
         portal: String,
     },
     Sync,
@@ -143,7 +136,7 @@ impl Pending {
                 }
                 | Expect::Execute {
                     ticket: Some(t), ..
-                } => Some(t.started),
+                } => Some(t.started()),
                 _ => None,
             })
         })

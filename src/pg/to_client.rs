@@ -5,14 +5,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::backend::{self as msg, PgErrorFields};
 use super::cancel::{send_cancel, CancelTarget};
 use super::frame::{Frame, FrameError, FrameReader};
-use super::pending::{AuditTicket, Expect, Pending};
-use super::session::{SessionCtx, StatementLimits};
+use super::pending::{Expect, Pending};
+use super::statement::PgSession;
 use crate::policy::limits::RowLimitMode;
+use crate::policy::AgentView;
+use crate::session::{OutcomeError, Ticket};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToClientError {
@@ -30,9 +32,8 @@ struct ReplyState {
     copy_in: bool,
     /// An error ended a COPY FROM STDIN before the client's CopyDone/CopyFail was queued.
     copy_cleanup_due: bool,
-    /// The agent's limits, refreshed when the policy version changes.
-    limits: StatementLimits,
-    limits_version: u64,
+    /// The agent's policy (its limits), refreshed at each ReadyForQuery.
+    view: AgentView,
     /// The upstream backend, for tollgate's own cancels (timeouts, row limits).
     cancel: CancelTarget,
     /// DataRows of the current result, and whether it went past `max_rows`. For an Execute this
@@ -49,12 +50,24 @@ struct ReplyState {
 }
 
 impl ReplyState {
-    fn refresh_limits(&mut self, ctx: &SessionCtx) {
-        let version = ctx.policy_version();
-        if version != self.limits_version {
-            self.limits = ctx.statement_limits();
-            self.limits_version = version;
-        }
+    fn new(ctx: &PgSession, cancel: CancelTarget) -> ReplyState {
+        let mut state = ReplyState {
+            copy_in: false,
+            copy_cleanup_due: false,
+            view: AgentView::new(ctx.agent().clone()),
+            cancel,
+            rows: 0,
+            portal_rows: HashMap::new(),
+            over_limit: false,
+            cancelled_for_rows: false,
+            timed_out: false,
+        };
+        state.refresh_limits(ctx);
+        state
+    }
+
+    fn refresh_limits(&mut self, ctx: &PgSession) {
+        self.view.refresh(&ctx.session().core().policy);
     }
 
     /// Cancels the running statement; the client side forwards nothing until it is delivered.
@@ -76,28 +89,22 @@ impl ReplyState {
 }
 
 /// Runs until the upstream closes or a write to the client fails.
-pub async fn run<W: AsyncWrite + Unpin>(
-    ctx: Arc<SessionCtx>,
+pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    ctx: Arc<PgSession>,
     pending: Pending,
-    mut upstream: FrameReader<crate::tls::NetRead>,
+    mut upstream: FrameReader<R>,
     client: &mut W,
     cancel: CancelTarget,
 ) -> Result<(), ToClientError> {
     let mut out = BytesMut::new();
-    let mut state = ReplyState {
-        copy_in: false,
-        copy_cleanup_due: false,
-        limits: ctx.statement_limits(),
-        limits_version: ctx.policy_version(),
-        cancel,
-        rows: 0,
-        portal_rows: HashMap::new(),
-        over_limit: false,
-        cancelled_for_rows: false,
-        timed_out: false,
-    };
+    let mut state = ReplyState::new(&ctx, cancel);
     loop {
-        let timeout = state.limits.statement_timeout.as_ref().map(|(d, _)| *d);
+        let timeout = state
+            .view
+            .limits()
+            .statement_timeout
+            .as_ref()
+            .map(|(d, _)| *d);
         let deadline = match timeout {
             Some(d) if !state.timed_out => pending.oldest_statement_start().map(|s| s + d),
             _ => None,
@@ -141,7 +148,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
 }
 
 fn on_frame(
-    ctx: &SessionCtx,
+    ctx: &PgSession,
     pending: &Pending,
     state: &mut ReplyState,
     frame: Frame,
@@ -170,7 +177,7 @@ fn on_frame(
                 });
             }
             state.rows += 1;
-            if let Some((max, _)) = &state.limits.max_rows {
+            if let Some((max, _)) = &state.view.limits().max_rows {
                 if state.rows > *max {
                     if !state.over_limit {
                         state.over_limit = true;
@@ -188,7 +195,7 @@ fn on_frame(
                                 q.len() == 1,
                             )
                         });
-                        let refuse = state.limits.on_max_rows == RowLimitMode::Refuse;
+                        let refuse = state.view.limits().on_max_rows == RowLimitMode::Refuse;
                         if refuse || (simple && alone && pending.tx_status() == b'I') {
                             state.cancelled_for_rows = true;
                             state.cancel_upstream(pending);
@@ -256,7 +263,12 @@ fn on_frame(
             let timed_out =
                 state.timed_out && msg::error_field(frame.body(), b'C').as_deref() == Some("57014");
             let own = timed_out.then(|| {
-                let (d, rule) = state.limits.statement_timeout.clone().unwrap_or_default();
+                let (d, rule) = state
+                    .view
+                    .limits()
+                    .statement_timeout
+                    .clone()
+                    .unwrap_or_default();
                 PgErrorFields::error(
                     "57014",
                     format!(
@@ -314,13 +326,13 @@ fn on_frame(
 /// normal completion with `max_rows` rows (also when the end is the upstream's answer to
 /// tollgate's cancel); in refuse mode an error. Returns whether `frame` was handled.
 fn row_limit_end(
-    ctx: &SessionCtx,
+    ctx: &PgSession,
     pending: &Pending,
     state: &mut ReplyState,
     frame: &Frame,
     out: &mut BytesMut,
 ) -> bool {
-    let (max, rule) = state.limits.max_rows.clone().unwrap_or_default();
+    let (max, rule) = state.view.limits().max_rows.clone().unwrap_or_default();
     let our_cancel = frame.tag == msg::ERROR_RESPONSE
         && state.cancelled_for_rows
         && msg::error_field(frame.body(), b'C').as_deref() == Some("57014");
@@ -328,7 +340,7 @@ fn row_limit_end(
     if !ends {
         return frame.tag == msg::DATA_ROW; // rows past the limit are dropped
     }
-    if state.limits.on_max_rows == RowLimitMode::Refuse {
+    if state.view.limits().on_max_rows == RowLimitMode::Refuse {
         let fields = PgErrorFields::error(
             "54000",
             format!("tollgate: the statement returned more than {max} rows, the most the policy allows (rule: {rule})"),
@@ -394,11 +406,11 @@ fn end_copy(pending: &Pending, state: &mut ReplyState) {
     state.copy_cleanup_due = !cleaned;
 }
 
-fn skipped() -> (String, String) {
-    (
-        "".into(),
-        "not executed: an earlier message in the same batch failed".into(),
-    )
+fn skipped() -> OutcomeError {
+    OutcomeError {
+        code: None,
+        message: "not executed: an earlier message in the same batch failed".into(),
+    }
 }
 
 fn is_fatal(body: &[u8]) -> bool {
@@ -409,14 +421,17 @@ fn is_fatal(body: &[u8]) -> bool {
 /// An ErrorResponse ends the current request; in extended mode the server then discards
 /// everything (including simple Queries) up to the next Sync.
 fn on_error(
-    ctx: &SessionCtx,
+    ctx: &PgSession,
     pending: &Pending,
     frame: Frame,
     out: &mut BytesMut,
     own: Option<PgErrorFields>,
 ) {
     let (code, message) = msg::error_code_and_message(frame.body());
-    let err = (code.unwrap_or_default(), message.unwrap_or_default());
+    let err = OutcomeError {
+        code,
+        message: message.unwrap_or_default(),
+    };
     // A FATAL error (the backend is going away) is never dressed up as a refusal.
     let may_replace = !is_fatal(frame.body());
     let replacement: Option<PgErrorFields> = pending.with(|q| match q.front_mut() {
@@ -466,12 +481,15 @@ fn on_error(
 
 /// Writes the outcome record of a finished statement (best effort: the decision is already on disk).
 fn complete(
-    ctx: &SessionCtx,
-    ticket: Option<AuditTicket>,
+    ctx: &PgSession,
+    ticket: Option<Ticket>,
     rows: Option<u64>,
-    error: Option<(String, String)>,
+    error: Option<OutcomeError>,
 ) {
     if let Some(t) = ticket {
-        ctx.audit_outcome(t, rows, error);
+        ctx.context().outcome(t, rows, error);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -31,6 +31,26 @@ pub struct UpstreamTarget {
     pub tls: Option<UpstreamTls>,
 }
 
+impl UpstreamTarget {
+    /// Upstream `name` of the config, with its credentials resolved from `vault`.
+    pub fn from_config(
+        name: &str,
+        u: &crate::config::UpstreamConfig,
+        vault: &crate::vault::Vault,
+    ) -> Result<UpstreamTarget, crate::doors::DoorError> {
+        Ok(UpstreamTarget {
+            name: name.to_string(),
+            host: u.host.clone(),
+            port: u.port,
+            database: u.database_name(name).to_string(),
+            user: vault.resolve(&u.user, true)?,
+            password: vault.resolve(&u.password, false)?,
+            search_path: u.search_path.join(", "),
+            tls: crate::doors::upstream_tls(name, u)?,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("cannot reach upstream: {0}")]

@@ -11,9 +11,11 @@ use super::file::{PolicyFile, PostgresRules, Profile};
 use super::glob::Glob;
 use super::limits::RowLimitMode;
 use super::mask::MaskStrategy;
-use super::rules::{ClassSet, FunctionMatcher, OpSet, StatementClass, TableMatcher, UpstreamRules};
+use super::rules::{
+    ClassSet, FunctionMatcher, OpSet, SqlRules, StatementClass, TableMatcher, UpstreamRules,
+};
 use crate::auth::AgentStore;
-use crate::config::SourceError;
+use crate::config::{SourceError, UpstreamKind};
 
 /// One agent's rules: those of enforcing files, and those of all files (for shadow decisions).
 #[derive(Debug, Clone, Default)]
@@ -48,8 +50,49 @@ pub struct PolicySet {
 /// What the policy needs to know about the rest of the configuration.
 pub struct PolicyContext<'a> {
     pub agents: &'a AgentStore,
-    /// Upstream logical names and their pinned search paths.
-    pub upstreams: BTreeMap<String, Vec<String>>,
+    /// Upstream logical names, their kinds and (SQL) pinned search paths.
+    pub upstreams: BTreeMap<String, UpstreamInfo>,
+}
+
+/// An upstream as the policy sees it.
+#[derive(Debug, Clone)]
+pub struct UpstreamInfo {
+    pub kind: UpstreamKind,
+    pub search_path: Vec<String>,
+}
+
+impl<'a> PolicyContext<'a> {
+    /// A context from (name, kind, search path) triples.
+    pub fn for_upstreams(
+        agents: &'a AgentStore,
+        upstreams: impl IntoIterator<Item = (String, UpstreamKind, Vec<String>)>,
+    ) -> PolicyContext<'a> {
+        PolicyContext {
+            agents,
+            upstreams: upstreams
+                .into_iter()
+                .map(|(n, kind, search_path)| (n, UpstreamInfo { kind, search_path }))
+                .collect(),
+        }
+    }
+
+    /// Why a `[[block]]` may not name `upstream`: unknown, or of another kind.
+    pub fn check_upstream(
+        &self,
+        upstream: &str,
+        kind: UpstreamKind,
+        block: &str,
+    ) -> Result<(), String> {
+        match self.upstreams.get(upstream) {
+            None => Err(format!("unknown upstream \"{upstream}\" (not in tollgate.toml)")),
+            Some(u) if u.kind != kind => Err(format!(
+                "upstream \"{upstream}\" is of kind \"{}\"; a [[{block}]] block names a {} upstream",
+                u.kind.as_str(),
+                kind.as_str()
+            )),
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 struct Loaded {
@@ -190,13 +233,8 @@ fn validate(
     let mut seen_upstreams = BTreeSet::new();
     for block in &l.file.postgres {
         let up = block.upstream.get_ref();
-        if !ctx.upstreams.contains_key(up) {
-            return Err(at(
-                l,
-                &block.upstream,
-                format!("unknown upstream \"{up}\" (not in tollgate.toml)"),
-            ));
-        }
+        ctx.check_upstream(up, UpstreamKind::Postgres, "postgres")
+            .map_err(|e| at(l, &block.upstream, e))?;
         if !seen_upstreams.insert(up.clone()) {
             return Err(at(
                 l,
@@ -339,22 +377,36 @@ fn merge(files: &[&Loaded], ctx: &PolicyContext) -> HashMap<String, UpstreamRule
     for l in files {
         for block in &l.file.postgres {
             let up = block.upstream.get_ref().clone();
-            let rules = out.entry(up.clone()).or_insert_with(|| UpstreamRules {
-                classes: ClassSet::defaults(),
-                search_path: ctx.upstreams.get(&up).cloned().unwrap_or_default(),
-                ..UpstreamRules::default()
+            let rules = out.entry(up.clone()).or_insert_with(|| {
+                UpstreamRules::Sql(SqlRules {
+                    classes: ClassSet::defaults(),
+                    search_path: ctx
+                        .upstreams
+                        .get(&up)
+                        .map(|u| u.search_path.clone())
+                        .unwrap_or_default(),
+                    ..SqlRules::default()
+                })
             });
-            merge_block(rules, l, block);
+            // Validation made sure a block's kind is its upstream's.
+            if let UpstreamRules::Sql(rules) = rules {
+                merge_block(rules, l, block);
+            }
         }
         for block in &l.file.redis {
             let up = block.upstream.get_ref().clone();
-            super::redis::compile::merge(&mut out.entry(up).or_default().redis, &l.stem, block);
+            let rules = out
+                .entry(up)
+                .or_insert_with(|| UpstreamRules::Redis(Default::default()));
+            if let UpstreamRules::Redis(rules) = rules {
+                super::redis::compile::merge(rules, &l.stem, block);
+            }
         }
     }
     out
 }
 
-fn merge_block(rules: &mut UpstreamRules, l: &Loaded, block: &PostgresRules) {
+fn merge_block(rules: &mut SqlRules, l: &Loaded, block: &PostgresRules) {
     rules.sources.push(l.stem.clone());
     rules.passthrough |= block.profile == Profile::Passthrough;
     rules.catalog |= block.catalog;

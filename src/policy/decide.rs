@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::catalog::{is_catalog_relation, SENSITIVE_CATALOG_RELATIONS};
-use super::rules::{Op, StatementClass, UpstreamRules};
+use super::rules::{Op, SqlRules, StatementClass};
 use super::settings::check_client_setting;
 use super::sql::{
     self, Analysis, FunctionRef, Operation, RelationAccess, StatementInfo, StatementKind,
@@ -21,7 +21,7 @@ pub const DEFAULT_DENY: &str = "default-deny";
 
 /// Checks every statement; the first refusal refuses the whole string.
 pub fn decide(
-    rules: &UpstreamRules,
+    rules: &SqlRules,
     analysis: &Analysis,
     session: &SessionFacts,
 ) -> Result<(), Refusal> {
@@ -31,7 +31,7 @@ pub fn decide(
     Ok(())
 }
 
-fn need_class(rules: &UpstreamRules, class: StatementClass, what: &str) -> Result<(), Refusal> {
+fn need_class(rules: &SqlRules, class: StatementClass, what: &str) -> Result<(), Refusal> {
     if rules.passthrough || rules.classes.contains(class) {
         Ok(())
     } else {
@@ -46,7 +46,7 @@ fn need_class(rules: &UpstreamRules, class: StatementClass, what: &str) -> Resul
 }
 
 fn check_statement(
-    rules: &UpstreamRules,
+    rules: &SqlRules,
     stmt: &StatementInfo,
     session: &SessionFacts,
 ) -> Result<(), Refusal> {
@@ -88,7 +88,7 @@ fn is_set_config(f: &FunctionRef) -> bool {
 /// setting with a literal that `SET` may change to the given value (a value that is not a
 /// literal is accepted only for settings free to take any value); otherwise `denial` stands.
 fn check_set_config_calls(
-    rules: &UpstreamRules,
+    rules: &SqlRules,
     stmt: &StatementInfo,
     denial: Refusal,
 ) -> Result<(), Refusal> {
@@ -108,7 +108,7 @@ fn check_set_config_calls(
 }
 
 fn check_kind(
-    rules: &UpstreamRules,
+    rules: &SqlRules,
     kind: &StatementKind,
     session: &SessionFacts,
 ) -> Result<(), Refusal> {
@@ -208,11 +208,11 @@ fn op_of(op: Operation) -> Op {
 
 /// Where an unqualified name can resolve: `pg_catalog` first (only if the catalog has it), then the
 /// pinned search path. Every candidate must be allowed, so an ambiguous name fails closed.
-fn candidates(rules: &UpstreamRules, rel: &RelationAccess) -> Vec<String> {
+fn candidates(rules: &SqlRules, rel: &RelationAccess) -> Vec<String> {
     resolve_name(rules, rel.schema.as_deref(), &rel.name)
 }
 
-pub(crate) fn resolve_name(rules: &UpstreamRules, schema: Option<&str>, name: &str) -> Vec<String> {
+pub(crate) fn resolve_name(rules: &SqlRules, schema: Option<&str>, name: &str) -> Vec<String> {
     match schema {
         Some(s) => vec![format!("{s}.{name}")],
         None if is_catalog_relation(name) => vec![format!("pg_catalog.{name}")],
@@ -224,7 +224,7 @@ pub(crate) fn resolve_name(rules: &UpstreamRules, schema: Option<&str>, name: &s
     }
 }
 
-impl super::mask::ProtectionSource for UpstreamRules {
+impl super::mask::ProtectionSource for SqlRules {
     fn candidates(&self, schema: Option<&str>, name: &str) -> Vec<String> {
         resolve_name(self, schema, name)
     }
@@ -237,7 +237,7 @@ impl super::mask::ProtectionSource for UpstreamRules {
 /// The masking rewrite of an allowed statement, if it reads a protected table. Pure, like
 /// `decide`: the upstream's table shapes come in as an argument.
 pub fn plan_masking(
-    rules: &UpstreamRules,
+    rules: &SqlRules,
     sql_text: &str,
     analysis: &Analysis,
     schema: Option<&super::mask::SchemaSnapshot>,
@@ -257,7 +257,7 @@ pub fn plan_masking(
     Ok(plan)
 }
 
-fn check_relation(rules: &UpstreamRules, rel: &RelationAccess) -> Result<(), Refusal> {
+fn check_relation(rules: &SqlRules, rel: &RelationAccess) -> Result<(), Refusal> {
     let op = op_of(rel.op);
     let names = candidates(rules, rel);
     if names.is_empty() {
@@ -274,14 +274,14 @@ fn check_relation(rules: &UpstreamRules, rel: &RelationAccess) -> Result<(), Ref
 
 /// The operations `rules` allow on the table `qualified` (`schema.name`), as `decide` judges
 /// them: for the admin API's view of what an agent may see.
-pub fn allowed_ops(rules: &UpstreamRules, qualified: &str) -> Vec<Op> {
+pub fn allowed_ops(rules: &SqlRules, qualified: &str) -> Vec<Op> {
     Op::ALL
         .into_iter()
         .filter(|op| check_table(rules, qualified, *op).is_ok())
         .collect()
 }
 
-fn check_table(rules: &UpstreamRules, qualified: &str, op: Op) -> Result<(), Refusal> {
+fn check_table(rules: &SqlRules, qualified: &str, op: Op) -> Result<(), Refusal> {
     if let Some(t) = rules
         .tables
         .iter()
@@ -323,7 +323,7 @@ fn check_table(rules: &UpstreamRules, qualified: &str, op: Op) -> Result<(), Ref
     ))
 }
 
-fn check_function(rules: &UpstreamRules, f: &FunctionRef) -> Result<(), Refusal> {
+fn check_function(rules: &SqlRules, f: &FunctionRef) -> Result<(), Refusal> {
     let forms: Vec<String> = match &f.schema {
         Some(s) => vec![format!("{s}.{}", f.name)],
         None => std::iter::once(f.name.clone())

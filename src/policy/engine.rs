@@ -334,6 +334,7 @@ impl Engine {
                 .enforced
                 .as_ref()
                 .and_then(|m| m.get(upstream.as_ref()))
+                .and_then(|r| r.sql())
             {
                 if r.passthrough && !r.has_denies() && !r.has_protections() {
                     return Ok(self.allow_all.clone());
@@ -380,7 +381,7 @@ impl Engine {
         sql_text: &str,
         session: &SessionFacts,
     ) -> (Verdict, bool) {
-        let enforced = policy.enforced.as_ref().map(|m| m.get(upstream));
+        let enforced = policy.enforced.as_ref().map(|m| sql_rules(m, upstream));
         let analysis = match sql::analyze(sql_text) {
             Ok(a) => a,
             Err(e) => {
@@ -400,7 +401,7 @@ impl Engine {
             .iter()
             .any(|s| s.literal_sensitive || matches!(s.kind, StatementKind::Execute { .. }));
         let effects = effects_of(&analysis);
-        let judge = |rules: Option<&super::rules::UpstreamRules>| match rules {
+        let judge = |rules: Option<&super::rules::SqlRules>| match rules {
             Some(r) => decide(r, &analysis, session),
             None => Err(default_deny(format!(
                 "no policy grants access to upstream \"{upstream}\""
@@ -429,7 +430,11 @@ impl Engine {
                 effects,
                 rewrite: None,
             },
-            Ok(()) => match policy.with_shadow.as_ref().map(|m| judge(m.get(upstream))) {
+            Ok(()) => match policy
+                .with_shadow
+                .as_ref()
+                .map(|m| judge(sql_rules(m, upstream)))
+            {
                 Some(Err(d)) => Verdict {
                     outcome: Outcome::WouldBlock,
                     denial: Some(d),
@@ -450,6 +455,14 @@ impl Engine {
 
 fn default_deny(reason: String) -> Refusal {
     Refusal::permission(DEFAULT_DENY, reason)
+}
+
+/// The SQL rules of `upstream` in one of an agent's rule maps (none for another kind).
+fn sql_rules<'a>(
+    m: &'a std::collections::HashMap<String, super::rules::UpstreamRules>,
+    upstream: &str,
+) -> Option<&'a super::rules::SqlRules> {
+    m.get(upstream).and_then(super::rules::UpstreamRules::sql)
 }
 
 fn effects_of(analysis: &Analysis) -> Vec<Effect> {

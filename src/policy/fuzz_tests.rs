@@ -1,7 +1,6 @@
 //! Property tests: arbitrary text, and SQL-looking token soup, always gets a verdict (no panic),
 //! and a statement touching `secrets` is never allowed for an agent without a rule for it.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,7 +15,7 @@ fn engine() -> &'static Engine {
         let mut agents = AgentsFile::default();
         agents.add("analyst", "tg_x", vec![]).unwrap();
         let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
-        let ctx = PolicyContext { agents: &store, upstreams: BTreeMap::from([("shop".into(), vec!["public".into()])]) };
+        let ctx = PolicyContext::for_upstreams(&store, [("shop".into(), crate::config::UpstreamKind::Postgres, vec!["public".into()])]);
         let text = "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"orders\"\nallow = [\"select\"]\n";
         Engine::new(PolicySet::from_sources(vec![(PathBuf::from("a.toml"), text.into())], &ctx).unwrap())
     })

@@ -19,7 +19,9 @@ pub mod redis;
 pub mod rules;
 pub mod settings;
 pub mod sql;
+pub mod view;
 
-pub use compile::{AgentPolicy, PolicyContext, PolicySet};
+pub use compile::{AgentPolicy, PolicyContext, PolicySet, UpstreamInfo};
 pub use decide::SessionFacts;
 pub use engine::{Effect, Engine, Outcome, Verdict};
+pub use view::AgentView;

@@ -2,6 +2,7 @@
 
 use super::glob::Glob;
 use super::mask::{MaskStrategy, Protection};
+use super::redis::RedisRules;
 
 /// What may be done to a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,9 +187,48 @@ pub struct FunctionMatcher {
     pub rule: String,
 }
 
-/// The merged rules of one agent for one upstream: union of allows, every deny kept.
+/// The merged rules of one agent for one upstream, of the upstream's kind: union of allows,
+/// every deny kept. Each kind's rules are a peer module (`policy::sql`-driven `SqlRules` here,
+/// `policy::redis::RedisRules`).
+#[derive(Debug, Clone)]
+pub enum UpstreamRules {
+    Sql(SqlRules),
+    Redis(RedisRules),
+}
+
+impl UpstreamRules {
+    pub fn sql(&self) -> Option<&SqlRules> {
+        match self {
+            UpstreamRules::Sql(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn redis(&self) -> Option<&RedisRules> {
+        match self {
+            UpstreamRules::Redis(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The policy files that contributed, for messages.
+    pub fn sources(&self) -> &[String] {
+        match self {
+            UpstreamRules::Sql(r) => &r.sources,
+            UpstreamRules::Redis(r) => &r.sources,
+        }
+    }
+
+    /// Some table has masks or a row filter (SQL): its statements must be analysed even in
+    /// passthrough, and the upstream's table shapes are needed.
+    pub fn has_protections(&self) -> bool {
+        self.sql().is_some_and(SqlRules::has_protections)
+    }
+}
+
+/// The merged rules of one agent for one SQL upstream.
 #[derive(Debug, Clone, Default)]
-pub struct UpstreamRules {
+pub struct SqlRules {
     pub passthrough: bool,
     pub classes: ClassSet,
     pub catalog: bool,
@@ -199,11 +239,9 @@ pub struct UpstreamRules {
     pub search_path: Vec<String>,
     /// The policy files that contributed, for messages.
     pub sources: Vec<String>,
-    /// The `[[redis]]` rules, when the upstream is a Redis server.
-    pub redis: super::redis::RedisRules,
 }
 
-impl UpstreamRules {
+impl SqlRules {
     pub fn has_denies(&self) -> bool {
         !self.deny_functions.is_empty() || self.tables.iter().any(|t| !t.deny.is_empty())
     }

@@ -1,16 +1,8 @@
-//! Audit records of a Redis session: the command as recorded (name, subcommand, key and channel
-//! names; every other argument replaced by `?`, so values never reach the log), decisions and
-//! outcomes.
-
-use std::sync::Arc;
-use std::time::Instant;
+//! A Redis command as the audit log records it: name, subcommand, key and channel names; every
+//! other argument replaced by `?`, so values never reach the log.
 
 use bytes::Bytes;
-use tracing::warn;
 
-use crate::audit::{AuditEvent, Decision, EventKind};
-use crate::config::RedisOutcomes;
-use crate::gateway::Gateway;
 use crate::policy::redis::FoundKey;
 
 const MAX_NAME: usize = 128;
@@ -65,79 +57,6 @@ pub fn statement(args: &[Bytes], keys: &[FoundKey], subcommand: bool) -> String 
         }
     }
     out
-}
-
-/// Identifies a forwarded command's decision record, for its outcome record.
-#[derive(Debug, Clone, Copy)]
-pub struct Ticket {
-    pub seq: u64,
-    pub started: Instant,
-    pub would_block: bool,
-}
-
-/// Who the records are about.
-pub struct SessionAudit {
-    pub gw: Arc<Gateway>,
-    pub id: u64,
-    pub upstream: Arc<str>,
-    pub client_addr: String,
-}
-
-impl SessionAudit {
-    pub fn event(&self, agent: &str, kind: EventKind, decision: Decision) -> AuditEvent {
-        AuditEvent {
-            kind,
-            agent: agent.to_string(),
-            protocol: crate::audit::Protocol::Redis,
-            upstream: Some(self.upstream.to_string()),
-            session: self.id,
-            client_addr: Some(self.client_addr.clone()),
-            decision,
-            ..AuditEvent::default()
-        }
-    }
-
-    /// A session-level record, written durably.
-    pub fn session(&self, agent: &str, decision: Decision, reason: &str) {
-        let mut ev = self.event(agent, EventKind::Session, decision);
-        ev.reason = Some(reason.to_string());
-        if let Err(e) = self.gw.audit.append(&ev) {
-            warn!(error = %e, "audit write failed for a session record");
-        }
-    }
-
-    /// Chains a decision record; it reaches the disk with the batch's flush, before forwarding.
-    pub fn decision(&self, ev: &AuditEvent) -> Result<u64, crate::audit::AuditError> {
-        self.gw.audit.append_deferred(ev)
-    }
-
-    pub fn outcome(&self, agent: &Arc<str>, ticket: Ticket, error: Option<String>) {
-        let took = ticket.started.elapsed();
-        self.gw.latency.redis_upstream.record(took);
-        if error.is_some() {
-            self.gw
-                .stats
-                .pair(agent, &self.upstream, crate::audit::Protocol::Redis)
-                .errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        } else if self.gw.config.audit.redis_outcomes == RedisOutcomes::Errors {
-            // A successful command's decision record says all there is to say unless the
-            // operator asked for durations: one record per command halves the audit cost.
-            return;
-        }
-        let decision = match (&error, ticket.would_block) {
-            (Some(_), _) => Decision::Error,
-            (None, true) => Decision::WouldBlock,
-            (None, false) => Decision::Allowed,
-        };
-        let mut ev = self.event(agent, EventKind::Outcome, decision);
-        ev.ref_seq = Some(ticket.seq);
-        ev.duration_us = Some(took.as_micros() as u64);
-        ev.error = error;
-        if let Err(e) = self.gw.audit.append_deferred(&ev) {
-            warn!(error = %e, "audit outcome write failed");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,38 +1,8 @@
-//! Agent authentication for Redis: `AUTH agent token` and `HELLO ... AUTH agent token`, checked
-//! in constant time against the agent's stored verifier; an unknown agent is checked against a
-//! mock verifier so both failures cost the same and read the same (`-WRONGPASS`).
+//! The commands agents log in with on Redis: `AUTH agent token` and `HELLO 2|3 AUTH agent token
+//! [SETNAME name]` (the token is checked by the session core), and the HELLO tollgate forwards
+//! upstream without it.
 
 use bytes::Bytes;
-
-use crate::auth::{valid_agent_name, ScramVerifier};
-use crate::gateway::Gateway;
-
-/// The agent name if `token` is its token.
-pub fn verify(gw: &Gateway, user: &[u8], token: &[u8]) -> Option<String> {
-    let name = std::str::from_utf8(user)
-        .ok()
-        .filter(|n| valid_agent_name(n));
-    let agents = gw.agents.load();
-    let check = || match name.and_then(|n| agents.get(n)) {
-        Some((_, verifier)) => verifier.check_password(token),
-        None => {
-            let mock = ScramVerifier::mock_for(name.unwrap_or("?"), gw.mock_secret());
-            let _ = mock.check_password(token);
-            false
-        }
-    };
-    // The key derivation takes a millisecond or two: let the runtime move other sessions away.
-    let ok = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(check),
-        _ => check(),
-    };
-    if ok {
-        name.map(str::to_string)
-    } else {
-        metrics::counter!("tollgate_auth_failures_total", "protocol" => "redis").increment(1);
-        None
-    }
-}
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, parsed.
 #[derive(Debug, Default, Clone)]

@@ -11,8 +11,6 @@ pub const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user
 pub const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
 pub const NOAUTH_HELLO: &[u8] = b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n";
 pub const NOPROTO: &[u8] = b"-NOPROTO unsupported protocol version\r\n";
-pub const AUDIT_DOWN: &[u8] =
-    b"-ERR tollgate: the audit log cannot be written; the command was not run\r\n";
 
 /// `-CODE message\r\n`, with line breaks in the message replaced (they would end the frame).
 pub fn error(code: &str, message: &str) -> Bytes {

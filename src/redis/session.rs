@@ -1,45 +1,44 @@
-//! One client connection, phase by phase: agent login (only AUTH, HELLO, PING and QUIT before
-//! it) → upstream connection with the vaulted password → relay.
+//! One client connection, phase by phase: TLS handshake (on the TLS listener) → login (only AUTH,
+//! HELLO, PING and QUIT before it; the token checked and the agent admitted by the session core)
+//! → upstream connection with the vaulted password → relay. Wire work only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn, Instrument};
 
-use super::audit::SessionAudit;
-use super::auth::{parse_hello, upstream_hello, verify, HelloError};
-use super::command::{encode_command, CommandParser};
-use super::relay;
+use super::auth::{parse_hello, upstream_hello, HelloError};
+use super::command::encode_command;
+use super::door::RedisDoor;
+use super::reader::{ClientReader, UpstreamReader};
+use super::relay::{self, Relay};
 use super::reply;
-use super::scan::ReplyScanner;
 use super::upstream::RedisTarget;
-use crate::audit::Decision;
-use crate::gateway::Gateway;
-use crate::tls::{NetRead, NetStream, NetWrite};
+use crate::audit::Protocol;
+use crate::refusal::{Refusal, RefusalClass};
+use crate::session::{Accepted, Core, Session};
+use crate::tls::NetStream;
 
 /// Before authentication no command needs more than this.
 const LOGIN_LIMIT: usize = 64 * 1024;
 
 pub async fn handle(
-    gw: Arc<Gateway>,
+    core: Arc<Core>,
+    door: Arc<RedisDoor>,
     target: Arc<RedisTarget>,
     socket: TcpStream,
     peer: SocketAddr,
     tls: bool,
 ) {
-    let id = gw.next_session_id();
-    let span = tracing::info_span!("redis_session", session = id, client = %peer, tls);
+    let mut accepted = core.accept(Protocol::Redis, peer);
+    accepted.set_upstream(&target.name);
+    let span = accepted.span();
     async move {
-        let _live = gw.lifecycle.enter();
-        let _gauge = crate::telemetry::GaugeGuard::new(metrics::gauge!(
-            "tollgate_client_connections",
-            "protocol" => "redis"
-        ));
-        if let Err(e) = run(gw.clone(), target, socket, peer, id, tls).await {
+        if let Err(e) = run(accepted, door, target, socket, tls).await {
             debug!(error = %e, "session ended with an error");
         }
     }
@@ -65,24 +64,23 @@ pub enum SessionError {
 
 /// What the login phase settled.
 struct Login {
-    agent: String,
+    session: Session,
     /// The HELLO that logged in (answered by the upstream), or `None` for AUTH (`+OK`).
     hello: Option<super::auth::Hello>,
 }
 
 async fn run(
-    gw: Arc<Gateway>,
+    accepted: Accepted,
+    door: Arc<RedisDoor>,
     target: Arc<RedisTarget>,
     socket: TcpStream,
-    peer: SocketAddr,
-    id: u64,
     tls: bool,
 ) -> Result<(), SessionError> {
     socket.set_nodelay(true)?;
-    let auth_timeout = Duration::from_millis(gw.config.limits.auth_timeout_ms);
-    let deadline = tokio::time::Instant::now() + auth_timeout;
+    let core = accepted.core().clone();
+    let deadline = accepted.deadline;
     let stream = if tls {
-        let config = gw.tls.current().ok_or(SessionError::NoCertificate)?;
+        let config = core.tls.current().ok_or(SessionError::NoCertificate)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(config.redis.clone());
         match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
             Err(_) => return Err(SessionError::Timeout),
@@ -96,18 +94,12 @@ async fn run(
     } else {
         NetStream::Plain(socket)
     };
-    let (mut rd, mut wr) = stream.into_split();
-    let audit = SessionAudit {
-        gw: gw.clone(),
-        id,
-        upstream: target.name.as_str().into(),
-        client_addr: peer.to_string(),
-    };
-    let mut parser = CommandParser::new(LOGIN_LIMIT);
-    let mut buf = BytesMut::with_capacity(4096);
+    let (rd, mut wr) = stream.into_split();
+    let mut client = ClientReader::new(rd, LOGIN_LIMIT);
+    let require_tls = !tls && door.require_tls;
     let login = tokio::time::timeout_at(
         deadline,
-        login(&gw, &audit, &mut rd, &mut wr, &mut parser, &mut buf, tls),
+        login(&accepted, &target, &mut client, &mut wr, tls, require_tls),
     )
     .await;
     let login = match login {
@@ -121,7 +113,7 @@ async fn run(
         Ok(Ok(None)) => return Ok(()),
         Ok(Err(e)) => return Err(e),
     };
-    let timeout = Duration::from_millis(gw.config.limits.upstream_connect_timeout_ms);
+    let timeout = Duration::from_millis(core.limits.upstream_connect_timeout_ms);
     let connected = async {
         let table = target.table(timeout).await?;
         let up = target.connect(timeout).await?;
@@ -131,103 +123,81 @@ async fn run(
     let (table, up) = match connected {
         Ok(x) => x,
         Err(e) => {
-            metrics::counter!("tollgate_upstream_errors_total", "upstream" => target.name.clone())
-                .increment(1);
             warn!(upstream = %target.name, error = %e, "upstream connection failed");
-            let msg = format!("tollgate: upstream \"{}\" is unavailable", target.name);
+            let msg = crate::session::upstream_unavailable(&target.name);
             let _ = wr.write_all(&reply::error("ERR", &msg)).await;
             return Err(e.into());
         }
     };
-    let agent: Arc<str> = login.agent.as_str().into();
-    let upstream: Arc<str> = target.name.as_str().into();
-    let _open = gw
-        .stats
-        .pair(&agent, &upstream, crate::audit::Protocol::Redis)
-        .open_session();
     let _upstream_gauge = crate::telemetry::upstream_connection(&target.name);
-    let (mut up_rd, mut up_wr) = up.stream.into_split();
+    let (up_rd, mut up_wr) = up.stream.into_split();
+    let mut upstream = UpstreamReader::new(up_rd);
     let mut resp3 = false;
-    let mut up_buf = BytesMut::with_capacity(4096);
     match &login.hello {
         None => wr.write_all(reply::OK).await?,
         Some(h) => {
             // The upstream answers the HELLO (server, version, proto, id, mode, role, modules).
             up_wr.write_all(&encode_command(&upstream_hello(h))).await?;
-            let frame = read_frame(&mut up_rd, &mut up_buf).await?;
+            let frame = upstream.read_frame().await?;
             resp3 = h.proto == Some(3) && frame.first() != Some(&b'-');
             wr.write_all(&frame).await?;
         }
     }
-    audit.session(&login.agent, Decision::Allowed, "session opened");
-    info!(agent = %login.agent, upstream = %target.name, "session started");
-    parser.set_limit(gw.config.limits.max_message_bytes);
-    let session = relay::Session {
-        audit,
+    let session = login.session;
+    session.opened();
+    info!(agent = %session.agent(), upstream = %target.name, "session started");
+    client.set_limit(core.limits.max_message_bytes);
+    let relay = Relay {
+        policy: crate::policy::redis::RedisPolicy::new(
+            session.agent().clone(),
+            session.upstream().clone(),
+        ),
+        session,
         table,
-        policy: crate::policy::redis::RedisPolicy::new(agent, upstream),
         resp3,
     };
-    relay::run(session, rd, parser, buf, wr, up_rd, up_wr, up_buf).await?;
+    relay::run(relay, client, wr, upstream, up_wr).await?;
+    // `accepted` (the live count and the client gauge) lasts as long as the session.
+    drop(accepted);
     Ok(())
 }
 
-/// Reads one reply frame from the upstream (only during login, nothing else in flight).
-async fn read_frame(rd: &mut NetRead, buf: &mut BytesMut) -> Result<Bytes, SessionError> {
-    let mut scanner = ReplyScanner::default();
-    loop {
-        if let Some(n) = scanner
-            .next_frame(buf)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
-        {
-            return Ok(buf.split_to(n).freeze());
-        }
-        if rd.read_buf(buf).await? == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-        }
-    }
-}
-
 /// Serves AUTH, HELLO, PING and QUIT until an agent logs in. `None`: the client left.
-async fn login(
-    gw: &Arc<Gateway>,
-    audit: &SessionAudit,
-    rd: &mut NetRead,
-    wr: &mut NetWrite,
-    parser: &mut CommandParser,
-    buf: &mut BytesMut,
+async fn login<R, W>(
+    accepted: &Accepted,
+    target: &RedisTarget,
+    client: &mut ClientReader<R>,
+    wr: &mut W,
     tls: bool,
-) -> Result<Option<Login>, SessionError> {
+    require_tls: bool,
+) -> Result<Option<Login>, SessionError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     loop {
-        let cmd = match parser.next(buf) {
+        let cmd = match client.next().await {
             Ok(Some(c)) => c,
-            Ok(None) => {
-                if rd.read_buf(buf).await? == 0 {
-                    return Ok(None);
-                }
-                continue;
-            }
-            Err(e) => {
+            Ok(None) => return Ok(None),
+            Err(super::reader::ReadError::Io(e)) => return Err(e.into()),
+            Err(super::reader::ReadError::Protocol(e)) => {
                 wr.write_all(&reply::error("ERR", &e.to_string())).await?;
                 return Ok(None);
             }
         };
-        if !tls && gw.config.listen.redis_require_tls {
+        if require_tls {
             // Before anything else, tokens included: answer the first command and close.
-            let rule = crate::config::ListenConfig::REDIS_REQUIRE_TLS_RULE;
-            audit.session(
-                "",
-                Decision::Blocked,
-                &format!("plain connection refused: TLS required (rule: {rule})"),
+            let refusal = Refusal::new(
+                RefusalClass::TlsRequired,
+                crate::config::ListenConfig::REDIS_REQUIRE_TLS_RULE,
+                "this listener requires TLS; connect to the TLS listener",
             );
-            let msg = format!(
-                "tollgate: this listener requires TLS; connect to the TLS listener (rule: {rule})"
-            );
-            wr.write_all(&reply::error("NOPERM", &msg)).await?;
+            accepted.refuse_before_auth(b"", &refusal);
+            wr.write_all(&reply::refusal(&refusal)).await?;
             return Ok(None);
         }
         let name = cmd.args[0].to_ascii_lowercase();
-        let attempt = match &name[..] {
+        let (user, token, hello) = match &name[..] {
             b"ping" => {
                 wr.write_all(&reply::pong(cmd.args.get(1).map(|a| &a[..])))
                     .await?;
@@ -271,37 +241,16 @@ async fn login(
                 continue;
             }
         };
-        let (user, token, hello) = attempt;
-        let shown: String = String::from_utf8_lossy(&user).chars().take(64).collect();
-        let Some(agent) = verify(gw, &user, &token) else {
-            audit.session(&shown, Decision::Blocked, "authentication failed");
+        let Some(verified) = accepted.verify_token(&user, &token) else {
             wr.write_all(reply::WRONGPASS).await?;
             continue;
         };
-        if !tls {
-            if let Some(req) = gw.policy.tls_requirement(&agent) {
-                let reason = format!(
-                    "agent \"{agent}\" must connect over TLS; this connection is not encrypted"
-                );
-                if req.enforced {
-                    audit.session(&agent, Decision::Blocked, &reason);
-                    let msg = format!("tollgate: {reason} (rule: {})", req.rule);
-                    wr.write_all(&reply::error("NOPERM", &msg)).await?;
-                    continue;
-                }
-                audit.session(
-                    &agent,
-                    Decision::WouldBlock,
-                    &format!("{reason} (rule: {}, shadow mode)", req.rule),
-                );
+        match accepted.admit(&verified, &target.name, tls) {
+            Ok(session) => return Ok(Some(Login { session, hello })),
+            Err(refusal) => {
+                wr.write_all(&reply::refusal(&refusal)).await?;
+                continue;
             }
         }
-        if let Err(d) = gw.policy.may_connect(&agent, &audit.upstream) {
-            audit.session(&agent, Decision::Blocked, &d.reason);
-            let msg = format!("tollgate: {} (rule: {})", d.reason, d.rule);
-            wr.write_all(&reply::error("NOPERM", &msg)).await?;
-            continue;
-        }
-        return Ok(Some(Login { agent, hello }));
     }
 }

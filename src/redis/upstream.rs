@@ -65,7 +65,36 @@ pub struct Upstream {
     pub stream: NetStream,
 }
 
+impl RedisCredentials {
+    /// Upstream `u`'s login from `vault` (the password must be a vault reference).
+    pub fn resolve(
+        u: &crate::config::UpstreamConfig,
+        vault: &crate::vault::Vault,
+    ) -> Result<RedisCredentials, crate::vault::VaultError> {
+        Ok(RedisCredentials {
+            user: vault.resolve(&u.user, true)?,
+            password: vault.resolve(&u.password, false)?,
+        })
+    }
+}
+
 impl RedisTarget {
+    /// Upstream `name` of the config, with its credentials resolved from `vault`.
+    pub fn from_config(
+        name: &str,
+        u: &crate::config::UpstreamConfig,
+        vault: &crate::vault::Vault,
+    ) -> Result<RedisTarget, crate::doors::DoorError> {
+        Ok(RedisTarget {
+            name: name.to_string(),
+            host: u.host.clone(),
+            port: u.port,
+            credentials: ArcSwap::from_pointee(RedisCredentials::resolve(u, vault)?),
+            tls: crate::doors::upstream_tls(name, u)?,
+            table: Default::default(),
+        })
+    }
+
     /// Connects and authenticates (`AUTH [user] password`).
     pub async fn connect(&self, timeout: Duration) -> Result<Upstream, UpstreamError> {
         tokio::time::timeout(timeout, self.connect_inner())

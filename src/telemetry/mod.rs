@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::audit::Protocol;
 pub use crate::policy::engine::CacheCounts;
 pub use stats::{OpenSession, PairStats, Stats, DECISIONS};
 
@@ -177,9 +178,9 @@ impl std::fmt::Debug for GaugeGuard {
 
 /// A refusal, by the rule id that decided it (ids come from policy files or are built in;
 /// capped in length so a label can never grow without bound).
-pub fn refusal(protocol: &'static str, rule: &str) {
+pub fn refusal(protocol: Protocol, rule: &str) {
     let rule: String = rule.chars().take(160).collect();
-    metrics::counter!("tollgate_refusals_total", "protocol" => protocol, "rule" => rule)
+    metrics::counter!("tollgate_refusals_total", "protocol" => protocol.as_str(), "rule" => rule)
         .increment(1);
 }
 
@@ -190,24 +191,46 @@ pub fn upstream_connection(upstream: &str) -> GaugeGuard {
     )
 }
 
-/// Latency histograms, taken once (labels are static) and shared by every session.
+/// One protocol's latency histograms, taken once (labels are static) and kept by its sessions.
+#[derive(Clone)]
+pub struct ProtocolLatency {
+    /// From the client's message to forwarding it (policy, audit).
+    pub overhead: metrics::Histogram,
+    /// From forwarding a statement to its last reply message.
+    pub upstream: metrics::Histogram,
+}
+
+/// Latency histograms of every protocol.
 #[derive(Clone)]
 pub struct Latency {
-    pub pg_overhead: metrics::Histogram,
-    pub pg_upstream: metrics::Histogram,
-    pub redis_overhead: metrics::Histogram,
-    pub redis_upstream: metrics::Histogram,
+    by_protocol: Vec<(Protocol, ProtocolLatency)>,
 }
 
 impl Latency {
     /// Handles on the recorder installed now (no-ops if none is).
     pub fn register() -> Latency {
         Latency {
-            pg_overhead: metrics::histogram!(OVERHEAD_SECONDS, "protocol" => "postgres"),
-            pg_upstream: metrics::histogram!(UPSTREAM_SECONDS, "protocol" => "postgres"),
-            redis_overhead: metrics::histogram!(OVERHEAD_SECONDS, "protocol" => "redis"),
-            redis_upstream: metrics::histogram!(UPSTREAM_SECONDS, "protocol" => "redis"),
+            by_protocol: Protocol::ALL
+                .iter()
+                .map(|p| {
+                    let name = p.as_str();
+                    let l = ProtocolLatency {
+                        overhead: metrics::histogram!(OVERHEAD_SECONDS, "protocol" => name),
+                        upstream: metrics::histogram!(UPSTREAM_SECONDS, "protocol" => name),
+                    };
+                    (*p, l)
+                })
+                .collect(),
         }
+    }
+
+    pub fn of(&self, protocol: Protocol) -> &ProtocolLatency {
+        &self
+            .by_protocol
+            .iter()
+            .find(|(p, _)| *p == protocol)
+            .expect("every protocol is registered")
+            .1
     }
 }
 

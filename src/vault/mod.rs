@@ -176,6 +176,18 @@ impl Vault {
             })
     }
 
+    /// Resolves a config value: `vault:NAME` is read from the vault; a literal value is accepted
+    /// only where `allow_literal` (user names; never passwords).
+    pub fn resolve(&self, reference: &str, allow_literal: bool) -> Result<Secret, VaultError> {
+        match crate::config::SecretRef::parse(reference) {
+            crate::config::SecretRef::Vault(name) => self.get(&name),
+            crate::config::SecretRef::Literal(v) if allow_literal => Ok(Secret::new(v)),
+            crate::config::SecretRef::Literal(_) => Err(VaultError::Key(
+                "a password must be a vault reference".into(),
+            )),
+        }
+    }
+
     /// Stores a secret under `name` (fresh nonce) and saves the file atomically.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), VaultError> {
         validate_name(name)?;

@@ -2,10 +2,10 @@
 //! around the demo policies (refused), by the threat model's classes. Used by the pure engine
 //! test (`policy_decisions.rs`) and end to end through the gateway (`pg_adversarial.rs`).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use tollgate::auth::{AgentStore, AgentsFile};
+use tollgate::config::UpstreamKind;
 use tollgate::demo::files::POLICIES;
 use tollgate::policy::{Engine, PolicyContext, PolicySet};
 
@@ -15,13 +15,17 @@ pub fn demo_engine() -> Engine {
         agents.add(name, "tg_test", vec![]).unwrap();
     }
     let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
-    let ctx = PolicyContext {
-        agents: &store,
-        upstreams: BTreeMap::from([
-            ("shop".to_string(), vec!["public".to_string()]),
-            ("cache".to_string(), vec![]),
-        ]),
-    };
+    let ctx = PolicyContext::for_upstreams(
+        &store,
+        [
+            (
+                "shop".to_string(),
+                UpstreamKind::Postgres,
+                vec!["public".to_string()],
+            ),
+            ("cache".to_string(), UpstreamKind::Redis, vec![]),
+        ],
+    );
     let sources = POLICIES
         .iter()
         .map(|(n, t)| (PathBuf::from(n), t.to_string()))

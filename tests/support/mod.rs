@@ -128,15 +128,19 @@ pub fn tollgate_bin() -> &'static str {
 /// A raw protocol connection, logged in as `agent` with SCRAM, positioned after the first
 /// ReadyForQuery: for tests that send hand-made (and malformed) messages.
 pub async fn raw_login(agent: &str) -> tokio::net::TcpStream {
+    let port = harness().env.pg_port;
+    raw_login_at(([127, 0, 0, 1], port).into(), agent).await
+}
+
+/// [`raw_login`] to the PostgreSQL listener at `addr` (a gateway of the test's own).
+pub async fn raw_login_at(addr: std::net::SocketAddr, agent: &str) -> tokio::net::TcpStream {
     use bytes::BytesMut;
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
     use postgres_protocol::message::frontend;
     use tokio::io::AsyncWriteExt;
 
     let env = &harness().env;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", env.pg_port))
-        .await
-        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut buf = BytesMut::new();
     frontend::startup_message([("user", agent), ("database", "shop")], &mut buf).unwrap();
     s.write_all(&buf).await.unwrap();

@@ -10,9 +10,8 @@ use super::commands::CommandTable;
 use super::decide::{decide, Judged, MaskPlan};
 use super::keys::FoundKey;
 use super::rules::RedisRules;
-use crate::policy::compile::AgentPolicy;
 use crate::policy::decide::DEFAULT_DENY;
-use crate::policy::{Engine, Outcome};
+use crate::policy::{AgentView, Engine, Outcome};
 use crate::refusal::Refusal;
 
 #[derive(Debug, Clone)]
@@ -53,50 +52,40 @@ impl RedisVerdict {
 /// One session's handle on the policy for (agent, upstream).
 #[derive(Debug)]
 pub struct RedisPolicy {
-    agent: Arc<str>,
+    view: AgentView,
     upstream: Arc<str>,
-    version: u64,
-    policy: Option<Arc<AgentPolicy>>,
 }
 
 impl RedisPolicy {
     pub fn new(agent: Arc<str>, upstream: Arc<str>) -> RedisPolicy {
         RedisPolicy {
-            agent,
+            view: AgentView::new(agent),
             upstream,
-            version: 0,
-            policy: None,
         }
     }
 
     pub fn agent(&self) -> &Arc<str> {
-        &self.agent
+        self.view.agent()
     }
 
-    /// The agent's limits as of the last check (`None` before the first, or without a policy).
-    pub fn limits(&self) -> Option<&crate::policy::limits::Limits> {
-        self.policy.as_ref().map(|p| &p.limits)
+    /// The agent's limits as of the last check.
+    pub fn limits(&self) -> &crate::policy::limits::Limits {
+        self.view.limits()
     }
 
     /// Switches the session to another agent (a later AUTH).
     pub fn set_agent(&mut self, agent: Arc<str>) {
-        self.agent = agent;
-        self.version = 0;
-    }
-
-    fn refresh(&mut self, engine: &Engine) {
-        let v = engine.version();
-        if v != self.version {
-            self.policy = engine.snapshot().agents.get(self.agent.as_ref()).cloned();
-            self.version = v;
-        }
+        self.view.set_agent(agent);
     }
 
     fn rules<'a>(
         map: &'a Option<std::collections::HashMap<String, crate::policy::rules::UpstreamRules>>,
         upstream: &str,
     ) -> Option<Option<&'a RedisRules>> {
-        map.as_ref().map(|m| m.get(upstream).map(|r| &r.redis))
+        map.as_ref().map(|m| {
+            m.get(upstream)
+                .and_then(crate::policy::rules::UpstreamRules::redis)
+        })
     }
 
     /// The verdict on one command (`args[0]` is its name).
@@ -117,11 +106,7 @@ impl RedisPolicy {
         args: &[Bytes],
         verdict: &mut RedisVerdict,
     ) -> Result<(), Refusal> {
-        let Some((cap, rule)) = self
-            .policy
-            .as_ref()
-            .and_then(|p| p.limits.statement_timeout.as_ref())
-        else {
+        let Some((cap, rule)) = self.view.limits().statement_timeout.as_ref() else {
             return Ok(());
         };
         let Ok(info) = table.lookup(args) else {
@@ -134,11 +119,10 @@ impl RedisPolicy {
     }
 
     fn judge(&mut self, engine: &Engine, table: &CommandTable, args: &[Bytes]) -> RedisVerdict {
-        self.refresh(engine);
-        let Some(policy) = self.policy.as_ref() else {
+        let Some(policy) = self.view.refresh(engine).policy() else {
             return RedisVerdict::blocked(Refusal::permission(
                 DEFAULT_DENY,
-                format!("agent \"{}\" has no policy", self.agent),
+                format!("agent \"{}\" has no policy", self.view.agent()),
             ));
         };
         let upstream = self.upstream.as_ref();

@@ -1,0 +1,155 @@
+//! The PostgreSQL door: its upstreams (vaulted credentials, swapped on a vault reload), the
+//! cancel registry, the listener, table shapes for masking and the admin API's probe.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tracing::info;
+
+use super::cancel::CancelRegistry;
+use super::upstream::UpstreamTarget;
+use crate::config::{Config, UpstreamKind};
+use crate::doors::{BoxFuture, Commit, Door, DoorError, Listener, Listening};
+use crate::policy::mask::SchemaSnapshot;
+use crate::session::Core;
+use crate::vault::Vault;
+
+pub struct PgDoor {
+    listen: Option<SocketAddr>,
+    /// `listen.postgres_require_tls`: plain connections are refused before authentication.
+    pub require_tls: bool,
+    /// The PostgreSQL upstreams of the config (name → its config), for credential reloads.
+    configs: Vec<(String, crate::config::UpstreamConfig)>,
+    targets: ArcSwap<HashMap<String, UpstreamTarget>>,
+    /// tollgate's own backend keys → the upstream backends they cancel.
+    pub cancels: CancelRegistry,
+}
+
+impl PgDoor {
+    pub fn build(config: &Config, vault: &Vault) -> Result<PgDoor, DoorError> {
+        let configs: Vec<_> = config
+            .upstreams
+            .iter()
+            .filter(|(_, u)| u.kind == UpstreamKind::Postgres)
+            .map(|(n, u)| (n.clone(), u.clone()))
+            .collect();
+        let targets = resolve(&configs, vault)?;
+        Ok(PgDoor {
+            listen: config.listen.postgres,
+            require_tls: config.listen.postgres_require_tls,
+            configs,
+            targets: ArcSwap::from_pointee(targets),
+            cancels: CancelRegistry::default(),
+        })
+    }
+
+    /// Upstream `name` with its current credentials.
+    pub fn target(&self, name: &str) -> Option<UpstreamTarget> {
+        self.targets.load().get(name).cloned()
+    }
+
+    pub fn has_upstream(&self, name: &str) -> bool {
+        self.targets.load().contains_key(name)
+    }
+}
+
+fn resolve(
+    configs: &[(String, crate::config::UpstreamConfig)],
+    vault: &Vault,
+) -> Result<HashMap<String, UpstreamTarget>, DoorError> {
+    configs
+        .iter()
+        .map(|(n, u)| Ok((n.clone(), UpstreamTarget::from_config(n, u, vault)?)))
+        .collect()
+}
+
+impl Door for PgDoor {
+    fn kind(&self) -> UpstreamKind {
+        UpstreamKind::Postgres
+    }
+
+    fn serves(&self, upstream: &str) -> bool {
+        self.configs.iter().any(|(n, _)| n == upstream)
+    }
+
+    fn reload_credentials<'a>(&'a self, vault: &Vault) -> Result<Commit<'a>, DoorError> {
+        let targets = resolve(&self.configs, vault)?;
+        Ok(Box::new(move || self.targets.store(Arc::new(targets))))
+    }
+
+    fn start(
+        self: Arc<Self>,
+        core: Arc<Core>,
+        stop: watch::Receiver<bool>,
+    ) -> BoxFuture<'static, Result<Vec<Listening>, DoorError>> {
+        Box::pin(async move {
+            let Some(addr) = self.listen else {
+                return Ok(Vec::new());
+            };
+            let (listener, local) = crate::doors::bind(addr).await?;
+            info!(%local, "PostgreSQL listener ready");
+            tokio::spawn(crate::doors::accept_loop(
+                listener,
+                stop,
+                move |socket, peer| {
+                    super::session::handle(core.clone(), self.clone(), socket, peer)
+                },
+            ));
+            Ok(vec![Listening {
+                listener: Listener::Postgres,
+                addr: local,
+            }])
+        })
+    }
+
+    fn table_shapes<'a>(
+        &'a self,
+        upstream: &'a str,
+        timeout: Duration,
+    ) -> Option<BoxFuture<'a, Result<SchemaSnapshot, String>>> {
+        let target = self.target(upstream)?;
+        Some(Box::pin(async move {
+            super::schema_loader::load_schema(&target, timeout)
+                .await
+                .map_err(|e| e.to_string())
+        }))
+    }
+
+    fn probe<'a>(
+        &'a self,
+        upstream: &'a str,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let target = self.target(upstream).ok_or("no such connector")?;
+            let failure = |e: &tokio_postgres::Error| probe_failure(e, &target.host, target.port);
+            let (client, driver) = super::schema_loader::side_connection(&target, "tollgate-probe")
+                .await
+                .map_err(|e| failure(&e))?;
+            let version = client
+                .query_one("SHOW server_version", &[])
+                .await
+                .map_err(|e| failure(&e))
+                .map(|row| row.get::<_, String>(0));
+            drop(client);
+            let _ = driver.await;
+            version
+        })
+    }
+}
+
+/// A probe failure from its class and SQLSTATE only (never server text).
+fn probe_failure(e: &tokio_postgres::Error, host: &str, port: u16) -> String {
+    match e.code().map(|c| c.code()) {
+        Some(code @ ("28P01" | "28000")) => {
+            format!("the upstream refused tollgate's credentials (SQLSTATE {code})")
+        }
+        Some(code @ "3D000") => format!("the upstream database does not exist (SQLSTATE {code})"),
+        Some(code) => format!("the upstream answered with an error (SQLSTATE {code})"),
+        None => format!("cannot reach the upstream at {host}:{port}"),
+    }
+}

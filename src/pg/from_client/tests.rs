@@ -1,0 +1,199 @@
+//! The client side's policy hook, fed frontend messages by hand: what is forwarded, what is
+//! substituted, what the reply side is told to expect, and what the audit log records.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::{on_frame, State, REFUSED_SQL};
+use crate::pg::frontend as fe;
+use crate::pg::pending::{Expect, Pending};
+use crate::pg::statement::PgSession;
+use crate::pg::testing::*;
+use crate::session::testing::TestCore;
+
+struct Rig {
+    t: TestCore,
+    _accepted: crate::session::Accepted,
+    pg: Arc<PgSession>,
+    pending: Pending,
+    state: State,
+    out: BytesMut,
+}
+
+fn rig() -> Rig {
+    let t = core();
+    let (accepted, pg) = session(&t);
+    let state = State::new(pg.agent().clone());
+    Rig {
+        t,
+        _accepted: accepted,
+        pg,
+        pending: Pending::default(),
+        state,
+        out: BytesMut::new(),
+    }
+}
+
+impl Rig {
+    fn send(&mut self, f: crate::pg::frame::Frame) {
+        on_frame(&self.pg, &self.pending, &mut self.state, f, &mut self.out).expect("no fatal");
+    }
+
+    fn forwarded(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let out = self.out.split();
+        messages(&out)
+    }
+
+    fn expected(&self) -> Vec<Expect> {
+        self.pending.drain()
+    }
+
+    fn decisions(&self) -> Vec<serde_json::Value> {
+        self.t
+            .records()
+            .into_iter()
+            .filter(|r| r["kind"] == "decision")
+            .collect()
+    }
+}
+
+fn query_text(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len() - 1]).into_owned()
+}
+
+#[test]
+fn an_allowed_query_is_forwarded_as_received_and_recorded() {
+    let mut r = rig();
+    r.send(query("SELECT id FROM orders"));
+    let fwd = r.forwarded();
+    assert_eq!(fwd.len(), 1);
+    assert_eq!(query_text(&fwd[0].1), "SELECT id FROM orders");
+    let exp = r.expected();
+    assert!(matches!(
+        &exp[..],
+        [Expect::Simple {
+            ticket: Some(_),
+            refusal: None,
+            ..
+        }]
+    ));
+    let d = r.decisions();
+    assert_eq!(d[0]["decision"], "allowed");
+    assert_eq!(d[0]["statement"], "SELECT id FROM orders");
+}
+
+#[test]
+fn a_refused_query_is_replaced_by_one_the_upstream_rejects() {
+    let mut r = rig();
+    r.send(query("SELECT api_key FROM secrets"));
+    let fwd = r.forwarded();
+    assert_eq!(query_text(&fwd[0].1), REFUSED_SQL);
+    let exp = r.expected();
+    let [Expect::Simple {
+        ticket: None,
+        refusal: Some(refusal),
+        ..
+    }] = &exp[..]
+    else {
+        panic!("{exp:?}");
+    };
+    assert_eq!(refusal.code, "42501");
+    assert!(
+        refusal.message.ends_with("(rule: default-deny)"),
+        "{}",
+        refusal.message
+    );
+    let d = r.decisions();
+    assert_eq!(d[0]["decision"], "blocked");
+    assert_eq!(d[0]["rule"], "default-deny");
+    assert_eq!(d[0]["sqlstate"], "42501");
+}
+
+#[test]
+fn after_a_refused_parse_everything_up_to_sync_is_dropped() {
+    let mut r = rig();
+    r.send(parse("s1", "DELETE FROM orders"));
+    r.send(bind("", "s1"));
+    r.send(execute("", 0));
+    r.send(query("SELECT 1"));
+    r.send(bare(fe::SYNC));
+    let fwd = r.forwarded();
+    let tags: Vec<u8> = fwd.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, b"PS", "the substitute Parse, then Sync");
+    let exp = r.expected();
+    assert!(matches!(
+        &exp[..],
+        [Expect::Parse { refusal: Some(_) }, Expect::Sync]
+    ));
+    // Skipping ends at Sync: the next batch is judged again.
+    r.send(query("SELECT id FROM orders"));
+    assert_eq!(r.forwarded()[0].0, fe::QUERY);
+}
+
+#[test]
+fn a_parsed_statement_is_recorded_when_executed_and_reusing_its_name_is_refused() {
+    let mut r = rig();
+    r.send(parse("s1", "SELECT id FROM orders WHERE id = $1"));
+    r.send(bind("p", "s1"));
+    r.send(execute("p", 0));
+    r.send(bare(fe::SYNC));
+    assert_eq!(r.forwarded().len(), 4);
+    let exp = r.expected();
+    assert!(matches!(
+        &exp[..],
+        [
+            Expect::Parse { refusal: None },
+            Expect::Bind { .. },
+            Expect::Execute {
+                ticket: Some(_),
+                ..
+            },
+            Expect::Sync
+        ]
+    ));
+    let d = r.decisions();
+    assert_eq!(d.len(), 1, "one record, at Execute");
+    assert_eq!(d[0]["statement"], "SELECT id FROM orders WHERE id = $1");
+    r.send(parse("s1", "SELECT 1"));
+    let exp = r.expected();
+    let [Expect::Parse {
+        refusal: Some(refusal),
+    }] = &exp[..]
+    else {
+        panic!("{exp:?}");
+    };
+    assert_eq!(refusal.code, "42P05");
+}
+
+#[test]
+fn text_that_is_not_utf8_is_refused_and_recorded() {
+    let mut r = rig();
+    r.send(frame(crate::pg::backend::raw_message(
+        fe::QUERY,
+        b"SELECT '\xff'\0",
+    )));
+    let exp = r.expected();
+    let [Expect::Simple {
+        refusal: Some(refusal),
+        ..
+    }] = &exp[..]
+    else {
+        panic!("{exp:?}");
+    };
+    assert_eq!(refusal.code, "22021");
+    let d = r.decisions();
+    assert_eq!(d[0]["rule"], "builtin: encoding");
+}
+
+#[test]
+fn fast_path_function_calls_are_refused() {
+    let mut r = rig();
+    r.send(frame(crate::pg::backend::raw_message(
+        fe::FUNCTION_CALL,
+        &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+    )));
+    let fwd = r.forwarded();
+    assert_eq!(query_text(&fwd[0].1), REFUSED_SQL);
+    assert_eq!(r.decisions()[0]["rule"], "builtin: fastpath");
+}

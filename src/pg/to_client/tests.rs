@@ -1,0 +1,260 @@
+//! The reply side's state machine, fed backend messages by hand: pairing with what the client
+//! waits for, refusals swapped in, "not executed" after an error in a batch, COPY markers, row
+//! limits, and FATALs never hidden.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::{on_frame, ReplyState};
+use crate::pg::backend::{self as msg, PgErrorFields};
+use crate::pg::cancel::CancelTarget;
+use crate::pg::pending::{Expect, Pending};
+use crate::pg::statement::PgSession;
+use crate::pg::testing::*;
+use crate::policy::limits::Limits;
+use crate::policy::{Outcome, Verdict};
+use crate::session::testing::TestCore;
+
+struct Rig {
+    t: TestCore,
+    _accepted: crate::session::Accepted,
+    pg: Arc<PgSession>,
+    pending: Pending,
+    state: ReplyState,
+    out: BytesMut,
+}
+
+fn rig() -> Rig {
+    rig_with(core())
+}
+
+fn rig_with(t: TestCore) -> Rig {
+    let (accepted, pg) = session(&t);
+    let cancel = CancelTarget {
+        addr: "127.0.0.1:9".parse().unwrap(),
+        pid: 1,
+        secret: 2,
+        tls: None,
+    };
+    let state = ReplyState::new(&pg, cancel);
+    Rig {
+        t,
+        _accepted: accepted,
+        pg,
+        pending: Pending::default(),
+        state,
+        out: BytesMut::new(),
+    }
+}
+
+impl Rig {
+    fn feed(&mut self, f: crate::pg::frame::Frame) {
+        on_frame(&self.pg, &self.pending, &mut self.state, f, &mut self.out);
+    }
+
+    /// A decided statement's ticket, as the client side would have it.
+    fn ticket(&self, sql: &str) -> crate::session::Ticket {
+        let allowed = Verdict {
+            outcome: Outcome::Allow,
+            denial: None,
+            effects: Vec::new(),
+            rewrite: None,
+        };
+        self.pg
+            .decide(sql, &allowed, &Limits::default())
+            .expect("decided")
+    }
+
+    fn sent(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let out = self.out.split();
+        messages(&out)
+    }
+
+    fn outcomes(&self) -> Vec<serde_json::Value> {
+        self.t
+            .records()
+            .into_iter()
+            .filter(|r| r["kind"] == "outcome")
+            .collect()
+    }
+}
+
+fn refusal() -> PgErrorFields {
+    PgErrorFields::error("42501", "tollgate: no (rule: default-deny)")
+}
+
+#[test]
+fn a_refused_simple_query_shows_tollgates_error_in_place_of_the_upstreams() {
+    let mut r = rig();
+    r.pending.push(Expect::Simple {
+        ticket: None,
+        refusal: Some(refusal()),
+        rows: 0,
+        error: None,
+    });
+    // The substitute statement's syntax error, then ReadyForQuery.
+    r.feed(server_error(
+        "42601",
+        "syntax error at or near \"TOLLGATE\"",
+    ));
+    r.feed(ready(b'I'));
+    let sent = r.sent();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].0, msg::ERROR_RESPONSE);
+    assert_eq!(msg::error_field(&sent[0].1, b'C').as_deref(), Some("42501"));
+    assert_eq!(
+        msg::error_field(&sent[0].1, b'M').as_deref(),
+        Some("tollgate: no (rule: default-deny)")
+    );
+    assert_eq!(sent[1].0, msg::READY_FOR_QUERY);
+    assert!(r.pending.is_empty());
+}
+
+#[test]
+fn a_fatal_is_never_dressed_up_as_a_refusal() {
+    let mut r = rig();
+    r.pending.push(Expect::Simple {
+        ticket: None,
+        refusal: Some(refusal()),
+        rows: 0,
+        error: None,
+    });
+    r.feed(server_fatal(
+        "57P01",
+        "terminating connection due to administrator command",
+    ));
+    let sent = r.sent();
+    assert_eq!(msg::error_field(&sent[0].1, b'C').as_deref(), Some("57P01"));
+}
+
+#[test]
+fn after_an_error_in_a_batch_the_rest_up_to_sync_is_not_executed() {
+    let mut r = rig();
+    let first = r.ticket("SELECT 1/0");
+    let second = r.ticket("SELECT 2");
+    r.pending.push(Expect::Parse { refusal: None });
+    r.pending.push(Expect::Bind { portal: "".into() });
+    r.pending.push(Expect::Execute {
+        ticket: Some(first),
+        portal: "".into(),
+    });
+    r.pending.push(Expect::Execute {
+        ticket: Some(second),
+        portal: "".into(),
+    });
+    r.pending.push(Expect::Sync);
+    r.feed(bare(msg::PARSE_COMPLETE));
+    r.feed(bare(msg::BIND_COMPLETE));
+    r.feed(server_error("22012", "division by zero"));
+    assert_eq!(r.pending.len(), 1, "only the Sync is left");
+    r.feed(ready(b'I'));
+    assert!(r.pending.is_empty());
+    let outcomes = r.outcomes();
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(outcomes[0]["decision"], "error");
+    assert_eq!(outcomes[0]["sqlstate"], "22012");
+    assert_eq!(outcomes[0]["error"], "division by zero");
+    assert_eq!(
+        outcomes[1]["error"],
+        "not executed: an earlier message in the same batch failed"
+    );
+    // The upstream's own error reaches the client untouched.
+    let sent = r.sent();
+    assert!(sent
+        .iter()
+        .any(|(t, b)| *t == msg::ERROR_RESPONSE
+            && msg::error_field(b, b'C').as_deref() == Some("22012")));
+}
+
+#[test]
+fn a_refused_parse_swaps_in_tollgates_error_and_skips_to_sync() {
+    let mut r = rig();
+    r.pending.push(Expect::Parse {
+        refusal: Some(refusal()),
+    });
+    r.pending.push(Expect::Sync);
+    r.feed(server_error(
+        "42601",
+        "syntax error at or near \"TOLLGATE\"",
+    ));
+    r.feed(ready(b'I'));
+    let sent = r.sent();
+    assert_eq!(msg::error_field(&sent[0].1, b'C').as_deref(), Some("42501"));
+    assert!(r.pending.is_empty());
+}
+
+#[test]
+fn syncs_the_server_ignored_during_copy_in_are_dropped() {
+    let mut r = rig();
+    let copy = r.ticket("COPY orders FROM STDIN");
+    // tokio-postgres: Parse, Bind, Execute, Sync (ignored in copy-in), data, CopyDone, Sync.
+    r.pending.push(Expect::Parse { refusal: None });
+    r.pending.push(Expect::Bind { portal: "".into() });
+    r.pending.push(Expect::Execute {
+        ticket: Some(copy),
+        portal: "".into(),
+    });
+    r.pending.push(Expect::Sync);
+    r.pending.push(Expect::CopyEnd);
+    r.pending.push(Expect::Sync);
+    r.feed(bare(msg::PARSE_COMPLETE));
+    r.feed(bare(msg::BIND_COMPLETE));
+    r.feed(frame(msg::raw_message(msg::COPY_IN_RESPONSE, &[0, 0, 0])));
+    r.feed(complete("COPY 3"));
+    assert_eq!(r.pending.len(), 1, "the Sync after CopyDone is still owed");
+    r.feed(ready(b'I'));
+    assert!(r.pending.is_empty());
+    let outcomes = r.outcomes();
+    assert_eq!(outcomes[0]["rows"], 3);
+    assert_eq!(outcomes[0]["decision"], "allowed");
+}
+
+#[test]
+fn rows_are_counted_into_the_outcome_record() {
+    let mut r = rig();
+    let t = r.ticket("SELECT * FROM orders");
+    r.pending.push(Expect::Simple {
+        ticket: Some(t),
+        refusal: None,
+        rows: 0,
+        error: None,
+    });
+    for v in ["a", "b"] {
+        r.feed(data_row(v));
+    }
+    r.feed(complete("SELECT 2"));
+    r.feed(ready(b'T'));
+    assert_eq!(r.pending.tx_status(), b'T');
+    assert_eq!(r.outcomes()[0]["rows"], 2);
+    let tags: Vec<u8> = r.sent().iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, b"DDCZ");
+}
+
+#[test]
+fn a_portal_past_max_rows_is_cut_with_a_notice_and_a_normal_completion() {
+    let limited = POLICY.replacen(
+        "agents = [\"analyst\"]\n",
+        "agents = [\"analyst\"]\n[limits]\nmax_rows = 2\n",
+        1,
+    );
+    let t = TestCore::new(&[("analyst", TOKEN)], &[("analyst.toml", &limited)]);
+    let mut r = rig_with(t);
+    let ticket = r.ticket("SELECT * FROM orders");
+    r.pending.push(Expect::Execute {
+        ticket: Some(ticket),
+        portal: "".into(),
+    });
+    r.pending.push(Expect::Sync);
+    // Truncate mode asked the server for max_rows + 1 rows: it suspends the portal there.
+    for v in ["a", "b", "c"] {
+        r.feed(data_row(v));
+    }
+    r.feed(bare(msg::PORTAL_SUSPENDED));
+    r.feed(ready(b'T'));
+    let sent = r.sent();
+    let tags: Vec<u8> = sent.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, b"DDNCZ", "two rows, a notice, a completion");
+    assert_eq!(&sent[3].1[..], b"SELECT 2\0");
+    assert_eq!(r.outcomes()[0]["rows"], 2);
+}

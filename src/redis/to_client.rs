@@ -1,0 +1,297 @@
+//! Upstream → client: cuts replies into frames, pairs each with the oldest reply owed, applies
+//! mask plans (decoding only then), writes tollgate's own replies in their place in the order,
+//! records outcomes, and relays pub/sub messages and pushes without consuming an entry. A reply
+//! nobody inspects that passes `STREAM_AFTER` bytes before it ends is relayed as it arrives.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::mask_reply;
+use super::pubsub::{PubSubFrame, SubKind, Subscriptions};
+use super::reader::UpstreamReader;
+use super::relay::{Entry, Kind, RelayError};
+use super::reply;
+use crate::policy::redis::MaskPlan;
+use crate::session::{OutcomeError, SessionContext, Ticket};
+
+/// A reply nobody needs to inspect is relayed while it arrives once this much of it waits.
+const STREAM_AFTER: usize = 256 * 1024;
+
+pub(super) struct ToClient {
+    ctx: Arc<SessionContext>,
+    resp3: bool,
+    pending: VecDeque<Entry>,
+    /// Mask plans of the commands queued in the open transaction, in order.
+    exec_plans: Vec<MaskPlan>,
+    subs: Subscriptions,
+    out: BytesMut,
+    /// The first byte of the reply being streamed (its head already relayed), if one is.
+    streaming: Option<u8>,
+    /// Shared with the client side: entries not yet answered and written.
+    owed: Arc<AtomicUsize>,
+    /// Entries answered into `out` since the last write.
+    done: usize,
+}
+
+impl ToClient {
+    pub fn new(ctx: Arc<SessionContext>, resp3: bool, owed: Arc<AtomicUsize>) -> ToClient {
+        ToClient {
+            ctx,
+            resp3,
+            pending: VecDeque::new(),
+            exec_plans: Vec::new(),
+            subs: Subscriptions::default(),
+            out: BytesMut::new(),
+            streaming: None,
+            owed,
+            done: 0,
+        }
+    }
+
+    /// The tickets of commands whose replies never came (the session is ending).
+    pub fn abandon(&mut self) -> impl Iterator<Item = Ticket> + '_ {
+        self.pending.drain(..).filter_map(|e| e.ticket)
+    }
+
+    pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+        &mut self,
+        mut up: UpstreamReader<R>,
+        wr: &mut W,
+        mut rx: mpsc::Receiver<Vec<Entry>>,
+    ) -> Result<(), RelayError> {
+        loop {
+            while let Ok(batch) = rx.try_recv() {
+                self.pending.extend(batch);
+            }
+            if self.locals() {
+                wr.write_all(&self.out).await.map_err(RelayError::Client)?;
+                return Ok(());
+            }
+            while let Some(frame) = up.next_frame()? {
+                while let Ok(batch) = rx.try_recv() {
+                    self.pending.extend(batch);
+                }
+                if self.on_frame(frame) {
+                    wr.write_all(&self.out).await.map_err(RelayError::Client)?;
+                    return Ok(());
+                }
+            }
+            // A large reply still arriving: relay what was scanned instead of holding it all.
+            let waiting = up.buffered();
+            if let Some(&first) = waiting.first() {
+                if (self.streaming.is_some() || waiting.len() >= STREAM_AFTER)
+                    && self.may_stream(waiting)
+                {
+                    let head = up.take_scanned();
+                    if !head.is_empty() {
+                        self.streaming.get_or_insert(first);
+                        self.out.extend_from_slice(&head);
+                    }
+                }
+            }
+            if !self.out.is_empty() {
+                wr.write_all(&self.out).await.map_err(RelayError::Client)?;
+                self.out.clear();
+                if self.out.capacity() > 1 << 20 {
+                    self.out = BytesMut::new();
+                }
+            }
+            self.owed
+                .fetch_sub(std::mem::take(&mut self.done), Ordering::SeqCst);
+            tokio::select! {
+                e = rx.recv() => match e {
+                    Some(batch) => self.pending.extend(batch),
+                    None => return Ok(()),
+                },
+                r = up.fill() => {
+                    if !r.map_err(RelayError::Upstream)? {
+                        return Err(RelayError::Upstream(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes tollgate's own replies at the front of the queue; true at a Close entry.
+    fn locals(&mut self) -> bool {
+        while let Some(front) = self.pending.front() {
+            match &front.kind {
+                Kind::Local(b) => {
+                    self.out.extend_from_slice(b);
+                    self.pending.pop_front();
+                    self.done += 1;
+                }
+                Kind::Close => return true,
+                _ => break,
+            }
+        }
+        false
+    }
+
+    /// Whether the incomplete reply at the front of `buf` may be relayed before it ends: it
+    /// answers a command whose reply is relayed untouched (no mask, not pub/sub, not a push).
+    fn may_stream(&self, buf: &[u8]) -> bool {
+        if self.streaming.is_some() {
+            return true;
+        }
+        buf.first().is_some_and(|b| *b != b'>')
+            && self.subs.is_empty()
+            && matches!(self.pending.front().map(|e| &e.kind), Some(Kind::Reply(p)) if p.is_none())
+    }
+
+    fn outcome(&self, ticket: Option<Ticket>, error: Option<String>) {
+        if let Some(t) = ticket {
+            let error = error.map(|message| OutcomeError {
+                code: None,
+                message,
+            });
+            self.ctx.outcome(t, None, error);
+        }
+    }
+
+    /// One complete reply frame, then tollgate's own replies that were waiting behind it; true
+    /// when the session closes now.
+    pub(super) fn on_frame(&mut self, frame: Bytes) -> bool {
+        self.frame(frame);
+        self.locals()
+    }
+
+    fn frame(&mut self, frame: Bytes) {
+        if let Some(first) = self.streaming.take() {
+            // The tail of a streamed reply (`may_stream` checked its entry).
+            self.out.extend_from_slice(&frame);
+            if let Some(entry) = self.pending.pop_front() {
+                self.done += 1;
+                let error = matches!(first, b'-' | b'!').then(|| "error reply".to_string());
+                self.outcome(entry.ticket, error);
+            }
+            return;
+        }
+        let expecting = matches!(
+            self.pending.front().map(|e| &e.kind),
+            Some(Kind::Subscribe { .. })
+        );
+        match self.subs.classify(&frame, self.resp3, expecting) {
+            PubSubFrame::Confirmation { kind, add, name } => {
+                self.confirmation(kind, add, name);
+                self.out.extend_from_slice(&frame);
+                return;
+            }
+            PubSubFrame::OutOfBand => {
+                self.out.extend_from_slice(&frame);
+                return;
+            }
+            PubSubFrame::Reply => {}
+        }
+        let Some(entry) = self.pending.pop_front() else {
+            // Nothing is owed: an out-of-band frame (e.g. a message while subscribed).
+            self.out.extend_from_slice(&frame);
+            return;
+        };
+        self.done += 1;
+        let is_error = matches!(frame.first(), Some(b'-' | b'!'));
+        let shown = match entry.kind {
+            Kind::Reply(ref plan) => self.masked(&frame, plan),
+            Kind::Queued(plan) => {
+                if frame.starts_with(b"+QUEUED") {
+                    self.exec_plans.push(plan);
+                }
+                frame.clone()
+            }
+            Kind::Exec => {
+                let plans = std::mem::take(&mut self.exec_plans);
+                if plans.iter().all(MaskPlan::is_none) {
+                    frame.clone()
+                } else {
+                    mask_reply::mask_exec(&frame, &plans, self.resp3).unwrap_or_else(|e| {
+                        warn!(error = %e, "masking failed; reply withheld");
+                        reply::error("ERR", "tollgate: the reply could not be masked")
+                    })
+                }
+            }
+            Kind::ExecAbort => {
+                self.exec_plans.clear();
+                Bytes::from_static(reply::QUEUED_ABORT)
+            }
+            Kind::Discard => {
+                self.exec_plans.clear();
+                frame.clone()
+            }
+            Kind::Hello(p) => {
+                if !is_error {
+                    if let Some(p) = p {
+                        self.resp3 = p == 3;
+                    }
+                }
+                frame.clone()
+            }
+            Kind::Subscribe { .. } | Kind::Local(_) | Kind::Close => frame.clone(),
+        };
+        self.out.extend_from_slice(&shown);
+        self.outcome(entry.ticket, is_error.then(|| error_text(&frame)));
+    }
+
+    fn masked(&self, frame: &Bytes, plan: &MaskPlan) -> Bytes {
+        mask_reply::mask(frame, plan, self.resp3).unwrap_or_else(|e| {
+            warn!(error = %e, "masking failed; reply withheld");
+            reply::error("ERR", "tollgate: the reply could not be masked")
+        })
+    }
+
+    /// A (un)subscribe confirmation: one per channel named, or per subscription left when the
+    /// command named none.
+    fn confirmation(&mut self, kind: SubKind, add: bool, name: Bytes) {
+        let before = self.subs.apply(kind, add, name);
+        let Some(front) = self.pending.front_mut() else {
+            return;
+        };
+        let Kind::Subscribe { remaining, kind: k } = &mut front.kind else {
+            return;
+        };
+        if *k != kind {
+            return;
+        }
+        let left = remaining.get_or_insert(before.max(1));
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            let e = self.pending.pop_front().expect("front exists");
+            self.done += 1;
+            self.outcome(e.ticket, None);
+        }
+    }
+
+    /// Test access: what has been produced for the client so far.
+    #[cfg(test)]
+    pub(super) fn take_out(&mut self) -> Bytes {
+        self.locals();
+        self.out.split().freeze()
+    }
+
+    #[cfg(test)]
+    pub(super) fn push(&mut self, e: Entry) {
+        self.pending.push_back(e);
+    }
+
+    #[cfg(test)]
+    pub(super) fn owed_entries(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+fn error_text(frame: &[u8]) -> String {
+    let s = String::from_utf8_lossy(frame);
+    s.trim_start_matches(['-', '!'])
+        .trim_end()
+        .chars()
+        .take(200)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+//! A connection from its arrival to its admission: the pre-authentication records, the token
+//! checks against stored verifiers, and admission (TLS requirement, policy, connection caps).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::record::{session_record, shown_name, Who};
+use super::statement::{Principal, Session, SessionContext};
+use super::{Core, LiveSession};
+use crate::audit::{Decision, Protocol};
+use crate::auth::{valid_agent_name, ScramVerifier};
+use crate::refusal::{Refusal, RefusalClass};
+use crate::telemetry::GaugeGuard;
+
+/// Rule named when the gateway-wide connection cap refuses a session.
+pub const MAX_CLIENT_CONNECTIONS_RULE: &str = "tollgate.toml: limits.max_client_connections";
+
+/// A connection the gateway accepted, until it ends: its id, its place in the live count and
+/// the client gauge, and the deadline its login must meet.
+pub struct Accepted {
+    core: Arc<Core>,
+    pub id: u64,
+    pub protocol: Protocol,
+    pub peer: SocketAddr,
+    client_addr: String,
+    /// The upstream the client asked for, once known (named in its records).
+    upstream: Option<Arc<str>>,
+    pub deadline: tokio::time::Instant,
+    _live: LiveSession,
+    _gauge: GaugeGuard,
+}
+
+/// Proof that the client holds the agent's token; only the core makes one.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    agent: Arc<str>,
+}
+
+impl Verified {
+    pub fn agent(&self) -> &Arc<str> {
+        &self.agent
+    }
+}
+
+impl Accepted {
+    pub(super) fn new(core: Arc<Core>, protocol: Protocol, peer: SocketAddr, id: u64) -> Self {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(core.limits.auth_timeout_ms);
+        let gauge = GaugeGuard::new(metrics::gauge!(
+            "tollgate_client_connections",
+            "protocol" => protocol.as_str()
+        ));
+        Accepted {
+            _live: core.lifecycle.enter(),
+            _gauge: gauge,
+            core,
+            id,
+            protocol,
+            peer,
+            client_addr: peer.to_string(),
+            upstream: None,
+            deadline,
+        }
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// The session's span: every log line of the connection carries protocol, id and peer.
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "session",
+            protocol = self.protocol.as_str(),
+            session = self.id,
+            client = %self.peer
+        )
+    }
+
+    /// Names the upstream the client asked for in the records that follow.
+    pub fn set_upstream(&mut self, upstream: &str) {
+        self.upstream = Some(upstream.into());
+    }
+
+    fn who<'a>(&'a self, agent: &'a str) -> Who<'a> {
+        Who {
+            protocol: self.protocol,
+            session: self.id,
+            agent,
+            upstream: self.upstream.as_deref(),
+            client_addr: &self.client_addr,
+        }
+    }
+
+    /// A connection refused before authentication (a listener that requires TLS): a blocked
+    /// `session` record under the name the client gave (bounded).
+    pub fn refuse_before_auth(&self, user: &[u8], refusal: &Refusal) {
+        let shown = shown_name(user);
+        session_record(
+            &self.core,
+            &self.who(&shown),
+            Decision::Blocked,
+            Some(&refusal.rule),
+            &refusal.reason,
+        );
+        crate::telemetry::refusal(self.protocol, &refusal.rule);
+    }
+
+    /// A failed login: recorded (bounded name) and counted. Wrong tokens, unknown agents and
+    /// names no agent can have read the same to the client.
+    pub fn auth_failed(&self, user: &[u8], why: &str) {
+        metrics::counter!("tollgate_auth_failures_total", "protocol" => self.protocol.as_str())
+            .increment(1);
+        let shown = shown_name(user);
+        session_record(&self.core, &self.who(&shown), Decision::Blocked, None, why);
+    }
+
+    /// The verifier a SCRAM exchange for `user` runs against: the agent's, or a mock one for
+    /// an unknown name (the exchange then fails like a wrong token). `None` for a name no agent
+    /// can have: fail it at once (recorded by [`Accepted::auth_failed`]).
+    pub fn scram_verifier(&self, user: &str) -> Option<(ScramVerifier, bool)> {
+        if !valid_agent_name(user) {
+            return None;
+        }
+        let agents = self.core.agents.load();
+        Some(match agents.get(user) {
+            Some((_, v)) => (v.clone(), true),
+            None => (
+                ScramVerifier::mock_for(user, self.core.mock_secret()),
+                false,
+            ),
+        })
+    }
+
+    /// After a SCRAM exchange against a real (not mock) verifier succeeded.
+    pub fn scram_verified(&self, user: &str) -> Verified {
+        Verified { agent: user.into() }
+    }
+
+    /// `user`'s token checked in constant time against its stored verifier (a mock one for
+    /// unknown names, so both cost the same). Failures are recorded and counted.
+    pub fn verify_token(&self, user: &[u8], token: &[u8]) -> Option<Verified> {
+        let verified = check_token(&self.core, user, token);
+        if verified.is_none() {
+            self.auth_failed(user, "authentication failed");
+        }
+        verified
+    }
+
+    /// Admits an authenticated agent to `upstream`: its policy's TLS requirement (shadow mode
+    /// only records), the policy must give it the upstream, and a connection slot (per agent
+    /// and in total) must be free. Every refusal is recorded and returned for the front end to
+    /// render; the connection may try again (Redis) or end (PostgreSQL).
+    pub fn admit(
+        &self,
+        verified: &Verified,
+        upstream: &str,
+        encrypted: bool,
+    ) -> Result<Session, Refusal> {
+        let agent = verified.agent.clone();
+        let who = Who {
+            upstream: Some(upstream),
+            ..self.who(&agent)
+        };
+        let refuse = |refusal: Refusal| {
+            session_record(
+                &self.core,
+                &who,
+                Decision::Blocked,
+                Some(&refusal.rule),
+                &refusal.reason,
+            );
+            crate::telemetry::refusal(self.protocol, &refusal.rule);
+            refusal
+        };
+        if !encrypted {
+            if let Some(req) = self.core.policy.tls_requirement(&agent) {
+                let reason = format!(
+                    "agent \"{agent}\" must connect over TLS; this connection is not encrypted"
+                );
+                if req.enforced {
+                    return Err(refuse(Refusal::new(
+                        RefusalClass::TlsRequired,
+                        req.rule,
+                        reason,
+                    )));
+                }
+                session_record(
+                    &self.core,
+                    &who,
+                    Decision::WouldBlock,
+                    Some(&req.rule),
+                    &format!("{reason} (shadow mode)"),
+                );
+            }
+        }
+        self.core
+            .policy
+            .may_connect(&agent, upstream)
+            .map_err(refuse)?;
+        let principal =
+            Principal::admit(&self.core, self.protocol, &agent, upstream).map_err(refuse)?;
+        let ctx = SessionContext::new(
+            self.core.clone(),
+            self.id,
+            self.protocol,
+            upstream.into(),
+            self.client_addr.clone(),
+        );
+        Ok(Session::new(Arc::new(ctx), Arc::new(principal)))
+    }
+}
+
+/// The slot refusal: which cap, named by its rule.
+pub(super) fn too_many_connections(
+    e: &crate::ratelimit::TooManyConnections,
+    agent_rule: Option<&str>,
+    protocol: Protocol,
+) -> Refusal {
+    let rule = match (e, agent_rule) {
+        (crate::ratelimit::TooManyConnections::Agent(_), Some(rule)) => rule.to_string(),
+        _ => MAX_CLIENT_CONNECTIONS_RULE.to_string(),
+    };
+    metrics::counter!("tollgate_connection_limit_hits_total", "protocol" => protocol.as_str())
+        .increment(1);
+    Refusal::new(
+        RefusalClass::TooManyConnections,
+        rule,
+        format!("too many connections: {e}"),
+    )
+}
+
+/// `user`'s token against its stored verifier, in constant time (a mock verifier for unknown or
+/// impossible names: both failures cost the same). Off the async worker: the key derivation
+/// takes a millisecond or two.
+pub(super) fn check_token(core: &Core, user: &[u8], token: &[u8]) -> Option<Verified> {
+    let name = std::str::from_utf8(user)
+        .ok()
+        .filter(|n| valid_agent_name(n));
+    let agents = core.agents.load();
+    let check = || match name.and_then(|n| agents.get(n)) {
+        Some((_, verifier)) => verifier.check_password(token),
+        None => {
+            let mock = ScramVerifier::mock_for(name.unwrap_or("?"), core.mock_secret());
+            let _ = mock.check_password(token);
+            false
+        }
+    };
+    let ok = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(check),
+        _ => check(),
+    };
+    match (ok, name) {
+        (true, Some(n)) => Some(Verified { agent: n.into() }),
+        _ => None,
+    }
+}

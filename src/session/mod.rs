@@ -1,0 +1,124 @@
+//! The session core: what every front end does the same way, written once. A front end
+//! (PostgreSQL, Redis, and the doors to come) is wire code on top of it:
+//!
+//! 1. *accept* ([`Core::accept`]): session id, tracing span, live-session accounting, the client
+//!    gauge and the authentication deadline;
+//! 2. *verify* ([`Accepted::verify_token`], [`Accepted::scram_verifier`]): agent name bounds and
+//!    the token against the stored verifier (a mock verifier for unknown names, so both fail
+//!    alike), off the async workers;
+//! 3. *admit* ([`Accepted::admit`]): `require_tls` (enforced or shadow), the policy's
+//!    `may_connect`, the connection slot (per agent and total) → a [`Session`];
+//! 4. on the [`Session`]: *decide* (rate bucket, decision record, refusal record and metric),
+//!    then on its [`SessionContext`] (shared with the reply half) *outcome* and *abandoned*
+//!    ("the client left before the reply", one record shape for every protocol);
+//!    [`Lifecycle::drained`] tells a session when to stop during a drain.
+//!
+//! Front ends receive an `Arc<Core>` (the handles every session needs) and never the gateway.
+
+mod accept;
+mod lifecycle;
+mod record;
+mod statement;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+pub use accept::{Accepted, Verified};
+pub use lifecycle::{Lifecycle, LiveSession, Phase};
+pub use record::shown_name;
+pub use statement::{
+    audit_unavailable, upstream_unavailable, Judged, OutcomeError, Principal, ReauthError, Session,
+    SessionContext, Ticket,
+};
+
+use crate::audit::{AuditLog, Protocol};
+use crate::auth::AgentStore;
+use crate::config::{AuditConfig, LimitsConfig, RedisOutcomes};
+use crate::policy::Engine;
+use crate::ratelimit::Limiter;
+use crate::telemetry::{Latency, Stats};
+use crate::tls::TlsHolder;
+
+/// The handles every session needs: agents, policy, audit, limits, counters, lifecycle and the
+/// front-end certificate. Built once by the gateway; shared by every front end.
+pub struct Core {
+    pub limits: LimitsConfig,
+    pub audit_config: AuditConfig,
+    pub agents: ArcSwap<AgentStore>,
+    pub policy: Engine,
+    pub audit: AuditLog,
+    pub limiter: Limiter,
+    pub stats: Stats,
+    pub latency: Latency,
+    pub lifecycle: Arc<Lifecycle>,
+    /// The front end's certificate (absent without `[tls]`), replaced on reload.
+    pub tls: TlsHolder,
+    /// Salt source of unknown agents' mock verifiers (stable across restarts).
+    mock_secret: [u8; 32],
+    next_session: AtomicU64,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("policy", &self.policy)
+            .field("live", &self.lifecycle.live())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Core::new`] is built from.
+pub struct CoreParts {
+    pub limits: LimitsConfig,
+    pub audit_config: AuditConfig,
+    pub agents: AgentStore,
+    pub policy: Engine,
+    pub audit: AuditLog,
+    pub tls: TlsHolder,
+    pub mock_secret: [u8; 32],
+}
+
+impl Core {
+    pub fn new(parts: CoreParts) -> Core {
+        Core {
+            limits: parts.limits,
+            audit_config: parts.audit_config,
+            agents: ArcSwap::from_pointee(parts.agents),
+            policy: parts.policy,
+            audit: parts.audit,
+            limiter: Limiter::default(),
+            stats: Stats::default(),
+            latency: Latency::register(),
+            lifecycle: Arc::new(Lifecycle::default()),
+            tls: parts.tls,
+            mock_secret: parts.mock_secret,
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    /// A connection has arrived: it gets an id, a span, a place in the live count and the client
+    /// gauge, and a deadline for authentication.
+    pub fn accept(self: &Arc<Self>, protocol: Protocol, peer: SocketAddr) -> Accepted {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        Accepted::new(self.clone(), protocol, peer, id)
+    }
+
+    fn mock_secret(&self) -> &[u8; 32] {
+        &self.mock_secret
+    }
+
+    /// Whether a successful statement gets an outcome record besides its decision record.
+    /// Redis commands are many and small: by default only their errors are recorded twice.
+    fn records_successes(&self, protocol: Protocol) -> bool {
+        protocol != Protocol::Redis || self.audit_config.redis_outcomes == RedisOutcomes::All
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,472 @@
+//! An admitted session and its statements: the decision (rate bucket, decision record,
+//! refusal record and metric), then the outcome, or "abandoned" when the client leaves first —
+//! the same records, counters and refusals on every protocol.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::warn;
+
+use super::accept::{check_token, too_many_connections};
+use super::record::{session_record, shown_name, Who};
+use super::Core;
+use crate::audit::{AuditError, AuditEvent, Decision, EventKind, Protocol};
+use crate::policy::limits::Limits;
+use crate::ratelimit::{Bucket, ConnectionSlot};
+use crate::refusal::{Refusal, RefusalClass};
+use crate::telemetry::{OpenSession, PairStats, ProtocolLatency};
+
+/// The agent a session acts for, with what is counted against it: its rate bucket (shared
+/// with its other sessions), its connection slot and its counters on this upstream.
+pub struct Principal {
+    pub agent: Arc<str>,
+    pub stats: Arc<PairStats>,
+    bucket: Arc<Bucket>,
+    _slot: ConnectionSlot,
+    _open: OpenSession,
+}
+
+impl Principal {
+    pub(super) fn admit(
+        core: &Core,
+        protocol: Protocol,
+        agent: &Arc<str>,
+        upstream: &str,
+    ) -> Result<Principal, Refusal> {
+        let per_agent = core
+            .policy
+            .agent_policy(agent)
+            .and_then(|p| p.limits.max_connections.clone());
+        let slot = core
+            .limiter
+            .connect(
+                agent,
+                per_agent.as_ref().map(|(n, _)| *n),
+                core.limits.max_client_connections,
+            )
+            .map_err(|e| {
+                too_many_connections(&e, per_agent.as_ref().map(|(_, r)| r.as_str()), protocol)
+            })?;
+        let stats = core.stats.pair(agent, &upstream.into(), protocol);
+        Ok(Principal {
+            agent: agent.clone(),
+            bucket: core.limiter.bucket(agent),
+            _slot: slot,
+            _open: stats.open_session(),
+            stats,
+        })
+    }
+}
+
+/// What a session is, for both halves of its relay: the core, its id, protocol, upstream and
+/// client address. The reply half holds this to record outcomes.
+pub struct SessionContext {
+    core: Arc<Core>,
+    pub id: u64,
+    pub protocol: Protocol,
+    pub upstream: Arc<str>,
+    client_addr: String,
+    latency: ProtocolLatency,
+}
+
+/// An admitted session: its context and the agent it acts for (which a Redis `AUTH` may change).
+pub struct Session {
+    ctx: Arc<SessionContext>,
+    principal: Arc<Principal>,
+}
+
+/// A statement the policy lets run (perhaps rewritten, or refused in shadow mode only): what
+/// its decision record says.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    /// As recorded: values redacted, bounded, by the front end that knows the protocol.
+    pub statement: String,
+    /// `Allowed`, `Masked`, `Rewritten` or `WouldBlock`.
+    pub decision: Decision,
+    pub rule: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl Judged {
+    pub fn allowed(statement: String) -> Judged {
+        Judged {
+            statement,
+            decision: Decision::Allowed,
+            rule: None,
+            reason: None,
+        }
+    }
+}
+
+/// The decision record of a forwarded statement, which its outcome record will name.
+pub struct Ticket {
+    seq: u64,
+    started: Instant,
+    would_block: bool,
+    principal: Arc<Principal>,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("seq", &self.seq)
+            .field("would_block", &self.would_block)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ticket {
+    /// When the statement was forwarded (statement timeouts count from here).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// Why a login inside a session failed.
+#[derive(Debug)]
+pub enum ReauthError {
+    /// Wrong token or unknown agent (the two are not told apart).
+    WrongPass,
+    /// The agent may not use this upstream, or is over a connection cap.
+    Refused(Refusal),
+}
+
+/// How a forwarded statement failed upstream: the native code (SQLSTATE) if there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeError {
+    pub code: Option<String>,
+    pub message: String,
+}
+
+/// Whether a record reaches the disk before the call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Now,
+    /// Chained now, written by the next `AuditLog::flush` (the front end flushes before it
+    /// forwards anything).
+    Deferred,
+}
+
+/// The refusal of a statement whose decision record could not be written.
+pub fn audit_unavailable() -> Refusal {
+    Refusal::new(
+        RefusalClass::AuditUnavailable,
+        "builtin: audit",
+        "the audit log cannot be written; the statement was not run",
+    )
+}
+
+impl SessionContext {
+    pub(super) fn new(
+        core: Arc<Core>,
+        id: u64,
+        protocol: Protocol,
+        upstream: Arc<str>,
+        client_addr: String,
+    ) -> SessionContext {
+        let latency = core.latency.of(protocol).clone();
+        SessionContext {
+            core,
+            id,
+            protocol,
+            upstream,
+            client_addr,
+            latency,
+        }
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    fn who<'a>(&'a self, agent: &'a str) -> Who<'a> {
+        Who {
+            protocol: self.protocol,
+            session: self.id,
+            agent,
+            upstream: Some(&self.upstream),
+            client_addr: &self.client_addr,
+        }
+    }
+
+    fn append(&self, ev: &AuditEvent, write: Write) -> Result<u64, AuditError> {
+        match write {
+            Write::Now => self.core.audit.append(ev),
+            Write::Deferred => self.core.audit.append_deferred(ev),
+        }
+    }
+
+    /// The outcome record of a forwarded statement (written with the next decision record or
+    /// by the periodic flush: a crash can lose an outcome, never a decision).
+    pub fn outcome(&self, ticket: Ticket, rows: Option<u64>, error: Option<OutcomeError>) {
+        let took = ticket.started.elapsed();
+        self.latency.upstream.record(took);
+        if error.is_some() {
+            ticket
+                .principal
+                .stats
+                .errors
+                .fetch_add(1, Ordering::Relaxed);
+        } else if !self.core.records_successes(self.protocol) {
+            return;
+        }
+        let decision = match (&error, ticket.would_block) {
+            (Some(_), _) => Decision::Error,
+            (None, true) => Decision::WouldBlock,
+            (None, false) => Decision::Allowed,
+        };
+        let mut ev = self
+            .who(&ticket.principal.agent)
+            .event(EventKind::Outcome, decision);
+        ev.ref_seq = Some(ticket.seq);
+        ev.rows = rows;
+        ev.duration_us = Some(took.as_micros() as u64);
+        if let Some(e) = error {
+            ev.sqlstate = e.code.filter(|c| !c.is_empty());
+            ev.error = Some(e.message);
+        }
+        if let Err(e) = self.core.audit.append_deferred(&ev) {
+            warn!(error = %e, "audit outcome write failed");
+        }
+    }
+
+    /// The session ended before the statement's reply: it may or may not have run. The same
+    /// record on every protocol; not counted as an upstream error.
+    pub fn abandoned(&self, ticket: Ticket) {
+        let decision = if ticket.would_block {
+            Decision::WouldBlock
+        } else {
+            Decision::Allowed
+        };
+        let mut ev = self
+            .who(&ticket.principal.agent)
+            .event(EventKind::Outcome, decision);
+        ev.ref_seq = Some(ticket.seq);
+        ev.duration_us = Some(ticket.started.elapsed().as_micros() as u64);
+        ev.reason = Some("outcome unknown: the session ended before the reply".into());
+        if let Err(e) = self.core.audit.append_deferred(&ev) {
+            warn!(error = %e, "audit outcome write failed");
+        }
+    }
+
+    /// Records the time tollgate spent on a statement before forwarding it.
+    pub fn record_overhead(&self, started: Instant) {
+        self.latency.overhead.record(started.elapsed());
+    }
+
+    /// The connection to the upstream broke mid-session: counted; the message to send.
+    pub fn upstream_lost(&self) -> String {
+        metrics::counter!("tollgate_upstream_errors_total", "upstream" => self.upstream.to_string())
+            .increment(1);
+        format!(
+            "tollgate: connection to upstream \"{}\" lost",
+            self.upstream
+        )
+    }
+}
+
+/// The upstream could not be reached or refused tollgate's login: counted; the message to send
+/// (never the upstream's own text, which could name the vaulted login).
+pub fn upstream_unavailable(upstream: &str) -> String {
+    metrics::counter!("tollgate_upstream_errors_total", "upstream" => upstream.to_string())
+        .increment(1);
+    format!("tollgate: upstream \"{upstream}\" is unavailable")
+}
+
+impl Session {
+    pub(super) fn new(ctx: Arc<SessionContext>, principal: Arc<Principal>) -> Session {
+        Session { ctx, principal }
+    }
+
+    /// The part the reply half keeps (outcome records).
+    pub fn context(&self) -> &Arc<SessionContext> {
+        &self.ctx
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.ctx.core
+    }
+
+    pub fn id(&self) -> u64 {
+        self.ctx.id
+    }
+
+    pub fn agent(&self) -> &Arc<str> {
+        &self.principal.agent
+    }
+
+    pub fn upstream(&self) -> &Arc<str> {
+        &self.ctx.upstream
+    }
+
+    pub fn stats(&self) -> &PairStats {
+        &self.principal.stats
+    }
+
+    /// The "session opened" record, once the upstream connection is up.
+    pub fn opened(&self) {
+        session_record(
+            &self.ctx.core,
+            &self.ctx.who(&self.principal.agent),
+            Decision::Allowed,
+            None,
+            "session opened",
+        );
+    }
+
+    /// Another agent logs in on this connection (Redis `AUTH` in a session): its token must
+    /// match, it must be allowed on this upstream and get a connection slot of its own (the old
+    /// agent's is released). On any failure the session stays the old agent's; the failure is
+    /// counted and recorded.
+    pub fn reauthenticate(&mut self, user: &[u8], token: &[u8]) -> Result<(), ReauthError> {
+        let core = self.ctx.core.clone();
+        let Some(verified) = check_token(&core, user, token) else {
+            metrics::counter!("tollgate_auth_failures_total", "protocol" => self.ctx.protocol.as_str())
+                .increment(1);
+            session_record(
+                &core,
+                &self.ctx.who(&shown_name(user)),
+                Decision::Blocked,
+                None,
+                "authentication failed",
+            );
+            return Err(ReauthError::WrongPass);
+        };
+        let agent = verified.agent();
+        let admitted = core
+            .policy
+            .may_connect(agent, &self.ctx.upstream)
+            .and_then(|()| Principal::admit(&core, self.ctx.protocol, agent, &self.ctx.upstream));
+        match admitted {
+            Ok(principal) => {
+                self.principal = Arc::new(principal);
+                session_record(
+                    &core,
+                    &self.ctx.who(agent),
+                    Decision::Allowed,
+                    None,
+                    "agent switched",
+                );
+                Ok(())
+            }
+            Err(refusal) => {
+                session_record(
+                    &core,
+                    &self.ctx.who(agent),
+                    Decision::Blocked,
+                    Some(&refusal.rule),
+                    &refusal.reason,
+                );
+                crate::telemetry::refusal(self.ctx.protocol, &refusal.rule);
+                Err(ReauthError::Refused(refusal))
+            }
+        }
+    }
+
+    fn event(&self, decision: Decision, statement: String) -> AuditEvent {
+        let mut ev = self
+            .ctx
+            .who(&self.principal.agent)
+            .event(EventKind::Decision, decision);
+        ev.statement = Some(statement);
+        ev
+    }
+
+    /// Decides to forward a statement: charges the agent's rate (`limits` from its current
+    /// policy), writes the decision record durably, counts it. `Err`: refused instead (over the
+    /// rate, or the audit log cannot be written), already recorded.
+    pub fn decide(&self, judged: Judged, limits: Option<&Limits>) -> Result<Ticket, Refusal> {
+        self.decide_with(judged, limits, Write::Now)
+    }
+
+    /// [`Session::decide`], with the record only chained: the caller flushes the audit log
+    /// (`core.audit.flush()`) before forwarding anything, one write for a whole batch.
+    pub fn decide_deferred(
+        &self,
+        judged: Judged,
+        limits: Option<&Limits>,
+    ) -> Result<Ticket, Refusal> {
+        self.decide_with(judged, limits, Write::Deferred)
+    }
+
+    fn decide_with(
+        &self,
+        judged: Judged,
+        limits: Option<&Limits>,
+        write: Write,
+    ) -> Result<Ticket, Refusal> {
+        let mut ev = self.event(judged.decision, judged.statement);
+        if let Some((exceeded, rule)) = limits.and_then(|l| self.principal.bucket.over_rate(l)) {
+            self.principal
+                .stats
+                .rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+            let refusal = Refusal::new(
+                RefusalClass::RateLimited,
+                rule,
+                format!("{exceeded} (agent \"{}\")", self.principal.agent),
+            )
+            .with_retry_after(exceeded.retry_after);
+            return Err(self.refused(ev, refusal, write));
+        }
+        ev.rule = judged.rule;
+        ev.reason = judged.reason;
+        self.principal.stats.statement(judged.decision);
+        match self.ctx.append(&ev, write) {
+            Ok(seq) => Ok(Ticket {
+                seq,
+                started: Instant::now(),
+                would_block: judged.decision == Decision::WouldBlock,
+                principal: self.principal.clone(),
+            }),
+            Err(e) => {
+                warn!(error = %e, "audit write failed: refusing the statement");
+                Err(audit_unavailable())
+            }
+        }
+    }
+
+    /// A refused statement: its blocked record (durable), counters and refusal metric. Returns
+    /// the refusal for the front end to render.
+    pub fn refuse(&self, statement: String, refusal: Refusal) -> Refusal {
+        let ev = self.event(Decision::Blocked, statement);
+        self.refused(ev, refusal, Write::Now)
+    }
+
+    /// [`Session::refuse`] with the record chained for the caller's next flush.
+    pub fn refuse_deferred(&self, statement: String, refusal: Refusal) -> Refusal {
+        let ev = self.event(Decision::Blocked, statement);
+        self.refused(ev, refusal, Write::Deferred)
+    }
+
+    fn refused(&self, mut ev: AuditEvent, refusal: Refusal, write: Write) -> Refusal {
+        ev.decision = Decision::Blocked;
+        ev.rule = Some(refusal.rule.clone());
+        ev.reason = Some(refusal.reason.clone());
+        match self.ctx.protocol {
+            Protocol::Postgres => ev.sqlstate = Some(refusal.class.sqlstate().to_string()),
+            Protocol::Redis => ev.error = Some(refusal.class.resp_code().to_string()),
+        }
+        self.principal.stats.statement(Decision::Blocked);
+        crate::telemetry::refusal(self.ctx.protocol, &refusal.rule);
+        if let Err(e) = self.ctx.append(&ev, write) {
+            warn!(error = %e, "audit write failed for a refused statement");
+        }
+        refusal
+    }
+
+    /// A decision record for something tollgate answered itself (`QUIT`, `AUTH`), chained for
+    /// the caller's next flush.
+    pub fn note(&self, statement: String, decision: Decision, reason: Option<&str>) {
+        let mut ev = self.event(decision, statement);
+        ev.reason = reason.map(str::to_string);
+        if let Err(e) = self.ctx.append(&ev, Write::Deferred) {
+            warn!(error = %e, "audit write failed for a local reply");
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The session core on a real engine and audit log, no sockets: admission (TLS requirement,
+//! policy, connection caps shared by every protocol), decisions, rate refusals, outcomes and
+//! the one "abandoned" record shape.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::testing::TestCore;
+use super::{Judged, OutcomeError, ReauthError};
+use crate::audit::Protocol;
+use crate::config::LimitsConfig;
+use crate::refusal::RefusalClass;
+
+const TOKEN: &str = "tg_test_token";
+
+const POLICIES: &[(&str, &str)] = &[
+    (
+        "analyst.toml",
+        r#"agents = ["analyst"]
+[limits]
+max_connections = 2
+statements_per_minute = 60
+burst = 2
+[[postgres]]
+upstream = "shop"
+[[postgres.table]]
+name = "orders"
+allow = ["select"]
+[[redis]]
+upstream = "cache"
+commands = ["@read"]
+read_keys = ["cache:*"]
+"#,
+    ),
+    (
+        "tls.toml",
+        r#"agents = ["secure"]
+require_tls = true
+[[postgres]]
+upstream = "shop"
+profile = "passthrough"
+"#,
+    ),
+    (
+        "shadow.toml",
+        r#"agents = ["shadowed"]
+enforce = false
+require_tls = true
+[[postgres]]
+upstream = "shop"
+profile = "passthrough"
+"#,
+    ),
+];
+
+fn agents() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("analyst", TOKEN),
+        ("secure", TOKEN),
+        ("shadowed", TOKEN),
+        ("nobody", TOKEN),
+    ]
+}
+
+fn core() -> TestCore {
+    TestCore::new(&agents(), POLICIES)
+}
+
+fn last(records: &[Value]) -> &Value {
+    records.last().expect("a record")
+}
+
+#[test]
+fn a_connection_cap_holds_across_protocols_with_one_wording() {
+    let t = core();
+    let (_a, pg) = t.session(Protocol::Postgres, "analyst", TOKEN, "shop");
+    let (_b, redis) = t.session(Protocol::Redis, "analyst", TOKEN, "cache");
+    for protocol in [Protocol::Postgres, Protocol::Redis] {
+        let accepted = t.accept(protocol);
+        let verified = accepted.verify_token(b"analyst", TOKEN.as_bytes()).unwrap();
+        let upstream = if protocol == Protocol::Redis {
+            "cache"
+        } else {
+            "shop"
+        };
+        let refusal = accepted
+            .admit(&verified, upstream, false)
+            .err()
+            .expect("over the cap");
+        assert_eq!(refusal.class, RefusalClass::TooManyConnections);
+        assert_eq!(refusal.rule, "analyst: limits");
+        assert_eq!(
+            refusal.message(),
+            "tollgate: too many connections: agent already has 2 connections, the most its policy allows (rule: analyst: limits)"
+        );
+        let rec = t.records();
+        let rec = last(&rec);
+        assert_eq!(rec["kind"], "session");
+        assert_eq!(rec["decision"], "blocked");
+        assert_eq!(rec["protocol"], protocol.as_str());
+        assert_eq!(rec["rule"], "analyst: limits");
+    }
+    drop(pg);
+    let accepted = t.accept(Protocol::Redis);
+    let verified = accepted.verify_token(b"analyst", TOKEN.as_bytes()).unwrap();
+    assert!(
+        accepted.admit(&verified, "cache", false).is_ok(),
+        "a slot was freed"
+    );
+    drop(redis);
+}
+
+#[test]
+fn the_gateway_wide_cap_counts_every_protocol() {
+    let limits = LimitsConfig {
+        max_client_connections: Some(1),
+        ..LimitsConfig::default()
+    };
+    let t = TestCore::with_limits(&agents(), POLICIES, limits);
+    let (_a, _redis) = t.session(Protocol::Redis, "analyst", TOKEN, "cache");
+    let accepted = t.accept(Protocol::Postgres);
+    let verified = accepted.verify_token(b"secure", TOKEN.as_bytes()).unwrap();
+    let refusal = accepted
+        .admit(&verified, "shop", true)
+        .err()
+        .expect("over the total");
+    assert_eq!(refusal.rule, "tollgate.toml: limits.max_client_connections");
+    assert_eq!(refusal.class.sqlstate(), "53300");
+}
+
+#[test]
+fn tls_requirement_is_enforced_or_only_recorded_in_shadow_mode() {
+    let t = core();
+    let accepted = t.accept(Protocol::Postgres);
+    let secure = accepted.verify_token(b"secure", TOKEN.as_bytes()).unwrap();
+    let refusal = accepted
+        .admit(&secure, "shop", false)
+        .err()
+        .expect("plain refused");
+    assert_eq!(refusal.class, RefusalClass::TlsRequired);
+    assert_eq!(refusal.rule, "tls: require_tls");
+    assert!(accepted.admit(&secure, "shop", true).is_ok());
+    let shadowed = accepted
+        .verify_token(b"shadowed", TOKEN.as_bytes())
+        .unwrap();
+    assert!(accepted.admit(&shadowed, "shop", false).is_ok());
+    let rec = t.records();
+    assert!(rec.iter().any(|r| r["agent"] == "shadowed"
+        && r["decision"] == "would_block"
+        && r["rule"] == "shadow: require_tls"));
+}
+
+#[test]
+fn an_agent_without_a_policy_for_the_upstream_is_refused() {
+    let t = core();
+    let accepted = t.accept(Protocol::Redis);
+    let v = accepted.verify_token(b"nobody", TOKEN.as_bytes()).unwrap();
+    let r = accepted.admit(&v, "cache", false).err().unwrap();
+    assert_eq!(r.class, RefusalClass::Permission);
+    assert_eq!(r.rule, "default-deny");
+}
+
+#[test]
+fn wrong_tokens_and_unknown_agents_fail_alike_and_are_recorded() {
+    let t = core();
+    let accepted = t.accept(Protocol::Redis);
+    assert!(accepted.verify_token(b"analyst", b"wrong").is_none());
+    assert!(accepted.verify_token(b"ghost", TOKEN.as_bytes()).is_none());
+    assert!(accepted.verify_token(&[b'x'; 500], b"t").is_none());
+    let rec = t.records();
+    let failed: Vec<_> = rec
+        .iter()
+        .filter(|r| r["reason"] == "authentication failed")
+        .collect();
+    assert_eq!(failed.len(), 3);
+    assert!(
+        failed[2]["agent"].as_str().unwrap().len() <= 64,
+        "bounded name"
+    );
+    assert!(
+        !rec.iter().any(|r| r.to_string().contains("wrong")),
+        "no token recorded"
+    );
+}
+
+#[test]
+fn the_client_leaving_early_is_recorded_the_same_on_every_protocol() {
+    let t = core();
+    let mut shapes = Vec::new();
+    for (protocol, upstream) in [(Protocol::Postgres, "shop"), (Protocol::Redis, "cache")] {
+        let (_a, s) = t.session(protocol, "analyst", TOKEN, upstream);
+        let ticket = s
+            .decide(Judged::allowed("SELECT 1".into()), None)
+            .expect("decided");
+        let seq = ticket.seq();
+        s.context().abandoned(ticket);
+        let rec = t.records();
+        let r = last(&rec).clone();
+        assert_eq!(r["ref_seq"], seq);
+        let mut shape: Vec<(String, Value)> = r
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "ts" | "seq" | "ref_seq" | "hash" | "prev_hash" | "session" | "duration_us"
+                )
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        shape.retain(|(k, _)| k != "protocol" && k != "upstream");
+        shapes.push(shape);
+        assert_eq!(r["decision"], "allowed");
+        assert_eq!(r["kind"], "outcome");
+        assert_eq!(
+            r["reason"],
+            "outcome unknown: the session ended before the reply"
+        );
+        assert_eq!(
+            s.stats().errors.load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+    }
+    assert_eq!(shapes[0], shapes[1]);
+}
+
+#[test]
+fn decisions_outcomes_and_rate_refusals_are_recorded() {
+    let t = core();
+    let (_a, s) = t.session(Protocol::Postgres, "analyst", TOKEN, "shop");
+    let policy = t.core.policy.agent_policy("analyst").unwrap();
+    let limits = &policy.limits;
+    // The burst (2) passes, the third at once is over the rate.
+    let t1 = s
+        .decide(Judged::allowed("SELECT 1".into()), Some(limits))
+        .unwrap();
+    let t2 = s
+        .decide(Judged::allowed("SELECT 2".into()), Some(limits))
+        .unwrap();
+    let t3 = s
+        .decide(Judged::allowed("SELECT 3".into()), Some(limits))
+        .unwrap();
+    let over = s
+        .decide(Judged::allowed("SELECT 4".into()), Some(limits))
+        .expect_err("over the rate");
+    assert_eq!(over.class, RefusalClass::RateLimited);
+    assert!(over.retry_after.unwrap() > Duration::ZERO);
+    assert!(over.hint().unwrap().starts_with("retry after "));
+    s.context().outcome(t1, Some(5), None);
+    s.context().outcome(
+        t2,
+        None,
+        Some(OutcomeError {
+            code: Some("22012".into()),
+            message: "division by zero".into(),
+        }),
+    );
+    drop(t3);
+    let rec = t.records();
+    let blocked = rec
+        .iter()
+        .find(|r| r["statement"] == "SELECT 4")
+        .expect("the refusal is recorded");
+    assert_eq!(blocked["decision"], "blocked");
+    assert_eq!(blocked["sqlstate"], "53400");
+    assert_eq!(blocked["rule"], "analyst: limits");
+    let outcomes: Vec<_> = rec.iter().filter(|r| r["kind"] == "outcome").collect();
+    assert_eq!(outcomes[0]["rows"], 5);
+    assert_eq!(outcomes[1]["decision"], "error");
+    assert_eq!(outcomes[1]["sqlstate"], "22012");
+    assert_eq!(
+        s.stats().errors.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn redis_successes_get_no_outcome_record_by_default_but_errors_do() {
+    let t = core();
+    let (_a, s) = t.session(Protocol::Redis, "analyst", TOKEN, "cache");
+    let ok = s
+        .decide_deferred(Judged::allowed("GET cache:1".into()), None)
+        .unwrap();
+    let bad = s
+        .decide_deferred(Judged::allowed("GET cache:2".into()), None)
+        .unwrap();
+    s.context().outcome(ok, None, None);
+    s.context().outcome(
+        bad,
+        None,
+        Some(OutcomeError {
+            code: None,
+            message: "WRONGTYPE".into(),
+        }),
+    );
+    let rec = t.records();
+    let outcomes: Vec<_> = rec.iter().filter(|r| r["kind"] == "outcome").collect();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0]["error"], "WRONGTYPE");
+}
+
+#[test]
+fn a_login_inside_a_session_moves_the_connection_slot() {
+    let t = core();
+    let (_a, mut s) = t.session(Protocol::Redis, "analyst", TOKEN, "cache");
+    let (_b, _other) = t.session(Protocol::Redis, "analyst", TOKEN, "cache");
+    assert!(matches!(
+        s.reauthenticate(b"analyst", b"nope"),
+        Err(ReauthError::WrongPass)
+    ));
+    assert_eq!(&**s.agent(), "analyst");
+    // `nobody` has no policy for the upstream: refused, the session stays the analyst's.
+    assert!(matches!(
+        s.reauthenticate(b"nobody", TOKEN.as_bytes()),
+        Err(ReauthError::Refused(_))
+    ));
+    assert_eq!(&**s.agent(), "analyst");
+    assert_eq!(t.core.limiter.connections_of("analyst"), 2);
+}
