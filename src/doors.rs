@@ -39,6 +39,8 @@ pub enum Listener {
     Postgres,
     Redis,
     RedisTls,
+    Mongo,
+    MongoTls,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +99,13 @@ pub fn build(config: &Config, vault: &Vault) -> Result<Vec<Arc<dyn Door>>, DoorE
     {
         doors.push(Arc::new(crate::redis::RedisDoor::build(config, vault)?));
     }
+    if config
+        .upstreams
+        .values()
+        .any(|u| u.kind == UpstreamKind::Mongodb)
+    {
+        doors.push(Arc::new(crate::mongo::MongoDoor::build(config, vault)?));
+    }
     Ok(doors)
 }
 
@@ -105,7 +114,7 @@ pub fn build(config: &Config, vault: &Vault) -> Result<Vec<Arc<dyn Door>>, DoorE
 pub fn upstream_tls(name: &str, u: &UpstreamConfig) -> Result<Option<UpstreamTls>, DoorError> {
     let alpn = match u.kind {
         UpstreamKind::Postgres => Some(crate::tls::ALPN_POSTGRESQL),
-        UpstreamKind::Redis => None,
+        UpstreamKind::Redis | UpstreamKind::Mongodb => None,
     };
     UpstreamTls::build(u.tls_mode(), &u.host, u.ca_file.as_deref(), alpn).map_err(|source| {
         DoorError::UpstreamTls {

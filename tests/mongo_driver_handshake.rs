@@ -38,8 +38,12 @@ async fn serve(front: Arc<Front>, sock: tokio::net::TcpStream) {
         let now = bson::DateTime::from_millis(0);
         if agent.is_none() {
             match login.handle(&msg, now, lookup, mock) {
-                LoginOutcome::Reply(bytes) => w.write_all(&bytes).await.unwrap(),
-                LoginOutcome::Authenticated { agent: a, reply } => {
+                LoginOutcome::Reply(bytes) | LoginOutcome::Failed { reply: bytes, .. } => {
+                    w.write_all(&bytes).await.unwrap()
+                }
+                LoginOutcome::Authenticated {
+                    agent: a, reply, ..
+                } => {
                     agent = Some(a);
                     reader.set_limit(MAX_MESSAGE_BYTES);
                     w.write_all(&reply).await.unwrap();

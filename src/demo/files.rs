@@ -5,7 +5,7 @@ pub const UPSTREAM_ROLE: &str = "tollgate_shop";
 
 /// The demo's `tollgate.toml`. With `upstream_tls`, the gateway reaches PostgreSQL over TLS,
 /// checking its certificate against the demo's CA.
-pub fn config(pg_port: u16, redis_port: u16, upstream_tls: bool) -> String {
+pub fn config(pg_port: u16, redis_port: u16, mongo_port: u16, upstream_tls: bool) -> String {
     let shop_tls = if upstream_tls {
         "tls = \"verify-full\"\nca_file = \"tls/ca.crt\"\n"
     } else {
@@ -20,6 +20,8 @@ policies_dir = "policies"
 postgres = "127.0.0.1:0"        # plain and TLS (SSLRequest or direct TLS)
 redis = "127.0.0.1:0"
 redis_tls = "127.0.0.1:0"
+mongodb = "127.0.0.1:0"
+mongodb_tls = "127.0.0.1:0"
 
 [tls]                           # a development CA made by `tollgate certs dev`
 cert_file = "tls/server.crt"
@@ -49,6 +51,13 @@ host = "127.0.0.1"
 port = {redis_port}
 user = "default"
 password = "vault:cache_password"
+
+[upstream.mongo]                # the MongoDB-wire test server (SecantusDB)
+kind = "mongodb"
+host = "127.0.0.1"
+port = {mongo_port}
+user = "vault:mongo_user"
+password = "vault:mongo_password"
 "#
     )
 }
@@ -82,6 +91,18 @@ channels = ["news.*"]
 keys = "session:*"
 fields = ["email"]
 strategy = "email"
+
+[[mongo]]
+upstream = "mongo"
+
+[[mongo.collection]]
+name = "shop.customers"
+allow = ["read"]
+mask = { email = "email", phone = "partial:4", ssn = "redact" }
+
+[[mongo.collection]]
+name = "shop.orders"
+allow = ["read"]
 "#;
 
 pub const WRITER_POLICY: &str = r#"# writer: reads and writes orders (COPY included), reads customers.
@@ -105,6 +126,13 @@ upstream = "cache"
 commands = ["@read", "@write", "@keyspace"]
 read_keys = ["cache:*"]
 write_keys = ["cache:*"]
+
+[[mongo]]
+upstream = "mongo"
+
+[[mongo.collection]]
+name = "shop.orders"
+allow = ["read", "write"]
 "#;
 
 pub const TRUSTED_POLICY: &str = r#"# trusted: passthrough - everything the upstream role may do, still authenticated and audited.
@@ -116,6 +144,10 @@ profile = "passthrough"
 
 [[redis]]
 upstream = "cache"
+profile = "passthrough"
+
+[[mongo]]
+upstream = "mongo"
 profile = "passthrough"
 "#;
 

@@ -18,6 +18,8 @@ const MAX_CURSORS: usize = 1000;
 pub struct OpenCursor {
     pub namespace: String,
     pub plan: ReplyPlan,
+    /// Documents relayed from it so far (the agent's `max_rows` counts across batches).
+    pub delivered: u64,
     opened: u64,
 }
 
@@ -44,6 +46,12 @@ impl Cursors {
         let Some((id, ns)) = cursor_of(reply) else {
             return;
         };
+        self.open(id, ns.unwrap_or(namespace), plan, 0);
+    }
+
+    /// Remembers cursor `id` (0: exhausted, nothing to remember) with `delivered` documents
+    /// already relayed from it.
+    pub fn open(&mut self, id: i64, namespace: &str, plan: &ReplyPlan, delivered: u64) {
         if id == 0 {
             return;
         }
@@ -61,11 +69,22 @@ impl Cursors {
         self.open.insert(
             id,
             OpenCursor {
-                namespace: ns.unwrap_or(namespace).to_string(),
+                namespace: namespace.to_string(),
                 plan: plan.clone(),
+                delivered,
                 opened: self.counter,
             },
         );
+    }
+
+    /// After a getMore reply: `next` is the cursor id it reports (0: exhausted), `more` the
+    /// documents it carried. An exhausted cursor is forgotten.
+    pub fn advanced(&mut self, id: i64, next: i64, more: u64) {
+        if next == 0 {
+            self.open.remove(&id);
+        } else if let Some(c) = self.open.get_mut(&id) {
+            c.delivered += more;
+        }
     }
 
     /// May this session `getMore`/`killCursors` cursor `id` on `namespace`?

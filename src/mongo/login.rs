@@ -21,7 +21,15 @@ pub enum LoginOutcome {
     /// Write these bytes (empty: the client asked for no reply) and read on.
     Reply(Vec<u8>),
     /// Write `reply`: `agent` is authenticated. The session goes on to the upstream.
-    Authenticated { agent: String, reply: Vec<u8> },
+    Authenticated {
+        agent: String,
+        reply: Vec<u8>,
+        /// The request this answers (a refusal at admission answers it instead).
+        request_id: i32,
+    },
+    /// Write `reply` (AuthenticationFailed) and read on: a login as `user` failed (recorded by
+    /// the session).
+    Failed { user: String, reply: Vec<u8> },
     /// Write `reply` and close the connection (a protocol error).
     Close(Vec<u8>),
 }
@@ -99,6 +107,11 @@ impl LoginPhase {
         };
         let name = body.keys().next().cloned().unwrap_or_default();
         let mut agent = None;
+        let mut failed: Option<String> = None;
+        let user_of = |cmd: &Document| match cmd.get("payload") {
+            Some(bson::Bson::Binary(b)) => super::sasl::scram_user(&b.bytes).unwrap_or_default(),
+            _ => String::new(),
+        };
         let answer = if is_hello(&name) {
             let mut spec = None;
             if let Ok(s) = body.get_document("speculativeAuthenticate") {
@@ -117,20 +130,32 @@ impl LoginPhase {
                         self.sasl = Some(l);
                         r
                     }
-                    SaslStep::Done { reply, .. } | SaslStep::Failed(reply) => reply,
-                },
-                "saslContinue" => match self.sasl.take().map(|l| l.next(&body)) {
-                    Some(SaslStep::Continue(l, r)) => {
-                        self.sasl = Some(l);
-                        r
-                    }
-                    Some(SaslStep::Done { agent: a, reply }) => {
-                        agent = Some(a);
+                    SaslStep::Done { reply, .. } | SaslStep::Failed(reply) => {
+                        failed = Some(user_of(&body));
                         reply
                     }
-                    Some(SaslStep::Failed(r)) => r,
-                    None => reply::error(code::AUTHENTICATION_FAILED, super::sasl::AUTH_FAILED),
                 },
+                "saslContinue" => {
+                    let user = self.sasl.as_ref().map(|l| l.agent().to_string());
+                    match self.sasl.take().map(|l| l.next(&body)) {
+                        Some(SaslStep::Continue(l, r)) => {
+                            self.sasl = Some(l);
+                            r
+                        }
+                        Some(SaslStep::Done { agent: a, reply }) => {
+                            agent = Some(a);
+                            reply
+                        }
+                        Some(SaslStep::Failed(r)) => {
+                            failed = user;
+                            r
+                        }
+                        None => {
+                            failed = Some(String::new());
+                            reply::error(code::AUTHENTICATION_FAILED, super::sasl::AUTH_FAILED)
+                        }
+                    }
+                }
                 "ping" => reply::ok(Document::new()),
                 "endSessions" => reply::ok(Document::new()),
                 other => reply::error(
@@ -145,12 +170,14 @@ impl LoginPhase {
         } else {
             OpMsg::reply(m.request_id, id, &answer).encode(false)
         };
-        match agent {
-            Some(agent) => LoginOutcome::Authenticated {
+        match (agent, failed) {
+            (Some(agent), _) => LoginOutcome::Authenticated {
                 agent,
                 reply: bytes,
+                request_id: m.request_id,
             },
-            None => LoginOutcome::Reply(bytes),
+            (None, Some(user)) => LoginOutcome::Failed { user, reply: bytes },
+            (None, None) => LoginOutcome::Reply(bytes),
         }
     }
 }
@@ -211,7 +238,7 @@ mod tests {
             panic!()
         };
         assert!(!reply::is_error(&reply_doc(&r)));
-        let LoginOutcome::Reply(r) = p.handle(&msg(doc! { "saslContinue": 1, "conversationId": 1, "payload": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![] }, "$db": "admin" }), now, none, mock) else { panic!() };
+        let LoginOutcome::Failed { reply: r, .. } = p.handle(&msg(doc! { "saslContinue": 1, "conversationId": 1, "payload": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![] }, "$db": "admin" }), now, none, mock) else { panic!() };
         assert_eq!(reply_doc(&r).get_i32("code").ok(), Some(18));
         // A legacy query that is not a handshake closes the connection.
         let bad = frame(&op_query::encode_query(

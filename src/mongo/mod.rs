@@ -14,6 +14,8 @@
 pub mod audit;
 pub mod bson_check;
 pub mod cursors;
+mod door;
+mod from_client;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod hello;
@@ -21,11 +23,16 @@ pub mod login;
 pub mod mask_reply;
 pub mod op_msg;
 pub mod op_query;
+pub mod relay;
 pub mod reply;
+pub mod reply_view;
 pub mod sasl;
 pub mod scram_client;
+pub mod session;
+mod to_client;
 pub mod upstream;
 pub mod wire;
 
+pub use door::{MongoDoor, MongoUpstream};
 pub use op_msg::OpMsg;
 pub use wire::{Message, MessageReader, OpCode, WireError};

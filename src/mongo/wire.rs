@@ -166,6 +166,11 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
         }
     }
 
+    /// A reader that starts with bytes already read from `inner` (a login's leftovers).
+    pub fn with_buffer(inner: R, limit: usize, buf: BytesMut) -> MessageReader<R> {
+        MessageReader { inner, buf, limit }
+    }
+
     pub fn set_limit(&mut self, limit: usize) {
         self.limit = limit;
     }
@@ -214,6 +219,35 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
         }
     }
 
+    /// The request id of the message at the front of the buffer (whole or not), once its header
+    /// has arrived: what a reply to a refused oversized message answers.
+    pub fn front_request_id(&self) -> Option<i32> {
+        (self.buf.len() >= HEADER_LEN).then(|| le_i32(&self.buf, 4))
+    }
+
+    /// The declared length of the message at the front of the buffer, once its header arrived.
+    pub fn front_length(&self) -> Option<usize> {
+        (self.buf.len() >= HEADER_LEN)
+            .then(|| le_i32(&self.buf, 0))
+            .and_then(|l| usize::try_from(l).ok())
+    }
+
+    /// Reads and drops the next `len` bytes (an oversized message refused after its header was
+    /// read), never holding more than one read's worth of them.
+    pub async fn discard(&mut self, mut len: usize) -> Result<(), WireError> {
+        loop {
+            let n = len.min(self.buf.len());
+            let _ = self.buf.split_to(n);
+            len -= n;
+            if len == 0 {
+                return Ok(());
+            }
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return Err(WireError::Truncated);
+            }
+        }
+    }
+
     pub fn into_inner(self) -> (R, BytesMut) {
         (self.inner, self.buf)
     }
@@ -254,6 +288,22 @@ mod tests {
                 WireError::BadLength(bad.into())
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_message_is_discarded_and_the_next_one_read() {
+        let mut big = header(40_000, 2013);
+        big.resize(40_000, 7);
+        let mut small = header(21, 2013);
+        small.extend_from_slice(&[0, 0, 0, 0, 0]);
+        big.extend_from_slice(&small);
+        let mut r = MessageReader::new(&big[..], 1024);
+        let Err(WireError::TooLarge { len, .. }) = r.next().await else {
+            panic!("limit")
+        };
+        assert_eq!(r.front_request_id(), Some(7));
+        r.discard(len).await.unwrap();
+        assert_eq!(r.next().await.unwrap().unwrap().raw.len(), 21);
     }
 
     #[test]

@@ -87,14 +87,8 @@ pub fn validate(
     let mut seen = BTreeSet::new();
     for block in blocks {
         let up = block.upstream.get_ref();
-        if !ctx.upstreams.contains_key(up) {
-            return Err(at(
-                path,
-                text,
-                &block.upstream,
-                format!("unknown upstream \"{up}\" (not in tollgate.toml)"),
-            ));
-        }
+        ctx.check_upstream(up, crate::config::UpstreamKind::Mongodb, "mongo")
+            .map_err(|e| at(path, text, &block.upstream, e))?;
         if !seen.insert(up.clone()) {
             return Err(at(
                 path,

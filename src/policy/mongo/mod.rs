@@ -4,7 +4,7 @@
 //!
 //! `command` is the command model, `query` finds what filters and expressions read, `judge`
 //! checks namespaces and masked fields, `pipeline` walks aggregations, `decide` judges one
-//! command, `check` adds shadow mode, `mask` masks values.
+//! command, `check` adds shadow mode, `view` is a session's handle on it, `mask` masks values.
 
 pub mod builtin;
 pub mod check;
@@ -20,8 +20,10 @@ pub mod query;
 pub mod rules;
 #[cfg(test)]
 mod tests;
+mod view;
 
 pub use check::{judge_shadowed, MongoVerdict};
 pub use command::Command;
 pub use decide::{decide, DecideLimits, Judged, ReplyPlan};
 pub use rules::{MaskedField, MongoRules, Op, Protection};
+pub use view::MongoPolicy;

@@ -2,7 +2,6 @@
 //! `$out`/`$merge`, JavaScript, oracles over masked fields, admin commands, BSON pitfalls),
 //! each with the decision it must get. Pure: no server.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use bson::{doc, Bson, Document};
@@ -25,10 +24,21 @@ struct Only {
 fn rules_from(stem: &str, text: &str) -> Result<MongoRules, String> {
     let parsed: Only = toml::from_str(text).map_err(|e| e.to_string())?;
     let agents = AgentStore::default();
-    let ctx = PolicyContext {
-        agents: &agents,
-        upstreams: BTreeMap::from([("mongo".to_string(), Vec::new())]),
-    };
+    let ctx = PolicyContext::for_upstreams(
+        &agents,
+        [
+            (
+                "mongo".to_string(),
+                crate::config::UpstreamKind::Mongodb,
+                Vec::new(),
+            ),
+            (
+                "shop".to_string(),
+                crate::config::UpstreamKind::Postgres,
+                Vec::new(),
+            ),
+        ],
+    );
     validate(
         Path::new(&format!("{stem}.toml")),
         text,
