@@ -143,7 +143,19 @@ impl DemoEnv {
         format!("http://127.0.0.1:{}", self.admin_port)
     }
 
+    /// `KEY=VALUE` lines; a value with characters a shell would read (`&` in URLs) is
+    /// single-quoted, so `set -a; . FILE` exports it whole.
     pub fn env_lines(&self) -> String {
+        self.raw_env_lines()
+            .lines()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) if !shell_safe(v) => format!("{k}='{}'\n", v.replace('\'', "'\\''")),
+                _ => format!("{l}\n"),
+            })
+            .collect()
+    }
+
+    fn raw_env_lines(&self) -> String {
         let mut s = String::new();
         for agent in AGENTS {
             s.push_str(&format!(
@@ -212,6 +224,13 @@ impl DemoEnv {
         s.push_str(&format!("TOLLGATE_CA_FILE={}\n", self.ca_file.display()));
         s
     }
+}
+
+/// Whether a shell reads `value` as one word, unquoted.
+fn shell_safe(value: &str) -> bool {
+    value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.:/@%+=,".contains(c))
 }
 
 /// A running demo. Dropping it stops the gateway and the cluster and removes the files.

@@ -303,7 +303,8 @@ impl FromClient {
         let mut rewritten = judged.rewritten;
         if cmd.name == "endSessions" {
             match self.scoped_end_sessions(&cmd) {
-                Some(c) => rewritten = Some(c),
+                Some(c) if c != cmd => rewritten = Some(c),
+                Some(_) => {}
                 None => {
                     // None of them is this connection's: nothing to end upstream.
                     self.session.note(
@@ -423,6 +424,9 @@ impl FromClient {
             .collect();
         if ours.is_empty() {
             return None;
+        }
+        if ours.len() == ids.len() {
+            return Some(cmd.clone());
         }
         let mut c = cmd.clone();
         c.body.insert("endSessions", ours);
