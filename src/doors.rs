@@ -49,6 +49,15 @@ pub struct Listening {
     pub addr: SocketAddr,
 }
 
+/// A collection of a document store and the field names seen in a sample of its documents
+/// (dotted paths for nested documents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionShape {
+    pub database: String,
+    pub name: String,
+    pub fields: Vec<String>,
+}
+
 /// Installs credentials resolved by [`Door::reload_credentials`].
 pub type Commit<'a> = Box<dyn FnOnce() + Send + 'a>;
 
@@ -77,6 +86,16 @@ pub trait Door: Send + Sync {
         _upstream: &'a str,
         _timeout: Duration,
     ) -> Option<BoxFuture<'a, Result<SchemaSnapshot, String>>> {
+        None
+    }
+
+    /// The collections of `upstream` with field names sampled from their documents; `None`
+    /// when this kind has no collections.
+    fn collections<'a>(
+        &'a self,
+        _upstream: &'a str,
+        _timeout: Duration,
+    ) -> Option<BoxFuture<'a, Result<Vec<CollectionShape>, String>>> {
         None
     }
 

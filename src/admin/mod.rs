@@ -11,6 +11,7 @@ mod audit_query;
 mod auth;
 mod connectors;
 mod error;
+mod mongo_schema;
 mod openapi;
 mod ops;
 mod probe;

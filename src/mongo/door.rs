@@ -218,6 +218,15 @@ impl Door for MongoDoor {
         })
     }
 
+    fn collections<'a>(
+        &'a self,
+        upstream: &'a str,
+        timeout: Duration,
+    ) -> Option<BoxFuture<'a, Result<Vec<crate::doors::CollectionShape>, String>>> {
+        let up = self.upstream(upstream)?;
+        Some(Box::pin(super::sample::collections(up, timeout)))
+    }
+
     fn probe<'a>(
         &'a self,
         upstream: &'a str,

@@ -26,6 +26,7 @@ pub mod op_query;
 pub mod relay;
 pub mod reply;
 pub mod reply_view;
+pub mod sample;
 pub mod sasl;
 pub mod scram_client;
 pub mod session;
