@@ -8,11 +8,68 @@ use bson::Bson;
 use crate::policy::mongo::{Command, MongoPolicy, ReplyPlan};
 use crate::policy::{Engine, Outcome};
 
+/// JSON read into BSON with the keys in the order written (the first key of a command is its
+/// name; a sort's keys are its order).
+struct Ordered(Bson);
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Ordered, D::Error> {
+        d.deserialize_any(OrderedVisitor).map(Ordered)
+    }
+}
+
+struct OrderedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for OrderedVisitor {
+    type Value = Bson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Bson, E> {
+        Ok(Bson::Boolean(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Bson, E> {
+        Ok(i32::try_from(v).map(Bson::Int32).unwrap_or(Bson::Int64(v)))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Bson, E> {
+        i64::try_from(v)
+            .map(|v| self.visit_i64::<E>(v).expect("infallible"))
+            .map_err(|_| E::custom("integer out of range"))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Bson, E> {
+        Ok(Bson::Double(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Bson, E> {
+        Ok(Bson::String(v.to_string()))
+    }
+    fn visit_unit<E>(self) -> Result<Bson, E> {
+        Ok(Bson::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Bson, A::Error> {
+        let mut v = Vec::new();
+        while let Some(Ordered(b)) = a.next_element()? {
+            v.push(b);
+        }
+        Ok(Bson::Array(v))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Bson, A::Error> {
+        let mut d = bson::Document::new();
+        while let Some((k, Ordered(v))) = a.next_entry::<String, Ordered>()? {
+            if d.contains_key(&k) {
+                return Err(serde::de::Error::custom(format!("duplicate key \"{k}\"")));
+            }
+            d.insert(k, v);
+        }
+        Ok(Bson::Document(d))
+    }
+}
+
 /// The command text as a document: a JSON object (operators and `$db` as keys).
 pub fn parse_command(text: &str) -> Result<Command, String> {
-    let value: serde_json::Value =
+    let Ordered(value) =
         serde_json::from_str(text).map_err(|e| format!("the command is not JSON: {e}"))?;
-    let Bson::Document(body) = crate::policy::mongo::compile::json_to_bson(&value) else {
+    let Bson::Document(body) = value else {
         return Err(
             "the command must be a JSON object, e.g. '{\"find\": \"orders\", \"$db\": \"shop\"}'"
                 .into(),
@@ -124,5 +181,7 @@ mod tests {
             .contains("$db"));
         assert!(parse_command("[1]").unwrap_err().contains("JSON object"));
         assert!(parse_command("{find").unwrap_err().contains("not JSON"));
+        let e = parse_command(r#"{"find": "a", "find": "b", "$db": "shop"}"#).unwrap_err();
+        assert!(e.contains("duplicate key"), "{e}");
     }
 }

@@ -161,9 +161,8 @@ impl ToClient {
         }
         let entry = self.pending.pop_front().expect("front exists");
         self.done += 1;
-        match entry.kind {
-            Kind::Reply(expect) => self.relay(&m, &view, *expect, entry.ticket),
-            _ => {}
+        if let Kind::Reply(expect) = entry.kind {
+            self.relay(&m, &view, *expect, entry.ticket);
         }
         Ok(())
     }
@@ -312,3 +311,6 @@ fn limit_cut(l: &RowLimit, before: u64, batch: u64) -> Option<Cut> {
         )),
     })
 }
+
+#[cfg(test)]
+mod tests;
