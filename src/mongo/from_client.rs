@@ -450,3 +450,6 @@ impl FromClient {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,7 @@ from the upstream never appears in anything the analyst receives"."""
 
 import bson
 import pymongo
-from pymongo import MongoClient
+from pymongo import CursorType, MongoClient
 from pymongo.errors import OperationFailure
 
 from common import EMAIL_MASK, assert_masked_customer, assert_policy_message, case, env, run
@@ -58,6 +58,14 @@ def cursors_get_more_and_the_document_cap():
     assert len(few) == 30
     for c in few:
         assert_masked_customer(c["email"], c["phone"], c["ssn"])
+
+
+@case
+def exhaust_cursors_get_one_reply_per_request():
+    # tollgate clears exhaustAllowed: the server answers each getMore once, the driver copes.
+    orders = client(TRUSTED).shop.orders
+    docs = list(orders.find({"_id": {"$lte": 60}}, cursor_type=CursorType.EXHAUST, batch_size=10))
+    assert len(docs) == 60, len(docs)
 
 
 @case
