@@ -104,7 +104,10 @@ async fn run(
     session.opened();
     info!(agent = %session.agent(), upstream = %up.name(), "session started");
     let facts = upstream.facts;
-    client.set_limit(facts.max_message_size_bytes.max(1024) as usize);
+    // The upstream's maxMessageSizeBytes, within tollgate's own limits.max_message_bytes.
+    client.set_limit(
+        (facts.max_message_size_bytes.max(1024) as usize).min(core.limits.max_message_bytes),
+    );
     let (up_stream, leftover) = upstream.into_parts();
     let _upstream_gauge = crate::telemetry::upstream_connection(up.name());
     let relay = Relay {

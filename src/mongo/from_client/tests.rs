@@ -211,7 +211,7 @@ fn exhaust_is_cleared_hello_is_local_fire_and_forget_refusals_get_no_reply() {
         &r.from
             .message(msg(3, 0, doc! { "hello": 1, "$db": "admin" })),
     );
-    assert_eq!(d.get_bool("isWritablePrimary").unwrap(), true);
+    assert!(d.get_bool("isWritablePrimary").unwrap());
     assert!(d.get("hosts").is_none() && d.get("setName").is_none());
     let step = r.from.message(msg(
         4,
