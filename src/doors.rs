@@ -58,6 +58,24 @@ pub struct CollectionShape {
     pub fields: Vec<String>,
 }
 
+/// One pool of upstream connections as operators see it (`/metrics`, `/api/v1/stats`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolView {
+    pub upstream: String,
+    /// `transaction` or `session`.
+    pub mode: &'static str,
+    pub size: u32,
+    pub open: u32,
+    pub idle: usize,
+    pub waiting: usize,
+    pub checkouts: u64,
+    pub waits: u64,
+    pub timeouts: u64,
+    pub opened: u64,
+    pub closed: u64,
+    pub resets: u64,
+}
+
 /// Installs credentials resolved by [`Door::reload_credentials`].
 pub type Commit<'a> = Box<dyn FnOnce() + Send + 'a>;
 
@@ -97,6 +115,11 @@ pub trait Door: Send + Sync {
         _timeout: Duration,
     ) -> Option<BoxFuture<'a, Result<Vec<CollectionShape>, String>>> {
         None
+    }
+
+    /// The door's upstream connection pools, if it pools.
+    fn pools(&self) -> Vec<PoolView> {
+        Vec::new()
     }
 
     /// Logs in to `upstream` with the vaulted credentials and returns the server's version.

@@ -244,7 +244,11 @@ fn predicates_see_masked_values_and_unmasked_columns_stay_intact() {
                 &ssn,
             ),
         ] {
-            let n: i64 = analyst.query_one(sql, &[value]).await.unwrap().get(0);
+            let n: i64 = analyst
+                .query_one(sql, &[value])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+                .get(0);
             assert_eq!(n, 0, "{sql}");
         }
         let row = analyst

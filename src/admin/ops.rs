@@ -99,6 +99,8 @@ pub async fn metrics(
     _: Viewer,
     axum::extract::State(state): AppState,
 ) -> Result<Response, ApiError> {
+    let pools: Vec<_> = state.gw.doors.iter().flat_map(|d| d.pools()).collect();
+    crate::telemetry::export_pools(&pools);
     let text = crate::telemetry::render(&state.gw.core.stats, state.gw.core.policy.cache_counts())
         .ok_or_else(|| {
             ApiError::Unavailable("no Prometheus recorder is installed in this process".into())
@@ -168,6 +170,7 @@ pub async fn stats(_: Viewer, axum::extract::State(state): AppState) -> Json<Val
             "misses": cache.misses,
             "hit_ratio": cache.hit_ratio(),
         },
+        "pools": gw.doors.iter().flat_map(|d| d.pools()).collect::<Vec<_>>(),
     }))
 }
 

@@ -19,16 +19,29 @@ pub struct AgentsFile {
 #[serde(deny_unknown_fields)]
 pub struct AgentRecord {
     pub name: String,
-    /// PostgreSQL-style `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
+    /// PostgreSQL-style `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, 4096
+    /// iterations (for clients that refuse fewer).
     pub verifier: String,
+    /// The same token's login verifier with few iterations (`scram::LOGIN_ITERATIONS`): what
+    /// PostgreSQL logins and token checks use. Files written before it existed lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_verifier: Option<String>,
     #[serde(default)]
     pub groups: Vec<String>,
+}
+
+/// One agent, ready for authentication.
+#[derive(Debug, Clone)]
+struct Agent {
+    record: AgentRecord,
+    verifier: ScramVerifier,
+    login: Option<ScramVerifier>,
 }
 
 /// Agents by name, with parsed verifiers, ready for authentication.
 #[derive(Debug, Clone, Default)]
 pub struct AgentStore {
-    agents: BTreeMap<String, (AgentRecord, ScramVerifier)>,
+    agents: BTreeMap<String, Agent>,
 }
 
 pub fn valid_agent_name(name: &str) -> bool {
@@ -66,9 +79,13 @@ impl AgentsFile {
             return Err(format!("agent \"{name}\" already exists"));
         }
         let verifier = ScramVerifier::derive(token.as_bytes()).encode();
+        let login =
+            ScramVerifier::derive_iterations(token.as_bytes(), super::scram::LOGIN_ITERATIONS)
+                .encode();
         self.agents.push(AgentRecord {
             name: name.to_string(),
             verifier,
+            login_verifier: Some(login),
             groups,
         });
         Ok(())
@@ -89,10 +106,22 @@ impl AgentStore {
                     format!("invalid agent name {:?}", rec.name),
                 ));
             }
-            let verifier = ScramVerifier::decode(&rec.verifier).map_err(|e| {
-                SourceError::semantic(path, format!("agent \"{}\": bad verifier: {e}", rec.name))
-            })?;
-            if agents.insert(rec.name.clone(), (rec, verifier)).is_some() {
+            let bad = |what: &str, e: &str| {
+                SourceError::semantic(path, format!("agent \"{}\": bad {what}: {e}", rec.name))
+            };
+            let verifier = ScramVerifier::decode(&rec.verifier).map_err(|e| bad("verifier", e))?;
+            let login = match &rec.login_verifier {
+                Some(v) => {
+                    Some(ScramVerifier::decode_login(v).map_err(|e| bad("login_verifier", e))?)
+                }
+                None => None,
+            };
+            let agent = Agent {
+                record: rec.clone(),
+                verifier,
+                login,
+            };
+            if agents.insert(rec.name.clone(), agent).is_some() {
                 return Err(SourceError::semantic(
                     path,
                     "an agent is listed twice".to_string(),
@@ -102,8 +131,17 @@ impl AgentStore {
         Ok(AgentStore { agents })
     }
 
+    /// The agent's record and its 4096-iteration verifier.
     pub fn get(&self, name: &str) -> Option<(&AgentRecord, &ScramVerifier)> {
-        self.agents.get(name).map(|(r, v)| (r, v))
+        self.agents.get(name).map(|a| (&a.record, &a.verifier))
+    }
+
+    /// The verifier logins check: the login verifier, or the 4096-iteration one for agents
+    /// added before login verifiers existed.
+    pub fn login_verifier(&self, name: &str) -> Option<&ScramVerifier> {
+        self.agents
+            .get(name)
+            .map(|a| a.login.as_ref().unwrap_or(&a.verifier))
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -113,7 +151,7 @@ impl AgentStore {
     pub fn groups_of(&self, name: &str) -> &[String] {
         self.agents
             .get(name)
-            .map(|(r, _)| r.groups.as_slice())
+            .map(|a| a.record.groups.as_slice())
             .unwrap_or(&[])
     }
 }

@@ -12,6 +12,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub const ITERATIONS: u32 = 4096;
+/// Iterations of an agent's login verifier. PBKDF2 iterations slow down guessing a *chosen*
+/// password from a stolen verifier or a captured exchange; an agent token is 192 random bits,
+/// which no iteration count makes easier or harder to guess, so logins use few iterations: a
+/// client connecting per transaction does not pay 4096 HMACs each time (nor does tollgate, for
+/// a Redis AUTH). The 4096-iteration verifier is kept for clients that insist on it.
+pub const LOGIN_ITERATIONS: u32 = 64;
 pub const MECHANISM: &str = "SCRAM-SHA-256";
 /// SCRAM with channel binding (`tls-server-end-point`), offered on TLS connections only.
 pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
@@ -72,9 +78,14 @@ fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
 impl ScramVerifier {
     /// A verifier for `password` with a fresh random salt.
     pub fn derive(password: &[u8]) -> ScramVerifier {
+        Self::derive_iterations(password, ITERATIONS)
+    }
+
+    /// A verifier with a fresh random salt and `iterations` (see [`LOGIN_ITERATIONS`]).
+    pub fn derive_iterations(password: &[u8], iterations: u32) -> ScramVerifier {
         let mut salt = vec![0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
-        ScramVerifier::derive_with(password, salt, ITERATIONS)
+        ScramVerifier::derive_with(password, salt, iterations)
     }
 
     pub fn derive_with(password: &[u8], salt: Vec<u8>, iterations: u32) -> ScramVerifier {
@@ -107,6 +118,15 @@ impl ScramVerifier {
     }
 
     pub fn decode(text: &str) -> Result<ScramVerifier, &'static str> {
+        Self::decode_min(text, ITERATIONS)
+    }
+
+    /// A login verifier of a random token (see [`LOGIN_ITERATIONS`]).
+    pub fn decode_login(text: &str) -> Result<ScramVerifier, &'static str> {
+        Self::decode_min(text, LOGIN_ITERATIONS)
+    }
+
+    fn decode_min(text: &str, min_iterations: u32) -> Result<ScramVerifier, &'static str> {
         let rest = text
             .strip_prefix("SCRAM-SHA-256$")
             .ok_or("must start with SCRAM-SHA-256$")?;
@@ -114,8 +134,8 @@ impl ScramVerifier {
         let (iter, salt) = params.split_once(':').ok_or("missing iterations:salt")?;
         let (stored, server) = keys.split_once(':').ok_or("missing StoredKey:ServerKey")?;
         let iterations: u32 = iter.parse().map_err(|_| "bad iteration count")?;
-        if iterations < 4096 {
-            return Err("iteration count below 4096");
+        if iterations < min_iterations {
+            return Err("iteration count too low");
         }
         let key = |s: &str| -> Result<[u8; 32], &'static str> {
             B64.decode(s)
@@ -134,12 +154,21 @@ impl ScramVerifier {
     /// A stand-in verifier for an unknown agent, so that an unknown name and a wrong token look
     /// alike on the wire (same messages, same salt on every attempt, same failure).
     pub fn mock_for(name: &str, server_secret: &[u8; 32]) -> ScramVerifier {
+        Self::mock_with(name, server_secret, ITERATIONS)
+    }
+
+    /// [`ScramVerifier::mock_for`] with the iterations of login verifiers.
+    pub fn mock_login_for(name: &str, server_secret: &[u8; 32]) -> ScramVerifier {
+        Self::mock_with(name, server_secret, LOGIN_ITERATIONS)
+    }
+
+    fn mock_with(name: &str, server_secret: &[u8; 32], iterations: u32) -> ScramVerifier {
         let salt = hmac(server_secret, name.as_bytes())[..16].to_vec();
         let mut random = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut random);
         ScramVerifier {
             salt,
-            iterations: ITERATIONS,
+            iterations,
             stored_key: random,
             server_key: random,
         }

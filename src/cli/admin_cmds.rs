@@ -21,7 +21,7 @@ pub fn serve(config_path: &Path) -> CmdResult {
     let config = load_config(config_path)?;
     let drain = std::time::Duration::from_millis(config.limits.drain_timeout_ms);
     crate::telemetry::install_prometheus();
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let rt = config.runtime.build().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let running = gateway::start(config).await.map_err(|e| e.to_string())?;
         gateway::reload_on_sighup(running.gateway.clone());

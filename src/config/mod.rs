@@ -34,6 +34,45 @@ pub struct Config {
     /// The front end's certificate (PostgreSQL SSLRequest and direct TLS, the Redis TLS listener).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// `[runtime]`: the threads sessions run on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads of the session runtime (default 1, like PgBouncer's one event loop). A
+    /// session's two relay halves already share one task; more threads add cross-thread
+    /// wake-ups to every statement (measured: 1 thread serves ~35% more statements than 2 on a
+    /// 2-core machine that also runs the database and the clients). Raise it when the gateway
+    /// has cores of its own and its CPU is the limit.
+    #[serde(default = "default_worker_threads")]
+    pub worker_threads: usize,
+}
+
+fn default_worker_threads() -> usize {
+    1
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            worker_threads: default_worker_threads(),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The session runtime (blocking work such as SQL analysis of a new statement shape moves
+    /// to tokio's blocking threads).
+    pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.worker_threads.max(1))
+            .thread_name("tollgate-worker")
+            .enable_all()
+            .build()
+    }
 }
 
 /// `[tls]`: the certificate the listeners present. Reloaded on SIGHUP and when the files change.
@@ -225,6 +264,69 @@ pub struct UpstreamConfig {
     /// PEM trust anchors for `verify-full` (default: the system CA bundle).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PostgreSQL: how agent sessions get server connections (`session` or `transaction`; a
+    /// policy file may ask for `session` for its agents). Default `session`.
+    #[serde(default)]
+    pub pool_mode: Option<PoolMode>,
+    /// PostgreSQL: most server connections tollgate keeps to this upstream (default 20).
+    #[serde(default)]
+    pub pool_size: Option<u32>,
+    /// PostgreSQL: idle server connections kept open even without sessions (default 0).
+    #[serde(default)]
+    pub min_idle: Option<u32>,
+    /// PostgreSQL: a server connection older than this is closed when it comes back (default 1 h).
+    #[serde(default)]
+    pub max_lifetime_ms: Option<u64>,
+    /// PostgreSQL: an idle server connection beyond `min_idle` is closed after this (default 10 min).
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    /// PostgreSQL: how long a statement waits for a server connection before its session is
+    /// refused with 53300 naming the pool (default 5 s).
+    #[serde(default)]
+    pub checkout_timeout_ms: Option<u64>,
+    /// PostgreSQL: most server connections held by session-pooled sessions (one each, reused
+    /// after a reset; default 100, PostgreSQL's own `max_connections`). `pool_size` bounds the
+    /// connections transaction-pooled sessions share.
+    #[serde(default)]
+    pub max_session_connections: Option<u32>,
+    /// Tests only (debug builds; refused otherwise): no pinning and no reset, so a test can show
+    /// that session state would cross agents without them.
+    #[serde(default)]
+    pub test_disable_isolation: bool,
+}
+
+/// How agent sessions share server connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A server connection per agent session, for the session's life (reset and reused after).
+    #[default]
+    Session,
+    /// A server connection per transaction (or lone statement), returned at ReadyForQuery 'I'.
+    Transaction,
+}
+
+impl PoolMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+}
+
+/// An upstream's pool settings with the defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Tests only: see `UpstreamConfig::test_disable_isolation`.
+    pub isolation: bool,
+    pub mode: PoolMode,
+    pub size: u32,
+    pub session_size: u32,
+    pub min_idle: u32,
+    pub max_lifetime: std::time::Duration,
+    pub idle_timeout: std::time::Duration,
+    pub checkout_timeout: std::time::Duration,
 }
 
 fn default_search_path() -> Vec<String> {
@@ -250,6 +352,31 @@ impl SecretRef {
 impl UpstreamConfig {
     pub fn database_name<'a>(&'a self, logical: &'a str) -> &'a str {
         self.database.as_deref().unwrap_or(logical)
+    }
+
+    /// The pool settings in force (defaults for what the file leaves out).
+    pub fn pool(&self) -> PoolSettings {
+        let ms = std::time::Duration::from_millis;
+        PoolSettings {
+            isolation: !self.test_disable_isolation,
+            mode: self.pool_mode.unwrap_or_default(),
+            size: self.pool_size.unwrap_or(20),
+            session_size: self.max_session_connections.unwrap_or(100),
+            min_idle: self.min_idle.unwrap_or(0),
+            max_lifetime: ms(self.max_lifetime_ms.unwrap_or(3_600_000)),
+            idle_timeout: ms(self.idle_timeout_ms.unwrap_or(600_000)),
+            checkout_timeout: ms(self.checkout_timeout_ms.unwrap_or(5_000)),
+        }
+    }
+
+    fn has_pool_settings(&self) -> bool {
+        self.pool_mode.is_some()
+            || self.pool_size.is_some()
+            || self.min_idle.is_some()
+            || self.max_lifetime_ms.is_some()
+            || self.idle_timeout_ms.is_some()
+            || self.checkout_timeout_ms.is_some()
+            || self.max_session_connections.is_some()
     }
 
     /// The TLS mode in force: the configured one, else the default for the host.
@@ -289,6 +416,31 @@ impl Config {
                 return Err(SourceError::semantic(
                     origin,
                     format!("upstream \"{name}\": ca_file is set but TLS is disabled (set tls = \"verify-full\")"),
+                ));
+            }
+            if upstream.test_disable_isolation && !cfg!(debug_assertions) {
+                return Err(SourceError::semantic(
+                    origin,
+                    format!("upstream \"{name}\": test_disable_isolation is for tests of debug builds only"),
+                ));
+            }
+            if upstream.has_pool_settings() && upstream.kind != UpstreamKind::Postgres {
+                return Err(SourceError::semantic(
+                    origin,
+                    format!("upstream \"{name}\": pool settings apply to upstreams of kind \"postgres\""),
+                ));
+            }
+            let pool = upstream.pool();
+            if pool.size == 0 || pool.session_size == 0 || pool.min_idle > pool.size {
+                return Err(SourceError::semantic(
+                    origin,
+                    format!("upstream \"{name}\": pool_size and max_session_connections must be at least 1 and min_idle at most pool_size"),
+                ));
+            }
+            if pool.checkout_timeout.is_zero() {
+                return Err(SourceError::semantic(
+                    origin,
+                    format!("upstream \"{name}\": checkout_timeout_ms must be at least 1"),
                 ));
             }
             if upstream.search_path.is_empty() {
@@ -336,6 +488,12 @@ impl Config {
             return Err(SourceError::semantic(
                 origin,
                 format!("listen.mongodb serves exactly one upstream of kind \"mongodb\"; {mongo_upstreams} are configured"),
+            ));
+        }
+        if self.runtime.worker_threads == 0 || self.runtime.worker_threads > 1024 {
+            return Err(SourceError::semantic(
+                origin,
+                "runtime.worker_threads must be between 1 and 1024".to_string(),
             ));
         }
         if self.limits.max_message_bytes < 1024 {

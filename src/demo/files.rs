@@ -44,6 +44,8 @@ host = "127.0.0.1"
 port = {pg_port}
 user = "vault:shop_user"
 password = "vault:shop_password"
+pool_mode = "transaction"        # analyst and writer share 10 server connections per transaction
+pool_size = 10
 {shop_tls}
 [upstream.cache]
 kind = "redis"
@@ -141,6 +143,7 @@ agents = ["trusted"]
 [[postgres]]
 upstream = "shop"
 profile = "passthrough"
+pool_mode = "session"            # a server connection per session, as the application expects
 
 [[redis]]
 upstream = "cache"

@@ -414,7 +414,10 @@ fn write_files(
 
 /// `tollgate demo`: start, print how to connect, write the env file, wait for a signal, clean up.
 pub fn run_cli(env_file: Option<PathBuf>, unlimited_rate: bool) -> Result<i32, String> {
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    // The runtime the demo's gateway runs on, as `serve` builds it from a default config.
+    let rt = crate::config::RuntimeConfig::default()
+        .build()
+        .map_err(|e| e.to_string())?;
     rt.block_on(async {
         eprintln!(
             "starting PostgreSQL, redis-server and the MongoDB-wire server and seeding them..."

@@ -17,10 +17,14 @@ pub struct CancelTarget {
     pub tls: Option<crate::tls::UpstreamTls>,
 }
 
-/// (our pid, our secret) → the upstream backend to cancel.
+/// Where a session's statements run right now: the attached server connection's backend, or
+/// nothing between transactions (transaction pooling). Shared by the registry and the session.
+pub type CancelSlot = std::sync::Arc<arc_swap::ArcSwapOption<CancelTarget>>;
+
+/// (the key the client was given) → the slot of its session.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
-    keys: DashMap<(i32, i32), CancelTarget>,
+    keys: DashMap<(i32, i32), CancelSlot>,
 }
 
 /// Removes the key when the session ends.
@@ -63,13 +67,18 @@ pub async fn send_cancel(target: CancelTarget) -> bool {
 }
 
 impl CancelRegistry {
-    /// Registers a fresh random key for `target` and returns it with its guard.
-    pub fn register(&self, target: CancelTarget) -> (i32, i32, CancelKeyGuard<'_>) {
+    /// Registers a key for `slot` and returns it with its guard: `pid` as given (a session
+    /// shows its server's process id, as PostgreSQL would) or a random one, and a fresh random
+    /// secret, so keys never collide.
+    pub fn register(&self, pid: Option<i32>, slot: CancelSlot) -> (i32, i32, CancelKeyGuard<'_>) {
         let mut rng = rand::thread_rng();
         loop {
-            let key = (rng.gen_range(1..i32::MAX), rng.gen::<i32>());
+            let key = (
+                pid.unwrap_or_else(|| rng.gen_range(1..i32::MAX)),
+                rng.gen::<i32>(),
+            );
             if let dashmap::mapref::entry::Entry::Vacant(v) = self.keys.entry(key) {
-                v.insert(target);
+                v.insert(slot);
                 return (
                     key.0,
                     key.1,
@@ -84,11 +93,16 @@ impl CancelRegistry {
 
     /// Forwards a cancel request for a known key; unknown keys are ignored (as PostgreSQL does).
     pub async fn cancel(&self, pid: i32, secret: i32) -> bool {
-        let Some(target) = self.keys.get(&(pid, secret)).map(|t| t.clone()) else {
+        let Some(slot) = self.keys.get(&(pid, secret)).map(|t| t.clone()) else {
             metrics::counter!("tollgate_cancel_requests_total", "result" => "unknown_key")
                 .increment(1);
             return false;
         };
+        // Between transactions nothing runs: like a cancel that arrives too late, it is a no-op.
+        let Some(target) = slot.load_full() else {
+            return false;
+        };
+        let target = (*target).clone();
         metrics::counter!("tollgate_cancel_requests_total", "result" => "forwarded").increment(1);
         send_cancel(target).await
     }

@@ -11,12 +11,33 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::cancel::CancelRegistry;
+use super::pool::Pool;
 use super::upstream::UpstreamTarget;
 use crate::config::{Config, UpstreamKind};
 use crate::doors::{BoxFuture, Commit, Door, DoorError, Listener, Listening};
 use crate::policy::mask::SchemaSnapshot;
 use crate::session::Core;
 use crate::vault::Vault;
+
+/// An upstream's two pools.
+pub struct Pools {
+    pub per_transaction: Arc<Pool>,
+    pub per_session: Arc<Pool>,
+}
+
+impl Pools {
+    /// The default mode of the upstream (a policy may ask for session pooling).
+    pub fn mode(&self) -> crate::config::PoolMode {
+        self.per_transaction.settings.mode
+    }
+
+    pub fn for_mode(&self, mode: crate::config::PoolMode) -> &Arc<Pool> {
+        match mode {
+            crate::config::PoolMode::Transaction => &self.per_transaction,
+            crate::config::PoolMode::Session => &self.per_session,
+        }
+    }
+}
 
 pub struct PgDoor {
     listen: Option<SocketAddr>,
@@ -25,6 +46,9 @@ pub struct PgDoor {
     /// The PostgreSQL upstreams of the config (name → its config), for credential reloads.
     configs: Vec<(String, crate::config::UpstreamConfig)>,
     targets: ArcSwap<HashMap<String, UpstreamTarget>>,
+    /// The server connections of each upstream: those transaction-pooled sessions share, and
+    /// those session-pooled sessions hold one each (reused after a reset).
+    pools: HashMap<String, Pools>,
     /// tollgate's own backend keys → the upstream backends they cancel.
     pub cancels: CancelRegistry,
 }
@@ -38,13 +62,45 @@ impl PgDoor {
             .map(|(n, u)| (n.clone(), u.clone()))
             .collect();
         let targets = resolve(&configs, vault)?;
+        let connect_timeout =
+            std::time::Duration::from_millis(config.limits.upstream_connect_timeout_ms);
+        let pools = configs
+            .iter()
+            .map(|(name, u)| {
+                let settings = u.pool();
+                let per_session = crate::config::PoolSettings {
+                    size: settings.session_size,
+                    min_idle: 0,
+                    ..settings.clone()
+                };
+                let pools = Pools {
+                    per_transaction: Arc::new(Pool::new(
+                        targets[name].clone(),
+                        settings,
+                        connect_timeout,
+                    )),
+                    per_session: Arc::new(Pool::new(
+                        targets[name].clone(),
+                        per_session,
+                        connect_timeout,
+                    )),
+                };
+                (name.clone(), pools)
+            })
+            .collect();
         Ok(PgDoor {
             listen: config.listen.postgres,
             require_tls: config.listen.postgres_require_tls,
             configs,
             targets: ArcSwap::from_pointee(targets),
+            pools,
             cancels: CancelRegistry::default(),
         })
+    }
+
+    /// The pools of upstream `name`.
+    pub fn pools(&self, name: &str) -> Option<&Pools> {
+        self.pools.get(name)
     }
 
     /// Upstream `name` with its current credentials.
@@ -78,7 +134,16 @@ impl Door for PgDoor {
 
     fn reload_credentials<'a>(&'a self, vault: &Vault) -> Result<Commit<'a>, DoorError> {
         let targets = resolve(&self.configs, vault)?;
-        Ok(Box::new(move || self.targets.store(Arc::new(targets))))
+        Ok(Box::new(move || {
+            // Pools drain connections logged in with the old credentials as they come back.
+            for (name, pools) in &self.pools {
+                if let Some(t) = targets.get(name) {
+                    pools.per_transaction.set_target(t.clone());
+                    pools.per_session.set_target(t.clone());
+                }
+            }
+            self.targets.store(Arc::new(targets));
+        }))
     }
 
     fn start(
@@ -87,6 +152,10 @@ impl Door for PgDoor {
         stop: watch::Receiver<bool>,
     ) -> BoxFuture<'static, Result<Vec<Listening>, DoorError>> {
         Box::pin(async move {
+            for pools in self.pools.values() {
+                tokio::spawn(pools.per_transaction.clone().maintain(stop.clone()));
+                tokio::spawn(pools.per_session.clone().maintain(stop.clone()));
+            }
             let Some(addr) = self.listen else {
                 return Ok(Vec::new());
             };
@@ -117,6 +186,18 @@ impl Door for PgDoor {
                 .await
                 .map_err(|e| e.to_string())
         }))
+    }
+
+    fn pools(&self) -> Vec<crate::doors::PoolView> {
+        self.pools
+            .values()
+            .flat_map(|p| {
+                [
+                    p.per_transaction.view("transaction"),
+                    p.per_session.view("session"),
+                ]
+            })
+            .collect()
     }
 
     fn probe<'a>(

@@ -134,6 +134,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.buf.len()
     }
 
+    /// Whether nothing is waiting to be read and the peer has not hung up, judged from one
+    /// non-blocking read attempt. No timer: tokio rounds a timer up to its next millisecond
+    /// tick, and a zero timeout here once made every transaction-pooled checkout wait ~1 ms.
+    pub async fn quiet(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut read = std::pin::pin!(self.fill());
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(read.as_mut(), cx).is_pending())
+        })
+        .await
+    }
+
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
     }
@@ -169,6 +183,32 @@ mod tests {
         v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
         v.extend_from_slice(body);
         v
+    }
+
+    /// `quiet` answers on its first poll: a timer (even a zero timeout) would leave it pending
+    /// until the runtime's next millisecond tick.
+    fn first_poll<F: std::future::Future>(f: F) -> std::task::Poll<F::Output> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        std::future::Future::poll(std::pin::pin!(f), &mut cx)
+    }
+
+    #[tokio::test]
+    async fn quiet_is_one_poll_without_a_timer() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut reader = FrameReader::new(near, 1024);
+        assert_eq!(first_poll(reader.quiet()), std::task::Poll::Ready(true));
+        assert!(reader.quiet().await, "nothing sent yet");
+        tokio::io::AsyncWriteExt::write_all(&mut far, b"N")
+            .await
+            .unwrap();
+        assert!(!reader.quiet().await, "a byte arrived unasked");
+        drop(far);
+        let (near, far) = tokio::io::duplex(64);
+        drop(far);
+        assert!(
+            !FrameReader::new(near, 1024).quiet().await,
+            "the peer hung up"
+        );
     }
 
     #[tokio::test]

@@ -7,13 +7,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use super::backend::{self as msg, PgErrorFields};
 use super::frame::{Frame, FrameError, FrameReader};
 use super::frontend::{self as fe, MessageError};
+use super::link::{Attached, Link};
 use super::pending::{Expect, Pending};
+use super::pool::{CheckoutError, ServerInfo};
 use super::statement::{Checked, PgSession};
+use super::statements::{self, ServerStatement, Unnamed};
 use crate::policy::limits::{Limits, RowLimitMode};
 use crate::policy::{AgentView, Effect, Outcome, SessionFacts, Verdict};
 
@@ -51,6 +54,16 @@ struct State {
     facts: SessionFacts,
     /// The agent's policy (its limits), re-read when the policy changes.
     view: AgentView,
+    /// Transaction pooling: statements are prepared on server connections under tollgate's
+    /// names, and the client's unnamed statement is put back on a connection that lost it.
+    pooled: bool,
+    /// The attached server connection (transaction pooling: between transactions none).
+    server: Option<Arc<ServerInfo>>,
+    unnamed: Option<Unnamed>,
+    session_id: u64,
+    parses: u64,
+    /// A statement that leaves session state behind was let through: keep the connection.
+    pinned: bool,
 }
 
 impl State {
@@ -62,7 +75,18 @@ impl State {
             sql_prepared: HashMap::new(),
             facts: SessionFacts::default(),
             view: AgentView::new(agent),
+            pooled: false,
+            server: None,
+            unnamed: None,
+            session_id: 0,
+            parses: 0,
+            pinned: false,
         }
+    }
+
+    /// The attached connection, when statements are renamed on it (transaction pooling).
+    fn pooled_server(&self) -> Option<Arc<ServerInfo>> {
+        self.server.clone().filter(|_| self.pooled)
     }
 }
 
@@ -71,60 +95,90 @@ fn limits<'a>(view: &'a mut AgentView, ctx: &PgSession) -> &'a Limits {
     view.refresh(&ctx.session().core().policy).limits()
 }
 
-pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+/// Relays the client's messages until it leaves. Returns how it ended and the server
+/// connection it still holds (to be checked back in by the session).
+pub async fn run<R: AsyncRead + Unpin>(
     ctx: Arc<PgSession>,
     pending: Pending,
     mut client: FrameReader<R>,
-    mut upstream: W,
-) -> Result<ClientEnd, FromClientError> {
+    link: Arc<Link>,
+    mut attached: Option<Attached>,
+) -> (Result<ClientEnd, FromClientError>, Option<Attached>) {
     let mut state = State::new(ctx.agent().clone());
+    state.pooled = link.pooled_by_transaction();
+    state.facts.pooled = state.pooled;
+    state.session_id = ctx.session().id();
+    state.server = attached.as_ref().map(|a| a.info.clone());
+    let r = relay(
+        &ctx,
+        &pending,
+        &mut client,
+        &link,
+        &mut attached,
+        &mut state,
+    )
+    .await;
+    (r, attached)
+}
+
+enum Next {
+    Frame(Option<Frame>),
+    /// The reply half let go of the server connection at the end of a transaction.
+    Detached,
+}
+
+async fn relay<R: AsyncRead + Unpin>(
+    ctx: &PgSession,
+    pending: &Pending,
+    client: &mut FrameReader<R>,
+    link: &Link,
+    attached: &mut Option<Attached>,
+    state: &mut State,
+) -> Result<ClientEnd, FromClientError> {
     let mut out = BytesMut::new();
     loop {
         // A client that pipelines without reading replies waits here instead of growing memory.
         pending.wait_for_room().await;
-        let next = loop {
-            let idle_limit = limits(&mut state.view, &ctx)
-                .idle_in_transaction_timeout
-                .clone();
-            match idle_limit {
-                // Idle inside a transaction: every reply is in, the client is silent.
-                Some((limit, rule)) if pending.is_empty() && pending.tx_status() != b'I' => {
-                    break match tokio::time::timeout(limit, client.next()).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            metrics::counter!("tollgate_idle_in_transaction_timeouts_total")
-                                .increment(1);
-                            return Err(FromClientError::Fatal(PgErrorFields::fatal(
-                            "25P03",
-                            format!(
-                                "tollgate: terminating connection due to idle-in-transaction timeout of {} ms (rule: {rule})",
-                                limit.as_millis()
-                            ),
-                        )));
-                        }
-                    };
-                }
-                // Replies still owed: look again when they arrive.
-                Some(_) => tokio::select! {
-                    r = client.next() => break r,
-                    _ = pending.replies_consumed() => continue,
-                },
-                None => break client.next().await,
+        let may_give_back = attached.is_some() && link.pooled_by_transaction();
+        let next = tokio::select! {
+            biased;
+            _ = link.detached.notified(), if may_give_back => Next::Detached,
+            f = next_frame(ctx, pending, client, &mut state.view) => Next::Frame(f?),
+        };
+        let frame = match next {
+            Next::Detached => {
+                give_back(link, pending, attached, state).await;
+                continue;
             }
+            Next::Frame(None) => return Ok(ClientEnd::Closed),
+            Next::Frame(Some(f)) => f,
         };
-        let Some(frame) = next.map_err(FromClientError::Client)? else {
-            return Ok(ClientEnd::Closed);
-        };
-        let mut end = on_frame(&ctx, &pending, &mut state, frame, &mut out)?;
+        if frame.tag == fe::TERMINATE && attached.is_none() {
+            return Ok(ClientEnd::Terminated);
+        }
+        if attached.is_none() {
+            let server = link
+                .pool
+                .checkout(&link.key)
+                .await
+                .map_err(|e| FromClientError::Fatal(checkout_refusal(&e, &link.pool.name)))?;
+            state.server = Some(server.info.clone());
+            *attached = Some(link.attach(server).await);
+        }
+        let mut end = on_frame(ctx, pending, state, frame, &mut out)?;
         // Pipelined messages already read are handled before one write upstream.
         while end.is_none() && client.has_buffered_frame() && out.len() < 256 * 1024 {
             match client.next().await.map_err(FromClientError::Client)? {
-                Some(f) => end = on_frame(&ctx, &pending, &mut state, f, &mut out)?,
+                Some(f) => end = on_frame(ctx, pending, state, f, &mut out)?,
                 None => end = Some(ClientEnd::Closed),
             }
         }
+        if state.pinned {
+            link.pin();
+        }
         pending.cancels_settled().await;
-        upstream
+        let writer = &mut attached.as_mut().expect("attached above").writer;
+        writer
             .write_all(&out)
             .await
             .map_err(FromClientError::Upstream)?;
@@ -134,6 +188,88 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         }
         if let Some(end) = end {
             return Ok(end);
+        }
+    }
+}
+
+/// The client's next message; inside a transaction with every reply in, at most the agent's
+/// idle-in-transaction timeout away.
+async fn next_frame<R: AsyncRead + Unpin>(
+    ctx: &PgSession,
+    pending: &Pending,
+    client: &mut FrameReader<R>,
+    view: &mut AgentView,
+) -> Result<Option<Frame>, FromClientError> {
+    loop {
+        let idle_limit = limits(view, ctx).idle_in_transaction_timeout.clone();
+        let next = match idle_limit {
+            // Idle inside a transaction: every reply is in, the client is silent.
+            Some((limit, rule)) if pending.is_empty() && pending.tx_status() != b'I' => {
+                match tokio::time::timeout(limit, client.next()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        metrics::counter!("tollgate_idle_in_transaction_timeouts_total")
+                            .increment(1);
+                        return Err(FromClientError::Fatal(PgErrorFields::fatal(
+                            "25P03",
+                            format!(
+                                "tollgate: terminating connection due to idle-in-transaction timeout of {} ms (rule: {rule})",
+                                limit.as_millis()
+                            ),
+                        )));
+                    }
+                }
+            }
+            // Replies still owed: look again when they arrive.
+            Some(_) => tokio::select! {
+                r = client.next() => r,
+                _ = pending.replies_consumed() => continue,
+            },
+            None => client.next().await,
+        };
+        return next.map_err(FromClientError::Client);
+    }
+}
+
+/// The reply half let go of the connection: check it back in if the transaction is over and the
+/// session left nothing on it; otherwise the reply half reads it again.
+async fn give_back(
+    link: &Link,
+    pending: &Pending,
+    attached: &mut Option<Attached>,
+    state: &mut State,
+) {
+    let Some(rest) = attached.take() else {
+        return;
+    };
+    // A cancel of tollgate's own (row limit, timeout) still on its way must land before the
+    // connection can run another session's statement.
+    pending.cancels_settled().await;
+    if pending.is_empty() && pending.tx_status() == b'I' && !link.pinned() {
+        match link.detach(rest).await {
+            Ok(server) => {
+                link.pool.checkin(server, true, true);
+                state.server = None;
+                return;
+            }
+            Err(rest) => *attached = Some(rest),
+        }
+    } else {
+        *attached = Some(rest);
+    }
+    link.resume();
+}
+
+/// FATAL for a session whose pool could not give it a connection in time (or at all).
+fn checkout_refusal(e: &CheckoutError, pool: &str) -> PgErrorFields {
+    match e {
+        CheckoutError::Timeout { .. } => super::refusal::fatal(&crate::refusal::Refusal::new(
+            crate::refusal::RefusalClass::TooManyConnections,
+            format!("tollgate.toml: upstream.{pool}.pool_size"),
+            e.to_string(),
+        )),
+        CheckoutError::Upstream(_) => {
+            PgErrorFields::fatal("08006", crate::session::upstream_unavailable(pool))
         }
     }
 }
@@ -220,6 +356,50 @@ fn parse_message(frame: &Frame, name: &str, sql: &str) -> Bytes {
     msg::raw_message(fe::PARSE, &out)
 }
 
+/// Under transaction pooling the server connection also holds other sessions' statements: a
+/// name this session did not prepare is answered as PostgreSQL would in a session of its own.
+fn not_prepared_here(state: &State, name: &str) -> Option<PgErrorFields> {
+    if !state.pooled {
+        return None;
+    }
+    let known = if name.is_empty() {
+        state.unnamed.is_some()
+    } else {
+        state.statements.contains_key(name) || state.sql_prepared.contains_key(name)
+    };
+    (!known).then(|| {
+        PgErrorFields::error(
+            "26000",
+            if name.is_empty() {
+                "unnamed prepared statement does not exist".to_string()
+            } else {
+                format!("prepared statement \"{name}\" does not exist")
+            },
+        )
+    })
+}
+
+/// Under transaction pooling, makes sure the client's statement `name` is on the attached
+/// connection (prepared there first if it is not) and returns its name there; `None` when the
+/// name needs no rewriting (session pooling, SQL PREPAREd statements, unknown names).
+fn on_server(
+    state: &mut State,
+    name: &str,
+    pending: &Pending,
+    out: &mut BytesMut,
+) -> Option<Arc<str>> {
+    let server = state.pooled_server()?;
+    if name.is_empty() {
+        if let Some(u) = &state.unnamed {
+            statements::ensure_unnamed(&server, u, pending, out);
+        }
+        return None;
+    }
+    let stmt: ServerStatement = state.statements.get(name)?.server.clone()?;
+    statements::ensure_prepared(&server, &stmt, pending, out);
+    Some(stmt.name)
+}
+
 fn refuse_simple(pending: &Pending, refusal: PgErrorFields, out: &mut BytesMut) {
     pending.push(Expect::Simple {
         ticket: None,
@@ -252,11 +432,17 @@ fn on_frame(
         fe::PARSE => on_parse(ctx, pending, state, &frame, out)?,
         fe::BIND => {
             let (portal, statement) = fe::bind_names(&frame).map_err(fatal_for)?;
+            if let Some(refusal) = not_prepared_here(state, statement) {
+                refuse_parse(pending, state, "", refusal, out);
+                return Ok(None);
+            }
             let checked = state
                 .statements
                 .get(statement)
                 .or_else(|| state.sql_prepared.get(statement))
                 .cloned();
+            let renamed = on_server(state, statement, pending, out)
+                .map(|name| statements::renamed_bind(&frame, portal, statement, &name));
             match checked {
                 Some(c) => state.portals.insert(portal.to_string(), c),
                 None => state.portals.remove(portal),
@@ -264,12 +450,23 @@ fn on_frame(
             pending.push(Expect::Bind {
                 portal: portal.to_string(),
             });
-            out.extend_from_slice(&frame.raw);
+            out.extend_from_slice(renamed.as_ref().unwrap_or(&frame.raw));
         }
         fe::DESCRIBE => {
-            fe::target(&frame, "Describe").map_err(fatal_for)?;
+            let (kind, name) = fe::target(&frame, "Describe").map_err(fatal_for)?;
+            if let Some(refusal) = (kind == b'S')
+                .then(|| not_prepared_here(state, name))
+                .flatten()
+            {
+                refuse_parse(pending, state, "", refusal, out);
+                return Ok(None);
+            }
+            let renamed = (kind == b'S')
+                .then(|| on_server(state, name, pending, out))
+                .flatten()
+                .map(|server_name| statements::renamed_describe(&server_name));
             pending.push(Expect::Describe);
-            out.extend_from_slice(&frame.raw);
+            out.extend_from_slice(renamed.as_ref().unwrap_or(&frame.raw));
         }
         fe::EXECUTE => {
             let portal = fe::execute_portal(&frame).map_err(fatal_for)?;
@@ -292,13 +489,24 @@ fn on_frame(
         }
         fe::CLOSE => {
             let (kind, name) = fe::target(&frame, "Close").map_err(fatal_for)?;
+            let kept_on_server = kind == b'S'
+                && state
+                    .statements
+                    .get(name)
+                    .is_some_and(|c| c.server.is_some());
             if kind == b'S' {
                 state.statements.remove(name);
             } else {
                 state.portals.remove(name);
             }
-            pending.push(Expect::Close);
-            out.extend_from_slice(&frame.raw);
+            if kept_on_server {
+                // Other sessions may use the same statement on that connection: it stays there
+                // (closed when its connection's bound is reached); the client's name is gone.
+                pending.push(Expect::Synthetic(statements::close_complete()));
+            } else {
+                pending.push(Expect::Close);
+                out.extend_from_slice(&frame.raw);
+            }
         }
         fe::SYNC => {
             state.skip_until_sync = false;
@@ -310,10 +518,8 @@ fn on_frame(
             out.extend_from_slice(&frame.raw);
         }
         fe::FLUSH | fe::COPY_DATA => out.extend_from_slice(&frame.raw),
-        fe::TERMINATE => {
-            out.extend_from_slice(&frame.raw);
-            return Ok(Some(ClientEnd::Terminated));
-        }
+        // Not forwarded: the server connection outlives the session (reset and reused).
+        fe::TERMINATE => return Ok(Some(ClientEnd::Terminated)),
         fe::FUNCTION_CALL => refuse_simple(pending, ctx.refuse_function_call(), out),
         other => {
             return Err(FromClientError::Fatal(PgErrorFields::fatal(
@@ -356,6 +562,7 @@ fn on_query(
     match admitted {
         Ok((ticket, rewritten)) => {
             apply_effects(state, &verdict, text, ctx);
+            state.pinned |= verdict.leaves_state;
             pending.push(Expect::Simple {
                 ticket: Some(ticket),
                 refusal: None,
@@ -416,17 +623,50 @@ fn on_parse(
     };
     if verdict.runs() {
         apply_effects(state, &verdict, text, ctx);
+        state.pinned |= verdict.leaves_state;
+        let forwarded = match rewritten {
+            Some(sql) => parse_message(frame, name, &sql),
+            None => frame.raw.clone(),
+        };
+        let server_stmt = match state.pooled_server() {
+            Some(server) if name.is_empty() => {
+                // The unnamed statement is forwarded as is; tollgate remembers it to put it back
+                // on another connection if a later Bind needs it there.
+                state.parses += 1;
+                let owner = (state.session_id, state.parses);
+                *server.unnamed_owner.lock().expect("unnamed statement") = Some(owner);
+                state.unnamed = Some(Unnamed {
+                    parse: forwarded.clone(),
+                    owner,
+                });
+                pending.push(Expect::Parse {
+                    refusal: None,
+                    server_name: None,
+                });
+                out.extend_from_slice(&forwarded);
+                None
+            }
+            Some(server) => {
+                let stmt = statements::server_statement(&forwarded, name);
+                statements::parse(&server, &stmt, pending, out);
+                Some(stmt)
+            }
+            None => {
+                pending.push(Expect::Parse {
+                    refusal: None,
+                    server_name: None,
+                });
+                out.extend_from_slice(&forwarded);
+                None
+            }
+        };
         let checked = Arc::new(Checked {
             text: text.into(),
             verdict,
             version: ctx.policy_version(),
+            server: server_stmt,
         });
         state.statements.insert(name.to_string(), checked);
-        pending.push(Expect::Parse { refusal: None });
-        match rewritten {
-            Some(sql) => out.extend_from_slice(&parse_message(frame, name, &sql)),
-            None => out.extend_from_slice(&frame.raw),
-        }
         ctx.context().record_overhead(started);
     } else {
         let refusal = ctx.refuse_verdict(text, &verdict);
@@ -465,9 +705,16 @@ fn refuse_parse(
 ) {
     pending.push(Expect::Parse {
         refusal: Some(refusal),
+        server_name: None,
     });
     out.extend_from_slice(&substitute_parse(name));
     state.skip_until_sync = true;
+    if name.is_empty() {
+        // The failed Parse empties the server's unnamed statement slot.
+        if let Some(server) = &state.server {
+            *server.unnamed_owner.lock().expect("unnamed statement") = None;
+        }
+    }
 }
 
 fn apply_effects(state: &mut State, verdict: &Arc<Verdict>, text: &str, ctx: &PgSession) {
@@ -482,6 +729,7 @@ fn apply_effects(state: &mut State, verdict: &Arc<Verdict>, text: &str, ctx: &Pg
                     text: text.into(),
                     verdict: verdict.clone(),
                     version: ctx.policy_version(),
+                    server: None,
                 };
                 state.sql_prepared.insert(n.clone(), Arc::new(checked));
             }
@@ -490,11 +738,17 @@ fn apply_effects(state: &mut State, verdict: &Arc<Verdict>, text: &str, ctx: &Pg
                 state.sql_prepared.remove(n);
             }
             Effect::Deallocated(None) => {
-                // DEALLOCATE ALL / DISCARD ALL drop protocol-level statements too.
+                // DEALLOCATE ALL / DISCARD ALL drop protocol-level statements too, tollgate's
+                // own on this connection included.
                 state.facts.sql_prepared.clear();
                 state.sql_prepared.clear();
                 state.statements.clear();
                 state.portals.clear();
+                state.unnamed = None;
+                if let Some(server) = &state.server {
+                    server.prepared.lock().expect("prepared statements").clear();
+                    *server.unnamed_owner.lock().expect("unnamed statement") = None;
+                }
             }
             Effect::Executes(_) => {}
         }

@@ -10,16 +10,19 @@ pub mod encryption;
 pub mod frame;
 pub mod from_client;
 pub mod frontend;
+pub mod link;
 pub mod pending;
+pub mod pool;
 pub mod refusal;
 pub mod schema_loader;
 pub mod session;
 pub mod startup;
 pub mod statement;
+pub mod statements;
 pub mod to_client;
 pub mod upstream;
 
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use door::PgDoor;
+pub use door::{PgDoor, Pools};

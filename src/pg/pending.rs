@@ -20,10 +20,21 @@ pub enum Expect {
         rows: u64,
         error: Option<crate::session::OutcomeError>,
     },
-    /// Parse → ParseComplete (or the substitute whose error becomes `refusal`).
+    /// Parse → ParseComplete (or the substitute whose error becomes `refusal`). `server_name`:
+    /// the name tollgate prepared it under on the server (transaction pooling), forgotten there
+    /// if the Parse fails.
     Parse {
         refusal: Option<PgErrorFields>,
+        server_name: Option<std::sync::Arc<str>>,
     },
+    /// A message tollgate sent on its own (a Parse or Close for its statement cache): its reply
+    /// is not the client's and is not relayed. A failed hidden Parse forgets `server_name`.
+    Hidden {
+        server_name: Option<std::sync::Arc<str>>,
+    },
+    /// A reply tollgate gives itself, in its place in the order (a ParseComplete for a
+    /// statement the server connection already holds, a CloseComplete).
+    Synthetic(bytes::Bytes),
     /// Bind → BindComplete; `portal` is (re)created, so its row count starts again.
     Bind {
         portal: String,
@@ -53,6 +64,9 @@ pub struct Pending {
     drained: Arc<tokio::sync::Notify>,
     /// Signalled when a statement is queued, so the reply side can arm its statement timer.
     pushed: Arc<tokio::sync::Notify>,
+    /// Signalled when a reply tollgate gives itself is queued, so the reply side writes it
+    /// even if the server has nothing to say.
+    synthetic: Arc<tokio::sync::Notify>,
     /// Transaction status of the last ReadyForQuery (`I`, `T`, `E`).
     tx_status: Arc<std::sync::atomic::AtomicU8>,
     /// The reply side holds relayed bytes it has not finished writing to the client.
@@ -91,10 +105,33 @@ impl Pending {
 
     pub fn push(&self, e: Expect) {
         let statement = matches!(e, Expect::Simple { .. } | Expect::Execute { .. });
+        let synthetic = matches!(e, Expect::Synthetic(_));
         self.queue.lock().expect("pending queue").push_back(e);
         if statement {
             self.pushed.notify_one();
         }
+        if synthetic {
+            self.synthetic.notify_one();
+        }
+    }
+
+    /// Waits until a reply tollgate gives itself is queued.
+    pub async fn synthetic_pushed(&self) {
+        self.synthetic.notified().await;
+    }
+
+    /// Takes tollgate's own replies at the front of the queue: they are due now.
+    pub fn take_synthetic(&self, out: &mut bytes::BytesMut) -> usize {
+        self.with(|q| {
+            let mut n = 0;
+            while let Some(Expect::Synthetic(_)) = q.front() {
+                if let Some(Expect::Synthetic(b)) = q.pop_front() {
+                    out.extend_from_slice(&b);
+                    n += 1;
+                }
+            }
+            n
+        })
     }
 
     /// Waits until a statement is queued (returns at once if one was queued since the last wait).

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
@@ -12,18 +11,20 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn, Instrument};
 
 use super::backend::{self as msg, PgErrorFields};
-use super::cancel::CancelTarget;
 use super::client_auth::{self, ClientAuthError};
 use super::encryption::{self, EncryptionError, TlsInfo};
 use super::frame::FrameReader;
 use super::from_client::{self, ClientEnd, FromClientError};
+use super::link::Link;
 use super::pending::{Expect, Pending};
+use super::pool::{CheckoutError, SettingsKey};
 use super::startup::{self, StartupError, StartupParams, StartupRequest};
 use super::statement::PgSession;
 use super::to_client::{self, ToClientError};
-use super::upstream::{self, UpstreamError};
+use super::upstream::UpstreamError;
 use super::PgDoor;
 use crate::audit::Protocol;
+use crate::config::PoolMode;
 use crate::refusal::{Refusal, RefusalClass};
 use crate::session::{Accepted, Core, Session};
 use crate::tls::{NetRead, NetWrite};
@@ -202,6 +203,35 @@ async fn login(
     Ok(Some((params, session)))
 }
 
+/// The pool mode of this session: its agent's policy may ask for session pooling.
+fn pool_mode(session: &Session, default: PoolMode) -> PoolMode {
+    let policy = session.core().policy.agent_policy(session.agent());
+    let asked = policy.and_then(|p| {
+        p.enforced
+            .as_ref()
+            .or(p.with_shadow.as_ref())
+            .and_then(|m| m.get(session.upstream().as_ref()))
+            .and_then(|r| r.sql())
+            .and_then(|r| r.pool_mode)
+    });
+    asked.unwrap_or(default)
+}
+
+/// A session refused because its upstream's pool could not give it a connection.
+fn checkout_failure(e: &CheckoutError, pool: &str) -> PgErrorFields {
+    match e {
+        CheckoutError::Timeout { .. } => super::refusal::fatal(&Refusal::new(
+            RefusalClass::TooManyConnections,
+            format!("tollgate.toml: upstream.{pool}.pool_size"),
+            e.to_string(),
+        )),
+        CheckoutError::Upstream(u) => {
+            warn!(upstream = %pool, error = %u, "upstream login failed");
+            upstream_failure(pool, u)
+        }
+    }
+}
+
 async fn relay(
     door: &PgDoor,
     session: Session,
@@ -210,61 +240,87 @@ async fn relay(
     mut wr: NetWrite,
 ) -> Result<(), SessionError> {
     let core = session.core().clone();
-    let Some(target) = door.target(session.upstream()) else {
+    let Some(pools) = door.pools(session.upstream()) else {
         return Ok(()); // the upstream was checked at login; a reload cannot remove it
     };
-    let timeout = Duration::from_millis(core.limits.upstream_connect_timeout_ms);
-    let up = match upstream::connect(&target, &params.settings, timeout).await {
-        Ok(up) => up,
-        Err(e) => {
-            warn!(upstream = %target.name, error = %e, "upstream login failed");
-            let fields = upstream_failure(&target.name, &e);
-            send_fatal(&mut wr, &fields).await;
-            return Err(SessionError::Refused(fields));
-        }
+    let mode = pool_mode(&session, pools.mode());
+    let pool = pools.for_mode(mode).clone();
+    let key = Arc::new(SettingsKey::new(
+        &params.settings,
+        mode == PoolMode::Transaction,
+    ));
+    // The login shows what a server connection of these settings reports (ParameterStatus): a
+    // transaction-pooled session needs no connection for that once one was opened; a
+    // session-pooled one keeps the connection it gets now.
+    let template = match mode {
+        PoolMode::Transaction => pool.template(&key),
+        PoolMode::Session => None,
     };
-    let _upstream_gauge = crate::telemetry::upstream_connection(&target.name);
-    let cancel = CancelTarget {
-        addr: up.addr,
-        pid: up.backend_pid,
-        secret: up.backend_secret,
-        tls: target.tls.clone(),
+    let server = match template {
+        Some(_) => None,
+        None => match pool.checkout(&key).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let fields = checkout_failure(&e, &pool.name);
+                send_fatal(&mut wr, &fields).await;
+                return Err(SessionError::Refused(fields));
+            }
+        },
     };
-    let (pid, secret, _cancel_guard) = door.cancels.register(cancel.clone());
+    let info = template.unwrap_or_else(|| server.as_ref().expect("checked out").info.clone());
+    let link = Arc::new(Link::new(mode, pool.clone(), key));
+    // Session pooling shows the server's own process id, as PostgreSQL would; with transaction
+    // pooling the client's key is tollgate's own (the server changes between transactions).
+    let shown_pid = (mode == PoolMode::Session).then_some(info.pid);
+    let (pid, secret, _cancel_guard) = door.cancels.register(shown_pid, link.cancel.clone());
+    link.client_pid
+        .store(pid, std::sync::atomic::Ordering::Relaxed);
     let pg = Arc::new(PgSession::new(session));
     let mut hello = Vec::new();
-    for f in &up.parameter_frames {
+    for f in &info.param_frames {
         hello.extend_from_slice(&pg.rewrite_parameter_status(f));
     }
     hello.extend_from_slice(&msg::backend_key_data(pid, secret));
     hello.extend_from_slice(&msg::ready_for_query(b'I'));
+    let params_seen = info.params.clone();
+    let attached = match (mode, server) {
+        (PoolMode::Session, Some(server)) => Some(link.attach(server).await),
+        (_, Some(server)) => {
+            pool.checkin(server, true, true);
+            None
+        }
+        (_, None) => None,
+    };
     wr.write_all(&hello).await?;
     pg.session().opened();
-    info!(agent = %pg.agent(), upstream = %target.name, "session started");
+    info!(agent = %pg.agent(), upstream = %pool.name, mode = mode.name(), "session started");
 
     let pending = Pending::default();
     let mut to_client_fut = Box::pin(to_client::run(
         pg.clone(),
         pending.clone(),
-        up.reader,
+        link.clone(),
+        params_seen,
         &mut wr,
-        cancel,
     ));
-    let from_client_fut = from_client::run(pg.clone(), pending.clone(), reader, up.writer);
+    let from_client_fut =
+        from_client::run(pg.clone(), pending.clone(), reader, link.clone(), attached);
     // Shutting down: once nothing runs (or at the deadline) the session ends like a server's.
     let drained = core
         .lifecycle
         .drained(|| pending.settled() && pending.tx_status() == b'I');
     let result = tokio::select! {
-        r = from_client_fut => ClientSide(r),
+        (r, rest) = from_client_fut => ClientSide(r, rest),
         r = &mut to_client_fut => UpstreamSide(r),
         _ = drained => ClientSide(Err(FromClientError::Fatal(
             PgErrorFields::fatal("57P01", "terminating connection due to administrator command (tollgate is shutting down)"),
-        ))),
+        )), None),
     };
     drop(to_client_fut);
     // Statements in flight when the session ends get an "outcome unknown" record.
+    let mut owed = false;
     for e in pending.drain() {
+        owed = true;
         if let Expect::Simple {
             ticket: Some(t), ..
         }
@@ -275,14 +331,35 @@ async fn relay(
             pg.context().abandoned(t);
         }
     }
+    // The server connection goes back (reset if the session left state on it), unless the
+    // session ended with something running or the connection broke.
+    let clean_end = matches!(result, ClientSide(Ok(_), _));
+    let (result, rest) = match result {
+        ClientSide(r, rest) => (ClientSide(r, None), rest),
+        other => (other, None),
+    };
+    if let Some(rest) = rest {
+        // Not before a cancel of tollgate's own has landed (it must not hit the next session).
+        tokio::time::timeout(std::time::Duration::from_secs(3), pending.cancels_settled())
+            .await
+            .ok();
+        if let Ok(server) = link.detach(rest).await {
+            let usable = clean_end && !owed && pending.tx_status() == b'I';
+            // Session pooling resets every connection its session used (as PgBouncer's
+            // server_reset_query): statements can leave state tollgate cannot see (a serial
+            // column's nextval, say); transaction pooling resets only a session that was pinned.
+            let clean = link.pooled_by_transaction() && !link.pinned();
+            pool.checkin(server, clean, usable);
+        }
+    }
     let lost = || PgErrorFields::fatal("08006", pg.context().upstream_lost());
     match result {
-        ClientSide(Ok(ClientEnd::Terminated | ClientEnd::Closed)) => Ok(()),
-        ClientSide(Err(FromClientError::Fatal(fields))) => {
+        ClientSide(Ok(ClientEnd::Terminated | ClientEnd::Closed), _) => Ok(()),
+        ClientSide(Err(FromClientError::Fatal(fields)), _) => {
             send_fatal(&mut wr, &fields).await;
             Err(SessionError::Refused(fields))
         }
-        ClientSide(Err(e)) => {
+        ClientSide(Err(e), _) => {
             if let FromClientError::Upstream(_) = e {
                 send_fatal(&mut wr, &lost()).await;
             }
@@ -297,8 +374,8 @@ async fn relay(
     }
 }
 
-enum SideResult<A, B> {
-    ClientSide(A),
+enum SideResult<A, B, C> {
+    ClientSide(A, Option<C>),
     UpstreamSide(B),
 }
 use SideResult::{ClientSide, UpstreamSide};

@@ -23,6 +23,8 @@ pub struct Checked {
     pub verdict: Arc<Verdict>,
     /// The policy version the verdict was reached under; a reload means "judge again".
     pub version: u64,
+    /// Under transaction pooling: the statement as tollgate prepares it on server connections.
+    pub server: Option<crate::pg::statements::ServerStatement>,
 }
 
 /// Longest statement text recorded whole in the audit log.
@@ -30,23 +32,17 @@ const AUDIT_STATEMENT_LIMIT: usize = 64 * 1024;
 
 pub struct PgSession {
     session: Session,
+    /// The session's handle on its decision-cache scope (only the client half judges).
+    scope: std::sync::Mutex<crate::policy::ScopeHandle>,
     max_statement_bytes: usize,
     redact_literals: bool,
-}
-
-fn blocked(refusal: Refusal) -> Verdict {
-    Verdict {
-        outcome: Outcome::Block,
-        denial: Some(refusal),
-        effects: Vec::new(),
-        rewrite: None,
-    }
 }
 
 impl PgSession {
     pub fn new(session: Session) -> PgSession {
         let core = session.core();
         PgSession {
+            scope: Default::default(),
             max_statement_bytes: core.limits.max_statement_bytes,
             redact_literals: core.audit_config.redact_literals,
             session,
@@ -75,7 +71,7 @@ impl PgSession {
     pub fn check_sql(&self, text: &str, facts: &SessionFacts) -> Arc<Verdict> {
         let max = self.max_statement_bytes;
         if text.len() > max {
-            return Arc::new(blocked(Refusal::new(
+            return Arc::new(Verdict::blocked(Refusal::new(
                 RefusalClass::TooLarge,
                 "builtin: statement-size",
                 format!(
@@ -86,16 +82,16 @@ impl PgSession {
         }
         let policy = &self.session.core().policy;
         let (agent, upstream) = (self.session.agent(), self.session.upstream());
-        if let Some(v) = policy.cached(agent, upstream, text) {
+        let mut scope = self.scope.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = policy.cached_in(&mut scope, agent, upstream, text, facts.pooled) {
             return v;
         }
         // Analysis takes tens of microseconds, and a long statement far more: tell the runtime
         // so other sessions on this worker are moved instead of waiting behind it.
+        let mut judge = || policy.check_sql_in(&mut scope, agent, upstream, text, facts);
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-                tokio::task::block_in_place(|| policy.check_sql(agent, upstream, text, facts))
-            }
-            _ => policy.check_sql(agent, upstream, text, facts),
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(judge),
+            _ => judge(),
         }
     }
 

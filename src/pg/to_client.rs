@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::backend::{self as msg, PgErrorFields};
-use super::cancel::{send_cancel, CancelTarget};
-use super::frame::{Frame, FrameError, FrameReader};
+use super::cancel::{send_cancel, CancelSlot};
+use super::frame::{Frame, FrameError};
+use super::link::Link;
 use super::pending::{Expect, Pending};
 use super::statement::PgSession;
 use crate::policy::limits::RowLimitMode;
@@ -34,8 +35,14 @@ struct ReplyState {
     copy_cleanup_due: bool,
     /// The agent's policy (its limits), refreshed at each ReadyForQuery.
     view: AgentView,
-    /// The upstream backend, for tollgate's own cancels (timeouts, row limits).
-    cancel: CancelTarget,
+    /// The attached server's backend, for tollgate's own cancels (timeouts, row limits).
+    cancel: CancelSlot,
+    /// The session's server connection (absent in unit tests): whose notifications these are,
+    /// where tollgate's statements are prepared.
+    link: Option<Arc<Link>>,
+    /// The parameters the client has been shown (ParameterStatus), to replay differences when
+    /// a transaction runs on another server connection.
+    seen: HashMap<String, String>,
     /// DataRows of the current result, and whether it went past `max_rows`. For an Execute this
     /// includes the rows earlier Executes of the same portal returned before PortalSuspended.
     rows: u64,
@@ -50,12 +57,14 @@ struct ReplyState {
 }
 
 impl ReplyState {
-    fn new(ctx: &PgSession, cancel: CancelTarget) -> ReplyState {
+    fn new(ctx: &PgSession, cancel: CancelSlot, link: Option<Arc<Link>>) -> ReplyState {
         let mut state = ReplyState {
             copy_in: false,
             copy_cleanup_due: false,
             view: AgentView::new(ctx.agent().clone()),
             cancel,
+            link,
+            seen: HashMap::new(),
             rows: 0,
             portal_rows: HashMap::new(),
             over_limit: false,
@@ -72,12 +81,32 @@ impl ReplyState {
 
     /// Cancels the running statement; the client side forwards nothing until it is delivered.
     fn cancel_upstream(&self, pending: &Pending) {
+        let Some(target) = self.cancel.load_full() else {
+            return; // nothing attached, nothing running
+        };
         let in_flight = pending.cancel_started();
-        let target = self.cancel.clone();
         tokio::spawn(async move {
-            send_cancel(target).await;
+            send_cancel((*target).clone()).await;
             drop(in_flight);
         });
+    }
+
+    /// After another server connection was attached: the parameters it reports differently
+    /// from what the client was shown, as ParameterStatus messages.
+    fn replay_parameters(&mut self, ctx: &PgSession, out: &mut BytesMut) {
+        let Some(info) = self.link.as_ref().and_then(|l| l.info.load_full()) else {
+            return;
+        };
+        for (name, value) in &info.params {
+            if name == "session_authorization" {
+                continue; // always shown as the agent
+            }
+            if self.seen.get(name) != Some(value) {
+                self.seen.insert(name.clone(), value.clone());
+                out.extend_from_slice(&msg::parameter_status(name, value));
+            }
+        }
+        let _ = ctx;
     }
 
     /// A result ended (CommandComplete, PortalSuspended, EmptyQueryResponse, ErrorResponse).
@@ -88,17 +117,38 @@ impl ReplyState {
     }
 }
 
-/// Runs until the upstream closes or a write to the client fails.
-pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+/// Runs until the upstream closes or a write to the client fails. Reads whichever server
+/// connection is attached to `link`; under transaction pooling it lets go of it when a
+/// transaction ends with nothing owed, and waits for the next.
+pub async fn run<W: AsyncWrite + Unpin>(
     ctx: Arc<PgSession>,
     pending: Pending,
-    mut upstream: FrameReader<R>,
+    link: Arc<Link>,
+    shown: Vec<(String, String)>,
     client: &mut W,
-    cancel: CancelTarget,
 ) -> Result<(), ToClientError> {
     let mut out = BytesMut::new();
-    let mut state = ReplyState::new(&ctx, cancel);
+    let mut state = ReplyState::new(&ctx, link.cancel.clone(), Some(link.clone()));
+    state.seen = shown.into_iter().collect();
+    let mut attached = link.subscribe();
+    let mut epoch = *attached.borrow_and_update();
     loop {
+        let mut guard = link.reader.lock().await;
+        let Some(upstream) = guard.as_mut() else {
+            drop(guard);
+            // Nothing attached: wait for a connection (or replies tollgate gives itself).
+            tokio::select! {
+                r = attached.changed() => if r.is_err() { return Ok(()) },
+                _ = pending.synthetic_pushed() => {}
+            }
+            flush_synthetic(&pending, client, &mut out).await?;
+            continue;
+        };
+        let now = *attached.borrow_and_update();
+        if now != epoch {
+            epoch = now;
+            state.replay_parameters(&ctx, &mut out);
+        }
         let timeout = state
             .view
             .limits()
@@ -118,6 +168,11 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 continue;
             }
             _ = pending.statement_pushed(), if timeout.is_some() && deadline.is_none() && !state.timed_out => continue,
+            _ = pending.synthetic_pushed() => {
+                drop(guard);
+                flush_synthetic(&pending, client, &mut out).await?;
+                continue;
+            }
         };
         let frame = match next {
             Ok(Some(f)) => f,
@@ -134,6 +189,13 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 Err(e) => return Err(ToClientError::Upstream(e)),
             }
         }
+        // The transaction is over and nothing is owed: the connection may go back to the pool.
+        let let_go = link.pooled_by_transaction()
+            && !link.pinned()
+            && pending.is_empty()
+            && pending.tx_status() == b'I'
+            && !upstream.has_buffered_frame();
+        drop(guard);
         pending.notify_drained();
         client
             .write_all(&out)
@@ -144,10 +206,77 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         if out.capacity() > 256 * 1024 {
             out = BytesMut::new(); // release what a burst grew
         }
+        if let_go {
+            epoch = *attached.borrow_and_update();
+            link.detached.notify_one();
+            // Until the client half resumes us (it sent more) or attaches another connection.
+            loop {
+                tokio::select! {
+                    r = attached.changed() => {
+                        if r.is_err() {
+                            return Ok(());
+                        }
+                        break;
+                    }
+                    _ = pending.synthetic_pushed() => {
+                        flush_synthetic(&pending, client, &mut out).await?;
+                    }
+                }
+            }
+        }
     }
 }
 
+/// Writes tollgate's own replies that reached the front of the queue.
+async fn flush_synthetic<W: AsyncWrite + Unpin>(
+    pending: &Pending,
+    client: &mut W,
+    out: &mut BytesMut,
+) -> Result<(), ToClientError> {
+    if pending.take_synthetic(out) > 0 {
+        pending.notify_drained();
+        client.write_all(out).await.map_err(ToClientError::Client)?;
+        out.clear();
+    }
+    Ok(())
+}
+
 fn on_frame(
+    ctx: &PgSession,
+    pending: &Pending,
+    state: &mut ReplyState,
+    frame: Frame,
+    out: &mut BytesMut,
+) {
+    // tollgate's own replies that came due before this one.
+    pending.take_synthetic(out);
+    handle(ctx, pending, state, frame, out);
+    pending.take_synthetic(out);
+}
+
+/// A NotificationResponse from the attached server about itself names the process the client
+/// was shown (transaction pooling shows tollgate's own key), so drivers see their own.
+fn notification(state: &ReplyState, frame: Frame) -> bytes::Bytes {
+    let body = frame.body();
+    let (Some(link), Some(pid)) = (
+        state.link.as_ref(),
+        body.get(..4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+    ) else {
+        return frame.raw;
+    };
+    let shown = link.client_pid.load(std::sync::atomic::Ordering::Relaxed);
+    let own = link.info.load().as_ref().is_some_and(|i| i.pid == pid);
+    if !own || shown == 0 || shown == pid {
+        return frame.raw;
+    }
+    let mut rewritten = BytesMut::with_capacity(body.len());
+    rewritten.extend_from_slice(&shown.to_be_bytes());
+    rewritten.extend_from_slice(&body[4..]);
+    msg::raw_message(msg::NOTIFICATION_RESPONSE, &rewritten)
+}
+
+fn handle(
     ctx: &PgSession,
     pending: &Pending,
     state: &mut ReplyState,
@@ -241,23 +370,35 @@ fn on_frame(
         | msg::CLOSE_COMPLETE
         | msg::NO_DATA
         | msg::ROW_DESCRIPTION => {
-            pending.with(|q| {
+            let hidden = pending.with(|q| {
                 if let (msg::BIND_COMPLETE, Some(Expect::Bind { portal })) = (frame.tag, q.front())
                 {
                     state.portal_rows.remove(portal);
                 }
-                let done = matches!(
+                // The reply to a Parse or Close tollgate sent on its own is not the client's.
+                let hidden = matches!(
                     (frame.tag, q.front()),
-                    (msg::PARSE_COMPLETE, Some(Expect::Parse { .. }))
-                        | (msg::BIND_COMPLETE, Some(Expect::Bind { .. }))
-                        | (msg::CLOSE_COMPLETE, Some(Expect::Close))
-                        | (msg::NO_DATA | msg::ROW_DESCRIPTION, Some(Expect::Describe))
+                    (
+                        msg::PARSE_COMPLETE | msg::CLOSE_COMPLETE,
+                        Some(Expect::Hidden { .. })
+                    )
                 );
+                let done = hidden
+                    || matches!(
+                        (frame.tag, q.front()),
+                        (msg::PARSE_COMPLETE, Some(Expect::Parse { .. }))
+                            | (msg::BIND_COMPLETE, Some(Expect::Bind { .. }))
+                            | (msg::CLOSE_COMPLETE, Some(Expect::Close))
+                            | (msg::NO_DATA | msg::ROW_DESCRIPTION, Some(Expect::Describe))
+                    );
                 if done {
                     q.pop_front();
                 }
+                hidden
             });
-            out.extend_from_slice(&frame.raw);
+            if !hidden {
+                out.extend_from_slice(&frame.raw);
+            }
         }
         msg::ERROR_RESPONSE => {
             let timed_out =
@@ -277,7 +418,7 @@ fn on_frame(
                     ),
                 )
             });
-            on_error(ctx, pending, frame, out, own);
+            on_error(ctx, pending, state.link.as_deref(), frame, out, own);
             end_copy(pending, state);
             state.end_result();
         }
@@ -317,7 +458,17 @@ fn on_frame(
             });
             out.extend_from_slice(&frame.raw);
         }
-        msg::PARAMETER_STATUS => out.extend_from_slice(&ctx.rewrite_parameter_status(&frame)),
+        msg::PARAMETER_STATUS => {
+            let mut parts = frame.body().split(|b| *b == 0);
+            if let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+                state.seen.insert(
+                    String::from_utf8_lossy(name).into_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                );
+            }
+            out.extend_from_slice(&ctx.rewrite_parameter_status(&frame))
+        }
+        msg::NOTIFICATION_RESPONSE => out.extend_from_slice(&notification(state, frame)),
         _ => out.extend_from_slice(&frame.raw),
     }
 }
@@ -345,7 +496,14 @@ fn row_limit_end(
             "54000",
             format!("tollgate: the statement returned more than {max} rows, the most the policy allows (rule: {rule})"),
         );
-        on_error(ctx, pending, frame.clone(), out, Some(fields));
+        on_error(
+            ctx,
+            pending,
+            state.link.as_deref(),
+            frame.clone(),
+            out,
+            Some(fields),
+        );
         state.end_result();
         return true;
     }
@@ -423,10 +581,20 @@ fn is_fatal(body: &[u8]) -> bool {
 fn on_error(
     ctx: &PgSession,
     pending: &Pending,
+    link: Option<&Link>,
     frame: Frame,
     out: &mut BytesMut,
     own: Option<PgErrorFields>,
 ) {
+    // A statement tollgate prepared under its name did not make it onto the connection.
+    let forget = |name: &Option<Arc<str>>| {
+        if let (Some(name), Some(info)) = (name, link.and_then(|l| l.info.load_full())) {
+            info.prepared
+                .lock()
+                .expect("prepared statements")
+                .remove(name);
+        }
+    };
     let (code, message) = msg::error_code_and_message(frame.body());
     let err = OutcomeError {
         code,
@@ -454,9 +622,16 @@ fn on_error(
                     break;
                 }
                 match q.pop_front() {
-                    Some(Expect::Parse { refusal }) if first && may_replace => {
-                        replacement = refusal
+                    Some(Expect::Parse {
+                        refusal,
+                        server_name,
+                    }) => {
+                        forget(&server_name);
+                        if first && may_replace {
+                            replacement = refusal;
+                        }
                     }
+                    Some(Expect::Hidden { server_name }) => forget(&server_name),
                     Some(Expect::Execute { ticket, .. }) => complete(
                         ctx,
                         ticket,

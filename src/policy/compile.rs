@@ -419,6 +419,12 @@ fn merge(files: &[&Loaded], ctx: &PolicyContext) -> HashMap<String, UpstreamRule
 fn merge_block(rules: &mut SqlRules, l: &Loaded, block: &PostgresRules) {
     rules.sources.push(l.stem.clone());
     rules.passthrough |= block.profile == Profile::Passthrough;
+    // Session pooling is never taken away by another file.
+    rules.pool_mode = match (rules.pool_mode, block.pool_mode) {
+        (Some(crate::config::PoolMode::Session), _)
+        | (_, Some(crate::config::PoolMode::Session)) => Some(crate::config::PoolMode::Session),
+        (a, b) => b.or(a),
+    };
     rules.catalog |= block.catalog;
     for s in &block.statements {
         if let Some(c) = StatementClass::parse(s.get_ref()) {

@@ -15,6 +15,9 @@ use crate::refusal::Refusal;
 pub struct SessionFacts {
     /// Names of SQL-level prepared statements (PREPARE) that passed the policy in this session.
     pub sql_prepared: HashSet<String>,
+    /// The session shares server connections per transaction: every statement is analysed
+    /// (no passthrough fast path), so that state it leaves behind is known.
+    pub pooled: bool,
 }
 
 pub const DEFAULT_DENY: &str = "default-deny";
@@ -45,6 +48,23 @@ fn need_class(rules: &SqlRules, class: StatementClass, what: &str) -> Result<(),
     }
 }
 
+/// Under transaction pooling a server session is shared by turns: `currval()` and `lastval()`
+/// would read the sequence values another agent's transaction left on the connection.
+fn check_pooled(stmt: &StatementInfo) -> Result<(), Refusal> {
+    let reads_sequence_state = stmt.functions.iter().any(|f| {
+        matches!(f.schema.as_deref(), None | Some("pg_catalog"))
+            && matches!(f.name.as_str(), "currval" | "lastval")
+    });
+    if reads_sequence_state {
+        return Err(Refusal::new(
+            crate::refusal::RefusalClass::Unsupported,
+            "builtin: transaction-pooling",
+            "currval() and lastval() read state of a server session, which transaction pooling shares between agents; use INSERT ... RETURNING",
+        ));
+    }
+    Ok(())
+}
+
 fn check_statement(
     rules: &SqlRules,
     stmt: &StatementInfo,
@@ -67,6 +87,9 @@ fn check_statement(
                 },
             )?;
         }
+    }
+    if session.pooled {
+        check_pooled(stmt)?;
     }
     for f in &stmt.functions {
         if let Err(denial) = check_function(rules, f) {

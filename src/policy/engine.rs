@@ -39,6 +39,10 @@ pub struct Verdict {
     pub effects: Vec<Effect>,
     /// Masking / row-filter rewrite to apply before forwarding (allowed statements only).
     pub rewrite: Option<Arc<RewritePlan>>,
+    /// Running it may leave state in the server session beyond its transaction (SET, LISTEN,
+    /// PREPARE, temporary tables, unknown functions, ...; true when not analysed): under
+    /// transaction pooling the session then keeps its server connection.
+    pub leaves_state: bool,
 }
 
 impl Verdict {
@@ -46,12 +50,13 @@ impl Verdict {
         self.outcome != Outcome::Block
     }
 
-    fn blocked(denial: Refusal) -> Verdict {
+    pub fn blocked(denial: Refusal) -> Verdict {
         Verdict {
             outcome: Outcome::Block,
             denial: Some(denial),
             effects: Vec::new(),
             rewrite: None,
+            leaves_state: false,
         }
     }
 
@@ -124,6 +129,26 @@ pub struct Engine {
     mask_key: ArcSwap<String>,
     /// Cache lookups since start: hits, shape hits, misses (read by the metrics endpoint).
     cache_counts: [AtomicU64; 3],
+    /// Bumped whenever the cache is cleared.
+    cache_epoch: AtomicU64,
+}
+
+/// A session's handle on its (agent, upstream) scope: the scope's cache and the agent's policy
+/// as of a policy version and cache epoch.
+#[derive(Default)]
+pub struct ScopeHandle {
+    resolved: Option<(u64, u64)>,
+    cache: Option<Arc<ScopeCache>>,
+    policy: Option<Arc<AgentPolicy>>,
+    passthrough: bool,
+}
+
+impl std::fmt::Debug for ScopeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopeHandle")
+            .field("resolved", &self.resolved)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -146,10 +171,13 @@ impl Engine {
                 denial: None,
                 effects: Vec::new(),
                 rewrite: None,
+                // Not analysed: whatever it does may outlive its transaction.
+                leaves_state: true,
             }),
             schemas: ArcSwap::from_pointee(Default::default()),
             mask_key: ArcSwap::from_pointee(String::new()),
             cache_counts: Default::default(),
+            cache_epoch: AtomicU64::new(0),
         }
     }
 
@@ -223,6 +251,8 @@ impl Engine {
     fn clear_cache(&self) {
         self.cache.clear();
         self.cached.store(0, Ordering::Relaxed);
+        // Sessions' handles on the old scopes resolve again.
+        self.cache_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn snapshot(&self) -> Arc<PolicySet> {
@@ -268,13 +298,29 @@ impl Engine {
 
     /// The verdict if it needs no analysis (cached, or the passthrough fast path). Cheap: callers
     /// may run it on an async worker and send misses to `check_sql` on a blocking-friendly thread.
+    /// `analyse_all`: no passthrough fast path (a transaction-pooled session must know whether
+    /// each statement leaves session state).
     pub fn cached(
         &self,
         agent: &Arc<str>,
         upstream: &Arc<str>,
         sql_text: &str,
+        analyse_all: bool,
     ) -> Option<Arc<Verdict>> {
-        self.lookup(agent, upstream, sql_text).ok()
+        self.lookup(agent, upstream, sql_text, analyse_all).ok()
+    }
+
+    /// [`Engine::cached`] through a session's [`ScopeHandle`].
+    pub fn cached_in(
+        &self,
+        handle: &mut ScopeHandle,
+        agent: &Arc<str>,
+        upstream: &Arc<str>,
+        sql_text: &str,
+        analyse_all: bool,
+    ) -> Option<Arc<Verdict>> {
+        self.lookup_in(handle, agent, upstream, sql_text, analyse_all)
+            .ok()
     }
 
     /// The verdict on one Query/Parse text, from the cache when the same text was judged before.
@@ -285,7 +331,25 @@ impl Engine {
         sql_text: &str,
         session: &SessionFacts,
     ) -> Arc<Verdict> {
-        let miss = match self.lookup(agent, upstream, sql_text) {
+        self.check_sql_in(
+            &mut ScopeHandle::default(),
+            agent,
+            upstream,
+            sql_text,
+            session,
+        )
+    }
+
+    /// [`Engine::check_sql`] through a session's [`ScopeHandle`].
+    pub fn check_sql_in(
+        &self,
+        handle: &mut ScopeHandle,
+        agent: &Arc<str>,
+        upstream: &Arc<str>,
+        sql_text: &str,
+        session: &SessionFacts,
+    ) -> Arc<Verdict> {
+        let miss = match self.lookup_in(handle, agent, upstream, sql_text, session.pooled) {
             Ok(v) => return v,
             Err(miss) => miss,
         };
@@ -313,33 +377,68 @@ impl Engine {
         agent: &Arc<str>,
         upstream: &Arc<str>,
         sql_text: &str,
+        analyse_all: bool,
+    ) -> Result<Arc<Verdict>, Miss> {
+        self.lookup_in(
+            &mut ScopeHandle::default(),
+            agent,
+            upstream,
+            sql_text,
+            analyse_all,
+        )
+    }
+
+    /// [`Engine::lookup`] through a session's handle on its scope: re-resolved only when the
+    /// policy version or the cache changed, so a cached verdict costs two atomic loads and one
+    /// hash lookup.
+    fn lookup_in(
+        &self,
+        handle: &mut ScopeHandle,
+        agent: &Arc<str>,
+        upstream: &Arc<str>,
+        sql_text: &str,
+        analyse_all: bool,
     ) -> Result<Arc<Verdict>, Miss> {
         let version = self.version();
-        let scope = Scope {
-            version,
-            agent: agent.clone(),
-            upstream: upstream.clone(),
-        };
-        let cache = self.cache.entry(scope).or_default().clone();
-        let Some(policy) = self.agent(agent) else {
+        let epoch = self.cache_epoch.load(Ordering::Acquire);
+        if handle.resolved != Some((version, epoch)) {
+            let scope = Scope {
+                version,
+                agent: agent.clone(),
+                upstream: upstream.clone(),
+            };
+            let cache = match self.cache.get(&scope) {
+                Some(c) => c.clone(),
+                None => self.cache.entry(scope).or_default().clone(),
+            };
+            let policy = self.agent(agent);
+            // Passthrough without denies or shadow files: no analysis at all (trusted agents'
+            // fast path).
+            let passthrough = policy.as_ref().is_some_and(|p| {
+                p.with_shadow.is_none()
+                    && p.enforced
+                        .as_ref()
+                        .and_then(|m| m.get(upstream.as_ref()))
+                        .and_then(|r| r.sql())
+                        .is_some_and(|r| r.passthrough && !r.has_denies() && !r.has_protections())
+            });
+            *handle = ScopeHandle {
+                resolved: Some((version, epoch)),
+                cache: Some(cache),
+                policy,
+                passthrough,
+            };
+        }
+        let cache = handle.cache.clone().expect("resolved above");
+        let Some(policy) = handle.policy.clone() else {
             return Err(Miss {
                 policy: None,
                 cache,
                 shape: None,
             });
         };
-        // Passthrough without denies or shadow files: no analysis at all (trusted agents' fast path).
-        if policy.with_shadow.is_none() {
-            if let Some(r) = policy
-                .enforced
-                .as_ref()
-                .and_then(|m| m.get(upstream.as_ref()))
-                .and_then(|r| r.sql())
-            {
-                if r.passthrough && !r.has_denies() && !r.has_protections() {
-                    return Ok(self.allow_all.clone());
-                }
-            }
+        if handle.passthrough && !analyse_all {
+            return Ok(self.allow_all.clone());
         }
         if let Some(v) = cache.texts.get(sql_text) {
             self.cache_counts[0].fetch_add(1, Ordering::Relaxed);
@@ -401,6 +500,7 @@ impl Engine {
             .iter()
             .any(|s| s.literal_sensitive || matches!(s.kind, StatementKind::Execute { .. }));
         let effects = effects_of(&analysis);
+        let leaves_state = analysis.statements.iter().any(sql::leaves_session_state);
         let judge = |rules: Option<&super::rules::SqlRules>| match rules {
             Some(r) => decide(r, &analysis, session),
             None => Err(default_deny(format!(
@@ -429,6 +529,7 @@ impl Engine {
                 denial: Some(d),
                 effects,
                 rewrite: None,
+                leaves_state: false,
             },
             Ok(()) => match policy
                 .with_shadow
@@ -440,12 +541,14 @@ impl Engine {
                     denial: Some(d),
                     effects,
                     rewrite,
+                    leaves_state,
                 },
                 _ => Verdict {
                     outcome: Outcome::Allow,
                     denial: None,
                     effects,
                     rewrite,
+                    leaves_state,
                 },
             },
         };

@@ -88,6 +88,10 @@ pub struct PostgresRules {
     pub catalog: bool,
     #[serde(default, rename = "table")]
     pub tables: Vec<TableRule>,
+    /// `session` or `transaction`: how these agents' sessions get server connections on this
+    /// upstream, overriding the upstream's `pool_mode` (any file saying `session` wins).
+    #[serde(default)]
+    pub pool_mode: Option<crate::config::PoolMode>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -23,5 +23,5 @@ pub mod view;
 
 pub use compile::{AgentPolicy, PolicyContext, PolicySet, UpstreamInfo};
 pub use decide::SessionFacts;
-pub use engine::{Effect, Engine, Outcome, Verdict};
+pub use engine::{Effect, Engine, Outcome, ScopeHandle, Verdict};
 pub use view::AgentView;

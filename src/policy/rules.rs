@@ -249,6 +249,8 @@ pub struct SqlRules {
     pub search_path: Vec<String>,
     /// The policy files that contributed, for messages.
     pub sources: Vec<String>,
+    /// The pool mode these rules ask for (`None`: the upstream's).
+    pub pool_mode: Option<crate::config::PoolMode>,
 }
 
 impl SqlRules {

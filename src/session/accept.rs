@@ -124,10 +124,10 @@ impl Accepted {
             return None;
         }
         let agents = self.core.agents.load();
-        Some(match agents.get(user) {
-            Some((_, v)) => (v.clone(), true),
+        Some(match agents.login_verifier(user) {
+            Some(v) => (v.clone(), true),
             None => (
-                ScramVerifier::mock_for(user, self.core.mock_secret()),
+                ScramVerifier::mock_login_for(user, self.core.mock_secret()),
                 false,
             ),
         })
@@ -239,10 +239,10 @@ pub(super) fn check_token(core: &Core, user: &[u8], token: &[u8]) -> Option<Veri
         .ok()
         .filter(|n| valid_agent_name(n));
     let agents = core.agents.load();
-    let check = || match name.and_then(|n| agents.get(n)) {
-        Some((_, verifier)) => verifier.check_password(token),
+    let check = || match name.and_then(|n| agents.login_verifier(n)) {
+        Some(verifier) => verifier.check_password(token),
         None => {
-            let mock = ScramVerifier::mock_for(name.unwrap_or("?"), core.mock_secret());
+            let mock = ScramVerifier::mock_login_for(name.unwrap_or("?"), core.mock_secret());
             let _ = mock.check_password(token);
             false
         }

@@ -240,6 +240,29 @@ impl std::fmt::Debug for Latency {
     }
 }
 
+/// Writes the upstream pools' figures into the recorder (at scrape time).
+pub fn export_pools(pools: &[crate::doors::PoolView]) {
+    for p in pools {
+        let labels = [
+            ("upstream", p.upstream.clone()),
+            ("mode", p.mode.to_string()),
+        ];
+        metrics::gauge!("tollgate_pool_size", &labels).set(f64::from(p.size));
+        metrics::gauge!("tollgate_pool_connections_open", &labels).set(f64::from(p.open));
+        metrics::gauge!("tollgate_pool_connections_idle", &labels).set(p.idle as f64);
+        metrics::gauge!("tollgate_pool_waiting", &labels).set(p.waiting as f64);
+        for (name, n) in [
+            ("tollgate_pool_checkouts_total", p.checkouts),
+            ("tollgate_pool_waits_total", p.waits),
+            ("tollgate_pool_opened_total", p.opened),
+            ("tollgate_pool_closed_total", p.closed),
+            ("tollgate_pool_resets_total", p.resets),
+        ] {
+            metrics::counter!(name, &labels).absolute(n);
+        }
+    }
+}
+
 /// The Prometheus text: the per-agent counters and cache figures are written into the
 /// recorder from their atomics first, so every scrape sees current values.
 pub fn render(stats: &Stats, cache: CacheCounts) -> Option<String> {

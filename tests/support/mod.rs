@@ -157,11 +157,52 @@ pub async fn raw_login_at(addr: std::net::SocketAddr, agent: &str) -> tokio::net
     frontend::sasl_response(scram.message(), &mut buf).unwrap();
     s.write_all(&buf).await.unwrap();
     loop {
-        let (tag, _) = read_message(&mut s).await;
+        let (tag, body) = read_message(&mut s).await;
+        if tag == b'K' {
+            let pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+            LAST_BACKEND_PID.with(|p| p.set(pid));
+        }
         if tag == b'Z' {
             return s;
         }
         assert_ne!(tag, b'E', "login failed");
+    }
+}
+
+thread_local! {
+    /// The process id in the BackendKeyData of the last raw login on this thread.
+    pub static LAST_BACKEND_PID: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// A raw simple query: (the first column of each DataRow as text, the messages' tags, SQLSTATE).
+pub async fn raw_query(
+    s: &mut tokio::net::TcpStream,
+    sql: &str,
+) -> (Vec<String>, Vec<u8>, Option<String>) {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(&message(b'Q', format!("{sql}\0").as_bytes()))
+        .await
+        .unwrap();
+    let mut values = Vec::new();
+    let mut tags = Vec::new();
+    let mut code = None;
+    loop {
+        let (tag, body) = read_message(s).await;
+        tags.push(tag);
+        match tag {
+            b'D' => {
+                let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]);
+                let v = if len < 0 {
+                    String::new()
+                } else {
+                    String::from_utf8_lossy(&body[6..6 + len as usize]).into_owned()
+                };
+                values.push(v);
+            }
+            b'E' => code = error_field(&body, b'C'),
+            b'Z' => return (values, tags, code),
+            _ => {}
+        }
     }
 }
 

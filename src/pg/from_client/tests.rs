@@ -124,7 +124,13 @@ fn after_a_refused_parse_everything_up_to_sync_is_dropped() {
     let exp = r.expected();
     assert!(matches!(
         &exp[..],
-        [Expect::Parse { refusal: Some(_) }, Expect::Sync]
+        [
+            Expect::Parse {
+                refusal: Some(_),
+                ..
+            },
+            Expect::Sync
+        ]
     ));
     // Skipping ends at Sync: the next batch is judged again.
     r.send(query("SELECT id FROM orders"));
@@ -143,7 +149,10 @@ fn a_parsed_statement_is_recorded_when_executed_and_reusing_its_name_is_refused(
     assert!(matches!(
         &exp[..],
         [
-            Expect::Parse { refusal: None },
+            Expect::Parse {
+                refusal: None,
+                server_name: None,
+            },
             Expect::Bind { .. },
             Expect::Execute {
                 ticket: Some(_),
@@ -159,6 +168,7 @@ fn a_parsed_statement_is_recorded_when_executed_and_reusing_its_name_is_refused(
     let exp = r.expected();
     let [Expect::Parse {
         refusal: Some(refusal),
+        ..
     }] = &exp[..]
     else {
         panic!("{exp:?}");

@@ -37,7 +37,11 @@ fn rig_with(t: TestCore) -> Rig {
         secret: 2,
         tls: None,
     };
-    let state = ReplyState::new(&pg, cancel);
+    let state = ReplyState::new(
+        &pg,
+        std::sync::Arc::new(arc_swap::ArcSwapOption::from_pointee(cancel)),
+        None,
+    );
     Rig {
         t,
         _accepted: accepted,
@@ -60,6 +64,7 @@ impl Rig {
             denial: None,
             effects: Vec::new(),
             rewrite: None,
+            leaves_state: false,
         };
         self.pg
             .decide(sql, &allowed, &Limits::default())
@@ -133,7 +138,10 @@ fn after_an_error_in_a_batch_the_rest_up_to_sync_is_not_executed() {
     let mut r = rig();
     let first = r.ticket("SELECT 1/0");
     let second = r.ticket("SELECT 2");
-    r.pending.push(Expect::Parse { refusal: None });
+    r.pending.push(Expect::Parse {
+        refusal: None,
+        server_name: None,
+    });
     r.pending.push(Expect::Bind { portal: "".into() });
     r.pending.push(Expect::Execute {
         ticket: Some(first),
@@ -172,6 +180,7 @@ fn a_refused_parse_swaps_in_tollgates_error_and_skips_to_sync() {
     let mut r = rig();
     r.pending.push(Expect::Parse {
         refusal: Some(refusal()),
+        server_name: None,
     });
     r.pending.push(Expect::Sync);
     r.feed(server_error(
@@ -189,7 +198,10 @@ fn syncs_the_server_ignored_during_copy_in_are_dropped() {
     let mut r = rig();
     let copy = r.ticket("COPY orders FROM STDIN");
     // tokio-postgres: Parse, Bind, Execute, Sync (ignored in copy-in), data, CopyDone, Sync.
-    r.pending.push(Expect::Parse { refusal: None });
+    r.pending.push(Expect::Parse {
+        refusal: None,
+        server_name: None,
+    });
     r.pending.push(Expect::Bind { portal: "".into() });
     r.pending.push(Expect::Execute {
         ticket: Some(copy),

@@ -54,6 +54,8 @@ pub(super) fn kind(stmt: &NodeEnum) -> Result<StatementKind, AnalyzeError> {
         },
         NodeEnum::DeclareCursorStmt(d) => K::DeclareCursor {
             name: d.portalname.clone(),
+            // CURSOR_OPT_HOLD in PostgreSQL's parsenodes.h.
+            hold: d.options & 0x0020 != 0,
         },
         NodeEnum::FetchStmt(_) => K::FetchOrMove,
         NodeEnum::ClosePortalStmt(_) => K::ClosePortal,

@@ -43,6 +43,7 @@ mod json;
 mod names;
 mod query;
 mod runner;
+mod session_state;
 mod utility;
 mod walker;
 
@@ -66,6 +67,7 @@ mod tests_utility;
 pub use builtins::{is_safe_builtin_function, is_sequence_function};
 pub use fingerprint::{fingerprint, structural_tokens, ScannedToken};
 pub use pg_query::protobuf::Token;
+pub use session_state::leaves_session_state;
 
 /// The result of analysing one SQL string: one entry per statement, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -225,6 +227,8 @@ pub enum StatementKind {
     /// Relations are those of the cursor query.
     DeclareCursor {
         name: String,
+        /// `WITH HOLD`: the cursor outlives its transaction.
+        hold: bool,
     },
     FetchOrMove,
     ClosePortal,

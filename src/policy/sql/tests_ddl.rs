@@ -64,12 +64,18 @@ fn wrapped_statements() -> Vec<Case> {
         case("EXPLAIN EXECUTE p(1)", K::Explain { analyze: false }, &[]),
         case(
             "DECLARE c CURSOR FOR SELECT * FROM secrets",
-            K::DeclareCursor { name: "c".into() },
+            K::DeclareCursor {
+                name: "c".into(),
+                hold: false,
+            },
             s,
         ),
         case(
             "DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT s FROM secrets ORDER BY 1",
-            K::DeclareCursor { name: "c".into() },
+            K::DeclareCursor {
+                name: "c".into(),
+                hold: true,
+            },
             s,
         ),
         case(

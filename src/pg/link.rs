@@ -1,0 +1,145 @@
+//! The server connection a session is using, shared by its two relay halves.
+//!
+//! In session pooling the session keeps one server connection for its life. In transaction
+//! pooling the client half checks a connection out when the client sends something and none is
+//! attached, and hands its reading half to the reply half (`attach`); the reply half reads until
+//! a ReadyForQuery `I` leaves nothing owed, then lets go of the reader (`detached`), and the
+//! client half checks the connection back in — unless the client sent more meanwhile, or the
+//! session left state on it (then it stays pinned to this session). The reading half lives in a
+//! slot the reply half locks while it reads, so it is never lost when a half stops.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::{watch, Mutex, Notify};
+
+use super::cancel::{CancelSlot, CancelTarget};
+use super::frame::FrameReader;
+use super::pool::{Pool, Server, ServerInfo, SettingsKey};
+use crate::config::PoolMode;
+use crate::tls::{NetRead, NetWrite};
+
+pub type ServerReader = FrameReader<NetRead>;
+
+pub struct Link {
+    pub mode: PoolMode,
+    pub pool: Arc<Pool>,
+    pub key: Arc<SettingsKey>,
+    /// The attached connection's reading half; the reply half holds the lock while it reads.
+    pub reader: Mutex<Option<ServerReader>>,
+    /// Bumped at every attach, so a reply half that let go knows when to read again.
+    attached: watch::Sender<u64>,
+    /// The reply half let go of the reader at the end of a transaction.
+    pub detached: Notify,
+    /// The attached connection, for pids and parameters; `None` between transactions.
+    pub info: ArcSwapOption<ServerInfo>,
+    /// Where cancels go (also registered under the client's key).
+    pub cancel: CancelSlot,
+    /// The session left state on its connection (SET, LISTEN, PREPARE, temporary tables, ...):
+    /// it keeps that connection, which is reset before anyone else gets it.
+    pinned: AtomicBool,
+    /// The process id the client was shown (BackendKeyData), for notifications' sender.
+    pub client_pid: std::sync::atomic::AtomicI32,
+}
+
+/// The writing half and the rest of a checked-out connection, kept by the client half.
+pub struct Attached {
+    pub writer: NetWrite,
+    pub info: Arc<ServerInfo>,
+    key: Arc<SettingsKey>,
+    created: std::time::Instant,
+    generation: u64,
+    slot: super::pool::PoolSlot,
+}
+
+impl Link {
+    pub fn new(mode: PoolMode, pool: Arc<Pool>, key: Arc<SettingsKey>) -> Link {
+        Link {
+            mode,
+            pool,
+            key,
+            reader: Mutex::new(None),
+            attached: watch::channel(0).0,
+            detached: Notify::new(),
+            info: ArcSwapOption::empty(),
+            cancel: Arc::new(ArcSwapOption::empty()),
+            pinned: AtomicBool::new(false),
+            client_pid: std::sync::atomic::AtomicI32::new(0),
+        }
+    }
+
+    pub fn pooled_by_transaction(&self) -> bool {
+        self.mode == PoolMode::Transaction
+    }
+
+    pub fn pin(&self) {
+        if self.pool.settings.isolation {
+            self.pinned.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn pinned(&self) -> bool {
+        self.pinned.load(Ordering::Relaxed)
+    }
+
+    /// Hands `server`'s reading half to the reply half; returns the rest for the client half.
+    pub async fn attach(&self, server: Server) -> Attached {
+        let Server {
+            reader,
+            writer,
+            info,
+            key,
+            created,
+            generation,
+            slot,
+            ..
+        } = server;
+        self.cancel.store(Some(Arc::new(CancelTarget {
+            addr: info.addr,
+            pid: info.pid,
+            secret: info.secret,
+            tls: self.pool.target().tls.clone(),
+        })));
+        self.info.store(Some(info.clone()));
+        *self.reader.lock().await = Some(reader);
+        self.resume();
+        Attached {
+            writer,
+            info,
+            key,
+            created,
+            generation,
+            slot,
+        }
+    }
+
+    /// Lets the reply half read the attached connection again (after it let go).
+    pub fn resume(&self) {
+        self.attached.send_modify(|n| *n += 1);
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.attached.subscribe()
+    }
+
+    /// Takes the reading half back (the reply half must have let go) and rebuilds the whole
+    /// connection; `None` if the reader is not there.
+    pub async fn detach(&self, rest: Attached) -> Result<Server, Attached> {
+        let Some(reader) = self.reader.lock().await.take() else {
+            return Err(rest);
+        };
+        self.cancel.store(None);
+        self.info.store(None);
+        Ok(Server {
+            reader,
+            writer: rest.writer,
+            info: rest.info,
+            key: rest.key,
+            created: rest.created,
+            idle_since: std::time::Instant::now(),
+            generation: rest.generation,
+            slot: rest.slot,
+        })
+    }
+}

@@ -1,0 +1,420 @@
+//! Server connections to one PostgreSQL upstream, logged in once with the vaulted credentials
+//! and shared by agent sessions: `pool_size` at most, a checkout queue with a timeout, idle and
+//! lifetime limits, `min_idle` kept warm, health checks at checkout, and credential rotation
+//! (a new generation: older connections are closed as they come back, never handed out).
+//!
+//! A connection is handed only to a session that asked for the same startup settings it was
+//! opened with ([`SettingsKey`]); one that ran anything that leaves session state behind is
+//! reset (`DISCARD ALL`) before another session can get it. Every connection holds a
+//! [`PoolSlot`]: however it ends (closed, broken, dropped with a session), its room in the pool
+//! is given back.
+
+pub mod server;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+pub use server::{Server, ServerInfo, SettingsKey};
+
+use super::upstream::{self, UpstreamError, UpstreamTarget};
+use crate::config::PoolSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("no server connection of pool \"{pool}\" became free within {} ms", .waited.as_millis())]
+    Timeout { pool: String, waited: Duration },
+    #[error("{0}")]
+    Upstream(#[from] UpstreamError),
+}
+
+/// One connection's room in its pool (counted in `open`); given back when dropped.
+pub struct PoolSlot {
+    pool: Arc<Pool>,
+    /// False for a slot that was never handed out (its count is taken back by hand).
+    armed: bool,
+}
+
+impl Drop for PoolSlot {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.lock().open -= 1;
+            self.pool.wake_for_room();
+        }
+    }
+}
+
+impl std::fmt::Debug for PoolSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PoolSlot")
+    }
+}
+
+/// What a waiting checkout is given: a connection, or room to open one.
+enum Grant {
+    Server(Server),
+    Room(PoolSlot),
+}
+
+struct Waiter {
+    key: Arc<SettingsKey>,
+    tx: oneshot::Sender<Grant>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Idle connections, most recently used last.
+    idle: Vec<Server>,
+    /// Connections open or being opened (idle + handed out + connecting): the slots alive.
+    open: u32,
+    waiters: VecDeque<Waiter>,
+    /// The settings last asked for (what `min_idle` connections are opened with).
+    last_key: Option<Arc<SettingsKey>>,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Default)]
+pub struct PoolCounters {
+    pub checkouts: AtomicU64,
+    pub waits: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub opened: AtomicU64,
+    pub closed: AtomicU64,
+    pub resets: AtomicU64,
+}
+
+pub struct Pool {
+    pub name: String,
+    pub settings: PoolSettings,
+    target: ArcSwap<UpstreamTarget>,
+    /// Bumped when the vaulted credentials change: connections of older generations are closed.
+    generation: AtomicU64,
+    state: Mutex<State>,
+    connect_timeout: Duration,
+    pub counters: PoolCounters,
+    /// What the last connection opened with each settings reported at login (its
+    /// ParameterStatus): a transaction-pooled session's login shows it without a connection.
+    templates: Mutex<std::collections::HashMap<Arc<SettingsKey>, Arc<ServerInfo>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("name", &self.name).finish()
+    }
+}
+
+enum Next {
+    Got(Server),
+    Open(PoolSlot, Option<Server>),
+    Wait(oneshot::Receiver<Grant>),
+}
+
+impl Pool {
+    pub fn new(target: UpstreamTarget, settings: PoolSettings, connect_timeout: Duration) -> Pool {
+        Pool {
+            name: target.name.clone(),
+            settings,
+            target: ArcSwap::from_pointee(target),
+            generation: AtomicU64::new(1),
+            state: Mutex::new(State::default()),
+            connect_timeout,
+            counters: PoolCounters::default(),
+            templates: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// What a connection opened with `key` reports at login, if one was opened already.
+    pub fn template(&self, key: &Arc<SettingsKey>) -> Option<Arc<ServerInfo>> {
+        self.templates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The upstream with its current credentials.
+    pub fn target(&self) -> Arc<UpstreamTarget> {
+        self.target.load_full()
+    }
+
+    /// New credentials: new connections use them; older ones are closed as they come back.
+    pub fn set_target(self: &Arc<Self>, target: UpstreamTarget) {
+        self.target.store(Arc::new(target));
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let stale = std::mem::take(&mut self.lock().idle);
+        self.close(stale);
+    }
+
+    /// The pool as operators see it.
+    pub fn view(&self, mode: &'static str) -> crate::doors::PoolView {
+        let (open, idle, waiting) = self.sizes();
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        crate::doors::PoolView {
+            upstream: self.name.clone(),
+            mode,
+            size: self.settings.size,
+            open,
+            idle,
+            waiting,
+            checkouts: n(&self.counters.checkouts),
+            waits: n(&self.counters.waits),
+            timeouts: n(&self.counters.timeouts),
+            opened: n(&self.counters.opened),
+            closed: n(&self.counters.closed),
+            resets: n(&self.counters.resets),
+        }
+    }
+
+    /// (open, idle, waiting) right now.
+    pub fn sizes(&self) -> (u32, usize, usize) {
+        let st = self.lock();
+        (st.open, st.idle.len(), st.waiters.len())
+    }
+
+    fn current(&self, s: &Server) -> bool {
+        s.generation == self.generation.load(Ordering::SeqCst)
+            && s.created.elapsed() < self.settings.max_lifetime
+    }
+
+    /// A connection opened with `key`'s settings: an idle one, a new one, or the next one to
+    /// come back; within `checkout_timeout`.
+    pub async fn checkout(
+        self: &Arc<Self>,
+        key: &Arc<SettingsKey>,
+    ) -> Result<Server, CheckoutError> {
+        self.counters.checkouts.fetch_add(1, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + self.settings.checkout_timeout;
+        loop {
+            match self.next(key) {
+                Next::Got(mut s) => {
+                    if self.current(&s) && s.looks_alive().await {
+                        return Ok(s);
+                    }
+                    self.close(vec![s]);
+                }
+                Next::Open(slot, evicted) => {
+                    if let Some(old) = evicted {
+                        self.close(vec![old]);
+                    }
+                    return self.open(key, slot).await;
+                }
+                Next::Wait(rx) => {
+                    self.counters.waits.fetch_add(1, Ordering::Relaxed);
+                    match tokio::time::timeout_at(deadline, rx).await {
+                        Ok(Ok(Grant::Server(s))) => return Ok(s),
+                        Ok(Ok(Grant::Room(slot))) => return self.open(key, slot).await,
+                        // The pool dropped our waiter (it never does): look again.
+                        Ok(Err(_)) => {}
+                        Err(_) => {
+                            self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!("tollgate_pool_checkout_timeouts_total", "upstream" => self.name.clone())
+                                .increment(1);
+                            return Err(CheckoutError::Timeout {
+                                pool: self.name.clone(),
+                                waited: self.settings.checkout_timeout,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn next(self: &Arc<Self>, key: &Arc<SettingsKey>) -> Next {
+        let mut st = self.lock();
+        st.last_key = Some(key.clone());
+        if let Some(i) = st.idle.iter().rposition(|s| s.key == *key) {
+            return Next::Got(st.idle.remove(i));
+        }
+        if st.open < self.settings.size {
+            st.open += 1;
+            return Next::Open(self.slot(), None);
+        }
+        if !st.idle.is_empty() {
+            // Full, but idle connections of other settings: replace the least recently used.
+            // Its slot becomes ours: count the new one before the old one goes.
+            st.open += 1;
+            let old = st.idle.remove(0);
+            return Next::Open(self.slot(), Some(old));
+        }
+        let (tx, rx) = oneshot::channel();
+        st.waiters.push_back(Waiter {
+            key: key.clone(),
+            tx,
+        });
+        Next::Wait(rx)
+    }
+
+    /// A slot for a connection already counted in `open`.
+    fn slot(self: &Arc<Self>) -> PoolSlot {
+        PoolSlot {
+            pool: self.clone(),
+            armed: true,
+        }
+    }
+
+    /// Opens a connection into `slot`.
+    async fn open(&self, key: &Arc<SettingsKey>, slot: PoolSlot) -> Result<Server, CheckoutError> {
+        let target = self.target();
+        let generation = self.generation.load(Ordering::SeqCst);
+        let conn = upstream::connect(&target, &key.0, self.connect_timeout).await?;
+        self.counters.opened.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("tollgate_upstream_connections", "upstream" => self.name.clone())
+            .increment(1.0);
+        let server = Server::new(conn, key.clone(), generation, slot);
+        self.templates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), server.info.clone());
+        Ok(server)
+    }
+
+    /// A connection comes back. `clean`: nothing it ran left session state behind; otherwise it
+    /// is reset first. `usable`: false when the session ended mid-statement or the connection
+    /// broke: it is closed.
+    pub fn checkin(self: &Arc<Self>, server: Server, clean: bool, usable: bool) {
+        if !usable || !self.current(&server) {
+            self.close(vec![server]);
+            return;
+        }
+        if clean || !self.settings.isolation {
+            self.give(server);
+            return;
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let mut server = server;
+            pool.counters.resets.fetch_add(1, Ordering::Relaxed);
+            if server.reset(pool.connect_timeout).await {
+                pool.give(server);
+            } else {
+                warn!(pool = %pool.name, "a server connection could not be reset; closed");
+                pool.close(vec![server]);
+            }
+        });
+    }
+
+    /// A usable connection goes to the first waiter for its settings, else to the idle list;
+    /// while others wait for other settings it is closed, which gives them room.
+    fn give(self: &Arc<Self>, mut server: Server) {
+        server.idle_since = Instant::now();
+        let mut st = self.lock();
+        while let Some(i) = st.waiters.iter().position(|w| w.key == server.key) {
+            let w = st.waiters.remove(i).expect("position is valid");
+            match w.tx.send(Grant::Server(server)) {
+                Ok(()) => return,
+                // That waiter gave up: try the next one.
+                Err(Grant::Server(s)) => server = s,
+                Err(Grant::Room(_)) => return,
+            }
+        }
+        if !st.waiters.is_empty() {
+            drop(st);
+            self.close(vec![server]);
+            return;
+        }
+        st.idle.push(server);
+    }
+
+    /// Room for one more connection: the first waiter that still waits may open it.
+    fn wake_for_room(self: &Arc<Self>) {
+        let mut st = self.lock();
+        while st.open < self.settings.size {
+            let Some(w) = st.waiters.pop_front() else {
+                return;
+            };
+            st.open += 1;
+            match w.tx.send(Grant::Room(self.slot())) {
+                Ok(()) => return,
+                // That waiter gave up: take the count back by hand (its drop must not, under
+                // this lock) and try the next one.
+                Err(Grant::Room(mut slot)) => {
+                    slot.armed = false;
+                    st.open -= 1;
+                }
+                Err(Grant::Server(_)) => st.open -= 1,
+            }
+        }
+    }
+
+    /// Closes `servers` (a polite Terminate, off the caller's path); their slots are freed.
+    fn close(self: &Arc<Self>, servers: Vec<Server>) {
+        if servers.is_empty() {
+            return;
+        }
+        let n = servers.len() as u64;
+        self.counters.closed.fetch_add(n, Ordering::Relaxed);
+        metrics::gauge!("tollgate_upstream_connections", "upstream" => self.name.clone())
+            .decrement(n as f64);
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    for s in servers {
+                        s.close().await;
+                    }
+                });
+            }
+            Err(_) => drop(servers),
+        }
+    }
+
+    /// Housekeeping, every second until `stop`: closes idle connections past `idle_timeout`
+    /// (beyond `min_idle`) or `max_lifetime`, and opens connections up to `min_idle`.
+    pub async fn maintain(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => return,
+            }
+            let (expired, slots, key) = {
+                let mut st = self.lock();
+                let min_idle = self.settings.min_idle as usize;
+                let idle = std::mem::take(&mut st.idle);
+                let n = idle.len();
+                let (mut keep, mut expired) = (Vec::new(), Vec::new());
+                for (i, s) in idle.into_iter().enumerate() {
+                    // The most recently used are at the end: they are the ones kept.
+                    let beyond_min = n - i > min_idle;
+                    let too_idle =
+                        beyond_min && s.idle_since.elapsed() >= self.settings.idle_timeout;
+                    if too_idle || !self.current(&s) {
+                        expired.push(s);
+                    } else {
+                        keep.push(s);
+                    }
+                }
+                st.idle = keep;
+                // Slots of the expired are freed when they are dropped; count the room now.
+                let open_after = st.open - expired.len() as u32;
+                let missing = min_idle.saturating_sub(st.idle.len());
+                let room = self.settings.size.saturating_sub(open_after) as usize;
+                let missing = missing.min(room) as u32;
+                st.open += missing;
+                let slots: Vec<PoolSlot> = (0..missing).map(|_| self.slot()).collect();
+                (expired, slots, st.last_key.clone().unwrap_or_default())
+            };
+            if !expired.is_empty() {
+                debug!(pool = %self.name, n = expired.len(), "closing expired idle connections");
+                self.close(expired);
+            }
+            for slot in slots {
+                match self.open(&key, slot).await {
+                    Ok(s) => self.give(s),
+                    Err(e) => {
+                        debug!(pool = %self.name, error = %e, "could not open a min_idle connection");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

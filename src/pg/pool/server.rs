@@ -1,0 +1,247 @@
+//! One pooled server connection: logged in once with the vaulted credentials and the startup
+//! settings of its key, with what tollgate knows about it (backend key, reported parameters,
+//! the statements prepared on it under tollgate's names).
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
+use crate::pg::backend as msg;
+use crate::pg::frame::{Frame, FrameReader};
+use crate::pg::upstream::UpstreamConn;
+use crate::tls::{NetRead, NetWrite};
+
+/// What a server connection is for: the startup settings it was opened with (sorted), and the
+/// pool mode of the sessions it serves. Connections are only handed to sessions that asked for
+/// exactly these: `RESET`/`DISCARD ALL` bring a connection back to its settings, so nothing one
+/// session set can reach another; and connections shared per transaction (whose sessions
+/// cannot read session state) never serve session-mode sessions (which can, and are reset).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct SettingsKey(pub Vec<(String, String)>, pub bool);
+
+impl SettingsKey {
+    pub fn new(settings: &[(String, String)], per_transaction: bool) -> SettingsKey {
+        let mut v: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        v.sort();
+        SettingsKey(v, per_transaction)
+    }
+}
+
+/// Most statements one server connection keeps prepared under tollgate's names.
+pub const PREPARED_PER_CONNECTION: usize = 256;
+
+/// The statements prepared on one server connection under tollgate's names, oldest first (the
+/// oldest is closed on the server when the bound is reached).
+#[derive(Debug, Default)]
+pub struct Prepared {
+    names: HashSet<Arc<str>>,
+    order: VecDeque<Arc<str>>,
+}
+
+impl Prepared {
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// Records `name`; returns the name to close on the server if the bound was passed.
+    pub fn insert(&mut self, name: Arc<str>) -> Option<Arc<str>> {
+        if !self.names.insert(name.clone()) {
+            return None;
+        }
+        self.order.push_back(name);
+        if self.order.len() > PREPARED_PER_CONNECTION {
+            let old = self.order.pop_front()?;
+            self.names.remove(&old);
+            return Some(old);
+        }
+        None
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        if self.names.remove(name) {
+            self.order.retain(|n| &**n != name);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.names.clear();
+        self.order.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// What both relay halves may need to know about the attached server connection.
+#[derive(Debug)]
+pub struct ServerInfo {
+    pub addr: SocketAddr,
+    pub pid: i32,
+    pub secret: i32,
+    /// ParameterStatus as the server reported it at login (name, value).
+    pub params: Vec<(String, String)>,
+    /// The raw ParameterStatus frames of the login, for a session's first view.
+    pub param_frames: Vec<Frame>,
+    /// Statements prepared on this connection under tollgate's names (transaction pooling).
+    pub prepared: Mutex<Prepared>,
+    /// Which session's statement holds the unnamed statement slot, if tollgate knows.
+    pub unnamed_owner: Mutex<Option<(u64, u64)>>,
+}
+
+/// A pooled server connection, whole (both halves), as the pool keeps it.
+pub struct Server {
+    pub reader: FrameReader<NetRead>,
+    pub writer: NetWrite,
+    pub info: Arc<ServerInfo>,
+    pub key: Arc<SettingsKey>,
+    pub created: Instant,
+    pub idle_since: Instant,
+    pub generation: u64,
+    /// Its room in the pool, given back however the connection ends.
+    pub slot: super::PoolSlot,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("pid", &self.info.pid)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+fn param_of(frame: &Frame) -> Option<(String, String)> {
+    let mut parts = frame.body().split(|b| *b == 0);
+    let name = std::str::from_utf8(parts.next()?).ok()?.to_string();
+    let value = std::str::from_utf8(parts.next()?).ok()?.to_string();
+    Some((name, value))
+}
+
+impl Server {
+    pub fn new(
+        conn: UpstreamConn,
+        key: Arc<SettingsKey>,
+        generation: u64,
+        slot: super::PoolSlot,
+    ) -> Server {
+        let params = conn.parameter_frames.iter().filter_map(param_of).collect();
+        let now = Instant::now();
+        Server {
+            reader: conn.reader,
+            writer: conn.writer,
+            info: Arc::new(ServerInfo {
+                addr: conn.addr,
+                pid: conn.backend_pid,
+                secret: conn.backend_secret,
+                params,
+                param_frames: conn.parameter_frames,
+                prepared: Mutex::new(Prepared::default()),
+                unnamed_owner: Mutex::new(None),
+            }),
+            key,
+            created: now,
+            idle_since: now,
+            generation,
+            slot,
+        }
+    }
+
+    /// Whether the connection still looks usable: nothing may be waiting to be read on an idle
+    /// connection (data means a protocol surprise, end of file a server that went away).
+    pub async fn looks_alive(&mut self) -> bool {
+        self.reader.quiet().await
+    }
+
+    /// Brings the connection back to its key's state: `DISCARD ALL` (closes portals and cursors,
+    /// resets settings to the startup values, drops prepared statements, temporary tables,
+    /// advisory locks and LISTENs). `false` if the server did not answer as expected: close it.
+    pub async fn reset(&mut self, timeout: std::time::Duration) -> bool {
+        let query = msg::raw_message(b'Q', b"DISCARD ALL\0");
+        let run = async {
+            self.writer.write_all(&query).await.ok()?;
+            let mut ok = false;
+            loop {
+                let f = self.reader.next().await.ok()??;
+                match f.tag {
+                    msg::COMMAND_COMPLETE => ok = f.body().starts_with(b"DISCARD ALL"),
+                    msg::ERROR_RESPONSE => ok = false,
+                    msg::READY_FOR_QUERY => return Some(ok && f.body().first() == Some(&b'I')),
+                    _ => {}
+                }
+            }
+        };
+        let ok = matches!(tokio::time::timeout(timeout, run).await, Ok(Some(true)));
+        if ok {
+            self.info.prepared.lock().expect("prepared").clear();
+            *self.info.unnamed_owner.lock().expect("unnamed") = None;
+        }
+        ok
+    }
+
+    /// Ends the connection politely (Terminate), without waiting.
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            self.writer.write_all(&msg::raw_message(b'X', &[])),
+        )
+        .await;
+    }
+}
+
+/// The raw ParameterStatus frame for (name, value).
+pub fn parameter_status(name: &str, value: &str) -> Bytes {
+    msg::parameter_status(name, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepared_statements_are_bounded_oldest_first() {
+        let mut p = Prepared::default();
+        for i in 0..PREPARED_PER_CONNECTION {
+            assert_eq!(p.insert(format!("s{i}").into()), None);
+        }
+        assert_eq!(p.insert("s0".into()), None, "already there");
+        assert_eq!(p.insert("new".into()).as_deref(), Some("s0"));
+        assert!(!p.contains("s0") && p.contains("new"));
+        assert_eq!(p.len(), PREPARED_PER_CONNECTION);
+        p.remove("new");
+        assert!(!p.contains("new"));
+    }
+
+    #[test]
+    fn settings_keys_ignore_order_and_name_case() {
+        let a = SettingsKey::new(
+            &[("DateStyle".into(), "ISO".into()), ("a".into(), "1".into())],
+            true,
+        );
+        let b = SettingsKey::new(
+            &[("a".into(), "1".into()), ("datestyle".into(), "ISO".into())],
+            true,
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, SettingsKey::new(&[("a".into(), "2".into())], true));
+        let s = SettingsKey::new(
+            &[("a".into(), "1".into()), ("datestyle".into(), "ISO".into())],
+            false,
+        );
+        assert_ne!(
+            a, s,
+            "session-mode sessions never get per-transaction connections"
+        );
+    }
+}

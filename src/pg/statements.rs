@@ -1,0 +1,201 @@
+//! The client's named prepared statements under transaction pooling. A client's statement can
+//! run on any server connection of the pool, so tollgate prepares it there under a name of its
+//! own — `tg_` and the SHA-256 of the text as forwarded and its parameter types, so two different
+//! statements never share a name and every session preparing the same one shares it — and
+//! prepares it again on a connection that does not have it yet, before the Bind or Describe that
+//! needs it. The client's names stay the client's: they are rewritten in Bind and Describe.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+
+use super::backend as msg;
+use super::frame::Frame;
+use super::frontend as fe;
+use super::pending::{Expect, Pending};
+use super::pool::ServerInfo;
+
+/// A statement as tollgate prepares it on server connections.
+#[derive(Debug, Clone)]
+pub struct ServerStatement {
+    pub name: Arc<str>,
+    /// The Parse message under `name` (the text as forwarded, the client's parameter types).
+    pub parse: Bytes,
+}
+
+/// The client's unnamed statement, and which (session, parse) put it on a connection.
+#[derive(Debug, Clone)]
+pub struct Unnamed {
+    pub parse: Bytes,
+    pub owner: (u64, u64),
+}
+
+/// `forwarded` is the Parse message about to be sent (the client's, or its masking rewrite),
+/// named `client_name`: the same statement under tollgate's name.
+pub fn server_statement(forwarded: &Bytes, client_name: &str) -> ServerStatement {
+    let body = &forwarded[5..];
+    // name\0 text\0 types: everything after the name identifies the statement.
+    let rest = &body[client_name.len() + 1..];
+    let digest = Sha256::digest(rest);
+    let name: Arc<str> = format!("tg_{}", hex::encode(&digest[..16])).into();
+    let mut out = BytesMut::with_capacity(body.len() + 40);
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+    out.put_slice(rest);
+    ServerStatement {
+        parse: msg::raw_message(fe::PARSE, &out),
+        name,
+    }
+}
+
+fn close_statement(name: &str) -> Bytes {
+    let mut body = BytesMut::with_capacity(name.len() + 2);
+    body.put_u8(b'S');
+    body.put_slice(name.as_bytes());
+    body.put_u8(0);
+    msg::raw_message(fe::CLOSE, &body)
+}
+
+/// What the reply to a Parse or Close looks like when tollgate gives it itself.
+pub fn parse_complete() -> Bytes {
+    msg::raw_message(msg::PARSE_COMPLETE, &[])
+}
+
+pub fn close_complete() -> Bytes {
+    msg::raw_message(msg::CLOSE_COMPLETE, &[])
+}
+
+/// Sends `stmt`'s Parse to the connection unless it has it already (its reply is hidden from
+/// the client); at the connection's bound the oldest statement is closed there first.
+pub fn ensure_prepared(
+    server: &ServerInfo,
+    stmt: &ServerStatement,
+    pending: &Pending,
+    out: &mut BytesMut,
+) {
+    let evicted = {
+        let mut prepared = server.prepared.lock().expect("prepared statements");
+        if prepared.contains(&stmt.name) {
+            return;
+        }
+        prepared.insert(stmt.name.clone())
+    };
+    if let Some(old) = evicted {
+        pending.push(Expect::Hidden { server_name: None });
+        out.extend_from_slice(&close_statement(&old));
+    }
+    pending.push(Expect::Hidden {
+        server_name: Some(stmt.name.clone()),
+    });
+    out.extend_from_slice(&stmt.parse);
+}
+
+/// The client's Parse of `stmt`: forwarded under tollgate's name, or answered by tollgate when
+/// the connection already has it.
+pub fn parse(server: &ServerInfo, stmt: &ServerStatement, pending: &Pending, out: &mut BytesMut) {
+    let evicted = {
+        let mut prepared = server.prepared.lock().expect("prepared statements");
+        if prepared.contains(&stmt.name) {
+            drop(prepared);
+            pending.push(Expect::Synthetic(parse_complete()));
+            return;
+        }
+        prepared.insert(stmt.name.clone())
+    };
+    if let Some(old) = evicted {
+        pending.push(Expect::Hidden { server_name: None });
+        out.extend_from_slice(&close_statement(&old));
+    }
+    pending.push(Expect::Parse {
+        refusal: None,
+        server_name: Some(stmt.name.clone()),
+    });
+    out.extend_from_slice(&stmt.parse);
+}
+
+/// The client's unnamed statement is on this connection, or is put back there first.
+pub fn ensure_unnamed(
+    server: &ServerInfo,
+    unnamed: &Unnamed,
+    pending: &Pending,
+    out: &mut BytesMut,
+) {
+    let mut owner = server.unnamed_owner.lock().expect("unnamed statement");
+    if *owner == Some(unnamed.owner) {
+        return;
+    }
+    *owner = Some(unnamed.owner);
+    pending.push(Expect::Hidden { server_name: None });
+    out.extend_from_slice(&unnamed.parse);
+}
+
+/// A Bind naming `server_name` instead of the client's statement name.
+pub fn renamed_bind(frame: &Frame, portal: &str, statement: &str, server_name: &str) -> Bytes {
+    let body = frame.body();
+    let tail = &body[portal.len() + 1 + statement.len() + 1..];
+    let mut out = BytesMut::with_capacity(body.len() + server_name.len());
+    out.put_slice(portal.as_bytes());
+    out.put_u8(0);
+    out.put_slice(server_name.as_bytes());
+    out.put_u8(0);
+    out.put_slice(tail);
+    msg::raw_message(fe::BIND, &out)
+}
+
+/// A Describe of statement `server_name`.
+pub fn renamed_describe(server_name: &str) -> Bytes {
+    let mut body = BytesMut::with_capacity(server_name.len() + 2);
+    body.put_u8(b'S');
+    body.put_slice(server_name.as_bytes());
+    body.put_u8(0);
+    msg::raw_message(fe::DESCRIBE, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_msg(name: &str, sql: &str, types: &[i32]) -> Bytes {
+        let mut body = BytesMut::new();
+        body.put_slice(name.as_bytes());
+        body.put_u8(0);
+        body.put_slice(sql.as_bytes());
+        body.put_u8(0);
+        body.put_i16(types.len() as i16);
+        for t in types {
+            body.put_i32(*t);
+        }
+        msg::raw_message(fe::PARSE, &body)
+    }
+
+    #[test]
+    fn the_same_statement_gets_the_same_name_whatever_the_client_called_it() {
+        let a = server_statement(&parse_msg("s1", "SELECT $1", &[23]), "s1");
+        let b = server_statement(&parse_msg("other", "SELECT $1", &[23]), "other");
+        let c = server_statement(&parse_msg("s1", "SELECT $1", &[25]), "s1");
+        let d = server_statement(&parse_msg("s1", "SELECT $1 ", &[23]), "s1");
+        assert_eq!(a.name, b.name);
+        assert_eq!(a.parse, b.parse);
+        assert_ne!(a.name, c.name, "parameter types are part of the statement");
+        assert_ne!(a.name, d.name);
+        assert!(a.name.starts_with("tg_") && a.name.len() == 35);
+        assert_eq!(&a.parse[5..5 + a.name.len()], a.name.as_bytes());
+    }
+
+    #[test]
+    fn a_bind_keeps_everything_but_the_statement_name() {
+        let mut body = BytesMut::new();
+        body.put_slice(b"p\0s1\0");
+        body.put_slice(&[0, 0, 0, 1, 0, 0, 0, 1, b'7', 0, 0]);
+        let raw = msg::raw_message(fe::BIND, &body);
+        let frame = Frame { tag: fe::BIND, raw };
+        let out = renamed_bind(&frame, "p", "s1", "tg_x");
+        assert_eq!(&out[5..], b"p\0tg_x\0\0\0\0\x01\0\0\0\x01\x37\0\0");
+        let f = Frame {
+            tag: fe::BIND,
+            raw: out,
+        };
+        assert_eq!(fe::bind_names(&f).unwrap(), ("p", "tg_x"));
+    }
+}
