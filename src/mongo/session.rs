@@ -176,7 +176,8 @@ where
         let outcome = phase_ref.handle(
             &msg,
             bson::DateTime::now(),
-            |user| accepted.scram_verifier(user).map(|(v, _)| v),
+            // MongoDB drivers refuse fewer than 4096 SCRAM iterations: the full verifier.
+            |user| accepted.scram_verifier_full(user).map(|(v, _)| v),
             |user| ScramVerifier::mock_for(user, &mock_secret),
         );
         match outcome {
@@ -196,7 +197,7 @@ where
             } => {
                 // A mock verifier cannot be satisfied; checked anyway.
                 let still_real = accepted
-                    .scram_verifier(&agent)
+                    .scram_verifier_full(&agent)
                     .is_some_and(|(_, is_real)| is_real);
                 if !still_real {
                     accepted.auth_failed(agent.as_bytes(), "authentication failed");

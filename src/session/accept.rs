@@ -133,6 +133,23 @@ impl Accepted {
         })
     }
 
+    /// [`Accepted::scram_verifier`] with the agent's full-strength verifier (4096 iterations,
+    /// and a mock of the same strength for unknown names), for clients that refuse fewer:
+    /// MongoDB drivers require at least 4096.
+    pub fn scram_verifier_full(&self, user: &str) -> Option<(ScramVerifier, bool)> {
+        if !valid_agent_name(user) {
+            return None;
+        }
+        let agents = self.core.agents.load();
+        Some(match agents.get(user) {
+            Some((_, v)) => (v.clone(), true),
+            None => (
+                ScramVerifier::mock_for(user, self.core.mock_secret()),
+                false,
+            ),
+        })
+    }
+
     /// After a SCRAM exchange against a real (not mock) verifier succeeded.
     pub fn scram_verified(&self, user: &str) -> Verified {
         Verified { agent: user.into() }
