@@ -33,6 +33,7 @@ fn engine_with(policy: &str) -> Engine {
                 vec!["public".to_string()],
             ),
             ("cache".to_string(), UpstreamKind::Redis, vec![]),
+            ("mongo".to_string(), UpstreamKind::Mongodb, vec![]),
         ],
     );
     let sources = vec![(PathBuf::from("analyst.toml"), policy.to_string())];

@@ -8,7 +8,9 @@
 #   libpostgresql-jdbc-java  the PostgreSQL JDBC driver (/usr/share/java/postgresql.jar) for the
 #                       client suite (tests/clients), with a JDK (javac): default-jdk-headless
 #   python3, python3-venv, nodejs, npm  the client suite's Python and Node clients (installed,
-#                       pinned, from PyPI and npm by tests/clients/run.sh itself)
+#                       pinned, from PyPI and npm by tests/clients/run.sh itself); python3 with
+#                       venv also runs the demo's MongoDB-wire test server (SecantusDB, installed
+#                       from PyPI into a cached venv by the demo on first use)
 set -euo pipefail
 
 missing=()

@@ -39,12 +39,23 @@ pub enum Listener {
     Postgres,
     Redis,
     RedisTls,
+    Mongo,
+    MongoTls,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Listening {
     pub listener: Listener,
     pub addr: SocketAddr,
+}
+
+/// A collection of a document store and the field names seen in a sample of its documents
+/// (dotted paths for nested documents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionShape {
+    pub database: String,
+    pub name: String,
+    pub fields: Vec<String>,
 }
 
 /// One pool of upstream connections as operators see it (`/metrics`, `/api/v1/stats`).
@@ -96,6 +107,16 @@ pub trait Door: Send + Sync {
         None
     }
 
+    /// The collections of `upstream` with field names sampled from their documents; `None`
+    /// when this kind has no collections.
+    fn collections<'a>(
+        &'a self,
+        _upstream: &'a str,
+        _timeout: Duration,
+    ) -> Option<BoxFuture<'a, Result<Vec<CollectionShape>, String>>> {
+        None
+    }
+
     /// The door's upstream connection pools, if it pools.
     fn pools(&self) -> Vec<PoolView> {
         Vec::new()
@@ -124,6 +145,13 @@ pub fn build(config: &Config, vault: &Vault) -> Result<Vec<Arc<dyn Door>>, DoorE
     {
         doors.push(Arc::new(crate::redis::RedisDoor::build(config, vault)?));
     }
+    if config
+        .upstreams
+        .values()
+        .any(|u| u.kind == UpstreamKind::Mongodb)
+    {
+        doors.push(Arc::new(crate::mongo::MongoDoor::build(config, vault)?));
+    }
     Ok(doors)
 }
 
@@ -139,7 +167,7 @@ pub fn protect_logins(doors: &[Arc<dyn Door>], policy: &crate::policy::Engine) {
 pub fn upstream_tls(name: &str, u: &UpstreamConfig) -> Result<Option<UpstreamTls>, DoorError> {
     let alpn = match u.kind {
         UpstreamKind::Postgres => Some(crate::tls::ALPN_POSTGRESQL),
-        UpstreamKind::Redis => None,
+        UpstreamKind::Redis | UpstreamKind::Mongodb => None,
     };
     UpstreamTls::build(u.tls_mode(), &u.host, u.ca_file.as_deref(), alpn).map_err(|source| {
         DoorError::UpstreamTls {

@@ -284,6 +284,9 @@ pub struct Running {
     stop_accepting: watch::Sender<bool>,
     /// The Redis listener that speaks TLS (`listen.redis_tls`).
     pub redis_tls_addr: Option<SocketAddr>,
+    /// The MongoDB listeners (`listen.mongodb`, `listen.mongodb_tls`).
+    pub mongo_addr: Option<SocketAddr>,
+    pub mongo_tls_addr: Option<SocketAddr>,
     /// Stops everything else (admin listener, audit flusher, schema refresher).
     shutdown: watch::Sender<bool>,
 }
@@ -370,6 +373,8 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         pg_addr: addr_of(Listener::Postgres),
         redis_addr: addr_of(Listener::Redis),
         redis_tls_addr: addr_of(Listener::RedisTls),
+        mongo_addr: addr_of(Listener::Mongo),
+        mongo_tls_addr: addr_of(Listener::MongoTls),
         gateway,
         admin_addr,
         stop_accepting: stop_tx,

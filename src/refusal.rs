@@ -46,6 +46,22 @@ impl RefusalClass {
         }
     }
 
+    /// The MongoDB error `code` and `codeName` of this class (codes from the server's own
+    /// table, so drivers classify them as they would the server's).
+    pub fn mongo_code(self) -> (i32, &'static str) {
+        match self {
+            RefusalClass::Permission | RefusalClass::TlsRequired => (13, "Unauthorized"),
+            RefusalClass::Syntax => (9, "FailedToParse"),
+            RefusalClass::Unsupported => (238, "NotImplemented"),
+            RefusalClass::TooLarge => (10334, "BSONObjectTooLarge"),
+            RefusalClass::Encoding => (22, "InvalidBSON"),
+            RefusalClass::RateLimited | RefusalClass::TooManyConnections => {
+                (462, "IngressRequestRateLimitExceeded")
+            }
+            RefusalClass::AuditUnavailable => (96, "OperationFailed"),
+        }
+    }
+
     /// The RESP error code of this class (the word after `-`).
     pub fn resp_code(self) -> &'static str {
         match self {
@@ -142,6 +158,7 @@ mod tests {
         );
         assert_eq!(r.class.sqlstate(), "42501");
         assert_eq!(r.class.resp_code(), "NOPERM");
+        assert_eq!(r.class.mongo_code(), (13, "Unauthorized"));
         assert_eq!(r.hint(), None);
         let rate = Refusal::new(
             RefusalClass::RateLimited,

@@ -84,7 +84,7 @@ fn connectors_are_listed_filtered_and_shown_without_secrets() {
             .iter()
             .map(|t| t["type"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["postgres", "redis"]);
+        assert_eq!(names, ["postgres", "redis", "mongodb"]);
         let (_, all) = admin("get", "/api/v1/connectors", AdminAs::Viewer).await;
         let ids: Vec<&str> = all
             .as_array()
@@ -92,7 +92,15 @@ fn connectors_are_listed_filtered_and_shown_without_secrets() {
             .iter()
             .map(|c| c["id"].as_str().unwrap())
             .collect();
-        assert_eq!(ids, ["cache", "shop"]);
+        assert_eq!(ids, ["cache", "mongo", "shop"]);
+        let (_, m) = admin(
+            "get",
+            "/api/v1/connectors?connector_type=mongodb",
+            AdminAs::Viewer,
+        )
+        .await;
+        assert_eq!(m.as_array().unwrap().len(), 1);
+        assert_eq!(m[0]["password"], "vault:mongo_password");
         let (_, pg) = admin(
             "get",
             "/api/v1/connectors?connector_type=postgres",
@@ -120,7 +128,7 @@ fn connectors_are_listed_filtered_and_shown_without_secrets() {
 #[test]
 fn test_endpoint_against_live_upstreams_records_the_result() {
     harness().runtime.block_on(async {
-        for id in ["shop", "cache"] {
+        for id in ["shop", "cache", "mongo"] {
             let (status, r) = admin(
                 "post",
                 &format!("/api/v1/connectors/{id}/test"),
@@ -330,6 +338,52 @@ fn schema_for_the_analyst_shows_only_its_tables_with_pii_masked() {
         assert_eq!(status, 404);
         let (status, _) = admin("get", "/api/v1/connectors/cache/schema", AdminAs::Viewer).await;
         assert_eq!(status, 400);
+    });
+}
+
+#[test]
+fn mongodb_schema_shows_collections_and_sampled_fields_with_masks_marked() {
+    harness().runtime.block_on(async {
+        let (status, body) = admin(
+            "get",
+            "/api/v1/connectors/mongo/schema?agent=analyst",
+            AdminAs::Viewer,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let colls = body["collections"].as_array().unwrap();
+        let names: Vec<&str> = colls.iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["customers", "orders"],
+            "secrets is invisible to the analyst"
+        );
+        let customers = &colls[0];
+        assert_eq!(
+            customers["operations"],
+            json!(["find", "aggregate", "count", "distinct"])
+        );
+        let field = |name: &str| {
+            customers["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["name"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("field {name} in {customers}"))
+        };
+        assert_eq!(field("email")["masked"], true);
+        assert_eq!(field("email")["mask"], "email");
+        assert_eq!(field("ssn")["mask"], "redact");
+        assert_eq!(field("region")["masked"], false);
+        let (_, all) = admin("get", "/api/v1/connectors/mongo/schema", AdminAs::Viewer).await;
+        let names: Vec<&str> = all["collections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"secrets"), "{names:?}");
     });
 }
 

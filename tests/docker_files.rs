@@ -25,9 +25,16 @@ fn bind_source(volume: &str) -> Option<&str> {
 fn compose_file_refers_only_to_files_that_exist() {
     let doc = compose();
     let services = doc["services"].as_mapping().expect("services");
-    for name in ["postgres", "redis", "tollgate"] {
+    for name in ["postgres", "redis", "mongo", "tollgate"] {
         assert!(services.contains_key(name), "service {name}");
     }
+    // The official MongoDB image (the demo's SecantusDB is for tests only).
+    assert!(
+        doc["services"]["mongo"]["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("mongo:")),
+        "the mongo service runs the official image"
+    );
     let named_volumes = doc["volumes"].as_mapping().cloned().unwrap_or_default();
     let mut checked = 0;
     for (name, service) in services {
@@ -150,6 +157,8 @@ fn entrypoint_initialises_vault_agents_and_admin_token_from_the_environment() {
             .env("TOLLGATE_VAULT_SHOP_USER", "tollgate_shop")
             .env("TOLLGATE_VAULT_SHOP_PASSWORD", "pw-shop-0123456789")
             .env("TOLLGATE_VAULT_CACHE_PASSWORD", "pw-cache-0123456789")
+            .env("TOLLGATE_VAULT_MONGO_USER", "tollgate")
+            .env("TOLLGATE_VAULT_MONGO_PASSWORD", "pw-mongo-0123456789")
             .output()
             .unwrap()
     };
@@ -168,7 +177,12 @@ fn entrypoint_initialises_vault_agents_and_admin_token_from_the_environment() {
         1,
         "one admin token: {stdout}"
     );
-    for secret in ["pw-shop-0123456789", "pw-cache-0123456789", &master] {
+    for secret in [
+        "pw-shop-0123456789",
+        "pw-cache-0123456789",
+        "pw-mongo-0123456789",
+        &master,
+    ] {
         assert!(
             !stdout.contains(secret) && !stderr.contains(secret),
             "a secret was printed"
@@ -207,7 +221,8 @@ fn the_policies_folder_passes_tollgate_check() {
         format!(
             "agents_file = \"agents.toml\"\npolicies_dir = \"{}\"\n[listen]\npostgres = \"127.0.0.1:0\"\n[vault]\nfile = \"vault.json\"\n[audit]\nfile = \"audit.log\"\n\
              [upstream.shop]\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = 5432\nuser = \"vault:u\"\npassword = \"vault:p\"\n\
-             [upstream.cache]\nkind = \"redis\"\nhost = \"127.0.0.1\"\nport = 6379\nuser = \"default\"\npassword = \"vault:r\"\n",
+             [upstream.cache]\nkind = \"redis\"\nhost = \"127.0.0.1\"\nport = 6379\nuser = \"default\"\npassword = \"vault:r\"\n\
+             [upstream.mongo]\nkind = \"mongodb\"\nhost = \"127.0.0.1\"\nport = 27017\nuser = \"vault:mu\"\npassword = \"vault:mp\"\n",
             root().join("policies").display()
         ),
     )

@@ -48,6 +48,7 @@ fn every_policy_example_in_the_docs_loads() {
                 vec!["public".to_string()],
             ),
             ("cache".to_string(), UpstreamKind::Redis, vec![]),
+            ("mongo".to_string(), UpstreamKind::Mongodb, vec![]),
         ],
     );
     let examples = examples();

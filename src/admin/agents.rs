@@ -78,6 +78,7 @@ fn connector_view(policy: &AgentPolicy, upstream: &str, kind: UpstreamKind) -> O
     let mut v = match rules {
         UpstreamRules::Sql(r) => postgres_view(r),
         UpstreamRules::Redis(r) => redis_view(r),
+        UpstreamRules::Mongo(r) => mongo_view(r),
     };
     let _ = kind; // the rules carry their kind (policy validation matched it to the config)
     v["policy_files"] = json!(rules.sources());
@@ -154,6 +155,43 @@ fn redis_view(redis: &RedisRules) -> Value {
                 "fields": m.fields,
                 "rule": m.rule,
             })).collect::<Vec<_>>(),
+        },
+    })
+}
+
+fn mongo_view(m: &crate::policy::mongo::MongoRules) -> Value {
+    let collections: Vec<Value> = m
+        .collections
+        .iter()
+        .map(|c| {
+            let mongo_ops = |set: crate::policy::mongo::rules::OpSet| {
+                crate::policy::mongo::Op::ALL
+                    .into_iter()
+                    .filter(|o| set.contains(*o))
+                    .map(crate::policy::mongo::Op::name)
+                    .collect::<Vec<_>>()
+            };
+            let masks: serde_json::Map<String, Value> = c
+                .masks
+                .iter()
+                .map(|(f, s)| (f.clone(), json!(s.to_string())))
+                .collect();
+            json!({
+                "pattern": c.glob.as_str(),
+                "allow": mongo_ops(c.allow),
+                "deny": mongo_ops(c.deny),
+                "masks": masks,
+                "row_filter": c.row_filter.as_ref().map(|f| f.to_string()),
+                "rule": c.rule,
+            })
+        })
+        .collect();
+    json!({
+        "profile": if m.passthrough { "passthrough" } else { "restricted" },
+        "mongodb": {
+            "collections": collections,
+            "javascript": m.javascript.is_some(),
+            "diagnostics": m.diagnostics.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),
         },
     })
 }

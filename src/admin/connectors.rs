@@ -18,6 +18,7 @@ pub fn kind_name(kind: UpstreamKind) -> &'static str {
     match kind {
         UpstreamKind::Postgres => "postgres",
         UpstreamKind::Redis => "redis",
+        UpstreamKind::Mongodb => "mongodb",
     }
 }
 
@@ -48,6 +49,14 @@ pub async fn types(_: Viewer) -> Json<Value> {
             "protocol": "RESP2 and RESP3",
             "selected_by": "the [listen] redis listener (one redis connector)",
             "fields": common(vec![]),
+        },
+        {
+            "type": "mongodb",
+            "protocol": "MongoDB wire protocol (OP_MSG), SCRAM-SHA-256",
+            "selected_by": "the [listen] mongodb listener (one mongodb connector)",
+            "fields": common(vec![
+                json!({"name": "database", "type": "string", "required": false, "description": "the database the vaulted user is defined in (authSource, default \"admin\")"}),
+            ]),
         },
     ]))
 }
@@ -97,9 +106,9 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(bad_query)?;
     if let Some(t) = &q.connector_type {
-        if t != "postgres" && t != "redis" {
+        if !["postgres", "redis", "mongodb"].contains(&t.as_str()) {
             return Err(ApiError::BadRequest(format!(
-                "unknown connector_type \"{}\" (known: postgres, redis)",
+                "unknown connector_type \"{}\" (known: postgres, redis, mongodb)",
                 t.chars().take(64).collect::<String>()
             )));
         }

@@ -1,5 +1,5 @@
 //! `GET /api/v1/connectors/{id}/schema[?agent=NAME][&refresh=true]`: tables and columns read
-//! from a PostgreSQL connector's catalog (cached; `refresh=true` reads it again). With `agent`,
+//! from a PostgreSQL connector's catalog (MongoDB connectors: `mongo_schema`) (cached; `refresh=true` reads it again). With `agent`,
 //! only the tables that agent may use, each with the operations allowed and masked columns
 //! marked, as the policy engine would judge them.
 
@@ -50,6 +50,9 @@ pub async fn schema(
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(bad_query)?;
     let upstream = find(&state, &id)?;
+    if upstream.kind == UpstreamKind::Mongodb {
+        return super::mongo_schema::schema(&state, &id, q.agent.as_deref()).await;
+    }
     if upstream.kind != UpstreamKind::Postgres {
         return Err(ApiError::BadRequest(format!(
             "connector \"{}\" is not a PostgreSQL connector: it has no tables",

@@ -37,15 +37,19 @@ pub enum Protocol {
     #[default]
     Postgres,
     Redis,
+    /// Serialised (and labelled in metrics) as `mongodb`.
+    #[serde(rename = "mongodb")]
+    Mongo,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 2] = [Protocol::Postgres, Protocol::Redis];
+    pub const ALL: [Protocol; 3] = [Protocol::Postgres, Protocol::Redis, Protocol::Mongo];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Postgres => "postgres",
             Protocol::Redis => "redis",
+            Protocol::Mongo => "mongodb",
         }
     }
 }

@@ -76,6 +76,22 @@ pub fn explain(
         None if config.upstreams.len() == 1 => {
             config.upstreams.keys().next().cloned().unwrap_or_default()
         }
+        // A JSON command is meant for the one MongoDB upstream.
+        None if statement.trim_start().starts_with('{')
+            && config
+                .upstreams
+                .values()
+                .filter(|u| u.kind == crate::config::UpstreamKind::Mongodb)
+                .count()
+                == 1 =>
+        {
+            config
+                .upstreams
+                .iter()
+                .find(|(_, u)| u.kind == crate::config::UpstreamKind::Mongodb)
+                .map(|(n, _)| n.clone())
+                .unwrap_or_default()
+        }
         // With one PostgreSQL upstream and others (Redis), SQL is meant for the PostgreSQL one.
         None if config
             .upstreams
@@ -103,6 +119,10 @@ pub fn explain(
         println!("rule:      {}", d.rule);
         println!("reason:    {}", d.reason);
         return Ok(0);
+    }
+    if config.upstreams.get(&upstream).map(|u| u.kind) == Some(crate::config::UpstreamKind::Mongodb)
+    {
+        return super::mongo_explain::explain(&engine, agent, &upstream, statement);
     }
     if config.upstreams.get(&upstream).map(|u| u.kind) == Some(crate::config::UpstreamKind::Redis) {
         return super::redis_explain::explain(&config, &engine, agent, &upstream, statement);

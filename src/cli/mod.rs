@@ -3,6 +3,7 @@
 
 mod admin_cmds;
 mod audit_cmds;
+mod mongo_explain;
 mod redis_explain;
 
 pub use admin_cmds::wait_for_termination;
@@ -48,7 +49,8 @@ pub enum Command {
         #[arg(long)]
         agent: String,
         /// Upstream name (defaults to the only upstream, or the only PostgreSQL one; name a
-        /// Redis upstream to explain a Redis command).
+        /// Redis upstream to explain a Redis command, a MongoDB upstream for a MongoDB command
+        /// given as JSON with its `$db`).
         #[arg(long)]
         upstream: Option<String>,
         #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]

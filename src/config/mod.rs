@@ -99,6 +99,10 @@ pub struct ListenConfig {
     pub redis: Option<SocketAddr>,
     /// Address of a Redis listener that speaks TLS only (needs `[tls]`); same upstream.
     pub redis_tls: Option<SocketAddr>,
+    /// Address of the MongoDB listener; it serves the one upstream of kind `mongodb`.
+    pub mongodb: Option<SocketAddr>,
+    /// Address of a MongoDB listener that speaks TLS only (needs `[tls]`); same upstream.
+    pub mongodb_tls: Option<SocketAddr>,
     /// Refuse PostgreSQL sessions that did not negotiate TLS (FATAL 28000 before authentication;
     /// CancelRequests are still accepted in plain text, as PostgreSQL does). Needs `[tls]`.
     #[serde(default)]
@@ -205,6 +209,7 @@ impl Default for LimitsConfig {
 pub enum UpstreamKind {
     Postgres,
     Redis,
+    Mongodb,
 }
 
 impl UpstreamKind {
@@ -212,6 +217,7 @@ impl UpstreamKind {
         match self {
             UpstreamKind::Postgres => "postgres",
             UpstreamKind::Redis => "redis",
+            UpstreamKind::Mongodb => "mongodb",
         }
     }
 }
@@ -222,7 +228,9 @@ pub struct UpstreamConfig {
     pub kind: UpstreamKind,
     pub host: String,
     pub port: u16,
-    /// The real database name upstream (defaults to the logical name).
+    /// The real database name upstream (defaults to the logical name). For `mongodb`: the
+    /// database the vaulted user is defined in (`authSource`, default `admin`); agents name
+    /// databases themselves, with each command's `$db`.
     pub database: Option<String>,
     /// `vault:NAME` or a plain user name.
     /// (Redis: the ACL user, `default` for a `requirepass` server.)
@@ -437,6 +445,7 @@ impl Config {
                 "listen.postgres_require_tls",
             ),
             (self.listen.redis_require_tls, "listen.redis_require_tls"),
+            (self.listen.mongodb_tls.is_some(), "listen.mongodb_tls"),
         ];
         if let Some((_, what)) = needs_tls.iter().find(|(on, _)| *on && self.tls.is_none()) {
             return Err(SourceError::semantic(
@@ -449,6 +458,19 @@ impl Config {
             return Err(SourceError::semantic(
                 origin,
                 format!("listen.redis serves exactly one upstream of kind \"redis\"; {redis_upstreams} are configured"),
+            ));
+        }
+        let mongo_upstreams = self
+            .upstreams
+            .values()
+            .filter(|u| u.kind == UpstreamKind::Mongodb)
+            .count();
+        if (self.listen.mongodb.is_some() || self.listen.mongodb_tls.is_some())
+            && mongo_upstreams != 1
+        {
+            return Err(SourceError::semantic(
+                origin,
+                format!("listen.mongodb serves exactly one upstream of kind \"mongodb\"; {mongo_upstreams} are configured"),
             ));
         }
         if self.runtime.worker_threads == 0 || self.runtime.worker_threads > 1024 {

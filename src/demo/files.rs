@@ -9,6 +9,7 @@ pub const UPSTREAM_ROLE: &str = "tollgate_shop";
 pub fn config(
     pg_port: u16,
     redis_port: u16,
+    mongo_port: u16,
     upstream_tls: bool,
     audit_rotate_records: Option<u64>,
 ) -> String {
@@ -29,6 +30,8 @@ policies_dir = "policies"
 postgres = "127.0.0.1:0"        # plain and TLS (SSLRequest or direct TLS)
 redis = "127.0.0.1:0"
 redis_tls = "127.0.0.1:0"
+mongodb = "127.0.0.1:0"
+mongodb_tls = "127.0.0.1:0"
 
 [tls]                           # a development CA made by `tollgate certs dev`
 cert_file = "tls/server.crt"
@@ -60,6 +63,13 @@ host = "127.0.0.1"
 port = {redis_port}
 user = "default"
 password = "vault:cache_password"
+
+[upstream.mongo]                # the MongoDB-wire test server (SecantusDB)
+kind = "mongodb"
+host = "127.0.0.1"
+port = {mongo_port}
+user = "vault:mongo_user"
+password = "vault:mongo_password"
 "#
     )
 }
@@ -93,6 +103,18 @@ channels = ["news.*"]
 keys = "session:*"
 fields = ["email"]
 strategy = "email"
+
+[[mongo]]
+upstream = "mongo"
+
+[[mongo.collection]]
+name = "shop.customers"
+allow = ["read"]
+mask = { email = "email", phone = "partial:4", ssn = "redact" }
+
+[[mongo.collection]]
+name = "shop.orders"
+allow = ["read"]
 "#;
 
 pub const WRITER_POLICY: &str = r#"# writer: reads and writes orders (COPY included), reads customers.
@@ -116,6 +138,13 @@ upstream = "cache"
 commands = ["@read", "@write", "@keyspace"]
 read_keys = ["cache:*"]
 write_keys = ["cache:*"]
+
+[[mongo]]
+upstream = "mongo"
+
+[[mongo.collection]]
+name = "shop.orders"
+allow = ["read", "write"]
 "#;
 
 pub const TRUSTED_POLICY: &str = r#"# trusted: passthrough - everything the upstream role may do, still authenticated and audited.
@@ -128,6 +157,10 @@ pool_mode = "session"            # a server connection per session, as the appli
 
 [[redis]]
 upstream = "cache"
+profile = "passthrough"
+
+[[mongo]]
+upstream = "mongo"
 profile = "passthrough"
 "#;
 

@@ -1,9 +1,12 @@
-//! `tollgate demo`: a throwaway PostgreSQL with the shop data, example agents and policies, and
-//! the gateway in front, all on random loopback ports; removed again on SIGINT/SIGTERM.
+//! `tollgate demo`: a throwaway PostgreSQL, redis-server and MongoDB-wire server with the shop
+//! data, example agents and policies, and the gateway in front, all on random loopback ports;
+//! removed again on SIGINT/SIGTERM.
 //! The test harness starts the same thing in-process.
 
 pub mod cluster;
 pub mod files;
+pub mod mongo_seed;
+pub mod mongo_server;
 pub mod redis_server;
 pub mod seed;
 
@@ -35,6 +38,8 @@ pub enum DemoError {
     Setup(String),
     #[error("{0}")]
     Redis(#[from] redis_server::RedisServerError),
+    #[error("{0}")]
+    Mongo(#[from] mongo_server::MongoServerError),
 }
 
 /// Connection details of a running demo, as written to the env file.
@@ -49,6 +54,10 @@ pub struct DemoEnv {
     /// The development CA that signed the gateway's certificate.
     pub ca_file: PathBuf,
     pub upstream_redis_url: String,
+    /// The MongoDB listeners (plain and TLS) and the upstream MongoDB-wire server's own URL.
+    pub mongo_port: u16,
+    pub mongo_tls_port: u16,
+    pub upstream_mongo_url: String,
     pub audit_log: PathBuf,
     pub dir: PathBuf,
     pub admin_port: u16,
@@ -110,12 +119,43 @@ impl DemoEnv {
         )
     }
 
+    /// The agent's MongoDB URL through the gateway, database `shop`.
+    pub fn mongo_url(&self, agent: &str) -> String {
+        format!(
+            "mongodb://{agent}:{}@127.0.0.1:{}/shop?authMechanism=SCRAM-SHA-256&directConnection=true",
+            self.token(agent),
+            self.mongo_port
+        )
+    }
+
+    /// The same over TLS, the certificate checked against the demo's CA.
+    pub fn mongo_tls_url(&self, agent: &str) -> String {
+        format!(
+            "mongodb://{agent}:{}@127.0.0.1:{}/shop?authMechanism=SCRAM-SHA-256&directConnection=true&tls=true&tlsCAFile={}",
+            self.token(agent),
+            self.mongo_tls_port,
+            self.ca_file.display()
+        )
+    }
+
     /// Base URL of the admin API, e.g. `http://127.0.0.1:PORT`.
     pub fn admin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.admin_port)
     }
 
+    /// `KEY=VALUE` lines; a value with characters a shell would read (`&` in URLs) is
+    /// single-quoted, so `set -a; . FILE` exports it whole.
     pub fn env_lines(&self) -> String {
+        self.raw_env_lines()
+            .lines()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) if !shell_safe(v) => format!("{k}='{}'\n", v.replace('\'', "'\\''")),
+                _ => format!("{l}\n"),
+            })
+            .collect()
+    }
+
+    fn raw_env_lines(&self) -> String {
         let mut s = String::new();
         for agent in AGENTS {
             s.push_str(&format!(
@@ -163,9 +203,34 @@ impl DemoEnv {
                 self.redis_tls_url(agent)
             ));
         }
+        for agent in AGENTS {
+            s.push_str(&format!(
+                "TOLLGATE_MONGO_{}_URL={}\n",
+                agent.to_uppercase(),
+                self.mongo_url(agent)
+            ));
+        }
+        s.push_str(&format!(
+            "TOLLGATE_UPSTREAM_MONGO_URL={}\n",
+            self.upstream_mongo_url
+        ));
+        for agent in AGENTS {
+            s.push_str(&format!(
+                "TOLLGATE_MONGO_{}_TLS_URL={}\n",
+                agent.to_uppercase(),
+                self.mongo_tls_url(agent)
+            ));
+        }
         s.push_str(&format!("TOLLGATE_CA_FILE={}\n", self.ca_file.display()));
         s
     }
+}
+
+/// Whether a shell reads `value` as one word, unquoted.
+fn shell_safe(value: &str) -> bool {
+    value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.:/@%+=,".contains(c))
 }
 
 /// A running demo. Dropping it stops the gateway and the cluster and removes the files.
@@ -175,6 +240,8 @@ pub struct Demo {
     pub cluster: PgCluster,
     /// Shared so tests can restart it behind the gateway's back.
     pub redis: std::sync::Arc<tokio::sync::Mutex<redis_server::RedisServer>>,
+    /// The MongoDB-wire server (SecantusDB, a separate process).
+    pub mongo: mongo_server::MongoServer,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -196,18 +263,33 @@ impl Demo {
         // this demo: the gateway presents it, and with `upstream_tls` PostgreSQL does too.
         let certs =
             crate::tls::dev::DevCerts::generate().map_err(|e| DemoError::Setup(e.to_string()))?;
-        let cluster = PgCluster::start(ClusterOptions {
-            tls: opts.upstream_tls.then(|| ClusterTls {
-                cert_pem: certs.server_cert_pem.clone(),
-                key_pem: certs.server_key_pem.clone(),
+        // PostgreSQL and the MongoDB-wire server start (and are seeded) side by side.
+        let (cluster, mongo) = tokio::join!(
+            PgCluster::start(ClusterOptions {
+                tls: opts.upstream_tls.then(|| ClusterTls {
+                    cert_pem: certs.server_cert_pem.clone(),
+                    key_pem: certs.server_key_pem.clone(),
+                }),
+                ..ClusterOptions::default()
             }),
-            ..ClusterOptions::default()
-        })
-        .await?;
+            mongo_server::MongoServer::start()
+        );
+        let (cluster, mongo) = (cluster?, mongo?);
         let redis = redis_server::RedisServer::start().await?;
         redis_server::seed(&redis, 200).await?;
         let role_password = generate_token();
-        seed_shop(&cluster, &opts.seed, files::UPSTREAM_ROLE, &role_password).await?;
+        let mongo_seed = async {
+            let mut conn = mongo.connect().await?;
+            mongo_seed::seed_shop(&mut conn, &opts.seed)
+                .await
+                .map_err(mongo_server::MongoServerError::from)
+        };
+        let (pg_seeded, mongo_seeded) = tokio::join!(
+            seed_shop(&cluster, &opts.seed, files::UPSTREAM_ROLE, &role_password),
+            mongo_seed
+        );
+        pg_seeded?;
+        mongo_seeded?;
         // The demo's files live inside the cluster's scratch directory, so they go with it even
         // when the process dies without cleaning up (the cluster's watchdog removes it).
         let dir = cluster.scratch_dir().join("tollgate");
@@ -216,7 +298,7 @@ impl Demo {
             .write(&dir.join("tls"), false)
             .map_err(|e| DemoError::Setup(e.to_string()))?;
         let (tokens, admin_tokens) =
-            write_files(&dir, cluster.port(), &role_password, &redis, &opts)?;
+            write_files(&dir, cluster.port(), &role_password, &redis, &mongo, &opts)?;
         // Metrics for /metrics (idempotent: the test harness may start more than one demo).
         crate::telemetry::install_prometheus();
         let config = Config::load(&dir.join("tollgate.toml"))
@@ -236,6 +318,9 @@ impl Demo {
             redis_tls_port: running.redis_tls_addr.map(|a| a.port()).unwrap_or(0),
             ca_file: dir.join("tls").join("ca.crt"),
             upstream_redis_url: redis.url(),
+            mongo_port: running.mongo_addr.map(|a| a.port()).unwrap_or(0),
+            mongo_tls_port: running.mongo_tls_addr.map(|a| a.port()).unwrap_or(0),
+            upstream_mongo_url: mongo.url(),
             audit_log,
             dir,
             admin_port: running.admin_addr.map(|a| a.port()).unwrap_or(0),
@@ -247,6 +332,7 @@ impl Demo {
             running,
             cluster,
             redis: std::sync::Arc::new(tokio::sync::Mutex::new(redis)),
+            mongo,
         })
     }
 
@@ -264,6 +350,7 @@ fn write_files(
     pg_port: u16,
     role_password: &str,
     redis: &redis_server::RedisServer,
+    mongo: &mongo_server::MongoServer,
     opts: &DemoOptions,
 ) -> Result<DemoTokens, DemoError> {
     let key_file = dir.join("master.key");
@@ -281,6 +368,12 @@ fn write_files(
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     vault
         .set("cache_password", redis.password())
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    vault
+        .set("mongo_user", mongo_server::UPSTREAM_USER)
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    vault
+        .set("mongo_password", mongo.password())
         .map_err(|e| DemoError::Setup(e.to_string()))?;
 
     let mut agents = AgentsFile::default();
@@ -319,6 +412,7 @@ fn write_files(
         files::config(
             pg_port,
             redis.port(),
+            mongo.port(),
             opts.upstream_tls,
             opts.audit_rotate_records,
         ),
@@ -337,7 +431,9 @@ pub fn run_cli(
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        eprintln!("starting PostgreSQL and redis-server and seeding them...");
+        eprintln!(
+            "starting PostgreSQL, redis-server and the MongoDB-wire server and seeding them..."
+        );
         let demo = Demo::start(DemoOptions {
             unlimited_rate,
             audit_rotate_records,
@@ -354,6 +450,10 @@ pub fn run_cli(
         for agent in AGENTS {
             println!("  redis-cli -u {}", env.redis_url(agent));
         }
+        println!();
+        for agent in AGENTS {
+            println!("  mongosh \"{}\"", env.mongo_url(agent));
+        }
         println!("\n  over TLS (certificate checked against the demo's development CA):");
         println!("  psql \"{}\"", env.pg_tls_conninfo("analyst"));
         println!(
@@ -361,6 +461,7 @@ pub fn run_cli(
             env.ca_file.display(),
             env.redis_tls_url("analyst")
         );
+        println!("  mongosh \"{}\"", env.mongo_tls_url("analyst"));
         println!(
             "\n  upstream (direct, superuser): psql \"{}\"",
             env.upstream_pg_url
@@ -368,6 +469,10 @@ pub fn run_cli(
         println!(
             "  upstream Redis (direct): redis-cli -u {}",
             env.upstream_redis_url
+        );
+        println!(
+            "  upstream MongoDB (direct): mongosh \"{}\"",
+            env.upstream_mongo_url
         );
         println!(
             "\n  admin API: curl -H \"Authorization: Bearer {}\" {}/api/v1/connectors",

@@ -396,27 +396,27 @@ impl SplitMix64 {
 
 /// One generated customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Customer {
-    id: i64,
-    name: String,
-    email: String,
-    phone: String,
-    ssn: String,
-    region: &'static str,
+pub(crate) struct Customer {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) email: String,
+    pub(crate) phone: String,
+    pub(crate) ssn: String,
+    pub(crate) region: &'static str,
 }
 
-struct CustomerGen {
+pub(crate) struct CustomerGen {
     rng: SplitMix64,
 }
 
 impl CustomerGen {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         CustomerGen {
             rng: SplitMix64::new(seed, 1),
         }
     }
 
-    fn next(&mut self, id: i64) -> Customer {
+    pub(crate) fn next(&mut self, id: i64) -> Customer {
         let rng = &mut self.rng;
         let first = rng.pick(names::FIRST_NAMES);
         let last = rng.pick(names::LAST_NAMES);
@@ -460,21 +460,21 @@ fn email_part(name: &str) -> String {
 
 /// One generated order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Order {
-    id: i64,
-    customer_id: i64,
-    amount: Cents,
-    created_at: SystemTime,
+pub(crate) struct Order {
+    pub(crate) id: i64,
+    pub(crate) customer_id: i64,
+    pub(crate) amount: Cents,
+    pub(crate) created_at: SystemTime,
 }
 
-struct OrderGen {
+pub(crate) struct OrderGen {
     rng: SplitMix64,
     orders: u64,
     customers: u64,
 }
 
 impl OrderGen {
-    fn new(seed: u64, orders: usize, customers: usize) -> Self {
+    pub(crate) fn new(seed: u64, orders: usize, customers: usize) -> Self {
         OrderGen {
             rng: SplitMix64::new(seed, 2),
             orders: orders.max(1) as u64,
@@ -482,7 +482,7 @@ impl OrderGen {
         }
     }
 
-    fn next(&mut self, id: i64) -> Order {
+    pub(crate) fn next(&mut self, id: i64) -> Order {
         let rng = &mut self.rng;
         // A fifth of the orders come from the first tenth of the customers (regulars).
         let customer_id = if rng.below(5) == 0 {
@@ -508,7 +508,7 @@ impl OrderGen {
 }
 
 /// `(id, api_key)` rows of `secrets`.
-fn generate_secrets(seed: u64) -> Vec<(i32, String)> {
+pub(crate) fn generate_secrets(seed: u64) -> Vec<(i32, String)> {
     let mut rng = SplitMix64::new(seed, 3);
     (1..=SECRET_ROWS as i32)
         .map(|id| {
@@ -520,7 +520,7 @@ fn generate_secrets(seed: u64) -> Vec<(i32, String)> {
 
 /// A money amount in cents, sent as a binary `numeric` with scale 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Cents(i64);
+pub(crate) struct Cents(pub(crate) i64);
 
 impl ToSql for Cents {
     fn to_sql(

@@ -321,6 +321,7 @@ fn validate(
         }
     }
     super::redis::compile::validate(&l.path, &l.text, &l.file.redis, ctx)?;
+    super::mongo::compile::validate(&l.path, &l.text, &l.file.mongo, ctx)?;
     Ok(())
 }
 
@@ -400,6 +401,15 @@ fn merge(files: &[&Loaded], ctx: &PolicyContext) -> HashMap<String, UpstreamRule
                 .or_insert_with(|| UpstreamRules::Redis(Default::default()));
             if let UpstreamRules::Redis(rules) = rules {
                 super::redis::compile::merge(rules, &l.stem, block);
+            }
+        }
+        for block in &l.file.mongo {
+            let up = block.upstream.get_ref().clone();
+            let rules = out
+                .entry(up)
+                .or_insert_with(|| UpstreamRules::Mongo(Default::default()));
+            if let UpstreamRules::Mongo(rules) = rules {
+                super::mongo::compile::merge(rules, &l.stem, block);
             }
         }
     }

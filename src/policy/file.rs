@@ -28,6 +28,9 @@ pub struct PolicyFile {
     /// Rules per Redis upstream.
     #[serde(default)]
     pub redis: Vec<super::redis::file::RedisBlock>,
+    /// Rules per MongoDB upstream.
+    #[serde(default)]
+    pub mongo: Vec<super::mongo::file::MongoBlock>,
 }
 
 /// `[limits]` of a policy file.

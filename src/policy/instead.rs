@@ -205,11 +205,48 @@ pub fn redis(upstream: &str, rules: &RedisRules) -> String {
     bounded(&head, &items, "; ")
 }
 
-/// For a refusal on `upstream` of either kind.
+/// For a refusal on MongoDB upstream `upstream`: the collections and operations `rules` allow,
+/// with their masked fields.
+pub fn mongo(upstream: &str, rules: &super::mongo::rules::MongoRules) -> String {
+    use super::mongo::rules::Op as MongoOp;
+    if rules.passthrough {
+        return format!(
+            "agent has the passthrough profile on \"{upstream}\": every command except tollgate's built-in protections"
+        );
+    }
+    let mut items = Vec::new();
+    for c in &rules.collections {
+        let allowed: Vec<&str> = MongoOp::ALL
+            .iter()
+            .filter(|o| c.allow.contains(**o) && !c.deny.contains(**o))
+            .map(|o| o.name())
+            .collect();
+        if allowed.is_empty() {
+            continue;
+        }
+        let mut s = format!("{} ({}", c.glob.as_str(), allowed.join(", "));
+        if !c.masks.is_empty() {
+            let fields: Vec<&str> = c.masks.iter().map(|(f, _)| f.as_str()).collect();
+            s.push_str(&format!("; masked: {}", fields.join(", ")));
+        }
+        if c.row_filter.is_some() {
+            s.push_str("; documents filtered");
+        }
+        s.push(')');
+        items.push(s);
+    }
+    if items.is_empty() {
+        items.push("nothing (no collection is granted)".into());
+    }
+    bounded(&format!("allowed on \"{upstream}\": "), &items, "; ")
+}
+
+/// For a refusal on `upstream` of any kind.
 pub fn for_upstream(upstream: &str, rules: &UpstreamRules) -> String {
     match rules {
         UpstreamRules::Sql(r) => sql(upstream, r),
         UpstreamRules::Redis(r) => redis(upstream, r),
+        UpstreamRules::Mongo(r) => mongo(upstream, r),
     }
 }
 

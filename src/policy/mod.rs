@@ -15,6 +15,7 @@ pub mod glob;
 pub mod instead;
 pub mod limits;
 pub mod mask;
+pub mod mongo;
 pub mod redis;
 pub mod rules;
 pub mod settings;

@@ -2,6 +2,7 @@
 
 use super::glob::Glob;
 use super::mask::{MaskStrategy, Protection};
+use super::mongo::MongoRules;
 use super::redis::RedisRules;
 
 /// What may be done to a table.
@@ -189,11 +190,12 @@ pub struct FunctionMatcher {
 
 /// The merged rules of one agent for one upstream, of the upstream's kind: union of allows,
 /// every deny kept. Each kind's rules are a peer module (`policy::sql`-driven `SqlRules` here,
-/// `policy::redis::RedisRules`).
+/// `policy::redis::RedisRules`, `policy::mongo::MongoRules`).
 #[derive(Debug, Clone)]
 pub enum UpstreamRules {
     Sql(SqlRules),
     Redis(RedisRules),
+    Mongo(MongoRules),
 }
 
 impl UpstreamRules {
@@ -211,11 +213,19 @@ impl UpstreamRules {
         }
     }
 
+    pub fn mongo(&self) -> Option<&MongoRules> {
+        match self {
+            UpstreamRules::Mongo(r) => Some(r),
+            _ => None,
+        }
+    }
+
     /// The policy files that contributed, for messages.
     pub fn sources(&self) -> &[String] {
         match self {
             UpstreamRules::Sql(r) => &r.sources,
             UpstreamRules::Redis(r) => &r.sources,
+            UpstreamRules::Mongo(r) => &r.sources,
         }
     }
 

@@ -457,6 +457,7 @@ impl Session {
         match self.ctx.protocol {
             Protocol::Postgres => ev.sqlstate = Some(refusal.class.sqlstate().to_string()),
             Protocol::Redis => ev.error = Some(refusal.class.resp_code().to_string()),
+            Protocol::Mongo => ev.error = Some(refusal.class.mongo_code().1.to_string()),
         }
         self.principal.stats.statement(Decision::Blocked);
         crate::telemetry::refusal(self.ctx.protocol, &refusal.rule);

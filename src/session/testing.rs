@@ -10,10 +10,11 @@ use crate::auth::{AgentStore, AgentsFile};
 use crate::config::{AuditConfig, LimitsConfig, RedisOutcomes, UpstreamKind};
 use crate::policy::{Engine, PolicyContext, PolicySet};
 
-/// Upstreams every test core knows: PostgreSQL `shop`, Redis `cache`.
-pub const UPSTREAMS: [(&str, UpstreamKind); 2] = [
+/// Upstreams every test core knows: PostgreSQL `shop`, Redis `cache`, MongoDB `mongo`.
+pub const UPSTREAMS: [(&str, UpstreamKind); 3] = [
     ("shop", UpstreamKind::Postgres),
     ("cache", UpstreamKind::Redis),
+    ("mongo", UpstreamKind::Mongodb),
 ];
 
 pub struct TestCore {

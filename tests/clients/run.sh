@@ -8,7 +8,9 @@
 #
 # Installs what it needs, pinned, into caches that survive a fresh clone:
 #   Python: a venv per requirements hash under ${TOLLGATE_CLIENTS_CACHE:-~/.cache/tollgate-clients}
-#   Node:   `npm ci` in tests/clients/node (package-lock.json committed; npm's own cache ~/.npm)
+#   Node:   `npm ci` in tests/clients/node (package-lock.json committed; npm's own cache ~/.npm):
+#           node-postgres, ioredis, the `mongodb` driver and mongosh
+# The demo itself installs SecantusDB (its MongoDB-wire test server) into a cached venv.
 #   Java:   Debian's libpostgresql-jdbc-java (/usr/share/java/postgresql.jar), compiled with javac
 # Anything missing or not installable is named and the suite fails; nothing is skipped.
 set -euo pipefail
@@ -17,7 +19,7 @@ HERE=$ROOT/tests/clients
 OUT=$ROOT/target/clients
 CACHE=${TOLLGATE_CLIENTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tollgate-clients}
 JDBC_JAR=${TOLLGATE_JDBC_JAR:-/usr/share/java/postgresql.jar}
-ALL_CLIENTS="psql pgbench psycopg asyncpg sqlalchemy node-postgres jdbc redis-py ioredis redis-cli"
+ALL_CLIENTS="psql pgbench psycopg asyncpg sqlalchemy node-postgres jdbc redis-py ioredis redis-cli pymongo mongodb-node mongosh"
 CLIENTS=${TOLLGATE_CLIENTS:-$ALL_CLIENTS}
 suite_start=$(date +%s)
 mkdir -p "$OUT" "$CACHE"
@@ -39,10 +41,10 @@ need_cmd psql "Debian package postgresql-client"
 need_cmd pgbench "Debian package postgresql-15"
 need_cmd redis-cli "Debian package redis-tools"
 need_cmd timeout "Debian package coreutils"
-if wants psycopg || wants asyncpg || wants sqlalchemy || wants redis-py; then
+if wants psycopg || wants asyncpg || wants sqlalchemy || wants redis-py || wants pymongo; then
   need_cmd python3 "CPython >= 3.9 with the venv module"
 fi
-if wants node-postgres || wants ioredis; then
+if wants node-postgres || wants ioredis || wants mongodb-node || wants mongosh; then
   need_cmd node "Node.js >= 18"
   need_cmd npm "npm"
 fi
@@ -60,7 +62,7 @@ sha() { sha256sum "$@" | sha256sum | cut -c1-16; }
 # --- installs (pinned, cached) --------------------------------------------------------------
 install_start=$(date +%s)
 PY=""
-if wants psycopg || wants asyncpg || wants sqlalchemy || wants redis-py; then
+if wants psycopg || wants asyncpg || wants sqlalchemy || wants redis-py || wants pymongo; then
   key=$(printf '%s %s' "$(python3 -c 'import sys; print(sys.version)')" "$(sha "$HERE/python/requirements.txt")" | sha256sum | cut -c1-16)
   venv=$CACHE/venv-$key
   if [ ! -f "$venv/.complete" ]; then
@@ -76,7 +78,7 @@ if wants psycopg || wants asyncpg || wants sqlalchemy || wants redis-py; then
   fi
   PY=$venv/bin/python
 fi
-if wants node-postgres || wants ioredis; then
+if wants node-postgres || wants ioredis || wants mongodb-node || wants mongosh; then
   stamp=$HERE/node/node_modules/.tollgate-lock-sha
   want=$(sha "$HERE/node/package-lock.json")
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
@@ -166,6 +168,9 @@ run_client jdbc java -cp "$JAVA_CP" JdbcClient
 run_client redis-py "$PY" python/test_redis_py.py
 run_client ioredis node node/ioredis_test.js
 run_client redis-cli bash redis_cli_test.sh
+run_client pymongo "$PY" python/test_pymongo.py
+run_client mongodb-node node node/mongodb_test.js
+run_client mongosh bash mongosh_test.sh
 
 # Every statement above went through the audit log: its hash chain must still verify.
 if "$ROOT/target/debug/tollgate" audit verify "$TOLLGATE_AUDIT_LOG" >"$OUT/audit-verify.log" 2>&1; then

@@ -24,6 +24,7 @@ pub fn demo_engine() -> Engine {
                 vec!["public".to_string()],
             ),
             ("cache".to_string(), UpstreamKind::Redis, vec![]),
+            ("mongo".to_string(), UpstreamKind::Mongodb, vec![]),
         ],
     );
     let sources = POLICIES

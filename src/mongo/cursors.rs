@@ -1,0 +1,182 @@
+//! The cursors one agent session opened, with the reply plan their batches need: `getMore` and
+//! `killCursors` are allowed only on these (a cursor id of another session is refused, whether
+//! or not it exists), and every `nextBatch` is masked like the `firstBatch` was.
+
+use std::collections::HashMap;
+
+use bson::{Bson, Document};
+
+use crate::policy::mongo::ReplyPlan;
+use crate::refusal::Refusal;
+
+pub const FOREIGN_CURSOR_RULE: &str = "builtin: foreign-cursor";
+/// A session holding more open cursors than this gets its oldest forgotten (the server's own
+/// idle-cursor timeout reaps them upstream).
+const MAX_CURSORS: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenCursor {
+    pub namespace: String,
+    pub plan: ReplyPlan,
+    /// Documents relayed from it so far (the agent's `max_rows` counts across batches).
+    pub delivered: u64,
+    opened: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Cursors {
+    open: HashMap<i64, OpenCursor>,
+    counter: u64,
+}
+
+/// `cursor.id` and `cursor.ns` of a cursor reply.
+fn cursor_of(reply: &Document) -> Option<(i64, Option<&str>)> {
+    let c = reply.get_document("cursor").ok()?;
+    let id = match c.get("id")? {
+        Bson::Int64(v) => *v,
+        Bson::Int32(v) => (*v).into(),
+        _ => return None,
+    };
+    Some((id, c.get_str("ns").ok()))
+}
+
+impl Cursors {
+    /// After a reply to find/aggregate/listCollections/...: remembers a cursor left open.
+    pub fn opened(&mut self, reply: &Document, namespace: &str, plan: &ReplyPlan) {
+        let Some((id, ns)) = cursor_of(reply) else {
+            return;
+        };
+        self.open(id, ns.unwrap_or(namespace), plan, 0);
+    }
+
+    /// Remembers cursor `id` (0: exhausted, nothing to remember) with `delivered` documents
+    /// already relayed from it.
+    pub fn open(&mut self, id: i64, namespace: &str, plan: &ReplyPlan, delivered: u64) {
+        if id == 0 {
+            return;
+        }
+        if self.open.len() >= MAX_CURSORS {
+            if let Some(oldest) = self
+                .open
+                .iter()
+                .min_by_key(|(_, c)| c.opened)
+                .map(|(k, _)| *k)
+            {
+                self.open.remove(&oldest);
+            }
+        }
+        self.counter += 1;
+        self.open.insert(
+            id,
+            OpenCursor {
+                namespace: namespace.to_string(),
+                plan: plan.clone(),
+                delivered,
+                opened: self.counter,
+            },
+        );
+    }
+
+    /// After a getMore reply: `next` is the cursor id it reports (0: exhausted), `more` the
+    /// documents it carried. An exhausted cursor is forgotten.
+    pub fn advanced(&mut self, id: i64, next: i64, more: u64) {
+        if next == 0 {
+            self.open.remove(&id);
+        } else if let Some(c) = self.open.get_mut(&id) {
+            c.delivered += more;
+        }
+    }
+
+    /// May this session `getMore`/`killCursors` cursor `id` on `namespace`?
+    pub fn check(&self, id: i64, namespace: &str) -> Result<&OpenCursor, Refusal> {
+        match self.open.get(&id) {
+            Some(c) if c.namespace == namespace => Ok(c),
+            Some(c) => Err(Refusal::permission(
+                FOREIGN_CURSOR_RULE,
+                format!("cursor {id} belongs to {}, not {namespace}", c.namespace),
+            )),
+            None => Err(Refusal::permission(
+                FOREIGN_CURSOR_RULE,
+                format!("cursor {id} was not opened by this session"),
+            )),
+        }
+    }
+
+    /// After a getMore reply: an exhausted cursor (id 0) or an error is forgotten.
+    pub fn after_get_more(&mut self, id: i64, reply: &Document) {
+        let open = matches!(cursor_of(reply), Some((id, _)) if id != 0);
+        let exhausted = !open || super::reply::is_error(reply);
+        if exhausted {
+            self.open.remove(&id);
+        }
+    }
+
+    pub fn killed(&mut self, ids: &[i64]) {
+        for id in ids {
+            self.open.remove(id);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn only_own_cursors_and_their_plans() {
+        let mut c = Cursors::default();
+        let plan = ReplyPlan::Databases;
+        c.opened(&doc! { "cursor": { "id": 42i64, "ns": "shop.customers", "firstBatch": [] }, "ok": 1.0 }, "shop.customers", &plan);
+        c.opened(
+            &doc! { "cursor": { "id": 0i64, "ns": "shop.orders", "firstBatch": [] }, "ok": 1.0 },
+            "shop.orders",
+            &plan,
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.check(42, "shop.customers").unwrap().plan, plan);
+        assert!(c.check(42, "shop.orders").is_err());
+        let e = c.check(7, "shop.customers").unwrap_err();
+        assert_eq!(e.rule, FOREIGN_CURSOR_RULE);
+        c.after_get_more(
+            42,
+            &doc! { "cursor": { "id": 42i64, "nextBatch": [] }, "ok": 1.0 },
+        );
+        assert!(c.check(42, "shop.customers").is_ok());
+        c.after_get_more(
+            42,
+            &doc! { "cursor": { "id": 0i64, "nextBatch": [] }, "ok": 1.0 },
+        );
+        assert!(c.is_empty());
+        c.opened(
+            &doc! { "cursor": { "id": 9i64, "firstBatch": [] }, "ok": 1.0 },
+            "shop.x",
+            &plan,
+        );
+        c.killed(&[9]);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn bounded() {
+        let mut c = Cursors::default();
+        for i in 1..=(MAX_CURSORS as i64 + 5) {
+            c.opened(
+                &doc! { "cursor": { "id": i, "firstBatch": [] }, "ok": 1.0 },
+                "a.b",
+                &ReplyPlan::None,
+            );
+        }
+        assert_eq!(c.len(), MAX_CURSORS);
+        assert!(c.check(1, "a.b").is_err());
+        assert!(c.check(MAX_CURSORS as i64 + 5, "a.b").is_ok());
+    }
+}

@@ -1,0 +1,455 @@
+//! Client → upstream: each message is parsed strictly, judged (`MongoPolicy::check`: namespaces,
+//! masks, row filters, `maxTimeMS`), recorded by the session core (rate bucket, decision record
+//! written before anything is forwarded), and forwarded as received or as the policy rewrote
+//! it; refusals become tollgate's own replies, queued in order. tollgate answers `hello` itself
+//! (the upstream's topology stays hidden), checks that getMore/killCursors name this session's
+//! cursors, keeps `endSessions` to the sessions this connection used, and clears
+//! `exhaustAllowed` so that every request gets exactly one reply.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bson::{doc, Bson, Document};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::audit::statement;
+use super::hello::{hello_reply, is_hello, UpstreamFacts};
+use super::op_msg::{MsgError, OpMsg, CHECKSUM_PRESENT, EXHAUST_ALLOWED};
+use super::relay::{Entry, Expect, Kind, Relay, RelayError, RowLimit, SharedCursors, Track};
+use super::reply::{self, code};
+use super::wire::{Message, MessageReader, OpCode, WireError};
+use crate::audit::Decision;
+use crate::policy::mongo::{Command, MongoPolicy, ReplyPlan};
+use crate::policy::Outcome;
+use crate::refusal::{Refusal, RefusalClass};
+use crate::session::{Judged, Session};
+
+/// Sessions (`lsid`s) a connection remembers for `endSessions`.
+const MAX_LSIDS: usize = 10_000;
+/// Rule named when a message cannot be read as a command.
+const WIRE_RULE: &str = "builtin: wire-protocol";
+
+pub(super) struct FromClient {
+    session: Session,
+    policy: MongoPolicy,
+    facts: UpstreamFacts,
+    connection_id: i64,
+    cursors: SharedCursors,
+    /// Logical sessions this connection used: the only ones its `endSessions` may end.
+    lsids: HashSet<Vec<u8>>,
+    /// Request ids of tollgate's own messages to the upstream (killCursors).
+    next_internal: i32,
+    owed: Arc<AtomicUsize>,
+}
+
+/// What one client message turns into.
+enum Step {
+    /// Queue this entry (if a reply is owed) and forward these bytes.
+    Forward(Option<Entry>, Vec<u8>),
+    /// Queue these entries only (tollgate answers, or nobody does).
+    Answer(Vec<Entry>),
+}
+
+fn local(request_id: i32, body: &Document) -> Option<Entry> {
+    Some(Entry {
+        request_id,
+        kind: Kind::Local(OpMsg::reply(request_id, 0, body).encode(false)),
+        ticket: None,
+    })
+}
+
+/// tollgate's answer to a request, unless its sender said it reads none (`moreToCome`).
+fn answer_if(wants_reply: bool, request_id: i32, body: &Document) -> Step {
+    Step::Answer(if wants_reply {
+        local(request_id, body).into_iter().collect()
+    } else {
+        Vec::new()
+    })
+}
+
+/// Answers `body`, then closes the connection.
+fn close_with(request_id: i32, body: &Document) -> Step {
+    let mut entries: Vec<Entry> = local(request_id, body).into_iter().collect();
+    entries.push(Entry {
+        request_id,
+        kind: Kind::Close,
+        ticket: None,
+    });
+    Step::Answer(entries)
+}
+
+/// The refusal for a message that is not a valid command.
+fn malformed(e: &MsgError) -> Refusal {
+    let class = match e {
+        MsgError::Bson(_) => RefusalClass::Encoding,
+        _ => RefusalClass::Syntax,
+    };
+    Refusal::new(class, WIRE_RULE, e.to_string())
+}
+
+impl FromClient {
+    pub fn new(relay: Relay, cursors: SharedCursors, owed: Arc<AtomicUsize>) -> FromClient {
+        FromClient {
+            session: relay.session,
+            policy: relay.policy,
+            facts: relay.facts,
+            connection_id: relay.connection_id,
+            cursors,
+            lsids: HashSet::new(),
+            next_internal: i32::MIN,
+            owed,
+        }
+    }
+
+    pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+        &mut self,
+        mut client: MessageReader<R>,
+        mut up: W,
+        tx: mpsc::Sender<Entry>,
+        mut kill: mpsc::UnboundedReceiver<(i64, String)>,
+    ) -> Result<(), RelayError> {
+        loop {
+            let step = tokio::select! {
+                Some((id, ns)) = kill.recv() => self.kill_cursor(id, &ns),
+                next = client.next() => match next {
+                    Ok(Some(msg)) => self.message(msg),
+                    Ok(None) => return Ok(()),
+                    Err(WireError::Io(e)) => {
+                        return Err(RelayError::Client(std::io::Error::other(e)))
+                    }
+                    Err(e) => self.bad_frame(&mut client, e).await?,
+                },
+            };
+            let (entries, bytes) = match step {
+                Step::Forward(e, b) => (e.into_iter().collect::<Vec<_>>(), Some(b)),
+                Step::Answer(e) => (e, None),
+            };
+            let closing = entries.iter().any(|e| matches!(e.kind, Kind::Close));
+            for e in entries {
+                self.owed.fetch_add(1, Ordering::SeqCst);
+                if tx.send(e).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if let Some(b) = bytes {
+                up.write_all(&b).await.map_err(RelayError::Upstream)?;
+            }
+            if closing {
+                // Wait for the other half to write everything up to the Close entry.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// A message that could not be framed: an oversized, compressed or removed-opcode message
+    /// is skipped (its length is known) and refused, and the session goes on; anything else
+    /// is a protocol error that closes the connection.
+    async fn bad_frame<R: AsyncRead + Unpin>(
+        &mut self,
+        client: &mut MessageReader<R>,
+        e: WireError,
+    ) -> Result<Step, RelayError> {
+        let request_id = client.front_request_id().unwrap_or(0);
+        let skippable = matches!(
+            e,
+            WireError::TooLarge { .. }
+                | WireError::Compressed
+                | WireError::RemovedOpCode(_)
+                | WireError::UnknownOpCode(_)
+        );
+        if let (true, Some(len)) = (skippable, client.front_length()) {
+            let class = if matches!(e, WireError::TooLarge { .. }) {
+                RefusalClass::TooLarge
+            } else {
+                RefusalClass::Unsupported
+            };
+            let refusal = self.session.refuse(
+                format!("<{e}>"),
+                Refusal::new(class, WIRE_RULE, e.to_string()),
+            );
+            client.discard(len).await.map_err(|e| match e {
+                WireError::Io(m) => RelayError::Client(std::io::Error::other(m)),
+                other => RelayError::Client(std::io::Error::other(other.to_string())),
+            })?;
+            return Ok(Step::Answer(
+                local(request_id, &reply::refusal(&refusal))
+                    .into_iter()
+                    .collect(),
+            ));
+        }
+        let r = Refusal::syntax(WIRE_RULE, e.to_string());
+        self.session.refuse(format!("<{e}>"), r.clone());
+        Ok(close_with(request_id, &reply::refusal(&r)))
+    }
+
+    fn message(&mut self, msg: Message) -> Step {
+        let started = Instant::now();
+        let step = match msg.header.op_code {
+            OpCode::Msg => self.command(&msg),
+            OpCode::Query => self.legacy_hello(&msg),
+            _ => {
+                let r = Refusal::syntax(WIRE_RULE, "clients send OP_MSG (or OP_QUERY hello)");
+                self.session
+                    .refuse("<OP_REPLY from a client>".into(), r.clone());
+                close_with(msg.header.request_id, &reply::refusal(&r))
+            }
+        };
+        self.session.context().record_overhead(started);
+        step
+    }
+
+    /// A legacy `isMaster` inside a session (answered like the first one); any other OP_QUERY
+    /// is a protocol error.
+    fn legacy_hello(&mut self, msg: &Message) -> Step {
+        match super::op_query::parse_handshake(msg) {
+            Ok(h) => {
+                let r = hello_reply(
+                    &h.command,
+                    &self.facts,
+                    self.connection_id,
+                    bson::DateTime::now(),
+                    None,
+                );
+                Step::Answer(vec![Entry {
+                    request_id: msg.header.request_id,
+                    kind: Kind::Local(super::op_query::encode_reply(0, h.request_id, &r)),
+                    ticket: None,
+                }])
+            }
+            Err(e) => {
+                let r = Refusal::syntax(WIRE_RULE, e.to_string());
+                self.session.refuse("<OP_QUERY>".into(), r.clone());
+                let body = doc! { "$err": r.message(), "code": code::PROTOCOL_ERROR.0, "ok": 0.0 };
+                Step::Answer(vec![Entry {
+                    request_id: msg.header.request_id,
+                    kind: Kind::Local(super::op_query::encode_reply(
+                        0,
+                        msg.header.request_id,
+                        &body,
+                    )),
+                    ticket: None,
+                }])
+            }
+        }
+    }
+
+    /// Refuses: the blocked record, and the refusal as the reply (none when none is owed).
+    fn refuse(&mut self, request_id: i32, wants_reply: bool, shown: String, r: Refusal) -> Step {
+        let r = self.session.refuse(shown, r);
+        answer_if(wants_reply, request_id, &reply::refusal(&r))
+    }
+
+    fn command(&mut self, msg: &Message) -> Step {
+        let request_id = msg.header.request_id;
+        // The flag bits are read before parsing: a message that fails to parse still says
+        // whether its sender waits for a reply.
+        let raw_flags = msg
+            .body()
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0);
+        let wants_reply = raw_flags & super::op_msg::MORE_TO_COME == 0;
+        let parsed = OpMsg::parse(msg).and_then(|op| {
+            let body = op.body_document()?;
+            let seqs = op.sequence_documents()?;
+            Ok((op, body, seqs))
+        });
+        let (op, body, seqs) = match parsed {
+            Ok(x) => x,
+            Err(e) => {
+                return self.refuse(
+                    request_id,
+                    wants_reply,
+                    "<malformed OP_MSG>".into(),
+                    malformed(&e),
+                )
+            }
+        };
+        let first = body.keys().next().cloned().unwrap_or_default();
+        let cmd = match Command::new(body, seqs) {
+            Ok(c) => c,
+            Err(r) => {
+                let shown: String = first.chars().take(64).collect();
+                return self.refuse(request_id, wants_reply, format!("{shown} <malformed>"), r);
+            }
+        };
+        self.remember_session(&cmd);
+        let shown = statement(&cmd);
+        if is_hello(&cmd.name) {
+            let r = hello_reply(
+                &cmd.body,
+                &self.facts,
+                self.connection_id,
+                bson::DateTime::now(),
+                None,
+            );
+            self.session.note(shown, Decision::Allowed, None);
+            return answer_if(wants_reply, request_id, &r);
+        }
+        let core = self.session.core().clone();
+        let verdict = self.policy.check(&core.policy, &cmd);
+        if !verdict.runs() {
+            let d = verdict.denial.expect("a refusal has a reason");
+            return self.refuse(request_id, wants_reply, shown, d);
+        }
+        let judged = verdict.judged.expect("a verdict that runs has a judgement");
+        let (plan, track) = match self.own_cursors(&cmd, &judged) {
+            Ok(x) => x,
+            Err(r) => return self.refuse(request_id, wants_reply, shown, r),
+        };
+        let mut rewritten = judged.rewritten;
+        if cmd.name == "endSessions" {
+            match self.scoped_end_sessions(&cmd) {
+                Some(c) if c != cmd => rewritten = Some(c),
+                Some(_) => {}
+                None => {
+                    // None of them is this connection's: nothing to end upstream.
+                    self.session.note(
+                        shown,
+                        Decision::Allowed,
+                        Some("no session of this connection"),
+                    );
+                    return answer_if(wants_reply, request_id, &reply::ok(Document::new()));
+                }
+            }
+        }
+        let decision = match verdict.outcome {
+            Outcome::WouldBlock => Decision::WouldBlock,
+            _ if matches!(plan, ReplyPlan::Documents(_) | ReplyPlan::Values(_)) => Decision::Masked,
+            _ if rewritten.is_some() => Decision::Rewritten,
+            _ => Decision::Allowed,
+        };
+        let (rule, reason) = match &verdict.denial {
+            Some(d) => (Some(d.rule.clone()), Some(d.reason.clone())),
+            None => (judged.rule.clone(), None),
+        };
+        let record = Judged {
+            statement: shown,
+            decision,
+            rule,
+            reason,
+        };
+        // The agent's statement rate is shared with its sessions on every protocol.
+        let ticket = match self.session.decide(record, Some(self.policy.limits())) {
+            Ok(t) => t,
+            Err(refusal) => return answer_if(wants_reply, request_id, &reply::refusal(&refusal)),
+        };
+        let checksum = op.flags & CHECKSUM_PRESENT != 0;
+        let bytes = match (&rewritten, op.flags & EXHAUST_ALLOWED != 0) {
+            (None, false) => msg.raw.to_vec(),
+            (Some(rw), _) => {
+                let mut m = op.with_command(rw);
+                m.flags &= !EXHAUST_ALLOWED;
+                m.encode(checksum)
+            }
+            (None, true) => {
+                let mut m = op.clone();
+                m.flags &= !EXHAUST_ALLOWED;
+                m.encode(checksum)
+            }
+        };
+        let limit = match cmd.name.as_str() {
+            "find" | "aggregate" | "getMore" => {
+                let l = self.policy.limits();
+                l.max_rows.as_ref().map(|(max, rule)| RowLimit {
+                    max: *max,
+                    mode: l.on_max_rows,
+                    rule: rule.clone(),
+                })
+            }
+            _ => None,
+        };
+        let entry = wants_reply.then(|| Entry {
+            request_id,
+            kind: Kind::Reply(Box::new(Expect {
+                plan,
+                rules: self.policy.rules(),
+                track,
+                namespace: judged.namespaces.first().cloned().unwrap_or_default(),
+                limit,
+            })),
+            ticket: Some(ticket),
+        });
+        Step::Forward(entry, bytes)
+    }
+
+    /// getMore/killCursors: the cursors must be this session's (on the namespace named); a
+    /// getMore's batches are masked with the plan of the command that opened the cursor.
+    fn own_cursors(
+        &self,
+        cmd: &Command,
+        judged: &crate::policy::mongo::Judged,
+    ) -> Result<(ReplyPlan, Track), Refusal> {
+        let cursors = self.cursors.lock().expect("cursor registry");
+        let ns = judged.namespaces.first().map(String::as_str).unwrap_or("");
+        match cmd.name.as_str() {
+            "getMore" => {
+                let id = judged.cursors.first().copied().unwrap_or(0);
+                let c = cursors.check(id, ns)?;
+                Ok((c.plan.clone(), Track::GetMore(id)))
+            }
+            "killCursors" => {
+                for id in &judged.cursors {
+                    cursors.check(*id, ns)?;
+                }
+                Ok((ReplyPlan::None, Track::Kill(judged.cursors.clone())))
+            }
+            _ => Ok((judged.reply.clone(), Track::Open)),
+        }
+    }
+
+    fn remember_session(&mut self, cmd: &Command) {
+        if let Some(Ok(Bson::Binary(b))) = cmd.lsid().map(|l| l.get("id").cloned().ok_or(())) {
+            if self.lsids.len() < MAX_LSIDS {
+                self.lsids.insert(b.bytes);
+            }
+        }
+    }
+
+    /// `endSessions` with only the sessions this connection used (`None`: none of them).
+    fn scoped_end_sessions(&self, cmd: &Command) -> Option<Command> {
+        let Some(Bson::Array(ids)) = cmd.body.get("endSessions") else {
+            return None;
+        };
+        let ours: Vec<Bson> = ids
+            .iter()
+            .filter(|s| {
+                matches!(s.as_document().and_then(|d| d.get("id")),
+                    Some(Bson::Binary(b)) if self.lsids.contains(&b.bytes))
+            })
+            .cloned()
+            .collect();
+        if ours.is_empty() {
+            return None;
+        }
+        if ours.len() == ids.len() {
+            return Some(cmd.clone());
+        }
+        let mut c = cmd.clone();
+        c.body.insert("endSessions", ours);
+        Some(c)
+    }
+
+    /// Kills an upstream cursor the reply half cut short (its reply is dropped).
+    fn kill_cursor(&mut self, id: i64, ns: &str) -> Step {
+        let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+        let request_id = self.next_internal;
+        self.next_internal = self.next_internal.wrapping_add(1);
+        let body = doc! { "killCursors": coll, "cursors": [id], "$db": db };
+        let bytes = OpMsg::reply(0, request_id, &body).encode(false);
+        Step::Forward(
+            Some(Entry {
+                request_id,
+                kind: Kind::Internal,
+                ticket: None,
+            }),
+            bytes,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

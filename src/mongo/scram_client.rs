@@ -1,0 +1,230 @@
+//! The client side of SCRAM-SHA-256 (RFC 5802/7677) as MongoDB speaks it: tollgate logs in to
+//! an upstream with the vaulted user and password. postgres-protocol's client cannot be used:
+//! it always sends an empty user name (PostgreSQL takes it from the startup packet), while a
+//! MongoDB server needs it in `n=`. The password is SASLprep'd (RFC 4013) first, as drivers do.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Fewer iterations than this make the salted password cheap to brute-force: MongoDB itself
+/// never uses fewer for SCRAM-SHA-256.
+const MIN_ITERATIONS: u32 = 4096;
+/// A server asking for more would make every login a denial of service on the gateway.
+const MAX_ITERATIONS: u32 = 1_000_000;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ScramClientError {
+    #[error("the password cannot be prepared with SASLprep")]
+    Saslprep,
+    #[error("malformed SCRAM server message: {0}")]
+    Malformed(&'static str),
+    #[error(
+        "the server's SCRAM iteration count {0} is outside {MIN_ITERATIONS}..={MAX_ITERATIONS}"
+    )]
+    Iterations(u32),
+    #[error(
+        "the server did not prove it knows the password (wrong server or a man in the middle)"
+    )]
+    ServerSignature,
+    #[error("the server refused the login: {0}")]
+    Refused(String),
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
+    m.update(data);
+    m.finalize().into_bytes().into()
+}
+
+/// One client-side exchange.
+pub struct ScramClient {
+    user: String,
+    password: String,
+    nonce: String,
+    client_first_bare: String,
+    server_signature: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ScramClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramClient")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+fn escape_user(user: &str) -> String {
+    user.replace('=', "=3D").replace(',', "=2C")
+}
+
+impl ScramClient {
+    pub fn new(user: &str, password: &str) -> ScramClient {
+        let mut raw = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut raw);
+        let nonce = B64.encode(raw);
+        let client_first_bare = format!("n={},r={nonce}", escape_user(user));
+        ScramClient {
+            user: user.to_string(),
+            password: password.to_string(),
+            nonce,
+            client_first_bare,
+            server_signature: None,
+        }
+    }
+
+    /// client-first-message (no channel binding: MongoDB does not offer it).
+    pub fn client_first(&self) -> String {
+        format!("n,,{}", self.client_first_bare)
+    }
+
+    /// Reads server-first-message and returns client-final-message.
+    pub fn client_final(&mut self, server_first: &[u8]) -> Result<String, ScramClientError> {
+        let text = std::str::from_utf8(server_first)
+            .map_err(|_| ScramClientError::Malformed("server-first is not UTF-8"))?;
+        let mut nonce = None;
+        let mut salt = None;
+        let mut iterations = None;
+        for part in text.split(',') {
+            match part.split_once('=') {
+                Some(("r", v)) => nonce = Some(v),
+                Some(("s", v)) => salt = Some(v),
+                Some(("i", v)) => iterations = Some(v),
+                Some(("m", _)) => return Err(ScramClientError::Malformed("mandatory extension")),
+                _ => {}
+            }
+        }
+        let nonce = nonce.ok_or(ScramClientError::Malformed("no nonce"))?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err(ScramClientError::Malformed(
+                "server nonce does not extend ours",
+            ));
+        }
+        let salt = B64
+            .decode(salt.ok_or(ScramClientError::Malformed("no salt"))?)
+            .map_err(|_| ScramClientError::Malformed("salt is not base64"))?;
+        let iterations: u32 = iterations
+            .ok_or(ScramClientError::Malformed("no iteration count"))?
+            .parse()
+            .map_err(|_| ScramClientError::Malformed("bad iteration count"))?;
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
+            return Err(ScramClientError::Iterations(iterations));
+        }
+        let prepared =
+            stringprep::saslprep(&self.password).map_err(|_| ScramClientError::Saslprep)?;
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(prepared.as_bytes(), &salt, iterations, &mut salted);
+        let client_key = hmac(&salted, b"Client Key");
+        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
+        let signature = hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(signature.iter())
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let server_key = hmac(&salted, b"Server Key");
+        self.server_signature = Some(hmac(&server_key, auth_message.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)))
+    }
+
+    /// Checks server-final-message (`v=...`), so a server that does not know the password
+    /// cannot pose as the upstream.
+    pub fn verify_server_final(&self, server_final: &[u8]) -> Result<(), ScramClientError> {
+        let text = std::str::from_utf8(server_final)
+            .map_err(|_| ScramClientError::Malformed("server-final is not UTF-8"))?;
+        if let Some(e) = text.strip_prefix("e=") {
+            return Err(ScramClientError::Refused(e.chars().take(100).collect()));
+        }
+        let v = text
+            .split(',')
+            .find_map(|p| p.strip_prefix("v="))
+            .ok_or(ScramClientError::Malformed("no server signature"))?;
+        let got = B64
+            .decode(v)
+            .map_err(|_| ScramClientError::Malformed("server signature is not base64"))?;
+        let want = self.server_signature.ok_or(ScramClientError::Malformed(
+            "server-final before server-first",
+        ))?;
+        if got.len() == 32 && bool::from(got.ct_eq(&want)) {
+            Ok(())
+        } else {
+            Err(ScramClientError::ServerSignature)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::scram::{Binding, ScramServer};
+    use crate::auth::ScramVerifier;
+
+    #[test]
+    fn logs_in_to_tollgates_own_scram_server_and_checks_its_proof() {
+        let v = ScramVerifier::derive_with(b"pw", vec![4; 16], 4096);
+        let mut c = ScramClient::new("up,user=x", "pw");
+        assert!(c.client_first().starts_with("n,,n=up=2Cuser=3Dx,r="));
+        let (server, first) =
+            ScramServer::start(v.clone(), c.client_first().as_bytes(), Binding::default()).unwrap();
+        let fin = c.client_final(first.as_bytes()).unwrap();
+        let server_final = server.finish(fin.as_bytes()).unwrap();
+        assert_eq!(c.verify_server_final(server_final.as_bytes()), Ok(()));
+        assert_eq!(
+            c.verify_server_final(b"v=AAAA"),
+            Err(ScramClientError::ServerSignature)
+        );
+        assert!(matches!(
+            c.verify_server_final(b"e=other-error"),
+            Err(ScramClientError::Refused(_))
+        ));
+
+        let mut wrong = ScramClient::new("u", "not-pw");
+        let (server, first) =
+            ScramServer::start(v, wrong.client_first().as_bytes(), Binding::default()).unwrap();
+        let fin = wrong.client_final(first.as_bytes()).unwrap();
+        assert!(server.finish(fin.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn hostile_server_first_messages_are_refused() {
+        let mut c = ScramClient::new("u", "pw");
+        let ours = c
+            .client_first()
+            .split_once(",r=")
+            .map(|(_, n)| n.to_string())
+            .unwrap();
+        for (msg, want) in [
+            (
+                format!("r={ours}x,s=AAAA,i=1"),
+                ScramClientError::Iterations(1),
+            ),
+            (
+                format!("r={ours}x,s=AAAA,i=99999999"),
+                ScramClientError::Iterations(99_999_999),
+            ),
+            (
+                "r=other,s=AAAA,i=4096".to_string(),
+                ScramClientError::Malformed("server nonce does not extend ours"),
+            ),
+            (
+                format!("r={ours},s=AAAA,i=4096"),
+                ScramClientError::Malformed("server nonce does not extend ours"),
+            ),
+            (
+                format!("m=x,r={ours}x,s=AAAA,i=4096"),
+                ScramClientError::Malformed("mandatory extension"),
+            ),
+            (
+                format!("r={ours}x,s=!!,i=4096"),
+                ScramClientError::Malformed("salt is not base64"),
+            ),
+        ] {
+            assert_eq!(c.client_final(msg.as_bytes()).unwrap_err(), want, "{msg}");
+        }
+    }
+}

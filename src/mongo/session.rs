@@ -1,0 +1,247 @@
+//! One client connection, phase by phase: TLS handshake (on the `mongodb_tls` listener) → login
+//! (`login::LoginPhase`: the handshake, SCRAM-SHA-256 against the verifier the session core
+//! hands out, then the core's admission) → upstream connection with the vaulted login → relay.
+//! Wire work only.
+//!
+//! Drivers keep a monitoring connection that only ever says `hello` and never logs in: before
+//! authentication a connection may stay as long as each message arrives within
+//! `limits.auth_timeout_ms`, and it can never do more than `hello`, `ping` and the login.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn, Instrument};
+
+use super::door::{MongoDoor, MongoUpstream};
+use super::login::{LoginOutcome, LoginPhase};
+use super::op_msg::OpMsg;
+use super::relay::{self, Relay};
+use super::reply::{self, code};
+use super::upstream::MongoConnection;
+use super::wire::{Message, MessageReader, WireError, PRE_AUTH_MAX_BYTES};
+use crate::audit::Protocol;
+use crate::auth::ScramVerifier;
+use crate::session::{Accepted, Core, Session};
+use crate::tls::NetStream;
+
+pub async fn handle(
+    core: Arc<Core>,
+    door: Arc<MongoDoor>,
+    up: Arc<MongoUpstream>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    tls: bool,
+) {
+    let mut accepted = core.accept(Protocol::Mongo, peer);
+    accepted.set_upstream(up.name());
+    let span = accepted.span();
+    async move {
+        if let Err(e) = run(accepted, door, up, socket, tls).await {
+            debug!(error = %e, "session ended with an error");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("authentication timed out")]
+    Timeout,
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    #[error("TLS listener without a certificate")]
+    NoCertificate,
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    #[error("{0}")]
+    Upstream(#[from] super::upstream::UpstreamError),
+    #[error("{0}")]
+    Relay(#[from] relay::RelayError),
+}
+
+/// A reply from tollgate to `msg` (request ids of tollgate's own replies need not be unique).
+fn answer(msg: &Message, body: &bson::Document) -> Vec<u8> {
+    OpMsg::reply(msg.header.request_id, 0, body).encode(false)
+}
+
+async fn run(
+    accepted: Accepted,
+    door: Arc<MongoDoor>,
+    up: Arc<MongoUpstream>,
+    socket: TcpStream,
+    tls: bool,
+) -> Result<(), SessionError> {
+    socket.set_nodelay(true)?;
+    let core = accepted.core().clone();
+    let stream = if tls {
+        // The Redis listener's config: no ALPN (MongoDB drivers send none).
+        let config = core.tls.current().ok_or(SessionError::NoCertificate)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config.redis.clone());
+        match tokio::time::timeout_at(accepted.deadline, acceptor.accept(socket)).await {
+            Err(_) => return Err(SessionError::Timeout),
+            Ok(Err(e)) => {
+                metrics::counter!("tollgate_tls_handshake_failures_total", "protocol" => "mongodb")
+                    .increment(1);
+                return Err(SessionError::Handshake(e));
+            }
+            Ok(Ok(s)) => NetStream::from(s),
+        }
+    } else {
+        NetStream::Plain(socket)
+    };
+    let (rd, mut wr) = stream.into_split();
+    let mut client = MessageReader::new(rd, PRE_AUTH_MAX_BYTES);
+    let Some((session, upstream)) = login(&accepted, &door, &up, &mut client, &mut wr, tls).await?
+    else {
+        return Ok(());
+    };
+    session.opened();
+    info!(agent = %session.agent(), upstream = %up.name(), "session started");
+    let facts = upstream.facts;
+    // The upstream's maxMessageSizeBytes, within tollgate's own limits.max_message_bytes.
+    client.set_limit(
+        (facts.max_message_size_bytes.max(1024) as usize).min(core.limits.max_message_bytes),
+    );
+    let (up_stream, leftover) = upstream.into_parts();
+    let _upstream_gauge = crate::telemetry::upstream_connection(up.name());
+    let relay = Relay {
+        policy: crate::policy::mongo::MongoPolicy::new(
+            session.agent().clone(),
+            session.upstream().clone(),
+        ),
+        session,
+        facts,
+        connection_id: accepted.id as i64,
+    };
+    relay::run(relay, client, wr, up_stream, leftover).await?;
+    // `accepted` (the live count and the client gauge) lasts as long as the session.
+    drop(accepted);
+    Ok(())
+}
+
+/// The login phase: until an agent is authenticated, admitted and connected upstream. `None`:
+/// the client left (or was closed after a protocol error).
+async fn login<R, W>(
+    accepted: &Accepted,
+    door: &MongoDoor,
+    up: &MongoUpstream,
+    client: &mut MessageReader<R>,
+    wr: &mut W,
+    tls: bool,
+) -> Result<Option<(Session, MongoConnection)>, SessionError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let core = accepted.core();
+    let idle = Duration::from_millis(core.limits.auth_timeout_ms);
+    let mut phase: Option<LoginPhase> = None;
+    // Unknown-agent verifiers for names no agent can have: any fixed secret will do, the
+    // exchange fails either way (the core's own mock covers every valid name).
+    let mock_secret: [u8; 32] = rand::random();
+    loop {
+        let next = tokio::time::timeout(idle, client.next()).await;
+        let msg = match next {
+            Err(_) => return Err(SessionError::Timeout),
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Err(WireError::Io(e))) => return Err(SessionError::Wire(WireError::Io(e))),
+            Ok(Err(e)) => {
+                // Framing errors before login close the connection (nothing is skipped).
+                let id = client.front_request_id().unwrap_or(0);
+                let r = reply::error(code::PROTOCOL_ERROR, format!("tollgate: {e}"));
+                let _ = wr.write_all(&OpMsg::reply(id, 0, &r).encode(false)).await;
+                return Ok(None);
+            }
+        };
+        if phase.is_none() {
+            match up.facts(door.connect_timeout).await {
+                Ok(f) => phase = Some(LoginPhase::new(f, accepted.id as i64)),
+                Err(e) => {
+                    warn!(upstream = %up.name(), error = %e, "MongoDB upstream unreachable");
+                    let msg_text = crate::session::upstream_unavailable(up.name());
+                    let r = reply::error(code::HOST_UNREACHABLE, msg_text);
+                    wr.write_all(&reply_for(&msg, &r)).await?;
+                    return Ok(None);
+                }
+            }
+        }
+        let phase_ref = phase.as_mut().expect("set above");
+        let outcome = phase_ref.handle(
+            &msg,
+            bson::DateTime::now(),
+            // MongoDB drivers refuse fewer than 4096 SCRAM iterations: the full verifier.
+            |user| accepted.scram_verifier(user).map(|(v, _)| v),
+            |user| ScramVerifier::mock_for(user, &mock_secret),
+        );
+        match outcome {
+            LoginOutcome::Reply(bytes) => wr.write_all(&bytes).await?,
+            LoginOutcome::Close(bytes) => {
+                wr.write_all(&bytes).await?;
+                return Ok(None);
+            }
+            LoginOutcome::Failed { user, reply } => {
+                accepted.auth_failed(user.as_bytes(), "authentication failed");
+                wr.write_all(&reply).await?;
+            }
+            LoginOutcome::Authenticated {
+                agent,
+                reply: ok,
+                request_id,
+            } => {
+                // A mock verifier cannot be satisfied; checked anyway.
+                let still_real = accepted
+                    .scram_verifier(&agent)
+                    .is_some_and(|(_, is_real)| is_real);
+                if !still_real {
+                    accepted.auth_failed(agent.as_bytes(), "authentication failed");
+                    let r = reply::error(code::AUTHENTICATION_FAILED, super::sasl::AUTH_FAILED);
+                    wr.write_all(&OpMsg::reply(request_id, 0, &r).encode(false))
+                        .await?;
+                    continue;
+                }
+                let verified = accepted.scram_verified(&agent);
+                let session = match accepted.admit(&verified, up.name(), tls) {
+                    Ok(s) => s,
+                    Err(refusal) => {
+                        let r = reply::refusal(&refusal);
+                        wr.write_all(&OpMsg::reply(request_id, 0, &r).encode(false))
+                            .await?;
+                        continue;
+                    }
+                };
+                // The login succeeds only once the upstream accepted tollgate's: a failure is
+                // the login's error, and the driver reports it as such.
+                match up.connect(door.connect_timeout).await {
+                    Ok(conn) => {
+                        wr.write_all(&ok).await?;
+                        return Ok(Some((session, conn)));
+                    }
+                    Err(e) => {
+                        warn!(upstream = %up.name(), error = %e, "upstream connection failed");
+                        let text = crate::session::upstream_unavailable(up.name());
+                        let r = reply::error(code::HOST_UNREACHABLE, text);
+                        wr.write_all(&OpMsg::reply(request_id, 0, &r).encode(false))
+                            .await?;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An error reply to `msg` in its own format (OP_REPLY for a legacy OP_QUERY handshake).
+fn reply_for(msg: &Message, body: &bson::Document) -> Vec<u8> {
+    if msg.header.op_code == super::wire::OpCode::Query {
+        super::op_query::encode_reply(0, msg.header.request_id, body)
+    } else {
+        answer(msg, body)
+    }
+}

@@ -1,0 +1,561 @@
+//! The MongoDB decision: a pure function of (rules, command, limits). No I/O. It refuses, or
+//! allows with what the session must do: forward a rewritten command (row filters injected,
+//! `maxTimeMS` capped), mask the reply, filter a listing, or track a cursor.
+
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+
+use super::builtin::{self, BUILTIN_RULE};
+use super::command::{valid_collection_name, Command, MALFORMED_RULE};
+use super::judge::{Judge, RESERVED_RULE};
+use super::options::{command_let, read_options, update_spec, view_definition};
+use super::pipeline::Source;
+use super::rules::{MaskedField, MongoRules, Op};
+use crate::policy::decide::DEFAULT_DENY;
+use crate::refusal::Refusal;
+
+/// What the session does with the reply.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum ReplyPlan {
+    /// Relay as is.
+    #[default]
+    None,
+    /// Mask documents: cursor batches (`firstBatch`, `nextBatch`, change events) and
+    /// findAndModify's `value`.
+    Documents(Vec<MaskedField>),
+    /// Mask each of distinct's `values` (the key is a masked field).
+    Values(MaskedField),
+    /// Keep only the collections of `db` the agent may see (listCollections).
+    Collections { db: String },
+    /// Keep only the databases the agent may see (listDatabases).
+    Databases,
+}
+
+/// The limits a decision applies.
+#[derive(Debug, Clone, Default)]
+pub struct DecideLimits {
+    /// Statement timeout: `maxTimeMS` is capped to it (with the rule that set it).
+    pub statement_timeout: Option<(Duration, String)>,
+}
+
+/// An allowed command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    /// What was done, for the audit record (`find`, `aggregate`, `getMore`, ...).
+    pub operation: String,
+    /// Every namespace the command reads or writes.
+    pub namespaces: Vec<String>,
+    /// The rule that allowed it (`None`: passthrough or housekeeping).
+    pub rule: Option<String>,
+    /// The command to forward instead of the agent's.
+    pub rewritten: Option<Command>,
+    pub reply: ReplyPlan,
+    /// getMore/killCursors: the session must check that these cursors are its own.
+    pub cursors: Vec<i64>,
+}
+
+pub(super) fn malformed(m: impl Into<String>) -> Refusal {
+    Refusal::syntax(MALFORMED_RULE, m)
+}
+
+pub(super) fn need_doc<'a>(d: &'a Document, key: &str) -> Result<Option<&'a Document>, Refusal> {
+    match d.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Document(x)) => Ok(Some(x)),
+        Some(_) => Err(malformed(format!("{key} must be a document"))),
+    }
+}
+
+fn and(filter: Option<&Document>, row: Document) -> Document {
+    match filter {
+        Some(f) if !f.is_empty() => doc! { "$and": [f.clone(), row] },
+        _ => row,
+    }
+}
+
+/// Commands that accept `maxTimeMS` and can run long.
+const TIMED: [&str; 9] = [
+    "find",
+    "aggregate",
+    "count",
+    "distinct",
+    "findAndModify",
+    "update",
+    "delete",
+    "insert",
+    "mapReduce",
+];
+
+/// Judges one command.
+pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Result<Judged, Refusal> {
+    let name = cmd.name.as_str();
+    if let Some(why) = builtin::never(name) {
+        return Err(Refusal::permission(
+            BUILTIN_RULE,
+            format!("{name} is refused: {why}"),
+        ));
+    }
+    if let Some(known) = builtin::unusual_case(name) {
+        return Err(Refusal::permission(
+            BUILTIN_RULE,
+            format!(
+                "command \"{name}\" differs from \"{known}\" only in case: refused as ambiguous"
+            ),
+        ));
+    }
+    let mut j = Judge::new(rules);
+    let mut judged = Judged {
+        operation: name.to_string(),
+        namespaces: Vec::new(),
+        rule: None,
+        rewritten: None,
+        reply: ReplyPlan::None,
+        cursors: Vec::new(),
+    };
+    // The rewritten command, cloned only when something changes (inserts can be large).
+    let mut edited: Option<Command> = None;
+    match name {
+        n if builtin::HOUSEKEEPING.contains(&n) => {}
+        "find" => {
+            let ns = coll_ns(cmd)?;
+            j.access(&ns, Op::Find)?;
+            let p = rules.protection_of(&ns);
+            read_options(&j, &cmd.body, &p.masks, "filter")?;
+            if let Some(f) = p.filter() {
+                edit(&mut edited, cmd)
+                    .body
+                    .insert("filter", and(need_doc(&cmd.body, "filter")?, f));
+            }
+            judged.reply = documents(&p.masks);
+        }
+        "aggregate" => {
+            let source = match cmd.target() {
+                Some(Bson::String(_)) => {
+                    let ns = coll_ns(cmd)?;
+                    j.access(&ns, Op::Aggregate)?;
+                    Source::Collection(ns)
+                }
+                Some(Bson::Int32(1)) | Some(Bson::Int64(1)) | Some(Bson::Double(1.0)) => {
+                    Source::Database
+                }
+                _ => return Err(malformed("aggregate needs a collection name or 1")),
+            };
+            let Some(Bson::Array(stages)) = cmd.body.get("pipeline") else {
+                return Err(malformed("aggregate needs a pipeline array"));
+            };
+            command_let(&j, &cmd.body)?;
+            let (pipeline, masks) = j.pipeline(&cmd.db, source, stages, 0)?;
+            if &pipeline != stages {
+                edit(&mut edited, cmd)
+                    .body
+                    .insert("pipeline", Bson::Array(pipeline));
+            }
+            judged.reply = documents(&masks);
+        }
+        "count" => {
+            let ns = coll_ns(cmd)?;
+            j.access(&ns, Op::Count)?;
+            let p = rules.protection_of(&ns);
+            if let Some(q) = need_doc(&cmd.body, "query")? {
+                j.query(q, &p.masks, "a count query")?;
+            }
+            if let Some(h) = need_doc(&cmd.body, "hint")? {
+                let _ = h;
+            }
+            if let Some(f) = p.filter() {
+                edit(&mut edited, cmd)
+                    .body
+                    .insert("query", and(need_doc(&cmd.body, "query")?, f));
+            }
+        }
+        "distinct" => {
+            let ns = coll_ns(cmd)?;
+            j.access(&ns, Op::Distinct)?;
+            let p = rules.protection_of(&ns);
+            if let Some(q) = need_doc(&cmd.body, "query")? {
+                j.query(q, &p.masks, "a distinct query")?;
+            }
+            let key = cmd
+                .body
+                .get_str("key")
+                .map_err(|_| malformed("distinct needs a key"))?;
+            for m in &p.masks {
+                if key == m.path || key.starts_with(&format!("{}.", m.path)) {
+                    judged.reply = ReplyPlan::Values(m.clone());
+                } else if m.path.starts_with(&format!("{key}.")) {
+                    return Err(Refusal::permission(
+                        m.rule.clone(),
+                        format!(
+                            "distinct on {key} would return masked field {} unmasked",
+                            m.path
+                        ),
+                    ));
+                }
+            }
+            if let Some(f) = p.filter() {
+                edit(&mut edited, cmd)
+                    .body
+                    .insert("query", and(need_doc(&cmd.body, "query")?, f));
+            }
+        }
+        "insert" => {
+            let ns = coll_ns(cmd)?;
+            j.access(&ns, Op::Insert)?;
+            cmd.documents("documents")?;
+        }
+        "update" => {
+            let ns = coll_ns(cmd)?;
+            j.access(&ns, Op::Update)?;
+            let p = rules.protection_of(&ns);
+            command_let(&j, &cmd.body)?;
+            let mut out = Vec::new();
+            for u in cmd.documents("updates")? {
+                let mut u = u.clone();
+                let q = need_doc(&u, "q")?.cloned().unwrap_or_default();
+                j.query(&q, &p.masks, "an update filter")?;
+                update_spec(&mut j, &cmd.db, u.get("u"), &p.masks)?;
+                if let Some(s) = need_doc(&u, "sort")? {
+                    j.keys(s, &p.masks, "an update sort")?;
+                }
+                if !p.masks.is_empty() && u.contains_key("arrayFilters") {
+                    return Err(Refusal::permission(
+                        p.masks[0].rule.clone(),
+                        "arrayFilters cannot be used on documents with masked fields",
+                    ));
+                }
+                if let Some(f) = p.filter() {
+                    u.insert("q", and(Some(&q), f));
+                }
+                out.push(u);
+            }
+            if p.filter().is_some() {
+                edit(&mut edited, cmd).set_documents("updates", out);
+            }
+        }
+        "delete" => {
+            let ns = coll_ns(cmd)?;
+            j.access(&ns, Op::Delete)?;
+            let p = rules.protection_of(&ns);
+            command_let(&j, &cmd.body)?;
+            let mut out = Vec::new();
+            for d in cmd.documents("deletes")? {
+                let mut d = d.clone();
+                let q = need_doc(&d, "q")?.cloned().unwrap_or_default();
+                j.query(&q, &p.masks, "a delete filter")?;
+                if let Some(f) = p.filter() {
+                    d.insert("q", and(Some(&q), f));
+                }
+                out.push(d);
+            }
+            if p.filter().is_some() {
+                edit(&mut edited, cmd).set_documents("deletes", out);
+            }
+        }
+        "findAndModify" | "findandmodify" => {
+            let ns = coll_ns(cmd)?;
+            j.access(&ns, Op::FindAndModify)?;
+            let p = rules.protection_of(&ns);
+            command_let(&j, &cmd.body)?;
+            if let Some(q) = need_doc(&cmd.body, "query")? {
+                j.query(q, &p.masks, "a findAndModify query")?;
+            }
+            if let Some(s) = need_doc(&cmd.body, "sort")? {
+                j.keys(s, &p.masks, "a findAndModify sort")?;
+            }
+            if let Some(f) = need_doc(&cmd.body, "fields")? {
+                j.projection(f, &p.masks, "a findAndModify projection")?;
+            }
+            update_spec(&mut j, &cmd.db, cmd.body.get("update"), &p.masks)?;
+            if !p.masks.is_empty() && cmd.body.contains_key("arrayFilters") {
+                return Err(Refusal::permission(
+                    p.masks[0].rule.clone(),
+                    "arrayFilters cannot be used on documents with masked fields",
+                ));
+            }
+            if let Some(f) = p.filter() {
+                edit(&mut edited, cmd)
+                    .body
+                    .insert("query", and(need_doc(&cmd.body, "query")?, f));
+            }
+            judged.reply = documents(&p.masks);
+        }
+        "getMore" => {
+            let id = match cmd.target() {
+                Some(Bson::Int64(id)) => *id,
+                _ => return Err(malformed("getMore needs a cursor id (int64)")),
+            };
+            let coll = cmd
+                .body
+                .get_str("collection")
+                .map_err(|_| malformed("getMore needs a collection"))?;
+            if !valid_collection_name(coll) {
+                return Err(malformed("getMore: invalid collection name"));
+            }
+            judged.namespaces.push(format!("{}.{coll}", cmd.db));
+            judged.cursors.push(id);
+        }
+        "killCursors" => {
+            let ns = coll_ns(cmd)?;
+            let Some(Bson::Array(ids)) = cmd.body.get("cursors") else {
+                return Err(malformed("killCursors needs cursors"));
+            };
+            for id in ids {
+                match id {
+                    Bson::Int64(i) => judged.cursors.push(*i),
+                    _ => return Err(malformed("cursor ids are int64")),
+                }
+            }
+            judged.namespaces.push(ns);
+        }
+        "listCollections" => {
+            judged.reply = ReplyPlan::Collections { db: cmd.db.clone() };
+        }
+        "listDatabases" => {
+            if cmd.db != "admin" {
+                return Err(malformed("listDatabases runs on admin"));
+            }
+            judged.reply = ReplyPlan::Databases;
+        }
+        "listIndexes" => {
+            let ns = coll_ns(cmd)?;
+            j.access(&ns, Op::Find)?;
+        }
+        "create" => {
+            let ns = coll_ns(cmd)?;
+            j.access(&ns, Op::Collection)?;
+            view_definition(&mut j, cmd, &cmd.body)?;
+        }
+        "collMod" => {
+            let ns = coll_ns(cmd)?;
+            j.access(&ns, Op::Collection)?;
+            view_definition(&mut j, cmd, &cmd.body)?;
+        }
+        "drop" => {
+            let ns = coll_ns(cmd)?;
+            j.access(&ns, Op::Collection)?;
+        }
+        "createIndexes" => {
+            let ns = coll_ns(cmd)?;
+            j.access(&ns, Op::Index)?;
+            let p = rules.protection_of(&ns);
+            // A partial or sparse index over a masked field, used with `hint`, would filter
+            // documents by the raw value.
+            let Some(Bson::Array(specs)) = cmd.body.get("indexes") else {
+                return Err(malformed("createIndexes needs indexes"));
+            };
+            for spec in specs {
+                let spec = spec
+                    .as_document()
+                    .ok_or_else(|| malformed("index specs are documents"))?;
+                if let Some(f) = need_doc(spec, "partialFilterExpression")? {
+                    j.query(f, &p.masks, "a partial index filter")?;
+                }
+                if spec.get_bool("sparse").unwrap_or(false) {
+                    if let Some(k) = need_doc(spec, "key")? {
+                        j.keys(k, &p.masks, "index keys of a sparse index")?;
+                    }
+                }
+            }
+        }
+        "dropIndexes" | "createSearchIndexes" | "dropSearchIndex" | "updateSearchIndex" => {
+            let ns = coll_ns(cmd)?;
+            j.access(&ns, Op::Index)?;
+        }
+        "renameCollection" => {
+            if cmd.db != "admin" {
+                return Err(malformed("renameCollection runs on admin"));
+            }
+            let from = cmd
+                .collection()
+                .ok_or_else(|| malformed("renameCollection needs a namespace"))?;
+            let to = cmd
+                .body
+                .get_str("to")
+                .map_err(|_| malformed("renameCollection needs `to`"))?;
+            let db_of = |ns: &str| ns.split_once('.').map(|(d, _)| d.to_string());
+            if db_of(from).is_none() || db_of(from) != db_of(to) {
+                return Err(Refusal::permission(
+                    BUILTIN_RULE,
+                    format!("renameCollection across databases ({from} to {to}) is refused"),
+                ));
+            }
+            j.access(from, Op::Collection)?;
+            j.access(to, Op::Collection)?;
+            let p = rules.protection_of(from);
+            if let Some(r) = p
+                .masks
+                .first()
+                .map(|m| m.rule.clone())
+                .or(p.filters.first().map(|f| f.1.clone()))
+            {
+                return Err(Refusal::permission(
+                    r,
+                    format!("renaming {from} would move it away from its masks and row filters"),
+                ));
+            }
+        }
+        "dropDatabase" => {
+            if !rules.passthrough || rules.has_protections() {
+                return Err(Refusal::permission(
+                    DEFAULT_DENY,
+                    format!("dropDatabase of {} is not allowed", cmd.db),
+                ));
+            }
+        }
+        "explain" => {
+            let Some(Bson::Document(inner)) = cmd.target() else {
+                return Err(malformed("explain needs a command document"));
+            };
+            if rules.diagnostic("explain").is_none() && !rules.passthrough {
+                return Err(Refusal::permission(
+                    DEFAULT_DENY,
+                    "explain is not allowed (add it to `diagnostics` in the policy)",
+                ));
+            }
+            let mut inner = inner.clone();
+            inner.insert("$db", cmd.db.clone());
+            let inner_cmd = Command::new(inner, Vec::new())?;
+            if !matches!(
+                inner_cmd.name.as_str(),
+                "find" | "aggregate" | "count" | "distinct" | "update" | "delete" | "findAndModify"
+            ) {
+                return Err(malformed("explain supports find, aggregate, count, distinct, update, delete, findAndModify"));
+            }
+            let inner_judged = decide(rules, &inner_cmd, &DecideLimits::default())?;
+            if let Some(rw) = inner_judged.rewritten {
+                let mut e = rw.body;
+                e.remove("$db");
+                edit(&mut edited, cmd).body.insert("explain", e);
+            }
+            judged.namespaces = inner_judged.namespaces;
+            judged.rule = inner_judged.rule;
+        }
+        "collStats" | "dbStats" => {
+            if rules.diagnostic(name).is_none() && !rules.passthrough {
+                return Err(Refusal::permission(
+                    DEFAULT_DENY,
+                    format!("{name} is not allowed (add it to `diagnostics` in the policy)"),
+                ));
+            }
+            if name == "collStats" {
+                let ns = coll_ns(cmd)?;
+                j.access(&ns, Op::Find)?;
+            }
+        }
+        "mapReduce" => {
+            let ns = coll_ns(cmd)?;
+            if rules.javascript.is_none() {
+                return Err(Refusal::permission(
+                    super::judge::JAVASCRIPT_RULE,
+                    "mapReduce runs server-side JavaScript, which is not allowed",
+                )
+                .with_instead("use an aggregation pipeline instead"));
+            }
+            j.access(&ns, Op::Find)?;
+            let p = rules.protection_of(&ns);
+            if let Some(m) = p.masks.first() {
+                return Err(Refusal::permission(
+                    m.rule.clone(),
+                    format!(
+                        "mapReduce's JavaScript would see the raw value of masked field {}",
+                        m.path
+                    ),
+                ));
+            }
+            match cmd.body.get("out") {
+                Some(Bson::Document(o)) if o.contains_key("inline") => {}
+                Some(Bson::String(c)) => {
+                    j.access(&format!("{}.{c}", cmd.db), Op::Insert)?;
+                }
+                _ => {
+                    return Err(malformed(
+                        "mapReduce: only `out: {inline: 1}` or a collection name",
+                    ))
+                }
+            }
+            if let Some(f) = p.filter() {
+                edit(&mut edited, cmd)
+                    .body
+                    .insert("query", and(need_doc(&cmd.body, "query")?, f));
+            }
+        }
+        other => {
+            if !rules.passthrough {
+                return Err(Refusal::permission(
+                    DEFAULT_DENY,
+                    format!("command \"{other}\" is not allowed"),
+                ));
+            }
+            // Passthrough: allowed, but never on a protected or reserved collection.
+            if let Some(ns) = cmd.namespace() {
+                if let Some(why) = super::judge::reserved(&ns) {
+                    return Err(Refusal::permission(
+                        RESERVED_RULE,
+                        format!("{other} on {ns}: {why}"),
+                    ));
+                }
+                let p = rules.protection_of(&ns);
+                if let Some(r) = p
+                    .masks
+                    .first()
+                    .map(|m| m.rule.clone())
+                    .or(p.filters.first().map(|f| f.1.clone()))
+                {
+                    return Err(Refusal::permission(
+                        r,
+                        format!("command \"{other}\" on {ns} cannot be checked against its masks and row filters"),
+                    ));
+                }
+                judged.namespaces.push(ns);
+            }
+        }
+    }
+    if let Some((cap, rule)) = &limits.statement_timeout {
+        if TIMED.contains(&name) {
+            let cap_ms = cap.as_millis().min(i64::MAX as u128) as i64;
+            match cmd.max_time_ms() {
+                Some(m) if m > 0 && m <= cap_ms => {}
+                _ => {
+                    edit(&mut edited, cmd).body.insert("maxTimeMS", cap_ms);
+                    if judged.rule.is_none() && j.rule.is_none() {
+                        j.rule = Some(rule.clone());
+                    }
+                }
+            }
+        }
+    }
+    for ns in j.namespaces.drain(..) {
+        if !judged.namespaces.contains(&ns) {
+            judged.namespaces.push(ns);
+        }
+    }
+    if judged.rule.is_none() {
+        judged.rule = j.rule.take();
+    }
+    judged.rewritten = edited;
+    Ok(judged)
+}
+
+fn edit<'a>(slot: &'a mut Option<Command>, cmd: &Command) -> &'a mut Command {
+    slot.get_or_insert_with(|| cmd.clone())
+}
+
+fn documents(masks: &[MaskedField]) -> ReplyPlan {
+    if masks.is_empty() {
+        ReplyPlan::None
+    } else {
+        ReplyPlan::Documents(masks.to_vec())
+    }
+}
+
+/// `db.collection` of a command whose first value is a collection name.
+fn coll_ns(cmd: &Command) -> Result<String, Refusal> {
+    let c = cmd
+        .collection()
+        .ok_or_else(|| malformed(format!("{} needs a collection name", cmd.name)))?;
+    if !valid_collection_name(c) {
+        return Err(malformed(format!("invalid collection name {c:?}")));
+    }
+    Ok(format!("{}.{c}", cmd.db))
+}

@@ -1,0 +1,162 @@
+//! The parts of a command the decision reads besides its target: find's filter, sort,
+//! projection and index bounds; `let` variables; an update's `u` (operators or a pipeline);
+//! a view definition. Each is checked against the masked fields of the documents it reads.
+
+use bson::{Bson, Document};
+
+use super::command::Command;
+use super::decide::{malformed, need_doc};
+use super::judge::{walk_error, Judge};
+use super::pipeline::Source;
+use super::rules::{MaskedField, Op};
+use crate::refusal::Refusal;
+
+/// find's filter, sort, projection, min/max, let.
+pub(super) fn read_options(
+    j: &Judge,
+    body: &Document,
+    masks: &[MaskedField],
+    _what: &str,
+) -> Result<(), Refusal> {
+    if let Some(f) = need_doc(body, "filter")? {
+        j.query(f, masks, "a filter")?;
+    }
+    if let Some(s) = need_doc(body, "sort")? {
+        j.keys(s, masks, "a sort")?;
+    }
+    if let Some(p) = need_doc(body, "projection")? {
+        j.projection(p, masks, "a projection")?;
+    }
+    for bound in ["min", "max"] {
+        if let Some(b) = need_doc(body, bound)? {
+            j.keys(b, masks, "index bounds (min/max)")?;
+        }
+    }
+    command_let(j, body)
+}
+
+/// Command-level `let` variables: constants and expressions without a document.
+pub(super) fn command_let(j: &Judge, body: &Document) -> Result<(), Refusal> {
+    if let Some(l) = need_doc(body, "let")? {
+        for (_, v) in l {
+            j.expr(v, &[], "let")?;
+        }
+    }
+    Ok(())
+}
+
+/// An update's `u`: operators (only `$rename` moves values, so it may not touch masked
+/// fields) or a pipeline (walked like any other, against the collection's masks).
+pub(super) fn update_spec(
+    j: &mut Judge,
+    db: &str,
+    u: Option<&Bson>,
+    masks: &[MaskedField],
+) -> Result<(), Refusal> {
+    match u {
+        None | Some(Bson::Null) => Ok(()),
+        Some(Bson::Document(d)) => {
+            for (op, arg) in d {
+                if !op.starts_with('$') {
+                    // A replacement document: a plain write.
+                    continue;
+                }
+                if op == "$rename" {
+                    let Bson::Document(r) = arg else {
+                        return Err(malformed("$rename needs a document"));
+                    };
+                    let mut refs = super::query::Refs::default();
+                    for (from, to) in r {
+                        refs.paths.push(from.clone());
+                        if let Bson::String(t) = to {
+                            refs.paths.push(t.clone());
+                        }
+                    }
+                    j.check_refs(&refs, masks, "a $rename")?;
+                } else if !UPDATE_OPERATORS.contains(&op.as_str()) {
+                    return Err(walk_error(super::query::WalkError::Unknown(op.clone())));
+                }
+            }
+            Ok(())
+        }
+        Some(Bson::Array(stages)) => {
+            for s in stages {
+                let ok = s
+                    .as_document()
+                    .and_then(|d| d.keys().next())
+                    .is_some_and(|k| {
+                        matches!(
+                            k.as_str(),
+                            "$addFields"
+                                | "$set"
+                                | "$project"
+                                | "$unset"
+                                | "$replaceRoot"
+                                | "$replaceWith"
+                        )
+                    });
+                if !ok {
+                    return Err(malformed("an update pipeline may use $addFields, $set, $project, $unset, $replaceRoot, $replaceWith"));
+                }
+            }
+            j.pipeline(db, Source::Stream(masks.to_vec()), stages, 1)
+                .map(|_| ())
+        }
+        Some(_) => Err(malformed("an update must be a document or a pipeline")),
+    }
+}
+
+const UPDATE_OPERATORS: [&str; 13] = [
+    "$set",
+    "$unset",
+    "$inc",
+    "$mul",
+    "$min",
+    "$max",
+    "$currentDate",
+    "$setOnInsert",
+    "$push",
+    "$pull",
+    "$pullAll",
+    "$addToSet",
+    "$pop",
+];
+
+/// `create`/`collMod` of a view: the view reads `viewOn` through its pipeline; a view over a
+/// protected collection would be a way around its masks and row filters.
+pub(super) fn view_definition(
+    j: &mut Judge,
+    cmd: &Command,
+    body: &Document,
+) -> Result<(), Refusal> {
+    let Some(on) = body.get("viewOn") else {
+        if body.contains_key("pipeline") {
+            return Err(malformed("a view pipeline needs viewOn"));
+        }
+        return Ok(());
+    };
+    let Bson::String(on) = on else {
+        return Err(malformed("viewOn must be a collection name"));
+    };
+    let ns = format!("{}.{on}", cmd.db);
+    j.access(&ns, Op::Aggregate)?;
+    let p = j.rules.protection_of(&ns);
+    if let Some(r) = p
+        .masks
+        .first()
+        .map(|m| m.rule.clone())
+        .or(p.filters.first().map(|f| f.1.clone()))
+    {
+        return Err(Refusal::permission(
+            r,
+            format!("a view on {ns} would bypass its masks and row filters"),
+        ));
+    }
+    let stages = match body.get("pipeline") {
+        None => Vec::new(),
+        Some(Bson::Array(a)) => a.clone(),
+        Some(_) => return Err(malformed("pipeline must be an array")),
+    };
+    j.pipeline(&cmd.db, Source::Collection(ns), &stages, 1)?;
+    Ok(())
+}

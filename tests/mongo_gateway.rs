@@ -1,0 +1,577 @@
+//! The MongoDB door end to end, against the demo (SecantusDB behind the gateway): the Rust
+//! `mongodb` driver (CRUD, cursors with getMore, aggregation, transactions, wrong token, TLS),
+//! the adversarial table through a live session (each refusal names its rule, is recorded as
+//! blocked, and the session stays usable), wire-level attacks (duplicate keys, bad checksums,
+//! oversized and compressed messages, other sessions' cursors), and the audit chain with
+//! MongoDB records in it.
+
+mod support;
+
+use bson::{doc, Bson, Document};
+use futures_util::TryStreamExt;
+use mongodb::options::ClientOptions;
+use mongodb::Client;
+use support::harness;
+use support::mongo::{bson_str, op_msg_with_raw_body, raw_document, RawMongo};
+use tokio::io::AsyncWriteExt;
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let h = harness();
+    h.runtime.block_on(f)
+}
+
+async fn client(url: &str) -> Client {
+    let mut opts = ClientOptions::parse(url).await.unwrap();
+    opts.server_selection_timeout = Some(std::time::Duration::from_secs(15));
+    Client::with_options(opts).unwrap()
+}
+
+fn refused(r: &Document, rule: &str) {
+    assert!(
+        matches!(r.get("ok"), Some(Bson::Double(v)) if *v == 0.0),
+        "not refused: {r:?}"
+    );
+    let msg = r.get_str("errmsg").unwrap_or_default();
+    assert!(msg.starts_with("tollgate: "), "{msg}");
+    assert!(
+        msg.contains(&format!("(rule: {rule}")),
+        "{msg} does not name {rule}"
+    );
+}
+
+#[test]
+fn rust_driver_crud_cursors_aggregation_transactions() {
+    let env = &harness().env;
+    block_on(async {
+        let analyst = client(&env.mongo_url("analyst")).await;
+        let shop = analyst.database("shop");
+        let customers = shop.collection::<Document>("customers");
+        let c = customers
+            .find_one(doc! { "_id": 1i64 })
+            .await
+            .unwrap()
+            .unwrap();
+        let email = c.get_str("email").unwrap();
+        assert!(email.starts_with("***@example."), "{email}");
+        assert_eq!(c.get_str("ssn").unwrap(), "REDACTED");
+        // A cursor read in batches of 70: getMore on the session's own cursor, capped at 1000.
+        let orders = shop.collection::<Document>("orders");
+        let all: Vec<Document> = orders
+            .find(doc! {})
+            .batch_size(70)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 1000, "the analyst's max_rows");
+        let grouped: Vec<Document> = customers
+            .aggregate([doc! { "$group": { "_id": "$region", "n": { "$sum": 1 } } }])
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(!grouped.is_empty());
+        let err = shop
+            .collection::<Document>("secrets")
+            .find_one(doc! {})
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("tollgate: no rule allows find on shop.secrets (rule: default-deny)"),
+            "{text}"
+        );
+
+        let writer = client(&env.mongo_url("writer")).await;
+        let w = writer.database("shop").collection::<Document>("orders");
+        w.delete_many(doc! { "_id": { "$gte": 960000i64, "$lt": 960100i64 } })
+            .await
+            .unwrap();
+        let docs: Vec<Document> = (0..20i64)
+            .map(|i| doc! { "_id": 960000 + i, "amount": i as f64 })
+            .collect();
+        w.insert_many(docs).await.unwrap();
+        w.update_one(
+            doc! { "_id": 960001i64 },
+            doc! { "$set": { "amount": 99.0 } },
+        )
+        .await
+        .unwrap();
+        let one = w
+            .find_one(doc! { "_id": 960001i64 })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(one.get_f64("amount").unwrap(), 99.0);
+        let gone = w
+            .delete_many(doc! { "_id": { "$gte": 960000i64, "$lt": 960100i64 } })
+            .await
+            .unwrap();
+        assert_eq!(gone.deleted_count, 20);
+
+        let trusted = client(&env.mongo_url("trusted")).await;
+        let t = trusted.database("shop").collection::<Document>("orders");
+        let mut s = trusted.start_session().await.unwrap();
+        s.start_transaction().await.unwrap();
+        t.insert_one(doc! { "_id": 970000i64 })
+            .session(&mut s)
+            .await
+            .unwrap();
+        s.commit_transaction().await.unwrap();
+        s.start_transaction().await.unwrap();
+        t.insert_one(doc! { "_id": 970001i64 })
+            .session(&mut s)
+            .await
+            .unwrap();
+        s.abort_transaction().await.unwrap();
+        assert!(t
+            .find_one(doc! { "_id": 970000i64 })
+            .await
+            .unwrap()
+            .is_some());
+        assert!(t
+            .find_one(doc! { "_id": 970001i64 })
+            .await
+            .unwrap()
+            .is_none());
+        t.delete_one(doc! { "_id": 970000i64 }).await.unwrap();
+
+        let bad = env
+            .mongo_url("analyst")
+            .replace(env.token("analyst"), "tg_wrong");
+        let err = client(&bad)
+            .await
+            .database("shop")
+            .run_command(doc! { "ping": 1 })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("Authentication failed"), "{err}");
+    });
+}
+
+#[test]
+fn rust_driver_over_tls() {
+    let env = &harness().env;
+    block_on(async {
+        let c = client(&env.mongo_tls_url("analyst")).await;
+        let o = c
+            .database("shop")
+            .collection::<Document>("orders")
+            .find_one(doc! { "_id": 3i64 })
+            .await
+            .unwrap();
+        assert!(o.is_some());
+    });
+}
+
+/// Commands an analyst may try, each with the rule that must refuse it.
+fn adversarial() -> Vec<(&'static str, Document, &'static str)> {
+    let db = |mut d: Document| {
+        d.insert("$db", "shop");
+        d
+    };
+    vec![
+        ("secrets", db(doc! { "find": "secrets" }), "default-deny"),
+        (
+            "write",
+            db(doc! { "insert": "orders", "documents": [ { "_id": -1 } ] }),
+            "default-deny",
+        ),
+        (
+            "delete",
+            db(doc! { "delete": "orders", "deletes": [ { "q": {}, "limit": 0 } ] }),
+            "default-deny",
+        ),
+        (
+            "lookup secrets",
+            db(
+                doc! { "aggregate": "orders", "pipeline": [ { "$lookup": { "from": "secrets", "pipeline": [], "as": "s" } } ], "cursor": {} },
+            ),
+            "default-deny",
+        ),
+        (
+            "unionWith",
+            db(
+                doc! { "aggregate": "orders", "pipeline": [ { "$unionWith": "secrets" } ], "cursor": {} },
+            ),
+            "default-deny",
+        ),
+        (
+            "graphLookup",
+            db(
+                doc! { "aggregate": "orders", "pipeline": [ { "$graphLookup": { "from": "secrets", "startWith": "$x", "connectFromField": "a", "connectToField": "b", "as": "g" } } ], "cursor": {} },
+            ),
+            "default-deny",
+        ),
+        (
+            "facet lookup",
+            db(
+                doc! { "aggregate": "orders", "pipeline": [ { "$facet": { "x": [ { "$lookup": { "from": "secrets", "localField": "a", "foreignField": "b", "as": "s" } } ] } } ], "cursor": {} },
+            ),
+            "default-deny",
+        ),
+        (
+            "out",
+            db(doc! { "aggregate": "orders", "pipeline": [ { "$out": "copy" } ], "cursor": {} }),
+            "default-deny",
+        ),
+        (
+            "merge",
+            db(
+                doc! { "aggregate": "customers", "pipeline": [ { "$merge": { "into": "orders" } } ], "cursor": {} },
+            ),
+            "default-deny",
+        ),
+        (
+            "where",
+            db(doc! { "find": "orders", "filter": { "$where": "true" } }),
+            "builtin: javascript",
+        ),
+        (
+            "function",
+            db(
+                doc! { "aggregate": "orders", "pipeline": [ { "$addFields": { "x": { "$function": { "body": "function(){return 1}", "args": [], "lang": "js" } } } } ], "cursor": {} },
+            ),
+            "builtin: javascript",
+        ),
+        (
+            "mapReduce",
+            db(
+                doc! { "mapReduce": "orders", "map": "function(){}", "reduce": "function(){}", "out": { "inline": 1 } },
+            ),
+            "builtin: javascript",
+        ),
+        (
+            "regex on masked",
+            db(doc! { "find": "customers", "filter": { "email": { "$regex": "^a" } } }),
+            "analyst: collection shop.customers",
+        ),
+        (
+            "sort by masked",
+            db(doc! { "find": "customers", "sort": { "ssn": 1 } }),
+            "analyst: collection shop.customers",
+        ),
+        (
+            "group by masked",
+            db(
+                doc! { "aggregate": "customers", "pipeline": [ { "$group": { "_id": "$email" } } ], "cursor": {} },
+            ),
+            "analyst: collection shop.customers",
+        ),
+        (
+            "concat masked",
+            db(
+                doc! { "aggregate": "customers", "pipeline": [ { "$project": { "x": { "$concat": ["$email", "!"] } } } ], "cursor": {} },
+            ),
+            "analyst: collection shop.customers",
+        ),
+        (
+            "getField",
+            db(
+                doc! { "aggregate": "customers", "pipeline": [ { "$project": { "x": { "$getField": "ssn" } } } ], "cursor": {} },
+            ),
+            "analyst: collection shop.customers",
+        ),
+        (
+            "objectToArray ROOT",
+            db(
+                doc! { "aggregate": "customers", "pipeline": [ { "$project": { "x": { "$objectToArray": "$$ROOT" } } } ], "cursor": {} },
+            ),
+            "analyst: collection shop.customers",
+        ),
+        (
+            "replaceRoot",
+            db(
+                doc! { "aggregate": "customers", "pipeline": [ { "$replaceRoot": { "newRoot": { "e": "$email" } } } ], "cursor": {} },
+            ),
+            "analyst: collection shop.customers",
+        ),
+        (
+            "createUser",
+            doc! { "createUser": "x", "pwd": "y", "roles": [], "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "dropUser tollgate",
+            doc! { "dropUser": "tollgate", "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "grantRoles",
+            doc! { "grantRolesToUser": "tollgate", "roles": ["root"], "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        ("eval", db(doc! { "eval": "1" }), "builtin: admin-command"),
+        (
+            "applyOps",
+            doc! { "applyOps": [], "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "shutdown",
+            doc! { "shutdown": 1, "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "setParameter",
+            doc! { "setParameter": 1, "logLevel": 5, "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "getLog",
+            doc! { "getLog": "global", "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "currentOp",
+            doc! { "currentOp": 1, "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "killOp",
+            doc! { "killOp": 1, "op": 1, "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "fsync",
+            doc! { "fsync": 1, "lock": true, "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "re-auth",
+            doc! { "saslStart": 1, "mechanism": "SCRAM-SHA-256", "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "rename across dbs",
+            doc! { "renameCollection": "shop.orders", "to": "other.orders", "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "users collection",
+            doc! { "find": "system.users", "$db": "admin" },
+            "builtin: reserved-namespace",
+        ),
+        (
+            "oplog",
+            doc! { "find": "oplog.rs", "$db": "local" },
+            "builtin: reserved-namespace",
+        ),
+        (
+            "case variant",
+            db(doc! { "FIND": "secrets" }),
+            "builtin: admin-command",
+        ),
+        ("drop", db(doc! { "drop": "orders" }), "default-deny"),
+        (
+            "createIndexes",
+            db(
+                doc! { "createIndexes": "customers", "indexes": [ { "key": { "ssn": 1 }, "name": "s", "partialFilterExpression": { "ssn": { "$gt": "5" } } } ] },
+            ),
+            "default-deny",
+        ),
+        (
+            "foreign cursor",
+            db(doc! { "getMore": 4242i64, "collection": "orders" }),
+            "builtin: foreign-cursor",
+        ),
+        (
+            "kill foreign cursor",
+            db(doc! { "killCursors": "orders", "cursors": [4242i64] }),
+            "builtin: foreign-cursor",
+        ),
+        (
+            "unknown operator",
+            db(doc! { "find": "orders", "filter": { "a": { "$frobnicate": 1 } } }),
+            "builtin: not-understood",
+        ),
+        (
+            "no $db",
+            doc! { "find": "orders" },
+            "builtin: malformed-command",
+        ),
+    ]
+}
+
+#[test]
+fn the_adversarial_table_through_a_live_session() {
+    let env = &harness().env;
+    let table = adversarial();
+    block_on(async {
+        let mut s = RawMongo::login(env.mongo_port, "analyst", env.token("analyst")).await;
+        for (name, cmd, rule) in &table {
+            let r = s.command(cmd.clone()).await;
+            refused(&r, rule);
+            let ping = s.command(doc! { "ping": 1, "$db": "shop" }).await;
+            assert_eq!(
+                ping.get_f64("ok").ok(),
+                Some(1.0),
+                "{name}: session unusable: {ping:?}"
+            );
+        }
+        // A cursor of another session: opened by the writer, refused to the analyst's session.
+        let mut w = RawMongo::login(env.mongo_port, "writer", env.token("writer")).await;
+        let r = w
+            .command(doc! { "find": "orders", "batchSize": 2, "$db": "shop" })
+            .await;
+        let id = r.get_document("cursor").unwrap().get_i64("id").unwrap();
+        assert_ne!(id, 0);
+        let stolen = s
+            .command(doc! { "getMore": id, "collection": "orders", "$db": "shop" })
+            .await;
+        refused(&stolen, "builtin: foreign-cursor");
+        let own = w
+            .command(doc! { "getMore": id, "collection": "orders", "batchSize": 2, "$db": "shop" })
+            .await;
+        assert_eq!(own.get_f64("ok").ok(), Some(1.0), "{own:?}");
+    });
+    // Every refusal above is in the audit log as blocked, under its rule.
+    let log = std::fs::read_to_string(&env.audit_log).unwrap();
+    let blocked: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["protocol"] == "mongodb" && v["decision"] == "blocked")
+        .collect();
+    for (name, _, rule) in &table {
+        assert!(
+            blocked.iter().any(|v| v["rule"] == *rule),
+            "{name}: no blocked record under {rule}"
+        );
+    }
+    assert!(blocked.len() >= table.len(), "{}", blocked.len());
+}
+
+#[test]
+fn wire_level_attacks_are_refused_and_the_session_goes_on() {
+    let env = &harness().env;
+    block_on(async {
+        let mut s = RawMongo::login(env.mongo_port, "analyst", env.token("analyst")).await;
+        let ping = |s: &mut RawMongo| {
+            let id = s.next_id();
+            let m = tollgate::mongo::OpMsg::reply(0, id, &doc! { "ping": 1, "$db": "shop" })
+                .encode(false);
+            async move { (m, id) }
+        };
+        // Duplicate keys: the policy would read the first `find`, the server obey the last.
+        let body = raw_document(&[
+            (2, "find", bson_str(b"orders")),
+            (2, "find", bson_str(b"secrets")),
+            (2, "$db", bson_str(b"shop")),
+        ]);
+        let r = s.raw(&op_msg_with_raw_body(50, 0, &body)).await;
+        refused(&r, "builtin: wire-protocol");
+        assert!(r.get_str("errmsg").unwrap().contains("duplicate"), "{r:?}");
+        // Invalid UTF-8 in a string.
+        let body = raw_document(&[
+            (2, "find", bson_str(b"ord\xffers")),
+            (2, "$db", bson_str(b"shop")),
+        ]);
+        refused(
+            &s.raw(&op_msg_with_raw_body(51, 0, &body)).await,
+            "builtin: wire-protocol",
+        );
+        // A checksum that does not match.
+        let mut m = tollgate::mongo::OpMsg::reply(0, 52, &doc! { "find": "orders", "$db": "shop" })
+            .encode(true);
+        let n = m.len();
+        m[n - 1] ^= 0xff;
+        refused(&s.raw(&m).await, "builtin: wire-protocol");
+        // Unknown required flag bits.
+        let body = tollgate::mongo::op_msg::encode_document(&doc! { "ping": 1, "$db": "shop" });
+        refused(
+            &s.raw(&op_msg_with_raw_body(53, 1 << 5, &body)).await,
+            "builtin: wire-protocol",
+        );
+        // OP_COMPRESSED (never advertised): skipped and refused.
+        let mut c = Vec::new();
+        c.extend_from_slice(&40i32.to_le_bytes());
+        c.extend_from_slice(&54i32.to_le_bytes());
+        c.extend_from_slice(&0i32.to_le_bytes());
+        c.extend_from_slice(&2012i32.to_le_bytes());
+        c.resize(40, 0);
+        refused(&s.raw(&c).await, "builtin: wire-protocol");
+        // An oversized message (over the upstream's maxMessageSizeBytes): read past and refused.
+        let big = 48_000_000 + 1024;
+        let mut m = Vec::with_capacity(big);
+        m.extend_from_slice(&(big as i32).to_le_bytes());
+        m.extend_from_slice(&55i32.to_le_bytes());
+        m.extend_from_slice(&0i32.to_le_bytes());
+        m.extend_from_slice(&2013i32.to_le_bytes());
+        m.resize(big, 0);
+        let r = s.raw(&m).await;
+        refused(&r, "builtin: wire-protocol");
+        assert_eq!(r.get_i32("code").ok(), Some(10334), "{r:?}");
+        let (m, _) = ping(&mut s).await;
+        let r = s.raw(&m).await;
+        assert_eq!(
+            r.get_f64("ok").ok(),
+            Some(1.0),
+            "the session goes on: {r:?}"
+        );
+    });
+}
+
+#[test]
+fn unauthenticated_connections_get_only_the_handshake() {
+    let env = &harness().env;
+    block_on(async {
+        let mut c = RawMongo::connect(env.mongo_port).await;
+        let h = c.command(doc! { "hello": 1, "$db": "admin" }).await;
+        assert!(
+            h.get("setName").is_none() && h.get("hosts").is_none(),
+            "{h:?}"
+        );
+        let r = c.command(doc! { "find": "orders", "$db": "shop" }).await;
+        assert_eq!(r.get_i32("code").ok(), Some(13), "{r:?}");
+        let r = c.try_login("analyst", "tg_wrong").await;
+        assert_eq!(r.get_i32("code").ok(), Some(18), "{r:?}");
+        // A message larger than the pre-authentication limit closes the connection.
+        let mut big = Vec::new();
+        big.extend_from_slice(&(1_000_000i32).to_le_bytes());
+        big.extend_from_slice(&[0; 12]);
+        c.stream.write_all(&big).await.unwrap();
+        let r = c.read().await;
+        assert!(
+            matches!(r, Some(ref d) if d.get_i32("code").is_ok()),
+            "{r:?}"
+        );
+        assert!(c.read().await.is_none(), "closed");
+    });
+}
+
+#[test]
+fn the_audit_chain_verifies_with_mongodb_records() {
+    let env = &harness().env;
+    block_on(async {
+        let c = client(&env.mongo_url("analyst")).await;
+        c.database("shop")
+            .collection::<Document>("orders")
+            .find_one(doc! { "_id": 9i64 })
+            .await
+            .unwrap();
+    });
+    // The flusher writes outcome records within 100 ms.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let report = tollgate::audit::verify(
+        &tollgate::audit::files::order_given(std::slice::from_ref(&env.audit_log)),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(report.problem, None);
+    let log = std::fs::read_to_string(&env.audit_log).unwrap();
+    let find = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| {
+            v["protocol"] == "mongodb"
+                && v["kind"] == "decision"
+                && v["statement"].as_str().is_some_and(|s| {
+                    s.starts_with("find shop.orders") && s.contains("filter: {_id: ?}")
+                })
+        })
+        .expect("a find record with its value redacted");
+    assert_eq!(find["agent"], "analyst");
+    assert_eq!(find["upstream"], "mongo");
+}

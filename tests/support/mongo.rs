@@ -1,0 +1,146 @@
+//! A hand-driven MongoDB wire client for tests that send what no driver would (duplicate keys,
+//! bad checksums, oversized or compressed messages, other sessions' cursor ids): SCRAM-SHA-256
+//! login with tollgate's own SCRAM client, then OP_MSG messages as raw bytes.
+
+use bson::spec::BinarySubtype;
+use bson::{doc, Binary, Bson, Document};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tollgate::mongo::scram_client::ScramClient;
+use tollgate::mongo::wire::{MessageReader, MAX_MESSAGE_BYTES};
+use tollgate::mongo::OpMsg;
+
+pub struct RawMongo {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    next: i32,
+}
+
+fn binary(bytes: Vec<u8>) -> Bson {
+    Bson::Binary(Binary {
+        subtype: BinarySubtype::Generic,
+        bytes,
+    })
+}
+
+impl RawMongo {
+    pub async fn connect(port: u16) -> RawMongo {
+        RawMongo {
+            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+            buf: BytesMut::new(),
+            next: 1,
+        }
+    }
+
+    /// Connects and logs in as `agent`; panics if the login fails.
+    pub async fn login(port: u16, agent: &str, token: &str) -> RawMongo {
+        let mut c = RawMongo::connect(port).await;
+        let r = c.try_login(agent, token).await;
+        assert_eq!(r.get_bool("done").ok(), Some(true), "login: {r:?}");
+        c
+    }
+
+    /// hello, saslStart, saslContinue; returns the last reply (an error on failure).
+    pub async fn try_login(&mut self, agent: &str, token: &str) -> Document {
+        let h = self.command(doc! { "hello": 1, "$db": "admin" }).await;
+        assert_eq!(h.get_bool("isWritablePrimary").ok(), Some(true), "{h:?}");
+        let mut scram = ScramClient::new(agent, token);
+        let r = self
+            .command(doc! {
+                "saslStart": 1, "mechanism": "SCRAM-SHA-256",
+                "payload": binary(scram.client_first().into_bytes()),
+                "options": { "skipEmptyExchange": true }, "$db": "shop",
+            })
+            .await;
+        let Ok(first) = r.get_binary_generic("payload") else {
+            return r;
+        };
+        let fin = scram.client_final(first).unwrap();
+        self.command(doc! {
+            "saslContinue": 1, "conversationId": 1,
+            "payload": binary(fin.into_bytes()), "$db": "shop",
+        })
+        .await
+    }
+
+    pub fn next_id(&mut self) -> i32 {
+        self.next += 1;
+        self.next
+    }
+
+    /// Sends one command and reads its reply.
+    pub async fn command(&mut self, cmd: Document) -> Document {
+        let id = self.next_id();
+        let bytes = OpMsg::reply(0, id, &cmd).encode(false);
+        self.raw(&bytes).await
+    }
+
+    /// Sends raw bytes (a whole message) and reads one reply.
+    pub async fn raw(&mut self, bytes: &[u8]) -> Document {
+        self.stream.write_all(bytes).await.unwrap();
+        self.read().await.expect("a reply")
+    }
+
+    /// The next reply, or `None` when the connection closed.
+    pub async fn read(&mut self) -> Option<Document> {
+        loop {
+            if let Some(m) =
+                MessageReader::<TcpStream>::split_message(&mut self.buf, MAX_MESSAGE_BYTES).unwrap()
+            {
+                if m.header.op_code == tollgate::mongo::OpCode::Reply {
+                    return Some(tollgate::mongo::op_query::parse_reply(&m).unwrap());
+                }
+                return Some(OpMsg::parse(&m).unwrap().body_document().unwrap());
+            }
+            let n = tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                self.stream.read_buf(&mut self.buf),
+            )
+            .await
+            .expect("a reply within 20 s")
+            .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+}
+
+/// A whole OP_MSG from a body given as raw BSON bytes (which may be invalid or ambiguous).
+pub fn op_msg_with_raw_body(request_id: i32, flags: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let len = 16 + 4 + 1 + body.len();
+    out.extend_from_slice(&(len as i32).to_le_bytes());
+    out.extend_from_slice(&request_id.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&2013i32.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.push(0);
+    out.extend_from_slice(body);
+    out
+}
+
+/// BSON bytes of a document whose elements are given as (type byte, key, value bytes): lets
+/// a test write duplicate keys or invalid strings.
+pub fn raw_document(elements: &[(u8, &str, Vec<u8>)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (t, k, v) in elements {
+        body.push(*t);
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v);
+    }
+    let mut out = ((body.len() + 5) as i32).to_le_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out.push(0);
+    out
+}
+
+/// A BSON string value's bytes.
+pub fn bson_str(s: &[u8]) -> Vec<u8> {
+    let mut v = ((s.len() + 1) as i32).to_le_bytes().to_vec();
+    v.extend_from_slice(s);
+    v.push(0);
+    v
+}
