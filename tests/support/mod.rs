@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod decision_table;
+pub mod fuzz;
 pub mod tls;
 
 use std::sync::OnceLock;
