@@ -5,6 +5,7 @@
 
 pub mod decision_table;
 pub mod fuzz;
+pub mod served;
 pub mod tls;
 
 use std::sync::OnceLock;
