@@ -166,6 +166,32 @@ fn load_policies(texts: &[(String, String)]) -> Result<PolicySet, String> {
     PolicySet::from_sources(sources, &ctx).map_err(|e| e.to_string())
 }
 
+/// Found by the reload storm (tests/reliability_storm.rs): an agent no policy file applies to
+/// any more (its file emptied or removed by a reload, its sessions still open) was allowed
+/// every statement, `secrets` included, with no rule named.
+#[test]
+fn an_agent_whose_policy_files_are_gone_is_refused_everything() {
+    let texts: Vec<(String, String)> = POLICIES
+        .iter()
+        .map(|(n, t)| {
+            let t = if *n == "writer.toml" {
+                "# emptied\n"
+            } else {
+                t
+            };
+            (n.to_string(), t.to_string())
+        })
+        .collect();
+    let engine = Engine::new(load_policies(&texts).unwrap());
+    let (a, u): (Arc<str>, Arc<str>) = ("writer".into(), "shop".into());
+    for sql in ["SELECT * FROM secrets", "SELECT id FROM orders", "SELECT 1"] {
+        let v = engine.check_sql(&a, &u, sql, &SessionFacts::default());
+        assert_eq!(v.outcome, Outcome::Block, "{sql}");
+        assert_eq!(v.denial.as_ref().unwrap().class.sqlstate(), "42501");
+    }
+    assert!(engine.may_connect("writer", "shop").is_err());
+}
+
 proptest! {
     #![proptest_config(config())]
 
