@@ -135,7 +135,7 @@ fn an_unreachable_hung_or_slow_upstream_gives_clear_errors_and_recovers_without_
         };
         // Down: a clear error, quickly; Redis on the same gateway is unaffected.
         let started = Instant::now();
-        let e = try_writer().await.err().expect("the upstream is down");
+        let e = try_writer().await.expect_err("the upstream is down");
         assert!(started.elapsed() < Duration::from_secs(5));
         let msg = support::db_message(&e);
         assert!(
@@ -172,8 +172,7 @@ fn an_unreachable_hung_or_slow_upstream_gives_clear_errors_and_recovers_without_
         let started = Instant::now();
         let e = support::connect_url(&served.pg_url("trusted"))
             .await
-            .err()
-            .expect("no login through a hung upstream");
+            .expect_err("no login through a hung upstream");
         let waited = started.elapsed();
         assert!(waited < Duration::from_secs(4), "waited {waited:?}");
         assert!(
