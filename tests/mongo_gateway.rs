@@ -411,6 +411,15 @@ fn the_adversarial_table_through_a_live_session() {
                 "{name}: session unusable: {ping:?}"
             );
         }
+        // A policy refusal says what the agent may read instead, masks included.
+        let r = s.command(doc! { "find": "secrets", "$db": "shop" }).await;
+        refused(&r, "default-deny");
+        let hint = r.get_str("tollgateHint").unwrap_or_default();
+        assert!(
+            hint.contains("shop.orders (find") && hint.contains("masked: "),
+            "{r:?}"
+        );
+        assert!(!hint.contains("secrets"), "{r:?}");
         // A cursor of another session: opened by the writer, refused to the analyst's session.
         let mut w = RawMongo::login(env.mongo_port, "writer", env.token("writer")).await;
         let r = w

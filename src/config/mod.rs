@@ -169,6 +169,11 @@ pub struct LimitsConfig {
     /// Most client connections tollgate serves at once (all agents, all protocols).
     #[serde(default)]
     pub max_client_connections: Option<u32>,
+    /// Most connections that may be between accept and admission at once (TLS handshake,
+    /// startup, authentication), all protocols; a connection beyond it is refused at once
+    /// (53300 / `-ERR`). With `auth_timeout_ms` it bounds what silent or slow clients hold.
+    #[serde(default = "default_max_preauth_connections")]
+    pub max_preauth_connections: u32,
     /// On SIGTERM/SIGINT: how long running statements (and open transactions) may take to
     /// finish before the remaining sessions are closed.
     #[serde(default = "default_drain_timeout_ms")]
@@ -190,6 +195,9 @@ fn default_auth_timeout_ms() -> u64 {
 fn default_drain_timeout_ms() -> u64 {
     30_000
 }
+fn default_max_preauth_connections() -> u32 {
+    1024
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -199,6 +207,7 @@ impl Default for LimitsConfig {
             upstream_connect_timeout_ms: default_connect_timeout_ms(),
             auth_timeout_ms: default_auth_timeout_ms(),
             max_client_connections: None,
+            max_preauth_connections: default_max_preauth_connections(),
             drain_timeout_ms: default_drain_timeout_ms(),
         }
     }
@@ -486,6 +495,12 @@ impl Config {
             return Err(SourceError::semantic(
                 origin,
                 "limits.max_message_bytes must be at least 1024".to_string(),
+            ));
+        }
+        if self.limits.max_preauth_connections == 0 {
+            return Err(SourceError::semantic(
+                origin,
+                "limits.max_preauth_connections must be at least 1".to_string(),
             ));
         }
         Ok(())

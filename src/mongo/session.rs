@@ -35,7 +35,16 @@ pub async fn handle(
     peer: SocketAddr,
     tls: bool,
 ) {
-    let mut accepted = core.accept(Protocol::Mongo, peer);
+    let mut accepted = match core.try_accept(Protocol::Mongo, peer) {
+        Ok(a) => a,
+        // Too many connections waiting to authenticate. MongoDB speaks only in answer to a
+        // request, so there is nothing to say before reading one: closing at once is the
+        // refusal (drivers report the connection closed and retry with backoff).
+        Err(refusal) => {
+            debug!(client = %peer, reason = %refusal.reason, "connection closed before reading");
+            return;
+        }
+    };
     accepted.set_upstream(up.name());
     let span = accepted.span();
     async move {

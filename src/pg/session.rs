@@ -29,8 +29,17 @@ use crate::refusal::{Refusal, RefusalClass};
 use crate::session::{Accepted, Core, Session};
 use crate::tls::{NetRead, NetWrite};
 
-pub async fn handle(core: Arc<Core>, door: Arc<PgDoor>, socket: TcpStream, peer: SocketAddr) {
-    let accepted = core.accept(Protocol::Postgres, peer);
+pub async fn handle(core: Arc<Core>, door: Arc<PgDoor>, mut socket: TcpStream, peer: SocketAddr) {
+    let accepted = match core.try_accept(Protocol::Postgres, peer) {
+        Ok(a) => a,
+        Err(refusal) => {
+            // Too many connections waiting to authenticate: say so before reading anything.
+            let _ = socket
+                .write_all(&super::refusal::fatal(&refusal).encode())
+                .await;
+            return;
+        }
+    };
     let span = accepted.span();
     async move {
         if let Err(e) = run(accepted, door, socket).await {

@@ -589,9 +589,14 @@ impl Engine {
                 "no policy grants access to upstream \"{upstream}\""
             ))),
         };
-        let enforced_result = match enforced {
-            None => Ok(()), // only shadow files apply: nothing is enforced
-            Some(r) => judge(r),
+        let enforced_result = match (enforced, &policy.with_shadow) {
+            (Some(r), _) => judge(r),
+            // Only shadow files apply: nothing is enforced (the shadow verdict follows).
+            (None, Some(_)) => Ok(()),
+            // No file applies at all (a reload removed the agent's last one while its sessions
+            // are open): default deny. Found by tests/reliability_storm.rs, where this allowed
+            // everything.
+            (None, None) => judge(None),
         };
         // Masking applies to what the enforcing rules allow.
         let mut rewrite = None;

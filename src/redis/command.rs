@@ -89,11 +89,18 @@ impl CommandParser {
                     None => return Ok(None),
                 }
             }
-            return self.multibulk(buf);
+            match self.multibulk(buf)? {
+                Some(Some(c)) => return Ok(Some(c)),
+                // An empty array was skipped: what follows may be complete already (found by
+                // tests/fuzz_redis.rs: returning here left buffered commands unread).
+                Some(None) => continue,
+                None => return Ok(None),
+            }
         }
     }
 
-    fn multibulk(&mut self, buf: &mut BytesMut) -> Result<Option<Command>, ProtocolError> {
+    /// `Some(None)`: an empty or null array was consumed (Redis ignores them).
+    fn multibulk(&mut self, buf: &mut BytesMut) -> Result<Option<Option<Command>>, ProtocolError> {
         if self.partial.is_none() {
             let Some(eol) = line(buf, 1) else {
                 if buf.len() > MAX_INLINE {
@@ -108,7 +115,7 @@ impl CommandParser {
             }
             if n <= 0 {
                 let _ = buf.split_to(eol + 2);
-                return Ok(None); // Redis ignores empty arrays
+                return Ok(Some(None)); // Redis ignores empty arrays
             }
             self.partial = Some(Partial {
                 expected: n as usize,
@@ -169,7 +176,7 @@ impl CommandParser {
         let p = self.partial.take().expect("set above");
         let raw = buf.split_to(p.pos).freeze();
         let args = p.ranges.iter().map(|&(s, e)| raw.slice(s..e)).collect();
-        Ok(Some(Command { args, raw }))
+        Ok(Some(Some(Command { args, raw })))
     }
 
     /// `Some(None)`: a blank line was consumed.

@@ -45,6 +45,10 @@ impl ReplyScanner {
                 return Ok(None);
             };
             let eol = self.pos + rel;
+            if rel == 0 {
+                // A bare CRLF has no type byte (found by tests/fuzz_redis.rs).
+                return Err(ScanError("empty line"));
+            }
             let kind = buf[self.pos];
             let head = &buf[self.pos + 1..eol];
             let done = match kind {

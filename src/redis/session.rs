@@ -34,7 +34,15 @@ pub async fn handle(
     peer: SocketAddr,
     tls: bool,
 ) {
-    let mut accepted = core.accept(Protocol::Redis, peer);
+    let mut accepted = match core.try_accept(Protocol::Redis, peer) {
+        Ok(a) => a,
+        Err(refusal) => {
+            // Too many connections waiting to authenticate: say so before reading anything.
+            let mut socket = socket;
+            let _ = socket.write_all(&reply::refusal(&refusal)).await;
+            return;
+        }
+    };
     accepted.set_upstream(&target.name);
     let span = accepted.span();
     async move {

@@ -2,6 +2,7 @@
 //! checks against stored verifiers, and admission (TLS requirement, policy, connection caps).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use crate::telemetry::GaugeGuard;
 
 /// Rule named when the gateway-wide connection cap refuses a session.
 pub const MAX_CLIENT_CONNECTIONS_RULE: &str = "tollgate.toml: limits.max_client_connections";
+/// Rule named when too many connections are waiting to authenticate.
+pub const MAX_PREAUTH_CONNECTIONS_RULE: &str = "tollgate.toml: limits.max_preauth_connections";
 
 /// A connection the gateway accepted, until it ends: its id, its place in the live count and
 /// the client gauge, and the deadline its login must meet.
@@ -27,8 +30,16 @@ pub struct Accepted {
     /// The upstream the client asked for, once known (named in its records).
     upstream: Option<Arc<str>>,
     pub deadline: tokio::time::Instant,
+    /// Still counted in the core's pre-authentication count (until admitted or dropped).
+    preauth: AtomicBool,
     _live: LiveSession,
     _gauge: GaugeGuard,
+}
+
+impl Drop for Accepted {
+    fn drop(&mut self) {
+        self.leave_preauth();
+    }
 }
 
 /// Proof that the client holds the agent's token; only the core makes one.
@@ -51,7 +62,9 @@ impl Accepted {
             "tollgate_client_connections",
             "protocol" => protocol.as_str()
         ));
+        core.preauth.fetch_add(1, Ordering::Relaxed);
         Accepted {
+            preauth: AtomicBool::new(true),
             _live: core.lifecycle.enter(),
             _gauge: gauge,
             core,
@@ -66,6 +79,13 @@ impl Accepted {
 
     pub fn core(&self) -> &Arc<Core> {
         &self.core
+    }
+
+    /// Leaves the pre-authentication count (once: at admission or at the end).
+    fn leave_preauth(&self) {
+        if self.preauth.swap(false, Ordering::Relaxed) {
+            self.core.preauth.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// The session's span: every log line of the connection carries protocol, id and peer.
@@ -206,6 +226,7 @@ impl Accepted {
             .map_err(refuse)?;
         let principal =
             Principal::admit(&self.core, self.protocol, &agent, upstream).map_err(refuse)?;
+        self.leave_preauth();
         let ctx = SessionContext::new(
             self.core.clone(),
             self.id,

@@ -21,12 +21,12 @@ mod record;
 mod statement;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-pub use accept::{Accepted, Verified};
+pub use accept::{Accepted, Verified, MAX_PREAUTH_CONNECTIONS_RULE};
 pub use lifecycle::{Lifecycle, LiveSession, Phase};
 pub use record::shown_name;
 pub use statement::{
@@ -39,6 +39,7 @@ use crate::auth::AgentStore;
 use crate::config::{AuditConfig, LimitsConfig, RedisOutcomes};
 use crate::policy::Engine;
 use crate::ratelimit::Limiter;
+use crate::refusal::{Refusal, RefusalClass};
 use crate::telemetry::{Latency, Stats};
 use crate::tls::TlsHolder;
 
@@ -59,6 +60,8 @@ pub struct Core {
     /// Salt source of unknown agents' mock verifiers (stable across restarts).
     mock_secret: [u8; 32],
     next_session: AtomicU64,
+    /// Connections accepted and not yet admitted (`limits.max_preauth_connections`).
+    preauth: AtomicUsize,
 }
 
 impl std::fmt::Debug for Core {
@@ -96,14 +99,45 @@ impl Core {
             tls: parts.tls,
             mock_secret: parts.mock_secret,
             next_session: AtomicU64::new(1),
+            preauth: AtomicUsize::new(0),
         }
     }
 
     /// A connection has arrived: it gets an id, a span, a place in the live count and the client
     /// gauge, and a deadline for authentication.
+    /// It counts towards `limits.max_preauth_connections` until it is admitted or ends, but is
+    /// never refused for it (see [`Core::try_accept`]).
     pub fn accept(self: &Arc<Self>, protocol: Protocol, peer: SocketAddr) -> Accepted {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         Accepted::new(self.clone(), protocol, peer, id)
+    }
+
+    /// [`Core::accept`], unless `limits.max_preauth_connections` connections are already
+    /// waiting to authenticate: then the refusal to send before closing. Not audited (a flood
+    /// of connections must not become a flood of audit writes); counted in
+    /// `tollgate_preauth_refused_total`.
+    pub fn try_accept(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        peer: SocketAddr,
+    ) -> Result<Accepted, Refusal> {
+        let cap = self.limits.max_preauth_connections as usize;
+        if self.preauth.load(Ordering::Relaxed) >= cap {
+            metrics::counter!("tollgate_preauth_refused_total", "protocol" => protocol.as_str())
+                .increment(1);
+            tracing::debug!(client = %peer, "refused: too many connections waiting to authenticate");
+            return Err(Refusal::new(
+                RefusalClass::TooManyConnections,
+                accept::MAX_PREAUTH_CONNECTIONS_RULE,
+                format!("too many connections waiting to authenticate (at most {cap})"),
+            ));
+        }
+        Ok(self.accept(protocol, peer))
+    }
+
+    /// Connections accepted and not yet admitted.
+    pub fn preauth_connections(&self) -> usize {
+        self.preauth.load(Ordering::Relaxed)
     }
 
     fn mock_secret(&self) -> &[u8; 32] {

@@ -130,6 +130,41 @@ fn the_gateway_wide_cap_counts_every_protocol() {
 }
 
 #[test]
+fn connections_waiting_to_authenticate_are_capped_until_admitted_or_gone() {
+    let limits = LimitsConfig {
+        max_preauth_connections: 2,
+        ..LimitsConfig::default()
+    };
+    let t = TestCore::with_limits(&agents(), POLICIES, limits);
+    let peer = "127.0.0.1:5".parse().unwrap();
+    let first = t.core.try_accept(Protocol::Postgres, peer).unwrap();
+    let second = t.core.try_accept(Protocol::Redis, peer).unwrap();
+    let refusal = t
+        .core
+        .try_accept(Protocol::Postgres, peer)
+        .err()
+        .expect("a third connection waiting to authenticate");
+    assert_eq!(
+        refusal.rule,
+        "tollgate.toml: limits.max_preauth_connections"
+    );
+    assert_eq!(refusal.class.sqlstate(), "53300");
+    assert!(refusal.message().contains("waiting to authenticate"));
+    // Admission frees the slot (and a failed admission does not).
+    let verified = first.verify_token(b"secure", TOKEN.as_bytes()).unwrap();
+    let _session = first.admit(&verified, "shop", true).unwrap();
+    assert_eq!(t.core.preauth_connections(), 1);
+    let third = t.core.try_accept(Protocol::Postgres, peer).unwrap();
+    assert!(t.core.try_accept(Protocol::Postgres, peer).is_err());
+    // A connection that ends before admission frees its slot; an admitted one was counted once.
+    drop(second);
+    drop(third);
+    drop(first);
+    assert_eq!(t.core.preauth_connections(), 0);
+    assert!(t.core.try_accept(Protocol::Redis, peer).is_ok());
+}
+
+#[test]
 fn tls_requirement_is_enforced_or_only_recorded_in_shadow_mode() {
     let t = core();
     let accepted = t.accept(Protocol::Postgres);

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod decision_table;
+pub mod fuzz;
 pub mod mongo;
+pub mod served;
 pub mod tls;
 
 use std::sync::OnceLock;

@@ -10,8 +10,9 @@ use super::decide::DecideLimits;
 use super::rules::MongoRules;
 use crate::policy::decide::DEFAULT_DENY;
 use crate::policy::limits::Limits;
+use crate::policy::{instead, Outcome};
 use crate::policy::{AgentView, Engine};
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, RefusalClass};
 
 /// The rules of one kind of file for the upstream: `None` when no such file applies to the
 /// agent; `Some(None)` when files apply but none has a `[[mongo]]` block for it.
@@ -84,21 +85,42 @@ impl MongoPolicy {
     /// The verdict on one command, under the agent's current policy.
     pub fn check(&mut self, engine: &Engine, cmd: &Command) -> MongoVerdict {
         self.refresh(engine);
-        if self.view.policy().is_none() {
-            return MongoVerdict::blocked(Refusal::permission(
-                DEFAULT_DENY,
-                format!("agent \"{}\" has no policy", self.view.agent()),
-            ));
-        }
+        let Some(policy) = self.view.policy() else {
+            return MongoVerdict::blocked(
+                Refusal::permission(
+                    DEFAULT_DENY,
+                    format!("agent \"{}\" has no policy", self.view.agent()),
+                )
+                .with_instead(instead::upstreams(None)),
+            );
+        };
         let limits = DecideLimits {
             statement_timeout: self.view.limits().statement_timeout.clone(),
         };
-        judge_shadowed(
+        let mut verdict = judge_shadowed(
             self.enforced.as_ref().map(|r| r.as_deref()),
             self.shadow.as_ref().map(|r| r.as_deref()),
             &self.upstream,
             cmd,
             &limits,
-        )
+        );
+        // A policy refusal says what the agent may use instead: its collections here, or the
+        // upstreams it may use when it has no rules on this one. Shadow refusals (would_block)
+        // are only recorded and keep none.
+        if verdict.outcome == Outcome::Block {
+            if let Some(d) = verdict.denial.take() {
+                let d = if d.class != RefusalClass::Permission || d.instead.is_some() {
+                    d
+                } else {
+                    let text = match self.enforced.as_ref().and_then(|r| r.as_deref()) {
+                        Some(rules) => instead::mongo(&self.upstream, rules),
+                        None => instead::upstreams(policy.enforced.as_ref()),
+                    };
+                    d.with_instead(text)
+                };
+                verdict.denial = Some(d);
+            }
+        }
+        verdict
     }
 }
