@@ -282,6 +282,8 @@ pub struct Running {
     stop_accepting: watch::Sender<bool>,
     /// The Redis listener that speaks TLS (`listen.redis_tls`).
     pub redis_tls_addr: Option<SocketAddr>,
+    /// The MCP listener (`listen.mcp`, Streamable HTTP at `/mcp`).
+    pub mcp_addr: Option<SocketAddr>,
     /// Stops everything else (admin listener, audit flusher, schema refresher).
     shutdown: watch::Sender<bool>,
 }
@@ -366,6 +368,7 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         pg_addr: addr_of(Listener::Postgres),
         redis_addr: addr_of(Listener::Redis),
         redis_tls_addr: addr_of(Listener::RedisTls),
+        mcp_addr: addr_of(Listener::Mcp),
         gateway,
         admin_addr,
         stop_accepting: stop_tx,

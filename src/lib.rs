@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod doors;
 pub mod gateway;
+pub mod mcp;
 pub mod pg;
 pub mod policy;
 pub mod ratelimit;

@@ -14,7 +14,7 @@ mod error;
 mod openapi;
 mod ops;
 mod probe;
-mod schema;
+pub mod schema;
 pub mod tokens;
 
 use std::collections::HashMap;

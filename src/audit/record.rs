@@ -35,15 +35,18 @@ pub enum Protocol {
     #[default]
     Postgres,
     Redis,
+    /// Model Context Protocol tools (`src/mcp/`), whichever kind of upstream they reach.
+    Mcp,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 2] = [Protocol::Postgres, Protocol::Redis];
+    pub const ALL: [Protocol; 3] = [Protocol::Postgres, Protocol::Redis, Protocol::Mcp];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Postgres => "postgres",
             Protocol::Redis => "redis",
+            Protocol::Mcp => "mcp",
         }
     }
 }
