@@ -279,11 +279,15 @@ impl<'c> Reading<'c> {
                     self.cancel(lent).await;
                 }
                 Step::CopyIn => {
-                    // Nothing to send: end the COPY; the server answers with an error.
-                    let fail = msg::raw_message(
-                        b'f',
-                        b"COPY FROM STDIN is not available through this tool\0",
+                    // Nothing to send: end the COPY; the server answers with an error. It
+                    // ignored the Sync sent with the statement (copy-in mode), so one more.
+                    let mut fail = BytesMut::from(
+                        &msg::raw_message(
+                            b'f',
+                            b"COPY FROM STDIN is not available through this tool\0",
+                        )[..],
                     );
+                    fail.extend_from_slice(&msg::raw_message(b'S', &[]));
                     let server = lent.server.as_mut().expect("lent");
                     if let Err(e) = server.writer.write_all(&fail).await {
                         return Ended {
