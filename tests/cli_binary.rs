@@ -240,19 +240,34 @@ fn no_secret_reaches_logs_audit_or_errors() {
                 .post(&mcp)
                 .header("accept", "application/json, text/event-stream")
                 .header("authorization", bearer)
-                .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                    "params": {"name": "query", "arguments": {"sql": sql}}}))
+                .json(
+                    &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": "query", "arguments": {"sql": sql}}}),
+                )
                 .send()
         };
         for (bearer, sql) in [
-            (format!("Bearer {}", env.mcp_token("analyst")), "SELECT count(*) FROM orders"),
-            (format!("Bearer {}", env.mcp_token("analyst")), "SELECT * FROM secrets"),
-            (format!("Bearer analyst:{}", env.token("writer")), "SELECT 1"),
+            (
+                format!("Bearer {}", env.mcp_token("analyst")),
+                "SELECT count(*) FROM orders",
+            ),
+            (
+                format!("Bearer {}", env.mcp_token("analyst")),
+                "SELECT * FROM secrets",
+            ),
+            (
+                format!("Bearer analyst:{}", env.token("writer")),
+                "SELECT 1",
+            ),
             (format!("Bearer ghost:{}", env.token("trusted")), "SELECT 1"),
             (format!("Bearer {}", env.token("trusted")), "SELECT 1"),
         ] {
             let resp = call(bearer, sql).await.unwrap();
-            errors.push_str(&format!("{} {}\n", resp.status(), resp.text().await.unwrap()));
+            errors.push_str(&format!(
+                "{} {}\n",
+                resp.status(),
+                resp.text().await.unwrap()
+            ));
         }
     });
     assert!(errors.contains("401 "), "{errors}");

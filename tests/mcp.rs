@@ -32,7 +32,10 @@ fn post(bearer: Option<&str>, body: Value) -> (u16, Value) {
         let resp = req.send().await.expect("MCP endpoint answers");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(json!({"raw": text})))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(json!({"raw": text})),
+        )
     })
 }
 
@@ -51,7 +54,11 @@ fn rpc(agent: &str, method: &str, params: Value) -> Value {
 
 /// A tool call's result (`isError` included).
 fn call(agent: &str, tool: &str, args: Value) -> Value {
-    let body = rpc(agent, "tools/call", json!({"name": tool, "arguments": args}));
+    let body = rpc(
+        agent,
+        "tools/call",
+        json!({"name": tool, "arguments": args}),
+    );
     body["result"].clone()
 }
 
@@ -63,12 +70,19 @@ fn ok(agent: &str, tool: &str, args: Value) -> Value {
 
 fn err(agent: &str, tool: &str, args: Value) -> Value {
     let r = call(agent, tool, args.clone());
-    assert_eq!(r["isError"], json!(true), "{tool} {args} was not refused: {r}");
+    assert_eq!(
+        r["isError"],
+        json!(true),
+        "{tool} {args} was not refused: {r}"
+    );
     r["structuredContent"]["error"].clone()
 }
 
 fn text(r: &Value) -> String {
-    r["content"][0]["text"].as_str().unwrap_or_default().to_string()
+    r["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn audit_lines() -> Vec<Value> {
@@ -86,9 +100,19 @@ fn missing_or_wrong_bearers_get_401_with_a_json_rpc_error() {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
     let wrong = format!("Bearer analyst:{}", env.token("writer"));
-    let ghost = format!("Bearer ghost-{}:{}", std::process::id(), env.token("analyst"));
+    let ghost = format!(
+        "Bearer ghost-{}:{}",
+        std::process::id(),
+        env.token("analyst")
+    );
     let bare = format!("Bearer {}", env.token("analyst"));
-    for b in [None, Some(wrong.as_str()), Some(ghost.as_str()), Some(bare.as_str()), Some("Basic x")] {
+    for b in [
+        None,
+        Some(wrong.as_str()),
+        Some(ghost.as_str()),
+        Some(bare.as_str()),
+        Some("Basic x"),
+    ] {
         let (status, body) = post(b, init.clone());
         assert_eq!(status, 401, "{b:?}: {body}");
         assert_eq!(body["jsonrpc"], "2.0");
@@ -122,7 +146,15 @@ fn every_agent_gets_its_own_tool_list_with_honest_hints() {
         .collect();
     assert_eq!(
         names,
-        ["list_upstreams", "list_tables", "describe_table", "query", "explain", "list_keys", "redis"]
+        [
+            "list_upstreams",
+            "list_tables",
+            "describe_table",
+            "query",
+            "explain",
+            "list_keys",
+            "redis"
+        ]
     );
     let hints = |tools: &Value, name: &str| {
         let t = tools
@@ -133,7 +165,10 @@ fn every_agent_gets_its_own_tool_list_with_honest_hints() {
             .unwrap()
             .clone();
         assert_eq!(t["inputSchema"]["type"], "object", "{t}");
-        (t["annotations"]["readOnlyHint"].clone(), t["annotations"]["destructiveHint"].clone())
+        (
+            t["annotations"]["readOnlyHint"].clone(),
+            t["annotations"]["destructiveHint"].clone(),
+        )
     };
     assert_eq!(hints(&analyst, "query"), (json!(true), json!(false)));
     assert_eq!(hints(&analyst, "redis"), (json!(true), json!(false)));
@@ -147,16 +182,36 @@ fn every_agent_gets_its_own_tool_list_with_honest_hints() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|u| (u["name"].as_str().unwrap().into(), u["kind"].as_str().unwrap().into()))
+        .map(|u| {
+            (
+                u["name"].as_str().unwrap().into(),
+                u["kind"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    assert_eq!(kinds, [("cache".into(), "redis".into()), ("shop".into(), "postgres".into())]);
-    assert!(ups["upstreams"][1]["description"].as_str().unwrap().contains("customers"));
+    assert_eq!(
+        kinds,
+        [
+            ("cache".into(), "redis".into()),
+            ("shop".into(), "postgres".into())
+        ]
+    );
+    assert!(ups["upstreams"][1]["description"]
+        .as_str()
+        .unwrap()
+        .contains("customers"));
     // A tool the agent was not offered is not callable.
     let (_, body) = post(
         Some(&bearer("analyst")),
         json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "drop_everything", "arguments": {}}}),
     );
-    assert!(body["error"]["message"].as_str().unwrap().contains("unknown tool"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown tool"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -173,18 +228,32 @@ fn the_analyst_reads_masked_customers_and_secrets_are_refused_naming_the_rule() 
     for row in r["rows"].as_array().unwrap() {
         assert!(row[0].is_i64(), "integers stay numbers: {row}");
         assert!(row[1].as_str().unwrap().starts_with("***@"), "{row}");
-        assert!(row[2].is_null() || row[2].as_str().unwrap().starts_with("***"), "{row}");
+        assert!(
+            row[2].is_null() || row[2].as_str().unwrap().starts_with("***"),
+            "{row}"
+        );
         assert!(row[3].is_null() || row[3] == "REDACTED", "{row}");
     }
-    let full = call("analyst", "query", json!({"sql": "SELECT email FROM customers LIMIT 1"}));
+    let full = call(
+        "analyst",
+        "query",
+        json!({"sql": "SELECT email FROM customers LIMIT 1"}),
+    );
     let t = text(&full);
     let marker = t.find("<untrusted-data-").expect("data inside a boundary");
     assert!(t[marker..].contains("</untrusted-data-"), "{t}");
 
-    let e = err("analyst", "query", json!({"sql": "SELECT api_key FROM secrets"}));
+    let e = err(
+        "analyst",
+        "query",
+        json!({"sql": "SELECT api_key FROM secrets"}),
+    );
     assert_eq!(e["sqlstate"], "42501");
     let message = e["message"].as_str().unwrap();
-    assert!(message.starts_with("tollgate: ") && message.contains("(rule: "), "{message}");
+    assert!(
+        message.starts_with("tollgate: ") && message.contains("(rule: "),
+        "{message}"
+    );
     let with_params = ok(
         "analyst",
         "query",
@@ -267,13 +336,20 @@ fn the_adversarial_table_is_refused_through_the_query_tool_exactly_as_on_the_wir
     for (sql, (code, message)) in ADVERSARIAL.iter().zip(wire) {
         let e = err("analyst", "query", json!({"sql": sql}));
         assert_eq!(
-            (e["sqlstate"].as_str().unwrap(), e["message"].as_str().unwrap()),
+            (
+                e["sqlstate"].as_str().unwrap(),
+                e["message"].as_str().unwrap()
+            ),
             (code.as_str(), message.as_str()),
             "{sql}"
         );
         assert!(message.contains("(rule: "), "{sql}: {message}");
     }
-    assert_eq!(count_orders(), orders_before, "nothing was deleted or changed");
+    assert_eq!(
+        count_orders(),
+        orders_before,
+        "nothing was deleted or changed"
+    );
     let gone = harness().runtime.block_on(async {
         support::upstream()
             .await
@@ -314,7 +390,11 @@ fn the_writer_inserts_and_its_rows_land_upstream() {
     });
     assert_eq!(amount, "12.50");
     // The writer's customers stay masked; secrets stay out of reach.
-    let c = ok("writer", "query", json!({"sql": "SELECT email FROM customers LIMIT 1"}));
+    let c = ok(
+        "writer",
+        "query",
+        json!({"sql": "SELECT email FROM customers LIMIT 1"}),
+    );
     assert!(c["rows"][0][0].as_str().unwrap().starts_with("***@"));
     err("writer", "query", json!({"sql": "DELETE FROM customers"}));
 }
@@ -330,9 +410,20 @@ fn results_are_cut_at_max_rows_and_max_result_bytes_and_say_so() {
         "tollgate: result truncated to 1000 rows (rule: analyst: limits)"
     );
     // The model may ask for fewer rows, never more.
-    let few = ok("analyst", "query", json!({"sql": "SELECT id FROM orders", "max_rows": 5}));
-    assert_eq!((few["row_count"].clone(), few["truncated"].clone()), (json!(5), json!(true)));
-    let more = ok("analyst", "query", json!({"sql": "SELECT id FROM orders", "max_rows": 5000}));
+    let few = ok(
+        "analyst",
+        "query",
+        json!({"sql": "SELECT id FROM orders", "max_rows": 5}),
+    );
+    assert_eq!(
+        (few["row_count"].clone(), few["truncated"].clone()),
+        (json!(5), json!(true))
+    );
+    let more = ok(
+        "analyst",
+        "query",
+        json!({"sql": "SELECT id FROM orders", "max_rows": 5000}),
+    );
     assert_eq!(more["row_count"], 1000);
     // 500 rows of 2000 bytes: past the analyst's 256 KiB.
     let big = ok(
@@ -345,7 +436,10 @@ fn results_are_cut_at_max_rows_and_max_result_bytes_and_say_so() {
     let n = big["row_count"].as_u64().unwrap();
     assert!(n > 100 && n < 140, "{n} rows of ~2 KB fit in 256 KiB");
     assert!(
-        big["notice"].as_str().unwrap().contains("(rule: analyst: limits)"),
+        big["notice"]
+            .as_str()
+            .unwrap()
+            .contains("(rule: analyst: limits)"),
         "{big}"
     );
     // Without a policy limit the built-in 1 MiB applies (writer).
@@ -355,7 +449,10 @@ fn results_are_cut_at_max_rows_and_max_result_bytes_and_say_so() {
         json!({"sql": "SELECT repeat('y', 10000) FROM orders LIMIT 300"}),
     );
     assert_eq!(w["truncated_by"], "max_result_bytes");
-    assert!(w["notice"].as_str().unwrap().contains("builtin: mcp max_result_bytes"));
+    assert!(w["notice"]
+        .as_str()
+        .unwrap()
+        .contains("builtin: mcp max_result_bytes"));
     // The connection the cut statement ran on is usable again.
     let after = ok("writer", "query", json!({"sql": "SELECT 1 AS one"}));
     assert_eq!(after["rows"], json!([[1]]));
@@ -363,14 +460,22 @@ fn results_are_cut_at_max_rows_and_max_result_bytes_and_say_so() {
 
 #[test]
 fn explain_is_a_dry_run_naming_the_rule_and_the_rewrite() {
-    let e = ok("analyst", "explain", json!({"sql": "SELECT * FROM secrets"}));
+    let e = ok(
+        "analyst",
+        "explain",
+        json!({"sql": "SELECT * FROM secrets"}),
+    );
     assert_eq!(e["decision"], "blocked");
     assert_eq!(e["refusal"]["sqlstate"], "42501");
     assert!(e["statements"][0]["relations"][0]["name"]
         .as_str()
         .unwrap()
         .contains("secrets"));
-    let m = ok("analyst", "explain", json!({"sql": "SELECT email FROM customers"}));
+    let m = ok(
+        "analyst",
+        "explain",
+        json!({"sql": "SELECT email FROM customers"}),
+    );
     assert_eq!(m["decision"], "allowed");
     assert!(m["rewritten"].as_str().unwrap().contains("'***@'"), "{m}");
     let before = count_orders();
@@ -395,16 +500,30 @@ fn schema_tools_show_only_what_the_agent_may_touch() {
         .iter()
         .find(|c| c["name"] == "email")
         .unwrap();
-    assert_eq!((email["masked"].clone(), email["mask"].clone()), (json!(true), json!("email")));
+    assert_eq!(
+        (email["masked"].clone(), email["mask"].clone()),
+        (json!(true), json!("email"))
+    );
     let hidden = err("analyst", "describe_table", json!({"table": "secrets"}));
-    let missing = err("analyst", "describe_table", json!({"table": "no_such_table"}));
+    let missing = err(
+        "analyst",
+        "describe_table",
+        json!({"table": "no_such_table"}),
+    );
     assert_eq!(
         hidden["message"].as_str().unwrap().replace("secrets", "X"),
-        missing["message"].as_str().unwrap().replace("no_such_table", "X"),
+        missing["message"]
+            .as_str()
+            .unwrap()
+            .replace("no_such_table", "X"),
         "a forbidden table reads like a missing one"
     );
     let all = ok("trusted", "list_tables", json!({}));
-    assert!(all["tables"].as_array().unwrap().iter().any(|t| t["name"] == "secrets"));
+    assert!(all["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"] == "secrets"));
 }
 
 #[test]
@@ -412,19 +531,38 @@ fn the_redis_tool_masks_refuses_and_scans_within_the_policy() {
     let r = ok("analyst", "redis", json!({"command": "HGETALL session:1"}));
     let reply = r["reply"].as_array().unwrap();
     let email = reply.iter().position(|v| v == "email").unwrap();
-    assert!(reply[email + 1].as_str().unwrap().starts_with("***@"), "{r}");
+    assert!(
+        reply[email + 1].as_str().unwrap().starts_with("***@"),
+        "{r}"
+    );
     let e = err("analyst", "redis", json!({"command": "GET admin:config"}));
     assert!(e["message"].as_str().unwrap().contains("(rule: "));
     let a = err("trusted", "redis", json!({"command": "AUTH default guess"}));
-    assert!(a["message"].as_str().unwrap().contains("builtin: mcp one-command calls"));
+    assert!(a["message"]
+        .as_str()
+        .unwrap()
+        .contains("builtin: mcp one-command calls"));
     err("analyst", "redis", json!({"command": "SET cache:1 x"}));
-    let w = ok("writer", "redis", json!({"command": "SET cache:mcp \"from mcp\""}));
+    let w = ok(
+        "writer",
+        "redis",
+        json!({"command": "SET cache:mcp \"from mcp\""}),
+    );
     assert_eq!(w["reply"], "OK");
-    assert_eq!(ok("writer", "redis", json!({"command": "GET cache:mcp"}))["reply"], "from mcp");
-    let k = ok("analyst", "list_keys", json!({"pattern": "session:*", "limit": 10}));
+    assert_eq!(
+        ok("writer", "redis", json!({"command": "GET cache:mcp"}))["reply"],
+        "from mcp"
+    );
+    let k = ok(
+        "analyst",
+        "list_keys",
+        json!({"pattern": "session:*", "limit": 10}),
+    );
     let keys = k["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 10);
-    assert!(keys.iter().all(|k| k.as_str().unwrap().starts_with("session:")));
+    assert!(keys
+        .iter()
+        .all(|k| k.as_str().unwrap().starts_with("session:")));
     let e = err("analyst", "list_keys", json!({"pattern": "admin:*"}));
     assert!(e["message"].as_str().unwrap().contains("read_keys"), "{e}");
     let lines = audit_lines();
@@ -464,12 +602,23 @@ fn the_stdio_bridge_speaks_to_the_gateway_over_https() {
         stdout.read_line(&mut line).unwrap();
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
     };
-    let init = roundtrip(&mut stdin, json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}));
+    let init = roundtrip(
+        &mut stdin,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+    );
     assert_eq!(init["result"]["serverInfo"]["name"], "tollgate", "{init}");
-    writeln!(stdin, "{}", json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).unwrap();
-    let q = roundtrip(&mut stdin, json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-        "name": "query", "arguments": {"sql": "SELECT email FROM customers LIMIT 1"}}}));
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    )
+    .unwrap();
+    let q = roundtrip(
+        &mut stdin,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "query", "arguments": {"sql": "SELECT email FROM customers LIMIT 1"}}}),
+    );
     assert_eq!(q["id"], 2, "{q}");
     assert!(q["result"]["structuredContent"]["rows"][0][0]
         .as_str()

@@ -121,8 +121,17 @@ fn rows_types_parameters_and_the_row_cap() {
         )
         .await
         .unwrap();
-        assert_eq!((exact.rows.len(), exact.truncated), (2, None), "exactly the cap is whole");
-        assert_eq!(pool.counters.closed.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(
+            (exact.rows.len(), exact.truncated),
+            (2, None),
+            "exactly the cap is whole"
+        );
+        assert_eq!(
+            pool.counters
+                .closed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
     });
 }
 
@@ -133,7 +142,10 @@ fn the_byte_cap_and_the_timeout_cancel_and_the_connection_serves_again() {
         let big = run(
             &pool,
             &key(),
-            &stmt("SELECT repeat('x', 1000) FROM generate_series(1, 100000)", &[]),
+            &stmt(
+                "SELECT repeat('x', 1000) FROM generate_series(1, 100000)",
+                &[],
+            ),
             &Caps {
                 max_bytes: 10_000,
                 ..caps()
@@ -142,7 +154,11 @@ fn the_byte_cap_and_the_timeout_cancel_and_the_connection_serves_again() {
         .await
         .unwrap();
         assert_eq!(big.truncated, Some(Cut::Bytes));
-        assert!(big.rows.len() < 10 && big.bytes <= 10_000, "{}", big.rows.len());
+        assert!(
+            big.rows.len() < 10 && big.bytes <= 10_000,
+            "{}",
+            big.rows.len()
+        );
 
         let started = Instant::now();
         let slow = run(
@@ -155,17 +171,33 @@ fn the_byte_cap_and_the_timeout_cancel_and_the_connection_serves_again() {
             },
         )
         .await;
-        assert!(matches!(slow, Err(RunError::TimedOut(d)) if d == Duration::from_millis(300)), "{slow:?}");
-        assert!(started.elapsed() < Duration::from_secs(5), "cancelled, not waited out");
+        assert!(
+            matches!(slow, Err(RunError::TimedOut(d)) if d == Duration::from_millis(300)),
+            "{slow:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "cancelled, not waited out"
+        );
         // Both connections went back usable: the next statements run at once, and no cancel of
         // ours hits them.
         for _ in 0..4 {
-            let c = run(&pool, &key(), &stmt("SELECT pg_sleep(0.05), 1", &[]), &caps())
-                .await
-                .unwrap();
+            let c = run(
+                &pool,
+                &key(),
+                &stmt("SELECT pg_sleep(0.05), 1", &[]),
+                &caps(),
+            )
+            .await
+            .unwrap();
             assert_eq!(c.rows.len(), 1);
         }
-        assert_eq!(pool.counters.closed.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(
+            pool.counters
+                .closed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
     });
 }
 
@@ -187,7 +219,10 @@ fn errors_one_statement_only_and_copy() {
         let copy = run(
             &pool,
             &key(),
-            &stmt("COPY (SELECT id FROM orders ORDER BY id LIMIT 3) TO STDOUT", &[]),
+            &stmt(
+                "COPY (SELECT id FROM orders ORDER BY id LIMIT 3) TO STDOUT",
+                &[],
+            ),
             &caps(),
         )
         .await
@@ -205,14 +240,21 @@ fn errors_one_statement_only_and_copy() {
         {
             Err(RunError::Server(e)) => {
                 assert_eq!(e.code, "57014", "{e:?}");
-                assert!(e.message.contains("not available through this tool"), "{e:?}");
+                assert!(
+                    e.message.contains("not available through this tool"),
+                    "{e:?}"
+                );
             }
             other => panic!("{other:?}"),
         }
         let c = run(&pool, &key(), &stmt("SELECT 2", &[]), &caps())
             .await
             .unwrap();
-        assert_eq!(c.rows[0][0].as_deref(), Some("2"), "the connection survived");
+        assert_eq!(
+            c.rows[0][0].as_deref(),
+            Some("2"),
+            "the connection survived"
+        );
     });
 }
 
@@ -240,9 +282,15 @@ fn state_left_behind_is_reset_and_an_open_transaction_closes_the_connection() {
             .unwrap();
         assert_ne!(shown.rows[0][0].as_deref(), Some("left behind"));
 
-        let begin = run(&pool, &key(), &stmt("BEGIN", &[]), &caps()).await.unwrap();
+        let begin = run(&pool, &key(), &stmt("BEGIN", &[]), &caps())
+            .await
+            .unwrap();
         assert_eq!(begin.command_tag, "BEGIN");
-        assert_eq!(pool.counters.closed.load(Relaxed), 1, "in a transaction: closed");
+        assert_eq!(
+            pool.counters.closed.load(Relaxed),
+            1,
+            "in a transaction: closed"
+        );
         let c = run(&pool, &key(), &stmt("SELECT 3", &[]), &caps())
             .await
             .unwrap();

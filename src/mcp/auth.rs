@@ -53,7 +53,11 @@ pub fn parse_bearer(value: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// The middleware in front of the MCP service.
-pub async fn require_agent(State(core): State<Arc<Core>>, mut req: Request, next: Next) -> Response {
+pub async fn require_agent(
+    State(core): State<Arc<Core>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<McpPeer>>()

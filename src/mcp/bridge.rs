@@ -70,7 +70,11 @@ fn endpoint(url: &str, bearer: String, ca_file: Option<&Path>) -> Result<Endpoin
     let https = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
-        _ => return Err(BridgeError::Url("must start with http:// or https://".into())),
+        _ => {
+            return Err(BridgeError::Url(
+                "must start with http:// or https://".into(),
+            ))
+        }
     };
     let host = uri
         .host()
@@ -171,7 +175,10 @@ async fn forward(ep: &Endpoint, negotiated: &Mutex<Negotiated>, message: String)
 
 fn error_reply(id: Option<Value>, code: i64, message: &str) -> Vec<String> {
     match id {
-        Some(id) => vec![json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}).to_string()],
+        Some(id) => vec![
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+                .to_string(),
+        ],
         None => Vec::new(),
     }
 }
@@ -247,7 +254,11 @@ async fn post(
         None => send(TokioIo::new(tcp), auth).await?,
     };
     let (parts, body) = response.into_parts();
-    if let Some(s) = parts.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+    if let Some(s) = parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
         negotiated.lock().unwrap_or_else(|e| e.into_inner()).session = Some(s.to_string());
     }
     let content_type = parts
@@ -288,7 +299,10 @@ mod tests {
     #[test]
     fn event_streams_give_one_message_per_event() {
         let body = b"id: 1\nretry: 3000\ndata:\n\nevent: message\ndata: {\"a\":1}\n\r\ndata: {\"b\":\ndata: 2}\n\n";
-        assert_eq!(sse_data(body), vec!["{\"a\":1}".to_string(), "{\"b\":\n2}".to_string()]);
+        assert_eq!(
+            sse_data(body),
+            vec!["{\"a\":1}".to_string(), "{\"b\":\n2}".to_string()]
+        );
     }
 
     #[test]
@@ -300,7 +314,10 @@ mod tests {
         std::fs::write(&p, "tg_abc\n").unwrap();
         let e = read_bearer(&p).unwrap_err().to_string();
         assert!(e.contains("AGENT:TOKEN") && !e.contains("tg_abc"), "{e}");
-        let e = endpoint("ftp://x/mcp", "Bearer a:b".into(), None).err().unwrap().to_string();
+        let e = endpoint("ftp://x/mcp", "Bearer a:b".into(), None)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("http://"), "{e}");
     }
 
@@ -310,6 +327,9 @@ mod tests {
         let v: Value = serde_json::from_str(&r[0]).unwrap();
         assert_eq!(v["id"], 7);
         assert_eq!(v["error"]["code"], -32001);
-        assert!(error_reply(None, -32001, "no").is_empty(), "notifications get no answer");
+        assert!(
+            error_reply(None, -32001, "no").is_empty(),
+            "notifications get no answer"
+        );
     }
 }

@@ -107,7 +107,9 @@ impl McpDoor {
         Ok(snapshot)
     }
 
-    fn lock_shapes(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<SchemaSnapshot>)>> {
+    fn lock_shapes(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<SchemaSnapshot>)>> {
         self.shapes.lock().unwrap_or_else(|e| e.into_inner())
     }
 

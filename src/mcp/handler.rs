@@ -39,7 +39,9 @@ impl Handler {
             .get::<axum::http::request::Parts>()
             .and_then(|p| p.extensions.get::<Caller>())
             .cloned()
-            .ok_or_else(|| ErrorData::internal_error("request without an authenticated agent", None))
+            .ok_or_else(|| {
+                ErrorData::internal_error("request without an authenticated agent", None)
+            })
     }
 }
 
@@ -67,7 +69,10 @@ impl ServerHandler for Handler {
         let caller = Self::caller(&ctx)?;
         let reach = reach(&self.core.policy, caller.agent(), &self.door.upstreams);
         // Each agent's list is its own: not to be cached for anyone else.
-        Ok(ListToolsResult::with_all_items(tools_for(&reach)).with_cache_scope(CacheScope::Private))
+        Ok(
+            ListToolsResult::with_all_items(tools_for(&reach))
+                .with_cache_scope(CacheScope::Private),
+        )
     }
 
     async fn call_tool(
@@ -85,7 +90,7 @@ impl ServerHandler for Handler {
             ));
         }
         let result: Result<CallToolResult, ToolError> = match request.name.as_ref() {
-            "list_upstreams" => Ok(super::schema::list_upstreams(self, &caller)),
+            "list_upstreams" => super::schema::list_upstreams(self, &caller),
             "list_tables" => super::schema::list_tables(self, &caller, &request).await,
             "describe_table" => super::schema::describe_table(self, &caller, &request).await,
             "query" => super::sql::query(self, &caller, &request).await,

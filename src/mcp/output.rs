@@ -118,7 +118,11 @@ mod tests {
         let marker = &text[open + 1..open + 1 + "untrusted-data-".len() + 16];
         let close = format!("</{marker}>");
         assert!(text.ends_with(&close), "{text}");
-        assert_eq!(text.matches(&close).count(), 1, "the row's fake marker is not ours");
+        assert_eq!(
+            text.matches(&close).count(),
+            1,
+            "the row's fake marker is not ours"
+        );
         assert_eq!(r.is_error, Some(false));
         assert_eq!(r.structured_content.unwrap()["content_trust"], "untrusted");
     }

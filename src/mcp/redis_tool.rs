@@ -37,9 +37,28 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Commands about the connection rather than the data: a call has a connection of its own that
 /// ends with it, so these would do nothing useful (or, for AUTH, try logins upstream).
 const CONNECTION_COMMANDS: &[&str] = &[
-    "auth", "hello", "quit", "reset", "select", "multi", "exec", "discard", "watch", "unwatch",
-    "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe",
-    "monitor", "sync", "psync", "client", "readonly", "readwrite",
+    "auth",
+    "hello",
+    "quit",
+    "reset",
+    "select",
+    "multi",
+    "exec",
+    "discard",
+    "watch",
+    "unwatch",
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+    "monitor",
+    "sync",
+    "psync",
+    "client",
+    "readonly",
+    "readwrite",
 ];
 
 /// The rule named when one is refused.
@@ -127,7 +146,9 @@ impl<'h> Call<'h> {
             if let Ok(info) = self.table.lookup(&args) {
                 let _ = crate::policy::redis::keys::find_keys(info, &args, &mut keys);
             }
-            let r = self.session.refuse(statement(&args, &keys, subcommand), refusal);
+            let r = self
+                .session
+                .refuse(statement(&args, &keys, subcommand), refusal);
             return Err(ToolError::refusal(&r));
         }
         let decision = match verdict.outcome {
@@ -201,7 +222,14 @@ impl<'h> Call<'h> {
             Err(_) => {
                 // Never the unmasked reply.
                 let message = "tollgate: the reply could not be masked; it is withheld".to_string();
-                ctx.outcome(ticket, None, Some(OutcomeError { code: None, message: message.clone() }));
+                ctx.outcome(
+                    ticket,
+                    None,
+                    Some(OutcomeError {
+                        code: None,
+                        message: message.clone(),
+                    }),
+                );
                 return Err(ToolError::invalid(message));
             }
         };
@@ -209,7 +237,14 @@ impl<'h> Call<'h> {
             Ok(Some((frame, _))) => frame,
             _ => {
                 let message = "tollgate: the upstream's reply could not be read".to_string();
-                ctx.outcome(ticket, None, Some(OutcomeError { code: None, message: message.clone() }));
+                ctx.outcome(
+                    ticket,
+                    None,
+                    Some(OutcomeError {
+                        code: None,
+                        message: message.clone(),
+                    }),
+                );
                 return Err(ToolError::invalid(message));
             }
         };
@@ -248,7 +283,13 @@ impl<'h> Call<'h> {
                 if buf.len() as u64 > max {
                     return Err(Exchange::TooLarge);
                 }
-                if up.stream.read_buf(&mut buf).await.map_err(|_| Exchange::Lost)? == 0 {
+                if up
+                    .stream
+                    .read_buf(&mut buf)
+                    .await
+                    .map_err(|_| Exchange::Lost)?
+                    == 0
+                {
                     return Err(Exchange::Lost);
                 }
             }
@@ -329,7 +370,11 @@ pub async fn list_keys(
                 parts[0].as_str().unwrap_or("0").to_string(),
                 parts[1].as_array().cloned().unwrap_or_default(),
             ),
-            _ => return Err(ToolError::invalid("unexpected SCAN reply from the upstream")),
+            _ => {
+                return Err(ToolError::invalid(
+                    "unexpected SCAN reply from the upstream",
+                ))
+            }
         };
         keys.extend(found);
         cursor = next;
@@ -344,7 +389,10 @@ pub async fn list_keys(
     let truncated = !complete || keys.len() > limit;
     keys.truncate(limit);
     Ok(output::data(
-        &format!("{} key(s) matching the pattern on upstream \"{upstream}\"", keys.len()),
+        &format!(
+            "{} key(s) matching the pattern on upstream \"{upstream}\"",
+            keys.len()
+        ),
         json!({
             "upstream": upstream.as_ref(),
             "pattern": a.pattern,
@@ -366,9 +414,6 @@ mod tests {
             F2::Null,
             F2::BulkString(Bytes::from_static(b"\xff\x00")),
         ]);
-        assert_eq!(
-            to_json(&f),
-            json!(["user", 3, null, {"base64": "/wA="}])
-        );
+        assert_eq!(to_json(&f), json!(["user", 3, null, {"base64": "/wA="}]));
     }
 }

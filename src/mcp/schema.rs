@@ -14,7 +14,24 @@ use crate::admin::schema::{access_for, table_view};
 use crate::config::UpstreamKind;
 use crate::session::{Judged, Session};
 
-pub fn list_upstreams(h: &Handler, caller: &Caller) -> CallToolResult {
+pub fn list_upstreams(h: &Handler, caller: &Caller) -> Result<CallToolResult, ToolError> {
+    // The TLS requirement of the agent's policy holds for every tool, upstream or not.
+    if let Some(req) = h.core.policy.tls_requirement(caller.agent()) {
+        if req.enforced && !caller.encrypted {
+            let r = crate::refusal::Refusal::new(
+                crate::refusal::RefusalClass::TlsRequired,
+                req.rule,
+                format!(
+                    "agent \"{}\" must connect over TLS; this connection is not encrypted",
+                    caller.agent()
+                ),
+            );
+            caller
+                .accepted
+                .refuse_before_auth(caller.agent().as_bytes(), &r);
+            return Err(ToolError::refusal(&r));
+        }
+    }
     let reach = reach(&h.core.policy, caller.agent(), &h.door.upstreams);
     let list: Vec<Value> = h
         .door
@@ -38,7 +55,10 @@ pub fn list_upstreams(h: &Handler, caller: &Caller) -> CallToolResult {
         list.len(),
         caller.agent()
     );
-    output::plain(&summary, json!({"agent": caller.agent().as_ref(), "upstreams": list}))
+    Ok(output::plain(
+        &summary,
+        json!({"agent": caller.agent().as_ref(), "upstreams": list}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -156,7 +176,10 @@ pub async fn list_tables(
         .collect();
     record(&session, "-- mcp: list_tables".into(), list.len() as u64)?;
     Ok(output::plain(
-        &format!("{} table(s) you may use on upstream \"{upstream}\"", list.len()),
+        &format!(
+            "{} table(s) you may use on upstream \"{upstream}\"",
+            list.len()
+        ),
         json!({"upstream": upstream.as_ref(), "tables": list}),
     ))
 }
@@ -185,7 +208,11 @@ pub async fn describe_table(
         .find(|t| t.schema == schema && t.name == name)
         .and_then(|t| table_view(t, Some(&access)));
     let shown = crate::session::shown_name(a.table.as_bytes());
-    record(&session, format!("-- mcp: describe_table {shown}"), u64::from(view.is_some()))?;
+    record(
+        &session,
+        format!("-- mcp: describe_table {shown}"),
+        u64::from(view.is_some()),
+    )?;
     // A table the agent may not use reads exactly like one that does not exist.
     let view = view.ok_or_else(|| {
         ToolError::invalid(format!(

@@ -129,7 +129,10 @@ pub async fn query(
     };
     let (max_bytes, bytes_rule) = match &limits.max_result_bytes {
         Some((n, rule)) => (*n, rule.clone()),
-        None => (DEFAULT_MAX_RESULT_BYTES, DEFAULT_RESULT_BYTES_RULE.to_string()),
+        None => (
+            DEFAULT_MAX_RESULT_BYTES,
+            DEFAULT_RESULT_BYTES_RULE.to_string(),
+        ),
     };
     let policy_rows = limits.max_rows.as_ref().map(|(n, _)| *n);
     let asked_rows = match (policy_rows, a.max_rows) {
@@ -143,7 +146,9 @@ pub async fn query(
     };
     let Some(pools) = h.door.pg.pools(&upstream) else {
         pending.finish(None, Some(lost("no pool")));
-        return Err(ToolError::invalid(crate::session::upstream_unavailable(&upstream)));
+        return Err(ToolError::invalid(crate::session::upstream_unavailable(
+            &upstream,
+        )));
     };
     let stmt = Statement {
         sql: rewritten.as_deref().unwrap_or(&a.sql),
@@ -160,8 +165,8 @@ pub async fn query(
         }
     };
     // More rows than the policy allows, in refuse mode: the wire's 54000, in the same words.
-    let over_policy_rows = c.truncated == Some(Cut::Rows)
-        && policy_rows.is_some_and(|p| c.rows.len() as u64 >= p);
+    let over_policy_rows =
+        c.truncated == Some(Cut::Rows) && policy_rows.is_some_and(|p| c.rows.len() as u64 >= p);
     if over_policy_rows && limits.on_max_rows == RowLimitMode::Refuse {
         let (max, rule) = limits.max_rows.clone().unwrap_or_default();
         let message = format!("tollgate: the statement returned more than {max} rows, the most the policy allows (rule: {rule})");
@@ -313,9 +318,8 @@ fn run_error(e: &RunError, upstream: &str, limits: &Limits) -> (ToolError, Outco
             )
         }
         RunError::Checkout(crate::pg::pool::CheckoutError::Timeout { .. }) => {
-            let message = format!(
-                "tollgate: {e} (rule: tollgate.toml: upstream.{upstream}.pool_size)"
-            );
+            let message =
+                format!("tollgate: {e} (rule: tollgate.toml: upstream.{upstream}.pool_size)");
             (
                 ToolError::sql("53300", &message, None, None),
                 OutcomeError {
@@ -390,9 +394,10 @@ pub fn explain(
             "sqlstate": d.class.sqlstate(),
         })
     });
-    let masking = verdict.rewrite.as_ref().map(|p| {
-        json!({"tables": p.tables, "rules": p.rules, "masks": p.masks})
-    });
+    let masking = verdict
+        .rewrite
+        .as_ref()
+        .map(|p| json!({"tables": p.tables, "rules": p.rules, "masks": p.masks}));
     super::schema::record(
         pg.session(),
         format!(

@@ -191,7 +191,10 @@ mod tests {
     use super::*;
 
     fn names(reach: &AgentReach) -> Vec<String> {
-        tools_for(reach).iter().map(|t| t.name.to_string()).collect()
+        tools_for(reach)
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect()
     }
 
     #[test]
@@ -205,21 +208,44 @@ mod tests {
         };
         assert_eq!(
             names(&reader),
-            ["list_upstreams", "list_tables", "describe_table", "query", "explain", "list_keys", "redis"]
+            [
+                "list_upstreams",
+                "list_tables",
+                "describe_table",
+                "query",
+                "explain",
+                "list_keys",
+                "redis"
+            ]
         );
         let tools = tools_for(&reader);
         let query = tools.iter().find(|t| t.name == "query").unwrap();
         let a = query.annotations.as_ref().unwrap();
-        assert_eq!((a.read_only_hint, a.destructive_hint), (Some(true), Some(false)));
-        assert_eq!(query.input_schema["properties"]["upstream"]["enum"], json!(["shop"]));
+        assert_eq!(
+            (a.read_only_hint, a.destructive_hint),
+            (Some(true), Some(false))
+        );
+        assert_eq!(
+            query.input_schema["properties"]["upstream"]["enum"],
+            json!(["shop"])
+        );
         let writer = AgentReach {
             sql: vec!["shop".into()],
             sql_writes: true,
             ..AgentReach::default()
         };
         let tools = tools_for(&writer);
-        let a = tools.iter().find(|t| t.name == "query").unwrap().annotations.clone().unwrap();
-        assert_eq!((a.read_only_hint, a.destructive_hint), (Some(false), Some(true)));
+        let a = tools
+            .iter()
+            .find(|t| t.name == "query")
+            .unwrap()
+            .annotations
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (a.read_only_hint, a.destructive_hint),
+            (Some(false), Some(true))
+        );
         assert!(!names(&writer).contains(&"redis".to_string()));
     }
 }

@@ -494,10 +494,7 @@ mod tests {
             assert!(matches!(r.on_frame(&data_row(&["a"])), Step::Continue));
         }
         r.on_frame(&frame(b's', b""));
-        assert!(matches!(
-            r.on_frame(&frame(b'Z', b"I")),
-            Step::Done(b'I')
-        ));
+        assert!(matches!(r.on_frame(&frame(b'Z', b"I")), Step::Done(b'I')));
         assert_eq!(r.collected.rows.len(), 2);
         assert_eq!(r.collected.truncated, Some(Cut::Rows));
         assert_eq!(r.collected.command_tag, "SELECT 2");
@@ -518,7 +515,11 @@ mod tests {
         ));
         assert!(matches!(r.on_frame(&data_row(&["x"])), Step::Continue));
         let mut e = BytesMut::new();
-        for (c, v) in [(b'S', "ERROR"), (b'C', "57014"), (b'M', "canceling statement")] {
+        for (c, v) in [
+            (b'S', "ERROR"),
+            (b'C', "57014"),
+            (b'M', "canceling statement"),
+        ] {
             e.put_u8(c);
             e.put_slice(v.as_bytes());
             e.put_u8(0);
@@ -561,6 +562,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(r.on_frame(&frame(b'D', b"\0")), Step::Continue));
-        assert!(matches!(r.error, Some(RunError::Server(_))), "the first error stays");
+        assert!(
+            matches!(r.error, Some(RunError::Server(_))),
+            "the first error stays"
+        );
     }
 }

@@ -128,8 +128,16 @@ mod tests {
     fn values_keep_their_type_and_their_exactness() {
         let cases: &[(u32, Option<&str>, Value)] = &[
             (23, Some("42"), serde_json::json!(42)),
-            (20, Some("-9007199254740992"), serde_json::json!(-9007199254740992i64)),
-            (20, Some("9007199254740993"), serde_json::json!("9007199254740993")),
+            (
+                20,
+                Some("-9007199254740992"),
+                serde_json::json!(-9007199254740992i64),
+            ),
+            (
+                20,
+                Some("9007199254740993"),
+                serde_json::json!("9007199254740993"),
+            ),
             (16, Some("t"), serde_json::json!(true)),
             (16, Some("f"), serde_json::json!(false)),
             (701, Some("1.5"), serde_json::json!(1.5)),
@@ -138,8 +146,16 @@ mod tests {
             (1700, Some("12.30"), serde_json::json!("12.30")),
             (3802, Some(r#"{"a": [1]}"#), serde_json::json!({"a": [1]})),
             (114, Some("not json"), serde_json::json!("not json")),
-            (25, Some("***@example.org"), serde_json::json!("***@example.org")),
-            (1184, Some("2026-01-02 03:04:05+00"), serde_json::json!("2026-01-02 03:04:05+00")),
+            (
+                25,
+                Some("***@example.org"),
+                serde_json::json!("***@example.org"),
+            ),
+            (
+                1184,
+                Some("2026-01-02 03:04:05+00"),
+                serde_json::json!("2026-01-02 03:04:05+00"),
+            ),
             (23, None, Value::Null),
         ];
         for (oid, text, want) in cases {
