@@ -2,7 +2,8 @@
 //! upstreams from the config and the vault, swaps their credentials on a vault reload, starts
 //! its listeners on the session core, loads table shapes for masking and probes its upstreams
 //! for the admin API. The gateway goes through this list and never names a front end; adding a
-//! kind of upstream means adding a door here.
+//! kind of upstream means adding a door here. The MCP door is the one door of no kind of its own:
+//! its tools reach the upstreams of the PostgreSQL and Redis doors.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,6 +42,7 @@ pub enum Listener {
     RedisTls,
     Mongo,
     MongoTls,
+    Mcp,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -79,9 +81,11 @@ pub struct PoolView {
 /// Installs credentials resolved by [`Door::reload_credentials`].
 pub type Commit<'a> = Box<dyn FnOnce() + Send + 'a>;
 
-/// One kind of upstream and the front end that serves it.
+/// One kind of upstream and the front end that serves it (or, for MCP, a front end over other
+/// doors' upstreams).
 pub trait Door: Send + Sync {
-    fn kind(&self) -> UpstreamKind;
+    /// The kind of upstream this door serves; `None` for a door over other doors' upstreams.
+    fn kind(&self) -> Option<UpstreamKind>;
 
     /// Whether `upstream` is one of this door's.
     fn serves(&self, upstream: &str) -> bool;
@@ -137,13 +141,20 @@ pub trait Door: Send + Sync {
 
 /// Every door the config needs, with credentials resolved from `vault`.
 pub fn build(config: &Config, vault: &Vault) -> Result<Vec<Arc<dyn Door>>, DoorError> {
-    let mut doors: Vec<Arc<dyn Door>> = vec![Arc::new(crate::pg::PgDoor::build(config, vault)?)];
+    let pg = Arc::new(crate::pg::PgDoor::build(config, vault)?);
+    let mut doors: Vec<Arc<dyn Door>> = vec![pg.clone()];
+    let mut redis = None;
     if config
         .upstreams
         .values()
         .any(|u| u.kind == UpstreamKind::Redis)
     {
-        doors.push(Arc::new(crate::redis::RedisDoor::build(config, vault)?));
+        let door = Arc::new(crate::redis::RedisDoor::build(config, vault)?);
+        doors.push(door.clone());
+        redis = Some(door);
+    }
+    if config.listen.mcp.is_some() {
+        doors.push(Arc::new(crate::mcp::McpDoor::new(config, pg, redis)));
     }
     if config
         .upstreams

@@ -287,6 +287,8 @@ pub struct Running {
     /// The MongoDB listeners (`listen.mongodb`, `listen.mongodb_tls`).
     pub mongo_addr: Option<SocketAddr>,
     pub mongo_tls_addr: Option<SocketAddr>,
+    /// The MCP listener (`listen.mcp`, Streamable HTTP at `/mcp`).
+    pub mcp_addr: Option<SocketAddr>,
     /// Stops everything else (admin listener, audit flusher, schema refresher).
     shutdown: watch::Sender<bool>,
 }
@@ -375,6 +377,7 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         redis_tls_addr: addr_of(Listener::RedisTls),
         mongo_addr: addr_of(Listener::Mongo),
         mongo_tls_addr: addr_of(Listener::MongoTls),
+        mcp_addr: addr_of(Listener::Mcp),
         gateway,
         admin_addr,
         stop_accepting: stop_tx,

@@ -110,6 +110,7 @@ struct Served {
     port: u16,
     redis_port: u16,
     admin_port: u16,
+    mcp_port: u16,
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
@@ -156,6 +157,8 @@ fn serve(dir: &Path) -> Served {
                 Some("redis")
             } else if line.contains("admin API listener ready") {
                 Some("admin")
+            } else if line.contains("MCP listener ready") {
+                Some("mcp")
             } else {
                 None
             };
@@ -169,7 +172,7 @@ fn serve(dir: &Path) -> Served {
         }
     });
     let mut ports = std::collections::HashMap::new();
-    while ports.len() < 3 {
+    while ports.len() < 4 {
         let (kind, port) = rx
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("serve printed its listening addresses (got {ports:?})"));
@@ -181,6 +184,7 @@ fn serve(dir: &Path) -> Served {
         port,
         redis_port,
         admin_port,
+        mcp_port: ports["mcp"],
         log,
     }
 }
@@ -227,6 +231,47 @@ fn no_secret_reaches_logs_audit_or_errors() {
             support::connect_url(&ghost).await.err().unwrap()
         ));
     });
+    // MCP: a query, a refusal, a wrong token and an unknown agent, with the real bearer format.
+    let mcp = format!("http://127.0.0.1:{}/mcp", served.mcp_port);
+    harness().runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let call = |bearer: String, sql: &str| {
+            client
+                .post(&mcp)
+                .header("accept", "application/json, text/event-stream")
+                .header("authorization", bearer)
+                .json(
+                    &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": "query", "arguments": {"sql": sql}}}),
+                )
+                .send()
+        };
+        for (bearer, sql) in [
+            (
+                format!("Bearer {}", env.mcp_token("analyst")),
+                "SELECT count(*) FROM orders",
+            ),
+            (
+                format!("Bearer {}", env.mcp_token("analyst")),
+                "SELECT * FROM secrets",
+            ),
+            (
+                format!("Bearer analyst:{}", env.token("writer")),
+                "SELECT 1",
+            ),
+            (format!("Bearer ghost:{}", env.token("trusted")), "SELECT 1"),
+            (format!("Bearer {}", env.token("trusted")), "SELECT 1"),
+        ] {
+            let resp = call(bearer, sql).await.unwrap();
+            errors.push_str(&format!(
+                "{} {}\n",
+                resp.status(),
+                resp.text().await.unwrap()
+            ));
+        }
+    });
+    assert!(errors.contains("401 "), "{errors}");
+    assert!(errors.contains("rule: default-deny"), "{errors}");
     // Every admin API answer and the metrics, as an admin sees them.
     let admin_base = format!("http://127.0.0.1:{}", served.admin_port);
     let mut api = String::new();

@@ -16,7 +16,7 @@ mod mongo_schema;
 mod openapi;
 mod ops;
 mod probe;
-mod schema;
+pub mod schema;
 pub mod tokens;
 
 use std::collections::HashMap;

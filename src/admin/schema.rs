@@ -1,7 +1,8 @@
 //! `GET /api/v1/connectors/{id}/schema[?agent=NAME][&refresh=true]`: tables and columns read
 //! from a PostgreSQL connector's catalog (MongoDB connectors: `mongo_schema`) (cached; `refresh=true` reads it again). With `agent`,
 //! only the tables that agent may use, each with the operations allowed and masked columns
-//! marked, as the policy engine would judge them.
+//! marked, as the policy engine would judge them. The per-agent view ([`access_for`],
+//! [`table_view`]) is shared with the MCP `list_tables`/`describe_table` tools.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +36,7 @@ pub struct SchemaQuery {
 }
 
 /// What one agent may do on one upstream, for filtering.
-enum Access {
+pub enum Access {
     /// Every table, unmasked (only shadow policies apply: nothing is enforced).
     Everything,
     Rules(Box<SqlRules>),
@@ -85,21 +86,27 @@ fn access_of(state: &State, agent: &str, upstream: &str) -> Result<Access, ApiEr
     if state.gw.core.agents.load().get(agent).is_none() {
         return Err(ApiError::NotFound(format!("no agent \"{}\"", shown(agent))));
     }
-    let Some(policy) = state.gw.core.policy.agent_policy(agent) else {
-        return Ok(Access::Nothing);
+    Ok(access_for(&state.gw.core.policy, agent, upstream))
+}
+
+/// What `agent` may do on SQL upstream `upstream` under the current policy.
+pub fn access_for(engine: &crate::policy::Engine, agent: &str, upstream: &str) -> Access {
+    let Some(policy) = engine.agent_policy(agent) else {
+        return Access::Nothing;
     };
-    Ok(match (&policy.enforced, &policy.with_shadow) {
+    match (&policy.enforced, &policy.with_shadow) {
         (Some(m), _) => match m.get(upstream).and_then(UpstreamRules::sql) {
             Some(r) => Access::Rules(Box::new(r.clone())),
             None => Access::Nothing,
         },
         (None, Some(m)) if m.contains_key(upstream) => Access::Everything,
         _ => Access::Nothing,
-    })
+    }
 }
 
-/// A table as the caller may see it; `None` when the agent may do nothing with it.
-fn table_view(t: &TableShape, access: Option<&Access>) -> Option<Value> {
+/// A table as the caller may see it (everything without `access`); `None` when the agent may do
+/// nothing with it.
+pub fn table_view(t: &TableShape, access: Option<&Access>) -> Option<Value> {
     let qualified = format!("{}.{}", t.schema, t.name);
     let (ops, protection) = match access {
         None | Some(Access::Everything) => (None, None),

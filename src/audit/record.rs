@@ -40,16 +40,24 @@ pub enum Protocol {
     /// Serialised (and labelled in metrics) as `mongodb`.
     #[serde(rename = "mongodb")]
     Mongo,
+    /// Model Context Protocol tools (`src/mcp/`), whichever kind of upstream they reach.
+    Mcp,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 3] = [Protocol::Postgres, Protocol::Redis, Protocol::Mongo];
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Postgres,
+        Protocol::Redis,
+        Protocol::Mongo,
+        Protocol::Mcp,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Postgres => "postgres",
             Protocol::Redis => "redis",
             Protocol::Mongo => "mongodb",
+            Protocol::Mcp => "mcp",
         }
     }
 }

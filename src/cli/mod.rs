@@ -1,5 +1,5 @@
 //! The command line: `serve`, `demo`, `check`, `explain`, `agent`, `vault`, `audit`,
-//! `admin-token`.
+//! `admin-token`, `certs`, `mcp-stdio`.
 
 mod admin_cmds;
 mod audit_cmds;
@@ -83,6 +83,19 @@ pub enum Command {
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
+    },
+    /// Bridge for MCP clients that launch a local process: JSON-RPC on stdin/stdout, forwarded
+    /// to the gateway's MCP endpoint with the agent's bearer.
+    McpStdio {
+        /// The MCP endpoint, e.g. http://127.0.0.1:7300/mcp (https:// checks the certificate).
+        #[arg(long)]
+        url: String,
+        /// File holding AGENT:TOKEN (the value of TOLLGATE_MCP_<AGENT>_TOKEN).
+        #[arg(long)]
+        token_file: PathBuf,
+        /// CA certificate(s) to trust for an https:// URL (default: the system's).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -275,9 +288,24 @@ fn certs_dev(out: &std::path::Path, force: bool) -> Result<i32, String> {
     Ok(0)
 }
 
+fn mcp_stdio(
+    url: &str,
+    token_file: &std::path::Path,
+    ca_file: Option<&std::path::Path>,
+) -> Result<i32, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(crate::mcp::bridge::run(url, token_file, ca_file))
+        .map_err(|e| e.to_string())?;
+    Ok(0)
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // rmcp logs every stateless MCP request at info (three lines each): warnings only.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -324,6 +352,11 @@ pub fn run(cli: Cli) -> i32 {
         Command::Certs {
             command: CertsCommand::Dev { out, force },
         } => certs_dev(&out, force),
+        Command::McpStdio {
+            url,
+            token_file,
+            ca_file,
+        } => mcp_stdio(&url, &token_file, ca_file.as_deref()),
     };
     match result {
         Ok(code) => code,

@@ -103,6 +103,10 @@ pub struct ListenConfig {
     pub mongodb: Option<SocketAddr>,
     /// Address of a MongoDB listener that speaks TLS only (needs `[tls]`); same upstream.
     pub mongodb_tls: Option<SocketAddr>,
+    /// Address of the MCP (Model Context Protocol) listener: Streamable HTTP at `/mcp`, plain
+    /// HTTP or, when `[tls]` is set, HTTPS on the same port (told apart by the first byte).
+    #[serde(default)]
+    pub mcp: Option<SocketAddr>,
     /// Refuse PostgreSQL sessions that did not negotiate TLS (FATAL 28000 before authentication;
     /// CancelRequests are still accepted in plain text, as PostgreSQL does). Needs `[tls]`.
     #[serde(default)]
@@ -241,6 +245,10 @@ pub struct UpstreamConfig {
     /// database the vaulted user is defined in (`authSource`, default `admin`); agents name
     /// databases themselves, with each command's `$db`.
     pub database: Option<String>,
+    /// What this upstream holds, in a sentence: shown to agents by the MCP `list_upstreams`
+    /// tool (never credentials).
+    #[serde(default)]
+    pub description: Option<String>,
     /// `vault:NAME` or a plain user name.
     /// (Redis: the ACL user, `default` for a `requirepass` server.)
     pub user: String,

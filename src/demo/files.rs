@@ -32,6 +32,7 @@ redis = "127.0.0.1:0"
 redis_tls = "127.0.0.1:0"
 mongodb = "127.0.0.1:0"
 mongodb_tls = "127.0.0.1:0"
+mcp = "127.0.0.1:0"             # MCP tools at /mcp (HTTP, or HTTPS with the certificate below)
 
 [tls]                           # a development CA made by `tollgate certs dev`
 cert_file = "tls/server.crt"
@@ -50,6 +51,7 @@ file = "audit.log"
 {rotate}
 [upstream.shop]
 kind = "postgres"
+description = "The shop: customers (with PII) and their orders"
 host = "127.0.0.1"
 port = {pg_port}
 user = "vault:shop_user"
@@ -59,6 +61,7 @@ pool_size = 10
 {shop_tls}
 [upstream.cache]
 kind = "redis"
+description = "The shop's cache: cached pages (cache:*) and web sessions (session:*)"
 host = "127.0.0.1"
 port = {redis_port}
 user = "default"
@@ -80,6 +83,7 @@ agents = ["analyst"]
 [limits]
 statements_per_minute = 600
 max_rows = 1000
+max_result_bytes = 262144         # MCP tool results: at most 256 KiB of row data
 
 [[postgres]]
 upstream = "shop"

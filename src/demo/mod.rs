@@ -63,6 +63,8 @@ pub struct DemoEnv {
     pub admin_port: u16,
     /// Admin API tokens: role `admin`, and role `viewer`.
     pub admin_token: String,
+    /// The MCP listener (HTTP and HTTPS on one port).
+    pub mcp_port: u16,
     pub admin_viewer_token: String,
 }
 
@@ -136,6 +138,21 @@ impl DemoEnv {
             self.mongo_tls_port,
             self.ca_file.display()
         )
+    }
+
+    /// The MCP endpoint (Streamable HTTP).
+    pub fn mcp_url(&self) -> String {
+        format!("http://127.0.0.1:{}{}", self.mcp_port, crate::mcp::PATH)
+    }
+
+    /// The MCP endpoint over TLS (the certificate is for localhost and 127.0.0.1).
+    pub fn mcp_tls_url(&self) -> String {
+        format!("https://localhost:{}{}", self.mcp_port, crate::mcp::PATH)
+    }
+
+    /// What an MCP client sends as `Authorization: Bearer ...` for `agent`.
+    pub fn mcp_token(&self, agent: &str) -> String {
+        format!("{agent}:{}", self.token(agent))
     }
 
     /// Base URL of the admin API, e.g. `http://127.0.0.1:PORT`.
@@ -222,6 +239,15 @@ impl DemoEnv {
             ));
         }
         s.push_str(&format!("TOLLGATE_CA_FILE={}\n", self.ca_file.display()));
+        s.push_str(&format!("TOLLGATE_MCP_URL={}\n", self.mcp_url()));
+        s.push_str(&format!("TOLLGATE_MCP_TLS_URL={}\n", self.mcp_tls_url()));
+        for agent in AGENTS {
+            s.push_str(&format!(
+                "TOLLGATE_MCP_{}_TOKEN={}\n",
+                agent.to_uppercase(),
+                self.mcp_token(agent)
+            ));
+        }
         s
     }
 }
@@ -325,6 +351,7 @@ impl Demo {
             dir,
             admin_port: running.admin_addr.map(|a| a.port()).unwrap_or(0),
             admin_token: admin_tokens.0,
+            mcp_port: running.mcp_addr.map(|a| a.port()).unwrap_or(0),
             admin_viewer_token: admin_tokens.1,
         };
         Ok(Demo {
@@ -483,6 +510,11 @@ pub fn run_cli(
             "  metrics:   curl -H \"Authorization: Bearer {}\" {}/metrics",
             env.admin_viewer_token,
             env.admin_url()
+        );
+        println!(
+            "\n  MCP:       {}  (Authorization: Bearer {})",
+            env.mcp_url(),
+            env.mcp_token("analyst")
         );
         println!("  audit log: {}", env.audit_log.display());
         println!("  config:    {}", demo.config_path().display());

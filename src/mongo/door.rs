@@ -148,8 +148,8 @@ pub fn probe_message(target: &MongoTarget, e: &UpstreamError) -> String {
 }
 
 impl Door for MongoDoor {
-    fn kind(&self) -> UpstreamKind {
-        UpstreamKind::Mongodb
+    fn kind(&self) -> Option<UpstreamKind> {
+        Some(UpstreamKind::Mongodb)
     }
 
     fn serves(&self, upstream: &str) -> bool {

@@ -124,8 +124,8 @@ fn resolve(
 }
 
 impl Door for PgDoor {
-    fn kind(&self) -> UpstreamKind {
-        UpstreamKind::Postgres
+    fn kind(&self) -> Option<UpstreamKind> {
+        Some(UpstreamKind::Postgres)
     }
 
     fn serves(&self, upstream: &str) -> bool {

@@ -15,6 +15,7 @@ pub mod link;
 pub mod pending;
 pub mod pool;
 pub mod refusal;
+pub mod run_one;
 pub mod schema_loader;
 pub mod session;
 pub mod startup;

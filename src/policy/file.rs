@@ -51,6 +51,9 @@ pub struct LimitsFile {
     pub idle_in_transaction_timeout_ms: Option<u64>,
     /// Concurrent sessions of one agent.
     pub max_connections: Option<u32>,
+    /// Bytes of result data one statement may return. Enforced by the MCP tools (the result is
+    /// cut, `truncated: true`); the wire front ends do not enforce it yet (see docs/mcp.md).
+    pub max_result_bytes: Option<u64>,
 }
 
 fn yes() -> bool {

@@ -55,6 +55,8 @@ pub struct Limits {
     pub statement_timeout: Option<(Duration, String)>,
     pub idle_in_transaction_timeout: Option<(Duration, String)>,
     pub max_connections: Option<(u32, String)>,
+    /// Result bytes per statement (MCP tools; not enforced on the wire yet).
+    pub max_result_bytes: Option<(u64, String)>,
 }
 
 fn stricter<T: PartialOrd + Copy>(slot: &mut Option<(T, String)>, value: Option<T>, rule: &str) {
@@ -102,6 +104,7 @@ impl Limits {
             &rule,
         );
         stricter(&mut self.max_connections, file.max_connections, &rule);
+        stricter(&mut self.max_result_bytes, file.max_result_bytes, &rule);
     }
 
     /// One line per limit, for `tollgate explain`.
@@ -131,6 +134,9 @@ impl Limits {
         if let Some((n, rule)) = &self.max_connections {
             out.push(format!("max connections: {n} ({rule})"));
         }
+        if let Some((n, rule)) = &self.max_result_bytes {
+            out.push(format!("max result bytes per statement: {n} ({rule})"));
+        }
         out
     }
 }
@@ -156,6 +162,7 @@ mod tests {
                 burst: Some(5),
                 max_rows: Some(50),
                 statement_timeout_ms: Some(100),
+                max_result_bytes: Some(4096),
                 ..LimitsFile::default()
             },
             "b",
@@ -168,5 +175,18 @@ mod tests {
             Some(100)
         );
         assert_eq!(l.on_max_rows, RowLimitMode::Truncate);
+        assert_eq!(l.max_result_bytes, Some((4096, "b: limits".into())));
+        l.merge(
+            &LimitsFile {
+                max_result_bytes: Some(1 << 20),
+                ..LimitsFile::default()
+            },
+            "c",
+        );
+        assert_eq!(
+            l.max_result_bytes,
+            Some((4096, "b: limits".into())),
+            "a larger value never loosens the limit"
+        );
     }
 }

@@ -45,14 +45,15 @@ impl RedisDoor {
         })
     }
 
-    fn target(&self, name: &str) -> Option<&Arc<RedisTarget>> {
+    /// Upstream `name` (its current credentials inside).
+    pub fn target(&self, name: &str) -> Option<&Arc<RedisTarget>> {
         self.targets.iter().map(|(t, _)| t).find(|t| t.name == name)
     }
 }
 
 impl Door for RedisDoor {
-    fn kind(&self) -> UpstreamKind {
-        UpstreamKind::Redis
+    fn kind(&self) -> Option<UpstreamKind> {
+        Some(UpstreamKind::Redis)
     }
 
     fn serves(&self, upstream: &str) -> bool {

@@ -160,6 +160,7 @@ impl Accepted {
 
     /// After a SCRAM exchange against a real (not mock) verifier succeeded.
     pub fn scram_verified(&self, user: &str) -> Verified {
+        self.leave_preauth();
         Verified { agent: user.into() }
     }
 
@@ -167,8 +168,11 @@ impl Accepted {
     /// unknown names, so both cost the same). Failures are recorded and counted.
     pub fn verify_token(&self, user: &[u8], token: &[u8]) -> Option<Verified> {
         let verified = check_token(&self.core, user, token);
-        if verified.is_none() {
-            self.auth_failed(user, "authentication failed");
+        match verified {
+            // Authenticated: no longer waiting to (an MCP request keeps its `Accepted` while
+            // its tools run, and must not hold a pre-auth place meanwhile).
+            Some(_) => self.leave_preauth(),
+            None => self.auth_failed(user, "authentication failed"),
         }
         verified
     }

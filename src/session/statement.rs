@@ -455,7 +455,11 @@ impl Session {
         ev.rule = Some(refusal.rule.clone());
         ev.reason = Some(refusal.reason.clone());
         match self.ctx.protocol {
-            Protocol::Postgres => ev.sqlstate = Some(refusal.class.sqlstate().to_string()),
+            // MCP tool errors carry the class's SQLSTATE too (the refusal's one code that does
+            // not depend on the wire).
+            Protocol::Postgres | Protocol::Mcp => {
+                ev.sqlstate = Some(refusal.class.sqlstate().to_string())
+            }
             Protocol::Redis => ev.error = Some(refusal.class.resp_code().to_string()),
             Protocol::Mongo => ev.error = Some(refusal.class.mongo_code().1.to_string()),
         }

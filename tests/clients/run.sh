@@ -19,7 +19,7 @@ HERE=$ROOT/tests/clients
 OUT=$ROOT/target/clients
 CACHE=${TOLLGATE_CLIENTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tollgate-clients}
 JDBC_JAR=${TOLLGATE_JDBC_JAR:-/usr/share/java/postgresql.jar}
-ALL_CLIENTS="psql pgbench psycopg asyncpg sqlalchemy node-postgres jdbc redis-py ioredis redis-cli pymongo mongodb-node mongosh"
+ALL_CLIENTS="psql pgbench psycopg asyncpg sqlalchemy node-postgres jdbc redis-py ioredis redis-cli pymongo mongodb-node mongosh mcp"
 CLIENTS=${TOLLGATE_CLIENTS:-$ALL_CLIENTS}
 suite_start=$(date +%s)
 mkdir -p "$OUT" "$CACHE"
@@ -41,7 +41,7 @@ need_cmd psql "Debian package postgresql-client"
 need_cmd pgbench "Debian package postgresql-15"
 need_cmd redis-cli "Debian package redis-tools"
 need_cmd timeout "Debian package coreutils"
-if wants psycopg || wants asyncpg || wants sqlalchemy || wants redis-py || wants pymongo; then
+if wants psycopg || wants asyncpg || wants sqlalchemy || wants redis-py || wants pymongo || wants mcp; then
   need_cmd python3 "CPython >= 3.9 with the venv module"
 fi
 if wants node-postgres || wants ioredis || wants mongodb-node || wants mongosh; then
@@ -62,7 +62,7 @@ sha() { sha256sum "$@" | sha256sum | cut -c1-16; }
 # --- installs (pinned, cached) --------------------------------------------------------------
 install_start=$(date +%s)
 PY=""
-if wants psycopg || wants asyncpg || wants sqlalchemy || wants redis-py || wants pymongo; then
+if wants psycopg || wants asyncpg || wants sqlalchemy || wants redis-py || wants pymongo || wants mcp; then
   key=$(printf '%s %s' "$(python3 -c 'import sys; print(sys.version)')" "$(sha "$HERE/python/requirements.txt")" | sha256sum | cut -c1-16)
   venv=$CACHE/venv-$key
   if [ ! -f "$venv/.complete" ]; then
@@ -126,6 +126,7 @@ set -a
 # shellcheck disable=SC1090
 . "$env_file"
 set +a
+export TOLLGATE_BIN=$ROOT/target/debug/tollgate # the MCP stdio bridge
 say "demo up ($(($(date +%s) - suite_start))s so far, installs ${install_secs}s); logs in $OUT"
 
 # --- the clients ----------------------------------------------------------------------------
@@ -171,6 +172,7 @@ run_client redis-cli bash redis_cli_test.sh
 run_client pymongo "$PY" python/test_pymongo.py
 run_client mongodb-node node node/mongodb_test.js
 run_client mongosh bash mongosh_test.sh
+run_client mcp "$PY" python/test_mcp.py
 
 # Every statement above went through the audit log: its hash chain must still verify.
 if "$ROOT/target/debug/tollgate" audit verify "$TOLLGATE_AUDIT_LOG" >"$OUT/audit-verify.log" 2>&1; then

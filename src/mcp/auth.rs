@@ -1,0 +1,148 @@
+//! Who is calling: every HTTP request to the MCP endpoint carries `Authorization: Bearer
+//! AGENT:TOKEN`, checked by the session core against the agent's stored verifier (constant time,
+//! a mock verifier for unknown names, failures recorded and counted). Anything else gets 401 with
+//! a JSON-RPC error. The header is taken off the request before the MCP service sees it, so no
+//! later log line or extension can carry the token.
+
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use super::listener::McpPeer;
+use crate::audit::Protocol;
+use crate::session::{Accepted, Core, Verified};
+
+/// The authenticated caller of one HTTP request, for the tools (request extensions).
+#[derive(Clone)]
+pub struct Caller {
+    /// The request as the core accepted it: its id, span and live count last as long as this.
+    pub accepted: Arc<Accepted>,
+    pub verified: Verified,
+    /// The request came over TLS.
+    pub encrypted: bool,
+}
+
+impl Caller {
+    pub fn agent(&self) -> &Arc<str> {
+        self.verified.agent()
+    }
+}
+
+/// Longest `Authorization` value looked at (an agent name and a token are far shorter).
+const MAX_HEADER: usize = 512;
+
+/// `Bearer AGENT:TOKEN` → (agent, token). The scheme is case-insensitive; the name ends at the
+/// first `:` (agent names have none).
+pub fn parse_bearer(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    if value.len() > MAX_HEADER || value.len() < 7 {
+        return None;
+    }
+    let (scheme, rest) = value.split_at(7);
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let rest = rest.trim_ascii();
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let (agent, token) = (&rest[..colon], &rest[colon + 1..]);
+    (!agent.is_empty() && !token.is_empty()).then_some((agent, token))
+}
+
+/// The middleware in front of the MCP service.
+pub async fn require_agent(
+    State(core): State<Arc<Core>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<McpPeer>>()
+        .map(|c| c.0)
+        .unwrap_or(McpPeer {
+            addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            encrypted: false,
+        });
+    let accepted = match core.try_accept(Protocol::Mcp, peer.addr) {
+        Ok(a) => a,
+        // Too many connections waiting to authenticate (on every door): 503, read nothing more.
+        Err(refusal) => return json_rpc_error(StatusCode::SERVICE_UNAVAILABLE, &refusal.message()),
+    };
+    let span = accepted.span();
+    // Off the request for good: whatever the MCP service logs or keeps never holds the token.
+    let header = req.headers_mut().remove(AUTHORIZATION);
+    let verified = match header.as_ref().and_then(|h| parse_bearer(h.as_bytes())) {
+        Some((agent, token)) => accepted.verify_token(agent, token),
+        None => {
+            accepted.auth_failed(b"", "authentication failed: no AGENT:TOKEN bearer");
+            None
+        }
+    };
+    let Some(verified) = verified else {
+        return unauthorized();
+    };
+    req.extensions_mut().insert(Caller {
+        accepted: Arc::new(accepted),
+        verified,
+        encrypted: peer.encrypted,
+    });
+    next.run(req).instrument(span).await
+}
+
+/// 401 with a JSON-RPC error body (no request id: the request was not read).
+fn unauthorized() -> Response {
+    let mut resp = json_rpc_error(
+        StatusCode::UNAUTHORIZED,
+        "tollgate: authentication failed: send Authorization: Bearer AGENT:TOKEN with the agent's token",
+    );
+    resp.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"tollgate\""),
+    );
+    resp
+}
+
+/// An HTTP error whose body is a JSON-RPC error (no request id: the request was not read).
+fn json_rpc_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": -32001, "message": message }
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearers_name_the_agent_before_the_first_colon() {
+        let ok: &[(&str, (&str, &str))] = &[
+            ("Bearer analyst:tg_abc", ("analyst", "tg_abc")),
+            ("bearer analyst:tg_abc ", ("analyst", "tg_abc")),
+            ("BEARER a.b-c:x:y", ("a.b-c", "x:y")),
+        ];
+        for (header, (agent, token)) in ok {
+            let (a, t) = parse_bearer(header.as_bytes()).unwrap();
+            assert_eq!((a, t), (agent.as_bytes(), token.as_bytes()), "{header}");
+        }
+        for bad in [
+            "",
+            "Bearer",
+            "Bearer ",
+            "Bearer tg_abc",
+            "Bearer :tg_abc",
+            "Bearer analyst:",
+            "Basic YW5hbHlzdDp4",
+            "Beareranalyst:x",
+        ] {
+            assert!(parse_bearer(bad.as_bytes()).is_none(), "{bad:?}");
+        }
+        let long = format!("Bearer analyst:{}", "x".repeat(600));
+        assert!(parse_bearer(long.as_bytes()).is_none());
+    }
+}

@@ -1,0 +1,204 @@
+//! The MCP door: the listener (`[listen] mcp`), the HTTP stack in front of the MCP service
+//! (authentication middleware, then rmcp's Streamable HTTP service at `/mcp`), and the handles
+//! its tools use: the PostgreSQL door's pools, the Redis door's upstreams, table shapes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::handler::Handler;
+use super::listener::{McpListener, McpPeer};
+use super::tools::UpstreamEntry;
+use crate::config::{Config, UpstreamKind};
+use crate::doors::{BoxFuture, Commit, Door, DoorError, Listener, Listening};
+use crate::pg::pool::SettingsKey;
+use crate::pg::PgDoor;
+use crate::policy::mask::SchemaSnapshot;
+use crate::redis::RedisDoor;
+use crate::session::Core;
+use crate::vault::Vault;
+
+/// The path the MCP endpoint is served at.
+pub const PATH: &str = "/mcp";
+
+/// How long table shapes read for `list_tables` are reused.
+const SHAPES_FRESH: Duration = Duration::from_secs(60);
+
+pub struct McpDoor {
+    listen: Option<SocketAddr>,
+    pub(super) pg: Arc<PgDoor>,
+    pub(super) redis: Option<Arc<RedisDoor>>,
+    pub(super) upstreams: Vec<UpstreamEntry>,
+    pub(super) connect_timeout: Duration,
+    /// The startup settings of the server connections the `query` tool borrows.
+    pub(super) settings: Arc<SettingsKey>,
+    /// Table shapes read for `list_tables`/`describe_table`, per upstream, with when.
+    shapes: Mutex<HashMap<String, (Instant, Arc<SchemaSnapshot>)>>,
+}
+
+impl McpDoor {
+    pub fn new(config: &Config, pg: Arc<PgDoor>, redis: Option<Arc<RedisDoor>>) -> McpDoor {
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|(name, u)| UpstreamEntry {
+                name: name.clone(),
+                kind: u.kind,
+                description: u.description.clone(),
+            })
+            .collect();
+        // Results are read as UTF-8 text; the connections are tollgate's own, shared by MCP
+        // calls only (a pooled connection is handed only to the same settings).
+        let settings = Arc::new(SettingsKey::new(
+            &[
+                ("application_name".into(), "tollgate-mcp".into()),
+                ("client_encoding".into(), "UTF8".into()),
+                ("DateStyle".into(), "ISO, MDY".into()),
+            ],
+            true,
+        ));
+        McpDoor {
+            listen: config.listen.mcp,
+            pg,
+            redis,
+            upstreams,
+            connect_timeout: Duration::from_millis(config.limits.upstream_connect_timeout_ms),
+            settings,
+            shapes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Upstream `name` if it is of `kind`.
+    pub(super) fn upstream(&self, name: &str, kind: UpstreamKind) -> Option<&UpstreamEntry> {
+        self.upstreams
+            .iter()
+            .find(|u| u.name == name && u.kind == kind)
+    }
+
+    /// The table shapes of `upstream`: those the engine keeps for masking, else read from the
+    /// catalog (reused for a minute).
+    pub(super) async fn shapes(
+        &self,
+        core: &Core,
+        upstream: &str,
+    ) -> Result<Arc<SchemaSnapshot>, String> {
+        if let Some(s) = core.policy.schema(upstream) {
+            return Ok(s);
+        }
+        if let Some((at, s)) = self.lock_shapes().get(upstream) {
+            if at.elapsed() < SHAPES_FRESH {
+                return Ok(s.clone());
+            }
+        }
+        let load = self
+            .pg
+            .table_shapes(upstream, self.connect_timeout.max(Duration::from_secs(1)))
+            .ok_or("no such upstream")?;
+        let snapshot = Arc::new(load.await?);
+        self.lock_shapes()
+            .insert(upstream.to_string(), (Instant::now(), snapshot.clone()));
+        Ok(snapshot)
+    }
+
+    fn lock_shapes(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<SchemaSnapshot>)>> {
+        self.shapes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn router(self: &Arc<Self>, core: &Arc<Core>, stop: &watch::Receiver<bool>) -> Router {
+        let ct = tokio_util::sync::CancellationToken::new();
+        let mut stop = stop.clone();
+        let cancel = ct.clone();
+        tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            cancel.cancel();
+        });
+        // Stateless and JSON: every request stands alone (authenticated on its own), so the
+        // gateway keeps no MCP sessions to expire. Host and Origin checks guard unauthenticated
+        // local servers against DNS rebinding; here every request must carry the agent's token,
+        // which a page in a browser cannot attach without that token.
+        let config = StreamableHttpServerConfig::default()
+            .with_legacy_session_mode(false)
+            .with_json_response(true)
+            .with_cancellation_token(ct)
+            .disable_allowed_hosts()
+            .disable_allowed_origins();
+        let (door, handler_core) = (self.clone(), core.clone());
+        let service = StreamableHttpService::new(
+            move || Ok(Handler::new(door.clone(), handler_core.clone())),
+            Arc::new(NeverSessionManager::default()),
+            config,
+        );
+        Router::new()
+            .route_service(PATH, service)
+            .layer(axum::middleware::from_fn_with_state(
+                core.clone(),
+                super::auth::require_agent,
+            ))
+    }
+}
+
+impl Door for McpDoor {
+    fn kind(&self) -> Option<UpstreamKind> {
+        None
+    }
+
+    fn serves(&self, _upstream: &str) -> bool {
+        false
+    }
+
+    fn reload_credentials<'a>(&'a self, _vault: &Vault) -> Result<Commit<'a>, DoorError> {
+        // The tools use the other doors' upstreams, whose credentials those doors reload.
+        Ok(Box::new(|| {}))
+    }
+
+    fn start(
+        self: Arc<Self>,
+        core: Arc<Core>,
+        stop: watch::Receiver<bool>,
+    ) -> BoxFuture<'static, Result<Vec<Listening>, DoorError>> {
+        Box::pin(async move {
+            let Some(addr) = self.listen else {
+                return Ok(Vec::new());
+            };
+            let (listener, local) = crate::doors::bind(addr).await?;
+            info!(%local, path = PATH, "MCP listener ready");
+            let app = self
+                .router(&core, &stop)
+                .into_make_service_with_connect_info::<McpPeer>();
+            let listener = McpListener::start(listener, core.clone());
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                {
+                    warn!(error = %e, "MCP listener stopped");
+                }
+            });
+            Ok(vec![Listening {
+                listener: Listener::Mcp,
+                addr: local,
+            }])
+        })
+    }
+
+    fn probe<'a>(
+        &'a self,
+        _upstream: &'a str,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async { Err("the MCP door has no upstreams of its own".to_string()) })
+    }
+}

@@ -1,0 +1,299 @@
+//! `pg::run_one` against the real upstream PostgreSQL, through a pool of its own: results and
+//! types, parameters, the row cap (Execute stops the portal), the byte cap and the statement
+//! timeout (tollgate's own CancelRequest, the connection reused afterwards), server errors, one
+//! statement only, COPY, and what goes back to the pool: clean, reset, or closed.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::harness;
+use tollgate::config::{PoolMode, PoolSettings};
+use tollgate::pg::pool::{Pool, SettingsKey};
+use tollgate::pg::run_one::{run, Caps, Cut, RunError, Statement};
+use tollgate::pg::upstream::UpstreamTarget;
+use tollgate::vault::Secret;
+
+/// A pool of two connections to the demo's upstream as its superuser.
+fn pool() -> Arc<Pool> {
+    let url = &harness().env.upstream_pg_url;
+    // postgresql://USER:PASSWORD@HOST:PORT/DB?...
+    let rest = url.strip_prefix("postgresql://").unwrap();
+    let (cred, rest) = rest.split_once('@').unwrap();
+    let (user, password) = cred.split_once(':').unwrap();
+    let (hostport, _) = rest.split_once('/').unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    let target = UpstreamTarget {
+        name: "shop".into(),
+        host: host.into(),
+        port: port.parse().unwrap(),
+        database: "shop".into(),
+        user: Secret::new(user.into()),
+        password: Secret::new(password.into()),
+        search_path: "public".into(),
+        tls: None,
+    };
+    let settings = PoolSettings {
+        isolation: true,
+        mode: PoolMode::Transaction,
+        size: 2,
+        session_size: 2,
+        min_idle: 0,
+        max_lifetime: Duration::from_secs(3600),
+        idle_timeout: Duration::from_secs(600),
+        checkout_timeout: Duration::from_secs(5),
+    };
+    Arc::new(Pool::new(target, settings, Duration::from_secs(5)))
+}
+
+fn key() -> Arc<SettingsKey> {
+    Arc::new(SettingsKey::new(
+        &[("client_encoding".into(), "UTF8".into())],
+        true,
+    ))
+}
+
+fn caps() -> Caps {
+    Caps {
+        max_rows: None,
+        max_bytes: 1 << 20,
+        timeout: None,
+    }
+}
+
+fn stmt<'a>(sql: &'a str, params: &'a [Option<String>]) -> Statement<'a> {
+    Statement {
+        sql,
+        params,
+        leaves_state: false,
+    }
+}
+
+#[test]
+fn rows_types_parameters_and_the_row_cap() {
+    harness().runtime.block_on(async {
+        let pool = pool();
+        let params = [Some("3".to_string()), None];
+        let c = run(
+            &pool,
+            &key(),
+            &stmt(
+                "SELECT id, email, $2::text AS nothing FROM customers WHERE id <= $1 ORDER BY id",
+                &params,
+            ),
+            &caps(),
+        )
+        .await
+        .unwrap();
+        let names: Vec<&str> = c.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "email", "nothing"]);
+        assert_eq!(c.columns[0].type_oid, 20);
+        assert_eq!(c.rows.len(), 3);
+        assert_eq!(c.rows[0][0].as_deref(), Some("1"));
+        assert!(c.rows[0][1].as_deref().unwrap().contains('@'));
+        assert_eq!(c.rows[0][2], None);
+        assert_eq!(c.command_tag, "SELECT 3");
+        assert_eq!(c.truncated, None);
+
+        let capped = run(
+            &pool,
+            &key(),
+            &stmt("SELECT id FROM orders", &[]),
+            &Caps {
+                max_rows: Some(10),
+                ..caps()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(capped.rows.len(), 10);
+        assert_eq!(capped.truncated, Some(Cut::Rows));
+        assert_eq!(capped.command_tag, "SELECT 10");
+        let exact = run(
+            &pool,
+            &key(),
+            &stmt("SELECT 1 UNION ALL SELECT 2", &[]),
+            &Caps {
+                max_rows: Some(2),
+                ..caps()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (exact.rows.len(), exact.truncated),
+            (2, None),
+            "exactly the cap is whole"
+        );
+        assert_eq!(
+            pool.counters
+                .closed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+    });
+}
+
+#[test]
+fn the_byte_cap_and_the_timeout_cancel_and_the_connection_serves_again() {
+    harness().runtime.block_on(async {
+        let pool = pool();
+        let big = run(
+            &pool,
+            &key(),
+            &stmt(
+                "SELECT repeat('x', 1000) FROM generate_series(1, 100000)",
+                &[],
+            ),
+            &Caps {
+                max_bytes: 10_000,
+                ..caps()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(big.truncated, Some(Cut::Bytes));
+        assert!(
+            big.rows.len() < 10 && big.bytes <= 10_000,
+            "{}",
+            big.rows.len()
+        );
+
+        let started = Instant::now();
+        let slow = run(
+            &pool,
+            &key(),
+            &stmt("SELECT pg_sleep(10)", &[]),
+            &Caps {
+                timeout: Some(Duration::from_millis(300)),
+                ..caps()
+            },
+        )
+        .await;
+        assert!(
+            matches!(slow, Err(RunError::TimedOut(d)) if d == Duration::from_millis(300)),
+            "{slow:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "cancelled, not waited out"
+        );
+        // Both connections went back usable: the next statements run at once, and no cancel of
+        // ours hits them.
+        for _ in 0..4 {
+            let c = run(
+                &pool,
+                &key(),
+                &stmt("SELECT pg_sleep(0.05), 1", &[]),
+                &caps(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(c.rows.len(), 1);
+        }
+        assert_eq!(
+            pool.counters
+                .closed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+    });
+}
+
+#[test]
+fn errors_one_statement_only_and_copy() {
+    harness().runtime.block_on(async {
+        let pool = pool();
+        match run(&pool, &key(), &stmt("SELECT 1/0", &[]), &caps()).await {
+            Err(RunError::Server(e)) => {
+                assert_eq!(e.code, "22012");
+                assert_eq!(e.message, "division by zero");
+            }
+            other => panic!("{other:?}"),
+        }
+        match run(&pool, &key(), &stmt("SELECT 1; SELECT 2", &[]), &caps()).await {
+            Err(RunError::Server(e)) => assert_eq!(e.code, "42601"),
+            other => panic!("{other:?}"),
+        }
+        let copy = run(
+            &pool,
+            &key(),
+            &stmt(
+                "COPY (SELECT id FROM orders ORDER BY id LIMIT 3) TO STDOUT",
+                &[],
+            ),
+            &caps(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(copy.columns[0].name, "copy");
+        assert_eq!(copy.rows.len(), 3);
+        assert_eq!(copy.rows[0][0].as_deref(), Some("1"));
+        match run(
+            &pool,
+            &key(),
+            &stmt("COPY orders (customer_id, amount) FROM STDIN", &[]),
+            &caps(),
+        )
+        .await
+        {
+            Err(RunError::Server(e)) => {
+                assert_eq!(e.code, "57014", "{e:?}");
+                assert!(
+                    e.message.contains("not available through this tool"),
+                    "{e:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = run(&pool, &key(), &stmt("SELECT 2", &[]), &caps())
+            .await
+            .unwrap();
+        assert_eq!(
+            c.rows[0][0].as_deref(),
+            Some("2"),
+            "the connection survived"
+        );
+    });
+}
+
+#[test]
+fn state_left_behind_is_reset_and_an_open_transaction_closes_the_connection() {
+    use std::sync::atomic::Ordering::Relaxed;
+    harness().runtime.block_on(async {
+        let pool = pool();
+        let set = Statement {
+            sql: "SET application_name = 'left behind'",
+            params: &[],
+            leaves_state: true,
+        };
+        run(&pool, &key(), &set, &caps()).await.unwrap();
+        // The reset runs in the background; wait for it.
+        for _ in 0..50 {
+            if pool.counters.resets.load(Relaxed) == 1 && pool.sizes().1 == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(pool.counters.resets.load(Relaxed), 1);
+        let shown = run(&pool, &key(), &stmt("SHOW application_name", &[]), &caps())
+            .await
+            .unwrap();
+        assert_ne!(shown.rows[0][0].as_deref(), Some("left behind"));
+
+        let begin = run(&pool, &key(), &stmt("BEGIN", &[]), &caps())
+            .await
+            .unwrap();
+        assert_eq!(begin.command_tag, "BEGIN");
+        assert_eq!(
+            pool.counters.closed.load(Relaxed),
+            1,
+            "in a transaction: closed"
+        );
+        let c = run(&pool, &key(), &stmt("SELECT 3", &[]), &caps())
+            .await
+            .unwrap();
+        assert_eq!(c.rows[0][0].as_deref(), Some("3"));
+    });
+}
