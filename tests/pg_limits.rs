@@ -1,7 +1,7 @@
 //! Volume controls end to end, with the demo's limits exactly as shipped (analyst: 600
 //! statements a minute, 1000 rows per statement) plus limits this file adds to the writer and
 //! trusted policies through a hot reload: statement timeout, idle-in-transaction timeout,
-//! connection cap, row limits in truncate and refuse mode.
+//! connection cap, row limits and result byte caps in truncate and refuse mode.
 
 mod support;
 
@@ -34,9 +34,12 @@ fn h() -> &'static Harness {
         };
         add_limits(
             "writer.toml",
-            "max_rows = 100\nstatement_timeout_ms = 700\nidle_in_transaction_timeout_ms = 1500\nmax_connections = 4",
+            "max_rows = 100\nmax_result_bytes = 65536\nstatement_timeout_ms = 700\nidle_in_transaction_timeout_ms = 1500\nmax_connections = 4",
         );
-        add_limits("trusted.toml", "max_rows = 50\non_max_rows = \"refuse\"");
+        add_limits(
+            "trusted.toml",
+            "max_rows = 50\nmax_result_bytes = 65536\non_max_rows = \"refuse\"",
+        );
         // Wait for the reload (the demo polls its files every 500 ms).
         h.runtime.block_on(async {
             let deadline = Instant::now() + Duration::from_secs(15);
@@ -218,7 +221,10 @@ fn writer_limits_timeout_idle_transaction_connections_and_huge_results() {
         assert_eq!(simple_rows(&r), 100);
         let r = writer
             .query(
-                "SELECT repeat('x', 100) FROM generate_series(1, 3000000)",
+                // The set-returning function in the select list streams its rows (in FROM it
+                // would be materialised first: seconds on a loaded machine, past the writer's
+                // statement timeout).
+                "SELECT repeat('x', 100), generate_series(1, 3000000)",
                 &[],
             )
             .await
@@ -322,6 +328,122 @@ fn refuse_mode_fails_the_statement_and_keeps_the_session() {
             ),
             10
         );
+    });
+}
+
+/// `max_result_bytes` on the wire: 5,011-byte DataRows (a 5,000-byte column) under a 65,536-byte
+/// cap leave 13 rows; truncate mode (writer) ends the result there with a notice, refuse mode
+/// (trusted) fails the statement, and both sessions go on. Fewer rows than `max_rows` either way.
+#[test]
+fn max_result_bytes_cuts_or_refuses_wide_results() {
+    let _turn = writer_turn();
+    let h = h();
+    h.runtime.block_on(async {
+        let wide = "SELECT repeat('x', 5000) FROM generate_series(1, 40)";
+        let writer = connect("writer").await;
+        assert_eq!(simple_rows(&writer.simple_query(wide).await.unwrap()), 13);
+        assert_eq!(writer.query(wide, &[]).await.unwrap().len(), 13);
+        // Inside a transaction block the rest is read and dropped (no cancel): the transaction
+        // goes on.
+        writer.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(writer.query(wide, &[]).await.unwrap().len(), 13);
+        assert_eq!(writer.query("SELECT 1", &[]).await.unwrap().len(), 1);
+        writer.batch_execute("COMMIT").await.unwrap();
+        // Narrow rows are not cut by bytes: max_rows decides.
+        let n = writer
+            .query("SELECT generate_series(1, 500)", &[])
+            .await
+            .unwrap()
+            .len();
+        assert_eq!(n, 100);
+
+        let trusted = connect("trusted").await;
+        let e = trusted.query(wide, &[]).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "54000");
+        let msg = support::db_message(&e);
+        assert!(
+            msg.contains("more than 65536 bytes of row data")
+                && msg.contains("(rule: trusted: limits)"),
+            "{msg}"
+        );
+        let hint = e.as_db_error().and_then(|d| d.hint()).unwrap_or_default();
+        assert!(hint.starts_with("ask for fewer rows or columns"), "{hint}");
+        let e = trusted.simple_query(wide).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "54000");
+        let fits = "SELECT repeat('x', 5000) FROM generate_series(1, 13)";
+        assert_eq!(trusted.query(fits, &[]).await.unwrap().len(), 13);
+    });
+}
+
+/// `max_result_bytes` on the Redis listener: a reply over the writer's 65,536-byte cap is not
+/// relayed (RESP cannot be cut and stay well formed) but refused in its place, in order, whether
+/// it arrives in one read (70 KB) or many (4 MB, dropped as it streams); inside EXEC too. Smaller
+/// replies pass and the session goes on.
+#[test]
+fn redis_replies_over_max_result_bytes_are_refused_in_order() {
+    let _turn = writer_turn();
+    let h = h();
+    h.runtime.block_on(async {
+        let client = redis::Client::open(h.env.redis_url("writer")).unwrap();
+        let mut r = client.get_multiplexed_async_connection().await.unwrap();
+        let small = "y".repeat(70 * 1024);
+        let large = "z".repeat(4 * 1024 * 1024);
+        let _: () = redis::cmd("SET")
+            .arg("cache:cap-small")
+            .arg(&small)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("cache:cap-large")
+            .arg(&large)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        for key in ["cache:cap-small", "cache:cap-large"] {
+            let e = redis::cmd("GET")
+                .arg(key)
+                .query_async::<String>(&mut r)
+                .await
+                .unwrap_err();
+            let text = support::redis_error(&e);
+            assert!(
+                text.contains("the reply is larger than 65536 bytes")
+                    && text.contains("(rule: writer: limits)")
+                    && text.contains("hint: ask for less"),
+                "{key}: {text}"
+            );
+        }
+        let part: String = redis::cmd("GETRANGE")
+            .arg("cache:cap-large")
+            .arg(0)
+            .arg(9)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        assert_eq!(part, "zzzzzzzzzz");
+
+        // Pipelined behind and ahead of other commands: every reply in its place.
+        let mut s = support::redis_login("writer").await;
+        let all = support::redis_exchange(
+            &mut s,
+            b"PING\r\nGET cache:cap-large\r\nECHO after\r\nMULTI\r\nGET cache:cap-small\r\nEXEC\r\nECHO done\r\n",
+            "$4\r\ndone\r\n",
+        )
+        .await;
+        let lines: Vec<&str> = all.split("\r\n").collect();
+        assert_eq!(lines[0], "+PONG", "{all}");
+        assert!(lines[1].starts_with("-ERR tollgate: the reply is larger than 65536 bytes"), "{all}");
+        assert_eq!(&lines[2..4], ["$5", "after"], "{all}");
+        assert_eq!(&lines[4..6], ["+OK", "+QUEUED"], "{all}");
+        assert!(lines[6].starts_with("-ERR tollgate: the reply is larger than"), "{all}");
+        assert_eq!(&lines[7..9], ["$4", "done"], "{all}");
+        let _: () = redis::cmd("DEL")
+            .arg("cache:cap-small")
+            .arg("cache:cap-large")
+            .query_async(&mut r)
+            .await
+            .unwrap();
     });
 }
 

@@ -85,8 +85,17 @@ fn valid_message(seed: u8) -> Vec<u8> {
     .encode(seed % 2 == 0)
 }
 
+/// 2,000 cases per property in the suite; `TOLLGATE_FUZZ_CASES` sets another count for the long
+/// runs in docs/reliability.md, as for the other fuzz targets.
+fn cases() -> u32 {
+    std::env::var("TOLLGATE_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::with_cases(cases()) })]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {

@@ -60,7 +60,12 @@ struct ReplyState {
     /// What the current result's count started from (a resumed portal, a cursor's earlier
     /// FETCHes): rows shown in this result are `rows - base`.
     base: u64,
+    /// DataRow bytes of the current result (for `max_result_bytes`, which holds per result).
+    bytes: u64,
+    /// The current result went past `max_rows` or `max_result_bytes`; its further rows are dropped.
     over_limit: bool,
+    /// It was `max_result_bytes` that cut it, after this many rows of the result were relayed.
+    cut_by_bytes: Option<u64>,
     /// tollgate cancelled the running statement for exceeding its row limit / its timeout.
     cancelled_for_rows: bool,
     timed_out: bool,
@@ -80,7 +85,9 @@ impl ReplyState {
             portal_rows: HashMap::new(),
             cursors: CursorRows::default(),
             base: 0,
+            bytes: 0,
             over_limit: false,
+            cut_by_bytes: None,
             cancelled_for_rows: false,
             timed_out: false,
         };
@@ -134,7 +141,9 @@ impl ReplyState {
     fn end_result(&mut self) {
         self.rows = 0;
         self.base = 0;
+        self.bytes = 0;
         self.over_limit = false;
+        self.cut_by_bytes = None;
         self.cancelled_for_rows = false;
     }
 
@@ -346,37 +355,53 @@ fn handle(
     }
     match frame.tag {
         msg::DATA_ROW => {
-            if state.rows == 0 && state.view.limits().max_rows.is_some() {
+            let limits = state.view.limits();
+            if state.rows == 0 && limits.max_rows.is_some() {
                 // The first row of a result: resume the portal's or the cursor's count.
                 state.resume_count(pending);
             }
+            let limits = state.view.limits();
             state.rows += 1;
-            if let Some((max, _)) = &state.view.limits().max_rows {
-                if state.rows > *max {
-                    if !state.over_limit {
-                        state.over_limit = true;
-                        metrics::counter!("tollgate_row_limit_hits_total", "protocol" => "postgres").increment(1);
-                        // An Execute was sent with a row cap of max+1 (truncate mode): the portal
-                        // stops by itself. A simple query outside a transaction block, or any
-                        // statement in refuse mode, is cancelled upstream. Inside a transaction
-                        // block a cancel would abort the agent's transaction, so the rest of the
-                        // result is read and dropped (bounded by the statement timeout).
-                        // With more statements already forwarded behind it, a cancel could land
-                        // on one of them: the rest is read and dropped instead.
-                        let (simple, alone) = pending.with(|q| {
-                            (
-                                matches!(q.front(), Some(Expect::Simple { .. })),
-                                q.len() == 1,
-                            )
-                        });
-                        let refuse = state.view.limits().on_max_rows == RowLimitMode::Refuse;
-                        if refuse || (simple && alone && pending.tx_status() == b'I') {
-                            state.cancelled_for_rows = true;
-                            state.cancel_upstream(pending);
-                        }
+            let over_rows = limits
+                .max_rows
+                .as_ref()
+                .is_some_and(|(max, _)| state.rows > *max);
+            let over_bytes = limits.max_result_bytes.as_ref().is_some_and(|(max, _)| {
+                state.bytes += frame.raw.len() as u64;
+                state.bytes > *max
+            });
+            if over_rows || over_bytes {
+                if !state.over_limit {
+                    state.over_limit = true;
+                    if over_rows {
+                        metrics::counter!("tollgate_row_limit_hits_total", "protocol" => "postgres")
+                            .increment(1);
+                    } else {
+                        metrics::counter!("tollgate_result_bytes_limit_hits_total", "protocol" => "postgres")
+                            .increment(1);
+                        // The rows relayed before this one are the result the client keeps.
+                        state.cut_by_bytes = Some(state.rows - 1 - state.base);
                     }
-                    return;
+                    // An Execute was sent with a row cap of max+1 (truncate mode): the portal
+                    // stops by itself. A simple query outside a transaction block, or any
+                    // statement in refuse mode, is cancelled upstream. Inside a transaction
+                    // block a cancel would abort the agent's transaction, so the rest of the
+                    // result is read and dropped (bounded by the statement timeout).
+                    // With more statements already forwarded behind it, a cancel could land
+                    // on one of them: the rest is read and dropped instead.
+                    let (simple, alone) = pending.with(|q| {
+                        (
+                            matches!(q.front(), Some(Expect::Simple { .. })),
+                            q.len() == 1,
+                        )
+                    });
+                    let refuse = limits.on_max_rows == RowLimitMode::Refuse;
+                    if refuse || (simple && alone && pending.tx_status() == b'I') {
+                        state.cancelled_for_rows = true;
+                        state.cancel_upstream(pending);
+                    }
                 }
+                return;
             }
             out.extend_from_slice(&frame.raw);
         }
@@ -534,7 +559,6 @@ fn row_limit_end(
     frame: &Frame,
     out: &mut BytesMut,
 ) -> bool {
-    let (max, rule) = state.view.limits().max_rows.clone().unwrap_or_default();
     let our_cancel = frame.tag == msg::ERROR_RESPONSE
         && state.cancelled_for_rows
         && msg::error_field(frame.body(), b'C').as_deref() == Some("57014");
@@ -542,17 +566,12 @@ fn row_limit_end(
     if !ends {
         return frame.tag == msg::DATA_ROW; // rows past the limit are dropped
     }
+    let cut = Cut::of(state);
     if state.view.limits().on_max_rows == RowLimitMode::Refuse {
-        let refusal = Refusal::new(
-            RefusalClass::TooLarge,
-            rule,
-            format!("the statement returned more than {max} rows, the most the policy allows"),
-        )
-        .with_instead(format!(
-            "ask for at most {max} rows (LIMIT, a narrower WHERE); a cursor's FETCHes count together"
-        ));
+        let refusal =
+            Refusal::new(RefusalClass::TooLarge, cut.rule, cut.refused).with_instead(cut.instead);
         let fields = ctx.render(&refusal);
-        statement_done(pending, state, max.saturating_add(1));
+        statement_done(pending, state, cut.counted);
         on_error(
             ctx,
             pending,
@@ -564,28 +583,23 @@ fn row_limit_end(
         state.end_result();
         return true;
     }
-    out.extend_from_slice(&msg::notice(
-        "01000",
-        &format!("tollgate: result truncated to {max} rows (rule: {rule})"),
-    ));
-    // This result shows what was left of the limit after earlier batches or FETCHes.
-    let shown = max.saturating_sub(state.base);
+    out.extend_from_slice(&msg::notice("01000", &cut.notice));
+    let shown = cut.shown;
     let tag = if frame.tag == msg::COMMAND_COMPLETE {
         msg::command_tag_with_rows(frame.body(), shown)
     } else {
         format!("SELECT {shown}")
     };
     out.extend_from_slice(&msg::command_complete(&tag));
-    // Counted past the limit: every further FETCH from the cursor is over it too.
-    statement_done(pending, state, max.saturating_add(1));
+    statement_done(pending, state, cut.counted);
     pending.with(|q| match q.front_mut() {
         Some(Expect::Simple { rows, .. }) => *rows += shown,
         Some(Expect::Execute { .. }) => {
             if let Some(Expect::Execute { ticket, portal, .. }) = q.pop_front() {
                 if frame.tag == msg::PORTAL_SUSPENDED {
                     // The client sees the result complete; should it resume the portal anyway,
-                    // every further row is over the limit too.
-                    state.portal_rows.insert(portal, max.saturating_add(1));
+                    // its count goes on from here.
+                    state.portal_rows.insert(portal, cut.counted);
                 }
                 complete(ctx, ticket, Some(shown), None);
             }
@@ -594,6 +608,54 @@ fn row_limit_end(
     });
     state.end_result();
     true
+}
+
+/// How a result over a limit ends, in the words of the limit that cut it.
+struct Cut {
+    rule: String,
+    /// The refusal's reason (refuse mode).
+    refused: String,
+    instead: String,
+    /// The notice of truncate mode.
+    notice: String,
+    /// Rows the client was shown in this result.
+    shown: u64,
+    /// What the statement counts as having returned (a cursor's later FETCHes continue from it;
+    /// past `max_rows` every further FETCH is over the limit too).
+    counted: u64,
+}
+
+impl Cut {
+    fn of(state: &ReplyState) -> Cut {
+        let limits = state.view.limits();
+        if let Some(shown) = state.cut_by_bytes {
+            let (max, rule) = limits.max_result_bytes.clone().unwrap_or_default();
+            return Cut {
+                notice: format!(
+                    "tollgate: result truncated to {shown} rows, the first {max} bytes of row data (rule: {rule})"
+                ),
+                refused: format!(
+                    "the statement returned more than {max} bytes of row data, the most the policy allows"
+                ),
+                instead: "ask for fewer rows or columns (LIMIT, a narrower WHERE, fewer or shorter columns)".into(),
+                rule,
+                shown,
+                counted: state.base + shown,
+            };
+        }
+        let (max, rule) = limits.max_rows.clone().unwrap_or_default();
+        Cut {
+            notice: format!("tollgate: result truncated to {max} rows (rule: {rule})"),
+            refused: format!("the statement returned more than {max} rows, the most the policy allows"),
+            instead: format!(
+                "ask for at most {max} rows (LIMIT, a narrower WHERE); a cursor's FETCHes count together"
+            ),
+            rule,
+            // This result shows what was left of the limit after earlier batches or FETCHes.
+            shown: max.saturating_sub(state.base),
+            counted: max.saturating_add(1),
+        }
+    }
 }
 
 fn far_future() -> std::time::Instant {

@@ -24,6 +24,7 @@ use super::pubsub::SubKind;
 use super::reader::ClientReader;
 use super::relay::{Entry, Kind, OwnFilter, Relay, RelayError, MAX_BATCH};
 use super::reply;
+use super::reply_cap::ReplyCap;
 use super::upstream::RedisTarget;
 use crate::audit::Decision;
 use crate::policy::redis::builtin::OWN_CONNECTIONS_RULE;
@@ -59,6 +60,8 @@ pub(super) struct FromClient {
     subscribed_ever: bool,
     /// Entries handed to the reply side and not yet written to the client.
     owed: Arc<AtomicUsize>,
+    /// Where the agent's `max_result_bytes` is published for the reply side.
+    pub(super) reply_cap: Arc<ReplyCap>,
 }
 
 fn lower_name(c: &Command) -> Vec<u8> {
@@ -80,6 +83,7 @@ impl FromClient {
             reply_change: None,
             subscribed_ever: false,
             owed,
+            reply_cap: Arc::default(),
         }
     }
 
@@ -322,6 +326,8 @@ impl FromClient {
             rule,
             reason,
         };
+        // The reply side caps replies with the limit in force now (a reload may change it).
+        self.reply_cap.update(self.policy.limits());
         // The agent's statement rate is shared with its sessions on every protocol.
         match self
             .session

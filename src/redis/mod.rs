@@ -14,6 +14,7 @@ mod pubsub;
 pub mod reader;
 pub mod relay;
 pub mod reply;
+mod reply_cap;
 pub mod scan;
 pub mod session;
 mod to_client;

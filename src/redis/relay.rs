@@ -148,6 +148,7 @@ where
         relay.target.clients.clone(),
     );
     let mut from = FromClient::new(relay, owed.clone());
+    from.reply_cap = to.reply_cap.clone();
     // Shutting down: closed once every reply owed has been written (or at the deadline).
     let drained = lifecycle.drained(|| owed.load(Ordering::SeqCst) == 0);
     let result = tokio::select! {

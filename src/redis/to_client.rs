@@ -21,6 +21,7 @@ use super::pubsub::{PubSubFrame, SubKind, Subscriptions};
 use super::reader::UpstreamReader;
 use super::relay::{Entry, Kind, OwnFilter, RelayError};
 use super::reply;
+use super::reply_cap::ReplyCap;
 use crate::policy::redis::MaskPlan;
 use crate::session::{OutcomeError, SessionContext, Ticket};
 
@@ -47,6 +48,10 @@ pub(super) struct ToClient {
     monitor: Option<Arc<str>>,
     /// The session must end once `out` is written (the login after a RESET failed).
     closing: bool,
+    /// The agent's `max_result_bytes`, published by the command side.
+    pub(super) reply_cap: Arc<ReplyCap>,
+    /// The reply being read is over the cap: dropped as it arrives, refused when it ends.
+    discarding: bool,
 }
 
 impl ToClient {
@@ -60,6 +65,8 @@ impl ToClient {
             clients,
             monitor: None,
             closing: false,
+            reply_cap: Arc::default(),
+            discarding: false,
             ctx,
             resp3,
             pending: VecDeque::new(),
@@ -100,10 +107,18 @@ impl ToClient {
                     return Ok(());
                 }
             }
-            // A large reply still arriving: relay what was scanned instead of holding it all.
+            // A large reply still arriving: relay what was scanned instead of holding it all,
+            // or, past the agent's `max_result_bytes`, drop it (it is refused when it ends).
             let waiting = up.buffered();
+            let cap = self.reply_cap.get();
             if let Some(&first) = waiting.first() {
-                if (self.streaming.is_some() || waiting.len() >= STREAM_AFTER)
+                if self.discarding
+                    || (cap.is_some_and(|c| waiting.len() as u64 > c) && self.may_cap(waiting))
+                {
+                    self.discarding = true;
+                    drop(up.take_scanned());
+                } else if cap.is_none()
+                    && (self.streaming.is_some() || waiting.len() >= STREAM_AFTER)
                     && self.may_stream(waiting)
                 {
                     let head = up.take_scanned();
@@ -163,6 +178,31 @@ impl ToClient {
             && matches!(self.pending.front().map(|e| &e.kind), Some(Kind::Reply(p)) if p.is_none())
     }
 
+    /// Whether the incomplete reply at the front of `buf` answers a command whose reply
+    /// `max_result_bytes` caps: a reply or EXEC's, not a pub/sub message, a push or MONITOR's
+    /// lines.
+    fn may_cap(&self, buf: &[u8]) -> bool {
+        buf.first().is_some_and(|b| *b != b'>')
+            && self.subs.is_empty()
+            && self.monitor.is_none()
+            && matches!(
+                self.pending.front().map(|e| &e.kind),
+                Some(Kind::Reply(_) | Kind::Exec)
+            )
+    }
+
+    /// The reply owed to `entry` is over the cap: the refusal in its place.
+    fn refuse_over_cap(&mut self, entry: Entry) {
+        if matches!(entry.kind, Kind::Exec) {
+            self.exec_plans.clear();
+        }
+        self.out.extend_from_slice(&self.reply_cap.refusal());
+        self.outcome(
+            entry.ticket,
+            Some("reply larger than max_result_bytes, not returned".into()),
+        );
+    }
+
     fn outcome(&self, ticket: Option<Ticket>, error: Option<String>) {
         if let Some(t) = ticket {
             let error = error.map(|message| OutcomeError {
@@ -188,6 +228,15 @@ impl ToClient {
                 self.done += 1;
                 let error = matches!(first, b'-' | b'!').then(|| "error reply".to_string());
                 self.outcome(entry.ticket, error);
+            }
+            return;
+        }
+        if self.discarding {
+            // The end of a reply over the cap (`may_cap` checked its entry).
+            self.discarding = false;
+            if let Some(entry) = self.pending.pop_front() {
+                self.done += 1;
+                self.refuse_over_cap(entry);
             }
             return;
         }
@@ -225,6 +274,12 @@ impl ToClient {
             return;
         };
         self.done += 1;
+        let over_cap = matches!(entry.kind, Kind::Reply(_) | Kind::Exec)
+            && self.reply_cap.get().is_some_and(|c| frame.len() as u64 > c);
+        if over_cap {
+            self.refuse_over_cap(entry);
+            return;
+        }
         let is_error = matches!(frame.first(), Some(b'-' | b'!'));
         let shown = match entry.kind {
             Kind::Reply(ref plan) => self.masked(&frame, plan),
