@@ -98,7 +98,7 @@ def tool_lists_differ_by_agent():
 def every_tool_answers():
     async def go(s):
         ups = (await s.call_tool("list_upstreams", {})).structured_content["upstreams"]
-        assert {u["name"]: u["kind"] for u in ups} == {"shop": "postgres", "cache": "redis"}, ups
+        assert {u["name"]: u["kind"] for u in ups} == {"shop": "postgres", "cache": "redis", "mongo": "mongodb"}, ups
         tables = (await s.call_tool("list_tables", {"upstream": "shop"})).structured_content["tables"]
         assert [t["name"] for t in tables] == ["customers", "orders"], tables
         desc = (await s.call_tool("describe_table", {"table": "public.customers"})).structured_content
