@@ -511,12 +511,9 @@ impl Engine {
             });
         };
         // Passthrough without denies or shadow files: no analysis at all (trusted agents' fast
-        // path), unless the text could touch the upstream login (`login_guard::may_touch`) or
-        // signal a backend (`backend_signals::may_signal`).
-        if handle.passthrough
-            && !analyse_all
-            && !login_guard::may_touch(sql_text)
-            && !sql::backend_signals::may_signal(sql_text)
+        // path), unless the text could touch the upstream login or signal a backend (one pass:
+        // `login_guard::may_touch`, `backend_signals::may_signal`).
+        if handle.passthrough && !analyse_all && !sql::screen::passthrough_needs_analysis(sql_text)
         {
             return Ok(self.allow_all.clone());
         }

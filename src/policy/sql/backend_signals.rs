@@ -25,7 +25,7 @@ const SIGNAL_FUNCTIONS: [&str; 2] = ["pg_cancel_backend", "pg_terminate_backend"
 
 /// Words of the screen: the two functions, and `U&`, with which an identifier can spell them
 /// without their letters.
-const SCREEN: [&str; 3] = ["pg_cancel_backend", "pg_terminate_backend", "u&"];
+pub(super) const SCREEN: [&str; 3] = ["pg_cancel_backend", "pg_terminate_backend", "u&"];
 
 fn builtin(schema: Option<&str>) -> bool {
     matches!(schema, None | Some("pg_catalog"))

@@ -46,7 +46,7 @@ impl std::fmt::Debug for UpstreamLogin {
 /// Words without which a statement can do none of what [`check`] refuses (ASCII
 /// case-insensitive). A statement containing none of them is passed without a parse. `u&`:
 /// an identifier with Unicode escapes can spell a setting or function name without its letters.
-const TRIGGERS: [&str; 8] = [
+pub(super) const TRIGGERS: [&str; 8] = [
     "alter",
     "drop",
     "revoke",
