@@ -85,6 +85,15 @@ async fn postgres_login_database_and_server_settings_cannot_be_changed() {
             "SET standard_conforming_strings = off".into(),
             "builtin: protected-setting",
         ),
+        // The same names spelled with U& escapes (no word of the passthrough screen in them).
+        (
+            "SET U&\"standard\\005fconforming_strings\" = off".into(),
+            "builtin: protected-setting",
+        ),
+        (
+            "SELECT U&\"set\\005fconfig\"('client_encoding', 'SJIS', false)".into(),
+            "builtin: protected-setting",
+        ),
     ];
     for (sql, rule) in &cases {
         let e = c.batch_execute(sql).await.expect_err(sql);

@@ -1,4 +1,5 @@
-//! Cancel routing: agents get tollgate's own backend keys, mapped to the upstream backend's.
+//! Cancel routing: agents get tollgate's own backend keys, mapped to the upstream backend's;
+//! and whose session shows which process id (for the built-in rule on backend signals).
 
 use std::net::SocketAddr;
 
@@ -7,6 +8,8 @@ use dashmap::DashMap;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::policy::backends::BackendOwner;
 
 #[derive(Debug, Clone)]
 pub struct CancelTarget {
@@ -21,10 +24,16 @@ pub struct CancelTarget {
 /// nothing between transactions (transaction pooling). Shared by the registry and the session.
 pub type CancelSlot = std::sync::Arc<arc_swap::ArcSwapOption<CancelTarget>>;
 
-/// (the key the client was given) → the slot of its session.
+/// Process ids tollgate shows transaction-pooled sessions start above this: Linux's
+/// `PID_MAX_LIMIT` (2^22; the BSDs and macOS stay far below), so they never name a server process.
+pub const PID_MAX_LIMIT: i32 = 1 << 22;
+
+/// (the key the client was given) → the slot of its session; and (the process id a live session
+/// was shown) → whose session it is, with the secret of its key.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
     keys: DashMap<(i32, i32), CancelSlot>,
+    shown: DashMap<i32, (i32, BackendOwner)>,
 }
 
 /// Removes the key when the session ends.
@@ -36,6 +45,10 @@ pub struct CancelKeyGuard<'a> {
 impl Drop for CancelKeyGuard<'_> {
     fn drop(&mut self) {
         self.registry.keys.remove(&self.key);
+        let (pid, secret) = self.key;
+        self.registry
+            .shown
+            .remove_if(&pid, |_, (s, _)| *s == secret);
     }
 }
 
@@ -67,18 +80,28 @@ pub async fn send_cancel(target: CancelTarget) -> bool {
 }
 
 impl CancelRegistry {
-    /// Registers a key for `slot` and returns it with its guard: `pid` as given (a session
-    /// shows its server's process id, as PostgreSQL would) or a random one, and a fresh random
-    /// secret, so keys never collide.
-    pub fn register(&self, pid: Option<i32>, slot: CancelSlot) -> (i32, i32, CancelKeyGuard<'_>) {
+    /// Registers a key for `slot` of `owner`'s session and returns it with its guard: the
+    /// process id is `server_pid` (session pooling shows the server's, as PostgreSQL would;
+    /// `owner.server_process` says so) or a random one above [`PID_MAX_LIMIT`] no live session
+    /// shows; the secret is fresh and random, so keys never collide.
+    pub fn register(
+        &self,
+        server_pid: Option<i32>,
+        slot: CancelSlot,
+        owner: BackendOwner,
+    ) -> (i32, i32, CancelKeyGuard<'_>) {
         let mut rng = rand::thread_rng();
         loop {
             let key = (
-                pid.unwrap_or_else(|| rng.gen_range(1..i32::MAX)),
+                server_pid.unwrap_or_else(|| rng.gen_range(PID_MAX_LIMIT + 1..=i32::MAX)),
                 rng.gen::<i32>(),
             );
+            if server_pid.is_none() && self.shown.contains_key(&key.0) {
+                continue;
+            }
             if let dashmap::mapref::entry::Entry::Vacant(v) = self.keys.entry(key) {
                 v.insert(slot);
+                self.shown.insert(key.0, (key.1, owner));
                 return (
                     key.0,
                     key.1,
@@ -107,11 +130,70 @@ impl CancelRegistry {
         send_cancel(target).await
     }
 
+    /// Whose live session shows process id `pid`, if any.
+    pub fn owner(&self, pid: i32) -> Option<BackendOwner> {
+        self.shown.get(&pid).map(|e| e.value().1.clone())
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(agent: &str, server_process: bool) -> BackendOwner {
+        BackendOwner {
+            agent: agent.into(),
+            upstream: "shop".into(),
+            server_process,
+        }
+    }
+
+    fn slot() -> CancelSlot {
+        std::sync::Arc::new(arc_swap::ArcSwapOption::empty())
+    }
+
+    #[test]
+    fn a_session_shows_its_servers_process_while_it_lives() {
+        let r = CancelRegistry::default();
+        let (pid, _, guard) = r.register(Some(4242), slot(), owner("a", true));
+        assert_eq!(pid, 4242);
+        assert_eq!(r.owner(4242), Some(owner("a", true)));
+        drop(guard);
+        assert_eq!(r.owner(4242), None);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn transaction_pooled_ids_are_never_a_server_process_and_never_shared() {
+        let r = CancelRegistry::default();
+        let mut guards = Vec::new();
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let (pid, _, g) = r.register(None, slot(), owner("a", false));
+            assert!(pid > PID_MAX_LIMIT, "{pid}");
+            assert!(ids.insert(pid), "{pid} shown twice");
+            guards.push(g);
+        }
+        assert_eq!(r.len(), 2000);
+    }
+
+    #[test]
+    fn the_session_that_ended_does_not_take_the_next_ones_id_with_it() {
+        let r = CancelRegistry::default();
+        let (_, _, first) = r.register(Some(77), slot(), owner("a", true));
+        // The same server connection, handed to another session before the first guard drops.
+        let (_, _, second) = r.register(Some(77), slot(), owner("b", true));
+        drop(first);
+        assert_eq!(r.owner(77), Some(owner("b", true)));
+        drop(second);
+        assert_eq!(r.owner(77), None);
     }
 }

@@ -50,7 +50,7 @@ pub struct PgDoor {
     /// those session-pooled sessions hold one each (reused after a reset).
     pools: HashMap<String, Pools>,
     /// tollgate's own backend keys → the upstream backends they cancel.
-    pub cancels: CancelRegistry,
+    pub cancels: Arc<CancelRegistry>,
 }
 
 impl PgDoor {
@@ -94,7 +94,7 @@ impl PgDoor {
             configs,
             targets: ArcSwap::from_pointee(targets),
             pools,
-            cancels: CancelRegistry::default(),
+            cancels: Arc::default(),
         })
     }
 

@@ -10,6 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::backend::{self as msg, PgErrorFields};
+use super::cancel::CancelRegistry;
 use super::cursor_rows::StatementCursors;
 use super::frame::{Frame, FrameError, FrameReader};
 use super::frontend::{self as fe, MessageError};
@@ -76,6 +77,9 @@ struct State {
     in_batch: bool,
     /// The current message may be read in another encoding than tollgate knows: refused.
     encoding_uncertain: bool,
+    /// Whose session shows which process id (the door's registry; absent in unit tests, where
+    /// every process id given as a value is refused).
+    backends: Option<Arc<CancelRegistry>>,
 }
 
 impl State {
@@ -96,6 +100,7 @@ impl State {
             encoding_window: false,
             in_batch: false,
             encoding_uncertain: false,
+            backends: None,
         }
     }
 
@@ -118,10 +123,13 @@ pub async fn run<R: AsyncRead + Unpin>(
     mut client: FrameReader<R>,
     link: Arc<Link>,
     mut attached: Option<Attached>,
+    backends: Arc<CancelRegistry>,
 ) -> (Result<ClientEnd, FromClientError>, Option<Attached>) {
     let mut state = State::new(ctx.agent().clone());
     state.pooled = link.pooled_by_transaction();
     state.facts.pooled = state.pooled;
+    state.facts.checks_signal_targets = true;
+    state.backends = Some(backends);
     state.session_id = ctx.session().id();
     state.server = attached.as_ref().map(|a| a.info.clone());
     let r = relay(
@@ -530,6 +538,15 @@ fn on_frame(
                 .get(statement)
                 .or_else(|| state.sql_prepared.get(statement))
                 .cloned();
+            // The process ids of backend signals are known now (parameters included).
+            if let Some(c) = &checked {
+                let params = |i: i32| fe::bind_int_parameter(&frame, i);
+                if let Some(refusal) = signal_refusal(ctx, state, &c.text, &c.verdict, params) {
+                    state.portals.remove(portal);
+                    refuse_parse(pending, state, "", refusal, out);
+                    return Ok(None);
+                }
+            }
             let renamed = on_server(state, statement, pending, out)
                 .map(|name| statements::renamed_bind(&frame, portal, statement, &name));
             match checked {
@@ -675,7 +692,14 @@ fn on_query(
         .runs()
         .then(|| stale_execute_refusal(ctx, state, &verdict))
         .flatten();
-    let forwarded = match stale {
+    // Backend signals of literal process ids: whose they are is known now.
+    let refused = stale.or_else(|| {
+        verdict
+            .runs()
+            .then(|| signal_refusal(ctx, state, text, &verdict, |_| None))
+            .flatten()
+    });
+    let forwarded = match refused {
         Some(refusal) => Err(refusal),
         None if verdict.runs() => ctx.forwarded_text(text, &verdict).and_then(|f| match f {
             Some(sql) => ctx.encode_text(text, &sql).map(|b| Some(b.into_owned())),
@@ -847,6 +871,42 @@ fn stale_execute_refusal(
     })
 }
 
+/// The refusal (recorded) of a statement with a backend signal whose process id is not the
+/// backend of one of the agent's own sessions (`policy::backends::check_target`); `param` gives
+/// a parameter's value as an integer, where the statement is being bound.
+fn signal_refusal(
+    ctx: &PgSession,
+    state: &State,
+    text: &str,
+    verdict: &Verdict,
+    param: impl Fn(i32) -> Option<i32>,
+) -> Option<PgErrorFields> {
+    use crate::policy::sql::SignalTarget;
+    let targets = verdict.effects.iter().find_map(|e| match e {
+        Effect::Signals(t) => Some(t),
+        _ => None,
+    })?;
+    for target in targets {
+        let pid = match target {
+            SignalTarget::Pid(n) => Some(*n),
+            SignalTarget::Param(i) => param(*i),
+            SignalTarget::OwnBackend | SignalTarget::Unknown => continue,
+        };
+        let owner = pid.and_then(|p| state.backends.as_ref()?.owner(p));
+        let session = ctx.session();
+        let checked = crate::policy::backends::check_target(
+            session.agent(),
+            session.upstream(),
+            pid,
+            owner.as_ref(),
+        );
+        if let Err(r) = checked {
+            return Some(ctx.refuse(text, r));
+        }
+    }
+    None
+}
+
 fn refuse_parse(
     pending: &Pending,
     state: &mut State,
@@ -901,7 +961,7 @@ fn apply_effects(state: &mut State, verdict: &Arc<Verdict>, text: &str, ctx: &Pg
                     *server.unnamed_owner.lock().expect("unnamed statement") = None;
                 }
             }
-            Effect::Executes(_) => {}
+            Effect::Executes(_) | Effect::Signals(_) => {}
         }
     }
 }

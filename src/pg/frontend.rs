@@ -97,6 +97,55 @@ pub fn bind_names(frame: &Frame) -> Result<(&str, &str), MessageError> {
     Ok((portal, statement))
 }
 
+/// `Bind`: parameter `number` (1-based) read as an integer, as the server would read it for an
+/// `integer` argument (text: `int4in`'s optional blanks and sign; binary: a 2-, 4- or 8-byte
+/// big-endian integer that fits); `None` for a missing, NULL or unreadable value.
+pub fn bind_int_parameter(frame: &Frame, number: i32) -> Option<i32> {
+    let body = frame.body();
+    let index = usize::try_from(number).ok()?.checked_sub(1)?;
+    let (_, at) = cbytes(body, 0, "Bind").ok()?;
+    let (_, mut at) = cbytes(body, at, "Bind").ok()?;
+    let i16_at = |at: usize| -> Option<i16> {
+        let b = body.get(at..at + 2)?;
+        Some(i16::from_be_bytes([b[0], b[1]]))
+    };
+    let formats = usize::try_from(i16_at(at)?).ok()?;
+    let format = match formats {
+        0 => 0,
+        1 => i16_at(at + 2)?,
+        _ => i16_at(at + 2 + 2 * index)?,
+    };
+    at += 2 + 2 * formats;
+    let params = usize::try_from(i16_at(at)?).ok()?;
+    if index >= params {
+        return None;
+    }
+    at += 2;
+    for i in 0..=index {
+        let b = body.get(at..at + 4)?;
+        let len = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        at += 4;
+        let len = usize::try_from(len).ok(); // -1: NULL
+        if i == index {
+            let value = body.get(at..at + len?)?;
+            return match format {
+                0 => std::str::from_utf8(value).ok()?.trim().parse().ok(),
+                1 => match *value {
+                    [a, b] => Some(i16::from_be_bytes([a, b]).into()),
+                    [a, b, c, d] => Some(i32::from_be_bytes([a, b, c, d])),
+                    [a, b, c, d, e, f, g, h] => {
+                        i32::try_from(i64::from_be_bytes([a, b, c, d, e, f, g, h])).ok()
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+        }
+        at += len.unwrap_or(0);
+    }
+    None
+}
+
 /// `Execute`: portal name.
 pub fn execute_portal(frame: &Frame) -> Result<&str, MessageError> {
     Ok(cstr(frame.body(), 0, "Execute")?.0)
@@ -161,6 +210,54 @@ mod tests {
             Err(MessageError::Truncated("Close"))
         );
     }
+
+    /// A Bind of portal "" and statement "s" with `formats` and `values` (None: NULL).
+    fn bind(formats: &[i16], values: &[Option<&[u8]>]) -> Frame {
+        let mut b = b"\0s\0".to_vec();
+        b.extend_from_slice(&(formats.len() as i16).to_be_bytes());
+        for f in formats {
+            b.extend_from_slice(&f.to_be_bytes());
+        }
+        b.extend_from_slice(&(values.len() as i16).to_be_bytes());
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        b.extend_from_slice(&0i16.to_be_bytes()); // result formats
+        frame(BIND, &b)
+    }
+
+    #[test]
+    fn bind_parameters_are_read_as_integers_as_the_server_would() {
+        let four = 1234i32.to_be_bytes();
+        let eight = 77i64.to_be_bytes();
+        let huge = (1i64 << 40).to_be_bytes();
+        let two = 9i16.to_be_bytes();
+        let cases: &[(Frame, i32, Option<i32>)] = &[
+            (bind(&[], &[Some(b" 42 ")]), 1, Some(42)),
+            (bind(&[], &[Some(b"-7")]), 1, Some(-7)),
+            (bind(&[0], &[Some(b"4x")]), 1, None),
+            (bind(&[1], &[Some(&four)]), 1, Some(1234)),
+            (bind(&[1], &[Some(&two), Some(&eight)]), 2, Some(77)),
+            (bind(&[0, 1], &[Some(b"5"), Some(&four)]), 1, Some(5)),
+            (bind(&[0, 1], &[Some(b"5"), Some(&four)]), 2, Some(1234)),
+            (bind(&[1], &[Some(&huge)]), 1, None),
+            (bind(&[1], &[Some(b"abc")]), 1, None),
+            (bind(&[], &[None]), 1, None),
+            (bind(&[], &[Some(b"1")]), 2, None),
+            (bind(&[], &[Some(b"1")]), 0, None),
+            (bind(&[2], &[Some(b"1")]), 1, None),
+            (frame(BIND, b"\0s\0\0\0\0\x01\0\0\0\x09"), 1, None),
+        ];
+        for (i, (f, n, expected)) in cases.iter().enumerate() {
+            assert_eq!(bind_int_parameter(f, *n), *expected, "case {i}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +276,8 @@ mod fuzz {
             let _ = query_text(&f);
             let _ = parse_fields(&f);
             let _ = bind_names(&f);
+            let _ = bind_int_parameter(&f, 1);
+            let _ = bind_int_parameter(&f, 3);
             let _ = execute_portal(&f);
             let _ = target(&f, "Describe");
         }

@@ -278,10 +278,17 @@ async fn relay(
     };
     let info = template.unwrap_or_else(|| server.as_ref().expect("checked out").info.clone());
     let link = Arc::new(Link::new(mode, pool.clone(), key));
-    // Session pooling shows the server's own process id, as PostgreSQL would; with transaction
-    // pooling the client's key is tollgate's own (the server changes between transactions).
+    // Session pooling shows the server's own process id, as PostgreSQL would, so
+    // pg_backend_pid(), notifications and backend signals agree with BackendKeyData; with
+    // transaction pooling the process id is tollgate's own, stable for the session (the server
+    // changes between transactions). Either way the secret is tollgate's: cancels are routed here.
     let shown_pid = (mode == PoolMode::Session).then_some(info.pid);
-    let (pid, secret, _cancel_guard) = door.cancels.register(shown_pid, link.cancel.clone());
+    let owner = crate::policy::backends::BackendOwner {
+        agent: session.agent().clone(),
+        upstream: session.upstream().clone(),
+        server_process: shown_pid.is_some(),
+    };
+    let (pid, secret, cancel_guard) = door.cancels.register(shown_pid, link.cancel.clone(), owner);
     link.client_pid
         .store(pid, std::sync::atomic::Ordering::Relaxed);
     let pg = Arc::new(PgSession::new(session));
@@ -312,8 +319,14 @@ async fn relay(
         params_seen,
         &mut wr,
     ));
-    let from_client_fut =
-        from_client::run(pg.clone(), pending.clone(), reader, link.clone(), attached);
+    let from_client_fut = from_client::run(
+        pg.clone(),
+        pending.clone(),
+        reader,
+        link.clone(),
+        attached,
+        door.cancels.clone(),
+    );
     // Shutting down: once nothing runs (or at the deadline) the session ends like a server's.
     let drained = core
         .lifecycle
@@ -326,6 +339,9 @@ async fn relay(
         )), None),
     };
     drop(to_client_fut);
+    // The process id the client was shown names no session of its from here: before its server
+    // connection can serve another session (session pooling shows that one the same id).
+    drop(cancel_guard);
     // Statements in flight when the session ends get an "outcome unknown" record.
     let mut owed = false;
     for e in pending.drain() {

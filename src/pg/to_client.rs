@@ -66,6 +66,9 @@ struct ReplyState {
     over_limit: bool,
     /// It was `max_result_bytes` that cut it, after this many rows of the result were relayed.
     cut_by_bytes: Option<u64>,
+    /// The server sent a FATAL (its backend is going away, e.g. `pg_terminate_backend`): when it
+    /// then closes, the client has had the server's own goodbye, and gets nothing more.
+    server_fatal: bool,
     /// tollgate cancelled the running statement for exceeding its row limit / its timeout.
     cancelled_for_rows: bool,
     timed_out: bool,
@@ -88,6 +91,7 @@ impl ReplyState {
             bytes: 0,
             over_limit: false,
             cut_by_bytes: None,
+            server_fatal: false,
             cancelled_for_rows: false,
             timed_out: false,
         };
@@ -235,6 +239,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
         };
         let frame = match next {
             Ok(Some(f)) => f,
+            // After a FATAL the server closes, as it does direct: the session ends quietly.
+            Ok(None) if state.server_fatal => return Ok(()),
             Ok(None) => return Err(ToClientError::UpstreamClosed),
             Err(e) => return Err(ToClientError::Upstream(e)),
         };
@@ -248,8 +254,10 @@ pub async fn run<W: AsyncWrite + Unpin>(
                 Err(e) => return Err(ToClientError::Upstream(e)),
             }
         }
-        // The transaction is over and nothing is owed: the connection may go back to the pool.
+        // The transaction is over and nothing is owed: the connection may go back to the pool
+        // (not one whose server said FATAL: it is closing).
         let let_go = link.pooled_by_transaction()
+            && !state.server_fatal
             && !link.pinned()
             && pending.is_empty()
             && pending.tx_status() == b'I'
@@ -492,6 +500,7 @@ fn handle(
                     ),
                 )
             });
+            state.server_fatal |= is_fatal(frame.body());
             on_error(ctx, pending, state.link.as_deref(), frame, out, own);
             end_copy(pending, state);
             state.end_result();
@@ -731,6 +740,12 @@ fn on_error(
             let r = if may_replace { refusal.take() } else { None };
             if r.is_none() {
                 *error = Some(err.clone());
+            }
+            if !may_replace {
+                // No ReadyForQuery follows a FATAL: the statement's outcome is this error.
+                if let Some(Expect::Simple { ticket, error, .. }) = q.pop_front() {
+                    complete(ctx, ticket, None, error);
+                }
             }
             r
         }

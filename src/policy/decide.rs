@@ -18,6 +18,10 @@ pub struct SessionFacts {
     /// The session shares server connections per transaction: every statement is analysed
     /// (no passthrough fast path), so that state it leaves behind is known.
     pub pooled: bool,
+    /// The caller checks the process ids of `pg_cancel_backend` / `pg_terminate_backend` calls
+    /// (the verdict's `Effect::Signals`) before forwarding, as the PostgreSQL wire front end
+    /// does; without it a process id given as a value is refused (`policy::backends`).
+    pub checks_signal_targets: bool,
 }
 
 pub const DEFAULT_DENY: &str = "default-deny";
@@ -58,7 +62,7 @@ fn check_pooled(stmt: &StatementInfo) -> Result<(), Refusal> {
     if reads_sequence_state {
         return Err(Refusal::new(
             crate::refusal::RefusalClass::Unsupported,
-            "builtin: transaction-pooling",
+            super::backends::TRANSACTION_POOLING_RULE,
             "currval() and lastval() read state of a server session, which transaction pooling shares between agents; use INSERT ... RETURNING",
         ));
     }

@@ -31,6 +31,10 @@ pub enum Effect {
     Deallocated(Option<String>),
     /// `EXECUTE name`, directly or inside EXPLAIN.
     Executes(String),
+    /// `pg_cancel_backend` / `pg_terminate_backend` of process ids given as literals or
+    /// parameters: the front end checks each with `backends::check_target` before forwarding
+    /// (parameters at Bind).
+    Signals(Vec<sql::SignalTarget>),
 }
 
 #[derive(Debug, Clone)]
@@ -507,8 +511,10 @@ impl Engine {
             });
         };
         // Passthrough without denies or shadow files: no analysis at all (trusted agents' fast
-        // path), unless the text could touch the upstream login (`login_guard::may_touch`).
-        if handle.passthrough && !analyse_all && !login_guard::may_touch(sql_text) {
+        // path), unless the text could touch the upstream login or signal a backend (one pass:
+        // `login_guard::may_touch`, `backend_signals::may_signal`).
+        if handle.passthrough && !analyse_all && !sql::screen::passthrough_needs_analysis(sql_text)
+        {
             return Ok(self.allow_all.clone());
         }
         if let Some(v) = cache.texts.get(sql_text) {
@@ -560,7 +566,10 @@ impl Engine {
         }
         // A transaction-pooled session's statements are analysed even then: whether they leave
         // session state behind (or read another transaction's, lastval) decides the connection.
-        if plain_passthrough(policy, upstream) && !session.pooled {
+        if plain_passthrough(policy, upstream)
+            && !session.pooled
+            && !sql::backend_signals::may_signal(sql_text)
+        {
             return ((*self.allow_all).clone(), true);
         }
         let analysis = match sql::analyze(sql_text) {
@@ -598,6 +607,14 @@ impl Engine {
             // everything.
             (None, None) => judge(None),
         };
+        // Built in for every agent (shadow mode and passthrough included), whatever the rules
+        // allow: which backends a statement may signal, pg_backend_pid() under transaction pooling.
+        let enforced_result = enforced_result.and_then(|()| {
+            analysis
+                .statements
+                .iter()
+                .try_for_each(|s| super::backends::check_statement(s, session))
+        });
         // Masking applies to what the enforcing rules allow.
         let mut rewrite = None;
         let enforced_result = enforced_result.and_then(|()| match enforced.flatten() {
@@ -698,6 +715,14 @@ fn effects_of(analysis: &Analysis) -> Vec<Effect> {
                 _ => {}
             }
         }
+    }
+    let signals: Vec<_> = analysis
+        .statements
+        .iter()
+        .flat_map(super::backends::deferred)
+        .collect();
+    if !signals.is_empty() {
+        effects.push(Effect::Signals(signals));
     }
     effects
 }

@@ -4,6 +4,7 @@
 //! per-agent rules; `decide` judges one analysed statement; `engine` holds the current rules
 //! and caches verdicts.
 
+pub mod backends;
 pub mod catalog;
 pub mod compile;
 pub mod decide;

@@ -207,3 +207,93 @@ fn fast_path_function_calls_are_refused() {
     assert_eq!(query_text(&fwd[0].1), REFUSED_SQL);
     assert_eq!(r.decisions()[0]["rule"], "builtin: fastpath");
 }
+
+/// An agent allowed the signal functions by its policy: the process ids its statements name are
+/// checked against whose session shows them, literals at Query, parameters at Bind.
+#[test]
+fn backend_signals_reach_only_the_agents_own_sessions() {
+    const SIGNALS: &str = r#"agents = ["analyst"]
+[[postgres]]
+upstream = "shop"
+functions = ["pg_cancel_backend", "pg_terminate_backend"]
+"#;
+    let t = TestCore::new(&[("analyst", TOKEN)], &[("analyst.toml", SIGNALS)]);
+    let (accepted, pg) = session(&t);
+    let registry = Arc::new(crate::pg::cancel::CancelRegistry::default());
+    let owner = |agent: &str, server_process| crate::policy::backends::BackendOwner {
+        agent: agent.into(),
+        upstream: "shop".into(),
+        server_process,
+    };
+    let slot = || Arc::new(arc_swap::ArcSwapOption::empty());
+    let (own, _, _own_guard) = registry.register(Some(4242), slot(), owner("analyst", true));
+    let (other, _, _other_guard) = registry.register(Some(4343), slot(), owner("writer", true));
+    let (pooled, _, _pooled_guard) = registry.register(None, slot(), owner("analyst", false));
+    let mut state = State::new(pg.agent().clone());
+    state.facts.checks_signal_targets = true;
+    state.backends = Some(registry.clone());
+    let mut r = Rig {
+        t,
+        _accepted: accepted,
+        pg,
+        pending: Pending::default(),
+        state,
+        out: BytesMut::new(),
+    };
+    let refused_with = |r: &mut Rig| -> Option<String> {
+        let exp = r.expected();
+        r.forwarded();
+        exp.into_iter().find_map(|e| match e {
+            Expect::Simple {
+                refusal: Some(f), ..
+            }
+            | Expect::Parse {
+                refusal: Some(f), ..
+            } => Some(f.message),
+            _ => None,
+        })
+    };
+    // Literals: at Query.
+    r.send(query(&format!("SELECT pg_terminate_backend({own})")));
+    assert_eq!(refused_with(&mut r), None);
+    for pid in [other, pooled, 999] {
+        r.send(query(&format!("SELECT pg_cancel_backend({pid})")));
+        let m = refused_with(&mut r).unwrap_or_else(|| panic!("{pid} not refused"));
+        let rule = if pid == pooled {
+            "builtin: transaction-pooling"
+        } else {
+            "builtin: own-backend"
+        };
+        assert!(m.ends_with(&format!("(rule: {rule})")), "{pid}: {m}");
+        assert!(!m.contains("writer"), "{m}");
+    }
+    // Parameters: at Bind.
+    let bind_pid = |pid: i32| {
+        let mut body = BytesMut::new();
+        use bytes::BufMut;
+        body.put_slice(b"\0s\0");
+        body.put_i16(1);
+        body.put_i16(1);
+        body.put_i16(1);
+        body.put_i32(4);
+        body.put_i32(pid);
+        body.put_i16(0);
+        frame(crate::pg::backend::raw_message(b'B', &body))
+    };
+    r.send(parse("s", "SELECT pg_terminate_backend($1)"));
+    r.send(bind_pid(own));
+    r.send(execute("", 0));
+    r.send(bare(fe::SYNC));
+    assert_eq!(refused_with(&mut r), None);
+    r.send(bind_pid(other));
+    r.send(execute("", 0));
+    r.send(bare(fe::SYNC));
+    let m = refused_with(&mut r).expect("a foreign parameter is refused");
+    assert!(m.ends_with("(rule: builtin: own-backend)"), "{m}");
+    let blocked: Vec<_> = r
+        .decisions()
+        .into_iter()
+        .filter(|d| d["decision"] == "blocked")
+        .collect();
+    assert_eq!(blocked.len(), 4, "{blocked:?}");
+}

@@ -135,6 +135,31 @@ fn a_fatal_is_never_dressed_up_as_a_refusal() {
     assert_eq!(msg::error_field(&sent[0].1, b'C').as_deref(), Some("57P01"));
 }
 
+/// `pg_terminate_backend(pg_backend_pid())`: the statement's outcome is the server's FATAL (no
+/// ReadyForQuery follows), and the reply side knows the server is going away.
+#[test]
+fn a_fatal_completes_its_statement_and_marks_the_server_gone() {
+    let mut r = rig();
+    let ticket = r.ticket("SELECT pg_terminate_backend(pg_backend_pid())");
+    r.pending.push(Expect::Simple {
+        ticket: Some(ticket),
+        refusal: None,
+        rows: 0,
+        error: None,
+        cursors: Default::default(),
+    });
+    assert!(!r.state.server_fatal);
+    r.feed(server_fatal(
+        "57P01",
+        "terminating connection due to administrator command",
+    ));
+    assert!(r.state.server_fatal);
+    assert!(r.pending.is_empty());
+    let outcomes = r.outcomes();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0]["sqlstate"], "57P01", "{outcomes:?}");
+}
+
 #[test]
 fn after_an_error_in_a_batch_the_rest_up_to_sync_is_not_executed() {
     let mut r = rig();

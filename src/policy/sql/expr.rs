@@ -316,6 +316,20 @@ pub(super) fn func_call<'a>(w: &mut Walker<'a>, n: &'a FuncCall, c: &Ctx) -> R {
     if name == "set_config" && matches!(schema.as_deref(), None | Some("pg_catalog")) {
         w.set_config_calls.push(set_config_call(args));
     }
+    // Which process a signal call names; a pg_backend_pid() that names it is not a read.
+    if super::backend_signals::is_signal_function(schema.as_deref(), &name) {
+        let (target, pid_arg) = super::backend_signals::target(args);
+        w.signals.push(target);
+        w.signal_pid_args.extend(pid_arg);
+        w.literal_sensitive = true;
+    }
+    if super::backend_signals::is_backend_pid(schema.as_deref(), &name)
+        && !w.signal_pid_args.iter().any(|a| std::ptr::eq(*a, n))
+    {
+        w.reads_backend_pid = true;
+        // Refused under transaction pooling only: not served from a cache shared by both.
+        w.literal_sensitive = true;
+    }
     w.list(args, c);
     w.list(agg_order, c);
     w.opt(agg_filter, c);

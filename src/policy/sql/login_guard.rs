@@ -44,8 +44,9 @@ impl std::fmt::Debug for UpstreamLogin {
 }
 
 /// Words without which a statement can do none of what [`check`] refuses (ASCII
-/// case-insensitive). A statement containing none of them is passed without a parse.
-const TRIGGERS: [&str; 7] = [
+/// case-insensitive). A statement containing none of them is passed without a parse. `u&`:
+/// an identifier with Unicode escapes can spell a setting or function name without its letters.
+pub(super) const TRIGGERS: [&str; 8] = [
     "alter",
     "drop",
     "revoke",
@@ -53,6 +54,7 @@ const TRIGGERS: [&str; 7] = [
     "standard_conforming",
     "names",
     "set_config",
+    "u&",
 ];
 
 /// Whether `sql` may need [`check`]: it contains one of the trigger words.
@@ -100,7 +102,7 @@ fn check_here(sql: &str, login: Option<&UpstreamLogin>) -> Result<(), Refusal> {
         };
         check_statement(node, statement_text(sql, raw), login)?;
     }
-    if super::screen::mentions_any(sql, &["set_config"]) {
+    if super::screen::mentions_any(sql, &["set_config", "u&"]) {
         check_set_config(sql)?;
     }
     Ok(())
@@ -390,6 +392,10 @@ mod tests {
             "SET NAMES 'BIG5'",
             "SELECT set_config('standard_conforming_strings', 'off', false)",
             "SELECT set_config('client_' || 'encoding', 'GBK', false)",
+            // Names spelled with U& escapes carry none of the screen's words.
+            "SET U&\"standard\\005fconforming_strings\" = off",
+            "SET U&\"client\\005fencoding\" = 'SJIS'",
+            "SELECT U&\"set\\005fconfig\"('standard_conforming_strings', 'off', false)",
         ] {
             assert_eq!(rule(sql).as_deref(), Some(PROTECTED_SETTING_RULE), "{sql}");
         }

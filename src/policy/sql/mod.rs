@@ -28,6 +28,7 @@
 //! policies), operators called without `OPERATOR(schema.op)` syntax, and functions called with
 //! attribute notation (`SELECT t.f FROM t` calls `f(t)` when `t` has no column `f`).
 
+pub mod backend_signals;
 mod builtins;
 mod classify;
 pub mod cursors;
@@ -68,6 +69,7 @@ mod tests_support;
 #[cfg(test)]
 mod tests_utility;
 
+pub use backend_signals::SignalTarget;
 pub use builtins::{is_safe_builtin_function, is_sequence_function};
 pub use fingerprint::{fingerprint, structural_tokens, ScannedToken};
 pub use pg_query::protobuf::Token;
@@ -119,6 +121,11 @@ pub struct StatementInfo {
     /// PostgreSQL looks it up) when it is a string literal, with the value when that is one too;
     /// `None` when the name is computed. Lets the policy judge `set_config` like `SET`.
     pub set_config_calls: Vec<Option<(String, Option<String>)>>,
+    /// The process each `pg_cancel_backend` / `pg_terminate_backend` call names, and an
+    /// [`SignalTarget::Unknown`] for any other mention of them (bodies, DDL, string constants).
+    pub signals: Vec<SignalTarget>,
+    /// `pg_backend_pid()` is called other than as the process id of a signal call.
+    pub reads_backend_pid: bool,
 }
 
 /// One place in the text where a relation is named.
@@ -293,8 +300,13 @@ fn analyze_here(sql: &str) -> Result<Analysis, AnalyzeError> {
     let parsed =
         pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).map_err(map_pg_query_error)?;
     let mut statements = Vec::with_capacity(parsed.protobuf.stmts.len());
+    let may_signal = backend_signals::may_signal(sql);
     for raw in &parsed.protobuf.stmts {
-        statements.push(walker::analyze_statement(raw, sql.len())?);
+        let mut info = walker::analyze_statement(raw, sql.len())?;
+        if may_signal {
+            backend_signals::account(&mut info, raw);
+        }
+        statements.push(info);
     }
     Ok(Analysis { statements })
 }

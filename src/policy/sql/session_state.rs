@@ -5,12 +5,16 @@
 
 use super::{is_safe_builtin_function, StatementInfo, StatementKind};
 
-/// Built-ins whose effects end with the transaction, though the policy may refuse them.
-const TRANSACTION_SCOPED: [&str; 4] = [
+/// Built-ins whose effects end with the transaction, though the policy may refuse them; and the
+/// backend signals, which leave nothing in the session (a terminated connection is gone, a
+/// cancel ends with its statement).
+const TRANSACTION_SCOPED: [&str; 6] = [
     "pg_advisory_xact_lock",
     "pg_advisory_xact_lock_shared",
     "pg_try_advisory_xact_lock",
     "pg_try_advisory_xact_lock_shared",
+    "pg_cancel_backend",
+    "pg_terminate_backend",
 ];
 
 pub fn leaves_session_state(s: &StatementInfo) -> bool {
@@ -94,6 +98,8 @@ mod tests {
             "SELECT pg_advisory_xact_lock(1)",
             "SELECT nextval('s')",
             "NOTIFY x",
+            "SELECT pg_cancel_backend(pg_backend_pid())",
+            "SELECT pg_terminate_backend(pg_backend_pid())",
         ] {
             assert!(!leaves(sql), "{sql}");
         }

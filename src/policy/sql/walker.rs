@@ -97,6 +97,12 @@ pub(super) struct Walker<'a> {
     pub column_star: bool,
     /// See [`StatementInfo::set_config_calls`].
     pub set_config_calls: Vec<Option<(String, Option<String>)>>,
+    /// See [`StatementInfo::signals`].
+    pub signals: Vec<super::SignalTarget>,
+    /// See [`StatementInfo::reads_backend_pid`].
+    pub reads_backend_pid: bool,
+    /// `pg_backend_pid()` calls that are the process id of a signal call (not reads).
+    pub signal_pid_args: Vec<&'a pg_query::protobuf::FuncCall>,
 }
 
 impl<'a> Walker<'a> {
@@ -113,6 +119,9 @@ impl<'a> Walker<'a> {
             tablesample_locations: Vec::new(),
             column_names: HashSet::new(),
             set_config_calls: Vec::new(),
+            signals: Vec::new(),
+            reads_backend_pid: false,
+            signal_pid_args: Vec::new(),
             column_star: false,
         }
     }
@@ -284,6 +293,8 @@ pub(super) fn analyze_statement(
         inner_kind,
         row_locking: walker.row_locking,
         set_config_calls: walker.set_config_calls,
+        signals: walker.signals,
+        reads_backend_pid: walker.reads_backend_pid,
         span: start..end,
         occurrences: walker
             .occurrences

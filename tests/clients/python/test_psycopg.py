@@ -1,9 +1,11 @@
 """psycopg 3 through tollgate: text and binary results, server-side cursors, executemany,
 pipeline mode, COPY (text and binary), transactions with savepoints, prepared statements after
-the prepare threshold, masking and refusals (psycopg.errors.InsufficientPrivilege, 42501)."""
+the prepare threshold, masking and refusals (psycopg.errors.InsufficientPrivilege, 42501), and
+backend identity (the pid of BackendKeyData, pg_backend_pid() and notifications; signals)."""
 
 import datetime
 import decimal
+import time
 
 import psycopg
 from psycopg import errors, sql
@@ -382,6 +384,53 @@ def the_vaulted_login_is_untouchable():
     for url in (ANALYST, WRITER, TRUSTED):
         with connect(url) as conn:
             assert conn.execute("SELECT count(*) FROM orders WHERE id <= 3").fetchone() == (3,)
+
+
+@case
+def backend_identity():
+    # Session pooling (the trusted agent): the process id psycopg was shown (BackendKeyData),
+    # pg_backend_pid() and the sender of notifications agree, as they do direct.
+    with connect(TRUSTED, autocommit=True) as listener, connect(TRUSTED, autocommit=True) as notifier:
+        pid = listener.info.backend_pid
+        assert listener.execute("SELECT pg_backend_pid()").fetchone() == (pid,)
+        got = []
+        listener.add_notify_handler(lambda n: got.append((n.payload, n.pid)))
+        listener.execute("LISTEN tollgate_identity")
+        listener.execute("NOTIFY tollgate_identity, 'self'")
+        notifier.execute("NOTIFY tollgate_identity, 'other'")
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            listener.execute("SELECT 1")
+        assert sorted(got) == [("other", notifier.info.backend_pid), ("self", pid)], got
+        # Another agent's backend is refused; the session goes on.
+        with connect(ANALYST) as analyst:
+            other = analyst.info.backend_pid
+            try:
+                listener.execute("SELECT pg_terminate_backend(%s)", [other])
+            except errors.InsufficientPrivilege as e:
+                assert_policy_message(e.diag.message_primary, "builtin: own-backend")
+            else:
+                raise AssertionError("another agent's backend was signalled")
+            assert analyst.execute("SELECT count(*) FROM orders WHERE id = 1").fetchone() == (1,)
+        # Terminating one's own backend ends the session with the server's error.
+        try:
+            notifier.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        except errors.AdminShutdown:
+            pass
+        else:
+            raise AssertionError("the session survived its own termination")
+        assert notifier.closed
+        assert listener.execute("SELECT 1").fetchone() == (1,)
+    # Transaction pooling (the analyst): the id psycopg was shown is tollgate's own, and
+    # pg_backend_pid(), which would name a shared connection, is refused naming the rule.
+    with connect(ANALYST) as conn:
+        try:
+            conn.execute("SELECT pg_backend_pid()")
+        except errors.FeatureNotSupported as e:
+            assert_policy_message(e.diag.message_primary, "builtin: transaction-pooling")
+        else:
+            raise AssertionError("pg_backend_pid() answered under transaction pooling")
 
 
 @case
