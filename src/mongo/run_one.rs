@@ -118,19 +118,22 @@ pub async fn run(
     // `maxTimeMS` capped to the statement timeout by the policy, so the server stops it too.
     tokio::time::timeout(caps.timeout, async {
         let mut lent = up.lend(connect_timeout).await?;
-        let mut result = follow(&mut lent.conn, cmd, masking, caps).await;
+        let mut clean = true;
+        let mut result = follow(&mut lent.conn, cmd, masking, caps, &mut clean).await;
         if lent.reused && matches!(result, Err(RunError::Upstream(UpstreamError::Connect(_)))) {
             // The idle connection had gone stale (the server or a firewall closed it). The
             // command only reads, so running it again on a new connection changes nothing.
             lent = up.lend_new(connect_timeout).await?;
-            result = follow(&mut lent.conn, cmd, masking, caps).await;
+            clean = true;
+            result = follow(&mut lent.conn, cmd, masking, caps, &mut clean).await;
         }
-        // After a reply read whole the connection is clean (a cut's cursor was killed);
-        // after a broken exchange it is not.
-        if matches!(
+        // After replies read whole, with no cursor left open, the connection is clean; after a
+        // broken exchange or a cursor that could not be killed it is not, and is closed.
+        let whole = matches!(
             result,
             Ok(_) | Err(RunError::Server { .. } | RunError::Refused(_))
-        ) {
+        );
+        if whole && clean {
             up.give_back(lent);
         }
         result
@@ -144,6 +147,7 @@ async fn follow(
     cmd: &Command,
     masking: &Masking<'_>,
     caps: &Caps<'_>,
+    clean: &mut bool,
 ) -> Result<Collected, RunError> {
     let none = MongoRules::default();
     let rules = masking.rules.unwrap_or(&none);
@@ -157,6 +161,11 @@ async fn follow(
         }
         mask_reply(&mut reply, masking.plan, rules, masking.hash_key);
         let (id, ns, batch) = take_batch(&mut reply)?;
+        let ns = if ns.contains('.') {
+            ns
+        } else {
+            format!("{}.{}", cmd.db, cmd.collection().unwrap_or_default())
+        };
         for item in batch {
             let Bson::Document(d) = item else {
                 return Err(RunError::BadReply(
@@ -186,7 +195,7 @@ async fn follow(
                 }
             };
             if let Some(c) = cut {
-                kill(conn, id, &ns).await;
+                *clean = kill(conn, id, &ns).await;
                 out.truncated = Some(c.map_err(RunError::Refused)?);
                 return Ok(out);
             }
@@ -194,7 +203,7 @@ async fn follow(
         if id == 0 {
             return Ok(out);
         }
-        let (db, coll) = ns.split_once('.').unwrap_or((cmd.db.as_str(), ns.as_str()));
+        let (db, coll) = ns.split_once('.').unwrap_or_default();
         let more = doc! {
             "getMore": id,
             "collection": coll,
@@ -226,16 +235,23 @@ fn take_batch(reply: &mut Document) -> Result<(i64, String, Vec<Bson>), RunError
     Ok((id, ns, batch))
 }
 
-/// Kills the upstream cursor of a result cut short (its reply does not matter: the connection
-/// is closed right after, and the server reaps cursors it could not kill).
-async fn kill(conn: &mut MongoConnection, id: i64, ns: &str) {
+/// Kills the upstream cursor of a result cut short; whether no cursor is left open (if one is,
+/// the connection is closed rather than reused, and the server reaps the cursor in time).
+async fn kill(conn: &mut MongoConnection, id: i64, ns: &str) -> bool {
     if id == 0 {
-        return;
+        return true;
     }
-    if let Some((db, coll)) = ns.split_once('.') {
-        let _ = conn
-            .command(&doc! { "killCursors": coll, "cursors": [id], "$db": db })
-            .await;
+    let Some((db, coll)) = ns.split_once('.') else {
+        return false;
+    };
+    match conn
+        .command(&doc! { "killCursors": coll, "cursors": [id], "$db": db })
+        .await
+    {
+        Ok(r) => r
+            .get_array("cursorsKilled")
+            .is_ok_and(|k| k.contains(&Bson::Int64(id))),
+        Err(_) => false,
     }
 }
 
