@@ -153,15 +153,18 @@ pub fn build(config: &Config, vault: &Vault) -> Result<Vec<Arc<dyn Door>>, DoorE
         doors.push(door.clone());
         redis = Some(door);
     }
-    if config.listen.mcp.is_some() {
-        doors.push(Arc::new(crate::mcp::McpDoor::new(config, pg, redis)));
-    }
+    let mut mongo = None;
     if config
         .upstreams
         .values()
         .any(|u| u.kind == UpstreamKind::Mongodb)
     {
-        doors.push(Arc::new(crate::mongo::MongoDoor::build(config, vault)?));
+        let door = Arc::new(crate::mongo::MongoDoor::build(config, vault)?);
+        doors.push(door.clone());
+        mongo = Some(door);
+    }
+    if config.listen.mcp.is_some() {
+        doors.push(Arc::new(crate::mcp::McpDoor::new(config, pg, redis, mongo)));
     }
     Ok(doors)
 }

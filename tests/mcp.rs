@@ -1,10 +1,13 @@
 //! The MCP door against the demo: JSON-RPC over HTTP as any MCP client sends it. Bearer
 //! authentication (401 otherwise), tools per agent, the query tool through the same policy as
 //! the wire (the adversarial table refused with the wire's very SQLSTATE and words), masking,
-//! writes, result caps, the Redis tool, audit records with protocol `mcp`, and the stdio bridge
-//! over HTTPS.
+//! writes, result caps, the Redis tool, the MongoDB tools (`mcp/mongo.rs`), audit records with
+//! protocol `mcp`, and the stdio bridge over HTTPS.
 
 mod support;
+
+#[path = "mcp/mongo.rs"]
+mod mongo;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -30,6 +33,28 @@ fn post(bearer: Option<&str>, body: Value) -> (u16, Value) {
             req = req.header("authorization", b);
         }
         let resp = req.send().await.expect("MCP endpoint answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(json!({"raw": text})),
+        )
+    })
+}
+
+/// POSTs a JSON-RPC message written as text (key order as written) as `agent`.
+fn post_raw(agent: &str, body: &str) -> (u16, Value) {
+    harness().runtime.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(mcp_url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("authorization", bearer(agent))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("MCP endpoint answers");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
         (
@@ -153,7 +178,10 @@ fn every_agent_gets_its_own_tool_list_with_honest_hints() {
             "query",
             "explain",
             "list_keys",
-            "redis"
+            "redis",
+            "list_collections",
+            "find",
+            "aggregate"
         ]
     );
     let hints = |tools: &Value, name: &str| {

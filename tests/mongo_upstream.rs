@@ -1,7 +1,7 @@
 //! Against a real MongoDB-wire server (SecantusDB, started by `demo::mongo_server`): tollgate's
 //! SCRAM client logs in with the upstream user, commands round-trip through tollgate's framing
 //! (OP_MSG with and without checksums, document sequences, the legacy OP_QUERY handshake), and
-//! the demo seed lands.
+//! the demo seed lands; and `mongo::run_one` (the MCP tools' runner) against it.
 
 use std::time::Duration;
 
@@ -206,4 +206,202 @@ async fn upstream_over_tls_verify_full() {
         Err(e) => panic!("expected a TLS failure, got {e}"),
         Ok(_) => panic!("a foreign CA was trusted"),
     }
+}
+
+/// `serverStatus` counters: connections created so far, cursors open now.
+async fn server_counts(conn: &mut tollgate::mongo::upstream::MongoConnection) -> (i64, i64) {
+    let s = conn
+        .command(&doc! { "serverStatus": 1, "$db": "admin" })
+        .await
+        .unwrap();
+    let num = |b: Option<&Bson>| match b {
+        Some(Bson::Int32(v)) => i64::from(*v),
+        Some(Bson::Int64(v)) => *v,
+        Some(Bson::Double(v)) => *v as i64,
+        other => panic!("not a number: {other:?} in {s}"),
+    };
+    let created = num(s.get_document("connections").unwrap().get("totalCreated"));
+    let open = num(s
+        .get_document("metrics")
+        .and_then(|m| m.get_document("cursor"))
+        .and_then(|c| c.get_document("open"))
+        .unwrap()
+        .get("total"));
+    (created, open)
+}
+
+/// `mongo::run_one`, as the MCP tools use it: documents masked with the plan, the policy's row
+/// limit in both modes with the wire's words, the call's own row cap, the byte cap, server
+/// errors, cursors killed when cut, and the idle connections it borrows and gives back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_one_masks_cuts_kills_cursors_and_reuses_connections() {
+    use std::sync::Arc;
+    use tollgate::mongo::run_one::{run, Caps, Cut, Masking, RunError};
+    use tollgate::mongo::MongoUpstream;
+    use tollgate::policy::limits::{Limits, RowLimitMode};
+    use tollgate::policy::mask::MaskStrategy;
+    use tollgate::policy::mongo::{Command, MaskedField, ReplyPlan};
+
+    let server = MongoServer::start()
+        .await
+        .expect("MongoDB-wire test server");
+    let mut admin = server.connect().await.unwrap();
+    let opts = SeedOptions {
+        customers: 300,
+        orders: 50,
+        ..SeedOptions::default()
+    };
+    seed_shop(&mut admin, &opts).await.expect("seed");
+    let up = MongoUpstream::new(server.target(), server.credentials());
+    let find = |filter: bson::Document, batch: i64| {
+        Command::new(
+            doc! { "find": "customers", "filter": filter, "sort": { "_id": 1 }, "batchSize": batch, "$db": "shop" },
+            Vec::new(),
+        )
+        .unwrap()
+    };
+    let plan = ReplyPlan::Documents(vec![MaskedField {
+        path: "email".into(),
+        strategy: MaskStrategy::parse("email").unwrap(),
+        rule: "r".into(),
+    }]);
+    let masking = Masking {
+        plan: &plan,
+        rules: None,
+        hash_key: "k",
+    };
+    let none = Limits::default();
+    fn caps(limits: &Limits, asked_rows: Option<u64>, max_bytes: u64) -> Caps<'_> {
+        Caps {
+            limits,
+            asked_rows,
+            max_bytes,
+            timeout: Duration::from_secs(20),
+        }
+    }
+    let connect = Duration::from_secs(10);
+
+    // Everything, in batches of 7: masked, followed to the end.
+    let c = run(
+        &up,
+        connect,
+        &find(doc! {}, 7),
+        &masking,
+        &caps(&none, None, 1 << 20),
+    )
+    .await
+    .unwrap();
+    assert_eq!((c.documents.len(), c.truncated.clone()), (300, None));
+    assert!(c
+        .documents
+        .iter()
+        .all(|d| d.get_str("email").unwrap().starts_with("***@")));
+    assert_eq!(up.idle_connections(), 1, "given back clean");
+    let (created, open) = server_counts(&mut admin).await;
+    assert_eq!(open, 0);
+
+    // The policy's row limit, truncate mode: the wire's notice; the cursor is killed.
+    let mut limits = Limits {
+        max_rows: Some((25, "p: limits".into())),
+        ..Limits::default()
+    };
+    let c = run(
+        &up,
+        connect,
+        &find(doc! {}, 7),
+        &masking,
+        &caps(&limits, None, 1 << 20),
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.documents.len(), 25);
+    assert_eq!(
+        c.truncated,
+        Some(Cut::PolicyRows(
+            "tollgate: result truncated at 25 documents (rule: p: limits)".into()
+        ))
+    );
+    // The call's own, smaller cap; exactly as many documents as there are is no cut.
+    let c = run(
+        &up,
+        connect,
+        &find(doc! {}, 7),
+        &masking,
+        &caps(&limits, Some(3), 1 << 20),
+    )
+    .await
+    .unwrap();
+    assert_eq!((c.documents.len(), c.truncated), (3, Some(Cut::AskedRows)));
+    let c = run(
+        &up,
+        connect,
+        &find(doc! { "_id": { "$lte": 25 } }, 26),
+        &masking,
+        &caps(&limits, None, 1 << 20),
+    )
+    .await
+    .unwrap();
+    assert_eq!((c.documents.len(), c.truncated), (25, None));
+    // Refuse mode: the wire's refusal.
+    limits.on_max_rows = RowLimitMode::Refuse;
+    match run(
+        &up,
+        connect,
+        &find(doc! {}, 7),
+        &masking,
+        &caps(&limits, None, 1 << 20),
+    )
+    .await
+    {
+        Err(RunError::Refused(r)) => assert_eq!(
+            r.message(),
+            "tollgate: the result has more than 25 documents (rule: p: limits)"
+        ),
+        other => panic!("not refused: {other:?}"),
+    }
+    // The byte cap: documents kept while they fit.
+    let c = run(
+        &up,
+        connect,
+        &find(doc! {}, 50),
+        &masking,
+        &caps(&none, None, 1000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.truncated, Some(Cut::Bytes));
+    assert!(c.bytes <= 1000 && !c.documents.is_empty(), "{}", c.bytes);
+    // A server error: its code and name; the connection stays usable.
+    match run(
+        &up,
+        connect,
+        &find(doc! { "a": { "$frobnicate": 1 } }, 5),
+        &masking,
+        &caps(&none, None, 1 << 20),
+    )
+    .await
+    {
+        Err(RunError::Server { code, .. }) => assert_ne!(code, 0),
+        other => panic!("not a server error: {other:?}"),
+    }
+    // Every cut killed its cursor, and every call above reused the one connection.
+    let (created_after, open) = server_counts(&mut admin).await;
+    assert_eq!(open, 0, "cursors left open upstream");
+    assert_eq!(created_after, created, "no call logged in again");
+    assert_eq!(up.idle_connections(), 1);
+
+    // New credentials (a vault reload): the old connection is not reused.
+    up.credentials.store(Arc::new(server.credentials()));
+    run(
+        &up,
+        connect,
+        &find(doc! { "_id": 1 }, 5),
+        &masking,
+        &caps(&none, None, 1 << 20),
+    )
+    .await
+    .unwrap();
+    let (created_last, _) = server_counts(&mut admin).await;
+    assert_eq!(created_last, created_after + 1, "one new login");
+    assert_eq!(up.idle_connections(), 1);
 }

@@ -12,7 +12,7 @@ mod audit_rotate;
 mod auth;
 mod connectors;
 mod error;
-mod mongo_schema;
+pub mod mongo_schema;
 mod openapi;
 mod ops;
 mod probe;

@@ -1,7 +1,8 @@
 //! `GET /api/v1/connectors/{id}/schema[?agent=NAME]` for a MongoDB connector: its collections
 //! and the field names seen in a sample of their documents (read now over a side connection).
 //! With `agent`, only the collections that agent may use, each with the operations allowed and
-//! masked fields marked, as the policy engine would judge them.
+//! masked fields marked, as the policy engine would judge them. The per-agent view
+//! ([`access_for`], [`collection_view`]) is shared with the MCP `list_collections` tool.
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use crate::policy::mongo::{MongoRules, Op};
 use crate::policy::rules::UpstreamRules;
 
 /// What one agent may do on the connector.
-enum Access {
+pub enum Access {
     /// Every collection, unmasked (only shadow policies apply: nothing is enforced).
     Everything,
     Rules(Box<MongoRules>),
@@ -28,21 +29,27 @@ fn access_of(state: &State, agent: &str, upstream: &str) -> Result<Access, ApiEr
     if state.gw.core.agents.load().get(agent).is_none() {
         return Err(ApiError::NotFound(format!("no agent \"{}\"", shown(agent))));
     }
-    let Some(policy) = state.gw.core.policy.agent_policy(agent) else {
-        return Ok(Access::Nothing);
+    Ok(access_for(&state.gw.core.policy, agent, upstream))
+}
+
+/// What `agent` may do on MongoDB upstream `upstream` under the current policy.
+pub fn access_for(engine: &crate::policy::Engine, agent: &str, upstream: &str) -> Access {
+    let Some(policy) = engine.agent_policy(agent) else {
+        return Access::Nothing;
     };
-    Ok(match (&policy.enforced, &policy.with_shadow) {
+    match (&policy.enforced, &policy.with_shadow) {
         (Some(m), _) => match m.get(upstream).and_then(UpstreamRules::mongo) {
             Some(r) => Access::Rules(Box::new(r.clone())),
             None => Access::Nothing,
         },
         (None, Some(m)) if m.contains_key(upstream) => Access::Everything,
         _ => Access::Nothing,
-    })
+    }
 }
 
-/// A collection as the caller may see it; `None` when the agent may do nothing with it.
-fn collection_view(c: &CollectionShape, access: Option<&Access>) -> Option<Value> {
+/// A collection as the caller may see it (everything without `access`); `None` when the agent
+/// may do nothing with it.
+pub fn collection_view(c: &CollectionShape, access: Option<&Access>) -> Option<Value> {
     let ns = format!("{}.{}", c.database, c.name);
     let rules = match access {
         None | Some(Access::Everything) => None,

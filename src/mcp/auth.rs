@@ -2,18 +2,21 @@
 //! AGENT:TOKEN`, checked by the session core against the agent's stored verifier (constant time,
 //! a mock verifier for unknown names, failures recorded and counted). Anything else gets 401 with
 //! a JSON-RPC error. The header is taken off the request before the MCP service sees it, so no
-//! later log line or extension can carry the token.
+//! later log line or extension can carry the token. An authenticated POST's body is kept for the
+//! tools that read their arguments in the order written (`ordered`).
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::listener::McpPeer;
+use super::ordered::RawBody;
 use crate::audit::Protocol;
 use crate::session::{Accepted, Core, Verified};
 
@@ -35,6 +38,8 @@ impl Caller {
 
 /// Longest `Authorization` value looked at (an agent name and a token are far shorter).
 const MAX_HEADER: usize = 512;
+/// Largest request body read: the MCP service's own limit (rmcp's default, 4 MiB).
+const MAX_BODY: usize = 4 << 20;
 
 /// `Bearer AGENT:TOKEN` → (agent, token). The scheme is case-insensitive; the name ends at the
 /// first `:` (agent names have none).
@@ -83,6 +88,22 @@ pub async fn require_agent(
     };
     let Some(verified) = verified else {
         return unauthorized();
+    };
+    // The body of a POST, kept for the tools that read their arguments in the order written
+    // (`ordered`); only once the bearer checked out, and no larger than the MCP service reads.
+    let mut req = if req.method() == Method::POST {
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+            return json_rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "tollgate: the request body is larger than 4 MiB or could not be read",
+            );
+        };
+        let mut req = Request::from_parts(parts, Body::from(bytes.clone()));
+        req.extensions_mut().insert(RawBody(bytes));
+        req
+    } else {
+        req
     };
     req.extensions_mut().insert(Caller {
         accepted: Arc::new(accepted),

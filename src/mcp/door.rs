@@ -17,7 +17,8 @@ use super::handler::Handler;
 use super::listener::{McpListener, McpPeer};
 use super::tools::UpstreamEntry;
 use crate::config::{Config, UpstreamKind};
-use crate::doors::{BoxFuture, Commit, Door, DoorError, Listener, Listening};
+use crate::doors::{BoxFuture, CollectionShape, Commit, Door, DoorError, Listener, Listening};
+use crate::mongo::MongoDoor;
 use crate::pg::pool::SettingsKey;
 use crate::pg::PgDoor;
 use crate::policy::mask::SchemaSnapshot;
@@ -28,23 +29,35 @@ use crate::vault::Vault;
 /// The path the MCP endpoint is served at.
 pub const PATH: &str = "/mcp";
 
-/// How long table shapes read for `list_tables` are reused.
+/// How long table shapes read for `list_tables` (and collection samples read for
+/// `list_collections`) are reused.
 const SHAPES_FRESH: Duration = Duration::from_secs(60);
+
+/// Collection samples per upstream, with when they were read.
+type Samples = HashMap<String, (Instant, Arc<Vec<CollectionShape>>)>;
 
 pub struct McpDoor {
     listen: Option<SocketAddr>,
     pub(super) pg: Arc<PgDoor>,
     pub(super) redis: Option<Arc<RedisDoor>>,
+    pub(super) mongo: Option<Arc<MongoDoor>>,
     pub(super) upstreams: Vec<UpstreamEntry>,
     pub(super) connect_timeout: Duration,
     /// The startup settings of the server connections the `query` tool borrows.
     pub(super) settings: Arc<SettingsKey>,
     /// Table shapes read for `list_tables`/`describe_table`, per upstream, with when.
     shapes: Mutex<HashMap<String, (Instant, Arc<SchemaSnapshot>)>>,
+    /// Collections and their sampled fields, for `list_collections`.
+    samples: Mutex<Samples>,
 }
 
 impl McpDoor {
-    pub fn new(config: &Config, pg: Arc<PgDoor>, redis: Option<Arc<RedisDoor>>) -> McpDoor {
+    pub fn new(
+        config: &Config,
+        pg: Arc<PgDoor>,
+        redis: Option<Arc<RedisDoor>>,
+        mongo: Option<Arc<MongoDoor>>,
+    ) -> McpDoor {
         let upstreams = config
             .upstreams
             .iter()
@@ -68,10 +81,12 @@ impl McpDoor {
             listen: config.listen.mcp,
             pg,
             redis,
+            mongo,
             upstreams,
             connect_timeout: Duration::from_millis(config.limits.upstream_connect_timeout_ms),
             settings,
             shapes: Mutex::new(HashMap::new()),
+            samples: Mutex::new(HashMap::new()),
         }
     }
 
@@ -105,6 +120,28 @@ impl McpDoor {
         self.lock_shapes()
             .insert(upstream.to_string(), (Instant::now(), snapshot.clone()));
         Ok(snapshot)
+    }
+
+    /// The collections of MongoDB upstream `upstream` with the fields seen in a sample of their
+    /// documents (read over the vaulted login, reused for a minute).
+    pub(super) async fn collections(
+        &self,
+        upstream: &str,
+    ) -> Result<Arc<Vec<CollectionShape>>, String> {
+        let lock = || self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, s)) = lock().get(upstream) {
+            if at.elapsed() < SHAPES_FRESH {
+                return Ok(s.clone());
+            }
+        }
+        let load = self
+            .mongo
+            .as_ref()
+            .and_then(|d| d.collections(upstream, self.connect_timeout.max(Duration::from_secs(1))))
+            .ok_or("no such upstream")?;
+        let sample = Arc::new(load.await?);
+        lock().insert(upstream.to_string(), (Instant::now(), sample.clone()));
+        Ok(sample)
     }
 
     fn lock_shapes(

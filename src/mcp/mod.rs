@@ -1,19 +1,24 @@
 //! The MCP front end: agents that speak Model Context Protocol rather than a wire driver reach
-//! the same upstreams through tools, on the same session core as the PostgreSQL and Redis doors.
+//! the same upstreams through tools, on the same session core as the PostgreSQL, Redis and MongoDB
+//! doors.
 //!
 //! Streamable HTTP (rmcp's service, stateless, JSON responses) at `/mcp` on `[listen] mcp`,
 //! HTTPS on the same port with the front end's certificate. Every request carries
 //! `Authorization: Bearer AGENT:TOKEN` (`auth`); every tool call on an upstream is admitted by
 //! the core (TLS requirement, policy, connection caps: one tool call in flight holds one
-//! connection slot) and every statement goes through the PostgreSQL or Redis front end's own
-//! statement logic and the policy engine (`sql`, `redis_tool`); nothing here decides policy.
+//! connection slot) and every statement goes through the PostgreSQL, Redis or MongoDB front end's
+//! own statement logic and the policy engine (`sql`, `redis_tool`, `mongo_tool`); nothing here
+//! decides policy.
 
 mod auth;
 pub mod bridge;
 mod door;
 mod handler;
 mod listener;
+mod mongo_tool;
+mod ordered;
 mod output;
+mod pending;
 mod redis_tool;
 mod schema;
 mod sql;

@@ -67,6 +67,29 @@ impl ToolError {
         }
     }
 
+    /// A MongoDB refusal as the wire renders it (`mongo::reply::refusal`: the same `errmsg`,
+    /// `code`, `codeName` and hint).
+    pub fn mongo_refusal(r: &Refusal) -> ToolError {
+        let d = crate::mongo::reply::refusal(r);
+        let (code, name) = r.class.mongo_code();
+        let mut e = ToolError::mongo(code, name, d.get_str("errmsg").unwrap_or_default());
+        if let Ok(hint) = d.get_str("tollgateHint") {
+            e.text.push_str(&format!("\nHINT: {hint}"));
+            e.json["error"]["hint"] = json!(hint);
+        }
+        e.json["error"]["rule"] = json!(r.rule);
+        e
+    }
+
+    /// A MongoDB error (the server's, or one tollgate raises in its place) as
+    /// `MongoDB error CODE (CodeName): message`.
+    pub fn mongo(code: i32, code_name: &str, message: &str) -> ToolError {
+        ToolError {
+            text: format!("MongoDB error {code} ({code_name}): {message}"),
+            json: json!({"error": {"code": code, "codeName": code_name, "message": message}}),
+        }
+    }
+
     pub fn into_result(self) -> CallToolResult {
         let mut r = CallToolResult::error(vec![ContentBlock::text(self.text)]);
         r.structured_content = Some(self.json);
@@ -142,5 +165,19 @@ mod tests {
         let r = ToolError::pg(&f).into_result();
         assert!(text_of(&r).starts_with("ERROR 42501: tollgate: no (rule: default-deny)\nDETAIL: "));
         assert_eq!(r.structured_content.unwrap()["error"]["sqlstate"], "42501");
+        let r = ToolError::mongo_refusal(&refusal).into_result();
+        assert_eq!(
+            text_of(&r),
+            "MongoDB error 13 (Unauthorized): tollgate: no (rule: analyst.toml: table public.secrets)\nHINT: ask for public.orders"
+        );
+        let e = r.structured_content.unwrap()["error"].clone();
+        assert_eq!(
+            (e["code"].clone(), e["codeName"].clone(), e["rule"].clone()),
+            (
+                json!(13),
+                json!("Unauthorized"),
+                json!("analyst.toml: table public.secrets")
+            )
+        );
     }
 }

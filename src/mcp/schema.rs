@@ -47,11 +47,7 @@ pub fn list_upstreams(h: &Handler, caller: &Caller) -> Result<CallToolResult, To
                 "name": u.name,
                 "kind": u.kind.as_str(),
                 "description": u.description,
-                "tools": match u.kind {
-                    UpstreamKind::Postgres => json!(["list_tables", "describe_table", "query", "explain"]),
-                    UpstreamKind::Redis => json!(["list_keys", "redis"]),
-                    UpstreamKind::Mongodb => json!([]),
-                },
+                "tools": super::tools::tool_names(u.kind),
             })
         })
         .collect();

@@ -4,8 +4,6 @@
 //! `pg::run_one` runs the statement on a pooled server connection under the agent's row limit,
 //! result-size limit and statement timeout; the core writes the outcome.
 
-use std::sync::Arc;
-
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -13,13 +11,14 @@ use serde_json::{json, Value};
 use super::auth::Caller;
 use super::handler::{args, Handler};
 use super::output::{self, ToolError};
+use super::pending::Pending;
 use super::schema::admit;
 use crate::config::UpstreamKind;
 use crate::pg::run_one::{self, values, Caps, Collected, Cut, RunError, Statement};
 use crate::pg::statement::PgSession;
 use crate::policy::limits::{Limits, RowLimitMode};
 use crate::policy::{Outcome, SessionFacts};
-use crate::session::{OutcomeError, SessionContext, Ticket};
+use crate::session::OutcomeError;
 
 /// Result bytes a call returns when no policy sets `max_result_bytes`.
 pub const DEFAULT_MAX_RESULT_BYTES: u64 = 1 << 20;
@@ -65,29 +64,6 @@ fn param_text(v: &Value) -> Result<Option<String>, ToolError> {
     }
 }
 
-/// The outcome record is written whatever happens to the call: dropped mid-statement (the
-/// client went away), the statement gets the core's "abandoned" record.
-struct Pending {
-    ctx: Arc<SessionContext>,
-    ticket: Option<Ticket>,
-}
-
-impl Pending {
-    fn finish(mut self, rows: Option<u64>, error: Option<OutcomeError>) {
-        if let Some(t) = self.ticket.take() {
-            self.ctx.outcome(t, rows, error);
-        }
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if let Some(t) = self.ticket.take() {
-            self.ctx.abandoned(t);
-        }
-    }
-}
-
 fn limits_of(pg: &PgSession) -> Limits {
     let core = pg.session().core();
     core.policy
@@ -123,10 +99,7 @@ pub async fn query(
         .decide(&a.sql, &verdict, &limits)
         .map_err(|f| ToolError::pg(&f))?;
     pg.context().record_overhead(started);
-    let pending = Pending {
-        ctx: pg.context().clone(),
-        ticket: Some(ticket),
-    };
+    let pending = Pending::new(pg.context(), ticket);
     let (max_bytes, bytes_rule) = match &limits.max_result_bytes {
         Some((n, rule)) => (*n, rule.clone()),
         None => (

@@ -24,7 +24,7 @@ pub struct UpstreamEntry {
 pub struct AgentReach {
     pub sql: Vec<String>,
     pub redis: Vec<String>,
-    /// MongoDB upstreams: listed, not yet reachable through MCP tools.
+    /// MongoDB upstreams (the `find`/`aggregate` tools only read, whatever the rules allow).
     pub mongo: Vec<String>,
     /// Some SQL upstream lets it write (or run anything: passthrough, shadow-only).
     pub sql_writes: bool,
@@ -186,7 +186,65 @@ pub fn tools_for(reach: &AgentReach) -> Vec<Tool> {
             }, "required": ["command"], "additionalProperties": false})),
         ).with_annotations(writes(reach.redis_writes)));
     }
+    if !reach.mongo.is_empty() {
+        let up = upstream_arg("MongoDB", &reach.mongo);
+        let namespace = json!({
+            "database": {"type": "string", "description": "The database, e.g. shop (see list_collections)"},
+            "collection": {"type": "string", "description": "The collection, e.g. orders"},
+        });
+        let max_rows = json!({"type": "integer", "minimum": 0, "description": "Return at most this many documents (cannot raise the policy's limit)"});
+        let document = |what: &str| json!({"type": "object", "description": what});
+        let mut find = json!({"type": "object", "properties": {
+            "upstream": up,
+            "filter": document("A query filter in MongoDB Extended JSON (relaxed or canonical), e.g. {\"amount\": {\"$gt\": 100}}"),
+            "projection": document("Fields to return, e.g. {\"name\": 1, \"region\": 1}"),
+            "sort": document("Sort specification in key order, e.g. {\"region\": 1, \"amount\": -1}"),
+            "limit": {"type": "integer", "minimum": 0, "description": "At most this many documents (0: no limit)"},
+            "skip": {"type": "integer", "minimum": 0},
+            "max_rows": max_rows,
+        }, "required": ["database", "collection"], "additionalProperties": false});
+        let mut aggregate = json!({"type": "object", "properties": {
+            "upstream": up,
+            "pipeline": {"type": "array", "items": {"type": "object"},
+                         "description": "Aggregation stages in MongoDB Extended JSON, e.g. [{\"$match\": {}}, {\"$group\": {\"_id\": \"$region\", \"n\": {\"$sum\": 1}}}]"},
+            "max_rows": max_rows,
+        }, "required": ["database", "collection", "pipeline"], "additionalProperties": false});
+        for t in [&mut find, &mut aggregate] {
+            if let (Some(props), Some(ns)) =
+                (t["properties"].as_object_mut(), namespace.as_object())
+            {
+                props.extend(ns.clone());
+            }
+        }
+        tools.push(Tool::new(
+            "list_collections",
+            "Collections of a MongoDB upstream you may read: the operations allowed on each, the fields seen in a sample of its documents with masked fields marked, row filters named.",
+            schema(json!({"type": "object", "properties": {
+                "upstream": up,
+                "database": {"type": "string", "description": "Only this database"},
+            }, "additionalProperties": false})),
+        ).with_annotations(read_only()));
+        tools.push(Tool::new(
+            "find",
+            "Runs a find on a MongoDB collection under your policy (masked fields stay masked, row filters and row limits apply) and returns the documents as relaxed Extended JSON.",
+            schema(find),
+        ).with_annotations(read_only()));
+        tools.push(Tool::new(
+            "aggregate",
+            "Runs an aggregation pipeline on a MongoDB collection under your policy (masking, row filters and row limits apply); read-only: $out and $merge are refused. Returns the documents as relaxed Extended JSON.",
+            schema(aggregate),
+        ).with_annotations(read_only()));
+    }
     tools
+}
+
+/// The tools `list_upstreams` names for an upstream of `kind`.
+pub fn tool_names(kind: UpstreamKind) -> &'static [&'static str] {
+    match kind {
+        UpstreamKind::Postgres => &["list_tables", "describe_table", "query", "explain"],
+        UpstreamKind::Redis => &["list_keys", "redis"],
+        UpstreamKind::Mongodb => &["list_collections", "find", "aggregate"],
+    }
 }
 
 #[cfg(test)]
@@ -250,5 +308,33 @@ mod tests {
             (Some(false), Some(true))
         );
         assert!(!names(&writer).contains(&"redis".to_string()));
+        let mongo = AgentReach {
+            mongo: vec!["mongo".into()],
+            ..AgentReach::default()
+        };
+        assert_eq!(
+            names(&mongo),
+            ["list_upstreams", "list_collections", "find", "aggregate"]
+        );
+        for t in tools_for(&mongo) {
+            let a = t.annotations.clone().unwrap();
+            assert_eq!(
+                (a.read_only_hint, a.destructive_hint),
+                (Some(true), Some(false)),
+                "{}",
+                t.name
+            );
+            let listed = tool_names(UpstreamKind::Mongodb).contains(&t.name.as_ref());
+            assert!(t.name == "list_upstreams" || listed, "{}", t.name);
+        }
+        let find = tools_for(&mongo)
+            .into_iter()
+            .find(|t| t.name == "find")
+            .unwrap();
+        assert_eq!(
+            find.input_schema["required"],
+            json!(["database", "collection"])
+        );
+        assert!(find.input_schema["properties"]["database"].is_object());
     }
 }

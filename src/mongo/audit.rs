@@ -2,12 +2,17 @@
 //! replaced by `?` (field names, operators and stage names kept; the collection named by the
 //! command kept), so values never reach the log. Session and cluster metadata (`lsid`,
 //! `$clusterTime`, `txnNumber`, ...) are left out; document sequences are counted, not shown.
+//! And what the decision record of an allowed command says (`decision_record`).
 
 use std::fmt::Write;
 
 use bson::{Bson, Document};
 
-use crate::policy::mongo::Command;
+use crate::audit::Decision;
+use crate::policy::mongo::{Command, ReplyPlan};
+use crate::policy::Outcome;
+use crate::refusal::Refusal;
+use crate::session::Judged;
 
 const MAX_STATEMENT: usize = 4096;
 const MAX_NAME: usize = 128;
@@ -78,6 +83,36 @@ fn document(out: &mut String, d: &Document) {
         value(out, v);
     }
     out.push('}');
+}
+
+/// The decision record of a command the policy lets run: `would_block` in shadow mode,
+/// `masked` when its reply is masked, `rewritten` when what is forwarded is not the agent's
+/// command, else `allowed`; the rule that decided (the shadow refusal's, if any). Shared by the
+/// wire relay and the MCP tools, so both record a command the same way.
+pub fn decision_record(
+    shown: String,
+    outcome: Outcome,
+    shadow_denial: Option<&Refusal>,
+    rule: Option<String>,
+    plan: &ReplyPlan,
+    rewritten: bool,
+) -> Judged {
+    let decision = match outcome {
+        Outcome::WouldBlock => Decision::WouldBlock,
+        _ if matches!(plan, ReplyPlan::Documents(_) | ReplyPlan::Values(_)) => Decision::Masked,
+        _ if rewritten => Decision::Rewritten,
+        _ => Decision::Allowed,
+    };
+    let (rule, reason) = match shadow_denial {
+        Some(d) => (Some(d.rule.clone()), Some(d.reason.clone())),
+        None => (rule, None),
+    };
+    Judged {
+        statement: shown,
+        decision,
+        rule,
+        reason,
+    }
 }
 
 /// `find shop.orders {filter: {amount: {$gt: ?}}, limit: ?}`.

@@ -26,6 +26,8 @@ pub struct MongoUpstream {
     facts: ArcSwapOption<UpstreamFacts>,
     /// One session at a time learns the facts when the upstream was down at start.
     learning: tokio::sync::Mutex<()>,
+    /// Logged-in connections the MCP tools reuse between calls (`idle.rs`).
+    pub(super) idle: super::idle::Idle,
 }
 
 impl std::fmt::Debug for MongoUpstream {
@@ -52,19 +54,28 @@ impl MongoUpstream {
         u: &UpstreamConfig,
         vault: &Vault,
     ) -> Result<MongoUpstream, DoorError> {
-        Ok(MongoUpstream {
-            target: MongoTarget {
-                name: name.to_string(),
-                host: u.host.clone(),
-                port: u.port,
-                tls: crate::doors::upstream_tls(name, u)?,
-                auth_source: u.database.clone().unwrap_or_else(|| "admin".into()),
-            },
-            credentials: ArcSwap::from_pointee(MongoCredentials::resolve(u, vault)?),
-            refs: (u.user.clone(), u.password.clone()),
+        let target = MongoTarget {
+            name: name.to_string(),
+            host: u.host.clone(),
+            port: u.port,
+            tls: crate::doors::upstream_tls(name, u)?,
+            auth_source: u.database.clone().unwrap_or_else(|| "admin".into()),
+        };
+        let mut up = MongoUpstream::new(target, MongoCredentials::resolve(u, vault)?);
+        up.refs = (u.user.clone(), u.password.clone());
+        Ok(up)
+    }
+
+    /// An upstream logged in to with `credentials` (outside a config: tests, tools).
+    pub fn new(target: MongoTarget, credentials: MongoCredentials) -> MongoUpstream {
+        MongoUpstream {
+            target,
+            credentials: ArcSwap::from_pointee(credentials),
+            refs: (String::new(), String::new()),
             facts: ArcSwapOption::empty(),
             learning: tokio::sync::Mutex::new(()),
-        })
+            idle: super::idle::Idle::default(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -73,8 +84,17 @@ impl MongoUpstream {
 
     /// A connection logged in with the vaulted credentials (its facts remembered).
     pub async fn connect(&self, timeout: Duration) -> Result<MongoConnection, UpstreamError> {
-        let creds = self.credentials.load_full();
-        let conn = self.target.connect(Some(&creds), timeout).await?;
+        self.connect_with(&self.credentials.load_full(), timeout)
+            .await
+    }
+
+    /// A connection logged in with `creds` (its facts remembered).
+    pub(super) async fn connect_with(
+        &self,
+        creds: &MongoCredentials,
+        timeout: Duration,
+    ) -> Result<MongoConnection, UpstreamError> {
+        let conn = self.target.connect(Some(creds), timeout).await?;
         self.facts.store(Some(Arc::new(conn.facts)));
         Ok(conn)
     }

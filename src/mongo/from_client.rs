@@ -15,7 +15,7 @@ use bson::{doc, Bson, Document};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::audit::statement;
+use super::audit::{decision_record, statement};
 use super::hello::{hello_reply, is_hello, UpstreamFacts};
 use super::op_msg::{MsgError, OpMsg, CHECKSUM_PRESENT, EXHAUST_ALLOWED};
 use super::relay::{Entry, Expect, Kind, Relay, RelayError, RowLimit, SharedCursors, Track};
@@ -23,9 +23,8 @@ use super::reply::{self, code};
 use super::wire::{Message, MessageReader, OpCode, WireError};
 use crate::audit::Decision;
 use crate::policy::mongo::{Command, MongoPolicy, ReplyPlan};
-use crate::policy::Outcome;
 use crate::refusal::{Refusal, RefusalClass};
-use crate::session::{Judged, Session};
+use crate::session::Session;
 
 /// Sessions (`lsid`s) a connection remembers for `endSessions`.
 const MAX_LSIDS: usize = 10_000;
@@ -316,22 +315,14 @@ impl FromClient {
                 }
             }
         }
-        let decision = match verdict.outcome {
-            Outcome::WouldBlock => Decision::WouldBlock,
-            _ if matches!(plan, ReplyPlan::Documents(_) | ReplyPlan::Values(_)) => Decision::Masked,
-            _ if rewritten.is_some() => Decision::Rewritten,
-            _ => Decision::Allowed,
-        };
-        let (rule, reason) = match &verdict.denial {
-            Some(d) => (Some(d.rule.clone()), Some(d.reason.clone())),
-            None => (judged.rule.clone(), None),
-        };
-        let record = Judged {
-            statement: shown,
-            decision,
-            rule,
-            reason,
-        };
+        let record = decision_record(
+            shown,
+            verdict.outcome,
+            verdict.denial.as_ref(),
+            judged.rule.clone(),
+            &plan,
+            rewritten.is_some(),
+        );
         // The agent's statement rate is shared with its sessions on every protocol.
         let ticket = match self.session.decide(record, Some(self.policy.limits())) {
             Ok(t) => t,
@@ -352,14 +343,7 @@ impl FromClient {
             }
         };
         let limit = match cmd.name.as_str() {
-            "find" | "aggregate" | "getMore" => {
-                let l = self.policy.limits();
-                l.max_rows.as_ref().map(|(max, rule)| RowLimit {
-                    max: *max,
-                    mode: l.on_max_rows,
-                    rule: rule.clone(),
-                })
-            }
+            "find" | "aggregate" | "getMore" => RowLimit::of(self.policy.limits()),
             _ => None,
         };
         let entry = wants_reply.then(|| Entry {

@@ -9,7 +9,8 @@
 //! every document);
 //! `policy::mongo::Command::from_msg` gives the command the policy judges; a verdict's rewritten
 //! body goes out with `OpMsg::with_body(..).encode(..)`; replies of masked reads go through
-//! `mask_reply::mask_reply`.
+//! `mask_reply::mask_reply`. The MCP `find`/`aggregate` tools run one judged command with
+//! `run_one` (cursor followed, masked, cut at the same limits).
 
 pub mod audit;
 pub mod bson_check;
@@ -19,6 +20,7 @@ mod from_client;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod hello;
+pub mod idle;
 pub mod login;
 pub mod mask_reply;
 pub mod op_msg;
@@ -26,6 +28,7 @@ pub mod op_query;
 pub mod relay;
 pub mod reply;
 pub mod reply_view;
+pub mod run_one;
 pub mod sample;
 pub mod sasl;
 pub mod scram_client;

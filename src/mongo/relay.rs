@@ -24,7 +24,7 @@ use super::op_msg::OpMsg;
 use super::reply::{self, code};
 use super::to_client::ToClient;
 use super::wire::{MessageReader, MAX_MESSAGE_BYTES};
-use crate::policy::limits::RowLimitMode;
+use crate::policy::limits::{Limits, RowLimitMode};
 use crate::policy::mongo::{MongoPolicy, MongoRules, ReplyPlan};
 use crate::session::{Session, Ticket};
 use crate::tls::NetStream;
@@ -57,6 +57,17 @@ pub(super) struct RowLimit {
     pub max: u64,
     pub mode: RowLimitMode,
     pub rule: String,
+}
+
+impl RowLimit {
+    /// The agent's `max_rows` (with its mode and rule), if its policy sets one.
+    pub(super) fn of(limits: &Limits) -> Option<RowLimit> {
+        limits.max_rows.as_ref().map(|(max, rule)| RowLimit {
+            max: *max,
+            mode: limits.on_max_rows,
+            rule: rule.clone(),
+        })
+    }
 }
 
 /// What the reply to a forwarded command means for the session's cursors.

@@ -38,7 +38,7 @@ pub(super) struct ToClient {
 }
 
 /// How a cursor's batch is cut at `max_rows`.
-enum Cut {
+pub(super) enum Cut {
     /// Keep this many documents; the cursor is reported closed.
     Keep(u64, String),
     Refuse(Refusal),
@@ -291,8 +291,9 @@ impl ToClient {
     }
 }
 
-/// Whether a batch of `batch` documents after `before` already relayed passes the limit.
-fn limit_cut(l: &RowLimit, before: u64, batch: u64) -> Option<Cut> {
+/// Whether a batch of `batch` documents after `before` already relayed passes the limit (the
+/// MCP tools cut with the same words: `run_one`).
+pub(super) fn limit_cut(l: &RowLimit, before: u64, batch: u64) -> Option<Cut> {
     if before + batch <= l.max {
         return None;
     }

@@ -144,3 +144,233 @@ pub fn bson_str(s: &[u8]) -> Vec<u8> {
     v.push(0);
     v
 }
+
+/// Commands an analyst may try, each with the rule that must refuse it (the wire test runs them
+/// all; the MCP test those the `find`/`aggregate` tools can express).
+pub fn adversarial() -> Vec<(&'static str, Document, &'static str)> {
+    let db = |mut d: Document| {
+        d.insert("$db", "shop");
+        d
+    };
+    vec![
+        ("secrets", db(doc! { "find": "secrets" }), "default-deny"),
+        (
+            "write",
+            db(doc! { "insert": "orders", "documents": [ { "_id": -1 } ] }),
+            "default-deny",
+        ),
+        (
+            "delete",
+            db(doc! { "delete": "orders", "deletes": [ { "q": {}, "limit": 0 } ] }),
+            "default-deny",
+        ),
+        (
+            "lookup secrets",
+            db(
+                doc! { "aggregate": "orders", "pipeline": [ { "$lookup": { "from": "secrets", "pipeline": [], "as": "s" } } ], "cursor": {} },
+            ),
+            "default-deny",
+        ),
+        (
+            "unionWith",
+            db(
+                doc! { "aggregate": "orders", "pipeline": [ { "$unionWith": "secrets" } ], "cursor": {} },
+            ),
+            "default-deny",
+        ),
+        (
+            "graphLookup",
+            db(
+                doc! { "aggregate": "orders", "pipeline": [ { "$graphLookup": { "from": "secrets", "startWith": "$x", "connectFromField": "a", "connectToField": "b", "as": "g" } } ], "cursor": {} },
+            ),
+            "default-deny",
+        ),
+        (
+            "facet lookup",
+            db(
+                doc! { "aggregate": "orders", "pipeline": [ { "$facet": { "x": [ { "$lookup": { "from": "secrets", "localField": "a", "foreignField": "b", "as": "s" } } ] } } ], "cursor": {} },
+            ),
+            "default-deny",
+        ),
+        (
+            "out",
+            db(doc! { "aggregate": "orders", "pipeline": [ { "$out": "copy" } ], "cursor": {} }),
+            "default-deny",
+        ),
+        (
+            "merge",
+            db(
+                doc! { "aggregate": "customers", "pipeline": [ { "$merge": { "into": "orders" } } ], "cursor": {} },
+            ),
+            "default-deny",
+        ),
+        (
+            "where",
+            db(doc! { "find": "orders", "filter": { "$where": "true" } }),
+            "builtin: javascript",
+        ),
+        (
+            "function",
+            db(
+                doc! { "aggregate": "orders", "pipeline": [ { "$addFields": { "x": { "$function": { "body": "function(){return 1}", "args": [], "lang": "js" } } } } ], "cursor": {} },
+            ),
+            "builtin: javascript",
+        ),
+        (
+            "mapReduce",
+            db(
+                doc! { "mapReduce": "orders", "map": "function(){}", "reduce": "function(){}", "out": { "inline": 1 } },
+            ),
+            "builtin: javascript",
+        ),
+        (
+            "regex on masked",
+            db(doc! { "find": "customers", "filter": { "email": { "$regex": "^a" } } }),
+            "analyst: collection shop.customers",
+        ),
+        (
+            "sort by masked",
+            db(doc! { "find": "customers", "sort": { "ssn": 1 } }),
+            "analyst: collection shop.customers",
+        ),
+        (
+            "group by masked",
+            db(
+                doc! { "aggregate": "customers", "pipeline": [ { "$group": { "_id": "$email" } } ], "cursor": {} },
+            ),
+            "analyst: collection shop.customers",
+        ),
+        (
+            "concat masked",
+            db(
+                doc! { "aggregate": "customers", "pipeline": [ { "$project": { "x": { "$concat": ["$email", "!"] } } } ], "cursor": {} },
+            ),
+            "analyst: collection shop.customers",
+        ),
+        (
+            "getField",
+            db(
+                doc! { "aggregate": "customers", "pipeline": [ { "$project": { "x": { "$getField": "ssn" } } } ], "cursor": {} },
+            ),
+            "analyst: collection shop.customers",
+        ),
+        (
+            "objectToArray ROOT",
+            db(
+                doc! { "aggregate": "customers", "pipeline": [ { "$project": { "x": { "$objectToArray": "$$ROOT" } } } ], "cursor": {} },
+            ),
+            "analyst: collection shop.customers",
+        ),
+        (
+            "replaceRoot",
+            db(
+                doc! { "aggregate": "customers", "pipeline": [ { "$replaceRoot": { "newRoot": { "e": "$email" } } } ], "cursor": {} },
+            ),
+            "analyst: collection shop.customers",
+        ),
+        (
+            "createUser",
+            doc! { "createUser": "x", "pwd": "y", "roles": [], "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "dropUser tollgate",
+            doc! { "dropUser": "tollgate", "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "grantRoles",
+            doc! { "grantRolesToUser": "tollgate", "roles": ["root"], "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        ("eval", db(doc! { "eval": "1" }), "builtin: admin-command"),
+        (
+            "applyOps",
+            doc! { "applyOps": [], "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "shutdown",
+            doc! { "shutdown": 1, "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "setParameter",
+            doc! { "setParameter": 1, "logLevel": 5, "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "getLog",
+            doc! { "getLog": "global", "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "currentOp",
+            doc! { "currentOp": 1, "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "killOp",
+            doc! { "killOp": 1, "op": 1, "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "fsync",
+            doc! { "fsync": 1, "lock": true, "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "re-auth",
+            doc! { "saslStart": 1, "mechanism": "SCRAM-SHA-256", "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "rename across dbs",
+            doc! { "renameCollection": "shop.orders", "to": "other.orders", "$db": "admin" },
+            "builtin: admin-command",
+        ),
+        (
+            "users collection",
+            doc! { "find": "system.users", "$db": "admin" },
+            "builtin: reserved-namespace",
+        ),
+        (
+            "oplog",
+            doc! { "find": "oplog.rs", "$db": "local" },
+            "builtin: reserved-namespace",
+        ),
+        (
+            "case variant",
+            db(doc! { "FIND": "secrets" }),
+            "builtin: admin-command",
+        ),
+        ("drop", db(doc! { "drop": "orders" }), "default-deny"),
+        (
+            "createIndexes",
+            db(
+                doc! { "createIndexes": "customers", "indexes": [ { "key": { "ssn": 1 }, "name": "s", "partialFilterExpression": { "ssn": { "$gt": "5" } } } ] },
+            ),
+            "default-deny",
+        ),
+        (
+            "foreign cursor",
+            db(doc! { "getMore": 4242i64, "collection": "orders" }),
+            "builtin: foreign-cursor",
+        ),
+        (
+            "kill foreign cursor",
+            db(doc! { "killCursors": "orders", "cursors": [4242i64] }),
+            "builtin: foreign-cursor",
+        ),
+        (
+            "unknown operator",
+            db(doc! { "find": "orders", "filter": { "a": { "$frobnicate": 1 } } }),
+            "builtin: not-understood",
+        ),
+        (
+            "no $db",
+            doc! { "find": "orders" },
+            "builtin: malformed-command",
+        ),
+    ]
+}

@@ -1,7 +1,8 @@
 """The official MCP Python SDK (`mcp`) against tollgate's MCP endpoint, from the demo's env file:
 Streamable HTTP with the agent's bearer, tools per agent, every tool called, masking, refusals
-naming their rule, writes, the result-size cap, 401 for wrong or missing tokens, audit records
-with protocol `mcp`, and the same session through `tollgate mcp-stdio` (stdio transport)."""
+naming their rule, writes, the result-size cap, the MongoDB `find`/`aggregate` tools, 401 for
+wrong or missing tokens, audit records with protocol `mcp`, and the same session through
+`tollgate mcp-stdio` (stdio transport)."""
 
 import asyncio
 import json
@@ -58,7 +59,7 @@ def analyst_lists_tools_queries_masked_customers_and_is_refused_secrets():
         tools = (await s.list_tools()).tools
         names = [t.name for t in tools]
         assert names == ["list_upstreams", "list_tables", "describe_table", "query", "explain",
-                         "list_keys", "redis"], names
+                         "list_keys", "redis", "list_collections", "find", "aggregate"], names
         query = next(t for t in tools if t.name == "query")
         assert query.annotations.read_only_hint is True and query.annotations.destructive_hint is False
         assert "sql" in query.input_schema["properties"]
@@ -98,7 +99,8 @@ def tool_lists_differ_by_agent():
 def every_tool_answers():
     async def go(s):
         ups = (await s.call_tool("list_upstreams", {})).structured_content["upstreams"]
-        assert {u["name"]: u["kind"] for u in ups} == {"shop": "postgres", "cache": "redis", "mongo": "mongodb"}, ups
+        assert {u["name"]: u["kind"] for u in ups} == {
+            "shop": "postgres", "cache": "redis", "mongo": "mongodb"}, ups
         tables = (await s.call_tool("list_tables", {"upstream": "shop"})).structured_content["tables"]
         assert [t["name"] for t in tables] == ["customers", "orders"], tables
         desc = (await s.call_tool("describe_table", {"table": "public.customers"})).structured_content
@@ -112,6 +114,49 @@ def every_tool_answers():
         assert_policy_message(refusal_text(await s.call_tool("redis", {"command": "GET admin:config"})))
 
     session("analyst")(go)
+
+
+@case
+def analyst_finds_masked_customers_over_mongodb():
+    async def go(s):
+        tools = {t.name: t for t in (await s.list_tools()).tools}
+        for name in ("list_collections", "find", "aggregate"):
+            a = tools[name].annotations
+            assert a.read_only_hint is True and a.destructive_hint is False, (name, a)
+        colls = (await s.call_tool("list_collections", {"database": "shop"})).structured_content
+        assert [c["name"] for c in colls["collections"]] == ["customers", "orders"], colls
+        found = await s.call_tool("find", {
+            "database": "shop", "collection": "customers",
+            "filter": {"_id": {"$lte": 5}}, "sort": {"region": 1, "_id": -1},
+        })
+        assert not found.is_error, found.content[0].text
+        docs = found.structured_content["documents"]
+        assert len(docs) == 5 and found.structured_content["decision"] == "masked", found.structured_content
+        for d in docs:
+            assert EMAIL_MASK.match(d["email"]), d
+            assert d["ssn"] == "REDACTED", d
+        # The two-key sort arrives in the order written: region first, then _id descending.
+        keys = [(d["region"], -d["_id"]) for d in docs]
+        assert keys == sorted(keys), keys
+        assert "<untrusted-data-" in found.content[0].text
+        grouped = await s.call_tool("aggregate", {
+            "database": "shop", "collection": "orders",
+            "pipeline": [{"$group": {"_id": None, "n": {"$sum": 1}}}],
+        })
+        assert not grouped.is_error and grouped.structured_content["documents"][0]["n"] > 0, grouped
+        refused = await s.call_tool("find", {"database": "shop", "collection": "secrets"})
+        assert_policy_message(refusal_text(refused), "shop.secrets")
+        assert refused.structured_content["error"]["code"] == 13, refused.structured_content
+        out = await s.call_tool("aggregate", {
+            "database": "shop", "collection": "orders", "pipeline": [{"$out": "stolen"}]})
+        assert_policy_message(refusal_text(out))
+
+    session("analyst")(go)
+    recs = [r for r in audit_records() if r["protocol"] == "mcp" and r["upstream"] == "mongo"]
+    assert any(r["decision"] == "masked" and (r["statement"] or "").startswith("find shop.customers")
+               for r in recs), recs[-5:]
+    assert any(r["decision"] == "blocked" and (r["statement"] or "").startswith("find shop.secrets")
+               and r["rule"] for r in recs)
 
 
 @case
