@@ -149,3 +149,26 @@ fn client_library_housekeeping() {
         ],
     );
 }
+
+/// The verdict cache is shared by an agent's sessions of every pooling: the passthrough agent's
+/// unanalysed "allow" for a session-pooled session must not be served to a transaction-pooled
+/// one (its MCP calls), which must learn that the statement leaves session state behind.
+#[test]
+fn a_passthrough_verdict_for_a_dedicated_session_is_not_reused_for_a_pooled_one() {
+    let engine = demo_engine();
+    let (agent, upstream): (Arc<str>, Arc<str>) = ("trusted".into(), "shop".into());
+    // `set_config` makes the passthrough fast path analyse the text (the login guard's words).
+    let sql = "SELECT set_config('application_name', 'x', false)";
+    let dedicated = engine.check_sql(&agent, &upstream, sql, &SessionFacts::default());
+    assert_eq!(dedicated.outcome, Outcome::Allow);
+    let pooled = SessionFacts {
+        pooled: true,
+        ..SessionFacts::default()
+    };
+    let v = engine.check_sql(&agent, &upstream, sql, &pooled);
+    assert_eq!(v.outcome, Outcome::Allow);
+    assert!(
+        v.leaves_state,
+        "a session-level set_config leaves state behind"
+    );
+}

@@ -570,7 +570,10 @@ impl Engine {
             && !session.pooled
             && !sql::backend_signals::may_signal(sql_text)
         {
-            return ((*self.allow_all).clone(), true);
+            // Not cached: the cache is shared by the agent's sessions of either pooling, and a
+            // transaction-pooled one must get the analysed verdict (what the statement leaves
+            // behind), not this one.
+            return ((*self.allow_all).clone(), false);
         }
         let analysis = match sql::analyze(sql_text) {
             Ok(a) => a,
