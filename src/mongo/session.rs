@@ -25,7 +25,6 @@ use super::wire::{Message, MessageReader, WireError, PRE_AUTH_MAX_BYTES};
 use crate::audit::Protocol;
 use crate::auth::ScramVerifier;
 use crate::session::{Accepted, Core, Session};
-use crate::tls::NetStream;
 
 pub async fn handle(
     core: Arc<Core>,
@@ -62,10 +61,8 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
     #[error("authentication timed out")]
     Timeout,
-    #[error("TLS handshake failed: {0}")]
-    Handshake(std::io::Error),
-    #[error("TLS listener without a certificate")]
-    NoCertificate,
+    #[error("{0}")]
+    Stream(#[from] crate::session::ClientStreamError),
     #[error("{0}")]
     Wire(#[from] WireError),
     #[error("{0}")]
@@ -86,24 +83,8 @@ async fn run(
     socket: TcpStream,
     tls: bool,
 ) -> Result<(), SessionError> {
-    socket.set_nodelay(true)?;
     let core = accepted.core().clone();
-    let stream = if tls {
-        // The Redis listener's config: no ALPN (MongoDB drivers send none).
-        let config = core.tls.current().ok_or(SessionError::NoCertificate)?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(config.redis.clone());
-        match tokio::time::timeout_at(accepted.deadline, acceptor.accept(socket)).await {
-            Err(_) => return Err(SessionError::Timeout),
-            Ok(Err(e)) => {
-                metrics::counter!("tollgate_tls_handshake_failures_total", "protocol" => "mongodb")
-                    .increment(1);
-                return Err(SessionError::Handshake(e));
-            }
-            Ok(Ok(s)) => NetStream::from(s),
-        }
-    } else {
-        NetStream::Plain(socket)
-    };
+    let stream = accepted.client_stream(socket, tls).await?;
     let (rd, mut wr) = stream.into_split();
     let mut client = MessageReader::new(rd, PRE_AUTH_MAX_BYTES);
     let Some((session, upstream)) = login(&accepted, &door, &up, &mut client, &mut wr, tls).await?

@@ -21,7 +21,6 @@ use super::upstream::RedisTarget;
 use crate::audit::Protocol;
 use crate::refusal::{Refusal, RefusalClass};
 use crate::session::{Accepted, Core, Session};
-use crate::tls::NetStream;
 
 /// Before authentication no command needs more than this.
 const LOGIN_LIMIT: usize = 64 * 1024;
@@ -60,10 +59,8 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
     #[error("authentication timed out")]
     Timeout,
-    #[error("TLS handshake failed: {0}")]
-    Handshake(std::io::Error),
-    #[error("TLS listener without a certificate")]
-    NoCertificate,
+    #[error("{0}")]
+    Stream(#[from] crate::session::ClientStreamError),
     #[error("{0}")]
     Upstream(#[from] super::upstream::UpstreamError),
     #[error("{0}")]
@@ -84,24 +81,9 @@ async fn run(
     socket: TcpStream,
     tls: bool,
 ) -> Result<(), SessionError> {
-    socket.set_nodelay(true)?;
     let core = accepted.core().clone();
     let deadline = accepted.deadline;
-    let stream = if tls {
-        let config = core.tls.current().ok_or(SessionError::NoCertificate)?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(config.redis.clone());
-        match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
-            Err(_) => return Err(SessionError::Timeout),
-            Ok(Err(e)) => {
-                metrics::counter!("tollgate_tls_handshake_failures_total", "protocol" => "redis")
-                    .increment(1);
-                return Err(SessionError::Handshake(e));
-            }
-            Ok(Ok(s)) => NetStream::from(s),
-        }
-    } else {
-        NetStream::Plain(socket)
-    };
+    let stream = accepted.client_stream(socket, tls).await?;
     let (rd, mut wr) = stream.into_split();
     let mut client = ClientReader::new(rd, LOGIN_LIMIT);
     let require_tls = !tls && door.require_tls;

@@ -16,6 +16,7 @@
 //! Front ends receive an `Arc<Core>` (the handles every session needs) and never the gateway.
 
 mod accept;
+mod client_stream;
 mod lifecycle;
 mod record;
 mod statement;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 pub use accept::{Accepted, Verified, MAX_PREAUTH_CONNECTIONS_RULE};
+pub use client_stream::ClientStreamError;
 pub use lifecycle::{Lifecycle, LiveSession, Phase};
 pub use record::shown_name;
 pub use statement::{
