@@ -18,7 +18,9 @@ use tokio::sync::mpsc;
 use super::audit::{decision_record, statement};
 use super::hello::{hello_reply, is_hello, UpstreamFacts};
 use super::op_msg::{MsgError, OpMsg, CHECKSUM_PRESENT, EXHAUST_ALLOWED};
-use super::relay::{Entry, Expect, Kind, Relay, RelayError, RowLimit, SharedCursors, Track};
+use super::relay::{
+    ByteCap, Entry, Expect, Kind, Relay, RelayError, RowLimit, SharedCursors, Track,
+};
 use super::reply::{self, code};
 use super::wire::{Message, MessageReader, OpCode, WireError};
 use crate::audit::Decision;
@@ -354,6 +356,7 @@ impl FromClient {
                 track,
                 namespace: judged.namespaces.first().cloned().unwrap_or_default(),
                 limit,
+                bytes: ByteCap::of(self.policy.limits()),
             })),
             ticket: Some(ticket),
         });

@@ -91,6 +91,27 @@ pub(super) struct Expect {
     /// Where a cursor opened by this command lives (when the reply does not say).
     pub namespace: String,
     pub limit: Option<RowLimit>,
+    /// The agent's `max_result_bytes`, for this reply.
+    pub bytes: Option<ByteCap>,
+}
+
+/// `max_result_bytes` on the MongoDB listener: per reply (a find's first batch, each getMore's),
+/// as `max_rows`' mode says (truncate the batch and close the cursor, or refuse).
+#[derive(Debug, Clone)]
+pub(super) struct ByteCap {
+    pub max: u64,
+    pub mode: RowLimitMode,
+    pub rule: String,
+}
+
+impl ByteCap {
+    pub(super) fn of(limits: &Limits) -> Option<ByteCap> {
+        limits.max_result_bytes.as_ref().map(|(max, rule)| ByteCap {
+            max: *max,
+            mode: limits.on_max_rows,
+            rule: rule.clone(),
+        })
+    }
 }
 
 #[derive(Debug)]

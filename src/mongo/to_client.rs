@@ -16,7 +16,9 @@ use tracing::warn;
 
 use super::mask_reply::mask_reply;
 use super::op_msg::{encode_document, OpMsg, CHECKSUM_PRESENT};
-use super::relay::{error_reply, Entry, Expect, Kind, RelayError, RowLimit, SharedCursors, Track};
+use super::relay::{
+    error_reply, ByteCap, Entry, Expect, Kind, RelayError, RowLimit, SharedCursors, Track,
+};
 use super::reply::{self, code};
 use super::reply_view::ReplyView;
 use super::wire::{Message, MessageReader, WireError};
@@ -190,6 +192,9 @@ impl ToClient {
                 .limit
                 .as_ref()
                 .and_then(|l| limit_cut(l, before, batch));
+            if let Some(cap) = expect.bytes.as_ref().filter(|c| m.raw.len() as u64 > c.max) {
+                cut = narrower(cut, byte_cut(cap, view.body));
+            }
             match (&expect.track, &cut) {
                 (Track::Open, None) => cursors.open(id, &ns, &plan, batch),
                 (Track::GetMore(cid), None) => cursors.advanced(*cid, id, batch),
@@ -198,6 +203,13 @@ impl ToClient {
             }
             if cut.is_some() && id != 0 {
                 let _ = self.kill.send((id, ns));
+            }
+        }
+        // Any other reply over the cap (a large distinct, findAndModify value, ...) is refused:
+        // it has no batch to cut.
+        if cursor.is_none() && view.ok() {
+            if let Some(cap) = expect.bytes.as_ref().filter(|c| m.raw.len() as u64 > c.max) {
+                cut = Some(Cut::Refuse(byte_refusal(cap)));
             }
         }
         if let Track::Kill(ids) = &expect.track {
@@ -311,6 +323,65 @@ pub(super) fn limit_cut(l: &RowLimit, before: u64, batch: u64) -> Option<Cut> {
             format!("the result has more than {} documents", l.max),
         )),
     })
+}
+
+/// The cut of a batch whose reply passes `max_result_bytes`: the documents that fit (their
+/// BSON sizes as the server sent them), or the refusal.
+fn byte_cut(cap: &ByteCap, body: &bson::RawDocument) -> Option<Cut> {
+    if cap.mode == RowLimitMode::Refuse {
+        return Some(Cut::Refuse(byte_refusal(cap)));
+    }
+    let doc = Document::try_from(body).ok()?;
+    let cursor = doc.get_document("cursor").ok()?;
+    let batch = cursor
+        .get_array("firstBatch")
+        .or_else(|_| cursor.get_array("nextBatch"))
+        .ok()?;
+    let (mut keep, mut size) = (0u64, 0u64);
+    for item in batch {
+        let n = match item {
+            Bson::Document(d) => d.to_vec().map_or(0, |v| v.len() as u64),
+            _ => 0,
+        };
+        if size + n > cap.max {
+            break;
+        }
+        size += n;
+        keep += 1;
+    }
+    Some(Cut::Keep(
+        keep,
+        format!(
+            "tollgate: result truncated to {keep} documents, the first {} bytes (rule: {})",
+            cap.max, cap.rule
+        ),
+    ))
+}
+
+fn byte_refusal(cap: &ByteCap) -> Refusal {
+    Refusal::new(
+        RefusalClass::TooLarge,
+        cap.rule.clone(),
+        format!(
+            "the reply has more than {} bytes, the most the policy allows",
+            cap.max
+        ),
+    )
+    .with_instead("ask for fewer or smaller documents (limit, batchSize, a projection)")
+}
+
+/// The stricter of two cuts: a refusal, else the fewer documents kept.
+fn narrower(a: Option<Cut>, b: Option<Cut>) -> Option<Cut> {
+    match (a, b) {
+        (Some(Cut::Refuse(r)), _) | (_, Some(Cut::Refuse(r))) => Some(Cut::Refuse(r)),
+        (Some(Cut::Keep(x, nx)), Some(Cut::Keep(y, ny))) => Some(if x <= y {
+            Cut::Keep(x, nx)
+        } else {
+            Cut::Keep(y, ny)
+        }),
+        (a, None) => a,
+        (None, b) => b,
+    }
 }
 
 #[cfg(test)]

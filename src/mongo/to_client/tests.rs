@@ -12,7 +12,9 @@ use tokio::sync::mpsc;
 use super::ToClient;
 use crate::audit::Protocol;
 use crate::mongo::op_msg::{tests::frame, OpMsg};
-use crate::mongo::relay::{Entry, Expect, Kind, RelayError, RowLimit, SharedCursors, Track};
+use crate::mongo::relay::{
+    ByteCap, Entry, Expect, Kind, RelayError, RowLimit, SharedCursors, Track,
+};
 use crate::policy::limits::RowLimitMode;
 use crate::policy::mask::MaskStrategy;
 use crate::policy::mongo::{MaskedField, ReplyPlan};
@@ -69,6 +71,18 @@ fn email_mask() -> ReplyPlan {
 impl Rig {
     /// A forwarded command's entry (with its decision record).
     fn expect(&mut self, request_id: i32, plan: ReplyPlan, track: Track, limit: Option<u64>) {
+        self.expect_with(request_id, plan, track, limit, None);
+    }
+
+    /// [`Rig::expect`] with a `max_result_bytes` cap too.
+    fn expect_with(
+        &mut self,
+        request_id: i32,
+        plan: ReplyPlan,
+        track: Track,
+        limit: Option<u64>,
+        bytes: Option<ByteCap>,
+    ) {
         let ticket = self
             .session
             .decide(Judged::allowed(format!("request {request_id}")), None)
@@ -85,6 +99,7 @@ impl Rig {
                     mode: RowLimitMode::Truncate,
                     rule: "analyst: limits".into(),
                 }),
+                bytes,
             })),
             ticket: Some(ticket),
         });
@@ -260,5 +275,98 @@ fn a_reply_that_cannot_be_masked_is_withheld() {
     assert_eq!(
         d.get_str("errmsg").unwrap(),
         "tollgate: the reply could not be masked"
+    );
+}
+
+/// `max_result_bytes`: a batch whose reply passes it keeps the documents that fit (truncate
+/// mode, the cursor closed and killed upstream), or is refused (refuse mode); a reply without a
+/// batch over it is refused; a reply under it is untouched.
+#[test]
+fn replies_over_max_result_bytes_are_cut_or_refused() {
+    let mut r = rig();
+    let cap = |mode| ByteCap {
+        max: 100,
+        mode,
+        rule: "analyst: limits".into(),
+    };
+    // Each document `{_id: i, s: "xxxxxxxxxx"}` is 32 bytes of BSON: 3 fit in 100.
+    let docs = |n: i32| -> Vec<Bson> {
+        (0..n)
+            .map(|i| Bson::Document(doc! { "_id": i, "s": "xxxxxxxxxx" }))
+            .collect()
+    };
+    r.expect_with(
+        1,
+        ReplyPlan::None,
+        Track::Open,
+        None,
+        Some(cap(RowLimitMode::Truncate)),
+    );
+    r.reply(
+        1,
+        doc! { "cursor": { "id": 7i64, "ns": "shop.orders", "firstBatch": docs(5) }, "ok": 1.0 },
+    )
+    .unwrap();
+    let (_, cut) = r.written().remove(0);
+    assert_eq!(batch(&cut).len(), 3);
+    assert_eq!(
+        cut.get_document("cursor").unwrap().get_i64("id").unwrap(),
+        0
+    );
+    assert!(cut
+        .get_str("tollgateNotice")
+        .unwrap()
+        .contains("truncated to 3 documents, the first 100 bytes (rule: analyst: limits)"));
+    assert_eq!(r.kills.try_recv().unwrap(), (7, "shop.orders".to_string()));
+
+    r.expect_with(
+        2,
+        ReplyPlan::None,
+        Track::Open,
+        None,
+        Some(cap(RowLimitMode::Refuse)),
+    );
+    r.reply(
+        2,
+        doc! { "cursor": { "id": 8i64, "ns": "shop.orders", "firstBatch": docs(5) }, "ok": 1.0 },
+    )
+    .unwrap();
+    let (_, refused) = r.written().remove(0);
+    assert_eq!(refused.get_f64("ok").ok(), Some(0.0));
+    assert!(refused
+        .get_str("errmsg")
+        .unwrap()
+        .contains("more than 100 bytes"));
+
+    r.expect_with(
+        3,
+        ReplyPlan::None,
+        Track::Kill(vec![]),
+        None,
+        Some(cap(RowLimitMode::Truncate)),
+    );
+    r.reply(3, doc! { "values": docs(5), "ok": 1.0 }).unwrap();
+    let (_, refused) = r.written().remove(0);
+    assert_eq!(
+        refused.get_i32("code").ok(),
+        Some(crate::refusal::RefusalClass::TooLarge.mongo_code().0)
+    );
+
+    r.expect_with(
+        4,
+        ReplyPlan::None,
+        Track::Open,
+        None,
+        Some(cap(RowLimitMode::Truncate)),
+    );
+    r.reply(
+        4,
+        doc! { "cursor": { "id": 0i64, "ns": "shop.orders", "firstBatch": docs(1) }, "ok": 1.0 },
+    )
+    .unwrap();
+    assert_eq!(
+        batch(&r.written()[0].1).len(),
+        1,
+        "under the cap: untouched"
     );
 }
