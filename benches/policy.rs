@@ -1,5 +1,5 @@
 //! Policy hot path: analysis of a typical SELECT (cold), the cached decision, a 5-way join with
-//! CTEs, PostgreSQL's fingerprint and scanner, and one audit append.
+//! CTEs, the decision-cache key (Rust scanner and PostgreSQL's), and one audit append.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,8 +79,26 @@ fn benches(c: &mut Criterion) {
             v.forwarded_text(by_pk).unwrap().len()
         })
     });
-    c.bench_function("fingerprint_scanner", |b| {
+    // Statements differing only in literals (pgbench's random ids): the shape cache, not the
+    // text cache, answers them.
+    let by_id: Vec<String> = (0..1000)
+        .map(|i| format!("SELECT amount FROM orders WHERE id = {}", i * 7919 % 50_000))
+        .collect();
+    let mut next = 0;
+    c.bench_function("decision_cached_new_literals", |b| {
+        b.iter(|| {
+            next = (next + 1) % by_id.len();
+            engine.check_sql(&agent, &upstream, black_box(&by_id[next]), &facts)
+        })
+    });
+    // The Rust scanner (plain SQL) and PostgreSQL's scanner (a comment sends it there).
+    c.bench_function("fingerprint_fast", |b| {
         b.iter(|| sql::fingerprint(black_box(TYPICAL)).unwrap())
+    });
+    let commented = format!("{TYPICAL} -- report");
+    assert!(sql::fast_fingerprint(&commented).is_none());
+    c.bench_function("fingerprint_scanner", |b| {
+        b.iter(|| sql::fingerprint(black_box(&commented)).unwrap())
     });
 
     let dir = tempfile::tempdir().unwrap();

@@ -521,10 +521,16 @@ impl Engine {
             self.cache_counts[0].fetch_add(1, Ordering::Relaxed);
             return Ok(v.clone());
         }
-        let shape = sql::fingerprint(sql_text).ok();
+        let fast = sql::fast_fingerprint(sql_text);
+        let shape = fast.or_else(|| sql::fingerprint(sql_text).ok());
         if let Some(v) = shape.and_then(|f| cache.shapes.get(&f).map(|v| v.clone())) {
             self.cache_counts[1].fetch_add(1, Ordering::Relaxed);
-            self.remember(&cache, sql_text, None, &v);
+            // Remembering the text saves the scanner next time; a key the Rust scanner gave is
+            // cheaper to compute again than to store (statements differing in literals would
+            // fill the text cache and clear it every CACHE_CAPACITY statements).
+            if fast.is_none() {
+                self.remember(&cache, sql_text, None, &v);
+            }
             return Ok(v);
         }
         Err(Miss {

@@ -29,7 +29,26 @@ static KEY: OnceLock<RandomState> = OnceLock::new();
 
 /// Fingerprint for a decision cache: equal for statements that differ only in whitespace,
 /// comments, keyword case and literal values. Computed from PostgreSQL's own scanner.
+/// Plain SQL is scanned in Rust ([`super::fast_scan`]), with the same key as the scanner path.
 pub fn fingerprint(sql: &str) -> Result<u64, AnalyzeError> {
+    match fast_fingerprint(sql) {
+        Some(key) => Ok(key),
+        None => scanner_key(sql),
+    }
+}
+
+/// The key from [`super::fast_scan`], when `sql` is in the subset it scans (equal to what
+/// [`fingerprint`] returns then).
+pub fn fast_fingerprint(sql: &str) -> Option<u64> {
+    let mut stream = Vec::with_capacity(sql.len() * 2 + 64);
+    super::fast_scan::token_stream(sql, &mut stream)?;
+    let mut hasher = KEY.get_or_init(RandomState::new).build_hasher();
+    hasher.write(&stream);
+    Some(hasher.finish())
+}
+
+/// The key from PostgreSQL's own scanner.
+pub(super) fn scanner_key(sql: &str) -> Result<u64, AnalyzeError> {
     // The scanner's output is a flat token list: no deep recursion, safe on any thread.
     let scanned = pg_query::scan(sql).map_err(map_pg_query_error)?;
     let mut hasher = KEY.get_or_init(RandomState::new).build_hasher();

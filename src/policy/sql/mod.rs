@@ -40,6 +40,7 @@ mod ddl_tables;
 mod dispatch;
 mod dml;
 mod expr;
+mod fast_scan;
 pub mod fastpath;
 mod fingerprint;
 mod json;
@@ -71,7 +72,7 @@ mod tests_utility;
 
 pub use backend_signals::SignalTarget;
 pub use builtins::{is_safe_builtin_function, is_sequence_function};
-pub use fingerprint::{fingerprint, structural_tokens, ScannedToken};
+pub use fingerprint::{fast_fingerprint, fingerprint, structural_tokens, ScannedToken};
 pub use pg_query::protobuf::Token;
 pub use session_state::leaves_session_state;
 
