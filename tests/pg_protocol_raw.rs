@@ -306,18 +306,28 @@ async fn impossible_agent_names_get_28p01() {
     assert_eq!(support::error_field(&body, b'C').as_deref(), Some("28P01"));
 }
 
-/// The SCRAM exchange offers RFC 7677's 4096 iterations, for agents and unknown names alike:
-/// pgjdbc (and MongoDB drivers) refuse fewer, and the iterations are the client's work only.
+/// The SCRAM exchange offers RFC 7677's 4096 iterations to clients that may insist on them
+/// (pgjdbc sends `DateStyle`, `TimeZone`, `extra_float_digits`; it refuses fewer), and the
+/// login verifier's 64 to clients that send only what libpq sends (a 192-bit token gains
+/// nothing from iterations, and a client connecting per transaction pays them every time).
+/// Agents and unknown names alike, so the count tells nothing about a name.
 #[tokio::test]
-async fn scram_logins_offer_4096_iterations_for_agents_and_unknown_names() {
+async fn scram_logins_offer_4096_iterations_unless_the_client_is_libpq_like() {
     use bytes::BytesMut;
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
     use postgres_protocol::message::frontend;
-    for user in ["writer", "no_such_agent"] {
+    let jdbc = [("DateStyle", "ISO"), ("extra_float_digits", "2")];
+    let libpq = [("application_name", "psql"), ("client_encoding", "UTF8")];
+    for (user, extra, iterations) in [
+        ("writer", &jdbc, ",i=4096"),
+        ("no_such_agent", &jdbc, ",i=4096"),
+        ("writer", &libpq, ",i=64"),
+        ("no_such_agent", &libpq, ",i=64"),
+    ] {
         let mut s = open().await;
-        s.write_all(&startup(&[("user", user), ("database", "shop")]))
-            .await
-            .unwrap();
+        let mut params = vec![("user", user), ("database", "shop")];
+        params.extend_from_slice(extra);
+        s.write_all(&startup(&params)).await.unwrap();
         let (tag, _) = read_message(&mut s).await;
         assert_eq!(tag, b'R');
         let scram = ScramSha256::new(b"whatever", ChannelBinding::unsupported());
@@ -327,6 +337,6 @@ async fn scram_logins_offer_4096_iterations_for_agents_and_unknown_names() {
         let (tag, body) = read_message(&mut s).await;
         assert_eq!(tag, b'R');
         let first = String::from_utf8_lossy(&body[4..]).into_owned();
-        assert!(first.ends_with(",i=4096"), "{user}: {first}");
+        assert!(first.ends_with(iterations), "{user} {extra:?}: {first}");
     }
 }

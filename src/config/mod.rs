@@ -114,6 +114,25 @@ pub struct ListenConfig {
     /// Refuse every command on the plain `redis` listener with an error pointing at TLS.
     #[serde(default)]
     pub redis_require_tls: bool,
+    /// PBKDF2 iterations a PostgreSQL SCRAM login asks of the client (see [`ScramIterations`]).
+    #[serde(default)]
+    pub postgres_scram_iterations: ScramIterations,
+}
+
+/// How much key derivation a PostgreSQL SCRAM login asks of the client. Agent tokens are 192
+/// random bits, so iterations add no strength; they only cost a client that connects per
+/// transaction a few milliseconds of CPU. But pgjdbc (and other drivers built on the same SCRAM
+/// library) refuse fewer than RFC 7677's 4096.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScramIterations {
+    /// 64 iterations for clients whose StartupMessage holds only parameters libpq sends (psql,
+    /// pgbench, psycopg, asyncpg, node-postgres), 4096 for every other client (pgjdbc sends
+    /// `DateStyle`, `TimeZone` and `extra_float_digits`).
+    #[default]
+    Auto,
+    /// 4096 iterations for every client.
+    Full,
 }
 
 impl ListenConfig {
@@ -560,6 +579,18 @@ port = 5432
 user = "vault:shop_user"
 password = "vault:shop_password"
 "#;
+
+    #[test]
+    fn postgres_scram_iterations_default_to_auto_and_parse() {
+        use super::ScramIterations;
+        let c = Config::parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(c.listen.postgres_scram_iterations, ScramIterations::Auto);
+        let full = GOOD.replace("[listen]", "[listen]\npostgres_scram_iterations = \"full\"");
+        let c = Config::parse(Path::new("t.toml"), &full).unwrap();
+        assert_eq!(c.listen.postgres_scram_iterations, ScramIterations::Full);
+        let bad = GOOD.replace("[listen]", "[listen]\npostgres_scram_iterations = \"few\"");
+        assert!(Config::parse(Path::new("t.toml"), &bad).is_err());
+    }
 
     #[test]
     fn parses_a_complete_config() {

@@ -24,7 +24,7 @@ use super::upstream::MongoConnection;
 use super::wire::{Message, MessageReader, WireError, PRE_AUTH_MAX_BYTES};
 use crate::audit::Protocol;
 use crate::auth::ScramVerifier;
-use crate::session::{Accepted, Core, Session};
+use crate::session::{Accepted, Core, Session, VerifierStrength};
 
 pub async fn handle(
     core: Arc<Core>,
@@ -167,7 +167,11 @@ where
             &msg,
             bson::DateTime::now(),
             // MongoDB drivers refuse fewer than 4096 SCRAM iterations: the full verifier.
-            |user| accepted.scram_verifier(user).map(|(v, _)| v),
+            |user| {
+                accepted
+                    .scram_verifier(user, VerifierStrength::Full)
+                    .map(|(v, _)| v)
+            },
             |user| ScramVerifier::mock_for(user, &mock_secret),
         );
         match outcome {
@@ -187,7 +191,7 @@ where
             } => {
                 // A mock verifier cannot be satisfied; checked anyway.
                 let still_real = accepted
-                    .scram_verifier(&agent)
+                    .scram_verifier(&agent, VerifierStrength::Full)
                     .is_some_and(|(_, is_real)| is_real);
                 if !still_real {
                     accepted.auth_failed(agent.as_bytes(), "authentication failed");

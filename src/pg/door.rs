@@ -43,6 +43,8 @@ pub struct PgDoor {
     listen: Option<SocketAddr>,
     /// `listen.postgres_require_tls`: plain connections are refused before authentication.
     pub require_tls: bool,
+    /// `listen.postgres_scram_iterations`.
+    pub scram_iterations: crate::config::ScramIterations,
     /// The PostgreSQL upstreams of the config (name → its config), for credential reloads.
     configs: Vec<(String, crate::config::UpstreamConfig)>,
     targets: ArcSwap<HashMap<String, UpstreamTarget>>,
@@ -91,6 +93,7 @@ impl PgDoor {
         Ok(PgDoor {
             listen: config.listen.postgres,
             require_tls: config.listen.postgres_require_tls,
+            scram_iterations: config.listen.postgres_scram_iterations,
             configs,
             targets: ArcSwap::from_pointee(targets),
             pools,

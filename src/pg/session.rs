@@ -183,7 +183,8 @@ async fn login(
         .await?;
     }
     // A name no agent can have gets the same answer as a wrong token, without an exchange.
-    let Some((verifier, known)) = accepted.scram_verifier(&params.user) else {
+    let strength = startup::scram_strength(door.scram_iterations, &params);
+    let Some((verifier, known)) = accepted.scram_verifier(&params.user, strength) else {
         accepted.auth_failed(
             params.user.as_bytes(),
             "authentication failed: invalid agent name",

@@ -6,7 +6,9 @@ use tokio::io::AsyncRead;
 
 use super::backend::PgErrorFields;
 use super::frame::{FrameError, FrameReader};
+use crate::config::ScramIterations;
 use crate::policy::settings::{check_client_setting, parse_startup_options};
+use crate::session::VerifierStrength;
 
 pub const SSL_REQUEST: i32 = 80877103;
 pub const GSSENC_REQUEST: i32 = 80877104;
@@ -29,7 +31,22 @@ pub struct StartupParams {
     pub minor_version: u16,
     /// `_pq_.*` protocol options the client asked for; all are unsupported.
     pub protocol_options: Vec<String>,
+    /// Every parameter is one libpq sends itself (see [`LIBPQ_PARAMETERS`]): the client is
+    /// libpq or a driver as lenient about SCRAM iterations.
+    pub libpq_parameters_only: bool,
 }
+
+/// The startup parameters libpq sends (its `options`, `application_name` and
+/// `client_encoding` connection settings). Drivers that send others (pgjdbc: `DateStyle`,
+/// `TimeZone`, `extra_float_digits`) may insist on RFC 7677's 4096 SCRAM iterations.
+pub const LIBPQ_PARAMETERS: [&str; 6] = [
+    "user",
+    "database",
+    "options",
+    "application_name",
+    "client_encoding",
+    "replication",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -100,7 +117,9 @@ fn parse_startup(packet: &Bytes) -> Result<StartupParams, StartupError> {
     let mut database = None;
     let mut settings: Vec<(String, String)> = Vec::new();
     let mut protocol_options = Vec::new();
+    let mut libpq_parameters_only = true;
     for (key, value) in pairs {
+        libpq_parameters_only &= LIBPQ_PARAMETERS.contains(&key.as_str());
         match key.as_str() {
             "user" => user = Some(value),
             "database" => database = Some(value),
@@ -146,7 +165,16 @@ fn parse_startup(packet: &Bytes) -> Result<StartupParams, StartupError> {
         settings,
         minor_version: minor,
         protocol_options,
+        libpq_parameters_only,
     })
+}
+
+/// The verifier this client's SCRAM exchange runs against under `setting`.
+pub fn scram_strength(setting: ScramIterations, params: &StartupParams) -> VerifierStrength {
+    match setting {
+        ScramIterations::Auto if params.libpq_parameters_only => VerifierStrength::Login,
+        _ => VerifierStrength::Full,
+    }
 }
 
 /// Key/value C-strings up to an empty key; `None` if the layout or the UTF-8 is invalid.
@@ -203,6 +231,37 @@ mod tests {
         .unwrap();
         assert_eq!((p.user.as_str(), p.database.as_str()), ("analyst", "shop"));
         assert_eq!(p.settings.len(), 5);
+    }
+
+    #[test]
+    fn scram_iterations_follow_the_client_and_the_setting() {
+        use ScramIterations::{Auto, Full};
+        use VerifierStrength::Login;
+        let libpq = parse_startup(&startup(&[
+            ("user", "analyst"),
+            ("database", "shop"),
+            ("application_name", "pgbench"),
+            ("client_encoding", "UTF8"),
+            ("options", "-c statement_timeout=5s"),
+        ]))
+        .unwrap();
+        assert_eq!(scram_strength(Auto, &libpq), Login);
+        assert_eq!(scram_strength(Full, &libpq), VerifierStrength::Full);
+        // pgjdbc's startup: it refuses fewer than 4096 iterations.
+        let jdbc = parse_startup(&startup(&[
+            ("user", "analyst"),
+            ("database", "shop"),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO"),
+            ("TimeZone", "UTC"),
+            ("extra_float_digits", "2"),
+            ("application_name", "PostgreSQL JDBC Driver"),
+        ]))
+        .unwrap();
+        assert_eq!(scram_strength(Auto, &jdbc), VerifierStrength::Full);
+        // Any parameter libpq does not send means an unknown driver: full strength.
+        let other = parse_startup(&startup(&[("user", "a"), ("TimeZone", "UTC")])).unwrap();
+        assert_eq!(scram_strength(Auto, &other), VerifierStrength::Full);
     }
 
     #[test]

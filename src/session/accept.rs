@@ -54,6 +54,15 @@ impl Verified {
     }
 }
 
+/// Which of an agent's verifiers a SCRAM exchange runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifierStrength {
+    /// The 4096-iteration verifier, for clients that refuse fewer (RFC 7677's minimum).
+    Full,
+    /// The login verifier (`scram::LOGIN_ITERATIONS`), for clients that accept it.
+    Login,
+}
+
 impl Accepted {
     pub(super) fn new(core: Arc<Core>, protocol: Protocol, peer: SocketAddr, id: u64) -> Self {
         let deadline =
@@ -136,25 +145,33 @@ impl Accepted {
         session_record(&self.core, &self.who(&shown), Decision::Blocked, None, why);
     }
 
-    /// The verifier a SCRAM exchange for `user` runs against: the agent's, or a mock one for
-    /// an unknown name (the exchange then fails like a wrong token). `None` for a name no agent
-    /// can have: fail it at once (recorded by [`Accepted::auth_failed`]).
+    /// The verifier a SCRAM exchange for `user` runs against: the agent's, or a mock one of the
+    /// same strength for an unknown name (the exchange then fails like a wrong token). `None`
+    /// for a name no agent can have: fail it at once (recorded by [`Accepted::auth_failed`]).
     ///
-    /// The full-strength verifier (4096 iterations): in SCRAM the iterations are the client's
-    /// work — the gateway checks the proof with the stored keys alone — and clients refuse
-    /// fewer than RFC 7677's 4096 (pgjdbc, MongoDB drivers). Token checks the gateway computes
-    /// itself ([`check_token`]) use the cheap login verifier.
-    pub fn scram_verifier(&self, user: &str) -> Option<(ScramVerifier, bool)> {
+    /// In SCRAM the iterations are the client's work only (the gateway checks the proof with
+    /// the stored keys alone), so `strength` is chosen for the client: some refuse fewer than
+    /// RFC 7677's 4096 (pgjdbc, MongoDB drivers). Token checks the gateway computes itself
+    /// ([`check_token`]) always use the cheap login verifier.
+    pub fn scram_verifier(
+        &self,
+        user: &str,
+        strength: VerifierStrength,
+    ) -> Option<(ScramVerifier, bool)> {
         if !valid_agent_name(user) {
             return None;
         }
         let agents = self.core.agents.load();
-        Some(match agents.get(user) {
-            Some((_, v)) => (v.clone(), true),
-            None => (
-                ScramVerifier::mock_for(user, self.core.mock_secret()),
-                false,
-            ),
+        let secret = self.core.mock_secret();
+        Some(match strength {
+            VerifierStrength::Full => match agents.get(user) {
+                Some((_, v)) => (v.clone(), true),
+                None => (ScramVerifier::mock_for(user, secret), false),
+            },
+            VerifierStrength::Login => match agents.login_verifier(user) {
+                Some(v) => (v.clone(), true),
+                None => (ScramVerifier::mock_login_for(user, secret), false),
+            },
         })
     }
 

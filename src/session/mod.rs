@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-pub use accept::{Accepted, Verified, MAX_PREAUTH_CONNECTIONS_RULE};
+pub use accept::{Accepted, Verified, VerifierStrength, MAX_PREAUTH_CONNECTIONS_RULE};
 pub use client_stream::ClientStreamError;
 pub use lifecycle::{Lifecycle, LiveSession, Phase};
 pub use record::shown_name;
