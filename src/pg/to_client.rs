@@ -117,7 +117,7 @@ impl ReplyState {
 
     /// After another server connection was attached: the parameters it reports differently
     /// from what the client was shown, as ParameterStatus messages.
-    fn replay_parameters(&mut self, ctx: &PgSession, out: &mut BytesMut) {
+    fn replay_parameters(&mut self, out: &mut BytesMut) {
         let Some(info) = self.link.as_ref().and_then(|l| l.info.load_full()) else {
             return;
         };
@@ -138,7 +138,6 @@ impl ReplyState {
             }
         }
         self.in_step_with = Some(info.params.clone());
-        let _ = ctx;
     }
 
     /// A result ended (CommandComplete, PortalSuspended, EmptyQueryResponse, ErrorResponse).
@@ -210,7 +209,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         let now = *attached.borrow_and_update();
         if now != epoch {
             epoch = now;
-            state.replay_parameters(&ctx, &mut out);
+            state.replay_parameters(&mut out);
         }
         let timeout = state
             .view
