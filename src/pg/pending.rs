@@ -71,6 +71,10 @@ pub struct Pending {
     /// Signalled when a reply tollgate gives itself is queued, so the reply side writes it
     /// even if the server has nothing to say.
     synthetic: Arc<tokio::sync::Notify>,
+    /// Synthetic replies pushed and not yet taken (never below the number queued: entries
+    /// removed another way only make it high, which costs a lock, never a lost reply). Lets
+    /// the reply side skip the queue's lock around every server frame when there are none.
+    synthetic_queued: Arc<std::sync::atomic::AtomicUsize>,
     /// Transaction status of the last ReadyForQuery (`I`, `T`, `E`).
     tx_status: Arc<std::sync::atomic::AtomicU8>,
     /// The reply side holds relayed bytes it has not finished writing to the client.
@@ -110,6 +114,11 @@ impl Pending {
     pub fn push(&self, e: Expect) {
         let statement = matches!(e, Expect::Simple { .. } | Expect::Execute { .. });
         let synthetic = matches!(e, Expect::Synthetic(_));
+        if synthetic {
+            // Counted before it is queued: the count is never below what the queue holds.
+            self.synthetic_queued
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
         self.queue.lock().expect("pending queue").push_back(e);
         if statement {
             self.pushed.notify_one();
@@ -126,7 +135,11 @@ impl Pending {
 
     /// Takes tollgate's own replies at the front of the queue: they are due now.
     pub fn take_synthetic(&self, out: &mut bytes::BytesMut) -> usize {
-        self.with(|q| {
+        use std::sync::atomic::Ordering;
+        if self.synthetic_queued.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        let n = self.with(|q| {
             let mut n = 0;
             while let Some(Expect::Synthetic(_)) = q.front() {
                 if let Some(Expect::Synthetic(b)) = q.pop_front() {
@@ -135,7 +148,9 @@ impl Pending {
                 }
             }
             n
-        })
+        });
+        self.synthetic_queued.fetch_sub(n, Ordering::AcqRel);
+        n
     }
 
     /// Waits until a statement is queued (returns at once if one was queued since the last wait).
