@@ -110,22 +110,36 @@ impl EventKind {
 }
 
 impl AuditEvent {
-    /// The record's own fields as JSON members (`"ts":...,"error":...`, no braces), written
-    /// before the log's lock is taken: the chain adds `seq` in front and `prev_hash` and `hash`
-    /// behind. Written by hand in a fixed order (byte-identical to what serde_json made of the
-    /// same fields: a test keeps it so), because a general serializer was a visible share of a
+    /// Calls `f` with the record's own fields as JSON members (`"ts":...,"error":...`, no
+    /// braces), encoded into a buffer the thread reuses (no allocation per record), before the
+    /// log's lock is taken: the chain adds `seq` in front and `prev_hash` and `hash` behind.
+    /// Written by hand in a fixed order (byte-identical to what serde_json made of the same
+    /// fields: a test keeps it so), because a general serializer was a visible share of a
     /// pipelined Redis command's cost.
-    pub(super) fn fields_json(&self) -> Vec<u8> {
+    pub(super) fn with_fields<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let mut ts = [0u8; TS_LEN];
         let ts = format_ts(std::time::SystemTime::now(), &mut ts);
-        let text_len = self.agent.len()
-            + self.statement.as_deref().map_or(0, str::len)
-            + self.reason.as_deref().map_or(0, str::len)
-            + self.error.as_deref().map_or(0, str::len)
-            + self.rule.as_deref().map_or(0, str::len);
-        let mut out = Vec::with_capacity(text_len + 320);
-        self.write_fields(ts, &mut out);
-        out
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut out) => {
+                out.clear();
+                self.write_fields(ts, &mut out);
+                let r = f(&out);
+                if out.capacity() > 64 * 1024 {
+                    // A huge statement does not keep its buffer for the thread's lifetime.
+                    *out = Vec::new();
+                }
+                r
+            }
+            // Only if `f` itself appended a record on this thread: a buffer of its own.
+            Err(_) => {
+                let mut out = Vec::with_capacity(512);
+                self.write_fields(ts, &mut out);
+                f(&out)
+            }
+        })
     }
 
     fn write_fields(&self, ts: &str, out: &mut Vec<u8>) {
