@@ -560,7 +560,7 @@ impl FromClient {
     fn has_subcommand(&self, cmd: &Command) -> bool {
         self.table
             .lookup(&cmd.args)
-            .is_ok_and(|i| i.name.contains('|'))
+            .is_ok_and(|i| i.name.as_bytes().contains(&b'|'))
     }
 
     /// MULTI/EXEC/DISCARD and pub/sub bookkeeping; EXEC of a poisoned transaction becomes DISCARD.
