@@ -13,11 +13,10 @@ const MAX_STATEMENT: usize = 4096;
 fn push_lossy(out: &mut String, b: &[u8], upper: bool) {
     // Fast path (most names): short printable ASCII is copied as it is.
     if b.len() <= MAX_NAME && b.iter().all(|c| (0x20..0x7f).contains(c)) {
-        let s = std::str::from_utf8(b).expect("ASCII");
         if upper {
-            out.extend(s.chars().map(|c| c.to_ascii_uppercase()));
+            out.extend(b.iter().map(|c| char::from(c.to_ascii_uppercase())));
         } else {
-            out.push_str(s);
+            out.extend(b.iter().map(|&c| char::from(c)));
         }
         return;
     }

@@ -58,11 +58,34 @@ fn line(buf: &[u8], from: usize) -> Option<usize> {
     }
 }
 
-fn number(digits: &[u8]) -> Option<i64> {
-    if digits.is_empty() || digits.len() > 19 {
+/// A length or count: what `str::parse::<i64>` accepts (optional sign, digits) in at most 19
+/// bytes, without a UTF-8 check and general parser per argument.
+fn number(text: &[u8]) -> Option<i64> {
+    if text.is_empty() || text.len() > 19 {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    let (neg, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(d - b'0');
+        n = n.checked_mul(10)?;
+        n = if neg {
+            n.checked_sub(d)?
+        } else {
+            n.checked_add(d)?
+        };
+    }
+    Some(n)
 }
 
 impl CommandParser {
@@ -375,6 +398,38 @@ mod tests {
         );
         let get = p.next(&mut buf).unwrap().unwrap();
         assert_eq!(get.args, vec![Bytes::from("GET"), Bytes::from("k")]);
+    }
+
+    #[test]
+    fn numbers_are_parsed_like_str_parse() {
+        let old = |t: &[u8]| {
+            if t.is_empty() || t.len() > 19 {
+                return None;
+            }
+            std::str::from_utf8(t).ok()?.parse::<i64>().ok()
+        };
+        for text in [
+            &b"0"[..],
+            b"7",
+            b"-1",
+            b"-0",
+            b"+1",
+            b"",
+            b"-",
+            b"+",
+            b"1x",
+            b" 1",
+            b"--1",
+            b"\xff",
+            b"9223372036854775807",
+            b"9223372036854775808",
+            b"-922337203685477580",
+            b"1234567890123456789",
+            b"12345678901234567890",
+            b"007",
+        ] {
+            assert_eq!(number(text), old(text), "{text:?}");
+        }
     }
 
     #[test]

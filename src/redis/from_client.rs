@@ -62,6 +62,8 @@ pub(super) struct FromClient {
     owed: Arc<AtomicUsize>,
     /// Where the agent's `max_result_bytes` is published for the reply side.
     pub(super) reply_cap: Arc<ReplyCap>,
+    /// The last command name (lower case, its length) found to have no subcommands.
+    no_subcommands: Option<([u8; NAME_BUF], usize)>,
 }
 
 /// Longer than every command name tollgate treats specially.
@@ -96,6 +98,7 @@ impl FromClient {
             subscribed_ever: false,
             owed,
             reply_cap: Arc::default(),
+            no_subcommands: None,
         }
     }
 
@@ -557,7 +560,25 @@ impl FromClient {
         }
     }
 
-    fn has_subcommand(&self, cmd: &Command) -> bool {
+    fn has_subcommand(&mut self, cmd: &Command) -> bool {
+        // Most commands have no subcommands: that is remembered for the last name seen, so a
+        // pipeline of GETs does not look the name up twice per command.
+        let name = &cmd.args[0];
+        if let Some((last, len)) = &self.no_subcommands {
+            if last[..*len].eq_ignore_ascii_case(name) {
+                return false;
+            }
+        }
+        if let Ok(info) = self.table.lookup(&cmd.args[..1]) {
+            if info.subcommands.is_empty() {
+                let mut buf = [0u8; NAME_BUF];
+                let len = lower_name(cmd, &mut buf).len();
+                if len > 0 {
+                    self.no_subcommands = Some((buf, len));
+                }
+                return false;
+            }
+        }
         self.table
             .lookup(&cmd.args)
             .is_ok_and(|i| i.name.as_bytes().contains(&b'|'))
