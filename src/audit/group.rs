@@ -78,15 +78,13 @@ impl Shared {
         if q.broken.is_some() {
             // The file cannot be trusted any more (see `Queue::broken`): nothing is written,
             // and what is queued is dropped (its waiters fail on the broken status).
-            q.entries.clear();
-            q.bytes = 0;
-            q.first_seq = q.next_seq;
+            q.discard();
             return Ok(q);
         }
         if q.entries.is_empty() {
             return Ok(q);
         }
-        let (first, mut entries) = q.take();
+        let (first, entries, data) = q.take();
         drop(q);
         let mut in_flight = InFlight(Some(self));
         let mut closed = Vec::new();
@@ -105,10 +103,9 @@ impl Shared {
                     x.offer(bytes, from, to);
                 }
             };
-            let outcome = w.write_batch(first, &entries, &mut sink, &mut closed);
+            let outcome = w.write_batch(first, &entries, &data, &mut sink, &mut closed);
             (outcome, w.file_size())
         };
-        entries.clear();
         for r in closed {
             match r {
                 Ok(r) => {
@@ -126,10 +123,8 @@ impl Shared {
         let mut q = self.lock()?;
         q.writing = false;
         in_flight.0 = None;
-        // The batch's vector is reused for the next one (no allocation per write).
-        if q.spare.capacity() < entries.capacity() {
-            q.spare = entries;
-        }
+        // The batch's vectors are reused for the next one (no allocation per write).
+        q.recycle(entries, data);
         match outcome {
             (Ok(last), _) => q.settled = last,
             (Err(f), file) => {
@@ -149,8 +144,7 @@ impl Shared {
                     let to = q.next_seq - 1;
                     q.lost.add(f.from, to, f.error.clone());
                     q.broken = Some(f.error);
-                    q.entries.clear();
-                    q.first_seq = q.next_seq;
+                    q.discard();
                 } else {
                     q.fail(f.from, f.to, f.error, f.rotate, file);
                 }

@@ -152,24 +152,26 @@ impl AuditLog {
     /// number. Blocks the thread while it or another caller writes. On failure the record is
     /// not part of the chain (a record saying it was lost takes its place).
     pub fn append(&self, event: &AuditEvent) -> Result<u64, AuditError> {
-        let fields = event.fields_json();
-        let mut q = self.shared.lock()?;
-        let seq = q.push_record(fields);
-        self.shared.commit_sync_locked(q, seq)?;
-        Ok(seq)
+        event.with_fields(|fields| {
+            let mut q = self.shared.lock()?;
+            let seq = q.push_record(fields);
+            self.shared.commit_sync_locked(q, seq)?;
+            Ok(seq)
+        })
     }
 
     /// Numbers and queues a record; it is written by the next commit, append or flush (or by
     /// this call once a lot is queued). Never waits for a write in flight.
     pub fn append_deferred(&self, event: &AuditEvent) -> Result<u64, AuditError> {
-        // Serialised before the lock: only numbering and queueing happen under it.
-        let fields = event.fields_json();
-        let mut q = self.shared.lock()?;
-        let seq = q.push_record(fields);
-        if q.bytes >= DEFERRED_LIMIT && !q.writing {
-            drop(self.shared.lead(q)?);
-        }
-        Ok(seq)
+        // Serialised before the lock: only numbering and copying happen under it.
+        event.with_fields(|fields| {
+            let mut q = self.shared.lock()?;
+            let seq = q.push_record(fields);
+            if q.bytes >= DEFERRED_LIMIT && !q.writing {
+                drop(self.shared.lead(q)?);
+            }
+            Ok(seq)
+        })
     }
 
     /// Resolves once record `seq` (and everything numbered before it) is written, coalescing

@@ -12,8 +12,10 @@ use super::chain::{line_len, SystemRecord};
 /// A record waiting for the writer; its number is `Queue::first_seq` + its index.
 #[derive(Debug)]
 pub enum Entry {
-    /// An event's fields, serialised before the lock was taken.
-    Record(Vec<u8>),
+    /// An event's fields, serialised before the lock was taken and copied into the queue's
+    /// `data` at `start..start + len` (one buffer for the batch: no allocation per record,
+    /// and none freed by the writer's thread for another thread's arena).
+    Record { start: usize, len: usize },
     /// Close the active file here; the next file starts with a link record. With
     /// `switch: false` only the link is written (a new, empty file continuing a closed one).
     Rotate { switch: bool },
@@ -91,8 +93,11 @@ pub struct Queue {
     /// The number of `entries[0]`.
     pub first_seq: u64,
     pub entries: Vec<Entry>,
-    /// An empty vector kept for the next batch.
+    /// The fields of the queued records, back to back (see `Entry::Record`).
+    pub data: Vec<u8>,
+    /// Empty vectors kept for the next batch.
     pub spare: Vec<Entry>,
+    pub spare_data: Vec<u8>,
     /// Bytes the queued entries will take as lines (about: log records are estimated).
     pub bytes: usize,
     /// A writer is in flight (it took everything up to `first_seq - 1`).
@@ -118,6 +123,9 @@ pub struct Queue {
     pub last_error: Option<Arc<str>>,
 }
 
+/// The largest fields buffer kept for reuse between batches.
+const MAX_SPARE_DATA: usize = 4 << 20;
+
 /// Bytes assumed for a record of the log's own when counting towards `max_bytes`.
 const SYSTEM_LINE_ESTIMATE: usize = 260;
 
@@ -127,7 +135,9 @@ impl Queue {
             next_seq: last_seq + 1,
             first_seq: last_seq + 1,
             entries: Vec::new(),
+            data: Vec::new(),
             spare: Vec::new(),
+            spare_data: Vec::new(),
             bytes: 0,
             writing: false,
             claimed: false,
@@ -146,10 +156,18 @@ impl Queue {
     }
 
     /// Queues an event's fields; returns its number. Cuts the file after it when a limit is met.
-    pub fn push_record(&mut self, fields: Vec<u8>) -> u64 {
+    pub fn push_record(&mut self, fields: &[u8]) -> u64 {
         let seq = self.next_seq;
         let len = line_len(seq, fields.len());
-        self.push(Entry::Record(fields), len);
+        let start = self.data.len();
+        self.data.extend_from_slice(fields);
+        self.push(
+            Entry::Record {
+                start,
+                len: fields.len(),
+            },
+            len,
+        );
         if self.due() {
             self.push_rotate();
         }
@@ -214,16 +232,39 @@ impl Queue {
         }
     }
 
-    /// Takes everything queued for a writer: (first number, entries).
-    pub fn take(&mut self) -> (u64, Vec<Entry>) {
+    /// Takes everything queued for a writer: (first number, entries, their fields).
+    pub fn take(&mut self) -> (u64, Vec<Entry>, Vec<u8>) {
         let first = self.first_seq;
         let spare = std::mem::take(&mut self.spare);
         let entries = std::mem::replace(&mut self.entries, spare);
+        let spare = std::mem::take(&mut self.spare_data);
+        let data = std::mem::replace(&mut self.data, spare);
         self.first_seq = self.next_seq;
         self.bytes = 0;
         self.writing = true;
         self.arrivals = 0;
-        (first, entries)
+        (first, entries, data)
+    }
+
+    /// Drops everything queued (the log is broken: nothing more is written).
+    pub fn discard(&mut self) {
+        self.entries.clear();
+        self.data.clear();
+        self.bytes = 0;
+        self.first_seq = self.next_seq;
+    }
+
+    /// Gives back a written batch's vectors, emptied, for the next batch (a huge one's fields
+    /// buffer is let go rather than kept).
+    pub fn recycle(&mut self, mut entries: Vec<Entry>, mut data: Vec<u8>) {
+        entries.clear();
+        data.clear();
+        if self.spare.capacity() < entries.capacity() {
+            self.spare = entries;
+        }
+        if self.spare_data.capacity() < data.capacity() && data.capacity() <= MAX_SPARE_DATA {
+            self.spare_data = data;
+        }
     }
 
     /// After a failed write: numbers `from..=to` are lost; a record standing in for them takes
@@ -261,13 +302,15 @@ mod tests {
     #[test]
     fn numbers_settle_as_written_or_lost() {
         let mut q = Queue::new(10, Limits::default(), 10, 1000);
-        assert_eq!(q.push_record(b"a".to_vec()), 11);
-        assert_eq!(q.push_record(b"b".to_vec()), 12);
+        assert_eq!(q.push_record(b"a"), 11);
+        assert_eq!(q.push_record(b"b"), 12);
         assert_eq!(q.status(10), Status::Written);
         assert_eq!(q.status(11), Status::Pending);
-        let (first, entries) = q.take();
+        let (first, entries, data) = q.take();
         assert_eq!((first, entries.len()), (11, 2));
-        assert_eq!(q.push_record(b"c".to_vec()), 13);
+        assert!(matches!(entries[1], Entry::Record { start: 1, len: 1 }));
+        assert_eq!(data, b"ab");
+        assert_eq!(q.push_record(b"c"), 13);
         q.writing = false;
         q.settled = 10;
         q.fail(11, 12, "disk full".into(), false, (10, 1000));
@@ -291,12 +334,12 @@ mod tests {
         let mut q = Queue::new(0, limits, 0, 0);
         assert_eq!(q.push_rotate(), None, "nothing to close");
         for _ in 0..3 {
-            q.push_record(b"x".to_vec());
+            q.push_record(b"x");
         }
         assert!(matches!(q.entries[3], Entry::Rotate { switch: true }));
         // The next file holds the link and two records, then is cut again.
-        q.push_record(b"x".to_vec());
-        q.push_record(b"x".to_vec());
+        q.push_record(b"x");
+        q.push_record(b"x");
         assert!(matches!(q.entries[6], Entry::Rotate { switch: true }));
         assert_eq!(q.next_seq, 8);
     }

@@ -110,22 +110,36 @@ impl EventKind {
 }
 
 impl AuditEvent {
-    /// The record's own fields as JSON members (`"ts":...,"error":...`, no braces), written
-    /// before the log's lock is taken: the chain adds `seq` in front and `prev_hash` and `hash`
-    /// behind. Written by hand in a fixed order (byte-identical to what serde_json made of the
-    /// same fields: a test keeps it so), because a general serializer was a visible share of a
+    /// Calls `f` with the record's own fields as JSON members (`"ts":...,"error":...`, no
+    /// braces), encoded into a buffer the thread reuses (no allocation per record), before the
+    /// log's lock is taken: the chain adds `seq` in front and `prev_hash` and `hash` behind.
+    /// Written by hand in a fixed order (byte-identical to what serde_json made of the same
+    /// fields: a test keeps it so), because a general serializer was a visible share of a
     /// pipelined Redis command's cost.
-    pub(super) fn fields_json(&self) -> Vec<u8> {
+    pub(super) fn with_fields<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let mut ts = [0u8; TS_LEN];
         let ts = format_ts(std::time::SystemTime::now(), &mut ts);
-        let text_len = self.agent.len()
-            + self.statement.as_deref().map_or(0, str::len)
-            + self.reason.as_deref().map_or(0, str::len)
-            + self.error.as_deref().map_or(0, str::len)
-            + self.rule.as_deref().map_or(0, str::len);
-        let mut out = Vec::with_capacity(text_len + 320);
-        self.write_fields(ts, &mut out);
-        out
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut out) => {
+                out.clear();
+                self.write_fields(ts, &mut out);
+                let r = f(&out);
+                if out.capacity() > 64 * 1024 {
+                    // A huge statement does not keep its buffer for the thread's lifetime.
+                    *out = Vec::new();
+                }
+                r
+            }
+            // Only if `f` itself appended a record on this thread: a buffer of its own.
+            Err(_) => {
+                let mut out = Vec::with_capacity(512);
+                self.write_fields(ts, &mut out);
+                f(&out)
+            }
+        })
     }
 
     fn write_fields(&self, ts: &str, out: &mut Vec<u8>) {
@@ -187,36 +201,46 @@ pub(super) const TS_LEN: usize = 27;
 /// The UTC time as RFC 3339 with microseconds, written by hand: the `time` crate's formatter
 /// cost more than the rest of a record's serialisation on the statement path.
 pub(super) fn format_ts(now: std::time::SystemTime, buf: &mut [u8; TS_LEN]) -> &str {
+    thread_local! {
+        /// The second last formatted on this thread, and its `YYYY-MM-DDTHH:MM:SS.` text: the
+        /// calendar is worked out once per second, not per record.
+        static LAST: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
+    }
     let d = now
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = d.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    let mut put = |at: usize, width: usize, mut v: u64| {
+    let put = |buf: &mut [u8], at: usize, width: usize, mut v: u64| {
         for i in (at..at + width).rev() {
             buf[i] = b'0' + (v % 10) as u8;
             v /= 10;
         }
     };
-    put(0, 4, year as u64);
-    put(5, 2, u64::from(month));
-    put(8, 2, u64::from(day));
-    put(11, 2, rem / 3600);
-    put(14, 2, rem / 60 % 60);
-    put(17, 2, rem % 60);
-    put(20, 6, u64::from(d.subsec_micros()));
-    for (i, c) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (26, b'Z'),
-    ] {
-        buf[i] = c;
+    let (last, mut head) = LAST.get();
+    if last != secs {
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        put(&mut head, 0, 4, year as u64);
+        put(&mut head, 5, 2, u64::from(month));
+        put(&mut head, 8, 2, u64::from(day));
+        put(&mut head, 11, 2, rem / 3600);
+        put(&mut head, 14, 2, rem / 60 % 60);
+        put(&mut head, 17, 2, rem % 60);
+        for (i, c) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+        ] {
+            head[i] = c;
+        }
+        LAST.set((secs, head));
     }
+    buf[..20].copy_from_slice(&head);
+    put(buf, 20, 6, u64::from(d.subsec_micros()));
+    buf[26] = b'Z';
     std::str::from_utf8(buf).expect("ASCII digits")
 }
 
@@ -358,7 +382,7 @@ mod tests {
         let fmt = time::macros::format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
         );
-        for secs in [
+        let seconds = [
             0u64,
             59,
             86_399,
@@ -366,7 +390,9 @@ mod tests {
             1_709_251_199,
             1_795_000_000,
             4_102_444_800, // 2100-01-01
-        ] {
+        ];
+        // Forwards, then backwards: the per-second cache must follow the clock either way.
+        for secs in seconds.into_iter().chain(seconds.into_iter().rev()) {
             for micros in [0u32, 1, 999_999] {
                 let t = std::time::UNIX_EPOCH + std::time::Duration::new(secs, micros * 1000 + 999);
                 let mut buf = [0u8; TS_LEN];

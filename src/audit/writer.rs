@@ -199,13 +199,14 @@ impl Writer {
             .cloned()
     }
 
-    /// Chains and writes `entries` (numbered from `first_seq`); each written stretch of lines is
-    /// handed to `sink` with its first and last numbers. Returns the last number written, or
-    /// what was lost. `rotations` collects the files rotations closed, and why others failed.
+    /// Chains and writes `entries` (numbered from `first_seq`, records' fields in `data`); each
+    /// written stretch of lines is handed to `sink` with its first and last numbers. Returns the
+    /// last number written, or what was lost. `rotations` collects the files rotations closed, and why others failed.
     pub fn write_batch(
         &mut self,
         first_seq: u64,
         entries: &[Entry],
+        data: &[u8],
         sink: &mut dyn FnMut(&[u8], u64, u64),
         rotations: &mut Vec<Result<Rotation, String>>,
     ) -> Result<u64, Failure> {
@@ -252,7 +253,7 @@ impl Writer {
             };
             let system;
             let fields: &[u8] = match entry {
-                Entry::Record(f) => f,
+                Entry::Record { start, len } => &data[*start..*start + *len],
                 Entry::Rotate { .. } => {
                     let rec = match rotation_error.take() {
                         Some(error) => SystemRecord::RotationFailed { error },

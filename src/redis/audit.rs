@@ -8,50 +8,71 @@ use crate::policy::redis::FoundKey;
 const MAX_NAME: usize = 128;
 const MAX_STATEMENT: usize = 4096;
 
-fn push_lossy(out: &mut String, b: &[u8]) {
+/// Appends `b` as recorded: short printable ASCII as it is (upper-cased with `upper`), anything
+/// else lossily decoded, cut at `MAX_NAME` characters, control characters as `?`.
+fn push_lossy(out: &mut String, b: &[u8], upper: bool) {
     // Fast path (most names): short printable ASCII is copied as it is.
     if b.len() <= MAX_NAME && b.iter().all(|c| (0x20..0x7f).contains(c)) {
-        out.push_str(std::str::from_utf8(b).expect("ASCII"));
+        if upper {
+            out.extend(b.iter().map(|c| char::from(c.to_ascii_uppercase())));
+        } else {
+            out.extend(b.iter().map(|&c| char::from(c)));
+        }
         return;
     }
     let s = String::from_utf8_lossy(b);
-    out.extend(
-        s.chars()
-            .take(MAX_NAME)
-            .map(|c| if c.is_control() { '?' } else { c }),
-    );
+    out.extend(s.chars().take(MAX_NAME).map(|c| {
+        if c.is_control() {
+            '?'
+        } else if upper {
+            c.to_ascii_uppercase()
+        } else {
+            c
+        }
+    }));
+}
+
+/// Whether `name` is one of the (un)subscribe commands, whose arguments are all channel names.
+fn names_channels(name: &[u8]) -> bool {
+    [
+        &b"subscribe"[..],
+        b"psubscribe",
+        b"ssubscribe",
+        b"unsubscribe",
+        b"punsubscribe",
+        b"sunsubscribe",
+    ]
+    .iter()
+    .any(|w| name.eq_ignore_ascii_case(w))
 }
 
 /// `SET cache:1 ?`, `CLIENT SETNAME ?`, `SUBSCRIBE news.a`: names kept, values redacted.
 pub fn statement(args: &[Bytes], keys: &[FoundKey], subcommand: bool) -> String {
-    let mut out = String::new();
     let Some(name) = args.first() else {
-        return out;
+        return String::new();
     };
-    push_lossy(&mut out, &name.to_ascii_uppercase());
-    let lname = name.to_ascii_lowercase();
-    let channels = matches!(
-        &lname[..],
-        b"subscribe"
-            | b"psubscribe"
-            | b"ssubscribe"
-            | b"unsubscribe"
-            | b"punsubscribe"
-            | b"sunsubscribe"
+    // Every argument shown costs at most its length; every other one two bytes.
+    let mut out = String::with_capacity(
+        args.iter()
+            .map(|a| a.len().min(MAX_NAME) + 2)
+            .sum::<usize>()
+            .min(MAX_STATEMENT + 8),
     );
+    push_lossy(&mut out, name, true);
+    let channels = names_channels(name);
+    let publish = name.eq_ignore_ascii_case(b"publish") || name.eq_ignore_ascii_case(b"spublish");
     for (i, a) in args.iter().enumerate().skip(1) {
         if out.len() > MAX_STATEMENT {
             out.push_str(" ...");
             break;
         }
         out.push(' ');
-        let shown = channels
-            || keys.iter().any(|k| k.index == i)
-            || (i == 1 && (subcommand || matches!(&lname[..], b"publish" | b"spublish")));
+        let shown =
+            channels || keys.iter().any(|k| k.index == i) || (i == 1 && (subcommand || publish));
         if i == 1 && subcommand {
-            push_lossy(&mut out, &a.to_ascii_uppercase());
+            push_lossy(&mut out, a, true);
         } else if shown {
-            push_lossy(&mut out, a);
+            push_lossy(&mut out, a, false);
         } else {
             out.push('?');
         }
@@ -93,5 +114,36 @@ mod tests {
             statement(&args("publish news hello"), &[], false),
             "PUBLISH news ?"
         );
+        assert_eq!(
+            statement(&args("Config gEt maxmemory"), &[], true),
+            "CONFIG GET ?"
+        );
+        assert_eq!(
+            statement(&args("pSubscribe news.*"), &[], false),
+            "PSUBSCRIBE news.*"
+        );
+    }
+
+    #[test]
+    fn names_that_are_not_plain_ascii_are_shown_lossily_and_bounded() {
+        let name = Bytes::from_static(b"g\xc3\xa9t\x01");
+        let key = Bytes::from_static(b"k\xffey\n");
+        let shown = statement(
+            &[name, key],
+            &[FoundKey {
+                index: 1,
+                access: Default::default(),
+            }],
+            false,
+        );
+        assert_eq!(shown, "GéT? k\u{fffd}ey?");
+        let long = Bytes::from(vec![b'a'; 300]);
+        let shown = statement(&[long], &[], false);
+        assert_eq!(shown, "A".repeat(MAX_NAME));
+        let huge: Vec<Bytes> = std::iter::once(Bytes::from_static(b"mset"))
+            .chain((0..3000).map(|_| Bytes::from_static(b"value")))
+            .collect();
+        let shown = statement(&huge, &[], false);
+        assert!(shown.ends_with(" ...") && shown.len() < MAX_STATEMENT + 8);
     }
 }

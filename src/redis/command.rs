@@ -30,8 +30,6 @@ const MAX_INLINE: usize = 64 * 1024;
 #[derive(Debug, Default)]
 struct Partial {
     expected: usize,
-    /// Byte ranges of the arguments parsed so far.
-    ranges: Vec<(usize, usize)>,
     /// Where parsing resumes.
     pos: usize,
 }
@@ -42,20 +40,52 @@ pub struct CommandParser {
     /// Largest single argument (bulk string); the whole command may be this plus 1 MiB.
     limit: usize,
     partial: Option<Partial>,
+    /// Byte ranges of the arguments of the partial command parsed so far (kept between
+    /// commands: no allocation per command).
+    ranges: Vec<(usize, usize)>,
 }
 
+/// The position of the first CRLF at or after `from`.
 fn line(buf: &[u8], from: usize) -> Option<usize> {
-    buf.get(from..)?
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map(|p| from + p)
+    let rest = buf.get(from..)?;
+    let mut at = 0;
+    loop {
+        let cr = memchr::memchr(b'\r', &rest[at..])? + at;
+        if rest.get(cr + 1) == Some(&b'\n') {
+            return Some(from + cr);
+        }
+        at = cr + 1;
+    }
 }
 
-fn number(digits: &[u8]) -> Option<i64> {
-    if digits.is_empty() || digits.len() > 19 {
+/// A length or count: what `str::parse::<i64>` accepts (optional sign, digits) in at most 19
+/// bytes, without a UTF-8 check and general parser per argument.
+fn number(text: &[u8]) -> Option<i64> {
+    if text.is_empty() || text.len() > 19 {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    let (neg, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(d - b'0');
+        n = n.checked_mul(10)?;
+        n = if neg {
+            n.checked_sub(d)?
+        } else {
+            n.checked_add(d)?
+        };
+    }
+    Some(n)
 }
 
 impl CommandParser {
@@ -63,6 +93,7 @@ impl CommandParser {
         CommandParser {
             limit,
             partial: None,
+            ranges: Vec::new(),
         }
     }
 
@@ -117,16 +148,18 @@ impl CommandParser {
                 let _ = buf.split_to(eol + 2);
                 return Ok(Some(None)); // Redis ignores empty arrays
             }
+            self.ranges.clear();
+            self.ranges.reserve((n as usize).min(1024));
             self.partial = Some(Partial {
                 expected: n as usize,
-                ranges: Vec::with_capacity((n as usize).min(1024)),
                 pos: eol + 2,
             });
         }
         let limit = self.limit;
         let total_limit = self.command_limit();
         let p = self.partial.as_mut().expect("set above");
-        while p.ranges.len() < p.expected {
+        let ranges = &mut self.ranges;
+        while ranges.len() < p.expected {
             if buf.len() <= p.pos {
                 return Ok(None);
             }
@@ -170,12 +203,16 @@ impl CommandParser {
                     "bulk string not terminated by CRLF",
                 ));
             }
-            p.ranges.push((start, end));
+            ranges.push((start, end));
             p.pos = end + 2;
         }
         let p = self.partial.take().expect("set above");
         let raw = buf.split_to(p.pos).freeze();
-        let args = p.ranges.iter().map(|&(s, e)| raw.slice(s..e)).collect();
+        let args = ranges.iter().map(|&(s, e)| raw.slice(s..e)).collect();
+        if ranges.capacity() > 4096 {
+            // A huge command does not keep its ranges' memory for the session's lifetime.
+            *ranges = Vec::new();
+        }
         Ok(Some(Some(Command { args, raw })))
     }
 
@@ -332,6 +369,67 @@ mod tests {
                 vec!["QUIT"]
             ]
         );
+    }
+
+    #[test]
+    fn carriage_returns_inside_arguments_and_counts_of_every_size() {
+        // A CR not followed by LF is data inside a bulk string; an array's argument ranges are
+        // not carried into the next command.
+        let got = parse_all(
+            b"*3\r\n$3\r\nSET\r\n$3\r\na\rb\r\n$4\r\n\r\r\r\n\r\n*1\r\n$4\r\nPING\r\n",
+            1024,
+        )
+        .unwrap();
+        assert_eq!(got, vec![vec!["SET", "a\rb", "\r\r\r\n"], vec!["PING"]]);
+        let e = parse_all(b"*1\r\r\n", 1024).unwrap_err().to_string();
+        assert!(e.contains("invalid multibulk length"), "{e}");
+        let mut p = CommandParser::new(1024);
+        let mut buf = BytesMut::new();
+        let n = 5000;
+        buf.extend_from_slice(format!("*{n}\r\n").as_bytes());
+        for _ in 0..n {
+            buf.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        buf.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        assert_eq!(p.next(&mut buf).unwrap().unwrap().args.len(), n);
+        assert!(
+            p.ranges.capacity() <= 4096,
+            "a huge command's ranges are let go"
+        );
+        let get = p.next(&mut buf).unwrap().unwrap();
+        assert_eq!(get.args, vec![Bytes::from("GET"), Bytes::from("k")]);
+    }
+
+    #[test]
+    fn numbers_are_parsed_like_str_parse() {
+        let old = |t: &[u8]| {
+            if t.is_empty() || t.len() > 19 {
+                return None;
+            }
+            std::str::from_utf8(t).ok()?.parse::<i64>().ok()
+        };
+        for text in [
+            &b"0"[..],
+            b"7",
+            b"-1",
+            b"-0",
+            b"+1",
+            b"",
+            b"-",
+            b"+",
+            b"1x",
+            b" 1",
+            b"--1",
+            b"\xff",
+            b"9223372036854775807",
+            b"9223372036854775808",
+            b"-922337203685477580",
+            b"1234567890123456789",
+            b"12345678901234567890",
+            b"007",
+        ] {
+            assert_eq!(number(text), old(text), "{text:?}");
+        }
     }
 
     #[test]

@@ -62,10 +62,24 @@ pub(super) struct FromClient {
     owed: Arc<AtomicUsize>,
     /// Where the agent's `max_result_bytes` is published for the reply side.
     pub(super) reply_cap: Arc<ReplyCap>,
+    /// The last command name (lower case, its length) found to have no subcommands.
+    no_subcommands: Option<([u8; NAME_BUF], usize)>,
 }
 
-fn lower_name(c: &Command) -> Vec<u8> {
-    c.args[0].to_ascii_lowercase()
+/// Longer than every command name tollgate treats specially.
+const NAME_BUF: usize = 32;
+
+/// The command's name in lower case, in `buf` (no allocation per command); empty when longer
+/// than `NAME_BUF`, which matches none of the names looked at here.
+fn lower_name<'a>(c: &Command, buf: &'a mut [u8; NAME_BUF]) -> &'a [u8] {
+    let name = &c.args[0];
+    if name.len() > NAME_BUF {
+        return &[];
+    }
+    let out = &mut buf[..name.len()];
+    out.copy_from_slice(name);
+    out.make_ascii_lowercase();
+    out
 }
 
 impl FromClient {
@@ -84,6 +98,7 @@ impl FromClient {
             subscribed_ever: false,
             owed,
             reply_cap: Arc::default(),
+            no_subcommands: None,
         }
     }
 
@@ -98,9 +113,13 @@ impl FromClient {
         loop {
             let mut closing = false;
             let mut need_read = false;
+            // When the batch's first command was taken: the overhead is timed per batch (two
+            // clock reads and one histogram sample per read of the client, not per command).
+            let mut started = None;
             while entries.len() < MAX_BATCH {
                 match client.next_command() {
                     Ok(Some(cmd)) => {
+                        started.get_or_insert_with(Instant::now);
                         if self.command(cmd, &mut entries, &mut out) {
                             closing = true;
                             break;
@@ -124,6 +143,10 @@ impl FromClient {
             if !entries.is_empty() {
                 // Decisions reach the audit log (one write for the batch) before anything runs.
                 self.commit_decisions(&mut entries, &mut out).await;
+                if let Some(started) = started {
+                    // Judged and recorded: what the batch waited for before being forwarded.
+                    self.session.context().record_overhead(started);
+                }
                 self.owed.fetch_add(entries.len(), Ordering::SeqCst);
                 let batch = std::mem::replace(&mut entries, Vec::with_capacity(16));
                 if tx.send(batch).await.is_err() {
@@ -167,7 +190,6 @@ impl FromClient {
         entries: &mut Vec<Entry>,
         out: &mut BytesMut,
     ) -> bool {
-        let started = Instant::now();
         let silent = self.reply_off || std::mem::take(&mut self.silence_next);
         let first = entries.len();
         let end = self.judge(cmd, entries, out);
@@ -188,7 +210,6 @@ impl FromClient {
             None if silent => self.silence(entries, first),
             None => {}
         }
-        self.session.context().record_overhead(started);
         end
     }
 
@@ -210,8 +231,9 @@ impl FromClient {
     }
 
     fn judge(&mut self, cmd: Command, entries: &mut Vec<Entry>, out: &mut BytesMut) -> bool {
-        let name = lower_name(&cmd);
-        match &name[..] {
+        let mut name_buf = [0u8; NAME_BUF];
+        let name = lower_name(&cmd, &mut name_buf);
+        match name {
             b"quit" => {
                 self.session
                     .note(statement(&cmd.args, &[], false), Decision::Allowed, None);
@@ -277,7 +299,7 @@ impl FromClient {
         let mut verdict = self.policy.check(&core.policy, &self.table, &cmd.args);
         let subcommand = self.has_subcommand(&cmd);
         if verdict.runs() {
-            if let Some(r) = self.state_refusal(&name, &cmd, &verdict) {
+            if let Some(r) = self.state_refusal(name, &cmd, &verdict) {
                 verdict = RedisVerdict::blocked(r);
             }
         }
@@ -337,7 +359,7 @@ impl FromClient {
                 self.forward_scoped(scope, cmd, ticket, entries, out)
             }
             Ok(ticket) => {
-                let (kind, cmd) = self.kind_of(&name, cmd, verdict.mask);
+                let (kind, cmd) = self.kind_of(name, cmd, verdict.mask);
                 let reset = matches!(kind, Kind::Reset);
                 entries.push(Entry {
                     kind,
@@ -538,10 +560,28 @@ impl FromClient {
         }
     }
 
-    fn has_subcommand(&self, cmd: &Command) -> bool {
+    fn has_subcommand(&mut self, cmd: &Command) -> bool {
+        // Most commands have no subcommands: that is remembered for the last name seen, so a
+        // pipeline of GETs does not look the name up twice per command.
+        let name = &cmd.args[0];
+        if let Some((last, len)) = &self.no_subcommands {
+            if last[..*len].eq_ignore_ascii_case(name) {
+                return false;
+            }
+        }
+        if let Ok(info) = self.table.lookup(&cmd.args[..1]) {
+            if info.subcommands.is_empty() {
+                let mut buf = [0u8; NAME_BUF];
+                let len = lower_name(cmd, &mut buf).len();
+                if len > 0 {
+                    self.no_subcommands = Some((buf, len));
+                }
+                return false;
+            }
+        }
         self.table
             .lookup(&cmd.args)
-            .is_ok_and(|i| i.name.contains('|'))
+            .is_ok_and(|i| i.name.as_bytes().contains(&b'|'))
     }
 
     /// MULTI/EXEC/DISCARD and pub/sub bookkeeping; EXEC of a poisoned transaction becomes DISCARD.

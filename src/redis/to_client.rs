@@ -281,6 +281,12 @@ impl ToClient {
             return;
         }
         let is_error = matches!(frame.first(), Some(b'-' | b'!'));
+        if matches!(&entry.kind, Kind::Reply(plan) if plan.is_none()) {
+            // The common case: relayed as it came, without another handle on the frame.
+            self.out.extend_from_slice(&frame);
+            self.outcome(entry.ticket, is_error.then(|| error_text(&frame)));
+            return;
+        }
         let shown = match entry.kind {
             Kind::Reply(ref plan) => self.masked(&frame, plan),
             Kind::Queued(plan) => {
