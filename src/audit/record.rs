@@ -84,11 +84,12 @@ pub enum EventKind {
 pub struct AuditEvent {
     pub kind: EventKind,
     pub ref_seq: Option<u64>,
-    pub agent: String,
+    /// Shared with the session (no copy per record: a statement writes two).
+    pub agent: std::sync::Arc<str>,
     pub protocol: Protocol,
-    pub upstream: Option<String>,
+    pub upstream: Option<std::sync::Arc<str>>,
     pub session: u64,
-    pub client_addr: Option<String>,
+    pub client_addr: Option<std::sync::Arc<str>>,
     pub statement: Option<String>,
     pub decision: Decision,
     pub rule: Option<String>,
@@ -346,15 +347,15 @@ mod tests {
                 )| AuditEvent {
                     kind,
                     ref_seq,
-                    agent,
+                    agent: agent.into(),
                     protocol: if redis {
                         Protocol::Redis
                     } else {
                         Protocol::Postgres
                     },
-                    upstream,
+                    upstream: upstream.map(Into::into),
                     session,
-                    client_addr,
+                    client_addr: client_addr.map(Into::into),
                     statement,
                     decision,
                     rule,

@@ -10,6 +10,7 @@ pub mod compile;
 pub mod decide;
 pub mod engine;
 pub mod file;
+pub mod fixed_map;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod glob;

@@ -26,7 +26,7 @@ pub struct Accepted {
     pub id: u64,
     pub protocol: Protocol,
     pub peer: SocketAddr,
-    client_addr: String,
+    client_addr: Arc<str>,
     /// The upstream the client asked for, once known (named in its records).
     upstream: Option<Arc<str>>,
     pub deadline: tokio::time::Instant,
@@ -80,7 +80,7 @@ impl Accepted {
             id,
             protocol,
             peer,
-            client_addr: peer.to_string(),
+            client_addr: peer.to_string().into(),
             upstream: None,
             deadline,
         }

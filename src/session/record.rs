@@ -19,11 +19,11 @@ impl Who<'_> {
     pub(super) fn event(&self, kind: EventKind, decision: Decision) -> AuditEvent {
         AuditEvent {
             kind,
-            agent: self.agent.to_string(),
+            agent: self.agent.into(),
             protocol: self.protocol,
-            upstream: self.upstream.map(str::to_string),
+            upstream: self.upstream.map(Into::into),
             session: self.session,
-            client_addr: Some(self.client_addr.to_string()),
+            client_addr: Some(self.client_addr.into()),
             decision,
             ..AuditEvent::default()
         }

@@ -66,7 +66,7 @@ pub struct SessionContext {
     pub id: u64,
     pub protocol: Protocol,
     pub upstream: Arc<str>,
-    client_addr: String,
+    client_addr: Arc<str>,
     latency: ProtocolLatency,
 }
 
@@ -169,7 +169,7 @@ impl SessionContext {
         id: u64,
         protocol: Protocol,
         upstream: Arc<str>,
-        client_addr: String,
+        client_addr: Arc<str>,
     ) -> SessionContext {
         let latency = core.latency.of(protocol).clone();
         SessionContext {
@@ -184,6 +184,20 @@ impl SessionContext {
 
     pub fn core(&self) -> &Arc<Core> {
         &self.core
+    }
+
+    /// The record every statement record starts from: the session's names shared, not copied.
+    fn event_of(&self, agent: &Arc<str>, kind: EventKind, decision: Decision) -> AuditEvent {
+        AuditEvent {
+            kind,
+            agent: agent.clone(),
+            protocol: self.protocol,
+            upstream: Some(self.upstream.clone()),
+            session: self.id,
+            client_addr: Some(self.client_addr.clone()),
+            decision,
+            ..AuditEvent::default()
+        }
     }
 
     fn who<'a>(&'a self, agent: &'a str) -> Who<'a> {
@@ -222,9 +236,7 @@ impl SessionContext {
             (None, true) => Decision::WouldBlock,
             (None, false) => Decision::Allowed,
         };
-        let mut ev = self
-            .who(&ticket.principal.agent)
-            .event(EventKind::Outcome, decision);
+        let mut ev = self.event_of(&ticket.principal.agent, EventKind::Outcome, decision);
         ev.ref_seq = Some(ticket.seq);
         ev.rows = rows;
         ev.duration_us = Some(took.as_micros() as u64);
@@ -245,9 +257,7 @@ impl SessionContext {
         } else {
             Decision::Allowed
         };
-        let mut ev = self
-            .who(&ticket.principal.agent)
-            .event(EventKind::Outcome, decision);
+        let mut ev = self.event_of(&ticket.principal.agent, EventKind::Outcome, decision);
         ev.ref_seq = Some(ticket.seq);
         ev.duration_us = Some(ticket.started.elapsed().as_micros() as u64);
         ev.reason = Some("outcome unknown: the session ended before the reply".into());
@@ -377,8 +387,7 @@ impl Session {
     fn event(&self, decision: Decision, statement: String) -> AuditEvent {
         let mut ev = self
             .ctx
-            .who(&self.principal.agent)
-            .event(EventKind::Decision, decision);
+            .event_of(&self.principal.agent, EventKind::Decision, decision);
         ev.statement = Some(statement);
         ev
     }

@@ -1,7 +1,7 @@
 //! The upstream's own command table (`COMMAND` reply): arity, flags, ACL categories and key
 //! specs of every command and subcommand, modules included. Learned once per upstream at start.
 
-use std::collections::HashMap;
+use crate::policy::fixed_map::FixedMap;
 
 use redis_protocol::resp2::types::BytesFrame as Frame;
 
@@ -105,7 +105,7 @@ pub struct CommandInfo {
     pub flags: Vec<String>,
     pub categories: Categories,
     pub key_specs: Vec<KeySpec>,
-    pub subcommands: HashMap<Vec<u8>, CommandInfo>,
+    pub subcommands: FixedMap<Vec<u8>, CommandInfo>,
 }
 
 impl CommandInfo {
@@ -125,7 +125,7 @@ impl CommandInfo {
 
 #[derive(Debug, Clone, Default)]
 pub struct CommandTable {
-    commands: HashMap<Vec<u8>, CommandInfo>,
+    commands: FixedMap<Vec<u8>, CommandInfo>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +191,7 @@ impl CommandTable {
         let Frame::Array(items) = reply else {
             return Err(TableError("not an array".into()));
         };
-        let mut commands = HashMap::with_capacity(items.len());
+        let mut commands = FixedMap::with_capacity_and_hasher(items.len(), Default::default());
         for item in items {
             let info = parse_info(item)?;
             commands.insert(info.name.clone().into_bytes(), info);
@@ -250,7 +250,7 @@ fn parse_info(item: &Frame) -> Result<CommandInfo, TableError> {
         .get(8)
         .map(|f| array(f).iter().map(parse_spec).collect())
         .unwrap_or_default();
-    let mut subcommands = HashMap::new();
+    let mut subcommands = FixedMap::default();
     for sub in a.get(9).map(array).unwrap_or(no) {
         let info = parse_info(sub)?;
         subcommands.insert(info.name.clone().into_bytes(), info);

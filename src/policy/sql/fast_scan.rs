@@ -15,11 +15,11 @@
 //! Keywords are taken from pg_query's own token list, each checked once against the real
 //! scanner, so a word is treated as a keyword only if PostgreSQL's scanner says it is one.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
 use pg_query::protobuf::{KeywordKind, Token};
+
+use crate::policy::fixed_map::FixedMap;
 
 /// Longest identifier PostgreSQL keeps untruncated (NAMEDATALEN - 1).
 const MAX_IDENT: usize = 63;
@@ -274,29 +274,7 @@ fn keyword(word: &[u8]) -> Option<i32> {
     keywords().get(&lower[..word.len()]).copied()
 }
 
-/// FNV-1a: the keyword table is fixed after start-up (nothing an attacker sends is inserted),
-/// so a fast unkeyed hash is safe here.
-#[derive(Default)]
-pub(super) struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type Keywords = HashMap<Box<[u8]>, i32, BuildHasherDefault<Fnv>>;
+type Keywords = FixedMap<Box<[u8]>, i32>;
 
 pub(super) fn keywords() -> &'static Keywords {
     static KEYWORDS: OnceLock<Keywords> = OnceLock::new();
