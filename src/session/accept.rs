@@ -279,8 +279,7 @@ pub(super) fn too_many_connections(
 }
 
 /// `user`'s token against its stored verifier, in constant time (a mock verifier for unknown or
-/// impossible names: both failures cost the same). Off the async worker: the key derivation
-/// takes a millisecond or two.
+/// impossible names: both failures cost the same).
 pub(super) fn check_token(core: &Core, user: &[u8], token: &[u8]) -> Option<Verified> {
     let name = std::str::from_utf8(user)
         .ok()
@@ -294,8 +293,16 @@ pub(super) fn check_token(core: &Core, user: &[u8], token: &[u8]) -> Option<Veri
             false
         }
     };
+    // A login verifier's few iterations take tens of microseconds: run them here. Only an
+    // agent added before login verifiers existed (4096 iterations, a millisecond or two) moves
+    // the check off the async worker; handing the worker over costs more than 64 iterations.
+    let expensive = name
+        .and_then(|n| agents.login_verifier(n))
+        .is_some_and(|v| v.iterations > crate::auth::scram::LOGIN_ITERATIONS);
     let ok = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(check),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) if expensive => {
+            tokio::task::block_in_place(check)
+        }
         _ => check(),
     };
     match (ok, name) {
