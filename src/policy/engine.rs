@@ -522,7 +522,7 @@ impl Engine {
             return Ok(v.clone());
         }
         let fast = sql::fast_fingerprint(sql_text);
-        let shape = fast.or_else(|| sql::fingerprint(sql_text).ok());
+        let shape = fast.or_else(|| sql::scanner_fingerprint(sql_text).ok());
         if let Some(v) = shape.and_then(|f| cache.shapes.get(&f).map(|v| v.clone())) {
             self.cache_counts[1].fetch_add(1, Ordering::Relaxed);
             // Remembering the text saves the scanner next time; a key the Rust scanner gave is

@@ -33,7 +33,7 @@ static KEY: OnceLock<RandomState> = OnceLock::new();
 pub fn fingerprint(sql: &str) -> Result<u64, AnalyzeError> {
     match fast_fingerprint(sql) {
         Some(key) => Ok(key),
-        None => scanner_key(sql),
+        None => scanner_fingerprint(sql),
     }
 }
 
@@ -47,8 +47,8 @@ pub fn fast_fingerprint(sql: &str) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// The key from PostgreSQL's own scanner.
-pub(super) fn scanner_key(sql: &str) -> Result<u64, AnalyzeError> {
+/// The key from PostgreSQL's own scanner (what [`fingerprint`] falls back to).
+pub fn scanner_fingerprint(sql: &str) -> Result<u64, AnalyzeError> {
     // The scanner's output is a flat token list: no deep recursion, safe on any thread.
     let scanned = pg_query::scan(sql).map_err(map_pg_query_error)?;
     let mut hasher = KEY.get_or_init(RandomState::new).build_hasher();

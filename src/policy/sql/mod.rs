@@ -72,7 +72,9 @@ mod tests_utility;
 
 pub use backend_signals::SignalTarget;
 pub use builtins::{is_safe_builtin_function, is_sequence_function};
-pub use fingerprint::{fast_fingerprint, fingerprint, structural_tokens, ScannedToken};
+pub use fingerprint::{
+    fast_fingerprint, fingerprint, scanner_fingerprint, structural_tokens, ScannedToken,
+};
 pub use pg_query::protobuf::Token;
 pub use session_state::leaves_session_state;
 

@@ -2,7 +2,7 @@
 //! scanner path gives, so the decision cache cannot tell the two apart (and a statement can
 //! never share a key with one whose token stream differs, beyond what the scanner path allows).
 
-use super::super::fingerprint::{fast_fingerprint as fast_key, scanner_key};
+use super::super::fingerprint::{fast_fingerprint as fast_key, scanner_fingerprint as scanner_key};
 use super::keywords;
 
 /// Compares both paths on `sql`; returns whether the fast path answered.
