@@ -112,13 +112,13 @@ impl Accepted {
         self.upstream = Some(upstream.into());
     }
 
-    fn who<'a>(&'a self, agent: &'a str) -> Who<'a> {
+    fn who(&self, agent: Arc<str>) -> Who {
         Who {
             protocol: self.protocol,
             session: self.id,
             agent,
-            upstream: self.upstream.as_deref(),
-            client_addr: &self.client_addr,
+            upstream: self.upstream.clone(),
+            client_addr: self.client_addr.clone(),
         }
     }
 
@@ -128,7 +128,7 @@ impl Accepted {
         let shown = shown_name(user);
         session_record(
             &self.core,
-            &self.who(&shown),
+            &self.who(shown.into()),
             Decision::Blocked,
             Some(&refusal.rule),
             &refusal.reason,
@@ -142,7 +142,13 @@ impl Accepted {
         metrics::counter!("tollgate_auth_failures_total", "protocol" => self.protocol.as_str())
             .increment(1);
         let shown = shown_name(user);
-        session_record(&self.core, &self.who(&shown), Decision::Blocked, None, why);
+        session_record(
+            &self.core,
+            &self.who(shown.into()),
+            Decision::Blocked,
+            None,
+            why,
+        );
     }
 
     /// The verifier a SCRAM exchange for `user` runs against: the agent's, or a mock one of the
@@ -206,8 +212,8 @@ impl Accepted {
     ) -> Result<Session, Refusal> {
         let agent = verified.agent.clone();
         let who = Who {
-            upstream: Some(upstream),
-            ..self.who(&agent)
+            upstream: Some(upstream.into()),
+            ..self.who(agent.clone())
         };
         let refuse = |refusal: Refusal| {
             session_record(
@@ -285,7 +291,8 @@ pub(super) fn check_token(core: &Core, user: &[u8], token: &[u8]) -> Option<Veri
         .ok()
         .filter(|n| valid_agent_name(n));
     let agents = core.agents.load();
-    let check = || match name.and_then(|n| agents.login_verifier(n)) {
+    let verifier = name.and_then(|n| agents.login_verifier(n));
+    let check = || match verifier {
         Some(verifier) => verifier.check_password(token),
         None => {
             let mock = ScramVerifier::mock_login_for(name.unwrap_or("?"), core.mock_secret());
@@ -296,9 +303,7 @@ pub(super) fn check_token(core: &Core, user: &[u8], token: &[u8]) -> Option<Veri
     // A login verifier's few iterations take tens of microseconds: run them here. Only an
     // agent added before login verifiers existed (4096 iterations, a millisecond or two) moves
     // the check off the async worker; handing the worker over costs more than 64 iterations.
-    let expensive = name
-        .and_then(|n| agents.login_verifier(n))
-        .is_some_and(|v| v.iterations > crate::auth::scram::LOGIN_ITERATIONS);
+    let expensive = verifier.is_some_and(|v| v.iterations > crate::auth::scram::LOGIN_ITERATIONS);
     let ok = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) if expensive => {
             tokio::task::block_in_place(check)

@@ -1,29 +1,32 @@
 //! Audit records about a session: one place builds the event every record starts from, and
 //! one place writes session-level records (logins refused, sessions opened).
 
+use std::sync::Arc;
+
 use tracing::warn;
 
 use super::Core;
 use crate::audit::{AuditEvent, Decision, EventKind, Protocol};
 
-/// Who and where, as every record of a session states it.
-pub(super) struct Who<'a> {
+/// Who and where, as every record of a session states it. The names are shared with the
+/// session and with every record (no copy per record: a statement writes two).
+pub(super) struct Who {
     pub protocol: Protocol,
     pub session: u64,
-    pub agent: &'a str,
-    pub upstream: Option<&'a str>,
-    pub client_addr: &'a str,
+    pub agent: Arc<str>,
+    pub upstream: Option<Arc<str>>,
+    pub client_addr: Arc<str>,
 }
 
-impl Who<'_> {
+impl Who {
     pub(super) fn event(&self, kind: EventKind, decision: Decision) -> AuditEvent {
         AuditEvent {
             kind,
-            agent: self.agent.into(),
+            agent: self.agent.clone(),
             protocol: self.protocol,
-            upstream: self.upstream.map(Into::into),
+            upstream: self.upstream.clone(),
             session: self.session,
-            client_addr: Some(self.client_addr.into()),
+            client_addr: Some(self.client_addr.clone()),
             decision,
             ..AuditEvent::default()
         }
@@ -33,7 +36,7 @@ impl Who<'_> {
 /// A session-level record, written durably (best effort: a login is not a statement).
 pub(super) fn session_record(
     core: &Core,
-    who: &Who<'_>,
+    who: &Who,
     decision: Decision,
     rule: Option<&str>,
     reason: &str,

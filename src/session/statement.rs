@@ -186,27 +186,13 @@ impl SessionContext {
         &self.core
     }
 
-    /// The record every statement record starts from: the session's names shared, not copied.
-    fn event_of(&self, agent: &Arc<str>, kind: EventKind, decision: Decision) -> AuditEvent {
-        AuditEvent {
-            kind,
-            agent: agent.clone(),
-            protocol: self.protocol,
-            upstream: Some(self.upstream.clone()),
-            session: self.id,
-            client_addr: Some(self.client_addr.clone()),
-            decision,
-            ..AuditEvent::default()
-        }
-    }
-
-    fn who<'a>(&'a self, agent: &'a str) -> Who<'a> {
+    fn who(&self, agent: Arc<str>) -> Who {
         Who {
             protocol: self.protocol,
             session: self.id,
             agent,
-            upstream: Some(&self.upstream),
-            client_addr: &self.client_addr,
+            upstream: Some(self.upstream.clone()),
+            client_addr: self.client_addr.clone(),
         }
     }
 
@@ -236,7 +222,9 @@ impl SessionContext {
             (None, true) => Decision::WouldBlock,
             (None, false) => Decision::Allowed,
         };
-        let mut ev = self.event_of(&ticket.principal.agent, EventKind::Outcome, decision);
+        let mut ev = self
+            .who(ticket.principal.agent.clone())
+            .event(EventKind::Outcome, decision);
         ev.ref_seq = Some(ticket.seq);
         ev.rows = rows;
         ev.duration_us = Some(took.as_micros() as u64);
@@ -257,7 +245,9 @@ impl SessionContext {
         } else {
             Decision::Allowed
         };
-        let mut ev = self.event_of(&ticket.principal.agent, EventKind::Outcome, decision);
+        let mut ev = self
+            .who(ticket.principal.agent.clone())
+            .event(EventKind::Outcome, decision);
         ev.ref_seq = Some(ticket.seq);
         ev.duration_us = Some(ticket.started.elapsed().as_micros() as u64);
         ev.reason = Some("outcome unknown: the session ended before the reply".into());
@@ -328,7 +318,7 @@ impl Session {
     pub fn opened(&self) {
         session_record(
             &self.ctx.core,
-            &self.ctx.who(&self.principal.agent),
+            &self.ctx.who(self.principal.agent.clone()),
             Decision::Allowed,
             None,
             "session opened",
@@ -346,7 +336,7 @@ impl Session {
                 .increment(1);
             session_record(
                 &core,
-                &self.ctx.who(&shown_name(user)),
+                &self.ctx.who(shown_name(user).into()),
                 Decision::Blocked,
                 None,
                 "authentication failed",
@@ -363,7 +353,7 @@ impl Session {
                 self.principal = Arc::new(principal);
                 session_record(
                     &core,
-                    &self.ctx.who(agent),
+                    &self.ctx.who(agent.clone()),
                     Decision::Allowed,
                     None,
                     "agent switched",
@@ -373,7 +363,7 @@ impl Session {
             Err(refusal) => {
                 session_record(
                     &core,
-                    &self.ctx.who(agent),
+                    &self.ctx.who(agent.clone()),
                     Decision::Blocked,
                     Some(&refusal.rule),
                     &refusal.reason,
@@ -387,7 +377,8 @@ impl Session {
     fn event(&self, decision: Decision, statement: String) -> AuditEvent {
         let mut ev = self
             .ctx
-            .event_of(&self.principal.agent, EventKind::Decision, decision);
+            .who(self.principal.agent.clone())
+            .event(EventKind::Decision, decision);
         ev.statement = Some(statement);
         ev
     }
