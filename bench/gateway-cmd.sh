@@ -13,6 +13,8 @@
 #   TOLLGATE_AGENTS_FILE, TOLLGATE_TOKEN    an agents file made beforehand and its token
 #   TOLLGATE_EXTRA_CONFIG lines appended to tollgate.toml (new tables only)
 #   TOLLGATE_PG_UPSTREAM_EXTRA  lines added to the PostgreSQL upstream's table (e.g. pooling)
+#   TOLLGATE_REDIS_UPSTREAM_EXTRA  lines added to the Redis upstream's table (e.g.
+#                         shared_connections = 0)
 #   TOLLGATE_NO_ENV=1     do not write $BENCH_GATEWAY_ENV (an extra column, not the main one)
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -47,6 +49,7 @@ host = "$BENCH_REDIS_HOST"
 port = $BENCH_REDIS_PORT
 user = "default"
 password = "vault:bench_redis_password"
+${TOLLGATE_REDIS_UPSTREAM_EXTRA:-}
 ${TOLLGATE_EXTRA_CONFIG:-}
 TOML
 

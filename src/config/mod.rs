@@ -308,6 +308,10 @@ pub struct UpstreamConfig {
     /// connections transaction-pooled sessions share.
     #[serde(default)]
     pub max_session_connections: Option<u32>,
+    /// Redis: upstream connections that sessions' plain keyed commands share, pipelined
+    /// together (default 2; 0 gives every session a connection of its own from the start).
+    #[serde(default)]
+    pub shared_connections: Option<u32>,
     /// Tests only (debug builds; refused otherwise): no pinning and no reset, so a test can show
     /// that session state would cross agents without them.
     #[serde(default)]
@@ -398,6 +402,11 @@ impl UpstreamConfig {
             || self.max_session_connections.is_some()
     }
 
+    /// Redis: how many upstream connections sessions share (see `shared_connections`).
+    pub fn shared_connections(&self) -> usize {
+        self.shared_connections.unwrap_or(2) as usize
+    }
+
     /// The TLS mode in force: the configured one, else the default for the host.
     pub fn tls_mode(&self) -> UpstreamTlsMode {
         self.tls
@@ -447,6 +456,12 @@ impl Config {
                 return Err(SourceError::semantic(
                     origin,
                     format!("upstream \"{name}\": pool settings apply to upstreams of kind \"postgres\""),
+                ));
+            }
+            if upstream.shared_connections.is_some() && upstream.kind != UpstreamKind::Redis {
+                return Err(SourceError::semantic(
+                    origin,
+                    format!("upstream \"{name}\": shared_connections applies to upstreams of kind \"redis\""),
                 ));
             }
             let pool = upstream.pool();
@@ -590,6 +605,28 @@ password = "vault:shop_password"
         assert_eq!(c.listen.postgres_scram_iterations, ScramIterations::Full);
         let bad = GOOD.replace("[listen]", "[listen]\npostgres_scram_iterations = \"few\"");
         assert!(Config::parse(Path::new("t.toml"), &bad).is_err());
+    }
+
+    #[test]
+    fn redis_shared_connections_default_to_two_and_belong_to_redis() {
+        let redis = format!(
+            "{GOOD}[upstream.cache]\nkind = \"redis\"\nhost = \"127.0.0.1\"\nport = 6379\nuser = \"default\"\npassword = \"vault:pw\"\n"
+        );
+        let c = Config::parse(Path::new("t.toml"), &redis).unwrap();
+        assert_eq!(c.upstreams["cache"].shared_connections(), 2);
+        let off = format!("{redis}shared_connections = 0\n");
+        let c = Config::parse(Path::new("t.toml"), &off).unwrap();
+        assert_eq!(c.upstreams["cache"].shared_connections(), 0);
+        let on_pg = GOOD.replace(
+            "[upstream.shop]\n",
+            "[upstream.shop]\nshared_connections = 2\n",
+        );
+        let e = Config::parse(Path::new("t.toml"), &on_pg).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("shared_connections applies to upstreams of kind \"redis\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,14 +5,15 @@
 //! refused command inside a transaction poisons it, and its EXEC is sent as DISCARD. RESET is
 //! followed by tollgate's own AUTH with the vaulted login; commands that reach other clients'
 //! connections are kept to the agent's own (`own.rs`); `CLIENT REPLY OFF|SKIP` is followed by
-//! owing no reply for the commands it silences.
+//! owing no reply for the commands it silences. A session on a shared upstream connection moves
+//! to its own at the first command that is not sharable (`shared::route`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::audit::statement;
@@ -21,10 +22,11 @@ use super::clients::ClientEntry;
 use super::command::{encode_command, Command};
 use super::own::{self, KillPlan};
 use super::pubsub::SubKind;
-use super::reader::ClientReader;
-use super::relay::{Entry, Kind, OwnFilter, Relay, RelayError, MAX_BATCH};
+use super::reader::{ClientReader, UpstreamReader};
+use super::relay::{Entry, Kind, OwnFilter, OwnReader, Relay, RelayError, Sink, MAX_BATCH};
 use super::reply;
 use super::reply_cap::ReplyCap;
+use super::shared::route::sharable;
 use super::upstream::RedisTarget;
 use crate::audit::Decision;
 use crate::policy::redis::builtin::OWN_CONNECTIONS_RULE;
@@ -64,6 +66,15 @@ pub(super) struct FromClient {
     pub(super) reply_cap: Arc<ReplyCap>,
     /// The last command name (lower case, its length) found to have no subcommands.
     no_subcommands: Option<([u8; NAME_BUF], usize)>,
+    /// The session is on a shared upstream connection (until it needs its own).
+    shared: bool,
+    /// Replies the shared connection owes for the batch's forwarded bytes.
+    shared_replies: usize,
+    /// Where, in the batch's bytes and entries, the first command that needs the session's own
+    /// connection starts: the batch ends there and the session moves before it is forwarded.
+    switch_at: Option<(usize, usize)>,
+    /// The open-connections gauge of the session's own connection, once it has one.
+    own_gauge: Option<crate::telemetry::GaugeGuard>,
 }
 
 /// Longer than every command name tollgate treats specially.
@@ -99,24 +110,33 @@ impl FromClient {
             owed,
             reply_cap: Arc::default(),
             no_subcommands: None,
+            shared: false,
+            shared_replies: 0,
+            switch_at: None,
+            own_gauge: None,
         }
     }
 
-    pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    pub async fn run<R: AsyncRead + Unpin>(
         &mut self,
         mut client: ClientReader<R>,
-        mut up: W,
+        mut sink: Sink,
         tx: mpsc::Sender<Vec<Entry>>,
     ) -> Result<(), RelayError> {
+        self.shared = matches!(sink, Sink::Shared { .. });
         let mut entries = Vec::new();
         let mut out = BytesMut::new();
         loop {
+            if let Sink::Shared { inbox, .. } = &sink {
+                // Replies the client has not read yet hold back its next commands.
+                inbox.has_room().await;
+            }
             let mut closing = false;
             let mut need_read = false;
             // When the batch's first command was taken: the overhead is timed per batch (two
             // clock reads and one histogram sample per read of the client, not per command).
             let mut started = None;
-            while entries.len() < MAX_BATCH {
+            while entries.len() < MAX_BATCH && self.switch_at.is_none() {
                 match client.next_command() {
                     Ok(Some(cmd)) => {
                         started.get_or_insert_with(Instant::now);
@@ -140,22 +160,34 @@ impl FromClient {
                     }
                 }
             }
-            if !entries.is_empty() {
+            // Silenced commands (`CLIENT REPLY OFF`) owe no entry but are forwarded all the same.
+            if !entries.is_empty() || !out.is_empty() || self.switch_at.is_some() {
                 // Decisions reach the audit log (one write for the batch) before anything runs.
                 self.commit_decisions(&mut entries, &mut out).await;
                 if let Some(started) = started {
                     // Judged and recorded: what the batch waited for before being forwarded.
                     self.session.context().record_overhead(started);
                 }
-                self.owed.fetch_add(entries.len(), Ordering::SeqCst);
-                let batch = std::mem::replace(&mut entries, Vec::with_capacity(16));
-                if tx.send(batch).await.is_err() {
-                    return Ok(());
+                if let Some(at) = self.switch_at.take() {
+                    need_read = false;
+                    if let Err(e) = self
+                        .switch(at, &mut sink, &mut entries, &mut out, &tx)
+                        .await
+                    {
+                        for ticket in entries.drain(..).filter_map(|e| e.ticket) {
+                            self.session.context().abandoned(ticket);
+                        }
+                        return Err(e);
+                    }
                 }
-                if !out.is_empty() {
-                    up.write_all(&out).await.map_err(RelayError::Upstream)?;
-                    out.clear();
+                if !entries.is_empty() {
+                    self.owed.fetch_add(entries.len(), Ordering::SeqCst);
+                    let batch = std::mem::replace(&mut entries, Vec::with_capacity(16));
+                    if tx.send(batch).await.is_err() {
+                        return Ok(());
+                    }
                 }
+                self.write_out(&mut sink, &mut out).await?;
             }
             if closing {
                 // Wait for the other half to write everything up to the Close entry.
@@ -167,12 +199,80 @@ impl FromClient {
         }
     }
 
+    /// Writes the batch's forwarded bytes to the session's connection.
+    async fn write_out(&mut self, sink: &mut Sink, out: &mut BytesMut) -> Result<(), RelayError> {
+        let replies = std::mem::take(&mut self.shared_replies);
+        if out.is_empty() {
+            return Ok(());
+        }
+        match sink {
+            Sink::Own(up) => up.write_all(out).await.map_err(RelayError::Upstream)?,
+            Sink::Shared { conn, inbox } => conn.send(inbox, out, replies)?,
+        }
+        out.clear();
+        Ok(())
+    }
+
+    /// Moves the session to a connection of its own before the command at `at` (bytes, entries):
+    /// what came before goes to the shared connection and is answered there first, so the
+    /// upstream runs the session's commands in the order they were sent.
+    async fn switch(
+        &mut self,
+        (at_out, at_entry): (usize, usize),
+        sink: &mut Sink,
+        entries: &mut Vec<Entry>,
+        out: &mut BytesMut,
+        tx: &mpsc::Sender<Vec<Entry>>,
+    ) -> Result<(), RelayError> {
+        let core = self.session.core().clone();
+        let timeout = std::time::Duration::from_millis(core.limits.upstream_connect_timeout_ms);
+        let up = self.target.connect(timeout).await.map_err(|e| {
+            tracing::warn!(upstream = %self.target.name, error = %e, "upstream connection failed");
+            RelayError::Upstream(std::io::Error::other(e.to_string()))
+        })?;
+        self.own_gauge = Some(crate::telemetry::upstream_connection(&self.target.name));
+        self.client = up.client_id.map(|id| {
+            self.target
+                .clients
+                .register(id, up.local_addr.clone(), self.session.agent().clone())
+        });
+        let (rd, wr) = up.stream.into_split();
+        // The entries before the switch reach the reply half before their replies can.
+        let before: Vec<Entry> = entries.drain(..at_entry).collect();
+        if !before.is_empty() {
+            self.owed.fetch_add(before.len(), Ordering::SeqCst);
+            if tx.send(before).await.is_err() {
+                return Ok(());
+            }
+        }
+        let mut bytes = out.split_to(at_out);
+        self.write_out(sink, &mut bytes).await?;
+        if let Sink::Shared { inbox, .. } = sink {
+            inbox.settled().await;
+            if inbox.is_closed() {
+                return Err(super::shared::Closed.into());
+            }
+        }
+        entries.insert(
+            0,
+            Entry {
+                kind: Kind::Switch(OwnReader(UpstreamReader::new(rd))),
+                ticket: None,
+            },
+        );
+        *sink = Sink::Own(wr);
+        self.shared = false;
+        Ok(())
+    }
+
     /// Writes the batch's chained records (one write shared with every session committing
     /// now). If the log cannot be written nothing is forwarded: every command of the batch is
     /// answered with the audit refusal instead.
-    async fn commit_decisions(&self, entries: &mut [Entry], out: &mut BytesMut) {
+    async fn commit_decisions(&mut self, entries: &mut [Entry], out: &mut BytesMut) {
         if let Err(refused) = self.session.commit().await {
             out.clear();
+            self.shared_replies = 0;
+            self.switch_at = None;
             let refused = reply::refusal(&refused);
             for e in entries.iter_mut() {
                 if !matches!(e.kind, Kind::Local(_) | Kind::Close) {
@@ -192,7 +292,16 @@ impl FromClient {
     ) -> bool {
         let silent = self.reply_off || std::mem::take(&mut self.silence_next);
         let first = entries.len();
+        let mark = out.len();
+        let on_shared = self.shared && sharable(&self.table, &cmd.args);
         let end = self.judge(cmd, entries, out);
+        if self.shared && out.len() > mark {
+            if on_shared {
+                self.shared_replies += 1;
+            } else {
+                self.switch_at = Some((mark, first));
+            }
+        }
         match self.reply_change.take() {
             // ON answers +OK even when replies were off.
             Some(ReplyMode::On) => {

@@ -1,5 +1,6 @@
 //! The Redis front end: wire code on the session core. RESP2/RESP3 listener, agent AUTH/HELLO,
-//! one upstream connection per session logged in with the vaulted password, and a relay that
+//! upstream connections logged in with the vaulted password (shared by sessions' plain commands,
+//! a session's own once it needs connection state), and a relay that
 //! asks `policy::redis` about every command and masks replies as told. Decides nothing itself.
 
 pub mod audit;
@@ -17,6 +18,7 @@ pub mod reply;
 mod reply_cap;
 pub mod scan;
 pub mod session;
+pub mod shared;
 mod to_client;
 pub mod upstream;
 

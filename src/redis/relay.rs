@@ -6,6 +6,12 @@
 //!   command it answers, masks what the plan says, records outcomes, and relays pub/sub and push
 //!   frames as they come.
 //!
+//! A session starts on a connection shared with other sessions (`shared/`) when it can, and
+//! moves to a connection of its own at its first command that needs connection state: the
+//! command half opens it, waits until the shared connection has answered everything the
+//! session sent there, and hands the new connection's reader to the reply half in order, as
+//! an entry ([`Kind::Switch`]).
+//!
 //! The halves share a bounded channel of batches of [`Entry`]s (one batch per read of the
 //! client's pipeline, one wake-up of the other half): at most `MAX_IN_FLIGHT` replies are owed;
 //! a client that pipelines without reading waits, the gateway's memory does not grow.
@@ -22,10 +28,12 @@ use super::from_client::FromClient;
 use super::pubsub::SubKind;
 use super::reader::{ClientReader, UpstreamReader};
 use super::reply;
+use super::shared::{Inbox, SharedConn};
 use super::to_client::ToClient;
 use super::upstream::RedisTarget;
 use crate::policy::redis::{CommandTable, MaskPlan, RedisPolicy};
 use crate::session::{Session, Ticket};
+use crate::tls::{NetRead, NetWrite};
 
 pub(super) const MAX_IN_FLIGHT: usize = 4096;
 /// Commands judged per batch (one audit write per batch).
@@ -52,6 +60,8 @@ pub enum RelayError {
     Client(std::io::Error),
     #[error("connection to the upstream lost: {0}")]
     Upstream(std::io::Error),
+    #[error("{0}")]
+    Shared(#[from] super::shared::Closed),
     #[error("{0}")]
     Scan(#[from] super::scan::ScanError),
 }
@@ -93,6 +103,62 @@ pub(super) enum Kind {
         filter: OwnFilter,
         agent: Arc<str>,
     },
+    /// The replies after this one come from the session's own connection, this reader's.
+    Switch(OwnReader),
+}
+
+/// The reading half of a session's own upstream connection, on its way to the reply half.
+pub(super) struct OwnReader(pub UpstreamReader<NetRead>);
+
+impl std::fmt::Debug for OwnReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OwnReader")
+    }
+}
+
+/// The upstream connection a session starts on.
+pub enum Start {
+    /// Its own (logged in with HELLO, or sharing is off).
+    Own {
+        reader: UpstreamReader<NetRead>,
+        writer: NetWrite,
+    },
+    /// One shared with other sessions, until it needs its own.
+    Shared(Arc<SharedConn>),
+}
+
+/// Where the command half writes.
+pub(super) enum Sink {
+    Own(NetWrite),
+    Shared {
+        conn: Arc<SharedConn>,
+        inbox: Arc<Inbox>,
+    },
+}
+
+/// Where the reply half reads.
+pub(super) enum Source {
+    Own(UpstreamReader<NetRead>),
+    Shared(Arc<Inbox>),
+}
+
+impl Source {
+    /// Waits for more from the upstream (an error when the connection closed).
+    pub(super) async fn more(&mut self) -> Result<(), RelayError> {
+        match self {
+            Source::Own(up) => {
+                if !up.fill().await.map_err(RelayError::Upstream)? {
+                    return Err(RelayError::Upstream(
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                    ));
+                }
+            }
+            // Closed: nothing will arrive; the next `take` reports it.
+            Source::Shared(inbox) if inbox.is_closed() => {}
+            Source::Shared(inbox) => inbox.arrived().await,
+        }
+        Ok(())
+    }
 }
 
 /// How a reply is kept to the agent's own connections.
@@ -124,19 +190,29 @@ impl Entry {
 }
 
 /// Relays until the client leaves, the upstream goes away, or a drain closes the session.
-pub async fn run<CR, CW, UR, UW>(
+pub async fn run<CR, CW>(
     relay: Relay,
     client: ClientReader<CR>,
     mut client_wr: CW,
-    upstream: UpstreamReader<UR>,
-    upstream_wr: UW,
+    start: Start,
 ) -> Result<(), RelayError>
 where
     CR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,
-    UR: AsyncRead + Unpin,
-    UW: AsyncWrite + Unpin,
 {
+    let (sink, source) = match start {
+        Start::Own { reader, writer } => (Sink::Own(writer), Source::Own(reader)),
+        Start::Shared(conn) => {
+            let inbox = Arc::new(Inbox::default());
+            (
+                Sink::Shared {
+                    conn,
+                    inbox: inbox.clone(),
+                },
+                Source::Shared(inbox),
+            )
+        }
+    };
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT / MAX_BATCH);
     let owed = Arc::new(AtomicUsize::new(0));
     let ctx = relay.session.context().clone();
@@ -152,14 +228,14 @@ where
     // Shutting down: closed once every reply owed has been written (or at the deadline).
     let drained = lifecycle.drained(|| owed.load(Ordering::SeqCst) == 0);
     let result = tokio::select! {
-        r = from.run(client, upstream_wr, tx) => r,
-        r = to.run(upstream, &mut client_wr, rx) => r,
+        r = from.run(client, sink, tx) => r,
+        r = to.run(source, &mut client_wr, rx) => r,
         _ = drained => Ok(()),
     };
     for ticket in to.abandon() {
         ctx.abandoned(ticket);
     }
-    if let Err(RelayError::Upstream(_) | RelayError::Scan(_)) = &result {
+    if let Err(RelayError::Upstream(_) | RelayError::Scan(_) | RelayError::Shared(_)) = &result {
         let msg = ctx.upstream_lost();
         let _ = client_wr.write_all(&reply::error("ERR", &msg)).await;
     }

@@ -15,7 +15,7 @@ use super::auth::{parse_hello, upstream_hello, HelloError};
 use super::command::encode_command;
 use super::door::RedisDoor;
 use super::reader::{ClientReader, UpstreamReader};
-use super::relay::{self, Relay};
+use super::relay::{self, Relay, Start};
 use super::reply;
 use super::upstream::RedisTarget;
 use crate::audit::Protocol;
@@ -67,6 +67,12 @@ pub enum SessionError {
     Relay(#[from] relay::RelayError),
 }
 
+/// The upstream connection a session starts on, once connected.
+enum Connection {
+    Own(super::upstream::Upstream),
+    Shared(Arc<super::shared::SharedConn>),
+}
+
 /// What the login phase settled.
 struct Login {
     session: Session,
@@ -104,9 +110,16 @@ async fn run(
         Ok(Err(e)) => return Err(e),
     };
     let timeout = Duration::from_millis(core.limits.upstream_connect_timeout_ms);
+    // A session logged in with HELLO has its own connection from the start (the upstream
+    // answers the HELLO, and RESP3 replies differ); others start on a shared one.
+    let shared = login.hello.is_none() && target.shared.enabled();
     let connected = async {
         let table = target.table(timeout).await?;
-        let up = target.connect(timeout).await?;
+        let up = if shared {
+            Connection::Shared(target.shared.pick(&target, timeout).await?)
+        } else {
+            Connection::Own(target.connect(timeout).await?)
+        };
         Ok::<_, super::upstream::UpstreamError>((table, up))
     }
     .await;
@@ -119,27 +132,42 @@ async fn run(
             return Err(e.into());
         }
     };
-    let _upstream_gauge = crate::telemetry::upstream_connection(&target.name);
-    // Which upstream connection is this agent's: CLIENT KILL/LIST, SLOWLOG and MONITOR keep
-    // every agent to its own.
-    let client_entry = up.client_id.map(|id| {
-        target
-            .clients
-            .register(id, up.local_addr.clone(), login.session.agent().clone())
-    });
-    let (up_rd, mut up_wr) = up.stream.into_split();
-    let mut upstream = UpstreamReader::new(up_rd);
+    let mut client_entry = None;
+    let mut _upstream_gauge = None;
     let mut resp3 = false;
-    match &login.hello {
-        None => wr.write_all(reply::OK).await?,
-        Some(h) => {
-            // The upstream answers the HELLO (server, version, proto, id, mode, role, modules).
-            up_wr.write_all(&encode_command(&upstream_hello(h))).await?;
-            let frame = upstream.read_frame().await?;
-            resp3 = h.proto == Some(3) && frame.first() != Some(&b'-');
-            wr.write_all(&frame).await?;
+    let start = match up {
+        Connection::Shared(conn) => {
+            wr.write_all(reply::OK).await?;
+            Start::Shared(conn)
         }
-    }
+        Connection::Own(up) => {
+            _upstream_gauge = Some(crate::telemetry::upstream_connection(&target.name));
+            // Which upstream connection is this agent's: CLIENT KILL/LIST, SLOWLOG and MONITOR
+            // keep every agent to its own.
+            client_entry = up.client_id.map(|id| {
+                target
+                    .clients
+                    .register(id, up.local_addr.clone(), login.session.agent().clone())
+            });
+            let (up_rd, mut up_wr) = up.stream.into_split();
+            let mut upstream = UpstreamReader::new(up_rd);
+            match &login.hello {
+                None => wr.write_all(reply::OK).await?,
+                Some(h) => {
+                    // The upstream answers the HELLO (server, version, proto, id, mode, role,
+                    // modules).
+                    up_wr.write_all(&encode_command(&upstream_hello(h))).await?;
+                    let frame = upstream.read_frame().await?;
+                    resp3 = h.proto == Some(3) && frame.first() != Some(&b'-');
+                    wr.write_all(&frame).await?;
+                }
+            }
+            Start::Own {
+                reader: upstream,
+                writer: up_wr,
+            }
+        }
+    };
     let session = login.session;
     session.opened();
     info!(agent = %session.agent(), upstream = %target.name, "session started");
@@ -155,7 +183,7 @@ async fn run(
         target: target.clone(),
         client: client_entry,
     };
-    relay::run(relay, client, wr, upstream, up_wr).await?;
+    relay::run(relay, client, wr, start).await?;
     // `accepted` (the live count and the client gauge) lasts as long as the session.
     drop(accepted);
     Ok(())

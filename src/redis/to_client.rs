@@ -3,14 +3,16 @@
 //! records outcomes, and relays pub/sub messages and pushes without consuming an entry. A reply
 //! nobody inspects that passes `STREAM_AFTER` bytes before it ends is relayed as it arrives.
 //! Replies of commands that reach other clients' connections are kept to the agent's own
-//! (`own.rs`); after MONITOR only the lines of the agent's own connections are relayed.
+//! (`own.rs`); after MONITOR only the lines of the agent's own connections are relayed. On a
+//! shared upstream connection the frames come whole from the session's inbox; at a
+//! [`Kind::Switch`] entry the session's own connection takes over.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -19,11 +21,13 @@ use super::mask_reply;
 use super::own;
 use super::pubsub::{PubSubFrame, SubKind, Subscriptions};
 use super::reader::UpstreamReader;
-use super::relay::{Entry, Kind, OwnFilter, RelayError};
+use super::relay::{Entry, Kind, OwnFilter, RelayError, Source};
 use super::reply;
 use super::reply_cap::ReplyCap;
+use super::shared::inbox::{Piece, Taken};
 use crate::policy::redis::MaskPlan;
 use crate::session::{OutcomeError, SessionContext, Ticket};
+use crate::tls::NetRead;
 
 /// A reply nobody needs to inspect is relayed while it arrives once this much of it waits.
 const STREAM_AFTER: usize = 256 * 1024;
@@ -52,6 +56,13 @@ pub(super) struct ToClient {
     pub(super) reply_cap: Arc<ReplyCap>,
     /// The reply being read is over the cap: dropped as it arrives, refused when it ends.
     discarding: bool,
+    /// The session's own connection, reached at its `Switch` entry, not yet read from.
+    switched: Option<UpstreamReader<NetRead>>,
+    /// A reply arriving in pieces from the shared connection that must be whole to be
+    /// answered (masked, or pub/sub): its pieces so far.
+    assembling: Option<BytesMut>,
+    /// Bytes of the reply arriving in pieces so far (for `max_result_bytes`).
+    piece_bytes: u64,
 }
 
 impl ToClient {
@@ -67,6 +78,9 @@ impl ToClient {
             closing: false,
             reply_cap: Arc::default(),
             discarding: false,
+            switched: None,
+            assembling: None,
+            piece_bytes: 0,
             ctx,
             resp3,
             pending: VecDeque::new(),
@@ -84,9 +98,9 @@ impl ToClient {
         self.pending.drain(..).filter_map(|e| e.ticket)
     }
 
-    pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    pub async fn run<W: AsyncWrite + Unpin>(
         &mut self,
-        mut up: UpstreamReader<R>,
+        mut source: Source,
         wr: &mut W,
         mut rx: mpsc::Receiver<Vec<Entry>>,
     ) -> Result<(), RelayError> {
@@ -98,35 +112,16 @@ impl ToClient {
                 wr.write_all(&self.out).await.map_err(RelayError::Client)?;
                 return Ok(());
             }
-            while let Some(frame) = up.next_frame()? {
-                while let Ok(batch) = rx.try_recv() {
-                    self.pending.extend(batch);
-                }
-                if self.on_frame(frame) {
-                    wr.write_all(&self.out).await.map_err(RelayError::Client)?;
-                    return Ok(());
-                }
+            if let Some(own) = self.switched.take() {
+                source = Source::Own(own);
             }
-            // A large reply still arriving: relay what was scanned instead of holding it all,
-            // or, past the agent's `max_result_bytes`, drop it (it is refused when it ends).
-            let waiting = up.buffered();
-            let cap = self.reply_cap.get();
-            if let Some(&first) = waiting.first() {
-                if self.discarding
-                    || (cap.is_some_and(|c| waiting.len() as u64 > c) && self.may_cap(waiting))
-                {
-                    self.discarding = true;
-                    drop(up.take_scanned());
-                } else if cap.is_none()
-                    && (self.streaming.is_some() || waiting.len() >= STREAM_AFTER)
-                    && self.may_stream(waiting)
-                {
-                    let head = up.take_scanned();
-                    if !head.is_empty() {
-                        self.streaming.get_or_insert(first);
-                        self.out.extend_from_slice(&head);
-                    }
-                }
+            let done = match &mut source {
+                Source::Own(up) => self.answer_own(up)?,
+                Source::Shared(inbox) => self.answer_shared(inbox, &mut rx)?,
+            };
+            if done {
+                wr.write_all(&self.out).await.map_err(RelayError::Client)?;
+                return Ok(());
             }
             if !self.out.is_empty() {
                 wr.write_all(&self.out).await.map_err(RelayError::Client)?;
@@ -137,17 +132,132 @@ impl ToClient {
             }
             self.owed
                 .fetch_sub(std::mem::take(&mut self.done), Ordering::SeqCst);
+            if self.switched.is_some() {
+                continue;
+            }
             tokio::select! {
                 e = rx.recv() => match e {
                     Some(batch) => self.pending.extend(batch),
                     None => return Ok(()),
                 },
-                r = up.fill() => {
-                    if !r.map_err(RelayError::Upstream)? {
-                        return Err(RelayError::Upstream(std::io::ErrorKind::UnexpectedEof.into()));
-                    }
+                r = source.more() => r?,
+            }
+        }
+    }
+
+    /// Answers what the session's own connection has sent; true when the session closes now.
+    fn answer_own(&mut self, up: &mut UpstreamReader<NetRead>) -> Result<bool, RelayError> {
+        while let Some(frame) = up.next_frame()? {
+            if self.on_frame(frame) {
+                return Ok(true);
+            }
+        }
+        // A large reply still arriving: relay what was scanned instead of holding it all,
+        // or, past the agent's `max_result_bytes`, drop it (it is refused when it ends).
+        let waiting = up.buffered();
+        let cap = self.reply_cap.get();
+        if let Some(&first) = waiting.first() {
+            if self.discarding
+                || (cap.is_some_and(|c| waiting.len() as u64 > c) && self.may_cap(waiting))
+            {
+                self.discarding = true;
+                drop(up.take_scanned());
+            } else if cap.is_none()
+                && (self.streaming.is_some() || waiting.len() >= STREAM_AFTER)
+                && self.may_stream(waiting)
+            {
+                let head = up.take_scanned();
+                if !head.is_empty() {
+                    self.streaming.get_or_insert(first);
+                    self.out.extend_from_slice(&head);
                 }
             }
+        }
+        Ok(false)
+    }
+
+    /// Answers the frames the shared connection delivered; true when the session closes now.
+    fn answer_shared(
+        &mut self,
+        inbox: &super::shared::Inbox,
+        rx: &mut mpsc::Receiver<Vec<Entry>>,
+    ) -> Result<bool, RelayError> {
+        match inbox.take() {
+            Taken::Frames(pieces) => {
+                for piece in pieces {
+                    // A piece answers an entry the command half sent before the command.
+                    while let Ok(batch) = rx.try_recv() {
+                        self.pending.extend(batch);
+                    }
+                    if self.switched.is_some() {
+                        // Everything sent on the shared connection was answered before the
+                        // switch: a reply after it cannot be paired.
+                        return Err(super::shared::Closed.into());
+                    }
+                    let frame = match piece {
+                        Piece::Whole(frame) => frame,
+                        Piece::Head(head) => {
+                            self.head(head);
+                            continue;
+                        }
+                        Piece::Tail(tail) => self.tail(tail),
+                    };
+                    if self.on_frame(frame) {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            Taken::Nothing => Ok(false),
+            // Until the switch entry, replies can only come from the shared connection.
+            Taken::Closed if self.switched.is_none() => Err(super::shared::Closed.into()),
+            Taken::Closed => Ok(false),
+        }
+    }
+
+    /// A piece of a large reply still arriving on the shared connection: relayed at once,
+    /// dropped past `max_result_bytes`, or kept until the reply is whole, by the same rules as
+    /// a reply arriving on the session's own connection.
+    fn head(&mut self, head: Bytes) {
+        let first = self.piece_bytes == 0;
+        self.piece_bytes += head.len() as u64;
+        let cap = self.reply_cap.get();
+        if self.discarding {
+            return;
+        }
+        if self.streaming.is_some() {
+            self.out.extend_from_slice(&head);
+            return;
+        }
+        if let Some(buf) = &mut self.assembling {
+            buf.extend_from_slice(&head);
+        } else if first && cap.is_none() && self.may_stream(&head) {
+            self.streaming = head.first().copied();
+            self.out.extend_from_slice(&head);
+            return;
+        } else {
+            self.assembling = Some(BytesMut::from(&head[..]));
+        }
+        let over = cap.is_some_and(|c| self.piece_bytes > c);
+        if over {
+            let whole = self.assembling.as_deref().unwrap_or_default();
+            if self.may_cap(whole) {
+                self.assembling = None;
+                self.discarding = true;
+            }
+        }
+    }
+
+    /// The tail that completes a reply that came in pieces: what `frame` is given (the tail
+    /// alone when the head was relayed or dropped, the whole reply when it was kept).
+    fn tail(&mut self, tail: Bytes) -> Bytes {
+        self.piece_bytes = 0;
+        match self.assembling.take() {
+            Some(mut whole) => {
+                whole.extend_from_slice(&tail);
+                whole.freeze()
+            }
+            None => tail,
         }
     }
 
@@ -161,6 +271,16 @@ impl ToClient {
                     self.done += 1;
                 }
                 Kind::Close => return true,
+                Kind::Switch(_) => {
+                    if let Some(Entry {
+                        kind: Kind::Switch(own),
+                        ..
+                    }) = self.pending.pop_front()
+                    {
+                        self.switched = Some(own.0);
+                    }
+                    self.done += 1;
+                }
                 _ => break,
             }
         }
@@ -343,9 +463,11 @@ impl ToClient {
                 return;
             }
             Kind::Own { filter, ref agent } => self.own_reply(&frame, filter, agent),
-            Kind::Subscribe { .. } | Kind::Local(_) | Kind::Close | Kind::KillParts { .. } => {
-                frame.clone()
-            }
+            Kind::Subscribe { .. }
+            | Kind::Local(_)
+            | Kind::Close
+            | Kind::KillParts { .. }
+            | Kind::Switch(_) => frame.clone(),
         };
         self.out.extend_from_slice(&shown);
         self.outcome(entry.ticket, is_error.then(|| error_text(&frame)));

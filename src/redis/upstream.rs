@@ -28,6 +28,8 @@ pub struct RedisTarget {
     pub table: ArcSwapOption<CommandTable>,
     /// Which upstream connections are tollgate's sessions', and whose.
     pub clients: Arc<super::clients::UpstreamClients>,
+    /// The connections sessions share until they need one of their own.
+    pub shared: super::shared::SharedUpstream,
 }
 
 /// The login of a Redis upstream.
@@ -99,6 +101,7 @@ impl RedisTarget {
             tls: crate::doors::upstream_tls(name, u)?,
             table: Default::default(),
             clients: Default::default(),
+            shared: super::shared::SharedUpstream::new(u.shared_connections()),
         })
     }
 
@@ -116,6 +119,7 @@ impl RedisTarget {
             }),
             table: Default::default(),
             clients: Default::default(),
+            shared: Default::default(),
         })
     }
 

@@ -1,0 +1,168 @@
+//! One session's mailbox on a shared upstream connection: the connection's reader drops the
+//! session's reply frames here (in order), the session's reply half takes them. It also counts
+//! the replies still owed, so the command half can wait until the upstream has run everything
+//! it sent before moving the session to a connection of its own.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+/// Replies queued for a session beyond this many bytes stop its command half from reading
+/// more commands: a client that pipelines without reading costs the gateway this much memory,
+/// not a growing queue.
+pub const QUEUED_BYTES_LIMIT: usize = 4 << 20;
+
+/// A session with more than this queued (a client that does not read a large reply it asked
+/// for, which the shared connection cannot hold back for the others) is cut off.
+pub const QUEUED_BYTES_HARD_LIMIT: usize = 64 << 20;
+
+/// What the shared connection delivers: a whole reply frame, or the pieces of a large one
+/// relayed while it still arrives (a head, more heads, and the tail that completes it).
+#[derive(Debug)]
+pub enum Piece {
+    Whole(Bytes),
+    Head(Bytes),
+    Tail(Bytes),
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Whole(b) | Piece::Head(b) | Piece::Tail(b) => b.len(),
+        }
+    }
+
+    /// Whether the piece ends a reply (and so pays one owed reply).
+    pub fn ends(&self) -> bool {
+        !matches!(self, Piece::Head(_))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Inbox {
+    frames: Mutex<Frames>,
+    /// Replies the shared connection still owes this session.
+    in_flight: AtomicUsize,
+    /// Wakes the reply half: frames arrived, or the connection closed.
+    to_replies: Notify,
+    /// Wakes the command half: every reply arrived, or queued bytes were taken.
+    to_commands: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Frames {
+    queue: VecDeque<Piece>,
+    bytes: usize,
+    /// The shared connection is gone: no frame will come any more.
+    closed: bool,
+}
+
+/// What the reply half found.
+pub enum Taken {
+    Frames(VecDeque<Piece>),
+    Nothing,
+    /// The connection closed and every frame it delivered was taken.
+    Closed,
+}
+
+impl Inbox {
+    /// `n` more replies are owed (called before the commands are queued for writing).
+    pub fn expect(&self, n: usize) {
+        self.in_flight.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// The connection's reader delivers pieces, in the order of the commands. `false` when
+    /// the session has more queued than `QUEUED_BYTES_HARD_LIMIT`: it is closed, and what
+    /// still comes for it is dropped.
+    pub fn deliver(&self, pieces: impl IntoIterator<Item = Piece>) -> bool {
+        let mut ended = 0;
+        let mut within = true;
+        {
+            let mut f = self.frames.lock().expect("inbox lock");
+            for piece in pieces {
+                ended += usize::from(piece.ends());
+                if f.closed {
+                    continue;
+                }
+                f.bytes += piece.len();
+                f.queue.push_back(piece);
+            }
+            if f.bytes > QUEUED_BYTES_HARD_LIMIT && !f.closed {
+                f.closed = true;
+                within = false;
+            }
+        }
+        self.to_replies.notify_one();
+        if ended > 0 && self.in_flight.fetch_sub(ended, Ordering::SeqCst) == ended {
+            self.to_commands.notify_one();
+        }
+        if !within {
+            self.to_commands.notify_one();
+        }
+        within
+    }
+
+    /// The connection is gone: the reply half ends the session once it has taken what came.
+    pub fn close(&self) {
+        self.frames.lock().expect("inbox lock").closed = true;
+        self.to_replies.notify_one();
+        self.to_commands.notify_one();
+    }
+
+    /// Everything delivered so far.
+    pub fn take(&self) -> Taken {
+        let mut f = self.frames.lock().expect("inbox lock");
+        if f.queue.is_empty() {
+            return if f.closed {
+                Taken::Closed
+            } else {
+                Taken::Nothing
+            };
+        }
+        let was_full = f.bytes > QUEUED_BYTES_LIMIT;
+        f.bytes = 0;
+        let queue = std::mem::take(&mut f.queue);
+        drop(f);
+        if was_full {
+            self.to_commands.notify_one();
+        }
+        Taken::Frames(queue)
+    }
+
+    /// Waits for frames (or the close); only the session's reply half waits here.
+    pub async fn arrived(&self) {
+        self.to_replies.notified().await
+    }
+
+    fn closed(&self) -> bool {
+        self.frames.lock().expect("inbox lock").closed
+    }
+
+    /// Waits until the upstream has answered everything sent (or the connection closed).
+    /// Only the session's command half waits here.
+    pub async fn settled(&self) {
+        while self.in_flight.load(Ordering::SeqCst) > 0 && !self.closed() {
+            self.to_commands.notified().await;
+        }
+    }
+
+    /// Waits while more than `QUEUED_BYTES_LIMIT` bytes of replies wait for the client.
+    pub async fn has_room(&self) {
+        loop {
+            {
+                let f = self.frames.lock().expect("inbox lock");
+                if f.bytes <= QUEUED_BYTES_LIMIT || f.closed {
+                    return;
+                }
+            }
+            self.to_commands.notified().await;
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed()
+    }
+}

@@ -1,0 +1,40 @@
+//! Which commands may run on a shared upstream connection: those whose effect and reply depend
+//! only on the keys they name and the server, never on the connection they arrive on. Decided
+//! from the upstream's own command table, so a new Redis command is routed by its flags; when
+//! in doubt a command is not sharable, and its session gets a connection of its own (which
+//! always works, and only costs a connection).
+
+use bytes::Bytes;
+
+use crate::policy::redis::CommandTable;
+
+/// Keyless commands that touch no connection state.
+const KEYLESS: &[&[u8]] = &[b"ping", b"echo"];
+
+/// Flags of commands that block, subscribe, run scripts or transactions (`noscript` marks
+/// MULTI, WATCH, EVAL, FCALL and their kin), or administer the server: never shared.
+const EXCLUDED_FLAGS: &[&str] = &["blocking", "pubsub", "noscript", "admin", "no_multi"];
+
+/// Keyed commands that hold the connection for long or carry another server's login.
+const EXCLUDED: &[&[u8]] = &[b"migrate", b"restore-asking"];
+
+/// Whether `args` may run on a shared connection.
+pub fn sharable(table: &CommandTable, args: &[Bytes]) -> bool {
+    let Some(name) = args.first() else {
+        return false;
+    };
+    if KEYLESS.iter().any(|k| name.eq_ignore_ascii_case(k)) {
+        return true;
+    }
+    if EXCLUDED.iter().any(|k| name.eq_ignore_ascii_case(k)) {
+        return false;
+    }
+    let Ok(info) = table.lookup(args) else {
+        return false;
+    };
+    !info.key_specs.is_empty()
+        && !info
+            .flags
+            .iter()
+            .any(|f| EXCLUDED_FLAGS.contains(&f.as_str()))
+}
