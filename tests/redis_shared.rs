@@ -227,14 +227,31 @@ async fn a_client_that_does_not_read_a_large_reply_is_cut_off_not_the_others() {
     // The greedy session ends (what was queued is still written, then the connection closes).
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0usize;
+    // The last bytes before the close: the error saying why.
+    let mut tail = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match tokio::time::timeout_at(deadline, greedy.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => total += n,
+            Ok(Ok(n)) => {
+                total += n;
+                tail.extend_from_slice(&buf[..n]);
+                let keep = tail.len().saturating_sub(256);
+                tail.drain(..keep);
+            }
             Err(_) => panic!("the greedy session is still open after {total} bytes"),
         }
     }
+    // Cut between replies, the error line says why; cut inside one (they come in pieces), the
+    // connection closes mid-reply, which no client mistakes for a whole reply.
+    let tail = String::from_utf8_lossy(&tail);
+    let reply_len = format!("${}\r\n", 1 << 20).len() + (1 << 20) + 2;
+    assert!(
+        tail.ends_with(
+            "-ERR tollgate: more than 64 MiB of replies waited unread; session closed\r\n"
+        ) || total % reply_len != 0,
+        "closed after {total} bytes, a whole number of replies, without saying why: {tail}"
+    );
     assert!(
         total < 200 << 20,
         "all 200 replies were relayed ({total} bytes): nothing was cut"
@@ -275,4 +292,31 @@ async fn a_killed_shared_connection_ends_its_sessions_and_the_next_ones_work() {
         redis_exchange(&mut next, &cmd(&["GET", "cache:k"]), "\r\n").await,
         "$-1\r\n"
     );
+}
+
+#[tokio::test]
+async fn lengths_the_server_would_refuse_are_refused_before_reaching_the_shared_connection() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut other = redis_login("writer").await;
+    assert_eq!(
+        redis_exchange(&mut other, &cmd(&["GET", "cache:k"]), "\r\n").await,
+        "$-1\r\n"
+    );
+    // Redis answers these with a protocol error and drops the connection: were they forwarded
+    // on a shared connection, every session on it would go with it.
+    for bad in [
+        &b"*1\r\n$04\r\nPING\r\n"[..],
+        b"*+1\r\n$4\r\nPING\r\n",
+        b"*01\r\n$4\r\nPING\r\n",
+        b"*2\r\n$3\r\nGET\r\n$+1\r\nk\r\n",
+    ] {
+        let mut s = redis_login("writer").await;
+        let got = redis_exchange(&mut s, bad, "\r\n").await;
+        assert!(got.starts_with("-ERR Protocol error"), "{bad:?}: {got}");
+        assert_eq!(
+            redis_exchange(&mut other, &cmd(&["GET", "cache:k"]), "\r\n").await,
+            "$-1\r\n",
+            "the shared connection went with {bad:?}"
+        );
+    }
 }

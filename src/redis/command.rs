@@ -58,19 +58,22 @@ fn line(buf: &[u8], from: usize) -> Option<usize> {
     }
 }
 
-/// A length or count: what `str::parse::<i64>` accepts (optional sign, digits) in at most 19
-/// bytes, without a UTF-8 check and general parser per argument.
+/// A length or count, read as Redis reads it (`string2ll`): an optional `-`, then `0` alone or a
+/// digit 1-9 and more digits, in at most 19 bytes. No `+`, no leading zeros: what tollgate
+/// accepts the server accepts too, so a command forwarded as received is the command judged,
+/// and never makes the server drop the connection (shared by other sessions) as a protocol error.
 fn number(text: &[u8]) -> Option<i64> {
     if text.is_empty() || text.len() > 19 {
         return None;
     }
     let (neg, digits) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
-        Some((b'+', rest)) => (false, rest),
         _ => (false, text),
     };
-    if digits.is_empty() {
-        return None;
+    match digits {
+        [b'0'] if !neg => return Some(0),
+        [b'1'..=b'9', ..] => {}
+        _ => return None,
     }
     let mut n: i64 = 0;
     for &d in digits {
@@ -401,12 +404,18 @@ mod tests {
     }
 
     #[test]
-    fn numbers_are_parsed_like_str_parse() {
-        let old = |t: &[u8]| {
-            if t.is_empty() || t.len() > 19 {
+    fn numbers_are_parsed_like_redis_string2ll() {
+        // Redis's rule, written plainly: `0`, or an optional `-` then 1-9 and digits, in range.
+        let redis = |t: &[u8]| {
+            let s = std::str::from_utf8(t).ok()?;
+            let digits = s.strip_prefix('-').unwrap_or(s);
+            let canonical = s == "0"
+                || (digits.starts_with(|c: char| ('1'..='9').contains(&c))
+                    && digits.bytes().all(|b| b.is_ascii_digit()));
+            if !canonical || t.len() > 19 {
                 return None;
             }
-            std::str::from_utf8(t).ok()?.parse::<i64>().ok()
+            s.parse::<i64>().ok()
         };
         for text in [
             &b"0"[..],
@@ -427,9 +436,15 @@ mod tests {
             b"1234567890123456789",
             b"12345678901234567890",
             b"007",
+            b"04",
+            b"-04",
+            b"00",
+            b"10",
         ] {
-            assert_eq!(number(text), old(text), "{text:?}");
+            assert_eq!(number(text), redis(text), "{text:?}");
         }
+        assert_eq!(number(b"+1"), None, "Redis refuses a plus sign");
+        assert_eq!(number(b"04"), None, "Redis refuses leading zeros");
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub(super) struct FromClient {
     switch_at: Option<(usize, usize)>,
     /// The open-connections gauge of the session's own connection, once it has one.
     own_gauge: Option<crate::telemetry::GaugeGuard>,
+    /// The batch being committed and handed over (see `unsent_tickets`).
+    unsent: Vec<Entry>,
 }
 
 /// Longer than every command name tollgate treats specially.
@@ -114,6 +116,7 @@ impl FromClient {
             shared_replies: 0,
             switch_at: None,
             own_gauge: None,
+            unsent: Vec::new(),
         }
     }
 
@@ -127,9 +130,11 @@ impl FromClient {
         let mut entries = Vec::new();
         let mut out = BytesMut::new();
         loop {
-            if let Sink::Shared { inbox, .. } = &sink {
-                // Replies the client has not read yet hold back its next commands.
-                inbox.has_room().await;
+            if let Sink::Shared { conn, inbox } = &sink {
+                // Replies the client has not read yet, or an upstream slower than the client,
+                // hold back its next commands.
+                inbox.has_room(super::relay::MAX_IN_FLIGHT).await;
+                conn.writable().await;
             }
             let mut closing = false;
             let mut need_read = false;
@@ -162,30 +167,26 @@ impl FromClient {
             }
             // Silenced commands (`CLIENT REPLY OFF`) owe no entry but are forwarded all the same.
             if !entries.is_empty() || !out.is_empty() || self.switch_at.is_some() {
+                // From here to the hand-over the entries (and their tickets) are kept where
+                // `unsent_tickets` finds them if the session ends while this half waits.
+                self.unsent = std::mem::take(&mut entries);
                 // Decisions reach the audit log (one write for the batch) before anything runs.
-                self.commit_decisions(&mut entries, &mut out).await;
+                self.commit_decisions(&mut out).await;
                 if let Some(started) = started {
                     // Judged and recorded: what the batch waited for before being forwarded.
                     self.session.context().record_overhead(started);
                 }
                 if let Some(at) = self.switch_at.take() {
                     need_read = false;
-                    if let Err(e) = self
-                        .switch(at, &mut sink, &mut entries, &mut out, &tx)
-                        .await
-                    {
-                        for ticket in entries.drain(..).filter_map(|e| e.ticket) {
+                    if let Err(e) = self.switch(at, &mut sink, &mut out, &tx).await {
+                        for ticket in self.unsent_tickets() {
                             self.session.context().abandoned(ticket);
                         }
                         return Err(e);
                     }
                 }
-                if !entries.is_empty() {
-                    self.owed.fetch_add(entries.len(), Ordering::SeqCst);
-                    let batch = std::mem::replace(&mut entries, Vec::with_capacity(16));
-                    if tx.send(batch).await.is_err() {
-                        return Ok(());
-                    }
+                if !self.hand_over(&tx).await {
+                    return Ok(());
                 }
                 self.write_out(&mut sink, &mut out).await?;
             }
@@ -197,6 +198,26 @@ impl FromClient {
                 return Ok(());
             }
         }
+    }
+
+    /// Hands the unsent entries to the reply half (`false`: it is gone). The channel's slot is
+    /// reserved first, so the entries are never inside a send that could be dropped.
+    async fn hand_over(&mut self, tx: &mpsc::Sender<Vec<Entry>>) -> bool {
+        if self.unsent.is_empty() {
+            return true;
+        }
+        let Ok(permit) = tx.reserve().await else {
+            return false;
+        };
+        self.owed.fetch_add(self.unsent.len(), Ordering::SeqCst);
+        permit.send(std::mem::replace(&mut self.unsent, Vec::with_capacity(16)));
+        true
+    }
+
+    /// The tickets of entries judged but never handed to the reply half (the session ended
+    /// while this half waited): the caller records them as abandoned.
+    pub(super) fn unsent_tickets(&mut self) -> Vec<crate::session::Ticket> {
+        self.unsent.drain(..).filter_map(|e| e.ticket).collect()
     }
 
     /// Writes the batch's forwarded bytes to the session's connection.
@@ -220,7 +241,6 @@ impl FromClient {
         &mut self,
         (at_out, at_entry): (usize, usize),
         sink: &mut Sink,
-        entries: &mut Vec<Entry>,
         out: &mut BytesMut,
         tx: &mpsc::Sender<Vec<Entry>>,
     ) -> Result<(), RelayError> {
@@ -238,12 +258,11 @@ impl FromClient {
         });
         let (rd, wr) = up.stream.into_split();
         // The entries before the switch reach the reply half before their replies can.
-        let before: Vec<Entry> = entries.drain(..at_entry).collect();
-        if !before.is_empty() {
-            self.owed.fetch_add(before.len(), Ordering::SeqCst);
-            if tx.send(before).await.is_err() {
-                return Ok(());
-            }
+        let after = self.unsent.split_off(at_entry);
+        let handed = self.hand_over(tx).await;
+        self.unsent = after;
+        if !handed {
+            return Ok(());
         }
         let mut bytes = out.split_to(at_out);
         self.write_out(sink, &mut bytes).await?;
@@ -253,7 +272,7 @@ impl FromClient {
                 return Err(super::shared::Closed.into());
             }
         }
-        entries.insert(
+        self.unsent.insert(
             0,
             Entry {
                 kind: Kind::Switch(OwnReader(UpstreamReader::new(rd))),
@@ -268,13 +287,13 @@ impl FromClient {
     /// Writes the batch's chained records (one write shared with every session committing
     /// now). If the log cannot be written nothing is forwarded: every command of the batch is
     /// answered with the audit refusal instead.
-    async fn commit_decisions(&mut self, entries: &mut [Entry], out: &mut BytesMut) {
+    async fn commit_decisions(&mut self, out: &mut BytesMut) {
         if let Err(refused) = self.session.commit().await {
             out.clear();
             self.shared_replies = 0;
             self.switch_at = None;
             let refused = reply::refusal(&refused);
-            for e in entries.iter_mut() {
+            for e in self.unsent.iter_mut() {
                 if !matches!(e.kind, Kind::Local(_) | Kind::Close) {
                     e.kind = Kind::Local(refused.clone());
                     e.ticket = None;

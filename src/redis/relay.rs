@@ -62,6 +62,10 @@ pub enum RelayError {
     Upstream(std::io::Error),
     #[error("{0}")]
     Shared(#[from] super::shared::Closed),
+    /// The client left more replies unread than a shared connection holds for it (`mid_reply`:
+    /// part of a reply was relayed, so no error line can follow it).
+    #[error("the client did not read its replies")]
+    Unread { mid_reply: bool },
     #[error("{0}")]
     Scan(#[from] super::scan::ScanError),
 }
@@ -153,8 +157,14 @@ impl Source {
                     ));
                 }
             }
-            // Closed: nothing will arrive; the next `take` reports it.
-            Source::Shared(inbox) if inbox.is_closed() => {}
+            // Closed with replies owed (or the client cut off): the next `take` reports it.
+            // Closed with none owed: the session holds nothing there; it learns at its next
+            // command, or moves to its own connection (a `Switch` entry is on its way).
+            Source::Shared(inbox) if inbox.is_closed() => {
+                if !inbox.owes() && !inbox.was_cut_off() {
+                    std::future::pending::<()>().await;
+                }
+            }
             Source::Shared(inbox) => inbox.arrived().await,
         }
         Ok(())
@@ -232,12 +242,22 @@ where
         r = to.run(source, &mut client_wr, rx) => r,
         _ = drained => Ok(()),
     };
-    for ticket in to.abandon() {
+    for ticket in to.abandon().chain(from.unsent_tickets()) {
         ctx.abandoned(ticket);
     }
-    if let Err(RelayError::Upstream(_) | RelayError::Scan(_) | RelayError::Shared(_)) = &result {
-        let msg = ctx.upstream_lost();
-        let _ = client_wr.write_all(&reply::error("ERR", &msg)).await;
+    match &result {
+        Err(RelayError::Upstream(_) | RelayError::Scan(_) | RelayError::Shared(_)) => {
+            let msg = ctx.upstream_lost();
+            let _ = client_wr.write_all(&reply::error("ERR", &msg)).await;
+        }
+        Err(RelayError::Unread { mid_reply: false }) => {
+            let msg = format!(
+                "tollgate: more than {} MiB of replies waited unread; session closed",
+                super::shared::inbox::QUEUED_BYTES_HARD_LIMIT >> 20
+            );
+            let _ = client_wr.write_all(&reply::error("ERR", &msg)).await;
+        }
+        _ => {}
     }
     let _ = client_wr.shutdown().await;
     result

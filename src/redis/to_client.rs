@@ -184,11 +184,15 @@ impl ToClient {
     ) -> Result<bool, RelayError> {
         match inbox.take() {
             Taken::Frames(pieces) => {
+                // Every piece taken answers an entry sent before its command was: all of them
+                // are in the channel now, and tollgate's own replies before them go first.
+                while let Ok(batch) = rx.try_recv() {
+                    self.pending.extend(batch);
+                }
+                if self.locals() {
+                    return Ok(true);
+                }
                 for piece in pieces {
-                    // A piece answers an entry the command half sent before the command.
-                    while let Ok(batch) = rx.try_recv() {
-                        self.pending.extend(batch);
-                    }
                     if self.switched.is_some() {
                         // Everything sent on the shared connection was answered before the
                         // switch: a reply after it cannot be paired.
@@ -210,7 +214,16 @@ impl ToClient {
             }
             Taken::Nothing => Ok(false),
             // Until the switch entry, replies can only come from the shared connection.
-            Taken::Closed if self.switched.is_none() => Err(super::shared::Closed.into()),
+            Taken::Closed if self.switched.is_none() && inbox.was_cut_off() => {
+                // Part of a reply already went out: the close says it, an error line cannot.
+                Err(RelayError::Unread {
+                    mid_reply: self.streaming.is_some(),
+                })
+            }
+            Taken::Closed if self.switched.is_none() && inbox.owes() => {
+                Err(super::shared::Closed.into())
+            }
+            // Nothing owed there: see `Source::more`.
             Taken::Closed => Ok(false),
         }
     }

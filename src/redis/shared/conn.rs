@@ -25,6 +25,10 @@ use crate::tls::{NetRead, NetWrite};
 /// A write buffer larger than this is not kept for reuse after a burst.
 const KEEP_BUFFER: usize = 1 << 20;
 
+/// Commands waiting to be written beyond this make sessions wait before queuing more (the
+/// upstream is slower than they are; their own connections' sockets would push back too).
+const OUT_LIMIT: usize = 16 << 20;
+
 /// A reply still arriving is relayed in pieces once this much of it waits, so a large value
 /// is never held whole (as on a session's own connection).
 const STREAM_AFTER: usize = 256 * 1024;
@@ -40,6 +44,8 @@ pub struct SharedConn {
 struct Inner {
     queue: Mutex<Queue>,
     wake_writer: Notify,
+    /// Tells sessions waiting in `writable` that the writer made progress (or the close).
+    space: Notify,
     closed: AtomicBool,
     _gauge: GaugeGuard,
 }
@@ -66,6 +72,7 @@ impl SharedConn {
         let inner = Arc::new(Inner {
             queue: Mutex::new(Queue::default()),
             wake_writer: Notify::new(),
+            space: Notify::new(),
             closed: AtomicBool::new(false),
             _gauge: crate::telemetry::upstream_connection(upstream),
         });
@@ -81,6 +88,26 @@ impl SharedConn {
 
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::SeqCst)
+    }
+
+    /// Waits while more than `OUT_LIMIT` bytes wait to be written.
+    pub async fn writable(&self) {
+        loop {
+            let space = self.inner.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            let backlog = self
+                .inner
+                .queue
+                .lock()
+                .expect("shared queue lock")
+                .out
+                .len();
+            if backlog <= OUT_LIMIT || self.is_closed() {
+                return;
+            }
+            space.await;
+        }
     }
 
     /// Queues `commands` (`replies` of them answered) for `inbox`'s session.
@@ -113,6 +140,13 @@ impl SharedConn {
     }
 }
 
+#[cfg(test)]
+impl SharedConn {
+    pub fn inner_close_for_tests(&self) {
+        self.inner.close();
+    }
+}
+
 impl Drop for SharedConn {
     fn drop(&mut self) {
         for t in &self.tasks {
@@ -135,6 +169,7 @@ impl Inner {
             r.to.close();
         }
         self.wake_writer.notify_one();
+        self.space.notify_waiters();
     }
 
     /// Hands `pieces` to their sessions, in order; `false` if a piece was owed to nobody.
@@ -232,6 +267,7 @@ async fn write_loop(inner: Arc<Inner>, mut wr: NetWrite) {
         if buf.capacity() > KEEP_BUFFER {
             buf = BytesMut::new();
         }
+        inner.space.notify_waiters();
     }
     let _ = wr.shutdown().await;
 }

@@ -58,6 +58,8 @@ struct Frames {
     bytes: usize,
     /// The shared connection is gone: no frame will come any more.
     closed: bool,
+    /// Closed because the client left more than `QUEUED_BYTES_HARD_LIMIT` unread.
+    cut_off: bool,
 }
 
 /// What the reply half found.
@@ -92,16 +94,16 @@ impl Inbox {
             }
             if f.bytes > QUEUED_BYTES_HARD_LIMIT && !f.closed {
                 f.closed = true;
+                f.cut_off = true;
                 within = false;
             }
         }
         self.to_replies.notify_one();
-        if ended > 0 && self.in_flight.fetch_sub(ended, Ordering::SeqCst) == ended {
-            self.to_commands.notify_one();
+        if ended > 0 {
+            self.in_flight.fetch_sub(ended, Ordering::SeqCst);
         }
-        if !within {
-            self.to_commands.notify_one();
-        }
+        // The command half may wait for fewer replies owed (`settled`, `has_room`).
+        self.to_commands.notify_one();
         within
     }
 
@@ -149,12 +151,15 @@ impl Inbox {
         }
     }
 
-    /// Waits while more than `QUEUED_BYTES_LIMIT` bytes of replies wait for the client.
-    pub async fn has_room(&self) {
+    /// Waits while more than `QUEUED_BYTES_LIMIT` bytes of replies wait for the client, or
+    /// more than `max_owed` replies are owed (a slow upstream holds the session back, as its
+    /// own connection's socket would).
+    pub async fn has_room(&self, max_owed: usize) {
         loop {
             {
                 let f = self.frames.lock().expect("inbox lock");
-                if f.bytes <= QUEUED_BYTES_LIMIT || f.closed {
+                let owed = self.in_flight.load(Ordering::SeqCst);
+                if f.closed || (f.bytes <= QUEUED_BYTES_LIMIT && owed <= max_owed) {
                     return;
                 }
             }
@@ -162,7 +167,17 @@ impl Inbox {
         }
     }
 
+    /// Whether replies are still owed (a closed connection will never send them).
+    pub fn owes(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 0
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed()
+    }
+
+    /// Whether the session was cut off for not reading its replies.
+    pub fn was_cut_off(&self) -> bool {
+        self.frames.lock().expect("inbox lock").cut_off
     }
 }

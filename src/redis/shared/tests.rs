@@ -140,7 +140,7 @@ async fn an_inbox_holds_back_commands_over_the_soft_limit_and_cuts_off_over_the_
     assert!(inbox.deliver([Piece::Whole(big)]));
     let room = {
         let inbox = inbox.clone();
-        tokio::spawn(async move { inbox.has_room().await })
+        tokio::spawn(async move { inbox.has_room(usize::MAX).await })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(!room.is_finished(), "room while over the soft limit");
@@ -377,4 +377,75 @@ async fn sessions_take_the_slots_in_turn_and_a_rotated_login_gets_new_connection
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     // Sharing off: no slot to pick.
     assert!(!super::SharedUpstream::new(0).enabled());
+}
+
+#[tokio::test]
+async fn a_session_owed_too_many_replies_waits_for_them() {
+    let inbox = Arc::new(Inbox::default());
+    inbox.expect(5);
+    let room = {
+        let inbox = inbox.clone();
+        tokio::spawn(async move { inbox.has_room(4).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        !room.is_finished(),
+        "room with 5 replies owed and 4 allowed"
+    );
+    inbox.deliver([Piece::Whole(Bytes::from_static(b"+OK\r\n"))]);
+    tokio::time::timeout(Duration::from_secs(5), room)
+        .await
+        .expect("room once a reply came")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sessions_wait_while_an_upstream_that_does_not_read_holds_back_their_commands() {
+    // An upstream that accepts and never reads: the socket fills, then the write buffer.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _server = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(s);
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let up = Upstream {
+        stream: NetStream::Plain(tcp),
+        client_id: None,
+        local_addr: String::new(),
+    };
+    let creds = Arc::new(RedisCredentials {
+        user: Secret::new("default".into()),
+        password: Secret::new("pw".into()),
+    });
+    let conn = Arc::new(SharedConn::start(up, "cache", creds));
+    let inbox = Arc::new(Inbox::default());
+    let chunk = vec![b'x'; 1 << 20];
+    let mut queued = 0;
+    while queued < 128 {
+        if tokio::time::timeout(Duration::from_millis(200), conn.writable())
+            .await
+            .is_err()
+        {
+            break;
+        }
+        conn.send(&inbox, &chunk, 1).unwrap();
+        queued += 1;
+    }
+    // What the kernel took, the buffer being written and `OUT_LIMIT` more: not 128 MiB.
+    assert!(
+        queued < 64,
+        "{queued} MiB queued for an upstream that reads nothing"
+    );
+    // Closing releases the waiters.
+    let waiting = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.writable().await })
+    };
+    conn.inner_close_for_tests();
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("a close releases the waiters")
+        .unwrap();
 }

@@ -274,3 +274,64 @@ fn slowlog_shows_own_entries_and_counts_them() {
         format!("*1\r\n{}:1\r\n", entry(1, "127.0.0.1:5007"))
     );
 }
+
+#[test]
+fn replies_taken_from_a_shared_inbox_go_after_the_own_replies_sent_before_them() {
+    use crate::redis::shared::inbox::{Inbox, Piece};
+    // The batch [refusal, GET] reaches the channel, and the GET's reply the inbox, both after
+    // the reply half last looked at the channel: the refusal must still come first.
+    let mut r = rig(false);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let get = r.entry(Kind::Reply(MaskPlan::None));
+    tx.try_send(vec![
+        Entry::local(Bytes::from_static(b"-NOPERM refused\r\n")),
+        get,
+    ])
+    .unwrap();
+    let inbox = Inbox::default();
+    inbox.expect(1);
+    inbox.deliver([Piece::Whole(Bytes::from_static(b"$1\r\nv\r\n"))]);
+    assert!(!r.to.answer_shared(&inbox, &mut rx).unwrap());
+    assert_eq!(&r.to.take_out()[..], b"-NOPERM refused\r\n$1\r\nv\r\n");
+    assert_eq!(r.to.owed_entries(), 0);
+}
+
+#[test]
+fn a_large_reply_in_pieces_is_relayed_as_it_comes_or_masked_whole() {
+    use crate::redis::shared::inbox::{Inbox, Piece};
+    let mut r = rig(false);
+    let (_tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(4);
+    let inbox = Inbox::default();
+    // Unmasked: the head is relayed at once, the tail completes the entry.
+    let e = r.entry(Kind::Reply(MaskPlan::None));
+    r.to.push(e);
+    inbox.expect(1);
+    inbox.deliver([Piece::Head(Bytes::from_static(b"$6\r\nabc"))]);
+    r.to.answer_shared(&inbox, &mut rx).unwrap();
+    assert_eq!(
+        &r.to.take_out()[..],
+        b"$6\r\nabc",
+        "the head waits for nothing"
+    );
+    assert_eq!(r.to.owed_entries(), 1);
+    inbox.deliver([Piece::Tail(Bytes::from_static(b"def\r\n"))]);
+    r.to.answer_shared(&inbox, &mut rx).unwrap();
+    assert_eq!(&r.to.take_out()[..], b"def\r\n");
+    assert_eq!(r.to.owed_entries(), 0);
+    // Masked: nothing leaves until the reply is whole, then the mask applies to all of it.
+    let plan = MaskPlan::Value(Strategy::Redact);
+    let e = r.entry(Kind::Reply(plan));
+    r.to.push(e);
+    inbox.expect(1);
+    inbox.deliver([Piece::Head(Bytes::from_static(b"$6\r\nsec"))]);
+    r.to.answer_shared(&inbox, &mut rx).unwrap();
+    assert!(
+        r.to.take_out().is_empty(),
+        "a masked reply went out in part"
+    );
+    inbox.deliver([Piece::Tail(Bytes::from_static(b"ret\r\n"))]);
+    r.to.answer_shared(&inbox, &mut rx).unwrap();
+    let out = r.to.take_out();
+    assert!(!out.windows(6).any(|w| w == b"secret"), "{out:?}");
+    assert_eq!(r.to.owed_entries(), 0);
+}
