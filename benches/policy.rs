@@ -1,5 +1,6 @@
 //! Policy hot path: analysis of a typical SELECT (cold), the cached decision, a 5-way join with
-//! CTEs, the decision-cache key (Rust scanner and PostgreSQL's), and one audit append.
+//! CTEs, the decision-cache key (Rust scanner and PostgreSQL's), a Redis command's verdict, and
+//! one audit append.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -99,6 +100,34 @@ fn benches(c: &mut Criterion) {
     assert!(sql::fast_fingerprint(&commented).is_none());
     c.bench_function("fingerprint_scanner", |b| {
         b.iter(|| sql::fingerprint(black_box(&commented)).unwrap())
+    });
+
+    // A Redis GET and SET by the demo writer (Redis 7.0's command table, key patterns).
+    let raw = bytes::Bytes::from_static(include_bytes!(
+        "../src/policy/redis/testdata/command-7.0.resp"
+    ));
+    let (frame, _) = redis_protocol::resp2::decode::decode_bytes(&raw)
+        .unwrap()
+        .unwrap();
+    let table = tollgate::policy::redis::CommandTable::from_reply(&frame).unwrap();
+    let writer =
+        engine_with(&tollgate::demo::files::WRITER_POLICY.replace("\"writer\"", "\"analyst\""));
+    let mut redis = tollgate::policy::redis::RedisPolicy::new(agent.clone(), "cache".into());
+    let get: Vec<bytes::Bytes> = ["GET", "cache:42"]
+        .iter()
+        .map(|w| bytes::Bytes::from_static(w.as_bytes()))
+        .collect();
+    let set: Vec<bytes::Bytes> = ["SET", "cache:42", "v"]
+        .iter()
+        .map(|w| bytes::Bytes::from_static(w.as_bytes()))
+        .collect();
+    assert!(redis.check(&writer, &table, &get).runs());
+    assert!(redis.check(&writer, &table, &set).runs());
+    c.bench_function("redis_check_get", |b| {
+        b.iter(|| redis.check(&writer, &table, black_box(&get)).runs())
+    });
+    c.bench_function("redis_check_set", |b| {
+        b.iter(|| redis.check(&writer, &table, black_box(&set)).runs())
     });
 
     let dir = tempfile::tempdir().unwrap();

@@ -164,6 +164,21 @@ async fn an_inbox_holds_back_commands_over_the_soft_limit_and_cuts_off_over_the_
     assert!(matches!(inbox.take(), Taken::Closed));
 }
 
+/// A shared connection to a test server at `addr` (no login: the server is tollgate's own).
+async fn shared_conn_to(addr: std::net::SocketAddr) -> SharedConn {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let up = Upstream {
+        stream: NetStream::Plain(tcp),
+        client_id: None,
+        local_addr: String::new(),
+    };
+    let creds = Arc::new(RedisCredentials {
+        user: Secret::new("default".into()),
+        password: Secret::new("pw".into()),
+    });
+    SharedConn::start(up, "cache", creds)
+}
+
 /// A scripted upstream: answers every command with `+N` (N counting from 0), except `BIG`
 /// (a 1 MiB bulk string, written in 64 KiB parts) and `ROGUE` (two replies).
 async fn scripted_upstream() -> (SharedConn, tokio::task::JoinHandle<()>) {
@@ -205,17 +220,7 @@ async fn scripted_upstream() -> (SharedConn, tokio::task::JoinHandle<()>) {
             }
         }
     });
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let up = Upstream {
-        stream: NetStream::Plain(tcp),
-        client_id: None,
-        local_addr: String::new(),
-    };
-    let creds = Arc::new(RedisCredentials {
-        user: Secret::new("default".into()),
-        password: Secret::new("pw".into()),
-    });
-    (SharedConn::start(up, "cache", creds), server)
+    (shared_conn_to(addr).await, server)
 }
 
 /// Takes pieces until `n` replies have ended (or panics after 5 s).
@@ -409,17 +414,7 @@ async fn sessions_wait_while_an_upstream_that_does_not_read_holds_back_their_com
         tokio::time::sleep(Duration::from_secs(60)).await;
         drop(s);
     });
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let up = Upstream {
-        stream: NetStream::Plain(tcp),
-        client_id: None,
-        local_addr: String::new(),
-    };
-    let creds = Arc::new(RedisCredentials {
-        user: Secret::new("default".into()),
-        password: Secret::new("pw".into()),
-    });
-    let conn = Arc::new(SharedConn::start(up, "cache", creds));
+    let conn = Arc::new(shared_conn_to(addr).await);
     let inbox = Arc::new(Inbox::default());
     let chunk = vec![b'x'; 1 << 20];
     let mut queued = 0;
