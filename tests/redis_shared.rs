@@ -110,6 +110,19 @@ async fn fifty_sessions_share_two_upstream_connections_until_one_needs_its_own()
         during + 1,
         "the session in MULTI got its own connection"
     );
+    // Operators see both: sessions started shared, and the ones that moved.
+    let (_, metrics) = support::admin("get", "/metrics", support::AdminAs::Viewer).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    let count = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("upstream=\"cache\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {metrics}")) as u64
+    };
+    assert!(count("tollgate_redis_shared_sessions_total") >= 51);
+    assert!(count("tollgate_redis_session_moves_total") >= 1);
     drop(sessions);
     drop(warm);
 }
@@ -256,6 +269,13 @@ async fn a_client_that_does_not_read_a_large_reply_is_cut_off_not_the_others() {
         total < 200 << 20,
         "all 200 replies were relayed ({total} bytes): nothing was cut"
     );
+    let (_, metrics) = support::admin("get", "/metrics", support::AdminAs::Viewer).await;
+    let cut = metrics
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("tollgate_redis_shared_cutoffs_total{upstream=\"cache\"}"));
+    assert!(cut, "the cut-off is counted");
     let _: () = redis::cmd("DEL")
         .arg("cache:big-unread")
         .query_async(&mut up)

@@ -251,6 +251,8 @@ impl FromClient {
             RelayError::Upstream(std::io::Error::other(e.to_string()))
         })?;
         self.own_gauge = Some(crate::telemetry::upstream_connection(&self.target.name));
+        metrics::counter!("tollgate_redis_session_moves_total", "upstream" => self.target.name.clone())
+            .increment(1);
         self.client = up.client_id.map(|id| {
             self.target
                 .clients

@@ -137,6 +137,8 @@ async fn run(
     let mut resp3 = false;
     let start = match up {
         Connection::Shared(conn) => {
+            metrics::counter!("tollgate_redis_shared_sessions_total", "upstream" => target.name.clone())
+                .increment(1);
             wr.write_all(reply::OK).await?;
             Start::Shared(conn)
         }

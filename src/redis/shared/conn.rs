@@ -46,6 +46,8 @@ struct Inner {
     wake_writer: Notify,
     /// Tells sessions waiting in `writable` that the writer made progress (or the close).
     space: Notify,
+    /// Sessions cut off for not reading their replies.
+    cut_offs: metrics::Counter,
     closed: AtomicBool,
     _gauge: GaugeGuard,
 }
@@ -73,6 +75,7 @@ impl SharedConn {
             queue: Mutex::new(Queue::default()),
             wake_writer: Notify::new(),
             space: Notify::new(),
+            cut_offs: metrics::counter!("tollgate_redis_shared_cutoffs_total", "upstream" => upstream.to_owned()),
             closed: AtomicBool::new(false),
             _gauge: crate::telemetry::upstream_connection(upstream),
         });
@@ -197,6 +200,7 @@ impl Inner {
         let mut pieces = pieces.drain(..);
         for (to, k) in plan {
             if !to.deliver(pieces.by_ref().take(k)) {
+                self.cut_offs.increment(1);
                 warn!("a session did not read its replies; cut off from the shared connection");
             }
         }
