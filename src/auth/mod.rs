@@ -1,7 +1,9 @@
-//! Agent identities: the agents file, token generation, and SCRAM verifiers (never tokens).
+//! Agent identities: the agents file, token generation, and SCRAM verifiers (never tokens);
+//! and tollgate's own SCRAM client, for its logins to upstreams (PostgreSQL, MongoDB).
 
 mod agents;
 pub mod scram;
+pub mod scram_client;
 
 pub use agents::{valid_agent_name, AgentRecord, AgentStore, AgentsFile};
 pub use scram::{ScramServer, ScramVerifier};

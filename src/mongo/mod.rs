@@ -31,7 +31,6 @@ pub mod reply_view;
 pub mod run_one;
 pub mod sample;
 pub mod sasl;
-pub mod scram_client;
 pub mod session;
 mod to_client;
 pub mod upstream;

@@ -179,7 +179,7 @@ impl SaslLogin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mongo::scram_client::ScramClient;
+    use crate::auth::scram_client::ScramClient;
 
     fn verifier() -> ScramVerifier {
         static V: std::sync::OnceLock<ScramVerifier> = std::sync::OnceLock::new();

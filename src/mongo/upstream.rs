@@ -14,8 +14,8 @@ use tokio::net::TcpStream;
 use super::hello::{upstream_hello_command, HelloError, UpstreamFacts};
 use super::op_msg::{MsgError, OpMsg};
 use super::reply::is_error;
-use super::scram_client::{ScramClient, ScramClientError};
 use super::wire::{MessageReader, WireError, MAX_MESSAGE_BYTES};
+use crate::auth::scram_client::{ScramClient, ScramClientError};
 use crate::tls::{NetStream, UpstreamTls};
 use crate::vault::Secret;
 

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::auth::scram_client::ScramClient;
 use bytes::BytesMut;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::backend::Message as BackendMessage;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -220,7 +220,7 @@ async fn authenticate(
     wr: &mut NetWrite,
     target: &UpstreamTarget,
 ) -> Result<(), UpstreamError> {
-    let mut scram: Option<ScramSha256> = None;
+    let mut scram: Option<ScramClient> = None;
     loop {
         let frame = next(reader).await?;
         if frame.tag == msg::ERROR_RESPONSE {
@@ -258,27 +258,31 @@ async fn authenticate(
                         "SASL without SCRAM-SHA-256".into(),
                     ));
                 }
-                let s = ScramSha256::new(
-                    target.password.expose().as_bytes(),
-                    ChannelBinding::unsupported(),
-                );
-                frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
-                    .map_err(io)?;
+                // The salted password is computed once per (password, salt, iterations): a new
+                // server connection does not run PBKDF2 again.
+                let s = ScramClient::for_postgres(target.password.expose());
+                frontend::sasl_initial_response(
+                    "SCRAM-SHA-256",
+                    s.client_first().as_bytes(),
+                    &mut out,
+                )
+                .map_err(io)?;
                 scram = Some(s);
             }
             BackendMessage::AuthenticationSaslContinue(body) => {
                 let s = scram
                     .as_mut()
                     .ok_or_else(|| UpstreamError::Protocol("SASL continue before start".into()))?;
-                s.update(body.data())
+                let fin = s
+                    .client_final(body.data())
                     .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
-                frontend::sasl_response(s.message(), &mut out).map_err(io)?;
+                frontend::sasl_response(fin.as_bytes(), &mut out).map_err(io)?;
             }
             BackendMessage::AuthenticationSaslFinal(body) => {
                 let s = scram
                     .as_mut()
                     .ok_or_else(|| UpstreamError::Protocol("SASL final before start".into()))?;
-                s.finish(body.data()).map_err(|_| {
+                s.verify_server_final(body.data()).map_err(|_| {
                     UpstreamError::Protocol("upstream's SCRAM signature is invalid".into())
                 })?;
                 continue;

@@ -7,7 +7,7 @@ use bson::{doc, Binary, Bson, Document};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tollgate::mongo::scram_client::ScramClient;
+use tollgate::auth::scram_client::ScramClient;
 use tollgate::mongo::wire::{MessageReader, MAX_MESSAGE_BYTES};
 use tollgate::mongo::OpMsg;
 
