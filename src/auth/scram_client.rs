@@ -23,6 +23,9 @@ const MIN_ITERATIONS: u32 = 4096;
 /// A server asking for more would make every login a denial of service on the gateway.
 const MAX_ITERATIONS: u32 = 1_000_000;
 
+/// The longest salt accepted, in base64 (768 bytes decoded).
+const MAX_SALT_BASE64: usize = 1024;
+
 /// Salted passwords kept at most; the cache is emptied when full (a vault with more upstream
 /// logins than this only pays PBKDF2 more often).
 const SALTED_CACHE: usize = 256;
@@ -164,8 +167,14 @@ impl ScramClient {
                 "server nonce does not extend ours",
             ));
         }
+        let salt = salt.ok_or(ScramClientError::Malformed("no salt"))?;
+        // Servers send 16 (PostgreSQL) or 28 (MongoDB) bytes; a larger one would only fill
+        // the salted-password cache.
+        if salt.len() > MAX_SALT_BASE64 {
+            return Err(ScramClientError::Malformed("salt too long"));
+        }
         let salt = B64
-            .decode(salt.ok_or(ScramClientError::Malformed("no salt"))?)
+            .decode(salt)
             .map_err(|_| ScramClientError::Malformed("salt is not base64"))?;
         let iterations: u32 = iterations
             .ok_or(ScramClientError::Malformed("no iteration count"))?
@@ -341,6 +350,10 @@ mod tests {
             (
                 format!("r={ours}x,s=!!,i=4096"),
                 ScramClientError::Malformed("salt is not base64"),
+            ),
+            (
+                format!("r={ours}x,s={},i=4096", "A".repeat(2048)),
+                ScramClientError::Malformed("salt too long"),
             ),
         ] {
             assert_eq!(c.client_final(msg.as_bytes()).unwrap_err(), want, "{msg}");

@@ -221,6 +221,9 @@ async fn authenticate(
     target: &UpstreamTarget,
 ) -> Result<(), UpstreamError> {
     let mut scram: Option<ScramClient> = None;
+    // Once SCRAM started, only its end with the server's proof checked may log in: a server
+    // that skips to AuthenticationOk, or asks for the password instead, is not the upstream.
+    let mut proven = false;
     loop {
         let frame = next(reader).await?;
         if frame.tag == msg::ERROR_RESPONSE {
@@ -234,7 +237,20 @@ async fn authenticate(
         let mut out = BytesMut::new();
         let io = |e: std::io::Error| UpstreamError::Protocol(e.to_string());
         match parse_auth(&frame)? {
+            BackendMessage::AuthenticationOk if scram.is_some() && !proven => {
+                return Err(UpstreamError::Protocol(
+                    "upstream ended SCRAM without proving it knows the password".into(),
+                ));
+            }
             BackendMessage::AuthenticationOk => return Ok(()),
+            BackendMessage::AuthenticationCleartextPassword
+            | BackendMessage::AuthenticationMd5Password(_)
+                if scram.is_some() =>
+            {
+                return Err(UpstreamError::Protocol(
+                    "upstream asked for the password in the middle of SCRAM".into(),
+                ));
+            }
             BackendMessage::AuthenticationCleartextPassword => {
                 frontend::password_message(target.password.expose().as_bytes(), &mut out)
                     .map_err(io)?;
@@ -285,6 +301,7 @@ async fn authenticate(
                 s.verify_server_final(body.data()).map_err(|_| {
                     UpstreamError::Protocol("upstream's SCRAM signature is invalid".into())
                 })?;
+                proven = true;
                 continue;
             }
             _ => {
@@ -296,3 +313,6 @@ async fn authenticate(
         wr.write_all(&out).await.map_err(FrameError::Io)?;
     }
 }
+
+#[cfg(test)]
+mod tests;

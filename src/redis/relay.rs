@@ -223,7 +223,7 @@ where
             )
         }
     };
-    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT / MAX_BATCH);
+    let (tx, mut rx) = mpsc::channel(MAX_IN_FLIGHT / MAX_BATCH);
     let owed = Arc::new(AtomicUsize::new(0));
     let ctx = relay.session.context().clone();
     let lifecycle = relay.session.core().lifecycle.clone();
@@ -239,10 +239,16 @@ where
     let drained = lifecycle.drained(|| owed.load(Ordering::SeqCst) == 0);
     let result = tokio::select! {
         r = from.run(client, sink, tx) => r,
-        r = to.run(source, &mut client_wr, rx) => r,
+        r = to.run(source, &mut client_wr, &mut rx) => r,
         _ = drained => Ok(()),
     };
-    for ticket in to.abandon().chain(from.unsent_tickets()) {
+    // Entries still in the channel were forwarded (or about to be) but never answered.
+    rx.close();
+    let mut queued = Vec::new();
+    while let Ok(batch) = rx.try_recv() {
+        queued.extend(batch.into_iter().filter_map(|e| e.ticket));
+    }
+    for ticket in to.abandon().chain(from.unsent_tickets()).chain(queued) {
         ctx.abandoned(ticket);
     }
     match &result {

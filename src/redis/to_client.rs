@@ -102,7 +102,7 @@ impl ToClient {
         &mut self,
         mut source: Source,
         wr: &mut W,
-        mut rx: mpsc::Receiver<Vec<Entry>>,
+        rx: &mut mpsc::Receiver<Vec<Entry>>,
     ) -> Result<(), RelayError> {
         loop {
             while let Ok(batch) = rx.try_recv() {
@@ -117,7 +117,7 @@ impl ToClient {
             }
             let done = match &mut source {
                 Source::Own(up) => self.answer_own(up)?,
-                Source::Shared(inbox) => self.answer_shared(inbox, &mut rx)?,
+                Source::Shared(inbox) => self.answer_shared(inbox, rx)?,
             };
             if done {
                 wr.write_all(&self.out).await.map_err(RelayError::Client)?;

@@ -123,7 +123,9 @@ impl SharedConn {
             let mut q = self.inner.queue.lock().expect("shared queue lock");
             // Checked under the lock: `close` takes it too, so no route is added after it
             // closed the inboxes of the routes it found.
-            if self.is_closed() {
+            // The session's inbox closed too: it was cut off for unread replies, and what
+            // it still sends must not run.
+            if self.is_closed() || inbox.is_closed() {
                 drop(q);
                 inbox.close();
                 return Err(Closed);

@@ -444,3 +444,21 @@ async fn sessions_wait_while_an_upstream_that_does_not_read_holds_back_their_com
         .expect("a close releases the waiters")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_session_cut_off_for_unread_replies_sends_nothing_more() {
+    let (conn, _server) = scripted_upstream().await;
+    let greedy = Arc::new(Inbox::default());
+    greedy.expect(1);
+    let huge = Bytes::from(vec![b'y'; QUEUED_BYTES_HARD_LIMIT + 1]);
+    assert!(!greedy.deliver([Piece::Whole(huge)]), "cut off");
+    assert!(
+        conn.send(&greedy, b"X\r\n", 1).is_err(),
+        "a cut-off session still sends"
+    );
+    // The connection itself serves the others.
+    let polite = Arc::new(Inbox::default());
+    conn.send(&polite, b"X\r\n", 1).unwrap();
+    let got: Vec<String> = replies(&polite, 1).await.iter().map(text).collect();
+    assert_eq!(got, ["+0\r\n"]);
+}

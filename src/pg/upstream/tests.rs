@@ -1,0 +1,76 @@
+//! The upstream login against a scripted server that is not the upstream: once SCRAM started,
+//! only the server's proof ends it; skipping to AuthenticationOk or asking for the password
+//! instead is refused.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::{connect, UpstreamError, UpstreamTarget};
+use crate::vault::Secret;
+
+fn auth(code: i32, extra: &[u8]) -> Vec<u8> {
+    let mut m = vec![b'R'];
+    m.extend_from_slice(&((8 + extra.len()) as i32).to_be_bytes());
+    m.extend_from_slice(&code.to_be_bytes());
+    m.extend_from_slice(extra);
+    m
+}
+
+/// A server that asks for SCRAM-SHA-256, reads the client's first message, then sends `then`.
+async fn impostor(then: Vec<u8>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let len = s.read_i32().await.unwrap() as usize;
+        let mut startup = vec![0u8; len - 4];
+        s.read_exact(&mut startup).await.unwrap();
+        s.write_all(&auth(10, b"SCRAM-SHA-256\0\0")).await.unwrap();
+        let mut tag = [0u8; 1];
+        s.read_exact(&mut tag).await.unwrap();
+        let len = s.read_i32().await.unwrap() as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).await.unwrap();
+        s.write_all(&then).await.unwrap();
+        if then.len() > 9 || then[8] != 0 {
+            // A password request: read the answer, then let the client in.
+            let _ = s.read(&mut [0u8; 256]).await;
+            let _ = s.write_all(&auth(0, b"")).await;
+        }
+        // What a real server sends after a login: without the checks, the login succeeds here.
+        let _ = s.write_all(&[b'Z', 0, 0, 0, 5, b'I']).await;
+        let _ = s.read(&mut [0u8; 64]).await;
+    });
+    port
+}
+
+fn target(port: u16) -> UpstreamTarget {
+    UpstreamTarget {
+        name: "shop".into(),
+        host: "127.0.0.1".into(),
+        port,
+        database: "shop".into(),
+        user: Secret::new("tollgate_shop".into()),
+        password: Secret::new("vaulted".into()),
+        search_path: "public".into(),
+        tls: None,
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_skips_scrams_proof_is_not_the_upstream() {
+    for (then, what) in [
+        (auth(0, b""), "AuthenticationOk without the server's proof"),
+        (auth(3, b""), "a cleartext password request mid-SCRAM"),
+        (auth(5, b"salt"), "an MD5 request mid-SCRAM"),
+    ] {
+        let port = impostor(then).await;
+        let got = connect(&target(port), &[], Duration::from_secs(5)).await;
+        match got {
+            Err(UpstreamError::Protocol(m)) => assert!(m.contains("SCRAM"), "{what}: {m}"),
+            other => panic!("{what}: {:?}", other.err()),
+        }
+    }
+}
