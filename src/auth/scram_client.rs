@@ -262,6 +262,14 @@ mod tests {
         assert!(server.finish(fin.as_bytes()).is_err());
     }
 
+    /// The nonce the client put in its first message.
+    fn our_nonce(c: &ScramClient) -> String {
+        c.client_first()
+            .split_once(",r=")
+            .map(|(_, n)| n.to_string())
+            .unwrap()
+    }
+
     #[test]
     fn postgres_logins_reuse_the_salted_password_and_still_check_the_password() {
         let salt = b"salt-of-this-test-only".to_vec();
@@ -296,20 +304,12 @@ mod tests {
     #[test]
     fn postgres_accepts_fewer_iterations_and_mongodb_does_not() {
         let mut pg = ScramClient::for_postgres("pw");
-        let ours = pg
-            .client_first()
-            .split_once(",r=")
-            .map(|(_, n)| n.to_string())
-            .unwrap();
+        let ours = our_nonce(&pg);
         assert!(pg
             .client_final(format!("r={ours}x,s=AAAA,i=1000").as_bytes())
             .is_ok());
         let mut mongo = ScramClient::new("u", "pw");
-        let ours = mongo
-            .client_first()
-            .split_once(",r=")
-            .map(|(_, n)| n.to_string())
-            .unwrap();
+        let ours = our_nonce(&mongo);
         assert_eq!(
             mongo
                 .client_final(format!("r={ours}x,s=AAAA,i=1000").as_bytes())
@@ -321,11 +321,7 @@ mod tests {
     #[test]
     fn hostile_server_first_messages_are_refused() {
         let mut c = ScramClient::new("u", "pw");
-        let ours = c
-            .client_first()
-            .split_once(",r=")
-            .map(|(_, n)| n.to_string())
-            .unwrap();
+        let ours = our_nonce(&c);
         for (msg, want) in [
             (
                 format!("r={ours}x,s=AAAA,i=1"),
