@@ -284,13 +284,19 @@ async fn a_client_that_does_not_read_a_large_reply_is_cut_off_not_the_others() {
 }
 
 #[tokio::test]
-async fn a_killed_shared_connection_ends_its_sessions_and_the_next_ones_work() {
+async fn a_killed_shared_connection_is_replaced_under_idle_sessions() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut up = direct().await;
     let mut s = redis_login("writer").await;
     assert_eq!(
         redis_exchange(&mut s, &cmd(&["GET", "cache:k"]), "\r\n").await,
         "$-1\r\n"
+    );
+    let mut own = redis_login("trusted").await;
+    assert_eq!(
+        redis_exchange(&mut own, &cmd(&["SELECT", "0"]), "\r\n").await,
+        "+OK\r\n",
+        "moved to a connection of its own"
     );
     // Every connection but the asking one: the shared ones included.
     let _: redis::Value = redis::cmd("CLIENT")
@@ -302,7 +308,15 @@ async fn a_killed_shared_connection_ends_its_sessions_and_the_next_ones_work() {
         .query_async(&mut up)
         .await
         .unwrap();
-    let got = redis_exchange(&mut s, &cmd(&["GET", "cache:k"]), "\r\n").await;
+    // Idle when the connection died (the gateway has seen the close by now).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The idle session held nothing on the shared connection: it goes on on a new one.
+    assert_eq!(
+        redis_exchange(&mut s, &cmd(&["GET", "cache:k"]), "\r\n").await,
+        "$-1\r\n"
+    );
+    // A session on its own connection had state there (database, name...): it is told.
+    let got = redis_exchange(&mut own, &cmd(&["GET", "cache:k"]), "\r\n").await;
     assert!(
         got.contains("connection to upstream \"cache\" lost"),
         "{got}"

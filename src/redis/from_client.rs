@@ -228,7 +228,22 @@ impl FromClient {
         }
         match sink {
             Sink::Own(up) => up.write_all(out).await.map_err(RelayError::Upstream)?,
-            Sink::Shared { conn, inbox } => conn.send(inbox, out, replies)?,
+            Sink::Shared { conn, inbox } => {
+                if conn.is_closed() && !inbox.is_closed() && !inbox.owes() {
+                    // The shared connection died while this session owed it nothing: the
+                    // session held no state there, so it goes on on a fresh one.
+                    let timeout = std::time::Duration::from_millis(
+                        self.session.core().limits.upstream_connect_timeout_ms,
+                    );
+                    *conn = self
+                        .target
+                        .shared
+                        .pick(&self.target, timeout)
+                        .await
+                        .map_err(|e| RelayError::Upstream(std::io::Error::other(e.to_string())))?;
+                }
+                conn.send(inbox, out, replies)?
+            }
         }
         out.clear();
         Ok(())

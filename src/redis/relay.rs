@@ -158,8 +158,8 @@ impl Source {
                 }
             }
             // Closed with replies owed (or the client cut off): the next `take` reports it.
-            // Closed with none owed: the session holds nothing there; it learns at its next
-            // command, or moves to its own connection (a `Switch` entry is on its way).
+            // Closed with none owed: nothing more comes from it; a `Switch` entry is on its
+            // way, or the command half is ending the session.
             Source::Shared(inbox) if inbox.is_closed() => {
                 if !inbox.owes() && !inbox.was_cut_off() {
                     std::future::pending::<()>().await;
