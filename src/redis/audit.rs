@@ -32,18 +32,17 @@ fn push_lossy(out: &mut String, b: &[u8], upper: bool) {
     }));
 }
 
-/// Whether `name` is one of the (un)subscribe commands, whose arguments are all channel names.
+/// Whether `name` is one of the (un)subscribe commands, whose arguments are all channel names
+/// (the relay's own list, `SubKind::of_word`, in any case).
 fn names_channels(name: &[u8]) -> bool {
-    [
-        &b"subscribe"[..],
-        b"psubscribe",
-        b"ssubscribe",
-        b"unsubscribe",
-        b"punsubscribe",
-        b"sunsubscribe",
-    ]
-    .iter()
-    .any(|w| name.eq_ignore_ascii_case(w))
+    // The longest of them, `punsubscribe`, has 12 letters.
+    let mut buf = [0u8; 12];
+    let Some(lower) = buf.get_mut(..name.len()) else {
+        return false;
+    };
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    super::pubsub::SubKind::of_word(lower).is_some()
 }
 
 /// `SET cache:1 ?`, `CLIENT SETNAME ?`, `SUBSCRIBE news.a`: names kept, values redacted.
