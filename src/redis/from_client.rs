@@ -200,6 +200,11 @@ impl FromClient {
         }
     }
 
+    /// How long opening an upstream connection may take (`limits.upstream_connect_timeout_ms`).
+    fn connect_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.session.core().limits.upstream_connect_timeout_ms)
+    }
+
     /// Hands the unsent entries to the reply half (`false`: it is gone). The channel's slot is
     /// reserved first, so the entries are never inside a send that could be dropped.
     async fn hand_over(&mut self, tx: &mpsc::Sender<Vec<Entry>>) -> bool {
@@ -232,15 +237,11 @@ impl FromClient {
                 if conn.is_closed() && !inbox.is_closed() && !inbox.owes() {
                     // The shared connection died while this session owed it nothing: the
                     // session held no state there, so it goes on on a fresh one.
-                    let timeout = std::time::Duration::from_millis(
-                        self.session.core().limits.upstream_connect_timeout_ms,
-                    );
                     *conn = self
                         .target
                         .shared
-                        .pick(&self.target, timeout)
-                        .await
-                        .map_err(|e| RelayError::Upstream(std::io::Error::other(e.to_string())))?;
+                        .pick(&self.target, self.connect_timeout())
+                        .await?;
                 }
                 conn.send(inbox, out, replies)?
             }
@@ -259,20 +260,18 @@ impl FromClient {
         out: &mut BytesMut,
         tx: &mpsc::Sender<Vec<Entry>>,
     ) -> Result<(), RelayError> {
-        let core = self.session.core().clone();
-        let timeout = std::time::Duration::from_millis(core.limits.upstream_connect_timeout_ms);
-        let up = self.target.connect(timeout).await.map_err(|e| {
-            tracing::warn!(upstream = %self.target.name, error = %e, "upstream connection failed");
-            RelayError::Upstream(std::io::Error::other(e.to_string()))
-        })?;
-        self.own_gauge = Some(crate::telemetry::upstream_connection(&self.target.name));
+        let up = self
+            .target
+            .connect(self.connect_timeout())
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(upstream = %self.target.name, error = %e, "upstream connection failed");
+            })?;
+        let (gauge, entry) = self.target.own(&up, self.session.agent().clone());
+        self.own_gauge = Some(gauge);
+        self.client = entry;
         metrics::counter!("tollgate_redis_session_moves_total", "upstream" => self.target.name.clone())
             .increment(1);
-        self.client = up.client_id.map(|id| {
-            self.target
-                .clients
-                .register(id, up.local_addr.clone(), self.session.agent().clone())
-        });
         let (rd, wr) = up.stream.into_split();
         // The entries before the switch reach the reply half before their replies can.
         let after = self.unsent.split_off(at_entry);

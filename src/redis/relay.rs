@@ -60,6 +60,10 @@ pub enum RelayError {
     Client(std::io::Error),
     #[error("connection to the upstream lost: {0}")]
     Upstream(std::io::Error),
+    /// A new upstream connection (the session's own, or a shared one replacing a dead one)
+    /// could not be opened.
+    #[error("{0}")]
+    Connect(#[from] super::upstream::UpstreamError),
     #[error("{0}")]
     Shared(#[from] super::shared::Closed),
     /// The client left more replies unread than a shared connection holds for it (`mid_reply`:
@@ -252,7 +256,12 @@ where
         ctx.abandoned(ticket);
     }
     match &result {
-        Err(RelayError::Upstream(_) | RelayError::Scan(_) | RelayError::Shared(_)) => {
+        Err(
+            RelayError::Upstream(_)
+            | RelayError::Connect(_)
+            | RelayError::Scan(_)
+            | RelayError::Shared(_),
+        ) => {
             let msg = ctx.upstream_lost();
             let _ = client_wr.write_all(&reply::error("ERR", &msg)).await;
         }

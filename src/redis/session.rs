@@ -143,14 +143,9 @@ async fn run(
             Start::Shared(conn)
         }
         Connection::Own(up) => {
-            _upstream_gauge = Some(crate::telemetry::upstream_connection(&target.name));
-            // Which upstream connection is this agent's: CLIENT KILL/LIST, SLOWLOG and MONITOR
-            // keep every agent to its own.
-            client_entry = up.client_id.map(|id| {
-                target
-                    .clients
-                    .register(id, up.local_addr.clone(), login.session.agent().clone())
-            });
+            let (gauge, entry) = target.own(&up, login.session.agent().clone());
+            _upstream_gauge = Some(gauge);
+            client_entry = entry;
             let (up_rd, mut up_wr) = up.stream.into_split();
             let mut upstream = UpstreamReader::new(up_rd);
             match &login.hello {

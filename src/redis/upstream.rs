@@ -176,6 +176,24 @@ impl RedisTarget {
         })
     }
 
+    /// Makes `up` a session's own connection: counted in the upstream's open-connections gauge
+    /// (for as long as the guard lives) and registered as `agent`'s, so CLIENT KILL/LIST,
+    /// SLOWLOG and MONITOR keep every agent to its own connections.
+    pub fn own(
+        &self,
+        up: &Upstream,
+        agent: Arc<str>,
+    ) -> (
+        crate::telemetry::GaugeGuard,
+        Option<super::clients::ClientEntry>,
+    ) {
+        let gauge = crate::telemetry::upstream_connection(&self.name);
+        let entry = up
+            .client_id
+            .map(|id| self.clients.register(id, up.local_addr.clone(), agent));
+        (gauge, entry)
+    }
+
     /// `AUTH [user] password` with the vaulted login (also sent again after a client's RESET).
     /// The bytes hold the password: written to the upstream only, never logged or recorded.
     pub fn auth_command(&self) -> BytesMut {

@@ -48,7 +48,8 @@ pub struct Inbox {
     in_flight: AtomicUsize,
     /// Wakes the reply half: frames arrived, or the connection closed.
     to_replies: Notify,
-    /// Wakes the command half: every reply arrived, or queued bytes were taken.
+    /// Wakes the command half: replies arrived (fewer owed), queued bytes were taken, or the
+    /// connection closed.
     to_commands: Notify,
 }
 
@@ -139,14 +140,10 @@ impl Inbox {
         self.to_replies.notified().await
     }
 
-    fn closed(&self) -> bool {
-        self.frames.lock().expect("inbox lock").closed
-    }
-
     /// Waits until the upstream has answered everything sent (or the connection closed).
     /// Only the session's command half waits here.
     pub async fn settled(&self) {
-        while self.in_flight.load(Ordering::SeqCst) > 0 && !self.closed() {
+        while self.owes() && !self.is_closed() {
             self.to_commands.notified().await;
         }
     }
@@ -173,7 +170,7 @@ impl Inbox {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed()
+        self.frames.lock().expect("inbox lock").closed
     }
 
     /// Whether the session was cut off for not reading its replies.
