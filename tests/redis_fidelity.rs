@@ -7,16 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::{redis_connect, redis_exchange, redis_login};
+use support::{redis_cmd as cmd, redis_connect, redis_exchange, redis_login};
 use tokio::io::AsyncWriteExt;
-
-fn cmd(words: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", words.len()).into_bytes();
-    for w in words {
-        out.extend_from_slice(format!("${}\r\n{w}\r\n", w.len()).as_bytes());
-    }
-    out
-}
 
 /// The upstream's id and address of a raw session's connection (`CLIENT INFO`).
 async fn client_info(s: &mut tokio::net::TcpStream) -> (String, String) {

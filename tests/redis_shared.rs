@@ -11,17 +11,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use support::{harness, redis_exchange, redis_login};
+use support::{harness, redis_cmd as cmd, redis_exchange, redis_login};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
-
-fn cmd(words: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", words.len()).into_bytes();
-    for w in words {
-        out.extend_from_slice(format!("${}\r\n{w}\r\n", w.len()).as_bytes());
-    }
-    out
-}
 
 async fn direct() -> redis::aio::MultiplexedConnection {
     redis::Client::open(harness().env.upstream_redis_url.as_str())

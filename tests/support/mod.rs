@@ -301,6 +301,15 @@ pub async fn redis_exchange(s: &mut tokio::net::TcpStream, bytes: &[u8], until: 
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// One command as a RESP array of bulk strings.
+pub fn redis_cmd(words: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", words.len()).into_bytes();
+    for w in words {
+        out.extend_from_slice(format!("${}\r\n{w}\r\n", w.len()).as_bytes());
+    }
+    out
+}
+
 /// A raw connection logged in as `agent` with `AUTH`.
 pub async fn redis_login(agent: &str) -> tokio::net::TcpStream {
     let mut s = redis_raw().await;
