@@ -16,6 +16,7 @@
 #   TOLLGATE_REDIS_UPSTREAM_EXTRA  lines added to the Redis upstream's table (e.g.
 #                         shared_connections = 0)
 #   TOLLGATE_NO_ENV=1     do not write $BENCH_GATEWAY_ENV (an extra column, not the main one)
+#   TOLLGATE_SERVE_PREFIX a command to run `serve` under (bench/callgrind.sh: valgrind)
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${TOLLGATE_BIN:-$here/target/release/tollgate}"
@@ -80,9 +81,10 @@ else
   token=$("$bin" agent add bench --config "$dir/tollgate.toml" 2>/dev/null)
 fi
 
-RUST_LOG=warn "$bin" serve --config "$dir/tollgate.toml" &
+# shellcheck disable=SC2086 # the prefix is a command line
+RUST_LOG=warn ${TOLLGATE_SERVE_PREFIX:-} "$bin" serve --config "$dir/tollgate.toml" &
 pid=$!
-for _ in $(seq 1 100); do
+for _ in $(seq 1 600); do
   if (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/$rport) 2>/dev/null; then break; fi
   sleep 0.1
 done

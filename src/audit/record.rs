@@ -98,6 +98,9 @@ pub struct AuditEvent {
     pub duration_us: Option<u64>,
     pub sqlstate: Option<String>,
     pub error: Option<String>,
+    /// `agent` through `client_addr` as [`AuditEvent::who_members`] renders them: a session
+    /// renders its own once, not per record. Must agree with those fields.
+    pub who: Option<std::sync::Arc<[u8]>>,
 }
 
 impl EventKind {
@@ -145,36 +148,26 @@ impl AuditEvent {
 
     fn write_fields(&self, ts: &str, out: &mut Vec<u8>) {
         json::key(out, "ts");
-        json::string(out, ts);
+        json::plain(out, ts);
         out.push(b',');
         json::key(out, "kind");
-        json::string(out, self.kind.as_str());
+        json::plain(out, self.kind.as_str());
         if let Some(r) = self.ref_seq {
             out.push(b',');
             json::key(out, "ref_seq");
             json::number(out, r);
         }
         out.push(b',');
-        json::key(out, "agent");
-        json::string(out, &self.agent);
-        out.push(b',');
-        json::key(out, "protocol");
-        json::string(out, self.protocol.as_str());
-        out.push(b',');
-        json::key(out, "upstream");
-        json::opt_string(out, self.upstream.as_deref());
-        out.push(b',');
-        json::key(out, "session");
-        json::number(out, self.session);
-        out.push(b',');
-        json::key(out, "client_addr");
-        json::opt_string(out, self.client_addr.as_deref());
+        match &self.who {
+            Some(who) => out.extend_from_slice(who),
+            None => self.write_who(out),
+        }
         out.push(b',');
         json::key(out, "statement");
         json::opt_string(out, self.statement.as_deref());
         out.push(b',');
         json::key(out, "decision");
-        json::string(out, self.decision.as_str());
+        json::plain(out, self.decision.as_str());
         out.push(b',');
         json::key(out, "rule");
         json::opt_string(out, self.rule.as_deref());
@@ -193,6 +186,32 @@ impl AuditEvent {
         out.push(b',');
         json::key(out, "error");
         json::opt_string(out, self.error.as_deref());
+    }
+}
+
+impl AuditEvent {
+    /// The members `agent` through `client_addr` of this event, for [`AuditEvent::who`].
+    pub fn who_members(&self) -> std::sync::Arc<[u8]> {
+        let mut out = Vec::with_capacity(160);
+        self.write_who(&mut out);
+        out.into()
+    }
+
+    fn write_who(&self, out: &mut Vec<u8>) {
+        json::key(out, "agent");
+        json::string(out, &self.agent);
+        out.push(b',');
+        json::key(out, "protocol");
+        json::plain(out, self.protocol.as_str());
+        out.push(b',');
+        json::key(out, "upstream");
+        json::opt_string(out, self.upstream.as_deref());
+        out.push(b',');
+        json::key(out, "session");
+        json::number(out, self.session);
+        out.push(b',');
+        json::key(out, "client_addr");
+        json::opt_string(out, self.client_addr.as_deref());
     }
 }
 
@@ -364,6 +383,7 @@ mod tests {
                     duration_us,
                     sqlstate,
                     error,
+                    who: None,
                 },
             )
     }
@@ -374,7 +394,12 @@ mod tests {
             let ts = "2026-12-05T10:11:12.123456Z";
             let mut ours = Vec::new();
             e.write_fields(ts, &mut ours);
-            prop_assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(serde_form(&e, ts)).unwrap());
+            prop_assert_eq!(String::from_utf8(ours.clone()).unwrap(), String::from_utf8(serde_form(&e, ts)).unwrap());
+            // A session's members rendered once give the same line.
+            let rendered = AuditEvent { who: Some(e.who_members()), ..e };
+            let mut again = Vec::new();
+            rendered.write_fields(ts, &mut again);
+            prop_assert_eq!(again, ours);
         }
     }
 

@@ -4,6 +4,8 @@
 //! reply stream stays in order; the upstream's error is then swapped for tollgate's refusal.
 
 use std::collections::HashMap;
+
+use super::name_map::NameMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -49,9 +51,9 @@ struct State {
     /// After a refused Parse, messages up to Sync are dropped (the upstream skips them too).
     skip_until_sync: bool,
     /// Prepared statement name → its text and verdict (as checked at Parse).
-    statements: HashMap<String, Arc<Checked>>,
+    statements: NameMap<Arc<Checked>>,
     /// Portal name → the statement it runs.
-    portals: HashMap<String, Arc<Checked>>,
+    portals: NameMap<Arc<Checked>>,
     /// SQL-level PREPAREd statements: name → the PREPARE text, re-checked after a reload.
     sql_prepared: HashMap<String, Arc<Checked>>,
     facts: SessionFacts,
@@ -86,8 +88,8 @@ impl State {
     fn new(agent: std::sync::Arc<str>) -> State {
         State {
             skip_until_sync: false,
-            statements: HashMap::new(),
-            portals: HashMap::new(),
+            statements: NameMap::default(),
+            portals: NameMap::default(),
             sql_prepared: HashMap::new(),
             facts: SessionFacts::default(),
             view: AgentView::new(agent),
@@ -345,10 +347,10 @@ async fn settle_encoding<W: AsyncWrite + Unpin>(
 
 /// Whether a statement may change the client encoding (or undo a change): the window opens.
 fn may_change_encoding(text: &str) -> bool {
-    crate::policy::sql::screen::mentions_any(
-        text,
-        &["encoding", "names", "reset", "discard", "set_config"],
-    )
+    use crate::policy::sql::screen::Screen;
+    static ENCODING_WORDS: Screen =
+        Screen::new(&["encoding", "names", "reset", "discard", "set_config"]);
+    ENCODING_WORDS.matches(text)
 }
 
 /// The refusal of a message whose text may be read in an encoding tollgate does not know yet.

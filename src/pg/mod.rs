@@ -12,6 +12,7 @@ pub mod frame;
 pub mod from_client;
 pub mod frontend;
 pub mod link;
+mod name_map;
 pub mod pending;
 pub mod pool;
 pub mod refusal;

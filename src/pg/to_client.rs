@@ -12,6 +12,7 @@ use super::cancel::{send_cancel, CancelSlot};
 use super::cursor_rows::CursorRows;
 use super::frame::{Frame, FrameError};
 use super::link::Link;
+use super::name_map::NameMap;
 use super::pending::{Expect, Pending};
 use super::statement::PgSession;
 use crate::policy::limits::RowLimitMode;
@@ -54,7 +55,7 @@ struct ReplyState {
     /// Rows already returned by suspended portals (pg-cursor, JDBC fetchSize, asyncpg cursors
     /// resume a portal with Execute(n) again and again): `max_rows` holds per statement, not per
     /// batch. Forgotten when the portal is bound again, completes, or the transaction ends.
-    portal_rows: HashMap<String, u64>,
+    portal_rows: NameMap<u64>,
     /// Rows each SQL cursor has returned across its FETCHes (`max_rows` holds per cursor).
     cursors: CursorRows,
     /// What the current result's count started from (a resumed portal, a cursor's earlier
@@ -85,7 +86,7 @@ impl ReplyState {
             seen: HashMap::new(),
             in_step_with: None,
             rows: 0,
-            portal_rows: HashMap::new(),
+            portal_rows: NameMap::default(),
             cursors: CursorRows::default(),
             base: 0,
             bytes: 0,

@@ -13,12 +13,14 @@ const MAX_STATEMENT: usize = 4096;
 fn push_lossy(out: &mut String, b: &[u8], upper: bool) {
     // Fast path (most names): short printable ASCII is copied as it is.
     if b.len() <= MAX_NAME && b.iter().all(|c| (0x20..0x7f).contains(c)) {
-        if upper {
-            out.extend(b.iter().map(|c| char::from(c.to_ascii_uppercase())));
-        } else {
-            out.extend(b.iter().map(|&c| char::from(c)));
+        if let Ok(ascii) = std::str::from_utf8(b) {
+            let start = out.len();
+            out.push_str(ascii);
+            if upper {
+                out[start..].make_ascii_uppercase();
+            }
+            return;
         }
-        return;
     }
     let s = String::from_utf8_lossy(b);
     out.extend(s.chars().take(MAX_NAME).map(|c| {

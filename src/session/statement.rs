@@ -22,6 +22,9 @@ use crate::telemetry::{OpenSession, PairStats, ProtocolLatency};
 pub struct Principal {
     pub agent: Arc<str>,
     pub stats: Arc<PairStats>,
+    /// The records' `agent` … `client_addr` members for this session, rendered by its first
+    /// record (a principal belongs to one session).
+    who_json: std::sync::OnceLock<Arc<[u8]>>,
     bucket: Arc<Bucket>,
     _slot: ConnectionSlot,
     _open: OpenSession,
@@ -55,6 +58,7 @@ impl Principal {
             _slot: slot,
             _open: stats.open_session(),
             stats,
+            who_json: std::sync::OnceLock::new(),
         })
     }
 }
@@ -196,6 +200,13 @@ impl SessionContext {
         }
     }
 
+    /// An event of this session for `principal`, with its who-members rendered once.
+    fn event_of(&self, principal: &Principal, kind: EventKind, decision: Decision) -> AuditEvent {
+        let mut ev = self.who(principal.agent.clone()).event(kind, decision);
+        ev.who = Some(principal.who_json.get_or_init(|| ev.who_members()).clone());
+        ev
+    }
+
     fn append(&self, ev: &AuditEvent, write: Write) -> Result<u64, AuditError> {
         match write {
             Write::Now => self.core.audit.append(ev),
@@ -222,9 +233,7 @@ impl SessionContext {
             (None, true) => Decision::WouldBlock,
             (None, false) => Decision::Allowed,
         };
-        let mut ev = self
-            .who(ticket.principal.agent.clone())
-            .event(EventKind::Outcome, decision);
+        let mut ev = self.event_of(&ticket.principal, EventKind::Outcome, decision);
         ev.ref_seq = Some(ticket.seq);
         ev.rows = rows;
         ev.duration_us = Some(took.as_micros() as u64);
@@ -245,9 +254,7 @@ impl SessionContext {
         } else {
             Decision::Allowed
         };
-        let mut ev = self
-            .who(ticket.principal.agent.clone())
-            .event(EventKind::Outcome, decision);
+        let mut ev = self.event_of(&ticket.principal, EventKind::Outcome, decision);
         ev.ref_seq = Some(ticket.seq);
         ev.duration_us = Some(ticket.started.elapsed().as_micros() as u64);
         ev.reason = Some("outcome unknown: the session ended before the reply".into());
@@ -377,8 +384,7 @@ impl Session {
     fn event(&self, decision: Decision, statement: String) -> AuditEvent {
         let mut ev = self
             .ctx
-            .who(self.principal.agent.clone())
-            .event(EventKind::Decision, decision);
+            .event_of(&self.principal, EventKind::Decision, decision);
         ev.statement = Some(statement);
         ev
     }

@@ -34,6 +34,29 @@ pub const CATEGORIES: [&str; 21] = [
 pub struct Categories(pub u32);
 
 impl Categories {
+    /// The bit of a category known at compile time (`ADMIN`, `DANGEROUS`: no search per command).
+    pub const fn known(name: &str) -> u32 {
+        let mut i = 0;
+        while i < CATEGORIES.len() {
+            let c = CATEGORIES[i].as_bytes();
+            let n = name.as_bytes();
+            if c.len() == n.len() {
+                let mut j = 0;
+                while j < c.len() && c[j] == n[j] {
+                    j += 1;
+                }
+                if j == c.len() {
+                    return 1 << i;
+                }
+            }
+            i += 1;
+        }
+        panic!("not a Redis ACL category")
+    }
+
+    pub const ADMIN: u32 = Categories::known("admin");
+    pub const DANGEROUS: u32 = Categories::known("dangerous");
+
     pub fn bit(name: &str) -> Option<u32> {
         let name = name.strip_prefix('@').unwrap_or(name);
         CATEGORIES

@@ -175,9 +175,10 @@ fn check_command(rules: &RedisRules, info: &CommandInfo) -> Result<(), Refusal> 
     if rules.passthrough || builtin::always_allowed(name) {
         return Ok(());
     }
-    let dangerous_bits =
-        Categories::bit("admin").unwrap_or(0) | Categories::bit("dangerous").unwrap_or(0);
-    if builtin::default_refused(name, info.categories.intersects(dangerous_bits)) {
+    let dangerous = info
+        .categories
+        .intersects(Categories::ADMIN | Categories::DANGEROUS);
+    if builtin::default_refused(name, dangerous) {
         let named = rules.allow.iter().any(|a| {
             matches!(&a.pattern, super::rules::CommandPattern::Name(_)) && a.pattern.covers(info)
         });

@@ -44,7 +44,8 @@ pub fn is_backend_pid(schema: Option<&str>, name: &str) -> bool {
 /// Whether a statement text may call a signal function (ASCII case-insensitive): statements
 /// that do not are passed by the passthrough fast path without a parse.
 pub fn may_signal(sql: &str) -> bool {
-    super::screen::mentions_any(sql, &SCREEN)
+    static WORDS: super::screen::Screen = super::screen::Screen::new(&SCREEN);
+    WORDS.matches(sql)
 }
 
 /// How many times `text` names a signal function (ASCII case-insensitive), calls or not.

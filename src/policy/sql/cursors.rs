@@ -27,7 +27,8 @@ const WORDS: [&str; 5] = ["fetch", "move", "declare", "close", "discard"];
 
 /// Whether `sql` may touch a cursor (one of the keywords appears, in any case).
 pub fn may_use_cursors(sql: &str) -> bool {
-    super::screen::mentions_any(sql, &WORDS)
+    static SCREEN: super::screen::Screen = super::screen::Screen::new(&WORDS);
+    SCREEN.matches(sql)
 }
 
 /// One entry per statement of `sql` (`None` for statements that touch no cursor); empty when

@@ -59,7 +59,8 @@ pub(super) const TRIGGERS: [&str; 8] = [
 
 /// Whether `sql` may need [`check`]: it contains one of the trigger words.
 pub fn may_touch(sql: &str) -> bool {
-    super::screen::mentions_any(sql, &TRIGGERS)
+    static WORDS: super::screen::Screen = super::screen::Screen::new(&TRIGGERS);
+    WORDS.matches(sql)
 }
 
 fn refuse(reason: impl Into<String>) -> Refusal {
@@ -102,7 +103,8 @@ fn check_here(sql: &str, login: Option<&UpstreamLogin>) -> Result<(), Refusal> {
         };
         check_statement(node, statement_text(sql, raw), login)?;
     }
-    if super::screen::mentions_any(sql, &["set_config", "u&"]) {
+    static SET_CONFIG: super::screen::Screen = super::screen::Screen::new(&["set_config", "u&"]);
+    if SET_CONFIG.matches(sql) {
         check_set_config(sql)?;
     }
     Ok(())

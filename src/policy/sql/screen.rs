@@ -69,8 +69,10 @@ impl Screen {
     }
 }
 
-/// Whether `text` contains one of `words` (lower-case ASCII), ignoring ASCII case.
-pub fn mentions_any(text: &str, words: &[&str]) -> bool {
+/// Whether `text` contains one of `words` (lower-case ASCII), ignoring ASCII case: the plain
+/// definition every [`Screen`] is tested against.
+#[cfg(test)]
+fn mentions_any(text: &str, words: &[&str]) -> bool {
     let bytes = text.as_bytes();
     let mut firsts = [false; 256];
     for w in words {
