@@ -66,6 +66,7 @@ for bin in "$@"; do
   TOLLGATE_BIN="$bin" TOLLGATE_SUBDIR="gw$n" \
     TOLLGATE_SERVE_PREFIX="valgrind --tool=callgrind --callgrind-out-file=$out.%p" \
     "$here/bench/gateway-cmd.sh" > "$work/gw$n.log" 2>&1 &
+  gw_pid=$!
   for _ in $(seq 1 900); do [ -s "$BENCH_GATEWAY_ENV" ] && break; sleep 0.2; done
   [ -s "$BENCH_GATEWAY_ENV" ] || { echo "callgrind.sh: $bin did not start" >&2; cat "$work/gw$n.log" >&2; exit 1; }
   # shellcheck disable=SC1090
@@ -76,15 +77,15 @@ for bin in "$@"; do
   rb() { redis-benchmark -h 127.0.0.1 -p "$rport" --user bench -a "$token" -c 4 -P 16 -t get -r 100000 -q "$@" > /dev/null 2>&1; }
   pgbench -n -S -M extended -c 1 -t 300 "$GATEWAY_PG_URL" > /dev/null
   rb -n 2000
-  callgrind_control -z "$pid" > /dev/null
+  callgrind_control -z "$pid" > /dev/null 2>&1
   pgbench -n -S -M extended -c 4 -j 2 -t 1000 "$GATEWAY_PG_URL" > /dev/null
-  callgrind_control -d pg "$pid" > /dev/null
-  callgrind_control -z "$pid" > /dev/null
+  callgrind_control -d pg "$pid" > /dev/null 2>&1
+  callgrind_control -z "$pid" > /dev/null 2>&1
   rb -n 16000
-  callgrind_control -d redis "$pid" > /dev/null
+  callgrind_control -d redis "$pid" > /dev/null 2>&1
   echo "$bin"
   echo "  PostgreSQL, per statement (pgbench -S -M extended): $(per_unit "$(ls "$out".*.1)" 4000)"
   echo "  Redis, per command (GET -P 16):                      $(per_unit "$(ls "$out".*.2)" 16000)"
   kill "$pid" 2>/dev/null || true
-  wait 2>/dev/null || true
+  wait "$gw_pid" 2>/dev/null || true
 done

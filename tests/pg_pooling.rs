@@ -589,3 +589,353 @@ fn parameters_that_differ_between_server_connections_are_replayed() {
         hold.batch_execute("COMMIT").await.unwrap();
     });
 }
+
+// Isolation between agents on one server connection (transaction pooling), message by message.
+
+/// Sends raw messages on a raw connection.
+async fn send(s: &mut tokio::net::TcpStream, msgs: &[Vec<u8>]) {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(&msgs.concat()).await.unwrap();
+}
+
+/// Reads `n` messages, returning their tags.
+async fn tags(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+    let mut t = Vec::new();
+    for _ in 0..n {
+        let m = tokio::time::timeout(Duration::from_secs(5), support::read_message(s))
+            .await
+            .unwrap_or_else(|_| panic!("no reply after {t:?}"));
+        t.push(m.0);
+    }
+    t
+}
+
+/// A raw login as `agent` with extra startup parameters (to share a settings key).
+async fn raw_login_with(
+    addr: std::net::SocketAddr,
+    agent: &str,
+    extra: &[(&str, &str)],
+) -> tokio::net::TcpStream {
+    use bytes::BytesMut;
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    use postgres_protocol::message::frontend;
+    use tokio::io::AsyncWriteExt;
+    let env = &harness().env;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = BytesMut::new();
+    let mut params = vec![("user", agent), ("database", "shop")];
+    params.extend_from_slice(extra);
+    frontend::startup_message(params, &mut buf).unwrap();
+    s.write_all(&buf).await.unwrap();
+    let (tag, _) = support::read_message(&mut s).await;
+    assert_eq!(tag, b'R');
+    let mut scram = ScramSha256::new(env.token(agent).as_bytes(), ChannelBinding::unsupported());
+    buf.clear();
+    frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut buf).unwrap();
+    s.write_all(&buf).await.unwrap();
+    let (_, body) = support::read_message(&mut s).await;
+    scram.update(&body[4..]).unwrap();
+    buf.clear();
+    frontend::sasl_response(scram.message(), &mut buf).unwrap();
+    s.write_all(&buf).await.unwrap();
+    loop {
+        let (tag, _) = support::read_message(&mut s).await;
+        assert_ne!(tag, b'E', "login failed");
+        if tag == b'Z' {
+            return s;
+        }
+    }
+}
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    support::message(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
+}
+fn bind_unnamed() -> Vec<u8> {
+    support::message(b'B', b"\0\0\0\0\0\0\0\0")
+}
+fn execute_unnamed(max: i32) -> Vec<u8> {
+    let mut b = vec![0u8];
+    b.extend_from_slice(&max.to_be_bytes());
+    support::message(b'E', &b)
+}
+fn flush() -> Vec<u8> {
+    support::message(b'H', b"")
+}
+fn sync() -> Vec<u8> {
+    support::message(b'S', b"")
+}
+
+/// Runs a simple query on a session that must wait for the pool's one connection, in the
+/// background; the answer (tags, SQLSTATE, transaction status).
+fn query_in_background(
+    mut s: tokio::net::TcpStream,
+    sql: &str,
+) -> tokio::task::JoinHandle<(Vec<u8>, Option<String>, u8)> {
+    let q = support::message(b'Q', format!("{sql}\0").as_bytes());
+    tokio::spawn(async move {
+        send(&mut s, &[q]).await;
+        support::read_until_ready(&mut s).await
+    })
+}
+
+/// An extended batch ended by Flush instead of Sync (pg-cursor, psycopg's pipeline) keeps the
+/// connection: the server is inside the batch's transaction whatever the last ReadyForQuery
+/// said. Another agent waits for it, and then runs outside that transaction.
+#[test]
+fn a_batch_without_sync_keeps_its_connection_until_the_transaction_ends() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "").await;
+        let addr = running.pg_addr.unwrap();
+        let mut a = support::raw_login_at(addr, "trusted").await;
+        send(
+            &mut a,
+            &[
+                parse("", "BEGIN"),
+                bind_unnamed(),
+                execute_unnamed(0),
+                flush(),
+            ],
+        )
+        .await;
+        assert_eq!(tags(&mut a, 3).await, b"12C");
+        let b = support::raw_login_at(addr, "writer").await;
+        let waiting = query_in_background(b, "SELECT 1");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the writer ran inside the trusted agent's batch"
+        );
+        send(&mut a, &[sync()]).await;
+        let (_, code, status) = support::read_until_ready(&mut a).await;
+        assert_eq!((code, status), (None, b'T'));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the writer ran inside the trusted agent's transaction"
+        );
+        send(&mut a, &[support::message(b'Q', b"COMMIT\0")]).await;
+        let (_, code, status) = support::read_until_ready(&mut a).await;
+        assert_eq!((code, status), (None, b'I'));
+        let (t, code, status) = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the writer runs once the transaction ended")
+            .unwrap();
+        assert_eq!((t, code, status), (b"TDCZ".to_vec(), None, b'I'));
+    });
+}
+
+/// A portal suspended under Flush is never reachable by another agent: the connection stays
+/// with its session until the Sync, which ends the portal's transaction.
+#[test]
+fn a_suspended_portal_is_never_read_by_another_agent() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "").await;
+        let addr = running.pg_addr.unwrap();
+        let mut a = support::raw_login_at(addr, "trusted").await;
+        send(
+            &mut a,
+            &[
+                parse("", "SELECT ssn FROM customers ORDER BY id"),
+                bind_unnamed(),
+                execute_unnamed(1),
+                flush(),
+            ],
+        )
+        .await;
+        assert_eq!(tags(&mut a, 4).await, b"12Ds");
+        let mut b = support::raw_login_at(addr, "analyst").await;
+        send(&mut b, &[execute_unnamed(3), sync()]).await;
+        let reader = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                let (tag, body) = support::read_message(&mut b).await;
+                if tag == b'D' {
+                    let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize;
+                    seen.push(String::from_utf8_lossy(&body[6..6 + len]).into_owned());
+                }
+                if tag == b'E' {
+                    seen.push(format!("error {:?}", support::error_field(&body, b'C')));
+                }
+                if tag == b'Z' {
+                    return seen;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !reader.is_finished(),
+            "the analyst got the trusted agent's connection mid-batch"
+        );
+        send(&mut a, &[sync()]).await;
+        let (_, code, status) = support::read_until_ready(&mut a).await;
+        assert_eq!((code, status), (None, b'I'));
+        let seen = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the analyst is answered once the batch ended")
+            .unwrap();
+        assert_eq!(
+            seen,
+            vec!["error Some(\"34000\")".to_string()],
+            "as direct: no such portal"
+        );
+    });
+}
+
+/// An error in a batch without Sync leaves the server skipping to the Sync: the connection is
+/// not given to another agent (whose query the server would discard) before that Sync.
+#[test]
+fn an_error_before_sync_keeps_the_connection_until_the_sync() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "").await;
+        let addr = running.pg_addr.unwrap();
+        let mut a = support::raw_login_at(addr, "trusted").await;
+        send(
+            &mut a,
+            &[
+                parse("", "SELECT 1/0"),
+                bind_unnamed(),
+                execute_unnamed(0),
+                flush(),
+            ],
+        )
+        .await;
+        assert_eq!(tags(&mut a, 2).await, b"1E");
+        let b = support::raw_login_at(addr, "writer").await;
+        let waiting = query_in_background(b, "SELECT 1");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished());
+        send(&mut a, &[sync()]).await;
+        let (t, _, status) = support::read_until_ready(&mut a).await;
+        assert_eq!((t, status), (b"Z".to_vec(), b'I'));
+        let (t, code, status) = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the writer is answered once the batch ended")
+            .unwrap();
+        assert_eq!((t, code, status), (b"TDCZ".to_vec(), None, b'I'));
+    });
+}
+
+/// A protocol-level Close of a statement name the session did not prepare (tollgate's own
+/// `tg_` names, another session's unnamed statement) is answered by tollgate and never reaches
+/// the shared connection.
+#[test]
+fn a_close_of_another_sessions_statement_name_closes_nothing_on_the_server() {
+    use sha2::Digest;
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "").await;
+        let addr = running.pg_addr.unwrap();
+        let w = client(&running, "writer").await;
+        let sql = "SELECT amount FROM orders WHERE id = $1";
+        let st = w.prepare(sql).await.unwrap();
+        w.query_one(&st, &[&1i64]).await.unwrap();
+        let mut rest = sql.as_bytes().to_vec();
+        rest.extend_from_slice(&[0, 0, 0]);
+        let name = format!("tg_{}", hex::encode(&sha2::Sha256::digest(&rest)[..16]));
+        let t = client(&running, "trusted").await;
+        let names = one(
+            &t,
+            "SELECT string_agg(name || ': ' || statement, ' | ') FROM pg_prepared_statements",
+        )
+        .await;
+        eprintln!("computed {name}; on the connection: {names}");
+        // The settings tokio-postgres sends, so the analyst gets the writer's connection.
+        let mut b = raw_login_with(addr, "analyst", &[("client_encoding", "UTF8")]).await;
+        send(
+            &mut b,
+            &[
+                support::message(b'C', format!("S{name}\0").as_bytes()),
+                sync(),
+            ],
+        )
+        .await;
+        let (t, code, _) = support::read_until_ready(&mut b).await;
+        eprintln!(
+            "analyst's Close of {name}: {:?} {code:?}",
+            String::from_utf8_lossy(&t)
+        );
+        let r = w.query_one(&st, &[&1i64]).await;
+        assert!(
+            r.is_ok(),
+            "writer's prepared statement broken by the analyst: {:?}",
+            r.err().map(|e| db_message(&e))
+        );
+    });
+}
+
+/// The server drops the unnamed statement at any simple Query: after another session's Query
+/// on the connection, tollgate puts the first session's unnamed statement back before its Bind.
+#[test]
+fn another_sessions_query_does_not_lose_the_unnamed_statement() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "").await;
+        let addr = running.pg_addr.unwrap();
+        let mut b = support::raw_login_at(addr, "writer").await;
+        send(&mut b, &[parse("", "SELECT 42"), sync()]).await;
+        let (t, code, _) = support::read_until_ready(&mut b).await;
+        assert_eq!((t, code), (b"1Z".to_vec(), None));
+        let mut c = support::raw_login_at(addr, "analyst").await;
+        let (_, _, code) = support::raw_query(&mut c, "SELECT 1").await;
+        assert_eq!(code, None);
+        send(&mut b, &[bind_unnamed(), execute_unnamed(0), sync()]).await;
+        let (t, code, _) = support::read_until_ready(&mut b).await;
+        eprintln!(
+            "writer's Bind of its own unnamed statement: {:?} {code:?}",
+            String::from_utf8_lossy(&t)
+        );
+        assert_eq!(code, None, "as direct, the statement is still there");
+    });
+}
+
+/// An MCP `query` call parses the unnamed statement on a pooled connection: a wire session
+/// whose settings equal the MCP door's (anyone may send them) and whose unnamed statement was
+/// on that connection gets its own statement put back, never the MCP call's.
+#[test]
+fn an_mcp_call_does_not_replace_a_wire_sessions_unnamed_statement() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "").await;
+        let addr = running.pg_addr.unwrap();
+        let mcp = format!("http://{}/mcp", running.mcp_addr.unwrap());
+        let key = [
+            ("application_name", "tollgate-mcp"),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO, MDY"),
+        ];
+        let mut b = raw_login_with(addr, "analyst", &key).await;
+        send(&mut b, &[parse("", "SELECT 'analyst-own'"), sync()]).await;
+        let (t, code, _) = support::read_until_ready(&mut b).await;
+        assert_eq!((t, code), (b"1Z".to_vec(), None));
+        let token = format!("Bearer {}", harness().env.mcp_token("trusted"));
+        let resp: serde_json::Value = reqwest::Client::new()
+            .post(&mcp)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("authorization", token)
+            .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "query", "arguments": {"sql": "SELECT ssn FROM customers ORDER BY id LIMIT 1"}}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        eprintln!("trusted's MCP call: {}", resp["result"]["structuredContent"]["rows"]);
+        send(&mut b, &[bind_unnamed(), execute_unnamed(0), sync()]).await;
+        let mut seen = Vec::new();
+        loop {
+            let (tag, body) = support::read_message(&mut b).await;
+            if tag == b'D' {
+                let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize;
+                seen.push(String::from_utf8_lossy(&body[6..6 + len]).into_owned());
+            }
+            if tag == b'E' {
+                seen.push(format!("error {:?}", support::error_field(&body, b'C')));
+            }
+            if tag == b'Z' {
+                break;
+            }
+        }
+        eprintln!("analyst's Bind of its own unnamed statement returned: {seen:?}");
+        assert_eq!(seen, vec!["analyst-own".to_string()]);
+    });
+}

@@ -22,7 +22,58 @@ pub struct CancelTarget {
 
 /// Where a session's statements run right now: the attached server connection's backend, or
 /// nothing between transactions (transaction pooling). Shared by the registry and the session.
-pub type CancelSlot = std::sync::Arc<arc_swap::ArcSwapOption<CancelTarget>>;
+pub type CancelSlot = std::sync::Arc<CancelRoute>;
+
+/// A session's cancel target and the client cancels on their way to it. A connection is handed
+/// to another session only once the target is cleared and no client cancel read it before:
+/// a cancel sent as the statement ended must never land on the next session's statement.
+#[derive(Debug)]
+pub struct CancelRoute {
+    target: arc_swap::ArcSwapOption<CancelTarget>,
+    in_flight: tokio::sync::watch::Sender<u32>,
+}
+
+impl Default for CancelRoute {
+    fn default() -> Self {
+        CancelRoute {
+            target: arc_swap::ArcSwapOption::empty(),
+            in_flight: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl CancelRoute {
+    pub fn store(&self, target: Option<std::sync::Arc<CancelTarget>>) {
+        self.target.store(target);
+    }
+
+    pub fn load_full(&self) -> Option<std::sync::Arc<CancelTarget>> {
+        self.target.load_full()
+    }
+
+    /// Clears the target (nothing runs) and waits until the client cancels that read it were
+    /// delivered (each gives up after 2 s).
+    pub async fn clear_and_settle(&self) {
+        self.target.store(None);
+        let mut rx = self.in_flight.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// A client cancel: counted before the target is read, so `clear_and_settle` sees it.
+    fn start(&self) -> ClientCancel<'_> {
+        self.in_flight.send_modify(|n| *n += 1);
+        ClientCancel(self)
+    }
+}
+
+/// A client cancel on its way; dropping it marks it delivered (or given up).
+struct ClientCancel<'a>(&'a CancelRoute);
+
+impl Drop for ClientCancel<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
 
 /// Process ids tollgate shows transaction-pooled sessions start above this: Linux's
 /// `PID_MAX_LIMIT` (2^22; the BSDs and macOS stay far below), so they never name a server process.
@@ -121,6 +172,7 @@ impl CancelRegistry {
                 .increment(1);
             return false;
         };
+        let _flight = slot.start();
         // Between transactions nothing runs: like a cancel that arrives too late, it is a no-op.
         let Some(target) = slot.load_full() else {
             return false;
@@ -157,7 +209,49 @@ mod tests {
     }
 
     fn slot() -> CancelSlot {
-        std::sync::Arc::new(arc_swap::ArcSwapOption::empty())
+        std::sync::Arc::default()
+    }
+
+    /// A client cancel read the target just before the session let its connection go: the
+    /// connection is not handed on until that cancel reached the server.
+    #[tokio::test]
+    async fn a_connection_is_let_go_only_after_the_client_cancels_that_read_it() {
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let r = std::sync::Arc::new(CancelRegistry::default());
+        let s = slot();
+        s.store(Some(std::sync::Arc::new(CancelTarget {
+            addr,
+            pid: 4242,
+            secret: 7,
+            tls: None,
+        })));
+        let (pid, secret, _guard) = r.register(Some(4242), s.clone(), owner("a", true));
+        let cancel = tokio::spawn({
+            let r = r.clone();
+            async move { r.cancel(pid, secret).await }
+        });
+        // The server takes the request and holds the connection a while, as a busy one might.
+        let (mut conn, _) = server.accept().await.unwrap();
+        let settle = tokio::spawn({
+            let s = s.clone();
+            async move { s.clear_and_settle().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            !settle.is_finished(),
+            "let go while a cancel was on its way"
+        );
+        let mut request = [0u8; 16];
+        conn.read_exact(&mut request).await.unwrap();
+        drop(conn);
+        assert!(cancel.await.unwrap());
+        tokio::time::timeout(std::time::Duration::from_secs(1), settle)
+            .await
+            .expect("let go once the cancel was delivered")
+            .unwrap();
+        // And nothing reaches a connection that was let go.
+        assert!(!r.cancel(pid, secret).await);
     }
 
     #[test]

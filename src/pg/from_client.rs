@@ -279,7 +279,7 @@ async fn give_back(
     // A cancel of tollgate's own (row limit, timeout) still on its way must land before the
     // connection can run another session's statement.
     pending.cancels_settled().await;
-    if pending.is_empty() && pending.tx_status() == b'I' && !link.pinned() {
+    if pending.between_transactions() && !link.pinned() {
         match link.detach(rest).await {
             Ok(server) => {
                 link.pool.checkin(server, true, true);
@@ -525,6 +525,7 @@ fn on_frame(
         fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE
     ) {
         state.in_batch = true;
+        pending.set_batch_open(true);
     }
     match frame.tag {
         fe::QUERY => on_query(ctx, pending, state, &frame, out)?,
@@ -609,12 +610,29 @@ fn on_frame(
                     .statements
                     .get(name)
                     .is_some_and(|c| c.server.is_some());
+            // Under transaction pooling the connection also holds other sessions' statements
+            // and tollgate's own names: a Close of the unnamed statement or of a name this
+            // session did not prepare is the client's alone (PostgreSQL answers a Close of a
+            // missing statement with CloseComplete too). Its SQL PREPAREd ones (the session is
+            // pinned to its connection then) are closed on the server.
+            let sql_prepared = kind == b'S' && state.sql_prepared.contains_key(name);
+            let not_ours = kind == b'S'
+                && state.pooled
+                && !sql_prepared
+                && (name.is_empty() || !state.statements.contains_key(name));
             if kind == b'S' {
                 state.statements.remove(name);
+                if name.is_empty() && state.pooled {
+                    state.unnamed = None;
+                }
+                if sql_prepared {
+                    state.sql_prepared.remove(name);
+                    state.facts.sql_prepared.remove(name);
+                }
             } else {
                 state.portals.remove(name);
             }
-            if kept_on_server {
+            if kept_on_server || not_ours {
                 // Other sessions may use the same statement on that connection: it stays there
                 // (closed when its connection's bound is reached); the client's name is gone.
                 pending.push(Expect::Synthetic(statements::close_complete()));
@@ -626,6 +644,7 @@ fn on_frame(
         fe::SYNC => {
             state.skip_until_sync = false;
             state.in_batch = false;
+            pending.set_batch_open(false);
             pending.push(Expect::Sync);
             out.extend_from_slice(&frame.raw);
         }
@@ -675,6 +694,14 @@ fn on_query(
     out: &mut BytesMut,
 ) -> Result<(), FromClientError> {
     let started = std::time::Instant::now();
+    if state.pooled {
+        // PostgreSQL drops the unnamed statement at every simple Query: the client's own is
+        // gone (as it would be direct), and the connection no longer holds anyone's.
+        state.unnamed = None;
+        if let Some(server) = &state.server {
+            *server.unnamed_owner.lock().expect("unnamed statement") = None;
+        }
+    }
     if std::mem::take(&mut state.encoding_uncertain) {
         refuse_simple(pending, uncertain_encoding(ctx), out);
         return Ok(());

@@ -63,7 +63,7 @@ impl Link {
             attached: watch::channel(0).0,
             detached: Notify::new(),
             info: ArcSwapOption::empty(),
-            cancel: Arc::new(ArcSwapOption::empty()),
+            cancel: Arc::default(),
             pinned: AtomicBool::new(false),
             client_pid: std::sync::atomic::AtomicI32::new(0),
         }
@@ -129,7 +129,8 @@ impl Link {
         let Some(reader) = self.reader.lock().await.take() else {
             return Err(rest);
         };
-        self.cancel.store(None);
+        // Bounded: a client cancel gives up after 2 s.
+        self.cancel.clear_and_settle().await;
         self.info.store(None);
         Ok(Server {
             reader,

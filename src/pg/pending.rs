@@ -81,6 +81,10 @@ pub struct Pending {
     unwritten: Arc<std::sync::atomic::AtomicBool>,
     /// tollgate's own cancel requests not yet delivered to the server (see `cancel_started`).
     cancels: Arc<tokio::sync::watch::Sender<u32>>,
+    /// An extended-protocol message went out and its Sync has not: the server may be inside a
+    /// transaction, hold a suspended portal or skip everything to the Sync, whatever the last
+    /// ReadyForQuery said.
+    batch_open: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Held while one of tollgate's cancel requests is on its way; dropping it marks it delivered.
@@ -156,6 +160,22 @@ impl Pending {
     /// Waits until a statement is queued (returns at once if one was queued since the last wait).
     pub async fn statement_pushed(&self) {
         self.pushed.notified().await;
+    }
+
+    /// Set by the client side as an extended-protocol batch opens (Parse, Bind, Describe,
+    /// Execute, Close) and cleared when its Sync is forwarded.
+    pub fn set_batch_open(&self, open: bool) {
+        self.batch_open
+            .store(open, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The server connection is between transactions: nothing owed, the last ReadyForQuery
+    /// said idle, and no extended batch left open (Flush without Sync). Only then may it serve
+    /// another session.
+    pub fn between_transactions(&self) -> bool {
+        self.is_empty()
+            && self.tx_status() == b'I'
+            && !self.batch_open.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn set_tx_status(&self, status: u8) {

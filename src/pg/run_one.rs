@@ -120,6 +120,9 @@ pub async fn run(
         running: Some(cancel),
     };
     let server = lent.server.as_mut().expect("just checked out");
+    // The Parse below replaces the unnamed statement on this connection: a wire session whose
+    // unnamed statement was there must have it put back before its next Bind.
+    *server.info.unnamed_owner.lock().expect("unnamed statement") = None;
     let request = encode(stmt, caps.max_rows);
     if let Err(e) = server.writer.write_all(&request).await {
         return Err(RunError::Lost(e.to_string()));

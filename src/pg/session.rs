@@ -370,7 +370,7 @@ async fn relay(
             .await
             .ok();
         if let Ok(server) = link.detach(rest).await {
-            let usable = clean_end && !owed && pending.tx_status() == b'I';
+            let usable = clean_end && !owed && pending.between_transactions();
             // Session pooling resets every connection its session used (as PgBouncer's
             // server_reset_query): statements can leave state tollgate cannot see (a serial
             // column's nextval, say); transaction pooling resets only a session that was pinned.

@@ -259,8 +259,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         let let_go = link.pooled_by_transaction()
             && !state.server_fatal
             && !link.pinned()
-            && pending.is_empty()
-            && pending.tx_status() == b'I'
+            && pending.between_transactions()
             && !upstream.has_buffered_frame();
         drop(guard);
         pending.notify_drained();

@@ -225,7 +225,7 @@ functions = ["pg_cancel_backend", "pg_terminate_backend"]
         upstream: "shop".into(),
         server_process,
     };
-    let slot = || Arc::new(arc_swap::ArcSwapOption::empty());
+    let slot = || Arc::new(crate::pg::cancel::CancelRoute::default());
     let (own, _, _own_guard) = registry.register(Some(4242), slot(), owner("analyst", true));
     let (other, _, _other_guard) = registry.register(Some(4343), slot(), owner("writer", true));
     let (pooled, _, _pooled_guard) = registry.register(None, slot(), owner("analyst", false));

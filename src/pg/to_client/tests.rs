@@ -37,11 +37,9 @@ fn rig_with(t: TestCore) -> Rig {
         secret: 2,
         tls: None,
     };
-    let state = ReplyState::new(
-        &pg,
-        std::sync::Arc::new(arc_swap::ArcSwapOption::from_pointee(cancel)),
-        None,
-    );
+    let route = crate::pg::cancel::CancelRoute::default();
+    route.store(Some(std::sync::Arc::new(cancel)));
+    let state = ReplyState::new(&pg, std::sync::Arc::new(route), None);
     Rig {
         t,
         _accepted: accepted,
