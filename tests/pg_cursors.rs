@@ -65,3 +65,26 @@ fn a_with_hold_cursor_keeps_its_count_past_its_transaction() {
         c.batch_execute("CLOSE h").await.unwrap();
     });
 }
+
+/// DISCARD PLANS, SEQUENCES and TEMP close no cursor: sent between FETCHes they do not start
+/// the cursor's count again (only DISCARD ALL, which closes every cursor, does). Whether the
+/// analyst may run DISCARD at all is its policy's business; its rows never pass the limit.
+#[test]
+fn a_discard_that_closes_no_cursor_does_not_reset_its_count() {
+    harness().runtime.block_on(async {
+        let c = connect("analyst").await;
+        c.batch_execute("BEGIN; DECLARE d CURSOR FOR SELECT id FROM orders ORDER BY id")
+            .await
+            .unwrap();
+        let mut read = rows(&c.simple_query("FETCH 800 FROM d").await.unwrap());
+        for discard in ["DISCARD PLANS", "DISCARD SEQUENCES", "DISCARD TEMP"] {
+            // Refused or run, it must not free the cursor's rows.
+            let _ = c.batch_execute(discard).await;
+            if let Ok(m) = c.simple_query("FETCH 800 FROM d").await {
+                read += rows(&m);
+            }
+        }
+        assert!(read <= 1000, "read {read} rows through one cursor");
+        c.batch_execute("ROLLBACK").await.ok();
+    });
+}

@@ -168,9 +168,9 @@ fn check_kind(
                     .map_err(|reason| Refusal::permission("builtin: protected-setting", reason))?;
             }
         }
-        StatementKind::Reset { .. } | StatementKind::Show { .. } | StatementKind::Discard => {
-            need_class(rules, StatementClass::Session, "session")?
-        }
+        StatementKind::Reset { .. }
+        | StatementKind::Show { .. }
+        | StatementKind::Discard { .. } => need_class(rules, StatementClass::Session, "session")?,
         StatementKind::Prepare { .. } | StatementKind::Deallocate { .. } => {
             need_class(rules, StatementClass::Prepare, "PREPARE")?
         }

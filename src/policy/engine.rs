@@ -719,7 +719,7 @@ fn effects_of(analysis: &Analysis) -> Vec<Effect> {
                 StatementKind::Deallocate { name } => {
                     effects.push(Effect::Deallocated(name.clone()))
                 }
-                StatementKind::Discard => effects.push(Effect::Deallocated(None)),
+                StatementKind::Discard { all: true } => effects.push(Effect::Deallocated(None)),
                 StatementKind::Execute { name } => effects.push(Effect::Executes(name.clone())),
                 _ => {}
             }

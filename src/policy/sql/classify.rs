@@ -42,7 +42,9 @@ pub(super) fn kind(stmt: &NodeEnum) -> Result<StatementKind, AnalyzeError> {
         NodeEnum::VariableShowStmt(v) => K::Show {
             name: setting_name(&v.name),
         },
-        NodeEnum::DiscardStmt(_) => K::Discard,
+        NodeEnum::DiscardStmt(d) => K::Discard {
+            all: d.target() == pg_query::protobuf::DiscardMode::DiscardAll,
+        },
         NodeEnum::PrepareStmt(p) => K::Prepare {
             name: p.name.clone(),
         },

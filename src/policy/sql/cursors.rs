@@ -60,7 +60,13 @@ fn uses_here(sql: &str) -> Vec<Option<CursorUse>> {
                 Some(N::ClosePortalStmt(c)) => Some(CursorUse::Close(
                     (!c.portalname.is_empty()).then(|| c.portalname.clone()),
                 )),
-                Some(N::DiscardStmt(_)) => Some(CursorUse::Close(None)),
+                // Only DISCARD ALL closes cursors (PLANS, SEQUENCES, TEMP leave them open:
+                // their rows keep counting towards the row limit).
+                Some(N::DiscardStmt(d))
+                    if d.target() == pg_query::protobuf::DiscardMode::DiscardAll =>
+                {
+                    Some(CursorUse::Close(None))
+                }
                 _ => None,
             },
         )
@@ -112,5 +118,10 @@ mod tests {
             vec![Some(CursorUse::Fetch("my cursor".into()))]
         );
         assert!(cursor_uses("FETCH garbage (").is_empty());
+        // DISCARD PLANS/SEQUENCES/TEMP close no cursor: a cursor's rows keep counting.
+        assert_eq!(
+            cursor_uses("DISCARD PLANS; DISCARD SEQUENCES; DISCARD TEMP"),
+            Vec::<Option<CursorUse>>::new()
+        );
     }
 }

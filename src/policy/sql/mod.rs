@@ -226,7 +226,11 @@ pub enum StatementKind {
     Show {
         name: String,
     },
-    Discard,
+    /// `all`: DISCARD ALL (closes cursors, drops prepared statements); PLANS, SEQUENCES and
+    /// TEMP leave both alone.
+    Discard {
+        all: bool,
+    },
     /// Relations/functions are those of the prepared body.
     Prepare {
         name: String,

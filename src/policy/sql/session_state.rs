@@ -39,7 +39,7 @@ pub fn leaves_session_state(s: &StatementInfo) -> bool {
         // EXECUTE needs its PREPARE on the same connection: PREPARE already kept it.
         StatementKind::Execute { .. } => false,
         StatementKind::Reset { .. }
-        | StatementKind::Discard
+        | StatementKind::Discard { .. }
         | StatementKind::Prepare { .. }
         | StatementKind::Deallocate { .. }
         | StatementKind::Listen { .. }

@@ -135,7 +135,9 @@ fn session_statements() -> Vec<Case> {
             },
             &[],
         ),
-        case("DISCARD ALL", K::Discard, &[]),
+        case("DISCARD ALL", K::Discard { all: true }, &[]),
+        case("DISCARD PLANS", K::Discard { all: false }, &[]),
+        case("DISCARD TEMP", K::Discard { all: false }, &[]),
         case(
             "LISTEN ch",
             K::Listen {
