@@ -340,3 +340,44 @@ async fn scram_logins_offer_4096_iterations_unless_the_client_is_libpq_like() {
         assert!(first.ends_with(iterations), "{user} {extra:?}: {first}");
     }
 }
+
+/// A client that sends its statements and then stops (a half-closed socket, or Terminate) is
+/// answered first, as PostgreSQL answers every message read before the end: on both pool modes.
+#[tokio::test]
+async fn statements_sent_before_the_client_stops_are_answered() {
+    for agent in ["analyst", "trusted"] {
+        for terminate in [false, true] {
+            let mut s = raw_login(agent).await;
+            let mut batch = message(b'Q', b"SELECT 1\0");
+            batch.extend(message(b'Q', b"SELECT 2\0"));
+            if terminate {
+                batch.extend(message(b'X', b""));
+            }
+            s.write_all(&batch).await.unwrap();
+            s.shutdown().await.unwrap();
+            let mut tags = Vec::new();
+            let read_all = async {
+                loop {
+                    let mut head = [0u8; 5];
+                    if s.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                    let mut body = vec![0u8; len - 4];
+                    if s.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    tags.push(head[0]);
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), read_all)
+                .await
+                .expect("the session ends once it answered");
+            assert_eq!(
+                String::from_utf8_lossy(&tags),
+                "TDCZTDCZ",
+                "{agent}, terminate: {terminate}"
+            );
+        }
+    }
+}

@@ -332,13 +332,38 @@ async fn relay(
     let drained = core
         .lifecycle
         .drained(|| pending.settled() && pending.tx_status() == b'I');
-    let result = tokio::select! {
+    tokio::pin!(drained);
+    let shutting_down = || {
+        ClientSide(
+            Err(FromClientError::Fatal(PgErrorFields::fatal(
+                "57P01",
+                "terminating connection due to administrator command (tollgate is shutting down)",
+            ))),
+            None,
+        )
+    };
+    let mut result = tokio::select! {
         (r, rest) = from_client_fut => ClientSide(r, rest),
         r = &mut to_client_fut => UpstreamSide(r),
-        _ = drained => ClientSide(Err(FromClientError::Fatal(
-            PgErrorFields::fatal("57P01", "terminating connection due to administrator command (tollgate is shutting down)"),
-        )), None),
+        _ = &mut drained => shutting_down(),
     };
+    // The client stopped sending (Terminate, or EOF after a half-close) with replies owed: as a
+    // server would, its statements are answered before the session ends. A client that is gone
+    // altogether ends it at the first write.
+    if matches!(result, ClientSide(Ok(_), _)) {
+        while !pending.settled() {
+            tokio::select! {
+                // The reply half ended (the client is gone, or the server closed): nothing
+                // more can be delivered.
+                _ = &mut to_client_fut => break,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+                _ = &mut drained => {
+                    result = shutting_down();
+                    break;
+                }
+            }
+        }
+    }
     drop(to_client_fut);
     // The process id the client was shown names no session of its from here: before its server
     // connection can serve another session (session pooling shows that one the same id).
