@@ -355,3 +355,29 @@ fn the_audit_chain_verifies_with_mongodb_records() {
     assert_eq!(find["agent"], "analyst");
     assert_eq!(find["upstream"], "mongo");
 }
+
+/// A client that sends its commands and then half-closes its socket gets every reply before
+/// the session ends, as a MongoDB server answers what it read before the end.
+#[test]
+fn commands_sent_before_a_half_close_are_answered() {
+    let env = &harness().env;
+    block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut s = RawMongo::login(env.mongo_port, "analyst", env.token("analyst")).await;
+        let mut batch = Vec::new();
+        for cmd in [
+            doc! { "ping": 1, "$db": "shop" },
+            doc! { "find": "orders", "limit": 1, "$db": "shop" },
+        ] {
+            let id = s.next_id();
+            batch.extend(tollgate::mongo::OpMsg::reply(0, id, &cmd).encode(false));
+        }
+        s.stream.write_all(&batch).await.unwrap();
+        s.stream.shutdown().await.unwrap();
+        let mut oks = Vec::new();
+        while let Some(r) = s.read().await {
+            oks.push(r.get_f64("ok").ok());
+        }
+        assert_eq!(oks, vec![Some(1.0), Some(1.0)]);
+    });
+}

@@ -166,10 +166,24 @@ where
     let mut from = FromClient::new(relay, cursors, owed.clone());
     // Shutting down: closed once every reply owed has been written (or at the deadline).
     let drained = lifecycle.drained(|| owed.load(Ordering::SeqCst) == 0);
-    let result = tokio::select! {
-        r = from.run(client, up_wr, tx, kill_rx) => r,
-        r = to.run(up_reader, &mut client_wr, rx) => r,
-        _ = drained => Ok(()),
+    tokio::pin!(drained);
+    let result = {
+        let from_fut = from.run(client, up_wr, tx, kill_rx);
+        let to_fut = to.run(up_reader, &mut client_wr, rx);
+        tokio::pin!(from_fut, to_fut);
+        tokio::select! {
+            r = &mut from_fut => match r {
+                // The client stopped sending (EOF after a half-close): the requests it sent are
+                // answered first, as a server answers what it read before the end.
+                Ok(()) => tokio::select! {
+                    r = &mut to_fut => r,
+                    _ = &mut drained => Ok(()),
+                },
+                Err(e) => Err(e),
+            },
+            r = &mut to_fut => r,
+            _ = &mut drained => Ok(()),
+        }
     };
     let front = to.front_request();
     for ticket in to.abandon() {

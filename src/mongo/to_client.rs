@@ -83,11 +83,14 @@ impl ToClient {
         wr: &mut W,
         mut rx: mpsc::Receiver<Entry>,
     ) -> Result<(), RelayError> {
+        // The command half is gone (the client stopped sending): the replies owed are still
+        // relayed, then the session ends.
+        let mut commands_open = true;
         loop {
             while let Ok(e) = rx.try_recv() {
                 self.pending.push_back(e);
             }
-            let closing = self.locals();
+            let closing = self.locals() || (!commands_open && self.pending.is_empty());
             if !self.out.is_empty() {
                 wr.write_all(&self.out).await.map_err(RelayError::Client)?;
                 self.out.clear();
@@ -101,9 +104,9 @@ impl ToClient {
                 return Ok(());
             }
             tokio::select! {
-                e = rx.recv() => match e {
+                e = rx.recv(), if commands_open => match e {
                     Some(e) => self.pending.push_back(e),
-                    None => return Ok(()),
+                    None => commands_open = false,
                 },
                 m = up.next() => match m {
                     Ok(Some(m)) => {
