@@ -462,3 +462,37 @@ async fn a_session_cut_off_for_unread_replies_sends_nothing_more() {
     let got: Vec<String> = replies(&polite, 1).await.iter().map(text).collect();
     assert_eq!(got, ["+0\r\n"]);
 }
+
+/// Review: the session whose reply came in the same read as a reply nobody is owed is neither
+/// given its reply nor told the connection closed (its route was popped before `route` gave up).
+#[tokio::test]
+async fn review_an_unowed_reply_leaves_the_session_before_it_waiting() {
+    let (conn, _server) = scripted_upstream().await;
+    let a = Arc::new(Inbox::default());
+    conn.send(&a, b"ROGUE\r\n", 1).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !conn.is_closed() {
+        assert!(tokio::time::Instant::now() < deadline, "still open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // What the reply half does: take, else wait for frames or the close.
+    let outcome = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match a.take() {
+                Taken::Frames(q) => return format!("frames {q:?}"),
+                Taken::Closed => return "closed".to_string(),
+                Taken::Nothing => a.arrived().await,
+            }
+        }
+    })
+    .await;
+    println!(
+        "outcome={outcome:?} owes={} inbox_closed={}",
+        a.owes(),
+        a.is_closed()
+    );
+    assert!(
+        outcome.is_ok(),
+        "session a owed 1 reply, got neither it nor the close"
+    );
+}
