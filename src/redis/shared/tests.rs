@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::inbox::{Inbox, Piece, Taken, QUEUED_BYTES_HARD_LIMIT, QUEUED_BYTES_LIMIT};
-use super::route::sharable;
+use super::route::{sharable, MAX_SHARED_ARG};
 use super::SharedConn;
 use crate::redis::upstream::{RedisCredentials, Upstream};
 use crate::session::testing::TestCore;
@@ -96,6 +96,24 @@ fn keyed_data_commands_share_and_connection_state_does_not() {
             "{line} must not be sharable"
         );
     }
+}
+
+#[test]
+fn a_command_with_a_huge_argument_does_not_share() {
+    let table = TestCore::redis_command_table();
+    let set = |n: usize| {
+        vec![
+            Bytes::from_static(b"SET"),
+            Bytes::from_static(b"k"),
+            Bytes::from(vec![b'v'; n]),
+        ]
+    };
+    assert!(sharable(&table, &set(MAX_SHARED_ARG)));
+    assert!(!sharable(&table, &set(MAX_SHARED_ARG + 1)));
+    let mut echo = set(MAX_SHARED_ARG + 1);
+    echo.remove(0);
+    echo[0] = Bytes::from_static(b"ECHO");
+    assert!(!sharable(&table, &echo), "keyless commands too");
 }
 
 #[tokio::test]
