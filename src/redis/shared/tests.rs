@@ -168,18 +168,31 @@ async fn an_inbox_holds_back_commands_over_the_soft_limit_and_cuts_off_over_the_
         .expect("room once the replies were taken")
         .unwrap();
 
-    inbox.expect(2);
-    let huge = Bytes::from(vec![b'y'; QUEUED_BYTES_HARD_LIMIT + 1]);
-    assert!(!inbox.deliver([Piece::Whole(huge)]), "over the hard limit");
-    assert!(inbox.is_closed());
-    // What still comes is dropped, and the owed count still settles.
+    inbox.expect(3);
+    let cut = {
+        let inbox = inbox.clone();
+        tokio::spawn(async move { inbox.cut_off().await })
+    };
+    let half = Bytes::from(vec![b'y'; QUEUED_BYTES_HARD_LIMIT / 2 + 1]);
+    assert!(inbox.deliver([Piece::Whole(half.clone())]));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!cut.is_finished(), "cut off under the hard limit");
+    assert!(!inbox.deliver([Piece::Whole(half)]), "over the hard limit");
+    assert!(inbox.is_closed() && inbox.was_cut_off());
+    tokio::time::timeout(Duration::from_secs(5), cut)
+        .await
+        .expect("the cut-off wakes its watcher")
+        .unwrap();
+    // What was queued is dropped at once (a client that does not read would never take it);
+    // what still comes is dropped too, and the owed count still settles.
+    assert!(matches!(inbox.take(), Taken::Closed));
     assert!(inbox.deliver([Piece::Whole(Bytes::from_static(b"+OK\r\n"))]));
     inbox.settled().await;
-    match inbox.take() {
-        Taken::Frames(q) => assert_eq!(q.len(), 1, "only what came before the cut"),
-        _ => panic!("the queued reply is still taken"),
-    }
     assert!(matches!(inbox.take(), Taken::Closed));
+    // A watcher that comes after the cut-off returns at once.
+    tokio::time::timeout(Duration::from_secs(1), inbox.cut_off())
+        .await
+        .expect("already cut off");
 }
 
 /// A shared connection to a test server at `addr` (no login: the server is tollgate's own).
