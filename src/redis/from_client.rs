@@ -309,6 +309,9 @@ impl FromClient {
             self.shared_replies = 0;
             self.switch_at = None;
             let refused = reply::refusal(&refused);
+            // RESET's hidden login is not sent either, and owes the client nothing: one
+            // refusal per command the client sent.
+            self.unsent.retain(|e| !matches!(e.kind, Kind::Relogin));
             for e in self.unsent.iter_mut() {
                 if !matches!(e.kind, Kind::Local(_) | Kind::Close) {
                     e.kind = Kind::Local(refused.clone());

@@ -38,6 +38,8 @@ use crate::tls::{NetRead, NetWrite};
 pub(super) const MAX_IN_FLIGHT: usize = 4096;
 /// Commands judged per batch (one audit write per batch).
 pub(super) const MAX_BATCH: usize = 512;
+/// How long the session's last error line and close may wait for a client that does not read.
+const LAST_WRITE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a logged-in session relays with.
 pub struct Relay {
@@ -66,10 +68,9 @@ pub enum RelayError {
     Connect(#[from] super::upstream::UpstreamError),
     #[error("{0}")]
     Shared(#[from] super::shared::Closed),
-    /// The client left more replies unread than a shared connection holds for it (`mid_reply`:
-    /// part of a reply was relayed, so no error line can follow it).
+    /// The client left more replies unread than a shared connection holds for it.
     #[error("the client did not read its replies")]
-    Unread { mid_reply: bool },
+    Unread,
     #[error("{0}")]
     Scan(#[from] super::scan::ScanError),
 }
@@ -214,10 +215,13 @@ where
     CR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,
 {
+    // The shared inbox, watched for a cut-off.
+    let mut shared_inbox = None;
     let (sink, source) = match start {
         Start::Own { reader, writer } => (Sink::Own(writer), Source::Own(reader)),
         Start::Shared(conn) => {
             let inbox = Arc::new(Inbox::default());
+            shared_inbox = Some(inbox.clone());
             (
                 Sink::Shared {
                     conn,
@@ -241,10 +245,26 @@ where
     from.reply_cap = to.reply_cap.clone();
     // Shutting down: closed once every reply owed has been written (or at the deadline).
     let drained = lifecycle.drained(|| owed.load(Ordering::SeqCst) == 0);
+    // A session cut off for unread replies ends now: its reply half may be stuck writing to a
+    // client that does not read, and its command half waiting for commands.
+    let cut_off = async {
+        match &shared_inbox {
+            Some(inbox) => inbox.cut_off().await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = from.run(client, sink, tx) => r,
         r = to.run(source, &mut client_wr, &mut rx) => r,
         _ = drained => Ok(()),
+        _ = cut_off => Err(RelayError::Unread),
+    };
+    let mid_reply = to.mid_reply();
+    // However the session ended, a cut-off is why (not a lost upstream).
+    let result = match result {
+        Err(RelayError::Client(_)) | Ok(()) => result,
+        _ if shared_inbox.as_ref().is_some_and(|i| i.was_cut_off()) => Err(RelayError::Unread),
+        _ => result,
     };
     // Entries still in the channel were forwarded (or about to be) but never answered.
     rx.close();
@@ -255,25 +275,34 @@ where
     for ticket in to.abandon().chain(from.unsent_tickets()).chain(queued) {
         ctx.abandoned(ticket);
     }
-    match &result {
+    // What the reply half held for the client is freed before the last write, which may wait.
+    drop(to);
+    // Past the middle of a reply no error line can follow: the close alone says it.
+    let last_line = match &result {
+        _ if mid_reply => None,
         Err(
             RelayError::Upstream(_)
             | RelayError::Connect(_)
             | RelayError::Scan(_)
             | RelayError::Shared(_),
-        ) => {
-            let msg = ctx.upstream_lost();
-            let _ = client_wr.write_all(&reply::error("ERR", &msg)).await;
-        }
-        Err(RelayError::Unread { mid_reply: false }) => {
-            let msg = format!(
+        ) => Some(reply::error("ERR", &ctx.upstream_lost())),
+        Err(RelayError::Unread) => Some(reply::error(
+            "ERR",
+            &format!(
                 "tollgate: more than {} MiB of replies waited unread; session closed",
                 super::shared::inbox::QUEUED_BYTES_HARD_LIMIT >> 20
-            );
-            let _ = client_wr.write_all(&reply::error("ERR", &msg)).await;
+            ),
+        )),
+        _ => None,
+    };
+    // A client that does not read cannot hold the session open: the last line and the close
+    // get `LAST_WRITE` (the socket closes when the halves are dropped either way).
+    let _ = tokio::time::timeout(LAST_WRITE, async {
+        if let Some(line) = last_line {
+            let _ = client_wr.write_all(&line).await;
         }
-        _ => {}
-    }
-    let _ = client_wr.shutdown().await;
+        let _ = client_wr.shutdown().await;
+    })
+    .await;
     result
 }

@@ -63,6 +63,8 @@ pub(super) struct ToClient {
     assembling: Option<BytesMut>,
     /// Bytes of the reply arriving in pieces so far (for `max_result_bytes`).
     piece_bytes: u64,
+    /// A write to the client is under way (still set if the session ended inside it).
+    writing: bool,
 }
 
 impl ToClient {
@@ -81,6 +83,7 @@ impl ToClient {
             switched: None,
             assembling: None,
             piece_bytes: 0,
+            writing: false,
             ctx,
             resp3,
             pending: VecDeque::new(),
@@ -98,6 +101,21 @@ impl ToClient {
         self.pending.drain(..).filter_map(|e| e.ticket)
     }
 
+    /// Whether the client may have been sent part of a reply: the session ended inside a
+    /// write to it, or a reply is being relayed in pieces. No error line can follow then (it
+    /// would read as part of the reply); only the close.
+    pub fn mid_reply(&self) -> bool {
+        self.writing || self.streaming.is_some()
+    }
+
+    /// Writes what was produced for the client.
+    async fn write<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> Result<(), RelayError> {
+        self.writing = true;
+        wr.write_all(&self.out).await.map_err(RelayError::Client)?;
+        self.writing = false;
+        Ok(())
+    }
+
     pub async fn run<W: AsyncWrite + Unpin>(
         &mut self,
         mut source: Source,
@@ -109,7 +127,7 @@ impl ToClient {
                 self.pending.extend(batch);
             }
             if self.locals() {
-                wr.write_all(&self.out).await.map_err(RelayError::Client)?;
+                self.write(wr).await?;
                 return Ok(());
             }
             if let Some(own) = self.switched.take() {
@@ -120,11 +138,11 @@ impl ToClient {
                 Source::Shared(inbox) => self.answer_shared(inbox, rx)?,
             };
             if done {
-                wr.write_all(&self.out).await.map_err(RelayError::Client)?;
+                self.write(wr).await?;
                 return Ok(());
             }
             if !self.out.is_empty() {
-                wr.write_all(&self.out).await.map_err(RelayError::Client)?;
+                self.write(wr).await?;
                 self.out.clear();
                 if self.out.capacity() > 1 << 20 {
                     self.out = BytesMut::new();
@@ -214,11 +232,9 @@ impl ToClient {
             }
             Taken::Nothing => Ok(false),
             // Until the switch entry, replies can only come from the shared connection.
+            // Whether an error line can still say it: `mid_reply`.
             Taken::Closed if self.switched.is_none() && inbox.was_cut_off() => {
-                // Part of a reply already went out: the close says it, an error line cannot.
-                Err(RelayError::Unread {
-                    mid_reply: self.streaming.is_some(),
-                })
+                Err(RelayError::Unread)
             }
             Taken::Closed if self.switched.is_none() && inbox.owes() => {
                 Err(super::shared::Closed.into())

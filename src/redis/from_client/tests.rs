@@ -48,7 +48,26 @@ fn rig() -> Rig {
 /// another agent's.
 fn rig_as(agent: &str, policy: &str) -> Rig {
     let file = format!("{agent}.toml");
-    let t = TestCore::new(&[(agent, TOKEN)], &[(file.as_str(), policy)]);
+    rig_on(
+        TestCore::new(&[(agent, TOKEN)], &[(file.as_str(), policy)]),
+        agent,
+    )
+}
+
+/// The same, with the audit log on a full disk: every commit fails.
+fn rig_on_a_full_disk(agent: &str, policy: &str) -> Rig {
+    let file = format!("{agent}.toml");
+    rig_on(
+        TestCore::with_audit_file(
+            &[(agent, TOKEN)],
+            &[(file.as_str(), policy)],
+            std::path::Path::new("/dev/full"),
+        ),
+        agent,
+    )
+}
+
+fn rig_on(t: TestCore, agent: &str) -> Rig {
     let (accepted, session) = t.session(Protocol::Redis, agent, TOKEN, "cache");
     let target = crate::redis::upstream::RedisTarget::for_tests();
     let clients = &target.clients;
@@ -223,6 +242,28 @@ fn reset_is_followed_by_the_vaulted_login() {
     let records = r.t.records();
     assert!(records.iter().any(|x| x["statement"] == "RESET"));
     assert!(!records.iter().any(|x| x.to_string().contains("AUTH")));
+}
+
+/// The audit log cannot be written: nothing is forwarded and each command is refused once
+/// (RESET's hidden login owes the client no second line).
+#[tokio::test]
+async fn a_failed_audit_commit_refuses_reset_with_one_line() {
+    let mut r = rig_on_a_full_disk("trusted", PASSTHROUGH);
+    r.send("RESET");
+    r.send("GET cache:1");
+    assert_eq!(kinds(&r), ["reset", "relogin", "reply"]);
+    r.from.unsent = std::mem::take(&mut r.entries);
+    r.from.commit_decisions(&mut r.out).await;
+    r.entries = std::mem::take(&mut r.from.unsent);
+    let refused = kinds(&r);
+    assert_eq!(refused.len(), 2, "one line per command sent: {refused:?}");
+    for k in &refused {
+        assert!(
+            k.starts_with("local -") && k.contains("the audit log cannot be written"),
+            "{k}"
+        );
+    }
+    assert!(r.forwarded().is_empty(), "nothing runs unrecorded");
 }
 
 #[test]

@@ -177,15 +177,19 @@ impl Inner {
         self.space.notify_waiters();
     }
 
-    /// Hands `pieces` to their sessions, in order; `false` if a piece was owed to nobody.
+    /// Hands `pieces` to their sessions, in order; `false` if a piece was owed to nobody (the
+    /// pieces before it still reach their sessions, whose routes are gone by then: the close
+    /// that follows would not tell them).
     fn route(&self, pieces: &mut Vec<Piece>) -> bool {
         // The routes are taken under the lock, the pieces delivered after it: (whose, how many).
         let mut plan: Vec<(Arc<Inbox>, usize)> = Vec::new();
+        let mut owed = true;
         {
             let mut q = self.queue.lock().expect("shared queue lock");
             for piece in pieces.iter() {
                 let Some(front) = q.routes.front_mut() else {
-                    return false;
+                    owed = false;
+                    break;
                 };
                 match plan.last_mut() {
                     Some((to, n)) if Arc::ptr_eq(to, &front.to) => *n += 1,
@@ -206,7 +210,7 @@ impl Inner {
                 warn!("a session did not read its replies; cut off from the shared connection");
             }
         }
-        true
+        owed
     }
 }
 

@@ -16,7 +16,9 @@ use tokio::sync::Notify;
 pub const QUEUED_BYTES_LIMIT: usize = 4 << 20;
 
 /// A session with more than this queued (a client that does not read a large reply it asked
-/// for, which the shared connection cannot hold back for the others) is cut off.
+/// for, which the shared connection cannot hold back for the others) is cut off: what was
+/// queued for it is dropped at once, and the relay ends the session without waiting for the
+/// client to read.
 pub const QUEUED_BYTES_HARD_LIMIT: usize = 64 << 20;
 
 /// What the shared connection delivers: a whole reply frame, or the pieces of a large one
@@ -51,6 +53,9 @@ pub struct Inbox {
     /// Wakes the command half: replies arrived (fewer owed), queued bytes were taken, or the
     /// connection closed.
     to_commands: Notify,
+    /// Wakes the relay when the session is cut off (its reply half may be stuck in a write to
+    /// a client that does not read, and must not be waited for).
+    cut: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -78,12 +83,13 @@ impl Inbox {
     }
 
     /// The connection's reader delivers pieces, in the order of the commands. `false` when
-    /// the session has more queued than `QUEUED_BYTES_HARD_LIMIT`: it is closed, and what
-    /// still comes for it is dropped.
+    /// the session has more queued than `QUEUED_BYTES_HARD_LIMIT`: it is closed, what was
+    /// queued is dropped (freed now, not when a client that does not read gets to it), and
+    /// what still comes for it is dropped too.
     pub fn deliver(&self, pieces: impl IntoIterator<Item = Piece>) -> bool {
         let mut ended = 0;
         let mut within = true;
-        {
+        let dropped = {
             let mut f = self.frames.lock().expect("inbox lock");
             for piece in pieces {
                 ended += usize::from(piece.ends());
@@ -97,7 +103,16 @@ impl Inbox {
                 f.closed = true;
                 f.cut_off = true;
                 within = false;
+                f.bytes = 0;
+                std::mem::take(&mut f.queue)
+            } else {
+                VecDeque::new()
             }
+        };
+        // Freed outside the lock.
+        drop(dropped);
+        if !within {
+            self.cut.notify_waiters();
         }
         self.to_replies.notify_one();
         if ended > 0 {
@@ -176,5 +191,20 @@ impl Inbox {
     /// Whether the session was cut off for not reading its replies.
     pub fn was_cut_off(&self) -> bool {
         self.frames.lock().expect("inbox lock").cut_off
+    }
+
+    /// Waits until the session is cut off for not reading its replies (forever if it never
+    /// is). Only the relay waits here.
+    pub async fn cut_off(&self) {
+        loop {
+            let cut = self.cut.notified();
+            tokio::pin!(cut);
+            // Registered before the check: a cut-off between the two still wakes it.
+            cut.as_mut().enable();
+            if self.was_cut_off() {
+                return;
+            }
+            cut.await;
+        }
     }
 }

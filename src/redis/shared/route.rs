@@ -18,11 +18,19 @@ const EXCLUDED_FLAGS: &[&str] = &["blocking", "pubsub", "noscript", "admin", "no
 /// Keyed commands that hold the connection for long or carry another server's login.
 const EXCLUDED: &[&[u8]] = &[b"migrate", b"restore-asking"];
 
+/// An argument longer than this is sent on a connection of the session's own: a server
+/// configured with a low `proto-max-bulk-len` or `client-query-buffer-limit` drops the
+/// connection that carries it, which on a shared one would end every session on it.
+pub const MAX_SHARED_ARG: usize = 512 * 1024;
+
 /// Whether `args` may run on a shared connection.
 pub fn sharable(table: &CommandTable, args: &[Bytes]) -> bool {
     let Some(name) = args.first() else {
         return false;
     };
+    if args.iter().any(|a| a.len() > MAX_SHARED_ARG) {
+        return false;
+    }
     if KEYLESS.iter().any(|k| name.eq_ignore_ascii_case(k)) {
         return true;
     }

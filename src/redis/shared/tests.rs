@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::inbox::{Inbox, Piece, Taken, QUEUED_BYTES_HARD_LIMIT, QUEUED_BYTES_LIMIT};
-use super::route::sharable;
+use super::route::{sharable, MAX_SHARED_ARG};
 use super::SharedConn;
 use crate::redis::upstream::{RedisCredentials, Upstream};
 use crate::session::testing::TestCore;
@@ -98,6 +98,24 @@ fn keyed_data_commands_share_and_connection_state_does_not() {
     }
 }
 
+#[test]
+fn a_command_with_a_huge_argument_does_not_share() {
+    let table = TestCore::redis_command_table();
+    let set = |n: usize| {
+        vec![
+            Bytes::from_static(b"SET"),
+            Bytes::from_static(b"k"),
+            Bytes::from(vec![b'v'; n]),
+        ]
+    };
+    assert!(sharable(&table, &set(MAX_SHARED_ARG)));
+    assert!(!sharable(&table, &set(MAX_SHARED_ARG + 1)));
+    let mut echo = set(MAX_SHARED_ARG + 1);
+    echo.remove(0);
+    echo[0] = Bytes::from_static(b"ECHO");
+    assert!(!sharable(&table, &echo), "keyless commands too");
+}
+
 #[tokio::test]
 async fn the_inbox_keeps_order_counts_replies_and_closes() {
     let inbox = Arc::new(Inbox::default());
@@ -150,18 +168,31 @@ async fn an_inbox_holds_back_commands_over_the_soft_limit_and_cuts_off_over_the_
         .expect("room once the replies were taken")
         .unwrap();
 
-    inbox.expect(2);
-    let huge = Bytes::from(vec![b'y'; QUEUED_BYTES_HARD_LIMIT + 1]);
-    assert!(!inbox.deliver([Piece::Whole(huge)]), "over the hard limit");
-    assert!(inbox.is_closed());
-    // What still comes is dropped, and the owed count still settles.
+    inbox.expect(3);
+    let cut = {
+        let inbox = inbox.clone();
+        tokio::spawn(async move { inbox.cut_off().await })
+    };
+    let half = Bytes::from(vec![b'y'; QUEUED_BYTES_HARD_LIMIT / 2 + 1]);
+    assert!(inbox.deliver([Piece::Whole(half.clone())]));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!cut.is_finished(), "cut off under the hard limit");
+    assert!(!inbox.deliver([Piece::Whole(half)]), "over the hard limit");
+    assert!(inbox.is_closed() && inbox.was_cut_off());
+    tokio::time::timeout(Duration::from_secs(5), cut)
+        .await
+        .expect("the cut-off wakes its watcher")
+        .unwrap();
+    // What was queued is dropped at once (a client that does not read would never take it);
+    // what still comes is dropped too, and the owed count still settles.
+    assert!(matches!(inbox.take(), Taken::Closed));
     assert!(inbox.deliver([Piece::Whole(Bytes::from_static(b"+OK\r\n"))]));
     inbox.settled().await;
-    match inbox.take() {
-        Taken::Frames(q) => assert_eq!(q.len(), 1, "only what came before the cut"),
-        _ => panic!("the queued reply is still taken"),
-    }
     assert!(matches!(inbox.take(), Taken::Closed));
+    // A watcher that comes after the cut-off returns at once.
+    tokio::time::timeout(Duration::from_secs(1), inbox.cut_off())
+        .await
+        .expect("already cut off");
 }
 
 /// A shared connection to a test server at `addr` (no login: the server is tollgate's own).
@@ -290,6 +321,22 @@ async fn a_reply_nobody_is_owed_closes_the_connection_and_its_sessions() {
         assert!(tokio::time::Instant::now() < deadline, "still open");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // The reply owed before the rogue one came in the same read: its route was gone before
+    // the close, so only the reply itself ends the wait (it once waited forever). What the
+    // reply half does: take, else wait for frames or the close.
+    let got = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match a.take() {
+                Taken::Frames(q) => return q.iter().map(text).collect::<Vec<_>>(),
+                Taken::Closed => return vec!["closed".to_string()],
+                Taken::Nothing => a.arrived().await,
+            }
+        }
+    })
+    .await
+    .expect("the session owed a reply got neither it nor the close");
+    assert_eq!(got, ["+ONE\r\n"]);
+    assert!(!a.owes());
     // The session learns at its next command (an idle session holds no state there).
     assert!(conn.send(&a, b"X\r\n", 1).is_err());
     assert!(a.is_closed());
