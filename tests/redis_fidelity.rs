@@ -189,3 +189,40 @@ async fn client_reply_off_skip_and_on() {
     let got = redis_exchange(&mut s, &cmd(&["PING"]), "\r\n").await;
     assert_eq!(got, "+PONG\r\n");
 }
+
+/// A client that sends its commands and then half-closes its socket gets every reply before
+/// the session ends, as Redis answers what it read before a client's EOF: on a shared upstream
+/// connection (AUTH) and on a session's own (after SELECT moved it).
+#[tokio::test]
+async fn commands_sent_before_a_half_close_are_answered() {
+    use tokio::io::AsyncReadExt;
+    for own in [false, true] {
+        let mut s = redis_login("writer").await;
+        let mut batch = Vec::new();
+        if own {
+            batch.extend(cmd(&["SELECT", "0"]));
+        }
+        batch.extend(cmd(&["SET", "cache:halfclose", "v1"]));
+        batch.extend(cmd(&["GET", "cache:halfclose"]));
+        batch.extend(cmd(&["PING"]));
+        s.write_all(&batch).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+        assert!(
+            read.is_ok(),
+            "own connection: {own}: the session did not end; got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        let expected = if own {
+            "+OK\r\n+OK\r\n$2\r\nv1\r\n+PONG\r\n"
+        } else {
+            "+OK\r\n$2\r\nv1\r\n+PONG\r\n"
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            expected,
+            "own connection: {own}"
+        );
+    }
+}

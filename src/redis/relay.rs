@@ -253,11 +253,26 @@ where
             None => std::future::pending().await,
         }
     };
-    let result = tokio::select! {
-        r = from.run(client, sink, tx) => r,
-        r = to.run(source, &mut client_wr, &mut rx) => r,
-        _ = drained => Ok(()),
-        _ = cut_off => Err(RelayError::Unread),
+    tokio::pin!(drained, cut_off);
+    let result = {
+        let from_fut = from.run(client, sink, tx);
+        let to_fut = to.run(source, &mut client_wr, &mut rx);
+        tokio::pin!(from_fut, to_fut);
+        tokio::select! {
+            r = &mut from_fut => match r {
+                // The client stopped sending (EOF after a half-close): the commands it sent
+                // are answered first. Whatever then ends the reply half, the client had left.
+                Ok(()) => tokio::select! {
+                    r = &mut to_fut => r.or(Ok(())),
+                    _ = &mut drained => Ok(()),
+                    _ = &mut cut_off => Err(RelayError::Unread),
+                },
+                Err(e) => Err(e),
+            },
+            r = &mut to_fut => r,
+            _ = &mut drained => Ok(()),
+            _ = &mut cut_off => Err(RelayError::Unread),
+        }
     };
     let mid_reply = to.mid_reply();
     // However the session ended, a cut-off is why (not a lost upstream).

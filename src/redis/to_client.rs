@@ -122,11 +122,14 @@ impl ToClient {
         wr: &mut W,
         rx: &mut mpsc::Receiver<Vec<Entry>>,
     ) -> Result<(), RelayError> {
+        // The command half is gone (the client stopped sending): the replies owed are still
+        // relayed, then the session ends, as Redis answers what it read before a client's EOF.
+        let mut commands_open = true;
         loop {
             while let Ok(batch) = rx.try_recv() {
                 self.pending.extend(batch);
             }
-            if self.locals() {
+            if self.locals() || (!commands_open && self.pending.is_empty()) {
                 self.write(wr).await?;
                 return Ok(());
             }
@@ -153,10 +156,13 @@ impl ToClient {
             if self.switched.is_some() {
                 continue;
             }
+            if !commands_open && self.pending.is_empty() {
+                return Ok(());
+            }
             tokio::select! {
-                e = rx.recv() => match e {
+                e = rx.recv(), if commands_open => match e {
                     Some(batch) => self.pending.extend(batch),
-                    None => return Ok(()),
+                    None => commands_open = false,
                 },
                 r = source.more() => r?,
             }
