@@ -381,3 +381,87 @@ async fn statements_sent_before_the_client_stops_are_answered() {
         }
     }
 }
+
+/// Reads until the session ends; the tags read.
+async fn tags_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut tags = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        if s.read_exact(&mut head).await.is_err() {
+            return tags;
+        }
+        let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        if s.read_exact(&mut body).await.is_err() {
+            return tags;
+        }
+        tags.push(head[0]);
+    }
+}
+
+fn parse_bind_execute() -> Vec<u8> {
+    let mut batch = message(b'P', b"\0SELECT 1\0\0\0");
+    batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch
+}
+
+/// Parse/Bind/Execute with neither Sync nor Flush, then the client stops: PostgreSQL holds those
+/// replies for a Sync that will not come, so the session ends at once, as it would direct.
+#[tokio::test]
+async fn a_batch_without_sync_then_a_half_close_ends_the_session_at_once() {
+    for agent in ["analyst", "trusted"] {
+        let mut s = raw_login(agent).await;
+        s.write_all(&parse_bind_execute()).await.unwrap();
+        s.shutdown().await.unwrap();
+        let tags = tokio::time::timeout(Duration::from_secs(3), tags_until_closed(&mut s))
+            .await
+            .unwrap_or_else(|_| panic!("{agent}: the session did not end"));
+        assert!(tags.is_empty(), "{agent}: {tags:?}");
+    }
+}
+
+/// A COPY FROM STDIN waiting for data when the client stops: the session ends within the grace
+/// (the server would wait for data forever).
+#[tokio::test]
+async fn a_copy_in_then_a_half_close_ends_the_session() {
+    let mut s = raw_login("writer").await;
+    s.write_all(&message(
+        b'Q',
+        b"COPY orders (customer_id, amount) FROM STDIN\0",
+    ))
+    .await
+    .unwrap();
+    let (tag, _) = read_message(&mut s).await;
+    assert_eq!(tag, b'G', "CopyInResponse");
+    s.shutdown().await.unwrap();
+    tokio::time::timeout(
+        tollgate::session::REPLY_GRACE + Duration::from_secs(3),
+        tags_until_closed(&mut s),
+    )
+    .await
+    .expect("the session ended");
+}
+
+/// Clients that leave in the middle of a batch do not keep the transaction pool: as many as the
+/// pool's connections do so, and another agent is still served at once.
+#[tokio::test]
+async fn clients_that_leave_mid_batch_do_not_keep_the_pool() {
+    for _ in 0..10 {
+        let mut s = raw_login("analyst").await;
+        s.write_all(&parse_bind_execute()).await.unwrap();
+        drop(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut s = raw_login("writer").await;
+    s.write_all(&message(b'Q', b"SELECT 1\0")).await.unwrap();
+    let (tag, body) = tokio::time::timeout(Duration::from_secs(3), read_message(&mut s))
+        .await
+        .expect("an answer within 3 s");
+    assert_eq!(
+        tag,
+        b'T',
+        "writer refused: {:?}",
+        support::error_field(&body, b'C')
+    );
+}

@@ -127,9 +127,10 @@ async fn wait_for_records(
 fn a_client_leaving_before_the_reply_is_recorded_alike_on_both_protocols() {
     harness().runtime.block_on(async {
         let (running, dir) = gateway(None, None).await;
-        // PostgreSQL: a slow statement, then the client disappears.
+        // PostgreSQL: a statement slower than the grace a stopped client's replies get
+        // (`session::REPLY_GRACE`), then the client disappears.
         let mut pg = support::raw_login_at(running.pg_addr.unwrap(), "trusted").await;
-        pg.write_all(&support::message(b'Q', b"SELECT pg_sleep(1)\0"))
+        pg.write_all(&support::message(b'Q', b"SELECT pg_sleep(30)\0"))
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -178,6 +178,7 @@ where
                 Ok(()) => tokio::select! {
                     r = &mut to_fut => r,
                     _ = &mut drained => Ok(()),
+                    _ = tokio::time::sleep(crate::session::REPLY_GRACE) => Ok(()),
                 },
                 Err(e) => Err(e),
             },

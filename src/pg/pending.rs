@@ -169,13 +169,15 @@ impl Pending {
             .store(open, std::sync::atomic::Ordering::Relaxed);
     }
 
+    pub fn batch_open(&self) -> bool {
+        self.batch_open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The server connection is between transactions: nothing owed, the last ReadyForQuery
     /// said idle, and no extended batch left open (Flush without Sync). Only then may it serve
     /// another session.
     pub fn between_transactions(&self) -> bool {
-        self.is_empty()
-            && self.tx_status() == b'I'
-            && !self.batch_open.load(std::sync::atomic::Ordering::Relaxed)
+        self.is_empty() && self.tx_status() == b'I' && !self.batch_open()
     }
 
     pub fn set_tx_status(&self, status: u8) {

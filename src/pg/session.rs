@@ -348,11 +348,15 @@ async fn relay(
         _ = &mut drained => shutting_down(),
     };
     // The client stopped sending (Terminate, or EOF after a half-close) with replies owed: as a
-    // server would, its statements are answered before the session ends. A client that is gone
-    // altogether ends it at the first write.
-    if matches!(result, ClientSide(Ok(_), _)) {
+    // server would, its statements are answered before the session ends, for at most
+    // `REPLY_GRACE`. Not a batch without Sync: PostgreSQL holds those replies until a Sync or
+    // Flush that will not come (and a COPY FROM STDIN waits for data: the grace ends it).
+    if matches!(result, ClientSide(Ok(_), _)) && !pending.batch_open() {
+        let grace = tokio::time::sleep(crate::session::REPLY_GRACE);
+        tokio::pin!(grace);
         while !pending.settled() {
             tokio::select! {
+                _ = &mut grace => break,
                 // The reply half ended (the client is gone, or the server closed): nothing
                 // more can be delivered.
                 _ = &mut to_client_fut => break,

@@ -266,6 +266,7 @@ where
                     r = &mut to_fut => r.or(Ok(())),
                     _ = &mut drained => Ok(()),
                     _ = &mut cut_off => Err(RelayError::Unread),
+                    _ = tokio::time::sleep(crate::session::REPLY_GRACE) => Ok(()),
                 },
                 Err(e) => Err(e),
             },

@@ -30,6 +30,12 @@ use arc_swap::ArcSwap;
 pub use accept::{Accepted, Verified, VerifierStrength, MAX_PREAUTH_CONNECTIONS_RULE};
 pub use client_stream::ClientStreamError;
 pub use lifecycle::{Lifecycle, LiveSession, Phase};
+
+/// How long a session goes on relaying the replies it owes once its client stopped sending
+/// (EOF after a half-close, or Terminate), as a server answers what it read before the end. A
+/// client that is gone altogether ends it at the first write; this bounds the rest (a statement
+/// still running, a blocked command), so a closed client never holds its upstream connection.
+pub const REPLY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 pub use record::shown_name;
 pub use statement::{
     audit_unavailable, upstream_unavailable, Judged, OutcomeError, Principal, ReauthError, Session,
