@@ -665,6 +665,47 @@ fn sync() -> Vec<u8> {
     support::message(b'S', b"")
 }
 
+/// Logs `agent` in and sends Parse/Bind/Execute (at most `max_rows`) of `sql`, ended by Flush,
+/// not Sync, as pg-cursor and psycopg's pipeline do.
+async fn batch_without_sync(
+    addr: std::net::SocketAddr,
+    agent: &str,
+    sql: &str,
+    max_rows: i32,
+) -> tokio::net::TcpStream {
+    let mut s = support::raw_login_at(addr, agent).await;
+    send(
+        &mut s,
+        &[
+            parse("", sql),
+            bind_unnamed(),
+            execute_unnamed(max_rows),
+            flush(),
+        ],
+    )
+    .await;
+    s
+}
+
+/// The values of the DataRows (first column) and the SQLSTATEs of the errors up to
+/// ReadyForQuery.
+async fn values_until_ready(s: &mut tokio::net::TcpStream) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let (tag, body) = support::read_message(s).await;
+        if tag == b'D' {
+            let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize;
+            seen.push(String::from_utf8_lossy(&body[6..6 + len]).into_owned());
+        }
+        if tag == b'E' {
+            seen.push(format!("error {:?}", support::error_field(&body, b'C')));
+        }
+        if tag == b'Z' {
+            return seen;
+        }
+    }
+}
+
 /// Runs a simple query on a session that must wait for the pool's one connection, in the
 /// background; the answer (tags, SQLSTATE, transaction status).
 fn query_in_background(
@@ -686,17 +727,7 @@ fn a_batch_without_sync_keeps_its_connection_until_the_transaction_ends() {
     harness().runtime.block_on(async {
         let (running, _gw) = gateway(1, "").await;
         let addr = running.pg_addr.unwrap();
-        let mut a = support::raw_login_at(addr, "trusted").await;
-        send(
-            &mut a,
-            &[
-                parse("", "BEGIN"),
-                bind_unnamed(),
-                execute_unnamed(0),
-                flush(),
-            ],
-        )
-        .await;
+        let mut a = batch_without_sync(addr, "trusted", "BEGIN", 0).await;
         assert_eq!(tags(&mut a, 3).await, b"12C");
         let b = support::raw_login_at(addr, "writer").await;
         let waiting = query_in_background(b, "SELECT 1");
@@ -731,36 +762,12 @@ fn a_suspended_portal_is_never_read_by_another_agent() {
     harness().runtime.block_on(async {
         let (running, _gw) = gateway(1, "").await;
         let addr = running.pg_addr.unwrap();
-        let mut a = support::raw_login_at(addr, "trusted").await;
-        send(
-            &mut a,
-            &[
-                parse("", "SELECT ssn FROM customers ORDER BY id"),
-                bind_unnamed(),
-                execute_unnamed(1),
-                flush(),
-            ],
-        )
-        .await;
+        let mut a =
+            batch_without_sync(addr, "trusted", "SELECT ssn FROM customers ORDER BY id", 1).await;
         assert_eq!(tags(&mut a, 4).await, b"12Ds");
         let mut b = support::raw_login_at(addr, "analyst").await;
         send(&mut b, &[execute_unnamed(3), sync()]).await;
-        let reader = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            loop {
-                let (tag, body) = support::read_message(&mut b).await;
-                if tag == b'D' {
-                    let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize;
-                    seen.push(String::from_utf8_lossy(&body[6..6 + len]).into_owned());
-                }
-                if tag == b'E' {
-                    seen.push(format!("error {:?}", support::error_field(&body, b'C')));
-                }
-                if tag == b'Z' {
-                    return seen;
-                }
-            }
-        });
+        let reader = tokio::spawn(async move { values_until_ready(&mut b).await });
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
             !reader.is_finished(),
@@ -788,17 +795,7 @@ fn an_error_before_sync_keeps_the_connection_until_the_sync() {
     harness().runtime.block_on(async {
         let (running, _gw) = gateway(1, "").await;
         let addr = running.pg_addr.unwrap();
-        let mut a = support::raw_login_at(addr, "trusted").await;
-        send(
-            &mut a,
-            &[
-                parse("", "SELECT 1/0"),
-                bind_unnamed(),
-                execute_unnamed(0),
-                flush(),
-            ],
-        )
-        .await;
+        let mut a = batch_without_sync(addr, "trusted", "SELECT 1/0", 0).await;
         assert_eq!(tags(&mut a, 2).await, b"1E");
         let b = support::raw_login_at(addr, "writer").await;
         let waiting = query_in_background(b, "SELECT 1");
@@ -921,20 +918,7 @@ fn an_mcp_call_does_not_replace_a_wire_sessions_unnamed_statement() {
             .unwrap();
         eprintln!("trusted's MCP call: {}", resp["result"]["structuredContent"]["rows"]);
         send(&mut b, &[bind_unnamed(), execute_unnamed(0), sync()]).await;
-        let mut seen = Vec::new();
-        loop {
-            let (tag, body) = support::read_message(&mut b).await;
-            if tag == b'D' {
-                let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize;
-                seen.push(String::from_utf8_lossy(&body[6..6 + len]).into_owned());
-            }
-            if tag == b'E' {
-                seen.push(format!("error {:?}", support::error_field(&body, b'C')));
-            }
-            if tag == b'Z' {
-                break;
-            }
-        }
+        let seen = values_until_ready(&mut b).await;
         eprintln!("analyst's Bind of its own unnamed statement returned: {seen:?}");
         assert_eq!(seen, vec!["analyst-own".to_string()]);
     });

@@ -33,6 +33,27 @@ async fn upstream_clients(up: &mut redis::aio::MultiplexedConnection) -> usize {
     list.lines().count() - 1
 }
 
+/// Reads until the gateway closes the session (at most `limit`): the bytes read, and the last
+/// 256 of them.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> (usize, Vec<u8>) {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0usize;
+    let mut tail = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (total, tail),
+            Ok(Ok(n)) => {
+                total += n;
+                tail.extend_from_slice(&buf[..n]);
+                let keep = tail.len().saturating_sub(256);
+                tail.drain(..keep);
+            }
+            Err(_) => panic!("the session is still open after {total} bytes"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn fifty_sessions_share_two_upstream_connections_until_one_needs_its_own() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -231,23 +252,8 @@ async fn a_client_that_does_not_read_a_large_reply_is_cut_off_not_the_others() {
     }
     // The greedy session ends: what was queued for it is dropped, and the connection closes
     // without waiting for it to read.
-    let mut buf = vec![0u8; 1 << 16];
-    let mut total = 0usize;
     // The last bytes before the close: the error saying why.
-    let mut tail = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match tokio::time::timeout_at(deadline, greedy.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => {
-                total += n;
-                tail.extend_from_slice(&buf[..n]);
-                let keep = tail.len().saturating_sub(256);
-                tail.drain(..keep);
-            }
-            Err(_) => panic!("the greedy session is still open after {total} bytes"),
-        }
-    }
+    let (total, tail) = read_until_closed(&mut greedy, Duration::from_secs(30)).await;
     // Cut between replies, the error line may say why; cut inside one (they come in pieces, and
     // a client that does not read is cut inside a write), the connection closes mid-reply,
     // which no client mistakes for a whole reply.
@@ -459,22 +465,7 @@ async fn a_reply_cut_short_by_a_lost_upstream_gets_no_error_line_after_it() {
         .query_async(&mut up)
         .await
         .unwrap();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut total = 0usize;
-    let mut tail = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => {
-                total += n;
-                tail.extend_from_slice(&buf[..n]);
-                let keep = tail.len().saturating_sub(256);
-                tail.drain(..keep);
-            }
-            Err(_) => panic!("the session is still open after {total} bytes"),
-        }
-    }
+    let (total, tail) = read_until_closed(&mut s, Duration::from_secs(20)).await;
     let tail = String::from_utf8_lossy(&tail);
     println!(
         "{total} bytes of the {} MiB reply, then the close",
