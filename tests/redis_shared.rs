@@ -33,6 +33,20 @@ async fn upstream_clients(up: &mut redis::aio::MultiplexedConnection) -> usize {
     list.lines().count() - 1
 }
 
+/// CLIENT KILL of every normal connection but the asking one (as in an upstream restart): the
+/// shared connections included.
+async fn kill_other_connections(up: &mut redis::aio::MultiplexedConnection) {
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(up)
+        .await
+        .unwrap();
+}
+
 /// Reads until the gateway closes the session (at most `limit`): the bytes read, and the last
 /// 256 of them.
 async fn read_until_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> (usize, Vec<u8>) {
@@ -405,15 +419,7 @@ async fn a_killed_shared_connection_is_replaced_under_idle_sessions() {
         "moved to a connection of its own"
     );
     // Every connection but the asking one: the shared ones included.
-    let _: redis::Value = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .arg("SKIPME")
-        .arg("yes")
-        .query_async(&mut up)
-        .await
-        .unwrap();
+    kill_other_connections(&mut up).await;
     // Idle when the connection died (the gateway has seen the close by now).
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The idle session held nothing on the shared connection: it goes on on a new one.
@@ -456,15 +462,7 @@ async fn a_reply_cut_short_by_a_lost_upstream_gets_no_error_line_after_it() {
     // Not read yet: the reply is relayed in part, and the rest waits on the upstream.
     s.write_all(&cmd(&["GET", "cache:huge"])).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _: redis::Value = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .arg("SKIPME")
-        .arg("yes")
-        .query_async(&mut up)
-        .await
-        .unwrap();
+    kill_other_connections(&mut up).await;
     let (total, tail) = read_until_closed(&mut s, Duration::from_secs(20)).await;
     let tail = String::from_utf8_lossy(&tail);
     println!(
