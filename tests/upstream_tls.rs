@@ -189,6 +189,35 @@ async fn redis_upstream_over_verified_tls() {
     assert_eq!(reply, "+OK\r\n$2\r\nok\r\n");
     drop(s);
 
+    // A blocking command on the session's own TLS connection, then the client stops sending:
+    // Redis is told (close_notify and FIN, not just a dropped write half), frees the blocked
+    // command, and the session ends at once rather than at the end of its grace.
+    let mut s = tokio::net::TcpStream::connect(gw.redis_addr.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        support::redis_exchange(&mut s, auth.as_bytes(), "\r\n").await,
+        "+OK\r\n"
+    );
+    s.write_all(b"*3\r\n$5\r\nBLPOP\r\n$15\r\ncache:tls-never\r\n$1\r\n0\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.shutdown().await.unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("the session ends")
+        .ok();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "ended after {:?}: {:?}",
+        started.elapsed(),
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+
     // The same upstream with a CA that did not sign its certificate: refused, closed.
     let other = tempfile::tempdir().unwrap();
     tollgate::tls::dev::DevCerts::generate()

@@ -195,6 +195,16 @@ impl FromClient {
                 std::future::pending::<()>().await;
             }
             if need_read && !client.fill().await.map_err(RelayError::Client)? {
+                // The client stopped sending: so does the session's own connection, as Redis
+                // would see it direct (a TLS write half says so only when shut down, not when
+                // dropped). Redis answers what it read, and frees a blocked command at once.
+                if let Sink::Own(writer) = &mut sink {
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(1),
+                        tokio::io::AsyncWriteExt::shutdown(writer),
+                    )
+                    .await;
+                }
                 return Ok(());
             }
         }
