@@ -130,6 +130,17 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             judged.reply = documents(&p.masks);
         }
         "aggregate" => {
+            // `explain: true` turns the aggregation into an explain: the same gate as `explain`.
+            let explains = !matches!(
+                cmd.body.get("explain"),
+                None | Some(Bson::Boolean(false)) | Some(Bson::Null)
+            );
+            if explains && rules.diagnostic("explain").is_none() && !rules.passthrough {
+                return Err(Refusal::permission(
+                    DEFAULT_DENY,
+                    "explain is not allowed (add it to `diagnostics` in the policy)",
+                ));
+            }
             let source = match cmd.target() {
                 Some(Bson::String(_)) => {
                     let ns = coll_ns(cmd)?;

@@ -236,6 +236,18 @@ impl Judge<'_> {
                 same(arg)
             }
             "$redact" => {
+                // $redact evaluates its expression at every level of every document, where
+                // `$ssn` names any embedded `ssn`: masks, which name paths from the top, cannot
+                // follow it.
+                if let Some(m) = masks.first() {
+                    return Err(Refusal::permission(
+                        m.rule.clone(),
+                        format!(
+                            "$redact is refused on documents with masked fields (field {} is masked)",
+                            m.path
+                        ),
+                    ));
+                }
                 self.expr(arg, masks, "$redact")?;
                 same(arg)
             }
@@ -457,6 +469,7 @@ impl Judge<'_> {
         if has_pipeline {
             out.insert("pipeline", Bson::Array(pipeline));
         }
+        refuse_output_inside_masked(masks, &as_field)?;
         let mut next: Vec<MaskedField> = masks
             .iter()
             .filter(|m| !super::query::overlaps(&m.path, &as_field))
@@ -512,6 +525,7 @@ impl Judge<'_> {
         if !self.namespaces.contains(&ns) {
             self.namespaces.push(ns.clone());
         }
+        refuse_output_inside_masked(masks, &as_field)?;
         let mut next: Vec<MaskedField> = masks
             .iter()
             .filter(|m| !super::query::overlaps(&m.path, &as_field))
@@ -573,5 +587,24 @@ impl Judge<'_> {
             }
         }
         Ok((Bson::Document(doc! { name: arg.clone() }), Vec::new()))
+    }
+}
+
+/// A `$lookup`/`$graphLookup` output (`as`) inside a masked field would leave that field's value
+/// in place around it while its mask is dropped: refused. An output that replaces a masked
+/// field, or holds one, replaces it whole and is fine.
+fn refuse_output_inside_masked(masks: &[MaskedField], as_field: &str) -> Result<(), Refusal> {
+    match masks
+        .iter()
+        .find(|m| as_field.starts_with(&format!("{}.", m.path)))
+    {
+        Some(m) => Err(Refusal::permission(
+            m.rule.clone(),
+            format!(
+                "field {} is masked: a join cannot write inside it ({as_field})",
+                m.path
+            ),
+        )),
+        None => Ok(()),
     }
 }

@@ -430,7 +430,40 @@ fn operator_expr(op: &str, arg: &Bson, refs: &mut Refs) -> Result<(), WalkError>
             refs.javascript = Some("$accumulator");
             Ok(())
         }
-        "$getField" | "$setField" | "$unsetField" => {
+        // The result of these is all of `input`, one field set or removed: every value of
+        // `input` is read (`$$ROOT`, or no input: the whole document).
+        "$setField" | "$unsetField" => {
+            let (input, value) = match arg {
+                Bson::Document(d) => (d.get("input"), d.get("value")),
+                _ => (None, None),
+            };
+            match input {
+                i if is_whole_document(i) => refs.whole_document = true,
+                Some(i) => expr_refs(i, refs)?,
+                None => refs.whole_document = true,
+            }
+            if let Some(v) = value {
+                expr_refs(v, refs)?;
+            }
+            Ok(())
+        }
+        // The order `sortBy` names is a comparison of those fields' values: they are read.
+        "$top" | "$topN" | "$bottom" | "$bottomN" => {
+            let Bson::Document(d) = arg else {
+                return expr_refs(arg, refs);
+            };
+            for (k, v) in d {
+                match (k.as_str(), v) {
+                    ("sortBy", Bson::Document(order)) => {
+                        refs.paths.extend(order.keys().cloned());
+                    }
+                    ("sortBy", _) => refs.whole_document = true,
+                    _ => expr_refs(v, refs)?,
+                }
+            }
+            Ok(())
+        }
+        "$getField" => {
             let (field, input, value) = match arg {
                 Bson::Document(d) if d.contains_key("field") => {
                     (d.get("field"), d.get("input"), d.get("value"))
