@@ -104,6 +104,26 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             ),
         ));
     }
+    // OP_MSG document sequences carry the documents of insert, update and delete; any other is
+    // data the server may merge into the command unjudged (restricted agents).
+    if !rules.passthrough {
+        let expected = match name {
+            "insert" => Some("documents"),
+            "update" => Some("updates"),
+            "delete" => Some("deletes"),
+            _ => None,
+        };
+        if let Some((id, _)) = cmd
+            .sequences
+            .iter()
+            .find(|(id, _)| Some(id.as_str()) != expected)
+        {
+            return Err(Refusal::syntax(
+                MALFORMED_RULE,
+                format!("document sequence \"{id}\" is not one {name} takes"),
+            ));
+        }
+    }
     let mut j = Judge::new(rules);
     let mut judged = Judged {
         operation: name.to_string(),

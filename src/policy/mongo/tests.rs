@@ -1669,3 +1669,33 @@ fn refusal_classes() {
     let e = decide(&r, &cmd(doc! { "find": 1 }), &DecideLimits::default()).unwrap_err();
     assert_eq!(e.class, RefusalClass::Syntax);
 }
+
+/// OP_MSG document sequences are taken only where the command takes them (insert's
+/// `documents`, update's `updates`, delete's `deletes`): any other would reach the server
+/// unjudged (it may merge a sequence into the command's body).
+#[test]
+fn document_sequences_only_where_the_command_takes_them() {
+    let r = rules_from("analyst", ANALYST).unwrap();
+    for (body, id) in [
+        (doc! { "find": "eu_customers", "$db": "shop" }, "filter"),
+        (
+            doc! { "aggregate": "eu_customers", "pipeline": [], "cursor": {}, "$db": "shop" },
+            "let",
+        ),
+        (
+            doc! { "delete": "eu_customers", "$db": "shop" },
+            "documents",
+        ),
+        (doc! { "insert": "eu_customers", "$db": "shop" }, "updates"),
+    ] {
+        let c = Command::new(body.clone(), vec![(id.into(), vec![doc! { "a": 1 }])]).unwrap();
+        let e = decide(&r, &c, &DecideLimits::default()).expect_err(&format!("{body} + {id}"));
+        assert!(e.reason.contains("document sequence"), "{}", e.reason);
+    }
+    let ok = Command::new(
+        doc! { "delete": "eu_customers", "$db": "shop" },
+        vec![("deletes".into(), vec![doc! { "q": {}, "limit": 0 }])],
+    )
+    .unwrap();
+    assert!(decide(&r, &ok, &DecideLimits::default()).is_ok());
+}
