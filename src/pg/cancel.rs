@@ -27,18 +27,41 @@ pub type CancelSlot = std::sync::Arc<CancelRoute>;
 /// A session's cancel target and the client cancels on their way to it. A connection is handed
 /// to another session only once the target is cleared and no client cancel read it before:
 /// a cancel sent as the statement ended must never land on the next session's statement.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct CancelRoute {
     target: arc_swap::ArcSwapOption<CancelTarget>,
-    in_flight: tokio::sync::watch::Sender<u32>,
+    in_flight: CancelsInFlight,
 }
 
-impl Default for CancelRoute {
-    fn default() -> Self {
-        CancelRoute {
-            target: arc_swap::ArcSwapOption::empty(),
-            in_flight: tokio::sync::watch::channel(0).0,
+/// Cancel requests on their way to a server connection, counted: the connection serves another
+/// statement (or session) only once they have landed. Tollgate's own cancels are counted per
+/// session (`Pending`), clients' per cancel route.
+#[derive(Debug, Clone, Default)]
+pub struct CancelsInFlight(std::sync::Arc<tokio::sync::watch::Sender<u32>>);
+
+/// Held while one cancel request is on its way; dropping it marks it delivered (or given up).
+#[derive(Debug)]
+pub struct CancelInFlight(std::sync::Arc<tokio::sync::watch::Sender<u32>>);
+
+impl Drop for CancelInFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl CancelsInFlight {
+    pub fn start(&self) -> CancelInFlight {
+        self.0.send_modify(|n| *n += 1);
+        CancelInFlight(self.0.clone())
+    }
+
+    /// Waits until every cancel started so far was delivered.
+    pub async fn settled(&self) {
+        if *self.0.borrow() == 0 {
+            return;
         }
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 }
 
@@ -55,23 +78,7 @@ impl CancelRoute {
     /// delivered (each gives up after 2 s).
     pub async fn clear_and_settle(&self) {
         self.target.store(None);
-        let mut rx = self.in_flight.subscribe();
-        let _ = rx.wait_for(|n| *n == 0).await;
-    }
-
-    /// A client cancel: counted before the target is read, so `clear_and_settle` sees it.
-    fn start(&self) -> ClientCancel<'_> {
-        self.in_flight.send_modify(|n| *n += 1);
-        ClientCancel(self)
-    }
-}
-
-/// A client cancel on its way; dropping it marks it delivered (or given up).
-struct ClientCancel<'a>(&'a CancelRoute);
-
-impl Drop for ClientCancel<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.send_modify(|n| *n = n.saturating_sub(1));
+        self.in_flight.settled().await;
     }
 }
 
@@ -172,7 +179,8 @@ impl CancelRegistry {
                 .increment(1);
             return false;
         };
-        let _flight = slot.start();
+        // Counted before the target is read, so `clear_and_settle` sees it.
+        let _flight = slot.in_flight.start();
         // Between transactions nothing runs: like a cancel that arrives too late, it is a no-op.
         let Some(target) = slot.load_full() else {
             return false;

@@ -4,6 +4,7 @@
 //! pops entries as the replies arrive. That ordering lets tollgate put its own refusals in the
 //! right place of the reply stream and finish each statement's audit record with its outcome.
 
+use super::cancel::{CancelInFlight, CancelsInFlight};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -80,21 +81,11 @@ pub struct Pending {
     /// The reply side holds relayed bytes it has not finished writing to the client.
     unwritten: Arc<std::sync::atomic::AtomicBool>,
     /// tollgate's own cancel requests not yet delivered to the server (see `cancel_started`).
-    cancels: Arc<tokio::sync::watch::Sender<u32>>,
+    cancels: CancelsInFlight,
     /// An extended-protocol message went out and its Sync has not: the server may be inside a
     /// transaction, hold a suspended portal or skip everything to the Sync, whatever the last
     /// ReadyForQuery said.
     batch_open: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// Held while one of tollgate's cancel requests is on its way; dropping it marks it delivered.
-#[derive(Debug)]
-pub struct CancelInFlight(Arc<tokio::sync::watch::Sender<u32>>);
-
-impl Drop for CancelInFlight {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
-    }
 }
 
 impl Pending {
@@ -102,17 +93,12 @@ impl Pending {
     /// nothing more is forwarded upstream: a cancel that lands after its statement ended would
     /// otherwise cancel the agent's next statement.
     pub fn cancel_started(&self) -> CancelInFlight {
-        self.cancels.send_modify(|n| *n += 1);
-        CancelInFlight(self.cancels.clone())
+        self.cancels.start()
     }
 
     /// Waits until every cancel of tollgate's own has been delivered.
     pub async fn cancels_settled(&self) {
-        if *self.cancels.borrow() == 0 {
-            return;
-        }
-        let mut rx = self.cancels.subscribe();
-        let _ = rx.wait_for(|n| *n == 0).await;
+        self.cancels.settled().await
     }
 
     pub fn push(&self, e: Expect) {
