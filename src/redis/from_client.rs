@@ -26,11 +26,13 @@ use super::reader::{ClientReader, UpstreamReader};
 use super::relay::{Entry, Kind, OwnFilter, OwnReader, Relay, RelayError, Sink, MAX_BATCH};
 use super::reply;
 use super::reply_cap::ReplyCap;
-use super::shared::route::sharable;
+use super::shared::route::sharable_looked_up;
 use super::upstream::RedisTarget;
 use crate::audit::Decision;
 use crate::policy::redis::builtin::OWN_CONNECTIONS_RULE;
-use crate::policy::redis::{ClientScope, CommandTable, MaskPlan, RedisPolicy, RedisVerdict};
+use crate::policy::redis::{
+    ClientScope, CommandTable, Looked, MaskPlan, RedisPolicy, RedisVerdict,
+};
 use crate::policy::Outcome;
 use crate::refusal::{Refusal, RefusalClass};
 use crate::session::{Judged, ReauthError, Session};
@@ -64,8 +66,6 @@ pub(super) struct FromClient {
     owed: Arc<AtomicUsize>,
     /// Where the agent's `max_result_bytes` is published for the reply side.
     pub(super) reply_cap: Arc<ReplyCap>,
-    /// The last command name (lower case, its length) found to have no subcommands.
-    no_subcommands: Option<([u8; NAME_BUF], usize)>,
     /// The session is on a shared upstream connection (until it needs its own).
     shared: bool,
     /// Replies the shared connection owes for the batch's forwarded bytes.
@@ -111,7 +111,6 @@ impl FromClient {
             subscribed_ever: false,
             owed,
             reply_cap: Arc::default(),
-            no_subcommands: None,
             shared: false,
             shared_replies: 0,
             switch_at: None,
@@ -341,8 +340,11 @@ impl FromClient {
         let silent = self.reply_off || std::mem::take(&mut self.silence_next);
         let first = entries.len();
         let mark = out.len();
-        let on_shared = self.shared && sharable(&self.table, &cmd.args);
-        let end = self.judge(cmd, entries, out);
+        // One lookup in the command table serves routing, the policy and the audit record.
+        let table = self.table.clone();
+        let looked = table.lookup(&cmd.args);
+        let on_shared = self.shared && sharable_looked_up(looked, &cmd.args);
+        let end = self.judge(cmd, looked, entries, out);
         if self.shared && out.len() > mark {
             if on_shared {
                 self.shared_replies += 1;
@@ -387,7 +389,13 @@ impl FromClient {
         }
     }
 
-    fn judge(&mut self, cmd: Command, entries: &mut Vec<Entry>, out: &mut BytesMut) -> bool {
+    fn judge(
+        &mut self,
+        cmd: Command,
+        looked: Looked<'_>,
+        entries: &mut Vec<Entry>,
+        out: &mut BytesMut,
+    ) -> bool {
         let mut name_buf = [0u8; NAME_BUF];
         let name = lower_name(&cmd, &mut name_buf);
         match name {
@@ -453,8 +461,8 @@ impl FromClient {
             _ => {}
         }
         let core = self.session.core().clone();
-        let mut verdict = self.policy.check(&core.policy, &self.table, &cmd.args);
-        let subcommand = self.has_subcommand(&cmd);
+        let mut verdict = self.policy.check_looked_up(&core.policy, looked, &cmd.args);
+        let subcommand = matches!(looked, Ok(info) if info.name.as_bytes().contains(&b'|'));
         if verdict.runs() {
             if let Some(r) = self.state_refusal(name, &cmd, &verdict) {
                 verdict = RedisVerdict::blocked(r);
@@ -464,7 +472,7 @@ impl FromClient {
             let refusal = verdict.denial.clone().expect("a refusal has a reason");
             // The refusal may have come before the keys were placed: find them for the record.
             let mut keys = Vec::new();
-            if let Ok(info) = self.table.lookup(&cmd.args) {
+            if let Ok(info) = looked {
                 let _ = crate::policy::redis::keys::find_keys(info, &cmd.args, &mut keys);
             }
             let shown = statement(&cmd.args, &keys, subcommand);
@@ -715,30 +723,6 @@ impl FromClient {
             }
             Err(refusal) => entries.push(Entry::local(reply::refusal(&refusal))),
         }
-    }
-
-    fn has_subcommand(&mut self, cmd: &Command) -> bool {
-        // Most commands have no subcommands: that is remembered for the last name seen, so a
-        // pipeline of GETs does not look the name up twice per command.
-        let name = &cmd.args[0];
-        if let Some((last, len)) = &self.no_subcommands {
-            if last[..*len].eq_ignore_ascii_case(name) {
-                return false;
-            }
-        }
-        if let Ok(info) = self.table.lookup(&cmd.args[..1]) {
-            if info.subcommands.is_empty() {
-                let mut buf = [0u8; NAME_BUF];
-                let len = lower_name(cmd, &mut buf).len();
-                if len > 0 {
-                    self.no_subcommands = Some((buf, len));
-                }
-                return false;
-            }
-        }
-        self.table
-            .lookup(&cmd.args)
-            .is_ok_and(|i| i.name.as_bytes().contains(&b'|'))
     }
 
     /// MULTI/EXEC/DISCARD and pub/sub bookkeeping; EXEC of a poisoned transaction becomes DISCARD.

@@ -143,6 +143,28 @@ pub fn never(name: &str) -> Option<&'static str> {
     NEVER.iter().find(|(n, _)| *n == name).map(|(_, why)| *why)
 }
 
+/// What the lists above say about one command, worked out once per command table entry
+/// (`CommandInfo::builtin`) instead of searching the lists for every command an agent sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    pub never: Option<&'static str>,
+    pub always_allowed: bool,
+    pub default_refused: bool,
+}
+
+impl Facts {
+    pub fn of(name: &str, categories: super::commands::Categories) -> Facts {
+        let dangerous = categories.intersects(
+            super::commands::Categories::ADMIN | super::commands::Categories::DANGEROUS,
+        );
+        Facts {
+            never: never(name),
+            always_allowed: always_allowed(name),
+            default_refused: default_refused(name, dangerous),
+        }
+    }
+}
+
 /// Refused unless named: the list above, and anything Redis tags `@admin` or `@dangerous`
 /// (SORT's risky forms are judged by their arguments instead).
 pub fn default_refused(name: &str, admin_or_dangerous: bool) -> bool {

@@ -7,8 +7,8 @@ use bytes::Bytes;
 
 use super::blocking::cap_timeout;
 use super::builtin::{self, ClientScope};
-use super::commands::CommandTable;
-use super::decide::{decide, Judged, MaskPlan};
+use super::commands::{CommandInfo, CommandTable, Looked};
+use super::decide::{decide_looked_up, Judged, MaskPlan};
 use super::keys::FoundKey;
 use super::rules::RedisRules;
 use crate::policy::decide::DEFAULT_DENY;
@@ -101,22 +101,33 @@ impl RedisPolicy {
 
     /// The verdict on one command (`args[0]` is its name).
     pub fn check(&mut self, engine: &Engine, table: &CommandTable, args: &[Bytes]) -> RedisVerdict {
-        let mut verdict = self.judge(engine, table, args);
+        self.check_looked_up(engine, table.lookup(args), args)
+    }
+
+    /// [`check`](Self::check) for a command the caller already looked up in the command table
+    /// (`CommandTable::lookup(args)`): the front end needs the entry too, and one lookup per
+    /// command is enough.
+    pub fn check_looked_up(
+        &mut self,
+        engine: &Engine,
+        looked: Looked<'_>,
+        args: &[Bytes],
+    ) -> RedisVerdict {
+        let mut verdict = self.judge(engine, looked, args);
         if verdict.runs() {
-            if let Err(d) = self.cap_blocking(table, args, &mut verdict) {
-                return RedisVerdict::blocked(d);
+            if let Ok(info) = looked {
+                if let Err(d) = self.cap_blocking(info, args, &mut verdict) {
+                    return RedisVerdict::blocked(d);
+                }
+                self.hide_login_hashes(info, args, &mut verdict);
             }
-            self.hide_login_hashes(table, args, &mut verdict);
         }
         verdict
     }
 
     /// ACL LIST and ACL GETUSER of the login user would show the vaulted password's hash: the
     /// reply leaves it out.
-    fn hide_login_hashes(&self, table: &CommandTable, args: &[Bytes], verdict: &mut RedisVerdict) {
-        let Ok(info) = table.lookup(args) else {
-            return;
-        };
+    fn hide_login_hashes(&self, info: &CommandInfo, args: &[Bytes], verdict: &mut RedisVerdict) {
         let login = self.login_user.as_deref();
         let about_login = |user: &[u8]| match login {
             Some(l) => l.as_bytes() == user,
@@ -135,14 +146,11 @@ impl RedisPolicy {
     /// Under a statement timeout, a blocking command's own timeout is capped to it.
     fn cap_blocking(
         &self,
-        table: &CommandTable,
+        info: &CommandInfo,
         args: &[Bytes],
         verdict: &mut RedisVerdict,
     ) -> Result<(), Refusal> {
         let Some((cap, rule)) = self.view.limits().statement_timeout.as_ref() else {
-            return Ok(());
-        };
-        let Ok(info) = table.lookup(args) else {
             return Ok(());
         };
         if let Some(capped) = cap_timeout(info, args, *cap, rule)? {
@@ -151,7 +159,7 @@ impl RedisPolicy {
         Ok(())
     }
 
-    fn judge(&mut self, engine: &Engine, table: &CommandTable, args: &[Bytes]) -> RedisVerdict {
+    fn judge(&mut self, engine: &Engine, looked: Looked<'_>, args: &[Bytes]) -> RedisVerdict {
         let version = self.view.refresh(engine).version();
         if version != self.login_version {
             self.login_user = engine.upstream_login(&self.upstream).map(|l| l.role);
@@ -178,7 +186,7 @@ impl RedisPolicy {
             r.with_instead(text)
         };
         // The upstream and its login are protected for every agent, passthrough included.
-        if let Ok(info) = table.lookup(args) {
+        if let Ok(info) = looked {
             if let Err(r) = builtin::protect_upstream(&info.name, args, self.login_user.as_deref())
             {
                 let rules = Self::rules(&policy.enforced, upstream).flatten();
@@ -186,7 +194,7 @@ impl RedisPolicy {
             }
         }
         let judge = |r: Option<&RedisRules>| match r {
-            Some(r) => decide(r, table, args),
+            Some(r) => decide_looked_up(r, looked, args),
             None => Err(Refusal::permission(
                 DEFAULT_DENY,
                 format!("no policy grants access to upstream \"{upstream}\""),
@@ -213,8 +221,7 @@ impl RedisPolicy {
                 keys: Vec::new(),
                 rewritten: None,
                 // Judged from the command alone: the protection holds in shadow mode too.
-                scope: table
-                    .lookup(args)
+                scope: looked
                     .map(|i| builtin::client_scope(&i.name, args))
                     .unwrap_or_default(),
             },

@@ -129,9 +129,17 @@ pub struct CommandInfo {
     pub categories: Categories,
     pub key_specs: Vec<KeySpec>,
     pub subcommands: FixedMap<Vec<u8>, CommandInfo>,
+    /// The built-in lists' verdicts on this command, filled on first use (from `name` and
+    /// `categories`, which never change once the entry is built).
+    builtin: std::sync::OnceLock<super::builtin::Facts>,
 }
 
 impl CommandInfo {
+    /// What the built-in lists say about this command (`builtin::Facts`).
+    pub fn builtin(&self) -> &super::builtin::Facts {
+        self.builtin
+            .get_or_init(|| super::builtin::Facts::of(&self.name, self.categories))
+    }
     pub fn has_flag(&self, flag: &str) -> bool {
         self.flags.iter().any(|f| f == flag)
     }
@@ -145,6 +153,10 @@ impl CommandInfo {
         }
     }
 }
+
+/// What [`CommandTable::lookup`] found: the entry, or `Err(true)` for an unknown subcommand and
+/// `Err(false)` for an unknown command.
+pub type Looked<'a> = Result<&'a CommandInfo, bool>;
 
 #[derive(Debug, Clone, Default)]
 pub struct CommandTable {
@@ -174,7 +186,7 @@ impl CommandTable {
 
     /// The command (or subcommand, when it has them and the first argument names one).
     /// `Err(true)`: unknown subcommand; `Err(false)`: unknown command.
-    pub fn lookup(&self, args: &[bytes::Bytes]) -> Result<&CommandInfo, bool> {
+    pub fn lookup(&self, args: &[bytes::Bytes]) -> Looked<'_> {
         let mut buf = [0u8; 64];
         let name = args.first().and_then(|n| lower(n, &mut buf)).ok_or(false)?;
         let cmd = self.commands.get(name).ok_or(false)?;
@@ -285,6 +297,7 @@ fn parse_info(item: &Frame) -> Result<CommandInfo, TableError> {
         categories,
         key_specs,
         subcommands,
+        builtin: Default::default(),
     })
 }
 

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::builtin;
-use super::commands::{Categories, CommandInfo, CommandTable, KeyAccess};
+use super::commands::{CommandInfo, CommandTable, KeyAccess, Looked};
 use super::keys::{find_keys, FoundKey, KeysError};
 use super::mask::Strategy;
 use super::rules::{MaskMatcher, PatternRule, RedisRules};
@@ -81,7 +81,16 @@ fn arg_is(a: &[u8], word: &str) -> bool {
 
 /// Judges one command. `args[0]` is the command name.
 pub fn decide(rules: &RedisRules, table: &CommandTable, args: &[Bytes]) -> Result<Judged, Refusal> {
-    let info = match table.lookup(args) {
+    decide_looked_up(rules, table.lookup(args), args)
+}
+
+/// [`decide`] for a command already looked up in the command table.
+pub fn decide_looked_up(
+    rules: &RedisRules,
+    looked: Looked<'_>,
+    args: &[Bytes],
+) -> Result<Judged, Refusal> {
+    let info = match looked {
         Ok(i) => i,
         Err(sub) => {
             let name = String::from_utf8_lossy(args.first().map(|a| &a[..]).unwrap_or(b""));
@@ -163,7 +172,8 @@ fn clip(s: &str) -> String {
 
 fn check_command(rules: &RedisRules, info: &CommandInfo) -> Result<(), Refusal> {
     let name = lname(info);
-    if let Some(why) = builtin::never(name) {
+    let facts = info.builtin();
+    if let Some(why) = facts.never {
         return Err(Refusal::permission("builtin: protocol", why));
     }
     if let Some(d) = rules.deny.iter().find(|d| d.pattern.covers(info)) {
@@ -172,13 +182,10 @@ fn check_command(rules: &RedisRules, info: &CommandInfo) -> Result<(), Refusal> 
             format!("command '{name}' is denied"),
         ));
     }
-    if rules.passthrough || builtin::always_allowed(name) {
+    if rules.passthrough || facts.always_allowed {
         return Ok(());
     }
-    let dangerous = info
-        .categories
-        .intersects(Categories::ADMIN | Categories::DANGEROUS);
-    if builtin::default_refused(name, dangerous) {
+    if facts.default_refused {
         let named = rules.allow.iter().any(|a| {
             matches!(&a.pattern, super::rules::CommandPattern::Name(_)) && a.pattern.covers(info)
         });

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use crate::policy::redis::CommandTable;
+use crate::policy::redis::{CommandTable, Looked};
 
 /// Keyless commands that touch no connection state.
 const KEYLESS: &[&[u8]] = &[b"ping", b"echo"];
@@ -25,21 +25,25 @@ pub const MAX_SHARED_ARG: usize = 512 * 1024;
 
 /// Whether `args` may run on a shared connection.
 pub fn sharable(table: &CommandTable, args: &[Bytes]) -> bool {
-    let Some(name) = args.first() else {
+    sharable_looked_up(table.lookup(args), args)
+}
+
+/// [`sharable`] for a command already looked up in the command table.
+pub fn sharable_looked_up(looked: Looked<'_>, args: &[Bytes]) -> bool {
+    let Ok(info) = looked else {
         return false;
     };
     if args.iter().any(|a| a.len() > MAX_SHARED_ARG) {
         return false;
     }
-    if KEYLESS.iter().any(|k| name.eq_ignore_ascii_case(k)) {
+    // The table's names are lower case.
+    let name = info.name.as_bytes();
+    if KEYLESS.contains(&name) {
         return true;
     }
-    if EXCLUDED.iter().any(|k| name.eq_ignore_ascii_case(k)) {
+    if EXCLUDED.contains(&name) {
         return false;
     }
-    let Ok(info) = table.lookup(args) else {
-        return false;
-    };
     !info.key_specs.is_empty()
         && !info
             .flags
