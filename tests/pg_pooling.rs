@@ -438,6 +438,83 @@ fn a_full_pool_refuses_after_the_checkout_timeout_naming_the_pool() {
     });
 }
 
+/// One agent cannot take a whole transaction pool: sessions pinned by a harmless SET (which keep
+/// their connection while idle) or holding open transactions count against the agent's share
+/// (`max_agent_share`, by default the pool less a quarter), and another agent is served at once.
+#[test]
+fn one_agent_cannot_hold_the_whole_pool() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(4, "checkout_timeout_ms = 400").await;
+        // Default share of a pool of 4: 3. Two pinned sessions and one open transaction.
+        let mut held = Vec::new();
+        for i in 0..2 {
+            let c = client(&running, "analyst").await;
+            c.batch_execute(&format!("SET application_name = 'pin{i}'"))
+                .await
+                .unwrap();
+            held.push(c);
+        }
+        let in_tx = client(&running, "analyst").await;
+        in_tx.batch_execute("BEGIN").await.unwrap();
+        one(&in_tx, "SELECT count(*) FROM orders WHERE id = 1").await;
+        // A fourth analyst session waits for one of the analyst's own, then is refused.
+        let fourth = client(&running, "analyst").await;
+        let started = Instant::now();
+        let e = fourth
+            .simple_query("SELECT 1")
+            .await
+            .expect_err("over the analyst's share");
+        assert_eq!(sqlstate(&e), "53300");
+        assert!(
+            db_message(&e)
+                .contains("agent \"analyst\" already holds 3 server connections of pool \"shop\"")
+                && db_message(&e).contains("rule: tollgate.toml: upstream.shop.max_agent_share"),
+            "{}",
+            db_message(&e)
+        );
+        assert!(started.elapsed() >= Duration::from_millis(350));
+        // The writer is served at once from the connection the analyst may not take.
+        let writer = client(&running, "writer").await;
+        let started = Instant::now();
+        assert_eq!(one(&writer, "SELECT 1").await, "1");
+        assert!(started.elapsed() < Duration::from_millis(350));
+        // The transaction ends: the analyst's share has room again.
+        in_tx.batch_execute("COMMIT").await.unwrap();
+        let fifth = client(&running, "analyst").await;
+        assert_eq!(one(&fifth, "SELECT 1").await, "1");
+        drop(held);
+    });
+}
+
+#[test]
+fn the_agent_share_must_fit_the_pool() {
+    let dir = copy_demo_dir();
+    let config = dir.path().join("tollgate.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    for (share, ok) in [("0", false), ("11", false), ("10", true), ("1", true)] {
+        let edited = text.replacen(
+            "pool_size = 10",
+            &format!("pool_size = 10\nmax_agent_share = {share}"),
+            1,
+        );
+        std::fs::write(&config, &edited).unwrap();
+        let loaded = tollgate::config::Config::load(&config);
+        assert_eq!(
+            loaded.is_ok(),
+            ok,
+            "max_agent_share = {share}: {:?}",
+            loaded.err()
+        );
+        if let Err(e) = loaded {
+            assert!(
+                e.to_string()
+                    .contains("max_agent_share must be between 1 and pool_size (10)"),
+                "{e}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_killed_server_connection_is_replaced_without_the_client_noticing() {
     harness().runtime.block_on(async {

@@ -38,6 +38,7 @@ fn pool() -> Arc<Pool> {
         isolation: true,
         mode: PoolMode::Transaction,
         size: 2,
+        agent_share: 2,
         session_size: 2,
         min_idle: 0,
         max_lifetime: Duration::from_secs(3600),

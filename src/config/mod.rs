@@ -290,6 +290,10 @@ pub struct UpstreamConfig {
     /// PostgreSQL: most server connections tollgate keeps to this upstream (default 20).
     #[serde(default)]
     pub pool_size: Option<u32>,
+    /// PostgreSQL, transaction pooling: most of the pool's connections one agent may hold at
+    /// once (default `pool_size` less a quarter, at least 1), so one agent cannot take them all.
+    #[serde(default)]
+    pub max_agent_share: Option<u32>,
     /// PostgreSQL: idle server connections kept open even without sessions (default 0).
     #[serde(default)]
     pub min_idle: Option<u32>,
@@ -345,6 +349,8 @@ pub struct PoolSettings {
     pub isolation: bool,
     pub mode: PoolMode,
     pub size: u32,
+    /// Most connections of a transaction pool one agent holds at once.
+    pub agent_share: u32,
     pub session_size: u32,
     pub min_idle: u32,
     pub max_lifetime: std::time::Duration,
@@ -384,6 +390,10 @@ impl UpstreamConfig {
             isolation: !self.test_disable_isolation,
             mode: self.pool_mode.unwrap_or_default(),
             size: self.pool_size.unwrap_or(20),
+            agent_share: self.max_agent_share.unwrap_or_else(|| {
+                let size = self.pool_size.unwrap_or(20);
+                (size - size / 4).max(1)
+            }),
             session_size: self.max_session_connections.unwrap_or(100),
             min_idle: self.min_idle.unwrap_or(0),
             max_lifetime: ms(self.max_lifetime_ms.unwrap_or(3_600_000)),
@@ -395,6 +405,7 @@ impl UpstreamConfig {
     fn has_pool_settings(&self) -> bool {
         self.pool_mode.is_some()
             || self.pool_size.is_some()
+            || self.max_agent_share.is_some()
             || self.min_idle.is_some()
             || self.max_lifetime_ms.is_some()
             || self.idle_timeout_ms.is_some()
@@ -469,6 +480,15 @@ impl Config {
                 return Err(SourceError::semantic(
                     origin,
                     format!("upstream \"{name}\": pool_size and max_session_connections must be at least 1 and min_idle at most pool_size"),
+                ));
+            }
+            if pool.agent_share == 0 || pool.agent_share > pool.size {
+                return Err(SourceError::semantic(
+                    origin,
+                    format!(
+                        "upstream \"{name}\": max_agent_share must be between 1 and pool_size ({})",
+                        pool.size
+                    ),
                 ));
             }
             if pool.checkout_timeout.is_zero() {

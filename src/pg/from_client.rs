@@ -184,7 +184,7 @@ async fn relay<R: AsyncRead + Unpin>(
         if attached.is_none() {
             let server = link
                 .pool
-                .checkout(&link.key)
+                .checkout(&link.key, link.share.as_ref())
                 .await
                 .map_err(|e| FromClientError::Fatal(checkout_refusal(&e, &link.pool.name)))?;
             state.server = Some(server.info.clone());
@@ -296,15 +296,13 @@ async fn give_back(
 
 /// FATAL for a session whose pool could not give it a connection in time (or at all).
 fn checkout_refusal(e: &CheckoutError, pool: &str) -> PgErrorFields {
-    match e {
-        CheckoutError::Timeout { .. } => super::refusal::fatal(&crate::refusal::Refusal::new(
+    match e.rule() {
+        Some(rule) => super::refusal::fatal(&crate::refusal::Refusal::new(
             crate::refusal::RefusalClass::TooManyConnections,
-            format!("tollgate.toml: upstream.{pool}.pool_size"),
+            rule,
             e.to_string(),
         )),
-        CheckoutError::Upstream(_) => {
-            PgErrorFields::fatal("08006", crate::session::upstream_unavailable(pool))
-        }
+        None => PgErrorFields::fatal("08006", crate::session::upstream_unavailable(pool)),
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Link {
     pinned: AtomicBool,
     /// The process id the client was shown (BackendKeyData), for notifications' sender.
     pub client_pid: std::sync::atomic::AtomicI32,
+    /// The session's agent's share of a transaction pool (`None` for session pooling).
+    pub share: Option<super::pool::AgentShare>,
 }
 
 /// The writing half and the rest of a checked-out connection, kept by the client half.
@@ -51,11 +53,18 @@ pub struct Attached {
     created: std::time::Instant,
     generation: u64,
     slot: super::pool::PoolSlot,
+    share: Option<super::pool::share::ShareHeld>,
 }
 
 impl Link {
-    pub fn new(mode: PoolMode, pool: Arc<Pool>, key: Arc<SettingsKey>) -> Link {
+    pub fn new(
+        mode: PoolMode,
+        pool: Arc<Pool>,
+        key: Arc<SettingsKey>,
+        share: Option<super::pool::AgentShare>,
+    ) -> Link {
         Link {
+            share,
             mode,
             pool,
             key,
@@ -93,6 +102,7 @@ impl Link {
             created,
             generation,
             slot,
+            share,
             ..
         } = server;
         self.cancel.store(Some(Arc::new(CancelTarget {
@@ -111,6 +121,7 @@ impl Link {
             created,
             generation,
             slot,
+            share,
         }
     }
 
@@ -141,6 +152,7 @@ impl Link {
             idle_since: std::time::Instant::now(),
             generation: rest.generation,
             slot: rest.slot,
+            share: rest.share,
         })
     }
 }

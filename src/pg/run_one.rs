@@ -107,7 +107,8 @@ pub async fn run(
     stmt: &Statement<'_>,
     caps: &Caps,
 ) -> Result<Collected, RunError> {
-    let server = pool.checkout(key).await?;
+    // MCP calls hold a connection for one statement, bounded by the statement timeout.
+    let server = pool.checkout(key, None).await?;
     let cancel = CancelTarget {
         addr: server.info.addr,
         pid: server.info.pid,

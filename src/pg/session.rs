@@ -229,16 +229,17 @@ fn pool_mode(session: &Session, default: PoolMode) -> PoolMode {
 
 /// A session refused because its upstream's pool could not give it a connection.
 fn checkout_failure(e: &CheckoutError, pool: &str) -> PgErrorFields {
-    match e {
-        CheckoutError::Timeout { .. } => super::refusal::fatal(&Refusal::new(
+    match (e.rule(), e) {
+        (Some(rule), _) => super::refusal::fatal(&Refusal::new(
             RefusalClass::TooManyConnections,
-            format!("tollgate.toml: upstream.{pool}.pool_size"),
+            rule,
             e.to_string(),
         )),
-        CheckoutError::Upstream(u) => {
+        (None, CheckoutError::Upstream(u)) => {
             warn!(upstream = %pool, error = %u, "upstream login failed");
             upstream_failure(pool, u)
         }
+        (None, _) => PgErrorFields::fatal("08006", crate::session::upstream_unavailable(pool)),
     }
 }
 
@@ -266,9 +267,11 @@ async fn relay(
         PoolMode::Transaction => pool.template(&key),
         PoolMode::Session => None,
     };
+    // Transaction pooling: the connections this session holds count against its agent's share.
+    let share = (mode == PoolMode::Transaction).then(|| pool.share_of(session.agent()));
     let server = match template {
         Some(_) => None,
-        None => match pool.checkout(&key).await {
+        None => match pool.checkout(&key, share.as_ref()).await {
             Ok(s) => Some(s),
             Err(e) => {
                 let fields = checkout_failure(&e, &pool.name);
@@ -278,7 +281,7 @@ async fn relay(
         },
     };
     let info = template.unwrap_or_else(|| server.as_ref().expect("checked out").info.clone());
-    let link = Arc::new(Link::new(mode, pool.clone(), key));
+    let link = Arc::new(Link::new(mode, pool.clone(), key, share));
     // Session pooling shows the server's own process id, as PostgreSQL would, so
     // pg_backend_pid(), notifications and backend signals agree with BackendKeyData; with
     // transaction pooling the process id is tollgate's own, stable for the session (the server

@@ -10,6 +10,7 @@
 //! is given back.
 
 pub mod server;
+pub mod share;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 pub use server::{Server, ServerInfo, SettingsKey};
+pub use share::AgentShare;
 
 use super::upstream::{self, UpstreamError, UpstreamTarget};
 use crate::config::PoolSettings;
@@ -29,8 +31,30 @@ use crate::config::PoolSettings;
 pub enum CheckoutError {
     #[error("no server connection of pool \"{pool}\" became free within {} ms", .waited.as_millis())]
     Timeout { pool: String, waited: Duration },
+    #[error("agent \"{agent}\" already holds {limit} server connections of pool \"{pool}\" (its share), and none came back within {} ms", .waited.as_millis())]
+    Share {
+        agent: Arc<str>,
+        pool: String,
+        limit: u32,
+        waited: Duration,
+    },
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
+}
+
+impl CheckoutError {
+    /// The setting a refusal names (`None`: the upstream failed, not a limit).
+    pub fn rule(&self) -> Option<String> {
+        match self {
+            CheckoutError::Timeout { pool, .. } => {
+                Some(format!("tollgate.toml: upstream.{pool}.pool_size"))
+            }
+            CheckoutError::Share { pool, .. } => {
+                Some(format!("tollgate.toml: upstream.{pool}.max_agent_share"))
+            }
+            CheckoutError::Upstream(_) => None,
+        }
+    }
 }
 
 /// One connection's room in its pool (counted in `open`); given back when dropped.
@@ -100,6 +124,8 @@ pub struct Pool {
     /// What the last connection opened with each settings reported at login (its
     /// ParameterStatus): a transaction-pooled session's login shows it without a connection.
     templates: Mutex<std::collections::HashMap<Arc<SettingsKey>, Arc<ServerInfo>>>,
+    /// Each agent's share (transaction pooling).
+    shares: share::Shares,
 }
 
 impl std::fmt::Debug for Pool {
@@ -125,7 +151,13 @@ impl Pool {
             connect_timeout,
             counters: PoolCounters::default(),
             templates: Mutex::new(std::collections::HashMap::new()),
+            shares: share::Shares::default(),
         }
+    }
+
+    /// `agent`'s share of this pool (`max_agent_share`).
+    pub fn share_of(&self, agent: &Arc<str>) -> AgentShare {
+        self.shares.of(agent, self.settings.agent_share)
     }
 
     /// What a connection opened with `key` reports at login, if one was opened already.
@@ -186,13 +218,42 @@ impl Pool {
     }
 
     /// A connection opened with `key`'s settings: an idle one, a new one, or the next one to
-    /// come back; within `checkout_timeout`.
+    /// come back; within `checkout_timeout`. With `share`, the connection counts against that
+    /// agent's share until it comes back, and an agent at its share waits first.
     pub async fn checkout(
         self: &Arc<Self>,
         key: &Arc<SettingsKey>,
+        share: Option<&AgentShare>,
     ) -> Result<Server, CheckoutError> {
         self.counters.checkouts.fetch_add(1, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + self.settings.checkout_timeout;
+        let held = match share {
+            None => None,
+            Some(s) => match s.take(deadline).await {
+                Some(h) => Some(h),
+                None => {
+                    self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("tollgate_pool_share_timeouts_total", "upstream" => self.name.clone())
+                        .increment(1);
+                    return Err(CheckoutError::Share {
+                        agent: s.agent.clone(),
+                        pool: self.name.clone(),
+                        limit: s.limit,
+                        waited: self.settings.checkout_timeout,
+                    });
+                }
+            },
+        };
+        let mut server = self.checkout_by(key, deadline).await?;
+        server.share = held;
+        Ok(server)
+    }
+
+    async fn checkout_by(
+        self: &Arc<Self>,
+        key: &Arc<SettingsKey>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Server, CheckoutError> {
         loop {
             match self.next(key) {
                 Next::Got(mut s) => {
@@ -287,7 +348,9 @@ impl Pool {
     /// A connection comes back. `clean`: nothing it ran left session state behind; otherwise it
     /// is reset first. `usable`: false when the session ended mid-statement or the connection
     /// broke: it is closed.
-    pub fn checkin(self: &Arc<Self>, server: Server, clean: bool, usable: bool) {
+    pub fn checkin(self: &Arc<Self>, mut server: Server, clean: bool, usable: bool) {
+        // The agent no longer holds it, whatever happens to it now.
+        server.share = None;
         if !usable || !self.current(&server) {
             self.close(vec![server]);
             return;

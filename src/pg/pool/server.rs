@@ -113,6 +113,8 @@ pub struct Server {
     pub generation: u64,
     /// Its room in the pool, given back however the connection ends.
     pub slot: super::PoolSlot,
+    /// While an agent holds it from a transaction pool: its place in that agent's share.
+    pub share: Option<super::share::ShareHeld>,
 }
 
 impl std::fmt::Debug for Server {
@@ -165,6 +167,7 @@ impl Server {
             idle_since: now,
             generation,
             slot,
+            share: None,
         }
     }
 
