@@ -145,3 +145,151 @@ fn aggregation_corners_leak_no_masked_value_and_no_oracle() {
         assert!(failures.is_empty(), "{} bypasses", failures.len());
     });
 }
+
+/// Fields the policy does not read are refused before anything reaches the server (rule
+/// `builtin: unknown-field`), and so are index keys of a masked collection (`returnKey`,
+/// `{$meta: "indexKey"}`, a hint by name); duplicated fields and document sequences the
+/// command does not take are refused too; the session goes on, and the passthrough agent's
+/// unknown fields still reach the server where nothing is protected.
+#[test]
+fn fields_the_policy_does_not_read_never_reach_the_server() {
+    let env = &harness().env;
+    block_on(async {
+        let mut s = RawMongo::login(env.mongo_port, "analyst", env.token("analyst")).await;
+        let r = s
+            .command(
+                doc! { "find": "customers", "query": { "ssn": { "$regex": "^9" } }, "$db": "shop" },
+            )
+            .await;
+        assert_eq!(
+            r.get_str("errmsg").ok(),
+            Some("tollgate: find: field \"query\" is not understood by the policy and is refused (rule: builtin: unknown-field)"),
+            "{r:?}"
+        );
+        assert_eq!(r.get_i32("code").ok(), Some(238), "{r:?}");
+        let masked = "(rule: analyst: collection shop.customers)";
+        for (label, cmd, rule) in [
+            (
+                "case variant",
+                doc! { "find": "customers", "Filter": { "ssn": "1" }, "$db": "shop" },
+                "(rule: builtin: unknown-field)",
+            ),
+            (
+                "rawData",
+                doc! { "aggregate": "customers", "pipeline": [], "cursor": {}, "rawData": true, "$db": "shop" },
+                "(rule: builtin: unknown-field)",
+            ),
+            (
+                "returnKey",
+                doc! { "find": "customers", "filter": { "_id": 1i64 }, "returnKey": true, "$db": "shop" },
+                masked,
+            ),
+            (
+                "indexKey",
+                doc! { "find": "customers", "filter": { "_id": 1i64 }, "projection": { "k": { "$meta": "indexKey" } }, "$db": "shop" },
+                masked,
+            ),
+            (
+                "hint by name",
+                doc! { "find": "customers", "hint": "_id_", "$db": "shop" },
+                masked,
+            ),
+            (
+                "noCursorTimeout",
+                doc! { "find": "orders", "noCursorTimeout": true, "$db": "shop" },
+                "(rule: builtin: passthrough-field)",
+            ),
+        ] {
+            let r = s.command(cmd).await;
+            let msg = r.get_str("errmsg").unwrap_or_default();
+            assert!(
+                msg.starts_with("tollgate: ") && msg.ends_with(rule),
+                "{label}: {r:?}"
+            );
+        }
+        // A duplicated field: the policy would read one filter, the server might obey the other.
+        let element = |d: Document| {
+            let b = d.to_vec().unwrap();
+            b[4..b.len() - 1].to_vec()
+        };
+        let mut body = Vec::new();
+        for d in [
+            doc! { "find": "customers" },
+            doc! { "filter": {} },
+            doc! { "filter": { "ssn": { "$regex": "^9" } } },
+            doc! { "$db": "shop" },
+        ] {
+            body.extend(element(d));
+        }
+        let mut doc_bytes = ((body.len() + 5) as i32).to_le_bytes().to_vec();
+        doc_bytes.extend(body);
+        doc_bytes.push(0);
+        let id = s.next_id();
+        let r = s
+            .raw(&support::mongo::op_msg_with_raw_body(id, 0, &doc_bytes))
+            .await;
+        let msg = r.get_str("errmsg").unwrap_or_default();
+        assert!(
+            msg.contains("duplicate key \"filter\"")
+                && msg.ends_with("(rule: builtin: wire-protocol)"),
+            "{r:?}"
+        );
+        // A field sent as an OP_MSG document sequence.
+        let id = s.next_id();
+        let m = tollgate::mongo::OpMsg {
+            request_id: id,
+            response_to: 0,
+            flags: 0,
+            body: tollgate::mongo::op_msg::encode_document(
+                &doc! { "find": "customers", "$db": "shop" },
+            )
+            .into(),
+            sequences: vec![tollgate::mongo::op_msg::Sequence {
+                identifier: "filter".into(),
+                documents: vec![
+                    tollgate::mongo::op_msg::encode_document(&doc! { "ssn": "1" }).into(),
+                ],
+            }],
+        };
+        let r = s.raw(&m.encode(false)).await;
+        let msg = r.get_str("errmsg").unwrap_or_default();
+        assert!(msg.contains("document sequence \"filter\""), "{r:?}");
+        let ping = s.command(doc! { "ping": 1, "$db": "shop" }).await;
+        assert_eq!(
+            ping.get_f64("ok").ok(),
+            Some(1.0),
+            "session goes on: {ping:?}"
+        );
+        // What drivers send beside the command still runs.
+        let r = s
+            .command(doc! { "find": "customers", "filter": { "_id": 1i64 }, "projection": { "email": 1 },
+                "hint": { "_id": 1 }, "showRecordId": true, "comment": "c", "maxTimeMS": 5000,
+                "readConcern": { "level": "local" }, "singleBatch": true, "limit": 1, "$db": "shop" })
+            .await;
+        assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r:?}");
+        let first = r
+            .get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap()[0]
+            .as_document()
+            .unwrap()
+            .clone();
+        assert!(
+            first.get_str("email").unwrap().starts_with("***@"),
+            "{first:?}"
+        );
+        // The passthrough agent's fields reach the server where nothing is protected: whatever
+        // the server answers, tollgate did not refuse it.
+        let mut t = RawMongo::login(env.mongo_port, "trusted", env.token("trusted")).await;
+        let r = t
+            .command(doc! { "find": "orders", "filter": { "_id": 1i64 }, "frobnicate": 1, "$db": "shop" })
+            .await;
+        assert!(
+            !r.get_str("errmsg")
+                .unwrap_or_default()
+                .starts_with("tollgate: "),
+            "{r:?}"
+        );
+    });
+}

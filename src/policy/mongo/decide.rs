@@ -8,8 +8,11 @@ use bson::{doc, Bson, Document};
 
 use super::builtin::{self, BUILTIN_RULE};
 use super::command::{valid_collection_name, Command, MALFORMED_RULE};
+use super::fields;
 use super::judge::{Judge, RESERVED_RULE};
-use super::options::{command_let, read_options, update_spec, view_definition};
+use super::options::{
+    command_let, command_let_named, hint, read_options, update_spec, view_definition,
+};
 use super::pipeline::Source;
 use super::rules::{MaskedField, MongoRules, Op};
 use crate::policy::decide::DEFAULT_DENY;
@@ -104,25 +107,14 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             ),
         ));
     }
-    // OP_MSG document sequences carry the documents of insert, update and delete; any other is
-    // data the server may merge into the command unjudged (restricted agents).
-    if !rules.passthrough {
-        let expected = match name {
-            "insert" => Some("documents"),
-            "update" => Some("updates"),
-            "delete" => Some("deletes"),
-            _ => None,
-        };
-        if let Some((id, _)) = cmd
-            .sequences
-            .iter()
-            .find(|(id, _)| Some(id.as_str()) != expected)
-        {
-            return Err(Refusal::syntax(
-                MALFORMED_RULE,
-                format!("document sequence \"{id}\" is not one {name} takes"),
-            ));
-        }
+    // Fields the decision does not read are refused (restricted agents; passthrough agents on
+    // collections with masks or row filters), and so is a command with no list of fields.
+    fields::check(rules, cmd)?;
+    if !rules.passthrough && fields::of(name).is_none() {
+        return Err(Refusal::permission(
+            DEFAULT_DENY,
+            format!("command \"{name}\" is not allowed"),
+        ));
     }
     let mut j = Judge::new(rules);
     let mut judged = Judged {
@@ -141,7 +133,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             let ns = coll_ns(cmd)?;
             j.access(&ns, Op::Find)?;
             let p = rules.protection_of(&ns);
-            read_options(&j, &cmd.body, &p.masks, "filter")?;
+            read_options(&j, &cmd.body, &p.masks)?;
             if let Some(f) = p.filter() {
                 edit(&mut edited, cmd)
                     .body
@@ -176,6 +168,11 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 return Err(malformed("aggregate needs a pipeline array"));
             };
             command_let(&j, &cmd.body)?;
+            let source_masks = match &source {
+                Source::Collection(ns) => rules.protection_of(ns).masks,
+                _ => Vec::new(),
+            };
+            hint(&j, cmd.body.get("hint"), &source_masks)?;
             let (pipeline, masks) = j.pipeline(&cmd.db, source, stages, 0)?;
             if &pipeline != stages {
                 edit(&mut edited, cmd)
@@ -191,9 +188,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             if let Some(q) = need_doc(&cmd.body, "query")? {
                 j.query(q, &p.masks, "a count query")?;
             }
-            if let Some(h) = need_doc(&cmd.body, "hint")? {
-                let _ = h;
-            }
+            hint(&j, cmd.body.get("hint"), &p.masks)?;
             if let Some(f) = p.filter() {
                 edit(&mut edited, cmd)
                     .body
@@ -207,12 +202,24 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             if let Some(q) = need_doc(&cmd.body, "query")? {
                 j.query(q, &p.masks, "a distinct query")?;
             }
+            hint(&j, cmd.body.get("hint"), &p.masks)?;
             let key = cmd
                 .body
                 .get_str("key")
                 .map_err(|_| malformed("distinct needs a key"))?;
             for m in &p.masks {
                 if key == m.path || key.starts_with(&format!("{}.", m.path)) {
+                    // A collation decides which raw values count as one (case, accents):
+                    // the number of masked values returned would tell.
+                    if cmd.body.contains_key("collation") {
+                        return Err(Refusal::permission(
+                            m.rule.clone(),
+                            format!(
+                                "distinct on masked field {} cannot take a collation",
+                                m.path
+                            ),
+                        ));
+                    }
                     judged.reply = ReplyPlan::Values(m.clone());
                 } else if m.path.starts_with(&format!("{key}.")) {
                     return Err(Refusal::permission(
@@ -245,6 +252,9 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 let mut u = u.clone();
                 let q = need_doc(&u, "q")?.cloned().unwrap_or_default();
                 j.query(&q, &p.masks, "an update filter")?;
+                hint(&j, u.get("hint"), &p.masks)?;
+                // `c`: constants for a pipeline update, evaluated as `let` is.
+                command_let_named(&j, &u, "c")?;
                 update_spec(&mut j, &cmd.db, u.get("u"), &p.masks)?;
                 if let Some(s) = need_doc(&u, "sort")? {
                     j.keys(s, &p.masks, "an update sort")?;
@@ -274,6 +284,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 let mut d = d.clone();
                 let q = need_doc(&d, "q")?.cloned().unwrap_or_default();
                 j.query(&q, &p.masks, "a delete filter")?;
+                hint(&j, d.get("hint"), &p.masks)?;
                 if let Some(f) = p.filter() {
                     d.insert("q", and(Some(&q), f));
                 }
@@ -297,6 +308,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             if let Some(f) = need_doc(&cmd.body, "fields")? {
                 j.projection(f, &p.masks, "a findAndModify projection")?;
             }
+            hint(&j, cmd.body.get("hint"), &p.masks)?;
             update_spec(&mut j, &cmd.db, cmd.body.get("update"), &p.masks)?;
             if !p.masks.is_empty() && cmd.body.contains_key("arrayFilters") {
                 return Err(Refusal::permission(
@@ -340,11 +352,19 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             judged.namespaces.push(ns);
         }
         "listCollections" => {
+            // The filter reads the collections' descriptions (names, options): no documents,
+            // so no masks, but no JavaScript or unknown operator either.
+            if let Some(f) = need_doc(&cmd.body, "filter")? {
+                j.query(f, &[], "a listCollections filter")?;
+            }
             judged.reply = ReplyPlan::Collections { db: cmd.db.clone() };
         }
         "listDatabases" => {
             if cmd.db != "admin" {
                 return Err(malformed("listDatabases runs on admin"));
+            }
+            if let Some(f) = need_doc(&cmd.body, "filter")? {
+                j.query(f, &[], "a listDatabases filter")?;
             }
             judged.reply = ReplyPlan::Databases;
         }
@@ -352,15 +372,14 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             let ns = coll_ns(cmd)?;
             j.access(&ns, Op::Find)?;
         }
-        "create" => {
+        "create" | "collMod" => {
             let ns = coll_ns(cmd)?;
             j.access(&ns, Op::Collection)?;
             view_definition(&mut j, cmd, &cmd.body)?;
-        }
-        "collMod" => {
-            let ns = coll_ns(cmd)?;
-            j.access(&ns, Op::Collection)?;
-            view_definition(&mut j, cmd, &cmd.body)?;
+            // A validator decides which writes fail: over a masked field, an oracle.
+            if let Some(v) = need_doc(&cmd.body, "validator")? {
+                j.query(v, &rules.protection_of(&ns).masks, "a validator")?;
+            }
         }
         "drop" => {
             let ns = coll_ns(cmd)?;
@@ -445,6 +464,14 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 ));
             }
             let mut inner = inner.clone();
+            // The explained command runs on the explain's database; one naming another is
+            // judged on neither.
+            if inner
+                .get("$db")
+                .is_some_and(|d| d.as_str() != Some(cmd.db.as_str()))
+            {
+                return Err(malformed("the explained command names another $db"));
+            }
             inner.insert("$db", cmd.db.clone());
             let inner_cmd = Command::new(inner, Vec::new())?;
             if !matches!(
@@ -495,7 +522,9 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 ));
             }
             match cmd.body.get("out") {
-                Some(Bson::Document(o)) if o.contains_key("inline") => {}
+                // Exactly `{inline: 1}`: a document that also names a target would be read by
+                // the server as an output collection.
+                Some(Bson::Document(o)) if o.len() == 1 && o.contains_key("inline") => {}
                 Some(Bson::String(c)) => {
                     j.access(&format!("{}.{c}", cmd.db), Op::Insert)?;
                 }

@@ -2,15 +2,19 @@
 //! it sees masked, which documents its row filters let through. Pure: the protocol code in
 //! `crate::mongo` asks, this module answers.
 //!
-//! `command` is the command model, `query` finds what filters and expressions read, `judge`
-//! checks namespaces and masked fields, `pipeline` walks aggregations, `decide` judges one
-//! command, `check` adds shadow mode, `view` is a session's handle on it, `mask` masks values.
+//! `command` is the command model, `fields` lists the fields each command may carry, `query`
+//! finds what filters and expressions read, `judge` checks namespaces and masked fields,
+//! `pipeline` walks aggregations, `decide` judges one command, `check` adds shadow mode,
+//! `view` is a session's handle on it, `mask` masks values.
 
 pub mod builtin;
 pub mod check;
 pub mod command;
 pub mod compile;
 pub mod decide;
+pub mod fields;
+#[cfg(test)]
+mod fields_tests;
 pub mod file;
 pub mod judge;
 pub mod mask;

@@ -1,6 +1,7 @@
 //! The parts of a command the decision reads besides its target: find's filter, sort,
-//! projection and index bounds; `let` variables; an update's `u` (operators or a pipeline);
-//! a view definition. Each is checked against the masked fields of the documents it reads.
+//! projection, index bounds, hint and `returnKey`; `let` variables; an update's `u` (operators
+//! or a pipeline); a view definition. Each is checked against the masked fields of the
+//! documents it reads.
 
 use bson::{Bson, Document};
 
@@ -11,12 +12,11 @@ use super::pipeline::Source;
 use super::rules::{MaskedField, Op};
 use crate::refusal::Refusal;
 
-/// find's filter, sort, projection, min/max, let.
+/// find's filter, sort, projection, min/max, hint, returnKey, let.
 pub(super) fn read_options(
     j: &Judge,
     body: &Document,
     masks: &[MaskedField],
-    _what: &str,
 ) -> Result<(), Refusal> {
     if let Some(f) = need_doc(body, "filter")? {
         j.query(f, masks, "a filter")?;
@@ -32,14 +32,68 @@ pub(super) fn read_options(
             j.keys(b, masks, "index bounds (min/max)")?;
         }
     }
+    hint(j, body.get("hint"), masks)?;
+    // returnKey answers with the index keys instead of the documents: the raw values of the
+    // indexed fields under their dotted names (`address.zip`), text index terms, hashes.
+    if let (true, Some(m)) = (truthy(body.get("returnKey")), masks.first()) {
+        return Err(Refusal::permission(
+            m.rule.clone(),
+            "returnKey cannot be used on documents with masked fields (index keys hold their raw values)",
+        )
+        .with_instead("use a projection; masked fields come back masked"));
+    }
     command_let(j, body)
+}
+
+/// A flag that is set: anything but absent, `false`, `null` or 0 (the server refuses other
+/// types; here they count as set, which refuses rather than lets through).
+fn truthy(b: Option<&Bson>) -> bool {
+    !matches!(
+        b,
+        None | Some(Bson::Null)
+            | Some(Bson::Boolean(false))
+            | Some(Bson::Int32(0))
+            | Some(Bson::Int64(0))
+    )
+}
+
+/// An index hint. A key pattern is judged as a sort is: the index orders the documents by
+/// those fields (the first document an update or findAndModify takes, the order of a find),
+/// and a sparse or partial index keeps only some. An index named by a string cannot be
+/// checked, so it is refused where masks apply.
+pub(super) fn hint(j: &Judge, h: Option<&Bson>, masks: &[MaskedField]) -> Result<(), Refusal> {
+    match h {
+        None | Some(Bson::Null) => Ok(()),
+        Some(Bson::Document(k)) => j.keys(k, masks, "index hint"),
+        Some(Bson::String(name)) => match masks.first() {
+            None => Ok(()),
+            Some(m) => {
+                let paths: Vec<&str> = masks.iter().map(|m| m.path.as_str()).collect();
+                Err(Refusal::permission(
+                    m.rule.clone(),
+                    format!(
+                        "a hint by index name ({name}) cannot be checked against masked fields ({})",
+                        paths.join(", ")
+                    ),
+                )
+                .with_instead("hint by key pattern, e.g. {\"region\": 1}"))
+            }
+        },
+        Some(_) => Err(malformed("hint must be a key pattern or an index name")),
+    }
 }
 
 /// Command-level `let` variables: constants and expressions without a document.
 pub(super) fn command_let(j: &Judge, body: &Document) -> Result<(), Refusal> {
-    if let Some(l) = need_doc(body, "let")? {
+    command_let_named(j, body, "let")
+}
+
+/// Variables given in `field` (`let`, an update statement's `c`): evaluated once, without a
+/// document, so no masks apply, but no JavaScript or unknown operator either.
+pub(super) fn command_let_named(j: &Judge, body: &Document, field: &str) -> Result<(), Refusal> {
+    if let Some(l) = need_doc(body, field)? {
         for (_, v) in l {
-            j.expr(v, &[], "let")?;
+            j.expr(v, &[], field)?;
         }
     }
     Ok(())

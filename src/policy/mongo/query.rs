@@ -426,6 +426,11 @@ fn operator_expr(op: &str, arg: &Bson, refs: &mut Refs) -> Result<(), WalkError>
             refs.javascript = Some("$function");
             Ok(())
         }
+        // The index key of the document: the raw values of the indexed fields.
+        "$meta" if arg.as_str() == Some("indexKey") => {
+            refs.opaque = Some("{$meta: \"indexKey\"}");
+            Ok(())
+        }
         "$accumulator" => {
             refs.javascript = Some("$accumulator");
             Ok(())
