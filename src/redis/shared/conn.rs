@@ -95,22 +95,28 @@ impl SharedConn {
 
     /// Waits while more than `OUT_LIMIT` bytes wait to be written.
     pub async fn writable(&self) {
+        // The usual case, without registering a waiter (a lock and a list insert each time).
+        if self.backlog() <= OUT_LIMIT || self.is_closed() {
+            return;
+        }
         loop {
             let space = self.inner.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            let backlog = self
-                .inner
-                .queue
-                .lock()
-                .expect("shared queue lock")
-                .out
-                .len();
-            if backlog <= OUT_LIMIT || self.is_closed() {
+            if self.backlog() <= OUT_LIMIT || self.is_closed() {
                 return;
             }
             space.await;
         }
+    }
+
+    fn backlog(&self) -> usize {
+        self.inner
+            .queue
+            .lock()
+            .expect("shared queue lock")
+            .out
+            .len()
     }
 
     /// Queues `commands` (`replies` of them answered) for `inbox`'s session.
