@@ -4,6 +4,7 @@
 # change of a few percent in user-space cost shows here where wall-clock runs show only noise.
 #
 #   bench/callgrind.sh [BIN...]          # default: target/release/tollgate
+#   CALLGRIND_KEEP=DIR bench/callgrind.sh ...   # also keep the dumps (DIR/N.pg, DIR/N.redis)
 #
 # Starts `tollgate demo` for its PostgreSQL and Redis, then, for each binary, the bench gateway
 # (bench/gateway-cmd.sh: restricted policy, audit on) under callgrind. After a warm-up it counts
@@ -86,6 +87,11 @@ for bin in "$@"; do
   echo "$bin"
   echo "  PostgreSQL, per statement (pgbench -S -M extended): $(per_unit "$(ls "$out".*.1)" 4000)"
   echo "  Redis, per command (GET -P 16):                      $(per_unit "$(ls "$out".*.2)" 16000)"
+  if [ -n "${CALLGRIND_KEEP:-}" ]; then
+    mkdir -p "$CALLGRIND_KEEP"
+    cp "$(ls "$out".*.1)" "$CALLGRIND_KEEP/$n.pg"
+    cp "$(ls "$out".*.2)" "$CALLGRIND_KEEP/$n.redis"
+  fi
   kill "$pid" 2>/dev/null || true
   wait "$gw_pid" 2>/dev/null || true
 done

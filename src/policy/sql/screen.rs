@@ -32,28 +32,41 @@ pub struct Screen {
     words: &'static [&'static str],
     /// For each byte, the words (bits) that start with it, in either case.
     by_first: [u16; 256],
+    /// For each byte, the words (bits) whose second byte it is, in either case: a word is
+    /// compared only where both of its first two bytes are, which ordinary statements rarely
+    /// have (the letters of `names` or `reset` are everywhere, `na` and `re` much less so).
+    by_second: [u16; 256],
 }
 
 impl Screen {
-    /// `words`: at most 16, lower-case ASCII, none empty.
+    /// `words`: at most 16, lower-case ASCII, each at least two bytes long.
     pub const fn new(words: &'static [&'static str]) -> Screen {
         assert!(words.len() <= 16);
         let mut by_first = [0u16; 256];
+        let mut by_second = [0u16; 256];
         let mut i = 0;
         while i < words.len() {
-            let b = words[i].as_bytes()[0];
-            by_first[b as usize] |= 1 << i;
-            by_first[b.to_ascii_uppercase() as usize] |= 1 << i;
+            let w = words[i].as_bytes();
+            assert!(w.len() >= 2);
+            by_first[w[0] as usize] |= 1 << i;
+            by_first[w[0].to_ascii_uppercase() as usize] |= 1 << i;
+            by_second[w[1] as usize] |= 1 << i;
+            by_second[w[1].to_ascii_uppercase() as usize] |= 1 << i;
             i += 1;
         }
-        Screen { words, by_first }
+        Screen {
+            words,
+            by_first,
+            by_second,
+        }
     }
 
     /// Whether `text` contains one of the words, ignoring ASCII case.
     pub fn matches(&self, text: &str) -> bool {
         let bytes = text.as_bytes();
-        for (i, &b) in bytes.iter().enumerate() {
-            let mut set = self.by_first[usize::from(b)];
+        for (i, pair) in bytes.windows(2).enumerate() {
+            let mut set =
+                self.by_first[usize::from(pair[0])] & self.by_second[usize::from(pair[1])];
             while set != 0 {
                 let word = self.words[set.trailing_zeros() as usize].as_bytes();
                 set &= set - 1;
@@ -128,6 +141,37 @@ mod tests {
             "u",
         ] {
             assert_eq!(SCREEN.matches(text), mentions_any(text, &WORDS), "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Texts built from pieces of the words (any case) and filler: the screen (which looks
+        /// at two bytes before comparing) finds exactly what the plain definition finds.
+        #[test]
+        fn a_screen_agrees_with_mentions_any(
+            pieces in proptest::collection::vec(
+                (0usize..12, proptest::bool::ANY, 0usize..6),
+                0..24,
+            )
+        ) {
+            const FRAGMENTS: [&str; 12] = [
+                "alter", "alte", "lter", "u&", "u", "&", "set_config", "set_", "names", "na",
+                " ", "é",
+            ];
+            let mut text = String::new();
+            for (i, upper, cut) in pieces {
+                let f = FRAGMENTS[i];
+                // Cut ASCII fragments short (`é` stays whole).
+                let f = if f.is_ascii() { &f[..f.len().saturating_sub(cut).max(1)] } else { f };
+                if upper {
+                    text.push_str(&f.to_ascii_uppercase());
+                } else {
+                    text.push_str(f);
+                }
+            }
+            static WORDS: [&str; 4] = ["alter", "set_config", "u&", "names"];
+            static SCREEN: Screen = Screen::new(&WORDS);
+            proptest::prop_assert_eq!(SCREEN.matches(&text), mentions_any(&text, &WORDS), "{}", text);
         }
     }
 
