@@ -19,7 +19,7 @@ use tracing::warn;
 use super::clients::UpstreamClients;
 use super::mask_reply;
 use super::own;
-use super::pubsub::{PubSubFrame, SubKind, Subscriptions};
+use super::pubsub::{self, PubSubFrame, SubKind, Subscriptions};
 use super::reader::UpstreamReader;
 use super::relay::{Entry, Kind, OwnFilter, RelayError, Source};
 use super::reply;
@@ -463,7 +463,7 @@ impl ToClient {
             return;
         };
         self.done += 1;
-        if let Some(what) = misfit(&entry.kind, &frame, self.exec_plans.len()) {
+        if let Some(what) = misfit(&entry.kind, &frame, self.exec_plans.len(), self.resp3) {
             self.desync(entry.ticket, what, &frame);
             return;
         }
@@ -664,8 +664,9 @@ impl ToClient {
 
 /// Why `frame` cannot be the reply to a command of `kind` (`None`: it can). Only what every
 /// such reply must look like is checked; `queued`: how many commands the open transaction
-/// has queued (EXEC's array has one element per queued command).
-fn misfit(kind: &Kind, frame: &[u8], queued: usize) -> Option<&'static str> {
+/// has queued (EXEC's array has one element per queued command); `resp3`: the session's
+/// protocol.
+fn misfit(kind: &Kind, frame: &[u8], queued: usize, resp3: bool) -> Option<&'static str> {
     let first = frame.first().copied().unwrap_or(0);
     let error = matches!(first, b'-' | b'!');
     let queued_reply = frame.starts_with(b"+QUEUED\r\n");
@@ -688,9 +689,13 @@ fn misfit(kind: &Kind, frame: &[u8], queued: usize) -> Option<&'static str> {
         // Confirmations were taken before (`confirmation`): anything else but an error is not
         // an (un)subscribe's reply.
         Kind::Subscribe { .. } => error,
-        // +QUEUED: the upstream is inside a transaction tollgate does not know of (a script
-        // returning the status "QUEUED" ends the session too; no command replies that).
-        Kind::Reply(_) | Kind::Own { .. } => !queued_reply,
+        // +QUEUED: the upstream is inside a transaction tollgate does not know of; an
+        // (un)subscribe confirmation (RESP2): subscriptions tollgate does not know of (an
+        // UNSUBSCRIBE without arguments answered for more channels than it counted). No
+        // command replies either; a script returning one ends the session too.
+        Kind::Reply(_) | Kind::Own { .. } => {
+            !queued_reply && (resp3 || !pubsub::looks_like_confirmation(frame))
+        }
         Kind::Local(_) | Kind::Close | Kind::KillParts { .. } | Kind::Switch(_) => true,
     };
     (!fits).then_some(match kind {

@@ -480,3 +480,34 @@ fn replies_that_do_not_fit_their_command_end_the_session() {
     );
     assert!(r.to.resp3);
 }
+
+/// The reviewer's suspicion: UNSUBSCRIBE without arguments while the upstream holds
+/// subscriptions tollgate never saw is answered with more confirmations than tollgate counts.
+/// The one too many is no reply to the HGET after it: the session ends there, before the HGET's
+/// value could go out in the GET's place, unmasked.
+#[test]
+fn a_confirmation_where_a_reply_is_due_ends_the_session() {
+    let mut r = rig(false);
+    for kind in [
+        Kind::Subscribe {
+            remaining: None,
+            kind: SubKind::Channel,
+        },
+        Kind::Reply(MaskPlan::Value(Strategy::Email)),
+        Kind::Reply(MaskPlan::None),
+    ] {
+        let e = r.entry(kind);
+        r.to.push(e);
+    }
+    let (out, closed) = feed_until_closed(
+        &mut r,
+        &[
+            "*3\r\n$11\r\nunsubscribe\r\n$6\r\nnews.a\r\n:1\r\n",
+            "*3\r\n$11\r\nunsubscribe\r\n$6\r\nnews.b\r\n:0\r\n",
+            "$18\r\nuser31@example.com\r\n",
+            "$14\r\ncached value 1\r\n",
+        ],
+    );
+    assert!(closed, "{out}");
+    assert!(!out.contains("user31@") && !out.contains("news.b"), "{out}");
+}
