@@ -594,6 +594,19 @@ fn the_redis_tool_masks_refuses_and_scans_within_the_policy() {
         .all(|k| k.as_str().unwrap().starts_with("session:")));
     let e = err("analyst", "list_keys", json!({"pattern": "admin:*"}));
     assert!(e["message"].as_str().unwrap().contains("read_keys"), "{e}");
+    // Redis filters with the last MATCH and copies into the last DB: every one is checked.
+    let e = err(
+        "analyst",
+        "redis",
+        json!({"command": "SCAN 0 MATCH cache:* MATCH admin:* COUNT 1000"}),
+    );
+    assert!(e["message"].as_str().unwrap().contains("read_keys"), "{e}");
+    let e = err(
+        "writer",
+        "redis",
+        json!({"command": "COPY cache:mcp cache:mcp2 DB 0 DB 6"}),
+    );
+    assert!(e["message"].as_str().unwrap().contains("database 6"), "{e}");
     let lines = audit_lines();
     assert!(lines.iter().any(|l| l["protocol"] == "mcp"
         && l["upstream"] == "cache"

@@ -1,9 +1,10 @@
 //! Hostile Redis input through the gateway: malformed and truncated frames, inline commands,
-//! case tricks, keys in odd positions, MULTI tricks, copies across patterns.
+//! case tricks, keys in odd positions, MULTI tricks, copies across patterns, options repeated
+//! so that Redis and a first-occurrence reading disagree, counts that would stall the upstream.
 
 mod support;
 
-use support::{harness, redis_connect, redis_exchange, redis_login, redis_raw};
+use support::{harness, redis_cmd, redis_connect, redis_exchange, redis_login, redis_raw};
 
 #[tokio::test]
 async fn malformed_frames_get_an_error_and_close_only_their_connection() {
@@ -219,4 +220,185 @@ async fn a_large_reply_streams_through_without_being_held_whole() {
     // The session goes on.
     let pong = redis_exchange(&mut s, b"PING\r\n", "\r\n").await;
     assert_eq!(pong, "+PONG\r\n");
+}
+
+fn pipeline(cmds: &[&[&str]]) -> Vec<u8> {
+    cmds.iter().flat_map(|c| redis_cmd(c)).collect()
+}
+
+/// Review F1: SUBSCRIBE queued in MULTI made Redis answer EXEC with one frame more than
+/// tollgate owed, and the HGET reply after it went out unmasked. Review F2: a HELLO queued in
+/// MULTI had no mask plan, so EXEC's elements were masked with their neighbours' plans.
+#[tokio::test]
+async fn multi_cannot_shift_replies_onto_other_commands_plans() {
+    let mut s = redis_login("analyst").await;
+    let got = redis_exchange(
+        &mut s,
+        &pipeline(&[
+            &["MULTI"],
+            &["SUBSCRIBE", "news.a", "news.b"],
+            &["EXEC"],
+            &["PING"],
+            &["UNSUBSCRIBE", "news.a", "news.b"],
+            &["HGET", "session:31", "email"],
+            &["GET", "cache:1"],
+        ]),
+        "cached value 1\r\n",
+    )
+    .await;
+    assert!(!got.contains("user31@"), "{got}");
+    assert!(
+        got.starts_with("+OK\r\n-ERR tollgate: SUBSCRIBE inside MULTI is refused"),
+        "{got}"
+    );
+    assert!(
+        got.contains("(rule: builtin: protocol)\r\n-EXECABORT"),
+        "{got}"
+    );
+    assert!(
+        got.ends_with("$15\r\n***@example.com\r\n$14\r\ncached value 1\r\n"),
+        "{got}"
+    );
+    for proto in ["2", "3"] {
+        let got = redis_exchange(
+            &mut s,
+            &pipeline(&[
+                &["MULTI"],
+                &["HELLO", proto],
+                &["HGET", "session:31", "email"],
+                &["HGETALL", "session:31"],
+                &["EXEC"],
+                &["PING"],
+            ]),
+            "+PONG\r\n",
+        )
+        .await;
+        assert!(!got.contains("user31@"), "HELLO {proto}: {got}");
+        assert!(
+            got.contains("HELLO inside MULTI is refused") && got.contains("-EXECABORT"),
+            "HELLO {proto}: {got}"
+        );
+        assert!(got.ends_with("+PONG\r\n"), "still RESP2: {got}");
+    }
+    // The transaction works as before without them, masked.
+    let got = redis_exchange(
+        &mut s,
+        &pipeline(&[&["MULTI"], &["HGET", "session:31", "email"], &["EXEC"]]),
+        "example.com\r\n",
+    )
+    .await;
+    assert_eq!(got, "+OK\r\n+QUEUED\r\n*1\r\n$15\r\n***@example.com\r\n");
+}
+
+/// Review F3, F4, F8: options Redis lets repeat (it takes the last) are checked at every
+/// occurrence; PUBSUB's introspection stays within the agent's channels.
+#[tokio::test]
+async fn repeated_options_and_pubsub_introspection_stay_within_the_policy() {
+    let mut analyst = redis_login("analyst").await;
+    for (words, refused) in [
+        (
+            &[
+                "SCAN", "0", "MATCH", "cache:*", "MATCH", "admin:*", "COUNT", "10000",
+            ][..],
+            true,
+        ),
+        (&["SCAN", "0", "MATCH", "cache:*", "COUNT", "10000"], false),
+        (&["PUBSUB", "CHANNELS", "*"], true),
+        (&["PUBSUB", "CHANNELS"], true),
+        (&["PUBSUB", "NUMSUB", "internal.payments.alerts"], true),
+        (&["PUBSUB", "CHANNELS", "news.*"], false),
+        (&["PUBSUB", "NUMSUB", "news.a"], false),
+    ] {
+        let got = redis_exchange(&mut analyst, &redis_cmd(words), "\r\n").await;
+        assert_eq!(got.starts_with("-NOPERM"), refused, "{words:?}: {got}");
+        assert!(!got.contains("admin:"), "{words:?}: {got}");
+    }
+    let mut writer = redis_login("writer").await;
+    let got = redis_exchange(
+        &mut writer,
+        &redis_cmd(&["GEOADD", "cache:rvgeo", "13.36", "38.11", "palermo"]),
+        "\r\n",
+    )
+    .await;
+    assert!(got.starts_with(':'), "{got}");
+    for words in [
+        &[
+            "GEORADIUS",
+            "cache:rvgeo",
+            "13",
+            "38",
+            "200",
+            "km",
+            "STORE",
+            "cache:rvok",
+            "STORE",
+            "admin:pwned",
+        ][..],
+        &[
+            "GEORADIUSBYMEMBER",
+            "cache:rvgeo",
+            "palermo",
+            "200",
+            "km",
+            "STOREDIST",
+            "cache:rvok",
+            "STOREDIST",
+            "admin:pwned",
+        ],
+        &["COPY", "cache:1", "cache:rvcopied", "DB", "0", "DB", "5"],
+    ] {
+        let got = redis_exchange(&mut writer, &redis_cmd(words), "\r\n").await;
+        assert!(got.starts_with("-NOPERM"), "{words:?}: {got}");
+    }
+    // Nothing was written where the writer may not write.
+    let mut trusted = redis_login("trusted").await;
+    let got = redis_exchange(
+        &mut trusted,
+        &pipeline(&[
+            &["EXISTS", "admin:pwned"],
+            &["SELECT", "5"],
+            &["EXISTS", "cache:rvcopied"],
+            &["SELECT", "0"],
+        ]),
+        "+OK\r\n+OK\r\n",
+    )
+    .await;
+    assert_eq!(got, ":0\r\n+OK\r\n:0\r\n+OK\r\n");
+}
+
+/// Review F6: `HRANDFIELD key -20000000` made Redis build 20 million elements (2.5 s during
+/// which every other agent waited, 199 MB). Counts are capped by `max_rows` (the analyst's
+/// 1000) and by a built-in 100,000.
+#[tokio::test]
+async fn counts_that_would_stall_the_upstream_are_refused() {
+    let mut analyst = redis_login("analyst").await;
+    let got = redis_exchange(
+        &mut analyst,
+        &redis_cmd(&["HRANDFIELD", "session:31", "-20000000"]),
+        "\r\n",
+    )
+    .await;
+    assert!(
+        got.starts_with("-ERR tollgate: HRANDFIELD with a count of -20000000 is refused")
+            && got.contains("(rule: analyst: limits)"),
+        "{got}"
+    );
+    let got = redis_exchange(
+        &mut analyst,
+        &redis_cmd(&["HRANDFIELD", "session:31", "-3"]),
+        "\r\n",
+    )
+    .await;
+    assert!(got.starts_with("*3\r\n"), "{got}");
+    let mut writer = redis_login("writer").await;
+    for words in [
+        &["SRANDMEMBER", "cache:set", "-200000"][..],
+        &["SCAN", "0", "MATCH", "cache:*", "COUNT", "100000000"],
+    ] {
+        let got = redis_exchange(&mut writer, &redis_cmd(words), "\r\n").await;
+        assert!(
+            got.starts_with("-ERR tollgate: ") && got.contains("(rule: builtin: availability)"),
+            "{words:?}: {got}"
+        );
+    }
 }

@@ -37,6 +37,18 @@ use crate::policy::Outcome;
 use crate::refusal::{Refusal, RefusalClass};
 use crate::session::{Judged, ReauthError, Session};
 
+/// What the front end knows of the upstream connection's state, kept as it was before a batch so
+/// that a batch that is never forwarded (the audit log could not be written) leaves it as the
+/// upstream still has it.
+#[derive(Debug, Clone, Copy)]
+struct ConnState {
+    in_multi: bool,
+    multi_dirty: bool,
+    reply_off: bool,
+    silence_next: bool,
+    subscribed_ever: bool,
+}
+
 /// `CLIENT REPLY ON|OFF|SKIP`, as forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReplyMode {
@@ -140,6 +152,7 @@ impl FromClient {
             // When the batch's first command was taken: the overhead is timed per batch (two
             // clock reads and one histogram sample per read of the client, not per command).
             let mut started = None;
+            let before = self.conn_state();
             while entries.len() < MAX_BATCH && self.switch_at.is_none() {
                 match client.next_command() {
                     Ok(Some(cmd)) => {
@@ -170,7 +183,7 @@ impl FromClient {
                 // `unsent_tickets` finds them if the session ends while this half waits.
                 self.unsent = std::mem::take(&mut entries);
                 // Decisions reach the audit log (one write for the batch) before anything runs.
-                self.commit_decisions(&mut out).await;
+                self.commit_decisions(&mut out, before).await;
                 if let Some(started) = started {
                     // Judged and recorded: what the batch waited for before being forwarded.
                     self.session.context().record_overhead(started);
@@ -309,11 +322,34 @@ impl FromClient {
         Ok(())
     }
 
+    fn conn_state(&self) -> ConnState {
+        ConnState {
+            in_multi: self.in_multi,
+            multi_dirty: self.multi_dirty,
+            reply_off: self.reply_off,
+            silence_next: self.silence_next,
+            subscribed_ever: self.subscribed_ever,
+        }
+    }
+
     /// Writes the batch's chained records (one write shared with every session committing
     /// now). If the log cannot be written nothing is forwarded: every command of the batch is
-    /// answered with the audit refusal instead.
-    async fn commit_decisions(&mut self, out: &mut BytesMut) {
+    /// answered with the audit refusal instead, and the connection state is what it was
+    /// `before` the batch (a MULTI never sent must not make later commands count as queued).
+    async fn commit_decisions(&mut self, out: &mut BytesMut, before: ConnState) {
         if let Err(refused) = self.session.commit().await {
+            let ConnState {
+                in_multi,
+                multi_dirty,
+                reply_off,
+                silence_next,
+                subscribed_ever,
+            } = before;
+            self.in_multi = in_multi;
+            self.multi_dirty = multi_dirty;
+            self.reply_off = reply_off;
+            self.silence_next = silence_next;
+            self.subscribed_ever = subscribed_ever;
             out.clear();
             self.shared_replies = 0;
             self.switch_at = None;
@@ -398,6 +434,16 @@ impl FromClient {
     ) -> bool {
         let mut name_buf = [0u8; NAME_BUF];
         let name = lower_name(&cmd, &mut name_buf);
+        if self.in_multi {
+            if let Some(refusal) = multi_refusal(name) {
+                let refusal = self
+                    .session
+                    .refuse_deferred(statement(&cmd.args, &[], false), refusal);
+                self.poison_multi();
+                entries.push(Entry::local(reply::refusal(&refusal)));
+                return false;
+            }
+        }
         match name {
             b"quit" => {
                 self.session
@@ -807,6 +853,29 @@ impl FromClient {
             Err(ReauthError::Refused(r)) => Err(reply::refusal(&r)),
         }
     }
+}
+
+/// Commands refused inside MULTI, for every agent: tollgate pairs EXEC's array with one reply
+/// per queued command, in the protocol the session speaks, and these break that (review F1,
+/// F2: SUBSCRIBE's extra confirmations and a queued HELLO let masked values through). MONITOR
+/// is refused there by `state_refusal`, as every command kept to the agent's own connections.
+fn multi_refusal(name: &[u8]) -> Option<Refusal> {
+    let reason = match name {
+        _ if SubKind::of_word(name).is_some() => {
+            "its replies inside EXEC are not one per command (a confirmation per channel)"
+        }
+        b"hello" => "it would switch the reply protocol in the middle of EXEC's reply",
+        b"auth" => "tollgate answers AUTH itself at once (it switches the session's agent), not when EXEC runs",
+        _ => return None,
+    };
+    Some(Refusal::new(
+        RefusalClass::Unsupported,
+        "builtin: protocol",
+        format!(
+            "{} inside MULTI is refused: {reason}; send it outside the transaction",
+            String::from_utf8_lossy(name).to_uppercase()
+        ),
+    ))
 }
 
 /// A command whose reply tollgate must read, refused while the client has replies off.

@@ -35,10 +35,31 @@ pub fn mask(raw: &Bytes, plan: &MaskPlan, resp3: bool) -> Result<Bytes, MaskErro
     Ok(out.freeze())
 }
 
-/// EXEC's reply: element i masked with the plan of the i-th queued command.
+/// The element count in the header of an array reply (`*N\r\n`; `-1` for RESP2's null
+/// array), `None` for any other frame.
+pub fn exec_len(raw: &[u8]) -> Option<i64> {
+    let rest = raw.strip_prefix(b"*")?;
+    let end = rest.windows(2).position(|w| w == b"\r\n")?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+/// EXEC's reply: element i masked with the plan of the i-th queued command. An array whose
+/// element count is not the number of plans is refused whole: its elements could not be
+/// paired with their commands' plans, and a partly masked reply is never relayed.
 pub fn mask_exec(raw: &Bytes, plans: &[MaskPlan], resp3: bool) -> Result<Bytes, MaskError> {
     if !matches!(raw.first(), Some(b'*')) {
         return Ok(raw.clone()); // aborted (null) or an error
+    }
+    match exec_len(raw) {
+        Some(n) if n < 0 => return Ok(raw.clone()), // aborted by WATCH (`*-1`)
+        Some(n) if usize::try_from(n) == Ok(plans.len()) => {}
+        n => {
+            return Err(MaskError(format!(
+                "EXEC answered {} replies for {} queued commands",
+                n.map_or_else(|| "?".into(), |n| n.to_string()),
+                plans.len()
+            )))
+        }
     }
     let e = |e: redis_protocol::error::RedisProtocolError| MaskError(e.to_string());
     let mut out = BytesMut::with_capacity(raw.len() + 64);
@@ -317,6 +338,36 @@ mod tests {
             &out[..],
             b"%2\r\n$4\r\nname\r\n$3\r\nAnn\r\n$5\r\nemail\r\n$11\r\n***@x.co.uk\r\n"
         );
+    }
+
+    /// F2 of the Redis review: HELLO queued inside MULTI had no plan, so EXEC's elements were
+    /// masked with the plans of the commands before them. A count that does not match is
+    /// refused whole, never masked in part.
+    #[test]
+    fn exec_with_more_or_fewer_elements_than_plans_is_refused_whole() {
+        let plans = [
+            MaskPlan::Value(Strategy::Email),
+            MaskPlan::HashPairs(fields()),
+        ];
+        let three = Bytes::from_static(
+            b"*3\r\n*0\r\n$18\r\nuser31@example.com\r\n*2\r\n$5\r\nemail\r\n$18\r\nuser31@example.com\r\n",
+        );
+        for resp3 in [false, true] {
+            let e = mask_exec(&three, &plans, resp3).unwrap_err();
+            assert!(e.to_string().contains("3 replies for 2"), "{e}");
+        }
+        let one = Bytes::from_static(b"*1\r\n$18\r\nuser31@example.com\r\n");
+        assert!(mask_exec(&one, &plans, false).is_err());
+        let two = Bytes::from_static(
+            b"*2\r\n$18\r\nuser31@example.com\r\n*2\r\n$5\r\nemail\r\n$18\r\nuser31@example.com\r\n",
+        );
+        let out = mask_exec(&two, &plans, false).unwrap();
+        assert!(!out.windows(7).any(|w| w == b"user31@"), "{out:?}");
+        // Aborted (WATCH) and errors pass as they came.
+        let null = Bytes::from_static(b"*-1\r\n");
+        assert_eq!(mask_exec(&null, &plans, false).unwrap(), null);
+        assert_eq!(exec_len(b"*12\r\n"), Some(12));
+        assert_eq!(exec_len(b"+OK\r\n"), None);
     }
 
     #[test]

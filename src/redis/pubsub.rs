@@ -89,6 +89,32 @@ impl Subscriptions {
     }
 }
 
+/// Whether a RESP2 `frame` has the shape of an (un)subscribe confirmation: `[word, channel or
+/// nil, count]`. No command's reply has that shape (only a script's could), so one that
+/// reaches an ordinary reply's place means the upstream and tollgate disagree about the
+/// session's subscriptions (`to_client::misfit`).
+pub fn looks_like_confirmation(frame: &[u8]) -> bool {
+    // Cheap test first: `*3\r\n$N\r\n` and a word ending in "subscribe" (9 to 12 letters).
+    let Some(rest) = frame.strip_prefix(b"*3\r\n$") else {
+        return false;
+    };
+    if !rest
+        .get(3..rest.len().min(24))
+        .is_some_and(|w| w.windows(9).any(|x| x.eq_ignore_ascii_case(b"subscribe")))
+    {
+        return false;
+    }
+    use redis_protocol::resp2::types::OwnedFrame as O;
+    let Ok(Some((O::Array(items), _))) = redis_protocol::resp2::decode::decode(frame) else {
+        return false;
+    };
+    matches!(
+        items.as_slice(),
+        [O::BulkString(word), O::BulkString(_) | O::Null, O::Integer(_)]
+            if SubKind::of_word(&word.to_ascii_lowercase()).is_some()
+    )
+}
+
 /// A pub/sub frame's first two elements: (type word lower case, first name).
 fn words(frame: &Bytes, resp3: bool) -> Option<(Vec<u8>, Bytes)> {
     let items: Vec<Bytes> = if resp3 || frame.first() == Some(&b'>') {
@@ -163,5 +189,22 @@ mod tests {
         );
         assert_eq!(subs.apply(SubKind::Channel, false, b("news")), 1);
         assert!(subs.is_empty());
+    }
+
+    #[test]
+    fn confirmation_shapes_are_recognised() {
+        for (frame, is) in [
+            ("*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n", true),
+            ("*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n", true),
+            ("*3\r\n$9\r\nsubscribe\r\n$-1\r\n:0\r\n", true),
+            ("*3\r\n$12\r\nPUNSUBSCRIBE\r\n$1\r\n*\r\n:2\r\n", true),
+            // LRANGE of ["subscribe", "news", "1"]: bulk strings only.
+            ("*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n$1\r\n1\r\n", false),
+            ("*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n:1\r\n", false),
+            ("*2\r\n$9\r\nsubscribe\r\n:1\r\n", false),
+            ("$9\r\nsubscribe\r\n", false),
+        ] {
+            assert_eq!(looks_like_confirmation(frame.as_bytes()), is, "{frame:?}");
+        }
     }
 }

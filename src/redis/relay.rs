@@ -73,6 +73,9 @@ pub enum RelayError {
     Unread,
     #[error("{0}")]
     Scan(#[from] super::scan::ScanError),
+    /// A reply fit no command sent: the pairing of replies with commands is lost.
+    #[error("the upstream's replies no longer pair with the commands sent")]
+    Desync,
 }
 
 /// What the reply to one command is, and what to do with it.
@@ -302,6 +305,10 @@ where
             | RelayError::Scan(_)
             | RelayError::Shared(_),
         ) => Some(reply::error("ERR", &ctx.upstream_lost())),
+        Err(RelayError::Desync) => Some(reply::error(
+            "ERR",
+            "tollgate: the upstream sent a reply that fits no command sent; session closed",
+        )),
         Err(RelayError::Unread) => Some(reply::error(
             "ERR",
             &format!(

@@ -19,7 +19,7 @@ use tracing::warn;
 use super::clients::UpstreamClients;
 use super::mask_reply;
 use super::own;
-use super::pubsub::{PubSubFrame, SubKind, Subscriptions};
+use super::pubsub::{self, PubSubFrame, SubKind, Subscriptions};
 use super::reader::UpstreamReader;
 use super::relay::{Entry, Kind, OwnFilter, RelayError, Source};
 use super::reply;
@@ -52,6 +52,9 @@ pub(super) struct ToClient {
     monitor: Option<Arc<str>>,
     /// The session must end once `out` is written (the login after a RESET failed).
     closing: bool,
+    /// A reply came that fits no command sent (see `fits`): tollgate's pairing of replies with
+    /// commands can no longer be trusted, so nothing more is relayed and the session ends.
+    desynced: bool,
     /// The agent's `max_result_bytes`, published by the command side.
     pub(super) reply_cap: Arc<ReplyCap>,
     /// The reply being read is over the cap: dropped as it arrives, refused when it ends.
@@ -78,6 +81,7 @@ impl ToClient {
             clients,
             monitor: None,
             closing: false,
+            desynced: false,
             reply_cap: Arc::default(),
             discarding: false,
             switched: None,
@@ -173,7 +177,7 @@ impl ToClient {
     fn answer_own(&mut self, up: &mut UpstreamReader<NetRead>) -> Result<bool, RelayError> {
         while let Some(frame) = up.next_frame()? {
             if self.on_frame(frame) {
-                return Ok(true);
+                return self.ending();
             }
         }
         // A large reply still arriving: relay what was scanned instead of holding it all,
@@ -231,7 +235,7 @@ impl ToClient {
                         Piece::Tail(tail) => self.tail(tail),
                     };
                     if self.on_frame(frame) {
-                        return Ok(true);
+                        return self.ending();
                     }
                 }
                 Ok(false)
@@ -372,7 +376,35 @@ impl ToClient {
     /// when the session closes now.
     pub(super) fn on_frame(&mut self, frame: Bytes) -> bool {
         self.frame(frame);
-        self.closing || self.locals()
+        self.closing || self.desynced || self.locals()
+    }
+
+    /// How the session ends once `on_frame` said it does: after writing what is in `out`, or,
+    /// when the replies no longer pair with the commands, with nothing more relayed.
+    fn ending(&self) -> Result<bool, RelayError> {
+        if self.desynced {
+            return Err(RelayError::Desync);
+        }
+        Ok(true)
+    }
+
+    /// `frame` fits no command sent: nothing more is relayed (what this read produced included:
+    /// it was paired by the same reckoning), the record says why, and the session ends. The
+    /// frame's content is not logged (it is data).
+    fn desync(&mut self, ticket: Option<Ticket>, what: &str, frame: &[u8]) {
+        let kind = frame.first().map(|b| char::from(*b)).unwrap_or(' ');
+        warn!(
+            expected = what,
+            reply_type = %kind,
+            "the upstream's reply fits no command sent; session closed"
+        );
+        metrics::counter!("tollgate_redis_desync_total").increment(1);
+        self.outcome(
+            ticket,
+            Some("the upstream's reply did not fit the command; session closed".into()),
+        );
+        self.out.clear();
+        self.desynced = true;
     }
 
     fn frame(&mut self, frame: Bytes) {
@@ -424,11 +456,17 @@ impl ToClient {
             return;
         }
         let Some(entry) = self.pending.pop_front() else {
-            // Nothing is owed: an out-of-band frame (e.g. a message while subscribed).
-            self.out.extend_from_slice(&frame);
+            // Nothing is owed, and it is no message, push or MONITOR line (those were relayed
+            // above): a reply no command is waiting for. Relaying it would hand the client a
+            // reply in the place of its next command's, unmasked.
+            self.desync(None, "no reply", &frame);
             return;
         };
         self.done += 1;
+        if let Some(what) = misfit(&entry.kind, &frame, self.exec_plans.len(), self.resp3) {
+            self.desync(entry.ticket, what, &frame);
+            return;
+        }
         let over_cap = matches!(entry.kind, Kind::Reply(_) | Kind::Exec)
             && self.reply_cap.get().is_some_and(|c| frame.len() as u64 > c);
         if over_cap {
@@ -470,6 +508,7 @@ impl ToClient {
                 frame.clone()
             }
             Kind::Hello(p) => {
+                // `misfit` let only HELLO's own reply (a map or array) or an error through.
                 if !is_error {
                     if let Some(p) = p {
                         self.resp3 = p == 3;
@@ -621,6 +660,54 @@ impl ToClient {
     pub(super) fn owed_entries(&self) -> usize {
         self.pending.len()
     }
+}
+
+/// Why `frame` cannot be the reply to a command of `kind` (`None`: it can). Only what every
+/// such reply must look like is checked; `queued`: how many commands the open transaction
+/// has queued (EXEC's array has one element per queued command); `resp3`: the session's
+/// protocol.
+fn misfit(kind: &Kind, frame: &[u8], queued: usize, resp3: bool) -> Option<&'static str> {
+    let first = frame.first().copied().unwrap_or(0);
+    let error = matches!(first, b'-' | b'!');
+    let queued_reply = frame.starts_with(b"+QUEUED\r\n");
+    let fits = match kind {
+        // Queued in MULTI: Redis answers +QUEUED or rejects it.
+        Kind::Queued(_) => error || queued_reply,
+        // One element per queued command, a null (WATCH aborted it) or an error.
+        Kind::Exec => {
+            error
+                || first == b'_'
+                || mask_reply::exec_len(frame)
+                    .is_some_and(|n| n < 0 || usize::try_from(n) == Ok(queued))
+        }
+        Kind::ExecAbort | Kind::Discard => error || frame.starts_with(b"+OK\r\n"),
+        Kind::Hello(_) => error || matches!(first, b'*' | b'%'),
+        // tollgate reset its own view of the connection when it sent RESET: an upstream that
+        // refused it is somewhere tollgate does not know.
+        Kind::Reset => frame.starts_with(b"+RESET\r\n"),
+        Kind::Relogin => error || frame.starts_with(b"+OK\r\n"),
+        // Confirmations were taken before (`confirmation`): anything else but an error is not
+        // an (un)subscribe's reply.
+        Kind::Subscribe { .. } => error,
+        // +QUEUED: the upstream is inside a transaction tollgate does not know of; an
+        // (un)subscribe confirmation (RESP2): subscriptions tollgate does not know of (an
+        // UNSUBSCRIBE without arguments answered for more channels than it counted). No
+        // command replies either; a script returning one ends the session too.
+        Kind::Reply(_) | Kind::Own { .. } => {
+            !queued_reply && (resp3 || !pubsub::looks_like_confirmation(frame))
+        }
+        Kind::Local(_) | Kind::Close | Kind::KillParts { .. } | Kind::Switch(_) => true,
+    };
+    (!fits).then_some(match kind {
+        Kind::Queued(_) => "+QUEUED",
+        Kind::Exec => "EXEC's array, one element per queued command",
+        Kind::ExecAbort | Kind::Discard => "+OK",
+        Kind::Hello(_) => "HELLO's reply",
+        Kind::Reset => "+RESET",
+        Kind::Relogin => "+OK to tollgate's login",
+        Kind::Subscribe { .. } => "a pub/sub confirmation",
+        _ => "a command's reply, not +QUEUED",
+    })
 }
 
 fn error_text(frame: &[u8]) -> String {

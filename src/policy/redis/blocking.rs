@@ -59,44 +59,60 @@ pub fn cap_timeout(
             Some(i as usize).filter(|&i| i < args.len())
         }
     };
-    let (at, millis) = match slot {
-        Slot::Seconds(i) => (index(i), false),
-        Slot::Millis(i) => (index(i), true),
-        Slot::BlockOption => {
-            let streams = args
-                .iter()
-                .position(|a| a.eq_ignore_ascii_case(b"streams"))
-                .unwrap_or(args.len());
-            match args[..streams]
-                .iter()
-                .position(|a| a.eq_ignore_ascii_case(b"block"))
-            {
-                Some(i) => (Some(i + 1).filter(|&v| v < streams), true),
-                None => return Ok(None), // without BLOCK it answers at once
-            }
+    // Where the timeouts are: one fixed slot, or every BLOCK option (Redis takes the last).
+    let (ats, millis) = match slot {
+        Slot::Seconds(i) => (index(i).into_iter().collect(), false),
+        Slot::Millis(i) => (index(i).into_iter().collect(), true),
+        Slot::BlockOption => (block_values(args, name == "xreadgroup"), true),
+    };
+    let mut out: Option<Vec<Bytes>> = None;
+    for at in ats {
+        // A malformed timeout is left for the upstream to reject with its own error.
+        let Some(given) = std::str::from_utf8(&args[at])
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+        else {
+            continue;
+        };
+        let given_secs = if millis { given / 1000.0 } else { given };
+        if given_secs != 0.0 && given_secs <= cap.as_secs_f64() {
+            continue;
         }
-    };
-    // A malformed timeout is left for the upstream to reject with its own error.
-    let Some(at) = at else { return Ok(None) };
-    let Some(given) = std::str::from_utf8(&args[at])
-        .ok()
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0)
-    else {
-        return Ok(None);
-    };
-    let given_secs = if millis { given / 1000.0 } else { given };
-    if given_secs != 0.0 && given_secs <= cap.as_secs_f64() {
-        return Ok(None);
+        let capped = if millis {
+            cap.as_millis().max(1).to_string()
+        } else {
+            format!("{:.3}", cap.as_secs_f64().max(0.001))
+        };
+        out.get_or_insert_with(|| args.to_vec())[at] = Bytes::from(capped);
     }
-    let capped = if millis {
-        cap.as_millis().max(1).to_string()
-    } else {
-        format!("{:.3}", cap.as_secs_f64().max(0.001))
-    };
-    let mut out = args.to_vec();
-    out[at] = Bytes::from(capped);
-    Ok(Some(out))
+    Ok(out)
+}
+
+/// The positions of every `BLOCK` value of XREAD / XREADGROUP, read as Redis reads the options
+/// (`GROUP g c` takes two values, `COUNT` and `BLOCK` one, `STREAMS` ends them): a repeated
+/// BLOCK is capped at each occurrence, and a group, consumer or stream named "block" is not
+/// taken for the option. A word Redis would not accept is stepped over (Redis answers it with
+/// a syntax error), so a later BLOCK is still found.
+fn block_values(args: &[Bytes], group: bool) -> Vec<usize> {
+    let is = |i: usize, w: &str| args[i].eq_ignore_ascii_case(w.as_bytes());
+    let mut found = Vec::new();
+    let mut i = 1;
+    while i < args.len() {
+        let more = args.len() - i - 1;
+        if is(i, "streams") && more > 0 {
+            break;
+        } else if (is(i, "block") || is(i, "count")) && more > 0 {
+            if is(i, "block") {
+                found.push(i + 1);
+            }
+            i += 1;
+        } else if group && is(i, "group") && more >= 2 {
+            i += 2;
+        }
+        i += 1;
+    }
+    found
 }
 
 #[cfg(test)]
@@ -170,6 +186,25 @@ mod tests {
                 "XREADGROUP GROUP g c BLOCK 60000 STREAMS s >",
                 Some("XREADGROUP GROUP g c BLOCK 2000 STREAMS s >"),
             ),
+            // Redis takes the last BLOCK: each is capped.
+            (
+                "xread",
+                "XREAD BLOCK 100 BLOCK 0 STREAMS s $",
+                Some("XREAD BLOCK 100 BLOCK 2000 STREAMS s $"),
+            ),
+            (
+                "xread",
+                "XREAD BLOCK 0 COUNT 5 block 90000 STREAMS s $",
+                Some("XREAD BLOCK 2000 COUNT 5 block 2000 STREAMS s $"),
+            ),
+            // A group named "streams" does not end the options.
+            (
+                "xreadgroup",
+                "XREADGROUP GROUP streams c BLOCK 0 STREAMS s >",
+                Some("XREADGROUP GROUP streams c BLOCK 2000 STREAMS s >"),
+            ),
+            // A COUNT of "block" is COUNT's value, not the option.
+            ("xread", "XREAD COUNT block STREAMS s $", None),
             ("wait", "WAIT 1 0", Some("WAIT 1 2000")),
             ("waitaof", "WAITAOF 1 0 100", None),
             // Malformed timeouts are the upstream's to refuse.

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::blocking::cap_timeout;
 use super::builtin::{self, ClientScope};
 use super::commands::{CommandInfo, CommandTable, Looked};
+use super::counts::check_counts;
 use super::decide::{decide_looked_up, Judged, MaskPlan};
 use super::keys::FoundKey;
 use super::rules::RedisRules;
@@ -117,6 +118,10 @@ impl RedisPolicy {
         if verdict.runs() {
             if let Ok(info) = looked {
                 if let Err(d) = self.cap_blocking(info, args, &mut verdict) {
+                    return RedisVerdict::blocked(d);
+                }
+                let max_rows = self.view.limits().max_rows.as_ref();
+                if let Err(d) = check_counts(&info.name, args, max_rows) {
                     return RedisVerdict::blocked(d);
                 }
                 self.hide_login_hashes(info, args, &mut verdict);

@@ -207,6 +207,8 @@ fn check_command(rules: &RedisRules, info: &CommandInfo) -> Result<(), Refusal> 
 }
 
 /// Arguments that are not keys but still need a rule: channels, databases, scan patterns.
+/// Redis's option parsers let an option repeat and take its last value, so every occurrence of
+/// an option is checked, not the first one found.
 fn check_special(rules: &RedisRules, info: &CommandInfo, args: &[Bytes]) -> Result<(), Refusal> {
     let name = lname(info);
     if rules.passthrough {
@@ -224,24 +226,42 @@ fn check_special(rules: &RedisRules, info: &CommandInfo, args: &[Bytes]) -> Resu
             }
         }
         "publish" | "spublish" => need_channel(rules, &args[1], false)?,
+        // The channels (or their subscriber counts) another agent uses are not this one's to see:
+        // a pattern must lie within the agent's channel rules; none means every channel.
+        "pubsub|channels" | "pubsub|shardchannels" => {
+            if args.len() == 2 {
+                need_channel(rules, b"*", true)?;
+            }
+            for p in &args[2..] {
+                need_channel(rules, p, true)?;
+            }
+        }
+        "pubsub|numsub" | "pubsub|shardnumsub" => {
+            for ch in &args[2..] {
+                need_channel(rules, ch, false)?;
+            }
+        }
         "select" => need_db(rules, &args[1])?,
         "move" => need_db(rules, &args[2])?,
+        "swapdb" => {
+            need_db(rules, &args[1])?;
+            need_db(rules, &args[2])?;
+        }
+        // COPY source destination [DB n] [REPLACE]: options start after the two keys.
         "copy" => {
-            if let Some(i) = args.iter().position(|a| arg_is(a, "db")) {
-                need_db(rules, args.get(i + 1).map(|b| &b[..]).unwrap_or(b""))?;
+            for db in option_values(args, 3, "db") {
+                need_db(rules, db)?;
             }
         }
         "scan" => {
-            let pattern = args
-                .iter()
-                .position(|a| arg_is(a, "match"))
-                .and_then(|i| args.get(i + 1));
-            let ok =
-                pattern.is_some_and(|p| rules.read_keys.iter().any(|r| pattern_within(p, &r.glob)));
+            // SCAN cursor [MATCH p] [COUNT n] [TYPE t]: Redis filters with the last MATCH.
+            let mut patterns = option_values(args, 2, "match").peekable();
+            let within = |p: &[u8]| rules.read_keys.iter().any(|r| pattern_within(p, &r.glob));
+            let ok = patterns.peek().is_some() && patterns.all(within);
             if !ok {
                 return Err(Refusal::permission(
                     rule_or_default(&rules.read_keys),
-                    "SCAN needs a MATCH pattern within the keys the agent may read",
+                    "SCAN needs a MATCH pattern within the keys the agent may read (every MATCH, when it repeats)",
                 ));
             }
         }
@@ -254,6 +274,21 @@ fn check_special(rules: &RedisRules, info: &CommandInfo, args: &[Bytes]) -> Resu
         _ => {}
     }
     Ok(())
+}
+
+/// The argument after every occurrence of option `word` at or after `from`: a superset of the
+/// value Redis's parser uses, whichever occurrence it takes (an occurrence that is itself
+/// another option's value only adds a check).
+pub(super) fn option_values<'a>(
+    args: &'a [Bytes],
+    from: usize,
+    word: &'a str,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let from = from.min(args.len());
+    args[from..]
+        .windows(2)
+        .filter(move |w| arg_is(&w[0], word))
+        .map(|w| &w[1][..])
 }
 
 fn rule_or_default(rules: &[PatternRule]) -> String {

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::commands::{BeginSearch, CommandInfo, FindKeys, KeyAccess};
+use super::commands::{BeginSearch, CommandInfo, FindKeys, KeyAccess, KeySpec};
 
 /// One key argument: its position in the command and what the command does with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,88 +26,108 @@ pub fn find_keys(
     args: &[Bytes],
     out: &mut Vec<FoundKey>,
 ) -> Result<(), KeysError> {
-    let argc = args.len() as i64;
     for spec in &info.key_specs {
         if spec.access.incomplete {
             return Err(KeysError::Unplaceable);
         }
-        let first = match &spec.begin {
-            BeginSearch::Index(i) => *i,
+        match &spec.begin {
+            BeginSearch::Index(i) => place(spec, args, *i, out)?,
             BeginSearch::Keyword { keyword, startfrom } => {
-                match search_keyword(args, keyword, *startfrom) {
-                    Some(i) => i + 1,
-                    None => continue,
+                // Redis's own key extraction stops at the first occurrence, but a command's
+                // option parser may take a later one (`GEORADIUS ... STORE a STORE b` stores
+                // into b): every occurrence starts keys, so whichever the command uses is
+                // checked. Past the first, keys that do not fit mean tollgate cannot tell.
+                for (n, at) in keyword_positions(args, keyword, *startfrom).enumerate() {
+                    match place(spec, args, at + 1, out) {
+                        Ok(()) => {}
+                        Err(e) if n == 0 => return Err(e),
+                        Err(_) => return Err(KeysError::Unplaceable),
+                    }
                 }
             }
             BeginSearch::Unknown => return Err(KeysError::Unplaceable),
-        };
-        let (first, last, step) = match spec.find {
-            FindKeys::Range {
-                lastkey,
-                keystep,
-                limit,
-            } => {
-                let last = if lastkey >= 0 {
-                    first + lastkey
-                } else if limit == 0 {
-                    argc + lastkey
-                } else {
-                    first + ((argc - first) / limit + lastkey)
-                };
-                (first, last, keystep)
-            }
-            FindKeys::Keynum {
-                keynumidx,
-                firstkey,
-                keystep,
-            } => {
-                let at = first + keynumidx;
-                let n = usize::try_from(at)
-                    .ok()
-                    .and_then(|i| args.get(i))
-                    .and_then(|a| std::str::from_utf8(a).ok())
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .filter(|n| *n >= 0)
-                    .ok_or(KeysError::Malformed)?;
-                let first = first + firstkey;
-                (first, first + (n - 1) * keystep.max(1), keystep)
-            }
-            FindKeys::Unknown => return Err(KeysError::Unplaceable),
-        };
-        if step <= 0 && last >= first {
-            return Err(KeysError::Unplaceable);
-        }
-        let mut i = first;
-        while i <= last {
-            if i >= argc || i < 1 {
-                return Err(KeysError::Malformed);
-            }
-            out.push(FoundKey {
-                index: i as usize,
-                access: spec.access,
-            });
-            i += step;
         }
     }
     Ok(())
 }
 
-/// Position of `keyword` (lower case) searching from `startfrom` (forwards) or from
-/// `argc + startfrom` backwards when it is negative.
-fn search_keyword(args: &[Bytes], keyword: &[u8], startfrom: i64) -> Option<i64> {
+/// Appends the keys `spec` finds when its first key (or key count) is at `first`.
+fn place(
+    spec: &KeySpec,
+    args: &[Bytes],
+    first: i64,
+    out: &mut Vec<FoundKey>,
+) -> Result<(), KeysError> {
     let argc = args.len() as i64;
-    let matches = |i: i64| args[i as usize].eq_ignore_ascii_case(keyword);
-    if startfrom > 0 {
-        (startfrom..argc).find(|&i| matches(i))
-    } else {
-        let start = argc + startfrom;
-        (1..=start).rev().find(|&i| i < argc && matches(i))
+    let (first, last, step) = match spec.find {
+        FindKeys::Range {
+            lastkey,
+            keystep,
+            limit,
+        } => {
+            let last = if lastkey >= 0 {
+                first + lastkey
+            } else if limit == 0 {
+                argc + lastkey
+            } else {
+                first + ((argc - first) / limit + lastkey)
+            };
+            (first, last, keystep)
+        }
+        FindKeys::Keynum {
+            keynumidx,
+            firstkey,
+            keystep,
+        } => {
+            let at = first + keynumidx;
+            let n = usize::try_from(at)
+                .ok()
+                .and_then(|i| args.get(i))
+                .and_then(|a| std::str::from_utf8(a).ok())
+                .and_then(|s| s.parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or(KeysError::Malformed)?;
+            let first = first + firstkey;
+            (first, first + (n - 1) * keystep.max(1), keystep)
+        }
+        FindKeys::Unknown => return Err(KeysError::Unplaceable),
+    };
+    if step <= 0 && last >= first {
+        return Err(KeysError::Unplaceable);
     }
+    let mut i = first;
+    while i <= last {
+        if i >= argc || i < 1 {
+            return Err(KeysError::Malformed);
+        }
+        out.push(FoundKey {
+            index: i as usize,
+            access: spec.access,
+        });
+        i += step;
+    }
+    Ok(())
+}
+
+/// Every position of `keyword` (lower case), in the order Redis searches: forwards from
+/// `startfrom`, or backwards from `argc + startfrom` when it is negative.
+fn keyword_positions<'a>(
+    args: &'a [Bytes],
+    keyword: &'a [u8],
+    startfrom: i64,
+) -> impl Iterator<Item = i64> + 'a {
+    let argc = args.len() as i64;
+    let matches = move |i: &i64| *i < argc && args[*i as usize].eq_ignore_ascii_case(keyword);
+    let (forwards, backwards) = if startfrom > 0 {
+        (startfrom..argc, 0..0)
+    } else {
+        (0..0, 1..argc + startfrom + 1)
+    };
+    forwards.chain(backwards.rev()).filter(matches)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::commands::KeySpec;
     use super::*;
 
     fn args(s: &str) -> Vec<Bytes> {
@@ -206,5 +226,74 @@ mod tests {
             },
         }]);
         assert_eq!(keys(&kw, "MIGRATE h p \"\" 0 5 KEYS a b"), Ok(vec![7, 8]));
+    }
+
+    fn store(keyword: &str, startfrom: i64) -> KeySpec {
+        KeySpec {
+            access: KeyAccess {
+                write: true,
+                ..KeyAccess::default()
+            },
+            begin: BeginSearch::Keyword {
+                keyword: keyword.as_bytes().to_vec(),
+                startfrom,
+            },
+            find: FindKeys::Range {
+                lastkey: 0,
+                keystep: 1,
+                limit: 0,
+            },
+        }
+    }
+
+    /// GEORADIUS's option parser takes the last STORE/STOREDIST; Redis's key extraction the
+    /// first: every occurrence is a key, so the one that is written is always checked.
+    #[test]
+    fn every_occurrence_of_a_keyword_starts_keys() {
+        let georadius = info(vec![store("store", 6), store("storedist", 6)]);
+        assert_eq!(
+            keys(
+                &georadius,
+                "GEORADIUS g 13 38 200 km STORE cache:ok STORE admin:pwned"
+            ),
+            Ok(vec![7, 9])
+        );
+        assert_eq!(
+            keys(
+                &georadius,
+                "GEORADIUS g 13 38 200 km store a STOREDIST b STORE c"
+            ),
+            Ok(vec![7, 11, 9])
+        );
+        assert_eq!(
+            keys(&georadius, "GEORADIUS g 13 38 200 km STORE a"),
+            Ok(vec![7])
+        );
+        // A key named like the keyword: its own "occurrence" has no key after it.
+        assert_eq!(
+            keys(&georadius, "GEORADIUS g 13 38 200 km STORE store"),
+            Err(KeysError::Unplaceable)
+        );
+        assert_eq!(
+            keys(&georadius, "GEORADIUS g 13 38 200 km STORE"),
+            Err(KeysError::Malformed)
+        );
+        // Searching backwards (MIGRATE ... KEYS): every occurrence too.
+        let kw = info(vec![KeySpec {
+            access: ro(),
+            begin: BeginSearch::Keyword {
+                keyword: b"keys".to_vec(),
+                startfrom: -2,
+            },
+            find: FindKeys::Range {
+                lastkey: -1,
+                keystep: 1,
+                limit: 0,
+            },
+        }]);
+        assert_eq!(
+            keys(&kw, "MIGRATE h p \"\" 0 5 KEYS a keys b"),
+            Ok(vec![9, 7, 8, 9])
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod builtin;
 pub mod check;
 pub mod commands;
 pub mod compile;
+pub mod counts;
 pub mod decide;
 pub mod file;
 pub mod keys;

@@ -288,3 +288,106 @@ fn mask_plans() {
     assert_eq!(plan("HKEYS session:1"), MaskPlan::None);
     assert_eq!(plan("EXISTS session:1"), MaskPlan::None);
 }
+
+/// Redis's option parsers take the last of a repeated option (SCAN's MATCH, COPY's DB,
+/// GEORADIUS's STORE); tollgate checks every occurrence. F3/F4 of the Redis review.
+#[test]
+fn options_that_repeat_are_checked_at_every_occurrence() {
+    let t = table();
+    check(
+        &t,
+        ANALYST,
+        &[
+            (
+                "SCAN 0 MATCH cache:* MATCH admin:* COUNT 10000",
+                "p: read_keys",
+            ),
+            ("SCAN 0 MATCH cache:* COUNT 10 MATCH *", "p: read_keys"),
+            (
+                "SCAN 0 match cache:* TYPE string match admin:*",
+                "p: read_keys",
+            ),
+            ("SCAN 0 MATCH cache:* MATCH session:*", "ok"),
+            // A trailing MATCH without a value is Redis's syntax error, not a pattern.
+            ("SCAN 0 MATCH cache:* MATCH", "ok"),
+            ("SCAN 0 COUNT 10", "p: read_keys"),
+        ],
+    );
+    check(
+        &t,
+        WRITER,
+        &[
+            (
+                "GEORADIUS cache:g 13 38 200 km STORE cache:ok STORE admin:pwned",
+                "default-deny",
+            ),
+            (
+                "GEORADIUSBYMEMBER cache:g m 200 km STORE cache:ok STOREDIST admin:pwned",
+                "default-deny",
+            ),
+            (
+                "GEORADIUSBYMEMBER cache:g m 200 km STOREDIST cache:ok STOREDIST admin:pwned",
+                "default-deny",
+            ),
+            (
+                "GEORADIUS cache:g 13 38 200 km STORE cache:a STORE cache:b",
+                "ok",
+            ),
+            (
+                "GEORADIUS cache:g 13 38 200 km STORE cache:a STORE store",
+                "builtin: unplaceable-keys",
+            ),
+            ("COPY cache:1 cache:2 DB 0 DB 5", "default-deny"),
+            ("COPY cache:1 cache:2 db 0 REPLACE DB 5", "default-deny"),
+            ("COPY cache:1 cache:2 DB 0 REPLACE", "ok"),
+            ("COPY cache:1 cache:2 DB 0 DB 0", "ok"),
+        ],
+    );
+    // SWAPDB, when a policy names it, needs both databases.
+    let swapdb = r#"
+[[redis]]
+upstream = "cache"
+commands = ["SWAPDB"]
+databases = [0, 1]
+"#;
+    check(
+        &t,
+        swapdb,
+        &[
+            ("SWAPDB 0 1", "ok"),
+            ("SWAPDB 0 5", "default-deny"),
+            ("SWAPDB 5 0", "default-deny"),
+        ],
+    );
+}
+
+/// PUBSUB CHANNELS / NUMSUB name only channels within the agent's channel rules (no pattern
+/// means every channel). F8 of the Redis review.
+#[test]
+fn pubsub_introspection_stays_within_the_agents_channels() {
+    let t = table();
+    check(
+        &t,
+        ANALYST,
+        &[
+            ("PUBSUB CHANNELS", "default-deny"),
+            ("PUBSUB CHANNELS *", "default-deny"),
+            ("PUBSUB CHANNELS intern*", "default-deny"),
+            ("PUBSUB CHANNELS news.*", "ok"),
+            ("PUBSUB CHANNELS news.a", "ok"),
+            ("PUBSUB SHARDCHANNELS", "default-deny"),
+            ("PUBSUB SHARDCHANNELS news.*", "ok"),
+            (
+                "PUBSUB NUMSUB news.a internal.payments.alerts",
+                "default-deny",
+            ),
+            ("PUBSUB NUMSUB news.a news.b", "ok"),
+            ("PUBSUB NUMSUB", "ok"),
+            (
+                "PUBSUB SHARDNUMSUB internal.payments.alerts",
+                "default-deny",
+            ),
+            ("PUBSUB NUMPAT", "ok"),
+        ],
+    );
+}

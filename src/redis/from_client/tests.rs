@@ -249,11 +249,12 @@ fn reset_is_followed_by_the_vaulted_login() {
 #[tokio::test]
 async fn a_failed_audit_commit_refuses_reset_with_one_line() {
     let mut r = rig_on_a_full_disk("trusted", PASSTHROUGH);
+    let before = r.from.conn_state();
     r.send("RESET");
     r.send("GET cache:1");
     assert_eq!(kinds(&r), ["reset", "relogin", "reply"]);
     r.from.unsent = std::mem::take(&mut r.entries);
-    r.from.commit_decisions(&mut r.out).await;
+    r.from.commit_decisions(&mut r.out, before).await;
     r.entries = std::mem::take(&mut r.from.unsent);
     let refused = kinds(&r);
     assert_eq!(refused.len(), 2, "one line per command sent: {refused:?}");
@@ -389,4 +390,81 @@ fn the_vaulted_login_and_the_server_are_protected_for_passthrough_too() {
         Kind::Reply(crate::policy::redis::MaskPlan::ConfigSecrets)
     ));
     assert!(!r.forwarded().contains("requirepass"));
+}
+
+/// Review F1/F2: inside MULTI, commands whose replies are not one per queued command in the
+/// session's protocol (SUBSCRIBE and kin, HELLO) and AUTH (answered by tollgate at once) are
+/// refused for every agent, never forwarded, and the transaction is discarded.
+#[test]
+fn subscribe_hello_and_auth_inside_multi_are_refused() {
+    let mut r = rig_as("trusted", PASSTHROUGH);
+    r.send("MULTI");
+    for line in [
+        "SUBSCRIBE news.a news.b",
+        "psubscribe news.*",
+        "SSUBSCRIBE news.a",
+        "UNSUBSCRIBE",
+        "PUNSUBSCRIBE news.*",
+        "SUNSUBSCRIBE",
+        "HELLO 3",
+        "HELLO 2 AUTH trusted tg_redis_test",
+        "AUTH trusted tg_redis_test",
+    ] {
+        r.entries.clear();
+        r.send(line);
+        let k = kinds(&r);
+        let word = line.split(' ').next().unwrap().to_uppercase();
+        assert_eq!(k.len(), 1, "{line}: {k:?}");
+        assert!(
+            k[0].starts_with(&format!(
+                "local -ERR tollgate: {word} inside MULTI is refused"
+            )) && k[0].contains("(rule: builtin: protocol)"),
+            "{line}: {k:?}"
+        );
+    }
+    r.entries.clear();
+    r.send("EXEC");
+    assert!(matches!(r.entries[0].kind, Kind::ExecAbort));
+    let fwd = r.forwarded();
+    assert_eq!(fwd, "*1\r\n$5\r\nMULTI\r\n*1\r\n$7\r\nDISCARD\r\n", "{fwd}");
+    // The tokens never reach the record.
+    r.t.core.audit.flush().unwrap();
+    let records = r.t.records();
+    assert!(!records.iter().any(|x| x.to_string().contains(TOKEN)));
+    assert!(records.iter().any(|x| x["statement"] == "AUTH ? ?"));
+    // Outside MULTI they work as before.
+    r.entries.clear();
+    r.send("SUBSCRIBE news.a");
+    r.send("HELLO 3");
+    assert!(
+        matches!(r.entries[0].kind, Kind::Subscribe { .. })
+            && matches!(r.entries[1].kind, Kind::Hello(Some(3))),
+        "{:?}",
+        kinds(&r)
+    );
+}
+
+/// A batch never forwarded (the audit log cannot be written) leaves the transaction state as
+/// the upstream has it: a MULTI refused that way does not make later commands count as queued
+/// (their replies would be relayed through the queued path, unmasked).
+#[tokio::test]
+async fn a_batch_never_forwarded_leaves_the_connection_state_as_it_was() {
+    let mut r = rig_on_a_full_disk("trusted", PASSTHROUGH);
+    let before = r.from.conn_state();
+    r.send("MULTI");
+    r.send("GET cache:1");
+    assert!(r.from.in_multi);
+    r.from.unsent = std::mem::take(&mut r.entries);
+    r.from.commit_decisions(&mut r.out, before).await;
+    assert!(!r.from.in_multi && !r.from.multi_dirty);
+    assert!(r.forwarded().is_empty());
+    // Replies switched off by a CLIENT REPLY that never reached the upstream are still on.
+    let before = r.from.conn_state();
+    r.send("CLIENT REPLY OFF");
+    r.send("GET cache:1");
+    assert!(r.from.reply_off);
+    r.from.unsent = std::mem::take(&mut r.entries);
+    r.from.commit_decisions(&mut r.out, before).await;
+    assert!(!r.from.reply_off && !r.from.silence_next);
+    assert!(r.forwarded().is_empty());
 }

@@ -335,3 +335,179 @@ fn a_large_reply_in_pieces_is_relayed_as_it_comes_or_masked_whole() {
     assert!(!out.windows(6).any(|w| w == b"secret"), "{out:?}");
     assert_eq!(r.to.owed_entries(), 0);
 }
+
+/// Feeds `frames` until the reply half ends the session; returns what it produced and whether
+/// it ended.
+fn feed_until_closed(r: &mut Rig, frames: &[&str]) -> (String, bool) {
+    let mut out = String::new();
+    for f in frames {
+        if r.to.on_frame(Bytes::copy_from_slice(f.as_bytes())) {
+            out.push_str(&r.out());
+            return (out, true);
+        }
+        out.push_str(&r.out());
+    }
+    (out, false)
+}
+
+/// Review F1, replayed against the entries tollgate owed before the fix (SUBSCRIBE queued in
+/// MULTI): Redis answered EXEC with `*1` and one more confirmation, and every later reply was
+/// paired with the command before it, the HGET reply landing where nothing was owed. The reply
+/// half now ends the session at the first reply that does not fit, and relays nothing of it.
+#[test]
+fn a_reply_that_fits_no_command_ends_the_session_unrelayed() {
+    let mut r = rig(false);
+    let email = MaskPlan::Value(Strategy::Email);
+    for kind in [
+        Kind::Reply(MaskPlan::None),  // MULTI
+        Kind::Queued(MaskPlan::None), // SUBSCRIBE news.a news.b
+        Kind::Exec,
+        Kind::Reply(MaskPlan::None), // PING
+        Kind::Subscribe {
+            remaining: Some(2),
+            kind: SubKind::Channel,
+        }, // UNSUBSCRIBE news.a news.b
+        Kind::Reply(email),          // HGET session:31 email
+        Kind::Reply(MaskPlan::None), // GET cache:1
+    ] {
+        let e = r.entry(kind);
+        r.to.push(e);
+    }
+    let (out, closed) = feed_until_closed(
+        &mut r,
+        &[
+            "+OK\r\n",
+            "+QUEUED\r\n",
+            "*1\r\n*3\r\n$9\r\nsubscribe\r\n$6\r\nnews.a\r\n:1\r\n",
+            "*3\r\n$9\r\nsubscribe\r\n$6\r\nnews.b\r\n:2\r\n",
+            "*2\r\n$4\r\npong\r\n$0\r\n\r\n",
+            "*3\r\n$11\r\nunsubscribe\r\n$6\r\nnews.a\r\n:1\r\n",
+            "*3\r\n$11\r\nunsubscribe\r\n$6\r\nnews.b\r\n:0\r\n",
+            "$18\r\nuser31@example.com\r\n",
+            "$14\r\ncached value 1\r\n",
+        ],
+    );
+    assert!(closed, "the session must end: {out}");
+    assert!(!out.contains("user31@"), "{out}");
+    // Nothing more is relayed once the pairing is lost.
+    assert!(r
+        .to
+        .on_frame(Bytes::from_static(b"$18\r\nuser31@example.com\r\n")));
+    assert!(!r.out().contains("user31@"));
+}
+
+/// A reply with nothing owed is never relayed, even alone.
+#[test]
+fn a_reply_nobody_waits_for_is_not_relayed() {
+    let mut r = rig(false);
+    assert!(r
+        .to
+        .on_frame(Bytes::from_static(b"$18\r\nuser31@example.com\r\n")));
+    assert_eq!(r.out(), "");
+    assert!(matches!(
+        r.to.ending(),
+        Err(crate::redis::relay::RelayError::Desync)
+    ));
+}
+
+/// The replies each kind of entry can get: a value where +QUEUED was due (the upstream is not in
+/// the transaction tollgate thinks it is), +QUEUED where a value was due, HELLO answered
+/// +QUEUED (review F2: the RESP2/3 switch must not happen), EXEC with a count that is not the
+/// number of queued commands, a failed RESET, and +PONG where a confirmation was due.
+#[test]
+fn replies_that_do_not_fit_their_command_end_the_session() {
+    let email = || MaskPlan::Value(Strategy::Email);
+    let cases: Vec<(bool, Vec<Kind>, Vec<&str>)> = vec![
+        (
+            false,
+            vec![Kind::Queued(email())],
+            vec!["$18\r\nuser31@example.com\r\n"],
+        ),
+        (false, vec![Kind::Reply(email())], vec!["+QUEUED\r\n"]),
+        (false, vec![Kind::Hello(Some(3))], vec!["+QUEUED\r\n"]),
+        (true, vec![Kind::Hello(Some(2))], vec!["+QUEUED\r\n"]),
+        (
+            false,
+            vec![Kind::Queued(email()), Kind::Exec],
+            vec!["+QUEUED\r\n", "*2\r\n*0\r\n$18\r\nuser31@example.com\r\n"],
+        ),
+        (
+            false,
+            vec![Kind::Queued(MaskPlan::None), Kind::Exec],
+            vec!["+QUEUED\r\n", "*0\r\n"],
+        ),
+        (false, vec![Kind::Reset], vec!["-NOPERM no\r\n"]),
+        (
+            false,
+            vec![Kind::Subscribe {
+                remaining: Some(2),
+                kind: SubKind::Channel,
+            }],
+            vec!["+PONG\r\n"],
+        ),
+    ];
+    for (resp3, kinds, frames) in cases {
+        let mut r = rig(resp3);
+        let shown = format!("{kinds:?}");
+        for k in kinds {
+            let e = r.entry(k);
+            r.to.push(e);
+        }
+        let (out, closed) = feed_until_closed(&mut r, &frames);
+        assert!(closed, "{shown}: {out}");
+        assert!(!out.contains("user31@"), "{shown}: {out}");
+        assert_eq!(r.to.resp3, resp3, "{shown}: the protocol did not switch");
+    }
+    // And the replies that do fit.
+    let mut r = rig(false);
+    for k in [
+        Kind::Queued(email()),
+        Kind::Queued(MaskPlan::None),
+        Kind::Exec,
+        Kind::Hello(Some(3)),
+    ] {
+        let e = r.entry(k);
+        r.to.push(e);
+    }
+    r.feed("+QUEUED\r\n");
+    r.feed("-ERR unknown command\r\n");
+    r.feed("*1\r\n$18\r\nuser31@example.com\r\n");
+    r.feed("%1\r\n$5\r\nproto\r\n:3\r\n");
+    let out = r.out();
+    assert!(
+        out.contains("***@example.com") && !out.contains("user31@"),
+        "{out}"
+    );
+    assert!(r.to.resp3);
+}
+
+/// The reviewer's suspicion: UNSUBSCRIBE without arguments while the upstream holds
+/// subscriptions tollgate never saw is answered with more confirmations than tollgate counts.
+/// The one too many is no reply to the HGET after it: the session ends there, before the HGET's
+/// value could go out in the GET's place, unmasked.
+#[test]
+fn a_confirmation_where_a_reply_is_due_ends_the_session() {
+    let mut r = rig(false);
+    for kind in [
+        Kind::Subscribe {
+            remaining: None,
+            kind: SubKind::Channel,
+        },
+        Kind::Reply(MaskPlan::Value(Strategy::Email)),
+        Kind::Reply(MaskPlan::None),
+    ] {
+        let e = r.entry(kind);
+        r.to.push(e);
+    }
+    let (out, closed) = feed_until_closed(
+        &mut r,
+        &[
+            "*3\r\n$11\r\nunsubscribe\r\n$6\r\nnews.a\r\n:1\r\n",
+            "*3\r\n$11\r\nunsubscribe\r\n$6\r\nnews.b\r\n:0\r\n",
+            "$18\r\nuser31@example.com\r\n",
+            "$14\r\ncached value 1\r\n",
+        ],
+    );
+    assert!(closed, "{out}");
+    assert!(!out.contains("user31@") && !out.contains("news.b"), "{out}");
+}
