@@ -5,6 +5,7 @@
 #
 #   bench/callgrind.sh [BIN...]          # default: target/release/tollgate
 #   CALLGRIND_KEEP=DIR bench/callgrind.sh ...   # also keep the dumps (DIR/N.pg, DIR/N.redis)
+#   REDIS_PIPELINE=1 bench/callgrind.sh ...     # redis-benchmark -P 1 instead of -P 16
 #
 # Starts `tollgate demo` for its PostgreSQL and Redis, then, for each binary, the bench gateway
 # (bench/gateway-cmd.sh: restricted policy, audit on) under callgrind. After a warm-up it counts
@@ -75,7 +76,7 @@ for bin in "$@"; do
   token=$(sed 's|redis://bench:\([^@]*\)@.*|\1|' <<<"$GATEWAY_REDIS_URL")
   rport=${GATEWAY_REDIS_URL##*:}
   pid=$(pgrep -f "callgrind-out-file=$out" | head -1)
-  rb() { redis-benchmark -h 127.0.0.1 -p "$rport" --user bench -a "$token" -c 4 -P 16 -t get -r 100000 -q "$@" > /dev/null 2>&1; }
+  rb() { redis-benchmark -h 127.0.0.1 -p "$rport" --user bench -a "$token" -c 4 -P "${REDIS_PIPELINE:-16}" -t get -r 100000 -q "$@" > /dev/null 2>&1; }
   pgbench -n -S -M extended -c 1 -t 300 "$GATEWAY_PG_URL" > /dev/null
   rb -n 2000
   callgrind_control -z "$pid" > /dev/null 2>&1
@@ -86,7 +87,7 @@ for bin in "$@"; do
   callgrind_control -d redis "$pid" > /dev/null 2>&1
   echo "$bin"
   echo "  PostgreSQL, per statement (pgbench -S -M extended): $(per_unit "$(ls "$out".*.1)" 4000)"
-  echo "  Redis, per command (GET -P 16):                      $(per_unit "$(ls "$out".*.2)" 16000)"
+  echo "  Redis, per command (GET -P ${REDIS_PIPELINE:-16}):                      $(per_unit "$(ls "$out".*.2)" 16000)"
   if [ -n "${CALLGRIND_KEEP:-}" ]; then
     mkdir -p "$CALLGRIND_KEEP"
     cp "$(ls "$out".*.1)" "$CALLGRIND_KEEP/$n.pg"

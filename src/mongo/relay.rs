@@ -165,7 +165,9 @@ where
     let mut to = ToClient::new(ctx.clone(), cursors.clone(), kill_tx, owed.clone());
     let mut from = FromClient::new(relay, cursors, owed.clone());
     // Shutting down: closed once every reply owed has been written (or at the deadline).
-    let drained = lifecycle.drained(|| owed.load(Ordering::SeqCst) == 0);
+    // Gated: the relay's wake-ups do not poll it (`session::gate`).
+    let drained =
+        crate::session::gate::gated(lifecycle.drained(|| owed.load(Ordering::SeqCst) == 0));
     tokio::pin!(drained);
     let result = {
         let from_fut = from.run(client, up_wr, tx, kill_rx);

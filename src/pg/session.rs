@@ -332,9 +332,11 @@ async fn relay(
         door.cancels.clone(),
     );
     // Shutting down: once nothing runs (or at the deadline) the session ends like a server's.
-    let drained = core
-        .lifecycle
-        .drained(|| pending.settled() && pending.tx_status() == b'I');
+    // Gated: the relay's wake-ups do not poll it (`session::gate`).
+    let drained = crate::session::gate::gated(
+        core.lifecycle
+            .drained(|| pending.settled() && pending.tx_status() == b'I'),
+    );
     tokio::pin!(drained);
     let shutting_down = || {
         ClientSide(

@@ -32,6 +32,7 @@ use super::shared::{Inbox, SharedConn};
 use super::to_client::ToClient;
 use super::upstream::RedisTarget;
 use crate::policy::redis::{CommandTable, MaskPlan, RedisPolicy};
+use crate::session::gate::gated;
 use crate::session::{Session, Ticket};
 use crate::tls::{NetRead, NetWrite};
 
@@ -247,15 +248,16 @@ where
     let mut from = FromClient::new(relay, owed.clone());
     from.reply_cap = to.reply_cap.clone();
     // Shutting down: closed once every reply owed has been written (or at the deadline).
-    let drained = lifecycle.drained(|| owed.load(Ordering::SeqCst) == 0);
+    // Both rare: gated, so the busy halves' wake-ups do not poll them (`session::gate`).
+    let drained = gated(lifecycle.drained(|| owed.load(Ordering::SeqCst) == 0));
     // A session cut off for unread replies ends now: its reply half may be stuck writing to a
     // client that does not read, and its command half waiting for commands.
-    let cut_off = async {
+    let cut_off = gated(async {
         match &shared_inbox {
             Some(inbox) => inbox.cut_off().await,
             None => std::future::pending().await,
         }
-    };
+    });
     tokio::pin!(drained, cut_off);
     let result = {
         let from_fut = from.run(client, sink, tx);

@@ -17,6 +17,7 @@
 
 mod accept;
 mod client_stream;
+pub mod gate;
 mod lifecycle;
 mod record;
 mod statement;
