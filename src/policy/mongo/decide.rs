@@ -13,6 +13,7 @@ use super::judge::{Judge, RESERVED_RULE};
 use super::options::{
     command_let, command_let_named, hint, read_options, update_spec, view_definition,
 };
+use super::path::{relation, Relation};
 use super::pipeline::Source;
 use super::rules::{MaskedField, MongoRules, Op};
 use crate::policy::decide::DEFAULT_DENY;
@@ -208,7 +209,8 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 .get_str("key")
                 .map_err(|_| malformed("distinct needs a key"))?;
             for m in &p.masks {
-                if key == m.path || key.starts_with(&format!("{}.", m.path)) {
+                let rel = relation(key, &m.path);
+                if matches!(rel, Relation::Same | Relation::Inside) {
                     // A collation decides which raw values count as one (case, accents):
                     // the number of masked values returned would tell.
                     if cmd.body.contains_key("collation") {
@@ -221,7 +223,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                         ));
                     }
                     judged.reply = ReplyPlan::Values(m.clone());
-                } else if m.path.starts_with(&format!("{key}.")) {
+                } else if rel == Relation::Holds {
                     return Err(Refusal::permission(
                         m.rule.clone(),
                         format!(
