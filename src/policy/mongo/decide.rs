@@ -482,6 +482,21 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             ) {
                 return Err(malformed("explain supports find, aggregate, count, distinct, update, delete, findAndModify"));
             }
+            // An explained update reports `nWouldModify`: whether the update would change the
+            // documents, i.e. whether a masked field already holds the value it sets, without
+            // writing anything.
+            if matches!(inner_cmd.name.as_str(), "update" | "findAndModify") {
+                let ns = coll_ns(&inner_cmd)?;
+                if let Some(m) = rules.protection_of(&ns).masks.first() {
+                    return Err(Refusal::permission(
+                        m.rule.clone(),
+                        format!(
+                            "explain of {} on {ns}, which has masked fields, would tell (nWouldModify) whether it changes them",
+                            inner_cmd.name
+                        ),
+                    ));
+                }
+            }
             let inner_judged = decide(rules, &inner_cmd, &DecideLimits::default())?;
             if let Some(rw) = inner_judged.rewritten {
                 let mut e = rw.body;

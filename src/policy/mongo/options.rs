@@ -8,6 +8,7 @@ use bson::{Bson, Document};
 use super::command::Command;
 use super::decide::{malformed, need_doc};
 use super::judge::{walk_error, Judge};
+use super::path::{relation, Relation};
 use super::pipeline::Source;
 use super::rules::{MaskedField, Op};
 use crate::refusal::Refusal;
@@ -99,8 +100,9 @@ pub(super) fn command_let_named(j: &Judge, body: &Document, field: &str) -> Resu
     Ok(())
 }
 
-/// An update's `u`: operators (only `$rename` moves values, so it may not touch masked
-/// fields) or a pipeline (walked like any other, against the collection's masks).
+/// An update's `u`: operators, each path judged against the masked fields, or a pipeline
+/// (walked like any other, against the collection's masks). A replacement document is a plain
+/// write.
 pub(super) fn update_spec(
     j: &mut Judge,
     db: &str,
@@ -115,20 +117,20 @@ pub(super) fn update_spec(
                     // A replacement document: a plain write.
                     continue;
                 }
-                if op == "$rename" {
-                    let Bson::Document(r) = arg else {
-                        return Err(malformed("$rename needs a document"));
-                    };
-                    let mut refs = super::query::Refs::default();
-                    for (from, to) in r {
-                        refs.paths.push(from.clone());
-                        if let Bson::String(t) = to {
-                            refs.paths.push(t.clone());
-                        }
-                    }
-                    j.check_refs(&refs, masks, "a $rename")?;
-                } else if !UPDATE_OPERATORS.contains(&op.as_str()) {
+                if !UPDATE_OPERATORS.contains(&op.as_str()) {
                     return Err(walk_error(super::query::WalkError::Unknown(op.clone())));
+                }
+                let Bson::Document(fields) = arg else {
+                    return Err(malformed(format!("{op} needs a document")));
+                };
+                for (path, value) in fields {
+                    update_path(op, path, value, masks)?;
+                    if op == "$rename" {
+                        let Bson::String(to) = value else {
+                            return Err(malformed("$rename needs field names"));
+                        };
+                        update_path(op, to, value, masks)?;
+                    }
                 }
             }
             Ok(())
@@ -160,7 +162,49 @@ pub(super) fn update_spec(
     }
 }
 
-const UPDATE_OPERATORS: [&str; 13] = [
+/// One path of an update operator against the masked fields. Every operator but a plain
+/// overwrite reads the old value (`$inc`, `$min`/`$max` compare, `$pull`/`$addToSet` match,
+/// `$rename` moves it), and a path inside a masked field makes the server quote the field's
+/// value in its error (`Cannot create field 'x' in element {ssn: ...}`). So on a masked field
+/// only `$set`, `$unset` and `$setOnInsert` of the whole field (or of a field holding it) are
+/// allowed; on a field holding masked fields also `$push` without `$sort` and `$pop`, which
+/// add or remove elements without comparing them. Whether such a write changed the document
+/// (`nModified`) is not shown for collections with masks (the reply plan reports every matched
+/// document as modified).
+fn update_path(op: &str, path: &str, value: &Bson, masks: &[MaskedField]) -> Result<(), Refusal> {
+    for m in masks {
+        let plain = match relation(path, &m.path) {
+            Relation::Apart => continue,
+            Relation::Inside => false,
+            Relation::Same => OVERWRITES.contains(&op),
+            Relation::Holds => {
+                OVERWRITES.contains(&op)
+                    || op == "$pop"
+                    || (op == "$push"
+                        && !matches!(value, Bson::Document(d) if d.contains_key("$sort")))
+            }
+        };
+        if !plain {
+            return Err(Refusal::permission(
+                m.rule.clone(),
+                format!(
+                    "field {} is masked: {op} of {path} would read or reveal its value",
+                    m.path
+                ),
+            )
+            .with_instead(format!(
+                "overwrite {} whole with $set, or remove it with $unset",
+                m.path
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Update operators that overwrite or remove a value without reading it.
+const OVERWRITES: [&str; 3] = ["$set", "$unset", "$setOnInsert"];
+
+const UPDATE_OPERATORS: [&str; 15] = [
     "$set",
     "$unset",
     "$inc",
@@ -174,6 +218,8 @@ const UPDATE_OPERATORS: [&str; 13] = [
     "$pullAll",
     "$addToSet",
     "$pop",
+    "$rename",
+    "$bit",
 ];
 
 /// `create`/`collMod` of a view: the view reads `viewOn` through its pipeline; a view over a

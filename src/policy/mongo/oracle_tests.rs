@@ -33,6 +33,11 @@ allow = ["*"]
 "#;
 
 const PEOPLE: &str = "collection shop.people";
+const COPY: &str = "collection shop.custcopy";
+
+fn upd(u: Document) -> Document {
+    doc! { "update": "custcopy", "updates": [ { "q": { "_id": 1 }, "u": u } ] }
+}
 
 fn rows() -> Vec<(&'static str, Document, Want)> {
     vec![
@@ -95,6 +100,176 @@ fn rows() -> Vec<(&'static str, Document, Want)> {
         (
             "join output replacing the array whole",
             doc! { "aggregate": "people", "pipeline": [ { "$lookup": { "from": "plain", "pipeline": [], "as": "contacts" } } ], "cursor": {} },
+            Allow,
+        ),
+        // --- update operators ------------------------------------------------------------------
+        (
+            "$set inside a masked field (the server quotes it)",
+            upd(doc! { "$set": { "ssn.x": 1 } }),
+            Deny(COPY),
+        ),
+        (
+            "$set of an element of a masked field",
+            upd(doc! { "$set": { "email.0": "x" } }),
+            Deny(COPY),
+        ),
+        (
+            "$set of the whole masked field",
+            upd(doc! { "$set": { "ssn": "000-00-0000" } }),
+            Allow,
+        ),
+        (
+            "$unset of the whole masked field",
+            upd(doc! { "$unset": { "ssn": "" } }),
+            Allow,
+        ),
+        (
+            "$setOnInsert of the whole masked field",
+            doc! { "update": "custcopy", "updates": [ { "q": { "_id": 99 }, "u": { "$setOnInsert": { "ssn": "1" } }, "upsert": true } ] },
+            Allow,
+        ),
+        (
+            "$set of a field holding a masked field",
+            upd(doc! { "$set": { "address": { "zip": "1", "city": "x" } } }),
+            Allow,
+        ),
+        (
+            "$set of a masked field in every element",
+            upd(doc! { "$set": { "address.$[].zip": "1" } }),
+            Allow,
+        ),
+        (
+            "$set of a masked field's subfield in every element",
+            upd(doc! { "$set": { "address.$[].zip.x": "1" } }),
+            Deny(COPY),
+        ),
+        (
+            "$inc of a masked field",
+            upd(doc! { "$inc": { "ssn": 1 } }),
+            Deny(COPY),
+        ),
+        (
+            "$mul of a masked field",
+            upd(doc! { "$mul": { "ssn": 2 } }),
+            Deny(COPY),
+        ),
+        (
+            "$max against a masked field",
+            upd(doc! { "$max": { "ssn": "5" } }),
+            Deny(COPY),
+        ),
+        (
+            "$min against a masked field",
+            upd(doc! { "$min": { "ssn": "0" } }),
+            Deny(COPY),
+        ),
+        (
+            "$push to a masked field",
+            upd(doc! { "$push": { "ssn": 1 } }),
+            Deny(COPY),
+        ),
+        (
+            "$pull matching a masked field",
+            upd(doc! { "$pull": { "email": { "$regex": "^a" } } }),
+            Deny(COPY),
+        ),
+        (
+            "$pull matching elements by a masked subfield",
+            upd(doc! { "$pull": { "address": { "zip": "12345" } } }),
+            Deny(COPY),
+        ),
+        (
+            "$pullAll of a masked field",
+            upd(doc! { "$pullAll": { "email": ["a@b.c"] } }),
+            Deny(COPY),
+        ),
+        (
+            "$addToSet to a masked field",
+            upd(doc! { "$addToSet": { "email": "a@b.c" } }),
+            Deny(COPY),
+        ),
+        (
+            "$pop of a masked field",
+            upd(doc! { "$pop": { "email": 1 } }),
+            Deny(COPY),
+        ),
+        (
+            "$currentDate of a masked field",
+            upd(doc! { "$currentDate": { "ssn": true } }),
+            Deny(COPY),
+        ),
+        (
+            "$bit of a masked field",
+            upd(doc! { "$bit": { "ssn": { "and": 1 } } }),
+            Deny(COPY),
+        ),
+        (
+            "$rename of a masked field",
+            upd(doc! { "$rename": { "ssn": "s" } }),
+            Deny(COPY),
+        ),
+        (
+            "$rename onto a masked field",
+            upd(doc! { "$rename": { "region": "ssn" } }),
+            Deny(COPY),
+        ),
+        (
+            "$push sorting by a masked subfield",
+            upd(
+                doc! { "$push": { "address": { "$each": [ { "zip": "1" } ], "$sort": { "zip": 1 } } } },
+            ),
+            Deny(COPY),
+        ),
+        (
+            "$push to an array holding masked fields",
+            upd(doc! { "$push": { "address": { "zip": "1", "city": "x" } } }),
+            Allow,
+        ),
+        (
+            "$pop of an array holding masked fields",
+            upd(doc! { "$pop": { "address": -1 } }),
+            Allow,
+        ),
+        (
+            "operators on other fields",
+            upd(
+                doc! { "$inc": { "visits": 1 }, "$set": { "region": "EU" }, "$push": { "tags": "x" } },
+            ),
+            Allow,
+        ),
+        (
+            "a replacement document",
+            upd(doc! { "name": "x", "ssn": "1" }),
+            Allow,
+        ),
+        (
+            "findAndModify $max against a masked field",
+            doc! { "findAndModify": "custcopy", "query": { "_id": 3 }, "update": { "$max": { "ssn": "5" } } },
+            Deny(COPY),
+        ),
+        (
+            "findAndModify $set inside a masked field",
+            doc! { "findAndModify": "custcopy", "query": { "_id": 3 }, "update": { "$set": { "phone.x": 1 } } },
+            Deny(COPY),
+        ),
+        (
+            "findAndModify $set of a masked field",
+            doc! { "findAndModify": "custcopy", "query": { "_id": 3 }, "update": { "$set": { "phone": "1" } } },
+            Allow,
+        ),
+        (
+            "explain of an update setting a masked field (nWouldModify)",
+            doc! { "explain": { "update": "custcopy", "updates": [ { "q": { "_id": 1 }, "u": { "$set": { "ssn": "1" } } } ] }, "verbosity": "executionStats" },
+            Deny(COPY),
+        ),
+        (
+            "explain of a findAndModify on documents with masks",
+            doc! { "explain": { "findAndModify": "custcopy", "query": { "_id": 1 }, "update": { "$set": { "ssn": "1" } } } },
+            Deny(COPY),
+        ),
+        (
+            "explain of an update where nothing is masked",
+            doc! { "explain": { "update": "plain", "updates": [ { "q": { "_id": 1 }, "u": { "$set": { "a": 1 } } } ] } },
             Allow,
         ),
     ]
