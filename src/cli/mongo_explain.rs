@@ -144,6 +144,9 @@ pub fn explain(
                 println!("reply:     collections of {db} cut to those the agent may see")
             }
             ReplyPlan::Databases => println!("reply:     databases cut to those the agent may see"),
+            ReplyPlan::Writes => println!(
+                "reply:     error details that could quote masked values withheld; nModified counts every matched document"
+            ),
         }
     }
     if let Some(rw) = rewritten {

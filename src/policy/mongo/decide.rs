@@ -11,7 +11,7 @@ use super::command::{valid_collection_name, Command, MALFORMED_RULE};
 use super::fields;
 use super::judge::{Judge, RESERVED_RULE};
 use super::options::{
-    command_let, command_let_named, hint, read_options, update_spec, view_definition,
+    self, command_let, command_let_named, hint, read_options, update_spec, view_definition,
 };
 use super::path::{relation, Relation};
 use super::pipeline::Source;
@@ -28,8 +28,15 @@ pub enum ReplyPlan {
     /// Mask documents: cursor batches (`firstBatch`, `nextBatch`, change events) and
     /// findAndModify's `value`.
     Documents(Vec<MaskedField>),
-    /// Mask each of distinct's `values` (the key is a masked field).
+    /// Mask each of distinct's `values` (the key is a masked field); equal masked values are
+    /// returned once, in the order of their masked values.
     Values(MaskedField),
+    /// A write to (or index change on) documents with masked fields: error details that can
+    /// quote stored values (`errmsg` text from the first `{`, `keyValue`, `errInfo`) are
+    /// withheld, in error replies and `writeErrors` alike, and update's `nModified` counts every
+    /// matched document (whether a write changed a document tells whether its old value equalled
+    /// the new one). `Documents` and `Values` replies get the same treatment of errors.
+    Writes,
     /// Keep only the collections of `db` the agent may see (listCollections).
     Collections { db: String },
     /// Keep only the databases the agent may see (listDatabases).
@@ -181,6 +188,9 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                     .insert("pipeline", Bson::Array(pipeline));
             }
             judged.reply = documents(&masks);
+            if judged.reply == ReplyPlan::None && j.writes_masked {
+                judged.reply = ReplyPlan::Writes;
+            }
         }
         "count" => {
             let ns = coll_ns(cmd)?;
@@ -243,6 +253,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             let ns = coll_ns(cmd)?;
             j.access(&ns, Op::Insert)?;
             cmd.documents("documents")?;
+            judged.reply = writes(&rules.protection_of(&ns).masks);
         }
         "update" => {
             let ns = coll_ns(cmd)?;
@@ -275,6 +286,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             if p.filter().is_some() {
                 edit(&mut edited, cmd).set_documents("updates", out);
             }
+            judged.reply = writes(&p.masks);
         }
         "delete" => {
             let ns = coll_ns(cmd)?;
@@ -295,6 +307,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             if p.filter().is_some() {
                 edit(&mut edited, cmd).set_documents("deletes", out);
             }
+            judged.reply = writes(&p.masks);
         }
         "findAndModify" | "findandmodify" => {
             let ns = coll_ns(cmd)?;
@@ -378,10 +391,28 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             let ns = coll_ns(cmd)?;
             j.access(&ns, Op::Collection)?;
             view_definition(&mut j, cmd, &cmd.body)?;
+            let masks = rules.protection_of(&ns).masks;
             // A validator decides which writes fail: over a masked field, an oracle.
             if let Some(v) = need_doc(&cmd.body, "validator")? {
-                j.query(v, &rules.protection_of(&ns).masks, "a validator")?;
+                j.query(v, &masks, "a validator")?;
             }
+            // collMod's `index`: an existing index made unique or TTL is judged as createIndexes
+            // judges a new one; an index named rather than given by key pattern cannot be.
+            if let (Some(ix), Some(m)) = (need_doc(&cmd.body, "index")?, masks.first()) {
+                if let Some(what) = revealing_index(ix) {
+                    match need_doc(ix, "keyPattern")? {
+                        Some(k) => j.keys(k, &masks, what)?,
+                        None => {
+                            return Err(Refusal::permission(
+                                m.rule.clone(),
+                                format!("{what}: an index named rather than given by keyPattern cannot be checked against masked fields"),
+                            )
+                            .with_instead("name the index by keyPattern"))
+                        }
+                    }
+                }
+            }
+            judged.reply = writes(&masks);
         }
         "drop" => {
             let ns = coll_ns(cmd)?;
@@ -391,8 +422,6 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             let ns = coll_ns(cmd)?;
             j.access(&ns, Op::Index)?;
             let p = rules.protection_of(&ns);
-            // A partial or sparse index over a masked field, used with `hint`, would filter
-            // documents by the raw value.
             let Some(Bson::Array(specs)) = cmd.body.get("indexes") else {
                 return Err(malformed("createIndexes needs indexes"));
             };
@@ -400,15 +429,18 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 let spec = spec
                     .as_document()
                     .ok_or_else(|| malformed("index specs are documents"))?;
+                // A partial or sparse index over a masked field, used with `hint`, would filter
+                // documents by the raw value.
                 if let Some(f) = need_doc(spec, "partialFilterExpression")? {
                     j.query(f, &p.masks, "a partial index filter")?;
                 }
-                if spec.get_bool("sparse").unwrap_or(false) {
+                if let Some(what) = revealing_index(spec) {
                     if let Some(k) = need_doc(spec, "key")? {
-                        j.keys(k, &p.masks, "index keys of a sparse index")?;
+                        j.keys(k, &p.masks, what)?;
                     }
                 }
             }
+            judged.reply = writes(&p.masks);
         }
         "dropIndexes" | "createSearchIndexes" | "dropSearchIndex" | "updateSearchIndex" => {
             let ns = coll_ns(cmd)?;
@@ -614,8 +646,34 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
     Ok(judged)
 }
 
+/// Whether an index spec (createIndexes) or index change (collMod) makes an index whose keys
+/// reveal raw values, and how to call it: a unique index (an insert of a guess fails with a
+/// duplicate key exactly when some document holds it; building it over duplicates names one),
+/// a sparse one (keeps only the documents that have the field), a TTL one (deletes documents
+/// by the field's date).
+fn revealing_index(spec: &Document) -> Option<&'static str> {
+    let set = |k: &str| options::truthy(spec.get(k));
+    if set("unique") || set("prepareUnique") {
+        Some("index keys of a unique index")
+    } else if set("sparse") {
+        Some("index keys of a sparse index")
+    } else if spec.contains_key("expireAfterSeconds") {
+        Some("index keys of a TTL index")
+    } else {
+        None
+    }
+}
+
 fn edit<'a>(slot: &'a mut Option<Command>, cmd: &Command) -> &'a mut Command {
     slot.get_or_insert_with(|| cmd.clone())
+}
+
+fn writes(masks: &[MaskedField]) -> ReplyPlan {
+    if masks.is_empty() {
+        ReplyPlan::None
+    } else {
+        ReplyPlan::Writes
+    }
 }
 
 fn documents(masks: &[MaskedField]) -> ReplyPlan {

@@ -19,6 +19,9 @@ pub struct Judge<'a> {
     pub rules: &'a MongoRules,
     pub namespaces: Vec<String>,
     pub rule: Option<String>,
+    /// A stage writes into a collection with masked fields (`$out`, `$merge`): the server's
+    /// errors may quote that collection's stored values.
+    pub writes_masked: bool,
 }
 
 pub fn walk_error(e: WalkError) -> Refusal {
@@ -52,6 +55,7 @@ impl<'a> Judge<'a> {
             rules,
             namespaces: Vec::new(),
             rule: None,
+            writes_masked: false,
         }
     }
 

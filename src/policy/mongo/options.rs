@@ -48,7 +48,7 @@ pub(super) fn read_options(
 
 /// A flag that is set: anything but absent, `false`, `null` or 0 (the server refuses other
 /// types; here they count as set, which refuses rather than lets through).
-fn truthy(b: Option<&Bson>) -> bool {
+pub(super) fn truthy(b: Option<&Bson>) -> bool {
     !matches!(
         b,
         None | Some(Bson::Null)

@@ -7,7 +7,9 @@
 
 use bson::{doc, Document};
 
-use super::tests::{check, rules_from, Want};
+use super::decide::{decide, DecideLimits, ReplyPlan};
+use super::rules::MongoRules;
+use super::tests::{check, cmd, rules_from, Want};
 use Want::*;
 
 /// A reader of nested masked fields and a writer (with index and collection rights) on a
@@ -37,6 +39,10 @@ const COPY: &str = "collection shop.custcopy";
 
 fn upd(u: Document) -> Document {
     doc! { "update": "custcopy", "updates": [ { "q": { "_id": 1 }, "u": u } ] }
+}
+
+fn index(spec: Document) -> Document {
+    doc! { "createIndexes": "custcopy", "indexes": [ spec ] }
 }
 
 fn rows() -> Vec<(&'static str, Document, Want)> {
@@ -272,6 +278,57 @@ fn rows() -> Vec<(&'static str, Document, Want)> {
             doc! { "explain": { "update": "plain", "updates": [ { "q": { "_id": 1 }, "u": { "$set": { "a": 1 } } } ] } },
             Allow,
         ),
+        // --- indexes whose keys reveal raw values ----------------------------------------------
+        (
+            "unique index on a masked field",
+            index(doc! { "key": { "phone": 1 }, "name": "uq_phone", "unique": true }),
+            Deny(COPY),
+        ),
+        (
+            "unique compound index with a masked field",
+            index(doc! { "key": { "region": 1, "address.0.zip": 1 }, "name": "u", "unique": true }),
+            Deny(COPY),
+        ),
+        (
+            "prepareUnique index on a masked field",
+            index(doc! { "key": { "ssn": 1 }, "name": "p", "prepareUnique": true }),
+            Deny(COPY),
+        ),
+        (
+            "TTL index on a masked field",
+            index(doc! { "key": { "ssn": 1 }, "name": "t", "expireAfterSeconds": 60 }),
+            Deny(COPY),
+        ),
+        (
+            "unique index on other fields",
+            index(doc! { "key": { "region": 1, "name": 1 }, "name": "u", "unique": true }),
+            Allow,
+        ),
+        (
+            "plain index on a masked field",
+            index(doc! { "key": { "phone": 1 }, "name": "i", "unique": false }),
+            Allow,
+        ),
+        (
+            "collMod making an index on a masked field unique",
+            doc! { "collMod": "custcopy", "index": { "keyPattern": { "phone": 1 }, "unique": true } },
+            Deny(COPY),
+        ),
+        (
+            "collMod making a named index unique",
+            doc! { "collMod": "custcopy", "index": { "name": "i", "prepareUnique": true } },
+            Deny(COPY),
+        ),
+        (
+            "collMod hiding a named index",
+            doc! { "collMod": "custcopy", "index": { "name": "i", "hidden": true } },
+            Allow,
+        ),
+        (
+            "collMod of a named index where nothing is masked",
+            doc! { "collMod": "plain", "index": { "name": "i", "unique": true } },
+            Allow,
+        ),
     ]
 }
 
@@ -281,4 +338,41 @@ fn masked_fields_have_no_spelling_and_no_write_that_reveals_them() {
     for (label, d, want) in rows() {
         check(&r, label, d, want);
     }
+}
+
+fn plan(rules: &MongoRules, d: Document) -> ReplyPlan {
+    decide(rules, &cmd(d), &DecideLimits::default())
+        .expect("allowed")
+        .reply
+}
+
+#[test]
+fn reply_plans_withhold_what_writes_and_distinct_could_tell() {
+    let r = rules_from("review", REVIEW).unwrap();
+    // distinct through an array index is masked like the field.
+    assert!(
+        matches!(plan(&r, doc! { "distinct": "people", "key": "contacts.0.phone" }), ReplyPlan::Values(m) if m.path == "contacts.phone")
+    );
+    // Writes and index changes on documents with masks: errors scrubbed, nModified counted.
+    for d in [
+        upd(doc! { "$set": { "ssn": "1" } }),
+        doc! { "insert": "custcopy", "documents": [ { "phone": "1" } ] },
+        doc! { "delete": "custcopy", "deletes": [ { "q": { "_id": 1 }, "limit": 1 } ] },
+        index(doc! { "key": { "region": 1 }, "name": "r", "unique": true }),
+        doc! { "collMod": "custcopy", "validationLevel": "off" },
+        doc! { "aggregate": "plain", "pipeline": [ { "$merge": { "into": "custcopy" } } ], "cursor": {} },
+    ] {
+        assert_eq!(plan(&r, d.clone()), ReplyPlan::Writes, "{d}");
+    }
+    assert!(matches!(
+        plan(
+            &r,
+            doc! { "findAndModify": "custcopy", "query": { "_id": 1 }, "update": { "$set": { "ssn": "1" } } }
+        ),
+        ReplyPlan::Documents(_)
+    ));
+    assert_eq!(
+        plan(&r, doc! { "insert": "plain", "documents": [ { "a": 1 } ] }),
+        ReplyPlan::None
+    );
 }

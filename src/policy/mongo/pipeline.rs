@@ -564,6 +564,9 @@ impl Judge<'_> {
         for op in ops {
             self.access(&target, *op)?;
         }
+        if !self.rules.protection_of(&target).masks.is_empty() {
+            self.writes_masked = true;
+        }
         if let Some(m) = masks.first() {
             return Err(Refusal::permission(
                 m.rule.clone(),
