@@ -10,6 +10,7 @@ use super::decide::{malformed, need_doc};
 use super::judge::{walk_error, Judge};
 use super::path::{relation, Relation};
 use super::pipeline::Source;
+use super::query::{expr_refs, Refs};
 use super::rules::{MaskedField, Op};
 use crate::refusal::Refusal;
 
@@ -90,11 +91,25 @@ pub(super) fn command_let(j: &Judge, body: &Document) -> Result<(), Refusal> {
 }
 
 /// Variables given in `field` (`let`, an update statement's `c`): evaluated once, without a
-/// document, so no masks apply, but no JavaScript or unknown operator either.
+/// document, so no masks apply, but no JavaScript or unknown operator either, and no field path
+/// or `$$ROOT`/`$$CURRENT`: there is no document to read them from, and were a server to read
+/// one, it would be read around the masks.
 pub(super) fn command_let_named(j: &Judge, body: &Document, field: &str) -> Result<(), Refusal> {
     if let Some(l) = need_doc(body, field)? {
-        for (_, v) in l {
-            j.expr(v, &[], field)?;
+        for (name, v) in l {
+            let mut r = Refs::default();
+            expr_refs(v, &mut r).map_err(walk_error)?;
+            j.check_refs(&r, &[], field)?;
+            if let Some(p) = r.paths.first() {
+                return Err(malformed(format!(
+                    "{field} variable {name} reads field {p}: {field} is evaluated without a document"
+                )));
+            }
+            if r.whole_document {
+                return Err(malformed(format!(
+                    "{field} variable {name} uses $$ROOT: {field} is evaluated without a document"
+                )));
+            }
         }
     }
     Ok(())

@@ -329,6 +329,52 @@ fn rows() -> Vec<(&'static str, Document, Want)> {
             doc! { "collMod": "plain", "index": { "name": "i", "unique": true } },
             Allow,
         ),
+        // --- command-level let and $geoNear ------------------------------------------------------
+        (
+            "let reading a masked field",
+            doc! { "find": "custcopy", "filter": { "$expr": { "$eq": ["$$v", "x"] } }, "let": { "v": "$ssn" } },
+            Deny("malformed"),
+        ),
+        (
+            "let reading $$ROOT",
+            doc! { "aggregate": "custcopy", "pipeline": [], "cursor": {}, "let": { "v": "$$ROOT" } },
+            Deny("malformed"),
+        ),
+        (
+            "let reading a plain field",
+            doc! { "find": "plain", "let": { "v": "$region" } },
+            Deny("malformed"),
+        ),
+        (
+            "update constants reading a field",
+            doc! { "update": "custcopy", "updates": [ { "q": {}, "u": [ { "$set": { "a": "$$c" } } ], "c": { "c": "$email" } } ] },
+            Deny("malformed"),
+        ),
+        (
+            "let of constants",
+            doc! { "find": "custcopy", "let": { "v": { "$add": [1, 2] }, "w": "text" } },
+            Allow,
+        ),
+        (
+            "$geoNear without key on documents with masks",
+            doc! { "aggregate": "custcopy", "pipeline": [ { "$geoNear": { "near": [0, 0], "distanceField": "d" } } ], "cursor": {} },
+            Deny(COPY),
+        ),
+        (
+            "$geoNear on a masked key",
+            doc! { "aggregate": "custcopy", "pipeline": [ { "$geoNear": { "near": [0, 0], "distanceField": "d", "key": "address.zip" } } ], "cursor": {} },
+            Deny(COPY),
+        ),
+        (
+            "$geoNear on a plain key",
+            doc! { "aggregate": "custcopy", "pipeline": [ { "$geoNear": { "near": [0, 0], "distanceField": "d", "key": "location" } } ], "cursor": {} },
+            Allow,
+        ),
+        (
+            "$geoNear without key where nothing is masked",
+            doc! { "aggregate": "plain", "pipeline": [ { "$geoNear": { "near": [0, 0], "distanceField": "d" } } ], "cursor": {} },
+            Allow,
+        ),
     ]
 }
 

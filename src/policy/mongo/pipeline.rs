@@ -185,15 +185,26 @@ impl Judge<'_> {
         if let Ok(q) = g.get_document("query") {
             self.query(q, masks, "a $geoNear query")?;
         }
-        if let Ok(k) = g.get_str("key") {
-            self.check_refs(
+        match g.get_str("key") {
+            Ok(k) => self.check_refs(
                 &super::query::Refs {
                     paths: vec![k.to_string()],
                     ..Default::default()
                 },
                 masks,
                 "a $geoNear key",
-            )?;
+            )?,
+            // Without `key` the server picks the geospatial index, which may be over a masked
+            // field: the distances and the order would be computed from its raw values.
+            Err(_) => {
+                if let Some(m) = masks.first() {
+                    return Err(Refusal::permission(
+                        m.rule.clone(),
+                        "$geoNear on documents with masked fields needs `key` (the indexed field), so that it can be checked",
+                    )
+                    .with_instead("name the location field: {\"key\": \"location\", ...}"));
+                }
+            }
         }
         Ok(())
     }
