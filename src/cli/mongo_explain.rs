@@ -87,10 +87,11 @@ pub fn explain(
     engine: &Engine,
     agent: &str,
     upstream: &str,
+    login_db: &str,
     statement: &str,
 ) -> Result<i32, String> {
     let cmd = parse_command(statement)?;
-    let mut policy = MongoPolicy::new(agent.into(), upstream.into());
+    let mut policy = MongoPolicy::new(agent.into(), upstream.into()).with_login_db(login_db);
     let verdict = policy.check(engine, &cmd);
     let masked = verdict
         .judged

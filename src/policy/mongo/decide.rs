@@ -43,12 +43,18 @@ pub enum ReplyPlan {
     Databases,
 }
 
-/// The limits a decision applies.
+/// The limits a decision applies, and what it must know of the upstream.
 #[derive(Debug, Clone, Default)]
 pub struct DecideLimits {
     /// Statement timeout: `maxTimeMS` is capped to it (with the rule that set it).
     pub statement_timeout: Option<(Duration, String)>,
+    /// The database the vaulted upstream user is defined in (`authSource`): dropping it would
+    /// drop the user.
+    pub login_db: Option<String>,
 }
+
+/// Refusals that protect the vaulted upstream login (its database dropped with it).
+pub const VAULT_LOGIN_RULE: &str = "builtin: vault-login";
 
 /// An allowed command.
 #[derive(Debug, Clone, PartialEq)]
@@ -480,6 +486,21 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             }
         }
         "dropDatabase" => {
+            if let Some(why) = super::judge::reserved_db(&cmd.db) {
+                return Err(Refusal::permission(
+                    RESERVED_RULE,
+                    format!("dropDatabase of {} is refused: {why}", cmd.db),
+                ));
+            }
+            if limits.login_db.as_deref() == Some(cmd.db.as_str()) {
+                return Err(Refusal::permission(
+                    VAULT_LOGIN_RULE,
+                    format!(
+                        "dropDatabase of {} is refused: it holds tollgate's upstream login",
+                        cmd.db
+                    ),
+                ));
+            }
             if !rules.passthrough || rules.has_protections() {
                 return Err(Refusal::permission(
                     DEFAULT_DENY,
@@ -548,6 +569,20 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             if name == "collStats" {
                 let ns = coll_ns(cmd)?;
                 j.access(&ns, Op::Find)?;
+            } else {
+                // dbStats names a database: one the agent may see, never local or config.
+                if let Some(why) = super::judge::reserved(&cmd.db) {
+                    return Err(Refusal::permission(
+                        RESERVED_RULE,
+                        format!("dbStats of {} is refused: {why}", cmd.db),
+                    ));
+                }
+                if !rules.database_visible(&cmd.db) {
+                    return Err(Refusal::permission(
+                        DEFAULT_DENY,
+                        format!("no rule allows database {}", cmd.db),
+                    ));
+                }
             }
         }
         "mapReduce" => {
@@ -596,7 +631,16 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                     format!("command \"{other}\" is not allowed"),
                 ));
             }
-            // Passthrough: allowed, but never on a protected or reserved collection.
+            // Passthrough: allowed, but never on a protected or reserved collection, nor on the
+            // local or config database as a whole (server-wide commands run on admin).
+            if cmd.namespace().is_none() {
+                if let Some(why) = super::judge::reserved(&cmd.db) {
+                    return Err(Refusal::permission(
+                        RESERVED_RULE,
+                        format!("{other} on database {}: {why}", cmd.db),
+                    ));
+                }
+            }
             if let Some(ns) = cmd.namespace() {
                 if let Some(why) = super::judge::reserved(&ns) {
                     return Err(Refusal::permission(

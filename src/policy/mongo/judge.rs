@@ -49,6 +49,15 @@ pub fn reserved(ns: &str) -> Option<&'static str> {
     }
 }
 
+/// A whole database no agent may drop or reach with a database-level command: `admin` (the
+/// server's users, roles and auth state), `config`, `local`.
+pub fn reserved_db(db: &str) -> Option<&'static str> {
+    match db {
+        "admin" => Some("the admin database holds the server's users, roles and auth state"),
+        _ => reserved(db),
+    }
+}
+
 impl<'a> Judge<'a> {
     pub fn new(rules: &'a MongoRules) -> Judge<'a> {
         Judge {

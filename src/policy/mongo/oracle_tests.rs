@@ -9,7 +9,7 @@ use bson::{doc, Document};
 
 use super::decide::{decide, DecideLimits, ReplyPlan};
 use super::rules::MongoRules;
-use super::tests::{check, cmd, rules_from, Want};
+use super::tests::{check, cmd, rules_from, Want, TRUSTED};
 use Want::*;
 
 /// A reader of nested masked fields and a writer (with index and collection rights) on a
@@ -32,6 +32,13 @@ mask = { email = "email", phone = "partial:4", ssn = "redact", "address.zip" = "
 [[mongo.collection]]
 name = "shop.plain"
 allow = ["*"]
+"#;
+
+/// Passthrough with nothing masked anywhere.
+const OPEN: &str = r#"
+[[mongo]]
+upstream = "mongo"
+profile = "passthrough"
 "#;
 
 const PEOPLE: &str = "collection shop.people";
@@ -421,4 +428,115 @@ fn reply_plans_withhold_what_writes_and_distinct_could_tell() {
         plan(&r, doc! { "insert": "plain", "documents": [ { "a": 1 } ] }),
         ReplyPlan::None
     );
+}
+
+#[test]
+fn internal_and_server_wide_commands_are_refused_to_passthrough() {
+    let open = rules_from("open", OPEN).unwrap();
+    let admin = |mut d: Document| {
+        d.insert("$db", "admin");
+        d
+    };
+    for (label, d) in [
+        (
+            "mongorestore's user merge",
+            admin(
+                doc! { "_mergeAuthzCollections": 1, "tempUsersCollection": "admin.tempusers", "tempRolesCollection": "", "db": "", "drop": true },
+            ),
+        ),
+        (
+            "auth schema upgrade",
+            admin(doc! { "authSchemaUpgrade": 1 }),
+        ),
+        (
+            "an internal command",
+            admin(doc! { "_configsvrAddShard": "x" }),
+        ),
+        ("another internal command", doc! { "_killOperations": 1 }),
+        (
+            "write block",
+            admin(doc! { "setUserWriteBlockMode": 1, "global": true }),
+        ),
+        (
+            "query settings",
+            admin(
+                doc! { "setQuerySettings": { "find": "orders", "$db": "shop" }, "settings": { "reject": true } },
+            ),
+        ),
+        ("clear the log", admin(doc! { "clearLog": "global" })),
+        ("replica set step up", admin(doc! { "replSetStepUp": 1 })),
+        (
+            "replica set sync source",
+            admin(doc! { "replSetSyncFrom": "h:1" }),
+        ),
+        (
+            "traffic recording",
+            admin(doc! { "startRecordingTraffic": 1, "filename": "x" }),
+        ),
+        (
+            "copydb",
+            admin(doc! { "copydb": 1, "fromdb": "admin", "todb": "x" }),
+        ),
+    ] {
+        check(&open, label, d, Deny("builtin: admin-command"));
+    }
+    check(
+        &open,
+        "replica set status",
+        admin(doc! { "replSetGetStatus": 1 }),
+        Allow,
+    );
+}
+
+#[test]
+fn the_servers_own_databases_and_the_login_database_are_never_dropped() {
+    let open = rules_from("open", OPEN).unwrap();
+    for db in ["admin", "config", "local"] {
+        check(
+            &open,
+            db,
+            doc! { "dropDatabase": 1, "$db": db },
+            Deny("builtin: reserved-namespace"),
+        );
+    }
+    check(
+        &open,
+        "another database",
+        doc! { "dropDatabase": 1, "$db": "scratch" },
+        Allow,
+    );
+    check(
+        &open,
+        "a database-level command on config",
+        doc! { "someNewCommand": 1, "$db": "config" },
+        Deny("builtin: reserved-namespace"),
+    );
+    let trusted = rules_from("trusted", TRUSTED).unwrap();
+    check(
+        &trusted,
+        "dbStats of local",
+        doc! { "dbStats": 1, "$db": "local" },
+        Deny("builtin: reserved-namespace"),
+    );
+    // The database the vaulted user is defined in (authSource) holds that user.
+    let limits = DecideLimits {
+        login_db: Some("users".into()),
+        ..DecideLimits::default()
+    };
+    let r = decide(
+        &open,
+        &cmd(doc! { "dropDatabase": 1, "$db": "users" }),
+        &limits,
+    )
+    .unwrap_err();
+    assert_eq!(r.rule, "builtin: vault-login");
+    assert!(r
+        .message()
+        .starts_with("tollgate: dropDatabase of users is refused"));
+    assert!(decide(
+        &open,
+        &cmd(doc! { "dropDatabase": 1, "$db": "scratch" }),
+        &limits
+    )
+    .is_ok());
 }
