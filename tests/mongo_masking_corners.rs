@@ -293,3 +293,250 @@ fn fields_the_policy_does_not_read_never_reach_the_server() {
         );
     });
 }
+
+/// A reader of nested masked fields and a writer with write and index rights on a collection
+/// with masks (the shapes a review proved open), on a second gateway of the test's own.
+const NESTED_ANALYST: &str = r#"agents = ["analyst"]
+[[mongo]]
+upstream = "mongo"
+[[mongo.collection]]
+name = "shop.rv_people"
+allow = ["read"]
+mask = { "contacts.phone" = "redact", email = "email" }
+"#;
+const MASKED_WRITER: &str = r#"agents = ["writer"]
+[[mongo]]
+upstream = "mongo"
+[[mongo.collection]]
+name = "shop.rv_custcopy"
+allow = ["read", "write", "index"]
+mask = { email = "email", phone = "partial:4", ssn = "redact", "address.zip" = "redact" }
+"#;
+
+/// Paths through array indexes, update operators, unique indexes and the server's error
+/// messages: none of them may give the raw value of a masked field, or tell it from a guess.
+#[test]
+fn nested_paths_writes_and_indexes_reveal_no_masked_value() {
+    let env = &harness().env;
+    let dir = support::copy_demo_dir();
+    std::fs::write(dir.path().join("policies/analyst.toml"), NESTED_ANALYST).unwrap();
+    std::fs::write(dir.path().join("policies/writer.toml"), MASKED_WRITER).unwrap();
+    let served = support::served::Served::start(dir, "");
+    let port = served.mongo_port();
+    block_on(async {
+        let mut t = RawMongo::login(env.mongo_port, "trusted", env.token("trusted")).await;
+        for c in ["rv_people", "rv_custcopy"] {
+            t.command(doc! { "drop": c, "$db": "shop" }).await;
+        }
+        let setup = [
+            doc! { "insert": "rv_people", "documents": [
+                { "_id": 1, "name": "Ann", "contacts": [
+                    { "kind": "home", "phone": "+1-555-201-1234" }, { "kind": "work", "phone": "+1-555-777-0000" } ] },
+                { "_id": 2, "name": "Bob", "contacts": [ { "kind": "home", "phone": "+1-555-909-4321" } ] },
+            ], "$db": "shop" },
+            doc! { "insert": "rv_custcopy", "documents": [
+                { "_id": 1, "ssn": "908-77-5656", "phone": "+1-555-447-2875", "email": "ann@example.com",
+                  "region": "US", "address": [ { "zip": "12345", "city": "Oslo" } ] },
+                { "_id": 2, "ssn": "111-22-3333", "phone": "+1-555-000-1111", "email": "bob@example.net",
+                  "region": "US" },
+            ], "$db": "shop" },
+            // Someone else's unique index over a masked field.
+            doc! { "createIndexes": "rv_custcopy", "indexes": [
+            { "key": { "phone": 1 }, "name": "uq_phone", "unique": true } ], "$db": "shop" },
+        ];
+        for cmd in setup {
+            let r = t.command(cmd).await;
+            assert_eq!(r.get_f64("ok").ok(), Some(1.0), "setup: {r:?}");
+        }
+        let raw = [
+            "201-1234",
+            "777-0000",
+            "909-4321",
+            "908-77-5656",
+            "111-22-3333",
+            "447-2875",
+            "000-1111",
+            "ann@",
+            "bob@",
+            "12345",
+        ];
+        let mut failures = Vec::new();
+        let leak = |label: &str, r: &Document| {
+            let text = format!("{r}");
+            raw.iter()
+                .find(|v| text.contains(*v))
+                .map(|v| format!("LEAK {label}: raw {v:?} in {text}"))
+        };
+        let mut a = RawMongo::login(port, "analyst", env.token("analyst")).await;
+        let mut w = RawMongo::login(port, "writer", env.token("writer")).await;
+        let db = |mut d: Document| {
+            d.insert("$db", "shop");
+            d
+        };
+        let refusals: Vec<(&str, bool, Document)> = vec![
+            (
+                "regex through an array index",
+                true,
+                db(
+                    doc! { "count": "rv_people", "query": { "_id": 1, "contacts.0.phone": { "$regex": "^\\+1-555-201" } } },
+                ),
+            ),
+            (
+                "sort through an array index",
+                true,
+                db(doc! { "find": "rv_people", "sort": { "contacts.0.phone": -1 } }),
+            ),
+            (
+                "$set inside a masked field",
+                false,
+                db(
+                    doc! { "update": "rv_custcopy", "updates": [ { "q": { "_id": 1 }, "u": { "$set": { "ssn.x": 1 } } } ] },
+                ),
+            ),
+            (
+                "$max against a masked field",
+                false,
+                db(
+                    doc! { "update": "rv_custcopy", "updates": [ { "q": { "_id": 1 }, "u": { "$max": { "ssn": "5" } } } ] },
+                ),
+            ),
+            (
+                "$pull by regex on a masked field",
+                false,
+                db(
+                    doc! { "update": "rv_custcopy", "updates": [ { "q": { "_id": 1 }, "u": { "$pull": { "email": { "$regex": "^a" } } } } ] },
+                ),
+            ),
+            (
+                "findAndModify $min against a masked field",
+                false,
+                db(
+                    doc! { "findAndModify": "rv_custcopy", "query": { "_id": 2 }, "update": { "$min": { "ssn": "0" } } },
+                ),
+            ),
+            (
+                "unique index on a masked field",
+                false,
+                db(
+                    doc! { "createIndexes": "rv_custcopy", "indexes": [ { "key": { "email": 1 }, "name": "uq_email", "unique": true } ] },
+                ),
+            ),
+        ];
+        for (label, analyst, cmd) in refusals {
+            let s = if analyst { &mut a } else { &mut w };
+            let r = s.command(cmd).await;
+            failures.extend(leak(label, &r));
+            if !refused(&r) {
+                failures.push(format!("ORACLE {label}: {r}"));
+            }
+        }
+        // distinct through an array index: masked like the field, once.
+        let r = a
+            .command(db(
+                doc! { "distinct": "rv_people", "key": "contacts.0.phone" },
+            ))
+            .await;
+        failures.extend(leak("distinct through an index", &r));
+        // Setting a masked field to the value it holds: the server says nModified 0, which
+        // would confirm a guess; every matched document is reported modified.
+        let r = w
+            .command(db(
+                doc! { "update": "rv_custcopy", "updates": [ { "q": { "_id": 1 }, "u": { "$set": { "ssn": "908-77-5656" } } } ] },
+            ))
+            .await;
+        if r.get_i32("nModified").ok() != Some(1) {
+            failures.push(format!(
+                "ORACLE $set of a masked field to its own value: {r}"
+            ));
+        }
+        // Errors that would quote stored values: a field created inside an array holding a
+        // masked field; a duplicate key in someone else's unique index over a masked field; an
+        // index build over duplicates.
+        for (label, cmd) in [
+            (
+                "Cannot create field in an array of masked values",
+                db(
+                    doc! { "update": "rv_custcopy", "updates": [ { "q": { "_id": 1 }, "u": { "$set": { "address.x": 1 } } } ] },
+                ),
+            ),
+            (
+                "duplicate key on a masked field",
+                db(
+                    doc! { "insert": "rv_custcopy", "documents": [ { "_id": 10, "phone": "+1-555-447-2875" } ] },
+                ),
+            ),
+            (
+                "index build over duplicates",
+                db(
+                    doc! { "createIndexes": "rv_custcopy", "indexes": [ { "key": { "region": 1 }, "name": "uq_region", "unique": true } ] },
+                ),
+            ),
+        ] {
+            let r = w.command(cmd).await;
+            failures.extend(leak(label, &r));
+            let text = format!("{r}");
+            if !text.contains("values withheld by tollgate") || text.contains("keyValue") {
+                failures.push(format!("ERROR DETAILS {label}: {text}"));
+            }
+        }
+        for f in &failures {
+            println!("{f}\n");
+        }
+        for c in ["rv_people", "rv_custcopy"] {
+            t.command(doc! { "drop": c, "$db": "shop" }).await;
+        }
+        assert!(failures.is_empty(), "{} bypasses", failures.len());
+    });
+    drop(served);
+}
+
+/// The passthrough agent cannot replace the server's users (mongorestore's internal merge) or
+/// drop the server's own databases; distinct on a masked field says nothing of how many raw
+/// values there are.
+#[test]
+fn passthrough_keeps_off_the_servers_users_and_databases_and_distinct_tells_nothing() {
+    let env = &harness().env;
+    block_on(async {
+        let mut t = RawMongo::login(env.mongo_port, "trusted", env.token("trusted")).await;
+        for (cmd, rule) in [
+            (
+                doc! { "_mergeAuthzCollections": 1, "tempUsersCollection": "admin.tempusers",
+                "tempRolesCollection": "", "db": "", "drop": true, "$db": "admin" },
+                "(rule: builtin: admin-command)",
+            ),
+            (
+                doc! { "authSchemaUpgrade": 1, "$db": "admin" },
+                "(rule: builtin: admin-command)",
+            ),
+            (
+                doc! { "dropDatabase": 1, "$db": "config" },
+                "(rule: builtin: reserved-namespace)",
+            ),
+            (
+                doc! { "dropDatabase": 1, "$db": "local" },
+                "(rule: builtin: reserved-namespace)",
+            ),
+            (
+                doc! { "dropDatabase": 1, "$db": "admin" },
+                "(rule: builtin: reserved-namespace)",
+            ),
+        ] {
+            let r = t.command(cmd.clone()).await;
+            let msg = r.get_str("errmsg").unwrap_or_default();
+            assert!(
+                msg.starts_with("tollgate: ") && msg.ends_with(rule),
+                "{cmd}: {r:?}"
+            );
+        }
+        let mut a = RawMongo::login(env.mongo_port, "analyst", env.token("analyst")).await;
+        let r = a
+            .command(doc! { "distinct": "customers", "key": "ssn",
+            "query": { "_id": { "$in": [1i64, 2i64] } }, "$db": "shop" })
+            .await;
+        assert_eq!(
+            r.get_array("values").ok(),
+            Some(&vec![Bson::from("REDACTED")]),
+            "{r:?}"
+        );
+    });
+}

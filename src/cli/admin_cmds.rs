@@ -122,7 +122,11 @@ pub fn explain(
     }
     if config.upstreams.get(&upstream).map(|u| u.kind) == Some(crate::config::UpstreamKind::Mongodb)
     {
-        return super::mongo_explain::explain(&engine, agent, &upstream, statement);
+        let login_db = config.upstreams[&upstream]
+            .database
+            .clone()
+            .unwrap_or_else(|| "admin".into());
+        return super::mongo_explain::explain(&engine, agent, &upstream, &login_db, statement);
     }
     if config.upstreams.get(&upstream).map(|u| u.kind) == Some(crate::config::UpstreamKind::Redis) {
         return super::redis_explain::explain(&config, &engine, agent, &upstream, statement);

@@ -87,10 +87,11 @@ pub fn explain(
     engine: &Engine,
     agent: &str,
     upstream: &str,
+    login_db: &str,
     statement: &str,
 ) -> Result<i32, String> {
     let cmd = parse_command(statement)?;
-    let mut policy = MongoPolicy::new(agent.into(), upstream.into());
+    let mut policy = MongoPolicy::new(agent.into(), upstream.into()).with_login_db(login_db);
     let verdict = policy.check(engine, &cmd);
     let masked = verdict
         .judged
@@ -144,6 +145,9 @@ pub fn explain(
                 println!("reply:     collections of {db} cut to those the agent may see")
             }
             ReplyPlan::Databases => println!("reply:     databases cut to those the agent may see"),
+            ReplyPlan::Writes => println!(
+                "reply:     error details that could quote masked values withheld; nModified counts every matched document"
+            ),
         }
     }
     if let Some(rw) = rewritten {

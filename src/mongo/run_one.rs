@@ -156,10 +156,11 @@ async fn follow(
     let mut out = Collected::default();
     let mut reply = conn.command(&cmd.body).await?;
     loop {
+        // Masked first: on documents with masked fields an error's details are withheld too.
+        mask_reply(&mut reply, masking.plan, rules, masking.hash_key);
         if is_error(&reply) {
             return Err(server_error(&reply));
         }
-        mask_reply(&mut reply, masking.plan, rules, masking.hash_key);
         let (id, ns, batch) = take_batch(&mut reply)?;
         let ns = if ns.contains('.') {
             ns

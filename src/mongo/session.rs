@@ -104,7 +104,8 @@ async fn run(
         policy: crate::policy::mongo::MongoPolicy::new(
             session.agent().clone(),
             session.upstream().clone(),
-        ),
+        )
+        .with_login_db(&up.target.auth_source),
         session,
         facts,
         connection_id: accepted.id as i64,

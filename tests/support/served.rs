@@ -132,6 +132,27 @@ impl Served {
         )
     }
 
+    /// The port of the plain MongoDB listener (read from the log; waits up to 30 s for it).
+    pub fn mongo_port(&self) -> u16 {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self.log_text().lines().find_map(|l| {
+                (l.contains("MongoDB listener ready") && l.contains("tls=false"))
+                    .then(|| port_after(l, "local=127.0.0.1:"))
+                    .flatten()
+            });
+            if let Some(p) = found {
+                return p;
+            }
+            assert!(
+                Instant::now() < until,
+                "no MongoDB listener:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn admin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.admin_port)
     }

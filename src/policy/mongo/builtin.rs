@@ -124,7 +124,98 @@ pub const NEVER: &[(&str, &str)] = &[
         "bulkWrite",
         "cross-namespace bulk writes are not judged yet; use insert/update/delete",
     ),
+    // The server's users and auth state, beyond the user and role commands above.
+    (
+        "_mergeAuthzCollections",
+        "replaces the server's users and roles (mongorestore's command; the vaulted upstream user is untouchable)",
+    ),
+    (
+        "authSchemaUpgrade",
+        "rewrites every user record of the server (the vaulted upstream user is untouchable)",
+    ),
+    // Availability: what stops, blocks or reconfigures the server for every agent.
+    ("setUserWriteBlockMode", "blocks writes for every agent"),
+    (
+        "setQuerySettings",
+        "changes (or rejects) other agents' queries",
+    ),
+    (
+        "removeQuerySettings",
+        "changes other agents' queries",
+    ),
+    ("rotateCertificates", "changes the server's TLS for every agent"),
+    ("setAuditConfig", "changes the server's auditing for every agent"),
+    ("clearLog", "erases the server's log for every agent"),
+    ("setFreeMonitoring", "changes the server for every agent"),
+    ("setChangeStreamState", "changes the server for every agent"),
+    (
+        "startRecordingTraffic",
+        "would record other agents' commands",
+    ),
+    (
+        "stopRecordingTraffic",
+        "would record other agents' commands",
+    ),
+    ("reIndex", "blocks the database for every agent"),
+    ("repairDatabase", "blocks the server for every agent"),
+    ("resync", "changes the replica set for every agent"),
+    (
+        "internalRenameIfOptionsAndIndexesMatch",
+        "an internal command: renames collections around their checks",
+    ),
+    // Copies of a database or collection from anywhere (older servers).
+    ("copydb", "copies a database around its policy"),
+    ("copydbgetnonce", "copies a database around its policy"),
+    ("copydbsaslstart", "copies a database around its policy"),
+    ("clone", "copies a database around its policy"),
+    ("cloneCollection", "copies a collection around its policy"),
+    // Sharded clusters (refused above too: shardCollection, addShard, moveChunk, ...).
+    ("balancerStart", "changes the cluster for every agent"),
+    ("balancerStop", "changes the cluster for every agent"),
+    (
+        "configureCollectionBalancing",
+        "changes the cluster for every agent",
+    ),
+    ("setAllowMigrations", "changes the cluster for every agent"),
+    ("reshardCollection", "changes the cluster for every agent"),
+    ("abortReshardCollection", "changes the cluster for every agent"),
+    ("commitReshardCollection", "changes the cluster for every agent"),
+    ("refineCollectionShardKey", "changes the cluster for every agent"),
+    ("unshardCollection", "changes the cluster for every agent"),
+    ("moveCollection", "changes the cluster for every agent"),
+    ("moveRange", "changes the cluster for every agent"),
+    ("split", "changes the cluster for every agent"),
+    ("mergeChunks", "changes the cluster for every agent"),
+    ("mergeAllChunksOnShard", "changes the cluster for every agent"),
+    ("addShardToZone", "changes the cluster for every agent"),
+    ("removeShardFromZone", "changes the cluster for every agent"),
+    ("updateZoneKeyRange", "changes the cluster for every agent"),
+    ("clearJumboFlag", "changes the cluster for every agent"),
+    ("flushRouterConfig", "changes the cluster for every agent"),
+    ("cleanupOrphaned", "changes the cluster for every agent"),
+    (
+        "transitionToDedicatedConfigServer",
+        "changes the cluster for every agent",
+    ),
+    (
+        "transitionFromDedicatedConfigServer",
+        "changes the cluster for every agent",
+    ),
 ];
+
+/// Why a command is refused by its name's shape rather than by the list: `_` starts the
+/// server's internal commands (between its own nodes and tools: `_mergeAuthzCollections`,
+/// `_configsvr*`, `_shardsvr*`, `_killOperations`, ...), and `replSet` every replica-set
+/// command but the two that only read its state.
+fn never_by_shape(name: &str) -> Option<&'static str> {
+    if name.starts_with('_') {
+        return Some("an internal command of the server (between its own nodes and tools)");
+    }
+    if name.starts_with("replSet") && !matches!(name, "replSetGetStatus" | "replSetGetConfig") {
+        return Some("changes the replica set for every agent");
+    }
+    None
+}
 
 /// Allowed to any agent with a `[[mongo]]` block for the upstream: handshakes, sessions,
 /// transactions, and cheap server facts that reveal no data.
@@ -191,7 +282,11 @@ pub const KNOWN: &[&str] = &[
 ];
 
 pub fn never(name: &str) -> Option<&'static str> {
-    NEVER.iter().find(|(n, _)| *n == name).map(|(_, why)| *why)
+    NEVER
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, why)| *why)
+        .or_else(|| never_by_shape(name))
 }
 
 /// A known command name sent in another case (`FIND`, `dropuser`): refused as ambiguous.

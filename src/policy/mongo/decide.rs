@@ -11,8 +11,9 @@ use super::command::{valid_collection_name, Command, MALFORMED_RULE};
 use super::fields;
 use super::judge::{Judge, RESERVED_RULE};
 use super::options::{
-    command_let, command_let_named, hint, read_options, update_spec, view_definition,
+    self, command_let, command_let_named, hint, read_options, update_spec, view_definition,
 };
+use super::path::{relation, Relation};
 use super::pipeline::Source;
 use super::rules::{MaskedField, MongoRules, Op};
 use crate::policy::decide::DEFAULT_DENY;
@@ -27,20 +28,33 @@ pub enum ReplyPlan {
     /// Mask documents: cursor batches (`firstBatch`, `nextBatch`, change events) and
     /// findAndModify's `value`.
     Documents(Vec<MaskedField>),
-    /// Mask each of distinct's `values` (the key is a masked field).
+    /// Mask each of distinct's `values` (the key is a masked field); equal masked values are
+    /// returned once, in the order of their masked values.
     Values(MaskedField),
+    /// A write to (or index change on) documents with masked fields: error details that can
+    /// quote stored values (`errmsg` text from the first `{`, `keyValue`, `errInfo`) are
+    /// withheld, in error replies and `writeErrors` alike, and update's `nModified` counts every
+    /// matched document (whether a write changed a document tells whether its old value equalled
+    /// the new one). `Documents` and `Values` replies get the same treatment of errors.
+    Writes,
     /// Keep only the collections of `db` the agent may see (listCollections).
     Collections { db: String },
     /// Keep only the databases the agent may see (listDatabases).
     Databases,
 }
 
-/// The limits a decision applies.
+/// The limits a decision applies, and what it must know of the upstream.
 #[derive(Debug, Clone, Default)]
 pub struct DecideLimits {
     /// Statement timeout: `maxTimeMS` is capped to it (with the rule that set it).
     pub statement_timeout: Option<(Duration, String)>,
+    /// The database the vaulted upstream user is defined in (`authSource`): dropping it would
+    /// drop the user.
+    pub login_db: Option<String>,
 }
+
+/// Refusals that protect the vaulted upstream login (its database dropped with it).
+pub const VAULT_LOGIN_RULE: &str = "builtin: vault-login";
 
 /// An allowed command.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,6 +194,9 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                     .insert("pipeline", Bson::Array(pipeline));
             }
             judged.reply = documents(&masks);
+            if judged.reply == ReplyPlan::None && j.writes_masked {
+                judged.reply = ReplyPlan::Writes;
+            }
         }
         "count" => {
             let ns = coll_ns(cmd)?;
@@ -208,7 +225,8 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 .get_str("key")
                 .map_err(|_| malformed("distinct needs a key"))?;
             for m in &p.masks {
-                if key == m.path || key.starts_with(&format!("{}.", m.path)) {
+                let rel = relation(key, &m.path);
+                if matches!(rel, Relation::Same | Relation::Inside) {
                     // A collation decides which raw values count as one (case, accents):
                     // the number of masked values returned would tell.
                     if cmd.body.contains_key("collation") {
@@ -221,7 +239,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                         ));
                     }
                     judged.reply = ReplyPlan::Values(m.clone());
-                } else if m.path.starts_with(&format!("{key}.")) {
+                } else if rel == Relation::Holds {
                     return Err(Refusal::permission(
                         m.rule.clone(),
                         format!(
@@ -241,6 +259,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             let ns = coll_ns(cmd)?;
             j.access(&ns, Op::Insert)?;
             cmd.documents("documents")?;
+            judged.reply = writes(&rules.protection_of(&ns).masks);
         }
         "update" => {
             let ns = coll_ns(cmd)?;
@@ -273,6 +292,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             if p.filter().is_some() {
                 edit(&mut edited, cmd).set_documents("updates", out);
             }
+            judged.reply = writes(&p.masks);
         }
         "delete" => {
             let ns = coll_ns(cmd)?;
@@ -293,6 +313,7 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             if p.filter().is_some() {
                 edit(&mut edited, cmd).set_documents("deletes", out);
             }
+            judged.reply = writes(&p.masks);
         }
         "findAndModify" | "findandmodify" => {
             let ns = coll_ns(cmd)?;
@@ -376,10 +397,28 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             let ns = coll_ns(cmd)?;
             j.access(&ns, Op::Collection)?;
             view_definition(&mut j, cmd, &cmd.body)?;
+            let masks = rules.protection_of(&ns).masks;
             // A validator decides which writes fail: over a masked field, an oracle.
             if let Some(v) = need_doc(&cmd.body, "validator")? {
-                j.query(v, &rules.protection_of(&ns).masks, "a validator")?;
+                j.query(v, &masks, "a validator")?;
             }
+            // collMod's `index`: an existing index made unique or TTL is judged as createIndexes
+            // judges a new one; an index named rather than given by key pattern cannot be.
+            if let (Some(ix), Some(m)) = (need_doc(&cmd.body, "index")?, masks.first()) {
+                if let Some(what) = revealing_index(ix) {
+                    match need_doc(ix, "keyPattern")? {
+                        Some(k) => j.keys(k, &masks, what)?,
+                        None => {
+                            return Err(Refusal::permission(
+                                m.rule.clone(),
+                                format!("{what}: an index named rather than given by keyPattern cannot be checked against masked fields"),
+                            )
+                            .with_instead("name the index by keyPattern"))
+                        }
+                    }
+                }
+            }
+            judged.reply = writes(&masks);
         }
         "drop" => {
             let ns = coll_ns(cmd)?;
@@ -389,8 +428,6 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             let ns = coll_ns(cmd)?;
             j.access(&ns, Op::Index)?;
             let p = rules.protection_of(&ns);
-            // A partial or sparse index over a masked field, used with `hint`, would filter
-            // documents by the raw value.
             let Some(Bson::Array(specs)) = cmd.body.get("indexes") else {
                 return Err(malformed("createIndexes needs indexes"));
             };
@@ -398,15 +435,18 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                 let spec = spec
                     .as_document()
                     .ok_or_else(|| malformed("index specs are documents"))?;
+                // A partial or sparse index over a masked field, used with `hint`, would filter
+                // documents by the raw value.
                 if let Some(f) = need_doc(spec, "partialFilterExpression")? {
                     j.query(f, &p.masks, "a partial index filter")?;
                 }
-                if spec.get_bool("sparse").unwrap_or(false) {
+                if let Some(what) = revealing_index(spec) {
                     if let Some(k) = need_doc(spec, "key")? {
-                        j.keys(k, &p.masks, "index keys of a sparse index")?;
+                        j.keys(k, &p.masks, what)?;
                     }
                 }
             }
+            judged.reply = writes(&p.masks);
         }
         "dropIndexes" | "createSearchIndexes" | "dropSearchIndex" | "updateSearchIndex" => {
             let ns = coll_ns(cmd)?;
@@ -446,6 +486,21 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             }
         }
         "dropDatabase" => {
+            if let Some(why) = super::judge::reserved_db(&cmd.db) {
+                return Err(Refusal::permission(
+                    RESERVED_RULE,
+                    format!("dropDatabase of {} is refused: {why}", cmd.db),
+                ));
+            }
+            if limits.login_db.as_deref() == Some(cmd.db.as_str()) {
+                return Err(Refusal::permission(
+                    VAULT_LOGIN_RULE,
+                    format!(
+                        "dropDatabase of {} is refused: it holds tollgate's upstream login",
+                        cmd.db
+                    ),
+                ));
+            }
             if !rules.passthrough || rules.has_protections() {
                 return Err(Refusal::permission(
                     DEFAULT_DENY,
@@ -480,6 +535,21 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             ) {
                 return Err(malformed("explain supports find, aggregate, count, distinct, update, delete, findAndModify"));
             }
+            // An explained update reports `nWouldModify`: whether the update would change the
+            // documents, i.e. whether a masked field already holds the value it sets, without
+            // writing anything.
+            if matches!(inner_cmd.name.as_str(), "update" | "findAndModify") {
+                let ns = coll_ns(&inner_cmd)?;
+                if let Some(m) = rules.protection_of(&ns).masks.first() {
+                    return Err(Refusal::permission(
+                        m.rule.clone(),
+                        format!(
+                            "explain of {} on {ns}, which has masked fields, would tell (nWouldModify) whether it changes them",
+                            inner_cmd.name
+                        ),
+                    ));
+                }
+            }
             let inner_judged = decide(rules, &inner_cmd, &DecideLimits::default())?;
             if let Some(rw) = inner_judged.rewritten {
                 let mut e = rw.body;
@@ -499,6 +569,20 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             if name == "collStats" {
                 let ns = coll_ns(cmd)?;
                 j.access(&ns, Op::Find)?;
+            } else {
+                // dbStats names a database: one the agent may see, never local or config.
+                if let Some(why) = super::judge::reserved(&cmd.db) {
+                    return Err(Refusal::permission(
+                        RESERVED_RULE,
+                        format!("dbStats of {} is refused: {why}", cmd.db),
+                    ));
+                }
+                if !rules.database_visible(&cmd.db) {
+                    return Err(Refusal::permission(
+                        DEFAULT_DENY,
+                        format!("no rule allows database {}", cmd.db),
+                    ));
+                }
             }
         }
         "mapReduce" => {
@@ -547,7 +631,16 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
                     format!("command \"{other}\" is not allowed"),
                 ));
             }
-            // Passthrough: allowed, but never on a protected or reserved collection.
+            // Passthrough: allowed, but never on a protected or reserved collection, nor on the
+            // local or config database as a whole (server-wide commands run on admin).
+            if cmd.namespace().is_none() {
+                if let Some(why) = super::judge::reserved(&cmd.db) {
+                    return Err(Refusal::permission(
+                        RESERVED_RULE,
+                        format!("{other} on database {}: {why}", cmd.db),
+                    ));
+                }
+            }
             if let Some(ns) = cmd.namespace() {
                 if let Some(why) = super::judge::reserved(&ns) {
                     return Err(Refusal::permission(
@@ -597,8 +690,34 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
     Ok(judged)
 }
 
+/// Whether an index spec (createIndexes) or index change (collMod) makes an index whose keys
+/// reveal raw values, and how to call it: a unique index (an insert of a guess fails with a
+/// duplicate key exactly when some document holds it; building it over duplicates names one),
+/// a sparse one (keeps only the documents that have the field), a TTL one (deletes documents
+/// by the field's date).
+fn revealing_index(spec: &Document) -> Option<&'static str> {
+    let set = |k: &str| options::truthy(spec.get(k));
+    if set("unique") || set("prepareUnique") {
+        Some("index keys of a unique index")
+    } else if set("sparse") {
+        Some("index keys of a sparse index")
+    } else if spec.contains_key("expireAfterSeconds") {
+        Some("index keys of a TTL index")
+    } else {
+        None
+    }
+}
+
 fn edit<'a>(slot: &'a mut Option<Command>, cmd: &Command) -> &'a mut Command {
     slot.get_or_insert_with(|| cmd.clone())
+}
+
+fn writes(masks: &[MaskedField]) -> ReplyPlan {
+    if masks.is_empty() {
+        ReplyPlan::None
+    } else {
+        ReplyPlan::Writes
+    }
 }
 
 fn documents(masks: &[MaskedField]) -> ReplyPlan {

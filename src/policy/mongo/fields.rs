@@ -233,7 +233,8 @@ pub const UPDATE_STATEMENT: &[&str] = &[
 pub const DELETE_STATEMENT: &[&str] = &["q", "limit", "collation", "hint"];
 /// The `cursor` document of aggregate, listCollections and listIndexes.
 pub const CURSOR: &[&str] = &["batchSize"];
-/// One index of createIndexes: `partialFilterExpression` and a sparse index's keys judged.
+/// One index of createIndexes: `partialFilterExpression` judged, and the keys of a unique,
+/// sparse or TTL index.
 pub const INDEX_SPEC: &[&str] = &[
     "key",
     "name",

@@ -19,6 +19,9 @@ pub struct Judge<'a> {
     pub rules: &'a MongoRules,
     pub namespaces: Vec<String>,
     pub rule: Option<String>,
+    /// A stage writes into a collection with masked fields (`$out`, `$merge`): the server's
+    /// errors may quote that collection's stored values.
+    pub writes_masked: bool,
 }
 
 pub fn walk_error(e: WalkError) -> Refusal {
@@ -46,12 +49,22 @@ pub fn reserved(ns: &str) -> Option<&'static str> {
     }
 }
 
+/// A whole database no agent may drop or reach with a database-level command: `admin` (the
+/// server's users, roles and auth state), `config`, `local`.
+pub fn reserved_db(db: &str) -> Option<&'static str> {
+    match db {
+        "admin" => Some("the admin database holds the server's users, roles and auth state"),
+        _ => reserved(db),
+    }
+}
+
 impl<'a> Judge<'a> {
     pub fn new(rules: &'a MongoRules) -> Judge<'a> {
         Judge {
             rules,
             namespaces: Vec::new(),
             rule: None,
+            writes_masked: false,
         }
     }
 

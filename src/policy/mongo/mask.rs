@@ -6,6 +6,7 @@
 use bson::{Bson, Document};
 use sha2::{Digest, Sha256};
 
+use super::path::{is_element, relation_of, Relation};
 use super::rules::MaskedField;
 use crate::policy::mask::MaskStrategy;
 
@@ -73,14 +74,51 @@ fn mask_path(doc: &mut Document, parts: &[&str], strategy: &MaskStrategy, hash_k
     let Some((first, rest)) = parts.split_first() else {
         return;
     };
-    let Some(v) = doc.get_mut(*first) else {
-        return;
-    };
-    if rest.is_empty() {
-        *v = mask_value(v, strategy, hash_key);
-        return;
+    if let Some(v) = doc.get_mut(*first) {
+        if rest.is_empty() {
+            *v = mask_value(v, strategy, hash_key);
+        } else {
+            descend(v, rest, strategy, hash_key);
+        }
     }
-    descend(v, rest, strategy, hash_key);
+    if doc.keys().any(|k| k.contains('.')) {
+        mask_dotted_keys(doc, parts, strategy, hash_key);
+    }
+}
+
+/// Keys that are dotted paths themselves: a change event's `updatedFields` names what an update
+/// set by its path (`"address.zip"`, `"contacts.0.phone"`), and field names may hold dots. Each
+/// is compared with the masked path as a path (array indexes aside): a key at or inside the
+/// masked field is masked whole, a key holding it is masked along the rest of the path.
+fn mask_dotted_keys(doc: &mut Document, parts: &[&str], strategy: &MaskStrategy, hash_key: &str) {
+    let dotted: Vec<String> = doc.keys().filter(|k| k.contains('.')).cloned().collect();
+    for k in dotted {
+        let Some(v) = doc.get_mut(&k) else {
+            continue;
+        };
+        match relation_of(k.split('.'), parts.iter().copied()) {
+            Relation::Same | Relation::Inside => *v = mask_value(v, strategy, hash_key),
+            Relation::Holds => {
+                // The rest of the masked path after the key's last field.
+                let fields = k.split('.').filter(|s| !is_element(s)).count();
+                let mut seen = 0;
+                let at = parts
+                    .iter()
+                    .position(|p| {
+                        if !is_element(p) {
+                            seen += 1;
+                        }
+                        seen > fields
+                    })
+                    .unwrap_or(parts.len());
+                match &parts[at..] {
+                    [] => *v = mask_value(v, strategy, hash_key),
+                    rest => descend(v, rest, strategy, hash_key),
+                }
+            }
+            Relation::Apart => {}
+        }
+    }
 }
 
 fn descend(v: &mut Bson, rest: &[&str], strategy: &MaskStrategy, hash_key: &str) {
@@ -152,6 +190,41 @@ mod tests {
         assert_eq!(
             m(Bson::Array(vec!["a@b.c".into(), Bson::Null]), "email"),
             Bson::Array(vec!["***@b.c".into(), Bson::Null])
+        );
+    }
+
+    #[test]
+    fn dotted_keys_are_paths() {
+        // A change event's updatedFields: keys are the paths the update set.
+        let mut d = doc! { "updateDescription": { "updatedFields": {
+            "contacts.0.phone": "555-1234",
+            "contacts.1": { "kind": "work", "phone": "555-9999" },
+            "contacts.0.kind": "home",
+            "address.zip": "12345",
+            "ssn.x": "900",
+        } } };
+        let prefix = |f: MaskedField| MaskedField {
+            path: format!("updateDescription.updatedFields.{}", f.path),
+            ..f
+        };
+        mask_document(
+            &mut d,
+            &[
+                prefix(field("contacts.phone", "partial:2")),
+                prefix(field("address.zip", "redact")),
+                prefix(field("ssn", "redact")),
+            ],
+            "k",
+        );
+        assert_eq!(
+            d,
+            doc! { "updateDescription": { "updatedFields": {
+                "contacts.0.phone": "***34",
+                "contacts.1": { "kind": "work", "phone": "***99" },
+                "contacts.0.kind": "home",
+                "address.zip": "REDACTED",
+                "ssn.x": "REDACTED",
+            } } }
         );
     }
 

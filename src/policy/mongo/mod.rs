@@ -2,10 +2,11 @@
 //! it sees masked, which documents its row filters let through. Pure: the protocol code in
 //! `crate::mongo` asks, this module answers.
 //!
-//! `command` is the command model, `fields` lists the fields each command may carry, `query`
-//! finds what filters and expressions read, `judge` checks namespaces and masked fields,
-//! `pipeline` walks aggregations, `decide` judges one command, `check` adds shadow mode,
-//! `view` is a session's handle on it, `mask` masks values.
+//! `command` is the command model, `fields` lists the fields each command may carry, `path`
+//! compares dotted paths (array indexes aside), `query` finds what filters and expressions
+//! read, `judge` checks namespaces and masked fields, `pipeline` walks aggregations, `decide`
+//! judges one command, `check` adds shadow mode, `view` is a session's handle on it, `mask`
+//! masks values.
 
 pub mod builtin;
 pub mod check;
@@ -19,6 +20,9 @@ pub mod file;
 pub mod judge;
 pub mod mask;
 mod options;
+#[cfg(test)]
+mod oracle_tests;
+pub mod path;
 pub mod pipeline;
 pub mod query;
 pub mod rules;

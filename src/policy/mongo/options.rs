@@ -8,7 +8,9 @@ use bson::{Bson, Document};
 use super::command::Command;
 use super::decide::{malformed, need_doc};
 use super::judge::{walk_error, Judge};
+use super::path::{relation, Relation};
 use super::pipeline::Source;
+use super::query::{expr_refs, Refs};
 use super::rules::{MaskedField, Op};
 use crate::refusal::Refusal;
 
@@ -47,7 +49,7 @@ pub(super) fn read_options(
 
 /// A flag that is set: anything but absent, `false`, `null` or 0 (the server refuses other
 /// types; here they count as set, which refuses rather than lets through).
-fn truthy(b: Option<&Bson>) -> bool {
+pub(super) fn truthy(b: Option<&Bson>) -> bool {
     !matches!(
         b,
         None | Some(Bson::Null)
@@ -89,18 +91,33 @@ pub(super) fn command_let(j: &Judge, body: &Document) -> Result<(), Refusal> {
 }
 
 /// Variables given in `field` (`let`, an update statement's `c`): evaluated once, without a
-/// document, so no masks apply, but no JavaScript or unknown operator either.
+/// document, so no masks apply, but no JavaScript or unknown operator either, and no field path
+/// or `$$ROOT`/`$$CURRENT`: there is no document to read them from, and were a server to read
+/// one, it would be read around the masks.
 pub(super) fn command_let_named(j: &Judge, body: &Document, field: &str) -> Result<(), Refusal> {
     if let Some(l) = need_doc(body, field)? {
-        for (_, v) in l {
-            j.expr(v, &[], field)?;
+        for (name, v) in l {
+            let mut r = Refs::default();
+            expr_refs(v, &mut r).map_err(walk_error)?;
+            j.check_refs(&r, &[], field)?;
+            if let Some(p) = r.paths.first() {
+                return Err(malformed(format!(
+                    "{field} variable {name} reads field {p}: {field} is evaluated without a document"
+                )));
+            }
+            if r.whole_document {
+                return Err(malformed(format!(
+                    "{field} variable {name} uses $$ROOT: {field} is evaluated without a document"
+                )));
+            }
         }
     }
     Ok(())
 }
 
-/// An update's `u`: operators (only `$rename` moves values, so it may not touch masked
-/// fields) or a pipeline (walked like any other, against the collection's masks).
+/// An update's `u`: operators, each path judged against the masked fields, or a pipeline
+/// (walked like any other, against the collection's masks). A replacement document is a plain
+/// write.
 pub(super) fn update_spec(
     j: &mut Judge,
     db: &str,
@@ -115,20 +132,20 @@ pub(super) fn update_spec(
                     // A replacement document: a plain write.
                     continue;
                 }
-                if op == "$rename" {
-                    let Bson::Document(r) = arg else {
-                        return Err(malformed("$rename needs a document"));
-                    };
-                    let mut refs = super::query::Refs::default();
-                    for (from, to) in r {
-                        refs.paths.push(from.clone());
-                        if let Bson::String(t) = to {
-                            refs.paths.push(t.clone());
-                        }
-                    }
-                    j.check_refs(&refs, masks, "a $rename")?;
-                } else if !UPDATE_OPERATORS.contains(&op.as_str()) {
+                if !UPDATE_OPERATORS.contains(&op.as_str()) {
                     return Err(walk_error(super::query::WalkError::Unknown(op.clone())));
+                }
+                let Bson::Document(fields) = arg else {
+                    return Err(malformed(format!("{op} needs a document")));
+                };
+                for (path, value) in fields {
+                    update_path(op, path, value, masks)?;
+                    if op == "$rename" {
+                        let Bson::String(to) = value else {
+                            return Err(malformed("$rename needs field names"));
+                        };
+                        update_path(op, to, value, masks)?;
+                    }
                 }
             }
             Ok(())
@@ -160,7 +177,49 @@ pub(super) fn update_spec(
     }
 }
 
-const UPDATE_OPERATORS: [&str; 13] = [
+/// One path of an update operator against the masked fields. Every operator but a plain
+/// overwrite reads the old value (`$inc`, `$min`/`$max` compare, `$pull`/`$addToSet` match,
+/// `$rename` moves it), and a path inside a masked field makes the server quote the field's
+/// value in its error (`Cannot create field 'x' in element {ssn: ...}`). So on a masked field
+/// only `$set`, `$unset` and `$setOnInsert` of the whole field (or of a field holding it) are
+/// allowed; on a field holding masked fields also `$push` without `$sort` and `$pop`, which
+/// add or remove elements without comparing them. Whether such a write changed the document
+/// (`nModified`) is not shown for collections with masks (the reply plan reports every matched
+/// document as modified).
+fn update_path(op: &str, path: &str, value: &Bson, masks: &[MaskedField]) -> Result<(), Refusal> {
+    for m in masks {
+        let plain = match relation(path, &m.path) {
+            Relation::Apart => continue,
+            Relation::Inside => false,
+            Relation::Same => OVERWRITES.contains(&op),
+            Relation::Holds => {
+                OVERWRITES.contains(&op)
+                    || op == "$pop"
+                    || (op == "$push"
+                        && !matches!(value, Bson::Document(d) if d.contains_key("$sort")))
+            }
+        };
+        if !plain {
+            return Err(Refusal::permission(
+                m.rule.clone(),
+                format!(
+                    "field {} is masked: {op} of {path} would read or reveal its value",
+                    m.path
+                ),
+            )
+            .with_instead(format!(
+                "overwrite {} whole with $set, or remove it with $unset",
+                m.path
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Update operators that overwrite or remove a value without reading it.
+const OVERWRITES: [&str; 3] = ["$set", "$unset", "$setOnInsert"];
+
+const UPDATE_OPERATORS: [&str; 15] = [
     "$set",
     "$unset",
     "$inc",
@@ -174,6 +233,8 @@ const UPDATE_OPERATORS: [&str; 13] = [
     "$pullAll",
     "$addToSet",
     "$pop",
+    "$rename",
+    "$bit",
 ];
 
 /// `create`/`collMod` of a view: the view reads `viewOn` through its pipeline; a view over a

@@ -185,15 +185,26 @@ impl Judge<'_> {
         if let Ok(q) = g.get_document("query") {
             self.query(q, masks, "a $geoNear query")?;
         }
-        if let Ok(k) = g.get_str("key") {
-            self.check_refs(
+        match g.get_str("key") {
+            Ok(k) => self.check_refs(
                 &super::query::Refs {
                     paths: vec![k.to_string()],
                     ..Default::default()
                 },
                 masks,
                 "a $geoNear key",
-            )?;
+            )?,
+            // Without `key` the server picks the geospatial index, which may be over a masked
+            // field: the distances and the order would be computed from its raw values.
+            Err(_) => {
+                if let Some(m) = masks.first() {
+                    return Err(Refusal::permission(
+                        m.rule.clone(),
+                        "$geoNear on documents with masked fields needs `key` (the indexed field), so that it can be checked",
+                    )
+                    .with_instead("name the location field: {\"key\": \"location\", ...}"));
+                }
+            }
         }
         Ok(())
     }
@@ -289,9 +300,7 @@ impl Judge<'_> {
                 // `c.email`), so their masks still apply; unwinding a masked field itself is
                 // refused.
                 let path = path.trim_start_matches('$');
-                if let Some(m) = masks.iter().find(|m| {
-                    m.path == path || path.starts_with(&format!("{}.", m.path))
-                }) {
+                if let Some(m) = masks.iter().find(|m| super::path::within(path, &m.path)) {
                     return Err(Refusal::permission(
                         m.rule.clone(),
                         format!("field {} is masked: it cannot be unwound", m.path),
@@ -566,6 +575,9 @@ impl Judge<'_> {
         for op in ops {
             self.access(&target, *op)?;
         }
+        if !self.rules.protection_of(&target).masks.is_empty() {
+            self.writes_masked = true;
+        }
         if let Some(m) = masks.first() {
             return Err(Refusal::permission(
                 m.rule.clone(),
@@ -592,11 +604,17 @@ impl Judge<'_> {
 
 /// A `$lookup`/`$graphLookup` output (`as`) inside a masked field would leave that field's value
 /// in place around it while its mask is dropped: refused. An output that replaces a masked
-/// field, or holds one, replaces it whole and is fine.
+/// field, or holds one, replaces it whole and is fine; but only when spelt as plain field names:
+/// with an array index or `$` in it (`email.0`, `contacts.0`) the stage writes a field of that
+/// name into the value, which keeps the rest, masked fields included.
 fn refuse_output_inside_masked(masks: &[MaskedField], as_field: &str) -> Result<(), Refusal> {
+    let replaces = |m: &MaskedField| {
+        !super::path::has_element(as_field)
+            && (m.path == as_field || m.path.starts_with(&format!("{as_field}.")))
+    };
     match masks
         .iter()
-        .find(|m| as_field.starts_with(&format!("{}.", m.path)))
+        .find(|m| super::path::overlaps(as_field, &m.path) && !replaces(m))
     {
         Some(m) => Err(Refusal::permission(
             m.rule.clone(),

@@ -501,12 +501,9 @@ fn operator_expr(op: &str, arg: &Bson, refs: &mut Refs) -> Result<(), WalkError>
     }
 }
 
-/// Do two dotted paths overlap (one equals or contains the other)?
-pub fn overlaps(a: &str, b: &str) -> bool {
-    let under =
-        |x: &str, y: &str| x.len() > y.len() && x.starts_with(y) && x.as_bytes()[y.len()] == b'.';
-    a == b || under(a, b) || under(b, a)
-}
+/// Do two dotted paths overlap (one equals or contains the other, array indexes and positional
+/// operators aside: `contacts.0.phone` is `contacts.phone`)?
+pub use super::path::overlaps;
 
 /// A row filter must be a query tollgate understands, without JavaScript or opaque matches.
 pub fn check_row_filter(doc: &Document) -> Result<(), String> {
@@ -618,5 +615,7 @@ mod tests {
         assert!(overlaps("address.zip.x", "address.zip"));
         assert!(!overlaps("emails", "email"));
         assert!(!overlaps("a.b", "a.c"));
+        assert!(overlaps("contacts.0.phone", "contacts.phone"));
+        assert!(overlaps("contacts.0", "contacts.phone"));
     }
 }

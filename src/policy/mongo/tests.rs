@@ -1524,6 +1524,7 @@ fn max_time_ms_is_capped_to_the_statement_timeout() {
             std::time::Duration::from_millis(2000),
             "analyst: limits".into(),
         )),
+        ..DecideLimits::default()
     };
     let j = decide(
         &r,

@@ -27,6 +27,8 @@ pub struct MongoPolicy {
     version: u64,
     enforced: Slot,
     shadow: Slot,
+    /// The database the vaulted upstream user is defined in, when the session knows it.
+    login_db: Option<Arc<str>>,
 }
 
 fn slot(
@@ -48,7 +50,15 @@ impl MongoPolicy {
             version: 0,
             enforced: None,
             shadow: None,
+            login_db: None,
         }
+    }
+
+    /// Tells the decision where the vaulted upstream user is defined (`authSource`), so that
+    /// no agent drops that database.
+    pub fn with_login_db(mut self, db: &str) -> MongoPolicy {
+        self.login_db = Some(db.into());
+        self
     }
 
     /// The agent's limits as of the last check.
@@ -96,6 +106,7 @@ impl MongoPolicy {
         };
         let limits = DecideLimits {
             statement_timeout: self.view.limits().statement_timeout.clone(),
+            login_db: self.login_db.as_deref().map(String::from),
         };
         let mut verdict = judge_shadowed(
             self.enforced.as_ref().map(|r| r.as_deref()),
