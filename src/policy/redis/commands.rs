@@ -131,7 +131,7 @@ pub struct CommandInfo {
     pub subcommands: FixedMap<Vec<u8>, CommandInfo>,
     /// The built-in lists' verdicts on this command, filled on first use (from `name` and
     /// `categories`, which never change once the entry is built).
-    builtin: std::sync::OnceLock<super::builtin::Facts>,
+    pub(super) builtin: std::sync::OnceLock<super::builtin::Facts>,
 }
 
 impl CommandInfo {
