@@ -3,10 +3,9 @@
 //! the session in the right state (transaction aborted, extended batch skipped to Sync) and the
 //! reply stream stays in order; the upstream's error is then swapped for tollgate's refusal.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::name_map::NameMap;
-use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -19,6 +18,7 @@ use super::frontend::{self as fe, MessageError};
 use super::link::{Attached, Link};
 use super::pending::{Expect, Pending};
 use super::pool::{CheckoutError, ServerInfo};
+use super::sql_prepared::{self, PrepareTickets, SqlPrepared};
 use super::statement::{Checked, PgSession};
 use super::statements::{self, ServerStatement, Unnamed};
 use crate::policy::limits::{Limits, RowLimitMode};
@@ -53,9 +53,10 @@ struct State {
     /// Prepared statement name → its text and verdict (as checked at Parse).
     statements: NameMap<Arc<Checked>>,
     /// Portal name → the statement it runs.
-    portals: NameMap<Arc<Checked>>,
-    /// SQL-level PREPAREd statements: name → the PREPARE text, re-checked after a reload.
-    sql_prepared: HashMap<String, Arc<Checked>>,
+    portals: NameMap<Portal>,
+    /// SQL-level PREPAREd statements (confirmed by the server, or in flight), re-checked after
+    /// a reload.
+    prepared: SqlPrepared,
     facts: SessionFacts,
     /// The agent's policy (its limits), re-read when the policy changes.
     view: AgentView,
@@ -84,13 +85,21 @@ struct State {
     backends: Option<Arc<CancelRegistry>>,
 }
 
+/// A bound portal: the statement it runs, and whether running it has that statement's effects
+/// on the session (a portal bound to a SQL-PREPAREd statement runs its body, not the PREPARE).
+#[derive(Clone)]
+struct Portal {
+    checked: Arc<Checked>,
+    effects: bool,
+}
+
 impl State {
-    fn new(agent: std::sync::Arc<str>) -> State {
+    fn new(agent: std::sync::Arc<str>, pending: &Pending) -> State {
         State {
             skip_until_sync: false,
             statements: NameMap::default(),
             portals: NameMap::default(),
-            sql_prepared: HashMap::new(),
+            prepared: SqlPrepared::new(pending.prepare_reports()),
             facts: SessionFacts::default(),
             view: AgentView::new(agent),
             pooled: false,
@@ -127,7 +136,7 @@ pub async fn run<R: AsyncRead + Unpin>(
     mut attached: Option<Attached>,
     backends: Arc<CancelRegistry>,
 ) -> (Result<ClientEnd, FromClientError>, Option<Attached>) {
-    let mut state = State::new(ctx.agent().clone());
+    let mut state = State::new(ctx.agent().clone(), &pending);
     state.pooled = link.pooled_by_transaction();
     state.facts.pooled = state.pooled;
     state.facts.checks_signal_targets = true;
@@ -191,14 +200,14 @@ async fn relay<R: AsyncRead + Unpin>(
             *attached = Some(link.attach(server).await);
         }
         let upstream = &mut attached.as_mut().expect("attached above").writer;
-        settle_encoding(ctx, pending, state, &frame, upstream, &mut out).await?;
+        settle(ctx, pending, state, &frame, upstream, &mut out).await?;
         let mut end = on_frame(ctx, pending, state, frame, &mut out)?;
         // Pipelined messages already read are handled before one write upstream.
         while end.is_none() && client.has_buffered_frame() && out.len() < 256 * 1024 {
             match client.next().await.map_err(FromClientError::Client)? {
                 Some(f) => {
                     let upstream = &mut attached.as_mut().expect("attached above").writer;
-                    settle_encoding(ctx, pending, state, &f, upstream, &mut out).await?;
+                    settle(ctx, pending, state, &f, upstream, &mut out).await?;
                     end = on_frame(ctx, pending, state, f, &mut out)?
                 }
                 None => end = Some(ClientEnd::Closed),
@@ -308,11 +317,16 @@ fn checkout_refusal(e: &CheckoutError, pool: &str) -> PgErrorFields {
     }
 }
 
-/// Before a Query or Parse with text beyond ASCII while the client encoding may be changing:
-/// everything queued is sent and every reply awaited, so the server has reported the encoding
-/// the text will be read in. Inside an extended batch replies cannot come before the Sync: the
-/// message is marked uncertain and refused. ASCII text reads the same in every encoding.
-async fn settle_encoding<W: AsyncWrite + Unpin>(
+/// Before a Query or Parse that must be read with the server's answers so far: everything
+/// queued is sent and every reply awaited.
+/// - Text beyond ASCII while the client encoding may be changing: the server has then reported
+///   the encoding the text will be read in (ASCII text reads the same in every encoding).
+/// - Text that may EXECUTE while a SQL PREPARE waits for its answer: a name becomes executable
+///   only once the server confirmed its PREPARE.
+///
+/// Inside an extended batch replies cannot come before the Sync: text beyond ASCII is marked
+/// uncertain and refused; an EXECUTE is judged on what is confirmed so far.
+async fn settle<W: AsyncWrite + Unpin>(
     ctx: &PgSession,
     pending: &Pending,
     state: &mut State,
@@ -320,14 +334,17 @@ async fn settle_encoding<W: AsyncWrite + Unpin>(
     upstream: &mut W,
     out: &mut BytesMut,
 ) -> Result<(), FromClientError> {
-    if !state.encoding_window
-        || !matches!(frame.tag, fe::QUERY | fe::PARSE)
-        || frame.body().is_ascii()
-    {
+    if !matches!(frame.tag, fe::QUERY | fe::PARSE) {
+        return Ok(());
+    }
+    let body = frame.body();
+    let encoding = state.encoding_window && !body.is_ascii();
+    let prepare = state.prepared.in_flight() && may_execute(body);
+    if !encoding && !prepare {
         return Ok(());
     }
     if state.in_batch {
-        state.encoding_uncertain = true;
+        state.encoding_uncertain |= encoding;
         return Ok(());
     }
     // What is queued goes now, so its decisions are committed first (as before any write).
@@ -351,6 +368,13 @@ fn may_change_encoding(text: &str) -> bool {
     static ENCODING_WORDS: Screen =
         Screen::new(&["encoding", "names", "reset", "discard", "set_config"]);
     ENCODING_WORDS.matches(text)
+}
+
+/// Whether a message's text may EXECUTE a SQL-prepared statement.
+fn may_execute(body: &[u8]) -> bool {
+    use crate::policy::sql::screen::Screen;
+    static EXECUTE: Screen = Screen::new(&["execute"]);
+    EXECUTE.matches_bytes(body)
 }
 
 /// The refusal of a message whose text may be read in an encoding tollgate does not know yet.
@@ -457,7 +481,7 @@ fn not_prepared_here(state: &State, name: &str) -> Option<PgErrorFields> {
     let known = if name.is_empty() {
         state.unnamed.is_some()
     } else {
-        state.statements.contains_key(name) || state.sql_prepared.contains_key(name)
+        state.statements.contains_key(name) || state.prepared.get(name).is_some()
     };
     (!known).then(|| {
         PgErrorFields::error(
@@ -492,6 +516,17 @@ fn on_server(
     Some(stmt.name)
 }
 
+/// The refusal (recorded) of a protocol message naming a statement in tollgate's own namespace
+/// (`policy::reserved`): such a name is never the client's, on any connection.
+fn reserved_statement(ctx: &PgSession, what: &str, name: &str) -> Option<PgErrorFields> {
+    crate::policy::reserved::is_reserved(name).then(|| {
+        ctx.refuse(
+            &format!("-- {what} of prepared statement \"{name}\""),
+            crate::policy::reserved::refusal(name),
+        )
+    })
+}
+
 fn refuse_simple(pending: &Pending, refusal: PgErrorFields, out: &mut BytesMut) {
     pending.push(Expect::Simple {
         ticket: None,
@@ -499,6 +534,7 @@ fn refuse_simple(pending: &Pending, refusal: PgErrorFields, out: &mut BytesMut) 
         rows: 0,
         error: None,
         cursors: Default::default(),
+        prepares: PrepareTickets::default(),
     });
     out.extend_from_slice(&substitute_query());
 }
@@ -527,20 +563,25 @@ fn on_frame(
         state.in_batch = true;
         pending.set_batch_open(true);
     }
+    // What the reply half learned about forwarded PREPAREs, before any name is looked up.
+    state.prepared.settle(&mut state.facts);
     match frame.tag {
         fe::QUERY => on_query(ctx, pending, state, &frame, out)?,
         fe::PARSE => on_parse(ctx, pending, state, &frame, out)?,
         fe::BIND => {
             let (portal, statement) = fe::bind_names(&frame).map_err(fatal_for)?;
-            if let Some(refusal) = not_prepared_here(state, statement) {
+            if let Some(refusal) = reserved_statement(ctx, "Bind", statement)
+                .or_else(|| not_prepared_here(state, statement))
+            {
                 refuse_parse(pending, state, "", refusal, out);
                 return Ok(None);
             }
-            let checked = state
-                .statements
-                .get(statement)
-                .or_else(|| state.sql_prepared.get(statement))
-                .cloned();
+            // A protocol-level statement's portal has its effects when it runs (a PREPARE
+            // prepares); one of a SQL-PREPAREd statement runs the prepared body.
+            let (checked, effects) = match state.statements.get(statement) {
+                Some(c) => (Some(c.clone()), true),
+                None => (state.prepared.get(statement).cloned(), false),
+            };
             // The process ids of backend signals are known now (parameters included).
             if let Some(c) = &checked {
                 let params = |i: i32| fe::bind_int_parameter(&frame, i);
@@ -553,7 +594,9 @@ fn on_frame(
             let renamed = on_server(state, statement, pending, out)
                 .map(|name| statements::renamed_bind(&frame, portal, statement, &name));
             match checked {
-                Some(c) => state.portals.insert(portal.to_string(), c),
+                Some(checked) => state
+                    .portals
+                    .insert(portal.to_string(), Portal { checked, effects }),
                 None => state.portals.remove(portal),
             };
             pending.push(Expect::Bind {
@@ -564,7 +607,10 @@ fn on_frame(
         fe::DESCRIBE => {
             let (kind, name) = fe::target(&frame, "Describe").map_err(fatal_for)?;
             if let Some(refusal) = (kind == b'S')
-                .then(|| not_prepared_here(state, name))
+                .then(|| {
+                    reserved_statement(ctx, "Describe", name)
+                        .or_else(|| not_prepared_here(state, name))
+                })
                 .flatten()
             {
                 refuse_parse(pending, state, "", refusal, out);
@@ -579,7 +625,17 @@ fn on_frame(
         }
         fe::EXECUTE => {
             let portal = fe::execute_portal(&frame).map_err(fatal_for)?;
-            let checked = state.portals.get(portal).cloned();
+            let bound = state.portals.get(portal).cloned();
+            let checked = bound.as_ref().map(|p| p.checked.clone());
+            // The portal runs a PREPARE of a name the session has: refused as the server would.
+            let duplicate = bound
+                .as_ref()
+                .filter(|p| p.effects)
+                .and_then(|p| duplicate_prepare(ctx, state, &p.checked.text, &p.checked.verdict));
+            if let Some(refusal) = duplicate {
+                refuse_parse(pending, state, "", refusal, out);
+                return Ok(None);
+            }
             let limits = limits(&mut state.view, ctx);
             let cap = execute_row_cap(limits);
             let cursor = match &checked {
@@ -590,10 +646,15 @@ fn on_frame(
             };
             match ctx.record_execute(portal, checked.as_deref(), &state.facts, limits) {
                 Ok(ticket) => {
+                    let prepares = match bound.filter(|p| p.effects) {
+                        Some(p) => apply_effects(state, &p.checked.verdict, &p.checked.text, ctx),
+                        None => PrepareTickets::default(),
+                    };
                     pending.push(Expect::Execute {
                         ticket: Some(ticket),
                         portal: portal.to_string(),
                         cursor,
+                        prepares,
                     });
                     match cap.and_then(|cap| capped_execute(&frame, cap)) {
                         Some(capped) => out.extend_from_slice(&capped),
@@ -614,20 +675,22 @@ fn on_frame(
             // and tollgate's own names: a Close of the unnamed statement or of a name this
             // session did not prepare is the client's alone (PostgreSQL answers a Close of a
             // missing statement with CloseComplete too). Its SQL PREPAREd ones (the session is
-            // pinned to its connection then) are closed on the server.
-            let sql_prepared = kind == b'S' && state.sql_prepared.contains_key(name);
+            // pinned to its connection then), confirmed or still in flight, are closed on the
+            // server. tollgate's own names are never the client's, on any connection.
+            let sql_prepared = kind == b'S' && state.prepared.has(name);
+            let reserved = kind == b'S' && crate::policy::reserved::is_reserved(name);
             let not_ours = kind == b'S'
-                && state.pooled
-                && !sql_prepared
-                && (name.is_empty() || !state.statements.contains_key(name));
+                && (reserved
+                    || state.pooled
+                        && !sql_prepared
+                        && (name.is_empty() || !state.statements.contains_key(name)));
             if kind == b'S' {
                 state.statements.remove(name);
                 if name.is_empty() && state.pooled {
                     state.unnamed = None;
                 }
                 if sql_prepared {
-                    state.sql_prepared.remove(name);
-                    state.facts.sql_prepared.remove(name);
+                    state.prepared.remove(name, &mut state.facts);
                 }
             } else {
                 state.portals.remove(name);
@@ -670,6 +733,7 @@ fn on_frame(
                         rows: 0,
                         error: None,
                         cursors: Default::default(),
+                        prepares: PrepareTickets::default(),
                     });
                     out.extend_from_slice(&frame.raw);
                 }
@@ -721,8 +785,16 @@ fn on_query(
         .runs()
         .then(|| stale_execute_refusal(ctx, state, &verdict))
         .flatten();
+    // A PREPARE of a name the session has: refused as the server would (its name stays the
+    // statement tollgate checked).
+    let duplicate = stale.or_else(|| {
+        verdict
+            .runs()
+            .then(|| duplicate_prepare(ctx, state, text, &verdict))
+            .flatten()
+    });
     // Backend signals of literal process ids: whose they are is known now.
-    let refused = stale.or_else(|| {
+    let refused = duplicate.or_else(|| {
         verdict
             .runs()
             .then(|| signal_refusal(ctx, state, text, &verdict, |_| None))
@@ -746,7 +818,7 @@ fn on_query(
     let admitted = forwarded.and_then(|f| ctx.decide(text, &verdict, limits).map(|t| (t, f)));
     match admitted {
         Ok((ticket, rewritten)) => {
-            apply_effects(state, &verdict, text, ctx);
+            let prepares = apply_effects(state, &verdict, text, ctx);
             state.pinned |= verdict.leaves_state;
             state.encoding_window |= may_change_encoding(text);
             pending.push(Expect::Simple {
@@ -755,6 +827,7 @@ fn on_query(
                 rows: 0,
                 error: None,
                 cursors,
+                prepares,
             });
             match rewritten {
                 Some(sql) => out.extend_from_slice(&query_message(&sql)),
@@ -783,6 +856,10 @@ fn on_parse(
             return Ok(());
         }
     };
+    if let Some(refusal) = reserved_statement(ctx, "Parse", name) {
+        refuse_parse(pending, state, "", refusal, out);
+        return Ok(());
+    }
     if std::mem::take(&mut state.encoding_uncertain) {
         refuse_parse(pending, state, "", uncertain_encoding(ctx), out);
         return Ok(());
@@ -797,13 +874,8 @@ fn on_parse(
     let text: &str = &decoded;
     // PostgreSQL refuses to redefine a named statement; answering here keeps tollgate's record of
     // what the name runs exact (the server keeps the old definition).
-    if !name.is_empty()
-        && (state.statements.contains_key(name) || state.sql_prepared.contains_key(name))
-    {
-        let refusal = PgErrorFields::error(
-            "42P05",
-            format!("prepared statement \"{name}\" already exists"),
-        );
+    if !name.is_empty() && (state.statements.contains_key(name) || state.prepared.has(name)) {
+        let refusal = ctx.refuse_as_server(text, "42P05", already_exists(name));
         refuse_parse(pending, state, "", refusal, out);
         return Ok(());
     }
@@ -825,7 +897,7 @@ fn on_parse(
         None
     };
     if verdict.runs() {
-        apply_effects(state, &verdict, text, ctx);
+        // Its effects on the session (a PREPARE, a DEALLOCATE) come when a portal of it runs.
         state.encoding_window |= may_change_encoding(text);
         state.pinned |= verdict.leaves_state;
         let forwarded = match rewritten {
@@ -889,7 +961,7 @@ fn stale_execute_refusal(
 ) -> Option<PgErrorFields> {
     verdict.effects.iter().find_map(|e| match e {
         Effect::Executes(name) => {
-            let prepared = state.sql_prepared.get(name)?;
+            let prepared = state.prepared.get(name)?;
             let fresh = ctx.recheck(prepared, &state.facts)?;
             if let Some(refusal) = ctx.masking_changed(prepared, &fresh) {
                 return Some(refusal);
@@ -957,31 +1029,35 @@ fn refuse_parse(
     }
 }
 
-fn apply_effects(state: &mut State, verdict: &Arc<Verdict>, text: &str, ctx: &PgSession) {
+/// What a statement being forwarded does to the session's prepared statements and portals. A
+/// PREPARE is only sent here: its name becomes the session's when the server confirms it (the
+/// returned tickets go with the reply's queue entry).
+fn apply_effects(
+    state: &mut State,
+    verdict: &Arc<Verdict>,
+    text: &str,
+    ctx: &PgSession,
+) -> PrepareTickets {
+    let mut tickets = PrepareTickets::default();
     if verdict.outcome == Outcome::Block {
-        return;
+        return tickets;
     }
     for e in &verdict.effects {
         match e {
             Effect::Prepared(n) => {
-                state.facts.sql_prepared.insert(n.clone());
                 let checked = Checked {
                     text: text.into(),
                     verdict: verdict.clone(),
                     version: ctx.policy_version(),
                     server: None,
                 };
-                state.sql_prepared.insert(n.clone(), Arc::new(checked));
+                state.prepared.sent(n, Arc::new(checked), &mut tickets);
             }
-            Effect::Deallocated(Some(n)) => {
-                state.facts.sql_prepared.remove(n);
-                state.sql_prepared.remove(n);
-            }
+            Effect::Deallocated(Some(n)) => state.prepared.remove(n, &mut state.facts),
             Effect::Deallocated(None) => {
                 // DEALLOCATE ALL / DISCARD ALL drop protocol-level statements too, tollgate's
                 // own on this connection included.
-                state.facts.sql_prepared.clear();
-                state.sql_prepared.clear();
+                state.prepared.clear(&mut state.facts);
                 state.statements.clear();
                 state.portals.clear();
                 state.unnamed = None;
@@ -993,6 +1069,33 @@ fn apply_effects(state: &mut State, verdict: &Arc<Verdict>, text: &str, ctx: &Pg
             Effect::Executes(_) | Effect::Signals(_) => {}
         }
     }
+    tickets
+}
+
+/// PostgreSQL's words for a PREPARE (or Parse) of a name that is taken.
+fn already_exists(name: &str) -> String {
+    format!("prepared statement \"{name}\" already exists")
+}
+
+/// The refusal (recorded) of a statement that PREPAREs a name the session has already, a SQL- or
+/// protocol-level one, confirmed or in flight (or that it prepares twice): PostgreSQL's 42P05,
+/// given by tollgate so its record of what the name runs stays exact.
+fn duplicate_prepare(
+    ctx: &PgSession,
+    state: &State,
+    text: &str,
+    verdict: &Verdict,
+) -> Option<PgErrorFields> {
+    if !verdict
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Prepared(_)))
+    {
+        return None;
+    }
+    let has = |n: &str| state.prepared.has(n) || state.statements.contains_key(n);
+    let name = sql_prepared::duplicate(&verdict.effects, has)?;
+    Some(ctx.refuse_as_server(text, "42P05", already_exists(name)))
 }
 
 #[cfg(test)]

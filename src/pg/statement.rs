@@ -194,6 +194,19 @@ impl PgSession {
         self.render(&r)
     }
 
+    /// Refuses `text` as the server itself would (`code`, `message`: PostgreSQL's own words,
+    /// which drivers know), where tollgate answers in the server's place; recorded as blocked.
+    pub fn refuse_as_server(
+        &self,
+        text: &str,
+        code: &'static str,
+        message: String,
+    ) -> PgErrorFields {
+        self.session
+            .note(self.recorded(text), Decision::Blocked, Some(&message));
+        PgErrorFields::error(code, message)
+    }
+
     /// Refuses a statement whose verdict does not let it run (recorded, rendered).
     pub fn refuse_verdict(&self, text: &str, verdict: &Verdict) -> PgErrorFields {
         let r = verdict

@@ -417,6 +417,15 @@ fn handle(
             out.extend_from_slice(&frame.raw);
         }
         msg::COMMAND_COMPLETE | msg::EMPTY_QUERY | msg::PORTAL_SUSPENDED => {
+            if frame.body() == b"PREPARE\0" {
+                // The server has the statement: its name becomes the session's.
+                pending.with(|q| match q.front_mut() {
+                    Some(Expect::Simple { prepares, .. } | Expect::Execute { prepares, .. }) => {
+                        prepares.confirm_next()
+                    }
+                    _ => {}
+                });
+            }
             let rows = if frame.tag == msg::COMMAND_COMPLETE {
                 msg::command_rows(frame.body())
             } else {

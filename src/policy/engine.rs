@@ -607,7 +607,13 @@ impl Engine {
                 "no policy grants access to upstream \"{upstream}\""
             ))),
         };
+        // tollgate's own statement names, first: whatever else is wrong, that is the rule to name.
+        let reserved = analysis
+            .statements
+            .iter()
+            .try_for_each(super::reserved::check_statement);
         let enforced_result = match (enforced, &policy.with_shadow) {
+            _ if reserved.is_err() => reserved,
             (Some(r), _) => judge(r),
             // Only shadow files apply: nothing is enforced (the shadow verdict follows).
             (None, Some(_)) => Ok(()),

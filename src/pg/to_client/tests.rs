@@ -96,6 +96,7 @@ fn a_refused_simple_query_shows_tollgates_error_in_place_of_the_upstreams() {
         rows: 0,
         error: None,
         cursors: Default::default(),
+        prepares: Default::default(),
     });
     // The substitute statement's syntax error, then ReadyForQuery.
     r.feed(server_error(
@@ -124,6 +125,7 @@ fn a_fatal_is_never_dressed_up_as_a_refusal() {
         rows: 0,
         error: None,
         cursors: Default::default(),
+        prepares: Default::default(),
     });
     r.feed(server_fatal(
         "57P01",
@@ -145,6 +147,7 @@ fn a_fatal_completes_its_statement_and_marks_the_server_gone() {
         rows: 0,
         error: None,
         cursors: Default::default(),
+        prepares: Default::default(),
     });
     assert!(!r.state.server_fatal);
     r.feed(server_fatal(
@@ -172,11 +175,13 @@ fn after_an_error_in_a_batch_the_rest_up_to_sync_is_not_executed() {
         ticket: Some(first),
         portal: "".into(),
         cursor: None,
+        prepares: Default::default(),
     });
     r.pending.push(Expect::Execute {
         ticket: Some(second),
         portal: "".into(),
         cursor: None,
+        prepares: Default::default(),
     });
     r.pending.push(Expect::Sync);
     r.feed(bare(msg::PARSE_COMPLETE));
@@ -234,6 +239,7 @@ fn syncs_the_server_ignored_during_copy_in_are_dropped() {
         ticket: Some(copy),
         portal: "".into(),
         cursor: None,
+        prepares: Default::default(),
     });
     r.pending.push(Expect::Sync);
     r.pending.push(Expect::CopyEnd);
@@ -260,6 +266,7 @@ fn rows_are_counted_into_the_outcome_record() {
         rows: 0,
         error: None,
         cursors: Default::default(),
+        prepares: Default::default(),
     });
     for v in ["a", "b"] {
         r.feed(data_row(v));
@@ -286,6 +293,7 @@ fn a_portal_past_max_rows_is_cut_with_a_notice_and_a_normal_completion() {
         ticket: Some(ticket),
         portal: "".into(),
         cursor: None,
+        prepares: Default::default(),
     });
     r.pending.push(Expect::Sync);
     // Truncate mode asked the server for max_rows + 1 rows: it suspends the portal there.
@@ -320,6 +328,7 @@ fn a_sql_cursor_counts_its_rows_across_fetches() {
             rows: 0,
             error: None,
             cursors: StatementCursors::new(vec![Some(u)]),
+            prepares: Default::default(),
         });
     };
     let fetch = || CursorUse::Fetch("c".into());
