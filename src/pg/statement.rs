@@ -254,7 +254,7 @@ impl PgSession {
             _ => Judged::allowed(self.recorded(text)),
         };
         self.session
-            .decide_deferred(judged, Some(limits))
+            .decide_statements_deferred(judged, Some(limits), statements(text, verdict, limits))
             .map_err(|r| self.render(&r))
     }
 
@@ -406,6 +406,17 @@ impl PgSession {
         }
         frame.raw.clone()
     }
+}
+
+/// How many of the rate's tokens a text takes: one per statement it holds (a Query may hold
+/// many; the rate holds per statement), at least one per request.
+fn statements(text: &str, verdict: &Verdict, limits: &Limits) -> u32 {
+    let n = match verdict.statements {
+        // Not analysed (the passthrough fast path): counted only when a rate needs it.
+        0 if limits.rate.is_some() => crate::policy::sql::count_statements(text),
+        n => n,
+    };
+    u32::try_from(n.max(1)).unwrap_or(u32::MAX)
 }
 
 fn truncated(text: &str, max: usize) -> &str {

@@ -484,3 +484,57 @@ fn statement_names_in_tollgates_namespace_are_refused() {
     assert!(r.forwarded().is_empty());
     assert!(matches!(&r.expected()[..], [Expect::Synthetic(_)]));
 }
+
+/// The rate holds per statement: a Query holding several takes a token for each, all or none;
+/// one the bucket cannot pay for is refused whole (nothing of it forwarded) and recorded.
+#[test]
+fn a_query_takes_a_rate_token_for_each_of_its_statements() {
+    const RATED: &str = r#"agents = ["analyst"]
+[limits]
+statements_per_minute = 60
+burst = 4
+[[postgres]]
+upstream = "shop"
+[[postgres.table]]
+name = "orders"
+allow = ["select"]
+"#;
+    let t = TestCore::new(&[("analyst", TOKEN)], &[("analyst.toml", RATED)]);
+    let (accepted, pg) = session(&t);
+    let pending = Pending::default();
+    let state = State::new(pg.agent().clone(), &pending);
+    let mut r = Rig {
+        t,
+        _accepted: accepted,
+        pg,
+        pending,
+        state,
+        out: BytesMut::new(),
+    };
+    let many = |n: usize| vec!["SELECT id FROM orders"; n].join("; ");
+    let mut outcome = |r: &mut Rig, sql: &str| {
+        r.send(query(sql));
+        let fwd = r.forwarded();
+        let refused = refusals(&r.expected()).remove(0);
+        (query_text(&fwd[0].1) == REFUSED_SQL, refused)
+    };
+    assert_eq!(outcome(&mut r, &many(3)), (false, None));
+    // Two tokens left: three statements are refused as a whole, and take none.
+    let (substituted, refused) = outcome(&mut r, &many(3));
+    let (code, message) = refused.expect("refused");
+    assert!(substituted);
+    assert_eq!(code, "53400");
+    assert!(message.contains("rate limit of 60"), "{message}");
+    assert_eq!(outcome(&mut r, &many(2)), (false, None));
+    // More than burst + 1 at once never fit.
+    let t0 = outcome(&mut r, &many(6));
+    let message = t0.1.expect("refused").1;
+    assert!(message.contains("a request of 6 statements"), "{message}");
+    let blocked: Vec<_> = r
+        .decisions()
+        .into_iter()
+        .filter(|d| d["decision"] == "blocked")
+        .collect();
+    assert_eq!(blocked.len(), 2, "{blocked:?}");
+    assert!(blocked.iter().all(|d| d["sqlstate"] == "53400"));
+}

@@ -63,6 +63,7 @@ impl Rig {
             effects: Vec::new(),
             rewrite: None,
             leaves_state: false,
+            statements: 1,
         };
         self.pg
             .decide(sql, &allowed, &Limits::default())
