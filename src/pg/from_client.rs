@@ -22,7 +22,7 @@ use super::sql_prepared::{self, PrepareTickets, SqlPrepared};
 use super::statement::{Checked, PgSession};
 use super::statements::{self, ServerStatement, Unnamed};
 use crate::policy::limits::{Limits, RowLimitMode};
-use crate::policy::sql::cursors::cursor_uses;
+use crate::policy::sql::cursors::{cursor_uses, CursorUse};
 use crate::policy::{AgentView, Effect, Outcome, SessionFacts, Verdict};
 
 /// A statement PostgreSQL rejects with a syntax error, sent in place of a refused one.
@@ -52,8 +52,12 @@ struct State {
     skip_until_sync: bool,
     /// Prepared statement name → its text and verdict (as checked at Parse).
     statements: NameMap<Arc<Checked>>,
-    /// Portal name → the statement it runs.
+    /// Portal name → the statement it runs (protocol portals this session bound).
     portals: NameMap<Portal>,
+    /// SQL cursors this session DECLAREd (portals too: a protocol Execute may read them), until
+    /// it closes them. One that ended with its transaction is still here: the server answers.
+    /// Name → WITH HOLD.
+    declared: std::collections::HashMap<String, bool>,
     /// SQL-level PREPAREd statements (confirmed by the server, or in flight), re-checked after
     /// a reload.
     prepared: SqlPrepared,
@@ -85,11 +89,13 @@ struct State {
     backends: Option<Arc<CancelRegistry>>,
 }
 
-/// A bound portal: the statement it runs, and whether running it has that statement's effects
-/// on the session (a portal bound to a SQL-PREPAREd statement runs its body, not the PREPARE).
+/// A bound portal: the statement it runs (`None`: a name tollgate did not see prepared, which
+/// only the server knows, under session pooling), and whether running it has that statement's
+/// effects on the session (a portal bound to a SQL-PREPAREd statement runs its body, not the
+/// PREPARE).
 #[derive(Clone)]
 struct Portal {
-    checked: Arc<Checked>,
+    checked: Option<Arc<Checked>>,
     effects: bool,
 }
 
@@ -99,6 +105,7 @@ impl State {
             skip_until_sync: false,
             statements: NameMap::default(),
             portals: NameMap::default(),
+            declared: Default::default(),
             prepared: SqlPrepared::new(pending.prepare_reports()),
             facts: SessionFacts::default(),
             view: AgentView::new(agent),
@@ -118,6 +125,27 @@ impl State {
     /// The attached connection, when statements are renamed on it (transaction pooling).
     fn pooled_server(&self) -> Option<Arc<ServerInfo>> {
         self.server.clone().filter(|_| self.pooled)
+    }
+
+    /// A statement being forwarded DECLAREs or CLOSEs a SQL cursor.
+    fn note_cursor(&mut self, u: Option<&CursorUse>) {
+        match u {
+            Some(CursorUse::Declare { name, hold }) => {
+                self.declared.insert(name.clone(), *hold);
+            }
+            Some(CursorUse::Close(Some(name))) => {
+                self.declared.remove(name);
+            }
+            Some(CursorUse::Close(None)) => self.declared.clear(),
+            Some(CursorUse::Fetch(_) | CursorUse::Move(_)) | None => {}
+        }
+    }
+
+    /// Outside a transaction with every reply in, cursors without HOLD are gone.
+    fn forget_ended_cursors(&mut self, pending: &Pending) {
+        if !self.declared.is_empty() && pending.is_empty() && pending.tx_status() == b'I' {
+            self.declared.retain(|_, hold| *hold);
+        }
     }
 }
 
@@ -370,6 +398,15 @@ fn may_change_encoding(text: &str) -> bool {
     ENCODING_WORDS.matches(text)
 }
 
+/// Whether a text may DECLARE a cursor: its cursor uses are worked out even without a row
+/// limit, since the cursor is a portal the client may Execute. (Without a row limit a CLOSE is
+/// not looked for: a closed cursor's name left here only lets the server answer the Execute.)
+fn may_declare(text: &str) -> bool {
+    use crate::policy::sql::screen::Screen;
+    static DECLARE: Screen = Screen::new(&["declare"]);
+    DECLARE.matches(text)
+}
+
 /// Whether a message's text may EXECUTE a SQL-prepared statement.
 fn may_execute(body: &[u8]) -> bool {
     use crate::policy::sql::screen::Screen;
@@ -593,12 +630,9 @@ fn on_frame(
             }
             let renamed = on_server(state, statement, pending, out)
                 .map(|name| statements::renamed_bind(&frame, portal, statement, &name));
-            match checked {
-                Some(checked) => state
-                    .portals
-                    .insert(portal.to_string(), Portal { checked, effects }),
-                None => state.portals.remove(portal),
-            };
+            state
+                .portals
+                .insert(portal.to_string(), Portal { checked, effects });
             pending.push(Expect::Bind {
                 portal: portal.to_string(),
             });
@@ -625,35 +659,55 @@ fn on_frame(
         }
         fe::EXECUTE => {
             let portal = fe::execute_portal(&frame).map_err(fatal_for)?;
+            state.forget_ended_cursors(pending);
             let bound = state.portals.get(portal).cloned();
-            let checked = bound.as_ref().map(|p| p.checked.clone());
+            // A portal this session neither bound nor declared (one a function opened, say) is
+            // refused as the server would refuse an unknown one: tollgate counts the rows of
+            // every portal it lets the client read.
+            if bound.is_none() && !state.declared.contains_key(portal) {
+                let refusal = ctx.refuse_as_server(
+                    &format!("-- execute portal \"{portal}\""),
+                    "34000",
+                    format!("portal \"{portal}\" does not exist"),
+                );
+                refuse_parse(pending, state, "", refusal, out);
+                return Ok(None);
+            }
+            let checked = bound.as_ref().and_then(|p| p.checked.clone());
+            // A protocol-level statement's portal has that statement's effects when it runs.
+            let runs = checked
+                .clone()
+                .filter(|_| bound.as_ref().is_some_and(|p| p.effects));
             // The portal runs a PREPARE of a name the session has: refused as the server would.
-            let duplicate = bound
+            let duplicate = runs
                 .as_ref()
-                .filter(|p| p.effects)
-                .and_then(|p| duplicate_prepare(ctx, state, &p.checked.text, &p.checked.verdict));
+                .and_then(|c| duplicate_prepare(ctx, state, &c.text, &c.verdict));
             if let Some(refusal) = duplicate {
                 refuse_parse(pending, state, "", refusal, out);
                 return Ok(None);
             }
             let limits = limits(&mut state.view, ctx);
             let cap = execute_row_cap(limits);
-            let cursor = match &checked {
-                Some(c) if limits.max_rows.is_some() => {
-                    cursor_uses(&c.text).into_iter().next().flatten()
-                }
-                _ => None,
-            };
+            let row_limited = limits.max_rows.is_some();
+            // Under a row limit a FETCH's rows count towards its cursor; a DECLARE was worked
+            // out at Parse (it names a portal the client may Execute).
+            let cursor = checked.as_ref().and_then(|c| match row_limited {
+                true => c.cursor_use().cloned(),
+                false => c.cursor.get().cloned().flatten(),
+            });
             match ctx.record_execute(portal, checked.as_deref(), &state.facts, limits) {
                 Ok(ticket) => {
-                    let prepares = match bound.filter(|p| p.effects) {
-                        Some(p) => apply_effects(state, &p.checked.verdict, &p.checked.text, ctx),
+                    let prepares = match runs {
+                        Some(c) => {
+                            state.note_cursor(cursor.as_ref());
+                            apply_effects(state, &c.verdict, &c.text, ctx)
+                        }
                         None => PrepareTickets::default(),
                     };
                     pending.push(Expect::Execute {
                         ticket: Some(ticket),
                         portal: portal.to_string(),
-                        cursor,
+                        cursor: cursor.filter(|_| row_limited),
                         prepares,
                     });
                     match cap.and_then(|cap| capped_execute(&frame, cap)) {
@@ -694,6 +748,7 @@ fn on_frame(
                 }
             } else {
                 state.portals.remove(name);
+                state.declared.remove(name);
             }
             if kept_on_server || not_ours {
                 // Other sessions may use the same statement on that connection: it stays there
@@ -808,16 +863,25 @@ fn on_query(
         }),
         None => Ok(None),
     };
+    state.forget_ended_cursors(pending);
     let limits = limits(&mut state.view, ctx);
-    // Rows count per SQL cursor across its FETCHes: only needed under a row limit.
-    let cursors = if limits.max_rows.is_some() {
-        StatementCursors::new(cursor_uses(text))
-    } else {
-        StatementCursors::default()
+    // Rows count per SQL cursor across its FETCHes (under a row limit); the cursors it DECLAREs
+    // are portals the client may Execute.
+    let row_limited = limits.max_rows.is_some();
+    let uses = match row_limited || may_declare(text) {
+        true => cursor_uses(text),
+        false => Vec::new(),
     };
     let admitted = forwarded.and_then(|f| ctx.decide(text, &verdict, limits).map(|t| (t, f)));
     match admitted {
         Ok((ticket, rewritten)) => {
+            for u in &uses {
+                state.note_cursor(u.as_ref());
+            }
+            let cursors = match row_limited {
+                true => StatementCursors::new(uses),
+                false => StatementCursors::default(),
+            };
             let prepares = apply_effects(state, &verdict, text, ctx);
             state.pinned |= verdict.leaves_state;
             state.encoding_window |= may_change_encoding(text);
@@ -941,7 +1005,11 @@ fn on_parse(
             verdict,
             version: ctx.policy_version(),
             server: server_stmt,
+            cursor: Default::default(),
         });
+        if may_declare(text) {
+            checked.cursor_use(); // known at Execute, which records the cursor's name
+        }
         state.statements.insert(name.to_string(), checked);
         ctx.context().record_overhead(started);
     } else {
@@ -1050,6 +1118,7 @@ fn apply_effects(
                     verdict: verdict.clone(),
                     version: ctx.policy_version(),
                     server: None,
+                    cursor: Default::default(),
                 };
                 state.prepared.sent(n, Arc::new(checked), &mut tickets);
             }
@@ -1060,6 +1129,7 @@ fn apply_effects(
                 state.prepared.clear(&mut state.facts);
                 state.statements.clear();
                 state.portals.clear();
+                state.declared.clear();
                 state.unnamed = None;
                 if let Some(server) = &state.server {
                     server.prepared.lock().expect("prepared statements").clear();

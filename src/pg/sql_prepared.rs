@@ -191,6 +191,7 @@ mod tests {
             ))),
             version: 0,
             server: None,
+            cursor: Default::default(),
         })
     }
 

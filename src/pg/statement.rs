@@ -26,6 +26,23 @@ pub struct Checked {
     pub version: u64,
     /// Under transaction pooling: the statement as tollgate prepares it on server connections.
     pub server: Option<crate::pg::statements::ServerStatement>,
+    /// What it does to a SQL cursor, worked out once when first needed (a row limit counts a
+    /// FETCH's rows towards its cursor; a DECLARE names a portal an Execute may read).
+    pub cursor: std::sync::OnceLock<Option<crate::policy::sql::cursors::CursorUse>>,
+}
+
+impl Checked {
+    /// What the statement does to a SQL cursor (parsed the first time it is asked).
+    pub fn cursor_use(&self) -> Option<&crate::policy::sql::cursors::CursorUse> {
+        self.cursor
+            .get_or_init(|| {
+                crate::policy::sql::cursors::cursor_uses(&self.text)
+                    .into_iter()
+                    .next()
+                    .flatten()
+            })
+            .as_ref()
+    }
 }
 
 /// Longest statement text recorded whole in the audit log.

@@ -538,3 +538,44 @@ allow = ["select"]
     assert_eq!(blocked.len(), 2, "{blocked:?}");
     assert!(blocked.iter().all(|d| d["sqlstate"] == "53400"));
 }
+
+/// An Execute of a portal this session neither bound nor DECLAREd is refused as the server
+/// would (34000), before anything is sent: row limits count per portal tollgate knows of. A
+/// cursor the session declared (a portal too) may be read by Execute; one without HOLD is gone
+/// once the session is idle outside a transaction.
+#[test]
+fn only_portals_the_session_bound_or_declared_may_be_executed() {
+    let mut r = rig();
+    let refused_code = |r: &mut Rig| {
+        let exp = r.expected();
+        r.forwarded();
+        exp.into_iter().find_map(|e| match e {
+            Expect::Parse {
+                refusal: Some(f), ..
+            } => Some(f.code.to_string()),
+            _ => None,
+        })
+    };
+    r.send(execute("c", 0));
+    r.send(bare(fe::SYNC));
+    assert_eq!(refused_code(&mut r).as_deref(), Some("34000"));
+    r.send(query("DECLARE c CURSOR FOR SELECT id FROM orders"));
+    r.send(execute("c", 0));
+    r.send(bare(fe::SYNC));
+    assert_eq!(refused_code(&mut r), None, "a declared cursor is a portal");
+    r.send(parse("", "SELECT id FROM orders"));
+    r.send(bind("p", ""));
+    r.send(execute("p", 0));
+    r.send(bare(fe::SYNC));
+    assert_eq!(refused_code(&mut r), None);
+    // Idle outside a transaction (the last ReadyForQuery said I, nothing owed): c is gone.
+    r.send(execute("c", 0));
+    r.send(bare(fe::SYNC));
+    assert_eq!(refused_code(&mut r).as_deref(), Some("34000"));
+    let blocked = r
+        .decisions()
+        .into_iter()
+        .filter(|d| d["decision"] == "blocked")
+        .count();
+    assert_eq!(blocked, 2);
+}
