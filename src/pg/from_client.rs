@@ -79,14 +79,32 @@ struct State {
     /// transaction since. Text beyond ASCII then waits until every reply is in, so it is decoded
     /// in the encoding the server reported (`encoding.rs` of the client, `ParameterStatus`).
     encoding_window: bool,
+    /// How the server reads backslashes may change: an analysed session let through a statement
+    /// that can change settings tollgate does not see (a function call, DO, CALL: those that
+    /// leave session state) and has not been idle outside a transaction since. Text with a
+    /// backslash then waits until every reply is in: a server reporting
+    /// `standard_conforming_strings` off by then ends the session (`sql_reading`) before it is
+    /// forwarded. Text without one reads the same either way.
+    reading_window: bool,
+    /// Whether tollgate analyses this session's statements (not passthrough), and the policy
+    /// version that was worked out under.
+    analysed: (u64, bool),
     /// Inside an extended-protocol batch (a message since the last Sync): replies cannot be
     /// waited for before the Sync.
     in_batch: bool,
-    /// The current message may be read in another encoding than tollgate knows: refused.
-    encoding_uncertain: bool,
+    /// The current message may be read otherwise than tollgate knows (the encoding, or how
+    /// backslashes are read, may have changed earlier in its batch): refused.
+    uncertain: Option<Uncertain>,
     /// Whose session shows which process id (the door's registry; absent in unit tests, where
     /// every process id given as a value is refused).
     backends: Option<Arc<CancelRegistry>>,
+}
+
+/// What may have changed earlier in a batch, so a message's text cannot be read for sure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Uncertain {
+    Encoding,
+    Backslashes,
 }
 
 /// A bound portal: the statement it runs (`None`: a name tollgate did not see prepared, which
@@ -117,7 +135,9 @@ impl State {
             pinned: false,
             encoding_window: false,
             in_batch: false,
-            encoding_uncertain: false,
+            reading_window: false,
+            analysed: (0, true),
+            uncertain: None,
             backends: None,
         }
     }
@@ -125,6 +145,27 @@ impl State {
     /// The attached connection, when statements are renamed on it (transaction pooling).
     fn pooled_server(&self) -> Option<Arc<ServerInfo>> {
         self.server.clone().filter(|_| self.pooled)
+    }
+
+    /// Whether tollgate analyses this session's statements under the current policy.
+    fn analysed(&mut self, ctx: &PgSession) -> bool {
+        let version = self.view.refresh(&ctx.session().core().policy).version();
+        if self.analysed.0 != version {
+            let upstream = ctx.session().upstream();
+            self.analysed = (
+                version,
+                super::sql_reading::analysed(self.view.policy(), upstream),
+            );
+        }
+        self.analysed.1
+    }
+
+    /// A statement being let through leaves session state (`leaves`): it may change settings
+    /// tollgate does not see, so the reading window opens for an analysed session.
+    fn may_change_reading(&mut self, ctx: &PgSession, leaves: bool) {
+        if leaves && !self.reading_window && self.analysed(ctx) {
+            self.reading_window = true;
+        }
     }
 
     /// A statement being forwarded DECLAREs or CLOSEs a SQL cursor.
@@ -224,6 +265,11 @@ async fn relay<R: AsyncRead + Unpin>(
                 .checkout(&link.key)
                 .await
                 .map_err(|e| FromClientError::Fatal(checkout_refusal(&e, &link.pool.name)))?;
+            // Never a connection that reads SQL text otherwise than the analysis: closed.
+            if let Err(fields) = ctx.check_server(&server.info.params) {
+                link.pool.checkin(server, false, false);
+                return Err(FromClientError::Fatal(fields));
+            }
             state.server = Some(server.info.clone());
             *attached = Some(link.attach(server).await);
         }
@@ -248,6 +294,7 @@ async fn relay<R: AsyncRead + Unpin>(
         // committing now) before anything they let through is forwarded.
         ctx.commit().await.map_err(FromClientError::Fatal)?;
         pending.cancels_settled().await;
+        no_misread(ctx)?;
         let writer = &mut attached.as_mut().expect("attached above").writer;
         writer
             .write_all(&out)
@@ -331,6 +378,15 @@ async fn give_back(
     link.resume();
 }
 
+/// Nothing more is forwarded once the server reported reading SQL text otherwise than the
+/// analysis (`sql_reading`): what was judged under the old reading must not run under the new.
+fn no_misread(ctx: &PgSession) -> Result<(), FromClientError> {
+    match ctx.misread() {
+        Some(fields) => Err(FromClientError::Fatal(fields.clone())),
+        None => Ok(()),
+    }
+}
+
 /// FATAL for a session whose pool could not give it a connection in time (or at all).
 fn checkout_refusal(e: &CheckoutError, pool: &str) -> PgErrorFields {
     match e {
@@ -367,17 +423,23 @@ async fn settle<W: AsyncWrite + Unpin>(
     }
     let body = frame.body();
     let encoding = state.encoding_window && !body.is_ascii();
+    let backslashes = state.reading_window && body.contains(&b'\\');
     let prepare = state.prepared.in_flight() && may_execute(body);
-    if !encoding && !prepare {
+    if !encoding && !backslashes && !prepare {
         return Ok(());
     }
     if state.in_batch {
-        state.encoding_uncertain |= encoding;
+        state.uncertain = match (encoding, backslashes) {
+            (true, _) => Some(Uncertain::Encoding),
+            (false, true) => Some(Uncertain::Backslashes),
+            (false, false) => state.uncertain,
+        };
         return Ok(());
     }
     // What is queued goes now, so its decisions are committed first (as before any write).
     ctx.commit().await.map_err(FromClientError::Fatal)?;
     pending.cancels_settled().await;
+    no_misread(ctx)?;
     upstream
         .write_all(out)
         .await
@@ -386,6 +448,7 @@ async fn settle<W: AsyncWrite + Unpin>(
     pending.settled_replies().await;
     if pending.tx_status() == b'I' {
         state.encoding_window = false;
+        state.reading_window = false;
     }
     Ok(())
 }
@@ -414,8 +477,18 @@ fn may_execute(body: &[u8]) -> bool {
     EXECUTE.matches_bytes(body)
 }
 
-/// The refusal of a message whose text may be read in an encoding tollgate does not know yet.
-fn uncertain_encoding(ctx: &PgSession) -> PgErrorFields {
+/// The refusal of a message whose text may be read otherwise than tollgate knows yet.
+fn uncertain_text(ctx: &PgSession, what: Uncertain) -> PgErrorFields {
+    if what == Uncertain::Backslashes {
+        return ctx.refuse(
+            "<message sent while standard_conforming_strings could be changing>",
+            crate::refusal::Refusal::new(
+                crate::refusal::RefusalClass::Unsupported,
+                super::sql_reading::RULE,
+                "a statement earlier in this batch may have changed how the server reads backslashes in string literals (standard_conforming_strings): send Sync before text with a backslash",
+            ),
+        );
+    }
     ctx.refuse(
         "<message sent while the client encoding was changing>",
         crate::refusal::Refusal::new(
@@ -697,6 +770,8 @@ fn on_frame(
             });
             match ctx.record_execute(portal, checked.as_deref(), &state.facts, limits) {
                 Ok(ticket) => {
+                    let leaves = checked.as_ref().is_some_and(|c| c.verdict.leaves_state);
+                    state.may_change_reading(ctx, leaves);
                     let prepares = match runs {
                         Some(c) => {
                             state.note_cursor(cursor.as_ref());
@@ -821,8 +896,8 @@ fn on_query(
             *server.unnamed_owner.lock().expect("unnamed statement") = None;
         }
     }
-    if std::mem::take(&mut state.encoding_uncertain) {
-        refuse_simple(pending, uncertain_encoding(ctx), out);
+    if let Some(what) = state.uncertain.take() {
+        refuse_simple(pending, uncertain_text(ctx, what), out);
         return Ok(());
     }
     let raw = fe::query_bytes(frame).map_err(fatal_for)?;
@@ -885,6 +960,7 @@ fn on_query(
             let prepares = apply_effects(state, &verdict, text, ctx);
             state.pinned |= verdict.leaves_state;
             state.encoding_window |= may_change_encoding(text);
+            state.may_change_reading(ctx, verdict.leaves_state);
             pending.push(Expect::Simple {
                 ticket: Some(ticket),
                 refusal: None,
@@ -924,8 +1000,8 @@ fn on_parse(
         refuse_parse(pending, state, "", refusal, out);
         return Ok(());
     }
-    if std::mem::take(&mut state.encoding_uncertain) {
-        refuse_parse(pending, state, "", uncertain_encoding(ctx), out);
+    if let Some(what) = state.uncertain.take() {
+        refuse_parse(pending, state, "", uncertain_text(ctx, what), out);
         return Ok(());
     }
     let decoded = match ctx.decode(raw, "Parse") {
@@ -963,6 +1039,7 @@ fn on_parse(
     if verdict.runs() {
         // Its effects on the session (a PREPARE, a DEALLOCATE) come when a portal of it runs.
         state.encoding_window |= may_change_encoding(text);
+        state.may_change_reading(ctx, verdict.leaves_state);
         state.pinned |= verdict.leaves_state;
         let forwarded = match rewritten {
             Some(sql) => parse_message(frame, name, &sql),

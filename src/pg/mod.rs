@@ -20,6 +20,7 @@ pub mod run_one;
 pub mod schema_loader;
 pub mod session;
 pub mod sql_prepared;
+pub mod sql_reading;
 pub mod startup;
 pub mod statement;
 pub mod statements;

@@ -57,6 +57,9 @@ pub struct PgSession {
     /// The client encoding the server last reported (`ParameterStatus client_encoding`), as an
     /// index of `client_encoding`'s table; [`UNDECODABLE`] when tollgate cannot decode it exactly.
     encoding: std::sync::atomic::AtomicU8,
+    /// Set when the attached server reported reading SQL text differently from the analysis
+    /// (`sql_reading`): the session ends with this FATAL and nothing more is forwarded.
+    misread: std::sync::OnceLock<PgErrorFields>,
 }
 
 /// [`PgSession`]'s encoding when the server reports one tollgate does not decode exactly: text
@@ -72,7 +75,40 @@ impl PgSession {
             redact_literals: core.audit_config.redact_literals,
             session,
             encoding: std::sync::atomic::AtomicU8::new(ClientEncoding::UTF8.index()),
+            misread: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether tollgate analyses this session's statements (every profile but passthrough),
+    /// under the current policy.
+    pub fn analysed(&self) -> bool {
+        let policy = self
+            .session
+            .core()
+            .policy
+            .agent_policy(self.session.agent());
+        super::sql_reading::analysed(policy.as_deref(), self.session.upstream())
+    }
+
+    /// A server connection about to serve this session, by the parameters it reported at
+    /// login: `Err` (recorded, the FATAL to end the session with) when it reads SQL text
+    /// differently from the analysis and the session is analysed.
+    pub fn check_server(&self, params: &[(String, String)]) -> Result<(), PgErrorFields> {
+        match super::sql_reading::check_all(params) {
+            Err(r) if self.analysed() => Err(self.refuse_connection(r)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The FATAL to end the session with if the attached server reported, in a reply, reading
+    /// SQL text differently from the analysis.
+    pub fn misread(&self) -> Option<&PgErrorFields> {
+        self.misread.get()
+    }
+
+    fn refuse_connection(&self, r: Refusal) -> PgErrorFields {
+        let r = self.session.refuse("-- server connection check".into(), r);
+        refusal::fatal(&r)
     }
 
     /// The client's encoding as the server last reported it; `None` for one tollgate does not
@@ -418,6 +454,16 @@ impl PgSession {
                 let value = body.get(name_end + 1..).unwrap_or(b"");
                 let value = value.split(|b| *b == 0).next().unwrap_or(b"");
                 self.observe_client_encoding(&String::from_utf8_lossy(value));
+            }
+            name if name == super::sql_reading::SETTING.as_bytes() => {
+                let value = body.get(name_end + 1..).unwrap_or(b"");
+                let value = value.split(|b| *b == 0).next().unwrap_or(b"");
+                let value = String::from_utf8_lossy(value);
+                if let Err(r) = super::sql_reading::check(super::sql_reading::SETTING, &value) {
+                    if self.misread.get().is_none() && self.analysed() {
+                        let _ = self.misread.set(self.refuse_connection(r));
+                    }
+                }
             }
             _ => {}
         }

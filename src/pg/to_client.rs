@@ -27,6 +27,10 @@ pub enum ToClientError {
     UpstreamClosed,
     #[error("client connection: {0}")]
     Client(std::io::Error),
+    /// The server reported reading SQL text differently from the analysis
+    /// (`sql_reading`): the session ends with this FATAL, the connection is not reused.
+    #[error("{}", .0.message)]
+    Fatal(PgErrorFields),
 }
 
 /// What the reply side knows about the server's state.
@@ -245,7 +249,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         pending.set_unwritten(true);
         on_frame(&ctx, &pending, &mut state, frame, &mut out);
         // Drain what is already buffered before writing, so a burst of rows costs one write.
-        while upstream.has_buffered_frame() && out.len() < 256 * 1024 {
+        while ctx.misread().is_none() && upstream.has_buffered_frame() && out.len() < 256 * 1024 {
             match upstream.next().await {
                 Ok(Some(f)) => on_frame(&ctx, &pending, &mut state, f, &mut out),
                 Ok(None) => break,
@@ -260,6 +264,14 @@ pub async fn run<W: AsyncWrite + Unpin>(
             && pending.between_transactions()
             && !upstream.has_buffered_frame();
         drop(guard);
+        if let Some(fields) = ctx.misread() {
+            // What came before the report was read as analysed; nothing after it is relayed.
+            client
+                .write_all(&out)
+                .await
+                .map_err(ToClientError::Client)?;
+            return Err(ToClientError::Fatal(fields.clone()));
+        }
         pending.notify_drained();
         client
             .write_all(&out)
@@ -565,7 +577,11 @@ fn handle(
                     String::from_utf8_lossy(value).into_owned(),
                 );
             }
-            out.extend_from_slice(&ctx.rewrite_parameter_status(&frame))
+            let shown = ctx.rewrite_parameter_status(&frame);
+            // A server that now reads SQL text otherwise ends the session (`run`).
+            if ctx.misread().is_none() {
+                out.extend_from_slice(&shown);
+            }
         }
         msg::NOTIFICATION_RESPONSE => out.extend_from_slice(&notification(state, frame)),
         _ => out.extend_from_slice(&frame.raw),
