@@ -292,10 +292,9 @@ fn analysed_agents_cannot_turn_the_setting_off() {
         assert!(rows.iter().any(|m| matches!(m,
             tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("on"))));
         let options = "&options=-c%20standard_conforming_strings%3Doff";
-        let e = connect_url(&url(&gw, "analyst", options))
-            .await
-            .err()
-            .expect("startup options are refused");
+        let Err(e) = connect_url(&url(&gw, "analyst", options)).await else {
+            panic!("startup options are refused");
+        };
         assert!(
             support::db_message(&e).contains("standard_conforming_strings"),
             "{e}"

@@ -148,10 +148,7 @@ impl SqlPrepared {
 
 /// The first name a statement's effects PREPARE that is taken: one the session has (`has`)
 /// unless the statement deallocates it first, or one it prepares twice (in statement order).
-pub fn duplicate<'a>(
-    effects: &'a [crate::policy::Effect],
-    has: impl Fn(&str) -> bool,
-) -> Option<&'a str> {
+pub fn duplicate(effects: &[crate::policy::Effect], has: impl Fn(&str) -> bool) -> Option<&str> {
     use crate::policy::Effect;
     let mut added: HashSet<&str> = HashSet::new();
     let mut dropped: HashSet<&str> = HashSet::new();

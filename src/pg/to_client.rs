@@ -429,11 +429,13 @@ fn handle(
         msg::COMMAND_COMPLETE | msg::EMPTY_QUERY | msg::PORTAL_SUSPENDED => {
             if frame.body() == b"PREPARE\0" {
                 // The server has the statement: its name becomes the session's.
-                pending.with(|q| match q.front_mut() {
-                    Some(Expect::Simple { prepares, .. } | Expect::Execute { prepares, .. }) => {
+                pending.with(|q| {
+                    if let Some(
+                        Expect::Simple { prepares, .. } | Expect::Execute { prepares, .. },
+                    ) = q.front_mut()
+                    {
                         prepares.confirm_next()
                     }
-                    _ => {}
                 });
             }
             let rows = if frame.tag == msg::COMMAND_COMPLETE {

@@ -512,7 +512,7 @@ allow = ["select"]
         out: BytesMut::new(),
     };
     let many = |n: usize| vec!["SELECT id FROM orders"; n].join("; ");
-    let mut outcome = |r: &mut Rig, sql: &str| {
+    let outcome = |r: &mut Rig, sql: &str| {
         r.send(query(sql));
         let fwd = r.forwarded();
         let refused = refusals(&r.expected()).remove(0);
