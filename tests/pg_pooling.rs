@@ -1024,5 +1024,13 @@ fn a_prepare_the_server_refused_leaves_no_name_to_execute() {
         assert_eq!((values, code), (vec!["42".to_string()], None));
         let e = first_error(&mut a, &[simple("PREPARE p AS SELECT 1")]).await;
         assert_eq!(e.map(|e| e.0).as_deref(), Some("42P05"));
+        // Pipelined right behind its PREPARE, an EXECUTE waits for the server's answer.
+        send(
+            &mut a,
+            &[simple("PREPARE q AS SELECT 7"), simple("EXECUTE q")],
+        )
+        .await;
+        assert_eq!(values_until_ready(&mut a).await, Vec::<String>::new());
+        assert_eq!(values_until_ready(&mut a).await, vec!["7".to_string()]);
     });
 }
