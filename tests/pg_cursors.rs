@@ -88,3 +88,62 @@ fn a_discard_that_closes_no_cursor_does_not_reset_its_count() {
         c.batch_execute("ROLLBACK").await.ok();
     });
 }
+
+/// Raw extended-protocol messages (tokio-postgres names its own portals).
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    support::message(tag, body)
+}
+
+fn execute(portal: &str, max: i32) -> Vec<u8> {
+    let mut b = format!("{portal}\0").into_bytes();
+    b.extend_from_slice(&max.to_be_bytes());
+    msg(b'E', &b)
+}
+
+/// Sends `msgs`, reads to ReadyForQuery: (DataRows, SQLSTATE of the first error).
+async fn exchange(s: &mut tokio::net::TcpStream, msgs: &[Vec<u8>]) -> (usize, Option<String>) {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(&msgs.concat()).await.unwrap();
+    let (mut data, mut code) = (0, None);
+    loop {
+        let (tag, body) = support::read_message(s).await;
+        match tag {
+            b'D' => data += 1,
+            b'E' if code.is_none() => code = support::error_field(&body, b'C'),
+            b'Z' => return (data, code),
+            _ => {}
+        }
+    }
+}
+
+/// A SQL cursor is a portal and a protocol portal can be FETCHed by SQL: reading one portal both
+/// ways counts its rows once, against the analyst's 1000 (a reviewer read 2000 from one portal
+/// by Execute then FETCH, and from one cursor by FETCH then Execute). An Execute of a portal the
+/// session never bound or declared is refused as the server would.
+#[test]
+fn execute_and_fetch_of_one_portal_count_together() {
+    harness().runtime.block_on(async {
+        let mut s = support::raw_login("analyst").await;
+        let q = |sql: &str| msg(b'Q', format!("{sql}\0").as_bytes());
+        let sync = msg(b'S', b"");
+        assert_eq!(exchange(&mut s, &[q("BEGIN")]).await, (0, None));
+        // Execute first (truncated at 1000, the portal left open), then FETCH from it.
+        let parse = msg(b'P', b"\0SELECT id FROM orders ORDER BY id\0\0\0");
+        let bind = msg(b'B', b"p1\0\0\0\0\0\0\0\0");
+        let (first, code) = exchange(&mut s, &[parse, bind, execute("p1", 0), sync.clone()]).await;
+        assert_eq!((first, code), (1000, None));
+        let (more, code) = exchange(&mut s, &[q("FETCH 1000 FROM p1")]).await;
+        assert_eq!((more, code), (0, None), "FETCH after Execute");
+        // FETCH first, then Execute of the cursor's portal.
+        let declare = q("DECLARE c CURSOR FOR SELECT id FROM orders ORDER BY id");
+        assert_eq!(exchange(&mut s, &[declare]).await, (0, None));
+        let (first, _) = exchange(&mut s, &[q("FETCH 1000 FROM c")]).await;
+        assert_eq!(first, 1000);
+        let (more, code) = exchange(&mut s, &[execute("c", 0), sync.clone()]).await;
+        assert_eq!((more, code), (0, None), "Execute after FETCH");
+        // A portal nobody bound or declared here.
+        let (none, code) = exchange(&mut s, &[execute("nobody", 0), sync.clone()]).await;
+        assert_eq!((none, code.as_deref()), (0, Some("34000")));
+        exchange(&mut s, &[q("ROLLBACK")]).await;
+    });
+}

@@ -345,15 +345,18 @@ fn prepared_statements_follow_the_client_across_server_connections() {
             .query_one("SELECT amount FROM orders WHERE id = 1", &[])
             .await
             .unwrap();
-        // Binding a statement the session never prepared is refused as PostgreSQL would.
+        // Binding a statement the session never prepared is refused as PostgreSQL would; one
+        // named in tollgate's own namespace is refused naming the rule.
         let mut raw = support::raw_login_at(running.pg_addr.unwrap(), "writer").await;
         use tokio::io::AsyncWriteExt;
-        let mut bind = b"p\0tg_0000\0".to_vec();
-        bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-        raw.write_all(&support::message(b'B', &bind)).await.unwrap();
-        raw.write_all(&support::message(b'S', b"")).await.unwrap();
-        let (_, error, _) = support::read_until_ready(&mut raw).await;
-        assert_eq!(error.as_deref(), Some("26000"));
+        for (name, code) in [("never_prepared", "26000"), ("tg_0000", "42501")] {
+            let mut bind = format!("p\0{name}\0").into_bytes();
+            bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            raw.write_all(&support::message(b'B', &bind)).await.unwrap();
+            raw.write_all(&support::message(b'S', b"")).await.unwrap();
+            let (_, error, _) = support::read_until_ready(&mut raw).await;
+            assert_eq!(error.as_deref(), Some(code), "{name}");
+        }
         drop(running);
     });
 }
@@ -998,5 +1001,113 @@ fn an_mcp_call_does_not_replace_a_wire_sessions_unnamed_statement() {
         let seen = values_until_ready(&mut b).await;
         eprintln!("analyst's Bind of its own unnamed statement returned: {seen:?}");
         assert_eq!(seen, vec!["analyst-own".to_string()]);
+    });
+}
+
+/// Sends `msgs` and reads to ReadyForQuery: the first error's (SQLSTATE, message), if any.
+async fn first_error(s: &mut tokio::net::TcpStream, msgs: &[Vec<u8>]) -> Option<(String, String)> {
+    send(s, msgs).await;
+    let mut first = None;
+    loop {
+        let (tag, body) = support::read_message(s).await;
+        if tag == b'E' && first.is_none() {
+            first = Some((
+                support::error_field(&body, b'C').unwrap_or_default(),
+                support::error_field(&body, b'M').unwrap_or_default(),
+            ));
+        }
+        if tag == b'Z' {
+            return first;
+        }
+    }
+}
+
+fn simple(sql: &str) -> Vec<u8> {
+    support::message(b'Q', format!("{sql}\0").as_bytes())
+}
+
+/// tollgate prepares protocol-level statements on shared connections as `tg_` and a hash of
+/// their text, which anyone can compute: an agent naming one (SQL PREPARE or EXECUTE, a protocol
+/// Parse of such a PREPARE) is refused, so the writer's INSERT prepared on the pool's one
+/// connection never runs as the analyst.
+#[test]
+fn another_agents_pooled_statement_cannot_be_run_under_tollgates_name_for_it() {
+    use sha2::Digest;
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "").await;
+        let addr = running.pg_addr.unwrap();
+        let marker = 700_000 + i64::from(std::process::id() % 99_999);
+        let sql = format!(
+            "INSERT INTO orders (customer_id, amount) VALUES (1, {marker}) RETURNING id"
+        );
+        let w = client(&running, "writer").await;
+        w.prepare(&sql).await.unwrap(); // prepared on the one connection, never executed
+        let mut rest = sql.as_bytes().to_vec();
+        rest.extend_from_slice(&[0, 0, 0]);
+        let name = format!("tg_{}", hex::encode(&sha2::Sha256::digest(&rest)[..16]));
+        // The settings tokio-postgres sends, so the analyst gets the writer's connection.
+        let mut a = raw_login_with(addr, "analyst", &[("client_encoding", "UTF8")]).await;
+        let reserved = |e: Option<(String, String)>| {
+            matches!(&e, Some((c, m)) if c == "42501" && m.ends_with("(rule: builtin: reserved-name)"))
+        };
+        for attempt in [
+            vec![simple(&format!("PREPARE {name} AS SELECT 1"))],
+            vec![simple(&format!("EXECUTE {name}"))],
+            vec![simple(&format!("PREPARE \"{}\" AS SELECT 1", name.to_uppercase()))],
+            vec![parse("", &format!("prepare {name} as select 1")), sync()],
+            vec![simple(&format!("EXECUTE {name}"))],
+            vec![parse("", &format!("EXECUTE {name}")), sync()],
+        ] {
+            let e = first_error(&mut a, &attempt).await;
+            assert!(reserved(e.clone()), "{e:?}");
+        }
+        let inserted: i64 = upstream()
+            .await
+            .query_one(
+                &format!("SELECT count(*) FROM orders WHERE amount = {marker}"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(inserted, 0, "the writer's INSERT never ran");
+    });
+}
+
+/// A SQL PREPARE makes its name the session's only when the server confirms it: one the server
+/// refused leaves nothing to EXECUTE (tollgate refuses it before anything is sent; PostgreSQL
+/// would say 26000, or run whatever else holds the name on a shared connection). A second
+/// PREPARE of a name the session has is refused as the server would.
+#[test]
+fn a_prepare_the_server_refused_leaves_no_name_to_execute() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "").await;
+        let mut a = support::raw_login_at(running.pg_addr.unwrap(), "analyst").await;
+        let e = first_error(
+            &mut a,
+            &[simple("PREPARE p AS SELECT no_such_column FROM orders")],
+        )
+        .await;
+        assert_eq!(e.map(|e| e.0).as_deref(), Some("42703"));
+        let e = first_error(&mut a, &[simple("EXECUTE p")]).await;
+        assert!(
+            matches!(&e, Some((c, m)) if c == "42501" && m.contains("builtin: unchecked-execute")),
+            "{e:?}"
+        );
+        // Confirmed, it runs; a second PREPARE of the name is refused as the server would.
+        let e = first_error(&mut a, &[simple("PREPARE p AS SELECT 41 + 1")]).await;
+        assert_eq!(e, None);
+        let (values, _, code) = support::raw_query(&mut a, "EXECUTE p").await;
+        assert_eq!((values, code), (vec!["42".to_string()], None));
+        let e = first_error(&mut a, &[simple("PREPARE p AS SELECT 1")]).await;
+        assert_eq!(e.map(|e| e.0).as_deref(), Some("42P05"));
+        // Pipelined right behind its PREPARE, an EXECUTE waits for the server's answer.
+        send(
+            &mut a,
+            &[simple("PREPARE q AS SELECT 7"), simple("EXECUTE q")],
+        )
+        .await;
+        assert_eq!(values_until_ready(&mut a).await, Vec::<String>::new());
+        assert_eq!(values_until_ready(&mut a).await, vec!["7".to_string()]);
     });
 }

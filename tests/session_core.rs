@@ -182,3 +182,56 @@ fn a_client_leaving_before_the_reply_is_recorded_alike_on_both_protocols() {
         drop(running);
     });
 }
+
+/// The rate counts statements, not requests: a Query holding many takes a token for each, all
+/// or none, and one the bucket cannot pay for runs nothing (a reviewer ran 700 statements, and
+/// 40 x 1000 rows, on one token). The refusal is recorded like any other.
+#[test]
+fn a_query_of_many_statements_takes_a_token_for_each() {
+    harness().runtime.block_on(async {
+        // The shared harness lifts the analyst's rate; this gateway has it as shipped.
+        let dir = copy_demo_dir();
+        let policy = dir.path().join("policies/analyst.toml");
+        let text = std::fs::read_to_string(&policy).unwrap().replace(
+            "statements_per_minute = 100000000",
+            "statements_per_minute = 600",
+        );
+        assert!(text.contains("statements_per_minute = 600"));
+        std::fs::write(&policy, text).unwrap();
+        let config = tollgate::config::Config::load(&dir.path().join("tollgate.toml")).unwrap();
+        let running = tollgate::gateway::start(config).await.unwrap();
+        let addr = running.pg_addr.unwrap();
+        let mut a = support::raw_login_at(addr, "analyst").await;
+        let many = |n: usize| {
+            (0..n)
+                .map(|i| format!("SELECT {i}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        // The analyst's rate: 600 a minute, burst 60, so at most 61 statements at once.
+        let (values, _, code) = support::raw_query(&mut a, &many(700)).await;
+        assert_eq!((values.len(), code.as_deref()), (0, Some("53400")));
+        let (values, _, code) = support::raw_query(&mut a, &many(40)).await;
+        assert_eq!((values.len(), code), (40, None));
+        // 21 tokens left (and a few more per second): 40 more are refused as a whole.
+        let (values, _, code) = support::raw_query(&mut a, &many(40)).await;
+        assert_eq!((values.len(), code.as_deref()), (0, Some("53400")));
+        let (values, _, code) = support::raw_query(&mut a, &many(15)).await;
+        assert_eq!((values.len(), code), (15, None));
+        let records = wait_for_records(&dir.path().join("audit.log"), 2, |r| {
+            r["kind"] == "decision" && r["sqlstate"] == "53400"
+        })
+        .await;
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert!(
+            records[0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("a request of 700 statements")),
+            "{records:?}"
+        );
+        assert!(records[1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("retry in")));
+        drop(running);
+    });
+}

@@ -1,10 +1,11 @@
-//! `max_rows` per SQL cursor: the rows each cursor has returned so far across its FETCHes (each
-//! a statement of its own), kept by the reply side. A cursor's count starts at DECLARE, grows with
-//! every row a FETCH returns (MOVE returns none), and ends at CLOSE, DISCARD ALL, or the end of
-//! its transaction; a WITH HOLD cursor outlives its transaction.
+//! `max_rows` per portal: the rows each portal has returned so far, kept by the reply side. SQL
+//! cursors are portals: a cursor DECLAREd in SQL can be read by protocol Execute, and a portal
+//! Bound through the protocol by SQL FETCH, so there is one count per portal name, whichever way
+//! it is read. A SQL cursor's count starts at DECLARE, grows with every row a FETCH or an
+//! Execute returns (MOVE returns none), and ends at CLOSE, DISCARD ALL, or the end of its
+//! transaction (a WITH HOLD cursor outlives it); a protocol portal's starts at its Bind.
 
-use std::collections::HashMap;
-
+use super::name_map::NameMap;
 use crate::policy::sql::cursors::CursorUse;
 
 /// The cursor use of each statement of one simple Query, and which statement is running.
@@ -31,35 +32,59 @@ impl StatementCursors {
 }
 
 #[derive(Debug, Default)]
-pub struct CursorRows {
-    /// Cursor name → (rows returned so far, WITH HOLD).
-    open: HashMap<String, (u64, bool)>,
+pub struct PortalRows {
+    /// Portal name → (rows returned so far, outlives its transaction).
+    open: NameMap<(u64, bool)>,
 }
 
-impl CursorRows {
+impl PortalRows {
+    /// Rows portal `name` has returned so far, if tollgate counted any.
+    pub fn rows(&self, name: &str) -> Option<u64> {
+        self.open.get(name).map(|(n, _)| *n)
+    }
+
     /// Rows a FETCH from the cursor `u` names starts counting from (0 for anything else).
     pub fn before(&self, u: Option<&CursorUse>) -> u64 {
         match u {
-            Some(CursorUse::Fetch(name)) => self.open.get(name).map_or(0, |(n, _)| *n),
+            Some(CursorUse::Fetch(name)) => self.rows(name).unwrap_or(0),
             _ => 0,
         }
     }
 
+    /// A Bind (re)created protocol portal `name`: its count starts again.
+    pub fn bound(&mut self, name: &str) {
+        self.open.remove(name);
+    }
+
+    /// Portal `name` was read (Execute) up to `counted` rows in all: later reads, by Execute or
+    /// FETCH, count on from there.
+    pub fn read(&mut self, name: &str, counted: u64) {
+        match self.open.get(name).copied() {
+            Some((n, hold)) => {
+                self.open.insert(name.to_string(), (n.max(counted), hold));
+            }
+            None => {
+                self.open.insert(name.to_string(), (counted, false));
+            }
+        }
+    }
+
     /// Statement `u` completed; `rows` is the count its result reached (including what the
-    /// cursor had returned before, as [`CursorRows::before`] gave it).
+    /// cursor had returned before, as [`PortalRows::before`] gave it).
     pub fn completed(&mut self, u: Option<&CursorUse>, rows: u64) {
         match u {
             Some(CursorUse::Declare { name, hold }) => {
                 self.open.insert(name.clone(), (0, *hold));
             }
-            Some(CursorUse::Fetch(name)) => {
-                if let Some((n, _)) = self.open.get_mut(name) {
-                    *n = (*n).max(rows);
-                } else {
-                    // Declared where tollgate did not see it (a function): count from here.
+            Some(CursorUse::Fetch(name)) => match self.open.get(name).copied() {
+                Some((n, hold)) => {
+                    self.open.insert(name.clone(), (n.max(rows), hold));
+                }
+                // Declared where tollgate did not see it (a function): count from here.
+                None => {
                     self.open.insert(name.clone(), (rows, true));
                 }
-            }
+            },
             Some(CursorUse::Close(Some(name))) => {
                 self.open.remove(name);
             }
@@ -68,9 +93,9 @@ impl CursorRows {
         }
     }
 
-    /// The transaction ended (ReadyForQuery idle): cursors without HOLD are gone.
+    /// The transaction ended (ReadyForQuery idle): portals and cursors without HOLD are gone.
     pub fn transaction_ended(&mut self) {
-        self.open.retain(|_, (_, hold)| *hold);
+        self.open.retain(|(_, hold)| *hold);
     }
 }
 
@@ -84,7 +109,7 @@ mod tests {
 
     #[test]
     fn counts_follow_declare_fetch_close_and_transactions() {
-        let mut c = CursorRows::default();
+        let mut c = PortalRows::default();
         let declare = CursorUse::Declare {
             name: "c".into(),
             hold: false,
@@ -109,6 +134,21 @@ mod tests {
         assert_eq!(c.before(Some(&fetch("h"))), 600, "WITH HOLD outlives it");
         c.completed(Some(&CursorUse::Close(None)), 0);
         assert_eq!(c.before(Some(&fetch("h"))), 0);
+        // A protocol portal and a SQL cursor share one count per name.
+        c.read("p1", 1001);
+        assert_eq!(c.before(Some(&fetch("p1"))), 1001, "FETCH after Execute");
+        c.completed(Some(&fetch("p1")), 1500);
+        assert_eq!(c.rows("p1"), Some(1500));
+        c.bound("p1");
+        assert_eq!(c.rows("p1"), None, "a new Bind starts again");
+        c.completed(Some(&declare), 0);
+        c.completed(Some(&fetch("c")), 1000);
+        c.read("c", 1001);
+        assert_eq!(c.rows("c"), Some(1001), "Execute after FETCH");
+        c.read("c", 5);
+        assert_eq!(c.rows("c"), Some(1001), "never counts down");
+        c.transaction_ended();
+        assert_eq!(c.rows("c"), None);
         let mut s = StatementCursors::new(vec![None, Some(fetch("h"))]);
         assert_eq!(s.current(), None);
         s.advance();

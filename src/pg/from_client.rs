@@ -3,10 +3,9 @@
 //! the session in the right state (transaction aborted, extended batch skipped to Sync) and the
 //! reply stream stays in order; the upstream's error is then swapped for tollgate's refusal.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::name_map::NameMap;
-use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -19,10 +18,11 @@ use super::frontend::{self as fe, MessageError};
 use super::link::{Attached, Link};
 use super::pending::{Expect, Pending};
 use super::pool::{CheckoutError, ServerInfo};
+use super::sql_prepared::{self, PrepareTickets, SqlPrepared};
 use super::statement::{Checked, PgSession};
 use super::statements::{self, ServerStatement, Unnamed};
 use crate::policy::limits::{Limits, RowLimitMode};
-use crate::policy::sql::cursors::cursor_uses;
+use crate::policy::sql::cursors::{cursor_uses, CursorUse};
 use crate::policy::{AgentView, Effect, Outcome, SessionFacts, Verdict};
 
 /// A statement PostgreSQL rejects with a syntax error, sent in place of a refused one.
@@ -52,10 +52,15 @@ struct State {
     skip_until_sync: bool,
     /// Prepared statement name → its text and verdict (as checked at Parse).
     statements: NameMap<Arc<Checked>>,
-    /// Portal name → the statement it runs.
-    portals: NameMap<Arc<Checked>>,
-    /// SQL-level PREPAREd statements: name → the PREPARE text, re-checked after a reload.
-    sql_prepared: HashMap<String, Arc<Checked>>,
+    /// Portal name → the statement it runs (protocol portals this session bound).
+    portals: NameMap<Portal>,
+    /// SQL cursors this session DECLAREd (portals too: a protocol Execute may read them), until
+    /// it closes them. One that ended with its transaction is still here: the server answers.
+    /// Name → WITH HOLD.
+    declared: std::collections::HashMap<String, bool>,
+    /// SQL-level PREPAREd statements (confirmed by the server, or in flight), re-checked after
+    /// a reload.
+    prepared: SqlPrepared,
     facts: SessionFacts,
     /// The agent's policy (its limits), re-read when the policy changes.
     view: AgentView,
@@ -74,23 +79,52 @@ struct State {
     /// transaction since. Text beyond ASCII then waits until every reply is in, so it is decoded
     /// in the encoding the server reported (`encoding.rs` of the client, `ParameterStatus`).
     encoding_window: bool,
+    /// How the server reads backslashes may change: an analysed session let through a statement
+    /// that can change settings tollgate does not see (a function call, DO, CALL: those that
+    /// leave session state) and has not been idle outside a transaction since. Text with a
+    /// backslash then waits until every reply is in: a server reporting
+    /// `standard_conforming_strings` off by then ends the session (`sql_reading`) before it is
+    /// forwarded. Text without one reads the same either way.
+    reading_window: bool,
+    /// Whether tollgate analyses this session's statements (not passthrough), and the policy
+    /// version that was worked out under.
+    analysed: (u64, bool),
     /// Inside an extended-protocol batch (a message since the last Sync): replies cannot be
     /// waited for before the Sync.
     in_batch: bool,
-    /// The current message may be read in another encoding than tollgate knows: refused.
-    encoding_uncertain: bool,
+    /// The current message may be read otherwise than tollgate knows (the encoding, or how
+    /// backslashes are read, may have changed earlier in its batch): refused.
+    uncertain: Option<Uncertain>,
     /// Whose session shows which process id (the door's registry; absent in unit tests, where
     /// every process id given as a value is refused).
     backends: Option<Arc<CancelRegistry>>,
 }
 
+/// What may have changed earlier in a batch, so a message's text cannot be read for sure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Uncertain {
+    Encoding,
+    Backslashes,
+}
+
+/// A bound portal: the statement it runs (`None`: a name tollgate did not see prepared, which
+/// only the server knows, under session pooling), and whether running it has that statement's
+/// effects on the session (a portal bound to a SQL-PREPAREd statement runs its body, not the
+/// PREPARE).
+#[derive(Clone)]
+struct Portal {
+    checked: Option<Arc<Checked>>,
+    effects: bool,
+}
+
 impl State {
-    fn new(agent: std::sync::Arc<str>) -> State {
+    fn new(agent: std::sync::Arc<str>, pending: &Pending) -> State {
         State {
             skip_until_sync: false,
             statements: NameMap::default(),
             portals: NameMap::default(),
-            sql_prepared: HashMap::new(),
+            declared: Default::default(),
+            prepared: SqlPrepared::new(pending.prepare_reports()),
             facts: SessionFacts::default(),
             view: AgentView::new(agent),
             pooled: false,
@@ -101,7 +135,9 @@ impl State {
             pinned: false,
             encoding_window: false,
             in_batch: false,
-            encoding_uncertain: false,
+            reading_window: false,
+            analysed: (0, true),
+            uncertain: None,
             backends: None,
         }
     }
@@ -109,6 +145,48 @@ impl State {
     /// The attached connection, when statements are renamed on it (transaction pooling).
     fn pooled_server(&self) -> Option<Arc<ServerInfo>> {
         self.server.clone().filter(|_| self.pooled)
+    }
+
+    /// Whether tollgate analyses this session's statements under the current policy.
+    fn analysed(&mut self, ctx: &PgSession) -> bool {
+        let version = self.view.refresh(&ctx.session().core().policy).version();
+        if self.analysed.0 != version {
+            let upstream = ctx.session().upstream();
+            self.analysed = (
+                version,
+                super::sql_reading::analysed(self.view.policy(), upstream),
+            );
+        }
+        self.analysed.1
+    }
+
+    /// A statement being let through leaves session state (`leaves`): it may change settings
+    /// tollgate does not see, so the reading window opens for an analysed session.
+    fn may_change_reading(&mut self, ctx: &PgSession, leaves: bool) {
+        if leaves && !self.reading_window && self.analysed(ctx) {
+            self.reading_window = true;
+        }
+    }
+
+    /// A statement being forwarded DECLAREs or CLOSEs a SQL cursor.
+    fn note_cursor(&mut self, u: Option<&CursorUse>) {
+        match u {
+            Some(CursorUse::Declare { name, hold }) => {
+                self.declared.insert(name.clone(), *hold);
+            }
+            Some(CursorUse::Close(Some(name))) => {
+                self.declared.remove(name);
+            }
+            Some(CursorUse::Close(None)) => self.declared.clear(),
+            Some(CursorUse::Fetch(_) | CursorUse::Move(_)) | None => {}
+        }
+    }
+
+    /// Outside a transaction with every reply in, cursors without HOLD are gone.
+    fn forget_ended_cursors(&mut self, pending: &Pending) {
+        if !self.declared.is_empty() && pending.is_empty() && pending.tx_status() == b'I' {
+            self.declared.retain(|_, hold| *hold);
+        }
     }
 }
 
@@ -127,7 +205,7 @@ pub async fn run<R: AsyncRead + Unpin>(
     mut attached: Option<Attached>,
     backends: Arc<CancelRegistry>,
 ) -> (Result<ClientEnd, FromClientError>, Option<Attached>) {
-    let mut state = State::new(ctx.agent().clone());
+    let mut state = State::new(ctx.agent().clone(), &pending);
     state.pooled = link.pooled_by_transaction();
     state.facts.pooled = state.pooled;
     state.facts.checks_signal_targets = true;
@@ -187,18 +265,23 @@ async fn relay<R: AsyncRead + Unpin>(
                 .checkout(&link.key, link.share.as_ref())
                 .await
                 .map_err(|e| FromClientError::Fatal(checkout_refusal(&e, &link.pool.name)))?;
+            // Never a connection that reads SQL text otherwise than the analysis: closed.
+            if let Err(fields) = ctx.check_server(&server.info.params) {
+                link.pool.checkin(server, false, false);
+                return Err(FromClientError::Fatal(fields));
+            }
             state.server = Some(server.info.clone());
             *attached = Some(link.attach(server).await);
         }
         let upstream = &mut attached.as_mut().expect("attached above").writer;
-        settle_encoding(ctx, pending, state, &frame, upstream, &mut out).await?;
+        settle(ctx, pending, state, &frame, upstream, &mut out).await?;
         let mut end = on_frame(ctx, pending, state, frame, &mut out)?;
         // Pipelined messages already read are handled before one write upstream.
         while end.is_none() && client.has_buffered_frame() && out.len() < 256 * 1024 {
             match client.next().await.map_err(FromClientError::Client)? {
                 Some(f) => {
                     let upstream = &mut attached.as_mut().expect("attached above").writer;
-                    settle_encoding(ctx, pending, state, &f, upstream, &mut out).await?;
+                    settle(ctx, pending, state, &f, upstream, &mut out).await?;
                     end = on_frame(ctx, pending, state, f, &mut out)?
                 }
                 None => end = Some(ClientEnd::Closed),
@@ -211,6 +294,7 @@ async fn relay<R: AsyncRead + Unpin>(
         // committing now) before anything they let through is forwarded.
         ctx.commit().await.map_err(FromClientError::Fatal)?;
         pending.cancels_settled().await;
+        no_misread(ctx)?;
         let writer = &mut attached.as_mut().expect("attached above").writer;
         writer
             .write_all(&out)
@@ -294,6 +378,15 @@ async fn give_back(
     link.resume();
 }
 
+/// Nothing more is forwarded once the server reported reading SQL text otherwise than the
+/// analysis (`sql_reading`): what was judged under the old reading must not run under the new.
+fn no_misread(ctx: &PgSession) -> Result<(), FromClientError> {
+    match ctx.misread() {
+        Some(fields) => Err(FromClientError::Fatal(fields.clone())),
+        None => Ok(()),
+    }
+}
+
 /// FATAL for a session whose pool could not give it a connection in time (or at all).
 fn checkout_refusal(e: &CheckoutError, pool: &str) -> PgErrorFields {
     match e.rule() {
@@ -306,11 +399,16 @@ fn checkout_refusal(e: &CheckoutError, pool: &str) -> PgErrorFields {
     }
 }
 
-/// Before a Query or Parse with text beyond ASCII while the client encoding may be changing:
-/// everything queued is sent and every reply awaited, so the server has reported the encoding
-/// the text will be read in. Inside an extended batch replies cannot come before the Sync: the
-/// message is marked uncertain and refused. ASCII text reads the same in every encoding.
-async fn settle_encoding<W: AsyncWrite + Unpin>(
+/// Before a Query or Parse that must be read with the server's answers so far: everything
+/// queued is sent and every reply awaited.
+/// - Text beyond ASCII while the client encoding may be changing: the server has then reported
+///   the encoding the text will be read in (ASCII text reads the same in every encoding).
+/// - Text that may EXECUTE while a SQL PREPARE waits for its answer: a name becomes executable
+///   only once the server confirmed its PREPARE.
+///
+/// Inside an extended batch replies cannot come before the Sync: text beyond ASCII is marked
+/// uncertain and refused; an EXECUTE is judged on what is confirmed so far.
+async fn settle<W: AsyncWrite + Unpin>(
     ctx: &PgSession,
     pending: &Pending,
     state: &mut State,
@@ -318,19 +416,28 @@ async fn settle_encoding<W: AsyncWrite + Unpin>(
     upstream: &mut W,
     out: &mut BytesMut,
 ) -> Result<(), FromClientError> {
-    if !state.encoding_window
-        || !matches!(frame.tag, fe::QUERY | fe::PARSE)
-        || frame.body().is_ascii()
-    {
+    if !matches!(frame.tag, fe::QUERY | fe::PARSE) {
+        return Ok(());
+    }
+    let body = frame.body();
+    let encoding = state.encoding_window && !body.is_ascii();
+    let backslashes = state.reading_window && body.contains(&b'\\');
+    let prepare = state.prepared.in_flight() && may_execute(body);
+    if !encoding && !backslashes && !prepare {
         return Ok(());
     }
     if state.in_batch {
-        state.encoding_uncertain = true;
+        state.uncertain = match (encoding, backslashes) {
+            (true, _) => Some(Uncertain::Encoding),
+            (false, true) => Some(Uncertain::Backslashes),
+            (false, false) => state.uncertain,
+        };
         return Ok(());
     }
     // What is queued goes now, so its decisions are committed first (as before any write).
     ctx.commit().await.map_err(FromClientError::Fatal)?;
     pending.cancels_settled().await;
+    no_misread(ctx)?;
     upstream
         .write_all(out)
         .await
@@ -339,6 +446,7 @@ async fn settle_encoding<W: AsyncWrite + Unpin>(
     pending.settled_replies().await;
     if pending.tx_status() == b'I' {
         state.encoding_window = false;
+        state.reading_window = false;
     }
     Ok(())
 }
@@ -351,8 +459,34 @@ fn may_change_encoding(text: &str) -> bool {
     ENCODING_WORDS.matches(text)
 }
 
-/// The refusal of a message whose text may be read in an encoding tollgate does not know yet.
-fn uncertain_encoding(ctx: &PgSession) -> PgErrorFields {
+/// Whether a text may DECLARE a cursor: its cursor uses are worked out even without a row
+/// limit, since the cursor is a portal the client may Execute. (Without a row limit a CLOSE is
+/// not looked for: a closed cursor's name left here only lets the server answer the Execute.)
+fn may_declare(text: &str) -> bool {
+    use crate::policy::sql::screen::Screen;
+    static DECLARE: Screen = Screen::new(&["declare"]);
+    DECLARE.matches(text)
+}
+
+/// Whether a message's text may EXECUTE a SQL-prepared statement.
+fn may_execute(body: &[u8]) -> bool {
+    use crate::policy::sql::screen::Screen;
+    static EXECUTE: Screen = Screen::new(&["execute"]);
+    EXECUTE.matches_bytes(body)
+}
+
+/// The refusal of a message whose text may be read otherwise than tollgate knows yet.
+fn uncertain_text(ctx: &PgSession, what: Uncertain) -> PgErrorFields {
+    if what == Uncertain::Backslashes {
+        return ctx.refuse(
+            "<message sent while standard_conforming_strings could be changing>",
+            crate::refusal::Refusal::new(
+                crate::refusal::RefusalClass::Unsupported,
+                super::sql_reading::RULE,
+                "a statement earlier in this batch may have changed how the server reads backslashes in string literals (standard_conforming_strings): send Sync before text with a backslash",
+            ),
+        );
+    }
     ctx.refuse(
         "<message sent while the client encoding was changing>",
         crate::refusal::Refusal::new(
@@ -455,7 +589,7 @@ fn not_prepared_here(state: &State, name: &str) -> Option<PgErrorFields> {
     let known = if name.is_empty() {
         state.unnamed.is_some()
     } else {
-        state.statements.contains_key(name) || state.sql_prepared.contains_key(name)
+        state.statements.contains_key(name) || state.prepared.get(name).is_some()
     };
     (!known).then(|| {
         PgErrorFields::error(
@@ -490,6 +624,17 @@ fn on_server(
     Some(stmt.name)
 }
 
+/// The refusal (recorded) of a protocol message naming a statement in tollgate's own namespace
+/// (`policy::reserved`): such a name is never the client's, on any connection.
+fn reserved_statement(ctx: &PgSession, what: &str, name: &str) -> Option<PgErrorFields> {
+    crate::policy::reserved::is_reserved(name).then(|| {
+        ctx.refuse(
+            &format!("-- {what} of prepared statement \"{name}\""),
+            crate::policy::reserved::refusal(name),
+        )
+    })
+}
+
 fn refuse_simple(pending: &Pending, refusal: PgErrorFields, out: &mut BytesMut) {
     pending.push(Expect::Simple {
         ticket: None,
@@ -497,6 +642,7 @@ fn refuse_simple(pending: &Pending, refusal: PgErrorFields, out: &mut BytesMut) 
         rows: 0,
         error: None,
         cursors: Default::default(),
+        prepares: PrepareTickets::default(),
     });
     out.extend_from_slice(&substitute_query());
 }
@@ -525,20 +671,25 @@ fn on_frame(
         state.in_batch = true;
         pending.set_batch_open(true);
     }
+    // What the reply half learned about forwarded PREPAREs, before any name is looked up.
+    state.prepared.settle(&mut state.facts);
     match frame.tag {
         fe::QUERY => on_query(ctx, pending, state, &frame, out)?,
         fe::PARSE => on_parse(ctx, pending, state, &frame, out)?,
         fe::BIND => {
             let (portal, statement) = fe::bind_names(&frame).map_err(fatal_for)?;
-            if let Some(refusal) = not_prepared_here(state, statement) {
+            if let Some(refusal) = reserved_statement(ctx, "Bind", statement)
+                .or_else(|| not_prepared_here(state, statement))
+            {
                 refuse_parse(pending, state, "", refusal, out);
                 return Ok(None);
             }
-            let checked = state
-                .statements
-                .get(statement)
-                .or_else(|| state.sql_prepared.get(statement))
-                .cloned();
+            // A protocol-level statement's portal has its effects when it runs (a PREPARE
+            // prepares); one of a SQL-PREPAREd statement runs the prepared body.
+            let (checked, effects) = match state.statements.get(statement) {
+                Some(c) => (Some(c.clone()), true),
+                None => (state.prepared.get(statement).cloned(), false),
+            };
             // The process ids of backend signals are known now (parameters included).
             if let Some(c) = &checked {
                 let params = |i: i32| fe::bind_int_parameter(&frame, i);
@@ -550,10 +701,9 @@ fn on_frame(
             }
             let renamed = on_server(state, statement, pending, out)
                 .map(|name| statements::renamed_bind(&frame, portal, statement, &name));
-            match checked {
-                Some(c) => state.portals.insert(portal.to_string(), c),
-                None => state.portals.remove(portal),
-            };
+            state
+                .portals
+                .insert(portal.to_string(), Portal { checked, effects });
             pending.push(Expect::Bind {
                 portal: portal.to_string(),
             });
@@ -562,7 +712,10 @@ fn on_frame(
         fe::DESCRIBE => {
             let (kind, name) = fe::target(&frame, "Describe").map_err(fatal_for)?;
             if let Some(refusal) = (kind == b'S')
-                .then(|| not_prepared_here(state, name))
+                .then(|| {
+                    reserved_statement(ctx, "Describe", name)
+                        .or_else(|| not_prepared_here(state, name))
+                })
                 .flatten()
             {
                 refuse_parse(pending, state, "", refusal, out);
@@ -577,21 +730,58 @@ fn on_frame(
         }
         fe::EXECUTE => {
             let portal = fe::execute_portal(&frame).map_err(fatal_for)?;
-            let checked = state.portals.get(portal).cloned();
+            state.forget_ended_cursors(pending);
+            let bound = state.portals.get(portal).cloned();
+            // A portal this session neither bound nor declared (one a function opened, say) is
+            // refused as the server would refuse an unknown one: tollgate counts the rows of
+            // every portal it lets the client read.
+            if bound.is_none() && !state.declared.contains_key(portal) {
+                let refusal = ctx.refuse_as_server(
+                    &format!("-- execute portal \"{portal}\""),
+                    "34000",
+                    format!("portal \"{portal}\" does not exist"),
+                );
+                refuse_parse(pending, state, "", refusal, out);
+                return Ok(None);
+            }
+            let checked = bound.as_ref().and_then(|p| p.checked.clone());
+            // A protocol-level statement's portal has that statement's effects when it runs.
+            let runs = checked
+                .clone()
+                .filter(|_| bound.as_ref().is_some_and(|p| p.effects));
+            // The portal runs a PREPARE of a name the session has: refused as the server would.
+            let duplicate = runs
+                .as_ref()
+                .and_then(|c| duplicate_prepare(ctx, state, &c.text, &c.verdict));
+            if let Some(refusal) = duplicate {
+                refuse_parse(pending, state, "", refusal, out);
+                return Ok(None);
+            }
             let limits = limits(&mut state.view, ctx);
             let cap = execute_row_cap(limits);
-            let cursor = match &checked {
-                Some(c) if limits.max_rows.is_some() => {
-                    cursor_uses(&c.text).into_iter().next().flatten()
-                }
-                _ => None,
-            };
+            let row_limited = limits.max_rows.is_some();
+            // Under a row limit a FETCH's rows count towards its cursor; a DECLARE was worked
+            // out at Parse (it names a portal the client may Execute).
+            let cursor = checked.as_ref().and_then(|c| match row_limited {
+                true => c.cursor_use().cloned(),
+                false => c.cursor.get().cloned().flatten(),
+            });
             match ctx.record_execute(portal, checked.as_deref(), &state.facts, limits) {
                 Ok(ticket) => {
+                    let leaves = checked.as_ref().is_some_and(|c| c.verdict.leaves_state);
+                    state.may_change_reading(ctx, leaves);
+                    let prepares = match runs {
+                        Some(c) => {
+                            state.note_cursor(cursor.as_ref());
+                            apply_effects(state, &c.verdict, &c.text, ctx)
+                        }
+                        None => PrepareTickets::default(),
+                    };
                     pending.push(Expect::Execute {
                         ticket: Some(ticket),
                         portal: portal.to_string(),
-                        cursor,
+                        cursor: cursor.filter(|_| row_limited),
+                        prepares,
                     });
                     match cap.and_then(|cap| capped_execute(&frame, cap)) {
                         Some(capped) => out.extend_from_slice(&capped),
@@ -612,23 +802,26 @@ fn on_frame(
             // and tollgate's own names: a Close of the unnamed statement or of a name this
             // session did not prepare is the client's alone (PostgreSQL answers a Close of a
             // missing statement with CloseComplete too). Its SQL PREPAREd ones (the session is
-            // pinned to its connection then) are closed on the server.
-            let sql_prepared = kind == b'S' && state.sql_prepared.contains_key(name);
+            // pinned to its connection then), confirmed or still in flight, are closed on the
+            // server. tollgate's own names are never the client's, on any connection.
+            let sql_prepared = kind == b'S' && state.prepared.has(name);
+            let reserved = kind == b'S' && crate::policy::reserved::is_reserved(name);
             let not_ours = kind == b'S'
-                && state.pooled
-                && !sql_prepared
-                && (name.is_empty() || !state.statements.contains_key(name));
+                && (reserved
+                    || state.pooled
+                        && !sql_prepared
+                        && (name.is_empty() || !state.statements.contains_key(name)));
             if kind == b'S' {
                 state.statements.remove(name);
                 if name.is_empty() && state.pooled {
                     state.unnamed = None;
                 }
                 if sql_prepared {
-                    state.sql_prepared.remove(name);
-                    state.facts.sql_prepared.remove(name);
+                    state.prepared.remove(name, &mut state.facts);
                 }
             } else {
                 state.portals.remove(name);
+                state.declared.remove(name);
             }
             if kept_on_server || not_ours {
                 // Other sessions may use the same statement on that connection: it stays there
@@ -668,6 +861,7 @@ fn on_frame(
                         rows: 0,
                         error: None,
                         cursors: Default::default(),
+                        prepares: PrepareTickets::default(),
                     });
                     out.extend_from_slice(&frame.raw);
                 }
@@ -700,8 +894,8 @@ fn on_query(
             *server.unnamed_owner.lock().expect("unnamed statement") = None;
         }
     }
-    if std::mem::take(&mut state.encoding_uncertain) {
-        refuse_simple(pending, uncertain_encoding(ctx), out);
+    if let Some(what) = state.uncertain.take() {
+        refuse_simple(pending, uncertain_text(ctx, what), out);
         return Ok(());
     }
     let raw = fe::query_bytes(frame).map_err(fatal_for)?;
@@ -719,8 +913,16 @@ fn on_query(
         .runs()
         .then(|| stale_execute_refusal(ctx, state, &verdict))
         .flatten();
+    // A PREPARE of a name the session has: refused as the server would (its name stays the
+    // statement tollgate checked).
+    let duplicate = stale.or_else(|| {
+        verdict
+            .runs()
+            .then(|| duplicate_prepare(ctx, state, text, &verdict))
+            .flatten()
+    });
     // Backend signals of literal process ids: whose they are is known now.
-    let refused = stale.or_else(|| {
+    let refused = duplicate.or_else(|| {
         verdict
             .runs()
             .then(|| signal_refusal(ctx, state, text, &verdict, |_| None))
@@ -734,25 +936,36 @@ fn on_query(
         }),
         None => Ok(None),
     };
+    state.forget_ended_cursors(pending);
     let limits = limits(&mut state.view, ctx);
-    // Rows count per SQL cursor across its FETCHes: only needed under a row limit.
-    let cursors = if limits.max_rows.is_some() {
-        StatementCursors::new(cursor_uses(text))
-    } else {
-        StatementCursors::default()
+    // Rows count per SQL cursor across its FETCHes (under a row limit); the cursors it DECLAREs
+    // are portals the client may Execute.
+    let row_limited = limits.max_rows.is_some();
+    let uses = match row_limited || may_declare(text) {
+        true => cursor_uses(text),
+        false => Vec::new(),
     };
     let admitted = forwarded.and_then(|f| ctx.decide(text, &verdict, limits).map(|t| (t, f)));
     match admitted {
         Ok((ticket, rewritten)) => {
-            apply_effects(state, &verdict, text, ctx);
+            for u in &uses {
+                state.note_cursor(u.as_ref());
+            }
+            let cursors = match row_limited {
+                true => StatementCursors::new(uses),
+                false => StatementCursors::default(),
+            };
+            let prepares = apply_effects(state, &verdict, text, ctx);
             state.pinned |= verdict.leaves_state;
             state.encoding_window |= may_change_encoding(text);
+            state.may_change_reading(ctx, verdict.leaves_state);
             pending.push(Expect::Simple {
                 ticket: Some(ticket),
                 refusal: None,
                 rows: 0,
                 error: None,
                 cursors,
+                prepares,
             });
             match rewritten {
                 Some(sql) => out.extend_from_slice(&query_message(&sql)),
@@ -781,8 +994,12 @@ fn on_parse(
             return Ok(());
         }
     };
-    if std::mem::take(&mut state.encoding_uncertain) {
-        refuse_parse(pending, state, "", uncertain_encoding(ctx), out);
+    if let Some(refusal) = reserved_statement(ctx, "Parse", name) {
+        refuse_parse(pending, state, "", refusal, out);
+        return Ok(());
+    }
+    if let Some(what) = state.uncertain.take() {
+        refuse_parse(pending, state, "", uncertain_text(ctx, what), out);
         return Ok(());
     }
     let decoded = match ctx.decode(raw, "Parse") {
@@ -795,13 +1012,8 @@ fn on_parse(
     let text: &str = &decoded;
     // PostgreSQL refuses to redefine a named statement; answering here keeps tollgate's record of
     // what the name runs exact (the server keeps the old definition).
-    if !name.is_empty()
-        && (state.statements.contains_key(name) || state.sql_prepared.contains_key(name))
-    {
-        let refusal = PgErrorFields::error(
-            "42P05",
-            format!("prepared statement \"{name}\" already exists"),
-        );
+    if !name.is_empty() && (state.statements.contains_key(name) || state.prepared.has(name)) {
+        let refusal = ctx.refuse_as_server(text, "42P05", already_exists(name));
         refuse_parse(pending, state, "", refusal, out);
         return Ok(());
     }
@@ -823,8 +1035,9 @@ fn on_parse(
         None
     };
     if verdict.runs() {
-        apply_effects(state, &verdict, text, ctx);
+        // Its effects on the session (a PREPARE, a DEALLOCATE) come when a portal of it runs.
         state.encoding_window |= may_change_encoding(text);
+        state.may_change_reading(ctx, verdict.leaves_state);
         state.pinned |= verdict.leaves_state;
         let forwarded = match rewritten {
             Some(sql) => parse_message(frame, name, &sql),
@@ -867,7 +1080,11 @@ fn on_parse(
             verdict,
             version: ctx.policy_version(),
             server: server_stmt,
+            cursor: Default::default(),
         });
+        if may_declare(text) {
+            checked.cursor_use(); // known at Execute, which records the cursor's name
+        }
         state.statements.insert(name.to_string(), checked);
         ctx.context().record_overhead(started);
     } else {
@@ -887,7 +1104,7 @@ fn stale_execute_refusal(
 ) -> Option<PgErrorFields> {
     verdict.effects.iter().find_map(|e| match e {
         Effect::Executes(name) => {
-            let prepared = state.sql_prepared.get(name)?;
+            let prepared = state.prepared.get(name)?;
             let fresh = ctx.recheck(prepared, &state.facts)?;
             if let Some(refusal) = ctx.masking_changed(prepared, &fresh) {
                 return Some(refusal);
@@ -955,33 +1172,39 @@ fn refuse_parse(
     }
 }
 
-fn apply_effects(state: &mut State, verdict: &Arc<Verdict>, text: &str, ctx: &PgSession) {
+/// What a statement being forwarded does to the session's prepared statements and portals. A
+/// PREPARE is only sent here: its name becomes the session's when the server confirms it (the
+/// returned tickets go with the reply's queue entry).
+fn apply_effects(
+    state: &mut State,
+    verdict: &Arc<Verdict>,
+    text: &str,
+    ctx: &PgSession,
+) -> PrepareTickets {
+    let mut tickets = PrepareTickets::default();
     if verdict.outcome == Outcome::Block {
-        return;
+        return tickets;
     }
     for e in &verdict.effects {
         match e {
             Effect::Prepared(n) => {
-                state.facts.sql_prepared.insert(n.clone());
                 let checked = Checked {
                     text: text.into(),
                     verdict: verdict.clone(),
                     version: ctx.policy_version(),
                     server: None,
+                    cursor: Default::default(),
                 };
-                state.sql_prepared.insert(n.clone(), Arc::new(checked));
+                state.prepared.sent(n, Arc::new(checked), &mut tickets);
             }
-            Effect::Deallocated(Some(n)) => {
-                state.facts.sql_prepared.remove(n);
-                state.sql_prepared.remove(n);
-            }
+            Effect::Deallocated(Some(n)) => state.prepared.remove(n, &mut state.facts),
             Effect::Deallocated(None) => {
                 // DEALLOCATE ALL / DISCARD ALL drop protocol-level statements too, tollgate's
                 // own on this connection included.
-                state.facts.sql_prepared.clear();
-                state.sql_prepared.clear();
+                state.prepared.clear(&mut state.facts);
                 state.statements.clear();
                 state.portals.clear();
+                state.declared.clear();
                 state.unnamed = None;
                 if let Some(server) = &state.server {
                     server.prepared.lock().expect("prepared statements").clear();
@@ -991,6 +1214,33 @@ fn apply_effects(state: &mut State, verdict: &Arc<Verdict>, text: &str, ctx: &Pg
             Effect::Executes(_) | Effect::Signals(_) => {}
         }
     }
+    tickets
+}
+
+/// PostgreSQL's words for a PREPARE (or Parse) of a name that is taken.
+fn already_exists(name: &str) -> String {
+    format!("prepared statement \"{name}\" already exists")
+}
+
+/// The refusal (recorded) of a statement that PREPAREs a name the session has already, a SQL- or
+/// protocol-level one, confirmed or in flight (or that it prepares twice): PostgreSQL's 42P05,
+/// given by tollgate so its record of what the name runs stays exact.
+fn duplicate_prepare(
+    ctx: &PgSession,
+    state: &State,
+    text: &str,
+    verdict: &Verdict,
+) -> Option<PgErrorFields> {
+    if !verdict
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Prepared(_)))
+    {
+        return None;
+    }
+    let has = |n: &str| state.prepared.has(n) || state.statements.contains_key(n);
+    let name = sql_prepared::duplicate(&verdict.effects, has)?;
+    Some(ctx.refuse_as_server(text, "42P05", already_exists(name)))
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ pub mod refusal;
 pub mod run_one;
 pub mod schema_loader;
 pub mod session;
+pub mod sql_prepared;
+pub mod sql_reading;
 pub mod startup;
 pub mod statement;
 pub mod statements;

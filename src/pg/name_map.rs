@@ -48,6 +48,14 @@ impl<V> NameMap<V> {
         }
     }
 
+    /// Keeps the values `keep` says to keep.
+    pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+        if self.unnamed.as_ref().is_some_and(|v| !keep(v)) {
+            self.unnamed = None;
+        }
+        self.named.retain(|_, v| keep(v));
+    }
+
     pub fn clear(&mut self) {
         self.unnamed = None;
         self.named.clear();
@@ -64,6 +72,7 @@ mod tests {
         Insert(String, u32),
         Remove(String),
         Clear,
+        Retain(u32),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -72,6 +81,7 @@ mod tests {
             (name.clone(), any::<u32>()).prop_map(|(n, v)| Op::Insert(n, v)),
             name.prop_map(Op::Remove),
             Just(Op::Clear),
+            any::<u32>().prop_map(Op::Retain),
         ]
     }
 
@@ -87,6 +97,10 @@ mod tests {
                     Op::Clear => {
                         ours.clear();
                         model.clear();
+                    }
+                    Op::Retain(v) => {
+                        ours.retain(|x| *x < v);
+                        model.retain(|_, x| *x < v);
                     }
                 }
                 for n in ["", "a", "b", "ab", "ba", "aa"] {

@@ -22,6 +22,8 @@ pub enum Expect {
         error: Option<crate::session::OutcomeError>,
         /// What each of its statements does to SQL cursors (for `max_rows` per cursor).
         cursors: super::cursor_rows::StatementCursors,
+        /// Its SQL PREPAREs, confirmed one by one as the server completes them.
+        prepares: super::sql_prepared::PrepareTickets,
     },
     /// Parse → ParseComplete (or the substitute whose error becomes `refusal`). `server_name`:
     /// the name tollgate prepared it under on the server (transaction pooling), forgotten there
@@ -51,6 +53,8 @@ pub enum Expect {
         portal: String,
         /// What the portal's statement does to a SQL cursor (for `max_rows` per cursor).
         cursor: Option<crate::policy::sql::cursors::CursorUse>,
+        /// The SQL PREPARE the portal runs, if it is one.
+        prepares: super::sql_prepared::PrepareTickets,
     },
     Sync,
     /// The client ended a COPY FROM STDIN (CopyDone/CopyFail): Syncs queued before this marker
@@ -86,6 +90,8 @@ pub struct Pending {
     /// transaction, hold a suspended portal or skip everything to the Sync, whatever the last
     /// ReadyForQuery said.
     batch_open: Arc<std::sync::atomic::AtomicBool>,
+    /// The reply half's answers to SQL PREPAREs, for the client half's record of them.
+    prepare_reports: super::sql_prepared::PrepareReports,
 }
 
 impl Pending {
@@ -99,6 +105,11 @@ impl Pending {
     /// Waits until every cancel of tollgate's own has been delivered.
     pub async fn cancels_settled(&self) {
         self.cancels.settled().await
+    }
+
+    /// Where the reply half reports the fate of each forwarded SQL PREPARE.
+    pub fn prepare_reports(&self) -> super::sql_prepared::PrepareReports {
+        self.prepare_reports.clone()
     }
 
     pub fn push(&self, e: Expect) {

@@ -263,8 +263,12 @@ async fn relay(
     // The login shows what a server connection of these settings reports (ParameterStatus): a
     // transaction-pooled session needs no connection for that once one was opened; a
     // session-pooled one keeps the connection it gets now.
+    // A template that reads SQL text otherwise than the analysis (`sql_reading`) may be stale
+    // (an administrator fixed the setting since): a real connection is checked instead.
     let template = match mode {
-        PoolMode::Transaction => pool.template(&key),
+        PoolMode::Transaction => pool
+            .template(&key)
+            .filter(|t| super::sql_reading::check_all(&t.params).is_ok()),
         PoolMode::Session => None,
     };
     // Transaction pooling: the connections this session holds count against its agent's share.
@@ -281,6 +285,16 @@ async fn relay(
         },
     };
     let info = template.unwrap_or_else(|| server.as_ref().expect("checked out").info.clone());
+    let pg = Arc::new(PgSession::new(session));
+    // A connection that reads SQL text otherwise than the analysis is never used for an
+    // analysed session (`sql_reading`): closed, and the session refused.
+    if let Err(fields) = pg.check_server(&info.params) {
+        if let Some(server) = server {
+            pool.checkin(server, false, false);
+        }
+        send_fatal(&mut wr, &fields).await;
+        return Err(SessionError::Refused(fields));
+    }
     let link = Arc::new(Link::new(mode, pool.clone(), key, share));
     // Session pooling shows the server's own process id, as PostgreSQL would, so
     // pg_backend_pid(), notifications and backend signals agree with BackendKeyData; with
@@ -288,14 +302,13 @@ async fn relay(
     // changes between transactions). Either way the secret is tollgate's: cancels are routed here.
     let shown_pid = (mode == PoolMode::Session).then_some(info.pid);
     let owner = crate::policy::backends::BackendOwner {
-        agent: session.agent().clone(),
-        upstream: session.upstream().clone(),
+        agent: pg.agent().clone(),
+        upstream: pg.session().upstream().clone(),
         server_process: shown_pid.is_some(),
     };
     let (pid, secret, cancel_guard) = door.cancels.register(shown_pid, link.cancel.clone(), owner);
     link.client_pid
         .store(pid, std::sync::atomic::Ordering::Relaxed);
-    let pg = Arc::new(PgSession::new(session));
     let mut hello = Vec::new();
     for f in &info.param_frames {
         hello.extend_from_slice(&pg.rewrite_parameter_status(f));
@@ -427,6 +440,10 @@ async fn relay(
         }
         UpstreamSide(Ok(())) => Ok(()),
         UpstreamSide(Err(ToClientError::Client(e))) => Err(SessionError::Io(e)),
+        UpstreamSide(Err(ToClientError::Fatal(fields))) => {
+            send_fatal(&mut wr, &fields).await;
+            Err(SessionError::Refused(fields))
+        }
         UpstreamSide(Err(e)) => {
             send_fatal(&mut wr, &lost()).await;
             Err(SessionError::Io(std::io::Error::other(e.to_string())))

@@ -26,6 +26,23 @@ pub struct Checked {
     pub version: u64,
     /// Under transaction pooling: the statement as tollgate prepares it on server connections.
     pub server: Option<crate::pg::statements::ServerStatement>,
+    /// What it does to a SQL cursor, worked out once when first needed (a row limit counts a
+    /// FETCH's rows towards its cursor; a DECLARE names a portal an Execute may read).
+    pub cursor: std::sync::OnceLock<Option<crate::policy::sql::cursors::CursorUse>>,
+}
+
+impl Checked {
+    /// What the statement does to a SQL cursor (parsed the first time it is asked).
+    pub fn cursor_use(&self) -> Option<&crate::policy::sql::cursors::CursorUse> {
+        self.cursor
+            .get_or_init(|| {
+                crate::policy::sql::cursors::cursor_uses(&self.text)
+                    .into_iter()
+                    .next()
+                    .flatten()
+            })
+            .as_ref()
+    }
 }
 
 /// Longest statement text recorded whole in the audit log.
@@ -40,6 +57,9 @@ pub struct PgSession {
     /// The client encoding the server last reported (`ParameterStatus client_encoding`), as an
     /// index of `client_encoding`'s table; [`UNDECODABLE`] when tollgate cannot decode it exactly.
     encoding: std::sync::atomic::AtomicU8,
+    /// Set when the attached server reported reading SQL text differently from the analysis
+    /// (`sql_reading`): the session ends with this FATAL and nothing more is forwarded.
+    misread: std::sync::OnceLock<PgErrorFields>,
 }
 
 /// [`PgSession`]'s encoding when the server reports one tollgate does not decode exactly: text
@@ -55,7 +75,40 @@ impl PgSession {
             redact_literals: core.audit_config.redact_literals,
             session,
             encoding: std::sync::atomic::AtomicU8::new(ClientEncoding::UTF8.index()),
+            misread: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether tollgate analyses this session's statements (every profile but passthrough),
+    /// under the current policy.
+    pub fn analysed(&self) -> bool {
+        let policy = self
+            .session
+            .core()
+            .policy
+            .agent_policy(self.session.agent());
+        super::sql_reading::analysed(policy.as_deref(), self.session.upstream())
+    }
+
+    /// A server connection about to serve this session, by the parameters it reported at
+    /// login: `Err` (recorded, the FATAL to end the session with) when it reads SQL text
+    /// differently from the analysis and the session is analysed.
+    pub fn check_server(&self, params: &[(String, String)]) -> Result<(), PgErrorFields> {
+        match super::sql_reading::check_all(params) {
+            Err(r) if self.analysed() => Err(self.refuse_connection(r)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The FATAL to end the session with if the attached server reported, in a reply, reading
+    /// SQL text differently from the analysis.
+    pub fn misread(&self) -> Option<&PgErrorFields> {
+        self.misread.get()
+    }
+
+    fn refuse_connection(&self, r: Refusal) -> PgErrorFields {
+        let r = self.session.refuse("-- server connection check".into(), r);
+        refusal::fatal(&r)
     }
 
     /// The client's encoding as the server last reported it; `None` for one tollgate does not
@@ -194,6 +247,19 @@ impl PgSession {
         self.render(&r)
     }
 
+    /// Refuses `text` as the server itself would (`code`, `message`: PostgreSQL's own words,
+    /// which drivers know), where tollgate answers in the server's place; recorded as blocked.
+    pub fn refuse_as_server(
+        &self,
+        text: &str,
+        code: &'static str,
+        message: String,
+    ) -> PgErrorFields {
+        self.session
+            .note(self.recorded(text), Decision::Blocked, Some(&message));
+        PgErrorFields::error(code, message)
+    }
+
     /// Refuses a statement whose verdict does not let it run (recorded, rendered).
     pub fn refuse_verdict(&self, text: &str, verdict: &Verdict) -> PgErrorFields {
         let r = verdict
@@ -241,7 +307,7 @@ impl PgSession {
             _ => Judged::allowed(self.recorded(text)),
         };
         self.session
-            .decide_deferred(judged, Some(limits))
+            .decide_statements_deferred(judged, Some(limits), statements(text, verdict, limits))
             .map_err(|r| self.render(&r))
     }
 
@@ -389,10 +455,31 @@ impl PgSession {
                 let value = value.split(|b| *b == 0).next().unwrap_or(b"");
                 self.observe_client_encoding(&String::from_utf8_lossy(value));
             }
+            name if name == super::sql_reading::SETTING.as_bytes() => {
+                let value = body.get(name_end + 1..).unwrap_or(b"");
+                let value = value.split(|b| *b == 0).next().unwrap_or(b"");
+                let value = String::from_utf8_lossy(value);
+                if let Err(r) = super::sql_reading::check(super::sql_reading::SETTING, &value) {
+                    if self.misread.get().is_none() && self.analysed() {
+                        let _ = self.misread.set(self.refuse_connection(r));
+                    }
+                }
+            }
             _ => {}
         }
         frame.raw.clone()
     }
+}
+
+/// How many of the rate's tokens a text takes: one per statement it holds (a Query may hold
+/// many; the rate holds per statement), at least one per request.
+fn statements(text: &str, verdict: &Verdict, limits: &Limits) -> u32 {
+    let n = match verdict.statements {
+        // Not analysed (the passthrough fast path): counted only when a rate needs it.
+        0 if limits.rate.is_some() => crate::policy::sql::count_statements(text),
+        n => n,
+    };
+    u32::try_from(n.max(1)).unwrap_or(u32::MAX)
 }
 
 fn truncated(text: &str, max: usize) -> &str {

@@ -1,7 +1,8 @@
 //! The client's named prepared statements under transaction pooling. A client's statement can
 //! run on any server connection of the pool, so tollgate prepares it there under a name of its
 //! own — `tg_` and the SHA-256 of the text as forwarded and its parameter types, so two different
-//! statements never share a name and every session preparing the same one shares it — and
+//! statements never share a name and every session preparing the same one shares it (a name
+//! anyone can compute, so no agent may name a statement `tg_...`: `policy::reserved`) — and
 //! prepares it again on a connection that does not have it yet, before the Bind or Describe that
 //! needs it. The client's names stay the client's: they are rewritten in Bind and Describe.
 
@@ -38,7 +39,12 @@ pub fn server_statement(forwarded: &Bytes, client_name: &str) -> ServerStatement
     // name\0 text\0 types: everything after the name identifies the statement.
     let rest = &body[client_name.len() + 1..];
     let digest = Sha256::digest(rest);
-    let name: Arc<str> = format!("tg_{}", hex::encode(&digest[..16])).into();
+    let name: Arc<str> = format!(
+        "{}{}",
+        crate::policy::reserved::RESERVED_PREFIX,
+        hex::encode(&digest[..16])
+    )
+    .into();
     let mut out = BytesMut::with_capacity(body.len() + 40);
     out.put_slice(name.as_bytes());
     out.put_u8(0);

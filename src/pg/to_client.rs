@@ -9,10 +9,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::backend::{self as msg, PgErrorFields};
 use super::cancel::{send_cancel, CancelSlot};
-use super::cursor_rows::CursorRows;
+use super::cursor_rows::PortalRows;
 use super::frame::{Frame, FrameError};
 use super::link::Link;
-use super::name_map::NameMap;
 use super::pending::{Expect, Pending};
 use super::statement::PgSession;
 use crate::policy::limits::RowLimitMode;
@@ -28,6 +27,10 @@ pub enum ToClientError {
     UpstreamClosed,
     #[error("client connection: {0}")]
     Client(std::io::Error),
+    /// The server reported reading SQL text differently from the analysis
+    /// (`sql_reading`): the session ends with this FATAL, the connection is not reused.
+    #[error("{}", .0.message)]
+    Fatal(PgErrorFields),
 }
 
 /// What the reply side knows about the server's state.
@@ -52,12 +55,12 @@ struct ReplyState {
     /// DataRows of the current result, and whether it went past `max_rows`. For an Execute this
     /// includes the rows earlier Executes of the same portal returned before PortalSuspended.
     rows: u64,
-    /// Rows already returned by suspended portals (pg-cursor, JDBC fetchSize, asyncpg cursors
-    /// resume a portal with Execute(n) again and again): `max_rows` holds per statement, not per
-    /// batch. Forgotten when the portal is bound again, completes, or the transaction ends.
-    portal_rows: NameMap<u64>,
-    /// Rows each SQL cursor has returned across its FETCHes (`max_rows` holds per cursor).
-    cursors: CursorRows,
+    /// Rows each portal has returned so far, by name, whichever way it was read: suspended
+    /// protocol portals resumed with Execute(n) again and again (pg-cursor, JDBC fetchSize,
+    /// asyncpg cursors), SQL cursors across their FETCHes, and a portal read both ways (SQL
+    /// cursors are portals). `max_rows` holds per statement, not per batch or per message kind.
+    /// A protocol portal's count starts again when it is bound again.
+    portals: PortalRows,
     /// What the current result's count started from (a resumed portal, a cursor's earlier
     /// FETCHes): rows shown in this result are `rows - base`.
     base: u64,
@@ -86,8 +89,7 @@ impl ReplyState {
             seen: HashMap::new(),
             in_step_with: None,
             rows: 0,
-            portal_rows: NameMap::default(),
-            cursors: CursorRows::default(),
+            portals: PortalRows::default(),
             base: 0,
             bytes: 0,
             over_limit: false,
@@ -155,11 +157,11 @@ impl ReplyState {
     /// cursor a FETCH reads from returned before).
     fn resume_count(&mut self, pending: &Pending) {
         let base = pending.with(|q| match q.front() {
-            Some(Expect::Execute { portal, cursor, .. }) => match self.portal_rows.get(portal) {
-                Some(n) => *n,
-                None => self.cursors.before(cursor.as_ref()),
+            Some(Expect::Execute { portal, cursor, .. }) => match self.portals.rows(portal) {
+                Some(n) => n,
+                None => self.portals.before(cursor.as_ref()),
             },
-            Some(Expect::Simple { cursors, .. }) => self.cursors.before(cursors.current()),
+            Some(Expect::Simple { cursors, .. }) => self.portals.before(cursors.current()),
             _ => 0,
         });
         self.rows = base;
@@ -172,10 +174,10 @@ impl ReplyState {
 fn statement_done(pending: &Pending, state: &mut ReplyState, rows: u64) {
     pending.with(|q| match q.front_mut() {
         Some(Expect::Simple { cursors, .. }) => {
-            state.cursors.completed(cursors.current(), rows);
+            state.portals.completed(cursors.current(), rows);
             cursors.advance();
         }
-        Some(Expect::Execute { cursor, .. }) => state.cursors.completed(cursor.as_ref(), rows),
+        Some(Expect::Execute { cursor, .. }) => state.portals.completed(cursor.as_ref(), rows),
         _ => {}
     });
 }
@@ -247,7 +249,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         pending.set_unwritten(true);
         on_frame(&ctx, &pending, &mut state, frame, &mut out);
         // Drain what is already buffered before writing, so a burst of rows costs one write.
-        while upstream.has_buffered_frame() && out.len() < 256 * 1024 {
+        while ctx.misread().is_none() && upstream.has_buffered_frame() && out.len() < 256 * 1024 {
             match upstream.next().await {
                 Ok(Some(f)) => on_frame(&ctx, &pending, &mut state, f, &mut out),
                 Ok(None) => break,
@@ -262,6 +264,14 @@ pub async fn run<W: AsyncWrite + Unpin>(
             && pending.between_transactions()
             && !upstream.has_buffered_frame();
         drop(guard);
+        if let Some(fields) = ctx.misread() {
+            // What came before the report was read as analysed; nothing after it is relayed.
+            client
+                .write_all(&out)
+                .await
+                .map_err(ToClientError::Client)?;
+            return Err(ToClientError::Fatal(fields.clone()));
+        }
         pending.notify_drained();
         client
             .write_all(&out)
@@ -417,6 +427,17 @@ fn handle(
             out.extend_from_slice(&frame.raw);
         }
         msg::COMMAND_COMPLETE | msg::EMPTY_QUERY | msg::PORTAL_SUSPENDED => {
+            if frame.body() == b"PREPARE\0" {
+                // The server has the statement: its name becomes the session's.
+                pending.with(|q| {
+                    if let Some(
+                        Expect::Simple { prepares, .. } | Expect::Execute { prepares, .. },
+                    ) = q.front_mut()
+                    {
+                        prepares.confirm_next()
+                    }
+                });
+            }
             let rows = if frame.tag == msg::COMMAND_COMPLETE {
                 msg::command_rows(frame.body())
             } else {
@@ -429,13 +450,21 @@ fn handle(
             pending.with(|q| match q.front_mut() {
                 Some(Expect::Simple { rows: r, .. }) => *r += rows.unwrap_or(0),
                 Some(Expect::Execute { .. }) => {
-                    if let Some(Expect::Execute { ticket, portal, .. }) = q.pop_front() {
-                        if frame.tag == msg::PORTAL_SUSPENDED {
-                            if state.rows > 0 {
-                                state.portal_rows.insert(portal, state.rows);
-                            }
-                        } else {
-                            state.portal_rows.remove(&portal);
+                    if let Some(Expect::Execute {
+                        ticket,
+                        portal,
+                        cursor,
+                        ..
+                    }) = q.pop_front()
+                    {
+                        if frame.tag != msg::PORTAL_SUSPENDED && reads_cursor(cursor.as_ref()) {
+                            // A FETCH statement's own portal is done; the cursor it read keeps
+                            // the count (statement_done).
+                            state.portals.bound(&portal);
+                        } else if state.rows > 0 {
+                            // Suspended, or done but still readable by SQL (FETCH, a scrollable
+                            // cursor backwards): later reads count on from here.
+                            state.portals.read(&portal, state.rows);
                         }
                         complete(ctx, ticket, rows, None);
                     }
@@ -454,7 +483,7 @@ fn handle(
             let hidden = pending.with(|q| {
                 if let (msg::BIND_COMPLETE, Some(Expect::Bind { portal })) = (frame.tag, q.front())
                 {
-                    state.portal_rows.remove(portal);
+                    state.portals.bound(portal);
                 }
                 // The reply to a Parse or Close tollgate sent on its own is not the client's.
                 let hidden = matches!(
@@ -510,8 +539,8 @@ fn handle(
             if let Some(&status) = frame.body().first() {
                 pending.set_tx_status(status);
                 if status == b'I' {
-                    state.portal_rows.clear(); // portals live until the transaction ends
-                    state.cursors.transaction_ended(); // and so do cursors without HOLD
+                    // Portals live until the transaction ends, and so do cursors without HOLD.
+                    state.portals.transaction_ended();
                 }
             }
             state.refresh_limits(ctx);
@@ -550,7 +579,11 @@ fn handle(
                     String::from_utf8_lossy(value).into_owned(),
                 );
             }
-            out.extend_from_slice(&ctx.rewrite_parameter_status(&frame))
+            let shown = ctx.rewrite_parameter_status(&frame);
+            // A server that now reads SQL text otherwise ends the session (`run`).
+            if ctx.misread().is_none() {
+                out.extend_from_slice(&shown);
+            }
         }
         msg::NOTIFICATION_RESPONSE => out.extend_from_slice(&notification(state, frame)),
         _ => out.extend_from_slice(&frame.raw),
@@ -603,11 +636,17 @@ fn row_limit_end(
     pending.with(|q| match q.front_mut() {
         Some(Expect::Simple { rows, .. }) => *rows += shown,
         Some(Expect::Execute { .. }) => {
-            if let Some(Expect::Execute { ticket, portal, .. }) = q.pop_front() {
-                if frame.tag == msg::PORTAL_SUSPENDED {
-                    // The client sees the result complete; should it resume the portal anyway,
-                    // its count goes on from here.
-                    state.portal_rows.insert(portal, cut.counted);
+            if let Some(Expect::Execute {
+                ticket,
+                portal,
+                cursor,
+                ..
+            }) = q.pop_front()
+            {
+                if frame.tag == msg::PORTAL_SUSPENDED || !reads_cursor(cursor.as_ref()) {
+                    // The client sees the result complete; should it read the portal again (an
+                    // Execute, a SQL FETCH), its count goes on from here.
+                    state.portals.read(&portal, cut.counted);
                 }
                 complete(ctx, ticket, Some(shown), None);
             }
@@ -664,6 +703,11 @@ impl Cut {
             counted: max.saturating_add(1),
         }
     }
+}
+
+/// Whether a statement is a FETCH (its rows count towards the cursor it reads).
+fn reads_cursor(u: Option<&crate::policy::sql::cursors::CursorUse>) -> bool {
+    matches!(u, Some(crate::policy::sql::cursors::CursorUse::Fetch(_)))
 }
 
 fn far_future() -> std::time::Instant {

@@ -48,6 +48,9 @@ pub struct Verdict {
     /// PREPARE, temporary tables, unknown functions, ...; true when not analysed): under
     /// transaction pooling the session then keeps its server connection.
     pub leaves_state: bool,
+    /// How many statements the text holds, as analysed (each takes one token of the agent's
+    /// rate); 0 when it was not analysed (the passthrough fast path, a refusal before analysis).
+    pub statements: usize,
 }
 
 impl Verdict {
@@ -62,6 +65,7 @@ impl Verdict {
             effects: Vec::new(),
             rewrite: None,
             leaves_state: false,
+            statements: 0,
         }
     }
 
@@ -181,6 +185,7 @@ impl Engine {
                 rewrite: None,
                 // Not analysed: whatever it does may outlive its transaction.
                 leaves_state: true,
+                statements: 0,
             }),
             schemas: ArcSwap::from_pointee(Default::default()),
             mask_key: ArcSwap::from_pointee(String::new()),
@@ -601,13 +606,20 @@ impl Engine {
             .any(|s| s.literal_sensitive || matches!(s.kind, StatementKind::Execute { .. }));
         let effects = effects_of(&analysis);
         let leaves_state = analysis.statements.iter().any(sql::leaves_session_state);
+        let statements = analysis.statements.len();
         let judge = |rules: Option<&super::rules::SqlRules>| match rules {
             Some(r) => decide(r, &analysis, session),
             None => Err(default_deny(format!(
                 "no policy grants access to upstream \"{upstream}\""
             ))),
         };
+        // tollgate's own statement names, first: whatever else is wrong, that is the rule to name.
+        let reserved = analysis
+            .statements
+            .iter()
+            .try_for_each(super::reserved::check_statement);
         let enforced_result = match (enforced, &policy.with_shadow) {
+            _ if reserved.is_err() => reserved,
             (Some(r), _) => judge(r),
             // Only shadow files apply: nothing is enforced (the shadow verdict follows).
             (None, Some(_)) => Ok(()),
@@ -643,6 +655,7 @@ impl Engine {
                 effects,
                 rewrite: None,
                 leaves_state: false,
+                statements,
             },
             Ok(()) => match policy
                 .with_shadow
@@ -655,6 +668,7 @@ impl Engine {
                     effects,
                     rewrite,
                     leaves_state,
+                    statements,
                 },
                 _ => Verdict {
                     outcome: Outcome::Allow,
@@ -662,6 +676,7 @@ impl Engine {
                     effects,
                     rewrite,
                     leaves_state,
+                    statements,
                 },
             },
         };

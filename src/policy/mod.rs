@@ -19,6 +19,7 @@ pub mod limits;
 pub mod mask;
 pub mod mongo;
 pub mod redis;
+pub mod reserved;
 pub mod rules;
 pub mod settings;
 pub mod sql;

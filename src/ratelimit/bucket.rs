@@ -7,12 +7,33 @@ use std::time::{Duration, Instant};
 
 use crate::policy::limits::{Limits, Rate};
 
-/// Refused: over the rate. `retry_after` is when one more statement would be accepted.
+/// Refused: over the rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("rate limit of {per_minute} statements per minute exceeded; retry in {} ms", retry_after.as_millis())]
-pub struct RateExceeded {
-    pub per_minute: u32,
-    pub retry_after: Duration,
+pub enum RateExceeded {
+    /// Not now: `retry_after` is when the statements would be accepted.
+    #[error("rate limit of {per_minute} statements per minute exceeded; retry in {} ms", retry_after.as_millis())]
+    Later {
+        per_minute: u32,
+        retry_after: Duration,
+    },
+    /// Never: one request holds more statements than the bucket can ever hold at once.
+    #[error("a request of {statements} statements needs {statements} of the rate's tokens, more than the {most} it ever holds (rate limit of {per_minute} statements per minute, burst {burst}); send at most {most} statements at once")]
+    TooMany {
+        per_minute: u32,
+        burst: u32,
+        statements: u32,
+        most: u32,
+    },
+}
+
+impl RateExceeded {
+    /// When the same request would be accepted, if ever.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RateExceeded::Later { retry_after, .. } => Some(*retry_after),
+            RateExceeded::TooMany { .. } => None,
+        }
+    }
 }
 
 /// One agent's bucket. The state is the theoretical arrival time (TAT) in nanoseconds since a
@@ -33,11 +54,16 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl Bucket {
-    /// Charges one statement under the agent's limits: `None` when it has no rate or is within
-    /// it; otherwise why it is refused and the rule that set the rate. Both front ends use this.
-    pub fn over_rate<'a>(&self, limits: &'a Limits) -> Option<(RateExceeded, &'a str)> {
+    /// Charges `statements` statements (one request: a Query holding several, say) under the
+    /// agent's limits, all or none: `None` when it has no rate or is within it; otherwise why
+    /// it is refused and the rule that set the rate. Every front end uses this.
+    pub fn over_rate<'a>(
+        &self,
+        limits: &'a Limits,
+        statements: u32,
+    ) -> Option<(RateExceeded, &'a str)> {
         let (rate, rule) = limits.rate.as_ref()?;
-        let exceeded = self.take(*rate).err()?;
+        let exceeded = self.take_n(*rate, statements).err()?;
         Some((exceeded, rule))
     }
 
@@ -46,22 +72,48 @@ impl Bucket {
         self.take_at(rate, Instant::now())
     }
 
+    /// Takes `n` statements at the current time, all or none.
+    pub fn take_n(&self, rate: Rate, n: u32) -> Result<(), RateExceeded> {
+        self.take_n_at(rate, n, Instant::now())
+    }
+
     pub fn take_at(&self, rate: Rate, at: Instant) -> Result<(), RateExceeded> {
+        self.take_n_at(rate, 1, at)
+    }
+
+    /// `n` statements at once are accepted if the last of them would be: `TAT + (n - 1) *
+    /// interval - now <= burst * interval`; TAT then moves `n` intervals later. More than
+    /// `burst + 1` never fit. `n = 0` takes nothing.
+    pub fn take_n_at(&self, rate: Rate, n: u32, at: Instant) -> Result<(), RateExceeded> {
+        if n == 0 {
+            return Ok(());
+        }
+        let most = rate.burst.saturating_add(1);
+        if n > most {
+            return Err(RateExceeded::TooMany {
+                per_minute: rate.per_minute,
+                burst: rate.burst,
+                statements: n,
+                most,
+            });
+        }
         let now = nanos(at.saturating_duration_since(epoch()));
         let interval = nanos(rate.interval());
         let tolerance = interval.saturating_mul(u64::from(rate.burst));
+        let before_last = interval.saturating_mul(u64::from(n - 1));
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let start = tat.max(now);
-            if start - now > tolerance {
-                return Err(RateExceeded {
+            let last = start.saturating_add(before_last);
+            if last - now > tolerance {
+                return Err(RateExceeded::Later {
                     per_minute: rate.per_minute,
-                    retry_after: Duration::from_nanos(start - now - tolerance),
+                    retry_after: Duration::from_nanos(last - now - tolerance),
                 });
             }
             match self.tat.compare_exchange_weak(
                 tat,
-                start + interval,
+                last.saturating_add(interval),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -88,9 +140,36 @@ mod tests {
             assert!(b.take_at(rate, t0).is_ok(), "statement {i}");
         }
         let err = b.take_at(rate, t0).unwrap_err();
-        assert!(err.retry_after <= Duration::from_secs(1), "{err}");
+        assert!(
+            err.retry_after()
+                .is_some_and(|d| d <= Duration::from_secs(1)),
+            "{err}"
+        );
         assert!(b.take_at(rate, t0 + Duration::from_millis(999)).is_err());
         assert!(b.take_at(rate, t0 + Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn several_statements_at_once_take_a_token_each_all_or_none() {
+        let rate = Rate {
+            per_minute: 60,
+            burst: 4,
+        };
+        let t0 = Instant::now() + Duration::from_secs(1);
+        let b = Bucket::default();
+        assert!(b.take_n_at(rate, 3, t0).is_ok());
+        // Two left: three are refused as a whole, and take nothing.
+        let err = b.take_n_at(rate, 3, t0).unwrap_err();
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(1)), "{err}");
+        assert!(b.take_n_at(rate, 2, t0).is_ok());
+        assert!(b.take_at(rate, t0).is_err());
+        assert!(b.take_n_at(rate, 0, t0).is_ok());
+        // More than burst + 1 never fit, however long one waits.
+        let fresh = Bucket::default();
+        let err = fresh.take_n_at(rate, 6, t0).unwrap_err();
+        assert_eq!(err.retry_after(), None);
+        assert!(err.to_string().contains("at most 5 statements"), "{err}");
+        assert!(fresh.take_n_at(rate, 5, t0).is_ok(), "nothing was taken");
     }
 
     #[test]

@@ -393,7 +393,7 @@ impl Session {
     /// policy), writes the decision record durably, counts it. `Err`: refused instead (over the
     /// rate, or the audit log cannot be written), already recorded.
     pub fn decide(&self, judged: Judged, limits: Option<&Limits>) -> Result<Ticket, Refusal> {
-        self.decide_with(judged, limits, Write::Now)
+        self.decide_with(judged, limits, 1, Write::Now)
     }
 
     /// [`Session::decide`], with the record only chained: the front end calls
@@ -403,27 +403,43 @@ impl Session {
         judged: Judged,
         limits: Option<&Limits>,
     ) -> Result<Ticket, Refusal> {
-        self.decide_with(judged, limits, Write::Deferred)
+        self.decide_with(judged, limits, 1, Write::Deferred)
+    }
+
+    /// [`Session::decide_deferred`] for a request that holds `statements` statements (a
+    /// PostgreSQL Query with several): the rate charges one token for each, all or none, and a
+    /// request the rate refuses runs none of them. One decision record for the request.
+    pub fn decide_statements_deferred(
+        &self,
+        judged: Judged,
+        limits: Option<&Limits>,
+        statements: u32,
+    ) -> Result<Ticket, Refusal> {
+        self.decide_with(judged, limits, statements, Write::Deferred)
     }
 
     fn decide_with(
         &self,
         judged: Judged,
         limits: Option<&Limits>,
+        statements: u32,
         write: Write,
     ) -> Result<Ticket, Refusal> {
         let mut ev = self.event(judged.decision, judged.statement);
-        if let Some((exceeded, rule)) = limits.and_then(|l| self.principal.bucket.over_rate(l)) {
+        let over = limits.and_then(|l| self.principal.bucket.over_rate(l, statements));
+        if let Some((exceeded, rule)) = over {
             self.principal
                 .stats
                 .rate_limited
                 .fetch_add(1, Ordering::Relaxed);
-            let refusal = Refusal::new(
+            let mut refusal = Refusal::new(
                 RefusalClass::RateLimited,
                 rule,
                 format!("{exceeded} (agent \"{}\")", self.principal.agent),
-            )
-            .with_retry_after(exceeded.retry_after);
+            );
+            if let Some(wait) = exceeded.retry_after() {
+                refusal = refusal.with_retry_after(wait);
+            }
             return Err(self.refused(ev, refusal, write));
         }
         ev.rule = judged.rule;

@@ -63,6 +63,7 @@ impl Rig {
             effects: Vec::new(),
             rewrite: None,
             leaves_state: false,
+            statements: 1,
         };
         self.pg
             .decide(sql, &allowed, &Limits::default())
@@ -96,6 +97,7 @@ fn a_refused_simple_query_shows_tollgates_error_in_place_of_the_upstreams() {
         rows: 0,
         error: None,
         cursors: Default::default(),
+        prepares: Default::default(),
     });
     // The substitute statement's syntax error, then ReadyForQuery.
     r.feed(server_error(
@@ -124,6 +126,7 @@ fn a_fatal_is_never_dressed_up_as_a_refusal() {
         rows: 0,
         error: None,
         cursors: Default::default(),
+        prepares: Default::default(),
     });
     r.feed(server_fatal(
         "57P01",
@@ -145,6 +148,7 @@ fn a_fatal_completes_its_statement_and_marks_the_server_gone() {
         rows: 0,
         error: None,
         cursors: Default::default(),
+        prepares: Default::default(),
     });
     assert!(!r.state.server_fatal);
     r.feed(server_fatal(
@@ -172,11 +176,13 @@ fn after_an_error_in_a_batch_the_rest_up_to_sync_is_not_executed() {
         ticket: Some(first),
         portal: "".into(),
         cursor: None,
+        prepares: Default::default(),
     });
     r.pending.push(Expect::Execute {
         ticket: Some(second),
         portal: "".into(),
         cursor: None,
+        prepares: Default::default(),
     });
     r.pending.push(Expect::Sync);
     r.feed(bare(msg::PARSE_COMPLETE));
@@ -234,6 +240,7 @@ fn syncs_the_server_ignored_during_copy_in_are_dropped() {
         ticket: Some(copy),
         portal: "".into(),
         cursor: None,
+        prepares: Default::default(),
     });
     r.pending.push(Expect::Sync);
     r.pending.push(Expect::CopyEnd);
@@ -260,6 +267,7 @@ fn rows_are_counted_into_the_outcome_record() {
         rows: 0,
         error: None,
         cursors: Default::default(),
+        prepares: Default::default(),
     });
     for v in ["a", "b"] {
         r.feed(data_row(v));
@@ -286,6 +294,7 @@ fn a_portal_past_max_rows_is_cut_with_a_notice_and_a_normal_completion() {
         ticket: Some(ticket),
         portal: "".into(),
         cursor: None,
+        prepares: Default::default(),
     });
     r.pending.push(Expect::Sync);
     // Truncate mode asked the server for max_rows + 1 rows: it suspends the portal there.
@@ -320,6 +329,7 @@ fn a_sql_cursor_counts_its_rows_across_fetches() {
             rows: 0,
             error: None,
             cursors: StatementCursors::new(vec![Some(u)]),
+            prepares: Default::default(),
         });
     };
     let fetch = || CursorUse::Fetch("c".into());
@@ -364,4 +374,100 @@ fn a_sql_cursor_counts_its_rows_across_fetches() {
     r.feed(complete("FETCH 2"));
     let tags: Vec<u8> = r.sent().iter().map(|(t, _)| *t).collect();
     assert_eq!(tags, b"ZDDC");
+}
+
+/// A SQL cursor is a portal: reading one portal by protocol Execute and then by SQL FETCH (or
+/// the other way round) counts its rows once, against one `max_rows` (a reviewer read 2000 rows
+/// with max_rows = 1000 by mixing the two).
+#[test]
+fn execute_and_fetch_of_one_portal_share_its_row_count() {
+    use crate::pg::cursor_rows::StatementCursors;
+    use crate::policy::sql::cursors::CursorUse;
+    let limited = POLICY.replacen(
+        "agents = [\"analyst\"]\n",
+        "agents = [\"analyst\"]\n[limits]\nmax_rows = 2\n",
+        1,
+    );
+    let t = TestCore::new(&[("analyst", TOKEN)], &[("analyst.toml", &limited)]);
+    let mut r = rig_with(t);
+    let simple = |r: &mut Rig, sql: &str, u: CursorUse| {
+        let ticket = r.ticket(sql);
+        r.pending.push(Expect::Simple {
+            ticket: Some(ticket),
+            refusal: None,
+            rows: 0,
+            error: None,
+            cursors: StatementCursors::new(vec![Some(u)]),
+            prepares: Default::default(),
+        });
+    };
+    let execute = |r: &mut Rig, portal: &str| {
+        let ticket = r.ticket("SELECT * FROM orders");
+        r.pending.push(Expect::Execute {
+            ticket: Some(ticket),
+            portal: portal.into(),
+            cursor: None,
+            prepares: Default::default(),
+        });
+    };
+    r.pending.set_tx_status(b'T'); // inside the transaction the portals live in
+                                   // Execute(p1) in truncate mode: max + 1 rows asked, two shown, the portal suspended.
+    r.pending.push(Expect::Bind {
+        portal: "p1".into(),
+    });
+    r.feed(bare(msg::BIND_COMPLETE));
+    execute(&mut r, "p1");
+    for v in ["a", "b", "c"] {
+        r.feed(data_row(v));
+    }
+    r.feed(bare(msg::PORTAL_SUSPENDED));
+    // Then FETCH from the same portal by SQL: it goes on from the Execute's count.
+    simple(&mut r, "FETCH 2 FROM p1", CursorUse::Fetch("p1".into()));
+    r.feed(data_row("d"));
+    r.feed(data_row("e"));
+    r.feed(complete("FETCH 2"));
+    r.feed(ready(b'T'));
+    let sent = r.sent();
+    let rows = sent.iter().filter(|(t, _)| *t == msg::DATA_ROW).count();
+    assert_eq!(rows, 2, "{sent:?}");
+    assert!(sent
+        .iter()
+        .any(|(t, b)| *t == msg::COMMAND_COMPLETE && &b[..] == b"FETCH 0\0"));
+    // The other way round: a SQL cursor FETCHed to the limit, then read by protocol Execute.
+    simple(
+        &mut r,
+        "DECLARE c CURSOR FOR SELECT * FROM orders",
+        CursorUse::Declare {
+            name: "c".into(),
+            hold: false,
+        },
+    );
+    r.feed(complete("DECLARE CURSOR"));
+    r.feed(ready(b'T'));
+    simple(&mut r, "FETCH 2 FROM c", CursorUse::Fetch("c".into()));
+    r.feed(data_row("a"));
+    r.feed(data_row("b"));
+    r.feed(complete("FETCH 2"));
+    r.feed(ready(b'T'));
+    execute(&mut r, "c");
+    for v in ["c", "d", "e"] {
+        r.feed(data_row(v));
+    }
+    r.feed(bare(msg::PORTAL_SUSPENDED));
+    let sent = r.sent();
+    let rows = sent.iter().filter(|(t, _)| *t == msg::DATA_ROW).count();
+    assert_eq!(rows, 2, "only the FETCH's rows: {sent:?}");
+    assert!(sent
+        .iter()
+        .any(|(t, b)| *t == msg::COMMAND_COMPLETE && &b[..] == b"SELECT 0\0"));
+    // A new Bind of a portal name starts its count again.
+    r.pending.push(Expect::Bind {
+        portal: "p1".into(),
+    });
+    r.feed(bare(msg::BIND_COMPLETE));
+    execute(&mut r, "p1");
+    r.feed(data_row("x"));
+    r.feed(complete("SELECT 1"));
+    let rows = r.sent().iter().filter(|(t, _)| *t == msg::DATA_ROW).count();
+    assert_eq!(rows, 1);
 }

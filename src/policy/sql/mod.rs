@@ -290,6 +290,12 @@ pub enum AnalyzeError {
     Unsupported(String),
 }
 
+/// How many statements `sql` holds, by PostgreSQL's scanner alone (no parse): for texts the
+/// analyser did not see (the passthrough fast path). A text the scanner rejects counts as one.
+pub fn count_statements(sql: &str) -> usize {
+    pg_query::split_with_scanner(sql).map_or(1, |parts| parts.len())
+}
+
 /// Analyse a SQL string (possibly several statements). Fails closed. An empty string, or one
 /// holding only comments or semicolons, is legal in PostgreSQL and yields zero statements.
 pub fn analyze(sql: &str) -> Result<Analysis, AnalyzeError> {

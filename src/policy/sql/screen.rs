@@ -63,7 +63,11 @@ impl Screen {
 
     /// Whether `text` contains one of the words, ignoring ASCII case.
     pub fn matches(&self, text: &str) -> bool {
-        let bytes = text.as_bytes();
+        self.matches_bytes(text.as_bytes())
+    }
+
+    /// [`Screen::matches`] on bytes in any ASCII-compatible encoding (a message not decoded yet).
+    pub fn matches_bytes(&self, bytes: &[u8]) -> bool {
         for (i, pair) in bytes.windows(2).enumerate() {
             let mut set =
                 self.by_first[usize::from(pair[0])] & self.by_second[usize::from(pair[1])];

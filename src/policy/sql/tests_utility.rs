@@ -345,3 +345,21 @@ fn many_threads_analyse_concurrently() {
         h.join().expect("thread");
     }
 }
+
+/// The scanner's statement count (the rate's tokens for texts the analyser did not see) agrees
+/// with the analysis, quotes, comments and empty statements included.
+#[test]
+fn the_scanner_counts_statements_as_the_analysis_does() {
+    for sql in [
+        "SELECT 1",
+        "SELECT 1; SELECT 2;",
+        "SELECT ';'; SELECT $$;$$ /* ; */ -- ;\n",
+        "SELECT 1;;SELECT 2",
+        "",
+        ";",
+        "BEGIN; INSERT INTO t VALUES (1); COMMIT",
+    ] {
+        let analysed = analyze(sql).map(|a| a.statements.len()).unwrap_or(1);
+        assert_eq!(super::count_statements(sql), analysed, "{sql:?}");
+    }
+}
