@@ -22,7 +22,7 @@ use super::sql_prepared::{self, PrepareTickets, SqlPrepared};
 use super::statement::{Checked, PgSession};
 use super::statements::{self, ServerStatement, Unnamed};
 use crate::policy::limits::{Limits, RowLimitMode};
-use crate::policy::sql::cursors::{cursor_uses, CursorUse};
+use crate::policy::sql::cursors::{cursor_uses_parsed, CursorUse};
 use crate::policy::{AgentView, Effect, Outcome, SessionFacts, Verdict};
 
 /// A statement PostgreSQL rejects with a syntax error, sent in place of a refused one.
@@ -451,21 +451,49 @@ async fn settle<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Whether a statement may change the client encoding (or undo a change): the window opens.
-fn may_change_encoding(text: &str) -> bool {
-    use crate::policy::sql::screen::Screen;
-    static ENCODING_WORDS: Screen =
-        Screen::new(&["encoding", "names", "reset", "discard", "set_config"]);
-    ENCODING_WORDS.matches(text)
-}
+/// What a statement's bookkeeping looks for in its text, found in one pass (`Screen::found`):
+/// words that may change the client encoding (or undo a change: the window opens), DECLARE
+/// (its cursor is a portal the client may Execute, worked out even without a row limit), and
+/// the words of any cursor use (`cursors::WORDS`).
+#[derive(Clone, Copy)]
+struct Words(u16);
 
-/// Whether a text may DECLARE a cursor: its cursor uses are worked out even without a row
-/// limit, since the cursor is a portal the client may Execute. (Without a row limit a CLOSE is
-/// not looked for: a closed cursor's name left here only lets the server answer the Execute.)
-fn may_declare(text: &str) -> bool {
-    use crate::policy::sql::screen::Screen;
-    static DECLARE: Screen = Screen::new(&["declare"]);
-    DECLARE.matches(text)
+const STATEMENT_WORDS: [&str; 9] = [
+    "encoding",
+    "names",
+    "reset",
+    "discard",
+    "set_config",
+    "declare",
+    "fetch",
+    "move",
+    "close",
+];
+
+impl Words {
+    const ENCODING: u16 = 0b1_1111;
+    const DECLARE: u16 = 1 << 5;
+    /// fetch, move, declare, close, discard.
+    const CURSORS: u16 = 1 << 3 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8;
+
+    fn of(text: &str) -> Words {
+        use crate::policy::sql::screen::Screen;
+        static SCREEN: Screen = Screen::new(&STATEMENT_WORDS);
+        Words(SCREEN.found(text.as_bytes()))
+    }
+    fn may_change_encoding(self) -> bool {
+        self.0 & Self::ENCODING != 0
+    }
+    fn may_declare(self) -> bool {
+        self.0 & Self::DECLARE != 0
+    }
+    /// `cursor_uses`, without screening the text again.
+    fn cursor_uses(self, text: &str) -> Vec<Option<CursorUse>> {
+        match self.0 & Self::CURSORS != 0 {
+            true => cursor_uses_parsed(text),
+            false => Vec::new(),
+        }
+    }
 }
 
 /// Whether a message's text may EXECUTE a SQL-prepared statement.
@@ -941,8 +969,9 @@ fn on_query(
     // Rows count per SQL cursor across its FETCHes (under a row limit); the cursors it DECLAREs
     // are portals the client may Execute.
     let row_limited = limits.max_rows.is_some();
-    let uses = match row_limited || may_declare(text) {
-        true => cursor_uses(text),
+    let words = Words::of(text);
+    let uses = match row_limited || words.may_declare() {
+        true => words.cursor_uses(text),
         false => Vec::new(),
     };
     let admitted = forwarded.and_then(|f| ctx.decide(text, &verdict, limits).map(|t| (t, f)));
@@ -957,7 +986,7 @@ fn on_query(
             };
             let prepares = apply_effects(state, &verdict, text, ctx);
             state.pinned |= verdict.leaves_state;
-            state.encoding_window |= may_change_encoding(text);
+            state.encoding_window |= words.may_change_encoding();
             state.may_change_reading(ctx, verdict.leaves_state);
             pending.push(Expect::Simple {
                 ticket: Some(ticket),
@@ -1036,7 +1065,8 @@ fn on_parse(
     };
     if verdict.runs() {
         // Its effects on the session (a PREPARE, a DEALLOCATE) come when a portal of it runs.
-        state.encoding_window |= may_change_encoding(text);
+        let words = Words::of(text);
+        state.encoding_window |= words.may_change_encoding();
         state.may_change_reading(ctx, verdict.leaves_state);
         state.pinned |= verdict.leaves_state;
         let forwarded = match rewritten {
@@ -1082,7 +1112,7 @@ fn on_parse(
             server: server_stmt,
             cursor: Default::default(),
         });
-        if may_declare(text) {
+        if words.may_declare() {
             checked.cursor_use(); // known at Execute, which records the cursor's name
         }
         state.statements.insert(name.to_string(), checked);

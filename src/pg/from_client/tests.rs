@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::{on_frame, State, REFUSED_SQL};
+use super::{on_frame, State, Words, REFUSED_SQL, STATEMENT_WORDS};
 use crate::pg::frontend as fe;
 use crate::pg::pending::{Expect, Pending};
 use crate::pg::statement::PgSession;
@@ -578,4 +578,31 @@ fn only_portals_the_session_bound_or_declared_may_be_executed() {
         .filter(|d| d["decision"] == "blocked")
         .count();
     assert_eq!(blocked, 2);
+}
+
+#[test]
+fn the_statement_words_bits_name_the_right_words() {
+    use crate::policy::sql::cursors::WORDS as CURSOR_WORDS;
+    let bit = |w: &str| 1u16 << STATEMENT_WORDS.iter().position(|x| *x == w).unwrap();
+    let cursors = CURSOR_WORDS.iter().fold(0, |m, w| m | bit(w));
+    assert_eq!(Words::CURSORS, cursors);
+    assert_eq!(Words::DECLARE, bit("declare"));
+    let encoding = ["encoding", "names", "reset", "discard", "set_config"]
+        .iter()
+        .fold(0, |m, w| m | bit(w));
+    assert_eq!(Words::ENCODING, encoding);
+    let w = Words::of("SELECT 1; DECLARE c CURSOR FOR SELECT 2; FETCH 5 FROM c");
+    assert!(w.may_declare() && !w.may_change_encoding());
+    assert_eq!(
+        w.cursor_uses("SELECT 1; DECLARE c CURSOR FOR SELECT 2; FETCH 5 FROM c")
+            .len(),
+        3
+    );
+    let w = Words::of("SET client_encoding = 'LATIN1'");
+    assert!(w.may_change_encoding() && !w.may_declare());
+    assert!(
+        Words::of("SELECT abalance FROM pgbench_accounts WHERE aid = $1")
+            .cursor_uses("SELECT abalance FROM pgbench_accounts WHERE aid = $1")
+            .is_empty()
+    );
 }

@@ -23,7 +23,8 @@ pub enum CursorUse {
     Close(Option<String>),
 }
 
-const WORDS: [&str; 5] = ["fetch", "move", "declare", "close", "discard"];
+/// The words without which a text touches no cursor.
+pub const WORDS: [&str; 5] = ["fetch", "move", "declare", "close", "discard"];
 
 /// Whether `sql` may touch a cursor (one of the keywords appears, in any case).
 pub fn may_use_cursors(sql: &str) -> bool {
@@ -37,6 +38,11 @@ pub fn cursor_uses(sql: &str) -> Vec<Option<CursorUse>> {
     if !may_use_cursors(sql) {
         return Vec::new();
     }
+    cursor_uses_parsed(sql)
+}
+
+/// [`cursor_uses`] for a text the caller already screened for [`WORDS`].
+pub fn cursor_uses_parsed(sql: &str) -> Vec<Option<CursorUse>> {
     let owned = sql.to_owned();
     runner::run_with_large_stack(move || uses_here(&owned)).unwrap_or_default()
 }

@@ -86,6 +86,30 @@ impl Screen {
     }
 }
 
+impl Screen {
+    /// The words (bits, in the order given to [`Screen::new`]) that `bytes` contains, ignoring
+    /// ASCII case: one pass answers several questions about one text.
+    pub fn found(&self, bytes: &[u8]) -> u16 {
+        let mut found = 0u16;
+        for (i, pair) in bytes.windows(2).enumerate() {
+            let mut set =
+                self.by_first[usize::from(pair[0])] & self.by_second[usize::from(pair[1])] & !found;
+            while set != 0 {
+                let bit = set.trailing_zeros() as usize;
+                set &= set - 1;
+                let word = self.words[bit].as_bytes();
+                if bytes
+                    .get(i..i + word.len())
+                    .is_some_and(|r| r.eq_ignore_ascii_case(word))
+                {
+                    found |= 1 << bit;
+                }
+            }
+        }
+        found
+    }
+}
+
 /// Whether `text` contains one of `words` (lower-case ASCII), ignoring ASCII case: the plain
 /// definition every [`Screen`] is tested against.
 #[cfg(test)]
@@ -176,6 +200,19 @@ mod tests {
             static WORDS: [&str; 4] = ["alter", "set_config", "u&", "names"];
             static SCREEN: Screen = Screen::new(&WORDS);
             proptest::prop_assert_eq!(SCREEN.matches(&text), mentions_any(&text, &WORDS), "{}", text);
+        }
+    }
+
+    proptest::proptest! {
+        /// `found` says, word by word, what `matches` says for that word alone.
+        #[test]
+        fn found_is_matches_word_by_word(text in "[a-zA-Z_& é]{0,40}") {
+            static WORDS: [&str; 4] = ["alter", "set_config", "u&", "names"];
+            static SCREEN: Screen = Screen::new(&WORDS);
+            let found = SCREEN.found(text.as_bytes());
+            for (i, w) in WORDS.iter().enumerate() {
+                proptest::prop_assert_eq!(found & (1 << i) != 0, mentions_any(&text, &[w]), "{} in {}", w, text);
+            }
         }
     }
 
