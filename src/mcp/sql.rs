@@ -265,8 +265,9 @@ fn result_json(upstream: &str, c: &Collected, decision: &str, notice: Option<&st
 /// A failed run: the tool error and the outcome record's error.
 fn run_error(e: &RunError, upstream: &str, limits: &Limits) -> (ToolError, OutcomeError) {
     match e {
+        // The server's own words, which can quote stored values: data, not tollgate's.
         RunError::Server(s) => (
-            ToolError::sql(&s.code, &s.message, s.detail.as_deref(), s.hint.as_deref()),
+            ToolError::upstream_sql(&s.code, &s.message, s.detail.as_deref(), s.hint.as_deref()),
             OutcomeError {
                 code: Some(s.code.clone()),
                 message: s.message.clone(),
