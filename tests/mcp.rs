@@ -488,6 +488,35 @@ fn results_are_cut_at_max_rows_and_max_result_bytes_and_say_so() {
 }
 
 #[test]
+fn a_row_past_the_byte_cap_and_too_many_parameters_end_the_call_cleanly() {
+    // A 64 MiB value over the analyst's 256 KiB: cut before it is read, as any byte cut.
+    let big = ok(
+        "analyst",
+        "query",
+        json!({"sql": "SELECT repeat('x', 64 << 20) AS big"}),
+    );
+    assert_eq!(
+        (big["row_count"].clone(), big["truncated_by"].clone()),
+        (json!(0), json!("max_result_bytes")),
+        "{big}"
+    );
+    // Bind counts parameters in 16 bits: 70,000 would wrap; refused before anything is sent.
+    let e = err(
+        "analyst",
+        "query",
+        json!({"sql": "SELECT $1::text", "params": vec!["a"; 70_000]}),
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("at most 32767"),
+        "{e}"
+    );
+    assert_eq!(e["origin"], "tollgate");
+    // The connection pool is untouched: the next call runs.
+    let next = ok("analyst", "query", json!({"sql": "SELECT 1 AS one"}));
+    assert_eq!(next["rows"], json!([[1]]));
+}
+
+#[test]
 fn explain_is_a_dry_run_naming_the_rule_and_the_rewrite() {
     let e = ok(
         "analyst",
