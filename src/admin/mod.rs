@@ -6,6 +6,7 @@
 //! `/metrics` needs a `viewer` (or `admin`) token, every `POST` an `admin` token; `/healthz`,
 //! `/readyz` and `/api/v1/openapi.json` are open. Errors are JSON: `{"error": {"code", "message"}}`.
 
+mod actions;
 mod agents;
 mod audit_query;
 mod audit_rotate;
@@ -100,6 +101,8 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, mut shutdown: watch:
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
+    // The caller's address goes into the audit records of admin actions.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await
