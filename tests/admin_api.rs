@@ -760,3 +760,54 @@ fn admin_actions_are_in_the_audit_chain_under_the_token_name() {
         );
     });
 }
+
+#[test]
+fn wrong_admin_tokens_are_counted_and_a_repeated_one_is_checked_once() {
+    harness().runtime.block_on(async {
+        let (running, _dir) = second_gateway(false).await;
+        let base = format!("http://{}", running.admin_addr.unwrap());
+        let failures = || async {
+            let (status, body) = admin_request(&base, "get", "/metrics", AdminAs::Viewer).await;
+            assert_eq!(status, 200);
+            let samples = parse_prometheus(body.as_str().unwrap());
+            series_value(
+                &samples,
+                "tollgate_auth_failures_total",
+                &["protocol=\"admin\""],
+            )
+        };
+        let before = failures().await;
+        let tokens = running.gateway.admin_tokens.load_full();
+        let checks = tokens.checks();
+        let client = reqwest::Client::new();
+        for _ in 0..10 {
+            let r = client
+                .get(format!("{base}/api/v1/agents"))
+                .bearer_auth("tga_wrong_but_persistent")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+        }
+        assert_eq!(
+            tokens.checks() - checks,
+            1,
+            "ten tries of one wrong token cost one PBKDF2 check"
+        );
+        let (status, _) = admin_request(&base, "get", "/api/v1/agents", AdminAs::Nobody).await;
+        assert_eq!(status, 401);
+        // Counted here (other tests of this process may add their own failures).
+        assert!(failures().await - before >= 11.0);
+        // The valid tokens still pass, at the cost of a hash.
+        let checks = tokens.checks();
+        for _ in 0..3 {
+            assert_eq!(
+                admin_request(&base, "get", "/api/v1/agents", AdminAs::Viewer)
+                    .await
+                    .0,
+                200
+            );
+        }
+        assert_eq!(tokens.checks(), checks);
+    });
+}

@@ -63,6 +63,8 @@ pub struct AdminState {
     pub schemas: Mutex<HashMap<String, schema::CachedSchema>>,
     /// The last readiness answer, reused for a second (probes log in upstream).
     pub ready: Mutex<Option<(std::time::Instant, bool, serde_json::Value)>>,
+    /// Turns to check a token not seen before (PBKDF2): `auth::CHECKS_AT_ONCE`.
+    pub token_checks: Arc<tokio::sync::Semaphore>,
 }
 
 pub type State = Arc<AdminState>;
@@ -73,6 +75,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         probes: Mutex::new(HashMap::new()),
         schemas: Mutex::new(HashMap::new()),
         ready: Mutex::new(None),
+        token_checks: Arc::new(tokio::sync::Semaphore::new(auth::CHECKS_AT_ONCE)),
     });
     Router::new()
         .route("/healthz", get(ops::healthz))
