@@ -47,6 +47,12 @@ pub struct TokenRecord {
     pub role: Role,
     /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, as for agents.
     pub verifier: String,
+    /// The same token's verifier with few iterations (`scram::LOGIN_ITERATIONS`), what checks
+    /// use when present, as for agents: the token is 192 random bits, so no iteration count
+    /// changes the cost of guessing it, while 4,096 made every wrong token cost the gateway
+    /// PBKDF2 per stored token. Files written before it existed lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_verifier: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -95,6 +101,13 @@ impl TokensFile {
             name: name.to_string(),
             role,
             verifier: ScramVerifier::derive(token.as_bytes()).encode(),
+            login_verifier: Some(
+                ScramVerifier::derive_iterations(
+                    token.as_bytes(),
+                    crate::auth::scram::LOGIN_ITERATIONS,
+                )
+                .encode(),
+            ),
         });
         Ok(())
     }
@@ -157,12 +170,14 @@ impl AdminTokens {
         let file = TokensFile::load(path)?;
         let mut records = Vec::new();
         for t in file.tokens {
-            let verifier = ScramVerifier::decode(&t.verifier).map_err(|e| {
-                SourceError::semantic(
-                    path,
-                    format!("admin token \"{}\": bad verifier: {e}", t.name),
-                )
-            })?;
+            let bad = |what: &str, e: &str| {
+                SourceError::semantic(path, format!("admin token \"{}\": bad {what}: {e}", t.name))
+            };
+            let full = ScramVerifier::decode(&t.verifier).map_err(|e| bad("verifier", e))?;
+            let verifier = match &t.login_verifier {
+                Some(v) => ScramVerifier::decode_login(v).map_err(|e| bad("login_verifier", e))?,
+                None => full,
+            };
             records.push((
                 Caller {
                     name: t.name,
@@ -268,6 +283,35 @@ mod tests {
         assert!(tokens.verify("tga_wrong").is_none());
         assert_eq!(tokens.known("tga_wrong"), Known::Refused);
         assert!(Role::Admin > Role::Viewer);
+    }
+
+    #[test]
+    fn checks_use_the_login_verifier_and_files_without_one_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin_tokens.toml");
+        let token = generate_admin_token();
+        let mut f = TokensFile::default();
+        f.add("ops", Role::Admin, &token).unwrap();
+        let login = f.tokens[0].login_verifier.clone().unwrap();
+        assert!(login.starts_with("SCRAM-SHA-256$64:"), "{login}");
+        f.save(&path).unwrap();
+        assert_eq!(
+            AdminTokens::load(&path)
+                .unwrap()
+                .verify(&token)
+                .unwrap()
+                .name,
+            "ops"
+        );
+        // A file written before login verifiers existed: the 4096-iteration one is used.
+        f.tokens[0].login_verifier = None;
+        f.save(&path).unwrap();
+        assert!(!std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("login_verifier"));
+        let old = AdminTokens::load(&path).unwrap();
+        assert_eq!(old.verify(&token).unwrap().name, "ops");
+        assert!(old.verify("tga_wrong").is_none());
     }
 
     #[test]
