@@ -671,7 +671,8 @@ fn secrets() -> Vec<String> {
 /// Every record of the audit log in `dir` (active file and closed ones, not compressed).
 fn audit_records(dir: &std::path::Path) -> Vec<Value> {
     let mut out = Vec::new();
-    for f in tollgate::audit::files::list_dir(dir).unwrap() {
+    // No file at all reads as no records (the assertions then say what is missing).
+    for f in tollgate::audit::files::list_dir(dir).unwrap_or_default() {
         let text = std::fs::read_to_string(&f.path).unwrap();
         out.extend(
             text.lines()
