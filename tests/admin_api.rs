@@ -667,3 +667,148 @@ fn secrets() -> Vec<String> {
     s.push(env.admin_viewer_token.clone());
     s
 }
+
+/// Every record of the audit log in `dir` (active file and closed ones, not compressed).
+fn audit_records(dir: &std::path::Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    // No file at all reads as no records (the assertions then say what is missing).
+    for f in tollgate::audit::files::list_dir(dir).unwrap_or_default() {
+        let text = std::fs::read_to_string(&f.path).unwrap();
+        out.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
+    }
+    out
+}
+
+#[test]
+fn admin_actions_are_in_the_audit_chain_under_the_token_name() {
+    harness().runtime.block_on(async {
+        let (running, dir) = second_gateway(false).await;
+        let base = format!("http://{}", running.admin_addr.unwrap());
+        let post = |path: &'static str| admin_request(&base, "post", path, AdminAs::Admin);
+        assert_eq!(post("/api/v1/reload").await.0, 200);
+        let broken = dir.path().join("policies").join("zz_broken.toml");
+        std::fs::write(
+            &broken,
+            "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"nowhere\"\n",
+        )
+        .unwrap();
+        assert_eq!(post("/api/v1/reload").await.0, 422);
+        std::fs::remove_file(&broken).unwrap();
+        assert_eq!(post("/api/v1/audit/rotate").await.0, 200);
+        assert_eq!(
+            post("/api/v1/connectors/shop/test").await.1["success"],
+            true
+        );
+        // A viewer is refused before anything is recorded.
+        let (status, _) = admin_request(&base, "post", "/api/v1/reload", AdminAs::Viewer).await;
+        assert_eq!(status, 403);
+
+        let records = audit_records(dir.path());
+        let admin: Vec<&Value> = records.iter().filter(|r| r["kind"] == "admin").collect();
+        let seen: Vec<(String, String, Option<String>)> = admin
+            .iter()
+            .map(|r| {
+                (
+                    r["action"].as_str().unwrap().to_string(),
+                    r["outcome"].as_str().unwrap().to_string(),
+                    r["error"].as_str().map(str::to_string),
+                )
+            })
+            .collect();
+        let failed = Some("kept the running version of: policies".to_string());
+        assert_eq!(
+            seen,
+            [
+                ("reload".into(), "started".into(), None),
+                ("reload".into(), "ok".into(), None),
+                ("reload".into(), "started".into(), None),
+                ("reload".into(), "failed".into(), failed),
+                ("audit_rotate".into(), "started".into(), None),
+                ("audit_rotate".into(), "ok".into(), None),
+                ("connector_test".into(), "started".into(), None),
+                ("connector_test".into(), "ok".into(), None),
+            ]
+        );
+        for pair in admin.chunks(2) {
+            assert_eq!(pair[1]["ref_seq"], pair[0]["seq"], "{pair:?}");
+        }
+        for r in &admin {
+            assert_eq!(r["admin"], "demo-admin", "{r}");
+            assert!(
+                r["client_addr"].as_str().unwrap().starts_with("127.0.0.1:"),
+                "{r}"
+            );
+        }
+        assert_eq!(admin[6]["target"], "shop");
+        let text = records.iter().map(Value::to_string).collect::<String>();
+        for secret in secrets() {
+            assert!(!text.contains(&secret), "a secret in the audit log");
+        }
+        // `tollgate audit verify` accepts the chain, across the rotation.
+        let out = std::process::Command::new(support::tollgate_bin())
+            .args(["audit", "verify"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+#[test]
+fn wrong_admin_tokens_are_counted_and_a_repeated_one_is_checked_once() {
+    harness().runtime.block_on(async {
+        let (running, _dir) = second_gateway(false).await;
+        let base = format!("http://{}", running.admin_addr.unwrap());
+        let failures = || async {
+            let (status, body) = admin_request(&base, "get", "/metrics", AdminAs::Viewer).await;
+            assert_eq!(status, 200);
+            let samples = parse_prometheus(body.as_str().unwrap());
+            series_value(
+                &samples,
+                "tollgate_auth_failures_total",
+                &["protocol=\"admin\""],
+            )
+        };
+        let before = failures().await;
+        let tokens = running.gateway.admin_tokens.load_full();
+        let checks = tokens.checks();
+        let client = reqwest::Client::new();
+        for _ in 0..10 {
+            let r = client
+                .get(format!("{base}/api/v1/agents"))
+                .bearer_auth("tga_wrong_but_persistent")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+        }
+        assert_eq!(
+            tokens.checks() - checks,
+            1,
+            "ten tries of one wrong token cost one PBKDF2 check"
+        );
+        let (status, _) = admin_request(&base, "get", "/api/v1/agents", AdminAs::Nobody).await;
+        assert_eq!(status, 401);
+        // Counted here (other tests of this process may add their own failures).
+        assert!(failures().await - before >= 11.0);
+        // The valid tokens still pass, at the cost of a hash.
+        let checks = tokens.checks();
+        for _ in 0..3 {
+            assert_eq!(
+                admin_request(&base, "get", "/api/v1/agents", AdminAs::Viewer)
+                    .await
+                    .0,
+                200
+            );
+        }
+        assert_eq!(tokens.checks(), checks);
+    });
+}

@@ -488,6 +488,35 @@ fn results_are_cut_at_max_rows_and_max_result_bytes_and_say_so() {
 }
 
 #[test]
+fn a_row_past_the_byte_cap_and_too_many_parameters_end_the_call_cleanly() {
+    // A 64 MiB value over the analyst's 256 KiB: cut before it is read, as any byte cut.
+    let big = ok(
+        "analyst",
+        "query",
+        json!({"sql": "SELECT repeat('x', 64 << 20) AS big"}),
+    );
+    assert_eq!(
+        (big["row_count"].clone(), big["truncated_by"].clone()),
+        (json!(0), json!("max_result_bytes")),
+        "{big}"
+    );
+    // Bind counts parameters in 16 bits: 70,000 would wrap; refused before anything is sent.
+    let e = err(
+        "analyst",
+        "query",
+        json!({"sql": "SELECT $1::text", "params": vec!["a"; 70_000]}),
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("at most 32767"),
+        "{e}"
+    );
+    assert_eq!(e["origin"], "tollgate");
+    // The connection pool is untouched: the next call runs.
+    let next = ok("analyst", "query", json!({"sql": "SELECT 1 AS one"}));
+    assert_eq!(next["rows"], json!([[1]]));
+}
+
+#[test]
 fn explain_is_a_dry_run_naming_the_rule_and_the_rewrite() {
     let e = ok(
         "analyst",
@@ -612,6 +641,91 @@ fn the_redis_tool_masks_refuses_and_scans_within_the_policy() {
         && l["upstream"] == "cache"
         && l["decision"] == "masked"
         && l["statement"] == "HGETALL session:1"));
+}
+
+/// Asserts that `needle` appears in the tool result's text, and only inside its one
+/// untrusted-data boundary (the nonce marker's open and close lines).
+fn only_inside_the_boundary(r: &Value, needle: &str) {
+    let t = text(r);
+    let open = t
+        .find("<untrusted-data-")
+        .unwrap_or_else(|| panic!("no untrusted-data boundary in {t:?}"));
+    let marker = &t[open + 1..open + 1 + "untrusted-data-".len() + 16];
+    let close = t
+        .rfind(&format!("</{marker}>"))
+        .expect("the boundary is closed");
+    assert!(
+        t[open..close].contains(needle),
+        "{needle:?} not inside: {t}"
+    );
+    assert!(
+        !t[..open].contains(needle) && !t[close..].contains(needle),
+        "{needle:?} outside the boundary: {t}"
+    );
+    assert!(t[..open].contains("not instructions"), "{t}");
+    assert_eq!(r["structuredContent"]["content_trust"], "untrusted", "{r}");
+}
+
+#[test]
+fn upstream_error_text_reaches_the_model_only_inside_the_untrusted_boundary() {
+    // A cast error quotes the stored value it failed on: a customer's name.
+    let name: String = harness().runtime.block_on(async {
+        support::upstream()
+            .await
+            .query_one("SELECT name FROM customers WHERE id = 1", &[])
+            .await
+            .unwrap()
+            .get(0)
+    });
+    let r = call(
+        "analyst",
+        "query",
+        json!({"sql": "SELECT name::int FROM customers WHERE id = 1"}),
+    );
+    assert_eq!(r["isError"], true, "{r}");
+    only_inside_the_boundary(&r, &name);
+    let e = &r["structuredContent"]["error"];
+    assert_eq!(
+        (e["sqlstate"].as_str(), e["origin"].as_str()),
+        (Some("22P02"), Some("upstream")),
+        "{r}"
+    );
+    assert!(e["message"].as_str().unwrap().contains(&name));
+    assert!(text(&r).starts_with("ERROR 22P02: "), "{r}");
+    // MongoDB: the conversion error quotes the document's value.
+    let r = call(
+        "analyst",
+        "aggregate",
+        json!({"database": "shop", "collection": "customers",
+               "pipeline": [{"$match": {"_id": 1}}, {"$project": {"x": {"$toInt": "$name"}}}]}),
+    );
+    assert_eq!(r["isError"], true, "{r}");
+    let errmsg = r["structuredContent"]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let quoted = errmsg.split('\'').nth(1).expect("the value is quoted");
+    only_inside_the_boundary(&r, quoted);
+    assert_eq!(r["structuredContent"]["error"]["origin"], "upstream");
+    // Redis: the server's error line.
+    let r = call("analyst", "redis", json!({"command": "HGETALL cache:1"}));
+    assert_eq!(r["isError"], true, "{r}");
+    only_inside_the_boundary(&r, "WRONGTYPE");
+    // tollgate's own refusals stay plain, and say whose they are.
+    let r = call("analyst", "query", json!({"sql": "SELECT * FROM secrets"}));
+    assert!(!text(&r).contains("untrusted-data-"), "{r}");
+    assert_eq!(r["structuredContent"]["error"]["origin"], "tollgate");
+    assert!(r["structuredContent"].get("content_trust").is_none());
+}
+
+#[test]
+fn catalog_names_reach_the_model_only_inside_the_untrusted_boundary() {
+    let d = call("analyst", "describe_table", json!({"table": "customers"}));
+    assert_eq!(d["isError"], false, "{d}");
+    only_inside_the_boundary(&d, "\"email\"");
+    let l = call("analyst", "list_tables", json!({}));
+    assert_eq!(l["isError"], false, "{l}");
+    only_inside_the_boundary(&l, "\"customers\"");
 }
 
 #[test]

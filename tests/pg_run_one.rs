@@ -298,3 +298,112 @@ fn state_left_behind_is_reset_and_an_open_transaction_closes_the_connection() {
         assert_eq!(c.rows[0][0].as_deref(), Some("3"));
     });
 }
+
+/// This process's peak resident memory since the last reset, and the reset (Linux:
+/// `/proc/self/clear_refs` with 5 sets VmHWM to the current VmRSS), in KiB.
+fn peak_kib(reset: bool) -> u64 {
+    if reset {
+        std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_row_larger_than_the_byte_cap_is_dropped_as_it_arrives_never_held() {
+    use std::sync::atomic::Ordering::Relaxed;
+    const MIB: u64 = 1024;
+    harness().runtime.block_on(async {
+        let pool = pool();
+        let capped = Caps {
+            max_bytes: 256 * 1024,
+            ..caps()
+        };
+        let before = peak_kib(true);
+        // One 96 MiB value between two small ones: the first is kept, the big one cuts the
+        // result without being read whole, the rest is dropped.
+        let c = run(
+            &pool,
+            &key(),
+            &stmt(
+                "SELECT v FROM (VALUES (1, 'a'), (2, repeat('x', 96 << 20)), (3, 'b')) t(n, v) ORDER BY n",
+                &[],
+            ),
+            &capped,
+        )
+        .await
+        .unwrap();
+        assert_eq!(c.truncated, Some(Cut::Bytes));
+        assert_eq!(c.rows, vec![vec![Some("a".to_string())]]);
+        assert_eq!(c.command_tag, "SELECT 1");
+        let grown = peak_kib(false).saturating_sub(before);
+        assert!(
+            grown < 24 * MIB,
+            "the peak grew by {grown} KiB for a 96 MiB row over a 256 KiB cap"
+        );
+        // An error quoting a huge value keeps its beginning only; a huge notice is dropped.
+        let before = peak_kib(true);
+        match run(
+            &pool,
+            &key(),
+            &stmt("SELECT repeat('y', 32 << 20)::int", &[]),
+            &capped,
+        )
+        .await
+        {
+            Err(RunError::Server(e)) => {
+                assert_eq!(e.code, "22P02", "{}", &e.message[..100]);
+                assert!(e.message.len() < 70_000, "{}", e.message.len());
+                assert!(
+                    e.message.ends_with("was cut to its first 65536]"),
+                    "{}",
+                    &e.message[e.message.len() - 100..]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let done = run(
+            &pool,
+            &key(),
+            &stmt(
+                "DO $$ BEGIN RAISE NOTICE '%', repeat('n', 32 << 20); END $$",
+                &[],
+            ),
+            &capped,
+        )
+        .await
+        .unwrap();
+        assert_eq!(done.command_tag, "DO");
+        let grown = peak_kib(false).saturating_sub(before);
+        assert!(grown < 24 * MIB, "the peak grew by {grown} KiB");
+        // The connections went back usable.
+        let c = run(&pool, &key(), &stmt("SELECT 2", &[]), &caps())
+            .await
+            .unwrap();
+        assert_eq!(c.rows[0][0].as_deref(), Some("2"));
+        assert_eq!(pool.counters.closed.load(Relaxed), 0);
+    });
+}
+
+#[test]
+fn more_parameters_than_bind_can_count_are_refused_before_sending() {
+    harness().runtime.block_on(async {
+        let pool = pool();
+        let many = vec![Some("a".to_string()); 70_000];
+        match run(&pool, &key(), &stmt("SELECT $1::text", &many), &caps()).await {
+            Err(RunError::Invalid(m)) => assert!(m.contains("at most 32767"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            pool.counters
+                .opened
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "nothing was sent: no connection was even taken"
+        );
+    });
+}

@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::actions::{self, Client};
 use super::auth::{Admin, Viewer};
 use super::error::{bad_query, ApiError};
 use super::probe::{probe, ProbeRecord, ProbeResult};
@@ -151,14 +152,25 @@ pub async fn one(
     Ok(Json(view(&state, &id, u)))
 }
 
+/// Logs in to the upstream with the vaulted credentials; recorded in the audit chain before and
+/// after (the outcome's message is chosen from the failure's class, never server text).
 pub async fn test(
-    _: Admin,
+    Admin(caller): Admin,
+    client: Client,
     axum::extract::State(state): axum::extract::State<State>,
     Path(id): Path<String>,
 ) -> Result<Json<ProbeResult>, ApiError> {
     find(&state, &id)?;
+    let recorded = actions::start(&state, &caller, &client, "connector_test", Some(&id)).await?;
     let timeout = Duration::from_millis(state.gw.config.limits.upstream_connect_timeout_ms);
     let result = probe(&state.gw, &id, timeout).await;
+    recorded
+        .finish(if result.success {
+            Ok(())
+        } else {
+            Err(result.message.clone())
+        })
+        .await;
     if let Ok(mut m) = state.probes.lock() {
         m.insert(id, ProbeRecord::of(&result));
     }

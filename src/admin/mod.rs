@@ -6,6 +6,7 @@
 //! `/metrics` needs a `viewer` (or `admin`) token, every `POST` an `admin` token; `/healthz`,
 //! `/readyz` and `/api/v1/openapi.json` are open. Errors are JSON: `{"error": {"code", "message"}}`.
 
+mod actions;
 mod agents;
 mod audit_query;
 mod audit_rotate;
@@ -62,6 +63,8 @@ pub struct AdminState {
     pub schemas: Mutex<HashMap<String, schema::CachedSchema>>,
     /// The last readiness answer, reused for a second (probes log in upstream).
     pub ready: Mutex<Option<(std::time::Instant, bool, serde_json::Value)>>,
+    /// Turns to check a token not seen before (PBKDF2): `auth::CHECKS_AT_ONCE`.
+    pub token_checks: Arc<tokio::sync::Semaphore>,
 }
 
 pub type State = Arc<AdminState>;
@@ -72,6 +75,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         probes: Mutex::new(HashMap::new()),
         schemas: Mutex::new(HashMap::new()),
         ready: Mutex::new(None),
+        token_checks: Arc::new(tokio::sync::Semaphore::new(auth::CHECKS_AT_ONCE)),
     });
     Router::new()
         .route("/healthz", get(ops::healthz))
@@ -100,6 +104,8 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, mut shutdown: watch:
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
+    // The caller's address goes into the audit records of admin actions.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await

@@ -16,6 +16,8 @@ fn error_responses(auth: bool) -> Value {
     if auth {
         r["401"] = json!({"$ref": "#/components/responses/Error"});
         r["403"] = json!({"$ref": "#/components/responses/Error"});
+        // A token not seen before waits its turn to be checked; 429 when it could not.
+        r["429"] = json!({"$ref": "#/components/responses/Error"});
     }
     r
 }
@@ -23,6 +25,10 @@ fn error_responses(auth: bool) -> Value {
 fn op(summary: &str, role: Option<&str>, params: Value, ok: Value) -> Value {
     let mut responses = error_responses(role.is_some());
     responses["200"] = ok;
+    if role == Some("admin") {
+        // An admin action the audit log cannot record is not done.
+        responses["503"] = json!({"$ref": "#/components/responses/Error"});
+    }
     let mut v = json!({
         "summary": summary,
         "parameters": params,
@@ -112,7 +118,8 @@ pub fn document() -> Value {
                 "security": [{"bearer": []}], "x-required-role": "viewer",
                 "responses": {
                     "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
-                    "401": {"$ref": "#/components/responses/Error"}}}},
+                    "401": {"$ref": "#/components/responses/Error"},
+                    "429": {"$ref": "#/components/responses/Error"}}}},
             "/api/v1/openapi.json": {"get": op("This document", None, json!([]), json_ok("OpenAPI 3 document", obj.clone()))},
             "/api/v1/connectors/types": {"get": op("The connector types tollgate speaks and their config fields", Some("viewer"), json!([]), json_ok("types", arr.clone()))},
             "/api/v1/connectors": {"get": op("Configured connectors without secrets, with the last test", Some("viewer"),
@@ -145,7 +152,9 @@ pub fn document() -> Value {
                     "200": json_ok("reloaded", obj.clone()),
                     "422": json_ok("some part kept its running version; errors listed", obj.clone()),
                     "401": {"$ref": "#/components/responses/Error"},
-                    "403": {"$ref": "#/components/responses/Error"}}}}
+                    "403": {"$ref": "#/components/responses/Error"},
+                    "429": {"$ref": "#/components/responses/Error"},
+                    "503": {"$ref": "#/components/responses/Error"}}}}
         }
     })
 }

@@ -8,10 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::actions::{self, Client};
 use super::auth::{Admin, Viewer};
 use super::error::ApiError;
 use super::probe::{probe, ProbeRecord};
 use super::State;
+use crate::gateway::ReloadError;
 use crate::session::Phase;
 use crate::telemetry::DECISIONS;
 
@@ -175,13 +177,35 @@ pub async fn stats(_: Viewer, axum::extract::State(state): AppState) -> Json<Val
 }
 
 /// Reloads policies, agents, the vault and the admin tokens. 200 when all reloaded; 422 with the
-/// errors when some part kept its running version.
-pub async fn reload(Admin(caller): Admin, axum::extract::State(state): AppState) -> Response {
+/// errors when some part kept its running version. Recorded in the audit chain before and after.
+pub async fn reload(
+    Admin(caller): Admin,
+    client: Client,
+    axum::extract::State(state): AppState,
+) -> Result<Response, ApiError> {
     let gw = state.gw.clone();
     tracing::info!(admin = %caller.name, "reload requested through the admin API");
-    let errors = tokio::task::spawn_blocking(move || gw.reload_all())
-        .await
-        .unwrap_or_default();
+    let recorded = actions::start(&state, &caller, &client, "reload", None).await?;
+    let errors = match tokio::task::spawn_blocking(move || gw.reload_all()).await {
+        Ok(errors) => errors,
+        Err(e) => {
+            recorded.finish(Err("the reload task failed".into())).await;
+            return Err(ApiError::Internal(format!("reload failed: {e}")));
+        }
+    };
+    // Which parts kept their running version; the details (file, line) are in the answer and
+    // the log, not in the audit record.
+    let failed: Vec<&str> = errors.iter().map(part).collect();
+    recorded
+        .finish(if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "kept the running version of: {}",
+                failed.join(", ")
+            ))
+        })
+        .await;
     let body = json!({
         "success": errors.is_empty(),
         "policy_version": state.gw.core.policy.version(),
@@ -192,5 +216,15 @@ pub async fn reload(Admin(caller): Admin, axum::extract::State(state): AppState)
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
-    (status, Json(body)).into_response()
+    Ok((status, Json(body)).into_response())
+}
+
+/// The part of a reload an error is about, as the audit record names it.
+fn part(e: &ReloadError) -> &'static str {
+    match e {
+        ReloadError::Policies(_) => "policies",
+        ReloadError::Vault(_) => "vault",
+        ReloadError::AdminTokens(_) => "admin tokens",
+        ReloadError::Tls(_) => "TLS certificate",
+    }
 }

@@ -1,8 +1,10 @@
 //! Admin tokens (`admin_tokens.toml`): names, roles (`viewer`, `admin`) and SCRAM verifiers,
 //! stored exactly like agent tokens (salted PBKDF2; the token itself is never written). A token
-//! that passed once is remembered by its SHA-256 so each request does not pay PBKDF2 again.
+//! that passed once is remembered by its SHA-256 so each request does not pay PBKDF2 again, and
+//! so is a token that failed (the last [`MAX_REFUSED`] of them): repeating a wrong token costs a
+//! hash, not PBKDF2 over every stored verifier. Both are forgotten when the tokens are reloaded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -45,6 +47,12 @@ pub struct TokenRecord {
     pub role: Role,
     /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, as for agents.
     pub verifier: String,
+    /// The same token's verifier with few iterations (`scram::LOGIN_ITERATIONS`), what checks
+    /// use when present, as for agents: the token is 192 random bits, so no iteration count
+    /// changes the cost of guessing it, while 4,096 made every wrong token cost the gateway
+    /// PBKDF2 per stored token. Files written before it existed lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_verifier: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -93,6 +101,13 @@ impl TokensFile {
             name: name.to_string(),
             role,
             verifier: ScramVerifier::derive(token.as_bytes()).encode(),
+            login_verifier: Some(
+                ScramVerifier::derive_iterations(
+                    token.as_bytes(),
+                    crate::auth::scram::LOGIN_ITERATIONS,
+                )
+                .encode(),
+            ),
         });
         Ok(())
     }
@@ -105,12 +120,49 @@ pub struct Caller {
     pub role: Role,
 }
 
+/// Wrong tokens remembered (by SHA-256): a bounded set, oldest forgotten first.
+pub const MAX_REFUSED: usize = 4096;
+
+/// What is already known of a presented token, from its SHA-256 alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Known {
+    Valid(Caller),
+    Refused,
+    /// Not seen yet: only PBKDF2 over the verifiers can tell.
+    Unknown,
+}
+
+/// Digests of tokens that failed, in the order they failed.
+#[derive(Debug, Default)]
+struct Refused {
+    set: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl Refused {
+    fn insert(&mut self, digest: [u8; 32]) {
+        if !self.set.insert(digest) {
+            return;
+        }
+        self.order.push_back(digest);
+        if self.order.len() > MAX_REFUSED {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
+
 /// The loaded tokens, ready to check.
 #[derive(Debug, Default)]
 pub struct AdminTokens {
     records: Vec<(Caller, ScramVerifier)>,
     /// SHA-256 of tokens that passed, so a verified token costs a hash, not PBKDF2.
     verified: Mutex<HashMap<[u8; 32], Caller>>,
+    /// SHA-256 of tokens that failed, so a repeated wrong token costs a hash too.
+    refused: Mutex<Refused>,
+    /// Full checks (PBKDF2 over every verifier) done since these tokens were loaded.
+    checks: std::sync::atomic::AtomicU64,
 }
 
 impl AdminTokens {
@@ -118,12 +170,14 @@ impl AdminTokens {
         let file = TokensFile::load(path)?;
         let mut records = Vec::new();
         for t in file.tokens {
-            let verifier = ScramVerifier::decode(&t.verifier).map_err(|e| {
-                SourceError::semantic(
-                    path,
-                    format!("admin token \"{}\": bad verifier: {e}", t.name),
-                )
-            })?;
+            let bad = |what: &str, e: &str| {
+                SourceError::semantic(path, format!("admin token \"{}\": bad {what}: {e}", t.name))
+            };
+            let full = ScramVerifier::decode(&t.verifier).map_err(|e| bad("verifier", e))?;
+            let verifier = match &t.login_verifier {
+                Some(v) => ScramVerifier::decode_login(v).map_err(|e| bad("login_verifier", e))?,
+                None => full,
+            };
             records.push((
                 Caller {
                     name: t.name,
@@ -134,7 +188,7 @@ impl AdminTokens {
         }
         Ok(AdminTokens {
             records,
-            verified: Mutex::new(HashMap::new()),
+            ..AdminTokens::default()
         })
     }
 
@@ -142,32 +196,65 @@ impl AdminTokens {
         self.records.is_empty()
     }
 
-    /// Remembered answer for `token`, if it passed before (cheap).
-    pub fn cached(&self, token: &str) -> Option<Caller> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.verified.lock().ok()?.get(&digest).cloned()
+    /// What is remembered of `token`: passed before, failed before, or not seen (one SHA-256).
+    pub fn known(&self, token: &str) -> Known {
+        let digest = digest(token);
+        if let Some(c) = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&digest).cloned())
+        {
+            return Known::Valid(c);
+        }
+        if self.refused.lock().is_ok_and(|r| r.set.contains(&digest)) {
+            return Known::Refused;
+        }
+        Known::Unknown
     }
 
     /// Checks `token` against every verifier (constant time each; PBKDF2, so call it off the
-    /// async workers). Successes are remembered.
+    /// async workers). The answer is remembered either way.
     pub fn verify(&self, token: &str) -> Option<Caller> {
-        if let Some(c) = self.cached(token) {
-            return Some(c);
+        match self.known(token) {
+            Known::Valid(c) => return Some(c),
+            Known::Refused => return None,
+            Known::Unknown => {}
         }
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut found = None;
         for (caller, verifier) in &self.records {
             if verifier.check_password(token.as_bytes()) && found.is_none() {
                 found = Some(caller.clone());
             }
         }
-        if let Some(c) = &found {
-            let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-            if let Ok(mut m) = self.verified.lock() {
-                m.insert(digest, c.clone());
+        let digest = digest(token);
+        match &found {
+            Some(c) => {
+                if let Ok(mut m) = self.verified.lock() {
+                    m.insert(digest, c.clone());
+                }
+            }
+            None => {
+                if let Ok(mut r) = self.refused.lock() {
+                    r.insert(digest);
+                }
             }
         }
         found
     }
+}
+
+impl AdminTokens {
+    /// Full checks (PBKDF2 over every verifier) done since these tokens were loaded.
+    pub fn checks(&self) -> u64 {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -188,12 +275,43 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(&view) && !text.contains(&admin));
         let tokens = AdminTokens::load(&path).unwrap();
+        assert_eq!(tokens.known(&view), Known::Unknown);
         assert_eq!(tokens.verify(&view).unwrap().role, Role::Viewer);
-        assert_eq!(tokens.cached(&view).unwrap().name, "grafana");
+        assert!(matches!(tokens.known(&view), Known::Valid(c) if c.name == "grafana"));
         assert_eq!(tokens.verify(&admin).unwrap().role, Role::Admin);
+        assert_eq!(tokens.known("tga_wrong"), Known::Unknown);
         assert!(tokens.verify("tga_wrong").is_none());
-        assert!(tokens.cached("tga_wrong").is_none());
+        assert_eq!(tokens.known("tga_wrong"), Known::Refused);
         assert!(Role::Admin > Role::Viewer);
+    }
+
+    #[test]
+    fn checks_use_the_login_verifier_and_files_without_one_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin_tokens.toml");
+        let token = generate_admin_token();
+        let mut f = TokensFile::default();
+        f.add("ops", Role::Admin, &token).unwrap();
+        let login = f.tokens[0].login_verifier.clone().unwrap();
+        assert!(login.starts_with("SCRAM-SHA-256$64:"), "{login}");
+        f.save(&path).unwrap();
+        assert_eq!(
+            AdminTokens::load(&path)
+                .unwrap()
+                .verify(&token)
+                .unwrap()
+                .name,
+            "ops"
+        );
+        // A file written before login verifiers existed: the 4096-iteration one is used.
+        f.tokens[0].login_verifier = None;
+        f.save(&path).unwrap();
+        assert!(!std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("login_verifier"));
+        let old = AdminTokens::load(&path).unwrap();
+        assert_eq!(old.verify(&token).unwrap().name, "ops");
+        assert!(old.verify("tga_wrong").is_none());
     }
 
     #[test]
@@ -210,5 +328,34 @@ mod tests {
         .unwrap();
         let err = AdminTokens::load(&path).unwrap_err().to_string();
         assert!(err.contains("t.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn a_repeated_wrong_token_costs_a_hash_and_the_memory_of_them_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin_tokens.toml");
+        let mut f = TokensFile::default();
+        let admin = generate_admin_token();
+        f.add("ops", Role::Admin, &admin).unwrap();
+        f.save(&path).unwrap();
+        let tokens = AdminTokens::load(&path).unwrap();
+        assert!(tokens.verify("tga_wrong").is_none());
+        // Known from its hash: `verify` answers before any verifier is tried.
+        assert_eq!(tokens.known("tga_wrong"), Known::Refused);
+        for _ in 0..10 {
+            assert!(tokens.verify("tga_wrong").is_none());
+        }
+        assert_eq!(tokens.checks(), 1, "one PBKDF2 check for eleven tries");
+        let mut r = Refused::default();
+        for i in 0..MAX_REFUSED + 10 {
+            r.insert(digest(&format!("tga_{i}")));
+        }
+        assert_eq!((r.set.len(), r.order.len()), (MAX_REFUSED, MAX_REFUSED));
+        assert!(!r.set.contains(&digest("tga_0")), "the oldest went first");
+        assert!(r.set.contains(&digest(&format!("tga_{}", MAX_REFUSED + 9))));
+        // A reload starts afresh: a token refused before it may be valid after it.
+        let reloaded = AdminTokens::load(&path).unwrap();
+        assert_eq!(reloaded.known("tga_wrong"), Known::Unknown);
+        assert_eq!(reloaded.verify(&admin).unwrap().name, "ops");
     }
 }

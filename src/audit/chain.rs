@@ -88,6 +88,28 @@ pub enum SystemRecord {
         first_seq: u64,
         last_seq: u64,
     },
+    /// An action through the admin API (reload, audit rotation, connector test): written
+    /// before it runs (`outcome: "started"`) and after (`ok`/`failed`, with `ref_seq` naming the
+    /// first), under the admin token's name, never the token.
+    Admin(AdminAction),
+}
+
+/// The members of an `admin` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminAction {
+    /// For the record written after the action: the `seq` of the one written before.
+    pub ref_seq: Option<u64>,
+    /// The admin token's name.
+    pub admin: String,
+    pub client_addr: Option<String>,
+    /// `reload`, `audit_rotate`, `connector_test`.
+    pub action: String,
+    /// What the action was on (a connector id), if anything.
+    pub target: Option<String>,
+    /// `started`, `ok` or `failed`.
+    pub outcome: String,
+    /// Why it failed, in tollgate's words (never server text or secrets).
+    pub error: Option<String>,
 }
 
 pub const KIND_ROTATION: &str = "rotation";
@@ -95,6 +117,7 @@ pub const KIND_ROTATION_FAILED: &str = "rotation_failed";
 pub const KIND_LOST: &str = "lost";
 pub const KIND_EXPORT_GAP: &str = "export_gap";
 pub const KIND_RETENTION: &str = "retention";
+pub const KIND_ADMIN: &str = "admin";
 
 impl SystemRecord {
     pub fn kind(&self) -> &'static str {
@@ -104,6 +127,7 @@ impl SystemRecord {
             SystemRecord::Lost { .. } => KIND_LOST,
             SystemRecord::ExportGap { .. } => KIND_EXPORT_GAP,
             SystemRecord::Retention { .. } => KIND_RETENTION,
+            SystemRecord::Admin(_) => KIND_ADMIN,
         }
     }
 
@@ -131,8 +155,24 @@ impl SystemRecord {
             json::key(out, k);
             json::string(out, v);
         };
+        let opt_text = |out: &mut Vec<u8>, k: &str, v: Option<&str>| {
+            out.push(b',');
+            json::key(out, k);
+            json::opt_string(out, v);
+        };
         match self {
             SystemRecord::Rotation => {}
+            SystemRecord::Admin(a) => {
+                if let Some(r) = a.ref_seq {
+                    num(&mut out, "ref_seq", r);
+                }
+                text(&mut out, "admin", &a.admin);
+                opt_text(&mut out, "client_addr", a.client_addr.as_deref());
+                text(&mut out, "action", &a.action);
+                opt_text(&mut out, "target", a.target.as_deref());
+                text(&mut out, "outcome", &a.outcome);
+                opt_text(&mut out, "error", a.error.as_deref());
+            }
             SystemRecord::Retention { removed_file } => {
                 text(&mut out, "removed_file", removed_file)
             }
@@ -202,5 +242,25 @@ mod tests {
             (Some(5), Some(9))
         );
         assert_eq!(v["ts"], "1970-01-01T00:00:00.000000Z");
+        let rec = SystemRecord::Admin(AdminAction {
+            ref_seq: Some(41),
+            admin: "ops \"x\"".into(),
+            client_addr: None,
+            action: "reload".into(),
+            target: None,
+            outcome: "failed".into(),
+            error: Some("policies".into()),
+        });
+        let f = rec.fields(now, None);
+        let v: serde_json::Value =
+            serde_json::from_slice(&[b"{".as_slice(), &f, b"}"].concat()).unwrap();
+        assert_eq!(v["kind"], "admin");
+        assert_eq!(v["ref_seq"], 41);
+        assert_eq!(v["admin"], "ops \"x\"");
+        assert_eq!(v["client_addr"], serde_json::Value::Null);
+        assert_eq!(
+            (&v["action"], &v["outcome"], &v["error"]),
+            (&"reload".into(), &"failed".into(), &"policies".into())
+        );
     }
 }

@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 pub use background::{spawn_background, BackgroundError};
-pub use chain::SystemRecord;
+pub use chain::{AdminAction, SystemRecord};
 pub use read::DECISIONS;
 pub use record::{AuditEvent, Decision, EventKind, Protocol};
 pub use verify::{verify, Problem, VerifyOptions, VerifyReport};
@@ -191,6 +191,14 @@ impl AuditLog {
     /// `append_deferred` + `commit`: the record is on disk when this resolves.
     pub async fn append_commit(&self, event: &AuditEvent) -> Result<u64, AuditError> {
         let seq = self.append_deferred(event)?;
+        self.shared.commit(seq, true).await?;
+        Ok(seq)
+    }
+
+    /// Appends one of the records tollgate writes about itself rather than about a statement
+    /// (an admin action) and resolves once it is written (with everything queued before it).
+    pub async fn append_system(&self, record: SystemRecord) -> Result<u64, AuditError> {
+        let seq = self.shared.lock()?.push_system(record);
         self.shared.commit(seq, true).await?;
         Ok(seq)
     }

@@ -351,3 +351,40 @@ async fn waiting_for_a_record_never_appended_fails_at_once() {
     assert!(err.to_string().contains("never appended"), "{err}");
     log.commit(seq).await.unwrap();
 }
+
+#[tokio::test]
+async fn admin_records_are_chained_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path).unwrap();
+    log.append(&event("SELECT 1")).unwrap();
+    let action = |ref_seq, outcome: &str| {
+        SystemRecord::Admin(AdminAction {
+            ref_seq,
+            admin: "ops".into(),
+            client_addr: Some("127.0.0.1:40000".into()),
+            action: "audit_rotate".into(),
+            target: None,
+            outcome: outcome.into(),
+            error: None,
+        })
+    };
+    let started = log.append_system(action(None, "started")).await.unwrap();
+    assert_eq!(started, 2);
+    log.rotate().unwrap().expect("a file to close");
+    let done = log
+        .append_system(action(Some(started), "ok"))
+        .await
+        .unwrap();
+    assert_eq!(done, 4, "after the rotation link");
+    let report = verify_dir(dir.path());
+    assert!(report.problem.is_none(), "{report:?}");
+    assert_eq!(report.records, 4);
+    let active = lines(&path);
+    assert_eq!(active[1]["kind"], "admin");
+    assert_eq!(active[1]["ref_seq"], 2);
+    assert_eq!(
+        (&active[1]["admin"], &active[1]["outcome"]),
+        (&"ops".into(), &"ok".into())
+    );
+}

@@ -323,7 +323,8 @@ fn run_error(
             code_name,
             errmsg,
         } => (
-            ToolError::mongo(*code, code_name, errmsg),
+            // The server's own words, which can quote stored values: data, not tollgate's.
+            ToolError::upstream_mongo(*code, code_name, errmsg),
             outcome_error(e.to_string()),
         ),
         RunError::Refused(r) => (ToolError::mongo_refusal(r), outcome_error(r.message())),

@@ -258,7 +258,8 @@ impl<'h> Call<'h> {
                     message: e.to_string(),
                 }),
             );
-            return Err(ToolError::invalid(format!("-{e}")));
+            // The server's own line (it can quote a script or a value): data, not tollgate's.
+            return Err(ToolError::upstream_redis(e));
         }
         ctx.outcome(ticket, None, None);
         Ok(to_json(&value))

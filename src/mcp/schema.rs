@@ -1,6 +1,8 @@
 //! The policy-shaped views: `list_upstreams`, and `list_tables`/`describe_table` through the
 //! admin API's per-agent schema view (only what the agent may touch, masks and row filters
-//! marked). Each call on an upstream is admitted and recorded like a statement.
+//! marked). Each call on an upstream is admitted and recorded like a statement. Names read from
+//! the upstream's catalog are returned as untrusted data (`output::data`): whoever can create a
+//! column can name it like an instruction.
 
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde::Deserialize;
@@ -177,7 +179,8 @@ pub async fn list_tables(
         })
         .collect();
     record(&session, "-- mcp: list_tables".into(), list.len() as u64)?;
-    Ok(output::plain(
+    // Table and column names come from whoever owns the schema: data, not tollgate's words.
+    Ok(output::data(
         &format!(
             "{} table(s) you may use on upstream \"{upstream}\"",
             list.len()
@@ -221,7 +224,8 @@ pub async fn describe_table(
             "no table \"{shown}\" that you may use on upstream \"{upstream}\"; see list_tables"
         ))
     })?;
-    Ok(output::plain(
+    // Column and type names come from whoever owns the schema: data, not tollgate's words.
+    Ok(output::data(
         &format!("table {schema}.{name} on upstream \"{upstream}\""),
         view,
     ))

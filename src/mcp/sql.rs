@@ -83,6 +83,14 @@ pub async fn query(
         .iter()
         .map(param_text)
         .collect::<Result<Vec<_>, _>>()?;
+    if params.len() > run_one::MAX_PARAMS {
+        // Bind counts parameters in 16 bits: more would wrap.
+        return Err(ToolError::invalid(format!(
+            "params: {} values given; a statement takes at most {}",
+            params.len(),
+            run_one::MAX_PARAMS
+        )));
+    }
     let started = std::time::Instant::now();
     let session = admit(h, caller, a.upstream.as_deref(), UpstreamKind::Postgres)?;
     let pg = PgSession::new(session);
@@ -265,8 +273,9 @@ fn result_json(upstream: &str, c: &Collected, decision: &str, notice: Option<&st
 /// A failed run: the tool error and the outcome record's error.
 fn run_error(e: &RunError, upstream: &str, limits: &Limits) -> (ToolError, OutcomeError) {
     match e {
+        // The server's own words, which can quote stored values: data, not tollgate's.
         RunError::Server(s) => (
-            ToolError::sql(&s.code, &s.message, s.detail.as_deref(), s.hint.as_deref()),
+            ToolError::upstream_sql(&s.code, &s.message, s.detail.as_deref(), s.hint.as_deref()),
             OutcomeError {
                 code: Some(s.code.clone()),
                 message: s.message.clone(),
@@ -297,6 +306,16 @@ fn run_error(e: &RunError, upstream: &str, limits: &Limits) -> (ToolError, Outco
                 ToolError::sql("53300", &message, None, None),
                 OutcomeError {
                     code: Some("53300".into()),
+                    message,
+                },
+            )
+        }
+        RunError::Invalid(why) => {
+            let message = format!("tollgate: the statement cannot be sent: {why}");
+            (
+                ToolError::invalid(message.clone()),
+                OutcomeError {
+                    code: None,
                     message,
                 },
             )

@@ -9,6 +9,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// A read buffer larger than this is released once it is empty.
 const MAX_IDLE_BUFFER: usize = 64 * 1024;
 
+/// The most [`FrameReader::chunk`] reads at once.
+pub const CHUNK: usize = 64 * 1024;
+
 /// Startup-phase packets (startup, SSLRequest, CancelRequest) are small; PostgreSQL caps them at 10000.
 pub const MAX_STARTUP_PACKET: usize = 10_000;
 
@@ -101,6 +104,58 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     Err(FrameError::Truncated)
                 };
             }
+        }
+    }
+
+    /// The next message's tag and total length (tag, length and body), once its five header
+    /// bytes are buffered; the message itself stays unread, so the caller can decide to read it
+    /// ([`FrameReader::next`]) or drop it as it arrives ([`FrameReader::chunk`]) without ever
+    /// holding it. `None` on a clean end of stream between messages. The length is checked for
+    /// sense, not against the limit. Cancel-safe.
+    pub async fn next_header(&mut self) -> Result<Option<(u8, usize)>, FrameError> {
+        while self.buf.len() < 5 {
+            if self.fill().await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+        }
+        let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+        if len < 4 {
+            return Err(FrameError::BadLength(len as i64));
+        }
+        Ok(Some((self.buf[0], len as usize + 1)))
+    }
+
+    /// Up to `max` bytes of the stream, taken out of it: what is buffered first, else what one
+    /// read brings (at most [`CHUNK`]). Reading a message this way in pieces, and dropping each,
+    /// skips it holding no more than one piece. An end of stream is `Truncated`. Cancel-safe.
+    pub async fn chunk(&mut self, max: usize) -> Result<Bytes, FrameError> {
+        if max == 0 {
+            return Ok(Bytes::new());
+        }
+        if self.buf.is_empty() {
+            if self.buf.capacity() < CHUNK {
+                // Reclaims the same allocation once the previous piece was dropped.
+                self.buf.reserve(CHUNK);
+            }
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return Err(FrameError::Truncated);
+            }
+        }
+        let n = max.min(self.buf.len());
+        Ok(self.buf.split_to(n).freeze())
+    }
+
+    /// Gives back the memory a large message left behind: the buffer is replaced by a fresh one
+    /// holding only what is buffered (nothing, between statements). A buffer the last message
+    /// was split off still points into that message's allocation, whatever its capacity says,
+    /// and keeps it alive while the connection sits idle in a pool.
+    pub fn shrink(&mut self) {
+        if self.buf.len() <= MAX_IDLE_BUFFER {
+            self.buf = BytesMut::from(&self.buf[..]);
         }
     }
 
@@ -232,6 +287,60 @@ mod tests {
         neg.extend_from_slice(&(-5i32).to_be_bytes());
         let mut r = FrameReader::new(Dribble(neg, 100), 1 << 20);
         assert!(matches!(r.next().await, Err(FrameError::BadLength(-5))));
+    }
+
+    #[tokio::test]
+    async fn a_message_is_skipped_by_its_header_in_pieces_never_held_whole() {
+        let big = vec![b'x'; 1 << 20];
+        let mut input = msg(b'D', &big);
+        input.extend(msg(b'Z', b"I"));
+        let mut r = FrameReader::new(Dribble(input, 100_000), 1 << 30);
+        let (tag, len) = r.next_header().await.unwrap().unwrap();
+        assert_eq!((tag, len), (b'D', big.len() + 5));
+        let mut left = len;
+        while left > 0 {
+            let piece = r.chunk(left).await.unwrap();
+            assert!(
+                !piece.is_empty() && piece.len() <= 2 * CHUNK,
+                "{}",
+                piece.len()
+            );
+            left -= piece.len();
+            assert!(r.buf.capacity() <= 2 * CHUNK, "{}", r.buf.capacity());
+        }
+        // The next message is intact, its first bytes included.
+        assert_eq!(r.next_header().await.unwrap(), Some((b'Z', 6)));
+        let f = r.next().await.unwrap().unwrap();
+        assert_eq!((f.tag, f.body()), (b'Z', &b"I"[..]));
+        assert_eq!(r.next_header().await.unwrap(), None);
+        let mut r = FrameReader::new(Dribble(vec![b'D', 0, 0, 0, 2], 5), 1 << 20);
+        assert!(matches!(
+            r.next_header().await,
+            Err(FrameError::BadLength(2))
+        ));
+        let mut r = FrameReader::new(Dribble(msg(b'D', b"abc")[..6].to_vec(), 6), 1 << 20);
+        r.next_header().await.unwrap();
+        r.chunk(6).await.unwrap();
+        assert!(matches!(r.chunk(1).await, Err(FrameError::Truncated)));
+    }
+
+    #[tokio::test]
+    async fn shrink_lets_go_of_a_large_message_allocation() {
+        // Both messages arrived in one read: reading them reserves nothing new.
+        let mut input = msg(b'D', &vec![b'x'; 1 << 20]);
+        input.extend(msg(b'Z', b"I"));
+        let mut r = FrameReader::from_parts(Dribble(Vec::new(), 1), input[..].into(), 1 << 30);
+        let f = r.next().await.unwrap().unwrap();
+        assert_eq!(r.next().await.unwrap().unwrap().tag, b'Z');
+        assert!(r.buf.is_empty() && r.buf.capacity() < MAX_IDLE_BUFFER);
+        // Empty and small, yet the buffer still holds the 1 MiB allocation the frame is in.
+        assert!(!f.raw.is_unique(), "shared with the reader's buffer");
+        r.shrink();
+        assert!(
+            f.raw.is_unique(),
+            "after shrink the frame alone owns it: dropping it frees it"
+        );
+        assert_eq!(r.buf.capacity(), 0);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 //! a connection that broke or whose statement was abandoned). The policy decision, masking and
 //! audit records are the caller's (the session core's); this module only runs what it is given.
 
+mod reading;
 pub mod values;
 
 use std::sync::Arc;
@@ -20,8 +21,13 @@ use tokio::io::AsyncWriteExt;
 
 use super::backend::{self as msg};
 use super::cancel::{send_cancel, CancelTarget};
-use super::frame::Frame;
 use super::pool::{CheckoutError, Pool, Server, SettingsKey};
+use reading::Reading;
+
+pub use reading::ERROR_KEEP;
+
+/// The most parameters one statement can carry: Bind counts them in a signed 16-bit integer.
+pub const MAX_PARAMS: usize = i16::MAX as usize;
 
 /// How much of a result is collected, and for how long the statement may run.
 #[derive(Debug, Clone)]
@@ -87,6 +93,9 @@ pub enum RunError {
     Lost(String),
     #[error("unexpected message from the upstream: {0}")]
     Protocol(String),
+    /// The statement cannot be sent as given (nothing was sent).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// What to run: the text (already checked and, if masked, rewritten) and its parameters, sent
@@ -107,6 +116,7 @@ pub async fn run(
     stmt: &Statement<'_>,
     caps: &Caps,
 ) -> Result<Collected, RunError> {
+    check(stmt)?;
     // MCP calls hold a connection for one statement, bounded by the statement timeout.
     let server = pool.checkout(key, None).await?;
     let cancel = CancelTarget {
@@ -134,7 +144,9 @@ pub async fn run(
     // hit it; reset unless the statement is known to leave nothing behind.
     let usable = outcome.idle && reading.cancel_delivered;
     lent.running = None;
-    if let Some(server) = lent.server.take() {
+    if let Some(mut server) = lent.server.take() {
+        // An idle connection does not keep what a large result grew.
+        server.reader.shrink();
         pool.checkin(server, !stmt.leaves_state, usable);
     }
     match (reading.error, outcome.lost) {
@@ -166,8 +178,36 @@ impl Drop for Lent {
     }
 }
 
+/// What the wire cannot carry is refused before anything is sent: more parameters than Bind can
+/// count (their number would wrap), a parameter longer than its 32-bit length, or a NUL in the
+/// text (Parse ends the statement there: the server would run less than what was judged).
+fn check(stmt: &Statement<'_>) -> Result<(), RunError> {
+    if stmt.params.len() > MAX_PARAMS {
+        return Err(RunError::Invalid(format!(
+            "{} parameters: a statement takes at most {MAX_PARAMS}",
+            stmt.params.len()
+        )));
+    }
+    if let Some(i) = stmt
+        .params
+        .iter()
+        .position(|p| p.as_ref().is_some_and(|v| i32::try_from(v.len()).is_err()))
+    {
+        return Err(RunError::Invalid(format!(
+            "parameter ${} is longer than 2 GiB",
+            i + 1
+        )));
+    }
+    if stmt.sql.contains('\0') {
+        return Err(RunError::Invalid(
+            "the statement contains a NUL character".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Parse (unnamed, parameter types left to the server), Bind (text parameters, text results),
-/// Describe the portal, Execute (at most `max_rows + 1` rows), Sync.
+/// Describe the portal, Execute (at most `max_rows + 1` rows), Sync. `check` passed.
 fn encode(stmt: &Statement<'_>, max_rows: Option<u64>) -> Bytes {
     let mut out = BytesMut::with_capacity(stmt.sql.len() + 64);
     let mut body = BytesMut::new();
@@ -202,234 +242,6 @@ fn encode(stmt: &Statement<'_>, max_rows: Option<u64>) -> Bytes {
     out.extend_from_slice(&msg::raw_message(b'E', &body));
     out.extend_from_slice(&msg::raw_message(b'S', &[]));
     out.freeze()
-}
-
-/// How reading the replies ended.
-struct Ended {
-    /// ReadyForQuery `I`: the server is idle outside a transaction.
-    idle: bool,
-    /// The connection broke or went silent.
-    lost: Option<String>,
-}
-
-/// The reply side of one statement: what was collected, and what tollgate did about it.
-struct Reading<'c> {
-    caps: &'c Caps,
-    collected: Collected,
-    error: Option<RunError>,
-    /// tollgate cancelled the statement (bytes or time); its 57014 is then tollgate's to explain.
-    cancelled: Option<Cut>,
-    timed_out: bool,
-    /// False when a cancel was sent but could not be confirmed delivered.
-    cancel_delivered: bool,
-}
-
-/// After a cancel, how long the server may take to answer before the connection is given up.
-const CANCEL_GRACE: Duration = Duration::from_secs(5);
-
-impl<'c> Reading<'c> {
-    fn new(caps: &'c Caps) -> Reading<'c> {
-        Reading {
-            caps,
-            collected: Collected::default(),
-            error: None,
-            cancelled: None,
-            timed_out: false,
-            cancel_delivered: true,
-        }
-    }
-
-    async fn read(&mut self, lent: &mut Lent) -> Ended {
-        let started = tokio::time::Instant::now();
-        let mut deadline = self.caps.timeout.map(|t| started + t);
-        loop {
-            let server = lent.server.as_mut().expect("lent until checked in");
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, server.reader.next()).await {
-                    Ok(r) => r,
-                    Err(_) if self.timed_out => {
-                        return Ended {
-                            idle: false,
-                            lost: Some("the upstream did not answer tollgate's cancel".into()),
-                        };
-                    }
-                    Err(_) => {
-                        self.timed_out = true;
-                        self.cancel(lent).await;
-                        deadline = Some(tokio::time::Instant::now() + CANCEL_GRACE);
-                        continue;
-                    }
-                },
-                None => server.reader.next().await,
-            };
-            let frame = match next {
-                Ok(Some(f)) => f,
-                Ok(None) => {
-                    return Ended {
-                        idle: false,
-                        lost: Some("the upstream closed the connection".into()),
-                    }
-                }
-                Err(e) => {
-                    return Ended {
-                        idle: false,
-                        lost: Some(e.to_string()),
-                    }
-                }
-            };
-            match self.on_frame(&frame) {
-                Step::Continue => {}
-                Step::Cancel => {
-                    self.cancel(lent).await;
-                }
-                Step::CopyIn => {
-                    // Nothing to send: end the COPY; the server answers with an error. It
-                    // ignored the Sync sent with the statement (copy-in mode), so one more.
-                    let mut fail = BytesMut::from(
-                        &msg::raw_message(
-                            b'f',
-                            b"COPY FROM STDIN is not available through this tool\0",
-                        )[..],
-                    );
-                    fail.extend_from_slice(&msg::raw_message(b'S', &[]));
-                    let server = lent.server.as_mut().expect("lent");
-                    if let Err(e) = server.writer.write_all(&fail).await {
-                        return Ended {
-                            idle: false,
-                            lost: Some(e.to_string()),
-                        };
-                    }
-                }
-                Step::Done(status) => {
-                    return Ended {
-                        idle: status == b'I',
-                        lost: None,
-                    }
-                }
-            }
-        }
-    }
-
-    /// tollgate's own CancelRequest, awaited: by the time it returns the server has the signal,
-    /// so it cannot hit whatever runs next on this connection.
-    async fn cancel(&mut self, lent: &mut Lent) {
-        if let Some(target) = lent.running.take() {
-            self.cancel_delivered = send_cancel(target).await;
-        }
-    }
-
-    fn on_frame(&mut self, frame: &Frame) -> Step {
-        let body = frame.body();
-        match frame.tag {
-            msg::PARSE_COMPLETE | msg::BIND_COMPLETE | msg::NO_DATA => {}
-            msg::ROW_DESCRIPTION => match values::columns(body) {
-                Some(cols) => self.collected.columns = cols,
-                None => return self.protocol("malformed RowDescription"),
-            },
-            msg::DATA_ROW => return self.on_row(body),
-            b'd' => {
-                // COPY ... TO STDOUT: each data message is one row of one text column.
-                if self.collected.columns.is_empty() {
-                    self.collected.columns.push(Column {
-                        name: "copy".into(),
-                        type_oid: values::TEXT_OID,
-                    });
-                }
-                let line = String::from_utf8_lossy(body)
-                    .trim_end_matches('\n')
-                    .to_string();
-                return self.keep(vec![Some(line)], body.len() as u64);
-            }
-            msg::COPY_OUT_RESPONSE | b'c' => {}
-            msg::COPY_IN_RESPONSE => return Step::CopyIn,
-            msg::COPY_BOTH_RESPONSE => return self.protocol("replication streams are not served"),
-            msg::COMMAND_COMPLETE => {
-                let tag = body.split(|&b| b == 0).next().unwrap_or_default();
-                self.collected.command_tag = String::from_utf8_lossy(tag).into_owned();
-                self.collected.affected = msg::command_rows(body);
-            }
-            msg::PORTAL_SUSPENDED => {
-                // The row cap stopped the portal: more rows were there.
-                self.collected.truncated.get_or_insert(Cut::Rows);
-            }
-            msg::EMPTY_QUERY => self.collected.command_tag = String::new(),
-            msg::ERROR_RESPONSE => self.on_error(body),
-            msg::READY_FOR_QUERY => {
-                if self.collected.truncated.is_some() {
-                    let n = self.collected.rows.len() as u64;
-                    self.collected.command_tag = format!("SELECT {n}");
-                    self.collected.affected = Some(n);
-                }
-                return Step::Done(body.first().copied().unwrap_or(b'I'));
-            }
-            // Notices, parameter changes and notifications are not part of the result.
-            _ => {}
-        }
-        Step::Continue
-    }
-
-    fn on_row(&mut self, body: &[u8]) -> Step {
-        match values::data_row(body) {
-            Some(row) => self.keep(row, body.len() as u64),
-            None => self.protocol("malformed DataRow"),
-        }
-    }
-
-    /// Keeps a row unless a cap was reached; the first row past the byte cap cancels the rest.
-    fn keep(&mut self, row: Vec<Option<String>>, size: u64) -> Step {
-        if self.collected.truncated.is_some() {
-            return Step::Continue;
-        }
-        if let Some(max) = self.caps.max_rows {
-            if self.collected.rows.len() as u64 >= max {
-                self.collected.truncated = Some(Cut::Rows);
-                return Step::Continue; // the portal stops at max + 1 by itself
-            }
-        }
-        if self.collected.bytes + size > self.caps.max_bytes {
-            self.collected.truncated = Some(Cut::Bytes);
-            self.cancelled = Some(Cut::Bytes);
-            return Step::Cancel;
-        }
-        self.collected.bytes += size;
-        self.collected.rows.push(row);
-        Step::Continue
-    }
-
-    fn on_error(&mut self, body: &[u8]) {
-        let field = |c| msg::error_field(body, c);
-        let code = field(b'C').unwrap_or_default();
-        if code == "57014" && (self.timed_out || self.cancelled.is_some()) {
-            if self.timed_out && self.cancelled.is_none() {
-                let t = self.caps.timeout.unwrap_or_default();
-                self.error = Some(RunError::TimedOut(t));
-            }
-            // A byte-cap cancel: the rows kept are the result.
-            return;
-        }
-        if self.error.is_none() {
-            self.error = Some(RunError::Server(ServerError {
-                code,
-                message: field(b'M').unwrap_or_default(),
-                detail: field(b'D'),
-                hint: field(b'H'),
-            }));
-        }
-    }
-
-    fn protocol(&mut self, what: &str) -> Step {
-        if self.error.is_none() {
-            self.error = Some(RunError::Protocol(what.to_string()));
-        }
-        Step::Continue
-    }
-}
-
-enum Step {
-    Continue,
-    Cancel,
-    CopyIn,
-    Done(u8),
 }
 
 #[cfg(test)]
@@ -469,106 +281,31 @@ mod tests {
         assert_eq!(unlimited[3].1, vec![0, 0, 0, 0, 0]);
     }
 
-    fn frame(tag: u8, body: &[u8]) -> Frame {
-        Frame {
-            tag,
-            raw: msg::raw_message(tag, body),
-        }
-    }
-
-    fn data_row(values: &[&str]) -> Frame {
-        let mut b = BytesMut::new();
-        b.put_i16(values.len() as i16);
-        for v in values {
-            b.put_i32(v.len() as i32);
-            b.put_slice(v.as_bytes());
-        }
-        frame(b'D', &b)
-    }
-
     #[test]
-    fn caps_cut_rows_and_bytes_and_the_cancel_is_ours_to_explain() {
-        let caps = Caps {
-            max_rows: Some(2),
-            max_bytes: 1 << 20,
-            timeout: None,
+    fn what_the_wire_cannot_carry_is_refused_before_sending() {
+        let many = vec![Some("a".to_string()); MAX_PARAMS + 1];
+        let stmt = Statement {
+            sql: "SELECT $1",
+            params: &many,
+            leaves_state: false,
         };
-        let mut r = Reading::new(&caps);
-        for _ in 0..3 {
-            assert!(matches!(r.on_frame(&data_row(&["a"])), Step::Continue));
-        }
-        r.on_frame(&frame(b's', b""));
-        assert!(matches!(r.on_frame(&frame(b'Z', b"I")), Step::Done(b'I')));
-        assert_eq!(r.collected.rows.len(), 2);
-        assert_eq!(r.collected.truncated, Some(Cut::Rows));
-        assert_eq!(r.collected.command_tag, "SELECT 2");
-
-        let caps = Caps {
-            max_rows: None,
-            max_bytes: 20,
-            timeout: None,
-        };
-        let mut r = Reading::new(&caps);
-        assert!(matches!(
-            r.on_frame(&data_row(&["0123456789"])),
-            Step::Continue
-        ));
-        assert!(matches!(
-            r.on_frame(&data_row(&["0123456789"])),
-            Step::Cancel
-        ));
-        assert!(matches!(r.on_frame(&data_row(&["x"])), Step::Continue));
-        let mut e = BytesMut::new();
-        for (c, v) in [
-            (b'S', "ERROR"),
-            (b'C', "57014"),
-            (b'M', "canceling statement"),
-        ] {
-            e.put_u8(c);
-            e.put_slice(v.as_bytes());
-            e.put_u8(0);
-        }
-        e.put_u8(0);
-        r.on_frame(&frame(b'E', &e));
-        assert!(r.error.is_none(), "our own cancel is not the agent's error");
-        assert_eq!(r.collected.rows.len(), 1);
-        assert_eq!(r.collected.bytes, 16);
-        assert_eq!(r.collected.truncated, Some(Cut::Bytes));
-    }
-
-    #[test]
-    fn server_errors_are_kept_with_their_fields() {
-        let caps = Caps {
-            max_rows: None,
-            max_bytes: 100,
-            timeout: None,
-        };
-        let mut r = Reading::new(&caps);
-        let mut e = BytesMut::new();
-        for (c, v) in [
-            (b'S', "ERROR"),
-            (b'C', "22012"),
-            (b'M', "division by zero"),
-            (b'H', "h"),
-        ] {
-            e.put_u8(c);
-            e.put_slice(v.as_bytes());
-            e.put_u8(0);
-        }
-        e.put_u8(0);
-        r.on_frame(&frame(b'E', &e));
-        match &r.error {
-            Some(RunError::Server(s)) => {
-                assert_eq!(s.code, "22012");
-                assert_eq!(s.message, "division by zero");
-                assert_eq!(s.hint.as_deref(), Some("h"));
-            }
+        match check(&stmt) {
+            Err(RunError::Invalid(m)) => assert!(m.contains("at most 32767"), "{m}"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(r.on_frame(&frame(b'D', b"\0")), Step::Continue));
-        assert!(
-            matches!(r.error, Some(RunError::Server(_))),
-            "the first error stays"
-        );
+        let most = vec![None; MAX_PARAMS];
+        let stmt = Statement {
+            params: &most,
+            ..stmt
+        };
+        assert!(check(&stmt).is_ok());
+        let f = frames(&encode(&stmt, None));
+        assert_eq!(&f[1].1[4..6], &32767i16.to_be_bytes(), "counted exactly");
+        let stmt = Statement {
+            sql: "SELECT 1\0; DROP TABLE orders",
+            params: &[],
+            leaves_state: false,
+        };
+        assert!(matches!(check(&stmt), Err(RunError::Invalid(_))));
     }
 }

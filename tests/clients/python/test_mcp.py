@@ -72,6 +72,17 @@ def analyst_lists_tools_queries_masked_customers_and_is_refused_secrets():
         refused = await s.call_tool("query", {"sql": "SELECT api_key FROM secrets"})
         assert_policy_message(refusal_text(refused), "secrets")
         assert refused.structured_content["error"]["sqlstate"] == "42501"
+        assert refused.structured_content["error"]["origin"] == "tollgate"
+        assert "<untrusted-data-" not in refused.content[0].text
+        # The server's own error quotes a stored name: it reaches the model only as marked data.
+        failed = await s.call_tool("query", {"sql": "SELECT name::int FROM customers ORDER BY id LIMIT 1"})
+        assert failed.is_error, failed
+        text = failed.content[0].text
+        head, _, fenced = text.partition("<untrusted-data-")
+        assert fenced and "invalid input syntax" in fenced and "invalid input syntax" not in head, text
+        assert failed.structured_content["content_trust"] == "untrusted", failed.structured_content
+        assert failed.structured_content["error"]["origin"] == "upstream"
+        assert failed.structured_content["error"]["sqlstate"] == "22P02"
 
     session("analyst")(go)
     recs = [r for r in audit_records() if r["protocol"] == "mcp" and r["agent"] == "analyst"]
