@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{connect_url, copy_demo_dir, db_message, harness, sqlstate, upstream};
+use support::{connect_url, copy_demo_dir, db_message, harness, sqlstate, upstream, vault_set};
 
 /// A gateway of its own on a copy of the demo's files: every agent transaction-pooled on a
 /// pool of `size` connections with `extra` upstream settings, logged in upstream as a role of
@@ -539,32 +539,6 @@ fn a_killed_server_connection_is_replaced_without_the_client_noticing() {
         assert_eq!(next.len(), 1, "{next:?}");
         assert_ne!(next, pids);
     });
-}
-
-/// `tollgate vault set NAME` in the gateway's directory, the value on stdin.
-fn vault_set(dir: &std::path::Path, name: &str, value: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(support::tollgate_bin())
-        .args(["vault", "--config"])
-        .arg(dir.join("tollgate.toml"))
-        .args(["set", name])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{connect_url, copy_demo_dir, harness, upstream};
+use support::{connect_url, copy_demo_dir, harness, upstream, vault_set};
 
 /// The analyst's chain query: under `standard_conforming_strings = off` it reads every API key.
 const CHAIN: &str = "select 'a\\' || ' , (select string_agg(api_key, ',') from secrets) as k -- '";
@@ -92,32 +92,6 @@ async fn gateway() -> Gw {
         role,
         flip,
     }
-}
-
-/// `tollgate vault set NAME` in the gateway's directory, the value on stdin.
-fn vault_set(dir: &std::path::Path, name: &str, value: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(support::tollgate_bin())
-        .args(["vault", "--config"])
-        .arg(dir.join("tollgate.toml"))
-        .args(["set", name])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn url(gw: &Gw, agent: &str, extra: &str) -> String {

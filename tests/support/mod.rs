@@ -406,3 +406,29 @@ pub fn rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// `tollgate vault set NAME` in the gateway's directory, the value on stdin.
+pub fn vault_set(dir: &std::path::Path, name: &str, value: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(tollgate_bin())
+        .args(["vault", "--config"])
+        .arg(dir.join("tollgate.toml"))
+        .args(["set", name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
