@@ -68,28 +68,17 @@ impl Screen {
 
     /// [`Screen::matches`] on bytes in any ASCII-compatible encoding (a message not decoded yet).
     pub fn matches_bytes(&self, bytes: &[u8]) -> bool {
-        for (i, pair) in bytes.windows(2).enumerate() {
-            let mut set =
-                self.by_first[usize::from(pair[0])] & self.by_second[usize::from(pair[1])];
-            while set != 0 {
-                let word = self.words[set.trailing_zeros() as usize].as_bytes();
-                set &= set - 1;
-                if bytes
-                    .get(i..i + word.len())
-                    .is_some_and(|r| r.eq_ignore_ascii_case(word))
-                {
-                    return true;
-                }
-            }
-        }
-        false
+        self.scan(bytes, true) != 0
     }
-}
 
-impl Screen {
     /// The words (bits, in the order given to [`Screen::new`]) that `bytes` contains, ignoring
     /// ASCII case: one pass answers several questions about one text.
     pub fn found(&self, bytes: &[u8]) -> u16 {
+        self.scan(bytes, false)
+    }
+
+    /// The words found in `bytes`; with `first`, the scan stops at the first one.
+    fn scan(&self, bytes: &[u8], first: bool) -> u16 {
         let mut found = 0u16;
         for (i, pair) in bytes.windows(2).enumerate() {
             let mut set =
@@ -103,6 +92,9 @@ impl Screen {
                     .is_some_and(|r| r.eq_ignore_ascii_case(word))
                 {
                     found |= 1 << bit;
+                    if first {
+                        return found;
+                    }
                 }
             }
         }
