@@ -229,17 +229,17 @@ fn pool_mode(session: &Session, default: PoolMode) -> PoolMode {
 
 /// A session refused because its upstream's pool could not give it a connection.
 fn checkout_failure(e: &CheckoutError, pool: &str) -> PgErrorFields {
-    match (e.rule(), e) {
-        (Some(rule), _) => super::refusal::fatal(&Refusal::new(
-            RefusalClass::TooManyConnections,
-            rule,
-            e.to_string(),
-        )),
-        (None, CheckoutError::Upstream(u)) => {
+    match e {
+        CheckoutError::Upstream(u) => {
             warn!(upstream = %pool, error = %u, "upstream login failed");
             upstream_failure(pool, u)
         }
-        (None, _) => PgErrorFields::fatal("08006", crate::session::upstream_unavailable(pool)),
+        // A limit: `rule` names its setting.
+        _ => super::refusal::fatal(&Refusal::new(
+            RefusalClass::TooManyConnections,
+            e.rule().unwrap_or_default(),
+            e.to_string(),
+        )),
     }
 }
 

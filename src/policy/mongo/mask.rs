@@ -81,9 +81,7 @@ fn mask_path(doc: &mut Document, parts: &[&str], strategy: &MaskStrategy, hash_k
             descend(v, rest, strategy, hash_key);
         }
     }
-    if doc.keys().any(|k| k.contains('.')) {
-        mask_dotted_keys(doc, parts, strategy, hash_key);
-    }
+    mask_dotted_keys(doc, parts, strategy, hash_key);
 }
 
 /// Keys that are dotted paths themselves: a change event's `updatedFields` names what an update
