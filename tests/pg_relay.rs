@@ -144,6 +144,58 @@ fn rss_kb() -> u64 {
 }
 
 #[tokio::test]
+async fn rows_larger_than_a_piece_arrive_intact_in_every_framing() {
+    // Values above the relay's 256 KiB piece size are relayed as they arrive: extended protocol
+    // with a parameter on a transaction pool (writer), simple protocol and COPY TO (trusted);
+    // the small rows around them and the next statements stay in step.
+    const BIG: usize = 3 << 20;
+    let w = connect("writer").await;
+    let rows = w
+        .query(
+            "SELECT n, CASE WHEN n = 2 THEN repeat('x', 3 << 20) ELSE 'y' END \
+             FROM generate_series(1, $1::int) n ORDER BY n",
+            &[&3i32],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i32, usize)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, &str>(1).len()))
+        .collect();
+    assert_eq!(got, vec![(1, 1), (2, BIG), (3, 1)]);
+    let t = connect("trusted").await;
+    let rows = t
+        .simple_query("SELECT repeat('ab', 3 << 19) || 'z'; SELECT 'next'")
+        .await
+        .unwrap();
+    let values: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(values.len(), 2);
+    assert_eq!(values[0].len(), BIG + 1);
+    assert!(values[0].starts_with("abab") && values[0].ends_with("abz"));
+    assert_eq!(values[1], "next");
+    let copied: Vec<u8> = t
+        .copy_out("COPY (SELECT repeat('x', 3 << 20) UNION ALL SELECT 'tail') TO STDOUT")
+        .await
+        .unwrap()
+        .try_fold(Vec::new(), |mut all, piece| async move {
+            all.extend_from_slice(&piece);
+            Ok(all)
+        })
+        .await
+        .unwrap();
+    assert_eq!(copied.len(), BIG + 1 + "tail\n".len());
+    assert!(copied.ends_with(b"x\ntail\n"));
+    let one: i32 = t.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test]
 async fn large_result_is_streamed_not_buffered() {
     // 100,000 rows of 1 KiB (about 100 MiB) through the gateway, which runs in this process:
     // streaming keeps its memory flat while buffering would add the whole result.

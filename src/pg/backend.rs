@@ -27,6 +27,7 @@ pub const COPY_OUT_RESPONSE: u8 = b'H';
 pub const COPY_BOTH_RESPONSE: u8 = b'W';
 pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
 pub const DATA_ROW: u8 = b'D';
+pub const COPY_DATA: u8 = b'd';
 pub const NOTIFICATION_RESPONSE: u8 = b'A';
 
 fn encode<M: Message>(m: M) -> Bytes {

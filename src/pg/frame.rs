@@ -41,6 +41,17 @@ impl Frame {
     }
 }
 
+/// What [`FrameReader::next_or_large`] found next.
+#[derive(Debug)]
+pub enum Incoming {
+    Whole(Frame),
+    /// A message too large to hold, still unread: `len` bytes with tag, length and body.
+    Large {
+        tag: u8,
+        len: usize,
+    },
+}
+
 /// Reads frames from one direction of a connection.
 pub struct FrameReader<R> {
     inner: R,
@@ -78,6 +89,26 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// The next frame, or `None` on a clean end of stream between messages.
     pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+        match self.next_or_large(usize::MAX, |_| false).await? {
+            Some(Incoming::Whole(frame)) => Ok(Some(frame)),
+            // Never: nothing is streamed here.
+            Some(Incoming::Large { len, .. }) => Err(FrameError::TooLarge {
+                len,
+                limit: self.limit,
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// The next frame, or only the header of one longer than `whole_up_to` (tag, length and
+    /// body) whose tag `streamed` accepts: that message stays unread, for the caller to take
+    /// in pieces with [`FrameReader::chunk`] (its header first), so it is never held whole.
+    /// `None` on a clean end of stream between messages. Cancel-safe.
+    pub async fn next_or_large(
+        &mut self,
+        whole_up_to: usize,
+        streamed: fn(u8) -> bool,
+    ) -> Result<Option<Incoming>, FrameError> {
         loop {
             if self.buf.len() >= 5 {
                 let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
@@ -93,7 +124,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
                 if self.buf.len() >= total {
                     let raw = self.buf.split_to(total).freeze();
-                    return Ok(Some(Frame { tag: raw[0], raw }));
+                    return Ok(Some(Incoming::Whole(Frame { tag: raw[0], raw })));
+                }
+                if total > whole_up_to && streamed(self.buf[0]) {
+                    return Ok(Some(Incoming::Large {
+                        tag: self.buf[0],
+                        len: total,
+                    }));
                 }
                 self.buf.reserve(total - self.buf.len());
             }
@@ -322,6 +359,45 @@ mod tests {
         r.next_header().await.unwrap();
         r.chunk(6).await.unwrap();
         assert!(matches!(r.chunk(1).await, Err(FrameError::Truncated)));
+    }
+
+    #[tokio::test]
+    async fn only_large_messages_of_streamed_kinds_are_left_unread() {
+        let big = vec![b'x'; 300_000];
+        let mut input = msg(b'D', b"small");
+        input.extend(msg(b'D', &big));
+        input.extend(msg(b'E', &big));
+        input.extend(msg(b'Z', b"I"));
+        let rows = |tag: u8| tag == b'D';
+        let mut r = FrameReader::new(Dribble(input, 70_000), 1 << 30);
+        let Some(Incoming::Whole(f)) = r.next_or_large(1000, rows).await.unwrap() else {
+            panic!("a small row arrives whole")
+        };
+        assert_eq!(f.body(), b"small");
+        let Some(Incoming::Large { tag, len }) = r.next_or_large(1000, rows).await.unwrap() else {
+            panic!("a large row is announced, not read")
+        };
+        assert_eq!((tag, len), (b'D', big.len() + 5));
+        assert!(r.buf.capacity() < 2 * CHUNK, "{}", r.buf.capacity());
+        // Taken in pieces, header first, every byte once.
+        let mut got = Vec::new();
+        while got.len() < len {
+            got.extend_from_slice(&r.chunk(len - got.len()).await.unwrap());
+        }
+        assert_eq!(got, msg(b'D', &big));
+        // Another kind is read whole whatever its size; the stream goes on in step.
+        let Some(Incoming::Whole(f)) = r.next_or_large(1000, rows).await.unwrap() else {
+            panic!("an error message is not streamed")
+        };
+        assert_eq!((f.tag, f.body().len()), (b'E', big.len()));
+        assert_eq!(r.next().await.unwrap().unwrap().tag, b'Z');
+        assert!(r.next_or_large(1000, rows).await.unwrap().is_none());
+        // The limit still holds for streamed kinds.
+        let mut r = FrameReader::new(Dribble(msg(b'D', &big), 70_000), 100_000);
+        assert!(matches!(
+            r.next_or_large(1000, rows).await,
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::backend::{self as msg, PgErrorFields};
 use super::cancel::{send_cancel, CancelSlot};
 use super::cursor_rows::PortalRows;
-use super::frame::{Frame, FrameError};
+use super::frame::{Frame, FrameError, Incoming};
 use super::link::Link;
 use super::pending::{Expect, Pending};
 use super::statement::PgSession;
@@ -225,7 +225,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             _ => None,
         };
         let next = tokio::select! {
-            f = upstream.next() => f,
+            f = upstream.next_or_large(STREAM_OVER, streamed) => f,
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future).into()), if deadline.is_some() => {
                 state.timed_out = true;
                 metrics::counter!("tollgate_statement_timeouts_total", "protocol" => "postgres").increment(1);
@@ -240,7 +240,11 @@ pub async fn run<W: AsyncWrite + Unpin>(
             }
         };
         let frame = match next {
-            Ok(Some(f)) => f,
+            Ok(Some(Incoming::Whole(f))) => f,
+            Ok(Some(Incoming::Large { tag, len })) => {
+                relay_large(&pending, &mut state, upstream, (tag, len), &mut out, client).await?;
+                continue;
+            }
             // After a FATAL the server closes, as it does direct: the session ends quietly.
             Ok(None) if state.server_fatal => return Ok(()),
             Ok(None) => return Err(ToClientError::UpstreamClosed),
@@ -372,55 +376,9 @@ fn handle(
     }
     match frame.tag {
         msg::DATA_ROW => {
-            let limits = state.view.limits();
-            if state.rows == 0 && limits.max_rows.is_some() {
-                // The first row of a result: resume the portal's or the cursor's count.
-                state.resume_count(pending);
+            if admit_row(pending, state, frame.raw.len()) {
+                out.extend_from_slice(&frame.raw);
             }
-            let limits = state.view.limits();
-            state.rows += 1;
-            let over_rows = limits
-                .max_rows
-                .as_ref()
-                .is_some_and(|(max, _)| state.rows > *max);
-            let over_bytes = limits.max_result_bytes.as_ref().is_some_and(|(max, _)| {
-                state.bytes += frame.raw.len() as u64;
-                state.bytes > *max
-            });
-            if over_rows || over_bytes {
-                if !state.over_limit {
-                    state.over_limit = true;
-                    if over_rows {
-                        metrics::counter!("tollgate_row_limit_hits_total", "protocol" => "postgres")
-                            .increment(1);
-                    } else {
-                        metrics::counter!("tollgate_result_bytes_limit_hits_total", "protocol" => "postgres")
-                            .increment(1);
-                        // The rows relayed before this one are the result the client keeps.
-                        state.cut_by_bytes = Some(state.rows - 1 - state.base);
-                    }
-                    // An Execute was sent with a row cap of max+1 (truncate mode): the portal
-                    // stops by itself. A simple query outside a transaction block, or any
-                    // statement in refuse mode, is cancelled upstream. Inside a transaction
-                    // block a cancel would abort the agent's transaction, so the rest of the
-                    // result is read and dropped (bounded by the statement timeout).
-                    // With more statements already forwarded behind it, a cancel could land
-                    // on one of them: the rest is read and dropped instead.
-                    let (simple, alone) = pending.with(|q| {
-                        (
-                            matches!(q.front(), Some(Expect::Simple { .. })),
-                            q.len() == 1,
-                        )
-                    });
-                    let refuse = limits.on_max_rows == RowLimitMode::Refuse;
-                    if refuse || (simple && alone && pending.tx_status() == b'I') {
-                        state.cancelled_for_rows = true;
-                        state.cancel_upstream(pending);
-                    }
-                }
-                return;
-            }
-            out.extend_from_slice(&frame.raw);
         }
         msg::COPY_IN_RESPONSE => {
             state.copy_in = true;
@@ -588,6 +546,104 @@ fn handle(
         msg::NOTIFICATION_RESPONSE => out.extend_from_slice(&notification(state, frame)),
         _ => out.extend_from_slice(&frame.raw),
     }
+}
+
+/// Counts a DataRow of `len` bytes against the agent's row and byte limits; `false` when the
+/// row is past them (dropped, the statement cut as the limit's mode says).
+fn admit_row(pending: &Pending, state: &mut ReplyState, len: usize) -> bool {
+    if state.over_limit {
+        return false;
+    }
+    let limits = state.view.limits();
+    if state.rows == 0 && limits.max_rows.is_some() {
+        // The first row of a result: resume the portal's or the cursor's count.
+        state.resume_count(pending);
+    }
+    let limits = state.view.limits();
+    state.rows += 1;
+    let over_rows = limits
+        .max_rows
+        .as_ref()
+        .is_some_and(|(max, _)| state.rows > *max);
+    let over_bytes = limits.max_result_bytes.as_ref().is_some_and(|(max, _)| {
+        state.bytes += len as u64;
+        state.bytes > *max
+    });
+    if !(over_rows || over_bytes) {
+        return true;
+    }
+    state.over_limit = true;
+    if over_rows {
+        metrics::counter!("tollgate_row_limit_hits_total", "protocol" => "postgres").increment(1);
+    } else {
+        metrics::counter!("tollgate_result_bytes_limit_hits_total", "protocol" => "postgres")
+            .increment(1);
+        // The rows relayed before this one are the result the client keeps.
+        state.cut_by_bytes = Some(state.rows - 1 - state.base);
+    }
+    // An Execute was sent with a row cap of max+1 (truncate mode): the portal stops by itself.
+    // A simple query outside a transaction block, or any statement in refuse mode, is
+    // cancelled upstream. Inside a transaction block a cancel would abort the agent's
+    // transaction, so the rest of the result is read and dropped (bounded by the statement
+    // timeout). With more statements already forwarded behind it, a cancel could land on one
+    // of them: the rest is read and dropped instead.
+    let (simple, alone) = pending.with(|q| {
+        (
+            matches!(q.front(), Some(Expect::Simple { .. })),
+            q.len() == 1,
+        )
+    });
+    let refuse = limits.on_max_rows == RowLimitMode::Refuse;
+    if refuse || (simple && alone && pending.tx_status() == b'I') {
+        state.cancelled_for_rows = true;
+        state.cancel_upstream(pending);
+    }
+    false
+}
+
+/// Messages longer than this are relayed in pieces as they arrive (`relay_large`).
+const STREAM_OVER: usize = 256 * 1024;
+
+/// The messages that may be relayed in pieces: rows (DataRow, COPY TO's CopyData), which
+/// tollgate passes on as the server wrote them (masks are applied in the SQL, not here).
+fn streamed(tag: u8) -> bool {
+    matches!(tag, msg::DATA_ROW | msg::COPY_DATA)
+}
+
+/// A row too large to hold (`len` bytes with its header, still unread): judged against the
+/// limits by its length, then written to the client, or dropped, piece by piece as it arrives.
+/// A 500 MB value costs the gateway one piece of memory, not 500 MB per session.
+async fn relay_large<W: AsyncWrite + Unpin>(
+    pending: &Pending,
+    state: &mut ReplyState,
+    upstream: &mut super::link::ServerReader,
+    (tag, len): (u8, usize),
+    out: &mut BytesMut,
+    client: &mut W,
+) -> Result<(), ToClientError> {
+    pending.set_unwritten(true);
+    // tollgate's own replies that came due before it go first.
+    pending.take_synthetic(out);
+    let keep = tag != msg::DATA_ROW || admit_row(pending, state, len);
+    pending.notify_drained();
+    client.write_all(out).await.map_err(ToClientError::Client)?;
+    out.clear();
+    let mut left = len;
+    while left > 0 {
+        let piece = upstream
+            .chunk(left.min(super::frame::CHUNK))
+            .await
+            .map_err(ToClientError::Upstream)?;
+        left -= piece.len();
+        if keep {
+            client
+                .write_all(&piece)
+                .await
+                .map_err(ToClientError::Client)?;
+        }
+    }
+    pending.set_unwritten(false);
+    Ok(())
 }
 
 /// The end of a result that went past `max_rows`: in truncate mode the agent gets a notice and a
