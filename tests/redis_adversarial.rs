@@ -1,6 +1,7 @@
 //! Hostile Redis input through the gateway: malformed and truncated frames, inline commands,
 //! case tricks, keys in odd positions, MULTI tricks, copies across patterns, options repeated
-//! so that Redis and a first-occurrence reading disagree, counts that would stall the upstream.
+//! so that Redis and a first-occurrence reading disagree, counts that would stall the upstream,
+//! offsets that would grow a string to hundreds of megabytes.
 
 mod support;
 
@@ -401,4 +402,56 @@ async fn counts_that_would_stall_the_upstream_are_refused() {
             "{words:?}: {got}"
         );
     }
+}
+
+/// Offsets make Redis grow a string to the offset, whatever the command carries:
+/// `SETRANGE k 536870911 x` (30 bytes sent) allocated 512 MB. Refused past 64 MiB for every
+/// agent, passthrough included; smaller writes run.
+#[tokio::test]
+async fn offsets_that_would_grow_a_string_past_the_cap_are_refused() {
+    let mut writer = redis_login("writer").await;
+    let mut trusted = redis_login("trusted").await;
+    for (agent, words) in [
+        ("writer", &["SETRANGE", "cache:grow", "536870911", "x"][..]),
+        ("writer", &["SETBIT", "cache:grow", "4294967295", "1"]),
+        (
+            "writer",
+            &[
+                "BITFIELD",
+                "cache:grow",
+                "GET",
+                "u8",
+                "0",
+                "SET",
+                "u8",
+                "#536870000",
+                "1",
+            ],
+        ),
+        ("trusted", &["SETRANGE", "cache:grow", "536870911", "x"]),
+    ] {
+        let conn = if agent == "writer" {
+            &mut writer
+        } else {
+            &mut trusted
+        };
+        let got = redis_exchange(conn, &redis_cmd(words), "\r\n").await;
+        assert!(
+            got.starts_with("-ERR tollgate: ")
+                && got.contains("bytes: the most one command may is 67108864")
+                && got.contains("(rule: builtin: availability)"),
+            "{words:?}: {got}"
+        );
+    }
+    let got = redis_exchange(&mut trusted, &redis_cmd(&["EXISTS", "cache:grow"]), "\r\n").await;
+    assert_eq!(got, ":0\r\n", "nothing was written");
+    let got = redis_exchange(
+        &mut writer,
+        &redis_cmd(&["SETRANGE", "cache:grow", "5", "hello"]),
+        "\r\n",
+    )
+    .await;
+    assert_eq!(got, ":10\r\n");
+    let got = redis_exchange(&mut writer, &redis_cmd(&["DEL", "cache:grow"]), "\r\n").await;
+    assert_eq!(got, ":1\r\n");
 }

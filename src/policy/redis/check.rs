@@ -10,6 +10,7 @@ use super::builtin::{self, ClientScope};
 use super::commands::{CommandInfo, CommandTable, Looked};
 use super::counts::check_counts;
 use super::decide::{decide_looked_up, Judged, MaskPlan};
+use super::growth::check_growth;
 use super::keys::FoundKey;
 use super::rules::RedisRules;
 use crate::policy::decide::DEFAULT_DENY;
@@ -121,7 +122,9 @@ impl RedisPolicy {
                     return RedisVerdict::blocked(d);
                 }
                 let max_rows = self.view.limits().max_rows.as_ref();
-                if let Err(d) = check_counts(&info.name, args, max_rows) {
+                if let Err(d) = check_counts(&info.name, args, max_rows)
+                    .and_then(|()| check_growth(&info.name, args))
+                {
                     return RedisVerdict::blocked(d);
                 }
                 self.hide_login_hashes(info, args, &mut verdict);

@@ -75,7 +75,7 @@ fn lname(info: &CommandInfo) -> &str {
     &info.name
 }
 
-fn arg_is(a: &[u8], word: &str) -> bool {
+pub(super) fn arg_is(a: &[u8], word: &str) -> bool {
     a.eq_ignore_ascii_case(word.as_bytes())
 }
 

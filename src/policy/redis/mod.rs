@@ -13,6 +13,7 @@ pub mod compile;
 pub mod counts;
 pub mod decide;
 pub mod file;
+pub mod growth;
 pub mod keys;
 pub mod mask;
 pub mod rules;
