@@ -271,6 +271,13 @@ fn check_special(rules: &RedisRules, info: &CommandInfo, args: &[Bytes]) -> Resu
                 "RANDOMKEY may name any key: allowed only with read_keys = [\"*\"]",
             ));
         }
+        // How many keys the database holds counts the keys outside the agent's patterns too.
+        "dbsize" if !rules.read_keys.iter().any(|r| r.glob.as_str() == "*") => {
+            return Err(Refusal::permission(
+                DEFAULT_DENY,
+                "DBSIZE counts every key, those the agent may not read included: allowed only with read_keys = [\"*\"] (count yours with SCAN ... MATCH)",
+            ));
+        }
         _ => {}
     }
     Ok(())

@@ -154,6 +154,7 @@ fn analyst_reads_allowed_patterns_only() {
             ("SCAN 0 MATCH *", "p: read_keys"),
             ("SCAN 0 MATCH admin:*", "p: read_keys"),
             ("RANDOMKEY", "default-deny"),
+            ("DBSIZE", "default-deny"),
             ("SORT cache:l", "default-deny"),
             ("NOSUCHCOMMAND x", "builtin: unknown-command"),
             ("GET", "builtin: arity"),
