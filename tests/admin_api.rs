@@ -702,12 +702,27 @@ fn admin_actions_are_in_the_audit_chain_under_the_token_name() {
             post("/api/v1/connectors/shop/test").await.1["success"],
             true
         );
-        // A viewer is refused before anything is recorded.
+        // A viewer is refused, and the refusal recorded under the viewer token's name.
         let (status, _) = admin_request(&base, "post", "/api/v1/reload", AdminAs::Viewer).await;
         assert_eq!(status, 403);
 
         let records = audit_records(dir.path());
-        let admin: Vec<&Value> = records.iter().filter(|r| r["kind"] == "admin").collect();
+        let refused: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["kind"] == "admin" && r["outcome"] == "refused")
+            .collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0]["action"], "authorize");
+        assert_eq!(refused[0]["target"], "/api/v1/reload");
+        assert_eq!(
+            refused[0]["error"],
+            "the token's role is viewer; this needs admin"
+        );
+        assert_ne!(refused[0]["admin"], "demo-admin");
+        let admin: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["kind"] == "admin" && r["outcome"] != "refused")
+            .collect();
         let seen: Vec<(String, String, Option<String>)> = admin
             .iter()
             .map(|r| {
@@ -765,7 +780,7 @@ fn admin_actions_are_in_the_audit_chain_under_the_token_name() {
 #[test]
 fn wrong_admin_tokens_are_counted_and_a_repeated_one_is_checked_once() {
     harness().runtime.block_on(async {
-        let (running, _dir) = second_gateway(false).await;
+        let (running, dir) = second_gateway(false).await;
         let base = format!("http://{}", running.admin_addr.unwrap());
         let failures = || async {
             let (status, body) = admin_request(&base, "get", "/metrics", AdminAs::Viewer).await;
@@ -799,6 +814,36 @@ fn wrong_admin_tokens_are_counted_and_a_repeated_one_is_checked_once() {
         assert_eq!(status, 401);
         // Counted here (other tests of this process may add their own failures).
         assert!(failures().await - before >= 11.0);
+        // And in the audit chain, at most one record a second, the rest counted into the next.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let (status, _) = admin_request(&base, "get", "/api/v1/agents", AdminAs::Nobody).await;
+        assert_eq!(status, 401);
+        let refused: Vec<Value> = audit_records(dir.path())
+            .into_iter()
+            .filter(|r| r["kind"] == "admin" && r["outcome"] == "refused")
+            .collect();
+        assert!((2..=3).contains(&refused.len()), "{refused:?}");
+        let last = &refused[refused.len() - 1];
+        assert_eq!(
+            (&last["admin"], &last["action"], &last["target"]),
+            (
+                &Value::from("(no valid token)"),
+                &Value::from("authenticate"),
+                &Value::from("/api/v1/agents")
+            )
+        );
+        let error = last["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("no valid admin token; ")
+                && error
+                    .ends_with("more refused since the previous record, not recorded one by one"),
+            "{error}"
+        );
+        let text = refused.iter().map(Value::to_string).collect::<String>();
+        assert!(
+            !text.contains("tga_wrong_but_persistent"),
+            "no token in the log"
+        );
         // The valid tokens still pass, at the cost of a hash.
         let checks = tokens.checks();
         for _ in 0..3 {

@@ -5,7 +5,8 @@
 //! PBKDF2 over every stored verifier, so those checks run one at a time ([`CHECKS_AT_ONCE`]) off
 //! the async workers: a flood of made-up tokens costs the gateway at most that much CPU, and a
 //! request that cannot start its check within [`CHECK_WAIT`] gets 429. Every failure is counted
-//! in `tollgate_auth_failures_total{protocol="admin"}`; the presented token is never logged.
+//! in `tollgate_auth_failures_total{protocol="admin"}` and recorded in the audit chain (at most
+//! one record a second, `actions::refused`); the presented token is never logged.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +44,16 @@ fn failed() -> ApiError {
     ApiError::Unauthorized
 }
 
+/// The caller `parts` authenticates as; a refusal is recorded in the audit chain.
 async fn caller(parts: &Parts, state: &State) -> Result<Caller, ApiError> {
+    let found = check_token(parts, state).await;
+    if let Err(ApiError::Unauthorized) = found {
+        super::actions::refused(state, parts, None, "no valid admin token").await;
+    }
+    found
+}
+
+async fn check_token(parts: &Parts, state: &State) -> Result<Caller, ApiError> {
     let token = bearer(parts).ok_or_else(failed)?;
     if token.is_empty() || token.len() > 256 {
         return Err(failed());
@@ -100,6 +110,8 @@ impl FromRequestParts<State> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, ApiError> {
         let c = caller(parts, state).await?;
         if c.role < Role::Admin {
+            let why = "the token's role is viewer; this needs admin";
+            super::actions::refused(state, parts, Some(&c.name), why).await;
             return Err(ApiError::Forbidden);
         }
         Ok(Admin(c))

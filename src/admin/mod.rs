@@ -65,6 +65,8 @@ pub struct AdminState {
     pub ready: Mutex<Option<(std::time::Instant, bool, serde_json::Value)>>,
     /// Turns to check a token not seen before (PBKDF2): `auth::CHECKS_AT_ONCE`.
     pub token_checks: Arc<tokio::sync::Semaphore>,
+    /// Refused requests recorded in the audit chain, at most one a second.
+    pub refusals: Mutex<actions::Refusals>,
 }
 
 pub type State = Arc<AdminState>;
@@ -76,6 +78,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         schemas: Mutex::new(HashMap::new()),
         ready: Mutex::new(None),
         token_checks: Arc::new(tokio::sync::Semaphore::new(auth::CHECKS_AT_ONCE)),
+        refusals: Mutex::new(actions::Refusals::default()),
     });
     Router::new()
         .route("/healthz", get(ops::healthz))
