@@ -402,6 +402,18 @@ async fn counts_that_would_stall_the_upstream_are_refused() {
             "{words:?}: {got}"
         );
     }
+    // LCS's work grows with the product of two lengths tollgate cannot know beforehand.
+    let got = redis_exchange(
+        &mut writer,
+        &redis_cmd(&["LCS", "cache:a", "cache:b", "LEN"]),
+        "\r\n",
+    )
+    .await;
+    assert!(
+        got.starts_with("-NOPERM tollgate: LCS takes time and memory")
+            && got.contains("(rule: builtin: availability)"),
+        "{got}"
+    );
 }
 
 /// Offsets make Redis grow a string to the offset, whatever the command carries:
