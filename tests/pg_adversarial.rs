@@ -74,3 +74,27 @@ async fn secrets_table_is_untouched_by_the_whole_suite() {
         "the refused DELETE/TRUNCATE statements did not run"
     );
 }
+
+/// Statements nested past what the parser and the analyser can walk (parentheses that exhaust
+/// the grammar's stack, a 100,000-term sum whose tree is that deep) are refused with the
+/// analyser's rule, once "tollgate:" in the message; the gateway and the session carry on.
+#[tokio::test]
+async fn statements_nested_too_deeply_are_refused_and_nothing_breaks() {
+    let c = connect("analyst").await;
+    let parens = format!("SELECT {}1{}", "(".repeat(100_000), ")".repeat(100_000));
+    let sum = format!("SELECT 1{}", "+1".repeat(100_000));
+    for sql in [parens, sum] {
+        let e = c.simple_query(&sql).await.unwrap_err();
+        let message = support::db_message(&e);
+        assert!(
+            message.starts_with("tollgate: ")
+                && message.matches("tollgate").count() == 1
+                && message.ends_with("(rule: builtin: analyser)"),
+            "{message}"
+        );
+    }
+    let rows = c.simple_query("SELECT 1+1").await.unwrap();
+    assert!(
+        matches!(&rows[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("2"))
+    );
+}

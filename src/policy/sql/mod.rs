@@ -286,7 +286,7 @@ pub enum AnalyzeError {
     /// The text is (or may be) valid, but tollgate cannot analyse it: a node type the walker
     /// does not know, a statement nested too deeply, an internal failure. Worth counting: it may
     /// be legitimate SQL.
-    #[error("tollgate cannot analyse this statement: {0}")]
+    #[error("the statement cannot be analysed: {0}")]
     Unsupported(String),
 }
 
