@@ -59,10 +59,8 @@ impl PortalRows {
     /// Portal `name` was read (Execute) up to `counted` rows in all: later reads, by Execute or
     /// FETCH, count on from there.
     pub fn read(&mut self, name: &str, counted: u64) {
-        match self.open.get(name).copied() {
-            Some((n, hold)) => {
-                self.open.insert(name.to_string(), (n.max(counted), hold));
-            }
+        match self.open.get_mut(name) {
+            Some((n, _)) => *n = (*n).max(counted),
             None => {
                 self.open.insert(name.to_string(), (counted, false));
             }
@@ -76,10 +74,8 @@ impl PortalRows {
             Some(CursorUse::Declare { name, hold }) => {
                 self.open.insert(name.clone(), (0, *hold));
             }
-            Some(CursorUse::Fetch(name)) => match self.open.get(name).copied() {
-                Some((n, hold)) => {
-                    self.open.insert(name.clone(), (n.max(rows), hold));
-                }
+            Some(CursorUse::Fetch(name)) => match self.open.get_mut(name) {
+                Some((n, _)) => *n = (*n).max(rows),
                 // Declared where tollgate did not see it (a function): count from here.
                 None => {
                     self.open.insert(name.clone(), (rows, true));

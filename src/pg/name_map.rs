@@ -28,6 +28,14 @@ impl<V> NameMap<V> {
         }
     }
 
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut V> {
+        if name.is_empty() {
+            self.unnamed.as_mut()
+        } else {
+            self.named.get_mut(name)
+        }
+    }
+
     pub fn contains_key(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
