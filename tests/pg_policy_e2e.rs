@@ -185,3 +185,27 @@ async fn blocked_statements_are_audited_with_their_rule() {
     assert_eq!(outcome["rows"], 1);
     assert!(outcome["duration_us"].as_u64().is_some());
 }
+
+/// A statement is recorded whole, however long: a 66,000-byte comment once pushed the DELETE
+/// after it past a 64 KiB cut, and the record showed only the comment.
+#[tokio::test]
+async fn a_long_statement_is_recorded_whole_so_nothing_after_a_comment_hides() {
+    let c = connect("trusted").await;
+    let marker = "long_statement_marker_5521";
+    let sql = format!(
+        "SELECT 1 /* {} */; SELECT '{marker}' AS tail",
+        "x".repeat(66_000)
+    );
+    c.simple_query(&sql).await.unwrap();
+    let lines = audit_lines();
+    let record = lines
+        .iter()
+        .find(|l| {
+            l["statement"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("SELECT 1 /* xxx"))
+                && l["statement"].as_str().is_some_and(|s| s.contains(marker))
+        })
+        .expect("the record holds the statement after the comment");
+    assert_eq!(record["statement"].as_str().unwrap(), sql);
+}

@@ -26,6 +26,7 @@ mod maintain;
 mod queue;
 pub mod read;
 mod record;
+pub mod sql_text;
 pub mod verify;
 mod writer;
 

@@ -179,22 +179,6 @@ pub async fn query(
     ))
 }
 
-/// Statement text as an audit record may hold it: bounded, literals replaced when the config
-/// asks (as the PostgreSQL front end records statements).
-fn recorded(core: &crate::session::Core, sql: &str) -> String {
-    let mut end = sql.len().min(4096);
-    while !sql.is_char_boundary(end) {
-        end -= 1;
-    }
-    let text = &sql[..end];
-    if core.audit_config.redact_literals {
-        pg_query::normalize(text)
-            .unwrap_or_else(|_| "<statement not recorded: could not redact literals>".into())
-    } else {
-        text.to_string()
-    }
-}
-
 fn lost(what: &str) -> OutcomeError {
     OutcomeError {
         code: None,
@@ -394,7 +378,7 @@ pub fn explain(
         pg.session(),
         format!(
             "-- mcp: explain (dry run, nothing executed): {}",
-            recorded(&h.core, &a.sql)
+            pg.recorded(&a.sql)
         ),
         0,
     )?;

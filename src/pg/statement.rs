@@ -45,9 +45,6 @@ impl Checked {
     }
 }
 
-/// Longest statement text recorded whole in the audit log.
-const AUDIT_STATEMENT_LIMIT: usize = 64 * 1024;
-
 pub struct PgSession {
     session: Session,
     /// The session's handle on its decision-cache scope (only the client half judges).
@@ -225,15 +222,10 @@ impl PgSession {
         }
     }
 
-    /// The statement text as recorded: bounded, literals replaced when the config asks.
-    fn recorded(&self, text: &str) -> String {
-        let text = truncated(text, AUDIT_STATEMENT_LIMIT);
-        if self.redact_literals {
-            pg_query::normalize(text)
-                .unwrap_or_else(|_| "<statement not recorded: could not redact literals>".into())
-        } else {
-            text.to_string()
-        }
+    /// The statement text as recorded (`audit::sql_text`): whole, literals replaced when the
+    /// config asks.
+    pub fn recorded(&self, text: &str) -> String {
+        crate::audit::sql_text::recorded(text, self.redact_literals, self.max_statement_bytes)
     }
 
     /// The ErrorResponse the agent sees for a refusal.
@@ -482,13 +474,3 @@ fn statements(text: &str, verdict: &Verdict, limits: &Limits) -> u32 {
     u32::try_from(n.max(1)).unwrap_or(u32::MAX)
 }
 
-fn truncated(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}

@@ -1,0 +1,136 @@
+//! The SQL text an audit record holds for a statement. It is the whole text as the agent sent
+//! it, so a record never hides part of what ran: a 64 KiB cut once let
+//! `select 1 /* 66,000 bytes */; delete from orders ...` run with only the comment recorded.
+//! Every statement that runs is within `limits.max_statement_bytes` (longer ones are refused
+//! unread), so records stay bounded; a refused longer text keeps its head, marked as cut.
+//!
+//! With `[audit] redact_literals`, literal values are replaced: by PostgreSQL's normaliser
+//! (`$1`, `$2`, ...), or, for text its grammar rejects (another server version's syntax, a head
+//! cut mid-statement), token by token by its scanner (`?`), so a statement is recorded without
+//! its values rather than not at all.
+
+use pg_query::protobuf::Token;
+
+/// How much of a text over the statement-size limit is recorded.
+pub const REFUSED_HEAD: usize = 64 * 1024;
+
+/// What is recorded when even the scanner cannot tell the literals apart (an unterminated
+/// quote: PostgreSQL's own lexer rejects such a text too, so it never runs).
+const UNREDACTABLE: &str = "<statement not recorded: its literal values could not be told apart>";
+
+/// `text` as its audit record holds it (see the module doc); `max_statement_bytes` is the
+/// longest text that may run.
+pub fn recorded(text: &str, redact: bool, max_statement_bytes: usize) -> String {
+    if text.len() <= max_statement_bytes {
+        return if redact {
+            redacted(text)
+        } else {
+            text.to_string()
+        };
+    }
+    let head = head(text, REFUSED_HEAD.min(max_statement_bytes));
+    let shown = if redact {
+        redacted(head)
+    } else {
+        head.to_string()
+    };
+    format!(
+        "{shown} ... [{} bytes in all, over limits.max_statement_bytes: refused unread, the first {} recorded]",
+        text.len(),
+        head.len()
+    )
+}
+
+fn redacted(text: &str) -> String {
+    pg_query::normalize(text)
+        .ok()
+        .or_else(|| scanned(text))
+        .unwrap_or_else(|| UNREDACTABLE.to_string())
+}
+
+/// `text` with every literal token the scanner finds replaced by `?`; comments and everything
+/// else kept as written.
+fn scanned(text: &str) -> Option<String> {
+    let tokens = pg_query::scan(text).ok()?.tokens;
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for t in tokens {
+        let literal = matches!(
+            Token::try_from(t.token),
+            Ok(Token::Iconst
+                | Token::Fconst
+                | Token::Sconst
+                | Token::Usconst
+                | Token::Bconst
+                | Token::Xconst)
+        );
+        if !literal {
+            continue;
+        }
+        let (start, end) = (usize::try_from(t.start).ok()?, usize::try_from(t.end).ok()?);
+        out.push_str(text.get(at..start)?);
+        out.push('?');
+        at = end;
+    }
+    out.push_str(text.get(at..)?);
+    Some(out)
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn head(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_statement_that_can_run_is_recorded_whole() {
+        let sql = format!(
+            "select 1 /* {} */; delete from orders where id = 7",
+            "x".repeat(66_000)
+        );
+        assert_eq!(recorded(&sql, false, 1 << 20), sql);
+        let r = recorded(&sql, true, 1 << 20);
+        assert!(r.ends_with("delete from orders where id = $2"), "{}", &r[r.len() - 60..]);
+    }
+
+    #[test]
+    fn a_text_over_the_limit_keeps_a_marked_head() {
+        let sql = format!("select 'x{}'", "é".repeat(40_000));
+        let r = recorded(&sql, false, 50_000);
+        assert!(r.starts_with("select 'xéé"), "{}", &r[..20]);
+        assert!(
+            r.ends_with("... [80010 bytes in all, over limits.max_statement_bytes: refused unread, the first 49999 recorded]"),
+            "{}",
+            &r[r.len() - 120..]
+        );
+        // Redacted, the cut literal cannot be told apart: nothing of it is recorded.
+        let r = recorded(&sql, true, 50_000);
+        assert!(r.starts_with(UNREDACTABLE), "{}", &r[..80]);
+    }
+
+    #[test]
+    fn text_the_grammar_rejects_is_redacted_by_the_scanner() {
+        // Not SQL PostgreSQL's grammar knows, but its scanner reads it: values still go.
+        let sql = "frobnicate 'alice@example.com', 4111111111111111, E'\\x41', x'1f' /* c */ -- d";
+        assert!(pg_query::normalize(sql).is_err());
+        assert_eq!(
+            recorded(sql, true, 1 << 20),
+            "frobnicate ?, ?, ?, ? /* c */ -- d"
+        );
+        assert_eq!(
+            recorded("select 'unterminated", true, 1 << 20),
+            UNREDACTABLE
+        );
+        assert_eq!(
+            recorded("select 'a' || 'b'", true, 1 << 20),
+            "select $1 || $2"
+        );
+    }
+}
