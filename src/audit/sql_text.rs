@@ -97,7 +97,11 @@ mod tests {
         );
         assert_eq!(recorded(&sql, false, 1 << 20), sql);
         let r = recorded(&sql, true, 1 << 20);
-        assert!(r.ends_with("delete from orders where id = $2"), "{}", &r[r.len() - 60..]);
+        assert!(
+            r.ends_with("delete from orders where id = $2"),
+            "{}",
+            &r[r.len() - 60..]
+        );
     }
 
     #[test]

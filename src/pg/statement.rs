@@ -473,4 +473,3 @@ fn statements(text: &str, verdict: &Verdict, limits: &Limits) -> u32 {
     };
     u32::try_from(n.max(1)).unwrap_or(u32::MAX)
 }
-

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::record::{session_record, shown_name, Who};
+use super::record::{login_name, session_record, Who};
 use super::statement::{Principal, Session, SessionContext};
 use super::{Core, LiveSession};
 use crate::audit::{Decision, Protocol};
@@ -123,9 +123,9 @@ impl Accepted {
     }
 
     /// A connection refused before authentication (a listener that requires TLS): a blocked
-    /// `session` record under the name the client gave (bounded).
+    /// `session` record under the name the client gave (an agent's; others hashed: `login_name`).
     pub fn refuse_before_auth(&self, user: &[u8], refusal: &Refusal) {
-        let shown = shown_name(user);
+        let shown = login_name(&self.core, user);
         session_record(
             &self.core,
             &self.who(shown.into()),
@@ -136,12 +136,12 @@ impl Accepted {
         crate::telemetry::refusal(self.protocol, &refusal.rule);
     }
 
-    /// A failed login: recorded (bounded name) and counted. Wrong tokens, unknown agents and
+    /// A failed login: recorded (the name as `login_name` shows it) and counted. Wrong tokens, unknown agents and
     /// names no agent can have read the same to the client.
     pub fn auth_failed(&self, user: &[u8], why: &str) {
         metrics::counter!("tollgate_auth_failures_total", "protocol" => self.protocol.as_str())
             .increment(1);
-        let shown = shown_name(user);
+        let shown = login_name(&self.core, user);
         session_record(
             &self.core,
             &self.who(shown.into()),

@@ -49,6 +49,22 @@ pub(super) fn session_record(
     }
 }
 
+/// The name a refused or failed login is recorded under: an agent's name as given; any other
+/// only as a short hash (`(unknown #1a2b3c4d)`, the same for the same text, so repeated tries
+/// can be told apart), because what a client puts where the name goes may be a secret: a token
+/// typed into the user field, or `agent:token` pasted whole, went into the log as it was.
+pub fn login_name(core: &Core, user: &[u8]) -> String {
+    let known = std::str::from_utf8(user)
+        .ok()
+        .is_some_and(|name| core.agents.load().get(name).is_some());
+    if known || user.is_empty() {
+        return shown_name(user);
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(user);
+    format!("(unknown #{})", hex::encode(&digest[..4]))
+}
+
 /// A name as recorded before it is known to be an agent's: bounded, so a huge name cannot
 /// inflate the audit log, with control characters shown as `?`.
 pub fn shown_name(user: &[u8]) -> String {

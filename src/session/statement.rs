@@ -9,7 +9,7 @@ use std::time::Instant;
 use tracing::warn;
 
 use super::accept::{check_token, too_many_connections};
-use super::record::{session_record, shown_name, Who};
+use super::record::{login_name, session_record, Who};
 use super::Core;
 use crate::audit::{AuditError, AuditEvent, Decision, EventKind, Protocol};
 use crate::policy::limits::Limits;
@@ -343,7 +343,7 @@ impl Session {
                 .increment(1);
             session_record(
                 &core,
-                &self.ctx.who(shown_name(user).into()),
+                &self.ctx.who(login_name(&core, user).into()),
                 Decision::Blocked,
                 None,
                 "authentication failed",

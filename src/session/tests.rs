@@ -203,19 +203,41 @@ fn wrong_tokens_and_unknown_agents_fail_alike_and_are_recorded() {
     assert!(accepted.verify_token(b"analyst", b"wrong").is_none());
     assert!(accepted.verify_token(b"ghost", TOKEN.as_bytes()).is_none());
     assert!(accepted.verify_token(&[b'x'; 500], b"t").is_none());
+    // A token typed where the name goes (arguments swapped), or `agent:token` pasted whole.
+    assert!(accepted
+        .verify_token(TOKEN.as_bytes(), b"analyst")
+        .is_none());
+    let pasted = format!("analyst:{TOKEN}");
+    assert!(accepted.verify_token(pasted.as_bytes(), b"x").is_none());
     let rec = t.records();
     let failed: Vec<_> = rec
         .iter()
         .filter(|r| r["reason"] == "authentication failed")
         .collect();
-    assert_eq!(failed.len(), 3);
+    assert_eq!(failed.len(), 5);
+    // An agent's name as given; any other only as a short hash, the same for the same text.
+    assert_eq!(failed[0]["agent"], "analyst");
+    let names: Vec<&str> = failed[1..]
+        .iter()
+        .map(|r| r["agent"].as_str().unwrap())
+        .collect();
+    for name in &names {
+        assert!(
+            name.starts_with("(unknown #") && name.len() == "(unknown #12345678)".len(),
+            "{name}"
+        );
+    }
+    assert_ne!(names[0], names[1]);
+    assert!(accepted.verify_token(b"ghost", b"again").is_none());
+    assert_eq!(last(&t.records())["agent"], names[0]);
+    let text = t
+        .records()
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<String>();
     assert!(
-        failed[2]["agent"].as_str().unwrap().len() <= 64,
-        "bounded name"
-    );
-    assert!(
-        !rec.iter().any(|r| r.to_string().contains("wrong")),
-        "no token recorded"
+        !text.contains("wrong") && !text.contains(TOKEN) && !text.contains("ghost"),
+        "no token, and no name that is not an agent's, recorded"
     );
 }
 
