@@ -75,6 +75,26 @@ async fn replication_and_unsafe_startup_parameters_are_refused() {
             Some("42501"),
             "{params:?}"
         );
+        let message = support::error_field(&body, b'M').unwrap();
+        assert!(
+            message.starts_with("tollgate: ") && message.contains("(rule: builtin: "),
+            "{message}"
+        );
+        // Recorded like any refused connection, under the name given.
+        let log = std::fs::read_to_string(&support::harness().env.audit_log).unwrap();
+        assert!(
+            log.lines().any(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).unwrap();
+                r["kind"] == "session"
+                    && r["agent"] == "analyst"
+                    && r["decision"] == "blocked"
+                    && r["reason"].as_str()
+                        == message
+                            .strip_prefix("tollgate: ")
+                            .map(|m| m.split(" (rule: ").next().unwrap())
+            }),
+            "{params:?}: no session record for {message}"
+        );
     }
 }
 

@@ -156,7 +156,15 @@ async fn login(
     tls: Option<&TlsInfo>,
     first_packet: Option<Bytes>,
 ) -> Result<Option<(StartupParams, Session)>, SessionError> {
-    let params = match startup::negotiate(reader, first_packet).await? {
+    let request = match startup::negotiate(reader, first_packet).await {
+        Err(startup::StartupError::Denied { user, refusal }) => {
+            // A replication connection, a protected setting: recorded like any refusal.
+            accepted.refuse_before_auth(user.as_bytes(), &refusal);
+            return Err(SessionError::Refused(super::refusal::fatal(&refusal)));
+        }
+        other => other?,
+    };
+    let params = match request {
         StartupRequest::Cancel { pid, secret } => {
             // Accepted in plain text even where TLS is required, as PostgreSQL does (libpq
             // before 17 always sends cancels unencrypted); the key itself is the secret.

@@ -8,6 +8,7 @@ use super::backend::PgErrorFields;
 use super::frame::{FrameError, FrameReader};
 use crate::config::ScramIterations;
 use crate::policy::settings::{check_client_setting, parse_startup_options};
+use crate::refusal::Refusal;
 use crate::session::VerifierStrength;
 
 pub const SSL_REQUEST: i32 = 80877103;
@@ -57,10 +58,26 @@ pub enum StartupError {
     /// A refusal to report to the client as a FATAL error.
     #[error("{}", .0.message)]
     Refused(PgErrorFields),
+    /// A policy refusal of what the startup packet asks (a replication connection, a protected
+    /// setting): recorded under `user`, then reported as a FATAL error.
+    #[error("{}", .refusal.reason)]
+    Denied { user: String, refusal: Refusal },
 }
 
 fn fatal(code: &'static str, message: impl Into<String>) -> StartupError {
     StartupError::Refused(PgErrorFields::fatal(code, message))
+}
+
+/// The rule named when a startup packet asks for a replication connection.
+pub const REPLICATION_RULE: &str = "builtin: replication";
+/// The rule named when it sets a protected setting (as `SET` of it is refused).
+const SETTING_RULE: &str = "builtin: protected-setting";
+
+fn denied(user: &str, rule: &str, reason: impl Into<String>) -> StartupError {
+    StartupError::Denied {
+        user: user.to_string(),
+        refusal: Refusal::permission(rule, reason),
+    }
 }
 
 /// Reads the startup packet or cancel request (`first`, when encryption negotiation already
@@ -113,6 +130,12 @@ fn parse_startup(packet: &Bytes) -> Result<StartupParams, StartupError> {
             "invalid startup packet layout: expected terminator as last byte",
         )
     })?;
+    // Known before the checks below, so what they refuse is recorded under the name given.
+    let pairs_user = pairs
+        .iter()
+        .find(|(k, _)| k == "user")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let mut user = None;
     let mut database = None;
     let mut settings: Vec<(String, String)> = Vec::new();
@@ -128,8 +151,9 @@ fn parse_startup(packet: &Bytes) -> Result<StartupParams, StartupError> {
                     value.to_ascii_lowercase().as_str(),
                     "false" | "off" | "no" | "0"
                 ) {
-                    return Err(fatal(
-                        "42501",
+                    return Err(denied(
+                        &pairs_user,
+                        REPLICATION_RULE,
                         "replication connections are not allowed through tollgate",
                     ));
                 }
@@ -138,14 +162,14 @@ fn parse_startup(packet: &Bytes) -> Result<StartupParams, StartupError> {
                 let parsed = parse_startup_options(&value).map_err(|e| fatal("08P01", e))?;
                 for (k, v) in parsed {
                     check_client_setting(&k, &v)
-                        .map_err(|e| fatal("42501", format!("tollgate: {e}")))?;
+                        .map_err(|e| denied(&pairs_user, SETTING_RULE, e))?;
                     settings.push((k, v));
                 }
             }
             k if k.starts_with("_pq_.") => protocol_options.push(k.to_string()),
             k => {
                 check_client_setting(k, &value)
-                    .map_err(|e| fatal("42501", format!("tollgate: {e}")))?;
+                    .map_err(|e| denied(&pairs_user, SETTING_RULE, e))?;
                 settings.push((k.to_string(), value));
             }
         }
@@ -213,6 +237,7 @@ mod tests {
     fn refused(r: Result<StartupParams, StartupError>) -> PgErrorFields {
         match r {
             Err(StartupError::Refused(f)) => f,
+            Err(StartupError::Denied { refusal, .. }) => crate::pg::refusal::fatal(&refusal),
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
@@ -266,6 +291,16 @@ mod tests {
 
     #[test]
     fn refuses_replication_role_and_unsafe_options() {
+        // Policy refusals carry the name given and a rule, so they can be recorded.
+        match parse_startup(&startup(&[("replication", "database"), ("user", "a")])) {
+            Err(StartupError::Denied { user, refusal }) => {
+                assert_eq!(
+                    (user.as_str(), refusal.rule.as_str()),
+                    ("a", REPLICATION_RULE)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
             refused(parse_startup(&startup(&[
                 ("user", "a"),
