@@ -4,8 +4,8 @@
 pub const UPSTREAM_ROLE: &str = "tollgate_shop";
 
 /// The demo's `tollgate.toml`. With `upstream_tls`, the gateway reaches PostgreSQL over TLS,
-/// checking its certificate against the demo's CA; with `audit_rotate_records`, the audit log
-/// rotates every that many records.
+/// checking its certificate against the demo's CA. The audit log rotates at 256 MiB keeping four
+/// compressed files, or with `audit_rotate_records` every that many records.
 pub fn config(
     pg_port: u16,
     redis_port: u16,
@@ -18,9 +18,13 @@ pub fn config(
     } else {
         ""
     };
-    let rotate = audit_rotate_records
-        .map(|n| format!("\n[audit.rotate]\nmax_records = {n}\n"))
-        .unwrap_or_default();
+    // Always bounded: an agent without a rate limit (trusted) once wrote 32 GB of records in
+    // 15 minutes and filled the disk, and then nothing runs (a statement that cannot be
+    // recorded is refused). At most the active file and four compressed ones are kept.
+    let rotate = match audit_rotate_records {
+        Some(n) => format!("\n[audit.rotate]\nmax_records = {n}\n"),
+        None => "\n[audit.rotate]                  # the demo keeps at most ~1 GiB of records\nmax_bytes = 268435456\ncompress = true\nretain = 4\n".to_string(),
+    };
     format!(
         r#"# tollgate demo configuration (generated)
 agents_file = "agents.toml"
@@ -173,3 +177,17 @@ pub const POLICIES: [(&str, &str); 3] = [
     ("writer.toml", WRITER_POLICY),
     ("trusted.toml", TRUSTED_POLICY),
 ];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_demo_audit_log_is_bounded() {
+        let text = super::config(5432, 6379, 27017, false, None);
+        let config = crate::config::Config::parse(std::path::Path::new("tollgate.toml"), &text)
+            .expect("the demo config parses");
+        let rotate = &config.audit.rotate;
+        assert_eq!(rotate.max_bytes, Some(256 << 20));
+        assert_eq!(rotate.retain, Some(4));
+        assert!(rotate.compress);
+    }
+}
