@@ -79,6 +79,7 @@ fn rows_types_parameters_and_the_row_cap() {
         let c = run(
             &pool,
             &key(),
+            None,
             &stmt(
                 "SELECT id, email, $2::text AS nothing FROM customers WHERE id <= $1 ORDER BY id",
                 &params,
@@ -100,6 +101,7 @@ fn rows_types_parameters_and_the_row_cap() {
         let capped = run(
             &pool,
             &key(),
+            None,
             &stmt("SELECT id FROM orders", &[]),
             &Caps {
                 max_rows: Some(10),
@@ -114,6 +116,7 @@ fn rows_types_parameters_and_the_row_cap() {
         let exact = run(
             &pool,
             &key(),
+            None,
             &stmt("SELECT 1 UNION ALL SELECT 2", &[]),
             &Caps {
                 max_rows: Some(2),
@@ -143,6 +146,7 @@ fn the_byte_cap_and_the_timeout_cancel_and_the_connection_serves_again() {
         let big = run(
             &pool,
             &key(),
+            None,
             &stmt(
                 "SELECT repeat('x', 1000) FROM generate_series(1, 100000)",
                 &[],
@@ -165,6 +169,7 @@ fn the_byte_cap_and_the_timeout_cancel_and_the_connection_serves_again() {
         let slow = run(
             &pool,
             &key(),
+            None,
             &stmt("SELECT pg_sleep(10)", &[]),
             &Caps {
                 timeout: Some(Duration::from_millis(300)),
@@ -186,6 +191,7 @@ fn the_byte_cap_and_the_timeout_cancel_and_the_connection_serves_again() {
             let c = run(
                 &pool,
                 &key(),
+                None,
                 &stmt("SELECT pg_sleep(0.05), 1", &[]),
                 &caps(),
             )
@@ -206,20 +212,29 @@ fn the_byte_cap_and_the_timeout_cancel_and_the_connection_serves_again() {
 fn errors_one_statement_only_and_copy() {
     harness().runtime.block_on(async {
         let pool = pool();
-        match run(&pool, &key(), &stmt("SELECT 1/0", &[]), &caps()).await {
+        match run(&pool, &key(), None, &stmt("SELECT 1/0", &[]), &caps()).await {
             Err(RunError::Server(e)) => {
                 assert_eq!(e.code, "22012");
                 assert_eq!(e.message, "division by zero");
             }
             other => panic!("{other:?}"),
         }
-        match run(&pool, &key(), &stmt("SELECT 1; SELECT 2", &[]), &caps()).await {
+        match run(
+            &pool,
+            &key(),
+            None,
+            &stmt("SELECT 1; SELECT 2", &[]),
+            &caps(),
+        )
+        .await
+        {
             Err(RunError::Server(e)) => assert_eq!(e.code, "42601"),
             other => panic!("{other:?}"),
         }
         let copy = run(
             &pool,
             &key(),
+            None,
             &stmt(
                 "COPY (SELECT id FROM orders ORDER BY id LIMIT 3) TO STDOUT",
                 &[],
@@ -234,6 +249,7 @@ fn errors_one_statement_only_and_copy() {
         match run(
             &pool,
             &key(),
+            None,
             &stmt("COPY orders (customer_id, amount) FROM STDIN", &[]),
             &caps(),
         )
@@ -248,7 +264,7 @@ fn errors_one_statement_only_and_copy() {
             }
             other => panic!("{other:?}"),
         }
-        let c = run(&pool, &key(), &stmt("SELECT 2", &[]), &caps())
+        let c = run(&pool, &key(), None, &stmt("SELECT 2", &[]), &caps())
             .await
             .unwrap();
         assert_eq!(
@@ -269,7 +285,7 @@ fn state_left_behind_is_reset_and_an_open_transaction_closes_the_connection() {
             params: &[],
             leaves_state: true,
         };
-        run(&pool, &key(), &set, &caps()).await.unwrap();
+        run(&pool, &key(), None, &set, &caps()).await.unwrap();
         // The reset runs in the background; wait for it.
         for _ in 0..50 {
             if pool.counters.resets.load(Relaxed) == 1 && pool.sizes().1 == 1 {
@@ -278,12 +294,18 @@ fn state_left_behind_is_reset_and_an_open_transaction_closes_the_connection() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(pool.counters.resets.load(Relaxed), 1);
-        let shown = run(&pool, &key(), &stmt("SHOW application_name", &[]), &caps())
-            .await
-            .unwrap();
+        let shown = run(
+            &pool,
+            &key(),
+            None,
+            &stmt("SHOW application_name", &[]),
+            &caps(),
+        )
+        .await
+        .unwrap();
         assert_ne!(shown.rows[0][0].as_deref(), Some("left behind"));
 
-        let begin = run(&pool, &key(), &stmt("BEGIN", &[]), &caps())
+        let begin = run(&pool, &key(), None, &stmt("BEGIN", &[]), &caps())
             .await
             .unwrap();
         assert_eq!(begin.command_tag, "BEGIN");
@@ -292,7 +314,7 @@ fn state_left_behind_is_reset_and_an_open_transaction_closes_the_connection() {
             1,
             "in a transaction: closed"
         );
-        let c = run(&pool, &key(), &stmt("SELECT 3", &[]), &caps())
+        let c = run(&pool, &key(), None, &stmt("SELECT 3", &[]), &caps())
             .await
             .unwrap();
         assert_eq!(c.rows[0][0].as_deref(), Some("3"));
@@ -329,6 +351,7 @@ fn a_row_larger_than_the_byte_cap_is_dropped_as_it_arrives_never_held() {
         let c = run(
             &pool,
             &key(),
+            None,
             &stmt(
                 "SELECT v FROM (VALUES (1, 'a'), (2, repeat('x', 96 << 20)), (3, 'b')) t(n, v) ORDER BY n",
                 &[],
@@ -350,6 +373,7 @@ fn a_row_larger_than_the_byte_cap_is_dropped_as_it_arrives_never_held() {
         match run(
             &pool,
             &key(),
+            None,
             &stmt("SELECT repeat('y', 32 << 20)::int", &[]),
             &capped,
         )
@@ -369,6 +393,7 @@ fn a_row_larger_than_the_byte_cap_is_dropped_as_it_arrives_never_held() {
         let done = run(
             &pool,
             &key(),
+            None,
             &stmt(
                 "DO $$ BEGIN RAISE NOTICE '%', repeat('n', 32 << 20); END $$",
                 &[],
@@ -381,7 +406,7 @@ fn a_row_larger_than_the_byte_cap_is_dropped_as_it_arrives_never_held() {
         let grown = peak_kib(false).saturating_sub(before);
         assert!(grown < 24 * MIB, "the peak grew by {grown} KiB");
         // The connections went back usable.
-        let c = run(&pool, &key(), &stmt("SELECT 2", &[]), &caps())
+        let c = run(&pool, &key(), None, &stmt("SELECT 2", &[]), &caps())
             .await
             .unwrap();
         assert_eq!(c.rows[0][0].as_deref(), Some("2"));
@@ -394,7 +419,15 @@ fn more_parameters_than_bind_can_count_are_refused_before_sending() {
     harness().runtime.block_on(async {
         let pool = pool();
         let many = vec![Some("a".to_string()); 70_000];
-        match run(&pool, &key(), &stmt("SELECT $1::text", &many), &caps()).await {
+        match run(
+            &pool,
+            &key(),
+            None,
+            &stmt("SELECT $1::text", &many),
+            &caps(),
+        )
+        .await
+        {
             Err(RunError::Invalid(m)) => assert!(m.contains("at most 32767"), "{m}"),
             other => panic!("{other:?}"),
         }
@@ -405,5 +438,41 @@ fn more_parameters_than_bind_can_count_are_refused_before_sending() {
             0,
             "nothing was sent: no connection was even taken"
         );
+    });
+}
+
+/// A call counts against its agent's share of the pool while it runs (review: ten MCP calls
+/// of pg_sleep held the demo's whole transaction pool, and the writer got 53300).
+#[test]
+fn a_call_counts_against_its_agents_share_of_the_pool() {
+    harness().runtime.block_on(async {
+        let pool = pool();
+        // Share 2 of a pool of 2: the agent's first call holds one of its two.
+        let share = pool.share_of(&Arc::from("analyst"));
+        let running = {
+            let (pool, share) = (pool.clone(), share.clone());
+            tokio::spawn(async move {
+                run(
+                    &pool,
+                    &key(),
+                    Some(&share),
+                    &stmt("SELECT pg_sleep(0.5)", &[]),
+                    &caps(),
+                )
+                .await
+                .map(|_| ())
+            })
+        };
+        let mut held = 0;
+        for _ in 0..40 {
+            held = held.max(share.held());
+            if held > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(held, 1, "the running call holds one of the agent's share");
+        running.await.unwrap().unwrap();
+        assert_eq!(share.held(), 0, "given back with the connection");
     });
 }

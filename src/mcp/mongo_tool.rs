@@ -7,7 +7,7 @@
 //! cuts at the agent's limits. `list_collections` is the admin API's per-agent collection view.
 //! Both tools only read: an aggregation the policy would let write (`$out`, `$merge`) is refused.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bson::{doc, Bson, Document};
 use rmcp::model::{CallToolRequestParams, CallToolResult};
@@ -30,8 +30,7 @@ use crate::session::{OutcomeError, Session};
 
 /// The rule named when an aggregation would write.
 pub const READ_ONLY_RULE: &str = "builtin: mcp read-only tools";
-/// How long a command may run when the policy sets no statement timeout.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+use super::sql::DEFAULT_TIMEOUT;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

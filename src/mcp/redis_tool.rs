@@ -31,8 +31,7 @@ use crate::session::{Judged, OutcomeError, Session};
 
 /// A reply larger than this (or the agent's `max_result_bytes`) is not returned.
 const DEFAULT_MAX_REPLY: u64 = super::sql::DEFAULT_MAX_RESULT_BYTES;
-/// How long a command may run when the policy sets no statement timeout.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+use super::sql::DEFAULT_TIMEOUT;
 
 /// Commands about the connection rather than the data: a call has a connection of its own that
 /// ends with it, so these would do nothing useful (or, for AUTH, try logins upstream).

@@ -24,6 +24,11 @@ use crate::session::OutcomeError;
 pub const DEFAULT_MAX_RESULT_BYTES: u64 = 1 << 20;
 /// The rule named when that default cuts a result.
 pub const DEFAULT_RESULT_BYTES_RULE: &str = "builtin: mcp max_result_bytes (1 MiB)";
+/// How long one call may run when no policy sets `statement_timeout` (every tool): a call holds
+/// an upstream connection for as long as it runs.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The rule named when that default cancels a statement.
+pub const DEFAULT_TIMEOUT_RULE: &str = "builtin: mcp statement_timeout (30 s)";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,7 +128,12 @@ pub async fn query(
     let caps = Caps {
         max_rows: asked_rows,
         max_bytes,
-        timeout: limits.statement_timeout.as_ref().map(|(d, _)| *d),
+        timeout: Some(
+            limits
+                .statement_timeout
+                .as_ref()
+                .map_or(DEFAULT_TIMEOUT, |(d, _)| *d),
+        ),
     };
     let Some(pools) = h.door.pg.pools(&upstream) else {
         pending.finish(None, Some(lost("no pool")));
@@ -136,7 +146,16 @@ pub async fn query(
         params: &params,
         leaves_state: verdict.leaves_state,
     };
-    let ran = run_one::run(&pools.per_transaction, &h.door.settings, &stmt, &caps).await;
+    // The connection counts against the agent's share of the pool, as its wire sessions' do.
+    let share = pools.per_transaction.share_of(pg.session().agent());
+    let ran = run_one::run(
+        &pools.per_transaction,
+        &h.door.settings,
+        Some(&share),
+        &stmt,
+        &caps,
+    )
+    .await;
     let c = match ran {
         Ok(c) => c,
         Err(e) => {
@@ -269,8 +288,7 @@ fn run_error(e: &RunError, upstream: &str, limits: &Limits) -> (ToolError, Outco
             let rule = limits
                 .statement_timeout
                 .as_ref()
-                .map(|(_, r)| r.as_str())
-                .unwrap_or_default();
+                .map_or(DEFAULT_TIMEOUT_RULE, |(_, r)| r.as_str());
             let message = format!(
                 "tollgate: canceling statement due to statement timeout of {} ms (rule: {rule})",
                 d.as_millis()
@@ -279,6 +297,17 @@ fn run_error(e: &RunError, upstream: &str, limits: &Limits) -> (ToolError, Outco
                 ToolError::sql("57014", &message, None, None),
                 OutcomeError {
                     code: Some("57014".into()),
+                    message,
+                },
+            )
+        }
+        RunError::Checkout(crate::pg::pool::CheckoutError::Share { .. }) => {
+            let message =
+                format!("tollgate: {e} (rule: tollgate.toml: upstream.{upstream}.max_agent_share)");
+            (
+                ToolError::sql("53300", &message, None, None),
+                OutcomeError {
+                    code: Some("53300".into()),
                     message,
                 },
             )

@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::backend::{self as msg};
 use super::cancel::{send_cancel, CancelTarget};
-use super::pool::{CheckoutError, Pool, Server, SettingsKey};
+use super::pool::{AgentShare, CheckoutError, Pool, Server, SettingsKey};
 use reading::Reading;
 
 pub use reading::ERROR_KEEP;
@@ -110,15 +110,17 @@ pub struct Statement<'a> {
 }
 
 /// Runs `stmt` on a connection of `pool` (settings `key`) and collects its result.
+/// The connection counts against `share` (the agent's share of a transaction pool) while held.
 pub async fn run(
     pool: &Arc<Pool>,
     key: &Arc<SettingsKey>,
+    share: Option<&AgentShare>,
     stmt: &Statement<'_>,
     caps: &Caps,
 ) -> Result<Collected, RunError> {
     check(stmt)?;
     // MCP calls hold a connection for one statement, bounded by the statement timeout.
-    let server = pool.checkout(key, None).await?;
+    let server = pool.checkout(key, share).await?;
     let cancel = CancelTarget {
         addr: server.info.addr,
         pid: server.info.pid,
