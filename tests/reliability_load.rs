@@ -333,9 +333,37 @@ fn huge_rows_are_relayed_in_pieces_never_held_whole() {
         err.contains("result truncated to 0 rows, the first 262144 bytes of row data"),
         "{err}"
     );
+    // A server error quoting a 64 MiB value (43 bytes sent): every field cut to its head, for
+    // the client and for the audit record; the session goes on.
+    let (bytes, err) = psql(
+        &served.pg_url("analyst"),
+        &["SELECT repeat('x', 64 << 20)::int", "SELECT 'after'"],
+    );
+    assert_eq!(bytes, "after\n".len(), "{err}");
+    assert!(
+        err.contains("invalid input syntax for type integer")
+            && err.contains(" ... [67108905 bytes in all]")
+            && err.len() < 80 * 1024,
+        "{} bytes: {}",
+        err.len(),
+        &err[err.len().saturating_sub(300)..]
+    );
+    let log = std::fs::read_to_string(served.dir().join("audit.log")).unwrap();
+    let outcome = log
+        .lines()
+        .rev()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["sqlstate"] == "22P02")
+        .expect("the error's outcome record");
+    let recorded = outcome["error"].as_str().unwrap();
+    assert!(
+        recorded.len() < 5000 && recorded.ends_with("bytes in all]"),
+        "{}",
+        recorded.len()
+    );
     let grown = served.peak_kib().saturating_sub(before) / 1024;
     assert!(
         grown < 40,
-        "the gateway's peak memory grew by {grown} MiB relaying 4 x 64 MiB rows"
+        "the gateway's peak memory grew by {grown} MiB relaying 4 x 64 MiB rows and a 64 MiB error"
     );
 }

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod cancel;
 pub mod client_auth;
 pub mod cursor_rows;
+mod cut_fields;
 mod door;
 pub mod encryption;
 pub mod frame;

@@ -241,6 +241,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
         };
         let frame = match next {
             Ok(Some(Incoming::Whole(f))) => f,
+            // An error or notice too large to hold: each field cut to its head, then as usual.
+            Ok(Some(Incoming::Large { tag, len })) if !is_row(tag) => {
+                super::cut_fields::read_cut(upstream, tag, len)
+                    .await
+                    .map_err(ToClientError::Upstream)?
+            }
             Ok(Some(Incoming::Large { tag, len })) => {
                 relay_large(&pending, &mut state, upstream, (tag, len), &mut out, client).await?;
                 continue;
@@ -604,9 +610,14 @@ fn admit_row(pending: &Pending, state: &mut ReplyState, len: usize) -> bool {
 /// Messages longer than this are relayed in pieces as they arrive (`relay_large`).
 const STREAM_OVER: usize = 256 * 1024;
 
-/// The messages that may be relayed in pieces: rows (DataRow, COPY TO's CopyData), which
-/// tollgate passes on as the server wrote them (masks are applied in the SQL, not here).
+/// The messages that are never held whole when large: rows (DataRow, COPY TO's CopyData),
+/// relayed in pieces as the server wrote them (masks are applied in the SQL, not here), and
+/// errors and notices, each of whose fields is cut to its head (`cut_fields`).
 fn streamed(tag: u8) -> bool {
+    is_row(tag) || matches!(tag, msg::ERROR_RESPONSE | msg::NOTICE_RESPONSE)
+}
+
+fn is_row(tag: u8) -> bool {
     matches!(tag, msg::DATA_ROW | msg::COPY_DATA)
 }
 
