@@ -208,4 +208,25 @@ async fn a_long_statement_is_recorded_whole_so_nothing_after_a_comment_hides() {
         })
         .expect("the record holds the statement after the comment");
     assert_eq!(record["statement"].as_str().unwrap(), sql);
+    // A refused one (nothing ran, no rate token taken) keeps its head only.
+    let analyst = connect("analyst").await;
+    let refused = format!("SELECT api_key /* {} */ FROM secrets", "y".repeat(20_000));
+    analyst.simple_query(&refused).await.unwrap_err();
+    let lines = audit_lines();
+    let record = lines
+        .iter()
+        .rev()
+        .find(|l| {
+            l["statement"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("SELECT api_key /* yyy"))
+        })
+        .expect("the refusal's record");
+    assert_eq!(record["decision"], "blocked");
+    let marker = format!(
+        "... [{} bytes in all; refused, not run: the first 4096 recorded]",
+        refused.len()
+    );
+    let statement = record["statement"].as_str().unwrap();
+    assert!(statement.ends_with(&marker), "{}", &statement[4000..]);
 }

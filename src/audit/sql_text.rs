@@ -4,6 +4,8 @@
 //! Every statement that runs is within `limits.max_statement_bytes` (longer ones are refused
 //! unread), so records stay bounded; a refused longer text keeps its head, marked as cut.
 //!
+//! A refused statement (nothing of it ran) keeps only its head ([`refused`]).
+//!
 //! With `[audit] redact_literals`, literal values are replaced: by PostgreSQL's normaliser
 //! (`$1`, `$2`, ...), or, for text its grammar rejects (another server version's syntax, a head
 //! cut mid-statement), token by token by its scanner (`?`), so a statement is recorded without
@@ -38,6 +40,25 @@ pub fn recorded(text: &str, redact: bool, max_statement_bytes: usize) -> String 
         "{shown} ... [{} bytes in all, over limits.max_statement_bytes: refused unread, the first {} recorded]",
         text.len(),
         head.len()
+    )
+}
+
+/// How much of a refused statement's text is recorded.
+pub const REFUSED_KEEP: usize = 4096;
+
+/// A refused statement's recorded text (any protocol): its first [`REFUSED_KEEP`] bytes, marked
+/// when cut. Nothing of it ran, so the head says what was tried; and refusals take no rate
+/// token, so a whole 1 MiB text per refusal would let an agent write the log as fast as it
+/// can send (a review measured 14 MB/s with 64 KiB heads).
+pub fn refused(text: String) -> String {
+    if text.len() <= REFUSED_KEEP {
+        return text;
+    }
+    let cut = head(&text, REFUSED_KEEP);
+    format!(
+        "{cut} ... [{} bytes in all; refused, not run: the first {} recorded]",
+        text.len(),
+        cut.len()
     )
 }
 
@@ -117,6 +138,18 @@ mod tests {
         // Redacted, the cut literal cannot be told apart: nothing of it is recorded.
         let r = recorded(&sql, true, 50_000);
         assert!(r.starts_with(UNREDACTABLE), "{}", &r[..80]);
+    }
+
+    #[test]
+    fn a_refused_text_keeps_its_head() {
+        assert_eq!(refused("select 1".into()), "select 1");
+        let long = format!("select '{}'", "a".repeat(10_000));
+        let r = refused(long.clone());
+        assert!(r.starts_with("select 'aaa"));
+        assert!(
+            r.ends_with("... [10009 bytes in all; refused, not run: the first 4096 recorded]"),
+            "{r}"
+        );
     }
 
     #[test]

@@ -247,8 +247,9 @@ impl PgSession {
         code: &'static str,
         message: String,
     ) -> PgErrorFields {
+        let recorded = crate::audit::sql_text::refused(self.recorded(text));
         self.session
-            .note(self.recorded(text), Decision::Blocked, Some(&message));
+            .note(recorded, Decision::Blocked, Some(&message));
         PgErrorFields::error(code, message)
     }
 

@@ -239,7 +239,10 @@ impl SessionContext {
         ev.duration_us = Some(took.as_micros() as u64);
         if let Some(e) = error {
             ev.sqlstate = e.code.filter(|c| !c.is_empty());
-            ev.error = Some(e.message);
+            ev.error = Some(recorded_error(
+                e.message,
+                self.core.audit_config.redact_literals,
+            ));
         }
         if let Err(e) = self.core.audit.append_deferred(&ev) {
             warn!(error = %e, "audit outcome write failed");
@@ -473,6 +476,9 @@ impl Session {
     }
 
     fn refused(&self, mut ev: AuditEvent, refusal: Refusal, write: Write) -> Refusal {
+        // Nothing ran: the head is enough, and refusals cost no rate token, so whole texts
+        // would let an agent write the log as fast as it can send.
+        ev.statement = ev.statement.map(crate::audit::sql_text::refused);
         ev.decision = Decision::Blocked;
         ev.rule = Some(refusal.rule.clone());
         ev.reason = Some(refusal.reason.clone());
@@ -525,5 +531,46 @@ impl Session {
             warn!(error = %e, "audit write failed: nothing decided since is forwarded");
             audit_unavailable()
         })
+    }
+}
+
+/// The longest error text an outcome record holds.
+const RECORDED_ERROR: usize = 4096;
+
+/// An outcome's error text as recorded: bounded (a server's error can quote a 200 MB value, and
+/// every byte of it would go into the log), and, under `redact_literals`, only tollgate's own
+/// words: a server's message quotes the values the statement carried
+/// (`invalid input syntax for type integer: "4111-1111-1111-1111"`); its SQLSTATE is kept.
+fn recorded_error(message: String, redact_literals: bool) -> String {
+    if redact_literals && !message.starts_with("tollgate") {
+        return "<the server's message is not recorded: redact_literals>".to_string();
+    }
+    if message.len() <= RECORDED_ERROR {
+        return message;
+    }
+    let mut end = RECORDED_ERROR;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} ... [{} bytes in all]", &message[..end], message.len())
+}
+
+#[cfg(test)]
+mod recorded_error_tests {
+    use super::recorded_error;
+
+    #[test]
+    fn errors_are_bounded_and_withheld_under_redaction() {
+        let huge = format!(
+            "invalid input syntax for type integer: \"{}\"",
+            "x".repeat(100_000)
+        );
+        let r = recorded_error(huge.clone(), false);
+        assert!(r.len() < 4200 && r.ends_with(&format!("... [{} bytes in all]", huge.len())));
+        assert_eq!(recorded_error("short".into(), false), "short");
+        let quoted = "invalid input syntax for type integer: \"4111-1111-1111-1111\"";
+        assert!(!recorded_error(quoted.into(), true).contains("4111"));
+        let ours = "tollgate: canceling statement due to statement timeout of 5 ms (rule: r)";
+        assert_eq!(recorded_error(ours.into(), true), ours);
     }
 }
