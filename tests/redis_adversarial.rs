@@ -1,7 +1,8 @@
 //! Hostile Redis input through the gateway: malformed and truncated frames, inline commands,
 //! case tricks, keys in odd positions, MULTI tricks, copies across patterns, options repeated
 //! so that Redis and a first-occurrence reading disagree, counts that would stall the upstream,
-//! offsets that would grow a string to hundreds of megabytes.
+//! offsets that would grow a string to hundreds of megabytes, keys repeated so that Redis does
+//! the key's work once per repeat.
 
 mod support;
 
@@ -466,4 +467,144 @@ async fn offsets_that_would_grow_a_string_past_the_cap_are_refused() {
     assert_eq!(got, ":10\r\n");
     let got = redis_exchange(&mut writer, &redis_cmd(&["DEL", "cache:grow"]), "\r\n").await;
     assert_eq!(got, ":1\r\n");
+}
+
+/// A key named many times makes Redis do its work once per occurrence (`SUNION` of a
+/// 100,000-member set 200 times blocked it 6.4 s; `MGET` of a 4 MB value 400 times built a
+/// 1.55 GB reply): refused for every agent, passthrough included; the same commands with each
+/// key once run, and so do repeats that are cheap (EXISTS counts them).
+#[tokio::test]
+async fn keys_repeated_where_redis_works_per_occurrence_are_refused() {
+    let mut writer = redis_login("writer").await;
+    let mut analyst = redis_login("analyst").await;
+    let mut trusted = redis_login("trusted").await;
+    for (words, want) in [
+        (
+            &[
+                "DEL",
+                "cache:rep:s",
+                "cache:rep:t",
+                "cache:rep:d",
+                "cache:rep:h",
+                "cache:rep:x",
+            ][..],
+            None,
+        ),
+        (&["SADD", "cache:rep:s", "a", "b", "c"], Some(":3\r\n")),
+        (&["SADD", "cache:rep:t", "c", "d"], Some(":2\r\n")),
+        (&["PFADD", "cache:rep:h", "a", "b"], Some(":1\r\n")),
+    ] {
+        let got = redis_exchange(&mut writer, &redis_cmd(words), "\r\n").await;
+        if let Some(want) = want {
+            assert_eq!(got, want, "{words:?}");
+        }
+    }
+    let refused = |got: &str, words: &[&str]| {
+        assert!(
+            got.starts_with(&format!(
+                "-ERR tollgate: {} names the key \"cache:rep:",
+                words[0]
+            )) && got.contains("more than once")
+                && got.contains("(rule: builtin: availability)"),
+            "{:?}: {got}",
+            &words[..words.len().min(4)]
+        );
+    };
+    let mut sunion = vec!["SUNION"];
+    sunion.extend(["cache:rep:s"; 200]);
+    for words in [
+        &sunion[..],
+        &["SINTER", "cache:rep:s", "cache:rep:t", "cache:rep:s"],
+        &["MGET", "cache:1", "cache:rep:s", "cache:rep:s"],
+    ] {
+        let got = redis_exchange(&mut analyst, &redis_cmd(words), "\r\n").await;
+        refused(&got, words);
+    }
+    for words in [
+        &sunion[..],
+        &[
+            "ZUNIONSTORE",
+            "cache:rep:d",
+            "2",
+            "cache:rep:s",
+            "cache:rep:s",
+        ],
+        &[
+            "SDIFFSTORE",
+            "cache:rep:d",
+            "cache:rep:s",
+            "cache:rep:t",
+            "cache:rep:t",
+        ],
+        &["BITOP", "OR", "cache:rep:d", "cache:rep:x", "cache:rep:x"],
+        &["XREAD", "STREAMS", "cache:rep:x", "cache:rep:x", "0", "0"],
+        // PFCOUNT may write (it caches the cardinality): not for the read-only analyst.
+        &["PFCOUNT", "cache:rep:h", "cache:rep:h"],
+    ] {
+        let got = redis_exchange(&mut trusted, &redis_cmd(words), "\r\n").await;
+        refused(&got, words);
+    }
+    let got = redis_exchange(&mut trusted, &redis_cmd(&["EXISTS", "cache:rep:d"]), "\r\n").await;
+    assert_eq!(got, ":0\r\n", "no refused STORE wrote");
+    // Each key once: they run.
+    for (agent, words, want) in [
+        (
+            "analyst",
+            &["SINTER", "cache:rep:s", "cache:rep:t"][..],
+            "*1\r\n$1\r\nc\r\n",
+        ),
+        ("analyst", &["SUNION", "cache:rep:s"], "*3\r\n"),
+        (
+            "analyst",
+            &["MGET", "cache:1", "cache:rep:x"],
+            "*2\r\n$14\r\ncached value 1\r\n$-1\r\n",
+        ),
+        ("trusted", &["PFCOUNT", "cache:rep:h"], ":2\r\n"),
+        // EXISTS counts every occurrence: cheap, and what it means.
+        (
+            "analyst",
+            &["EXISTS", "cache:rep:s", "cache:rep:s"],
+            ":2\r\n",
+        ),
+        // The destination may be a source too: the result is written once.
+        (
+            "trusted",
+            &["SUNIONSTORE", "cache:rep:s", "cache:rep:s", "cache:rep:t"],
+            ":4\r\n",
+        ),
+        (
+            "trusted",
+            &[
+                "ZUNIONSTORE",
+                "cache:rep:d",
+                "2",
+                "cache:rep:s",
+                "cache:rep:t",
+                "WEIGHTS",
+                "2",
+                "1",
+            ],
+            ":4\r\n",
+        ),
+        (
+            "trusted",
+            &[
+                "DEL",
+                "cache:rep:s",
+                "cache:rep:t",
+                "cache:rep:d",
+                "cache:rep:h",
+                "cache:rep:h",
+            ],
+            ":4\r\n",
+        ),
+    ] {
+        let conn = if agent == "analyst" {
+            &mut analyst
+        } else {
+            &mut trusted
+        };
+        let got = redis_exchange(conn, &redis_cmd(words), "\r\n").await;
+        assert!(got.starts_with(want), "{words:?}: {got}");
+    }
 }

@@ -12,6 +12,7 @@ use super::counts::check_counts;
 use super::decide::{decide_looked_up, Judged, MaskPlan};
 use super::growth::check_growth;
 use super::keys::FoundKey;
+use super::repeats::check_repeats;
 use super::rules::RedisRules;
 use crate::policy::decide::DEFAULT_DENY;
 use crate::policy::{AgentView, Engine, Outcome};
@@ -124,6 +125,7 @@ impl RedisPolicy {
                 let max_rows = self.view.limits().max_rows.as_ref();
                 if let Err(d) = check_counts(&info.name, args, max_rows)
                     .and_then(|()| check_growth(&info.name, args))
+                    .and_then(|()| check_repeats(info, args))
                 {
                     return RedisVerdict::blocked(d);
                 }

@@ -3,7 +3,8 @@
 //!
 //! `commands` is the upstream's own command table (from `COMMAND`), `keys` finds every key of a
 //! command from its key specs, `decide` judges one command, `check` adds the agent's current
-//! rules and shadow mode.
+//! rules and shadow mode; `builtin`, `counts`, `growth` and `repeats` are the
+//! protections of the upstream that hold for every agent.
 
 pub mod blocking;
 pub mod builtin;
@@ -16,6 +17,7 @@ pub mod file;
 pub mod growth;
 pub mod keys;
 pub mod mask;
+pub mod repeats;
 pub mod rules;
 #[cfg(test)]
 mod tests;
