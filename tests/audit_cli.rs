@@ -394,3 +394,54 @@ fn tail_since_head_and_follow_across_a_rotation() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// An agent's statement that would return the cursor, erase the line and print a forged record
+/// reaches the operator's terminal escaped, in both of tail's modes.
+#[test]
+fn tail_never_prints_what_would_steer_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let active = dir.path().join("audit.log");
+    let log = AuditLog::open(&active).unwrap();
+    let forged = "2026-12-05T22:13:00.000000Z #999 trusted    postgres/shop allowed     select 1";
+    let mut ev = event(1);
+    ev.statement = Some(format!(
+        "delete from orders where id = 11 --\r\x1b[2K{forged}"
+    ));
+    log.append(&ev).unwrap();
+    ev.statement = Some(format!(
+        "delete from orders where id = 12 --\u{9b}2K\u{85}{forged}"
+    ));
+    ev.agent = "ana\u{2028}lyst".into();
+    log.append(&ev).unwrap();
+    drop(log);
+    let steers = |c: char| c != '\n' && tollgate::audit::terminal::steers(c);
+    for json in [false, true] {
+        let mut args = vec!["audit", "tail", active.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 0, "{err}");
+        assert!(!out.chars().any(steers), "json {json}: {out:?}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(!lines.iter().any(|l| l.starts_with(forged)), "{out}");
+        if json {
+            // The same records, with their text intact once parsed.
+            let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+            assert_eq!(v["statement"], ev.statement.clone().unwrap());
+            assert_eq!(v["agent"], "ana\u{2028}lyst");
+        } else {
+            assert!(
+                lines[0].ends_with(&format!("id = 11 --\\r\\u{{1b}}[2K{forged}")),
+                "{}",
+                lines[0]
+            );
+            assert!(
+                lines[1].contains(&format!("id = 12 --\\u{{9b}}2K\\u{{85}}{forged}")),
+                "{}",
+                lines[1]
+            );
+        }
+    }
+}

@@ -623,3 +623,71 @@ async fn watch_aborts_exec_when_a_watched_key_changes() {
         assert_eq!(got, nil, "{hello}");
     }
 }
+
+/// The record of a script holds the script (the code that ran); CONFIG SET's parameter names
+/// are recorded, not their values; a key's control bytes are escaped and a long key's cut is
+/// marked, so the record tells what was run.
+#[tokio::test]
+async fn scripts_config_names_and_odd_keys_are_recorded_distinctly() {
+    let mut t = redis_connect("trusted", false).await;
+    let script = "return redis.call('get', KEYS[1]) -- audit-script-marker";
+    let v: redis::Value = redis::cmd("EVAL")
+        .arg(script)
+        .arg(1)
+        .arg("cache:1")
+        .arg("argv-secret-xyz")
+        .query_async(&mut t)
+        .await
+        .unwrap();
+    assert_eq!(v, redis::Value::BulkString(b"cached value 1".to_vec()));
+    let _: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 'audit-load-marker'")
+        .query_async(&mut t)
+        .await
+        .unwrap();
+    let mut a = redis_connect("analyst", false).await;
+    let e = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("dir")
+        .arg("/tmp/config-secret-xyz")
+        .query_async::<redis::Value>(&mut a)
+        .await
+        .unwrap_err();
+    assert!(redis_error(&e).contains("tollgate"), "{e}");
+    let long = |tail: &str| format!("cache:{}:{tail}", "A".repeat(140));
+    for key in [
+        "cache:\x1b[2Kesc-marker".to_string(),
+        long("one"),
+        long("other"),
+    ] {
+        let _: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut t)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(&harness().env.audit_log).unwrap();
+    let statements: Vec<String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "decision" && r["protocol"] == "redis")
+        .filter_map(|r| r["statement"].as_str().map(str::to_string))
+        .collect();
+    let has = |want: &str| statements.iter().any(|s| s == want);
+    assert!(
+        has(&format!("EVAL \"{script}\" ? cache:1 ?")),
+        "EVAL record"
+    );
+    assert!(
+        has(r#"SCRIPT LOAD "return 'audit-load-marker'""#),
+        "SCRIPT LOAD"
+    );
+    assert!(has("CONFIG SET dir ?"), "CONFIG SET record");
+    assert!(has(r#"GET "cache:\x1b[2Kesc-marker""#), "escaped key");
+    let cut = format!("GET \"cache:{}\"", "A".repeat(122));
+    assert!(has(&format!("{cut}…[+22 bytes]")), "cut key, one");
+    assert!(has(&format!("{cut}…[+24 bytes]")), "cut key, other");
+    assert!(!log.contains("argv-secret-xyz") && !log.contains("config-secret-xyz"));
+}

@@ -74,9 +74,15 @@ pub enum SystemRecord {
     Rotation,
     /// A rotation was due but could not be done; the file goes on.
     RotationFailed { error: String },
-    /// Records `from..=to` (this record takes number `to`) could not be written; the statements
-    /// they recorded were refused.
-    Lost { from: u64, to: u64, error: String },
+    /// Records `from..=to` (this record takes number `to`) could not be written; `kinds` says
+    /// what they were (see [`LostKinds`]: a lost decision's statement was refused, a lost
+    /// outcome's statement had run).
+    Lost {
+        from: u64,
+        to: u64,
+        error: String,
+        kinds: LostKinds,
+    },
     /// Retention is about to delete a closed file (the oldest): the chain's new start is
     /// explained, so a deleted first file that retention did not delete is detected.
     Retention { removed_file: String },
@@ -92,6 +98,43 @@ pub enum SystemRecord {
     /// before it runs (`outcome: "started"`) and after (`ok`/`failed`, with `ref_seq` naming the
     /// first), under the admin token's name, never the token.
     Admin(AdminAction),
+}
+
+/// What the records lost in a failed write were, by kind: what became of what they record
+/// differs. A statement is forwarded only once its decision record is written, so a lost
+/// decision's statement was refused and never ran; an outcome is written after its statement
+/// ran (its decision record is in the log), so a lost outcome leaves only the outcome's details
+/// (rows, duration, error) missing. Session records are best effort: a login went ahead or was
+/// refused as decided. `other` counts admin actions and the log's own records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LostKinds {
+    pub decisions: u64,
+    pub outcomes: u64,
+    pub sessions: u64,
+    pub other: u64,
+}
+
+impl LostKinds {
+    /// Counts one record by the fields it was to be written with.
+    pub fn count_fields(&mut self, fields: &[u8]) {
+        match line_kind(fields) {
+            Some(b"decision") => self.decisions += 1,
+            Some(b"outcome") => self.outcomes += 1,
+            Some(b"session") => self.sessions += 1,
+            _ => self.other += 1,
+        }
+    }
+
+    pub fn add(&mut self, more: &LostKinds) {
+        self.decisions += more.decisions;
+        self.outcomes += more.outcomes;
+        self.sessions += more.sessions;
+        self.other += more.other;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.decisions + self.outcomes + self.sessions + self.other
+    }
 }
 
 /// The members of an `admin` record.
@@ -177,9 +220,18 @@ impl SystemRecord {
                 text(&mut out, "removed_file", removed_file)
             }
             SystemRecord::RotationFailed { error } => text(&mut out, "error", error),
-            SystemRecord::Lost { from, to, error } => {
+            SystemRecord::Lost {
+                from,
+                to,
+                error,
+                kinds,
+            } => {
                 num(&mut out, "lost_from", *from);
                 num(&mut out, "lost_to", *to);
+                num(&mut out, "lost_decisions", kinds.decisions);
+                num(&mut out, "lost_outcomes", kinds.outcomes);
+                num(&mut out, "lost_sessions", kinds.sessions);
+                num(&mut out, "lost_other", kinds.other);
                 text(&mut out, "error", error);
             }
             SystemRecord::ExportGap {
@@ -231,6 +283,12 @@ mod tests {
             from: 5,
             to: 9,
             error: "No space left on device (os error 28)".into(),
+            kinds: LostKinds {
+                decisions: 2,
+                outcomes: 1,
+                sessions: 1,
+                other: 1,
+            },
         };
         let f = rec.fields(now, Some("audit.log.000000000001"));
         let v: serde_json::Value =
@@ -240,6 +298,15 @@ mod tests {
         assert_eq!(
             (v["lost_from"].as_u64(), v["lost_to"].as_u64()),
             (Some(5), Some(9))
+        );
+        assert_eq!(
+            [
+                &v["lost_decisions"],
+                &v["lost_outcomes"],
+                &v["lost_sessions"],
+                &v["lost_other"]
+            ],
+            [2, 1, 1, 1]
         );
         assert_eq!(v["ts"], "1970-01-01T00:00:00.000000Z");
         let rec = SystemRecord::Admin(AdminAction {

@@ -128,25 +128,30 @@ impl Shared {
         match outcome {
             (Ok(last), _) => q.settled = last,
             (Err(f), file) => {
+                let lost = f.lost;
                 self.counters.write_failures.increment(1);
-                self.counters.records_lost.increment(f.to - f.from + 1);
+                self.counters
+                    .records_lost
+                    .increment(lost.to - lost.from + 1);
                 error!(
                     path = %self.path.display(),
-                    error = %f.error,
-                    lost_from = f.from,
-                    lost_to = f.to,
-                    "audit write failed: the statements of these records are refused"
+                    error = %lost.error,
+                    lost_from = lost.from,
+                    lost_to = lost.to,
+                    decisions = lost.kinds.decisions,
+                    outcomes = lost.kinds.outcomes,
+                    "audit write failed: the statements whose decision records were in it are refused; lost outcomes belong to statements that ran"
                 );
                 q.settled = f.written_upto;
                 if f.broken {
                     q.failures += 1;
-                    q.last_error = Some(f.error.clone());
+                    q.last_error = Some(lost.error.clone());
                     let to = q.next_seq - 1;
-                    q.lost.add(f.from, to, f.error.clone());
-                    q.broken = Some(f.error);
+                    q.lost.add(lost.from, to, lost.error.clone());
+                    q.broken = Some(lost.error);
                     q.discard();
                 } else {
-                    q.fail(f.from, f.to, f.error, f.rotate, file);
+                    q.fail(lost, file);
                 }
             }
         }

@@ -27,6 +27,7 @@ mod queue;
 pub mod read;
 mod record;
 pub mod sql_text;
+pub mod terminal;
 pub mod verify;
 mod writer;
 

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::chain::{line_len, SystemRecord};
+use super::chain::{line_len, LostKinds, SystemRecord};
 
 /// A record waiting for the writer; its number is `Queue::first_seq` + its index.
 #[derive(Debug)]
@@ -19,12 +19,13 @@ pub enum Entry {
     /// Close the active file here; the next file starts with a link record. With
     /// `switch: false` only the link is written (a new, empty file continuing a closed one).
     Rotate { switch: bool },
-    /// Stands in for records `from..=` its own number that a failed write lost. With `rotate`,
-    /// a rotation was lost with them and is done first.
+    /// Stands in for records `from..=` its own number that a failed write lost (`kinds`: what
+    /// they were). With `rotate`, a rotation was lost with them and is done first.
     Lost {
         from: u64,
         error: Arc<str>,
         rotate: bool,
+        kinds: LostKinds,
     },
     /// Any other record of the log's own.
     System(SystemRecord),
@@ -38,6 +39,17 @@ impl Entry {
             Entry::Rotate { switch: true } | Entry::Lost { rotate: true, .. }
         )
     }
+}
+
+/// What a failed write lost: numbers `from..=to` (records of `kinds`), and with `rotate` a
+/// rotation.
+#[derive(Debug)]
+pub struct Lost {
+    pub from: u64,
+    pub to: u64,
+    pub error: Arc<str>,
+    pub rotate: bool,
+    pub kinds: LostKinds,
 }
 
 /// When the queue cuts a file: after this many records or bytes (checked as records arrive).
@@ -270,7 +282,14 @@ impl Queue {
     /// After a failed write: numbers `from..=to` are lost; a record standing in for them takes
     /// number `to` at the head of the queue (the entries after it keep their numbers).
     /// `file_records`/`file_bytes` are what the file being filled really holds.
-    pub fn fail(&mut self, from: u64, to: u64, error: Arc<str>, rotate: bool, file: (u64, u64)) {
+    pub fn fail(&mut self, lost: Lost, file: (u64, u64)) {
+        let Lost {
+            from,
+            to,
+            error,
+            rotate,
+            kinds,
+        } = lost;
         self.failures += 1;
         self.last_error = Some(error.clone());
         self.lost.add(from, to, error.clone());
@@ -282,6 +301,7 @@ impl Queue {
                 from,
                 error,
                 rotate,
+                kinds,
             },
         );
         self.bytes += SYSTEM_LINE_ESTIMATE;
@@ -313,7 +333,18 @@ mod tests {
         assert_eq!(q.push_record(b"c"), 13);
         q.writing = false;
         q.settled = 10;
-        q.fail(11, 12, "disk full".into(), false, (10, 1000));
+        let kinds = LostKinds {
+            decisions: 2,
+            ..LostKinds::default()
+        };
+        let lost = Lost {
+            from: 11,
+            to: 12,
+            error: "disk full".into(),
+            rotate: false,
+            kinds,
+        };
+        q.fail(lost, (10, 1000));
         assert!(matches!(q.status(11), Status::Lost(_)));
         assert!(matches!(q.status(12), Status::Lost(_)));
         assert_eq!(q.status(13), Status::Pending);
@@ -321,7 +352,7 @@ mod tests {
             q.first_seq, 12,
             "the stand-in record takes the last lost number"
         );
-        assert!(matches!(q.entries[0], Entry::Lost { from: 11, .. }));
+        assert!(matches!(q.entries[0], Entry::Lost { from: 11, kinds: k, .. } if k == kinds));
         assert_eq!(q.entries.len(), 2);
     }
 

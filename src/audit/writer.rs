@@ -10,12 +10,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::chain::{render, HexHash, SystemRecord, GENESIS};
+use super::chain::{render, HexHash, LostKinds, SystemRecord, GENESIS};
 use super::files::{self, Naming};
-use super::queue::Entry;
+use super::queue::{Entry, Lost};
 use super::AuditError;
 
 /// The file being written.
@@ -45,12 +44,9 @@ pub struct Rotation {
 pub struct Failure {
     /// Everything up to here was written.
     pub written_upto: u64,
-    /// The lost numbers: `from..=to`.
-    pub from: u64,
-    pub to: u64,
-    pub error: Arc<str>,
-    /// A rotation was lost with the records: the stand-in record does it.
-    pub rotate: bool,
+    /// What was lost (with `rotate`, a rotation was lost with the records: the stand-in
+    /// record does it).
+    pub lost: Lost,
     /// The file can no longer be written safely (a rotation could not be undone).
     pub broken: bool,
 }
@@ -224,7 +220,8 @@ impl Writer {
             if entry.switches() && self.active.records + lines > 0 {
                 if let Err(e) = self.flush(&head, seg_first, lines, sink) {
                     let rotate = entries[i..].iter().any(Entry::switches);
-                    return Err(self.failure(e.to_string(), seg_from, last, rotate));
+                    let from = (seg_from, &entries[(seg_first - first_seq) as usize..]);
+                    return Err(self.failure(e.to_string(), from, last, rotate, data));
                 }
                 (seg_first, seg_from, lines) = (seq, seq, 0);
                 match self.switch(seq, now) {
@@ -240,7 +237,12 @@ impl Writer {
                         rotation_error = Some(e.to_string());
                     }
                     Err(SwitchError::Broken(e)) => {
-                        let mut f = self.failure(e, seq, last, false);
+                        // A stand-in record here reaches back to the numbers it stood for.
+                        let from = match entry {
+                            Entry::Lost { from, .. } => *from,
+                            _ => seq,
+                        };
+                        let mut f = self.failure(e, (from, &entries[i..]), last, false, data);
                         f.broken = true;
                         return Err(f);
                     }
@@ -262,7 +264,9 @@ impl Writer {
                     system = rec.fields(now, prev_file);
                     &system
                 }
-                Entry::Lost { from, error, .. } => {
+                Entry::Lost {
+                    from, error, kinds, ..
+                } => {
                     if lines == 0 {
                         seg_from = *from;
                     }
@@ -270,6 +274,7 @@ impl Writer {
                         from: *from,
                         to: seq,
                         error: error.to_string(),
+                        kinds: *kinds,
                     };
                     system = rec.fields(now, prev_file);
                     &system
@@ -283,18 +288,41 @@ impl Writer {
             lines += 1;
         }
         if let Err(e) = self.flush(&head, seg_first, lines, sink) {
-            return Err(self.failure(e.to_string(), seg_from, last, false));
+            let from = (seg_from, &entries[(seg_first - first_seq) as usize..]);
+            return Err(self.failure(e.to_string(), from, last, false, data));
         }
         Ok(last)
     }
 
-    fn failure(&self, error: String, from: u64, to: u64, rotate: bool) -> Failure {
+    /// The failure that lost numbers `from.0..=to`: the records of `from.1` (the batch's entries
+    /// from the first one not written; a stand-in record among them reaches back to `from.0`).
+    fn failure(
+        &self,
+        error: String,
+        from: (u64, &[Entry]),
+        to: u64,
+        rotate: bool,
+        data: &[u8],
+    ) -> Failure {
+        let mut kinds = LostKinds::default();
+        for entry in from.1 {
+            match entry {
+                Entry::Record { start, len } => kinds.count_fields(&data[*start..*start + *len]),
+                // The records it stood in for, and the number it took (one of theirs).
+                Entry::Lost { kinds: k, .. } => kinds.add(k),
+                Entry::Rotate { .. } | Entry::System(_) => kinds.other += 1,
+            }
+        }
+        debug_assert_eq!(kinds.total(), to - from.0 + 1, "{kinds:?}");
         Failure {
             written_upto: self.last_seq,
-            from,
-            to,
-            error: error.into(),
-            rotate,
+            lost: Lost {
+                from: from.0,
+                to,
+                error: error.into(),
+                rotate,
+                kinds,
+            },
             broken: false,
         }
     }

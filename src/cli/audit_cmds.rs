@@ -151,7 +151,8 @@ pub fn tail_cmd(args: TailArgs) -> Result<i32, String> {
     let mut last_seq = 0u64;
     let print = |rec: &serde_json::Value, line: &[u8], out: &mut dyn Write| -> Result<(), String> {
         let text = if args.json {
-            String::from_utf8_lossy(line).into_owned()
+            let line = String::from_utf8_lossy(line);
+            crate::audit::terminal::json_escaped(&line).into_owned()
         } else {
             human(rec)
         };
@@ -282,8 +283,13 @@ fn follow(active: &Path, mut after: u64, emit: &mut Emit<'_>) -> Result<i32, Str
     }
 }
 
-/// One record as a line for people.
+/// One record as a line for people. The text in it is the agent's (statement, names, errors):
+/// whatever would steer the terminal is escaped, so no record can erase or forge another line.
 fn human(rec: &serde_json::Value) -> String {
+    crate::audit::terminal::escaped(&human_raw(rec)).into_owned()
+}
+
+fn human_raw(rec: &serde_json::Value) -> String {
     let s = |k: &str| rec[k].as_str().unwrap_or("");
     let seq = rec["seq"].as_u64().unwrap_or(0);
     let kind = s("kind");
@@ -358,5 +364,43 @@ mod tests {
             human(&lost),
             r#"t #9 -- lost {"error":"disk full","lost_from":5,"lost_to":9}"#
         );
+    }
+
+    /// A statement that returns the cursor, erases the line and prints a record of its own
+    /// must show as one line holding those characters, not as the forged record.
+    #[test]
+    fn agent_text_cannot_steer_the_terminal() {
+        let forged = "delete from orders where id = 11 --\r\x1b[2K2026-12-05T22:13:00.000000Z  #999 trusted  postgres/shop allowed  select 1";
+        let rec = serde_json::json!({"seq": 12, "ts": "2026-12-05T10:00:00.000000Z", "kind": "decision",
+            "agent": "ana\u{9b}2Klyst", "protocol": "postgres", "upstream": "shop\x07", "decision": "allowed",
+            "statement": forged, "rule": "r\u{2028}x"});
+        let shown = human(&rec);
+        assert_eq!(
+            shown,
+            r"2026-12-05T10:00:00.000000Z #12 ana\u{9b}2Klyst postgres/shop\u{7} allowed     delete from orders where id = 11 --\r\u{1b}[2K2026-12-05T22:13:00.000000Z  #999 trusted  postgres/shop allowed  select 1  [rule: r\u{2028}x]"
+        );
+        let session = serde_json::json!({"seq": 3, "ts": "t", "kind": "session", "agent": "a",
+            "protocol": "redis", "decision": "blocked", "reason": "bad login \u{1b}]0;title\x07"});
+        assert_eq!(
+            human(&session),
+            r"t #3 a          redis/- blocked     session: bad login \u{1b}]0;title\u{7}"
+        );
+        let outcome = serde_json::json!({"seq": 4, "ts": "t", "kind": "outcome", "ref_seq": 3,
+            "agent": "a", "protocol": "postgres", "upstream": "shop", "decision": "error",
+            "error": "boom\r\x1b[1A\u{85}"});
+        assert_eq!(
+            human(&outcome),
+            r"t #4 a          postgres/shop error       outcome of #3, error: boom\r\u{1b}[1A\u{85}"
+        );
+        // Records of other kinds are shown as JSON: C0 is escaped by JSON, DEL and C1 here.
+        let admin =
+            serde_json::json!({"seq": 5, "ts": "t", "kind": "admin", "error": "x\u{9b}\x7f\x1b"});
+        assert_eq!(
+            human(&admin),
+            r#"t #5 -- admin {"error":"x\u{9b}\u{7f}\u001b"}"#
+        );
+        for s in [shown, human(&session), human(&outcome), human(&admin)] {
+            assert!(!s.chars().any(crate::audit::terminal::steers), "{s:?}");
+        }
     }
 }

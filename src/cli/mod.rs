@@ -202,7 +202,8 @@ pub enum AuditCommand {
         /// RFC 3339 time, e.g. 2026-12-05T10:00:00Z: every record from then on.
         #[arg(long)]
         since: Option<String>,
-        /// Print records as JSON lines, exactly as in the log.
+        /// Print records as JSON lines, as in the log (characters that would steer a terminal
+        /// written as \u escapes: the same JSON).
         #[arg(long)]
         json: bool,
     },

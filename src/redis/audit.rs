@@ -1,81 +1,127 @@
-//! A Redis command as the audit log records it: name, subcommand, key and channel names; every
+//! A Redis command as the audit log records it: name, subcommand, key and channel names, the
+//! parameter names of CONFIG, and the code of scripts and functions (it is what ran); every
 //! other argument replaced by `?`, so values never reach the log.
+
+mod arg;
 
 use bytes::Bytes;
 
 use crate::policy::redis::FoundKey;
 
+/// What one name (key, channel, subcommand, parameter) may take of a record, in bytes.
 const MAX_NAME: usize = 128;
+/// What a script's or function library's code may take: the keys after it still fit.
+const MAX_SCRIPT: usize = 2048;
+/// Past this, the remaining arguments are left out (and counted).
 const MAX_STATEMENT: usize = 4096;
 
-/// Appends `b` as recorded: short printable ASCII as it is (upper-cased with `upper`), anything
-/// else lossily decoded, cut at `MAX_NAME` characters, control characters as `?`.
-fn push_lossy(out: &mut String, b: &[u8], upper: bool) {
-    // Fast path (most names): short printable ASCII is copied as it is.
-    if b.len() <= MAX_NAME && b.iter().all(|c| (0x20..0x7f).contains(c)) {
-        if let Ok(ascii) = std::str::from_utf8(b) {
-            let start = out.len();
-            out.push_str(ascii);
-            if upper {
-                out[start..].make_ascii_uppercase();
-            }
-            return;
-        }
-    }
-    let s = String::from_utf8_lossy(b);
-    out.extend(s.chars().take(MAX_NAME).map(|c| {
-        if c.is_control() {
-            '?'
-        } else if upper {
-            c.to_ascii_uppercase()
-        } else {
-            c
-        }
-    }));
+/// Commands whose arguments other than keys are recorded by a rule of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Other,
+    /// (UN)SUBSCRIBE and their pattern and shard forms: every argument is a channel name.
+    Channels,
+    /// PUBLISH, SPUBLISH: the channel (the message is a value).
+    Publish,
+    /// EVAL, EVAL_RO: the script.
+    Eval,
+    /// EVALSHA, EVALSHA_RO, FCALL, FCALL_RO: the script's SHA1 or the function's name.
+    Call,
+    /// SCRIPT LOAD's script, SCRIPT EXISTS's SHA1s.
+    Script,
+    /// FUNCTION LOAD's code (and its REPLACE).
+    Function,
+    /// CONFIG SET's parameter names (not their values), CONFIG GET's patterns.
+    Config,
 }
 
-/// Whether `name` is one of the (un)subscribe commands, whose arguments are all channel names
-/// (the relay's own list, `SubKind::of_word`, in any case).
-fn names_channels(name: &[u8]) -> bool {
-    // The longest of them, `punsubscribe`, has 12 letters.
+fn family(name: &[u8]) -> Family {
+    // The longest name looked for, `punsubscribe`, has 12 letters.
     let mut buf = [0u8; 12];
     let Some(lower) = buf.get_mut(..name.len()) else {
-        return false;
+        return Family::Other;
     };
     lower.copy_from_slice(name);
     lower.make_ascii_lowercase();
-    super::pubsub::SubKind::of_word(lower).is_some()
+    // The relay's own list of (un)subscribe commands.
+    if super::pubsub::SubKind::of_word(lower).is_some() {
+        return Family::Channels;
+    }
+    match &*lower {
+        b"publish" | b"spublish" => Family::Publish,
+        b"eval" | b"eval_ro" => Family::Eval,
+        b"evalsha" | b"evalsha_ro" | b"fcall" | b"fcall_ro" => Family::Call,
+        b"script" => Family::Script,
+        b"function" => Family::Function,
+        b"config" => Family::Config,
+        _ => Family::Other,
+    }
 }
 
-/// `SET cache:1 ?`, `CLIENT SETNAME ?`, `SUBSCRIBE news.a`: names kept, values redacted.
+/// How one argument is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    Redacted,
+    Name,
+    /// A subcommand or option word: upper-cased.
+    Word,
+    Code,
+}
+
+/// How argument `i` (1..) of `args` is recorded.
+fn shown(args: &[Bytes], i: usize, keys: &[FoundKey], subcommand: bool, fam: Family) -> Shown {
+    let sub = |word: &[u8]| args[1].eq_ignore_ascii_case(word);
+    let has_sub = matches!(fam, Family::Script | Family::Function | Family::Config);
+    if i == 1 && (subcommand || has_sub) {
+        return Shown::Word;
+    }
+    if keys.iter().any(|k| k.index == i) {
+        return Shown::Name;
+    }
+    match fam {
+        Family::Channels => Shown::Name,
+        Family::Publish | Family::Call if i == 1 => Shown::Name,
+        Family::Eval if i == 1 => Shown::Code,
+        Family::Script if sub(b"load") && i == 2 => Shown::Code,
+        Family::Script if sub(b"exists") => Shown::Name,
+        // FUNCTION LOAD [REPLACE] code
+        Family::Function if sub(b"load") && i == args.len() - 1 => Shown::Code,
+        Family::Function if sub(b"load") && args[i].eq_ignore_ascii_case(b"replace") => Shown::Word,
+        // CONFIG SET name value [name value ...]
+        Family::Config if sub(b"set") && i % 2 == 0 => Shown::Name,
+        Family::Config if sub(b"get") => Shown::Name,
+        _ => Shown::Redacted,
+    }
+}
+
+/// `SET cache:1 ?`, `CLIENT SETNAME ?`, `SUBSCRIBE news.a`, `CONFIG SET dir ?`,
+/// `EVAL "return redis.call('get',KEYS[1])" ? cache:1`: names and code kept, values redacted.
+/// Text is shown as [`arg::push`] writes it: bare, or quoted and escaped, cuts marked.
 pub fn statement(args: &[Bytes], keys: &[FoundKey], subcommand: bool) -> String {
     let Some(name) = args.first() else {
         return String::new();
     };
-    // Every argument shown costs at most its length; every other one two bytes.
+    let fam = family(name);
+    // Every argument shown costs about its length; every other one two bytes.
     let mut out = String::with_capacity(
         args.iter()
             .map(|a| a.len().min(MAX_NAME) + 2)
             .sum::<usize>()
-            .min(MAX_STATEMENT + 8),
+            .min(MAX_STATEMENT + 32),
     );
-    push_lossy(&mut out, name, true);
-    let channels = names_channels(name);
-    let publish = name.eq_ignore_ascii_case(b"publish") || name.eq_ignore_ascii_case(b"spublish");
+    arg::push(&mut out, name, MAX_NAME, true);
     for (i, a) in args.iter().enumerate().skip(1) {
         if out.len() > MAX_STATEMENT {
-            out.push_str(" ...");
+            // Bare text never starts with `…`: this cannot be an argument.
+            out.push_str(&format!(" …[+{} arguments]", args.len() - i));
             break;
         }
         out.push(' ');
-        let shown =
-            channels || keys.iter().any(|k| k.index == i) || (i == 1 && (subcommand || publish));
-        if i == 1 && subcommand {
-            push_lossy(&mut out, a, true);
-        } else if shown {
-            push_lossy(&mut out, a, false);
-        } else {
-            out.push('?');
+        match shown(args, i, keys, subcommand, fam) {
+            Shown::Redacted => out.push('?'),
+            Shown::Name => arg::push(&mut out, a, MAX_NAME, false),
+            Shown::Word => arg::push(&mut out, a, MAX_NAME, true),
+            Shown::Code => arg::push(&mut out, a, MAX_SCRIPT, false),
         }
     }
     out
@@ -92,12 +138,15 @@ mod tests {
             .collect()
     }
 
+    fn key(index: usize) -> FoundKey {
+        FoundKey {
+            index,
+            access: Default::default(),
+        }
+    }
+
     #[test]
     fn values_are_never_recorded() {
-        let key = |i| FoundKey {
-            index: i,
-            access: Default::default(),
-        };
         assert_eq!(
             statement(&args("set cache:1 secret"), &[key(1)], false),
             "SET cache:1 ?"
@@ -116,35 +165,158 @@ mod tests {
             "PUBLISH news ?"
         );
         assert_eq!(
-            statement(&args("Config gEt maxmemory"), &[], true),
-            "CONFIG GET ?"
-        );
-        assert_eq!(
             statement(&args("pSubscribe news.*"), &[], false),
             "PSUBSCRIBE news.*"
+        );
+        assert_eq!(
+            statement(&args("migrate h 1 cache:1 0 100 AUTH pw"), &[key(3)], false),
+            "MIGRATE ? ? cache:1 ? ? ? ?"
+        );
+    }
+
+    /// A script is the code that ran, not a stored value: it is recorded (keys as ever, the
+    /// script's other arguments redacted); so are the SHA1s and function names that call one.
+    #[test]
+    fn scripts_and_function_code_are_recorded() {
+        let eval = |name: &str, script: &str, rest: &[&str], keys: &[FoundKey]| {
+            let mut a = vec![
+                Bytes::from(name.to_string()),
+                Bytes::from(script.to_string()),
+            ];
+            a.extend(rest.iter().map(|r| Bytes::from(r.to_string())));
+            statement(&a, keys, false)
+        };
+        assert_eq!(
+            eval("EVAL", "return redis.call('get','admin:x')", &["0"], &[]),
+            r#"EVAL "return redis.call('get','admin:x')" ?"#
+        );
+        assert_eq!(
+            eval(
+                "eval_ro",
+                "return redis.call(\"get\", KEYS[1])\n",
+                &["1", "cache:1", "argv-secret"],
+                &[key(3)]
+            ),
+            r#"EVAL_RO "return redis.call(\"get\", KEYS[1])\n" ? cache:1 ?"#
+        );
+        assert_eq!(
+            statement(
+                &args("evalsha e0e1f9fabfc9d4800c877a703b823ac0578ff831 1 cache:1 v"),
+                &[key(3)],
+                false
+            ),
+            "EVALSHA e0e1f9fabfc9d4800c877a703b823ac0578ff831 ? cache:1 ?"
+        );
+        assert_eq!(
+            statement(&args("FCALL_RO myfunc 0 v"), &[], false),
+            "FCALL_RO myfunc ? ?"
+        );
+        assert_eq!(
+            eval("SCRIPT", "load", &["return 1"], &[]),
+            r#"SCRIPT LOAD "return 1""#
+        );
+        assert_eq!(
+            statement(&args("script exists abc def"), &[], true),
+            "SCRIPT EXISTS abc def"
+        );
+        let lib = "#!lua name=mylib\nredis.register_function('f', function() return 1 end)";
+        let shown_lib =
+            r##""#!lua name=mylib\nredis.register_function('f', function() return 1 end)""##;
+        assert_eq!(
+            eval("FUNCTION", "LOAD", &["replace", lib], &[]),
+            format!("FUNCTION LOAD REPLACE {shown_lib}")
+        );
+        assert_eq!(
+            eval("function", "load", &[lib], &[]),
+            format!("FUNCTION LOAD {shown_lib}")
+        );
+        assert_eq!(
+            statement(&args("FUNCTION RESTORE payload"), &[], true),
+            "FUNCTION RESTORE ?"
+        );
+        // A long script is cut, visibly, and the keys after it are still recorded.
+        let long = format!("return 1 -- {}", "x".repeat(5000));
+        let shown = eval("EVAL", &long, &["1", "cache:1"], &[key(3)]);
+        assert!(shown.starts_with("EVAL \"return 1 -- xxx"), "{shown}");
+        assert!(shown.ends_with("\"…[+2964 bytes] ? cache:1"), "{shown}");
+    }
+
+    /// CONFIG SET's parameter names are recorded, never their values (`requirepass`).
+    #[test]
+    fn config_parameter_names_are_recorded() {
+        assert_eq!(
+            statement(&args("CONFIG SET dir /x"), &[], true),
+            "CONFIG SET dir ?"
+        );
+        assert_eq!(
+            statement(&args("config set requirepass pw maxmemory 1gb"), &[], true),
+            "CONFIG SET requirepass ? maxmemory ?"
+        );
+        assert_eq!(
+            statement(&args("Config gEt maxmemory *pass*"), &[], true),
+            "CONFIG GET maxmemory *pass*"
+        );
+        // The same without the command table (a refusal before the lookup).
+        assert_eq!(
+            statement(&args("config set dir /x"), &[], false),
+            "CONFIG SET dir ?"
+        );
+        assert_eq!(
+            statement(&args("CONFIG RESETSTAT"), &[], true),
+            "CONFIG RESETSTAT"
         );
     }
 
     #[test]
-    fn names_that_are_not_plain_ascii_are_shown_lossily_and_bounded() {
+    fn names_are_escaped_distinguishably_and_cut_visibly() {
         let name = Bytes::from_static(b"g\xc3\xa9t\x01");
-        let key = Bytes::from_static(b"k\xffey\n");
-        let shown = statement(
-            &[name, key],
-            &[FoundKey {
-                index: 1,
-                access: Default::default(),
-            }],
-            false,
+        let k = Bytes::from_static(b"k\xffey\n");
+        assert_eq!(
+            statement(&[name, k], &[key(1)], false),
+            r#""GéT\x01" "k\xffey\n""#
         );
-        assert_eq!(shown, "GéT? k\u{fffd}ey?");
+        // A control byte is not a literal `?`, nor is a key named `?` a redacted value.
+        let get = |k: &[u8]| {
+            statement(
+                &[Bytes::from_static(b"GET"), Bytes::copy_from_slice(k)],
+                &[key(1)],
+                false,
+            )
+        };
+        assert_eq!(get(b"a\x1bb"), r#"GET "a\x1bb""#);
+        assert_eq!(get(b"a?b"), "GET a?b");
+        assert_eq!(get(b"?"), r#"GET "?""#);
+        assert_eq!(get(b"a b"), r#"GET "a b""#);
+        // Two keys sharing their first 128 bytes read differently.
+        let prefix = format!("cache:{}", "A".repeat(140));
+        let (a, b) = (
+            get(format!("{prefix}:tail").as_bytes()),
+            get(format!("{prefix}:other").as_bytes()),
+        );
+        assert_ne!(a, b);
+        assert_eq!(a, format!("GET \"cache:{}\"…[+23 bytes]", "A".repeat(122)));
         let long = Bytes::from(vec![b'a'; 300]);
-        let shown = statement(&[long], &[], false);
-        assert_eq!(shown, "A".repeat(MAX_NAME));
+        assert_eq!(
+            statement(&[long], &[], false),
+            format!("\"{}\"…[+172 bytes]", "A".repeat(MAX_NAME))
+        );
         let huge: Vec<Bytes> = std::iter::once(Bytes::from_static(b"mset"))
             .chain((0..3000).map(|_| Bytes::from_static(b"value")))
             .collect();
         let shown = statement(&huge, &[], false);
-        assert!(shown.ends_with(" ...") && shown.len() < MAX_STATEMENT + 8);
+        assert!(shown.ends_with(" …[+953 arguments]"), "{shown}");
+        assert!(shown.len() < MAX_STATEMENT + 32);
+        // Bounded whatever the arguments hold.
+        let nasty: Vec<Bytes> = std::iter::once(Bytes::from_static(b"eval"))
+            .chain(std::iter::once(Bytes::from(vec![0x1b; 100_000])))
+            .chain((0..3000).map(|_| Bytes::from(vec![0xff; 1000])))
+            .collect();
+        let keys: Vec<FoundKey> = (2..3002).map(key).collect();
+        let shown = statement(&nasty, &keys, false);
+        assert!(
+            shown.len() < MAX_STATEMENT + MAX_SCRIPT + MAX_NAME + 64,
+            "{}",
+            shown.len()
+        );
     }
 }

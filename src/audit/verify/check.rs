@@ -5,7 +5,7 @@ use std::io::BufRead;
 
 use super::{parse_line, ChainFields, End, Lines, Problem, VerifyOptions, VerifyReport};
 use crate::audit::chain::{
-    HexHash, GENESIS, KIND_EXPORT_GAP, KIND_LOST, KIND_RETENTION, KIND_ROTATION_FAILED,
+    HexHash, LostKinds, GENESIS, KIND_EXPORT_GAP, KIND_LOST, KIND_RETENTION, KIND_ROTATION_FAILED,
 };
 use crate::audit::files::LogFile;
 
@@ -253,10 +253,11 @@ impl FileCheck<'_> {
         let file = &self.file.name;
         match rec.kind.as_deref() {
             Some(KIND_LOST) => self.report.notes.push(format!(
-                "{file}: records {}..{} were lost to a failed write ({}); their statements were refused",
+                "{file}: records {}..{} were lost to a failed write ({}): {}",
                 rec.lost_from.unwrap_or(rec.seq),
                 rec.seq,
-                rec.error.as_deref().unwrap_or("unknown error")
+                rec.error.as_deref().unwrap_or("unknown error"),
+                lost_what(rec.lost_kinds.as_ref())
             )),
             Some(KIND_ROTATION_FAILED) => self.report.notes.push(format!(
                 "{file}: seq {}: a rotation failed ({})",
@@ -276,5 +277,67 @@ impl FileCheck<'_> {
             )),
             _ => {}
         }
+    }
+}
+
+/// What the records a `lost` record stands for were, and what that means for what they record.
+fn lost_what(kinds: Option<&LostKinds>) -> String {
+    let Some(k) = kinds else {
+        // Written before the kinds were counted: true whichever they were.
+        return "a statement whose decision record was among them was refused and did not run; \
+            one whose outcome record was among them had run (its decision record is in the log), \
+            only its outcome details are missing; session records are best effort (the login \
+            went ahead or was refused as decided)"
+            .into();
+    };
+    let mut parts = Vec::new();
+    if k.decisions > 0 {
+        parts.push(format!(
+            "{} decision record(s): those statements were refused and did not run",
+            k.decisions
+        ));
+    }
+    if k.outcomes > 0 {
+        parts.push(format!(
+            "{} outcome record(s): those statements ran (their decision records are in the log); only their outcome details (rows, duration, error) are missing",
+            k.outcomes
+        ));
+    }
+    if k.sessions > 0 {
+        parts.push(format!(
+            "{} session record(s): logins and refused connections, which went ahead or were refused as decided",
+            k.sessions
+        ));
+    }
+    if k.other > 0 {
+        parts.push(format!(
+            "{} other record(s): admin actions (one whose `started` record was lost was not done, one whose second record was lost was done) and the log's own records",
+            k.other
+        ));
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_record_says_what_became_of_each_kind() {
+        let k = LostKinds {
+            decisions: 2,
+            outcomes: 1,
+            sessions: 0,
+            other: 0,
+        };
+        assert_eq!(
+            lost_what(Some(&k)),
+            "2 decision record(s): those statements were refused and did not run; 1 outcome record(s): those statements ran (their decision records are in the log); only their outcome details (rows, duration, error) are missing"
+        );
+        // A log written before the kinds were counted: worded to be true of either.
+        let old = lost_what(None);
+        assert!(old.contains("decision record was among them was refused and did not run"));
+        assert!(old.contains("outcome record was among them had run"));
+        assert!(!old.contains("their statements were refused"));
     }
 }

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::audit::chain::{hex_lower, HexHash};
+use crate::audit::chain::{hex_lower, HexHash, LostKinds};
 
 #[derive(Debug, Clone)]
 pub struct ChainFields {
@@ -14,6 +14,8 @@ pub struct ChainFields {
     pub prev_file: Option<String>,
     pub lost_from: Option<u64>,
     pub lost_to: Option<u64>,
+    /// What the lost records were (absent in logs written before they were counted).
+    pub lost_kinds: Option<LostKinds>,
     pub error: Option<String>,
     pub exporter: Option<String>,
     pub dropped: Option<u64>,
@@ -28,6 +30,10 @@ struct Members {
     prev_file: Option<String>,
     lost_from: Option<u64>,
     lost_to: Option<u64>,
+    lost_decisions: Option<u64>,
+    lost_outcomes: Option<u64>,
+    lost_sessions: Option<u64>,
+    lost_other: Option<u64>,
     error: Option<String>,
     exporter: Option<String>,
     dropped: Option<u64>,
@@ -75,6 +81,20 @@ pub fn parse_line(line: &[u8]) -> Result<ChainFields, String> {
         prev_file: m.prev_file,
         lost_from: m.lost_from,
         lost_to: m.lost_to,
+        lost_kinds: match (
+            m.lost_decisions,
+            m.lost_outcomes,
+            m.lost_sessions,
+            m.lost_other,
+        ) {
+            (Some(decisions), Some(outcomes), Some(sessions), Some(other)) => Some(LostKinds {
+                decisions,
+                outcomes,
+                sessions,
+                other,
+            }),
+            _ => None,
+        },
         error: m.error,
         exporter: m.exporter,
         dropped: m.dropped,
