@@ -176,11 +176,7 @@ fn http_connections_share_the_preauth_cap_until_released() {
     let session = t.core.try_accept(Protocol::Postgres, peer).unwrap();
     assert!(http.held());
     // Both places taken: an HTTP connection and a session are refused alike.
-    let refusal = t
-        .core
-        .try_preauth("admin", peer)
-        .err()
-        .expect("over the cap");
+    let refusal = t.core.try_preauth("admin", peer).expect_err("over the cap");
     assert_eq!(
         refusal.rule,
         "tollgate.toml: limits.max_preauth_connections"
