@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod doors;
 pub mod gateway;
+pub mod http_serve;
 pub mod mcp;
 pub mod mongo;
 pub mod pg;

@@ -5,6 +5,9 @@
 //! - connections that send nothing or a byte a second before authenticating: closed at the
 //!   auth deadline, capped by `limits.max_preauth_connections` (the excess refused at once with
 //!   53300 / `-ERR`), while real agents keep being served and memory stays bounded;
+//! - half-sent HTTP requests (and silent connections) on the MCP and admin listeners: closed at
+//!   `limits.http_header_timeout_ms`, counted against the same cap (the excess gets a 503 at
+//!   once), while agents on PostgreSQL, MCP and the admin API are served;
 //! - rows far larger than memory should hold (64 MiB values, several sessions at once):
 //!   relayed, or dropped at an agent's byte limit, in pieces as they arrive.
 
@@ -278,6 +281,169 @@ fn silent_and_slow_clients_are_cut_at_the_deadline_and_capped_while_agents_are_s
         assert!(
             grown < 64 * 1024,
             "RSS grew {grown} KiB for 230 idle pre-auth connections"
+        );
+    });
+    drop(served);
+}
+
+/// An authenticated MCP `tools/call` of `query` as `agent` on `port`: its structured result.
+async fn mcp_query(port: u16, agent: &str, sql: &str) -> serde_json::Value {
+    let env = &support::harness().env;
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("authorization", format!("Bearer {}", env.mcp_token(agent)))
+        .json(
+            &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "query", "arguments": {"sql": sql, "upstream": "shop"}}}),
+        )
+        .send()
+        .await
+        .expect("the MCP endpoint answers");
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let result = body["result"].clone();
+    assert_eq!(result["isError"], false, "{body}");
+    result["structuredContent"].clone()
+}
+
+/// A connection to `port` that sent `head` (a request line and a header, never finished).
+async fn partial_request(port: u16, head: &str) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s
+}
+
+#[test]
+fn partial_http_requests_are_cut_at_the_header_deadline_and_capped_while_agents_are_served() {
+    const CAP: usize = 60;
+    const HEADER_MS: u64 = 2000;
+    let dir = demo_dir_with(|t| {
+        with_limits(
+            t,
+            &format!("max_preauth_connections = {CAP}\nhttp_header_timeout_ms = {HEADER_MS}"),
+        )
+    });
+    let served = Served::start(dir, "");
+    let mcp = served.mcp_port();
+    let admin = served.admin_port;
+    let h = support::harness();
+    h.runtime.block_on(async {
+        served_in(&served).await;
+        // A statement that runs longer than the header deadline, over MCP: a request in
+        // progress is never cut (checked below).
+        let long = tokio::spawn(mcp_query(mcp, "trusted", "SELECT pg_sleep(3), 7 AS n"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // 20 half-sent requests on each HTTP listener (headers never finished), plus 5 silent
+        // connections on each: 50 of the 60 pre-authentication places.
+        let mut stalled = Vec::new();
+        for _ in 0..20 {
+            stalled.push(partial_request(mcp, "POST /mcp HTTP/1.1\r\nHost: x\r\n").await);
+            stalled.push(partial_request(admin, "GET /api/v1/stats HTTP/1.1\r\nHost: x\r\n").await);
+        }
+        for port in [mcp, admin] {
+            for _ in 0..5 {
+                stalled.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Under the cap: agents on PostgreSQL and the admin API are served meanwhile (their
+        // connections authenticate and leave the count).
+        let t = served_in(&served).await;
+        assert!(t < Duration::from_secs(1), "agent waited {t:?}");
+        let (status, body) = support::admin_request(
+            &served.admin_url(),
+            "GET",
+            "/api/v1/stats",
+            support::AdminAs::Viewer,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        // 20 more on the two HTTP listeners at once: the 10 over the cap get a 503 naming the
+        // rule, before sending anything (opened together, well before the deadline frees
+        // places).
+        let mut refused = 0;
+        let mut extra = Vec::new();
+        for i in 0..20 {
+            let port = if i % 2 == 0 { mcp } else { admin };
+            extra.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+        }
+        let checks = extra.into_iter().map(|mut s| async move {
+            let (closed, got) = closed_within(&mut s, Duration::from_millis(300)).await;
+            (s, closed, got)
+        });
+        for (s, closed, got) in futures_util::future::join_all(checks).await {
+            if closed {
+                let text = String::from_utf8_lossy(&got);
+                assert!(text.starts_with("HTTP/1.1 503"), "{text:?}");
+                assert!(
+                    text.contains("limits.max_preauth_connections"),
+                    "refusal names the rule: {text:?}"
+                );
+                refused += 1;
+            } else {
+                stalled.push(s);
+            }
+        }
+        assert!(refused >= 8, "only {refused} of 20 over the cap were refused");
+        let r = long.await.unwrap();
+        assert_eq!(r["row_count"], 1, "{r}");
+        // The header deadline closes every stalled connection.
+        let waiting = Instant::now();
+        for s in stalled.iter_mut() {
+            let (closed, _) = closed_within(s, Duration::from_secs(5)).await;
+            assert!(closed, "a half-sent HTTP request outlived the header deadline");
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_millis(HEADER_MS + 1500),
+            "stalled connections closed only after {:?}",
+            waiting.elapsed()
+        );
+        // An authenticated keep-alive connection left idle is closed at the same deadline.
+        let token = support::harness().env.mcp_token("trusted");
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", mcp)).await.unwrap();
+        idle.write_all(
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+                 Mcp-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let idle_since = Instant::now();
+        let (closed, got) = closed_within(&mut idle, Duration::from_secs(5)).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(closed, "an idle keep-alive connection was never closed");
+        let idle_for = idle_since.elapsed();
+        assert!(
+            idle_for >= Duration::from_millis(HEADER_MS - 200)
+                && idle_for < Duration::from_millis(HEADER_MS + 1500),
+            "idle connection closed after {idle_for:?}"
+        );
+        // And everyone is served again.
+        assert!(served_in(&served).await < Duration::from_secs(1));
+        let r = mcp_query(mcp, "trusted", "SELECT 1 AS n").await;
+        assert_eq!(r["row_count"], 1, "{r}");
+        let (status, _) = support::admin_request(
+            &served.admin_url(),
+            "GET",
+            "/api/v1/stats",
+            support::AdminAs::Viewer,
+        )
+        .await;
+        assert_eq!(status, 200);
+        println!(
+            "HTTP pre-auth flood: {refused} of 20 over the cap refused; 60 stalled closed {:?} after the wait began",
+            waiting.elapsed()
         );
     });
     drop(served);

@@ -19,6 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::error::ApiError;
 use super::tokens::{Caller, Known, Role};
 use super::State;
+use crate::session::PreauthSlot;
 
 /// PBKDF2 checks of new tokens running at once.
 pub const CHECKS_AT_ONCE: usize = 1;
@@ -47,8 +48,17 @@ fn failed() -> ApiError {
 /// The caller `parts` authenticates as; a refusal is recorded in the audit chain.
 async fn caller(parts: &Parts, state: &State) -> Result<Caller, ApiError> {
     let found = check_token(parts, state).await;
-    if let Err(ApiError::Unauthorized) = found {
-        super::actions::refused(state, parts, None, "no valid admin token").await;
+    match &found {
+        Err(ApiError::Unauthorized) => {
+            super::actions::refused(state, parts, None, "no valid admin token").await;
+        }
+        // The connection has authenticated: it no longer waits to (`http_serve`).
+        Ok(_) => {
+            if let Some(slot) = parts.extensions.get::<Arc<PreauthSlot>>() {
+                slot.release();
+            }
+        }
+        Err(_) => {}
     }
     found
 }

@@ -27,7 +27,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::warn;
 
 use crate::gateway::Gateway;
 
@@ -101,18 +100,23 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(state)
 }
 
-/// Serves the admin API until `shutdown` flips to true.
-pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let app = router(gw);
-    let stop = async move {
-        let _ = shutdown.wait_for(|s| *s).await;
+/// Serves the admin API until `shutdown` flips to true. A connection counts against
+/// `limits.max_preauth_connections` until a request on it presents a valid admin token, and
+/// must send each request's headers within `limits.http_header_timeout_ms` (`http_serve`).
+pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+    let serve = crate::http_serve::HttpServe {
+        core: gw.core.clone(),
+        label: "admin",
+        refusal_body: |r| {
+            serde_json::json!({"error": {"code": "unavailable", "message": r.message()}})
+                .to_string()
+        },
+        stop: shutdown,
     };
     // The caller's address goes into the audit records of admin actions.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        warn!(error = %e, "admin listener stopped");
-    }
+    let negotiate = |socket: tokio::net::TcpStream, addr: std::net::SocketAddr| async move {
+        let _ = socket.set_nodelay(true);
+        Some((socket, addr))
+    };
+    crate::http_serve::serve(listener, router(gw), serve, negotiate).await;
 }

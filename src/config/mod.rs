@@ -197,6 +197,11 @@ pub struct LimitsConfig {
     /// (53300 / `-ERR`). With `auth_timeout_ms` it bounds what silent or slow clients hold.
     #[serde(default = "default_max_preauth_connections")]
     pub max_preauth_connections: u32,
+    /// MCP and admin listeners: how long a connection may take to send a request's headers,
+    /// counted from its arrival (TLS handshake included) or from the end of its previous
+    /// response (the keep-alive bound). A request in progress (a streamed response) is never cut.
+    #[serde(default = "default_http_header_timeout_ms")]
+    pub http_header_timeout_ms: u64,
     /// On SIGTERM/SIGINT: how long running statements (and open transactions) may take to
     /// finish before the remaining sessions are closed.
     #[serde(default = "default_drain_timeout_ms")]
@@ -221,6 +226,9 @@ fn default_drain_timeout_ms() -> u64 {
 fn default_max_preauth_connections() -> u32 {
     1024
 }
+fn default_http_header_timeout_ms() -> u64 {
+    10_000
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -231,6 +239,7 @@ impl Default for LimitsConfig {
             auth_timeout_ms: default_auth_timeout_ms(),
             max_client_connections: None,
             max_preauth_connections: default_max_preauth_connections(),
+            http_header_timeout_ms: default_http_header_timeout_ms(),
             drain_timeout_ms: default_drain_timeout_ms(),
         }
     }
@@ -563,6 +572,12 @@ impl Config {
             return Err(SourceError::semantic(
                 origin,
                 "limits.max_preauth_connections must be at least 1".to_string(),
+            ));
+        }
+        if self.limits.http_header_timeout_ms < 100 {
+            return Err(SourceError::semantic(
+                origin,
+                "limits.http_header_timeout_ms must be at least 100".to_string(),
             ));
         }
         Ok(())

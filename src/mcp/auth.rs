@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::listener::McpPeer;
 use super::ordered::RawBody;
 use crate::audit::Protocol;
-use crate::session::{Accepted, Core, Verified};
+use crate::session::{Accepted, Core, PreauthSlot, Verified};
 
 /// The authenticated caller of one HTTP request, for the tools (request extensions).
 #[derive(Clone)]
@@ -71,10 +71,20 @@ pub async fn require_agent(
             addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
             encrypted: false,
         });
-    let accepted = match core.try_accept(Protocol::Mcp, peer.addr) {
-        Ok(a) => a,
-        // Too many connections waiting to authenticate (on every door): 503, read nothing more.
-        Err(refusal) => return json_rpc_error(StatusCode::SERVICE_UNAVAILABLE, &refusal.message()),
+    // The connection's place in the pre-authentication count, until a request on it
+    // authenticates (`http_serve`). While it holds one, this request is already counted.
+    let slot = req.extensions().get::<Arc<PreauthSlot>>().cloned();
+    let accepted = if slot.as_ref().is_some_and(|s| s.held()) {
+        core.accept(Protocol::Mcp, peer.addr)
+    } else {
+        match core.try_accept(Protocol::Mcp, peer.addr) {
+            Ok(a) => a,
+            // Too many connections waiting to authenticate (on every door): 503, read nothing
+            // more.
+            Err(refusal) => {
+                return json_rpc_error(StatusCode::SERVICE_UNAVAILABLE, &refusal.message())
+            }
+        }
     };
     let span = accepted.span();
     // Off the request for good: whatever the MCP service logs or keeps never holds the token.
@@ -89,6 +99,9 @@ pub async fn require_agent(
     let Some(verified) = verified else {
         return unauthorized();
     };
+    if let Some(slot) = slot {
+        slot.release();
+    }
     // The body of a POST, kept for the tools that read their arguments in the order written
     // (`ordered`); only once the bearer checked out, and no larger than the MCP service reads.
     let mut req = if req.method() == Method::POST {
@@ -128,12 +141,16 @@ fn unauthorized() -> Response {
 
 /// An HTTP error whose body is a JSON-RPC error (no request id: the request was not read).
 fn json_rpc_error(status: StatusCode, message: &str) -> Response {
-    let body = serde_json::json!({
+    (status, axum::Json(json_rpc_body(message))).into_response()
+}
+
+/// A JSON-RPC error answering no request in particular.
+pub(super) fn json_rpc_body(message: &str) -> serde_json::Value {
+    serde_json::json!({
         "jsonrpc": "2.0",
         "id": null,
         "error": { "code": -32001, "message": message }
-    });
-    (status, axum::Json(body)).into_response()
+    })
 }
 
 #[cfg(test)]

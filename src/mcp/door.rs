@@ -11,10 +11,9 @@ use axum::Router;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::handler::Handler;
-use super::listener::{McpListener, McpPeer};
 use super::tools::UpstreamEntry;
 use crate::config::{Config, UpstreamKind};
 use crate::doors::{BoxFuture, CollectionShape, Commit, Door, DoorError, Listener, Listening};
@@ -208,22 +207,16 @@ impl Door for McpDoor {
             };
             let (listener, local) = crate::doors::bind(addr).await?;
             info!(%local, path = PATH, "MCP listener ready");
-            let app = self
-                .router(&core, &stop)
-                .into_make_service_with_connect_info::<McpPeer>();
-            let listener = McpListener::start(listener, core.clone());
-            let mut stop = stop.clone();
-            tokio::spawn(async move {
-                let stopped = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped)
-                    .await
-                {
-                    warn!(error = %e, "MCP listener stopped");
-                }
-            });
+            let app = self.router(&core, &stop);
+            let serve = crate::http_serve::HttpServe {
+                core: core.clone(),
+                label: "mcp",
+                refusal_body: |r| super::auth::json_rpc_body(&r.message()).to_string(),
+                stop: stop.clone(),
+            };
+            let negotiate =
+                move |socket, addr| super::listener::negotiate(socket, addr, core.clone());
+            tokio::spawn(crate::http_serve::serve(listener, app, serve, negotiate));
             Ok(vec![Listening {
                 listener: Listener::Mcp,
                 addr: local,

@@ -1,15 +1,11 @@
-//! The MCP listener: TCP connections, HTTPS or plain HTTP on the same port (a first byte of
-//! 0x16 is a TLS ClientHello, answered with the front end's certificate when `[tls]` is set),
-//! handed to axum as they become ready. Handshakes run in tasks of their own, so a slow or
-//! silent client never holds up the accept loop.
+//! The MCP listener's connections: HTTPS or plain HTTP on the same port (a first byte of 0x16
+//! is a TLS ClientHello, answered with the front end's certificate when `[tls]` is set). Served
+//! by `http_serve`, which bounds the handshake and each request's headers in time and counts the
+//! connection against the pre-authentication cap until a request on it authenticates.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 use tracing::debug;
@@ -27,61 +23,20 @@ pub struct McpPeer {
     pub encrypted: bool,
 }
 
-impl Connected<IncomingStream<'_, McpListener>> for McpPeer {
-    fn connect_info(stream: IncomingStream<'_, McpListener>) -> Self {
-        *stream.remote_addr()
-    }
-}
-
-/// The connections axum serves: accepted, their TLS negotiated, in arrival order.
-pub struct McpListener {
-    local: SocketAddr,
-    ready: mpsc::Receiver<(McpStream, McpPeer)>,
-}
-
-/// The whole handshake (first byte included) must finish within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl McpListener {
-    /// Starts accepting on `listener`; connections are negotiated in the background until the
-    /// returned listener is dropped.
-    pub fn start(listener: TcpListener, core: std::sync::Arc<Core>) -> McpListener {
-        let local = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (tx, ready) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let (socket, addr) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "MCP accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                    _ = tx.closed() => return,
-                };
-                let (tx, core) = (tx.clone(), core.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, negotiate(socket, &core)).await {
-                        Ok(Some(stream)) => {
-                            let encrypted = matches!(stream, Either::Right(_));
-                            let _ = tx.send((stream, McpPeer { addr, encrypted })).await;
-                        }
-                        Ok(None) => {}
-                        Err(_) => debug!(%addr, "MCP connection: no request or handshake in time"),
-                    }
-                });
-            }
-        });
-        McpListener { local, ready }
-    }
+/// The connection as HTTP is spoken on it, and who is on the other end (`http_serve`'s
+/// negotiation step; bounded in time by it).
+pub async fn negotiate(
+    socket: TcpStream,
+    addr: SocketAddr,
+    core: std::sync::Arc<Core>,
+) -> Option<(McpStream, McpPeer)> {
+    let stream = tls_or_plain(socket, &core).await?;
+    let encrypted = matches!(stream, Either::Right(_));
+    Some((stream, McpPeer { addr, encrypted }))
 }
 
 /// Plain HTTP, or TLS when the first byte is a handshake record and a certificate is loaded.
-async fn negotiate(socket: TcpStream, core: &Core) -> Option<McpStream> {
+async fn tls_or_plain(socket: TcpStream, core: &Core) -> Option<McpStream> {
     let _ = socket.set_nodelay(true);
     let mut first = [0u8; 1];
     let n = socket.peek(&mut first).await.ok()?;
@@ -102,25 +57,5 @@ async fn negotiate(socket: TcpStream, core: &Core) -> Option<McpStream> {
             debug!(error = %e, "MCP TLS handshake failed");
             None
         }
-    }
-}
-
-impl axum::serve::Listener for McpListener {
-    type Io = McpStream;
-    type Addr = McpPeer;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(c) => c,
-            // The accept task only ends when this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(McpPeer {
-            addr: self.local,
-            encrypted: false,
-        })
     }
 }

@@ -30,15 +30,47 @@ pub struct Accepted {
     /// The upstream the client asked for, once known (named in its records).
     upstream: Option<Arc<str>>,
     pub deadline: tokio::time::Instant,
-    /// Still counted in the core's pre-authentication count (until admitted or dropped).
-    preauth: AtomicBool,
+    /// Its place in the core's pre-authentication count (until admitted or dropped).
+    preauth: PreauthSlot,
     _live: LiveSession,
     _gauge: GaugeGuard,
 }
 
-impl Drop for Accepted {
+/// A place in the core's pre-authentication count (`limits.max_preauth_connections`), held from
+/// a connection's arrival until it authenticates ([`PreauthSlot::release`]) or ends (drop).
+/// The HTTP listeners hold one per connection until a request on it authenticates.
+#[derive(Debug)]
+pub struct PreauthSlot {
+    core: Arc<Core>,
+    held: AtomicBool,
+}
+
+impl PreauthSlot {
+    /// Takes a place (never refused: the cap is checked by the caller, [`Core::try_preauth`]).
+    pub(super) fn new(core: Arc<Core>) -> PreauthSlot {
+        core.preauth.fetch_add(1, Ordering::Relaxed);
+        PreauthSlot {
+            core,
+            held: AtomicBool::new(true),
+        }
+    }
+
+    /// Still counted.
+    pub fn held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Leaves the count (once: later calls and the drop do nothing).
+    pub fn release(&self) {
+        if self.held.swap(false, Ordering::Relaxed) {
+            self.core.preauth.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for PreauthSlot {
     fn drop(&mut self) {
-        self.leave_preauth();
+        self.release();
     }
 }
 
@@ -71,9 +103,8 @@ impl Accepted {
             "tollgate_client_connections",
             "protocol" => protocol.as_str()
         ));
-        core.preauth.fetch_add(1, Ordering::Relaxed);
         Accepted {
-            preauth: AtomicBool::new(true),
+            preauth: PreauthSlot::new(core.clone()),
             _live: core.lifecycle.enter(),
             _gauge: gauge,
             core,
@@ -92,9 +123,7 @@ impl Accepted {
 
     /// Leaves the pre-authentication count (once: at admission or at the end).
     fn leave_preauth(&self) {
-        if self.preauth.swap(false, Ordering::Relaxed) {
-            self.core.preauth.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.preauth.release();
     }
 
     /// The session's span: every log line of the connection carries protocol, id and peer.

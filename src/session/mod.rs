@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-pub use accept::{Accepted, Verified, VerifierStrength, MAX_PREAUTH_CONNECTIONS_RULE};
+pub use accept::{Accepted, PreauthSlot, Verified, VerifierStrength, MAX_PREAUTH_CONNECTIONS_RULE};
 pub use client_stream::ClientStreamError;
 pub use lifecycle::{Lifecycle, LiveSession, Phase};
 
@@ -130,18 +130,36 @@ impl Core {
         protocol: Protocol,
         peer: SocketAddr,
     ) -> Result<Accepted, Refusal> {
-        let cap = self.limits.max_preauth_connections as usize;
-        if self.preauth.load(Ordering::Relaxed) >= cap {
-            metrics::counter!("tollgate_preauth_refused_total", "protocol" => protocol.as_str())
-                .increment(1);
-            tracing::debug!(client = %peer, "refused: too many connections waiting to authenticate");
-            return Err(Refusal::new(
-                RefusalClass::TooManyConnections,
-                accept::MAX_PREAUTH_CONNECTIONS_RULE,
-                format!("too many connections waiting to authenticate (at most {cap})"),
-            ));
-        }
+        self.preauth_room(protocol.as_str(), peer)?;
         Ok(self.accept(protocol, peer))
+    }
+
+    /// A place in the pre-authentication count for a connection that is not a session (an
+    /// HTTP connection to the MCP or admin listener, until a request on it authenticates),
+    /// refused like [`Core::try_accept`] when the count is at the cap. `label` names the
+    /// listener in `tollgate_preauth_refused_total`.
+    pub fn try_preauth(
+        self: &Arc<Self>,
+        label: &'static str,
+        peer: SocketAddr,
+    ) -> Result<PreauthSlot, Refusal> {
+        self.preauth_room(label, peer)?;
+        Ok(PreauthSlot::new(self.clone()))
+    }
+
+    /// Whether one more connection may wait to authenticate; the refusal (counted) if not.
+    fn preauth_room(&self, label: &'static str, peer: SocketAddr) -> Result<(), Refusal> {
+        let cap = self.limits.max_preauth_connections as usize;
+        if self.preauth.load(Ordering::Relaxed) < cap {
+            return Ok(());
+        }
+        metrics::counter!("tollgate_preauth_refused_total", "protocol" => label).increment(1);
+        tracing::debug!(client = %peer, "refused: too many connections waiting to authenticate");
+        Err(Refusal::new(
+            RefusalClass::TooManyConnections,
+            accept::MAX_PREAUTH_CONNECTIONS_RULE,
+            format!("too many connections waiting to authenticate (at most {cap})"),
+        ))
     }
 
     /// Connections accepted and not yet admitted.

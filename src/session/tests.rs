@@ -165,6 +165,39 @@ fn connections_waiting_to_authenticate_are_capped_until_admitted_or_gone() {
 }
 
 #[test]
+fn http_connections_share_the_preauth_cap_until_released() {
+    let limits = LimitsConfig {
+        max_preauth_connections: 2,
+        ..LimitsConfig::default()
+    };
+    let t = TestCore::with_limits(&agents(), POLICIES, limits);
+    let peer = "127.0.0.1:5".parse().unwrap();
+    let http = t.core.try_preauth("mcp", peer).unwrap();
+    let session = t.core.try_accept(Protocol::Postgres, peer).unwrap();
+    assert!(http.held());
+    // Both places taken: an HTTP connection and a session are refused alike.
+    let refusal = t.core.try_preauth("admin", peer).expect_err("over the cap");
+    assert_eq!(
+        refusal.rule,
+        "tollgate.toml: limits.max_preauth_connections"
+    );
+    assert!(t.core.try_accept(Protocol::Redis, peer).is_err());
+    // A request on the connection authenticated: its place is free, once (a second release and
+    // the drop change nothing).
+    http.release();
+    http.release();
+    assert!(!http.held());
+    assert_eq!(t.core.preauth_connections(), 1);
+    let other = t.core.try_preauth("admin", peer).unwrap();
+    drop(http);
+    assert_eq!(t.core.preauth_connections(), 2);
+    // A connection that ends unauthenticated gives its place back.
+    drop(other);
+    drop(session);
+    assert_eq!(t.core.preauth_connections(), 0);
+}
+
+#[test]
 fn tls_requirement_is_enforced_or_only_recorded_in_shadow_mode() {
     let t = core();
     let accepted = t.accept(Protocol::Postgres);

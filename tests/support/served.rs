@@ -134,19 +134,28 @@ impl Served {
 
     /// The port of the plain MongoDB listener (read from the log; waits up to 30 s for it).
     pub fn mongo_port(&self) -> u16 {
+        self.port_in_log(|l| l.contains("MongoDB listener ready") && l.contains("tls=false"))
+    }
+
+    /// The port of the MCP listener (read from the log; waits up to 30 s for it).
+    pub fn mcp_port(&self) -> u16 {
+        self.port_in_log(|l| l.contains("MCP listener ready"))
+    }
+
+    /// The `local=127.0.0.1:PORT` of the first log line `is` picks, waiting up to 30 s for it.
+    fn port_in_log(&self, is: impl Fn(&str) -> bool) -> u16 {
         let until = Instant::now() + Duration::from_secs(30);
         loop {
-            let found = self.log_text().lines().find_map(|l| {
-                (l.contains("MongoDB listener ready") && l.contains("tls=false"))
-                    .then(|| port_after(l, "local=127.0.0.1:"))
-                    .flatten()
-            });
+            let found = self
+                .log_text()
+                .lines()
+                .find_map(|l| is(l).then(|| port_after(l, "local=127.0.0.1:")).flatten());
             if let Some(p) = found {
                 return p;
             }
             assert!(
                 Instant::now() < until,
-                "no MongoDB listener:\n{}",
+                "no such listener:\n{}",
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
