@@ -642,6 +642,11 @@ impl FromClient {
                 return unsupported("CLIENT REPLY after SUBSCRIBE is refused: tollgate could not pair pub/sub confirmations".into());
             }
         }
+        // In RESP2 pub/sub mode the server answers MULTI with an error and queues nothing, while
+        // tollgate would pair what follows as queued: the session ended on the mismatch.
+        if name == b"multi" && self.subscribed_ever && !self.in_multi {
+            return unsupported("MULTI after SUBSCRIBE is refused: tollgate could not pair the transaction's replies with pub/sub ones (RESET, or a connection of its own for the transaction)".into());
+        }
         let silenced = self.reply_off || self.silence_next;
         let needs_reply = SubKind::of_word(name).is_some() || name == b"monitor";
         if silenced && needs_reply {

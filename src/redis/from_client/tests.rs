@@ -365,6 +365,21 @@ fn client_reply_off_and_skip_owe_no_replies() {
         "{:?}",
         kinds(&r)
     );
+    // And MULTI (review: in RESP2 the server refuses it there and queues nothing, and the
+    // replies after it were paired as queued: the session ended on the mismatch).
+    r.entries.clear();
+    r.send("MULTI");
+    r.send("PING");
+    assert!(
+        kinds(&r)[0].contains("MULTI after SUBSCRIBE is refused"),
+        "{:?}",
+        kinds(&r)
+    );
+    assert!(
+        !kinds(&r)[1].contains("Queued"),
+        "nothing is paired as queued: {:?}",
+        kinds(&r)
+    );
     // RESET turns replies back on and answers.
     r.entries.clear();
     r.send("RESET");
