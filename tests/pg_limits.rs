@@ -505,3 +505,28 @@ fn a_row_limit_cancel_never_hits_the_next_statement() {
         }
     });
 }
+
+/// A statement longer than `limits.max_statement_bytes` (1 MiB) is refused before analysis, in
+/// both protocols, without the gateway holding it (it keeps the head of such a message and drops
+/// the rest as it arrives); the session goes on.
+#[tokio::test]
+async fn statements_over_the_size_limit_are_refused_and_the_session_goes_on() {
+    let c = support::connect("writer").await;
+    let huge = format!("SELECT 1 /* {} */", "z".repeat(3 << 20));
+    for extended in [false, true] {
+        let e = if extended {
+            c.query(huge.as_str(), &[]).await.unwrap_err()
+        } else {
+            c.simple_query(&huge).await.unwrap_err()
+        };
+        assert_eq!(support::sqlstate(&e), "54000", "{e}");
+        let message = support::db_message(&e);
+        assert!(
+            message.contains("statement longer than limits.max_statement_bytes (1048576 bytes)")
+                && message.contains("(rule: builtin: statement-size)"),
+            "{message}"
+        );
+        let n: i32 = c.query_one("SELECT 7", &[]).await.unwrap().get(0);
+        assert_eq!(n, 7);
+    }
+}

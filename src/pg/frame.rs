@@ -186,6 +186,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(self.buf.split_to(n).freeze())
     }
 
+    /// The first `keep` bytes of a message of `len` bytes that [`FrameReader::next_or_large`]
+    /// announced (its header included); the rest is read and dropped in pieces as it arrives.
+    pub async fn head_of(&mut self, len: usize, keep: usize) -> Result<Bytes, FrameError> {
+        let mut head = BytesMut::with_capacity(keep.min(len));
+        let mut left = len;
+        while left > 0 {
+            let piece = self.chunk(left.min(CHUNK)).await?;
+            left -= piece.len();
+            let room = keep.saturating_sub(head.len()).min(piece.len());
+            head.extend_from_slice(&piece[..room]);
+        }
+        Ok(head.freeze())
+    }
+
     /// Gives back the memory a large message left behind: the buffer is replaced by a fresh one
     /// holding only what is buffered (nothing, between statements). A buffer the last message
     /// was split off still points into that message's allocation, whatever its capacity says,
@@ -470,7 +484,7 @@ mod fuzz {
 }
 
 #[cfg(test)]
-mod tests_support {
+pub(crate) mod tests_support {
     use tokio::io::AsyncRead;
 
     /// A reader that yields its input a few bytes at a time.

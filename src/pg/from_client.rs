@@ -323,7 +323,12 @@ async fn next_frame<R: AsyncRead + Unpin>(
         let next = match idle_limit {
             // Idle inside a transaction: every reply is in, the client is silent.
             Some((limit, rule)) if pending.is_empty() && pending.tx_status() != b'I' => {
-                match tokio::time::timeout(limit, client.next()).await {
+                match tokio::time::timeout(
+                    limit,
+                    super::oversize::next_message(client, ctx.max_statement_bytes()),
+                )
+                .await
+                {
                     Ok(r) => r,
                     Err(_) => {
                         metrics::counter!("tollgate_idle_in_transaction_timeouts_total")
@@ -340,10 +345,10 @@ async fn next_frame<R: AsyncRead + Unpin>(
             }
             // Replies still owed: look again when they arrive.
             Some(_) => tokio::select! {
-                r = client.next() => r,
+                r = super::oversize::next_message(client, ctx.max_statement_bytes()) => r,
                 _ = pending.replies_consumed() => continue,
             },
-            None => client.next().await,
+            None => super::oversize::next_message(client, ctx.max_statement_bytes()).await,
         };
         return next.map_err(FromClientError::Client);
     }

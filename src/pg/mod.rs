@@ -14,6 +14,7 @@ pub mod from_client;
 pub mod frontend;
 pub mod link;
 mod name_map;
+mod oversize;
 pub mod pending;
 pub mod pool;
 pub mod refusal;

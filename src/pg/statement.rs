@@ -189,6 +189,11 @@ impl PgSession {
         self.session.agent()
     }
 
+    /// The longest statement text that may run (`limits.max_statement_bytes`).
+    pub fn max_statement_bytes(&self) -> usize {
+        self.max_statement_bytes
+    }
+
     pub fn policy_version(&self) -> u64 {
         self.session.core().policy.version()
     }
@@ -201,10 +206,7 @@ impl PgSession {
             return Arc::new(Verdict::blocked(Refusal::new(
                 RefusalClass::TooLarge,
                 "builtin: statement-size",
-                format!(
-                    "statement of {} bytes exceeds limits.max_statement_bytes ({max})",
-                    text.len()
-                ),
+                format!("statement longer than limits.max_statement_bytes ({max} bytes)"),
             )));
         }
         let policy = &self.session.core().policy;
