@@ -224,7 +224,7 @@ where
     let (sink, source) = match start {
         Start::Own { reader, writer } => (Sink::Own(writer), Source::Own(reader)),
         Start::Shared(conn) => {
-            let inbox = Arc::new(Inbox::default());
+            let inbox = conn.new_inbox();
             shared_inbox = Some(inbox.clone());
             (
                 Sink::Shared {

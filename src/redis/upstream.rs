@@ -119,7 +119,7 @@ impl RedisTarget {
             }),
             table: Default::default(),
             clients: Default::default(),
-            shared: Default::default(),
+            shared: super::shared::SharedUpstream::new(0),
         })
     }
 

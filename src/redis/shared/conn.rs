@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tracing::{debug, warn};
 
-use super::inbox::{Inbox, Piece};
+use super::inbox::{Budget, Inbox, Piece};
 use crate::redis::reader::UpstreamReader;
 use crate::redis::upstream::{RedisCredentials, Upstream};
 use crate::telemetry::GaugeGuard;
@@ -39,6 +39,8 @@ pub struct SharedConn {
     tasks: [AbortHandle; 2],
     /// The login it was opened with: a vault rotation makes new sessions use a new connection.
     pub(super) credentials: Arc<RedisCredentials>,
+    /// What its sessions' inboxes may hold together (with the upstream's other connections).
+    budget: Arc<Budget>,
 }
 
 struct Inner {
@@ -70,7 +72,12 @@ pub struct Closed;
 
 impl SharedConn {
     /// Takes over a logged-in connection and starts its reader and writer.
-    pub fn start(up: Upstream, upstream: &str, credentials: Arc<RedisCredentials>) -> SharedConn {
+    pub fn start(
+        up: Upstream,
+        upstream: &str,
+        credentials: Arc<RedisCredentials>,
+        budget: Arc<Budget>,
+    ) -> SharedConn {
         let inner = Arc::new(Inner {
             queue: Mutex::new(Queue::default()),
             wake_writer: Notify::new(),
@@ -86,7 +93,13 @@ impl SharedConn {
             inner,
             tasks: [reader.abort_handle(), writer.abort_handle()],
             credentials,
+            budget,
         }
+    }
+
+    /// A new session's inbox, counted against the upstream's budget.
+    pub fn new_inbox(&self) -> Arc<Inbox> {
+        Arc::new(Inbox::within(self.budget.clone()))
     }
 
     pub fn is_closed(&self) -> bool {

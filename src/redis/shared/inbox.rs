@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -20,6 +20,33 @@ pub const QUEUED_BYTES_LIMIT: usize = 4 << 20;
 /// queued for it is dropped at once, and the relay ends the session without waiting for the
 /// client to read.
 pub const QUEUED_BYTES_HARD_LIMIT: usize = 64 << 20;
+
+/// Replies queued for all sessions of one upstream's shared connections beyond this many bytes:
+/// a session then queuing more than `QUEUED_BYTES_LIMIT` is cut off as if it had reached the
+/// hard limit. Without it each session that stops reading holds up to the hard limit, and an
+/// agent opening many (a review: 8 sessions, 92 MB → 718 MB) takes the gateway's memory.
+pub const QUEUED_BYTES_TOTAL_LIMIT: usize = 256 << 20;
+
+/// Bytes queued in the inboxes of one upstream's shared connections.
+#[derive(Debug)]
+pub struct Budget {
+    queued: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Budget {
+        Budget {
+            queued: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Bytes queued now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
 
 /// What the shared connection delivers: a whole reply frame, or the pieces of a large one
 /// relayed while it still arrives (a head, more heads, and the tail that completes it).
@@ -43,9 +70,11 @@ impl Piece {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Inbox {
     frames: Mutex<Frames>,
+    /// Shared with the other sessions of the upstream's shared connections.
+    budget: Arc<Budget>,
     /// Replies the shared connection still owes this session.
     in_flight: AtomicUsize,
     /// Wakes the reply half: frames arrived, or the connection closed.
@@ -76,7 +105,33 @@ pub enum Taken {
     Closed,
 }
 
+impl Default for Inbox {
+    /// An inbox with a budget of its own (tests).
+    fn default() -> Inbox {
+        Inbox::within(Arc::new(Budget::new(QUEUED_BYTES_TOTAL_LIMIT)))
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let f = self.frames.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.budget.queued.fetch_sub(f.bytes, Ordering::Relaxed);
+    }
+}
+
 impl Inbox {
+    /// An inbox whose queued bytes count against `budget`.
+    pub fn within(budget: Arc<Budget>) -> Inbox {
+        Inbox {
+            frames: Mutex::default(),
+            budget,
+            in_flight: AtomicUsize::default(),
+            to_replies: Notify::default(),
+            to_commands: Notify::default(),
+            cut: Notify::default(),
+        }
+    }
+
     /// `n` more replies are owed (called before the commands are queued for writing).
     pub fn expect(&self, n: usize) {
         self.in_flight.fetch_add(n, Ordering::SeqCst);
@@ -91,18 +146,23 @@ impl Inbox {
         let mut within = true;
         let dropped = {
             let mut f = self.frames.lock().expect("inbox lock");
+            let mut added = 0;
             for piece in pieces {
                 ended += usize::from(piece.ends());
                 if f.closed {
                     continue;
                 }
-                f.bytes += piece.len();
+                added += piece.len();
                 f.queue.push_back(piece);
             }
-            if f.bytes > QUEUED_BYTES_HARD_LIMIT && !f.closed {
+            f.bytes += added;
+            let total = self.budget.queued.fetch_add(added, Ordering::Relaxed) + added;
+            let over_total = total > self.budget.limit && f.bytes > QUEUED_BYTES_LIMIT;
+            if (f.bytes > QUEUED_BYTES_HARD_LIMIT || over_total) && !f.closed {
                 f.closed = true;
                 f.cut_off = true;
                 within = false;
+                self.budget.queued.fetch_sub(f.bytes, Ordering::Relaxed);
                 f.bytes = 0;
                 std::mem::take(&mut f.queue)
             } else {
@@ -141,6 +201,7 @@ impl Inbox {
             };
         }
         let was_full = f.bytes > QUEUED_BYTES_LIMIT;
+        self.budget.queued.fetch_sub(f.bytes, Ordering::Relaxed);
         f.bytes = 0;
         let queue = std::mem::take(&mut f.queue);
         drop(f);
@@ -206,5 +267,39 @@ impl Inbox {
             }
             cut.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn sessions_past_the_soft_limit_are_cut_once_the_upstream_total_is_over() {
+        const MIB: usize = 1 << 20;
+        let budget = Arc::new(Budget::new(20 * MIB));
+        let piece = Bytes::from(vec![0u8; MIB]);
+        let deliver = |inbox: &Inbox, mib: usize| {
+            inbox.expect(mib);
+            inbox.deliver((0..mib).map(|_| Piece::Whole(piece.clone())))
+        };
+        let (a, b, c) = (
+            Inbox::within(budget.clone()),
+            Inbox::within(budget.clone()),
+            Inbox::within(budget.clone()),
+        );
+        assert!(deliver(&b, 8) && deliver(&c, 12), "within the total");
+        assert_eq!(budget.queued(), 20 * MIB);
+        // Over the total, a session under the soft limit is not cut...
+        assert!(deliver(&a, 1));
+        // ... one past it is, and what it held is given back.
+        assert!(!deliver(&c, 1));
+        assert!(c.was_cut_off() && !a.was_cut_off() && !b.was_cut_off());
+        assert_eq!(budget.queued(), 9 * MIB);
+        // Taken and dropped inboxes give their bytes back too.
+        assert!(matches!(b.take(), Taken::Frames(_)));
+        assert_eq!(budget.queued(), MIB);
+        drop(a);
+        assert_eq!(budget.queued(), 0);
     }
 }

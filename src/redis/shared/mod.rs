@@ -19,10 +19,11 @@ pub use inbox::Inbox;
 use super::upstream::{RedisTarget, UpstreamError};
 
 /// The shared connections of one upstream.
-#[derive(Default)]
 pub struct SharedUpstream {
     slots: Vec<tokio::sync::Mutex<Option<Arc<SharedConn>>>>,
     next: AtomicUsize,
+    /// Replies its connections' sessions have queued, together (`inbox::QUEUED_BYTES_TOTAL_LIMIT`).
+    budget: Arc<inbox::Budget>,
 }
 
 impl SharedUpstream {
@@ -31,6 +32,7 @@ impl SharedUpstream {
         SharedUpstream {
             slots: (0..n).map(|_| Default::default()).collect(),
             next: AtomicUsize::new(0),
+            budget: Arc::new(inbox::Budget::new(inbox::QUEUED_BYTES_TOTAL_LIMIT)),
         }
     }
 
@@ -55,7 +57,12 @@ impl SharedUpstream {
             }
         }
         let up = target.connect(timeout).await?;
-        let conn = Arc::new(SharedConn::start(up, &target.name, credentials));
+        let conn = Arc::new(SharedConn::start(
+            up,
+            &target.name,
+            credentials,
+            self.budget.clone(),
+        ));
         *slot = Some(conn.clone());
         Ok(conn)
     }

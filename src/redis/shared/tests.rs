@@ -207,7 +207,14 @@ async fn shared_conn_to(addr: std::net::SocketAddr) -> SharedConn {
         user: Secret::new("default".into()),
         password: Secret::new("pw".into()),
     });
-    SharedConn::start(up, "cache", creds)
+    SharedConn::start(
+        up,
+        "cache",
+        creds,
+        Arc::new(super::inbox::Budget::new(
+            super::inbox::QUEUED_BYTES_TOTAL_LIMIT,
+        )),
+    )
 }
 
 /// A scripted upstream: answers every command with `+N` (N counting from 0), except `BIG`
