@@ -402,10 +402,12 @@ fn handle(
                     }
                 });
             }
-            let rows = if frame.tag == msg::COMMAND_COMPLETE {
-                msg::command_rows(frame.body())
-            } else {
-                None
+            let rows = match frame.tag {
+                msg::COMMAND_COMPLETE => msg::command_rows(frame.body()),
+                // A portal suspended after this Execute's rows (drivers' fetch sizes): those
+                // rows, as counted here (the server's tag would say them only at the end).
+                msg::PORTAL_SUSPENDED => Some(state.rows.saturating_sub(state.base)),
+                _ => None,
             };
             if frame.tag != msg::PORTAL_SUSPENDED {
                 let counted = state.rows;

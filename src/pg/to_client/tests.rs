@@ -280,6 +280,29 @@ fn rows_are_counted_into_the_outcome_record() {
     assert_eq!(tags, b"DDCZ");
 }
 
+/// Review: an Execute with a row count (asyncpg's fetchval, JDBC fetchSize, cursors) ended by
+/// PortalSuspended had `rows: null`; each batch's outcome now says its rows.
+#[test]
+fn a_suspended_portal_s_outcome_counts_the_rows_of_its_execute() {
+    let mut r = rig();
+    r.pending.set_tx_status(b'T');
+    for batch in [&["a", "b", "c"][..], &["d", "e"]] {
+        let ticket = r.ticket("SELECT * FROM orders");
+        r.pending.push(Expect::Execute {
+            ticket: Some(ticket),
+            portal: "p".into(),
+            cursor: None,
+            prepares: Default::default(),
+        });
+        for v in batch {
+            r.feed(data_row(v));
+        }
+        r.feed(bare(msg::PORTAL_SUSPENDED));
+    }
+    let rows: Vec<serde_json::Value> = r.outcomes().iter().map(|o| o["rows"].clone()).collect();
+    assert_eq!(rows, vec![serde_json::json!(3), serde_json::json!(2)]);
+}
+
 #[test]
 fn a_portal_past_max_rows_is_cut_with_a_notice_and_a_normal_completion() {
     let limited = POLICY.replacen(
