@@ -15,8 +15,13 @@ use tollgate::audit::{verify, VerifyOptions};
 #[test]
 fn time_rotation_compression_and_retention_keep_a_verifiable_chain() {
     harness().runtime.block_on(async {
+        // The demo's own rotation (by size) gives way to this one.
         let dir = copy_demo(|c| {
-            format!("{c}\n[audit.rotate]\ninterval = \"1s\"\ncompress = true\nretain = 2\n")
+            let (before, after) = c.split_once("\n[audit.rotate]").unwrap();
+            let rest = after.find("\n[").map_or("", |i| &after[i..]);
+            format!(
+                "{before}{rest}\n[audit.rotate]\ninterval = \"1s\"\ncompress = true\nretain = 2\n"
+            )
         });
         let gw = start_gateway(dir.path()).await;
         let client = support::connect_url(&format!(
