@@ -695,6 +695,15 @@ fn on_frame(
             fe::SYNC | fe::TERMINATE | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL
         )
     {
+        // Nothing of it runs, but the agent sent it: its statement is recorded.
+        let text = match frame.tag {
+            fe::QUERY => fe::query_bytes(&frame).ok(),
+            fe::PARSE => fe::parse_name_and_bytes(&frame).ok().map(|(_, t)| t),
+            _ => None,
+        };
+        if let Some(text) = text.and_then(|t| ctx.decode(t, "statement").ok()) {
+            ctx.skipped_after_refusal(&text);
+        }
         return Ok(None);
     }
     if matches!(

@@ -255,6 +255,18 @@ impl PgSession {
         PgErrorFields::error(code, message)
     }
 
+    /// A statement the agent sent in an extended-protocol batch after a message tollgate
+    /// refused: skipped up to Sync, as the server skips after an error; recorded as blocked
+    /// (its head, nothing of it having run).
+    pub fn skipped_after_refusal(&self, text: &str) {
+        let recorded = crate::audit::sql_text::refused(self.recorded(text));
+        self.session.note(
+            recorded,
+            Decision::Blocked,
+            Some("not executed: an earlier message in the same batch was refused"),
+        );
+    }
+
     /// Refuses a statement whose verdict does not let it run (recorded, rendered).
     pub fn refuse_verdict(&self, text: &str, verdict: &Verdict) -> PgErrorFields {
         let r = verdict

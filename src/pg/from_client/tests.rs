@@ -117,6 +117,7 @@ fn after_a_refused_parse_everything_up_to_sync_is_dropped() {
     r.send(parse("s1", "DELETE FROM orders"));
     r.send(bind("", "s1"));
     r.send(execute("", 0));
+    r.send(parse("s2", "SELECT 2"));
     r.send(query("SELECT 1"));
     r.send(bare(fe::SYNC));
     let fwd = r.forwarded();
@@ -133,6 +134,17 @@ fn after_a_refused_parse_everything_up_to_sync_is_dropped() {
             Expect::Sync
         ]
     ));
+    // What was skipped is recorded, nothing of it having run (review: it had no record).
+    let skipped: Vec<String> = r
+        .decisions()
+        .iter()
+        .filter(|d| d["reason"] == "not executed: an earlier message in the same batch was refused")
+        .map(|d| format!("{} {}", d["decision"], d["statement"]))
+        .collect();
+    assert_eq!(
+        skipped,
+        ["\"blocked\" \"SELECT 2\"", "\"blocked\" \"SELECT 1\""]
+    );
     // Skipping ends at Sync: the next batch is judged again.
     r.send(query("SELECT id FROM orders"));
     assert_eq!(r.forwarded()[0].0, fe::QUERY);
