@@ -2,7 +2,7 @@
 //! it, so a record never hides part of what ran: a 64 KiB cut once let
 //! `select 1 /* 66,000 bytes */; delete from orders ...` run with only the comment recorded.
 //! Every statement that runs is within `limits.max_statement_bytes` (longer ones are refused
-//! unread), so records stay bounded; a refused longer text keeps its head, marked as cut.
+//! unread), so records stay bounded; a refused text keeps its head, marked as cut.
 //!
 //! A refused statement (nothing of it ran) keeps only its head ([`refused`]).
 //!
@@ -12,9 +12,6 @@
 //! its values rather than not at all.
 
 use pg_query::protobuf::Token;
-
-/// How much of a text over the statement-size limit is recorded.
-pub const REFUSED_HEAD: usize = 64 * 1024;
 
 /// What is recorded when even the scanner cannot tell the literals apart (an unterminated
 /// quote: PostgreSQL's own lexer rejects such a text too, so it never runs).
@@ -30,15 +27,16 @@ pub fn recorded(text: &str, redact: bool, max_statement_bytes: usize) -> String 
             text.to_string()
         };
     }
-    let head = head(text, REFUSED_HEAD.min(max_statement_bytes));
+    // Refused unread. The text may itself be a head (a message too large to hold is kept only
+    // so far, `pg::oversize`), so its length is a lower bound.
+    let head = head(text, REFUSED_KEEP.min(max_statement_bytes));
     let shown = if redact {
         redacted(head)
     } else {
         head.to_string()
     };
     format!(
-        "{shown} ... [{} bytes in all, over limits.max_statement_bytes: refused unread, the first {} recorded]",
-        text.len(),
+        "{shown} ... [more than limits.max_statement_bytes ({max_statement_bytes} bytes): refused unread, the first {} recorded]",
         head.len()
     )
 }
@@ -46,12 +44,17 @@ pub fn recorded(text: &str, redact: bool, max_statement_bytes: usize) -> String 
 /// How much of a refused statement's text is recorded.
 pub const REFUSED_KEEP: usize = 4096;
 
+/// What a marker after a cut head may add.
+const MARKER_ROOM: usize = 256;
+
 /// A refused statement's recorded text (any protocol): its first [`REFUSED_KEEP`] bytes, marked
 /// when cut. Nothing of it ran, so the head says what was tried; and refusals take no rate
 /// token, so a whole 1 MiB text per refusal would let an agent write the log as fast as it
 /// can send (a review measured 14 MB/s with 64 KiB heads).
 pub fn refused(text: String) -> String {
-    if text.len() <= REFUSED_KEEP {
+    // Room for the marker of a head a door already cut (`recorded` of a text over the limit),
+    // which must not be cut again: it says what the whole was.
+    if text.len() <= REFUSED_KEEP + MARKER_ROOM {
         return text;
     }
     let cut = head(&text, REFUSED_KEEP);
@@ -126,15 +129,14 @@ mod tests {
     }
 
     #[test]
-    fn a_text_over_the_limit_keeps_a_marked_head() {
+    fn a_text_over_the_limit_keeps_a_marked_head_that_the_refusal_keeps() {
         let sql = format!("select 'x{}'", "é".repeat(40_000));
         let r = recorded(&sql, false, 50_000);
         assert!(r.starts_with("select 'xéé"), "{}", &r[..20]);
-        assert!(
-            r.ends_with("... [80010 bytes in all, over limits.max_statement_bytes: refused unread, the first 49999 recorded]"),
-            "{}",
-            &r[r.len() - 120..]
-        );
+        let marker = "... [more than limits.max_statement_bytes (50000 bytes): refused unread, the first 4095 recorded]";
+        assert!(r.ends_with(marker), "{}", &r[r.len() - 120..]);
+        // The refusal's own cut leaves a marked head alone (review: it cut the marker away).
+        assert_eq!(refused(r.clone()), r);
         // Redacted, the cut literal cannot be told apart: nothing of it is recorded.
         let r = recorded(&sql, true, 50_000);
         assert!(r.starts_with(UNREDACTABLE), "{}", &r[..80]);

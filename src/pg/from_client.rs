@@ -318,17 +318,14 @@ async fn next_frame<R: AsyncRead + Unpin>(
     client: &mut FrameReader<R>,
     view: &mut AgentView,
 ) -> Result<Option<Frame>, FromClientError> {
+    use super::oversize;
+    let max = ctx.max_statement_bytes();
     loop {
         let idle_limit = limits(view, ctx).idle_in_transaction_timeout.clone();
         let next = match idle_limit {
             // Idle inside a transaction: every reply is in, the client is silent.
             Some((limit, rule)) if pending.is_empty() && pending.tx_status() != b'I' => {
-                match tokio::time::timeout(
-                    limit,
-                    super::oversize::next_message(client, ctx.max_statement_bytes()),
-                )
-                .await
-                {
+                match tokio::time::timeout(limit, oversize::announced(client, max)).await {
                     Ok(r) => r,
                     Err(_) => {
                         metrics::counter!("tollgate_idle_in_transaction_timeouts_total")
@@ -345,10 +342,16 @@ async fn next_frame<R: AsyncRead + Unpin>(
             }
             // Replies still owed: look again when they arrive.
             Some(_) => tokio::select! {
-                r = super::oversize::next_message(client, ctx.max_statement_bytes()) => r,
+                r = oversize::announced(client, max) => r,
                 _ = pending.replies_consumed() => continue,
             },
-            None => super::oversize::next_message(client, ctx.max_statement_bytes()).await,
+            None => oversize::announced(client, max).await,
+        };
+        // Outside the select and the timeout: a message announced too large is read in
+        // pieces, which cannot stop halfway without losing the stream's place.
+        let next = match next {
+            Ok(incoming) => oversize::complete(client, incoming, max).await,
+            Err(e) => Err(e),
         };
         return next.map_err(FromClientError::Client);
     }

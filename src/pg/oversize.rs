@@ -12,35 +12,57 @@ use super::frame::{Frame, FrameError, FrameReader, Incoming};
 /// What a Parse carries besides its text: a name and up to 65,535 parameter types (4 bytes each).
 const PARSE_EXTRAS: usize = 512 * 1024;
 
-/// The next client message, a Query or Parse longer than `max_statement` (plus what a Parse
-/// carries besides its text) cut to the head of its text ([`cut_statement`]).
-pub async fn next_message<R: AsyncRead + Unpin>(
+/// The next client message, or the announcement of a Query or Parse longer than
+/// `max_statement` (plus what a Parse carries besides its text), left unread. Cancel-safe: it
+/// only buffers, so it may race other events; [`complete`] then reads an announced one.
+pub async fn announced<R: AsyncRead + Unpin>(
     client: &mut FrameReader<R>,
     max_statement: usize,
+) -> Result<Option<Incoming>, FrameError> {
+    client
+        .next_or_large(whole_up_to(max_statement), |t| matches!(t, b'Q' | b'P'))
+        .await
+}
+
+/// The message [`announced`] found: an announced one is read in pieces and cut to the head
+/// of its text ([`cut_statement`]). Not cancel-safe: await it to the end.
+pub async fn complete<R: AsyncRead + Unpin>(
+    client: &mut FrameReader<R>,
+    incoming: Option<Incoming>,
+    max_statement: usize,
 ) -> Result<Option<Frame>, FrameError> {
-    let whole_up_to = max_statement.saturating_add(PARSE_EXTRAS);
-    match client
-        .next_or_large(whole_up_to, |t| matches!(t, b'Q' | b'P'))
-        .await?
-    {
+    match incoming {
         None => Ok(None),
         Some(Incoming::Whole(f)) => Ok(Some(f)),
         Some(Incoming::Large { tag, len }) => {
-            let head = client.head_of(len, whole_up_to).await?;
+            let keep = whole_up_to(max_statement);
+            let head = client.head_of(len, keep).await?;
             cut_statement(tag, &head[5.min(head.len())..])
-                .ok_or(FrameError::TooLarge {
-                    len,
-                    limit: whole_up_to,
-                })
+                .ok_or(FrameError::TooLarge { len, limit: keep })
                 .map(Some)
         }
     }
 }
 
+/// Both steps at once (tests).
+#[cfg(test)]
+async fn next_message<R: AsyncRead + Unpin>(
+    client: &mut FrameReader<R>,
+    max_statement: usize,
+) -> Result<Option<Frame>, FrameError> {
+    let incoming = announced(client, max_statement).await?;
+    complete(client, incoming, max_statement).await
+}
+
+fn whole_up_to(max_statement: usize) -> usize {
+    max_statement.saturating_add(PARSE_EXTRAS)
+}
+
 /// A Query or Parse rebuilt from the head of its body, its text cut there: longer than any
 /// statement may be, so it is refused as such (a Parse keeps its name, and no parameter types).
-/// `None` for a Parse whose text ended within the head: it was the rest that was large (an
-/// absurd name), and a Parse without its types must not run.
+/// `None` for a Parse whose text ended within the head (it was the rest that was large, an
+/// absurd name, and a Parse without its types must not run) and for a Query with a NUL inside
+/// its text (malformed: PostgreSQL refuses it, and the text before the NUL must not run).
 fn cut_statement(tag: u8, body: &[u8]) -> Option<Frame> {
     let mut out = BytesMut::with_capacity(body.len() + 8);
     out.put_u8(tag);
@@ -56,8 +78,12 @@ fn cut_statement(tag: u8, body: &[u8]) -> Option<Frame> {
         out.put_u8(0);
         out.put_i16(0);
     } else {
-        let text = memchr::memchr(0, body).map_or(body, |i| &body[..i]);
-        out.extend_from_slice(text);
+        // A Query's text ends at its one NUL, the message's last byte, beyond this head: a NUL
+        // inside it is a malformed message whose short text must not run in its place.
+        if memchr::memchr(0, body).is_some() {
+            return None;
+        }
+        out.extend_from_slice(body);
         out.put_u8(0);
     }
     let len = (out.len() - 1) as i32;
@@ -99,6 +125,32 @@ mod tests {
         assert_eq!(next.body(), b"select 1\0");
     }
 
+    /// `announced` races other events in the relay's select: dropped and called again, it
+    /// announces the same message, none of it read (review: reading the pieces inside the
+    /// select lost the stream's place when a reply arrived mid-upload).
+    #[tokio::test]
+    async fn the_announcement_can_be_dropped_and_made_again() {
+        let max = 1000;
+        let mut q = vec![b'x'; 2_000_000];
+        q.push(0);
+        let input = message(b'Q', &q);
+        let mut r = FrameReader::new(Dribble(input, 70_000), 1 << 30);
+        for _ in 0..3 {
+            match announced(&mut r, max).await.unwrap() {
+                Some(Incoming::Large { tag, len }) => assert_eq!((tag, len), (b'Q', q.len() + 5)),
+                other => panic!("{other:?}"),
+            }
+            assert!(r.buffered() < 200_000, "nothing consumed, little buffered");
+        }
+        let incoming = announced(&mut r, max).await.unwrap();
+        let f = complete(&mut r, incoming, max).await.unwrap().unwrap();
+        assert_eq!(f.tag, b'Q');
+        assert!(
+            announced(&mut r, max).await.unwrap().is_none(),
+            "the stream ends in step"
+        );
+    }
+
     #[tokio::test]
     async fn an_oversize_parse_keeps_its_name_and_loses_its_types() {
         let max = 1000;
@@ -115,5 +167,9 @@ mod tests {
         // the head, or a text that ended within it.
         assert!(cut_statement(b'P', &[b'n'; 525_000]).is_none());
         assert!(cut_statement(b'P', b"n\0select 1\0\0\0").is_none());
+        // Nor a Query whose text has a NUL inside (review: `select 1\0` and 60 MB of junk ran
+        // as `select 1`).
+        assert!(cut_statement(b'Q', b"select 1\0junk").is_none());
+        assert!(cut_statement(b'Q', b"select 1 /* junk").is_some());
     }
 }
