@@ -69,19 +69,26 @@ fn in_a_full_child(test: &str, var: &str) -> (tempfile::TempDir, String) {
     (dir, stdout)
 }
 
-/// Runs in the child only (the parent starts it with the limit): 8 tasks commit until the
-/// file is full and a bit beyond, then the log rotates away from the full file and goes on.
-#[test]
-fn child_fills_the_disk() {
-    let Ok(dir) = std::env::var(CHILD_DIR) else {
-        return; // not the child: the parent test below is the test
-    };
+/// In the child process only (`var` names its folder): the log there and a runtime of two
+/// workers, as the gateway's tests run.
+fn child_log(var: &str) -> Option<(AuditLog, tokio::runtime::Runtime)> {
+    let dir = std::env::var(var).ok()?;
     let log = AuditLog::open(&std::path::Path::new(&dir).join("audit.log")).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    Some((log, rt))
+}
+
+/// Runs in the child only (the parent starts it with the limit): 8 tasks commit until the
+/// file is full and a bit beyond, then the log rotates away from the full file and goes on.
+#[test]
+fn child_fills_the_disk() {
+    let Some((log, rt)) = child_log(CHILD_DIR) else {
+        return; // not the child: the parent test below is the test
+    };
     let results = rt.block_on(async {
         let mut tasks = Vec::new();
         for t in 0..8 {
@@ -200,15 +207,9 @@ fn a_write_that_fails_fails_every_waiter_in_it_and_the_chain_still_verifies() {
 /// full; then the log rotates and goes on. Prints each record's kind and fate.
 #[test]
 fn child_loses_decisions_outcomes_and_sessions() {
-    let Ok(dir) = std::env::var(KINDS_CHILD_DIR) else {
+    let Some((log, rt)) = child_log(KINDS_CHILD_DIR) else {
         return; // not the child: the parent test below is the test
     };
-    let log = AuditLog::open(&std::path::Path::new(&dir).join("audit.log")).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let fates = rt.block_on(async {
         let mut tasks = Vec::new();
         for t in 0..8 {

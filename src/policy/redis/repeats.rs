@@ -114,15 +114,8 @@ fn refusal(name: &str, key: &[u8], cost: &str) -> Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::redis::commands::{BeginSearch, CommandTable, FindKeys, KeyAccess, KeySpec};
-
-    fn table() -> CommandTable {
-        let raw = Bytes::from_static(include_bytes!("testdata/command-7.0.resp"));
-        let (frame, _) = redis_protocol::resp2::decode::decode_bytes(&raw)
-            .unwrap()
-            .unwrap();
-        CommandTable::from_reply(&frame).unwrap()
-    }
+    use crate::policy::redis::commands::{BeginSearch, FindKeys, KeyAccess, KeySpec};
+    use crate::policy::redis::tests::table;
 
     fn args(s: &str) -> Vec<Bytes> {
         s.split(' ')

@@ -11,7 +11,8 @@ use super::file::RedisBlock;
 use super::mask::Strategy;
 use super::rules::RedisRules;
 
-fn table() -> CommandTable {
+/// The command table of Redis 7.0, as its `COMMAND` reply gives it (shared by the policy's tests).
+pub(super) fn table() -> CommandTable {
     let raw = Bytes::from_static(include_bytes!("testdata/command-7.0.resp"));
     let (frame, _) = redis_protocol::resp2::decode::decode_bytes(&raw)
         .unwrap()
