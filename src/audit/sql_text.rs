@@ -101,7 +101,7 @@ fn scanned(text: &str) -> Option<String> {
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
-fn head(text: &str, max: usize) -> &str {
+pub fn head(text: &str, max: usize) -> &str {
     let mut end = max.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;

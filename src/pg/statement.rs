@@ -230,6 +230,11 @@ impl PgSession {
         crate::audit::sql_text::recorded(text, self.redact_literals, self.max_statement_bytes)
     }
 
+    /// The text of a statement that did not run, as recorded: its head (`audit::sql_text`).
+    fn recorded_refused(&self, text: &str) -> String {
+        crate::audit::sql_text::refused(self.recorded(text))
+    }
+
     /// The ErrorResponse the agent sees for a refusal.
     pub fn render(&self, r: &Refusal) -> PgErrorFields {
         refusal::error(r, self.session.agent(), self.session.upstream())
@@ -249,9 +254,11 @@ impl PgSession {
         code: &'static str,
         message: String,
     ) -> PgErrorFields {
-        let recorded = crate::audit::sql_text::refused(self.recorded(text));
-        self.session
-            .note(recorded, Decision::Blocked, Some(&message));
+        self.session.note(
+            self.recorded_refused(text),
+            Decision::Blocked,
+            Some(&message),
+        );
         PgErrorFields::error(code, message)
     }
 
@@ -259,9 +266,8 @@ impl PgSession {
     /// refused: skipped up to Sync, as the server skips after an error; recorded as blocked
     /// (its head, nothing of it having run).
     pub fn skipped_after_refusal(&self, text: &str) {
-        let recorded = crate::audit::sql_text::refused(self.recorded(text));
         self.session.note(
-            recorded,
+            self.recorded_refused(text),
             Decision::Blocked,
             Some("not executed: an earlier message in the same batch was refused"),
         );

@@ -548,11 +548,8 @@ fn recorded_error(message: String, redact_literals: bool) -> String {
     if message.len() <= RECORDED_ERROR {
         return message;
     }
-    let mut end = RECORDED_ERROR;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{} ... [{} bytes in all]", &message[..end], message.len())
+    let head = crate::audit::sql_text::head(&message, RECORDED_ERROR);
+    format!("{head} ... [{} bytes in all]", message.len())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! waits for, refusals swapped in, "not executed" after an error in a batch, COPY markers, row
 //! limits, and FATALs never hidden.
 
+use crate::policy::sql::cursors::CursorUse;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -333,28 +334,36 @@ fn a_portal_past_max_rows_is_cut_with_a_notice_and_a_normal_completion() {
     assert_eq!(r.outcomes()[0]["rows"], 2);
 }
 
-#[test]
-fn a_sql_cursor_counts_its_rows_across_fetches() {
-    use crate::pg::cursor_rows::StatementCursors;
-    use crate::policy::sql::cursors::CursorUse;
+/// The analyst with `max_rows = 2`, for the cursor tests.
+fn rig_with_max_rows_2() -> Rig {
     let limited = POLICY.replacen(
         "agents = [\"analyst\"]\n",
         "agents = [\"analyst\"]\n[limits]\nmax_rows = 2\n",
         1,
     );
-    let t = TestCore::new(&[("analyst", TOKEN)], &[("analyst.toml", &limited)]);
-    let mut r = rig_with(t);
-    let simple = |r: &mut Rig, sql: &str, u: CursorUse| {
-        let ticket = r.ticket(sql);
-        r.pending.push(Expect::Simple {
-            ticket: Some(ticket),
-            refusal: None,
-            rows: 0,
-            error: None,
-            cursors: StatementCursors::new(vec![Some(u)]),
-            prepares: Default::default(),
-        });
-    };
+    rig_with(TestCore::new(
+        &[("analyst", TOKEN)],
+        &[("analyst.toml", &limited)],
+    ))
+}
+
+/// A simple Query `sql` that uses a SQL cursor as `u` says, waiting for its reply.
+fn push_simple_with_cursor(r: &mut Rig, sql: &str, u: crate::policy::sql::cursors::CursorUse) {
+    let ticket = r.ticket(sql);
+    r.pending.push(Expect::Simple {
+        ticket: Some(ticket),
+        refusal: None,
+        rows: 0,
+        error: None,
+        cursors: crate::pg::cursor_rows::StatementCursors::new(vec![Some(u)]),
+        prepares: Default::default(),
+    });
+}
+
+#[test]
+fn a_sql_cursor_counts_its_rows_across_fetches() {
+    let mut r = rig_with_max_rows_2();
+    let simple = push_simple_with_cursor;
     let fetch = || CursorUse::Fetch("c".into());
     simple(
         &mut r,
@@ -404,26 +413,8 @@ fn a_sql_cursor_counts_its_rows_across_fetches() {
 /// with max_rows = 1000 by mixing the two).
 #[test]
 fn execute_and_fetch_of_one_portal_share_its_row_count() {
-    use crate::pg::cursor_rows::StatementCursors;
-    use crate::policy::sql::cursors::CursorUse;
-    let limited = POLICY.replacen(
-        "agents = [\"analyst\"]\n",
-        "agents = [\"analyst\"]\n[limits]\nmax_rows = 2\n",
-        1,
-    );
-    let t = TestCore::new(&[("analyst", TOKEN)], &[("analyst.toml", &limited)]);
-    let mut r = rig_with(t);
-    let simple = |r: &mut Rig, sql: &str, u: CursorUse| {
-        let ticket = r.ticket(sql);
-        r.pending.push(Expect::Simple {
-            ticket: Some(ticket),
-            refusal: None,
-            rows: 0,
-            error: None,
-            cursors: StatementCursors::new(vec![Some(u)]),
-            prepares: Default::default(),
-        });
-    };
+    let mut r = rig_with_max_rows_2();
+    let simple = push_simple_with_cursor;
     let execute = |r: &mut Rig, portal: &str| {
         let ticket = r.ticket("SELECT * FROM orders");
         r.pending.push(Expect::Execute {

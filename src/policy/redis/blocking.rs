@@ -118,6 +118,7 @@ fn block_values(args: &[Bytes], group: bool) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::redis::tests::args;
 
     fn info(name: &str, blocking: bool) -> CommandInfo {
         CommandInfo {
@@ -129,12 +130,6 @@ mod tests {
             },
             ..CommandInfo::default()
         }
-    }
-
-    fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ')
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect()
     }
 
     fn cap(name: &str, line: &str, ms: u64) -> Result<Option<String>, Refusal> {

@@ -68,12 +68,7 @@ fn check(name: &str, count: Option<&[u8]>, (cap, rule): (u64, &str)) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ')
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect()
-    }
+    use crate::policy::redis::tests::args;
 
     fn rule(name: &str, line: &str, max_rows: Option<u64>) -> Option<String> {
         let rows = max_rows.map(|n| (n, "analyst: limits".to_string()));

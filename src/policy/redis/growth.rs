@@ -96,13 +96,10 @@ fn check(name: &str, bytes: u64) -> Result<(), Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::redis::tests::args;
 
     fn refused(name: &str, line: &str) -> bool {
-        let args: Vec<Bytes> = line
-            .split(' ')
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect();
-        check_growth(name, &args).is_err()
+        check_growth(name, &args(line)).is_err()
     }
 
     #[test]
@@ -145,10 +142,7 @@ mod tests {
 
     #[test]
     fn the_refusal_names_the_availability_rule_and_the_size() {
-        let args: Vec<Bytes> = ["SETRANGE", "cache:a", "536870911", "x"]
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .to_vec();
-        let r = check_growth("setrange", &args).unwrap_err();
+        let r = check_growth("setrange", &args("SETRANGE cache:a 536870911 x")).unwrap_err();
         assert_eq!(r.rule, AVAILABILITY_RULE);
         assert!(r.reason.contains("536870912 bytes"), "{}", r.reason);
     }

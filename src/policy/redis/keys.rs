@@ -129,12 +129,8 @@ fn keyword_positions<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::redis::tests::args;
 
-    fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ')
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect()
-    }
     fn ro() -> KeyAccess {
         KeyAccess {
             read: true,

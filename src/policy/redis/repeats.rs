@@ -115,13 +115,8 @@ fn refusal(name: &str, key: &[u8], cost: &str) -> Refusal {
 mod tests {
     use super::*;
     use crate::policy::redis::commands::{BeginSearch, FindKeys, KeyAccess, KeySpec};
+    use crate::policy::redis::tests::args;
     use crate::policy::redis::tests::table;
-
-    fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ')
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect()
-    }
 
     /// Against Redis 7.0's own command table (its key specs place the keys).
     #[test]

@@ -64,7 +64,8 @@ profile = "passthrough"
 deny_commands = ["FLUSHALL"]
 "#;
 
-fn args(line: &str) -> Vec<Bytes> {
+/// A command's arguments from its words (shared by the policy's tests).
+pub(super) fn args(line: &str) -> Vec<Bytes> {
     line.split(' ')
         .map(|a| Bytes::copy_from_slice(a.as_bytes()))
         .collect()
