@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::backend::{self as msg, PgErrorFields};
 use super::cancel::CancelRegistry;
 use super::cursor_rows::StatementCursors;
-use super::frame::{Frame, FrameError, FrameReader};
+use super::frame::{Frame, FrameError, FrameReader, Incoming};
 use super::frontend::{self as fe, MessageError};
 use super::link::{Attached, Link};
 use super::pending::{Expect, Pending};
@@ -225,7 +225,8 @@ pub async fn run<R: AsyncRead + Unpin>(
 }
 
 enum Next {
-    Frame(Option<Frame>),
+    /// The client's next message, or the announcement of one too large to hold (still unread).
+    Message(Option<Incoming>),
     /// The reply half let go of the server connection at the end of a transaction.
     Detached,
 }
@@ -243,18 +244,23 @@ async fn relay<R: AsyncRead + Unpin>(
         // A client that pipelines without reading replies waits here instead of growing memory.
         pending.wait_for_room().await;
         let may_give_back = attached.is_some() && link.pooled_by_transaction();
+        // Only the cancel-safe announcement races the detach: a message announced too large
+        // is read in pieces below, which cannot stop halfway without losing the stream's place.
         let next = tokio::select! {
             biased;
             _ = link.detached.notified(), if may_give_back => Next::Detached,
-            f = next_frame(ctx, pending, client, &mut state.view) => Next::Frame(f?),
+            f = next_announced(ctx, pending, client, &mut state.view) => Next::Message(f?),
         };
-        let frame = match next {
+        let incoming = match next {
             Next::Detached => {
                 give_back(link, pending, attached, state).await;
                 continue;
             }
-            Next::Frame(None) => return Ok(ClientEnd::Closed),
-            Next::Frame(Some(f)) => f,
+            Next::Message(incoming) => incoming,
+        };
+        let read = super::oversize::complete(client, incoming, ctx.max_statement_bytes()).await;
+        let Some(frame) = read.map_err(FromClientError::Client)? else {
+            return Ok(ClientEnd::Closed);
         };
         if frame.tag == fe::TERMINATE && attached.is_none() {
             return Ok(ClientEnd::Terminated);
@@ -310,14 +316,15 @@ async fn relay<R: AsyncRead + Unpin>(
     }
 }
 
-/// The client's next message; inside a transaction with every reply in, at most the agent's
-/// idle-in-transaction timeout away.
-async fn next_frame<R: AsyncRead + Unpin>(
+/// The client's next message, or the announcement of one too large to hold, which
+/// [`super::oversize::complete`] then reads; inside a transaction with every reply in, at most
+/// the agent's idle-in-transaction timeout away. Cancel-safe.
+async fn next_announced<R: AsyncRead + Unpin>(
     ctx: &PgSession,
     pending: &Pending,
     client: &mut FrameReader<R>,
     view: &mut AgentView,
-) -> Result<Option<Frame>, FromClientError> {
+) -> Result<Option<Incoming>, FromClientError> {
     use super::oversize;
     let max = ctx.max_statement_bytes();
     loop {
@@ -346,12 +353,6 @@ async fn next_frame<R: AsyncRead + Unpin>(
                 _ = pending.replies_consumed() => continue,
             },
             None => oversize::announced(client, max).await,
-        };
-        // Outside the select and the timeout: a message announced too large is read in
-        // pieces, which cannot stop halfway without losing the stream's place.
-        let next = match next {
-            Ok(incoming) => oversize::complete(client, incoming, max).await,
-            Err(e) => Err(e),
         };
         return next.map_err(FromClientError::Client);
     }
