@@ -206,6 +206,15 @@ pub struct LimitsConfig {
     /// finish before the remaining sessions are closed.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
+    /// Refused statements and commands per second one agent may have answered without delay,
+    /// across its sessions and doors; beyond that (and a burst of `refusal_burst`), a session
+    /// just refused waits before it reads its next message. Every refusal is still answered
+    /// and recorded: the pace bounds how fast an agent can write refusal records (which cost
+    /// no rate token). 0: no pacing.
+    #[serde(default = "default_refusals_per_second")]
+    pub refusals_per_second: u32,
+    #[serde(default = "default_refusal_burst")]
+    pub refusal_burst: u32,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -229,6 +238,22 @@ fn default_max_preauth_connections() -> u32 {
 fn default_http_header_timeout_ms() -> u64 {
     10_000
 }
+fn default_refusals_per_second() -> u32 {
+    100
+}
+fn default_refusal_burst() -> u32 {
+    1_000
+}
+
+impl LimitsConfig {
+    /// `refusals_per_second` and `refusal_burst` as a rate (`None`: no pacing).
+    pub fn refusal_rate(&self) -> Option<crate::policy::limits::Rate> {
+        (self.refusals_per_second > 0).then(|| crate::policy::limits::Rate {
+            per_minute: self.refusals_per_second.saturating_mul(60),
+            burst: self.refusal_burst,
+        })
+    }
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -241,6 +266,8 @@ impl Default for LimitsConfig {
             max_preauth_connections: default_max_preauth_connections(),
             http_header_timeout_ms: default_http_header_timeout_ms(),
             drain_timeout_ms: default_drain_timeout_ms(),
+            refusals_per_second: default_refusals_per_second(),
+            refusal_burst: default_refusal_burst(),
         }
     }
 }

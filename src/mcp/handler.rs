@@ -105,6 +105,10 @@ impl ServerHandler for Handler {
                 None,
             ));
         }
+        // An agent refused faster than `limits.refusals_per_second` waits before each call.
+        self.core
+            .pace_refusals_of(caller.agent(), crate::audit::Protocol::Mcp)
+            .await;
         let result: Result<CallToolResult, ToolError> = match request.name.as_ref() {
             "list_upstreams" => super::schema::list_upstreams(self, &caller),
             "list_tables" => super::schema::list_tables(self, &caller, &request).await,

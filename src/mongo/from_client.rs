@@ -113,6 +113,9 @@ impl FromClient {
         mut kill: mpsc::UnboundedReceiver<(i64, String)>,
     ) -> Result<(), RelayError> {
         loop {
+            // An agent refused faster than `limits.refusals_per_second` waits here, its last
+            // reply on its way.
+            self.session.pace_refusals().await;
             let step = tokio::select! {
                 Some((id, ns)) = kill.recv() => self.kill_cursor(id, &ns),
                 next = client.next() => match next {

@@ -243,6 +243,9 @@ async fn relay<R: AsyncRead + Unpin>(
     loop {
         // A client that pipelines without reading replies waits here instead of growing memory.
         pending.wait_for_room().await;
+        // An agent refused faster than `limits.refusals_per_second` waits here, its last
+        // refusal answered.
+        ctx.session().pace_refusals().await;
         let may_give_back = attached.is_some() && link.pooled_by_transaction();
         // Only the cancel-safe announcement races the detach: a message announced too large
         // is read in pieces below, which cannot stop halfway without losing the stream's place.
@@ -283,7 +286,11 @@ async fn relay<R: AsyncRead + Unpin>(
         settle(ctx, pending, state, &frame, upstream, &mut out).await?;
         let mut end = on_frame(ctx, pending, state, frame, &mut out)?;
         // Pipelined messages already read are handled before one write upstream.
-        while end.is_none() && client.has_buffered_frame() && out.len() < 256 * 1024 {
+        while end.is_none()
+            && client.has_buffered_frame()
+            && out.len() < 256 * 1024
+            && !ctx.session().must_pace()
+        {
             match client.next().await.map_err(FromClientError::Client)? {
                 Some(f) => {
                     let upstream = &mut attached.as_mut().expect("attached above").writer;

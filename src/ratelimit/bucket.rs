@@ -124,6 +124,37 @@ impl Bucket {
     }
 }
 
+impl Bucket {
+    /// Counts one event that has already happened (a refusal): TAT moves one interval past
+    /// `max(TAT, now)`, even beyond the tolerance; [`Bucket::ahead`] then says by how much.
+    pub fn charge(&self, rate: Rate) {
+        self.charge_at(rate, Instant::now())
+    }
+
+    pub fn charge_at(&self, rate: Rate, at: Instant) {
+        let now = nanos(at.saturating_duration_since(epoch()));
+        let interval = nanos(rate.interval());
+        let _ = self
+            .tat
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |tat| {
+                Some(tat.max(now).saturating_add(interval))
+            });
+    }
+
+    /// How long until the events charged so far fit the rate again (`None`: they do).
+    pub fn ahead(&self, rate: Rate) -> Option<Duration> {
+        self.ahead_at(rate, Instant::now())
+    }
+
+    pub fn ahead_at(&self, rate: Rate, at: Instant) -> Option<Duration> {
+        let tat = self.tat.load(Ordering::Acquire);
+        let now = nanos(at.saturating_duration_since(epoch()));
+        let tolerance = nanos(rate.interval()).saturating_mul(u64::from(rate.burst));
+        let over = tat.saturating_sub(now).saturating_sub(tolerance);
+        (over > 0).then(|| Duration::from_nanos(over))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +219,35 @@ mod tests {
             .map(|h| h.join().unwrap())
             .sum();
         assert_eq!(ok, 100);
+    }
+
+    #[test]
+    fn charged_events_run_ahead_of_the_rate_and_say_how_far() {
+        let rate = Rate {
+            per_minute: 600, // one every 100 ms
+            burst: 2,
+        };
+        let t0 = Instant::now() + Duration::from_secs(1);
+        let b = Bucket::default();
+        assert_eq!(b.ahead_at(rate, t0), None, "nothing charged");
+        for _ in 0..3 {
+            b.charge_at(rate, t0);
+        }
+        // Three at once fit: one at the rate and a burst of two.
+        assert_eq!(b.ahead_at(rate, t0), None);
+        for _ in 0..5 {
+            b.charge_at(rate, t0);
+        }
+        // Eight at once: five beyond, 500 ms of them, and less as time passes.
+        assert_eq!(b.ahead_at(rate, t0), Some(Duration::from_millis(500)));
+        assert_eq!(
+            b.ahead_at(rate, t0 + Duration::from_millis(200)),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(b.ahead_at(rate, t0 + Duration::from_millis(500)), None);
+        // A charge after a quiet spell starts from then, not from the old debt.
+        let later = t0 + Duration::from_secs(10);
+        b.charge_at(rate, later);
+        assert_eq!(b.ahead_at(rate, later), None);
     }
 }

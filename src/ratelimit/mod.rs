@@ -12,10 +12,14 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use crate::policy::limits::Rate;
+
 /// The gateway-wide state of every limit.
 #[derive(Debug, Default)]
 pub struct Limiter {
     buckets: DashMap<Arc<str>, Arc<Bucket>>,
+    /// Each agent's refusals, which `limits.refusals_per_second` paces.
+    refusals: DashMap<Arc<str>, Arc<Bucket>>,
     connections: connections::Counters,
 }
 
@@ -23,10 +27,17 @@ impl Limiter {
     /// The agent's rate bucket, shared by all its sessions (a session keeps the `Arc`, so the
     /// map is consulted once per session, not per statement).
     pub fn bucket(&self, agent: &Arc<str>) -> Arc<Bucket> {
-        if let Some(b) = self.buckets.get(agent) {
-            return b.clone();
-        }
-        self.buckets.entry(agent.clone()).or_default().clone()
+        bucket_of(&self.buckets, agent)
+    }
+
+    /// The agent's refusal bucket, shared by all its sessions on every door.
+    pub fn refusal_bucket(&self, agent: &Arc<str>) -> Arc<Bucket> {
+        bucket_of(&self.refusals, agent)
+    }
+
+    /// How long until the agent's refusals fit `rate` again (`None`: they do, or it has none).
+    pub fn refusals_ahead(&self, agent: &str, rate: Rate) -> Option<std::time::Duration> {
+        self.refusals.get(agent)?.ahead(rate)
     }
 
     /// Takes a connection slot for `agent`, within `per_agent` (if any) and `total` (if any).
@@ -42,4 +53,11 @@ impl Limiter {
     pub fn connections_of(&self, agent: &str) -> u32 {
         self.connections.of(agent)
     }
+}
+
+fn bucket_of(map: &DashMap<Arc<str>, Arc<Bucket>>, agent: &Arc<str>) -> Arc<Bucket> {
+    if let Some(b) = map.get(agent) {
+        return b.clone();
+    }
+    map.entry(agent.clone()).or_default().clone()
 }

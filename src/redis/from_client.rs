@@ -153,7 +153,8 @@ impl FromClient {
             // clock reads and one histogram sample per read of the client, not per command).
             let mut started = None;
             let before = self.conn_state();
-            while entries.len() < MAX_BATCH && self.switch_at.is_none() {
+            while entries.len() < MAX_BATCH && self.switch_at.is_none() && !self.session.must_pace()
+            {
                 match client.next_command() {
                     Ok(Some(cmd)) => {
                         started.get_or_insert_with(Instant::now);
@@ -206,6 +207,9 @@ impl FromClient {
                 // Wait for the other half to write everything up to the Close entry.
                 std::future::pending::<()>().await;
             }
+            // An agent refused faster than `limits.refusals_per_second` waits here, this
+            // batch's replies on their way.
+            self.session.pace_refusals().await;
             if need_read && !client.fill().await.map_err(RelayError::Client)? {
                 // The client stopped sending: so does the session's own connection, as Redis
                 // would see it direct (a TLS write half says so only when shut down, not when

@@ -2,7 +2,7 @@
 //! refusal record and metric), then the outcome, or "abandoned" when the client leaves first —
 //! the same records, counters and refusals on every protocol.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,7 +12,7 @@ use super::accept::{check_token, too_many_connections};
 use super::record::{login_name, session_record, Who};
 use super::Core;
 use crate::audit::{AuditError, AuditEvent, Decision, EventKind, Protocol};
-use crate::policy::limits::Limits;
+use crate::policy::limits::{Limits, Rate};
 use crate::ratelimit::{Bucket, ConnectionSlot};
 use crate::refusal::{Refusal, RefusalClass};
 use crate::telemetry::{OpenSession, PairStats, ProtocolLatency};
@@ -26,6 +26,8 @@ pub struct Principal {
     /// record (a principal belongs to one session).
     who_json: std::sync::OnceLock<Arc<[u8]>>,
     bucket: Arc<Bucket>,
+    /// Its refusals and `limits.refusals_per_second` (`None`: not paced).
+    refusals: Option<(Arc<Bucket>, Rate)>,
     _slot: ConnectionSlot,
     _open: OpenSession,
 }
@@ -55,6 +57,10 @@ impl Principal {
         Ok(Principal {
             agent: agent.clone(),
             bucket: core.limiter.bucket(agent),
+            refusals: core
+                .limits
+                .refusal_rate()
+                .map(|rate| (core.limiter.refusal_bucket(agent), rate)),
             _slot: slot,
             _open: stats.open_session(),
             stats,
@@ -80,6 +86,9 @@ pub struct Session {
     principal: Arc<Principal>,
     /// The last record this session chained for its next [`Session::commit`] (0: none).
     due: AtomicU64,
+    /// A refusal found its agent over `limits.refusals_per_second`: the session waits in
+    /// [`Session::pace_refusals`] before its next message.
+    pace_due: AtomicBool,
 }
 
 /// A statement the policy lets run (perhaps rewritten, or refused in shadow mode only): what
@@ -296,6 +305,7 @@ impl Session {
             ctx,
             principal,
             due: AtomicU64::new(0),
+            pace_due: AtomicBool::new(false),
         }
     }
 
@@ -493,6 +503,12 @@ impl Session {
         }
         self.principal.stats.statement(Decision::Blocked);
         crate::telemetry::refusal(self.ctx.protocol, &refusal.rule);
+        if let Some((bucket, rate)) = &self.principal.refusals {
+            bucket.charge(*rate);
+            if bucket.ahead(*rate).is_some() {
+                self.pace_due.store(true, Ordering::Relaxed);
+            }
+        }
         if let Err(e) = self.chain(&ev, write) {
             warn!(error = %e, "audit write failed for a refused statement");
         }
@@ -519,6 +535,27 @@ impl Session {
     }
 
     /// Waits until every record this session chained (decisions, refusals, notes) is on disk.
+    /// Whether a refusal found the agent over `limits.refusals_per_second`: a front end stops
+    /// taking messages from its batch and calls [`Session::pace_refusals`].
+    pub fn must_pace(&self) -> bool {
+        self.pace_due.load(Ordering::Relaxed)
+    }
+
+    /// After a refusal that found the agent over `limits.refusals_per_second`: waits until its
+    /// refusals fit the rate again. Front ends call it once a batch's replies are on their way,
+    /// before reading the client's next message; it costs one load otherwise. An agent that is
+    /// refused as fast as it can send (each refusal is a record, and refusals take no rate
+    /// token) is thus slowed to the pace on all its sessions, which each wait their turn.
+    pub async fn pace_refusals(&self) {
+        if !self.pace_due.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let Some((bucket, rate)) = &self.principal.refusals else {
+            return;
+        };
+        wait_out(bucket.ahead(*rate), self.ctx.protocol).await
+    }
+
     /// Sessions committing at the same moment share one write (group commit: the audit log's
     /// `commit`). Front ends call it before forwarding what they decided. `Err`: the log cannot
     /// be written, and nothing decided since the last commit may be forwarded.
@@ -531,6 +568,29 @@ impl Session {
             warn!(error = %e, "audit write failed: nothing decided since is forwarded");
             audit_unavailable()
         })
+    }
+}
+
+impl Core {
+    /// Before a call of a door without sessions of its own (an MCP tool call): waits while the
+    /// agent's refusals are beyond `limits.refusals_per_second`, so calls refused as fast as
+    /// they can be sent are slowed like a wire session's messages ([`Session::pace_refusals`]).
+    pub async fn pace_refusals_of(&self, agent: &str, protocol: Protocol) {
+        let rate = self.limits.refusal_rate();
+        wait_out(
+            rate.and_then(|r| self.limiter.refusals_ahead(agent, r)),
+            protocol,
+        )
+        .await
+    }
+}
+
+/// Sleeps `wait` (an agent's refusals beyond the pace), counted.
+async fn wait_out(wait: Option<std::time::Duration>, protocol: Protocol) {
+    if let Some(wait) = wait {
+        metrics::counter!("tollgate_refusal_pauses_total", "protocol" => protocol.as_str())
+            .increment(1);
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -1,0 +1,137 @@
+//! Refusals cost no rate token, and each is an audit record: an agent refused as fast as it
+//! can send would write the log as fast as the disk takes it (and rotate older records out of
+//! retention). Beyond `limits.refusals_per_second` (and `refusal_burst`), a session that was
+//! just refused waits before its next message, on every door; every refusal is still answered
+//! and recorded, and other agents are not slowed.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bson::doc;
+use support::mongo::RawMongo;
+use support::served::{demo_dir_with, with_limits, Served};
+use support::{harness, sqlstate};
+
+/// 20 a second after a burst of 10: `N` refusals at once take at least
+/// (N - 11) × 50 ms.
+const LIMITS: &str = "refusals_per_second = 20\nrefusal_burst = 10";
+const N: usize = 40;
+/// (40 - 11) × 50 ms = 1.45 s, less a margin for the first refusals' timing.
+const PACED: Duration = Duration::from_millis(1300);
+
+fn blocked_records(served: &Served, agent: &str, needle: &str) -> usize {
+    let log = std::fs::read_to_string(served.dir.path().join("audit.log")).unwrap();
+    log.lines()
+        .filter(|l| {
+            l.contains(&format!(r#""agent":"{agent}""#))
+                && l.contains(r#""decision":"blocked""#)
+                && l.contains(needle)
+        })
+        .count()
+}
+
+#[test]
+fn an_agent_refused_faster_than_the_pace_waits_on_every_door_and_others_do_not() {
+    let served = Served::start(demo_dir_with(|t| with_limits(t, LIMITS)), "");
+    let h = harness();
+    h.runtime.block_on(async {
+        // PostgreSQL, pipelined: the writer may not delete customers.
+        let pg = support::connect_url(&served.pg_url("writer")).await.unwrap();
+        let texts: Vec<String> = (0..N)
+            .map(|i| format!("DELETE FROM customers WHERE id = -{i}"))
+            .collect();
+        let t = Instant::now();
+        let replies =
+            futures_util::future::join_all(texts.iter().map(|q| pg.simple_query(q))).await;
+        let took = t.elapsed();
+        for r in &replies {
+            assert_eq!(sqlstate(r.as_ref().unwrap_err()), "42501");
+        }
+        assert!(took >= PACED, "{N} refusals in {took:?}");
+        // The session is usable, and every refusal was recorded.
+        pg.simple_query("SELECT 1").await.unwrap();
+        assert_eq!(
+            blocked_records(&served, "writer", "DELETE FROM customers WHERE id = -"),
+            N
+        );
+
+        // Meanwhile another agent is refused at once: the pace is per agent.
+        let other = support::connect_url(&served.pg_url("analyst")).await.unwrap();
+        let t = Instant::now();
+        for _ in 0..5 {
+            let e = other.simple_query("DELETE FROM orders").await.unwrap_err();
+            assert_eq!(sqlstate(&e), "42501");
+        }
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+        // Redis: the writer may not read admin:* keys. (Each door after the bucket emptied:
+        // the pace it shows is its own.)
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut rc = redis::Client::open(served.redis_url("writer"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let t = Instant::now();
+        for i in 0..N {
+            let r: redis::RedisResult<Option<String>> = redis::cmd("GET")
+                .arg(format!("admin:paced:{i}"))
+                .query_async(&mut rc)
+                .await;
+            assert!(r.is_err(), "GET admin:* was not refused");
+        }
+        let took = t.elapsed();
+        assert!(took >= PACED, "{N} Redis refusals in {took:?}");
+        let _: () = redis::cmd("SET")
+            .arg("cache:paced")
+            .arg("1")
+            .query_async(&mut rc)
+            .await
+            .expect("the session goes on");
+        assert_eq!(blocked_records(&served, "writer", "admin:paced:"), N);
+
+        // MongoDB: the analyst may not read `secrets`.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let env = &harness().env;
+        let mut m = RawMongo::login(served.mongo_port(), "analyst", env.token("analyst")).await;
+        let t = Instant::now();
+        for _ in 0..N {
+            let r = m
+                .command(doc! { "find": "secrets", "filter": {}, "$db": "shop" })
+                .await;
+            assert_eq!(r.get_f64("ok").ok(), Some(0.0), "{r:?}");
+        }
+        let took = t.elapsed();
+        assert!(took >= PACED, "{N} MongoDB refusals in {took:?}");
+
+        // MCP: each call is paced while the agent is beyond the rate.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mcp = served.mcp_port();
+        let http = reqwest::Client::new();
+        let t = Instant::now();
+        for i in 0..N {
+            let body: serde_json::Value = http
+                .post(format!("http://127.0.0.1:{mcp}/mcp"))
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("authorization", format!("Bearer {}", env.mcp_token("analyst")))
+                .json(&serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                    "params": {"name": "query", "arguments": {"sql": "DELETE FROM orders", "upstream": "shop"}}}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(body["result"]["isError"], true, "{body}");
+        }
+        let took = t.elapsed();
+        // A call is paced before it runs: the first past the burst is not slowed.
+        assert!(
+            took >= PACED - Duration::from_millis(50),
+            "{N} MCP refusals in {took:?}"
+        );
+    });
+}
