@@ -141,7 +141,7 @@ impl Bucket {
             });
     }
 
-    /// How long until the events charged so far fit the rate again (`None`: they do).
+    /// How long until one more event would fit the rate (`None`: it would now).
     pub fn ahead(&self, rate: Rate) -> Option<Duration> {
         self.ahead_at(rate, Instant::now())
     }
@@ -230,21 +230,24 @@ mod tests {
         let t0 = Instant::now() + Duration::from_secs(1);
         let b = Bucket::default();
         assert_eq!(b.ahead_at(rate, t0), None, "nothing charged");
-        for _ in 0..3 {
+        for _ in 0..2 {
             b.charge_at(rate, t0);
         }
-        // Three at once fit: one at the rate and a burst of two.
+        // Two at once fit, and a third would: one at the rate and a burst of two.
         assert_eq!(b.ahead_at(rate, t0), None);
+        b.charge_at(rate, t0);
+        // Three: a fourth would wait 100 ms.
+        assert_eq!(b.ahead_at(rate, t0), Some(Duration::from_millis(100)));
         for _ in 0..5 {
             b.charge_at(rate, t0);
         }
-        // Eight at once: five beyond, 500 ms of them, and less as time passes.
-        assert_eq!(b.ahead_at(rate, t0), Some(Duration::from_millis(500)));
+        // Eight at once: one more would wait 600 ms, less as time passes.
+        assert_eq!(b.ahead_at(rate, t0), Some(Duration::from_millis(600)));
         assert_eq!(
             b.ahead_at(rate, t0 + Duration::from_millis(200)),
-            Some(Duration::from_millis(300))
+            Some(Duration::from_millis(400))
         );
-        assert_eq!(b.ahead_at(rate, t0 + Duration::from_millis(500)), None);
+        assert_eq!(b.ahead_at(rate, t0 + Duration::from_millis(600)), None);
         // A charge after a quiet spell starts from then, not from the old debt.
         let later = t0 + Duration::from_secs(10);
         b.charge_at(rate, later);
