@@ -215,6 +215,11 @@ pub struct LimitsConfig {
     pub refusals_per_second: u32,
     #[serde(default = "default_refusal_burst")]
     pub refusal_burst: u32,
+    /// Bytes that client messages still being received may hold, all sessions and doors
+    /// together (a session's first 256 KiB of read buffer are not counted). A message that
+    /// would take more cannot be received: the session gets a native error and ends.
+    #[serde(default = "default_max_held_client_bytes")]
+    pub max_held_client_bytes: usize,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -244,6 +249,9 @@ fn default_refusals_per_second() -> u32 {
 fn default_refusal_burst() -> u32 {
     1_000
 }
+fn default_max_held_client_bytes() -> usize {
+    1 << 30
+}
 
 impl LimitsConfig {
     /// `refusals_per_second` and `refusal_burst` as a rate (`None`: no pacing).
@@ -268,6 +276,7 @@ impl Default for LimitsConfig {
             drain_timeout_ms: default_drain_timeout_ms(),
             refusals_per_second: default_refusals_per_second(),
             refusal_burst: default_refusal_burst(),
+            max_held_client_bytes: default_max_held_client_bytes(),
         }
     }
 }

@@ -160,12 +160,13 @@ impl FromClient {
         let skippable = matches!(
             e,
             WireError::TooLarge { .. }
+                | WireError::Held(_)
                 | WireError::Compressed
                 | WireError::RemovedOpCode(_)
                 | WireError::UnknownOpCode(_)
         );
         if let (true, Some(len)) = (skippable, client.front_length()) {
-            let class = if matches!(e, WireError::TooLarge { .. }) {
+            let class = if matches!(e, WireError::TooLarge { .. } | WireError::Held(_)) {
                 RefusalClass::TooLarge
             } else {
                 RefusalClass::Unsupported

@@ -73,6 +73,8 @@ pub enum WireError {
     #[error("malformed message: {0}")]
     Malformed(String),
     #[error("{0}")]
+    Held(#[from] crate::ratelimit::HeldExhausted),
+    #[error("{0}")]
     Io(String),
 }
 
@@ -155,6 +157,8 @@ pub struct MessageReader<R> {
     inner: R,
     buf: BytesMut,
     limit: usize,
+    /// The buffer's share of `limits.max_held_client_bytes` (a client's reader only).
+    held: crate::ratelimit::Held,
 }
 
 impl<R: AsyncRead + Unpin> MessageReader<R> {
@@ -163,16 +167,27 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             inner,
             buf: BytesMut::new(),
             limit,
+            held: Default::default(),
         }
     }
 
     /// A reader that starts with bytes already read from `inner` (a login's leftovers).
     pub fn with_buffer(inner: R, limit: usize, buf: BytesMut) -> MessageReader<R> {
-        MessageReader { inner, buf, limit }
+        MessageReader {
+            inner,
+            buf,
+            limit,
+            held: Default::default(),
+        }
     }
 
     pub fn set_limit(&mut self, limit: usize) {
         self.limit = limit;
+    }
+
+    /// Counts this reader's buffer against the gateway-wide budget from now on.
+    pub fn set_held(&mut self, held: crate::ratelimit::Held) {
+        self.held = held;
     }
 
     /// True when a whole message is buffered (reading it will not wait on the socket).
@@ -209,7 +224,11 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(8192);
             }
-            if self.inner.read_buf(&mut self.buf).await? == 0 {
+            // What was consumed since the last read is given back before waiting for the next.
+            self.held.track(self.buf.len())?;
+            let n = self.inner.read_buf(&mut self.buf).await?;
+            self.held.track(self.buf.len())?;
+            if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {

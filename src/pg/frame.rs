@@ -23,6 +23,9 @@ pub enum FrameError {
     BadLength(i64),
     #[error("message of {len} bytes exceeds the limit of {limit} bytes")]
     TooLarge { len: usize, limit: usize },
+    /// The gateway-wide budget for client messages being received is spent.
+    #[error("{0}")]
+    Held(#[from] crate::ratelimit::HeldExhausted),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -57,6 +60,8 @@ pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
     limit: usize,
+    /// The buffer's share of `limits.max_held_client_bytes` (a client's reader only).
+    held: crate::ratelimit::Held,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -65,11 +70,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             inner,
             buf: BytesMut::new(),
             limit,
+            held: Default::default(),
         }
     }
 
     pub fn set_limit(&mut self, limit: usize) {
         self.limit = limit;
+    }
+
+    /// Counts this reader's buffer against the gateway-wide budget from now on.
+    pub fn set_held(&mut self, held: crate::ratelimit::Held) {
+        self.held = held;
     }
 
     /// True when a complete frame is already buffered (so reading it will not wait on the socket).
@@ -263,7 +274,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     pub fn from_parts(inner: R, buf: BytesMut, limit: usize) -> FrameReader<R> {
-        FrameReader { inner, buf, limit }
+        FrameReader {
+            inner,
+            buf,
+            limit,
+            held: Default::default(),
+        }
     }
 
     async fn fill(&mut self) -> Result<usize, FrameError> {
@@ -274,7 +290,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(8 * 1024);
         }
-        Ok(self.inner.read_buf(&mut self.buf).await?)
+        // What was consumed since the last read is given back before waiting for the next.
+        self.held.track(self.buf.len())?;
+        let n = self.inner.read_buf(&mut self.buf).await?;
+        self.held.track(self.buf.len())?;
+        Ok(n)
     }
 }
 

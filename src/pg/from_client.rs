@@ -39,6 +39,20 @@ pub enum FromClientError {
     Fatal(PgErrorFields),
 }
 
+/// A client message that could not be read: what the client is told before the session
+/// ends (PostgreSQL says FATAL for a length it will not take); a broken connection, nothing.
+fn client_error(e: FrameError) -> FromClientError {
+    match e {
+        FrameError::Held(held) => {
+            FromClientError::Fatal(PgErrorFields::fatal("53200", held.to_string()))
+        }
+        FrameError::TooLarge { .. } | FrameError::BadLength(_) => {
+            FromClientError::Fatal(PgErrorFields::fatal("08P01", format!("tollgate: {e}")))
+        }
+        FrameError::Truncated | FrameError::Io(_) => FromClientError::Client(e),
+    }
+}
+
 /// How the client side ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClientEnd {
@@ -262,7 +276,7 @@ async fn relay<R: AsyncRead + Unpin>(
             Next::Message(incoming) => incoming,
         };
         let read = super::oversize::complete(client, incoming, ctx.max_statement_bytes()).await;
-        let Some(frame) = read.map_err(FromClientError::Client)? else {
+        let Some(frame) = read.map_err(client_error)? else {
             return Ok(ClientEnd::Closed);
         };
         if frame.tag == fe::TERMINATE && attached.is_none() {
@@ -291,7 +305,7 @@ async fn relay<R: AsyncRead + Unpin>(
             && out.len() < 256 * 1024
             && !ctx.session().must_pace()
         {
-            match client.next().await.map_err(FromClientError::Client)? {
+            match client.next().await.map_err(client_error)? {
                 Some(f) => {
                     let upstream = &mut attached.as_mut().expect("attached above").writer;
                     settle(ctx, pending, state, &f, upstream, &mut out).await?;
@@ -361,7 +375,7 @@ async fn next_announced<R: AsyncRead + Unpin>(
             },
             None => oversize::announced(client, max).await,
         };
-        return next.map_err(FromClientError::Client);
+        return next.map_err(client_error);
     }
 }
 

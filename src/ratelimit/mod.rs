@@ -4,9 +4,11 @@
 
 mod bucket;
 mod connections;
+mod held;
 
 pub use bucket::{Bucket, RateExceeded};
 pub use connections::{ConnectionSlot, TooManyConnections};
+pub use held::{Held, HeldBytes, HeldExhausted};
 
 use std::sync::Arc;
 

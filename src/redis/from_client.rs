@@ -22,7 +22,7 @@ use super::clients::ClientEntry;
 use super::command::{encode_command, Command};
 use super::own::{self, KillPlan};
 use super::pubsub::SubKind;
-use super::reader::{ClientReader, UpstreamReader};
+use super::reader::{ClientReader, ReadError, UpstreamReader};
 use super::relay::{Entry, Kind, OwnFilter, OwnReader, Relay, RelayError, Sink, MAX_BATCH};
 use super::reply;
 use super::reply_cap::ReplyCap;
@@ -210,7 +210,33 @@ impl FromClient {
             // An agent refused faster than `limits.refusals_per_second` waits here, this
             // batch's replies on their way.
             self.session.pace_refusals().await;
-            if need_read && !client.fill().await.map_err(RelayError::Client)? {
+            let more = if need_read {
+                match client.fill().await {
+                    Ok(more) => more,
+                    Err(ReadError::Held(e)) => {
+                        // Too much held across sessions: said, then the session ends (the
+                        // rest of the command cannot be skipped without reading it).
+                        self.unsent = vec![
+                            Entry::local(reply::error("ERR", &e.to_string())),
+                            Entry {
+                                kind: Kind::Close,
+                                ticket: None,
+                            },
+                        ];
+                        if self.hand_over(&tx).await {
+                            std::future::pending::<()>().await;
+                        }
+                        return Ok(());
+                    }
+                    Err(ReadError::Io(e)) => return Err(RelayError::Client(e)),
+                    Err(ReadError::Protocol(e)) => {
+                        return Err(RelayError::Client(std::io::Error::other(e)))
+                    }
+                }
+            } else {
+                true
+            };
+            if !more {
                 // The client stopped sending: so does the session's own connection, as Redis
                 // would see it direct (a TLS write half says so only when shut down, not when
                 // dropped). Redis answers what it read, and frees a blocked command at once.

@@ -7,12 +7,15 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::command::{Command, CommandParser, ProtocolError};
 use super::scan::{ReplyScanner, ScanError};
+use crate::ratelimit::{Held, HeldExhausted};
 
 /// Commands from the client.
 pub struct ClientReader<R> {
     stream: R,
     buf: BytesMut,
     parser: CommandParser,
+    /// The buffer's share of `limits.max_held_client_bytes`.
+    held: Held,
 }
 
 impl<R: AsyncRead + Unpin> ClientReader<R> {
@@ -22,6 +25,7 @@ impl<R: AsyncRead + Unpin> ClientReader<R> {
             stream,
             buf: BytesMut::with_capacity(4096),
             parser: CommandParser::new(limit),
+            held: Held::default(),
         }
     }
 
@@ -29,14 +33,24 @@ impl<R: AsyncRead + Unpin> ClientReader<R> {
         self.parser.set_limit(limit);
     }
 
+    /// Counts this reader's buffer against the gateway-wide budget from now on.
+    pub fn set_held(&mut self, held: Held) {
+        self.held = held;
+    }
+
     /// The next complete command among the bytes already read (`None`: read more).
     pub fn next_command(&mut self) -> Result<Option<Command>, ProtocolError> {
         self.parser.next(&mut self.buf)
     }
 
-    /// Reads more from the client; `false` when it closed the connection.
-    pub async fn fill(&mut self) -> std::io::Result<bool> {
-        Ok(self.stream.read_buf(&mut self.buf).await? > 0)
+    /// Reads more from the client; `false` when it closed the connection. Fails when a command
+    /// being received would take the gateway-wide budget past `limits.max_held_client_bytes`.
+    pub async fn fill(&mut self) -> Result<bool, ReadError> {
+        // What was consumed since the last read is given back before waiting for the next.
+        self.held.track(self.buf.len())?;
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        self.held.track(self.buf.len())?;
+        Ok(n > 0)
     }
 
     /// The next command, reading as needed; `None` when the client closed the connection.
@@ -56,6 +70,8 @@ impl<R: AsyncRead + Unpin> ClientReader<R> {
 pub enum ReadError {
     #[error("{0}")]
     Protocol(#[from] ProtocolError),
+    #[error("{0}")]
+    Held(#[from] HeldExhausted),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -169,6 +169,7 @@ async fn run(
     session.opened();
     info!(agent = %session.agent(), upstream = %target.name, "session started");
     client.set_limit(core.limits.max_message_bytes);
+    client.set_held(crate::ratelimit::Held::of(&core.held));
     let relay = Relay {
         policy: crate::policy::redis::RedisPolicy::new(
             session.agent().clone(),
@@ -204,7 +205,10 @@ where
             Ok(Some(c)) => c,
             Ok(None) => return Ok(None),
             Err(super::reader::ReadError::Io(e)) => return Err(e.into()),
-            Err(super::reader::ReadError::Protocol(e)) => {
+            // (No budget before login: the login limit is small.)
+            Err(
+                e @ (super::reader::ReadError::Protocol(_) | super::reader::ReadError::Held(_)),
+            ) => {
                 wr.write_all(&reply::error("ERR", &e.to_string())).await?;
                 return Ok(None);
             }

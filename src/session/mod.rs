@@ -47,7 +47,7 @@ use crate::audit::{AuditLog, Protocol};
 use crate::auth::AgentStore;
 use crate::config::{AuditConfig, LimitsConfig, RedisOutcomes};
 use crate::policy::Engine;
-use crate::ratelimit::Limiter;
+use crate::ratelimit::{HeldBytes, Limiter};
 use crate::refusal::{Refusal, RefusalClass};
 use crate::telemetry::{Latency, Stats};
 use crate::tls::TlsHolder;
@@ -61,6 +61,8 @@ pub struct Core {
     pub policy: Engine,
     pub audit: AuditLog,
     pub limiter: Limiter,
+    /// What client messages being received hold (`limits.max_held_client_bytes`).
+    pub held: Arc<HeldBytes>,
     pub stats: Stats,
     pub latency: Latency,
     pub lifecycle: Arc<Lifecycle>,
@@ -95,6 +97,7 @@ pub struct CoreParts {
 
 impl Core {
     pub fn new(parts: CoreParts) -> Core {
+        let held = HeldBytes::new(parts.limits.max_held_client_bytes);
         Core {
             limits: parts.limits,
             audit_config: parts.audit_config,
@@ -102,6 +105,7 @@ impl Core {
             policy: parts.policy,
             audit: parts.audit,
             limiter: Limiter::default(),
+            held,
             stats: Stats::default(),
             latency: Latency::register(),
             lifecycle: Arc::new(Lifecycle::default()),

@@ -1,0 +1,135 @@
+//! Client messages are buffered whole before they are judged, up to `limits.max_message_bytes`
+//! each: many sessions sending large messages slowly could make the gateway hold gigabytes.
+//! `limits.max_held_client_bytes` bounds what messages being received hold, across every
+//! session and door: a message that would go past it gets a native error (PostgreSQL FATAL
+//! 53200, Redis `-ERR` then close, MongoDB a refusal and the session goes on), other sessions'
+//! ordinary statements go on, and the budget comes back when the holder leaves.
+
+mod support;
+
+use std::time::Duration;
+
+use bson::doc;
+use support::mongo::RawMongo;
+use support::served::{demo_dir_with, with_limits, Served};
+use support::{harness, sqlstate};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// 2 MiB for the whole gateway.
+const LIMITS: &str = "max_held_client_bytes = 2097152";
+
+/// A Redis session of `agent`, logged in.
+async fn redis_raw(port: u16, agent: &str) -> TcpStream {
+    let env = &harness().env;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let auth = format!(
+        "*3\r\n$4\r\nAUTH\r\n${}\r\n{agent}\r\n${}\r\n{}\r\n",
+        agent.len(),
+        env.token(agent).len(),
+        env.token(agent)
+    );
+    s.write_all(auth.as_bytes()).await.unwrap();
+    assert_eq!(read_some(&mut s).await, "+OK\r\n");
+    s
+}
+
+async fn read_some(s: &mut TcpStream) -> String {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("a reply")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The head of `SET key <len bytes>` with `sent` bytes of the value: the rest never comes.
+fn partial_set(key: &str, len: usize, sent: usize) -> Vec<u8> {
+    let mut v = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${len}\r\n", key.len()).into_bytes();
+    v.extend(vec![b'v'; sent]);
+    v
+}
+
+#[test]
+fn messages_being_received_share_one_budget_across_sessions_and_doors() {
+    let served = Served::start(demo_dir_with(|t| with_limits(t, LIMITS)), "");
+    let h = harness();
+    h.runtime.block_on(async {
+        // A Redis session holds 1.5 MB of a command it never finishes.
+        let mut holder = redis_raw(served.redis_port, "writer").await;
+        holder
+            .write_all(&partial_set("cache:held:a", 4 << 20, 1_500_000))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // Another Redis session's 1 MB command does not fit: said, then closed.
+        let mut second = redis_raw(served.redis_port, "writer").await;
+        second
+            .write_all(&partial_set("cache:held:b", 1_000_000, 1_000_000))
+            .await
+            .unwrap();
+        second.write_all(b"\r\n").await.unwrap();
+        let reply = read_some(&mut second).await;
+        assert!(
+            reply.starts_with("-ERR tollgate: client messages being received hold 2097152 bytes")
+                && reply.contains("limits.max_held_client_bytes"),
+            "{reply}"
+        );
+
+        // PostgreSQL: a 1.2 MB parameter (a Bind buffered whole) does not fit either: FATAL
+        // 53200. Ordinary statements of other sessions go on meanwhile.
+        let pg = support::connect_url(&served.pg_url("writer")).await.unwrap();
+        let big = "p".repeat(1_200_000);
+        let e = pg
+            .query_one("SELECT length($1::text)", &[&big])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "53200", "{e}");
+        assert!(
+            support::db_message(&e).contains("limits.max_held_client_bytes"),
+            "{e}"
+        );
+        let other = support::connect_url(&served.pg_url("analyst")).await.unwrap();
+        let n: i64 = other
+            .query_one("SELECT count(*) FROM orders WHERE id < 10", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 9);
+
+        // MongoDB: a 1.2 MB insert is refused, and the session goes on.
+        let env = &harness().env;
+        let mut m = RawMongo::login(served.mongo_port(), "writer", env.token("writer")).await;
+        let r = m
+            .command(doc! { "insert": "orders", "documents": [ { "_id": -77_001i64, "note": "q".repeat(1_200_000) } ], "$db": "shop" })
+            .await;
+        assert_eq!(r.get_f64("ok").ok(), Some(0.0), "{r:?}");
+        assert!(
+            r.get_str("errmsg")
+                .unwrap_or_default()
+                .contains("limits.max_held_client_bytes"),
+            "{r:?}"
+        );
+        let r = m.command(doc! { "ping": 1, "$db": "shop" }).await;
+        assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r:?}");
+
+        // The holder leaves: its share comes back, and the same messages are received.
+        drop(holder);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pg = support::connect_url(&served.pg_url("writer")).await.unwrap();
+        let n: i32 = pg
+            .query_one("SELECT length($1::text)", &[&big])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1_200_000);
+        let mut again = redis_raw(served.redis_port, "writer").await;
+        again
+            .write_all(&partial_set("cache:held:b", 1_000_000, 1_000_000))
+            .await
+            .unwrap();
+        again.write_all(b"\r\n").await.unwrap();
+        assert_eq!(read_some(&mut again).await, "+OK\r\n");
+    });
+}
