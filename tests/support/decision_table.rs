@@ -248,6 +248,13 @@ pub const ANALYST_REFUSED: &[&str] = &[
     "SELECT * FROM pg_hba_file_rules",
     "SELECT * FROM pg_settings",
     "SELECT * FROM pg_prepared_statements",
+    // per-table activity: the row count and writes of tables the policy hides (review)
+    "SELECT relname, n_live_tup, n_tup_ins FROM pg_stat_user_tables WHERE relname = 'secrets'",
+    "SELECT * FROM pg_catalog.pg_stat_all_tables",
+    "SELECT * FROM pg_stat_xact_user_tables",
+    "SELECT heap_blks_read FROM pg_statio_user_tables",
+    "SELECT * FROM pg_stat_user_indexes",
+    "SELECT * FROM pg_stat_progress_copy",
     "SELECT * FROM pg_toast.pg_toast_1234",
     // session settings and identity
     "SET ROLE postgres",
