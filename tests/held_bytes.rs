@@ -19,6 +19,36 @@ use tokio::net::TcpStream;
 /// 2 MiB for the whole gateway.
 const LIMITS: &str = "max_held_client_bytes = 2097152";
 
+/// The gateway's `tollgate_held_client_bytes` gauge.
+async fn held(served: &Served) -> f64 {
+    let (_, body) = support::admin_request(
+        &served.admin_url(),
+        "get",
+        "/metrics",
+        support::AdminAs::Viewer,
+    )
+    .await;
+    let text = body.as_str().unwrap_or_default().to_string();
+    text.lines()
+        .find(|l| l.starts_with("tollgate_held_client_bytes "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits (up to 20 s) until the gauge says `ok`.
+async fn wait_held(served: &Served, what: &str, ok: impl Fn(f64) -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = held(served).await;
+        if ok(now) {
+            return;
+        }
+        assert!(std::time::Instant::now() < until, "{what}: held {now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A Redis session of `agent`, logged in.
 async fn redis_raw(port: u16, agent: &str) -> TcpStream {
     let env = &harness().env;
@@ -61,7 +91,7 @@ fn messages_being_received_share_one_budget_across_sessions_and_doors() {
             .write_all(&partial_set("cache:held:a", 4 << 20, 1_500_000))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_held(&served, "the holder's 1.5 MB are counted", |n| n >= 1_500_000.0).await;
 
         // Another Redis session's 1 MB command does not fit: said, then closed.
         let mut second = redis_raw(served.redis_port, "writer").await;
@@ -116,7 +146,7 @@ fn messages_being_received_share_one_budget_across_sessions_and_doors() {
 
         // The holder leaves: its share comes back, and the same messages are received.
         drop(holder);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_held(&served, "the holder's share comes back", |n| n == 0.0).await;
         let pg = support::connect_url(&served.pg_url("writer")).await.unwrap();
         let n: i32 = pg
             .query_one("SELECT length($1::text)", &[&big])
@@ -131,5 +161,8 @@ fn messages_being_received_share_one_budget_across_sessions_and_doors() {
             .unwrap();
         again.write_all(b"\r\n").await.unwrap();
         assert_eq!(read_some(&mut again).await, "+OK\r\n");
+        // Received and consumed, the messages hold nothing: not even the allocation an idle
+        // session's buffer kept pointing into (review).
+        wait_held(&served, "consumed messages hold nothing", |n| n == 0.0).await;
     });
 }

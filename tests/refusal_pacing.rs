@@ -12,6 +12,7 @@ use bson::doc;
 use support::mongo::RawMongo;
 use support::served::{demo_dir_with, with_limits, Served};
 use support::{harness, sqlstate};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// 20 a second after a burst of 10: `N` refusals at once take at least
 /// (N - 11) × 50 ms.
@@ -68,27 +69,54 @@ fn an_agent_refused_faster_than_the_pace_waits_on_every_door_and_others_do_not()
         // Redis: the writer may not read admin:* keys. (Each door after the bucket emptied:
         // the pace it shows is its own.)
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let mut rc = redis::Client::open(served.redis_url("writer"))
-            .unwrap()
-            .get_multiplexed_async_connection()
+        // Pipelined in one write: the session must stop taking commands from its batch once
+        // the agent is beyond the pace (review: sequential commands did not show that).
+        let mut rs = tokio::net::TcpStream::connect(("127.0.0.1", served.redis_port))
             .await
             .unwrap();
-        let t = Instant::now();
+        let token = harness().env.token("writer");
+        let mut batch = format!(
+            "*3\r\n$4\r\nAUTH\r\n$6\r\nwriter\r\n${}\r\n{token}\r\n",
+            token.len()
+        );
         for i in 0..N {
-            let r: redis::RedisResult<Option<String>> = redis::cmd("GET")
-                .arg(format!("admin:paced:{i}"))
-                .query_async(&mut rc)
-                .await;
-            assert!(r.is_err(), "GET admin:* was not refused");
+            let key = format!("admin:paced:{i}");
+            batch.push_str(&format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()));
+        }
+        batch.push_str("*3\r\n$3\r\nSET\r\n$11\r\ncache:paced\r\n$1\r\n1\r\n");
+        let t = Instant::now();
+        rs.write_all(batch.as_bytes()).await.unwrap();
+        let mut replies = String::new();
+        let mut buf = vec![0u8; 65536];
+        let mut half_at = None;
+        while replies.lines().count() < N + 2 {
+            if half_at.is_none() && replies.lines().count() > N / 2 {
+                half_at = Some(t.elapsed());
+            }
+            let n = tokio::time::timeout(Duration::from_secs(30), rs.read(&mut buf))
+                .await
+                .expect("the replies come")
+                .unwrap();
+            assert!(n > 0, "closed after {replies}");
+            replies.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
         let took = t.elapsed();
+        let lines: Vec<&str> = replies.lines().collect();
+        assert_eq!(lines[0], "+OK");
+        assert!(
+            lines[1..=N].iter().all(|l| l.starts_with("-NOPERM")),
+            "{replies}"
+        );
+        assert_eq!(lines[N + 1], "+OK", "the session goes on");
         assert!(took >= PACED, "{N} Redis refusals in {took:?}");
-        let _: () = redis::cmd("SET")
-            .arg("cache:paced")
-            .arg("1")
-            .query_async(&mut rc)
-            .await
-            .expect("the session goes on");
+        // The replies themselves come at the pace, not all at once before one long wait:
+        // half of them take (N/2 - 11) × 50 ms.
+        let half_at = half_at.expect("replies counted");
+        assert!(
+            half_at >= Duration::from_millis(350),
+            "{} replies in {half_at:?}",
+            N / 2
+        );
         assert_eq!(blocked_records(&served, "writer", "admin:paced:"), N);
 
         // MongoDB: the analyst may not read `secrets`.

@@ -209,6 +209,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             return Ok(None);
         }
         let raw = buf.split_to(header.length).freeze();
+        crate::ratelimit::detach_after(buf, header.length);
         Ok(Some(Message { header, raw }))
     }
 

@@ -258,8 +258,22 @@ async fn relay<R: AsyncRead + Unpin>(
         // A client that pipelines without reading replies waits here instead of growing memory.
         pending.wait_for_room().await;
         // An agent refused faster than `limits.refusals_per_second` waits here, its last
-        // refusal answered.
-        ctx.session().pace_refusals().await;
+        // refusal answered; a pooled connection goes back meanwhile (review: a paced agent
+        // otherwise kept its share of the pool asleep).
+        if let Some(until) = ctx.session().pace_deadline() {
+            let paced = tokio::time::sleep_until(until);
+            tokio::pin!(paced);
+            loop {
+                let may_give_back = attached.is_some() && link.pooled_by_transaction();
+                tokio::select! {
+                    biased;
+                    _ = link.detached.notified(), if may_give_back => {
+                        give_back(link, pending, attached, state).await;
+                    }
+                    _ = &mut paced => break,
+                }
+            }
+        }
         let may_give_back = attached.is_some() && link.pooled_by_transaction();
         // Only the cancel-safe announcement races the detach: a message announced too large
         // is read in pieces below, which cannot stop halfway without losing the stream's place.

@@ -206,6 +206,14 @@ pub const SENSITIVE_CATALOG_RELATIONS: &[&str] = &[
     "pg_statio_user_indexes",
     "pg_statio_user_sequences",
     "pg_statio_user_tables",
+    // Database-wide row counters (differenced, the writes of hidden tables), sequences' last
+    // values (how many rows a hidden table got: `secrets_id_seq`), and other sessions' client
+    // certificates.
+    "pg_stat_database",
+    "pg_stat_database_conflicts",
+    "pg_sequences",
+    "pg_stat_ssl",
+    "pg_stat_gssapi",
 ];
 
 pub fn is_catalog_relation(name: &str) -> bool {

@@ -88,16 +88,29 @@ impl Held {
             }
         } else if want < self.held {
             budget.give_back(self.held - want);
+        } else {
+            return Ok(());
         }
         self.held = want;
+        metrics::gauge!("tollgate_held_client_bytes").set(budget.used() as f64);
         Ok(())
+    }
+}
+
+/// After a message longer than [`FREE`] was split off `buf`: the buffer still points into that
+/// message's allocation, and would keep it alive (and take it back whole at its next reserve)
+/// while the session sits idle, uncounted. What remains is copied into a buffer of its own.
+pub fn detach_after(buf: &mut bytes::BytesMut, message_len: usize) {
+    if message_len > FREE {
+        *buf = bytes::BytesMut::from(&buf[..]);
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some(budget) = &self.budget {
+        if let (Some(budget), true) = (&self.budget, self.held > 0) {
             budget.give_back(self.held);
+            metrics::gauge!("tollgate_held_client_bytes").set(budget.used() as f64);
         }
     }
 }
@@ -133,5 +146,17 @@ mod tests {
         assert_eq!(budget.used(), 0, "so does a closed session");
         let mut free = Held::default();
         free.track(usize::MAX).unwrap();
+    }
+
+    #[test]
+    fn a_buffer_left_after_a_large_message_lets_go_of_its_allocation() {
+        let mut buf = bytes::BytesMut::with_capacity(4 * FREE);
+        buf.extend_from_slice(&vec![7u8; 2 * FREE + 3]);
+        let message = buf.split_to(2 * FREE).freeze();
+        detach_after(&mut buf, message.len());
+        assert_eq!(&buf[..], &[7, 7, 7]);
+        assert!(buf.capacity() < FREE, "{}", buf.capacity());
+        // The message's allocation is its own now: dropping it frees it.
+        assert!(message.is_unique());
     }
 }

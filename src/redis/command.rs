@@ -211,6 +211,7 @@ impl CommandParser {
         }
         let p = self.partial.take().expect("set above");
         let raw = buf.split_to(p.pos).freeze();
+        crate::ratelimit::detach_after(buf, p.pos);
         let args = ranges.iter().map(|&(s, e)| raw.slice(s..e)).collect();
         if ranges.capacity() > 4096 {
             // A huge command does not keep its ranges' memory for the session's lifetime.

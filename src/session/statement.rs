@@ -503,12 +503,7 @@ impl Session {
         }
         self.principal.stats.statement(Decision::Blocked);
         crate::telemetry::refusal(self.ctx.protocol, &refusal.rule);
-        if let Some((bucket, rate)) = &self.principal.refusals {
-            bucket.charge(*rate);
-            if bucket.ahead(*rate).is_some() {
-                self.pace_due.store(true, Ordering::Relaxed);
-            }
-        }
+        self.charge_refusal();
         if let Err(e) = self.chain(&ev, write) {
             warn!(error = %e, "audit write failed for a refused statement");
         }
@@ -518,10 +513,25 @@ impl Session {
     /// A decision record for something tollgate answered itself (`QUIT`, `AUTH`), chained for
     /// the caller's next flush.
     pub fn note(&self, statement: String, decision: Decision, reason: Option<&str>) {
+        if decision == Decision::Blocked {
+            // A refusal all the same (messages skipped after one, a substitute's answer).
+            self.charge_refusal();
+        }
         let mut ev = self.event(decision, statement);
         ev.reason = reason.map(str::to_string);
         if let Err(e) = self.chain(&ev, Write::Deferred) {
             warn!(error = %e, "audit write failed for a local reply");
+        }
+    }
+
+    /// Charges a refusal to the agent's pace; one that finds it beyond the pace flags the
+    /// session ([`Session::must_pace`]).
+    fn charge_refusal(&self) {
+        if let Some((bucket, rate)) = &self.principal.refusals {
+            bucket.charge(*rate);
+            if bucket.ahead(*rate).is_some() {
+                self.pace_due.store(true, Ordering::Relaxed);
+            }
         }
     }
 
@@ -534,7 +544,6 @@ impl Session {
         Ok(seq)
     }
 
-    /// Waits until every record this session chained (decisions, refusals, notes) is on disk.
     /// Whether a refusal found the agent over `limits.refusals_per_second`: a front end stops
     /// taking messages from its batch and calls [`Session::pace_refusals`].
     pub fn must_pace(&self) -> bool {
@@ -547,15 +556,25 @@ impl Session {
     /// refused as fast as it can send (each refusal is a record, and refusals take no rate
     /// token) is thus slowed to the pace on all its sessions, which each wait their turn.
     pub async fn pace_refusals(&self) {
-        if !self.pace_due.swap(false, Ordering::Relaxed) {
-            return;
+        if let Some(until) = self.pace_deadline() {
+            tokio::time::sleep_until(until).await;
         }
-        let Some((bucket, rate)) = &self.principal.refusals else {
-            return;
-        };
-        wait_out(bucket.ahead(*rate), self.ctx.protocol).await
     }
 
+    /// [`Session::pace_refusals`] as a deadline, for a front end that has other things to do
+    /// while it waits (a PostgreSQL session gives its pooled connection back meanwhile).
+    /// `None`: no wait is due; taking it clears the flag.
+    pub fn pace_deadline(&self) -> Option<tokio::time::Instant> {
+        if !self.pace_due.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        let (bucket, rate) = self.principal.refusals.as_ref()?;
+        let wait = bucket.ahead(*rate)?;
+        count_pause(self.ctx.protocol);
+        Some(tokio::time::Instant::now() + wait)
+    }
+
+    /// Waits until every record this session chained (decisions, refusals, notes) is on disk.
     /// Sessions committing at the same moment share one write (group commit: the audit log's
     /// `commit`). Front ends call it before forwarding what they decided. `Err`: the log cannot
     /// be written, and nothing decided since the last commit may be forwarded.
@@ -577,21 +596,16 @@ impl Core {
     /// they can be sent are slowed like a wire session's messages ([`Session::pace_refusals`]).
     pub async fn pace_refusals_of(&self, agent: &str, protocol: Protocol) {
         let rate = self.limits.refusal_rate();
-        wait_out(
-            rate.and_then(|r| self.limiter.refusals_ahead(agent, r)),
-            protocol,
-        )
-        .await
+        if let Some(wait) = rate.and_then(|r| self.limiter.refusals_ahead(agent, r)) {
+            count_pause(protocol);
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
-/// Sleeps `wait` (an agent's refusals beyond the pace), counted.
-async fn wait_out(wait: Option<std::time::Duration>, protocol: Protocol) {
-    if let Some(wait) = wait {
-        metrics::counter!("tollgate_refusal_pauses_total", "protocol" => protocol.as_str())
-            .increment(1);
-        tokio::time::sleep(wait).await;
-    }
+fn count_pause(protocol: Protocol) {
+    metrics::counter!("tollgate_refusal_pauses_total", "protocol" => protocol.as_str())
+        .increment(1);
 }
 
 /// The longest error text an outcome record holds.

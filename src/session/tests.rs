@@ -8,9 +8,10 @@ use serde_json::Value;
 
 use super::testing::TestCore;
 use super::{Judged, OutcomeError, ReauthError};
+use crate::audit::Decision;
 use crate::audit::Protocol;
 use crate::config::LimitsConfig;
-use crate::refusal::RefusalClass;
+use crate::refusal::{Refusal, RefusalClass};
 
 const TOKEN: &str = "tg_test_token";
 
@@ -437,4 +438,40 @@ fn a_login_inside_a_session_moves_the_connection_slot() {
     ));
     assert_eq!(&**s.agent(), "analyst");
     assert_eq!(t.core.limiter.connections_of("analyst"), 2);
+}
+
+/// Every kind of refusal record counts towards the pace: `refuse`, and the blocked notes a front
+/// end writes for messages skipped after a refusal (review: a refused Parse followed by a
+/// million skipped ones was one charge and a million records).
+#[tokio::test]
+async fn refusals_and_blocked_notes_are_paced_per_agent() {
+    let limits = LimitsConfig {
+        refusals_per_second: 10,
+        refusal_burst: 2,
+        ..LimitsConfig::default()
+    };
+    let t = TestCore::with_limits(&agents(), POLICIES, limits);
+    let (_a, s) = t.session(Protocol::Postgres, "analyst", TOKEN, "shop");
+    let (_b, other) = t.session(Protocol::Redis, "analyst", TOKEN, "cache");
+    let refusal = || Refusal::new(RefusalClass::Permission, "r", "no");
+    s.refuse("x".into(), refusal());
+    s.note("skipped".into(), Decision::Blocked, None);
+    assert!(!s.must_pace(), "two fit the burst");
+    assert!(s.pace_deadline().is_none());
+    s.note("skipped".into(), Decision::Blocked, None);
+    assert!(s.must_pace(), "a third finds the agent at its pace");
+    // The agent's other sessions share the bucket: their next refusal waits too.
+    other.refuse_deferred("y".into(), refusal());
+    assert!(other.must_pace());
+    let until = s.pace_deadline().expect("a wait is due");
+    let wait = until - tokio::time::Instant::now();
+    assert!(
+        wait > std::time::Duration::from_millis(50)
+            && wait <= std::time::Duration::from_millis(200),
+        "{wait:?}"
+    );
+    assert!(!s.must_pace(), "taking the deadline clears the flag");
+    // Allowed statements and local replies are not refusals.
+    s.note("QUIT".into(), Decision::Allowed, None);
+    assert!(!s.must_pace());
 }

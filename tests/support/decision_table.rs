@@ -255,6 +255,9 @@ pub const ANALYST_REFUSED: &[&str] = &[
     "SELECT heap_blks_read FROM pg_statio_user_tables",
     "SELECT * FROM pg_stat_user_indexes",
     "SELECT * FROM pg_stat_progress_copy",
+    "SELECT last_value FROM pg_sequences WHERE sequencename = 'secrets_id_seq'",
+    "SELECT tup_inserted FROM pg_stat_database",
+    "SELECT client_dn FROM pg_stat_ssl",
     "SELECT * FROM pg_toast.pg_toast_1234",
     // session settings and identity
     "SET ROLE postgres",
