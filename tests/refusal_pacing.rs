@@ -163,3 +163,43 @@ fn an_agent_refused_faster_than_the_pace_waits_on_every_door_and_others_do_not()
         );
     });
 }
+
+/// Failed logins are records with no agent to pace: a connection that may retry (Redis
+/// `AUTH`, MongoDB SASL) is closed after ten, with a reason where the protocol has one.
+#[test]
+fn a_connection_is_closed_after_ten_failed_logins() {
+    let h = harness();
+    h.runtime.block_on(async {
+        let mut s = support::redis_raw().await;
+        s.write_all("AUTH analyst tg_wrong\r\n".repeat(12).as_bytes())
+            .await
+            .unwrap();
+        let mut text = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut text))
+            .await
+            .expect("the connection is closed")
+            .ok();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 11, "{text}");
+        assert!(
+            lines[..10].iter().all(|l| l.starts_with("-WRONGPASS")),
+            "{text}"
+        );
+        assert_eq!(
+            lines[10],
+            "-ERR tollgate: too many failed logins on this connection; connect again"
+        );
+
+        let mut m = RawMongo::connect(harness().env.mongo_port).await;
+        for i in 0..10 {
+            let r = m.try_login("analyst", "tg_wrong").await;
+            assert_eq!(r.get_f64("ok").ok(), Some(0.0), "try {i}: {r:?}");
+        }
+        assert!(
+            m.try_command(doc! { "hello": 1, "$db": "admin" })
+                .await
+                .is_none(),
+            "closed after ten failures"
+        );
+    });
+}

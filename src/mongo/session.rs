@@ -185,6 +185,10 @@ where
             LoginOutcome::Failed { user, reply } => {
                 accepted.auth_failed(user.as_bytes(), "authentication failed");
                 wr.write_all(&reply).await?;
+                if !accepted.login_attempts_left() {
+                    // The reply said why; the connection ends (MongoDB has no error for this).
+                    return Ok(None);
+                }
             }
             LoginOutcome::Authenticated {
                 agent,

@@ -271,6 +271,14 @@ where
         };
         let Some(verified) = accepted.verify_token(&user, &token) else {
             wr.write_all(reply::WRONGPASS).await?;
+            if !accepted.login_attempts_left() {
+                wr.write_all(&reply::error(
+                    "ERR",
+                    crate::session::TOO_MANY_LOGIN_FAILURES,
+                ))
+                .await?;
+                return Ok(None);
+            }
             continue;
         };
         match accepted.admit(&verified, &target.name, tls) {

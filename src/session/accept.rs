@@ -21,6 +21,9 @@ pub const MAX_PREAUTH_CONNECTIONS_RULE: &str = "tollgate.toml: limits.max_preaut
 
 /// A connection the gateway accepted, until it ends: its id, its place in the live count and
 /// the client gauge, and the deadline its login must meet.
+/// Failed logins one connection may make before it is closed.
+pub const MAX_LOGIN_FAILURES: u32 = 10;
+
 pub struct Accepted {
     core: Arc<Core>,
     pub id: u64,
@@ -32,6 +35,8 @@ pub struct Accepted {
     pub deadline: tokio::time::Instant,
     /// Its place in the core's pre-authentication count (until admitted or dropped).
     preauth: PreauthSlot,
+    /// Failed logins on this connection ([`Accepted::login_attempts_left`]).
+    failures: std::sync::atomic::AtomicU32,
     _live: LiveSession,
     _gauge: GaugeGuard,
 }
@@ -105,6 +110,7 @@ impl Accepted {
         ));
         Accepted {
             preauth: PreauthSlot::new(core.clone()),
+            failures: std::sync::atomic::AtomicU32::new(0),
             _live: core.lifecycle.enter(),
             _gauge: gauge,
             core,
@@ -168,6 +174,8 @@ impl Accepted {
     /// A failed login: recorded (the name as `login_name` shows it) and counted. Wrong tokens, unknown agents and
     /// names no agent can have read the same to the client.
     pub fn auth_failed(&self, user: &[u8], why: &str) {
+        self.failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("tollgate_auth_failures_total", "protocol" => self.protocol.as_str())
             .increment(1);
         let shown = login_name(&self.core, user);
@@ -178,6 +186,14 @@ impl Accepted {
             None,
             why,
         );
+    }
+
+    /// Whether this connection may try to log in again. Each failed login is a record, and a
+    /// connection that may retry (Redis `AUTH`, MongoDB `saslStart`) could otherwise write them
+    /// as fast as it sends, with no agent to pace; after [`MAX_LOGIN_FAILURES`] the door closes
+    /// it, as sshd's MaxAuthTries does (a client that knows its token needs one try).
+    pub fn login_attempts_left(&self) -> bool {
+        self.failures.load(std::sync::atomic::Ordering::Relaxed) < MAX_LOGIN_FAILURES
     }
 
     /// The verifier a SCRAM exchange for `user` runs against: the agent's, or a mock one of the

@@ -37,6 +37,10 @@ pub use lifecycle::{Lifecycle, LiveSession, Phase};
 /// client that is gone altogether ends it at the first write; this bounds the rest (a statement
 /// still running, a blocked command), so a closed client never holds its upstream connection.
 pub const REPLY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Said to a client whose connection is closed after [`accept::MAX_LOGIN_FAILURES`] failed logins.
+pub const TOO_MANY_LOGIN_FAILURES: &str =
+    "tollgate: too many failed logins on this connection; connect again";
 pub use record::shown_name;
 pub use statement::{
     audit_unavailable, upstream_unavailable, Judged, OutcomeError, Principal, ReauthError, Session,

@@ -354,6 +354,8 @@ impl Session {
         let Some(verified) = check_token(&core, user, token) else {
             metrics::counter!("tollgate_auth_failures_total", "protocol" => self.ctx.protocol.as_str())
                 .increment(1);
+            // A record each: paced like the session agent's refusals (`AUTH` in a pipeline).
+            self.charge_refusal();
             session_record(
                 &core,
                 &self.ctx.who(login_name(&core, user).into()),
@@ -381,6 +383,7 @@ impl Session {
                 Ok(())
             }
             Err(refusal) => {
+                self.charge_refusal();
                 session_record(
                     &core,
                     &self.ctx.who(agent.clone()),

@@ -76,6 +76,14 @@ impl RawMongo {
         self.raw(&bytes).await
     }
 
+    /// Sends one command and reads its reply; `None` when the connection is closed.
+    pub async fn try_command(&mut self, cmd: Document) -> Option<Document> {
+        let id = self.next_id();
+        let bytes = OpMsg::reply(0, id, &cmd).encode(false);
+        self.stream.write_all(&bytes).await.ok()?;
+        self.read().await
+    }
+
     /// Sends raw bytes (a whole message) and reads one reply.
     pub async fn raw(&mut self, bytes: &[u8]) -> Document {
         self.stream.write_all(bytes).await.unwrap();
