@@ -648,6 +648,14 @@ impl Engine {
             }
             None => Ok(()),
         });
+        // The `hash` mask's key in the rewrite must not come back to the agent.
+        let enforced_result = enforced_result.and_then(|()| match enforced.flatten() {
+            Some(r) => {
+                let key = self.mask_key.load();
+                decide::check_mask_key(r, &analysis, rewrite.as_deref(), &key)
+            }
+            None => Ok(()),
+        });
         let verdict = match enforced_result {
             Err(d) => Verdict {
                 outcome: Outcome::Block,
