@@ -204,6 +204,20 @@ mod tests {
     }
 
     #[test]
+    fn a_rewrite_is_shown_with_the_placeholder_and_forwarded_with_the_key() {
+        let engine = engine();
+        let sql = "SELECT id, ssn FROM customers";
+        let v = verdict(&engine, "analyst", sql);
+        let forwarded = v.forwarded_text(sql).unwrap();
+        assert!(forwarded.contains(KEY), "{forwarded}");
+        assert!(v.rewrite.as_ref().unwrap().carries(KEY));
+        let shown = engine.shown_rewrite(&v, sql).unwrap();
+        assert!(!shown.contains(KEY), "{shown}");
+        assert!(shown.contains("'<mask key>'"), "{shown}");
+        assert_eq!(shown, forwarded.replace(KEY, PLACEHOLDER));
+    }
+
+    #[test]
     fn an_empty_key_hides_nothing() {
         let text = "SELECT '' || a";
         assert!(matches!(hide(text, ""), Cow::Borrowed(t) if t == text));
