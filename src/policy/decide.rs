@@ -292,6 +292,7 @@ pub fn plan_masking(
 const SHOWS_STATEMENT_TEXT: &[&str] = &[
     "current_query",
     "pg_stat_get_activity",
+    "pg_stat_get_backend_activity",
     "pg_stat_activity",
     "pg_prepared_statements",
     "pg_cursors",
@@ -382,7 +383,7 @@ pub fn check_mask_key(
         if shows_statement_text(stmt) && rules.has_hash_mask() {
             return Err(Refusal::permission(
                 RULE,
-                "an agent with a hash mask may not read statement texts (current_query(), pg_stat_activity, pg_prepared_statements, pg_cursors): the texts of masked statements show the mask's key",
+                "an agent with a hash mask may not read statement texts (current_query(), pg_stat_activity, pg_stat_get_backend_activity(), pg_prepared_statements, pg_cursors): the texts of masked statements show the mask's key",
             ));
         }
     }

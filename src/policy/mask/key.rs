@@ -141,6 +141,7 @@ mod tests {
         // catalogs, protected settings).
         let texts = [
             "SELECT query FROM pg_stat_activity",
+            "SELECT pg_stat_get_backend_activity(s) FROM pg_stat_get_backend_idset() s",
             "SELECT statement FROM pg_catalog.pg_prepared_statements",
             "SELECT statement FROM pg_cursors",
             "SET debug_print_plan = on",
