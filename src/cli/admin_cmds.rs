@@ -179,7 +179,8 @@ pub fn explain(
                 plan.tables.join(", "),
                 plan.rules.join(", ")
             );
-            match verdict.forwarded_text(statement) {
+            // The `hash` mask's key shown as a placeholder: no secrets in output.
+            match engine.shown_rewrite(&verdict, statement) {
                 Ok(text) => println!("rewritten: {text}"),
                 Err(d) => println!("rewritten: (failed: {})", d.reason),
             }

@@ -385,7 +385,8 @@ pub fn explain(
         Outcome::WouldBlock => "would_block",
     };
     let rewritten = match (&verdict.rewrite, verdict.runs()) {
-        (Some(_), true) => match verdict.forwarded_text(&a.sql) {
+        // The `hash` mask's key shown as a placeholder, never itself.
+        (Some(_), true) => match pg.session().core().policy.shown_rewrite(&verdict, &a.sql) {
             Ok(t) => json!(t),
             Err(r) => json!({"error": r.message()}),
         },

@@ -273,15 +273,121 @@ pub fn plan_masking(
     if !rules.has_protections() {
         return Ok(None);
     }
-    let plan = super::mask::plan_rewrite(sql_text, analysis, rules, schema, hash_key)
-        .map_err(|e| Refusal::permission(e.rule, e.reason))?;
+    // A reason quoting the rewritten text (a parse error of it) must not quote the key.
+    let refusal = |e: super::mask::RewriteError| {
+        Refusal::permission(e.rule, super::mask::key::hide(&e.reason, hash_key))
+    };
+    let plan =
+        super::mask::plan_rewrite(sql_text, analysis, rules, schema, hash_key).map_err(refusal)?;
     if let Some(p) = plan.as_ref().filter(|p| p.has_edits()) {
         // Defence in depth: the rewritten text must parse, and name protected tables only
         // inside the masking subqueries.
-        super::mask::verify_rewrite(p, sql_text, rules)
-            .map_err(|e| Refusal::permission(e.rule, e.reason))?;
+        super::mask::verify_rewrite(p, sql_text, rules).map_err(refusal)?;
     }
     Ok(plan)
+}
+
+/// Functions and relations that show the text of statements the server runs, the calling one
+/// or another (this session's prepared statements and cursors, other sessions' statements).
+const SHOWS_STATEMENT_TEXT: &[&str] = &[
+    "current_query",
+    "pg_stat_get_activity",
+    "pg_stat_get_backend_activity",
+    "pg_stat_activity",
+    "pg_prepared_statements",
+    "pg_cursors",
+];
+
+/// `SET debug_print_plan` and its siblings (or `set_config` of them, or of a name computed at
+/// run time): with `client_min_messages = log` the server sends the client the statement's
+/// parse or plan tree, constants (the key among them) included.
+fn prints_trees(stmt: &StatementInfo) -> bool {
+    let debug_print = |name: &str| {
+        name.get(..12)
+            .is_some_and(|p| p.eq_ignore_ascii_case("debug_print_"))
+    };
+    matches!(&stmt.kind, StatementKind::Set { name, .. } if debug_print(name))
+        || stmt
+            .set_config_calls
+            .iter()
+            .any(|c| c.as_ref().map_or(true, |(name, _)| debug_print(name)))
+}
+
+fn shows_statement_text(stmt: &StatementInfo) -> bool {
+    let builtin = |schema: &Option<String>, name: &str| {
+        matches!(schema.as_deref(), None | Some("pg_catalog"))
+            && SHOWS_STATEMENT_TEXT.contains(&name)
+    };
+    stmt.functions.iter().any(|f| builtin(&f.schema, &f.name))
+        || stmt.relations.iter().any(|r| builtin(&r.schema, &r.name))
+}
+
+/// The `hash` mask's key (hex) never reaches the agent (docs/policy.md, "What the agent can see
+/// of a hash mask"). Masking subqueries carry it in the text PostgreSQL receives, and
+/// PostgreSQL shows a statement's expressions in EXPLAIN output (VERBOSE's Output lines, Filter,
+/// Sort Key, Index Cond), so refused, for every profile, shadow mode or not:
+/// - a text whose rewrite (`plan`) carries the key and that holds an EXPLAIN (any options,
+///   ANALYZE included): the whole text is judged, so `SELECT ssn FROM t; EXPLAIN SELECT 1` goes
+///   too;
+/// - DDL whose rewrite carries the key: a view's or materialized view's definition would keep
+///   it where `pg_get_viewdef` and the catalog show it (CREATE TABLE AS stores no definition,
+///   but is one node with CREATE MATERIALIZED VIEW for the analysis, so it goes too);
+/// - `EXPLAIN EXECUTE` (and EXPLAIN of DDL: `CREATE TABLE ... AS EXECUTE`) when `rules` mask
+///   any column with `hash`: the prepared statement it explains may carry the key, and which
+///   statement a name stands for when the EXPLAIN runs (a Parse now, an Execute later, a
+///   DEALLOCATE and a new PREPARE in between) is the server's to say, so tollgate does not guess;
+/// - for such an agent, `SET debug_print_plan` and its siblings (passthrough agents only: the
+///   others may not set them at all), whose trees show constants;
+/// - for such an agent, reading statement texts (`current_query()`, `pg_stat_activity`,
+///   `pg_prepared_statements`, `pg_cursors`; restricted agents are refused the views anyway as
+///   sensitive catalogs): its own masked statements, prepared statements and cursors are there.
+pub fn check_mask_key(
+    rules: &SqlRules,
+    analysis: &Analysis,
+    plan: Option<&super::mask::RewritePlan>,
+    hash_key: &str,
+) -> Result<(), Refusal> {
+    use super::mask::key::RULE;
+    let carries = plan.is_some_and(|p| p.carries(hash_key));
+    for stmt in &analysis.statements {
+        let explain = matches!(stmt.kind, StatementKind::Explain { .. });
+        // `EXPLAIN EXECUTE p`, and `EXPLAIN CREATE TABLE ... AS EXECUTE p` (DDL inside).
+        let of_prepared = matches!(
+            stmt.inner_kind.as_deref(),
+            Some(StatementKind::Execute { .. } | StatementKind::Ddl)
+        );
+        if explain && of_prepared && rules.has_hash_mask() {
+            return Err(Refusal::permission(
+                RULE,
+                "EXPLAIN EXECUTE (or EXPLAIN of DDL) is refused for an agent with a hash mask: the plan of the prepared statement would show the mask's key; EXPLAIN the statement's own text, or EXECUTE it",
+            ));
+        }
+        if carries && explain {
+            return Err(Refusal::permission(
+                RULE,
+                "EXPLAIN of a statement that reads a column masked with hash is refused: the plan would show the mask's key; run the statement itself, or EXPLAIN one that reads no hash-masked column",
+            ));
+        }
+        if carries && stmt.kind == StatementKind::Ddl {
+            return Err(Refusal::permission(
+                RULE,
+                "DDL that reads a column masked with hash is refused (CREATE VIEW, CREATE MATERIALIZED VIEW, CREATE TABLE AS, ...): a stored definition would keep the mask's key where the catalog shows it",
+            ));
+        }
+        if prints_trees(stmt) && rules.has_hash_mask() {
+            return Err(Refusal::permission(
+                RULE,
+                "an agent with a hash mask may not turn on debug_print_parse, debug_print_rewritten or debug_print_plan: the trees the server prints show the mask's key",
+            ));
+        }
+        if shows_statement_text(stmt) && rules.has_hash_mask() {
+            return Err(Refusal::permission(
+                RULE,
+                "an agent with a hash mask may not read statement texts (current_query(), pg_stat_activity, pg_stat_get_backend_activity(), pg_prepared_statements, pg_cursors): the texts of masked statements show the mask's key",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_relation(rules: &SqlRules, rel: &RelationAccess) -> Result<(), Refusal> {

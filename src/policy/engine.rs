@@ -210,6 +210,13 @@ impl Engine {
         self.mask_key.load().as_str().to_owned()
     }
 
+    /// The text `verdict` forwards for `sql`, as shown to a person (the MCP `explain` tool,
+    /// `tollgate explain`): the `hash` mask's key replaced by `'<mask key>'`.
+    pub fn shown_rewrite(&self, verdict: &Verdict, sql: &str) -> Result<String, Refusal> {
+        let text = verdict.forwarded_text(sql)?;
+        Ok(super::mask::key::hide(&text, &self.mask_key.load()).into_owned())
+    }
+
     /// Sets the key of the `hash` mask.
     pub fn set_mask_key(&self, hex_key: String) {
         self.mask_key.store(Arc::new(hex_key));
@@ -645,6 +652,14 @@ impl Engine {
                 decide::plan_masking(r, sql_text, &analysis, schema.as_deref(), &key).map(|p| {
                     rewrite = p.map(Arc::new);
                 })
+            }
+            None => Ok(()),
+        });
+        // The `hash` mask's key in the rewrite must not come back to the agent.
+        let enforced_result = enforced_result.and_then(|()| match enforced.flatten() {
+            Some(r) => {
+                let key = self.mask_key.load();
+                decide::check_mask_key(r, &analysis, rewrite.as_deref(), &key)
             }
             None => Ok(()),
         });

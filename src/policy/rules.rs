@@ -265,6 +265,15 @@ impl SqlRules {
             .any(|t| !t.masks.is_empty() || t.row_filter.is_some())
     }
 
+    /// Some table has a column masked with `hash`, whose key masking subqueries carry.
+    pub fn has_hash_mask(&self) -> bool {
+        self.tables.iter().any(|t| {
+            t.masks
+                .iter()
+                .any(|(_, s)| *s == super::mask::MaskStrategy::Hash)
+        })
+    }
+
     /// Masks and row filters of every rule matching `qualified`.
     pub fn protection_of(&self, qualified: &str) -> Protection {
         let mut p = Protection::default();

@@ -9,6 +9,7 @@
 //! predicates, ordering, grouping, joins, aggregates, casts) it does with masked values only.
 //! A protected table named anywhere the rewrite cannot place a subquery is refused.
 
+pub mod key;
 mod rewrite;
 mod schema;
 mod strategy;

@@ -51,6 +51,12 @@ impl RewritePlan {
         !self.edits.is_empty()
     }
 
+    /// Whether the text the plan inserts holds `needle` (the `hash` mask's key: then the
+    /// rewritten statement carries it). An empty needle is never carried.
+    pub fn carries(&self, needle: &str) -> bool {
+        !needle.is_empty() && self.edits.iter().any(|e| e.text.contains(needle))
+    }
+
     /// The statement with every edit applied. Fails if `sql` does not have the plan's shape.
     pub fn apply(&self, sql: &str) -> Result<String, RewriteError> {
         let tokens = structural_tokens(sql)
