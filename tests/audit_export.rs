@@ -273,14 +273,7 @@ queue = 3
             support::admin_request(&admin, "get", "/metrics", AdminAs::Viewer).await;
         assert_eq!(status, 200);
         let metrics = metrics.as_str().unwrap().to_string();
-        let value = |name: &str| {
-            metrics
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
+        let value = |name: &str| support::metric(&metrics, name).unwrap_or(0.0);
         assert!(
             value("tollgate_audit_export_dropped_total{exporter=\"webhook\"}") > 0.0,
             "{metrics}"

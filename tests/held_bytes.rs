@@ -28,12 +28,11 @@ async fn held(served: &Served) -> f64 {
         support::AdminAs::Viewer,
     )
     .await;
-    let text = body.as_str().unwrap_or_default().to_string();
-    text.lines()
-        .find(|l| l.starts_with("tollgate_held_client_bytes "))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    support::metric(
+        body.as_str().unwrap_or_default(),
+        "tollgate_held_client_bytes",
+    )
+    .unwrap_or(0.0)
 }
 
 /// Waits (up to 20 s) until the gauge says `ok`.

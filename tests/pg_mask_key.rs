@@ -128,23 +128,10 @@ fn assert_refused(what: &str, r: &Reply, rules: &[&str], key: &str) {
 }
 
 async fn mcp_call(port: u16, agent: &str, tool: &str, args: Value) -> String {
-    reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/mcp"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-06-18")
-        .header(
-            "authorization",
-            format!("Bearer {}", harness().env.mcp_token(agent)),
-        )
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": tool, "arguments": args}}))
-        .send()
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    support::mcp_tool_call(&url, agent, tool, args)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+        .to_string()
 }
 
 #[test]

@@ -955,22 +955,12 @@ fn an_mcp_call_does_not_replace_a_wire_sessions_unnamed_statement() {
         send(&mut b, &[parse("", "SELECT 'analyst-own'"), sync()]).await;
         let (t, code, _) = support::read_until_ready(&mut b).await;
         assert_eq!((t, code), (b"1Z".to_vec(), None));
-        let token = format!("Bearer {}", harness().env.mcp_token("trusted"));
-        let resp: serde_json::Value = reqwest::Client::new()
-            .post(&mcp)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-06-18")
-            .header("authorization", token)
-            .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                "params": {"name": "query", "arguments": {"sql": "SELECT ssn FROM customers ORDER BY id LIMIT 1"}}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        eprintln!("trusted's MCP call: {}", resp["result"]["structuredContent"]["rows"]);
+        let args = serde_json::json!({"sql": "SELECT ssn FROM customers ORDER BY id LIMIT 1"});
+        let resp = support::mcp_tool_call(&mcp, "trusted", "query", args).await;
+        eprintln!(
+            "trusted's MCP call: {}",
+            resp["result"]["structuredContent"]["rows"]
+        );
         send(&mut b, &[bind_unnamed(), execute_unnamed(0), sync()]).await;
         let seen = values_until_ready(&mut b).await;
         eprintln!("analyst's Bind of its own unnamed statement returned: {seen:?}");

@@ -38,7 +38,9 @@ fn an_agent_refused_faster_than_the_pace_waits_on_every_door_and_others_do_not()
     let h = harness();
     h.runtime.block_on(async {
         // PostgreSQL, pipelined: the writer may not delete customers.
-        let pg = support::connect_url(&served.pg_url("writer")).await.unwrap();
+        let pg = support::connect_url(&served.pg_url("writer"))
+            .await
+            .unwrap();
         let texts: Vec<String> = (0..N)
             .map(|i| format!("DELETE FROM customers WHERE id = -{i}"))
             .collect();
@@ -58,7 +60,9 @@ fn an_agent_refused_faster_than_the_pace_waits_on_every_door_and_others_do_not()
         );
 
         // Meanwhile another agent is refused at once: the pace is per agent.
-        let other = support::connect_url(&served.pg_url("analyst")).await.unwrap();
+        let other = support::connect_url(&served.pg_url("analyst"))
+            .await
+            .unwrap();
         let t = Instant::now();
         for _ in 0..5 {
             let e = other.simple_query("DELETE FROM orders").await.unwrap_err();
@@ -136,23 +140,11 @@ fn an_agent_refused_faster_than_the_pace_waits_on_every_door_and_others_do_not()
         // MCP: each call is paced while the agent is beyond the rate.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let mcp = served.mcp_port();
-        let http = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{mcp}/mcp");
         let t = Instant::now();
-        for i in 0..N {
-            let body: serde_json::Value = http
-                .post(format!("http://127.0.0.1:{mcp}/mcp"))
-                .header("content-type", "application/json")
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2025-06-18")
-                .header("authorization", format!("Bearer {}", env.mcp_token("analyst")))
-                .json(&serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
-                    "params": {"name": "query", "arguments": {"sql": "DELETE FROM orders", "upstream": "shop"}}}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+        for _ in 0..N {
+            let args = serde_json::json!({"sql": "DELETE FROM orders", "upstream": "shop"});
+            let body = support::mcp_tool_call(&url, "analyst", "query", args).await;
             assert_eq!(body["result"]["isError"], true, "{body}");
         }
         let took = t.elapsed();

@@ -288,22 +288,9 @@ fn silent_and_slow_clients_are_cut_at_the_deadline_and_capped_while_agents_are_s
 
 /// An authenticated MCP `tools/call` of `query` as `agent` on `port`: its structured result.
 async fn mcp_query(port: u16, agent: &str, sql: &str) -> serde_json::Value {
-    let env = &support::harness().env;
-    let resp = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/mcp"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-06-18")
-        .header("authorization", format!("Bearer {}", env.mcp_token(agent)))
-        .json(
-            &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "query", "arguments": {"sql": sql, "upstream": "shop"}}}),
-        )
-        .send()
-        .await
-        .expect("the MCP endpoint answers");
-    assert_eq!(resp.status(), 200);
-    let body: serde_json::Value = resp.json().await.unwrap();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let args = serde_json::json!({"sql": sql, "upstream": "shop"});
+    let body = support::mcp_tool_call(&url, agent, "query", args).await;
     let result = body["result"].clone();
     assert_eq!(result["isError"], false, "{body}");
     result["structuredContent"].clone()

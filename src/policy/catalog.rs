@@ -80,7 +80,6 @@ pub const PG_CATALOG_RELATIONS: &[&str] = &[
     "pg_shdescription",
     "pg_shmem_allocations",
     "pg_shseclabel",
-    "pg_stat_activity",
     "pg_stat_all_indexes",
     "pg_stat_all_tables",
     "pg_stat_archiver",
@@ -95,7 +94,6 @@ pub const PG_CATALOG_RELATIONS: &[&str] = &[
     "pg_stat_progress_create_index",
     "pg_stat_progress_vacuum",
     "pg_stat_recovery_prefetch",
-    "pg_stat_replication",
     "pg_stat_replication_slots",
     "pg_stat_slru",
     "pg_stat_ssl",
@@ -161,7 +159,6 @@ pub const SENSITIVE_CATALOG_RELATIONS: &[&str] = &[
     "pg_user_mapping",
     "pg_user_mappings",
     "pg_largeobject",
-    "pg_stat_activity",
     "pg_hba_file_rules",
     "pg_ident_file_mappings",
     "pg_file_settings",
@@ -169,7 +166,6 @@ pub const SENSITIVE_CATALOG_RELATIONS: &[&str] = &[
     "pg_settings",
     "pg_db_role_setting",
     "pg_replication_slots",
-    "pg_stat_replication",
     "pg_subscription",
     "pg_backend_memory_contexts",
     "pg_shmem_allocations",
@@ -177,44 +173,20 @@ pub const SENSITIVE_CATALOG_RELATIONS: &[&str] = &[
     "pg_prepared_statements",
     "pg_cursors",
     "pg_locks",
-    // Per-relation activity: row counts, inserts/updates/deletes and reads of every table,
-    // including those the policy hides (`n_live_tup` of `secrets`, its updates as they happen),
-    // and other sessions' operations in progress.
-    "pg_stat_all_indexes",
-    "pg_stat_all_tables",
-    "pg_stat_progress_analyze",
-    "pg_stat_progress_basebackup",
-    "pg_stat_progress_cluster",
-    "pg_stat_progress_copy",
-    "pg_stat_progress_create_index",
-    "pg_stat_progress_vacuum",
-    "pg_stat_sys_indexes",
-    "pg_stat_sys_tables",
-    "pg_stat_user_functions",
-    "pg_stat_user_indexes",
-    "pg_stat_user_tables",
-    "pg_stat_xact_all_tables",
-    "pg_stat_xact_sys_tables",
-    "pg_stat_xact_user_functions",
-    "pg_stat_xact_user_tables",
-    "pg_statio_all_indexes",
-    "pg_statio_all_sequences",
-    "pg_statio_all_tables",
-    "pg_statio_sys_indexes",
-    "pg_statio_sys_sequences",
-    "pg_statio_sys_tables",
-    "pg_statio_user_indexes",
-    "pg_statio_user_sequences",
-    "pg_statio_user_tables",
-    // Database-wide row counters (differenced, the writes of hidden tables), sequences' last
-    // values (how many rows a hidden table got: `secrets_id_seq`), and other sessions' client
-    // certificates.
-    "pg_stat_database",
-    "pg_stat_database_conflicts",
+    // Sequences' last values: how many rows a hidden table got (`secrets_id_seq`).
     "pg_sequences",
-    "pg_stat_ssl",
-    "pg_stat_gssapi",
 ];
+
+/// Whether an agent may not read `pg_catalog.<name>` even when introspection is allowed: the
+/// list above, and every statistics view (`pg_stat_*`, `pg_statio_*`): the row counts, writes
+/// and reads of every table, the hidden ones included (`n_live_tup` of `secrets`, its updates
+/// as they happen), database-wide counters, other sessions' operations and client identities.
+/// No client library needs them to discover a schema.
+pub fn is_sensitive(name: &str) -> bool {
+    SENSITIVE_CATALOG_RELATIONS.contains(&name)
+        || name.starts_with("pg_stat_")
+        || name.starts_with("pg_statio_")
+}
 
 pub fn is_catalog_relation(name: &str) -> bool {
     PG_CATALOG_RELATIONS.binary_search(&name).is_ok()
@@ -232,5 +204,14 @@ mod tests {
         for s in SENSITIVE_CATALOG_RELATIONS {
             assert!(is_catalog_relation(s), "{s}");
         }
+        for s in [
+            "pg_stat_user_tables",
+            "pg_statio_all_indexes",
+            "pg_stat_ssl",
+            "pg_stats",
+        ] {
+            assert!(is_sensitive(s), "{s}");
+        }
+        assert!(!is_sensitive("pg_class") && !is_sensitive("pg_statistic_ext"));
     }
 }

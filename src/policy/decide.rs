@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::catalog::{is_catalog_relation, SENSITIVE_CATALOG_RELATIONS};
+use super::catalog::{is_catalog_relation, is_sensitive};
 use super::rules::{Op, SqlRules, StatementClass};
 use super::settings::check_client_setting;
 use super::sql::{
@@ -430,7 +430,7 @@ fn check_table(rules: &SqlRules, qualified: &str, op: Op) -> Result<(), Refusal>
     }
     let (schema, name) = qualified.split_once('.').unwrap_or(("", qualified));
     if schema == "pg_catalog" || schema == "information_schema" || schema.starts_with("pg_toast") {
-        if schema == "pg_catalog" && SENSITIVE_CATALOG_RELATIONS.contains(&name) {
+        if schema == "pg_catalog" && is_sensitive(name) {
             return Err(Refusal::permission(
                 "builtin: sensitive-catalog",
                 format!("permission denied: {qualified} reveals stored values or server secrets"),

@@ -368,6 +368,43 @@ pub async fn admin_request(
     (status, body)
 }
 
+/// One authenticated MCP `tools/call` of `tool` with `arguments`, as `agent` (the demo's
+/// bearer `AGENT:TOKEN`), on the MCP endpoint `url`, answered as plain JSON: the response
+/// body (a JSON-RPC reply).
+pub async fn mcp_tool_call(
+    url: &str,
+    agent: &str,
+    tool: &str,
+    arguments: serde_json::Value,
+) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header(
+            "authorization",
+            format!("Bearer {}", harness().env.mcp_token(agent)),
+        )
+        .json(
+            &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments}}),
+        )
+        .send()
+        .await
+        .expect("the MCP endpoint answers");
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("a JSON-RPC reply")
+}
+
+/// The value of the Prometheus sample `name` (with its labels, if any) in `/metrics` text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// `admin_request` against the harness's own admin listener.
 pub async fn admin(method: &str, path: &str, who: AdminAs) -> (u16, serde_json::Value) {
     admin_request(&harness().env.admin_url(), method, path, who).await
