@@ -254,25 +254,16 @@ async fn relay<R: AsyncRead + Unpin>(
     state: &mut State,
 ) -> Result<ClientEnd, FromClientError> {
     let mut out = BytesMut::new();
+    // When a paced agent may send again (`Session::pace_deadline`).
+    let mut paced = None;
     loop {
         // A client that pipelines without reading replies waits here instead of growing memory.
         pending.wait_for_room().await;
-        // An agent refused faster than `limits.refusals_per_second` waits here, its last
-        // refusal answered; a pooled connection goes back meanwhile (review: a paced agent
-        // otherwise kept its share of the pool asleep).
-        if let Some(until) = ctx.session().pace_deadline() {
-            let paced = tokio::time::sleep_until(until);
-            tokio::pin!(paced);
-            loop {
-                let may_give_back = attached.is_some() && link.pooled_by_transaction();
-                tokio::select! {
-                    biased;
-                    _ = link.detached.notified(), if may_give_back => {
-                        give_back(link, pending, attached, state).await;
-                    }
-                    _ = &mut paced => break,
-                }
-            }
+        // An agent refused faster than `limits.refusals_per_second` reads nothing until its
+        // pace allows, its last refusal answered; a pooled connection still goes back
+        // meanwhile (review: a paced agent otherwise kept its share of the pool asleep).
+        if paced.is_none() {
+            paced = ctx.session().pace_deadline();
         }
         let may_give_back = attached.is_some() && link.pooled_by_transaction();
         // Only the cancel-safe announcement races the detach: a message announced too large
@@ -280,7 +271,13 @@ async fn relay<R: AsyncRead + Unpin>(
         let next = tokio::select! {
             biased;
             _ = link.detached.notified(), if may_give_back => Next::Detached,
-            f = next_announced(ctx, pending, client, &mut state.view) => Next::Message(f?),
+            _ = tokio::time::sleep_until(paced.unwrap_or_else(tokio::time::Instant::now)), if paced.is_some() => {
+                paced = None;
+                continue;
+            }
+            f = next_announced(ctx, pending, client, &mut state.view), if paced.is_none() => {
+                Next::Message(f?)
+            }
         };
         let incoming = match next {
             Next::Detached => {

@@ -122,9 +122,7 @@ impl Bucket {
             }
         }
     }
-}
 
-impl Bucket {
     /// Counts one event that has already happened (a refusal): TAT moves one interval past
     /// `max(TAT, now)`, even beyond the tolerance; [`Bucket::ahead`] then says by how much.
     pub fn charge(&self, rate: Rate) {
