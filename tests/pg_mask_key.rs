@@ -332,20 +332,12 @@ fn the_hash_mask_key_reaches_no_agent_by_explain_or_otherwise() {
     });
 
     // The operator's dry run shows the placeholder too.
-    let out = std::process::Command::new(support::tollgate_bin())
-        .args([
-            "explain",
-            "--agent",
-            "analyst",
-            "--upstream",
-            "shop",
-            "--config",
-        ])
-        .arg(served.dir().join("tollgate.toml"))
-        .arg("SELECT name FROM customers WHERE id = 1")
-        .env_remove("TOLLGATE_MASTER_KEY")
-        .output()
-        .unwrap();
+    let out = support::explain_cli(
+        &served.dir().join("tollgate.toml"),
+        "analyst",
+        "shop",
+        "SELECT name FROM customers WHERE id = 1",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(!stdout.contains(&key), "tollgate explain prints the key");

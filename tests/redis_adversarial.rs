@@ -147,19 +147,7 @@ async fn hello_and_auth_corners() {
 fn explain_a_redis_command() {
     let cfg = support::harness().env.dir.join("tollgate.toml");
     let run = |cmd: &str| {
-        let out = std::process::Command::new(support::tollgate_bin())
-            .args([
-                "explain",
-                "--agent",
-                "analyst",
-                "--upstream",
-                "cache",
-                "--config",
-            ])
-            .arg(&cfg)
-            .arg(cmd)
-            .output()
-            .unwrap();
+        let out = support::explain_cli(&cfg, "analyst", "cache", cmd);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let out = run("GET cache:1");

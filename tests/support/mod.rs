@@ -129,6 +129,30 @@ pub fn tollgate_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")
 }
 
+/// `tollgate explain --agent AGENT --upstream UPSTREAM --config CONFIG STATEMENT`, the master
+/// key from the config's key file (never from the environment).
+pub fn explain_cli(
+    config: &std::path::Path,
+    agent: &str,
+    upstream: &str,
+    statement: &str,
+) -> std::process::Output {
+    std::process::Command::new(tollgate_bin())
+        .args([
+            "explain",
+            "--agent",
+            agent,
+            "--upstream",
+            upstream,
+            "--config",
+        ])
+        .arg(config)
+        .arg(statement)
+        .env_remove("TOLLGATE_MASTER_KEY")
+        .output()
+        .expect("tollgate explain runs")
+}
+
 /// A raw protocol connection, logged in as `agent` with SCRAM, positioned after the first
 /// ReadyForQuery: for tests that send hand-made (and malformed) messages.
 pub async fn raw_login(agent: &str) -> tokio::net::TcpStream {
