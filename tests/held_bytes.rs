@@ -165,3 +165,111 @@ fn messages_being_received_share_one_budget_across_sessions_and_doors() {
         wait_held(&served, "consumed messages hold nothing", |n| n == 0.0).await;
     });
 }
+
+/// An MCP `tools/call` of `query` as `agent` whose body carries `sql`: the HTTP status and the
+/// response body.
+async fn mcp_query(url: &str, agent: &str, sql: &str) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header(
+            "authorization",
+            format!("Bearer {}", harness().env.mcp_token(agent)),
+        )
+        .json(
+            &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "query", "arguments": {"sql": sql, "upstream": "shop"}}}),
+        )
+        .send()
+        .await
+        .expect("the MCP endpoint answers");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+#[test]
+fn one_agent_fills_its_share_and_other_agents_still_have_room() {
+    // 8 MiB for the gateway, at most 2 MiB of it for one agent.
+    let served = Served::start(
+        demo_dir_with(|t| {
+            with_limits(
+                t,
+                "max_held_client_bytes = 8388608\nmax_held_client_bytes_per_agent = 2097152",
+            )
+        }),
+        "",
+    );
+    let h = harness();
+    let mcp = format!("http://127.0.0.1:{}/mcp", served.mcp_port());
+    let big_sql = format!("SELECT length('{}')", "m".repeat(900_000));
+    h.runtime.block_on(async {
+        // writer holds 1.5 MB of a Redis command it never finishes.
+        let mut holder = redis_raw(served.redis_port, "writer").await;
+        holder
+            .write_all(&partial_set("cache:held:a", 4 << 20, 1_500_000))
+            .await
+            .unwrap();
+        wait_held(&served, "the holder's 1.5 MB are counted", |n| n >= 1_500_000.0).await;
+
+        // writer's next large messages do not fit in its share, on any door.
+        let mut second = redis_raw(served.redis_port, "writer").await;
+        second
+            .write_all(&partial_set("cache:held:b", 1_000_000, 1_000_000))
+            .await
+            .unwrap();
+        second.write_all(b"\r\n").await.unwrap();
+        let reply = read_some(&mut second).await;
+        assert!(
+            reply.starts_with("-ERR tollgate: client messages being received hold 2097152 bytes across this agent's sessions")
+                && reply.contains("limits.max_held_client_bytes_per_agent"),
+            "{reply}"
+        );
+        let (status, body) = mcp_query(&mcp, "writer", &big_sql).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body.contains("limits.max_held_client_bytes_per_agent"),
+            "{body}"
+        );
+
+        // PostgreSQL: the head an oversize Query keeps for its refusal (1.5 MiB: the statement
+        // limit and what a Parse carries besides) is held too while the rest arrives.
+        let mut pg = support::raw_login_at(([127, 0, 0, 1], served.pg_port).into(), "writer").await;
+        let text_len: i32 = 5 << 20;
+        let mut query = vec![b'Q'];
+        query.extend_from_slice(&(text_len + 5).to_be_bytes());
+        query.extend(vec![b'q'; 64 << 10]);
+        pg.write_all(&query).await.unwrap();
+        let (tag, body) = tokio::time::timeout(Duration::from_secs(10), support::read_message(&mut pg))
+            .await
+            .expect("refused at once, not read on");
+        assert_eq!(tag, b'E');
+        let text = String::from_utf8_lossy(&body).into_owned();
+        assert!(
+            text.contains("53200") && text.contains("limits.max_held_client_bytes_per_agent"),
+            "{text}"
+        );
+
+        // Other agents' messages of the same size are received meanwhile.
+        let mut other = redis_raw(served.redis_port, "trusted").await;
+        other
+            .write_all(&partial_set("cache:held:t", 1_000_000, 1_000_000))
+            .await
+            .unwrap();
+        other.write_all(b"\r\n").await.unwrap();
+        assert_eq!(read_some(&mut other).await, "+OK\r\n");
+        let (status, body) = mcp_query(&mcp, "analyst", &big_sql).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("900000"), "the analyst's statement ran: {body}");
+
+        // The holder leaves: writer's large messages are received again.
+        drop(holder);
+        wait_held(&served, "the holder's share comes back", |n| n == 0.0).await;
+        let (status, body) = mcp_query(&mcp, "writer", &big_sql).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("900000"), "{body}");
+        // The MCP request's body was counted while it ran, and given back after.
+        wait_held(&served, "the MCP body is given back", |n| n == 0.0).await;
+    });
+}

@@ -220,6 +220,10 @@ pub struct LimitsConfig {
     /// would take more cannot be received: the session gets a native error and ends.
     #[serde(default = "default_max_held_client_bytes")]
     pub max_held_client_bytes: usize,
+    /// One agent's share of `max_held_client_bytes`, all its sessions and doors together: an
+    /// agent that fills it cannot leave the other agents without room to receive.
+    #[serde(default = "default_max_held_client_bytes_per_agent")]
+    pub max_held_client_bytes_per_agent: usize,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -252,6 +256,9 @@ fn default_refusal_burst() -> u32 {
 fn default_max_held_client_bytes() -> usize {
     1 << 30
 }
+fn default_max_held_client_bytes_per_agent() -> usize {
+    256 << 20
+}
 
 impl LimitsConfig {
     /// `refusals_per_second` and `refusal_burst` as a rate (`None`: no pacing).
@@ -277,6 +284,7 @@ impl Default for LimitsConfig {
             refusals_per_second: default_refusals_per_second(),
             refusal_burst: default_refusal_burst(),
             max_held_client_bytes: default_max_held_client_bytes(),
+            max_held_client_bytes_per_agent: default_max_held_client_bytes_per_agent(),
         }
     }
 }

@@ -104,13 +104,22 @@ pub async fn require_agent(
     }
     // The body of a POST, kept for the tools that read their arguments in the order written
     // (`ordered`); only once the bearer checked out, and no larger than the MCP service reads.
+    // While the request runs it is counted like a wire message being received
+    // (`limits.max_held_client_bytes`, and the agent's share).
+    let mut held = crate::ratelimit::Held::of(&core.held, verified.agent());
     let mut req = if req.method() == Method::POST {
         let (parts, body) = req.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-            return json_rpc_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "tollgate: the request body is larger than 4 MiB or could not be read",
-            );
+        let bytes = match read_body(body, &mut held).await {
+            Ok(bytes) => bytes,
+            Err(BodyRefused::Held(e)) => {
+                return json_rpc_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+            }
+            Err(BodyRefused::Unreadable) => {
+                return json_rpc_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "tollgate: the request body is larger than 4 MiB or could not be read",
+                )
+            }
         };
         let mut req = Request::from_parts(parts, Body::from(bytes.clone()));
         req.extensions_mut().insert(RawBody(bytes));
@@ -118,6 +127,7 @@ pub async fn require_agent(
     } else {
         req
     };
+    req.extensions_mut().insert(Arc::new(HeldBody(held)));
     req.extensions_mut().insert(Caller {
         accepted: Arc::new(accepted),
         verified,
@@ -125,6 +135,40 @@ pub async fn require_agent(
     });
     next.run(req).instrument(span).await
 }
+
+/// Why a request body was not taken.
+enum BodyRefused {
+    /// Larger than [`MAX_BODY`], or the connection failed while it arrived.
+    Unreadable,
+    /// It does not fit in what client messages being received may hold.
+    Held(crate::ratelimit::HeldExhausted),
+}
+
+/// The body, counted in `held` as it arrives: a body that would not fit stops being read.
+async fn read_body(
+    mut body: Body,
+    held: &mut crate::ratelimit::Held,
+) -> Result<bytes::Bytes, BodyRefused> {
+    use http_body_util::BodyExt;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyRefused::Unreadable)?;
+        let Ok(chunk) = frame.into_data() else {
+            continue; // trailers
+        };
+        let len = buf.len() + chunk.len();
+        if len > MAX_BODY {
+            return Err(BodyRefused::Unreadable);
+        }
+        held.track(len).map_err(BodyRefused::Held)?;
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// A request body's place in the held budget, given back when the request is done with (the
+/// request's extensions are dropped).
+struct HeldBody(#[allow(dead_code)] crate::ratelimit::Held);
 
 /// 401 with a JSON-RPC error body (no request id: the request was not read).
 fn unauthorized() -> Response {

@@ -98,7 +98,7 @@ async fn run(
     client.set_limit(
         (facts.max_message_size_bytes.max(1024) as usize).min(core.limits.max_message_bytes),
     );
-    client.set_held(crate::ratelimit::Held::of(&core.held));
+    client.set_held(crate::ratelimit::Held::of(&core.held, session.agent()));
     let (up_stream, leftover) = upstream.into_parts();
     let _upstream_gauge = crate::telemetry::upstream_connection(up.name());
     let relay = Relay {

@@ -201,6 +201,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The first `keep` bytes of a message of `len` bytes that [`FrameReader::next_or_large`]
     /// announced (its header included); the rest is read and dropped in pieces as it arrives.
     pub async fn head_of(&mut self, len: usize, keep: usize) -> Result<Bytes, FrameError> {
+        // The head is held while the rest arrives, maybe slowly: it counts like a buffer of
+        // its size (given back at the next read, once the message it makes is judged).
+        self.held.track(keep.min(len))?;
         let mut head = BytesMut::with_capacity(keep.min(len));
         let mut left = len;
         while left > 0 {

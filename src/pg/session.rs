@@ -127,7 +127,7 @@ async fn run(
         }
     };
     reader.set_limit(core.limits.max_message_bytes);
-    reader.set_held(crate::ratelimit::Held::of(&core.held));
+    reader.set_held(crate::ratelimit::Held::of(&core.held, session.agent()));
     // `accepted` lives as long as the session: it holds the live count and the client gauge.
     let result = relay(&door, session, params, reader, wr).await;
     drop(accepted);

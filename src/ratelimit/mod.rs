@@ -8,7 +8,7 @@ mod held;
 
 pub use bucket::{Bucket, RateExceeded};
 pub use connections::{ConnectionSlot, TooManyConnections};
-pub use held::{detach_after, Held, HeldBytes, HeldExhausted};
+pub use held::{detach_after, Held, HeldBytes, HeldExhausted, HeldScope};
 
 use std::sync::Arc;
 

@@ -169,7 +169,7 @@ async fn run(
     session.opened();
     info!(agent = %session.agent(), upstream = %target.name, "session started");
     client.set_limit(core.limits.max_message_bytes);
-    client.set_held(crate::ratelimit::Held::of(&core.held));
+    client.set_held(crate::ratelimit::Held::of(&core.held, session.agent()));
     let relay = Relay {
         policy: crate::policy::redis::RedisPolicy::new(
             session.agent().clone(),

@@ -65,7 +65,8 @@ pub struct Core {
     pub policy: Engine,
     pub audit: AuditLog,
     pub limiter: Limiter,
-    /// What client messages being received hold (`limits.max_held_client_bytes`).
+    /// What client messages being received hold (`limits.max_held_client_bytes`, and each
+    /// agent's share, `max_held_client_bytes_per_agent`).
     pub held: Arc<HeldBytes>,
     pub stats: Stats,
     pub latency: Latency,
@@ -101,7 +102,10 @@ pub struct CoreParts {
 
 impl Core {
     pub fn new(parts: CoreParts) -> Core {
-        let held = HeldBytes::new(parts.limits.max_held_client_bytes);
+        let held = HeldBytes::new(
+            parts.limits.max_held_client_bytes,
+            parts.limits.max_held_client_bytes_per_agent,
+        );
         Core {
             limits: parts.limits,
             audit_config: parts.audit_config,
