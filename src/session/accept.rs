@@ -159,32 +159,42 @@ impl Accepted {
 
     /// A connection refused before authentication (a listener that requires TLS): a blocked
     /// `session` record under the name the client gave (an agent's; others hashed: `login_name`).
+    /// Folded beyond the gateway-wide rate of such records, like failed logins
+    /// (`login_records`): no agent is known to pace.
     pub fn refuse_before_auth(&self, user: &[u8], refusal: &Refusal) {
+        crate::telemetry::refusal(self.protocol, &refusal.rule);
+        let Some(reason) = self.core.login_records.reason(&refusal.reason) else {
+            return;
+        };
         let shown = login_name(&self.core, user);
         session_record(
             &self.core,
             &self.who(shown.into()),
             Decision::Blocked,
             Some(&refusal.rule),
-            &refusal.reason,
+            &reason,
         );
-        crate::telemetry::refusal(self.protocol, &refusal.rule);
     }
 
-    /// A failed login: recorded (the name as `login_name` shows it) and counted. Wrong tokens, unknown agents and
-    /// names no agent can have read the same to the client.
+    /// A failed login: counted, and recorded (the name as `login_name` shows it) unless failed
+    /// logins come faster than the gateway-wide rate of their records (`login_records`: then
+    /// the next record says how many were not recorded one by one). Wrong tokens, unknown
+    /// agents and names no agent can have read the same to the client.
     pub fn auth_failed(&self, user: &[u8], why: &str) {
         self.failures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("tollgate_auth_failures_total", "protocol" => self.protocol.as_str())
             .increment(1);
+        let Some(reason) = self.core.login_records.reason(why) else {
+            return;
+        };
         let shown = login_name(&self.core, user);
         session_record(
             &self.core,
             &self.who(shown.into()),
             Decision::Blocked,
             None,
-            why,
+            &reason,
         );
     }
 

@@ -19,6 +19,7 @@ mod accept;
 mod client_stream;
 pub mod gate;
 mod lifecycle;
+mod login_records;
 mod record;
 mod statement;
 
@@ -78,6 +79,8 @@ pub struct Core {
     next_session: AtomicU64,
     /// Connections accepted and not yet admitted (`limits.max_preauth_connections`).
     preauth: AtomicUsize,
+    /// Failed logins' records, gateway-wide: beyond a rate, folded (`login_records`).
+    login_records: login_records::LoginRecords,
 }
 
 impl std::fmt::Debug for Core {
@@ -121,6 +124,7 @@ impl Core {
             mock_secret: parts.mock_secret,
             next_session: AtomicU64::new(1),
             preauth: AtomicUsize::new(0),
+            login_records: Default::default(),
         }
     }
 
