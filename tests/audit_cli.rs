@@ -415,6 +415,16 @@ fn tail_never_prints_what_would_steer_a_terminal() {
     log.append(&ev).unwrap();
     drop(log);
     let steers = |c: char| c != '\n' && tollgate::audit::terminal::steers(c);
+    // The raw file too (operators `tail -f` it): the text is escaped in the JSON itself, its
+    // chain verifies, and a JSON reader gets the statement back as the agent sent it.
+    let raw = std::fs::read_to_string(&active).unwrap();
+    assert!(!raw.chars().any(steers), "{raw:?}");
+    assert!(raw.contains(r"--\u009b2K\u0085"), "{raw}");
+    assert!(raw.contains(r#""agent":"ana\u2028lyst""#), "{raw}");
+    let second: serde_json::Value = serde_json::from_str(raw.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(second["statement"], ev.statement.clone().unwrap());
+    let (code, out, err) = run(&["audit", "verify", active.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
     for json in [false, true] {
         let mut args = vec!["audit", "tail", active.to_str().unwrap()];
         if json {

@@ -1,5 +1,6 @@
-//! JSON members written by hand for audit records, byte-identical to what `serde_json` writes
-//! (same escapes, same number forms), without a general-purpose serializer on the statement path.
+//! JSON members written by hand for audit records, without a general-purpose serializer on the
+//! statement path: what `serde_json` writes (same escapes, same number forms), except that the
+//! characters that steer a terminal are escaped too (see [`string`]).
 
 /// What each byte becomes inside a JSON string: 0 = itself, else the escape letter (`u` for
 /// `\u00XX`). The same table as serde_json's, so lines stay byte-identical.
@@ -31,39 +32,88 @@ fn needs_escape(w: u64) -> bool {
     (below | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))) != 0
 }
 
-/// Appends `s` as a quoted JSON string.
+/// Appends `s` as a quoted JSON string. Beyond JSON's own escapes (serde_json's: control
+/// characters below U+0020, `"` and `\\`), every other character that steers a terminal
+/// ([`super::terminal::steers`]) is written as `\uXXXX`: DEL, the C1 controls (U+009B is a
+/// one-character CSI), the line and paragraph separators and the bidirectional marks,
+/// overrides and isolates. A record's text is the agent's, and operators `tail -f` the raw log:
+/// raw, these could make a line show something else than it holds. Any JSON reader gets the
+/// same string back.
 pub fn string(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    // Plain text (most of it) is passed over eight bytes at a time.
+    // Plain ASCII text (most of it) is passed over eight bytes at a time.
     let mut clean = 0;
     while let Some(chunk) = bytes.get(clean..clean + 8) {
-        if needs_escape(u64::from_le_bytes(chunk.try_into().expect("8 bytes"))) {
+        if needs_look(u64::from_le_bytes(chunk.try_into().expect("8 bytes"))) {
             break;
         }
         clean += 8;
     }
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate().skip(clean) {
+    let mut i = clean;
+    while i < bytes.len() {
+        let b = bytes[i];
         let esc = ESCAPE[usize::from(b)];
-        if esc == 0 {
-            continue;
-        }
-        out.extend_from_slice(&bytes[start..i]);
-        if esc == b'u' {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        } else {
+        let (code, len) = if esc == b'u' {
+            (u32::from(b), 1)
+        } else if esc != 0 {
+            out.extend_from_slice(&bytes[start..i]);
             out.push(b'\\');
             out.push(esc);
+            i += 1;
+            start = i;
+            continue;
+        } else if b < 0x7f {
+            i += 1;
+            continue;
+        } else if let Some(found) = steering(&bytes[i..]) {
+            found
+        } else {
+            i += 1;
+            continue;
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.extend_from_slice(b"\\u");
+        for shift in [12, 8, 4, 0] {
+            out.push(HEX[((code >> shift) & 0xf) as usize]);
         }
-        start = i + 1;
+        i += len;
+        start = i;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether a word of text needs a byte-by-byte look: a byte below 0x20, `"`, `\\`, DEL, or
+/// any byte of a multi-byte character.
+fn needs_look(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    needs_escape(w) || w & HIGH != 0 || zero(w ^ (ONES * 0x7f)) != 0
+}
+
+/// The steering character (beyond C0) that `rest` (valid UTF-8, from a character's first byte
+/// on) starts with: its code point and UTF-8 length.
+fn steering(rest: &[u8]) -> Option<(u32, usize)> {
+    match *rest {
+        // DEL
+        [0x7f, ..] => Some((0x7f, 1)),
+        // C1: U+0080..U+009F
+        [0xc2, c @ 0x80..=0x9f, ..] => Some((u32::from(c), 2)),
+        // U+061C ARABIC LETTER MARK
+        [0xd8, 0x9c, ..] => Some((0x061c, 2)),
+        // U+200E/U+200F marks, U+2028/U+2029 separators, U+202A..U+202E embeddings and overrides
+        [0xe2, 0x80, c @ (0x8e | 0x8f | 0xa8..=0xae), ..] => {
+            Some((0x2000 + u32::from(c - 0x80), 3))
+        }
+        // U+2066..U+2069 isolates
+        [0xe2, 0x81, c @ 0xa6..=0xa9, ..] => Some((0x2040 + u32::from(c - 0x80), 3)),
+        _ => None,
+    }
 }
 
 /// Appends `s`, which needs no escape (tollgate's own names and timestamps), quoted.
@@ -148,32 +198,54 @@ mod tests {
         String::from_utf8(v).unwrap()
     }
 
+    /// What serde_json writes, with the steering characters serde_json leaves raw escaped.
+    fn expected(s: &str) -> String {
+        let mut out = String::new();
+        for c in serde_json::to_string(s).unwrap().chars() {
+            if crate::audit::terminal::steers(c) {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
     #[test]
-    fn escapes_like_serde_json() {
+    fn escapes_like_serde_json_and_steering_characters_too() {
         for s in [
             "",
             "plain",
             "quote \" and backslash \\",
             "tab\tnew\nline\rcr",
-            "\u{0}\u{1}\u{8}\u{b}\u{c}\u{1f}\u{7f}",
+            "\u{0}\u{1}\u{8}\u{b}\u{c}\u{1f}",
             "é ü 中文 🦀",
             "</script>/",
         ] {
             assert_eq!(ours(s), serde_json::to_string(s).unwrap(), "{s:?}");
         }
+        assert_eq!(
+            ours("a\u{7f}b\u{80}\u{9b}31m\u{9f}\u{a0}"),
+            "\"a\\u007fb\\u0080\\u009b31m\\u009f\u{a0}\""
+        );
+        assert_eq!(
+            ours("x\u{2028}\u{2029}\u{202e}evil\u{202c}\u{2066}\u{2069}\u{200e}\u{200f}\u{61c}\u{2027}\u{202f}\u{2065}\u{206a}"),
+            "\"x\\u2028\\u2029\\u202eevil\\u202c\\u2066\\u2069\\u200e\\u200f\\u061c\u{2027}\u{202f}\u{2065}\u{206a}\""
+        );
     }
 
     #[test]
     fn every_escape_is_found_at_every_position_of_a_word() {
         for special in [
             '\u{0}', '\u{1f}', '"', '\\', '\n', ' ', '!', '#', '[', ']', '\u{7f}', 'é', '中',
+            '\u{9b}', '\u{2028}', '\u{202e}',
         ] {
             for len in 0..24 {
                 for at in 0..len {
                     let s: String = (0..len)
                         .map(|i| if i == at { special } else { 'a' })
                         .collect();
-                    assert_eq!(ours(&s), serde_json::to_string(&s).unwrap(), "{s:?}");
+                    assert_eq!(ours(&s), expected(&s), "{s:?}");
                 }
             }
         }
@@ -181,8 +253,11 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_string_matches_serde_json(s in any::<String>()) {
-            prop_assert_eq!(ours(&s), serde_json::to_string(&s).unwrap());
+        fn any_string_reads_back_and_shows_no_steering_character(s in any::<String>()) {
+            let line = ours(&s);
+            prop_assert_eq!(&line, &expected(&s));
+            prop_assert_eq!(serde_json::from_str::<String>(&line).unwrap(), s);
+            prop_assert!(!line.chars().any(crate::audit::terminal::steers));
         }
 
         #[test]
