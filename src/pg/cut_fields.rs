@@ -18,14 +18,11 @@ pub const KEEP: usize = 64 * 1024;
 /// with every field cut to [`KEEP`] bytes.
 pub async fn read_cut(reader: &mut ServerReader, tag: u8, len: usize) -> Result<Frame, FrameError> {
     let mut cut = FieldCut::new(tag);
-    let mut header = 5;
     let mut left = len;
     while left > 0 {
         let piece = reader.chunk(left.min(CHUNK)).await?;
         left -= piece.len();
-        let skip = header.min(piece.len());
-        header -= skip;
-        cut.feed(&piece[skip..]);
+        cut.feed_message(&piece);
     }
     Ok(cut.finish())
 }
@@ -40,6 +37,8 @@ pub struct FieldCut {
     dropped: usize,
     /// The terminating NUL was seen: anything after it is ignored.
     done: bool,
+    /// Bytes of the message's header (tag and length) still to pass over ([`FieldCut::feed_message`]).
+    header: usize,
 }
 
 impl FieldCut {
@@ -53,7 +52,16 @@ impl FieldCut {
             kept: 0,
             dropped: 0,
             done: false,
+            header: 5,
         }
+    }
+
+    /// The next bytes of the whole message, its header first (passed over: `finish` writes
+    /// its own).
+    pub fn feed_message(&mut self, piece: &[u8]) {
+        let skip = self.header.min(piece.len());
+        self.header -= skip;
+        self.feed(&piece[skip..]);
     }
 
     /// The next bytes of the message's body.

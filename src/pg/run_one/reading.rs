@@ -4,7 +4,7 @@
 //! Every message is judged by its header before it is read: a row that would pass what
 //! `max_result_bytes` still allows (or any row once the result is cut), a notice nobody reads,
 //! is dropped piece by piece as it arrives and never held, however large the server made it;
-//! an error longer than [`ERROR_KEEP`] keeps its beginning. So one statement holds at most its
+//! an error longer than [`ERROR_KEEP`] is cut field by field as it arrives. So one statement holds at most its
 //! byte cap of rows in memory, whatever the upstream sends.
 
 use std::time::Duration;
@@ -20,8 +20,8 @@ use crate::pg::frame::{Frame, FrameError, CHUNK};
 /// After a cancel, how long the server may take to answer before the connection is given up.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
-/// An error message longer than this keeps only its beginning (the code and message come
-/// first); the rest is dropped as it arrives.
+/// An error message longer than this is cut field by field as it arrives (each field keeps its
+/// first `cut_fields::KEEP` bytes).
 pub const ERROR_KEEP: usize = 64 * 1024;
 
 /// Messages the result does not use (notices, notifications, parameter changes) longer than this
@@ -58,7 +58,7 @@ enum Plan {
     /// Drop it as it arrives; first cancel the statement if `cancel`.
     Skip { cancel: bool },
     /// An error message too long to hold: keep its beginning, drop the rest.
-    ErrorPrefix,
+    ErrorCut,
     /// Larger than any such message can be: give the connection up.
     Refuse,
 }
@@ -133,8 +133,8 @@ impl<'c> Reading<'c> {
                     }
                     continue;
                 }
-                Plan::ErrorPrefix => {
-                    if let Err(e) = self.error_prefix(lent, len).await {
+                Plan::ErrorCut => {
+                    if let Err(e) = self.error_cut(lent, len).await {
                         return e;
                     }
                     continue;
@@ -222,25 +222,22 @@ impl<'c> Reading<'c> {
         Ok(())
     }
 
-    /// An ErrorResponse of `len` bytes, longer than [`ERROR_KEEP`]: its first bytes are kept and
-    /// read as the error (the field cut short ends there), the rest dropped.
-    async fn error_prefix(&mut self, lent: &mut Lent, len: usize) -> Result<(), Ended> {
-        let mut kept = BytesMut::with_capacity(ERROR_KEEP);
-        while kept.len() < ERROR_KEEP {
-            match self.io(lent, Op::Chunk(ERROR_KEEP - kept.len())).await? {
-                Got::Chunk(piece) => kept.extend_from_slice(&piece),
+    /// An ErrorResponse of `len` bytes, longer than [`ERROR_KEEP`]: read in pieces and cut
+    /// field by field as the relay cuts it (`cut_fields`: every field keeps its head and says how
+    /// long it was), then read as the error.
+    async fn error_cut(&mut self, lent: &mut Lent, len: usize) -> Result<(), Ended> {
+        let mut cut = crate::pg::cut_fields::FieldCut::new(msg::ERROR_RESPONSE);
+        let mut left = len;
+        while left > 0 {
+            match self.io(lent, Op::Chunk(left.min(CHUNK))).await? {
+                Got::Chunk(piece) => {
+                    left -= piece.len();
+                    cut.feed_message(&piece);
+                }
                 _ => unreachable!("a chunk was asked for"),
             }
         }
-        self.skip(lent, len - kept.len()).await?;
-        let mut body = kept.split_off(5);
-        body.extend_from_slice(b"\0\0");
-        self.on_error(&body);
-        if let Some(RunError::Server(s)) = &mut self.error {
-            s.message.push_str(&format!(
-                " [tollgate: the server's error of {len} bytes was cut to its first {ERROR_KEEP}]"
-            ));
-        }
+        self.on_error(cut.finish().body());
         Ok(())
     }
 
@@ -253,7 +250,7 @@ impl<'c> Reading<'c> {
                 Fate::Drop => Plan::Skip { cancel: false },
                 Fate::Cut => Plan::Skip { cancel: true },
             },
-            msg::ERROR_RESPONSE if len > ERROR_KEEP => Plan::ErrorPrefix,
+            msg::ERROR_RESPONSE if len > ERROR_KEEP => Plan::ErrorCut,
             msg::NOTICE_RESPONSE | msg::NOTIFICATION_RESPONSE | msg::PARAMETER_STATUS
                 if len > IGNORED_KEEP =>
             {
@@ -554,7 +551,7 @@ mod tests {
         assert_eq!(r.collected.truncated, Some(Cut::Rows));
         // Errors keep their beginning; unused messages are dropped; the rest has a ceiling.
         assert_eq!(r.plan(b'E', ERROR_KEEP), Plan::Read);
-        assert_eq!(r.plan(b'E', ERROR_KEEP + 1), Plan::ErrorPrefix);
+        assert_eq!(r.plan(b'E', ERROR_KEEP + 1), Plan::ErrorCut);
         assert_eq!(r.plan(b'N', 1 << 20), Plan::Skip { cancel: false });
         assert_eq!(r.plan(b'N', 100), Plan::Read);
         assert_eq!(r.plan(b'T', STRUCTURAL_MAX), Plan::Read);
