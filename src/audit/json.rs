@@ -187,6 +187,21 @@ pub fn member_u64(line: &[u8], name: &str) -> Option<u64> {
         .ok()
 }
 
+/// JSON that serde_json wrote, with the steering characters it leaves raw escaped as
+/// [`string`] escapes them: what `string` writes (tests compare the two).
+#[cfg(test)]
+pub(super) fn steering_escaped(serde_json_text: &str) -> String {
+    let mut out = String::new();
+    for c in serde_json_text.chars() {
+        if super::terminal::steers(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,17 +213,8 @@ mod tests {
         String::from_utf8(v).unwrap()
     }
 
-    /// What serde_json writes, with the steering characters serde_json leaves raw escaped.
     fn expected(s: &str) -> String {
-        let mut out = String::new();
-        for c in serde_json::to_string(s).unwrap().chars() {
-            if crate::audit::terminal::steers(c) {
-                out.push_str(&format!("\\u{:04x}", u32::from(c)));
-            } else {
-                out.push(c);
-            }
-        }
-        out
+        steering_escaped(&serde_json::to_string(s).unwrap())
     }
 
     #[test]
