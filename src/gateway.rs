@@ -323,7 +323,8 @@ impl Running {
             let grace = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
             lifecycle.wait_idle(grace).await;
         }
-        // Outcome records of the last statements.
+        // Outcome records of the last statements, the last failed logins' summaries.
+        self.gateway.core.flush_login_records();
         if let Err(e) = self.gateway.core.audit.flush() {
             warn!(error = %e, "audit flush failed at shutdown");
         }
@@ -403,16 +404,23 @@ async fn refresh_schemas_periodically(
     }
 }
 
-/// Writes deferred audit records (statement outcomes) at least every 100 ms, and at shutdown.
+/// Writes deferred audit records (statement outcomes) at least every 100 ms, the summaries of
+/// failed logins not recorded one by one every second, and both at shutdown.
 async fn flush_audit_periodically(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => {
+                gateway.core.flush_login_records();
                 let _ = gateway.core.audit.flush();
                 return;
             }
+        }
+        ticks = ticks.wrapping_add(1);
+        if ticks % 10 == 0 {
+            gateway.core.flush_login_records();
         }
         if let Err(e) = gateway.core.audit.flush() {
             warn!(error = %e, "audit flush failed");

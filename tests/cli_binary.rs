@@ -54,6 +54,26 @@ fn check_accepts_the_demo_and_reports_broken_policies_with_location() {
     assert!(err.contains("unknown operation \"selekt\""), "{err}");
 }
 
+/// A held budget too small to receive anything over the 256 KiB every session may hold is a
+/// configuration error, not a gateway that silently refuses every larger message.
+#[test]
+fn check_refuses_a_held_budget_that_could_receive_nothing() {
+    let dir = support::copy_demo_dir();
+    let cfg = dir.path().join("tollgate.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{text}\n[limits]\nmax_held_client_bytes_per_agent = 0\n"),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("limits.max_held_client_bytes_per_agent must be at least 1048576"),
+        "{err}"
+    );
+}
+
 #[test]
 fn explain_names_the_rule() {
     let cfg = demo_config();

@@ -612,6 +612,15 @@ impl Config {
                 "limits.max_message_bytes must be at least 1024".to_string(),
             ));
         }
+        // Smaller, nothing much over the 256 KiB every session may hold could be received.
+        if self.limits.max_held_client_bytes_per_agent < 1 << 20
+            || self.limits.max_held_client_bytes < 1 << 20
+        {
+            return Err(SourceError::semantic(
+                origin,
+                "limits.max_held_client_bytes and limits.max_held_client_bytes_per_agent must be at least 1048576 (1 MiB)".to_string(),
+            ));
+        }
         if self.limits.max_preauth_connections == 0 {
             return Err(SourceError::semantic(
                 origin,

@@ -160,7 +160,9 @@ impl McpDoor {
         // Stateless and JSON: every request stands alone (authenticated on its own), so the
         // gateway keeps no MCP sessions to expire. Host and Origin checks guard unauthenticated
         // local servers against DNS rebinding; here every request must carry the agent's token,
-        // which a page in a browser cannot attach without that token.
+        // which a page in a browser cannot attach without that token. Stateless also means a
+        // request's extensions (its body's share of the held budget, `auth::HeldBody`) are
+        // dropped with the request: a session mode would keep them for the session's life.
         let config = StreamableHttpServerConfig::default()
             .with_legacy_session_mode(false)
             .with_json_response(true)

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::login_records::LoginEvent;
 use super::record::{login_name, session_record, Who};
 use super::statement::{Principal, Session, SessionContext};
 use super::{Core, LiveSession};
@@ -159,42 +160,42 @@ impl Accepted {
 
     /// A connection refused before authentication (a listener that requires TLS): a blocked
     /// `session` record under the name the client gave (an agent's; others hashed: `login_name`).
-    /// Folded beyond the gateway-wide rate of such records, like failed logins
-    /// (`login_records`): no agent is known to pace.
+    /// Bounded like failed logins (`login_records`): no agent is known to pace.
     pub fn refuse_before_auth(&self, user: &[u8], refusal: &Refusal) {
         crate::telemetry::refusal(self.protocol, &refusal.rule);
-        let Some(reason) = self.core.login_records.reason(&refusal.reason) else {
-            return;
-        };
-        let shown = login_name(&self.core, user);
-        session_record(
-            &self.core,
-            &self.who(shown.into()),
-            Decision::Blocked,
+        self.login_record(
+            LoginEvent::Refused,
+            user,
             Some(&refusal.rule),
-            &reason,
+            &refusal.reason,
         );
     }
 
-    /// A failed login: counted, and recorded (the name as `login_name` shows it) unless failed
-    /// logins come faster than the gateway-wide rate of their records (`login_records`: then
-    /// the next record says how many were not recorded one by one). Wrong tokens, unknown
-    /// agents and names no agent can have read the same to the client.
+    /// A failed login: counted, and recorded (the name as `login_name` shows it) within its
+    /// name's bucket of such records (`login_records`: beyond it, counted in a summary record
+    /// a second). Wrong tokens, unknown agents and names no agent can have read the same to the
+    /// client.
     pub fn auth_failed(&self, user: &[u8], why: &str) {
         self.failures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("tollgate_auth_failures_total", "protocol" => self.protocol.as_str())
             .increment(1);
-        let Some(reason) = self.core.login_records.reason(why) else {
-            return;
-        };
+        self.login_record(LoginEvent::Failed, user, None, why);
+    }
+
+    fn login_record(&self, event: LoginEvent, user: &[u8], rule: Option<&str>, reason: &str) {
+        let agent = std::str::from_utf8(user)
+            .ok()
+            .filter(|name| self.core.agents.load().get(name).is_some())
+            .map(Arc::<str>::from);
         let shown = login_name(&self.core, user);
-        session_record(
+        self.core.login_records.record(
             &self.core,
+            event,
+            agent,
             &self.who(shown.into()),
-            Decision::Blocked,
-            None,
-            &reason,
+            rule,
+            reason,
         );
     }
 

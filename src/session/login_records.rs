@@ -1,82 +1,139 @@
-//! Records of failed logins, gateway-wide. A failed login is an audit record with no agent to
-//! pace: an unauthenticated client that retries as fast as it can (a new connection per try,
-//! or an MCP keep-alive connection sending request after request with a wrong bearer token)
-//! would otherwise write the audit log as fast as the disk takes it, and could rotate older
-//! records out of retention. Beyond a burst of [`BURST`] and [`PER_SECOND`] records a second,
-//! failed logins are counted instead, and the next one recorded says how many were folded
-//! since the previous record (as the admin API does for its refusals). Every failure is still
-//! refused and counted in `tollgate_auth_failures_total`.
+//! Records of failed logins and of connections refused before login. Such a record has no
+//! agent to pace, and an unauthenticated client can retry as fast as it connects (or, on MCP, as
+//! fast as it sends requests on one keep-alive connection): a record and a `write(2)` each
+//! would let it write the audit log as fast as the disk takes it, and rotate older records out
+//! of retention. So each name has a bucket of records: a known agent's name its own (at most
+//! [`AGENT_BURST`] at once and [`AGENT_PER_SECOND`] a second), every other name (unknown ones,
+//! shown hashed) one shared bucket ([`OTHERS_BURST`], [`OTHERS_PER_SECOND`]). Beyond its
+//! bucket a failure is still refused and counted (`tollgate_auth_failures_total`,
+//! `tollgate_login_records_folded_total`); once a second ([`LoginRecords::flush`]) each name
+//! with failures not recorded gets one summary record saying how many, with the last one's
+//! address and door. A flood under junk names therefore cannot hide attempts against a real
+//! agent (those have their own bucket), and none is lost from the count.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
+use super::record::{session_record, Who};
+use super::Core;
+use crate::audit::Decision;
 use crate::policy::limits::Rate;
 use crate::ratelimit::Bucket;
 
-/// Failed logins recorded one by one at once, before the steady rate applies.
-pub const BURST: u32 = 200;
-/// Failed logins recorded one by one per second, steadily.
-pub const PER_SECOND: u32 = 20;
+/// Records a known agent's name gets at once, then per second.
+pub const AGENT_BURST: u32 = 20;
+pub const AGENT_PER_SECOND: u32 = 2;
+/// Records every other name gets, together, at once, then per second.
+pub const OTHERS_BURST: u32 = 200;
+pub const OTHERS_PER_SECOND: u32 = 20;
 
-#[derive(Debug, Default)]
-pub struct LoginRecords {
-    bucket: Bucket,
-    folded: AtomicU64,
+/// What the record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoginEvent {
+    /// A wrong token, an unknown agent, a name no agent can have.
+    Failed,
+    /// A connection refused by policy before its login (a listener that requires TLS, a
+    /// replication or protected startup setting).
+    Refused,
 }
 
-impl LoginRecords {
-    /// The reason a failed login is recorded with, or `None` when it is folded into the next
-    /// record instead (counted in `tollgate_login_records_folded_total`).
-    pub fn reason(&self, why: &str) -> Option<String> {
-        let rate = Rate {
-            per_minute: PER_SECOND * 60,
-            burst: BURST,
-        };
-        if self.bucket.take(rate).is_err() {
-            self.folded.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("tollgate_login_records_folded_total").increment(1);
-            return None;
-        }
-        Some(match self.folded.swap(0, Ordering::Relaxed) {
-            0 => why.to_string(),
-            n => format!(
-                "{why}; {n} more failed logins since the previous record, not recorded one by one"
-            ),
-        })
+/// Failures of one name not recorded one by one since its last summary.
+struct Folded {
+    count: u64,
+    /// The last of them: its door, session and address go into the summary.
+    last: Who,
+    rule: Option<String>,
+    reason: String,
+}
+
+#[derive(Default)]
+struct Slot {
+    bucket: Bucket,
+    folded: Mutex<Option<Folded>>,
+}
+
+/// Whose bucket: the event and the name (`None`: every name that is not a known agent's).
+type SlotKey = (LoginEvent, Option<Arc<str>>);
+
+/// The buckets, by [`SlotKey`]. Bounded by the agents ever configured.
+#[derive(Default)]
+pub struct LoginRecords {
+    slots: Mutex<HashMap<SlotKey, Arc<Slot>>>,
+}
+
+impl std::fmt::Debug for LoginRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRecords").finish_non_exhaustive()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl LoginRecords {
+    /// Records the failure (`who` names the login as `login_name` shows it; `agent` is that
+    /// name when it is a known agent's), or counts it for its name's next summary.
+    pub(super) fn record(
+        &self,
+        core: &Core,
+        event: LoginEvent,
+        agent: Option<Arc<str>>,
+        who: &Who,
+        rule: Option<&str>,
+        reason: &str,
+    ) {
+        let (burst, per_second) = match agent {
+            Some(_) => (AGENT_BURST, AGENT_PER_SECOND),
+            None => (OTHERS_BURST, OTHERS_PER_SECOND),
+        };
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.entry((event, agent)).or_default().clone()
+        };
+        let rate = Rate {
+            per_minute: per_second * 60,
+            burst,
+        };
+        if slot.bucket.take(rate).is_ok() {
+            session_record(core, who, Decision::Blocked, rule, reason);
+            return;
+        }
+        metrics::counter!("tollgate_login_records_folded_total").increment(1);
+        let mut folded = slot.folded.lock().unwrap_or_else(|e| e.into_inner());
+        let count = folded.as_ref().map_or(0, |f| f.count) + 1;
+        *folded = Some(Folded {
+            count,
+            last: who.clone(),
+            rule: rule.map(str::to_string),
+            reason: reason.to_string(),
+        });
+    }
 
-    #[test]
-    fn beyond_the_burst_failures_are_folded_into_the_next_record() {
-        let records = LoginRecords::default();
-        for _ in 0..BURST {
-            assert_eq!(records.reason("wrong").as_deref(), Some("wrong"));
+    /// One summary record for each name with failures not recorded one by one since its last
+    /// summary (the gateway calls this every second, and at shutdown).
+    pub(super) fn flush(&self, core: &Core) {
+        let slots: Vec<(SlotKey, Arc<Slot>)> = {
+            let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        for ((event, agent), slot) in slots {
+            let Some(f) = slot.folded.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                continue;
+            };
+            let what = match event {
+                LoginEvent::Failed => "failed logins",
+                LoginEvent::Refused => "connections refused before login",
+            };
+            let under = match agent {
+                Some(_) => "under this agent's name".to_string(),
+                None => "under names that are no agent's".to_string(),
+            };
+            let (burst, per_second) = match agent {
+                Some(_) => (AGENT_BURST, AGENT_PER_SECOND),
+                None => (OTHERS_BURST, OTHERS_PER_SECOND),
+            };
+            let reason = format!(
+                "{}; {} {what} {under} were counted, not recorded one by one (more than {burst} at once or {per_second} a second); this record shows the last of them",
+                f.reason, f.count
+            );
+            session_record(core, &f.last, Decision::Blocked, f.rule.as_deref(), &reason);
         }
-        // Folded since the last record: the next record names that many.
-        let mut folded = 0;
-        for _ in 0..500 {
-            match records.reason("wrong") {
-                None => folded += 1,
-                Some(_) => folded = 0,
-            }
-        }
-        assert!(folded >= 400, "{folded} folded");
-        std::thread::sleep(std::time::Duration::from_millis(
-            1000 / u64::from(PER_SECOND) + 20,
-        ));
-        let next = records.reason("wrong").expect("the rate allows one again");
-        assert_eq!(
-            next,
-            format!("wrong; {folded} more failed logins since the previous record, not recorded one by one")
-        );
-        // The count starts again from there.
-        let after = records.reason("wrong");
-        assert!(
-            after.is_none() || after.as_deref() == Some("wrong"),
-            "{after:?}"
-        );
     }
 }

@@ -79,7 +79,8 @@ pub struct Core {
     next_session: AtomicU64,
     /// Connections accepted and not yet admitted (`limits.max_preauth_connections`).
     preauth: AtomicUsize,
-    /// Failed logins' records, gateway-wide: beyond a rate, folded (`login_records`).
+    /// Records of failed logins and of connections refused before login: a bucket per name,
+    /// beyond it counted into a summary a second (`login_records`).
     login_records: login_records::LoginRecords,
 }
 
@@ -104,6 +105,12 @@ pub struct CoreParts {
 }
 
 impl Core {
+    /// Writes the summaries of failed logins not recorded one by one (`login_records`): the
+    /// gateway calls it every second and at shutdown.
+    pub fn flush_login_records(&self) {
+        self.login_records.flush(self);
+    }
+
     pub fn new(parts: CoreParts) -> Core {
         let held = HeldBytes::new(
             parts.limits.max_held_client_bytes,

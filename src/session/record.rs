@@ -10,6 +10,7 @@ use crate::audit::{AuditEvent, Decision, EventKind, Protocol};
 
 /// Who and where, as every record of a session states it. The names are shared with the
 /// session and with every record (no copy per record: a statement writes two).
+#[derive(Clone)]
 pub(super) struct Who {
     pub protocol: Protocol,
     pub session: u64,

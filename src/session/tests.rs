@@ -475,3 +475,76 @@ async fn refusals_and_blocked_notes_are_paced_per_agent() {
     s.note("QUIT".into(), Decision::Allowed, None);
     assert!(!s.must_pace());
 }
+
+/// Failed logins have no agent to pace. Each known agent's name has its own bucket of records,
+/// every other name one shared bucket; beyond it failures are counted, and the periodic flush
+/// writes one summary per name. A flood under junk names does not hide attempts on a real
+/// agent, and no failure goes uncounted.
+#[test]
+fn failed_logins_are_recorded_within_their_names_bucket_and_summed_up_beyond_it() {
+    use super::login_records::{AGENT_BURST, OTHERS_BURST};
+    let t = core();
+    let a = t.accept(Protocol::Mcp);
+    let junk = OTHERS_BURST as usize + 300;
+    for i in 0..junk {
+        a.auth_failed(format!("junk{i}").as_bytes(), "authentication failed");
+    }
+    // The flood used up the shared bucket, not analyst's.
+    let tries = AGENT_BURST as usize + 5;
+    for _ in 0..tries {
+        a.auth_failed(b"analyst", "authentication failed");
+    }
+    let failed = |records: &[Value], analyst: bool| -> Vec<Value> {
+        records
+            .iter()
+            .filter(|r| r["kind"] == "session" && r["decision"] == "blocked")
+            .filter(|r| (r["agent"] == "analyst") == analyst)
+            .cloned()
+            .collect()
+    };
+    let records = t.records();
+    let on_analyst = failed(&records, true);
+    let on_junk = failed(&records, false);
+    assert!(
+        (AGENT_BURST as usize..=AGENT_BURST as usize + 1).contains(&on_analyst.len()),
+        "{} of analyst's {tries} failures recorded one by one",
+        on_analyst.len()
+    );
+    assert!(
+        on_junk.len() <= OTHERS_BURST as usize + 2,
+        "{} junk records",
+        on_junk.len()
+    );
+    // The summaries account for the rest, one per name (the shared one for junk names).
+    t.core.flush_login_records();
+    let records = t.records();
+    let summed = |records: Vec<Value>| -> usize {
+        records
+            .iter()
+            .map(|r| {
+                let reason = r["reason"].as_str().unwrap_or_default();
+                match reason.split_once("; ") {
+                    Some((_, rest)) => rest.split(' ').next().unwrap().parse::<usize>().unwrap(),
+                    None => 1,
+                }
+            })
+            .sum()
+    };
+    let on_analyst = failed(&records, true);
+    assert_eq!(summed(on_analyst.clone()), tries, "{on_analyst:?}");
+    let summary = on_analyst.last().unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        summary.contains(
+            "failed logins under this agent's name were counted, not recorded one by one"
+        ),
+        "{summary}"
+    );
+    assert_eq!(summed(failed(&records, false)), junk);
+    // Nothing is left to sum up.
+    let before = t.records().len();
+    t.core.flush_login_records();
+    assert_eq!(t.records().len(), before);
+}
