@@ -72,6 +72,30 @@ async fn read_some(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// A Redis session of `agent` holding 1.5 MB of a 4 MiB `SET` it never finishes, once the
+/// gateway counts it.
+async fn holder(served: &Served, agent: &str) -> TcpStream {
+    let mut s = redis_raw(served.redis_port, agent).await;
+    s.write_all(&partial_set("cache:held:a", 4 << 20, 1_500_000))
+        .await
+        .unwrap();
+    wait_held(served, "the holder's 1.5 MB are counted", |n| {
+        n >= 1_500_000.0
+    })
+    .await;
+    s
+}
+
+/// A new Redis session of `agent` sends a whole 1 MB `SET key`: the reply.
+async fn one_megabyte_set(port: u16, agent: &str, key: &str) -> String {
+    let mut s = redis_raw(port, agent).await;
+    s.write_all(&partial_set(key, 1_000_000, 1_000_000))
+        .await
+        .unwrap();
+    s.write_all(b"\r\n").await.unwrap();
+    read_some(&mut s).await
+}
+
 /// The head of `SET key <len bytes>` with `sent` bytes of the value: the rest never comes.
 fn partial_set(key: &str, len: usize, sent: usize) -> Vec<u8> {
     let mut v = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${len}\r\n", key.len()).into_bytes();
@@ -85,21 +109,10 @@ fn messages_being_received_share_one_budget_across_sessions_and_doors() {
     let h = harness();
     h.runtime.block_on(async {
         // A Redis session holds 1.5 MB of a command it never finishes.
-        let mut holder = redis_raw(served.redis_port, "writer").await;
-        holder
-            .write_all(&partial_set("cache:held:a", 4 << 20, 1_500_000))
-            .await
-            .unwrap();
-        wait_held(&served, "the holder's 1.5 MB are counted", |n| n >= 1_500_000.0).await;
+        let holder = holder(&served, "writer").await;
 
         // Another Redis session's 1 MB command does not fit: said, then closed.
-        let mut second = redis_raw(served.redis_port, "writer").await;
-        second
-            .write_all(&partial_set("cache:held:b", 1_000_000, 1_000_000))
-            .await
-            .unwrap();
-        second.write_all(b"\r\n").await.unwrap();
-        let reply = read_some(&mut second).await;
+        let reply = one_megabyte_set(served.redis_port, "writer", "cache:held:b").await;
         assert!(
             reply.starts_with("-ERR tollgate: client messages being received hold 2097152 bytes")
                 && reply.contains("limits.max_held_client_bytes"),
@@ -153,13 +166,10 @@ fn messages_being_received_share_one_budget_across_sessions_and_doors() {
             .unwrap()
             .get(0);
         assert_eq!(n, 1_200_000);
-        let mut again = redis_raw(served.redis_port, "writer").await;
-        again
-            .write_all(&partial_set("cache:held:b", 1_000_000, 1_000_000))
-            .await
-            .unwrap();
-        again.write_all(b"\r\n").await.unwrap();
-        assert_eq!(read_some(&mut again).await, "+OK\r\n");
+        assert_eq!(
+            one_megabyte_set(served.redis_port, "writer", "cache:held:b").await,
+            "+OK\r\n"
+        );
         // Received and consumed, the messages hold nothing: not even the allocation an idle
         // session's buffer kept pointing into (review).
         wait_held(&served, "consumed messages hold nothing", |n| n == 0.0).await;
@@ -169,22 +179,8 @@ fn messages_being_received_share_one_budget_across_sessions_and_doors() {
 /// An MCP `tools/call` of `query` as `agent` whose body carries `sql`: the HTTP status and the
 /// response body.
 async fn mcp_query(url: &str, agent: &str, sql: &str) -> (u16, String) {
-    let resp = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-06-18")
-        .header(
-            "authorization",
-            format!("Bearer {}", harness().env.mcp_token(agent)),
-        )
-        .json(
-            &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "query", "arguments": {"sql": sql, "upstream": "shop"}}}),
-        )
-        .send()
-        .await
-        .expect("the MCP endpoint answers");
+    let args = serde_json::json!({"sql": sql, "upstream": "shop"});
+    let resp = support::mcp_tool_post(url, agent, "query", args).await;
     let status = resp.status().as_u16();
     (status, resp.text().await.unwrap_or_default())
 }
@@ -206,21 +202,10 @@ fn one_agent_fills_its_share_and_other_agents_still_have_room() {
     let big_sql = format!("SELECT length('{}')", "m".repeat(900_000));
     h.runtime.block_on(async {
         // writer holds 1.5 MB of a Redis command it never finishes.
-        let mut holder = redis_raw(served.redis_port, "writer").await;
-        holder
-            .write_all(&partial_set("cache:held:a", 4 << 20, 1_500_000))
-            .await
-            .unwrap();
-        wait_held(&served, "the holder's 1.5 MB are counted", |n| n >= 1_500_000.0).await;
+        let holder = holder(&served, "writer").await;
 
         // writer's next large messages do not fit in its share, on any door.
-        let mut second = redis_raw(served.redis_port, "writer").await;
-        second
-            .write_all(&partial_set("cache:held:b", 1_000_000, 1_000_000))
-            .await
-            .unwrap();
-        second.write_all(b"\r\n").await.unwrap();
-        let reply = read_some(&mut second).await;
+        let reply = one_megabyte_set(served.redis_port, "writer", "cache:held:b").await;
         assert!(
             reply.starts_with("-ERR tollgate: client messages being received hold 2097152 bytes across this agent's sessions")
                 && reply.contains("limits.max_held_client_bytes_per_agent"),
@@ -252,13 +237,10 @@ fn one_agent_fills_its_share_and_other_agents_still_have_room() {
         );
 
         // Other agents' messages of the same size are received meanwhile.
-        let mut other = redis_raw(served.redis_port, "trusted").await;
-        other
-            .write_all(&partial_set("cache:held:t", 1_000_000, 1_000_000))
-            .await
-            .unwrap();
-        other.write_all(b"\r\n").await.unwrap();
-        assert_eq!(read_some(&mut other).await, "+OK\r\n");
+        assert_eq!(
+            one_megabyte_set(served.redis_port, "trusted", "cache:held:t").await,
+            "+OK\r\n"
+        );
         let (status, body) = mcp_query(&mcp, "analyst", &big_sql).await;
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("900000"), "the analyst's statement ran: {body}");

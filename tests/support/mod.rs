@@ -401,7 +401,20 @@ pub async fn mcp_tool_call(
     tool: &str,
     arguments: serde_json::Value,
 ) -> serde_json::Value {
-    let resp = reqwest::Client::new()
+    let resp = mcp_tool_post(url, agent, tool, arguments).await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("a JSON-RPC reply")
+}
+
+/// The HTTP response to one authenticated MCP `tools/call` (see [`mcp_tool_call`]), whatever
+/// its status.
+pub async fn mcp_tool_post(
+    url: &str,
+    agent: &str,
+    tool: &str,
+    arguments: serde_json::Value,
+) -> reqwest::Response {
+    reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
@@ -416,9 +429,7 @@ pub async fn mcp_tool_call(
         )
         .send()
         .await
-        .expect("the MCP endpoint answers");
-    assert_eq!(resp.status(), 200);
-    resp.json().await.expect("a JSON-RPC reply")
+        .expect("the MCP endpoint answers")
 }
 
 /// The value of the Prometheus sample `name` (with its labels, if any) in `/metrics` text.
