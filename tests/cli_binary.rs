@@ -54,8 +54,9 @@ fn check_accepts_the_demo_and_reports_broken_policies_with_location() {
     assert!(err.contains("unknown operation \"selekt\""), "{err}");
 }
 
-/// A held budget too small to receive anything over the 256 KiB every session may hold is a
-/// configuration error, not a gateway that silently refuses every larger message.
+/// A held budget too small to hold an over-long statement's kept head (or anything much over
+/// the 256 KiB every session may hold) is a configuration error, not a gateway that ends
+/// sessions where it should only refuse a statement.
 #[test]
 fn check_refuses_a_held_budget_that_could_receive_nothing() {
     let dir = support::copy_demo_dir();
@@ -69,7 +70,7 @@ fn check_refuses_a_held_budget_that_could_receive_nothing() {
     let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("limits.max_held_client_bytes_per_agent must be at least 1048576"),
+        err.contains("limits.max_held_client_bytes_per_agent must be at least 1572864 bytes"),
         "{err}"
     );
 }

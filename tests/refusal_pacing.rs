@@ -264,9 +264,9 @@ fn failed_logins_beyond_the_rate_are_counted_in_a_summary() {
             failed.len()
         );
         assert!(
-            failed.iter().any(|r| r["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("failed logins under names that are no agent's were counted, not recorded one by one"))),
+            failed.iter().any(|r| r["reason"].as_str().is_some_and(|r| r
+                .contains("failed logins under names that are no agent's over mcp from ")
+                && r.contains(" were counted, not recorded one by one"))),
             "{:?}",
             failed.last()
         );

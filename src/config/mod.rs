@@ -612,13 +612,15 @@ impl Config {
                 "limits.max_message_bytes must be at least 1024".to_string(),
             ));
         }
-        // Smaller, nothing much over the 256 KiB every session may hold could be received.
-        if self.limits.max_held_client_bytes_per_agent < 1 << 20
-            || self.limits.max_held_client_bytes < 1 << 20
+        // Smaller, an over-long statement's kept head would not fit: the session would end
+        // (53200) where the statement should only be refused (54000).
+        let head = crate::pg::kept_head(self.limits.max_statement_bytes);
+        if self.limits.max_held_client_bytes_per_agent < head
+            || self.limits.max_held_client_bytes < head
         {
             return Err(SourceError::semantic(
                 origin,
-                "limits.max_held_client_bytes and limits.max_held_client_bytes_per_agent must be at least 1048576 (1 MiB)".to_string(),
+                format!("limits.max_held_client_bytes and limits.max_held_client_bytes_per_agent must be at least {head} bytes (limits.max_statement_bytes + 512 KiB: the head an over-long statement keeps for its refusal)"),
             ));
         }
         if self.limits.max_preauth_connections == 0 {

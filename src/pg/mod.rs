@@ -15,6 +15,7 @@ pub mod frontend;
 pub mod link;
 mod name_map;
 mod oversize;
+pub use oversize::kept_head;
 pub mod pending;
 pub mod pool;
 pub mod refusal;

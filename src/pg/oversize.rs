@@ -12,6 +12,12 @@ use super::frame::{Frame, FrameError, FrameReader, Incoming};
 /// What a Parse carries besides its text: a name and up to 65,535 parameter types (4 bytes each).
 const PARSE_EXTRAS: usize = 512 * 1024;
 
+/// The most of an over-long Query or Parse that is kept for its refusal (and counted in the
+/// held budget while the rest arrives): the statement limit and what a Parse carries besides.
+pub fn kept_head(max_statement: usize) -> usize {
+    whole_up_to(max_statement)
+}
+
 /// The next client message, or the announcement of a Query or Parse longer than
 /// `max_statement` (plus what a Parse carries besides its text), left unread. Cancel-safe: it
 /// only buffers, so it may race other events; [`complete`] then reads an announced one.

@@ -2,21 +2,22 @@
 //! agent to pace, and an unauthenticated client can retry as fast as it connects (or, on MCP, as
 //! fast as it sends requests on one keep-alive connection): a record and a `write(2)` each
 //! would let it write the audit log as fast as the disk takes it, and rotate older records out
-//! of retention. So each name has a bucket of records: a known agent's name its own (at most
-//! [`AGENT_BURST`] at once and [`AGENT_PER_SECOND`] a second), every other name (unknown ones,
-//! shown hashed) one shared bucket ([`OTHERS_BURST`], [`OTHERS_PER_SECOND`]). Beyond its
-//! bucket a failure is still refused and counted (`tollgate_auth_failures_total`,
+//! of retention. So each name has a bucket of records per door: a known agent's name its own
+//! (at most [`AGENT_BURST`] at once and [`AGENT_PER_SECOND`] a second), every other name
+//! (unknown ones, shown hashed) one shared bucket ([`OTHERS_BURST`], [`OTHERS_PER_SECOND`]).
+//! Beyond its bucket a failure is still refused and counted (`tollgate_auth_failures_total`,
 //! `tollgate_login_records_folded_total`); once a second ([`LoginRecords::flush`]) each name
-//! with failures not recorded gets one summary record saying how many, with the last one's
-//! address and door. A flood under junk names therefore cannot hide attempts against a real
-//! agent (those have their own bucket), and none is lost from the count.
+//! and door with failures not recorded gets one summary record saying how many and from how
+//! many addresses, with the last one's address and session. A flood under junk names therefore
+//! cannot hide attempts against a real agent (those have their own bucket), a flood on one door
+//! is not credited to another, and none is lost from the count.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use super::record::{session_record, Who};
 use super::Core;
-use crate::audit::Decision;
+use crate::audit::{Decision, Protocol};
 use crate::policy::limits::Rate;
 use crate::ratelimit::Bucket;
 
@@ -37,9 +38,14 @@ pub enum LoginEvent {
     Refused,
 }
 
+/// Distinct addresses a summary counts one by one; beyond, "more than".
+const ADDRESSES: usize = 100;
+
 /// Failures of one name not recorded one by one since its last summary.
 struct Folded {
     count: u64,
+    /// The addresses they came from (at most [`ADDRESSES`] kept).
+    addresses: HashSet<Arc<str>>,
     /// The last of them: its door, session and address go into the summary.
     last: Who,
     rule: Option<String>,
@@ -52,8 +58,9 @@ struct Slot {
     folded: Mutex<Option<Folded>>,
 }
 
-/// Whose bucket: the event and the name (`None`: every name that is not a known agent's).
-type SlotKey = (LoginEvent, Option<Arc<str>>);
+/// Whose bucket: the event, the door and the name (`None`: every name that is not a known
+/// agent's).
+type SlotKey = (LoginEvent, Protocol, Option<Arc<str>>);
 
 /// The buckets, by [`SlotKey`]. Bounded by the agents ever configured.
 #[derive(Default)]
@@ -85,7 +92,10 @@ impl LoginRecords {
         };
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots.entry((event, agent)).or_default().clone()
+            slots
+                .entry((event, who.protocol, agent.clone()))
+                .or_default()
+                .clone()
         };
         let rate = Rate {
             per_minute: per_second * 60,
@@ -97,13 +107,20 @@ impl LoginRecords {
         }
         metrics::counter!("tollgate_login_records_folded_total").increment(1);
         let mut folded = slot.folded.lock().unwrap_or_else(|e| e.into_inner());
-        let count = folded.as_ref().map_or(0, |f| f.count) + 1;
-        *folded = Some(Folded {
-            count,
+        let f = folded.get_or_insert_with(|| Folded {
+            count: 0,
+            addresses: HashSet::new(),
             last: who.clone(),
-            rule: rule.map(str::to_string),
-            reason: reason.to_string(),
+            rule: None,
+            reason: String::new(),
         });
+        f.count += 1;
+        if f.addresses.len() < ADDRESSES {
+            f.addresses.insert(who.client_addr.clone());
+        }
+        f.last = who.clone();
+        f.rule = rule.map(str::to_string);
+        f.reason = reason.to_string();
     }
 
     /// One summary record for each name with failures not recorded one by one since its last
@@ -113,7 +130,7 @@ impl LoginRecords {
             let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             slots.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
-        for ((event, agent), slot) in slots {
+        for ((event, protocol, agent), slot) in slots {
             let Some(f) = slot.folded.lock().unwrap_or_else(|e| e.into_inner()).take() else {
                 continue;
             };
@@ -129,9 +146,16 @@ impl LoginRecords {
                 Some(_) => (AGENT_BURST, AGENT_PER_SECOND),
                 None => (OTHERS_BURST, OTHERS_PER_SECOND),
             };
+            let from = match f.addresses.len() {
+                n if n >= ADDRESSES => format!("more than {ADDRESSES} addresses"),
+                1 => "1 address".to_string(),
+                n => format!("{n} addresses"),
+            };
             let reason = format!(
-                "{}; {} {what} {under} were counted, not recorded one by one (more than {burst} at once or {per_second} a second); this record shows the last of them",
-                f.reason, f.count
+                "{}; {} {what} {under} over {} from {from} were counted, not recorded one by one (more than {burst} at once or {per_second} a second); this record shows the last of them",
+                f.reason,
+                f.count,
+                protocol.as_str()
             );
             session_record(core, &f.last, Decision::Blocked, f.rule.as_deref(), &reason);
         }

@@ -538,7 +538,7 @@ fn failed_logins_are_recorded_within_their_names_bucket_and_summed_up_beyond_it(
         .to_string();
     assert!(
         summary.contains(
-            "failed logins under this agent's name were counted, not recorded one by one"
+            "failed logins under this agent's name over mcp from 1 address were counted, not recorded one by one"
         ),
         "{summary}"
     );
@@ -547,4 +547,21 @@ fn failed_logins_are_recorded_within_their_names_bucket_and_summed_up_beyond_it(
     let before = t.records().len();
     t.core.flush_login_records();
     assert_eq!(t.records().len(), before);
+
+    // Another door has buckets of its own: its failures are not credited to MCP's.
+    let r = t.accept(Protocol::Redis);
+    for _ in 0..tries {
+        r.auth_failed(b"analyst", "authentication failed");
+    }
+    t.core.flush_login_records();
+    let records = t.records();
+    let redis: Vec<Value> = failed(&records, true)
+        .into_iter()
+        .filter(|r| r["protocol"] == "redis")
+        .collect();
+    assert_eq!(summed(redis.clone()), tries, "{redis:?}");
+    assert!(redis.last().unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("over redis from 1 address"));
 }
