@@ -299,6 +299,11 @@ impl Running {
         let _ = self.shutdown.send(true);
     }
 
+    /// Changes to `true` when the gateway shuts down (for tasks started beside it).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     /// Graceful stop: no new client connections; sessions close as soon as nothing of theirs is
     /// running (no reply owed, no open transaction); after `deadline` the rest are closed.
     /// Returns how many sessions had to be closed at the deadline.
@@ -472,14 +477,27 @@ fn tls_files_signature(
 
 /// Reloads agents and policies, and the TLS certificate, when their files change (checked
 /// every `every`).
-pub fn reload_on_file_change(gateway: Arc<Gateway>, every: std::time::Duration) {
+/// Stops when `stopping` says so: a gateway shutting down (the demo removes its files right
+/// after) does not try to reload what is being removed.
+pub fn reload_on_file_change(
+    gateway: Arc<Gateway>,
+    every: std::time::Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
     // Taken before returning, so a change made right after this call is never missed.
     let mut last = policy_files_signature(&gateway.config);
     let mut last_tls = tls_files_signature(&gateway.config);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                biased;
+                _ = stopping.changed() => return,
+                _ = tick.tick() => {}
+            }
+            if *stopping.borrow() {
+                return;
+            }
             let now = policy_files_signature(&gateway.config);
             if now != last {
                 last = now;

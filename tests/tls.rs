@@ -476,7 +476,11 @@ async fn require_tls_per_agent_in_policy() {
 async fn certificate_reload_serves_new_handshakes_and_keeps_open_sessions() {
     let dir = copy_demo(|c| c);
     let gw = start_gateway(dir.path()).await;
-    tollgate::gateway::reload_on_file_change(gw.gateway.clone(), Duration::from_millis(100));
+    tollgate::gateway::reload_on_file_change(
+        gw.gateway.clone(),
+        Duration::from_millis(100),
+        gw.stopping(),
+    );
     let pg_port = gw.pg_addr.unwrap().port();
     let tls_dir = dir.path().join("tls");
     let old_ca = dir.path().join("old-ca.crt");

@@ -24,7 +24,11 @@ pub fn serve(config_path: &Path) -> CmdResult {
     rt.block_on(async {
         let running = gateway::start(config).await.map_err(|e| e.to_string())?;
         gateway::reload_on_sighup(running.gateway.clone());
-        gateway::reload_on_file_change(running.gateway.clone(), std::time::Duration::from_secs(2));
+        gateway::reload_on_file_change(
+            running.gateway.clone(),
+            std::time::Duration::from_secs(2),
+            running.stopping(),
+        );
         wait_for_termination().await;
         let forced = running.drain(drain).await;
         tracing::info!(closed_at_deadline = forced, "shut down");

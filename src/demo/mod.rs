@@ -283,6 +283,14 @@ pub struct DemoOptions {
     pub audit_rotate_records: Option<u64>,
 }
 
+/// The gateway stops first: its files (config, policies, certificates) are in the temporary
+/// folder `env` removes, and a gateway still watching them warned that its reload failed.
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.running.shutdown();
+    }
+}
+
 impl Demo {
     pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
         // A development CA and server certificate (localhost, 127.0.0.1, ::1), made fresh for
@@ -334,6 +342,7 @@ impl Demo {
         gateway::reload_on_file_change(
             running.gateway.clone(),
             std::time::Duration::from_millis(500),
+            running.stopping(),
         );
         let pg_port = running.pg_addr.map(|a| a.port()).unwrap_or(0);
         let env = DemoEnv {
