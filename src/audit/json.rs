@@ -2,8 +2,8 @@
 //! statement path: what `serde_json` writes (same escapes, same number forms), except that the
 //! characters that steer a terminal are escaped too (see [`string`]).
 
-/// What each byte becomes inside a JSON string: 0 = itself, else the escape letter (`u` for
-/// `\u00XX`). The same table as serde_json's, so lines stay byte-identical.
+/// What each byte becomes inside a JSON string: 0 = itself (or, from DEL up, see [`steering`]),
+/// else the escape letter (`u` for `\u00XX`). The same table as serde_json's.
 const ESCAPE: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
@@ -20,17 +20,6 @@ const ESCAPE: [u8; 256] = {
     t[b'\\' as usize] = b'\\';
     t
 };
-
-/// Whether any byte of `w` needs an escape: below 0x20, `"` or `\` (word-at-a-time test:
-/// a zero byte of `x` shows in `(x - 0x01..) & !x & 0x80..`).
-fn needs_escape(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    // Bytes below 0x20: `b - 0x20` borrows into the high bit, for bytes without it set.
-    let below = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    (below | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))) != 0
-}
 
 /// Appends `s` as a quoted JSON string. Beyond JSON's own escapes (serde_json's: control
 /// characters below U+0020, `"` and `\\`), every other character that steers a terminal
@@ -55,24 +44,27 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
     let mut i = clean;
     while i < bytes.len() {
         let b = bytes[i];
-        let esc = ESCAPE[usize::from(b)];
-        let (code, len) = if esc == b'u' {
-            (u32::from(b), 1)
-        } else if esc != 0 {
-            out.extend_from_slice(&bytes[start..i]);
-            out.push(b'\\');
-            out.push(esc);
-            i += 1;
-            start = i;
-            continue;
-        } else if b < 0x7f {
-            i += 1;
-            continue;
-        } else if let Some(found) = steering(&bytes[i..]) {
-            found
-        } else {
-            i += 1;
-            continue;
+        let (code, len) = match ESCAPE[usize::from(b)] {
+            b'u' => (u32::from(b), 1),
+            0 if b < 0x7f => {
+                i += 1;
+                continue;
+            }
+            0 => match steering(&bytes[i..]) {
+                Some(found) => found,
+                None => {
+                    i += 1;
+                    continue;
+                }
+            },
+            esc => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.push(b'\\');
+                out.push(esc);
+                i += 1;
+                start = i;
+                continue;
+            }
         };
         out.extend_from_slice(&bytes[start..i]);
         const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -88,12 +80,17 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Whether a word of text needs a byte-by-byte look: a byte below 0x20, `"`, `\\`, DEL, or
-/// any byte of a multi-byte character.
+/// any byte of a multi-byte character (word-at-a-time test: a zero byte of `x` shows in
+/// `(x - 0x01..) & !x & 0x80..`).
 fn needs_look(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    needs_escape(w) || w & HIGH != 0 || zero(w ^ (ONES * 0x7f)) != 0
+    // Bytes below 0x20: `b - 0x20` borrows into the high bit, for bytes without it set.
+    let below = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let quote = zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero(w ^ (ONES * u64::from(b'\\')));
+    (below | quote | backslash | zero(w ^ (ONES * 0x7f)) | (w & HIGH)) != 0
 }
 
 /// The steering character (beyond C0) that `rest` (valid UTF-8, from a character's first byte

@@ -91,27 +91,21 @@ impl HeldBytes {
         agents.entry(agent.clone()).or_default().clone()
     }
 
-    /// Takes `n` more bytes for a reader of `agent`: from the agent's share, then from the
-    /// gateway's budget; neither is touched when either is short.
-    fn take(&self, agent: Option<&AtomicUsize>, n: usize) -> Result<(), HeldScope> {
-        if let Some(a) = agent {
-            if !take_within(a, n, self.per_agent) {
-                return Err(HeldScope::Agent);
-            }
+    /// Takes `n` more bytes for a reader of the agent whose share `agent` counts: from that
+    /// share, then from the gateway's budget; neither is touched when either is short.
+    fn take(&self, agent: &AtomicUsize, n: usize) -> Result<(), HeldScope> {
+        if !take_within(agent, n, self.per_agent) {
+            return Err(HeldScope::Agent);
         }
         if !take_within(&self.used, n, self.cap) {
-            if let Some(a) = agent {
-                a.fetch_sub(n, Ordering::AcqRel);
-            }
+            agent.fetch_sub(n, Ordering::AcqRel);
             return Err(HeldScope::Gateway);
         }
         Ok(())
     }
 
-    fn give_back(&self, agent: Option<&AtomicUsize>, n: usize) {
-        if let Some(a) = agent {
-            a.fetch_sub(n, Ordering::AcqRel);
-        }
+    fn give_back(&self, agent: &AtomicUsize, n: usize) {
+        agent.fetch_sub(n, Ordering::AcqRel);
         self.used.fetch_sub(n, Ordering::AcqRel);
     }
 
@@ -127,9 +121,8 @@ impl HeldBytes {
 /// (upstream connections, tests) counts nothing.
 #[derive(Debug, Default)]
 pub struct Held {
-    budget: Option<Arc<HeldBytes>>,
-    /// The reader's agent's share (`None` for a reader whose agent is not known).
-    agent: Option<Arc<AtomicUsize>>,
+    /// The budget and the counter of the reader's agent's share of it.
+    budget: Option<(Arc<HeldBytes>, Arc<AtomicUsize>)>,
     held: usize,
 }
 
@@ -137,8 +130,7 @@ impl Held {
     /// A reader of `agent`'s, counted in the gateway's budget and in the agent's share.
     pub fn of(budget: &Arc<HeldBytes>, agent: &Arc<str>) -> Held {
         Held {
-            budget: Some(budget.clone()),
-            agent: Some(budget.agent_counter(agent)),
+            budget: Some((budget.clone(), budget.agent_counter(agent))),
             held: 0,
         }
     }
@@ -146,11 +138,10 @@ impl Held {
     /// Accounts for a read buffer holding `len` bytes: nothing up to [`FREE`], all of it
     /// beyond. Growing past the budget fails and holds no more than before.
     pub fn track(&mut self, len: usize) -> Result<(), HeldExhausted> {
-        let Some(budget) = &self.budget else {
+        let Some((budget, agent)) = &self.budget else {
             return Ok(());
         };
         let want = if len > FREE { len } else { 0 };
-        let agent = self.agent.as_deref();
         if want > self.held {
             if let Err(scope) = budget.take(agent, want - self.held) {
                 return Err(HeldExhausted {
@@ -181,8 +172,8 @@ pub fn detach_after(buf: &mut bytes::BytesMut, message_len: usize) {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let (Some(budget), true) = (&self.budget, self.held > 0) {
-            budget.give_back(self.agent.as_deref(), self.held);
+        if let (Some((budget, agent)), true) = (&self.budget, self.held > 0) {
+            budget.give_back(agent, self.held);
             metrics::gauge!("tollgate_held_client_bytes").set(budget.used() as f64);
         }
     }

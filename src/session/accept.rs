@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::login_records::LoginEvent;
-use super::record::{login_name, session_record, Who};
+use super::record::{known_agent, session_record, shown_login, Who};
 use super::statement::{Principal, Session, SessionContext};
 use super::{Core, LiveSession};
 use crate::audit::{Decision, Protocol};
@@ -184,11 +184,8 @@ impl Accepted {
     }
 
     fn login_record(&self, event: LoginEvent, user: &[u8], rule: Option<&str>, reason: &str) {
-        let agent = std::str::from_utf8(user)
-            .ok()
-            .filter(|name| self.core.agents.load().get(name).is_some())
-            .map(Arc::<str>::from);
-        let shown = login_name(&self.core, user);
+        let agent = known_agent(&self.core, user);
+        let shown = shown_login(user, agent.is_some());
         self.core.login_records.record(
             &self.core,
             event,

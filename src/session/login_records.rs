@@ -38,6 +38,15 @@ pub enum LoginEvent {
     Refused,
 }
 
+/// The bucket of a known agent's name (`true`) or of every other name: at once, then a second.
+fn limits(known_agent: bool) -> (u32, u32) {
+    if known_agent {
+        (AGENT_BURST, AGENT_PER_SECOND)
+    } else {
+        (OTHERS_BURST, OTHERS_PER_SECOND)
+    }
+}
+
 /// Distinct addresses a summary counts one by one; beyond, "more than".
 const ADDRESSES: usize = 100;
 
@@ -86,14 +95,11 @@ impl LoginRecords {
         rule: Option<&str>,
         reason: &str,
     ) {
-        let (burst, per_second) = match agent {
-            Some(_) => (AGENT_BURST, AGENT_PER_SECOND),
-            None => (OTHERS_BURST, OTHERS_PER_SECOND),
-        };
+        let (burst, per_second) = limits(agent.is_some());
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             slots
-                .entry((event, who.protocol, agent.clone()))
+                .entry((event, who.protocol, agent))
                 .or_default()
                 .clone()
         };
@@ -107,20 +113,19 @@ impl LoginRecords {
         }
         metrics::counter!("tollgate_login_records_folded_total").increment(1);
         let mut folded = slot.folded.lock().unwrap_or_else(|e| e.into_inner());
-        let f = folded.get_or_insert_with(|| Folded {
-            count: 0,
-            addresses: HashSet::new(),
-            last: who.clone(),
-            rule: None,
-            reason: String::new(),
-        });
-        f.count += 1;
-        if f.addresses.len() < ADDRESSES {
-            f.addresses.insert(who.client_addr.clone());
+        let (count, mut addresses) = folded
+            .take()
+            .map_or((0, HashSet::new()), |f| (f.count, f.addresses));
+        if addresses.len() < ADDRESSES {
+            addresses.insert(who.client_addr.clone());
         }
-        f.last = who.clone();
-        f.rule = rule.map(str::to_string);
-        f.reason = reason.to_string();
+        *folded = Some(Folded {
+            count: count + 1,
+            addresses,
+            last: who.clone(),
+            rule: rule.map(str::to_string),
+            reason: reason.to_string(),
+        });
     }
 
     /// One summary record for each name with failures not recorded one by one since its last
@@ -139,13 +144,10 @@ impl LoginRecords {
                 LoginEvent::Refused => "connections refused before login",
             };
             let under = match agent {
-                Some(_) => "under this agent's name".to_string(),
-                None => "under names that are no agent's".to_string(),
+                Some(_) => "under this agent's name",
+                None => "under names that are no agent's",
             };
-            let (burst, per_second) = match agent {
-                Some(_) => (AGENT_BURST, AGENT_PER_SECOND),
-                None => (OTHERS_BURST, OTHERS_PER_SECOND),
-            };
+            let (burst, per_second) = limits(agent.is_some());
             let from = match f.addresses.len() {
                 n if n >= ADDRESSES => format!("more than {ADDRESSES} addresses"),
                 1 => "1 address".to_string(),

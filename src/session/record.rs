@@ -55,9 +55,19 @@ pub(super) fn session_record(
 /// can be told apart), because what a client puts where the name goes may be a secret: a token
 /// typed into the user field, or `agent:token` pasted whole, went into the log as it was.
 pub fn login_name(core: &Core, user: &[u8]) -> String {
-    let known = std::str::from_utf8(user)
+    shown_login(user, known_agent(core, user).is_some())
+}
+
+/// `user` when it names one of the gateway's agents.
+pub(super) fn known_agent(core: &Core, user: &[u8]) -> Option<Arc<str>> {
+    std::str::from_utf8(user)
         .ok()
-        .is_some_and(|name| core.agents.load().get(name).is_some());
+        .filter(|name| core.agents.load().get(name).is_some())
+        .map(Arc::from)
+}
+
+/// [`login_name`] for a `user` already looked up (`known`: an agent's name).
+pub(super) fn shown_login(user: &[u8], known: bool) -> String {
     if known || user.is_empty() {
         return shown_name(user);
     }
