@@ -9,7 +9,9 @@
 //!   `limits.http_header_timeout_ms`, counted against the same cap (the excess gets a 503 at
 //!   once), while agents on PostgreSQL, MCP and the admin API are served;
 //! - rows far larger than memory should hold (64 MiB values, several sessions at once):
-//!   relayed, or dropped at an agent's byte limit, in pieces as they arrive.
+//!   relayed, or dropped at an agent's byte limit, in pieces as they arrive;
+//! - clients that stop reading their replies (PostgreSQL on a transaction pool, Redis, MongoDB):
+//!   closed at `limits.client_write_timeout_ms`, their pooled connections given back.
 
 mod support;
 
@@ -519,4 +521,150 @@ fn huge_rows_are_relayed_in_pieces_never_held_whole() {
         grown < 40,
         "the gateway's peak memory grew by {grown} MiB relaying 4 x 64 MiB rows and a 64 MiB error"
     );
+}
+
+fn audit_records(served: &Served) -> Vec<serde_json::Value> {
+    let log = std::fs::read_to_string(served.dir().join("audit.log")).unwrap();
+    log.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Sessions of `writer` closed for not reading, by protocol: (PostgreSQL, Redis, MongoDB).
+fn closed_counts(served: &Served) -> (usize, usize, usize) {
+    let records = audit_records(served);
+    let closed = |protocol: &str| {
+        records
+            .iter()
+            .filter(|r| {
+                r["protocol"] == protocol
+                    && r["rule"] == "limits.client_write_timeout_ms"
+                    && r["decision"] == "error"
+                    && r["agent"] == "writer"
+                    && r["reason"].as_str().unwrap_or_default().starts_with(
+                        "session closed: the client read none of its replies for 1500 ms",
+                    )
+            })
+            .count()
+    };
+    (closed("postgres"), closed("redis"), closed("mongodb"))
+}
+
+/// Reads whatever the gateway still sends until it closes the connection: the bytes read, or
+/// `None` if it was still open after `within`.
+async fn read_to_close(s: &mut tokio::net::TcpStream, within: Duration) -> Option<usize> {
+    let mut total = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+#[test]
+fn clients_that_stop_reading_are_closed_and_their_pooled_connections_given_back() {
+    const MIB: usize = 1 << 20;
+    let served = Served::start(
+        demo_dir_with(|t| with_limits(t, "client_write_timeout_ms = 1500")),
+        "",
+    );
+    let env = &support::harness().env;
+    support::harness().runtime.block_on(async {
+        let addr = ([127, 0, 0, 1], served.pg_port).into();
+        // The writer's share of the demo's 10-connection transaction pool is 8 (the pool less a
+        // quarter). Eight sessions stop reading in the middle of a result, in both ways a result
+        // comes: a 64 MiB row (relayed in pieces) and a stream of ordinary rows.
+        let mut stalled = Vec::new();
+        for i in 0..8 {
+            let mut s = support::raw_login_at(addr, "writer").await;
+            let sql = if i % 2 == 0 {
+                "SELECT repeat('x', 64 << 20)"
+            } else {
+                "SELECT a.*, b.* FROM orders a, orders b"
+            };
+            let query = support::message(b'Q', format!("{sql}\0").as_bytes());
+            s.write_all(&query).await.unwrap();
+            stalled.push(s);
+        }
+        // Redis: 24 MiB of replies asked for and none read (under the shared connections' 64
+        // MiB cut-off, so it is the write timeout that ends it).
+        let mut redis = support::redis_login_at(served.redis_port, "writer").await;
+        let big = "v".repeat(MIB);
+        let set = support::redis_cmd(&["SET", "cache:stall", &big]);
+        assert_eq!(
+            support::redis_exchange(&mut redis, &set, "\r\n").await,
+            "+OK\r\n"
+        );
+        let gets = support::redis_cmd(&["GET", "cache:stall"]).repeat(24);
+        redis.write_all(&gets).await.unwrap();
+        // MongoDB: ten finds of every order, none read.
+        let mut mongo =
+            support::mongo::RawMongo::login(served.mongo_port(), "writer", env.token("writer"))
+                .await;
+        for _ in 0..10 {
+            let id = mongo.next_id();
+            let find = bson::doc! { "find": "orders", "batchSize": 100_000, "$db": "shop" };
+            let msg = tollgate::mongo::OpMsg::reply(0, id, &find).encode(false);
+            mongo.stream.write_all(&msg).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The writer's next statement needs a connection of its share: it gets one once the
+        // stalled sessions were closed (before, it waited for the 5 s checkout timeout: 53300).
+        let c = support::connect_url(&served.pg_url("writer"))
+            .await
+            .expect("the writer connects");
+        let started = Instant::now();
+        let rows = c.simple_query("SELECT count(*) FROM orders").await;
+        assert!(
+            rows.is_ok(),
+            "served after {:?}: {:?}",
+            started.elapsed(),
+            rows.err().map(|e| support::db_message(&e))
+        );
+        // Every stalled session is closed by the gateway, and recorded as such (waited for
+        // before reading: a read would un-stall a session whose clock is still running).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut counts = closed_counts(&served);
+        while counts != (8, 1, 1) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            counts = closed_counts(&served);
+        }
+        assert_eq!(
+            counts,
+            (8, 1, 1),
+            "sessions closed for not reading (PostgreSQL, Redis, MongoDB), one record each"
+        );
+        for (i, s) in stalled.iter_mut().enumerate() {
+            let got = read_to_close(s, Duration::from_secs(20)).await;
+            let got = got.unwrap_or_else(|| panic!("PostgreSQL session {i} still open"));
+            assert!(
+                got < 64 * MIB,
+                "session {i} got its whole reply ({got} bytes)"
+            );
+        }
+        let got = read_to_close(&mut redis, Duration::from_secs(20)).await;
+        assert!(got.expect("the Redis session is closed") < 24 * MIB);
+        let got = read_to_close(&mut mongo.stream, Duration::from_secs(20)).await;
+        assert!(got.is_some(), "the MongoDB session is closed");
+    });
+    let records = audit_records(&served);
+    // The statements cut short say why their outcome is unknown.
+    let unknown = records
+        .iter()
+        .filter(|r| {
+            r["protocol"] == "postgres"
+                && r["rule"] == "limits.client_write_timeout_ms"
+                && r["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("outcome unknown: the session was closed: the client read none")
+        })
+        .count();
+    assert_eq!(unknown, 8, "an outcome record per statement cut short");
 }

@@ -224,6 +224,13 @@ pub struct LimitsConfig {
     /// agent that fills it cannot leave the other agents without room to receive.
     #[serde(default = "default_max_held_client_bytes_per_agent")]
     pub max_held_client_bytes_per_agent: usize,
+    /// How long a write to a client may make no progress (the client reads none of its
+    /// replies) before its session is closed; a session that stops reading would otherwise
+    /// keep its server connection, and the locks and snapshot of its statement, for ever.
+    /// Counted afresh whenever the client accepts bytes, so a slow reader is not cut. 0: no
+    /// limit.
+    #[serde(default = "default_client_write_timeout_ms")]
+    pub client_write_timeout_ms: u64,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -240,6 +247,9 @@ fn default_auth_timeout_ms() -> u64 {
 }
 fn default_drain_timeout_ms() -> u64 {
     30_000
+}
+fn default_client_write_timeout_ms() -> u64 {
+    60_000
 }
 fn default_max_preauth_connections() -> u32 {
     1024
@@ -285,6 +295,7 @@ impl Default for LimitsConfig {
             refusal_burst: default_refusal_burst(),
             max_held_client_bytes: default_max_held_client_bytes(),
             max_held_client_bytes_per_agent: default_max_held_client_bytes_per_agent(),
+            client_write_timeout_ms: default_client_write_timeout_ms(),
         }
     }
 }

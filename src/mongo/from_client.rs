@@ -92,6 +92,11 @@ fn malformed(e: &MsgError) -> Refusal {
 }
 
 impl FromClient {
+    /// The session, as it stands now (the agent a Redis `AUTH` switched to, say).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
     pub fn new(relay: Relay, cursors: SharedCursors, owed: Arc<AtomicUsize>) -> FromClient {
         FromClient {
             session: relay.session,

@@ -188,18 +188,28 @@ where
             _ = &mut drained => Ok(()),
         }
     };
+    // A client that stopped reading its replies: recorded, and its commands' records say so.
+    if let Err(RelayError::Client(e)) = &result {
+        from.session().client_stalled(e);
+    }
     let front = to.front_request();
     for ticket in to.abandon() {
         ctx.abandoned(ticket);
     }
-    if let Err(RelayError::Upstream(_) | RelayError::UpstreamProtocol(_)) = &result {
-        let msg = ctx.upstream_lost();
-        if let Some(id) = front {
-            let _ = client_wr
-                .write_all(&error_reply(id, code::HOST_UNREACHABLE, &msg))
-                .await;
+    let last_line = match &result {
+        Err(RelayError::Upstream(_) | RelayError::UpstreamProtocol(_)) => {
+            let msg = ctx.upstream_lost();
+            front.map(|id| error_reply(id, code::HOST_UNREACHABLE, &msg))
         }
-    }
-    let _ = client_wr.shutdown().await;
+        _ => None,
+    };
+    // A client that does not read cannot hold the session open (`LAST_WRITE`).
+    let _ = tokio::time::timeout(crate::session::LAST_WRITE, async {
+        if let Some(line) = last_line {
+            let _ = client_wr.write_all(&line).await;
+        }
+        let _ = client_wr.shutdown().await;
+    })
+    .await;
     result
 }

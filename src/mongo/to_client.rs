@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bson::{Bson, Document};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -92,7 +92,11 @@ impl ToClient {
             }
             let closing = self.locals() || (!commands_open && self.pending.is_empty());
             if !self.out.is_empty() {
-                wr.write_all(&self.out).await.map_err(RelayError::Client)?;
+                self.ctx
+                    .client_writes()
+                    .write_all(wr, &self.out)
+                    .await
+                    .map_err(RelayError::Client)?;
                 self.out.clear();
                 if self.out.capacity() > 1 << 20 {
                     self.out = Vec::new();

@@ -143,9 +143,14 @@ fn refusal_of(e: &SessionError) -> Option<&PgErrorFields> {
     }
 }
 
+/// The last message of a session, and the close: within `LAST_WRITE`, so a client that does not
+/// read cannot keep the session's task and connection slot.
 async fn send_fatal(wr: &mut NetWrite, fields: &PgErrorFields) {
-    let _ = wr.write_all(&fields.encode()).await;
-    let _ = wr.shutdown().await;
+    let _ = tokio::time::timeout(crate::session::LAST_WRITE, async {
+        let _ = wr.write_all(&fields.encode()).await;
+        let _ = wr.shutdown().await;
+    })
+    .await;
 }
 
 /// Startup, authentication and admission. `None` when the connection was a cancel request.
@@ -396,6 +401,10 @@ async fn relay(
         }
     }
     drop(to_client_fut);
+    // A client that stopped reading its replies: recorded, and its statements' records say so.
+    if let UpstreamSide(Err(ToClientError::Client(e))) = &result {
+        pg.session().client_stalled(e);
+    }
     // The process id the client was shown names no session of its from here: before its server
     // connection can serve another session (session pooling shows that one the same id).
     drop(cancel_guard);

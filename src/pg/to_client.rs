@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 use super::backend::{self as msg, PgErrorFields};
 use super::cancel::{send_cancel, CancelSlot};
@@ -17,7 +17,7 @@ use super::statement::PgSession;
 use crate::policy::limits::RowLimitMode;
 use crate::policy::AgentView;
 use crate::refusal::{Refusal, RefusalClass};
-use crate::session::{OutcomeError, Ticket};
+use crate::session::{ClientWrites, OutcomeError, Ticket};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToClientError {
@@ -192,6 +192,10 @@ pub async fn run<W: AsyncWrite + Unpin>(
     shown: Vec<(String, String)>,
     client: &mut W,
 ) -> Result<(), ToClientError> {
+    let client = &mut ClientOut {
+        writes: ctx.context().client_writes(),
+        socket: client,
+    };
     let mut out = BytesMut::new();
     let mut state = ReplyState::new(&ctx, link.cancel.clone(), Some(link.clone()));
     state.seen = shown.into_iter().collect();
@@ -276,17 +280,11 @@ pub async fn run<W: AsyncWrite + Unpin>(
         drop(guard);
         if let Some(fields) = ctx.misread() {
             // What came before the report was read as analysed; nothing after it is relayed.
-            client
-                .write_all(&out)
-                .await
-                .map_err(ToClientError::Client)?;
+            client.send(&out).await?;
             return Err(ToClientError::Fatal(fields.clone()));
         }
         pending.notify_drained();
-        client
-            .write_all(&out)
-            .await
-            .map_err(ToClientError::Client)?;
+        client.send(&out).await?;
         pending.set_unwritten(false);
         out.clear();
         if out.capacity() > 256 * 1024 {
@@ -313,15 +311,30 @@ pub async fn run<W: AsyncWrite + Unpin>(
     }
 }
 
+/// The client's socket, written within `limits.client_write_timeout_ms`.
+struct ClientOut<'a, W> {
+    socket: &'a mut W,
+    writes: ClientWrites,
+}
+
+impl<W: AsyncWrite + Unpin> ClientOut<'_, W> {
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), ToClientError> {
+        self.writes
+            .write_all(self.socket, bytes)
+            .await
+            .map_err(ToClientError::Client)
+    }
+}
+
 /// Writes tollgate's own replies that reached the front of the queue.
 async fn flush_synthetic<W: AsyncWrite + Unpin>(
     pending: &Pending,
-    client: &mut W,
+    client: &mut ClientOut<'_, W>,
     out: &mut BytesMut,
 ) -> Result<(), ToClientError> {
     if pending.take_synthetic(out) > 0 {
         pending.notify_drained();
-        client.write_all(out).await.map_err(ToClientError::Client)?;
+        client.send(out).await?;
         out.clear();
     }
     Ok(())
@@ -632,14 +645,14 @@ async fn relay_large<W: AsyncWrite + Unpin>(
     upstream: &mut super::link::ServerReader,
     (tag, len): (u8, usize),
     out: &mut BytesMut,
-    client: &mut W,
+    client: &mut ClientOut<'_, W>,
 ) -> Result<(), ToClientError> {
     pending.set_unwritten(true);
     // tollgate's own replies that came due before it go first.
     pending.take_synthetic(out);
     let keep = tag != msg::DATA_ROW || admit_row(pending, state, len);
     pending.notify_drained();
-    client.write_all(out).await.map_err(ToClientError::Client)?;
+    client.send(out).await?;
     out.clear();
     let mut left = len;
     while left > 0 {
@@ -649,10 +662,7 @@ async fn relay_large<W: AsyncWrite + Unpin>(
             .map_err(ToClientError::Upstream)?;
         left -= piece.len();
         if keep {
-            client
-                .write_all(&piece)
-                .await
-                .map_err(ToClientError::Client)?;
+            client.send(&piece).await?;
         }
     }
     pending.set_unwritten(false);

@@ -108,6 +108,11 @@ fn lower_name<'a>(c: &Command, buf: &'a mut [u8; NAME_BUF]) -> &'a [u8] {
 }
 
 impl FromClient {
+    /// The session, as it stands now (the agent a Redis `AUTH` switched to, say).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
     pub fn new(relay: Relay, owed: Arc<AtomicUsize>) -> FromClient {
         FromClient {
             session: relay.session,

@@ -39,8 +39,6 @@ use crate::tls::{NetRead, NetWrite};
 pub(super) const MAX_IN_FLIGHT: usize = 4096;
 /// Commands judged per batch (one audit write per batch).
 pub(super) const MAX_BATCH: usize = 512;
-/// How long the session's last error line and close may wait for a client that does not read.
-const LAST_WRITE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a logged-in session relays with.
 pub struct Relay {
@@ -293,6 +291,10 @@ where
     while let Ok(batch) = rx.try_recv() {
         queued.extend(batch.into_iter().filter_map(|e| e.ticket));
     }
+    // A client that stopped reading its replies: recorded, and its commands' records say so.
+    if let Err(RelayError::Client(e)) = &result {
+        from.session().client_stalled(e);
+    }
     for ticket in to.abandon().chain(from.unsent_tickets()).chain(queued) {
         ctx.abandoned(ticket);
     }
@@ -322,7 +324,7 @@ where
     };
     // A client that does not read cannot hold the session open: the last line and the close
     // get `LAST_WRITE` (the socket closes when the halves are dropped either way).
-    let _ = tokio::time::timeout(LAST_WRITE, async {
+    let _ = tokio::time::timeout(crate::session::LAST_WRITE, async {
         if let Some(line) = last_line {
             let _ = client_wr.write_all(&line).await;
         }

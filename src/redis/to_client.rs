@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -115,7 +115,11 @@ impl ToClient {
     /// Writes what was produced for the client.
     async fn write<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> Result<(), RelayError> {
         self.writing = true;
-        wr.write_all(&self.out).await.map_err(RelayError::Client)?;
+        self.ctx
+            .client_writes()
+            .write_all(wr, &self.out)
+            .await
+            .map_err(RelayError::Client)?;
         self.writing = false;
         Ok(())
     }

@@ -78,6 +78,9 @@ pub struct SessionContext {
     pub upstream: Arc<str>,
     client_addr: Arc<str>,
     latency: ProtocolLatency,
+    /// The session is being closed because its client stopped reading
+    /// (`limits.client_write_timeout_ms`): what its unanswered statements' records say.
+    stalled: std::sync::OnceLock<super::WriteStalled>,
 }
 
 /// An admitted session: its context and the agent it acts for (which a Redis `AUTH` may change).
@@ -192,7 +195,13 @@ impl SessionContext {
             upstream,
             client_addr,
             latency,
+            stalled: std::sync::OnceLock::new(),
         }
+    }
+
+    /// How the reply half writes to the client (`limits.client_write_timeout_ms`).
+    pub fn client_writes(&self) -> super::ClientWrites {
+        super::ClientWrites::new(self.core.limits.client_write_timeout_ms)
     }
 
     pub fn core(&self) -> &Arc<Core> {
@@ -269,7 +278,13 @@ impl SessionContext {
         let mut ev = self.event_of(&ticket.principal, EventKind::Outcome, decision);
         ev.ref_seq = Some(ticket.seq);
         ev.duration_us = Some(ticket.started.elapsed().as_micros() as u64);
-        ev.reason = Some("outcome unknown: the session ended before the reply".into());
+        ev.reason = Some(match self.stalled.get() {
+            Some(stall) => {
+                ev.rule = Some(super::CLIENT_WRITE_TIMEOUT_RULE.into());
+                format!("outcome unknown: the session was closed: {stall}")
+            }
+            None => "outcome unknown: the session ended before the reply".into(),
+        });
         if let Err(e) = self.core.audit.append_deferred(&ev) {
             warn!(error = %e, "audit outcome write failed");
         }
@@ -332,6 +347,26 @@ impl Session {
 
     pub fn stats(&self) -> &PairStats {
         &self.principal.stats
+    }
+
+    /// The client stopped reading its replies (`write` failed with this stall): counted, logged
+    /// and recorded; the session is being closed, and its unanswered statements' records say
+    /// why. Call before those records are written.
+    pub fn client_stalled(&self, write: &std::io::Error) {
+        let Some(stall) = super::WriteStalled::of(write) else {
+            return;
+        };
+        let _ = self.ctx.stalled.set(super::WriteStalled(stall.0));
+        metrics::counter!("tollgate_client_write_timeouts_total", "protocol" => self.ctx.protocol.as_str())
+            .increment(1);
+        warn!(agent = %self.principal.agent, session = self.ctx.id, "{stall}; session closed");
+        session_record(
+            &self.ctx.core,
+            &self.ctx.who(self.principal.agent.clone()),
+            Decision::Error,
+            Some(super::CLIENT_WRITE_TIMEOUT_RULE),
+            &format!("session closed: {stall}"),
+        );
     }
 
     /// The "session opened" record, once the upstream connection is up.

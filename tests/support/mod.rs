@@ -336,7 +336,18 @@ pub fn redis_cmd(words: &[&str]) -> Vec<u8> {
 
 /// A raw connection logged in as `agent` with `AUTH`.
 pub async fn redis_login(agent: &str) -> tokio::net::TcpStream {
-    let mut s = redis_raw().await;
+    redis_login_to(redis_raw().await, agent).await
+}
+
+/// [`redis_login`] to the Redis listener on `port` (a gateway of the test's own).
+pub async fn redis_login_at(port: u16, agent: &str) -> tokio::net::TcpStream {
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    redis_login_to(s, agent).await
+}
+
+async fn redis_login_to(mut s: tokio::net::TcpStream, agent: &str) -> tokio::net::TcpStream {
     let token = harness().env.token(agent).to_string();
     let cmd = format!(
         "*3\r\n$4\r\nAUTH\r\n${}\r\n{agent}\r\n${}\r\n{token}\r\n",
