@@ -571,7 +571,7 @@ async fn read_to_close(s: &mut tokio::net::TcpStream, within: Duration) -> Optio
 fn clients_that_stop_reading_are_closed_and_their_pooled_connections_given_back() {
     const MIB: usize = 1 << 20;
     let served = Served::start(
-        demo_dir_with(|t| with_limits(t, "client_write_timeout_ms = 1500")),
+        demo_dir_with(|t| with_limits(t, "client_write_timeout_ms = 1500\nauth_timeout_ms = 3000")),
         "",
     );
     let env = &support::harness().env;
@@ -613,6 +613,26 @@ fn clients_that_stop_reading_are_closed_and_their_pooled_connections_given_back(
             let msg = tollgate::mongo::OpMsg::reply(0, id, &find).encode(false);
             mongo.stream.write_all(&msg).await.unwrap();
         }
+        // Before login: a MongoDB client asks `hello` 100,000 times and reads nothing. Its writes
+        // are bounded by the login's idle limit (auth_timeout_ms), not left waiting for ever
+        // with the connection's place in the pre-authentication count.
+        let hello = |id: i32| {
+            let cmd = bson::doc! { "hello": 1, "$db": "admin" };
+            tollgate::mongo::OpMsg::reply(0, id, &cmd).encode(false)
+        };
+        let mut probe = support::mongo::RawMongo::connect(served.mongo_port()).await;
+        probe.stream.write_all(&hello(1)).await.unwrap();
+        let mut one = vec![0u8; 4];
+        probe.stream.read_exact(&mut one).await.unwrap();
+        let reply_len = i32::from_le_bytes(one[..4].try_into().unwrap()) as usize;
+        let mut hellos = tokio::net::TcpStream::connect(("127.0.0.1", served.mongo_port()))
+            .await
+            .unwrap();
+        let asked: Vec<u8> = (1..=100_000).flat_map(hello).collect();
+        let asked_at = Instant::now();
+        // (The gateway stops reading them once its replies back up, and may close the
+        // connection before all are sent.)
+        let _ = tokio::time::timeout(Duration::from_secs(10), hellos.write_all(&asked)).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         // The writer's next statement needs a connection of its share: it gets one once the
         // stalled sessions were closed (before, it waited for the 5 s checkout timeout: 53300).
@@ -652,19 +672,62 @@ fn clients_that_stop_reading_are_closed_and_their_pooled_connections_given_back(
         assert!(got.expect("the Redis session is closed") < 24 * MIB);
         let got = read_to_close(&mut mongo.stream, Duration::from_secs(20)).await;
         assert!(got.is_some(), "the MongoDB session is closed");
+        // Read only once the login's idle limit has passed: the connection was closed with
+        // most of its replies unwritten.
+        tokio::time::sleep(Duration::from_millis(3500).saturating_sub(asked_at.elapsed())).await;
+        let got = read_to_close(&mut hellos, Duration::from_secs(20)).await;
+        let got = got.expect("the hello-asking connection is closed");
+        assert!(
+            got < 100_000 * reply_len / 2,
+            "{got} bytes of 100,000 replies of {reply_len}: it was not closed while stalled"
+        );
+        // All eight connections of the writer's share came back: eight transactions hold one
+        // each at once.
+        let mut open = Vec::new();
+        for _ in 0..8 {
+            let c = support::connect_url(&served.pg_url("writer"))
+                .await
+                .unwrap();
+            c.batch_execute("BEGIN; SELECT id FROM orders LIMIT 1")
+                .await
+                .expect("a connection of the writer's share");
+            open.push(c);
+        }
+        for c in &open {
+            c.batch_execute("COMMIT").await.unwrap();
+        }
+        // The statements cut short say why their outcome is unknown (outcome records are
+        // flushed within a tick).
+        let unknown = || {
+            audit_records(&served)
+                .iter()
+                .filter(|r| {
+                    r["protocol"] == "postgres"
+                        && r["rule"] == "limits.client_write_timeout_ms"
+                        && r["reason"].as_str().unwrap_or_default().starts_with(
+                            "outcome unknown: the session was closed: the client read none",
+                        )
+                })
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while unknown() < 8 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(unknown(), 8, "an outcome record per statement cut short");
     });
-    let records = audit_records(&served);
-    // The statements cut short say why their outcome is unknown.
-    let unknown = records
-        .iter()
-        .filter(|r| {
-            r["protocol"] == "postgres"
-                && r["rule"] == "limits.client_write_timeout_ms"
-                && r["reason"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .starts_with("outcome unknown: the session was closed: the client read none")
-        })
-        .count();
-    assert_eq!(unknown, 8, "an outcome record per statement cut short");
+    // The pool's books balance: every connection the stalled sessions held counted closed.
+    let (status, stats) = support::harness().runtime.block_on(support::admin_request(
+        &served.admin_url(),
+        "GET",
+        "/api/v1/stats",
+        support::AdminAs::Viewer,
+    ));
+    assert_eq!(status, 200, "{stats}");
+    let pool = stats["pools"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["mode"] == "transaction"))
+        .unwrap_or_else(|| panic!("{stats}"));
+    let n = |k: &str| pool[k].as_u64().unwrap_or_else(|| panic!("{k}: {pool}"));
+    assert_eq!(n("opened") - n("closed"), n("open"), "{pool}");
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use super::cursors::Cursors;
@@ -204,12 +204,6 @@ where
         _ => None,
     };
     // A client that does not read cannot hold the session open (`LAST_WRITE`).
-    let _ = tokio::time::timeout(crate::session::LAST_WRITE, async {
-        if let Some(line) = last_line {
-            let _ = client_wr.write_all(&line).await;
-        }
-        let _ = client_wr.shutdown().await;
-    })
-    .await;
+    crate::session::last_words(&mut client_wr, &last_line.unwrap_or_default()).await;
     result
 }

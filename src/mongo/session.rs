@@ -148,7 +148,7 @@ where
                 // Framing errors before login close the connection (nothing is skipped).
                 let id = client.front_request_id().unwrap_or(0);
                 let r = reply::error(code::PROTOCOL_ERROR, format!("tollgate: {e}"));
-                let _ = wr.write_all(&OpMsg::reply(id, 0, &r).encode(false)).await;
+                let _ = say(wr, &OpMsg::reply(id, 0, &r).encode(false), idle).await;
                 return Ok(None);
             }
         };
@@ -159,7 +159,7 @@ where
                     warn!(upstream = %up.name(), error = %e, "MongoDB upstream unreachable");
                     let msg_text = crate::session::upstream_unavailable(up.name());
                     let r = reply::error(code::HOST_UNREACHABLE, msg_text);
-                    wr.write_all(&reply_for(&msg, &r)).await?;
+                    say(wr, &reply_for(&msg, &r), idle).await?;
                     return Ok(None);
                 }
             }
@@ -177,14 +177,14 @@ where
             |user| ScramVerifier::mock_for(user, &mock_secret),
         );
         match outcome {
-            LoginOutcome::Reply(bytes) => wr.write_all(&bytes).await?,
+            LoginOutcome::Reply(bytes) => say(wr, &bytes, idle).await?,
             LoginOutcome::Close(bytes) => {
-                wr.write_all(&bytes).await?;
+                say(wr, &bytes, idle).await?;
                 return Ok(None);
             }
             LoginOutcome::Failed { user, reply } => {
                 accepted.auth_failed(user.as_bytes(), "authentication failed");
-                wr.write_all(&reply).await?;
+                say(wr, &reply, idle).await?;
                 if !accepted.login_attempts_left() {
                     // The reply said why; the connection ends (MongoDB has no error for this).
                     return Ok(None);
@@ -202,8 +202,7 @@ where
                 if !still_real {
                     accepted.auth_failed(agent.as_bytes(), "authentication failed");
                     let r = reply::error(code::AUTHENTICATION_FAILED, super::sasl::AUTH_FAILED);
-                    wr.write_all(&OpMsg::reply(request_id, 0, &r).encode(false))
-                        .await?;
+                    say(wr, &OpMsg::reply(request_id, 0, &r).encode(false), idle).await?;
                     continue;
                 }
                 let verified = accepted.scram_verified(&agent);
@@ -211,8 +210,7 @@ where
                     Ok(s) => s,
                     Err(refusal) => {
                         let r = reply::refusal(&refusal);
-                        wr.write_all(&OpMsg::reply(request_id, 0, &r).encode(false))
-                            .await?;
+                        say(wr, &OpMsg::reply(request_id, 0, &r).encode(false), idle).await?;
                         continue;
                     }
                 };
@@ -220,20 +218,32 @@ where
                 // the login's error, and the driver reports it as such.
                 match up.connect(door.connect_timeout).await {
                     Ok(conn) => {
-                        wr.write_all(&ok).await?;
+                        say(wr, &ok, idle).await?;
                         return Ok(Some((session, conn)));
                     }
                     Err(e) => {
                         warn!(upstream = %up.name(), error = %e, "upstream connection failed");
                         let text = crate::session::upstream_unavailable(up.name());
                         let r = reply::error(code::HOST_UNREACHABLE, text);
-                        wr.write_all(&OpMsg::reply(request_id, 0, &r).encode(false))
-                            .await?;
+                        say(wr, &OpMsg::reply(request_id, 0, &r).encode(false), idle).await?;
                         return Ok(None);
                     }
                 }
             }
         }
+    }
+}
+
+/// A reply during login, within the login's idle limit: a client that does not read cannot
+/// keep its place in the pre-authentication count (it is not read meanwhile either).
+async fn say<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    bytes: &[u8],
+    within: Duration,
+) -> Result<(), SessionError> {
+    match tokio::time::timeout(within, wr.write_all(bytes)).await {
+        Ok(written) => Ok(written?),
+        Err(_) => Err(SessionError::Timeout),
     }
 }
 

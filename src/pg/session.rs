@@ -146,11 +146,7 @@ fn refusal_of(e: &SessionError) -> Option<&PgErrorFields> {
 /// The last message of a session, and the close: within `LAST_WRITE`, so a client that does not
 /// read cannot keep the session's task and connection slot.
 async fn send_fatal(wr: &mut NetWrite, fields: &PgErrorFields) {
-    let _ = tokio::time::timeout(crate::session::LAST_WRITE, async {
-        let _ = wr.write_all(&fields.encode()).await;
-        let _ = wr.shutdown().await;
-    })
-    .await;
+    crate::session::last_words(wr, &fields.encode()).await;
 }
 
 /// Startup, authentication and admission. `None` when the connection was a cancel request.
@@ -338,7 +334,10 @@ async fn relay(
         }
         (_, None) => None,
     };
-    wr.write_all(&hello).await?;
+    pg.context()
+        .client_writes()
+        .write_all(&mut wr, &hello)
+        .await?;
     pg.session().opened();
     info!(agent = %pg.agent(), upstream = %pool.name, mode = mode.name(), "session started");
 
@@ -389,9 +388,14 @@ async fn relay(
         while !pending.settled() {
             tokio::select! {
                 _ = &mut grace => break,
-                // The reply half ended (the client is gone, or the server closed): nothing
-                // more can be delivered.
-                _ = &mut to_client_fut => break,
+                // The reply half ended (the client is gone or stopped reading, or the server
+                // closed): nothing more can be delivered.
+                r = &mut to_client_fut => {
+                    if let Err(ToClientError::Client(e)) = &r {
+                        pg.session().client_stalled(e);
+                    }
+                    break;
+                }
                 _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
                 _ = &mut drained => {
                     result = shutting_down();

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use super::clients::ClientEntry;
@@ -266,7 +266,13 @@ where
                 // The client stopped sending (EOF after a half-close): the commands it sent
                 // are answered first. Whatever then ends the reply half, the client had left.
                 Ok(()) => tokio::select! {
-                    r = &mut to_fut => r.or(Ok(())),
+                    // Only a client that stopped reading is worth a record (`client_stalled`).
+                    r = &mut to_fut => match r {
+                        Err(RelayError::Client(e)) if crate::session::WriteStalled::of(&e).is_some() => {
+                            Err(RelayError::Client(e))
+                        }
+                        _ => Ok(()),
+                    },
                     _ = &mut drained => Ok(()),
                     _ = &mut cut_off => Err(RelayError::Unread),
                     _ = tokio::time::sleep(crate::session::REPLY_GRACE) => Ok(()),
@@ -324,12 +330,6 @@ where
     };
     // A client that does not read cannot hold the session open: the last line and the close
     // get `LAST_WRITE` (the socket closes when the halves are dropped either way).
-    let _ = tokio::time::timeout(crate::session::LAST_WRITE, async {
-        if let Some(line) = last_line {
-            let _ = client_wr.write_all(&line).await;
-        }
-        let _ = client_wr.shutdown().await;
-    })
-    .await;
+    crate::session::last_words(&mut client_wr, &last_line.unwrap_or_default()).await;
     result
 }

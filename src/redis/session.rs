@@ -100,9 +100,8 @@ async fn run(
     .await;
     let login = match login {
         Err(_) => {
-            let _ = wr
-                .write_all(&reply::error("ERR", "tollgate: authentication timed out"))
-                .await;
+            let line = reply::error("ERR", "tollgate: authentication timed out");
+            crate::session::last_words(&mut wr, &line).await;
             return Err(SessionError::Timeout);
         }
         Ok(Ok(Some(l))) => l,
@@ -128,10 +127,12 @@ async fn run(
         Err(e) => {
             warn!(upstream = %target.name, error = %e, "upstream connection failed");
             let msg = crate::session::upstream_unavailable(&target.name);
-            let _ = wr.write_all(&reply::error("ERR", &msg)).await;
+            crate::session::last_words(&mut wr, &reply::error("ERR", &msg)).await;
             return Err(e.into());
         }
     };
+    // From here the session holds an upstream connection (or its place on a shared one).
+    let writes = login.session.context().client_writes();
     let mut client_entry = None;
     let mut _upstream_gauge = None;
     let mut resp3 = false;
@@ -139,7 +140,7 @@ async fn run(
         Connection::Shared(conn) => {
             metrics::counter!("tollgate_redis_shared_sessions_total", "upstream" => target.name.clone())
                 .increment(1);
-            wr.write_all(reply::OK).await?;
+            writes.write_all(&mut wr, reply::OK).await?;
             Start::Shared(conn)
         }
         Connection::Own(up) => {
@@ -149,14 +150,14 @@ async fn run(
             let (up_rd, mut up_wr) = up.stream.into_split();
             let mut upstream = UpstreamReader::new(up_rd);
             match &login.hello {
-                None => wr.write_all(reply::OK).await?,
+                None => writes.write_all(&mut wr, reply::OK).await?,
                 Some(h) => {
                     // The upstream answers the HELLO (server, version, proto, id, mode, role,
                     // modules).
                     up_wr.write_all(&encode_command(&upstream_hello(h))).await?;
                     let frame = upstream.read_frame().await?;
                     resp3 = h.proto == Some(3) && frame.first() != Some(&b'-');
-                    wr.write_all(&frame).await?;
+                    writes.write_all(&mut wr, &frame).await?;
                 }
             }
             Start::Own {

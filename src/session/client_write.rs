@@ -43,44 +43,69 @@ impl ClientWrites {
         }
     }
 
-    /// Writes all of `buf`. A write the socket takes at once arms no timer (the relay's usual
-    /// case); the timer starts when the client's window is full and restarts at every byte it
-    /// accepts.
+    /// Writes all of `buf` and flushes it (a TLS stream may keep the tail of a write until
+    /// flushed). A write the socket takes at once arms no timer (the relay's usual case); the
+    /// timer starts when the client's window is full and restarts at every byte it accepts.
     pub async fn write_all<W: AsyncWrite + Unpin + ?Sized>(
         self,
         w: &mut W,
         mut buf: &[u8],
     ) -> io::Result<()> {
-        let mut stall: Option<Pin<Box<tokio::time::Sleep>>> = None;
-        poll_fn(|cx| {
-            while !buf.is_empty() {
+        let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let mut armed = false;
+        poll_fn(|cx| loop {
+            let progress = if buf.is_empty() {
+                Pin::new(&mut *w).poll_flush(cx)
+            } else {
                 match Pin::new(&mut *w).poll_write(cx, buf) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) => {
                         buf = &buf[n..];
-                        stall = None; // progress: the clock starts again
+                        armed = false; // progress: the clock starts again
+                        continue;
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        let Some(limit) = self.stall else {
-                            return Poll::Pending;
-                        };
-                        let timer =
-                            stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                        return match timer.as_mut().poll(cx) {
-                            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                WriteStalled(limit),
-                            ))),
-                            Poll::Pending => Poll::Pending,
-                        };
-                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
                 }
+            };
+            if progress.is_ready() {
+                return progress;
             }
-            Poll::Ready(Ok(()))
+            let Some(limit) = self.stall else {
+                return Poll::Pending;
+            };
+            let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+            if !armed {
+                timer.as_mut().reset(tokio::time::Instant::now() + limit);
+                armed = true;
+            }
+            return match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    WriteStalled(limit),
+                ))),
+                Poll::Pending => Poll::Pending,
+            };
         })
         .await
     }
+}
+
+/// How long a session's last words (an error line, a FATAL) and its close may take: a client
+/// that does not read cannot keep a finished session's task and connection slot.
+pub const LAST_WRITE: Duration = Duration::from_secs(2);
+
+/// Writes a session's last words (may be empty) and closes the write side, within
+/// [`LAST_WRITE`]; failures are not the session's business any more.
+pub async fn last_words<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(LAST_WRITE, async {
+        if !bytes.is_empty() {
+            let _ = w.write_all(bytes).await;
+        }
+        let _ = w.shutdown().await;
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -115,6 +140,61 @@ mod tests {
         assert_eq!(stalled.0, Duration::from_millis(200));
         assert!(e.to_string().contains(CLIENT_WRITE_TIMEOUT_RULE), "{e}");
         assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    /// Takes bytes into a buffer of its own and sends them on only when flushed, as a TLS
+    /// stream may (tokio-rustls accepts plaintext while the socket is full).
+    #[derive(Default)]
+    struct Buffering {
+        held: Vec<u8>,
+        sent: Vec<u8>,
+    }
+
+    impl AsyncWrite for Buffering {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.held.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            let held = std::mem::take(&mut self.held);
+            self.sent.extend_from_slice(&held);
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_stream_buffers_is_flushed_to_the_client() {
+        let mut w = Buffering::default();
+        ClientWrites::new(100)
+            .write_all(&mut w, b"ReadyForQuery")
+            .await
+            .unwrap();
+        assert_eq!(
+            w.sent, b"ReadyForQuery",
+            "nothing left behind in the stream"
+        );
+    }
+
+    #[tokio::test]
+    async fn last_words_give_up_on_a_client_that_does_not_read() {
+        let (mut ours, _theirs) = tokio::io::duplex(16);
+        let started = std::time::Instant::now();
+        last_words(&mut ours, &[0u8; 1024]).await;
+        let took = started.elapsed();
+        assert!(took >= LAST_WRITE && took < LAST_WRITE * 2, "{took:?}");
     }
 
     #[tokio::test]

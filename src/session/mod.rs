@@ -32,7 +32,9 @@ use arc_swap::ArcSwap;
 
 pub use accept::{Accepted, PreauthSlot, Verified, VerifierStrength, MAX_PREAUTH_CONNECTIONS_RULE};
 pub use client_stream::ClientStreamError;
-pub use client_write::{ClientWrites, WriteStalled, CLIENT_WRITE_TIMEOUT_RULE};
+pub use client_write::{
+    last_words, ClientWrites, WriteStalled, CLIENT_WRITE_TIMEOUT_RULE, LAST_WRITE,
+};
 pub use lifecycle::{Lifecycle, LiveSession, Phase};
 
 /// How long a session goes on relaying the replies it owes once its client stopped sending
@@ -40,10 +42,6 @@ pub use lifecycle::{Lifecycle, LiveSession, Phase};
 /// client that is gone altogether ends it at the first write; this bounds the rest (a statement
 /// still running, a blocked command), so a closed client never holds its upstream connection.
 pub const REPLY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// How long a session's last words (an error line, a FATAL) and its close may take to write: a
-/// client that does not read cannot keep a finished session's task and connection slot.
-pub const LAST_WRITE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Said to a client whose connection is closed after [`accept::MAX_LOGIN_FAILURES`] failed logins.
 pub const TOO_MANY_LOGIN_FAILURES: &str =

@@ -62,10 +62,18 @@ pub struct PoolSlot {
     pool: Arc<Pool>,
     /// False for a slot that was never handed out (its count is taken back by hand).
     armed: bool,
+    /// A connection was opened into it: counted closed when the slot goes, however the
+    /// connection ends (closed politely, broken, or dropped with a session cut off mid-reply).
+    connected: bool,
 }
 
 impl Drop for PoolSlot {
     fn drop(&mut self) {
+        if self.connected {
+            self.pool.counters.closed.fetch_add(1, Ordering::Relaxed);
+            metrics::gauge!("tollgate_upstream_connections", "upstream" => self.pool.name.clone())
+                .decrement(1.0);
+        }
         if self.armed {
             self.pool.lock().open -= 1;
             self.pool.wake_for_room();
@@ -320,14 +328,20 @@ impl Pool {
         PoolSlot {
             pool: self.clone(),
             armed: true,
+            connected: false,
         }
     }
 
     /// Opens a connection into `slot`.
-    async fn open(&self, key: &Arc<SettingsKey>, slot: PoolSlot) -> Result<Server, CheckoutError> {
+    async fn open(
+        &self,
+        key: &Arc<SettingsKey>,
+        mut slot: PoolSlot,
+    ) -> Result<Server, CheckoutError> {
         let target = self.target();
         let generation = self.generation.load(Ordering::SeqCst);
         let conn = upstream::connect(&target, &key.0, self.connect_timeout).await?;
+        slot.connected = true;
         self.counters.opened.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("tollgate_upstream_connections", "upstream" => self.name.clone())
             .increment(1.0);
@@ -419,6 +433,11 @@ impl Pool {
     fn close(self: &Arc<Self>, servers: Vec<Server>) {
         if servers.is_empty() {
             return;
+        }
+        // Counted closed now (their slots, dropped once the Terminate is sent, do not again).
+        let mut servers = servers;
+        for s in &mut servers {
+            s.slot.connected = false;
         }
         let n = servers.len() as u64;
         self.counters.closed.fetch_add(n, Ordering::Relaxed);
