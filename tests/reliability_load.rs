@@ -7,7 +7,8 @@
 //!   53300 / `-ERR`), while real agents keep being served and memory stays bounded;
 //! - half-sent HTTP requests (and silent connections) on the MCP and admin listeners: closed at
 //!   `limits.http_header_timeout_ms`, counted against the same cap (the excess gets a 503 at
-//!   once), while agents on PostgreSQL, MCP and the admin API are served;
+//!   once), while agents on PostgreSQL, MCP and the admin API are served; authenticated MCP
+//!   requests whose bodies never finish: counted the same way, cut at `limits.auth_timeout_ms`;
 //! - rows far larger than memory should hold (64 MiB values, several sessions at once):
 //!   relayed, or dropped at an agent's byte limit, in pieces as they arrive;
 //! - clients that stop reading their replies (PostgreSQL on a transaction pool, Redis, MongoDB):
@@ -436,6 +437,101 @@ fn partial_http_requests_are_cut_at_the_header_deadline_and_capped_while_agents_
         );
     });
     drop(served);
+}
+
+/// The head of an authenticated MCP POST whose body is `len` bytes long.
+fn mcp_post_head(token: &str, len: usize) -> String {
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Mcp-Protocol-Version: 2025-06-18\r\nContent-Length: {len}\r\n\r\n"
+    )
+}
+
+#[test]
+fn mcp_bodies_that_never_finish_are_cut_at_the_login_deadline_and_counted_until_then() {
+    const CAP: usize = 30;
+    const AUTH_MS: u64 = 2000;
+    let dir = demo_dir_with(|t| {
+        with_limits(
+            t,
+            &format!("max_preauth_connections = {CAP}\nauth_timeout_ms = {AUTH_MS}"),
+        )
+    });
+    let served = Served::start(dir, "");
+    let mcp = served.mcp_port();
+    let token = support::harness().env.mcp_token("trusted");
+    support::harness().runtime.block_on(async {
+        let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        // 20 connections whose first request's body stops after 10 of 1000 bytes, and 5 whose
+        // second request's does (the first one served on the keep-alive connection).
+        let mut stalled = Vec::new();
+        for _ in 0..20 {
+            let head = mcp_post_head(&token, 1000);
+            stalled.push(partial_request(mcp, &format!("{head}{{\"jsonrpc\"")).await);
+        }
+        for _ in 0..5 {
+            let mut s =
+                partial_request(mcp, &format!("{}{list}", mcp_post_head(&token, list.len()))).await;
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&got).contains("\"tools\"") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(format!("{}{{\"jsonrpc\"", mcp_post_head(&token, 1000)).as_bytes())
+                .await
+                .unwrap();
+            stalled.push(s);
+        }
+        let waiting = Instant::now();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Until their bodies arrive they count against the pre-authentication cap: of 10 more
+        // connections, those over it are refused at once.
+        let mut extra = Vec::new();
+        for _ in 0..10 {
+            extra.push(
+                tokio::net::TcpStream::connect(("127.0.0.1", mcp))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let checks = extra.into_iter().map(|mut s| async move {
+            let (closed, got) = closed_within(&mut s, Duration::from_millis(300)).await;
+            (s, closed, got)
+        });
+        let mut refused = 0;
+        for (_s, closed, got) in futures_util::future::join_all(checks).await {
+            if closed {
+                let text = String::from_utf8_lossy(&got);
+                assert!(text.contains("limits.max_preauth_connections"), "{text}");
+                refused += 1;
+            }
+        }
+        assert!(
+            refused >= 4,
+            "only {refused} of 10 over the cap were refused"
+        );
+        // At the deadline each gets a 408 naming the setting, and its connection is closed.
+        for s in stalled.iter_mut() {
+            let (closed, got) = closed_within(s, Duration::from_secs(5)).await;
+            let text = String::from_utf8_lossy(&got);
+            assert!(closed, "a body sent in part outlived the deadline: {text}");
+            assert!(
+                text.contains("HTTP/1.1 408") && text.contains("limits.auth_timeout_ms"),
+                "{text}"
+            );
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_millis(AUTH_MS + 1500),
+            "closed after {:?}",
+            waiting.elapsed()
+        );
+        // And agents are served again.
+        let r = mcp_query(mcp, "trusted", "SELECT 1 AS n").await;
+        assert_eq!(r["row_count"], 1, "{r}");
+    });
 }
 
 /// `psql -XAtq` as `url`'s agent running `sqls` in one session: (stdout bytes, stderr text).

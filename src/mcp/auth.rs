@@ -99,17 +99,31 @@ pub async fn require_agent(
     let Some(verified) = verified else {
         return unauthorized();
     };
-    if let Some(slot) = slot {
-        slot.release();
-    }
+    // Until its body has arrived the request keeps a place in the pre-authentication count:
+    // its connection's (a first request), or one of its own (a later request on a keep-alive
+    // connection, let in by `try_accept` above).
+    let own_place = (!slot.as_ref().is_some_and(|s| s.held())).then(|| core.preauth_place());
     // The body of a POST, kept for the tools that read their arguments in the order written
     // (`ordered`); only once the bearer checked out, and no larger than the MCP service reads.
     // While the request runs it is counted like a wire message being received
-    // (`limits.max_held_client_bytes`, and the agent's share).
+    // (`limits.max_held_client_bytes`, and the agent's share). It must arrive within the
+    // login's deadline (`limits.auth_timeout_ms` from the headers), and until it has the
+    // request keeps its place in the pre-authentication count: a body sent a byte at a time
+    // cannot keep a connection, and with it a descriptor, for ever.
     let mut held = crate::ratelimit::Held::of(&core.held, verified.agent());
     let mut req = if req.method() == Method::POST {
         let (parts, body) = req.into_parts();
-        let bytes = match read_body(body, &mut held).await {
+        let read = tokio::time::timeout_at(accepted.deadline, read_body(body, &mut held)).await;
+        let Ok(read) = read else {
+            return json_rpc_error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "tollgate: the request body did not arrive within {} ms of its headers (limits.auth_timeout_ms)",
+                    core.limits.auth_timeout_ms
+                ),
+            );
+        };
+        let bytes = match read {
             Ok(bytes) => bytes,
             Err(BodyRefused::Held(e)) => {
                 return json_rpc_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
@@ -127,6 +141,10 @@ pub async fn require_agent(
     } else {
         req
     };
+    if let Some(slot) = slot {
+        slot.release();
+    }
+    drop(own_place);
     req.extensions_mut().insert(Arc::new(HeldBody(held)));
     req.extensions_mut().insert(Caller {
         accepted: Arc::new(accepted),

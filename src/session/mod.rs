@@ -174,6 +174,12 @@ impl Core {
         Ok(PreauthSlot::new(self.clone()))
     }
 
+    /// A place in the pre-authentication count taken without the cap check, for what was let
+    /// in moments ago (an MCP request past `try_accept` whose body is still arriving).
+    pub fn preauth_place(self: &Arc<Self>) -> PreauthSlot {
+        PreauthSlot::new(self.clone())
+    }
+
     /// Whether one more connection may wait to authenticate; the refusal (counted) if not.
     fn preauth_room(&self, label: &'static str, peer: SocketAddr) -> Result<(), Refusal> {
         let cap = self.limits.max_preauth_connections as usize;
