@@ -197,6 +197,7 @@ where
         ctx.abandoned(ticket);
     }
     let last_line = match &result {
+        _ if to.mid_reply() => None,
         Err(RelayError::Upstream(_) | RelayError::UpstreamProtocol(_)) => {
             let msg = ctx.upstream_lost();
             front.map(|id| error_reply(id, code::HOST_UNREACHABLE, &msg))

@@ -37,6 +37,8 @@ pub(super) struct ToClient {
     owed: Arc<AtomicUsize>,
     /// Entries answered into `out` since the last write.
     done: usize,
+    /// A write to the client is under way (still set if the session ended inside it).
+    writing: bool,
 }
 
 /// How a cursor's batch is cut at `max_rows`.
@@ -61,7 +63,14 @@ impl ToClient {
             out: Vec::new(),
             owed,
             done: 0,
+            writing: false,
         }
+    }
+
+    /// Whether the session ended inside a write to the client: no error reply can follow then
+    /// (it would read as part of the reply being written); only the close.
+    pub fn mid_reply(&self) -> bool {
+        self.writing
     }
 
     /// The request the next reply answers (the upstream-lost error goes to it).
@@ -92,11 +101,13 @@ impl ToClient {
             }
             let closing = self.locals() || (!commands_open && self.pending.is_empty());
             if !self.out.is_empty() {
+                self.writing = true;
                 self.ctx
                     .client_writes()
                     .write_all(wr, &self.out)
                     .await
                     .map_err(RelayError::Client)?;
+                self.writing = false;
                 self.out.clear();
                 if self.out.capacity() > 1 << 20 {
                     self.out = Vec::new();
