@@ -25,7 +25,7 @@ use super::wire::{Message, MessageReader, WireError};
 use crate::policy::limits::RowLimitMode;
 use crate::policy::mongo::{MongoRules, ReplyPlan};
 use crate::refusal::{Refusal, RefusalClass};
-use crate::session::{OutcomeError, SessionContext, Ticket};
+use crate::session::{OutcomeError, ReplyWrites, SessionContext, Ticket};
 
 pub(super) struct ToClient {
     ctx: Arc<SessionContext>,
@@ -37,8 +37,8 @@ pub(super) struct ToClient {
     owed: Arc<AtomicUsize>,
     /// Entries answered into `out` since the last write.
     done: usize,
-    /// A write to the client is under way (still set if the session ended inside it).
-    writing: bool,
+    /// Writes to the client, and whether the session ended inside one.
+    writes: ReplyWrites,
 }
 
 /// How a cursor's batch is cut at `max_rows`.
@@ -56,6 +56,7 @@ impl ToClient {
         owed: Arc<AtomicUsize>,
     ) -> ToClient {
         ToClient {
+            writes: ctx.reply_writes(),
             ctx,
             pending: VecDeque::new(),
             cursors,
@@ -63,14 +64,13 @@ impl ToClient {
             out: Vec::new(),
             owed,
             done: 0,
-            writing: false,
         }
     }
 
     /// Whether the session ended inside a write to the client: no error reply can follow then
     /// (it would read as part of the reply being written); only the close.
     pub fn mid_reply(&self) -> bool {
-        self.writing
+        self.writes.inside()
     }
 
     /// The request the next reply answers (the upstream-lost error goes to it).
@@ -101,13 +101,10 @@ impl ToClient {
             }
             let closing = self.locals() || (!commands_open && self.pending.is_empty());
             if !self.out.is_empty() {
-                self.writing = true;
-                self.ctx
-                    .client_writes()
+                self.writes
                     .write_all(wr, &self.out)
                     .await
                     .map_err(RelayError::Client)?;
-                self.writing = false;
                 self.out.clear();
                 if self.out.capacity() > 1 << 20 {
                     self.out = Vec::new();

@@ -26,7 +26,7 @@ use super::reply;
 use super::reply_cap::ReplyCap;
 use super::shared::inbox::{Piece, Taken};
 use crate::policy::redis::MaskPlan;
-use crate::session::{OutcomeError, SessionContext, Ticket};
+use crate::session::{OutcomeError, ReplyWrites, SessionContext, Ticket};
 use crate::tls::NetRead;
 
 /// A reply nobody needs to inspect is relayed while it arrives once this much of it waits.
@@ -66,8 +66,8 @@ pub(super) struct ToClient {
     assembling: Option<BytesMut>,
     /// Bytes of the reply arriving in pieces so far (for `max_result_bytes`).
     piece_bytes: u64,
-    /// A write to the client is under way (still set if the session ended inside it).
-    writing: bool,
+    /// Writes to the client, and whether the session ended inside one.
+    writes: ReplyWrites,
 }
 
 impl ToClient {
@@ -87,7 +87,7 @@ impl ToClient {
             switched: None,
             assembling: None,
             piece_bytes: 0,
-            writing: false,
+            writes: ctx.reply_writes(),
             ctx,
             resp3,
             pending: VecDeque::new(),
@@ -109,19 +109,15 @@ impl ToClient {
     /// write to it, or a reply is being relayed in pieces. No error line can follow then (it
     /// would read as part of the reply); only the close.
     pub fn mid_reply(&self) -> bool {
-        self.writing || self.streaming.is_some()
+        self.writes.inside() || self.streaming.is_some()
     }
 
     /// Writes what was produced for the client.
     async fn write<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> Result<(), RelayError> {
-        self.writing = true;
-        self.ctx
-            .client_writes()
+        self.writes
             .write_all(wr, &self.out)
             .await
-            .map_err(RelayError::Client)?;
-        self.writing = false;
-        Ok(())
+            .map_err(RelayError::Client)
     }
 
     pub async fn run<W: AsyncWrite + Unpin>(

@@ -91,6 +91,40 @@ impl ClientWrites {
     }
 }
 
+/// [`ClientWrites`] that remember whether the session ended inside a write: no error line may
+/// follow a reply cut in the middle (the client would read it as part of the reply), only the
+/// close.
+#[derive(Debug)]
+pub struct ReplyWrites {
+    writes: ClientWrites,
+    inside: bool,
+}
+
+impl ReplyWrites {
+    pub fn new(writes: ClientWrites) -> ReplyWrites {
+        ReplyWrites {
+            writes,
+            inside: false,
+        }
+    }
+
+    pub async fn write_all<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        w: &mut W,
+        buf: &[u8],
+    ) -> io::Result<()> {
+        self.inside = true;
+        self.writes.write_all(w, buf).await?;
+        self.inside = false;
+        Ok(())
+    }
+
+    /// A write was under way when the session ended (or failed).
+    pub fn inside(&self) -> bool {
+        self.inside
+    }
+}
+
 /// How long a session's last words (an error line, a FATAL) and its close may take: a client
 /// that does not read cannot keep a finished session's task and connection slot.
 pub const LAST_WRITE: Duration = Duration::from_secs(2);

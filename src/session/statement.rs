@@ -204,6 +204,11 @@ impl SessionContext {
         super::ClientWrites::new(self.core.limits.client_write_timeout_ms)
     }
 
+    /// [`Self::client_writes`], remembering whether a write was under way.
+    pub fn reply_writes(&self) -> super::ReplyWrites {
+        super::ReplyWrites::new(self.client_writes())
+    }
+
     pub fn core(&self) -> &Arc<Core> {
         &self.core
     }
