@@ -214,6 +214,7 @@ pub async fn accept_loop<F, Fut>(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
+                    crate::session::watch_progress(&socket);
                     tokio::spawn(serve(socket, peer));
                 }
                 Err(e) => {

@@ -69,6 +69,7 @@ pub async fn serve<N, Fut, Io, Info>(
             },
             _ = stopped(&mut stop) => return,
         };
+        crate::session::watch_progress(&socket);
         let slot = match core.try_preauth(label, addr) {
             Ok(slot) => Arc::new(slot),
             Err(refusal) => {
@@ -77,12 +78,15 @@ pub async fn serve<N, Fut, Io, Info>(
             }
         };
         let (app, negotiate, stop) = (app.clone(), negotiate.clone(), stop.clone());
+        let write_stall_ms = core.limits.client_write_timeout_ms;
         tokio::spawn(async move {
             let Ok(Some((io, info))) = tokio::time::timeout(timeout, negotiate(socket, addr)).await
             else {
                 debug!(listener = label, %addr, "HTTP connection: no handshake in time, or a failed one");
                 return;
             };
+            // A response the client does not read cannot keep the connection for ever.
+            let io = crate::session::StallGuard::new(io, write_stall_ms);
             connection(io, info, slot, app, timeout, stop).await;
         });
     }

@@ -725,6 +725,40 @@ fn clients_that_stop_reading_are_closed_and_their_pooled_connections_given_back(
             .await
             .unwrap();
         let asked: Vec<u8> = (1..=100_000).flat_map(hello).collect();
+        // MCP: three pipelined tool calls of about 1 MB of rows each, none of their responses
+        // read (hyper writes them: the listener's connection fails its writes instead).
+        let mut mcp = tokio::net::TcpStream::connect(("127.0.0.1", served.mcp_port()))
+            .await
+            .unwrap();
+        for id in 1..=3 {
+            let call = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "query", "arguments": {"upstream": "shop",
+                "sql": "SELECT o.*, repeat('x', 500) AS pad FROM orders o LIMIT 2000"}}})
+            .to_string();
+            let head = mcp_post_head(&env.mcp_token("writer"), call.len());
+            mcp.write_all(format!("{head}{call}").as_bytes())
+                .await
+                .unwrap();
+        }
+        // A slow but steady reader (trusted, its own server connection): 64 KiB every 200 ms
+        // of a 64 MiB row, far slower than the gateway writes, never stopped: it is not cut.
+        // (Before TCP_NOTSENT_LOWAT, a full socket showed progress only per ~1.3 MB drained.)
+        let mut slow = support::raw_login_at(addr, "trusted").await;
+        let query = support::message(b'Q', b"SELECT repeat('x', 64 << 20)\0");
+        slow.write_all(&query).await.unwrap();
+        let slow_reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = 0;
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(6) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match slow.read(&mut buf).await {
+                    Ok(0) | Err(_) => return (got, false),
+                    Ok(n) => got += n,
+                }
+            }
+            (got, true)
+        });
         let asked_at = Instant::now();
         // (The gateway stops reading them once its replies back up, and may close the
         // connection before all are sent.)
@@ -768,6 +802,21 @@ fn clients_that_stop_reading_are_closed_and_their_pooled_connections_given_back(
         assert!(got.expect("the Redis session is closed") < 24 * MIB);
         let got = read_to_close(&mut mongo.stream, Duration::from_secs(20)).await;
         assert!(got.is_some(), "the MongoDB session is closed");
+        let got = read_to_close(&mut mcp, Duration::from_secs(20)).await;
+        let got = got.expect("the MCP connection is closed");
+        assert!(
+            got < 5 << 20, // the three responses are about 6 MB
+            "the MCP responses were all written ({got} bytes)"
+        );
+        let (got, open) = slow_reader.await.unwrap();
+        let cut = audit_records(&served)
+            .into_iter()
+            .find(|r| r["agent"] == "trusted" && r["rule"] == "limits.client_write_timeout_ms");
+        assert!(cut.is_none(), "the slow reader's session was cut: {cut:?}");
+        assert!(
+            open && got > 1_000_000,
+            "the slow reader was cut after {got} bytes"
+        );
         // Read only once the login's idle limit has passed: the connection was closed with
         // most of its replies unwritten.
         tokio::time::sleep(Duration::from_millis(3500).saturating_sub(asked_at.elapsed())).await;

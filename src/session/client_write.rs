@@ -8,10 +8,10 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The rule a stalled client's session is closed under.
 pub const CLIENT_WRITE_TIMEOUT_RULE: &str = "limits.client_write_timeout_ms";
@@ -26,6 +26,68 @@ impl WriteStalled {
     /// The stall inside `e`, when that is what ended a write.
     pub fn of(e: &io::Error) -> Option<&WriteStalled> {
         e.get_ref()?.downcast_ref()
+    }
+}
+
+/// How much unsent data a client socket may queue (`TCP_NOTSENT_LOWAT`). Without it Linux
+/// reports a full socket writable again only once a third of its send buffer (which grows to
+/// 4 MiB) has drained, so a client reading a steady 20 KB/s showed no progress for a minute and
+/// was taken for one that stopped. With it, each window the client opens by reading (an MSS
+/// or more: 64 KiB on loopback) drains the unsent queue and lets a write go on. It bounds what
+/// the kernel queues unsent, not what is in flight, so a client that reads keeps its speed.
+const NOTSENT_LOWAT: u32 = 16 * 1024;
+
+/// Makes an accepted client socket report the client's progress early (`NOTSENT_LOWAT`).
+/// Best effort: where the option does not exist, the clock only sees coarser progress.
+pub fn watch_progress(socket: &tokio::net::TcpStream) {
+    if let Err(e) = socket2::SockRef::from(socket).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
+        tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+    }
+}
+
+/// Time since a client last took a byte, while a write to it is pending: the one clock every
+/// stall bound uses. Armed at the first pending write after progress; no timer is allocated
+/// while writes go through at once.
+#[derive(Debug)]
+struct StallClock {
+    limit: Option<Duration>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl StallClock {
+    fn new(limit: Option<Duration>) -> StallClock {
+        StallClock {
+            limit,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// The client took bytes.
+    fn progress(&mut self) {
+        self.armed = false;
+    }
+
+    /// A write is pending: `Ready(error)` once it has been pending for the limit since the last
+    /// progress (the task is woken then), else `Pending`.
+    fn pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let Some(limit) = self.limit else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if !self.armed {
+            timer.as_mut().reset(tokio::time::Instant::now() + limit);
+            self.armed = true;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, WriteStalled(limit)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -51,8 +113,7 @@ impl ClientWrites {
         w: &mut W,
         mut buf: &[u8],
     ) -> io::Result<()> {
-        let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-        let mut armed = false;
+        let mut clock = StallClock::new(self.stall);
         poll_fn(|cx| loop {
             let progress = if buf.is_empty() {
                 Pin::new(&mut *w).poll_flush(cx)
@@ -61,7 +122,7 @@ impl ClientWrites {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) => {
                         buf = &buf[n..];
-                        armed = false; // progress: the clock starts again
+                        clock.progress();
                         continue;
                     }
                     Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -71,23 +132,85 @@ impl ClientWrites {
             if progress.is_ready() {
                 return progress;
             }
-            let Some(limit) = self.stall else {
-                return Poll::Pending;
-            };
-            let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-            if !armed {
-                timer.as_mut().reset(tokio::time::Instant::now() + limit);
-                armed = true;
-            }
-            return match timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    WriteStalled(limit),
-                ))),
-                Poll::Pending => Poll::Pending,
-            };
+            return clock.pending(cx).map(Err);
         })
         .await
+    }
+}
+
+/// A connection whose writes fail once the client has taken no byte for the limit: for the
+/// HTTP listeners, where hyper does the writing (a response nobody reads would otherwise keep
+/// its connection and task for ever). Reads pass through.
+pub struct StallGuard<Io> {
+    io: Io,
+    clock: StallClock,
+}
+
+impl<Io> StallGuard<Io> {
+    /// `timeout_ms` 0: no limit.
+    pub fn new(io: Io, timeout_ms: u64) -> StallGuard<Io> {
+        StallGuard {
+            io,
+            clock: StallClock::new(ClientWrites::new(timeout_ms).stall),
+        }
+    }
+
+    fn watch<T>(
+        &mut self,
+        polled: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Pending => self.clock.pending(cx).map(Err),
+            done => {
+                self.clock.progress();
+                done
+            }
+        }
+    }
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for StallGuard<Io> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for StallGuard<Io> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(polled, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(polled, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(polled, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch(polled, cx)
     }
 }
 

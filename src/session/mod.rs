@@ -33,7 +33,8 @@ use arc_swap::ArcSwap;
 pub use accept::{Accepted, PreauthSlot, Verified, VerifierStrength, MAX_PREAUTH_CONNECTIONS_RULE};
 pub use client_stream::ClientStreamError;
 pub use client_write::{
-    last_words, ClientWrites, ReplyWrites, WriteStalled, CLIENT_WRITE_TIMEOUT_RULE, LAST_WRITE,
+    last_words, watch_progress, ClientWrites, ReplyWrites, StallGuard, WriteStalled,
+    CLIENT_WRITE_TIMEOUT_RULE, LAST_WRITE,
 };
 pub use lifecycle::{Lifecycle, LiveSession, Phase};
 
