@@ -199,7 +199,8 @@ pub struct LimitsConfig {
     pub max_preauth_connections: u32,
     /// MCP and admin listeners: how long a connection may take to send a request's headers,
     /// counted from its arrival (TLS handshake included) or from the end of its previous
-    /// response (the keep-alive bound). A request in progress (a streamed response) is never cut.
+    /// response (the keep-alive bound). It never cuts a request in progress (a streamed
+    /// response); `client_write_timeout_ms` bounds a response nobody reads.
     #[serde(default = "default_http_header_timeout_ms")]
     pub http_header_timeout_ms: u64,
     /// On SIGTERM/SIGINT: how long running statements (and open transactions) may take to

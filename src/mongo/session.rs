@@ -241,7 +241,11 @@ async fn say<W: AsyncWrite + Unpin>(
     bytes: &[u8],
     within: Duration,
 ) -> Result<(), SessionError> {
-    match tokio::time::timeout(within, wr.write_all(bytes)).await {
+    let written = async {
+        wr.write_all(bytes).await?;
+        wr.flush().await // a TLS stream may keep the tail until flushed
+    };
+    match tokio::time::timeout(within, written).await {
         Ok(written) => Ok(written?),
         Err(_) => Err(SessionError::Timeout),
     }
