@@ -141,10 +141,17 @@ fn idle_authenticated_connections_cost_little_and_new_agents_are_still_served() 
     drop(rt);
 }
 
+/// What the gateway still sent before closing the connection (its length), or `None` if it was
+/// still open after `within`.
+async fn gone_within(s: &mut tokio::net::TcpStream, within: Duration) -> Option<usize> {
+    let (closed, got) = closed_within(s, within).await;
+    closed.then_some(got.len())
+}
+
 /// Reads until EOF or `within`; true if the gateway closed the connection.
 async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> (bool, Vec<u8>) {
     let mut got = Vec::new();
-    let mut buf = [0u8; 512];
+    let mut buf = vec![0u8; 64 * 1024];
     let until = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(until, s.read(&mut buf)).await {
@@ -646,23 +653,6 @@ fn closed_counts(served: &Served) -> (usize, usize, usize) {
     (closed("postgres"), closed("redis"), closed("mongodb"))
 }
 
-/// Reads whatever the gateway still sends until it closes the connection: the bytes read, or
-/// `None` if it was still open after `within`.
-async fn read_to_close(s: &mut tokio::net::TcpStream, within: Duration) -> Option<usize> {
-    let mut total = 0;
-    let mut buf = vec![0u8; 1 << 20];
-    tokio::time::timeout(within, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return total,
-                Ok(n) => total += n,
-            }
-        }
-    })
-    .await
-    .ok()
-}
-
 #[test]
 fn clients_that_stop_reading_are_closed_and_their_pooled_connections_given_back() {
     const MIB: usize = 1 << 20;
@@ -791,18 +781,18 @@ fn clients_that_stop_reading_are_closed_and_their_pooled_connections_given_back(
             "sessions closed for not reading (PostgreSQL, Redis, MongoDB), one record each"
         );
         for (i, s) in stalled.iter_mut().enumerate() {
-            let got = read_to_close(s, Duration::from_secs(20)).await;
+            let got = gone_within(s, Duration::from_secs(20)).await;
             let got = got.unwrap_or_else(|| panic!("PostgreSQL session {i} still open"));
             assert!(
                 got < 64 * MIB,
                 "session {i} got its whole reply ({got} bytes)"
             );
         }
-        let got = read_to_close(&mut redis, Duration::from_secs(20)).await;
+        let got = gone_within(&mut redis, Duration::from_secs(20)).await;
         assert!(got.expect("the Redis session is closed") < 24 * MIB);
-        let got = read_to_close(&mut mongo.stream, Duration::from_secs(20)).await;
+        let got = gone_within(&mut mongo.stream, Duration::from_secs(20)).await;
         assert!(got.is_some(), "the MongoDB session is closed");
-        let got = read_to_close(&mut mcp, Duration::from_secs(20)).await;
+        let got = gone_within(&mut mcp, Duration::from_secs(20)).await;
         let got = got.expect("the MCP connection is closed");
         assert!(
             got < 5 << 20, // the three responses are about 6 MB
@@ -820,7 +810,7 @@ fn clients_that_stop_reading_are_closed_and_their_pooled_connections_given_back(
         // Read only once the login's idle limit has passed: the connection was closed with
         // most of its replies unwritten.
         tokio::time::sleep(Duration::from_millis(3500).saturating_sub(asked_at.elapsed())).await;
-        let got = read_to_close(&mut hellos, Duration::from_secs(20)).await;
+        let got = gone_within(&mut hellos, Duration::from_secs(20)).await;
         let got = got.expect("the hello-asking connection is closed");
         assert!(
             got < 100_000 * reply_len / 2,

@@ -18,7 +18,7 @@ pub const CLIENT_WRITE_TIMEOUT_RULE: &str = "limits.client_write_timeout_ms";
 
 /// A write to the client made no progress for `limits.client_write_timeout_ms`. Carried inside
 /// the `io::Error` the write returns, so the front ends' error types need no new variant.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the client read none of its replies for {} ms ({CLIENT_WRITE_TIMEOUT_RULE})", .0.as_millis())]
 pub struct WriteStalled(pub Duration);
 
@@ -44,6 +44,11 @@ pub fn watch_progress(socket: &tokio::net::TcpStream) {
     if let Err(e) = socket2::SockRef::from(socket).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
         tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
     }
+}
+
+/// `limits.client_write_timeout_ms` as a limit (0: none).
+fn limit_of(timeout_ms: u64) -> Option<Duration> {
+    (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms))
 }
 
 /// Time since a client last took a byte, while a write to it is pending: the one clock every
@@ -102,7 +107,7 @@ impl ClientWrites {
     /// `timeout_ms` 0: no limit.
     pub fn new(timeout_ms: u64) -> ClientWrites {
         ClientWrites {
-            stall: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms)),
+            stall: limit_of(timeout_ms),
         }
     }
 
@@ -152,7 +157,7 @@ impl<Io> StallGuard<Io> {
     pub fn new(io: Io, timeout_ms: u64) -> StallGuard<Io> {
         StallGuard {
             io,
-            clock: StallClock::new(ClientWrites::new(timeout_ms).stall),
+            clock: StallClock::new(limit_of(timeout_ms)),
         }
     }
 

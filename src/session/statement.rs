@@ -361,7 +361,7 @@ impl Session {
         let Some(stall) = super::WriteStalled::of(write) else {
             return;
         };
-        let _ = self.ctx.stalled.set(super::WriteStalled(stall.0));
+        let _ = self.ctx.stalled.set(*stall);
         metrics::counter!("tollgate_client_write_timeouts_total", "protocol" => self.ctx.protocol.as_str())
             .increment(1);
         warn!(agent = %self.principal.agent, session = self.ctx.id, "{stall}; session closed");

@@ -70,9 +70,7 @@ pub struct PoolSlot {
 impl Drop for PoolSlot {
     fn drop(&mut self) {
         if self.connected {
-            self.pool.counters.closed.fetch_add(1, Ordering::Relaxed);
-            metrics::gauge!("tollgate_upstream_connections", "upstream" => self.pool.name.clone())
-                .decrement(1.0);
+            self.pool.count_closed(1);
         }
         if self.armed {
             self.pool.lock().open -= 1;
@@ -429,6 +427,13 @@ impl Pool {
         }
     }
 
+    /// `n` server connections are gone: the counter and the upstream's gauge.
+    fn count_closed(&self, n: u64) {
+        self.counters.closed.fetch_add(n, Ordering::Relaxed);
+        metrics::gauge!("tollgate_upstream_connections", "upstream" => self.name.clone())
+            .decrement(n as f64);
+    }
+
     /// Closes `servers` (a polite Terminate, off the caller's path); their slots are freed.
     fn close(self: &Arc<Self>, servers: Vec<Server>) {
         if servers.is_empty() {
@@ -439,10 +444,7 @@ impl Pool {
         for s in &mut servers {
             s.slot.connected = false;
         }
-        let n = servers.len() as u64;
-        self.counters.closed.fetch_add(n, Ordering::Relaxed);
-        metrics::gauge!("tollgate_upstream_connections", "upstream" => self.name.clone())
-            .decrement(n as f64);
+        self.count_closed(servers.len() as u64);
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
