@@ -38,6 +38,14 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# Disk: a fresh `cargo test --all-targets` writes about 7 GB into target/. Say so up front rather
+# than let the linker fail half-way with a truncated "No space left on device".
+free_kb=$(df -Pk "$(dirname "$0")/.." 2>/dev/null | awk 'NR==2 {print $4}')
+if [ -n "${free_kb:-}" ] && [ "$free_kb" -lt $((8 * 1024 * 1024)) ]; then
+  echo "tollgate: warning: only $((free_kb / 1024)) MB free where target/ lives;" \
+    "a fresh build of the test suite needs about 7 GB (cargo clean frees old builds)" >&2
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
