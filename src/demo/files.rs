@@ -88,6 +88,8 @@ agents = ["analyst"]
 statements_per_minute = 600
 max_rows = 1000
 max_result_bytes = 262144         # MCP tool results: at most 256 KiB of row data
+idle_in_transaction_timeout_ms = 60000  # a transaction left idle 60 s ends its session: it
+                                  # holds one of the shop pool's shared connections
 
 [[postgres]]
 upstream = "shop"
@@ -127,6 +129,10 @@ allow = ["read"]
 
 pub const WRITER_POLICY: &str = r#"# writer: reads and writes orders (COPY included), reads customers.
 agents = ["writer"]
+
+[limits]
+idle_in_transaction_timeout_ms = 60000  # a transaction left idle 60 s ends its session: it
+                                  # holds one of the shop pool's shared connections
 
 [[postgres]]
 upstream = "shop"
@@ -189,5 +195,45 @@ mod tests {
         assert_eq!(rotate.max_bytes, Some(256 << 20));
         assert_eq!(rotate.retain, Some(4));
         assert!(rotate.compress);
+    }
+
+    /// The agents on the shop's shared transaction pool cannot keep one of its connections by
+    /// leaving a transaction open; `trusted` (a server connection of its own) is not cut.
+    #[test]
+    fn demo_transactions_left_idle_end_on_the_shared_pool_only() {
+        use crate::auth::{AgentStore, AgentsFile};
+        use crate::config::UpstreamKind;
+        use crate::policy::{PolicyContext, PolicySet};
+        let mut agents = AgentsFile::default();
+        for name in ["analyst", "writer", "trusted"] {
+            agents.add(name, &format!("tg_{name}"), vec![]).unwrap();
+        }
+        let store = AgentStore::from_file(std::path::Path::new("agents.toml"), agents).unwrap();
+        let ctx = PolicyContext::for_upstreams(
+            &store,
+            [
+                ("shop".into(), UpstreamKind::Postgres, vec!["public".into()]),
+                ("cache".into(), UpstreamKind::Redis, vec![]),
+                ("mongo".into(), UpstreamKind::Mongodb, vec![]),
+            ],
+        );
+        let sources = super::POLICIES
+            .iter()
+            .map(|(name, text)| (std::path::PathBuf::from(name), text.to_string()))
+            .collect();
+        let set = crate::policy::Engine::new(
+            PolicySet::from_sources(sources, &ctx).expect("the demo policies compile"),
+        );
+        let idle = |agent: &str| {
+            set.agent_policy(agent)
+                .unwrap()
+                .limits
+                .idle_in_transaction_timeout
+                .as_ref()
+                .map(|(d, _)| d.as_millis())
+        };
+        assert_eq!(idle("analyst"), Some(60_000));
+        assert_eq!(idle("writer"), Some(60_000));
+        assert_eq!(idle("trusted"), None);
     }
 }
