@@ -413,6 +413,84 @@ fn a_pooled_statement_can_be_cancelled() {
     });
 }
 
+/// Backends of a test gateway's role still running `marker`'s statement.
+async fn running(role: &str, marker: &str) -> i64 {
+    upstream()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND state = 'active' AND query LIKE $2",
+            &[&role, &format!("%{marker}%")],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A session that disconnects in the middle of a statement leaves no backend running it: the
+/// connection is cancelled and closed, and keeps its room in the pool (and its agent's share)
+/// until the server has closed it. Before, only a Terminate was sent, which PostgreSQL reads
+/// once the statement is over: the backend ran on outside the pool's count while the pool opened
+/// another in its room (a review piled up 22 backends on a pool of 10).
+#[test]
+fn sessions_that_leave_mid_statement_leave_no_backend_running_past_the_pool() {
+    harness().runtime.block_on(async {
+        let (running_gw, gw) = gateway(2, "checkout_timeout_ms = 20000").await;
+        let addr = running_gw.pg_addr.unwrap();
+        let pool = || {
+            running_gw
+                .gateway
+                .doors
+                .iter()
+                .flat_map(|d| d.pools())
+                .find(|p| p.mode == "transaction")
+                .unwrap()
+        };
+        // Two waves of two writer sessions, each gone in the middle of a 60 s statement (the
+        // second wave waits for the first's room).
+        let mut most = 0;
+        for wave in 0..2 {
+            for i in 0..2 {
+                let mut s = raw_login_with(addr, "writer", &[]).await;
+                send(
+                    &mut s,
+                    &[simple(&format!(
+                        "SELECT pg_sleep(60) /* orphan {wave}{i} */"
+                    ))],
+                )
+                .await;
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while running(&gw.role, &format!("orphan {wave}{i}")).await == 0 {
+                    assert!(
+                        Instant::now() < deadline,
+                        "wave {wave}: statement {i} never ran"
+                    );
+                    most = most.max(server_connections(&gw.role).await);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                drop(s);
+            }
+        }
+        // Every orphan is cancelled, and its backend gone, within the reply grace and a cancel.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running(&gw.role, "orphan").await > 0 || server_connections(&gw.role).await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "still running: {} of the orphans, {} backends",
+                running(&gw.role, "orphan").await,
+                server_connections(&gw.role).await
+            );
+            most = most.max(server_connections(&gw.role).await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(most <= 2, "{most} backends on a pool of 2");
+        let p = pool();
+        assert_eq!((p.open, p.opened - p.closed), (0, 0), "{p:?}");
+        // The pool and the writer's share are whole again.
+        let writer = client(&running_gw, "writer").await;
+        assert_eq!(one(&writer, "SELECT 1").await, "1");
+    });
+}
+
 #[test]
 fn a_full_pool_refuses_after_the_checkout_timeout_naming_the_pool() {
     harness().runtime.block_on(async {

@@ -57,6 +57,10 @@ impl CheckoutError {
     }
 }
 
+/// How long a connection ended in the middle of a statement keeps its room in the pool while
+/// its backend is cancelled and closes ([`Server::retire`]).
+const RETIRE_WITHIN: Duration = Duration::from_secs(10);
+
 /// One connection's room in its pool (counted in `open`); given back when dropped.
 pub struct PoolSlot {
     pool: Arc<Pool>,
@@ -361,9 +365,13 @@ impl Pool {
     /// is reset first. `usable`: false when the session ended mid-statement or the connection
     /// broke: it is closed.
     pub fn checkin(self: &Arc<Self>, mut server: Server, clean: bool, usable: bool) {
+        if !usable {
+            self.retire(server);
+            return;
+        }
         // The agent no longer holds it, whatever happens to it now.
         server.share = None;
-        if !usable || !self.current(&server) {
+        if !self.current(&server) {
             self.close(vec![server]);
             return;
         }
@@ -435,6 +443,28 @@ impl Pool {
     }
 
     /// Closes `servers` (a polite Terminate, off the caller's path); their slots are freed.
+    /// A connection that may still be running something is ended by [`Server::retire`]: it
+    /// keeps its room (and its agent's share) until its backend is gone.
+    fn retire(self: &Arc<Self>, server: Server) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime: the process is ending, and the server sees the close
+        };
+        let tls = self.target().tls.clone();
+        let (upstream, pid) = (self.name.clone(), server.info.pid);
+        handle.spawn(async move {
+            if !server.retire(tls, RETIRE_WITHIN).await {
+                metrics::counter!("tollgate_pool_retire_timeouts_total", "upstream" => upstream.clone())
+                    .increment(1);
+                warn!(
+                    upstream = %upstream,
+                    pid,
+                    "a server connection whose session ended mid-statement was still open {} s after it was cancelled; its room in the pool is given back",
+                    RETIRE_WITHIN.as_secs()
+                );
+            }
+        });
+    }
+
     fn close(self: &Arc<Self>, servers: Vec<Server>) {
         if servers.is_empty() {
             return;

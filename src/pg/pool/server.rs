@@ -5,7 +5,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
@@ -210,6 +210,67 @@ impl Server {
             self.writer.write_all(&msg::raw_message(b'X', &[])),
         )
         .await;
+    }
+
+    /// Ends a connection that may still be running something: its session ended in the middle
+    /// of a statement (or of a pipelined batch), or it broke. PostgreSQL reads a Terminate only
+    /// once the statement is over, so after a plain close the backend ran on outside the
+    /// pool's count, and the pool opened another in its room: an agent disconnecting from
+    /// `pg_sleep` in a loop piled up backends past `pool_size` (a review found 22 against 10).
+    ///
+    /// So: Terminate and end of stream (an idle backend exits at once); then, while the server
+    /// has not closed the connection, a cancel every second (a batch has more statements after
+    /// the one cancelled), reading and dropping what it still sends so it never blocks in a
+    /// write. The connection keeps its room in the pool and its place in its agent's share
+    /// until the server has closed it, or for at most `within`. Returns whether it closed.
+    pub async fn retire(self, tls: Option<crate::tls::UpstreamTls>, within: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let Server {
+            reader,
+            mut writer,
+            info,
+            slot,
+            share,
+            ..
+        } = self;
+        let (mut raw, _) = reader.into_parts();
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            writer.write_all(&msg::raw_message(b'X', &[])).await?;
+            writer.shutdown().await
+        })
+        .await;
+        let target = crate::pg::cancel::CancelTarget {
+            addr: info.addr,
+            pid: info.pid,
+            secret: info.secret,
+            tls,
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        let mut scratch = vec![0u8; 16 * 1024];
+        let closed = async {
+            while let Ok(n) = raw.read(&mut scratch).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        tokio::pin!(closed);
+        // An idle backend reads the Terminate at once: no cancel for it (each one costs the
+        // server a process).
+        let mut wait = Duration::from_millis(100);
+        let gone = loop {
+            let until = (tokio::time::Instant::now() + wait).min(deadline);
+            if tokio::time::timeout_at(until, &mut closed).await.is_ok() {
+                break true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break false;
+            }
+            tokio::spawn(crate::pg::cancel::send_cancel(target.clone()));
+            wait = Duration::from_secs(1);
+        };
+        drop((slot, share));
+        gone
     }
 }
 
