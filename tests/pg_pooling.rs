@@ -413,6 +413,39 @@ fn a_pooled_statement_can_be_cancelled() {
     });
 }
 
+/// A statement prepared while a `SET LOCAL` is in force reads its literals under it, and
+/// prepared statements are shared by the sessions of a server connection (under tollgate's
+/// names): the transaction's connection is reset before another session gets it, so another
+/// agent preparing the same text gets it read under its own settings. Before, a review made
+/// the writer's date literal read day-first by the analyst's `SET LOCAL DateStyle`.
+#[test]
+fn a_set_local_never_reaches_another_agents_prepared_statements() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "").await;
+        let sql = "SELECT '01/02/2024'::date::text AS d, '2024-01-01 12:00'::timestamptz::text AS t";
+        let analyst = client(&running, "analyst").await;
+        analyst
+            .batch_execute("BEGIN; SET LOCAL DateStyle = 'SQL, DMY'; SET LOCAL TimeZone = 'Pacific/Kiritimati'")
+            .await
+            .unwrap();
+        let under_local = analyst.prepare(sql).await.unwrap();
+        let row = analyst.query_one(&under_local, &[]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), "01/02/2024", "the analyst's own reading");
+        analyst.batch_execute("COMMIT").await.unwrap();
+        drop(analyst);
+        let writer = client(&running, "writer").await;
+        let stmt = writer.prepare(sql).await.unwrap();
+        let row = writer.query_one(&stmt, &[]).await.unwrap();
+        let plain = writer.query_one(&format!("{sql} "), &[]).await.unwrap();
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, String>(1)),
+            (plain.get::<_, String>(0), plain.get::<_, String>(1)),
+            "the writer's prepared statement reads as its plain query does"
+        );
+        assert_eq!(row.get::<_, String>(0), "2024-01-02");
+    });
+}
+
 /// Backends of a test gateway's role still running `marker`'s statement.
 async fn running(role: &str, marker: &str) -> i64 {
     upstream()

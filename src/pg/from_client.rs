@@ -88,6 +88,8 @@ struct State {
     parses: u64,
     /// A statement that leaves session state behind was let through: keep the connection.
     pinned: bool,
+    /// A `SET LOCAL` was let through: the connection is reset when it goes back.
+    sets_local: bool,
     /// The client encoding may change: a statement that could change it (SET client_encoding,
     /// RESET, DISCARD, set_config) was forwarded and the session has not been idle outside a
     /// transaction since. Text beyond ASCII then waits until every reply is in, so it is decoded
@@ -147,6 +149,7 @@ impl State {
             session_id: 0,
             parses: 0,
             pinned: false,
+            sets_local: false,
             encoding_window: false,
             in_batch: false,
             reading_window: false,
@@ -328,6 +331,9 @@ async fn relay<R: AsyncRead + Unpin>(
         if state.pinned {
             link.pin();
         }
+        if std::mem::take(&mut state.sets_local) {
+            link.reset_on_checkin();
+        }
         // The decisions' records reach the disk (one write shared with every session
         // committing now) before anything they let through is forwarded.
         ctx.commit().await.map_err(FromClientError::Fatal)?;
@@ -407,7 +413,7 @@ async fn give_back(
     if pending.between_transactions() && !link.pinned() {
         match link.detach(rest).await {
             Ok(server) => {
-                link.pool.checkin(server, true, true);
+                link.pool.checkin(server, link.take_clean(), true);
                 state.server = None;
                 return;
             }
@@ -1036,6 +1042,7 @@ fn on_query(
             };
             let prepares = apply_effects(state, &verdict, text, ctx);
             state.pinned |= verdict.leaves_state;
+            state.sets_local |= verdict.sets_local;
             state.encoding_window |= words.may_change_encoding();
             state.may_change_reading(ctx, verdict.leaves_state);
             pending.push(Expect::Simple {
@@ -1119,6 +1126,7 @@ fn on_parse(
         state.encoding_window |= words.may_change_encoding();
         state.may_change_reading(ctx, verdict.leaves_state);
         state.pinned |= verdict.leaves_state;
+        state.sets_local |= verdict.sets_local;
         let forwarded = match rewritten {
             Some(sql) => parse_message(frame, name, &sql),
             None => frame.raw.clone(),

@@ -39,6 +39,9 @@ pub struct Link {
     /// The session left state on its connection (SET, LISTEN, PREPARE, temporary tables, ...):
     /// it keeps that connection, which is reset before anyone else gets it.
     pinned: AtomicBool,
+    /// The transaction ran a `SET LOCAL` (`Verdict::sets_local`): the connection is reset
+    /// (its prepared statements dropped) when it goes back, though the session is not pinned.
+    reset_on_checkin: AtomicBool,
     /// The process id the client was shown (BackendKeyData), for notifications' sender.
     pub client_pid: std::sync::atomic::AtomicI32,
     /// The session's agent's share of a transaction pool (`None` for session pooling).
@@ -74,6 +77,7 @@ impl Link {
             info: ArcSwapOption::empty(),
             cancel: Arc::default(),
             pinned: AtomicBool::new(false),
+            reset_on_checkin: AtomicBool::new(false),
             client_pid: std::sync::atomic::AtomicI32::new(0),
         }
     }
@@ -90,6 +94,18 @@ impl Link {
 
     pub fn pinned(&self) -> bool {
         self.pinned.load(Ordering::Relaxed)
+    }
+
+    /// The attached connection must be reset when it goes back (see `reset_on_checkin`).
+    pub fn reset_on_checkin(&self) {
+        self.reset_on_checkin.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection going back now is clean: nothing pinned the session and no
+    /// `SET LOCAL` ran since it was checked out (cleared: the next checkout starts clean).
+    pub fn take_clean(&self) -> bool {
+        let reset = self.reset_on_checkin.swap(false, Ordering::Relaxed);
+        !self.pinned() && !reset
     }
 
     /// Hands `server`'s reading half to the reply half; returns the rest for the client half.

@@ -443,7 +443,7 @@ async fn relay(
             // Session pooling resets every connection its session used (as PgBouncer's
             // server_reset_query): statements can leave state tollgate cannot see (a serial
             // column's nextval, say); transaction pooling resets only a session that was pinned.
-            let clean = link.pooled_by_transaction() && !link.pinned();
+            let clean = link.pooled_by_transaction() && link.take_clean();
             pool.checkin(server, clean, usable);
         }
     }

@@ -48,6 +48,11 @@ pub struct Verdict {
     /// PREPARE, temporary tables, unknown functions, ...; true when not analysed): under
     /// transaction pooling the session then keeps its server connection.
     pub leaves_state: bool,
+    /// It holds a `SET LOCAL` of a setting: that ends with the transaction, but a statement
+    /// prepared meanwhile keeps what it read under it (a date literal under `DateStyle`, its
+    /// text under `client_encoding`). Under transaction pooling prepared statements are shared
+    /// by every session on the connection, so it is reset before another session gets it.
+    pub sets_local: bool,
     /// How many statements the text holds, as analysed (each takes one token of the agent's
     /// rate); 0 when it was not analysed (the passthrough fast path, a refusal before analysis).
     pub statements: usize,
@@ -65,6 +70,7 @@ impl Verdict {
             effects: Vec::new(),
             rewrite: None,
             leaves_state: false,
+            sets_local: false,
             statements: 0,
         }
     }
@@ -185,6 +191,7 @@ impl Engine {
                 rewrite: None,
                 // Not analysed: whatever it does may outlive its transaction.
                 leaves_state: true,
+                sets_local: false,
                 statements: 0,
             }),
             schemas: ArcSwap::from_pointee(Default::default()),
@@ -613,6 +620,7 @@ impl Engine {
             .any(|s| s.literal_sensitive || matches!(s.kind, StatementKind::Execute { .. }));
         let effects = effects_of(&analysis);
         let leaves_state = analysis.statements.iter().any(sql::leaves_session_state);
+        let sets_local = analysis.statements.iter().any(sql::sets_local_setting);
         let statements = analysis.statements.len();
         let judge = |rules: Option<&super::rules::SqlRules>| match rules {
             Some(r) => decide(r, &analysis, session),
@@ -670,6 +678,7 @@ impl Engine {
                 effects,
                 rewrite: None,
                 leaves_state: false,
+                sets_local: false,
                 statements,
             },
             Ok(()) => match policy
@@ -683,6 +692,7 @@ impl Engine {
                     effects,
                     rewrite,
                     leaves_state,
+                    sets_local,
                     statements,
                 },
                 _ => Verdict {
@@ -691,6 +701,7 @@ impl Engine {
                     effects,
                     rewrite,
                     leaves_state,
+                    sets_local,
                     statements,
                 },
             },

@@ -64,6 +64,7 @@ impl Rig {
             effects: Vec::new(),
             rewrite: None,
             leaves_state: false,
+            sets_local: false,
             statements: 1,
         };
         self.pg

@@ -71,9 +71,41 @@ pub fn leaves_session_state(s: &StatementInfo) -> bool {
         })
 }
 
+/// A `SET LOCAL` of a setting (not `SET LOCAL TRANSACTION ...`, which changes no reading):
+/// it leaves nothing after the transaction, but a statement prepared before then keeps what it
+/// read under it (`pg::statements` shares prepared statements between sessions).
+pub fn sets_local_setting(s: &StatementInfo) -> bool {
+    let local = |k: &StatementKind| matches!(k, StatementKind::Set { local: true, name, .. } if name != "transaction");
+    local(&s.kind) || s.inner_kind.as_deref().is_some_and(local)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_set_local_of_a_setting_resets_the_connection_without_pinning() {
+        let local = |sql: &str| {
+            let a = super::super::analyze(sql).unwrap();
+            let s = &a.statements[0];
+            (sets_local_setting(s), leaves_session_state(s))
+        };
+        for sql in [
+            "SET LOCAL DateStyle = 'SQL, DMY'",
+            "SET LOCAL TimeZone TO 'UTC'",
+            "set local client_encoding = 'LATIN1'",
+        ] {
+            assert_eq!(local(sql), (true, false), "{sql}");
+        }
+        for sql in [
+            "SET LOCAL TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SET TRANSACTION READ ONLY",
+            "SELECT 1",
+        ] {
+            assert_eq!(local(sql), (false, false), "{sql}");
+        }
+        assert_eq!(local("SET DateStyle = 'SQL, DMY'"), (false, true));
+    }
 
     fn leaves(sql: &str) -> bool {
         super::super::analyze(sql)
