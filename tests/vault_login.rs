@@ -147,7 +147,7 @@ async fn postgres_login_database_and_server_settings_cannot_be_changed() {
 #[tokio::test]
 async fn redis_login_and_server_cannot_be_changed() {
     let mut t = redis_connect("trusted", false).await;
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 11] = [
         (
             &["CONFIG", "SET", "requirepass", "x"],
             "builtin: vault-login",
@@ -168,6 +168,10 @@ async fn redis_login_and_server_cannot_be_changed() {
         (&["ACL", "LOAD"], "builtin: vault-login"),
         (
             &["CONFIG", "SET", "maxclients", "1"],
+            "builtin: availability",
+        ),
+        (
+            &["CONFIG", "SET", "maxmemory-clients", "200kb"],
             "builtin: availability",
         ),
         (&["CLIENT", "PAUSE", "10000"], "builtin: availability"),

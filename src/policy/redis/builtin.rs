@@ -190,8 +190,11 @@ const LOGIN_SETTINGS: [&str; 4] = ["requirepass", "masterauth", "masteruser", "a
 
 /// `CONFIG SET` parameters (or prefixes, ending in `-`) that change how or whether the server
 /// accepts and keeps connections: one agent changing them can lock every other agent out.
-const CONNECTION_SETTINGS: [&str; 15] = [
+const CONNECTION_SETTINGS: [&str; 16] = [
     "maxclients",
+    // Redis evicts the connections using the most memory past it: the shared connections,
+    // which carry every session's replies (a live review had them evicted with 200kb).
+    "maxmemory-clients",
     "bind",
     "bind-source-addr",
     "port",
@@ -343,6 +346,14 @@ mod protect_tests {
             ("ACL LOAD", Some(VAULT_LOGIN_RULE)),
             ("CONFIG SET maxclients 1", Some(AVAILABILITY_RULE)),
             ("CONFIG SET timeout 1", Some(AVAILABILITY_RULE)),
+            (
+                "CONFIG SET maxmemory-clients 200kb",
+                Some(AVAILABILITY_RULE),
+            ),
+            (
+                "config set maxmemory 1gb MAXMEMORY-CLIENTS 1%",
+                Some(AVAILABILITY_RULE),
+            ),
             ("CONFIG SET tls-auth-clients yes", Some(AVAILABILITY_RULE)),
             ("SHUTDOWN NOSAVE", Some(AVAILABILITY_RULE)),
             ("DEBUG SLEEP 10", Some(AVAILABILITY_RULE)),
