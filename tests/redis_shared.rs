@@ -405,6 +405,69 @@ async fn clients_that_stop_reading_are_closed_and_their_replies_freed() {
         .unwrap();
 }
 
+/// Over the shared connections' total (256 MiB), the agent holding the most loses its sessions
+/// first: five writer sessions each leaving 63 MiB unread (under the 64 MiB cut of one session)
+/// cannot get a trusted session cut that reads its 46 MiB two seconds late. Before, the
+/// session receiving the reply that went over the total was cut: the trusted one, with nothing
+/// read (a live review's finding).
+#[tokio::test]
+async fn one_agents_unread_sessions_cannot_get_another_agents_session_cut() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut up = direct().await;
+    const VALUE: usize = 400_000;
+    let _: () = redis::cmd("SET")
+        .arg("cache:hog")
+        .arg(vec![b'h'; VALUE])
+        .query_async(&mut up)
+        .await
+        .unwrap();
+    let ask = |n: usize| {
+        let mut ask = Vec::new();
+        for _ in 0..n {
+            ask.extend(cmd(&["GET", "cache:hog"]));
+        }
+        ask
+    };
+    let cut_before = cut_offs().await;
+    let mut hogs = Vec::new();
+    for _ in 0..5 {
+        let mut s = redis_login("writer").await;
+        s.write_all(&ask(165)).await.unwrap();
+        hogs.push(s);
+    }
+    // Until the writer's sessions hold what they asked (the total went over, one was cut).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while cut_offs().await == cut_before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no writer session was cut"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut victim = redis_login("trusted").await;
+    victim.write_all(&ask(120)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reply = format!("${VALUE}\r\n").len() + VALUE + 2;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0usize;
+    while total < 120 * reply {
+        match tokio::time::timeout(Duration::from_secs(10), victim.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            other => panic!(
+                "the trusted session got {} of its 120 replies, then {other:?}",
+                total / reply
+            ),
+        }
+    }
+    assert_eq!(total, 120 * reply);
+    drop(hogs);
+    let _: () = redis::cmd("DEL")
+        .arg("cache:hog")
+        .query_async(&mut up)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_killed_shared_connection_is_replaced_under_idle_sessions() {
     let _one = ONE_AT_A_TIME.lock().await;

@@ -222,7 +222,7 @@ where
     let (sink, source) = match start {
         Start::Own { reader, writer } => (Sink::Own(writer), Source::Own(reader)),
         Start::Shared(conn) => {
-            let inbox = conn.new_inbox();
+            let inbox = conn.new_inbox(relay.session.agent().clone());
             shared_inbox = Some(inbox.clone());
             (
                 Sink::Shared {

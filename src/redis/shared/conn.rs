@@ -97,9 +97,9 @@ impl SharedConn {
         }
     }
 
-    /// A new session's inbox, counted against the upstream's budget.
-    pub fn new_inbox(&self) -> Arc<Inbox> {
-        Arc::new(Inbox::within(self.budget.clone()))
+    /// A new session's inbox (`agent`'s), counted against the upstream's budget.
+    pub fn new_inbox(&self, agent: Arc<str>) -> Arc<Inbox> {
+        Inbox::within(self.budget.clone(), agent)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -224,9 +224,13 @@ impl Inner {
         }
         let mut pieces = pieces.drain(..);
         for (to, k) in plan {
-            if !to.deliver(pieces.by_ref().take(k)) {
-                self.cut_offs.increment(1);
-                warn!("a session did not read its replies; cut off from the shared connection");
+            let cut = to.deliver(pieces.by_ref().take(k));
+            if cut > 0 {
+                self.cut_offs.increment(cut as u64);
+                warn!(
+                    sessions = cut,
+                    "sessions did not read their replies; cut off from the shared connection"
+                );
             }
         }
         owed

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -22,16 +22,22 @@ pub const QUEUED_BYTES_LIMIT: usize = 4 << 20;
 pub const QUEUED_BYTES_HARD_LIMIT: usize = 64 << 20;
 
 /// Replies queued for all sessions of one upstream's shared connections beyond this many bytes:
-/// a session then queuing more than `QUEUED_BYTES_LIMIT` is cut off as if it had reached the
-/// hard limit. Without it each session that stops reading holds up to the hard limit, and an
-/// agent opening many (a review: 8 sessions, 92 MB → 718 MB) takes the gateway's memory.
+/// sessions queuing more than `QUEUED_BYTES_LIMIT` are cut off as if they had reached the hard
+/// limit, the largest of the agent holding the most first, until the total is back within.
+/// Without it each session that stops reading holds up to the hard limit, and an agent opening
+/// many (a review: 8 sessions, 92 MB → 718 MB) takes the gateway's memory. Cutting the session
+/// that happened to receive the reply that went over instead let one agent's unread sessions
+/// get another agent's session cut (a later review: a trusted client waiting 2 s before reading
+/// 32 MB lost all of it to five writer sessions holding 229 MiB).
 pub const QUEUED_BYTES_TOTAL_LIMIT: usize = 256 << 20;
 
-/// Bytes queued in the inboxes of one upstream's shared connections.
+/// Bytes queued in the inboxes of one upstream's shared connections, and those inboxes.
 #[derive(Debug)]
 pub struct Budget {
     queued: AtomicUsize,
     limit: usize,
+    /// Every inbox counted here (dead ones pruned now and then), for choosing whom to cut.
+    holders: Mutex<Vec<Weak<Inbox>>>,
 }
 
 impl Budget {
@@ -39,12 +45,62 @@ impl Budget {
         Budget {
             queued: AtomicUsize::new(0),
             limit,
+            holders: Mutex::default(),
         }
     }
 
     /// Bytes queued now.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    fn register(&self, inbox: &Arc<Inbox>) {
+        let mut holders = self.holders.lock().expect("budget holders");
+        // Amortised: sessions come and go by the thousand.
+        if holders.len() >= 64 && holders.len().is_power_of_two() {
+            holders.retain(|w| w.strong_count() > 0);
+        }
+        holders.push(Arc::downgrade(inbox));
+    }
+
+    /// Over the total: cuts sessions holding more than `QUEUED_BYTES_LIMIT`, the largest of
+    /// the agent holding the most first, until the total is within or no such session is left.
+    /// Returns how many were cut.
+    fn relieve(&self) -> usize {
+        let mut cut = 0;
+        while self.queued() > self.limit {
+            let Some(victim) = self.heaviest() else {
+                break;
+            };
+            if victim.cut() {
+                cut += 1;
+            }
+        }
+        cut
+    }
+
+    /// The session to cut: the largest one past the soft limit of the agent whose sessions
+    /// hold the most in all.
+    fn heaviest(&self) -> Option<Arc<Inbox>> {
+        let live: Vec<(Arc<Inbox>, usize)> = self
+            .holders
+            .lock()
+            .expect("budget holders")
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|i| {
+                let bytes = i.queued();
+                (i, bytes)
+            })
+            .collect();
+        let mut by_agent: std::collections::HashMap<&str, usize> = Default::default();
+        for (i, bytes) in &live {
+            *by_agent.entry(&i.agent).or_default() += bytes;
+        }
+        live.iter()
+            .filter(|(_, bytes)| *bytes > QUEUED_BYTES_LIMIT)
+            .max_by_key(|(i, bytes)| (by_agent[&*i.agent], *bytes))
+            .map(|(i, _)| i.clone())
     }
 }
 
@@ -72,6 +128,8 @@ impl Piece {
 
 #[derive(Debug)]
 pub struct Inbox {
+    /// Whose session it is: over the budget, the agent holding the most is cut first.
+    agent: Arc<str>,
     frames: Mutex<Frames>,
     /// Shared with the other sessions of the upstream's shared connections.
     budget: Arc<Budget>,
@@ -108,7 +166,10 @@ pub enum Taken {
 impl Default for Inbox {
     /// An inbox with a budget of its own (tests).
     fn default() -> Inbox {
-        Inbox::within(Arc::new(Budget::new(QUEUED_BYTES_TOTAL_LIMIT)))
+        Inbox::new(
+            Arc::new(Budget::new(QUEUED_BYTES_TOTAL_LIMIT)),
+            "agent".into(),
+        )
     }
 }
 
@@ -120,9 +181,16 @@ impl Drop for Inbox {
 }
 
 impl Inbox {
-    /// An inbox whose queued bytes count against `budget`.
-    pub fn within(budget: Arc<Budget>) -> Inbox {
+    /// `agent`'s session's inbox, whose queued bytes count against `budget`.
+    pub fn within(budget: Arc<Budget>, agent: Arc<str>) -> Arc<Inbox> {
+        let inbox = Arc::new(Inbox::new(budget, agent));
+        inbox.budget.register(&inbox);
+        inbox
+    }
+
+    fn new(budget: Arc<Budget>, agent: Arc<str>) -> Inbox {
         Inbox {
+            agent,
             frames: Mutex::default(),
             budget,
             in_flight: AtomicUsize::default(),
@@ -137,14 +205,16 @@ impl Inbox {
         self.in_flight.fetch_add(n, Ordering::SeqCst);
     }
 
-    /// The connection's reader delivers pieces, in the order of the commands. `false` when
-    /// the session has more queued than `QUEUED_BYTES_HARD_LIMIT`: it is closed, what was
-    /// queued is dropped (freed now, not when a client that does not read gets to it), and
-    /// what still comes for it is dropped too.
-    pub fn deliver(&self, pieces: impl IntoIterator<Item = Piece>) -> bool {
+    /// The connection's reader delivers pieces, in the order of the commands. Returns how
+    /// many sessions were cut off for it: this one when it has more queued than
+    /// `QUEUED_BYTES_HARD_LIMIT`, and, when the upstream's total is over
+    /// `QUEUED_BYTES_TOTAL_LIMIT`, the largest past the soft limit of the agent holding the
+    /// most (`Budget::relieve`), which may be this one or others. A session cut off is closed,
+    /// what was queued for it is dropped (freed now, not when a client that does not read gets
+    /// to it), and what still comes for it is dropped too.
+    pub fn deliver(&self, pieces: impl IntoIterator<Item = Piece>) -> usize {
         let mut ended = 0;
-        let mut within = true;
-        let dropped = {
+        let (over_hard, over_total) = {
             let mut f = self.frames.lock().expect("inbox lock");
             let mut added = 0;
             for piece in pieces {
@@ -157,22 +227,11 @@ impl Inbox {
             }
             f.bytes += added;
             let total = self.budget.queued.fetch_add(added, Ordering::Relaxed) + added;
-            let over_total = total > self.budget.limit && f.bytes > QUEUED_BYTES_LIMIT;
-            if (f.bytes > QUEUED_BYTES_HARD_LIMIT || over_total) && !f.closed {
-                f.closed = true;
-                f.cut_off = true;
-                within = false;
-                self.budget.queued.fetch_sub(f.bytes, Ordering::Relaxed);
-                f.bytes = 0;
-                std::mem::take(&mut f.queue)
-            } else {
-                VecDeque::new()
-            }
+            (f.bytes > QUEUED_BYTES_HARD_LIMIT, total > self.budget.limit)
         };
-        // Freed outside the lock.
-        drop(dropped);
-        if !within {
-            self.cut.notify_waiters();
+        let mut cut = usize::from(over_hard && self.cut());
+        if over_total {
+            cut += self.budget.relieve();
         }
         self.to_replies.notify_one();
         if ended > 0 {
@@ -180,7 +239,33 @@ impl Inbox {
         }
         // The command half may wait for fewer replies owed (`settled`, `has_room`).
         self.to_commands.notify_one();
-        within
+        cut
+    }
+
+    /// Bytes queued for the client now.
+    fn queued(&self) -> usize {
+        self.frames.lock().expect("inbox lock").bytes
+    }
+
+    /// Cuts the session off (see `deliver`); false if it was closed already.
+    fn cut(&self) -> bool {
+        let dropped = {
+            let mut f = self.frames.lock().expect("inbox lock");
+            if f.closed {
+                return false;
+            }
+            f.closed = true;
+            f.cut_off = true;
+            self.budget.queued.fetch_sub(f.bytes, Ordering::Relaxed);
+            f.bytes = 0;
+            std::mem::take(&mut f.queue)
+        };
+        // Freed outside the lock.
+        drop(dropped);
+        self.cut.notify_waiters();
+        self.to_replies.notify_one();
+        self.to_commands.notify_one();
+        true
     }
 
     /// The connection is gone: the reply half ends the session once it has taken what came.
@@ -274,26 +359,27 @@ impl Inbox {
 mod budget_tests {
     use super::*;
 
+    const MIB: usize = 1 << 20;
+
+    fn deliver(inbox: &Inbox, mib: usize) -> usize {
+        let piece = Bytes::from(vec![0u8; MIB]);
+        inbox.expect(mib);
+        inbox.deliver((0..mib).map(|_| Piece::Whole(piece.clone())))
+    }
+
     #[test]
     fn sessions_past_the_soft_limit_are_cut_once_the_upstream_total_is_over() {
-        const MIB: usize = 1 << 20;
         let budget = Arc::new(Budget::new(20 * MIB));
-        let piece = Bytes::from(vec![0u8; MIB]);
-        let deliver = |inbox: &Inbox, mib: usize| {
-            inbox.expect(mib);
-            inbox.deliver((0..mib).map(|_| Piece::Whole(piece.clone())))
-        };
         let (a, b, c) = (
-            Inbox::within(budget.clone()),
-            Inbox::within(budget.clone()),
-            Inbox::within(budget.clone()),
+            Inbox::within(budget.clone(), "a".into()),
+            Inbox::within(budget.clone(), "b".into()),
+            Inbox::within(budget.clone(), "c".into()),
         );
-        assert!(deliver(&b, 8) && deliver(&c, 12), "within the total");
+        assert_eq!(deliver(&b, 8) + deliver(&c, 12), 0, "within the total");
         assert_eq!(budget.queued(), 20 * MIB);
-        // Over the total, a session under the soft limit is not cut...
-        assert!(deliver(&a, 1));
-        // ... one past it is, and what it held is given back.
-        assert!(!deliver(&c, 1));
+        // Over the total, the largest session past the soft limit (of the agent holding the
+        // most) is cut, whoever received the reply that went over; what it held is given back.
+        assert_eq!(deliver(&a, 1), 1);
         assert!(c.was_cut_off() && !a.was_cut_off() && !b.was_cut_off());
         assert_eq!(budget.queued(), 9 * MIB);
         // Taken and dropped inboxes give their bytes back too.
@@ -301,5 +387,38 @@ mod budget_tests {
         assert_eq!(budget.queued(), MIB);
         drop(a);
         assert_eq!(budget.queued(), 0);
+    }
+
+    /// One agent's unread sessions cannot get another agent's session cut: over the total,
+    /// the agent holding the most loses its sessions first, however small each is next to the
+    /// other agent's one.
+    #[test]
+    fn over_the_total_the_agent_holding_the_most_is_cut_first() {
+        let budget = Arc::new(Budget::new(40 * MIB));
+        let hogs: Vec<_> = (0..5)
+            .map(|_| Inbox::within(budget.clone(), "writer".into()))
+            .collect();
+        let victim = Inbox::within(budget.clone(), "trusted".into());
+        for h in &hogs {
+            assert_eq!(deliver(h, 7), 0);
+        }
+        // 35 MiB held by the writer's five; the trusted session's 12 MiB takes it over.
+        assert_eq!(deliver(&victim, 12), 1);
+        assert!(!victim.was_cut_off());
+        assert_eq!(hogs.iter().filter(|h| h.was_cut_off()).count(), 1);
+        // More for the victim (18 MiB against the writer's 28): another of the writer's.
+        assert_eq!(deliver(&victim, 6), 1);
+        assert!(!victim.was_cut_off());
+        assert_eq!(hogs.iter().filter(|h| h.was_cut_off()).count(), 2);
+        assert_eq!(budget.queued(), 39 * MIB);
+        // Once the trusted agent holds the most (26 MiB against 21), its session is the one.
+        assert_eq!(deliver(&victim, 8), 1);
+        assert!(victim.was_cut_off());
+        assert_eq!(budget.queued(), 21 * MIB);
+        // Sessions that ended are no longer candidates.
+        let last = Inbox::within(budget.clone(), "analyst".into());
+        drop(hogs);
+        assert_eq!(deliver(&last, 5), 0);
+        assert!(budget.heaviest().is_some_and(|i| Arc::ptr_eq(&i, &last)));
     }
 }

@@ -120,7 +120,10 @@ fn a_command_with_a_huge_argument_does_not_share() {
 async fn the_inbox_keeps_order_counts_replies_and_closes() {
     let inbox = Arc::new(Inbox::default());
     inbox.expect(2);
-    assert!(inbox.deliver([Piece::Head(Bytes::from_static(b"$3\r\n"))]));
+    assert_eq!(
+        inbox.deliver([Piece::Head(Bytes::from_static(b"$3\r\n"))]),
+        0
+    );
     // A head pays no reply: still one... two owed.
     let waiting = {
         let inbox = inbox.clone();
@@ -128,10 +131,13 @@ async fn the_inbox_keeps_order_counts_replies_and_closes() {
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(!waiting.is_finished(), "settled before the replies came");
-    assert!(inbox.deliver([
-        Piece::Tail(Bytes::from_static(b"abc\r\n")),
-        Piece::Whole(Bytes::from_static(b"+OK\r\n"))
-    ]));
+    assert_eq!(
+        inbox.deliver([
+            Piece::Tail(Bytes::from_static(b"abc\r\n")),
+            Piece::Whole(Bytes::from_static(b"+OK\r\n"))
+        ]),
+        0
+    );
     tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .expect("settled once every reply came")
@@ -155,7 +161,7 @@ async fn an_inbox_holds_back_commands_over_the_soft_limit_and_cuts_off_over_the_
     let inbox = Arc::new(Inbox::default());
     inbox.expect(1);
     let big = Bytes::from(vec![b'x'; QUEUED_BYTES_LIMIT + 1]);
-    assert!(inbox.deliver([Piece::Whole(big)]));
+    assert_eq!(inbox.deliver([Piece::Whole(big)]), 0);
     let room = {
         let inbox = inbox.clone();
         tokio::spawn(async move { inbox.has_room(usize::MAX).await })
@@ -174,10 +180,14 @@ async fn an_inbox_holds_back_commands_over_the_soft_limit_and_cuts_off_over_the_
         tokio::spawn(async move { inbox.cut_off().await })
     };
     let half = Bytes::from(vec![b'y'; QUEUED_BYTES_HARD_LIMIT / 2 + 1]);
-    assert!(inbox.deliver([Piece::Whole(half.clone())]));
+    assert_eq!(inbox.deliver([Piece::Whole(half.clone())]), 0);
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(!cut.is_finished(), "cut off under the hard limit");
-    assert!(!inbox.deliver([Piece::Whole(half)]), "over the hard limit");
+    assert_eq!(
+        inbox.deliver([Piece::Whole(half)]),
+        1,
+        "over the hard limit"
+    );
     assert!(inbox.is_closed() && inbox.was_cut_off());
     tokio::time::timeout(Duration::from_secs(5), cut)
         .await
@@ -186,7 +196,10 @@ async fn an_inbox_holds_back_commands_over_the_soft_limit_and_cuts_off_over_the_
     // What was queued is dropped at once (a client that does not read would never take it);
     // what still comes is dropped too, and the owed count still settles.
     assert!(matches!(inbox.take(), Taken::Closed));
-    assert!(inbox.deliver([Piece::Whole(Bytes::from_static(b"+OK\r\n"))]));
+    assert_eq!(
+        inbox.deliver([Piece::Whole(Bytes::from_static(b"+OK\r\n"))]),
+        0
+    );
     inbox.settled().await;
     assert!(matches!(inbox.take(), Taken::Closed));
     // A watcher that comes after the cut-off returns at once.
@@ -505,7 +518,7 @@ async fn a_session_cut_off_for_unread_replies_sends_nothing_more() {
     let greedy = Arc::new(Inbox::default());
     greedy.expect(1);
     let huge = Bytes::from(vec![b'y'; QUEUED_BYTES_HARD_LIMIT + 1]);
-    assert!(!greedy.deliver([Piece::Whole(huge)]), "cut off");
+    assert_eq!(greedy.deliver([Piece::Whole(huge)]), 1, "cut off");
     assert!(
         conn.send(&greedy, b"X\r\n", 1).is_err(),
         "a cut-off session still sends"
