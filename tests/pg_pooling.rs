@@ -443,6 +443,23 @@ fn a_set_local_never_reaches_another_agents_prepared_statements() {
             "the writer's prepared statement reads as its plain query does"
         );
         assert_eq!(row.get::<_, String>(0), "2024-01-02");
+        // The SET LOCAL prepared in one transaction (as drivers prepare once) and run in a
+        // later one, on a connection it is prepared on again: the same.
+        let sql = "SELECT '03/04/2024'::date::text AS d";
+        let analyst = client(&running, "analyst").await;
+        let set = analyst
+            .prepare("SET LOCAL DateStyle = 'SQL, DMY'")
+            .await
+            .unwrap();
+        analyst.batch_execute("BEGIN").await.unwrap();
+        analyst.execute(&set, &[]).await.unwrap();
+        let under_local = analyst.prepare(sql).await.unwrap();
+        let row = analyst.query_one(&under_local, &[]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), "03/04/2024", "the analyst's own reading");
+        analyst.batch_execute("COMMIT").await.unwrap();
+        let stmt = writer.prepare(sql).await.unwrap();
+        let row = writer.query_one(&stmt, &[]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), "2024-03-04");
     });
 }
 

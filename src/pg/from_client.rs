@@ -854,6 +854,9 @@ fn on_frame(
                 Ok(ticket) => {
                     let leaves = checked.as_ref().is_some_and(|c| c.verdict.leaves_state);
                     state.may_change_reading(ctx, leaves);
+                    // A SET LOCAL prepared in an earlier transaction runs in this one (prepared
+                    // again on this connection where missing): reset it when it goes back too.
+                    state.sets_local |= checked.as_ref().is_some_and(|c| c.verdict.sets_local);
                     let prepares = match runs {
                         Some(c) => {
                             state.note_cursor(cursor.as_ref());

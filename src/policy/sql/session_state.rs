@@ -71,11 +71,39 @@ pub fn leaves_session_state(s: &StatementInfo) -> bool {
         })
 }
 
-/// A `SET LOCAL` of a setting (not `SET LOCAL TRANSACTION ...`, which changes no reading):
-/// it leaves nothing after the transaction, but a statement prepared before then keeps what it
-/// read under it (`pg::statements` shares prepared statements between sessions).
+/// Settings a `SET LOCAL` may change without a statement prepared meanwhile reading anything
+/// otherwise: limits and resources, which act when a statement runs, never when it is parsed.
+/// Custom settings (`app.tenant_id`, a row-level-security key) are read by `current_setting`
+/// when a statement runs, so they are neutral too. Any other setting may change how a text or
+/// a literal is read (DateStyle, TimeZone, client_encoding, standard_conforming_strings, ...):
+/// fail closed.
+const READING_NEUTRAL: [&str; 9] = [
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "idle_session_timeout",
+    "transaction_timeout",
+    "work_mem",
+    "maintenance_work_mem",
+    "synchronous_commit",
+    "application_name",
+];
+
+/// A `SET LOCAL` that may change how a statement prepared before the transaction ends reads
+/// its text or literals (not `SET LOCAL TRANSACTION ...`, not a setting of `READING_NEUTRAL`,
+/// not a custom `x.y` setting): it leaves nothing after the transaction, but a statement
+/// prepared meanwhile keeps what it read under it (`pg::statements` shares prepared
+/// statements between sessions).
 pub fn sets_local_setting(s: &StatementInfo) -> bool {
-    let local = |k: &StatementKind| matches!(k, StatementKind::Set { local: true, name, .. } if name != "transaction");
+    let local = |k: &StatementKind| match k {
+        StatementKind::Set {
+            local: true, name, ..
+        } => {
+            let name = name.to_ascii_lowercase();
+            name != "transaction" && !name.contains('.') && !READING_NEUTRAL.contains(&&*name)
+        }
+        _ => false,
+    };
     local(&s.kind) || s.inner_kind.as_deref().is_some_and(local)
 }
 
@@ -94,6 +122,9 @@ mod tests {
             "SET LOCAL DateStyle = 'SQL, DMY'",
             "SET LOCAL TimeZone TO 'UTC'",
             "set local client_encoding = 'LATIN1'",
+            "SET LOCAL standard_conforming_strings = off",
+            "SET LOCAL IntervalStyle = 'sql_standard'",
+            "SET LOCAL \"DateStyle\" = 'German'",
         ] {
             assert_eq!(local(sql), (true, false), "{sql}");
         }
@@ -101,6 +132,12 @@ mod tests {
             "SET LOCAL TRANSACTION ISOLATION LEVEL SERIALIZABLE",
             "SET TRANSACTION READ ONLY",
             "SELECT 1",
+            // Read when a statement runs, never when it is parsed.
+            "SET LOCAL statement_timeout = '5s'",
+            "SET LOCAL Lock_Timeout TO 100",
+            "SET LOCAL work_mem = '64MB'",
+            "SET LOCAL app.tenant_id = '42'",
+            "SET LOCAL \"request.jwt.claims\" = '{}'",
         ] {
             assert_eq!(local(sql), (false, false), "{sql}");
         }

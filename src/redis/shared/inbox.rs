@@ -37,7 +37,17 @@ pub struct Budget {
     queued: AtomicUsize,
     limit: usize,
     /// Every inbox counted here (dead ones pruned now and then), for choosing whom to cut.
-    holders: Mutex<Vec<Weak<Inbox>>>,
+    holders: Mutex<Holders>,
+    /// Inboxes holding more than `QUEUED_BYTES_LIMIT`: only then is there anyone to cut (the
+    /// scan of every inbox is not run at each delivery while the total is over).
+    over_soft: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Holders {
+    list: Vec<Weak<Inbox>>,
+    /// How many were left at the last pruning: the next one comes when the list has doubled.
+    pruned: usize,
 }
 
 impl Budget {
@@ -46,6 +56,7 @@ impl Budget {
             queued: AtomicUsize::new(0),
             limit,
             holders: Mutex::default(),
+            over_soft: AtomicUsize::new(0),
         }
     }
 
@@ -55,12 +66,22 @@ impl Budget {
     }
 
     fn register(&self, inbox: &Arc<Inbox>) {
-        let mut holders = self.holders.lock().expect("budget holders");
+        let mut h = self.holders.lock().expect("budget holders");
         // Amortised: sessions come and go by the thousand.
-        if holders.len() >= 64 && holders.len().is_power_of_two() {
-            holders.retain(|w| w.strong_count() > 0);
+        if h.list.len() >= 2 * h.pruned.max(32) {
+            h.list.retain(|w| w.strong_count() > 0);
+            h.pruned = h.list.len();
         }
-        holders.push(Arc::downgrade(inbox));
+        h.list.push(Arc::downgrade(inbox));
+    }
+
+    /// An inbox's queued bytes went from `before` to `after`.
+    fn resized(&self, before: usize, after: usize) {
+        match (before > QUEUED_BYTES_LIMIT, after > QUEUED_BYTES_LIMIT) {
+            (false, true) => self.over_soft.fetch_add(1, Ordering::Relaxed),
+            (true, false) => self.over_soft.fetch_sub(1, Ordering::Relaxed),
+            _ => return,
+        };
     }
 
     /// Over the total: cuts sessions holding more than `QUEUED_BYTES_LIMIT`, the largest of
@@ -68,12 +89,12 @@ impl Budget {
     /// Returns how many were cut.
     fn relieve(&self) -> usize {
         let mut cut = 0;
-        while self.queued() > self.limit {
-            let Some(victim) = self.heaviest() else {
-                break;
-            };
-            if victim.cut() {
-                cut += 1;
+        while self.queued() > self.limit && self.over_soft.load(Ordering::Relaxed) > 0 {
+            // Its client may have taken its replies since it was chosen: then nothing is cut
+            // now, and the next delivery over the total looks again.
+            match self.heaviest() {
+                Some(victim) if victim.cut_over(QUEUED_BYTES_LIMIT) => cut += 1,
+                _ => break,
             }
         }
         cut
@@ -86,6 +107,7 @@ impl Budget {
             .holders
             .lock()
             .expect("budget holders")
+            .list
             .iter()
             .filter_map(Weak::upgrade)
             .map(|i| {
@@ -177,6 +199,7 @@ impl Drop for Inbox {
     fn drop(&mut self) {
         let f = self.frames.get_mut().unwrap_or_else(|e| e.into_inner());
         self.budget.queued.fetch_sub(f.bytes, Ordering::Relaxed);
+        self.budget.resized(f.bytes, 0);
     }
 }
 
@@ -225,11 +248,12 @@ impl Inbox {
                 added += piece.len();
                 f.queue.push_back(piece);
             }
+            self.budget.resized(f.bytes, f.bytes + added);
             f.bytes += added;
             let total = self.budget.queued.fetch_add(added, Ordering::Relaxed) + added;
             (f.bytes > QUEUED_BYTES_HARD_LIMIT, total > self.budget.limit)
         };
-        let mut cut = usize::from(over_hard && self.cut());
+        let mut cut = usize::from(over_hard && self.cut_over(QUEUED_BYTES_HARD_LIMIT));
         if over_total {
             cut += self.budget.relieve();
         }
@@ -247,16 +271,19 @@ impl Inbox {
         self.frames.lock().expect("inbox lock").bytes
     }
 
-    /// Cuts the session off (see `deliver`); false if it was closed already.
-    fn cut(&self) -> bool {
+    /// Cuts the session off (see `deliver`) if it holds more than `over` bytes; false if it
+    /// does not (any more), or was cut off already. A session whose connection closed is cut
+    /// off too: what it still holds is dropped.
+    fn cut_over(&self, over: usize) -> bool {
         let dropped = {
             let mut f = self.frames.lock().expect("inbox lock");
-            if f.closed {
+            if f.cut_off || f.bytes <= over {
                 return false;
             }
             f.closed = true;
             f.cut_off = true;
             self.budget.queued.fetch_sub(f.bytes, Ordering::Relaxed);
+            self.budget.resized(f.bytes, 0);
             f.bytes = 0;
             std::mem::take(&mut f.queue)
         };
@@ -287,6 +314,7 @@ impl Inbox {
         }
         let was_full = f.bytes > QUEUED_BYTES_LIMIT;
         self.budget.queued.fetch_sub(f.bytes, Ordering::Relaxed);
+        self.budget.resized(f.bytes, 0);
         f.bytes = 0;
         let queue = std::mem::take(&mut f.queue);
         drop(f);
@@ -387,6 +415,36 @@ mod budget_tests {
         assert_eq!(budget.queued(), MIB);
         drop(a);
         assert_eq!(budget.queued(), 0);
+    }
+
+    /// A session whose shared connection closed still holds what came before the close: over
+    /// the total it is cut like any other (once, the relief chose it for ever, freed nothing,
+    /// and spun on the connection's reader).
+    #[test]
+    fn a_session_whose_connection_closed_can_still_be_cut() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let budget = Arc::new(Budget::new(10 * MIB));
+            let (a, b) = (
+                Inbox::within(budget.clone(), "a".into()),
+                Inbox::within(budget.clone(), "b".into()),
+            );
+            assert_eq!(deliver(&a, 8), 0);
+            a.close();
+            assert_eq!(deliver(&b, 5), 1);
+            assert!(a.was_cut_off() && !b.was_cut_off());
+            assert_eq!(budget.queued(), 5 * MIB);
+            // Within the total again: nothing more is cut.
+            let c = Inbox::within(budget.clone(), "c".into());
+            for _ in 0..3 {
+                assert_eq!(deliver(&c, 3), 0);
+                assert!(matches!(c.take(), Taken::Frames(_)));
+            }
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the relief finished");
     }
 
     /// One agent's unread sessions cannot get another agent's session cut: over the total,
