@@ -2,7 +2,9 @@
 //!
 //! `pg_catalog` is searched before the pinned search_path, so an unqualified `pg_class` is the
 //! catalog's while an unqualified `pg_orders` is `public.pg_orders`: resolving names exactly needs
-//! the list (read off a PostgreSQL 15 cluster, `relkind` r, v, m, f, p).
+//! the list (read off a PostgreSQL 15 cluster, `relkind` r, v, m, f, p; `pg_stat_activity` and
+//! `pg_stat_replication` were missing until a review found them). A `pg_` name it does not
+//! know is judged as possibly the catalog's too (`policy::decide::resolve_name`).
 
 /// Every table and view in PostgreSQL 15's `pg_catalog`, sorted.
 pub const PG_CATALOG_RELATIONS: &[&str] = &[
@@ -80,6 +82,7 @@ pub const PG_CATALOG_RELATIONS: &[&str] = &[
     "pg_shdescription",
     "pg_shmem_allocations",
     "pg_shseclabel",
+    "pg_stat_activity",
     "pg_stat_all_indexes",
     "pg_stat_all_tables",
     "pg_stat_archiver",
@@ -94,6 +97,7 @@ pub const PG_CATALOG_RELATIONS: &[&str] = &[
     "pg_stat_progress_create_index",
     "pg_stat_progress_vacuum",
     "pg_stat_recovery_prefetch",
+    "pg_stat_replication",
     "pg_stat_replication_slots",
     "pg_stat_slru",
     "pg_stat_ssl",
@@ -213,5 +217,57 @@ mod tests {
             assert!(is_sensitive(s), "{s}");
         }
         assert!(!is_sensitive("pg_class") && !is_sensitive("pg_statistic_ext"));
+    }
+
+    /// Under a policy granting `public.*`, an unqualified catalog view is still the catalog's:
+    /// `pg_stat_activity` (other sessions' statement texts) was missing from the list and resolved
+    /// to `public.pg_stat_activity`, which the glob allowed; a `pg_` name of a newer server's
+    /// catalog must not be waved through either; a user's own `pg_` table still can be read.
+    #[test]
+    fn unqualified_catalog_views_are_the_catalogs_under_a_public_glob() {
+        use crate::policy::{Engine, Outcome, PolicyContext, PolicySet, SessionFacts};
+        use std::path::PathBuf;
+        let mut agents = crate::auth::AgentsFile::default();
+        agents.add("analyst", "tg_x", vec![]).unwrap();
+        let store =
+            crate::auth::AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
+        let ctx = PolicyContext::for_upstreams(
+            &store,
+            [(
+                "shop".into(),
+                crate::config::UpstreamKind::Postgres,
+                vec!["public".into()],
+            )],
+        );
+        let text = "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"public.*\"\nallow = [\"select\"]\n";
+        let engine = Engine::new(
+            PolicySet::from_sources(vec![(PathBuf::from("wide.toml"), text.into())], &ctx).unwrap(),
+        );
+        let judge = |sql: &str| {
+            let v = engine.check_sql(
+                &"analyst".into(),
+                &"shop".into(),
+                sql,
+                &SessionFacts::default(),
+            );
+            (v.outcome, v.denial.as_ref().map(|d| d.rule.clone()))
+        };
+        for sql in [
+            "SELECT query FROM pg_stat_activity",
+            "SELECT * FROM pg_stat_replication",
+            "SELECT * FROM pg_stat_io",
+            "SELECT * FROM pg_catalog.pg_stat_activity",
+        ] {
+            assert_eq!(
+                judge(sql),
+                (
+                    Outcome::Block,
+                    Some("builtin: sensitive-catalog".to_string())
+                ),
+                "{sql}"
+            );
+        }
+        assert_eq!(judge("SELECT * FROM pg_orders").0, Outcome::Allow);
+        assert_eq!(judge("SELECT * FROM public.pg_stat_io").0, Outcome::Allow);
     }
 }

@@ -233,8 +233,9 @@ fn op_of(op: Operation) -> Op {
     }
 }
 
-/// Where an unqualified name can resolve: `pg_catalog` first (only if the catalog has it), then the
-/// pinned search path. Every candidate must be allowed, so an ambiguous name fails closed.
+/// Where an unqualified name can resolve: `pg_catalog` first (if the catalog has it, or may have
+/// it), then the pinned search path. Every candidate must be allowed, so an ambiguous name fails
+/// closed.
 fn candidates(rules: &SqlRules, rel: &RelationAccess) -> Vec<String> {
     resolve_name(rules, rel.schema.as_deref(), &rel.name)
 }
@@ -243,6 +244,12 @@ pub(crate) fn resolve_name(rules: &SqlRules, schema: Option<&str>, name: &str) -
     match schema {
         Some(s) => vec![format!("{s}.{name}")],
         None if is_catalog_relation(name) => vec![format!("pg_catalog.{name}")],
+        // A `pg_` name the list does not know may be a catalog view of a newer server
+        // (PostgreSQL 16's `pg_stat_io`), which `pg_catalog`, searched first, would give: it
+        // must be allowed there too (fail closed; a user's `public.pg_x` can be named so).
+        None if name.starts_with("pg_") => std::iter::once(format!("pg_catalog.{name}"))
+            .chain(rules.search_path.iter().map(|s| format!("{s}.{name}")))
+            .collect(),
         None => rules
             .search_path
             .iter()
