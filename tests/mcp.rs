@@ -252,6 +252,17 @@ fn every_agent_gets_its_own_tool_list_with_honest_hints() {
             .contains("unknown tool"),
         "{body}"
     );
+    // A megabyte of name is not echoed back (nor logged).
+    let (_, body) = post(
+        Some(&bearer("analyst")),
+        json!({"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {"name": "y".repeat(1 << 20), "arguments": {}}}),
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("unknown tool") && message.len() < 200,
+        "{} bytes",
+        message.len()
+    );
 }
 
 #[test]

@@ -100,8 +100,13 @@ impl ServerHandler for Handler {
         let reach = reach(&self.core.policy, caller.agent(), &self.door.upstreams);
         let offered = tools_for(&reach).iter().any(|t| t.name == request.name);
         if !offered {
+            // The name as shown is cut (64 characters): an agent's megabyte of name is not
+            // echoed, nor written to a log.
             return Err(ErrorData::invalid_params(
-                format!("unknown tool \"{}\"", request.name),
+                format!(
+                    "unknown tool \"{}\"",
+                    crate::session::shown_name(request.name.as_bytes())
+                ),
                 None,
             ));
         }
@@ -128,7 +133,10 @@ impl ServerHandler for Handler {
                 let body = Self::ordered_arguments(&ctx, &request);
                 super::mongo_tool::aggregate(self, &caller, &request, body).await
             }
-            other => Err(ToolError::invalid(format!("unknown tool \"{other}\""))),
+            other => Err(ToolError::invalid(format!(
+                "unknown tool \"{}\"",
+                crate::session::shown_name(other.as_bytes())
+            ))),
         };
         Ok(result.unwrap_or_else(ToolError::into_result).into())
     }
