@@ -558,6 +558,17 @@ fn explain_is_a_dry_run_naming_the_rule_and_the_rewrite() {
     );
     assert_eq!(m["decision"], "allowed");
     assert!(m["rewritten"].as_str().unwrap().contains("'***@'"), "{m}");
+    // The rewrite expands `*` into names from the catalog (whoever adds a column names it):
+    // inside the untrusted-data boundary, with the statement, not in tollgate's own words.
+    let r = call(
+        "analyst",
+        "explain",
+        json!({"sql": "SELECT * FROM customers LIMIT 1"}),
+    );
+    let t = text(&r);
+    let open = t.find("<untrusted-data-").expect("a boundary");
+    assert!(t[open..].contains("ssn") && t[open..].contains("rewritten"), "{t}");
+    assert!(!t[..open].contains("customers"), "{t}");
     let before = count_orders();
     ok("writer", "explain", json!({"sql": "DELETE FROM orders"}));
     assert_eq!(count_orders(), before, "explain executes nothing");

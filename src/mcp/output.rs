@@ -200,8 +200,23 @@ fn fenced(summary: &str, what: &str, body: &Value) -> String {
 
 /// A successful result: `summary` in plain words, then `data` inside an untrusted-data boundary
 /// whose marker carries a random nonce (content cannot forge its end).
-pub fn data(summary: &str, mut data: Value) -> CallToolResult {
-    let text = fenced(summary, "data from the database", &data);
+pub fn data(summary: &str, data: Value) -> CallToolResult {
+    untrusted(summary, "data from the database", data)
+}
+
+/// A dry run tollgate wrote that quotes what others wrote: the masked rewrite expands `*` from
+/// the catalog (whoever can add a column names it, like an instruction), and the agent's own
+/// statement. Inside the boundary, like data.
+pub fn quoting(summary: &str, data: Value) -> CallToolResult {
+    untrusted(
+        summary,
+        "tollgate's dry run, quoting names from the database and the statement",
+        data,
+    )
+}
+
+fn untrusted(summary: &str, what: &str, mut data: Value) -> CallToolResult {
+    let text = fenced(summary, what, &data);
     if let Value::Object(m) = &mut data {
         m.insert("content_trust".into(), json!("untrusted"));
     }
@@ -210,8 +225,8 @@ pub fn data(summary: &str, mut data: Value) -> CallToolResult {
     r
 }
 
-/// A result tollgate wrote itself (policy views, dry runs): no database content in it except
-/// names.
+/// A result tollgate wrote itself from its config and policy (`list_upstreams`): nothing in it
+/// comes from the database.
 pub fn plain(summary: &str, data: Value) -> CallToolResult {
     let body = serde_json::to_string(&data).unwrap_or_else(|_| "null".into());
     let mut r = CallToolResult::success(vec![ContentBlock::text(format!("{summary}\n{body}"))]);

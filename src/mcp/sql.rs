@@ -412,7 +412,7 @@ pub fn explain(
         ),
         0,
     )?;
-    Ok(output::plain(
+    Ok(output::quoting(
         &format!("dry run on upstream \"{upstream}\": {decision}; nothing was executed"),
         json!({
             "upstream": upstream.as_ref(),
