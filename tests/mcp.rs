@@ -567,7 +567,10 @@ fn explain_is_a_dry_run_naming_the_rule_and_the_rewrite() {
     );
     let t = text(&r);
     let open = t.find("<untrusted-data-").expect("a boundary");
-    assert!(t[open..].contains("ssn") && t[open..].contains("rewritten"), "{t}");
+    assert!(
+        t[open..].contains("ssn") && t[open..].contains("rewritten"),
+        "{t}"
+    );
     assert!(!t[..open].contains("customers"), "{t}");
     let before = count_orders();
     ok("writer", "explain", json!({"sql": "DELETE FROM orders"}));
@@ -823,4 +826,70 @@ fn the_stdio_bridge_speaks_to_the_gateway_over_https() {
     assert!(lines.iter().any(|l| l["protocol"] == "mcp"
         && l["agent"] == "analyst"
         && l["statement"] == "SELECT email FROM customers LIMIT 1"));
+}
+
+/// A client that goes away in the middle of a call abandons it: its statement is cancelled
+/// upstream and its outcome recorded as unknown, as on the wire (before, it ran to its end for
+/// nobody and was recorded as a normal completion).
+#[test]
+fn a_call_abandoned_by_its_client_is_cancelled_upstream() {
+    harness().runtime.block_on(async {
+        let marker = "abandoned-mcp-call";
+        let sql = format!("SELECT pg_sleep(30) /* {marker} */");
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "query", "arguments": {"sql": sql}}});
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let gone = client
+            .post(mcp_url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("authorization", bearer("writer"))
+            .json(&body)
+            .send()
+            .await;
+        assert!(gone.is_err(), "the client gave up after 1 s");
+        drop(client);
+        let up = support::upstream().await;
+        let running = || async {
+            up.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
+                &[&format!("%{marker}%")],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        };
+        let started = std::time::Instant::now();
+        while running().await > 0 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(15),
+                "the abandoned statement still runs"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let records: Vec<Value> = std::fs::read_to_string(&harness().env.audit_log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let decision = records
+            .iter()
+            .find(|r| r["statement"].as_str().is_some_and(|s| s.contains(marker)))
+            .expect("the decision record");
+        let outcome = records
+            .iter()
+            .find(|r| r["kind"] == "outcome" && r["ref_seq"] == decision["seq"])
+            .expect("the outcome record");
+        assert!(
+            outcome["reason"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("outcome unknown")),
+            "{outcome}"
+        );
+    });
 }

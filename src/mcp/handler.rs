@@ -114,29 +114,42 @@ impl ServerHandler for Handler {
         self.core
             .pace_refusals_of(caller.agent(), crate::audit::Protocol::Mcp)
             .await;
-        let result: Result<CallToolResult, ToolError> = match request.name.as_ref() {
-            "list_upstreams" => super::schema::list_upstreams(self, &caller),
-            "list_tables" => super::schema::list_tables(self, &caller, &request).await,
-            "describe_table" => super::schema::describe_table(self, &caller, &request).await,
-            "query" => super::sql::query(self, &caller, &request).await,
-            "explain" => super::sql::explain(self, &caller, &request),
-            "list_keys" => super::redis_tool::list_keys(self, &caller, &request).await,
-            "redis" => super::redis_tool::command(self, &caller, &request).await,
-            "list_collections" => {
-                super::mongo_tool::list_collections(self, &caller, &request).await
+        // A client that goes away cancels the call (rmcp fires the request's token once its
+        // connection is gone): the tool's future is dropped, so its statement is cancelled
+        // upstream, its connection closed, and its outcome recorded as unknown, as on the wire.
+        // Without this the statement ran to its end for nobody.
+        let abandoned = ctx.ct.clone();
+        let call = async {
+            match request.name.as_ref() {
+                "list_upstreams" => super::schema::list_upstreams(self, &caller),
+                "list_tables" => super::schema::list_tables(self, &caller, &request).await,
+                "describe_table" => super::schema::describe_table(self, &caller, &request).await,
+                "query" => super::sql::query(self, &caller, &request).await,
+                "explain" => super::sql::explain(self, &caller, &request),
+                "list_keys" => super::redis_tool::list_keys(self, &caller, &request).await,
+                "redis" => super::redis_tool::command(self, &caller, &request).await,
+                "list_collections" => {
+                    super::mongo_tool::list_collections(self, &caller, &request).await
+                }
+                "find" => {
+                    let body = Self::ordered_arguments(&ctx, &request);
+                    super::mongo_tool::find(self, &caller, &request, body).await
+                }
+                "aggregate" => {
+                    let body = Self::ordered_arguments(&ctx, &request);
+                    super::mongo_tool::aggregate(self, &caller, &request, body).await
+                }
+                other => Err(ToolError::invalid(format!(
+                    "unknown tool \"{}\"",
+                    crate::session::shown_name(other.as_bytes())
+                ))),
             }
-            "find" => {
-                let body = Self::ordered_arguments(&ctx, &request);
-                super::mongo_tool::find(self, &caller, &request, body).await
+        };
+        let result: Result<CallToolResult, ToolError> = tokio::select! {
+            r = call => r,
+            _ = abandoned.cancelled() => {
+                return Err(ErrorData::internal_error("the call was abandoned by its client", None))
             }
-            "aggregate" => {
-                let body = Self::ordered_arguments(&ctx, &request);
-                super::mongo_tool::aggregate(self, &caller, &request, body).await
-            }
-            other => Err(ToolError::invalid(format!(
-                "unknown tool \"{}\"",
-                crate::session::shown_name(other.as_bytes())
-            ))),
         };
         Ok(result.unwrap_or_else(ToolError::into_result).into())
     }
