@@ -147,3 +147,31 @@ fn execute_and_fetch_of_one_portal_count_together() {
         exchange(&mut s, &[q("ROLLBACK")]).await;
     });
 }
+
+/// PostgreSQL keeps a portal's name to its first 63 bytes: a protocol portal named with 64 and
+/// a FETCH naming its first 63 read one server portal, and count as one (a review read 2000
+/// rows from it, Execute then FETCH, when the two names were counted apart).
+#[test]
+fn names_that_the_server_cuts_to_one_portal_count_as_one() {
+    harness().runtime.block_on(async {
+        let mut s = support::raw_login("analyst").await;
+        let q = |sql: &str| msg(b'Q', format!("{sql}\0").as_bytes());
+        let sync = msg(b'S', b"");
+        let p63 = "p".repeat(63);
+        let long = format!("{p63}X");
+        assert_eq!(exchange(&mut s, &[q("BEGIN")]).await, (0, None));
+        let parse = msg(b'P', b"\0SELECT id FROM orders ORDER BY id\0\0\0");
+        let bind = msg(b'B', format!("{long}\0\0\0\0\0\0\0\0").as_bytes());
+        let (first, code) = exchange(&mut s, &[parse, bind, execute(&long, 0), sync.clone()]).await;
+        assert_eq!((first, code), (1000, None));
+        let (more, code) =
+            exchange(&mut s, &[q(&format!("FETCH FORWARD ALL FROM \"{p63}\""))]).await;
+        assert_eq!((more, code), (0, None), "FETCH of the first 63 bytes");
+        let (more, _) = exchange(&mut s, &[execute(&format!("{p63}Y"), 0), sync.clone()]).await;
+        assert_eq!(
+            more, 0,
+            "Execute of another name with the same first 63 bytes"
+        );
+        exchange(&mut s, &[q("ROLLBACK")]).await;
+    });
+}

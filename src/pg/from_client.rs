@@ -71,7 +71,7 @@ struct State {
     /// SQL cursors this session DECLAREd (portals too: a protocol Execute may read them), until
     /// it closes them. One that ended with its transaction is still here: the server answers.
     /// Name → WITH HOLD.
-    declared: std::collections::HashMap<String, bool>,
+    declared: NameMap<bool>,
     /// SQL-level PREPAREd statements (confirmed by the server, or in flight), re-checked after
     /// a reload.
     prepared: SqlPrepared,
@@ -202,7 +202,7 @@ impl State {
     /// Outside a transaction with every reply in, cursors without HOLD are gone.
     fn forget_ended_cursors(&mut self, pending: &Pending) {
         if !self.declared.is_empty() && pending.is_empty() && pending.tx_status() == b'I' {
-            self.declared.retain(|_, hold| *hold);
+            self.declared.retain(|hold| *hold);
         }
     }
 }

@@ -1,8 +1,36 @@
 //! Maps keyed by the client's prepared statement and portal names. The unnamed one (`""`),
 //! which most drivers use for every statement, is kept in a field of its own: the per-message
 //! lookups of the extended protocol then hash nothing.
+//!
+//! Names are keyed as PostgreSQL keys them: by their first 63 bytes (`NAMEDATALEN - 1`; its
+//! portal and prepared-statement tables copy names with `strlcpy` into 64-byte keys, cutting
+//! bytes, not characters). Two names that agree on those bytes are one portal on the server,
+//! so they are one here: before, a protocol portal named with 64 bytes and a SQL `FETCH` of
+//! its first 63 read one server portal under two row counts (2,000 rows past a limit of 1,000).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+/// The longest name PostgreSQL keeps, in bytes.
+const NAME_BYTES: usize = 63;
+
+/// `name` as PostgreSQL keys it: its first 63 bytes. A cut inside a character leaves bytes that
+/// are not UTF-8: they are kept after a NUL (which no client name holds), in hex, so names that
+/// differ there stay apart, as on the server.
+pub fn server_key(name: &str) -> Cow<'_, str> {
+    if name.len() <= NAME_BYTES {
+        return Cow::Borrowed(name);
+    }
+    let bytes = &name.as_bytes()[..NAME_BYTES];
+    match std::str::from_utf8(bytes) {
+        Ok(whole) => Cow::Borrowed(whole),
+        Err(e) => {
+            let (valid, partial) = bytes.split_at(e.valid_up_to());
+            let valid = std::str::from_utf8(valid).unwrap_or_default();
+            Cow::Owned(format!("{valid}\0{}", hex::encode(partial)))
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct NameMap<V> {
@@ -24,7 +52,7 @@ impl<V> NameMap<V> {
         if name.is_empty() {
             self.unnamed.as_ref()
         } else {
-            self.named.get(name)
+            self.named.get(&*server_key(name))
         }
     }
 
@@ -32,8 +60,12 @@ impl<V> NameMap<V> {
         if name.is_empty() {
             self.unnamed.as_mut()
         } else {
-            self.named.get_mut(name)
+            self.named.get_mut(&*server_key(name))
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.unnamed.is_none() && self.named.is_empty()
     }
 
     pub fn contains_key(&self, name: &str) -> bool {
@@ -44,7 +76,11 @@ impl<V> NameMap<V> {
         if name.is_empty() {
             self.unnamed.replace(value)
         } else {
-            self.named.insert(name, value)
+            let key = match server_key(&name) {
+                Cow::Borrowed(k) if k.len() == name.len() => name,
+                cut => cut.into_owned(),
+            };
+            self.named.insert(key, value)
         }
     }
 
@@ -52,7 +88,7 @@ impl<V> NameMap<V> {
         if name.is_empty() {
             self.unnamed.take()
         } else {
-            self.named.remove(name)
+            self.named.remove(&*server_key(name))
         }
     }
 
@@ -91,6 +127,30 @@ mod tests {
             Just(Op::Clear),
             any::<u32>().prop_map(Op::Retain),
         ]
+    }
+
+    #[test]
+    fn names_are_one_when_their_first_63_bytes_are() {
+        let p63 = "p".repeat(63);
+        let mut m = NameMap::default();
+        m.insert(format!("{p63}X"), 1);
+        assert_eq!(m.get(&p63), Some(&1));
+        assert_eq!(m.get(&format!("{p63}Y")), Some(&1));
+        assert_eq!(m.insert(p63.clone(), 2), Some(1));
+        assert_eq!(m.remove(&format!("{p63}Z")), Some(2));
+        assert!(m.is_empty());
+        // A cut inside a character: the bytes that stay tell names apart, as on the server.
+        let p62 = "p".repeat(62);
+        let (e_acute, e_grave) = (format!("{p62}é"), format!("{p62}è"));
+        assert_eq!(&e_acute.as_bytes()[..63], &e_grave.as_bytes()[..63]);
+        m.insert(e_acute.clone(), 3);
+        assert_eq!(m.get(&e_grave), Some(&3), "the same first 63 bytes");
+        assert_eq!(
+            m.get(&format!("{p62}ĕ")),
+            None,
+            "another first byte of the character"
+        );
+        assert_eq!(m.get(&p62), None);
     }
 
     proptest! {
