@@ -533,11 +533,58 @@ fn sessions_that_leave_mid_statement_leave_no_backend_running_past_the_pool() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(most <= 2, "{most} backends on a pool of 2");
+        // The server drops its activity entry before it closes the socket: the pool's count
+        // follows a moment later.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool().open > 0 {
+            assert!(Instant::now() < deadline, "{:?}", pool());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let p = pool();
         assert_eq!((p.open, p.opened - p.closed), (0, 0), "{p:?}");
         // The pool and the writer's share are whole again.
         let writer = client(&running_gw, "writer").await;
         assert_eq!(one(&writer, "SELECT 1").await, "1");
+    });
+}
+
+/// A pipelined batch left behind is cancelled statement after statement (each cancel stops
+/// only the statement running), so the backend is gone well within the retirement's 10 s
+/// (once, one cancel a second stopped ten of thirty and gave the room up with the backend
+/// still working through the rest).
+#[test]
+fn a_pipelined_batch_left_mid_statement_is_cancelled_to_its_end() {
+    harness().runtime.block_on(async {
+        let (running_gw, gw) = gateway(2, "").await;
+        let addr = running_gw.pg_addr.unwrap();
+        let mut s = raw_login_with(addr, "writer", &[]).await;
+        let batch: Vec<Vec<u8>> = (0..30)
+            .map(|i| simple(&format!("SELECT pg_sleep(60) /* batch {i} */")))
+            .collect();
+        send(&mut s, &batch).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running(&gw.role, "batch 0 ").await == 0 {
+            assert!(Instant::now() < deadline, "the batch never ran");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(s);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server_connections(&gw.role).await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "still running: {} statements of the batch",
+                running(&gw.role, "batch").await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (_, metrics) = support::admin("get", "/metrics", support::AdminAs::Viewer).await;
+        assert!(
+            !metrics
+                .as_str()
+                .unwrap_or_default()
+                .contains("tollgate_pool_retire_timeouts_total"),
+            "a retirement was given up"
+        );
     });
 }
 

@@ -363,7 +363,8 @@ impl Pool {
 
     /// A connection comes back. `clean`: nothing it ran left session state behind; otherwise it
     /// is reset first. `usable`: false when the session ended mid-statement or the connection
-    /// broke: it is closed.
+    /// broke: it is retired (cancelled and closed, keeping its room until the server has let
+    /// it go).
     pub fn checkin(self: &Arc<Self>, mut server: Server, clean: bool, usable: bool) {
         if !usable {
             self.retire(server);
@@ -442,7 +443,6 @@ impl Pool {
             .decrement(n as f64);
     }
 
-    /// Closes `servers` (a polite Terminate, off the caller's path); their slots are freed.
     /// A connection that may still be running something is ended by [`Server::retire`]: it
     /// keeps its room (and its agent's share) until its backend is gone.
     fn retire(self: &Arc<Self>, server: Server) {
@@ -465,6 +465,8 @@ impl Pool {
         });
     }
 
+    /// Closes idle `servers` (a polite Terminate, off the caller's path); their slots are
+    /// freed at once.
     fn close(self: &Arc<Self>, servers: Vec<Server>) {
         if servers.is_empty() {
             return;

@@ -219,10 +219,12 @@ impl Server {
     /// `pg_sleep` in a loop piled up backends past `pool_size` (a review found 22 against 10).
     ///
     /// So: Terminate and end of stream (an idle backend exits at once); then, while the server
-    /// has not closed the connection, a cancel every second (a batch has more statements after
-    /// the one cancelled), reading and dropping what it still sends so it never blocks in a
-    /// write. The connection keeps its room in the pool and its place in its agent's share
-    /// until the server has closed it, or for at most `within`. Returns whether it closed.
+    /// has not closed the connection, cancels: one each time a statement ends (a ReadyForQuery
+    /// or an error goes by: the next pipelined statement may be running), at most one per
+    /// 50 ms, and one every second anyway. What the server sends is read and dropped so it
+    /// never blocks in a write. The connection keeps its room in the pool and its place in its
+    /// agent's share until the server has closed it, or for at most `within`. Returns whether
+    /// it closed.
     pub async fn retire(self, tls: Option<crate::tls::UpstreamTls>, within: Duration) -> bool {
         use tokio::io::AsyncReadExt;
         let Server {
@@ -234,11 +236,10 @@ impl Server {
             ..
         } = self;
         let (mut raw, _) = reader.into_parts();
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
-            writer.write_all(&msg::raw_message(b'X', &[])).await?;
-            writer.shutdown().await
-        })
-        .await;
+        let quick = Duration::from_millis(200);
+        let _ = tokio::time::timeout(quick, writer.write_all(&msg::raw_message(b'X', &[]))).await;
+        // Even when the Terminate could not be written (the server reads nothing while it runs).
+        let _ = tokio::time::timeout(quick, writer.shutdown()).await;
         let target = crate::pg::cancel::CancelTarget {
             addr: info.addr,
             pid: info.pid,
@@ -246,31 +247,75 @@ impl Server {
             tls,
         };
         let deadline = tokio::time::Instant::now() + within;
+        let mut ends = StatementEnds::default();
         let mut scratch = vec![0u8; 16 * 1024];
-        let closed = async {
-            while let Ok(n) = raw.read(&mut scratch).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        };
-        tokio::pin!(closed);
         // An idle backend reads the Terminate at once: no cancel for it (each one costs the
         // server a process).
-        let mut wait = Duration::from_millis(100);
+        let mut next_cancel = tokio::time::Instant::now() + Duration::from_millis(100);
         let gone = loop {
-            let until = (tokio::time::Instant::now() + wait).min(deadline);
-            if tokio::time::timeout_at(until, &mut closed).await.is_ok() {
-                break true;
+            let until = next_cancel.min(deadline);
+            match tokio::time::timeout_at(until, raw.read(&mut scratch)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => {
+                    if ends.saw_end(&scratch[..n]) {
+                        // The next statement may be running: cancel it soon.
+                        next_cancel = next_cancel.min(tokio::time::Instant::now() + CANCEL_GAP);
+                    }
+                    continue;
+                }
+                Err(_) => {}
             }
             if tokio::time::Instant::now() >= deadline {
                 break false;
             }
             tokio::spawn(crate::pg::cancel::send_cancel(target.clone()));
-            wait = Duration::from_secs(1);
+            next_cancel = tokio::time::Instant::now() + Duration::from_secs(1);
         };
         drop((slot, share));
         gone
+    }
+}
+
+/// The least time between two cancels of a retiring connection.
+const CANCEL_GAP: Duration = Duration::from_millis(50);
+
+/// Follows the message boundaries of a server's byte stream, to see statements end
+/// (ReadyForQuery, ErrorResponse) without holding any message.
+#[derive(Default)]
+struct StatementEnds {
+    header: [u8; 5],
+    have: usize,
+    skip: usize,
+}
+
+impl StatementEnds {
+    /// Whether a statement ended in `bytes` (the stream's next bytes).
+    fn saw_end(&mut self, mut bytes: &[u8]) -> bool {
+        let mut ended = false;
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let k = self.skip.min(bytes.len());
+                self.skip -= k;
+                bytes = &bytes[k..];
+                continue;
+            }
+            let k = (5 - self.have).min(bytes.len());
+            self.header[self.have..self.have + k].copy_from_slice(&bytes[..k]);
+            self.have += k;
+            bytes = &bytes[k..];
+            if self.have == 5 {
+                let len = i32::from_be_bytes([
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                    self.header[4],
+                ]);
+                self.skip = usize::try_from(len).unwrap_or(4).saturating_sub(4);
+                ended |= matches!(self.header[0], msg::READY_FOR_QUERY | msg::ERROR_RESPONSE);
+                self.have = 0;
+            }
+        }
+        ended
     }
 }
 
@@ -282,6 +327,34 @@ pub fn parameter_status(name: &str, value: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statement_ends_are_seen_across_reads_without_holding_messages() {
+        let m = |tag: u8, body: &[u8]| msg::raw_message(tag, body).to_vec();
+        let stream = [
+            m(b'D', &[7; 40]),
+            m(b'C', b"SELECT 1\0"),
+            m(b'Z', b"I"),
+            m(b'D', &[1; 70_000]),
+            m(b'E', b"SERROR\0\0"),
+        ]
+        .concat();
+        // Whole, and a byte at a time.
+        let mut ends = StatementEnds::default();
+        assert!(ends.saw_end(&stream));
+        let z_end = 45 + 14 + 6;
+        let mut ends = StatementEnds::default();
+        let seen: Vec<usize> = (0..stream.len())
+            .filter(|&i| ends.saw_end(&stream[i..i + 1]))
+            .collect();
+        // The header's last byte tells: the Z's and the E's.
+        assert_eq!(seen, vec![z_end - 2, z_end + 70_005 + 4]);
+        let mut ends = StatementEnds::default();
+        assert!(
+            !ends.saw_end(&stream[..z_end - 2]),
+            "a DataRow and a CommandComplete"
+        );
+    }
 
     #[test]
     fn prepared_statements_are_bounded_oldest_first() {
