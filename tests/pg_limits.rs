@@ -26,11 +26,27 @@ fn h() -> &'static Harness {
         let add_limits = |file: &str, limits: &str| {
             let path = h.env.dir.join("policies").join(file);
             let text = std::fs::read_to_string(&path).unwrap();
-            // After the top-level keys (`agents = ...`), before the first table.
-            let at = text.find("agents =").unwrap();
-            let at = at + text[at..].find('\n').unwrap() + 1;
-            let (head, tail) = text.split_at(at);
-            std::fs::write(&path, format!("{head}\n[limits]\n{limits}\n{tail}")).unwrap();
+            // The file's own `[limits]` loses the keys set here (the demo's writer has one).
+            let keys: Vec<&str> = limits.lines().filter_map(|l| l.split('=').next()).collect();
+            let text: String = text
+                .lines()
+                .filter(|l| !keys.iter().any(|k| l.starts_with(k.trim())))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let text = match text.find("\n[limits]\n") {
+                Some(at) => {
+                    let (head, tail) = text.split_at(at + "\n[limits]\n".len());
+                    format!("{head}{limits}\n{tail}")
+                }
+                None => {
+                    // After the top-level keys (`agents = ...`), before the first table.
+                    let at = text.find("agents =").unwrap();
+                    let at = at + text[at..].find('\n').unwrap() + 1;
+                    let (head, tail) = text.split_at(at);
+                    format!("{head}\n[limits]\n{limits}\n{tail}")
+                }
+            };
+            std::fs::write(&path, text).unwrap();
         };
         add_limits(
             "writer.toml",
