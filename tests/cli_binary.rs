@@ -630,6 +630,28 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
                 .await;
             (rows, busy)
         });
+        // An MCP call in progress finishes too (it was once cancelled when the drain began).
+        let mcp_call = tokio::spawn({
+            let url = format!("http://127.0.0.1:{}/mcp", served.mcp_port);
+            let bearer = format!("Bearer trusted:{}", env.token("trusted"));
+            async move {
+                let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": "query", "arguments": {"sql": "SELECT pg_sleep(1.5), 43 AS answer"}}});
+                reqwest::Client::new()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-protocol-version", "2025-06-18")
+                    .header("authorization", bearer)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+            }
+        });
         tokio::time::sleep(Duration::from_millis(400)).await;
         signal(&served.child, "TERM");
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -659,6 +681,11 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
             _ => None,
         });
         assert_eq!(answer.as_deref(), Some("42"));
+        let reply = mcp_call.await.unwrap();
+        assert!(
+            reply.contains("43") && !reply.contains("\"error\""),
+            "the MCP call in progress: {reply}"
+        );
         // Then that session is closed too.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(busy.simple_query("SELECT 1").await.is_err());

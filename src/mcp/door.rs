@@ -153,8 +153,13 @@ impl McpDoor {
         let ct = tokio_util::sync::CancellationToken::new();
         let mut stop = stop.clone();
         let cancel = ct.clone();
+        // Cancelling rmcp's token cancels every call in progress (their statements too): not
+        // when the gateway stops accepting, since a drain lets requests in progress finish
+        // (`http_serve`), but once the drain's time is up.
+        let drain = Duration::from_millis(core.limits.drain_timeout_ms);
         tokio::spawn(async move {
             let _ = stop.wait_for(|s| *s).await;
+            tokio::time::sleep(drain).await;
             cancel.cancel();
         });
         // Stateless and JSON: every request stands alone (authenticated on its own), so the
