@@ -219,14 +219,17 @@ impl Server {
     /// `pg_sleep` in a loop piled up backends past `pool_size` (a review found 22 against 10).
     ///
     /// So: Terminate and end of stream (an idle backend exits at once); then, while the server
-    /// has not closed the connection, cancels: one each time a statement ends (a ReadyForQuery
-    /// or an error goes by: the next pipelined statement may be running), at most one per
-    /// 50 ms, and one every second anyway. What the server sends is read and dropped so it
-    /// never blocks in a write. The connection keeps its room in the pool and its place in its
-    /// agent's share until the server has closed it, or for at most `within`. Returns whether
-    /// it closed.
+    /// has not closed the connection, cancels: one when the server has gone quiet for 50 ms
+    /// after sending something (a statement ended, as a cancelled one does, and the next of a
+    /// pipelined batch runs without a word), and one every second anyway; never two at once.
+    /// A batch of quick statements streams without pause and draws none. What the server sends
+    /// is read and dropped (no message boundaries are needed: the session may have left in the
+    /// middle of one), so it never blocks in a write. The connection keeps its room in the pool
+    /// and its place in its agent's share until the server has closed it, or for at most
+    /// `within`. Returns whether it closed.
     pub async fn retire(self, tls: Option<crate::tls::UpstreamTls>, within: Duration) -> bool {
         use tokio::io::AsyncReadExt;
+        use tokio::time::Instant;
         let Server {
             reader,
             mut writer,
@@ -238,86 +241,59 @@ impl Server {
         let (mut raw, _) = reader.into_parts();
         let quick = Duration::from_millis(200);
         let _ = tokio::time::timeout(quick, writer.write_all(&msg::raw_message(b'X', &[]))).await;
-        // Even when the Terminate could not be written (the server reads nothing while it runs).
-        let _ = tokio::time::timeout(quick, writer.shutdown()).await;
+        // Even when the Terminate could not be written (the server reads nothing while it runs);
+        // tried again below until it goes (a TLS close may wait for room as well).
+        let mut shut = matches!(
+            tokio::time::timeout(quick, writer.shutdown()).await,
+            Ok(Ok(()))
+        );
         let target = crate::pg::cancel::CancelTarget {
             addr: info.addr,
             pid: info.pid,
             secret: info.secret,
             tls,
         };
-        let deadline = tokio::time::Instant::now() + within;
-        let mut ends = StatementEnds::default();
+        let deadline = Instant::now() + within;
         let mut scratch = vec![0u8; 16 * 1024];
         // An idle backend reads the Terminate at once: no cancel for it (each one costs the
         // server a process).
-        let mut next_cancel = tokio::time::Instant::now() + Duration::from_millis(100);
+        let mut periodic = Instant::now() + Duration::from_millis(100);
+        let mut spoke: Option<Instant> = None;
+        let mut cancel: Option<tokio::task::JoinHandle<bool>> = None;
         let gone = loop {
-            let until = next_cancel.min(deadline);
+            let quiet = spoke.map_or(periodic, |t| t + CANCEL_QUIET);
+            let until = quiet.min(periodic).min(deadline);
             match tokio::time::timeout_at(until, raw.read(&mut scratch)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => break true,
-                Ok(Ok(n)) => {
-                    if ends.saw_end(&scratch[..n]) {
-                        // The next statement may be running: cancel it soon.
-                        next_cancel = next_cancel.min(tokio::time::Instant::now() + CANCEL_GAP);
-                    }
+                Ok(Ok(_)) => {
+                    spoke = Some(Instant::now());
                     continue;
                 }
                 Err(_) => {}
             }
-            if tokio::time::Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 break false;
             }
-            tokio::spawn(crate::pg::cancel::send_cancel(target.clone()));
-            next_cancel = tokio::time::Instant::now() + Duration::from_secs(1);
+            if !shut {
+                shut = matches!(
+                    tokio::time::timeout(Duration::from_millis(20), writer.shutdown()).await,
+                    Ok(Ok(()))
+                );
+            }
+            spoke = None;
+            periodic = Instant::now() + Duration::from_secs(1);
+            if cancel.as_ref().is_none_or(|c| c.is_finished()) {
+                cancel = Some(tokio::spawn(crate::pg::cancel::send_cancel(target.clone())));
+            }
         };
         drop((slot, share));
         gone
     }
 }
 
-/// The least time between two cancels of a retiring connection.
-const CANCEL_GAP: Duration = Duration::from_millis(50);
-
-/// Follows the message boundaries of a server's byte stream, to see statements end
-/// (ReadyForQuery, ErrorResponse) without holding any message.
-#[derive(Default)]
-struct StatementEnds {
-    header: [u8; 5],
-    have: usize,
-    skip: usize,
-}
-
-impl StatementEnds {
-    /// Whether a statement ended in `bytes` (the stream's next bytes).
-    fn saw_end(&mut self, mut bytes: &[u8]) -> bool {
-        let mut ended = false;
-        while !bytes.is_empty() {
-            if self.skip > 0 {
-                let k = self.skip.min(bytes.len());
-                self.skip -= k;
-                bytes = &bytes[k..];
-                continue;
-            }
-            let k = (5 - self.have).min(bytes.len());
-            self.header[self.have..self.have + k].copy_from_slice(&bytes[..k]);
-            self.have += k;
-            bytes = &bytes[k..];
-            if self.have == 5 {
-                let len = i32::from_be_bytes([
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                    self.header[4],
-                ]);
-                self.skip = usize::try_from(len).unwrap_or(4).saturating_sub(4);
-                ended |= matches!(self.header[0], msg::READY_FOR_QUERY | msg::ERROR_RESPONSE);
-                self.have = 0;
-            }
-        }
-        ended
-    }
-}
+/// How long a retiring connection's server stays quiet after sending something before what it
+/// runs now is cancelled.
+const CANCEL_QUIET: Duration = Duration::from_millis(50);
 
 /// The raw ParameterStatus frame for (name, value).
 pub fn parameter_status(name: &str, value: &str) -> Bytes {
@@ -327,34 +303,6 @@ pub fn parameter_status(name: &str, value: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statement_ends_are_seen_across_reads_without_holding_messages() {
-        let m = |tag: u8, body: &[u8]| msg::raw_message(tag, body).to_vec();
-        let stream = [
-            m(b'D', &[7; 40]),
-            m(b'C', b"SELECT 1\0"),
-            m(b'Z', b"I"),
-            m(b'D', &[1; 70_000]),
-            m(b'E', b"SERROR\0\0"),
-        ]
-        .concat();
-        // Whole, and a byte at a time.
-        let mut ends = StatementEnds::default();
-        assert!(ends.saw_end(&stream));
-        let z_end = 45 + 14 + 6;
-        let mut ends = StatementEnds::default();
-        let seen: Vec<usize> = (0..stream.len())
-            .filter(|&i| ends.saw_end(&stream[i..i + 1]))
-            .collect();
-        // The header's last byte tells: the Z's and the E's.
-        assert_eq!(seen, vec![z_end - 2, z_end + 70_005 + 4]);
-        let mut ends = StatementEnds::default();
-        assert!(
-            !ends.saw_end(&stream[..z_end - 2]),
-            "a DataRow and a CommandComplete"
-        );
-    }
 
     #[test]
     fn prepared_statements_are_bounded_oldest_first() {
