@@ -305,11 +305,13 @@ fn mcp_stdio(
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // rmcp logs every stateless MCP request at info (three lines each), and every error
-        // response at warn with the request's own method, tool name and id, however large (an
-        // agent wrote 2 MB of log with two requests): errors only. tollgate logs what matters
-        // about MCP calls itself, and audits them.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=error"));
+        // rmcp logs every stateless MCP request at info (three lines each): warnings only. Its
+        // service loop (`rmcp::service`) also logs every error response at warn with the
+        // request's own method, tool name and id, however large (an agent wrote 2 MB of log
+        // with two requests): errors only there. tollgate logs and audits MCP calls itself.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,rmcp=warn,rmcp::service=error")
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -187,7 +187,9 @@ impl<'h> Call<'h> {
             .statement_timeout
             .as_ref()
             .map_or(DEFAULT_TIMEOUT, |(d, _)| *d);
-        let ctx = self.session.context().clone();
+        // Its outcome is recorded however the call ends: dropped while the command runs (the
+        // client went away), it gets the core's "outcome unknown" record.
+        let pending = super::pending::Pending::new(self.session.context(), ticket);
         let raw = match self.exchange(&encode_command(&args), max, timeout).await {
             Ok(raw) => raw,
             Err(e) => {
@@ -205,8 +207,7 @@ impl<'h> Call<'h> {
                     ),
                     Exchange::Lost => crate::session::upstream_unavailable(self.session.upstream()),
                 };
-                ctx.outcome(
-                    ticket,
+                pending.finish(
                     None,
                     Some(OutcomeError {
                         code: None,
@@ -221,8 +222,7 @@ impl<'h> Call<'h> {
             Err(_) => {
                 // Never the unmasked reply.
                 let message = "tollgate: the reply could not be masked; it is withheld".to_string();
-                ctx.outcome(
-                    ticket,
+                pending.finish(
                     None,
                     Some(OutcomeError {
                         code: None,
@@ -236,8 +236,7 @@ impl<'h> Call<'h> {
             Ok(Some((frame, _))) => frame,
             _ => {
                 let message = "tollgate: the upstream's reply could not be read".to_string();
-                ctx.outcome(
-                    ticket,
+                pending.finish(
                     None,
                     Some(OutcomeError {
                         code: None,
@@ -249,8 +248,7 @@ impl<'h> Call<'h> {
         };
         if let F2::Error(e) = &value {
             let code = e.split(' ').next().unwrap_or("ERR").to_string();
-            ctx.outcome(
-                ticket,
+            pending.finish(
                 None,
                 Some(OutcomeError {
                     code: Some(code),
@@ -260,7 +258,7 @@ impl<'h> Call<'h> {
             // The server's own line (it can quote a script or a value): data, not tollgate's.
             return Err(ToolError::upstream_redis(e));
         }
-        ctx.outcome(ticket, None, None);
+        pending.finish(None, None);
         Ok(to_json(&value))
     }
 

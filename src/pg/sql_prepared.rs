@@ -1,5 +1,6 @@
 //! A session's SQL-level prepared statements (`PREPARE name AS ...`), which `EXECUTE` is checked
-//! against. A name becomes the session's only when the server confirms its PREPARE
+//! against. Names are keyed as the server keys them (`name_map::server_key`): a protocol-level
+//! name 64 bytes long is the SQL name of its first 63. A name becomes the session's only when the server confirms its PREPARE
 //! (CommandComplete `PREPARE`): a PREPARE the server refused (the name exists already on a shared
 //! connection, the body fails) leaves nothing behind, so no EXECUTE can reach a statement
 //! tollgate did not check. Until the answer comes the name is "in flight": taken (a second
@@ -12,6 +13,8 @@
 //! in [`PrepareReports`] until the client half next looks ([`SqlPrepared::settle`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::name_map::server_key;
 use std::sync::{Arc, Mutex};
 
 use super::statement::Checked;
@@ -88,12 +91,13 @@ impl SqlPrepared {
 
     /// The PREPARE of `name` confirmed by the server, if it was.
     pub fn get(&self, name: &str) -> Option<&Arc<Checked>> {
-        self.confirmed.get(name)
+        self.confirmed.get(&*server_key(name))
     }
 
     /// Whether `name` is the session's, confirmed or in flight.
     pub fn has(&self, name: &str) -> bool {
-        self.confirmed.contains_key(name) || self.in_flight.contains_key(name)
+        let name = server_key(name);
+        self.confirmed.contains_key(&*name) || self.in_flight.contains_key(&*name)
     }
 
     /// Whether a PREPARE is waiting for the server's answer.
@@ -105,7 +109,7 @@ impl SqlPrepared {
     pub fn sent(&mut self, name: &str, checked: Arc<Checked>, tickets: &mut PrepareTickets) {
         self.sent += 1;
         self.in_flight
-            .insert(name.to_string(), (self.sent, checked));
+            .insert(server_key(name).into_owned(), (self.sent, checked));
         tickets.seqs.push_back(self.sent);
         tickets.reports = Some(self.reports.clone());
     }
@@ -133,9 +137,10 @@ impl SqlPrepared {
 
     /// `DEALLOCATE name` was forwarded (or a protocol Close of it).
     pub fn remove(&mut self, name: &str, facts: &mut SessionFacts) {
-        self.confirmed.remove(name);
-        self.in_flight.remove(name);
-        facts.sql_prepared.remove(name);
+        let name = server_key(name);
+        self.confirmed.remove(&*name);
+        self.in_flight.remove(&*name);
+        facts.sql_prepared.remove(&*name);
     }
 
     /// `DEALLOCATE ALL` / `DISCARD ALL` was forwarded.
@@ -190,6 +195,24 @@ mod tests {
             server: None,
             cursor: Default::default(),
         })
+    }
+
+    /// The server keeps names to their first 63 bytes, SQL and protocol ones in one table: a
+    /// protocol Bind of a 64-byte name is the SQL statement of its first 63 (a review found it
+    /// judged as unknown, and so not re-judged after a reload).
+    #[test]
+    fn names_are_the_servers_first_63_bytes() {
+        let mut p = SqlPrepared::new(PrepareReports::default());
+        let mut facts = SessionFacts::default();
+        let mut ok = PrepareTickets::default();
+        let s63 = "s".repeat(63);
+        p.sent(&s63, checked("PREPARE s AS SELECT 1"), &mut ok);
+        ok.confirm_next();
+        drop(ok);
+        p.settle(&mut facts);
+        assert!(p.get(&format!("{s63}X")).is_some() && p.has(&format!("{s63}Y")));
+        p.remove(&format!("{s63}Z"), &mut facts);
+        assert!(!p.has(&s63) && facts.sql_prepared.is_empty());
     }
 
     #[test]
