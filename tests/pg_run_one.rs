@@ -309,6 +309,13 @@ fn state_left_behind_is_reset_and_an_open_transaction_closes_the_connection() {
             .await
             .unwrap();
         assert_eq!(begin.command_tag, "BEGIN");
+        // Retired, not reused: counted closed once the server has let it go.
+        for _ in 0..100 {
+            if pool.counters.closed.load(Relaxed) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(
             pool.counters.closed.load(Relaxed),
             1,
