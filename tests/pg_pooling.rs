@@ -107,14 +107,26 @@ async fn server_pids(role: &str) -> Vec<i32> {
 
 /// Server connections a test gateway's role holds right now.
 async fn server_connections(role: &str) -> i64 {
+    backends(role, "").await
+}
+
+/// Backends of a test gateway's role; with a `running` text, only those running a statement
+/// that holds it.
+async fn backends(role: &str, running: &str) -> i64 {
+    let active = if running.is_empty() {
+        ""
+    } else {
+        " AND state = 'active' AND query LIKE $2"
+    };
+    let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE usename = $1{active}");
+    let like = format!("%{running}%");
     let su = upstream().await;
-    su.query_one(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
-        &[&role],
-    )
-    .await
-    .unwrap()
-    .get(0)
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = if running.is_empty() {
+        vec![&role]
+    } else {
+        vec![&role, &like]
+    };
+    su.query_one(&sql, &params).await.unwrap().get(0)
 }
 
 #[test]
@@ -465,15 +477,7 @@ fn a_set_local_never_reaches_another_agents_prepared_statements() {
 
 /// Backends of a test gateway's role still running `marker`'s statement.
 async fn running(role: &str, marker: &str) -> i64 {
-    upstream()
-        .await
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND state = 'active' AND query LIKE $2",
-            &[&role, &format!("%{marker}%")],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    backends(role, marker).await
 }
 
 /// A session that disconnects in the middle of a statement leaves no backend running it: the
