@@ -449,19 +449,27 @@ impl Pool {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return; // no runtime: the process is ending, and the server sees the close
         };
-        let tls = self.target().tls.clone();
+        let target = self.target();
         let (upstream, pid) = (self.name.clone(), server.info.pid);
+        let timeout = self.connect_timeout;
         handle.spawn(async move {
-            if !server.retire(tls, RETIRE_WITHIN).await {
-                metrics::counter!("tollgate_pool_retire_timeouts_total", "upstream" => upstream.clone())
-                    .increment(1);
-                warn!(
-                    upstream = %upstream,
-                    pid,
-                    "a server connection whose session ended mid-statement was still open {} s after it was cancelled; its room in the pool is given back",
-                    RETIRE_WITHIN.as_secs()
-                );
-            }
+            let Err(retained) = server.retire(target.tls.clone(), RETIRE_WITHIN).await else {
+                return;
+            };
+            // Its statement ignores cancels (a function that catches them, say): its backend
+            // is ended from a connection of tollgate's own (a role may end its own backends),
+            // the room held until then.
+            let ended = terminate_backend(&target, pid, timeout).await;
+            drop(retained);
+            metrics::counter!("tollgate_pool_retire_timeouts_total", "upstream" => upstream.clone())
+                .increment(1);
+            warn!(
+                upstream = %upstream,
+                pid,
+                ended,
+                "a server connection whose session ended mid-statement was still open {} s after it was cancelled; its backend was terminated (ended = whether that worked)",
+                RETIRE_WITHIN.as_secs()
+            );
         });
     }
 
@@ -539,4 +547,38 @@ impl Pool {
             }
         }
     }
+}
+
+/// `pg_terminate_backend(pid)` on a connection of its own to `target` (logged in as the pool's
+/// role, which may end its own backends); whether the server said it did.
+async fn terminate_backend(target: &UpstreamTarget, pid: i32, timeout: Duration) -> bool {
+    use tokio::io::AsyncWriteExt;
+    let Ok(mut conn) = upstream::connect(target, &[], timeout).await else {
+        return false;
+    };
+    let query = super::backend::raw_message(
+        b'Q',
+        format!("SELECT pg_terminate_backend({pid})\0").as_bytes(),
+    );
+    let run = async {
+        conn.writer.write_all(&query).await.ok()?;
+        let mut ended = false;
+        loop {
+            let f = conn.reader.next().await.ok()??;
+            match f.tag {
+                // One column, one value: `t` when the backend was signalled.
+                b'D' => ended = f.body().ends_with(b"t"),
+                b'Z' => return Some(ended),
+                _ => {}
+            }
+        }
+    };
+    let ended = matches!(tokio::time::timeout(timeout, run).await, Ok(Some(true)));
+    let _ = tokio::time::timeout(
+        Duration::from_millis(200),
+        conn.writer
+            .write_all(&super::backend::raw_message(b'X', &[])),
+    )
+    .await;
+    ended
 }

@@ -226,8 +226,12 @@ impl Server {
     /// is read and dropped (no message boundaries are needed: the session may have left in the
     /// middle of one), so it never blocks in a write. The connection keeps its room in the pool
     /// and its place in its agent's share until the server has closed it, or for at most
-    /// `within`. Returns whether it closed.
-    pub async fn retire(self, tls: Option<crate::tls::UpstreamTls>, within: Duration) -> bool {
+    /// `within`. If it did not, its room and share come back to the caller (`Retained`).
+    pub async fn retire(
+        self,
+        tls: Option<crate::tls::UpstreamTls>,
+        within: Duration,
+    ) -> Result<(), Retained> {
         use tokio::io::AsyncReadExt;
         use tokio::time::Instant;
         let Server {
@@ -286,9 +290,21 @@ impl Server {
                 cancel = Some(tokio::spawn(crate::pg::cancel::send_cancel(target.clone())));
             }
         };
-        drop((slot, share));
-        gone
+        match gone {
+            true => Ok(()),
+            false => Err(Retained {
+                _slot: slot,
+                _share: share,
+            }),
+        }
     }
+}
+
+/// The room in the pool (and the agent's share) of a retired connection whose server kept it
+/// past every cancel: held while its backend is terminated otherwise, given back when dropped.
+pub struct Retained {
+    _slot: super::PoolSlot,
+    _share: Option<super::share::ShareHeld>,
 }
 
 /// How long a retiring connection's server stays quiet after sending something before what it
