@@ -1,9 +1,9 @@
 //! A session's SQL-level prepared statements (`PREPARE name AS ...`), which `EXECUTE` is checked
 //! against. Names are keyed as the server keys them (`name_map::server_key`): a protocol-level
-//! name 64 bytes long is the SQL name of its first 63. A name becomes the session's only when the server confirms its PREPARE
-//! (CommandComplete `PREPARE`): a PREPARE the server refused (the name exists already on a shared
-//! connection, the body fails) leaves nothing behind, so no EXECUTE can reach a statement
-//! tollgate did not check. Until the answer comes the name is "in flight": taken (a second
+//! name 64 bytes long is the SQL name of its first 63. A name becomes the session's only when
+//! the server confirms its PREPARE (CommandComplete `PREPARE`): a PREPARE the server refused
+//! (the name exists already on a shared connection, the body fails) leaves nothing behind, so no
+//! EXECUTE can reach a statement tollgate did not check. Until the answer comes the name is "in flight": taken (a second
 //! PREPARE of it is refused, as the server would), but not yet executable.
 //!
 //! The client half records each forwarded PREPARE ([`SqlPrepared::sent`]) and gives the reply
@@ -13,9 +13,9 @@
 //! in [`PrepareReports`] until the client half next looks ([`SqlPrepared::settle`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use super::name_map::server_key;
-use std::sync::{Arc, Mutex};
 
 use super::statement::Checked;
 use crate::policy::SessionFacts;

@@ -244,17 +244,18 @@ pub(crate) fn resolve_name(rules: &SqlRules, schema: Option<&str>, name: &str) -
     match schema {
         Some(s) => vec![format!("{s}.{name}")],
         None if is_catalog_relation(name) => vec![format!("pg_catalog.{name}")],
-        // A `pg_` name the list does not know may be a catalog view of a newer server
-        // (PostgreSQL 16's `pg_stat_io`), which `pg_catalog`, searched first, would give: it
-        // must be allowed there too (fail closed; a user's `public.pg_x` can be named so).
-        None if name.starts_with("pg_") => std::iter::once(format!("pg_catalog.{name}"))
-            .chain(rules.search_path.iter().map(|s| format!("{s}.{name}")))
-            .collect(),
-        None => rules
-            .search_path
-            .iter()
-            .map(|s| format!("{s}.{name}"))
-            .collect(),
+        None => {
+            // A `pg_` name the list does not know may be a catalog view of a newer server
+            // (PostgreSQL 16's `pg_stat_io`), which `pg_catalog`, searched first, would give: it
+            // must be allowed there too (fail closed; a user's `public.pg_x` can be named so).
+            let catalog = name
+                .starts_with("pg_")
+                .then(|| format!("pg_catalog.{name}"));
+            catalog
+                .into_iter()
+                .chain(rules.search_path.iter().map(|s| format!("{s}.{name}")))
+                .collect()
+        }
     }
 }
 

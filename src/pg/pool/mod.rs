@@ -552,33 +552,18 @@ impl Pool {
 /// `pg_terminate_backend(pid)` on a connection of its own to `target` (logged in as the pool's
 /// role, which may end its own backends); whether the server said it did.
 async fn terminate_backend(target: &UpstreamTarget, pid: i32, timeout: Duration) -> bool {
-    use tokio::io::AsyncWriteExt;
     let Ok(mut conn) = upstream::connect(target, &[], timeout).await else {
         return false;
     };
-    let query = super::backend::raw_message(
-        b'Q',
-        format!("SELECT pg_terminate_backend({pid})\0").as_bytes(),
-    );
-    let run = async {
-        conn.writer.write_all(&query).await.ok()?;
-        let mut ended = false;
-        loop {
-            let f = conn.reader.next().await.ok()??;
-            match f.tag {
-                // One column, one value: `t` when the backend was signalled.
-                b'D' => ended = f.body().ends_with(b"t"),
-                b'Z' => return Some(ended),
-                _ => {}
-            }
+    let mut ended = false;
+    let sql = format!("SELECT pg_terminate_backend({pid})");
+    let answered = server::simple_query(&mut conn.reader, &mut conn.writer, &sql, timeout, |f| {
+        // One column, one value: `t` when the backend was signalled.
+        if f.tag == super::backend::DATA_ROW {
+            ended = f.body().ends_with(b"t");
         }
-    };
-    let ended = matches!(tokio::time::timeout(timeout, run).await, Ok(Some(true)));
-    let _ = tokio::time::timeout(
-        Duration::from_millis(200),
-        conn.writer
-            .write_all(&super::backend::raw_message(b'X', &[])),
-    )
+    })
     .await;
-    ended
+    server::terminate(&mut conn.writer).await;
+    ended && answered.is_some()
 }

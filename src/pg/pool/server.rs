@@ -181,21 +181,20 @@ impl Server {
     /// resets settings to the startup values, drops prepared statements, temporary tables,
     /// advisory locks and LISTENs). `false` if the server did not answer as expected: close it.
     pub async fn reset(&mut self, timeout: std::time::Duration) -> bool {
-        let query = msg::raw_message(b'Q', b"DISCARD ALL\0");
-        let run = async {
-            self.writer.write_all(&query).await.ok()?;
-            let mut ok = false;
-            loop {
-                let f = self.reader.next().await.ok()??;
-                match f.tag {
-                    msg::COMMAND_COMPLETE => ok = f.body().starts_with(b"DISCARD ALL"),
-                    msg::ERROR_RESPONSE => ok = false,
-                    msg::READY_FOR_QUERY => return Some(ok && f.body().first() == Some(&b'I')),
-                    _ => {}
-                }
-            }
-        };
-        let ok = matches!(tokio::time::timeout(timeout, run).await, Ok(Some(true)));
+        let mut ok = false;
+        let status = simple_query(
+            &mut self.reader,
+            &mut self.writer,
+            "DISCARD ALL",
+            timeout,
+            |f| match f.tag {
+                msg::COMMAND_COMPLETE => ok = f.body().starts_with(b"DISCARD ALL"),
+                msg::ERROR_RESPONSE => ok = false,
+                _ => {}
+            },
+        )
+        .await;
+        let ok = ok && status == Some(b'I');
         if ok {
             self.info.prepared.lock().expect("prepared").clear();
             *self.info.unnamed_owner.lock().expect("unnamed") = None;
@@ -205,11 +204,7 @@ impl Server {
 
     /// Ends the connection politely (Terminate), without waiting.
     pub async fn close(mut self) {
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_millis(200),
-            self.writer.write_all(&msg::raw_message(b'X', &[])),
-        )
-        .await;
+        terminate(&mut self.writer).await;
     }
 
     /// Ends a connection that may still be running something: its session ended in the middle
@@ -243,12 +238,11 @@ impl Server {
             ..
         } = self;
         let (mut raw, _) = reader.into_parts();
-        let quick = Duration::from_millis(200);
-        let _ = tokio::time::timeout(quick, writer.write_all(&msg::raw_message(b'X', &[]))).await;
+        terminate(&mut writer).await;
         // Even when the Terminate could not be written (the server reads nothing while it runs);
         // tried again below until it goes (a TLS close may wait for room as well).
         let mut shut = matches!(
-            tokio::time::timeout(quick, writer.shutdown()).await,
+            tokio::time::timeout(TERMINATE_WITHIN, writer.shutdown()).await,
             Ok(Ok(()))
         );
         let target = crate::pg::cancel::CancelTarget {
@@ -310,6 +304,45 @@ pub struct Retained {
 /// How long a retiring connection's server stays quiet after sending something before what it
 /// runs now is cancelled.
 const CANCEL_QUIET: Duration = Duration::from_millis(50);
+
+/// How long a Terminate (or the end of stream after it) may wait for room to be written.
+const TERMINATE_WITHIN: Duration = Duration::from_millis(200);
+
+/// Sends Terminate, waiting at most `TERMINATE_WITHIN` (a server busy in a statement reads
+/// nothing).
+pub(super) async fn terminate(writer: &mut NetWrite) {
+    let _ = tokio::time::timeout(
+        TERMINATE_WITHIN,
+        writer.write_all(&msg::raw_message(b'X', &[])),
+    )
+    .await;
+}
+
+/// Runs `sql` as a simple Query on a server connection, handing each reply message to `each`
+/// until ReadyForQuery: its transaction status, or `None` if the connection failed or
+/// `within` passed.
+pub(super) async fn simple_query(
+    reader: &mut FrameReader<NetRead>,
+    writer: &mut NetWrite,
+    sql: &str,
+    within: Duration,
+    mut each: impl FnMut(&Frame),
+) -> Option<u8> {
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    let query = msg::raw_message(b'Q', &body);
+    let run = async {
+        writer.write_all(&query).await.ok()?;
+        loop {
+            let f = reader.next().await.ok()??;
+            if f.tag == msg::READY_FOR_QUERY {
+                return f.body().first().copied();
+            }
+            each(&f);
+        }
+    };
+    tokio::time::timeout(within, run).await.ok().flatten()
+}
 
 /// The raw ParameterStatus frame for (name, value).
 pub fn parameter_status(name: &str, value: &str) -> Bytes {

@@ -75,6 +75,18 @@ impl Budget {
         h.list.push(Arc::downgrade(inbox));
     }
 
+    /// An inbox holding `held` bytes queues `added` more: the upstream's new total.
+    fn take_on(&self, held: usize, added: usize) -> usize {
+        self.resized(held, held + added);
+        self.queued.fetch_add(added, Ordering::Relaxed) + added
+    }
+
+    /// An inbox gives back all it held (`held` bytes: taken, cut off or dropped).
+    fn give_back(&self, held: usize) {
+        self.queued.fetch_sub(held, Ordering::Relaxed);
+        self.resized(held, 0);
+    }
+
     /// An inbox's queued bytes went from `before` to `after`.
     fn resized(&self, before: usize, after: usize) {
         match (before > QUEUED_BYTES_LIMIT, after > QUEUED_BYTES_LIMIT) {
@@ -198,8 +210,7 @@ impl Default for Inbox {
 impl Drop for Inbox {
     fn drop(&mut self) {
         let f = self.frames.get_mut().unwrap_or_else(|e| e.into_inner());
-        self.budget.queued.fetch_sub(f.bytes, Ordering::Relaxed);
-        self.budget.resized(f.bytes, 0);
+        self.budget.give_back(f.bytes);
     }
 }
 
@@ -248,9 +259,8 @@ impl Inbox {
                 added += piece.len();
                 f.queue.push_back(piece);
             }
-            self.budget.resized(f.bytes, f.bytes + added);
+            let total = self.budget.take_on(f.bytes, added);
             f.bytes += added;
-            let total = self.budget.queued.fetch_add(added, Ordering::Relaxed) + added;
             (f.bytes > QUEUED_BYTES_HARD_LIMIT, total > self.budget.limit)
         };
         let mut cut = usize::from(over_hard && self.cut_over(QUEUED_BYTES_HARD_LIMIT));
@@ -282,8 +292,7 @@ impl Inbox {
             }
             f.closed = true;
             f.cut_off = true;
-            self.budget.queued.fetch_sub(f.bytes, Ordering::Relaxed);
-            self.budget.resized(f.bytes, 0);
+            self.budget.give_back(f.bytes);
             f.bytes = 0;
             std::mem::take(&mut f.queue)
         };
@@ -313,8 +322,7 @@ impl Inbox {
             };
         }
         let was_full = f.bytes > QUEUED_BYTES_LIMIT;
-        self.budget.queued.fetch_sub(f.bytes, Ordering::Relaxed);
-        self.budget.resized(f.bytes, 0);
+        self.budget.give_back(f.bytes);
         f.bytes = 0;
         let queue = std::mem::take(&mut f.queue);
         drop(f);
