@@ -591,6 +591,31 @@ fn a_pipelined_batch_left_mid_statement_is_cancelled_to_its_end() {
 /// the pool (before, its room was given back with the backend still running).
 #[test]
 fn a_statement_that_ignores_cancels_is_terminated_when_its_session_leaves() {
+    // Without the connection check (a client may turn it off): the retirement's cancels, then
+    // the terminate from tollgate's own connection.
+    let took = stubborn_backend_lifetime("SET client_connection_check_interval = 0; ");
+    assert!(
+        took > Duration::from_secs(12),
+        "ended by the terminate: {took:?}"
+    );
+}
+
+/// Server connections ask for `client_connection_check_interval`: a backend whose statement
+/// catches cancels ends as soon as tollgate has closed its connection, without the terminate.
+#[test]
+fn a_statement_that_ignores_cancels_ends_with_its_closed_connection() {
+    let took = stubborn_backend_lifetime("");
+    // The reply grace (5 s), then about a second of the server's check; the cancels alone
+    // would have run 10 s.
+    assert!(
+        took < Duration::from_secs(10),
+        "ended by the connection check: {took:?}"
+    );
+}
+
+/// How long a backend running a statement that catches every cancel outlives its client, whose
+/// session first ran `setup`.
+fn stubborn_backend_lifetime(setup: &str) -> Duration {
     harness().runtime.block_on(async {
         upstream()
             .await
@@ -604,20 +629,23 @@ fn a_statement_that_ignores_cancels_is_terminated_when_its_session_leaves() {
         let (running_gw, gw) = gateway(2, "").await;
         let addr = running_gw.pg_addr.unwrap();
         let mut s = raw_login_with(addr, "trusted", &[]).await;
-        send(&mut s, &[simple("SELECT public.tg_test_stubborn() /* stubborn */")]).await;
+        let sql = format!("{setup}SELECT public.tg_test_stubborn() /* stubborn */");
+        send(&mut s, &[simple(&sql)]).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         while running(&gw.role, "stubborn").await == 0 {
             assert!(Instant::now() < deadline, "the statement never ran");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         drop(s);
+        let left = Instant::now();
         // The reply grace (5 s), the retirement's cancels (10 s), then the terminate.
-        let deadline = Instant::now() + Duration::from_secs(25);
+        let deadline = left + Duration::from_secs(25);
         while server_connections(&gw.role).await > 0 {
             assert!(Instant::now() < deadline, "the stubborn backend still runs");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    });
+        left.elapsed()
+    })
 }
 
 #[test]

@@ -71,7 +71,18 @@ pub enum UpstreamError {
     TlsRefused(&'static str),
     #[error("upstream TLS handshake failed: {0}")]
     Tls(std::io::Error),
+    /// The server does not know [`CONNECTION_CHECK`] (PostgreSQL before 14): logged in again
+    /// without it.
+    #[error("upstream does not know {}", CONNECTION_CHECK.0)]
+    NoConnectionCheck,
 }
+
+/// Asked of every server connection: a backend whose client (tollgate) has closed the
+/// connection ends its statement within a second, even one that catches cancels, so a
+/// connection retired mid-statement (`pool::server::Server::retire`) frees its backend without
+/// the pool's role needing the right to terminate it. A startup setting, so `RESET ALL` and
+/// `DISCARD ALL` keep it. PostgreSQL 14 and later; older servers are logged in without it.
+pub const CONNECTION_CHECK: (&str, &str) = ("client_connection_check_interval", "1000");
 
 /// A logged-in upstream connection, ready for queries.
 pub struct UpstreamConn {
@@ -89,7 +100,17 @@ pub async fn connect(
     settings: &[(String, String)],
     timeout: Duration,
 ) -> Result<UpstreamConn, UpstreamError> {
-    tokio::time::timeout(timeout, connect_inner(target, settings))
+    let login = async {
+        // A client that chose its own value keeps it.
+        let check = !settings
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(CONNECTION_CHECK.0));
+        match connect_inner(target, settings, check).await {
+            Err(UpstreamError::NoConnectionCheck) => connect_inner(target, settings, false).await,
+            r => r,
+        }
+    };
+    tokio::time::timeout(timeout, login)
         .await
         .map_err(|_| UpstreamError::Timeout(timeout))?
 }
@@ -97,6 +118,7 @@ pub async fn connect(
 async fn connect_inner(
     target: &UpstreamTarget,
     settings: &[(String, String)],
+    check: bool,
 ) -> Result<UpstreamConn, UpstreamError> {
     let stream = TcpStream::connect((target.host.as_str(), target.port))
         .await
@@ -121,6 +143,9 @@ async fn connect_inner(
             params.push((k.as_str(), v.as_str()));
         }
     }
+    if check {
+        params.push(CONNECTION_CHECK);
+    }
     let mut buf = BytesMut::new();
     frontend::startup_message(params.iter().copied(), &mut buf)
         .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
@@ -144,6 +169,9 @@ async fn connect_inner(
             }
             msg::READY_FOR_QUERY => break,
             msg::NOTICE_RESPONSE => {}
+            msg::ERROR_RESPONSE if check && unknown_connection_check(&frame) => {
+                return Err(UpstreamError::NoConnectionCheck)
+            }
             msg::ERROR_RESPONSE => return Err(login_refused(&frame)),
             t => {
                 return Err(UpstreamError::Protocol(format!(
@@ -203,6 +231,12 @@ async fn next(reader: &mut FrameReader<NetRead>) -> Result<Frame, UpstreamError>
 fn login_refused(frame: &Frame) -> UpstreamError {
     let (code, _message) = msg::error_code_and_message(frame.body());
     UpstreamError::LoginRefused(code.unwrap_or_else(|| "?????".into()))
+}
+
+/// The server refused the login for not knowing [`CONNECTION_CHECK`] (42704, naming it).
+fn unknown_connection_check(frame: &Frame) -> bool {
+    let (code, message) = msg::error_code_and_message(frame.body());
+    code.as_deref() == Some("42704") && message.is_some_and(|m| m.contains(CONNECTION_CHECK.0))
 }
 
 fn parse_auth(frame: &Frame) -> Result<BackendMessage, UpstreamError> {

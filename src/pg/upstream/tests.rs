@@ -74,3 +74,59 @@ async fn a_server_that_skips_scrams_proof_is_not_the_upstream() {
         }
     }
 }
+
+/// A server of PostgreSQL 13's kind, logging in anyone (trust): it refuses a startup packet
+/// naming `client_connection_check_interval` as PostgreSQL before 14 does. Returns each
+/// connection's startup packet.
+async fn before_14() -> (u16, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let len = s.read_i32().await.unwrap() as usize;
+            let mut startup = vec![0u8; len - 4];
+            s.read_exact(&mut startup).await.unwrap();
+            let unknown = startup
+                .windows(super::CONNECTION_CHECK.0.len())
+                .any(|w| w == super::CONNECTION_CHECK.0.as_bytes());
+            tx.send(startup).unwrap();
+            s.write_all(&auth(0, b"")).await.unwrap();
+            if unknown {
+                let fields = b"SFATAL\0C42704\0Munrecognized configuration parameter \"client_connection_check_interval\"\0\0";
+                let mut m = vec![b'E'];
+                m.extend_from_slice(&((fields.len() + 4) as i32).to_be_bytes());
+                m.extend_from_slice(fields);
+                s.write_all(&m).await.unwrap();
+                continue;
+            }
+            s.write_all(&[b'Z', 0, 0, 0, 5, b'I']).await.unwrap();
+            tokio::spawn(async move {
+                let _ = s.read(&mut [0u8; 64]).await;
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn a_server_before_14_is_logged_in_without_the_connection_check() {
+    let (port, mut startups) = before_14().await;
+    let conn = connect(&target(port), &[], Duration::from_secs(5)).await;
+    assert!(conn.is_ok(), "{:?}", conn.err());
+    let has_check = |s: &[u8]| {
+        s.windows(super::CONNECTION_CHECK.0.len())
+            .any(|w| w == super::CONNECTION_CHECK.0.as_bytes())
+    };
+    assert!(has_check(&startups.recv().await.unwrap()), "asked first");
+    assert!(!has_check(&startups.recv().await.unwrap()), "then left out");
+    // A client's own value is passed as it is, and a refusal of it is the client's.
+    let own = [(super::CONNECTION_CHECK.0.to_string(), "0".to_string())];
+    let got = connect(&target(port), &own, Duration::from_secs(5)).await;
+    assert!(
+        matches!(got, Err(UpstreamError::LoginRefused(ref c)) if c == "42704"),
+        "{:?}",
+        got.err()
+    );
+}
