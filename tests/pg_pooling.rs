@@ -676,6 +676,50 @@ fn a_full_pool_refuses_after_the_checkout_timeout_naming_the_pool() {
     });
 }
 
+/// A client that hangs up while its statement waits for a connection of a full pool is gone
+/// before anything was decided: its statement never runs once the connection frees up (before,
+/// the INSERT ran for nobody). A client still there is served as usual.
+#[test]
+fn a_statement_whose_client_left_while_waiting_for_the_pool_never_runs() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "checkout_timeout_ms = 5000").await;
+        let addr = running.pg_addr.unwrap();
+        let holder = client(&running, "writer").await;
+        holder.batch_execute("BEGIN").await.unwrap();
+        one(&holder, "SELECT count(*) FROM orders WHERE id = 1").await;
+        let marker = 800_000 + i64::from(std::process::id() % 99_999);
+        let insert =
+            format!("INSERT INTO orders (customer_id, amount) VALUES (1, {marker}) RETURNING id");
+        // One client sends the INSERT and hangs up at once (a Terminate behind it, then EOF);
+        // another sends it and stays.
+        // The settings tokio-postgres sends: logged in on what the holder's login learnt.
+        let settings = [("client_encoding", "UTF8")];
+        let mut gone = raw_login_with(addr, "writer", &settings).await;
+        send(&mut gone, &[simple(&insert), support::message(b'X', b"")]).await;
+        drop(gone);
+        let mut stays = raw_login_with(addr, "writer", &settings).await;
+        send(&mut stays, &[simple(&format!("{insert} /* stays */"))]).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        holder.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(
+            tags(&mut stays, 4).await,
+            b"TDCZ",
+            "the client still there is served"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let inserted: i64 = upstream()
+            .await
+            .query_one(
+                &format!("SELECT count(*) FROM orders WHERE amount = {marker}"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(inserted, 1, "only the INSERT of the client still there ran");
+    });
+}
+
 /// One agent cannot take a whole transaction pool: sessions pinned by a harmless SET (which keep
 /// their connection while idle) or holding open transactions count against the agent's share
 /// (`max_agent_share`, by default the pool less a quarter), and another agent is served at once.

@@ -269,6 +269,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         .await
     }
 
+    /// Completes once the peer has closed its end (or the connection broke); never while it is
+    /// there. Reads on meanwhile, so a close behind pipelined messages is seen, but stops reading
+    /// (and only waits) once `keep` bytes are buffered or the held budget is spent: waiting here
+    /// cannot grow memory. Cancel-safe: what it read stays buffered for the next frame.
+    pub async fn hung_up(&mut self, keep: usize) {
+        while self.buf.len() < keep {
+            match self.fill().await {
+                Ok(0) | Err(FrameError::Io(_)) => return,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        std::future::pending().await
+    }
+
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
     }
@@ -307,6 +322,7 @@ mod tests {
     use super::*;
 
     use super::tests_support::Dribble;
+    use std::time::Duration;
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut v = vec![tag];
@@ -320,6 +336,33 @@ mod tests {
     fn first_poll<F: std::future::Future>(f: F) -> std::task::Poll<F::Output> {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         std::future::Future::poll(std::pin::pin!(f), &mut cx)
+    }
+
+    /// `hung_up` sees a close behind pipelined messages and keeps them for `next`; once `keep`
+    /// bytes are buffered it stops reading (and so stops seeing a close).
+    #[tokio::test]
+    async fn hung_up_reads_ahead_up_to_its_bound_and_loses_nothing() {
+        use tokio::io::AsyncWriteExt;
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let mut reader = FrameReader::new(near, 1024);
+        far.write_all(&msg(b'Q', b"SELECT 1\0")).await.unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(50), reader.hung_up(4096)).await;
+        assert!(early.is_err(), "the peer is still there");
+        far.write_all(&msg(b'X', b"")).await.unwrap();
+        drop(far);
+        tokio::time::timeout(Duration::from_secs(1), reader.hung_up(4096))
+            .await
+            .expect("the close is seen");
+        assert_eq!(reader.next().await.unwrap().unwrap().tag, b'Q');
+        assert_eq!(reader.next().await.unwrap().unwrap().tag, b'X');
+        assert!(reader.next().await.unwrap().is_none());
+
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let mut reader = FrameReader::new(near, 1 << 20);
+        far.write_all(&msg(b'Q', &[b'x'; 500])).await.unwrap();
+        drop(far);
+        let bounded = tokio::time::timeout(Duration::from_millis(100), reader.hung_up(100)).await;
+        assert!(bounded.is_err(), "past its bound it only waits");
     }
 
     #[tokio::test]

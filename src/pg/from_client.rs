@@ -25,6 +25,10 @@ use crate::policy::limits::{Limits, RowLimitMode};
 use crate::policy::sql::cursors::{cursor_uses_parsed, CursorUse};
 use crate::policy::{AgentView, Effect, Outcome, SessionFacts, Verdict};
 
+/// What a client may pipeline behind a statement waiting for a server connection before
+/// tollgate stops reading (and so stops noticing a hang-up) until the connection comes.
+const HANG_UP_READ_AHEAD: usize = 64 * 1024;
+
 /// A statement PostgreSQL rejects with a syntax error, sent in place of a refused one.
 const REFUSED_SQL: &str = "TOLLGATE REFUSED";
 
@@ -297,11 +301,20 @@ async fn relay<R: AsyncRead + Unpin>(
             return Ok(ClientEnd::Terminated);
         }
         if attached.is_none() {
-            let server = link
-                .pool
-                .checkout(&link.key, link.share.as_ref())
-                .await
-                .map_err(|e| FromClientError::Fatal(checkout_refusal(&e, &link.pool.name)))?;
+            // A client that hangs up while its statement waits for a connection is gone before
+            // anything was decided or sent: the statement is dropped, as PgBouncer drops a
+            // waiting client, instead of running for nobody once a connection frees up.
+            let server = tokio::select! {
+                biased;
+                r = link.pool.checkout(&link.key, link.share.as_ref()) => r
+                    .map_err(|e| FromClientError::Fatal(checkout_refusal(&e, &link.pool.name)))?,
+                () = client.hung_up(HANG_UP_READ_AHEAD) => {
+                    metrics::counter!("tollgate_pool_checkouts_abandoned_total", "upstream" => link.pool.name.clone())
+                        .increment(1);
+                    tracing::debug!(upstream = %link.pool.name, "client left while waiting for a server connection");
+                    return Ok(ClientEnd::Closed);
+                }
+            };
             // Never a connection that reads SQL text otherwise than the analysis: closed.
             if let Err(fields) = ctx.check_server(&server.info.params) {
                 link.pool.checkin(server, false, false);
