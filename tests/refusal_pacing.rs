@@ -156,6 +156,90 @@ fn an_agent_refused_faster_than_the_pace_waits_on_every_door_and_others_do_not()
     });
 }
 
+/// MCP calls refused before they reach a session (malformed arguments, an upstream or tool
+/// that is not there) are records like any refusal, and paced like them: before, they were
+/// neither recorded nor charged, so an agent could send them as fast as it liked unseen.
+#[test]
+fn malformed_mcp_calls_are_recorded_and_paced_like_refused_statements() {
+    let served = Served::start(demo_dir_with(|t| with_limits(t, LIMITS)), "");
+    harness().runtime.block_on(async {
+        let url = format!("http://127.0.0.1:{}/mcp", served.mcp_port());
+        let calls = [
+            ("query", serde_json::json!({"sql": 5, "upstream": "shop"})),
+            (
+                "query",
+                serde_json::json!({"sql": "SELECT 1", "upstream": "nowhere"}),
+            ),
+            (
+                "query",
+                serde_json::json!({"sql": "SELECT $1", "params": [[1]]}),
+            ),
+            ("redis", serde_json::json!({"command": "GET \"cache:1"})),
+        ];
+        let t = Instant::now();
+        for i in 0..N {
+            let (tool, args) = &calls[i % calls.len()];
+            let body = support::mcp_tool_call(&url, "analyst", tool, args.clone()).await;
+            assert_eq!(body["result"]["isError"], true, "{tool} {args}: {body}");
+        }
+        // A tool the agent does not have: a JSON-RPC error, recorded and paced the same.
+        let body =
+            support::mcp_tool_call(&url, "analyst", "drop_everything", serde_json::json!({})).await;
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("unknown tool"),
+            "{body}"
+        );
+        let took = t.elapsed();
+        assert!(
+            took >= PACED - Duration::from_millis(50),
+            "{N} malformed calls in {took:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            blocked_records(&served, "analyst", "builtin: request"),
+            N + 1
+        );
+        let log = std::fs::read_to_string(served.dir.path().join("audit.log")).unwrap();
+        let records: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|r: &serde_json::Value| r["rule"] == "builtin: request")
+            .collect();
+        let first = &records[0];
+        assert_eq!(first["protocol"], "mcp");
+        assert_eq!(first["upstream"], "shop", "a known upstream is named");
+        assert_eq!(first["sqlstate"], "42601");
+        assert!(
+            first["statement"]
+                .as_str()
+                .unwrap()
+                .starts_with("-- mcp: query {"),
+            "{first}"
+        );
+        assert!(
+            first["reason"]
+                .as_str()
+                .unwrap()
+                .contains("invalid arguments for query"),
+            "{first}"
+        );
+        let unknown_upstream = &records[1];
+        assert!(unknown_upstream["upstream"].is_null(), "{unknown_upstream}");
+        assert!(
+            unknown_upstream["reason"]
+                .as_str()
+                .unwrap()
+                .contains("no postgres upstream \"nowhere\""),
+            "{unknown_upstream}"
+        );
+        let last = records.last().unwrap();
+        assert_eq!(last["statement"], "-- mcp: drop_everything {}", "{last}");
+    });
+}
+
 /// Failed logins are records with no agent to pace: a connection that may retry (Redis
 /// `AUTH`, MongoDB SASL) is closed after ten, with a reason where the protocol has one.
 #[test]

@@ -65,7 +65,7 @@ impl Handler {
 pub(super) fn args<T: DeserializeOwned>(req: &CallToolRequestParams) -> Result<T, ToolError> {
     let value = serde_json::Value::Object(req.arguments.clone().unwrap_or_default());
     serde_json::from_value(value)
-        .map_err(|e| ToolError::invalid(format!("invalid arguments for {}: {e}", req.name)))
+        .map_err(|e| ToolError::request(format!("invalid arguments for {}: {e}", req.name)))
 }
 
 impl ServerHandler for Handler {
@@ -98,22 +98,22 @@ impl ServerHandler for Handler {
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = Self::caller(&ctx)?;
         let reach = reach(&self.core.policy, caller.agent(), &self.door.upstreams);
+        // An agent refused faster than `limits.refusals_per_second` waits before each call,
+        // one naming no tool of its included (each refusal is a record).
+        self.core
+            .pace_refusals_of(caller.agent(), crate::audit::Protocol::Mcp)
+            .await;
         let offered = tools_for(&reach).iter().any(|t| t.name == request.name);
         if !offered {
             // The name as shown is cut (64 characters): an agent's megabyte of name is not
             // echoed, nor written to a log.
-            return Err(ErrorData::invalid_params(
-                format!(
-                    "unknown tool \"{}\"",
-                    crate::session::shown_name(request.name.as_bytes())
-                ),
-                None,
-            ));
+            let message = format!(
+                "unknown tool \"{}\"",
+                crate::session::shown_name(request.name.as_bytes())
+            );
+            self.refuse_request(&caller, &request, &message);
+            return Err(ErrorData::invalid_params(message, None));
         }
-        // An agent refused faster than `limits.refusals_per_second` waits before each call.
-        self.core
-            .pace_refusals_of(caller.agent(), crate::audit::Protocol::Mcp)
-            .await;
         // A client that goes away cancels the call (rmcp fires the request's token once its
         // connection is gone): the tool's future is dropped, so its statement is cancelled
         // upstream, its connection closed, and its outcome recorded as unknown, as on the wire.
@@ -139,7 +139,7 @@ impl ServerHandler for Handler {
                     let body = Self::ordered_arguments(&ctx, &request);
                     super::mongo_tool::aggregate(self, &caller, &request, body).await
                 }
-                other => Err(ToolError::invalid(format!(
+                other => Err(ToolError::request(format!(
                     "unknown tool \"{}\"",
                     crate::session::shown_name(other.as_bytes())
                 ))),
@@ -151,6 +151,36 @@ impl ServerHandler for Handler {
                 return Err(ErrorData::internal_error("the call was abandoned by its client", None))
             }
         };
+        if let Err(e) = &result {
+            if e.request {
+                self.refuse_request(&caller, &request, &e.text);
+            }
+        }
         Ok(result.unwrap_or_else(ToolError::into_result).into())
+    }
+}
+
+impl Handler {
+    /// Records a call refused before it reached a session and charges it to the agent's
+    /// refusal pace (`Accepted::refuse_request`). The record's statement is the tool's name and
+    /// its arguments as sent (cut like any refused statement's text); under `redact_literals`
+    /// the name alone, as arguments that did not parse cannot have their literals taken out.
+    fn refuse_request(&self, caller: &Caller, request: &CallToolRequestParams, why: &str) {
+        let tool = crate::session::shown_name(request.name.as_bytes());
+        let upstream = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("upstream"))
+            .and_then(|u| u.as_str())
+            .filter(|u| self.door.upstreams.iter().any(|known| known.name == *u));
+        let statement = match &request.arguments {
+            Some(a) if !self.core.audit_config.redact_literals => {
+                format!("-- mcp: {tool} {}", serde_json::Value::Object(a.clone()))
+            }
+            _ => format!("-- mcp: {tool}"),
+        };
+        caller
+            .accepted
+            .refuse_request(caller.agent(), upstream, statement, why);
     }
 }

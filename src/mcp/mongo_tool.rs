@@ -66,11 +66,11 @@ struct ListArgs {
 }
 
 fn bad(tool: &str) -> impl Fn(String) -> ToolError + '_ {
-    move |e| ToolError::invalid(format!("invalid arguments for {tool}: {e}"))
+    move |e| ToolError::request(format!("invalid arguments for {tool}: {e}"))
 }
 
 fn count(n: Option<u64>, what: &str) -> Result<Option<i64>, ToolError> {
-    n.map(|v| i64::try_from(v).map_err(|_| ToolError::invalid(format!("{what} is too large"))))
+    n.map(|v| i64::try_from(v).map_err(|_| ToolError::request(format!("{what} is too large"))))
         .transpose()
 }
 

@@ -19,15 +19,29 @@ use crate::refusal::Refusal;
 pub struct ToolError {
     pub text: String,
     pub json: Value,
+    /// A malformed request refused before it reached a session: not recorded yet (the handler
+    /// records it, `Accepted::refuse_request`). Every other error was recorded where it arose.
+    pub request: bool,
 }
 
 impl ToolError {
-    /// Invalid arguments, an unknown upstream: said plainly.
+    /// Something tollgate cannot do for a call (an unavailable upstream, a reply it cannot
+    /// read), said plainly.
     pub fn invalid(message: impl Into<String>) -> ToolError {
         let message = message.into();
         ToolError {
             json: json!({"error": {"message": message, "origin": ORIGIN_TOLLGATE}}),
             text: message,
+            request: false,
+        }
+    }
+
+    /// A malformed request (invalid arguments, an unknown upstream or tool), refused before it
+    /// reached a session, said plainly; recorded by the handler.
+    pub fn request(message: impl Into<String>) -> ToolError {
+        ToolError {
+            request: true,
+            ..ToolError::invalid(message)
         }
     }
 
@@ -46,6 +60,7 @@ impl ToolError {
                 "origin": ORIGIN_TOLLGATE,
             }}),
             text,
+            request: false,
         }
     }
 
@@ -74,6 +89,7 @@ impl ToolError {
                 "origin": ORIGIN_TOLLGATE,
             }}),
             text,
+            request: false,
         }
     }
 
@@ -138,7 +154,11 @@ impl ToolError {
             &json,
         );
         json["content_trust"] = json!("untrusted");
-        ToolError { text, json }
+        ToolError {
+            text,
+            json,
+            request: false,
+        }
     }
 
     /// A MongoDB refusal as the wire renders it (`mongo::reply::refusal`: the same `errmsg`,
@@ -166,6 +186,7 @@ impl ToolError {
                 "message": message,
                 "origin": ORIGIN_TOLLGATE,
             }}),
+            request: false,
         }
     }
 

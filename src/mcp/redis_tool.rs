@@ -328,9 +328,9 @@ pub async fn command(
 ) -> Result<CallToolResult, ToolError> {
     let a: CommandArgs = args(req)?;
     let argv = split_args(a.command.as_bytes())
-        .ok_or_else(|| ToolError::invalid("unbalanced quotes in the command"))?;
+        .ok_or_else(|| ToolError::request("unbalanced quotes in the command"))?;
     if argv.is_empty() {
-        return Err(ToolError::invalid("empty command"));
+        return Err(ToolError::request("empty command"));
     }
     let mut call = Call::open(h, caller, a.upstream.as_deref()).await?;
     let upstream = call.session.upstream().clone();

@@ -88,7 +88,7 @@ pub(super) fn admit(
     let name = match asked {
         Some(name) => {
             if h.door.upstream(name, kind).is_none() {
-                return Err(ToolError::invalid(format!(
+                return Err(ToolError::request(format!(
                     "there is no {} upstream \"{}\"; see list_upstreams",
                     kind.as_str(),
                     crate::session::shown_name(name.as_bytes())
@@ -106,13 +106,13 @@ pub(super) fn admit(
             match mine.as_slice() {
                 [one] => one.clone(),
                 [] => {
-                    return Err(ToolError::invalid(format!(
+                    return Err(ToolError::request(format!(
                         "you may use no {} upstream",
                         kind.as_str()
                     )))
                 }
                 many => {
-                    return Err(ToolError::invalid(format!(
+                    return Err(ToolError::request(format!(
                         "name the upstream: one of {}",
                         many.join(", ")
                     )))

@@ -63,7 +63,7 @@ fn param_text(v: &Value) -> Result<Option<String>, ToolError> {
         Value::String(s) => Ok(Some(s.clone())),
         Value::Bool(b) => Ok(Some(b.to_string())),
         Value::Number(n) => Ok(Some(n.to_string())),
-        _ => Err(ToolError::invalid(
+        _ => Err(ToolError::request(
             "params: each value must be a string, a number, a boolean or null",
         )),
     }
@@ -90,7 +90,7 @@ pub async fn query(
         .collect::<Result<Vec<_>, _>>()?;
     if params.len() > run_one::MAX_PARAMS {
         // Bind counts parameters in 16 bits: more would wrap.
-        return Err(ToolError::invalid(format!(
+        return Err(ToolError::request(format!(
             "params: {} values given; a statement takes at most {}",
             params.len(),
             run_one::MAX_PARAMS

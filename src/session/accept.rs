@@ -42,6 +42,9 @@ pub struct Accepted {
     _gauge: GaugeGuard,
 }
 
+/// The rule a request refused before it reached a session names ([`Accepted::refuse_request`]).
+pub const REQUEST_RULE: &str = "builtin: request";
+
 /// A place in the core's pre-authentication count (`limits.max_preauth_connections`), held from
 /// a connection's arrival until it authenticates ([`PreauthSlot::release`]) or ends (drop).
 /// The HTTP listeners hold one per connection until a request on it authenticates.
@@ -169,6 +172,36 @@ impl Accepted {
             Some(&refusal.rule),
             &refusal.reason,
         );
+    }
+
+    /// A request of an authenticated agent refused before it reached a session (an MCP call
+    /// with malformed arguments, or naming an upstream or tool that is not there): a blocked
+    /// record like a refused statement's ([`REQUEST_RULE`], the class's SQLSTATE, the head of
+    /// `statement`), charged to the agent's refusal pace as a refused statement is, so such
+    /// calls are neither invisible to the audit nor free to repeat.
+    pub fn refuse_request(
+        &self,
+        agent: &Arc<str>,
+        upstream: Option<&str>,
+        statement: String,
+        reason: &str,
+    ) {
+        let who = Who {
+            upstream: upstream.map(Arc::from),
+            ..self.who(agent.clone())
+        };
+        let mut ev = who.event(crate::audit::EventKind::Decision, Decision::Blocked);
+        ev.statement = Some(crate::audit::sql_text::refused(statement));
+        ev.rule = Some(REQUEST_RULE.to_string());
+        ev.reason = Some(reason.to_string());
+        ev.sqlstate = Some(RefusalClass::Syntax.sqlstate().to_string());
+        crate::telemetry::refusal(self.protocol, REQUEST_RULE);
+        if let Some(rate) = self.core.limits.refusal_rate() {
+            self.core.limiter.refusal_bucket(agent).charge(rate);
+        }
+        if let Err(e) = self.core.audit.append(&ev) {
+            tracing::warn!(error = %e, "audit write failed for a refused request");
+        }
     }
 
     /// A failed login: counted, and recorded (the name as `login_name` shows it) within its
