@@ -252,7 +252,7 @@ async fn run_one_masks_cuts_kills_cursors_and_reuses_connections() {
         ..SeedOptions::default()
     };
     seed_shop(&mut admin, &opts).await.expect("seed");
-    let up = MongoUpstream::new(server.target(), server.credentials());
+    let up = Arc::new(MongoUpstream::new(server.target(), server.credentials()));
     let find = |filter: bson::Document, batch: i64| {
         Command::new(
             doc! { "find": "customers", "filter": filter, "sort": { "_id": 1 }, "batchSize": batch, "$db": "shop" },
@@ -404,4 +404,40 @@ async fn run_one_masks_cuts_kills_cursors_and_reuses_connections() {
     let (created_last, _) = server_counts(&mut admin).await;
     assert_eq!(created_last, created_after + 1, "one new login");
     assert_eq!(up.idle_connections(), 1);
+
+    // A call dropped with its cursor open (its MCP client went away; a timeout drops it the
+    // same way) has the cursor killed from another connection; before, it stayed open upstream
+    // until the server's cursor timeout.
+    let docs: Vec<bson::Document> = (0..5000).map(|i| doc! { "_id": i }).collect();
+    let r = admin
+        .command(&doc! { "insert": "many", "documents": docs, "$db": "shop" })
+        .await
+        .unwrap();
+    assert_eq!(r.get_i32("n").ok(), Some(5000), "{r}");
+    let watch = async { while server_counts(&mut admin).await.1 == 0 {} };
+    let slow = Command::new(
+        doc! { "find": "many", "filter": {}, "batchSize": 1, "$db": "shop" },
+        Vec::new(),
+    )
+    .unwrap();
+    let all = caps(&none, None, 1 << 20);
+
+    tokio::select! {
+        r = run(&up, connect, &slow, &masking, &all) => {
+            panic!("the call ended before it was dropped: {:?}", r.map(|c| c.documents.len()))
+        }
+        () = watch => {}
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, open) = server_counts(&mut admin).await;
+        if open == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped call's cursor is still open upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -3,9 +3,12 @@
 //! getMore until the documents run out or a cap is reached — the agent's `max_rows` cut with the
 //! wire relay's own words and mode (`to_client::limit_cut`), the call's own smaller `max_rows`, a
 //! byte cap — every batch masked with the verdict's plan by the relay's `mask_reply`, and the
-//! upstream cursor killed when the result is cut. A reply that cannot be decoded is an error,
+//! upstream cursor killed when the result is cut, or, from another connection, when the call ends
+//! any other way with a cursor open (`OpenCursor`: abandoned by its client, timed out, its
+//! connection broken). A reply that cannot be decoded is an error,
 //! never passed on unmasked. Connections are borrowed from the upstream's idle ones (`idle.rs`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bson::{doc, Bson, Document};
@@ -108,24 +111,30 @@ impl Caps<'_> {
 /// Runs `cmd` (a find or aggregate, as judged) on a connection logged in with the vaulted
 /// credentials: an idle one if there is one (`idle.rs`), given back if the call ended clean.
 pub async fn run(
-    up: &MongoUpstream,
+    up: &Arc<MongoUpstream>,
     connect_timeout: Duration,
     cmd: &Command,
     masking: &Masking<'_>,
     caps: &Caps<'_>,
 ) -> Result<Collected, RunError> {
+    // Outside the timeout: a call that times out (or is dropped) with a cursor open kills it.
+    let mut cursor = OpenCursor {
+        up: up.clone(),
+        connect_timeout,
+        open: None,
+    };
     // On a timeout the connection is dropped (closed); a find or aggregate also carries
     // `maxTimeMS` capped to the statement timeout by the policy, so the server stops it too.
     tokio::time::timeout(caps.timeout, async {
         let mut lent = up.lend(connect_timeout).await?;
         let mut clean = true;
-        let mut result = follow(&mut lent.conn, cmd, masking, caps, &mut clean).await;
+        let mut result = follow(&mut lent.conn, cmd, masking, caps, &mut clean, &mut cursor).await;
         if lent.reused && matches!(result, Err(RunError::Upstream(UpstreamError::Connect(_)))) {
             // The idle connection had gone stale (the server or a firewall closed it). The
             // command only reads, so running it again on a new connection changes nothing.
             lent = up.lend_new(connect_timeout).await?;
             clean = true;
-            result = follow(&mut lent.conn, cmd, masking, caps, &mut clean).await;
+            result = follow(&mut lent.conn, cmd, masking, caps, &mut clean, &mut cursor).await;
         }
         // After replies read whole, with no cursor left open, the connection is clean; after a
         // broken exchange or a cursor that could not be killed it is not, and is closed.
@@ -142,12 +151,49 @@ pub async fn run(
     .map_err(|_| RunError::TimedOut(caps.timeout))?
 }
 
+/// The server cursor a call has open, if any. A call that ends without exhausting or killing
+/// it (its future dropped: abandoned by its client or timed out; its connection broken) has it
+/// killed from another connection, instead of leaving it upstream until the server's cursor
+/// timeout (ten minutes by default) holding what it holds: an agent abandoning calls must not
+/// pile cursors up on the server. The borrowed connections carry no session (`idle.rs`), so
+/// any connection of the same user may kill it.
+struct OpenCursor {
+    up: Arc<MongoUpstream>,
+    connect_timeout: Duration,
+    open: Option<(i64, String)>,
+}
+
+impl Drop for OpenCursor {
+    fn drop(&mut self) {
+        let Some((id, ns)) = self.open.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (up, timeout) = (self.up.clone(), self.connect_timeout);
+        metrics::counter!("tollgate_mcp_cursors_abandoned_total").increment(1);
+        runtime.spawn(async move {
+            let killed = tokio::time::timeout(timeout.saturating_mul(2), async {
+                let mut lent = up.lend(timeout).await.ok()?;
+                kill(&mut lent.conn, id, &ns).await.then_some(lent)
+            })
+            .await;
+            match killed {
+                Ok(Some(lent)) => up.give_back(lent),
+                _ => tracing::debug!(cursor = id, "an abandoned call's cursor could not be killed; the server's timeout will reap it"),
+            }
+        });
+    }
+}
+
 async fn follow(
     conn: &mut MongoConnection,
     cmd: &Command,
     masking: &Masking<'_>,
     caps: &Caps<'_>,
     clean: &mut bool,
+    cursor: &mut OpenCursor,
 ) -> Result<Collected, RunError> {
     let none = MongoRules::default();
     let rules = masking.rules.unwrap_or(&none);
@@ -167,6 +213,7 @@ async fn follow(
         } else {
             format!("{}.{}", cmd.db, cmd.collection().unwrap_or_default())
         };
+        cursor.open = (id != 0).then(|| (id, ns.clone()));
         for item in batch {
             let Bson::Document(d) = item else {
                 return Err(RunError::BadReply(
@@ -197,6 +244,9 @@ async fn follow(
             };
             if let Some(c) = cut {
                 *clean = kill(conn, id, &ns).await;
+                if *clean {
+                    cursor.open = None;
+                }
                 out.truncated = Some(c.map_err(RunError::Refused)?);
                 return Ok(out);
             }
