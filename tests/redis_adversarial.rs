@@ -143,6 +143,59 @@ async fn hello_and_auth_corners() {
         .starts_with("-NOPERM"));
 }
 
+/// A connection keeps the database it selected across `AUTH`: an agent that may not SELECT it
+/// cannot take the connection over (before, the writer's SET landed in the database the
+/// trusted agent had selected, a reach neither has alone: the writer may use database 0 only).
+#[tokio::test]
+async fn auth_cannot_take_over_a_database_the_new_agent_may_not_use() {
+    let writer = harness().env.token("writer");
+    let auth_writer = format!("AUTH writer {writer}\r\n");
+    let mut s = redis_login("trusted").await;
+    assert_eq!(
+        redis_exchange(&mut s, b"SELECT 1\r\n", "\r\n").await,
+        "+OK\r\n"
+    );
+    let got = redis_exchange(&mut s, auth_writer.as_bytes(), "\r\n").await;
+    assert!(
+        got.starts_with("-NOPERM") && got.contains("selected database 1"),
+        "{got}"
+    );
+    // Still the trusted agent's session, in database 1; SELECT 0 does not clear the record
+    // (tollgate does not wait for SELECT's answer), RESET does.
+    assert_eq!(
+        redis_exchange(&mut s, b"SELECT 0\r\n", "\r\n").await,
+        "+OK\r\n"
+    );
+    let got = redis_exchange(&mut s, auth_writer.as_bytes(), "\r\n").await;
+    assert!(got.starts_with("-NOPERM"), "{got}");
+    assert_eq!(
+        redis_exchange(&mut s, b"RESET\r\n", "\r\n").await,
+        "+RESET\r\n"
+    );
+    assert_eq!(
+        redis_exchange(&mut s, auth_writer.as_bytes(), "\r\n").await,
+        "+OK\r\n"
+    );
+    assert_eq!(
+        redis_exchange(&mut s, b"SET cache:auth-db-probe x\r\n", "\r\n").await,
+        "+OK\r\n"
+    );
+    // The writer's key is in database 0, never in 1.
+    let up = redis::Client::open(harness().env.upstream_redis_url.as_str()).unwrap();
+    let mut up = up.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SELECT")
+        .arg(1)
+        .query_async(&mut up)
+        .await
+        .unwrap();
+    let in_1: i64 = redis::cmd("EXISTS")
+        .arg("cache:auth-db-probe")
+        .query_async(&mut up)
+        .await
+        .unwrap();
+    assert_eq!(in_1, 0);
+}
+
 #[test]
 fn explain_a_redis_command() {
     let cfg = support::harness().env.dir.join("tollgate.toml");

@@ -74,6 +74,9 @@ pub(super) struct FromClient {
     /// The session subscribed at some point (CLIENT REPLY is refused from then on: in RESP2
     /// pub/sub mode the server refuses it, and confirmations would go unanswered).
     subscribed_ever: bool,
+    /// Databases other than 0 this connection may have selected (every `SELECT` let through,
+    /// until a RESET): an agent switching in by `AUTH` must be allowed all of them.
+    selected: Vec<u32>,
     /// Entries handed to the reply side and not yet written to the client.
     owed: Arc<AtomicUsize>,
     /// Where the agent's `max_result_bytes` is published for the reply side.
@@ -126,6 +129,7 @@ impl FromClient {
             silence_next: false,
             reply_change: None,
             subscribed_ever: false,
+            selected: Vec::new(),
             owed,
             reply_cap: Arc::default(),
             shared: false,
@@ -835,6 +839,21 @@ impl FromClient {
                 self.in_multi = false;
                 (Kind::Discard, cmd)
             }
+            b"select" => {
+                // Whether it succeeds is not waited for: counted as selected either way.
+                let db = cmd.args.get(1).and_then(|a| std::str::from_utf8(a).ok());
+                if let Some(db) = db.and_then(|d| d.parse::<u32>().ok()) {
+                    if db != 0 && !self.selected.contains(&db) {
+                        self.selected.push(db);
+                    }
+                }
+                let kind = if self.in_multi {
+                    Kind::Queued(plan)
+                } else {
+                    Kind::Reply(plan)
+                };
+                (kind, cmd)
+            }
             b"reset" => {
                 // The server drops the transaction, pub/sub, MONITOR and CLIENT REPLY state.
                 self.in_multi = false;
@@ -842,6 +861,7 @@ impl FromClient {
                 self.reply_off = false;
                 self.silence_next = false;
                 self.subscribed_ever = false;
+                self.selected.clear();
                 (Kind::Reset, cmd)
             }
             b"client" if !self.in_multi => {
@@ -881,7 +901,31 @@ impl FromClient {
 
     /// AUTH (or HELLO AUTH) inside a session: switches the agent on success. `Err` is the reply.
     fn reauth(&mut self, user: &[u8], token: &[u8]) -> Result<(), Bytes> {
-        match self.session.reauthenticate(user, token) {
+        let core = self.session.core().clone();
+        let upstream = self.session.upstream().clone();
+        let (table, selected) = (&self.table, &self.selected);
+        // The connection keeps the database it has selected: an agent that may not SELECT it
+        // would otherwise work on it with its own key rules, a reach neither agent has alone.
+        let may_take_over = |agent: &Arc<str>| {
+            let mut policy = RedisPolicy::new(agent.clone(), upstream.clone());
+            for db in selected {
+                let select = [Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
+                let verdict = policy.check(&core.policy, table, &select);
+                if !verdict.runs() {
+                    let rule = verdict
+                        .denial
+                        .map_or_else(|| "default-deny".into(), |d| d.rule);
+                    return Err(Refusal::permission(
+                        rule,
+                        format!(
+                            "this connection has selected database {db}, which agent \"{agent}\" may not use; connect again (or RESET) to log in as it"
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        match self.session.reauthenticate(user, token, may_take_over) {
             Ok(()) => {
                 self.policy.set_agent(self.session.agent().clone());
                 if let Some(c) = &self.client {

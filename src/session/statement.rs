@@ -389,7 +389,16 @@ impl Session {
     /// match, it must be allowed on this upstream and get a connection slot of its own (the old
     /// agent's is released). On any failure the session stays the old agent's; the failure is
     /// counted and recorded.
-    pub fn reauthenticate(&mut self, user: &[u8], token: &[u8]) -> Result<(), ReauthError> {
+    ///
+    /// `may_take_over` is asked, for the verified agent, whether it may take the connection
+    /// over as it stands (state an earlier agent left on it that this one could not have set,
+    /// such as a Redis database it may not `SELECT`); its refusal is recorded like any other.
+    pub fn reauthenticate(
+        &mut self,
+        user: &[u8],
+        token: &[u8],
+        may_take_over: impl FnOnce(&Arc<str>) -> Result<(), Refusal>,
+    ) -> Result<(), ReauthError> {
         let core = self.ctx.core.clone();
         let Some(verified) = check_token(&core, user, token) else {
             metrics::counter!("tollgate_auth_failures_total", "protocol" => self.ctx.protocol.as_str())
@@ -409,6 +418,7 @@ impl Session {
         let admitted = core
             .policy
             .may_connect(agent, &self.ctx.upstream)
+            .and_then(|()| may_take_over(agent))
             .and_then(|()| Principal::admit(&core, self.ctx.protocol, agent, &self.ctx.upstream));
         match admitted {
             Ok(principal) => {

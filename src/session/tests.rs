@@ -427,13 +427,13 @@ fn a_login_inside_a_session_moves_the_connection_slot() {
     let (_a, mut s) = t.session(Protocol::Redis, "analyst", TOKEN, "cache");
     let (_b, _other) = t.session(Protocol::Redis, "analyst", TOKEN, "cache");
     assert!(matches!(
-        s.reauthenticate(b"analyst", b"nope"),
+        s.reauthenticate(b"analyst", b"nope", |_| Ok(())),
         Err(ReauthError::WrongPass)
     ));
     assert_eq!(&**s.agent(), "analyst");
     // `nobody` has no policy for the upstream: refused, the session stays the analyst's.
     assert!(matches!(
-        s.reauthenticate(b"nobody", TOKEN.as_bytes()),
+        s.reauthenticate(b"nobody", TOKEN.as_bytes(), |_| Ok(())),
         Err(ReauthError::Refused(_))
     ));
     assert_eq!(&**s.agent(), "analyst");
