@@ -154,6 +154,64 @@ async fn fifty_sessions_share_two_upstream_connections_until_one_needs_its_own()
     drop(warm);
 }
 
+/// A session that gets a large reply on a shared connection moves to a connection of its own
+/// at its next command: a shared connection answers in order, so each large reply it carries
+/// holds up every other session's replies behind it. Small replies keep a session shared.
+#[tokio::test]
+async fn a_session_that_reads_a_large_value_leaves_the_shared_connection() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut up = direct().await;
+    let big = "x".repeat(1 << 20);
+    let _: () = redis::cmd("SET")
+        .arg("cache:shared:big")
+        .arg(&big)
+        .query_async(&mut up)
+        .await
+        .unwrap();
+    let mut light = redis_login("writer").await;
+    let mut heavy = redis_login("writer").await;
+    for s in [&mut light, &mut heavy] {
+        assert_eq!(
+            redis_exchange(s, &cmd(&["GET", "cache:shared:none"]), "\r\n").await,
+            "$-1\r\n"
+        );
+    }
+    let before = upstream_clients(&mut up).await;
+    let want = format!("${}\r\n{big}\r\n", big.len());
+    let got = redis_exchange(&mut heavy, &cmd(&["GET", "cache:shared:big"]), &want).await;
+    assert_eq!(got.len(), want.len());
+    assert_eq!(
+        upstream_clients(&mut up).await,
+        before,
+        "the large reply itself came shared"
+    );
+    // The next command moves it; its replies stay in order.
+    let got = redis_exchange(
+        &mut heavy,
+        &[
+            cmd(&["SET", "cache:shared:after", "1"]),
+            cmd(&["GET", "cache:shared:after"]),
+        ]
+        .concat(),
+        "$1\r\n1\r\n",
+    )
+    .await;
+    assert_eq!(got, "+OK\r\n$1\r\n1\r\n");
+    assert_eq!(
+        upstream_clients(&mut up).await,
+        before + 1,
+        "moved to its own"
+    );
+    // The session with small replies stays shared.
+    for _ in 0..3 {
+        assert_eq!(
+            redis_exchange(&mut light, &cmd(&["GET", "cache:shared:after"]), "1\r\n").await,
+            "$1\r\n1\r\n"
+        );
+    }
+    assert_eq!(upstream_clients(&mut up).await, before + 1);
+}
+
 #[tokio::test]
 async fn select_moves_the_session_and_leaves_the_others_on_database_0() {
     let _one = ONE_AT_A_TIME.lock().await;

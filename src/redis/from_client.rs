@@ -83,6 +83,8 @@ pub(super) struct FromClient {
     pub(super) reply_cap: Arc<ReplyCap>,
     /// The session is on a shared upstream connection (until it needs its own).
     shared: bool,
+    /// A large reply came for it there: its next forwarded command moves it to its own.
+    heavy: bool,
     /// Replies the shared connection owes for the batch's forwarded bytes.
     shared_replies: usize,
     /// Where, in the batch's bytes and entries, the first command that needs the session's own
@@ -133,6 +135,7 @@ impl FromClient {
             owed,
             reply_cap: Arc::default(),
             shared: false,
+            heavy: false,
             shared_replies: 0,
             switch_at: None,
             own_gauge: None,
@@ -155,6 +158,7 @@ impl FromClient {
                 // hold back its next commands.
                 inbox.has_room(super::relay::MAX_IN_FLIGHT).await;
                 conn.writable().await;
+                self.heavy = inbox.heavy();
             }
             let mut closing = false;
             let mut need_read = false;
@@ -418,7 +422,7 @@ impl FromClient {
         // One lookup in the command table serves routing, the policy and the audit record.
         let table = self.table.clone();
         let looked = table.lookup(&cmd.args);
-        let on_shared = self.shared && sharable_looked_up(looked, &cmd.args);
+        let on_shared = self.shared && !self.heavy && sharable_looked_up(looked, &cmd.args);
         let end = self.judge(cmd, looked, entries, out);
         if self.shared && out.len() > mark {
             if on_shared {

@@ -4,7 +4,7 @@
 //! it sent before moving the session to a connection of its own.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
@@ -30,6 +30,12 @@ pub const QUEUED_BYTES_HARD_LIMIT: usize = 64 << 20;
 /// get another agent's session cut (a later review: a trusted client waiting 2 s before reading
 /// 32 MB lost all of it to five writer sessions holding 229 MiB).
 pub const QUEUED_BYTES_TOTAL_LIMIT: usize = 256 << 20;
+
+/// A reply at least this large marks its session heavy (`Inbox::heavy`): its next commands go
+/// to a connection of its own. A shared connection delivers replies in order, so every large
+/// reply it carries delays the other sessions' replies behind it (a review measured up to
+/// 0.5 s); a session that asks for large values pays that on its own connection instead.
+pub const HEAVY_REPLY_BYTES: usize = 256 * 1024;
 
 /// Bytes queued in the inboxes of one upstream's shared connections, and those inboxes.
 #[derive(Debug)]
@@ -177,6 +183,8 @@ pub struct Inbox {
     /// Wakes the relay when the session is cut off (its reply half may be stuck in a write to
     /// a client that does not read, and must not be waited for).
     cut: Notify,
+    /// A reply of at least `HEAVY_REPLY_BYTES` came for this session.
+    heavy: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -231,6 +239,7 @@ impl Inbox {
             to_replies: Notify::default(),
             to_commands: Notify::default(),
             cut: Notify::default(),
+            heavy: AtomicBool::new(false),
         }
     }
 
@@ -253,6 +262,10 @@ impl Inbox {
             let mut added = 0;
             for piece in pieces {
                 ended += usize::from(piece.ends());
+                // A reply relayed in pieces is at least the connection's streaming threshold.
+                if matches!(piece, Piece::Head(_)) || piece.len() >= HEAVY_REPLY_BYTES {
+                    self.heavy.store(true, Ordering::Relaxed);
+                }
                 if f.closed {
                     continue;
                 }
@@ -359,6 +372,12 @@ impl Inbox {
             }
             self.to_commands.notified().await;
         }
+    }
+
+    /// Whether a reply of at least `HEAVY_REPLY_BYTES` came for this session: it should leave
+    /// the shared connection.
+    pub fn heavy(&self) -> bool {
+        self.heavy.load(Ordering::Relaxed)
     }
 
     /// Whether replies are still owed (a closed connection will never send them).
