@@ -91,6 +91,19 @@ async fn one(c: &tokio_postgres::Client, sql: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Orders upstream whose amount is `marker` (a test's INSERT that did or did not run).
+async fn orders_with_amount(marker: i64) -> i64 {
+    upstream()
+        .await
+        .query_one(
+            &format!("SELECT count(*) FROM orders WHERE amount = {marker}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// The process ids of the server connections a test gateway's role holds right now.
 async fn server_pids(role: &str) -> Vec<i32> {
     let su = upstream().await;
@@ -707,15 +720,7 @@ fn a_statement_whose_client_left_while_waiting_for_the_pool_never_runs() {
             "the client still there is served"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let inserted: i64 = upstream()
-            .await
-            .query_one(
-                &format!("SELECT count(*) FROM orders WHERE amount = {marker}"),
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let inserted = orders_with_amount(marker).await;
         assert_eq!(inserted, 1, "only the INSERT of the client still there ran");
     });
 }
@@ -1304,15 +1309,7 @@ fn another_agents_pooled_statement_cannot_be_run_under_tollgates_name_for_it() {
             let e = first_error(&mut a, &attempt).await;
             assert!(reserved(e.clone()), "{e:?}");
         }
-        let inserted: i64 = upstream()
-            .await
-            .query_one(
-                &format!("SELECT count(*) FROM orders WHERE amount = {marker}"),
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let inserted = orders_with_amount(marker).await;
         assert_eq!(inserted, 0, "the writer's INSERT never ran");
     });
 }
