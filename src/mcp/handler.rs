@@ -162,25 +162,89 @@ impl ServerHandler for Handler {
 
 impl Handler {
     /// Records a call refused before it reached a session and charges it to the agent's
-    /// refusal pace (`Accepted::refuse_request`). The record's statement is the tool's name and
-    /// its arguments as sent (cut like any refused statement's text); under `redact_literals`
-    /// the name alone, as arguments that did not parse cannot have their literals taken out.
+    /// refusal pace (`Accepted::refuse_request`). Arguments that did not parse cannot have
+    /// their values taken out (a card number in a Redis command with an unbalanced quote, an
+    /// SSN in a filter), and no value reaches a Redis or MongoDB record: the record names the
+    /// tool and the argument keys, and the reason only up to the first quoted text (serde
+    /// quotes the offending value or name), both bounded.
     fn refuse_request(&self, caller: &Caller, request: &CallToolRequestParams, why: &str) {
-        let tool = crate::session::shown_name(request.name.as_bytes());
         let upstream = request
             .arguments
             .as_ref()
             .and_then(|a| a.get("upstream"))
             .and_then(|u| u.as_str())
             .filter(|u| self.door.upstreams.iter().any(|known| known.name == *u));
-        let statement = match &request.arguments {
-            Some(a) if !self.core.audit_config.redact_literals => {
-                format!("-- mcp: {tool} {}", serde_json::Value::Object(a.clone()))
-            }
-            _ => format!("-- mcp: {tool}"),
-        };
+        let statement = request_statement(&request.name, request.arguments.as_ref());
         caller
             .accepted
-            .refuse_request(caller.agent(), upstream, statement, why);
+            .refuse_request(caller.agent(), upstream, statement, &recorded_reason(why));
+    }
+}
+
+/// Most argument keys a refused request's record names.
+const RECORDED_KEYS: usize = 16;
+/// Longest reason a refused request's record keeps.
+const RECORDED_REASON: usize = 200;
+
+/// `-- mcp: TOOL (arguments: KEY, ...)`: names only, each cut like any name shown.
+fn request_statement(
+    tool: &str,
+    arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> String {
+    let shown = |s: &str| crate::session::shown_name(s.as_bytes());
+    let mut statement = format!("-- mcp: {}", shown(tool));
+    if let Some(a) = arguments.filter(|a| !a.is_empty()) {
+        let keys: Vec<String> = a.keys().take(RECORDED_KEYS).map(|k| shown(k)).collect();
+        statement.push_str(&format!(" (arguments: {}", keys.join(", ")));
+        if a.len() > RECORDED_KEYS {
+            statement.push_str(&format!(", and {} more", a.len() - RECORDED_KEYS));
+        }
+        statement.push(')');
+    }
+    statement
+}
+
+/// A refused request's reason as recorded: up to the first quoted text (serde quotes the value
+/// or the name it did not take: `invalid type: string "123-45-6789"`, ``unknown field `x` ``),
+/// at most `RECORDED_REASON` bytes.
+fn recorded_reason(why: &str) -> String {
+    let end = why.find(['"', '`']).unwrap_or(why.len());
+    let kept = why[..end].trim_end_matches([' ', ':', ',']);
+    let kept = crate::audit::sql_text::head(kept, RECORDED_REASON);
+    if kept.len() < why.len() {
+        format!("{kept} (the rest is not recorded)")
+    } else {
+        kept.to_string()
+    }
+}
+
+#[cfg(test)]
+mod request_record_tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_requests_record_keeps_no_value() {
+        let args =
+            serde_json::json!({"command": "SET session:1 \"4111111111111111", "upstream": "cache"});
+        let statement = request_statement("redis", args.as_object());
+        assert_eq!(statement, "-- mcp: redis (arguments: command, upstream)");
+        let many: serde_json::Map<_, _> = (0..40)
+            .map(|i| (format!("k{i:02}"), serde_json::Value::Null))
+            .collect();
+        let statement = request_statement("find", Some(&many));
+        assert!(statement.ends_with("k15, and 24 more)"), "{statement}");
+        assert_eq!(
+            recorded_reason(
+                "invalid arguments for find: invalid type: string \"123-45-6789\", expected u64"
+            ),
+            "invalid arguments for find: invalid type: string (the rest is not recorded)"
+        );
+        assert_eq!(
+            recorded_reason("invalid arguments for query: unknown field `secret`, expected sql"),
+            "invalid arguments for query: unknown field (the rest is not recorded)"
+        );
+        assert_eq!(recorded_reason("empty command"), "empty command");
+        let long = "x".repeat(10_000);
+        assert!(recorded_reason(&long).len() < RECORDED_REASON + 40);
     }
 }

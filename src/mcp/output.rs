@@ -37,8 +37,17 @@ impl ToolError {
     }
 
     /// A malformed request (invalid arguments, an unknown upstream or tool), refused before it
-    /// reached a session, said plainly; recorded by the handler.
+    /// reached a session, said plainly; recorded by the handler. Cut at 1 KiB: serde's message
+    /// quotes the offending value, which may be megabytes.
     pub fn request(message: impl Into<String>) -> ToolError {
+        let message = message.into();
+        let message = match message.len() {
+            n if n <= 1024 => message,
+            n => format!(
+                "{} ... [{n} bytes in all]",
+                crate::audit::sql_text::head(&message, 1024)
+            ),
+        };
         ToolError {
             request: true,
             ..ToolError::invalid(message)
