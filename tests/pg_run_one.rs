@@ -33,6 +33,7 @@ fn pool() -> Arc<Pool> {
         password: Secret::new(password.into()),
         search_path: "public".into(),
         tls: None,
+        no_connection_check: Default::default(),
     };
     let settings = PoolSettings {
         isolation: true,

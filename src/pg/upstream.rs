@@ -3,6 +3,8 @@
 //! handshake) unless the upstream's `tls` is `disable`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::scram_client::ScramClient;
@@ -29,6 +31,8 @@ pub struct UpstreamTarget {
     pub search_path: String,
     /// `None` for `tls = "disable"`.
     pub tls: Option<UpstreamTls>,
+    /// Set once the server refused [`CONNECTION_CHECK`]: later logins leave it out.
+    pub no_connection_check: Arc<AtomicBool>,
 }
 
 impl UpstreamTarget {
@@ -47,6 +51,7 @@ impl UpstreamTarget {
             password: vault.resolve(&u.password, false)?,
             search_path: u.search_path.join(", "),
             tls: crate::doors::upstream_tls(name, u)?,
+            no_connection_check: Arc::default(),
         })
     }
 }
@@ -71,8 +76,9 @@ pub enum UpstreamError {
     TlsRefused(&'static str),
     #[error("upstream TLS handshake failed: {0}")]
     Tls(std::io::Error),
-    /// The server does not know [`CONNECTION_CHECK`] (PostgreSQL before 14): logged in again
-    /// without it.
+    /// The server refused [`CONNECTION_CHECK`] (PostgreSQL before 14 does not know it, one on
+    /// Windows refuses the value, a proxy in front may not pass it on): logged in again
+    /// without it, and from then on.
     #[error("upstream does not know {}", CONNECTION_CHECK.0)]
     NoConnectionCheck,
 }
@@ -81,7 +87,8 @@ pub enum UpstreamError {
 /// connection ends its statement within a second, even one that catches cancels, so a
 /// connection retired mid-statement (`pool::server::Server::retire`) frees its backend without
 /// the pool's role needing the right to terminate it. A startup setting, so `RESET ALL` and
-/// `DISCARD ALL` keep it. PostgreSQL 14 and later; older servers are logged in without it.
+/// `DISCARD ALL` keep it. PostgreSQL 14 and later; a server that refuses it (an error naming
+/// it, whatever its code) is logged in again without it, and its later logins leave it out.
 pub const CONNECTION_CHECK: (&str, &str) = ("client_connection_check_interval", "1000");
 
 /// A logged-in upstream connection, ready for queries.
@@ -102,11 +109,16 @@ pub async fn connect(
 ) -> Result<UpstreamConn, UpstreamError> {
     let login = async {
         // A client that chose its own value keeps it.
-        let check = !settings
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case(CONNECTION_CHECK.0));
+        let check = !target.no_connection_check.load(Ordering::Relaxed)
+            && !settings
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case(CONNECTION_CHECK.0));
         match connect_inner(target, settings, check).await {
-            Err(UpstreamError::NoConnectionCheck) => connect_inner(target, settings, false).await,
+            Err(UpstreamError::NoConnectionCheck) => {
+                target.no_connection_check.store(true, Ordering::Relaxed);
+                tracing::info!(upstream = %target.name, "the upstream refused {}; server connections are opened without it", CONNECTION_CHECK.0);
+                connect_inner(target, settings, false).await
+            }
             r => r,
         }
     };
@@ -151,7 +163,7 @@ async fn connect_inner(
         .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
     wr.write_all(&buf).await.map_err(FrameError::Io)?;
 
-    authenticate(&mut reader, &mut wr, target).await?;
+    authenticate(&mut reader, &mut wr, target, check).await?;
 
     let mut parameter_frames = Vec::new();
     let (mut pid, mut secret) = (0, 0);
@@ -233,10 +245,11 @@ fn login_refused(frame: &Frame) -> UpstreamError {
     UpstreamError::LoginRefused(code.unwrap_or_else(|| "?????".into()))
 }
 
-/// The server refused the login for not knowing [`CONNECTION_CHECK`] (42704, naming it).
+/// The server refused the login over [`CONNECTION_CHECK`]: its error names it (42704 from a
+/// server that does not know it, 22023 from one that refuses the value, 08P01 from a proxy).
 fn unknown_connection_check(frame: &Frame) -> bool {
-    let (code, message) = msg::error_code_and_message(frame.body());
-    code.as_deref() == Some("42704") && message.is_some_and(|m| m.contains(CONNECTION_CHECK.0))
+    let (_, message) = msg::error_code_and_message(frame.body());
+    message.is_some_and(|m| m.contains(CONNECTION_CHECK.0))
 }
 
 fn parse_auth(frame: &Frame) -> Result<BackendMessage, UpstreamError> {
@@ -253,6 +266,7 @@ async fn authenticate(
     reader: &mut FrameReader<NetRead>,
     wr: &mut NetWrite,
     target: &UpstreamTarget,
+    check: bool,
 ) -> Result<(), UpstreamError> {
     let mut scram: Option<ScramClient> = None;
     // Once SCRAM started, only its end with the server's proof checked may log in: a server
@@ -261,6 +275,10 @@ async fn authenticate(
     loop {
         let frame = next(reader).await?;
         if frame.tag == msg::ERROR_RESPONSE {
+            // A proxy in front of the server refuses startup parameters before the login.
+            if check && unknown_connection_check(&frame) {
+                return Err(UpstreamError::NoConnectionCheck);
+            }
             return Err(login_refused(&frame));
         }
         if frame.tag != msg::AUTHENTICATION {

@@ -56,6 +56,7 @@ fn target(port: u16) -> UpstreamTarget {
         password: Secret::new("vaulted".into()),
         search_path: "public".into(),
         tls: None,
+        no_connection_check: Default::default(),
     }
 }
 
@@ -75,10 +76,14 @@ async fn a_server_that_skips_scrams_proof_is_not_the_upstream() {
     }
 }
 
-/// A server of PostgreSQL 13's kind, logging in anyone (trust): it refuses a startup packet
-/// naming `client_connection_check_interval` as PostgreSQL before 14 does. Returns each
-/// connection's startup packet.
-async fn before_14() -> (u16, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+/// A server that refuses a startup packet naming `client_connection_check_interval` with
+/// `code`: after the login as PostgreSQL before 14 does (42704) or one on Windows (22023), or
+/// before it as a proxy does (08P01). Logs anyone in (trust). Returns each connection's
+/// startup packet.
+async fn refusing_the_check(
+    code: &'static str,
+    before_login: bool,
+) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -88,16 +93,18 @@ async fn before_14() -> (u16, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
             let len = s.read_i32().await.unwrap() as usize;
             let mut startup = vec![0u8; len - 4];
             s.read_exact(&mut startup).await.unwrap();
-            let unknown = startup
-                .windows(super::CONNECTION_CHECK.0.len())
-                .any(|w| w == super::CONNECTION_CHECK.0.as_bytes());
+            let refused = has_check(&startup);
             tx.send(startup).unwrap();
-            s.write_all(&auth(0, b"")).await.unwrap();
-            if unknown {
-                let fields = b"SFATAL\0C42704\0Munrecognized configuration parameter \"client_connection_check_interval\"\0\0";
+            if !(refused && before_login) {
+                s.write_all(&auth(0, b"")).await.unwrap();
+            }
+            if refused {
+                let fields = format!(
+                    "SFATAL\0C{code}\0Mparameter \"client_connection_check_interval\" refused\0\0"
+                );
                 let mut m = vec![b'E'];
                 m.extend_from_slice(&((fields.len() + 4) as i32).to_be_bytes());
-                m.extend_from_slice(fields);
+                m.extend_from_slice(fields.as_bytes());
                 s.write_all(&m).await.unwrap();
                 continue;
             }
@@ -110,23 +117,40 @@ async fn before_14() -> (u16, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
     (port, rx)
 }
 
+fn has_check(startup: &[u8]) -> bool {
+    startup
+        .windows(super::CONNECTION_CHECK.0.len())
+        .any(|w| w == super::CONNECTION_CHECK.0.as_bytes())
+}
+
 #[tokio::test]
-async fn a_server_before_14_is_logged_in_without_the_connection_check() {
-    let (port, mut startups) = before_14().await;
-    let conn = connect(&target(port), &[], Duration::from_secs(5)).await;
-    assert!(conn.is_ok(), "{:?}", conn.err());
-    let has_check = |s: &[u8]| {
-        s.windows(super::CONNECTION_CHECK.0.len())
-            .any(|w| w == super::CONNECTION_CHECK.0.as_bytes())
-    };
-    assert!(has_check(&startups.recv().await.unwrap()), "asked first");
-    assert!(!has_check(&startups.recv().await.unwrap()), "then left out");
-    // A client's own value is passed as it is, and a refusal of it is the client's.
-    let own = [(super::CONNECTION_CHECK.0.to_string(), "0".to_string())];
-    let got = connect(&target(port), &own, Duration::from_secs(5)).await;
-    assert!(
-        matches!(got, Err(UpstreamError::LoginRefused(ref c)) if c == "42704"),
-        "{:?}",
-        got.err()
-    );
+async fn a_server_that_refuses_the_connection_check_is_logged_in_without_it() {
+    for (code, before_login) in [("42704", false), ("22023", false), ("08P01", true)] {
+        let (port, mut startups) = refusing_the_check(code, before_login).await;
+        let target = target(port);
+        let conn = connect(&target, &[], Duration::from_secs(5)).await;
+        assert!(conn.is_ok(), "{code}: {:?}", conn.err());
+        assert!(
+            has_check(&startups.recv().await.unwrap()),
+            "{code}: asked first"
+        );
+        assert!(
+            !has_check(&startups.recv().await.unwrap()),
+            "{code}: then left out"
+        );
+        // Remembered: the next login asks once, without it.
+        connect(&target, &[], Duration::from_secs(5)).await.unwrap();
+        assert!(
+            !has_check(&startups.recv().await.unwrap()),
+            "{code}: remembered"
+        );
+        // A client's own value is passed as it is, and a refusal of it is the client's.
+        let own = [(super::CONNECTION_CHECK.0.to_string(), "0".to_string())];
+        let got = connect(&target, &own, Duration::from_secs(5)).await;
+        assert!(
+            matches!(got, Err(UpstreamError::LoginRefused(ref c)) if c == code),
+            "{code}: {:?}",
+            got.err()
+        );
+    }
 }
