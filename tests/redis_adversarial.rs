@@ -194,6 +194,30 @@ async fn auth_cannot_take_over_a_database_the_new_agent_may_not_use() {
         .await
         .unwrap();
     assert_eq!(in_1, 0);
+
+    // Past 64 databases tried, only an agent allowed every database may switch in.
+    let mut s = redis_login("trusted").await;
+    let selects: Vec<u8> = (1..=70)
+        .flat_map(|db| format!("SELECT {db}\r\n").into_bytes())
+        .collect();
+    // Every SELECT's answer (17 and above are out of range on a default server).
+    let mut replies = redis_exchange(&mut s, &selects, "\r\n").await;
+    while replies.matches("\r\n").count() < 70 {
+        let more = redis_exchange(&mut s, b"", "\r\n").await;
+        assert!(!more.is_empty(), "{replies}");
+        replies.push_str(&more);
+    }
+    let got = redis_exchange(&mut s, auth_writer.as_bytes(), "\r\n").await;
+    assert!(
+        got.starts_with("-NOPERM") && got.contains("more than 64 databases"),
+        "{got}"
+    );
+    let trusted = format!("AUTH trusted {}\r\n", harness().env.token("trusted"));
+    assert_eq!(
+        redis_exchange(&mut s, trusted.as_bytes(), "\r\n").await,
+        "+OK\r\n",
+        "a passthrough agent may use any database"
+    );
 }
 
 #[test]

@@ -75,8 +75,9 @@ pub(super) struct FromClient {
     /// pub/sub mode the server refuses it, and confirmations would go unanswered).
     subscribed_ever: bool,
     /// Databases other than 0 this connection may have selected (every `SELECT` let through,
-    /// until a RESET): an agent switching in by `AUTH` must be allowed all of them.
-    selected: Vec<u32>,
+    /// until a RESET): an agent switching in by `AUTH` must be allowed all of them. At most
+    /// `MAX_SELECTED`; past that (`None`) only an agent allowed every database may switch in.
+    selected: Option<Vec<u32>>,
     /// Entries handed to the reply side and not yet written to the client.
     owed: Arc<AtomicUsize>,
     /// Where the agent's `max_result_bytes` is published for the reply side.
@@ -95,6 +96,9 @@ pub(super) struct FromClient {
     /// The batch being committed and handed over (see `unsent_tickets`).
     unsent: Vec<Entry>,
 }
+
+/// Databases other than 0 a session's `SELECT`s are remembered for (Redis has 16 by default).
+const MAX_SELECTED: usize = 64;
 
 /// Longer than every command name tollgate treats specially.
 const NAME_BUF: usize = 32;
@@ -131,7 +135,7 @@ impl FromClient {
             silence_next: false,
             reply_change: None,
             subscribed_ever: false,
-            selected: Vec::new(),
+            selected: Some(Vec::new()),
             owed,
             reply_cap: Arc::default(),
             shared: false,
@@ -846,9 +850,15 @@ impl FromClient {
             b"select" => {
                 // Whether it succeeds is not waited for: counted as selected either way.
                 let db = cmd.args.get(1).and_then(|a| std::str::from_utf8(a).ok());
-                if let Some(db) = db.and_then(|d| d.parse::<u32>().ok()) {
-                    if db != 0 && !self.selected.contains(&db) {
-                        self.selected.push(db);
+                if let (Some(db), Some(list)) =
+                    (db.and_then(|d| d.parse::<u32>().ok()), &mut self.selected)
+                {
+                    if db != 0 && !list.contains(&db) {
+                        if list.len() < MAX_SELECTED {
+                            list.push(db);
+                        } else {
+                            self.selected = None;
+                        }
                     }
                 }
                 let kind = if self.in_multi {
@@ -865,7 +875,7 @@ impl FromClient {
                 self.reply_off = false;
                 self.silence_next = false;
                 self.subscribed_ever = false;
-                self.selected.clear();
+                self.selected = Some(Vec::new());
                 (Kind::Reset, cmd)
             }
             b"client" if !self.in_multi => {
@@ -912,7 +922,9 @@ impl FromClient {
         // would otherwise work on it with its own key rules, a reach neither agent has alone.
         let may_take_over = |agent: &Arc<str>| {
             let mut policy = RedisPolicy::new(agent.clone(), upstream.clone());
-            for db in selected {
+            // Too many to list: the new agent must be allowed any database at all.
+            let any = [u32::MAX];
+            for db in selected.as_deref().unwrap_or(&any) {
                 let select = [Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())];
                 let verdict = policy.check(&core.policy, table, &select);
                 if !verdict.runs() {
@@ -921,9 +933,14 @@ impl FromClient {
                         .map_or_else(|| "default-deny".into(), |d| d.rule);
                     return Err(Refusal::permission(
                         rule,
-                        format!(
-                            "this connection has selected database {db}, which agent \"{agent}\" may not use; connect again (or RESET) to log in as it"
-                        ),
+                        match selected {
+                            Some(_) => format!(
+                                "this connection has selected database {db}, which agent \"{agent}\" may not use; connect again (or RESET) to log in as it"
+                            ),
+                            None => format!(
+                                "this connection has selected more than {MAX_SELECTED} databases, which agent \"{agent}\" may not all use; connect again (or RESET) to log in as it"
+                            ),
+                        },
                     ));
                 }
             }
