@@ -132,6 +132,8 @@ pub async fn run(
         if lent.reused && matches!(result, Err(RunError::Upstream(UpstreamError::Connect(_)))) {
             // The idle connection had gone stale (the server or a firewall closed it). The
             // command only reads, so running it again on a new connection changes nothing.
+            // A cursor the first attempt opened before its connection failed is killed too.
+            cursor.kill_elsewhere();
             lent = up.lend_new(connect_timeout).await?;
             clean = true;
             result = follow(&mut lent.conn, cmd, masking, caps, &mut clean, &mut cursor).await;
@@ -165,6 +167,13 @@ struct OpenCursor {
 
 impl Drop for OpenCursor {
     fn drop(&mut self) {
+        self.kill_elsewhere();
+    }
+}
+
+impl OpenCursor {
+    /// Kills the open cursor, if any, from another connection, in the background.
+    fn kill_elsewhere(&mut self) {
         let Some((id, ns)) = self.open.take() else {
             return;
         };
