@@ -725,6 +725,34 @@ fn a_statement_whose_client_left_while_waiting_for_the_pool_never_runs() {
     });
 }
 
+/// A waiter that gave up (its checkout timed out) is not waited for: the connection that comes
+/// back goes idle, instead of being closed to make room for a waiter no longer there (before,
+/// the next session paid a new server login).
+#[test]
+fn a_waiter_that_gave_up_costs_no_connection() {
+    harness().runtime.block_on(async {
+        let (running, gw) = gateway(1, "checkout_timeout_ms = 300").await;
+        let holder = client(&running, "writer").await;
+        holder.batch_execute("BEGIN").await.unwrap();
+        one(&holder, "SELECT count(*) FROM orders WHERE id = 1").await;
+        let before = server_pids(&gw.role).await;
+        assert_eq!(before.len(), 1);
+        // Another agent (within its share) with other settings than the holder's connection:
+        // it waits in the pool's queue for room, and gives up.
+        let other = connect_url(&format!(
+            "{}&application_name=other",
+            url(&running, "analyst")
+        ))
+        .await
+        .err()
+        .expect("no room for other settings");
+        assert_eq!(sqlstate(&other), "53300", "{other}");
+        holder.batch_execute("COMMIT").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(server_pids(&gw.role).await, before, "the connection stays");
+    });
+}
+
 /// One agent cannot take a whole transaction pool: sessions pinned by a harmless SET (which keep
 /// their connection while idle) or holding open transactions count against the agent's share
 /// (`max_agent_share`, by default the pool less a quarter), and another agent is served at once.

@@ -100,6 +100,23 @@ struct Waiter {
     tx: oneshot::Sender<Grant>,
 }
 
+/// A checkout waiting in the queue. Dropped before its grant was taken (the wait timed out, or
+/// the session's client hung up: `pg::from_client`), a grant sent meanwhile is not lost with
+/// it: a connection goes to the next waiter or the idle list, room is given back by its slot.
+struct Waiting {
+    pool: Arc<Pool>,
+    rx: oneshot::Receiver<Grant>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.rx.close();
+        if let Ok(Grant::Server(server)) = self.rx.try_recv() {
+            self.pool.give(server);
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Idle connections, most recently used last.
@@ -280,7 +297,11 @@ impl Pool {
                 }
                 Next::Wait(rx) => {
                     self.counters.waits.fetch_add(1, Ordering::Relaxed);
-                    match tokio::time::timeout_at(deadline, rx).await {
+                    let mut waiting = Waiting {
+                        pool: self.clone(),
+                        rx,
+                    };
+                    match tokio::time::timeout_at(deadline, &mut waiting.rx).await {
                         Ok(Ok(Grant::Server(s))) => return Ok(s),
                         Ok(Ok(Grant::Room(slot))) => return self.open(key, slot).await,
                         // The pool dropped our waiter (it never does): look again.
@@ -398,6 +419,9 @@ impl Pool {
     fn give(self: &Arc<Self>, mut server: Server) {
         server.idle_since = Instant::now();
         let mut st = self.lock();
+        // Waiters that gave up (timed out, or their client hung up) wait for nothing: a
+        // connection closed for them would be lost for nobody.
+        st.waiters.retain(|w| !w.tx.is_closed());
         while let Some(i) = st.waiters.iter().position(|w| w.key == server.key) {
             let w = st.waiters.remove(i).expect("position is valid");
             match w.tx.send(Grant::Server(server)) {
