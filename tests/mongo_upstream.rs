@@ -408,7 +408,7 @@ async fn run_one_masks_cuts_kills_cursors_and_reuses_connections() {
     // A call dropped with its cursor open (its MCP client went away; a timeout drops it the
     // same way) has the cursor killed from another connection; before, it stayed open upstream
     // until the server's cursor timeout.
-    let docs: Vec<bson::Document> = (0..5000).map(|i| doc! { "_id": i }).collect();
+    let docs: Vec<bson::Document> = (0..5000).map(|i| doc! { "_id": i, "k": i }).collect();
     let r = admin
         .command(&doc! { "insert": "many", "documents": docs, "$db": "shop" })
         .await
@@ -428,15 +428,52 @@ async fn run_one_masks_cuts_kills_cursors_and_reuses_connections() {
         }
         () = watch => {}
     }
+    no_cursor_left(&mut admin, "the call dropped mid-cursor").await;
+
+    // A call dropped before its first reply: the server makes the cursor all the same, and
+    // the reply is read to kill it (before, it stayed open). The aggregation is slow enough
+    // (a join on an unindexed field) to drop the call after it was sent; a full run first
+    // tells how slow.
+    let joined = |n: i32| {
+        Command::new(
+            doc! { "aggregate": "many", "pipeline": [
+                { "$limit": n },
+                { "$lookup": { "from": "many", "localField": "k", "foreignField": "k", "as": "same" } },
+            ], "cursor": { "batchSize": 1 }, "$db": "shop" },
+            Vec::new(),
+        )
+        .unwrap()
+    };
+    let mut n = 20;
+    let took = loop {
+        let started = std::time::Instant::now();
+        let c = run(&up, connect, &joined(n), &masking, &all).await.unwrap();
+        assert_eq!(c.documents.len(), n as usize);
+        let took = started.elapsed();
+        if took >= Duration::from_millis(300) || n >= 5000 {
+            break took;
+        }
+        n = (n * 4).min(5000);
+    };
+    let slow = joined(n);
+    let dropped = tokio::time::timeout(took / 4, run(&up, connect, &slow, &masking, &all)).await;
+    assert!(dropped.is_err(), "the call ended before it was dropped");
+    // Its reply comes after it was dropped; then its cursor is killed.
+    tokio::time::sleep(took * 2).await;
+    no_cursor_left(&mut admin, "the call dropped before its first reply").await;
+}
+
+/// Waits (at most 5 s) until the server has no cursor open.
+async fn no_cursor_left(admin: &mut tollgate::mongo::upstream::MongoConnection, what: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let (_, open) = server_counts(&mut admin).await;
+        let (_, open) = server_counts(admin).await;
         if open == 0 {
-            break;
+            return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the dropped call's cursor is still open upstream"
+            "{what}: its cursor is still open upstream"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

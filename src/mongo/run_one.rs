@@ -14,6 +14,7 @@ use std::time::Duration;
 use bson::{doc, Bson, Document};
 
 use super::door::MongoUpstream;
+use super::idle::Lent;
 use super::mask_reply::mask_reply;
 use super::relay::RowLimit;
 use super::reply::is_error;
@@ -117,26 +118,32 @@ pub async fn run(
     masking: &Masking<'_>,
     caps: &Caps<'_>,
 ) -> Result<Collected, RunError> {
-    // Outside the timeout: a call that times out (or is dropped) with a cursor open kills it.
+    // Outside the timeout: a call that times out (or is dropped) with a cursor open, or its
+    // first reply still to come, has that cursor killed.
     let mut cursor = OpenCursor {
         up: up.clone(),
         connect_timeout,
+        reply_timeout: caps.timeout,
+        lent: None,
+        first_reply: None,
         open: None,
     };
     // On a timeout the connection is dropped (closed); a find or aggregate also carries
     // `maxTimeMS` capped to the statement timeout by the policy, so the server stops it too.
     tokio::time::timeout(caps.timeout, async {
-        let mut lent = up.lend(connect_timeout).await?;
+        cursor.lent = Some(up.lend(connect_timeout).await?);
         let mut clean = true;
-        let mut result = follow(&mut lent.conn, cmd, masking, caps, &mut clean, &mut cursor).await;
-        if lent.reused && matches!(result, Err(RunError::Upstream(UpstreamError::Connect(_)))) {
+        let mut result = follow(cmd, masking, caps, &mut clean, &mut cursor).await;
+        let reused = cursor.lent.as_ref().is_some_and(|l| l.reused);
+        if reused && matches!(result, Err(RunError::Upstream(UpstreamError::Connect(_)))) {
             // The idle connection had gone stale (the server or a firewall closed it). The
             // command only reads, so running it again on a new connection changes nothing.
             // A cursor the first attempt opened before its connection failed is killed too.
             cursor.kill_elsewhere();
-            lent = up.lend_new(connect_timeout).await?;
+            cursor.first_reply = None;
+            cursor.lent = Some(up.lend_new(connect_timeout).await?);
             clean = true;
-            result = follow(&mut lent.conn, cmd, masking, caps, &mut clean, &mut cursor).await;
+            result = follow(cmd, masking, caps, &mut clean, &mut cursor).await;
         }
         // After replies read whole, with no cursor left open, the connection is clean; after a
         // broken exchange or a cursor that could not be killed it is not, and is closed.
@@ -144,7 +151,8 @@ pub async fn run(
             result,
             Ok(_) | Err(RunError::Server { .. } | RunError::Refused(_))
         );
-        if whole && clean {
+        let lent = cursor.lent.take();
+        if let Some(lent) = lent.filter(|_| whole && clean) {
             up.give_back(lent);
         }
         result
@@ -153,21 +161,33 @@ pub async fn run(
     .map_err(|_| RunError::TimedOut(caps.timeout))?
 }
 
-/// The server cursor a call has open, if any. A call that ends without exhausting or killing
-/// it (its future dropped: abandoned by its client or timed out; its connection broken) has it
-/// killed from another connection, instead of leaving it upstream until the server's cursor
-/// timeout (ten minutes by default) holding what it holds: an agent abandoning calls must not
-/// pile cursors up on the server. The borrowed connections carry no session (`idle.rs`), so
-/// any connection of the same user may kill it.
+/// The call's connection and the server cursor it has open, if any. A call that ends without
+/// exhausting or killing its cursor (its future dropped: abandoned by its client or timed out;
+/// its connection broken) has it killed, instead of leaving it upstream until the server's
+/// cursor timeout (ten minutes by default) holding what it holds: an agent abandoning calls
+/// must not pile cursors up on the server.
+/// - Dropped while the first command's reply is still to come: the server creates the cursor
+///   all the same, so the connection is handed to a task that reads that reply (within the
+///   statement timeout, which the server's `maxTimeMS` also keeps) and kills the cursor it
+///   names on the same connection.
+/// - Later: the cursor is known, and killed from another connection (the borrowed
+///   connections carry no session, `idle.rs`, so any connection of the same user may).
 struct OpenCursor {
     up: Arc<MongoUpstream>,
     connect_timeout: Duration,
+    reply_timeout: Duration,
+    lent: Option<Lent>,
+    /// The first command was sent (request id) and its reply not read yet.
+    first_reply: Option<i32>,
     open: Option<(i64, String)>,
 }
 
 impl Drop for OpenCursor {
     fn drop(&mut self) {
-        self.kill_elsewhere();
+        match (self.first_reply.take(), self.lent.take()) {
+            (Some(request), Some(lent)) => self.kill_after_reply(request, lent),
+            _ => self.kill_elsewhere(),
+        }
     }
 }
 
@@ -194,10 +214,37 @@ impl OpenCursor {
             }
         });
     }
+
+    /// Reads the reply to the first command (`request`) in the background and kills the
+    /// cursor it opened, on the same connection, given back when that worked.
+    fn kill_after_reply(&mut self, request: i32, mut lent: Lent) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (up, timeout) = (self.up.clone(), self.reply_timeout);
+        metrics::counter!("tollgate_mcp_cursors_abandoned_total").increment(1);
+        runtime.spawn(async move {
+            let killed = tokio::time::timeout(timeout, async {
+                let reply = lent.conn.read_reply(request).await.ok()?;
+                let cursor = reply.get_document("cursor").ok()?;
+                let id = match cursor.get("id") {
+                    Some(Bson::Int64(v)) => *v,
+                    Some(Bson::Int32(v)) => (*v).into(),
+                    _ => return Some(lent), // an error: no cursor
+                };
+                let ns = cursor.get_str("ns").unwrap_or_default().to_string();
+                kill(&mut lent.conn, id, &ns).await.then_some(lent)
+            })
+            .await;
+            match killed {
+                Ok(Some(lent)) => up.give_back(lent),
+                _ => tracing::debug!("an abandoned call's first reply or cursor could not be dealt with; the connection is closed"),
+            }
+        });
+    }
 }
 
 async fn follow(
-    conn: &mut MongoConnection,
     cmd: &Command,
     masking: &Masking<'_>,
     caps: &Caps<'_>,
@@ -209,7 +256,15 @@ async fn follow(
     let policy = RowLimit::of(caps.limits);
     let asked = caps.asked_rows;
     let mut out = Collected::default();
-    let mut reply = conn.command(&cmd.body).await?;
+    let conn = &mut cursor
+        .lent
+        .as_mut()
+        .expect("a connection is lent before the call runs")
+        .conn;
+    let request = conn.send_command(&cmd.body).await?;
+    cursor.first_reply = Some(request);
+    let mut reply = conn.read_reply(request).await?;
+    cursor.first_reply = None;
     loop {
         // Masked first: on documents with masked fields an error's details are withheld too.
         mask_reply(&mut reply, masking.plan, rules, masking.hash_key);

@@ -227,10 +227,23 @@ impl MongoConnection {
 
     /// Sends one command as OP_MSG and reads its reply (nothing else may be in flight).
     pub async fn command(&mut self, cmd: &Document) -> Result<Document, UpstreamError> {
+        let id = self.send_command(cmd).await?;
+        self.read_reply(id).await
+    }
+
+    /// Sends a command; its reply is read with [`MongoConnection::read_reply`]. Not
+    /// cancel-safe (a message cut short leaves the connection unusable).
+    pub async fn send_command(&mut self, cmd: &Document) -> Result<i32, UpstreamError> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         let msg = OpMsg::reply(0, id, cmd);
         self.send_raw(&msg.encode(false)).await?;
+        Ok(id)
+    }
+
+    /// The reply to the command sent as request `id`. Cancel-safe: what was read stays
+    /// buffered, so it can be read to its end later (by another task, say).
+    pub async fn read_reply(&mut self, id: i32) -> Result<Document, UpstreamError> {
         let reply = self.read_msg().await?;
         if reply.response_to != id {
             return Err(UpstreamError::Protocol(format!(
