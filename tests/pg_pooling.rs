@@ -725,6 +725,69 @@ fn a_statement_whose_client_left_while_waiting_for_the_pool_never_runs() {
     });
 }
 
+/// A cancel while the statement waits for a pool connection cancels it as a server would
+/// (57014), at once, and nothing of it runs; the session goes on. Both protocols: a simple
+/// Query, and an extended batch skipped to its Sync. Before, the cancel was a no-op and the
+/// INSERT ran once the holder let go (PgBouncer ignores such cancels too: pgbouncer#1222).
+#[test]
+fn a_cancel_while_waiting_for_the_pool_cancels_the_statement() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "checkout_timeout_ms = 10000").await;
+        let holder = client(&running, "writer").await;
+        holder.batch_execute("BEGIN").await.unwrap();
+        one(&holder, "SELECT count(*) FROM orders WHERE id = 1").await;
+        let waiter = std::sync::Arc::new(client(&running, "analyst").await);
+        let writer = std::sync::Arc::new(client(&running, "writer").await);
+        let marker = 810_000 + i64::from(std::process::id() % 99_999);
+        for extended in [false, true] {
+            let w = writer.clone();
+            let sql = format!(
+                "INSERT INTO orders (customer_id, amount) VALUES (1, {}) RETURNING id",
+                marker + i64::from(extended)
+            );
+            let started = Instant::now();
+            let waiting = tokio::spawn(async move {
+                if extended {
+                    w.query(&sql, &[]).await.map(|_| ())
+                } else {
+                    w.simple_query(&sql).await.map(|_| ())
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            writer
+                .cancel_token()
+                .cancel_query(tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let e = waiting.await.unwrap().expect_err("cancelled");
+            assert_eq!(sqlstate(&e), "57014", "extended {extended}: {e}");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "answered at once, not when the holder let go"
+            );
+        }
+        // A cancel with nothing waiting is a no-op; the sessions go on once there is room.
+        waiter
+            .cancel_token()
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        holder.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(one(&writer, "SELECT 1").await, "1");
+        assert_eq!(one(&waiter, "SELECT 1").await, "1");
+        assert_eq!(
+            orders_with_amount(marker).await,
+            0,
+            "the simple INSERT never ran"
+        );
+        assert_eq!(
+            orders_with_amount(marker + 1).await,
+            0,
+            "the extended one neither"
+        );
+    });
+}
+
 /// A waiter that gave up (its checkout timed out) is not waited for: the connection that comes
 /// back goes idle, instead of being closed to make room for a waiter no longer there (before,
 /// the next session paid a new server login).

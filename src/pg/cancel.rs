@@ -31,6 +31,9 @@ pub type CancelSlot = std::sync::Arc<CancelRoute>;
 pub struct CancelRoute {
     target: arc_swap::ArcSwapOption<CancelTarget>,
     in_flight: CancelsInFlight,
+    /// Wakes a session whose statement waits for a server connection: a cancel with no target
+    /// cancels that wait (nothing stored: one that comes while nothing waits is a no-op).
+    waiting: tokio::sync::Notify,
 }
 
 /// Cancel requests on their way to a server connection, counted: the connection serves another
@@ -72,6 +75,12 @@ impl CancelRoute {
 
     pub fn load_full(&self) -> Option<std::sync::Arc<CancelTarget>> {
         self.target.load_full()
+    }
+
+    /// Resolves when a cancel comes for the session while no server connection runs anything
+    /// of it (its statement waits for one).
+    pub async fn cancelled_while_waiting(&self) {
+        self.waiting.notified().await
     }
 
     /// Clears the target (nothing runs) and waits until the client cancels that read it were
@@ -181,8 +190,12 @@ impl CancelRegistry {
         };
         // Counted before the target is read, so `clear_and_settle` sees it.
         let _flight = slot.in_flight.start();
-        // Between transactions nothing runs: like a cancel that arrives too late, it is a no-op.
+        // Between transactions nothing runs: like a cancel that arrives too late, it is a no-op;
+        // unless the session's statement waits for a server connection: that wait is cancelled.
         let Some(target) = slot.load_full() else {
+            slot.waiting.notify_waiters();
+            metrics::counter!("tollgate_cancel_requests_total", "result" => "no_server")
+                .increment(1);
             return false;
         };
         let target = (*target).clone();

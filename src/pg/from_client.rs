@@ -94,6 +94,9 @@ struct State {
     pinned: bool,
     /// A `SET LOCAL` was let through: the connection is reset when it goes back.
     sets_local: bool,
+    /// A cancel cancelled an extended batch while it waited for a server connection: its
+    /// messages are skipped to the Sync, which tollgate answers.
+    cancelled_batch: bool,
     /// The client encoding may change: a statement that could change it (SET client_encoding,
     /// RESET, DISCARD, set_config) was forwarded and the session has not been idle outside a
     /// transaction since. Text beyond ASCII then waits until every reply is in, so it is decoded
@@ -154,6 +157,7 @@ impl State {
             parses: 0,
             pinned: false,
             sets_local: false,
+            cancelled_batch: false,
             encoding_window: false,
             in_batch: false,
             reading_window: false,
@@ -300,20 +304,45 @@ async fn relay<R: AsyncRead + Unpin>(
         if frame.tag == fe::TERMINATE && attached.is_none() {
             return Ok(ClientEnd::Terminated);
         }
+        if state.cancelled_batch && attached.is_none() {
+            // The rest of an extended batch whose statement was cancelled while it waited:
+            // skipped to its Sync, answered here (`cancel_waiting`).
+            if frame.tag == fe::SYNC {
+                state.cancelled_batch = false;
+                pending.push(Expect::Synthetic(msg::ready_for_query(b'I')));
+            }
+            continue;
+        }
         if attached.is_none() {
             // A client that hangs up while its statement waits for a connection is gone before
             // anything was decided or sent: the statement is dropped, as PgBouncer drops a
-            // waiting client, instead of running for nobody once a connection frees up.
-            let server = tokio::select! {
-                biased;
-                r = link.pool.checkout(&link.key, link.share.as_ref()) => r
-                    .map_err(|e| FromClientError::Fatal(checkout_refusal(&e, &link.pool.name)))?,
-                () = client.hung_up(HANG_UP_READ_AHEAD) => {
-                    metrics::counter!("tollgate_pool_checkouts_abandoned_total", "upstream" => link.pool.name.clone())
-                        .increment(1);
-                    tracing::debug!(upstream = %link.pool.name, "client left while waiting for a server connection");
-                    return Ok(ClientEnd::Closed);
+            // waiting client, instead of running for nobody once a connection frees up. A
+            // cancel meanwhile cancels the statement, as a server would, and nothing of it runs.
+            let checkout = link.pool.checkout(&link.key, link.share.as_ref());
+            tokio::pin!(checkout);
+            let cancellable = cancellable(frame.tag);
+            let server = loop {
+                tokio::select! {
+                    biased;
+                    r = &mut checkout => break Some(r
+                        .map_err(|e| FromClientError::Fatal(checkout_refusal(&e, &link.pool.name)))?),
+                    () = client.hung_up(HANG_UP_READ_AHEAD) => {
+                        metrics::counter!("tollgate_pool_checkouts_abandoned_total", "upstream" => link.pool.name.clone())
+                            .increment(1);
+                        tracing::debug!(upstream = %link.pool.name, "client left while waiting for a server connection");
+                        not_run(ctx, &frame, "the client left while it waited for a server connection");
+                        return Ok(ClientEnd::Closed);
+                    }
+                    () = link.cancel.cancelled_while_waiting() => {
+                        if cancellable {
+                            break None;
+                        }
+                    }
                 }
+            };
+            let Some(server) = server else {
+                cancel_waiting(ctx, pending, state, &frame);
+                continue;
             };
             // Never a connection that reads SQL text otherwise than the analysis: closed.
             if let Err(fields) = ctx.check_server(&server.info.params) {
@@ -406,6 +435,57 @@ async fn next_announced<R: AsyncRead + Unpin>(
             None => oversize::announced(client, max).await,
         };
         return next.map_err(client_error);
+    }
+}
+
+/// Messages a cancel that comes while they wait for a server connection cancels: those that
+/// run something (a Sync alone has nothing to cancel).
+fn cancellable(tag: u8) -> bool {
+    matches!(
+        tag,
+        fe::QUERY
+            | fe::FUNCTION_CALL
+            | fe::PARSE
+            | fe::BIND
+            | fe::DESCRIBE
+            | fe::EXECUTE
+            | fe::CLOSE
+    )
+}
+
+/// A cancel came while `frame` waited for a server connection: it is answered as a server
+/// answers a cancelled statement (57014), and nothing of it runs. A simple Query or function
+/// call ends there (ReadyForQuery, idle: a session waits for a connection only outside a
+/// transaction); an extended batch is skipped to its Sync, which is answered here too.
+fn cancel_waiting(ctx: &PgSession, pending: &Pending, state: &mut State, frame: &Frame) {
+    metrics::counter!("tollgate_pool_checkouts_cancelled_total").increment(1);
+    not_run(
+        ctx,
+        frame,
+        "cancelled by the client while it waited for a server connection",
+    );
+    let error = PgErrorFields::error("57014", "canceling statement due to user request");
+    let mut reply = BytesMut::from(&ctx.encode_error(&error)[..]);
+    if matches!(frame.tag, fe::QUERY | fe::FUNCTION_CALL) {
+        reply.extend_from_slice(&msg::ready_for_query(b'I'));
+    } else {
+        state.cancelled_batch = true;
+    }
+    pending.push(Expect::Synthetic(reply.freeze()));
+}
+
+/// A record for a statement that never ran because it never got a server connection (its
+/// client left, or cancelled it, while it waited): decided by nobody, so an `error` note.
+fn not_run(ctx: &PgSession, frame: &Frame, why: &str) {
+    let text = match frame.tag {
+        fe::QUERY => fe::query_bytes(frame).ok(),
+        fe::PARSE => fe::parse_name_and_bytes(frame).ok().map(|(_, t)| t),
+        _ => None,
+    };
+    if let Some(text) = text.and_then(|t| ctx.decode(t, "statement").ok()) {
+        let text = crate::audit::sql_text::refused(text.to_string());
+        ctx.session()
+            .note(text, crate::audit::Decision::Error, Some(why));
     }
 }
 
