@@ -732,7 +732,7 @@ fn a_statement_whose_client_left_while_waiting_for_the_pool_never_runs() {
 #[test]
 fn a_cancel_while_waiting_for_the_pool_cancels_the_statement() {
     harness().runtime.block_on(async {
-        let (running, _gw) = gateway(1, "checkout_timeout_ms = 10000").await;
+        let (running, gw) = gateway(1, "checkout_timeout_ms = 10000").await;
         let holder = client(&running, "writer").await;
         holder.batch_execute("BEGIN").await.unwrap();
         one(&holder, "SELECT count(*) FROM orders WHERE id = 1").await;
@@ -784,6 +784,20 @@ fn a_cancel_while_waiting_for_the_pool_cancels_the_statement() {
             orders_with_amount(marker + 1).await,
             0,
             "the extended one neither"
+        );
+        // Both are in the audit log, as statements that did not run.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let log = std::fs::read_to_string(gw._dir.path().join("audit.log")).unwrap();
+        let cancelled: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("cancelled by the client while it waited"))
+            .collect();
+        assert_eq!(cancelled.len(), 2, "{cancelled:?}");
+        assert!(
+            cancelled
+                .iter()
+                .all(|l| l.contains(r#""decision":"error""#) && l.contains("INSERT INTO orders")),
+            "{cancelled:?}"
         );
     });
 }
