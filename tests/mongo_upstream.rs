@@ -439,6 +439,8 @@ async fn run_one_masks_cuts_kills_cursors_and_reuses_connections() {
             doc! { "aggregate": "many", "pipeline": [
                 { "$limit": n },
                 { "$lookup": { "from": "many", "localField": "k", "foreignField": "k", "as": "same" } },
+                // Blocking: nothing is answered before the whole join is done.
+                { "$sort": { "k": -1 } },
             ], "cursor": { "batchSize": 1 }, "$db": "shop" },
             Vec::new(),
         )

@@ -128,8 +128,22 @@ pub async fn run(
         first_reply: None,
         open: None,
     };
-    // On a timeout the connection is dropped (closed); a find or aggregate also carries
-    // `maxTimeMS` capped to the statement timeout by the policy, so the server stops it too.
+    // The server stops the command by the call's timeout too (the policy caps `maxTimeMS` at
+    // its statement timeout; without one, the call's 30 s): a reply a dropped call leaves to
+    // be read comes by then.
+    let limit_ms = caps.timeout.as_millis().min(i64::MAX as u128) as i64;
+    let capped;
+    let cmd = match cmd.max_time_ms() {
+        Some(m) if m > 0 && m <= limit_ms => cmd,
+        _ => {
+            let mut c = cmd.clone();
+            c.body.insert("maxTimeMS", limit_ms.max(1));
+            capped = c;
+            &capped
+        }
+    };
+    // On a timeout the call's future is dropped: its cursor, or its first reply still to come,
+    // is dealt with by `OpenCursor`.
     tokio::time::timeout(caps.timeout, async {
         cursor.lent = Some(up.lend(connect_timeout).await?);
         let mut clean = true;
@@ -168,7 +182,7 @@ pub async fn run(
 /// must not pile cursors up on the server.
 /// - Dropped while the first command's reply is still to come: the server creates the cursor
 ///   all the same, so the connection is handed to a task that reads that reply (within the
-///   statement timeout, which the server's `maxTimeMS` also keeps) and kills the cursor it
+///   call's timeout, which `run` also gives the server as `maxTimeMS`) and kills the cursor it
 ///   names on the same connection.
 /// - Later: the cursor is known, and killed from another connection (the borrowed
 ///   connections carry no session, `idle.rs`, so any connection of the same user may).
@@ -222,16 +236,21 @@ impl OpenCursor {
             return;
         };
         let (up, timeout) = (self.up.clone(), self.reply_timeout);
-        metrics::counter!("tollgate_mcp_cursors_abandoned_total").increment(1);
         runtime.spawn(async move {
             let killed = tokio::time::timeout(timeout, async {
                 let reply = lent.conn.read_reply(request).await.ok()?;
-                let cursor = reply.get_document("cursor").ok()?;
+                let Ok(cursor) = reply.get_document("cursor") else {
+                    return Some(lent); // an error: no cursor
+                };
                 let id = match cursor.get("id") {
                     Some(Bson::Int64(v)) => *v,
                     Some(Bson::Int32(v)) => (*v).into(),
-                    _ => return Some(lent), // an error: no cursor
+                    _ => return None,
                 };
+                if id == 0 {
+                    return Some(lent); // the whole result came at once
+                }
+                metrics::counter!("tollgate_mcp_cursors_abandoned_total").increment(1);
                 let ns = cursor.get_str("ns").unwrap_or_default().to_string();
                 kill(&mut lent.conn, id, &ns).await.then_some(lent)
             })

@@ -34,6 +34,10 @@ pub struct CancelRoute {
     /// Wakes a session whose statement waits for a server connection: a cancel with no target
     /// cancels that wait (nothing stored: one that comes while nothing waits is a no-op).
     waiting: tokio::sync::Notify,
+    /// Cancels received, counted under the same lock as the target is read by them and stored
+    /// by [`CancelRoute::store_unless_cancelled`]: a cancel that comes as a connection arrives
+    /// either finds its target or stops it from being attached, never neither.
+    cancels: std::sync::Mutex<u64>,
 }
 
 /// Cancel requests on their way to a server connection, counted: the connection serves another
@@ -74,6 +78,29 @@ impl CancelRoute {
     }
 
     pub fn load_full(&self) -> Option<std::sync::Arc<CancelTarget>> {
+        self.target.load_full()
+    }
+
+    /// How many cancels came so far.
+    pub fn cancels(&self) -> u64 {
+        *self.cancels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores `target` unless a cancel came since [`CancelRoute::cancels`] said `seen`: false
+    /// then, and nothing is stored (the statement waiting for this connection was cancelled).
+    pub fn store_unless_cancelled(&self, target: std::sync::Arc<CancelTarget>, seen: u64) -> bool {
+        let count = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        if *count != seen {
+            return false;
+        }
+        self.target.store(Some(target));
+        true
+    }
+
+    /// Counts a cancel and reads its target, under one lock (see `cancels`).
+    fn cancel_target(&self) -> Option<std::sync::Arc<CancelTarget>> {
+        let mut count = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        *count += 1;
         self.target.load_full()
     }
 
@@ -192,7 +219,7 @@ impl CancelRegistry {
         let _flight = slot.in_flight.start();
         // Between transactions nothing runs: like a cancel that arrives too late, it is a no-op;
         // unless the session's statement waits for a server connection: that wait is cancelled.
-        let Some(target) = slot.load_full() else {
+        let Some(target) = slot.cancel_target() else {
             slot.waiting.notify_waiters();
             metrics::counter!("tollgate_cancel_requests_total", "result" => "no_server")
                 .increment(1);
@@ -310,5 +337,33 @@ mod tests {
         assert_eq!(r.owner(77), Some(owner("b", true)));
         drop(second);
         assert_eq!(r.owner(77), None);
+    }
+
+    /// A cancel that comes as a connection arrives either finds the target or keeps it from
+    /// being stored (the waiting statement is then cancelled), never neither.
+    #[test]
+    fn a_cancel_racing_the_attach_is_never_lost() {
+        let route = CancelRoute::default();
+        let target = || {
+            std::sync::Arc::new(CancelTarget {
+                addr: "127.0.0.1:5432".parse().unwrap(),
+                pid: 1,
+                secret: 2,
+                tls: None,
+            })
+        };
+        let seen = route.cancels();
+        assert!(route.cancel_target().is_none(), "no target yet");
+        assert!(
+            !route.store_unless_cancelled(target(), seen),
+            "cancelled since"
+        );
+        assert!(route.load_full().is_none());
+        let seen = route.cancels();
+        assert!(route.store_unless_cancelled(target(), seen));
+        assert!(
+            route.cancel_target().is_some(),
+            "after the store, cancels find it"
+        );
     }
 }

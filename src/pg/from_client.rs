@@ -321,6 +321,9 @@ async fn relay<R: AsyncRead + Unpin>(
             let checkout = link.pool.checkout(&link.key, link.share.as_ref());
             tokio::pin!(checkout);
             let cancellable = cancellable(frame.tag);
+            // A cancel from here on cancels the statement, even one that comes as its
+            // connection arrives (it then finds no target: `attach_unless_cancelled`).
+            let seen = cancellable.then(|| link.cancel.cancels());
             let server = loop {
                 tokio::select! {
                     biased;
@@ -330,7 +333,7 @@ async fn relay<R: AsyncRead + Unpin>(
                         metrics::counter!("tollgate_pool_checkouts_abandoned_total", "upstream" => link.pool.name.clone())
                             .increment(1);
                         tracing::debug!(upstream = %link.pool.name, "client left while waiting for a server connection");
-                        not_run(ctx, &frame, "the client left while it waited for a server connection");
+                        not_run(ctx, state, &frame, "the client left while it waited for a server connection");
                         return Ok(ClientEnd::Closed);
                     }
                     () = link.cancel.cancelled_while_waiting() => {
@@ -341,7 +344,7 @@ async fn relay<R: AsyncRead + Unpin>(
                 }
             };
             let Some(server) = server else {
-                cancel_waiting(ctx, pending, state, &frame);
+                cancel_waiting(ctx, pending, state, &frame, &link.pool.name);
                 continue;
             };
             // Never a connection that reads SQL text otherwise than the analysis: closed.
@@ -349,8 +352,19 @@ async fn relay<R: AsyncRead + Unpin>(
                 link.pool.checkin(server, false, false);
                 return Err(FromClientError::Fatal(fields));
             }
-            state.server = Some(server.info.clone());
-            *attached = Some(link.attach(server).await);
+            let info = server.info.clone();
+            match link.attach_unless_cancelled(server, seen).await {
+                Ok(a) => {
+                    state.server = Some(info);
+                    *attached = Some(a);
+                }
+                Err(server) => {
+                    // Nothing was sent on it: it goes back as it came.
+                    link.pool.checkin(server, true, true);
+                    cancel_waiting(ctx, pending, state, &frame, &link.pool.name);
+                    continue;
+                }
+            }
         }
         let upstream = &mut attached.as_mut().expect("attached above").writer;
         settle(ctx, pending, state, &frame, upstream, &mut out).await?;
@@ -457,10 +471,18 @@ fn cancellable(tag: u8) -> bool {
 /// answers a cancelled statement (57014), and nothing of it runs. A simple Query or function
 /// call ends there (ReadyForQuery, idle: a session waits for a connection only outside a
 /// transaction); an extended batch is skipped to its Sync, which is answered here too.
-fn cancel_waiting(ctx: &PgSession, pending: &Pending, state: &mut State, frame: &Frame) {
-    metrics::counter!("tollgate_pool_checkouts_cancelled_total").increment(1);
+fn cancel_waiting(
+    ctx: &PgSession,
+    pending: &Pending,
+    state: &mut State,
+    frame: &Frame,
+    upstream: &str,
+) {
+    metrics::counter!("tollgate_pool_checkouts_cancelled_total", "upstream" => upstream.to_string())
+        .increment(1);
     not_run(
         ctx,
+        state,
         frame,
         "cancelled by the client while it waited for a server connection",
     );
@@ -475,17 +497,29 @@ fn cancel_waiting(ctx: &PgSession, pending: &Pending, state: &mut State, frame: 
 }
 
 /// A record for a statement that never ran because it never got a server connection (its
-/// client left, or cancelled it, while it waited): decided by nobody, so an `error` note.
-fn not_run(ctx: &PgSession, frame: &Frame, why: &str) {
-    let text = match frame.tag {
-        fe::QUERY => fe::query_bytes(frame).ok(),
-        fe::PARSE => fe::parse_name_and_bytes(frame).ok().map(|(_, t)| t),
-        _ => None,
-    };
-    if let Some(text) = text.and_then(|t| ctx.decode(t, "statement").ok()) {
-        let text = crate::audit::sql_text::refused(text.to_string());
-        ctx.session()
-            .note(text, crate::audit::Decision::Error, Some(why));
+/// client left, or cancelled it, while it waited): decided by nobody, so an `error` note. The
+/// statement a Bind or Execute would have run is the one the session prepared under its name.
+fn not_run(ctx: &PgSession, state: &State, frame: &Frame, why: &str) {
+    match frame.tag {
+        fe::QUERY => {
+            if let Ok(text) = fe::query_bytes(frame) {
+                ctx.note_not_run(text, why);
+            }
+        }
+        fe::PARSE => {
+            if let Ok((_, text)) = fe::parse_name_and_bytes(frame) {
+                ctx.note_not_run(text, why);
+            }
+        }
+        fe::BIND => {
+            let prepared = fe::bind_names(frame)
+                .ok()
+                .and_then(|(_, statement)| state.statements.get(statement));
+            if let Some(c) = prepared {
+                ctx.note_not_run_text(&c.text, why);
+            }
+        }
+        _ => {}
     }
 }
 

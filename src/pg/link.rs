@@ -110,6 +110,34 @@ impl Link {
 
     /// Hands `server`'s reading half to the reply half; returns the rest for the client half.
     pub async fn attach(&self, server: Server) -> Attached {
+        match self.attach_unless_cancelled(server, None).await {
+            Ok(attached) => attached,
+            Err(_) => unreachable!("attached whatever cancels came"),
+        }
+    }
+
+    /// [`Link::attach`], unless a cancel for the session came since the cancel count was
+    /// `seen` (`Some`): then the connection is handed back untouched, as the statement waiting
+    /// for it was cancelled (`CancelRoute::store_unless_cancelled`).
+    pub async fn attach_unless_cancelled(
+        &self,
+        server: Server,
+        seen: Option<u64>,
+    ) -> Result<Attached, Server> {
+        let target = Arc::new(CancelTarget {
+            addr: server.info.addr,
+            pid: server.info.pid,
+            secret: server.info.secret,
+            tls: self.pool.target().tls.clone(),
+        });
+        match seen {
+            Some(seen) => {
+                if !self.cancel.store_unless_cancelled(target, seen) {
+                    return Err(server);
+                }
+            }
+            None => self.cancel.store(Some(target)),
+        }
         let Server {
             reader,
             writer,
@@ -121,16 +149,10 @@ impl Link {
             share,
             ..
         } = server;
-        self.cancel.store(Some(Arc::new(CancelTarget {
-            addr: info.addr,
-            pid: info.pid,
-            secret: info.secret,
-            tls: self.pool.target().tls.clone(),
-        })));
         self.info.store(Some(info.clone()));
         *self.reader.lock().await = Some(reader);
         self.resume();
-        Attached {
+        Ok(Attached {
             writer,
             info,
             key,
@@ -138,7 +160,7 @@ impl Link {
             generation,
             slot,
             share,
-        }
+        })
     }
 
     /// Lets the reply half read the attached connection again (after it let go).

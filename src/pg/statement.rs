@@ -235,6 +235,38 @@ impl PgSession {
         crate::audit::sql_text::refused(self.recorded(text))
     }
 
+    /// An `error` record for a statement that never reached the server and was judged by
+    /// nobody (its client left, or cancelled it, while it waited for a server connection): its
+    /// text as a refused one's (head, literals redacted under `redact_literals`), `why` as the
+    /// reason. Text that does not decode is not refused here (nothing is being judged): a
+    /// placeholder stands for it.
+    pub fn note_not_run(&self, text: &[u8], why: &str) {
+        let decoded = match self.client_encoding() {
+            Some(e) => e.decode(text).ok(),
+            None => std::str::from_utf8(text)
+                .ok()
+                .filter(|t| t.is_ascii())
+                .map(std::borrow::Cow::Borrowed),
+        };
+        match decoded {
+            Some(t) => self.note_not_run_text(&t, why),
+            None => self.session.note(
+                "<statement not recorded: not readable in the client encoding>".to_string(),
+                crate::audit::Decision::Error,
+                Some(why),
+            ),
+        }
+    }
+
+    /// [`PgSession::note_not_run`] for text already decoded (a prepared statement's).
+    pub fn note_not_run_text(&self, text: &str, why: &str) {
+        self.session.note(
+            self.recorded_refused(text),
+            crate::audit::Decision::Error,
+            Some(why),
+        );
+    }
+
     /// The ErrorResponse the agent sees for a refusal.
     pub fn render(&self, r: &Refusal) -> PgErrorFields {
         refusal::error(r, self.session.agent(), self.session.upstream())
