@@ -197,10 +197,39 @@ fn malformed_mcp_calls_are_recorded_and_paced_like_refused_statements() {
             took >= PACED - Duration::from_millis(50),
             "{N} malformed calls in {took:?}"
         );
+        // Malformed below the tool: params of the wrong shape, a body that is not JSON.
+        for (body, code) in [
+            (
+                r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"query","arguments":"x"}}"#,
+                -32602,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":123}}"#,
+                -32602,
+            ),
+            (r#"{"jsonrpc":"2.0","id":9,"method":"#, -32700),
+        ] {
+            let resp = reqwest::Client::new()
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18")
+                .header(
+                    "authorization",
+                    format!("Bearer {}", harness().env.mcp_token("analyst")),
+                )
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 400, "{body}");
+            let reply: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(reply["error"]["code"], code, "{body}: {reply}");
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             blocked_records(&served, "analyst", "builtin: request"),
-            N + 1
+            N + 4
         );
         let log = std::fs::read_to_string(served.dir.path().join("audit.log")).unwrap();
         let records: Vec<serde_json::Value> = log
@@ -232,8 +261,11 @@ fn malformed_mcp_calls_are_recorded_and_paced_like_refused_statements() {
                 .starts_with("there is no postgres upstream"),
             "{unknown_upstream}"
         );
-        let last = records.last().unwrap();
+        let last = &records[N];
         assert_eq!(last["statement"], "-- mcp: drop_everything", "{last}");
+        let malformed = records.last().unwrap();
+        assert_eq!(malformed["statement"], "-- mcp: a malformed request");
+        assert_eq!(malformed["reason"], "the request body is not valid JSON");
         // Arguments that did not parse leave no value in the log: names only.
         assert!(
             !log.contains("cache:1") && !log.contains("nowhere"),

@@ -135,6 +135,24 @@ pub async fn require_agent(
                 )
             }
         };
+        // What the MCP service refuses before any tool is called (a body that is not JSON, a
+        // tools/call whose params have the wrong shape) is a refused request like any other:
+        // paced and recorded (`Accepted::refuse_request`), answered here.
+        if let Some((code, why)) = malformed_request(&bytes) {
+            core.pace_refusals_of(verified.agent(), Protocol::Mcp).await;
+            accepted.refuse_request(
+                verified.agent(),
+                None,
+                "-- mcp: a malformed request".to_string(),
+                why,
+            );
+            let body = serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": request_id(&bytes),
+                "error": { "code": code, "message": format!("tollgate: {why}") }
+            });
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
         let mut req = Request::from_parts(parts, Body::from(bytes.clone()));
         req.extensions_mut().insert(RawBody(bytes));
         req
@@ -206,6 +224,40 @@ fn json_rpc_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json_rpc_body(message))).into_response()
 }
 
+/// A POST body the MCP service would refuse before calling a tool: the JSON-RPC error code and
+/// why. A body that is not JSON (-32700); a `tools/call` whose `params` are not an object with
+/// a string `name` and, if any, object `arguments` (-32602). Everything else is the service's.
+fn malformed_request(body: &[u8]) -> Option<(i32, &'static str)> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Some((-32700, "the request body is not valid JSON"));
+    };
+    let message = value.as_object()?;
+    if message.get("method").and_then(|m| m.as_str()) != Some("tools/call") {
+        return None;
+    }
+    let well_formed = message
+        .get("params")
+        .and_then(|p| p.as_object())
+        .is_some_and(|p| {
+            p.get("name").is_some_and(|n| n.is_string())
+                && p.get("arguments")
+                    .is_none_or(|a| a.is_object() || a.is_null())
+        });
+    (!well_formed).then_some((
+        -32602,
+        "tools/call params must be an object with a string name and object arguments",
+    ))
+}
+
+/// The `id` of a request body, if it has a usable one (a string or a number).
+fn request_id(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("id").cloned())
+        .filter(|id| id.is_string() || id.is_number())
+        .unwrap_or(serde_json::Value::Null)
+}
+
 /// A JSON-RPC error answering no request in particular.
 pub(super) fn json_rpc_body(message: &str) -> serde_json::Value {
     serde_json::json!({
@@ -218,6 +270,40 @@ pub(super) fn json_rpc_body(message: &str) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_calls_the_service_would_refuse_are_told_apart() {
+        let call = |params: &str| {
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{params}}}"#)
+        };
+        for bad in [
+            call(r#"{"name":"query","arguments":"x"}"#),
+            call(r#"{"name":"query","arguments":[1]}"#),
+            call(r#"{"name":123}"#),
+            call(r#"{"arguments":{}}"#),
+            call(r#""query""#),
+        ] {
+            assert_eq!(
+                malformed_request(bad.as_bytes()).map(|m| m.0),
+                Some(-32602),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            malformed_request(b"{\"jsonrpc\":").map(|m| m.0),
+            Some(-32700)
+        );
+        for fine in [
+            call(r#"{"name":"query","arguments":{"sql":"SELECT 1"}}"#),
+            call(r#"{"name":"list_upstreams"}"#),
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_string(),
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#.to_string(),
+        ] {
+            assert_eq!(malformed_request(fine.as_bytes()), None, "{fine}");
+        }
+        assert_eq!(request_id(call("1").as_bytes()), serde_json::json!(1));
+        assert_eq!(request_id(b"nope"), serde_json::Value::Null);
+    }
 
     #[test]
     fn bearers_name_the_agent_before_the_first_colon() {
