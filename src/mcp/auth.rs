@@ -241,7 +241,7 @@ fn malformed_request(body: &[u8]) -> Option<(i32, &'static str)> {
         .is_some_and(|p| {
             p.get("name").is_some_and(|n| n.is_string())
                 && p.get("arguments")
-                    .is_none_or(|a| a.is_object() || a.is_null())
+                    .map_or(true, |a| a.is_object() || a.is_null())
         });
     (!well_formed).then_some((
         -32602,
