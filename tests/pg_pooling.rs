@@ -695,7 +695,7 @@ fn a_full_pool_refuses_after_the_checkout_timeout_naming_the_pool() {
 #[test]
 fn a_statement_whose_client_left_while_waiting_for_the_pool_never_runs() {
     harness().runtime.block_on(async {
-        let (running, _gw) = gateway(1, "checkout_timeout_ms = 5000").await;
+        let (running, gw) = gateway(1, "checkout_timeout_ms = 5000").await;
         let addr = running.pg_addr.unwrap();
         let holder = client(&running, "writer").await;
         holder.batch_execute("BEGIN").await.unwrap();
@@ -708,9 +708,25 @@ fn a_statement_whose_client_left_while_waiting_for_the_pool_never_runs() {
         // The settings tokio-postgres sends: logged in on what the holder's login learnt.
         let settings = [("client_encoding", "UTF8")];
         let mut gone = raw_login_with(addr, "writer", &settings).await;
-        send(&mut gone, &[simple(&insert), support::message(b'X', b"")]).await;
+        send(
+            &mut gone,
+            &[
+                simple(&insert),
+                simple(&format!("{insert} /* second */")),
+                support::message(b'X', b""),
+            ],
+        )
+        .await;
         drop(gone);
         let mut stays = raw_login_with(addr, "writer", &settings).await;
+        // A Sync or Flush with nothing held needs no connection: answered at once (an empty
+        // pipeline once waited for one, and hid a cancel from what followed).
+        send(&mut stays, &[support::message(b'H', b""), sync()]).await;
+        assert_eq!(
+            tags(&mut stays, 1).await,
+            b"Z",
+            "a bare Sync is answered at once"
+        );
         send(&mut stays, &[simple(&format!("{insert} /* stays */"))]).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         holder.batch_execute("COMMIT").await.unwrap();
@@ -722,6 +738,15 @@ fn a_statement_whose_client_left_while_waiting_for_the_pool_never_runs() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let inserted = orders_with_amount(marker).await;
         assert_eq!(inserted, 1, "only the INSERT of the client still there ran");
+        // Both statements of the client that left are recorded as not run.
+        let log = std::fs::read_to_string(gw._dir.path().join("audit.log")).unwrap();
+        let left = log
+            .lines()
+            .filter(|l| {
+                l.contains("the client left while it waited") && l.contains("INSERT INTO orders")
+            })
+            .count();
+        assert_eq!(left, 2);
     });
 }
 

@@ -306,9 +306,21 @@ async fn relay<R: AsyncRead + Unpin>(
         }
         if state.cancelled_batch && attached.is_none() {
             // The rest of an extended batch whose statement was cancelled while it waited:
-            // skipped to its Sync, answered here (`cancel_waiting`).
+            // skipped to its Sync, answered here (`cancel_waiting`); each statement recorded.
             if frame.tag == fe::SYNC {
                 state.cancelled_batch = false;
+                pending.push(Expect::Synthetic(msg::ready_for_query(b'I')));
+            } else {
+                not_run(ctx, state, &frame, CANCELLED_WAITING);
+            }
+            continue;
+        }
+        // With no connection held nothing is owed and no batch is open (a connection goes back
+        // only then): a Sync or Flush has nothing to wait for, and is answered here, without
+        // waiting for a connection (an empty pipeline must not need one, nor hide a cancel
+        // behind it from the statements that follow).
+        if attached.is_none() && matches!(frame.tag, fe::SYNC | fe::FLUSH) {
+            if frame.tag == fe::SYNC {
                 pending.push(Expect::Synthetic(msg::ready_for_query(b'I')));
             }
             continue;
@@ -333,7 +345,14 @@ async fn relay<R: AsyncRead + Unpin>(
                         metrics::counter!("tollgate_pool_checkouts_abandoned_total", "upstream" => link.pool.name.clone())
                             .increment(1);
                         tracing::debug!(upstream = %link.pool.name, "client left while waiting for a server connection");
-                        not_run(ctx, state, &frame, "the client left while it waited for a server connection");
+                        not_run(ctx, state, &frame, LEFT_WAITING);
+                        // And what it pipelined behind it, as far as it was read.
+                        while client.has_buffered_frame() {
+                            match client.next().await {
+                                Ok(Some(f)) => not_run(ctx, state, &f, LEFT_WAITING),
+                                _ => break,
+                            }
+                        }
                         return Ok(ClientEnd::Closed);
                     }
                     () = link.cancel.cancelled_while_waiting() => {
@@ -452,8 +471,12 @@ async fn next_announced<R: AsyncRead + Unpin>(
     }
 }
 
+/// Why a statement that waited for a server connection did not run (its `error` record).
+const LEFT_WAITING: &str = "the client left while it waited for a server connection";
+const CANCELLED_WAITING: &str = "cancelled by the client while it waited for a server connection";
+
 /// Messages a cancel that comes while they wait for a server connection cancels: those that
-/// run something (a Sync alone has nothing to cancel).
+/// run something.
 fn cancellable(tag: u8) -> bool {
     matches!(
         tag,
@@ -480,12 +503,7 @@ fn cancel_waiting(
 ) {
     metrics::counter!("tollgate_pool_checkouts_cancelled_total", "upstream" => upstream.to_string())
         .increment(1);
-    not_run(
-        ctx,
-        state,
-        frame,
-        "cancelled by the client while it waited for a server connection",
-    );
+    not_run(ctx, state, frame, CANCELLED_WAITING);
     let error = PgErrorFields::error("57014", "canceling statement due to user request");
     let mut reply = BytesMut::from(&ctx.encode_error(&error)[..]);
     if matches!(frame.tag, fe::QUERY | fe::FUNCTION_CALL) {
