@@ -242,11 +242,7 @@ impl OpenCursor {
                 let Ok(cursor) = reply.get_document("cursor") else {
                     return Some(lent); // an error: no cursor
                 };
-                let id = match cursor.get("id") {
-                    Some(Bson::Int64(v)) => *v,
-                    Some(Bson::Int32(v)) => (*v).into(),
-                    _ => return None,
-                };
+                let id = cursor_id(cursor)?;
                 if id == 0 {
                     return Some(lent); // the whole result came at once
                 }
@@ -353,11 +349,7 @@ fn take_batch(reply: &mut Document) -> Result<(i64, String, Vec<Bson>), RunError
     let cursor = reply
         .get_document_mut("cursor")
         .map_err(|_| RunError::BadReply("no cursor in the reply"))?;
-    let id = match cursor.get("id") {
-        Some(Bson::Int64(v)) => *v,
-        Some(Bson::Int32(v)) => (*v).into(),
-        _ => return Err(RunError::BadReply("a cursor without an id")),
-    };
+    let id = cursor_id(cursor).ok_or(RunError::BadReply("a cursor without an id"))?;
     let ns = cursor.get_str("ns").unwrap_or_default().to_string();
     let batch = ["firstBatch", "nextBatch"]
         .iter()
@@ -367,6 +359,15 @@ fn take_batch(reply: &mut Document) -> Result<(i64, String, Vec<Bson>), RunError
         })
         .ok_or(RunError::BadReply("a cursor without a batch"))?;
     Ok((id, ns, batch))
+}
+
+/// A cursor document's `id` (the server sends it as a 64-bit integer, some as 32).
+fn cursor_id(cursor: &Document) -> Option<i64> {
+    match cursor.get("id") {
+        Some(Bson::Int64(v)) => Some(*v),
+        Some(Bson::Int32(v)) => Some((*v).into()),
+        _ => None,
+    }
 }
 
 /// Kills the upstream cursor of a result cut short; whether no cursor is left open (if one is,
