@@ -135,24 +135,6 @@ pub async fn require_agent(
                 )
             }
         };
-        // What the MCP service refuses before any tool is called (a body that is not JSON, a
-        // tools/call whose params have the wrong shape) is a refused request like any other:
-        // paced and recorded (`Accepted::refuse_request`), answered here.
-        if let Some((code, why)) = malformed_request(&bytes) {
-            core.pace_refusals_of(verified.agent(), Protocol::Mcp).await;
-            accepted.refuse_request(
-                verified.agent(),
-                None,
-                "-- mcp: a malformed request".to_string(),
-                why,
-            );
-            let body = serde_json::json!({
-                "jsonrpc": "2.0",
-                "id": request_id(&bytes),
-                "error": { "code": code, "message": format!("tollgate: {why}") }
-            });
-            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-        }
         let mut req = Request::from_parts(parts, Body::from(bytes.clone()));
         req.extensions_mut().insert(RawBody(bytes));
         req
@@ -163,6 +145,28 @@ pub async fn require_agent(
         slot.release();
     }
     drop(own_place);
+    // What the MCP service refuses before any tool is called (a body that is not JSON, a
+    // tools/call whose params have the wrong shape) is a refused request like any other:
+    // paced and recorded (`Accepted::refuse_request`), answered here. After the places above
+    // are given back: the agent did authenticate.
+    if let Some(raw) = req.extensions().get::<RawBody>() {
+        if let Some((code, why)) = malformed_request(&raw.0) {
+            let id = request_id(&raw.0);
+            core.pace_refusals_of(verified.agent(), Protocol::Mcp).await;
+            accepted.refuse_request(
+                verified.agent(),
+                None,
+                "-- mcp: a malformed request".to_string(),
+                why,
+            );
+            let body = serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": { "code": code, "message": format!("tollgate: {why}") }
+            });
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+    }
     req.extensions_mut().insert(Arc::new(HeldBody(held)));
     req.extensions_mut().insert(Caller {
         accepted: Arc::new(accepted),
