@@ -820,9 +820,9 @@ fn a_cancel_while_waiting_for_the_pool_cancels_the_statement() {
             .collect();
         assert_eq!(cancelled.len(), 2, "{cancelled:?}");
         assert!(
-            cancelled
-                .iter()
-                .all(|l| l.contains(r#""decision":"error""#) && l.contains("INSERT INTO orders")),
+            cancelled.iter().all(|l| l.contains(r#""decision":"error""#)
+                && l.contains(r#""sqlstate":"57014""#)
+                && l.contains("INSERT INTO orders")),
             "{cancelled:?}"
         );
     });

@@ -518,15 +518,18 @@ fn cancel_waiting(
 /// client left, or cancelled it, while it waited): decided by nobody, so an `error` note. The
 /// statement a Bind or Execute would have run is the one the session prepared under its name.
 fn not_run(ctx: &PgSession, state: &State, frame: &Frame, why: &str) {
+    // What the client was answered: 57014 for a cancelled statement, nothing for one whose
+    // client left.
+    let code = (why == CANCELLED_WAITING).then_some("57014");
     match frame.tag {
         fe::QUERY => {
             if let Ok(text) = fe::query_bytes(frame) {
-                ctx.note_not_run(text, why);
+                ctx.note_not_run(text, why, code);
             }
         }
         fe::PARSE => {
             if let Ok((_, text)) = fe::parse_name_and_bytes(frame) {
-                ctx.note_not_run(text, why);
+                ctx.note_not_run(text, why, code);
             }
         }
         fe::BIND => {
@@ -534,7 +537,7 @@ fn not_run(ctx: &PgSession, state: &State, frame: &Frame, why: &str) {
                 .ok()
                 .and_then(|(_, statement)| state.statements.get(statement));
             if let Some(c) = prepared {
-                ctx.note_not_run_text(&c.text, why);
+                ctx.note_not_run_text(&c.text, why, code);
             }
         }
         _ => {}

@@ -240,7 +240,7 @@ impl PgSession {
     /// text as a refused one's (head, literals redacted under `redact_literals`), `why` as the
     /// reason. Text that does not decode is not refused here (nothing is being judged): a
     /// placeholder stands for it.
-    pub fn note_not_run(&self, text: &[u8], why: &str) {
+    pub fn note_not_run(&self, text: &[u8], why: &str, sqlstate: Option<&str>) {
         let decoded = match self.client_encoding() {
             Some(e) => e.decode(text).ok(),
             None => std::str::from_utf8(text)
@@ -249,21 +249,23 @@ impl PgSession {
                 .map(std::borrow::Cow::Borrowed),
         };
         match decoded {
-            Some(t) => self.note_not_run_text(&t, why),
-            None => self.session.note(
+            Some(t) => self.note_not_run_text(&t, why, sqlstate),
+            None => self.session.note_with_code(
                 "<statement not recorded: not readable in the client encoding>".to_string(),
                 crate::audit::Decision::Error,
                 Some(why),
+                sqlstate,
             ),
         }
     }
 
     /// [`PgSession::note_not_run`] for text already decoded (a prepared statement's).
-    pub fn note_not_run_text(&self, text: &str, why: &str) {
-        self.session.note(
+    pub fn note_not_run_text(&self, text: &str, why: &str, sqlstate: Option<&str>) {
+        self.session.note_with_code(
             self.recorded_refused(text),
             crate::audit::Decision::Error,
             Some(why),
+            sqlstate,
         );
     }
 

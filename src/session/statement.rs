@@ -566,12 +566,25 @@ impl Session {
     /// A decision record for something tollgate answered itself (`QUIT`, `AUTH`), chained for
     /// the caller's next flush.
     pub fn note(&self, statement: String, decision: Decision, reason: Option<&str>) {
+        self.note_with_code(statement, decision, reason, None)
+    }
+
+    /// [`Session::note`] with the SQLSTATE the client was answered (a statement tollgate
+    /// cancelled itself: 57014).
+    pub fn note_with_code(
+        &self,
+        statement: String,
+        decision: Decision,
+        reason: Option<&str>,
+        sqlstate: Option<&str>,
+    ) {
         if decision == Decision::Blocked {
             // A refusal all the same (messages skipped after one, a substitute's answer).
             self.charge_refusal();
         }
         let mut ev = self.event(decision, statement);
         ev.reason = reason.map(str::to_string);
+        ev.sqlstate = sqlstate.map(str::to_string);
         if let Err(e) = self.chain(&ev, Write::Deferred) {
             warn!(error = %e, "audit write failed for a local reply");
         }
