@@ -150,8 +150,7 @@ pub async fn require_agent(
     // paced and recorded (`Accepted::refuse_request`), answered here. After the places above
     // are given back: the agent did authenticate.
     if let Some(raw) = req.extensions().get::<RawBody>() {
-        if let Some((code, why)) = malformed_request(&raw.0) {
-            let id = request_id(&raw.0);
+        if let Some(Malformed { code, why, id }) = malformed_request(&raw.0) {
             core.pace_refusals_of(verified.agent(), Protocol::Mcp).await;
             accepted.refuse_request(
                 verified.agent(),
@@ -228,12 +227,26 @@ fn json_rpc_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json_rpc_body(message))).into_response()
 }
 
-/// A POST body the MCP service would refuse before calling a tool: the JSON-RPC error code and
-/// why. A body that is not JSON (-32700); a `tools/call` whose `params` are not an object with
-/// a string `name` and, if any, object `arguments` (-32602). Everything else is the service's.
-fn malformed_request(body: &[u8]) -> Option<(i32, &'static str)> {
+/// Why the MCP service would refuse a request before calling a tool.
+#[derive(Debug, PartialEq)]
+struct Malformed {
+    /// The JSON-RPC error code.
+    code: i32,
+    why: &'static str,
+    /// The request's `id`, if it has a usable one (a string or a number).
+    id: serde_json::Value,
+}
+
+/// A POST body the MCP service would refuse before calling a tool, parsed once: a body that is
+/// not JSON (-32700); a `tools/call` whose `params` are not an object with a string `name`
+/// and, if any, object `arguments` (-32602). Everything else is the service's.
+fn malformed_request(body: &[u8]) -> Option<Malformed> {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return Some((-32700, "the request body is not valid JSON"));
+        return Some(Malformed {
+            code: -32700,
+            why: "the request body is not valid JSON",
+            id: serde_json::Value::Null,
+        });
     };
     let message = value.as_object()?;
     if message.get("method").and_then(|m| m.as_str()) != Some("tools/call") {
@@ -247,19 +260,15 @@ fn malformed_request(body: &[u8]) -> Option<(i32, &'static str)> {
                 && p.get("arguments")
                     .map_or(true, |a| a.is_object() || a.is_null())
         });
-    (!well_formed).then_some((
-        -32602,
-        "tools/call params must be an object with a string name and object arguments",
-    ))
-}
-
-/// The `id` of a request body, if it has a usable one (a string or a number).
-fn request_id(body: &[u8]) -> serde_json::Value {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("id").cloned())
-        .filter(|id| id.is_string() || id.is_number())
-        .unwrap_or(serde_json::Value::Null)
+    (!well_formed).then(|| Malformed {
+        code: -32602,
+        why: "tools/call params must be an object with a string name and object arguments",
+        id: message
+            .get("id")
+            .filter(|id| id.is_string() || id.is_number())
+            .cloned()
+            .unwrap_or(serde_json::Value::Null),
+    })
 }
 
 /// A JSON-RPC error answering no request in particular.
@@ -288,13 +297,13 @@ mod tests {
             call(r#""query""#),
         ] {
             assert_eq!(
-                malformed_request(bad.as_bytes()).map(|m| m.0),
+                malformed_request(bad.as_bytes()).map(|m| m.code),
                 Some(-32602),
                 "{bad}"
             );
         }
         assert_eq!(
-            malformed_request(b"{\"jsonrpc\":").map(|m| m.0),
+            malformed_request(b"{\"jsonrpc\":").map(|m| m.code),
             Some(-32700)
         );
         for fine in [
@@ -305,8 +314,9 @@ mod tests {
         ] {
             assert_eq!(malformed_request(fine.as_bytes()), None, "{fine}");
         }
-        assert_eq!(request_id(call("1").as_bytes()), serde_json::json!(1));
-        assert_eq!(request_id(b"nope"), serde_json::Value::Null);
+        let id_of = |body: &[u8]| malformed_request(body).map(|m| m.id);
+        assert_eq!(id_of(call("1").as_bytes()), Some(serde_json::json!(1)));
+        assert_eq!(id_of(b"nope"), Some(serde_json::Value::Null));
     }
 
     #[test]
