@@ -211,49 +211,50 @@ impl OpenCursor {
         let Some((id, ns)) = self.open.take() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let (up, timeout) = (self.up.clone(), self.connect_timeout);
-        metrics::counter!("tollgate_mcp_cursors_abandoned_total").increment(1);
-        runtime.spawn(async move {
-            let killed = tokio::time::timeout(timeout.saturating_mul(2), async {
-                let mut lent = up.lend(timeout).await.ok()?;
-                kill(&mut lent.conn, id, &ns).await.then_some(lent)
-            })
-            .await;
-            match killed {
-                Ok(Some(lent)) => up.give_back(lent),
-                _ => tracing::debug!(cursor = id, "an abandoned call's cursor could not be killed; the server's timeout will reap it"),
-            }
+        self.in_background(timeout.saturating_mul(2), async move {
+            metrics::counter!("tollgate_mcp_cursors_abandoned_total").increment(1);
+            let mut lent = up.lend(timeout).await.ok()?;
+            kill(&mut lent.conn, id, &ns).await.then_some(lent)
         });
     }
 
     /// Reads the reply to the first command (`request`) in the background and kills the
     /// cursor it opened, on the same connection, given back when that worked.
     fn kill_after_reply(&mut self, request: i32, mut lent: Lent) {
+        self.in_background(self.reply_timeout, async move {
+            let reply = lent.conn.read_reply(request).await.ok()?;
+            let Ok(cursor) = reply.get_document("cursor") else {
+                return Some(lent); // an error: no cursor
+            };
+            let id = cursor_id(cursor)?;
+            if id == 0 {
+                return Some(lent); // the whole result came at once
+            }
+            metrics::counter!("tollgate_mcp_cursors_abandoned_total").increment(1);
+            let ns = cursor.get_str("ns").unwrap_or_default().to_string();
+            kill(&mut lent.conn, id, &ns).await.then_some(lent)
+        });
+    }
+
+    /// Runs `job` in the background for at most `within`: the connection it ends with clean
+    /// goes back to the idle ones; without one (a failure, or time up) the server's cursor
+    /// timeout reaps what is left. Nothing runs without a runtime (the gateway is stopping).
+    fn in_background(
+        &self,
+        within: Duration,
+        job: impl std::future::Future<Output = Option<Lent>> + Send + 'static,
+    ) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (up, timeout) = (self.up.clone(), self.reply_timeout);
+        let up = self.up.clone();
         runtime.spawn(async move {
-            let killed = tokio::time::timeout(timeout, async {
-                let reply = lent.conn.read_reply(request).await.ok()?;
-                let Ok(cursor) = reply.get_document("cursor") else {
-                    return Some(lent); // an error: no cursor
-                };
-                let id = cursor_id(cursor)?;
-                if id == 0 {
-                    return Some(lent); // the whole result came at once
-                }
-                metrics::counter!("tollgate_mcp_cursors_abandoned_total").increment(1);
-                let ns = cursor.get_str("ns").unwrap_or_default().to_string();
-                kill(&mut lent.conn, id, &ns).await.then_some(lent)
-            })
-            .await;
-            match killed {
+            match tokio::time::timeout(within, job).await {
                 Ok(Some(lent)) => up.give_back(lent),
-                _ => tracing::debug!("an abandoned call's first reply or cursor could not be dealt with; the connection is closed"),
+                _ => tracing::debug!(
+                    "an abandoned call's cursor could not be killed; the server's timeout will reap it"
+                ),
             }
         });
     }
