@@ -677,6 +677,13 @@ fn the_redis_tool_masks_refuses_and_scans_within_the_policy() {
         && l["upstream"] == "cache"
         && l["decision"] == "masked"
         && l["statement"] == "HGETALL session:1"));
+    // The pattern list_keys scanned with is the reach the policy checked: it is in the record.
+    assert!(
+        lines.iter().any(|l| l["protocol"] == "mcp"
+            && l["agent"] == "analyst"
+            && l["statement"] == "SCAN ? MATCH session:* COUNT 500"),
+        "no SCAN record naming its pattern"
+    );
 }
 
 /// Asserts that `needle` appears in the tool result's text, and only inside its one

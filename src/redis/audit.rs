@@ -33,6 +33,12 @@ enum Family {
     Function,
     /// CONFIG SET's parameter names (not their values), CONFIG GET's patterns.
     Config,
+    /// SCAN's options: the MATCH pattern is a key pattern the policy checked, COUNT and TYPE
+    /// say how much and what it walked.
+    Scan,
+    /// HSCAN, SSCAN, ZSCAN: their option words and COUNT; the MATCH pattern is matched against
+    /// fields and members, which are values, so it stays redacted.
+    ScanValues,
 }
 
 fn family(name: &[u8]) -> Family {
@@ -54,6 +60,8 @@ fn family(name: &[u8]) -> Family {
         b"script" => Family::Script,
         b"function" => Family::Function,
         b"config" => Family::Config,
+        b"scan" => Family::Scan,
+        b"hscan" | b"sscan" | b"zscan" => Family::ScanValues,
         _ => Family::Other,
     }
 }
@@ -90,8 +98,47 @@ fn shown(args: &[Bytes], i: usize, keys: &[FoundKey], subcommand: bool, fam: Fam
         // CONFIG SET name value [name value ...]
         Family::Config if sub(b"set") && i % 2 == 0 => Shown::Name,
         Family::Config if sub(b"get") => Shown::Name,
+        // SCAN cursor [options]; xSCAN key cursor [options].
+        Family::Scan => scan_option(args, 2, i, true),
+        Family::ScanValues => scan_option(args, 3, i, false),
         _ => Shown::Redacted,
     }
+}
+
+/// Argument `i` of a SCAN-family command whose options start at `from`, read as Redis's parser
+/// reads them: in turn from `from`, `MATCH`, `COUNT` and `TYPE` each take the argument after
+/// them, `NOVALUES` none. The cursor, and anything after a word Redis would reject, stay
+/// redacted; so does the MATCH pattern unless `pattern_is_keys`.
+fn scan_option(args: &[Bytes], from: usize, i: usize, pattern_is_keys: bool) -> Shown {
+    let mut at = from;
+    while at < args.len() && at <= i {
+        let word = &args[at];
+        let takes_value = [&b"match"[..], b"count", b"type"]
+            .iter()
+            .any(|w| word.eq_ignore_ascii_case(w));
+        if takes_value && at + 1 < args.len() {
+            if i == at {
+                return Shown::Word;
+            }
+            if i == at + 1 {
+                let pattern = word.eq_ignore_ascii_case(b"match");
+                return if pattern && !pattern_is_keys {
+                    Shown::Redacted
+                } else {
+                    Shown::Name
+                };
+            }
+            at += 2;
+        } else if word.eq_ignore_ascii_case(b"novalues") {
+            if i == at {
+                return Shown::Word;
+            }
+            at += 1;
+        } else {
+            break;
+        }
+    }
+    Shown::Redacted
 }
 
 /// `SET cache:1 ?`, `CLIENT SETNAME ?`, `SUBSCRIBE news.a`, `CONFIG SET dir ?`,
@@ -264,6 +311,52 @@ mod tests {
         assert_eq!(
             statement(&args("CONFIG RESETSTAT"), &[], true),
             "CONFIG RESETSTAT"
+        );
+    }
+
+    /// SCAN's MATCH pattern is the reach the policy checked: recorded, like keys. The patterns of
+    /// HSCAN, SSCAN and ZSCAN match fields and members (values): redacted.
+    #[test]
+    fn scan_patterns_are_recorded_member_patterns_are_not() {
+        assert_eq!(
+            statement(
+                &args("scan 0 match cache:* count 500 type string"),
+                &[],
+                false
+            ),
+            "SCAN ? MATCH cache:* COUNT 500 TYPE string"
+        );
+        assert_eq!(
+            statement(&args("SCAN 17 MATCH a:* MATCH cache:*"), &[], false),
+            "SCAN ? MATCH a:* MATCH cache:*"
+        );
+        // Read in turn as Redis does: a pattern named like an option is still the pattern.
+        assert_eq!(
+            statement(&args("SCAN 0 MATCH count COUNT 5"), &[], false),
+            "SCAN ? MATCH count COUNT 5"
+        );
+        // What Redis would reject (a word it does not know, an option without its value) is
+        // not read as options.
+        assert_eq!(
+            statement(&args("SCAN 0 secret MATCH x"), &[], false),
+            "SCAN ? ? ? ?"
+        );
+        assert_eq!(statement(&args("SCAN 0 MATCH"), &[], false), "SCAN ? ?");
+        assert_eq!(
+            statement(&args("SSCAN s 0 MATCH 078-05-* COUNT 10"), &[key(1)], false),
+            "SSCAN s ? MATCH ? COUNT 10"
+        );
+        assert_eq!(
+            statement(
+                &args("hscan session:1 0 match *mail* novalues"),
+                &[key(1)],
+                false
+            ),
+            "HSCAN session:1 ? MATCH ? NOVALUES"
+        );
+        assert_eq!(
+            statement(&args("ZSCAN z 0 COUNT 3 MATCH 4111*"), &[key(1)], false),
+            "ZSCAN z ? COUNT 3 MATCH ?"
         );
     }
 
