@@ -956,6 +956,62 @@ fn a_killed_server_connection_is_replaced_without_the_client_noticing() {
     });
 }
 
+/// Idle connections whose server went away are noticed by the pool's upkeep, not only at the
+/// next checkout: with no traffic at all, the pool's figures stay true.
+#[test]
+fn idle_connections_the_server_ended_leave_the_pool_figures_without_traffic() {
+    harness().runtime.block_on(async {
+        let (running, gw) = gateway(3, "").await;
+        let (a, b) = (
+            client(&running, "analyst").await,
+            client(&running, "writer").await,
+        );
+        // Two transactions at once: two server connections, both idle afterwards.
+        a.batch_execute("BEGIN").await.unwrap();
+        b.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(one(&a, "SELECT 1").await, "1");
+        assert_eq!(one(&b, "SELECT 1").await, "1");
+        a.batch_execute("COMMIT").await.unwrap();
+        b.batch_execute("COMMIT").await.unwrap();
+        let pool = || {
+            running
+                .gateway
+                .doors
+                .iter()
+                .flat_map(|d| d.pools())
+                .find(|p| p.mode == "transaction")
+                .expect("the transaction pool")
+        };
+        let old = server_pids(&gw.role).await;
+        assert_eq!((pool().open, old.len()), (2, 2), "{:?}", pool());
+        upstream()
+            .await
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                &[&gw.role],
+            )
+            .await
+            .unwrap();
+        // No statement is sent: only the upkeep (every second) can notice.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (open, idle) = (pool().open, pool().idle);
+            let live = server_pids(&gw.role).await;
+            let stale = live.iter().any(|p| old.contains(p));
+            if !stale && open as usize == live.len() && idle == open as usize {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pool still counts {open} open ({idle} idle) for {} live connections",
+                live.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(one(&a, "SELECT 2").await, "2");
+    });
+}
+
 #[test]
 fn new_vaulted_credentials_drain_the_old_connections() {
     harness().runtime.block_on(async {

@@ -529,18 +529,23 @@ impl Pool {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = stop.changed() => return,
             }
-            let (expired, slots, key) = {
+            // Run as a poll so the liveness checks below can read with this task's context.
+            let (expired, slots, key) = std::future::poll_fn(|cx| {
                 let mut st = self.lock();
                 let min_idle = self.settings.min_idle as usize;
                 let idle = std::mem::take(&mut st.idle);
                 let n = idle.len();
                 let (mut keep, mut expired) = (Vec::new(), Vec::new());
-                for (i, s) in idle.into_iter().enumerate() {
+                for (i, mut s) in idle.into_iter().enumerate() {
                     // The most recently used are at the end: they are the ones kept.
                     let beyond_min = n - i > min_idle;
                     let too_idle =
                         beyond_min && s.idle_since.elapsed() >= self.settings.idle_timeout;
-                    if too_idle || !self.current(&s) {
+                    // A server that went away (restart, pg_terminate_backend, its own idle
+                    // timeouts) is noticed now, not at the next checkout: the pool's figures
+                    // and min_idle stay true while no traffic comes. `looks_alive` is one
+                    // non-blocking read, done at its first poll.
+                    if too_idle || !self.current(&s) || !alive_now(&mut s, cx) {
                         expired.push(s);
                     } else {
                         keep.push(s);
@@ -554,8 +559,10 @@ impl Pool {
                 let missing = missing.min(room) as u32;
                 st.open += missing;
                 let slots: Vec<PoolSlot> = (0..missing).map(|_| self.slot()).collect();
-                (expired, slots, st.last_key.clone().unwrap_or_default())
-            };
+                let key = st.last_key.clone().unwrap_or_default();
+                std::task::Poll::Ready((expired, slots, key))
+            })
+            .await;
             if !expired.is_empty() {
                 debug!(pool = %self.name, n = expired.len(), "closing expired idle connections");
                 self.close(expired);
@@ -571,6 +578,16 @@ impl Pool {
             }
         }
     }
+}
+
+/// Whether an idle connection still looks usable (`Server::looks_alive`), without waiting: the
+/// check answers at its first poll, so it can run under the pool's lock.
+fn alive_now(s: &mut Server, cx: &mut std::task::Context<'_>) -> bool {
+    let mut check = std::pin::pin!(s.looks_alive());
+    !matches!(
+        std::future::Future::poll(check.as_mut(), cx),
+        std::task::Poll::Ready(false)
+    )
 }
 
 /// `pg_terminate_backend(pid)` on a connection of its own to `target` (logged in as the pool's
