@@ -1012,6 +1012,49 @@ fn idle_connections_the_server_ended_leave_the_pool_figures_without_traffic() {
     });
 }
 
+/// A login the server refuses for another reason than the credentials (here its role's
+/// connection limit, 53300) is not reported as a credentials problem: an operator reading it
+/// must not go and rotate a good password.
+#[test]
+fn a_login_refused_for_too_many_connections_is_not_called_a_credentials_problem() {
+    harness().runtime.block_on(async {
+        let (running, gw) = gateway(2, "").await;
+        // Logged in while the server still takes the role: the transaction pool then needs a
+        // server connection only at the first statement.
+        let a = client(&running, "analyst").await;
+        upstream()
+            .await
+            .batch_execute(&format!(
+                "ALTER ROLE {role} CONNECTION LIMIT 0; \
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'",
+                role = gw.role
+            ))
+            .await
+            .unwrap();
+        let detail = |e: tokio_postgres::Error| {
+            let db = e.as_db_error().expect("a server error").clone();
+            assert_eq!(db.code().code(), "08006", "{db:?}");
+            db.detail().unwrap_or_default().to_string()
+        };
+        // A login with settings no server connection has had yet: it needs a connection itself.
+        let fresh = format!("{}&application_name=fresh", url(&running, "trusted"));
+        let e = tokio_postgres::connect(&fresh, tokio_postgres::NoTls)
+            .await
+            .err()
+            .expect("no server connection can be opened");
+        let trusted = detail(e);
+        // A session already logged in: its next statement needs one.
+        let analyst = detail(a.simple_query("SELECT 1").await.unwrap_err());
+        for d in [&trusted, &analyst] {
+            assert!(
+                d.contains("too many connections") && d.contains("53300"),
+                "{d}"
+            );
+            assert!(!d.contains("credentials"), "{d}");
+        }
+    });
+}
+
 #[test]
 fn new_vaulted_credentials_drain_the_old_connections() {
     harness().runtime.block_on(async {

@@ -153,6 +153,14 @@ pub fn probe_message(target: &MongoTarget, e: &UpstreamError) -> String {
         UpstreamError::Timeout(t) => {
             format!("the upstream did not answer within {} ms", t.as_millis())
         }
+        UpstreamError::LoginRefused(code) if code != "AuthenticationFailed" => {
+            let code: String = code
+                .chars()
+                .take(64)
+                .filter(|c| c.is_ascii_graphic())
+                .collect();
+            format!("the upstream refused the login ({code})")
+        }
         UpstreamError::LoginRefused(_) | UpstreamError::Scram(_) => {
             "the upstream refused tollgate's credentials".into()
         }

@@ -241,10 +241,9 @@ impl Door for PgDoor {
 /// A probe failure from its class and SQLSTATE only (never server text).
 fn probe_failure(e: &tokio_postgres::Error, host: &str, port: u16) -> String {
     match e.code().map(|c| c.code()) {
-        Some(code @ ("28P01" | "28000")) => {
-            format!("the upstream refused tollgate's credentials (SQLSTATE {code})")
+        Some(code @ ("28P01" | "28000" | "53300" | "57P03" | "3D000")) => {
+            super::upstream::login_refusal(code)
         }
-        Some(code @ "3D000") => format!("the upstream database does not exist (SQLSTATE {code})"),
         Some(code) => format!("the upstream answered with an error (SQLSTATE {code})"),
         None => format!("cannot reach the upstream at {host}:{port}"),
     }

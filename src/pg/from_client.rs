@@ -17,7 +17,7 @@ use super::frame::{Frame, FrameError, FrameReader, Incoming};
 use super::frontend::{self as fe, MessageError};
 use super::link::{Attached, Link};
 use super::pending::{Expect, Pending};
-use super::pool::{CheckoutError, ServerInfo};
+use super::pool::ServerInfo;
 use super::sql_prepared::{self, PrepareTickets, SqlPrepared};
 use super::statement::{Checked, PgSession};
 use super::statements::{self, ServerStatement, Unnamed};
@@ -340,7 +340,7 @@ async fn relay<R: AsyncRead + Unpin>(
                 tokio::select! {
                     biased;
                     r = &mut checkout => break Some(r
-                        .map_err(|e| FromClientError::Fatal(checkout_refusal(&e, &link.pool.name)))?),
+                        .map_err(|e| FromClientError::Fatal(super::session::checkout_failure(&e, &link.pool.name)))?),
                     () = client.hung_up(HANG_UP_READ_AHEAD) => {
                         metrics::counter!("tollgate_pool_checkouts_abandoned_total", "upstream" => link.pool.name.clone())
                             .increment(1);
@@ -579,18 +579,6 @@ fn no_misread(ctx: &PgSession) -> Result<(), FromClientError> {
     match ctx.misread() {
         Some(fields) => Err(FromClientError::Fatal(fields.clone())),
         None => Ok(()),
-    }
-}
-
-/// FATAL for a session whose pool could not give it a connection in time (or at all).
-fn checkout_refusal(e: &CheckoutError, pool: &str) -> PgErrorFields {
-    match e.rule() {
-        Some(rule) => super::refusal::fatal(&crate::refusal::Refusal::new(
-            crate::refusal::RefusalClass::TooManyConnections,
-            rule,
-            e.to_string(),
-        )),
-        None => PgErrorFields::fatal("08006", crate::session::upstream_unavailable(pool)),
     }
 }
 

@@ -237,8 +237,9 @@ fn pool_mode(session: &Session, default: PoolMode) -> PoolMode {
     asked.unwrap_or(default)
 }
 
-/// A session refused because its upstream's pool could not give it a connection.
-fn checkout_failure(e: &CheckoutError, pool: &str) -> PgErrorFields {
+/// A session refused because its upstream's pool could not give it a connection (at login, or
+/// for a transaction on a transaction pool).
+pub(super) fn checkout_failure(e: &CheckoutError, pool: &str) -> PgErrorFields {
     match e {
         CheckoutError::Upstream(u) => {
             warn!(upstream = %pool, error = %u, "upstream login failed");
@@ -483,10 +484,10 @@ use SideResult::{ClientSide, UpstreamSide};
 fn upstream_failure(name: &str, e: &UpstreamError) -> PgErrorFields {
     let detail = match e {
         UpstreamError::Connect(_) | UpstreamError::Timeout(_) => {
-            "the upstream is not accepting connections"
+            "the upstream is not accepting connections".to_string()
         }
-        UpstreamError::LoginRefused(_) => "the upstream refused tollgate's credentials",
-        _ => "the upstream did not complete the login",
+        UpstreamError::LoginRefused(code) => super::upstream::login_refusal(code),
+        _ => "the upstream did not complete the login".to_string(),
     };
     PgErrorFields::fatal("08006", crate::session::upstream_unavailable(name)).with_detail(detail)
 }

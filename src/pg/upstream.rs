@@ -240,6 +240,22 @@ async fn next(reader: &mut FrameReader<NetRead>) -> Result<Frame, UpstreamError>
         .ok_or_else(|| UpstreamError::Protocol("upstream closed the connection".into()))
 }
 
+/// What an agent and the operator are told about a login the upstream refused: what its SQLSTATE
+/// means, never the server's text (it may name the user). Only 28P01 and 28000 are about the
+/// credentials; a full server or one starting up must not send anyone to rotate a good password.
+pub fn login_refusal(code: &str) -> String {
+    let what = match code {
+        "28P01" | "28000" => "the upstream refused tollgate's credentials",
+        "53300" => {
+            "the upstream has no connection free for tollgate's login (too many connections)"
+        }
+        "57P03" => "the upstream is starting up or shutting down",
+        "3D000" => "the upstream database does not exist",
+        _ => "the upstream refused the login",
+    };
+    format!("{what} (SQLSTATE {code})")
+}
+
 fn login_refused(frame: &Frame) -> UpstreamError {
     let (code, _message) = msg::error_code_and_message(frame.body());
     UpstreamError::LoginRefused(code.unwrap_or_else(|| "?????".into()))

@@ -147,9 +147,7 @@ impl Door for RedisDoor {
                 UpstreamError::Timeout(t) => {
                     format!("the upstream did not answer within {} ms", t.as_millis())
                 }
-                UpstreamError::LoginRefused(_) => {
-                    "the upstream refused tollgate's credentials".into()
-                }
+                UpstreamError::LoginRefused(line) => super::upstream::login_refusal(&line),
                 UpstreamError::Protocol(_) => "the upstream did not speak RESP as expected".into(),
                 UpstreamError::Tls(_) => "the TLS handshake with the upstream failed".into(),
             })?;

@@ -64,6 +64,35 @@ pub enum UpstreamError {
     Tls(std::io::Error),
 }
 
+/// What the readiness probe says about a login the upstream refused, from its error line's
+/// code: only a refusal of the credentials is called one (a full or loading server must not
+/// send an operator to rotate a good password).
+pub fn login_refusal(line: &str) -> String {
+    let code = line
+        .trim_start_matches('-')
+        .split_whitespace()
+        .next()
+        .unwrap_or("ERR");
+    let lower = line.to_ascii_lowercase();
+    if matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM")
+        || lower.contains("invalid password")
+        || lower.contains("invalid username")
+    {
+        "the upstream refused tollgate's credentials".into()
+    } else if code == "LOADING" {
+        "the upstream is loading its dataset".into()
+    } else if lower.contains("max number of clients") {
+        "the upstream has no connection free for tollgate (max number of clients reached)".into()
+    } else {
+        let code: String = code
+            .chars()
+            .take(32)
+            .filter(|c| c.is_ascii_graphic())
+            .collect();
+        format!("the upstream refused the login ({code})")
+    }
+}
+
 /// A logged-in upstream connection.
 pub struct Upstream {
     pub stream: NetStream,
@@ -265,6 +294,33 @@ async fn read_reply_into(
             return Err(UpstreamError::Connect(std::io::Error::from(
                 std::io::ErrorKind::UnexpectedEof,
             )));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::login_refusal;
+
+    #[test]
+    fn only_a_refusal_of_the_credentials_is_called_one() {
+        for line in [
+            "-WRONGPASS invalid username-password pair or user is disabled.",
+            "-NOAUTH Authentication required.",
+            "-ERR invalid password",
+        ] {
+            assert!(login_refusal(line).contains("credentials"), "{line}");
+        }
+        for (line, says) in [
+            ("-ERR max number of clients reached", "no connection free"),
+            ("-LOADING Redis is loading the dataset in memory", "loading"),
+            ("-BUSY Redis is busy running a script", "(BUSY)"),
+        ] {
+            let said = login_refusal(line);
+            assert!(
+                said.contains(says) && !said.contains("credentials"),
+                "{said}"
+            );
         }
     }
 }

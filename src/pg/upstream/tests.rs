@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::{connect, UpstreamError, UpstreamTarget};
+use super::{connect, login_refusal, UpstreamError, UpstreamTarget};
 use crate::vault::Secret;
 
 fn auth(code: i32, extra: &[u8]) -> Vec<u8> {
@@ -153,4 +153,20 @@ async fn a_server_that_refuses_the_connection_check_is_logged_in_without_it() {
             got.err()
         );
     }
+}
+
+#[test]
+fn only_credential_codes_are_called_a_credentials_problem() {
+    for code in ["28P01", "28000"] {
+        assert!(login_refusal(code).contains("credentials"), "{code}");
+    }
+    for code in ["53300", "57P03", "3D000", "XX000"] {
+        let said = login_refusal(code);
+        assert!(
+            !said.contains("credentials") && said.contains(code),
+            "{said}"
+        );
+    }
+    assert!(login_refusal("53300").contains("too many connections"));
+    assert!(login_refusal("57P03").contains("starting up"));
 }
