@@ -140,11 +140,18 @@ impl Gateway {
 
     /// Re-reads agents and policies; on any error the running ones stay in force.
     pub fn reload(&self) -> Result<(), SourceError> {
+        self.reload_policies()?;
+        self.schema_refresh.notify_one();
+        Ok(())
+    }
+
+    /// `reload` without asking for fresh table shapes (`reload_all` asks once the vault's
+    /// credentials are in force too).
+    fn reload_policies(&self) -> Result<(), SourceError> {
         match load_policies(&self.config) {
             Ok((agents, set)) => {
                 self.core.agents.store(Arc::new(agents));
                 self.core.policy.replace(set);
-                self.schema_refresh.notify_one();
                 info!(version = self.core.policy.version(), "policies reloaded");
                 Ok(())
             }
@@ -197,11 +204,15 @@ impl Gateway {
     /// Each part is kept as it was if its reload fails; the errors are returned.
     pub fn reload_all(&self) -> Vec<ReloadError> {
         let mut errors = Vec::new();
-        if let Err(e) = self.reload() {
-            errors.push(ReloadError::Policies(e));
-        }
+        let policies = self.reload_policies();
         if let Err(e) = self.reload_vault() {
             errors.push(ReloadError::Vault(e));
+        }
+        // Only now: a refresh asked for before the new credentials were in force logged in with
+        // the old ones (one failed upstream login per rotation, seen by the live review).
+        match policies {
+            Ok(()) => self.schema_refresh.notify_one(),
+            Err(e) => errors.insert(0, ReloadError::Policies(e)),
         }
         if let Err(e) = self.reload_admin_tokens() {
             errors.push(ReloadError::AdminTokens(e));
@@ -266,7 +277,11 @@ impl Gateway {
                 Err(e) => {
                     all = false;
                     metrics::counter!("tollgate_schema_load_errors_total").increment(1);
-                    warn!(error = %e, "could not load table shapes for masking; statements reading masked tables are refused until it works");
+                    if self.core.policy.schema(&name).is_some() {
+                        warn!(upstream = %name, error = %e, "could not refresh table shapes for masking; the last ones loaded stay in use");
+                    } else {
+                        warn!(upstream = %name, error = %e, "could not load table shapes for masking; statements reading masked tables are refused until it works");
+                    }
                 }
             }
         }
