@@ -13,6 +13,25 @@ use support::{connect_url, copy_demo_dir, db_message, harness, sqlstate, upstrea
 /// pool of `size` connections with `extra` upstream settings, logged in upstream as a role of
 /// its own (a member of the demo's), so its server connections can be counted.
 async fn gateway(size: u32, extra: &str) -> (tollgate::gateway::Running, Gw) {
+    gateway_via(size, extra, None).await
+}
+
+/// The upstream PostgreSQL's port (from the demo's superuser URL).
+fn upstream_port() -> u16 {
+    let url = &harness().env.upstream_pg_url;
+    let after_at = &url[url.rfind('@').unwrap() + 1..];
+    let port = after_at
+        .split(['/', '?'])
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap();
+    port.parse().unwrap()
+}
+
+/// `gateway`, its pool reaching the upstream through port `via` (a relay) when given.
+async fn gateway_via(size: u32, extra: &str, via: Option<u16>) -> (tollgate::gateway::Running, Gw) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let role = format!(
@@ -45,6 +64,14 @@ async fn gateway(size: u32, extra: &str) -> (tollgate::gateway::Running, Gw) {
             1,
         )
         .replacen("pool_size = 10", &format!("pool_size = {size}\n{extra}"), 1);
+    let text = match via {
+        Some(port) => text.replacen(
+            &format!("port = {}\n", upstream_port()),
+            &format!("port = {port}\n"),
+            1,
+        ),
+        None => text,
+    };
     std::fs::write(&config, text).unwrap();
     // The trusted agent too, so passthrough state (advisory locks, LISTEN, ...) is exercised.
     let trusted = dir.path().join("policies/trusted.toml");
@@ -1052,6 +1079,84 @@ fn a_login_refused_for_too_many_connections_is_not_called_a_credentials_problem(
             );
             assert!(!d.contains("credentials"), "{d}");
         }
+    });
+}
+
+/// A relay to the upstream PostgreSQL that holds new connections while `held` is set: an
+/// upstream slow to take logins.
+async fn stalling_relay(held: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let to = upstream_port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let held = held.clone();
+            tokio::spawn(async move {
+                while held.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// While the upstream is slow to take a new login, a statement that started opening a
+/// connection takes one another session gives back meanwhile, instead of waiting for its own
+/// login; the connection being opened still joins the pool once the upstream takes it.
+#[test]
+fn a_connection_given_back_serves_a_session_whose_own_login_is_slow() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    harness().runtime.block_on(async {
+        let held = std::sync::Arc::new(AtomicBool::new(false));
+        let relay = stalling_relay(held.clone()).await;
+        let (running, gw) = gateway_via(2, "", Some(relay)).await;
+        let (a, b) = (
+            client(&running, "analyst").await,
+            client(&running, "writer").await,
+        );
+        a.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(one(&a, "SELECT 1").await, "1");
+        held.store(true, Ordering::SeqCst);
+        // b's statement needs a second connection, whose login the upstream holds.
+        let started = Instant::now();
+        let b_statement = tokio::spawn(async move {
+            let v = one(&b, "SELECT 2").await;
+            (v, started.elapsed(), b)
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.batch_execute("COMMIT").await.unwrap();
+        let (v, took, _b) = tokio::time::timeout(Duration::from_secs(10), b_statement)
+            .await
+            .expect("b's statement finishes")
+            .unwrap();
+        assert_eq!(v, "2");
+        assert!(
+            took < Duration::from_millis(1500),
+            "b waited {took:?} for its own login though a's connection came back at 300 ms"
+        );
+        // The login the upstream held completes once it is let go, into the pool.
+        held.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server_connections(&gw.role).await < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the held login never joined the pool"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let pool = running
+            .gateway
+            .doors
+            .iter()
+            .flat_map(|d| d.pools())
+            .find(|p| p.mode == "transaction")
+            .unwrap();
+        assert_eq!((pool.open, pool.idle, pool.waiting), (2, 2, 0), "{pool:?}");
     });
 }
 

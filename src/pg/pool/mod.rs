@@ -98,6 +98,10 @@ enum Grant {
 struct Waiter {
     key: Arc<SettingsKey>,
     tx: oneshot::Sender<Grant>,
+    /// Opening a connection of its own meanwhile (`open_or_take`): it takes a connection of its
+    /// settings given back first, but is never given room, and no connection is closed to
+    /// make room for it.
+    opening: bool,
 }
 
 /// A checkout waiting in the queue. Dropped before its grant was taken (the wait timed out, or
@@ -236,7 +240,12 @@ impl Pool {
     /// (open, idle, waiting) right now.
     pub fn sizes(&self) -> (u32, usize, usize) {
         let st = self.lock();
-        (st.open, st.idle.len(), st.waiters.len())
+        let waiting = st
+            .waiters
+            .iter()
+            .filter(|w| !w.opening && !w.tx.is_closed())
+            .count();
+        (st.open, st.idle.len(), waiting)
     }
 
     fn current(&self, s: &Server) -> bool {
@@ -293,7 +302,7 @@ impl Pool {
                     if let Some(old) = evicted {
                         self.close(vec![old]);
                     }
-                    return self.open(key, slot).await;
+                    return self.open_or_take(key, slot).await;
                 }
                 Next::Wait(rx) => {
                     self.counters.waits.fetch_add(1, Ordering::Relaxed);
@@ -303,7 +312,7 @@ impl Pool {
                     };
                     match tokio::time::timeout_at(deadline, &mut waiting.rx).await {
                         Ok(Ok(Grant::Server(s))) => return Ok(s),
-                        Ok(Ok(Grant::Room(slot))) => return self.open(key, slot).await,
+                        Ok(Ok(Grant::Room(slot))) => return self.open_or_take(key, slot).await,
                         // The pool dropped our waiter (it never does): look again.
                         Ok(Err(_)) => {}
                         Err(_) => {
@@ -342,6 +351,7 @@ impl Pool {
         st.waiters.push_back(Waiter {
             key: key.clone(),
             tx,
+            opening: false,
         });
         Next::Wait(rx)
     }
@@ -352,6 +362,49 @@ impl Pool {
             pool: self.clone(),
             armed: true,
             connected: false,
+        }
+    }
+
+    /// Opens a connection into `slot`, unless a connection of `key`'s settings comes back first:
+    /// that one is taken, and the one being opened goes on to the idle list. An upstream slow to
+    /// log in (overloaded, stalled) then delays only the sessions no check-in can serve, as
+    /// PgBouncer's queued clients take whichever server connection is free first.
+    async fn open_or_take(
+        self: &Arc<Self>,
+        key: &Arc<SettingsKey>,
+        slot: PoolSlot,
+    ) -> Result<Server, CheckoutError> {
+        let pool = self.clone();
+        let k = key.clone();
+        let mut opening = Box::pin(async move { pool.open(&k, slot).await });
+        let (tx, rx) = oneshot::channel();
+        self.lock().waiters.push_back(Waiter {
+            key: key.clone(),
+            tx,
+            opening: true,
+        });
+        // Dropped on every way out: a connection granted meanwhile is given back, not lost.
+        let mut waiting = Waiting {
+            pool: self.clone(),
+            rx,
+        };
+        tokio::select! {
+            biased;
+            opened = &mut opening => opened,
+            granted = &mut waiting.rx => match granted {
+                Ok(Grant::Server(s)) => {
+                    let pool = self.clone();
+                    tokio::spawn(async move {
+                        match opening.await {
+                            Ok(opened) => pool.give(opened),
+                            Err(e) => debug!(pool = %pool.name, error = %e, "a connection opened for a session served meanwhile failed"),
+                        }
+                    });
+                    Ok(s)
+                }
+                // Room is never granted to an opening waiter; a dropped sender: open on.
+                Ok(Grant::Room(_)) | Err(_) => opening.await,
+            },
         }
     }
 
@@ -431,7 +484,7 @@ impl Pool {
                 Err(Grant::Room(_)) => return,
             }
         }
-        if !st.waiters.is_empty() {
+        if st.waiters.iter().any(|w| !w.opening) {
             drop(st);
             self.close(vec![server]);
             return;
@@ -443,9 +496,10 @@ impl Pool {
     fn wake_for_room(self: &Arc<Self>) {
         let mut st = self.lock();
         while st.open < self.settings.size {
-            let Some(w) = st.waiters.pop_front() else {
+            let Some(i) = st.waiters.iter().position(|w| !w.opening) else {
                 return;
             };
+            let w = st.waiters.remove(i).expect("position is valid");
             st.open += 1;
             match w.tx.send(Grant::Room(self.slot())) {
                 Ok(()) => return,
