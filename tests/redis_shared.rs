@@ -212,6 +212,43 @@ async fn a_session_that_reads_a_large_value_leaves_the_shared_connection() {
     assert_eq!(upstream_clients(&mut up).await, before + 1);
 }
 
+/// A pipeline deeper than 32 commands moves its session to a connection of its own at the 33rd:
+/// Redis runs every command it was sent, read or not, and on a shared connection tollgate must
+/// read every reply (a client that sent thousands of GETs of a large value and left made Redis
+/// build gigabytes of replies for nobody); on its own connection they go with the client.
+/// Pipelines of up to 32 stay shared; the replies stay in order across the move.
+#[tokio::test]
+async fn a_pipeline_deeper_than_32_commands_leaves_the_shared_connection() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut up = direct().await;
+    let mut s = redis_login("writer").await;
+    assert_eq!(
+        redis_exchange(&mut s, &cmd(&["SET", "cache:shared:deep", "v"]), "\r\n").await,
+        "+OK\r\n"
+    );
+    let before = upstream_clients(&mut up).await;
+    let pipeline = |n: usize| {
+        (0..n)
+            .map(|i| cmd(&["APPEND", "cache:shared:deep", &format!("{}", i % 10)]))
+            .collect::<Vec<_>>()
+            .concat()
+    };
+    // 32 at once: shared.
+    let got = redis_exchange(&mut s, &pipeline(32), ":33\r\n").await;
+    assert!(got.ends_with(":33\r\n"), "{got}");
+    assert_eq!(upstream_clients(&mut up).await, before, "32 stay shared");
+    // 100 at once: the session moves at the 33rd, and the replies keep their order.
+    let got = redis_exchange(&mut s, &pipeline(100), ":133\r\n").await;
+    let lengths: Vec<&str> = got.split("\r\n").filter(|l| !l.is_empty()).collect();
+    let want: Vec<String> = (34..=133).map(|n| format!(":{n}")).collect();
+    assert_eq!(lengths, want);
+    assert_eq!(
+        upstream_clients(&mut up).await,
+        before + 1,
+        "moved to its own"
+    );
+}
+
 #[tokio::test]
 async fn select_moves_the_session_and_leaves_the_others_on_database_0() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -296,7 +333,8 @@ async fn commands_before_and_after_the_move_run_in_the_order_sent() {
 async fn a_client_that_does_not_read_a_large_reply_is_cut_off_not_the_others() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut up = direct().await;
-    let big = vec![b'b'; 1 << 20];
+    // Values of 4 MiB: 30 of them, 120 MiB, within one pipeline that stays shared (32).
+    let big = vec![b'b'; 4 << 20];
     let _: () = redis::cmd("SET")
         .arg("cache:big-unread")
         .arg(big)
@@ -305,9 +343,9 @@ async fn a_client_that_does_not_read_a_large_reply_is_cut_off_not_the_others() {
         .unwrap();
     let mut greedy = redis_login("trusted").await;
     let mut polite = redis_login("trusted").await;
-    // 200 MiB of replies asked for in one write, none read.
+    // 120 MiB of replies asked for in one write, none read.
     let mut ask = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..30 {
         ask.extend(cmd(&["GET", "cache:big-unread"]));
     }
     greedy.write_all(&ask).await.unwrap();
@@ -330,7 +368,7 @@ async fn a_client_that_does_not_read_a_large_reply_is_cut_off_not_the_others() {
     // a client that does not read is cut inside a write), the connection closes mid-reply,
     // which no client mistakes for a whole reply.
     let tail = String::from_utf8_lossy(&tail);
-    let reply_len = format!("${}\r\n", 1 << 20).len() + (1 << 20) + 2;
+    let reply_len = format!("${}\r\n", 4 << 20).len() + (4 << 20) + 2;
     let why = "-ERR tollgate: more than 64 MiB of replies waited unread; session closed\r\n";
     let replies = if tail.ends_with(why) {
         total - why.len()
@@ -342,8 +380,8 @@ async fn a_client_that_does_not_read_a_large_reply_is_cut_off_not_the_others() {
         "closed after {total} bytes: the error line followed part of a reply: {tail}"
     );
     assert!(
-        total < 200 << 20,
-        "all 200 replies were relayed ({total} bytes): nothing was cut"
+        total < 30 * reply_len,
+        "all 30 replies were relayed ({total} bytes): nothing was cut"
     );
     let (_, metrics) = support::admin("get", "/metrics", support::AdminAs::Viewer).await;
     let cut = metrics
@@ -411,12 +449,13 @@ async fn clients_that_stop_reading_are_closed_and_their_replies_freed() {
     let mut up = direct().await;
     let _: () = redis::cmd("SET")
         .arg("cache:stall")
-        .arg(vec![b's'; 1 << 20])
+        .arg(vec![b's'; 4 << 20])
         .query_async(&mut up)
         .await
         .unwrap();
+    // 100 MiB in 25 replies: a pipeline that stays shared (at most 32).
     let mut ask = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..25 {
         ask.extend(cmd(&["GET", "cache:stall"]));
     }
     const N: u64 = 4;
@@ -464,7 +503,7 @@ async fn clients_that_stop_reading_are_closed_and_their_replies_freed() {
 }
 
 /// Over the shared connections' total (256 MiB), the agent holding the most loses its sessions
-/// first: five writer sessions each leaving 63 MiB unread (under the 64 MiB cut of one session)
+/// first: five writer sessions each leaving 59 MiB unread (under the 64 MiB cut of one session)
 /// cannot get a trusted session cut that reads its 46 MiB two seconds late. Before, the
 /// session receiving the reply that went over the total was cut: the trusted one, with nothing
 /// read (a live review's finding).
@@ -472,7 +511,8 @@ async fn clients_that_stop_reading_are_closed_and_their_replies_freed() {
 async fn one_agents_unread_sessions_cannot_get_another_agents_session_cut() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut up = direct().await;
-    const VALUE: usize = 400_000;
+    // Pipelines of at most 32 stay shared: values of ~1.9 MB make 31 of them 59 MiB.
+    const VALUE: usize = 2_000_000;
     let _: () = redis::cmd("SET")
         .arg("cache:hog")
         .arg(vec![b'h'; VALUE])
@@ -490,7 +530,7 @@ async fn one_agents_unread_sessions_cannot_get_another_agents_session_cut() {
     let mut hogs = Vec::new();
     for _ in 0..5 {
         let mut s = redis_login("writer").await;
-        s.write_all(&ask(165)).await.unwrap();
+        s.write_all(&ask(31)).await.unwrap();
         hogs.push(s);
     }
     // Until the writer's sessions hold what they asked (the total went over, one was cut).
@@ -503,21 +543,21 @@ async fn one_agents_unread_sessions_cannot_get_another_agents_session_cut() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut victim = redis_login("trusted").await;
-    victim.write_all(&ask(120)).await.unwrap();
+    victim.write_all(&ask(24)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let reply = format!("${VALUE}\r\n").len() + VALUE + 2;
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0usize;
-    while total < 120 * reply {
+    while total < 24 * reply {
         match tokio::time::timeout(Duration::from_secs(10), victim.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => total += n,
             other => panic!(
-                "the trusted session got {} of its 120 replies, then {other:?}",
+                "the trusted session got {} of its 24 replies, then {other:?}",
                 total / reply
             ),
         }
     }
-    assert_eq!(total, 120 * reply);
+    assert_eq!(total, 24 * reply);
     drop(hogs);
     let _: () = redis::cmd("DEL")
         .arg("cache:hog")

@@ -86,6 +86,8 @@ pub(super) struct FromClient {
     shared: bool,
     /// A large reply came for it there: its next forwarded command moves it to its own.
     heavy: bool,
+    /// Replies the shared connection owed it when the batch started.
+    owed_on_shared: usize,
     /// Replies the shared connection owes for the batch's forwarded bytes.
     shared_replies: usize,
     /// Where, in the batch's bytes and entries, the first command that needs the session's own
@@ -140,6 +142,7 @@ impl FromClient {
             reply_cap: Arc::default(),
             shared: false,
             heavy: false,
+            owed_on_shared: 0,
             shared_replies: 0,
             switch_at: None,
             own_gauge: None,
@@ -163,6 +166,7 @@ impl FromClient {
                 inbox.has_room(super::relay::MAX_IN_FLIGHT).await;
                 conn.writable().await;
                 self.heavy = inbox.heavy();
+                self.owed_on_shared = inbox.owed();
             }
             let mut closing = false;
             let mut need_read = false;
@@ -426,7 +430,13 @@ impl FromClient {
         // One lookup in the command table serves routing, the policy and the audit record.
         let table = self.table.clone();
         let looked = table.lookup(&cmd.args);
-        let on_shared = self.shared && !self.heavy && sharable_looked_up(looked, &cmd.args);
+        // A pipeline deeper than `SHARED_DEPTH` leaves the shared connection: Redis runs what it
+        // was sent whether or not anyone reads the replies, and on a shared connection tollgate
+        // must read every one (the connection lives on); on its own connection a client that
+        // leaves takes them with it, as it would directly.
+        let deep = self.owed_on_shared + self.shared_replies >= super::relay::SHARED_DEPTH;
+        let on_shared =
+            self.shared && !self.heavy && !deep && sharable_looked_up(looked, &cmd.args);
         let end = self.judge(cmd, looked, entries, out);
         if self.shared && out.len() > mark {
             if on_shared {

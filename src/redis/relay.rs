@@ -39,6 +39,10 @@ use crate::tls::{NetRead, NetWrite};
 pub(super) const MAX_IN_FLIGHT: usize = 4096;
 /// Commands judged per batch (one audit write per batch).
 pub(super) const MAX_BATCH: usize = 512;
+/// The most replies a session may be owed on a shared upstream connection: a deeper pipeline
+/// moves it to a connection of its own (`FromClient::command`). Pipelines of a few dozen
+/// commands (redis-benchmark -P 16, client libraries' batches) stay shared.
+pub(super) const SHARED_DEPTH: usize = 32;
 
 /// What a logged-in session relays with.
 pub struct Relay {

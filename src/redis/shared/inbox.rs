@@ -380,6 +380,11 @@ impl Inbox {
         self.heavy.load(Ordering::Relaxed)
     }
 
+    /// How many replies are owed.
+    pub fn owed(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
     /// Whether replies are still owed (a closed connection will never send them).
     pub fn owes(&self) -> bool {
         self.in_flight.load(Ordering::SeqCst) > 0
