@@ -835,6 +835,97 @@ fn the_stdio_bridge_speaks_to_the_gateway_over_https() {
         && l["statement"] == "SELECT email FROM customers LIMIT 1"));
 }
 
+async fn post_as(agent: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("authorization", bearer(agent))
+        .json(&body)
+        .send()
+        .await
+        .expect("the MCP endpoint answers")
+}
+
+/// `notifications/cancelled` stops the call it names, as MCP's cancellation says (over
+/// Streamable HTTP a client keeps its connection and sends the notification): the statement is
+/// cancelled upstream and its outcome recorded as unknown. Only the agent's own call with that
+/// id: another agent's notification naming the same id stops nothing. Before, the call ran to
+/// its end and was recorded as a normal completion.
+#[test]
+fn notifications_cancelled_stops_the_agents_own_call() {
+    harness().runtime.block_on(async {
+        let marker = "cancelled-mcp-call";
+        let sql = format!("SELECT pg_sleep(20) /* {marker} */");
+        let call = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r = post_as(
+                "trusted",
+                json!({"jsonrpc": "2.0", "id": 7001, "method": "tools/call",
+                    "params": {"name": "query", "arguments": {"sql": sql}}}),
+            )
+            .await;
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (started.elapsed(), body)
+        });
+        let up = support::upstream().await;
+        let running = || async {
+            up.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
+                &[&format!("%{marker}%")],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        };
+        let started = std::time::Instant::now();
+        while running().await == 0 {
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "never ran");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": 7001, "reason": "test"}});
+        // Another agent naming the same id: nothing stops.
+        assert_eq!(post_as("writer", cancel.clone()).await.status(), 202);
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        assert_eq!(running().await, 1, "another agent's cancel stopped the call");
+        assert!(!call.is_finished());
+        // The agent's own.
+        assert_eq!(post_as("trusted", cancel).await.status(), 202);
+        let (took, body) = tokio::time::timeout(std::time::Duration::from_secs(10), call)
+            .await
+            .expect("the cancelled call is answered")
+            .unwrap();
+        assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+        assert!(body["result"].is_null(), "answered as if it ran: {body}");
+        let started = std::time::Instant::now();
+        while running().await > 0 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the cancelled statement still runs"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let records = audit_lines();
+        let decision = records
+            .iter()
+            .find(|r| r["statement"].as_str().is_some_and(|s| s.contains(marker)))
+            .expect("the decision record");
+        let outcome = records
+            .iter()
+            .find(|r| r["kind"] == "outcome" && r["ref_seq"] == decision["seq"])
+            .expect("the outcome record");
+        assert!(
+            outcome["reason"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("outcome unknown")),
+            "{outcome}"
+        );
+    });
+}
+
 /// A client that goes away in the middle of a call abandons it: its statement is cancelled
 /// upstream and its outcome recorded as unknown, as on the wire (before, it ran to its end for
 /// nobody and was recorded as a normal completion).

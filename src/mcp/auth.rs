@@ -13,8 +13,9 @@ use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tracing::Instrument;
+use tracing::{debug, Instrument};
 
+use super::cancel::{cancelled_id, CallId, CallsInFlight};
 use super::listener::McpPeer;
 use super::ordered::RawBody;
 use crate::audit::Protocol;
@@ -59,7 +60,7 @@ pub fn parse_bearer(value: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// The middleware in front of the MCP service.
 pub async fn require_agent(
-    State(core): State<Arc<Core>>,
+    State((core, calls)): State<(Arc<Core>, Arc<CallsInFlight>)>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -149,8 +150,12 @@ pub async fn require_agent(
     // tools/call whose params have the wrong shape) is a refused request like any other:
     // paced and recorded (`Accepted::refuse_request`), answered here. After the places above
     // are given back: the agent did authenticate.
-    if let Some(raw) = req.extensions().get::<RawBody>() {
-        if let Some(Malformed { code, why, id }) = malformed_request(&raw.0) {
+    let screened = req
+        .extensions()
+        .get::<RawBody>()
+        .map_or(Screened::Pass, |raw| screen(&raw.0));
+    match screened {
+        Screened::Malformed(Malformed { code, why, id }) => {
             core.pace_refusals_of(verified.agent(), Protocol::Mcp).await;
             accepted.refuse_request(
                 verified.agent(),
@@ -165,6 +170,13 @@ pub async fn require_agent(
             });
             return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
         }
+        // The service answers the notification (202); the call it names, if it is this
+        // agent's and still running, stops here.
+        Screened::Cancel(id) => {
+            let n = calls.cancel(verified.agent(), &id);
+            debug!(cancelled = n, "notifications/cancelled");
+        }
+        Screened::Pass => {}
     }
     req.extensions_mut().insert(Arc::new(HeldBody(held)));
     req.extensions_mut().insert(Caller {
@@ -237,18 +249,48 @@ struct Malformed {
     id: serde_json::Value,
 }
 
-/// A POST body the MCP service would refuse before calling a tool, parsed once: a body that is
-/// not JSON (-32700); a `tools/call` whose `params` are not an object with a string `name`
-/// and, if any, object `arguments` (-32602). Everything else is the service's.
-fn malformed_request(body: &[u8]) -> Option<Malformed> {
+/// What the middleware makes of a POST body before the MCP service reads it.
+enum Screened {
+    /// The service would refuse it before calling a tool.
+    Malformed(Malformed),
+    /// A `notifications/cancelled` naming this call id.
+    Cancel(CallId),
+    Pass,
+}
+
+/// A POST body, parsed once: one the MCP service would refuse before calling a tool (a body
+/// that is not JSON, -32700; a `tools/call` whose `params` are not an object with a string
+/// `name` and, if any, object `arguments`, -32602), a cancellation, or the service's.
+fn screen(body: &[u8]) -> Screened {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return Some(Malformed {
+        return Screened::Malformed(Malformed {
             code: -32700,
             why: "the request body is not valid JSON",
             id: serde_json::Value::Null,
         });
     };
-    let message = value.as_object()?;
+    let Some(message) = value.as_object() else {
+        return Screened::Pass;
+    };
+    if let Some(id) = cancelled_id(message) {
+        return Screened::Cancel(id);
+    }
+    match malformed_call(message) {
+        Some(m) => Screened::Malformed(m),
+        None => Screened::Pass,
+    }
+}
+
+#[cfg(test)]
+fn malformed_request(body: &[u8]) -> Option<Malformed> {
+    match screen(body) {
+        Screened::Malformed(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// A `tools/call` whose params the service would refuse.
+fn malformed_call(message: &serde_json::Map<String, serde_json::Value>) -> Option<Malformed> {
     if message.get("method").and_then(|m| m.as_str()) != Some("tools/call") {
         return None;
     }

@@ -48,6 +48,8 @@ pub struct McpDoor {
     shapes: Mutex<HashMap<String, (Instant, Arc<SchemaSnapshot>)>>,
     /// Collections and their sampled fields, for `list_collections`.
     samples: Mutex<Samples>,
+    /// The tool calls running, for `notifications/cancelled` (`cancel`).
+    pub(super) calls: Arc<super::cancel::CallsInFlight>,
 }
 
 impl McpDoor {
@@ -86,6 +88,7 @@ impl McpDoor {
             settings,
             shapes: Mutex::new(HashMap::new()),
             samples: Mutex::new(HashMap::new()),
+            calls: Arc::default(),
         }
     }
 
@@ -183,7 +186,7 @@ impl McpDoor {
         Router::new()
             .route_service(PATH, service)
             .layer(axum::middleware::from_fn_with_state(
-                core.clone(),
+                (core.clone(), self.calls.clone()),
                 super::auth::require_agent,
             ))
     }

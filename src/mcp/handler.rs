@@ -118,7 +118,13 @@ impl ServerHandler for Handler {
         // connection is gone): the tool's future is dropped, so its statement is cancelled
         // upstream, its connection closed, and its outcome recorded as unknown, as on the wire.
         // Without this the statement ran to its end for nobody.
-        let abandoned = ctx.ct.clone();
+        // So does a `notifications/cancelled` naming the call (`cancel`): the child token is
+        // cancelled by either.
+        let stop = ctx.ct.child_token();
+        let id = serde_json::to_value(&ctx.id)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let _in_flight = self.door.calls.register(caller.agent(), id, stop.clone());
         let call = async {
             match request.name.as_ref() {
                 "list_upstreams" => super::schema::list_upstreams(self, &caller),
@@ -147,8 +153,13 @@ impl ServerHandler for Handler {
         };
         let result: Result<CallToolResult, ToolError> = tokio::select! {
             r = call => r,
-            _ = abandoned.cancelled() => {
-                return Err(ErrorData::internal_error("the call was abandoned by its client", None))
+            _ = stop.cancelled() => {
+                let why = if ctx.ct.is_cancelled() {
+                    "the call was abandoned by its client"
+                } else {
+                    "the call was cancelled by its client (notifications/cancelled)"
+                };
+                return Err(ErrorData::internal_error(why, None))
             }
         };
         if let Err(e) = &result {

@@ -12,6 +12,7 @@
 
 mod auth;
 pub mod bridge;
+mod cancel;
 mod door;
 mod handler;
 mod listener;
