@@ -28,6 +28,8 @@ pub struct MongoUpstream {
     learning: tokio::sync::Mutex<()>,
     /// Logged-in connections the MCP tools reuse between calls (`idle.rs`).
     pub(super) idle: super::idle::Idle,
+    /// Which agent uses each logical session id (`lsids.rs`).
+    pub(super) lsids: Arc<super::lsids::LogicalSessions>,
 }
 
 impl std::fmt::Debug for MongoUpstream {
@@ -75,6 +77,7 @@ impl MongoUpstream {
             facts: ArcSwapOption::empty(),
             learning: tokio::sync::Mutex::new(()),
             idle: super::idle::Idle::default(),
+            lsids: Arc::default(),
         }
     }
 

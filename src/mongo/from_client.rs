@@ -6,7 +6,6 @@
 //! cursors, keeps `endSessions` to the sessions this connection used, and clears
 //! `exhaustAllowed` so that every request gets exactly one reply.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::audit::{decision_record, statement};
 use super::hello::{hello_reply, is_hello, UpstreamFacts};
+use super::lsids::ConnectionSessions;
 use super::op_msg::{MsgError, OpMsg, CHECKSUM_PRESENT, EXHAUST_ALLOWED};
 use super::relay::{
     ByteCap, Entry, Expect, Kind, Relay, RelayError, RowLimit, SharedCursors, Track,
@@ -28,8 +28,6 @@ use crate::policy::mongo::{Command, MongoPolicy, ReplyPlan};
 use crate::refusal::{Refusal, RefusalClass};
 use crate::session::Session;
 
-/// Sessions (`lsid`s) a connection remembers for `endSessions`.
-const MAX_LSIDS: usize = 10_000;
 /// Rule named when a message cannot be read as a command.
 const WIRE_RULE: &str = "builtin: wire-protocol";
 
@@ -39,8 +37,9 @@ pub(super) struct FromClient {
     facts: UpstreamFacts,
     connection_id: i64,
     cursors: SharedCursors,
-    /// Logical sessions this connection used: the only ones its `endSessions` may end.
-    lsids: HashSet<Vec<u8>>,
+    /// Logical sessions this connection used (no other agent's): the only ones its
+    /// `endSessions` may end.
+    lsids: ConnectionSessions,
     /// Request ids of tollgate's own messages to the upstream (killCursors).
     next_internal: i32,
     owed: Arc<AtomicUsize>,
@@ -98,13 +97,14 @@ impl FromClient {
     }
 
     pub fn new(relay: Relay, cursors: SharedCursors, owed: Arc<AtomicUsize>) -> FromClient {
+        let lsids = ConnectionSessions::new(relay.lsids, relay.session.agent().clone());
         FromClient {
             session: relay.session,
             policy: relay.policy,
             facts: relay.facts,
             connection_id: relay.connection_id,
             cursors,
-            lsids: HashSet::new(),
+            lsids,
             next_internal: i32::MIN,
             owed,
         }
@@ -286,8 +286,10 @@ impl FromClient {
                 return self.refuse(request_id, wants_reply, format!("{shown} <malformed>"), r);
             }
         };
-        self.remember_session(&cmd);
         let shown = statement(&cmd);
+        if let Err(r) = self.use_session(&cmd) {
+            return self.refuse(request_id, wants_reply, shown, r);
+        }
         if is_hello(&cmd.name) {
             let r = hello_reply(
                 &cmd.body,
@@ -397,11 +399,12 @@ impl FromClient {
         }
     }
 
-    fn remember_session(&mut self, cmd: &Command) {
-        if let Some(Ok(Bson::Binary(b))) = cmd.lsid().map(|l| l.get("id").cloned().ok_or(())) {
-            if self.lsids.len() < MAX_LSIDS {
-                self.lsids.insert(b.bytes);
-            }
+    /// The command's logical session, if it names one, for this connection: refused if
+    /// another agent uses it (`lsids`).
+    fn use_session(&mut self, cmd: &Command) -> Result<(), Refusal> {
+        match cmd.lsid().and_then(|l| l.get("id")) {
+            Some(Bson::Binary(b)) => self.lsids.use_session(&b.bytes),
+            _ => Ok(()),
         }
     }
 

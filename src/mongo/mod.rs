@@ -22,6 +22,7 @@ mod fuzz_tests;
 pub mod hello;
 pub mod idle;
 pub mod login;
+pub mod lsids;
 pub mod mask_reply;
 pub mod op_msg;
 pub mod op_query;

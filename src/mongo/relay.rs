@@ -39,6 +39,8 @@ pub struct Relay {
     pub facts: UpstreamFacts,
     /// What `hello` reports as `connectionId` (the session id).
     pub connection_id: i64,
+    /// The upstream's logical sessions and whose they are.
+    pub lsids: Arc<super::lsids::LogicalSessions>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -110,6 +110,7 @@ async fn run(
         session,
         facts,
         connection_id: accepted.id as i64,
+        lsids: up.lsids.clone(),
     };
     relay::run(relay, client, wr, up_stream, leftover).await?;
     // `accepted` (the live count and the client gauge) lasts as long as the session.

@@ -12,6 +12,7 @@ use bson::{doc, Binary, Document};
 use super::{FromClient, Step};
 use crate::audit::Protocol;
 use crate::mongo::hello::UpstreamFacts;
+use crate::mongo::lsids::{ConnectionSessions, LogicalSessions, FOREIGN_SESSION_RULE};
 use crate::mongo::op_msg::{tests::frame, OpMsg, EXHAUST_ALLOWED, MORE_TO_COME};
 use crate::mongo::relay::{Entry, Kind, Relay, SharedCursors, Track};
 use crate::policy::mongo::{MongoPolicy, ReplyPlan};
@@ -43,17 +44,20 @@ struct Rig {
     _accepted: crate::session::Accepted,
     from: FromClient,
     cursors: SharedCursors,
+    lsids: Arc<LogicalSessions>,
 }
 
 fn rig() -> Rig {
     let t = TestCore::new(&[("analyst", TOKEN)], &[("analyst.toml", POLICY)]);
     let (accepted, session) = t.session(Protocol::Mongo, "analyst", TOKEN, "mongo");
     let cursors = SharedCursors::default();
+    let lsids = Arc::new(LogicalSessions::default());
     let relay = Relay {
         policy: MongoPolicy::new(session.agent().clone(), session.upstream().clone()),
         session,
         facts: UpstreamFacts::from_hello(&doc! { "maxWireVersion": 21 }).unwrap(),
         connection_id: 7,
+        lsids: lsids.clone(),
     };
     let from = FromClient::new(relay, cursors.clone(), Arc::new(AtomicUsize::new(0)));
     Rig {
@@ -61,6 +65,7 @@ fn rig() -> Rig {
         _accepted: accepted,
         from,
         cursors,
+        lsids,
     }
 }
 
@@ -191,6 +196,54 @@ fn end_sessions_ends_only_this_connections_sessions() {
             .message(msg(3, 0, doc! { "endSessions": [lsid(2)], "$db": "admin" })),
     );
     assert_eq!(d.get_f64("ok").unwrap(), 1.0, "answered by tollgate: {d:?}");
+}
+
+/// Every agent reaches the upstream as the same vaulted user, and a server ties a logical
+/// session (and its transaction) to the user only: a session id another agent uses is refused
+/// in any command, so neither its transaction nor an `endSessions` (after a `ping` naming it, as
+/// a review found) can reach it. The agent's own connections share their sessions.
+#[test]
+fn another_agents_logical_session_cannot_be_used_or_ended() {
+    let mut r = rig();
+    let mut writers = ConnectionSessions::new(r.lsids.clone(), "writer".into());
+    writers.use_session(&[9; 16]).unwrap();
+    for (i, body) in [
+        doc! { "ping": 1, "lsid": lsid(9), "$db": "admin" },
+        doc! { "find": "orders", "lsid": lsid(9), "txnNumber": 1i64, "autocommit": false, "$db": "shop" },
+        doc! { "abortTransaction": 1, "lsid": lsid(9), "txnNumber": 1i64, "autocommit": false, "$db": "admin" },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let d = answered(&r.from.message(msg(i as i32 + 1, 0, body)));
+        assert!(
+            d.get_str("errmsg")
+                .unwrap()
+                .ends_with(&format!("(rule: {FOREIGN_SESSION_RULE})")),
+            "{d:?}"
+        );
+    }
+    // Not this connection's: nothing to end upstream.
+    let d = answered(
+        &r.from
+            .message(msg(9, 0, doc! { "endSessions": [lsid(9)], "$db": "admin" })),
+    );
+    assert_eq!(d.get_f64("ok").unwrap(), 1.0);
+    // Another connection of the same agent shares its sessions.
+    forwarded(r.from.message(msg(
+        10,
+        0,
+        doc! { "find": "orders", "lsid": lsid(3), "$db": "shop" },
+    )));
+    let mut same = ConnectionSessions::new(r.lsids.clone(), "analyst".into());
+    same.use_session(&[3; 16]).unwrap();
+    // Once the other agent's connections are gone, the id is free.
+    drop(writers);
+    forwarded(r.from.message(msg(
+        11,
+        0,
+        doc! { "ping": 1, "lsid": lsid(9), "$db": "admin" },
+    )));
 }
 
 #[test]
