@@ -118,6 +118,9 @@ impl Drop for Waiting {
         if let Ok(Grant::Server(server)) = self.rx.try_recv() {
             self.pool.give(server);
         }
+        // Its entry goes now, not at the next connection given back (which, while the upstream
+        // is down, may never come: the list would grow with every checkout).
+        self.pool.lock().waiters.retain(|w| !w.tx.is_closed());
     }
 }
 
@@ -470,6 +473,12 @@ impl Pool {
     /// A usable connection goes to the first waiter for its settings, else to the idle list;
     /// while others wait for other settings it is closed, which gives them room.
     fn give(self: &Arc<Self>, mut server: Server) {
+        // Opened before a credentials rotation (a login that was in progress) or past its
+        // lifetime: never handed out again.
+        if !self.current(&server) {
+            self.close(vec![server]);
+            return;
+        }
         server.idle_since = Instant::now();
         let mut st = self.lock();
         // Waiters that gave up (timed out, or their client hung up) wait for nothing: a
@@ -661,4 +670,54 @@ async fn terminate_backend(target: &UpstreamTarget, pid: i32, timeout: Duration)
     .await;
     server::terminate(&mut conn.writer).await;
     ended && answered.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PoolMode;
+    use crate::vault::Secret;
+
+    /// While the upstream refuses every connection no connection is ever given back: the
+    /// queue entries of checkouts that opened (and failed) must not pile up until one is.
+    #[tokio::test]
+    async fn failed_openings_leave_nothing_in_the_queue() {
+        // A port nothing listens on: every login fails at once.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let target = UpstreamTarget {
+            name: "shop".into(),
+            host: "127.0.0.1".into(),
+            port,
+            database: "shop".into(),
+            user: Secret::new("u".into()),
+            password: Secret::new("p".into()),
+            search_path: "public".into(),
+            tls: None,
+            no_connection_check: Default::default(),
+        };
+        let settings = PoolSettings {
+            isolation: true,
+            mode: PoolMode::Transaction,
+            size: 2,
+            agent_share: 2,
+            session_size: 2,
+            min_idle: 0,
+            max_lifetime: Duration::from_secs(3600),
+            idle_timeout: Duration::from_secs(600),
+            checkout_timeout: Duration::from_secs(1),
+        };
+        let pool = Arc::new(Pool::new(target, settings, Duration::from_secs(1)));
+        let key = Arc::new(SettingsKey::new(&[], true));
+        for _ in 0..50 {
+            assert!(matches!(
+                pool.checkout(&key, None).await,
+                Err(CheckoutError::Upstream(_))
+            ));
+        }
+        let st = pool.lock();
+        assert_eq!((st.open, st.waiters.len()), (0, 0));
+    }
 }
