@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::audit::{decision_record, statement};
 use super::hello::{hello_reply, is_hello, UpstreamFacts};
-use super::lsids::ConnectionSessions;
+use super::lsids::{session_id, ConnectionSessions};
 use super::op_msg::{MsgError, OpMsg, CHECKSUM_PRESENT, EXHAUST_ALLOWED};
 use super::relay::{
     ByteCap, Entry, Expect, Kind, Relay, RelayError, RowLimit, SharedCursors, Track,
@@ -287,9 +287,6 @@ impl FromClient {
             }
         };
         let shown = statement(&cmd);
-        if let Err(r) = self.use_session(&cmd) {
-            return self.refuse(request_id, wants_reply, shown, r);
-        }
         if is_hello(&cmd.name) {
             let r = hello_reply(
                 &cmd.body,
@@ -308,13 +305,18 @@ impl FromClient {
             return self.refuse(request_id, wants_reply, shown, d);
         }
         let judged = verdict.judged.expect("a verdict that runs has a judgement");
+        // Only a command that may run takes its session id (a refused one would keep ids).
+        if let Err(r) = self.use_session(&cmd) {
+            return self.refuse(request_id, wants_reply, shown, r);
+        }
         let (plan, track) = match self.own_cursors(&cmd, &judged) {
             Ok(x) => x,
             Err(r) => return self.refuse(request_id, wants_reply, shown, r),
         };
         let mut rewritten = judged.rewritten;
+        let mut ending = Vec::new();
         if cmd.name == "endSessions" {
-            match self.scoped_end_sessions(&cmd) {
+            match self.scoped_end_sessions(&cmd, &mut ending) {
                 Some(c) if c != cmd => rewritten = Some(c),
                 Some(_) => {}
                 None => {
@@ -341,6 +343,8 @@ impl FromClient {
             Ok(t) => t,
             Err(refusal) => return answer_if(wants_reply, request_id, &reply::refusal(&refusal)),
         };
+        // Forwarded: the server ends them, and their ids are nobody's.
+        self.lsids.ended(&ending);
         let checksum = op.flags & CHECKSUM_PRESENT != 0;
         let bytes = match (&rewritten, op.flags & EXHAUST_ALLOWED != 0) {
             (None, false) => msg.raw.to_vec(),
@@ -402,22 +406,26 @@ impl FromClient {
     /// The command's logical session, if it names one, for this connection: refused if
     /// another agent uses it (`lsids`).
     fn use_session(&mut self, cmd: &Command) -> Result<(), Refusal> {
-        match cmd.lsid().and_then(|l| l.get("id")) {
-            Some(Bson::Binary(b)) => self.lsids.use_session(&b.bytes),
-            _ => Ok(()),
+        match cmd.body.get("lsid") {
+            Some(lsid) => self.lsids.use_session(session_id(lsid)?),
+            None => Ok(()),
         }
     }
 
-    /// `endSessions` with only the sessions this connection used (`None`: none of them).
-    fn scoped_end_sessions(&self, cmd: &Command) -> Option<Command> {
+    /// `endSessions` with only the sessions this connection used (`None`: none of them); their
+    /// ids go to `ending`.
+    fn scoped_end_sessions(&self, cmd: &Command, ending: &mut Vec<[u8; 16]>) -> Option<Command> {
         let Some(Bson::Array(ids)) = cmd.body.get("endSessions") else {
             return None;
         };
         let ours: Vec<Bson> = ids
             .iter()
-            .filter(|s| {
-                matches!(s.as_document().and_then(|d| d.get("id")),
-                    Some(Bson::Binary(b)) if self.lsids.contains(&b.bytes))
+            .filter(|s| match session_id(s) {
+                Ok(id) if self.lsids.contains(&id) => {
+                    ending.push(id);
+                    true
+                }
+                _ => false,
             })
             .cloned()
             .collect();

@@ -206,7 +206,7 @@ fn end_sessions_ends_only_this_connections_sessions() {
 fn another_agents_logical_session_cannot_be_used_or_ended() {
     let mut r = rig();
     let mut writers = ConnectionSessions::new(r.lsids.clone(), "writer".into());
-    writers.use_session(&[9; 16]).unwrap();
+    writers.use_session([9; 16]).unwrap();
     for (i, body) in [
         doc! { "ping": 1, "lsid": lsid(9), "$db": "admin" },
         doc! { "find": "orders", "lsid": lsid(9), "txnNumber": 1i64, "autocommit": false, "$db": "shop" },
@@ -236,14 +236,27 @@ fn another_agents_logical_session_cannot_be_used_or_ended() {
         doc! { "find": "orders", "lsid": lsid(3), "$db": "shop" },
     )));
     let mut same = ConnectionSessions::new(r.lsids.clone(), "analyst".into());
-    same.use_session(&[3; 16]).unwrap();
-    // Once the other agent's connections are gone, the id is free.
+    same.use_session([3; 16]).unwrap();
+    // The other agent's connections gone, the server still keeps its session: still refused.
     drop(writers);
-    forwarded(r.from.message(msg(
+    let d = answered(&r.from.message(msg(
         11,
         0,
         doc! { "ping": 1, "lsid": lsid(9), "$db": "admin" },
     )));
+    assert!(d.get_str("errmsg").unwrap().contains(FOREIGN_SESSION_RULE));
+    // A session id of another shape than a UUID is not taken (nor kept, whatever its size).
+    let big = doc! { "id": Binary { subtype: BinarySubtype::Generic, bytes: vec![1; 1 << 20] } };
+    let d = answered(
+        &r.from
+            .message(msg(12, 0, doc! { "ping": 1, "lsid": big, "$db": "admin" })),
+    );
+    assert!(
+        d.get_str("errmsg")
+            .unwrap()
+            .contains("builtin: malformed-command"),
+        "{d:?}"
+    );
 }
 
 #[test]
