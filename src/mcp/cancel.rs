@@ -10,9 +10,17 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-/// A call's JSON-RPC id as written by `serde_json` (`7`, `"abc"`): the same id in a
-/// `tools/call` and in the `requestId` of its cancellation reads the same.
+/// A call's JSON-RPC id as rmcp reads it, written back by `serde_json` (`7`, `"abc"`): the same
+/// id in a `tools/call` and in the `requestId` of its cancellation reads the same, whichever way
+/// the client wrote the number (`7.0` is rmcp's `7`).
 pub type CallId = String;
+
+/// `id` (a JSON-RPC id as received) as a [`CallId`]: read as rmcp reads a request's id.
+pub fn call_id(id: &rmcp::model::RequestId) -> CallId {
+    serde_json::to_value(id)
+        .map(|v| v.to_string())
+        .unwrap_or_default()
+}
 
 /// The tool calls running now.
 #[derive(Default)]
@@ -92,7 +100,8 @@ pub fn cancelled_id(message: &serde_json::Map<String, serde_json::Value>) -> Opt
         return None;
     }
     let id = message.get("params")?.get("requestId")?;
-    (id.is_string() || id.is_number()).then(|| id.to_string())
+    let id: rmcp::model::RequestId = serde_json::from_value(id.clone()).ok()?;
+    Some(call_id(&id))
 }
 
 #[cfg(test)]
@@ -131,6 +140,12 @@ mod tests {
         assert_eq!(cancelled_id(&m(n)).as_deref(), Some("101"));
         let s = json!({"method": "notifications/cancelled", "params": {"requestId": "x-1"}});
         assert_eq!(cancelled_id(&m(s)).as_deref(), Some("\"x-1\""));
+        // A number written otherwise names the same call, as rmcp reads the call's id.
+        let call: rmcp::model::RequestId = serde_json::from_value(json!(7)).unwrap();
+        for written in [json!(7), json!(7.0)] {
+            let n = json!({"method": "notifications/cancelled", "params": {"requestId": written}});
+            assert_eq!(cancelled_id(&m(n)), Some(call_id(&call)), "{written}");
+        }
         for other in [
             json!({"method": "notifications/cancelled", "params": {"requestId": [1]}}),
             json!({"method": "notifications/cancelled"}),

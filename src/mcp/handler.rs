@@ -121,9 +121,7 @@ impl ServerHandler for Handler {
         // So does a `notifications/cancelled` naming the call (`cancel`): the child token is
         // cancelled by either.
         let stop = ctx.ct.child_token();
-        let id = serde_json::to_value(&ctx.id)
-            .map(|v| v.to_string())
-            .unwrap_or_default();
+        let id = super::cancel::call_id(&ctx.id);
         let _in_flight = self.door.calls.register(caller.agent(), id, stop.clone());
         let call = async {
             match request.name.as_ref() {

@@ -244,6 +244,12 @@ async fn next(reader: &mut FrameReader<NetRead>) -> Result<Frame, UpstreamError>
 /// means, never the server's text (it may name the user). Only 28P01 and 28000 are about the
 /// credentials; a full server or one starting up must not send anyone to rotate a good password.
 pub fn login_refusal(code: &str) -> String {
+    // A SQLSTATE is five letters or digits; whatever else a server put there is not shown.
+    let code = if code.len() == 5 && code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        code
+    } else {
+        "?????"
+    };
     let what = match code {
         "28P01" | "28000" => "the upstream refused tollgate's credentials",
         "53300" => {

@@ -106,27 +106,32 @@ fn shown(args: &[Bytes], i: usize, keys: &[FoundKey], subcommand: bool, fam: Fam
 }
 
 /// Argument `i` of a SCAN-family command whose options start at `from`, read as Redis's parser
-/// reads them: in turn from `from`, `MATCH`, `COUNT` and `TYPE` each take the argument after
-/// them, `NOVALUES` none. The cursor, and anything after a word Redis would reject, stay
-/// redacted; so does the MATCH pattern unless `pattern_is_keys`.
-fn scan_option(args: &[Bytes], from: usize, i: usize, pattern_is_keys: bool) -> Shown {
+/// reads them: in turn from `from`, `MATCH` and `COUNT` (and SCAN's `TYPE`) each take the
+/// argument after them, `NOVALUES` none. The cursor, and anything from a word Redis would
+/// reject on, stay redacted; so does the MATCH pattern unless `scan` (SCAN's matches keys), and
+/// a COUNT that is not a number (Redis refuses it: it is not a count but text).
+fn scan_option(args: &[Bytes], from: usize, i: usize, scan: bool) -> Shown {
     let mut at = from;
     while at < args.len() && at <= i {
         let word = &args[at];
-        let takes_value = [&b"match"[..], b"count", b"type"]
-            .iter()
-            .any(|w| word.eq_ignore_ascii_case(w));
+        let is = |w: &[u8]| word.eq_ignore_ascii_case(w);
+        let takes_value = is(b"match") || is(b"count") || (scan && is(b"type"));
         if takes_value && at + 1 < args.len() {
             if i == at {
                 return Shown::Word;
             }
             if i == at + 1 {
-                let pattern = word.eq_ignore_ascii_case(b"match");
-                return if pattern && !pattern_is_keys {
-                    Shown::Redacted
+                let value = &args[at + 1];
+                let shown = if is(b"match") {
+                    scan
+                } else if is(b"count") {
+                    !value.is_empty() && value.len() <= 20 && value.iter().all(u8::is_ascii_digit)
                 } else {
-                    Shown::Name
+                    // SCAN's TYPE: a type name (string, list, ...), never longer than a few
+                    // letters; anything else is text Redis will not match.
+                    value.len() <= 16 && value.iter().all(u8::is_ascii_alphabetic)
                 };
+                return if shown { Shown::Name } else { Shown::Redacted };
             }
             at += 2;
         } else if word.eq_ignore_ascii_case(b"novalues") {
@@ -357,6 +362,20 @@ mod tests {
         assert_eq!(
             statement(&args("ZSCAN z 0 COUNT 3 MATCH 4111*"), &[key(1)], false),
             "ZSCAN z ? COUNT 3 MATCH ?"
+        );
+        // Values where Redis expects none are not shown: TYPE is SCAN's only (HSCAN's is a
+        // syntax error there, its argument anyone's text), a COUNT that is not a number.
+        assert_eq!(
+            statement(
+                &args("HSCAN session:1 0 TYPE 078-05-1120"),
+                &[key(1)],
+                false
+            ),
+            "HSCAN session:1 ? ? ?"
+        );
+        assert_eq!(
+            statement(&args("SCAN 0 COUNT 078-05-1120 TYPE 4111-1111"), &[], false),
+            "SCAN ? COUNT ? TYPE ?"
         );
     }
 

@@ -169,4 +169,6 @@ fn only_credential_codes_are_called_a_credentials_problem() {
     }
     assert!(login_refusal("53300").contains("too many connections"));
     assert!(login_refusal("57P03").contains("starting up"));
+    // Only a SQLSTATE's shape is passed on.
+    assert!(login_refusal("28P01\n\x1b[2J password=x").ends_with("(SQLSTATE ?????)"));
 }
