@@ -334,11 +334,18 @@ fn run_error(e: &RunError, upstream: &str, limits: &Limits) -> (ToolError, Outco
             )
         }
         RunError::Checkout(_) | RunError::Lost(_) | RunError::Protocol(_) => {
-            // Never the upstream's own text about its login: what failed, by class.
+            // Never the upstream's own text about its login: what failed, by class (the
+            // wire's FATAL DETAIL).
             tracing::warn!(upstream, error = %e, "MCP query: upstream failure");
             let message = crate::session::upstream_unavailable(upstream);
+            let detail = match e {
+                RunError::Checkout(crate::pg::pool::CheckoutError::Upstream(u)) => {
+                    Some(crate::pg::session::upstream_failure_detail(u))
+                }
+                _ => None,
+            };
             (
-                ToolError::sql("08006", &message, None, None),
+                ToolError::sql("08006", &message, detail.as_deref(), None),
                 OutcomeError {
                     code: Some("08006".into()),
                     message,

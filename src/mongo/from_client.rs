@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::audit::{decision_record, statement};
 use super::hello::{hello_reply, is_hello, UpstreamFacts};
-use super::lsids::{session_id, ConnectionSessions};
+use super::lsids::{session_id, ConnectionSessions, NewUse};
 use super::op_msg::{MsgError, OpMsg, CHECKSUM_PRESENT, EXHAUST_ALLOWED};
 use super::relay::{
     ByteCap, Entry, Expect, Kind, Relay, RelayError, RowLimit, SharedCursors, Track,
@@ -305,12 +305,14 @@ impl FromClient {
             return self.refuse(request_id, wants_reply, shown, d);
         }
         let judged = verdict.judged.expect("a verdict that runs has a judgement");
-        // Only a command that may run takes its session id (a refused one would keep ids).
-        if let Err(r) = self.use_session(&cmd) {
-            return self.refuse(request_id, wants_reply, shown, r);
-        }
         let (plan, track) = match self.own_cursors(&cmd, &judged) {
             Ok(x) => x,
+            Err(r) => return self.refuse(request_id, wants_reply, shown, r),
+        };
+        // Only a command that goes upstream keeps the session id it takes here: one refused
+        // after this (its rate) or answered here gives it back.
+        let new_use = match self.use_session(&cmd) {
+            Ok(n) => n,
             Err(r) => return self.refuse(request_id, wants_reply, shown, r),
         };
         let mut rewritten = judged.rewritten;
@@ -321,6 +323,9 @@ impl FromClient {
                 Some(_) => {}
                 None => {
                     // None of them is this connection's: nothing to end upstream.
+                    if let Some(n) = new_use {
+                        self.lsids.undo(n);
+                    }
                     self.session.note(
                         shown,
                         Decision::Allowed,
@@ -341,7 +346,12 @@ impl FromClient {
         // The agent's statement rate is shared with its sessions on every protocol.
         let ticket = match self.session.decide(record, Some(self.policy.limits())) {
             Ok(t) => t,
-            Err(refusal) => return answer_if(wants_reply, request_id, &reply::refusal(&refusal)),
+            Err(refusal) => {
+                if let Some(n) = new_use {
+                    self.lsids.undo(n);
+                }
+                return answer_if(wants_reply, request_id, &reply::refusal(&refusal));
+            }
         };
         // Forwarded: the server ends them, and their ids are nobody's.
         self.lsids.ended(&ending);
@@ -405,10 +415,10 @@ impl FromClient {
 
     /// The command's logical session, if it names one, for this connection: refused if
     /// another agent uses it (`lsids`).
-    fn use_session(&mut self, cmd: &Command) -> Result<(), Refusal> {
+    fn use_session(&mut self, cmd: &Command) -> Result<Option<NewUse>, Refusal> {
         match cmd.body.get("lsid") {
             Some(lsid) => self.lsids.use_session(session_id(lsid)?),
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 

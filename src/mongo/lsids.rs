@@ -20,9 +20,12 @@ pub const FOREIGN_SESSION_RULE: &str = "builtin: foreign-session";
 const KEEP_AFTER_USE: Duration = Duration::from_secs(30 * 60);
 /// Session ids one connection remembers; past this it forgets its least recently used one
 /// (which stays its agent's for `KEEP_AFTER_USE`).
-const MAX_PER_CONNECTION: usize = 10_000;
+const MAX_PER_CONNECTION: usize = if cfg!(test) { 100 } else { 10_000 };
 /// Session ids kept per upstream; past this (after dropping the expired) a new one is refused.
 const MAX_PER_UPSTREAM: usize = 1_000_000;
+/// Session ids one agent may hold on an upstream (in use or kept after use): an agent minting
+/// ids cannot fill the upstream's table and lock the others out. Drivers use a few per client.
+const MAX_PER_AGENT: usize = if cfg!(test) { 1_000 } else { 100_000 };
 
 struct Owner {
     agent: Arc<str>,
@@ -32,10 +35,50 @@ struct Owner {
     released: Option<Instant>,
 }
 
+#[derive(Default)]
+struct Table {
+    owners: HashMap<[u8; 16], Owner>,
+    /// How many of `owners` each agent has.
+    per_agent: HashMap<Arc<str>, usize>,
+}
+
+impl Table {
+    fn count(&mut self, agent: &Arc<str>, up: bool) {
+        let n = self.per_agent.entry(agent.clone()).or_default();
+        if up {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_agent.remove(agent);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &[u8; 16]) {
+        if let Some(o) = self.owners.remove(id) {
+            self.count(&o.agent, false);
+        }
+    }
+
+    /// Forgets the ids kept past the server's timeout.
+    fn sweep(&mut self, now: Instant) {
+        let gone: Vec<[u8; 16]> = self
+            .owners
+            .iter()
+            .filter(|(_, o)| o.released.is_some_and(|t| now - t >= KEEP_AFTER_USE))
+            .map(|(k, _)| *k)
+            .collect();
+        for id in gone {
+            self.remove(&id);
+        }
+    }
+}
+
 /// The session ids in use on one upstream, and whose they are.
 #[derive(Default)]
 pub struct LogicalSessions {
-    owners: Mutex<HashMap<[u8; 16], Owner>>,
+    table: Mutex<Table>,
 }
 
 impl std::fmt::Debug for LogicalSessions {
@@ -45,36 +88,46 @@ impl std::fmt::Debug for LogicalSessions {
 }
 
 impl LogicalSessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], Owner>> {
-        self.owners.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn claim(&self, id: [u8; 16], agent: &Arc<str>) -> Result<(), Refusal> {
-        let mut owners = self.lock();
+    /// `id` for one more of `agent`'s connections; `true` when the id was nobody's before.
+    fn claim(&self, id: [u8; 16], agent: &Arc<str>) -> Result<bool, Refusal> {
+        let mut t = self.lock();
         let now = Instant::now();
-        let expired = |o: &Owner| o.released.is_some_and(|t| now - t >= KEEP_AFTER_USE);
-        if let Some(o) = owners.get_mut(&id) {
-            if &o.agent == agent || expired(o) {
-                o.agent = agent.clone();
+        if let Some(o) = t.owners.get_mut(&id) {
+            let expired = o.released.is_some_and(|r| now - r >= KEEP_AFTER_USE);
+            if &o.agent == agent {
                 o.users += 1;
                 o.released = None;
-                return Ok(());
+                return Ok(false);
             }
-            return Err(Refusal::permission(
-                FOREIGN_SESSION_RULE,
-                "the logical session (lsid) is another agent's".to_string(),
-            ));
-        }
-        if owners.len() >= MAX_PER_UPSTREAM {
-            owners.retain(|_, o| !expired(o));
-            if owners.len() >= MAX_PER_UPSTREAM {
+            if !expired {
                 return Err(Refusal::permission(
                     FOREIGN_SESSION_RULE,
-                    format!("more than {MAX_PER_UPSTREAM} logical sessions in use on the upstream"),
+                    "the logical session (lsid) is another agent's".to_string(),
+                ));
+            }
+            t.remove(&id);
+        }
+        let full = |t: &Table| {
+            t.owners.len() >= MAX_PER_UPSTREAM
+                || t.per_agent.get(agent).copied().unwrap_or(0) >= MAX_PER_AGENT
+        };
+        if full(&t) {
+            t.sweep(now);
+            if full(&t) {
+                return Err(Refusal::permission(
+                    FOREIGN_SESSION_RULE,
+                    format!(
+                        "too many logical sessions (at most {MAX_PER_AGENT} per agent, kept {} minutes after use)",
+                        KEEP_AFTER_USE.as_secs() / 60
+                    ),
                 ));
             }
         }
-        owners.insert(
+        t.owners.insert(
             id,
             Owner {
                 agent: agent.clone(),
@@ -82,18 +135,19 @@ impl LogicalSessions {
                 released: None,
             },
         );
-        Ok(())
+        t.count(agent, true);
+        Ok(true)
     }
 
     /// A connection stops using `id`; `ended`: the session was ended on the server
-    /// (`endSessions`), so once no connection uses it the id is nobody's.
+    /// (`endSessions`), or never reached it, so once no connection uses it the id is nobody's.
     fn release(&self, id: &[u8; 16], ended: bool) {
-        let mut owners = self.lock();
-        if let Some(o) = owners.get_mut(id) {
+        let mut t = self.lock();
+        if let Some(o) = t.owners.get_mut(id) {
             o.users = o.users.saturating_sub(1);
             if o.users == 0 {
                 if ended {
-                    owners.remove(id);
+                    t.remove(id);
                 } else {
                     o.released = Some(Instant::now());
                 }
@@ -103,12 +157,12 @@ impl LogicalSessions {
 
     #[cfg(test)]
     fn in_use(&self) -> usize {
-        self.lock().len()
+        self.lock().owners.len()
     }
 
     #[cfg(test)]
     fn age(&self, id: &[u8; 16], by: Duration) {
-        if let Some(o) = self.lock().get_mut(id) {
+        if let Some(o) = self.lock().owners.get_mut(id) {
             o.released = o.released.map(|t| t - by);
         }
     }
@@ -132,6 +186,14 @@ fn malformed() -> Refusal {
         crate::policy::mongo::command::MALFORMED_RULE,
         "lsid must be a document whose id is a UUID (binary subtype 4, 16 bytes)".to_string(),
     )
+}
+
+/// A session id a connection used for the first time.
+#[derive(Debug, Clone, Copy)]
+pub struct NewUse {
+    id: [u8; 16],
+    /// Nobody's before.
+    fresh: bool,
 }
 
 /// The session ids one connection used; given back when it closes.
@@ -161,23 +223,36 @@ impl ConnectionSessions {
         }
     }
 
-    /// Session `id` for this connection: refused if it is another agent's.
-    pub fn use_session(&mut self, id: [u8; 16]) -> Result<(), Refusal> {
+    /// Session `id` for this connection: refused if it is another agent's. `Some` when this
+    /// connection had not used it yet (see [`ConnectionSessions::undo`]).
+    pub fn use_session(&mut self, id: [u8; 16]) -> Result<Option<NewUse>, Refusal> {
         self.uses += 1;
         if let Some(last) = self.used.get_mut(&id) {
             *last = self.uses;
-            return Ok(());
+            return Ok(None);
         }
-        self.all.claim(id, &self.agent)?;
+        let fresh = self.all.claim(id, &self.agent)?;
         if self.used.len() >= MAX_PER_CONNECTION {
-            let oldest = self.used.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k);
-            if let Some(oldest) = oldest {
-                self.used.remove(&oldest);
-                self.all.release(&oldest, false);
+            // The least recently used tenth, in one pass (not a scan per new id).
+            let mut by_age: Vec<([u8; 16], u64)> =
+                self.used.iter().map(|(k, t)| (*k, *t)).collect();
+            let cut = MAX_PER_CONNECTION / 10;
+            by_age.select_nth_unstable_by_key(cut, |(_, t)| *t);
+            for (old, _) in &by_age[..cut] {
+                self.used.remove(old);
+                self.all.release(old, false);
             }
         }
         self.used.insert(id, self.uses);
-        Ok(())
+        Ok(Some(NewUse { id, fresh }))
+    }
+
+    /// The command that first used `new.id` here did not go upstream after all (refused by a
+    /// later check): the id is given back as it was (nobody's, if it was nobody's before).
+    pub fn undo(&mut self, new: NewUse) {
+        if self.used.remove(&new.id).is_some() {
+            self.all.release(&new.id, new.fresh);
+        }
     }
 
     pub fn contains(&self, id: &[u8]) -> bool {
@@ -237,6 +312,40 @@ mod tests {
         assert_eq!(all.in_use(), 0);
     }
 
+    /// A command refused after it took its id (its rate, say) gives it back as it was.
+    #[test]
+    fn an_id_whose_command_never_went_upstream_is_given_back() {
+        let all = Arc::new(LogicalSessions::default());
+        let mut a = ConnectionSessions::new(all.clone(), "analyst".into());
+        let new = a.use_session([5; 16]).unwrap().expect("new here");
+        a.undo(new);
+        assert_eq!(all.in_use(), 0);
+        let mut b = ConnectionSessions::new(all.clone(), "writer".into());
+        b.use_session([5; 16]).unwrap();
+    }
+
+    /// An agent minting session ids fills its own quota, not the upstream's table: the others'
+    /// sessions go on.
+    #[test]
+    fn one_agent_cannot_fill_the_table() {
+        let all = Arc::new(LogicalSessions::default());
+        let mut minter = ConnectionSessions::new(all.clone(), "writer".into());
+        let id = |n: usize| {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            b
+        };
+        let mut taken = 0;
+        for n in 0..2 * MAX_PER_AGENT {
+            if minter.use_session(id(n)).is_ok() {
+                taken += 1;
+            }
+        }
+        assert_eq!(taken, MAX_PER_AGENT);
+        let mut other = ConnectionSessions::new(all.clone(), "analyst".into());
+        other.use_session(id(usize::MAX)).unwrap();
+    }
+
     #[test]
     fn only_a_uuid_names_a_session() {
         use bson::{bson, Binary};
@@ -266,10 +375,14 @@ mod tests {
         for n in 0..MAX_PER_CONNECTION {
             c.use_session(id(n)).unwrap();
         }
-        c.use_session(id(0)).unwrap(); // used again: not the oldest any more
+        c.use_session(id(0)).unwrap(); // used again: not among the oldest any more
         c.use_session(id(MAX_PER_CONNECTION)).unwrap();
         assert!(c.contains(&id(0)) && !c.contains(&id(1)));
-        assert_eq!(c.used.len(), MAX_PER_CONNECTION);
+        assert!(c.contains(&id(MAX_PER_CONNECTION)));
+        assert_eq!(
+            c.used.len(),
+            MAX_PER_CONNECTION - MAX_PER_CONNECTION / 10 + 1
+        );
         // Forgotten by the connection, still the agent's.
         let mut other = ConnectionSessions::new(all, "writer".into());
         assert!(other.use_session(id(1)).is_err());

@@ -480,14 +480,20 @@ enum SideResult<A, B, C> {
 }
 use SideResult::{ClientSide, UpstreamSide};
 
-/// FATAL for an upstream tollgate could not log in to: what failed, never the server's text.
-fn upstream_failure(name: &str, e: &UpstreamError) -> PgErrorFields {
-    let detail = match e {
+/// What failed when tollgate could not log in upstream, by class and SQLSTATE (never the
+/// server's text): the DETAIL of the wire's FATAL and of the MCP `query` tool's error.
+pub fn upstream_failure_detail(e: &UpstreamError) -> String {
+    match e {
         UpstreamError::Connect(_) | UpstreamError::Timeout(_) => {
             "the upstream is not accepting connections".to_string()
         }
         UpstreamError::LoginRefused(code) => super::upstream::login_refusal(code),
         _ => "the upstream did not complete the login".to_string(),
-    };
+    }
+}
+
+/// FATAL for an upstream tollgate could not log in to: what failed, never the server's text.
+fn upstream_failure(name: &str, e: &UpstreamError) -> PgErrorFields {
+    let detail = upstream_failure_detail(e);
     PgErrorFields::fatal("08006", crate::session::upstream_unavailable(name)).with_detail(detail)
 }

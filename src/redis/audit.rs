@@ -105,6 +105,15 @@ fn shown(args: &[Bytes], i: usize, keys: &[FoundKey], subcommand: bool, fam: Fam
     }
 }
 
+/// The types SCAN's TYPE names that are shown.
+const TYPE_NAMES: [&[u8]; 6] = [b"string", b"list", b"set", b"zset", b"hash", b"stream"];
+
+/// A COUNT shown as sent: a plain number of at most six digits (the policy caps COUNT at
+/// 100,000), no leading zero; a longer one could be a card number passed as a count.
+fn plain_count(v: &[u8]) -> bool {
+    (1..=6).contains(&v.len()) && v[0] != b'0' && v.iter().all(u8::is_ascii_digit)
+}
+
 /// Argument `i` of a SCAN-family command whose options start at `from`, read as Redis's parser
 /// reads them: in turn from `from`, `MATCH` and `COUNT` (and SCAN's `TYPE`) each take the
 /// argument after them, `NOVALUES` none. The cursor, and anything from a word Redis would
@@ -125,11 +134,11 @@ fn scan_option(args: &[Bytes], from: usize, i: usize, scan: bool) -> Shown {
                 let shown = if is(b"match") {
                     scan
                 } else if is(b"count") {
-                    !value.is_empty() && value.len() <= 20 && value.iter().all(u8::is_ascii_digit)
+                    plain_count(value)
                 } else {
-                    // SCAN's TYPE: a type name (string, list, ...), never longer than a few
-                    // letters; anything else is text Redis will not match.
-                    value.len() <= 16 && value.iter().all(u8::is_ascii_alphabetic)
+                    // SCAN's TYPE: one of Redis's own type names; any other text (a module's
+                    // type, or a value posing as one) is not shown.
+                    TYPE_NAMES.iter().any(|t| value.eq_ignore_ascii_case(t))
                 };
                 return if shown { Shown::Name } else { Shown::Redacted };
             }
@@ -376,6 +385,23 @@ mod tests {
         assert_eq!(
             statement(&args("SCAN 0 COUNT 078-05-1120 TYPE 4111-1111"), &[], false),
             "SCAN ? COUNT ? TYPE ?"
+        );
+        // Only Redis's type names, and plain counts of up to six digits.
+        assert_eq!(
+            statement(
+                &args("SCAN 0 TYPE Swordfish COUNT 4111111111111111"),
+                &[],
+                false
+            ),
+            "SCAN ? TYPE ? COUNT ?"
+        );
+        assert_eq!(
+            statement(
+                &args("SCAN 0 TYPE zset COUNT 078051 COUNT 100000"),
+                &[],
+                false
+            ),
+            "SCAN ? TYPE zset COUNT ? COUNT 100000"
         );
     }
 

@@ -259,6 +259,24 @@ fn another_agents_logical_session_cannot_be_used_or_ended() {
     );
 }
 
+/// A command refused on its way (another session's cursor, the agent's rate) never reached the
+/// server: the session id it named stays free (a review took ids with refused getMores).
+#[test]
+fn a_refused_command_takes_no_session_id() {
+    let mut r = rig();
+    let d = answered(&r.from.message(msg(
+        1,
+        0,
+        doc! { "getMore": 42i64, "collection": "orders", "lsid": lsid(20), "$db": "shop" },
+    )));
+    assert!(
+        d.get_str("errmsg").unwrap().contains("foreign-cursor"),
+        "{d:?}"
+    );
+    let mut writers = ConnectionSessions::new(r.lsids.clone(), "writer".into());
+    writers.use_session([20; 16]).unwrap();
+}
+
 #[test]
 fn exhaust_is_cleared_hello_is_local_fire_and_forget_refusals_get_no_reply() {
     let mut r = rig();
