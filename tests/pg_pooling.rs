@@ -1184,6 +1184,47 @@ fn a_connection_given_back_serves_a_session_whose_own_login_is_slow() {
     });
 }
 
+/// A server with no connection free for the pool's login (53300) is like a full pool while the
+/// pool has connections of its own: the statement waits for one to come back (within the
+/// checkout timeout) instead of ending its session, as PgBouncer queues its clients.
+#[test]
+fn a_server_at_its_connection_limit_makes_statements_wait_for_the_pools_connections() {
+    harness().runtime.block_on(async {
+        let (running, gw) = gateway(3, "").await;
+        let (a, b) = (
+            client(&running, "analyst").await,
+            client(&running, "writer").await,
+        );
+        a.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(one(&a, "SELECT 1").await, "1");
+        // The role may have the one connection it has, no second.
+        upstream()
+            .await
+            .batch_execute(&format!("ALTER ROLE {} CONNECTION LIMIT 1", gw.role))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let waiting = tokio::spawn(async move {
+            let v = one(&b, "SELECT 2").await;
+            (v, started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished(), "the statement did not wait");
+        a.batch_execute("COMMIT").await.unwrap();
+        let (v, took) = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("answered")
+            .unwrap();
+        assert_eq!(v, "2");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        upstream()
+            .await
+            .batch_execute(&format!("ALTER ROLE {} CONNECTION LIMIT -1", gw.role))
+            .await
+            .unwrap();
+    });
+}
+
 #[test]
 fn new_vaulted_credentials_drain_the_old_connections() {
     harness().runtime.block_on(async {

@@ -305,7 +305,7 @@ impl Pool {
                     if let Some(old) = evicted {
                         self.close(vec![old]);
                     }
-                    return self.open_or_take(key, slot).await;
+                    return self.open_or_take(key, slot, deadline).await;
                 }
                 Next::Wait(rx) => {
                     self.counters.waits.fetch_add(1, Ordering::Relaxed);
@@ -315,7 +315,9 @@ impl Pool {
                     };
                     match tokio::time::timeout_at(deadline, &mut waiting.rx).await {
                         Ok(Ok(Grant::Server(s))) => return Ok(s),
-                        Ok(Ok(Grant::Room(slot))) => return self.open_or_take(key, slot).await,
+                        Ok(Ok(Grant::Room(slot))) => {
+                            return self.open_or_take(key, slot, deadline).await
+                        }
                         // The pool dropped our waiter (it never does): look again.
                         Ok(Err(_)) => {}
                         Err(_) => {
@@ -376,6 +378,7 @@ impl Pool {
         self: &Arc<Self>,
         key: &Arc<SettingsKey>,
         slot: PoolSlot,
+        deadline: tokio::time::Instant,
     ) -> Result<Server, CheckoutError> {
         let pool = self.clone();
         let k = key.clone();
@@ -391,10 +394,10 @@ impl Pool {
             pool: self.clone(),
             rx,
         };
-        tokio::select! {
+        let opened = tokio::select! {
             biased;
             opened = &mut opening => opened,
-            granted = &mut waiting.rx => match granted {
+            granted = &mut waiting.rx => return match granted {
                 Ok(Grant::Server(s)) => {
                     let pool = self.clone();
                     tokio::spawn(async move {
@@ -408,6 +411,21 @@ impl Pool {
                 // Room is never granted to an opening waiter; a dropped sender: open on.
                 Ok(Grant::Room(_)) | Err(_) => opening.await,
             },
+        };
+        match opened {
+            // The server has no connection free for the pool's login (its max_connections or
+            // the role's CONNECTION LIMIT, 53300): while the pool has connections of its own,
+            // one coming back serves the statement, as a full pool's would, until the checkout
+            // timeout; then the server's refusal is what the session is told.
+            Err(CheckoutError::Upstream(UpstreamError::LoginRefused(code)))
+                if code == "53300" && self.lock().open > 0 =>
+            {
+                match tokio::time::timeout_at(deadline, &mut waiting.rx).await {
+                    Ok(Ok(Grant::Server(s))) => Ok(s),
+                    _ => Err(CheckoutError::Upstream(UpstreamError::LoginRefused(code))),
+                }
+            }
+            other => other,
         }
     }
 
