@@ -98,11 +98,30 @@ impl ServerHandler for Handler {
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = Self::caller(&ctx)?;
         let reach = reach(&self.core.policy, caller.agent(), &self.door.upstreams);
+        // A client that goes away cancels the call (rmcp fires the request's token once its
+        // connection is gone): the tool's future is dropped, so its statement is cancelled
+        // upstream, its connection closed, and its outcome recorded as unknown, as on the wire.
+        // Without this the statement ran to its end for nobody.
+        // So does a `notifications/cancelled` naming the call (`cancel`): the child token is
+        // cancelled by either. Registered first: a cancel that comes while the call is paced
+        // below is not lost.
+        let stop = ctx.ct.child_token();
+        let id = super::cancel::call_id(&ctx.id);
+        let _in_flight = self.door.calls.register(caller.agent(), id, stop.clone());
+        let stopped = || {
+            let why = if ctx.ct.is_cancelled() {
+                "the call was abandoned by its client"
+            } else {
+                "the call was cancelled by its client (notifications/cancelled)"
+            };
+            ErrorData::internal_error(why, None)
+        };
         // An agent refused faster than `limits.refusals_per_second` waits before each call,
         // one naming no tool of its included (each refusal is a record).
-        self.core
-            .pace_refusals_of(caller.agent(), crate::audit::Protocol::Mcp)
-            .await;
+        tokio::select! {
+            _ = self.core.pace_refusals_of(caller.agent(), crate::audit::Protocol::Mcp) => {}
+            _ = stop.cancelled() => return Err(stopped()),
+        }
         let offered = tools_for(&reach).iter().any(|t| t.name == request.name);
         if !offered {
             // The name as shown is cut (64 characters): an agent's megabyte of name is not
@@ -114,15 +133,6 @@ impl ServerHandler for Handler {
             self.refuse_request(&caller, &request, &message);
             return Err(ErrorData::invalid_params(message, None));
         }
-        // A client that goes away cancels the call (rmcp fires the request's token once its
-        // connection is gone): the tool's future is dropped, so its statement is cancelled
-        // upstream, its connection closed, and its outcome recorded as unknown, as on the wire.
-        // Without this the statement ran to its end for nobody.
-        // So does a `notifications/cancelled` naming the call (`cancel`): the child token is
-        // cancelled by either.
-        let stop = ctx.ct.child_token();
-        let id = super::cancel::call_id(&ctx.id);
-        let _in_flight = self.door.calls.register(caller.agent(), id, stop.clone());
         let call = async {
             match request.name.as_ref() {
                 "list_upstreams" => super::schema::list_upstreams(self, &caller),
@@ -151,14 +161,7 @@ impl ServerHandler for Handler {
         };
         let result: Result<CallToolResult, ToolError> = tokio::select! {
             r = call => r,
-            _ = stop.cancelled() => {
-                let why = if ctx.ct.is_cancelled() {
-                    "the call was abandoned by its client"
-                } else {
-                    "the call was cancelled by its client (notifications/cancelled)"
-                };
-                return Err(ErrorData::internal_error(why, None))
-            }
+            _ = stop.cancelled() => return Err(stopped()),
         };
         if let Err(e) = &result {
             if e.request {
