@@ -835,6 +835,37 @@ fn the_stdio_bridge_speaks_to_the_gateway_over_https() {
         && l["statement"] == "SELECT email FROM customers LIMIT 1"));
 }
 
+/// How many statements holding `marker` run on the upstream now.
+async fn running_upstream(up: &tokio_postgres::Client, marker: &str) -> i64 {
+    up.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
+        &[&format!("%{marker}%")],
+    )
+    .await
+    .unwrap()
+    .get::<_, i64>(0)
+}
+
+/// The outcome record of the statement whose text holds `marker` says its outcome is unknown
+/// (the call ended before its reply).
+fn assert_outcome_unknown(marker: &str) {
+    let records = audit_lines();
+    let decision = records
+        .iter()
+        .find(|r| r["statement"].as_str().is_some_and(|s| s.contains(marker)))
+        .expect("the decision record");
+    let outcome = records
+        .iter()
+        .find(|r| r["kind"] == "outcome" && r["ref_seq"] == decision["seq"])
+        .expect("the outcome record");
+    assert!(
+        outcome["reason"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("outcome unknown")),
+        "{outcome}"
+    );
+}
+
 async fn post_as(agent: &str, body: Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(mcp_url())
@@ -870,18 +901,13 @@ fn notifications_cancelled_stops_the_agents_own_call() {
             (started.elapsed(), body)
         });
         let up = support::upstream().await;
-        let running = || async {
-            up.query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
-                &[&format!("%{marker}%")],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-        };
+        let running = || running_upstream(&up, marker);
         let started = std::time::Instant::now();
         while running().await == 0 {
-            assert!(started.elapsed() < std::time::Duration::from_secs(10), "never ran");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "never ran"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
@@ -889,7 +915,11 @@ fn notifications_cancelled_stops_the_agents_own_call() {
         // Another agent naming the same id: nothing stops.
         assert_eq!(post_as("writer", cancel.clone()).await.status(), 202);
         tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-        assert_eq!(running().await, 1, "another agent's cancel stopped the call");
+        assert_eq!(
+            running().await,
+            1,
+            "another agent's cancel stopped the call"
+        );
         assert!(!call.is_finished());
         // The agent's own.
         assert_eq!(post_as("trusted", cancel).await.status(), 202);
@@ -908,21 +938,7 @@ fn notifications_cancelled_stops_the_agents_own_call() {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let records = audit_lines();
-        let decision = records
-            .iter()
-            .find(|r| r["statement"].as_str().is_some_and(|s| s.contains(marker)))
-            .expect("the decision record");
-        let outcome = records
-            .iter()
-            .find(|r| r["kind"] == "outcome" && r["ref_seq"] == decision["seq"])
-            .expect("the outcome record");
-        assert!(
-            outcome["reason"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("outcome unknown")),
-            "{outcome}"
-        );
+        assert_outcome_unknown(marker);
     });
 }
 
@@ -952,15 +968,7 @@ fn a_call_abandoned_by_its_client_is_cancelled_upstream() {
         assert!(gone.is_err(), "the client gave up after 1 s");
         drop(client);
         let up = support::upstream().await;
-        let running = || async {
-            up.query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
-                &[&format!("%{marker}%")],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-        };
+        let running = || running_upstream(&up, marker);
         let started = std::time::Instant::now();
         while running().await > 0 {
             assert!(
@@ -970,24 +978,6 @@ fn a_call_abandoned_by_its_client_is_cancelled_upstream() {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let records: Vec<Value> = std::fs::read_to_string(&harness().env.audit_log)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let decision = records
-            .iter()
-            .find(|r| r["statement"].as_str().is_some_and(|s| s.contains(marker)))
-            .expect("the decision record");
-        let outcome = records
-            .iter()
-            .find(|r| r["kind"] == "outcome" && r["ref_seq"] == decision["seq"])
-            .expect("the outcome record");
-        assert!(
-            outcome["reason"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("outcome unknown")),
-            "{outcome}"
-        );
+        assert_outcome_unknown(marker);
     });
 }

@@ -87,6 +87,17 @@ async fn gateway_via(size: u32, extra: &str, via: Option<u16>) -> (tollgate::gat
     (running, Gw { _dir: dir, role })
 }
 
+/// The figures of the gateway's transaction pool (what /metrics and the admin API show).
+fn transaction_pool(running: &tollgate::gateway::Running) -> tollgate::doors::PoolView {
+    running
+        .gateway
+        .doors
+        .iter()
+        .flat_map(|d| d.pools())
+        .find(|p| p.mode == "transaction")
+        .expect("the transaction pool")
+}
+
 /// A test gateway's files and upstream role.
 struct Gw {
     _dir: tempfile::TempDir,
@@ -530,15 +541,7 @@ fn sessions_that_leave_mid_statement_leave_no_backend_running_past_the_pool() {
     harness().runtime.block_on(async {
         let (running_gw, gw) = gateway(2, "checkout_timeout_ms = 20000").await;
         let addr = running_gw.pg_addr.unwrap();
-        let pool = || {
-            running_gw
-                .gateway
-                .doors
-                .iter()
-                .flat_map(|d| d.pools())
-                .find(|p| p.mode == "transaction")
-                .unwrap()
-        };
+        let pool = || transaction_pool(&running_gw);
         // Two waves of two writer sessions, each gone in the middle of a 60 s statement (the
         // second wave waits for the first's room).
         let mut most = 0;
@@ -1000,15 +1003,7 @@ fn idle_connections_the_server_ended_leave_the_pool_figures_without_traffic() {
         assert_eq!(one(&b, "SELECT 1").await, "1");
         a.batch_execute("COMMIT").await.unwrap();
         b.batch_execute("COMMIT").await.unwrap();
-        let pool = || {
-            running
-                .gateway
-                .doors
-                .iter()
-                .flat_map(|d| d.pools())
-                .find(|p| p.mode == "transaction")
-                .expect("the transaction pool")
-        };
+        let pool = || transaction_pool(&running);
         let old = server_pids(&gw.role).await;
         assert_eq!((pool().open, old.len()), (2, 2), "{:?}", pool());
         upstream()
@@ -1173,13 +1168,7 @@ fn a_connection_given_back_serves_a_session_whose_own_login_is_slow() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let pool = running
-            .gateway
-            .doors
-            .iter()
-            .flat_map(|d| d.pools())
-            .find(|p| p.mode == "transaction")
-            .unwrap();
+        let pool = transaction_pool(&running);
         assert_eq!((pool.open, pool.idle, pool.waiting), (2, 2, 0), "{pool:?}");
     });
 }

@@ -281,6 +281,13 @@ impl Drop for ConnectionSessions {
 mod tests {
     use super::*;
 
+    /// Session id number `n`.
+    fn id(n: usize) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&(n as u64).to_le_bytes());
+        b
+    }
+
     #[test]
     fn a_session_id_stays_its_agents_while_used_and_for_the_servers_timeout_after() {
         let all = Arc::new(LogicalSessions::default());
@@ -330,11 +337,6 @@ mod tests {
     fn one_agent_cannot_fill_the_table() {
         let all = Arc::new(LogicalSessions::default());
         let mut minter = ConnectionSessions::new(all.clone(), "writer".into());
-        let id = |n: usize| {
-            let mut b = [0u8; 16];
-            b[..8].copy_from_slice(&(n as u64).to_le_bytes());
-            b
-        };
         let mut taken = 0;
         for n in 0..2 * MAX_PER_AGENT {
             if minter.use_session(id(n)).is_ok() {
@@ -367,11 +369,6 @@ mod tests {
     fn a_connection_forgets_its_least_recently_used_session_past_its_cap() {
         let all = Arc::new(LogicalSessions::default());
         let mut c = ConnectionSessions::new(all.clone(), "analyst".into());
-        let id = |n: usize| {
-            let mut b = [0u8; 16];
-            b[..8].copy_from_slice(&(n as u64).to_le_bytes());
-            b
-        };
         for n in 0..MAX_PER_CONNECTION {
             c.use_session(id(n)).unwrap();
         }

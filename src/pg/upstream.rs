@@ -389,4 +389,4 @@ async fn authenticate(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

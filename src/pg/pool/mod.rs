@@ -694,7 +694,6 @@ async fn terminate_backend(target: &UpstreamTarget, pid: i32, timeout: Duration)
 mod tests {
     use super::*;
     use crate::config::PoolMode;
-    use crate::vault::Secret;
 
     /// While the upstream refuses every connection no connection is ever given back: the
     /// queue entries of checkouts that opened (and failed) must not pile up until one is.
@@ -705,17 +704,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let target = UpstreamTarget {
-            name: "shop".into(),
-            host: "127.0.0.1".into(),
-            port,
-            database: "shop".into(),
-            user: Secret::new("u".into()),
-            password: Secret::new("p".into()),
-            search_path: "public".into(),
-            tls: None,
-            no_connection_check: Default::default(),
-        };
+        let target = crate::pg::upstream::tests::target(port);
         let settings = PoolSettings {
             isolation: true,
             mode: PoolMode::Transaction,

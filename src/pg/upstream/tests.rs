@@ -46,7 +46,8 @@ async fn impostor(then: Vec<u8>) -> u16 {
     port
 }
 
-fn target(port: u16) -> UpstreamTarget {
+/// A target on 127.0.0.1:`port` with made-up credentials (also the pool's tests').
+pub(crate) fn target(port: u16) -> UpstreamTarget {
     UpstreamTarget {
         name: "shop".into(),
         host: "127.0.0.1".into(),
