@@ -1069,25 +1069,13 @@ fn a_login_refused_for_too_many_connections_is_not_called_a_credentials_problem(
         let analyst = detail(a.simple_query("SELECT 1").await.unwrap_err());
         // The MCP `query` tool says the same.
         let mcp = format!("http://{}/mcp", running.mcp_addr.expect("an MCP listener"));
-        let answer: serde_json::Value = reqwest::Client::new()
-            .post(&mcp)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-06-18")
-            .header(
-                "authorization",
-                format!("Bearer {}", harness().env.mcp_token("analyst")),
-            )
-            .json(
-                &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                "params": {"name": "query", "arguments": {"sql": "SELECT 1"}}}),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = support::mcp_tool_call(
+            &mcp,
+            "analyst",
+            "query",
+            serde_json::json!({"sql": "SELECT 1"}),
+        )
+        .await;
         let error = &answer["result"]["structuredContent"]["error"];
         assert_eq!(error["sqlstate"], "08006", "{answer}");
         let mcp_detail = error["detail"].as_str().unwrap_or_default().to_string();

@@ -32,12 +32,16 @@ pub struct Cursors {
 /// `cursor.id` and `cursor.ns` of a cursor reply.
 fn cursor_of(reply: &Document) -> Option<(i64, Option<&str>)> {
     let c = reply.get_document("cursor").ok()?;
-    let id = match c.get("id")? {
-        Bson::Int64(v) => *v,
-        Bson::Int32(v) => (*v).into(),
-        _ => return None,
-    };
-    Some((id, c.get_str("ns").ok()))
+    Some((cursor_id(c)?, c.get_str("ns").ok()))
+}
+
+/// A cursor document's `id` (servers send it as a 64-bit integer, some as 32).
+pub fn cursor_id(cursor: &Document) -> Option<i64> {
+    match cursor.get("id")? {
+        Bson::Int64(v) => Some(*v),
+        Bson::Int32(v) => Some((*v).into()),
+        _ => None,
+    }
 }
 
 impl Cursors {

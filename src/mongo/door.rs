@@ -157,12 +157,7 @@ pub fn probe_message(target: &MongoTarget, e: &UpstreamError) -> String {
             format!("the upstream did not answer within {} ms", t.as_millis())
         }
         UpstreamError::LoginRefused(code) if code != "AuthenticationFailed" => {
-            let code: String = code
-                .chars()
-                .take(64)
-                .filter(|c| c.is_ascii_graphic())
-                .collect();
-            format!("the upstream refused the login ({code})")
+            crate::session::login_refused_with(code, 64)
         }
         UpstreamError::LoginRefused(_) | UpstreamError::Scram(_) => {
             "the upstream refused tollgate's credentials".into()

@@ -255,8 +255,8 @@ impl ConnectionSessions {
         }
     }
 
-    pub fn contains(&self, id: &[u8]) -> bool {
-        <[u8; 16]>::try_from(id).is_ok_and(|id| self.used.contains_key(&id))
+    pub fn contains(&self, id: &[u8; 16]) -> bool {
+        self.used.contains_key(id)
     }
 
     /// The client ended these sessions (`endSessions` forwarded for them).

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bson::{doc, Bson, Document};
 
+use super::cursors::cursor_id;
 use super::door::MongoUpstream;
 use super::idle::Lent;
 use super::mask_reply::mask_reply;
@@ -360,15 +361,6 @@ fn take_batch(reply: &mut Document) -> Result<(i64, String, Vec<Bson>), RunError
         })
         .ok_or(RunError::BadReply("a cursor without a batch"))?;
     Ok((id, ns, batch))
-}
-
-/// A cursor document's `id` (the server sends it as a 64-bit integer, some as 32).
-fn cursor_id(cursor: &Document) -> Option<i64> {
-    match cursor.get("id") {
-        Some(Bson::Int64(v)) => Some(*v),
-        Some(Bson::Int32(v)) => Some((*v).into()),
-        _ => None,
-    }
 }
 
 /// Kills the upstream cursor of a result cut short; whether no cursor is left open (if one is,

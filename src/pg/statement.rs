@@ -133,14 +133,20 @@ impl PgSession {
         bytes: &'a [u8],
         what: &'static str,
     ) -> Result<std::borrow::Cow<'a, str>, PgErrorFields> {
-        let decoded = match self.client_encoding() {
+        self.decoded(bytes)
+            .map_err(|name| self.refuse_unreadable(what, &name))
+    }
+
+    /// `bytes` in the client's encoding; `Err` names the encoding that could not read them
+    /// (empty while the encoding is not known: only ASCII reads the same in every one).
+    fn decoded<'a>(&self, bytes: &'a [u8]) -> Result<std::borrow::Cow<'a, str>, String> {
+        match self.client_encoding() {
             Some(e) => e.decode(bytes).map_err(|e| e.0.to_string()),
             None if bytes.is_ascii() => Ok(std::borrow::Cow::Borrowed(
                 std::str::from_utf8(bytes).expect("ASCII is UTF-8"),
             )),
             None => Err(String::new()),
-        };
-        decoded.map_err(|name| self.refuse_unreadable(what, &name))
+        }
     }
 
     /// `text` in the client's encoding, exactly (a rewritten statement), or the refusal.
@@ -241,16 +247,9 @@ impl PgSession {
     /// reason. Text that does not decode is not refused here (nothing is being judged): a
     /// placeholder stands for it.
     pub fn note_not_run(&self, text: &[u8], why: &str, sqlstate: Option<&str>) {
-        let decoded = match self.client_encoding() {
-            Some(e) => e.decode(text).ok(),
-            None => std::str::from_utf8(text)
-                .ok()
-                .filter(|t| t.is_ascii())
-                .map(std::borrow::Cow::Borrowed),
-        };
-        match decoded {
-            Some(t) => self.note_not_run_text(&t, why, sqlstate),
-            None => self.session.note_with_code(
+        match self.decoded(text) {
+            Ok(t) => self.note_not_run_text(&t, why, sqlstate),
+            Err(_) => self.session.note_with_code(
                 "<statement not recorded: not readable in the client encoding>".to_string(),
                 crate::audit::Decision::Error,
                 Some(why),

@@ -84,12 +84,7 @@ pub fn login_refusal(line: &str) -> String {
     } else if lower.contains("max number of clients") {
         "the upstream has no connection free for tollgate (max number of clients reached)".into()
     } else {
-        let code: String = code
-            .chars()
-            .take(32)
-            .filter(|c| c.is_ascii_graphic())
-            .collect();
-        format!("the upstream refused the login ({code})")
+        crate::session::login_refused_with(code, 32)
     }
 }
 

@@ -49,8 +49,8 @@ pub const TOO_MANY_LOGIN_FAILURES: &str =
     "tollgate: too many failed logins on this connection; connect again";
 pub use record::shown_name;
 pub use statement::{
-    audit_unavailable, upstream_unavailable, Judged, OutcomeError, Principal, ReauthError, Session,
-    SessionContext, Ticket,
+    audit_unavailable, login_refused_with, upstream_unavailable, Judged, OutcomeError, Principal,
+    ReauthError, Session, SessionContext, Ticket,
 };
 
 use crate::audit::{AuditLog, Protocol};

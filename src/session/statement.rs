@@ -319,6 +319,17 @@ pub fn upstream_unavailable(upstream: &str) -> String {
     format!("tollgate: upstream \"{upstream}\" is unavailable")
 }
 
+/// A login the upstream refused for another reason than the credentials, named by the error
+/// code it gave only (printable ASCII, at most `max` characters): never its text.
+pub fn login_refused_with(code: &str, max: usize) -> String {
+    let code: String = code
+        .chars()
+        .take(max)
+        .filter(|c| c.is_ascii_graphic())
+        .collect();
+    format!("the upstream refused the login ({code})")
+}
+
 impl Session {
     pub(super) fn new(ctx: Arc<SessionContext>, principal: Arc<Principal>) -> Session {
         Session {
