@@ -76,8 +76,16 @@ enum Shown {
     Code,
 }
 
-/// How argument `i` (1..) of `args` is recorded.
-fn shown(args: &[Bytes], i: usize, keys: &[FoundKey], subcommand: bool, fam: Family) -> Shown {
+/// How argument `i` (1..) of `args` is recorded; `scan`: the SCAN family's options, read once
+/// (`scan_options`).
+fn shown(
+    args: &[Bytes],
+    i: usize,
+    keys: &[FoundKey],
+    subcommand: bool,
+    fam: Family,
+    scan: &[Shown],
+) -> Shown {
     let sub = |word: &[u8]| args[1].eq_ignore_ascii_case(word);
     let has_sub = matches!(fam, Family::Script | Family::Function | Family::Config);
     if i == 1 && (subcommand || has_sub) {
@@ -98,9 +106,7 @@ fn shown(args: &[Bytes], i: usize, keys: &[FoundKey], subcommand: bool, fam: Fam
         // CONFIG SET name value [name value ...]
         Family::Config if sub(b"set") && i % 2 == 0 => Shown::Name,
         Family::Config if sub(b"get") => Shown::Name,
-        // SCAN cursor [options]; xSCAN key cursor [options].
-        Family::Scan => scan_option(args, 2, i, true),
-        Family::ScanValues => scan_option(args, 3, i, false),
+        Family::Scan | Family::ScanValues => scan.get(i).copied().unwrap_or(Shown::Redacted),
         _ => Shown::Redacted,
     }
 }
@@ -114,45 +120,43 @@ fn plain_count(v: &[u8]) -> bool {
     (1..=6).contains(&v.len()) && v[0] != b'0' && v.iter().all(u8::is_ascii_digit)
 }
 
-/// Argument `i` of a SCAN-family command whose options start at `from`, read as Redis's parser
+/// How each argument of a SCAN-family command is recorded (SCAN cursor [options]; xSCAN key
+/// cursor [options]; `from` is where the options start), read in one pass as Redis's parser
 /// reads them: in turn from `from`, `MATCH` and `COUNT` (and SCAN's `TYPE`) each take the
 /// argument after them, `NOVALUES` none. The cursor, and anything from a word Redis would
 /// reject on, stay redacted; so does the MATCH pattern unless `scan` (SCAN's matches keys), and
 /// a COUNT that is not a number (Redis refuses it: it is not a count but text).
-fn scan_option(args: &[Bytes], from: usize, i: usize, scan: bool) -> Shown {
+fn scan_options(args: &[Bytes], from: usize, scan: bool) -> Vec<Shown> {
+    let mut how = vec![Shown::Redacted; args.len()];
     let mut at = from;
-    while at < args.len() && at <= i {
+    while at < args.len() {
         let word = &args[at];
         let is = |w: &[u8]| word.eq_ignore_ascii_case(w);
         let takes_value = is(b"match") || is(b"count") || (scan && is(b"type"));
         if takes_value && at + 1 < args.len() {
-            if i == at {
-                return Shown::Word;
-            }
-            if i == at + 1 {
-                let value = &args[at + 1];
-                let shown = if is(b"match") {
-                    scan
-                } else if is(b"count") {
-                    plain_count(value)
-                } else {
-                    // SCAN's TYPE: one of Redis's own type names; any other text (a module's
-                    // type, or a value posing as one) is not shown.
-                    TYPE_NAMES.iter().any(|t| value.eq_ignore_ascii_case(t))
-                };
-                return if shown { Shown::Name } else { Shown::Redacted };
+            let value = &args[at + 1];
+            let shown = if is(b"match") {
+                scan
+            } else if is(b"count") {
+                plain_count(value)
+            } else {
+                // SCAN's TYPE: one of Redis's own type names; any other text (a module's
+                // type, or a value posing as one) is not shown.
+                TYPE_NAMES.iter().any(|t| value.eq_ignore_ascii_case(t))
+            };
+            how[at] = Shown::Word;
+            if shown {
+                how[at + 1] = Shown::Name;
             }
             at += 2;
-        } else if word.eq_ignore_ascii_case(b"novalues") {
-            if i == at {
-                return Shown::Word;
-            }
+        } else if is(b"novalues") {
+            how[at] = Shown::Word;
             at += 1;
         } else {
             break;
         }
     }
-    Shown::Redacted
+    how
 }
 
 /// `SET cache:1 ?`, `CLIENT SETNAME ?`, `SUBSCRIBE news.a`, `CONFIG SET dir ?`,
@@ -163,6 +167,11 @@ pub fn statement(args: &[Bytes], keys: &[FoundKey], subcommand: bool) -> String 
         return String::new();
     };
     let fam = family(name);
+    let scan = match fam {
+        Family::Scan => scan_options(args, 2, true),
+        Family::ScanValues => scan_options(args, 3, false),
+        _ => Vec::new(),
+    };
     // Every argument shown costs about its length; every other one two bytes.
     let mut out = String::with_capacity(
         args.iter()
@@ -178,7 +187,7 @@ pub fn statement(args: &[Bytes], keys: &[FoundKey], subcommand: bool) -> String 
             break;
         }
         out.push(' ');
-        match shown(args, i, keys, subcommand, fam) {
+        match shown(args, i, keys, subcommand, fam, &scan) {
             Shown::Redacted => out.push('?'),
             Shown::Name => arg::push(&mut out, a, MAX_NAME, false),
             Shown::Word => arg::push(&mut out, a, MAX_NAME, true),
