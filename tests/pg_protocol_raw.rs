@@ -485,3 +485,26 @@ async fn clients_that_leave_mid_batch_do_not_keep_the_pool() {
         support::error_field(&body, b'C')
     );
 }
+
+/// A client refused while it is still sending a large message reads the FATAL that says why:
+/// the gateway drains what keeps coming before it closes (a close with unread bytes is a reset,
+/// which failed the client's write and lost the FATAL).
+#[tokio::test]
+async fn a_client_refused_mid_message_reads_the_fatal() {
+    let mut s = raw_login("analyst").await;
+    // A Bind over `limits.max_message_bytes` (64 MiB): refused once its length is read. The
+    // client goes on sending 8 MiB of it before it reads.
+    let mut huge = vec![b'B'];
+    huge.extend_from_slice(&(100_000_000i32).to_be_bytes());
+    s.write_all(&huge).await.unwrap();
+    let junk = vec![b'x'; 64 * 1024];
+    for _ in 0..128 {
+        s.write_all(&junk)
+            .await
+            .expect("the gateway drains, no reset");
+    }
+    let (tag, body) = read_message(&mut s).await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(tag, b'E', "{body}");
+    assert!(body.contains("FATAL") && body.contains("08P01"), "{body}");
+}

@@ -673,3 +673,23 @@ async fn keys_repeated_where_redis_works_per_occurrence_are_refused() {
         assert!(got.starts_with(want), "{words:?}: {got}");
     }
 }
+
+/// A client refused while it is still sending a large argument reads the error line: the
+/// gateway drains what keeps coming before it closes, instead of resetting the connection
+/// under the client's write.
+#[tokio::test]
+async fn a_client_refused_mid_argument_reads_the_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = redis_raw().await;
+    s.write_all(b"*1\r\n$100000000\r\n").await.unwrap();
+    let junk = vec![b'x'; 64 * 1024];
+    for _ in 0..128 {
+        s.write_all(&junk)
+            .await
+            .expect("the gateway drains, no reset");
+    }
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("-ERR Protocol error"), "{got}");
+}

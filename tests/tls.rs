@@ -524,3 +524,25 @@ async fn certificate_reload_serves_new_handshakes_and_keeps_open_sessions() {
         .await
         .expect("last good certificate kept");
 }
+
+/// Over TLS too, a client refused while still sending reads why: the gateway drains the rest
+/// of the connection's bytes (through a duplicate of the socket, under the TLS stream) before
+/// it closes, instead of resetting it under the client's write.
+#[tokio::test]
+async fn a_tls_client_refused_mid_argument_reads_the_error() {
+    let env = &harness().env;
+    let mut s = tls_connect(env.redis_tls_port, &env.ca_file, &[])
+        .await
+        .unwrap();
+    s.write_all(b"*1\r\n$100000000\r\n").await.unwrap();
+    let junk = vec![b'x'; 64 * 1024];
+    for _ in 0..128 {
+        s.write_all(&junk)
+            .await
+            .expect("the gateway drains, no reset");
+    }
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got).await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("-ERR Protocol error"), "{got}");
+}

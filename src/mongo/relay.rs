@@ -154,7 +154,7 @@ pub async fn run<CR, CW>(
 ) -> Result<(), RelayError>
 where
     CR: AsyncRead + Unpin,
-    CW: AsyncWrite + Unpin,
+    CW: AsyncWrite + Unpin + crate::session::ClientSocket,
 {
     let (up_rd, up_wr) = upstream.into_split();
     let up_reader = MessageReader::with_buffer(up_rd, MAX_MESSAGE_BYTES, leftover);

@@ -89,6 +89,8 @@ async fn run(
     let mut client = MessageReader::new(rd, PRE_AUTH_MAX_BYTES);
     let Some((session, upstream)) = login(&accepted, &door, &up, &mut client, &mut wr, tls).await?
     else {
+        // The client left, or was told why it must: closed lingering.
+        crate::session::last_words(&mut wr, b"").await;
         return Ok(());
     };
     session.opened();

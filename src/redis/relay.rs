@@ -219,7 +219,7 @@ pub async fn run<CR, CW>(
 ) -> Result<(), RelayError>
 where
     CR: AsyncRead + Unpin,
-    CW: AsyncWrite + Unpin,
+    CW: AsyncWrite + Unpin + crate::session::ClientSocket,
 {
     // The shared inbox, watched for a cut-off.
     let mut shared_inbox = None;

@@ -105,7 +105,11 @@ async fn run(
             return Err(SessionError::Timeout);
         }
         Ok(Ok(Some(l))) => l,
-        Ok(Ok(None)) => return Ok(()),
+        // The client left, or was told why it must (a protocol error, QUIT): closed lingering.
+        Ok(Ok(None)) => {
+            crate::session::last_words(&mut wr, b"").await;
+            return Ok(());
+        }
         Ok(Err(e)) => return Err(e),
     };
     let timeout = Duration::from_millis(core.limits.upstream_connect_timeout_ms);

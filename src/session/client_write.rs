@@ -259,16 +259,25 @@ impl ReplyWrites {
 pub const LAST_WRITE: Duration = Duration::from_secs(2);
 
 /// Writes a session's last words (may be empty) and closes the write side, within
-/// [`LAST_WRITE`]; failures are not the session's business any more.
-pub async fn last_words<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, bytes: &[u8]) {
+/// [`LAST_WRITE`]; failures are not the session's business any more. Then lingers
+/// ([`super::linger`]): what the client is still sending is drained, so the close does not
+/// reset the connection before the client has read the last words.
+pub async fn last_words<W: AsyncWrite + Unpin + super::ClientSocket + ?Sized>(
+    w: &mut W,
+    bytes: &[u8],
+) {
     use tokio::io::AsyncWriteExt;
-    let _ = tokio::time::timeout(LAST_WRITE, async {
+    let written = tokio::time::timeout(LAST_WRITE, async {
         if !bytes.is_empty() {
-            let _ = w.write_all(bytes).await;
+            w.write_all(bytes).await?;
         }
-        let _ = w.shutdown().await;
+        w.shutdown().await
     })
     .await;
+    // A client that did not take the last words in time, or is gone, is not waited for.
+    if let Ok(Ok(())) = written {
+        super::linger(w).await;
+    }
 }
 
 #[cfg(test)]

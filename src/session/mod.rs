@@ -20,6 +20,7 @@ mod client_stream;
 mod client_write;
 pub mod gate;
 mod lifecycle;
+mod linger;
 mod login_records;
 mod record;
 mod statement;
@@ -37,6 +38,7 @@ pub use client_write::{
     CLIENT_WRITE_TIMEOUT_RULE, LAST_WRITE,
 };
 pub use lifecycle::{Lifecycle, LiveSession, Phase};
+pub use linger::{linger, ClientSocket, LingerSocket};
 
 /// How long a session goes on relaying the replies it owes once its client stopped sending
 /// (EOF after a half-close, or Terminate), as a server answers what it read before the end. A

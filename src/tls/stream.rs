@@ -26,7 +26,14 @@ pub enum NetRead {
 /// The writing half of a [`NetStream`].
 pub enum NetWrite {
     Plain(OwnedWriteHalf),
-    Tls(WriteHalf<TlsStream<TcpStream>>),
+    Tls(TlsWrite),
+}
+
+/// The writing half of a TLS stream, with a duplicate of its socket's descriptor for a
+/// lingering close (`session::linger`): the TLS half gives no access to its socket.
+pub struct TlsWrite {
+    half: WriteHalf<TlsStream<TcpStream>>,
+    socket: Option<std::net::TcpStream>,
 }
 
 impl NetStream {
@@ -41,8 +48,13 @@ impl NetStream {
                 (NetRead::Plain(r), NetWrite::Plain(w))
             }
             NetStream::Tls(s) => {
-                let (r, w) = tokio::io::split(*s);
-                (NetRead::Tls(r), NetWrite::Tls(w))
+                // Best effort: without the duplicate a close after an error is not lingering.
+                let socket = socket2::SockRef::from(s.get_ref().0)
+                    .try_clone()
+                    .ok()
+                    .map(std::net::TcpStream::from);
+                let (r, half) = tokio::io::split(*s);
+                (NetRead::Tls(r), NetWrite::Tls(TlsWrite { half, socket }))
             }
         }
     }
@@ -131,3 +143,50 @@ impl_read!(NetStream);
 impl_write!(NetStream);
 impl_read!(NetRead);
 impl_write!(NetWrite);
+
+/// `TlsWrite` writes through its half; the duplicate socket is only for the close.
+impl AsyncWrite for TlsWrite {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().half).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().half).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.half.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().half).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().half).poll_shutdown(cx)
+    }
+}
+
+impl crate::session::ClientSocket for NetWrite {
+    fn linger_socket(&mut self) -> Option<crate::session::LingerSocket<'_>> {
+        match self {
+            NetWrite::Plain(w) => w.linger_socket(),
+            NetWrite::Tls(w) => w.socket.take().map(crate::session::LingerSocket::Duplicate),
+        }
+    }
+}
+
+impl crate::session::ClientSocket for OwnedWriteHalf {
+    fn linger_socket(&mut self) -> Option<crate::session::LingerSocket<'_>> {
+        let socket: &TcpStream = (*self).as_ref();
+        Some(crate::session::LingerSocket::Registered(socket))
+    }
+}
