@@ -213,3 +213,76 @@ fn an_unreachable_hung_or_slow_upstream_gives_clear_errors_and_recovers_without_
     });
     drop(served);
 }
+
+/// An agent that logged in while its upstream was down leaves a record: `session not opened`,
+/// decision `error`, with what the client was told (PostgreSQL and Redis; a MongoDB login fails
+/// before authentication when the upstream cannot be asked for its hello).
+#[test]
+fn a_login_whose_upstream_is_down_is_recorded() {
+    let dead = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    // The `port = N` line of an upstream's table.
+    let port_line = |t: &str, table: &str| {
+        let rest = &t[t.find(table).unwrap()..];
+        let at = rest.find("\nport = ").unwrap() + 1;
+        rest[at..at + rest[at..].find('\n').unwrap()].to_string()
+    };
+    let dir = demo_dir_with(|t| {
+        let (pg, redis) = (
+            port_line(&t, "[upstream.shop]"),
+            port_line(&t, "[upstream.cache]"),
+        );
+        let t = t
+            .replace(&pg, &format!("port = {}", dead()))
+            .replace(&redis, &format!("port = {}", dead()));
+        with_limits(t, "upstream_connect_timeout_ms = 1000")
+    });
+    let served = Served::start(dir, "");
+    harness().runtime.block_on(async {
+        let e = support::connect_url(&served.pg_url("writer"))
+            .await
+            .expect_err("the upstream is down");
+        assert_eq!(sqlstate(&e), "08006", "{e}");
+        let redis_failed = async {
+            let mut r = redis::Client::open(served.redis_url("analyst"))
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await?;
+            redis::cmd("GET")
+                .arg("cache:1")
+                .query_async::<Option<String>>(&mut r)
+                .await
+        }
+        .await;
+        assert!(redis_failed.is_err(), "{redis_failed:?}");
+    });
+    std::thread::sleep(Duration::from_millis(300)); // session records: the 100 ms flusher
+    let log = std::fs::read_to_string(served.dir.path().join("audit.log")).unwrap();
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (agent, protocol, upstream) in [
+        ("writer", "postgres", "shop"),
+        ("analyst", "redis", "cache"),
+    ] {
+        let found = records
+            .iter()
+            .find(|r| r["kind"] == "session" && r["agent"] == agent && r["protocol"] == protocol);
+        let r = found.unwrap_or_else(|| panic!("no session record for {agent}: {log}"));
+        assert_eq!(r["decision"], "error", "{r}");
+        assert_eq!(r["upstream"], upstream, "{r}");
+        let reason = r["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("session not opened: tollgate: upstream")
+                && reason.contains("is unavailable"),
+            "{reason}"
+        );
+    }
+    drop(served);
+}

@@ -290,6 +290,7 @@ async fn relay(
             Ok(s) => Some(s),
             Err(e) => {
                 let fields = checkout_failure(&e, &pool.name);
+                session.not_opened(e.rule().as_deref(), &told(&fields));
                 send_fatal(&mut wr, &fields).await;
                 return Err(SessionError::Refused(fields));
             }
@@ -303,6 +304,7 @@ async fn relay(
         if let Some(server) = server {
             pool.checkin(server, false, false);
         }
+        pg.session().not_opened(None, &told(&fields));
         send_fatal(&mut wr, &fields).await;
         return Err(SessionError::Refused(fields));
     }
@@ -471,6 +473,14 @@ async fn relay(
             send_fatal(&mut wr, &lost()).await;
             Err(SessionError::Io(std::io::Error::other(e.to_string())))
         }
+    }
+}
+
+/// What a FATAL told the client, for the record of a session that did not open.
+fn told(fields: &PgErrorFields) -> String {
+    match &fields.detail {
+        Some(d) => format!("{} ({d})", fields.message),
+        None => fields.message.clone(),
     }
 }
 

@@ -131,6 +131,7 @@ async fn run(
         Err(e) => {
             warn!(upstream = %target.name, error = %e, "upstream connection failed");
             let msg = crate::session::upstream_unavailable(&target.name);
+            login.session.not_opened(None, &msg);
             crate::session::last_words(&mut wr, &reply::error("ERR", &msg)).await;
             return Err(e.into());
         }

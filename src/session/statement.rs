@@ -385,6 +385,25 @@ impl Session {
         );
     }
 
+    /// The record of an admitted session that never opened: no upstream connection could be
+    /// had for it. `rule` names the limit that refused one (a pool's checkout timeout, say:
+    /// `blocked`); without it the upstream failed (`error`). `why` is what the client was told.
+    /// Without it an agent that logged in while its upstream was down left no trace in the log.
+    pub fn not_opened(&self, rule: Option<&str>, why: &str) {
+        let decision = if rule.is_some() {
+            Decision::Blocked
+        } else {
+            Decision::Error
+        };
+        session_record(
+            &self.ctx.core,
+            &self.ctx.who(self.principal.agent.clone()),
+            decision,
+            rule,
+            &format!("session not opened: {why}"),
+        );
+    }
+
     /// The "session opened" record, once the upstream connection is up.
     pub fn opened(&self) {
         session_record(
