@@ -694,14 +694,14 @@ fn stubborn_backend_lifetime(setup: &str) -> Duration {
 #[test]
 fn a_full_pool_refuses_after_the_checkout_timeout_naming_the_pool() {
     harness().runtime.block_on(async {
-        let (running, _gw) = gateway(1, "checkout_timeout_ms = 400").await;
+        let (running, gw) = gateway(1, "checkout_timeout_ms = 400").await;
         let holder = client(&running, "writer").await;
         holder.batch_execute("BEGIN").await.unwrap();
         one(&holder, "SELECT count(*) FROM orders WHERE id = 1").await;
         let waiter = client(&running, "analyst").await;
         let started = Instant::now();
         let e = waiter
-            .simple_query("SELECT 1")
+            .simple_query("SELECT 424242")
             .await
             .expect_err("no connection free");
         assert_eq!(sqlstate(&e), "53300");
@@ -712,6 +712,22 @@ fn a_full_pool_refuses_after_the_checkout_timeout_naming_the_pool() {
             db_message(&e)
         );
         assert!(started.elapsed() >= Duration::from_millis(350));
+        // The statement is in the log, as not run, with what the client was told (before, a
+        // statement refused at checkout left no record at all).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let log = std::fs::read_to_string(gw._dir.path().join("audit.log")).unwrap();
+        let record = log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|r| r["statement"] == "SELECT 424242")
+            .unwrap_or_else(|| panic!("no record of the statement: {log}"));
+        assert_eq!(record["decision"], "error", "{record}");
+        assert_eq!(record["sqlstate"], "53300", "{record}");
+        let reason = record["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("not run: tollgate: ") && reason.contains("pool \"shop\""),
+            "{record}"
+        );
         // The holder finishes; the pool serves again.
         holder.batch_execute("COMMIT").await.unwrap();
         let again = client(&running, "analyst").await;
@@ -1727,4 +1743,36 @@ fn a_prepare_the_server_refused_leaves_no_name_to_execute() {
         assert_eq!(values_until_ready(&mut a).await, Vec::<String>::new());
         assert_eq!(values_until_ready(&mut a).await, vec!["7".to_string()]);
     });
+}
+
+/// A session-pooled login that finds the session pool full names the setting that sized it,
+/// `max_session_connections` (it said `pool_size`, the transaction pool's, which had room).
+#[test]
+fn a_full_session_pool_names_max_session_connections() {
+    use support::served::{demo_dir_with, Served};
+    let dir = demo_dir_with(|t| {
+        t.replacen(
+            "pool_size = 10",
+            "pool_size = 10\nmax_session_connections = 1\ncheckout_timeout_ms = 300",
+            1,
+        )
+    });
+    let served = Served::start(dir, "");
+    harness().runtime.block_on(async {
+        let holder = support::connect_url(&served.pg_url("trusted"))
+            .await
+            .unwrap();
+        assert_eq!(one(&holder, "SELECT 1").await, "1");
+        let e = support::connect_url(&served.pg_url("trusted"))
+            .await
+            .expect_err("the one session connection is held");
+        assert_eq!(sqlstate(&e), "53300", "{e}");
+        assert!(
+            db_message(&e).contains("rule: tollgate.toml: upstream.shop.max_session_connections"),
+            "{}",
+            db_message(&e)
+        );
+        drop(holder);
+    });
+    drop(served);
 }

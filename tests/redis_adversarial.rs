@@ -680,8 +680,11 @@ async fn keys_repeated_where_redis_works_per_occurrence_are_refused() {
 #[tokio::test]
 async fn a_client_refused_mid_argument_reads_the_error() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = redis_raw().await;
-    s.write_all(b"*1\r\n$100000000\r\n").await.unwrap();
+    let mut s = redis_login("writer").await;
+    // Over `limits.max_message_bytes` (64 MiB): refused once its length is read.
+    s.write_all(b"*3\r\n$3\r\nSET\r\n$7\r\ncache:9\r\n$100000000\r\n")
+        .await
+        .unwrap();
     let junk = vec![b'x'; 64 * 1024];
     for _ in 0..128 {
         s.write_all(&junk)

@@ -534,7 +534,19 @@ async fn a_tls_client_refused_mid_argument_reads_the_error() {
     let mut s = tls_connect(env.redis_tls_port, &env.ca_file, &[])
         .await
         .unwrap();
-    s.write_all(b"*1\r\n$100000000\r\n").await.unwrap();
+    let token = env.token("writer");
+    let auth = format!(
+        "*3\r\n$4\r\nAUTH\r\n$6\r\nwriter\r\n${}\r\n{token}\r\n",
+        token.len()
+    );
+    s.write_all(auth.as_bytes()).await.unwrap();
+    let mut ok = [0u8; 5];
+    s.read_exact(&mut ok).await.unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+    // Over `limits.max_message_bytes` (64 MiB): refused once its length is read.
+    s.write_all(b"*3\r\n$3\r\nSET\r\n$7\r\ncache:9\r\n$100000000\r\n")
+        .await
+        .unwrap();
     let junk = vec![b'x'; 64 * 1024];
     for _ in 0..128 {
         s.write_all(&junk)

@@ -207,6 +207,11 @@ where
         _ => None,
     };
     // A client that does not read cannot hold the session open (`LAST_WRITE`).
-    crate::session::last_words(&mut client_wr, &last_line.unwrap_or_default()).await;
+    crate::session::last_words(
+        &mut client_wr,
+        &last_line.unwrap_or_default(),
+        crate::session::Drain::Session,
+    )
+    .await;
     result
 }

@@ -90,7 +90,7 @@ async fn run(
     let Some((session, upstream)) = login(&accepted, &door, &up, &mut client, &mut wr, tls).await?
     else {
         // The client left, or was told why it must: closed lingering.
-        crate::session::last_words(&mut wr, b"").await;
+        crate::session::last_words(&mut wr, b"", crate::session::Drain::Login).await;
         return Ok(());
     };
     session.opened();

@@ -81,11 +81,10 @@ impl PgDoor {
                         settings,
                         connect_timeout,
                     )),
-                    per_session: Arc::new(Pool::new(
-                        targets[name].clone(),
-                        per_session,
-                        connect_timeout,
-                    )),
+                    per_session: Arc::new(
+                        Pool::new(targets[name].clone(), per_session, connect_timeout)
+                            .for_sessions(),
+                    ),
                 };
                 (name.clone(), pools)
             })

@@ -339,8 +339,24 @@ async fn relay<R: AsyncRead + Unpin>(
             let server = loop {
                 tokio::select! {
                     biased;
-                    r = &mut checkout => break Some(r
-                        .map_err(|e| FromClientError::Fatal(super::session::checkout_failure(&e, &link.pool.name)))?),
+                    r = &mut checkout => match r {
+                        Ok(server) => break Some(server),
+                        // No connection for it (a pool limit, the upstream down): the session
+                        // ends with a FATAL, and the statement, and what was pipelined behind
+                        // it, are recorded as not run, with what the client was told.
+                        Err(e) => {
+                            let fields = super::session::checkout_failure(&e, &link.pool.name);
+                            let why = format!("not run: {}", super::session::told(&fields));
+                            not_run_answered(ctx, state, &frame, &why, Some(fields.code));
+                            while client.has_buffered_frame() {
+                                match client.next().await {
+                                    Ok(Some(f)) => not_run_answered(ctx, state, &f, &why, Some(fields.code)),
+                                    _ => break,
+                                }
+                            }
+                            return Err(FromClientError::Fatal(fields));
+                        }
+                    },
                     () = client.hung_up(HANG_UP_READ_AHEAD) => {
                         metrics::counter!("tollgate_pool_checkouts_abandoned_total", "upstream" => link.pool.name.clone())
                             .increment(1);
@@ -521,6 +537,11 @@ fn not_run(ctx: &PgSession, state: &State, frame: &Frame, why: &str) {
     // What the client was answered: 57014 for a cancelled statement, nothing for one whose
     // client left.
     let code = (why == CANCELLED_WAITING).then_some("57014");
+    not_run_answered(ctx, state, frame, why, code);
+}
+
+/// [`not_run`], with the SQLSTATE the client was answered.
+fn not_run_answered(ctx: &PgSession, state: &State, frame: &Frame, why: &str, code: Option<&str>) {
     match frame.tag {
         fe::QUERY => {
             if let Ok(text) = fe::query_bytes(frame) {

@@ -26,7 +26,7 @@ use super::PgDoor;
 use crate::audit::Protocol;
 use crate::config::PoolMode;
 use crate::refusal::{Refusal, RefusalClass};
-use crate::session::{Accepted, Core, Session};
+use crate::session::{Accepted, Core, Drain, Session};
 use crate::tls::{NetRead, NetWrite};
 
 pub async fn handle(core: Arc<Core>, door: Arc<PgDoor>, mut socket: TcpStream, peer: SocketAddr) {
@@ -113,6 +113,7 @@ async fn run(
             send_fatal(
                 &mut wr,
                 &PgErrorFields::fatal("08006", "tollgate: authentication timed out"),
+                Drain::Login,
             )
             .await;
             return Err(SessionError::Timeout);
@@ -121,7 +122,7 @@ async fn run(
         Ok(Ok(None)) => return Ok(()), // a cancel request, already handled
         Ok(Err(e)) => {
             if let Some(fields) = refusal_of(&e) {
-                send_fatal(&mut wr, fields).await;
+                send_fatal(&mut wr, fields, Drain::Login).await;
             }
             return Err(e);
         }
@@ -145,8 +146,8 @@ fn refusal_of(e: &SessionError) -> Option<&PgErrorFields> {
 
 /// The last message of a session, and the close: within `LAST_WRITE`, so a client that does not
 /// read cannot keep the session's task and connection slot.
-async fn send_fatal(wr: &mut NetWrite, fields: &PgErrorFields) {
-    crate::session::last_words(wr, &fields.encode()).await;
+async fn send_fatal(wr: &mut NetWrite, fields: &PgErrorFields, drain: Drain) {
+    crate::session::last_words(wr, &fields.encode(), drain).await;
 }
 
 /// Startup, authentication and admission. `None` when the connection was a cancel request.
@@ -291,7 +292,7 @@ async fn relay(
             Err(e) => {
                 let fields = checkout_failure(&e, &pool.name);
                 session.not_opened(e.rule().as_deref(), &told(&fields));
-                send_fatal(&mut wr, &fields).await;
+                send_fatal(&mut wr, &fields, Drain::Session).await;
                 return Err(SessionError::Refused(fields));
             }
         },
@@ -304,8 +305,7 @@ async fn relay(
         if let Some(server) = server {
             pool.checkin(server, false, false);
         }
-        pg.session().not_opened(None, &told(&fields));
-        send_fatal(&mut wr, &fields).await;
+        send_fatal(&mut wr, &fields, Drain::Session).await;
         return Err(SessionError::Refused(fields));
     }
     let link = Arc::new(Link::new(mode, pool.clone(), key, share));
@@ -454,30 +454,30 @@ async fn relay(
     match result {
         ClientSide(Ok(ClientEnd::Terminated | ClientEnd::Closed), _) => Ok(()),
         ClientSide(Err(FromClientError::Fatal(fields)), _) => {
-            send_fatal(&mut wr, &fields).await;
+            send_fatal(&mut wr, &fields, Drain::Session).await;
             Err(SessionError::Refused(fields))
         }
         ClientSide(Err(e), _) => {
             if let FromClientError::Upstream(_) = e {
-                send_fatal(&mut wr, &lost()).await;
+                send_fatal(&mut wr, &lost(), Drain::Session).await;
             }
             Err(SessionError::Io(std::io::Error::other(e.to_string())))
         }
         UpstreamSide(Ok(())) => Ok(()),
         UpstreamSide(Err(ToClientError::Client(e))) => Err(SessionError::Io(e)),
         UpstreamSide(Err(ToClientError::Fatal(fields))) => {
-            send_fatal(&mut wr, &fields).await;
+            send_fatal(&mut wr, &fields, Drain::Session).await;
             Err(SessionError::Refused(fields))
         }
         UpstreamSide(Err(e)) => {
-            send_fatal(&mut wr, &lost()).await;
+            send_fatal(&mut wr, &lost(), Drain::Session).await;
             Err(SessionError::Io(std::io::Error::other(e.to_string())))
         }
     }
 }
 
-/// What a FATAL told the client, for the record of a session that did not open.
-fn told(fields: &PgErrorFields) -> String {
+/// What a FATAL told the client, for the record of a session or statement that did not run.
+pub(super) fn told(fields: &PgErrorFields) -> String {
     match &fields.detail {
         Some(d) => format!("{} ({d})", fields.message),
         None => fields.message.clone(),

@@ -334,6 +334,11 @@ where
     };
     // A client that does not read cannot hold the session open: the last line and the close
     // get `LAST_WRITE` (the socket closes when the halves are dropped either way).
-    crate::session::last_words(&mut client_wr, &last_line.unwrap_or_default()).await;
+    crate::session::last_words(
+        &mut client_wr,
+        &last_line.unwrap_or_default(),
+        crate::session::Drain::Session,
+    )
+    .await;
     result
 }

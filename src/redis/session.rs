@@ -101,13 +101,13 @@ async fn run(
     let login = match login {
         Err(_) => {
             let line = reply::error("ERR", "tollgate: authentication timed out");
-            crate::session::last_words(&mut wr, &line).await;
+            crate::session::last_words(&mut wr, &line, crate::session::Drain::Login).await;
             return Err(SessionError::Timeout);
         }
         Ok(Ok(Some(l))) => l,
         // The client left, or was told why it must (a protocol error, QUIT): closed lingering.
         Ok(Ok(None)) => {
-            crate::session::last_words(&mut wr, b"").await;
+            crate::session::last_words(&mut wr, b"", crate::session::Drain::Login).await;
             return Ok(());
         }
         Ok(Err(e)) => return Err(e),
@@ -132,7 +132,8 @@ async fn run(
             warn!(upstream = %target.name, error = %e, "upstream connection failed");
             let msg = crate::session::upstream_unavailable(&target.name);
             login.session.not_opened(None, &msg);
-            crate::session::last_words(&mut wr, &reply::error("ERR", &msg)).await;
+            let line = reply::error("ERR", &msg);
+            crate::session::last_words(&mut wr, &line, crate::session::Drain::Session).await;
             return Err(e.into());
         }
     };
@@ -159,8 +160,29 @@ async fn run(
                 Some(h) => {
                     // The upstream answers the HELLO (server, version, proto, id, mode, role,
                     // modules).
-                    up_wr.write_all(&encode_command(&upstream_hello(h))).await?;
-                    let frame = upstream.read_frame().await?;
+                    let answered = async {
+                        up_wr.write_all(&encode_command(&upstream_hello(h))).await?;
+                        upstream.read_frame().await
+                    }
+                    .await;
+                    let frame = match answered {
+                        Ok(frame) => frame,
+                        // The upstream went away before it answered: told and recorded like
+                        // a connection that failed.
+                        Err(e) => {
+                            warn!(upstream = %target.name, error = %e, "upstream failed during HELLO");
+                            let msg = crate::session::upstream_unavailable(&target.name);
+                            login.session.not_opened(None, &msg);
+                            let line = reply::error("ERR", &msg);
+                            crate::session::last_words(
+                                &mut wr,
+                                &line,
+                                crate::session::Drain::Session,
+                            )
+                            .await;
+                            return Err(e.into());
+                        }
+                    };
                     resp3 = h.proto == Some(3) && frame.first() != Some(&b'-');
                     writes.write_all(&mut wr, &frame).await?;
                 }

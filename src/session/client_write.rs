@@ -258,26 +258,30 @@ impl ReplyWrites {
 /// that does not read cannot keep a finished session's task and connection slot.
 pub const LAST_WRITE: Duration = Duration::from_secs(2);
 
-/// Writes a session's last words (may be empty) and closes the write side, within
-/// [`LAST_WRITE`]; failures are not the session's business any more. Then lingers
-/// ([`super::linger`]): what the client is still sending is drained, so the close does not
-/// reset the connection before the client has read the last words.
+/// Writes a session's last words (may be empty), lingers ([`super::linger`]) and closes the
+/// write side: a client still sending keeps being read (up to `drain` bytes), so the close does
+/// not reset the connection before the client has read the last words. The drain comes before
+/// the FIN: libpq, finding the end of the stream while its own write is blocked, reports a lost
+/// connection instead of the FATAL it has read. The write gets [`LAST_WRITE`]; failures are not
+/// the session's business any more.
 pub async fn last_words<W: AsyncWrite + Unpin + super::ClientSocket + ?Sized>(
     w: &mut W,
     bytes: &[u8],
+    drain: super::Drain,
 ) {
     use tokio::io::AsyncWriteExt;
     let written = tokio::time::timeout(LAST_WRITE, async {
         if !bytes.is_empty() {
             w.write_all(bytes).await?;
         }
-        w.shutdown().await
+        w.flush().await
     })
     .await;
     // A client that did not take the last words in time, or is gone, is not waited for.
     if let Ok(Ok(())) = written {
-        super::linger(w).await;
+        super::linger(w, drain).await;
     }
+    let _ = tokio::time::timeout(LAST_WRITE, w.shutdown()).await;
 }
 
 #[cfg(test)]
@@ -364,7 +368,7 @@ mod tests {
     async fn last_words_give_up_on_a_client_that_does_not_read() {
         let (mut ours, _theirs) = tokio::io::duplex(16);
         let started = std::time::Instant::now();
-        last_words(&mut ours, &[0u8; 1024]).await;
+        last_words(&mut ours, &[0u8; 1024], crate::session::Drain::Login).await;
         let took = started.elapsed();
         assert!(took >= LAST_WRITE && took < LAST_WRITE * 2, "{took:?}");
     }

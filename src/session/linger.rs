@@ -14,18 +14,46 @@ use tokio::net::TcpStream;
 /// client that has stopped gets the close after this pause.
 const LINGER_IDLE: Duration = Duration::from_millis(300);
 
-/// The longest a drain lasts, and the most it reads: a client that streams forever is cut
-/// off (with RST) after this, and holds the session's task and slot no longer.
+/// The longest a drain lasts: a client that streams on is cut off (with RST) after this, and
+/// holds the session's task and slot no longer.
 const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 64 << 20;
+
+/// How much a drain may read: what a client may still be sending when it is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Before authentication nothing legitimate is large (a SCRAM message, an AUTH): a peer
+    /// with no token cannot make the gateway read more than this.
+    Login,
+    /// A session's message refused while it arrives (over `limits.max_message_bytes`, 64 MiB
+    /// by default, or the held budget): up to four times that limit's default is read.
+    Session,
+}
+
+impl Drain {
+    fn bytes(self) -> usize {
+        match self {
+            Drain::Login => 1 << 20,
+            Drain::Session => 256 << 20,
+        }
+    }
+}
 
 /// The TCP socket under a client's write half, for reading past its stream.
 pub enum LingerSocket<'a> {
-    /// Already registered with the runtime (a plain connection's own socket).
+    /// A plain connection's own socket.
     Registered(&'a TcpStream),
-    /// A duplicate of the descriptor, taken when a TLS stream was split (the TLS half hides
-    /// its socket): registered only if a drain needs it.
-    Duplicate(std::net::TcpStream),
+    /// The socket under a TLS stream, reached through the lock its halves share (taken only
+    /// inside each poll).
+    Tls(&'a crate::tls::SharedTls),
+}
+
+impl LingerSocket<'_> {
+    fn with_socket<R>(&self, f: impl FnOnce(&TcpStream) -> R) -> R {
+        match self {
+            LingerSocket::Registered(s) => f(s),
+            LingerSocket::Tls(m) => f(m.lock().unwrap_or_else(|e| e.into_inner()).get_ref().0),
+        }
+    }
 }
 
 /// A client writer that can hand out its socket for a lingering close.
@@ -41,29 +69,24 @@ impl ClientSocket for tokio::io::DuplexStream {
 }
 
 /// Reads and discards what arrives until the client closes, pauses for [`LINGER_IDLE`], or
-/// the drain reaches [`LINGER_TIME`] or [`LINGER_BYTES`]. Call after the write side was shut.
-pub async fn linger<W: ClientSocket + ?Sized>(w: &mut W) {
+/// the drain reaches [`LINGER_TIME`] or `drain`'s bytes. Call after the last words were sent
+/// and before the write side is shut.
+pub async fn linger<W: ClientSocket + ?Sized>(w: &mut W, drain: Drain) {
     let Some(socket) = w.linger_socket() else {
         return;
     };
-    match socket {
-        LingerSocket::Registered(s) => drain(s).await,
-        LingerSocket::Duplicate(s) => {
-            if let Ok(s) = TcpStream::from_std(s) {
-                drain(&s).await;
-            }
-        }
-    }
+    read_away(&socket, drain.bytes()).await;
 }
 
-async fn drain(socket: &TcpStream) {
+async fn read_away(socket: &LingerSocket<'_>, most: usize) {
     let until = tokio::time::Instant::now() + LINGER_TIME;
     let mut buf = vec![0u8; 16 * 1024];
     let mut read = 0usize;
-    while read < LINGER_BYTES {
+    while read < most {
         let pause = (tokio::time::Instant::now() + LINGER_IDLE).min(until);
-        match tokio::time::timeout_at(pause, socket.readable()).await {
-            Ok(Ok(())) => match socket.try_read(&mut buf) {
+        let readable = std::future::poll_fn(|cx| socket.with_socket(|s| s.poll_read_ready(cx)));
+        match tokio::time::timeout_at(pause, readable).await {
+            Ok(Ok(())) => match socket.with_socket(|s| s.try_read(&mut buf)) {
                 Ok(0) => return, // the client closed: the close is clean now
                 Ok(n) => read += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -91,11 +114,11 @@ mod tests {
             let mut head = [0u8; 1024];
             rd.read_exact(&mut head).await.unwrap();
             wr.write_all(b"-ERR too large\r\n").await.unwrap();
-            wr.shutdown().await.unwrap();
             drop(rd);
             if drain_it {
-                linger(&mut wr).await;
+                linger(&mut wr, Drain::Session).await;
             }
+            let _ = wr.shutdown().await;
         });
         let mut client = TcpStream::connect(addr).await.unwrap();
         let sent = client.write_all(&vec![b'x'; 16 << 20]).await;
@@ -128,9 +151,8 @@ mod tests {
         let _client = TcpStream::connect(addr).await.unwrap();
         let (socket, _) = listener.accept().await.unwrap();
         let (_rd, mut wr) = socket.into_split();
-        wr.shutdown().await.unwrap();
         let started = std::time::Instant::now();
-        linger(&mut wr).await;
+        linger(&mut wr, Drain::Login).await;
         let took = started.elapsed();
         assert!(took >= LINGER_IDLE && took < LINGER_TIME, "{took:?}");
     }

@@ -38,7 +38,7 @@ pub use client_write::{
     CLIENT_WRITE_TIMEOUT_RULE, LAST_WRITE,
 };
 pub use lifecycle::{Lifecycle, LiveSession, Phase};
-pub use linger::{linger, ClientSocket, LingerSocket};
+pub use linger::{linger, ClientSocket, Drain, LingerSocket};
 
 /// How long a session goes on relaying the replies it owes once its client stopped sending
 /// (EOF after a half-close, or Terminate), as a server answers what it read before the end. A

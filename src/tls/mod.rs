@@ -17,7 +17,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
-pub use stream::{NetRead, NetStream, NetWrite};
+pub use stream::{NetRead, NetStream, NetWrite, SharedTls};
 
 /// The ALPN protocol PostgreSQL 17 negotiates (required for direct TLS).
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";

@@ -1,12 +1,16 @@
 //! A byte stream that is plain TCP or TLS (either side), behind one enum, so the session code is
-//! the same for both. The plain path keeps tokio's lock-free `into_split` halves; only TLS
-//! streams go through `tokio::io::split` (a TLS connection has one state for both directions).
+//! the same for both. The plain path keeps tokio's lock-free `into_split` halves; a TLS
+//! connection has one state for both directions, so its halves share it behind a lock, as
+//! `tokio::io::split` does, but the write half can still reach the socket (a lingering close
+//! reads from it: `session::linger`), which `tokio::io::split`'s halves hide.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
@@ -20,20 +24,68 @@ pub enum NetStream {
 /// The reading half of a [`NetStream`].
 pub enum NetRead {
     Plain(OwnedReadHalf),
-    Tls(ReadHalf<TlsStream<TcpStream>>),
+    Tls(TlsHalf),
 }
 
 /// The writing half of a [`NetStream`].
 pub enum NetWrite {
     Plain(OwnedWriteHalf),
-    Tls(TlsWrite),
+    Tls(TlsHalf),
 }
 
-/// The writing half of a TLS stream, with a duplicate of its socket's descriptor for a
-/// lingering close (`session::linger`): the TLS half gives no access to its socket.
-pub struct TlsWrite {
-    half: WriteHalf<TlsStream<TcpStream>>,
-    socket: Option<std::net::TcpStream>,
+/// A TLS stream as shared by its two halves. The lock is held only inside one poll call, never
+/// across an await: uncontended but for the moment both directions poll at once.
+pub type SharedTls = Mutex<TlsStream<TcpStream>>;
+
+/// One half of a split TLS stream (either direction: each is used only for its own).
+pub struct TlsHalf(Arc<SharedTls>);
+
+impl TlsHalf {
+    fn lock(&self) -> MutexGuard<'_, TlsStream<TcpStream>> {
+        // A poll that panicked leaves the TLS state as it was at the panic; the session using
+        // it fails on its own.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl AsyncRead for TlsHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.lock()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.lock()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.lock()).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.lock().is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.lock()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.lock()).poll_shutdown(cx)
+    }
 }
 
 impl NetStream {
@@ -48,13 +100,11 @@ impl NetStream {
                 (NetRead::Plain(r), NetWrite::Plain(w))
             }
             NetStream::Tls(s) => {
-                // Best effort: without the duplicate a close after an error is not lingering.
-                let socket = socket2::SockRef::from(s.get_ref().0)
-                    .try_clone()
-                    .ok()
-                    .map(std::net::TcpStream::from);
-                let (r, half) = tokio::io::split(*s);
-                (NetRead::Tls(r), NetWrite::Tls(TlsWrite { half, socket }))
+                let shared = Arc::new(Mutex::new(*s));
+                (
+                    NetRead::Tls(TlsHalf(shared.clone())),
+                    NetWrite::Tls(TlsHalf(shared)),
+                )
             }
         }
     }
@@ -144,42 +194,11 @@ impl_write!(NetStream);
 impl_read!(NetRead);
 impl_write!(NetWrite);
 
-/// `TlsWrite` writes through its half; the duplicate socket is only for the close.
-impl AsyncWrite for TlsWrite {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().half).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().half).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.half.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().half).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().half).poll_shutdown(cx)
-    }
-}
-
 impl crate::session::ClientSocket for NetWrite {
     fn linger_socket(&mut self) -> Option<crate::session::LingerSocket<'_>> {
         match self {
             NetWrite::Plain(w) => w.linger_socket(),
-            NetWrite::Tls(w) => w.socket.take().map(crate::session::LingerSocket::Duplicate),
+            NetWrite::Tls(w) => Some(crate::session::LingerSocket::Tls(&w.0)),
         }
     }
 }

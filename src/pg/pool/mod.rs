@@ -30,7 +30,13 @@ use crate::config::PoolSettings;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
     #[error("no server connection of pool \"{pool}\" became free within {} ms", .waited.as_millis())]
-    Timeout { pool: String, waited: Duration },
+    Timeout {
+        pool: String,
+        waited: Duration,
+        /// The setting that sized the pool: `pool_size`, or `max_session_connections` for
+        /// the session pool.
+        setting: &'static str,
+    },
     #[error("agent \"{agent}\" already holds {limit} server connections of pool \"{pool}\" (its share), and none came back within {} ms", .waited.as_millis())]
     Share {
         agent: Arc<str>,
@@ -46,8 +52,8 @@ impl CheckoutError {
     /// The setting a refusal names (`None`: the upstream failed, not a limit).
     pub fn rule(&self) -> Option<String> {
         match self {
-            CheckoutError::Timeout { pool, .. } => {
-                Some(format!("tollgate.toml: upstream.{pool}.pool_size"))
+            CheckoutError::Timeout { pool, setting, .. } => {
+                Some(format!("tollgate.toml: upstream.{pool}.{setting}"))
             }
             CheckoutError::Share { pool, .. } => {
                 Some(format!("tollgate.toml: upstream.{pool}.max_agent_share"))
@@ -160,6 +166,8 @@ pub struct Pool {
     templates: Mutex<std::collections::HashMap<Arc<SettingsKey>, Arc<ServerInfo>>>,
     /// Each agent's share (transaction pooling).
     shares: share::Shares,
+    /// The setting `settings.size` comes from, named when a checkout times out.
+    size_setting: &'static str,
 }
 
 impl std::fmt::Debug for Pool {
@@ -186,7 +194,14 @@ impl Pool {
             counters: PoolCounters::default(),
             templates: Mutex::new(std::collections::HashMap::new()),
             shares: share::Shares::default(),
+            size_setting: "pool_size",
         }
+    }
+
+    /// The pool of session-pooled sessions, sized by `max_session_connections`.
+    pub fn for_sessions(mut self) -> Pool {
+        self.size_setting = "max_session_connections";
+        self
     }
 
     /// `agent`'s share of this pool (`max_agent_share`).
@@ -327,6 +342,7 @@ impl Pool {
                             return Err(CheckoutError::Timeout {
                                 pool: self.name.clone(),
                                 waited: self.settings.checkout_timeout,
+                                setting: self.size_setting,
                             });
                         }
                     }
