@@ -679,20 +679,7 @@ async fn keys_repeated_where_redis_works_per_occurrence_are_refused() {
 /// under the client's write.
 #[tokio::test]
 async fn a_client_refused_mid_argument_reads_the_error() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = redis_login("writer").await;
-    // Over `limits.max_message_bytes` (64 MiB): refused once its length is read.
-    s.write_all(b"*3\r\n$3\r\nSET\r\n$7\r\ncache:9\r\n$100000000\r\n")
-        .await
-        .unwrap();
-    let junk = vec![b'x'; 64 * 1024];
-    for _ in 0..128 {
-        s.write_all(&junk)
-            .await
-            .expect("the gateway drains, no reset");
-    }
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).await.unwrap();
-    let got = String::from_utf8_lossy(&got);
+    let got = support::redis_refused_mid_argument(&mut s).await;
     assert!(got.starts_with("-ERR Protocol error"), "{got}");
 }

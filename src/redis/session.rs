@@ -21,6 +21,7 @@ use super::upstream::RedisTarget;
 use crate::audit::Protocol;
 use crate::refusal::{Refusal, RefusalClass};
 use crate::session::{Accepted, Core, Session};
+use crate::tls::NetWrite;
 
 /// Before authentication no command needs more than this.
 const LOGIN_LIMIT: usize = 64 * 1024;
@@ -130,10 +131,7 @@ async fn run(
         Ok(x) => x,
         Err(e) => {
             warn!(upstream = %target.name, error = %e, "upstream connection failed");
-            let msg = crate::session::upstream_unavailable(&target.name);
-            login.session.not_opened(None, &msg);
-            let line = reply::error("ERR", &msg);
-            crate::session::last_words(&mut wr, &line, crate::session::Drain::Session).await;
+            not_opened(&login.session, &target.name, &mut wr).await;
             return Err(e.into());
         }
     };
@@ -171,15 +169,7 @@ async fn run(
                         // a connection that failed.
                         Err(e) => {
                             warn!(upstream = %target.name, error = %e, "upstream failed during HELLO");
-                            let msg = crate::session::upstream_unavailable(&target.name);
-                            login.session.not_opened(None, &msg);
-                            let line = reply::error("ERR", &msg);
-                            crate::session::last_words(
-                                &mut wr,
-                                &line,
-                                crate::session::Drain::Session,
-                            )
-                            .await;
+                            not_opened(&login.session, &target.name, &mut wr).await;
                             return Err(e.into());
                         }
                     };
@@ -213,6 +203,14 @@ async fn run(
     // `accepted` (the live count and the client gauge) lasts as long as the session.
     drop(accepted);
     Ok(())
+}
+
+/// An admitted session whose upstream connection failed: recorded, told, closed.
+async fn not_opened(session: &Session, upstream: &str, wr: &mut NetWrite) {
+    let msg = crate::session::upstream_unavailable(upstream);
+    session.not_opened(None, &msg);
+    let line = reply::error("ERR", &msg);
+    crate::session::last_words(wr, &line, crate::session::Drain::Session).await;
 }
 
 /// Serves AUTH, HELLO, PING and QUIT until an agent logs in. `None`: the client left.

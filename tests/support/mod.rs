@@ -300,6 +300,29 @@ pub fn redis_client(agent: &str, resp3: bool) -> redis::Client {
     redis::Client::open(url).unwrap()
 }
 
+/// Sends a SET whose value is over `limits.max_message_bytes` (64 MiB), refused once its length
+/// is read, then 8 MiB of it as a client still sending would (each write must go through: the
+/// gateway drains what comes after its error), and returns everything the gateway sent until it
+/// closed.
+pub async fn redis_refused_mid_argument<S>(s: &mut S) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"*3\r\n$3\r\nSET\r\n$7\r\ncache:9\r\n$100000000\r\n")
+        .await
+        .unwrap();
+    let junk = vec![b'x'; 64 * 1024];
+    for _ in 0..128 {
+        s.write_all(&junk)
+            .await
+            .expect("the gateway drains, no reset");
+    }
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 /// A raw TCP connection to the Redis listener (nothing sent yet).
 pub async fn redis_raw() -> tokio::net::TcpStream {
     tokio::net::TcpStream::connect(("127.0.0.1", harness().env.redis_port))
