@@ -277,6 +277,9 @@ fn a_login_whose_upstream_is_down_is_recorded() {
         let r = found.unwrap_or_else(|| panic!("no session record for {agent}: {log}"));
         assert_eq!(r["decision"], "error", "{r}");
         assert_eq!(r["upstream"], upstream, "{r}");
+        // PostgreSQL's FATAL had a SQLSTATE; Redis's error line none.
+        let sqlstate = (protocol == "postgres").then_some("08006");
+        assert_eq!(r["sqlstate"].as_str(), sqlstate, "{r}");
         let reason = r["reason"].as_str().unwrap();
         assert!(
             reason.starts_with("session not opened: tollgate: upstream")

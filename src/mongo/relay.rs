@@ -206,6 +206,9 @@ where
         }
         _ => None,
     };
+    // What the reply half held for the client (cursor state, a reply in pieces) is freed
+    // before the last words and the lingering close, which may take seconds.
+    drop(to);
     // A client that does not read cannot hold the session open (`LAST_WRITE`).
     crate::session::last_words(
         &mut client_wr,

@@ -227,7 +227,7 @@ where
                     Err(e) => {
                         warn!(upstream = %up.name(), error = %e, "upstream connection failed");
                         let text = crate::session::upstream_unavailable(up.name());
-                        session.not_opened(None, &text);
+                        session.not_opened(None, &text, None);
                         let r = reply::error(code::HOST_UNREACHABLE, text);
                         say(wr, &OpMsg::reply(request_id, 0, &r).encode(false), idle).await?;
                         return Ok(None);

@@ -291,7 +291,7 @@ async fn relay(
             Ok(s) => Some(s),
             Err(e) => {
                 let fields = checkout_failure(&e, &pool.name);
-                session.not_opened(e.rule().as_deref(), &told(&fields));
+                session.not_opened(e.rule().as_deref(), &told(&fields), Some(fields.code));
                 send_fatal(&mut wr, &fields, Drain::Session).await;
                 return Err(SessionError::Refused(fields));
             }

@@ -208,7 +208,7 @@ async fn run(
 /// An admitted session whose upstream connection failed: recorded, told, closed.
 async fn not_opened(session: &Session, upstream: &str, wr: &mut NetWrite) {
     let msg = crate::session::upstream_unavailable(upstream);
-    session.not_opened(None, &msg);
+    session.not_opened(None, &msg, None);
     let line = reply::error("ERR", &msg);
     crate::session::last_words(wr, &line, crate::session::Drain::Session).await;
 }

@@ -42,9 +42,22 @@ pub(super) fn session_record(
     rule: Option<&str>,
     reason: &str,
 ) {
+    session_record_coded(core, who, decision, rule, reason, None);
+}
+
+/// [`session_record`] with the SQLSTATE the client was answered.
+pub(super) fn session_record_coded(
+    core: &Core,
+    who: &Who,
+    decision: Decision,
+    rule: Option<&str>,
+    reason: &str,
+    sqlstate: Option<&str>,
+) {
     let mut ev = who.event(EventKind::Session, decision);
     ev.rule = rule.map(str::to_string);
     ev.reason = Some(reason.to_string());
+    ev.sqlstate = sqlstate.map(str::to_string);
     if let Err(e) = core.audit.append(&ev) {
         warn!(error = %e, "audit write failed for a session record");
     }

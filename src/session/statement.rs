@@ -387,20 +387,22 @@ impl Session {
 
     /// The record of an admitted session that never opened: no upstream connection could be
     /// had for it. `rule` names the limit that refused one (a pool's checkout timeout, say:
-    /// `blocked`); without it the upstream failed (`error`). `why` is what the client was told.
-    /// Without it an agent that logged in while its upstream was down left no trace in the log.
-    pub fn not_opened(&self, rule: Option<&str>, why: &str) {
+    /// `blocked`); without it the upstream failed (`error`). `why` is what the client was told,
+    /// and `sqlstate` its code where the door has them (PostgreSQL). Without this record an
+    /// agent that logged in while its upstream was down left no trace in the log.
+    pub fn not_opened(&self, rule: Option<&str>, why: &str, sqlstate: Option<&str>) {
         let decision = if rule.is_some() {
             Decision::Blocked
         } else {
             Decision::Error
         };
-        session_record(
+        super::record::session_record_coded(
             &self.ctx.core,
             &self.ctx.who(self.principal.agent.clone()),
             decision,
             rule,
             &format!("session not opened: {why}"),
+            sqlstate,
         );
     }
 
