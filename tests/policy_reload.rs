@@ -59,6 +59,15 @@ async fn reload_valid_then_invalid_then_back() {
         .await
         .unwrap();
     c.query(&prepared, &[&0i32]).await.unwrap();
+    // Cursors declared while allowed: read on only as far as the current policy allows their
+    // queries (the server runs what was declared).
+    c.batch_execute("DECLARE held CURSOR WITH HOLD FOR SELECT id FROM secrets")
+        .await
+        .unwrap();
+    c.simple_query("FETCH 1 FROM held").await.unwrap();
+    c.batch_execute("DECLARE kept CURSOR WITH HOLD FOR SELECT id FROM orders ORDER BY id")
+        .await
+        .unwrap();
 
     // A broken file: the reload fails, the last good policy stays in force.
     std::fs::write(dir.join("zz-broken.toml"), "agents = [\"analyst\"\n").unwrap();
@@ -79,6 +88,18 @@ async fn reload_valid_then_invalid_then_back() {
         "42501",
         "a statement prepared before the reload is refused after it"
     );
+    for fetch in ["FETCH 1 FROM held", "MOVE 1 IN held"] {
+        let e = c.simple_query(fetch).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{fetch}: {e}");
+        assert!(
+            support::db_message(&e).contains("since this cursor was declared"),
+            "{fetch}: {e}"
+        );
+    }
+    c.simple_query("FETCH 1 FROM kept")
+        .await
+        .expect("a cursor whose query the policy still allows reads on");
+    c.batch_execute("CLOSE held; CLOSE kept").await.unwrap();
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let n = traffic.await.unwrap();

@@ -74,8 +74,7 @@ struct State {
     portals: NameMap<Portal>,
     /// SQL cursors this session DECLAREd (portals too: a protocol Execute may read them), until
     /// it closes them. One that ended with its transaction is still here: the server answers.
-    /// Name → WITH HOLD.
-    declared: NameMap<bool>,
+    declared: NameMap<Declared>,
     /// SQL-level PREPAREd statements (confirmed by the server, or in flight), re-checked after
     /// a reload.
     prepared: SqlPrepared,
@@ -140,6 +139,15 @@ struct Portal {
     effects: bool,
 }
 
+/// A SQL cursor the session DECLAREd.
+struct Declared {
+    /// WITH HOLD: it outlives its transaction.
+    hold: bool,
+    /// The DECLARE as checked: after a reload its query is judged again before the cursor is
+    /// read, since the server runs the query the old policy allowed (and masked).
+    query: Option<Arc<Checked>>,
+}
+
 impl State {
     fn new(agent: std::sync::Arc<str>, pending: &Pending) -> State {
         State {
@@ -193,11 +201,15 @@ impl State {
         }
     }
 
-    /// A statement being forwarded DECLAREs or CLOSEs a SQL cursor.
-    fn note_cursor(&mut self, u: Option<&CursorUse>) {
+    /// A statement being forwarded (`query`, as checked) DECLAREs or CLOSEs a SQL cursor.
+    fn note_cursor(&mut self, u: Option<&CursorUse>, query: Option<&Arc<Checked>>) {
         match u {
             Some(CursorUse::Declare { name, hold }) => {
-                self.declared.insert(name.clone(), *hold);
+                let declared = Declared {
+                    hold: *hold,
+                    query: query.cloned(),
+                };
+                self.declared.insert(name.clone(), declared);
             }
             Some(CursorUse::Close(Some(name))) => {
                 self.declared.remove(name);
@@ -209,10 +221,37 @@ impl State {
 
     /// Outside a transaction with every reply in, cursors without HOLD are gone.
     fn forget_ended_cursors(&mut self, pending: &Pending) {
+        // (A reload may have changed what a cursor's query may read: `cursor_refusal`.)
         if !self.declared.is_empty() && pending.is_empty() && pending.tx_status() == b'I' {
-            self.declared.retain(|hold| *hold);
+            self.declared.retain(|d| d.hold);
         }
     }
+}
+
+/// A FETCH or MOVE (or an Execute) of a cursor DECLAREd under an older policy whose query the
+/// current policy no longer allows, or masks otherwise: refused (the server would go on
+/// reading what the old policy allowed). `what` is the text recorded.
+fn cursor_refusal(
+    ctx: &PgSession,
+    state: &State,
+    what: &str,
+    cursor: &str,
+) -> Option<PgErrorFields> {
+    let query = state.declared.get(cursor)?.query.as_ref()?;
+    ctx.cursor_changed(what, query, &state.facts)
+}
+
+/// The first cursor read among `uses` that [`cursor_refusal`] refuses.
+fn cursor_reads_refusal(
+    ctx: &PgSession,
+    state: &State,
+    what: &str,
+    uses: &[Option<CursorUse>],
+) -> Option<PgErrorFields> {
+    uses.iter().flatten().find_map(|u| match u {
+        CursorUse::Fetch(name) | CursorUse::Move(name) => cursor_refusal(ctx, state, what, name),
+        _ => None,
+    })
 }
 
 /// The agent's current limits (the view refreshed first).
@@ -986,6 +1025,26 @@ fn on_frame(
                 return Ok(None);
             }
             let checked = bound.as_ref().and_then(|p| p.checked.clone());
+            // A cursor DECLAREd under an older policy, read directly as a portal or by a
+            // prepared FETCH: its query judged again.
+            let stale_cursor = match &checked {
+                None => cursor_refusal(
+                    ctx,
+                    state,
+                    &format!("-- execute portal \"{portal}\""),
+                    portal,
+                ),
+                Some(c) => match c.cursor_use() {
+                    Some(CursorUse::Fetch(name) | CursorUse::Move(name)) => {
+                        cursor_refusal(ctx, state, &c.text, name)
+                    }
+                    _ => None,
+                },
+            };
+            if let Some(refusal) = stale_cursor {
+                refuse_parse(pending, state, "", refusal, out);
+                return Ok(None);
+            }
             // A protocol-level statement's portal has that statement's effects when it runs.
             let runs = checked
                 .clone()
@@ -1016,7 +1075,7 @@ fn on_frame(
                     state.sets_local |= checked.as_ref().is_some_and(|c| c.verdict.sets_local);
                     let prepares = match runs {
                         Some(c) => {
-                            state.note_cursor(cursor.as_ref());
+                            state.note_cursor(cursor.as_ref(), Some(&c));
                             apply_effects(state, &c.verdict, &c.text, ctx)
                         }
                         None => PrepareTickets::default(),
@@ -1152,11 +1211,27 @@ fn on_query(
     };
     let text: &str = &decoded;
     let verdict = ctx.check_sql(text, &state.facts);
-    // EXECUTE of a statement PREPAREd under an older policy: judged again under the current one.
-    let stale = verdict
+    state.forget_ended_cursors(pending);
+    // Rows count per SQL cursor across its FETCHes (under a row limit); the cursors it DECLAREs
+    // are portals the client may Execute; a cursor DECLAREd before a reload is judged again
+    // when read.
+    let row_limited = limits(&mut state.view, ctx).max_rows.is_some();
+    let words = Words::of(text);
+    let uses = match row_limited || words.may_declare() || !state.declared.is_empty() {
+        true => words.cursor_uses(text),
+        false => Vec::new(),
+    };
+    let stale_cursor = verdict
         .runs()
-        .then(|| stale_execute_refusal(ctx, state, &verdict))
+        .then(|| cursor_reads_refusal(ctx, state, text, &uses))
         .flatten();
+    // EXECUTE of a statement PREPAREd under an older policy: judged again under the current one.
+    let stale = stale_cursor.or_else(|| {
+        verdict
+            .runs()
+            .then(|| stale_execute_refusal(ctx, state, &verdict))
+            .flatten()
+    });
     // A PREPARE of a name the session has: refused as the server would (its name stays the
     // statement tollgate checked).
     let duplicate = stale.or_else(|| {
@@ -1180,21 +1255,25 @@ fn on_query(
         }),
         None => Ok(None),
     };
-    state.forget_ended_cursors(pending);
     let limits = limits(&mut state.view, ctx);
-    // Rows count per SQL cursor across its FETCHes (under a row limit); the cursors it DECLAREs
-    // are portals the client may Execute.
-    let row_limited = limits.max_rows.is_some();
-    let words = Words::of(text);
-    let uses = match row_limited || words.may_declare() {
-        true => words.cursor_uses(text),
-        false => Vec::new(),
-    };
     let admitted = forwarded.and_then(|f| ctx.decide(text, &verdict, limits).map(|t| (t, f)));
     match admitted {
         Ok((ticket, rewritten)) => {
+            // A DECLARE keeps its text and verdict, to be judged again after a reload.
+            let declares = uses
+                .iter()
+                .any(|u| matches!(u, Some(CursorUse::Declare { .. })));
+            let query = declares.then(|| {
+                Arc::new(Checked {
+                    text: text.into(),
+                    verdict: verdict.clone(),
+                    version: ctx.policy_version(),
+                    server: None,
+                    cursor: Default::default(),
+                })
+            });
             for u in &uses {
-                state.note_cursor(u.as_ref());
+                state.note_cursor(u.as_ref(), query.as_ref());
             }
             let cursors = match row_limited {
                 true => StatementCursors::new(uses),

@@ -45,6 +45,22 @@ impl Checked {
     }
 }
 
+/// The refusal of running `checked` (judged under an older policy) now that `fresh` masks it
+/// otherwise (`since`: what was done under the old masks, and what to do). Masks that were
+/// lifted are no reason: the old, stricter ones still apply.
+fn masks_added(checked: &Checked, fresh: &Verdict, since: &str) -> Option<Refusal> {
+    let new = fresh.rewrite.as_deref().filter(|p| p.has_edits());
+    let old = checked.verdict.rewrite.as_deref().filter(|p| p.has_edits());
+    if !fresh.runs() || new.is_none() || new == old {
+        return None;
+    }
+    Some(Refusal::new(
+        RefusalClass::Unsupported,
+        new.map(|p| p.rules.join(", ")).unwrap_or_default(),
+        format!("the policy's masking changed since {since}"),
+    ))
+}
+
 pub struct PgSession {
     session: Session,
     /// The session's handle on its decision-cache scope (only the client half judges).
@@ -374,17 +390,43 @@ impl PgSession {
     /// Refuses running a statement prepared upstream under another masking than the current
     /// policy's: the upstream holds the old text, so the new masks would not apply.
     pub fn masking_changed(&self, checked: &Checked, fresh: &Verdict) -> Option<PgErrorFields> {
-        let new = fresh.rewrite.as_deref().filter(|p| p.has_edits());
-        let old = checked.verdict.rewrite.as_deref().filter(|p| p.has_edits());
-        if !fresh.runs() || new.is_none() || new == old {
-            return None;
-        }
-        let r = Refusal::new(
-            RefusalClass::Unsupported,
-            new.map(|p| p.rules.join(", ")).unwrap_or_default(),
-            "the policy's masking changed since this statement was prepared; prepare it again",
-        );
+        let r = masks_added(
+            checked,
+            fresh,
+            "this statement was prepared; prepare it again",
+        )?;
         Some(self.refuse(&checked.text, r))
+    }
+
+    /// A read of a SQL cursor (`what`: the FETCH, MOVE or Execute recorded) DECLAREd as
+    /// `declared` under an older policy: refused when the current policy no longer allows the
+    /// cursor's query, or masks it otherwise. The server goes on running the query as it was
+    /// declared, under the old policy's masks and tables.
+    pub fn cursor_changed(
+        &self,
+        what: &str,
+        declared: &Checked,
+        facts: &SessionFacts,
+    ) -> Option<PgErrorFields> {
+        let fresh = self.recheck(declared, facts)?;
+        let r = if fresh.runs() {
+            masks_added(
+                declared,
+                &fresh,
+                "this cursor was declared; declare it again",
+            )?
+        } else {
+            let (class, rule, why) = match &fresh.denial {
+                Some(d) => (d.class, d.rule.clone(), d.message().to_string()),
+                None => (RefusalClass::Permission, String::new(), String::new()),
+            };
+            Refusal::new(
+                class,
+                rule,
+                format!("the policy changed since this cursor was declared and no longer allows its query ({why}); close it"),
+            )
+        };
+        Some(self.refuse(what, r))
     }
 
     /// A fresh verdict when `checked` was judged under an older policy version.
