@@ -6,6 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use bson::doc;
+use support::mongo::RawMongo;
 use support::{connect, harness, sqlstate};
 
 async fn wait_for(mut ok: impl AsyncFnMut() -> bool) -> bool {
@@ -45,7 +47,7 @@ async fn reload_valid_then_invalid_then_back() {
 
     std::fs::write(
         dir.join("zz-extra.toml"),
-        "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"public.secrets\"\nallow = [\"select\"]\n",
+        "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"public.secrets\"\nallow = [\"select\"]\n[[mongo]]\nupstream = \"mongo\"\n[[mongo.collection]]\nname = \"shop.secrets\"\nallow = [\"read\"]\n",
     )
     .unwrap();
     assert!(
@@ -68,6 +70,17 @@ async fn reload_valid_then_invalid_then_back() {
     c.batch_execute("DECLARE kept CURSOR WITH HOLD FOR SELECT id FROM orders ORDER BY id")
         .await
         .unwrap();
+    // The same on MongoDB: cursors opened while allowed, read with getMore after the reload.
+    let env = &harness().env;
+    let mut m = RawMongo::login(env.mongo_port, "analyst", env.token("analyst")).await;
+    let mut open = async |coll: &str| {
+        let r = m
+            .command(doc! { "find": coll, "batchSize": 1, "$db": "shop" })
+            .await;
+        r.get_document("cursor").unwrap().get_i64("id").unwrap()
+    };
+    let (secret_cursor, order_cursor) = (open("secrets").await, open("orders").await);
+    assert!(secret_cursor != 0 && order_cursor != 0);
 
     // A broken file: the reload fails, the last good policy stays in force.
     std::fs::write(dir.join("zz-broken.toml"), "agents = [\"analyst\"\n").unwrap();
@@ -100,6 +113,21 @@ async fn reload_valid_then_invalid_then_back() {
         .await
         .expect("a cursor whose query the policy still allows reads on");
     c.batch_execute("CLOSE held; CLOSE kept").await.unwrap();
+    let refused = m
+        .command(doc! { "getMore": secret_cursor, "collection": "secrets", "batchSize": 1, "$db": "shop" })
+        .await;
+    assert!(
+        refused
+            .get_str("errmsg")
+            .is_ok_and(|e| e.contains("since this cursor was opened")),
+        "{refused:?}"
+    );
+    let read_on = m
+        .command(
+            doc! { "getMore": order_cursor, "collection": "orders", "batchSize": 1, "$db": "shop" },
+        )
+        .await;
+    assert!(read_on.get_document("cursor").is_ok(), "{read_on:?}");
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let n = traffic.await.unwrap();

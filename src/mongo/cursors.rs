@@ -3,21 +3,41 @@
 //! or not it exists), and every `nextBatch` is masked like the `firstBatch` was.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bson::{Bson, Document};
 
-use crate::policy::mongo::ReplyPlan;
+use crate::policy::mongo::{Command, ReplyPlan};
 use crate::refusal::Refusal;
 
 pub const FOREIGN_CURSOR_RULE: &str = "builtin: foreign-cursor";
+/// Named when a cursor opened before a reload cannot be judged again (its command was not kept).
+pub const RELOADED_CURSOR_RULE: &str = "builtin: policy-reloaded";
 /// A session holding more open cursors than this gets its oldest forgotten (the server's own
 /// idle-cursor timeout reaps them upstream).
 const MAX_CURSORS: usize = 1000;
+
+/// The command that opened a cursor, and the policy version it was judged under: a getMore
+/// after a reload judges it again, since the server goes on running what the old policy allowed
+/// (`MongoFromClient::cursor_still_allowed`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Origin {
+    pub version: u64,
+    /// `None` when it was too large to keep ([`Origin::KEPT_BYTES`]): such a cursor is not
+    /// read on after a reload.
+    pub command: Option<Arc<Command>>,
+}
+
+impl Origin {
+    /// The largest command kept for a cursor (per open cursor, up to `MAX_CURSORS` of them).
+    pub const KEPT_BYTES: usize = 64 * 1024;
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenCursor {
     pub namespace: String,
     pub plan: ReplyPlan,
+    pub origin: Origin,
     /// Documents relayed from it so far (the agent's `max_rows` counts across batches).
     pub delivered: u64,
     opened: u64,
@@ -50,12 +70,19 @@ impl Cursors {
         let Some((id, ns)) = cursor_of(reply) else {
             return;
         };
-        self.open(id, ns.unwrap_or(namespace), plan, 0);
+        self.open(id, ns.unwrap_or(namespace), plan, 0, Origin::default());
     }
 
     /// Remembers cursor `id` (0: exhausted, nothing to remember) with `delivered` documents
     /// already relayed from it.
-    pub fn open(&mut self, id: i64, namespace: &str, plan: &ReplyPlan, delivered: u64) {
+    pub fn open(
+        &mut self,
+        id: i64,
+        namespace: &str,
+        plan: &ReplyPlan,
+        delivered: u64,
+        origin: Origin,
+    ) {
         if id == 0 {
             return;
         }
@@ -75,6 +102,7 @@ impl Cursors {
             OpenCursor {
                 namespace: namespace.to_string(),
                 plan: plan.clone(),
+                origin,
                 delivered,
                 opened: self.counter,
             },
@@ -89,6 +117,11 @@ impl Cursors {
         } else if let Some(c) = self.open.get_mut(&id) {
             c.delivered += more;
         }
+    }
+
+    /// This session's cursor `id`, if it is one.
+    pub fn get(&self, id: i64) -> Option<&OpenCursor> {
+        self.open.get(&id)
     }
 
     /// May this session `getMore`/`killCursors` cursor `id` on `namespace`?

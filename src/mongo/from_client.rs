@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::audit::{decision_record, statement};
+use super::cursors::{Origin, RELOADED_CURSOR_RULE};
 use super::hello::{hello_reply, is_hello, UpstreamFacts};
 use super::lsids::{session_id, ConnectionSessions, NewUse};
 use super::op_msg::{MsgError, OpMsg, CHECKSUM_PRESENT, EXHAUST_ALLOWED};
@@ -299,13 +300,18 @@ impl FromClient {
             return answer_if(wants_reply, request_id, &r);
         }
         let core = self.session.core().clone();
+        // Read before the judgement: a reload in between makes a later getMore judge again.
+        let version = core.policy.version();
         let verdict = self.policy.check(&core.policy, &cmd);
         if !verdict.runs() {
             let d = verdict.denial.expect("a refusal has a reason");
             return self.refuse(request_id, wants_reply, shown, d);
         }
         let judged = verdict.judged.expect("a verdict that runs has a judgement");
-        let (plan, track) = match self.own_cursors(&cmd, &judged) {
+        let (plan, track) = match self
+            .own_cursors(&cmd, &judged)
+            .and_then(|x| self.cursor_still_allowed(&core.policy, &x.1).map(|()| x))
+        {
             Ok(x) => x,
             Err(r) => return self.refuse(request_id, wants_reply, shown, r),
         };
@@ -373,6 +379,13 @@ impl FromClient {
             "find" | "aggregate" | "getMore" => RowLimit::of(self.policy.limits()),
             _ => None,
         };
+        // A cursor the reply opens keeps its command (if small), to be judged again after a
+        // reload.
+        let kept = matches!(track, Track::Open) && msg.raw.len() <= Origin::KEPT_BYTES;
+        let origin = Origin {
+            version,
+            command: kept.then(|| Arc::new(cmd)),
+        };
         let entry = wants_reply.then(|| Entry {
             request_id,
             kind: Kind::Reply(Box::new(Expect {
@@ -382,6 +395,7 @@ impl FromClient {
                 namespace: judged.namespaces.first().cloned().unwrap_or_default(),
                 limit,
                 bytes: ByteCap::of(self.policy.limits()),
+                origin,
             })),
             ticket: Some(ticket),
         });
@@ -410,6 +424,59 @@ impl FromClient {
                 Ok((ReplyPlan::None, Track::Kill(judged.cursors.clone())))
             }
             _ => Ok((judged.reply.clone(), Track::Open)),
+        }
+    }
+
+    /// A getMore of a cursor opened under an older policy: its command is judged again, and the
+    /// cursor is read on only if the current policy still allows it with the same reply plan
+    /// (masks). The server goes on running what the old policy allowed: after a reload that
+    /// withdrew a collection or added a mask, getMore went on returning its documents.
+    fn cursor_still_allowed(
+        &mut self,
+        engine: &crate::policy::Engine,
+        track: &Track,
+    ) -> Result<(), Refusal> {
+        let Track::GetMore(id) = track else {
+            return Ok(());
+        };
+        let (origin, plan) = {
+            let cursors = self.cursors.lock().expect("cursor registry");
+            match cursors.get(*id) {
+                Some(c) => (c.origin.clone(), c.plan.clone()),
+                None => return Ok(()),
+            }
+        };
+        if origin.version == engine.version() {
+            return Ok(());
+        }
+        let changed = |rule: String, why: &str| {
+            Refusal::permission(
+                rule,
+                format!(
+                    "the policy changed since this cursor was opened: {why}; run the query again"
+                ),
+            )
+        };
+        let Some(command) = origin.command else {
+            return Err(changed(
+                RELOADED_CURSOR_RULE.to_string(),
+                "its command was too large to judge again",
+            ));
+        };
+        let verdict = self.policy.check(engine, &command);
+        match (verdict.denial, verdict.judged) {
+            (Some(d), _) if verdict.outcome == crate::policy::Outcome::Block => {
+                Err(changed(d.rule.clone(), &d.message()))
+            }
+            (_, Some(j)) if j.reply == plan => Ok(()),
+            (_, Some(j)) => Err(changed(
+                j.rule.unwrap_or_else(|| RELOADED_CURSOR_RULE.to_string()),
+                "its masking changed",
+            )),
+            (_, None) => Err(changed(
+                RELOADED_CURSOR_RULE.to_string(),
+                "it is no longer allowed",
+            )),
         }
     }
 

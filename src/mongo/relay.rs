@@ -95,6 +95,8 @@ pub(super) struct Expect {
     pub limit: Option<RowLimit>,
     /// The agent's `max_result_bytes`, for this reply.
     pub bytes: Option<ByteCap>,
+    /// What a cursor this reply opens remembers of the command (`Track::Open`).
+    pub origin: super::cursors::Origin,
 }
 
 /// `max_result_bytes` on the MongoDB listener: per reply (a find's first batch, each getMore's),

@@ -211,7 +211,7 @@ impl ToClient {
                 cut = narrower(cut, byte_cut(cap, view.body));
             }
             match (&expect.track, &cut) {
-                (Track::Open, None) => cursors.open(id, &ns, &plan, batch),
+                (Track::Open, None) => cursors.open(id, &ns, &plan, batch, expect.origin.clone()),
                 (Track::GetMore(cid), None) => cursors.advanced(*cid, id, batch),
                 (Track::GetMore(cid), Some(_)) => cursors.killed(&[*cid]),
                 _ => {}

@@ -69,6 +69,14 @@ fn rig() -> Rig {
     }
 }
 
+/// A cursor's origin under the policy in force (no reload since).
+fn current(r: &Rig) -> crate::mongo::cursors::Origin {
+    crate::mongo::cursors::Origin {
+        version: r.t.core.policy.version(),
+        command: None,
+    }
+}
+
 fn msg(id: i32, flags: u32, body: Document) -> crate::mongo::Message {
     let mut m = OpMsg::reply(0, id, &body);
     m.flags = flags;
@@ -158,7 +166,7 @@ fn only_own_cursors_may_be_continued() {
     r.cursors
         .lock()
         .unwrap()
-        .open(42, "shop.orders", &ReplyPlan::None, 0);
+        .open(42, "shop.orders", &ReplyPlan::None, 0, current(&r));
     let (e, _) = forwarded(r.from.message(get_more(2)));
     assert!(matches!(&e.kind, Kind::Reply(x) if x.track == Track::GetMore(42)));
     // The same id on another namespace is not the same cursor.
@@ -283,7 +291,7 @@ fn exhaust_is_cleared_hello_is_local_fire_and_forget_refusals_get_no_reply() {
     r.cursors
         .lock()
         .unwrap()
-        .open(5, "shop.orders", &ReplyPlan::None, 0);
+        .open(5, "shop.orders", &ReplyPlan::None, 0, current(&r));
     let (_, bytes) = forwarded(r.from.message(msg(
         2,
         EXHAUST_ALLOWED,

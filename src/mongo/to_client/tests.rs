@@ -100,6 +100,7 @@ impl Rig {
                     rule: "analyst: limits".into(),
                 }),
                 bytes,
+                origin: Default::default(),
             })),
             ticket: Some(ticket),
         });
