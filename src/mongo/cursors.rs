@@ -23,15 +23,21 @@ const MAX_CURSORS: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Origin {
     pub version: u64,
-    /// `None` when it was too large to keep ([`Origin::KEPT_BYTES`]): such a cursor is not
-    /// read on after a reload.
+    /// `None` when it was too large to keep ([`Origin::KEPT_BYTES`], or the session's
+    /// [`KEPT_TOTAL`]): such a cursor is not read on after a reload.
     pub command: Option<Arc<Command>>,
+    /// The size of the command's message: what keeping it costs.
+    pub bytes: usize,
 }
 
 impl Origin {
-    /// The largest command kept for a cursor (per open cursor, up to `MAX_CURSORS` of them).
+    /// The largest command kept for a cursor.
     pub const KEPT_BYTES: usize = 64 * 1024;
 }
+
+/// The most a session keeps of its open cursors' commands together: beyond it a cursor keeps
+/// none (`MAX_CURSORS` cursors of `KEPT_BYTES` would be 64 MiB a session).
+const KEPT_TOTAL: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenCursor {
@@ -47,6 +53,8 @@ pub struct OpenCursor {
 pub struct Cursors {
     open: HashMap<i64, OpenCursor>,
     counter: u64,
+    /// The bytes of the commands the open cursors keep (`KEPT_TOTAL`).
+    kept: usize,
 }
 
 /// `cursor.id` and `cursor.ns` of a cursor reply.
@@ -93,10 +101,19 @@ impl Cursors {
                 .min_by_key(|(_, c)| c.opened)
                 .map(|(k, _)| *k)
             {
-                self.open.remove(&oldest);
+                self.forget(oldest);
             }
         }
         self.counter += 1;
+        let mut origin = origin;
+        if origin.command.is_some() {
+            if self.kept + origin.bytes > KEPT_TOTAL {
+                origin.command = None;
+            } else {
+                self.kept += origin.bytes;
+            }
+        }
+        self.forget(id);
         self.open.insert(
             id,
             OpenCursor {
@@ -113,9 +130,18 @@ impl Cursors {
     /// documents it carried. An exhausted cursor is forgotten.
     pub fn advanced(&mut self, id: i64, next: i64, more: u64) {
         if next == 0 {
-            self.open.remove(&id);
+            self.forget(id);
         } else if let Some(c) = self.open.get_mut(&id) {
             c.delivered += more;
+        }
+    }
+
+    /// Forgets cursor `id`, and what it kept.
+    fn forget(&mut self, id: i64) {
+        if let Some(c) = self.open.remove(&id) {
+            if c.origin.command.is_some() {
+                self.kept -= c.origin.bytes;
+            }
         }
     }
 
@@ -144,13 +170,13 @@ impl Cursors {
         let open = matches!(cursor_of(reply), Some((id, _)) if id != 0);
         let exhausted = !open || super::reply::is_error(reply);
         if exhausted {
-            self.open.remove(&id);
+            self.forget(id);
         }
     }
 
     pub fn killed(&mut self, ids: &[i64]) {
         for id in ids {
-            self.open.remove(id);
+            self.forget(*id);
         }
     }
 
@@ -167,6 +193,35 @@ impl Cursors {
 mod tests {
     use super::*;
     use bson::doc;
+
+    /// The commands cursors keep for a reload are bounded per session: past `KEPT_TOTAL` a
+    /// cursor keeps none, and a cursor that ends gives its room back.
+    #[test]
+    fn kept_commands_share_one_bound() {
+        let mut c = Cursors::default();
+        let command =
+            Arc::new(Command::new(doc! { "find": "orders", "$db": "shop" }, Vec::new()).unwrap());
+        let origin = || Origin {
+            version: 1,
+            command: Some(command.clone()),
+            bytes: Origin::KEPT_BYTES,
+        };
+        let per = KEPT_TOTAL / Origin::KEPT_BYTES;
+        for id in 1..=(per as i64 + 2) {
+            c.open(id, "shop.orders", &ReplyPlan::None, 0, origin());
+        }
+        let kept = |c: &Cursors, id| c.get(id).unwrap().origin.command.is_some();
+        assert!((1..=per as i64).all(|id| kept(&c, id)));
+        assert!(!kept(&c, per as i64 + 1) && !kept(&c, per as i64 + 2));
+        assert_eq!(c.kept, KEPT_TOTAL);
+        c.killed(&[1]);
+        assert_eq!(c.kept, KEPT_TOTAL - Origin::KEPT_BYTES);
+        c.open(100, "shop.orders", &ReplyPlan::None, 0, origin());
+        assert!(kept(&c, 100), "room given back");
+        c.advanced(100, 0, 0);
+        c.after_get_more(2, &doc! { "ok": 0.0 });
+        assert_eq!(c.kept, KEPT_TOTAL - 2 * Origin::KEPT_BYTES);
+    }
 
     #[test]
     fn only_own_cursors_and_their_plans() {

@@ -385,6 +385,7 @@ impl FromClient {
         let origin = Origin {
             version,
             command: kept.then(|| Arc::new(cmd)),
+            bytes: msg.raw.len(),
         };
         let entry = wants_reply.then(|| Entry {
             request_id,

@@ -74,6 +74,7 @@ fn current(r: &Rig) -> crate::mongo::cursors::Origin {
     crate::mongo::cursors::Origin {
         version: r.t.core.policy.version(),
         command: None,
+        bytes: 0,
     }
 }
 
