@@ -47,7 +47,7 @@ async fn reload_valid_then_invalid_then_back() {
 
     std::fs::write(
         dir.join("zz-extra.toml"),
-        "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"public.secrets\"\nallow = [\"select\"]\n[[mongo]]\nupstream = \"mongo\"\n[[mongo.collection]]\nname = \"shop.secrets\"\nallow = [\"read\"]\n",
+        "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"public.secrets\"\nallow = [\"select\"]\n[[mongo]]\nupstream = \"mongo\"\n[[mongo.collection]]\nname = \"shop.secrets\"\nallow = [\"read\"]\n[[redis]]\nupstream = \"cache\"\ncommands = [\"@pubsub\"]\nchannels = [\"extra.*\"]\n",
     )
     .unwrap();
     assert!(
@@ -81,6 +81,15 @@ async fn reload_valid_then_invalid_then_back() {
     };
     let (secret_cursor, order_cursor) = (open("secrets").await, open("orders").await);
     assert!(secret_cursor != 0 && order_cursor != 0);
+    // And a Redis subscription to a channel only the extra file allows.
+    let mut sub = support::redis_login("analyst").await;
+    let got = support::redis_exchange(
+        &mut sub,
+        b"*2\r\n$9\r\nSUBSCRIBE\r\n$7\r\nextra.a\r\n",
+        ":1\r\n",
+    )
+    .await;
+    assert!(got.contains("extra.a"), "{got}");
 
     // A broken file: the reload fails, the last good policy stays in force.
     std::fs::write(dir.join("zz-broken.toml"), "agents = [\"analyst\"\n").unwrap();
@@ -122,6 +131,28 @@ async fn reload_valid_then_invalid_then_back() {
             .is_ok_and(|e| e.contains("since this cursor was opened")),
         "{refused:?}"
     );
+    // A message on the withdrawn channel is not delivered: the subscriber is told and closed.
+    let mut publisher = support::redis_login("trusted").await;
+    let _ = support::redis_exchange(
+        &mut publisher,
+        b"*3\r\n$7\r\nPUBLISH\r\n$7\r\nextra.a\r\n$6\r\nsecret\r\n",
+        "\r\n",
+    )
+    .await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut sub, &mut rest),
+    )
+    .await
+    .expect("the subscriber is closed")
+    .unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.starts_with("-NOPERM") && rest.contains("no longer allows a subscription"),
+        "{rest}"
+    );
+    assert!(!rest.contains("secret"), "{rest}");
     let read_on = m
         .command(
             doc! { "getMore": order_cursor, "collection": "orders", "batchSize": 1, "$db": "shop" },

@@ -82,6 +82,8 @@ pub(super) struct FromClient {
     owed: Arc<AtomicUsize>,
     /// Where the agent's `max_result_bytes` is published for the reply side.
     pub(super) reply_cap: Arc<ReplyCap>,
+    /// Where the reply half reads the session's agent (`sub_recheck`), set by the relay.
+    pub(super) agent_seen: Option<super::sub_recheck::SharedAgent>,
     /// The session is on a shared upstream connection (until it needs its own).
     shared: bool,
     /// A large reply came for it there: its next forwarded command moves it to its own.
@@ -140,6 +142,7 @@ impl FromClient {
             selected: Some(Vec::new()),
             owed,
             reply_cap: Arc::default(),
+            agent_seen: None,
             shared: false,
             heavy: false,
             owed_on_shared: 0,
@@ -961,6 +964,9 @@ impl FromClient {
                 self.policy.set_agent(self.session.agent().clone());
                 if let Some(c) = &self.client {
                     c.set_agent(self.session.agent().clone());
+                }
+                if let Some(seen) = &self.agent_seen {
+                    *seen.lock().unwrap_or_else(|e| e.into_inner()) = self.session.agent().clone();
                 }
                 Ok(())
             }

@@ -19,6 +19,7 @@ mod reply_cap;
 pub mod scan;
 pub mod session;
 pub mod shared;
+mod sub_recheck;
 mod to_client;
 pub mod upstream;
 

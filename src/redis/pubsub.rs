@@ -56,6 +56,13 @@ impl Subscriptions {
         self.sets.iter().all(HashSet::is_empty)
     }
 
+    /// Every subscription, by kind.
+    pub fn each(&self) -> impl Iterator<Item = (SubKind, &Bytes)> {
+        [SubKind::Channel, SubKind::Pattern, SubKind::Shard]
+            .into_iter()
+            .flat_map(move |k| self.sets[k as usize].iter().map(move |n| (k, n)))
+    }
+
     /// Records a confirmation; returns how many of that kind there were before.
     pub fn apply(&mut self, kind: SubKind, add: bool, name: Bytes) -> usize {
         let set = &mut self.sets[kind as usize];

@@ -247,8 +247,16 @@ where
         owed.clone(),
         relay.target.clients.clone(),
     );
+    let recheck = super::sub_recheck::SubsRecheck::new(
+        relay.session.agent().clone(),
+        relay.session.upstream().clone(),
+        relay.table.clone(),
+        relay.session.core().policy.version(),
+    );
     let mut from = FromClient::new(relay, owed.clone());
     from.reply_cap = to.reply_cap.clone();
+    from.agent_seen = Some(recheck.agent());
+    to.subs_recheck = Some(recheck);
     // Shutting down: closed once every reply owed has been written (or at the deadline).
     // Both rare: gated, so the busy halves' wake-ups do not poll them (`session::gate`).
     let drained = gated(lifecycle.drained(|| owed.load(Ordering::SeqCst) == 0));

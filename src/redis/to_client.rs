@@ -26,6 +26,7 @@ use super::reply;
 use super::reply_cap::ReplyCap;
 use super::shared::inbox::{Piece, Taken};
 use crate::policy::redis::MaskPlan;
+use crate::refusal::Refusal;
 use crate::session::{OutcomeError, ReplyWrites, SessionContext, Ticket};
 use crate::tls::NetRead;
 
@@ -68,6 +69,8 @@ pub(super) struct ToClient {
     piece_bytes: u64,
     /// Writes to the client, and whether the session ended inside one.
     writes: ReplyWrites,
+    /// The subscriptions judged again after a reload (set by the relay).
+    pub(super) subs_recheck: Option<super::sub_recheck::SubsRecheck>,
 }
 
 impl ToClient {
@@ -88,6 +91,7 @@ impl ToClient {
             assembling: None,
             piece_bytes: 0,
             writes: ctx.reply_writes(),
+            subs_recheck: None,
             ctx,
             resp3,
             pending: VecDeque::new(),
@@ -379,6 +383,24 @@ impl ToClient {
         self.closing || self.desynced || self.locals()
     }
 
+    /// At a message after a reload: a subscription the current policy no longer allows, as a
+    /// refusal that ends the session (recorded).
+    fn subscription_withdrawn(&mut self) -> Option<Refusal> {
+        let check = self.subs_recheck.as_mut()?;
+        let refusal = check.stale(&self.ctx.core().policy, &self.subs)?;
+        let refusal = Refusal::new(
+            refusal.class,
+            refusal.rule.clone(),
+            format!(
+                "the policy changed and no longer allows a subscription of this session ({}); session closed",
+                refusal.message()
+            ),
+        );
+        warn!(agent = %check.current_agent(), "{}", refusal.message());
+        self.ctx.closed_by_policy(check.current_agent(), &refusal);
+        Some(refusal)
+    }
+
     /// How the session ends once `on_frame` said it does: after writing what is in `out`, or,
     /// when the replies no longer pair with the commands, with nothing more relayed.
     fn ending(&self) -> Result<bool, RelayError> {
@@ -447,6 +469,12 @@ impl ToClient {
                 return;
             }
             PubSubFrame::OutOfBand => {
+                if let Some(refusal) = self.subscription_withdrawn() {
+                    // Not relayed: the session ends, saying why.
+                    self.out.extend_from_slice(&reply::refusal(&refusal));
+                    self.closing = true;
+                    return;
+                }
                 self.out.extend_from_slice(&frame);
                 return;
             }

@@ -296,6 +296,18 @@ impl SessionContext {
     }
 
     /// Records the time tollgate spent on a statement before forwarding it.
+    /// tollgate ends the session because the current policy no longer allows what it holds
+    /// (a subscription after a reload): a `session` record, `blocked`, naming the rule.
+    pub fn closed_by_policy(&self, agent: Arc<str>, refusal: &crate::refusal::Refusal) {
+        session_record(
+            &self.core,
+            &self.who(agent),
+            Decision::Blocked,
+            Some(&refusal.rule),
+            &refusal.message(),
+        );
+    }
+
     pub fn record_overhead(&self, started: Instant) {
         self.latency.overhead.record(started.elapsed());
     }
