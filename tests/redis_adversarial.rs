@@ -683,3 +683,39 @@ async fn a_client_refused_mid_argument_reads_the_error() {
     let got = support::redis_refused_mid_argument(&mut s).await;
     assert!(got.starts_with("-ERR Protocol error"), "{got}");
 }
+
+/// A subscription does not outlive the agent that was allowed it: after an AUTH as an agent
+/// without pub/sub (RESP3 allows AUTH while subscribed), the next message is not delivered and
+/// the session is closed.
+#[tokio::test]
+async fn a_subscription_is_judged_again_after_auth_as_another_agent() {
+    use tokio::io::AsyncReadExt;
+    let env = &harness().env;
+    let mut s = redis_raw().await;
+    let hello = redis_cmd(&["HELLO", "3", "AUTH", "analyst", &env.token("analyst")]);
+    let _ = redis_exchange(&mut s, &hello, "\r\n").await;
+    let got = redis_exchange(&mut s, &redis_cmd(&["SUBSCRIBE", "news.auth"]), ":1\r\n").await;
+    assert!(got.contains("news.auth"), "{got}");
+    let got = redis_exchange(
+        &mut s,
+        &redis_cmd(&["AUTH", "writer", &env.token("writer")]),
+        "\r\n",
+    )
+    .await;
+    assert!(got.contains("+OK"), "{got}");
+    let mut publisher = redis_login("trusted").await;
+    let _ = redis_exchange(
+        &mut publisher,
+        &redis_cmd(&["PUBLISH", "news.auth", "for analysts"]),
+        "\r\n",
+    )
+    .await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("the subscriber is closed")
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(!rest.contains("for analysts"), "{rest}");
+    assert!(rest.contains("no longer allows a subscription"), "{rest}");
+}

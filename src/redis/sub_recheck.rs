@@ -20,8 +20,9 @@ pub struct SubsRecheck {
     policy: RedisPolicy,
     table: Arc<CommandTable>,
     agent: SharedAgent,
-    /// The policy version the subscriptions were last judged under.
+    /// The policy version, and the agent, the subscriptions were last judged under.
     version: u64,
+    judged_for: Arc<str>,
 }
 
 impl SubsRecheck {
@@ -34,8 +35,9 @@ impl SubsRecheck {
         SubsRecheck {
             policy: RedisPolicy::new(agent.clone(), upstream),
             table,
-            agent: Arc::new(Mutex::new(agent)),
+            agent: Arc::new(Mutex::new(agent.clone())),
             version,
+            judged_for: agent,
         }
     }
 
@@ -49,16 +51,19 @@ impl SubsRecheck {
         self.agent.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// When the policy changed since the last look: the refusal of the first subscription the
-    /// current policy would not allow (`None`: all still allowed, or no change).
+    /// When the policy (or the session's agent: an AUTH as another) changed since the last
+    /// look: the refusal of the first subscription the current policy would not allow (`None`:
+    /// all still allowed, or no change).
     pub fn stale(&mut self, engine: &Engine, subs: &Subscriptions) -> Option<Refusal> {
         let now = engine.version();
-        if now == self.version {
+        let agent = self.current_agent();
+        if now == self.version && agent == self.judged_for {
             return None;
         }
         // Read before judging: a reload meanwhile is looked at with the next message.
         self.version = now;
-        self.policy.set_agent(self.current_agent());
+        self.judged_for = agent.clone();
+        self.policy.set_agent(agent);
         subs.each().find_map(|(kind, name)| {
             let word: &'static [u8] = match kind {
                 SubKind::Channel => b"subscribe",
