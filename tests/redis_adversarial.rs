@@ -692,13 +692,13 @@ async fn a_subscription_is_judged_again_after_auth_as_another_agent() {
     use tokio::io::AsyncReadExt;
     let env = &harness().env;
     let mut s = redis_raw().await;
-    let hello = redis_cmd(&["HELLO", "3", "AUTH", "analyst", &env.token("analyst")]);
+    let hello = redis_cmd(&["HELLO", "3", "AUTH", "analyst", env.token("analyst")]);
     let _ = redis_exchange(&mut s, &hello, "\r\n").await;
     let got = redis_exchange(&mut s, &redis_cmd(&["SUBSCRIBE", "news.auth"]), ":1\r\n").await;
     assert!(got.contains("news.auth"), "{got}");
     let got = redis_exchange(
         &mut s,
-        &redis_cmd(&["AUTH", "writer", &env.token("writer")]),
+        &redis_cmd(&["AUTH", "writer", env.token("writer")]),
         "\r\n",
     )
     .await;
