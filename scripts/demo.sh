@@ -3,6 +3,6 @@
 # gateway in front. Extra arguments go to the demo (e.g. --env-file demo.env).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-deps.sh
+scripts/ensure-deps.sh demo
 cargo build --release --quiet
 exec target/release/tollgate demo "$@"

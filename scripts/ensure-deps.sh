@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Installs (as root, with apt) or names exactly what tollgate's build, demo and tests need:
+# Installs (as root, with apt) or names exactly what tollgate's build, demo and tests need.
+#   scripts/ensure-deps.sh demo   what the build and the demo need (the first five, python3)
+#   scripts/ensure-deps.sh        everything the test suite needs too (the client suite's JDK,
+#                                 JDBC driver, Node; cargo's rustfmt and clippy)
 #   libclang-dev        pg_query's build (bindgen)
 #   postgresql-15       PostgreSQL server binaries (initdb, postgres, pgbench) for the demo and tests
 #   postgresql-client   psql
@@ -12,6 +15,8 @@
 #                       venv also runs the demo's MongoDB-wire test server (SecantusDB, installed
 #                       from PyPI into a cached venv by the demo on first use)
 set -euo pipefail
+for_demo=false
+[ "${1:-}" = demo ] && for_demo=true
 
 missing=()
 # libclang itself (libclang.so / libclang-N.so), not libclang-cpp, which other packages bring.
@@ -25,17 +30,34 @@ have_pgbench || missing+=(postgresql-15)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
-# The client compatibility suite (tests/clients/run.sh).
-[ -r /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
-command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1 && missing+=(python3-venv)
-command -v node >/dev/null 2>&1 || missing+=(nodejs)
-command -v npm >/dev/null 2>&1 || missing+=(npm)
+if ! $for_demo; then
+  # The client compatibility suite (tests/clients/run.sh).
+  [ -r /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+  command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "tollgate: cargo (Rust toolchain) is required: https://rustup.rs" >&2
   exit 1
+fi
+# The test command checks formatting and lints: cargo's rustfmt and clippy components.
+if ! $for_demo; then
+  for component in fmt clippy; do
+    if ! cargo "$component" --version >/dev/null 2>&1; then
+      name=$([ "$component" = fmt ] && echo rustfmt || echo clippy)
+      if command -v rustup >/dev/null 2>&1; then
+        echo "tollgate: installing the Rust component $name with rustup" >&2
+        rustup component add "$name"
+      else
+        echo "tollgate: cargo $component is missing: install the Rust component $name" >&2
+        exit 1
+      fi
+    fi
+  done
 fi
 
 # Disk: a fresh `cargo test --all-targets` writes about 7 GB into target/. Say so up front rather
