@@ -54,6 +54,29 @@ fn check_accepts_the_demo_and_reports_broken_policies_with_location() {
     assert!(err.contains("unknown operation \"selekt\""), "{err}");
 }
 
+/// `check` resolves the upstreams' credentials as `serve` does: a secret the vault lacks, or a
+/// master key file that is not there, is an error (both passed `check`, then `serve` failed).
+#[test]
+fn check_resolves_vaulted_credentials_like_serve() {
+    let dir = support::copy_demo_dir();
+    let cfg = dir.path().join("tollgate.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replacen("vault:shop_password", "vault:no_such_secret", 1),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no_such_secret"), "{err}");
+
+    std::fs::write(&cfg, &text).unwrap();
+    std::fs::remove_file(dir.path().join("master.key")).unwrap();
+    let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("master.key"), "{err}");
+}
+
 /// A held budget too small to hold an over-long statement's kept head (or anything much over
 /// the 256 KiB every session may hold) is a configuration error, not a gateway that ends
 /// sessions where it should only refuse a statement.

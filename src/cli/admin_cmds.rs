@@ -59,6 +59,11 @@ pub fn check(config_path: &Path) -> CmdResult {
     for (name, u) in &config.upstreams {
         crate::doors::upstream_tls(name, u).map_err(|e| e.to_string())?;
     }
+    // The master key, the vault and every upstream's credentials, as `serve` resolves them: a
+    // config that names a secret the vault lacks passed `check` and then failed to start.
+    let key = MasterKey::load(config.vault.key_file.as_deref()).map_err(|e| e.to_string())?;
+    let vault = Vault::open(&config.vault.file, key).map_err(|e| e.to_string())?;
+    crate::doors::build(&config, &vault).map_err(|e| e.to_string())?;
     println!(
         "ok: {} upstream(s), {} agent(s), {} policy file(s)",
         config.upstreams.len(),
