@@ -281,6 +281,31 @@ fn compressed_closed_files_verify_and_are_read() {
     assert_eq!(code, 0, "{out}");
     let (code, out, _) = run(&["audit", "verify", "--quick", dir.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
+    // Two bytes of a compressed file overwritten: a broken chain (exit 1, the file named), not
+    // input that could not be checked (exit 2, which a cron job would not take for tampering).
+    {
+        let damaged = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let p = entry.unwrap().path();
+            std::fs::copy(&p, damaged.path().join(p.file_name().unwrap())).unwrap();
+        }
+        let gz = damaged.path().join(format!(
+            "{}.gz",
+            file(damaged.path(), 1)
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+        ));
+        let mut bytes = std::fs::read(&gz).unwrap();
+        let mid = 12; // inside the deflate data, right after the gzip header
+        bytes[mid] ^= 0xff;
+        bytes[mid + 1] ^= 0xff;
+        std::fs::write(&gz, bytes).unwrap();
+        let (code, out) = verify_dir(damaged.path());
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("BROKEN: ") && out.contains(".gz"), "{out}");
+    }
     // tail reads across plain and compressed files.
     let (code, out, err) = run(&[
         "audit",

@@ -71,6 +71,13 @@ pub struct VerifyError {
     pub source: std::io::Error,
 }
 
+/// A read error that says the file's bytes are wrong (a compressed file altered or cut), not
+/// that it could not be opened or read.
+fn is_damaged(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{InvalidData, InvalidInput, UnexpectedEof};
+    matches!(e.kind(), InvalidData | InvalidInput | UnexpectedEof)
+}
+
 /// The last record of a file already checked, for the join with the next one.
 struct End {
     name: String,
@@ -104,7 +111,22 @@ pub fn verify(files: &[LogFile], opts: &VerifyOptions) -> Result<VerifyReport, V
             line_no: 0,
             last: None,
         };
-        let end = check.run(lines).map_err(io)?;
+        let end = match check.run(lines) {
+            Ok(end) => end,
+            // Bytes that do not decompress (or stop short) are an altered or cut file, a break
+            // of the chain like an edited line, not input that could not be checked.
+            Err(e) if is_damaged(&e) => {
+                report.problem = Some(Problem {
+                    file: file.name.clone(),
+                    line: 0,
+                    message: format!(
+                        "the file cannot be read to its end ({e}): it was altered or cut"
+                    ),
+                });
+                return Ok(report);
+            }
+            Err(e) => return Err(io(e)),
+        };
         if report.problem.is_some() {
             return Ok(report);
         }
