@@ -286,6 +286,10 @@ fn a_login_whose_upstream_is_down_is_recorded() {
                 && reason.contains("is unavailable"),
             "{reason}"
         );
+        assert!(
+            reason.contains("(the upstream is not accepting connections)"),
+            "what failed is said on every door: {reason}"
+        );
     }
     drop(served);
 }

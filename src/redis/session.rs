@@ -131,7 +131,7 @@ async fn run(
         Ok(x) => x,
         Err(e) => {
             warn!(upstream = %target.name, error = %e, "upstream connection failed");
-            not_opened(&login.session, &target.name, &mut wr).await;
+            not_opened(&login.session, &target.name, Some(&e), &mut wr).await;
             return Err(e.into());
         }
     };
@@ -169,7 +169,7 @@ async fn run(
                         // a connection that failed.
                         Err(e) => {
                             warn!(upstream = %target.name, error = %e, "upstream failed during HELLO");
-                            not_opened(&login.session, &target.name, &mut wr).await;
+                            not_opened(&login.session, &target.name, None, &mut wr).await;
                             return Err(e.into());
                         }
                     };
@@ -206,8 +206,25 @@ async fn run(
 }
 
 /// An admitted session whose upstream connection failed: recorded, told, closed.
-async fn not_opened(session: &Session, upstream: &str, wr: &mut NetWrite) {
-    let msg = crate::session::upstream_unavailable(upstream);
+async fn not_opened(
+    session: &Session,
+    upstream: &str,
+    failure: Option<&super::upstream::UpstreamError>,
+    wr: &mut NetWrite,
+) {
+    use super::upstream::UpstreamError as E;
+    // What failed, by class, as the PostgreSQL door says it (never the server's own text).
+    let detail = match failure {
+        Some(E::LoginRefused(line)) => Some(super::upstream::login_refusal(line)),
+        Some(E::Connect(_) | E::Timeout(_)) => {
+            Some("the upstream is not accepting connections".to_string())
+        }
+        _ => None,
+    };
+    let mut msg = crate::session::upstream_unavailable(upstream);
+    if let Some(d) = detail {
+        msg = format!("{msg} ({d})");
+    }
     session.not_opened(None, &msg, None);
     let line = reply::error("ERR", &msg);
     crate::session::last_words(wr, &line, crate::session::Drain::Session).await;
