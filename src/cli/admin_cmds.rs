@@ -62,8 +62,8 @@ pub fn check(config_path: &Path) -> CmdResult {
     // The master key, the vault and every upstream's credentials, as `serve` resolves them: a
     // config that names a secret the vault lacks passed `check` and then failed to start. With
     // no master key given at all (checking policies where the secrets are not), said and skipped.
-    let keyless = config.vault.key_file.is_none()
-        && std::env::var_os(crate::vault::MASTER_KEY_ENV).is_none();
+    let keyless =
+        config.vault.key_file.is_none() && std::env::var_os(crate::vault::MASTER_KEY_ENV).is_none();
     if keyless {
         eprintln!(
             "note: upstream credentials not checked: no master key ({} or vault.key_file)",
@@ -306,7 +306,7 @@ pub fn vault(config_path: &Path, command: VaultCommand) -> CmdResult {
                 .map_err(|e| e.to_string())?;
             vault.rotate_key(new_key).map_err(|e| e.to_string())?;
             eprintln!(
-                "vault re-encrypted; the new key is in {} (point vault.key_file or TOLLGATE_MASTER_KEY at it)",
+                "vault re-encrypted; the new key is in {}. A running gateway still holds the old key: move the new key file over the one vault.key_file names (or set TOLLGATE_MASTER_KEY to it) and send SIGHUP; the config itself is read only at start, so pointing vault.key_file elsewhere takes a restart",
                 new_key_file.display()
             );
         }
