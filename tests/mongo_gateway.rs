@@ -206,6 +206,17 @@ fn the_adversarial_table_through_a_live_session() {
             .command(doc! { "getMore": id, "collection": "orders", "batchSize": 2, "$db": "shop" })
             .await;
         assert_eq!(own.get_f64("ok").ok(), Some(1.0), "{own:?}");
+        // The writer's other connection continues it, as a driver's pool does (pymongo sends a
+        // getMore on whichever pooled connection is free).
+        let mut w2 = RawMongo::login(env.mongo_port, "writer", env.token("writer")).await;
+        let pooled = w2
+            .command(doc! { "getMore": id, "collection": "orders", "batchSize": 2, "$db": "shop" })
+            .await;
+        assert_eq!(pooled.get_f64("ok").ok(), Some(1.0), "{pooled:?}");
+        let stolen = s
+            .command(doc! { "getMore": id, "collection": "orders", "$db": "shop" })
+            .await;
+        refused(&stolen, "builtin: foreign-cursor");
     });
     // Every refusal above is in the audit log as blocked, under its rule.
     let log = std::fs::read_to_string(&env.audit_log).unwrap();

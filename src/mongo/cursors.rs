@@ -1,9 +1,12 @@
-//! The cursors one agent session opened, with the reply plan their batches need: `getMore` and
-//! `killCursors` are allowed only on these (a cursor id of another session is refused, whether
-//! or not it exists), and every `nextBatch` is masked like the `firstBatch` was.
+//! The cursors one agent opened on an upstream, with the reply plan their batches need:
+//! `getMore` and `killCursors` are allowed only on these (a cursor id of another agent is
+//! refused, whether or not it exists), and every `nextBatch` is masked like the `firstBatch` was.
+//! An agent's connections share them ([`AgentCursors`]): a driver sends a cursor's getMore on
+//! whichever connection of its pool is free (pymongo does), and every agent reaches the server as
+//! the same vaulted user, so the server itself would let any connection continue it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use bson::{Bson, Document};
 
@@ -13,9 +16,9 @@ use crate::refusal::Refusal;
 pub const FOREIGN_CURSOR_RULE: &str = "builtin: foreign-cursor";
 /// Named when a cursor opened before a reload cannot be judged again (its command was not kept).
 pub const RELOADED_CURSOR_RULE: &str = "builtin: policy-reloaded";
-/// A session holding more open cursors than this gets its oldest forgotten (the server's own
+/// An agent holding more open cursors than this gets its oldest forgotten (the server's own
 /// idle-cursor timeout reaps them upstream).
-const MAX_CURSORS: usize = 1000;
+const MAX_CURSORS: usize = 10_000;
 
 /// The command that opened a cursor, and the policy version it was judged under: a getMore
 /// after a reload judges it again, since the server goes on running what the old policy allowed
@@ -35,9 +38,28 @@ impl Origin {
     pub const KEPT_BYTES: usize = 64 * 1024;
 }
 
-/// The most a session keeps of its open cursors' commands together: beyond it a cursor keeps
-/// none (`MAX_CURSORS` cursors of `KEPT_BYTES` would be 64 MiB a session).
-const KEPT_TOTAL: usize = 1 << 20;
+/// The most an agent keeps of its open cursors' commands together: beyond it a cursor keeps
+/// none (`MAX_CURSORS` cursors of `KEPT_BYTES` would be 640 MiB).
+const KEPT_TOTAL: usize = 8 << 20;
+
+/// Each agent's cursors on one upstream, shared by its sessions while one of them lives (the
+/// last to end takes them: the server's idle-cursor timeout reaps what is left upstream).
+#[derive(Debug, Default)]
+pub struct AgentCursors(Mutex<HashMap<Arc<str>, Weak<Mutex<Cursors>>>>);
+
+impl AgentCursors {
+    /// `agent`'s cursors, shared with its other sessions.
+    pub fn of(&self, agent: &Arc<str>) -> Arc<Mutex<Cursors>> {
+        let mut agents = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = agents.get(agent).and_then(Weak::upgrade) {
+            return c;
+        }
+        agents.retain(|_, c| c.strong_count() > 0);
+        let c = Arc::default();
+        agents.insert(agent.clone(), Arc::downgrade(&c));
+        c
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenCursor {
@@ -160,7 +182,7 @@ impl Cursors {
             )),
             None => Err(Refusal::permission(
                 FOREIGN_CURSOR_RULE,
-                format!("cursor {id} was not opened by this session"),
+                format!("cursor {id} was not opened by this agent's sessions"),
             )),
         }
     }

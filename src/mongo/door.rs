@@ -30,6 +30,8 @@ pub struct MongoUpstream {
     pub(super) idle: super::idle::Idle,
     /// Which agent uses each logical session id (`lsids.rs`).
     pub(super) lsids: Arc<super::lsids::LogicalSessions>,
+    /// Each agent's open cursors (`cursors.rs`).
+    pub(super) cursors: super::cursors::AgentCursors,
 }
 
 impl std::fmt::Debug for MongoUpstream {
@@ -78,6 +80,7 @@ impl MongoUpstream {
             learning: tokio::sync::Mutex::new(()),
             idle: super::idle::Idle::default(),
             lsids: Arc::default(),
+            cursors: Default::default(),
         }
     }
 

@@ -41,6 +41,8 @@ pub struct Relay {
     pub connection_id: i64,
     /// The upstream's logical sessions and whose they are.
     pub lsids: Arc<super::lsids::LogicalSessions>,
+    /// The agent's open cursors on this upstream, shared with its other sessions.
+    pub cursors: SharedCursors,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +165,7 @@ where
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     let (kill_tx, kill_rx) = mpsc::unbounded_channel();
     let owed = Arc::new(AtomicUsize::new(0));
-    let cursors: SharedCursors = Arc::default();
+    let cursors: SharedCursors = relay.cursors.clone();
     let ctx = relay.session.context().clone();
     let lifecycle = relay.session.core().lifecycle.clone();
     let mut to = ToClient::new(ctx.clone(), cursors.clone(), kill_tx, owed.clone());

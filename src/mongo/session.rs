@@ -103,6 +103,7 @@ async fn run(
     client.set_held(crate::ratelimit::Held::of(&core.held, session.agent()));
     let (up_stream, leftover) = upstream.into_parts();
     let _upstream_gauge = crate::telemetry::upstream_connection(up.name());
+    let session_agent = session.agent().clone();
     let relay = Relay {
         policy: crate::policy::mongo::MongoPolicy::new(
             session.agent().clone(),
@@ -113,6 +114,7 @@ async fn run(
         facts,
         connection_id: accepted.id as i64,
         lsids: up.lsids.clone(),
+        cursors: up.cursors.of(&session_agent),
     };
     relay::run(relay, client, wr, up_stream, leftover).await?;
     // `accepted` (the live count and the client gauge) lasts as long as the session.

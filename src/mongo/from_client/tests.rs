@@ -58,6 +58,7 @@ fn rig() -> Rig {
         facts: UpstreamFacts::from_hello(&doc! { "maxWireVersion": 21 }).unwrap(),
         connection_id: 7,
         lsids: lsids.clone(),
+        cursors: cursors.clone(),
     };
     let from = FromClient::new(relay, cursors.clone(), Arc::new(AtomicUsize::new(0)));
     Rig {
