@@ -127,6 +127,8 @@ impl Cursors {
             }
         }
         self.counter += 1;
+        // A reused id replaces its cursor: what the old one kept is given back first.
+        self.forget(id);
         let mut origin = origin;
         if origin.command.is_some() {
             if self.kept + origin.bytes > KEPT_TOTAL {
@@ -135,7 +137,6 @@ impl Cursors {
                 self.kept += origin.bytes;
             }
         }
-        self.forget(id);
         self.open.insert(
             id,
             OpenCursor {
@@ -238,9 +239,12 @@ mod tests {
         assert_eq!(c.kept, KEPT_TOTAL);
         c.killed(&[1]);
         assert_eq!(c.kept, KEPT_TOTAL - Origin::KEPT_BYTES);
-        c.open(100, "shop.orders", &ReplyPlan::None, 0, origin());
-        assert!(kept(&c, 100), "room given back");
-        c.advanced(100, 0, 0);
+        c.open(10_000, "shop.orders", &ReplyPlan::None, 0, origin());
+        assert!(kept(&c, 10_000), "room given back");
+        c.advanced(10_000, 0, 0);
+        // A reused id gives back what its old cursor kept before taking its own.
+        c.open(3, "shop.orders", &ReplyPlan::None, 0, origin());
+        assert!(kept(&c, 3));
         c.after_get_more(2, &doc! { "ok": 0.0 });
         assert_eq!(c.kept, KEPT_TOTAL - 2 * Origin::KEPT_BYTES);
     }
