@@ -20,6 +20,8 @@ use super::AuditError;
 pub struct Counters {
     pub writes: std::sync::atomic::AtomicU64,
     pub records: std::sync::atomic::AtomicU64,
+    /// What `records_lost` counted, readable without a metrics recorder (tests, stats).
+    pub lost: std::sync::atomic::AtomicU64,
     write_failures: Counter,
     records_lost: Counter,
     rotations: Counter,
@@ -31,6 +33,7 @@ impl Counters {
         Counters {
             writes: Default::default(),
             records: Default::default(),
+            lost: Default::default(),
             write_failures: metrics::counter!("tollgate_audit_write_failures_total"),
             records_lost: metrics::counter!("tollgate_audit_records_lost_total"),
             rotations: metrics::counter!("tollgate_audit_rotations_total", "result" => "ok"),
@@ -130,9 +133,12 @@ impl Shared {
             (Err(f), file) => {
                 let lost = f.lost;
                 self.counters.write_failures.increment(1);
+                // Each record once: `lost.from..=lost.to` also spans what a failed stand-in
+                // record stood for, counted when its own write failed.
+                self.counters.records_lost.increment(lost.fresh);
                 self.counters
-                    .records_lost
-                    .increment(lost.to - lost.from + 1);
+                    .lost
+                    .fetch_add(lost.fresh, std::sync::atomic::Ordering::Relaxed);
                 error!(
                     path = %self.path.display(),
                     error = %lost.error,

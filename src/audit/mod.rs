@@ -88,6 +88,8 @@ impl LogOptions {
 pub struct WriteStats {
     pub writes: u64,
     pub records: u64,
+    /// Records lost to failed writes (`tollgate_audit_records_lost_total`).
+    pub lost: u64,
 }
 
 /// The shared, thread-safe log. Cloning gives another handle to the same log.
@@ -267,6 +269,7 @@ impl AuditLog {
         WriteStats {
             writes: self.shared.counters.writes.load(Ordering::Relaxed),
             records: self.shared.counters.records.load(Ordering::Relaxed),
+            lost: self.shared.counters.lost.load(Ordering::Relaxed),
         }
     }
 

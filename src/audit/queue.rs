@@ -50,6 +50,9 @@ pub struct Lost {
     pub error: Arc<str>,
     pub rotate: bool,
     pub kinds: LostKinds,
+    /// How many of them this failure lost first: a stand-in record that failed again reaches
+    /// back over numbers an earlier failure already lost (and counted).
+    pub fresh: u64,
 }
 
 /// When the queue cuts a file: after this many records or bytes (checked as records arrive).
@@ -289,6 +292,7 @@ impl Queue {
             error,
             rotate,
             kinds,
+            ..
         } = lost;
         self.failures += 1;
         self.last_error = Some(error.clone());
@@ -343,6 +347,7 @@ mod tests {
             error: "disk full".into(),
             rotate: false,
             kinds,
+            fresh: 2,
         };
         q.fail(lost, (10, 1000));
         assert!(matches!(q.status(11), Status::Lost(_)));

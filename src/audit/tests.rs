@@ -135,7 +135,8 @@ fn deferred_records_ride_with_the_next_durable_one_in_chain_order() {
         log.write_stats(),
         WriteStats {
             writes: 3,
-            records: 4
+            records: 4,
+            lost: 0,
         }
     );
     drop(log);
@@ -156,6 +157,26 @@ fn write_failure_is_an_error_not_a_silent_drop() {
     // The next record fails too (the disk is still full), and so does flush.
     assert!(log.append(&event("SELECT 2")).is_err());
     assert!(log.flush().is_err());
+}
+
+#[test]
+fn records_lost_to_writes_failing_in_a_row_are_counted_once_each() {
+    // Every write fails (a full disk): each retry carries the stand-in record of the numbers
+    // lost before, which must not count them again (an operations review read 268 in
+    // `tollgate_audit_records_lost_total` for 14 records lost).
+    let log = AuditLog::open(Path::new("/dev/full")).unwrap();
+    for i in 1..=5u64 {
+        assert!(log.append(&event(&format!("SELECT {i}"))).is_err());
+        assert_eq!(log.write_stats().lost, i, "after {i} failed writes");
+    }
+    // A batch of several records, behind the stand-in: each new one counted once.
+    for i in 0..3 {
+        log.append_deferred(&event(&format!("outcome {i}")))
+            .unwrap();
+    }
+    assert!(log.flush().is_err());
+    let stats = log.write_stats();
+    assert_eq!((stats.lost, stats.records), (8, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,7 +358,8 @@ async fn a_commit_dropped_while_gathering_does_not_stall_the_others() {
         log.write_stats(),
         WriteStats {
             writes: 1,
-            records: 2
+            records: 2,
+            lost: 0,
         }
     );
 }

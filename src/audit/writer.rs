@@ -305,7 +305,9 @@ impl Writer {
         data: &[u8],
     ) -> Failure {
         let mut kinds = LostKinds::default();
+        let mut fresh = 0;
         for entry in from.1 {
+            fresh += u64::from(!matches!(entry, Entry::Lost { .. }));
             match entry {
                 Entry::Record { start, len } => kinds.count_fields(&data[*start..*start + *len]),
                 // The records it stood in for, and the number it took (one of theirs).
@@ -322,6 +324,7 @@ impl Writer {
                 error: error.into(),
                 rotate,
                 kinds,
+                fresh,
             },
             broken: false,
         }
