@@ -223,14 +223,29 @@ impl Gateway {
         errors
     }
 
-    /// Re-reads the admin tokens file; on error the running tokens stay.
+    /// Re-reads the admin tokens file; on error the running tokens stay, and so they do when
+    /// the file is gone or lists no token (`AdminTokens::may_replace`).
     pub fn reload_admin_tokens(&self) -> Result<(), SourceError> {
-        match AdminTokens::load(&self.config.admin.tokens_file) {
+        let path = &self.config.admin.tokens_file;
+        let running = self.admin_tokens.load();
+        let loaded = AdminTokens::load(path).and_then(|t| {
+            t.may_replace(&running)
+                .map(|()| t)
+                .map_err(|why| SourceError::semantic(path, why))
+        });
+        match loaded {
             Ok(t) => {
+                if t.is_empty() && !running.is_empty() {
+                    warn!("the admin tokens file lists `token = []`: every admin token is revoked");
+                }
                 self.admin_tokens.store(Arc::new(t));
+                metrics::counter!("tollgate_admin_tokens_reloads_total", "result" => "ok")
+                    .increment(1);
                 Ok(())
             }
             Err(e) => {
+                metrics::counter!("tollgate_admin_tokens_reloads_total", "result" => "error")
+                    .increment(1);
                 warn!(error = %e, "admin tokens reload failed; keeping the running ones");
                 Err(e)
             }

@@ -164,3 +164,55 @@ async fn reload_valid_then_invalid_then_back() {
     let n = traffic.await.unwrap();
     assert!(n > 10, "traffic ran during the reloads ({n} statements)");
 }
+
+/// A gateway of the test's own on a copy of the demo's files (which it may break).
+async fn own_gateway() -> (tollgate::gateway::Running, tempfile::TempDir) {
+    let dir = support::copy_demo_dir();
+    let config = tollgate::config::Config::load(&dir.path().join("tollgate.toml")).unwrap();
+    (tollgate::gateway::start(config).await.unwrap(), dir)
+}
+
+/// A deleted or emptied admin tokens file is what a mistake or a half-done write leaves: the
+/// running tokens stay (an operations review was locked out of the admin API within 2 s), the
+/// reload says why and counts it. `token = []` written on purpose revokes them all.
+#[test]
+fn admin_tokens_outlive_a_deleted_or_emptied_file_but_not_an_empty_list() {
+    use support::{admin_request, AdminAs};
+    harness().runtime.block_on(async {
+        let (running, dir) = own_gateway().await;
+        let file = dir.path().join("admin_tokens.toml");
+        let good = std::fs::read(&file).unwrap();
+        let base = format!("http://{}", running.admin_addr.unwrap());
+        let stats = || admin_request(&base, "GET", "/api/v1/stats", AdminAs::Viewer);
+        let reload = || admin_request(&base, "POST", "/api/v1/reload", AdminAs::Admin);
+        assert_eq!(stats().await.0, 200);
+        for gone in ["deleted", "emptied", "comments only"] {
+            match gone {
+                "deleted" => std::fs::remove_file(&file).unwrap(),
+                "emptied" => std::fs::write(&file, "").unwrap(),
+                _ => std::fs::write(&file, "# admin tokens\n").unwrap(),
+            }
+            let (status, body) = reload().await;
+            assert_eq!(status, 422, "{gone}: {body}");
+            let errors = body["errors"].to_string();
+            assert!(
+                errors.contains("admin tokens") && errors.contains("token = []"),
+                "{gone}: {errors}"
+            );
+            assert_eq!(stats().await.0, 200, "{gone}: the running tokens stay");
+        }
+        let (_, metrics) = admin_request(&base, "GET", "/metrics", AdminAs::Viewer).await;
+        let failed = support::metric(
+            metrics.as_str().unwrap(),
+            "tollgate_admin_tokens_reloads_total{result=\"error\"}",
+        );
+        assert!(failed.is_some_and(|n| n >= 3.0), "{failed:?}");
+
+        std::fs::write(&file, &good).unwrap();
+        assert_eq!(reload().await.0, 200);
+        std::fs::write(&file, "token = []\n").unwrap();
+        assert_eq!(reload().await.0, 200, "an empty list is a valid file");
+        assert_eq!(stats().await.0, 401, "every admin token revoked");
+        running.shutdown();
+    });
+}

@@ -55,11 +55,23 @@ pub struct TokenRecord {
     pub login_verifier: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct TokensFile {
-    #[serde(default, rename = "token")]
+    #[serde(rename = "token")]
     pub tokens: Vec<TokenRecord>,
+    /// Whether the file lists its tokens: `[[token]]` tables, or `token = []` (what `save`
+    /// writes for none). A missing, empty or comment-only file does not: that is what a
+    /// deletion or a truncated write leaves, and a reload does not read it as "revoke all".
+    #[serde(skip)]
+    pub listed: bool,
+}
+
+/// The file as written: `token` absent told apart from `token = []`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Written {
+    #[serde(rename = "token")]
+    tokens: Option<Vec<TokenRecord>>,
 }
 
 /// A new random admin token: `tga_` and 48 hex characters (192 bits).
@@ -76,7 +88,12 @@ impl TokensFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TokensFile::default()),
             Err(e) => return Err(SourceError::io(path, &e)),
         };
-        toml::from_str(&text).map_err(|e| SourceError::from_toml(path, &text, &e))
+        let written: Written =
+            toml::from_str(&text).map_err(|e| SourceError::from_toml(path, &text, &e))?;
+        Ok(TokensFile {
+            listed: written.tokens.is_some(),
+            tokens: written.tokens.unwrap_or_default(),
+        })
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
@@ -163,11 +180,14 @@ pub struct AdminTokens {
     refused: Mutex<Refused>,
     /// Full checks (PBKDF2 over every verifier) done since these tokens were loaded.
     checks: std::sync::atomic::AtomicU64,
+    /// The file listed them (`TokensFile::listed`), even if none.
+    listed: bool,
 }
 
 impl AdminTokens {
     pub fn load(path: &Path) -> Result<AdminTokens, SourceError> {
         let file = TokensFile::load(path)?;
+        let listed = file.listed;
         let mut records = Vec::new();
         for t in file.tokens {
             let bad = |what: &str, e: &str| {
@@ -188,12 +208,27 @@ impl AdminTokens {
         }
         Ok(AdminTokens {
             records,
+            listed,
             ..AdminTokens::default()
         })
     }
 
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// Whether these tokens, read at a reload, may take the place of `running`. A file that
+    /// lists no token (missing, empty, comments only) may not when tokens are in use: a file
+    /// deleted by mistake or caught half-written would lock every operator out of the admin
+    /// API. Revoking them all takes an explicit `token = []` (docs/operations.md).
+    pub fn may_replace(&self, running: &AdminTokens) -> Result<(), String> {
+        if !self.is_empty() || self.listed || running.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "the file is missing or lists no token; keeping the {} running admin token(s) (write `token = []` to revoke them all)",
+            running.records.len()
+        ))
     }
 
     /// What is remembered of `token`: passed before, failed before, or not seen (one SHA-256).
@@ -328,6 +363,44 @@ mod tests {
         .unwrap();
         let err = AdminTokens::load(&path).unwrap_err().to_string();
         assert!(err.contains("t.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn only_a_file_that_lists_no_token_on_purpose_revokes_the_running_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin_tokens.toml");
+        let mut f = TokensFile::default();
+        f.add("ops", Role::Admin, &generate_admin_token()).unwrap();
+        f.save(&path).unwrap();
+        let running = AdminTokens::load(&path).unwrap();
+        assert!(running.listed && running.may_replace(&running).is_ok());
+        // What a deletion or a truncated write leaves: the running tokens stay.
+        let header = "# tollgate admin tokens: written by `tollgate admin-token add`.\n\n";
+        for text in [None, Some(""), Some(" \n"), Some(header)] {
+            match text {
+                None => std::fs::remove_file(&path).unwrap(),
+                Some(t) => std::fs::write(&path, t).unwrap(),
+            }
+            let read = AdminTokens::load(&path).unwrap();
+            assert!(read.is_empty() && !read.listed, "{text:?}");
+            let why = read.may_replace(&running).unwrap_err();
+            assert!(
+                why.contains("keeping the 1 running admin token(s)") && why.contains("token = []"),
+                "{why}"
+            );
+            // At startup (nothing running) it means no tokens, as before.
+            assert!(read.may_replace(&AdminTokens::default()).is_ok());
+        }
+        // Written on purpose, by hand or by `save`: every token is revoked.
+        std::fs::write(&path, "token = []\n").unwrap();
+        assert!(AdminTokens::load(&path)
+            .unwrap()
+            .may_replace(&running)
+            .is_ok());
+        TokensFile::default().save(&path).unwrap();
+        let none = AdminTokens::load(&path).unwrap();
+        assert!(none.is_empty() && none.listed);
+        assert!(none.may_replace(&running).is_ok());
     }
 
     #[test]

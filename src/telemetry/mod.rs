@@ -131,6 +131,10 @@ fn describe() {
         "Vault reloads by result (ok, error)"
     );
     describe_counter!(
+        "tollgate_admin_tokens_reloads_total",
+        "Admin tokens file reloads by result (ok, error: kept the running tokens)"
+    );
+    describe_counter!(
         "tollgate_audit_write_failures_total",
         "Audit log writes that failed (the statements were not run)"
     );
