@@ -19,6 +19,10 @@ use crate::policy::{Engine, PolicyContext, PolicySet};
 use crate::session::{Core, CoreParts, Phase};
 use crate::vault::{MasterKey, Vault, VaultError};
 
+mod file_watch;
+
+pub use file_watch::{reload_on_file_change, reload_on_sighup};
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("{0}")]
@@ -59,6 +63,8 @@ pub struct Gateway {
     pub started: std::time::Instant,
     /// Wakes the schema refresher (after a policy reload).
     schema_refresh: tokio::sync::Notify,
+    /// Held through every reload (file watcher, SIGHUP, admin API), so two never interleave.
+    reloading: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -130,6 +136,7 @@ impl Gateway {
             admin_tokens: ArcSwap::from_pointee(admin_tokens),
             started: std::time::Instant::now(),
             schema_refresh: tokio::sync::Notify::new(),
+            reloading: std::sync::Mutex::new(()),
         })
     }
 
@@ -138,8 +145,16 @@ impl Gateway {
         self.doors.iter().find(|d| d.serves(name))
     }
 
+    /// One reload at a time. Reloads read files: call them off the async workers
+    /// ([`off_workers`]).
+    fn one_reload(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A reload that panicked left nothing half-swapped (each part is one store).
+        self.reloading.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Re-reads agents and policies; on any error the running ones stay in force.
     pub fn reload(&self) -> Result<(), SourceError> {
+        let _one = self.one_reload();
         self.reload_policies()?;
         self.schema_refresh.notify_one();
         Ok(())
@@ -167,6 +182,11 @@ impl Gateway {
     /// Re-reads the vault (and the master key): new upstream credentials apply to new upstream
     /// connections. On any error the running credentials stay in force.
     pub fn reload_vault(&self) -> Result<(), GatewayError> {
+        let _one = self.one_reload();
+        self.reread_vault()
+    }
+
+    fn reread_vault(&self) -> Result<(), GatewayError> {
         let result = (|| {
             let key = MasterKey::load(self.config.vault.key_file.as_deref())?;
             let mask_key = mask_hash_key(&key);
@@ -203,9 +223,10 @@ impl Gateway {
     /// `POST /api/v1/reload`).
     /// Each part is kept as it was if its reload fails; the errors are returned.
     pub fn reload_all(&self) -> Vec<ReloadError> {
+        let _one = self.one_reload();
         let mut errors = Vec::new();
         let policies = self.reload_policies();
-        if let Err(e) = self.reload_vault() {
+        if let Err(e) = self.reread_vault() {
             errors.push(ReloadError::Vault(e));
         }
         // Only now: a refresh asked for before the new credentials were in force logged in with
@@ -214,10 +235,10 @@ impl Gateway {
             Ok(()) => self.schema_refresh.notify_one(),
             Err(e) => errors.insert(0, ReloadError::Policies(e)),
         }
-        if let Err(e) = self.reload_admin_tokens() {
+        if let Err(e) = self.reread_admin_tokens() {
             errors.push(ReloadError::AdminTokens(e));
         }
-        if let Err(e) = self.reload_tls() {
+        if let Err(e) = self.reread_tls() {
             errors.push(ReloadError::Tls(e));
         }
         errors
@@ -226,6 +247,11 @@ impl Gateway {
     /// Re-reads the admin tokens file; on error the running tokens stay, and so they do when
     /// the file is gone or lists no token (`AdminTokens::may_replace`).
     pub fn reload_admin_tokens(&self) -> Result<(), SourceError> {
+        let _one = self.one_reload();
+        self.reread_admin_tokens()
+    }
+
+    fn reread_admin_tokens(&self) -> Result<(), SourceError> {
         let path = &self.config.admin.tokens_file;
         let running = self.admin_tokens.load();
         let loaded = AdminTokens::load(path).and_then(|t| {
@@ -255,6 +281,11 @@ impl Gateway {
     /// Reads the certificate and key again; on any error the current ones stay in force.
     /// Open sessions keep their connections; new handshakes use the new certificate.
     pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        let _one = self.one_reload();
+        self.reread_tls()
+    }
+
+    fn reread_tls(&self) -> Result<(), crate::tls::TlsError> {
         let Some(files) = &self.config.tls else {
             return Ok(());
         };
@@ -463,96 +494,15 @@ async fn flush_audit_periodically(gateway: Arc<Gateway>, mut shutdown: watch::Re
     }
 }
 
-/// What the policy files look like on disk: (path, modified time, length) of the agents file, the
-/// admin tokens file and every policy file. A change means "reload".
-fn policy_files_signature(
-    config: &Config,
-) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>, u64)> {
-    let stat = |p: std::path::PathBuf| {
-        let meta = std::fs::metadata(&p).ok();
-        let modified = meta.as_ref().and_then(|m| m.modified().ok());
-        (p, modified, meta.map(|m| m.len()).unwrap_or(0))
-    };
-    let mut sig = vec![
-        stat(config.agents_file.clone()),
-        stat(config.admin.tokens_file.clone()),
-    ];
-    if let Ok(entries) = std::fs::read_dir(&config.policies_dir) {
-        let mut files: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        files.sort();
-        sig.extend(files.into_iter().map(stat));
-    }
-    sig
-}
-
-/// The certificate and key files, as [`policy_files_signature`] sees files.
-fn tls_files_signature(
-    config: &Config,
-) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>, u64)> {
-    let stat = |p: &std::path::Path| {
-        let meta = std::fs::metadata(p).ok();
-        let modified = meta.as_ref().and_then(|m| m.modified().ok());
-        (
-            p.to_path_buf(),
-            modified,
-            meta.map(|m| m.len()).unwrap_or(0),
-        )
-    };
-    config
-        .tls
-        .iter()
-        .flat_map(|t| [stat(&t.cert_file), stat(&t.key_file)])
-        .collect()
-}
-
-/// Reloads agents and policies, and the TLS certificate, when their files change (checked
-/// every `every`).
-/// Stops when `stopping` says so: a gateway shutting down (the demo removes its files right
-/// after) does not try to reload what is being removed.
-pub fn reload_on_file_change(
-    gateway: Arc<Gateway>,
-    every: std::time::Duration,
-    mut stopping: watch::Receiver<bool>,
-) {
-    // Taken before returning, so a change made right after this call is never missed.
-    let mut last = policy_files_signature(&gateway.config);
-    let mut last_tls = tls_files_signature(&gateway.config);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tokio::select! {
-                biased;
-                _ = stopping.changed() => return,
-                _ = tick.tick() => {}
-            }
-            if *stopping.borrow() {
-                return;
-            }
-            let now = policy_files_signature(&gateway.config);
-            if now != last {
-                last = now;
-                let _ = gateway.reload();
-                let _ = gateway.reload_admin_tokens();
-            }
-            let now = tls_files_signature(&gateway.config);
-            if now != last_tls {
-                last_tls = now;
-                let _ = gateway.reload_tls();
-            }
-        }
-    });
-}
-
-/// Reloads policies, agents, the vault, the admin tokens and the TLS certificate on SIGHUP
-/// until the process ends.
-pub fn reload_on_sighup(gateway: Arc<Gateway>) {
-    tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            let _ = gateway.reload_all();
-        }
-    });
+/// Runs `reload` on the blocking pool. Reloads open and parse files, and the gateway has one
+/// async worker by default (`[runtime] worker_threads`): a file slow to read (a network
+/// filesystem) must delay the reload, never every door. `None` if the reload panicked.
+pub async fn off_workers<T: Send + 'static>(
+    gateway: &Arc<Gateway>,
+    reload: impl FnOnce(&Gateway) -> T + Send + 'static,
+) -> Option<T> {
+    let gateway = gateway.clone();
+    tokio::task::spawn_blocking(move || reload(&gateway))
+        .await
+        .ok()
 }

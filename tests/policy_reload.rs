@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use bson::doc;
@@ -215,4 +216,113 @@ fn admin_tokens_outlive_a_deleted_or_emptied_file_but_not_an_empty_list() {
         assert_eq!(stats().await.0, 401, "every admin token revoked");
         running.shutdown();
     });
+}
+
+/// `answer`'s result, or an error if it takes over 5 s.
+async fn within(
+    what: &str,
+    answer: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .unwrap_or_else(|_| Err(format!("{what}: no answer in 5 s")))
+}
+
+/// A FIFO named like a policy file (a process substitution, a mis-made file) that nobody ever
+/// opens for writing. An operations review found the watcher's reload opening it on the
+/// gateway's one async worker: PostgreSQL, Redis and /healthz hung until someone wrote to it.
+/// Now the reload refuses it at once (the last good policy stays) and runs off the workers.
+#[test]
+fn a_fifo_in_the_policies_folder_never_blocks_the_doors() {
+    let env = &harness().env;
+    let dir = support::copy_demo_dir();
+    let config = tollgate::config::Config::load(&dir.path().join("tollgate.toml")).unwrap();
+    // One async worker, as `tollgate serve` runs by default.
+    assert_eq!(config.runtime.worker_threads, 1);
+    let rt = config.runtime.build().unwrap();
+    let running = rt.block_on(async {
+        let running = tollgate::gateway::start(config).await.unwrap();
+        tollgate::gateway::reload_on_file_change(
+            running.gateway.clone(),
+            Duration::from_millis(100),
+            running.stopping(),
+        );
+        running
+    });
+    let fifo = dir.path().join("policies").join("zz_fifo.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Several ticks of the watcher.
+    std::thread::sleep(Duration::from_millis(800));
+
+    let pg_url = env.pg_url("analyst").replace(
+        &format!(":{}/", env.pg_port),
+        &format!(":{}/", running.pg_addr.unwrap().port()),
+    );
+    let redis_url = env.redis_url("analyst").replace(
+        &format!(":{}", env.redis_port),
+        &format!(":{}", running.redis_addr.unwrap().port()),
+    );
+    let healthz = format!("http://{}/healthz", running.admin_addr.unwrap());
+    let answered = harness().runtime.block_on(async {
+        let pg = within("PostgreSQL", async {
+            let c = support::connect_url(&pg_url)
+                .await
+                .map_err(|e| e.to_string())?;
+            c.simple_query("SELECT count(*) FROM orders")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        let redis = within("Redis", async {
+            let mut r = redis::Client::open(redis_url.as_str())
+                .map_err(|e| e.to_string())?
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut r)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        let health = within("/healthz", async {
+            let status = reqwest::get(&healthz).await.map_err(|e| e.to_string())?;
+            (status.status() == 200)
+                .then_some(())
+                .ok_or_else(|| format!("/healthz: {}", status.status()))
+        });
+        [pg.await, redis.await, health.await]
+    });
+    // A reload now answers at once, naming the file; the last good policy stays in force.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let gateway = running.gateway.clone();
+    std::thread::spawn(move || tx.send(gateway.reload()));
+    let reload = rx.recv_timeout(Duration::from_secs(5));
+
+    // Whatever happened, let a reader still waiting on the FIFO go (a writer that opens and
+    // closes at once), then stop the gateway without waiting for its blocking threads.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo);
+    let _ = std::fs::remove_file(&fifo);
+    running.shutdown();
+    drop(running);
+    rt.shutdown_background();
+
+    for a in &answered {
+        assert!(a.is_ok(), "{answered:?}");
+    }
+    let err = reload
+        .expect("the reload answers at once")
+        .expect_err("a FIFO is not a policy file");
+    let err = err.to_string();
+    assert!(
+        err.contains("zz_fifo.toml") && err.contains("not a regular file"),
+        "{err}"
+    );
 }

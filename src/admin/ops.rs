@@ -13,7 +13,7 @@ use super::auth::{Admin, Viewer};
 use super::error::ApiError;
 use super::probe::{probe, ProbeRecord};
 use super::State;
-use crate::gateway::ReloadError;
+use crate::gateway::{Gateway, ReloadError};
 use crate::session::Phase;
 use crate::telemetry::DECISIONS;
 
@@ -186,11 +186,13 @@ pub async fn reload(
     let gw = state.gw.clone();
     tracing::info!(admin = %caller.name, "reload requested through the admin API");
     let recorded = actions::start(&state, &caller, &client, "reload", None).await?;
-    let errors = match tokio::task::spawn_blocking(move || gw.reload_all()).await {
-        Ok(errors) => errors,
-        Err(e) => {
+    let errors = match crate::gateway::off_workers(&gw, Gateway::reload_all).await {
+        Some(errors) => errors,
+        None => {
             recorded.finish(Err("the reload task failed".into())).await;
-            return Err(ApiError::Internal(format!("reload failed: {e}")));
+            return Err(ApiError::Internal(
+                "reload failed: the reload task panicked".into(),
+            ));
         }
     };
     // Which parts kept their running version; the details (file, line) are in the answer and

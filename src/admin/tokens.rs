@@ -83,7 +83,7 @@ pub fn generate_admin_token() -> String {
 
 impl TokensFile {
     pub fn load(path: &Path) -> Result<TokensFile, SourceError> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::config::read_regular_file(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TokensFile::default()),
             Err(e) => return Err(SourceError::io(path, &e)),

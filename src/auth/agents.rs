@@ -54,7 +54,7 @@ pub fn valid_agent_name(name: &str) -> bool {
 
 impl AgentsFile {
     pub fn load(path: &Path) -> Result<AgentsFile, SourceError> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::config::read_regular_file(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AgentsFile::default()),
             Err(e) => return Err(SourceError::io(path, &e)),

@@ -1,6 +1,7 @@
 //! `tollgate.toml`: listeners, upstreams, vault, audit, agents and policies, as one validated value.
 
 mod audit;
+mod regular_file;
 mod source_error;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ pub use audit::{
     parse_interval, split_host_port, AuditConfig, RedisOutcomes, RotateConfig, SyslogConfig,
     WebhookConfig, FACILITIES,
 };
+pub use regular_file::read_regular_file;
 pub use source_error::{SourceError, SourceLocation};
 
 /// The whole configuration, with every relative path already resolved against the config file's folder.

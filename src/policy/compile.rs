@@ -113,7 +113,8 @@ impl PolicySet {
         paths.sort();
         let mut sources = Vec::new();
         for path in paths {
-            let text = std::fs::read_to_string(&path).map_err(|e| SourceError::io(&path, &e))?;
+            let text =
+                crate::config::read_regular_file(&path).map_err(|e| SourceError::io(&path, &e))?;
             sources.push((path, text));
         }
         PolicySet::from_sources(sources, ctx)
