@@ -45,36 +45,74 @@ fn tls_files_signature(config: &Config) -> Signature {
         .collect()
 }
 
+/// When a change is reloaded: once the files have looked the same for two ticks in a row.
+/// A file written in place (`cat > f`, an editor saving without a rename) is half-written for
+/// a while, and a tick that falls inside the write sees a prefix that may well parse: the
+/// review cut a policy file just before its `mask = {...}` line, the watcher put it in force
+/// and the columns went out unmasked until the rest arrived. A write still going on at the
+/// next tick changes the length or the modified time, so it is waited for.
+struct Settling<T> {
+    /// What the files looked like at the last reload (or at start).
+    applied: T,
+    /// A change seen at the previous tick, not reloaded yet.
+    seen: Option<T>,
+}
+
+impl<T: PartialEq> Settling<T> {
+    fn new(now: T) -> Settling<T> {
+        Settling {
+            applied: now,
+            seen: None,
+        }
+    }
+
+    /// Takes this tick's look at the files; whether to reload now.
+    fn settled(&mut self, now: T) -> bool {
+        if now == self.applied {
+            self.seen = None;
+            return false;
+        }
+        if self.seen.as_ref() == Some(&now) {
+            self.applied = now;
+            self.seen = None;
+            return true;
+        }
+        self.seen = Some(now);
+        false
+    }
+}
+
 /// The files the watcher compares from one tick to the next.
 struct Watched {
-    policies: Signature,
-    tls: Signature,
+    policies: Settling<Signature>,
+    tls: Settling<Signature>,
 }
 
 impl Watched {
     fn now(config: &Config) -> Watched {
         Watched {
-            policies: policy_files_signature(config),
-            tls: tls_files_signature(config),
+            policies: Settling::new(policy_files_signature(config)),
+            tls: Settling::new(tls_files_signature(config)),
         }
     }
 
-    /// One tick (on the blocking pool): reloads what changed since the last one.
+    /// One tick (on the blocking pool): reloads what changed and then stayed as it was.
     fn tick(&mut self, gateway: &Gateway) {
-        let now = Watched::now(&gateway.config);
-        if now.policies != self.policies {
+        if self
+            .policies
+            .settled(policy_files_signature(&gateway.config))
+        {
             let _ = gateway.reload();
             let _ = gateway.reload_admin_tokens();
         }
-        if now.tls != self.tls {
+        if self.tls.settled(tls_files_signature(&gateway.config)) {
             let _ = gateway.reload_tls();
         }
-        *self = now;
     }
 }
 
 /// Reloads agents, policies and admin tokens, and the TLS certificate, when their files change
-/// (checked every `every`).
+/// (checked every `every`) and then stay unchanged for one more check ([`Settling`]).
 /// Stops when `stopping` says so: a gateway shutting down (the demo removes its files right
 /// after) does not try to reload what is being removed.
 pub fn reload_on_file_change(
@@ -121,4 +159,65 @@ pub fn reload_on_sighup(gateway: Arc<Gateway>) {
             let _ = off_workers(&gateway, Gateway::reload_all).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settling;
+
+    /// Each tick's look at the files (a letter per state), and whether that tick reloads.
+    fn check(ticks: &[(&str, bool)]) {
+        let mut s = Settling::new("a");
+        for (i, (now, reload)) in ticks.iter().enumerate() {
+            assert_eq!(s.settled(*now), *reload, "tick {i} ({now}) of {ticks:?}");
+        }
+    }
+
+    #[test]
+    fn a_change_is_reloaded_once_it_stayed_the_same_for_a_tick() {
+        check(&[
+            ("a", false),
+            ("b", false),
+            ("b", true),
+            ("b", false),
+            ("b", false),
+        ]);
+    }
+
+    #[test]
+    fn a_file_still_being_written_is_waited_for() {
+        // b, c, d: a write seen half-way three times (growing), then e: the whole file.
+        check(&[
+            ("b", false),
+            ("c", false),
+            ("d", false),
+            ("e", false),
+            ("e", true),
+        ]);
+    }
+
+    #[test]
+    fn a_change_undone_before_it_settled_reloads_nothing() {
+        check(&[
+            ("b", false),
+            ("a", false),
+            ("a", false),
+            ("b", false),
+            ("b", true),
+        ]);
+    }
+
+    #[test]
+    fn after_a_reload_the_next_change_settles_the_same_way() {
+        check(&[
+            ("b", false),
+            ("b", true),
+            ("c", false),
+            ("c", true),
+            // Back to what is in force before it settled: nothing to reload.
+            ("d", false),
+            ("c", false),
+            ("c", false),
+        ]);
+    }
 }
