@@ -1028,6 +1028,8 @@ fn on_frame(
             // A cursor DECLAREd under an older policy, read directly as a portal or by a
             // prepared FETCH: its query judged again.
             let stale_cursor = match &checked {
+                // Nothing to look at without a declared cursor (and no parse of the text).
+                _ if state.declared.is_empty() => None,
                 None => cursor_refusal(
                     ctx,
                     state,
