@@ -526,20 +526,16 @@ async fn certificate_reload_serves_new_handshakes_and_keeps_open_sessions() {
 }
 
 /// Over TLS too, a client refused while still sending reads why: the gateway drains the rest
-/// of the connection's bytes (through a duplicate of the socket, under the TLS stream) before
-/// it closes, instead of resetting it under the client's write.
+/// of the connection's bytes (from the socket under the TLS stream, `tls::TlsHalf`) before it
+/// closes, instead of resetting it under the client's write.
 #[tokio::test]
 async fn a_tls_client_refused_mid_argument_reads_the_error() {
     let env = &harness().env;
     let mut s = tls_connect(env.redis_tls_port, &env.ca_file, &[])
         .await
         .unwrap();
-    let token = env.token("writer");
-    let auth = format!(
-        "*3\r\n$4\r\nAUTH\r\n$6\r\nwriter\r\n${}\r\n{token}\r\n",
-        token.len()
-    );
-    s.write_all(auth.as_bytes()).await.unwrap();
+    let auth = support::redis_cmd(&["AUTH", "writer", env.token("writer")]);
+    s.write_all(&auth).await.unwrap();
     let mut ok = [0u8; 5];
     s.read_exact(&mut ok).await.unwrap();
     assert_eq!(&ok, b"+OK\r\n");
