@@ -535,6 +535,34 @@ fn series_value(samples: &[(String, f64)], name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// Alerts use `increase()`, which cannot see the first event of a series that did not exist
+/// before it: these are exported from the start.
+#[test]
+fn alerting_counters_are_exported_before_their_first_event() {
+    harness().runtime.block_on(async {
+        let (status, body) = admin("get", "/metrics", AdminAs::Viewer).await;
+        assert_eq!(status, 200);
+        let samples = parse_prometheus(body.as_str().expect("metrics are text"));
+        for (name, label) in [
+            ("tollgate_audit_records_lost_total", None),
+            ("tollgate_audit_write_failures_total", None),
+            ("tollgate_unanalysable_statements_total", None),
+            ("tollgate_redis_desync_total", None),
+            ("tollgate_policy_reloads_total", Some("result=\"error\"")),
+            ("tollgate_vault_reloads_total", Some("result=\"error\"")),
+            ("tollgate_audit_rotations_total", Some("result=\"error\"")),
+        ] {
+            assert!(
+                samples
+                    .iter()
+                    .any(|(s, _)| (s == name || s.starts_with(&format!("{name}{{")))
+                        && label.is_none_or(|l| s.contains(l))),
+                "{name} {label:?} is not exported"
+            );
+        }
+    });
+}
+
 #[test]
 fn metrics_are_prometheus_text_and_move_after_traffic() {
     harness().runtime.block_on(async {

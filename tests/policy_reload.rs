@@ -326,3 +326,58 @@ fn a_fifo_in_the_policies_folder_never_blocks_the_doors() {
         "{err}"
     );
 }
+
+/// The other files a reload re-reads (the master key file, the vault, the TLS certificate and
+/// key) are refused at once when they are FIFOs, as policy files are: opening one for reading
+/// waits for a writer, and reloads are serialized, so one FIFO would have held every later
+/// reload. The running key, credentials and certificate stay in force.
+#[test]
+fn a_fifo_in_place_of_the_vault_key_or_certificate_never_blocks_a_reload() {
+    let _env = &harness().env;
+    let dir = support::copy_demo_dir();
+    let config = tollgate::config::Config::load(&dir.path().join("tollgate.toml")).unwrap();
+    let rt = config.runtime.build().unwrap();
+    let running = rt.block_on(tollgate::gateway::start(config)).unwrap();
+    for file in [
+        "master.key",
+        "vault.json",
+        "tls/server.crt",
+        "tls/server.key",
+    ] {
+        let path = dir.path().join(file);
+        let kept = dir.path().join("kept");
+        std::fs::rename(&path, &kept).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let gateway = running.gateway.clone();
+        std::thread::spawn(move || tx.send(gateway.reload_all()));
+        let errors = rx.recv_timeout(Duration::from_secs(5));
+        // Whatever happened, let a reader still waiting on the FIFO go, and put the file back.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::rename(&kept, &path).unwrap();
+        let errors: Vec<String> = errors
+            .unwrap_or_else(|_| panic!("a reload with {file} a FIFO answers at once"))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            errors.len() == 1
+                && errors[0].contains(file.rsplit('/').next().unwrap())
+                && errors[0].contains("not a regular file"),
+            "{file}: {errors:?}"
+        );
+    }
+    // Everything back in place: a reload succeeds.
+    assert!(running.gateway.reload_all().is_empty());
+    running.shutdown();
+    drop(running);
+    rt.shutdown_background();
+}

@@ -495,7 +495,7 @@ impl UpstreamConfig {
 impl Config {
     /// Reads, parses and validates a config file; relative paths are made relative to its folder.
     pub fn load(path: &Path) -> Result<Config, SourceError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SourceError::io(path, &e))?;
+        let text = read_regular_file(path).map_err(|e| SourceError::io(path, &e))?;
         let mut config = Config::parse(path, &text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);

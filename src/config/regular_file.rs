@@ -1,5 +1,6 @@
-//! Reading the files a reload re-reads (policies, agents, admin tokens) without ever blocking
-//! on one that is not a regular file.
+//! Reading the files a reload re-reads (policies, agents, admin tokens, the vault, the master
+//! key file, the TLS certificate and key) without ever blocking on one that is not a regular
+//! file.
 
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;

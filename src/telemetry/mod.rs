@@ -57,6 +57,7 @@ pub fn install_prometheus() -> Option<PrometheusHandle> {
             match metrics::set_global_recorder(recorder) {
                 Ok(()) => {
                     describe();
+                    start_at_zero();
                     spawn_upkeep(handle.clone());
                     Some(handle)
                 }
@@ -86,6 +87,51 @@ fn spawn_upkeep(handle: PrometheusHandle) {
 /// The installed Prometheus handle, if `install_prometheus` ran.
 pub fn prometheus() -> Option<PrometheusHandle> {
     PROMETHEUS.get().cloned().flatten()
+}
+
+/// The counters an operator alerts on, and whose series do not depend on the config, exist
+/// from the start at 0. A series that appears only at its first increment is invisible to
+/// `increase()`/`rate()` for that increment: an alert on the first lost audit record or the first
+/// failed reload would never fire.
+const STARTS_AT_ZERO: &[(&str, &[(&str, &str)])] = &[
+    ("tollgate_audit_records_lost_total", &[]),
+    ("tollgate_audit_write_failures_total", &[]),
+    ("tollgate_unanalysable_statements_total", &[]),
+    ("tollgate_schema_load_errors_total", &[]),
+    ("tollgate_redis_desync_total", &[]),
+    ("tollgate_idle_in_transaction_timeouts_total", &[]),
+    ("tollgate_login_records_folded_total", &[]),
+    ("tollgate_mcp_cursors_abandoned_total", &[]),
+    ("tollgate_policy_reloads_total", &[("result", "ok")]),
+    ("tollgate_policy_reloads_total", &[("result", "error")]),
+    ("tollgate_vault_reloads_total", &[("result", "ok")]),
+    ("tollgate_vault_reloads_total", &[("result", "error")]),
+    ("tollgate_admin_tokens_reloads_total", &[("result", "ok")]),
+    (
+        "tollgate_admin_tokens_reloads_total",
+        &[("result", "error")],
+    ),
+    ("tollgate_tls_reloads_total", &[("result", "ok")]),
+    ("tollgate_tls_reloads_total", &[("result", "error")]),
+    ("tollgate_audit_rotations_total", &[("result", "ok")]),
+    ("tollgate_audit_rotations_total", &[("result", "error")]),
+    ("tollgate_cancel_requests_total", &[("result", "forwarded")]),
+    ("tollgate_cancel_requests_total", &[("result", "no_server")]),
+    (
+        "tollgate_cancel_requests_total",
+        &[("result", "unknown_key")],
+    ),
+];
+
+fn start_at_zero() {
+    for (name, labels) in STARTS_AT_ZERO {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|(k, v)| metrics::Label::new(*k, *v))
+            .collect();
+        // `increment(0)` registers the series without disturbing a count already taken.
+        metrics::counter!(*name, labels).increment(0);
+    }
 }
 
 fn describe() {

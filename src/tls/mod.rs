@@ -62,8 +62,8 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
         path: path.to_path_buf(),
         source,
     };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(read_err)?
+    let pem = read_pem(path).map_err(read_err)?;
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(read_err)?;
     if certs.is_empty() {
@@ -73,10 +73,18 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Read {
+    let read_err = |source| TlsError::Read {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let pem = read_pem(path).map_err(read_err)?;
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(read_err)
+}
+
+/// A PEM file's text, refusing a FIFO or device: a reload re-reads these, and opening a FIFO
+/// would wait for a writer (`config::read_regular_file`).
+fn read_pem(path: &Path) -> Result<String, rustls_pki_types::pem::Error> {
+    crate::config::read_regular_file(path).map_err(rustls_pki_types::pem::Error::Io)
 }
 
 /// The front end's TLS: one certificate, two server configurations (PostgreSQL offers ALPN

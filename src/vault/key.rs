@@ -47,7 +47,7 @@ impl MasterKey {
         }
         match key_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
+                let text = crate::config::read_regular_file(path)
                     .map_err(|e| VaultError::Key(format!("key file {}: {e}", path.display())))?;
                 MasterKey::parse(&text)
                     .map_err(|e| VaultError::Key(format!("key file {}: {e}", path.display())))

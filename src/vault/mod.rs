@@ -38,8 +38,8 @@ pub enum VaultError {
     WrongKey { path: PathBuf },
     #[error("vault {path}: record \"{name}\" failed authentication (tampered or corrupt)")]
     Tampered { path: PathBuf, name: String },
-    #[error("vault: no secret named \"{0}\"")]
-    Missing(String),
+    #[error("vault: no secret named \"{name}\"{}", if *.file_missing { " (the vault file does not exist)" } else { "" })]
+    Missing { name: String, file_missing: bool },
     #[error(
         "vault: secret names are 1-128 characters of letters, digits, '_', '-', '.' (got {0:?})"
     )]
@@ -90,6 +90,9 @@ pub struct Vault {
     key: MasterKey,
     key_check: Sealed,
     records: BTreeMap<String, Sealed>,
+    /// The file was not there when opened (empty until the first `set` writes it): a missing
+    /// secret then says so, rather than sending the operator to look for a name.
+    file_missing: bool,
 }
 
 impl fmt::Debug for Vault {
@@ -108,7 +111,8 @@ impl Vault {
             path: path.to_path_buf(),
             source,
         };
-        let text = match std::fs::read_to_string(path) {
+        // Never a FIFO: a reload re-reads the vault, and opening one waits for a writer.
+        let text = match crate::config::read_regular_file(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key_check = seal(&key, "", KEY_CHECK_PLAINTEXT);
@@ -117,6 +121,7 @@ impl Vault {
                     key,
                     key_check,
                     records: BTreeMap::new(),
+                    file_missing: true,
                 });
             }
             Err(e) => return Err(io(e)),
@@ -148,6 +153,7 @@ impl Vault {
             key,
             key_check: file.key_check,
             records: file.records,
+            file_missing: false,
         })
     }
 
@@ -160,10 +166,10 @@ impl Vault {
     }
 
     pub fn get(&self, name: &str) -> Result<Secret, VaultError> {
-        let sealed = self
-            .records
-            .get(name)
-            .ok_or_else(|| VaultError::Missing(name.to_string()))?;
+        let sealed = self.records.get(name).ok_or_else(|| VaultError::Missing {
+            name: name.to_string(),
+            file_missing: self.file_missing,
+        })?;
         let plain = open_sealed(&self.key, name, sealed).map_err(|_| VaultError::Tampered {
             path: self.path.clone(),
             name: name.to_string(),
@@ -220,7 +226,7 @@ impl Vault {
         self.save()
     }
 
-    fn save(&self) -> Result<(), VaultError> {
+    fn save(&mut self) -> Result<(), VaultError> {
         let file = VaultFile {
             format: FORMAT.to_string(),
             version: VERSION,
@@ -232,7 +238,9 @@ impl Vault {
         write_private_atomically(&self.path, text.as_bytes()).map_err(|source| VaultError::Io {
             path: self.path.clone(),
             source,
-        })
+        })?;
+        self.file_missing = false;
+        Ok(())
     }
 }
 
@@ -416,6 +424,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut v = Vault::open(&dir.path().join("v.json"), key(1)).unwrap();
         assert!(matches!(v.set("a b", "x"), Err(VaultError::BadName(_))));
-        assert!(matches!(v.get("nope"), Err(VaultError::Missing(_))));
+        let missing = v.get("nope").unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .ends_with("(the vault file does not exist)"),
+            "{missing}"
+        );
+        v.set("a", "x").unwrap();
+        let missing = v.get("nope").unwrap_err().to_string();
+        assert_eq!(missing, "vault: no secret named \"nope\"");
     }
 }
