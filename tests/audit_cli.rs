@@ -340,6 +340,14 @@ fn unusable_input_exits_2() {
     let (code, _, err) = run(&["audit", "verify", dir.path().to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("no audit log files here"), "{err}");
+    // A gateway that has written nothing yet leaves an empty active file: said as such.
+    std::fs::write(dir.path().join("audit.log"), "").unwrap();
+    let (code, _, err) = run(&["audit", "verify", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no audit records yet (audit.log empty)"),
+        "{err}"
+    );
 }
 
 #[test]

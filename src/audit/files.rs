@@ -130,6 +130,8 @@ pub fn list(naming: &Naming) -> std::io::Result<Vec<LogFile>> {
 pub fn list_dir(dir: &Path) -> Result<Vec<LogFile>, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut bases = Vec::new();
+    // An active file the gateway opened but has written nothing to yet.
+    let mut empty = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -140,11 +142,19 @@ pub fn list_dir(dir: &Path) -> Result<Vec<LogFile>, String> {
         let base = base_of(&name);
         if base != name || starts_like_a_record(&entry.path()) {
             bases.push(base.to_string());
+        } else if entry.metadata().is_ok_and(|m| m.len() == 0) {
+            empty.push(name);
         }
     }
     bases.sort();
     bases.dedup();
+    empty.sort();
     match bases.as_slice() {
+        [] if !empty.is_empty() => Err(format!(
+            "{}: no audit records yet ({} empty)",
+            dir.display(),
+            empty.join(", ")
+        )),
         [] => Err(format!("{}: no audit log files here", dir.display())),
         [base] => list(&Naming {
             dir: dir.to_path_buf(),

@@ -64,6 +64,14 @@ impl Shared {
         self.queue.lock().map_err(|_| AuditError::Poisoned)
     }
 
+    /// Counts records that will never be written.
+    fn count_lost(&self, records: u64) {
+        self.counters.records_lost.increment(records);
+        self.counters
+            .lost
+            .fetch_add(records, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn lost(&self, error: std::sync::Arc<str>) -> AuditError {
         AuditError::WriteFailed {
             path: self.path.clone(),
@@ -81,7 +89,8 @@ impl Shared {
         if q.broken.is_some() {
             // The file cannot be trusted any more (see `Queue::broken`): nothing is written,
             // and what is queued is dropped (its waiters fail on the broken status).
-            q.discard();
+            let dropped = q.discard();
+            self.count_lost(dropped);
             return Ok(q);
         }
         if q.entries.is_empty() {
@@ -135,10 +144,7 @@ impl Shared {
                 self.counters.write_failures.increment(1);
                 // Each record once: `lost.from..=lost.to` also spans what a failed stand-in
                 // record stood for, counted when its own write failed.
-                self.counters.records_lost.increment(lost.fresh);
-                self.counters
-                    .lost
-                    .fetch_add(lost.fresh, std::sync::atomic::Ordering::Relaxed);
+                self.count_lost(lost.fresh);
                 error!(
                     path = %self.path.display(),
                     error = %lost.error,
@@ -155,7 +161,9 @@ impl Shared {
                     let to = q.next_seq - 1;
                     q.lost.add(lost.from, to, lost.error.clone());
                     q.broken = Some(lost.error);
-                    q.discard();
+                    // Queued behind the failed batch: never written either.
+                    let dropped = q.discard();
+                    self.count_lost(dropped);
                 } else {
                     q.fail(lost, file);
                 }

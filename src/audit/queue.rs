@@ -261,12 +261,20 @@ impl Queue {
         (first, entries, data)
     }
 
-    /// Drops everything queued (the log is broken: nothing more is written).
-    pub fn discard(&mut self) {
+    /// Drops everything queued (the log is broken: nothing more is written). Returns how many
+    /// records were dropped (a stand-in for records lost earlier is not one of them: those were
+    /// counted when their own write failed).
+    pub fn discard(&mut self) -> u64 {
+        let dropped = self
+            .entries
+            .iter()
+            .filter(|e| !matches!(e, Entry::Lost { .. }))
+            .count() as u64;
         self.entries.clear();
         self.data.clear();
         self.bytes = 0;
         self.first_seq = self.next_seq;
+        dropped
     }
 
     /// Gives back a written batch's vectors, emptied, for the next batch (a huge one's fields
@@ -359,6 +367,11 @@ mod tests {
         );
         assert!(matches!(q.entries[0], Entry::Lost { from: 11, kinds: k, .. } if k == kinds));
         assert_eq!(q.entries.len(), 2);
+        // The log breaks for good: what is queued is dropped. Record 13 is lost now; the
+        // stand-in's records were counted when their write failed.
+        assert_eq!(q.discard(), 1);
+        assert!(q.entries.is_empty());
+        assert_eq!(q.discard(), 0);
     }
 
     #[test]
