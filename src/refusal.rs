@@ -28,6 +28,11 @@ pub enum RefusalClass {
     TlsRequired,
     /// The audit log cannot be written: nothing runs unrecorded.
     AuditUnavailable,
+    /// A cursor the agent names is none of its own (never opened by its sessions, another
+    /// agent's, or closed): answered as the server answers a cursor it does not have, so a
+    /// driver handles it as it would the server's, and another agent's cursor is not told
+    /// apart from one that does not exist.
+    CursorNotFound,
 }
 
 impl RefusalClass {
@@ -43,6 +48,7 @@ impl RefusalClass {
             RefusalClass::TooManyConnections => "53300",
             RefusalClass::TlsRequired => "28000",
             RefusalClass::AuditUnavailable => "58030",
+            RefusalClass::CursorNotFound => "34000",
         }
     }
 
@@ -59,6 +65,7 @@ impl RefusalClass {
                 (462, "IngressRequestRateLimitExceeded")
             }
             RefusalClass::AuditUnavailable => (96, "OperationFailed"),
+            RefusalClass::CursorNotFound => (43, "CursorNotFound"),
         }
     }
 

@@ -202,6 +202,8 @@ fn the_adversarial_table_through_a_live_session() {
             .command(doc! { "getMore": id, "collection": "orders", "$db": "shop" })
             .await;
         refused(&stolen, "builtin: foreign-cursor");
+        // Answered as a cursor the server does not have: not told apart from a wrong id.
+        assert_eq!(stolen.get_i32("code").ok(), Some(43), "{stolen:?}");
         let own = w
             .command(doc! { "getMore": id, "collection": "orders", "batchSize": 2, "$db": "shop" })
             .await;

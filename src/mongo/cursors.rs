@@ -181,9 +181,12 @@ impl Cursors {
                 FOREIGN_CURSOR_RULE,
                 format!("cursor {id} belongs to {}, not {namespace}", c.namespace),
             )),
-            None => Err(Refusal::permission(
+            // CursorNotFound (43), as the server answers: drivers raise their cursor-not-found
+            // error for it.
+            None => Err(Refusal::new(
+                crate::refusal::RefusalClass::CursorNotFound,
                 FOREIGN_CURSOR_RULE,
-                format!("cursor {id} was not opened by this agent's sessions"),
+                format!("cursor id {id} not found among this agent's cursors"),
             )),
         }
     }

@@ -465,16 +465,20 @@ impl FromClient {
             ));
         };
         let verdict = self.policy.check(engine, &command);
-        match (verdict.denial, verdict.judged) {
-            (Some(d), _) if verdict.outcome == crate::policy::Outcome::Block => {
-                Err(changed(d.rule.clone(), &d.message()))
-            }
-            (_, Some(j)) if j.reply == plan => Ok(()),
-            (_, Some(j)) => Err(changed(
+        if !verdict.runs() {
+            // Fail closed: a refusal without its reason still refuses.
+            return Err(match verdict.denial {
+                Some(d) => changed(d.rule.clone(), &d.message()),
+                None => changed(RELOADED_CURSOR_RULE.to_string(), "it is no longer allowed"),
+            });
+        }
+        match verdict.judged {
+            Some(j) if j.reply == plan => Ok(()),
+            Some(j) => Err(changed(
                 j.rule.unwrap_or_else(|| RELOADED_CURSOR_RULE.to_string()),
                 "its masking changed",
             )),
-            (_, None) => Err(changed(
+            None => Err(changed(
                 RELOADED_CURSOR_RULE.to_string(),
                 "it is no longer allowed",
             )),

@@ -165,6 +165,9 @@ fn only_own_cursors_may_be_continued() {
             .ends_with("(rule: builtin: foreign-cursor)"),
         "{d:?}"
     );
+    // As the server answers a cursor it does not have: drivers raise CursorNotFound.
+    assert_eq!(d.get_i32("code").ok(), Some(43), "{d:?}");
+    assert_eq!(d.get_str("codeName").ok(), Some("CursorNotFound"), "{d:?}");
     r.cursors
         .lock()
         .unwrap()
