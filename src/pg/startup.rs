@@ -115,6 +115,19 @@ where
     }
 }
 
+/// Each setting once, with the value given last (names compare as PostgreSQL's do, ignoring
+/// case), in the order they were given. The settings are sorted into the pool key and sent
+/// upstream in that order: a setting given twice would otherwise take whichever value sorts
+/// last, and sessions that meant different values would share connections.
+fn last_wins(all: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in all {
+        out.retain(|(o, _)| !o.eq_ignore_ascii_case(&k));
+        out.push((k, v));
+    }
+    out
+}
+
 fn parse_startup(packet: &Bytes) -> Result<StartupParams, StartupError> {
     let major = u16::from_be_bytes([packet[0], packet[1]]);
     let minor = u16::from_be_bytes([packet[2], packet[3]]);
@@ -138,6 +151,9 @@ fn parse_startup(packet: &Bytes) -> Result<StartupParams, StartupError> {
         .unwrap_or_default();
     let mut user = None;
     let mut database = None;
+    // PostgreSQL applies `options` first, then the other parameters, each in order: the last
+    // value of a setting wins (`last_wins`).
+    let mut from_options: Vec<(String, String)> = Vec::new();
     let mut settings: Vec<(String, String)> = Vec::new();
     let mut protocol_options = Vec::new();
     let mut libpq_parameters_only = true;
@@ -163,7 +179,7 @@ fn parse_startup(packet: &Bytes) -> Result<StartupParams, StartupError> {
                 for (k, v) in parsed {
                     check_client_setting(&k, &v)
                         .map_err(|e| denied(&pairs_user, SETTING_RULE, e))?;
-                    settings.push((k, v));
+                    from_options.push((k, v));
                 }
             }
             k if k.starts_with("_pq_.") => protocol_options.push(k.to_string()),
@@ -183,6 +199,7 @@ fn parse_startup(packet: &Bytes) -> Result<StartupParams, StartupError> {
     let database = database
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| user.clone());
+    let settings = last_wins(from_options.into_iter().chain(settings));
     Ok(StartupParams {
         user,
         database,
@@ -357,6 +374,31 @@ mod tests {
                 ("DateStyle".into(), "ISO".into())
             ]
         );
+        // A setting given twice: the last value wins, and the parameters come after `options`
+        // (a review saw the value that sorted last win, and sessions that meant other values
+        // share its connections).
+        let p = parse_startup(&startup(&[
+            ("user", "a"),
+            ("TimeZone", "Europe/Paris"),
+            (
+                "options",
+                "-c TimeZone=Asia/Tokyo -c timezone=UTC -c DateStyle=ISO",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            p.settings,
+            vec![
+                ("DateStyle".into(), "ISO".into()),
+                ("TimeZone".into(), "Europe/Paris".into())
+            ]
+        );
+        let p = parse_startup(&startup(&[
+            ("user", "a"),
+            ("options", "-c TimeZone=UTC -c TimeZone=Asia/Tokyo"),
+        ]))
+        .unwrap();
+        assert_eq!(p.settings, vec![("TimeZone".into(), "Asia/Tokyo".into())]);
     }
 
     #[test]
