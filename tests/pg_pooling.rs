@@ -526,6 +526,41 @@ fn a_set_local_never_reaches_another_agents_prepared_statements() {
     });
 }
 
+/// The other direction: a session whose settings read a literal otherwise (a session `SET
+/// DateStyle`, pinned; or a `SET LOCAL` in its transaction) prepares its own statement, never
+/// getting the one another agent prepared on the same connection under the defaults (a review
+/// saw the wrong date read, and written).
+#[test]
+fn a_session_with_its_own_settings_never_gets_a_statement_prepared_under_others() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "").await;
+        let sql = "SELECT '01/02/2026'::date::text AS d";
+        let analyst = client(&running, "analyst").await;
+        let stmt = analyst.prepare(sql).await.unwrap();
+        let row = analyst.query_one(&stmt, &[]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), "2026-01-02");
+        for setup in [
+            "SET DateStyle = 'ISO, DMY'",
+            "BEGIN; SET LOCAL DateStyle = 'ISO, DMY'",
+        ] {
+            let writer = client(&running, "writer").await;
+            writer.batch_execute(setup).await.unwrap();
+            let stmt = writer.prepare(sql).await.unwrap();
+            let prepared = writer.query_one(&stmt, &[]).await.unwrap();
+            let plain = writer.query_one(&format!("{sql} "), &[]).await.unwrap();
+            assert_eq!(
+                (prepared.get::<_, String>(0), plain.get::<_, String>(0)),
+                ("2026-02-01".to_string(), "2026-02-01".to_string()),
+                "{setup}"
+            );
+            drop(writer);
+        }
+        // The analyst's statement still reads as the analyst's session does.
+        let row = analyst.query_one(&stmt, &[]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), "2026-01-02");
+    });
+}
+
 /// Backends of a test gateway's role still running `marker`'s statement.
 async fn running(role: &str, marker: &str) -> i64 {
     backends(role, marker).await
@@ -947,6 +982,65 @@ fn one_agent_cannot_hold_the_whole_pool() {
         let fifth = client(&running, "analyst").await;
         assert_eq!(one(&fifth, "SELECT 1").await, "1");
         drop(held);
+    });
+}
+
+/// Statements that only take a session back to the connection's defaults do not pin it: asyncpg's
+/// pool sends `... UNLISTEN *; RESET ALL` at every release and psycopg `DEALLOCATE ALL` after a
+/// failed pipeline, and a review saw idle sessions pinned by them hold the agent's whole share
+/// (the next session refused with 53300).
+#[test]
+fn statements_that_only_clear_state_leave_the_connection_to_the_pool() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(4, "checkout_timeout_ms = 400").await;
+        // Default share of a pool of 4: 3 (before, these three sessions took it all).
+        let mut idle = Vec::new();
+        for reset in [
+            &["SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;"][..],
+            &[
+                "DEALLOCATE ALL",
+                "RESET statement_timeout",
+                "SET lock_timeout TO DEFAULT",
+            ],
+            &["DISCARD ALL", "DISCARD PLANS"],
+        ] {
+            let c = client(&running, "writer").await;
+            assert_eq!(one(&c, "SELECT 1").await, "1");
+            for sql in reset {
+                c.batch_execute(sql).await.unwrap();
+            }
+            idle.push(c);
+        }
+        let fourth = client(&running, "writer").await;
+        let started = Instant::now();
+        assert_eq!(one(&fourth, "SELECT 1").await, "1");
+        assert!(started.elapsed() < Duration::from_millis(350));
+        // Every connection comes back (a reply reaches the client just before its connection is
+        // checked in).
+        let settled = |held: usize| {
+            let running = &running;
+            async move {
+                for _ in 0..100 {
+                    let pool = transaction_pool(running);
+                    if pool.idle + held == pool.open as usize {
+                        return pool;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                panic!("{:?}", transaction_pool(running));
+            }
+        };
+        settled(0).await;
+        // A session pinned by a SET stays pinned through a RESET.
+        let pinned = client(&running, "writer").await;
+        pinned
+            .batch_execute("SET application_name = 'kept'; RESET ALL")
+            .await
+            .unwrap();
+        settled(1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        settled(1).await;
+        drop((idle, pinned));
     });
 }
 

@@ -93,6 +93,12 @@ struct State {
     pinned: bool,
     /// A `SET LOCAL` was let through: the connection is reset when it goes back.
     sets_local: bool,
+    /// A `SET LOCAL` of a setting that changes how text is read was let through in the current
+    /// transaction (until the connection goes back).
+    local_reading: bool,
+    /// Counts statements let through that may change settings (`SET`, `RESET`, `SET LOCAL`,
+    /// functions): a statement prepared after one is another statement (`statement_scope`).
+    reading_epoch: u64,
     /// A cancel cancelled an extended batch while it waited for a server connection: its
     /// messages are skipped to the Sync, which tollgate answers.
     cancelled_batch: bool,
@@ -165,6 +171,8 @@ impl State {
             parses: 0,
             pinned: false,
             sets_local: false,
+            local_reading: false,
+            reading_epoch: 0,
             cancelled_batch: false,
             encoding_window: false,
             in_batch: false,
@@ -178,6 +186,25 @@ impl State {
     /// The attached connection, when statements are renamed on it (transaction pooling).
     fn pooled_server(&self) -> Option<Arc<ServerInfo>> {
         self.server.clone().filter(|_| self.pooled)
+    }
+
+    /// A statement let through may have changed the session's settings: note it for the names
+    /// of statements prepared after it.
+    fn note_settings(&mut self, verdict: &Verdict) {
+        if verdict.leaves_state || verdict.sets_local || verdict.clears_state {
+            self.reading_epoch += 1;
+        }
+        self.local_reading |= verdict.sets_local;
+    }
+
+    /// Whose statements a Parse prepares (`statements::server_statement`): `None`, every
+    /// session's, when the session reads text as the pool's connections do; otherwise this
+    /// session's under its settings of now. A session that changed its settings (pinned: `SET
+    /// DateStyle ...`; or a `SET LOCAL` in its transaction) reads a date literal otherwise, and
+    /// before, it was answered with the statement another session had prepared under the
+    /// defaults (a review saw the wrong date written).
+    fn statement_scope(&self) -> Option<(u64, u64)> {
+        (self.pinned || self.local_reading).then_some((self.session_id, self.reading_epoch))
     }
 
     /// Whether tollgate analyses this session's statements under the current policy.
@@ -623,6 +650,8 @@ async fn give_back(
             Ok(server) => {
                 link.pool.checkin(server, link.take_clean(), true);
                 state.server = None;
+                // The transaction is over: its SET LOCALs with it.
+                state.local_reading = false;
                 return;
             }
             Err(rest) => *attached = Some(rest),
@@ -1070,11 +1099,16 @@ fn on_frame(
             });
             match ctx.record_execute(portal, checked.as_deref(), &state.facts, limits) {
                 Ok(ticket) => {
-                    let leaves = checked.as_ref().is_some_and(|c| c.verdict.leaves_state);
+                    let leaves = checked
+                        .as_ref()
+                        .is_some_and(|c| c.verdict.leaves_state || c.verdict.clears_state);
                     state.may_change_reading(ctx, leaves);
                     // A SET LOCAL prepared in an earlier transaction runs in this one (prepared
                     // again on this connection where missing): reset it when it goes back too.
                     state.sets_local |= checked.as_ref().is_some_and(|c| c.verdict.sets_local);
+                    if let Some(c) = &checked {
+                        state.note_settings(&c.verdict);
+                    }
                     let prepares = match runs {
                         Some(c) => {
                             state.note_cursor(cursor.as_ref(), Some(&c));
@@ -1284,8 +1318,9 @@ fn on_query(
             let prepares = apply_effects(state, &verdict, text, ctx);
             state.pinned |= verdict.leaves_state;
             state.sets_local |= verdict.sets_local;
+            state.note_settings(&verdict);
             state.encoding_window |= words.may_change_encoding();
-            state.may_change_reading(ctx, verdict.leaves_state);
+            state.may_change_reading(ctx, verdict.leaves_state || verdict.clears_state);
             pending.push(Expect::Simple {
                 ticket: Some(ticket),
                 refusal: None,
@@ -1365,9 +1400,10 @@ fn on_parse(
         // Its effects on the session (a PREPARE, a DEALLOCATE) come when a portal of it runs.
         let words = Words::of(text);
         state.encoding_window |= words.may_change_encoding();
-        state.may_change_reading(ctx, verdict.leaves_state);
+        state.may_change_reading(ctx, verdict.leaves_state || verdict.clears_state);
         state.pinned |= verdict.leaves_state;
         state.sets_local |= verdict.sets_local;
+        state.note_settings(&verdict);
         let forwarded = match rewritten {
             Some(sql) => parse_message(frame, name, &sql),
             None => frame.raw.clone(),
@@ -1391,7 +1427,7 @@ fn on_parse(
                 None
             }
             Some(server) => {
-                let stmt = statements::server_statement(&forwarded, name);
+                let stmt = statements::server_statement(&forwarded, name, state.statement_scope());
                 statements::parse(&server, &stmt, pending, out);
                 Some(stmt)
             }

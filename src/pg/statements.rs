@@ -33,12 +33,27 @@ pub struct Unnamed {
 }
 
 /// `forwarded` is the Parse message about to be sent (the client's, or its masking rewrite),
-/// named `client_name`: the same statement under tollgate's name.
-pub fn server_statement(forwarded: &Bytes, client_name: &str) -> ServerStatement {
+/// named `client_name`: the same statement under tollgate's name. `scope`: `None` for a session
+/// that reads text as the pool's connections do (the name is every such session's); otherwise
+/// (session id, settings epoch) of a session whose settings may read the text otherwise (a date
+/// literal under its DateStyle): the name is its own, so it never gets a statement prepared
+/// under other settings, nor gives its own to another session.
+pub fn server_statement(
+    forwarded: &Bytes,
+    client_name: &str,
+    scope: Option<(u64, u64)>,
+) -> ServerStatement {
     let body = &forwarded[5..];
     // name\0 text\0 types: everything after the name identifies the statement.
     let rest = &body[client_name.len() + 1..];
-    let digest = Sha256::digest(rest);
+    let mut hasher = Sha256::new();
+    hasher.update(rest);
+    if let Some((session, epoch)) = scope {
+        hasher.update(b"\0scope");
+        hasher.update(session.to_be_bytes());
+        hasher.update(epoch.to_be_bytes());
+    }
+    let digest = hasher.finalize();
     let name: Arc<str> = format!(
         "{}{}",
         crate::policy::reserved::RESERVED_PREFIX,
@@ -177,16 +192,25 @@ mod tests {
 
     #[test]
     fn the_same_statement_gets_the_same_name_whatever_the_client_called_it() {
-        let a = server_statement(&parse_msg("s1", "SELECT $1", &[23]), "s1");
-        let b = server_statement(&parse_msg("other", "SELECT $1", &[23]), "other");
-        let c = server_statement(&parse_msg("s1", "SELECT $1", &[25]), "s1");
-        let d = server_statement(&parse_msg("s1", "SELECT $1 ", &[23]), "s1");
+        let a = server_statement(&parse_msg("s1", "SELECT $1", &[23]), "s1", None);
+        let b = server_statement(&parse_msg("other", "SELECT $1", &[23]), "other", None);
+        let c = server_statement(&parse_msg("s1", "SELECT $1", &[25]), "s1", None);
+        let d = server_statement(&parse_msg("s1", "SELECT $1 ", &[23]), "s1", None);
         assert_eq!(a.name, b.name);
         assert_eq!(a.parse, b.parse);
         assert_ne!(a.name, c.name, "parameter types are part of the statement");
         assert_ne!(a.name, d.name);
         assert!(a.name.starts_with("tg_") && a.name.len() == 35);
         assert_eq!(&a.parse[5..5 + a.name.len()], a.name.as_bytes());
+        // A session whose settings may read the text otherwise prepares its own, per change of
+        // its settings.
+        let mine =
+            |epoch| server_statement(&parse_msg("s1", "SELECT $1", &[23]), "s1", Some((7, epoch)));
+        assert_ne!(mine(1).name, a.name);
+        assert_ne!(mine(1).name, mine(2).name);
+        assert_eq!(mine(1).name, mine(1).name);
+        let theirs = server_statement(&parse_msg("s1", "SELECT $1", &[23]), "s1", Some((8, 1)));
+        assert_ne!(mine(1).name, theirs.name);
     }
 
     #[test]

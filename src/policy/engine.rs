@@ -53,6 +53,10 @@ pub struct Verdict {
     /// text under `client_encoding`). Under transaction pooling prepared statements are shared
     /// by every session on the connection, so it is reset before another session gets it.
     pub sets_local: bool,
+    /// It holds a statement that takes session state back to the connection's defaults
+    /// (`RESET`, `DISCARD`, `DEALLOCATE`, `UNLISTEN`): it does not pin (`leaves_state` is false
+    /// for it), but settings tollgate reads may change.
+    pub clears_state: bool,
     /// How many statements the text holds, as analysed (each takes one token of the agent's
     /// rate); 0 when it was not analysed (the passthrough fast path, a refusal before analysis).
     pub statements: usize,
@@ -71,6 +75,7 @@ impl Verdict {
             rewrite: None,
             leaves_state: false,
             sets_local: false,
+            clears_state: false,
             statements: 0,
         }
     }
@@ -192,6 +197,7 @@ impl Engine {
                 // Not analysed: whatever it does may outlive its transaction.
                 leaves_state: true,
                 sets_local: false,
+                clears_state: false,
                 statements: 0,
             }),
             schemas: ArcSwap::from_pointee(Default::default()),
@@ -621,6 +627,10 @@ impl Engine {
         let effects = effects_of(&analysis);
         let leaves_state = analysis.statements.iter().any(sql::leaves_session_state);
         let sets_local = analysis.statements.iter().any(sql::sets_local_setting);
+        let clears_state = analysis
+            .statements
+            .iter()
+            .any(sql::only_clears_session_state);
         let statements = analysis.statements.len();
         let judge = |rules: Option<&super::rules::SqlRules>| match rules {
             Some(r) => decide(r, &analysis, session),
@@ -679,6 +689,7 @@ impl Engine {
                 rewrite: None,
                 leaves_state: false,
                 sets_local: false,
+                clears_state: false,
                 statements,
             },
             Ok(()) => match policy
@@ -693,6 +704,7 @@ impl Engine {
                     rewrite,
                     leaves_state,
                     sets_local,
+                    clears_state,
                     statements,
                 },
                 _ => Verdict {
@@ -702,6 +714,7 @@ impl Engine {
                     rewrite,
                     leaves_state,
                     sets_local,
+                    clears_state,
                     statements,
                 },
             },

@@ -65,6 +65,7 @@ impl Rig {
             rewrite: None,
             leaves_state: false,
             sets_local: false,
+            clears_state: false,
             statements: 1,
         };
         self.pg

@@ -18,6 +18,9 @@ const TRANSACTION_SCOPED: [&str; 6] = [
 ];
 
 pub fn leaves_session_state(s: &StatementInfo) -> bool {
+    if only_clears_session_state(s) {
+        return false;
+    }
     let kind_leaves = |k: &StatementKind| match k {
         StatementKind::Select
         | StatementKind::Insert
@@ -69,6 +72,31 @@ pub fn leaves_session_state(s: &StatementInfo) -> bool {
             let sequence_writer = builtin(f) && matches!(name, "nextval" | "setval");
             !(is_safe_builtin_function(f) || sequence_writer)
         })
+}
+
+/// A statement that only takes session state back to what a server connection has when the
+/// pool lends it (`RESET`, `SET x TO DEFAULT`, `DISCARD`, `DEALLOCATE`, `UNLISTEN`): on the
+/// clean connection of a session that keeps nothing (not pinned) it leaves nothing either, so it
+/// does not pin (`leaves_session_state` is false for it). Clients send these routinely: asyncpg's
+/// pool runs `... UNLISTEN *; RESET ALL` at every release, psycopg `DEALLOCATE ALL` after a
+/// failed pipeline; pinning on them had idle sessions hold the agent's whole share of the pool.
+/// A session already pinned stays pinned.
+pub fn only_clears_session_state(s: &StatementInfo) -> bool {
+    s.inner_kind.is_none()
+        && s.functions.is_empty()
+        && s.set_config_calls.is_empty()
+        && matches!(
+            s.kind,
+            StatementKind::Reset { .. }
+                | StatementKind::Set {
+                    value: None,
+                    local: false,
+                    ..
+                }
+                | StatementKind::Discard { .. }
+                | StatementKind::Deallocate { .. }
+                | StatementKind::Unlisten
+        )
 }
 
 /// Settings a `SET LOCAL` may change without a statement prepared meanwhile reading anything
@@ -179,21 +207,50 @@ mod tests {
         for sql in [
             "SET statement_timeout = 10",
             "SET search_path = x",
-            "RESET ALL",
             "PREPARE p AS SELECT 1",
-            "DEALLOCATE p",
             "LISTEN x",
-            "UNLISTEN *",
             "CREATE TEMP TABLE t (a int)",
             "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
             "SELECT set_config('x.y', '1', false)",
             "SELECT pg_advisory_lock(1)",
             "SELECT my_function()",
-            "DISCARD ALL",
             "DO $$ BEGIN END $$",
             "EXPLAIN ANALYZE SELECT my_function()",
+            "SET DateStyle TO 'ISO'",
         ] {
             assert!(leaves(sql), "{sql}");
+        }
+    }
+
+    /// What asyncpg's pool sends at every release and psycopg after a failed pipeline: back to
+    /// the connection's defaults, nothing left on a connection that was clean (a review saw
+    /// idle sessions pinned by them hold the agent's whole share of the pool).
+    #[test]
+    fn statements_that_only_clear_state_do_not_pin() {
+        for sql in [
+            "RESET ALL",
+            "RESET statement_timeout",
+            "RESET ROLE",
+            "SET statement_timeout TO DEFAULT",
+            "DEALLOCATE p",
+            "DEALLOCATE ALL",
+            "UNLISTEN *",
+            "UNLISTEN x",
+            "DISCARD ALL",
+            "DISCARD PLANS",
+            "DISCARD SEQUENCES",
+            "DISCARD TEMP",
+        ] {
+            let a = super::super::analyze(sql).unwrap();
+            let s = &a.statements[0];
+            assert!(
+                only_clears_session_state(s) && !leaves_session_state(s),
+                "{sql}"
+            );
+        }
+        for sql in ["SET LOCAL DateStyle TO DEFAULT", "SELECT 1", "SET x.y = 1"] {
+            let a = super::super::analyze(sql).unwrap();
+            assert!(!only_clears_session_state(&a.statements[0]), "{sql}");
         }
     }
 }
