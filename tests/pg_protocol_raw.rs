@@ -98,6 +98,25 @@ async fn replication_and_unsafe_startup_parameters_are_refused() {
     }
 }
 
+/// A client asking for protocol 3.2 (libpq 18 with max_protocol_version=latest) or for `_pq_.`
+/// options is told the newest version is 3.0, as a whole number as PostgreSQL writes it (it was
+/// 0, which libpq 18 reads as a downgrade to before 3.0 and gives up), and goes on to log in.
+#[tokio::test]
+async fn a_newer_minor_version_is_negotiated_down_to_3_0() {
+    let mut s = open().await;
+    let mut pkt = startup(&[("user", "analyst"), ("database", "shop"), ("_pq_.x", "1")]);
+    pkt[4..8].copy_from_slice(&[0, 3, 0, 2]);
+    s.write_all(&pkt).await.unwrap();
+    let (tag, body) = read_message(&mut s).await;
+    assert_eq!(tag, b'v');
+    assert_eq!(&body[..4], &[0, 3, 0, 0], "{body:?}");
+    assert_eq!(&body[4..8], &1i32.to_be_bytes());
+    assert_eq!(&body[8..], b"_pq_.x\0");
+    // Then the login goes on: the SCRAM request.
+    let (tag, body) = read_message(&mut s).await;
+    assert_eq!((tag, &body[..4]), (b'R', &10i32.to_be_bytes()[..]));
+}
+
 #[tokio::test]
 async fn protocol_2_is_refused() {
     let mut s = open().await;

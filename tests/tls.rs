@@ -243,6 +243,41 @@ async fn ssl_request_then_tls_then_startup_inside() {
     select_one(&mut s).await;
 }
 
+/// A CancelRequest over TLS is closed as PostgreSQL closes it, with close_notify: libpq 17's
+/// cancel API (psycopg's `cancel_safe`) reported a cancel whose TLS ended without one as failed
+/// ("SSL error: unexpected eof while reading"), though it took effect.
+#[tokio::test]
+async fn a_cancel_request_over_tls_ends_with_close_notify() {
+    let env = &harness().env;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", env.pg_port))
+        .await
+        .unwrap();
+    tcp.write_all(&SSL_REQUEST).await.unwrap();
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+    let config = support::tls::client_config(&env.ca_file, &[]);
+    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let mut cancel = 16i32.to_be_bytes().to_vec();
+    cancel.extend_from_slice(&80877102i32.to_be_bytes());
+    cancel.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 9]);
+    s.write_all(&cancel).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed at once");
+    assert!(
+        matches!(read, Ok(0)),
+        "a clean TLS close (close_notify), nothing else: {read:?} {rest:?}"
+    );
+}
+
 #[tokio::test]
 async fn broken_handshakes_close_only_their_own_connection() {
     let env = &harness().env;

@@ -177,8 +177,13 @@ pub fn backend_key_data(pid: i32, secret: i32) -> Bytes {
     encode(BackendKeyData::new(pid, SecretKey::I32(secret)))
 }
 
-pub fn negotiate_protocol_version(newest_minor: i32, unsupported: Vec<String>) -> Bytes {
-    encode(NegotiateProtocolVersion::new(newest_minor, unsupported))
+/// Protocol 3.0 as a startup packet and NegotiateProtocolVersion write it (major << 16 | minor).
+pub const PROTOCOL_3_0: i32 = 3 << 16;
+
+/// `newest`: the newest protocol version the server speaks, as a whole number
+/// ([`PROTOCOL_3_0`]).
+pub fn negotiate_protocol_version(newest: i32, unsupported: Vec<String>) -> Bytes {
+    encode(NegotiateProtocolVersion::new(newest, unsupported))
 }
 
 /// One field of an ErrorResponse/NoticeResponse body (`C` code, `M` message, `V` severity...).

@@ -119,7 +119,13 @@ async fn run(
             return Err(SessionError::Timeout);
         }
         Ok(Ok(Some(x))) => x,
-        Ok(Ok(None)) => return Ok(()), // a cancel request, already handled
+        Ok(Ok(None)) => {
+            // A cancel request, already handled. Closed as PostgreSQL closes it: over TLS with
+            // close_notify first (libpq 17's cancel API reports a cancel whose TLS ended without
+            // one as failed, though it took effect).
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wr.shutdown()).await;
+            return Ok(());
+        }
         Ok(Err(e)) => {
             if let Some(fields) = refusal_of(&e) {
                 send_fatal(&mut wr, fields, Drain::Login).await;
@@ -187,8 +193,10 @@ async fn login(
         return Err(SessionError::Refused(super::refusal::fatal(&refusal)));
     }
     if params.minor_version > 0 || !params.protocol_options.is_empty() {
+        // The newest version tollgate speaks, 3.0, as the whole number (as PostgreSQL sends
+        // it: libpq 18 reads 0 as a downgrade to before 3.0 and gives up).
         wr.write_all(&msg::negotiate_protocol_version(
-            0,
+            msg::PROTOCOL_3_0,
             params.protocol_options.clone(),
         ))
         .await?;
