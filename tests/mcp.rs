@@ -170,6 +170,50 @@ fn missing_or_wrong_bearers_get_401_with_a_json_rpc_error() {
     assert_eq!(body["result"]["serverInfo"]["name"], "tollgate");
 }
 
+/// What is not one JSON-RPC message is answered with a JSON-RPC error (-32600), not the MCP
+/// service's 415 and a line of text, and recorded; a body of too many JSON values is refused
+/// before anything parses it (the MCP review's 4 MiB of `[],` held 260 MB once parsed and
+/// stalled every door while it was parsed).
+#[test]
+fn bodies_that_are_not_one_json_rpc_message_get_a_json_rpc_error() {
+    let many = format!(
+        r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"query","arguments":{{"sql":"select 1","x":[{}[]]}}}}}}"#,
+        "[],".repeat(150_000)
+    );
+    let batch = r#"[{"jsonrpc":"2.0","id":6,"method":"ping"},{"jsonrpc":"2.0","id":7,"method":"tools/list"}]"#;
+    for (body, why) in [
+        (batch, "batches are not supported"),
+        ("[]", "batches are not supported"),
+        (r#""x""#, "not a JSON-RPC message"),
+        (r#"{"id":1,"method":"ping"}"#, "must be \"2.0\""),
+        (
+            r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#,
+            "must be a string or a number",
+        ),
+        (many.as_str(), "more than 100000 JSON values"),
+    ] {
+        let (status, answer) = post_raw("analyst", body);
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["code"], -32600, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{message}");
+    }
+    let refused = audit_lines()
+        .iter()
+        .filter(|l| {
+            l["protocol"] == "mcp"
+                && l["agent"] == "analyst"
+                && l["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("more than 100000 JSON values"))
+        })
+        .count();
+    assert!(refused >= 1, "the refusal is recorded");
+    // The session goes on.
+    let (status, answer) = post_raw("analyst", r#"{"jsonrpc":"2.0","id":8,"method":"ping"}"#);
+    assert_eq!((status, &answer["result"]), (200, &json!({})), "{answer}");
+}
+
 #[test]
 fn every_agent_gets_its_own_tool_list_with_honest_hints() {
     let list = |agent: &str| rpc(agent, "tools/list", json!({}))["result"]["tools"].clone();

@@ -42,6 +42,18 @@ const MAX_HEADER: usize = 512;
 /// Largest request body read: the MCP service's own limit (rmcp's default, 4 MiB).
 const MAX_BODY: usize = 4 << 20;
 
+/// A body holding more JSON values than this is refused before it is parsed. A parsed value
+/// costs far more than its bytes (`[]` is 2 bytes and about 100 once parsed; the body is parsed
+/// up to three times, by the screen here, the MCP service and the tool), and parsing runs on
+/// the async worker every door shares: a review's 4 MiB of `[],` took 260 MB and stalled every
+/// other agent's PostgreSQL and Redis statements for seconds. A tool call needs a few hundred.
+const MAX_JSON_VALUES: usize = 100_000;
+
+/// What one JSON value of a body is counted as in the held budget while the request runs (its
+/// parsed copies): with the body's own bytes, what the agent's requests may hold together is
+/// bounded by `limits.max_held_client_bytes` and the agent's share of it.
+const PARSED_VALUE_BYTES: usize = 256;
+
 /// `Bearer AGENT:TOKEN` → (agent, token). The scheme is case-insensitive; the name ends at the
 /// first `:` (agent names have none).
 pub fn parse_bearer(value: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -136,6 +148,13 @@ pub async fn require_agent(
                 )
             }
         };
+        // What parsing it will hold, counted before anything parses it.
+        let values = json_values(&bytes);
+        if values <= MAX_JSON_VALUES {
+            if let Err(e) = held.track(bytes.len() + values * PARSED_VALUE_BYTES) {
+                return json_rpc_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            }
+        }
         let mut req = Request::from_parts(parts, Body::from(bytes.clone()));
         req.extensions_mut().insert(RawBody(bytes));
         req
@@ -262,6 +281,16 @@ enum Screened {
 /// that is not JSON, -32700; a `tools/call` whose `params` are not an object with a string
 /// `name` and, if any, object `arguments`, -32602), a cancellation, or the service's.
 fn screen(body: &[u8]) -> Screened {
+    let invalid = |why| {
+        Screened::Malformed(Malformed {
+            code: -32600,
+            why,
+            id: serde_json::Value::Null,
+        })
+    };
+    if json_values(body) > MAX_JSON_VALUES {
+        return invalid("the request holds more than 100000 JSON values");
+    }
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
         return Screened::Malformed(Malformed {
             code: -32700,
@@ -269,9 +298,18 @@ fn screen(body: &[u8]) -> Screened {
             id: serde_json::Value::Null,
         });
     };
-    let Some(message) = value.as_object() else {
-        return Screened::Pass;
+    let message = match &value {
+        serde_json::Value::Object(m) => m,
+        // The MCP service answers these with 415 and a line of text; a JSON-RPC client expects
+        // a JSON-RPC error (batches left MCP in its 2025-06-18 revision).
+        serde_json::Value::Array(_) => {
+            return invalid("JSON-RPC batches are not supported: send one message per request")
+        }
+        _ => return invalid("the request is not a JSON-RPC message (an object)"),
     };
+    if let Some(why) = invalid_envelope(message) {
+        return invalid(why);
+    }
     if let Some(id) = cancelled_id(message) {
         return Screened::Cancel(id);
     }
@@ -279,6 +317,59 @@ fn screen(body: &[u8]) -> Screened {
         Some(m) => Screened::Malformed(m),
         None => Screened::Pass,
     }
+}
+
+/// Why `message` is not a JSON-RPC 2.0 request, notification or response, if it is not (the MCP
+/// service would answer 415 with a line of text).
+fn invalid_envelope(message: &serde_json::Map<String, serde_json::Value>) -> Option<&'static str> {
+    if message.get("jsonrpc").and_then(|v| v.as_str()) != Some("2.0") {
+        return Some("not a JSON-RPC 2.0 message: \"jsonrpc\" must be \"2.0\"");
+    }
+    if message
+        .get("id")
+        .is_some_and(|id| !(id.is_string() || id.is_number()))
+    {
+        return Some("a JSON-RPC id must be a string or a number");
+    }
+    let response = message.contains_key("result") || message.contains_key("error");
+    match message.get("method") {
+        Some(m) if m.is_string() => None,
+        Some(_) => Some("a JSON-RPC method must be a string"),
+        None if response => None,
+        None => Some("a JSON-RPC request needs a method"),
+    }
+}
+
+/// How many JSON values `body` may hold, without parsing it: one, plus every `,` `[` and `{`
+/// outside strings (every value after the first follows one of them; empty containers count
+/// twice). Counts past [`MAX_JSON_VALUES`] stop early.
+fn json_values(body: &[u8]) -> usize {
+    let mut values = 1;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b',' | b'[' | b'{' => {
+                values += 1;
+                if values > MAX_JSON_VALUES {
+                    return values;
+                }
+            }
+            _ => {}
+        }
+    }
+    values
 }
 
 #[cfg(test)]
@@ -352,13 +443,59 @@ mod tests {
             call(r#"{"name":"query","arguments":{"sql":"SELECT 1"}}"#),
             call(r#"{"name":"list_upstreams"}"#),
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_string(),
-            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#.to_string(),
+            r#"{"jsonrpc":"2.0","id":"a","method":"tools/list"}"#.to_string(),
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_string(),
+            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_string(),
         ] {
             assert_eq!(malformed_request(fine.as_bytes()), None, "{fine}");
+        }
+        // Not JSON-RPC messages: -32600, not the MCP service's 415 (wire review).
+        for invalid in [
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
+            "[]",
+            r#""x""#,
+            "7",
+            r#"{"id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+        ] {
+            assert_eq!(
+                malformed_request(invalid.as_bytes()).map(|m| m.code),
+                Some(-32600),
+                "{invalid}"
+            );
         }
         let id_of = |body: &[u8]| malformed_request(body).map(|m| m.id);
         assert_eq!(id_of(call("1").as_bytes()), Some(serde_json::json!(1)));
         assert_eq!(id_of(b"nope"), Some(serde_json::Value::Null));
+    }
+
+    /// A body of many small values is refused before it is parsed (the MCP review's 4 MiB of
+    /// `[],` held 260 MB once parsed, and stalled every door while it was).
+    #[test]
+    fn bodies_of_too_many_values_are_refused_unparsed() {
+        let many = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"query","arguments":{{"sql":"select 1","x":[{}[]]}}}}}}"#,
+            "[],".repeat(MAX_JSON_VALUES)
+        );
+        let refused = malformed_request(many.as_bytes()).expect("refused");
+        assert_eq!(refused.code, -32600);
+        assert!(
+            refused.why.contains("100000 JSON values"),
+            "{}",
+            refused.why
+        );
+        // Brackets and commas inside strings are text, not values.
+        let text = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"query","arguments":{{"sql":"select '{}\"'"}}}}}}"#,
+            "[],{".repeat(MAX_JSON_VALUES)
+        );
+        assert!(json_values(text.as_bytes()) < 10);
+        assert_eq!(malformed_request(text.as_bytes()), None);
+        assert_eq!(json_values(br#"[1,[2,{"a":3}]]"#), 6);
     }
 
     #[test]

@@ -96,7 +96,9 @@ impl CallsInFlight {
 
 /// The `requestId` a `notifications/cancelled` message names, as a [`CallId`].
 pub fn cancelled_id(message: &serde_json::Map<String, serde_json::Value>) -> Option<CallId> {
-    if message.get("method")?.as_str()? != "notifications/cancelled" {
+    // A notification has no id: sent as a request, the MCP service answers it -32601 and it
+    // cancels nothing.
+    if message.get("method")?.as_str()? != "notifications/cancelled" || message.contains_key("id") {
         return None;
     }
     let id = message.get("params")?.get("requestId")?;
@@ -150,6 +152,9 @@ mod tests {
             json!({"method": "notifications/cancelled", "params": {"requestId": [1]}}),
             json!({"method": "notifications/cancelled"}),
             json!({"method": "tools/call", "params": {"requestId": 1}}),
+            // Sent as a request (with an id): not a cancellation (MCP review).
+            json!({"jsonrpc": "2.0", "id": 5, "method": "notifications/cancelled",
+                "params": {"requestId": 7}}),
         ] {
             assert_eq!(cancelled_id(&m(other)), None);
         }
