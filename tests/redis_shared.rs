@@ -390,6 +390,20 @@ async fn a_client_that_does_not_read_a_large_reply_is_cut_off_not_the_others() {
         .lines()
         .any(|l| l.starts_with("tollgate_redis_shared_cutoffs_total{upstream=\"cache\"}"));
     assert!(cut, "the cut-off is counted");
+    // And recorded: the client may have seen only the close (wire review).
+    let recorded = std::fs::read_to_string(&harness().env.audit_log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|r| {
+            r["protocol"] == "redis"
+                && r["agent"] == "trusted"
+                && r["rule"] == "builtin: unread-replies"
+                && r["reason"]
+                    .as_str()
+                    .is_some_and(|why| why.contains("more than 64 MiB of replies waited unread"))
+        });
+    assert!(recorded, "the cut-off has a session record naming it");
     let _: () = redis::cmd("DEL")
         .arg("cache:big-unread")
         .query_async(&mut up)

@@ -16,6 +16,7 @@
 //! client's pipeline, one wake-up of the other half): at most `MAX_IN_FLIGHT` replies are owed;
 //! a client that pipelines without reading waits, the gateway's memory does not grow.
 
+use crate::refusal::{Refusal, RefusalClass};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -58,6 +59,10 @@ pub struct Relay {
     /// client id).
     pub client: Option<ClientEntry>,
 }
+
+/// Named in the record of a session cut off a shared connection for its unread replies
+/// (docs/pooling.md).
+pub const UNREAD_REPLIES_RULE: &str = "builtin: unread-replies";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -312,6 +317,19 @@ where
     // A client that stopped reading its replies: recorded, and its commands' records say so.
     if let Err(RelayError::Client(e)) = &result {
         from.session().client_stalled(e);
+    }
+    // Cut off a shared connection for its unread replies: the client may see only the close
+    // (a cut inside a reply has no error line), so the log says why.
+    if matches!(result, Err(RelayError::Unread)) {
+        let refusal = Refusal::new(
+            RefusalClass::TooLarge,
+            UNREAD_REPLIES_RULE,
+            format!(
+                "session closed: more than {} MiB of replies waited unread on a shared upstream connection",
+                super::shared::inbox::QUEUED_BYTES_HARD_LIMIT >> 20
+            ),
+        );
+        ctx.closed_by_policy(from.session().agent().clone(), &refusal);
     }
     for ticket in to.abandon().chain(from.unsent_tickets()).chain(queued) {
         ctx.abandoned(ticket);
