@@ -319,7 +319,12 @@ impl Gateway {
                 continue;
             };
             match load.await {
-                Ok(snapshot) => self.core.policy.set_schema(&name, snapshot),
+                Ok(snapshot) => {
+                    self.core.policy.set_schema(&name, snapshot);
+                    for mask in self.core.policy.masks_on_missing_columns(&name) {
+                        warn!(upstream = %name, "{mask}: the policy masks a column the table does not have; statements reading the table are refused");
+                    }
+                }
                 Err(e) => {
                     all = false;
                     metrics::counter!("tollgate_schema_load_errors_total").increment(1);

@@ -381,3 +381,54 @@ fn a_fifo_in_place_of_the_vault_key_or_certificate_never_blocks_a_reload() {
     drop(running);
     rt.shutdown_background();
 }
+
+/// A mask on a column the table does not have (a typo) refuses statements on the table, naming
+/// the column and the rule once (the operations review saw the rule's text twice).
+#[test]
+fn a_mask_on_a_misspelled_column_refuses_naming_the_column_and_its_rule_once() {
+    let env = &harness().env;
+    let dir = support::copy_demo_dir();
+    std::fs::write(
+        dir.path().join("policies").join("zz-typo.toml"),
+        "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"public.customers\"\nallow = [\"select\"]\nmask = { emial = \"null\" }\n",
+    )
+    .unwrap();
+    let config = tollgate::config::Config::load(&dir.path().join("tollgate.toml")).unwrap();
+    harness().runtime.block_on(async {
+        let running = tollgate::gateway::start(config).await.unwrap();
+        let url = env.pg_url("analyst").replace(
+            &format!(":{}/", env.pg_port),
+            &format!(":{}/", running.pg_addr.unwrap().port()),
+        );
+        let c = support::connect_url(&url).await.unwrap();
+        // Until the table shapes load, statements on masked tables are refused anyway.
+        let mut message = String::new();
+        for _ in 0..100 {
+            let e = c
+                .simple_query("SELECT name FROM customers WHERE id = 1")
+                .await
+                .expect_err("refused");
+            message = e.as_db_error().unwrap().message().to_string();
+            if message.contains("emial") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            message
+                .contains("masks column \"emial\" of public.customers, which has no such column"),
+            "{message}"
+        );
+        assert_eq!(message.matches("(rule: ").count(), 1, "{message}");
+        assert!(
+            message.contains("(rule: zz-typo: table public.customers)"),
+            "{message}"
+        );
+        // What the operator is warned of each time the table shapes load.
+        assert_eq!(
+            running.gateway.core.policy.masks_on_missing_columns("shop"),
+            vec!["zz-typo: table public.customers: column \"emial\" of public.customers"]
+        );
+        running.shutdown();
+    });
+}

@@ -270,6 +270,37 @@ impl Engine {
         self.schemas.load().get(upstream).cloned()
     }
 
+    /// Masks of exact table names that name a column the loaded table does not have (a typo),
+    /// as `RULE: column "c" of schema.table`: every statement reading such a table is refused,
+    /// so the operator is told when the table shapes load (`Gateway::refresh_schemas`).
+    pub fn masks_on_missing_columns(&self, upstream: &str) -> Vec<String> {
+        let Some(schema) = self.schema(upstream) else {
+            return Vec::new();
+        };
+        let set = self.current.load();
+        let mut out: Vec<String> = set
+            .agents
+            .values()
+            .flat_map(|p| p.enforced.iter().chain(p.with_shadow.iter()))
+            .filter_map(|m| sql_rules(m, upstream))
+            .flat_map(|r| r.tables.iter().filter(|t| t.exact))
+            .flat_map(|t| {
+                let shape = schema.table(t.glob.as_str());
+                t.masks
+                    .iter()
+                    .filter(move |(column, _)| {
+                        shape.is_some_and(|s| !s.columns.iter().any(|c| &c.name == column))
+                    })
+                    .map(move |(column, _)| {
+                        format!("{}: column \"{column}\" of {}", t.rule, t.glob.as_str())
+                    })
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Tables any policy masks or filters, per upstream: what the schema loader must fetch.
     pub fn protected_upstreams(&self) -> Vec<String> {
         let set = self.current.load();

@@ -195,8 +195,9 @@ pub fn plan_rewrite(
                     &rule,
                 ));
             };
-            let subquery = masking_subquery(shape, &protection, !occ.inh, hash_key)
-                .map_err(|reason| RewriteError::new(reason, &rule))?;
+            let subquery = masking_subquery(shape, &protection, !occ.inh, hash_key).map_err(
+                |(reason, own)| RewriteError::new(reason, own.as_deref().unwrap_or(&rule)),
+            )?;
             let Some(location) = occ.location else {
                 return Err(position_refusal("here (its position is unknown)"));
             };

@@ -54,7 +54,8 @@ impl Protection {
     }
 }
 
-/// `(SELECT ... FROM [ONLY] schema.table [WHERE ... OFFSET 0])`, or why it cannot be built.
+/// `(SELECT ... FROM [ONLY] schema.table [WHERE ... OFFSET 0])`, or why it cannot be built and,
+/// when a rule of its own is why, that rule.
 ///
 /// A row filter gets `OFFSET 0`: PostgreSQL never pushes the outer query's conditions into a
 /// subquery with OFFSET, so a condition of the agent's (which may raise an error or a notice
@@ -65,19 +66,25 @@ pub fn masking_subquery(
     protection: &Protection,
     only: bool,
     hash_key: &str,
-) -> Result<String, String> {
+) -> Result<String, (String, Option<String>)> {
     for (column, rule) in &protection.required_columns {
         if !shape.columns.iter().any(|c| &c.name == column) {
-            return Err(format!(
-                "the policy masks column \"{column}\" of {}.{}, which has no such column (rule: {rule})",
-                shape.schema, shape.name
+            return Err((
+                format!(
+                    "the policy masks column \"{column}\" of {}.{}, which has no such column",
+                    shape.schema, shape.name
+                ),
+                Some(rule.clone()),
             ));
         }
     }
     if shape.columns.is_empty() {
-        return Err(format!(
-            "tollgate knows no columns of {}.{}",
-            shape.schema, shape.name
+        return Err((
+            format!(
+                "tollgate knows no columns of {}.{}",
+                shape.schema, shape.name
+            ),
+            None,
         ));
     }
     let mut sql = String::from("(SELECT ");
@@ -163,7 +170,8 @@ mod tests {
         p.add_mask("email", &MaskStrategy::Email, "c");
         assert_eq!(p.mask_of("email"), Some(&MaskStrategy::Null));
         p.required_columns.push(("emial".into(), "a".into()));
-        let err = masking_subquery(&customers(), &p, false, "k").unwrap_err();
-        assert!(err.contains("emial"), "{err}");
+        let (err, rule) = masking_subquery(&customers(), &p, false, "k").unwrap_err();
+        assert!(err.contains("emial") && !err.contains("rule"), "{err}");
+        assert_eq!(rule.as_deref(), Some("a"));
     }
 }
