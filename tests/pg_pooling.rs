@@ -1044,6 +1044,44 @@ fn statements_that_only_clear_state_leave_the_connection_to_the_pool() {
     });
 }
 
+/// A DISCARD ALL or DEALLOCATE ALL the server refuses (inside a transaction block, after an
+/// error) leaves tollgate's statements on the connection though tollgate forgot them when it
+/// forwarded it: the connection is reset before another session gets it. A review had every
+/// agent's prepared statements answered `42P05 ... already exists` after one refused DISCARD ALL.
+#[test]
+fn a_refused_discard_all_leaves_no_other_session_a_broken_connection() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "").await;
+        let sql = "SELECT $1::int + 1";
+        for refused in [
+            "SELECT 1; DISCARD ALL",
+            "SELECT 1/0; DEALLOCATE ALL",
+            "BEGIN; SELECT 1; DISCARD ALL",
+        ] {
+            let analyst = client(&running, "analyst").await;
+            let stmt = analyst.prepare(sql).await.unwrap();
+            let row = analyst.query_one(&stmt, &[&1i32]).await.unwrap();
+            assert_eq!(row.get::<_, i32>(0), 2);
+            drop(analyst);
+            let writer = client(&running, "writer").await;
+            writer
+                .batch_execute(refused)
+                .await
+                .expect_err("the server refuses it");
+            drop(writer);
+            for agent in ["analyst", "writer"] {
+                let c = client(&running, agent).await;
+                let stmt = c
+                    .prepare(sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("{refused}: {agent}: {}", db_message(&e)));
+                let row = c.query_one(&stmt, &[&41i32]).await.unwrap();
+                assert_eq!(row.get::<_, i32>(0), 42, "{refused}");
+            }
+        }
+    });
+}
+
 #[test]
 fn the_agent_share_must_fit_the_pool() {
     let dir = copy_demo_dir();

@@ -91,8 +91,11 @@ struct State {
     parses: u64,
     /// A statement that leaves session state behind was let through: keep the connection.
     pinned: bool,
-    /// A `SET LOCAL` was let through: the connection is reset when it goes back.
-    sets_local: bool,
+    /// The connection is reset when it goes back: a `SET LOCAL` was let through, or a `DISCARD
+    /// ALL`/`DEALLOCATE ALL` (tollgate forgets the connection's statements when it forwards one:
+    /// if the server refused it, they are still there, and the reset makes that true before
+    /// another session's Parse is answered from the record).
+    reset_on_checkin: bool,
     /// A `SET LOCAL` of a setting that changes how text is read was let through in the current
     /// transaction (until the connection goes back).
     local_reading: bool,
@@ -170,7 +173,7 @@ impl State {
             session_id: 0,
             parses: 0,
             pinned: false,
-            sets_local: false,
+            reset_on_checkin: false,
             local_reading: false,
             reading_epoch: 0,
             cancelled_batch: false,
@@ -488,7 +491,7 @@ async fn relay<R: AsyncRead + Unpin>(
         if state.pinned {
             link.pin();
         }
-        if std::mem::take(&mut state.sets_local) {
+        if std::mem::take(&mut state.reset_on_checkin) {
             link.reset_on_checkin();
         }
         // The decisions' records reach the disk (one write shared with every session
@@ -1105,7 +1108,8 @@ fn on_frame(
                     state.may_change_reading(ctx, leaves);
                     // A SET LOCAL prepared in an earlier transaction runs in this one (prepared
                     // again on this connection where missing): reset it when it goes back too.
-                    state.sets_local |= checked.as_ref().is_some_and(|c| c.verdict.sets_local);
+                    state.reset_on_checkin |=
+                        checked.as_ref().is_some_and(|c| c.verdict.sets_local);
                     if let Some(c) = &checked {
                         state.note_settings(&c.verdict);
                     }
@@ -1317,7 +1321,7 @@ fn on_query(
             };
             let prepares = apply_effects(state, &verdict, text, ctx);
             state.pinned |= verdict.leaves_state;
-            state.sets_local |= verdict.sets_local;
+            state.reset_on_checkin |= verdict.sets_local;
             state.note_settings(&verdict);
             state.encoding_window |= words.may_change_encoding();
             state.may_change_reading(ctx, verdict.leaves_state || verdict.clears_state);
@@ -1402,7 +1406,7 @@ fn on_parse(
         state.encoding_window |= words.may_change_encoding();
         state.may_change_reading(ctx, verdict.leaves_state || verdict.clears_state);
         state.pinned |= verdict.leaves_state;
-        state.sets_local |= verdict.sets_local;
+        state.reset_on_checkin |= verdict.sets_local;
         state.note_settings(&verdict);
         let forwarded = match rewritten {
             Some(sql) => parse_message(frame, name, &sql),
@@ -1565,7 +1569,11 @@ fn apply_effects(
             Effect::Deallocated(Some(n)) => state.prepared.remove(n, &mut state.facts),
             Effect::Deallocated(None) => {
                 // DEALLOCATE ALL / DISCARD ALL drop protocol-level statements too, tollgate's
-                // own on this connection included.
+                // own on this connection included. Forgotten now, before the server answered:
+                // one the server refuses (inside a transaction block, after an error) leaves
+                // them there, so the connection is reset before anyone else gets it (a review
+                // had every agent's Parse answered 42P05 by a refused DISCARD ALL).
+                state.reset_on_checkin = true;
                 state.prepared.clear(&mut state.facts);
                 state.statements.clear();
                 state.portals.clear();
