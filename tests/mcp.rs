@@ -188,7 +188,7 @@ fn bodies_that_are_not_one_json_rpc_message_get_a_json_rpc_error() {
         (r#"{"id":1,"method":"ping"}"#, "must be \"2.0\""),
         (
             r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#,
-            "must be a string or a number",
+            "must be a string or an integer",
         ),
         (many.as_str(), "more than 100000 JSON values"),
     ] {

@@ -327,12 +327,13 @@ fn invalid_envelope(message: &serde_json::Map<String, serde_json::Value>) -> Opt
     }
     if message
         .get("id")
-        .is_some_and(|id| !(id.is_string() || id.is_number()))
+        .is_some_and(|id| !(id.is_string() || id.is_i64() || id.is_u64()))
     {
-        return Some("a JSON-RPC id must be a string or a number");
+        return Some("a JSON-RPC id must be a string or an integer");
     }
     let response = message.contains_key("result") || message.contains_key("error");
     match message.get("method") {
+        Some(_) if response => Some("a JSON-RPC message is a request or a response, not both"),
         Some(m) if m.is_string() => None,
         Some(_) => Some("a JSON-RPC method must be a string"),
         None if response => None,
@@ -461,6 +462,8 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
             r#"{"jsonrpc":"2.0","id":1}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#,
         ] {
             assert_eq!(
                 malformed_request(invalid.as_bytes()).map(|m| m.code),
