@@ -219,6 +219,36 @@ fn the_adversarial_table_through_a_live_session() {
             .command(doc! { "getMore": id, "collection": "orders", "$db": "shop" })
             .await;
         refused(&stolen, "builtin: foreign-cursor");
+        // Killing it: answered as the server answers cursors it does not have, and it lives on.
+        let kill = s
+            .command(doc! { "killCursors": "orders", "cursors": [id, 4242i64], "$db": "shop" })
+            .await;
+        assert_eq!(kill.get_f64("ok").ok(), Some(1.0), "{kill:?}");
+        assert_eq!(
+            kill.get_array("cursorsNotFound").unwrap(),
+            &vec![Bson::Int64(id), Bson::Int64(4242)],
+            "{kill:?}"
+        );
+        assert!(kill.get_array("cursorsKilled").unwrap().is_empty());
+        let own = w
+            .command(doc! { "getMore": id, "collection": "orders", "batchSize": 2, "$db": "shop" })
+            .await;
+        assert_eq!(own.get_f64("ok").ok(), Some(1.0), "{own:?}");
+        // The owner kills it together with an id that is not its own: its own is killed (a
+        // refusal of the whole command left it open).
+        let kill = w
+            .command(doc! { "killCursors": "orders", "cursors": [id, 4242i64], "$db": "shop" })
+            .await;
+        assert_eq!(kill.get_f64("ok").ok(), Some(1.0), "{kill:?}");
+        assert_eq!(
+            kill.get_array("cursorsKilled").unwrap(),
+            &vec![Bson::Int64(id)],
+            "{kill:?}"
+        );
+        let gone = w
+            .command(doc! { "getMore": id, "collection": "orders", "$db": "shop" })
+            .await;
+        assert_eq!(gone.get_i32("code").ok(), Some(43), "{gone:?}");
     });
     // Every refusal above is in the audit log as blocked, under its rule.
     let log = std::fs::read_to_string(&env.audit_log).unwrap();

@@ -63,6 +63,16 @@ fn local(request_id: i32, body: &Document) -> Option<Entry> {
 }
 
 /// tollgate's answer to a request, unless its sender said it reads none (`moreToCome`).
+/// The server's answer to a killCursors of cursors it does not have: `ids` not found.
+fn killed_none(ids: &[i64]) -> Document {
+    reply::ok(bson::doc! {
+        "cursorsKilled": [],
+        "cursorsNotFound": ids.iter().map(|id| Bson::Int64(*id)).collect::<Vec<_>>(),
+        "cursorsAlive": [],
+        "cursorsUnknown": [],
+    })
+}
+
 fn answer_if(wants_reply: bool, request_id: i32, body: &Document) -> Step {
     Step::Answer(if wants_reply {
         local(request_id, body).into_iter().collect()
@@ -322,6 +332,33 @@ impl FromClient {
             Err(r) => return self.refuse(request_id, wants_reply, shown, r),
         };
         let mut rewritten = judged.rewritten;
+        if let Track::Kill(own) = &track {
+            let not_own: Vec<i64> = judged
+                .cursors
+                .iter()
+                .copied()
+                .filter(|id| !own.contains(id))
+                .collect();
+            if own.is_empty() {
+                if let Some(n) = new_use {
+                    self.lsids.undo(n);
+                }
+                self.session.note(
+                    shown,
+                    Decision::Allowed,
+                    Some("none of these cursors is the agent's"),
+                );
+                return answer_if(wants_reply, request_id, &killed_none(&not_own));
+            }
+            if !not_own.is_empty() {
+                let mut c = rewritten.unwrap_or_else(|| cmd.clone());
+                c.body.insert(
+                    "cursors",
+                    own.iter().map(|id| Bson::Int64(*id)).collect::<Vec<_>>(),
+                );
+                rewritten = Some(c);
+            }
+        }
         let mut ending = Vec::new();
         if cmd.name == "endSessions" {
             match self.scoped_end_sessions(&cmd, &mut ending) {
@@ -418,12 +455,20 @@ impl FromClient {
                 let c = cursors.check(id, ns)?;
                 Ok((c.plan.clone(), Track::GetMore(id)))
             }
-            "killCursors" => {
-                for id in &judged.cursors {
-                    cursors.check(*id, ns)?;
-                }
-                Ok((ReplyPlan::None, Track::Kill(judged.cursors.clone())))
-            }
+            // Only the agent's own are killed; the others are answered as the server answers
+            // cursors it does not have (`killed_none`), not refused: a refusal left the
+            // agent's own cursors of the same command open.
+            "killCursors" => Ok((
+                ReplyPlan::None,
+                Track::Kill(
+                    judged
+                        .cursors
+                        .iter()
+                        .copied()
+                        .filter(|id| cursors.check(*id, ns).is_ok())
+                        .collect(),
+                ),
+            )),
             _ => Ok((judged.reply.clone(), Track::Open)),
         }
     }

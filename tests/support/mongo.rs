@@ -366,11 +366,6 @@ pub fn adversarial() -> Vec<(&'static str, Document, &'static str)> {
             "builtin: foreign-cursor",
         ),
         (
-            "kill foreign cursor",
-            db(doc! { "killCursors": "orders", "cursors": [4242i64] }),
-            "builtin: foreign-cursor",
-        ),
-        (
             "unknown operator",
             db(doc! { "find": "orders", "filter": { "a": { "$frobnicate": 1 } } }),
             "builtin: not-understood",
