@@ -221,8 +221,8 @@ async fn direct_tls_needs_alpn_postgresql() {
         .is_err());
 }
 
-#[tokio::test]
-async fn ssl_request_then_tls_then_startup_inside() {
+/// A TLS session with the PostgreSQL listener, begun as libpq begins it (SSLRequest, `S`).
+async fn tls_after_ssl_request() -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let env = &harness().env;
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", env.pg_port))
         .await
@@ -232,13 +232,18 @@ async fn ssl_request_then_tls_then_startup_inside() {
     tcp.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"S");
     let config = support::tls::client_config(&env.ca_file, &[]);
-    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(
             rustls_pki_types::ServerName::try_from("localhost").unwrap(),
             tcp,
         )
         .await
-        .expect("the certificate is valid for localhost too");
+        .expect("the certificate is valid for localhost too")
+}
+
+#[tokio::test]
+async fn ssl_request_then_tls_then_startup_inside() {
+    let mut s = tls_after_ssl_request().await;
     login(&mut s, "writer", None).await.unwrap();
     select_one(&mut s).await;
 }
@@ -248,22 +253,7 @@ async fn ssl_request_then_tls_then_startup_inside() {
 /// ("SSL error: unexpected eof while reading"), though it took effect.
 #[tokio::test]
 async fn a_cancel_request_over_tls_ends_with_close_notify() {
-    let env = &harness().env;
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", env.pg_port))
-        .await
-        .unwrap();
-    tcp.write_all(&SSL_REQUEST).await.unwrap();
-    let mut answer = [0u8; 1];
-    tcp.read_exact(&mut answer).await.unwrap();
-    assert_eq!(&answer, b"S");
-    let config = support::tls::client_config(&env.ca_file, &[]);
-    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let mut s = tls_after_ssl_request().await;
     let mut cancel = 16i32.to_be_bytes().to_vec();
     cancel.extend_from_slice(&80877102i32.to_be_bytes());
     cancel.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 9]);

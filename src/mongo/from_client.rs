@@ -340,15 +340,14 @@ impl FromClient {
                 .filter(|id| !own.contains(id))
                 .collect();
             if own.is_empty() {
-                if let Some(n) = new_use {
-                    self.lsids.undo(n);
-                }
-                self.session.note(
+                let answer = killed_none(&not_own);
+                return self.answered_here(
+                    new_use,
                     shown,
-                    Decision::Allowed,
-                    Some("none of these cursors is the agent's"),
+                    "none of these cursors is the agent's",
+                    &answer,
+                    (wants_reply, request_id),
                 );
-                return answer_if(wants_reply, request_id, &killed_none(&not_own));
             }
             if !not_own.is_empty() {
                 let mut c = rewritten.unwrap_or_else(|| cmd.clone());
@@ -366,15 +365,14 @@ impl FromClient {
                 Some(_) => {}
                 None => {
                     // None of them is this connection's: nothing to end upstream.
-                    if let Some(n) = new_use {
-                        self.lsids.undo(n);
-                    }
-                    self.session.note(
+                    let answer = reply::ok(Document::new());
+                    return self.answered_here(
+                        new_use,
                         shown,
-                        Decision::Allowed,
-                        Some("no session of this connection"),
+                        "no session of this connection",
+                        &answer,
+                        (wants_reply, request_id),
                     );
-                    return answer_if(wants_reply, request_id, &reply::ok(Document::new()));
                 }
             }
         }
@@ -438,6 +436,23 @@ impl FromClient {
             ticket: Some(ticket),
         });
         Step::Forward(entry, bytes)
+    }
+
+    /// A command tollgate answers itself, nothing of it going upstream: the session id it took
+    /// is given back, and it is recorded as allowed with `why`.
+    fn answered_here(
+        &mut self,
+        new_use: Option<NewUse>,
+        shown: String,
+        why: &str,
+        answer: &Document,
+        (wants_reply, request_id): (bool, i32),
+    ) -> Step {
+        if let Some(n) = new_use {
+            self.lsids.undo(n);
+        }
+        self.session.note(shown, Decision::Allowed, Some(why));
+        answer_if(wants_reply, request_id, answer)
     }
 
     /// getMore/killCursors: the cursors must be this session's (on the namespace named); a
