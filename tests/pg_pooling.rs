@@ -1082,6 +1082,63 @@ fn a_refused_discard_all_leaves_no_other_session_a_broken_connection() {
     });
 }
 
+/// `DEALLOCATE name` of a protocol-level statement (psycopg on libpq 16 and older sends it at
+/// cache eviction, through the extended protocol) deallocates it as on the server; it answered
+/// 26000 "does not exist" because the server has it under tollgate's name.
+#[test]
+fn a_deallocate_of_a_protocol_level_statement_works_as_on_the_server() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(1, "").await;
+        let addr = running.pg_addr.unwrap();
+        let mut s = raw_login_with(addr, "writer", &[]).await;
+        let bind_p1 = support::message(b'B', b"\0p1\0\0\0\0\0\0\0");
+        // Prepared and run as `p1`, then DEALLOCATEd through the extended protocol (as psycopg
+        // does), then bound again: 26000, as on the server.
+        send(&mut s, &[parse("p1", "SELECT 41 + 1"), sync()]).await;
+        assert_eq!(tags(&mut s, 2).await, b"1Z");
+        send(
+            &mut s,
+            &[
+                parse("", "DEALLOCATE p1"),
+                bind_unnamed(),
+                execute_unnamed(0),
+                sync(),
+            ],
+        )
+        .await;
+        let mut got = Vec::new();
+        loop {
+            let (tag, body) = support::read_message(&mut s).await;
+            got.push(tag);
+            if tag == b'E' {
+                panic!("{:?}", support::error_field(&body, b'M'));
+            }
+            if tag == b'C' {
+                assert_eq!(&body[..], b"DEALLOCATE\0");
+            }
+            if tag == b'Z' {
+                break;
+            }
+        }
+        assert_eq!(got, b"12CZ");
+        send(&mut s, &[bind_p1, sync()]).await;
+        let (tag, body) = support::read_message(&mut s).await;
+        assert_eq!(tag, b'E');
+        assert_eq!(support::error_field(&body, b'C').as_deref(), Some("26000"));
+        // The same text, prepared again by another agent's session, runs.
+        let analyst = client(&running, "analyst").await;
+        let again = analyst.prepare("SELECT 41 + 1").await.unwrap();
+        assert_eq!(
+            analyst
+                .query_one(&again, &[])
+                .await
+                .unwrap()
+                .get::<_, i32>(0),
+            42
+        );
+    });
+}
+
 #[test]
 fn the_agent_share_must_fit_the_pool() {
     let dir = copy_demo_dir();

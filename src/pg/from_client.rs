@@ -1408,9 +1408,24 @@ fn on_parse(
         state.pinned |= verdict.leaves_state;
         state.reset_on_checkin |= verdict.sets_local;
         state.note_settings(&verdict);
-        let forwarded = match rewritten {
-            Some(sql) => parse_message(frame, name, &sql),
-            None => frame.raw.clone(),
+        let forwarded = match (protocol_deallocate(state, &verdict), rewritten) {
+            (Some((client_name, stmt)), _) => {
+                // Prepared there first if missing, so the DEALLOCATE of it succeeds as the
+                // client's would; forgotten now (the reset covers a server that refuses it).
+                if let Some(server) = state.pooled_server() {
+                    statements::ensure_prepared(&server, &stmt, pending, out);
+                    server
+                        .prepared
+                        .lock()
+                        .expect("prepared statements")
+                        .remove(&stmt.name);
+                }
+                state.statements.remove(&client_name);
+                state.reset_on_checkin = true;
+                parse_message(frame, name, format!("DEALLOCATE {}", stmt.name).as_bytes())
+            }
+            (None, Some(sql)) => parse_message(frame, name, &sql),
+            (None, None) => frame.raw.clone(),
         };
         let server_stmt = match state.pooled_server() {
             Some(server) if name.is_empty() => {
@@ -1588,6 +1603,25 @@ fn apply_effects(
         }
     }
     tickets
+}
+
+/// Under transaction pooling, a Parse of `DEALLOCATE name` (alone) where `name` is one of the
+/// session's protocol-level statements: the server has it under tollgate's name, so the
+/// DEALLOCATE is sent for that name (returned with the client's name). It answered 26000 "does
+/// not exist": psycopg on libpq 16 and older sends it at cache eviction (a review).
+fn protocol_deallocate(state: &State, verdict: &Verdict) -> Option<(String, ServerStatement)> {
+    state.pooled_server()?;
+    if verdict.statements != 1 || !verdict.runs() {
+        return None;
+    }
+    let [Effect::Deallocated(Some(n))] = verdict.effects.as_slice() else {
+        return None;
+    };
+    if state.prepared.has(n) {
+        return None;
+    }
+    let stmt = state.statements.get(n)?.server.clone()?;
+    Some((n.clone(), stmt))
 }
 
 /// PostgreSQL's words for a PREPARE (or Parse) of a name that is taken.
