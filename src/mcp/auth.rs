@@ -124,6 +124,8 @@ pub async fn require_agent(
     // request keeps its place in the pre-authentication count: a body sent a byte at a time
     // cannot keep a connection, and with it a descriptor, for ever.
     let mut held = crate::ratelimit::Held::of(&core.held, verified.agent());
+    // The JSON values of the body, counted once (the held budget, then `screen`).
+    let mut counted = 0;
     let mut req = if req.method() == Method::POST {
         let (parts, body) = req.into_parts();
         let read = tokio::time::timeout_at(accepted.deadline, read_body(body, &mut held)).await;
@@ -157,6 +159,7 @@ pub async fn require_agent(
         }
         let mut req = Request::from_parts(parts, Body::from(bytes.clone()));
         req.extensions_mut().insert(RawBody(bytes));
+        counted = values;
         req
     } else {
         req
@@ -172,7 +175,7 @@ pub async fn require_agent(
     let screened = req
         .extensions()
         .get::<RawBody>()
-        .map_or(Screened::Pass, |raw| screen(&raw.0));
+        .map_or(Screened::Pass, |raw| screen(&raw.0, counted));
     match screened {
         Screened::Malformed(Malformed { code, why, id }) => {
             core.pace_refusals_of(verified.agent(), Protocol::Mcp).await;
@@ -279,8 +282,9 @@ enum Screened {
 
 /// A POST body, parsed once: one the MCP service would refuse before calling a tool (a body
 /// that is not JSON, -32700; a `tools/call` whose `params` are not an object with a string
-/// `name` and, if any, object `arguments`, -32602), a cancellation, or the service's.
-fn screen(body: &[u8]) -> Screened {
+/// `name` and, if any, object `arguments`, -32602), a cancellation, or the service's. `values`:
+/// its JSON values as `json_values` counted them.
+fn screen(body: &[u8], values: usize) -> Screened {
     let invalid = |why| {
         Screened::Malformed(Malformed {
             code: -32600,
@@ -288,7 +292,7 @@ fn screen(body: &[u8]) -> Screened {
             id: serde_json::Value::Null,
         })
     };
-    if json_values(body) > MAX_JSON_VALUES {
+    if values > MAX_JSON_VALUES {
         return invalid("the request holds more than 100000 JSON values");
     }
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
@@ -375,7 +379,7 @@ fn json_values(body: &[u8]) -> usize {
 
 #[cfg(test)]
 fn malformed_request(body: &[u8]) -> Option<Malformed> {
-    match screen(body) {
+    match screen(body, json_values(body)) {
         Screened::Malformed(m) => Some(m),
         _ => None,
     }

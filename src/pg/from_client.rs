@@ -192,12 +192,15 @@ impl State {
     }
 
     /// A statement let through may have changed the session's settings: note it for the names
-    /// of statements prepared after it.
-    fn note_settings(&mut self, verdict: &Verdict) {
+    /// of statements prepared after it, for how its text is read, and (a `SET LOCAL`) for the
+    /// connection's reset when it goes back.
+    fn note_settings(&mut self, ctx: &PgSession, verdict: &Verdict) {
         if verdict.leaves_state || verdict.sets_local || verdict.clears_state {
             self.reading_epoch += 1;
         }
         self.local_reading |= verdict.sets_local;
+        self.reset_on_checkin |= verdict.sets_local;
+        self.may_change_reading(ctx, verdict.leaves_state || verdict.clears_state);
     }
 
     /// Whose statements a Parse prepares (`statements::server_statement`): `None`, every
@@ -1102,16 +1105,10 @@ fn on_frame(
             });
             match ctx.record_execute(portal, checked.as_deref(), &state.facts, limits) {
                 Ok(ticket) => {
-                    let leaves = checked
-                        .as_ref()
-                        .is_some_and(|c| c.verdict.leaves_state || c.verdict.clears_state);
-                    state.may_change_reading(ctx, leaves);
                     // A SET LOCAL prepared in an earlier transaction runs in this one (prepared
                     // again on this connection where missing): reset it when it goes back too.
-                    state.reset_on_checkin |=
-                        checked.as_ref().is_some_and(|c| c.verdict.sets_local);
                     if let Some(c) = &checked {
-                        state.note_settings(&c.verdict);
+                        state.note_settings(ctx, &c.verdict);
                     }
                     let prepares = match runs {
                         Some(c) => {
@@ -1321,10 +1318,8 @@ fn on_query(
             };
             let prepares = apply_effects(state, &verdict, text, ctx);
             state.pinned |= verdict.leaves_state;
-            state.reset_on_checkin |= verdict.sets_local;
-            state.note_settings(&verdict);
+            state.note_settings(ctx, &verdict);
             state.encoding_window |= words.may_change_encoding();
-            state.may_change_reading(ctx, verdict.leaves_state || verdict.clears_state);
             pending.push(Expect::Simple {
                 ticket: Some(ticket),
                 refusal: None,
@@ -1404,10 +1399,8 @@ fn on_parse(
         // Its effects on the session (a PREPARE, a DEALLOCATE) come when a portal of it runs.
         let words = Words::of(text);
         state.encoding_window |= words.may_change_encoding();
-        state.may_change_reading(ctx, verdict.leaves_state || verdict.clears_state);
         state.pinned |= verdict.leaves_state;
-        state.reset_on_checkin |= verdict.sets_local;
-        state.note_settings(&verdict);
+        state.note_settings(ctx, &verdict);
         let forwarded = match (protocol_deallocate(state, &verdict), rewritten) {
             (Some((client_name, stmt)), _) => {
                 // Prepared there first if missing, so the DEALLOCATE of it succeeds as the
