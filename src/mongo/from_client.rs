@@ -62,7 +62,6 @@ fn local(request_id: i32, body: &Document) -> Option<Entry> {
     })
 }
 
-/// tollgate's answer to a request, unless its sender said it reads none (`moreToCome`).
 /// The server's answer to a killCursors of cursors it does not have: `ids` not found.
 fn killed_none(ids: &[i64]) -> Document {
     reply::ok(bson::doc! {
@@ -73,6 +72,7 @@ fn killed_none(ids: &[i64]) -> Document {
     })
 }
 
+/// tollgate's answer to a request, unless its sender said it reads none (`moreToCome`).
 fn answer_if(wants_reply: bool, request_id: i32, body: &Document) -> Step {
     Step::Answer(if wants_reply {
         local(request_id, body).into_iter().collect()
