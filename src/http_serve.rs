@@ -3,7 +3,8 @@
 //! authenticates (beyond `limits.max_preauth_connections` it is refused at once with a 503), its
 //! handshake and every request's headers must arrive within `limits.http_header_timeout_ms`
 //! (hyper's header-read timeout, which also bounds an idle keep-alive connection), and `stop`
-//! ends the accept loop and lets each connection finish the request it is in.
+//! ends the accept loop and lets each connection finish the request it is in (a drain waits for
+//! the MCP listener's: `HttpServe::drained`).
 //!
 //! axum's own `serve` sets no timer, so hyper never times out a request that never completes:
 //! 20,000 connections that each sent half a request header held 20,000 descriptors forever.
@@ -34,6 +35,10 @@ pub struct HttpServe {
     /// The JSON body of the 503 a connection over the pre-authentication cap gets.
     pub refusal_body: fn(&Refusal) -> String,
     pub stop: watch::Receiver<bool>,
+    /// Each connection counts as a live client session (`session::lifecycle`) for its life, so
+    /// a drain waits for the request in progress (`stop` lets it finish) before the process
+    /// exits. The admin listener's do not: it keeps serving until the drain is over.
+    pub drained: bool,
 }
 
 /// Serves `app` on `listener` until `stop` flips to true. `negotiate` turns an accepted socket
@@ -55,6 +60,7 @@ pub async fn serve<N, Fut, Io, Info>(
         label,
         refusal_body,
         mut stop,
+        drained,
     } = serve;
     let timeout = Duration::from_millis(core.limits.http_header_timeout_ms);
     loop {
@@ -79,7 +85,9 @@ pub async fn serve<N, Fut, Io, Info>(
         };
         let (app, negotiate, stop) = (app.clone(), negotiate.clone(), stop.clone());
         let write_stall_ms = core.limits.client_write_timeout_ms;
+        let live = drained.then(|| core.lifecycle.enter());
         tokio::spawn(async move {
+            let _live = live;
             let Ok(Some((io, info))) = tokio::time::timeout(timeout, negotiate(socket, addr)).await
             else {
                 debug!(listener = label, %addr, "HTTP connection: no handshake in time, or a failed one");

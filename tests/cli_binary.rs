@@ -3,11 +3,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::served::{demo_dir_with, with_limits, Served};
 use support::{harness, tollgate_bin};
 
 fn demo_config() -> PathBuf {
@@ -148,99 +148,21 @@ fn audit_verify_passes_on_the_live_log_and_catches_an_edit() {
     assert!(out.contains("line 2"), "{out}");
 }
 
-/// A copy of the demo's files with a fresh audit log, for a second gateway process.
-struct Served {
-    child: Child,
-    port: u16,
-    redis_port: u16,
-    admin_port: u16,
-    mcp_port: u16,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(dir: &Path) -> Served {
-    let mut child = Command::new(tollgate_bin())
-        .args([
-            "serve",
-            "--config",
-            dir.join("tollgate.toml").to_str().unwrap(),
-        ])
-        .env("RUST_LOG", "debug")
-        .env_remove("TOLLGATE_MASTER_KEY")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sink = log.clone();
-    let port_after = |line: &str, prefix: &str| {
-        line.find(prefix).map(|i| {
-            line[i + prefix.len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect::<String>()
-                .parse::<u16>()
-                .unwrap()
-        })
-    };
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            // Listeners are told apart by their log lines (the demo also has a Redis TLS one).
-            let kind = if line.contains("PostgreSQL listener ready") {
-                Some("pg")
-            } else if line.contains("Redis listener ready") && line.contains("tls=false") {
-                Some("redis")
-            } else if line.contains("admin API listener ready") {
-                Some("admin")
-            } else if line.contains("MCP listener ready") {
-                Some("mcp")
-            } else {
-                None
-            };
-            let port = port_after(&line, "local=127.0.0.1:")
-                .or_else(|| port_after(&line, "admin=127.0.0.1:"));
-            if let (Some(kind), Some(port)) = (kind, port) {
-                let _ = tx.send((kind, port));
-            }
-            sink.lock().unwrap().push_str(&line);
-            sink.lock().unwrap().push('\n');
-        }
-    });
-    let mut ports = std::collections::HashMap::new();
-    while ports.len() < 4 {
-        let (kind, port) = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("serve printed its listening addresses (got {ports:?})"));
-        ports.insert(kind, port);
-    }
-    let (port, redis_port, admin_port) = (ports["pg"], ports["redis"], ports["admin"]);
-    Served {
-        child,
-        port,
-        redis_port,
-        admin_port,
-        mcp_port: ports["mcp"],
-        log,
-    }
+/// `tollgate serve` on `dir` (a copy of the demo's files), logging at debug level.
+fn serve(dir: tempfile::TempDir) -> Served {
+    Served::start_logging(dir, "", "debug")
 }
 
 #[test]
 fn no_secret_reaches_logs_audit_or_errors() {
     let dir = support::copy_demo_dir();
-    let served = serve(dir.path());
+    let served = serve(dir);
     let env = &harness().env;
     let url = |agent: &str| {
-        env.pg_url(agent)
-            .replace(&format!(":{}/", env.pg_port), &format!(":{}/", served.port))
+        env.pg_url(agent).replace(
+            &format!(":{}/", env.pg_port),
+            &format!(":{}/", served.pg_port),
+        )
     };
     let mut errors = String::new();
     harness().runtime.block_on(async {
@@ -276,7 +198,7 @@ fn no_secret_reaches_logs_audit_or_errors() {
         ));
     });
     // MCP: a query, a refusal, a wrong token and an unknown agent, with the real bearer format.
-    let mcp = format!("http://127.0.0.1:{}/mcp", served.mcp_port);
+    let mcp = format!("http://127.0.0.1:{}/mcp", served.mcp_port());
     harness().runtime.block_on(async {
         let client = reqwest::Client::new();
         let call = |bearer: String, sql: &str| {
@@ -347,12 +269,12 @@ fn no_secret_reaches_logs_audit_or_errors() {
     );
     std::thread::sleep(Duration::from_millis(300));
     // Every file of the log: the routes above include POST /api/v1/audit/rotate.
-    let audit: String = tollgate::audit::files::list_dir(dir.path())
+    let audit: String = tollgate::audit::files::list_dir(served.dir())
         .unwrap()
         .iter()
         .map(|f| String::from_utf8(f.read_all().unwrap()).unwrap())
         .collect();
-    let logs = served.log.lock().unwrap().clone();
+    let logs = served.log_text();
     assert!(
         audit.contains("\"decision\":\"blocked\""),
         "the test must have produced refusals"
@@ -362,7 +284,7 @@ fn no_secret_reaches_logs_audit_or_errors() {
         "debug logs were captured:\n{logs}"
     );
 
-    let cfg = dir.path().join("tollgate.toml");
+    let cfg = served.dir().join("tollgate.toml");
     let (_, password, _) = run(&[
         "vault",
         "--config",
@@ -371,7 +293,7 @@ fn no_secret_reaches_logs_audit_or_errors() {
         "shop_password",
     ]);
     let password = password.trim().to_string();
-    let master_key = std::fs::read_to_string(dir.path().join("master.key"))
+    let master_key = std::fs::read_to_string(served.dir().join("master.key"))
         .unwrap()
         .trim()
         .to_string();
@@ -430,11 +352,12 @@ fn upstream_down_gives_a_clear_error_and_others_keep_working() {
         &format!("port = {dead}"),
     );
     std::fs::write(&cfg, text).unwrap();
-    let served = serve(dir.path());
+    let served = serve(dir);
     let env = &harness().env;
-    let url = env
-        .pg_url("analyst")
-        .replace(&format!(":{}/", env.pg_port), &format!(":{}/", served.port));
+    let url = env.pg_url("analyst").replace(
+        &format!(":{}/", env.pg_port),
+        &format!(":{}/", served.pg_port),
+    );
     harness().runtime.block_on(async {
         let e = support::connect_url(&url)
             .await
@@ -589,43 +512,19 @@ fn pgbench_select_only_in_every_mode_without_failures() {
 
 /// A copy of the demo's files whose config drains for at most `drain_ms` on SIGTERM.
 fn drain_demo_dir(drain_ms: u64) -> tempfile::TempDir {
-    let dir = support::copy_demo_dir();
-    let cfg = dir.path().join("tollgate.toml");
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str(&format!("\n[limits]\ndrain_timeout_ms = {drain_ms}\n"));
-    std::fs::write(&cfg, text).unwrap();
-    dir
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig}");
-}
-
-/// Waits for the process to exit; its exit code.
-fn wait_exit(served: &mut Served, within: Duration) -> Option<i32> {
-    let until = Instant::now() + within;
-    while Instant::now() < until {
-        if let Some(status) = served.child.try_wait().unwrap() {
-            return Some(status.code().unwrap_or(-1));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+    demo_dir_with(|t| with_limits(t, &format!("drain_timeout_ms = {drain_ms}")))
 }
 
 #[test]
 fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
     let dir = drain_demo_dir(10_000);
-    let mut served = serve(dir.path());
+    let mut served = serve(dir);
     let env = &harness().env;
     let url = |agent: &str| {
-        env.pg_url(agent)
-            .replace(&format!(":{}/", env.pg_port), &format!(":{}/", served.port))
+        env.pg_url(agent).replace(
+            &format!(":{}/", env.pg_port),
+            &format!(":{}/", served.pg_port),
+        )
     };
     let started = Instant::now();
     harness().runtime.block_on(async {
@@ -636,7 +535,10 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
             &format!(":{}", served.redis_port),
         ))
         .unwrap()
-        .get_multiplexed_async_connection()
+        // Bounded waits: a reply the gateway never sends fails this test instead of hanging it.
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new().set_response_timeout(Duration::from_secs(30)),
+        )
         .await
         .unwrap();
         let _: Option<String> = redis::cmd("GET")
@@ -655,13 +557,14 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
         });
         // An MCP call in progress finishes too (it was once cancelled when the drain began).
         let mcp_call = tokio::spawn({
-            let url = format!("http://127.0.0.1:{}/mcp", served.mcp_port);
+            let url = format!("http://127.0.0.1:{}/mcp", served.mcp_port());
             let bearer = format!("Bearer trusted:{}", env.token("trusted"));
             async move {
                 let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                     "params": {"name": "query", "arguments": {"sql": "SELECT pg_sleep(1.5), 43 AS answer"}}});
                 reqwest::Client::new()
                     .post(url)
+                    .timeout(Duration::from_secs(30))
                     .header("content-type", "application/json")
                     .header("accept", "application/json, text/event-stream")
                     .header("mcp-protocol-version", "2025-06-18")
@@ -676,10 +579,10 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
             }
         });
         tokio::time::sleep(Duration::from_millis(400)).await;
-        signal(&served.child, "TERM");
+        served.signal("TERM");
         tokio::time::sleep(Duration::from_millis(300)).await;
         // Draining: the listener is closed.
-        let refused = tokio::net::TcpStream::connect(("127.0.0.1", served.port)).await;
+        let refused = tokio::net::TcpStream::connect(("127.0.0.1", served.pg_port)).await;
         assert!(
             refused.is_err(),
             "a new connection was accepted during the drain"
@@ -713,14 +616,15 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(busy.simple_query("SELECT 1").await.is_err());
     });
-    let code =
-        wait_exit(&mut served, Duration::from_secs(10)).expect("serve exited after the drain");
+    let code = served
+        .wait_exit(Duration::from_secs(10))
+        .expect("serve exited after the drain");
     assert_eq!(code, 0);
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "the drain did not wait for the deadline"
     );
-    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    let audit = std::fs::read_to_string(served.dir().join("audit.log")).unwrap();
     let sleep_seq = audit
         .lines()
         .find(|l| l.contains("pg_sleep(1.5)"))
@@ -736,27 +640,78 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
     assert_eq!(outcome["rows"], 1, "{outcome}");
 }
 
+/// An MCP call in progress alone holds the drain: the process exits once its reply is sent
+/// (its HTTP connection counts as a live session), not as soon as no wire session is left.
+#[test]
+fn sigterm_waits_for_an_mcp_call_in_progress_alone() {
+    let served = serve(drain_demo_dir(10_000));
+    let env = &harness().env;
+    let started = Instant::now();
+    let reply = harness().runtime.block_on(async {
+        let call = tokio::spawn({
+            let url = format!("http://127.0.0.1:{}/mcp", served.mcp_port());
+            let bearer = format!("Bearer trusted:{}", env.token("trusted"));
+            async move {
+                let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": "query", "arguments": {"sql": "WITH s AS MATERIALIZED (SELECT pg_sleep(1.5)) SELECT 44 AS answer, repeat('x', 2000) AS pad FROM s, generate_series(1, 400)"}}});
+                reqwest::Client::new()
+                    .post(url)
+                    .timeout(Duration::from_secs(30))
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-protocol-version", "2025-06-18")
+                    .header("authorization", bearer)
+                    .json(&body)
+                    .send()
+                    .await?
+                    .text()
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        served.signal("TERM");
+        call.await.unwrap()
+    });
+    let mut served = served;
+    let reply = reply.expect("the MCP call in progress got its reply");
+    assert!(
+        reply.contains("44") && !reply.contains("\"error\""),
+        "the MCP call in progress: {reply}"
+    );
+    let code = served
+        .wait_exit(Duration::from_secs(10))
+        .expect("serve exited after the drain");
+    assert_eq!(code, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the drain did not wait for the deadline"
+    );
+}
+
 #[test]
 fn sigterm_closes_what_still_runs_at_the_drain_deadline() {
     let dir = drain_demo_dir(500);
-    let mut served = serve(dir.path());
+    let mut served = serve(dir);
     let env = &harness().env;
-    let url = env
-        .pg_url("trusted")
-        .replace(&format!(":{}/", env.pg_port), &format!(":{}/", served.port));
+    let url = env.pg_url("trusted").replace(
+        &format!(":{}/", env.pg_port),
+        &format!(":{}/", served.pg_port),
+    );
     let started = Instant::now();
     harness().runtime.block_on(async {
         let busy = support::connect_url(&url).await.unwrap();
         let in_flight = tokio::spawn(async move { busy.simple_query("SELECT pg_sleep(30)").await });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        signal(&served.child, "TERM");
+        served.signal("TERM");
         let e = in_flight
             .await
             .unwrap()
             .expect_err("closed at the deadline");
         assert!(e.is_closed() || support::sqlstate(&e) == "57P01", "{e:?}");
     });
-    let code = wait_exit(&mut served, Duration::from_secs(10)).expect("serve exited");
+    let code = served
+        .wait_exit(Duration::from_secs(10))
+        .expect("serve exited");
     assert_eq!(code, 0);
     assert!(started.elapsed() < Duration::from_secs(8));
 }
@@ -803,11 +758,11 @@ fn certs_dev_writes_private_keys_once_and_check_loads_them() {
 #[test]
 fn serve_reloads_the_certificate_on_sighup() {
     let dir = support::copy_demo_dir();
-    let served = serve(dir.path());
-    let tls = dir.path().join("tls");
-    let old_ca = dir.path().join("old-ca.crt");
+    let served = serve(dir);
+    let tls = served.dir().join("tls");
+    let old_ca = served.dir().join("old-ca.crt");
     std::fs::copy(tls.join("ca.crt"), &old_ca).unwrap();
-    let url = support::tls::pg_url_at("analyst", served.port);
+    let url = support::tls::pg_url_at("analyst", served.pg_port);
     let cb = tokio_postgres::config::ChannelBinding::Require;
     harness().runtime.block_on(async {
         let open = support::tls::pg_connect_tls(&url, &old_ca, cb)

@@ -112,6 +112,7 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, shutdown: watch::Rec
                 .to_string()
         },
         stop: shutdown,
+        drained: false,
     };
     // The caller's address goes into the audit records of admin actions.
     let negotiate = |socket: tokio::net::TcpStream, addr: std::net::SocketAddr| async move {

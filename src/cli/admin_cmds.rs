@@ -21,7 +21,7 @@ pub fn serve(config_path: &Path) -> CmdResult {
     let drain = std::time::Duration::from_millis(config.limits.drain_timeout_ms);
     crate::telemetry::install_prometheus();
     let rt = config.runtime.build().map_err(|e| e.to_string())?;
-    rt.block_on(async {
+    let code = rt.block_on(async {
         let running = gateway::start(config).await.map_err(|e| e.to_string())?;
         gateway::reload_on_sighup(running.gateway.clone());
         gateway::reload_on_file_change(
@@ -33,8 +33,16 @@ pub fn serve(config_path: &Path) -> CmdResult {
         let forced = running.drain(drain).await;
         tracing::info!(closed_at_deadline = forced, "shut down");
         Ok(0)
-    })
+    });
+    // Dropping a runtime waits for every blocking-pool task without limit: one stuck on a file
+    // (a hung network filesystem under a reload, the audit maintenance) would keep the process,
+    // and every socket it still holds, alive after the drain. The drain is over: bounded.
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    code
 }
+
+/// How long the exit waits for blocking work still running once the drain is over.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn wait_for_termination() {

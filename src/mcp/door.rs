@@ -152,17 +152,16 @@ impl McpDoor {
         self.shapes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn router(self: &Arc<Self>, core: &Arc<Core>, stop: &watch::Receiver<bool>) -> Router {
+    fn router(self: &Arc<Self>, core: &Arc<Core>) -> Router {
         let ct = tokio_util::sync::CancellationToken::new();
-        let mut stop = stop.clone();
         let cancel = ct.clone();
         // Cancelling rmcp's token cancels every call in progress (their statements too): not
         // when the gateway stops accepting, since a drain lets requests in progress finish
-        // (`http_serve`), but once the drain's time is up.
-        let drain = Duration::from_millis(core.limits.drain_timeout_ms);
+        // (`http_serve`, whose connections the drain waits for), but once the drain's time is
+        // up (`Phase::Closing`: a session with something running resolves `drained` only then).
+        let closing = core.lifecycle.drained(|| false);
         tokio::spawn(async move {
-            let _ = stop.wait_for(|s| *s).await;
-            tokio::time::sleep(drain).await;
+            closing.await;
             cancel.cancel();
         });
         // Stateless and JSON: every request stands alone (authenticated on its own), so the
@@ -217,12 +216,13 @@ impl Door for McpDoor {
             };
             let (listener, local) = crate::doors::bind(addr).await?;
             info!(%local, path = PATH, "MCP listener ready");
-            let app = self.router(&core, &stop);
+            let app = self.router(&core);
             let serve = crate::http_serve::HttpServe {
                 core: core.clone(),
                 label: "mcp",
                 refusal_body: |r| super::auth::json_rpc_body(&r.message()).to_string(),
                 stop: stop.clone(),
+                drained: true,
             };
             let negotiate =
                 move |socket, addr| super::listener::negotiate(socket, addr, core.clone());

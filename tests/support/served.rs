@@ -3,7 +3,7 @@
 //! read from its log, its resident memory, signals, and an in-test TCP proxy between it and an
 //! upstream that can forward, stall or refuse.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -20,12 +20,75 @@ pub struct Served {
     pub redis_port: u16,
     pub admin_port: u16,
     pub log: Arc<Mutex<String>>,
+    _watchdog: Watchdog,
 }
 
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// How long a test may keep a gateway process before the watchdog ends it.
+const WATCHDOG_LIMIT: Duration = Duration::from_secs(240);
+
+/// Ends a test that hangs on its gateway process instead of letting it hang the suite (a test
+/// awaiting a reply the process never sends waits forever: one once used up CI's 90 minutes).
+/// At the limit it prints the process's log (to the real stderr: a hung test's captured output
+/// is never shown) and kills it, which fails every await on its sockets; if the test is still
+/// running a minute later, it aborts the test binary.
+struct Watchdog {
+    done: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Watchdog {
+    fn start(pid: u32, log: Arc<Mutex<String>>, limit: Duration) -> Watchdog {
+        let done = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let seen = done.clone();
+        let test = std::thread::current().name().unwrap_or("?").to_owned();
+        std::thread::spawn(move || {
+            let (finished, ended) = &*seen;
+            let wait = |limit| {
+                let guard = finished.lock().unwrap_or_else(|p| p.into_inner());
+                let (guard, _) = ended
+                    .wait_timeout_while(guard, limit, |f| !*f)
+                    .unwrap_or_else(|p| p.into_inner());
+                *guard
+            };
+            if wait(limit) {
+                return;
+            }
+            let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nwatchdog: {test} still holds `tollgate serve` (pid {pid}) after {limit:?}: \
+                 killing it. Its last log lines:\n{}\n",
+                tail.join("\n")
+            );
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            if wait(Duration::from_secs(60)) {
+                return;
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "watchdog: {test} is still stuck a minute after its gateway was killed: aborting"
+            );
+            std::process::abort();
+        });
+        Watchdog { done }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let (finished, ended) = &*self.done;
+        *finished.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        ended.notify_all();
     }
 }
 
@@ -54,6 +117,11 @@ impl Served {
     /// Starts `tollgate serve` on `dir`, with `shell_prefix` (e.g. `ulimit -n 30000`) run
     /// before it in the same shell; waits for its PostgreSQL, Redis and admin listeners.
     pub fn start(dir: tempfile::TempDir, shell_prefix: &str) -> Served {
+        Served::start_logging(dir, shell_prefix, "info")
+    }
+
+    /// `start` with the process's log filter (`RUST_LOG`).
+    pub fn start_logging(dir: tempfile::TempDir, shell_prefix: &str, rust_log: &str) -> Served {
         let config = dir.path().join("tollgate.toml");
         let script = format!("{shell_prefix}\nexec \"$0\" serve --config \"$1\"");
         let mut child = Command::new("sh")
@@ -61,7 +129,7 @@ impl Served {
             .arg(script)
             .arg(tollgate_bin())
             .arg(&config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .env_remove("TOLLGATE_MASTER_KEY")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -72,7 +140,18 @@ impl Served {
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Read to the end whatever comes: a reader that stopped early (at a line that is not
+            // UTF-8) would leave the pipe full and the gateway blocked on its next log line.
+            let mut reader = BufReader::new(stderr);
+            let mut raw = Vec::new();
+            loop {
+                raw.clear();
+                match reader.read_until(b'\n', &mut raw) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let line = String::from_utf8_lossy(&raw);
+                let line = line.trim_end_matches(['\n', '\r']);
                 let kind = if line.contains("PostgreSQL listener ready") {
                     Some("pg")
                 } else if line.contains("Redis listener ready") && line.contains("tls=false") {
@@ -82,13 +161,13 @@ impl Served {
                 } else {
                     None
                 };
-                let port = port_after(&line, "local=127.0.0.1:")
-                    .or_else(|| port_after(&line, "admin=127.0.0.1:"));
+                let port = port_after(line, "local=127.0.0.1:")
+                    .or_else(|| port_after(line, "admin=127.0.0.1:"));
                 if let (Some(kind), Some(port)) = (kind, port) {
                     let _ = tx.send((kind, port));
                 }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
+                let mut l = sink.lock().unwrap_or_else(|p| p.into_inner());
+                l.push_str(line);
                 l.push('\n');
             }
         });
@@ -104,6 +183,7 @@ impl Served {
                 ),
             }
         }
+        let watchdog = Watchdog::start(child.id(), log.clone(), WATCHDOG_LIMIT);
         Served {
             child,
             dir,
@@ -111,6 +191,7 @@ impl Served {
             redis_port: ports["redis"],
             admin_port: ports["admin"],
             log,
+            _watchdog: watchdog,
         }
     }
 
