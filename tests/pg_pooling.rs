@@ -1088,7 +1088,7 @@ fn a_refused_discard_all_leaves_no_other_session_a_broken_connection() {
 #[test]
 fn a_deallocate_of_a_protocol_level_statement_works_as_on_the_server() {
     harness().runtime.block_on(async {
-        let (running, _gw) = gateway(1, "").await;
+        let (running, gw) = gateway(1, "").await;
         let addr = running.pg_addr.unwrap();
         let mut s = raw_login_with(addr, "writer", &[]).await;
         let bind_p1 = support::message(b'B', b"\0p1\0\0\0\0\0\0\0");
@@ -1125,6 +1125,47 @@ fn a_deallocate_of_a_protocol_level_statement_works_as_on_the_server() {
         let (tag, body) = support::read_message(&mut s).await;
         assert_eq!(tag, b'E');
         assert_eq!(support::error_field(&body, b'C').as_deref(), Some("26000"));
+        assert_eq!(tags(&mut s, 1).await, b"Z");
+        // The same through a simple Query (psql, a driver's own DEALLOCATE): on the connection
+        // that has the statement, then on a fresh one (the server ended the first), where
+        // tollgate prepares it before the DEALLOCATE.
+        for (name, sql, fresh) in [("p2", "SELECT 43", false), ("p3", "SELECT 44", true)] {
+            send(&mut s, &[parse(name, sql), sync()]).await;
+            assert_eq!(tags(&mut s, 2).await, b"1Z");
+            let ended = server_pids(&gw.role).await;
+            if fresh {
+                let su = upstream().await;
+                for pid in &ended {
+                    su.execute("SELECT pg_terminate_backend($1)", &[&pid])
+                        .await
+                        .unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let query = support::message(b'Q', format!("DEALLOCATE {name}\0").as_bytes());
+            send(&mut s, &[query]).await;
+            let (tag, body) = support::read_message(&mut s).await;
+            assert_eq!(
+                (tag, body.as_slice()),
+                (b'C', &b"DEALLOCATE\0"[..]),
+                "DEALLOCATE {name}: {:?}",
+                support::error_field(&body, b'M')
+            );
+            assert_eq!(tags(&mut s, 1).await, b"Z");
+            if fresh {
+                assert_ne!(
+                    server_pids(&gw.role).await,
+                    ended,
+                    "a fresh connection ran it"
+                );
+            }
+            let bind = support::message(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes());
+            send(&mut s, &[bind, sync()]).await;
+            let (tag, body) = support::read_message(&mut s).await;
+            assert_eq!(tag, b'E', "{name} was deallocated");
+            assert_eq!(support::error_field(&body, b'C').as_deref(), Some("26000"));
+            assert_eq!(tags(&mut s, 1).await, b"Z");
+        }
         // The same text, prepared again by another agent's session, runs.
         let analyst = client(&running, "analyst").await;
         let again = analyst.prepare("SELECT 41 + 1").await.unwrap();

@@ -1316,6 +1316,17 @@ fn on_query(
                 true => StatementCursors::new(uses),
                 false => StatementCursors::default(),
             };
+            // The DEALLOCATE of a protocol-level statement names tollgate's statement (pooled).
+            let rewritten = match protocol_deallocate(state, &verdict) {
+                Some((client_name, stmt)) => Some(deallocate_on_server(
+                    state,
+                    &client_name,
+                    &stmt,
+                    pending,
+                    out,
+                )),
+                None => rewritten,
+            };
             let prepares = apply_effects(state, &verdict, text, ctx);
             state.pinned |= verdict.leaves_state;
             state.note_settings(ctx, &verdict);
@@ -1403,19 +1414,8 @@ fn on_parse(
         state.note_settings(ctx, &verdict);
         let forwarded = match (protocol_deallocate(state, &verdict), rewritten) {
             (Some((client_name, stmt)), _) => {
-                // Prepared there first if missing, so the DEALLOCATE of it succeeds as the
-                // client's would; forgotten now (the reset covers a server that refuses it).
-                if let Some(server) = state.pooled_server() {
-                    statements::ensure_prepared(&server, &stmt, pending, out);
-                    server
-                        .prepared
-                        .lock()
-                        .expect("prepared statements")
-                        .remove(&stmt.name);
-                }
-                state.statements.remove(&client_name);
-                state.reset_on_checkin = true;
-                parse_message(frame, name, format!("DEALLOCATE {}", stmt.name).as_bytes())
+                let sql = deallocate_on_server(state, &client_name, &stmt, pending, out);
+                parse_message(frame, name, &sql)
             }
             (None, Some(sql)) => parse_message(frame, name, &sql),
             (None, None) => frame.raw.clone(),
@@ -1598,10 +1598,11 @@ fn apply_effects(
     tickets
 }
 
-/// Under transaction pooling, a Parse of `DEALLOCATE name` (alone) where `name` is one of the
-/// session's protocol-level statements: the server has it under tollgate's name, so the
-/// DEALLOCATE is sent for that name (returned with the client's name). It answered 26000 "does
-/// not exist": psycopg on libpq 16 and older sends it at cache eviction (a review).
+/// Under transaction pooling, a `DEALLOCATE name` (alone, in a simple Query or a Parse) where
+/// `name` is one of the session's protocol-level statements: the server has it under
+/// tollgate's name, so the DEALLOCATE is sent for that name (`deallocate_on_server`). It
+/// answered 26000 "does not exist": psycopg on libpq 16 and older sends it at cache eviction
+/// (a review). Returns the client's name and the statement on the server.
 fn protocol_deallocate(state: &State, verdict: &Verdict) -> Option<(String, ServerStatement)> {
     state.pooled_server()?;
     if verdict.statements != 1 || !verdict.runs() {
@@ -1615,6 +1616,30 @@ fn protocol_deallocate(state: &State, verdict: &Verdict) -> Option<(String, Serv
     }
     let stmt = state.statements.get(n)?.server.clone()?;
     Some((n.clone(), stmt))
+}
+
+/// The `DEALLOCATE` of `stmt` (the client's `client_name`) to send instead of the client's:
+/// prepared on the attached connection first if missing there, so it succeeds as the client's
+/// would on its own server; forgotten now (the reset at check-in covers a server that refuses
+/// it, inside a failed transaction block).
+fn deallocate_on_server(
+    state: &mut State,
+    client_name: &str,
+    stmt: &ServerStatement,
+    pending: &Pending,
+    out: &mut BytesMut,
+) -> Vec<u8> {
+    if let Some(server) = state.pooled_server() {
+        statements::ensure_prepared(&server, stmt, pending, out);
+        server
+            .prepared
+            .lock()
+            .expect("prepared statements")
+            .remove(&stmt.name);
+    }
+    state.statements.remove(client_name);
+    state.reset_on_checkin = true;
+    format!("DEALLOCATE {}", stmt.name).into_bytes()
 }
 
 /// PostgreSQL's words for a PREPARE (or Parse) of a name that is taken.
