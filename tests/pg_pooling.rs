@@ -1166,6 +1166,25 @@ fn a_deallocate_of_a_protocol_level_statement_works_as_on_the_server() {
             assert_eq!(support::error_field(&body, b'C').as_deref(), Some("26000"));
             assert_eq!(tags(&mut s, 1).await, b"Z");
         }
+        // In a failed transaction block it is refused as the server refuses it (25P02); the
+        // statement stays, and goes once the transaction is over.
+        send(&mut s, &[parse("p4", "SELECT 45"), sync()]).await;
+        assert_eq!(tags(&mut s, 2).await, b"1Z");
+        let codes = [
+            ("BEGIN", None),
+            ("SELECT 1/0", Some("22012")),
+            ("DEALLOCATE p4", Some("25P02")),
+            ("ROLLBACK", None),
+            ("DEALLOCATE p4", None),
+        ];
+        for (sql, code) in codes {
+            let replies = simple_query(&mut s, sql).await;
+            let error = replies
+                .iter()
+                .find(|(tag, _)| *tag == b'E')
+                .and_then(|(_, body)| support::error_field(body, b'C'));
+            assert_eq!(error.as_deref(), code, "{sql}: {replies:?}");
+        }
         // The same text, prepared again by another agent's session, runs.
         let analyst = client(&running, "analyst").await;
         let again = analyst.prepare("SELECT 41 + 1").await.unwrap();
@@ -1560,6 +1579,22 @@ async fn send(s: &mut tokio::net::TcpStream, msgs: &[Vec<u8>]) {
 }
 
 /// Reads `n` messages, returning their tags.
+/// A simple Query's replies, up to ReadyForQuery.
+async fn simple_query(s: &mut tokio::net::TcpStream, sql: &str) -> Vec<(u8, Vec<u8>)> {
+    send(s, &[support::message(b'Q', format!("{sql}\0").as_bytes())]).await;
+    let mut replies = Vec::new();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), support::read_message(s))
+            .await
+            .unwrap_or_else(|_| panic!("{sql}: no ReadyForQuery after {replies:?}"));
+        let done = m.0 == b'Z';
+        replies.push(m);
+        if done {
+            return replies;
+        }
+    }
+}
+
 async fn tags(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
     let mut t = Vec::new();
     for _ in 0..n {

@@ -949,6 +949,7 @@ fn refuse_simple(pending: &Pending, refusal: PgErrorFields, out: &mut BytesMut) 
         error: None,
         cursors: Default::default(),
         prepares: PrepareTickets::default(),
+        answer: None,
     });
     out.extend_from_slice(&substitute_query());
 }
@@ -1202,6 +1203,7 @@ fn on_frame(
                         error: None,
                         cursors: Default::default(),
                         prepares: PrepareTickets::default(),
+                        answer: None,
                     });
                     out.extend_from_slice(&frame.raw);
                 }
@@ -1316,15 +1318,18 @@ fn on_query(
                 true => StatementCursors::new(uses),
                 false => StatementCursors::default(),
             };
-            // The DEALLOCATE of a protocol-level statement names tollgate's statement (pooled).
+            // The DEALLOCATE of a protocol-level statement (pooled): of tollgate's statement
+            // where the connection has it, answered here where it does not.
+            let mut answer = None;
             let rewritten = match protocol_deallocate(state, &verdict) {
-                Some((client_name, stmt)) => Some(deallocate_on_server(
-                    state,
-                    &client_name,
-                    &stmt,
-                    pending,
-                    out,
-                )),
+                Some(found) => match simple_deallocate(state, pending, found) {
+                    SimpleDeallocate::OnServer(sql) => Some(sql),
+                    SimpleDeallocate::Answered => {
+                        answer = Some(msg::command_complete("DEALLOCATE"));
+                        Some(Vec::new())
+                    }
+                    SimpleDeallocate::AsSent => None,
+                },
                 None => rewritten,
             };
             let prepares = apply_effects(state, &verdict, text, ctx);
@@ -1338,6 +1343,7 @@ fn on_query(
                 error: None,
                 cursors,
                 prepares,
+                answer,
             });
             match rewritten {
                 Some(sql) => out.extend_from_slice(&query_message(&sql)),
@@ -1618,8 +1624,9 @@ fn protocol_deallocate(state: &State, verdict: &Verdict) -> Option<(String, Serv
     Some((n.clone(), stmt))
 }
 
-/// The `DEALLOCATE` of `stmt` (the client's `client_name`) to send instead of the client's:
-/// prepared on the attached connection first if missing there, so it succeeds as the client's
+/// The `DEALLOCATE` of `stmt` (the client's `client_name`) to send instead of the client's in
+/// a Parse (its Sync follows): prepared on the attached connection first if missing there, so
+/// it succeeds as the client's
 /// would on its own server; forgotten now (the reset at check-in covers a server that refuses
 /// it, inside a failed transaction block).
 fn deallocate_on_server(
@@ -1640,6 +1647,42 @@ fn deallocate_on_server(
     state.statements.remove(client_name);
     state.reset_on_checkin = true;
     format!("DEALLOCATE {}", stmt.name).into_bytes()
+}
+
+/// What a simple Query's `DEALLOCATE` of a protocol-level statement becomes (pooled).
+enum SimpleDeallocate {
+    /// The DEALLOCATE of tollgate's name, which the attached connection holds.
+    OnServer(Vec<u8>),
+    /// The connection does not hold it: nothing to drop there; tollgate answers (an empty
+    /// Query keeps the reply in its place). Not prepared first as for a Parse: a Query after a
+    /// Parse the server refuses (its table dropped since) is ignored until a Sync the client
+    /// never sends.
+    Answered,
+    /// Sent as it came: in a failed transaction block the server refuses it (25P02), as it
+    /// would the client's on its own server.
+    AsSent,
+}
+
+fn simple_deallocate(
+    state: &mut State,
+    pending: &Pending,
+    (client_name, stmt): (String, ServerStatement),
+) -> SimpleDeallocate {
+    if pending.tx_status() == b'E' {
+        return SimpleDeallocate::AsSent;
+    }
+    let held = state.pooled_server().is_some_and(|server| {
+        let mut prepared = server.prepared.lock().expect("prepared statements");
+        let held = prepared.contains(&stmt.name);
+        prepared.remove(&stmt.name);
+        held
+    });
+    state.statements.remove(&client_name);
+    if !held {
+        return SimpleDeallocate::Answered;
+    }
+    state.reset_on_checkin = true;
+    SimpleDeallocate::OnServer(format!("DEALLOCATE {}", stmt.name).into_bytes())
 }
 
 /// PostgreSQL's words for a PREPARE (or Parse) of a name that is taken.

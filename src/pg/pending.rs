@@ -24,6 +24,9 @@ pub enum Expect {
         cursors: super::cursor_rows::StatementCursors,
         /// Its SQL PREPAREs, confirmed one by one as the server completes them.
         prepares: super::sql_prepared::PrepareTickets,
+        /// tollgate's own reply, relayed in place of the EmptyQueryResponse of the empty Query
+        /// sent for it (the server's ReadyForQuery follows with the true status).
+        answer: Option<bytes::Bytes>,
     },
     /// Parse → ParseComplete (or the substitute whose error becomes `refusal`). `server_name`:
     /// the name tollgate prepared it under on the server (transaction pooling), forgotten there

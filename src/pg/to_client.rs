@@ -404,6 +404,14 @@ fn handle(
             out.extend_from_slice(&frame.raw);
         }
         msg::COMMAND_COMPLETE | msg::EMPTY_QUERY | msg::PORTAL_SUSPENDED => {
+            // tollgate's own reply to a Query it sent empty in its place.
+            let answer = match frame.tag {
+                msg::EMPTY_QUERY => pending.with(|q| match q.front_mut() {
+                    Some(Expect::Simple { answer, .. }) => answer.take(),
+                    _ => None,
+                }),
+                _ => None,
+            };
             if frame.body() == b"PREPARE\0" {
                 // The server has the statement: its name becomes the session's.
                 pending.with(|q| {
@@ -452,7 +460,7 @@ fn handle(
             });
             end_copy(pending, state);
             state.end_result();
-            out.extend_from_slice(&frame.raw);
+            out.extend_from_slice(answer.as_deref().unwrap_or(&frame.raw));
         }
         msg::PARSE_COMPLETE
         | msg::BIND_COMPLETE

@@ -92,6 +92,32 @@ fn refusal() -> PgErrorFields {
 }
 
 #[test]
+fn tollgates_own_answer_takes_the_place_of_the_empty_querys_reply() {
+    let mut r = rig();
+    r.pending.push(Expect::Simple {
+        ticket: None,
+        refusal: None,
+        rows: 0,
+        error: None,
+        cursors: Default::default(),
+        prepares: Default::default(),
+        answer: Some(msg::command_complete("DEALLOCATE")),
+    });
+    r.feed(bare(msg::EMPTY_QUERY));
+    r.feed(ready(b'T'));
+    let sent = r.sent();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].0, msg::COMMAND_COMPLETE);
+    assert_eq!(&sent[0].1[..], b"DEALLOCATE\0");
+    // The server's status, whatever it is.
+    assert_eq!(
+        (sent[1].0, &sent[1].1[..]),
+        (msg::READY_FOR_QUERY, &b"T"[..])
+    );
+    assert!(r.pending.is_empty());
+}
+
+#[test]
 fn a_refused_simple_query_shows_tollgates_error_in_place_of_the_upstreams() {
     let mut r = rig();
     r.pending.push(Expect::Simple {
@@ -101,6 +127,7 @@ fn a_refused_simple_query_shows_tollgates_error_in_place_of_the_upstreams() {
         error: None,
         cursors: Default::default(),
         prepares: Default::default(),
+        answer: None,
     });
     // The substitute statement's syntax error, then ReadyForQuery.
     r.feed(server_error(
@@ -130,6 +157,7 @@ fn a_fatal_is_never_dressed_up_as_a_refusal() {
         error: None,
         cursors: Default::default(),
         prepares: Default::default(),
+        answer: None,
     });
     r.feed(server_fatal(
         "57P01",
@@ -152,6 +180,7 @@ fn a_fatal_completes_its_statement_and_marks_the_server_gone() {
         error: None,
         cursors: Default::default(),
         prepares: Default::default(),
+        answer: None,
     });
     assert!(!r.state.server_fatal);
     r.feed(server_fatal(
@@ -271,6 +300,7 @@ fn rows_are_counted_into_the_outcome_record() {
         error: None,
         cursors: Default::default(),
         prepares: Default::default(),
+        answer: None,
     });
     for v in ["a", "b"] {
         r.feed(data_row(v));
@@ -359,6 +389,7 @@ fn push_simple_with_cursor(r: &mut Rig, sql: &str, u: crate::policy::sql::cursor
         error: None,
         cursors: crate::pg::cursor_rows::StatementCursors::new(vec![Some(u)]),
         prepares: Default::default(),
+        answer: None,
     });
 }
 
