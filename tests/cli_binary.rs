@@ -556,28 +556,10 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
             (rows, busy)
         });
         // An MCP call in progress finishes too (it was once cancelled when the drain began).
-        let mcp_call = tokio::spawn({
-            let url = format!("http://127.0.0.1:{}/mcp", served.mcp_port());
-            let bearer = format!("Bearer trusted:{}", env.token("trusted"));
-            async move {
-                let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                    "params": {"name": "query", "arguments": {"sql": "SELECT pg_sleep(1.5), 43 AS answer"}}});
-                reqwest::Client::new()
-                    .post(url)
-                    .timeout(Duration::from_secs(30))
-                    .header("content-type", "application/json")
-                    .header("accept", "application/json, text/event-stream")
-                    .header("mcp-protocol-version", "2025-06-18")
-                    .header("authorization", bearer)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap()
-            }
-        });
+        let mcp_call = tokio::spawn(trusted_mcp_query(
+            served.mcp_port(),
+            "SELECT pg_sleep(1.5), 43 AS answer",
+        ));
         tokio::time::sleep(Duration::from_millis(400)).await;
         served.signal("TERM");
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -607,7 +589,7 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
             _ => None,
         });
         assert_eq!(answer.as_deref(), Some("42"));
-        let reply = mcp_call.await.unwrap();
+        let reply = mcp_call.await.unwrap().unwrap();
         assert!(
             reply.contains("43") && !reply.contains("\"error\""),
             "the MCP call in progress: {reply}"
@@ -616,14 +598,7 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(busy.simple_query("SELECT 1").await.is_err());
     });
-    let code = served
-        .wait_exit(Duration::from_secs(10))
-        .expect("serve exited after the drain");
-    assert_eq!(code, 0);
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "the drain did not wait for the deadline"
-    );
+    exited_cleanly_before_the_deadline(&mut served, started);
     let audit = std::fs::read_to_string(served.dir().join("audit.log")).unwrap();
     let sleep_seq = audit
         .lines()
@@ -640,34 +615,50 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
     assert_eq!(outcome["rows"], 1, "{outcome}");
 }
 
+/// `served` exited with 0 within 10 s, and less than 8 s after `started`: before the drain's
+/// 10 s deadline (whatever still ran ended by itself).
+fn exited_cleanly_before_the_deadline(served: &mut Served, started: Instant) {
+    let code = served
+        .wait_exit(Duration::from_secs(10))
+        .expect("serve exited after the drain");
+    assert_eq!(code, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the drain did not wait for the deadline"
+    );
+}
+
+/// The MCP `query` tool's reply to `sql`, as the demo's `trusted` agent (bounded wait).
+async fn trusted_mcp_query(port: u16, sql: &'static str) -> reqwest::Result<String> {
+    let bearer = format!("Bearer trusted:{}", harness().env.token("trusted"));
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "query", "arguments": {"sql": sql}}});
+    reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/mcp"))
+        .timeout(Duration::from_secs(30))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("authorization", bearer)
+        .json(&body)
+        .send()
+        .await?
+        .text()
+        .await
+}
+
 /// An MCP call in progress alone holds the drain: the process exits once its reply is sent
 /// (its HTTP connection counts as a live session), not as soon as no wire session is left.
 #[test]
 fn sigterm_waits_for_an_mcp_call_in_progress_alone() {
     let served = serve(drain_demo_dir(10_000));
-    let env = &harness().env;
     let started = Instant::now();
     let reply = harness().runtime.block_on(async {
-        let call = tokio::spawn({
-            let url = format!("http://127.0.0.1:{}/mcp", served.mcp_port());
-            let bearer = format!("Bearer trusted:{}", env.token("trusted"));
-            async move {
-                let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                    "params": {"name": "query", "arguments": {"sql": "WITH s AS MATERIALIZED (SELECT pg_sleep(1.5)) SELECT 44 AS answer, repeat('x', 2000) AS pad FROM s, generate_series(1, 400)"}}});
-                reqwest::Client::new()
-                    .post(url)
-                    .timeout(Duration::from_secs(30))
-                    .header("content-type", "application/json")
-                    .header("accept", "application/json, text/event-stream")
-                    .header("mcp-protocol-version", "2025-06-18")
-                    .header("authorization", bearer)
-                    .json(&body)
-                    .send()
-                    .await?
-                    .text()
-                    .await
-            }
-        });
+        let call = tokio::spawn(trusted_mcp_query(
+            served.mcp_port(),
+            "WITH s AS MATERIALIZED (SELECT pg_sleep(1.5)) \
+             SELECT 44 AS answer, repeat('x', 2000) AS pad FROM s, generate_series(1, 400)",
+        ));
         tokio::time::sleep(Duration::from_millis(400)).await;
         served.signal("TERM");
         call.await.unwrap()
@@ -678,14 +669,7 @@ fn sigterm_waits_for_an_mcp_call_in_progress_alone() {
         reply.contains("44") && !reply.contains("\"error\""),
         "the MCP call in progress: {reply}"
     );
-    let code = served
-        .wait_exit(Duration::from_secs(10))
-        .expect("serve exited after the drain");
-    assert_eq!(code, 0);
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "the drain did not wait for the deadline"
-    );
+    exited_cleanly_before_the_deadline(&mut served, started);
 }
 
 #[test]
