@@ -83,13 +83,18 @@ pub async fn serve<N, Fut, Io, Info>(
                 continue;
             }
         };
-        let (app, negotiate, stop) = (app.clone(), negotiate.clone(), stop.clone());
+        let (app, negotiate, mut stop) = (app.clone(), negotiate.clone(), stop.clone());
         let write_stall_ms = core.limits.client_write_timeout_ms;
         let live = drained.then(|| core.lifecycle.enter());
         tokio::spawn(async move {
             let _live = live;
-            let Ok(Some((io, info))) = tokio::time::timeout(timeout, negotiate(socket, addr)).await
-            else {
+            // A connection still negotiating (TLS, or nothing sent yet) when the gateway stops
+            // has no request in progress: closed then, not at the end of its timeout.
+            let negotiated = tokio::select! {
+                n = tokio::time::timeout(timeout, negotiate(socket, addr)) => n,
+                _ = stopped(&mut stop) => return,
+            };
+            let Ok(Some((io, info))) = negotiated else {
                 debug!(listener = label, %addr, "HTTP connection: no handshake in time, or a failed one");
                 return;
             };

@@ -615,6 +615,54 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
     assert_eq!(outcome["rows"], 1, "{outcome}");
 }
 
+/// Connections that have not logged in have nothing running: a drain closes them at once
+/// instead of waiting for its deadline (a MongoDB driver's monitoring connection never logs
+/// in, so one connected driver held every shutdown for the whole drain).
+#[test]
+fn sigterm_closes_connections_that_have_not_logged_in_at_once() {
+    let mut served = serve(drain_demo_dir(10_000));
+    let ports = [
+        served.pg_port,
+        served.redis_port,
+        served.mongo_port(),
+        served.mcp_port(),
+    ];
+    let mut waiting = Vec::new();
+    for port in ports {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        waiting.push((port, s));
+    }
+    // A PostgreSQL login half done: the startup message sent, the password never.
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", served.pg_port)).unwrap();
+    let mut startup = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::startup_message(
+        [("user", "analyst"), ("database", "shop")],
+        &mut startup,
+    )
+    .unwrap();
+    std::io::Write::write_all(&mut half, &startup).unwrap();
+    half.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    served.signal("TERM");
+    let code = served
+        .wait_exit(Duration::from_secs(9))
+        .expect("serve exited before the drain deadline");
+    assert_eq!(code, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "exited after {:?}",
+        started.elapsed()
+    );
+    for (port, mut s) in waiting {
+        let mut buf = [0u8; 64];
+        let n = std::io::Read::read(&mut s, &mut buf);
+        assert!(matches!(n, Ok(0) | Err(_)), "port {port}: {n:?}");
+    }
+}
+
 /// `served` exited with 0 within 10 s, and less than 8 s after `started`: before the drain's
 /// 10 s deadline (whatever still ran ended by itself).
 fn exited_cleanly_before_the_deadline(served: &mut Served, started: Instant) {

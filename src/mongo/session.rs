@@ -46,9 +46,14 @@ pub async fn handle(
     };
     accepted.set_upstream(up.name());
     let span = accepted.span();
+    let drained_before_login = accepted.drained_before_login();
     async move {
-        if let Err(e) = run(accepted, door, up, socket, tls).await {
-            debug!(error = %e, "session ended with an error");
+        tokio::select! {
+            ended = run(accepted, door, up, socket, tls) => if let Err(e) = ended {
+                debug!(error = %e, "session ended with an error");
+            },
+            // A driver's monitoring connection never logs in: it no longer holds the exit.
+            _ = drained_before_login => debug!("closed by the drain before logging in"),
         }
     }
     .instrument(span)

@@ -41,9 +41,13 @@ pub async fn handle(core: Arc<Core>, door: Arc<PgDoor>, mut socket: TcpStream, p
         }
     };
     let span = accepted.span();
+    let drained_before_login = accepted.drained_before_login();
     async move {
-        if let Err(e) = run(accepted, door, socket).await {
-            debug!(error = %e, "session ended with an error");
+        tokio::select! {
+            ended = run(accepted, door, socket) => if let Err(e) = ended {
+                debug!(error = %e, "session ended with an error");
+            },
+            _ = drained_before_login => debug!("closed by the drain before logging in"),
         }
     }
     .instrument(span)

@@ -45,9 +45,13 @@ pub async fn handle(
     };
     accepted.set_upstream(&target.name);
     let span = accepted.span();
+    let drained_before_login = accepted.drained_before_login();
     async move {
-        if let Err(e) = run(accepted, door, target, socket, tls).await {
-            debug!(error = %e, "session ended with an error");
+        tokio::select! {
+            ended = run(accepted, door, target, socket, tls) => if let Err(e) = ended {
+                debug!(error = %e, "session ended with an error");
+            },
+            _ = drained_before_login => debug!("closed by the drain before logging in"),
         }
     }
     .instrument(span)

@@ -1,6 +1,7 @@
 //! A connection from its arrival to its admission: the pre-authentication records, the token
 //! checks against stored verifiers, and admission (TLS requirement, policy, connection caps).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,7 +36,7 @@ pub struct Accepted {
     upstream: Option<Arc<str>>,
     pub deadline: tokio::time::Instant,
     /// Its place in the core's pre-authentication count (until admitted or dropped).
-    preauth: PreauthSlot,
+    preauth: Arc<PreauthSlot>,
     /// Failed logins on this connection ([`Accepted::login_attempts_left`]).
     failures: std::sync::atomic::AtomicU32,
     _live: LiveSession,
@@ -113,7 +114,7 @@ impl Accepted {
             "protocol" => protocol.as_str()
         ));
         Accepted {
-            preauth: PreauthSlot::new(core.clone()),
+            preauth: Arc::new(PreauthSlot::new(core.clone())),
             failures: std::sync::atomic::AtomicU32::new(0),
             _live: core.lifecycle.enter(),
             _gauge: gauge,
@@ -134,6 +135,25 @@ impl Accepted {
     /// Leaves the pre-authentication count (once: at admission or at the end).
     fn leave_preauth(&self) {
         self.preauth.release();
+    }
+
+    /// Resolves when the gateway drains while the client has not authenticated yet (a login
+    /// half done, a TLS handshake, a MongoDB driver's monitoring connection, a health check's
+    /// bare TCP connection): nothing of it runs, so the front end closes it then, as sessions
+    /// with nothing running close, instead of holding the exit until the drain deadline. Never
+    /// resolves once the client has authenticated: the session's own drain handling applies.
+    pub fn drained_before_login(&self) -> impl Future<Output = ()> + Send + 'static {
+        let preauth = self.preauth.clone();
+        let drained = self.core.lifecycle.drained({
+            let preauth = preauth.clone();
+            move || preauth.held()
+        });
+        async move {
+            drained.await;
+            if !preauth.held() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// The session's span: every log line of the connection carries protocol, id and peer.
