@@ -663,6 +663,70 @@ fn sigterm_closes_connections_that_have_not_logged_in_at_once() {
     }
 }
 
+/// A SIGTERM while the doors still start (a stalled Redis upstream holds its door's start for
+/// the connect timeout, while the PostgreSQL listener already serves) is a drain once they
+/// have: exit 0. The handlers were installed after the start, and the signal killed it.
+#[test]
+fn a_sigterm_while_the_doors_start_is_a_drain_not_a_kill() {
+    use support::served::{Proxy, ProxyMode};
+    let env = &harness().env;
+    let upstream_redis: u16 = env
+        .upstream_redis_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("the upstream Redis port");
+    let stalled = Proxy::start(upstream_redis, ProxyMode::Stall);
+    let dir = demo_dir_with(|t| {
+        t.replace(
+            &format!("port = {upstream_redis}"),
+            &format!("port = {}", stalled.port),
+        )
+    });
+    let mut child = Command::new(tollgate_bin())
+        .args(["serve", "--config"])
+        .arg(dir.path().join("tollgate.toml"))
+        .env_remove("TOLLGATE_MASTER_KEY")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("PostgreSQL listener ready") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the PostgreSQL listener started");
+    let pid = child.id().to_string();
+    let kill = |sig: &str| Command::new("kill").args([sig, &pid]).status().unwrap();
+    assert!(kill("-TERM").success());
+    let until = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > until {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if status.is_none() {
+        kill("-KILL");
+        let _ = child.wait();
+    }
+    let status = status.expect("serve exited");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
 /// `served` exited with 0 within 10 s, and less than 8 s after `started`: before the drain's
 /// 10 s deadline (whatever still ran ended by itself).
 fn exited_cleanly_before_the_deadline(served: &mut Served, started: Instant) {

@@ -3,6 +3,8 @@
 use std::io::Read;
 use std::path::Path;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
 use super::VaultCommand;
 use crate::auth::{generate_token, AgentsFile};
 use crate::config::Config;
@@ -22,14 +24,20 @@ pub fn serve(config_path: &Path) -> CmdResult {
     crate::telemetry::install_prometheus();
     let rt = config.runtime.build().map_err(|e| e.to_string())?;
     let code = rt.block_on(async {
+        // Listened for before any listener accepts: the doors start one by one (each waits up
+        // to its connect timeout for an upstream that does not answer) while the first already
+        // serves, and a signal then took its default action (killed mid-statement, no drain,
+        // no audit flush; a live review).
+        let termination = Termination::install().map_err(|e| e.to_string())?;
+        let hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         let running = gateway::start(config).await.map_err(|e| e.to_string())?;
-        gateway::reload_on_sighup(running.gateway.clone());
+        gateway::reload_on_sighup(running.gateway.clone(), hup);
         gateway::reload_on_file_change(
             running.gateway.clone(),
             std::time::Duration::from_secs(2),
             running.stopping(),
         );
-        wait_for_termination().await;
+        termination.wait().await;
         let forced = running.drain(drain).await;
         tracing::info!(closed_at_deadline = forced, "shut down");
         Ok(0)
@@ -44,13 +52,26 @@ pub fn serve(config_path: &Path) -> CmdResult {
 /// How long the exit waits for blocking work still running once the drain is over.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn wait_for_termination() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment this is made (not the default action, which
+/// ends the process at once); `wait` resolves on the first of them that arrives.
+pub struct Termination {
+    term: Signal,
+    int: Signal,
+}
+
+impl Termination {
+    pub fn install() -> std::io::Result<Termination> {
+        Ok(Termination {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 

@@ -6,7 +6,7 @@ mod audit_cmds;
 mod mongo_explain;
 mod redis_explain;
 
-pub use admin_cmds::wait_for_termination;
+pub use admin_cmds::Termination;
 
 use std::path::PathBuf;
 

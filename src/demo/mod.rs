@@ -467,6 +467,9 @@ pub fn run_cli(
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
+        // Caught from the start: a Ctrl-C while the servers start stops the demo cleanly once
+        // they have (its drop stops them), instead of leaving them running.
+        let termination = crate::cli::Termination::install().map_err(|e| e.to_string())?;
         eprintln!(
             "starting PostgreSQL, redis-server and the MongoDB-wire server and seeding them..."
         );
@@ -532,7 +535,7 @@ pub fn run_cli(
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             println!("  env file:  {}", path.display());
         }
-        crate::cli::wait_for_termination().await;
+        termination.wait().await;
         info!("stopping the demo");
         drop(demo);
         Ok(0)

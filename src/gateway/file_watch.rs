@@ -147,14 +147,11 @@ pub fn reload_on_file_change(
     });
 }
 
-/// Reloads policies, agents, the vault, the admin tokens and the TLS certificate on SIGHUP
-/// until the process ends.
-pub fn reload_on_sighup(gateway: Arc<Gateway>) {
+/// Reloads policies, agents, the vault, the admin tokens and the TLS certificate on each
+/// SIGHUP `hup` receives until the process ends (made before the listeners start, so a SIGHUP
+/// meanwhile is a reload once they have, not the default action that ends the process).
+pub fn reload_on_sighup(gateway: Arc<Gateway>, mut hup: tokio::signal::unix::Signal) {
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
         while hup.recv().await.is_some() {
             let _ = off_workers(&gateway, Gateway::reload_all).await;
         }
