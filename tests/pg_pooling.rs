@@ -1185,6 +1185,47 @@ fn a_deallocate_of_a_protocol_level_statement_works_as_on_the_server() {
                 .and_then(|(_, body)| support::error_field(body, b'C'));
             assert_eq!(error.as_deref(), code, "{sql}: {replies:?}");
         }
+        // Sent behind a failing statement without waiting for its reply: whether the block
+        // failed is not known yet, so it goes as sent and the server answers as it would
+        // direct; the statement stays (and a Parse of its text in the same batch is fine).
+        send(&mut s, &[parse("p5", "SELECT 46"), sync()]).await;
+        assert_eq!(tags(&mut s, 2).await, b"1Z");
+        let queries: Vec<Vec<u8>> = ["BEGIN", "SELECT 1/0", "DEALLOCATE p5"]
+            .iter()
+            .map(|q| support::message(b'Q', format!("{q}\0").as_bytes()))
+            .collect();
+        send(&mut s, &queries).await;
+        send(&mut s, &[parse("p6", "SELECT 46"), sync()]).await;
+        let mut errors = Vec::new();
+        let mut ready = 0;
+        while ready < 4 {
+            let (tag, body) = support::read_message(&mut s).await;
+            match tag {
+                b'E' => errors.push(support::error_field(&body, b'C').unwrap_or_default()),
+                b'Z' => ready += 1,
+                _ => {}
+            }
+        }
+        // The DEALLOCATE refused as direct; the Parse of the statement's text is not answered
+        // 42P05 (the connection still has it: tollgate answers its ParseComplete).
+        assert_eq!(errors[..2], ["22012", "25P02"]);
+        assert!(!errors.iter().any(|c| c == "42P05"), "{errors:?}");
+        for (sql, code) in [("ROLLBACK", None), ("DEALLOCATE p5", None)] {
+            let replies = simple_query(&mut s, sql).await;
+            let error = replies
+                .iter()
+                .find(|(tag, _)| *tag == b'E')
+                .and_then(|(_, body)| support::error_field(body, b'C'));
+            assert_eq!(error.as_deref(), code, "{sql}: {replies:?}");
+        }
+        // A named Parse of it acts only when run: the statement is still there after the Parse.
+        send(&mut s, &[parse("p7", "SELECT 47"), sync()]).await;
+        assert_eq!(tags(&mut s, 2).await, b"1Z");
+        send(&mut s, &[parse("d7", "DEALLOCATE p7"), sync()]).await;
+        assert_eq!(tags(&mut s, 2).await, b"1Z");
+        let bind = support::message(b'B', b"\0p7\0\0\0\0\0\0\0");
+        send(&mut s, &[bind, sync()]).await;
+        assert_eq!(tags(&mut s, 2).await, b"2Z", "p7 is still prepared");
         // The same text, prepared again by another agent's session, runs.
         let analyst = client(&running, "analyst").await;
         let again = analyst.prepare("SELECT 41 + 1").await.unwrap();

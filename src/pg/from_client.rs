@@ -1321,14 +1321,13 @@ fn on_query(
             // The DEALLOCATE of a protocol-level statement (pooled): of tollgate's statement
             // where the connection has it, answered here where it does not.
             let mut answer = None;
-            let rewritten = match protocol_deallocate(state, &verdict) {
-                Some(found) => match simple_deallocate(state, pending, found) {
+            let rewritten = match protocol_deallocate(state, &verdict, pending) {
+                Some(found) => match simple_deallocate(state, found) {
                     SimpleDeallocate::OnServer(sql) => Some(sql),
                     SimpleDeallocate::Answered => {
                         answer = Some(msg::command_complete("DEALLOCATE"));
                         Some(Vec::new())
                     }
-                    SimpleDeallocate::AsSent => None,
                 },
                 None => rewritten,
             };
@@ -1418,7 +1417,12 @@ fn on_parse(
         state.encoding_window |= words.may_change_encoding();
         state.pinned |= verdict.leaves_state;
         state.note_settings(ctx, &verdict);
-        let forwarded = match (protocol_deallocate(state, &verdict), rewritten) {
+        // A named Parse of it would act only when run: sent as it came.
+        let deallocates = match name.is_empty() {
+            true => protocol_deallocate(state, &verdict, pending),
+            false => None,
+        };
+        let forwarded = match (deallocates, rewritten) {
             (Some((client_name, stmt)), _) => {
                 let sql = deallocate_on_server(state, &client_name, &stmt, pending, out);
                 parse_message(frame, name, &sql)
@@ -1609,8 +1613,21 @@ fn apply_effects(
 /// tollgate's name, so the DEALLOCATE is sent for that name (`deallocate_on_server`). It
 /// answered 26000 "does not exist": psycopg on libpq 16 and older sends it at cache eviction
 /// (a review). Returns the client's name and the statement on the server.
-fn protocol_deallocate(state: &State, verdict: &Verdict) -> Option<(String, ServerStatement)> {
+///
+/// Only when it is sure to run: nothing in flight before it and no failed transaction block
+/// (the status is known only once the replies before it are in). Otherwise it goes as sent,
+/// and a server that refuses it (25P02) answers as it would direct: tollgate forgets the name
+/// when it rewrites, and a refused DEALLOCATE forgotten left the statement on the server (a
+/// later Parse of its text answered 42P05 naming `tg_...`; a re-review).
+fn protocol_deallocate(
+    state: &State,
+    verdict: &Verdict,
+    pending: &Pending,
+) -> Option<(String, ServerStatement)> {
     state.pooled_server()?;
+    if !pending.is_empty() || pending.tx_status() == b'E' {
+        return None;
+    }
     if verdict.statements != 1 || !verdict.runs() {
         return None;
     }
@@ -1658,19 +1675,12 @@ enum SimpleDeallocate {
     /// Parse the server refuses (its table dropped since) is ignored until a Sync the client
     /// never sends.
     Answered,
-    /// Sent as it came: in a failed transaction block the server refuses it (25P02), as it
-    /// would the client's on its own server.
-    AsSent,
 }
 
 fn simple_deallocate(
     state: &mut State,
-    pending: &Pending,
     (client_name, stmt): (String, ServerStatement),
 ) -> SimpleDeallocate {
-    if pending.tx_status() == b'E' {
-        return SimpleDeallocate::AsSent;
-    }
     let held = state.pooled_server().is_some_and(|server| {
         let mut prepared = server.prepared.lock().expect("prepared statements");
         let held = prepared.contains(&stmt.name);
