@@ -615,6 +615,31 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
     assert_eq!(outcome["rows"], 1, "{outcome}");
 }
 
+/// An MCP call still running when the drain's time is up gets a JSON-RPC error naming the
+/// shutdown (rmcp's own cancellation answered HTTP 500 with a line of text).
+#[test]
+fn an_mcp_call_still_running_at_the_drain_deadline_gets_a_json_rpc_error() {
+    let mut served = serve(drain_demo_dir(1_000));
+    let reply = harness().runtime.block_on(async {
+        let call = tokio::spawn(trusted_mcp_query(
+            served.mcp_port(),
+            "SELECT pg_sleep(30), 45 AS answer",
+        ));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        served.signal("TERM");
+        call.await.unwrap()
+    });
+    let reply = reply.expect("a reply");
+    let message: serde_json::Value = serde_json::from_str(&reply)
+        .unwrap_or_else(|e| panic!("not a JSON-RPC message ({e}): {reply}"));
+    let error = message["error"]["message"].as_str().unwrap_or_default();
+    assert!(error.contains("shutting down"), "{reply}");
+    let code = served
+        .wait_exit(Duration::from_secs(10))
+        .expect("serve exited after the drain");
+    assert_eq!(code, 0);
+}
+
 /// Connections that have not logged in have nothing running: a drain closes them at once
 /// instead of waiting for its deadline (a MongoDB driver's monitoring connection never logs
 /// in, so one connected driver held every shutdown for the whole drain).

@@ -153,17 +153,9 @@ impl McpDoor {
     }
 
     fn router(self: &Arc<Self>, core: &Arc<Core>) -> Router {
-        let ct = tokio_util::sync::CancellationToken::new();
-        let cancel = ct.clone();
-        // Cancelling rmcp's token cancels every call in progress (their statements too): not
-        // when the gateway stops accepting, since a drain lets requests in progress finish
-        // (`http_serve`, whose connections the drain waits for), but once the drain's time is
-        // up (`Phase::Closing`: a session with something running resolves `drained` only then).
-        let closing = core.lifecycle.drained(|| false);
-        tokio::spawn(async move {
-            closing.await;
-            cancel.cancel();
-        });
+        // rmcp's own cancellation token is never fired: a drain lets calls in progress finish
+        // (`http_serve`, whose connections the drain waits for), and the handler ends those
+        // still running when the drain's time is up with a JSON-RPC error.
         // Stateless and JSON: every request stands alone (authenticated on its own), so the
         // gateway keeps no MCP sessions to expire. Host and Origin checks guard unauthenticated
         // local servers against DNS rebinding; here every request must carry the agent's token,
@@ -173,7 +165,6 @@ impl McpDoor {
         let config = StreamableHttpServerConfig::default()
             .with_legacy_session_mode(false)
             .with_json_response(true)
-            .with_cancellation_token(ct)
             .disable_allowed_hosts()
             .disable_allowed_origins();
         let (door, handler_core) = (self.clone(), core.clone());

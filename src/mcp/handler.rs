@@ -159,9 +159,17 @@ impl ServerHandler for Handler {
                 ))),
             }
         };
+        // Still running when the drain's time is up (`Phase::Closing`): ended like a wire
+        // session's statement then, with a JSON-RPC error the client can read (rmcp's own
+        // cancellation answered HTTP 500 with a line of text; a live review).
+        let closing = self.core.lifecycle.drained(|| false);
         let result: Result<CallToolResult, ToolError> = tokio::select! {
             r = call => r,
             _ = stop.cancelled() => return Err(stopped()),
+            _ = closing => return Err(ErrorData::internal_error(
+                "tollgate: the gateway is shutting down: the call was still running when its drain time (limits.drain_timeout_ms) ran out",
+                None,
+            )),
         };
         if let Err(e) = &result {
             if e.request {
