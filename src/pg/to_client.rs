@@ -332,11 +332,15 @@ async fn flush_synthetic<W: AsyncWrite + Unpin>(
     client: &mut ClientOut<'_, W>,
     out: &mut BytesMut,
 ) -> Result<(), ToClientError> {
+    // Marked unwritten before they leave the queue: a drain must not see the session settled
+    // (and close it) while they wait on a full client socket (a live review).
+    pending.set_unwritten(true);
     if pending.take_synthetic(out) > 0 {
         pending.notify_drained();
         client.send(out).await?;
         out.clear();
     }
+    pending.set_unwritten(false);
     Ok(())
 }
 

@@ -518,3 +518,23 @@ fn execute_and_fetch_of_one_portal_share_its_row_count() {
     let rows = r.sent().iter().filter(|(t, _)| *t == msg::DATA_ROW).count();
     assert_eq!(rows, 1);
 }
+
+/// tollgate's own replies waiting on a client that does not read keep the session unsettled:
+/// a drain closing it then would cut them (a live review).
+#[tokio::test]
+async fn own_replies_waiting_on_a_full_client_socket_keep_the_session_unsettled() {
+    let pending = Pending::default();
+    pending.push(Expect::Synthetic(msg::ready_for_query(b'I')));
+    // A 4-byte pipe nobody reads: the 6-byte ReadyForQuery cannot all go.
+    let (mut socket, _unread) = tokio::io::duplex(4);
+    let mut client = super::ClientOut {
+        socket: &mut socket,
+        writes: crate::session::ClientWrites::new(0),
+    };
+    let mut out = BytesMut::new();
+    let flush = super::flush_synthetic(&pending, &mut client, &mut out);
+    tokio::pin!(flush);
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(50), &mut flush).await;
+    assert!(waited.is_err(), "the write cannot finish");
+    assert!(!pending.settled(), "settled while its reply is unwritten");
+}
