@@ -1240,6 +1240,44 @@ fn a_deallocate_of_a_protocol_level_statement_works_as_on_the_server() {
     });
 }
 
+/// Session pooling: a protocol-level statement DEALLOCATEd (simple Query, or an unnamed Parse
+/// of it) can be prepared again under its name, as on the server (tollgate answered 42P05).
+/// (The writer here, in session mode: the demo's session-mode agent is passthrough, whose
+/// statements tollgate does not analyse.)
+#[test]
+fn a_deallocated_protocol_statement_can_be_prepared_again_in_session_mode() {
+    harness().runtime.block_on(async {
+        let dir = copy_demo_dir();
+        let writer = dir.path().join("policies/writer.toml");
+        let text = std::fs::read_to_string(&writer).unwrap();
+        let session = "upstream = \"shop\"\npool_mode = \"session\"\n";
+        assert!(text.contains("upstream = \"shop\"\n"), "{text}");
+        std::fs::write(&writer, text.replacen("upstream = \"shop\"\n", session, 1)).unwrap();
+        let config = tollgate::config::Config::load(&dir.path().join("tollgate.toml")).unwrap();
+        let running = tollgate::gateway::start(config).await.unwrap();
+        let mut s = raw_login_with(running.pg_addr.unwrap(), "writer", &[]).await;
+        send(&mut s, &[parse("q1", "SELECT 51"), sync()]).await;
+        assert_eq!(tags(&mut s, 2).await, b"1Z");
+        let replies = simple_query(&mut s, "DEALLOCATE q1").await;
+        assert_eq!(replies.first().map(|r| r.0), Some(b'C'), "{replies:?}");
+        send(&mut s, &[parse("q1", "SELECT 52"), sync()]).await;
+        assert_eq!(tags(&mut s, 2).await, b"1Z", "q1 prepared again");
+        send(
+            &mut s,
+            &[
+                parse("", "DEALLOCATE q1"),
+                bind_unnamed(),
+                execute_unnamed(0),
+                sync(),
+            ],
+        )
+        .await;
+        assert_eq!(tags(&mut s, 4).await, b"12CZ");
+        send(&mut s, &[parse("q1", "SELECT 53"), sync()]).await;
+        assert_eq!(tags(&mut s, 2).await, b"1Z", "q1 prepared a third time");
+    });
+}
+
 #[test]
 fn the_agent_share_must_fit_the_pool() {
     let dir = copy_demo_dir();

@@ -1329,7 +1329,10 @@ fn on_query(
                         Some(Vec::new())
                     }
                 },
-                None => rewritten,
+                None => {
+                    forget_deallocated(state, &verdict, pending);
+                    rewritten
+                }
             };
             let prepares = apply_effects(state, &verdict, text, ctx);
             state.pinned |= verdict.leaves_state;
@@ -1422,6 +1425,9 @@ fn on_parse(
             true => protocol_deallocate(state, &verdict, pending),
             false => None,
         };
+        if deallocates.is_none() && name.is_empty() {
+            forget_deallocated(state, &verdict, pending);
+        }
         let forwarded = match (deallocates, rewritten) {
             (Some((client_name, stmt)), _) => {
                 let sql = deallocate_on_server(state, &client_name, &stmt, pending, out);
@@ -1664,6 +1670,24 @@ fn deallocate_on_server(
     state.statements.remove(client_name);
     state.reset_on_checkin = true;
     format!("DEALLOCATE {}", stmt.name).into_bytes()
+}
+
+/// Session pooling: the server has the client's own names, so a `DEALLOCATE` of one of the
+/// session's protocol-level statements goes as sent; tollgate forgets the name too when it is
+/// sure to run (as `protocol_deallocate`), or a later Parse of the name was answered 42P05 by
+/// tollgate while the server would take it (a re-review).
+fn forget_deallocated(state: &mut State, verdict: &Verdict, pending: &Pending) {
+    if state.pooled_server().is_some() || !pending.is_empty() || pending.tx_status() == b'E' {
+        return;
+    }
+    if verdict.statements != 1 || !verdict.runs() {
+        return;
+    }
+    if let [Effect::Deallocated(Some(n))] = verdict.effects.as_slice() {
+        if !state.prepared.has(n) {
+            state.statements.remove(n);
+        }
+    }
 }
 
 /// What a simple Query's `DEALLOCATE` of a protocol-level statement becomes (pooled).
