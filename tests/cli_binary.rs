@@ -570,7 +570,9 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
             "a new connection was accepted during the drain"
         );
         // The idle session was closed at once, like a server shutting down (57P01).
-        let e = idle.simple_query("SELECT 1").await.unwrap_err();
+        let e = within(idle.simple_query("SELECT 1"), "the idle session's answer")
+            .await
+            .unwrap_err();
         assert!(
             idle.is_closed() || support::sqlstate(&e) == "57P01",
             "idle session: {e:?}"
@@ -582,7 +584,7 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
             .await;
         assert!(r.is_err(), "the Redis session survived the drain");
         // The running statement finished and its result reached the client.
-        let (rows, busy) = in_flight.await.unwrap();
+        let (rows, busy) = within(in_flight, "the statement in flight").await.unwrap();
         let rows = rows.expect("the statement in flight completed");
         let answer = rows.iter().find_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(r) => r.get("answer").map(str::to_owned),
@@ -596,7 +598,11 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
         );
         // Then that session is closed too.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(busy.simple_query("SELECT 1").await.is_err());
+        assert!(
+            within(busy.simple_query("SELECT 1"), "the busy session's close")
+                .await
+                .is_err()
+        );
     });
     exited_cleanly_before_the_deadline(&mut served, started);
     let audit = std::fs::read_to_string(served.dir().join("audit.log")).unwrap();
@@ -750,6 +756,14 @@ fn a_sigterm_while_the_doors_start_is_a_drain_not_a_kill() {
     }
     let status = status.expect("serve exited");
     assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// `f`'s output, or a panic naming `what` after 30 s: a wait on a reply that never comes
+/// fails the test with the step it hung at.
+async fn within<F: std::future::Future>(f: F, what: &str) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within 30 s"))
 }
 
 /// `served` exited with 0 within 10 s, and less than 8 s after `started`: before the drain's
