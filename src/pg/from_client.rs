@@ -1630,21 +1630,30 @@ fn protocol_deallocate(
     verdict: &Verdict,
     pending: &Pending,
 ) -> Option<(String, ServerStatement)> {
+    let n = deallocated_protocol_statement(state, verdict, pending)?;
     state.pooled_server()?;
-    if !pending.is_empty() || pending.tx_status() == b'E' {
-        return None;
-    }
-    if verdict.statements != 1 || !verdict.runs() {
-        return None;
-    }
+    let stmt = state.statements.get(n)?.server.clone()?;
+    Some((n.to_owned(), stmt))
+}
+
+/// The session's protocol-level statement that `verdict` (one statement, let through) is the
+/// `DEALLOCATE` of, when it is sure to run: nothing in flight before it and no failed
+/// transaction block. The cheap checks of the verdict come first: every statement passes here.
+fn deallocated_protocol_statement<'v>(
+    state: &State,
+    verdict: &'v Verdict,
+    pending: &Pending,
+) -> Option<&'v str> {
     let [Effect::Deallocated(Some(n))] = verdict.effects.as_slice() else {
         return None;
     };
-    if state.prepared.has(n) {
+    if verdict.statements != 1 || !verdict.runs() || state.prepared.has(n) {
         return None;
     }
-    let stmt = state.statements.get(n)?.server.clone()?;
-    Some((n.clone(), stmt))
+    if !state.statements.contains_key(n) || !pending.is_empty() || pending.tx_status() == b'E' {
+        return None;
+    }
+    Some(n)
 }
 
 /// The `DEALLOCATE` of `stmt` (the client's `client_name`) to send instead of the client's in
@@ -1677,16 +1686,11 @@ fn deallocate_on_server(
 /// sure to run (as `protocol_deallocate`), or a later Parse of the name was answered 42P05 by
 /// tollgate while the server would take it (a re-review).
 fn forget_deallocated(state: &mut State, verdict: &Verdict, pending: &Pending) {
-    if state.pooled_server().is_some() || !pending.is_empty() || pending.tx_status() == b'E' {
+    if state.pooled {
         return;
     }
-    if verdict.statements != 1 || !verdict.runs() {
-        return;
-    }
-    if let [Effect::Deallocated(Some(n))] = verdict.effects.as_slice() {
-        if !state.prepared.has(n) {
-            state.statements.remove(n);
-        }
+    if let Some(n) = deallocated_protocol_statement(state, verdict, pending) {
+        state.statements.remove(n);
     }
 }
 
