@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use super::login_records::LoginEvent;
@@ -142,18 +143,26 @@ impl Accepted {
     /// bare TCP connection): nothing of it runs, so the front end closes it then, as sessions
     /// with nothing running close, instead of holding the exit until the drain deadline. Never
     /// resolves once the client has authenticated: the session's own drain handling applies.
+    ///
+    /// Raced against the whole session, so it is polled at each of its wake-ups: once the
+    /// client has logged in it answers from one atomic load, without polling the phase (which
+    /// cost about 1,000 instructions per statement, callgrind).
     pub fn drained_before_login(&self) -> impl Future<Output = ()> + Send + 'static {
         let preauth = self.preauth.clone();
-        let drained = self.core.lifecycle.drained({
+        let mut drained = Box::pin(self.core.lifecycle.drained({
             let preauth = preauth.clone();
             move || preauth.held()
-        });
-        async move {
-            drained.await;
+        }));
+        std::future::poll_fn(move |cx| {
+            // Logged in: never resolves (and `drained`, once it has, is not polled again).
             if !preauth.held() {
-                std::future::pending::<()>().await;
+                return Poll::Pending;
             }
-        }
+            match drained.as_mut().poll(cx) {
+                Poll::Ready(()) if preauth.held() => Poll::Ready(()),
+                _ => Poll::Pending,
+            }
+        })
     }
 
     /// The session's span: every log line of the connection carries protocol, id and peer.
