@@ -1178,12 +1178,7 @@ fn a_deallocate_of_a_protocol_level_statement_works_as_on_the_server() {
             ("DEALLOCATE p4", None),
         ];
         for (sql, code) in codes {
-            let replies = simple_query(&mut s, sql).await;
-            let error = replies
-                .iter()
-                .find(|(tag, _)| *tag == b'E')
-                .and_then(|(_, body)| support::error_field(body, b'C'));
-            assert_eq!(error.as_deref(), code, "{sql}: {replies:?}");
+            assert_error_code(&mut s, sql, code).await;
         }
         // Sent behind a failing statement without waiting for its reply: whether the block
         // failed is not known yet, so it goes as sent and the server answers as it would
@@ -1211,12 +1206,7 @@ fn a_deallocate_of_a_protocol_level_statement_works_as_on_the_server() {
         assert_eq!(errors[..2], ["22012", "25P02"]);
         assert!(!errors.iter().any(|c| c == "42P05"), "{errors:?}");
         for (sql, code) in [("ROLLBACK", None), ("DEALLOCATE p5", None)] {
-            let replies = simple_query(&mut s, sql).await;
-            let error = replies
-                .iter()
-                .find(|(tag, _)| *tag == b'E')
-                .and_then(|(_, body)| support::error_field(body, b'C'));
-            assert_eq!(error.as_deref(), code, "{sql}: {replies:?}");
+            assert_error_code(&mut s, sql, code).await;
         }
         // A named Parse of it acts only when run: the statement is still there after the Parse.
         send(&mut s, &[parse("p7", "SELECT 47"), sync()]).await;
@@ -1658,6 +1648,16 @@ async fn send(s: &mut tokio::net::TcpStream, msgs: &[Vec<u8>]) {
 }
 
 /// Reads `n` messages, returning their tags.
+/// Runs `sql` as a simple Query: its error's SQLSTATE is `code` (`None`: no error).
+async fn assert_error_code(s: &mut tokio::net::TcpStream, sql: &str, code: Option<&str>) {
+    let replies = simple_query(s, sql).await;
+    let error = replies
+        .iter()
+        .find(|(tag, _)| *tag == b'E')
+        .and_then(|(_, body)| support::error_field(body, b'C'));
+    assert_eq!(error.as_deref(), code, "{sql}: {replies:?}");
+}
+
 /// A simple Query's replies, up to ReadyForQuery.
 async fn simple_query(s: &mut tokio::net::TcpStream, sql: &str) -> Vec<(u8, Vec<u8>)> {
     send(s, &[support::message(b'Q', format!("{sql}\0").as_bytes())]).await;
