@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
 use super::door::{MongoDoor, MongoUpstream};
 use super::login::{LoginOutcome, LoginPhase};
@@ -45,21 +45,9 @@ pub async fn handle(
         }
     };
     accepted.set_upstream(up.name());
-    let span = accepted.span();
-    let drained_before_login = accepted.drained_before_login();
-    async move {
-        // Biased: the session first, at each wake-up; the drain's check costs one load then.
-        tokio::select! {
-            biased;
-            ended = run(accepted, door, up, socket, tls) => if let Err(e) = ended {
-                debug!(error = %e, "session ended with an error");
-            },
-            // A driver's monitoring connection never logs in: it no longer holds the exit.
-            _ = drained_before_login => debug!("closed by the drain before logging in"),
-        }
-    }
-    .instrument(span)
-    .await
+    accepted
+        .serve(|accepted| run(accepted, door, up, socket, tls))
+        .await
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{info, warn};
 
 use super::backend::{self as msg, PgErrorFields};
 use super::client_auth::{self, ClientAuthError};
@@ -40,20 +40,7 @@ pub async fn handle(core: Arc<Core>, door: Arc<PgDoor>, mut socket: TcpStream, p
             return;
         }
     };
-    let span = accepted.span();
-    let drained_before_login = accepted.drained_before_login();
-    async move {
-        // Biased: the session first, at each wake-up; the drain's check costs one load then.
-        tokio::select! {
-            biased;
-            ended = run(accepted, door, socket) => if let Err(e) = ended {
-                debug!(error = %e, "session ended with an error");
-            },
-            _ = drained_before_login => debug!("closed by the drain before logging in"),
-        }
-    }
-    .instrument(span)
-    .await
+    accepted.serve(|accepted| run(accepted, door, socket)).await
 }
 
 #[derive(Debug, thiserror::Error)]

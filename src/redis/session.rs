@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{info, warn};
 
 use super::auth::{parse_hello, upstream_hello, HelloError};
 use super::command::encode_command;
@@ -44,20 +44,9 @@ pub async fn handle(
         }
     };
     accepted.set_upstream(&target.name);
-    let span = accepted.span();
-    let drained_before_login = accepted.drained_before_login();
-    async move {
-        // Biased: the session first, at each wake-up; the drain's check costs one load then.
-        tokio::select! {
-            biased;
-            ended = run(accepted, door, target, socket, tls) => if let Err(e) = ended {
-                debug!(error = %e, "session ended with an error");
-            },
-            _ = drained_before_login => debug!("closed by the drain before logging in"),
-        }
-    }
-    .instrument(span)
-    .await
+    accepted
+        .serve(|accepted| run(accepted, door, target, socket, tls))
+        .await
 }
 
 #[derive(Debug, thiserror::Error)]

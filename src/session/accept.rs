@@ -16,6 +16,7 @@ use crate::audit::{Decision, Protocol};
 use crate::auth::{valid_agent_name, ScramVerifier};
 use crate::refusal::{Refusal, RefusalClass};
 use crate::telemetry::GaugeGuard;
+use tracing::Instrument;
 
 /// Rule named when the gateway-wide connection cap refuses a session.
 pub const MAX_CLIENT_CONNECTIONS_RULE: &str = "tollgate.toml: limits.max_client_connections";
@@ -163,6 +164,31 @@ impl Accepted {
                 _ => Poll::Pending,
             }
         })
+    }
+
+    /// Runs a door's session (`run`, handed this connection) in the connection's span until it
+    /// ends, or until a drain begins while the client has not logged in yet: a half-done login,
+    /// a TLS handshake, a bare TCP probe or a MongoDB driver's monitoring connection (which never
+    /// logs in) must not hold the process to the drain's deadline.
+    pub async fn serve<F, E>(self, run: impl FnOnce(Accepted) -> F)
+    where
+        F: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let span = self.span();
+        let drained_before_login = self.drained_before_login();
+        async move {
+            // Biased: the session first, at each wake-up; the drain's check costs one load then.
+            tokio::select! {
+                biased;
+                ended = run(self) => if let Err(e) = ended {
+                    tracing::debug!(error = %e, "session ended with an error");
+                },
+                _ = drained_before_login => tracing::debug!("closed by the drain before logging in"),
+            }
+        }
+        .instrument(span)
+        .await
     }
 
     /// The session's span: every log line of the connection carries protocol, id and peer.
