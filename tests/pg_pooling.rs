@@ -1230,6 +1230,80 @@ fn a_deallocate_of_a_protocol_level_statement_works_as_on_the_server() {
     });
 }
 
+/// An extended-protocol `DEALLOCATE` of a statement whose text no longer runs (its table
+/// dropped since), on a server connection that lacks the statement: it succeeds, as on the
+/// client's own server. tollgate prepared the statement's own text there first, and the client
+/// got that Parse's error (42P01) for its DEALLOCATE (a re-review).
+#[test]
+fn a_deallocate_needs_no_valid_text_on_a_connection_that_lacks_the_statement() {
+    harness().runtime.block_on(async {
+        let (running, gw) = gateway(1, "").await;
+        let table = format!("dealloc_probe_{}", std::process::id());
+        let su = upstream().await;
+        su.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (a int); \
+             GRANT SELECT ON {table} TO tollgate_shop"
+        ))
+        .await
+        .unwrap();
+        let policy = gw._dir.path().join("policies/writer.toml");
+        let mut text = std::fs::read_to_string(&policy).unwrap();
+        text.push_str(&format!(
+            "\n[[postgres.table]]\nname = \"public.{table}\"\nallow = [\"select\"]\n"
+        ));
+        std::fs::write(&policy, text).unwrap();
+        running.gateway.reload().unwrap();
+        let mut s = raw_login_with(running.pg_addr.unwrap(), "writer", &[]).await;
+        send(
+            &mut s,
+            &[parse("p1", &format!("SELECT a FROM {table}")), sync()],
+        )
+        .await;
+        assert_eq!(tags(&mut s, 2).await, b"1Z");
+        // The table goes, and so does the server connection that has the statement.
+        su.batch_execute(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+        for pid in server_pids(&gw.role).await {
+            su.execute("SELECT pg_terminate_backend($1)", &[&pid])
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        send(
+            &mut s,
+            &[
+                parse("", "DEALLOCATE p1"),
+                bind_unnamed(),
+                execute_unnamed(0),
+                sync(),
+            ],
+        )
+        .await;
+        let mut got = Vec::new();
+        loop {
+            let (tag, body) = support::read_message(&mut s).await;
+            got.push(tag);
+            assert_ne!(tag, b'E', "{:?}", support::error_field(&body, b'M'));
+            if tag == b'C' {
+                assert_eq!(&body[..], b"DEALLOCATE\0");
+            }
+            if tag == b'Z' {
+                break;
+            }
+        }
+        assert_eq!(got, b"12CZ");
+        let bind = support::message(b'B', b"\0p1\0\0\0\0\0\0\0");
+        send(&mut s, &[bind, sync()]).await;
+        let (tag, body) = support::read_message(&mut s).await;
+        assert_eq!(tag, b'E');
+        assert_eq!(support::error_field(&body, b'C').as_deref(), Some("26000"));
+        assert_eq!(tags(&mut s, 1).await, b"Z");
+        // The connection is usable afterwards: the placeholder went with the DEALLOCATE.
+        assert_error_code(&mut s, "SELECT 1", None).await;
+    });
+}
+
 /// Session pooling: a protocol-level statement DEALLOCATEd (simple Query, or an unnamed Parse
 /// of it) can be prepared again under its name, as on the server (tollgate answered 42P05).
 /// (The writer here, in session mode: the demo's session-mode agent is passthrough, whose
@@ -1647,7 +1721,6 @@ async fn send(s: &mut tokio::net::TcpStream, msgs: &[Vec<u8>]) {
     s.write_all(&msgs.concat()).await.unwrap();
 }
 
-/// Reads `n` messages, returning their tags.
 /// Runs `sql` as a simple Query: its error's SQLSTATE is `code` (`None`: no error).
 async fn assert_error_code(s: &mut tokio::net::TcpStream, sql: &str, code: Option<&str>) {
     let replies = simple_query(s, sql).await;
@@ -1674,6 +1747,7 @@ async fn simple_query(s: &mut tokio::net::TcpStream, sql: &str) -> Vec<(u8, Vec<
     }
 }
 
+/// Reads `n` messages, returning their tags.
 async fn tags(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
     let mut t = Vec::new();
     for _ in 0..n {

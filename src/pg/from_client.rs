@@ -1657,10 +1657,11 @@ fn deallocated_protocol_statement<'v>(
 }
 
 /// The `DEALLOCATE` of `stmt` (the client's `client_name`) to send instead of the client's in
-/// a Parse (its Sync follows): prepared on the attached connection first if missing there, so
-/// it succeeds as the client's
-/// would on its own server; forgotten now (the reset at check-in covers a server that refuses
-/// it, inside a failed transaction block).
+/// a Parse (its Sync follows). Where the attached connection lacks the statement, a placeholder
+/// that always parses is prepared there under its name first, so the DEALLOCATE succeeds as
+/// the client's would on its own server: preparing the statement's own text failed where it no
+/// longer analyses (a column dropped since; a re-review). The reset at check-in covers a server
+/// that refuses the DEALLOCATE.
 fn deallocate_on_server(
     state: &mut State,
     client_name: &str,
@@ -1668,15 +1669,29 @@ fn deallocate_on_server(
     pending: &Pending,
     out: &mut BytesMut,
 ) -> Vec<u8> {
-    if let Some(server) = state.pooled_server() {
-        statements::ensure_prepared(&server, stmt, pending, out);
+    if !forget_protocol_statement(state, client_name, stmt) {
+        statements::prepare_placeholder(&stmt.name, pending, out);
+    }
+    deallocate_server_statement(state, stmt)
+}
+
+/// Forgets the session's protocol-level statement `client_name` (`stmt` on the server), in the
+/// session and in the attached connection's cache; whether the connection held it.
+fn forget_protocol_statement(state: &mut State, client_name: &str, stmt: &ServerStatement) -> bool {
+    let held = state.pooled_server().is_some_and(|server| {
         server
             .prepared
             .lock()
             .expect("prepared statements")
-            .remove(&stmt.name);
-    }
+            .remove(&stmt.name)
+    });
     state.statements.remove(client_name);
+    held
+}
+
+/// The `DEALLOCATE` of tollgate's name for `stmt`; the connection is reset at check-in, in case
+/// the server refuses it and keeps the statement.
+fn deallocate_server_statement(state: &mut State, stmt: &ServerStatement) -> Vec<u8> {
     state.reset_on_checkin = true;
     format!("DEALLOCATE {}", stmt.name).into_bytes()
 }
@@ -1709,18 +1724,10 @@ fn simple_deallocate(
     state: &mut State,
     (client_name, stmt): (String, ServerStatement),
 ) -> SimpleDeallocate {
-    let held = state.pooled_server().is_some_and(|server| {
-        let mut prepared = server.prepared.lock().expect("prepared statements");
-        let held = prepared.contains(&stmt.name);
-        prepared.remove(&stmt.name);
-        held
-    });
-    state.statements.remove(&client_name);
-    if !held {
+    if !forget_protocol_statement(state, &client_name, &stmt) {
         return SimpleDeallocate::Answered;
     }
-    state.reset_on_checkin = true;
-    SimpleDeallocate::OnServer(format!("DEALLOCATE {}", stmt.name).into_bytes())
+    SimpleDeallocate::OnServer(deallocate_server_statement(state, &stmt))
 }
 
 /// PostgreSQL's words for a PREPARE (or Parse) of a name that is taken.

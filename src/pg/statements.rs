@@ -112,6 +112,19 @@ pub fn ensure_prepared(
     out.extend_from_slice(&stmt.parse);
 }
 
+/// Prepares a statement that always parses (`SELECT`) under `name` on the connection, its
+/// reply hidden from the client: so that a `DEALLOCATE` of the name that follows succeeds where
+/// the connection lacked the statement. Not recorded in the connection's cache.
+pub fn prepare_placeholder(name: &str, pending: &Pending, out: &mut BytesMut) {
+    let mut body = BytesMut::with_capacity(name.len() + 10);
+    body.put_slice(name.as_bytes());
+    body.put_u8(0);
+    body.put_slice(b"SELECT\0");
+    body.put_u16(0);
+    pending.push(Expect::Hidden { server_name: None });
+    out.extend_from_slice(&msg::raw_message(fe::PARSE, &body));
+}
+
 /// The client's Parse of `stmt`: forwarded under tollgate's name, or answered by tollgate when
 /// the connection already has it.
 pub fn parse(server: &ServerInfo, stmt: &ServerStatement, pending: &Pending, out: &mut BytesMut) {

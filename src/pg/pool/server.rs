@@ -64,10 +64,13 @@ impl Prepared {
         None
     }
 
-    pub fn remove(&mut self, name: &str) {
-        if self.names.remove(name) {
+    /// Forgets `name`; whether it was there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let held = self.names.remove(name);
+        if held {
             self.order.retain(|n| &**n != name);
         }
+        held
     }
 
     pub fn clear(&mut self) {
