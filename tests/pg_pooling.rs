@@ -1304,6 +1304,66 @@ fn a_deallocate_needs_no_valid_text_on_a_connection_that_lacks_the_statement() {
     });
 }
 
+/// A named Parse the server refuses leaves no statement behind, as on the server: the name can
+/// be prepared again (node-postgres and pgx reuse a query's name after a failed prepare), and a
+/// Bind of it is 26000. tollgate kept the name, so every later Parse of it was answered 42P05
+/// for the rest of the session. Both pool modes.
+#[test]
+fn a_named_parse_the_server_refuses_leaves_the_name_free() {
+    harness().runtime.block_on(async {
+        let (pooled, _gw) = gateway(1, "").await;
+        let dir = copy_demo_dir();
+        let writer = dir.path().join("policies/writer.toml");
+        let text = std::fs::read_to_string(&writer).unwrap();
+        let session = "upstream = \"shop\"\npool_mode = \"session\"\n";
+        std::fs::write(&writer, text.replacen("upstream = \"shop\"\n", session, 1)).unwrap();
+        let config = tollgate::config::Config::load(&dir.path().join("tollgate.toml")).unwrap();
+        let in_session = tollgate::gateway::start(config).await.unwrap();
+        for running in [&pooled, &in_session] {
+            let mut s = raw_login_with(running.pg_addr.unwrap(), "writer", &[]).await;
+            let bind_n1 = support::message(b'B', b"n1\0n1\0\0\0\0\0\0\0");
+            let execute_n1 = support::message(b'E', b"n1\0\0\0\0\0");
+            // Refused by the server at Parse (the literal is no integer): 22P02.
+            send(&mut s, &[parse("n1", "SELECT 'x'::int"), sync()]).await;
+            let (tag, body) = support::read_message(&mut s).await;
+            assert_eq!(tag, b'E');
+            assert_eq!(support::error_field(&body, b'C').as_deref(), Some("22P02"));
+            assert_eq!(tags(&mut s, 1).await, b"Z");
+            // The name was never created: a Bind of it is 26000.
+            send(&mut s, &[bind_n1.clone(), sync()]).await;
+            let (tag, body) = support::read_message(&mut s).await;
+            assert_eq!(tag, b'E');
+            assert_eq!(support::error_field(&body, b'C').as_deref(), Some("26000"));
+            assert_eq!(tags(&mut s, 1).await, b"Z");
+            // In a failed transaction block (25P02), then after the ROLLBACK.
+            for (sql, code) in [("BEGIN", None), ("SELECT 1/0", Some("22012"))] {
+                assert_error_code(&mut s, sql, code).await;
+            }
+            send(&mut s, &[parse("n1", "SELECT 7"), sync()]).await;
+            let (tag, body) = support::read_message(&mut s).await;
+            assert_eq!(support::error_field(&body, b'C').as_deref(), Some("25P02"));
+            assert_eq!((tag, tags(&mut s, 1).await), (b'E', b"Z".to_vec()));
+            assert_error_code(&mut s, "ROLLBACK", None).await;
+            // The name can be prepared now, and runs.
+            send(
+                &mut s,
+                &[parse("n1", "SELECT 7"), bind_n1, execute_n1, sync()],
+            )
+            .await;
+            let mut got = Vec::new();
+            loop {
+                let (tag, body) = support::read_message(&mut s).await;
+                assert_ne!(tag, b'E', "{:?}", support::error_field(&body, b'M'));
+                got.push(tag);
+                if tag == b'Z' {
+                    break;
+                }
+            }
+            assert_eq!(got, b"12DCZ");
+        }
+    });
+}
+
 /// Session pooling: a protocol-level statement DEALLOCATEd (simple Query, or an unnamed Parse
 /// of it) can be prepared again under its name, as on the server (tollgate answered 42P05).
 /// (The writer here, in session mode: the demo's session-mode agent is passthrough, whose

@@ -987,8 +987,10 @@ fn on_frame(
         state.in_batch = true;
         pending.set_batch_open(true);
     }
-    // What the reply half learned about forwarded PREPAREs, before any name is looked up.
+    // What the reply half learned about forwarded PREPAREs and Parses, before any name is
+    // looked up.
     state.prepared.settle(&mut state.facts);
+    forget_failed_parses(state, pending);
     match frame.tag {
         fe::QUERY => on_query(ctx, pending, state, &frame, out)?,
         fe::PARSE => on_parse(ctx, pending, state, &frame, out)?,
@@ -1309,6 +1311,7 @@ fn on_query(
                     version: ctx.policy_version(),
                     server: None,
                     cursor: Default::default(),
+                    parse_seq: 0,
                 })
             });
             for u in &uses {
@@ -1436,6 +1439,11 @@ fn on_parse(
             (None, Some(sql)) => parse_message(frame, name, &sql),
             (None, None) => frame.raw.clone(),
         };
+        // A named Parse is numbered, so that the name goes if the server does not take it.
+        let named = (!name.is_empty()).then(|| {
+            state.parses += 1;
+            state.parses
+        });
         let server_stmt = match state.pooled_server() {
             Some(server) if name.is_empty() => {
                 // The unnamed statement is forwarded as is; tollgate remembers it to put it back
@@ -1450,19 +1458,21 @@ fn on_parse(
                 pending.push(Expect::Parse {
                     refusal: None,
                     server_name: None,
+                    named: None,
                 });
                 out.extend_from_slice(&forwarded);
                 None
             }
             Some(server) => {
                 let stmt = statements::server_statement(&forwarded, name, state.statement_scope());
-                statements::parse(&server, &stmt, pending, out);
+                statements::parse(&server, &stmt, named, pending, out);
                 Some(stmt)
             }
             None => {
                 pending.push(Expect::Parse {
                     refusal: None,
                     server_name: None,
+                    named,
                 });
                 out.extend_from_slice(&forwarded);
                 None
@@ -1474,6 +1484,7 @@ fn on_parse(
             version: ctx.policy_version(),
             server: server_stmt,
             cursor: Default::default(),
+            parse_seq: named.unwrap_or(0),
         });
         if words.may_declare() {
             checked.cursor_use(); // known at Execute, which records the cursor's name
@@ -1486,6 +1497,20 @@ fn on_parse(
         refuse_parse(pending, state, name, refusal, out);
     }
     Ok(())
+}
+
+/// Named Parses the server refused (or skipped after an error) created no statement there:
+/// their names are not the session's either, so a Bind of one is the server's 26000 and the
+/// name may be prepared again (tollgate answered 42P05 for the rest of the session, and under
+/// transaction pooling prepared the refused text again at each Bind).
+fn forget_failed_parses(state: &mut State, pending: &Pending) {
+    let failed = pending.take_failed_parses();
+    if failed.is_empty() {
+        return;
+    }
+    state
+        .statements
+        .retain(|c| c.parse_seq == 0 || !failed.contains(&c.parse_seq));
 }
 
 /// For `EXECUTE name` (also inside EXPLAIN): if the PREPARE was judged under an older policy and
@@ -1554,6 +1579,7 @@ fn refuse_parse(
     pending.push(Expect::Parse {
         refusal: Some(refusal),
         server_name: None,
+        named: None,
     });
     out.extend_from_slice(&substitute_parse(name));
     state.skip_until_sync = true;
@@ -1587,6 +1613,7 @@ fn apply_effects(
                     version: ctx.policy_version(),
                     server: None,
                     cursor: Default::default(),
+                    parse_seq: 0,
                 };
                 state.prepared.sent(n, Arc::new(checked), &mut tickets);
             }

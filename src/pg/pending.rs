@@ -34,6 +34,10 @@ pub enum Expect {
     Parse {
         refusal: Option<PgErrorFields>,
         server_name: Option<std::sync::Arc<str>>,
+        /// A named Parse forwarded as the client's: its number (`Checked::parse_seq`),
+        /// reported to the client half if the server refuses it (or skips it after an error),
+        /// so the name is not the session's.
+        named: Option<u64>,
     },
     /// A message tollgate sent on its own (a Parse or Close for its statement cache): its reply
     /// is not the client's and is not relayed. A failed hidden Parse forgets `server_name`.
@@ -95,6 +99,16 @@ pub struct Pending {
     batch_open: Arc<std::sync::atomic::AtomicBool>,
     /// The reply half's answers to SQL PREPAREs, for the client half's record of them.
     prepare_reports: super::sql_prepared::PrepareReports,
+    /// Named Parses the server refused or skipped, for the client half's record of them.
+    failed_parses: FailedParses,
+}
+
+/// The numbers of named Parses the server did not take, until the client half next looks. A
+/// flag keeps the look to one load while there are none (every message looks).
+#[derive(Debug, Clone, Default)]
+struct FailedParses {
+    any: Arc<std::sync::atomic::AtomicBool>,
+    seqs: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Pending {
@@ -113,6 +127,23 @@ impl Pending {
     /// Where the reply half reports the fate of each forwarded SQL PREPARE.
     pub fn prepare_reports(&self) -> super::sql_prepared::PrepareReports {
         self.prepare_reports.clone()
+    }
+
+    /// The server did not take the named Parse numbered `seq` (an error, or skipped after one).
+    pub fn report_failed_parse(&self, seq: u64) {
+        let f = &self.failed_parses;
+        f.seqs.lock().expect("failed parses").push(seq);
+        f.any.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The named Parses reported failed since the last call (none: one load).
+    pub fn take_failed_parses(&self) -> Vec<u64> {
+        let f = &self.failed_parses;
+        use std::sync::atomic::Ordering;
+        if !f.any.load(Ordering::Relaxed) || !f.any.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *f.seqs.lock().expect("failed parses"))
     }
 
     pub fn push(&self, e: Expect) {

@@ -194,6 +194,7 @@ mod tests {
             version: 0,
             server: None,
             cursor: Default::default(),
+            parse_seq: 0,
         })
     }
 

@@ -29,6 +29,9 @@ pub struct Checked {
     /// What it does to a SQL cursor, worked out once when first needed (a row limit counts a
     /// FETCH's rows towards its cursor; a DECLARE names a portal an Execute may read).
     pub cursor: std::sync::OnceLock<Option<crate::policy::sql::cursors::CursorUse>>,
+    /// A named protocol-level Parse's number in the session (0 for anything else): the name
+    /// goes if the server does not take that Parse (`Pending::report_failed_parse`).
+    pub parse_seq: u64,
 }
 
 impl Checked {

@@ -127,7 +127,13 @@ pub fn prepare_placeholder(name: &str, pending: &Pending, out: &mut BytesMut) {
 
 /// The client's Parse of `stmt`: forwarded under tollgate's name, or answered by tollgate when
 /// the connection already has it.
-pub fn parse(server: &ServerInfo, stmt: &ServerStatement, pending: &Pending, out: &mut BytesMut) {
+pub fn parse(
+    server: &ServerInfo,
+    stmt: &ServerStatement,
+    named: Option<u64>,
+    pending: &Pending,
+    out: &mut BytesMut,
+) {
     let evicted = {
         let mut prepared = server.prepared.lock().expect("prepared statements");
         if prepared.contains(&stmt.name) {
@@ -144,6 +150,7 @@ pub fn parse(server: &ServerInfo, stmt: &ServerStatement, pending: &Pending, out
     pending.push(Expect::Parse {
         refusal: None,
         server_name: Some(stmt.name.clone()),
+        named,
     });
     out.extend_from_slice(&stmt.parse);
 }

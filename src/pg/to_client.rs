@@ -897,8 +897,12 @@ fn on_error(
                     Some(Expect::Parse {
                         refusal,
                         server_name,
+                        named,
                     }) => {
                         forget(&server_name);
+                        if let Some(seq) = named {
+                            pending.report_failed_parse(seq);
+                        }
                         if first && may_replace {
                             replacement = refusal;
                         }

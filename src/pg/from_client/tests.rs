@@ -165,6 +165,7 @@ fn a_parsed_statement_is_recorded_when_executed_and_reusing_its_name_is_refused(
             Expect::Parse {
                 refusal: None,
                 server_name: None,
+                ..
             },
             Expect::Bind { .. },
             Expect::Execute {

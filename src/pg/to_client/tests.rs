@@ -202,6 +202,7 @@ fn after_an_error_in_a_batch_the_rest_up_to_sync_is_not_executed() {
     r.pending.push(Expect::Parse {
         refusal: None,
         server_name: None,
+        named: None,
     });
     r.pending.push(Expect::Bind { portal: "".into() });
     r.pending.push(Expect::Execute {
@@ -246,6 +247,7 @@ fn a_refused_parse_swaps_in_tollgates_error_and_skips_to_sync() {
     r.pending.push(Expect::Parse {
         refusal: Some(refusal()),
         server_name: None,
+        named: None,
     });
     r.pending.push(Expect::Sync);
     r.feed(server_error(
@@ -266,6 +268,7 @@ fn syncs_the_server_ignored_during_copy_in_are_dropped() {
     r.pending.push(Expect::Parse {
         refusal: None,
         server_name: None,
+        named: None,
     });
     r.pending.push(Expect::Bind { portal: "".into() });
     r.pending.push(Expect::Execute {
