@@ -203,6 +203,35 @@ fn the_hash_mask_key_reaches_no_agent_by_explain_or_otherwise() {
             received.extend(r.bytes());
         }
 
+        // Message levels at which the server echoes each statement it receives ("parse
+        // <unnamed>: <text>" at debug2), the rewrite with the key among them (a live review):
+        // refused however they are asked for; the extended read after them echoes nothing.
+        for sql in [
+            "SET client_min_messages = debug2",
+            "SET client_min_messages TO 'DEBUG5'",
+            "SET LOCAL client_min_messages = log",
+            "SELECT set_config('client_min_messages', 'debug1', false)",
+            "SELECT set_config('client_min_messages', lower('LOG'), false)",
+        ] {
+            let r = exchange(&mut s, &query(sql)).await;
+            assert_refused(sql, &r, &["builtin: protected-setting"], &key);
+            received.extend(r.bytes());
+            let read = "SELECT ssn FROM customers WHERE id = $1";
+            let r = exchange(&mut s, &extended("", read, &["1"], true)).await;
+            assert_eq!(r.values(), [hashed(&key, &ssn)]);
+            let echoed = String::from_utf8_lossy(&r.bytes()).contains(&key);
+            assert!(!echoed, "the server echoed the rewrite after {sql}");
+            received.extend(r.bytes());
+        }
+        for sql in [
+            "SET client_min_messages = warning",
+            "SET client_min_messages TO DEFAULT",
+        ] {
+            let r = exchange(&mut s, &query(sql)).await;
+            assert_eq!(r.error(), None, "{sql}");
+        }
+        // (At startup: `pg_protocol_raw::replication_and_unsafe_startup_parameters_are_refused`.)
+
         // SQL PREPARE: EXECUTE runs, EXPLAIN EXECUTE (which prints the prepared plan) does not.
         let r = exchange(
             &mut s,
@@ -267,9 +296,10 @@ fn the_hash_mask_key_reaches_no_agent_by_explain_or_otherwise() {
         received.extend(r.bytes());
         let r = exchange(&mut t, &query("PREPARE p AS SELECT ssn FROM customers")).await;
         assert_eq!(r.error(), None);
-        let r = exchange(&mut t, &query("SET client_min_messages = log")).await;
-        assert_eq!(r.error(), None);
         for sql in [
+            "SET client_min_messages = log",
+            "SET client_min_messages = debug2",
+            "SELECT set_config('client_min_messages', 'debug5', false)",
             "EXPLAIN (VERBOSE, COSTS OFF) SELECT ssn FROM customers WHERE id = 1",
             "EXPLAIN (VERBOSE, COSTS OFF) EXECUTE p",
             "CREATE TEMPORARY VIEW v AS SELECT ssn FROM customers",

@@ -65,6 +65,17 @@ async fn replication_and_unsafe_startup_parameters_are_refused() {
             ("database", "shop"),
             ("client_encoding", "SJIS"),
         ],
+        // The server would echo every statement as tollgate rewrote it (a hash mask's key).
+        vec![
+            ("user", "analyst"),
+            ("database", "shop"),
+            ("options", "-c client_min_messages=debug2"),
+        ],
+        vec![
+            ("user", "analyst"),
+            ("database", "shop"),
+            ("client_min_messages", "log"),
+        ],
     ] {
         let mut s = open().await;
         s.write_all(&startup(&params)).await.unwrap();

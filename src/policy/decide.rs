@@ -164,7 +164,7 @@ fn check_kind(
             // SET TRANSACTION / SET SESSION CHARACTERISTICS only choose isolation and read-only.
             let harmless = name == "transaction" || name == "session_characteristics";
             if !rules.passthrough && !harmless {
-                check_client_setting(name, value.as_deref().unwrap_or(""))
+                check_client_setting(name, value.as_deref().unwrap_or("DEFAULT"))
                     .map_err(|reason| Refusal::permission("builtin: protected-setting", reason))?;
             }
         }
@@ -321,6 +321,21 @@ fn prints_trees(stmt: &StatementInfo) -> bool {
             .any(|c| c.as_ref().map_or(true, |(name, _)| debug_print(name)))
 }
 
+/// `SET client_min_messages` (or `set_config` of it, or of a name computed at run time) to a
+/// level at which the server sends the client the statements it runs, rewrites included.
+fn echoes_statements(stmt: &StatementInfo) -> bool {
+    let lowers = |name: &str, value: Option<&str>| {
+        name.eq_ignore_ascii_case("client_min_messages")
+            && super::settings::check_message_level(value.unwrap_or("")).is_err()
+    };
+    matches!(&stmt.kind, StatementKind::Set { name, value, .. }
+        if lowers(name, Some(value.as_deref().unwrap_or("DEFAULT"))))
+        || stmt.set_config_calls.iter().any(|c| {
+            c.as_ref()
+                .map_or(true, |(name, value)| lowers(name, value.as_deref()))
+        })
+}
+
 fn shows_statement_text(stmt: &StatementInfo) -> bool {
     let builtin = |schema: &Option<String>, name: &str| {
         matches!(schema.as_deref(), None | Some("pg_catalog"))
@@ -346,6 +361,9 @@ fn shows_statement_text(stmt: &StatementInfo) -> bool {
 ///   DEALLOCATE and a new PREPARE in between) is the server's to say, so tollgate does not guess;
 /// - for such an agent, `SET debug_print_plan` and its siblings (passthrough agents only: the
 ///   others may not set them at all), whose trees show constants;
+/// - for such an agent, `SET client_min_messages` to `log` or a `debug` level (passthrough
+///   agents only: the others may choose only notice, warning or error), at which the server
+///   echoes each statement it receives, rewrite and key included;
 /// - for such an agent, reading statement texts (`current_query()`, `pg_stat_activity`,
 ///   `pg_prepared_statements`, `pg_cursors`; restricted agents are refused the views anyway as
 ///   sensitive catalogs): its own masked statements, prepared statements and cursors are there.
@@ -386,6 +404,12 @@ pub fn check_mask_key(
             return Err(Refusal::permission(
                 RULE,
                 "an agent with a hash mask may not turn on debug_print_parse, debug_print_rewritten or debug_print_plan: the trees the server prints show the mask's key",
+            ));
+        }
+        if echoes_statements(stmt) && rules.has_hash_mask() {
+            return Err(Refusal::permission(
+                RULE,
+                "an agent with a hash mask may not set client_min_messages to log or a debug level: the server would send back the statements as rewritten, with the mask's key",
             ));
         }
         if shows_statement_text(stmt) && rules.has_hash_mask() {

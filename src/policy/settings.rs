@@ -15,7 +15,6 @@ const FREE_SETTINGS: &[&str] = &[
     "intervalstyle",
     "extra_float_digits",
     "bytea_output",
-    "client_min_messages",
     "default_transaction_isolation",
     "default_transaction_read_only",
     "transaction_isolation",
@@ -44,9 +43,27 @@ pub fn check_client_setting(name: &str, value: &str) -> Result<(), String> {
     if lower == "client_encoding" {
         return check_sql_reading_setting(&lower, value);
     }
+    if lower == "client_min_messages" {
+        return check_message_level(value);
+    }
     Err(format!(
         "setting \"{name}\" may not be changed through the gateway"
     ))
+}
+
+/// The levels of `client_min_messages` a client may choose (`value` as SET renders it,
+/// `DEFAULT` for `SET ... TO DEFAULT`; anything else, a value computed at run time included, is
+/// refused). At `log` and the `debug` levels the server sends the client the statements it runs
+/// as it received them ("parse <unnamed>: ...", and "statement: ..." where the server logs
+/// statements): tollgate's rewrites, a `hash` mask's key among them (a live review).
+pub fn check_message_level(value: &str) -> Result<(), String> {
+    let v = value.trim().trim_matches('\'').to_ascii_lowercase();
+    match v.as_str() {
+        "notice" | "warning" | "error" | "default" => Ok(()),
+        _ => Err(format!(
+            "client_min_messages = {v} is refused: at log and debug levels the server sends the client the statements as tollgate rewrote them; choose notice, warning or error"
+        )),
+    }
 }
 
 /// For every agent, passthrough included: `Ok` unless `name` changes how the server reads SQL
