@@ -1344,6 +1344,30 @@ fn a_named_parse_the_server_refuses_leaves_the_name_free() {
             assert_eq!(support::error_field(&body, b'C').as_deref(), Some("25P02"));
             assert_eq!((tag, tags(&mut s, 1).await), (b'E', b"Z".to_vec()));
             assert_error_code(&mut s, "ROLLBACK", None).await;
+            // The same where the server connection holds the statement's text already
+            // (transaction pooling: tollgate would answer the ParseComplete itself), prepared
+            // as pgx does (Parse, Describe, Sync); a ROLLBACK prepared there still runs.
+            for (name, sql) in [("h1", "SELECT 8"), ("r1", "ROLLBACK")] {
+                send(&mut s, &[parse(name, sql), sync()]).await;
+                assert_eq!(tags(&mut s, 2).await, b"1Z", "{name}");
+            }
+            for (sql, code) in [("BEGIN", None), ("SELECT 1/0", Some("22012"))] {
+                assert_error_code(&mut s, sql, code).await;
+            }
+            let describe_n2 = support::message(b'D', b"Sn2\0");
+            send(&mut s, &[parse("n2", "SELECT 8"), describe_n2, sync()]).await;
+            let (tag, body) = support::read_message(&mut s).await;
+            assert_eq!(support::error_field(&body, b'C').as_deref(), Some("25P02"));
+            assert_eq!((tag, tags(&mut s, 1).await), (b'E', b"Z".to_vec()));
+            let bind_r2 = support::message(b'B', b"\0r2\0\0\0\0\0\0\0");
+            send(
+                &mut s,
+                &[parse("r2", "ROLLBACK"), bind_r2, execute_unnamed(0), sync()],
+            )
+            .await;
+            assert_eq!(tags(&mut s, 4).await, b"12CZ", "a held ROLLBACK runs");
+            send(&mut s, &[parse("n2", "SELECT 8"), sync()]).await;
+            assert_eq!(tags(&mut s, 2).await, b"1Z", "n2 is free again");
             // The name can be prepared now, and runs.
             send(
                 &mut s,

@@ -1465,6 +1465,11 @@ fn on_parse(
             }
             Some(server) => {
                 let stmt = statements::server_statement(&forwarded, name, state.statement_scope());
+                if held_in_a_failed_block(&server, &stmt, pending, text) {
+                    let refusal = ctx.refuse_as_server(text, "25P02", IN_FAILED_BLOCK.into());
+                    refuse_parse(pending, state, name, refusal, out);
+                    return Ok(());
+                }
                 statements::parse(&server, &stmt, named, pending, out);
                 Some(stmt)
             }
@@ -1497,6 +1502,32 @@ fn on_parse(
         refuse_parse(pending, state, name, refusal, out);
     }
     Ok(())
+}
+
+/// PostgreSQL's words for a statement in a failed transaction block (25P02).
+const IN_FAILED_BLOCK: &str =
+    "current transaction is aborted, commands ignored until end of transaction block";
+
+/// A named Parse, in a failed transaction block, of a statement the connection holds: tollgate
+/// would answer its ParseComplete, where the server refuses every Parse there (25P02) but of a
+/// statement that ends the block. The client then held a name it did not have: pgx prepares
+/// with Parse, Describe, Sync, sees the Describe fail and prepares the name again later, which
+/// tollgate answered 42P05. Known only with nothing in flight (the status is the last
+/// ReadyForQuery's).
+fn held_in_a_failed_block(
+    server: &ServerInfo,
+    stmt: &ServerStatement,
+    pending: &Pending,
+    text: &str,
+) -> bool {
+    pending.tx_status() == b'E'
+        && pending.is_empty()
+        && server
+            .prepared
+            .lock()
+            .expect("prepared statements")
+            .contains(&stmt.name)
+        && !crate::policy::sql::exits_failed_transaction(text)
 }
 
 /// Named Parses the server refused (or skipped after an error) created no statement there:

@@ -76,7 +76,9 @@ pub use fingerprint::{
     fast_fingerprint, fingerprint, scanner_fingerprint, structural_tokens, ScannedToken,
 };
 pub use pg_query::protobuf::Token;
-pub use session_state::{leaves_session_state, only_clears_session_state, sets_local_setting};
+pub use session_state::{
+    exits_failed_transaction, leaves_session_state, only_clears_session_state, sets_local_setting,
+};
 
 /// The result of analysing one SQL string: one entry per statement, in order.
 #[derive(Debug, Clone, PartialEq)]

@@ -254,3 +254,59 @@ mod tests {
         }
     }
 }
+
+/// Whether `sql` is one statement PostgreSQL takes inside a failed transaction block (its
+/// `IsTransactionExitStmt`: COMMIT, ROLLBACK, ROLLBACK TO SAVEPOINT, PREPARE TRANSACTION); the
+/// server refuses every other one there with 25P02. A text that does not parse is not one.
+pub fn exits_failed_transaction(sql: &str) -> bool {
+    use pg_query::protobuf::{node::Node as N, TransactionStmtKind as K};
+    let Ok(parsed) = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT) else {
+        return false;
+    };
+    let [stmt] = parsed.protobuf.stmts.as_slice() else {
+        return false;
+    };
+    match stmt.stmt.as_ref().and_then(|s| s.node.as_ref()) {
+        Some(N::TransactionStmt(t)) => matches!(
+            K::try_from(t.kind),
+            Ok(K::TransStmtCommit
+                | K::TransStmtRollback
+                | K::TransStmtRollbackTo
+                | K::TransStmtPrepare)
+        ),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use super::exits_failed_transaction;
+
+    #[test]
+    fn only_the_statements_postgresql_takes_in_a_failed_block_exit_it() {
+        for sql in [
+            "COMMIT",
+            "end",
+            "ROLLBACK",
+            "abort",
+            "/* c */ ROLLBACK TO SAVEPOINT s",
+            "rollback to s",
+            "PREPARE TRANSACTION 'x'",
+        ] {
+            assert!(exits_failed_transaction(sql), "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "BEGIN",
+            "SAVEPOINT s",
+            "RELEASE s",
+            "COMMIT PREPARED 'x'",
+            "ROLLBACK PREPARED 'x'",
+            "ROLLBACK; SELECT 1",
+            "ROLLBACK garbage (",
+            "",
+        ] {
+            assert!(!exits_failed_transaction(sql), "{sql}");
+        }
+    }
+}
