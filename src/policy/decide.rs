@@ -422,6 +422,40 @@ pub fn check_mask_key(
     Ok(())
 }
 
+/// Rule named when an EXPLAIN would show estimates drawn from masked columns' statistics.
+pub const MASK_STATISTICS_RULE: &str = "builtin: mask-statistics";
+
+/// EXPLAIN of a statement that reads a masked column, whatever the mask: the planner estimates
+/// from the raw column's statistics (a GROUP BY or DISTINCT over the masked expression is
+/// estimated with the column's own number of distinct values), which the mask hides, as the
+/// statistics views are refused (a live review read `n_distinct` of `ssn`, `email` and `phone`
+/// through the row estimates). `EXPLAIN EXECUTE` (and of DDL) too when `rules` mask any column:
+/// which statement the name stands for when it runs is the server's to say. The statement
+/// itself, and EXPLAIN of what reads nothing masked, still run.
+pub fn check_masked_explain(
+    rules: &SqlRules,
+    analysis: &Analysis,
+    plan: Option<&super::mask::RewritePlan>,
+) -> Result<(), Refusal> {
+    let masks = plan.is_some_and(|p| p.masks);
+    for stmt in &analysis.statements {
+        if !matches!(stmt.kind, StatementKind::Explain { .. }) {
+            continue;
+        }
+        let of_prepared = matches!(
+            stmt.inner_kind.as_deref(),
+            Some(StatementKind::Execute { .. } | StatementKind::Ddl)
+        );
+        if masks || (of_prepared && rules.has_mask()) {
+            return Err(Refusal::permission(
+                MASK_STATISTICS_RULE,
+                "EXPLAIN of a statement that reads a masked column is refused: the plan's estimates come from the unmasked column's statistics; run the statement itself, or EXPLAIN one that reads no masked column",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_relation(rules: &SqlRules, rel: &RelationAccess) -> Result<(), Refusal> {
     let op = op_of(rel.op);
     let names = candidates(rules, rel);

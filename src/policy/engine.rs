@@ -708,7 +708,8 @@ impl Engine {
         let enforced_result = enforced_result.and_then(|()| match enforced.flatten() {
             Some(r) => {
                 let key = self.mask_key.load();
-                decide::check_mask_key(r, &analysis, rewrite.as_deref(), &key)
+                decide::check_mask_key(r, &analysis, rewrite.as_deref(), &key)?;
+                decide::check_masked_explain(r, &analysis, rewrite.as_deref())
             }
             None => Ok(()),
         });

@@ -266,6 +266,11 @@ impl SqlRules {
     }
 
     /// Some table has a column masked with `hash`, whose key masking subqueries carry.
+    /// Whether any column is masked, whatever the strategy.
+    pub fn has_mask(&self) -> bool {
+        self.tables.iter().any(|t| !t.masks.is_empty())
+    }
+
     pub fn has_hash_mask(&self) -> bool {
         self.tables.iter().any(|t| {
             t.masks
