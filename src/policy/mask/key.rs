@@ -195,7 +195,11 @@ mod tests {
         assert!(v.denial.is_none(), "{:?}", v.denial);
         // A mask without a key: stored definitions show nothing secret. EXPLAIN is refused
         // for another reason: its estimates come from the masked column's statistics.
-        let v = verdict(&engine, "plain", "CREATE VIEW v AS SELECT ssn FROM customers");
+        let v = verdict(
+            &engine,
+            "plain",
+            "CREATE VIEW v AS SELECT ssn FROM customers",
+        );
         assert!(v.denial.is_none(), "{:?}", v.denial);
         for sql in [
             "EXPLAIN (VERBOSE) SELECT ssn FROM customers",
@@ -203,7 +207,11 @@ mod tests {
         ] {
             let v = verdict(&engine, "plain", sql);
             let rule = v.denial.as_ref().map(|d| d.rule.as_str());
-            assert_eq!(rule, Some(crate::policy::decide::MASK_STATISTICS_RULE), "{sql}");
+            assert_eq!(
+                rule,
+                Some(crate::policy::decide::MASK_STATISTICS_RULE),
+                "{sql}"
+            );
         }
     }
 
