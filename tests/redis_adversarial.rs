@@ -719,3 +719,38 @@ async fn a_subscription_is_judged_again_after_auth_as_another_agent() {
     assert!(!rest.contains("for analysts"), "{rest}");
     assert!(rest.contains("no longer allows a subscription"), "{rest}");
 }
+
+/// A second policy file that masks another field of the demo's `session:*` hashes: both masks
+/// apply, on a live gateway, to HGET, HMGET and HGETALL alike. Only the first rule of a key
+/// was applied, so the second file's `user` came back in clear (a live review).
+#[test]
+fn mask_rules_from_two_policy_files_both_apply() {
+    let dir = support::copy_demo_dir();
+    std::fs::write(
+        dir.path().join("policies/analysts-extra.toml"),
+        "agents = [\"analyst\"]\n[[redis]]\nupstream = \"cache\"\n[[redis.mask]]\nkeys = \"session:*\"\nfields = [\"user\"]\nstrategy = \"redact\"\n",
+    )
+    .unwrap();
+    let served = support::served::Served::start(dir, "");
+    harness().runtime.block_on(async {
+        let mut s = support::redis_login_at(served.redis_port, "analyst").await;
+        let hgetall = redis_exchange(&mut s, &redis_cmd(&["HGETALL", "session:1"]), "\r\n").await;
+        let hget = redis_exchange(&mut s, &redis_cmd(&["HGET", "session:1", "user"]), "\r\n").await;
+        let hmget = redis_exchange(
+            &mut s,
+            &redis_cmd(&["HMGET", "session:1", "user", "email"]),
+            "\r\n",
+        )
+        .await;
+        for (what, reply) in [("HGETALL", &hgetall), ("HGET", &hget), ("HMGET", &hmget)] {
+            assert!(
+                reply.contains("[REDACTED]"),
+                "{what}: user in clear: {reply:?}"
+            );
+            assert!(!reply.contains("user1"), "{what}: {reply:?}");
+        }
+        for reply in [&hgetall, &hmget] {
+            assert!(reply.contains("***@"), "email still masked: {reply:?}");
+        }
+    });
+}

@@ -314,10 +314,7 @@ mod tests {
     use super::*;
 
     fn fields() -> MaskFields {
-        MaskFields {
-            fields: vec!["email".into()],
-            strategy: Strategy::Email,
-        }
+        MaskFields::single(vec!["email".into()], Strategy::Email)
     }
 
     #[test]

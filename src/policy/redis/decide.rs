@@ -6,7 +6,7 @@ use super::builtin;
 use super::commands::{CommandInfo, CommandTable, KeyAccess, Looked};
 use super::keys::{find_keys, FoundKey, KeysError};
 use super::mask::Strategy;
-use super::rules::{MaskMatcher, PatternRule, RedisRules};
+use super::rules::{KeyMask, PatternRule, RedisRules};
 use crate::policy::decide::DEFAULT_DENY;
 use crate::policy::glob::Glob;
 use crate::refusal::Refusal;
@@ -33,26 +33,33 @@ pub enum MaskPlan {
     AclSecrets(Option<String>),
 }
 
-/// Which hash fields are masked, and how.
+/// Which hash fields are masked, and how: one part per mask rule of the key (its fields, none
+/// meaning every field, and its strategy); a field several parts mask gets the strictest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MaskFields {
-    pub fields: Vec<String>,
-    pub strategy: Strategy,
+    pub parts: Vec<(Vec<String>, Strategy)>,
 }
 
 impl MaskFields {
+    /// One rule's fields.
+    pub fn single(fields: Vec<String>, strategy: Strategy) -> MaskFields {
+        MaskFields {
+            parts: vec![(fields, strategy)],
+        }
+    }
+
     pub fn of(&self, field: &[u8]) -> Option<Strategy> {
-        (self.fields.is_empty() || self.fields.iter().any(|f| f.as_bytes() == field))
-            .then_some(self.strategy)
+        self.parts
+            .iter()
+            .filter(|(fields, _)| fields.is_empty() || fields.iter().any(|f| f.as_bytes() == field))
+            .map(|(_, s)| *s)
+            .reduce(Strategy::stricter)
     }
 }
 
-impl From<&MaskMatcher> for MaskFields {
-    fn from(m: &MaskMatcher) -> MaskFields {
-        MaskFields {
-            fields: m.fields.clone(),
-            strategy: m.strategy,
-        }
+impl From<&KeyMask<'_>> for MaskFields {
+    fn from(m: &KeyMask<'_>) -> MaskFields {
+        MaskFields { parts: m.parts() }
     }
 }
 
@@ -466,21 +473,21 @@ fn mask_plan(
     if rules.masks.is_empty() {
         return Ok(MaskPlan::None);
     }
-    let masked: Vec<(usize, &MaskMatcher)> = keys
+    let masked: Vec<(usize, KeyMask)> = keys
         .iter()
         .filter(|k| !k.access.not_key)
         .filter_map(|k| rules.mask_for(&args[k.index]).map(|m| (k.index, m)))
         .collect();
-    let Some(&(_, first)) = masked.first() else {
+    let Some((_, first)) = masked.first() else {
         return Ok(MaskPlan::None);
     };
     let plan = match name {
-        "get" | "getdel" | "getex" | "getset" => MaskPlan::Value(first.strategy),
-        "set" => MaskPlan::Value(first.strategy), // only with GET: otherwise it returns no value
+        "get" | "getdel" | "getex" | "getset" => MaskPlan::Value(first.value()),
+        "set" => MaskPlan::Value(first.value()), // only with GET: otherwise it returns no value
         "mget" => MaskPlan::Elements(
             args[1..]
                 .iter()
-                .map(|k| rules.mask_for(k).map(|m| m.strategy))
+                .map(|k| rules.mask_for(k).map(|m| m.value()))
                 .collect(),
         ),
         "hget" => match first.field(&args[2]) {
@@ -497,16 +504,16 @@ fn mask_plan(
             }
         }
         "hscan" => MaskPlan::ScanPairs(first.into()),
-        "hvals" => MaskPlan::AllValues(first.strategy),
+        "hvals" => MaskPlan::AllValues(first.value()),
         // Field names only: masking hides values, not which fields exist.
         "hkeys" | "hexists" | "hlen" => MaskPlan::None,
         _ => {
             let exposes = keys
                 .iter()
-                .any(|k| k.access.exposes && rules.mask_for(&args[k.index]).is_some());
+                .any(|k| k.access.exposes && rules.is_masked(&args[k.index]));
             if exposes || builtin::mask_refused(name) {
                 return Err(Refusal::permission(
-                    first.rule.clone(),
+                    first.rule().to_owned(),
                     format!(
                         "'{name}' would reveal the masked value of key '{}'",
                         clip(&String::from_utf8_lossy(&args[masked[0].0]))

@@ -27,6 +27,25 @@ impl Strategy {
         }
     }
 
+    /// How little the strategy reveals: where two rules mask one value, the higher wins (as
+    /// for PostgreSQL columns: `redact` > `hash` > `email`).
+    pub fn strictness(self) -> u8 {
+        match self {
+            Strategy::Redact => 3,
+            Strategy::Hash => 2,
+            Strategy::Email => 1,
+        }
+    }
+
+    /// The stricter of two strategies.
+    pub fn stricter(self, other: Strategy) -> Strategy {
+        if other.strictness() > self.strictness() {
+            other
+        } else {
+            self
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Redact => "redact",

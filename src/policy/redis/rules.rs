@@ -90,8 +90,58 @@ impl RedisRules {
         !self.deny.is_empty() || !self.deny_keys.is_empty()
     }
 
-    /// The mask rule for `key`, if any (the first that matches, in file order).
-    pub fn mask_for(&self, key: &[u8]) -> Option<&MaskMatcher> {
-        self.masks.iter().find(|m| m.glob.matches_bytes(key))
+    /// Every mask rule that matches `key`, if any does: they add up, as policy files and groups
+    /// do (only the first one was applied, so a second file's mask of another field, or a
+    /// narrower rule listed first, let values through; a live review).
+    pub fn mask_for(&self, key: &[u8]) -> Option<KeyMask<'_>> {
+        let mut matching = self.masks.iter().filter(|m| m.glob.matches_bytes(key));
+        let first = matching.next()?;
+        Some(KeyMask {
+            rules: std::iter::once(first).chain(matching).collect(),
+        })
+    }
+
+    /// Whether any mask rule matches `key`.
+    pub fn is_masked(&self, key: &[u8]) -> bool {
+        self.masks.iter().any(|m| m.glob.matches_bytes(key))
+    }
+}
+
+/// The mask rules that apply to one key (at least one), combined: a field is masked if any rule
+/// masks it, with the strictest of their strategies.
+#[derive(Debug, Clone)]
+pub struct KeyMask<'a> {
+    rules: Vec<&'a MaskMatcher>,
+}
+
+impl KeyMask<'_> {
+    /// The strategy for a whole value (GET, HVALS): the strictest of every rule's.
+    pub fn value(&self) -> Strategy {
+        self.rules
+            .iter()
+            .map(|m| m.strategy)
+            .reduce(Strategy::stricter)
+            .expect("a key mask has a rule")
+    }
+
+    /// The strategy for hash field `field`, if any rule masks it.
+    pub fn field(&self, field: &[u8]) -> Option<Strategy> {
+        self.rules
+            .iter()
+            .filter_map(|m| m.field(field))
+            .reduce(Strategy::stricter)
+    }
+
+    /// The rules, for a refusal: the first, in file order.
+    pub fn rule(&self) -> &str {
+        &self.rules[0].rule
+    }
+
+    /// Each rule's fields and strategy, for masking a reply of field/value pairs.
+    pub fn parts(&self) -> Vec<(Vec<String>, Strategy)> {
+        self.rules
+            .iter()
+            .map(|m| (m.fields.clone(), m.strategy))
+            .collect()
     }
 }

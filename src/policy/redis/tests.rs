@@ -292,6 +292,85 @@ fn mask_plans() {
     assert_eq!(plan("EXISTS session:1"), MaskPlan::None);
 }
 
+/// Every mask rule of a key applies, as policy files and groups add up: a later rule's field,
+/// a wider rule after a narrower one, a whole-value rule after a field rule; where two mask one
+/// field the strictest strategy wins. Only the first was applied (a live review read `user`
+/// in clear through a second file's mask).
+#[test]
+fn mask_rules_of_one_key_add_up() {
+    let t = table();
+    let r = rules(
+        r#"
+[[redis]]
+upstream = "cache"
+commands = ["@read"]
+read_keys = ["session:*", "cache:*"]
+[[redis.mask]]
+keys = "session:admin:*"
+fields = ["plan"]
+strategy = "redact"
+[[redis.mask]]
+keys = "session:*"
+fields = ["email"]
+strategy = "email"
+[[redis]]
+upstream = "cache"
+commands = ["@read"]
+[[redis.mask]]
+keys = "session:*"
+fields = ["user", "email"]
+strategy = "hash"
+[[redis.mask]]
+keys = "cache:*"
+fields = ["a"]
+strategy = "email"
+[[redis.mask]]
+keys = "cache:*"
+strategy = "redact"
+"#,
+    );
+    let plan = |line: &str| match decide(&r, &t, &args(line)) {
+        Ok(j) => j.mask,
+        Err(d) => panic!("{line}: {d:?}"),
+    };
+    let (redact, hash) = (Strategy::Redact, Strategy::Hash);
+    assert_eq!(plan("HGET session:1 user"), MaskPlan::Value(hash));
+    assert_eq!(plan("HGET session:1 email"), MaskPlan::Value(hash));
+    assert_eq!(plan("HGET session:1 plan"), MaskPlan::None);
+    assert_eq!(plan("HGET session:admin:1 email"), MaskPlan::Value(hash));
+    assert_eq!(plan("HGET session:admin:1 plan"), MaskPlan::Value(redact));
+    assert_eq!(
+        plan("HMGET session:admin:1 user email plan id"),
+        MaskPlan::Elements(vec![Some(hash), Some(hash), Some(redact), None])
+    );
+    for line in [
+        "HGETALL session:admin:1",
+        "HRANDFIELD session:admin:1 3 WITHVALUES",
+    ] {
+        let MaskPlan::HashPairs(m) = plan(line) else {
+            panic!("{line}")
+        };
+        let of = |f: &str| m.of(f.as_bytes());
+        assert_eq!(
+            [of("user"), of("email"), of("plan"), of("id")],
+            [Some(hash), Some(hash), Some(redact), None],
+            "{line}"
+        );
+    }
+    let MaskPlan::ScanPairs(m) = plan("HSCAN session:1 0") else {
+        panic!("HSCAN")
+    };
+    assert_eq!(m.of(b"user"), Some(hash));
+    assert_eq!(plan("HVALS session:1"), MaskPlan::AllValues(hash));
+    assert_eq!(plan("GET cache:1"), MaskPlan::Value(redact));
+    assert_eq!(plan("HGET cache:1 a"), MaskPlan::Value(redact));
+    assert_eq!(plan("HGET cache:1 b"), MaskPlan::Value(redact));
+    assert_eq!(
+        plan("MGET cache:1 session:1 session:2"),
+        MaskPlan::Elements(vec![Some(redact), Some(hash), Some(hash)])
+    );
+}
+
 /// Redis's option parsers take the last of a repeated option (SCAN's MATCH, COPY's DB,
 /// GEORADIUS's STORE); tollgate checks every occurrence. F3/F4 of the Redis review.
 #[test]
