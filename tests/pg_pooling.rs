@@ -1091,41 +1091,11 @@ fn a_deallocate_of_a_protocol_level_statement_works_as_on_the_server() {
         let (running, gw) = gateway(1, "").await;
         let addr = running.pg_addr.unwrap();
         let mut s = raw_login_with(addr, "writer", &[]).await;
-        let bind_p1 = support::message(b'B', b"\0p1\0\0\0\0\0\0\0");
         // Prepared and run as `p1`, then DEALLOCATEd through the extended protocol (as psycopg
         // does), then bound again: 26000, as on the server.
         send(&mut s, &[parse("p1", "SELECT 41 + 1"), sync()]).await;
         assert_eq!(tags(&mut s, 2).await, b"1Z");
-        send(
-            &mut s,
-            &[
-                parse("", "DEALLOCATE p1"),
-                bind_unnamed(),
-                execute_unnamed(0),
-                sync(),
-            ],
-        )
-        .await;
-        let mut got = Vec::new();
-        loop {
-            let (tag, body) = support::read_message(&mut s).await;
-            got.push(tag);
-            if tag == b'E' {
-                panic!("{:?}", support::error_field(&body, b'M'));
-            }
-            if tag == b'C' {
-                assert_eq!(&body[..], b"DEALLOCATE\0");
-            }
-            if tag == b'Z' {
-                break;
-            }
-        }
-        assert_eq!(got, b"12CZ");
-        send(&mut s, &[bind_p1, sync()]).await;
-        let (tag, body) = support::read_message(&mut s).await;
-        assert_eq!(tag, b'E');
-        assert_eq!(support::error_field(&body, b'C').as_deref(), Some("26000"));
-        assert_eq!(tags(&mut s, 1).await, b"Z");
+        deallocate_extended_then_gone(&mut s, "p1").await;
         // The same through a simple Query (psql, a driver's own DEALLOCATE): on the connection
         // that has the statement, then on a fresh one (the server ended the first), where
         // tollgate prepares it before the DEALLOCATE.
@@ -1270,35 +1240,7 @@ fn a_deallocate_needs_no_valid_text_on_a_connection_that_lacks_the_statement() {
                 .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        send(
-            &mut s,
-            &[
-                parse("", "DEALLOCATE p1"),
-                bind_unnamed(),
-                execute_unnamed(0),
-                sync(),
-            ],
-        )
-        .await;
-        let mut got = Vec::new();
-        loop {
-            let (tag, body) = support::read_message(&mut s).await;
-            got.push(tag);
-            assert_ne!(tag, b'E', "{:?}", support::error_field(&body, b'M'));
-            if tag == b'C' {
-                assert_eq!(&body[..], b"DEALLOCATE\0");
-            }
-            if tag == b'Z' {
-                break;
-            }
-        }
-        assert_eq!(got, b"12CZ");
-        let bind = support::message(b'B', b"\0p1\0\0\0\0\0\0\0");
-        send(&mut s, &[bind, sync()]).await;
-        let (tag, body) = support::read_message(&mut s).await;
-        assert_eq!(tag, b'E');
-        assert_eq!(support::error_field(&body, b'C').as_deref(), Some("26000"));
-        assert_eq!(tags(&mut s, 1).await, b"Z");
+        deallocate_extended_then_gone(&mut s, "p1").await;
         // The connection is usable afterwards: the placeholder went with the DEALLOCATE.
         assert_error_code(&mut s, "SELECT 1", None).await;
     });
@@ -1803,6 +1745,36 @@ fn parameters_that_differ_between_server_connections_are_replayed() {
 async fn send(s: &mut tokio::net::TcpStream, msgs: &[Vec<u8>]) {
     use tokio::io::AsyncWriteExt;
     s.write_all(&msgs.concat()).await.unwrap();
+}
+
+/// An extended-protocol `DEALLOCATE name` (unnamed Parse, Bind, Execute, Sync, as psycopg sends
+/// it) answered as the server answers it, after which a Bind of `name` is 26000.
+async fn deallocate_extended_then_gone(s: &mut tokio::net::TcpStream, name: &str) {
+    let sql = format!("DEALLOCATE {name}");
+    send(
+        s,
+        &[parse("", &sql), bind_unnamed(), execute_unnamed(0), sync()],
+    )
+    .await;
+    let mut got = Vec::new();
+    loop {
+        let (tag, body) = support::read_message(s).await;
+        assert_ne!(tag, b'E', "{sql}: {:?}", support::error_field(&body, b'M'));
+        got.push(tag);
+        if tag == b'C' {
+            assert_eq!(&body[..], b"DEALLOCATE\0");
+        }
+        if tag == b'Z' {
+            break;
+        }
+    }
+    assert_eq!(got, b"12CZ", "{sql}");
+    let bind = support::message(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes());
+    send(s, &[bind, sync()]).await;
+    let (tag, body) = support::read_message(s).await;
+    assert_eq!(tag, b'E', "{name} was deallocated");
+    assert_eq!(support::error_field(&body, b'C').as_deref(), Some("26000"));
+    assert_eq!(tags(s, 1).await, b"Z");
 }
 
 /// Runs `sql` as a simple Query: its error's SQLSTATE is `code` (`None`: no error).
