@@ -1310,6 +1310,29 @@ fn a_named_parse_the_server_refuses_leaves_the_name_free() {
             assert_eq!(tags(&mut s, 4).await, b"12CZ", "a held ROLLBACK runs");
             send(&mut s, &[parse("n2", "SELECT 8"), sync()]).await;
             assert_eq!(tags(&mut s, 2).await, b"1Z", "n2 is free again");
+            // Pipelined behind an error in its batch, a Parse of that held text is skipped as
+            // the server skips it: the name is not created (tollgate answered the ParseComplete
+            // itself, kept the name, and a later Bind of it ran; a re-review).
+            send(
+                &mut s,
+                &[
+                    parse("", "SELECT 1/0"),
+                    bind_unnamed(),
+                    execute_unnamed(0),
+                    parse("p9", "SELECT 8"),
+                    sync(),
+                ],
+            )
+            .await;
+            // (1/0 fails at Bind, where the unnamed statement is planned.)
+            assert_eq!(tags(&mut s, 3).await, b"1EZ");
+            let bind_p9 = support::message(b'B', b"\0p9\0\0\0\0\0\0\0");
+            send(&mut s, &[bind_p9, sync()]).await;
+            let (tag, body) = support::read_message(&mut s).await;
+            assert_eq!(support::error_field(&body, b'C').as_deref(), Some("26000"));
+            assert_eq!((tag, tags(&mut s, 1).await), (b'E', b"Z".to_vec()));
+            send(&mut s, &[parse("p9", "SELECT 8"), sync()]).await;
+            assert_eq!(tags(&mut s, 2).await, b"1Z", "p9 can be prepared");
             // The name can be prepared now, and runs.
             send(
                 &mut s,

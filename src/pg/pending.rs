@@ -47,6 +47,12 @@ pub enum Expect {
     /// A reply tollgate gives itself, in its place in the order (a ParseComplete for a
     /// statement the server connection already holds, a CloseComplete).
     Synthetic(bytes::Bytes),
+    /// tollgate's ParseComplete for a named Parse (numbered `Checked::parse_seq`) of a statement
+    /// the server connection holds: like `Synthetic`, but if an earlier error of its batch
+    /// skips it, the Parse is reported failed as a forwarded one would be, so the name does not
+    /// stay the session's (a re-review: pipelined behind an error it kept the name, and a later
+    /// Bind of it ran).
+    SyntheticParse(u64),
     /// Bind → BindComplete; `portal` is (re)created, so its row count starts again.
     Bind {
         portal: String,
@@ -148,7 +154,7 @@ impl Pending {
 
     pub fn push(&self, e: Expect) {
         let statement = matches!(e, Expect::Simple { .. } | Expect::Execute { .. });
-        let synthetic = matches!(e, Expect::Synthetic(_));
+        let synthetic = matches!(e, Expect::Synthetic(_) | Expect::SyntheticParse(_));
         if synthetic {
             // Counted before it is queued: the count is never below what the queue holds.
             self.synthetic_queued
@@ -176,11 +182,12 @@ impl Pending {
         }
         let n = self.with(|q| {
             let mut n = 0;
-            while let Some(Expect::Synthetic(_)) = q.front() {
-                if let Some(Expect::Synthetic(b)) = q.pop_front() {
-                    out.extend_from_slice(&b);
-                    n += 1;
+            while let Some(Expect::Synthetic(_) | Expect::SyntheticParse(_)) = q.front() {
+                match q.pop_front() {
+                    Some(Expect::Synthetic(b)) => out.extend_from_slice(&b),
+                    _ => out.extend_from_slice(&super::statements::parse_complete()),
                 }
+                n += 1;
             }
             n
         });

@@ -138,7 +138,10 @@ pub fn parse(
         let mut prepared = server.prepared.lock().expect("prepared statements");
         if prepared.contains(&stmt.name) {
             drop(prepared);
-            pending.push(Expect::Synthetic(parse_complete()));
+            pending.push(match named {
+                Some(seq) => Expect::SyntheticParse(seq),
+                None => Expect::Synthetic(parse_complete()),
+            });
             return;
         }
         prepared.insert(stmt.name.clone())

@@ -908,6 +908,7 @@ fn on_error(
                         }
                     }
                     Some(Expect::Hidden { server_name }) => forget(&server_name),
+                    Some(Expect::SyntheticParse(seq)) => pending.report_failed_parse(seq),
                     Some(Expect::Execute { ticket, .. }) => complete(
                         ctx,
                         ticket,

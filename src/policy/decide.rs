@@ -425,13 +425,14 @@ pub fn check_mask_key(
 /// Rule named when an EXPLAIN would show estimates drawn from masked columns' statistics.
 pub const MASK_STATISTICS_RULE: &str = "builtin: mask-statistics";
 
-/// EXPLAIN of a statement that reads a masked column, whatever the mask: the planner estimates
+/// EXPLAIN of a statement that reads a table with masked columns (whichever of its columns it
+/// names: the masking rewrite replaces the whole table), whatever the mask: the planner estimates
 /// from the raw column's statistics (a GROUP BY or DISTINCT over the masked expression is
 /// estimated with the column's own number of distinct values), which the mask hides, as the
 /// statistics views are refused (a live review read `n_distinct` of `ssn`, `email` and `phone`
 /// through the row estimates). `EXPLAIN EXECUTE` (and of DDL) too when `rules` mask any column:
 /// which statement the name stands for when it runs is the server's to say. The statement
-/// itself, and EXPLAIN of what reads nothing masked, still run.
+/// itself, and EXPLAIN of what reads no masked table, still run.
 pub fn check_masked_explain(
     rules: &SqlRules,
     analysis: &Analysis,
@@ -449,7 +450,7 @@ pub fn check_masked_explain(
         if masks || (of_prepared && rules.has_mask()) {
             return Err(Refusal::permission(
                 MASK_STATISTICS_RULE,
-                "EXPLAIN of a statement that reads a masked column is refused: the plan's estimates come from the unmasked column's statistics; run the statement itself, or EXPLAIN one that reads no masked column",
+                "EXPLAIN of a statement that reads a table with masked columns is refused: the plan's estimates come from the unmasked columns' statistics; run the statement itself, or EXPLAIN one that reads no table with masked columns",
             ));
         }
     }
