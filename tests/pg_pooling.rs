@@ -1333,6 +1333,31 @@ fn a_named_parse_the_server_refuses_leaves_the_name_free() {
             assert_eq!((tag, tags(&mut s, 1).await), (b'E', b"Z".to_vec()));
             send(&mut s, &[parse("p9", "SELECT 8"), sync()]).await;
             assert_eq!(tags(&mut s, 2).await, b"1Z", "p9 can be prepared");
+            // A new text, skipped the same way, and bound before its failure came back: the
+            // 26000 names the client's statement, as the server's does (it named tollgate's
+            // `tg_...`; a re-review).
+            let bind_q9 = support::message(b'B', b"\0q9\0\0\0\0\0\0\0");
+            send(
+                &mut s,
+                &[
+                    parse("", "SELECT 1/0"),
+                    bind_unnamed(),
+                    execute_unnamed(0),
+                    parse("q9", "SELECT 99"),
+                    sync(),
+                    bind_q9,
+                    sync(),
+                ],
+            )
+            .await;
+            assert_eq!(tags(&mut s, 3).await, b"1EZ");
+            let (tag, body) = support::read_message(&mut s).await;
+            assert_eq!(support::error_field(&body, b'C').as_deref(), Some("26000"));
+            assert_eq!(
+                support::error_field(&body, b'M').as_deref(),
+                Some("prepared statement \"q9\" does not exist")
+            );
+            assert_eq!((tag, tags(&mut s, 1).await), (b'E', b"Z".to_vec()));
             // The name can be prepared now, and runs.
             send(
                 &mut s,

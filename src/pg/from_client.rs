@@ -1024,6 +1024,7 @@ fn on_frame(
                 .insert(portal.to_string(), Portal { checked, effects });
             pending.push(Expect::Bind {
                 portal: portal.to_string(),
+                statement: renamed.is_some().then(|| statement.into()),
             });
             out.extend_from_slice(renamed.as_ref().unwrap_or(&frame.raw));
         }
@@ -1043,7 +1044,9 @@ fn on_frame(
                 .then(|| on_server(state, name, pending, out))
                 .flatten()
                 .map(|server_name| statements::renamed_describe(&server_name));
-            pending.push(Expect::Describe);
+            pending.push(Expect::Describe {
+                statement: renamed.is_some().then(|| name.into()),
+            });
             out.extend_from_slice(renamed.as_ref().unwrap_or(&frame.raw));
         }
         fe::EXECUTE => {

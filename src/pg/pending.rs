@@ -54,10 +54,16 @@ pub enum Expect {
     /// Bind of it ran).
     SyntheticParse(u64),
     /// Bind → BindComplete; `portal` is (re)created, so its row count starts again.
+    /// `statement`: the client's name for the statement where tollgate sent it under its own
+    /// (transaction pooling), so a 26000 for it names the client's, as the server would.
     Bind {
         portal: String,
+        statement: Option<Box<str>>,
     },
-    Describe,
+    /// Describe → ParameterDescription/RowDescription/NoData; `statement` as for Bind.
+    Describe {
+        statement: Option<Box<str>>,
+    },
     Close,
     /// Execute → CommandComplete / EmptyQueryResponse / PortalSuspended. `portal` names the
     /// portal, whose rows count towards `max_rows` across the Executes that resume it.

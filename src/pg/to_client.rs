@@ -472,7 +472,8 @@ fn handle(
         | msg::NO_DATA
         | msg::ROW_DESCRIPTION => {
             let hidden = pending.with(|q| {
-                if let (msg::BIND_COMPLETE, Some(Expect::Bind { portal })) = (frame.tag, q.front())
+                if let (msg::BIND_COMPLETE, Some(Expect::Bind { portal, .. })) =
+                    (frame.tag, q.front())
                 {
                     state.portals.bound(portal);
                 }
@@ -490,7 +491,10 @@ fn handle(
                         (msg::PARSE_COMPLETE, Some(Expect::Parse { .. }))
                             | (msg::BIND_COMPLETE, Some(Expect::Bind { .. }))
                             | (msg::CLOSE_COMPLETE, Some(Expect::Close))
-                            | (msg::NO_DATA | msg::ROW_DESCRIPTION, Some(Expect::Describe))
+                            | (
+                                msg::NO_DATA | msg::ROW_DESCRIPTION,
+                                Some(Expect::Describe { .. })
+                            )
                     );
                 if done {
                     q.pop_front();
@@ -909,6 +913,22 @@ fn on_error(
                     }
                     Some(Expect::Hidden { server_name }) => forget(&server_name),
                     Some(Expect::SyntheticParse(seq)) => pending.report_failed_parse(seq),
+                    // A statement tollgate renamed is missing on the server (its Parse, in
+                    // flight, failed): the server named tollgate's statement.
+                    Some(
+                        Expect::Bind {
+                            statement: Some(name),
+                            ..
+                        }
+                        | Expect::Describe {
+                            statement: Some(name),
+                        },
+                    ) if first && may_replace && err.code.as_deref() == Some("26000") => {
+                        replacement = Some(PgErrorFields::error(
+                            "26000",
+                            format!("prepared statement \"{name}\" does not exist"),
+                        ));
+                    }
                     Some(Expect::Execute { ticket, .. }) => complete(
                         ctx,
                         ticket,

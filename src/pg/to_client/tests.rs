@@ -204,7 +204,10 @@ fn after_an_error_in_a_batch_the_rest_up_to_sync_is_not_executed() {
         server_name: None,
         named: None,
     });
-    r.pending.push(Expect::Bind { portal: "".into() });
+    r.pending.push(Expect::Bind {
+        portal: "".into(),
+        statement: None,
+    });
     r.pending.push(Expect::Execute {
         ticket: Some(first),
         portal: "".into(),
@@ -270,7 +273,10 @@ fn syncs_the_server_ignored_during_copy_in_are_dropped() {
         server_name: None,
         named: None,
     });
-    r.pending.push(Expect::Bind { portal: "".into() });
+    r.pending.push(Expect::Bind {
+        portal: "".into(),
+        statement: None,
+    });
     r.pending.push(Expect::Execute {
         ticket: Some(copy),
         portal: "".into(),
@@ -464,6 +470,7 @@ fn execute_and_fetch_of_one_portal_share_its_row_count() {
                                    // Execute(p1) in truncate mode: max + 1 rows asked, two shown, the portal suspended.
     r.pending.push(Expect::Bind {
         portal: "p1".into(),
+        statement: None,
     });
     r.feed(bare(msg::BIND_COMPLETE));
     execute(&mut r, "p1");
@@ -513,6 +520,7 @@ fn execute_and_fetch_of_one_portal_share_its_row_count() {
     // A new Bind of a portal name starts its count again.
     r.pending.push(Expect::Bind {
         portal: "p1".into(),
+        statement: None,
     });
     r.feed(bare(msg::BIND_COMPLETE));
     execute(&mut r, "p1");
