@@ -259,14 +259,19 @@ write_keys = ["cache:*"]
     );
 }
 
+/// The mask plan `rules` give the command `line` (which they must allow).
+fn mask_plan_of(rules: &RedisRules, table: &CommandTable, line: &str) -> MaskPlan {
+    match decide(rules, table, &args(line)) {
+        Ok(j) => j.mask,
+        Err(d) => panic!("{line}: {d:?}"),
+    }
+}
+
 #[test]
 fn mask_plans() {
     let t = table();
     let r = rules(ANALYST);
-    let plan = |line: &str| match decide(&r, &t, &args(line)) {
-        Ok(j) => j.mask,
-        Err(d) => panic!("{line}: {d:?}"),
-    };
+    let plan = |line: &str| mask_plan_of(&r, &t, line);
     let email = Strategy::Email;
     assert_eq!(plan("GET cache:1"), MaskPlan::None);
     assert_eq!(plan("GET session:1"), MaskPlan::Value(email));
@@ -329,10 +334,7 @@ keys = "cache:*"
 strategy = "redact"
 "#,
     );
-    let plan = |line: &str| match decide(&r, &t, &args(line)) {
-        Ok(j) => j.mask,
-        Err(d) => panic!("{line}: {d:?}"),
-    };
+    let plan = |line: &str| mask_plan_of(&r, &t, line);
     let (redact, hash) = (Strategy::Redact, Strategy::Hash);
     assert_eq!(plan("HGET session:1 user"), MaskPlan::Value(hash));
     assert_eq!(plan("HGET session:1 email"), MaskPlan::Value(hash));
