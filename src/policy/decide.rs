@@ -168,6 +168,13 @@ fn check_kind(
                     .map_err(|reason| Refusal::permission("builtin: protected-setting", reason))?;
             }
         }
+        StatementKind::Reset { name: Some(name) } if !rules.passthrough && name.contains('.') => {
+            need_class(rules, StatementClass::Session, "session")?;
+            return Err(Refusal::permission(
+                "builtin: protected-setting",
+                format!("RESET of the custom setting \"{name}\" is refused: PostgreSQL would create it on the server connection, where neither RESET ALL nor DISCARD ALL removes it, and other agents' sessions would see it"),
+            ));
+        }
         StatementKind::Reset { .. }
         | StatementKind::Show { .. }
         | StatementKind::Discard { .. } => need_class(rules, StatementClass::Session, "session")?,

@@ -270,6 +270,10 @@ pub const ANALYST_REFUSED: &[&str] = &[
     "SET client_encoding = 'SJIS'",
     "SET log_statement = 'none'",
     "SET session_replication_role = replica",
+    // a custom setting RESET is created on the server connection and outlives DISCARD ALL:
+    // a bit another agent's session on the same pooled connection reads (a live review)
+    "RESET app.tenant_id",
+    "RESET \"my.flag\"",
     "RESET ROLE; SET ROLE postgres",
     // prepared statements and cursors
     "PREPARE p AS SELECT * FROM secrets",
