@@ -191,7 +191,10 @@ impl Pending {
             while let Some(Expect::Synthetic(_) | Expect::SyntheticParse(_)) = q.front() {
                 match q.pop_front() {
                     Some(Expect::Synthetic(b)) => out.extend_from_slice(&b),
-                    _ => out.extend_from_slice(&super::statements::parse_complete()),
+                    Some(Expect::SyntheticParse(_)) => {
+                        out.extend_from_slice(&super::statements::parse_complete())
+                    }
+                    _ => {} // the front was one of the two
                 }
                 n += 1;
             }

@@ -384,12 +384,7 @@ pub fn check_mask_key(
     let carries = plan.is_some_and(|p| p.carries(hash_key));
     for stmt in &analysis.statements {
         let explain = matches!(stmt.kind, StatementKind::Explain { .. });
-        // `EXPLAIN EXECUTE p`, and `EXPLAIN CREATE TABLE ... AS EXECUTE p` (DDL inside).
-        let of_prepared = matches!(
-            stmt.inner_kind.as_deref(),
-            Some(StatementKind::Execute { .. } | StatementKind::Ddl)
-        );
-        if explain && of_prepared && rules.has_hash_mask() {
+        if explain && explains_prepared(stmt) && rules.has_hash_mask() {
             return Err(Refusal::permission(
                 RULE,
                 "EXPLAIN EXECUTE (or EXPLAIN of DDL) is refused for an agent with a hash mask: the plan of the prepared statement would show the mask's key; EXPLAIN the statement's own text, or EXECUTE it",
@@ -429,6 +424,15 @@ pub fn check_mask_key(
     Ok(())
 }
 
+/// Whether an EXPLAIN's statement runs a prepared statement: `EXPLAIN EXECUTE p`, and
+/// `EXPLAIN CREATE TABLE ... AS EXECUTE p` (DDL inside).
+fn explains_prepared(stmt: &StatementInfo) -> bool {
+    matches!(
+        stmt.inner_kind.as_deref(),
+        Some(StatementKind::Execute { .. } | StatementKind::Ddl)
+    )
+}
+
 /// Rule named when an EXPLAIN would show estimates drawn from masked columns' statistics.
 pub const MASK_STATISTICS_RULE: &str = "builtin: mask-statistics";
 
@@ -450,11 +454,7 @@ pub fn check_masked_explain(
         if !matches!(stmt.kind, StatementKind::Explain { .. }) {
             continue;
         }
-        let of_prepared = matches!(
-            stmt.inner_kind.as_deref(),
-            Some(StatementKind::Execute { .. } | StatementKind::Ddl)
-        );
-        if masks || (of_prepared && rules.has_mask()) {
+        if masks || (explains_prepared(stmt) && rules.has_mask()) {
             return Err(Refusal::permission(
                 MASK_STATISTICS_RULE,
                 "EXPLAIN of a statement that reads a table with masked columns is refused: the plan's estimates come from the unmasked columns' statistics; run the statement itself, or EXPLAIN one that reads no table with masked columns",

@@ -265,12 +265,12 @@ impl SqlRules {
             .any(|t| !t.masks.is_empty() || t.row_filter.is_some())
     }
 
-    /// Some table has a column masked with `hash`, whose key masking subqueries carry.
     /// Whether any column is masked, whatever the strategy.
     pub fn has_mask(&self) -> bool {
         self.tables.iter().any(|t| !t.masks.is_empty())
     }
 
+    /// Some table has a column masked with `hash`, whose key masking subqueries carry.
     pub fn has_hash_mask(&self) -> bool {
         self.tables.iter().any(|t| {
             t.masks

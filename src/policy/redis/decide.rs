@@ -6,7 +6,7 @@ use super::builtin;
 use super::commands::{CommandInfo, CommandTable, KeyAccess, Looked};
 use super::keys::{find_keys, FoundKey, KeysError};
 use super::mask::Strategy;
-use super::rules::{KeyMask, PatternRule, RedisRules};
+use super::rules::{covers_field, KeyMask, PatternRule, RedisRules};
 use crate::policy::decide::DEFAULT_DENY;
 use crate::policy::glob::Glob;
 use crate::refusal::Refusal;
@@ -51,7 +51,7 @@ impl MaskFields {
     pub fn of(&self, field: &[u8]) -> Option<Strategy> {
         self.parts
             .iter()
-            .filter(|(fields, _)| fields.is_empty() || fields.iter().any(|f| f.as_bytes() == field))
+            .filter(|(fields, _)| covers_field(fields, field))
             .map(|(_, s)| *s)
             .reduce(Strategy::stricter)
     }

@@ -65,9 +65,13 @@ pub struct MaskMatcher {
 impl MaskMatcher {
     /// The strategy for hash field `field`, if masked.
     pub fn field(&self, field: &[u8]) -> Option<Strategy> {
-        (self.fields.is_empty() || self.fields.iter().any(|f| f.as_bytes() == field))
-            .then_some(self.strategy)
+        covers_field(&self.fields, field).then_some(self.strategy)
     }
+}
+
+/// Whether a mask rule's `fields` cover hash field `field` (none listed: every field).
+pub fn covers_field(fields: &[String], field: &[u8]) -> bool {
+    fields.is_empty() || fields.iter().any(|f| f.as_bytes() == field)
 }
 
 #[derive(Debug, Clone, Default)]
