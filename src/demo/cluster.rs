@@ -21,21 +21,20 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use rand::distributions::Alphanumeric;
-use rand::Rng;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 use tracing::{debug, info, warn};
+
+use super::scratch;
 
 /// The only address the cluster listens on and that clients connect to.
 const HOST: &str = "127.0.0.1";
@@ -55,8 +54,6 @@ const PORT_ATTEMPTS: usize = 8;
 const PID_FILE: &str = "postgres.pid";
 /// File (in the cluster directory) receiving the server's stderr.
 const LOG_FILE: &str = "postgres.log";
-/// Generated superuser passwords have this many alphanumeric characters.
-const GENERATED_PASSWORD_LEN: usize = 32;
 
 /// The watchdog: `$1` is the owner pid, `$2` the cluster directory. While the owner lives it
 /// sleeps; afterwards it asks the postmaster (pid read from `$2/postgres.pid`, which is absent
@@ -270,7 +267,7 @@ impl PgCluster {
         owner_pid: u32,
     ) -> Result<PgCluster, ClusterError> {
         let password = if opts.superuser_password.is_empty() {
-            random_password()
+            scratch::random_password()
         } else {
             validate_password(&opts.superuser_password)?;
             opts.superuser_password
@@ -770,14 +767,6 @@ fn prepare_child(cmd: &mut Command, dir: &Path, run_as: Option<&RunAs>) {
     }
 }
 
-fn random_password() -> String {
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(GENERATED_PASSWORD_LEN)
-        .map(char::from)
-        .collect()
-}
-
 fn validate_password(password: &str) -> Result<(), ClusterError> {
     if password.contains(['\n', '\r', '\0']) {
         return Err(ClusterError::InvalidPassword(
@@ -907,43 +896,16 @@ fn unprivileged_user() -> Result<RunAs, ClusterError> {
 
 /// Creates `/tmp/tollgate-pg-<pid>-<random>` with mode 0700, owned by `owner` if given.
 fn create_private_dir(owner: Option<&RunAs>) -> Result<PathBuf, ClusterError> {
-    // /tmp rather than $TMPDIR: it is traversable by the unprivileged user, and short
-    // enough for the unix socket path limit (~107 bytes).
-    let base = if Path::new("/tmp").is_dir() {
-        PathBuf::from("/tmp")
-    } else {
-        std::env::temp_dir()
-    };
-    let mut rng = rand::thread_rng();
-    for _ in 0..16 {
-        let dir = base.join(format!(
-            "tollgate-pg-{}-{:08x}",
-            std::process::id(),
-            rng.gen::<u32>()
-        ));
-        match DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {
-                let setup = || -> io::Result<()> {
-                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
-                    if let Some(user) = owner {
-                        std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))?;
-                    }
-                    Ok(())
-                };
-                if let Err(e) = setup() {
-                    let _ = fs::remove_dir_all(&dir);
-                    return Err(io_err(format!("cannot prepare {}", dir.display()))(e));
-                }
-                return Ok(dir);
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_err(format!("cannot create {}", dir.display()))(e)),
+    let dir = scratch::private_dir("tollgate-pg").map_err(io_err(
+        "cannot create a private directory under /tmp".to_string(),
+    ))?;
+    if let Some(user) = owner {
+        if let Err(e) = std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid)) {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(io_err(format!("cannot prepare {}", dir.display()))(e));
         }
     }
-    Err(ClusterError::Io {
-        context: format!("cannot create a unique directory under {}", base.display()),
-        source: io::Error::from(io::ErrorKind::AlreadyExists),
-    })
+    Ok(dir)
 }
 
 /// Writes a new 0600 file, owned by `owner` if given.
@@ -969,25 +931,11 @@ fn write_private_file(
 
 /// Picks a currently free port on 127.0.0.1 by binding port 0.
 fn free_port() -> Result<u16, ClusterError> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(io_err("cannot find a free TCP port on 127.0.0.1"))
+    scratch::free_port().map_err(io_err("cannot find a free TCP port on 127.0.0.1"))
 }
 
 fn spawn_watchdog(owner_pid: u32, dir: &Path) -> Result<Child, ClusterError> {
-    Command::new("/bin/sh")
-        .arg("-c")
-        .arg(WATCHDOG_SCRIPT)
-        .arg("tollgate-pg-watchdog")
-        .arg(owner_pid.to_string())
-        .arg(dir)
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
+    scratch::spawn_watchdog(WATCHDOG_SCRIPT, "tollgate-pg-watchdog", owner_pid, dir, &[])
         .map_err(io_err("cannot start the cleanup watchdog (/bin/sh)"))
 }
 
@@ -1298,8 +1246,6 @@ mod tests {
         assert_eq!(percent_encode("a-Z_0.~"), "a-Z_0.~");
         assert_eq!(percent_encode("p@ss:w/rd%"), "p%40ss%3Aw%2Frd%25");
         assert!(validate_password("line\nbreak").is_err());
-        assert_eq!(random_password().len(), GENERATED_PASSWORD_LEN);
-        assert_ne!(random_password(), random_password());
         let dbg = format!(
             "{:?}",
             ClusterOptions {

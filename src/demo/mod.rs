@@ -8,6 +8,7 @@ pub mod files;
 pub mod mongo_seed;
 pub mod mongo_server;
 pub mod redis_server;
+pub mod scratch;
 pub mod seed;
 
 use std::path::{Path, PathBuf};

@@ -11,18 +11,16 @@
 //! on drop, and by a watchdog if the owning process dies first.
 
 use std::fs;
-use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bson::doc;
-use rand::distributions::Alphanumeric;
 use rand::Rng;
 use tracing::info;
 
+use super::scratch;
 use crate::mongo::upstream::{MongoConnection, MongoCredentials, MongoTarget, UpstreamError};
 use crate::vault::Secret;
 
@@ -31,13 +29,6 @@ pub const SECANTUS_REQUIREMENT: &str = "SecantusDB==0.7.0b3";
 /// The user tollgate logs in as upstream.
 pub const UPSTREAM_USER: &str = "tollgate";
 const PID_FILE: &str = "mongo.pid";
-const WATCHDOG: &str = r#"trap '' HUP INT QUIT
-owner="$1"; dir="$2"
-while kill -0 "$owner" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$owner/status" 2>/dev/null; do sleep 0.5; done
-pid=$(cat "$dir/mongo.pid" 2>/dev/null)
-[ -n "$pid" ] && kill -s KILL "$pid" 2>/dev/null
-rm -rf "$dir"
-"#;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MongoServerError {
@@ -188,25 +179,10 @@ impl MongoServer {
     /// The same, with the server speaking TLS only (its certificate from `tls`).
     pub async fn start_with(tls: Option<ServerTlsFiles>) -> Result<MongoServer, MongoServerError> {
         let launcher = ensure_installed().await?;
-        let mut rng = rand::thread_rng();
-        let dir = std::env::temp_dir().join(format!(
-            "tollgate-mongo-{}-{:08x}",
-            std::process::id(),
-            rng.gen::<u32>()
-        ));
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
+        let dir = scratch::private_dir("tollgate-mongo")
             .map_err(io_err("cannot create the mongo temp dir"))?;
-        let password: String = (&mut rng)
-            .sample_iter(&Alphanumeric)
-            .take(32)
-            .map(char::from)
-            .collect();
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(io_err("cannot find a free port"))?;
+        let password = scratch::random_password();
+        let port = scratch::free_port().map_err(io_err("cannot find a free port"))?;
         let mut server = MongoServer {
             dir,
             port,
@@ -217,18 +193,14 @@ impl MongoServer {
             watchdog: None,
         };
         server.watchdog = Some(
-            Command::new("/bin/sh")
-                .arg("-c")
-                .arg(WATCHDOG)
-                .arg("tollgate-mongo-watchdog")
-                .arg(std::process::id().to_string())
-                .arg(&server.dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .map_err(io_err("cannot start the cleanup watchdog"))?,
+            scratch::spawn_watchdog(
+                scratch::KILL_AND_REMOVE,
+                "tollgate-mongo-watchdog",
+                std::process::id(),
+                &server.dir,
+                &[PID_FILE],
+            )
+            .map_err(io_err("cannot start the cleanup watchdog"))?,
         );
         let started = Instant::now();
         server.launch(false)?;

@@ -5,26 +5,19 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rand::distributions::Alphanumeric;
-use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::info;
 
+use super::scratch;
+
 const PID_FILE: &str = "redis.pid";
-const WATCHDOG: &str = r#"trap '' HUP INT QUIT
-owner="$1"; dir="$2"
-while kill -0 "$owner" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$owner/status" 2>/dev/null; do sleep 0.5; done
-pid=$(cat "$dir/redis.pid" 2>/dev/null)
-[ -n "$pid" ] && kill -s KILL "$pid" 2>/dev/null
-rm -rf "$dir"
-"#;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisServerError {
@@ -69,25 +62,10 @@ fn find_binary() -> Option<PathBuf> {
 impl RedisServer {
     pub async fn start() -> Result<RedisServer, RedisServerError> {
         let bin = find_binary().ok_or(RedisServerError::NotFound)?;
-        let mut rng = rand::thread_rng();
-        let dir = std::env::temp_dir().join(format!(
-            "tollgate-redis-{}-{:08x}",
-            std::process::id(),
-            rng.gen::<u32>()
-        ));
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
+        let dir = scratch::private_dir("tollgate-redis")
             .map_err(io_err("cannot create the redis temp dir"))?;
-        let password: String = (&mut rng)
-            .sample_iter(&Alphanumeric)
-            .take(32)
-            .map(char::from)
-            .collect();
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(io_err("cannot find a free port"))?;
+        let password = scratch::random_password();
+        let port = scratch::free_port().map_err(io_err("cannot find a free port"))?;
         let mut server = RedisServer {
             dir,
             port,
@@ -96,18 +74,14 @@ impl RedisServer {
             watchdog: None,
         };
         server.watchdog = Some(
-            Command::new("/bin/sh")
-                .arg("-c")
-                .arg(WATCHDOG)
-                .arg("tollgate-redis-watchdog")
-                .arg(std::process::id().to_string())
-                .arg(&server.dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .map_err(io_err("cannot start the cleanup watchdog"))?,
+            scratch::spawn_watchdog(
+                scratch::KILL_AND_REMOVE,
+                "tollgate-redis-watchdog",
+                std::process::id(),
+                &server.dir,
+                &[PID_FILE],
+            )
+            .map_err(io_err("cannot start the cleanup watchdog"))?,
         );
         let conf = format!(
             "bind 127.0.0.1\nport {port}\nrequirepass {}\nsave \"\"\nappendonly no\ndir {}\nlogfile {}\ndaemonize no\nprotected-mode yes\n",
