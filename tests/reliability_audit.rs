@@ -183,6 +183,24 @@ fn a_full_audit_disk_refuses_everything_then_service_resumes_when_space_returns(
             }
         }
         assert!(refused_redis >= 15, "Redis commands were refused: {refused_redis}");
+        // The MCP `query` tool: refused, and its INSERT never reaches the database (it ran,
+        // and its record was lost with the failed write; a live review).
+        let mcp = format!("http://127.0.0.1:{}/mcp", served.mcp_port());
+        for k in 0..3 {
+            let amount = format!("{MARK}.{}", 90 + k);
+            let sql = format!(
+                "INSERT INTO orders (customer_id, amount, created_at) VALUES (1, {amount}, '{}')",
+                tag_time(&tag)
+            );
+            let reply = support::mcp_tool_call(&mcp, "writer", "query", serde_json::json!({"sql": sql}))
+                .await
+                .to_string();
+            assert!(reply.contains("the audit log cannot be written"), "{reply}");
+            assert!(
+                !marked_rows(&up, &tag).await.contains(&amount),
+                "an MCP INSERT refused for the audit log reached the database"
+            );
+        }
 
         // Space returns: service resumes by itself, the Redis session included.
         std::fs::remove_file(&filler).unwrap();

@@ -109,7 +109,7 @@ pub async fn query(
         .map_err(|f| ToolError::pg(&f))?;
     let limits = limits_of(&pg);
     let ticket = pg
-        .decide(&a.sql, &verdict, &limits)
+        .decide_now(&a.sql, &verdict, &limits)
         .map_err(|f| ToolError::pg(&f))?;
     pg.context().record_overhead(started);
     let pending = Pending::new(pg.context(), ticket);

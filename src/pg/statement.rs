@@ -15,6 +15,7 @@ use crate::client_encoding::ClientEncoding;
 use crate::policy::limits::Limits;
 use crate::policy::{Outcome, SessionFacts, Verdict};
 use crate::refusal::{Refusal, RefusalClass};
+use crate::session::Write;
 use crate::session::{Judged, Session, SessionContext, Ticket};
 
 /// A statement as checked when it was prepared (extended protocol, SQL PREPARE, DECLARE).
@@ -342,14 +343,36 @@ impl PgSession {
     }
 
     /// Chains the decision record of a statement about to be forwarded (written by
-    /// [`PgSession::commit`] before anything is): `Ok(ticket)` forward it (its outcome
-    /// record will name the ticket); `Err` refuse it with that error (the policy, the agent's
-    /// rate, or the audit log failing).
+    /// [`PgSession::commit`], which the caller awaits before it forwards anything):
+    /// `Ok(ticket)` forward it (its outcome record will name the ticket); `Err` refuse it with
+    /// that error (the policy, the agent's rate, or the audit log failing).
     pub fn decide(
         &self,
         text: &str,
         verdict: &Verdict,
         limits: &Limits,
+    ) -> Result<Ticket, PgErrorFields> {
+        self.decide_as(text, verdict, limits, Write::Deferred)
+    }
+
+    /// [`PgSession::decide`] with the record on disk before it returns, for a caller that
+    /// forwards at once (the MCP `query` tool: it forwarded before the record was written, and
+    /// ran a statement while the audit log could not be written; a live review).
+    pub fn decide_now(
+        &self,
+        text: &str,
+        verdict: &Verdict,
+        limits: &Limits,
+    ) -> Result<Ticket, PgErrorFields> {
+        self.decide_as(text, verdict, limits, Write::Now)
+    }
+
+    fn decide_as(
+        &self,
+        text: &str,
+        verdict: &Verdict,
+        limits: &Limits,
+        write: Write,
     ) -> Result<Ticket, PgErrorFields> {
         let judged = match (verdict.outcome, &verdict.denial, &verdict.rewrite) {
             (Outcome::Block, _, _) => return Err(self.refuse_verdict(text, verdict)),
@@ -372,7 +395,12 @@ impl PgSession {
             _ => Judged::allowed(self.recorded(text)),
         };
         self.session
-            .decide_statements_deferred(judged, Some(limits), statements(text, verdict, limits))
+            .decide_statements(
+                judged,
+                Some(limits),
+                statements(text, verdict, limits),
+                write,
+            )
             .map_err(|r| self.render(&r))
     }
 

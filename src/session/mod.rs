@@ -52,7 +52,7 @@ pub const TOO_MANY_LOGIN_FAILURES: &str =
 pub use record::shown_name;
 pub use statement::{
     audit_unavailable, login_refused_with, upstream_unavailable, Judged, OutcomeError, Principal,
-    ReauthError, Session, SessionContext, Ticket,
+    ReauthError, Session, SessionContext, Ticket, Write,
 };
 
 use crate::audit::{AuditLog, Protocol};

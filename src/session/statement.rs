@@ -163,10 +163,11 @@ pub struct OutcomeError {
 
 /// Whether a record reaches the disk before the call returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Write {
+pub enum Write {
+    /// For a caller that forwards as soon as the call returns (an MCP tool).
     Now,
-    /// Chained now, written by the next `AuditLog::flush` (the front end flushes before it
-    /// forwards anything).
+    /// Chained now, written by the session's next [`Session::commit`], which the front end
+    /// awaits before it forwards anything (one write for a whole batch).
     Deferred,
 }
 
@@ -516,16 +517,18 @@ impl Session {
         self.decide_with(judged, limits, 1, Write::Deferred)
     }
 
-    /// [`Session::decide_deferred`] for a request that holds `statements` statements (a
-    /// PostgreSQL Query with several): the rate charges one token for each, all or none, and a
-    /// request the rate refuses runs none of them. One decision record for the request.
-    pub fn decide_statements_deferred(
+    /// [`Session::decide`] for a request that holds `statements` statements (a PostgreSQL
+    /// Query with several): the rate charges one token for each, all or none, and a request the
+    /// rate refuses runs none of them. One decision record for the request, written as `write`
+    /// says.
+    pub fn decide_statements(
         &self,
         judged: Judged,
         limits: Option<&Limits>,
         statements: u32,
+        write: Write,
     ) -> Result<Ticket, Refusal> {
-        self.decide_with(judged, limits, statements, Write::Deferred)
+        self.decide_with(judged, limits, statements, write)
     }
 
     fn decide_with(
