@@ -165,6 +165,9 @@ impl Gateway {
     fn reload_policies(&self) -> Result<(), SourceError> {
         match load_policies(&self.config) {
             Ok((agents, set)) => {
+                for w in &set.warnings {
+                    warn!("policy: {w}");
+                }
                 self.core.agents.store(Arc::new(agents));
                 self.core.policy.replace(set);
                 info!(version = self.core.policy.version(), "policies reloaded");

@@ -100,6 +100,15 @@ async fn reload_valid_then_invalid_then_back() {
         .expect("last good policy kept");
 
     std::fs::remove_file(dir.join("zz-broken.toml")).unwrap();
+    // The file cut to nothing (a truncating write in progress, `> file`): not read as "no
+    // rules", the last good policy stays (it loaded as a valid empty file; a live review).
+    for cut in ["", "# the analyst's extra grants\n\n"] {
+        std::fs::write(dir.join("zz-extra.toml"), cut).unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        c.simple_query("SELECT id FROM secrets")
+            .await
+            .unwrap_or_else(|e| panic!("last good policy kept for {cut:?}: {e}"));
+    }
     std::fs::remove_file(dir.join("zz-extra.toml")).unwrap();
     assert!(
         wait_for(async || c.simple_query("SELECT id FROM secrets").await.is_err()).await,

@@ -102,6 +102,17 @@ struct Loaded {
     file: PolicyFile,
 }
 
+/// A file with nothing but blanks and comments: what a truncating write (`> file`, an editor
+/// saving in place) leaves for a moment. Loaded, it would withdraw every rule the file had, masks
+/// included; refused, the last good policy stays in force until the write is done (the admin
+/// tokens file is read the same way).
+fn holds_nothing(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#')
+    })
+}
+
 impl PolicySet {
     /// Loads every `*.toml` in `dir` (sorted by name). The first error aborts the load.
     pub fn load_dir(dir: &Path, ctx: &PolicyContext) -> Result<PolicySet, SourceError> {
@@ -128,6 +139,12 @@ impl PolicySet {
         let mut loaded = Vec::new();
         let mut warnings = Vec::new();
         for (path, text) in sources {
+            if holds_nothing(&text) {
+                return Err(SourceError::semantic(
+                    &path,
+                    "holds no policy (empty, or only comments): a file cut short by a write in progress? To remove a file's rules, delete the file".into(),
+                ));
+            }
             let file: PolicyFile =
                 toml::from_str(&text).map_err(|e| SourceError::from_toml(&path, &text, &e))?;
             let stem = path
@@ -459,5 +476,34 @@ fn merge_block(rules: &mut SqlRules, l: &Loaded, block: &PostgresRules) {
             glob: Glob::new(f.get_ref()),
             rule: format!("{}: deny_functions {}", l.stem, f.get_ref()),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::{PolicyContext, PolicySet};
+    use crate::auth::{AgentStore, AgentsFile};
+    use crate::config::UpstreamKind;
+
+    fn load(text: &str) -> Result<PolicySet, crate::config::SourceError> {
+        let mut agents = AgentsFile::default();
+        agents.add("analyst", "tg_x", vec![]).unwrap();
+        let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
+        let shop = ("shop".into(), UpstreamKind::Postgres, vec!["public".into()]);
+        let ctx = PolicyContext::for_upstreams(&store, [shop]);
+        PolicySet::from_sources(vec![(PathBuf::from("a.toml"), text.into())], &ctx)
+    }
+
+    #[test]
+    fn a_file_cut_to_nothing_is_refused_not_read_as_no_rules() {
+        for cut in ["", "\n\n", "   \n", "# grants\n\n  # more\n"] {
+            let e = load(cut).err().unwrap_or_else(|| panic!("{cut:?} loaded"));
+            assert!(e.to_string().contains("holds no policy"), "{e}");
+        }
+        // A file that says something, if only that it names no one, loads (with a warning).
+        let set = load("# nobody yet\nagents = []\n").unwrap();
+        assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
     }
 }
