@@ -77,7 +77,7 @@ pub async fn serve<N, Fut, Io, Info>(
         };
         crate::session::watch_progress(&socket);
         let slot = match core.try_preauth(label, addr) {
-            Ok(slot) => Arc::new(slot),
+            Ok(slot) => slot,
             Err(refusal) => {
                 refuse(&socket, &refusal, refusal_body);
                 continue;
@@ -93,6 +93,8 @@ pub async fn serve<N, Fut, Io, Info>(
             let negotiated = tokio::select! {
                 n = tokio::time::timeout(timeout, negotiate(socket, addr)) => n,
                 _ = stopped(&mut stop) => return,
+                // Its place went to a connection from another address (`session::preauth`).
+                _ = slot.evicted() => return,
             };
             let Ok(Some((io, info))) = negotiated else {
                 debug!(listener = label, %addr, "HTTP connection: no handshake in time, or a failed one");
@@ -120,6 +122,7 @@ async fn connection<Io, Info>(
     Info: Clone + Send + Sync + 'static,
 {
     let app = TowerToHyperService::new(app);
+    let place = slot.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(info.clone()));
         req.extensions_mut().insert(slot.clone());
@@ -138,6 +141,12 @@ async fn connection<Io, Info>(
             return;
         }
         _ = stopped(&mut stop) => {}
+        // Its place in the pre-authentication count went to a connection from another address
+        // while no request on it had authenticated: closed (`session::preauth`).
+        _ = place.evicted() => {
+            debug!("HTTP connection closed before authenticating: its place went to another address");
+            return;
+        }
     }
     // Stopping: finish the request in progress, take no new one.
     conn.as_mut().graceful_shutdown();

@@ -3,12 +3,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use super::login_records::LoginEvent;
+use super::preauth::PreauthSlot;
 use super::record::{known_agent, session_record, shown_login, Who};
 use super::statement::{Principal, Session, SessionContext};
 use super::{Core, LiveSession};
@@ -48,44 +49,6 @@ pub struct Accepted {
 /// The rule a request refused before it reached a session names ([`Accepted::refuse_request`]).
 pub const REQUEST_RULE: &str = "builtin: request";
 
-/// A place in the core's pre-authentication count (`limits.max_preauth_connections`), held from
-/// a connection's arrival until it authenticates ([`PreauthSlot::release`]) or ends (drop).
-/// The HTTP listeners hold one per connection until a request on it authenticates.
-#[derive(Debug)]
-pub struct PreauthSlot {
-    core: Arc<Core>,
-    held: AtomicBool,
-}
-
-impl PreauthSlot {
-    /// Takes a place (never refused: the cap is checked by the caller, [`Core::try_preauth`]).
-    pub(super) fn new(core: Arc<Core>) -> PreauthSlot {
-        core.preauth.fetch_add(1, Ordering::Relaxed);
-        PreauthSlot {
-            core,
-            held: AtomicBool::new(true),
-        }
-    }
-
-    /// Still counted.
-    pub fn held(&self) -> bool {
-        self.held.load(Ordering::Relaxed)
-    }
-
-    /// Leaves the count (once: later calls and the drop do nothing).
-    pub fn release(&self) {
-        if self.held.swap(false, Ordering::Relaxed) {
-            self.core.preauth.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Drop for PreauthSlot {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
-
 /// Proof that the client holds the agent's token; only the core makes one.
 #[derive(Debug, Clone)]
 pub struct Verified {
@@ -116,7 +79,7 @@ impl Accepted {
             "protocol" => protocol.as_str()
         ));
         Accepted {
-            preauth: Arc::new(PreauthSlot::new(core.clone())),
+            preauth: PreauthSlot::new(core.preauth.clone(), Some(peer)),
             failures: std::sync::atomic::AtomicU32::new(0),
             _live: core.lifecycle.enter(),
             _gauge: gauge,
@@ -177,6 +140,7 @@ impl Accepted {
     {
         let span = self.span();
         let drained_before_login = self.drained_before_login();
+        let preauth = self.preauth.clone();
         async move {
             // Biased: the session first, at each wake-up; the drain's check costs one load then.
             tokio::select! {
@@ -185,6 +149,9 @@ impl Accepted {
                     tracing::debug!(error = %e, "session ended with an error");
                 },
                 _ = drained_before_login => tracing::debug!("closed by the drain before logging in"),
+                _ = preauth.evicted() => tracing::debug!(
+                    "closed before logging in: its place went to a connection from another address (limits.max_preauth_connections)"
+                ),
             }
         }
         .instrument(span)

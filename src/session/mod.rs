@@ -22,16 +22,17 @@ pub mod gate;
 mod lifecycle;
 mod linger;
 mod login_records;
+mod preauth;
 mod record;
 mod statement;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-pub use accept::{Accepted, PreauthSlot, Verified, VerifierStrength, MAX_PREAUTH_CONNECTIONS_RULE};
+pub use accept::{Accepted, Verified, VerifierStrength, MAX_PREAUTH_CONNECTIONS_RULE};
 pub use client_stream::ClientStreamError;
 pub use client_write::{
     last_words, watch_progress, ClientWrites, ReplyWrites, StallGuard, WriteStalled,
@@ -39,6 +40,7 @@ pub use client_write::{
 };
 pub use lifecycle::{Lifecycle, LiveSession, Phase};
 pub use linger::{linger, ClientSocket, Drain, LingerSocket};
+pub use preauth::PreauthSlot;
 
 /// How long a session goes on relaying the replies it owes once its client stopped sending
 /// (EOF after a half-close, or Terminate), as a server answers what it read before the end. A
@@ -85,7 +87,7 @@ pub struct Core {
     mock_secret: [u8; 32],
     next_session: AtomicU64,
     /// Connections accepted and not yet admitted (`limits.max_preauth_connections`).
-    preauth: AtomicUsize,
+    preauth: Arc<preauth::PreauthCount>,
     /// Records of failed logins and of connections refused before login: a bucket per name,
     /// beyond it counted into a summary a second (`login_records`).
     login_records: login_records::LoginRecords,
@@ -137,7 +139,7 @@ impl Core {
             tls: parts.tls,
             mock_secret: parts.mock_secret,
             next_session: AtomicU64::new(1),
-            preauth: AtomicUsize::new(0),
+            preauth: Arc::default(),
             login_records: Default::default(),
         }
     }
@@ -172,21 +174,21 @@ impl Core {
         self: &Arc<Self>,
         label: &'static str,
         peer: SocketAddr,
-    ) -> Result<PreauthSlot, Refusal> {
+    ) -> Result<Arc<PreauthSlot>, Refusal> {
         self.preauth_room(label, peer)?;
-        Ok(PreauthSlot::new(self.clone()))
+        Ok(PreauthSlot::new(self.preauth.clone(), Some(peer)))
     }
 
     /// A place in the pre-authentication count taken without the cap check, for what was let
     /// in moments ago (an MCP request past `try_accept` whose body is still arriving).
-    pub fn preauth_place(self: &Arc<Self>) -> PreauthSlot {
-        PreauthSlot::new(self.clone())
+    pub fn preauth_place(self: &Arc<Self>) -> Arc<PreauthSlot> {
+        PreauthSlot::new(self.preauth.clone(), None)
     }
 
     /// Whether one more connection may wait to authenticate; the refusal (counted) if not.
     fn preauth_room(&self, label: &'static str, peer: SocketAddr) -> Result<(), Refusal> {
         let cap = self.limits.max_preauth_connections as usize;
-        if self.preauth.load(Ordering::Relaxed) < cap {
+        if self.preauth.room(cap, peer.ip()) {
             return Ok(());
         }
         metrics::counter!("tollgate_preauth_refused_total", "protocol" => label).increment(1);
@@ -200,7 +202,7 @@ impl Core {
 
     /// Connections accepted and not yet admitted.
     pub fn preauth_connections(&self) -> usize {
-        self.preauth.load(Ordering::Relaxed)
+        self.preauth.get()
     }
 
     fn mock_secret(&self) -> &[u8; 32] {

@@ -165,6 +165,50 @@ fn connections_waiting_to_authenticate_are_capped_until_admitted_or_gone() {
     assert!(t.core.try_accept(Protocol::Redis, peer).is_ok());
 }
 
+/// An address that fills the count with connections that never log in keeps out only itself:
+/// a connection from another address takes the place of its oldest, whose session is ended
+/// (`serve` returns). Before, every login from anywhere was refused while it held them.
+#[tokio::test]
+async fn a_flooding_address_gives_its_oldest_place_to_another_address() {
+    let limits = LimitsConfig {
+        max_preauth_connections: 3,
+        ..LimitsConfig::default()
+    };
+    let t = TestCore::with_limits(&agents(), POLICIES, limits);
+    let flood = "10.0.0.1:5".parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let a = t.core.try_accept(Protocol::Postgres, flood).unwrap();
+        // Sessions that wait for ever, as a silent client's would.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(a.serve(|_a| async move {
+            let _tx = tx;
+            std::future::pending::<Result<(), String>>().await
+        }));
+        held.push((served, rx));
+    }
+    assert!(
+        t.core.try_accept(Protocol::Redis, flood).is_err(),
+        "its own: refused"
+    );
+    let honest = "10.0.0.2:7".parse().unwrap();
+    let admitted = t
+        .core
+        .try_accept(Protocol::Redis, honest)
+        .expect("another address");
+    assert_eq!(t.core.preauth_connections(), 3);
+    // The flood's first session ended (its future dropped); the others wait on.
+    let (first, rx) = held.remove(0);
+    tokio::time::timeout(std::time::Duration::from_secs(5), first)
+        .await
+        .expect("the evicted session ends")
+        .unwrap();
+    assert!(rx.await.is_err(), "its session future was dropped");
+    assert!(held.iter().all(|(h, _)| !h.is_finished()));
+    let verified = admitted.verify_token(b"secure", TOKEN.as_bytes()).unwrap();
+    assert!(admitted.admit(&verified, "shop", true).is_ok());
+}
+
 #[test]
 fn http_connections_share_the_preauth_cap_until_released() {
     let limits = LimitsConfig {
