@@ -41,10 +41,7 @@ impl PreauthCount {
     fn evict_for(&self, newcomer: IpAddr) -> bool {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         // Admitted and ended connections leave first (they are what the queues mostly hold).
-        waiting.retain(|_, q| {
-            q.retain(|w| w.upgrade().is_some_and(|s| s.held()));
-            !q.is_empty()
-        });
+        prune(&mut waiting);
         let mine = waiting.get(&newcomer).map_or(0, VecDeque::len);
         let Some((_, largest)) = waiting
             .iter_mut()
@@ -66,6 +63,14 @@ impl PreauthCount {
             None => false,
         }
     }
+}
+
+/// Drops the places no longer held, and the addresses left with none.
+fn prune(waiting: &mut HashMap<IpAddr, VecDeque<Weak<PreauthSlot>>>) {
+    waiting.retain(|_, q| {
+        q.retain(|w| w.upgrade().is_some_and(|s| s.held()));
+        !q.is_empty()
+    });
 }
 
 /// A place in the pre-authentication count, held from a connection's arrival until it
@@ -103,6 +108,11 @@ impl PreauthSlot {
                 q.pop_front();
             }
             q.push_back(Arc::downgrade(&slot));
+            // Addresses seen once and gone keep an entry of dead places: swept whenever the
+            // map has grown past twice the places held (amortised over the arrivals).
+            if waiting.len() > 64 && waiting.len() > 2 * count.get() {
+                prune(&mut waiting);
+            }
         }
         slot
     }
@@ -216,6 +226,13 @@ mod tests {
         assert!(count.room(2, ip("10.0.0.9")));
         assert!(!c.held() && d.held(), "the oldest still waiting went");
         assert_eq!(count.waiting.lock().unwrap()[&ip("10.0.0.1")].len(), 1);
+        // Addresses that came once and went are swept as others arrive.
+        let count = Arc::new(PreauthCount::default());
+        for i in 0..1000u32 {
+            let a = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            place(&count, &format!("{a}:1")).release();
+        }
+        assert!(count.waiting.lock().unwrap().len() <= 65);
         // Places without an address (an MCP request's body) are never taken back.
         let count = Arc::new(PreauthCount::default());
         let _own = PreauthSlot::new(count.clone(), None);
