@@ -411,6 +411,83 @@ async fn a_client_that_does_not_read_a_large_reply_is_cut_off_not_the_others() {
         .unwrap();
 }
 
+/// On a connection of its own, a client that pipelines GETs of a large value and reads none:
+/// at most a window of replies is owed upstream (32, fewer once replies are large), so Redis
+/// holds a bounded amount for it; when the client reads, every reply comes. Before, Redis
+/// (whose normal clients have no output buffer limit) built every reply at once: 3 MB to 282 MB
+/// in a live review, linear in the GETs, held until the client write timeout a minute later.
+#[tokio::test]
+async fn unread_pipelined_replies_on_an_own_connection_do_not_pile_up_in_the_upstream() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut up = direct().await;
+    let big = vec![b'o'; 1 << 20];
+    let _: () = redis::cmd("SET")
+        .arg("cache:big-own-unread")
+        .arg(big)
+        .query_async(&mut up)
+        .await
+        .unwrap();
+    let used = |info: String| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let before: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut up)
+        .await
+        .unwrap();
+    let before = used(before);
+    let mut greedy = redis_login("trusted").await;
+    // A connection of its own (CLIENT SETNAME needs one).
+    assert_eq!(
+        redis_exchange(&mut greedy, &cmd(&["CLIENT", "SETNAME", "greedy"]), "\r\n").await,
+        "+OK\r\n"
+    );
+    // 300 MiB of replies asked for, none read.
+    let mut ask = Vec::new();
+    for _ in 0..300 {
+        ask.extend(cmd(&["GET", "cache:big-own-unread"]));
+    }
+    greedy.write_all(&ask).await.unwrap();
+    let mut peak = 0;
+    for _ in 0..30 {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut up)
+            .await
+            .unwrap();
+        peak = peak.max(used(info).saturating_sub(before));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        peak < 80 << 20,
+        "the upstream grew by {} MiB for 300 MiB of replies nobody read",
+        peak >> 20
+    );
+    // The client reads now: all 300 replies come, whole, then a PING's.
+    let reply_len = format!("${}\r\n", 1 << 20).len() + (1 << 20) + 2;
+    greedy.write_all(&cmd(&["PING"])).await.unwrap();
+    let mut got = Vec::with_capacity(300 * reply_len + 7);
+    let mut buf = vec![0u8; 1 << 16];
+    while got.len() < 300 * reply_len + 7 {
+        let n = tokio::time::timeout(Duration::from_secs(10), greedy.read(&mut buf))
+            .await
+            .expect("the replies keep coming")
+            .unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.ends_with(b"+PONG\r\n"));
+    assert_eq!(got.len(), 300 * reply_len + 7);
+    let _: () = redis::cmd("DEL")
+        .arg("cache:big-own-unread")
+        .query_async(&mut up)
+        .await
+        .unwrap();
+}
+
 /// The gateway's resident memory, MiB (it runs in this process).
 fn rss_mib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();

@@ -80,6 +80,8 @@ pub(super) struct FromClient {
     selected: Option<Vec<u32>>,
     /// Entries handed to the reply side and not yet written to the client.
     owed: Arc<AtomicUsize>,
+    /// How many replies may be owed on the session's own connection (`own_window`).
+    pub(super) window: Arc<super::own_window::OwnWindow>,
     /// Where the agent's `max_result_bytes` is published for the reply side.
     pub(super) reply_cap: Arc<ReplyCap>,
     /// Where the reply half reads the session's agent (`sub_recheck`), set by the relay.
@@ -141,6 +143,7 @@ impl FromClient {
             subscribed_ever: false,
             selected: Some(Vec::new()),
             owed,
+            window: Arc::default(),
             reply_cap: Arc::default(),
             agent_seen: None,
             shared: false,
@@ -171,14 +174,22 @@ impl FromClient {
                 self.heavy = inbox.heavy();
                 self.owed_on_shared = inbox.owed();
             }
+            // On its own connection: no more replies owed than the window allows.
+            let batch = match &sink {
+                Sink::Own(_) => {
+                    self.window.room(&self.owed).await;
+                    let owed = self.owed.load(Ordering::SeqCst);
+                    self.window.depth().saturating_sub(owed).clamp(1, MAX_BATCH)
+                }
+                Sink::Shared { .. } => MAX_BATCH,
+            };
             let mut closing = false;
             let mut need_read = false;
             // When the batch's first command was taken: the overhead is timed per batch (two
             // clock reads and one histogram sample per read of the client, not per command).
             let mut started = None;
             let before = self.conn_state();
-            while entries.len() < MAX_BATCH && self.switch_at.is_none() && !self.session.must_pace()
-            {
+            while entries.len() < batch && self.switch_at.is_none() && !self.session.must_pace() {
                 match client.next_command() {
                     Ok(Some(cmd)) => {
                         started.get_or_insert_with(Instant::now);

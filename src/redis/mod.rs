@@ -11,6 +11,7 @@ mod door;
 mod from_client;
 pub mod mask_reply;
 mod own;
+mod own_window;
 mod pubsub;
 pub mod reader;
 pub mod relay;

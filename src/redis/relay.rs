@@ -13,8 +13,10 @@
 //! an entry ([`Kind::Switch`]).
 //!
 //! The halves share a bounded channel of batches of [`Entry`]s (one batch per read of the
-//! client's pipeline, one wake-up of the other half): at most `MAX_IN_FLIGHT` replies are owed;
-//! a client that pipelines without reading waits, the gateway's memory does not grow.
+//! client's pipeline, one wake-up of the other half): at most `MAX_IN_FLIGHT` replies are owed
+//! (on a connection of the session's own, at most `own_window`'s, so that Redis does not hold
+//! replies the client does not read); a client that pipelines without reading waits, the
+//! gateway's memory does not grow.
 
 use crate::refusal::{Refusal, RefusalClass};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -259,6 +261,7 @@ where
         relay.session.core().policy.version(),
     );
     let mut from = FromClient::new(relay, owed.clone());
+    from.window = to.window.clone();
     from.reply_cap = to.reply_cap.clone();
     from.agent_seen = Some(recheck.agent());
     to.subs_recheck = Some(recheck);

@@ -71,6 +71,11 @@ pub(super) struct ToClient {
     writes: ReplyWrites,
     /// The subscriptions judged again after a reload (set by the relay).
     pub(super) subs_recheck: Option<super::sub_recheck::SubsRecheck>,
+    /// The replies a session may be owed on its own connection (shared with the command half).
+    pub(super) window: Arc<super::own_window::OwnWindow>,
+    /// Bytes of the reply being taken in pieces from the session's own connection (relayed
+    /// while it arrives, or dropped past `max_result_bytes`), for the window.
+    own_pieces: usize,
 }
 
 impl ToClient {
@@ -92,6 +97,8 @@ impl ToClient {
             piece_bytes: 0,
             writes: ctx.reply_writes(),
             subs_recheck: None,
+            window: Arc::default(),
+            own_pieces: 0,
             ctx,
             resp3,
             pending: VecDeque::new(),
@@ -161,6 +168,7 @@ impl ToClient {
             }
             self.owed
                 .fetch_sub(std::mem::take(&mut self.done), Ordering::SeqCst);
+            self.window.freed();
             if self.switched.is_some() {
                 continue;
             }
@@ -180,6 +188,9 @@ impl ToClient {
     /// Answers what the session's own connection has sent; true when the session closes now.
     fn answer_own(&mut self, up: &mut UpstreamReader<NetRead>) -> Result<bool, RelayError> {
         while let Some(frame) = up.next_frame()? {
+            // The end of a reply taken in pieces: the pieces count too.
+            let whole = std::mem::take(&mut self.own_pieces) + frame.len();
+            self.window.saw_reply(whole);
             if self.on_frame(frame) {
                 return self.ending();
             }
@@ -187,18 +198,20 @@ impl ToClient {
         // A large reply still arriving: relay what was scanned instead of holding it all,
         // or, past the agent's `max_result_bytes`, drop it (it is refused when it ends).
         let waiting = up.buffered();
+        self.window.saw_reply(self.own_pieces + waiting.len());
         let cap = self.reply_cap.get();
         if let Some(&first) = waiting.first() {
             if self.discarding
                 || (cap.is_some_and(|c| waiting.len() as u64 > c) && self.may_cap(waiting))
             {
                 self.discarding = true;
-                drop(up.take_scanned());
+                self.own_pieces += up.take_scanned().len();
             } else if cap.is_none()
                 && (self.streaming.is_some() || waiting.len() >= STREAM_AFTER)
                 && self.may_stream(waiting)
             {
                 let head = up.take_scanned();
+                self.own_pieces += head.len();
                 if !head.is_empty() {
                     self.streaming.get_or_insert(first);
                     self.out.extend_from_slice(&head);
