@@ -124,7 +124,7 @@ impl PreauthSlot {
 
     /// Leaves the count (once: later calls and the drop do nothing).
     pub fn release(&self) {
-        if self.held.swap(false, Ordering::Relaxed) {
+        if self.held.swap(false, Ordering::SeqCst) {
             self.count.count.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -132,18 +132,38 @@ impl PreauthSlot {
     /// Gives the place to a newcomer: released, and the connection told to close.
     fn evict(&self) {
         if self.held() {
-            self.evicted.store(true, Ordering::Relaxed);
+            self.evicted.store(true, Ordering::SeqCst);
             self.release();
             metrics::counter!("tollgate_preauth_evicted_total").increment(1);
             self.wake.notify_one();
         }
     }
 
-    /// Resolves when the place was given to a newcomer (never, once the client logged in).
-    pub async fn evicted(&self) {
-        while !self.evicted.load(Ordering::Relaxed) {
-            self.wake.notified().await;
-        }
+    /// Resolves when the place was given to a newcomer; never once the client has logged in.
+    /// Raced against the whole session, so it is polled at each of its wake-ups: once the
+    /// place is released each poll is one atomic load (polling the `Notify` cost about 400
+    /// instructions per PostgreSQL statement, callgrind).
+    pub fn evicted(self: &Arc<Self>) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let slot = self.clone();
+        let mut wait = Box::pin({
+            let slot = slot.clone();
+            async move {
+                while !slot.evicted.load(Ordering::SeqCst) {
+                    slot.wake.notified().await;
+                }
+            }
+        });
+        std::future::poll_fn(move |cx| {
+            // SeqCst, as in `evict`: a place seen released by an eviction is seen evicted.
+            if slot.evicted.load(Ordering::SeqCst) {
+                return std::task::Poll::Ready(());
+            }
+            // Released (logged in, or the connection ended): never evicted from here on.
+            if !slot.held.load(Ordering::SeqCst) {
+                return std::task::Poll::Pending;
+            }
+            std::future::Future::poll(wait.as_mut(), cx)
+        })
     }
 }
 
