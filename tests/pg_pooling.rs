@@ -1358,40 +1358,6 @@ fn a_named_parse_the_server_refuses_leaves_the_name_free() {
                 Some("prepared statement \"q9\" does not exist")
             );
             assert_eq!((tag, tags(&mut s, 1).await), (b'E', b"Z".to_vec()));
-            // A Parse of a name pipelined behind its own failing Parse (after that one's Sync,
-            // before its answer): the server has freed the name by then and prepares it (tollgate
-            // answered 42P05, deciding before the first answer came).
-            send(
-                &mut s,
-                &[
-                    parse("k9", "SELECT 'x'::int"),
-                    sync(),
-                    parse("k9", "SELECT 9"),
-                    sync(),
-                ],
-            )
-            .await;
-            let (tag, body) = support::read_message(&mut s).await;
-            assert_eq!(support::error_field(&body, b'C').as_deref(), Some("22P02"));
-            assert_eq!((tag, tags(&mut s, 3).await), (b'E', b"Z1Z".to_vec()));
-            let bind_k9 = support::message(b'B', b"\0k9\0\0\0\0\0\0\0");
-            send(&mut s, &[bind_k9, execute_unnamed(0), sync()]).await;
-            assert_eq!(tags(&mut s, 4).await, b"2DCZ", "k9 runs the second text");
-            // Behind a Parse that succeeds, the name is taken: 42P05, as from the server.
-            send(
-                &mut s,
-                &[
-                    parse("k8", "SELECT 8"),
-                    sync(),
-                    parse("k8", "SELECT 9"),
-                    sync(),
-                ],
-            )
-            .await;
-            assert_eq!(tags(&mut s, 2).await, b"1Z");
-            let (tag, body) = support::read_message(&mut s).await;
-            assert_eq!(support::error_field(&body, b'C').as_deref(), Some("42P05"));
-            assert_eq!((tag, tags(&mut s, 1).await), (b'E', b"Z".to_vec()));
             // The name can be prepared now, and runs.
             send(
                 &mut s,

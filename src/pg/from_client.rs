@@ -701,8 +701,7 @@ async fn settle<W: AsyncWrite + Unpin>(
     let encoding = state.encoding_window && !body.is_ascii();
     let backslashes = state.reading_window && body.contains(&b'\\');
     let prepare = state.prepared.in_flight() && may_execute(body);
-    let redefines = !state.in_batch && redefines_unanswered(state, pending, frame);
-    if !encoding && !backslashes && !prepare && !redefines {
+    if !encoding && !backslashes && !prepare {
         return Ok(());
     }
     if state.in_batch {
@@ -728,17 +727,6 @@ async fn settle<W: AsyncWrite + Unpin>(
         state.reading_window = false;
     }
     Ok(())
-}
-
-/// A named Parse of a name whose earlier Parse may still be unanswered, in an earlier batch
-/// (inside one batch the server skips it behind a failure anyway): the server may yet refuse
-/// that one and free the name, so the answers are awaited before tollgate decides on 42P05
-/// (it answered 42P05 where the server prepares the name).
-fn redefines_unanswered(state: &State, pending: &Pending, frame: &Frame) -> bool {
-    frame.tag == fe::PARSE
-        && !pending.is_empty()
-        && fe::parse_name_and_bytes(frame)
-            .is_ok_and(|(name, _)| !name.is_empty() && state.statements.contains_key(name))
 }
 
 /// What a statement's bookkeeping looks for in its text, found in one pass (`Screen::found`):
