@@ -1358,6 +1358,35 @@ fn a_named_parse_the_server_refuses_leaves_the_name_free() {
                 Some("prepared statement \"q9\" does not exist")
             );
             assert_eq!((tag, tags(&mut s, 1).await), (b'E', b"Z".to_vec()));
+            // One name prepared in three pipelined batches: the first prepares it, the others
+            // are 42P05, as from the server. (A change that waited for the first batch's answers
+            // before judging the second hung here on the transaction pool, holding its server
+            // connections, and let a refused text be bound later; a live re-review.)
+            send(
+                &mut s,
+                &[
+                    parse("r3", "SELECT 1"),
+                    sync(),
+                    parse("r3", "SELECT 2"),
+                    sync(),
+                    parse("r3", "SELECT 3"),
+                    sync(),
+                ],
+            )
+            .await;
+            assert_eq!(tags(&mut s, 2).await, b"1Z");
+            for _ in 0..2 {
+                let (tag, body) =
+                    tokio::time::timeout(Duration::from_secs(5), support::read_message(&mut s))
+                        .await
+                        .expect("each batch is answered");
+                assert_eq!(support::error_field(&body, b'C').as_deref(), Some("42P05"));
+                assert_eq!((tag, tags(&mut s, 1).await), (b'E', b"Z".to_vec()));
+            }
+            let bind_r3 = support::message(b'B', b"\0r3\0\0\0\0\0\0\0");
+            send(&mut s, &[bind_r3, execute_unnamed(0), sync()]).await;
+            let got = tags(&mut s, 4).await;
+            assert_eq!(got, b"2DCZ", "r3 runs its first text");
             // The name can be prepared now, and runs.
             send(
                 &mut s,
