@@ -107,6 +107,9 @@ struct Loaded {
 /// included; refused, the last good policy stays in force until the write is done (the admin
 /// tokens file is read the same way).
 fn holds_nothing(text: &str) -> bool {
+    // A byte order mark is not whitespace to `trim`, and the TOML parser skips it (a file of a
+    // BOM alone reloaded as a valid file; a live re-review).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     text.lines().all(|l| {
         let l = l.trim();
         l.is_empty() || l.starts_with('#')
@@ -498,7 +501,14 @@ mod tests {
 
     #[test]
     fn a_file_cut_to_nothing_is_refused_not_read_as_no_rules() {
-        for cut in ["", "\n\n", "   \n", "# grants\n\n  # more\n"] {
+        for cut in [
+            "",
+            "\n\n",
+            "   \n",
+            "# grants\n\n  # more\n",
+            "\u{feff}",
+            "\u{feff}# x\r\n",
+        ] {
             let e = load(cut).err().unwrap_or_else(|| panic!("{cut:?} loaded"));
             assert!(e.to_string().contains("holds no policy"), "{e}");
         }
