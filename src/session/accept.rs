@@ -79,7 +79,12 @@ impl Accepted {
             "protocol" => protocol.as_str()
         ));
         Accepted {
-            preauth: PreauthSlot::new(core.preauth.clone(), Some(peer)),
+            // Evictable only where `Accepted::serve` watches for it: an MCP request's session
+            // is not served that way (its HTTP connection's place is the evictable one).
+            preauth: PreauthSlot::new(
+                core.preauth.clone(),
+                (protocol != Protocol::Mcp).then_some(peer),
+            ),
             failures: std::sync::atomic::AtomicU32::new(0),
             _live: core.lifecycle.enter(),
             _gauge: gauge,
