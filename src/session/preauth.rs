@@ -90,7 +90,8 @@ impl PreauthSlot {
     /// may be taken back for a newcomer when the count is full; the connection must then watch
     /// [`PreauthSlot::evicted`].
     pub fn new(count: Arc<PreauthCount>, peer: Option<SocketAddr>) -> Arc<PreauthSlot> {
-        count.count.fetch_add(1, Ordering::Relaxed);
+        let now = count.count.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("tollgate_preauth_connections").set(now as f64);
         let slot = Arc::new(PreauthSlot {
             count: count.clone(),
             held: AtomicBool::new(true),
@@ -125,7 +126,8 @@ impl PreauthSlot {
     /// Leaves the count (once: later calls and the drop do nothing).
     pub fn release(&self) {
         if self.held.swap(false, Ordering::SeqCst) {
-            self.count.count.fetch_sub(1, Ordering::Relaxed);
+            let now = self.count.count.fetch_sub(1, Ordering::Relaxed) - 1;
+            metrics::gauge!("tollgate_preauth_connections").set(now as f64);
         }
     }
 
