@@ -169,14 +169,15 @@ fn load_policies(texts: &[(String, String)]) -> Result<PolicySet, String> {
 
 /// Found by the reload storm (tests/reliability_storm.rs): an agent no policy file applies to
 /// any more (its file emptied or removed by a reload, its sessions still open) was allowed
-/// every statement, `secrets` included, with no rule named.
+/// every statement, `secrets` included, with no rule named. (A file of comments alone is now
+/// refused at load, keeping the last good policy; one that names no one stands for it here.)
 #[test]
 fn an_agent_whose_policy_files_are_gone_is_refused_everything() {
     let texts: Vec<(String, String)> = POLICIES
         .iter()
         .map(|(n, t)| {
             let t = if *n == "writer.toml" {
-                "# emptied\n"
+                "# emptied\nagents = []\n"
             } else {
                 t
             };

@@ -16,7 +16,8 @@ const RELOADS: usize = 120;
 
 /// Writes a policy file as a careful operator does: a temporary file renamed over it, so the
 /// gateway's file watcher never reads half a file. (A file read half-written is judged as it
-/// reads: an emptied file now refuses everything, see `fuzz_policy.rs`.)
+/// reads: one emptied to nothing is refused and the last good policy kept, one that names no
+/// agent any more refuses them everything, see `fuzz_policy.rs`.)
 fn replace_file(path: &std::path::Path, text: &str) {
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text).unwrap();
