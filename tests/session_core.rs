@@ -25,9 +25,11 @@ async fn gateway(
     if let Some(n) = trusted_max {
         let policy = dir.path().join("policies/trusted.toml");
         let text = std::fs::read_to_string(&policy).unwrap();
+        // Into its `[limits]` table (the demo's has one).
+        assert!(text.contains("\n[limits]\n"), "{text}");
         let text = text.replacen(
-            "agents = [\"trusted\"]\n",
-            &format!("agents = [\"trusted\"]\n[limits]\nmax_connections = {n}\n"),
+            "\n[limits]\n",
+            &format!("\n[limits]\nmax_connections = {n}\n"),
             1,
         );
         std::fs::write(&policy, text).unwrap();
