@@ -36,9 +36,12 @@ impl OwnWindow {
         (OWN_BUDGET / largest).clamp(1, OWN_DEPTH)
     }
 
-    /// A reply (or the part of one seen so far) of `len` bytes.
+    /// A reply (or the part of one seen so far) of `len` bytes. Called for every reply: a
+    /// load, and a write only when it is the largest yet.
     pub fn saw_reply(&self, len: usize) {
-        self.largest.fetch_max(len, Ordering::Relaxed);
+        if len > self.largest.load(Ordering::Relaxed) {
+            self.largest.fetch_max(len, Ordering::Relaxed);
+        }
     }
 
     /// Waits until fewer than [`OwnWindow::depth`] replies are owed (`owed`, the count the

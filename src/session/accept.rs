@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -107,28 +106,37 @@ impl Accepted {
         self.preauth.release();
     }
 
-    /// Resolves when the gateway drains while the client has not authenticated yet (a login
-    /// half done, a TLS handshake, a MongoDB driver's monitoring connection, a health check's
-    /// bare TCP connection): nothing of it runs, so the front end closes it then, as sessions
-    /// with nothing running close, instead of holding the exit until the drain deadline. Never
-    /// resolves once the client has authenticated: the session's own drain handling applies.
+    /// Resolves, with why, when the connection must close before its client has logged in:
+    /// the gateway drains (a login half done, a TLS handshake, a MongoDB driver's monitoring
+    /// connection, a health check's bare TCP connection: nothing of it runs, so it closes then,
+    /// as sessions with nothing running close, instead of holding the exit until the drain
+    /// deadline), or its place in the pre-authentication count went to a newcomer from another
+    /// address (`preauth`). Never resolves once the client has authenticated: the session's own
+    /// drain handling applies.
     ///
     /// Raced against the whole session, so it is polled at each of its wake-ups: once the
-    /// client has logged in it answers from one atomic load, without polling the phase (which
-    /// cost about 1,000 instructions per statement, callgrind).
-    pub fn drained_before_login(&self) -> impl Future<Output = ()> + Send + 'static {
+    /// client has logged in it answers from atomic loads, without polling the phase (which
+    /// cost about 1,000 instructions per statement, callgrind) or the eviction's `Notify`
+    /// (about 400).
+    fn closed_before_login(&self) -> impl Future<Output = &'static str> + Send + 'static {
         let preauth = self.preauth.clone();
+        let mut evicted = Box::pin(preauth.evicted());
         let mut drained = Box::pin(self.core.lifecycle.drained({
             let preauth = preauth.clone();
             move || preauth.held()
         }));
         std::future::poll_fn(move |cx| {
+            if evicted.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(
+                    "its place went to a connection from another address (limits.max_preauth_connections)",
+                );
+            }
             // Logged in: never resolves (and `drained`, once it has, is not polled again).
             if !preauth.held() {
                 return Poll::Pending;
             }
             match drained.as_mut().poll(cx) {
-                Poll::Ready(()) if preauth.held() => Poll::Ready(()),
+                Poll::Ready(()) if preauth.held() => Poll::Ready("the drain"),
                 _ => Poll::Pending,
             }
         })
@@ -144,19 +152,15 @@ impl Accepted {
         E: std::fmt::Display,
     {
         let span = self.span();
-        let drained_before_login = self.drained_before_login();
-        let preauth = self.preauth.clone();
+        let closed_before_login = self.closed_before_login();
         async move {
-            // Biased: the session first, at each wake-up; the drain's check costs one load then.
+            // Biased: the session first, at each wake-up; the login check costs loads then.
             tokio::select! {
                 biased;
                 ended = run(self) => if let Err(e) = ended {
                     tracing::debug!(error = %e, "session ended with an error");
                 },
-                _ = drained_before_login => tracing::debug!("closed by the drain before logging in"),
-                _ = preauth.evicted() => tracing::debug!(
-                    "closed before logging in: its place went to a connection from another address (limits.max_preauth_connections)"
-                ),
+                why = closed_before_login => tracing::debug!("closed before logging in: {why}"),
             }
         }
         .instrument(span)

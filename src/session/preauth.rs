@@ -68,9 +68,14 @@ impl PreauthCount {
 /// Drops the places no longer held, and the addresses left with none.
 fn prune(waiting: &mut HashMap<IpAddr, VecDeque<Weak<PreauthSlot>>>) {
     waiting.retain(|_, q| {
-        q.retain(|w| w.upgrade().is_some_and(|s| s.held()));
+        q.retain(still_held);
         !q.is_empty()
     });
+}
+
+/// Whether a queued place is still held (its connection alive and not logged in).
+fn still_held(w: &Weak<PreauthSlot>) -> bool {
+    w.upgrade().is_some_and(|s| s.held())
 }
 
 /// A place in the pre-authentication count, held from a connection's arrival until it
@@ -102,10 +107,7 @@ impl PreauthSlot {
             let mut waiting = count.waiting.lock().unwrap_or_else(|e| e.into_inner());
             let q = waiting.entry(peer.ip()).or_default();
             // Places given up since go from the front (amortised: each is pushed once).
-            while q
-                .front()
-                .is_some_and(|w| !w.upgrade().is_some_and(|s| s.held()))
-            {
+            while q.front().is_some_and(|w| !still_held(w)) {
                 q.pop_front();
             }
             q.push_back(Arc::downgrade(&slot));

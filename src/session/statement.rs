@@ -504,7 +504,7 @@ impl Session {
     /// policy), writes the decision record durably, counts it. `Err`: refused instead (over the
     /// rate, or the audit log cannot be written), already recorded.
     pub fn decide(&self, judged: Judged, limits: Option<&Limits>) -> Result<Ticket, Refusal> {
-        self.decide_with(judged, limits, 1, Write::Now)
+        self.decide_statements(judged, limits, 1, Write::Now)
     }
 
     /// [`Session::decide`], with the record only chained: the front end calls
@@ -514,7 +514,7 @@ impl Session {
         judged: Judged,
         limits: Option<&Limits>,
     ) -> Result<Ticket, Refusal> {
-        self.decide_with(judged, limits, 1, Write::Deferred)
+        self.decide_statements(judged, limits, 1, Write::Deferred)
     }
 
     /// [`Session::decide`] for a request that holds `statements` statements (a PostgreSQL
@@ -522,16 +522,6 @@ impl Session {
     /// rate refuses runs none of them. One decision record for the request, written as `write`
     /// says.
     pub fn decide_statements(
-        &self,
-        judged: Judged,
-        limits: Option<&Limits>,
-        statements: u32,
-        write: Write,
-    ) -> Result<Ticket, Refusal> {
-        self.decide_with(judged, limits, statements, write)
-    }
-
-    fn decide_with(
         &self,
         judged: Judged,
         limits: Option<&Limits>,
