@@ -213,9 +213,14 @@ proptest! {
             return Ok(());
         }
         if let Some(plan) = &verdict.rewrite {
-            if let Ok(rewritten) = plan.apply(&sql) {
+            if let Ok((rewritten, positions)) = plan.apply(&sql) {
                 prop_assert!(pg_query::parse(&rewritten, pg_query::ParserOptions::DEFAULT).is_ok(),
                     "the rewrite of {sql:?} is not valid SQL: {rewritten:?}");
+                // Error positions map back in order, onto the client's text.
+                let (ours, theirs) = (rewritten.chars().count(), sql.chars().count());
+                let mapped: Vec<usize> = (1..=ours + 1).map(|p| positions.original(p)).collect();
+                prop_assert!(mapped.windows(2).all(|w| w[0] <= w[1]), "{sql:?}: {mapped:?}");
+                prop_assert!(mapped.iter().all(|&p| (1..=theirs + 1).contains(&p)), "{sql:?}: {mapped:?}");
             }
         }
         if agent == "analyst" {

@@ -383,3 +383,41 @@ fn audit_records_masked_reads_with_the_rule() {
         .unwrap()
         .contains("analyst: table public.customers"));
 }
+
+/// The position of the first error of `sql`, as the client sees it.
+fn error_position(e: &tokio_postgres::Error) -> Option<u32> {
+    match e.as_db_error()?.position()? {
+        tokio_postgres::error::ErrorPosition::Original(p) => Some(*p),
+        tokio_postgres::error::ErrorPosition::Internal { .. } => None,
+    }
+}
+
+#[test]
+fn an_error_after_a_masked_table_points_where_the_server_would_in_the_clients_text() {
+    let h = harness();
+    h.runtime.block_on(async {
+        let analyst = connect("analyst").await;
+        let direct = upstream().await;
+        // Each fails after (or between) masked names, which the rewrite replaces with longer
+        // subqueries: the server's position is in the rewritten text.
+        let both = [
+            "SELECT name FROM customers WHERE nosuch = 1",
+            "SELECT c.name, 'é€ü' AS x FROM customers c JOIN customers d ON d.id = c.id WHERE d.nosuch = 1",
+            "SELECT name FROM customers WHERE id = 'x'",
+            "SELECT name FROM customers c /* ünïcode */ JOIN orders o ON o.customer_id = c.id ORDER BY o.nosuch",
+        ];
+        let simple_only = ["SELECT 1; SELECT 'ß' FROM customers WHERE email = 'x' AND nosuch"];
+        for sql in both.iter().chain(&simple_only) {
+            let want = error_position(&direct.simple_query(sql).await.unwrap_err());
+            assert!(want.is_some(), "{sql}: the server gives a position");
+            let got = analyst.simple_query(sql).await.unwrap_err();
+            assert_eq!(error_position(&got), want, "simple: {sql}: {got:?}");
+        }
+        for sql in both {
+            let want = error_position(&direct.prepare(sql).await.unwrap_err());
+            let got = analyst.prepare(sql).await.unwrap_err();
+            assert_eq!(error_position(&got), want, "extended: {sql}: {got:?}");
+        }
+        analyst.simple_query("SELECT 1").await.unwrap();
+    });
+}

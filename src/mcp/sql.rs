@@ -106,7 +106,8 @@ pub async fn query(
     }
     let rewritten = pg
         .forwarded_text(&a.sql, &verdict)
-        .map_err(|f| ToolError::pg(&f))?;
+        .map_err(|f| ToolError::pg(&f))?
+        .map(|(text, _)| text);
     let limits = limits_of(&pg);
     let ticket = pg
         .decide_now(&a.sql, &verdict, &limits)

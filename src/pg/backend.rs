@@ -202,6 +202,35 @@ pub fn error_field(body: &[u8], wanted: u8) -> Option<String> {
     None
 }
 
+/// `raw` (a whole ErrorResponse or NoticeResponse) with its `P` field (the 1-based character
+/// position of the error in the statement) replaced by `map` of it; `None` if it has none.
+pub fn with_error_position(raw: &[u8], map: impl Fn(usize) -> usize) -> Option<Bytes> {
+    let (&tag, rest) = raw.split_first()?;
+    let body = rest.get(4..)?;
+    let position: usize = error_field(body, b'P')?.parse().ok()?;
+    let mut out = BytesMut::with_capacity(raw.len() + 8);
+    out.put_u8(tag);
+    out.put_i32(0); // set below
+    let mut fields = body;
+    while let Some((&field, tail)) = fields.split_first() {
+        if field == 0 {
+            break;
+        }
+        let nul = tail.iter().position(|&b| b == 0)?;
+        out.put_u8(field);
+        match field {
+            b'P' => out.put_slice(map(position).to_string().as_bytes()),
+            _ => out.put_slice(&tail[..nul]),
+        }
+        out.put_u8(0);
+        fields = &tail[nul + 1..];
+    }
+    out.put_u8(0);
+    let len = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Some(out.freeze())
+}
+
 /// Reads the fields of a backend ErrorResponse/NoticeResponse body: (code, message).
 pub fn error_code_and_message(body: &[u8]) -> (Option<String>, Option<String>) {
     (error_field(body, b'C'), error_field(body, b'M'))
@@ -260,6 +289,31 @@ mod tests {
         assert_eq!(f.encode_with(|s| s.as_bytes().to_vec()), f.encode());
         let latin1 = f.encode_with(|s| s.chars().map(|c| c as u8).collect());
         assert!(latin1.windows(6).any(|w| w == b"refus\xe9"));
+    }
+
+    #[test]
+    fn an_error_position_is_replaced_and_every_other_field_kept() {
+        let mut raw = BytesMut::new();
+        raw.put_u8(ERROR_RESPONSE);
+        let body = b"SERROR\0C42703\0Mcolumn \"x\" does not exist\0P412\0Fparse.c\0\0";
+        raw.put_i32(body.len() as i32 + 4);
+        raw.put_slice(body);
+        let out = with_error_position(&raw, |p| p - 400).unwrap();
+        assert_eq!(out[0], ERROR_RESPONSE);
+        assert_eq!(
+            i32::from_be_bytes(out[1..5].try_into().unwrap()) as usize,
+            out.len() - 1
+        );
+        assert_eq!(
+            &out[5..],
+            b"SERROR\0C42703\0Mcolumn \"x\" does not exist\0P12\0Fparse.c\0\0"
+        );
+        // No position, or a malformed one: nothing to replace.
+        assert!(
+            with_error_position(&PgErrorFields::error("42501", "no").encode(), |p| p).is_none()
+        );
+        assert!(with_error_position(b"E\0\0\0\x0bPx\0\0", |p| p).is_none());
+        assert!(with_error_position(b"E\0\0", |p| p).is_none());
     }
 
     #[test]

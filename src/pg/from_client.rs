@@ -950,6 +950,7 @@ fn refuse_simple(pending: &Pending, refusal: PgErrorFields, out: &mut BytesMut) 
         cursors: Default::default(),
         prepares: PrepareTickets::default(),
         answer: None,
+        positions: None,
     });
     out.extend_from_slice(&substitute_query());
 }
@@ -1209,6 +1210,7 @@ fn on_frame(
                         cursors: Default::default(),
                         prepares: PrepareTickets::default(),
                         answer: None,
+                        positions: None,
                     });
                     out.extend_from_slice(&frame.raw);
                 }
@@ -1293,16 +1295,17 @@ fn on_query(
     });
     let forwarded = match refused {
         Some(refusal) => Err(refusal),
-        None if verdict.runs() => ctx.forwarded_text(text, &verdict).and_then(|f| match f {
-            Some(sql) => ctx.encode_text(text, &sql).map(|b| Some(b.into_owned())),
-            None => Ok(None),
-        }),
+        None if verdict.runs() => ctx.forwarded_bytes(text, &verdict),
         None => Ok(None),
     };
     let limits = limits(&mut state.view, ctx);
     let admitted = forwarded.and_then(|f| ctx.decide(text, &verdict, limits).map(|t| (t, f)));
     match admitted {
         Ok((ticket, rewritten)) => {
+            let (rewritten, positions) = match rewritten {
+                Some((sql, map)) => (Some(sql), Some(Box::new(map))),
+                None => (None, None),
+            };
             // A DECLARE keeps its text and verdict, to be judged again after a reload.
             let declares = uses
                 .iter()
@@ -1352,6 +1355,7 @@ fn on_query(
                 cursors,
                 prepares,
                 answer,
+                positions,
             });
             match rewritten {
                 Some(sql) => out.extend_from_slice(&query_message(&sql)),
@@ -1404,13 +1408,10 @@ fn on_parse(
         return Ok(());
     }
     let verdict = ctx.check_sql(text, &state.facts);
-    let rewritten = if verdict.runs() {
-        let encoded = ctx.forwarded_text(text, &verdict).and_then(|f| match f {
-            Some(sql) => ctx.encode_text(text, &sql).map(|b| Some(b.into_owned())),
-            None => Ok(None),
-        });
-        match encoded {
-            Ok(r) => r,
+    let (rewritten, positions) = if verdict.runs() {
+        match ctx.forwarded_bytes(text, &verdict) {
+            Ok(Some((sql, map))) => (Some(sql), Some(Box::new(map))),
+            Ok(None) => (None, None),
             Err(refusal) => {
                 state.statements.remove(name);
                 refuse_parse(pending, state, name, refusal, out);
@@ -1418,7 +1419,7 @@ fn on_parse(
             }
         }
     } else {
-        None
+        (None, None)
     };
     if verdict.runs() {
         // Its effects on the session (a PREPARE, a DEALLOCATE) come when a portal of it runs.
@@ -1462,6 +1463,7 @@ fn on_parse(
                     refusal: None,
                     server_name: None,
                     named: None,
+                    positions,
                 });
                 out.extend_from_slice(&forwarded);
                 None
@@ -1473,7 +1475,7 @@ fn on_parse(
                     refuse_parse(pending, state, name, refusal, out);
                     return Ok(());
                 }
-                statements::parse(&server, &stmt, named, pending, out);
+                statements::parse(&server, &stmt, named, positions, pending, out);
                 Some(stmt)
             }
             None => {
@@ -1481,6 +1483,7 @@ fn on_parse(
                     refusal: None,
                     server_name: None,
                     named,
+                    positions,
                 });
                 out.extend_from_slice(&forwarded);
                 None
@@ -1614,6 +1617,7 @@ fn refuse_parse(
         refusal: Some(refusal),
         server_name: None,
         named: None,
+        positions: None,
     });
     out.extend_from_slice(&substitute_parse(name));
     state.skip_until_sync = true;

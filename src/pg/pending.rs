@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::backend::PgErrorFields;
+use crate::policy::mask::PositionMap;
 use crate::session::Ticket;
 
 #[derive(Debug)]
@@ -27,6 +28,9 @@ pub enum Expect {
         /// tollgate's own reply, relayed in place of the EmptyQueryResponse of the empty Query
         /// sent for it (the server's ReadyForQuery follows with the true status).
         answer: Option<bytes::Bytes>,
+        /// Where the text of a masked rewrite came from: a server error's position is given
+        /// back in the client's text.
+        positions: Option<Box<PositionMap>>,
     },
     /// Parse → ParseComplete (or the substitute whose error becomes `refusal`). `server_name`:
     /// the name tollgate prepared it under on the server (transaction pooling), forgotten there
@@ -38,6 +42,8 @@ pub enum Expect {
         /// reported to the client half if the server refuses it (or skips it after an error),
         /// so the name is not the session's.
         named: Option<u64>,
+        /// As for `Simple`.
+        positions: Option<Box<PositionMap>>,
     },
     /// A message tollgate sent on its own (a Parse or Close for its statement cache): its reply
     /// is not the client's and is not relayed. A failed hidden Parse forgets `server_name`.

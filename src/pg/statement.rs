@@ -13,6 +13,7 @@ use super::refusal;
 use crate::audit::Decision;
 use crate::client_encoding::ClientEncoding;
 use crate::policy::limits::Limits;
+use crate::policy::mask::PositionMap;
 use crate::policy::{Outcome, SessionFacts, Verdict};
 use crate::refusal::{Refusal, RefusalClass};
 use crate::session::Write;
@@ -405,16 +406,25 @@ impl PgSession {
     }
 
     /// The text to forward for a statement about to be admitted: `Ok(None)` unchanged,
-    /// `Ok(Some)` its masking rewrite, `Err` the rewrite failed (recorded as blocked).
+    /// `Ok(Some)` its masking rewrite (with where its text came from, for error positions),
+    /// `Err` the rewrite failed (recorded as blocked).
     pub fn forwarded_text(
         &self,
         text: &str,
         verdict: &Verdict,
-    ) -> Result<Option<String>, PgErrorFields> {
-        match verdict.forwarded_text(text) {
-            Ok(std::borrow::Cow::Borrowed(_)) => Ok(None),
-            Ok(std::borrow::Cow::Owned(rewritten)) => Ok(Some(rewritten)),
-            Err(r) => Err(self.refuse(text, r)),
+    ) -> Result<Option<(String, PositionMap)>, PgErrorFields> {
+        verdict.rewritten(text).map_err(|r| self.refuse(text, r))
+    }
+
+    /// [`PgSession::forwarded_text`] in the client's encoding, as the wire door sends it.
+    pub fn forwarded_bytes(
+        &self,
+        text: &str,
+        verdict: &Verdict,
+    ) -> Result<Option<(Vec<u8>, PositionMap)>, PgErrorFields> {
+        match self.forwarded_text(text, verdict)? {
+            Some((sql, map)) => Ok(Some((self.encode_text(text, &sql)?.into_owned(), map))),
+            None => Ok(None),
         }
     }
 

@@ -16,6 +16,7 @@ use super::frame::Frame;
 use super::frontend as fe;
 use super::pending::{Expect, Pending};
 use super::pool::ServerInfo;
+use crate::policy::mask::PositionMap;
 
 /// A statement as tollgate prepares it on server connections.
 #[derive(Debug, Clone)]
@@ -126,11 +127,12 @@ pub fn prepare_placeholder(name: &str, pending: &Pending, out: &mut BytesMut) {
 }
 
 /// The client's Parse of `stmt`: forwarded under tollgate's name, or answered by tollgate when
-/// the connection already has it.
+/// the connection already has it. `positions`: where a rewritten text came from (error positions).
 pub fn parse(
     server: &ServerInfo,
     stmt: &ServerStatement,
     named: Option<u64>,
+    positions: Option<Box<PositionMap>>,
     pending: &Pending,
     out: &mut BytesMut,
 ) {
@@ -154,6 +156,7 @@ pub fn parse(
         refusal: None,
         server_name: Some(stmt.name.clone()),
         named,
+        positions,
     });
     out.extend_from_slice(&stmt.parse);
 }

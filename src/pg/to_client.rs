@@ -872,9 +872,17 @@ fn on_error(
     };
     // A FATAL error (the backend is going away) is never dressed up as a refusal.
     let may_replace = !is_fatal(frame.body());
+    // The error's statement, if tollgate rewrote it: where its text came from.
+    let mut positions = None;
     let replacement: Option<PgErrorFields> = pending.with(|q| match q.front_mut() {
         None => None, // asynchronous error (e.g. the server shutting down): relay as is
-        Some(Expect::Simple { refusal, error, .. }) => {
+        Some(Expect::Simple {
+            refusal,
+            error,
+            positions: map,
+            ..
+        }) => {
+            positions = map.take();
             let r = if may_replace { refusal.take() } else { None };
             if r.is_none() {
                 *error = Some(err.clone());
@@ -902,6 +910,7 @@ fn on_error(
                         refusal,
                         server_name,
                         named,
+                        positions: map,
                     }) => {
                         forget(&server_name);
                         if let Some(seq) = named {
@@ -909,6 +918,9 @@ fn on_error(
                         }
                         if first && may_replace {
                             replacement = refusal;
+                        }
+                        if first {
+                            positions = map;
                         }
                     }
                     Some(Expect::Hidden { server_name }) => forget(&server_name),
@@ -945,9 +957,14 @@ fn on_error(
             replacement
         }
     });
-    match replacement.or(own) {
-        Some(fields) => out.extend_from_slice(&ctx.encode_error(&fields)),
-        None => out.extend_from_slice(&frame.raw),
+    let positioned = || {
+        let map = positions.as_deref()?;
+        msg::with_error_position(&frame.raw, |p| map.original(p))
+    };
+    match (replacement.or(own), positioned()) {
+        (Some(fields), _) => out.extend_from_slice(&ctx.encode_error(&fields)),
+        (None, Some(mapped)) => out.extend_from_slice(&mapped),
+        (None, None) => out.extend_from_slice(&frame.raw),
     }
 }
 

@@ -9,7 +9,7 @@ use dashmap::DashMap;
 
 use super::compile::{AgentPolicy, PolicySet};
 use super::decide::{self, decide, SessionFacts, DEFAULT_DENY};
-use super::mask::{RewritePlan, SchemaSnapshot};
+use super::mask::{PositionMap, RewritePlan, SchemaSnapshot};
 use super::sql::login_guard::{self, UpstreamLogin};
 use super::sql::{self, Analysis, StatementKind};
 use crate::refusal::{Refusal, RefusalClass};
@@ -82,12 +82,20 @@ impl Verdict {
 
     /// The text to forward: `sql` itself, or its masked rewrite.
     pub fn forwarded_text<'a>(&self, sql: &'a str) -> Result<std::borrow::Cow<'a, str>, Refusal> {
+        Ok(match self.rewritten(sql)? {
+            Some((text, _)) => std::borrow::Cow::Owned(text),
+            None => std::borrow::Cow::Borrowed(sql),
+        })
+    }
+
+    /// The masked rewrite of `sql` and where its text came from, or `None`: forwarded as is.
+    pub fn rewritten(&self, sql: &str) -> Result<Option<(String, PositionMap)>, Refusal> {
         match &self.rewrite {
             Some(plan) if plan.has_edits() => plan
                 .apply(sql)
-                .map(std::borrow::Cow::Owned)
+                .map(Some)
                 .map_err(|e| Refusal::permission(e.rule, e.reason)),
-            _ => Ok(std::borrow::Cow::Borrowed(sql)),
+            _ => Ok(None),
         }
     }
 }

@@ -102,6 +102,7 @@ fn tollgates_own_answer_takes_the_place_of_the_empty_querys_reply() {
         cursors: Default::default(),
         prepares: Default::default(),
         answer: Some(msg::command_complete("DEALLOCATE")),
+        positions: None,
     });
     r.feed(bare(msg::EMPTY_QUERY));
     r.feed(ready(b'T'));
@@ -128,6 +129,7 @@ fn a_refused_simple_query_shows_tollgates_error_in_place_of_the_upstreams() {
         cursors: Default::default(),
         prepares: Default::default(),
         answer: None,
+        positions: None,
     });
     // The substitute statement's syntax error, then ReadyForQuery.
     r.feed(server_error(
@@ -158,6 +160,7 @@ fn a_fatal_is_never_dressed_up_as_a_refusal() {
         cursors: Default::default(),
         prepares: Default::default(),
         answer: None,
+        positions: None,
     });
     r.feed(server_fatal(
         "57P01",
@@ -181,6 +184,7 @@ fn a_fatal_completes_its_statement_and_marks_the_server_gone() {
         cursors: Default::default(),
         prepares: Default::default(),
         answer: None,
+        positions: None,
     });
     assert!(!r.state.server_fatal);
     r.feed(server_fatal(
@@ -203,6 +207,7 @@ fn after_an_error_in_a_batch_the_rest_up_to_sync_is_not_executed() {
         refusal: None,
         server_name: None,
         named: None,
+        positions: None,
     });
     r.pending.push(Expect::Bind {
         portal: "".into(),
@@ -251,6 +256,7 @@ fn a_refused_parse_swaps_in_tollgates_error_and_skips_to_sync() {
         refusal: Some(refusal()),
         server_name: None,
         named: None,
+        positions: None,
     });
     r.pending.push(Expect::Sync);
     r.feed(server_error(
@@ -272,6 +278,7 @@ fn syncs_the_server_ignored_during_copy_in_are_dropped() {
         refusal: None,
         server_name: None,
         named: None,
+        positions: None,
     });
     r.pending.push(Expect::Bind {
         portal: "".into(),
@@ -310,6 +317,7 @@ fn rows_are_counted_into_the_outcome_record() {
         cursors: Default::default(),
         prepares: Default::default(),
         answer: None,
+        positions: None,
     });
     for v in ["a", "b"] {
         r.feed(data_row(v));
@@ -399,6 +407,7 @@ fn push_simple_with_cursor(r: &mut Rig, sql: &str, u: crate::policy::sql::cursor
         cursors: crate::pg::cursor_rows::StatementCursors::new(vec![Some(u)]),
         prepares: Default::default(),
         answer: None,
+        positions: None,
     });
 }
 

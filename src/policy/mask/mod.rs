@@ -15,7 +15,9 @@ mod schema;
 mod strategy;
 mod subquery;
 
-pub use rewrite::{plan_rewrite, verify_rewrite, ProtectionSource, RewriteError, RewritePlan};
+pub use rewrite::{
+    plan_rewrite, verify_rewrite, PositionMap, ProtectionSource, RewriteError, RewritePlan,
+};
 pub use schema::{ColumnShape, SchemaSnapshot, TableShape};
 pub use strategy::{MaskStrategy, ParseMaskError};
 pub use subquery::{masking_subquery, Protection};

@@ -57,11 +57,12 @@ impl RewritePlan {
         !needle.is_empty() && self.edits.iter().any(|e| e.text.contains(needle))
     }
 
-    /// The statement with every edit applied. Fails if `sql` does not have the plan's shape.
-    pub fn apply(&self, sql: &str) -> Result<String, RewriteError> {
+    /// The statement with every edit applied, and where its text came from. Fails if `sql`
+    /// does not have the plan's shape.
+    pub fn apply(&self, sql: &str) -> Result<(String, PositionMap), RewriteError> {
         let tokens = structural_tokens(sql)
             .map_err(|e| RewriteError::new(e.to_string(), "builtin: masking"))?;
-        self.apply_with(sql, &tokens).map(|(s, _)| s)
+        self.apply_with(sql, &tokens).map(|(s, _, map)| (s, map))
     }
 
     /// Applies the edits; also returns the byte ranges of inserted text in the result.
@@ -69,7 +70,7 @@ impl RewritePlan {
         &self,
         sql: &str,
         tokens: &[ScannedToken],
-    ) -> Result<(String, Vec<std::ops::Range<usize>>), RewriteError> {
+    ) -> Result<(String, Vec<std::ops::Range<usize>>, PositionMap), RewriteError> {
         if tokens.len() != self.tokens {
             return Err(RewriteError::new(
                 "internal error: statement shape changed under the masking rewrite",
@@ -78,16 +79,69 @@ impl RewritePlan {
         }
         let mut out = String::with_capacity(sql.len() + self.edits.len() * 256);
         let mut inserted = Vec::with_capacity(self.edits.len());
+        let mut map = PositionMap::default();
+        // Characters so far in the client's text and in the rewritten one.
+        let (mut old_chars, mut new_chars) = (0, 0);
         let mut at = 0;
         for e in &self.edits {
-            let start = tokens[e.first].start;
+            let (start, end) = (tokens[e.first].start, tokens[e.last].end);
+            let kept = sql[at..start].chars().count();
             out.push_str(&sql[at..start]);
+            (old_chars, new_chars) = (old_chars + kept, new_chars + kept);
             inserted.push(out.len()..out.len() + e.text.len());
             out.push_str(&e.text);
-            at = tokens[e.last].end;
+            let span = Span {
+                old_start: old_chars,
+                old_len: sql[start..end].chars().count(),
+                new_start: new_chars,
+                new_len: e.text.chars().count(),
+            };
+            (old_chars, new_chars) = (old_chars + span.old_len, new_chars + span.new_len);
+            map.spans.push(span);
+            at = end;
         }
         out.push_str(&sql[at..]);
-        Ok((out, inserted))
+        Ok((out, inserted, map))
+    }
+}
+
+/// Where the text of a rewritten statement came from, so that the position a server error gives
+/// in it (`P`: 1-based, in characters) can be given back in the text the client sent. Without
+/// it, an error after a masked table pointed past the end of the client's statement, or into
+/// the middle of something else (psql showed its caret under a comment).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PositionMap {
+    spans: Vec<Span>,
+}
+
+/// One edit, in characters: the replaced text of the client's statement, and what took its
+/// place in the rewritten one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Span {
+    old_start: usize,
+    old_len: usize,
+    new_start: usize,
+    new_len: usize,
+}
+
+impl PositionMap {
+    /// The client's position for a 1-based `position` in the rewritten text. A position inside
+    /// inserted text (the masking subquery) is the start of the name it replaced.
+    pub fn original(&self, position: usize) -> usize {
+        let Some(at) = position.checked_sub(1) else {
+            return position;
+        };
+        let mut shift = 0isize;
+        for s in &self.spans {
+            if at < s.new_start {
+                break;
+            }
+            if at < s.new_start + s.new_len {
+                return s.old_start + 1;
+            }
+            shift = (s.old_start + s.old_len) as isize - (s.new_start + s.new_len) as isize;
+        }
+        (at as isize + shift).max(0) as usize + 1
     }
 }
 
@@ -332,7 +386,7 @@ pub fn verify_rewrite(
 ) -> Result<String, RewriteError> {
     let tokens =
         structural_tokens(sql).map_err(|e| RewriteError::new(e.to_string(), "builtin: masking"))?;
-    let (rewritten, inserted) = plan.apply_with(sql, &tokens)?;
+    let (rewritten, inserted, _) = plan.apply_with(sql, &tokens)?;
     let analysis = crate::policy::sql::analyze(&rewritten).map_err(|e| {
         RewriteError::new(
             format!("the masked statement does not parse ({e})"),
@@ -369,4 +423,42 @@ pub fn verify_rewrite(
         }
     }
     Ok(rewritten)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_map_back_around_and_inside_the_inserted_text() {
+        // Client: "SELECT a FROM t WHERE b" (t at 14, 1 char); rewritten with t -> 10 chars,
+        // then a second name at 22 (2 chars) -> 5 chars.
+        let map = PositionMap {
+            spans: vec![
+                Span {
+                    old_start: 14,
+                    old_len: 1,
+                    new_start: 14,
+                    new_len: 10,
+                },
+                Span {
+                    old_start: 22,
+                    old_len: 2,
+                    new_start: 31,
+                    new_len: 5,
+                },
+            ],
+        };
+        assert_eq!(map.original(1), 1); // before any edit
+        assert_eq!(map.original(14), 14);
+        assert_eq!(map.original(15), 15); // the inserted text: the replaced name
+        assert_eq!(map.original(24), 15);
+        assert_eq!(map.original(25), 16); // after the first edit: shifted back by 9
+        assert_eq!(map.original(31), 22);
+        assert_eq!(map.original(32), 23); // inside the second
+        assert_eq!(map.original(36), 23);
+        assert_eq!(map.original(37), 25); // after both
+        assert_eq!(map.original(0), 0);
+        assert_eq!(PositionMap::default().original(7), 7);
+    }
 }
