@@ -80,6 +80,25 @@ fn aggregation_corners_leak_no_masked_value_and_no_oracle() {
                 ], "cursor": {}, "$db": "shop" },
             ),
             (
+                "$lookup as c.ssn (c: an array of customers, after $facet) drops the masks of c",
+                doc! { "aggregate": "customers", "pipeline": [
+                    { "$match": { "_id": { "$lte": 4i64 } } },
+                    { "$facet": { "c": [ { "$limit": 4 } ] } },
+                    { "$lookup": { "from": "orders", "pipeline": [ { "$limit": 1 } ], "as": "c.ssn" } },
+                    { "$lookup": { "from": "orders", "pipeline": [ { "$limit": 1 } ], "as": "c.email" } },
+                    { "$lookup": { "from": "orders", "pipeline": [ { "$limit": 1 } ], "as": "c.phone" } },
+                ], "cursor": {}, "$db": "shop" },
+            ),
+            (
+                "$graphLookup as c.ssn on joined customers drops the masks of c",
+                doc! { "aggregate": "orders", "pipeline": [
+                    { "$limit": 1 },
+                    { "$lookup": { "from": "customers", "pipeline": [ { "$match": { "_id": { "$lte": 4i64 } } } ], "as": "c" } },
+                    { "$graphLookup": { "from": "orders", "startWith": "$customer_id", "connectFromField": "customer_id",
+                        "connectToField": "customer_id", "maxDepth": 0, "as": "c.ssn" } },
+                ], "cursor": {}, "$db": "shop" },
+            ),
+            (
                 "$lookup as email.0 drops the email mask",
                 doc! { "aggregate": "customers", "pipeline": [
                     { "$match": { "_id": 4i64 } },

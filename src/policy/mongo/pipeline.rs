@@ -479,11 +479,7 @@ impl Judge<'_> {
             out.insert("pipeline", Bson::Array(pipeline));
         }
         refuse_output_inside_masked(masks, &as_field)?;
-        let mut next: Vec<MaskedField> = masks
-            .iter()
-            .filter(|m| !super::query::overlaps(&m.path, &as_field))
-            .cloned()
-            .collect();
+        let mut next = masks_after_output(masks, &as_field);
         next.extend(prefixed(&as_field, &sub_masks));
         Ok((Bson::Document(doc! { "$lookup": out }), next))
     }
@@ -535,11 +531,7 @@ impl Judge<'_> {
             self.namespaces.push(ns.clone());
         }
         refuse_output_inside_masked(masks, &as_field)?;
-        let mut next: Vec<MaskedField> = masks
-            .iter()
-            .filter(|m| !super::query::overlaps(&m.path, &as_field))
-            .cloned()
-            .collect();
+        let mut next = masks_after_output(masks, &as_field);
         next.extend(prefixed(&as_field, &foreign.masks));
         Ok((Bson::Document(doc! { "$graphLookup": out }), next))
     }
@@ -600,6 +592,20 @@ impl Judge<'_> {
         }
         Ok((Bson::Document(doc! { name: arg.clone() }), Vec::new()))
     }
+}
+
+/// The masks that still hold after a `$lookup`/`$graphLookup` writes its output at `as_field`.
+/// A top-level output replaces the field whole, so the masks under it go. A dotted one
+/// (`c.ssn`) may not replace what is there: where `c` is an array, mongod sets a document in
+/// its place, but a MongoDB-wire server left the array and its raw values untouched (a live
+/// review read every customer's ssn that way). So its masks stay: at worst the join's output
+/// is masked too, which is the safe way to be wrong.
+fn masks_after_output(masks: &[MaskedField], as_field: &str) -> Vec<MaskedField> {
+    masks
+        .iter()
+        .filter(|m| as_field.contains('.') || !super::query::overlaps(&m.path, as_field))
+        .cloned()
+        .collect()
 }
 
 /// A `$lookup`/`$graphLookup` output (`as`) inside a masked field would leave that field's value

@@ -1475,6 +1475,40 @@ fn row_filters_go_first_everywhere() {
 }
 
 #[test]
+fn a_join_written_at_a_dotted_path_keeps_the_masks_there() {
+    // After $facet, `c` is an array of customers; `as: "c.ssn"` may leave it as it is (a
+    // MongoDB-wire server did), so c.ssn and the rest stay masked (a live review read raw ssn).
+    let r = rules_from("analyst", ANALYST).unwrap();
+    let facet = doc! { "$facet": { "c": [ { "$limit": 5 } ] } };
+    for stage in [
+        doc! { "$lookup": { "from": "orders", "pipeline": [ { "$limit": 1 } ], "as": "c.ssn" } },
+        doc! { "$graphLookup": { "from": "orders", "startWith": "$x", "connectFromField": "customer_id", "connectToField": "_id", "as": "c.ssn" } },
+    ] {
+        let j = judged(
+            &r,
+            doc! { "aggregate": "customers", "pipeline": [ facet.clone(), stage.clone() ], "cursor": {} },
+        );
+        let ReplyPlan::Documents(m) = j.reply else {
+            panic!("{stage}: {:?}", j.reply)
+        };
+        let paths: Vec<&str> = m.iter().map(|m| m.path.as_str()).collect();
+        for want in ["c.ssn", "c.email", "c.phone"] {
+            assert!(paths.contains(&want), "{stage}: {paths:?}");
+        }
+    }
+    // A top-level output replaces the field whole: its masks go.
+    let j = judged(
+        &r,
+        doc! { "aggregate": "customers", "pipeline": [ facet, { "$lookup": { "from": "orders", "pipeline": [], "as": "c" } } ], "cursor": {} },
+    );
+    assert!(
+        !matches!(&j.reply, ReplyPlan::Documents(m) if m.iter().any(|m| m.path.starts_with("c."))),
+        "{:?}",
+        j.reply
+    );
+}
+
+#[test]
 fn reply_plans_follow_the_data() {
     let r = rules_from("analyst", ANALYST).unwrap();
     let j = judged(&r, doc! { "find": "customers" });
