@@ -10,10 +10,20 @@ use serde_json::{json, Value};
 use super::auth::Viewer;
 use super::error::{bad_query, ApiError};
 use super::State;
-use crate::audit::read::{self, RecordFilter, DECISIONS};
+use crate::audit::read::{self, AnswerBudget, RecordFilter, DECISIONS};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
+
+/// What one answer may hold (see [`AnswerBudget`]): 8 MiB of records, 64 KiB of a statement.
+const BUDGET: AnswerBudget = AnswerBudget {
+    max_bytes: 8 << 20,
+    max_statement: 64 << 10,
+};
+
+/// Audit queries read at once; more wait their turn. Each holds up to about twice its answer in
+/// memory while it is built, so this bounds what viewers can make the gateway hold.
+static READERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 #[derive(Debug, Deserialize)]
 pub struct AuditQuery {
@@ -76,6 +86,10 @@ pub async fn audit(
     let Query(q) = query.map_err(bad_query)?;
     let filter = Filter::from_query(q)?;
     let log = state.gw.core.audit.clone();
+    let _turn = READERS
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(format!("audit read failed: {e}")))?;
     let found = tokio::task::spawn_blocking(move || {
         // Queued records first, so the answer is current.
         let _ = log.flush();
@@ -90,7 +104,7 @@ pub async fn audit(
 
 /// Reads the log's files backwards, newest first, until `limit` records matched.
 fn scan(files: &[crate::audit::files::LogFile], filter: &Filter) -> std::io::Result<Value> {
-    let (records, more) = read::query(files, &filter.records, filter.limit)?;
+    let (records, more) = read::query(files, &filter.records, filter.limit, BUDGET)?;
     let next_before = if more {
         records.last().and_then(|r| r["seq"].as_u64())
     } else {
@@ -155,6 +169,19 @@ mod tests {
         assert_eq!(page["next_before"], Value::Null);
         let page = q(None, Some("2026-11-23T12:00:08Z"), None, 10);
         assert_eq!(seqs(&page), [10, 9, 8]);
+        // A small budget ends a page early (one record at least) and cuts long statements.
+        let tight = AnswerBudget {
+            max_bytes: 150,
+            max_statement: 4,
+        };
+        let (recs, more) = read::query(&files, &RecordFilter::default(), 10, tight).unwrap();
+        assert!(more && (1..10).contains(&recs.len()), "{}", recs.len());
+        let tiny = AnswerBudget {
+            max_bytes: 1,
+            max_statement: 4,
+        };
+        let (recs, more) = read::query(&files, &RecordFilter::default(), 10, tiny).unwrap();
+        assert!(more && recs.len() == 1);
         assert!(Filter::from_query(AuditQuery {
             agent: None,
             decision: Some("maybe".into()),

@@ -135,7 +135,7 @@ pub fn document() -> Value {
             "/api/v1/agents": {"get": op("Agents, their groups, connectors and limits (never tokens)", Some("viewer"), json!([]), json_ok("agents", arr.clone()))},
             "/api/v1/agents/{id}/connectors": {"get": op("The connectors an agent's policy reaches, with effective permissions and limits", Some("viewer"),
                 json!([path_id("agent name")]), json_ok("permissions", obj.clone()))},
-            "/api/v1/audit": {"get": op("Audit records, newest first", Some("viewer"),
+            "/api/v1/audit": {"get": op("Audit records, newest first; at most 8 MiB per answer (it pages on early), statements over 64 KiB cut (statement_bytes: their length)", Some("viewer"),
                 json!([query("agent", "string", "agent name"),
                        query("decision", "string", "allowed, masked, rewritten, blocked, would_block or error"),
                        query("since", "string", "RFC 3339 time: records at or after it"),

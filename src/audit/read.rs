@@ -253,26 +253,91 @@ pub fn query(
     files: &[LogFile],
     filter: &RecordFilter,
     limit: usize,
+    budget: AnswerBudget,
 ) -> std::io::Result<(Vec<Value>, bool)> {
     let mut records = Vec::new();
+    let mut bytes = 0;
     for line in newest_first(files) {
         let line = line?;
-        let Ok(rec) = serde_json::from_slice::<Value>(&line) else {
+        let Ok(mut rec) = serde_json::from_slice::<Value>(&line) else {
             continue; // a torn last line while a write is in progress
         };
         match filter.judge(&rec) {
             Judgement::Stop => break,
             Judgement::Skip => {}
             Judgement::Keep if records.len() == limit => return Ok((records, true)),
-            Judgement::Keep => records.push(rec),
+            Judgement::Keep => {
+                let kept = budget.cut_statement(&mut rec, line.len());
+                if !records.is_empty() && bytes + kept > budget.max_bytes {
+                    return Ok((records, true));
+                }
+                bytes += kept;
+                records.push(rec);
+            }
         }
     }
     Ok((records, false))
 }
 
+/// How much of the log one answer may hold. A statement is recorded whole (up to
+/// `max_statement_bytes`, 64 MiB), so 1,000 records could be gigabytes: three concurrent viewer
+/// queries of 1 MB statements once took the gateway from 38 MB to 2.7 GB (a live review).
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerBudget {
+    /// The records of one answer, in bytes as logged (statements as cut): past it the answer
+    /// ends early and pages on (at least one record is always returned).
+    pub max_bytes: usize,
+    /// The most of one record's `statement` returned; a longer one is cut and the record says
+    /// how long it was (`statement_bytes`). The log itself keeps it whole.
+    pub max_statement: usize,
+}
+
+impl AnswerBudget {
+    /// Cuts `rec`'s statement to `max_statement` bytes; returns the record's size as kept.
+    fn cut_statement(&self, rec: &mut Value, logged: usize) -> usize {
+        let Some(Value::String(s)) = rec.get_mut("statement") else {
+            return logged;
+        };
+        if s.len() <= self.max_statement {
+            return logged;
+        }
+        let full = s.len();
+        let mut end = self.max_statement;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        rec["statement_bytes"] = Value::from(full);
+        logged.saturating_sub(full - end)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_cuts_long_statements_at_a_character_and_says_how_long_they_were() {
+        let budget = AnswerBudget {
+            max_bytes: 1 << 20,
+            max_statement: 5,
+        };
+        let mut rec = serde_json::json!({"seq": 1, "statement": "SELECT 'é' -- long"});
+        let logged = rec.to_string().len();
+        let kept = budget.cut_statement(&mut rec, logged);
+        assert_eq!(rec["statement"], "SELEC");
+        assert_eq!(rec["statement_bytes"], 19);
+        assert_eq!(kept, logged - 14);
+        let mut rec = serde_json::json!({"statement": "SELECé"});
+        budget.cut_statement(&mut rec, 10);
+        assert_eq!(rec["statement"], "SELEC");
+        let mut rec = serde_json::json!({"statement": "ABCDé"});
+        budget.cut_statement(&mut rec, 10);
+        assert_eq!(rec["statement"], "ABCD", "not inside the two bytes of é");
+        let mut short = serde_json::json!({"statement": "SELEC"});
+        assert_eq!(budget.cut_statement(&mut short, 7), 7);
+        assert!(short.get("statement_bytes").is_none());
+    }
 
     #[test]
     fn reverse_lines_across_blocks() {
