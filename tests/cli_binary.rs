@@ -54,8 +54,9 @@ fn check_accepts_the_demo_and_reports_broken_policies_with_location() {
     assert!(err.contains("unknown operation \"selekt\""), "{err}");
 }
 
-/// `check` resolves the upstreams' credentials as `serve` does: a secret the vault lacks, or a
-/// master key file that is not there, is an error (both passed `check`, then `serve` failed).
+/// `check` resolves the upstreams' credentials and reads the admin tokens as `serve` does: a
+/// secret the vault lacks, a bad admin token role, or a master key file that is not there, is
+/// an error (each passed `check`, then `serve` failed).
 #[test]
 fn check_resolves_vaulted_credentials_like_serve() {
     let dir = support::copy_demo_dir();
@@ -70,7 +71,23 @@ fn check_resolves_vaulted_credentials_like_serve() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no_such_secret"), "{err}");
 
+    // The admin tokens file, as serve loads it: a bad role passed check, then serve failed.
     std::fs::write(&cfg, &text).unwrap();
+    let tokens = dir.path().join("admin_tokens.toml");
+    let good_tokens = std::fs::read_to_string(&tokens).unwrap();
+    std::fs::write(
+        &tokens,
+        good_tokens.replacen("role = \"viewer\"", "role = \"superadmin\"", 1),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("admin_tokens.toml:") && err.contains("superadmin"),
+        "{err}"
+    );
+    std::fs::write(&tokens, good_tokens).unwrap();
+
     std::fs::remove_file(dir.path().join("master.key")).unwrap();
     let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
@@ -928,4 +945,114 @@ fn serve_reloads_the_certificate_on_sighup() {
         .lock()
         .unwrap()
         .contains("TLS certificate reloaded"));
+}
+
+/// Commands that read a file, change it and write it back take turns: run at once, none loses
+/// another's change (20 concurrent `vault set` kept 8 secrets and 15 `agent add` kept one, each
+/// saying it succeeded), and a `rotate-key` racing `vault set`s leaves the vault under the key it
+/// said it wrote (it once ended up under the old key).
+#[test]
+fn concurrent_cli_changes_to_one_file_all_land() {
+    use std::io::Write;
+    let dir = support::copy_demo_dir();
+    let cfg = dir.path().join("tollgate.toml");
+    let cfg = cfg.to_str().unwrap().to_string();
+    let spawn = |args: Vec<String>, stdin: Option<&str>| {
+        let mut child = Command::new(tollgate_bin())
+            .args(&args)
+            .env_remove("TOLLGATE_MASTER_KEY")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let _ = input.write_all(stdin.unwrap_or("").as_bytes()); // read or not, by the command
+        drop(input);
+        child
+    };
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let mut children = Vec::new();
+    for i in 0..12 {
+        let name = format!("racer{i}");
+        children.push(spawn(
+            s(&["vault", "--config", &cfg, "set", &format!("s{i}")]),
+            Some("value\n"),
+        ));
+        children.push(spawn(s(&["agent", "add", &name, "--config", &cfg]), None));
+        children.push(spawn(
+            s(&[
+                "admin-token",
+                "add",
+                &name,
+                "--role",
+                "viewer",
+                "--config",
+                &cfg,
+            ]),
+            None,
+        ));
+    }
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (_, secrets, err) = run(&["vault", "--config", &cfg, "list"]);
+    let (_, agents, _) = run(&["agent", "list", "--config", &cfg]);
+    let (_, tokens, _) = run(&["admin-token", "list", "--config", &cfg]);
+    for i in 0..12 {
+        assert!(
+            secrets.lines().any(|l| l == format!("s{i}")),
+            "s{i}: {secrets}{err}"
+        );
+        assert!(
+            agents
+                .lines()
+                .any(|l| l.starts_with(&format!("racer{i}\t"))),
+            "{agents}"
+        );
+        assert!(
+            tokens
+                .lines()
+                .any(|l| l.starts_with(&format!("racer{i}\t"))),
+            "{tokens}"
+        );
+    }
+
+    // rotate-key among vault sets: those before it land, those after it fail (the config's key
+    // is the old one), and the vault opens with the new key.
+    let new_key = dir.path().join("new.key");
+    let mut children = Vec::new();
+    for i in 0..4 {
+        children.push(spawn(
+            s(&["vault", "--config", &cfg, "set", &format!("late{i}")]),
+            Some("value\n"),
+        ));
+        if i == 1 {
+            children.push(spawn(
+                s(&[
+                    "vault",
+                    "--config",
+                    &cfg,
+                    "rotate-key",
+                    "--new-key-file",
+                    new_key.to_str().unwrap(),
+                ]),
+                None,
+            ));
+        }
+    }
+    let mut said = String::new();
+    for c in children {
+        said += &String::from_utf8_lossy(&c.wait_with_output().unwrap().stderr);
+    }
+    assert!(said.contains("vault re-encrypted"), "{said}");
+    std::fs::rename(&new_key, dir.path().join("master.key")).unwrap();
+    let (code, secrets, err) = run(&["vault", "--config", &cfg, "list"]);
+    assert_eq!(code, 0, "the vault opens with the new key: {err}");
+    assert!(secrets.lines().any(|l| l == "s11"), "{secrets}");
 }

@@ -10,7 +10,7 @@ use crate::auth::{generate_token, AgentsFile};
 use crate::config::Config;
 use crate::gateway::{self, load_policies};
 use crate::policy::{sql, Engine, Outcome, SessionFacts};
-use crate::vault::{MasterKey, Vault};
+use crate::vault::{FileLock, MasterKey, Vault};
 
 type CmdResult = Result<i32, String>;
 
@@ -81,6 +81,9 @@ pub fn check(config_path: &Path) -> CmdResult {
     for w in &set.warnings {
         eprintln!("warning: {w}");
     }
+    // The admin tokens file, as `serve` loads it (a bad role passed `check`, then `serve` failed).
+    crate::admin::tokens::AdminTokens::load(&config.admin.tokens_file)
+        .map_err(|e| e.to_string())?;
     // The certificate, and each upstream's TLS trust anchors, as `serve` will load them.
     if let Some(t) = &config.tls {
         crate::tls::ServerTls::load(&t.cert_file, &t.key_file).map_err(|e| e.to_string())?;
@@ -278,6 +281,7 @@ fn load_explain_schema(config: &Config, engine: &Engine, upstream: &str) -> Opti
 
 pub fn agent_add(config_path: &Path, name: &str, groups: Vec<String>) -> CmdResult {
     let config = load_config(config_path)?;
+    let _lock = lock(&config.agents_file)?;
     let mut file = AgentsFile::load(&config.agents_file).map_err(|e| e.to_string())?;
     let token = generate_token();
     file.add(name, &token, groups)?;
@@ -305,8 +309,15 @@ fn open_vault(config: &Config) -> Result<Vault, String> {
     Vault::open(&config.vault.file, key).map_err(|e| e.to_string())
 }
 
+/// Held while a command reads a file, changes it and writes it back: concurrent commands lost
+/// each other's changes (see [`FileLock`]).
+fn lock(path: &Path) -> Result<FileLock, String> {
+    FileLock::exclusive(path).map_err(|e| format!("{}: cannot lock: {e}", path.display()))
+}
+
 pub fn vault(config_path: &Path, command: VaultCommand) -> CmdResult {
     let config = load_config(config_path)?;
+    let _lock = lock(&config.vault.file)?;
     let mut vault = open_vault(&config)?;
     match command {
         VaultCommand::Set { key } => {
@@ -348,6 +359,7 @@ pub fn admin_token_add(config_path: &Path, name: &str, role: &str) -> CmdResult 
     let config = load_config(config_path)?;
     let role = Role::parse(role).ok_or("--role must be viewer or admin")?;
     let path = &config.admin.tokens_file;
+    let _lock = lock(path)?;
     let mut file = TokensFile::load(path).map_err(|e| e.to_string())?;
     let token = generate_admin_token();
     file.add(name, role, &token)?;

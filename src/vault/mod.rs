@@ -6,6 +6,7 @@
 //! or a key file, never from the config.
 
 mod key;
+mod lock;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +21,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 pub use key::{MasterKey, MASTER_KEY_ENV};
+pub use lock::FileLock;
 
 const FORMAT: &str = "tollgate-vault";
 const VERSION: u32 = 1;
