@@ -493,7 +493,7 @@ async fn flush_audit_periodically(gateway: Arc<Gateway>, mut shutdown: watch::Re
             }
         }
         ticks = ticks.wrapping_add(1);
-        if ticks % 10 == 0 {
+        if ticks.is_multiple_of(10) {
             gateway.core.flush_login_records();
         }
         if let Err(e) = gateway.core.audit.flush() {

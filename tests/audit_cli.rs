@@ -21,18 +21,25 @@ fn run(args: &[&str]) -> (i32, String, String) {
 
 fn event(i: usize) -> AuditEvent {
     AuditEvent {
-        agent: if i % 2 == 0 { "analyst" } else { "writer" }.into(),
+        agent: if i.is_multiple_of(2) {
+            "analyst"
+        } else {
+            "writer"
+        }
+        .into(),
         protocol: Protocol::Postgres,
         upstream: Some("shop".into()),
         session: 1,
         client_addr: Some("127.0.0.1:5000".into()),
         statement: Some(format!("SELECT {i}")),
-        decision: if i % 3 == 0 {
+        decision: if i.is_multiple_of(3) {
             Decision::Blocked
         } else {
             Decision::Allowed
         },
-        rule: (i % 3 == 0).then(|| "policies/analyst.toml: default deny".to_string()),
+        rule: i
+            .is_multiple_of(3)
+            .then(|| "policies/analyst.toml: default deny".to_string()),
         ..AuditEvent::default()
     }
 }

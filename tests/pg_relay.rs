@@ -216,7 +216,7 @@ async fn large_result_is_streamed_not_buffered() {
         let s: &str = row.get(1);
         assert_eq!(s.len(), 1000);
         n += 1;
-        if n % 10_000 == 0 {
+        if n.is_multiple_of(10_000) {
             peak = peak.max(rss_kb());
         }
     }

@@ -121,8 +121,16 @@ mod tests {
     fn rotated_log(dir: &std::path::Path) -> Vec<crate::audit::files::LogFile> {
         use std::io::Write;
         let record = |seq: u64| {
-            let agent = if seq % 2 == 0 { "analyst" } else { "writer" };
-            let decision = if seq % 3 == 0 { "blocked" } else { "allowed" };
+            let agent = if seq.is_multiple_of(2) {
+                "analyst"
+            } else {
+                "writer"
+            };
+            let decision = if seq.is_multiple_of(3) {
+                "blocked"
+            } else {
+                "allowed"
+            };
             format!(
                 "{{\"seq\":{seq},\"ts\":\"2026-11-23T12:00:{seq:02}.000000Z\",\"agent\":\"{agent}\",\"decision\":\"{decision}\"}}\n"
             )

@@ -122,7 +122,7 @@ pub async fn list(
         .filter(|(_, u)| {
             q.connector_type
                 .as_deref()
-                .map_or(true, |t| t == kind_name(u.kind))
+                .is_none_or(|t| t == kind_name(u.kind))
         })
         .map(|(id, u)| view(&state, id, u))
         .collect();

@@ -234,12 +234,12 @@ impl RecordFilter {
             }
         }
         let seq = rec["seq"].as_u64().unwrap_or(0);
-        let keep = self.before.map_or(true, |b| seq < b)
-            && self.agent.as_deref().map_or(true, |a| rec["agent"] == a)
+        let keep = self.before.is_none_or(|b| seq < b)
+            && self.agent.as_deref().is_none_or(|a| rec["agent"] == a)
             && self
                 .decision
                 .as_deref()
-                .map_or(true, |d| rec["decision"] == d);
+                .is_none_or(|d| rec["decision"] == d);
         if keep {
             Judgement::Keep
         } else {

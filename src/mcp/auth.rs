@@ -396,7 +396,7 @@ fn malformed_call(message: &serde_json::Map<String, serde_json::Value>) -> Optio
         .is_some_and(|p| {
             p.get("name").is_some_and(|n| n.is_string())
                 && p.get("arguments")
-                    .map_or(true, |a| a.is_object() || a.is_null())
+                    .is_none_or(|a| a.is_object() || a.is_null())
         });
     (!well_formed).then(|| Malformed {
         code: -32602,

@@ -369,7 +369,7 @@ pub async fn list_collections(
     let access = access_for(&h.core.policy, caller.agent(), &upstream);
     let list: Vec<Value> = shapes
         .iter()
-        .filter(|c| a.database.as_ref().map_or(true, |d| c.database == *d))
+        .filter(|c| a.database.as_ref().is_none_or(|d| c.database == *d))
         .filter_map(|c| collection_view(c, Some(&access)))
         .collect();
     record(

@@ -82,7 +82,7 @@ fn valid_message(seed: u8) -> Vec<u8> {
         body: encode_document(&body).into(),
         sequences,
     }
-    .encode(seed % 2 == 0)
+    .encode(seed.is_multiple_of(2))
 }
 
 /// 2,000 cases per property in the suite; `TOLLGATE_FUZZ_CASES` sets another count for the long

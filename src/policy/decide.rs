@@ -325,7 +325,7 @@ fn prints_trees(stmt: &StatementInfo) -> bool {
         || stmt
             .set_config_calls
             .iter()
-            .any(|c| c.as_ref().map_or(true, |(name, _)| debug_print(name)))
+            .any(|c| c.as_ref().is_none_or(|(name, _)| debug_print(name)))
 }
 
 /// `SET client_min_messages` (or `set_config` of it, or of a name computed at run time) to a
@@ -339,7 +339,7 @@ fn echoes_statements(stmt: &StatementInfo) -> bool {
         if lowers(name, Some(value.as_deref().unwrap_or("DEFAULT"))))
         || stmt.set_config_calls.iter().any(|c| {
             c.as_ref()
-                .map_or(true, |(name, value)| lowers(name, value.as_deref()))
+                .is_none_or(|(name, value)| lowers(name, value.as_deref()))
         })
 }
 

@@ -104,7 +104,7 @@ fn shown(
         Family::Function if sub(b"load") && i == args.len() - 1 => Shown::Code,
         Family::Function if sub(b"load") && args[i].eq_ignore_ascii_case(b"replace") => Shown::Word,
         // CONFIG SET name value [name value ...]
-        Family::Config if sub(b"set") && i % 2 == 0 => Shown::Name,
+        Family::Config if sub(b"set") && i.is_multiple_of(2) => Shown::Name,
         Family::Config if sub(b"get") => Shown::Name,
         Family::Scan | Family::ScanValues => scan.get(i).copied().unwrap_or(Shown::Redacted),
         _ => Shown::Redacted,

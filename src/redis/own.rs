@@ -44,7 +44,7 @@ pub fn plan_kill(args: &[Bytes], own: &[u64]) -> KillPlan {
             Bytes::from_static(b":0\r\n")
         }
     };
-    if filters.is_empty() || filters.len() % 2 != 0 {
+    if filters.is_empty() || !filters.len().is_multiple_of(2) {
         return KillPlan::Local(Bytes::from_static(b"-ERR syntax error\r\n"));
     }
     let id_filter = filters

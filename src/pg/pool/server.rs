@@ -283,7 +283,7 @@ impl Server {
             }
             spoke = None;
             periodic = Instant::now() + Duration::from_secs(1);
-            if !cancel.as_ref().is_some_and(|c| !c.is_finished()) {
+            if cancel.as_ref().is_none_or(|c| c.is_finished()) {
                 cancel = Some(tokio::spawn(crate::pg::cancel::send_cancel(target.clone())));
             }
         };
