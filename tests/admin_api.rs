@@ -267,6 +267,39 @@ fn readiness_when_every_upstream_answers() {
     });
 }
 
+/// Schema refreshes sent at once share catalog reads: each read logs in to the upstream, and 220
+/// concurrent viewer refreshes once took `shop` from 5 server connections to 112.
+#[test]
+fn concurrent_schema_refreshes_share_their_catalog_reads() {
+    harness().runtime.block_on(async {
+        let up = support::upstream().await;
+        let sessions = || async {
+            up.query_one(
+                "SELECT sessions FROM pg_stat_database WHERE datname = 'shop'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        };
+        let before = sessions().await;
+        let asks = (0..30).map(|_| {
+            admin(
+                "get",
+                "/api/v1/connectors/shop/schema?refresh=true",
+                AdminAs::Viewer,
+            )
+        });
+        for (status, body) in futures_util::future::join_all(asks).await {
+            assert_eq!(status, 200, "{body}");
+            assert!(body["tables"].as_array().is_some_and(|t| !t.is_empty()));
+        }
+        let opened = sessions().await - before;
+        // A handful of reads (plus what other tests of this binary open meanwhile), not 30.
+        assert!(opened <= 10, "{opened} upstream sessions for 30 refreshes");
+    });
+}
+
 #[test]
 fn schema_for_the_analyst_shows_only_its_tables_with_pii_masked() {
     harness().runtime.block_on(async {

@@ -109,7 +109,11 @@ pub async fn schema(state: &State, id: &str, agent: Option<&str>) -> Result<Json
         .door_for(id)
         .and_then(|d| d.collections(id, timeout))
         .ok_or_else(|| ApiError::NotFound(format!("no connector \"{}\"", shown(id))))?;
-    let collections = load.await.map_err(|e| {
+    // One read at a time, as catalog reads (each samples every collection over a connection).
+    let turn = super::schema::READING.lock().await;
+    let collections = load.await;
+    drop(turn);
+    let collections = collections.map_err(|e| {
         tracing::warn!(upstream = %id, error = %e, "collection sample for the admin API failed");
         ApiError::Unavailable(format!(
             "could not read the collections of connector \"{}\"",
