@@ -230,3 +230,36 @@ async fn a_long_statement_is_recorded_whole_so_nothing_after_a_comment_hides() {
     let statement = record["statement"].as_str().unwrap();
     assert!(statement.ends_with(&marker), "{}", &statement[4000..]);
 }
+
+/// A role password is never in the audit log, whether the statement reached the server (which
+/// refused it: the demo's role may not create roles) or was refused by the policy (the admin
+/// API's viewers read the log; a live review read a role's password there).
+#[tokio::test]
+async fn role_passwords_never_reach_the_audit_log() {
+    let role = format!("pw_probe_{}", std::process::id());
+    let trusted = connect("trusted").await;
+    let e = trusted
+        .simple_query(&format!("CREATE ROLE {role} PASSWORD 'Pw-Sent-7731'"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "the server's refusal: {e}");
+    let analyst = connect("analyst").await;
+    let e = analyst
+        .simple_query(&format!(
+            "ALTER ROLE {role} ENCRYPTED PASSWORD 'Pw-Refused-7733'"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(&harness().env.audit_log).unwrap();
+    for pw in ["Pw-Sent-7731", "Pw-Refused-7733"] {
+        assert!(!log.contains(pw), "{pw} in the audit log");
+    }
+    for recorded in [
+        format!("CREATE ROLE {role} PASSWORD '<password>'"),
+        format!("ALTER ROLE {role} ENCRYPTED PASSWORD '<password>'"),
+    ] {
+        assert!(log.contains(&recorded), "{recorded}");
+    }
+}
