@@ -168,3 +168,42 @@ fn refuse(socket: &TcpStream, refusal: &Refusal, body: fn(&Refusal) -> String) {
     );
     let _ = socket.try_write(response.as_bytes());
 }
+
+/// A connection of an HTTP listener: plain, or TLS when the client opened with a handshake.
+pub type HttpStream =
+    tokio_util::either::Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// Plain HTTP, or TLS when the first byte is a handshake record (0x16) and `[tls]` has a
+/// certificate: the MCP and admin listeners take both on one port. `protocol` labels the
+/// handshake failure counter.
+pub async fn tls_or_plain(
+    socket: TcpStream,
+    core: &crate::session::Core,
+    protocol: &'static str,
+) -> Option<HttpStream> {
+    use tokio_util::either::Either;
+    let _ = socket.set_nodelay(true);
+    let mut first = [0u8; 1];
+    let n = socket.peek(&mut first).await.ok()?;
+    if n == 0 || first[0] != 0x16 {
+        return Some(Either::Left(socket));
+    }
+    let Some(server) = core.tls.current() else {
+        tracing::debug!(
+            listener = protocol,
+            "TLS ClientHello, but no [tls] certificate is configured"
+        );
+        return None;
+    };
+    // No ALPN: HTTP/1.1 is what the listeners speak, and clients fall back to it.
+    let acceptor = tokio_rustls::TlsAcceptor::from(server.redis.clone());
+    match acceptor.accept(socket).await {
+        Ok(s) => Some(Either::Right(s)),
+        Err(e) => {
+            metrics::counter!("tollgate_tls_handshake_failures_total", "protocol" => protocol)
+                .increment(1);
+            tracing::debug!(listener = protocol, error = %e, "TLS handshake failed");
+            None
+        }
+    }
+}

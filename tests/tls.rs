@@ -334,6 +334,27 @@ async fn broken_handshakes_close_only_their_own_connection() {
     .expect("new sessions still welcome");
 }
 
+/// The admin API speaks HTTPS on its port when `[tls]` is set (its bearer tokens crossed the
+/// network in clear: a live review), and plain HTTP still answers there.
+#[tokio::test]
+async fn the_admin_api_answers_over_https_on_its_port() {
+    let env = &harness().env;
+    let port: u16 = env.admin_url().rsplit(':').next().unwrap().parse().unwrap();
+    let mut s = tls_connect(port, &env.ca_file, &[]).await.unwrap();
+    let request = format!(
+        "GET /api/v1/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        env.admin_viewer_token
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await; // a close without close_notify is fine here
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"agents\""), "{answer}");
+    let (status, _) = support::admin("get", "/healthz", support::AdminAs::Nobody).await;
+    assert_eq!(status, 200, "plain HTTP on the same port");
+}
+
 #[tokio::test]
 async fn redis_tls_listener_with_a_raw_rustls_client() {
     let env = &harness().env;

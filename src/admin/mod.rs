@@ -114,10 +114,16 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, shutdown: watch::Rec
         stop: shutdown,
         drained: false,
     };
-    // The caller's address goes into the audit records of admin actions.
-    let negotiate = |socket: tokio::net::TcpStream, addr: std::net::SocketAddr| async move {
-        let _ = socket.set_nodelay(true);
-        Some((socket, addr))
+    // HTTPS when `[tls]` is set (a token must not cross a network in clear), plain HTTP on the
+    // same port otherwise or for clients that ask for it. The caller's address goes into the
+    // audit records of admin actions.
+    let core = gw.core.clone();
+    let negotiate = move |socket: tokio::net::TcpStream, addr: std::net::SocketAddr| {
+        let core = core.clone();
+        async move {
+            let stream = crate::http_serve::tls_or_plain(socket, &core, "admin").await?;
+            Some((stream, addr))
+        }
     };
     crate::http_serve::serve(listener, router(gw), serve, negotiate).await;
 }

@@ -6,14 +6,12 @@
 use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
-use tracing::debug;
 
 use crate::session::Core;
 
 /// A connection as HTTP is served on it.
-pub type McpStream = Either<TcpStream, TlsStream<TcpStream>>;
+pub type McpStream = crate::http_serve::HttpStream;
 
 /// Who is on the other end, for the authentication middleware.
 #[derive(Debug, Clone, Copy)]
@@ -30,32 +28,7 @@ pub async fn negotiate(
     addr: SocketAddr,
     core: std::sync::Arc<Core>,
 ) -> Option<(McpStream, McpPeer)> {
-    let stream = tls_or_plain(socket, &core).await?;
+    let stream = crate::http_serve::tls_or_plain(socket, &core, "mcp").await?;
     let encrypted = matches!(stream, Either::Right(_));
     Some((stream, McpPeer { addr, encrypted }))
-}
-
-/// Plain HTTP, or TLS when the first byte is a handshake record and a certificate is loaded.
-async fn tls_or_plain(socket: TcpStream, core: &Core) -> Option<McpStream> {
-    let _ = socket.set_nodelay(true);
-    let mut first = [0u8; 1];
-    let n = socket.peek(&mut first).await.ok()?;
-    if n == 0 || first[0] != 0x16 {
-        return Some(Either::Left(socket));
-    }
-    let Some(server) = core.tls.current() else {
-        debug!("TLS ClientHello on the MCP listener, but no [tls] certificate is configured");
-        return None;
-    };
-    // No ALPN: HTTP/1.1 is what the listener speaks, and clients fall back to it.
-    let acceptor = tokio_rustls::TlsAcceptor::from(server.redis.clone());
-    match acceptor.accept(socket).await {
-        Ok(s) => Some(Either::Right(s)),
-        Err(e) => {
-            metrics::counter!("tollgate_tls_handshake_failures_total", "protocol" => "mcp")
-                .increment(1);
-            debug!(error = %e, "MCP TLS handshake failed");
-            None
-        }
-    }
 }
