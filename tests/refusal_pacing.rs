@@ -207,6 +207,24 @@ fn malformed_mcp_calls_are_recorded_and_paced_like_refused_statements() {
                 r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":123}}"#,
                 -32602,
             ),
+            // The MCP service's own refusals (415, -32601, a 202 for a call without an id)
+            // were unrecorded: a live review.
+            (
+                r#"{"jsonrpc":"2.0","id":9223372036854775808,"method":"tools/call","params":{"name":"query","arguments":{"sql":"select 1"}}}"#,
+                -32600,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"query","arguments":{"sql":"select * from secrets"}},"params":{"name":"query","arguments":{"sql":"select 1"}}}"#,
+                -32600,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"query","name":"list_tables","arguments":{}}}"#,
+                -32600,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"query","arguments":{"sql":"select * from secrets"}}}"#,
+                -32600,
+            ),
             (r#"{"jsonrpc":"2.0","id":9,"method":"#, -32700),
         ] {
             let resp = reqwest::Client::new()
@@ -229,7 +247,7 @@ fn malformed_mcp_calls_are_recorded_and_paced_like_refused_statements() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             blocked_records(&served, "analyst", "builtin: request"),
-            N + 4
+            N + 8
         );
         let log = std::fs::read_to_string(served.dir.path().join("audit.log")).unwrap();
         let records: Vec<serde_json::Value> = log

@@ -302,6 +302,12 @@ fn screen(body: &[u8], values: usize) -> Screened {
             id: serde_json::Value::Null,
         });
     };
+    // serde_json keeps the last of a repeated key; the MCP service refused such bodies with a
+    // 415 or a "method not found" of its own, unrecorded (a live review's duplicate `params`
+    // asked for `secrets` first). Which of two values counts is not for a reader to guess.
+    if has_duplicate_keys(body) {
+        return invalid("a JSON object of the request names a key twice");
+    }
     let message = match &value {
         serde_json::Value::Object(m) => m,
         // The MCP service answers these with 415 and a line of text; a JSON-RPC client expects
@@ -329,20 +335,81 @@ fn invalid_envelope(message: &serde_json::Map<String, serde_json::Value>) -> Opt
     if message.get("jsonrpc").and_then(|v| v.as_str()) != Some("2.0") {
         return Some("not a JSON-RPC 2.0 message: \"jsonrpc\" must be \"2.0\"");
     }
+    // The MCP service takes ids that fit in an i64 (2^63 was its 415).
     if message
         .get("id")
-        .is_some_and(|id| !(id.is_string() || id.is_i64() || id.is_u64()))
+        .is_some_and(|id| !(id.is_string() || id.is_i64()))
     {
-        return Some("a JSON-RPC id must be a string or an integer");
+        return Some("a JSON-RPC id must be a string or an integer of at most 64 bits (signed)");
     }
     let response = message.contains_key("result") || message.contains_key("error");
     match message.get("method") {
         Some(_) if response => Some("a JSON-RPC message is a request or a response, not both"),
+        // A tools/call sent as a notification was answered 202 and dropped, unrecorded.
+        Some(m)
+            if m.as_str().is_some_and(|m| !m.starts_with("notifications/"))
+                && !message.contains_key("id") =>
+        {
+            Some("a JSON-RPC request needs an id (only notifications/* go without one)")
+        }
         Some(m) if m.is_string() => None,
         Some(_) => Some("a JSON-RPC method must be a string"),
         None if response => None,
         None => Some("a JSON-RPC request needs a method"),
     }
+}
+
+/// Whether any JSON object in `body` (valid JSON) names a key twice, at any depth.
+fn has_duplicate_keys(body: &[u8]) -> bool {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    /// Walks a value; fails on a repeated key.
+    struct Unique;
+    impl<'de> DeserializeSeed<'de> for Unique {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Unique {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Unique)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if !seen.insert(key) {
+                    return Err(serde::de::Error::custom("a key named twice"));
+                }
+                map.next_value_seed(Unique)?;
+            }
+            Ok(())
+        }
+    }
+    let mut d = serde_json::Deserializer::from_slice(body);
+    Unique.deserialize(&mut d).is_err()
 }
 
 /// How many JSON values `body` may hold, without parsing it: one, plus every `,` `[` and `{`
@@ -468,6 +535,14 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1}"#,
             r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#,
+            // Found by a live review: each was the MCP service's, unrecorded.
+            r#"{"jsonrpc":"2.0","id":9223372036854775808,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"query","arguments":{"sql":"select * from secrets"}},"params":{"name":"query","arguments":{"sql":"select 1"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"query","name":"x","arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"query","arguments":{"sql":"a","sql":"b"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"query","arguments":{"x":[{"k":1,"k\u0000":2,"k":3}]}}}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"query","arguments":{"sql":"select 1"}}}"#,
         ] {
             assert_eq!(
                 malformed_request(invalid.as_bytes()).map(|m| m.code),
