@@ -297,6 +297,17 @@ fn concurrent_schema_refreshes_share_their_catalog_reads() {
         let opened = sessions().await - before;
         // A handful of reads (plus what other tests of this binary open meanwhile), not 30.
         assert!(opened <= 10, "{opened} upstream sessions for 30 refreshes");
+
+        // MongoDB samples likewise: requests that waited share the sample taken meanwhile
+        // (twenty once took one each in turn, holding every schema read up for 13 s).
+        let asks =
+            (0..12).map(|_| admin("get", "/api/v1/connectors/mongo/schema", AdminAs::Viewer));
+        let mut reads = std::collections::HashSet::new();
+        for (status, body) in futures_util::future::join_all(asks).await {
+            assert_eq!(status, 200, "{body}");
+            reads.insert(body["loaded_at"].as_str().unwrap().to_string());
+        }
+        assert!(reads.len() <= 3, "{} samples for 12 requests", reads.len());
     });
 }
 

@@ -1055,4 +1055,19 @@ fn concurrent_cli_changes_to_one_file_all_land() {
     let (code, secrets, err) = run(&["vault", "--config", &cfg, "list"]);
     assert_eq!(code, 0, "the vault opens with the new key: {err}");
     assert!(secrets.lines().any(|l| l == "s11"), "{secrets}");
+
+    // Reading takes no lock (a read-only config directory still reads); writing says why not.
+    let lock_path = dir.path().join(".vault.json.lock");
+    std::fs::remove_file(&lock_path).unwrap();
+    std::fs::create_dir(&lock_path).unwrap();
+    let (code, _, err) = run(&["vault", "--config", &cfg, "get", "s3"]);
+    assert_eq!(code, 0, "{err}");
+    let out = spawn(s(&["vault", "--config", &cfg, "set", "x"]), Some("v\n"))
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot lock"),
+        "{err}"
+    );
 }

@@ -86,11 +86,14 @@ pub async fn audit(
     let Query(q) = query.map_err(bad_query)?;
     let filter = Filter::from_query(q)?;
     let log = state.gw.core.audit.clone();
-    let _turn = READERS
+    let turn = READERS
         .acquire()
         .await
         .map_err(|e| ApiError::Internal(format!("audit read failed: {e}")))?;
     let found = tokio::task::spawn_blocking(move || {
+        // Held by the scan itself: a client that hangs up drops this handler, not the scan, and
+        // its turn must not free up while the scan still runs (a re-review ran ten at once).
+        let _turn = turn;
         // Queued records first, so the answer is current.
         let _ = log.flush();
         let files = log.files()?;

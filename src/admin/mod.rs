@@ -60,6 +60,10 @@ pub struct AdminState {
     pub probes: Mutex<HashMap<String, probe::ProbeRecord>>,
     /// Table shapes per connector, as last read from its catalog.
     pub schemas: Mutex<HashMap<String, schema::CachedSchema>>,
+    /// MongoDB collection samples per connector, as last read (shared by requests that waited).
+    pub samples: Mutex<HashMap<String, mongo_schema::Sample>>,
+    /// One catalog read or sample at a time per connector (`schema::read_turn`).
+    pub reads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The last readiness answer, reused for a second (probes log in upstream).
     pub ready: Mutex<Option<(std::time::Instant, bool, serde_json::Value)>>,
     /// Turns to check a token not seen before (PBKDF2): `auth::CHECKS_AT_ONCE`.
@@ -75,6 +79,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         gw,
         probes: Mutex::new(HashMap::new()),
         schemas: Mutex::new(HashMap::new()),
+        samples: Mutex::new(HashMap::new()),
+        reads: Mutex::new(HashMap::new()),
         ready: Mutex::new(None),
         token_checks: Arc::new(tokio::sync::Semaphore::new(auth::CHECKS_AT_ONCE)),
         refusals: Mutex::new(actions::Refusals::default()),

@@ -30,11 +30,18 @@ pub struct CachedSchema {
     pub snapshot: Arc<SchemaSnapshot>,
 }
 
-/// Catalog reads (and MongoDB collection samples) run one at a time. Each logs in to the upstream, and a viewer's `refresh=true`
-/// requests sent at once each opened a connection of their own (220 took `shop` from 5 server
-/// connections to 112; a live review). A refresh that waited while another read ran takes that
-/// read's answer: it is newer than the request.
-pub(super) static READING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// A connector's catalog reads (and MongoDB collection samples) run one at a time. Each logs
+/// in to the upstream, and a viewer's `refresh=true` requests sent at once each opened a
+/// connection of their own (220 took `shop` from 5 server connections to 112; a live review).
+/// A request that waited while another read ran takes that read's answer: it is newer than the
+/// request. Per connector, so a slow one holds up only its own readers.
+pub(super) async fn read_turn(state: &State, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    let turn = {
+        let mut reads = state.reads.lock().unwrap_or_else(|e| e.into_inner());
+        reads.entry(id.to_string()).or_default().clone()
+    };
+    turn.lock_owned().await
+}
 
 #[derive(Debug, Deserialize)]
 pub struct SchemaQuery {
@@ -159,7 +166,7 @@ async fn load(state: &State, id: &str, refresh: bool) -> Result<CachedSchema, Ap
             return Ok(c);
         }
     }
-    let _turn = READING.lock().await;
+    let _turn = read_turn(state, id).await;
     // Read by another request while this one waited (or, without refresh, at all).
     if let Some(c) = cached().filter(|c| !refresh || c.read_at >= asked) {
         return Ok(c);

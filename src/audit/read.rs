@@ -306,7 +306,9 @@ impl AnswerBudget {
         while !s.is_char_boundary(end) {
             end -= 1;
         }
-        s.truncate(end);
+        // A new string: truncating keeps the whole allocation, so each cut record still held
+        // its full statement (a re-review: 8 MB answers took 140 MB).
+        *s = s[..end].to_owned();
         rec["statement_bytes"] = Value::from(full);
         logged.saturating_sub(full - end)
     }
@@ -327,6 +329,11 @@ mod tests {
         let kept = budget.cut_statement(&mut rec, logged);
         assert_eq!(rec["statement"], "SELEC");
         assert_eq!(rec["statement_bytes"], 19);
+        // The cut string holds only what is kept, not the whole statement's allocation.
+        let big = "x".repeat(1 << 20);
+        let mut long = serde_json::json!({ "statement": big });
+        budget.cut_statement(&mut long, (1 << 20) + 20);
+        assert!(matches!(&long["statement"], Value::String(s) if s.capacity() < 1024));
         assert_eq!(kept, logged - 14);
         let mut rec = serde_json::json!({"statement": "SELECé"});
         budget.cut_statement(&mut rec, 10);

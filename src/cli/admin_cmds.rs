@@ -317,7 +317,14 @@ fn lock(path: &Path) -> Result<FileLock, String> {
 
 pub fn vault(config_path: &Path, command: VaultCommand) -> CmdResult {
     let config = load_config(config_path)?;
-    let _lock = lock(&config.vault.file)?;
+    // Only the commands that write the vault take turns: `get` and `list` read a file that is
+    // only ever replaced whole, and work where the config directory is read-only.
+    let _lock = match command {
+        VaultCommand::Set { .. } | VaultCommand::RotateKey { .. } => {
+            Some(lock(&config.vault.file)?)
+        }
+        VaultCommand::Get { .. } | VaultCommand::List => None,
+    };
     let mut vault = open_vault(&config)?;
     match command {
         VaultCommand::Set { key } => {

@@ -29,6 +29,8 @@ impl FileLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            // A symlink planted at the lock's path is not followed (and a file created there).
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)?;
         file.lock()?;
         Ok(FileLock { _file: file })
@@ -69,5 +71,14 @@ mod tests {
         drop(first);
         rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         waiter.join().unwrap();
+    }
+
+    #[test]
+    fn a_symlink_at_the_lock_path_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::os::unix::fs::symlink(&victim, dir.path().join(".vault.json.lock")).unwrap();
+        assert!(FileLock::exclusive(&dir.path().join("vault.json")).is_err());
+        assert!(!victim.exists());
     }
 }
