@@ -251,9 +251,26 @@ async fn role_passwords_never_reach_the_audit_log() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "42501");
+    // Where a re-review still found them: a quoted option name, a DO block, a URI, a server's
+    // error quoting the literal.
+    for sql in [
+        "CREATE USER MAPPING FOR CURRENT_USER SERVER nosuch OPTIONS (user 'u', \"password\" 'Pw-Quoted-7734')".to_string(),
+        format!("DO $$ BEGIN ALTER ROLE {role} PASSWORD 'Pw-Do-7735'; END $$"),
+        "SELECT dblink_connect('postgresql://u:Pw-Uri-7736@127.0.0.1/shop')".to_string(),
+        "SELECT 'host=h password=Pw-Error-7737'::int".to_string(),
+    ] {
+        assert!(trusted.simple_query(&sql).await.is_err(), "{sql}");
+    }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let log = std::fs::read_to_string(&harness().env.audit_log).unwrap();
-    for pw in ["Pw-Sent-7731", "Pw-Refused-7733"] {
+    for pw in [
+        "Pw-Sent-7731",
+        "Pw-Refused-7733",
+        "Pw-Quoted-7734",
+        "Pw-Do-7735",
+        "Pw-Uri-7736",
+        "Pw-Error-7737",
+    ] {
         assert!(!log.contains(pw), "{pw} in the audit log");
     }
     for recorded in [

@@ -107,53 +107,90 @@ fn without_comments(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// What a password literal is recorded as.
+/// What a string literal of a statement that mentions a password is recorded as.
 const PASSWORD_SHOWN: &str = "'<password>'";
 
-/// `text` with its passwords replaced by [`PASSWORD_SHOWN`], whether or not literals are
-/// redacted (as pgaudit does): the literal after a `PASSWORD` keyword (`CREATE ROLE ...
-/// PASSWORD '...'`, `ALTER USER ... ENCRYPTED PASSWORD`, a foreign server's or user mapping's
-/// `OPTIONS (password '...')`) and a connection string naming one (`'host=h password=p'`). A
-/// statement is otherwise recorded whole, and the audit log is read by viewers of the admin API
-/// who should not learn role passwords (a live review read one there). Text that does not
-/// mention a password costs one pass over its bytes.
+/// What is recorded for a statement that mentions a password and that the scanner cannot read
+/// (an unterminated quote: PostgreSQL's lexer rejects it too, so it never runs).
+const PASSWORD_UNREADABLE: &str =
+    "<statement not recorded: it mentions a password and its literals could not be told apart>";
+
+/// `text` as recorded whatever `redact_literals` says (as pgaudit does for passwords): in a
+/// statement that mentions a password anywhere, every string literal is recorded as
+/// [`PASSWORD_SHOWN`]; a dollar-quoted one (a function body, a `DO` block) is read as SQL in turn,
+/// so its code stays and its literals go. Asking where exactly the password sits was not enough:
+/// a re-review found it after a quoted `"password"` option name, in a `DO` block, and as a
+/// `format()` argument. And a connection URI with a password (`postgresql://u:p@h/db`) is
+/// recorded as [`PASSWORD_SHOWN`] in any statement. The admin API's viewers read the log (a
+/// live review read a role's password there). Text that mentions neither costs two passes over
+/// its bytes.
 fn without_passwords(text: &str) -> std::borrow::Cow<'_, str> {
-    if !mentions_password(text.as_bytes()) {
+    let mentions = mentions_password(text.as_bytes());
+    if !mentions && memchr::memmem::find(text.as_bytes(), b"://").is_none() {
         return std::borrow::Cow::Borrowed(text);
     }
-    let Ok(scan) = pg_query::scan(text) else {
-        return std::borrow::Cow::Borrowed(text); // PostgreSQL would not run it either
-    };
+    match literals_without_passwords(text, mentions, 0) {
+        Some(out) => out,
+        None if mentions => std::borrow::Cow::Owned(PASSWORD_UNREADABLE.to_string()),
+        None => std::borrow::Cow::Borrowed(text),
+    }
+}
+
+/// How deep dollar-quoted bodies are read into (a body inside a body inside a body...).
+const NESTING: usize = 8;
+
+/// `text` with the literals [`without_passwords`] replaces replaced (all of them when
+/// `every`); `None` if the scanner cannot read it.
+fn literals_without_passwords(
+    text: &str,
+    every: bool,
+    depth: usize,
+) -> Option<std::borrow::Cow<'_, str>> {
+    let scan = pg_query::scan(text).ok()?;
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
-    let mut after_password = false;
     for t in scan.tokens {
-        let kind = Token::try_from(t.token);
-        let (Ok(start), Ok(end)) = (usize::try_from(t.start), usize::try_from(t.end)) else {
-            return std::borrow::Cow::Borrowed(text);
-        };
-        let literal = matches!(kind, Ok(Token::Sconst | Token::Usconst));
-        let comment = matches!(kind, Ok(Token::SqlComment | Token::CComment));
-        let secret = literal
-            && (after_password
-                || text
-                    .get(start..end)
-                    .is_some_and(|l| names_password(l.as_bytes())));
-        if !comment {
-            after_password = matches!(kind, Ok(Token::Password));
-        }
-        if !secret {
+        if !matches!(Token::try_from(t.token), Ok(Token::Sconst | Token::Usconst)) {
             continue;
         }
-        let Some(before) = text.get(at..start) else {
-            return std::borrow::Cow::Borrowed(text);
+        let (start, end) = (usize::try_from(t.start).ok()?, usize::try_from(t.end).ok()?);
+        let literal = text.get(start..end)?;
+        let shown = if every {
+            dollar_body_without_passwords(literal, depth)
+                .unwrap_or(std::borrow::Cow::Borrowed(PASSWORD_SHOWN))
+        } else if uri_with_password(literal.as_bytes()) {
+            std::borrow::Cow::Borrowed(PASSWORD_SHOWN)
+        } else {
+            continue;
         };
-        out.push_str(before);
-        out.push_str(PASSWORD_SHOWN);
+        out.push_str(text.get(at..start)?);
+        out.push_str(&shown);
         at = end;
     }
-    out.push_str(text.get(at..).unwrap_or_default());
-    std::borrow::Cow::Owned(out)
+    if at == 0 {
+        return Some(std::borrow::Cow::Borrowed(text));
+    }
+    out.push_str(text.get(at..)?);
+    Some(std::borrow::Cow::Owned(out))
+}
+
+/// A dollar-quoted literal (`$tag$ ... $tag$`) with its content read as SQL and its own literals
+/// replaced; `None` for any other literal, or content the scanner cannot read.
+fn dollar_body_without_passwords(literal: &str, depth: usize) -> Option<std::borrow::Cow<'_, str>> {
+    if depth >= NESTING || !literal.starts_with('$') {
+        return None;
+    }
+    let tag_end = literal[1..].find('$')? + 2;
+    let tag = &literal[..tag_end];
+    let body = literal.get(tag_end..literal.len().checked_sub(tag.len())?)?;
+    if !literal.ends_with(tag) || literal.len() < 2 * tag.len() {
+        return None;
+    }
+    // Content with no literal of its own is a value (`$b$secret$b$`), not a body: replaced.
+    match literals_without_passwords(body, true, depth + 1)? {
+        std::borrow::Cow::Borrowed(_) => None,
+        inner => Some(std::borrow::Cow::Owned(format!("{tag}{inner}{tag}"))),
+    }
 }
 
 /// Whether `b` holds "password" in any case (on every statement's path: memchr finds the few
@@ -165,16 +202,22 @@ fn mentions_password(b: &[u8]) -> bool {
     })
 }
 
-/// Whether a literal names a password as a connection string does (`password=...`, spaces
-/// allowed before the `=`).
-fn names_password(literal: &[u8]) -> bool {
-    literal.windows(8).enumerate().any(|(i, w)| {
-        w.eq_ignore_ascii_case(b"password")
-            && literal[i + 8..]
-                .iter()
-                .find(|c| !c.is_ascii_whitespace())
-                .is_some_and(|&c| c == b'=')
+/// Whether a literal holds a URI with a password in it (`scheme://user:password@host`).
+fn uri_with_password(literal: &[u8]) -> bool {
+    memchr::memmem::find_iter(literal, b"://").any(|i| {
+        let rest = &literal[i + 3..];
+        let authority = rest
+            .iter()
+            .position(|c| matches!(c, b'/' | b'?' | b'#' | b'\'' | b' '))
+            .map_or(rest, |end| &rest[..end]);
+        memchr::memrchr(b'@', authority).is_some_and(|at| authority[..at].contains(&b':'))
     })
+}
+
+/// Whether a server's message mentions a password (its outcome is then recorded without it: a
+/// message can quote a literal the statement carried).
+pub fn mentions_a_password(message: &str) -> bool {
+    mentions_password(message.as_bytes()) || uri_with_password(message.as_bytes())
 }
 
 /// `text` with every literal token the scanner finds replaced by `?`; comments and everything
@@ -256,11 +299,11 @@ mod tests {
             ),
             (
                 "alter user r with encrypted password /* c */ 'x''y' valid until 'infinity'",
-                "alter user r with encrypted password /* c */ '<password>' valid until 'infinity'",
+                "alter user r with encrypted password /* c */ '<password>' valid until '<password>'",
             ),
             (
-                "CREATE USER MAPPING FOR r SERVER s OPTIONS (user 'u', password 'p1')",
-                "CREATE USER MAPPING FOR r SERVER s OPTIONS (user 'u', password '<password>')",
+                "CREATE USER MAPPING FOR r SERVER s OPTIONS (user 'u', \"password\" 'p1')",
+                "CREATE USER MAPPING FOR r SERVER s OPTIONS (user '<password>', \"password\" '<password>')",
             ),
             (
                 "SELECT dblink_connect('host=h PassWord = p2 dbname=d')",
@@ -270,22 +313,47 @@ mod tests {
                 "ALTER ROLE r PASSWORD E'p\\3'",
                 "ALTER ROLE r PASSWORD '<password>'",
             ),
-            // Mentions that are not passwords stay.
+            // A body is read as SQL: its code stays, its literals go.
             (
-                "SELECT 'reset your password' AS password FROM t",
-                "SELECT 'reset your password' AS password FROM t",
+                "DO $$ BEGIN ALTER ROLE r PASSWORD 'pB1'; END $$",
+                "DO $$ BEGIN ALTER ROLE r PASSWORD '<password>'; END $$",
             ),
+            (
+                "DO $f$ BEGIN EXECUTE format('ALTER ROLE %I PASSWORD %L', 'r', 'pB2'); END $f$",
+                "DO $f$ BEGIN EXECUTE format('<password>', '<password>', '<password>'); END $f$",
+            ),
+            (
+                "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $a$ ALTER ROLE r PASSWORD $b$pB3$b$ $a$",
+                "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $a$ ALTER ROLE r PASSWORD '<password>' $a$",
+            ),
+            // A URI with a password, mentioned or not.
+            (
+                "SELECT dblink_connect('postgresql://u:pD1@127.0.0.1/shop')",
+                "SELECT dblink_connect('<password>')",
+            ),
+            (
+                "SELECT 'https://example.com/a:b@c', 'postgresql://u@h/db'",
+                "SELECT 'https://example.com/a:b@c', 'postgresql://u@h/db'",
+            ),
+            ("SELECT 'no secret here'", "SELECT 'no secret here'"),
         ] {
             assert_eq!(recorded(sql, false, 1 << 20), want, "{sql}");
             let redacted = recorded(sql, true, 1 << 20);
-            assert!(
-                !redacted.contains("p1") && !redacted.contains("RolePassw0rd"),
-                "{redacted}"
-            );
+            for secret in ["p1", "RolePassw0rd", "pB1", "pB2", "pB3", "pD1"] {
+                assert!(!redacted.contains(secret), "{redacted}");
+            }
         }
-        // A refused text's head too, and a text the scanner rejects is left to the refusal.
+        // Unreadable by the scanner (PostgreSQL would not run it either): not recorded at all.
+        assert_eq!(
+            recorded("ALTER ROLE r PASSWORD 'unterminated", false, 1 << 20),
+            PASSWORD_UNREADABLE
+        );
+        // A refused text's head too.
         let long = format!("CREATE ROLE r PASSWORD 'secret9' {}", "x".repeat(100));
         assert!(!recorded(&long, false, 50).contains("secret9"));
+        assert!(mentions_a_password("invalid input: \"host=h password=x\""));
+        assert!(mentions_a_password("bad uri \"postgresql://u:x@h\""));
+        assert!(!mentions_a_password("permission denied to alter role"));
     }
 
     #[test]

@@ -722,6 +722,11 @@ fn recorded_error(message: String, redact_literals: bool) -> String {
     if redact_literals && !message.starts_with("tollgate") {
         return "<the server's message is not recorded: redact_literals>".to_string();
     }
+    // A message can quote a literal the statement carried, a password's too
+    // (`invalid input syntax for type integer: "host=h password=..."`; a re-review).
+    if !message.starts_with("tollgate") && crate::audit::sql_text::mentions_a_password(&message) {
+        return "<the server's message is not recorded: it mentions a password>".to_string();
+    }
     if message.len() <= RECORDED_ERROR {
         return message;
     }
@@ -746,5 +751,7 @@ mod recorded_error_tests {
         assert!(!recorded_error(quoted.into(), true).contains("4111"));
         let ours = "tollgate: canceling statement due to statement timeout of 5 ms (rule: r)";
         assert_eq!(recorded_error(ours.into(), true), ours);
+        let pw = "invalid input syntax for type integer: \"host=h password=SECRETH1\"";
+        assert!(!recorded_error(pw.into(), false).contains("SECRETH1"));
     }
 }
