@@ -777,13 +777,7 @@ impl FromClient {
                     (Kind::Reply(MaskPlan::None), cmd.raw)
                 } else {
                     // Another agent's connection (or none): as if no such client were blocked.
-                    (
-                        Kind::Local(Bytes::from_static(
-                            b":0
-",
-                        )),
-                        Bytes::new(),
-                    )
+                    (Kind::Local(Bytes::from_static(b":0\r\n")), Bytes::new())
                 }
             }
             ClientScope::List => (own_filter(OwnFilter::ClientList), cmd.raw),

@@ -270,6 +270,15 @@ async fn a_failed_audit_commit_refuses_reset_with_one_line() {
 #[test]
 fn client_kill_and_slowlog_reach_own_connections_only() {
     let mut r = rig_as("trusted", PASSTHROUGH);
+    // The reply to another connection's UNBLOCK is a whole RESP integer (it once ended in a
+    // bare newline, and the client waited for the rest: a live review).
+    r.send("CLIENT UNBLOCK 99999");
+    assert!(
+        matches!(&r.entries[0].kind, Kind::Local(b) if &b[..] == b":0\r\n"),
+        "{:?}",
+        r.entries[0].kind
+    );
+    r.entries.clear();
     r.send("CLIENT KILL ID 8");
     r.send("CLIENT KILL ID 9");
     r.send("CLIENT KILL TYPE normal SKIPME no");
