@@ -125,8 +125,8 @@ const PASSWORD_UNREADABLE: &str =
 /// live review read a role's password there). Text that mentions neither costs two passes over
 /// its bytes.
 fn without_passwords(text: &str) -> std::borrow::Cow<'_, str> {
-    let mentions = mentions_password(text.as_bytes());
-    if !mentions && memchr::memmem::find(text.as_bytes(), b"://").is_none() {
+    let (mentions, uri) = password_or_uri(text.as_bytes());
+    if !mentions && !uri {
         return std::borrow::Cow::Borrowed(text);
     }
     match literals_without_passwords(text, mentions, 0) {
@@ -196,10 +196,29 @@ fn dollar_body_without_passwords(literal: &str, depth: usize) -> Option<std::bor
 /// Whether `b` holds "password" in any case (on every statement's path: memchr finds the few
 /// places worth comparing).
 fn mentions_password(b: &[u8]) -> bool {
-    memchr::memchr2_iter(b'p', b'P', b).any(|i| {
-        b.get(i..i + 8)
-            .is_some_and(|w| w.eq_ignore_ascii_case(b"password"))
-    })
+    memchr::memchr2_iter(b'p', b'P', b).any(|i| is_password_at(b, i))
+}
+
+fn is_password_at(b: &[u8], i: usize) -> bool {
+    b.get(i..i + 8)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"password"))
+}
+
+/// Whether `b` mentions "password", and whether it holds "://", in one pass (every statement
+/// recorded pays it: a searcher built per call cost hundreds of instructions).
+fn password_or_uri(b: &[u8]) -> (bool, bool) {
+    let (mut password, mut uri) = (false, false);
+    for i in memchr::memchr3_iter(b'p', b'P', b':', b) {
+        if b[i] == b':' {
+            uri |= b.get(i + 1..i + 3) == Some(b"//");
+        } else {
+            password |= is_password_at(b, i);
+        }
+        if password && uri {
+            break;
+        }
+    }
+    (password, uri)
 }
 
 /// Whether a literal holds a URI with a password in it (`scheme://user:password@host`).
