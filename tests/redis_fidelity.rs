@@ -226,3 +226,26 @@ async fn commands_sent_before_a_half_close_are_answered() {
         );
     }
 }
+
+/// `CLIENT REPLY SKIP` before a command tollgate answers itself (a refusal): Redis skipped the
+/// reply of the next command it was sent instead, and every reply after it was paired with the
+/// wrong command (a live review read masked values raw that way). The skip is used up upstream,
+/// and the replies that follow are the client's.
+#[tokio::test]
+async fn a_skipped_reply_to_a_refused_command_leaves_the_next_replies_in_step() {
+    let mut s = redis_login("trusted").await;
+    let got = redis_exchange(
+        &mut s,
+        &[
+            cmd(&["SET", "fid:skip", "value-after-skip"]),
+            cmd(&["CLIENT", "REPLY", "SKIP"]),
+            cmd(&["SLOWLOG", "RESET"]), // refused by tollgate: its reply is skipped
+            cmd(&["GET", "fid:skip"]),
+            cmd(&["ECHO", "last"]),
+        ]
+        .concat(),
+        "$4\r\nlast\r\n",
+    )
+    .await;
+    assert_eq!(got, "+OK\r\n$16\r\nvalue-after-skip\r\n$4\r\nlast\r\n");
+}

@@ -438,7 +438,8 @@ impl FromClient {
         entries: &mut Vec<Entry>,
         out: &mut BytesMut,
     ) -> bool {
-        let silent = self.reply_off || std::mem::take(&mut self.silence_next);
+        let skipping = std::mem::take(&mut self.silence_next) && !self.reply_off;
+        let silent = self.reply_off || skipping;
         let first = entries.len();
         let mark = out.len();
         // One lookup in the command table serves routing, the policy and the audit record.
@@ -458,6 +459,14 @@ impl FromClient {
             } else {
                 self.switch_at = Some((mark, first));
             }
+        }
+        if skipping && out.len() == mark {
+            // The command CLIENT REPLY SKIP silences was answered here (refused, unknown, AUTH):
+            // the upstream's skip is still pending and would swallow the next forwarded
+            // command's reply instead, pairing every reply after it with the wrong command (a
+            // live review read masked emails raw that way). A PING takes the skip; on a session
+            // whose own connection holds it (CLIENT is never sent on a shared one).
+            out.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
         }
         match self.reply_change.take() {
             // ON answers +OK even when replies were off.

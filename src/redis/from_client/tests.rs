@@ -348,6 +348,19 @@ fn client_reply_off_and_skip_owe_no_replies() {
     r.send("GET a");
     r.send("GET b");
     assert_eq!(kinds(&r), ["reply"], "only GET b is answered");
+    // A skipped command tollgate answers itself (a refusal) never reaches the upstream,
+    // whose skip a PING then takes; the next command's reply is the client's.
+    let _ = r.forwarded(); // taken: what follows is this case's
+    r.entries.clear();
+    r.send("CLIENT REPLY SKIP");
+    r.send("SLOWLOG RESET"); // refused here (builtin: own-connections)
+    r.send("GET f");
+    assert_eq!(kinds(&r), ["reply"], "{:?}", kinds(&r));
+    let fwd = r.forwarded();
+    assert!(
+        fwd.ends_with("*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nf\r\n"),
+        "{fwd}"
+    );
     r.entries.clear();
     r.send("CLIENT REPLY OFF");
     r.send("GET c");
