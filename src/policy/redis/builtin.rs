@@ -190,8 +190,17 @@ const LOGIN_SETTINGS: [&str; 4] = ["requirepass", "masterauth", "masteruser", "a
 
 /// `CONFIG SET` parameters (or prefixes, ending in `-`) that change how or whether the server
 /// accepts and keeps connections: one agent changing them can lock every other agent out.
-const CONNECTION_SETTINGS: [&str; 16] = [
+const CONNECTION_SETTINGS: [&str; 21] = [
     "maxclients",
+    // Every other agent's writes fail past them: `maxmemory 1` (OOM), `min-replicas-to-write 1`
+    // with no replica (NOREPLICAS), a lag bound no replica meets (a live review). A smaller
+    // query buffer or bulk length makes Redis close the shared connections that carry a large
+    // value of another agent's.
+    "maxmemory",
+    "min-replicas-to-write",
+    "min-replicas-max-lag",
+    "client-query-buffer-limit",
+    "proto-max-bulk-len",
     // Redis evicts the connections using the most memory past it: the shared connections,
     // which carry every session's replies (a live review had them evicted with 200kb).
     "maxmemory-clients",
@@ -238,6 +247,7 @@ pub fn protect_upstream(
     };
     match name {
         "config|set" => {
+            // The login's protection is named first, wherever its parameter comes.
             for param in args.iter().skip(2).step_by(2) {
                 let p = lower(param);
                 if LOGIN_SETTINGS.contains(&p.as_str()) {
@@ -245,6 +255,9 @@ pub fn protect_upstream(
                         "CONFIG SET {p} would change the upstream login tollgate uses"
                     )));
                 }
+            }
+            for param in args.iter().skip(2).step_by(2) {
+                let p = lower(param);
                 let hit = CONNECTION_SETTINGS.iter().any(|s| {
                     if s.ends_with('-') {
                         p.starts_with(s)
@@ -254,7 +267,7 @@ pub fn protect_upstream(
                 });
                 if hit {
                     return Err(availability(format!(
-                        "CONFIG SET {p} changes how the server accepts connections for every agent"
+                        "CONFIG SET {p} changes how the server accepts and serves every agent's connections"
                     )));
                 }
             }
@@ -362,7 +375,18 @@ mod protect_tests {
             ("REPLICAOF 10.0.0.1 6379", Some(AVAILABILITY_RULE)),
             ("MODULE LOAD /tmp/x.so", Some(AVAILABILITY_RULE)),
             ("REPLICAOF NO ONE", None),
-            ("CONFIG SET maxmemory 100mb", None),
+            ("CONFIG SET maxmemory 100mb", Some(AVAILABILITY_RULE)),
+            (
+                "CONFIG SET min-replicas-to-write 1",
+                Some(AVAILABILITY_RULE),
+            ),
+            ("CONFIG SET MIN-REPLICAS-MAX-LAG 0", Some(AVAILABILITY_RULE)),
+            (
+                "CONFIG SET client-query-buffer-limit 1mb",
+                Some(AVAILABILITY_RULE),
+            ),
+            ("CONFIG SET proto-max-bulk-len 1mb", Some(AVAILABILITY_RULE)),
+            ("CONFIG SET maxmemory-policy allkeys-lru", None),
             ("CONFIG SET tlsx 1", None),
             ("ACL SETUSER someone on >pw ~* +@all", None),
             ("ACL DELUSER someone", None),
