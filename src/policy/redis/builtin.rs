@@ -112,7 +112,16 @@ pub const DEFAULT_REFUSED: [&str; 27] = [
 
 /// Refused on masked keys even though they return no value directly: they reveal its bytes,
 /// length or encoding another way.
-pub const MASK_REFUSED: [&str; 16] = [
+pub const MASK_REFUSED: [&str; 22] = [
+    // Oracles on a masked value (a live review): membership answered yes or no (SISMEMBER,
+    // while SMISMEMBER was refused), a count of what matched (SREM, LREM, LINSERT), the
+    // length (SETRANGE of nothing), the score (ZADD ... INCR 0).
+    "sismember",
+    "srem",
+    "lrem",
+    "linsert",
+    "setrange",
+    "zadd",
     "dump",
     "lcs",
     "getrange",

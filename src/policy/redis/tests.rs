@@ -295,6 +295,25 @@ fn mask_plans() {
     assert_eq!(plan("HVALS session:1"), MaskPlan::AllValues(email));
     assert_eq!(plan("HKEYS session:1"), MaskPlan::None);
     assert_eq!(plan("EXISTS session:1"), MaskPlan::None);
+    // Oracles on a masked value are refused with the mask rule (a live review), also to an
+    // agent that may write the key.
+    let writer = rules(&format!(
+        "{ANALYST}\n[[redis]]\nupstream = \"cache\"\ncommands = [\"@write\"]\nwrite_keys = [\"session:*\"]\n"
+    ));
+    for line in [
+        "SISMEMBER session:set carol@secret.com",
+        "SREM session:set carol@secret.com",
+        "LREM session:list 0 x",
+        "LINSERT session:list BEFORE x y",
+        "SETRANGE session:str 0 x",
+        "ZADD session:z XX CH INCR 0 member",
+    ] {
+        let refused = decide(&writer, &t, &args(line)).unwrap_err();
+        assert!(
+            refused.message().contains("masked value"),
+            "{line}: {refused:?}"
+        );
+    }
 }
 
 /// Every mask rule of a key applies, as policy files and groups add up: a later rule's field,
