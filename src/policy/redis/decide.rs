@@ -272,6 +272,34 @@ fn check_special(rules: &RedisRules, info: &CommandInfo, args: &[Bytes]) -> Resu
                 ));
             }
         }
+        // CLIENT TRACKING ... BCAST [PREFIX p]...: invalidations name every key written under
+        // each prefix (all keys without one), read or not: each prefix must lie within the
+        // keys the agent may read, as SCAN's MATCH (a live review was sent admin:* key names).
+        "client|tracking" if args.iter().any(|a| a.eq_ignore_ascii_case(b"bcast")) => {
+            let mut prefixes: Vec<Vec<u8>> = option_values(args, 3, "prefix")
+                .map(|p| {
+                    let mut glob = Vec::with_capacity(p.len() + 1);
+                    for &c in p {
+                        if matches!(c, b'*' | b'?' | b'[' | b']' | b'\\') {
+                            glob.push(b'\\');
+                        }
+                        glob.push(c);
+                    }
+                    glob.push(b'*');
+                    glob
+                })
+                .collect();
+            if prefixes.is_empty() {
+                prefixes.push(b"*".to_vec());
+            }
+            let within = |p: &Vec<u8>| rules.read_keys.iter().any(|r| pattern_within(p, &r.glob));
+            if !prefixes.iter().all(within) {
+                return Err(Refusal::permission(
+                    rule_or_default(&rules.read_keys),
+                    "CLIENT TRACKING BCAST needs a PREFIX within the keys the agent may read for every prefix (without one it tracks every key)",
+                ));
+            }
+        }
         "randomkey" if !rules.read_keys.iter().any(|r| r.glob.as_str() == "*") => {
             return Err(Refusal::permission(
                 DEFAULT_DENY,

@@ -92,6 +92,39 @@ fn check(table: &CommandTable, policy: &str, cases: &[(&str, &str)]) {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// CLIENT TRACKING in broadcast mode names every key written under its prefixes, read or not:
+/// each prefix must lie within the agent's read keys (a live review was sent admin:* names).
+#[test]
+fn broadcast_tracking_prefixes_stay_within_the_read_keys() {
+    let t = table();
+    let policy = ANALYST.replace(
+        r#"commands = ["@read", "@pubsub"]"#,
+        r#"commands = ["@read", "@pubsub", "CLIENT|TRACKING"]"#,
+    );
+    check(
+        &t,
+        &policy,
+        &[
+            ("CLIENT TRACKING ON", "ok"),
+            ("CLIENT TRACKING ON BCAST PREFIX cache:", "ok"),
+            (
+                "CLIENT TRACKING ON BCAST PREFIX cache: PREFIX session:",
+                "ok",
+            ),
+            ("CLIENT TRACKING ON BCAST", "p: read_keys"),
+            ("CLIENT TRACKING ON BCAST PREFIX admin:", "p: read_keys"),
+            (
+                "CLIENT TRACKING ON BCAST PREFIX cache: PREFIX admin:",
+                "p: read_keys",
+            ),
+            ("client tracking on prefix admin: bcast", "p: read_keys"),
+            ("CLIENT TRACKING ON BCAST PREFIX cache:*", "ok"), // a literal *: within cache:*
+            ("CLIENT TRACKING ON BCAST PREFIX c", "p: read_keys"),
+            ("CLIENT TRACKING OFF", "ok"),
+        ],
+    );
+}
+
 #[test]
 fn analyst_reads_allowed_patterns_only() {
     let t = table();
