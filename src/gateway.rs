@@ -102,6 +102,9 @@ impl Gateway {
     /// and policies, builds the doors. Nothing listens yet.
     pub fn build(config: Config) -> Result<Gateway, GatewayError> {
         let key = MasterKey::load(config.vault.key_file.as_deref())?;
+        if let Some(w) = MasterKey::loose_permissions(config.vault.key_file.as_deref()) {
+            tracing::warn!("{w}");
+        }
         // Stable across restarts, so an unknown agent's mock SCRAM salt never changes either.
         let mock_secret = key.derive_subkey(b"tollgate/scram-mock-salt");
         let mask_key = mask_hash_key(&key);

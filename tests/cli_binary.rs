@@ -88,6 +88,20 @@ fn check_resolves_vaulted_credentials_like_serve() {
     );
     std::fs::write(&tokens, good_tokens).unwrap();
 
+    // A master key file others may read is said (whoever reads it reads every secret).
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.path().join("master.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("may be read by other users (mode 644)"),
+        "{err}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, _, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(!err.contains("other users"), "{err}");
+
     std::fs::remove_file(dir.path().join("master.key")).unwrap();
     let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");

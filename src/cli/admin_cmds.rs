@@ -103,6 +103,9 @@ pub fn check(config_path: &Path) -> CmdResult {
         );
     } else {
         let key = MasterKey::load(config.vault.key_file.as_deref()).map_err(|e| e.to_string())?;
+        if let Some(w) = MasterKey::loose_permissions(config.vault.key_file.as_deref()) {
+            eprintln!("warning: {w}");
+        }
         let vault = Vault::open(&config.vault.file, key).map_err(|e| e.to_string())?;
         crate::doors::build(&config, &vault).map_err(|e| e.to_string())?;
     }

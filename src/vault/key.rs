@@ -58,6 +58,25 @@ impl MasterKey {
         }
     }
 
+    /// A warning when the key file (if the key comes from one) may be read by other users than
+    /// its owner: whoever reads it reads every vaulted secret (a live review: a 0644 key file
+    /// was taken without a word).
+    pub fn loose_permissions(key_file: Option<&Path>) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        if std::env::var_os(MASTER_KEY_ENV).is_some() {
+            return None;
+        }
+        let path = key_file?;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "master key file {} may be read by other users (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
+            )
+        })
+    }
+
     /// Writes the key as hex into a new 0600 file (refuses to overwrite).
     pub fn write_new_file(&self, path: &Path) -> Result<(), VaultError> {
         use std::io::Write;
