@@ -155,6 +155,25 @@ fn explain_names_the_rule() {
         "SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id",
     ]);
     assert!(out.contains("decision:  allowed"), "{out}");
+    // Piped into a reader that leaves early, it ends quietly (it panicked, exit 101).
+    // (`true` reads nothing and exits at once: every write finds the pipe closed.)
+    let piped = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} explain --agent analyst --config {} 'SELECT 1' | true; echo \"${{PIPESTATUS[0]}}\"",
+            tollgate_bin(),
+            cfg.display()
+        ))
+        .env_remove("TOLLGATE_MASTER_KEY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&piped.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&piped.stdout).trim(),
+        "141",
+        "{err}"
+    );
 }
 
 #[test]

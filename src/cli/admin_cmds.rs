@@ -109,7 +109,7 @@ pub fn check(config_path: &Path) -> CmdResult {
         let vault = Vault::open(&config.vault.file, key).map_err(|e| e.to_string())?;
         crate::doors::build(&config, &vault).map_err(|e| e.to_string())?;
     }
-    println!(
+    say!(
         "ok: {} upstream(s), {} agent(s), {} policy file(s)",
         config.upstreams.len(),
         agents.names().count(),
@@ -166,12 +166,12 @@ pub fn explain(
     let (_, set) = load_policies(&config).map_err(|e| e.to_string())?;
     let engine = Engine::new(set);
     let schema_note = load_explain_schema(&config, &engine, &upstream);
-    println!("agent:     {agent}");
-    println!("upstream:  {upstream}");
+    say!("agent:     {agent}");
+    say!("upstream:  {upstream}");
     if let Err(d) = engine.may_connect(agent, &upstream) {
-        println!("decision:  blocked (connection)");
-        println!("rule:      {}", d.rule);
-        println!("reason:    {}", d.reason);
+        say!("decision:  blocked (connection)");
+        say!("rule:      {}", d.rule);
+        say!("reason:    {}", d.reason);
         return Ok(0);
     }
     if config.upstreams.get(&upstream).map(|u| u.kind) == Some(crate::config::UpstreamKind::Mongodb)
@@ -188,14 +188,14 @@ pub fn explain(
     match sql::analyze(statement) {
         Ok(a) => {
             for (i, s) in a.statements.iter().enumerate() {
-                println!("statement {}: {:?}", i + 1, s.kind);
+                say!("statement {}: {:?}", i + 1, s.kind);
                 for r in &s.relations {
                     let name = r
                         .schema
                         .as_ref()
                         .map(|s| format!("{s}.{}", r.name))
                         .unwrap_or_else(|| r.name.clone());
-                    println!("  relation  {name} ({:?})", r.op);
+                    say!("  relation  {name} ({:?})", r.op);
                 }
                 for f in &s.functions {
                     let name = f
@@ -203,11 +203,11 @@ pub fn explain(
                         .as_ref()
                         .map(|s| format!("{s}.{}", f.name))
                         .unwrap_or_else(|| f.name.clone());
-                    println!("  function  {name}");
+                    say!("  function  {name}");
                 }
             }
         }
-        Err(e) => println!("analysis:  {e}"),
+        Err(e) => say!("analysis:  {e}"),
     }
     let verdict = engine.check_sql(
         &agent.into(),
@@ -220,33 +220,33 @@ pub fn explain(
         Outcome::Block => "blocked",
         Outcome::WouldBlock => "would_block (shadow policy: the statement runs)",
     };
-    println!("decision:  {decision}");
+    say!("decision:  {decision}");
     if let Some(d) = &verdict.denial {
-        println!("rule:      {}", d.rule);
-        println!("reason:    {}", d.reason);
-        println!("sqlstate:  {}", d.class.sqlstate());
+        say!("rule:      {}", d.rule);
+        say!("reason:    {}", d.reason);
+        say!("sqlstate:  {}", d.class.sqlstate());
     }
     match &verdict.rewrite {
         Some(plan) => {
-            println!(
+            say!(
                 "masking:   {} (rules: {})",
                 plan.tables.join(", "),
                 plan.rules.join(", ")
             );
             // The `hash` mask's key shown as a placeholder: no secrets in output.
             match engine.shown_rewrite(&verdict, statement) {
-                Ok(text) => println!("rewritten: {text}"),
-                Err(d) => println!("rewritten: (failed: {})", d.reason),
+                Ok(text) => say!("rewritten: {text}"),
+                Err(d) => say!("rewritten: (failed: {})", d.reason),
             }
         }
-        None => println!("rewritten: (unchanged)"),
+        None => say!("rewritten: (unchanged)"),
     }
     if let Some(note) = schema_note {
-        println!("note:      {note}");
+        say!("note:      {note}");
     }
     if let Some(p) = engine.agent_policy(agent) {
         for line in p.limits.describe() {
-            println!("limit:     {line}");
+            say!("limit:     {line}");
         }
     }
     Ok(0)
@@ -294,7 +294,7 @@ pub fn agent_add(config_path: &Path, name: &str, groups: Vec<String>) -> CmdResu
         "agent \"{name}\" added to {}; its token is shown once:",
         config.agents_file.display()
     );
-    println!("{token}");
+    say!("{token}");
     Ok(0)
 }
 
@@ -302,7 +302,7 @@ pub fn agent_list(config_path: &Path) -> CmdResult {
     let config = load_config(config_path)?;
     let file = AgentsFile::load(&config.agents_file).map_err(|e| e.to_string())?;
     for a in &file.agents {
-        println!("{}\t{}", a.name, a.groups.join(","));
+        say!("{}\t{}", a.name, a.groups.join(","));
     }
     Ok(0)
 }
@@ -346,9 +346,9 @@ pub fn vault(config_path: &Path, command: VaultCommand) -> CmdResult {
             eprintln!("stored \"{key}\" in {}", vault.path().display());
         }
         VaultCommand::Get { key } => {
-            println!("{}", vault.get(&key).map_err(|e| e.to_string())?.expose())
+            say!("{}", vault.get(&key).map_err(|e| e.to_string())?.expose())
         }
-        VaultCommand::List => vault.list().iter().for_each(|k| println!("{k}")),
+        VaultCommand::List => vault.list().iter().for_each(|k| say!("{k}")),
         VaultCommand::RotateKey { new_key_file } => {
             let new_key = MasterKey::generate();
             new_key
@@ -380,7 +380,7 @@ pub fn admin_token_add(config_path: &Path, name: &str, role: &str) -> CmdResult 
         role.as_str(),
         path.display()
     );
-    println!("{token}");
+    say!("{token}");
     Ok(0)
 }
 
@@ -389,7 +389,7 @@ pub fn admin_token_list(config_path: &Path) -> CmdResult {
     let file = crate::admin::tokens::TokensFile::load(&config.admin.tokens_file)
         .map_err(|e| e.to_string())?;
     for t in &file.tokens {
-        println!("{}\t{}", t.name, t.role.as_str());
+        say!("{}\t{}", t.name, t.role.as_str());
     }
     Ok(0)
 }

@@ -82,13 +82,14 @@ pub fn verify_cmd(args: VerifyArgs) -> i32 {
         }
     };
     for note in &report.notes {
-        println!("note: {note}");
+        say!("note: {note}");
     }
     if let Some(p) = &report.problem {
-        println!("BROKEN: {p}");
-        println!(
+        say!("BROKEN: {p}");
+        say!(
             "checked {} record(s) in {} file(s) before the problem",
-            report.records, report.files
+            report.records,
+            report.files
         );
         return EXIT_BROKEN;
     }
@@ -104,12 +105,13 @@ pub fn verify_cmd(args: VerifyArgs) -> i32 {
     } else {
         String::new()
     };
-    println!(
+    say!(
         "ok: {} file(s), {} record(s){range}, hash chain intact{mode}",
-        report.files, report.records
+        report.files,
+        report.records
     );
     if let Some((seq, hash)) = &report.head {
-        println!("head: seq {seq} hash {hash}");
+        say!("head: seq {seq} hash {hash}");
     }
     EXIT_OK
 }
@@ -122,7 +124,7 @@ pub fn head_cmd(path: Option<&Path>, config: &Path) -> Result<i32, String> {
         if let Some(line) = last {
             let rec =
                 crate::audit::verify::parse_line(&line).map_err(|e| format!("{}: {e}", f.name))?;
-            println!(
+            say!(
                 "seq {} hash {} file {}",
                 rec.seq,
                 String::from_utf8_lossy(&rec.hash),

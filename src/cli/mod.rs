@@ -1,6 +1,29 @@
 //! The command line: `serve`, `demo`, `check`, `explain`, `agent`, `vault`, `audit`,
 //! `admin-token`, `certs`, `mcp-stdio`.
 
+/// `println!` for the commands' output, which ends the process quietly when its reader has gone
+/// (`tollgate explain ... | head`: `println!` panicked, exit 101) and with a message when
+/// stdout cannot be written otherwise. (SIGPIPE's default action cannot be restored without
+/// `unsafe`, which this crate forbids.)
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::cli::stdout_failed(e)
+        }
+    }};
+}
+
+/// Ends the process after a failed write to stdout: at once and silently when the reader left
+/// (128 + SIGPIPE, as a shell reports a tool SIGPIPE ended), else saying why.
+pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("tollgate: stdout: {e}");
+    std::process::exit(1)
+}
+
 mod admin_cmds;
 mod audit_cmds;
 mod mongo_explain;

@@ -105,26 +105,26 @@ pub fn explain(
         Outcome::Allow if rewritten.is_some() => "rewritten",
         Outcome::Allow => "allowed",
     };
-    println!("command:   {}", crate::mongo::audit::statement(&cmd));
+    say!("command:   {}", crate::mongo::audit::statement(&cmd));
     if let Some(j) = &verdict.judged {
-        println!("operation: {}", j.operation);
+        say!("operation: {}", j.operation);
         for ns in &j.namespaces {
-            println!("namespace: {ns}");
+            say!("namespace: {ns}");
         }
     }
-    println!("decision:  {decision}");
+    say!("decision:  {decision}");
     match (
         &verdict.denial,
         verdict.judged.as_ref().and_then(|j| j.rule.as_ref()),
     ) {
         (Some(d), _) => {
-            println!("rule:      {}", d.rule);
-            println!("reason:    {}", d.reason);
+            say!("rule:      {}", d.rule);
+            say!("reason:    {}", d.reason);
             if let Some(h) = d.hint() {
-                println!("hint:      {h}");
+                say!("hint:      {h}");
             }
         }
-        (None, Some(rule)) => println!("rule:      {rule}"),
+        (None, Some(rule)) => say!("rule:      {rule}"),
         (None, None) => {}
     }
     if let Some(j) = &verdict.judged {
@@ -132,20 +132,20 @@ pub fn explain(
             ReplyPlan::None => {}
             ReplyPlan::Documents(m) => {
                 for f in m {
-                    println!("mask:      {} = {} ({})", f.path, f.strategy, f.rule);
+                    say!("mask:      {} = {} ({})", f.path, f.strategy, f.rule);
                 }
             }
             ReplyPlan::Values(f) => {
-                println!(
+                say!(
                     "mask:      distinct values of {} = {} ({})",
                     f.path, f.strategy, f.rule
                 )
             }
             ReplyPlan::Collections { db } => {
-                println!("reply:     collections of {db} cut to those the agent may see")
+                say!("reply:     collections of {db} cut to those the agent may see")
             }
-            ReplyPlan::Databases => println!("reply:     databases cut to those the agent may see"),
-            ReplyPlan::Writes => println!(
+            ReplyPlan::Databases => say!("reply:     databases cut to those the agent may see"),
+            ReplyPlan::Writes => say!(
                 "reply:     error details that could quote masked values withheld; nModified counts every matched document"
             ),
         }
@@ -158,11 +158,11 @@ pub fn explain(
                 docs.iter().cloned().map(Bson::Document).collect::<Vec<_>>(),
             );
         }
-        println!("forwarded: {body}");
+        say!("forwarded: {body}");
     }
     let limits = policy.limits();
     if let Some((n, rule)) = &limits.max_rows {
-        println!(
+        say!(
             "limit:     at most {n} documents per cursor ({}; {rule})",
             limits.on_max_rows.name()
         );

@@ -42,7 +42,7 @@ pub fn explain(
             (false, true) => "write",
             _ => "metadata",
         };
-        println!(
+        say!(
             "key:       {} ({what})",
             String::from_utf8_lossy(&args[k.index])
         );
@@ -53,13 +53,13 @@ pub fn explain(
         Outcome::Block => "blocked",
         Outcome::WouldBlock => "would_block (shadow policy: the command runs)",
     };
-    println!("decision:  {decision}");
+    say!("decision:  {decision}");
     if let Some(d) = &verdict.denial {
-        println!("rule:      {}", d.rule);
-        println!("reason:    {}", d.reason);
+        say!("rule:      {}", d.rule);
+        say!("reason:    {}", d.reason);
     }
     if !matches!(verdict.mask, MaskPlan::None) {
-        println!("mask:      {:?}", verdict.mask);
+        say!("mask:      {:?}", verdict.mask);
     }
     Ok(0)
 }
