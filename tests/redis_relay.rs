@@ -466,6 +466,34 @@ async fn every_command_is_audited_without_values() {
         failed["error"].as_str().unwrap().contains("not an integer"),
         "{failed}"
     );
+    // A masked read names the mask rule, as the other doors' records do (it was null).
+    let mut a = redis_connect("analyst", false).await;
+    let _: Option<String> = redis::cmd("HGET")
+        .arg("session:1")
+        .arg("email")
+        .query_async(&mut a)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(&harness().env.audit_log).unwrap();
+    let masked: serde_json::Value = log
+        .lines()
+        .rev()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| {
+            r["statement"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("HGET session:1 "))
+                && r["kind"] == "decision"
+        })
+        .expect("the masked read's record");
+    assert_eq!(masked["decision"], "masked", "{masked}");
+    assert!(
+        masked["rule"]
+            .as_str()
+            .is_some_and(|r| r.contains("session:*")),
+        "{masked}"
+    );
 }
 
 #[tokio::test]

@@ -631,7 +631,8 @@ impl FromClient {
                 Some(rule),
                 Some("blocking timeout capped to the statement timeout".into()),
             ),
-            (None, None) => (None, None),
+            // A masked read names the mask rule, as the other doors do.
+            (None, None) => (verdict.mask_rule.clone(), None),
         };
         let judged = Judged {
             statement: statement(&cmd.args, &verdict.keys, subcommand),

@@ -23,6 +23,8 @@ pub struct RedisVerdict {
     pub outcome: Outcome,
     pub denial: Option<Refusal>,
     pub mask: MaskPlan,
+    /// The policy's mask rule behind `mask` (none for the built-in ones: CONFIG GET, ACL).
+    pub mask_rule: Option<String>,
     pub keys: Vec<FoundKey>,
     /// Arguments to forward instead of the agent's (a blocking command's timeout capped to the
     /// agent's statement timeout), with the rule that capped it.
@@ -40,6 +42,7 @@ impl RedisVerdict {
             outcome: Outcome::Block,
             denial: Some(denial),
             mask: MaskPlan::None,
+            mask_rule: None,
             keys: Vec::new(),
             rewritten: None,
             scope: ClientScope::None,
@@ -50,6 +53,7 @@ impl RedisVerdict {
             outcome: Outcome::Allow,
             denial: None,
             mask: j.mask,
+            mask_rule: j.mask_rule,
             keys: j.keys,
             rewritten: None,
             scope: j.scope,
@@ -228,6 +232,7 @@ impl RedisPolicy {
                 outcome: Outcome::WouldBlock,
                 denial: Some(d),
                 mask: MaskPlan::None,
+                mask_rule: None,
                 keys: Vec::new(),
                 rewritten: None,
                 // Judged from the command alone: the protection holds in shadow mode too.

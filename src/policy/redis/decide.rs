@@ -75,6 +75,8 @@ impl MaskPlan {
 pub struct Judged {
     pub keys: Vec<FoundKey>,
     pub mask: MaskPlan,
+    /// The mask rule behind `mask`, for the audit record (a policy mask, not a built-in one).
+    pub mask_rule: Option<String>,
     pub scope: builtin::ClientScope,
 }
 
@@ -168,7 +170,7 @@ pub fn decide_looked_up(
     }
     check_keys(rules, name, args, &judged.keys)?;
     if judged.mask.is_none() {
-        judged.mask = mask_plan(rules, name, args, &judged.keys)?;
+        (judged.mask, judged.mask_rule) = mask_plan(rules, name, args, &judged.keys)?;
     }
     Ok(judged)
 }
@@ -497,9 +499,9 @@ fn mask_plan(
     name: &str,
     args: &[Bytes],
     keys: &[FoundKey],
-) -> Result<MaskPlan, Refusal> {
+) -> Result<(MaskPlan, Option<String>), Refusal> {
     if rules.masks.is_empty() {
-        return Ok(MaskPlan::None);
+        return Ok((MaskPlan::None, None));
     }
     let masked: Vec<(usize, KeyMask)> = keys
         .iter()
@@ -507,7 +509,7 @@ fn mask_plan(
         .filter_map(|k| rules.mask_for(&args[k.index]).map(|m| (k.index, m)))
         .collect();
     let Some((_, first)) = masked.first() else {
-        return Ok(MaskPlan::None);
+        return Ok((MaskPlan::None, None));
     };
     let plan = match name {
         "get" | "getdel" | "getex" | "getset" => MaskPlan::Value(first.value()),
@@ -551,5 +553,6 @@ fn mask_plan(
             MaskPlan::None
         }
     };
-    Ok(plan)
+    let rule = (!plan.is_none()).then(|| first.rule().to_owned());
+    Ok((plan, rule))
 }
