@@ -295,19 +295,22 @@ fn screen(body: &[u8], values: usize) -> Screened {
     if values > MAX_JSON_VALUES {
         return invalid("the request holds more than 100000 JSON values");
     }
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return Screened::Malformed(Malformed {
-            code: -32700,
-            why: "the request body is not valid JSON",
-            id: serde_json::Value::Null,
-        });
+    // Read as `ordered::Json`, which refuses a key named twice in any object: serde_json keeps
+    // the last of a repeated key, and the MCP service refused such bodies with a 415 or a
+    // "method not found" of its own, unrecorded (a live review's duplicate `params` asked for
+    // `secrets` first). Which of two values counts is not for a reader to guess. (Its only
+    // error that is not a syntax error is the repeated key.)
+    let value = match serde_json::from_slice::<super::ordered::Json>(body) {
+        Ok(json) => json.into_value(),
+        Err(e) if e.is_data() => return invalid("a JSON object of the request names a key twice"),
+        Err(_) => {
+            return Screened::Malformed(Malformed {
+                code: -32700,
+                why: "the request body is not valid JSON",
+                id: serde_json::Value::Null,
+            })
+        }
     };
-    // serde_json keeps the last of a repeated key; the MCP service refused such bodies with a
-    // 415 or a "method not found" of its own, unrecorded (a live review's duplicate `params`
-    // asked for `secrets` first). Which of two values counts is not for a reader to guess.
-    if has_duplicate_keys(body) {
-        return invalid("a JSON object of the request names a key twice");
-    }
     let message = match &value {
         serde_json::Value::Object(m) => m,
         // The MCP service answers these with 415 and a line of text; a JSON-RPC client expects
@@ -357,59 +360,6 @@ fn invalid_envelope(message: &serde_json::Map<String, serde_json::Value>) -> Opt
         None if response => None,
         None => Some("a JSON-RPC request needs a method"),
     }
-}
-
-/// Whether any JSON object in `body` (valid JSON) names a key twice, at any depth.
-fn has_duplicate_keys(body: &[u8]) -> bool {
-    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-    /// Walks a value; fails on a repeated key.
-    struct Unique;
-    impl<'de> DeserializeSeed<'de> for Unique {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-    impl<'de> Visitor<'de> for Unique {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("JSON")
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_unit<E>(self) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while seq.next_element_seed(Unique)?.is_some() {}
-            Ok(())
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut seen = std::collections::HashSet::new();
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if !seen.insert(key) {
-                    return Err(serde::de::Error::custom("a key named twice"));
-                }
-                map.next_value_seed(Unique)?;
-            }
-            Ok(())
-        }
-    }
-    let mut d = serde_json::Deserializer::from_slice(body);
-    Unique.deserialize(&mut d).is_err()
 }
 
 /// How many JSON values `body` may hold, without parsing it: one, plus every `,` `[` and `{`
@@ -553,6 +503,25 @@ mod tests {
         let id_of = |body: &[u8]| malformed_request(body).map(|m| m.id);
         assert_eq!(id_of(call("1").as_bytes()), Some(serde_json::json!(1)));
         assert_eq!(id_of(b"nope"), Some(serde_json::Value::Null));
+    }
+
+    /// A repeated key is found among many, in any object of the request.
+    #[test]
+    fn a_key_named_twice_among_many_is_refused() {
+        let keys: String = (0..20_000).map(|i| format!(r#""k{i}":{i},"#)).collect();
+        let call = |extra: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"query","arguments":{{{keys}{extra}}}}}}}"#
+            )
+        };
+        assert_eq!(
+            malformed_request(call(r#""sql":"select 1""#).as_bytes()),
+            None
+        );
+        assert_eq!(
+            malformed_request(call(r#""k19999":0"#).as_bytes()).map(|m| m.code),
+            Some(-32600)
+        );
     }
 
     /// A body of many small values is refused before it is parsed (the MCP review's 4 MiB of

@@ -80,14 +80,17 @@ impl<'de> Visitor<'de> for JsonVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
         let mut members: Vec<(String, Json)> = Vec::new();
         while let Some(key) = map.next_key::<String>()? {
-            if members.iter().any(|(k, _)| *k == key) {
-                return Err(de::Error::custom(format!(
-                    "duplicate key \"{}\": ambiguous documents are refused",
-                    crate::session::shown_name(key.as_bytes())
-                )));
-            }
             let value = map.next_value()?;
             members.push((key, value));
+        }
+        // Checked once the object is read, through a set: comparing each key with those before
+        // it cost a square of the count (an object of 100,000 keys: billions of comparisons).
+        let mut seen = std::collections::HashSet::with_capacity(members.len());
+        if let Some((key, _)) = members.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+            return Err(de::Error::custom(format!(
+                "duplicate key \"{}\": ambiguous documents are refused",
+                crate::session::shown_name(key.as_bytes())
+            )));
         }
         Ok(Json::Object(members))
     }
@@ -116,9 +119,9 @@ const WRAPPERS: &[&str] = &[
 ];
 
 impl Json {
-    /// As a `serde_json::Value` (for the bson crate's Extended JSON reader; order is lost, which
-    /// inside a wrapper does not matter).
-    fn into_value(self) -> serde_json::Value {
+    /// As a `serde_json::Value` (for the bson crate's Extended JSON reader, and the request
+    /// screen; order is lost, which inside a wrapper, and for the screen, does not matter).
+    pub fn into_value(self) -> serde_json::Value {
         match self {
             Json::Null => serde_json::Value::Null,
             Json::Bool(b) => b.into(),
