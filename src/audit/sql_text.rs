@@ -122,7 +122,7 @@ const PASSWORD_UNREADABLE: &str =
 /// a re-review found it after a quoted `"password"` option name, in a `DO` block, and as a
 /// `format()` argument. And a connection URI with a password (`postgresql://u:p@h/db`) is
 /// recorded as [`PASSWORD_SHOWN`] in any statement. The admin API's viewers read the log (a
-/// live review read a role's password there). Text that mentions neither costs two passes over
+/// live review read a role's password there). Text that mentions neither costs one pass over
 /// its bytes.
 fn without_passwords(text: &str) -> std::borrow::Cow<'_, str> {
     let (mentions, uri) = password_or_uri(text.as_bytes());
@@ -193,19 +193,14 @@ fn dollar_body_without_passwords(literal: &str, depth: usize) -> Option<std::bor
     }
 }
 
-/// Whether `b` holds "password" in any case (on every statement's path: memchr finds the few
-/// places worth comparing).
-fn mentions_password(b: &[u8]) -> bool {
-    memchr::memchr2_iter(b'p', b'P', b).any(|i| is_password_at(b, i))
-}
-
 fn is_password_at(b: &[u8], i: usize) -> bool {
     b.get(i..i + 8)
         .is_some_and(|w| w.eq_ignore_ascii_case(b"password"))
 }
 
-/// Whether `b` mentions "password", and whether it holds "://", in one pass (every statement
-/// recorded pays it: a searcher built per call cost hundreds of instructions).
+/// Whether `b` mentions "password" (in any case), and whether it holds "://", in one pass
+/// (every statement recorded pays it: memchr finds the few places worth comparing; a searcher
+/// built per call cost hundreds of instructions).
 fn password_or_uri(b: &[u8]) -> (bool, bool) {
     let (mut password, mut uri) = (false, false);
     for i in memchr::memchr3_iter(b'p', b'P', b':', b) {
@@ -236,7 +231,8 @@ fn uri_with_password(literal: &[u8]) -> bool {
 /// Whether a server's message mentions a password (its outcome is then recorded without it: a
 /// message can quote a literal the statement carried).
 pub fn mentions_a_password(message: &str) -> bool {
-    mentions_password(message.as_bytes()) || uri_with_password(message.as_bytes())
+    let (password, uri) = password_or_uri(message.as_bytes());
+    password || (uri && uri_with_password(message.as_bytes()))
 }
 
 /// `text` with every literal token the scanner finds replaced by `?`; comments and everything
