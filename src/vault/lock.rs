@@ -7,7 +7,7 @@
 //! write replaces the file by a rename, which would leave a lock on the old inode behind.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Held from before the file is read until after it is written back; released on drop.
 #[derive(Debug)]
@@ -19,10 +19,7 @@ impl FileLock {
     /// Waits for, then takes, the lock over `path` (which need not exist yet).
     pub fn exclusive(path: &Path) -> std::io::Result<FileLock> {
         use std::os::unix::fs::OpenOptionsExt;
-        let lock_path = sidecar(path);
-        if let Some(dir) = lock_path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+        let lock_path = super::hidden_beside(path, ".lock")?;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -35,18 +32,6 @@ impl FileLock {
         file.lock()?;
         Ok(FileLock { _file: file })
     }
-}
-
-fn sidecar(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    dir.join(format!(".{name}.lock"))
 }
 
 #[cfg(test)]

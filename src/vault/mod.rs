@@ -302,19 +302,22 @@ fn open_sealed(key: &MasterKey, name: &str, sealed: &Sealed) -> Result<Vec<u8>, 
         .map_err(|_| ())
 }
 
-/// Writes `bytes` to `path` via a 0600 temp file and a rename, so a crash never leaves half a file.
-pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// A hidden file beside `path`, `.NAME{suffix}` (its folder made if missing): the temp file a
+/// write goes through, the lock the CLI holds while it changes the file.
+pub(crate) fn hidden_beside(path: &Path, suffix: &str) -> std::io::Result<std::path::PathBuf> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("vault"),
-        std::process::id()
-    ));
+    let name = path.file_name().map(|n| n.to_string_lossy());
+    Ok(dir.join(format!(".{}{suffix}", name.as_deref().unwrap_or("file"))))
+}
+
+/// Writes `bytes` to `path` via a 0600 temp file and a rename, so a crash never leaves half a file.
+pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = hidden_beside(path, &format!(".tmp{}", std::process::id()))?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
