@@ -59,10 +59,10 @@ pub struct AdminState {
     /// Last probe of each connector (test endpoint and readiness).
     pub probes: Mutex<HashMap<String, probe::ProbeRecord>>,
     /// Table shapes per connector, as last read from its catalog.
-    pub schemas: Mutex<HashMap<String, schema::CachedSchema>>,
+    pub schemas: schema::SchemaReads<crate::policy::mask::SchemaSnapshot>,
     /// MongoDB collection samples per connector, as last read (shared by requests that waited).
-    pub samples: Mutex<HashMap<String, mongo_schema::Sample>>,
-    /// One catalog read or sample at a time per connector (`schema::read_turn`).
+    pub samples: schema::SchemaReads<Vec<crate::doors::CollectionShape>>,
+    /// One catalog read or sample at a time per connector (`schema::shared_read`).
     pub reads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The last readiness answer, reused for a second (probes log in upstream).
     pub ready: Mutex<Option<(std::time::Instant, bool, serde_json::Value)>>,

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::connectors::shown;
 use super::error::ApiError;
-use super::probe::now_rfc3339;
+use super::schema::SchemaRead;
 use super::State;
 use crate::doors::CollectionShape;
 use crate::policy::mongo::{MongoRules, Op};
@@ -98,51 +98,26 @@ pub fn collection_view(c: &CollectionShape, access: Option<&Access>) -> Option<V
     Some(v)
 }
 
-/// A connector's collections as one read sampled them.
-#[derive(Clone)]
-pub struct Sample {
-    loaded_at: String,
-    read_at: std::time::Instant,
-    collections: std::sync::Arc<Vec<CollectionShape>>,
-}
-
 /// The connector's collections, sampled now, or by a read that ran while this request waited
-/// its turn (`schema::read_turn`): twenty requests at once once took one sample each in turn,
-/// holding up every schema read for thirteen seconds (a re-review).
-async fn sample(state: &State, id: &str) -> Result<Sample, ApiError> {
-    let asked = std::time::Instant::now();
-    let _turn = super::schema::read_turn(state, id).await;
-    let newer = state
-        .samples
-        .lock()
-        .ok()
-        .and_then(|m| m.get(id).cloned())
-        .filter(|s| s.read_at >= asked);
-    if let Some(s) = newer {
-        return Ok(s);
-    }
-    let timeout = Duration::from_millis(state.gw.config.limits.upstream_connect_timeout_ms);
-    let load = state
-        .gw
-        .door_for(id)
-        .and_then(|d| d.collections(id, timeout))
-        .ok_or_else(|| ApiError::NotFound(format!("no connector \"{}\"", shown(id))))?;
-    let collections = load.await.map_err(|e| {
-        tracing::warn!(upstream = %id, error = %e, "collection sample for the admin API failed");
-        ApiError::Unavailable(format!(
-            "could not read the collections of connector \"{}\"",
-            shown(id)
-        ))
-    })?;
-    let s = Sample {
-        loaded_at: now_rfc3339(),
-        read_at: std::time::Instant::now(),
-        collections: std::sync::Arc::new(collections),
-    };
-    if let Ok(mut m) = state.samples.lock() {
-        m.insert(id.to_string(), s.clone());
-    }
-    Ok(s)
+/// its turn (`schema::shared_read`): twenty requests at once once took one sample each in
+/// turn, holding up every schema read for thirteen seconds (a re-review).
+async fn sample(state: &State, id: &str) -> Result<SchemaRead<Vec<CollectionShape>>, ApiError> {
+    super::schema::shared_read(state, id, &state.samples, true, || async {
+        let timeout = Duration::from_millis(state.gw.config.limits.upstream_connect_timeout_ms);
+        let load = state
+            .gw
+            .door_for(id)
+            .and_then(|d| d.collections(id, timeout))
+            .ok_or_else(|| ApiError::NotFound(format!("no connector \"{}\"", shown(id))))?;
+        load.await.map_err(|e| {
+            tracing::warn!(upstream = %id, error = %e, "collection sample for the admin API failed");
+            ApiError::Unavailable(format!(
+                "could not read the collections of connector \"{}\"",
+                shown(id)
+            ))
+        })
+    })
+    .await
 }
 
 pub async fn schema(state: &State, id: &str, agent: Option<&str>) -> Result<Json<Value>, ApiError> {
@@ -151,7 +126,7 @@ pub async fn schema(state: &State, id: &str, agent: Option<&str>) -> Result<Json
         Some(a) => Some(access_of(state, a, id)?),
     };
     let sample = sample(state, id).await?;
-    let collections = &sample.collections;
+    let collections = &sample.value;
     let views: Vec<Value> = collections
         .iter()
         .filter_map(|c| collection_view(c, access.as_ref()))

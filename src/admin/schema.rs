@@ -4,7 +4,8 @@
 //! marked, as the policy engine would judge them. The per-agent view ([`access_for`],
 //! [`table_view`]) is shared with the MCP `list_tables`/`describe_table` tools.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, Query};
@@ -22,25 +23,69 @@ use crate::policy::decide::allowed_ops;
 use crate::policy::mask::{SchemaSnapshot, TableShape};
 use crate::policy::rules::{SqlRules, UpstreamRules};
 
-#[derive(Debug, Clone)]
-pub struct CachedSchema {
+/// One read of a connector's schema (its catalog's tables, or its sampled collections): when,
+/// and what it found.
+pub struct SchemaRead<T> {
     pub loaded_at: String,
-    /// When it was read, to tell whether a refresh that waited its turn still needs a read.
+    /// When it was read, to tell whether a request that waited its turn still needs a read.
     read_at: std::time::Instant,
-    pub snapshot: Arc<SchemaSnapshot>,
+    pub value: Arc<T>,
 }
 
-/// A connector's catalog reads (and MongoDB collection samples) run one at a time. Each logs
-/// in to the upstream, and a viewer's `refresh=true` requests sent at once each opened a
-/// connection of their own (220 took `shop` from 5 server connections to 112; a live review).
-/// A request that waited while another read ran takes that read's answer: it is newer than the
-/// request. Per connector, so a slow one holds up only its own readers.
-pub(super) async fn read_turn(state: &State, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+impl<T> Clone for SchemaRead<T> {
+    fn clone(&self) -> Self {
+        SchemaRead {
+            loaded_at: self.loaded_at.clone(),
+            read_at: self.read_at,
+            value: self.value.clone(),
+        }
+    }
+}
+
+/// The last read of each connector, by connector.
+pub type SchemaReads<T> = Mutex<HashMap<String, SchemaRead<T>>>;
+
+/// A read of connector `id`'s schema, kept in `reads`: the one kept (unless `fresh`), or one
+/// made now by `read`. A connector's reads run one at a time: each logs in to the upstream,
+/// and a viewer's `refresh=true` requests sent at once each opened a connection of their own
+/// (220 took `shop` from 5 server connections to 112; a live review). A request that waited
+/// while another read ran takes that read's answer: it is newer than the request. Per
+/// connector, so a slow one holds up only its own readers.
+pub(super) async fn shared_read<T, Fut>(
+    state: &State,
+    id: &str,
+    reads: &SchemaReads<T>,
+    fresh: bool,
+    read: impl FnOnce() -> Fut,
+) -> Result<SchemaRead<T>, ApiError>
+where
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let asked = std::time::Instant::now();
+    let kept = || reads.lock().ok().and_then(|m| m.get(id).cloned());
+    if !fresh {
+        if let Some(r) = kept() {
+            return Ok(r);
+        }
+    }
     let turn = {
-        let mut reads = state.reads.lock().unwrap_or_else(|e| e.into_inner());
-        reads.entry(id.to_string()).or_default().clone()
+        let mut turns = state.reads.lock().unwrap_or_else(|e| e.into_inner());
+        turns.entry(id.to_string()).or_default().clone()
     };
-    turn.lock_owned().await
+    let _turn = turn.lock_owned().await;
+    // Read by another request while this one waited (or, when not fresh, at all).
+    if let Some(r) = kept().filter(|r| !fresh || r.read_at >= asked) {
+        return Ok(r);
+    }
+    let r = SchemaRead {
+        value: Arc::new(read().await?),
+        loaded_at: now_rfc3339(),
+        read_at: std::time::Instant::now(),
+    };
+    if let Ok(mut m) = reads.lock() {
+        m.insert(id.to_string(), r.clone());
+    }
+    Ok(r)
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,7 +125,7 @@ pub async fn schema(
         Some(agent) => Some(access_of(&state, agent, &id)?),
     };
     let cached = load(&state, &id, q.refresh).await?;
-    let mut tables: Vec<&TableShape> = cached.snapshot.tables.values().collect();
+    let mut tables: Vec<&TableShape> = cached.value.tables.values().collect();
     tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
     let tables: Vec<Value> = tables
         .into_iter()
@@ -158,43 +203,29 @@ pub fn table_view(t: &TableShape, access: Option<&Access>) -> Option<Value> {
 }
 
 /// The connector's table shapes: cached, or read from its catalog now.
-async fn load(state: &State, id: &str, refresh: bool) -> Result<CachedSchema, ApiError> {
-    let asked = std::time::Instant::now();
-    let cached = || state.schemas.lock().ok().and_then(|m| m.get(id).cloned());
-    if !refresh {
-        if let Some(c) = cached() {
-            return Ok(c);
-        }
-    }
-    let _turn = read_turn(state, id).await;
-    // Read by another request while this one waited (or, without refresh, at all).
-    if let Some(c) = cached().filter(|c| !refresh || c.read_at >= asked) {
-        return Ok(c);
-    }
-    let timeout = Duration::from_millis(state.gw.config.limits.upstream_connect_timeout_ms);
-    let load = state
-        .gw
-        .door_for(id)
-        .and_then(|d| d.table_shapes(id, timeout))
-        .ok_or_else(|| ApiError::NotFound(format!("no connector \"{}\"", shown(id))))?;
-    let snapshot = load.await.map_err(|e| {
-        // The loader's errors name the upstream and the server's message, never credentials;
-        // the API still only says what failed.
-        tracing::warn!(upstream = %id, error = %e, "schema load for the admin API failed");
-        ApiError::Unavailable(format!(
-            "could not read the catalog of connector \"{}\"",
-            shown(id)
-        ))
-    })?;
-    let cached = CachedSchema {
-        loaded_at: now_rfc3339(),
-        read_at: std::time::Instant::now(),
-        snapshot: Arc::new(snapshot),
-    };
-    if let Ok(mut m) = state.schemas.lock() {
-        m.insert(id.to_string(), cached.clone());
-    }
-    Ok(cached)
+async fn load(
+    state: &State,
+    id: &str,
+    refresh: bool,
+) -> Result<SchemaRead<SchemaSnapshot>, ApiError> {
+    shared_read(state, id, &state.schemas, refresh, || async {
+        let timeout = Duration::from_millis(state.gw.config.limits.upstream_connect_timeout_ms);
+        let load = state
+            .gw
+            .door_for(id)
+            .and_then(|d| d.table_shapes(id, timeout))
+            .ok_or_else(|| ApiError::NotFound(format!("no connector \"{}\"", shown(id))))?;
+        load.await.map_err(|e| {
+            // The loader's errors name the upstream and the server's message, never
+            // credentials; the API still only says what failed.
+            tracing::warn!(upstream = %id, error = %e, "schema load for the admin API failed");
+            ApiError::Unavailable(format!(
+                "could not read the catalog of connector \"{}\"",
+                shown(id)
+            ))
+        })
+    })
+    .await
 }
 
 #[cfg(test)]
