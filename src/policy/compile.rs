@@ -495,7 +495,8 @@ mod tests {
         agents.add("analyst", "tg_x", vec![]).unwrap();
         let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
         let shop = ("shop".into(), UpstreamKind::Postgres, vec!["public".into()]);
-        let ctx = PolicyContext::for_upstreams(&store, [shop]);
+        let cache = ("cache".into(), UpstreamKind::Redis, vec![]);
+        let ctx = PolicyContext::for_upstreams(&store, [shop, cache]);
         PolicySet::from_sources(vec![(PathBuf::from("a.toml"), text.into())], &ctx)
     }
 
@@ -515,5 +516,35 @@ mod tests {
         // A file that says something, if only that it names no one, loads (with a warning).
         let set = load("# nobody yet\nagents = []\n").unwrap();
         assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
+    }
+
+    #[test]
+    fn redis_patterns_with_classes_or_escapes_are_refused_where_they_stand() {
+        // tollgate's globs know * and ? only; Redis reads [..] and \ too, so a deny written
+        // with a class would deny nothing its author meant.
+        for (field, pattern) in [
+            ("read_keys", "cache:["),
+            ("deny_keys", "secret:[ab]*"),
+            ("write_keys", "cache:\\*"),
+            ("channels", "news.]"),
+        ] {
+            let text = format!(
+                "agents = [\"analyst\"]\n[[redis]]\nupstream = \"cache\"\n{field} = ['{pattern}']\n"
+            );
+            let e = load(&text)
+                .err()
+                .unwrap_or_else(|| panic!("{pattern} loaded"));
+            let e = e.to_string();
+            assert!(e.contains("a.toml:4:"), "{e}");
+            assert!(e.contains("know only * (any run) and ?"), "{e}");
+        }
+        let masked = "agents = [\"analyst\"]\n[[redis]]\nupstream = \"cache\"\nread_keys = [\"s:*\"]\n[[redis.mask]]\nkeys = \"s:[0-9]*\"\n";
+        let e = load(masked)
+            .err()
+            .expect("a class in a mask's keys loaded")
+            .to_string();
+        assert!(e.contains("a.toml:6:"), "{e}");
+        load("agents = [\"analyst\"]\n[[redis]]\nupstream = \"cache\"\nread_keys = [\"cache:?x*\"]\n")
+            .unwrap();
     }
 }

@@ -18,6 +18,17 @@ fn at<T>(path: &Path, text: &str, s: &Spanned<T>, message: String) -> SourceErro
     SourceError::at(path, text, s.span().start, message)
 }
 
+/// A policy's key and channel globs know `*` and `?` only. Redis's own patterns (SCAN MATCH,
+/// PSUBSCRIBE, KEYS) also read `[...]` as a class and `\` as an escape: a policy pattern
+/// written that way would be matched literally here, so `deny_keys = ["secret:[ab]*"]` would
+/// deny nothing the author meant. Refused at load rather than read one way or the other.
+fn redis_syntax_unsupported(pattern: &str) -> Option<String> {
+    let c = pattern.chars().find(|c| matches!(c, '[' | ']' | '\\'))?;
+    Some(format!(
+        "'{c}' in the pattern \"{pattern}\": tollgate's patterns know only * (any run) and ? (one character); Redis would read [...] as a character class and \\ as an escape, so the pattern would not mean what it says"
+    ))
+}
+
 pub fn validate(
     path: &Path,
     text: &str,
@@ -60,10 +71,16 @@ pub fn validate(
             if p.get_ref().is_empty() {
                 return Err(at(path, text, p, "empty pattern".into()));
             }
+            if let Some(e) = redis_syntax_unsupported(p.get_ref()) {
+                return Err(at(path, text, p, e));
+            }
         }
         for m in &block.mask {
             if m.keys.get_ref().is_empty() {
                 return Err(at(path, text, &m.keys, "empty key pattern".into()));
+            }
+            if let Some(e) = redis_syntax_unsupported(m.keys.get_ref()) {
+                return Err(at(path, text, &m.keys, e));
             }
             if let Some(s) = &m.strategy {
                 if Strategy::parse(s.get_ref()).is_none() {
