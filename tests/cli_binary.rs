@@ -187,6 +187,20 @@ fn audit_verify_passes_on_the_live_log_and_catches_an_edit() {
     let log = &harness().env.audit_log;
     let (code, out, _) = run(&["audit", "verify", log.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
+    // `audit tail` into a reader that has left ends quietly as 141, like the other commands
+    // (it said "stdout: Broken pipe" and exited 1).
+    let piped = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} audit tail -n 5 {} | true; echo \"${{PIPESTATUS[0]}}\"",
+            tollgate_bin(),
+            log.display()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&piped.stderr);
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&piped.stdout).trim(), "141");
     let copy = tempfile::NamedTempFile::new().unwrap();
     let text = std::fs::read_to_string(log).unwrap();
     let lines: Vec<&str> = text.lines().collect();

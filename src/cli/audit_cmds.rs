@@ -158,7 +158,8 @@ pub fn tail_cmd(args: TailArgs) -> Result<i32, String> {
         } else {
             human(rec)
         };
-        writeln!(out, "{text}").map_err(|e| format!("stdout: {e}"))
+        writeln!(out, "{text}").unwrap_or_else(|e| super::stdout_failed(e));
+        Ok(())
     };
     if args.filter.since.is_some() {
         for line in forward_since(&files, &args.filter)? {
@@ -195,7 +196,7 @@ pub fn tail_cmd(args: TailArgs) -> Result<i32, String> {
             print(rec, line, &mut out)?;
         }
     }
-    out.flush().map_err(|e| e.to_string())?;
+    out.flush().unwrap_or_else(|e| super::stdout_failed(e));
     if !args.follow {
         return Ok(0);
     }
@@ -207,7 +208,7 @@ pub fn tail_cmd(args: TailArgs) -> Result<i32, String> {
     follow(&active, last_seq, &mut |rec, line| {
         if args.filter.judge(rec) == Judgement::Keep {
             print(rec, line, &mut out)?;
-            out.flush().map_err(|e| e.to_string())?;
+            out.flush().unwrap_or_else(|e| super::stdout_failed(e));
         }
         Ok(())
     })

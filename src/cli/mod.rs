@@ -301,10 +301,10 @@ fn certs_dev(out: &std::path::Path, force: bool) -> Result<i32, String> {
     let certs = crate::tls::dev::DevCerts::generate().map_err(|e| e.to_string())?;
     let written = certs.write(out, force).map_err(|e| e.to_string())?;
     for path in &written {
-        println!("wrote {}", path.display());
+        say!("wrote {}", path.display());
     }
     let dir = out.display();
-    println!(
+    say!(
         "\nDevelopment only: trust {dir}/ca.crt in clients, never in production.\n\
          In tollgate.toml:\n\n  [tls]\n  cert_file = \"{dir}/server.crt\"\n  key_file = \"{dir}/server.key\"\n\n\
          Then: psql \"host=127.0.0.1 port=6432 dbname=shop user=AGENT sslmode=verify-full sslrootcert={dir}/ca.crt\""
