@@ -539,10 +539,10 @@ mod tests {
             assert!(e.contains("know only * (any run) and ?"), "{e}");
         }
         let masked = "agents = [\"analyst\"]\n[[redis]]\nupstream = \"cache\"\nread_keys = [\"s:*\"]\n[[redis.mask]]\nkeys = \"s:[0-9]*\"\n";
-        let e = load(masked)
-            .err()
-            .expect("a class in a mask's keys loaded")
-            .to_string();
+        let Err(e) = load(masked) else {
+            panic!("a class in a mask's keys loaded")
+        };
+        let e = e.to_string();
         assert!(e.contains("a.toml:6:"), "{e}");
         load("agents = [\"analyst\"]\n[[redis]]\nupstream = \"cache\"\nread_keys = [\"cache:?x*\"]\n")
             .unwrap();
