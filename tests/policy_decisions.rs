@@ -177,3 +177,96 @@ fn a_passthrough_verdict_for_a_dedicated_session_is_not_reused_for_a_pooled_one(
         "a session-level set_config leaves state behind"
     );
 }
+
+/// An engine over one policy file for `analyst` on `shop`.
+fn engine_with(policy: &str) -> Engine {
+    use std::path::PathBuf;
+    use tollgate::auth::{AgentStore, AgentsFile};
+    use tollgate::config::UpstreamKind;
+    use tollgate::policy::{PolicyContext, PolicySet};
+    let mut agents = AgentsFile::default();
+    agents.add("analyst", "tg_test", vec![]).unwrap();
+    let store = AgentStore::from_file(&PathBuf::from("agents.toml"), agents).unwrap();
+    let shop = (
+        "shop".to_string(),
+        UpstreamKind::Postgres,
+        vec!["public".to_string()],
+    );
+    let ctx = PolicyContext::for_upstreams(&store, [shop]);
+    let set = PolicySet::from_sources(vec![(PathBuf::from("p.toml"), policy.into())], &ctx);
+    Engine::new(set.unwrap())
+}
+
+fn rule_of(engine: &Engine, sql: &str) -> Option<String> {
+    let v = engine.check_sql(
+        &"analyst".into(),
+        &"shop".into(),
+        sql,
+        &SessionFacts::default(),
+    );
+    v.denial.as_ref().map(|d| d.rule.to_string())
+}
+
+#[test]
+fn an_allow_reaches_a_schema_and_a_table_each_by_its_own_part() {
+    // A live review read `"public.evil".t` under `public.*`: the joined text `public.evil.t`
+    // matched the glob.
+    let e = engine_with(
+        "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"public.*\"\nallow = [\"select\"]\n",
+    );
+    assert_eq!(rule_of(&e, "SELECT * FROM public.orders"), None);
+    assert_eq!(
+        rule_of(&e, "SELECT * FROM \"public.orders\""),
+        Some("builtin: dotted-name".into())
+    );
+    for sql in [
+        "SELECT secret FROM \"public.evil\".t",
+        "SELECT * FROM public.\"x.y\"",
+        "SELECT * FROM \"x.y\"",
+        "SELECT * FROM shop.\"public.evil\".t",
+        "SELECT \"public.evil\".f()",
+    ] {
+        let rule = rule_of(&e, sql);
+        assert_eq!(rule.as_deref(), Some("builtin: dotted-name"), "{sql}");
+    }
+    assert_eq!(
+        rule_of(&e, "SELECT * FROM sales.orders"),
+        Some("default-deny".into())
+    );
+}
+
+#[test]
+fn a_bare_star_is_every_schema_but_the_system_ones() {
+    // `name = "*"` was read as `public.*`: a `deny = ["*"]` left every other schema open.
+    let deny_all = engine_with(
+        "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"Public.*\"\nallow = [\"select\"]\n[[postgres.table]]\nname = \"*\"\ndeny = [\"*\"]\n",
+    );
+    for sql in [
+        "SELECT * FROM \"Public\".\"Orders\"",
+        "SELECT * FROM orders",
+        "SELECT * FROM sales.orders",
+    ] {
+        assert_eq!(
+            rule_of(&deny_all, sql).as_deref(),
+            Some("p: table *.*"),
+            "{sql}"
+        );
+    }
+    let allow_all = engine_with(
+        "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"*\"\nallow = [\"select\"]\n",
+    );
+    assert_eq!(rule_of(&allow_all, "SELECT * FROM sales.orders"), None);
+    assert_eq!(rule_of(&allow_all, "SELECT * FROM orders"), None);
+    // pg_toast holds masked columns' raw values: a wildcard schema never reaches it.
+    assert_eq!(
+        rule_of(&allow_all, "SELECT * FROM pg_toast.pg_toast_16384").as_deref(),
+        Some("default-deny")
+    );
+    let named = engine_with(
+        "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"pg_toast.*\"\nallow = [\"select\"]\n",
+    );
+    assert_eq!(
+        rule_of(&named, "SELECT * FROM pg_toast.pg_toast_16384"),
+        None
+    );
+}

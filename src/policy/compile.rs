@@ -372,8 +372,13 @@ fn check_row_filter(filter: &str) -> Result<(), String> {
 }
 
 /// `orders` → `public.orders`; `s.t` unchanged.
+/// A table pattern as `schema.table`: a bare name is in `public`, except `*` alone, which is
+/// every table of every schema (DESIGN.md's `*`; read as `public.*`, a `deny = ["*"]` missed
+/// every other schema).
 fn qualify(name: &str) -> String {
-    if name.contains('.') {
+    if name == "*" {
+        "*.*".to_string()
+    } else if name.contains('.') {
         name.to_string()
     } else {
         format!("public.{name}")

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::catalog::{is_catalog_relation, is_sensitive};
+use super::glob::Glob;
 use super::rules::{Op, SqlRules, StatementClass};
 use super::settings::check_client_setting;
 use super::sql::{
@@ -488,6 +489,24 @@ pub fn allowed_ops(rules: &SqlRules, qualified: &str) -> Vec<Op> {
         .collect()
 }
 
+/// Refuses a relation or function whose schema or name holds a dot, for whom only an allow
+/// would have to match it (`"public.evil".t` against `public.*`).
+pub const DOTTED_NAME_RULE: &str = "builtin: dotted-name";
+
+/// Whether an allow pattern reaches (`schema`, `name`). A wildcard in the pattern's schema
+/// part does not reach the system schemas (`pg_catalog`, `information_schema`, `pg_toast*`):
+/// the `catalog` switch governs those, and `pg_toast` holds the raw values of masked columns;
+/// a pattern that names one does.
+fn allow_reaches(glob: &Glob, schema: &str, name: &str) -> bool {
+    let wildcard_schema = glob
+        .as_str()
+        .split_once('.')
+        .is_none_or(|(s, _)| s.contains(['*', '?']));
+    let system =
+        schema == "pg_catalog" || schema == "information_schema" || schema.starts_with("pg_toast");
+    !(system && wildcard_schema) && glob.matches_parts(schema, name)
+}
+
 fn check_table(rules: &SqlRules, qualified: &str, op: Op) -> Result<(), Refusal> {
     if let Some(t) = rules
         .tables
@@ -514,10 +533,20 @@ fn check_table(rules: &SqlRules, qualified: &str, op: Op) -> Result<(), Refusal>
             return Ok(());
         }
     }
+    // An allow is matched part by part (a deny, above, on the joined text: it can only reach
+    // more). With a dot inside a part the joined text does not say where the schema ends.
+    if qualified.matches('.').count() != 1 {
+        return Err(Refusal::permission(
+            DOTTED_NAME_RULE,
+            format!(
+                "permission denied: {qualified}: a schema or table name with a dot in it cannot be told apart from its qualified name by the policy's patterns"
+            ),
+        ));
+    }
     if rules
         .tables
         .iter()
-        .any(|t| t.allow.contains(op) && t.glob.matches(qualified))
+        .any(|t| t.allow.contains(op) && allow_reaches(&t.glob, schema, name))
     {
         return Ok(());
     }
@@ -550,6 +579,15 @@ fn check_function(rules: &SqlRules, f: &FunctionRef) -> Result<(), Refusal> {
     }
     if rules.passthrough || sql::is_safe_builtin_function(f) {
         return Ok(());
+    }
+    if f.name.contains('.') || f.schema.as_deref().is_some_and(|s| s.contains('.')) {
+        return Err(Refusal::permission(
+            DOTTED_NAME_RULE,
+            format!(
+                "function {}: a schema or function name with a dot in it cannot be told apart from its qualified name by the policy's patterns",
+                forms[0]
+            ),
+        ));
     }
     if rules
         .allow_functions

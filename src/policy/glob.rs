@@ -16,6 +16,15 @@ impl Glob {
         glob_match(self.0.as_bytes(), text.as_bytes())
     }
 
+    /// This `schema.table` pattern against a relation's own two parts, each against its own:
+    /// `public.*` does not reach `"public.evil".t`, whose joined text `public.evil.t` `matches`
+    /// would accept. A pattern without a dot reaches nothing.
+    pub fn matches_parts(&self, schema: &str, name: &str) -> bool {
+        self.0.split_once('.').is_some_and(|(s, n)| {
+            glob_match(s.as_bytes(), schema.as_bytes()) && glob_match(n.as_bytes(), name.as_bytes())
+        })
+    }
+
     /// `matches` for names that need not be UTF-8 (Redis keys and channels).
     pub fn matches_bytes(&self, text: &[u8]) -> bool {
         glob_match(self.0.as_bytes(), text)
@@ -67,6 +76,26 @@ mod tests {
             ("", "", true),
         ] {
             assert_eq!(Glob::new(p).matches(t), m, "{p} ~ {t}");
+        }
+    }
+
+    #[test]
+    fn parts_are_matched_each_against_its_own() {
+        for (p, schema, name, m) in [
+            ("public.*", "public", "orders", true),
+            ("public.*", "public.evil", "t", false),
+            ("public.*", "public", "x.y", true),
+            ("*.orders", "sales", "orders", true),
+            ("*.orders", "sales", "x.orders", false),
+            ("*.*", "any", "thing", true),
+            ("p?blic.o*", "public", "orders", true),
+            ("orders", "public", "orders", false),
+        ] {
+            assert_eq!(
+                Glob::new(p).matches_parts(schema, name),
+                m,
+                "{p} ~ ({schema}, {name})"
+            );
         }
     }
 }
