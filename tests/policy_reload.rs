@@ -441,3 +441,56 @@ fn a_mask_on_a_misspelled_column_refuses_naming_the_column_and_its_rule_once() {
         running.shutdown();
     });
 }
+
+/// `EXECUTE name` prepared by the driver (a named protocol statement: psycopg's `prepare=True`,
+/// pgjdbc past prepareThreshold) of a statement SQL-PREPAREd before a reload: judged again
+/// under the new policy, whether the driver prepared it before the reload or after. A live
+/// review read a newly masked column raw and a revoked table through both.
+#[test]
+fn a_driver_prepared_execute_of_a_sql_prepare_is_judged_again_after_a_reload() {
+    let env = &harness().env;
+    harness().runtime.block_on(async {
+        let (running, dir) = own_gateway().await;
+        let url = env.pg_url("analyst").replace(
+            &format!(":{}/", env.pg_port),
+            &format!(":{}/", running.pg_addr.unwrap().port()),
+        );
+        let c = support::connect_url(&url).await.unwrap();
+        for sql in [
+            "PREPARE pn AS SELECT name FROM customers WHERE id < 3",
+            "PREPARE po AS SELECT count(*) FROM orders",
+        ] {
+            c.batch_execute(sql).await.unwrap();
+        }
+        let before_n = c.prepare("EXECUTE pn").await.unwrap();
+        let before_o = c.prepare("EXECUTE po").await.unwrap();
+        let raw: String = c.query("EXECUTE pn", &[]).await.unwrap()[0].get(0);
+        assert!(!raw.is_empty() && !raw.contains("REDACTED"), "{raw}");
+
+        std::fs::write(
+            dir.path().join("policies").join("zz-tighter.toml"),
+            "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\n[[postgres.table]]\nname = \"public.customers\"\nallow = [\"select\"]\nmask = { name = \"redact\" }\n[[postgres.table]]\nname = \"public.orders\"\ndeny = [\"select\"]\n",
+        )
+        .unwrap();
+        running.gateway.reload().unwrap();
+
+        // Prepared by the driver before the reload, run after it.
+        let e = c.query(&before_n, &[]).await.expect_err("masking changed");
+        assert_eq!(support::sqlstate(&e), "0A000", "{e:?}");
+        let e = c.query(&before_o, &[]).await.expect_err("orders revoked");
+        assert_eq!(support::sqlstate(&e), "42501", "{e:?}");
+        // Prepared by the driver after the reload.
+        let e = c.prepare("EXECUTE pn").await.expect_err("masking changed");
+        assert_eq!(support::sqlstate(&e), "0A000", "{e:?}");
+        let e = c.prepare("EXECUTE po").await.expect_err("orders revoked");
+        assert_eq!(support::sqlstate(&e), "42501", "{e:?}");
+        // The session goes on: the masked column reads masked.
+        let now: String = c
+            .query_one("SELECT name FROM customers ORDER BY id LIMIT 1", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_ne!(now, raw);
+        drop(running);
+    });
+}

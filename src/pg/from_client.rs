@@ -1085,7 +1085,15 @@ fn on_frame(
                     _ => None,
                 },
             };
-            if let Some(refusal) = stale_cursor {
+            // A prepared `EXECUTE name` whose PREPARE the policy changed for since: judged
+            // again when it runs, whenever the driver prepared it.
+            let stale = stale_cursor.or_else(|| {
+                checked
+                    .as_ref()
+                    .filter(|_| bound.as_ref().is_some_and(|p| p.effects))
+                    .and_then(|c| stale_execute_refusal(ctx, state, &c.verdict))
+            });
+            if let Some(refusal) = stale {
                 refuse_parse(pending, state, "", refusal, out);
                 return Ok(None);
             }
@@ -1408,6 +1416,17 @@ fn on_parse(
         return Ok(());
     }
     let verdict = ctx.check_sql(text, &state.facts);
+    // `EXECUTE name` of a statement PREPAREd under an older policy, prepared by the driver
+    // (psycopg's `prepare=True`, pgjdbc past prepareThreshold): judged again, as in a Query.
+    if let Some(refusal) = verdict
+        .runs()
+        .then(|| stale_execute_refusal(ctx, state, &verdict))
+        .flatten()
+    {
+        state.statements.remove(name);
+        refuse_parse(pending, state, name, refusal, out);
+        return Ok(());
+    }
     let (rewritten, positions) = if verdict.runs() {
         match ctx.forwarded_bytes(text, &verdict) {
             Ok(Some((sql, map))) => (Some(sql), Some(Box::new(map))),
