@@ -494,3 +494,53 @@ fn a_driver_prepared_execute_of_a_sql_prepare_is_judged_again_after_a_reload() {
         drop(running);
     });
 }
+
+/// A reload's limits hold from each open session's next statement: the reply half read them
+/// at ReadyForQuery only, so the first statement after a reload ran under the old `max_rows`
+/// and timeout (a live review got 400 rows under a new limit of 20, then 20).
+#[test]
+fn lowered_limits_hold_from_the_first_statement_after_a_reload() {
+    let env = &harness().env;
+    harness().runtime.block_on(async {
+        let (running, dir) = own_gateway().await;
+        let url = env.pg_url("analyst").replace(
+            &format!(":{}/", env.pg_port),
+            &format!(":{}/", running.pg_addr.unwrap().port()),
+        );
+        let c = support::connect_url(&url).await.unwrap();
+        let rows = |m: Vec<tokio_postgres::SimpleQueryMessage>| {
+            m.iter()
+                .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+                .count()
+        };
+        let sql = "SELECT id FROM orders ORDER BY id LIMIT 40";
+        assert_eq!(rows(c.simple_query(sql).await.unwrap()), 40);
+        std::fs::write(
+            dir.path().join("policies").join("zz-limits.toml"),
+            "agents = [\"analyst\"]\n[limits]\nmax_rows = 5\n",
+        )
+        .unwrap();
+        running.gateway.reload().unwrap();
+        assert_eq!(rows(c.simple_query(sql).await.unwrap()), 5);
+        // And a timeout, on the statement right after its reload.
+        let started = Instant::now();
+        c.simple_query("SELECT pg_sleep(0.05)").await.unwrap();
+        std::fs::write(
+            dir.path().join("policies").join("zz-limits.toml"),
+            "agents = [\"analyst\"]\n[limits]\nmax_rows = 5\nstatement_timeout_ms = 300\n",
+        )
+        .unwrap();
+        running.gateway.reload().unwrap();
+        let e = c
+            .simple_query("SELECT pg_sleep(3)")
+            .await
+            .expect_err("timed out");
+        assert_eq!(sqlstate(&e), "57014", "{e:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(running);
+    });
+}

@@ -218,6 +218,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
             epoch = now;
             state.replay_parameters(&mut out);
         }
+        // Between results, the limits of a reload apply from the next statement on (the view
+        // was refreshed only at ReadyForQuery: each session's first statement after a reload ran
+        // under the old max_rows and timeout).
+        if state.rows == 0 && !state.over_limit {
+            state.refresh_limits(&ctx);
+        }
         let timeout = state
             .view
             .limits()
