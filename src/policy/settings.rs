@@ -25,7 +25,6 @@ const FREE_SETTINGS: &[&str] = &[
     "geqo",
     "jit",
     "enable_seqscan",
-    "work_mem",
     "lc_monetary",
     "lc_numeric",
     "lc_time",
@@ -46,9 +45,49 @@ pub fn check_client_setting(name: &str, value: &str) -> Result<(), String> {
     if lower == "client_min_messages" {
         return check_message_level(value);
     }
+    if lower == "work_mem" {
+        return check_work_mem(value);
+    }
     Err(format!(
         "setting \"{name}\" may not be changed through the gateway"
     ))
+}
+
+/// The most `work_mem` a client may choose, in kB. It sizes each sort and hash of a query
+/// before it spills to disk, in the shared server's memory: at `1TB` one analyst's cross join
+/// grew its backend by ~125 MB per million rows (a live review), on the way to the postmaster's
+/// OOM kill and every agent's outage.
+pub const WORK_MEM_CEILING_KB: f64 = 64.0 * 1024.0;
+
+/// `work_mem` up to [`WORK_MEM_CEILING_KB`] (`value` as SET renders it: a number of kB or
+/// with PostgreSQL's units `B`, `kB`, `MB`, `GB`, `TB`; `DEFAULT`). Anything else, a value
+/// computed at run time included, is refused.
+pub fn check_work_mem(value: &str) -> Result<(), String> {
+    let v = value.trim().trim_matches('\'').trim();
+    if v.eq_ignore_ascii_case("default") {
+        return Ok(());
+    }
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let kb = number.parse::<f64>().ok().and_then(|n| {
+        let per_unit = match unit.trim() {
+            "" | "kB" => 1.0,
+            "B" => 1.0 / 1024.0,
+            "MB" => 1024.0,
+            "GB" => 1024.0 * 1024.0,
+            "TB" => 1024.0 * 1024.0 * 1024.0,
+            _ => return None,
+        };
+        Some(n * per_unit)
+    });
+    match kb {
+        Some(kb) if kb <= WORK_MEM_CEILING_KB => Ok(()),
+        _ => Err(format!(
+            "work_mem = {v} is refused: a client may choose at most 64MB (it sizes each sort and hash in the shared server's memory)"
+        )),
+    }
 }
 
 /// The levels of `client_min_messages` a client may choose (`value` as SET renders it,
@@ -176,6 +215,18 @@ mod tests {
             ("session_authorization", "postgres", false),
             ("log_statement", "none", false),
             ("backslash_quote", "on", false),
+            ("work_mem", "'64MB'", true),
+            ("work_mem", "65536", true),
+            ("work_mem", "'1.5MB'", true),
+            ("work_mem", "DEFAULT", true),
+            ("WORK_MEM", "'4096kB'", true),
+            ("work_mem", "65537", false),
+            ("work_mem", "'1TB'", false),
+            ("work_mem", "'65MB'", false),
+            ("work_mem", "'1 GB'", false),
+            ("work_mem", "'64mb'", false),
+            ("work_mem", "", false),
+            ("work_mem", "'-1'", false),
         ] {
             assert_eq!(
                 check_client_setting(name, value).is_ok(),

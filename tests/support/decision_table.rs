@@ -80,6 +80,9 @@ pub const ANALYST_ALLOWED: &[&str] = &[
     "RELEASE SAVEPOINT a",
     "SET application_name = 'report'",
     "SET statement_timeout = '5s'",
+    "SET work_mem = '64MB'",
+    "SET LOCAL work_mem TO 32768",
+    "SELECT set_config('work_mem', '16MB', false)",
     "SET TIME ZONE 'UTC'",
     "SET datestyle TO ISO",
     "SET TRANSACTION READ ONLY",
@@ -273,6 +276,11 @@ pub const ANALYST_REFUSED: &[&str] = &[
     // a custom setting RESET is created on the server connection and outlives DISCARD ALL:
     // a bit another agent's session on the same pooled connection reads (a live review)
     "RESET app.tenant_id",
+    // work_mem sizes each sort and hash in the shared server's memory (a live review grew a
+    // backend by ~125 MB per million rows at 1TB).
+    "SET work_mem = '1TB'",
+    "SET LOCAL work_mem TO 1048576",
+    "SELECT set_config('work_mem', '2GB', true)",
     "RESET \"my.flag\"",
     "RESET ROLE; SET ROLE postgres",
     // prepared statements and cursors
