@@ -166,7 +166,13 @@ impl Gateway {
     /// `reload` without asking for fresh table shapes (`reload_all` asks once the vault's
     /// credentials are in force too).
     fn reload_policies(&self) -> Result<(), SourceError> {
-        match load_policies(&self.config) {
+        let loaded = load_policies(&self.config).and_then(|(agents, set)| {
+            agents
+                .may_replace(&self.core.agents.load())
+                .map_err(|e| SourceError::semantic(&self.config.agents_file, e))?;
+            Ok((agents, set))
+        });
+        match loaded {
             Ok((agents, set)) => {
                 for w in &set.warnings {
                     warn!("policy: {w}");

@@ -544,3 +544,58 @@ fn lowered_limits_hold_from_the_first_statement_after_a_reload() {
         drop(running);
     });
 }
+
+/// Removing an agent from agents.toml revokes it at the reload, though policy files still name
+/// it (they get a warning): the reload failed on those names and kept the whole last set, the
+/// removed agent included, serving (two live reviews). A file emptied or deleted keeps the
+/// running agents; `agent = []` revokes them all.
+#[test]
+fn removing_an_agent_from_the_agents_file_revokes_it_at_the_reload() {
+    let env = &harness().env;
+    harness().runtime.block_on(async {
+        let (running, dir) = own_gateway().await;
+        let url = |agent: &str| {
+            env.pg_url(agent).replace(
+                &format!(":{}/", env.pg_port),
+                &format!(":{}/", running.pg_addr.unwrap().port()),
+            )
+        };
+        let writer = support::connect_url(&url("writer")).await.unwrap();
+        writer
+            .simple_query("SELECT count(*) FROM orders")
+            .await
+            .unwrap();
+        let path = dir.path().join("agents.toml");
+        let mut file = tollgate::auth::AgentsFile::load(&path).unwrap();
+        file.agents.retain(|a| a.name != "writer");
+        file.save(&path).unwrap();
+        running
+            .gateway
+            .reload()
+            .expect("a removed agent is not an error");
+        let e = writer
+            .simple_query("SELECT count(*) FROM orders")
+            .await
+            .expect_err("revoked");
+        assert_eq!(sqlstate(&e), "42501", "{e:?}");
+        let e = support::connect_url(&url("writer"))
+            .await
+            .expect_err("no login");
+        assert_eq!(sqlstate(&e), "28P01", "{e:?}");
+
+        let analyst = support::connect_url(&url("analyst")).await.unwrap();
+        for emptied in ["", "# nothing yet\n"] {
+            std::fs::write(&path, emptied).unwrap();
+            let e = running.gateway.reload().expect_err("kept");
+            assert!(e.to_string().contains("agent = []"), "{e}");
+            analyst.simple_query("SELECT 1").await.unwrap();
+        }
+        std::fs::remove_file(&path).unwrap();
+        running.gateway.reload().expect_err("kept");
+        std::fs::write(&path, "agent = []\n").unwrap();
+        running.gateway.reload().expect("an empty list revokes all");
+        let e = analyst.simple_query("SELECT 1").await.expect_err("revoked");
+        assert_eq!(sqlstate(&e), "42501", "{e:?}");
+        drop(running);
+    });
+}

@@ -13,6 +13,11 @@ use crate::config::SourceError;
 pub struct AgentsFile {
     #[serde(default, rename = "agent")]
     pub agents: Vec<AgentRecord>,
+    /// Whether the file lists its agents: `[[agent]]` tables, or `agent = []` (what `save`
+    /// writes for none). A missing, empty or comment-only file does not: that is what a
+    /// deletion or a truncated write leaves, and a reload does not read it as "revoke all".
+    #[serde(skip)]
+    pub listed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +47,8 @@ struct Agent {
 #[derive(Debug, Clone, Default)]
 pub struct AgentStore {
     agents: BTreeMap<String, Agent>,
+    /// The file listed its agents (see [`AgentsFile::listed`]).
+    listed: bool,
 }
 
 pub fn valid_agent_name(name: &str) -> bool {
@@ -59,7 +66,11 @@ impl AgentsFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AgentsFile::default()),
             Err(e) => return Err(SourceError::io(path, &e)),
         };
-        toml::from_str(&text).map_err(|e| SourceError::from_toml(path, &text, &e))
+        let mut file: AgentsFile =
+            toml::from_str(&text).map_err(|e| SourceError::from_toml(path, &text, &e))?;
+        file.listed = !file.agents.is_empty()
+            || toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key("agent"));
+        Ok(file)
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
@@ -98,6 +109,7 @@ impl AgentStore {
     }
 
     pub fn from_file(path: &Path, file: AgentsFile) -> Result<AgentStore, SourceError> {
+        let listed = file.listed || !file.agents.is_empty();
         let mut agents = BTreeMap::new();
         for rec in file.agents {
             if !valid_agent_name(&rec.name) {
@@ -128,7 +140,21 @@ impl AgentStore {
                 ));
             }
         }
-        Ok(AgentStore { agents })
+        Ok(AgentStore { agents, listed })
+    }
+
+    /// Whether these agents, read at a reload, may take the place of `running`. Removing an
+    /// agent from the file revokes it; a file that lists none (missing, empty, comments only)
+    /// may not replace running agents: a file deleted by mistake or caught half-written would
+    /// lock every agent out. Revoking them all takes an explicit `agent = []`.
+    pub fn may_replace(&self, running: &AgentStore) -> Result<(), String> {
+        if !self.agents.is_empty() || self.listed || running.agents.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "the file is missing or lists no agent; keeping the {} running agent(s) (write `agent = []` to revoke them all)",
+            running.agents.len()
+        ))
     }
 
     /// The agent's record and its 4096-iteration verifier.

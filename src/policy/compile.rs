@@ -215,13 +215,16 @@ fn validate(
     ctx: &PolicyContext,
     warnings: &mut Vec<SourceError>,
 ) -> Result<(), SourceError> {
+    // A warning, not an error: removing an agent from agents.toml is how it is revoked, and
+    // an error here kept the whole last set (the removed agent included) serving until every
+    // policy file naming it was edited too (two live reviews).
     for a in &l.file.agents {
         if ctx.agents.get(a.get_ref()).is_none() {
-            return Err(at(
+            warnings.push(at(
                 l,
                 a,
                 format!(
-                    "agent \"{}\" has no token: add it with `tollgate agent add {}`",
+                    "agent \"{}\" is not in the agents file: this file's rules never apply to it (add it with `tollgate agent add {}`)",
                     a.get_ref(),
                     a.get_ref()
                 ),
