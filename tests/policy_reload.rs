@@ -599,3 +599,105 @@ fn removing_an_agent_from_the_agents_file_revokes_it_at_the_reload() {
         drop(running);
     });
 }
+
+/// Redis: the commands of a MULTI were judged as they were queued; a reload before EXEC (a key
+/// revoked, a new mask) turns EXEC into EXECABORT, not a run under the old policy. A live
+/// review read a newly masked and a revoked key through EXEC.
+#[test]
+fn a_redis_transaction_queued_before_a_reload_is_aborted_at_exec() {
+    harness().runtime.block_on(async {
+        let (running, dir) = own_gateway().await;
+        let port = running.redis_addr.unwrap().port();
+        let mut w = support::redis_login_at(port, "writer").await;
+        let ex = async |s: &mut tokio::net::TcpStream, words: &[&str], until: &str| {
+            support::redis_exchange(s, &support::redis_cmd(words), until).await
+        };
+        assert_eq!(ex(&mut w, &["SET", "cache:secretval", "TOP-SECRET"], "\r\n").await, "+OK\r\n");
+        // Unchanged policy: EXEC runs.
+        assert_eq!(ex(&mut w, &["MULTI"], "\r\n").await, "+OK\r\n");
+        assert_eq!(ex(&mut w, &["GET", "cache:secretval"], "\r\n").await, "+QUEUED\r\n");
+        assert_eq!(ex(&mut w, &["EXEC"], "TOP-SECRET\r\n").await, "*1\r\n$10\r\nTOP-SECRET\r\n");
+
+        assert_eq!(ex(&mut w, &["MULTI"], "\r\n").await, "+OK\r\n");
+        assert_eq!(ex(&mut w, &["GET", "cache:secretval"], "\r\n").await, "+QUEUED\r\n");
+        std::fs::write(
+            dir.path().join("policies").join("zz-mask.toml"),
+            "agents = [\"writer\"]\n[[redis]]\nupstream = \"cache\"\nread_keys = [\"cache:*\"]\n[[redis.mask]]\nkeys = \"cache:secret*\"\n",
+        )
+        .unwrap();
+        running.gateway.reload().unwrap();
+        let got = ex(&mut w, &["EXEC"], "\r\n").await;
+        assert!(got.starts_with("-EXECABORT") && got.contains("policy changed"), "{got}");
+        // The connection is out of MULTI and the mask holds.
+        let got = ex(&mut w, &["GET", "cache:secretval"], "\r\n").await;
+        assert!(!got.contains("TOP-SECRET"), "{got}");
+        drop(running);
+    });
+}
+
+/// PostgreSQL: a session that LISTENs receives notifications for as long as the server holds
+/// the registration; after a reload that takes LISTEN away, the next notification ends the
+/// session with a FATAL naming why, as a Redis subscription does. A live review kept receiving
+/// notifications after `listen`, then the agent's whole `[[postgres]]` block, were removed.
+#[test]
+fn a_listen_taken_away_by_a_reload_ends_the_session_at_the_next_notification() {
+    use futures_util::StreamExt;
+    let env = &harness().env;
+    harness().runtime.block_on(async {
+        let (running, dir) = own_gateway().await;
+        let url = |agent: &str| {
+            env.pg_url(agent).replace(
+                &format!(":{}/", env.pg_port),
+                &format!(":{}/", running.pg_addr.unwrap().port()),
+            )
+        };
+        let grant = dir.path().join("policies").join("zz-listen.toml");
+        std::fs::write(
+            &grant,
+            "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\nstatements = [\"listen\"]\n",
+        )
+        .unwrap();
+        running.gateway.reload().unwrap();
+        let (client, mut conn) = tokio_postgres::connect(&url("analyst"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut stream = Box::pin(futures_util::stream::poll_fn(move |cx| {
+                conn.poll_message(cx)
+            }));
+            while let Some(m) = stream.next().await {
+                let end = m.is_err();
+                let _ = tx.send(m.map_err(|e| format!("{e:?}")));
+                if end {
+                    break;
+                }
+            }
+        });
+        client.batch_execute("LISTEN reload_chan").await.unwrap();
+        let notifier = support::connect_url(&url("trusted")).await.unwrap();
+        let next = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<_>| {
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a message")
+        };
+        notifier.batch_execute("NOTIFY reload_chan, 'before'").await.unwrap();
+        match next(&mut rx).await {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                assert_eq!(n.payload(), "before")
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_file(&grant).unwrap();
+        running.gateway.reload().unwrap();
+        notifier.batch_execute("NOTIFY reload_chan, 'after'").await.unwrap();
+        let mut seen = Vec::new();
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            seen.push(format!("{m:?}"));
+        }
+        let seen = seen.join("\n");
+        assert!(!seen.contains("\"after\""), "{seen}");
+        assert!(seen.contains("no longer allows LISTEN"), "{seen}");
+        drop(running);
+    });
+}

@@ -501,7 +501,7 @@ async fn relay<R: AsyncRead + Unpin>(
         // committing now) before anything they let through is forwarded.
         ctx.commit().await.map_err(FromClientError::Fatal)?;
         pending.cancels_settled().await;
-        no_misread(ctx)?;
+        not_ending(ctx)?;
         let writer = &mut attached.as_mut().expect("attached above").writer;
         writer
             .write_all(&out)
@@ -670,8 +670,8 @@ async fn give_back(
 
 /// Nothing more is forwarded once the server reported reading SQL text otherwise than the
 /// analysis (`sql_reading`): what was judged under the old reading must not run under the new.
-fn no_misread(ctx: &PgSession) -> Result<(), FromClientError> {
-    match ctx.misread() {
+fn not_ending(ctx: &PgSession) -> Result<(), FromClientError> {
+    match ctx.ending() {
         Some(fields) => Err(FromClientError::Fatal(fields.clone())),
         None => Ok(()),
     }
@@ -715,7 +715,7 @@ async fn settle<W: AsyncWrite + Unpin>(
     // What is queued goes now, so its decisions are committed first (as before any write).
     ctx.commit().await.map_err(FromClientError::Fatal)?;
     pending.cancels_settled().await;
-    no_misread(ctx)?;
+    not_ending(ctx)?;
     upstream
         .write_all(out)
         .await

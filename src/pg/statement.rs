@@ -75,9 +75,10 @@ pub struct PgSession {
     /// The client encoding the server last reported (`ParameterStatus client_encoding`), as an
     /// index of `client_encoding`'s table; [`UNDECODABLE`] when tollgate cannot decode it exactly.
     encoding: std::sync::atomic::AtomicU8,
-    /// Set when the attached server reported reading SQL text differently from the analysis
-    /// (`sql_reading`): the session ends with this FATAL and nothing more is forwarded.
-    misread: std::sync::OnceLock<PgErrorFields>,
+    /// Set when the session must end now, with this FATAL, and nothing more is forwarded: the
+    /// attached server reported reading SQL text differently from the analysis
+    /// (`sql_reading`), or a reload took away the LISTEN whose notifications it receives.
+    ending: std::sync::OnceLock<PgErrorFields>,
 }
 
 /// [`PgSession`]'s encoding when the server reports one tollgate does not decode exactly: text
@@ -93,7 +94,7 @@ impl PgSession {
             redact_literals: core.audit_config.redact_literals,
             session,
             encoding: std::sync::atomic::AtomicU8::new(ClientEncoding::UTF8.index()),
-            misread: std::sync::OnceLock::new(),
+            ending: std::sync::OnceLock::new(),
         }
     }
 
@@ -120,8 +121,23 @@ impl PgSession {
 
     /// The FATAL to end the session with if the attached server reported, in a reply, reading
     /// SQL text differently from the analysis.
-    pub fn misread(&self) -> Option<&PgErrorFields> {
-        self.misread.get()
+    pub fn ending(&self) -> Option<&PgErrorFields> {
+        self.ending.get()
+    }
+
+    /// A notification arrived for a session whose policy no longer allows LISTEN (a reload
+    /// since it listened): the session ends with a FATAL naming why (recorded), as a Redis
+    /// subscription does. The server would go on delivering what the old policy allowed.
+    pub fn end_for_revoked_listen(&self) {
+        if self.ending.get().is_some() {
+            return;
+        }
+        let r = Refusal::permission(
+            crate::policy::decide::DEFAULT_DENY,
+            "the policy changed and no longer allows LISTEN: this session's notifications end here; connect again",
+        );
+        let r = self.session.refuse("-- a notification (LISTEN)".into(), r);
+        let _ = self.ending.set(refusal::fatal(&r));
     }
 
     fn refuse_connection(&self, r: Refusal) -> PgErrorFields {
@@ -589,8 +605,8 @@ impl PgSession {
                 let value = value.split(|b| *b == 0).next().unwrap_or(b"");
                 let value = String::from_utf8_lossy(value);
                 if let Err(r) = super::sql_reading::check(super::sql_reading::SETTING, &value) {
-                    if self.misread.get().is_none() && self.analysed() {
-                        let _ = self.misread.set(self.refuse_connection(r));
+                    if self.ending.get().is_none() && self.analysed() {
+                        let _ = self.ending.set(self.refuse_connection(r));
                     }
                 }
             }

@@ -15,6 +15,7 @@ use super::link::Link;
 use super::pending::{Expect, Pending};
 use super::statement::PgSession;
 use crate::policy::limits::RowLimitMode;
+use crate::policy::rules::StatementClass;
 use crate::policy::AgentView;
 use crate::refusal::{Refusal, RefusalClass};
 use crate::session::{ClientWrites, OutcomeError, Ticket};
@@ -269,7 +270,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         pending.set_unwritten(true);
         on_frame(&ctx, &pending, &mut state, frame, &mut out);
         // Drain what is already buffered before writing, so a burst of rows costs one write.
-        while ctx.misread().is_none() && upstream.has_buffered_frame() && out.len() < 256 * 1024 {
+        while ctx.ending().is_none() && upstream.has_buffered_frame() && out.len() < 256 * 1024 {
             match upstream.next().await {
                 Ok(Some(f)) => on_frame(&ctx, &pending, &mut state, f, &mut out),
                 Ok(None) => break,
@@ -284,7 +285,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             && pending.between_transactions()
             && !upstream.has_buffered_frame();
         drop(guard);
-        if let Some(fields) = ctx.misread() {
+        if let Some(fields) = ctx.ending() {
             // What came before the report was read as analysed; nothing after it is relayed.
             client.send(&out).await?;
             return Err(ToClientError::Fatal(fields.clone()));
@@ -582,11 +583,23 @@ fn handle(
             }
             let shown = ctx.rewrite_parameter_status(&frame);
             // A server that now reads SQL text otherwise ends the session (`run`).
-            if ctx.misread().is_none() {
+            if ctx.ending().is_none() {
                 out.extend_from_slice(&shown);
             }
         }
-        msg::NOTIFICATION_RESPONSE => out.extend_from_slice(&notification(state, frame)),
+        msg::NOTIFICATION_RESPONSE => {
+            // The LISTEN was judged when it ran; a reload may have taken it away since.
+            state.refresh_limits(ctx);
+            let listens = state
+                .view
+                .policy()
+                .is_some_and(|p| p.allows_class(ctx.session().upstream(), StatementClass::Listen));
+            if !listens {
+                ctx.end_for_revoked_listen();
+            } else if ctx.ending().is_none() {
+                out.extend_from_slice(&notification(state, frame));
+            }
+        }
         _ => out.extend_from_slice(&frame.raw),
     }
 }

@@ -30,6 +30,22 @@ pub struct AgentPolicy {
     pub require_tls: Option<TlsRequirement>,
 }
 
+impl AgentPolicy {
+    /// Whether statements of `class` may run on `upstream` under the enforced rules: for what
+    /// a session goes on receiving after a reload (LISTEN's notifications). Only shadow files:
+    /// nothing is enforced.
+    pub fn allows_class(&self, upstream: &str, class: super::rules::StatementClass) -> bool {
+        match (&self.enforced, &self.with_shadow) {
+            (Some(m), _) => m
+                .get(upstream)
+                .and_then(UpstreamRules::sql)
+                .is_some_and(|r| r.passthrough || r.classes.contains(class)),
+            (None, Some(_)) => true,
+            (None, None) => false,
+        }
+    }
+}
+
 /// `require_tls = true` for an agent: the file that says so (an enforcing one if any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsRequirement {

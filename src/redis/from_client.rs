@@ -65,6 +65,8 @@ pub(super) struct FromClient {
     client: Option<ClientEntry>,
     in_multi: bool,
     multi_dirty: bool,
+    /// The policy version at MULTI: an EXEC under another one is answered EXECABORT.
+    multi_version: u64,
     /// `CLIENT REPLY OFF` is in force: nothing is answered until `CLIENT REPLY ON` (or RESET).
     reply_off: bool,
     /// `CLIENT REPLY SKIP` was sent: the next command is not answered.
@@ -137,6 +139,7 @@ impl FromClient {
             client: relay.client,
             in_multi: false,
             multi_dirty: false,
+            multi_version: 0,
             reply_off: false,
             silence_next: false,
             reply_change: None,
@@ -858,15 +861,23 @@ impl FromClient {
                 if !self.in_multi {
                     self.in_multi = true;
                     self.multi_dirty = false;
+                    self.multi_version = self.session.core().policy.version();
                 }
                 (Kind::Reply(MaskPlan::None), cmd)
             }
             b"exec" if self.in_multi => {
                 self.in_multi = false;
-                if self.multi_dirty {
+                let abort = if self.multi_dirty {
+                    Some(reply::QUEUED_ABORT)
+                } else if self.session.core().policy.version() != self.multi_version {
+                    Some(reply::POLICY_CHANGED_ABORT)
+                } else {
+                    None
+                };
+                if let Some(abort) = abort {
                     let args = vec![Bytes::from_static(b"DISCARD")];
                     let raw = encode_command(&args);
-                    (Kind::ExecAbort, Command { args, raw })
+                    (Kind::ExecAbort(abort), Command { args, raw })
                 } else {
                     (Kind::Exec, cmd)
                 }

@@ -99,8 +99,9 @@ pub(super) enum Kind {
     /// A command queued inside MULTI; its plan applies to its slot in EXEC's reply.
     Queued(MaskPlan),
     Exec,
-    /// DISCARD was forwarded in place of EXEC (a queued command was refused): EXECABORT.
-    ExecAbort,
+    /// DISCARD was forwarded in place of EXEC (a queued command was refused, or the policy
+    /// changed since MULTI): this EXECABORT error is the reply.
+    ExecAbort(&'static [u8]),
     Discard,
     /// HELLO: switches the reply protocol when the upstream accepts it.
     Hello(Option<u8>),

@@ -7,6 +7,9 @@ use crate::refusal::Refusal;
 
 pub const OK: &[u8] = b"+OK\r\n";
 pub const QUEUED_ABORT: &[u8] = b"-EXECABORT Transaction discarded because of previous errors.\r\n";
+/// EXEC of a transaction queued under a policy a reload has replaced since MULTI: its commands
+/// were judged under the old one (a revoked key or a new mask would not hold), so none runs.
+pub const POLICY_CHANGED_ABORT: &[u8] = b"-EXECABORT Transaction discarded: the policy changed while it was queued (tollgate); run it again\r\n";
 pub const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
 pub const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
 pub const NOAUTH_HELLO: &[u8] = b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n";

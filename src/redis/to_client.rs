@@ -540,9 +540,9 @@ impl ToClient {
                     })
                 }
             }
-            Kind::ExecAbort => {
+            Kind::ExecAbort(abort) => {
                 self.exec_plans.clear();
-                Bytes::from_static(reply::QUEUED_ABORT)
+                Bytes::from_static(abort)
             }
             Kind::Discard => {
                 self.exec_plans.clear();
@@ -721,7 +721,7 @@ fn misfit(kind: &Kind, frame: &[u8], queued: usize, resp3: bool) -> Option<&'sta
                 || mask_reply::exec_len(frame)
                     .is_some_and(|n| n < 0 || usize::try_from(n) == Ok(queued))
         }
-        Kind::ExecAbort | Kind::Discard => error || frame.starts_with(b"+OK\r\n"),
+        Kind::ExecAbort(_) | Kind::Discard => error || frame.starts_with(b"+OK\r\n"),
         Kind::Hello(_) => error || matches!(first, b'*' | b'%'),
         // tollgate reset its own view of the connection when it sent RESET: an upstream that
         // refused it is somewhere tollgate does not know.
@@ -742,7 +742,7 @@ fn misfit(kind: &Kind, frame: &[u8], queued: usize, resp3: bool) -> Option<&'sta
     (!fits).then_some(match kind {
         Kind::Queued(_) => "+QUEUED",
         Kind::Exec => "EXEC's array, one element per queued command",
-        Kind::ExecAbort | Kind::Discard => "+OK",
+        Kind::ExecAbort(_) | Kind::Discard => "+OK",
         Kind::Hello(_) => "HELLO's reply",
         Kind::Reset => "+RESET",
         Kind::Relogin => "+OK to tollgate's login",

@@ -168,7 +168,7 @@ fn a_refusal_inside_multi_turns_exec_into_discard() {
     let fwd = r.forwarded();
     assert!(fwd.ends_with("*1\r\n$7\r\nDISCARD\r\n"), "{fwd}");
     assert!(!fwd.contains("EXEC"), "{fwd}");
-    assert!(matches!(r.entries.last().unwrap().kind, Kind::ExecAbort));
+    assert!(matches!(r.entries.last().unwrap().kind, Kind::ExecAbort(_)));
 }
 
 #[test]
@@ -461,7 +461,7 @@ fn subscribe_hello_and_auth_inside_multi_are_refused() {
     }
     r.entries.clear();
     r.send("EXEC");
-    assert!(matches!(r.entries[0].kind, Kind::ExecAbort));
+    assert!(matches!(r.entries[0].kind, Kind::ExecAbort(_)));
     let fwd = r.forwarded();
     assert_eq!(fwd, "*1\r\n$5\r\nMULTI\r\n*1\r\n$7\r\nDISCARD\r\n", "{fwd}");
     // The tokens never reach the record.

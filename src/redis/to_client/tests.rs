@@ -148,7 +148,7 @@ fn a_masked_reply_is_rewritten_and_an_error_reply_recorded() {
 #[test]
 fn a_poisoned_transaction_is_answered_execabort() {
     let mut r = rig(false);
-    let exec = r.entry(Kind::ExecAbort);
+    let exec = r.entry(Kind::ExecAbort(crate::redis::reply::QUEUED_ABORT));
     r.to.push(exec);
     // The upstream answers the DISCARD sent in EXEC's place.
     r.feed("+OK\r\n");
