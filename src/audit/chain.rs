@@ -83,6 +83,14 @@ pub enum SystemRecord {
         error: String,
         kinds: LostKinds,
     },
+    /// At start the active file ended with an incomplete line (the machine stopped during a
+    /// write: the log does not fsync) and was cut back to its last complete record; `line` is
+    /// the start of what was cut (up to 4 KiB, read lossily), `seq` its number if readable.
+    TailCut {
+        bytes: u64,
+        seq: Option<u64>,
+        line: String,
+    },
     /// Retention is about to delete a closed file (the oldest): the chain's new start is
     /// explained, so a deleted first file that retention did not delete is detected.
     Retention { removed_file: String },
@@ -158,6 +166,7 @@ pub struct AdminAction {
 pub const KIND_ROTATION: &str = "rotation";
 pub const KIND_ROTATION_FAILED: &str = "rotation_failed";
 pub const KIND_LOST: &str = "lost";
+pub const KIND_TAIL_CUT: &str = "tail_cut";
 pub const KIND_EXPORT_GAP: &str = "export_gap";
 pub const KIND_RETENTION: &str = "retention";
 pub const KIND_ADMIN: &str = "admin";
@@ -168,6 +177,7 @@ impl SystemRecord {
             SystemRecord::Rotation => KIND_ROTATION,
             SystemRecord::RotationFailed { .. } => KIND_ROTATION_FAILED,
             SystemRecord::Lost { .. } => KIND_LOST,
+            SystemRecord::TailCut { .. } => KIND_TAIL_CUT,
             SystemRecord::ExportGap { .. } => KIND_EXPORT_GAP,
             SystemRecord::Retention { .. } => KIND_RETENTION,
             SystemRecord::Admin(_) => KIND_ADMIN,
@@ -233,6 +243,13 @@ impl SystemRecord {
                 num(&mut out, "lost_sessions", kinds.sessions);
                 num(&mut out, "lost_other", kinds.other);
                 text(&mut out, "error", error);
+            }
+            SystemRecord::TailCut { bytes, seq, line } => {
+                num(&mut out, "cut_bytes", *bytes);
+                if let Some(s) = seq {
+                    num(&mut out, "cut_seq", *s);
+                }
+                text(&mut out, "cut_line", line);
             }
             SystemRecord::ExportGap {
                 exporter,

@@ -134,6 +134,9 @@ impl AuditLog {
         if resumed.needs_link {
             queue.push_link();
         }
+        if let Some(cut) = resumed.tail_cut {
+            queue.push_system(cut);
+        }
         Ok(AuditLog {
             shared: Arc::new(Shared {
                 path: path.to_path_buf(),

@@ -99,20 +99,60 @@ fn verify_finds_a_deleted_record() {
     );
 }
 
+/// A file ending with an incomplete line (the machine stopped during a write: the log does not
+/// fsync) is cut back to its last complete record at start, and a `tail_cut` record says what
+/// was cut; the chain goes on and verifies. (tollgate refused to start, and moving the file
+/// aside started a chain that no longer linked to the old one: a live review.) A last
+/// complete line that is not a valid record is still refused.
 #[test]
-fn refuses_to_extend_a_torn_tail() {
+fn a_torn_tail_is_cut_back_recorded_and_the_chain_goes_on() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    AuditLog::open(&path)
-        .unwrap()
-        .append(&event("SELECT 1"))
-        .unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap();
-    f.write_all(b"{\"seq\":2,\"ts\"").unwrap();
+    let log = AuditLog::open(&path).unwrap();
+    log.append(&event("SELECT 1")).unwrap();
+    log.append(&event("SELECT 2")).unwrap();
+    drop(log);
+    let torn =
+        b"{\"seq\":3,\"ts\":\"2026-12-07T10:00:00.000000Z\",\"kind\":\"decision\",\"agent\":\"wri";
+    let append = |bytes: &[u8]| {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(bytes).unwrap();
+    };
+    append(torn);
+    let log = AuditLog::open(&path).unwrap();
+    log.append(&event("SELECT 3")).unwrap();
+    drop(log);
+    let recs = lines(&path);
+    assert_eq!(recs.len(), 4, "{recs:?}");
+    assert_eq!(recs[2]["kind"], "tail_cut");
+    assert_eq!(recs[2]["seq"], 3);
+    assert_eq!(recs[2]["cut_seq"], 3);
+    assert_eq!(recs[2]["cut_bytes"], torn.len());
+    assert!(recs[2]["cut_line"].as_str().unwrap().ends_with("\"wri"));
+    assert_eq!(recs[3]["statement"], "SELECT 3");
+    let report = verify_path(&path);
+    assert!(report.problem.is_none(), "{:?}", report.problem);
+    assert!(
+        report.notes.iter().any(|n| n.contains("incomplete line")),
+        "{:?}",
+        report.notes
+    );
+
+    // A file holding nothing but a torn line starts the chain afresh.
+    let only = dir.path().join("only.log");
+    std::fs::write(&only, &torn[..20]).unwrap();
+    AuditLog::open(&only).unwrap().append(&event("x")).unwrap();
+    let recs = lines(&only);
+    assert_eq!(recs[0]["kind"], "tail_cut");
+    assert_eq!(recs[0]["seq"], 1);
+    assert!(verify_path(&only).problem.is_none());
+
+    // A complete last line that is not a record is not cut: refused, for an operator to see.
+    append(b"{\"seq\":5,\"not\":\"a record\"}\n");
     assert!(matches!(
         AuditLog::open(&path),
         Err(AuditError::BrokenTail { .. })

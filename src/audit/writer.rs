@@ -73,6 +73,8 @@ pub struct Resumed {
     pub needs_link: bool,
     pub file_records: u64,
     pub file_bytes: u64,
+    /// The active file ended with an incomplete line, cut away: what to record about it.
+    pub tail_cut: Option<SystemRecord>,
 }
 
 enum SwitchError {
@@ -112,6 +114,7 @@ impl Writer {
             .mode(0o600)
             .open(path)
             .map_err(io)?;
+        let tail_cut = cut_torn_tail(&mut file, path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let now = SystemTime::now();
         let mut active = Active {
@@ -172,6 +175,7 @@ impl Writer {
             needs_link,
             file_records,
             file_bytes: len,
+            tail_cut,
         })
     }
 
@@ -405,6 +409,42 @@ impl Writer {
 }
 
 /// The last line of a file if it is complete (`None` when the file ends mid-line).
+/// A file that does not end with a newline ends with a line whose write the machine did not
+/// finish (the log does not fsync; tollgate's own failed writes are cut back at once): cut back
+/// to the end of the last complete line, which is then where the chain resumes, and say what
+/// was cut. A cut longer than any line (1 MiB) is left for `audit verify` and an operator.
+fn cut_torn_tail(file: &mut File, path: &Path) -> std::io::Result<Option<SystemRecord>> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let tail_len = len.min(1 << 20);
+    file.seek(SeekFrom::Start(len - tail_len))?;
+    let mut tail = Vec::with_capacity(tail_len as usize);
+    (&mut *file).take(tail_len).read_to_end(&mut tail)?;
+    if tail.last() == Some(&b'\n') {
+        return Ok(None);
+    }
+    let keep_in_tail = match memchr::memrchr(b'\n', &tail) {
+        Some(i) => i + 1,
+        None if tail_len == len => 0,
+        None => return Ok(None),
+    };
+    let cut = &tail[keep_in_tail..];
+    let record = SystemRecord::TailCut {
+        bytes: cut.len() as u64,
+        seq: super::chain::line_seq(cut),
+        line: String::from_utf8_lossy(&cut[..cut.len().min(4096)]).into_owned(),
+    };
+    file.set_len(len - cut.len() as u64)?;
+    tracing::warn!(
+        path = %path.display(),
+        bytes = cut.len(),
+        "audit log: the last line was incomplete (a write the machine did not finish); cut back to the last complete record, and a tail_cut record says so"
+    );
+    Ok(Some(record))
+}
+
 fn tail_line(file: &mut File) -> std::io::Result<Option<Vec<u8>>> {
     let len = file.metadata()?.len();
     // Lines are far shorter than this (statements are cut at 64 KiB).

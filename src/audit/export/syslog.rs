@@ -68,7 +68,7 @@ fn printable(s: &str, max: usize) -> String {
 /// own alarms errors, everything else informational.
 fn severity(line: &[u8]) -> u8 {
     match line_kind(line) {
-        Some(b"lost") | Some(b"rotation_failed") | Some(b"export_gap") => 3,
+        Some(b"lost") | Some(b"rotation_failed") | Some(b"export_gap") | Some(b"tail_cut") => 3,
         _ => match member_str(line, "decision").as_deref() {
             Some("blocked") => 4,
             Some("would_block") | Some("error") => 5,

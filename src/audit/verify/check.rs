@@ -6,6 +6,7 @@ use std::io::BufRead;
 use super::{parse_line, ChainFields, End, Lines, Problem, VerifyOptions, VerifyReport};
 use crate::audit::chain::{
     HexHash, LostKinds, GENESIS, KIND_EXPORT_GAP, KIND_LOST, KIND_RETENTION, KIND_ROTATION_FAILED,
+    KIND_TAIL_CUT,
 };
 use crate::audit::files::LogFile;
 
@@ -258,6 +259,12 @@ impl FileCheck<'_> {
                 rec.seq,
                 rec.error.as_deref().unwrap_or("unknown error"),
                 lost_what(rec.lost_kinds.as_ref())
+            )),
+            Some(KIND_TAIL_CUT) => self.report.notes.push(format!(
+                "{file}: seq {}: at a start the file ended with an incomplete line ({} bytes{}; the machine stopped during a write), cut back to the last complete record: a statement whose decision record was cut may have run, and later records of that write are missing",
+                rec.seq,
+                rec.cut_bytes.unwrap_or(0),
+                rec.cut_seq.map(|s| format!(", seq {s}")).unwrap_or_default()
             )),
             Some(KIND_ROTATION_FAILED) => self.report.notes.push(format!(
                 "{file}: seq {}: a rotation failed ({})",

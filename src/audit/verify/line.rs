@@ -20,6 +20,9 @@ pub struct ChainFields {
     pub exporter: Option<String>,
     pub dropped: Option<u64>,
     pub removed_file: Option<String>,
+    /// `tail_cut`: the bytes cut, and the cut line's number if it was readable.
+    pub cut_bytes: Option<u64>,
+    pub cut_seq: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +41,8 @@ struct Members {
     exporter: Option<String>,
     dropped: Option<u64>,
     removed_file: Option<String>,
+    cut_bytes: Option<u64>,
+    cut_seq: Option<u64>,
 }
 
 fn hex64(s: &str) -> Option<HexHash> {
@@ -99,5 +104,7 @@ pub fn parse_line(line: &[u8]) -> Result<ChainFields, String> {
         exporter: m.exporter,
         dropped: m.dropped,
         removed_file: m.removed_file,
+        cut_bytes: m.cut_bytes,
+        cut_seq: m.cut_seq,
     })
 }
