@@ -386,6 +386,16 @@ impl Running {
     /// running (no reply owed, no open transaction); after `deadline` the rest are closed.
     /// Returns how many sessions had to be closed at the deadline.
     pub async fn drain(&self, deadline: std::time::Duration) -> usize {
+        self.drain_or_hurry(deadline, std::future::pending()).await
+    }
+
+    /// [`Running::drain`], cut short when `hurry` resolves (a second SIGTERM or SIGINT, as
+    /// PgBouncer takes one: "shut down now"): the remaining sessions are closed at once.
+    pub async fn drain_or_hurry(
+        &self,
+        deadline: std::time::Duration,
+        hurry: impl std::future::Future<Output = ()>,
+    ) -> usize {
         let lifecycle = &self.gateway.core.lifecycle;
         let _ = self.stop_accepting.send(true);
         lifecycle.set_phase(Phase::Draining);
@@ -396,11 +406,18 @@ impl Running {
         );
         let until = tokio::time::Instant::now() + deadline;
         let mut forced = 0;
-        if !lifecycle.wait_idle(until).await {
+        let idle = tokio::select! {
+            idle = lifecycle.wait_idle(until) => idle,
+            () = hurry => {
+                warn!("a second signal: not waiting for the drain");
+                false
+            }
+        };
+        if !idle {
             forced = lifecycle.live();
             warn!(
                 sessions = forced,
-                "drain deadline passed: closing the remaining sessions"
+                "drain over: closing the remaining sessions"
             );
             lifecycle.set_phase(Phase::Closing);
             let grace = tokio::time::Instant::now() + std::time::Duration::from_secs(2);

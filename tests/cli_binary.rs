@@ -915,6 +915,105 @@ fn sigterm_closes_what_still_runs_at_the_drain_deadline() {
     assert!(started.elapsed() < Duration::from_secs(8));
 }
 
+/// A second SIGTERM during the drain closes what still runs at once, as PgBouncer takes one
+/// ("shut down now"): it was ignored, and the drain ran to its deadline (30 s by default).
+#[test]
+fn a_second_sigterm_ends_the_drain_at_once() {
+    let dir = drain_demo_dir(30_000);
+    let mut served = serve(dir);
+    let env = &harness().env;
+    let url = env.pg_url("trusted").replace(
+        &format!(":{}/", env.pg_port),
+        &format!(":{}/", served.pg_port),
+    );
+    let started = Instant::now();
+    harness().runtime.block_on(async {
+        let busy = support::connect_url(&url).await.unwrap();
+        let in_flight = tokio::spawn(async move { busy.simple_query("SELECT pg_sleep(30)").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        served.signal("TERM");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        served.signal("TERM");
+        let e = in_flight.await.unwrap().expect_err("closed at once");
+        assert!(e.is_closed() || support::sqlstate(&e) == "57P01", "{e:?}");
+    });
+    let code = served
+        .wait_exit(Duration::from_secs(10))
+        .expect("serve exited");
+    assert_eq!(code, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// `tollgate demo` reloads on SIGHUP (it was killed by it: a closed terminal sends one) and
+/// drains on SIGTERM as `serve` does, before its servers stop: a statement in flight finishes
+/// (it got PostgreSQL's 57P01 when the upstream stopped under it).
+#[test]
+fn the_demo_reloads_on_sighup_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("demo.env");
+    let mut child = Command::new(tollgate_bin())
+        .args(["demo", "--env-file", env_file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(&env_file).map_or(true, |t| t.is_empty()) {
+        assert!(Instant::now() < deadline, "the demo did not start");
+        assert!(child.try_wait().unwrap().is_none(), "the demo exited");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&env_file).unwrap();
+    let url = text
+        .lines()
+        .find_map(|l| l.strip_prefix("TOLLGATE_PG_TRUSTED_URL="))
+        .expect("the trusted URL")
+        .trim_matches(['\'', '"'])
+        .to_string();
+    let pid = child.id().to_string();
+    let kill = |sig: &str| {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap();
+    };
+    kill("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP killed the demo"
+    );
+    let answer = harness().runtime.block_on(async {
+        let c = support::connect_url(&url).await.unwrap();
+        let in_flight =
+            tokio::spawn(async move { c.simple_query("SELECT pg_sleep(1.5), 42 AS answer").await });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        kill("TERM");
+        let rows = in_flight
+            .await
+            .unwrap()
+            .expect("the statement in flight completed");
+        rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get("answer").map(str::to_owned),
+            _ => None,
+        })
+    });
+    assert_eq!(answer.as_deref(), Some("42"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the demo did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn certs_dev_writes_private_keys_once_and_check_loads_them() {
     use std::os::unix::fs::PermissionsExt;

@@ -28,7 +28,7 @@ pub fn serve(config_path: &Path) -> CmdResult {
         // to its connect timeout for an upstream that does not answer) while the first already
         // serves, and a signal then took its default action (killed mid-statement, no drain,
         // no audit flush; a live review).
-        let termination = Termination::install().map_err(|e| e.to_string())?;
+        let mut termination = Termination::install().map_err(|e| e.to_string())?;
         let hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         let running = gateway::start(config).await.map_err(|e| e.to_string())?;
         gateway::reload_on_sighup(running.gateway.clone(), hup);
@@ -38,7 +38,7 @@ pub fn serve(config_path: &Path) -> CmdResult {
             running.stopping(),
         );
         termination.wait().await;
-        let forced = running.drain(drain).await;
+        let forced = running.drain_or_hurry(drain, termination.wait()).await;
         tracing::info!(closed_at_deadline = forced, "shut down");
         Ok(0)
     });
@@ -67,7 +67,8 @@ impl Termination {
         })
     }
 
-    pub async fn wait(mut self) {
+    /// Resolves at the next SIGTERM or SIGINT (call again for the one after).
+    pub async fn wait(&mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}

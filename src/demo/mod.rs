@@ -269,6 +269,8 @@ pub struct Demo {
     pub redis: std::sync::Arc<tokio::sync::Mutex<redis_server::RedisServer>>,
     /// The MongoDB-wire server (SecantusDB, a separate process).
     pub mongo: mongo_server::MongoServer,
+    /// `[limits] drain_timeout_ms` of the demo's config: how long `run_cli` drains at a signal.
+    pub drain_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -339,6 +341,7 @@ impl Demo {
         let config = Config::load(&dir.join("tollgate.toml"))
             .map_err(|e| DemoError::Setup(e.to_string()))?;
         let audit_log = config.audit.file.clone();
+        let drain_timeout_ms = config.limits.drain_timeout_ms;
         let running = gateway::start(config).await?;
         gateway::reload_on_file_change(
             running.gateway.clone(),
@@ -370,6 +373,7 @@ impl Demo {
             cluster,
             redis: std::sync::Arc::new(tokio::sync::Mutex::new(redis)),
             mongo,
+            drain_timeout_ms,
         })
     }
 
@@ -470,7 +474,11 @@ pub fn run_cli(
     rt.block_on(async {
         // Caught from the start: a Ctrl-C while the servers start stops the demo cleanly once
         // they have (its drop stops them), instead of leaving them running.
-        let termination = crate::cli::Termination::install().map_err(|e| e.to_string())?;
+        let mut termination = crate::cli::Termination::install().map_err(|e| e.to_string())?;
+        // SIGHUP reloads, as under `serve` (its default action killed the demo outright, with no
+        // drain: a closed terminal sends it).
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| e.to_string())?;
         eprintln!(
             "starting PostgreSQL, redis-server and the MongoDB-wire server and seeding them..."
         );
@@ -481,6 +489,7 @@ pub fn run_cli(
         })
         .await
         .map_err(|e| e.to_string())?;
+        crate::gateway::reload_on_sighup(demo.running.gateway.clone(), hup);
         let env = &demo.env;
         println!("tollgate demo is running (Ctrl-C to stop and remove everything).\n");
         for agent in AGENTS {
@@ -537,7 +546,12 @@ pub fn run_cli(
             println!("  env file:  {}", path.display());
         }
         termination.wait().await;
-        info!("stopping the demo");
+        // As `serve` does: sessions are told and statements finish (up to the drain timeout)
+        // before the upstreams stop under them (they got PostgreSQL's 57P01 mid-statement).
+        info!("stopping the demo: draining sessions first");
+        let drain = std::time::Duration::from_millis(demo.drain_timeout_ms);
+        let forced = demo.running.drain_or_hurry(drain, termination.wait()).await;
+        info!(closed_at_deadline = forced, "stopping the demo's servers");
         drop(demo);
         Ok(0)
     })
