@@ -701,3 +701,76 @@ fn a_listen_taken_away_by_a_reload_ends_the_session_at_the_next_notification() {
         drop(running);
     });
 }
+
+/// Shadow mode means the same on every door: a file with `enforce = false` blocks nothing and
+/// masks nothing. A live review made the analyst's whole file a shadow one: PostgreSQL and
+/// MCP `query` gave raw emails, MongoDB and Redis masked them; and a shadow file's `max_rows`
+/// (refuse) and timeout refused and cancelled statements.
+#[test]
+fn a_shadow_file_masks_and_limits_nothing_on_any_door() {
+    let env = &harness().env;
+    harness().runtime.block_on(async {
+        let dir = support::copy_demo_dir();
+        let analyst = dir.path().join("policies").join("analyst.toml");
+        let text = std::fs::read_to_string(&analyst).unwrap();
+        let text = text.replacen(
+            "agents = [\"analyst\"]\n",
+            "agents = [\"analyst\"]\nenforce = false\n",
+            1,
+        );
+        let text = text.replacen(
+            "max_rows = 1000",
+            "max_rows = 5\non_max_rows = \"refuse\"",
+            1,
+        );
+        std::fs::write(&analyst, text).unwrap();
+        let config = tollgate::config::Config::load(&dir.path().join("tollgate.toml")).unwrap();
+        let running = tollgate::gateway::start(config).await.unwrap();
+        let url = env.pg_url("analyst").replace(
+            &format!(":{}/", env.pg_port),
+            &format!(":{}/", running.pg_addr.unwrap().port()),
+        );
+        let pg = support::connect_url(&url).await.unwrap();
+        let rows = pg
+            .query("SELECT email FROM customers ORDER BY id LIMIT 20", &[])
+            .await
+            .expect("a shadow max_rows refuses nothing");
+        assert_eq!(rows.len(), 20);
+        let raw: String = rows[0].get(0);
+        assert!(!raw.starts_with("***"), "{raw}");
+
+        let mut m = RawMongo::login(
+            running.mongo_addr.unwrap().port(),
+            "analyst",
+            env.token("analyst"),
+        )
+        .await;
+        let r = m
+            .command(doc! { "find": "customers", "limit": 1, "$db": "shop" })
+            .await;
+        let batch = r
+            .get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap();
+        let email = batch[0].as_document().unwrap().get_str("email").unwrap();
+        assert!(
+            email.contains('@') && !email.starts_with("***"),
+            "MongoDB applied a shadow mask: {email}"
+        );
+
+        let mut redis =
+            support::redis_login_at(running.redis_addr.unwrap().port(), "analyst").await;
+        let got = support::redis_exchange(
+            &mut redis,
+            &support::redis_cmd(&["HGET", "session:1", "email"]),
+            ".com\r\n",
+        )
+        .await;
+        assert!(
+            got.contains('@') && !got.contains("***"),
+            "Redis applied a shadow mask: {got}"
+        );
+        drop(running);
+    });
+}

@@ -20,7 +20,7 @@ use crate::config::{SourceError, UpstreamKind};
 /// One agent's rules: those of enforcing files, and those of all files (for shadow decisions).
 #[derive(Debug, Clone, Default)]
 pub struct AgentPolicy {
-    /// Volume limits from every file that applies (enforcing or not).
+    /// Volume limits from the enforcing files that apply (a shadow file blocks nothing).
     pub limits: super::limits::Limits,
     /// `None` when no enforcing file applies: only shadow files judge this agent.
     pub enforced: Option<HashMap<String, UpstreamRules>>,
@@ -192,8 +192,10 @@ impl PolicySet {
                 .filter(|l| applies(&l.file) && l.file.enforce)
                 .collect();
             let all: Vec<&Loaded> = loaded.iter().filter(|l| applies(&l.file)).collect();
+            // Limits of enforcing files only: a shadow file blocks nothing (a live review had a
+            // shadow file's max_rows refuse, and its timeout cancel, statements).
             let mut limits = super::limits::Limits::default();
-            for l in &all {
+            for l in &enforcing {
                 if let Some(f) = &l.file.limits {
                     limits.merge(f.get_ref(), &l.stem);
                 }

@@ -55,7 +55,16 @@ pub fn judge_shadowed(
     };
     match (enforced.map(judge), shadow.map(judge)) {
         (Some(Err(d)), _) => MongoVerdict::blocked(d),
-        (Some(Ok(j)), None) | (Some(Ok(j)), Some(Ok(_))) | (None, Some(Ok(j))) => allowed(j),
+        (Some(Ok(j)), None) | (Some(Ok(j)), Some(Ok(_))) => allowed(j),
+        // Only shadow files, which allow it: it runs unchanged, as under PostgreSQL and Redis
+        // (their masks and filters are not applied: a live review read masked fields here and
+        // raw ones through the other doors).
+        (None, Some(Ok(j))) => allowed(Judged {
+            rule: None,
+            rewritten: None,
+            reply: super::decide::ReplyPlan::None,
+            ..j
+        }),
         // The enforced rules decide what runs (and how); the shadow refusal is only recorded.
         (Some(Ok(j)), Some(Err(d))) => MongoVerdict {
             outcome: Outcome::WouldBlock,

@@ -1659,6 +1659,34 @@ fn shadow_mode_records_without_blocking() {
         &DecideLimits::default(),
     );
     assert_eq!(ok.outcome, Outcome::Allow);
+    // Only shadow files, which allow it: it runs unchanged, its masks not applied (as under
+    // PostgreSQL and Redis); enforced, the same rules mask.
+    let customers = cmd(doc! { "find": "customers" });
+    let enforced = judge_shadowed(
+        Some(Some(&strict)),
+        None,
+        "mongo",
+        &customers,
+        &DecideLimits::default(),
+    );
+    assert!(!matches!(
+        enforced.judged.unwrap().reply,
+        super::decide::ReplyPlan::None
+    ));
+    let shadow = judge_shadowed(
+        None,
+        Some(Some(&strict)),
+        "mongo",
+        &customers,
+        &DecideLimits::default(),
+    );
+    assert_eq!(shadow.outcome, Outcome::Allow);
+    let judged = shadow.judged.unwrap();
+    assert!(
+        matches!(judged.reply, super::decide::ReplyPlan::None),
+        "{judged:?}"
+    );
+    assert!(judged.rewritten.is_none() && judged.rule.is_none());
 }
 
 #[test]

@@ -227,7 +227,16 @@ impl RedisPolicy {
                 denial: Some(d),
                 ..RedisVerdict::allowed(j)
             },
-            (None, Some(Ok(j))) => RedisVerdict::allowed(j),
+            // Only shadow files, which allow it: it runs unchanged (their masks are not applied,
+            // as under PostgreSQL); the built-in masks (CONFIG GET, ACL) still are.
+            (None, Some(Ok(j))) => {
+                let mut v = RedisVerdict::allowed(j);
+                if v.mask_rule.is_some() {
+                    v.mask = MaskPlan::None;
+                    v.mask_rule = None;
+                }
+                v
+            }
             (None, Some(Err(d))) => RedisVerdict {
                 outcome: Outcome::WouldBlock,
                 denial: Some(d),
