@@ -270,3 +270,60 @@ fn a_bare_star_is_every_schema_but_the_system_ones() {
         None
     );
 }
+
+/// Passthrough with a deny (or a mask): SQL the analysis cannot read would get around it. A
+/// live review read a denied table through `query_to_xml('select ... from secrets', ...)` and a
+/// DO block. Refused unless the policy names them; a passthrough without protections is whole.
+#[test]
+fn passthrough_with_a_deny_refuses_sql_it_cannot_read() {
+    let base =
+        "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\nprofile = \"passthrough\"\n";
+    let deny = "[[postgres.table]]\nname = \"public.secrets\"\ndeny = [\"*\"]\n";
+    let guarded = engine_with(&format!("{base}{deny}"));
+    let unread = Some("builtin: unread-sql".to_string());
+    assert_eq!(rule_of(&guarded, "SELECT * FROM orders"), None);
+    assert_eq!(
+        rule_of(&guarded, "SELECT * FROM secrets"),
+        Some("p: table public.secrets".into())
+    );
+    for sql in [
+        "SELECT query_to_xml('select api_key from secrets limit 1', false, false, '')",
+        "SELECT pg_catalog.table_to_xml('secrets', false, false, '')",
+        "SELECT database_to_xml(true, false, '')",
+        "SELECT * FROM dblink('dbname=shop', 'select api_key from secrets') AS t(k text)",
+        "DO $$ BEGIN PERFORM * FROM secrets; END $$",
+        "CREATE FUNCTION leak() RETURNS SETOF text LANGUAGE sql AS $$ SELECT api_key FROM secrets $$",
+        "CREATE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN NULL; END $$",
+    ] {
+        assert_eq!(rule_of(&guarded, sql), unread, "{sql}");
+    }
+    // A body the analysis reads: judged as SQL.
+    assert_eq!(
+        rule_of(&guarded, "CREATE FUNCTION n() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM orders; END"),
+        None
+    );
+    let trusting = engine_with(&format!(
+        "{base}statements = [\"do\"]\nfunctions = [\"query_to_xml\"]\n{deny}"
+    ));
+    assert_eq!(rule_of(&trusting, "DO $$ BEGIN NULL; END $$"), None);
+    assert_eq!(
+        rule_of(
+            &trusting,
+            "SELECT query_to_xml('select 1', false, false, '')"
+        ),
+        None
+    );
+    assert_eq!(
+        rule_of(
+            &trusting,
+            "SELECT table_to_xml('secrets', false, false, '')"
+        ),
+        unread
+    );
+    let open = engine_with(base);
+    assert_eq!(rule_of(&open, "DO $$ BEGIN NULL; END $$"), None);
+    assert_eq!(
+        rule_of(&open, "SELECT query_to_xml('select 1', false, false, '')"),
+        None
+    );
+}

@@ -96,6 +96,9 @@ fn check_statement(
     if session.pooled {
         check_pooled(stmt)?;
     }
+    if rules.passthrough && (rules.has_denies() || rules.has_protections()) {
+        check_unread_sql(rules, stmt)?;
+    }
     for f in &stmt.functions {
         if let Err(denial) = check_function(rules, f) {
             if !(is_set_config(f) && denial.rule == DEFAULT_DENY) {
@@ -106,6 +109,50 @@ fn check_statement(
     }
     Ok(())
 }
+
+/// Refuses a passthrough agent with denies or masks SQL the analysis cannot read, which could
+/// reach what they protect: a `DO` block, a function defined with a string body, a built-in
+/// that runs SQL given as text (`query_to_xml`, `table_to_xml`, `dblink`, ...). A live review
+/// read a denied table through `query_to_xml` and a `DO` block. The policy may still name them
+/// (`statements = ["do"]`, `["ddl"]`, `functions = [...]`): its author then trusts the agent.
+fn check_unread_sql(rules: &SqlRules, stmt: &StatementInfo) -> Result<(), Refusal> {
+    let refuse = |what: String| {
+        Err(Refusal::permission(
+            UNREAD_SQL_RULE,
+            format!("{what} runs SQL tollgate cannot read, and this agent's policy denies or masks what it could reach; a policy that trusts the agent with it names it explicitly"),
+        ))
+    };
+    let kinds = std::iter::once(&stmt.kind).chain(stmt.inner_kind.as_deref());
+    if kinds.into_iter().any(|k| *k == StatementKind::Do)
+        && !rules.classes.contains(StatementClass::Do)
+    {
+        return refuse("a DO block".into());
+    }
+    if stmt.defines_unread_code && !rules.classes.contains(StatementClass::Ddl) {
+        return refuse("a function defined with a string body".into());
+    }
+    for f in stmt
+        .functions
+        .iter()
+        .filter(|f| sql::runs_sql_given_as_text(f))
+    {
+        let forms = [
+            f.name.clone(),
+            format!("{}.{}", f.schema.as_deref().unwrap_or("pg_catalog"), f.name),
+        ];
+        let named = rules
+            .allow_functions
+            .iter()
+            .any(|a| forms.iter().any(|n| a.glob.matches(n)));
+        if !named {
+            return refuse(format!("{}()", f.name));
+        }
+    }
+    Ok(())
+}
+
+/// Names [`check_unread_sql`]'s refusals.
+pub const UNREAD_SQL_RULE: &str = "builtin: unread-sql";
 
 fn is_set_config(f: &FunctionRef) -> bool {
     f.name == "set_config" && matches!(f.schema.as_deref(), None | Some("pg_catalog"))

@@ -110,6 +110,21 @@ pub const DEFAULT_REFUSED: [&str; 27] = [
     "bgsave",
 ];
 
+/// Commands that read or write keys they do not name among their arguments: scripts (their
+/// `redis.call`s), and whole-database ones. A passthrough agent with `deny_keys` or masks may
+/// run them only where its policy names them.
+pub const REACHES_UNNAMED_KEYS: [&str; 9] = [
+    "eval",
+    "evalsha",
+    "eval_ro",
+    "evalsha_ro",
+    "fcall",
+    "fcall_ro",
+    "flushall",
+    "flushdb",
+    "swapdb",
+];
+
 /// Refused on masked keys even though they return no value directly: they reveal its bytes,
 /// length or encoding another way.
 pub const MASK_REFUSED: [&str; 22] = [

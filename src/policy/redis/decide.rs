@@ -191,14 +191,29 @@ fn check_command(rules: &RedisRules, info: &CommandInfo) -> Result<(), Refusal> 
             format!("command '{name}' is denied"),
         ));
     }
+    let named = || {
+        rules.allow.iter().any(|a| {
+            matches!(&a.pattern, super::rules::CommandPattern::Name(_)) && a.pattern.covers(info)
+        })
+    };
+    // Passthrough with deny_keys or masks: a command that reaches keys it does not name (a
+    // script's redis.call, FLUSHDB) would get around them (a live review read a denied key
+    // through EVAL). Refused unless the policy names it, as for a restricted agent.
+    if rules.passthrough
+        && (!rules.deny_keys.is_empty() || !rules.masks.is_empty())
+        && super::builtin::REACHES_UNNAMED_KEYS.contains(&name)
+        && !named()
+    {
+        return Err(Refusal::permission(
+            "builtin: unnamed-keys",
+            format!("command '{name}' reaches keys it does not name, and this agent's policy denies or masks keys; a policy that trusts the agent with it names it in commands"),
+        ));
+    }
     if rules.passthrough || facts.always_allowed {
         return Ok(());
     }
     if facts.default_refused {
-        let named = rules.allow.iter().any(|a| {
-            matches!(&a.pattern, super::rules::CommandPattern::Name(_)) && a.pattern.covers(info)
-        });
-        if !named {
+        if !named() {
             return Err(Refusal::permission(
                 "builtin: dangerous-command",
                 format!("command '{name}' is refused unless a policy names it explicitly"),

@@ -527,3 +527,39 @@ fn pubsub_introspection_stays_within_the_agents_channels() {
         ],
     );
 }
+
+/// Passthrough with deny_keys (or masks): commands that reach keys they do not name would get
+/// around them (a live review read a denied key with `EVAL "return redis.call('GET',...)" 0`);
+/// refused unless the policy names them. Without key protections passthrough stays whole.
+#[test]
+fn passthrough_with_key_protections_refuses_what_reaches_unnamed_keys() {
+    let t = table();
+    let guarded = format!("{TRUSTED}deny_keys = [\"admin:*\"]\n");
+    check(
+        &t,
+        &guarded,
+        &[
+            ("GET cache:1", "ok"),
+            ("GET admin:api_key", "p: deny_keys admin:*"),
+            ("EVAL return 0", "builtin: unnamed-keys"),
+            ("EVALSHA abc 0", "builtin: unnamed-keys"),
+            ("EVAL_RO return 0", "builtin: unnamed-keys"),
+            ("FCALL f 0", "builtin: unnamed-keys"),
+            ("FLUSHDB", "builtin: unnamed-keys"),
+            ("SWAPDB 0 1", "builtin: unnamed-keys"),
+            ("SCRIPT LOAD x", "ok"),
+        ],
+    );
+    let masked = format!("{TRUSTED}[[redis.mask]]\nkeys = \"session:*\"\n");
+    check(&t, &masked, &[("EVAL return 0", "builtin: unnamed-keys")]);
+    let named = format!("{TRUSTED}deny_keys = [\"admin:*\"]\ncommands = [\"EVAL\"]\n");
+    check(
+        &t,
+        &named,
+        &[
+            ("EVAL return 0", "ok"),
+            ("FCALL f 0", "builtin: unnamed-keys"),
+        ],
+    );
+    check(&t, TRUSTED, &[("EVAL return 0", "ok"), ("FLUSHDB", "ok")]);
+}

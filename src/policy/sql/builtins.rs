@@ -133,6 +133,34 @@ fn is_builtin_schema(f: &FunctionRef) -> bool {
 }
 
 /// Whether `f` is on the default allow-list of harmless built-ins.
+/// Built-in functions that run SQL given to them as text (or reach another server, where any SQL
+/// runs): what that SQL reads, no analysis of the calling statement can see. `dblink*` in any
+/// schema (the extension's functions live where it was created).
+pub fn runs_sql_given_as_text(f: &FunctionRef) -> bool {
+    let builtin = matches!(f.schema.as_deref(), None | Some("pg_catalog"));
+    (builtin
+        && matches!(
+            f.name.as_str(),
+            "query_to_xml"
+                | "query_to_xmlschema"
+                | "query_to_xml_and_xmlschema"
+                | "table_to_xml"
+                | "table_to_xmlschema"
+                | "table_to_xml_and_xmlschema"
+                | "cursor_to_xml"
+                | "cursor_to_xmlschema"
+                | "schema_to_xml"
+                | "schema_to_xmlschema"
+                | "schema_to_xml_and_xmlschema"
+                | "database_to_xml"
+                | "database_to_xmlschema"
+                | "database_to_xml_and_xmlschema"
+                | "ts_stat"
+                | "ts_rewrite"
+        ))
+        || f.name.starts_with("dblink")
+}
+
 pub fn is_safe_builtin_function(f: &FunctionRef) -> bool {
     if f.schema.as_deref() == Some("information_schema") {
         return f.name == "_pg_expandarray";

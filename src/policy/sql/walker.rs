@@ -295,6 +295,7 @@ pub(super) fn analyze_statement(
         set_config_calls: walker.set_config_calls,
         signals: walker.signals,
         reads_backend_pid: walker.reads_backend_pid,
+        defines_unread_code: matches!(stmt, pg_query::protobuf::node::Node::CreateFunctionStmt(f) if f.sql_body.is_none()),
         span: start..end,
         occurrences: walker
             .occurrences
