@@ -774,3 +774,61 @@ fn a_shadow_file_masks_and_limits_nothing_on_any_door() {
         drop(running);
     });
 }
+
+/// Redis MONITOR and CLIENT TRACKING stream to the client for as long as they are on: after a
+/// reload that takes them away (MONITOR denied, the tracked prefix out of the read keys), the
+/// next line or invalidation ends the session, as a subscription does. A live review kept
+/// receiving both after the reload.
+#[test]
+fn redis_monitor_and_tracking_are_judged_again_after_a_reload() {
+    use tokio::io::AsyncReadExt;
+    harness().runtime.block_on(async {
+        let (running, dir) = own_gateway().await;
+        let port = running.redis_addr.unwrap().port();
+        let grant = dir.path().join("policies").join("zz-tracking.toml");
+        std::fs::write(
+            &grant,
+            "agents = [\"analyst\"]\n[[redis]]\nupstream = \"cache\"\ncommands = [\"CLIENT|TRACKING\"]\nread_keys = [\"cache:*\"]\n",
+        )
+        .unwrap();
+        running.gateway.reload().unwrap();
+        let mut monitor = support::redis_login_at(port, "trusted").await;
+        let mut tracker = support::redis_login_at(port, "analyst").await;
+        let mut writer = support::redis_login_at(port, "trusted").await;
+        let ex = async |s: &mut tokio::net::TcpStream, words: &[&str], until: &str| {
+            support::redis_exchange(s, &support::redis_cmd(words), until).await
+        };
+        assert_eq!(ex(&mut monitor, &["MONITOR"], "\r\n").await, "+OK\r\n");
+        assert!(ex(&mut tracker, &["HELLO", "3"], "\r\n").await.starts_with('%'));
+        let on = ex(&mut tracker, &["CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "cache:"], "\r\n").await;
+        assert_eq!(on, "+OK\r\n");
+        // A connection of its own (MONITOR shows the agent's own connections' commands).
+        assert_eq!(ex(&mut writer, &["CLIENT", "SETNAME", "w1"], "\r\n").await, "+OK\r\n");
+        assert_eq!(ex(&mut writer, &["SET", "cache:t1", "a"], "\r\n").await, "+OK\r\n");
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), monitor.read(&mut buf)).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("cache:t1"));
+        let n = tokio::time::timeout(Duration::from_secs(5), tracker.read(&mut buf)).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("invalidate"));
+
+        std::fs::remove_file(&grant).unwrap();
+        std::fs::write(
+            dir.path().join("policies").join("zz-nomonitor.toml"),
+            "agents = [\"trusted\"]\n[[redis]]\nupstream = \"cache\"\nprofile = \"passthrough\"\ndeny_commands = [\"MONITOR\"]\n",
+        )
+        .unwrap();
+        running.gateway.reload().unwrap();
+        assert_eq!(ex(&mut writer, &["SET", "cache:t1", "after-the-reload"], "\r\n").await, "+OK\r\n");
+        for (name, s) in [("monitor", &mut monitor), ("tracker", &mut tracker)] {
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+                .await
+                .unwrap_or_else(|_| panic!("the {name} session is closed"))
+                .unwrap();
+            let rest = String::from_utf8_lossy(&rest);
+            assert!(rest.contains("-NOPERM") && rest.contains("no longer allows"), "{name}: {rest}");
+            assert!(!rest.contains("after-the-reload") && !rest.contains("cache:t1"), "{name}: {rest}");
+        }
+        drop(running);
+    });
+}

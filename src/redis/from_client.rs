@@ -88,6 +88,9 @@ pub(super) struct FromClient {
     pub(super) reply_cap: Arc<ReplyCap>,
     /// Where the reply half reads the session's agent (`sub_recheck`), set by the relay.
     pub(super) agent_seen: Option<super::sub_recheck::SharedAgent>,
+    /// Where forwarded MONITOR / CLIENT TRACKING commands are noted, to be judged again after
+    /// a reload (`sub_recheck`).
+    pub(super) standing: Option<super::sub_recheck::Standing>,
     /// The session is on a shared upstream connection (until it needs its own).
     shared: bool,
     /// A large reply came for it there: its next forwarded command moves it to its own.
@@ -149,6 +152,7 @@ impl FromClient {
             window: Arc::default(),
             reply_cap: Arc::default(),
             agent_seen: None,
+            standing: None,
             shared: false,
             heavy: false,
             owed_on_shared: 0,
@@ -750,6 +754,9 @@ impl FromClient {
         entries: &mut Vec<Entry>,
         out: &mut BytesMut,
     ) {
+        if let Some(standing) = &self.standing {
+            standing.note(&cmd.args);
+        }
         let agent = self.session.agent().clone();
         let clients = &self.target.clients;
         let own_filter = |filter| Kind::Own {
@@ -856,6 +863,9 @@ impl FromClient {
 
     /// MULTI/EXEC/DISCARD and pub/sub bookkeeping; EXEC of a poisoned transaction becomes DISCARD.
     fn kind_of(&mut self, name: &[u8], cmd: Command, plan: MaskPlan) -> (Kind, Command) {
+        if let (Some(standing), false) = (&self.standing, self.in_multi) {
+            standing.note(&cmd.args);
+        }
         match name {
             b"multi" => {
                 if !self.in_multi {

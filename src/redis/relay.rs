@@ -265,6 +265,7 @@ where
     from.window = to.window.clone();
     from.reply_cap = to.reply_cap.clone();
     from.agent_seen = Some(recheck.agent());
+    from.standing = Some(recheck.standing());
     to.subs_recheck = Some(recheck);
     // Shutting down: closed once every reply owed has been written (or at the deadline).
     // Both rare: gated, so the busy halves' wake-ups do not poll them (`session::gate`).

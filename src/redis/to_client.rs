@@ -405,7 +405,7 @@ impl ToClient {
             refusal.class,
             refusal.rule.clone(),
             format!(
-                "the policy changed and no longer allows a subscription of this session ({}); session closed",
+                "the policy changed and no longer allows a subscription (or the MONITOR or CLIENT TRACKING) of this session ({}); session closed",
                 refusal.message()
             ),
         );
@@ -461,6 +461,14 @@ impl ToClient {
                 self.refuse_over_cap(entry);
             }
             return;
+        }
+        if self.monitor.is_some() && own::is_monitor_line(&frame) {
+            if let Some(refusal) = self.subscription_withdrawn() {
+                // Not relayed: the session ends, saying why (MONITOR judged again).
+                self.out.extend_from_slice(&reply::refusal(&refusal));
+                self.closing = true;
+                return;
+            }
         }
         if let Some(agent) = &self.monitor {
             if own::is_monitor_line(&frame) {
