@@ -2327,3 +2327,42 @@ fn a_full_session_pool_names_max_session_connections() {
     });
     drop(served);
 }
+
+/// A client that vanishes in the middle of COPY FROM STDIN inside a transaction: the server
+/// waits for data that will not come, holding the transaction's locks. The session no longer
+/// waits its reply grace (5 s) for a reply that cannot come: the server connection is closed at
+/// once, which aborts the transaction (a live review saw the row lock held 5 s; direct, the
+/// server sees the client's EOF itself).
+#[test]
+fn a_client_gone_mid_copy_in_frees_its_locks_at_once() {
+    use tokio::io::AsyncWriteExt;
+    harness().runtime.block_on(async {
+        let mut s = support::raw_login("writer").await;
+        assert_eq!(support::raw_query(&mut s, "BEGIN").await.2, None);
+        let (_, _, code) =
+            support::raw_query(&mut s, "UPDATE orders SET amount = amount WHERE id = 3").await;
+        assert_eq!(code, None);
+        s.write_all(&support::message(b'Q', b"COPY orders FROM STDIN\0"))
+            .await
+            .unwrap();
+        loop {
+            let (tag, _) = support::read_message(&mut s).await;
+            assert_ne!(tag, b'E', "COPY refused");
+            if tag == b'G' {
+                break;
+            }
+        }
+        s.write_all(&support::message(b'd', b"999999\tpartial"))
+            .await
+            .unwrap();
+        drop(s);
+        let c = support::connect("writer").await;
+        c.batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'")
+            .await
+            .unwrap();
+        c.batch_execute("UPDATE orders SET amount = amount WHERE id = 3")
+            .await
+            .expect("the abandoned COPY's row lock is gone within 2 s");
+        c.batch_execute("ROLLBACK").await.unwrap();
+    });
+}

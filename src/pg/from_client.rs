@@ -1195,6 +1195,7 @@ fn on_frame(
             out.extend_from_slice(&frame.raw);
         }
         fe::COPY_DONE | fe::COPY_FAIL => {
+            pending.set_copy_waiting(false);
             pending.push(Expect::CopyEnd);
             out.extend_from_slice(&frame.raw);
         }

@@ -115,6 +115,9 @@ pub struct Pending {
     /// transaction, hold a suspended portal or skip everything to the Sync, whatever the last
     /// ReadyForQuery said.
     batch_open: Arc<std::sync::atomic::AtomicBool>,
+    /// The server is in COPY FROM STDIN and the client has not ended it (CopyDone/CopyFail):
+    /// the server waits for data, and no reply will come until it does.
+    copy_waiting: Arc<std::sync::atomic::AtomicBool>,
     /// The reply half's answers to SQL PREPAREs, for the client half's record of them.
     prepare_reports: super::sql_prepared::PrepareReports,
     /// Named Parses the server refused or skipped, for the client half's record of them.
@@ -220,6 +223,17 @@ impl Pending {
     pub fn set_batch_open(&self, open: bool) {
         self.batch_open
             .store(open, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Set by the reply half at CopyInResponse, cleared by the client half as it forwards the
+    /// client's CopyDone or CopyFail.
+    pub fn set_copy_waiting(&self, waiting: bool) {
+        self.copy_waiting
+            .store(waiting, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn copy_waiting(&self) -> bool {
+        self.copy_waiting.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn batch_open(&self) -> bool {

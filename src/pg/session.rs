@@ -385,8 +385,10 @@ async fn relay(
     // The client stopped sending (Terminate, or EOF after a half-close) with replies owed: as a
     // server would, its statements are answered before the session ends, for at most
     // `REPLY_GRACE`. Not a batch without Sync: PostgreSQL holds those replies until a Sync or
-    // Flush that will not come (and a COPY FROM STDIN waits for data: the grace ends it).
-    if matches!(result, ClientSide(Ok(_), _)) && !pending.batch_open() {
+    // Flush that will not come; nor a COPY FROM STDIN the client left unended: the server waits
+    // for data that will not come, holding the transaction's locks (a live review: 5 s), so
+    // the connection is closed at once, which aborts it.
+    if matches!(result, ClientSide(Ok(_), _)) && !pending.batch_open() && !pending.copy_waiting() {
         let grace = tokio::time::sleep(crate::session::REPLY_GRACE);
         tokio::pin!(grace);
         while !pending.settled() {

@@ -412,6 +412,7 @@ fn handle(
         }
         msg::COPY_IN_RESPONSE => {
             state.copy_in = true;
+            pending.set_copy_waiting(true);
             out.extend_from_slice(&frame.raw);
         }
         msg::COMMAND_COMPLETE | msg::EMPTY_QUERY | msg::PORTAL_SUSPENDED => {
