@@ -424,3 +424,42 @@ fn commands_sent_before_a_half_close_are_answered() {
         assert_eq!(oks, vec![Some(1.0), Some(1.0)]);
     });
 }
+
+/// getMores sent before the reply that cut a cursor at `max_rows` came back: their batches are
+/// withheld (the cursor reported closed), not counted from 0 once tollgate had let go of it. A
+/// live review pipelined 20 getMores after a `find` and read 18,100 rows past the analyst's
+/// 1,000.
+#[test]
+fn getmores_in_flight_when_a_limit_cuts_the_cursor_deliver_nothing_more() {
+    use tokio::io::AsyncWriteExt;
+    let env = &harness().env;
+    block_on(async {
+        let mut m =
+            support::mongo::RawMongo::login(env.mongo_port, "analyst", env.token("analyst")).await;
+        let first = m
+            .command(doc! { "find": "orders", "batchSize": 900, "$db": "shop" })
+            .await;
+        let cursor = first.get_document("cursor").unwrap();
+        let id = cursor.get_i64("id").unwrap();
+        let mut delivered = cursor.get_array("firstBatch").unwrap().len();
+        assert_eq!(delivered, 900);
+        let mut burst = Vec::new();
+        for _ in 0..6 {
+            let rid = m.next_id();
+            let get_more =
+                doc! { "getMore": id, "collection": "orders", "batchSize": 900, "$db": "shop" };
+            burst.extend(tollgate::mongo::OpMsg::reply(0, rid, &get_more).encode(false));
+        }
+        m.stream.write_all(&burst).await.unwrap();
+        for _ in 0..6 {
+            let reply = m.read().await.expect("a reply");
+            if let Ok(c) = reply.get_document("cursor") {
+                delivered += c.get_array("nextBatch").map_or(0, |b| b.len());
+            }
+        }
+        assert!(
+            delivered <= 1000,
+            "{delivered} documents under a max_rows of 1000"
+        );
+    });
+}

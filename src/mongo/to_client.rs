@@ -193,20 +193,30 @@ impl ToClient {
         if let Some((id, ns, batch)) = cursor.filter(|_| view.ok()) {
             let ns = ns.unwrap_or(&expect.namespace).to_string();
             let mut cursors = self.cursors.lock().expect("cursor registry");
-            let before = match &expect.track {
-                Track::GetMore(cid) => cursors
-                    .check(*cid, &ns)
-                    .map(|c| {
+            // A getMore whose cursor tollgate has let go of since it was sent (a limit cut it, or
+            // its byte cap, on a reply to an earlier getMore still in flight): nothing more of
+            // it is delivered. Counted from 0, a live review read 18,100 rows past a
+            // max_rows of 1,000 by pipelining getMores.
+            let (before, gone) = match &expect.track {
+                Track::GetMore(cid) => match cursors.check(*cid, &ns) {
+                    Ok(c) => {
                         plan = c.plan.clone();
-                        c.delivered
-                    })
-                    .unwrap_or(0),
-                _ => 0,
+                        (c.delivered, false)
+                    }
+                    Err(_) => (0, true),
+                },
+                _ => (0, false),
             };
-            cut = expect
-                .limit
-                .as_ref()
-                .and_then(|l| limit_cut(l, before, batch));
+            cut = match gone {
+                true => Some(Cut::Keep(
+                    0,
+                    "tollgate: this cursor was closed: a limit cut its results".to_string(),
+                )),
+                false => expect
+                    .limit
+                    .as_ref()
+                    .and_then(|l| limit_cut(l, before, batch)),
+            };
             if let Some(cap) = expect.bytes.as_ref().filter(|c| m.raw.len() as u64 > c.max) {
                 cut = narrower(cut, byte_cut(cap, view.body));
             }
