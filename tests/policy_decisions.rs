@@ -327,3 +327,33 @@ fn passthrough_with_a_deny_refuses_sql_it_cannot_read() {
         None
     );
 }
+
+/// Memory sizes hold for every agent, passthrough included (DESIGN: no passthrough command may
+/// make the upstream unavailable to others): a live review set work_mem = '1TB' as trusted.
+#[test]
+fn memory_settings_are_bounded_for_passthrough_agents_too() {
+    let engine = demo_engine();
+    for sql in [
+        "SET work_mem = '64MB'",
+        "SET LOCAL work_mem TO 32768",
+        "SET maintenance_work_mem = '512MB'",
+        "SET hash_mem_multiplier = 1.5",
+        "SELECT set_config('work_mem', '16MB', false)",
+        "RESET work_mem",
+        "SELECT 1 AS mem_ok",
+    ] {
+        assert_eq!(verdict(&engine, "trusted", sql), Outcome::Allow, "{sql}");
+    }
+    for sql in [
+        "SET work_mem = '1TB'",
+        "set WORK_MEM to 1048576",
+        "SET SESSION work_mem = '65MB'",
+        "SELECT set_config('work_mem', '2GB', false)",
+        "SET maintenance_work_mem = '2GB'",
+        "SET hash_mem_multiplier = 1000",
+        "DO $$ BEGIN EXECUTE 'SET work_mem = ''1TB'''; END $$",
+        "SET \"work_mem\" = '1TB'",
+    ] {
+        assert_eq!(verdict(&engine, "trusted", sql), Outcome::Block, "{sql}");
+    }
+}

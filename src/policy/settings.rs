@@ -59,10 +59,51 @@ pub fn check_client_setting(name: &str, value: &str) -> Result<(), String> {
 /// OOM kill and every agent's outage.
 pub const WORK_MEM_CEILING_KB: f64 = 64.0 * 1024.0;
 
+/// The most `maintenance_work_mem` any agent (passthrough included) may choose, in kB: what
+/// PostgreSQL's documentation calls a generous value for a VACUUM or an index build.
+pub const MAINTENANCE_WORK_MEM_CEILING_KB: f64 = 1024.0 * 1024.0;
+/// The most `hash_mem_multiplier` any agent may choose (PostgreSQL 15's default).
+pub const HASH_MEM_MULTIPLIER_CEILING: f64 = 2.0;
+
+/// For every agent, passthrough included (DESIGN: no passthrough command may make the upstream
+/// unavailable to others): the settings that size the shared server's memory per sort, hash or
+/// maintenance operation stay within a ceiling. Other settings: `Ok`.
+pub fn check_memory_setting(name: &str, value: &str) -> Result<(), String> {
+    match name.to_ascii_lowercase().as_str() {
+        "work_mem" => check_work_mem(value),
+        "maintenance_work_mem" => check_memory_value(
+            "maintenance_work_mem",
+            value,
+            MAINTENANCE_WORK_MEM_CEILING_KB,
+            "1GB",
+        ),
+        "hash_mem_multiplier" => {
+            let v = value.trim().trim_matches('\'').trim();
+            match v.parse::<f64>() {
+                _ if v.eq_ignore_ascii_case("default") => Ok(()),
+                Ok(m) if (0.0..=HASH_MEM_MULTIPLIER_CEILING).contains(&m) => Ok(()),
+                _ => Err(format!(
+                    "hash_mem_multiplier = {v} is refused: at most {HASH_MEM_MULTIPLIER_CEILING} (it multiplies work_mem for each hash in the shared server's memory)"
+                )),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `work_mem` up to [`WORK_MEM_CEILING_KB`] (`value` as SET renders it: a number of kB or
 /// with PostgreSQL's units `B`, `kB`, `MB`, `GB`, `TB`; `DEFAULT`). Anything else, a value
 /// computed at run time included, is refused.
 pub fn check_work_mem(value: &str) -> Result<(), String> {
+    check_memory_value("work_mem", value, WORK_MEM_CEILING_KB, "64MB")
+}
+
+fn check_memory_value(
+    name: &str,
+    value: &str,
+    ceiling_kb: f64,
+    ceiling: &str,
+) -> Result<(), String> {
     let v = value.trim().trim_matches('\'').trim();
     if v.eq_ignore_ascii_case("default") {
         return Ok(());
@@ -83,9 +124,9 @@ pub fn check_work_mem(value: &str) -> Result<(), String> {
         Some(n * per_unit)
     });
     match kb {
-        Some(kb) if kb <= WORK_MEM_CEILING_KB => Ok(()),
+        Some(kb) if kb <= ceiling_kb => Ok(()),
         _ => Err(format!(
-            "work_mem = {v} is refused: a client may choose at most 64MB (it sizes each sort and hash in the shared server's memory)"
+            "{name} = {v} is refused: a client may choose at most {ceiling} (it sizes each sort, hash or maintenance operation in the shared server's memory)"
         )),
     }
 }

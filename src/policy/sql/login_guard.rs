@@ -16,7 +16,7 @@ use pg_query::protobuf::{
 };
 
 use super::{map_pg_query_error, runner, AnalyzeError, StatementKind};
-use crate::policy::settings::check_sql_reading_setting;
+use crate::policy::settings::{check_memory_setting, check_sql_reading_setting};
 use crate::refusal::{Refusal, RefusalClass};
 
 /// The rule named when a statement would change or lock out the upstream login.
@@ -46,7 +46,9 @@ impl std::fmt::Debug for UpstreamLogin {
 /// Words without which a statement can do none of what [`check`] refuses (ASCII
 /// case-insensitive). A statement containing none of them is passed without a parse. `u&`:
 /// an identifier with Unicode escapes can spell a setting or function name without its letters.
-pub(super) const TRIGGERS: [&str; 8] = [
+/// `_mem`: the memory settings every agent is held to (`work_mem`, `maintenance_work_mem`,
+/// `hash_mem_multiplier`).
+pub(super) const TRIGGERS: [&str; 9] = [
     "alter",
     "drop",
     "revoke",
@@ -55,6 +57,7 @@ pub(super) const TRIGGERS: [&str; 8] = [
     "names",
     "set_config",
     "u&",
+    "_mem",
 ];
 
 /// Whether `sql` may need [`check`]: it contains one of the trigger words.
@@ -214,7 +217,7 @@ fn check_statement(node: &N, sql: &str, login: Option<&UpstreamLogin>) -> Result
         )),
         N::VariableSetStmt(v) => check_set(v),
         N::DoStmt(_) | N::CreateFunctionStmt(_) if body_may_lock_out(sql) => Err(refuse(
-            "a DO block or function body that alters or drops roles or databases, or changes how the server reads SQL, is refused: tollgate cannot tell which role or setting it would change",
+            "a DO block or function body that alters or drops roles or databases, changes how the server reads SQL or sets the server's memory sizes, is refused: tollgate cannot tell which role or setting it would change",
         )),
         _ => Ok(()),
     }
@@ -252,7 +255,9 @@ fn check_set(v: &VariableSetStmt) -> Result<(), Refusal> {
         )
     })?;
     if let StatementKind::Set { name, value, .. } = kind {
-        check_sql_reading_setting(&name, value.as_deref().unwrap_or("DEFAULT"))
+        let value = value.as_deref().unwrap_or("DEFAULT");
+        check_sql_reading_setting(&name, value)
+            .and_then(|()| check_memory_setting(&name, value))
             .map_err(|reason| Refusal::permission(PROTECTED_SETTING_RULE, reason))?;
     }
     Ok(())
@@ -271,7 +276,9 @@ fn check_set_config(sql: &str) -> Result<(), Refusal> {
     for call in analysis.statements.iter().flat_map(|s| &s.set_config_calls) {
         match call {
             Some((name, value)) => {
-                check_sql_reading_setting(name, value.as_deref().unwrap_or(""))
+                let value = value.as_deref().unwrap_or("");
+                check_sql_reading_setting(name, value)
+                    .and_then(|()| check_memory_setting(name, value))
                     .map_err(|reason| Refusal::permission(PROTECTED_SETTING_RULE, reason))?;
             }
             None => {
@@ -302,6 +309,9 @@ fn body_may_lock_out(sql: &str) -> bool {
         || has("standard_conforming_strings")
         || has("client_encoding")
         || (has("set") && has("names"))
+        || has("work_mem")
+        || has("maintenance_work_mem")
+        || has("hash_mem_multiplier")
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 /// The passthrough fast path's words, in one pass: a statement that mentions none of them can
 /// neither touch the upstream login (`login_guard::may_touch`) nor signal a backend
 /// (`backend_signals::may_signal`), and is let through without a parse.
-const PASSTHROUGH: [&str; 10] = [
+const PASSTHROUGH: [&str; 11] = [
     "alter",
     "drop",
     "revoke",
@@ -16,6 +16,7 @@ const PASSTHROUGH: [&str; 10] = [
     "u&",
     "pg_cancel_backend",
     "pg_terminate_backend",
+    "_mem",
 ];
 
 static PASSTHROUGH_SCREEN: Screen = Screen::new(&PASSTHROUGH);
