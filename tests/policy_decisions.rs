@@ -357,3 +357,53 @@ fn memory_settings_are_bounded_for_passthrough_agents_too() {
         assert_eq!(verdict(&engine, "trusted", sql), Outcome::Block, "{sql}");
     }
 }
+
+/// Three ways around a deny the re-review found, next to this session's fixes: a `public.*`
+/// function allow reaching the unqualified built-in `query_to_xml`; a passthrough agent with a
+/// deny reading the denied table's values in `pg_stats`; and `ts_rewrite` run through a
+/// temporary aggregate or operator, which calls it without naming it.
+#[test]
+fn a_deny_holds_against_catalog_builtins_statistics_and_wrapped_functions() {
+    let restricted = engine_with(
+        "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\nfunctions = [\"public.*\"]\n[[postgres.table]]\nname = \"public.*\"\nallow = [\"select\"]\n[[postgres.table]]\nname = \"public.secrets\"\ndeny = [\"*\"]\n",
+    );
+    for sql in [
+        "SELECT query_to_xml('select api_key from secrets', true, true, '')",
+        "SELECT table_to_xml('secrets', true, true, '')",
+        "SELECT pg_read_file('/etc/passwd')",
+    ] {
+        assert_eq!(
+            rule_of(&restricted, sql).as_deref(),
+            Some("default-deny"),
+            "{sql}"
+        );
+    }
+    assert_eq!(rule_of(&restricted, "SELECT public.order_total(1)"), None);
+    assert_eq!(rule_of(&restricted, "SELECT order_total(1)"), None);
+
+    let base =
+        "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\nprofile = \"passthrough\"\n";
+    let deny = "[[postgres.table]]\nname = \"public.secrets\"\ndeny = [\"*\"]\n";
+    let guarded = engine_with(&format!("{base}{deny}"));
+    let stats = "SELECT histogram_bounds FROM pg_stats WHERE tablename = 'secrets'";
+    assert_eq!(
+        rule_of(&guarded, stats).as_deref(),
+        Some("builtin: sensitive-catalog")
+    );
+    let named = engine_with(&format!(
+        "{base}{deny}[[postgres.table]]\nname = \"pg_catalog.pg_stats\"\nallow = [\"select\"]\n"
+    ));
+    assert_eq!(rule_of(&named, stats), None);
+    assert_eq!(rule_of(&engine_with(base), stats), None);
+    for sql in [
+        "CREATE AGGREGATE pg_temp.agg(text) (sfunc = ts_rewrite, stype = tsquery, initcond = 'x')",
+        "CREATE OPERATOR pg_temp.~~~ (leftarg = tsquery, rightarg = text, function = ts_rewrite)",
+        "CREATE CAST (text AS tsquery) WITH FUNCTION pg_temp.f(text)",
+    ] {
+        assert_eq!(
+            rule_of(&guarded, sql).as_deref(),
+            Some("builtin: unread-sql"),
+            "{sql}"
+        );
+    }
+}

@@ -129,7 +129,10 @@ fn check_unread_sql(rules: &SqlRules, stmt: &StatementInfo) -> Result<(), Refusa
         return refuse("a DO block".into());
     }
     if stmt.defines_unread_code && !rules.classes.contains(StatementClass::Ddl) {
-        return refuse("a function defined with a string body".into());
+        return refuse(
+            "a function defined with a string body, or an aggregate, operator, cast, type or rule that calls functions without naming them,"
+                .into(),
+        );
     }
     for f in stmt
         .functions
@@ -565,10 +568,27 @@ fn check_table(rules: &SqlRules, qualified: &str, op: Op) -> Result<(), Refusal>
             format!("permission denied: {} on {qualified} is denied", op.name()),
         ));
     }
+    let (schema, name) = qualified.split_once('.').unwrap_or(("", qualified));
     if rules.passthrough {
+        // With a deny or a mask to keep, the statistics of the denied or masked columns are not
+        // the agent's either: pg_stats holds their most common values and histogram bounds (the
+        // re-review read every API key of a denied table there). Where the policy names such a
+        // view in a table rule, it is the author's to give.
+        let guards = rules.has_denies() || rules.has_protections();
+        if guards && schema == "pg_catalog" && is_sensitive(name) {
+            let named = rules
+                .tables
+                .iter()
+                .any(|t| t.allow.contains(op) && allow_reaches(&t.glob, schema, name));
+            if !named {
+                return Err(Refusal::permission(
+                    "builtin: sensitive-catalog",
+                    format!("permission denied: {qualified} reveals stored values of what this agent's policy denies or masks"),
+                ));
+            }
+        }
         return Ok(());
     }
-    let (schema, name) = qualified.split_once('.').unwrap_or(("", qualified));
     if schema == "pg_catalog" || schema == "information_schema" || schema.starts_with("pg_toast") {
         if schema == "pg_catalog" && is_sensitive(name) {
             return Err(Refusal::permission(
@@ -636,10 +656,19 @@ fn check_function(rules: &SqlRules, f: &FunctionRef) -> Result<(), Refusal> {
             ),
         ));
     }
+    // An unqualified name that `pg_catalog` has resolves there (searched first): only its bare
+    // name or `pg_catalog.NAME` allows it. `functions = ["public.*"]` allowed an unqualified
+    // `query_to_xml(...)` through the form `public.query_to_xml` (the re-review read a denied
+    // table and masked columns with it).
+    let resolves_to_catalog = f.schema.is_none() && sql::is_catalog_function(&f.name);
+    let allow_forms = match resolves_to_catalog {
+        true => &forms[..2],
+        false => &forms[..],
+    };
     if rules
         .allow_functions
         .iter()
-        .any(|a| forms.iter().any(|n| a.glob.matches(n)))
+        .any(|a| allow_forms.iter().any(|n| a.glob.matches(n)))
     {
         return Ok(());
     }

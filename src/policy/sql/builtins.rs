@@ -133,6 +133,20 @@ fn is_builtin_schema(f: &FunctionRef) -> bool {
 }
 
 /// Whether `f` is on the default allow-list of harmless built-ins.
+/// The names of PostgreSQL 15's `pg_catalog` functions (`SELECT DISTINCT proname FROM pg_proc
+/// WHERE pronamespace = 'pg_catalog'::regnamespace`, sorted bytewise), one per line.
+const PG_CATALOG_FUNCTIONS: &str = include_str!("pg_catalog_functions.txt");
+
+/// Whether `pg_catalog` has a function of this name (PostgreSQL 15's): an unqualified call of
+/// it resolves there whatever the search path, as `pg_catalog` is searched first.
+pub fn is_catalog_function(name: &str) -> bool {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| PG_CATALOG_FUNCTIONS.lines().collect())
+        .binary_search(&name)
+        .is_ok()
+}
+
 /// Built-in functions that run SQL given to them as text (or reach another server, where any SQL
 /// runs): what that SQL reads, no analysis of the calling statement can see. `dblink*` in any
 /// schema (the extension's functions live where it was created).

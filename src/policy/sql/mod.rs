@@ -71,7 +71,9 @@ mod tests_support;
 mod tests_utility;
 
 pub use backend_signals::SignalTarget;
-pub use builtins::{is_safe_builtin_function, is_sequence_function, runs_sql_given_as_text};
+pub use builtins::{
+    is_catalog_function, is_safe_builtin_function, is_sequence_function, runs_sql_given_as_text,
+};
 pub use fingerprint::{
     fast_fingerprint, fingerprint, scanner_fingerprint, structural_tokens, ScannedToken,
 };
@@ -132,8 +134,9 @@ pub struct StatementInfo {
     /// `pg_backend_pid()` is called other than as the process id of a signal call.
     pub reads_backend_pid: bool,
     /// `CREATE FUNCTION`/`PROCEDURE` with a body given as a string (`AS $$ ... $$`): code the
-    /// analysis does not read, which runs whenever the function is called. (A `BEGIN ATOMIC`
-    /// or `RETURN` body is SQL, and analysed.)
+    /// analysis does not read, which runs whenever the function is called (a `BEGIN ATOMIC`
+    /// or `RETURN` body is SQL, and analysed); or a definition that makes a function callable
+    /// without its name (CREATE AGGREGATE, OPERATOR, CAST, TYPE, RULE, ...).
     pub defines_unread_code: bool,
 }
 

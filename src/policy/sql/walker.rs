@@ -295,7 +295,7 @@ pub(super) fn analyze_statement(
         set_config_calls: walker.set_config_calls,
         signals: walker.signals,
         reads_backend_pid: walker.reads_backend_pid,
-        defines_unread_code: matches!(stmt, pg_query::protobuf::node::Node::CreateFunctionStmt(f) if f.sql_body.is_none()),
+        defines_unread_code: defines_unread_code(stmt),
         span: start..end,
         occurrences: walker
             .occurrences
@@ -317,4 +317,28 @@ pub(super) fn analyze_statement(
         },
         column_star: walker.column_star,
     })
+}
+
+/// See [`StatementInfo::defines_unread_code`]: a function with a string body, and the
+/// definitions that make functions callable another way (an aggregate's state function, an
+/// operator's, a cast's, a type's input, ...), whose calls then carry no function name the
+/// analysis sees (the re-review ran `ts_rewrite` as a temporary aggregate and operator).
+fn defines_unread_code(stmt: &pg_query::protobuf::node::Node) -> bool {
+    use pg_query::protobuf::node::Node as N;
+    match stmt {
+        N::CreateFunctionStmt(f) => f.sql_body.is_none(),
+        N::DefineStmt(_)
+        | N::CreateCastStmt(_)
+        | N::CreateTransformStmt(_)
+        | N::CreateConversionStmt(_)
+        | N::CreateOpClassStmt(_)
+        | N::CreateOpFamilyStmt(_)
+        | N::AlterOpFamilyStmt(_)
+        | N::AlterOperatorStmt(_)
+        | N::AlterTypeStmt(_)
+        | N::CreatePlangStmt(_)
+        | N::CreateEventTrigStmt(_)
+        | N::RuleStmt(_) => true,
+        _ => false,
+    }
 }
