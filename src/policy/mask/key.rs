@@ -170,7 +170,14 @@ mod tests {
                         .as_ref()
                         .unwrap_or_else(|| panic!("{agent}: {sql}"));
                     assert_eq!(v.outcome, crate::policy::Outcome::Block, "{agent}: {sql}");
-                    assert_eq!(d.rule, RULE, "{agent}: {sql}: {d:?}");
+                    // A passthrough agent with masks is refused the statistics and activity
+                    // views by the sensitive-catalog rule first: either names a built-in.
+                    let views = sql.contains("pg_stat_activity")
+                        || sql.contains("pg_prepared_statements")
+                        || sql.contains("pg_cursors");
+                    let sensitive =
+                        agent == "trusted" && views && d.rule == "builtin: sensitive-catalog";
+                    assert!(d.rule == RULE || sensitive, "{agent}: {sql}: {d:?}");
                     assert_eq!(d.class.sqlstate(), "42501", "{sql}");
                     assert!(!d.message().contains(KEY), "{sql}");
                 }
