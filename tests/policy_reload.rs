@@ -832,3 +832,41 @@ fn redis_monitor_and_tracking_are_judged_again_after_a_reload() {
         drop(running);
     });
 }
+
+/// A portal read across a reload: its next Execute counts under the new `max_rows` (the reply
+/// half had read its limits before the reload while the request half asked for the new limit's
+/// N+1 rows: the re-review got 4 rows under a limit of 3, without a notice).
+#[test]
+fn a_portal_read_across_a_reload_counts_under_the_new_limit() {
+    let env = &harness().env;
+    harness().runtime.block_on(async {
+        let (running, dir) = own_gateway().await;
+        let url = env.pg_url("analyst").replace(
+            &format!(":{}/", env.pg_port),
+            &format!(":{}/", running.pg_addr.unwrap().port()),
+        );
+        let mut c = support::connect_url(&url).await.unwrap();
+        let tx = c.transaction().await.unwrap();
+        let stmt = tx
+            .prepare("SELECT id FROM orders ORDER BY id")
+            .await
+            .unwrap();
+        let portal = tx.bind(&stmt, &[]).await.unwrap();
+        let first = tx.query_portal(&portal, 1).await.unwrap();
+        assert_eq!(first.len(), 1);
+        std::fs::write(
+            dir.path().join("policies").join("zz-rows.toml"),
+            "agents = [\"analyst\"]\n[limits]\nmax_rows = 3\n",
+        )
+        .unwrap();
+        running.gateway.reload().unwrap();
+        let rest = tx.query_portal(&portal, 100).await.unwrap();
+        assert!(
+            first.len() + rest.len() <= 3,
+            "{} rows under a max_rows of 3",
+            first.len() + rest.len()
+        );
+        drop(tx);
+        drop(running);
+    });
+}

@@ -142,6 +142,19 @@ fn a_torn_tail_is_cut_back_recorded_and_the_chain_goes_on() {
         report.notes
     );
 
+    // A last record that only lacks its newline is kept, the newline added.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+    AuditLog::open(&path)
+        .unwrap()
+        .append(&event("SELECT 4"))
+        .unwrap();
+    let recs = lines(&path);
+    assert_eq!(recs.len(), 5, "{recs:?}");
+    assert_eq!(recs[3]["statement"], "SELECT 3");
+    assert_eq!(recs[4]["statement"], "SELECT 4");
+    assert!(verify_path(&path).problem.is_none());
+
     // A file holding nothing but a torn line starts the chain afresh.
     let only = dir.path().join("only.log");
     std::fs::write(&only, &torn[..20]).unwrap();

@@ -406,6 +406,11 @@ fn handle(
     }
     match frame.tag {
         msg::DATA_ROW => {
+            // The first row of a result counts under the limits in force now (the reply may
+            // have been awaited since before a reload).
+            if state.rows == 0 && !state.over_limit {
+                state.refresh_limits(ctx);
+            }
             if admit_row(pending, state, frame.raw.len()) {
                 out.extend_from_slice(&frame.raw);
             }
