@@ -181,7 +181,14 @@ fn bodies_that_are_not_one_json_rpc_message_get_a_json_rpc_error() {
         "[],".repeat(150_000)
     );
     let batch = r#"[{"jsonrpc":"2.0","id":6,"method":"ping"},{"jsonrpc":"2.0","id":7,"method":"tools/list"}]"#;
+    // Valid JSON nested past the reader's depth was called "not valid JSON" (a review).
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","id":5,"method":"ping","params":{{"x":{}1{}}}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
     for (body, why) in [
+        (deep.as_str(), "more than 128 levels deep"),
         (batch, "batches are not supported"),
         ("[]", "batches are not supported"),
         (r#""x""#, "not a JSON-RPC message"),

@@ -303,6 +303,10 @@ fn screen(body: &[u8], values: usize) -> Screened {
     let value = match serde_json::from_slice::<super::ordered::Json>(body) {
         Ok(json) => json.into_value(),
         Err(e) if e.is_data() => return invalid("a JSON object of the request names a key twice"),
+        // Valid JSON nested deeper than the reader goes (128 levels): said so, not "not JSON".
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+            return invalid("the request nests JSON more than 128 levels deep")
+        }
         Err(_) => {
             return Screened::Malformed(Malformed {
                 code: -32700,
