@@ -870,3 +870,60 @@ fn a_portal_read_across_a_reload_counts_under_the_new_limit() {
         drop(running);
     });
 }
+
+/// Redis: a blocking command waits as long as the agent asks (`BLPOP ... 0`); a reply that
+/// comes after a reload that no longer allows the command is replaced by the refusal (what it
+/// popped is not shown). The re-review removed the agent while its BLPOP waited and was handed
+/// what another client pushed after the reload.
+#[test]
+fn a_blocking_redis_command_answered_after_a_reload_is_judged_again() {
+    harness().runtime.block_on(async {
+        let (running, dir) = own_gateway().await;
+        let port = running.redis_addr.unwrap().port();
+        let ex = async |s: &mut tokio::net::TcpStream, words: &[&str], until: &str| {
+            support::redis_exchange(s, &support::redis_cmd(words), until).await
+        };
+        let mut pusher = support::redis_login_at(port, "trusted").await;
+        // Still allowed: the reply goes through.
+        let mut waiter = support::redis_login_at(port, "writer").await;
+        assert_eq!(ex(&mut pusher, &["DEL", "cache:q"], "\r\n").await.len(), 4);
+        assert_eq!(
+            ex(&mut pusher, &["RPUSH", "cache:q", "first"], "\r\n").await,
+            ":1\r\n"
+        );
+        let got = ex(&mut waiter, &["BLPOP", "cache:q", "0"], "first\r\n").await;
+        assert!(got.contains("first"), "{got}");
+        // Waiting across a reload that denies it.
+        use tokio::io::AsyncWriteExt;
+        waiter
+            .write_all(&support::redis_cmd(&["BLPOP", "cache:q", "0"]))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::write(
+            dir.path().join("policies").join("zz-noblpop.toml"),
+            "agents = [\"writer\"]\n[[redis]]\nupstream = \"cache\"\ndeny_commands = [\"BLPOP\"]\n",
+        )
+        .unwrap();
+        running.gateway.reload().unwrap();
+        assert_eq!(
+            ex(
+                &mut pusher,
+                &["RPUSH", "cache:q", "pushed-after-the-reload"],
+                "\r\n"
+            )
+            .await,
+            ":1\r\n"
+        );
+        let got = support::redis_exchange(&mut waiter, b"", "\r\n").await;
+        assert!(
+            got.starts_with("-NOPERM") && got.contains("waited"),
+            "{got}"
+        );
+        assert!(!got.contains("pushed-after-the-reload"), "{got}");
+        // The session goes on.
+        let got = ex(&mut waiter, &["GET", "cache:1"], "\r\n").await;
+        assert!(!got.starts_with('-'), "{got}");
+        drop(running);
+    });
+}

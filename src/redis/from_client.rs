@@ -658,7 +658,17 @@ impl FromClient {
                 self.forward_scoped(scope, cmd, ticket, entries, out)
             }
             Ok(ticket) => {
+                let blocking = matches!(looked, Ok(info) if info.has_flag("blocking"));
+                let args = blocking.then(|| cmd.args.clone());
                 let (kind, cmd) = self.kind_of(name, cmd, verdict.mask);
+                let kind = match (kind, args) {
+                    (Kind::Reply(plan), Some(args)) => Kind::Blocking {
+                        plan,
+                        args,
+                        version: core.policy.version(),
+                    },
+                    (kind, _) => kind,
+                };
                 let reset = matches!(kind, Kind::Reset);
                 entries.push(Entry {
                     kind,

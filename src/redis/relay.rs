@@ -96,6 +96,14 @@ pub(super) enum Kind {
     /// Close the connection once everything before has been written.
     Close,
     Reply(MaskPlan),
+    /// A blocking command's reply (BLPOP, XREAD BLOCK, ...): it may come long after it was
+    /// judged, so after a reload the command is judged again, and a refusal takes the reply's
+    /// place (what it popped is not shown to an agent no longer allowed it).
+    Blocking {
+        plan: MaskPlan,
+        args: Vec<Bytes>,
+        version: u64,
+    },
     /// A command queued inside MULTI; its plan applies to its slot in EXEC's reply.
     Queued(MaskPlan),
     Exec,

@@ -93,6 +93,18 @@ impl SubsRecheck {
         self.agent.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// `args` judged now, under the current policy and the session's current agent: the refusal
+    /// if it is not allowed.
+    pub fn judge_now(&mut self, engine: &Engine, args: &[Bytes]) -> Option<Refusal> {
+        self.policy.set_agent(self.current_agent());
+        let verdict = self.policy.check(engine, &self.table, args);
+        (!verdict.runs()).then(|| {
+            verdict.denial.unwrap_or_else(|| {
+                Refusal::permission(crate::policy::decide::DEFAULT_DENY, "not allowed")
+            })
+        })
+    }
+
     /// When the policy (or the session's agent: an AUTH as another) changed since the last
     /// look: the refusal of the first subscription the current policy would not allow (`None`:
     /// all still allowed, or no change).

@@ -396,6 +396,27 @@ impl ToClient {
         self.closing || self.desynced || self.locals()
     }
 
+    /// A blocking command's reply that came after a reload: the command judged again under the
+    /// current policy (and the session's agent), the refusal if it is no longer allowed. The
+    /// re-review removed an agent while its `BLPOP ... 0` waited and was handed what another
+    /// client pushed after the reload.
+    fn blocked_too_long(&mut self, args: &[Bytes], version: u64, error: bool) -> Option<Refusal> {
+        let engine = &self.ctx.core().policy;
+        if error || engine.version() == version {
+            return None;
+        }
+        let check = self.subs_recheck.as_mut()?;
+        let refusal = check.judge_now(engine, args)?;
+        Some(Refusal::new(
+            refusal.class,
+            refusal.rule.clone(),
+            format!(
+                "the policy changed while this command waited and no longer allows it ({}); its reply is not shown",
+                refusal.message()
+            ),
+        ))
+    }
+
     /// At a message after a reload: a subscription the current policy no longer allows, as a
     /// refusal that ends the session (recorded).
     fn subscription_withdrawn(&mut self) -> Option<Refusal> {
@@ -516,8 +537,10 @@ impl ToClient {
             self.desync(entry.ticket, what, &frame);
             return;
         }
-        let over_cap = matches!(entry.kind, Kind::Reply(_) | Kind::Exec)
-            && self.reply_cap.get().is_some_and(|c| frame.len() as u64 > c);
+        let over_cap = matches!(
+            entry.kind,
+            Kind::Reply(_) | Kind::Blocking { .. } | Kind::Exec
+        ) && self.reply_cap.get().is_some_and(|c| frame.len() as u64 > c);
         if over_cap {
             self.refuse_over_cap(entry);
             return;
@@ -531,6 +554,19 @@ impl ToClient {
         }
         let shown = match entry.kind {
             Kind::Reply(ref plan) => self.masked(&frame, plan),
+            Kind::Blocking {
+                ref plan,
+                ref args,
+                version,
+            } => match self.blocked_too_long(args, version, is_error) {
+                Some(refusal) => {
+                    let shown = reply::refusal(&refusal);
+                    self.out.extend_from_slice(&shown);
+                    self.outcome(entry.ticket, Some(refusal.message()));
+                    return;
+                }
+                None => self.masked(&frame, plan),
+            },
             Kind::Queued(plan) => {
                 if frame.starts_with(b"+QUEUED") {
                     self.exec_plans.push(plan);
@@ -742,7 +778,7 @@ fn misfit(kind: &Kind, frame: &[u8], queued: usize, resp3: bool) -> Option<&'sta
         // (un)subscribe confirmation (RESP2): subscriptions tollgate does not know of (an
         // UNSUBSCRIBE without arguments answered for more channels than it counted). No
         // command replies either; a script returning one ends the session too.
-        Kind::Reply(_) | Kind::Own { .. } => {
+        Kind::Reply(_) | Kind::Blocking { .. } | Kind::Own { .. } => {
             !queued_reply && (resp3 || !pubsub::looks_like_confirmation(frame))
         }
         Kind::Local(_) | Kind::Close | Kind::KillParts { .. } | Kind::Switch(_) => true,
