@@ -33,6 +33,9 @@ struct Owner {
     users: usize,
     /// When the last of them let it go.
     released: Option<Instant>,
+    /// Ended on the server from another of the agent's connections while these used it: it is
+    /// nobody's once they let it go.
+    ended: bool,
 }
 
 #[derive(Default)]
@@ -101,6 +104,7 @@ impl LogicalSessions {
             if &o.agent == agent {
                 o.users += 1;
                 o.released = None;
+                o.ended = false;
                 return Ok(false);
             }
             if !expired {
@@ -133,6 +137,7 @@ impl LogicalSessions {
                 agent: agent.clone(),
                 users: 1,
                 released: None,
+                ended: false,
             },
         );
         t.count(agent, true);
@@ -146,12 +151,31 @@ impl LogicalSessions {
         if let Some(o) = t.owners.get_mut(id) {
             o.users = o.users.saturating_sub(1);
             if o.users == 0 {
-                if ended {
+                if ended || o.ended {
                     t.remove(id);
                 } else {
                     o.released = Some(Instant::now());
                 }
             }
+        }
+    }
+
+    /// Whether `id` is `agent`'s now (in use or kept after use, not expired).
+    fn is_agents(&self, id: &[u8; 16], agent: &Arc<str>) -> bool {
+        let now = Instant::now();
+        self.lock().owners.get(id).is_some_and(|o| {
+            &o.agent == agent && o.released.is_none_or(|r| now - r < KEEP_AFTER_USE)
+        })
+    }
+
+    /// `agent` ended `id` on the server from a connection that does not use it: nobody's once
+    /// no connection does (if one still does, it stays the agent's as after any use).
+    fn ended_elsewhere(&self, id: &[u8; 16], agent: &Arc<str>) {
+        let mut t = self.lock();
+        match t.owners.get_mut(id) {
+            Some(o) if &o.agent == agent && o.users == 0 => t.remove(id),
+            Some(o) if &o.agent == agent => o.ended = true,
+            _ => {}
         }
     }
 
@@ -255,8 +279,16 @@ impl ConnectionSessions {
         }
     }
 
-    pub fn contains(&self, id: &[u8; 16]) -> bool {
+    #[cfg(test)]
+    fn contains(&self, id: &[u8; 16]) -> bool {
         self.used.contains_key(id)
+    }
+
+    /// Whether `id` is this connection's agent's: used here, or on another of its connections
+    /// (a driver's `endSessions` at close names the sessions of its whole pool, sent on one
+    /// connection), or kept after use.
+    pub fn is_agents(&self, id: &[u8; 16]) -> bool {
+        self.used.contains_key(id) || self.all.is_agents(id, &self.agent)
     }
 
     /// The client ended these sessions (`endSessions` forwarded for them).
@@ -264,6 +296,8 @@ impl ConnectionSessions {
         for id in ids {
             if self.used.remove(id).is_some() {
                 self.all.release(id, true);
+            } else {
+                self.all.ended_elsewhere(id, &self.agent);
             }
         }
     }
@@ -383,5 +417,30 @@ mod tests {
         // Forgotten by the connection, still the agent's.
         let mut other = ConnectionSessions::new(all, "writer".into());
         assert!(other.use_session(id(1)).is_err());
+    }
+
+    /// A driver's `endSessions` at close names its whole pool's sessions and goes out on one
+    /// connection: the agent's sessions used on its other connections end too, and are nobody's
+    /// once those let them go (they stayed reserved for 30 minutes: a review). Another agent's
+    /// are not this connection's to end.
+    #[test]
+    fn end_sessions_from_one_connection_ends_the_agents_sessions_of_the_others() {
+        let all = Arc::new(LogicalSessions::default());
+        let (a, b): (Arc<str>, Arc<str>) = ("analyst".into(), "writer".into());
+        let mut a1 = ConnectionSessions::new(all.clone(), a.clone());
+        let mut a2 = ConnectionSessions::new(all.clone(), a.clone());
+        let mut b1 = ConnectionSessions::new(all.clone(), b.clone());
+        a1.use_session(id(1)).unwrap();
+        a2.use_session(id(2)).unwrap();
+        b1.use_session(id(3)).unwrap();
+        assert!(a1.is_agents(&id(1)) && a1.is_agents(&id(2)));
+        assert!(!a1.is_agents(&id(3)));
+        a1.ended(&[id(1), id(2)]);
+        drop(a2);
+        // Both are nobody's now: the writer may use them.
+        let mut b2 = ConnectionSessions::new(all.clone(), b);
+        b2.use_session(id(1)).unwrap();
+        b2.use_session(id(2)).unwrap();
+        assert!(a1.use_session(id(3)).is_err());
     }
 }
