@@ -27,6 +27,15 @@ impl Standing {
     /// Notes a forwarded command: MONITOR and CLIENT TRACKING ON stand, TRACKING OFF and RESET
     /// take theirs away.
     pub fn note(&self, args: &[Bytes]) {
+        // Every forwarded command passes here: the few that matter are told by their first
+        // word before anything is locked or allocated.
+        let first = args.first().map_or(&b""[..], |a| &a[..]);
+        let concerned = [&b"monitor"[..], b"client", b"reset"]
+            .iter()
+            .any(|w| first.eq_ignore_ascii_case(w));
+        if !concerned {
+            return;
+        }
         let word = |i: usize| args.get(i).map(|a| a.to_ascii_lowercase());
         let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let tracking = |a: &Vec<Bytes>| {
