@@ -231,6 +231,34 @@ pub fn with_error_position(raw: &[u8], map: impl Fn(usize) -> usize) -> Option<B
     Some(out.freeze())
 }
 
+/// `raw` (a whole ErrorResponse or NoticeResponse) without its `D` (detail) field; `None` if it
+/// has none.
+pub fn without_detail(raw: &[u8]) -> Option<Bytes> {
+    let (&tag, rest) = raw.split_first()?;
+    let body = rest.get(4..)?;
+    error_field(body, b'D')?;
+    let mut out = BytesMut::with_capacity(raw.len());
+    out.put_u8(tag);
+    out.put_i32(0); // set below
+    let mut fields = body;
+    while let Some((&field, tail)) = fields.split_first() {
+        if field == 0 {
+            break;
+        }
+        let nul = tail.iter().position(|&b| b == 0)?;
+        if field != b'D' {
+            out.put_u8(field);
+            out.put_slice(&tail[..nul]);
+            out.put_u8(0);
+        }
+        fields = &tail[nul + 1..];
+    }
+    out.put_u8(0);
+    let len = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Some(out.freeze())
+}
+
 /// Reads the fields of a backend ErrorResponse/NoticeResponse body: (code, message).
 pub fn error_code_and_message(body: &[u8]) -> (Option<String>, Option<String>) {
     (error_field(body, b'C'), error_field(body, b'M'))

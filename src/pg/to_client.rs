@@ -537,6 +537,13 @@ fn handle(
                 )
             });
             state.server_fatal |= is_fatal(frame.body());
+            let frame = match hide_detail(ctx, state, &frame) {
+                Some(raw) => Frame {
+                    tag: frame.tag,
+                    raw,
+                },
+                None => frame,
+            };
             on_error(ctx, pending, state.link.as_deref(), frame, out, own);
             end_copy(pending, state);
             state.end_result();
@@ -608,6 +615,20 @@ fn handle(
         }
         _ => out.extend_from_slice(&frame.raw),
     }
+}
+
+/// A server error with a DETAIL, for an agent whose policy masks columns or filters rows here:
+/// the error without it. PostgreSQL's DETAIL quotes stored rows ("Failing row contains (...)"
+/// of a NOT NULL or CHECK violation prints the whole row, masked columns included: the
+/// re-review read emails and SSNs with `INSERT ... ON CONFLICT DO UPDATE SET name = NULL`) and
+/// key values.
+fn hide_detail(ctx: &PgSession, state: &mut ReplyState, frame: &Frame) -> Option<bytes::Bytes> {
+    state.refresh_limits(ctx);
+    let protects = state
+        .view
+        .policy()
+        .is_some_and(|p| p.protects_rows(ctx.session().upstream()));
+    protects.then(|| msg::without_detail(&frame.raw)).flatten()
 }
 
 /// Counts a DataRow of `len` bytes against the agent's row and byte limits; `false` when the

@@ -31,6 +31,17 @@ pub struct AgentPolicy {
 }
 
 impl AgentPolicy {
+    /// Whether the enforced rules mask columns or filter rows of `upstream`'s tables: then a
+    /// server's error DETAIL, which can quote a stored row ("Failing row contains (...)", a
+    /// key's value), is not relayed.
+    pub fn protects_rows(&self, upstream: &str) -> bool {
+        self.enforced
+            .as_ref()
+            .and_then(|m| m.get(upstream))
+            .and_then(UpstreamRules::sql)
+            .is_some_and(|r| r.has_protections())
+    }
+
     /// Whether statements of `class` may run on `upstream` under the enforced rules: for what
     /// a session goes on receiving after a reload (LISTEN's notifications). Only shadow files:
     /// nothing is enforced.
