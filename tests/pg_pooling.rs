@@ -2366,3 +2366,32 @@ fn a_client_gone_mid_copy_in_frees_its_locks_at_once() {
         c.batch_execute("ROLLBACK").await.unwrap();
     });
 }
+
+/// The same, for a client that sends its COPY and data and leaves before the server's
+/// CopyInResponse can reach it: the response then comes during the session's reply grace (the
+/// re-review saw the lock held 5 s in about half of such runs).
+#[test]
+fn a_client_gone_before_its_copy_in_began_frees_its_locks_at_once() {
+    use tokio::io::AsyncWriteExt;
+    harness().runtime.block_on(async {
+        for round in 0..4 {
+            let mut s = support::raw_login("writer").await;
+            assert_eq!(support::raw_query(&mut s, "BEGIN").await.2, None);
+            let (_, _, code) =
+                support::raw_query(&mut s, "UPDATE orders SET amount = amount WHERE id = 4").await;
+            assert_eq!(code, None);
+            let mut burst = support::message(b'Q', b"COPY orders FROM STDIN\0");
+            burst.extend(support::message(b'd', b"999998\tpartial"));
+            s.write_all(&burst).await.unwrap();
+            drop(s);
+            let c = support::connect("writer").await;
+            c.batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'")
+                .await
+                .unwrap();
+            c.batch_execute("UPDATE orders SET amount = amount WHERE id = 4")
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: the lock is still held: {e:?}"));
+            c.batch_execute("ROLLBACK").await.unwrap();
+        }
+    });
+}

@@ -391,7 +391,9 @@ async fn relay(
     if matches!(result, ClientSide(Ok(_), _)) && !pending.batch_open() && !pending.copy_waiting() {
         let grace = tokio::time::sleep(crate::session::REPLY_GRACE);
         tokio::pin!(grace);
-        while !pending.settled() {
+        // A COPY FROM STDIN whose CopyInResponse comes during the grace (the client sent the
+        // COPY and its data and left at once) waits for data as well: no reply will come.
+        while !pending.settled() && !pending.copy_waiting() {
             tokio::select! {
                 _ = &mut grace => break,
                 // The reply half ended (the client is gone or stopped reading, or the server
