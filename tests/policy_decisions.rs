@@ -407,3 +407,26 @@ fn a_deny_holds_against_catalog_builtins_statistics_and_wrapped_functions() {
         );
     }
 }
+
+/// A function's own SET clauses hold while it runs: they are held to the same memory sizes
+/// (the re-review set work_mem = '1TB' with ALTER FUNCTION ... SET, and with CREATE FUNCTION
+/// ... SET U&"work\005fmem").
+#[test]
+fn function_set_clauses_are_held_to_the_memory_sizes() {
+    let engine = demo_engine();
+    for sql in [
+        "ALTER FUNCTION pg_temp.wm() SET work_mem = '1TB'",
+        "ALTER ROUTINE pg_temp.wm() SET hash_mem_multiplier = 1000",
+        "ALTER PROCEDURE pg_temp.p() SET maintenance_work_mem = '100GB'",
+        "CREATE FUNCTION pg_temp.u1() RETURNS int LANGUAGE sql SET U&\"work\\005fmem\" = '1TB' BEGIN ATOMIC SELECT 1; END",
+        "CREATE FUNCTION pg_temp.u2() RETURNS int LANGUAGE sql SET work_mem = '1TB' RETURN 1",
+    ] {
+        assert_eq!(verdict(&engine, "trusted", sql), Outcome::Block, "{sql}");
+    }
+    for sql in [
+        "ALTER FUNCTION pg_temp.wm() SET work_mem = '32MB'",
+        "CREATE FUNCTION pg_temp.u3() RETURNS int LANGUAGE sql SET search_path = public RETURN 1",
+    ] {
+        assert_eq!(verdict(&engine, "trusted", sql), Outcome::Allow, "{sql}");
+    }
+}

@@ -216,6 +216,10 @@ fn check_statement(node: &N, sql: &str, login: Option<&UpstreamLogin>) -> Result
             "ALTER SYSTEM changes the server for every agent and is never allowed through tollgate",
         )),
         N::VariableSetStmt(v) => check_set(v),
+        // `CREATE FUNCTION ... SET x = v` and `ALTER FUNCTION/ROUTINE/PROCEDURE ... SET x = v`:
+        // the setting holds while the function runs (the re-review set work_mem = '1TB' so).
+        N::CreateFunctionStmt(f) if !body_may_lock_out(sql) => function_settings(&f.options),
+        N::AlterFunctionStmt(f) => function_settings(&f.actions),
         N::DoStmt(_) | N::CreateFunctionStmt(_) if body_may_lock_out(sql) => Err(refuse(
             "a DO block or function body that alters or drops roles or databases, changes how the server reads SQL or sets the server's memory sizes, is refused: tollgate cannot tell which role or setting it would change",
         )),
@@ -244,6 +248,19 @@ fn revokes_connect(g: &GrantStmt, login: Option<&UpstreamLogin>) -> bool {
             _ => true,
         });
     on_ours && connect
+}
+
+/// The `SET` clauses among a function's options or ALTER FUNCTION's actions, each judged as a
+/// `SET` statement.
+fn function_settings(items: &[Node]) -> Result<(), Refusal> {
+    for item in items {
+        if let Some(N::DefElem(d)) = &item.node {
+            if let Some(N::VariableSetStmt(v)) = d.arg.as_ref().and_then(|a| a.node.as_ref()) {
+                check_set(v)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_set(v: &VariableSetStmt) -> Result<(), Refusal> {
