@@ -658,7 +658,7 @@ impl FromClient {
                 self.forward_scoped(scope, cmd, ticket, entries, out)
             }
             Ok(ticket) => {
-                let blocking = matches!(looked, Ok(info) if info.has_flag("blocking"));
+                let blocking = matches!(looked, Ok(info) if info.categories.intersects(crate::policy::redis::Categories::BLOCKING));
                 let args = blocking.then(|| cmd.args.clone());
                 let (kind, cmd) = self.kind_of(name, cmd, verdict.mask);
                 let kind = match (kind, args) {

@@ -56,6 +56,8 @@ impl Categories {
 
     pub const ADMIN: u32 = Categories::known("admin");
     pub const DANGEROUS: u32 = Categories::known("dangerous");
+    /// Redis puts every command with the `blocking` flag in `@blocking` (all of 7.0's table).
+    pub const BLOCKING: u32 = Categories::known("blocking");
 
     pub fn bit(name: &str) -> Option<u32> {
         let name = name.strip_prefix('@').unwrap_or(name);

@@ -24,7 +24,7 @@ mod tests;
 
 pub use builtin::ClientScope;
 pub use check::{RedisPolicy, RedisVerdict};
-pub use commands::{CommandInfo, CommandTable, Looked};
+pub use commands::{Categories, CommandInfo, CommandTable, Looked};
 pub use decide::{MaskFields, MaskPlan};
 pub use keys::FoundKey;
 pub use mask::Strategy;
