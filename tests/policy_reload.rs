@@ -175,6 +175,15 @@ async fn reload_valid_then_invalid_then_back() {
     assert!(n > 10, "traffic ran during the reloads ({n} statements)");
 }
 
+/// `agent`'s PostgreSQL URL on a gateway of the test's own.
+fn pg_url_at(running: &tollgate::gateway::Running, agent: &str) -> String {
+    let env = &harness().env;
+    env.pg_url(agent).replace(
+        &format!(":{}/", env.pg_port),
+        &format!(":{}/", running.pg_addr.unwrap().port()),
+    )
+}
+
 /// A gateway of the test's own on a copy of the demo's files (which it may break).
 async fn own_gateway() -> (tollgate::gateway::Running, tempfile::TempDir) {
     let dir = support::copy_demo_dir();
@@ -267,10 +276,7 @@ fn a_fifo_in_the_policies_folder_never_blocks_the_doors() {
     // Several ticks of the watcher.
     std::thread::sleep(Duration::from_millis(800));
 
-    let pg_url = env.pg_url("analyst").replace(
-        &format!(":{}/", env.pg_port),
-        &format!(":{}/", running.pg_addr.unwrap().port()),
-    );
+    let pg_url = pg_url_at(&running, "analyst");
     let redis_url = env.redis_url("analyst").replace(
         &format!(":{}", env.redis_port),
         &format!(":{}", running.redis_addr.unwrap().port()),
@@ -395,7 +401,6 @@ fn a_fifo_in_place_of_the_vault_key_or_certificate_never_blocks_a_reload() {
 /// the column and the rule once (the operations review saw the rule's text twice).
 #[test]
 fn a_mask_on_a_misspelled_column_refuses_naming_the_column_and_its_rule_once() {
-    let env = &harness().env;
     let dir = support::copy_demo_dir();
     std::fs::write(
         dir.path().join("policies").join("zz-typo.toml"),
@@ -405,10 +410,7 @@ fn a_mask_on_a_misspelled_column_refuses_naming_the_column_and_its_rule_once() {
     let config = tollgate::config::Config::load(&dir.path().join("tollgate.toml")).unwrap();
     harness().runtime.block_on(async {
         let running = tollgate::gateway::start(config).await.unwrap();
-        let url = env.pg_url("analyst").replace(
-            &format!(":{}/", env.pg_port),
-            &format!(":{}/", running.pg_addr.unwrap().port()),
-        );
+        let url = pg_url_at(&running, "analyst");
         let c = support::connect_url(&url).await.unwrap();
         // Until the table shapes load, statements on masked tables are refused anyway.
         let mut message = String::new();
@@ -448,13 +450,9 @@ fn a_mask_on_a_misspelled_column_refuses_naming_the_column_and_its_rule_once() {
 /// review read a newly masked column raw and a revoked table through both.
 #[test]
 fn a_driver_prepared_execute_of_a_sql_prepare_is_judged_again_after_a_reload() {
-    let env = &harness().env;
     harness().runtime.block_on(async {
         let (running, dir) = own_gateway().await;
-        let url = env.pg_url("analyst").replace(
-            &format!(":{}/", env.pg_port),
-            &format!(":{}/", running.pg_addr.unwrap().port()),
-        );
+        let url = pg_url_at(&running, "analyst");
         let c = support::connect_url(&url).await.unwrap();
         for sql in [
             "PREPARE pn AS SELECT name FROM customers WHERE id < 3",
@@ -500,13 +498,9 @@ fn a_driver_prepared_execute_of_a_sql_prepare_is_judged_again_after_a_reload() {
 /// and timeout (a live review got 400 rows under a new limit of 20, then 20).
 #[test]
 fn lowered_limits_hold_from_the_first_statement_after_a_reload() {
-    let env = &harness().env;
     harness().runtime.block_on(async {
         let (running, dir) = own_gateway().await;
-        let url = env.pg_url("analyst").replace(
-            &format!(":{}/", env.pg_port),
-            &format!(":{}/", running.pg_addr.unwrap().port()),
-        );
+        let url = pg_url_at(&running, "analyst");
         let c = support::connect_url(&url).await.unwrap();
         let rows = |m: Vec<tokio_postgres::SimpleQueryMessage>| {
             m.iter()
@@ -551,15 +545,9 @@ fn lowered_limits_hold_from_the_first_statement_after_a_reload() {
 /// running agents; `agent = []` revokes them all.
 #[test]
 fn removing_an_agent_from_the_agents_file_revokes_it_at_the_reload() {
-    let env = &harness().env;
     harness().runtime.block_on(async {
         let (running, dir) = own_gateway().await;
-        let url = |agent: &str| {
-            env.pg_url(agent).replace(
-                &format!(":{}/", env.pg_port),
-                &format!(":{}/", running.pg_addr.unwrap().port()),
-            )
-        };
+        let url = |agent: &str| pg_url_at(&running, agent);
         let writer = support::connect_url(&url("writer")).await.unwrap();
         writer
             .simple_query("SELECT count(*) FROM orders")
@@ -642,14 +630,10 @@ fn a_redis_transaction_queued_before_a_reload_is_aborted_at_exec() {
 #[test]
 fn a_listen_taken_away_by_a_reload_ends_the_session_at_the_next_notification() {
     use futures_util::StreamExt;
-    let env = &harness().env;
     harness().runtime.block_on(async {
         let (running, dir) = own_gateway().await;
         let url = |agent: &str| {
-            env.pg_url(agent).replace(
-                &format!(":{}/", env.pg_port),
-                &format!(":{}/", running.pg_addr.unwrap().port()),
-            )
+            pg_url_at(&running, agent)
         };
         let grant = dir.path().join("policies").join("zz-listen.toml");
         std::fs::write(
@@ -726,10 +710,7 @@ fn a_shadow_file_masks_and_limits_nothing_on_any_door() {
         std::fs::write(&analyst, text).unwrap();
         let config = tollgate::config::Config::load(&dir.path().join("tollgate.toml")).unwrap();
         let running = tollgate::gateway::start(config).await.unwrap();
-        let url = env.pg_url("analyst").replace(
-            &format!(":{}/", env.pg_port),
-            &format!(":{}/", running.pg_addr.unwrap().port()),
-        );
+        let url = pg_url_at(&running, "analyst");
         let pg = support::connect_url(&url).await.unwrap();
         let rows = pg
             .query("SELECT email FROM customers ORDER BY id LIMIT 20", &[])
@@ -838,13 +819,9 @@ fn redis_monitor_and_tracking_are_judged_again_after_a_reload() {
 /// N+1 rows: the re-review got 4 rows under a limit of 3, without a notice).
 #[test]
 fn a_portal_read_across_a_reload_counts_under_the_new_limit() {
-    let env = &harness().env;
     harness().runtime.block_on(async {
         let (running, dir) = own_gateway().await;
-        let url = env.pg_url("analyst").replace(
-            &format!(":{}/", env.pg_port),
-            &format!(":{}/", running.pg_addr.unwrap().port()),
-        );
+        let url = pg_url_at(&running, "analyst");
         let mut c = support::connect_url(&url).await.unwrap();
         let tx = c.transaction().await.unwrap();
         let stmt = tx
@@ -934,7 +911,6 @@ fn a_blocking_redis_command_answered_after_a_reload_is_judged_again() {
 /// (the re-review read emails, phones and SSNs row by row this way).
 #[test]
 fn a_server_error_does_not_quote_masked_values() {
-    let env = &harness().env;
     harness().runtime.block_on(async {
         let dir = support::copy_demo_dir();
         std::fs::write(
@@ -944,10 +920,7 @@ fn a_server_error_does_not_quote_masked_values() {
         .unwrap();
         let config = tollgate::config::Config::load(&dir.path().join("tollgate.toml")).unwrap();
         let running = tollgate::gateway::start(config).await.unwrap();
-        let url = env.pg_url("writer").replace(
-            &format!(":{}/", env.pg_port),
-            &format!(":{}/", running.pg_addr.unwrap().port()),
-        );
+        let url = pg_url_at(&running, "writer");
         let c = support::connect_url(&url).await.unwrap();
         let direct = support::upstream().await;
         let email: String = direct

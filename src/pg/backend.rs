@@ -205,9 +205,35 @@ pub fn error_field(body: &[u8], wanted: u8) -> Option<String> {
 /// `raw` (a whole ErrorResponse or NoticeResponse) with its `P` field (the 1-based character
 /// position of the error in the statement) replaced by `map` of it; `None` if it has none.
 pub fn with_error_position(raw: &[u8], map: impl Fn(usize) -> usize) -> Option<Bytes> {
+    let position: usize = error_field(raw.get(5..)?, b'P')?.parse().ok()?;
+    rebuild_fields(raw, |field, value, out| {
+        match field {
+            b'P' => out.put_slice(map(position).to_string().as_bytes()),
+            _ => out.put_slice(value),
+        }
+        true
+    })
+}
+
+/// `raw` (a whole ErrorResponse or NoticeResponse) without its `D` (detail) field; `None` if it
+/// has none.
+pub fn without_detail(raw: &[u8]) -> Option<Bytes> {
+    error_field(raw.get(5..)?, b'D')?;
+    rebuild_fields(raw, |field, value, out| {
+        out.put_slice(value);
+        field != b'D'
+    })
+}
+
+/// `raw` (a whole ErrorResponse or NoticeResponse) rebuilt field by field: `write` puts a
+/// field's value into the new message and says whether to keep the field. `None` when `raw` is
+/// not well formed.
+fn rebuild_fields(
+    raw: &[u8],
+    mut write: impl FnMut(u8, &[u8], &mut BytesMut) -> bool,
+) -> Option<Bytes> {
     let (&tag, rest) = raw.split_first()?;
     let body = rest.get(4..)?;
-    let position: usize = error_field(body, b'P')?.parse().ok()?;
     let mut out = BytesMut::with_capacity(raw.len() + 8);
     out.put_u8(tag);
     out.put_i32(0); // set below
@@ -217,39 +243,12 @@ pub fn with_error_position(raw: &[u8], map: impl Fn(usize) -> usize) -> Option<B
             break;
         }
         let nul = tail.iter().position(|&b| b == 0)?;
+        let mark = out.len();
         out.put_u8(field);
-        match field {
-            b'P' => out.put_slice(map(position).to_string().as_bytes()),
-            _ => out.put_slice(&tail[..nul]),
-        }
-        out.put_u8(0);
-        fields = &tail[nul + 1..];
-    }
-    out.put_u8(0);
-    let len = (out.len() - 1) as i32;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
-    Some(out.freeze())
-}
-
-/// `raw` (a whole ErrorResponse or NoticeResponse) without its `D` (detail) field; `None` if it
-/// has none.
-pub fn without_detail(raw: &[u8]) -> Option<Bytes> {
-    let (&tag, rest) = raw.split_first()?;
-    let body = rest.get(4..)?;
-    error_field(body, b'D')?;
-    let mut out = BytesMut::with_capacity(raw.len());
-    out.put_u8(tag);
-    out.put_i32(0); // set below
-    let mut fields = body;
-    while let Some((&field, tail)) = fields.split_first() {
-        if field == 0 {
-            break;
-        }
-        let nul = tail.iter().position(|&b| b == 0)?;
-        if field != b'D' {
-            out.put_u8(field);
-            out.put_slice(&tail[..nul]);
+        if write(field, &tail[..nul], &mut out) {
             out.put_u8(0);
+        } else {
+            out.truncate(mark);
         }
         fields = &tail[nul + 1..];
     }
