@@ -4,8 +4,6 @@
 //! masked fields marked, as the policy engine would judge them. The per-agent view
 //! ([`access_for`], [`collection_view`]) is shared with the MCP `list_collections` tool.
 
-use std::time::Duration;
-
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -102,20 +100,8 @@ pub fn collection_view(c: &CollectionShape, access: Option<&Access>) -> Option<V
 /// its turn (`schema::shared_read`): twenty requests at once once took one sample each in
 /// turn, holding up every schema read for thirteen seconds (a re-review).
 async fn sample(state: &State, id: &str) -> Result<SchemaRead<Vec<CollectionShape>>, ApiError> {
-    super::schema::shared_read(state, id, &state.samples, true, || async {
-        let timeout = Duration::from_millis(state.gw.config.limits.upstream_connect_timeout_ms);
-        let load = state
-            .gw
-            .door_for(id)
-            .and_then(|d| d.collections(id, timeout))
-            .ok_or_else(|| ApiError::NotFound(format!("no connector \"{}\"", shown(id))))?;
-        load.await.map_err(|e| {
-            tracing::warn!(upstream = %id, error = %e, "collection sample for the admin API failed");
-            ApiError::Unavailable(format!(
-                "could not read the collections of connector \"{}\"",
-                shown(id)
-            ))
-        })
+    super::schema::shared_read(state, id, &state.samples, true, || {
+        super::schema::read_through_door(state, id, "collections", |d, id, t| d.collections(id, t))
     })
     .await
 }

@@ -208,24 +208,38 @@ async fn load(
     id: &str,
     refresh: bool,
 ) -> Result<SchemaRead<SchemaSnapshot>, ApiError> {
-    shared_read(state, id, &state.schemas, refresh, || async {
-        let timeout = Duration::from_millis(state.gw.config.limits.upstream_connect_timeout_ms);
-        let load = state
-            .gw
-            .door_for(id)
-            .and_then(|d| d.table_shapes(id, timeout))
-            .ok_or_else(|| ApiError::NotFound(format!("no connector \"{}\"", shown(id))))?;
-        load.await.map_err(|e| {
-            // The loader's errors name the upstream and the server's message, never
-            // credentials; the API still only says what failed.
-            tracing::warn!(upstream = %id, error = %e, "schema load for the admin API failed");
-            ApiError::Unavailable(format!(
-                "could not read the catalog of connector \"{}\"",
-                shown(id)
-            ))
-        })
+    shared_read(state, id, &state.schemas, refresh, || {
+        read_through_door(state, id, "catalog", |d, id, t| d.table_shapes(id, t))
     })
     .await
+}
+
+/// One read of connector `id` through its door (`start` says which), its failure logged and
+/// answered `could not read the {what} of connector "id"`: the loaders' errors name the
+/// upstream and the server's message, never credentials; the API still only says what failed.
+pub(super) async fn read_through_door<T>(
+    state: &State,
+    id: &str,
+    what: &str,
+    start: impl for<'a> FnOnce(
+        &'a dyn crate::doors::Door,
+        &'a str,
+        Duration,
+    ) -> Option<crate::doors::BoxFuture<'a, Result<T, String>>>,
+) -> Result<T, ApiError> {
+    let timeout = Duration::from_millis(state.gw.config.limits.upstream_connect_timeout_ms);
+    let load = state
+        .gw
+        .door_for(id)
+        .and_then(|d| start(d.as_ref(), id, timeout))
+        .ok_or_else(|| ApiError::NotFound(format!("no connector \"{}\"", shown(id))))?;
+    load.await.map_err(|e| {
+        tracing::warn!(upstream = %id, error = %e, "reading the {what} for the admin API failed");
+        ApiError::Unavailable(format!(
+            "could not read the {what} of connector \"{}\"",
+            shown(id)
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -107,6 +107,14 @@ impl ReplyState {
         self.view.refresh(&ctx.session().core().policy);
     }
 
+    /// Between results (no row of the current one counted yet), the limits of a reload apply:
+    /// to the next statement's timeout, and to a result's rows from its first.
+    fn refresh_between_results(&mut self, ctx: &PgSession) {
+        if self.rows == 0 && !self.over_limit {
+            self.refresh_limits(ctx);
+        }
+    }
+
     /// Cancels the running statement; the client side forwards nothing until it is delivered.
     fn cancel_upstream(&self, pending: &Pending) {
         let Some(target) = self.cancel.load_full() else {
@@ -222,9 +230,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         // Between results, the limits of a reload apply from the next statement on (the view
         // was refreshed only at ReadyForQuery: each session's first statement after a reload ran
         // under the old max_rows and timeout).
-        if state.rows == 0 && !state.over_limit {
-            state.refresh_limits(&ctx);
-        }
+        state.refresh_between_results(&ctx);
         let timeout = state
             .view
             .limits()
@@ -408,9 +414,7 @@ fn handle(
         msg::DATA_ROW => {
             // The first row of a result counts under the limits in force now (the reply may
             // have been awaited since before a reload).
-            if state.rows == 0 && !state.over_limit {
-                state.refresh_limits(ctx);
-            }
+            state.refresh_between_results(ctx);
             if admit_row(pending, state, frame.raw.len()) {
                 out.extend_from_slice(&frame.raw);
             }

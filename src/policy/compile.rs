@@ -37,8 +37,7 @@ impl AgentPolicy {
     pub fn protects_rows(&self, upstream: &str) -> bool {
         self.enforced
             .as_ref()
-            .and_then(|m| m.get(upstream))
-            .and_then(UpstreamRules::sql)
+            .and_then(|m| super::engine::sql_rules(m, upstream))
             .is_some_and(|r| r.has_protections())
     }
 
@@ -47,9 +46,7 @@ impl AgentPolicy {
     /// nothing is enforced.
     pub fn allows_class(&self, upstream: &str, class: super::rules::StatementClass) -> bool {
         match (&self.enforced, &self.with_shadow) {
-            (Some(m), _) => m
-                .get(upstream)
-                .and_then(UpstreamRules::sql)
+            (Some(m), _) => super::engine::sql_rules(m, upstream)
                 .is_some_and(|r| r.passthrough || r.classes.contains(class)),
             (None, Some(_)) => true,
             (None, None) => false,

@@ -96,7 +96,7 @@ fn check_statement(
     if session.pooled {
         check_pooled(stmt)?;
     }
-    if rules.passthrough && (rules.has_denies() || rules.has_protections()) {
+    if rules.passthrough && rules.guards() {
         check_unread_sql(rules, stmt)?;
     }
     for f in &stmt.functions {
@@ -574,8 +574,7 @@ fn check_table(rules: &SqlRules, qualified: &str, op: Op) -> Result<(), Refusal>
         // the agent's either: pg_stats holds their most common values and histogram bounds (the
         // re-review read every API key of a denied table there). Where the policy names such a
         // view in a table rule, it is the author's to give.
-        let guards = rules.has_denies() || rules.has_protections();
-        if guards && schema == "pg_catalog" && is_sensitive(name) {
+        if rules.guards() && schema == "pg_catalog" && is_sensitive(name) {
             let named = rules
                 .tables
                 .iter()

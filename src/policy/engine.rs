@@ -557,7 +557,7 @@ impl Engine {
                         .as_ref()
                         .and_then(|m| m.get(upstream.as_ref()))
                         .and_then(|r| r.sql())
-                        .is_some_and(|r| r.passthrough && !r.has_denies() && !r.has_protections())
+                        .is_some_and(|r| r.passthrough && !r.guards())
             });
             *handle = ScopeHandle {
                 resolved: Some((version, epoch)),
@@ -771,7 +771,7 @@ fn plain_passthrough(policy: &AgentPolicy, upstream: &str) -> bool {
             .enforced
             .as_ref()
             .and_then(|m| sql_rules(m, upstream))
-            .is_some_and(|r| r.passthrough && !r.has_denies() && !r.has_protections())
+            .is_some_and(|r| r.passthrough && !r.guards())
 }
 
 /// A policy refusal with what the agent may use instead on this upstream (or which upstreams
@@ -797,7 +797,7 @@ fn default_deny(reason: String) -> Refusal {
 }
 
 /// The SQL rules of `upstream` in one of an agent's rule maps (none for another kind).
-fn sql_rules<'a>(
+pub(super) fn sql_rules<'a>(
     m: &'a std::collections::HashMap<String, super::rules::UpstreamRules>,
     upstream: &str,
 ) -> Option<&'a super::rules::SqlRules> {

@@ -258,6 +258,12 @@ impl SqlRules {
         !self.deny_functions.is_empty() || self.tables.iter().any(|t| !t.deny.is_empty())
     }
 
+    /// A deny, a mask or a row filter applies: what a passthrough agent may do is bounded
+    /// (statements analysed, SQL tollgate cannot read refused, statistics views too).
+    pub fn guards(&self) -> bool {
+        self.has_denies() || self.has_protections()
+    }
+
     /// Some table has masks or a row filter: statements must be analysed even in passthrough.
     pub fn has_protections(&self) -> bool {
         self.tables

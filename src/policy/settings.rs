@@ -65,6 +65,13 @@ pub const MAINTENANCE_WORK_MEM_CEILING_KB: f64 = 1024.0 * 1024.0;
 /// The most `hash_mem_multiplier` any agent may choose (PostgreSQL 15's default).
 pub const HASH_MEM_MULTIPLIER_CEILING: f64 = 2.0;
 
+/// What every agent, passthrough included, is held to when it sets `name` to `value`: how the
+/// server reads SQL text ([`check_sql_reading_setting`]) and its memory sizes
+/// ([`check_memory_setting`]).
+pub fn check_setting_for_every_agent(name: &str, value: &str) -> Result<(), String> {
+    check_sql_reading_setting(name, value).and_then(|()| check_memory_setting(name, value))
+}
+
 /// For every agent, passthrough included (DESIGN: no passthrough command may make the upstream
 /// unavailable to others): the settings that size the shared server's memory per sort, hash or
 /// maintenance operation stay within a ceiling. Other settings: `Ok`.

@@ -106,6 +106,11 @@ impl SubsRecheck {
     /// if it is not allowed.
     pub fn judge_now(&mut self, engine: &Engine, args: &[Bytes]) -> Option<Refusal> {
         self.policy.set_agent(self.current_agent());
+        self.refusal(engine, args)
+    }
+
+    /// `args` judged under the current policy for the agent last set: the refusal, if any.
+    fn refusal(&mut self, engine: &Engine, args: &[Bytes]) -> Option<Refusal> {
         let verdict = self.policy.check(engine, &self.table, args);
         (!verdict.runs()).then(|| {
             verdict.denial.unwrap_or_else(|| {
@@ -136,13 +141,8 @@ impl SubsRecheck {
             vec![Bytes::from_static(word), name.clone()]
         });
         let standing = self.standing.each();
-        subscriptions.chain(standing).find_map(|args| {
-            let verdict = self.policy.check(engine, &self.table, &args);
-            (!verdict.runs()).then(|| {
-                verdict.denial.unwrap_or_else(|| {
-                    Refusal::permission(crate::policy::decide::DEFAULT_DENY, "not allowed")
-                })
-            })
-        })
+        subscriptions
+            .chain(standing)
+            .find_map(|args| self.refusal(engine, &args))
     }
 }

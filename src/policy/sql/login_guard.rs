@@ -16,7 +16,7 @@ use pg_query::protobuf::{
 };
 
 use super::{map_pg_query_error, runner, AnalyzeError, StatementKind};
-use crate::policy::settings::{check_memory_setting, check_sql_reading_setting};
+use crate::policy::settings::check_setting_for_every_agent;
 use crate::refusal::{Refusal, RefusalClass};
 
 /// The rule named when a statement would change or lock out the upstream login.
@@ -272,9 +272,7 @@ fn check_set(v: &VariableSetStmt) -> Result<(), Refusal> {
         )
     })?;
     if let StatementKind::Set { name, value, .. } = kind {
-        let value = value.as_deref().unwrap_or("DEFAULT");
-        check_sql_reading_setting(&name, value)
-            .and_then(|()| check_memory_setting(&name, value))
+        check_setting_for_every_agent(&name, value.as_deref().unwrap_or("DEFAULT"))
             .map_err(|reason| Refusal::permission(PROTECTED_SETTING_RULE, reason))?;
     }
     Ok(())
@@ -293,9 +291,7 @@ fn check_set_config(sql: &str) -> Result<(), Refusal> {
     for call in analysis.statements.iter().flat_map(|s| &s.set_config_calls) {
         match call {
             Some((name, value)) => {
-                let value = value.as_deref().unwrap_or("");
-                check_sql_reading_setting(name, value)
-                    .and_then(|()| check_memory_setting(name, value))
+                check_setting_for_every_agent(name, value.as_deref().unwrap_or(""))
                     .map_err(|reason| Refusal::permission(PROTECTED_SETTING_RULE, reason))?;
             }
             None => {
