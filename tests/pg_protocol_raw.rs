@@ -234,6 +234,24 @@ async fn invalid_utf8_query_is_refused_not_mangled() {
     assert_eq!(code.as_deref(), Some("22021"));
 }
 
+/// PostgreSQL answers a Query without its NUL with an ERROR (08P01) and reads on: the frame's
+/// length says where it ends. The session goes on, as it would direct.
+#[tokio::test]
+async fn a_query_without_its_terminator_is_an_error_not_the_end() {
+    for agent in ["analyst", "trusted"] {
+        let mut s = raw_login(agent).await;
+        s.write_all(&message(b'Q', b"SELECT 1")).await.unwrap();
+        let (tags, code, _) = read_until_ready(&mut s).await;
+        assert_eq!((tags, code.as_deref()), (vec![b'E', b'Z'], Some("08P01")));
+        s.write_all(&message(b'Q', b"SELECT 1 FROM orders LIMIT 1\0"))
+            .await
+            .unwrap();
+        let (tags, code, _) = read_until_ready(&mut s).await;
+        assert_eq!(code, None, "{agent}");
+        assert_eq!(tags.first(), Some(&b'T'), "{agent}: {tags:?}");
+    }
+}
+
 #[tokio::test]
 async fn malformed_messages_close_only_their_own_connection() {
     // Unknown message type.

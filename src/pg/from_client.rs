@@ -1256,7 +1256,21 @@ fn on_query(
         refuse_simple(pending, uncertain_text(ctx, what), out);
         return Ok(());
     }
-    let raw = fe::query_bytes(frame).map_err(fatal_for)?;
+    let raw = match fe::query_bytes(frame) {
+        Ok(raw) => raw,
+        Err(MessageError::Unterminated(_)) => {
+            // PostgreSQL answers this with an ERROR and reads the next message: the frame's
+            // length still says where it ends, so nothing is out of step.
+            let refusal = ctx.refuse_as_server(
+                "<Query message without its terminator>",
+                "08P01",
+                "invalid string in message".to_string(),
+            );
+            refuse_simple(pending, refusal, out);
+            return Ok(());
+        }
+        Err(e) => return Err(fatal_for(e)),
+    };
     let decoded = match ctx.decode(raw, "Query") {
         Ok(t) => t,
         Err(refusal) => {
