@@ -50,6 +50,16 @@ pub enum ReloadError {
     Tls(crate::tls::TlsError),
 }
 
+/// What a reload of every part did.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// The parts that kept their running version, and why.
+    pub errors: Vec<ReloadError>,
+    /// Set when `tollgate.toml` on disk differs from the running config: which keys, or why the
+    /// file would not start a gateway. No reload applies it.
+    pub restart_needed: Option<String>,
+}
+
 pub struct Gateway {
     pub config: Config,
     /// What every session shares: agents, policy engine, audit log, limits, counters, lifecycle,
@@ -233,8 +243,27 @@ impl Gateway {
 
     /// Reloads policies, agents, the vault, the admin tokens and the TLS certificate (SIGHUP,
     /// `POST /api/v1/reload`).
-    /// Each part is kept as it was if its reload fails; the errors are returned.
-    pub fn reload_all(&self) -> Vec<ReloadError> {
+    /// Each part is kept as it was if its reload fails; the errors are returned, and what in
+    /// `tollgate.toml` changed since start (which no reload applies).
+    pub fn reload_all(&self) -> Reloaded {
+        let errors = self.reload_parts();
+        let restart_needed = self
+            .config
+            .source
+            .as_ref()
+            .and_then(|s| s.drift().describe());
+        if let Some(why) = &restart_needed {
+            warn!("{why}");
+        }
+        metrics::gauge!("tollgate_config_restart_pending")
+            .set(f64::from(u8::from(restart_needed.is_some())));
+        Reloaded {
+            errors,
+            restart_needed,
+        }
+    }
+
+    fn reload_parts(&self) -> Vec<ReloadError> {
         let _one = self.one_reload();
         let mut errors = Vec::new();
         let policies = self.reload_policies();

@@ -725,6 +725,41 @@ fn reload_through_the_api_keeps_the_last_good_policy_on_error() {
     });
 }
 
+/// A reload never applies `tollgate.toml` (listeners and pools are built once): the answer
+/// names the keys that changed since start, or says the file would not start a gateway.
+#[test]
+fn reload_names_config_changes_that_wait_for_a_restart() {
+    harness().runtime.block_on(async {
+        let path = harness().env.dir.join("tollgate.toml");
+        let original = std::fs::read_to_string(&path).unwrap();
+        let reload = || async {
+            let (status, r) = admin("post", "/api/v1/reload", AdminAs::Admin).await;
+            assert_eq!(status, 200, "{r}");
+            r["restart_needed"].clone()
+        };
+        std::fs::write(&path, format!("{original}\n# a comment only\n")).unwrap();
+        let untouched = reload().await;
+        std::fs::write(&path, original.replace("pool_size = 10", "pool_size = 12")).unwrap();
+        let resized = reload().await;
+        std::fs::write(&path, original.replace("[listen]", "[listen\n")).unwrap();
+        let broken = reload().await;
+        std::fs::write(&path, &original).unwrap();
+        let restored = reload().await;
+        assert!(untouched.is_null(), "{untouched}");
+        let resized = resized.as_str().unwrap_or_default();
+        assert!(
+            resized.contains("(upstream.shop.pool_size)") && resized.contains("restart"),
+            "{resized}"
+        );
+        let broken = broken.as_str().unwrap_or_default();
+        assert!(
+            broken.contains("would not start") && broken.contains("tollgate.toml"),
+            "{broken}"
+        );
+        assert!(restored.is_null(), "{restored}");
+    });
+}
+
 /// Every secret of the demo: agent tokens, the upstream password, the master key.
 fn secrets() -> Vec<String> {
     let env = &harness().env;

@@ -13,7 +13,7 @@ use super::auth::{Admin, Viewer};
 use super::error::ApiError;
 use super::probe::{probe, ProbeRecord};
 use super::State;
-use crate::gateway::{Gateway, ReloadError};
+use crate::gateway::{Gateway, ReloadError, Reloaded};
 use crate::session::Phase;
 use crate::telemetry::DECISIONS;
 
@@ -186,8 +186,11 @@ pub async fn reload(
     let gw = state.gw.clone();
     tracing::info!(admin = %caller.name, "reload requested through the admin API");
     let recorded = actions::start(&state, &caller, &client, "reload", None).await?;
-    let errors = match crate::gateway::off_workers(&gw, Gateway::reload_all).await {
-        Some(errors) => errors,
+    let Reloaded {
+        errors,
+        restart_needed,
+    } = match crate::gateway::off_workers(&gw, Gateway::reload_all).await {
+        Some(reloaded) => reloaded,
         None => {
             recorded.finish(Err("the reload task failed".into())).await;
             return Err(ApiError::Internal(
@@ -212,6 +215,7 @@ pub async fn reload(
         "success": errors.is_empty(),
         "policy_version": state.gw.core.policy.version(),
         "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        "restart_needed": restart_needed,
     });
     let status = if errors.is_empty() {
         StatusCode::OK

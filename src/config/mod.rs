@@ -1,6 +1,7 @@
 //! `tollgate.toml`: listeners, upstreams, vault, audit, agents and policies, as one validated value.
 
 mod audit;
+mod drift;
 mod regular_file;
 mod source_error;
 
@@ -16,6 +17,7 @@ pub use audit::{
     parse_interval, split_host_port, AuditConfig, RedisOutcomes, RotateConfig, SyslogConfig,
     WebhookConfig, FACILITIES,
 };
+pub use drift::{ConfigSource, Drift};
 pub use regular_file::read_regular_file;
 pub use source_error::{SourceError, SourceLocation};
 
@@ -43,6 +45,10 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// The file this config was read from, to tell at a reload which of its changes wait for a
+    /// restart (none for a config built in code).
+    #[serde(skip)]
+    pub source: Option<ConfigSource>,
 }
 
 /// `[runtime]`: the threads sessions run on.
@@ -499,6 +505,7 @@ impl Config {
         let mut config = Config::parse(path, &text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        config.source = Some(ConfigSource::new(path, text));
         Ok(config)
     }
 
