@@ -452,8 +452,15 @@ impl Running {
             let grace = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
             lifecycle.wait_idle(grace).await;
         }
-        // Outcome records of the last statements, the last failed logins' summaries.
+        // Outcome records of the last statements, the last failed logins' summaries, then the
+        // record that says the gateway stopped (after them: nothing of this run follows it).
         self.gateway.core.flush_login_records();
+        let stop = crate::audit::SystemRecord::Stop {
+            forced: forced as u64,
+        };
+        if let Err(e) = self.gateway.core.audit.append_system(stop).await {
+            warn!(error = %e, "the audit log could not record the stop");
+        }
         if let Err(e) = self.gateway.core.audit.flush() {
             warn!(error = %e, "audit flush failed at shutdown");
         }
@@ -471,6 +478,17 @@ impl Drop for Running {
 /// Binds the configured listeners and starts serving on the current tokio runtime.
 pub async fn start(config: Config) -> Result<Running, GatewayError> {
     let gateway = Arc::new(Gateway::build(config)?);
+    // Before any listener: every session record of this run follows it, so its `session`
+    // numbers (from 1 again) are told apart from an earlier run's.
+    let started = crate::audit::SystemRecord::Start {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+    };
+    if let Err(e) = gateway.core.audit.append_system(started).await {
+        // Serving goes on as with any failed write: a statement is forwarded only once its
+        // record is written, and a `lost` record will count this one.
+        warn!(error = %e, "the audit log could not record the start");
+    }
     let (tx, rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(flush_audit_periodically(gateway.clone(), rx.clone()));

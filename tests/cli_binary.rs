@@ -683,6 +683,29 @@ fn sigterm_drains_a_statement_in_flight_and_refuses_new_connections() {
         .expect("the statement's outcome record was written before exit");
     assert_eq!(outcome["decision"], "allowed", "{outcome}");
     assert_eq!(outcome["rows"], 1, "{outcome}");
+    assert_start_and_stop(&audit, 0);
+}
+
+/// The run's records open with a `start` record (this process's pid) and end with a `stop`
+/// record counting the sessions closed at the drain's deadline: session numbers start again at
+/// 1 in each run, and these records tell the runs apart.
+fn assert_start_and_stop(audit: &str, forced: u64) {
+    let records: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = records.first().expect("records");
+    assert_eq!(first["kind"], "start", "{first}");
+    assert!(first["pid"].as_u64().is_some_and(|p| p > 0), "{first}");
+    assert_eq!(first["version"], env!("CARGO_PKG_VERSION"), "{first}");
+    let last = records.last().unwrap();
+    assert_eq!(last["kind"], "stop", "{last}");
+    assert_eq!(last["forced"], forced, "{last}");
+    assert_eq!(
+        records.iter().filter(|r| r["kind"] == "start").count(),
+        1,
+        "one run"
+    );
 }
 
 /// An MCP call still running when the drain's time is up gets a JSON-RPC error naming the
@@ -913,6 +936,8 @@ fn sigterm_closes_what_still_runs_at_the_drain_deadline() {
         .expect("serve exited");
     assert_eq!(code, 0);
     assert!(started.elapsed() < Duration::from_secs(8));
+    let audit = std::fs::read_to_string(served.dir().join("audit.log")).unwrap();
+    assert_start_and_stop(&audit, 1);
 }
 
 /// A second SIGTERM during the drain closes what still runs at once, as PgBouncer takes one

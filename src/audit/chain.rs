@@ -102,6 +102,12 @@ pub enum SystemRecord {
         first_seq: u64,
         last_seq: u64,
     },
+    /// The gateway started serving: from here on `session` numbers start again at 1.
+    Start { version: String, pid: u32 },
+    /// The gateway stopped after a drain; `forced` sessions were still open at its deadline
+    /// (or at a second signal) and were closed. A `start` with no `stop` before the next one:
+    /// the process ended without draining (killed, crashed, or its listeners failed to start).
+    Stop { forced: u64 },
     /// An action through the admin API (reload, audit rotation, connector test): written
     /// before it runs (`outcome: "started"`) and after (`ok`/`failed`, with `ref_seq` naming the
     /// first), under the admin token's name, never the token.
@@ -170,6 +176,8 @@ pub const KIND_TAIL_CUT: &str = "tail_cut";
 pub const KIND_EXPORT_GAP: &str = "export_gap";
 pub const KIND_RETENTION: &str = "retention";
 pub const KIND_ADMIN: &str = "admin";
+pub const KIND_START: &str = "start";
+pub const KIND_STOP: &str = "stop";
 
 impl SystemRecord {
     pub fn kind(&self) -> &'static str {
@@ -181,6 +189,8 @@ impl SystemRecord {
             SystemRecord::ExportGap { .. } => KIND_EXPORT_GAP,
             SystemRecord::Retention { .. } => KIND_RETENTION,
             SystemRecord::Admin(_) => KIND_ADMIN,
+            SystemRecord::Start { .. } => KIND_START,
+            SystemRecord::Stop { .. } => KIND_STOP,
         }
     }
 
@@ -226,6 +236,11 @@ impl SystemRecord {
                 text(&mut out, "outcome", &a.outcome);
                 opt_text(&mut out, "error", a.error.as_deref());
             }
+            SystemRecord::Start { version, pid } => {
+                text(&mut out, "version", version);
+                num(&mut out, "pid", u64::from(*pid));
+            }
+            SystemRecord::Stop { forced } => num(&mut out, "forced", *forced),
             SystemRecord::Retention { removed_file } => {
                 text(&mut out, "removed_file", removed_file)
             }

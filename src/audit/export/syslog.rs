@@ -64,11 +64,13 @@ fn printable(s: &str, max: usize) -> String {
     }
 }
 
-/// Severity by what the record says: refusals are warnings, shadow refusals notices, the log's
-/// own alarms errors, everything else informational.
+/// Severity by what the record says: refusals are warnings, shadow refusals and the gateway's
+/// start and stop notices, the log's own alarms errors, everything else informational.
 fn severity(line: &[u8]) -> u8 {
     match line_kind(line) {
         Some(b"lost") | Some(b"rotation_failed") | Some(b"export_gap") | Some(b"tail_cut") => 3,
+        // A gateway's start or stop: rare, and what an operator reads the rest by.
+        Some(b"start") | Some(b"stop") => 5,
         _ => match member_str(line, "decision").as_deref() {
             Some("blocked") => 4,
             Some("would_block") | Some("error") => 5,
