@@ -73,6 +73,19 @@ fn verdicts_do_not_change_when_served_from_the_cache() {
         verdict(&engine, "analyst", "SELECT * FROM secrets o WHERE id = 1"),
         Outcome::Block
     );
+    // A setting's name is a literal, and decides: not one shape.
+    assert_eq!(
+        verdict(&engine, "analyst", "SELECT current_setting('datestyle')"),
+        Outcome::Allow
+    );
+    assert_eq!(
+        verdict(
+            &engine,
+            "analyst",
+            "SELECT current_setting('app.jwt_secret')"
+        ),
+        Outcome::Block
+    );
 }
 
 #[test]

@@ -39,6 +39,22 @@ pub fn decide(
     Ok(())
 }
 
+const PROTECTED_SETTING: &str = "builtin: protected-setting";
+
+/// Restricted agents read server settings (SHOW, `current_setting`), but not custom ones (a
+/// name with a dot): those are the operator's, set with ALTER DATABASE / ALTER ROLE, and hold
+/// application secrets by convention (PostgREST's `app.jwt_secret`); `pg_settings` and
+/// `pg_db_role_setting`, which list them too, are refused as sensitive catalogs.
+fn check_setting_read(name: &str) -> Result<(), Refusal> {
+    if name.contains('.') {
+        return Err(Refusal::permission(
+            PROTECTED_SETTING,
+            format!("reading the custom setting \"{name}\" is refused: custom settings are the operator's configuration, where application secrets are kept"),
+        ));
+    }
+    Ok(())
+}
+
 fn need_class(rules: &SqlRules, class: StatementClass, what: &str) -> Result<(), Refusal> {
     if rules.passthrough || rules.classes.contains(class) {
         Ok(())
@@ -98,6 +114,19 @@ fn check_statement(
     }
     if rules.passthrough && rules.guards() {
         check_unread_sql(rules, stmt)?;
+    }
+    if !rules.passthrough {
+        for read in &stmt.setting_reads {
+            match read {
+                Some(name) => check_setting_read(name)?,
+                None => {
+                    return Err(Refusal::permission(
+                        PROTECTED_SETTING,
+                        "current_setting() with a setting name computed at run time: it could read a custom setting (give the name as a string literal)",
+                    ))
+                }
+            }
+        }
     }
     for f in &stmt.functions {
         if let Err(denial) = check_function(rules, f) {
@@ -225,6 +254,10 @@ fn check_kind(
                 "builtin: protected-setting",
                 format!("RESET of the custom setting \"{name}\" is refused: PostgreSQL would create it on the server connection, where neither RESET ALL nor DISCARD ALL removes it, and other agents' sessions would see it"),
             ));
+        }
+        StatementKind::Show { name } if !rules.passthrough => {
+            need_class(rules, StatementClass::Session, "session")?;
+            check_setting_read(name)?;
         }
         StatementKind::Reset { .. }
         | StatementKind::Show { .. }

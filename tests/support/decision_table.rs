@@ -88,6 +88,7 @@ pub const ANALYST_ALLOWED: &[&str] = &[
     "SET TRANSACTION READ ONLY",
     "SHOW search_path",
     "SHOW ALL",
+    "SELECT current_setting('server_version_num'), current_setting('TimeZone', true)",
     "RESET application_name",
     "RESET ALL",
     "DISCARD ALL",
@@ -276,6 +277,16 @@ pub const ANALYST_REFUSED: &[&str] = &[
     // a custom setting RESET is created on the server connection and outlives DISCARD ALL:
     // a bit another agent's session on the same pooled connection reads (a live review)
     "RESET app.tenant_id",
+    // custom settings are the operator's (ALTER DATABASE ... SET), where applications keep
+    // secrets by convention (PostgREST's app.jwt_secret); pg_settings is refused already
+    "SHOW app.jwt_secret",
+    "SHOW \"app.settings.jwt_secret\"",
+    "SELECT current_setting('app.jwt_secret')",
+    "SELECT current_setting('APP.JWT_SECRET', true)",
+    "SELECT pg_catalog.current_setting('app.jwt_secret', false)",
+    "SELECT current_setting(name) FROM (VALUES ('app.jwt_secret')) v(name)",
+    "SELECT current_setting('app.' || 'jwt_secret')",
+    "SELECT count(*) FROM orders WHERE current_setting('app.jwt_secret') LIKE 'a%'",
     // work_mem sizes each sort and hash in the shared server's memory (a live review grew a
     // backend by ~125 MB per million rows at 1TB).
     "SET work_mem = '1TB'",

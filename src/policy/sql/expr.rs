@@ -313,8 +313,17 @@ pub(super) fn func_call<'a>(w: &mut Walker<'a>, n: &'a FuncCall, c: &Ctx) -> R {
     } = n;
     w.function_names(funcname, "function call")?;
     let (schema, name) = super::names::function_name(funcname, "function call")?;
-    if name == "set_config" && matches!(schema.as_deref(), None | Some("pg_catalog")) {
-        w.set_config_calls.push(set_config_call(args));
+    if matches!(schema.as_deref(), None | Some("pg_catalog")) {
+        match name.as_str() {
+            "set_config" => w.set_config_calls.push(set_config_call(args)),
+            "current_setting" => {
+                w.setting_reads
+                    .push(string_literal(args.first()).map(|n| super::classify::setting_name(&n)));
+                // The name is a literal: two calls differing only in it are not one decision.
+                w.literal_sensitive = true;
+            }
+            _ => {}
+        }
     }
     // Which process a signal call names; a pg_backend_pid() that names it is not a read.
     if super::backend_signals::is_signal_function(schema.as_deref(), &name) {
@@ -342,17 +351,22 @@ pub(super) fn func_call<'a>(w: &mut Walker<'a>, n: &'a FuncCall, c: &Ctx) -> R {
 /// `set_config(name, value, is_local)`: the setting's name if it is a string literal, and the
 /// value if that is one too (a parameter or an expression gives `None`).
 fn set_config_call(args: &[Node]) -> Option<(String, Option<String>)> {
-    fn literal(n: Option<&Node>) -> Option<String> {
-        match n.and_then(|n| n.node.as_ref()) {
-            Some(NodeEnum::AConst(AConst {
-                val: Some(a_const::Val::Sval(s)),
-                ..
-            })) => Some(s.sval.clone()),
-            _ => None,
-        }
+    let name = string_literal(args.first())?;
+    Some((
+        super::classify::setting_name(&name),
+        string_literal(args.get(1)),
+    ))
+}
+
+/// The text of a string-literal argument (a parameter or an expression gives `None`).
+fn string_literal(n: Option<&Node>) -> Option<String> {
+    match n.and_then(|n| n.node.as_ref()) {
+        Some(NodeEnum::AConst(AConst {
+            val: Some(a_const::Val::Sval(s)),
+            ..
+        })) => Some(s.sval.clone()),
+        _ => None,
     }
-    let name = literal(args.first())?;
-    Some((super::classify::setting_name(&name), literal(args.get(1))))
 }
 
 pub(super) fn named_arg_expr<'a>(w: &mut Walker<'a>, n: &'a NamedArgExpr, c: &Ctx) -> R {

@@ -128,6 +128,11 @@ pub struct StatementInfo {
     /// PostgreSQL looks it up) when it is a string literal, with the value when that is one too;
     /// `None` when the name is computed. Lets the policy judge `set_config` like `SET`.
     pub set_config_calls: Vec<Option<(String, Option<String>)>>,
+    /// Every call of the built-in `current_setting(name[, missing_ok])`: the setting's name (as
+    /// PostgreSQL looks it up) when it is a string literal, `None` when it is computed. A custom
+    /// setting (a name with a dot) is the operator's configuration, where secrets are kept by
+    /// convention (PostgREST's `app.jwt_secret`), not the agent's.
+    pub setting_reads: Vec<Option<String>>,
     /// The process each `pg_cancel_backend` / `pg_terminate_backend` call names, and an
     /// [`SignalTarget::Unknown`] for any other mention of them (bodies, DDL, string constants).
     pub signals: Vec<SignalTarget>,

@@ -214,6 +214,7 @@ fn literal_sensitivity() {
         "EXPLAIN (ANALYZE 0) SELECT 1",
         "SELECT 'orders'::regclass",
         "SELECT set_config('a', 'b', false)",
+        "SELECT current_setting('server_version_num')",
         "SELECT myfunc(1)",
         "CREATE TABLE t (x int)",
         "GRANT SELECT ON orders TO a",

@@ -97,6 +97,8 @@ pub(super) struct Walker<'a> {
     pub column_star: bool,
     /// See [`StatementInfo::set_config_calls`].
     pub set_config_calls: Vec<Option<(String, Option<String>)>>,
+    /// See [`StatementInfo::setting_reads`].
+    pub setting_reads: Vec<Option<String>>,
     /// See [`StatementInfo::signals`].
     pub signals: Vec<super::SignalTarget>,
     /// See [`StatementInfo::reads_backend_pid`].
@@ -119,6 +121,7 @@ impl<'a> Walker<'a> {
             tablesample_locations: Vec::new(),
             column_names: HashSet::new(),
             set_config_calls: Vec::new(),
+            setting_reads: Vec::new(),
             signals: Vec::new(),
             reads_backend_pid: false,
             signal_pid_args: Vec::new(),
@@ -293,6 +296,7 @@ pub(super) fn analyze_statement(
         inner_kind,
         row_locking: walker.row_locking,
         set_config_calls: walker.set_config_calls,
+        setting_reads: walker.setting_reads,
         signals: walker.signals,
         reads_backend_pid: walker.reads_backend_pid,
         defines_unread_code: defines_unread_code(stmt),
