@@ -2395,3 +2395,85 @@ fn a_client_gone_before_its_copy_in_began_frees_its_locks_at_once() {
         }
     });
 }
+
+/// A schema change makes a prepared statement's plan stale (`0A000 cached plan must not change
+/// result type`); drivers then prepare the text again (asyncpg does at once). tollgate shares
+/// one server statement per text between sessions and answered that new Parse itself, so the
+/// stale statement failed for every session (new ones included) until its connection closed,
+/// where direct the driver's retry works (a live review with asyncpg).
+#[test]
+fn a_plan_gone_stale_after_a_schema_change_is_prepared_again() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(2, "").await;
+        let table = format!("stale_plan_{}", std::process::id());
+        let su = upstream().await;
+        su.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int PRIMARY KEY, a int);
+             INSERT INTO {table} VALUES (1, 10); GRANT SELECT ON {table} TO tollgate_shop"
+        ))
+        .await
+        .unwrap();
+        let sql = format!("SELECT * FROM {table} WHERE id = $1");
+        // Both server connections get the statement: two sessions in transactions at once.
+        let (a, b) = (
+            client(&running, "trusted").await,
+            client(&running, "trusted").await,
+        );
+        for c in [&a, &b] {
+            c.batch_execute("BEGIN").await.unwrap();
+            let st = c.prepare(&sql).await.unwrap();
+            assert_eq!(c.query_one(&st, &[&1i32]).await.unwrap().len(), 2);
+        }
+        for c in [&a, &b] {
+            c.batch_execute("COMMIT").await.unwrap();
+        }
+        su.batch_execute(&format!("ALTER TABLE {table} ADD COLUMN note text"))
+            .await
+            .unwrap();
+        // The first use of the shared statement finds its plan stale (the server's 0A000, as a
+        // driver's own statement would direct, at its Describe or Bind); from then on every
+        // connection prepares the text again.
+        let mut failed = 0;
+        for _ in 0..2 {
+            let ran = match a.prepare(&sql).await {
+                Ok(st) => a.query_one(&st, &[&1i32]).await.map(|r| r.len()),
+                Err(e) => Err(e),
+            };
+            match ran {
+                Ok(columns) => assert_eq!(columns, 3),
+                Err(e) => {
+                    assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+                    failed += 1;
+                }
+            }
+        }
+        assert_eq!(
+            failed, 1,
+            "the stale plan is found once, then prepared again"
+        );
+        for round in 0..3 {
+            // New sessions, on either connection, and the old ones preparing again.
+            // Two at a time in transactions: one on each of the pool's two connections.
+            let c = client(&running, "trusted").await;
+            let d = client(&running, "trusted").await;
+            for pair in [[&c, &d], [&a, &b]] {
+                for c in pair {
+                    c.batch_execute("BEGIN").await.unwrap();
+                }
+                for (i, c) in pair.into_iter().enumerate() {
+                    let st = c.prepare(&sql).await.unwrap();
+                    let row = c.query_one(&st, &[&1i32]).await;
+                    let row = row.unwrap_or_else(|e| panic!("round {round}, session {i}: {e:?}"));
+                    assert_eq!(row.len(), 3, "round {round}, session {i}");
+                }
+                for c in pair {
+                    c.batch_execute("COMMIT").await.unwrap();
+                }
+            }
+        }
+        su.batch_execute(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+        drop(running);
+    });
+}

@@ -1018,14 +1018,17 @@ fn on_frame(
                     return Ok(None);
                 }
             }
-            let renamed = on_server(state, statement, pending, out)
-                .map(|name| statements::renamed_bind(&frame, portal, statement, &name));
+            let server_name = on_server(state, statement, pending, out);
+            let renamed = server_name
+                .as_ref()
+                .map(|name| statements::renamed_bind(&frame, portal, statement, name));
             state
                 .portals
                 .insert(portal.to_string(), Portal { checked, effects });
             pending.push(Expect::Bind {
                 portal: portal.to_string(),
                 statement: renamed.is_some().then(|| statement.into()),
+                server_name,
             });
             out.extend_from_slice(renamed.as_ref().unwrap_or(&frame.raw));
         }
@@ -1041,12 +1044,13 @@ fn on_frame(
                 refuse_parse(pending, state, "", refusal, out);
                 return Ok(None);
             }
-            let renamed = (kind == b'S')
+            let server_name = (kind == b'S')
                 .then(|| on_server(state, name, pending, out))
-                .flatten()
-                .map(|server_name| statements::renamed_describe(&server_name));
+                .flatten();
+            let renamed = server_name.as_deref().map(statements::renamed_describe);
             pending.push(Expect::Describe {
                 statement: renamed.is_some().then(|| name.into()),
+                server_name,
             });
             out.extend_from_slice(renamed.as_ref().unwrap_or(&frame.raw));
         }

@@ -65,10 +65,15 @@ pub enum Expect {
     Bind {
         portal: String,
         statement: Option<Box<str>>,
+        /// tollgate's name for the statement where it sent it under its own: a `0A000` for it
+        /// (a plan gone stale after a schema change, at Bind or Describe) marks that name stale
+        /// in every pool (`pool::stale_plans`).
+        server_name: Option<Arc<str>>,
     },
     /// Describe → ParameterDescription/RowDescription/NoData; `statement` as for Bind.
     Describe {
         statement: Option<Box<str>>,
+        server_name: Option<Arc<str>>,
     },
     Close,
     /// Execute → CommandComplete / EmptyQueryResponse / PortalSuspended. `portal` names the

@@ -15,6 +15,8 @@ use super::backend as msg;
 use super::frame::Frame;
 use super::frontend as fe;
 use super::pending::{Expect, Pending};
+use super::pool::server::Held;
+use super::pool::stale_plans;
 use super::pool::ServerInfo;
 use crate::policy::mask::PositionMap;
 
@@ -79,6 +81,28 @@ fn close_statement(name: &str) -> Bytes {
     msg::raw_message(fe::CLOSE, &body)
 }
 
+/// Before `name` is prepared on the connection: `None` when it is ready there (nothing to send);
+/// otherwise the statements to close first — the oldest one at the connection's bound, and
+/// `name` itself when the server may hold a stale copy of it (its plan was refused since it was
+/// prepared there, or it was ever marked stale and tollgate lost count of it there).
+fn make_room(server: &ServerInfo, name: &Arc<str>) -> Option<Vec<Arc<str>>> {
+    let mut prepared = server.prepared.lock().expect("prepared statements");
+    match prepared.held(name) {
+        Held::Ready => None,
+        Held::Stale => {
+            prepared.renew(name);
+            Some(vec![name.clone()])
+        }
+        Held::Missing => {
+            let mut closing: Vec<Arc<str>> = prepared.insert(name.clone()).into_iter().collect();
+            if stale_plans::was_marked(name) {
+                closing.push(name.clone());
+            }
+            Some(closing)
+        }
+    }
+}
+
 /// What the reply to a Parse or Close looks like when tollgate gives it itself.
 pub fn parse_complete() -> Bytes {
     msg::raw_message(msg::PARSE_COMPLETE, &[])
@@ -96,16 +120,12 @@ pub fn ensure_prepared(
     pending: &Pending,
     out: &mut BytesMut,
 ) {
-    let evicted = {
-        let mut prepared = server.prepared.lock().expect("prepared statements");
-        if prepared.contains(&stmt.name) {
-            return;
-        }
-        prepared.insert(stmt.name.clone())
+    let Some(closing) = make_room(server, &stmt.name) else {
+        return;
     };
-    if let Some(old) = evicted {
+    for name in closing {
         pending.push(Expect::Hidden { server_name: None });
-        out.extend_from_slice(&close_statement(&old));
+        out.extend_from_slice(&close_statement(&name));
     }
     pending.push(Expect::Hidden {
         server_name: Some(stmt.name.clone()),
@@ -136,21 +156,16 @@ pub fn parse(
     pending: &Pending,
     out: &mut BytesMut,
 ) {
-    let evicted = {
-        let mut prepared = server.prepared.lock().expect("prepared statements");
-        if prepared.contains(&stmt.name) {
-            drop(prepared);
-            pending.push(match named {
-                Some(seq) => Expect::SyntheticParse(seq),
-                None => Expect::Synthetic(parse_complete()),
-            });
-            return;
-        }
-        prepared.insert(stmt.name.clone())
+    let Some(closing) = make_room(server, &stmt.name) else {
+        pending.push(match named {
+            Some(seq) => Expect::SyntheticParse(seq),
+            None => Expect::Synthetic(parse_complete()),
+        });
+        return;
     };
-    if let Some(old) = evicted {
+    for name in closing {
         pending.push(Expect::Hidden { server_name: None });
-        out.extend_from_slice(&close_statement(&old));
+        out.extend_from_slice(&close_statement(&name));
     }
     pending.push(Expect::Parse {
         refusal: None,

@@ -975,6 +975,23 @@ fn on_error(
                     }
                     Some(Expect::Hidden { server_name }) => forget(&server_name),
                     Some(Expect::SyntheticParse(seq)) => pending.report_failed_parse(seq),
+                    // The server refused the plan of a statement tollgate shares between
+                    // sessions (`cached plan must not change result type` after a schema
+                    // change; any 0A000 at Bind or Describe): prepared again at its next use,
+                    // everywhere.
+                    // The client gets the error as it would direct, and its driver retries.
+                    Some(
+                        Expect::Bind {
+                            server_name: Some(name),
+                            ..
+                        }
+                        | Expect::Describe {
+                            server_name: Some(name),
+                            ..
+                        },
+                    ) if first && err.code.as_deref() == Some("0A000") => {
+                        crate::pg::pool::stale_plans::mark(&name)
+                    }
                     // A statement tollgate renamed is missing on the server (its Parse, in
                     // flight, failed): the server named tollgate's statement.
                     Some(
@@ -984,6 +1001,7 @@ fn on_error(
                         }
                         | Expect::Describe {
                             statement: Some(name),
+                            ..
                         },
                     ) if first && may_replace && err.code.as_deref() == Some("26000") => {
                         replacement = Some(PgErrorFields::error(

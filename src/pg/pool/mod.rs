@@ -11,6 +11,7 @@
 
 pub mod server;
 pub mod share;
+pub mod stale_plans;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};

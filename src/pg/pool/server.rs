@@ -2,7 +2,7 @@
 //! settings of its key, with what tollgate knows about it (backend key, reported parameters,
 //! the statements prepared on it under tollgate's names).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,23 +38,49 @@ impl SettingsKey {
 pub const PREPARED_PER_CONNECTION: usize = 256;
 
 /// The statements prepared on one server connection under tollgate's names, oldest first (the
-/// oldest is closed on the server when the bound is reached).
+/// oldest is closed on the server when the bound is reached), each with the
+/// [`stale_plans`](super::stale_plans) mark it was prepared at.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    names: HashSet<Arc<str>>,
+    names: HashMap<Arc<str>, u64>,
     order: VecDeque<Arc<str>>,
+}
+
+/// Whether a connection has a statement ready to bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    Ready,
+    Missing,
+    /// Prepared there, but its plan was refused as stale since: close it and prepare it again.
+    Stale,
 }
 
 impl Prepared {
     pub fn contains(&self, name: &str) -> bool {
-        self.names.contains(name)
+        self.names.contains_key(name)
+    }
+
+    pub fn held(&self, name: &str) -> Held {
+        match self.names.get(name) {
+            None => Held::Missing,
+            Some(&at) if super::stale_plans::is_stale(name, at) => Held::Stale,
+            Some(_) => Held::Ready,
+        }
+    }
+
+    /// `name` (held) was closed and prepared again on the server.
+    pub fn renew(&mut self, name: &str) {
+        if let Some(at) = self.names.get_mut(name) {
+            *at = super::stale_plans::now();
+        }
     }
 
     /// Records `name`; returns the name to close on the server if the bound was passed.
     pub fn insert(&mut self, name: Arc<str>) -> Option<Arc<str>> {
-        if !self.names.insert(name.clone()) {
+        if self.names.contains_key(&name) {
             return None;
         }
+        self.names.insert(name.clone(), super::stale_plans::now());
         self.order.push_back(name);
         if self.order.len() > PREPARED_PER_CONNECTION {
             let old = self.order.pop_front()?;
@@ -66,7 +92,7 @@ impl Prepared {
 
     /// Forgets `name`; whether it was there.
     pub fn remove(&mut self, name: &str) -> bool {
-        let held = self.names.remove(name);
+        let held = self.names.remove(name).is_some();
         if held {
             self.order.retain(|n| &**n != name);
         }

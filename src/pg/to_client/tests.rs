@@ -212,6 +212,7 @@ fn after_an_error_in_a_batch_the_rest_up_to_sync_is_not_executed() {
     r.pending.push(Expect::Bind {
         portal: "".into(),
         statement: None,
+        server_name: None,
     });
     r.pending.push(Expect::Execute {
         ticket: Some(first),
@@ -283,6 +284,7 @@ fn syncs_the_server_ignored_during_copy_in_are_dropped() {
     r.pending.push(Expect::Bind {
         portal: "".into(),
         statement: None,
+        server_name: None,
     });
     r.pending.push(Expect::Execute {
         ticket: Some(copy),
@@ -480,6 +482,7 @@ fn execute_and_fetch_of_one_portal_share_its_row_count() {
     r.pending.push(Expect::Bind {
         portal: "p1".into(),
         statement: None,
+        server_name: None,
     });
     r.feed(bare(msg::BIND_COMPLETE));
     execute(&mut r, "p1");
@@ -530,6 +533,7 @@ fn execute_and_fetch_of_one_portal_share_its_row_count() {
     r.pending.push(Expect::Bind {
         portal: "p1".into(),
         statement: None,
+        server_name: None,
     });
     r.feed(bare(msg::BIND_COMPLETE));
     execute(&mut r, "p1");
