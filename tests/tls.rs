@@ -506,6 +506,35 @@ async fn require_tls_per_agent_in_policy() {
         reply.starts_with("-NOPERM") && reply.contains("tls-only: require_tls"),
         "{reply}"
     );
+    // Nor by switching to it on a plain connection logged in as another agent (AUTH, HELLO):
+    // the requirement held only at the first login (a live review).
+    let writer = harness().env.token("writer");
+    let mut plain = tokio::net::TcpStream::connect(gw.redis_addr.unwrap())
+        .await
+        .unwrap();
+    let as_writer = format!(
+        "*3\r\n$4\r\nAUTH\r\n$6\r\nwriter\r\n${}\r\n{writer}\r\n",
+        writer.len()
+    );
+    let reply = redis_exchange(&mut plain, as_writer.as_bytes(), "\r\n").await;
+    assert_eq!(reply, "+OK\r\n");
+    let reply = redis_exchange(&mut plain, auth.as_bytes(), "\r\n").await;
+    assert!(
+        reply.starts_with("-NOPERM") && reply.contains("tls-only: require_tls"),
+        "AUTH switch: {reply}"
+    );
+    let hello = format!(
+        "*5\r\n$5\r\nHELLO\r\n$1\r\n2\r\n$4\r\nAUTH\r\n$7\r\nanalyst\r\n${}\r\n{token}\r\n",
+        token.len()
+    );
+    let reply = redis_exchange(&mut plain, hello.as_bytes(), "\r\n").await;
+    assert!(
+        reply.starts_with("-NOPERM") && reply.contains("tls-only: require_tls"),
+        "HELLO switch: {reply}"
+    );
+    // Still the writer.
+    let reply = redis_exchange(&mut plain, b"*2\r\n$3\r\nGET\r\n$7\r\ncache:1\r\n", "\r\n").await;
+    assert!(reply.starts_with('$'), "{reply}");
     let mut s = tls_connect(gw.redis_tls_addr.unwrap().port(), &ca, &[])
         .await
         .unwrap();

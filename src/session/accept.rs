@@ -343,27 +343,7 @@ impl Accepted {
             crate::telemetry::refusal(self.protocol, &refusal.rule);
             refusal
         };
-        if !encrypted {
-            if let Some(req) = self.core.policy.tls_requirement(&agent) {
-                let reason = format!(
-                    "agent \"{agent}\" must connect over TLS; this connection is not encrypted"
-                );
-                if req.enforced {
-                    return Err(refuse(Refusal::new(
-                        RefusalClass::TlsRequired,
-                        req.rule,
-                        reason,
-                    )));
-                }
-                session_record(
-                    &self.core,
-                    &who,
-                    Decision::WouldBlock,
-                    Some(&req.rule),
-                    &format!("{reason} (shadow mode)"),
-                );
-            }
-        }
+        check_tls(&self.core, &who, &agent, encrypted).map_err(refuse)?;
         self.core
             .policy
             .may_connect(&agent, upstream)
@@ -377,9 +357,39 @@ impl Accepted {
             self.protocol,
             upstream.into(),
             self.client_addr.clone(),
+            encrypted,
         );
         Ok(Session::new(Arc::new(ctx), Arc::new(principal)))
     }
+}
+
+/// A `require_tls` agent over a connection that is not encrypted: refused, or recorded as
+/// `would_block` when the rule is in shadow mode. At login and at a Redis switch of agent.
+pub(super) fn check_tls(
+    core: &Core,
+    who: &Who,
+    agent: &str,
+    encrypted: bool,
+) -> Result<(), Refusal> {
+    let Some(req) = (!encrypted)
+        .then(|| core.policy.tls_requirement(agent))
+        .flatten()
+    else {
+        return Ok(());
+    };
+    let reason =
+        format!("agent \"{agent}\" must connect over TLS; this connection is not encrypted");
+    if req.enforced {
+        return Err(Refusal::new(RefusalClass::TlsRequired, req.rule, reason));
+    }
+    session_record(
+        core,
+        who,
+        Decision::WouldBlock,
+        Some(&req.rule),
+        &format!("{reason} (shadow mode)"),
+    );
+    Ok(())
 }
 
 /// The slot refusal: which cap, named by its rule.

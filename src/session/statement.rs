@@ -77,6 +77,9 @@ pub struct SessionContext {
     pub protocol: Protocol,
     pub upstream: Arc<str>,
     client_addr: Arc<str>,
+    /// Whether the client's connection is TLS: a `require_tls` agent is admitted only then, at
+    /// login and at every switch to it (Redis `AUTH`/`HELLO ... AUTH`).
+    encrypted: bool,
     latency: ProtocolLatency,
     /// The session is being closed because its client stopped reading
     /// (`limits.client_write_timeout_ms`): what its unanswered statements' records say.
@@ -187,6 +190,7 @@ impl SessionContext {
         protocol: Protocol,
         upstream: Arc<str>,
         client_addr: Arc<str>,
+        encrypted: bool,
     ) -> SessionContext {
         let latency = core.latency.of(protocol).clone();
         SessionContext {
@@ -195,6 +199,7 @@ impl SessionContext {
             protocol,
             upstream,
             client_addr,
+            encrypted,
             latency,
             stalled: std::sync::OnceLock::new(),
         }
@@ -460,9 +465,9 @@ impl Session {
             return Err(ReauthError::WrongPass);
         };
         let agent = verified.agent();
-        let admitted = core
-            .policy
-            .may_connect(agent, &self.ctx.upstream)
+        let who = self.ctx.who(agent.clone());
+        let admitted = super::accept::check_tls(&core, &who, agent, self.ctx.encrypted)
+            .and_then(|()| core.policy.may_connect(agent, &self.ctx.upstream))
             .and_then(|()| may_take_over(agent))
             .and_then(|()| Principal::admit(&core, self.ctx.protocol, agent, &self.ctx.upstream));
         match admitted {
