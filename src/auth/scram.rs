@@ -162,8 +162,14 @@ impl ScramVerifier {
         Self::mock_with(name, server_secret, LOGIN_ITERATIONS)
     }
 
+    /// The salt depends on the iterations too: a real agent's two verifiers (PostgreSQL's login
+    /// one, MongoDB's) have salts of their own, so an unknown name showing one salt on both
+    /// doors told it apart (a live review enumerated agents that way).
     fn mock_with(name: &str, server_secret: &[u8; 32], iterations: u32) -> ScramVerifier {
-        let salt = hmac(server_secret, name.as_bytes())[..16].to_vec();
+        let mut input = name.as_bytes().to_vec();
+        input.push(0);
+        input.extend_from_slice(&iterations.to_be_bytes());
+        let salt = hmac(server_secret, &input)[..16].to_vec();
         let mut random = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut random);
         ScramVerifier {
@@ -361,6 +367,11 @@ mod tests {
             Err(ScramError::BadProof)
         );
         assert_eq!(mock.salt, ScramVerifier::mock_for("ghost", &[3; 32]).salt);
+        // Like a real agent's two verifiers (one per door), the two stand-ins differ.
+        assert_ne!(
+            mock.salt,
+            ScramVerifier::mock_login_for("ghost", &[3; 32]).salt
+        );
     }
 
     #[test]
