@@ -494,6 +494,27 @@ fn psql_works_through_the_gateway_with_default_sslmode() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("tollgate"));
 }
 
+/// pg_dump (15.8 and later) always sends `SELECT set_config(name, 'view, foreign-table', false)
+/// FROM pg_settings WHERE name = 'restrict_nonsystem_relation_kind'`: refused as a computed
+/// setting name, it stopped pg_dump for every agent, passthrough included (a live review).
+#[test]
+fn pg_dump_runs_as_the_passthrough_agent() {
+    if !have("pg_dump") {
+        panic!("pg_dump is required for this test (apt-get install postgresql-client)");
+    }
+    let url = harness().env.pg_url("trusted");
+    let out = Command::new("pg_dump")
+        .args(["--schema-only", &url])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("CREATE TABLE public.orders"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn pgbench(url: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("pgbench")
         .arg("-n")

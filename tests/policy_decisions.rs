@@ -354,6 +354,9 @@ fn memory_settings_are_bounded_for_passthrough_agents_too() {
         "SELECT set_config('work_mem', '16MB', false)",
         "RESET work_mem",
         "SELECT 1 AS mem_ok",
+        // pg_dump's own statement: the name is the WHERE clause's literal
+        "SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings WHERE name = 'restrict_nonsystem_relation_kind'",
+        "SELECT set_config(name, '16MB', false) FROM pg_settings WHERE name = 'work_mem'",
     ] {
         assert_eq!(verdict(&engine, "trusted", sql), Outcome::Allow, "{sql}");
     }
@@ -366,6 +369,9 @@ fn memory_settings_are_bounded_for_passthrough_agents_too() {
         "SET hash_mem_multiplier = 1000",
         "DO $$ BEGIN EXECUTE 'SET work_mem = ''1TB'''; END $$",
         "SET \"work_mem\" = '1TB'",
+        "SELECT set_config(name, '2GB', false) FROM pg_settings WHERE name = 'work_mem'",
+        "SELECT set_config(name, '2GB', false) FROM pg_settings WHERE name = 'work_mem' OR name = 'x'",
+        "SELECT set_config(name, '2GB', false) FROM pg_settings WHERE name LIKE 'work%'",
     ] {
         assert_eq!(verdict(&engine, "trusted", sql), Outcome::Block, "{sql}");
     }

@@ -50,6 +50,7 @@ mod query;
 mod runner;
 pub mod screen;
 mod session_state;
+mod settings_filter;
 mod utility;
 mod walker;
 

@@ -272,6 +272,12 @@ pub(super) fn analyze_statement(
     walker.push(stmt.to_ref(), &Ctx::root());
     walker.run()?;
 
+    // pg_dump's `set_config(name, ...) FROM pg_settings WHERE name = '...'`: the name is known.
+    if let [None] = walker.set_config_calls.as_slice() {
+        if let Some(call) = super::settings_filter::single_named_setting(stmt) {
+            walker.set_config_calls[0] = Some(call);
+        }
+    }
     let literal_sensitive = walker.literal_sensitive
         || classify::kind_is_literal_sensitive(&kind)
         || inner_kind
