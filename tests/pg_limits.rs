@@ -116,6 +116,13 @@ fn analyst_gets_at_most_1000_rows_and_600_statements_a_minute() {
         assert_eq!(simple_rows(&in_tx), 1000);
         analyst.simple_query("SELECT 1").await.unwrap();
         analyst.batch_execute("COMMIT").await.unwrap();
+        // Two sessions in transactions, ended once the rate is spent (below).
+        let (tx1, tx2) = (connect("analyst").await, connect("analyst").await);
+        for tx in [&tx1, &tx2] {
+            tx.batch_execute("BEGIN").await.unwrap();
+            tx.simple_query("SELECT 1").await.unwrap();
+        }
+        tx2.simple_query("SAVEPOINT sp").await.unwrap();
 
         // Rate: 8 sessions hammer at once; the limit holds for the agent, not per session.
         let started = Instant::now();
@@ -161,6 +168,34 @@ fn analyst_gets_at_most_1000_rows_and_600_statements_a_minute() {
             8,
             "every session was refused once over the limit"
         );
+        // COMMIT and ROLLBACK end a transaction whatever the rate (a refused ROLLBACK kept a
+        // shared server connection in an aborted transaction; a live review): simple and
+        // extended protocol, ROLLBACK TO too. A statement in between is still refused, and so
+        // is a ROLLBACK outside a transaction (it would write records for nothing).
+        // (The bucket refills a token every 100 ms: ask until refused.)
+        let refused = async |c: &tokio_postgres::Client, sql: &str| {
+            for _ in 0..50 {
+                if let Err(e) = c.simple_query(sql).await {
+                    assert_eq!(sqlstate(&e), "53400", "{sql}: {e:?}");
+                    return true;
+                }
+            }
+            false
+        };
+        assert!(refused(&tx1, "SELECT 1").await);
+        tx1.simple_query("ROLLBACK")
+            .await
+            .expect("ROLLBACK over the rate");
+        assert!(
+            refused(&tx1, "ROLLBACK").await,
+            "outside a transaction ROLLBACK is charged"
+        );
+        tx2.execute("ROLLBACK TO SAVEPOINT sp", &[])
+            .await
+            .expect("ROLLBACK TO over the rate");
+        tx2.execute("COMMIT", &[])
+            .await
+            .expect("COMMIT over the rate");
         for (code, db) in &refusals {
             assert_eq!(code, "53400");
             let (message, hint) = db.clone().unwrap();

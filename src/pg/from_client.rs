@@ -1122,7 +1122,17 @@ fn on_frame(
                 true => c.cursor_use().cloned(),
                 false => c.cursor.get().cloned().flatten(),
             });
-            match ctx.record_execute(portal, checked.as_deref(), &state.facts, limits) {
+            let mut spare = None;
+            let charged = match &checked {
+                Some(c) => super::transaction_end::limits_for(
+                    limits,
+                    &c.text,
+                    pending.tx_status(),
+                    &mut spare,
+                ),
+                None => limits,
+            };
+            match ctx.record_execute(portal, checked.as_deref(), &state.facts, charged) {
                 Ok(ticket) => {
                     // A SET LOCAL prepared in an earlier transaction runs in this one (prepared
                     // again on this connection where missing): reset it when it goes back too.
@@ -1326,7 +1336,9 @@ fn on_query(
         None => Ok(None),
     };
     let limits = limits(&mut state.view, ctx);
-    let admitted = forwarded.and_then(|f| ctx.decide(text, &verdict, limits).map(|t| (t, f)));
+    let mut spare = None;
+    let charged = super::transaction_end::limits_for(limits, text, pending.tx_status(), &mut spare);
+    let admitted = forwarded.and_then(|f| ctx.decide(text, &verdict, charged).map(|t| (t, f)));
     match admitted {
         Ok((ticket, rewritten)) => {
             let (rewritten, positions) = match rewritten {

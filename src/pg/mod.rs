@@ -28,6 +28,7 @@ pub mod startup;
 pub mod statement;
 pub mod statements;
 pub mod to_client;
+mod transaction_end;
 pub mod upstream;
 
 #[cfg(test)]
