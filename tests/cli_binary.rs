@@ -486,6 +486,19 @@ fn psql_works_through_the_gateway_with_default_sslmode() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // \df+ and \l+ read definitions and comments (pg_get_function_sqlbody, shobj_description),
+    // as \d+ does: they were refused by default (a live review).
+    for meta in ["\\df+ lower", "\\l+", "\\dt+"] {
+        let out = Command::new("psql")
+            .args([&url, "-X", "-c", meta])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{meta}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = Command::new("psql")
         .args([&url, "-X", "-c", "SELECT * FROM secrets"])
         .output()

@@ -11,8 +11,10 @@
 //! (see [`is_sequence_function`]). `set_config` is judged like `SET` by the policy instead
 //! (see `decide`).
 //!
-//! Allowed with a note: `current_setting` (reveals settings the role may read), `pg_get_viewdef`
-//! and the other `pg_get_*def` (reveal definitions, as psql's `\d+` does), `pg_sleep*`
+//! Allowed with a note: `current_setting` (reveals settings the role may read; a custom one is
+//! refused by the policy, see `decide`), `pg_get_viewdef`, the other `pg_get_*def` and
+//! `pg_get_function_sqlbody` (reveal definitions, as psql's `\d+` and `\df+` do),
+//! `shobj_description` (comments on databases and roles, psql's `\l+`), `pg_sleep*`
 //! (statement timeouts bound it), the object-name types used as casts (`regclass`, `regtype`,
 //! ...: psql's `\d` casts OIDs with them; they reveal what `pg_class` already shows), and
 //! `to_reg*` for the same reason. `pg_advisory_unlock_all` only releases the session's own
@@ -72,13 +74,13 @@ const SAFE_BUILTINS: &[&str] = &[
     "netmask", "network", "normalize", "now", "nth_value", "ntile", "num_nonnulls", "num_nulls",
     "numeric", "numrange", "obj_description", "octet_length", "overlaps", "overlay", "parse_ident",
     "percent_rank", "percentile_cont", "percentile_disc", "pg_advisory_unlock_all",
-    "pg_backend_pid", "pg_char_to_encoding",
-    "pg_client_encoding", "pg_collation_for", "pg_collation_is_visible", "pg_column_compression",
-    "pg_column_size", "pg_conf_load_time", "pg_conversion_is_visible", "pg_current_snapshot",
-    "pg_current_xact_id", "pg_current_xact_id_if_assigned", "pg_database_size",
-    "pg_describe_object", "pg_encoding_to_char", "pg_function_is_visible", "pg_get_constraintdef",
-    "pg_get_expr", "pg_get_function_arguments", "pg_get_function_identity_arguments",
-    "pg_get_function_result", "pg_get_functiondef", "pg_get_indexdef", "pg_get_keywords",
+    "pg_backend_pid", "pg_char_to_encoding", "pg_client_encoding", "pg_collation_for",
+    "pg_collation_is_visible", "pg_column_compression", "pg_column_size", "pg_conf_load_time",
+    "pg_conversion_is_visible", "pg_current_snapshot", "pg_current_xact_id",
+    "pg_current_xact_id_if_assigned", "pg_database_size", "pg_describe_object",
+    "pg_encoding_to_char", "pg_function_is_visible", "pg_get_constraintdef", "pg_get_expr",
+    "pg_get_function_arguments", "pg_get_function_identity_arguments", "pg_get_function_result",
+    "pg_get_function_sqlbody", "pg_get_functiondef", "pg_get_indexdef", "pg_get_keywords",
     "pg_get_partition_constraintdef", "pg_get_partkeydef", "pg_get_ruledef",
     "pg_get_serial_sequence", "pg_get_statisticsobjdef", "pg_get_statisticsobjdef_columns",
     "pg_get_statisticsobjdef_expressions", "pg_get_triggerdef", "pg_get_userbyid",
@@ -102,24 +104,24 @@ const SAFE_BUILTINS: &[&str] = &[
     "regr_intercept", "regr_r2", "regr_slope", "regr_sxx", "regr_sxy", "regr_syy", "regrole",
     "regtype", "repeat", "replace", "reverse", "right", "round", "row_number",
     "row_security_active", "row_to_json", "rpad", "rtrim", "scale", "set_masklen", "setweight",
-    "sha224", "sha256", "sha384", "sha512", "sign", "similar_to_escape", "sin", "sind", "sinh",
-    "split_part", "sqrt", "starts_with", "statement_timestamp", "stddev", "stddev_pop",
-    "stddev_samp", "string_agg", "string_to_array", "string_to_table", "strip", "strpos", "substr",
-    "substring", "sum", "system", "system_rows", "system_time", "system_user", "tan", "tand",
-    "tanh", "text", "time", "timeofday", "timestamp", "timestamptz", "timetz", "timezone",
-    "to_ascii", "to_bin", "to_char", "to_date", "to_hex", "to_json", "to_jsonb", "to_number",
-    "to_oct", "to_regclass", "to_regcollation", "to_regnamespace", "to_regoper", "to_regoperator",
-    "to_regproc", "to_regprocedure", "to_regrole", "to_regtype", "to_regtypemod", "to_timestamp",
-    "to_tsquery", "to_tsvector", "transaction_timestamp", "translate", "trim_array", "trim_scale",
-    "trunc", "ts_debug", "ts_headline", "ts_lexize", "ts_parse", "ts_rank", "ts_rank_cd",
-    "ts_token_type", "tsquery_phrase", "tsrange", "tstzrange", "tsvector_to_array", "txid_current",
-    "txid_current_if_assigned", "txid_current_snapshot", "txid_snapshot_xip", "txid_snapshot_xmax",
-    "txid_snapshot_xmin", "txid_status", "txid_visible_in_snapshot", "unistr", "unnest", "upper",
-    "upper_inc", "upper_inf", "uuid_extract_timestamp", "uuid_extract_version", "uuidv4", "uuidv7",
-    "var_pop", "var_samp", "varchar", "variance", "version", "websearch_to_tsquery", "width",
-    "width_bucket", "xml_is_well_formed", "xml_is_well_formed_content",
-    "xml_is_well_formed_document", "xmlagg", "xmlcomment", "xmlexists", "xmltext", "xpath",
-    "xpath_exists",
+    "sha224", "sha256", "sha384", "sha512", "shobj_description", "sign", "similar_to_escape",
+    "sin", "sind", "sinh", "split_part", "sqrt", "starts_with", "statement_timestamp", "stddev",
+    "stddev_pop", "stddev_samp", "string_agg", "string_to_array", "string_to_table", "strip",
+    "strpos", "substr", "substring", "sum", "system", "system_rows", "system_time", "system_user",
+    "tan", "tand", "tanh", "text", "time", "timeofday", "timestamp", "timestamptz", "timetz",
+    "timezone", "to_ascii", "to_bin", "to_char", "to_date", "to_hex", "to_json", "to_jsonb",
+    "to_number", "to_oct", "to_regclass", "to_regcollation", "to_regnamespace", "to_regoper",
+    "to_regoperator", "to_regproc", "to_regprocedure", "to_regrole", "to_regtype", "to_regtypemod",
+    "to_timestamp", "to_tsquery", "to_tsvector", "transaction_timestamp", "translate",
+    "trim_array", "trim_scale", "trunc", "ts_debug", "ts_headline", "ts_lexize", "ts_parse",
+    "ts_rank", "ts_rank_cd", "ts_token_type", "tsquery_phrase", "tsrange", "tstzrange",
+    "tsvector_to_array", "txid_current", "txid_current_if_assigned", "txid_current_snapshot",
+    "txid_snapshot_xip", "txid_snapshot_xmax", "txid_snapshot_xmin", "txid_status",
+    "txid_visible_in_snapshot", "unistr", "unnest", "upper", "upper_inc", "upper_inf",
+    "uuid_extract_timestamp", "uuid_extract_version", "uuidv4", "uuidv7", "var_pop", "var_samp",
+    "varchar", "variance", "version", "websearch_to_tsquery", "width", "width_bucket",
+    "xml_is_well_formed", "xml_is_well_formed_content", "xml_is_well_formed_document", "xmlagg",
+    "xmlcomment", "xmlexists", "xmltext", "xpath", "xpath_exists",
 ];
 
 /// Functions with side effects on sequences: not safe for a read-only agent.
