@@ -725,6 +725,32 @@ fn reload_through_the_api_keeps_the_last_good_policy_on_error() {
     });
 }
 
+/// Two Authorization headers are refused (401), whichever comes first: tollgate read the
+/// first, a proxy in front may read the last (a live review).
+#[test]
+fn two_authorization_headers_are_refused() {
+    harness().runtime.block_on(async {
+        let env = &harness().env;
+        let url = format!("{}/api/v1/stats", env.admin_url());
+        for (first, second) in [
+            (&env.admin_token, &env.admin_viewer_token),
+            (&env.admin_viewer_token, &env.admin_token),
+        ] {
+            let status = reqwest::Client::new()
+                .get(&url)
+                .header("authorization", format!("Bearer {first}"))
+                .header("authorization", format!("Bearer {second}"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status.as_u16(), 401);
+        }
+        let (status, _) = admin("get", "/api/v1/stats", AdminAs::Viewer).await;
+        assert_eq!(status, 200);
+    });
+}
+
 /// A reload never applies `tollgate.toml` (listeners and pools are built once): the answer
 /// names the keys that changed since start, or says the file would not start a gateway.
 #[test]

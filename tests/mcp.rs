@@ -170,6 +170,36 @@ fn missing_or_wrong_bearers_get_401_with_a_json_rpc_error() {
     assert_eq!(body["result"]["serverInfo"]["name"], "tollgate");
 }
 
+/// Two Authorization headers are refused, whichever comes first (tollgate read the first): a
+/// proxy in front that reads the last would disagree on who calls (a live review).
+#[test]
+fn two_authorization_headers_are_refused() {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    for (first, second) in [
+        (bearer("analyst"), bearer("writer")),
+        (bearer("analyst"), "Bearer analyst:wrong".to_string()),
+        ("Bearer analyst:wrong".to_string(), bearer("analyst")),
+    ] {
+        let status = harness().runtime.block_on(async {
+            reqwest::Client::new()
+                .post(mcp_url())
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("authorization", &first)
+                .header("authorization", &second)
+                .json(&init)
+                .send()
+                .await
+                .expect("MCP endpoint answers")
+                .status()
+                .as_u16()
+        });
+        assert_eq!(status, 401);
+    }
+}
+
 /// What is not one JSON-RPC message is answered with a JSON-RPC error (-32600), not the MCP
 /// service's 415 and a line of text, and recorded; a body of too many JSON values is refused
 /// before anything parses it (the MCP review's 4 MiB of `[],` held 260 MB once parsed and

@@ -34,8 +34,14 @@ pub struct Viewer(#[allow(dead_code)] pub Caller);
 #[derive(Debug)]
 pub struct Admin(pub Caller);
 
+/// The bearer token of the one Authorization header (none with two: a proxy in front that reads
+/// the last and tollgate the first would disagree on who calls).
 fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+    let value = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

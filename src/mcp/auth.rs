@@ -101,8 +101,18 @@ pub async fn require_agent(
     };
     let span = accepted.span();
     // Off the request for good: whatever the MCP service logs or keeps never holds the token.
+    // Authorization is a single-valued header: with two, a proxy in front that reads the last
+    // and tollgate the first would disagree on who calls.
+    let headers = req.headers().get_all(AUTHORIZATION).iter().count();
     let header = req.headers_mut().remove(AUTHORIZATION);
     let verified = match header.as_ref().and_then(|h| parse_bearer(h.as_bytes())) {
+        _ if headers > 1 => {
+            accepted.auth_failed(
+                b"",
+                "authentication failed: more than one Authorization header",
+            );
+            None
+        }
         Some((agent, token)) => accepted.verify_token(agent, token),
         None => {
             accepted.auth_failed(b"", "authentication failed: no AGENT:TOKEN bearer");
