@@ -22,9 +22,14 @@ async fn client_info(s: &mut tokio::net::TcpStream) -> (String, String) {
     (field("id"), field("addr"))
 }
 
+/// RESET clears the connection's state and, as Redis does with a password, logs the client out:
+/// until it logs in again every command gets NOAUTH (it kept the agent logged in; a live review).
+/// Upstream, tollgate logs the connection back in with the vaulted login at once.
 #[tokio::test]
-async fn reset_clears_the_connection_and_logs_it_back_in() {
+async fn reset_clears_the_connection_and_logs_the_client_out() {
     let mut s = redis_login("trusted").await;
+    let token = support::harness().env.token("trusted");
+    let auth = cmd(&["AUTH", "trusted", &token]);
     let got = redis_exchange(
         &mut s,
         &[
@@ -34,28 +39,46 @@ async fn reset_clears_the_connection_and_logs_it_back_in() {
             cmd(&["MULTI"]),
             cmd(&["RESET"]),
             cmd(&["CLIENT", "GETNAME"]),
+            cmd(&["PING"]),
+            cmd(&["HELLO", "3"]),
+            auth.clone(),
+            cmd(&["CLIENT", "GETNAME"]),
             cmd(&["GET", "fid:reset"]),
         ]
         .concat(),
         "$3\r\ndb0\r\n",
     )
     .await;
-    // +OK SET, +OK SELECT, +OK SETNAME, +OK MULTI, +RESET, then no name, database 0 again, and
-    // the upstream connection still logged in (GET answers, no NOAUTH).
+    // +OK SET, +OK SELECT, +OK SETNAME, +OK MULTI, +RESET; logged out: NOAUTH (HELLO without
+    // AUTH has its own); logged in again: no name, database 0 again, and the upstream
+    // connection logged in (GET answers).
     assert_eq!(
         got,
-        "+OK\r\n+OK\r\n+OK\r\n+OK\r\n+RESET\r\n$-1\r\n$3\r\ndb0\r\n"
+        format!(
+            "+OK\r\n+OK\r\n+OK\r\n+OK\r\n+RESET\r\n{noauth}{noauth}{hello}+OK\r\n$-1\r\n$3\r\ndb0\r\n",
+            noauth = "-NOAUTH Authentication required.\r\n",
+            hello = String::from_utf8_lossy(tollgate::redis::reply::NOAUTH_HELLO),
+        )
     );
-    // From RESP3 back to RESP2.
+    // From RESP3 back to RESP2; HELLO with AUTH logs in again too.
     let got = redis_exchange(&mut s, &cmd(&["HELLO", "3"]), "\r\n").await;
     assert!(got.starts_with('%'), "{got}");
     let got = redis_exchange(
         &mut s,
         &[cmd(&["RESET"]), cmd(&["HGETALL", "fid:none"])].concat(),
+        "required.\r\n",
+    )
+    .await;
+    assert_eq!(got, "+RESET\r\n-NOAUTH Authentication required.\r\n");
+    let got = redis_exchange(
+        &mut s,
+        &cmd(&["HELLO", "2", "AUTH", "trusted", &token]),
         "*0\r\n",
     )
     .await;
-    assert_eq!(got, "+RESET\r\n*0\r\n");
+    assert!(got.starts_with('*'), "{got}");
+    let got = redis_exchange(&mut s, &cmd(&["HGETALL", "fid:none"]), "*0\r\n").await;
+    assert!(got.ends_with("*0\r\n"), "{got}");
 }
 
 #[tokio::test]

@@ -80,6 +80,9 @@ pub(super) struct FromClient {
     /// until a RESET): an agent switching in by `AUTH` must be allowed all of them. At most
     /// `MAX_SELECTED`; past that (`None`) only an agent allowed every database may switch in.
     selected: Option<Vec<u32>>,
+    /// A RESET logged the connection out, as Redis does: until an `AUTH` (or `HELLO ... AUTH`)
+    /// every other command is answered `-NOAUTH`, like before the first login.
+    logged_out: bool,
     /// Entries handed to the reply side and not yet written to the client.
     owed: Arc<AtomicUsize>,
     /// How many replies may be owed on the session's own connection (`own_window`).
@@ -144,6 +147,7 @@ impl FromClient {
             multi_dirty: false,
             multi_version: 0,
             reply_off: false,
+            logged_out: false,
             silence_next: false,
             reply_change: None,
             subscribed_ever: false,
@@ -528,6 +532,12 @@ impl FromClient {
                     .refuse_deferred(statement(&cmd.args, &[], false), refusal);
                 self.poison_multi();
                 entries.push(Entry::local(reply::refusal(&refusal)));
+                return false;
+            }
+        }
+        if self.logged_out {
+            if let Some(answer) = logged_out_answer(name, &cmd) {
+                entries.push(Entry::local(Bytes::from_static(answer)));
                 return false;
             }
         }
@@ -935,6 +945,7 @@ impl FromClient {
                 self.silence_next = false;
                 self.subscribed_ever = false;
                 self.selected = Some(Vec::new());
+                self.logged_out = true;
                 (Kind::Reset, cmd)
             }
             b"client" if !self.in_multi => {
@@ -1007,6 +1018,7 @@ impl FromClient {
         };
         match self.session.reauthenticate(user, token, may_take_over) {
             Ok(()) => {
+                self.logged_out = false;
                 self.policy.set_agent(self.session.agent().clone());
                 if let Some(c) = &self.client {
                     c.set_agent(self.session.agent().clone());
@@ -1019,6 +1031,19 @@ impl FromClient {
             Err(ReauthError::WrongPass) => Err(Bytes::from_static(reply::WRONGPASS)),
             Err(ReauthError::Refused(r)) => Err(reply::refusal(&r)),
         }
+    }
+}
+
+/// What a logged-out connection (after RESET) answers instead of running `name`, as Redis does
+/// before a login: `None` for the commands it still takes (AUTH, HELLO with AUTH, QUIT, RESET).
+fn logged_out_answer(name: &[u8], cmd: &Command) -> Option<&'static [u8]> {
+    match name {
+        b"auth" | b"quit" | b"reset" => None,
+        b"hello" => match parse_hello(&cmd.args) {
+            Ok(h) if h.auth.is_none() => Some(reply::NOAUTH_HELLO),
+            _ => None,
+        },
+        _ => Some(reply::NOAUTH),
     }
 }
 

@@ -4,6 +4,7 @@ pipelines (plain and MULTI/EXEC), pub/sub (RESP2 messages and RESP3 push frames)
 
 import threading
 import time
+import urllib.parse
 
 import redis
 from redis.exceptions import NoPermissionError, ResponseError
@@ -209,8 +210,9 @@ def config_get_set_round_trip_without_secrets():
 
 
 @case
-def reset_logs_the_connection_back_in():
+def reset_logs_the_client_out_and_the_upstream_back_in():
     # RESET returns the connection to RESP2 (as Redis does): a RESP3 client could not read on.
+    # As Redis does with a password, it logs the client out until it sends AUTH again.
     r = redis.Redis.from_url(
         TRUSTED, protocol=2, decode_responses=True, single_connection_client=True
     )
@@ -218,6 +220,13 @@ def reset_logs_the_connection_back_in():
         r.execute_command("SELECT", 2)
         r.client_setname("fidelity")
         assert r.execute_command("RESET") == "RESET"
+        try:
+            r.client_getname()
+            raise AssertionError("a command after RESET ran without AUTH")
+        except redis.exceptions.AuthenticationError:
+            pass
+        user, token = urllib.parse.urlparse(TRUSTED).username, urllib.parse.urlparse(TRUSTED).password
+        assert r.execute_command("AUTH", user, token)
         assert r.client_getname() is None
         assert r.set("fidelity:reset", "db0") and r.get("fidelity:reset") == "db0"
         r.delete("fidelity:reset")
