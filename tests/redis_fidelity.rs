@@ -29,7 +29,7 @@ async fn client_info(s: &mut tokio::net::TcpStream) -> (String, String) {
 async fn reset_clears_the_connection_and_logs_the_client_out() {
     let mut s = redis_login("trusted").await;
     let token = support::harness().env.token("trusted");
-    let auth = cmd(&["AUTH", "trusted", &token]);
+    let auth = cmd(&["AUTH", "trusted", token]);
     let got = redis_exchange(
         &mut s,
         &[
@@ -72,7 +72,7 @@ async fn reset_clears_the_connection_and_logs_the_client_out() {
     assert_eq!(got, "+RESET\r\n-NOAUTH Authentication required.\r\n");
     let got = redis_exchange(
         &mut s,
-        &cmd(&["HELLO", "2", "AUTH", "trusted", &token]),
+        &cmd(&["HELLO", "2", "AUTH", "trusted", token]),
         "*0\r\n",
     )
     .await;
