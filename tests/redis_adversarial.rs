@@ -42,6 +42,30 @@ async fn malformed_frames_get_an_error_and_close_only_their_connection() {
     assert_eq!(v, "cached value 1", "other clients are unaffected");
 }
 
+/// An HTTP request on the Redis port (a web page making a browser post to it) is closed at
+/// once with no answer, as redis-server does: tollgate answered each header line with NOAUTH and
+/// then the PINGs smuggled in the body (a live review). Audited as refused before login.
+#[tokio::test]
+async fn an_http_request_on_the_redis_port_is_closed_unanswered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for request in [
+        &b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 12\r\n\r\nPING\r\nPING\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    ] {
+        let mut s = redis_raw().await;
+        s.write_all(request).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut got))
+            .await
+            .expect("closed at once");
+        assert!(read.is_ok() || got.is_empty());
+        let got = String::from_utf8_lossy(&got);
+        // A GET line is an unknown command before login (NOAUTH), then Host: closes.
+        assert!(!got.contains("PONG"), "{got}");
+        assert!(got.matches("NOAUTH").count() <= 1, "{got}");
+    }
+}
+
 #[tokio::test]
 async fn inline_and_resp_are_judged_alike() {
     let mut s = redis_login("analyst").await;
