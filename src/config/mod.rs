@@ -2,6 +2,7 @@
 
 mod audit;
 mod drift;
+mod key_span;
 mod regular_file;
 mod source_error;
 
@@ -20,6 +21,30 @@ pub use audit::{
 pub use drift::{ConfigSource, Drift};
 pub use regular_file::read_regular_file;
 pub use source_error::{SourceError, SourceLocation};
+
+/// A value that parsed but is not valid, and the key it is about (tables, then the key).
+struct Invalid {
+    at: Vec<String>,
+    message: String,
+}
+
+impl Invalid {
+    fn at(path: &[&str], message: impl Into<String>) -> Invalid {
+        Invalid {
+            at: path.iter().map(|p| p.to_string()).collect(),
+            message: message.into(),
+        }
+    }
+
+    /// Located in `text` where the key (or its table) is; unlocated when neither is written.
+    fn in_file(self, origin: &Path, text: &str) -> SourceError {
+        let path: Vec<&str> = self.at.iter().map(String::as_str).collect();
+        match key_span::locate_key(text, &path) {
+            Some(offset) => SourceError::at(origin, text, offset, self.message),
+            None => SourceError::semantic(origin, self.message),
+        }
+    }
+}
 
 /// The whole configuration, with every relative path already resolved against the config file's folder.
 #[derive(Debug, Clone, Deserialize)]
@@ -513,52 +538,35 @@ impl Config {
     pub fn parse(origin: &Path, text: &str) -> Result<Config, SourceError> {
         let config: Config =
             toml::from_str(text).map_err(|e| SourceError::from_toml(origin, text, &e))?;
-        config.validate(origin)?;
+        config.validate().map_err(|e| e.in_file(origin, text))?;
         Ok(config)
     }
 
-    fn validate(&self, origin: &Path) -> Result<(), SourceError> {
+    /// Values that parse but are not valid, with the key each is about (for its location).
+    fn validate(&self) -> Result<(), Invalid> {
         for (name, upstream) in &self.upstreams {
             if !matches!(SecretRef::parse(&upstream.password), SecretRef::Vault(_)) {
-                return Err(SourceError::semantic(
-                    origin,
-                    format!("upstream \"{name}\": password must be a vault reference (\"vault:NAME\"), never the password itself"),
-                ));
+                return Err(Invalid::at(&["upstream", name, "password"], format!("upstream \"{name}\": password must be a vault reference (\"vault:NAME\"), never the password itself")));
             }
             if upstream.ca_file.is_some() && upstream.tls_mode() == UpstreamTlsMode::Disable {
-                return Err(SourceError::semantic(
-                    origin,
-                    format!("upstream \"{name}\": ca_file is set but TLS is disabled (set tls = \"verify-full\")"),
-                ));
+                return Err(Invalid::at(&["upstream", name, "ca_file"], format!("upstream \"{name}\": ca_file is set but TLS is disabled (set tls = \"verify-full\")")));
             }
             if upstream.test_disable_isolation && !cfg!(debug_assertions) {
-                return Err(SourceError::semantic(
-                    origin,
-                    format!("upstream \"{name}\": test_disable_isolation is for tests of debug builds only"),
-                ));
+                return Err(Invalid::at(&["upstream", name, "test_disable_isolation"], format!("upstream \"{name}\": test_disable_isolation is for tests of debug builds only")));
             }
             if upstream.has_pool_settings() && upstream.kind != UpstreamKind::Postgres {
-                return Err(SourceError::semantic(
-                    origin,
-                    format!("upstream \"{name}\": pool settings apply to upstreams of kind \"postgres\""),
-                ));
+                return Err(Invalid::at(&["upstream", name, "pool_mode"], format!("upstream \"{name}\": pool settings apply to upstreams of kind \"postgres\"")));
             }
             if upstream.shared_connections.is_some() && upstream.kind != UpstreamKind::Redis {
-                return Err(SourceError::semantic(
-                    origin,
-                    format!("upstream \"{name}\": shared_connections applies to upstreams of kind \"redis\""),
-                ));
+                return Err(Invalid::at(&["upstream", name, "shared_connections"], format!("upstream \"{name}\": shared_connections applies to upstreams of kind \"redis\"")));
             }
             let pool = upstream.pool();
             if pool.size == 0 || pool.session_size == 0 || pool.min_idle > pool.size {
-                return Err(SourceError::semantic(
-                    origin,
-                    format!("upstream \"{name}\": pool_size and max_session_connections must be at least 1 and min_idle at most pool_size"),
-                ));
+                return Err(Invalid::at(&["upstream", name, "pool_size"], format!("upstream \"{name}\": pool_size and max_session_connections must be at least 1 and min_idle at most pool_size")));
             }
             if pool.agent_share == 0 || pool.agent_share > pool.size {
-                return Err(SourceError::semantic(
-                    origin,
+                return Err(Invalid::at(
+                    &["upstream", name, "max_agent_share"],
                     format!(
                         "upstream \"{name}\": max_agent_share must be between 1 and pool_size ({})",
                         pool.size
@@ -566,14 +574,14 @@ impl Config {
                 ));
             }
             if pool.checkout_timeout.is_zero() {
-                return Err(SourceError::semantic(
-                    origin,
+                return Err(Invalid::at(
+                    &["upstream", name, "checkout_timeout_ms"],
                     format!("upstream \"{name}\": checkout_timeout_ms must be at least 1"),
                 ));
             }
             if upstream.search_path.is_empty() {
-                return Err(SourceError::semantic(
-                    origin,
+                return Err(Invalid::at(
+                    &["upstream", name, "search_path"],
                     format!("upstream \"{name}\": search_path must name at least one schema"),
                 ));
             }
@@ -593,17 +601,14 @@ impl Config {
             (self.listen.mongodb_tls.is_some(), "listen.mongodb_tls"),
         ];
         if let Some((_, what)) = needs_tls.iter().find(|(on, _)| *on && self.tls.is_none()) {
-            return Err(SourceError::semantic(
-                origin,
+            return Err(Invalid::at(
+                &what.split('.').collect::<Vec<_>>(),
                 format!("{what} needs a certificate: add [tls] with cert_file and key_file"),
             ));
         }
         if (self.listen.redis.is_some() || self.listen.redis_tls.is_some()) && redis_upstreams != 1
         {
-            return Err(SourceError::semantic(
-                origin,
-                format!("listen.redis serves exactly one upstream of kind \"redis\"; {redis_upstreams} are configured"),
-            ));
+            return Err(Invalid::at(&["listen", "redis"], format!("listen.redis serves exactly one upstream of kind \"redis\"; {redis_upstreams} are configured")));
         }
         let mongo_upstreams = self
             .upstreams
@@ -613,23 +618,20 @@ impl Config {
         if (self.listen.mongodb.is_some() || self.listen.mongodb_tls.is_some())
             && mongo_upstreams != 1
         {
-            return Err(SourceError::semantic(
-                origin,
-                format!("listen.mongodb serves exactly one upstream of kind \"mongodb\"; {mongo_upstreams} are configured"),
-            ));
+            return Err(Invalid::at(&["listen", "mongodb"], format!("listen.mongodb serves exactly one upstream of kind \"mongodb\"; {mongo_upstreams} are configured")));
         }
         if self.runtime.worker_threads == 0 || self.runtime.worker_threads > 1024 {
-            return Err(SourceError::semantic(
-                origin,
+            return Err(Invalid::at(
+                &["runtime", "worker_threads"],
                 "runtime.worker_threads must be between 1 and 1024".to_string(),
             ));
         }
         if let Err(e) = self.audit.validate() {
-            return Err(SourceError::semantic(origin, e));
+            return Err(Invalid::at(&["audit"], e));
         }
         if self.limits.max_message_bytes < 1024 {
-            return Err(SourceError::semantic(
-                origin,
+            return Err(Invalid::at(
+                &["limits", "max_message_bytes"],
                 "limits.max_message_bytes must be at least 1024".to_string(),
             ));
         }
@@ -639,20 +641,17 @@ impl Config {
         if self.limits.max_held_client_bytes_per_agent < head
             || self.limits.max_held_client_bytes < head
         {
-            return Err(SourceError::semantic(
-                origin,
-                format!("limits.max_held_client_bytes and limits.max_held_client_bytes_per_agent must be at least {head} bytes (limits.max_statement_bytes + 512 KiB: the head an over-long statement keeps for its refusal)"),
-            ));
+            return Err(Invalid::at(&["limits", "max_held_client_bytes_per_agent"], format!("limits.max_held_client_bytes and limits.max_held_client_bytes_per_agent must be at least {head} bytes (limits.max_statement_bytes + 512 KiB: the head an over-long statement keeps for its refusal)")));
         }
         if self.limits.max_preauth_connections == 0 {
-            return Err(SourceError::semantic(
-                origin,
+            return Err(Invalid::at(
+                &["limits", "max_preauth_connections"],
                 "limits.max_preauth_connections must be at least 1".to_string(),
             ));
         }
         if self.limits.http_header_timeout_ms < 100 {
-            return Err(SourceError::semantic(
-                origin,
+            return Err(Invalid::at(
+                &["limits", "http_header_timeout_ms"],
                 "limits.http_header_timeout_ms must be at least 100".to_string(),
             ));
         }
@@ -705,6 +704,38 @@ port = 5432
 user = "vault:shop_user"
 password = "vault:shop_password"
 "#;
+
+    /// DESIGN: `tollgate check` errors name file, line and column, for values that parse but
+    /// are not valid too (they named only the file).
+    #[test]
+    fn invalid_values_are_located_at_their_key() {
+        let cases = [
+            (
+                GOOD.replace("\"vault:shop_password\"", "\"hunter2\""),
+                "tollgate.toml:15:1: upstream \"shop\": password must be a vault reference",
+            ),
+            (
+                format!("{GOOD}pool_size = 0\n"),
+                "tollgate.toml:16:1: upstream \"shop\": pool_size",
+            ),
+            (
+                format!("{GOOD}[runtime]\nworker_threads = 0\n"),
+                "tollgate.toml:17:1: runtime.worker_threads",
+            ),
+            (
+                format!("{GOOD}[limits]\nmax_message_bytes = 10\n"),
+                "tollgate.toml:17:1: limits.max_message_bytes",
+            ),
+            (
+                GOOD.replace("[listen]\n", "[listen]\nredis_tls = \"127.0.0.1:0\"\n"),
+                "tollgate.toml:5:1: listen.redis_tls needs a certificate",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = Config::parse(Path::new("tollgate.toml"), &text).unwrap_err();
+            assert!(e.to_string().starts_with(expected), "{e}");
+        }
+    }
 
     #[test]
     fn postgres_scram_iterations_default_to_auto_and_parse() {
