@@ -18,6 +18,9 @@ pub struct AgentsFile {
     /// deletion or a truncated write leaves, and a reload does not read it as "revoke all".
     #[serde(skip)]
     pub listed: bool,
+    /// The file's text as read, to place errors found after parsing (file:line:column).
+    #[serde(skip)]
+    pub text: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +73,7 @@ impl AgentsFile {
             toml::from_str(&text).map_err(|e| SourceError::from_toml(path, &text, &e))?;
         file.listed = !file.agents.is_empty()
             || toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key("agent"));
+        file.text = Some(text);
         Ok(file)
     }
 
@@ -110,16 +114,31 @@ impl AgentStore {
 
     pub fn from_file(path: &Path, file: AgentsFile) -> Result<AgentStore, SourceError> {
         let listed = file.listed || !file.agents.is_empty();
+        let text = file.text;
+        // At the `[[agent]]` table number `i`, key `key`, when the text is known.
+        let error = |i: usize, key: &str, message: String| {
+            let at = text.as_deref().and_then(|t| {
+                Some((
+                    t,
+                    crate::config::locate_key(t, &["agent", &i.to_string(), key])?,
+                ))
+            });
+            match at {
+                Some((t, offset)) => SourceError::at(path, t, offset, message),
+                None => SourceError::semantic(path, message),
+            }
+        };
         let mut agents = BTreeMap::new();
-        for rec in file.agents {
+        for (i, rec) in file.agents.into_iter().enumerate() {
             if !valid_agent_name(&rec.name) {
-                return Err(SourceError::semantic(
-                    path,
+                return Err(error(
+                    i,
+                    "name",
                     format!("invalid agent name {:?}", rec.name),
                 ));
             }
             let bad = |what: &str, e: &str| {
-                SourceError::semantic(path, format!("agent \"{}\": bad {what}: {e}", rec.name))
+                error(i, what, format!("agent \"{}\": bad {what}: {e}", rec.name))
             };
             let verifier = ScramVerifier::decode(&rec.verifier).map_err(|e| bad("verifier", e))?;
             let login = match &rec.login_verifier {
@@ -134,9 +153,10 @@ impl AgentStore {
                 login,
             };
             if agents.insert(rec.name.clone(), agent).is_some() {
-                return Err(SourceError::semantic(
-                    path,
-                    "an agent is listed twice".to_string(),
+                return Err(error(
+                    i,
+                    "name",
+                    format!("agent \"{}\" is listed twice", rec.name),
                 ));
             }
         }
@@ -185,6 +205,35 @@ impl AgentStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// DESIGN: `tollgate check` errors name file, line and column; these named only the file.
+    #[test]
+    fn errors_found_after_parsing_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agents.toml");
+        let mut f = AgentsFile::default();
+        f.add("analyst", "tg_x", vec![]).unwrap();
+        f.save(&path).unwrap();
+        let good = std::fs::read_to_string(&path).unwrap();
+        let cases = [
+            (
+                format!("{good}\n[[agent]]\nname = \"writer\"\nverifier = \"SCRAM-SHA-256$x\"\n"),
+                "verifier = \"SCRAM-SHA-256$x\"",
+                "agent \"writer\": bad verifier",
+            ),
+            (
+                good.replace("name = \"analyst\"", "name = \"an alyst\""),
+                "name = \"an alyst\"",
+                "invalid agent name",
+            ),
+        ];
+        for (text, line, message) in cases {
+            std::fs::write(&path, &text).unwrap();
+            let e = AgentStore::load(&path).unwrap_err().to_string();
+            let n = text.lines().position(|l| l == line).unwrap() + 1;
+            assert!(e.contains(&format!("agents.toml:{n}:1: {message}")), "{e}");
+        }
+    }
 
     #[test]
     fn add_save_load_never_stores_the_token() {

@@ -2,21 +2,37 @@
 //! password that is not a vault reference, a pool of size 0): `tollgate check` names file, line
 //! and column for those too.
 
-/// The byte offset of the deepest key of `path` (tables, then a key) found in `text`: the key
-/// itself when present, else the deepest table that is (a default that does not fit is
-/// reported at its table). `None` when the text does not parse or not even the first is there.
+use toml_edit::{Item, TableLike};
+
+/// The byte offset of the deepest key of `path` (tables, then a key; a number picks a table of
+/// an array of tables, `[[agent]]`) found in `text`: the key itself when present, else the
+/// deepest table that is (a default that does not fit is reported at its table). `None` when
+/// the text does not parse or not even the first is there.
 pub fn locate_key(text: &str, path: &[&str]) -> Option<usize> {
     let doc = toml_edit::ImDocument::parse(text).ok()?;
-    let mut item = doc.as_item();
-    let mut found = None;
-    for part in path {
-        let Some((key, next)) = item.as_table_like().and_then(|t| t.get_key_value(part)) else {
-            break;
-        };
-        found = key.span().map(|s| s.start).or(found);
-        item = next;
+    in_table(doc.as_table(), path, None)
+}
+
+fn in_table(table: &dyn TableLike, path: &[&str], found: Option<usize>) -> Option<usize> {
+    let Some((part, rest)) = path.split_first() else {
+        return found;
+    };
+    let Some((key, item)) = table.get_key_value(part) else {
+        return found;
+    };
+    let found = key.span().map(|s| s.start).or(found);
+    match (item, rest.split_first()) {
+        (Item::ArrayOfTables(tables), Some((index, rest))) => {
+            let Some(t) = index.parse().ok().and_then(|i: usize| tables.get(i)) else {
+                return found;
+            };
+            in_table(t, rest, t.span().map(|s| s.start).or(found))
+        }
+        (item, _) => match item.as_table_like() {
+            Some(t) => in_table(t, rest, found),
+            None => found,
+        },
     }
-    found
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub use audit::{
     WebhookConfig, FACILITIES,
 };
 pub use drift::{ConfigSource, Drift};
+pub use key_span::locate_key;
 pub use regular_file::read_regular_file;
 pub use source_error::{SourceError, SourceLocation};
 
