@@ -51,6 +51,9 @@ pub struct PgErrorFields {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// The server routine field (`R`), where tollgate answers as the server would and drivers
+    /// recognise the error by it (asyncpg: `RevalidateCachedQuery`).
+    pub routine: Option<&'static str>,
 }
 
 impl PgErrorFields {
@@ -61,6 +64,7 @@ impl PgErrorFields {
             message: message.into(),
             detail: None,
             hint: None,
+            routine: None,
         }
     }
     pub fn fatal(code: &'static str, message: impl Into<String>) -> PgErrorFields {
@@ -70,6 +74,7 @@ impl PgErrorFields {
             message: message.into(),
             detail: None,
             hint: None,
+            routine: None,
         }
     }
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -78,6 +83,10 @@ impl PgErrorFields {
     }
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
+        self
+    }
+    pub fn with_routine(mut self, routine: &'static str) -> Self {
+        self.routine = Some(routine);
         self
     }
 
@@ -103,6 +112,9 @@ impl PgErrorFields {
         if let Some(h) = &self.hint {
             field(b'H', &text(h));
         }
+        if let Some(r) = self.routine {
+            field(b'R', r.as_bytes());
+        }
         body.put_u8(0);
         raw_message(ERROR_RESPONSE, &body)
     }
@@ -123,6 +135,9 @@ impl PgErrorFields {
         }
         if let Some(h) = &self.hint {
             fields.push((b'H', h.clone()));
+        }
+        if let Some(r) = self.routine {
+            fields.push((b'R', r.to_string()));
         }
         encode(ErrorResponse::new(fields))
     }

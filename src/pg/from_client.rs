@@ -930,6 +930,25 @@ fn on_server(
     Some(stmt.name)
 }
 
+/// A statement the client parsed before a schema change made its shared server statement's
+/// plan stale (`pool::stale_plans`): refused as the server refuses its own such statement, until
+/// the client parses it again. Binding it to the statement prepared anew would hand the client
+/// rows of another shape than it was described (asyncpg decoded a float8 as an int8).
+fn stale_plan(ctx: &PgSession, state: &State, name: &str) -> Option<PgErrorFields> {
+    let checked = state.statements.get(name)?;
+    let stale = checked.server.as_ref()?.stale_for_client();
+    stale.then(|| {
+        // PostgreSQL's own fields, by which drivers know to prepare again (asyncpg reads the
+        // routine: the message may be translated).
+        ctx.refuse_as_server(
+            &checked.text,
+            "0A000",
+            "cached plan must not change result type".to_string(),
+        )
+        .with_routine("RevalidateCachedQuery")
+    })
+}
+
 /// The refusal (recorded) of a protocol message naming a statement in tollgate's own namespace
 /// (`policy::reserved`): such a name is never the client's, on any connection.
 fn reserved_statement(ctx: &PgSession, what: &str, name: &str) -> Option<PgErrorFields> {
@@ -999,6 +1018,7 @@ fn on_frame(
             let (portal, statement) = fe::bind_names(&frame).map_err(fatal_for)?;
             if let Some(refusal) = reserved_statement(ctx, "Bind", statement)
                 .or_else(|| not_prepared_here(state, statement))
+                .or_else(|| stale_plan(ctx, state, statement))
             {
                 refuse_parse(pending, state, "", refusal, out);
                 return Ok(None);
@@ -1038,6 +1058,7 @@ fn on_frame(
                 .then(|| {
                     reserved_statement(ctx, "Describe", name)
                         .or_else(|| not_prepared_here(state, name))
+                        .or_else(|| stale_plan(ctx, state, name))
                 })
                 .flatten()
             {

@@ -26,6 +26,17 @@ pub struct ServerStatement {
     pub name: Arc<str>,
     /// The Parse message under `name` (the text as forwarded, the client's parameter types).
     pub parse: Bytes,
+    /// The [`stale_plans`] mark when the client parsed it: the result columns it was described
+    /// are those of then. Once `name` is marked stale after it, the client's statement fails
+    /// as the server's own would (0A000) until the client parses it again.
+    pub parsed_at: u64,
+}
+
+impl ServerStatement {
+    /// Whether the client's statement was parsed before its plan went stale.
+    pub fn stale_for_client(&self) -> bool {
+        stale_plans::is_stale(&self.name, self.parsed_at)
+    }
 }
 
 /// The client's unnamed statement, and which (session, parse) put it on a connection.
@@ -70,6 +81,7 @@ pub fn server_statement(
     ServerStatement {
         parse: msg::raw_message(fe::PARSE, &out),
         name,
+        parsed_at: stale_plans::now(),
     }
 }
 

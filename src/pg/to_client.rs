@@ -922,6 +922,10 @@ fn on_error(
     };
     // A FATAL error (the backend is going away) is never dressed up as a refusal.
     let may_replace = !is_fatal(frame.body());
+    // The plan of a prepared statement went stale (a schema change): PostgreSQL's 0A000 from
+    // the plan cache's revalidation (its routine field: the message may be translated).
+    let stale_plan = err.code.as_deref() == Some("0A000")
+        && msg::error_field(frame.body(), b'R').as_deref() == Some("RevalidateCachedQuery");
     // The error's statement, if tollgate rewrote it: where its text came from.
     let mut positions = None;
     let replacement: Option<PgErrorFields> = pending.with(|q| match q.front_mut() {
@@ -977,9 +981,10 @@ fn on_error(
                     Some(Expect::SyntheticParse(seq)) => pending.report_failed_parse(seq),
                     // The server refused the plan of a statement tollgate shares between
                     // sessions (`cached plan must not change result type` after a schema
-                    // change; any 0A000 at Bind or Describe): prepared again at its next use,
-                    // everywhere.
-                    // The client gets the error as it would direct, and its driver retries.
+                    // change, at Bind or Describe): prepared again at its next use,
+                    // everywhere. The client gets the error as it would direct, and so does
+                    // every session that prepared it before (`stale_plans`); its driver
+                    // prepares again.
                     Some(
                         Expect::Bind {
                             server_name: Some(name),
@@ -989,9 +994,7 @@ fn on_error(
                             server_name: Some(name),
                             ..
                         },
-                    ) if first && err.code.as_deref() == Some("0A000") => {
-                        crate::pg::pool::stale_plans::mark(&name)
-                    }
+                    ) if first && stale_plan => crate::pg::pool::stale_plans::mark(&name),
                     // A statement tollgate renamed is missing on the server (its Parse, in
                     // flight, failed): the server named tollgate's statement.
                     Some(
