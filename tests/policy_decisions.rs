@@ -356,7 +356,6 @@ fn memory_settings_are_bounded_for_passthrough_agents_too() {
         "SELECT 1 AS mem_ok",
         // pg_dump's own statement: the name is the WHERE clause's literal
         "SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings WHERE name = 'restrict_nonsystem_relation_kind'",
-        "SELECT set_config(name, '16MB', false) FROM pg_settings WHERE name = 'work_mem'",
     ] {
         assert_eq!(verdict(&engine, "trusted", sql), Outcome::Allow, "{sql}");
     }
@@ -370,6 +369,10 @@ fn memory_settings_are_bounded_for_passthrough_agents_too() {
         "DO $$ BEGIN EXECUTE 'SET work_mem = ''1TB'''; END $$",
         "SET \"work_mem\" = '1TB'",
         "SELECT set_config(name, '2GB', false) FROM pg_settings WHERE name = 'work_mem'",
+        // a temporary pg_settings whose name is char(8) matches 'work_mem   ' (the re-review)
+        "SELECT set_config(name, '1GB', false) FROM pg_settings WHERE name = 'work_mem   '",
+        "SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'standard_conforming_strings'",
+        "SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'restrict_nonsystem_relation_kind'",
         "SELECT set_config(name, '2GB', false) FROM pg_settings WHERE name = 'work_mem' OR name = 'x'",
         "SELECT set_config(name, '2GB', false) FROM pg_settings WHERE name LIKE 'work%'",
     ] {

@@ -2,8 +2,12 @@
 //! `SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings WHERE name =
 //! 'restrict_nonsystem_relation_kind'` (every pg_dump since 15.8 / 16.4 sends it). The setting's
 //! name is a column, not a literal, so `set_config` looked computed and was refused to every
-//! agent (the memory settings are judged for passthrough agents too); in exactly this shape the
-//! column can only hold the literal the WHERE clause names.
+//! agent (the memory settings are judged for passthrough agents too). Accepted in exactly
+//! pg_dump's statement: that setting, and one of the two values pg_dump sets it to. The WHERE
+//! clause alone does not pin the name: an unqualified `pg_settings` may be a temporary table
+//! whose `name` is `char(n)` (trailing spaces ignored) or of a type with its own `=` (the
+//! re-review set work_mem and standard_conforming_strings that way); with pg_dump's values, any
+//! other setting the row could name refuses the value.
 
 use pg_query::protobuf::{a_const, AConst, AExpr, AExprKind, ColumnRef, Node, SelectStmt};
 use pg_query::NodeEnum;
@@ -88,9 +92,14 @@ pub(super) fn single_named_setting(stmt: &NodeEnum) -> Option<(String, Option<St
         (false, true) => string_literal(l)?,
         _ => return None,
     };
-    let value = call.args.get(1).and_then(string_literal);
-    Some((super::classify::setting_name(&name), value))
+    let value = call.args.get(1).and_then(string_literal)?;
+    let pg_dumps = name == PG_DUMP_SETTING && PG_DUMP_VALUES.contains(&value.as_str());
+    pg_dumps.then(|| (name, Some(value)))
 }
+
+/// The setting pg_dump sets this way, and its values (`view` while it dumps foreign data).
+const PG_DUMP_SETTING: &str = "restrict_nonsystem_relation_kind";
+const PG_DUMP_VALUES: [&str; 2] = ["view, foreign-table", "view"];
 
 /// A bare `name` or `pg_settings.name` column reference.
 fn is_name_column(n: &Node) -> bool {
@@ -135,10 +144,16 @@ mod tests {
             Some("restrict_nonsystem_relation_kind")
         );
         assert_eq!(
-            named("SELECT set_config(name, '1', false) FROM pg_catalog.pg_settings WHERE 'work_mem' = pg_settings.name").as_deref(),
-            Some("work_mem")
+            named("SELECT pg_catalog.set_config(name, 'view', false) FROM pg_catalog.pg_settings WHERE 'restrict_nonsystem_relation_kind' = pg_settings.name").as_deref(),
+            Some("restrict_nonsystem_relation_kind")
         );
         for other in [
+            // Another setting or value: the WHERE clause does not pin what the row names (a
+            // temporary pg_settings with a char(n) name ignores the trailing spaces).
+            "SELECT set_config(name, '1GB', false) FROM pg_settings WHERE name = 'work_mem   '",
+            "SELECT set_config(name, '1GB', false) FROM pg_settings WHERE name = 'work_mem'",
+            "SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'restrict_nonsystem_relation_kind'",
+            "SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings WHERE name = 'restrict_nonsystem_relation_kind '",
             "SELECT set_config(name, '1', false) FROM pg_settings WHERE name = 'a' OR name = 'work_mem'",
             "SELECT set_config(name, '1', false) FROM pg_settings WHERE name LIKE 'work%'",
             "SELECT set_config(name, '1', false) FROM pg_settings",
