@@ -94,7 +94,7 @@ pub(super) fn single_named_setting(stmt: &NodeEnum) -> Option<(String, Option<St
     };
     let value = call.args.get(1).and_then(string_literal)?;
     let pg_dumps = name == PG_DUMP_SETTING && PG_DUMP_VALUES.contains(&value.as_str());
-    pg_dumps.then(|| (name, Some(value)))
+    pg_dumps.then_some((name, Some(value)))
 }
 
 /// The setting pg_dump sets this way, and its values (`view` while it dumps foreign data).
