@@ -55,6 +55,31 @@ fn check_setting_read(name: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// `pg_roles.rolconfig` and `pg_user.useconfig` list each role's settings (`ALTER ROLE ... SET`),
+/// where custom ones hold secrets by convention (PostgREST's `pgrst.jwt_secret`); the catalogs
+/// that hold them (`pg_db_role_setting`, `pg_shadow`) are refused. The views' other columns are
+/// what psql's `\du` shows: only reading that column, by name, `*` or the whole row, is refused.
+fn check_role_settings(stmt: &StatementInfo) -> Result<(), Refusal> {
+    for occ in &stmt.occurrences {
+        let column = match (occ.schema.as_deref(), occ.name.as_str()) {
+            (None | Some("pg_catalog"), "pg_roles") => "rolconfig",
+            (None | Some("pg_catalog"), "pg_user") => "useconfig",
+            _ => continue,
+        };
+        let whole_row = |c: &String| *c == occ.name || occ.alias.as_deref() == Some(c.as_str());
+        let reads = stmt.column_star
+            || stmt.column_names.iter().any(|c| c == column)
+            || stmt.bare_column_names.iter().any(whole_row);
+        if reads {
+            return Err(Refusal::permission(
+                "builtin: sensitive-catalog",
+                format!("permission denied: pg_catalog.{}.{column} lists roles' settings, where custom ones hold secrets (name the other columns you need)", occ.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn need_class(rules: &SqlRules, class: StatementClass, what: &str) -> Result<(), Refusal> {
     if rules.passthrough || rules.classes.contains(class) {
         Ok(())
@@ -116,6 +141,7 @@ fn check_statement(
         check_unread_sql(rules, stmt)?;
     }
     if !rules.passthrough {
+        check_role_settings(stmt)?;
         for read in &stmt.setting_reads {
             match read {
                 Some(name) => check_setting_read(name)?,

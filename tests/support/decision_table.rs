@@ -89,6 +89,9 @@ pub const ANALYST_ALLOWED: &[&str] = &[
     "SHOW search_path",
     "SHOW ALL",
     "SELECT current_setting('server_version_num'), current_setting('TimeZone', true)",
+    // psql's \du: pg_roles without its rolconfig column
+    "SELECT r.rolname, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolcanlogin, r.rolconnlimit, r.rolvaliduntil, ARRAY(SELECT b.rolname FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles b ON (m.roleid = b.oid) WHERE m.member = r.oid) as memberof, r.rolreplication, r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname !~ '^pg_' ORDER BY 1",
+    "SELECT usename, usesuper FROM pg_user",
     "RESET application_name",
     "RESET ALL",
     "DISCARD ALL",
@@ -287,6 +290,14 @@ pub const ANALYST_REFUSED: &[&str] = &[
     "SELECT current_setting(name) FROM (VALUES ('app.jwt_secret')) v(name)",
     "SELECT current_setting('app.' || 'jwt_secret')",
     "SELECT count(*) FROM orders WHERE current_setting('app.jwt_secret') LIKE 'a%'",
+    // ... and role-level ones (ALTER ROLE ... SET pgrst.jwt_secret, PostgREST's own advice)
+    "SELECT rolname, rolconfig FROM pg_roles",
+    "SELECT usename, useconfig FROM pg_catalog.pg_user",
+    "SELECT * FROM pg_roles",
+    "SELECT r FROM pg_roles r",
+    "SELECT to_json(pg_user) FROM pg_user",
+    "SELECT (SELECT array_agg(x.rolconfig) FROM pg_catalog.pg_roles x)",
+    "WITH r AS (SELECT * FROM pg_roles) SELECT rolname FROM r",
     // work_mem sizes each sort and hash in the shared server's memory (a live review grew a
     // backend by ~125 MB per million rows at 1TB).
     "SET work_mem = '1TB'",

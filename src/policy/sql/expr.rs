@@ -241,6 +241,11 @@ pub(super) fn column_ref(w: &mut Walker<'_>, n: &ColumnRef) -> R {
         fields,
         location: _,
     } = n;
+    if let [only] = fields.as_slice() {
+        if let Some(NodeEnum::String(s)) = &only.node {
+            w.bare_column_name(&s.sval);
+        }
+    }
     for f in fields {
         match &f.node {
             Some(NodeEnum::String(s)) => w.column_name(&s.sval),

@@ -125,6 +125,9 @@ pub struct StatementInfo {
     /// can tell whether a statement may read a column; `column_star` for `*` / `t.*`.
     pub column_names: Vec<String>,
     pub column_star: bool,
+    /// The column references of one name (`x`, not `t.x`): a column, or a whole row of the
+    /// relation named or aliased so.
+    pub bare_column_names: Vec<String>,
     /// Every call of the built-in `set_config(name, value, is_local)`: the setting's name (as
     /// PostgreSQL looks it up) when it is a string literal, with the value when that is one too;
     /// `None` when the name is computed. Lets the policy judge `set_config` like `SET`.

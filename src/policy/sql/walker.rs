@@ -94,6 +94,8 @@ pub(super) struct Walker<'a> {
     /// Locations of relations named by TABLESAMPLE clauses.
     pub tablesample_locations: Vec<i32>,
     column_names: HashSet<String>,
+    /// See [`StatementInfo::bare_column_names`].
+    bare_column_names: HashSet<String>,
     pub column_star: bool,
     /// See [`StatementInfo::set_config_calls`].
     pub set_config_calls: Vec<Option<(String, Option<String>)>>,
@@ -120,6 +122,7 @@ impl<'a> Walker<'a> {
             occurrences: Vec::new(),
             tablesample_locations: Vec::new(),
             column_names: HashSet::new(),
+            bare_column_names: HashSet::new(),
             set_config_calls: Vec::new(),
             setting_reads: Vec::new(),
             signals: Vec::new(),
@@ -226,6 +229,13 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// A column reference of one name (`x`): a column, or a whole-row reference to a relation.
+    pub fn bare_column_name(&mut self, name: &str) {
+        if !self.bare_column_names.contains(name) {
+            self.bare_column_names.insert(name.to_owned());
+        }
+    }
+
     /// Record a function call.
     pub fn function(&mut self, schema: Option<String>, name: String) {
         let f = FunctionRef { schema, name };
@@ -326,6 +336,7 @@ pub(super) fn analyze_statement(
             v
         },
         column_star: walker.column_star,
+        bare_column_names: walker.bare_column_names.into_iter().collect(),
     })
 }
 
