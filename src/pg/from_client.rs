@@ -66,6 +66,8 @@ pub enum ClientEnd {
 
 /// Per-session protocol state the policy hook needs.
 struct State {
+    /// COMMIT / ROLLBACK inside a transaction pass the rate (`transaction_end`).
+    free_ends: super::transaction_end::FreeEnds,
     /// After a refused Parse, messages up to Sync are dropped (the upstream skips them too).
     skip_until_sync: bool,
     /// Prepared statement name → its text and verdict (as checked at Parse).
@@ -165,6 +167,7 @@ impl State {
             portals: NameMap::default(),
             declared: Default::default(),
             prepared: SqlPrepared::new(pending.prepare_reports()),
+            free_ends: Default::default(),
             facts: SessionFacts::default(),
             view: AgentView::new(agent),
             pooled: false,
@@ -1145,12 +1148,11 @@ fn on_frame(
             });
             let mut spare = None;
             let charged = match &checked {
-                Some(c) => super::transaction_end::limits_for(
-                    limits,
-                    &c.text,
-                    pending.tx_status(),
-                    &mut spare,
-                ),
+                Some(c) => {
+                    state
+                        .free_ends
+                        .limits_for(limits, &c.text, pending.tx_status(), &mut spare)
+                }
                 None => limits,
             };
             match ctx.record_execute(portal, checked.as_deref(), &state.facts, charged) {
@@ -1358,7 +1360,9 @@ fn on_query(
     };
     let limits = limits(&mut state.view, ctx);
     let mut spare = None;
-    let charged = super::transaction_end::limits_for(limits, text, pending.tx_status(), &mut spare);
+    let charged = state
+        .free_ends
+        .limits_for(limits, text, pending.tx_status(), &mut spare);
     let admitted = forwarded.and_then(|f| ctx.decide(text, &verdict, charged).map(|t| (t, f)));
     match admitted {
         Ok((ticket, rewritten)) => {
