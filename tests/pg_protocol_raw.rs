@@ -237,7 +237,7 @@ async fn invalid_utf8_query_is_refused_not_mangled() {
 /// PostgreSQL answers a Query without its NUL with an ERROR (08P01) and reads on: the frame's
 /// length says where it ends. The session goes on, as it would direct.
 #[tokio::test]
-async fn a_query_without_its_terminator_is_an_error_not_the_end() {
+async fn a_query_or_parse_without_its_terminator_is_an_error_not_the_end() {
     for agent in ["analyst", "trusted"] {
         let mut s = raw_login(agent).await;
         s.write_all(&message(b'Q', b"SELECT 1")).await.unwrap();
@@ -249,6 +249,20 @@ async fn a_query_without_its_terminator_is_an_error_not_the_end() {
         let (tags, code, _) = read_until_ready(&mut s).await;
         assert_eq!(code, None, "{agent}");
         assert_eq!(tags.first(), Some(&b'T'), "{agent}: {tags:?}");
+        // A Parse the same (and one cut short before its parameter count): ERROR, then the
+        // messages up to Sync skipped, as the server does (it was FATAL; the re-review).
+        for body in [&b"s1\0SELECT 1"[..], b"s2\0SELECT 1\0"] {
+            let mut batch = message(b'P', body);
+            batch.extend_from_slice(&message(b'S', b""));
+            s.write_all(&batch).await.unwrap();
+            let (tags, code, _) = read_until_ready(&mut s).await;
+            assert_eq!((tags, code.as_deref()), (vec![b'E', b'Z'], Some("08P01")));
+        }
+        s.write_all(&message(b'Q', b"SELECT 1 FROM orders LIMIT 1\0"))
+            .await
+            .unwrap();
+        let (tags, code, _) = read_until_ready(&mut s).await;
+        assert_eq!((tags.first(), code), (Some(&b'T'), None), "{agent}");
     }
 }
 

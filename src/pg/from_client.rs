@@ -810,14 +810,22 @@ fn fatal_for(e: MessageError) -> FromClientError {
     FromClientError::Fatal(PgErrorFields::fatal("08P01", e.to_string()))
 }
 
-/// Invalid UTF-8 is refused like PostgreSQL would (22021) and audited; a malformed message is fatal.
-fn refusal_for_bad_text(
-    ctx: &PgSession,
-    e: MessageError,
-) -> Result<PgErrorFields, FromClientError> {
+/// Invalid UTF-8 is refused like PostgreSQL would (22021) and audited; so is a string without its
+/// NUL or a message cut short, with PostgreSQL's own ERROR (08P01): it reads on from the next
+/// message (the frame's length says where it is), and so does tollgate.
+fn refusal_for_bad_text(ctx: &PgSession, e: MessageError) -> PgErrorFields {
     match e {
-        MessageError::NotUtf8(what) => Ok(ctx.refuse_unreadable(what, "UTF8")),
-        other => Err(fatal_for(other)),
+        MessageError::NotUtf8(what) => ctx.refuse_unreadable(what, "UTF8"),
+        MessageError::Unterminated(what) => ctx.refuse_as_server(
+            &format!("<{what} message without its string terminator>"),
+            "08P01",
+            "invalid string in message".to_string(),
+        ),
+        MessageError::Truncated(what) => ctx.refuse_as_server(
+            &format!("<{what} message cut short>"),
+            "08P01",
+            "insufficient data left in message".to_string(),
+        ),
     }
 }
 
@@ -1295,18 +1303,10 @@ fn on_query(
     }
     let raw = match fe::query_bytes(frame) {
         Ok(raw) => raw,
-        Err(MessageError::Unterminated(_)) => {
-            // PostgreSQL answers this with an ERROR and reads the next message: the frame's
-            // length still says where it ends, so nothing is out of step.
-            let refusal = ctx.refuse_as_server(
-                "<Query message without its terminator>",
-                "08P01",
-                "invalid string in message".to_string(),
-            );
-            refuse_simple(pending, refusal, out);
+        Err(e) => {
+            refuse_simple(pending, refusal_for_bad_text(ctx, e), out);
             return Ok(());
         }
-        Err(e) => return Err(fatal_for(e)),
     };
     let decoded = match ctx.decode(raw, "Query") {
         Ok(t) => t,
@@ -1443,8 +1443,7 @@ fn on_parse(
     let (name, raw) = match fe::parse_name_and_bytes(frame) {
         Ok(x) => x,
         Err(e) => {
-            let refusal = refusal_for_bad_text(ctx, e)?;
-            refuse_parse(pending, state, "", refusal, out);
+            refuse_parse(pending, state, "", refusal_for_bad_text(ctx, e), out);
             return Ok(());
         }
     };
