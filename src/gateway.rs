@@ -568,6 +568,20 @@ async fn flush_audit_periodically(gateway: Arc<Gateway>, mut shutdown: watch::Re
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(10) {
             gateway.core.flush_login_records();
+            match gateway.core.audit.check_file() {
+                Ok(None) => {}
+                Ok(Some(upto)) => {
+                    metrics::counter!("tollgate_audit_file_replaced_total").increment(1);
+                    tracing::error!(
+                        written_upto = upto,
+                        "audit log: the active file was removed or moved while open; a new one was started under its name (records up to {upto} are in the file that went)"
+                    );
+                }
+                Err(e) => {
+                    metrics::counter!("tollgate_audit_file_replaced_total").increment(1);
+                    tracing::error!(error = %e, "audit log: the active file was removed or moved while open, and a new one could not be started: records go on into the file that went");
+                }
+            }
         }
         if let Err(e) = gateway.core.audit.flush() {
             warn!(error = %e, "audit flush failed");

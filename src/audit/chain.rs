@@ -102,6 +102,9 @@ pub enum SystemRecord {
         first_seq: u64,
         last_seq: u64,
     },
+    /// The active file was removed or moved while open (found within a second): records up to
+    /// `written_upto` went to it; this record starts a new active file under the name.
+    FileReplaced { written_upto: u64 },
     /// The gateway started serving: from here on `session` numbers start again at 1.
     Start { version: String, pid: u32 },
     /// The gateway stopped after a drain; `forced` sessions were still open at its deadline
@@ -177,6 +180,7 @@ pub const KIND_EXPORT_GAP: &str = "export_gap";
 pub const KIND_RETENTION: &str = "retention";
 pub const KIND_ADMIN: &str = "admin";
 pub const KIND_START: &str = "start";
+pub const KIND_FILE_REPLACED: &str = "file_replaced";
 pub const KIND_STOP: &str = "stop";
 
 impl SystemRecord {
@@ -190,6 +194,7 @@ impl SystemRecord {
             SystemRecord::Retention { .. } => KIND_RETENTION,
             SystemRecord::Admin(_) => KIND_ADMIN,
             SystemRecord::Start { .. } => KIND_START,
+            SystemRecord::FileReplaced { .. } => KIND_FILE_REPLACED,
             SystemRecord::Stop { .. } => KIND_STOP,
         }
     }
@@ -241,6 +246,9 @@ impl SystemRecord {
                 num(&mut out, "pid", u64::from(*pid));
             }
             SystemRecord::Stop { forced } => num(&mut out, "forced", *forced),
+            SystemRecord::FileReplaced { written_upto } => {
+                num(&mut out, "written_upto", *written_upto)
+            }
             SystemRecord::Retention { removed_file } => {
                 text(&mut out, "removed_file", removed_file)
             }

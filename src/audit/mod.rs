@@ -210,6 +210,33 @@ impl AuditLog {
         Ok(seq)
     }
 
+    /// Whether the active file was removed or moved while open; if so, a new one is opened under
+    /// the name with a `file_replaced` record first. `Some(n)`: records up to `n` went to the
+    /// file that is gone. Blocks the thread (a stat of the name; called every second).
+    pub fn check_file(&self) -> Result<Option<u64>, AuditError> {
+        let upto = {
+            let mut w = self
+                .shared
+                .writer
+                .lock()
+                .map_err(|_| AuditError::Poisoned)?;
+            if !w.replaced() {
+                return Ok(None);
+            }
+            w.reopen().map_err(|source| AuditError::Io {
+                path: self.shared.path.clone(),
+                source,
+            })?;
+            w.head().0
+        };
+        let seq = self
+            .shared
+            .lock()?
+            .push_system(SystemRecord::FileReplaced { written_upto: upto });
+        self.shared.commit_sync(seq)?;
+        Ok(Some(upto))
+    }
+
     /// Writes every record queued before this call. Blocks the thread.
     pub fn flush(&self) -> Result<(), AuditError> {
         self.shared.flush_sync()

@@ -463,3 +463,36 @@ async fn admin_records_are_chained_and_verified() {
         (&"ops".into(), &"ok".into())
     );
 }
+
+/// The active file removed or moved while open: records went on into the unlinked file, and
+/// after a restart a new chain began with nothing to say so (a live review). Now a new file is
+/// opened under the name, starting with a `file_replaced` record that continues the chain; the
+/// folder no longer verifies as complete (its records before are missing), which is the point.
+#[test]
+fn an_active_file_removed_while_open_is_replaced_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path).unwrap();
+    log.append(&event("SELECT 1")).unwrap();
+    assert_eq!(log.check_file().unwrap(), None, "nothing happened yet");
+    log.append(&event("SELECT 2")).unwrap();
+    let aside = tempfile::tempdir().unwrap();
+    let moved = aside.path().join("elsewhere.log");
+    std::fs::rename(&path, &moved).unwrap();
+    log.append(&event("SELECT 3")).unwrap();
+    assert_eq!(log.check_file().unwrap(), Some(3));
+    log.append(&event("SELECT 4")).unwrap();
+    let recs = lines(&path);
+    assert_eq!(recs[0]["kind"], "file_replaced", "{recs:?}");
+    assert_eq!(recs[0]["seq"], 4);
+    assert_eq!(recs[0]["written_upto"], 3);
+    assert_eq!(recs[1]["statement"], "SELECT 4");
+    // The chain goes on from the moved file's last record.
+    let old = lines(&moved);
+    assert_eq!(recs[0]["prev_hash"], old[2]["hash"]);
+    assert!(verify_dir(dir.path()).problem.is_some());
+    // Removed outright: the same.
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(log.check_file().unwrap(), Some(5));
+    assert_eq!(lines(&path)[0]["kind"], "file_replaced");
+}

@@ -179,6 +179,35 @@ impl Writer {
         })
     }
 
+    /// Whether the active file's name no longer leads to the file this writer has open: it was
+    /// removed or moved while open (by hand, or by a logrotate not told about tollgate), and the
+    /// records written since went where nobody will look for them.
+    pub fn replaced(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(open) = self.file.metadata() else {
+            return false;
+        };
+        match std::fs::metadata(&self.path) {
+            Ok(now) => (now.dev(), now.ino()) != (open.dev(), open.ino()),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+
+    /// Opens a new active file at the name, the chain going on (its first record continues the
+    /// last one written to the file that was removed or moved). Fails when something else now
+    /// has the name: tollgate does not write into a file it did not make.
+    pub fn reopen(&mut self) -> std::io::Result<()> {
+        self.file = create_new(&self.path)?;
+        self.len = 0;
+        self.active = Active {
+            first_seq: None,
+            records: 0,
+            prev_name: None,
+            opened: SystemTime::now(),
+        };
+        Ok(())
+    }
+
     pub fn head(&self) -> (u64, HexHash) {
         (self.last_seq, self.hash)
     }

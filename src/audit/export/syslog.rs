@@ -68,7 +68,11 @@ fn printable(s: &str, max: usize) -> String {
 /// start and stop notices, the log's own alarms errors, everything else informational.
 fn severity(line: &[u8]) -> u8 {
     match line_kind(line) {
-        Some(b"lost") | Some(b"rotation_failed") | Some(b"export_gap") | Some(b"tail_cut") => 3,
+        Some(b"lost")
+        | Some(b"rotation_failed")
+        | Some(b"export_gap")
+        | Some(b"tail_cut")
+        | Some(b"file_replaced") => 3,
         // A gateway's start or stop: rare, and what an operator reads the rest by.
         Some(b"start") | Some(b"stop") => 5,
         _ => match member_str(line, "decision").as_deref() {
