@@ -478,8 +478,14 @@ impl Drop for Running {
 /// Binds the configured listeners and starts serving on the current tokio runtime.
 pub async fn start(config: Config) -> Result<Running, GatewayError> {
     let gateway = Arc::new(Gateway::build(config)?);
-    // Before any listener: every session record of this run follows it, so its `session`
-    // numbers (from 1 again) are told apart from an earlier run's.
+    let (tx, rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(flush_audit_periodically(gateway.clone(), rx.clone()));
+    // Audit rotation (by age, SIGUSR1), compression, retention and exports: src/audit/background.rs.
+    crate::audit::spawn_background(&gateway.core.audit, &gateway.config, rx.clone())?;
+    // After the exporters (the SIEM gets it too; it missed it, a live review) and before any
+    // listener: every session record of this run follows it, so its `session` numbers (from 1
+    // again) are told apart from an earlier run's.
     let started = crate::audit::SystemRecord::Start {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
@@ -489,11 +495,6 @@ pub async fn start(config: Config) -> Result<Running, GatewayError> {
         // record is written, and a `lost` record will count this one.
         warn!(error = %e, "the audit log could not record the start");
     }
-    let (tx, rx) = watch::channel(false);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(flush_audit_periodically(gateway.clone(), rx.clone()));
-    // Audit rotation (by age, SIGUSR1), compression, retention and exports: src/audit/background.rs.
-    crate::audit::spawn_background(&gateway.core.audit, &gateway.config, rx.clone())?;
     // Masking needs the upstreams' table shapes: try once before serving, then keep them fresh.
     let loaded = gateway.refresh_schemas().await;
     tokio::spawn(refresh_schemas_periodically(

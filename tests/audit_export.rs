@@ -186,10 +186,12 @@ max_per_minute = 600
                 .find(|m| m.ends_with(line.as_str()))
                 .unwrap_or_else(|| panic!("not sent to syslog: {line}"));
             let rec: serde_json::Value = serde_json::from_str(line).unwrap();
-            // local0 (16): warning for refusals, notice for shadow refusals and errors, else info.
-            let pri = match rec["decision"].as_str() {
-                Some("blocked") => "<132>1 ",
-                Some("would_block") | Some("error") => "<133>1 ",
+            // local0 (16): warning for refusals, notice for shadow refusals, errors and the
+            // gateway's start and stop, else info.
+            let pri = match (rec["decision"].as_str(), rec["kind"].as_str()) {
+                (Some("blocked"), _) => "<132>1 ",
+                (Some("would_block") | Some("error"), _) => "<133>1 ",
+                (_, Some("start") | Some("stop")) => "<133>1 ",
                 _ => "<134>1 ",
             };
             let head = format!(

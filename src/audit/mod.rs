@@ -61,6 +61,8 @@ pub enum AuditError {
     WriteFailed { path: PathBuf, error: String },
     #[error("audit log is unavailable after an earlier write failure")]
     Poisoned,
+    #[error("audit log {path}: another tollgate is writing it (its lock {lock} is held); two writers would fork the chain")]
+    InUse { path: PathBuf, lock: PathBuf },
     #[error("audit log {path}: rotation failed ({error})")]
     RotationFailed { path: PathBuf, error: String },
     #[error("{0}")]

@@ -496,3 +496,27 @@ fn an_active_file_removed_while_open_is_replaced_and_says_so() {
     assert_eq!(log.check_file().unwrap(), Some(5));
     assert_eq!(lines(&path)[0]["kind"], "file_replaced");
 }
+
+/// One writer per log: a second gateway on the same config chained its records onto the
+/// first's and the two forked the chain (a live review). Its open fails, naming the lock; the
+/// lock goes with the first writer.
+#[test]
+fn a_second_writer_of_one_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let first = AuditLog::open(&path).unwrap();
+    first.append(&event("SELECT 1")).unwrap();
+    let e = AuditLog::open(&path).err().expect("a second writer");
+    assert!(matches!(e, AuditError::InUse { .. }), "{e}");
+    assert!(
+        e.to_string().contains("another tollgate is writing it"),
+        "{e}"
+    );
+    drop(first);
+    AuditLog::open(&path)
+        .unwrap()
+        .append(&event("SELECT 2"))
+        .unwrap();
+    // The lock file is not one of the log's files.
+    assert!(verify_dir(dir.path()).problem.is_none());
+}

@@ -63,6 +63,37 @@ pub struct Writer {
     buf: Vec<u8>,
     /// Recent rotations, newest last (for `AuditLog::rotate` to report).
     rotations: VecDeque<Rotation>,
+    /// Held while the log is open: one writer per log (`lock_log`).
+    _lock: File,
+}
+
+/// Takes the log's lock, `.NAME.lock` beside it (a dot file: not one of the log's files for
+/// `audit verify`), held until the writer goes. A second gateway started on the same config
+/// chained its records onto the first's and the two forked the chain (a live review).
+fn lock_log(naming: &Naming, path: &Path) -> Result<File, AuditError> {
+    let name = path
+        .file_name()
+        .map_or_else(|| "audit.log".into(), |n| n.to_string_lossy().into_owned());
+    let lock = naming.dir.join(format!(".{name}.lock"));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock)
+        .map_err(|source| AuditError::Io {
+            path: lock.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::InUse {
+            path: path.to_path_buf(),
+            lock,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(AuditError::Io { path: lock, source }),
+    }
 }
 
 /// What opening a log found.
@@ -107,6 +138,7 @@ impl Writer {
         };
         let naming = Naming::for_active(path);
         std::fs::create_dir_all(&naming.dir).map_err(io)?;
+        let lock = lock_log(&naming, path)?;
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -170,6 +202,7 @@ impl Writer {
                 active,
                 buf: Vec::with_capacity(64 * 1024),
                 rotations: VecDeque::new(),
+                _lock: lock,
             },
             last_seq,
             needs_link,

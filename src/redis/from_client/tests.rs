@@ -250,9 +250,10 @@ fn reset_is_followed_by_the_vaulted_login() {
 async fn a_failed_audit_commit_refuses_reset_with_one_line() {
     let mut r = rig_on_a_full_disk("trusted", PASSTHROUGH);
     let before = r.from.conn_state();
-    r.send("RESET");
+    // (GET first: after RESET the client is logged out, and a GET is answered NOAUTH locally.)
     r.send("GET cache:1");
-    assert_eq!(kinds(&r), ["reset", "relogin", "reply"]);
+    r.send("RESET");
+    assert_eq!(kinds(&r), ["reply", "reset", "relogin"]);
     r.from.unsent = std::mem::take(&mut r.entries);
     r.from.commit_decisions(&mut r.out, before).await;
     r.entries = std::mem::take(&mut r.from.unsent);
@@ -402,12 +403,21 @@ fn client_reply_off_and_skip_owe_no_replies() {
         "nothing is paired as queued: {:?}",
         kinds(&r)
     );
-    // RESET turns replies back on and answers.
+    // RESET turns replies back on and answers (and logs the client out: NOAUTH is answered).
     r.entries.clear();
     r.send("RESET");
     r.send("CLIENT REPLY OFF");
     r.send("RESET");
-    assert_eq!(kinds(&r), ["reset", "relogin", "reset", "relogin"]);
+    assert_eq!(
+        kinds(&r),
+        [
+            "reset",
+            "relogin",
+            "local -NOAUTH Authentication required.",
+            "reset",
+            "relogin"
+        ]
+    );
 }
 
 #[test]
