@@ -506,7 +506,9 @@ fn a_second_writer_of_one_log_is_refused() {
     let path = dir.path().join("audit.log");
     let first = AuditLog::open(&path).unwrap();
     first.append(&event("SELECT 1")).unwrap();
-    let e = AuditLog::open(&path).err().expect("a second writer");
+    let Err(e) = AuditLog::open(&path) else {
+        panic!("a second writer of one log was let in");
+    };
     assert!(matches!(e, AuditError::InUse { .. }), "{e}");
     assert!(
         e.to_string().contains("another tollgate is writing it"),
