@@ -60,11 +60,50 @@ impl SourceError {
     }
 
     pub fn from_toml(file: &Path, text: &str, err: &toml::de::Error) -> SourceError {
-        let message = err.message().trim().to_string();
+        let message = without_values(err.message().trim());
         match err.span() {
             Some(span) => SourceError::at(file, text, span.start, message),
             None => SourceError::semantic(file, message),
         }
+    }
+}
+
+/// serde's "invalid type: integer `1234567899`, expected a string" quotes the value it read: a
+/// password typed where a vault reference belongs would reach the log and the reload answer (a
+/// live review). The value is left out; field names (`unknown field `x``) stay.
+fn without_values(message: &str) -> String {
+    for what in ["invalid type: ", "invalid value: "] {
+        if let Some(at) = message.find(what) {
+            let rest = &message[at + what.len()..];
+            let open = rest.find('`');
+            let close = open.and_then(|o| rest[o + 1..].find('`').map(|c| o + 1 + c));
+            if let (Some(open), Some(close)) = (open, close) {
+                return format!(
+                    "{}{what}{}(value not shown){}",
+                    &message[..at],
+                    &rest[..open],
+                    &rest[close + 1..]
+                );
+            }
+        }
+    }
+    message.to_string()
+}
+
+#[cfg(test)]
+mod value_tests {
+    #[test]
+    fn values_read_are_left_out_of_toml_errors_and_names_stay() {
+        assert_eq!(
+            super::without_values("invalid type: integer `1234567899`, expected a string"),
+            "invalid type: integer (value not shown), expected a string"
+        );
+        assert_eq!(
+            super::without_values("invalid value: string `hunter2`, expected one of `a`, `b`"),
+            "invalid value: string (value not shown), expected one of `a`, `b`"
+        );
+        let names = "unknown field `tlsx`, expected one of `listen`, `vault`";
+        assert_eq!(super::without_values(names), names);
     }
 }
 
