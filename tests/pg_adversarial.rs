@@ -98,3 +98,38 @@ async fn statements_nested_too_deeply_are_refused_and_nothing_breaks() {
         matches!(&rows[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("2"))
     );
 }
+
+/// `current_setting($1)`: SQLAlchemy's reflection passes the setting's name as a parameter
+/// (`default_table_access_method`), so a name computed at run time cannot simply be refused:
+/// the parameter is read at Bind, and a custom setting (a name with a dot) refused there; for
+/// a passthrough agent it is not checked. A SQL PREPARE of it is refused (its EXECUTEs' values
+/// are not read for this).
+#[tokio::test]
+async fn current_setting_of_a_parameter_is_judged_at_bind() {
+    let analyst = connect("analyst").await;
+    let sql = "SELECT current_setting($1::varchar, true)";
+    let row = analyst
+        .query_one(sql, &[&"default_table_access_method"])
+        .await
+        .expect("a server setting by parameter");
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("heap"));
+    for name in ["app.jwt_secret", "APP.Jwt_Secret", "pgrst.jwt_secret"] {
+        let e = analyst.query_one(sql, &[&name]).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{name}: {e:?}");
+        assert!(support::db_message(&e).contains("custom setting"), "{e:?}");
+    }
+    // The session goes on, and the same statement with a server setting runs.
+    analyst
+        .query_one(sql, &[&"datestyle"])
+        .await
+        .expect("the session goes on");
+    let e = analyst
+        .simple_query("PREPARE cs(text) AS SELECT current_setting($1)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    // Passthrough: not the policy's to check.
+    let trusted = connect("trusted").await;
+    let row = trusted.query_one(sql, &[&"app.not_set"]).await.unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0), None);
+}

@@ -1040,10 +1040,13 @@ fn on_frame(
                 Some(c) => (Some(c.clone()), true),
                 None => (state.prepared.get(statement).cloned(), false),
             };
-            // The process ids of backend signals are known now (parameters included).
+            // The process ids of backend signals are known now (parameters included), and the
+            // names current_setting() is given as parameters.
             if let Some(c) = &checked {
                 let params = |i: i32| fe::bind_int_parameter(&frame, i);
-                if let Some(refusal) = signal_refusal(ctx, state, &c.text, &c.verdict, params) {
+                if let Some(refusal) = signal_refusal(ctx, state, &c.text, &c.verdict, params)
+                    .or_else(|| setting_param_refusal(ctx, state, c, &frame))
+                {
                     state.portals.remove(portal);
                     refuse_parse(pending, state, "", refusal, out);
                     return Ok(None);
@@ -1647,6 +1650,45 @@ fn stale_execute_refusal(
 /// The refusal (recorded) of a statement with a backend signal whose process id is not the
 /// backend of one of the agent's own sessions (`policy::backends::check_target`); `param` gives
 /// a parameter's value as an integer, where the statement is being bound.
+/// `current_setting($n)` of a restricted agent: the setting its parameter names may not be a
+/// custom one (`decide::check_setting_read`); a parameter that cannot be read is refused.
+fn setting_param_refusal(
+    ctx: &PgSession,
+    state: &mut State,
+    checked: &Checked,
+    bind: &Frame,
+) -> Option<PgErrorFields> {
+    let params = checked.verdict.effects.iter().find_map(|e| match e {
+        Effect::SettingParams(p) => Some(p),
+        _ => None,
+    })?;
+    let upstream = ctx.session().upstream();
+    let passthrough = state
+        .view
+        .refresh(&ctx.session().core().policy)
+        .policy()
+        .is_some_and(|p| p.passthrough(upstream));
+    if passthrough {
+        return None;
+    }
+    for &n in params {
+        let checked_name = match fe::bind_text_parameter(bind, n) {
+            Some(None) => Ok(()),
+            Some(Some(value)) => crate::policy::decide::check_setting_read(
+                &crate::policy::sql::setting_name(&String::from_utf8_lossy(value)),
+            ),
+            None => Err(crate::refusal::Refusal::permission(
+                "builtin: protected-setting",
+                format!("current_setting() of parameter ${n}, which tollgate cannot read"),
+            )),
+        };
+        if let Err(r) = checked_name {
+            return Some(ctx.refuse(&checked.text, r));
+        }
+    }
+    None
+}
+
 fn signal_refusal(
     ctx: &PgSession,
     state: &State,
@@ -1747,7 +1789,7 @@ fn apply_effects(
                     *server.unnamed_owner.lock().expect("unnamed statement") = None;
                 }
             }
-            Effect::Executes(_) | Effect::Signals(_) => {}
+            Effect::Executes(_) | Effect::Signals(_) | Effect::SettingParams(_) => {}
         }
     }
     tickets

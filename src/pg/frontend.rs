@@ -101,6 +101,34 @@ pub fn bind_names(frame: &Frame) -> Result<(&str, &str), MessageError> {
 /// `integer` argument (text: `int4in`'s optional blanks and sign; binary: a 2-, 4- or 8-byte
 /// big-endian integer that fits); `None` for a missing, NULL or unreadable value.
 pub fn bind_int_parameter(frame: &Frame, number: i32) -> Option<i32> {
+    let (format, value) = bind_parameter(frame, number)?;
+    match format {
+        0 => std::str::from_utf8(value?).ok()?.trim().parse().ok(),
+        1 => match *value? {
+            [a, b] => Some(i16::from_be_bytes([a, b]).into()),
+            [a, b, c, d] => Some(i32::from_be_bytes([a, b, c, d])),
+            [a, b, c, d, e, f, g, h] => {
+                i32::try_from(i64::from_be_bytes([a, b, c, d, e, f, g, h])).ok()
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `Bind`: parameter `number` (1-based) as text: its bytes, in either format (a `text` or
+/// `varchar` value is its characters in both). `None` for a missing parameter or a format
+/// other than 0 and 1; `Some(None)` for NULL.
+pub fn bind_text_parameter(frame: &Frame, number: i32) -> Option<Option<&[u8]>> {
+    match bind_parameter(frame, number) {
+        Some((0 | 1, value)) => Some(value),
+        _ => None,
+    }
+}
+
+/// `Bind`: the format code and the value (`None`: NULL) of parameter `number` (1-based);
+/// `None` when the message has no such parameter.
+fn bind_parameter(frame: &Frame, number: i32) -> Option<(i16, Option<&[u8]>)> {
     let body = frame.body();
     let index = usize::try_from(number).ok()?.checked_sub(1)?;
     let (_, at) = cbytes(body, 0, "Bind").ok()?;
@@ -127,18 +155,9 @@ pub fn bind_int_parameter(frame: &Frame, number: i32) -> Option<i32> {
         at += 4;
         let len = usize::try_from(len).ok(); // -1: NULL
         if i == index {
-            let value = body.get(at..at + len?)?;
-            return match format {
-                0 => std::str::from_utf8(value).ok()?.trim().parse().ok(),
-                1 => match *value {
-                    [a, b] => Some(i16::from_be_bytes([a, b]).into()),
-                    [a, b, c, d] => Some(i32::from_be_bytes([a, b, c, d])),
-                    [a, b, c, d, e, f, g, h] => {
-                        i32::try_from(i64::from_be_bytes([a, b, c, d, e, f, g, h])).ok()
-                    }
-                    _ => None,
-                },
-                _ => None,
+            return match len {
+                Some(len) => Some((format, Some(body.get(at..at + len)?))),
+                None => Some((format, None)),
             };
         }
         at += len.unwrap_or(0);

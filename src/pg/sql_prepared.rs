@@ -174,7 +174,7 @@ pub fn duplicate(effects: &[crate::policy::Effect], has: impl Fn(&str) -> bool) 
                 added.clear();
                 cleared = true;
             }
-            Effect::Executes(_) | Effect::Signals(_) => {}
+            Effect::Executes(_) | Effect::Signals(_) | Effect::SettingParams(_) => {}
         }
     }
     None

@@ -41,6 +41,16 @@ impl AgentPolicy {
             .is_some_and(|r| r.has_protections())
     }
 
+    /// Whether the agent has the passthrough profile on `upstream` (or only shadow files judge
+    /// it: nothing is enforced), for checks made after the decision (`current_setting($1)` at
+    /// Bind).
+    pub fn passthrough(&self, upstream: &str) -> bool {
+        match &self.enforced {
+            Some(m) => super::engine::sql_rules(m, upstream).is_some_and(|r| r.passthrough),
+            None => true,
+        }
+    }
+
     /// Whether statements of `class` may run on `upstream` under the enforced rules: for what
     /// a session goes on receiving after a reload (LISTEN's notifications). Only shadow files:
     /// nothing is enforced.

@@ -1,5 +1,6 @@
 //! The decision: a pure function of (rules, analysed statement, session facts). No I/O, no clock.
 
+use crate::policy::sql::SettingRead;
 use std::collections::HashSet;
 
 use super::catalog::{is_catalog_relation, is_sensitive};
@@ -45,7 +46,7 @@ const PROTECTED_SETTING: &str = "builtin: protected-setting";
 /// name with a dot): those are the operator's, set with ALTER DATABASE / ALTER ROLE, and hold
 /// application secrets by convention (PostgREST's `app.jwt_secret`); `pg_settings` and
 /// `pg_db_role_setting`, which list them too, are refused as sensitive catalogs.
-fn check_setting_read(name: &str) -> Result<(), Refusal> {
+pub fn check_setting_read(name: &str) -> Result<(), Refusal> {
     if name.contains('.') {
         return Err(Refusal::permission(
             PROTECTED_SETTING,
@@ -142,13 +143,17 @@ fn check_statement(
     }
     if !rules.passthrough {
         check_role_settings(stmt)?;
+        // A SQL PREPARE's parameters come with its EXECUTEs, which are not read for them.
+        let sql_prepare = matches!(stmt.kind, StatementKind::Prepare { .. });
         for read in &stmt.setting_reads {
             match read {
-                Some(name) => check_setting_read(name)?,
-                None => {
+                SettingRead::Named(name) => check_setting_read(name)?,
+                // Checked at Bind (`Effect::SettingParams`).
+                SettingRead::Param(_) if !sql_prepare => {}
+                SettingRead::Param(_) | SettingRead::Computed => {
                     return Err(Refusal::permission(
                         PROTECTED_SETTING,
-                        "current_setting() with a setting name computed at run time: it could read a custom setting (give the name as a string literal)",
+                        "current_setting() with a setting name computed at run time: it could read a custom setting (give the name as a string literal or a bind parameter)",
                     ))
                 }
             }

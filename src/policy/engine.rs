@@ -35,6 +35,9 @@ pub enum Effect {
     /// parameters: the front end checks each with `backends::check_target` before forwarding
     /// (parameters at Bind).
     Signals(Vec<sql::SignalTarget>),
+    /// `current_setting($n)`: the parameters whose values name a setting, checked at Bind for
+    /// restricted agents (`decide::check_setting_read`).
+    SettingParams(Vec<i32>),
 }
 
 #[derive(Debug, Clone)]
@@ -826,6 +829,19 @@ fn effects_of(analysis: &Analysis) -> Vec<Effect> {
         .collect();
     if !signals.is_empty() {
         effects.push(Effect::Signals(signals));
+    }
+    let setting_params: Vec<i32> = analysis
+        .statements
+        .iter()
+        .filter(|s| !matches!(s.kind, StatementKind::Prepare { .. }))
+        .flat_map(|s| &s.setting_reads)
+        .filter_map(|r| match r {
+            sql::SettingRead::Param(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    if !setting_params.is_empty() {
+        effects.push(Effect::SettingParams(setting_params));
     }
     effects
 }

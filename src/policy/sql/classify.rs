@@ -246,7 +246,7 @@ fn def_elem_is_false(d: &DefElem) -> bool {
 }
 
 /// A setting name as PostgreSQL looks it up: case-insensitive, with the old aliases mapped.
-pub(super) fn setting_name(name: &str) -> String {
+pub fn setting_name(name: &str) -> String {
     let lower = name.to_ascii_lowercase();
     match lower.as_str() {
         "sort_mem" => "work_mem".to_owned(),

@@ -322,8 +322,7 @@ pub(super) fn func_call<'a>(w: &mut Walker<'a>, n: &'a FuncCall, c: &Ctx) -> R {
         match name.as_str() {
             "set_config" => w.set_config_calls.push(set_config_call(args)),
             "current_setting" => {
-                w.setting_reads
-                    .push(string_literal(args.first()).map(|n| super::classify::setting_name(&n)));
+                w.setting_reads.push(setting_read(args.first()));
                 // The name is a literal: two calls differing only in it are not one decision.
                 w.literal_sensitive = true;
             }
@@ -361,6 +360,22 @@ fn set_config_call(args: &[Node]) -> Option<(String, Option<String>)> {
         super::classify::setting_name(&name),
         string_literal(args.get(1)),
     ))
+}
+
+/// The name `current_setting`'s first argument gives: a literal, a parameter (`$1`, `$1::text`),
+/// or something computed.
+fn setting_read(arg: Option<&Node>) -> super::SettingRead {
+    if let Some(name) = string_literal(arg) {
+        return super::SettingRead::Named(super::classify::setting_name(&name));
+    }
+    let mut node = arg.and_then(|n| n.node.as_ref());
+    while let Some(NodeEnum::TypeCast(cast)) = node {
+        node = cast.arg.as_deref().and_then(|n| n.node.as_ref());
+    }
+    match node {
+        Some(NodeEnum::ParamRef(p)) => super::SettingRead::Param(p.number),
+        _ => super::SettingRead::Computed,
+    }
 }
 
 /// The text of a string-literal argument (a parameter or an expression gives `None`).

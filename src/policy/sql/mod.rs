@@ -31,6 +31,7 @@
 pub mod backend_signals;
 mod builtins;
 mod classify;
+pub use classify::setting_name;
 pub mod cursors;
 mod ddl_objects;
 mod ddl_other;
@@ -132,11 +133,10 @@ pub struct StatementInfo {
     /// PostgreSQL looks it up) when it is a string literal, with the value when that is one too;
     /// `None` when the name is computed. Lets the policy judge `set_config` like `SET`.
     pub set_config_calls: Vec<Option<(String, Option<String>)>>,
-    /// Every call of the built-in `current_setting(name[, missing_ok])`: the setting's name (as
-    /// PostgreSQL looks it up) when it is a string literal, `None` when it is computed. A custom
-    /// setting (a name with a dot) is the operator's configuration, where secrets are kept by
-    /// convention (PostgREST's `app.jwt_secret`), not the agent's.
-    pub setting_reads: Vec<Option<String>>,
+    /// Every call of the built-in `current_setting(name[, missing_ok])`. A custom setting (a
+    /// name with a dot) is the operator's configuration, where secrets are kept by convention
+    /// (PostgREST's `app.jwt_secret`), not the agent's.
+    pub setting_reads: Vec<SettingRead>,
     /// The process each `pg_cancel_backend` / `pg_terminate_backend` call names, and an
     /// [`SignalTarget::Unknown`] for any other mention of them (bodies, DDL, string constants).
     pub signals: Vec<SignalTarget>,
@@ -165,6 +165,18 @@ pub struct RelationOccurrence {
     pub inh: bool,
     /// The relation of a TABLESAMPLE clause.
     pub tablesample: bool,
+}
+
+/// The name a `current_setting()` call reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingRead {
+    /// A string literal: the setting's name as PostgreSQL looks it up.
+    Named(String),
+    /// A bind parameter (`$n`, cast or not): known at Bind (SQLAlchemy's reflection passes
+    /// `default_table_access_method` so).
+    Param(i32),
+    /// Anything else: computed at run time.
+    Computed,
 }
 
 /// One relation reached by a statement.

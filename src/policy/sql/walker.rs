@@ -100,7 +100,7 @@ pub(super) struct Walker<'a> {
     /// See [`StatementInfo::set_config_calls`].
     pub set_config_calls: Vec<Option<(String, Option<String>)>>,
     /// See [`StatementInfo::setting_reads`].
-    pub setting_reads: Vec<Option<String>>,
+    pub setting_reads: Vec<super::SettingRead>,
     /// See [`StatementInfo::signals`].
     pub signals: Vec<super::SignalTarget>,
     /// See [`StatementInfo::reads_backend_pid`].
