@@ -33,10 +33,6 @@ pub struct Drift {
 }
 
 impl Drift {
-    pub fn is_empty(&self) -> bool {
-        self.changed.is_empty() && self.unreadable.is_none()
-    }
-
     /// One sentence for the log and the reload answer.
     pub fn describe(&self) -> Option<String> {
         if let Some(why) = &self.unreadable {

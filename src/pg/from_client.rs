@@ -1647,9 +1647,6 @@ fn stale_execute_refusal(
     })
 }
 
-/// The refusal (recorded) of a statement with a backend signal whose process id is not the
-/// backend of one of the agent's own sessions (`policy::backends::check_target`); `param` gives
-/// a parameter's value as an integer, where the statement is being bound.
 /// `current_setting($n)` of a restricted agent: the setting its parameter names may not be a
 /// custom one (`decide::check_setting_read`); a parameter that cannot be read is refused.
 fn setting_param_refusal(
@@ -1689,6 +1686,9 @@ fn setting_param_refusal(
     None
 }
 
+/// The refusal (recorded) of a statement with a backend signal whose process id is not the
+/// backend of one of the agent's own sessions (`policy::backends::check_target`); `param` gives
+/// a parameter's value as an integer, where the statement is being bound.
 fn signal_refusal(
     ctx: &PgSession,
     state: &State,

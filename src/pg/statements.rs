@@ -115,6 +115,14 @@ fn make_room(server: &ServerInfo, name: &Arc<str>) -> Option<Vec<Arc<str>>> {
     }
 }
 
+/// Closes `names` on the connection, their replies hidden from the client.
+fn send_closes(names: Vec<Arc<str>>, pending: &Pending, out: &mut BytesMut) {
+    for name in names {
+        pending.push(Expect::Hidden { server_name: None });
+        out.extend_from_slice(&close_statement(&name));
+    }
+}
+
 /// What the reply to a Parse or Close looks like when tollgate gives it itself.
 pub fn parse_complete() -> Bytes {
     msg::raw_message(msg::PARSE_COMPLETE, &[])
@@ -135,10 +143,7 @@ pub fn ensure_prepared(
     let Some(closing) = make_room(server, &stmt.name) else {
         return;
     };
-    for name in closing {
-        pending.push(Expect::Hidden { server_name: None });
-        out.extend_from_slice(&close_statement(&name));
-    }
+    send_closes(closing, pending, out);
     pending.push(Expect::Hidden {
         server_name: Some(stmt.name.clone()),
     });
@@ -175,10 +180,7 @@ pub fn parse(
         });
         return;
     };
-    for name in closing {
-        pending.push(Expect::Hidden { server_name: None });
-        out.extend_from_slice(&close_statement(&name));
-    }
+    send_closes(closing, pending, out);
     pending.push(Expect::Parse {
         refusal: None,
         server_name: Some(stmt.name.clone()),

@@ -46,19 +46,18 @@ fn ends_transaction(text: &str) -> bool {
     if text.len() > 40 {
         return false;
     }
-    let words: Vec<String> = text
-        .split_whitespace()
-        .map(str::to_ascii_lowercase)
-        .collect();
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    matches!(
-        words.as_slice(),
-        ["commit" | "end" | "rollback" | "abort"]
-            | [
-                "commit" | "end" | "rollback" | "abort",
-                "work" | "transaction"
-            ]
-    )
+    // Word by word, without allocating: this runs for statements inside transactions.
+    let is = |word: Option<&str>, any: &[&str]| {
+        word.is_some_and(|w| any.iter().any(|a| w.eq_ignore_ascii_case(a)))
+    };
+    let mut words = text.split_whitespace();
+    if !is(words.next(), &["commit", "end", "rollback", "abort"]) {
+        return false;
+    }
+    match words.next() {
+        None => true,
+        second => is(second, &["work", "transaction"]) && words.next().is_none(),
+    }
 }
 
 #[cfg(test)]

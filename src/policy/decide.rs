@@ -143,13 +143,12 @@ fn check_statement(
     }
     if !rules.passthrough {
         check_role_settings(stmt)?;
-        // A SQL PREPARE's parameters come with its EXECUTEs, which are not read for them.
-        let sql_prepare = matches!(stmt.kind, StatementKind::Prepare { .. });
+        // A parameter is checked at Bind (`Effect::SettingParams`) where it can be.
+        let at_bind = stmt.setting_params().is_some();
         for read in &stmt.setting_reads {
             match read {
                 SettingRead::Named(name) => check_setting_read(name)?,
-                // Checked at Bind (`Effect::SettingParams`).
-                SettingRead::Param(_) if !sql_prepare => {}
+                SettingRead::Param(_) if at_bind => {}
                 SettingRead::Param(_) | SettingRead::Computed => {
                     return Err(Refusal::permission(
                         PROTECTED_SETTING,

@@ -833,12 +833,8 @@ fn effects_of(analysis: &Analysis) -> Vec<Effect> {
     let setting_params: Vec<i32> = analysis
         .statements
         .iter()
-        .filter(|s| !matches!(s.kind, StatementKind::Prepare { .. }))
-        .flat_map(|s| &s.setting_reads)
-        .filter_map(|r| match r {
-            sql::SettingRead::Param(n) => Some(*n),
-            _ => None,
-        })
+        .filter_map(sql::StatementInfo::setting_params)
+        .flatten()
         .collect();
     if !setting_params.is_empty() {
         effects.push(Effect::SettingParams(setting_params));

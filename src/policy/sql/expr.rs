@@ -379,7 +379,7 @@ fn setting_read(arg: Option<&Node>) -> super::SettingRead {
 }
 
 /// The text of a string-literal argument (a parameter or an expression gives `None`).
-fn string_literal(n: Option<&Node>) -> Option<String> {
+pub(super) fn string_literal(n: Option<&Node>) -> Option<String> {
     match n.and_then(|n| n.node.as_ref()) {
         Some(NodeEnum::AConst(AConst {
             val: Some(a_const::Val::Sval(s)),

@@ -167,6 +167,24 @@ pub struct RelationOccurrence {
     pub tablesample: bool,
 }
 
+impl StatementInfo {
+    /// The parameters whose values name a setting `current_setting()` reads, to be checked at
+    /// Bind. `None` when such a parameter cannot be checked there: in a SQL `PREPARE`, the
+    /// values come with its EXECUTEs, which are not read for this.
+    pub fn setting_params(&self) -> Option<Vec<i32>> {
+        let params: Vec<i32> = self
+            .setting_reads
+            .iter()
+            .filter_map(|r| match r {
+                SettingRead::Param(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        let sql_prepare = matches!(self.kind, StatementKind::Prepare { .. });
+        (params.is_empty() || !sql_prepare).then_some(params)
+    }
+}
+
 /// The name a `current_setting()` call reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SettingRead {

@@ -9,8 +9,11 @@
 //! re-review set work_mem and standard_conforming_strings that way); with pg_dump's values, any
 //! other setting the row could name refuses the value.
 
-use pg_query::protobuf::{a_const, AConst, AExpr, AExprKind, ColumnRef, Node, SelectStmt};
+use pg_query::protobuf::{AExpr, AExprKind, ColumnRef, Node, SelectStmt};
 use pg_query::NodeEnum;
+
+use super::expr::string_literal;
+use super::names::strings;
 
 /// The setting named in `SELECT set_config(name, ...) FROM [pg_catalog.]pg_settings WHERE name =
 /// 'literal'`, in exactly that shape (one target, one FROM item, one condition, no WITH, no set
@@ -46,17 +49,9 @@ pub(super) fn single_named_setting(stmt: &NodeEnum) -> Option<(String, Option<St
     let Some(NodeEnum::FuncCall(call)) = t.val.as_deref().and_then(|v| v.node.as_ref()) else {
         return None;
     };
-    let names: Vec<&str> = call
-        .funcname
-        .iter()
-        .filter_map(|f| match &f.node {
-            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
-            _ => None,
-        })
-        .collect();
     let set_config = matches!(
-        names.as_slice(),
-        ["set_config"] | ["pg_catalog", "set_config"]
+        strings(&call.funcname).as_deref(),
+        Some(["set_config"] | ["pg_catalog", "set_config"])
     );
     if !set_config || !call.args.first().is_some_and(is_name_column) {
         return None;
@@ -88,11 +83,11 @@ pub(super) fn single_named_setting(stmt: &NodeEnum) -> Option<(String, Option<St
     }
     let (l, r) = (lexpr.as_deref()?, rexpr.as_deref()?);
     let name = match (is_name_column(l), is_name_column(r)) {
-        (true, false) => string_literal(r)?,
-        (false, true) => string_literal(l)?,
+        (true, false) => string_literal(Some(r))?,
+        (false, true) => string_literal(Some(l))?,
         _ => return None,
     };
-    let value = call.args.get(1).and_then(string_literal)?;
+    let value = string_literal(call.args.get(1))?;
     let pg_dumps = name == PG_DUMP_SETTING && PG_DUMP_VALUES.contains(&value.as_str());
     pg_dumps.then_some((name, Some(value)))
 }
@@ -106,24 +101,10 @@ fn is_name_column(n: &Node) -> bool {
     let Some(NodeEnum::ColumnRef(ColumnRef { fields, .. })) = n.node.as_ref() else {
         return false;
     };
-    let parts: Vec<&str> = fields
-        .iter()
-        .filter_map(|f| match &f.node {
-            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
-            _ => None,
-        })
-        .collect();
-    parts.len() == fields.len() && matches!(parts.as_slice(), ["name"] | ["pg_settings", "name"])
-}
-
-fn string_literal(n: &Node) -> Option<String> {
-    match n.node.as_ref() {
-        Some(NodeEnum::AConst(AConst {
-            val: Some(a_const::Val::Sval(s)),
-            ..
-        })) => Some(s.sval.clone()),
-        _ => None,
-    }
+    matches!(
+        strings(fields).as_deref(),
+        Some(["name"] | ["pg_settings", "name"])
+    )
 }
 
 #[cfg(test)]
