@@ -400,6 +400,9 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
 }
 
+/// How long a stopping gateway waits for its audit exporters to send what they hold.
+const EXPORT_FINISH_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Running {
     pub fn shutdown(&self) {
         let _ = self.stop_accepting.send(true);
@@ -465,6 +468,12 @@ impl Running {
             warn!(error = %e, "audit flush failed at shutdown");
         }
         self.shutdown();
+        // The SIEM gets the stop record too (the exporters stopped with it queued: a review).
+        self.gateway
+            .core
+            .audit
+            .finish_exports(EXPORT_FINISH_WITHIN)
+            .await;
         forced
     }
 }

@@ -224,7 +224,14 @@ max_per_minute = 600
             hooked[0]
         );
         assert_eq!(*bad.lock().unwrap(), 0);
-        gw.shutdown();
+        // A drained stop: the stop record, written last, reaches syslog before drain returns.
+        gw.drain(Duration::from_secs(2)).await;
+        let stop = log_lines(dir.path()).pop().unwrap();
+        assert!(stop.contains(r#""kind":"stop""#), "{stop}");
+        wait_for("the stop record at syslog", || {
+            syslog.lock().unwrap().iter().any(|m| m.ends_with(&stop))
+        })
+        .await;
     });
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::export::{self, Select, Sink};
@@ -42,6 +43,9 @@ pub fn spawn_background(
     start_tasks(log, config, interval, shutdown)
 }
 
+/// Spawns one exporter's task (once the exporters are registered with the log): its name, its task.
+type StartExporter = Box<dyn FnOnce() -> (String, JoinHandle<()>) + Send>;
+
 fn start_tasks(
     log: &AuditLog,
     config: &Config,
@@ -50,7 +54,7 @@ fn start_tasks(
 ) -> Result<(), super::AuditError> {
     let audit = &config.audit;
     let mut sinks = Vec::new();
-    let mut starts: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+    let mut starts: Vec<StartExporter> = Vec::new();
     let weak = Arc::downgrade(log.shared());
     if let Some(s) = &audit.syslog {
         let target = export::syslog::Target::new(s).map_err(BackgroundError::Syslog)?;
@@ -59,7 +63,9 @@ fn start_tasks(
         sinks.push(sink.clone());
         let (weak, rx) = (weak.clone(), shutdown.clone());
         starts.push(Box::new(move || {
-            tokio::spawn(export::syslog::run(sink, target, header, weak, rx));
+            let name = sink.name.clone();
+            let task = tokio::spawn(export::syslog::run(sink, target, header, weak, rx));
+            (name, task)
         }));
     }
     if let Some(w) = &audit.webhook {
@@ -78,15 +84,25 @@ fn start_tasks(
         let pacing = export::webhook::Pacing::new(w);
         let (weak, rx) = (weak.clone(), shutdown.clone());
         starts.push(Box::new(move || {
-            tokio::spawn(export::webhook::run(sink, target, key, pacing, weak, rx));
+            let name = sink.name.clone();
+            let task = tokio::spawn(export::webhook::run(sink, target, key, pacing, weak, rx));
+            (name, task)
         }));
     }
-    if !sinks.is_empty() && log.shared().exports.set(export::Exports { sinks }).is_err() {
-        warn!("audit exporters were already started for this log");
-        return Ok(());
-    }
-    for start in starts {
-        start();
+    if !sinks.is_empty() {
+        if log
+            .shared()
+            .exports
+            .set(export::Exports::new(sinks))
+            .is_err()
+        {
+            warn!("audit exporters were already started for this log");
+            return Ok(());
+        }
+        let tasks: Vec<_> = starts.into_iter().map(|start| start()).collect();
+        if let Some(exports) = log.shared().exports.get() {
+            *exports.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+        }
     }
     let maintenance = Maintenance {
         naming: super::files::Naming::for_active(log.path()),

@@ -244,6 +244,14 @@ impl AuditLog {
         self.shared.flush_sync()
     }
 
+    /// At shutdown, once the shutdown signal is set: gives the exporters up to `within` to
+    /// send what they hold (see [`export::Exports::finish`]).
+    pub async fn finish_exports(&self, within: std::time::Duration) {
+        if let Some(exports) = self.shared.exports.get() {
+            exports.finish(within).await;
+        }
+    }
+
     /// Closes the active file now (SIGUSR1, the admin API): queues the cut and writes it.
     /// `Ok(None)` when the active file holds no records yet.
     pub fn rotate(&self) -> Result<Option<Rotation>, AuditError> {

@@ -228,12 +228,46 @@ impl Sink {
 /// Every exporter's queue; the writer offers each written stretch to all of them.
 pub struct Exports {
     pub sinks: Vec<Arc<Sink>>,
+    /// The exporters' tasks, awaited at shutdown so that what was queued (the `stop` record
+    /// last) is sent before the process ends.
+    pub tasks: Mutex<Vec<(String, tokio::task::JoinHandle<()>)>>,
 }
 
 impl Exports {
+    pub fn new(sinks: Vec<Arc<Sink>>) -> Exports {
+        Exports {
+            sinks,
+            tasks: Mutex::new(Vec::new()),
+        }
+    }
+
     pub fn offer(&self, bytes: &[u8], first: u64, last: u64) {
         for s in &self.sinks {
             s.offer(bytes, first, last);
+        }
+    }
+
+    /// Waits, up to `within` in all, for the exporters to send what they hold once the
+    /// gateway's shutdown signal is set; an exporter still busy then is stopped and what it
+    /// did not send is logged (the audit log has it).
+    pub async fn finish(&self, within: Duration) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let until = tokio::time::Instant::now() + within;
+        for (name, mut task) in tasks {
+            if tokio::time::timeout_at(until, &mut task).await.is_err() {
+                task.abort();
+                let unsent = self
+                    .sinks
+                    .iter()
+                    .find(|s| s.name == name)
+                    .map_or(0, |s| s.queued());
+                warn!(
+                    exporter = %name,
+                    unsent,
+                    ?within,
+                    "audit export stopped before sending everything (the log has the records)"
+                );
+            }
         }
     }
 }

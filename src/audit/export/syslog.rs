@@ -176,8 +176,8 @@ async fn closed(stream: &mut NetStream) -> bool {
     )
 }
 
-/// Sends the queue's items until `shutdown`; reconnects with backoff, resending the item that
-/// failed (a receiver may see a record twice, never a hole without a gap record).
+/// Sends the queue's items until `shutdown`, then what is still queued; reconnects with
+/// backoff, resending the item that failed (a receiver may see a record twice, never a hole without a gap record).
 pub async fn run(
     sink: Arc<Sink>,
     target: Target,
@@ -189,17 +189,24 @@ pub async fn run(
     let mut pending: Option<Item> = None;
     let mut backoff = Duration::from_millis(200);
     let mut buf = Vec::new();
+    // Once the gateway stops: send what is queued (its `stop` record last), then end; a
+    // receiver that cannot be reached then is not waited for.
+    let mut stopping = *shutdown.borrow();
     loop {
         record_gap(&log, &sink);
-        if *shutdown.borrow() {
-            return;
-        }
         let item = match pending.take() {
             Some(i) => i,
+            None if stopping => match sink.pop() {
+                Some(i) => i,
+                None => return,
+            },
             None => {
                 tokio::select! {
                     i = sink.next(Duration::from_secs(1)) => match i { Some(i) => i, None => continue },
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.changed() => {
+                        stopping = true;
+                        continue;
+                    }
                 }
             }
         };
@@ -212,11 +219,15 @@ pub async fn run(
                 }
                 Err(e) => {
                     sink.errors.increment(1);
+                    if stopping {
+                        given_up(&sink, &target, item.records);
+                        return;
+                    }
                     warn!(host = %target.host, port = target.port, error = %e, "syslog export cannot connect; retrying");
                     pending = Some(item);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.changed() => stopping = true,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                     continue;
@@ -235,6 +246,10 @@ pub async fn run(
             sink.sent.increment(item.records as u64);
         } else {
             sink.errors.increment(1);
+            if stopping {
+                given_up(&sink, &target, item.records);
+                return;
+            }
             warn!(host = %target.host, "syslog export connection lost; reconnecting");
             conn = None;
             pending = Some(item);
@@ -242,17 +257,94 @@ pub async fn run(
     }
 }
 
+/// The gateway is stopping and the receiver cannot take the rest: said once, in the log.
+fn given_up(sink: &Sink, target: &Target, held: usize) {
+    warn!(
+        host = %target.host,
+        unsent = held + sink.queued(),
+        "syslog export stopped with records not sent: the receiver is unreachable (the audit log has them)"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::export::Select;
 
-    #[test]
-    fn a_record_becomes_an_octet_counted_rfc5424_message() {
-        let header = Header {
+    fn header() -> Header {
+        Header {
             facility: 16,
             hostname: "gw1".into(),
             procid: 42,
+        }
+    }
+
+    /// The gateway's `stop` record is queued just before the shutdown signal: it must still
+    /// be sent (the exporter returned at the signal, with the record in its queue: a review).
+    #[tokio::test]
+    async fn what_is_queued_at_shutdown_is_sent_before_the_exporter_ends() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        let sink = Sink::new("syslog", Select::Everything, 100);
+        sink.offer(
+            b"{\"seq\":1,\"kind\":\"session\"}\n{\"seq\":2,\"kind\":\"stop\"}\n",
+            1,
+            2,
+        );
+        let (tx, rx) = tokio::sync::watch::channel(true);
+        let target = Target {
+            host: "127.0.0.1".into(),
+            port,
+            tls: None,
         };
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            run(sink.clone(), target, header(), Weak::new(), rx),
+        )
+        .await
+        .expect("the exporter ends once its queue is sent");
+        drop(tx);
+        let got = tokio::time::timeout(Duration::from_secs(5), received)
+            .await
+            .expect("the exporter connected and sent")
+            .unwrap();
+        let got = String::from_utf8(got).unwrap();
+        assert!(got.contains(r#"{"seq":2,"kind":"stop"}"#), "{got:?}");
+        assert_eq!(sink.queued(), 0);
+    }
+
+    /// Stopping with an unreachable receiver ends at once: no retry loop holds the exit.
+    #[tokio::test]
+    async fn an_unreachable_receiver_at_shutdown_is_not_waited_for() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let sink = Sink::new("syslog", Select::Everything, 100);
+        sink.offer(b"{\"seq\":1,\"kind\":\"stop\"}\n", 1, 1);
+        let (_tx, rx) = tokio::sync::watch::channel(true);
+        let target = Target {
+            host: "127.0.0.1".into(),
+            port,
+            tls: None,
+        };
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            run(sink, target, header(), Weak::new(), rx),
+        )
+        .await
+        .expect("gave up at once");
+    }
+
+    #[test]
+    fn a_record_becomes_an_octet_counted_rfc5424_message() {
+        let header = header();
         let line = br#"{"seq":7,"ts":"2026-12-05T10:11:12.123456Z","kind":"decision","agent":"ana]lyst","protocol":"postgres","decision":"blocked","rule":"r \"x\"","prev_hash":"0","hash":"1"}"#;
         let mut out = Vec::new();
         frame(&header, line, &mut out);

@@ -181,19 +181,32 @@ pub async fn run(
     let mut batch: Vec<Bytes> = Vec::new();
     let mut last_post: Option<Instant> = None;
     let mut failures = 0u32;
+    // Once the gateway stops: post what is queued (its `stop` record last, if selected), then
+    // end; a receiver that fails then is not retried.
+    let mut stopping = *shutdown.borrow();
     loop {
         record_gap(&log, &sink);
-        if *shutdown.borrow() {
-            return;
-        }
-        if batch.is_empty() {
+        if batch.is_empty() && stopping {
+            while batch.len() < pacing.batch_max {
+                match sink.pop() {
+                    Some(i) => batch.extend(i.lines().map(Bytes::copy_from_slice)),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+        } else if batch.is_empty() {
             // Wait for a first record, then up to `batch_wait` for more.
             tokio::select! {
                 i = sink.next(Duration::from_secs(1)) => match i {
                     Some(i) => batch.extend(i.lines().map(Bytes::copy_from_slice)),
                     None => continue,
                 },
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    stopping = true;
+                    continue;
+                }
             }
             let until = tokio::time::Instant::now() + pacing.batch_wait;
             while batch.len() < pacing.batch_max {
@@ -208,9 +221,14 @@ pub async fn run(
         }
         let now = Instant::now();
         if let Some(wait) = last_post.map(|t| (t + pacing.min_gap).saturating_duration_since(now)) {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return,
+            if stopping {
+                // The receiver's rate still holds; the gateway's wait for exporters is bounded.
+                tokio::time::sleep(wait).await;
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => stopping = true,
+                }
             }
         }
         let take = batch.len().min(pacing.batch_max);
@@ -224,13 +242,22 @@ pub async fn run(
             }
             Err(e) => {
                 sink.errors.increment(1);
+                if stopping {
+                    warn!(
+                        host = %target.host,
+                        error = %e,
+                        unsent = batch.len() + sink.queued(),
+                        "audit webhook stopped with records not sent (the audit log has them)"
+                    );
+                    return;
+                }
                 failures += 1;
                 warn!(host = %target.host, error = %e, "audit webhook delivery failed; retrying");
                 // Back off beyond the rate limit while the receiver stays down.
                 let extra = Duration::from_millis(200) * 2u32.pow(failures.min(7));
                 tokio::select! {
                     _ = tokio::time::sleep(extra.min(Duration::from_secs(5))) => {}
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.changed() => stopping = true,
                 }
             }
         }
