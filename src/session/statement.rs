@@ -84,6 +84,10 @@ pub struct SessionContext {
     /// The session is being closed because its client stopped reading
     /// (`limits.client_write_timeout_ms`): what its unanswered statements' records say.
     stalled: std::sync::OnceLock<super::WriteStalled>,
+    /// The last failed commit's records of this session, `(after, upto]` by `seq` (empty
+    /// while every commit succeeded): their statements were never forwarded, and their records,
+    /// lost with the write, count as refused; no "outcome unknown" record may say they ran.
+    not_forwarded: std::sync::Mutex<(u64, u64)>,
 }
 
 /// An admitted session: its context and the agent it acts for (which a Redis `AUTH` may change).
@@ -92,6 +96,8 @@ pub struct Session {
     principal: Arc<Principal>,
     /// The last record this session chained for its next [`Session::commit`] (0: none).
     due: AtomicU64,
+    /// The last record a [`Session::commit`] of this session wrote.
+    committed: AtomicU64,
     /// A refusal found its agent over `limits.refusals_per_second`: the session waits in
     /// [`Session::pace_refusals`] before its next message.
     pace_due: AtomicBool,
@@ -202,6 +208,7 @@ impl SessionContext {
             encrypted,
             latency,
             stalled: std::sync::OnceLock::new(),
+            not_forwarded: std::sync::Mutex::new((0, 0)),
         }
     }
 
@@ -281,6 +288,10 @@ impl SessionContext {
     /// The session ended before the statement's reply: it may or may not have run. The same
     /// record on every protocol; not counted as an upstream error.
     pub fn abandoned(&self, ticket: Ticket) {
+        let (after, upto) = *self.not_forwarded.lock().unwrap_or_else(|e| e.into_inner());
+        if (after + 1..=upto).contains(&ticket.seq) {
+            return;
+        }
         let decision = if ticket.would_block {
             Decision::WouldBlock
         } else {
@@ -354,6 +365,7 @@ impl Session {
             ctx,
             principal,
             due: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
             pace_due: AtomicBool::new(false),
         }
     }
@@ -691,10 +703,22 @@ impl Session {
         if seq == 0 {
             return Ok(());
         }
-        self.ctx.core.audit.commit(seq).await.map_err(|e| {
-            warn!(error = %e, "audit write failed: nothing decided since is forwarded");
-            audit_unavailable()
-        })
+        match self.ctx.core.audit.commit(seq).await {
+            Ok(()) => {
+                self.committed.fetch_max(seq, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, "audit write failed: nothing decided since is forwarded");
+                let committed = self.committed.load(Ordering::Relaxed);
+                *self
+                    .ctx
+                    .not_forwarded
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = (committed, seq);
+                Err(audit_unavailable())
+            }
+        }
     }
 }
 

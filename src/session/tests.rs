@@ -440,6 +440,34 @@ async fn chained_records_are_written_at_commit_and_a_failed_commit_refuses() {
     assert_eq!(refused.rule, "builtin: audit");
 }
 
+/// A statement refused because its decision record could not be written never ran: when its
+/// session ends with it unanswered, no "outcome unknown" record may say otherwise (lost too, it
+/// was counted by `audit verify` as an outcome: "those statements ran"; a review).
+#[tokio::test]
+async fn statements_of_a_failed_commit_get_no_outcome_unknown_record() {
+    let full = TestCore::with_audit_file(&agents(), POLICIES, std::path::Path::new("/dev/full"));
+    // How far the numbers move from one decision to the next over a failed commit...
+    let gap = |abandon: bool| {
+        let (_a, s) = full.session(Protocol::Postgres, "analyst", TOKEN, "shop");
+        async move {
+            let first = s
+                .decide_deferred(Judged::allowed("SELECT 1".into()), None)
+                .unwrap();
+            let seq = first.seq();
+            s.commit().await.expect_err("the disk is full");
+            if abandon {
+                s.context().abandoned(first);
+            }
+            let next = s
+                .decide_deferred(Judged::allowed("SELECT 2".into()), None)
+                .unwrap();
+            next.seq() - seq
+        }
+    };
+    // ...is the same whether the session ends with the statement pending or not.
+    assert_eq!(gap(true).await, gap(false).await);
+}
+
 #[test]
 fn redis_successes_get_no_outcome_record_by_default_but_errors_do() {
     let t = core();
