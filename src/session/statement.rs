@@ -96,8 +96,9 @@ pub struct Session {
     principal: Arc<Principal>,
     /// The last record this session chained for its next [`Session::commit`] (0: none).
     due: AtomicU64,
-    /// The last record a [`Session::commit`] of this session wrote.
-    committed: AtomicU64,
+    /// The first record chained for the next commit (0: none): with `due`, the records a
+    /// failed commit lost.
+    due_from: AtomicU64,
     /// A refusal found its agent over `limits.refusals_per_second`: the session waits in
     /// [`Session::pace_refusals`] before its next message.
     pace_due: AtomicBool,
@@ -365,7 +366,7 @@ impl Session {
             ctx,
             principal,
             due: AtomicU64::new(0),
-            committed: AtomicU64::new(0),
+            due_from: AtomicU64::new(0),
             pace_due: AtomicBool::new(false),
         }
     }
@@ -660,6 +661,9 @@ impl Session {
         let seq = self.ctx.append(ev, write)?;
         if write == Write::Deferred {
             self.due.fetch_max(seq, Ordering::Relaxed);
+            let _ = self
+                .due_from
+                .compare_exchange(0, seq, Ordering::Relaxed, Ordering::Relaxed);
         }
         Ok(seq)
     }
@@ -700,22 +704,19 @@ impl Session {
     /// be written, and nothing decided since the last commit may be forwarded.
     pub async fn commit(&self) -> Result<(), Refusal> {
         let seq = self.due.swap(0, Ordering::Relaxed);
+        let from = self.due_from.swap(0, Ordering::Relaxed);
         if seq == 0 {
             return Ok(());
         }
         match self.ctx.core.audit.commit(seq).await {
-            Ok(()) => {
-                self.committed.fetch_max(seq, Ordering::Relaxed);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => {
                 warn!(error = %e, "audit write failed: nothing decided since is forwarded");
-                let committed = self.committed.load(Ordering::Relaxed);
                 *self
                     .ctx
                     .not_forwarded
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = (committed, seq);
+                    .unwrap_or_else(|e| e.into_inner()) = (from.max(1) - 1, seq);
                 Err(audit_unavailable())
             }
         }

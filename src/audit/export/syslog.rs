@@ -193,7 +193,10 @@ pub async fn run(
     // receiver that cannot be reached then is not waited for.
     let mut stopping = *shutdown.borrow();
     loop {
-        record_gap(&log, &sink);
+        if !stopping {
+            // (Not once stopping: the `stop` record is the run's last in the log.)
+            record_gap(&log, &sink);
+        }
         let item = match pending.take() {
             Some(i) => i,
             None if stopping => match sink.pop() {

@@ -185,7 +185,10 @@ pub async fn run(
     // end; a receiver that fails then is not retried.
     let mut stopping = *shutdown.borrow();
     loop {
-        record_gap(&log, &sink);
+        if !stopping {
+            // (Not once stopping: the `stop` record is the run's last in the log.)
+            record_gap(&log, &sink);
+        }
         if batch.is_empty() && stopping {
             while batch.len() < pacing.batch_max {
                 match sink.pop() {
