@@ -23,11 +23,14 @@ pub const MAX_CLIENT_CONNECTIONS_RULE: &str = "tollgate.toml: limits.max_client_
 /// Rule named when too many connections are waiting to authenticate.
 pub const MAX_PREAUTH_CONNECTIONS_RULE: &str = "tollgate.toml: limits.max_preauth_connections";
 
-/// A connection the gateway accepted, until it ends: its id, its place in the live count and
-/// the client gauge, and the deadline its login must meet.
 /// Failed logins one connection may make before it is closed.
 pub const MAX_LOGIN_FAILURES: u32 = 10;
 
+/// The rule a failed login's record names (a wrong token, an unknown agent): every door's.
+pub const AUTHENTICATION_RULE: &str = "builtin: authentication";
+
+/// A connection the gateway accepted, until it ends: its id, its place in the live count and
+/// the client gauge, and the deadline its login must meet.
 pub struct Accepted {
     core: Arc<Core>,
     pub id: u64,
@@ -244,7 +247,7 @@ impl Accepted {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("tollgate_auth_failures_total", "protocol" => self.protocol.as_str())
             .increment(1);
-        self.login_record(LoginEvent::Failed, user, None, why);
+        self.login_record(LoginEvent::Failed, user, Some(AUTHENTICATION_RULE), why);
     }
 
     fn login_record(&self, event: LoginEvent, user: &[u8], rule: Option<&str>, reason: &str) {

@@ -293,6 +293,9 @@ fn wrong_tokens_and_unknown_agents_fail_alike_and_are_recorded() {
         .filter(|r| r["reason"] == "authentication failed")
         .collect();
     assert_eq!(failed.len(), 5);
+    assert!(failed
+        .iter()
+        .all(|r| r["rule"] == "builtin: authentication"));
     // An agent's name as given; any other only as a short hash, the same for the same text.
     assert_eq!(failed[0]["agent"], "analyst");
     let names: Vec<&str> = failed[1..]
