@@ -342,6 +342,34 @@ fn writer_limits_timeout_idle_transaction_connections_and_huge_results() {
         let w2 = connect("writer").await;
         tokio::time::sleep(Duration::from_millis(2000)).await;
         w2.simple_query("SELECT 1").await.unwrap();
+
+        // An extended batch the client keeps open (Flush, no Sync) with every reply in: the
+        // server's implicit transaction holds its row locks as an explicit one would, so the
+        // session is closed too (a live review held a row lock for minutes with libpq's
+        // pipeline mode; PostgreSQL's own timer starts only at ReadyForQuery).
+        use tokio::io::AsyncWriteExt;
+        let mut raw = support::raw_login("writer").await;
+        let mut batch = support::message(
+            b'P',
+            b"\0UPDATE orders SET amount = amount WHERE id = 7\0\0\0",
+        );
+        batch.extend(support::message(b'B', b"\0\0\0\0\0\0\0\0"));
+        batch.extend(support::message(b'E', b"\0\0\0\0\0"));
+        batch.extend(support::message(b'H', b""));
+        raw.write_all(&batch).await.unwrap();
+        loop {
+            let (tag, _) = support::read_message(&mut raw).await;
+            assert_ne!(tag, b'E', "the UPDATE runs");
+            if tag == b'C' {
+                break;
+            }
+        }
+        let (tag, body) =
+            tokio::time::timeout(Duration::from_secs(5), support::read_message(&mut raw))
+                .await
+                .expect("closed within the idle-in-transaction timeout");
+        assert_eq!(tag, b'E');
+        assert_eq!(support::error_field(&body, b'C').as_deref(), Some("25P03"));
     });
 }
 

@@ -2396,6 +2396,63 @@ fn a_client_gone_before_its_copy_in_began_frees_its_locks_at_once() {
     });
 }
 
+/// After a schema change, a statement a session prepared before runs on a server connection
+/// that never had it: tollgate prepares it there anew, where it has the new columns and the
+/// server has nothing to refuse. It must still fail as the session's own statement would
+/// direct (0A000), not run and hand the client rows of another shape than it was described (a
+/// live review: asyncpg decoded int8 rows as float8, silently).
+#[test]
+fn a_statement_prepared_before_a_schema_change_fails_on_a_connection_that_lacked_it() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(2, "").await;
+        let table = format!("stale_shape_{}", std::process::id());
+        let su = upstream().await;
+        su.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int PRIMARY KEY, a int);
+             INSERT INTO {table} VALUES (1, 10); GRANT SELECT ON {table} TO tollgate_shop"
+        ))
+        .await
+        .unwrap();
+        let sql = format!("SELECT * FROM {table} WHERE id = $1");
+        let (a, b, c) = (
+            client(&running, "trusted").await,
+            client(&running, "trusted").await,
+            client(&running, "trusted").await,
+        );
+        // a prepares on one connection (X) while b holds the other (Y).
+        b.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        let st = a.prepare(&sql).await.unwrap();
+        assert_eq!(
+            a.query_one(&st, &[&1i32]).await.unwrap().get::<_, i32>(1),
+            10
+        );
+        su.batch_execute(&format!("ALTER TABLE {table} ALTER COLUMN a TYPE float8"))
+            .await
+            .unwrap();
+        // c takes X; b gives Y back: a's next run is on Y, which never had the statement.
+        c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        b.batch_execute("COMMIT").await.unwrap();
+        let e = a
+            .query_one(&st, &[&1i32])
+            .await
+            .expect_err("prepared before the change: refused, not run with the new columns");
+        assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+        let routine = e.as_db_error().and_then(|d| d.routine());
+        assert_eq!(routine, Some("RevalidateCachedQuery"), "{e:?}");
+        // Prepared again, it runs there, with its new columns.
+        let st = a.prepare(&sql).await.unwrap();
+        assert_eq!(
+            a.query_one(&st, &[&1i32]).await.unwrap().get::<_, f64>(1),
+            10.0
+        );
+        c.batch_execute("COMMIT").await.unwrap();
+        su.batch_execute(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+        drop(running);
+    });
+}
+
 /// A schema change makes a prepared statement's plan stale (`0A000 cached plan must not change
 /// result type`); drivers then prepare the text again (asyncpg does at once). tollgate shares
 /// one server statement per text between sessions and answered that new Parse itself, so the

@@ -534,8 +534,13 @@ async fn next_announced<R: AsyncRead + Unpin>(
     loop {
         let idle_limit = limits(view, ctx).idle_in_transaction_timeout.clone();
         let next = match idle_limit {
-            // Idle inside a transaction: every reply is in, the client is silent.
-            Some((limit, rule)) if pending.is_empty() && pending.tx_status() != b'I' => {
+            // Idle inside a transaction: every reply is in, the client is silent. An extended
+            // batch left open (a Flush and no Sync: libpq's pipeline mode, pg-cursor between
+            // reads) is a transaction too, the server's implicit one, with its locks: PostgreSQL's
+            // own timer starts only at ReadyForQuery (a live review held a row lock past it).
+            Some((limit, rule))
+                if pending.is_empty() && (pending.tx_status() != b'I' || pending.batch_open()) =>
+            {
                 match tokio::time::timeout(limit, oversize::announced(client, max)).await {
                     Ok(r) => r,
                     Err(_) => {
@@ -697,6 +702,9 @@ async fn settle<W: AsyncWrite + Unpin>(
     upstream: &mut W,
     out: &mut BytesMut,
 ) -> Result<(), FromClientError> {
+    if frame.tag == fe::BIND {
+        return describe_before_bind(ctx, pending, state, frame, upstream, out).await;
+    }
     if !matches!(frame.tag, fe::QUERY | fe::PARSE) {
         return Ok(());
     }
@@ -895,6 +903,63 @@ fn parse_message(frame: &Frame, name: &str, sql: &[u8]) -> Bytes {
     out.put_u8(0);
     out.put_slice(&body[tail_start..]);
     msg::raw_message(fe::PARSE, &out)
+}
+
+/// Under transaction pooling, a Bind of a statement the client parsed and had described
+/// earlier, whose shared copy the attached connection lacks: the copy prepared here now has the
+/// columns of now, while the client was described those of then. So the copy is prepared and
+/// described first, and the description compared with the client's
+/// (`Pending::described_otherwise`): after a schema change the name is marked stale and the
+/// Bind refused as the server refuses its own stale statement (`stale_plan`), instead of
+/// running and handing the client rows of another shape (a live review: asyncpg decoded int8
+/// rows as float8). One round trip per statement and connection, at the start of a batch only
+/// (where every earlier reply is in and the transaction is not failed); a Bind inside a batch
+/// goes on as before, and so does one of a statement the client never had described (it reads
+/// each portal's description: psycopg, pgbench).
+async fn describe_before_bind<W: AsyncWrite + Unpin>(
+    ctx: &PgSession,
+    pending: &Pending,
+    state: &mut State,
+    frame: &Frame,
+    upstream: &mut W,
+    out: &mut BytesMut,
+) -> Result<(), FromClientError> {
+    if !out.is_empty() || !pending.is_empty() || pending.tx_status() == b'E' {
+        return Ok(());
+    }
+    let Some(server) = state.pooled_server() else {
+        return Ok(());
+    };
+    let Ok((_, name)) = fe::bind_names(frame) else {
+        return Ok(());
+    };
+    let Some(stmt) = state
+        .statements
+        .get(name)
+        .and_then(|c| c.server.clone())
+        .filter(|s| !s.stale_for_client())
+    else {
+        return Ok(());
+    };
+    if !pending.was_described(&stmt.name) || !statements::missing_here(&server, &stmt.name) {
+        return Ok(());
+    }
+    statements::ensure_prepared(&server, &stmt, pending, out);
+    pending.push(Expect::HiddenDescribe {
+        server_name: stmt.name.clone(),
+    });
+    out.extend_from_slice(&statements::renamed_describe(&stmt.name));
+    out.extend_from_slice(&statements::flush());
+    // Nothing decided is in `out` (it was empty): no commit is owed before this write.
+    not_ending(ctx)?;
+    upstream
+        .write_all(out)
+        .await
+        .map_err(FromClientError::Upstream)?;
+    out.clear();
+    pending.settled_replies().await;
+    statements::described_here(&server, &stmt.name);
+    Ok(())
 }
 
 /// Under transaction pooling the server connection also holds other sessions' statements: a
@@ -1546,7 +1611,12 @@ fn on_parse(
                 None
             }
             Some(server) => {
-                let stmt = statements::server_statement(&forwarded, name, state.statement_scope());
+                let stmt = statements::server_statement(
+                    &forwarded,
+                    name,
+                    ctx.session().upstream(),
+                    state.statement_scope(),
+                );
                 if held_in_a_failed_block(&server, &stmt, pending, text) {
                     let refusal = ctx.refuse_as_server(text, "25P02", IN_FAILED_BLOCK.into());
                     refuse_parse(pending, state, name, refusal, out);

@@ -50,6 +50,13 @@ pub enum Expect {
     Hidden {
         server_name: Option<std::sync::Arc<str>>,
     },
+    /// A Describe of a shared statement tollgate sent on its own, before a Bind runs a copy it
+    /// just prepared: its ParameterDescription and RowDescription (or NoData) are compared with
+    /// the client's description of the statement ([`Pending::described_otherwise`]) and not
+    /// relayed.
+    HiddenDescribe {
+        server_name: std::sync::Arc<str>,
+    },
     /// A reply tollgate gives itself, in its place in the order (a ParseComplete for a
     /// statement the server connection already holds, a CloseComplete).
     Synthetic(bytes::Bytes),
@@ -95,6 +102,16 @@ pub enum Expect {
 /// Most replies a session may owe before tollgate stops reading from its client.
 pub const MAX_PENDING: usize = 4096;
 
+/// Most statement descriptions a session keeps ([`Pending::described`]).
+const MAX_SHAPES: usize = 1024;
+
+fn shape(reply: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    reply.hash(&mut h);
+    h.finish()
+}
+
 /// Shared between the two halves of a session.
 #[derive(Debug, Clone, Default)]
 pub struct Pending {
@@ -127,6 +144,10 @@ pub struct Pending {
     prepare_reports: super::sql_prepared::PrepareReports,
     /// Named Parses the server refused or skipped, for the client half's record of them.
     failed_parses: FailedParses,
+    /// How the server described each shared statement (by tollgate's name) to this session's
+    /// client: a hash of the RowDescription or NoData its Describe was answered. A copy
+    /// prepared anew is compared with it ([`Pending::described_otherwise`]).
+    shapes: Arc<Mutex<std::collections::HashMap<Arc<str>, u64>>>,
 }
 
 /// The numbers of named Parses the server did not take, until the client half next looks. A
@@ -317,6 +338,29 @@ impl Pending {
 
     /// Waits until every reply owed has arrived and been taken off the queue (the reply side has
     /// seen each ParameterStatus before them).
+    /// The client was answered `reply` (RowDescription or NoData) to its Describe of shared
+    /// statement `name`.
+    pub fn described(&self, name: &Arc<str>, reply: &[u8]) {
+        let mut shapes = self.shapes.lock().expect("shapes");
+        if shapes.len() >= MAX_SHAPES && !shapes.contains_key(name) {
+            // Forgotten, a statement is no longer compared (as before this check existed).
+            shapes.clear();
+        }
+        shapes.insert(name.clone(), shape(reply));
+    }
+
+    /// Whether the client was told how shared statement `name` describes its result.
+    pub fn was_described(&self, name: &str) -> bool {
+        self.shapes.lock().expect("shapes").contains_key(name)
+    }
+
+    /// Whether a copy of `name` prepared anew describes its result otherwise than the client
+    /// was told (the schema changed since): `false` when the client was never told.
+    pub fn described_otherwise(&self, name: &str, reply: &[u8]) -> bool {
+        let shapes = self.shapes.lock().expect("shapes");
+        shapes.get(name).is_some_and(|s| *s != shape(reply))
+    }
+
     pub async fn settled_replies(&self) {
         while !self.is_empty() {
             self.drained.notified().await;

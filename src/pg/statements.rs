@@ -47,7 +47,9 @@ pub struct Unnamed {
 }
 
 /// `forwarded` is the Parse message about to be sent (the client's, or its masking rewrite),
-/// named `client_name`: the same statement under tollgate's name. `scope`: `None` for a session
+/// named `client_name`: the same statement under tollgate's name, on `upstream`'s pool (the
+/// name differs per upstream: the same text may have other columns on another database, and
+/// [`stale_plans`] marks names). `scope`: `None` for a session
 /// that reads text as the pool's connections do (the name is every such session's); otherwise
 /// (session id, settings epoch) of a session whose settings may read the text otherwise (a date
 /// literal under its DateStyle): the name is its own, so it never gets a statement prepared
@@ -55,12 +57,15 @@ pub struct Unnamed {
 pub fn server_statement(
     forwarded: &Bytes,
     client_name: &str,
+    upstream: &str,
     scope: Option<(u64, u64)>,
 ) -> ServerStatement {
     let body = &forwarded[5..];
     // name\0 text\0 types: everything after the name identifies the statement.
     let rest = &body[client_name.len() + 1..];
     let mut hasher = Sha256::new();
+    hasher.update(upstream.as_bytes());
+    hasher.update(b"\0");
     hasher.update(rest);
     if let Some((session, epoch)) = scope {
         hasher.update(b"\0scope");
@@ -130,6 +135,22 @@ pub fn parse_complete() -> Bytes {
 
 pub fn close_complete() -> Bytes {
     msg::raw_message(msg::CLOSE_COMPLETE, &[])
+}
+
+/// Whether `name` must be prepared (again) on the connection before it can run there.
+pub fn missing_here(server: &ServerInfo, name: &str) -> bool {
+    let prepared = server.prepared.lock().expect("prepared statements");
+    !matches!(prepared.held(name), Held::Ready)
+}
+
+/// After a copy of `name` prepared on the connection was described (and compared,
+/// [`stale_plans::described`]): it is the statement of now, whatever mark that made.
+pub fn described_here(server: &ServerInfo, name: &str) {
+    server
+        .prepared
+        .lock()
+        .expect("prepared statements")
+        .renew(name);
 }
 
 /// Sends `stmt`'s Parse to the connection unless it has it already (its reply is hidden from
@@ -219,6 +240,11 @@ pub fn renamed_bind(frame: &Frame, portal: &str, statement: &str, server_name: &
     msg::raw_message(fe::BIND, &out)
 }
 
+/// A Flush: the server sends what it has for the messages before it.
+pub fn flush() -> Bytes {
+    msg::raw_message(fe::FLUSH, &[])
+}
+
 /// A Describe of statement `server_name`.
 pub fn renamed_describe(server_name: &str) -> Bytes {
     let mut body = BytesMut::with_capacity(server_name.len() + 2);
@@ -247,24 +273,45 @@ mod tests {
 
     #[test]
     fn the_same_statement_gets_the_same_name_whatever_the_client_called_it() {
-        let a = server_statement(&parse_msg("s1", "SELECT $1", &[23]), "s1", None);
-        let b = server_statement(&parse_msg("other", "SELECT $1", &[23]), "other", None);
-        let c = server_statement(&parse_msg("s1", "SELECT $1", &[25]), "s1", None);
-        let d = server_statement(&parse_msg("s1", "SELECT $1 ", &[23]), "s1", None);
+        let a = server_statement(&parse_msg("s1", "SELECT $1", &[23]), "s1", "shop", None);
+        let b = server_statement(
+            &parse_msg("other", "SELECT $1", &[23]),
+            "other",
+            "shop",
+            None,
+        );
+        let c = server_statement(&parse_msg("s1", "SELECT $1", &[25]), "s1", "shop", None);
+        let d = server_statement(&parse_msg("s1", "SELECT $1 ", &[23]), "s1", "shop", None);
         assert_eq!(a.name, b.name);
         assert_eq!(a.parse, b.parse);
         assert_ne!(a.name, c.name, "parameter types are part of the statement");
         assert_ne!(a.name, d.name);
+        let elsewhere = server_statement(&parse_msg("s1", "SELECT $1", &[23]), "s1", "eu", None);
+        assert_ne!(
+            a.name, elsewhere.name,
+            "each upstream's statements are its own"
+        );
         assert!(a.name.starts_with("tg_") && a.name.len() == 35);
         assert_eq!(&a.parse[5..5 + a.name.len()], a.name.as_bytes());
         // A session whose settings may read the text otherwise prepares its own, per change of
         // its settings.
-        let mine =
-            |epoch| server_statement(&parse_msg("s1", "SELECT $1", &[23]), "s1", Some((7, epoch)));
+        let mine = |epoch| {
+            server_statement(
+                &parse_msg("s1", "SELECT $1", &[23]),
+                "s1",
+                "shop",
+                Some((7, epoch)),
+            )
+        };
         assert_ne!(mine(1).name, a.name);
         assert_ne!(mine(1).name, mine(2).name);
         assert_eq!(mine(1).name, mine(1).name);
-        let theirs = server_statement(&parse_msg("s1", "SELECT $1", &[23]), "s1", Some((8, 1)));
+        let theirs = server_statement(
+            &parse_msg("s1", "SELECT $1", &[23]),
+            "s1",
+            "shop",
+            Some((8, 1)),
+        );
         assert_ne!(mine(1).name, theirs.name);
     }
 

@@ -494,6 +494,29 @@ fn handle(
                 {
                     state.portals.bound(portal);
                 }
+                // How a shared statement was described to the client; and a copy prepared
+                // anew before a Bind, described otherwise: the schema changed since the client
+                // was told, and the name is stale (`pool::stale_plans`).
+                match (frame.tag, q.front()) {
+                    (
+                        msg::NO_DATA | msg::ROW_DESCRIPTION,
+                        Some(Expect::Describe {
+                            server_name: Some(name),
+                            ..
+                        }),
+                    ) => pending.described(name, &frame.raw),
+                    (
+                        msg::NO_DATA | msg::ROW_DESCRIPTION,
+                        Some(Expect::HiddenDescribe { server_name: name }),
+                    ) => {
+                        if pending.described_otherwise(name, &frame.raw) {
+                            crate::pg::pool::stale_plans::mark(name);
+                        }
+                        q.pop_front();
+                        return true;
+                    }
+                    _ => {}
+                }
                 // The reply to a Parse or Close tollgate sent on its own is not the client's.
                 let hidden = matches!(
                     (frame.tag, q.front()),
@@ -602,6 +625,12 @@ fn handle(
             // A server that now reads SQL text otherwise ends the session (`run`).
             if ctx.ending().is_none() {
                 out.extend_from_slice(&shown);
+            }
+        }
+        msg::PARAMETER_DESCRIPTION => {
+            let hidden = pending.with(|q| matches!(q.front(), Some(Expect::HiddenDescribe { .. })));
+            if !hidden {
+                out.extend_from_slice(&frame.raw);
             }
         }
         msg::NOTIFICATION_RESPONSE => {

@@ -8,6 +8,13 @@
 //! at the Bind of a tollgate-named statement marks its name stale here, for every connection of
 //! every pool (the name is a hash of the text: the same text is stale everywhere); a connection
 //! that prepared it before that is made to close and prepare it again at its next use.
+//!
+//! A refusal is not the only sign: a copy prepared anew where a connection lacked it has the
+//! new columns and is never refused, while a session that parsed before the change was
+//! described the old ones (asyncpg decoded int8 rows as float8, silently: a live review). So
+//! before a Bind runs a copy prepared for it anew, the copy is described first and compared
+//! with what the session's client was described (`pg::from_client::describe_before_bind`); one
+//! that differs marks the name too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
