@@ -154,6 +154,16 @@ fn explain_names_the_rule() {
         cfg.to_str().unwrap(),
         "SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id",
     ]);
+    // As the audit record says it: customers is read masked.
+    assert!(out.contains("decision:  masked"), "{out}");
+    let (_, out, _) = run(&[
+        "explain",
+        "--agent",
+        "analyst",
+        "--config",
+        cfg.to_str().unwrap(),
+        "SELECT o.id FROM orders o",
+    ]);
     assert!(out.contains("decision:  allowed"), "{out}");
     // Piped into a reader that leaves early, it ends quietly (it panicked, exit 101).
     // (`true` reads nothing and exits at once: every write finds the pipe closed.)
@@ -173,6 +183,125 @@ fn explain_names_the_rule() {
         String::from_utf8_lossy(&piped.stdout).trim(),
         "141",
         "{err}"
+    );
+}
+
+/// explain says what the gateway does (a live review compared them on 236 statements): the
+/// decision and rule the audit record gets for a masked read, the refusals of transaction
+/// pooling and of a text over the rate's burst, a note for EXECUTE, and a mistyped agent or
+/// upstream is an error (it read as a policy refusal, exit 0). `-` reads the statement on stdin.
+#[test]
+fn explain_says_what_the_gateway_does() {
+    let cfg = demo_config();
+    let explain = |agent: &str, statement: &str| {
+        let cfg = cfg.to_str().unwrap();
+        run(&[
+            "explain",
+            "--agent",
+            agent,
+            "--upstream",
+            "shop",
+            "--config",
+            cfg,
+            statement,
+        ])
+    };
+    let (code, out, _) = explain("analyst", "SELECT id FROM customers WHERE ssn LIKE '1%'");
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("decision:  masked\n")
+            && out.contains("rule:      analyst: table public.customers\n"),
+        "{out}"
+    );
+    // The demo's analyst is on a transaction pool.
+    let (_, out, _) = explain("analyst", "SELECT pg_backend_pid()");
+    assert!(
+        out.contains("decision:  blocked") && out.contains("builtin: transaction-pooling"),
+        "{out}"
+    );
+    // With the demo's rate (this harness lifts it), a burst of 60: 62 statements in one text
+    // never run.
+    let dir = support::copy_demo_dir();
+    let file = dir.path().join("policies/analyst.toml");
+    let text: String = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("burst"))
+        .map(|l| match l.starts_with("statements_per_minute") {
+            true => "statements_per_minute = 600\n".to_string(),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&file, text).unwrap();
+    let copied = dir.path().join("tollgate.toml");
+    let rated = |statement: &str| {
+        let cfg = copied.to_str().unwrap();
+        run(&[
+            "explain",
+            "--agent",
+            "analyst",
+            "--upstream",
+            "shop",
+            "--config",
+            cfg,
+            statement,
+        ])
+    };
+    let (_, out, _) = rated(&"SELECT 1;".repeat(62));
+    assert!(
+        out.contains("decision:  blocked")
+            && out.contains("rule:      analyst: limits")
+            && out.contains("62 statements"),
+        "{out}"
+    );
+    let (_, out, _) = rated(&"SELECT 1;".repeat(61));
+    assert!(out.contains("decision:  allowed"), "{out}");
+    let (_, out, _) = explain("analyst", "EXECUTE p3");
+    assert!(out.contains("explain the PREPARE's query instead"), "{out}");
+    let (code, _, err) = explain("nobody", "SELECT 1");
+    assert_eq!(code, 1);
+    assert!(err.contains("no agent named \"nobody\""), "{err}");
+    let cfg_s = cfg.to_str().unwrap();
+    let (code, _, err) = run(&[
+        "explain",
+        "--agent",
+        "analyst",
+        "--upstream",
+        "nope",
+        "--config",
+        cfg_s,
+        "SELECT 1",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no upstream named \"nope\""), "{err}");
+    let mut child = Command::new(tollgate_bin())
+        .args([
+            "explain",
+            "--agent",
+            "analyst",
+            "--upstream",
+            "shop",
+            "--config",
+            cfg_s,
+            "-",
+        ])
+        .env_remove("TOLLGATE_MASTER_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"-- a comment first\nSELECT * FROM secrets")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains("decision:  blocked") && out.contains("secrets"),
+        "{out}"
     );
 }
 

@@ -256,9 +256,16 @@ fn explain_a_redis_command() {
         out.contains("key:       cache:1 (read)") && out.contains("decision:  allowed"),
         "{out}"
     );
+    // The mask's rule, as the audit record names it, and the mask in the policy's words.
     let out = run("HGETALL session:1");
     assert!(
-        out.contains("decision:  masked") && out.contains("email"),
+        out.contains("decision:  masked")
+            && out.contains("rule:      analyst: mask session:*")
+            && out.contains("mask:      hash fields (email: email)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("limit:     max rows per statement: 1000"),
         "{out}"
     );
     let out = run("FLUSHALL");

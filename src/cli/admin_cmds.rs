@@ -9,7 +9,7 @@ use super::VaultCommand;
 use crate::auth::{generate_token, AgentsFile};
 use crate::config::Config;
 use crate::gateway::{self, load_policies};
-use crate::policy::{sql, Engine, Outcome, SessionFacts};
+use crate::policy::{sql, Engine, SessionFacts};
 use crate::vault::{FileLock, MasterKey, Vault};
 
 type CmdResult = Result<i32, String>;
@@ -126,6 +126,19 @@ pub fn explain(
     statement: &str,
 ) -> CmdResult {
     let config = load_config(config_path)?;
+    // `-`: the statement comes on stdin (one over the argument list's size, or any at all
+    // without quoting it for the shell).
+    let read;
+    let statement = if statement == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("reading the statement from stdin: {e}"))?;
+        read = text;
+        read.as_str()
+    } else {
+        statement
+    };
     let upstream = match upstream {
         Some(u) => u.to_string(),
         None if config.upstreams.len() == 1 => {
@@ -164,7 +177,22 @@ pub fn explain(
         }
         None => return Err("several upstreams are configured: name one with --upstream".into()),
     };
-    let (_, set) = load_policies(&config).map_err(|e| e.to_string())?;
+    // A name typed wrong is an error, not a policy's refusal (it read as default-deny).
+    if !config.upstreams.contains_key(&upstream) {
+        let names: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+        return Err(format!(
+            "no upstream named \"{upstream}\" in {} (upstreams: {})",
+            config_path.display(),
+            names.join(", ")
+        ));
+    }
+    let (agents, set) = load_policies(&config).map_err(|e| e.to_string())?;
+    if !agents.names().any(|n| n == agent) {
+        return Err(format!(
+            "no agent named \"{agent}\" in {}",
+            config.agents_file.display()
+        ));
+    }
     let engine = Engine::new(set);
     let schema_note = load_explain_schema(&config, &engine, &upstream);
     say!("agent:     {agent}");
@@ -174,6 +202,14 @@ pub fn explain(
         say!("rule:      {}", d.rule);
         say!("reason:    {}", d.reason);
         return Ok(0);
+    }
+    if let Some(tls) = engine.tls_requirement(agent) {
+        let how = if tls.enforced {
+            "a connection without TLS is refused"
+        } else {
+            "shadow: a connection without TLS is recorded as would_block"
+        };
+        say!("tls:       required ({how}; rule: {})", tls.rule);
     }
     if config.upstreams.get(&upstream).map(|u| u.kind) == Some(crate::config::UpstreamKind::Mongodb)
     {
@@ -210,22 +246,59 @@ pub fn explain(
         }
         Err(e) => say!("analysis:  {e}"),
     }
-    let verdict = engine.check_sql(
-        &agent.into(),
-        &upstream.as_str().into(),
-        statement,
-        &SessionFacts::default(),
-    );
-    let decision = match verdict.outcome {
-        Outcome::Allow => "allowed",
-        Outcome::Block => "blocked",
-        Outcome::WouldBlock => "would_block (shadow policy: the statement runs)",
+    // Judged as a session of the agent's would be: on a transaction pool when its upstream
+    // (or its policy) pools per transaction, with signal targets checked.
+    let policy = engine.agent_policy(agent);
+    let mode = policy
+        .as_ref()
+        .and_then(|p| p.pool_mode(&upstream))
+        .unwrap_or(config.upstreams[&upstream].pool().mode);
+    let facts = SessionFacts {
+        pooled: mode == crate::config::PoolMode::Transaction,
+        checks_signal_targets: true,
+        ..SessionFacts::default()
     };
-    say!("decision:  {decision}");
-    if let Some(d) = &verdict.denial {
-        say!("rule:      {}", d.rule);
-        say!("reason:    {}", d.reason);
-        say!("sqlstate:  {}", d.class.sqlstate());
+    let verdict = engine.check_sql(&agent.into(), &upstream.as_str().into(), statement, &facts);
+    // A text holding more statements than the agent's rate ever allows at once never runs.
+    let no_limits = crate::policy::limits::Limits::default();
+    let limits = policy.as_ref().map_or(&no_limits, |p| &p.limits);
+    let too_many = crate::ratelimit::Bucket::default().over_rate(
+        limits,
+        crate::pg::statement::statements(statement, &verdict, limits),
+    );
+    match (crate::pg::statement::recorded_decision(&verdict), too_many) {
+        (Some(_), Some((exceeded, rule))) => {
+            say!("decision:  blocked");
+            say!("rule:      {rule}");
+            say!("reason:    {exceeded}");
+            say!("sqlstate:  53400");
+        }
+        (Some((decision, rule, reason)), None) => {
+            let shown = match decision {
+                crate::audit::Decision::WouldBlock => {
+                    "would_block (shadow policy: the statement runs)"
+                }
+                d => d.as_str(),
+            };
+            say!("decision:  {shown}");
+            if let Some(rule) = rule {
+                say!("rule:      {rule}");
+            }
+            if let Some(reason) = reason {
+                say!("reason:    {reason}");
+            }
+        }
+        (None, _) => {
+            say!("decision:  blocked");
+            if let Some(d) = &verdict.denial {
+                say!("rule:      {}", d.rule);
+                say!("reason:    {}", d.reason);
+                say!("sqlstate:  {}", d.class.sqlstate());
+                if d.rule == crate::policy::decide::UNCHECKED_EXECUTE_RULE {
+                    say!("note:      in a session, EXECUTE of a statement it PREPAREd is judged as that statement: explain the PREPARE's query instead");
+                }
+            }
+        }
     }
     match &verdict.rewrite {
         Some(plan) => {
@@ -245,12 +318,17 @@ pub fn explain(
     if let Some(note) = schema_note {
         say!("note:      {note}");
     }
+    say_limits(&engine, agent);
+    Ok(0)
+}
+
+/// The agent's limits, one line each (every door's explain ends with them).
+pub(super) fn say_limits(engine: &Engine, agent: &str) {
     if let Some(p) = engine.agent_policy(agent) {
         for line in p.limits.describe() {
             say!("limit:     {line}");
         }
     }
-    Ok(0)
 }
 
 /// Loads the upstream's table shapes when a policy masks or filters tables there (masking

@@ -160,6 +160,8 @@ pub fn explain(
         }
         say!("forwarded: {body}");
     }
+    // max_rows caps the documents of a cursor across its batches on this door.
+    super::admin_cmds::say_limits(engine, agent);
     let limits = policy.limits();
     if let Some((n, rule)) = &limits.max_rows {
         say!(

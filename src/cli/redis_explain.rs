@@ -47,19 +47,33 @@ pub fn explain(
             String::from_utf8_lossy(&args[k.index])
         );
     }
-    let decision = match verdict.outcome {
-        Outcome::Allow if !verdict.mask.is_none() => "masked",
-        Outcome::Allow => "allowed",
-        Outcome::Block => "blocked",
-        Outcome::WouldBlock => "would_block (shadow policy: the command runs)",
+    let (decision, rule) = match verdict.outcome {
+        Outcome::Block => ("blocked", None),
+        Outcome::WouldBlock => ("would_block (shadow policy: the command runs)", None),
+        Outcome::Allow if !verdict.mask.is_none() => ("masked", verdict.mask_rule.clone()),
+        Outcome::Allow => match &verdict.rewritten {
+            Some((_, rule)) => ("rewritten", Some(rule.clone())),
+            None => ("allowed", None),
+        },
     };
     say!("decision:  {decision}");
     if let Some(d) = &verdict.denial {
         say!("rule:      {}", d.rule);
         say!("reason:    {}", d.reason);
+    } else if let Some(rule) = rule {
+        say!("rule:      {rule}");
     }
     if !matches!(verdict.mask, MaskPlan::None) {
-        say!("mask:      {:?}", verdict.mask);
+        say!("mask:      {}", verdict.mask.describe());
     }
+    if let Some((args, _)) = &verdict.rewritten {
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        say!("rewritten: {}", shown.join(" "));
+        say!("reason:    blocking timeout capped to the statement timeout");
+    }
+    super::admin_cmds::say_limits(engine, agent);
     Ok(0)
 }

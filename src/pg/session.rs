@@ -228,14 +228,7 @@ async fn login(
 /// The pool mode of this session: its agent's policy may ask for session pooling.
 fn pool_mode(session: &Session, default: PoolMode) -> PoolMode {
     let policy = session.core().policy.agent_policy(session.agent());
-    let asked = policy.and_then(|p| {
-        p.enforced
-            .as_ref()
-            .or(p.with_shadow.as_ref())
-            .and_then(|m| m.get(session.upstream().as_ref()))
-            .and_then(|r| r.sql())
-            .and_then(|r| r.pool_mode)
-    });
+    let asked = policy.and_then(|p| p.pool_mode(session.upstream()));
     asked.unwrap_or(default)
 }
 

@@ -391,25 +391,14 @@ impl PgSession {
         limits: &Limits,
         write: Write,
     ) -> Result<Ticket, PgErrorFields> {
-        let judged = match (verdict.outcome, &verdict.denial, &verdict.rewrite) {
-            (Outcome::Block, _, _) => return Err(self.refuse_verdict(text, verdict)),
-            (Outcome::WouldBlock, Some(d), _) => Judged {
-                statement: self.recorded(text),
-                decision: Decision::WouldBlock,
-                rule: Some(d.rule.clone()),
-                reason: Some(d.reason.clone()),
-            },
-            (_, _, Some(plan)) => Judged {
-                statement: self.recorded(text),
-                decision: if plan.masks {
-                    Decision::Masked
-                } else {
-                    Decision::Rewritten
-                },
-                rule: Some(plan.rules.join(", ")),
-                reason: Some(format!("reads protected {}", plan.tables.join(", "))),
-            },
-            _ => Judged::allowed(self.recorded(text)),
+        let Some((decision, rule, reason)) = recorded_decision(verdict) else {
+            return Err(self.refuse_verdict(text, verdict));
+        };
+        let judged = Judged {
+            statement: self.recorded(text),
+            decision,
+            rule,
+            reason,
         };
         self.session
             .decide_statements(
@@ -616,9 +605,32 @@ impl PgSession {
     }
 }
 
+/// How a statement the verdict lets run is recorded: its decision, rule and reason (`None`: the
+/// verdict refuses it). `tollgate explain` says the same.
+pub fn recorded_decision(verdict: &Verdict) -> Option<(Decision, Option<String>, Option<String>)> {
+    match (verdict.outcome, &verdict.denial, &verdict.rewrite) {
+        (Outcome::Block, _, _) => None,
+        (Outcome::WouldBlock, Some(d), _) => Some((
+            Decision::WouldBlock,
+            Some(d.rule.clone()),
+            Some(d.reason.clone()),
+        )),
+        (_, _, Some(plan)) => Some((
+            if plan.masks {
+                Decision::Masked
+            } else {
+                Decision::Rewritten
+            },
+            Some(plan.rules.join(", ")),
+            Some(format!("reads protected {}", plan.tables.join(", "))),
+        )),
+        _ => Some((Decision::Allowed, None, None)),
+    }
+}
+
 /// How many of the rate's tokens a text takes: one per statement it holds (a Query may hold
 /// many; the rate holds per statement), at least one per request.
-fn statements(text: &str, verdict: &Verdict, limits: &Limits) -> u32 {
+pub fn statements(text: &str, verdict: &Verdict, limits: &Limits) -> u32 {
     let n = match verdict.statements {
         // Not analysed (the passthrough fast path): counted only when a rate needs it.
         0 if limits.rate.is_some() => crate::policy::sql::count_statements(text),

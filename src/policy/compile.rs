@@ -31,6 +31,17 @@ pub struct AgentPolicy {
 }
 
 impl AgentPolicy {
+    /// The pool mode the agent's rules ask for on `upstream` (`pool_mode` in its `[[postgres]]`
+    /// block), if any: the upstream's own otherwise.
+    pub fn pool_mode(&self, upstream: &str) -> Option<crate::config::PoolMode> {
+        self.enforced
+            .as_ref()
+            .or(self.with_shadow.as_ref())
+            .and_then(|m| m.get(upstream))
+            .and_then(|r| r.sql())
+            .and_then(|r| r.pool_mode)
+    }
+
     /// Whether the enforced rules mask columns or filter rows of `upstream`'s tables: then a
     /// server's error DETAIL, which can quote a stored row ("Failing row contains (...)", a
     /// key's value), is not relayed.

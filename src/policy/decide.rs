@@ -28,6 +28,9 @@ pub struct SessionFacts {
 
 pub const DEFAULT_DENY: &str = "default-deny";
 
+/// An EXECUTE of a statement this session did not PREPARE through the policy.
+pub const UNCHECKED_EXECUTE_RULE: &str = "builtin: unchecked-execute";
+
 /// Checks every statement; the first refusal refuses the whole string.
 pub fn decide(
     rules: &SqlRules,
@@ -299,7 +302,7 @@ fn check_kind(
             need_class(rules, StatementClass::Prepare, "EXECUTE")?;
             if !session.sql_prepared.contains(name) {
                 return Err(Refusal::permission(
-                    "builtin: unchecked-execute",
+                    UNCHECKED_EXECUTE_RULE,
                     format!("EXECUTE of prepared statement \"{name}\", which tollgate did not check in this session"),
                 ));
             }

@@ -67,6 +67,33 @@ impl MaskPlan {
     pub fn is_none(&self) -> bool {
         matches!(self, MaskPlan::None)
     }
+
+    /// What the agent is shown of the reply, in the words of policy files (`tollgate explain`).
+    pub fn describe(&self) -> String {
+        let fields = |m: &MaskFields| {
+            m.parts
+                .iter()
+                .map(|(fields, s)| match fields.is_empty() {
+                    true => format!("every field: {}", s.name()),
+                    false => format!("{}: {}", fields.join(", "), s.name()),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        match self {
+            MaskPlan::None => "none".into(),
+            MaskPlan::Value(s) => format!("the value: {}", s.name()),
+            MaskPlan::Elements(each) => {
+                let each: Vec<&str> = each.iter().map(|s| s.map_or("-", Strategy::name)).collect();
+                format!("each value in turn: {}", each.join(", "))
+            }
+            MaskPlan::HashPairs(m) => format!("hash fields ({})", fields(m)),
+            MaskPlan::ScanPairs(m) => format!("scanned hash fields ({})", fields(m)),
+            MaskPlan::AllValues(s) => format!("every value: {}", s.name()),
+            MaskPlan::ConfigSecrets => "secret parameters left out (builtin)".into(),
+            MaskPlan::AclSecrets(_) => "password hashes left out (builtin)".into(),
+        }
+    }
 }
 
 /// The command as judged: keys found (positions in the arguments), the mask plan, and whether
