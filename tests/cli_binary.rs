@@ -70,6 +70,18 @@ fn check_resolves_vaulted_credentials_like_serve() {
     let (code, _, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no_such_secret"), "{err}");
+    // At the key that names it (a live review: the error had no place).
+    let line = text
+        .lines()
+        .position(|l| l.contains("vault:shop_password"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!(
+            "tollgate.toml:{line}:1: vault: no secret named \"no_such_secret\""
+        )),
+        "{err}"
+    );
 
     // The admin tokens file, as serve loads it: a bad role passed check, then serve failed.
     std::fs::write(&cfg, &text).unwrap();

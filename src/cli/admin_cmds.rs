@@ -82,6 +82,16 @@ pub fn check(config_path: &Path) -> CmdResult {
     for w in &set.warnings {
         eprintln!("warning: {w}");
     }
+    if agents.names().next().is_none() {
+        let why = match config.agents_file.exists() {
+            true => "names no agent",
+            false => "does not exist",
+        };
+        eprintln!(
+            "warning: {}: {why}: no agent can log in (add one with `tollgate agent add NAME`)",
+            config.agents_file.display()
+        );
+    }
     // The admin tokens file, as `serve` loads it (a bad role passed `check`, then `serve` failed).
     crate::admin::tokens::AdminTokens::load(&config.admin.tokens_file)
         .map_err(|e| e.to_string())?;
@@ -108,6 +118,7 @@ pub fn check(config_path: &Path) -> CmdResult {
             eprintln!("warning: {w}");
         }
         let vault = Vault::open(&config.vault.file, key).map_err(|e| e.to_string())?;
+        missing_secrets(&config, &vault)?;
         crate::doors::build(&config, &vault).map_err(|e| e.to_string())?;
     }
     say!(
@@ -117,6 +128,28 @@ pub fn check(config_path: &Path) -> CmdResult {
         set.files.len()
     );
     Ok(0)
+}
+
+/// The config's vault references to secrets the vault lacks, each at its key's place in the
+/// config (`serve` fails on them too, without the place).
+fn missing_secrets(config: &Config, vault: &Vault) -> Result<(), String> {
+    use crate::config::SecretRef;
+    let mut refs: Vec<(Vec<&str>, &str)> = Vec::new();
+    for (name, u) in &config.upstreams {
+        refs.push((vec!["upstream", name, "user"], &u.user));
+        refs.push((vec!["upstream", name, "password"], &u.password));
+    }
+    if let Some(w) = &config.audit.webhook {
+        refs.push((vec!["audit", "webhook", "secret"], &w.secret));
+    }
+    for (path, value) in refs {
+        if let SecretRef::Vault(secret) = SecretRef::parse(value) {
+            if let Err(e) = vault.get(&secret) {
+                return Err(config.error_at(&path, e.to_string()).to_string());
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn explain(

@@ -57,6 +57,14 @@ impl ConfigSource {
         }
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Reads the file again and lists what differs from the text the gateway started with.
     pub fn drift(&self) -> Drift {
         let now = match read_regular_file(&self.path) {

@@ -2,7 +2,7 @@
 
 mod audit;
 mod drift;
-mod key_span;
+pub mod key_span;
 mod regular_file;
 mod source_error;
 
@@ -525,6 +525,16 @@ impl UpstreamConfig {
 }
 
 impl Config {
+    /// `message` about the value of the key at `path` (`["upstream", "shop", "password"]`),
+    /// placed as `FILE:LINE:COLUMN: message` in the file the config was read from (for `tollgate
+    /// check`: a vault reference to a secret the vault lacks).
+    pub fn error_at(&self, path: &[&str], message: String) -> SourceError {
+        match &self.source {
+            Some(source) => Invalid::at(path, message).in_file(source.path(), source.text()),
+            None => SourceError::semantic(Path::new("tollgate.toml"), message),
+        }
+    }
+
     /// Reads, parses and validates a config file; relative paths are made relative to its folder.
     pub fn load(path: &Path) -> Result<Config, SourceError> {
         let text = read_regular_file(path).map_err(|e| SourceError::io(path, &e))?;

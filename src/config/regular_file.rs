@@ -23,14 +23,36 @@ pub fn read_regular_file(path: &Path) -> std::io::Result<String> {
             "not a regular file (a FIFO, socket, device or directory); refusing to read it",
         ));
     }
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
-    Ok(text)
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    String::from_utf8(bytes).map_err(|e| {
+        // Where, as a text editor counts (a config error names line and column).
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8 text: an invalid byte at line {line}, column {column}"),
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_that_is_not_utf8_is_refused_naming_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, b"agents = [\"a\"]\n# caf\xe9\n").unwrap();
+        let e = read_regular_file(&file).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "not UTF-8 text: an invalid byte at line 2, column 6"
+        );
+    }
 
     #[test]
     fn a_fifo_is_refused_at_once_and_regular_files_and_links_are_read() {

@@ -384,11 +384,14 @@ fn validate(
             }
         }
         if limits.get_ref().statements_per_minute == Some(0) {
-            return Err(at(
-                l,
-                limits,
-                "statements_per_minute must be at least 1".into(),
-            ));
+            let message = "statements_per_minute must be at least 1".to_string();
+            // At the key itself (the table's header when it cannot be found).
+            let key =
+                crate::config::key_span::locate_key(&l.text, &["limits", "statements_per_minute"]);
+            return Err(match key {
+                Some(offset) => SourceError::at(&l.path, &l.text, offset, message),
+                None => at(l, limits, message),
+            });
         }
     }
     super::redis::compile::validate(&l.path, &l.text, &l.file.redis, ctx)?;
@@ -571,6 +574,18 @@ mod tests {
         // A file that says something, if only that it names no one, loads (with a warning).
         let set = load("# nobody yet\nagents = []\n").unwrap();
         assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
+    }
+
+    #[test]
+    fn a_zero_rate_is_refused_at_its_key() {
+        let e = load("agents = [\"analyst\"]\n[limits]\nmax_rows = 5\nstatements_per_minute = 0\n")
+            .err()
+            .expect("a rate of 0 loaded");
+        assert!(
+            e.to_string()
+                .contains("a.toml:4:1: statements_per_minute must be at least 1"),
+            "{e}"
+        );
     }
 
     #[test]
