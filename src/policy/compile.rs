@@ -578,9 +578,10 @@ mod tests {
 
     #[test]
     fn a_zero_rate_is_refused_at_its_key() {
-        let e = load("agents = [\"analyst\"]\n[limits]\nmax_rows = 5\nstatements_per_minute = 0\n")
-            .err()
-            .expect("a rate of 0 loaded");
+        let text = "agents = [\"analyst\"]\n[limits]\nmax_rows = 5\nstatements_per_minute = 0\n";
+        let Err(e) = load(text) else {
+            panic!("a rate of 0 loaded")
+        };
         assert!(
             e.to_string()
                 .contains("a.toml:4:1: statements_per_minute must be at least 1"),
