@@ -2453,6 +2453,121 @@ fn a_statement_prepared_before_a_schema_change_fails_on_a_connection_that_lacked
     });
 }
 
+/// Three sessions on a pool of two: `a` prepares `sql` (described) on one connection while `b`
+/// holds the other; `change` runs; `c` takes the first connection and `b` gives the second
+/// back, so that `a`'s next run is on a connection that never had the statement.
+async fn on_a_connection_without_it(
+    running: &tollgate::gateway::Running,
+    sql: &str,
+    change: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio_postgres::Statement,
+    tokio_postgres::Client,
+) {
+    let (a, b, c) = (
+        client(running, "trusted").await,
+        client(running, "trusted").await,
+        client(running, "trusted").await,
+    );
+    b.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let st = a.prepare(sql).await.unwrap();
+    assert_eq!(a.query(&st, &[&1i32]).await.unwrap().len(), 1);
+    upstream().await.batch_execute(change).await.unwrap();
+    c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    b.batch_execute("COMMIT").await.unwrap();
+    (a, st, c)
+}
+
+/// The same with the parameter's type changed: a copy prepared anew infers another type and
+/// reads the client's bytes otherwise (int4 bytes as a float8 matched no row, silently; a
+/// re-review). The parameter types are compared too.
+#[test]
+fn a_statement_whose_parameter_type_changed_fails_on_a_connection_that_lacked_it() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(2, "").await;
+        let table = format!("stale_param_{}", std::process::id());
+        upstream()
+            .await
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int PRIMARY KEY, a int);
+                 INSERT INTO {table} VALUES (1, 10); GRANT SELECT ON {table} TO tollgate_shop"
+            ))
+            .await
+            .unwrap();
+        let sql = format!("SELECT a FROM {table} WHERE id = $1");
+        let change = format!("ALTER TABLE {table} ALTER COLUMN id TYPE float8");
+        let (a, st, c) = on_a_connection_without_it(&running, &sql, &change).await;
+        let e = a
+            .query(&st, &[&1i32])
+            .await
+            .expect_err("its parameter was described int4: refused, not run as a float8");
+        assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+        let st = a.prepare(&sql).await.unwrap();
+        assert_eq!(
+            a.query_one(&st, &[&1f64]).await.unwrap().get::<_, i32>(0),
+            10
+        );
+        c.batch_execute("COMMIT").await.unwrap();
+        upstream()
+            .await
+            .batch_execute(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+        drop(running);
+    });
+}
+
+/// The copy prepared before the Bind fails (the table renamed away meanwhile): the client gets
+/// the server's error once, and the connection does not count the statement as held. It did: a
+/// Parse of tollgate's own sent after the failure was skipped by the server, and every later
+/// session's use of the text on that connection failed with 26000 (a re-review).
+#[test]
+fn a_copy_that_fails_to_prepare_before_a_bind_leaves_the_connection_usable() {
+    harness().runtime.block_on(async {
+        let (running, _gw) = gateway(2, "").await;
+        let table = format!("gone_copy_{}", std::process::id());
+        let su = upstream().await;
+        su.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}; DROP TABLE IF EXISTS {table}_x;
+             CREATE TABLE {table} (id int PRIMARY KEY, a int);
+             INSERT INTO {table} VALUES (1, 10); GRANT SELECT ON {table} TO tollgate_shop"
+        ))
+        .await
+        .unwrap();
+        let sql = format!("SELECT a FROM {table} WHERE id = $1");
+        let change = format!("ALTER TABLE {table} RENAME TO {table}_x");
+        let (a, st, c) = on_a_connection_without_it(&running, &sql, &change).await;
+        let e = a.query(&st, &[&1i32]).await.expect_err("the table is gone");
+        assert_eq!(sqlstate(&e), "42P01", "{e:?}");
+        assert_eq!(one(&a, "SELECT 7").await, "7", "the session goes on");
+        su.batch_execute(&format!("ALTER TABLE {table}_x RENAME TO {table}"))
+            .await
+            .unwrap();
+        // `c` still holds the other connection: every session below runs on this one.
+        for i in 0..3 {
+            let d = client(&running, "trusted").await;
+            let st = d
+                .prepare(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("session {i}: {e:?}"));
+            let row = d.query_one(&st, &[&1i32]).await;
+            let row = row.unwrap_or_else(|e| panic!("session {i}: {e:?}"));
+            assert_eq!(row.get::<_, i32>(0), 10);
+        }
+        let row = a
+            .query_one(&st, &[&1i32])
+            .await
+            .expect("a's statement again");
+        assert_eq!(row.get::<_, i32>(0), 10);
+        c.batch_execute("COMMIT").await.unwrap();
+        su.batch_execute(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+        drop(running);
+    });
+}
+
 /// A schema change makes a prepared statement's plan stale (`0A000 cached plan must not change
 /// result type`); drivers then prepare the text again (asyncpg does at once). tollgate shares
 /// one server statement per text between sessions and answered that new Parse itself, so the

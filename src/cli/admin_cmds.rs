@@ -333,6 +333,13 @@ pub fn explain(
             }
         }
     }
+    let signals = verdict
+        .effects
+        .iter()
+        .any(|e| matches!(e, crate::policy::Effect::Signals(_)));
+    if signals && verdict.runs() {
+        say!("note:      pg_cancel_backend / pg_terminate_backend run only on the process of one of the agent's own sessions (checked when it runs; builtin: own-backend)");
+    }
     match &verdict.rewrite {
         Some(plan) => {
             say!(

@@ -947,6 +947,7 @@ async fn describe_before_bind<W: AsyncWrite + Unpin>(
     statements::ensure_prepared(&server, &stmt, pending, out);
     pending.push(Expect::HiddenDescribe {
         server_name: stmt.name.clone(),
+        params_differ: false,
     });
     out.extend_from_slice(&statements::renamed_describe(&stmt.name));
     out.extend_from_slice(&statements::flush());
@@ -958,6 +959,14 @@ async fn describe_before_bind<W: AsyncWrite + Unpin>(
         .map_err(FromClientError::Upstream)?;
     out.clear();
     pending.settled_replies().await;
+    if !statements::counted_here(&server, &stmt.name) {
+        // The Parse failed (a table gone, a lock wait cancelled): its error went to the client,
+        // and the server now skips everything up to the Sync. So does tollgate: a Parse of its
+        // own sent now would be skipped too, and counted as held there (a re-review: every
+        // later Bind of the text on that connection failed with 26000).
+        state.skip_until_sync = true;
+        return Ok(());
+    }
     statements::described_here(&server, &stmt.name);
     Ok(())
 }

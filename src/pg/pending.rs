@@ -56,6 +56,8 @@ pub enum Expect {
     /// relayed.
     HiddenDescribe {
         server_name: std::sync::Arc<str>,
+        /// Its ParameterDescription differed from the client's.
+        params_differ: bool,
     },
     /// A reply tollgate gives itself, in its place in the order (a ParseComplete for a
     /// statement the server connection already holds, a CloseComplete).
@@ -105,6 +107,14 @@ pub const MAX_PENDING: usize = 4096;
 /// Most statement descriptions a session keeps ([`Pending::described`]).
 const MAX_SHAPES: usize = 1024;
 
+/// How a statement was described: hashes of its ParameterDescription and of its RowDescription
+/// (or NoData).
+#[derive(Debug, Clone, Copy, Default)]
+struct Shape {
+    params: u64,
+    rows: u64,
+}
+
 fn shape(reply: &[u8]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -147,7 +157,7 @@ pub struct Pending {
     /// How the server described each shared statement (by tollgate's name) to this session's
     /// client: a hash of the RowDescription or NoData its Describe was answered. A copy
     /// prepared anew is compared with it ([`Pending::described_otherwise`]).
-    shapes: Arc<Mutex<std::collections::HashMap<Arc<str>, u64>>>,
+    shapes: Arc<Mutex<std::collections::HashMap<Arc<str>, Shape>>>,
 }
 
 /// The numbers of named Parses the server did not take, until the client half next looks. A
@@ -339,14 +349,30 @@ impl Pending {
     /// Waits until every reply owed has arrived and been taken off the queue (the reply side has
     /// seen each ParameterStatus before them).
     /// The client was answered `reply` (RowDescription or NoData) to its Describe of shared
-    /// statement `name`.
+    /// statement `name` (after its ParameterDescription, [`Pending::described_params`]).
     pub fn described(&self, name: &Arc<str>, reply: &[u8]) {
+        self.with_shape(name, |s| s.rows = shape(reply));
+    }
+
+    /// The client was answered `reply` (ParameterDescription) to its Describe of `name`.
+    pub fn described_params(&self, name: &Arc<str>, reply: &[u8]) {
+        self.with_shape(name, |s| s.params = shape(reply));
+    }
+
+    fn with_shape(&self, name: &Arc<str>, f: impl FnOnce(&mut Shape)) {
         let mut shapes = self.shapes.lock().expect("shapes");
         if shapes.len() >= MAX_SHAPES && !shapes.contains_key(name) {
             // Forgotten, a statement is no longer compared (as before this check existed).
             shapes.clear();
         }
-        shapes.insert(name.clone(), shape(reply));
+        f(shapes.entry(name.clone()).or_default());
+    }
+
+    /// Whether a copy of `name` prepared anew takes other parameter types than the client was
+    /// told (`false` when it was never told).
+    pub fn params_otherwise(&self, name: &str, reply: &[u8]) -> bool {
+        let shapes = self.shapes.lock().expect("shapes");
+        shapes.get(name).is_some_and(|s| s.params != shape(reply))
     }
 
     /// Whether the client was told how shared statement `name` describes its result.
@@ -358,7 +384,7 @@ impl Pending {
     /// was told (the schema changed since): `false` when the client was never told.
     pub fn described_otherwise(&self, name: &str, reply: &[u8]) -> bool {
         let shapes = self.shapes.lock().expect("shapes");
-        shapes.get(name).is_some_and(|s| *s != shape(reply))
+        shapes.get(name).is_some_and(|s| s.rows != shape(reply))
     }
 
     pub async fn settled_replies(&self) {

@@ -143,6 +143,16 @@ pub fn missing_here(server: &ServerInfo, name: &str) -> bool {
     !matches!(prepared.held(name), Held::Ready)
 }
 
+/// Whether tollgate counts `name` as prepared on the connection (stale or not): after its
+/// Parse failed it does not.
+pub fn counted_here(server: &ServerInfo, name: &str) -> bool {
+    server
+        .prepared
+        .lock()
+        .expect("prepared statements")
+        .contains(name)
+}
+
 /// After a copy of `name` prepared on the connection was described (and compared,
 /// [`stale_plans::described`]): it is the statement of now, whatever mark that made.
 pub fn described_here(server: &ServerInfo, name: &str) {

@@ -507,9 +507,12 @@ fn handle(
                     ) => pending.described(name, &frame.raw),
                     (
                         msg::NO_DATA | msg::ROW_DESCRIPTION,
-                        Some(Expect::HiddenDescribe { server_name: name }),
+                        Some(Expect::HiddenDescribe {
+                            server_name: name,
+                            params_differ,
+                        }),
                     ) => {
-                        if pending.described_otherwise(name, &frame.raw) {
+                        if *params_differ || pending.described_otherwise(name, &frame.raw) {
                             crate::pg::pool::stale_plans::mark(name);
                         }
                         q.pop_front();
@@ -628,7 +631,26 @@ fn handle(
             }
         }
         msg::PARAMETER_DESCRIPTION => {
-            let hidden = pending.with(|q| matches!(q.front(), Some(Expect::HiddenDescribe { .. })));
+            // The parameter types of a shared statement: the client's told, a copy prepared
+            // anew compared (a type inferred otherwise after a schema change reads the client's
+            // values otherwise: int8 bytes as a float8 matched no row; a re-review).
+            let hidden = pending.with(|q| match q.front_mut() {
+                Some(Expect::Describe {
+                    server_name: Some(name),
+                    ..
+                }) => {
+                    pending.described_params(name, &frame.raw);
+                    false
+                }
+                Some(Expect::HiddenDescribe {
+                    server_name,
+                    params_differ,
+                }) => {
+                    *params_differ = pending.params_otherwise(server_name, &frame.raw);
+                    true
+                }
+                _ => false,
+            });
             if !hidden {
                 out.extend_from_slice(&frame.raw);
             }
@@ -1029,13 +1051,18 @@ fn on_error(
                     Some(
                         Expect::Bind {
                             statement: Some(name),
+                            server_name,
                             ..
                         }
                         | Expect::Describe {
                             statement: Some(name),
-                            ..
+                            server_name,
                         },
                     ) if first && may_replace && err.code.as_deref() == Some("26000") => {
+                        // The connection lacks it whatever tollgate counted: prepared again at
+                        // its next use (a connection that kept counting it failed every
+                        // session's Bind of the text: a re-review).
+                        forget(&server_name);
                         replacement = Some(PgErrorFields::error(
                             "26000",
                             format!("prepared statement \"{name}\" does not exist"),
