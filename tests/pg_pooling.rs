@@ -2405,33 +2405,10 @@ fn a_client_gone_before_its_copy_in_began_frees_its_locks_at_once() {
 fn a_statement_prepared_before_a_schema_change_fails_on_a_connection_that_lacked_it() {
     harness().runtime.block_on(async {
         let (running, _gw) = gateway(2, "").await;
-        let table = format!("stale_shape_{}", std::process::id());
-        let su = upstream().await;
-        su.batch_execute(&format!(
-            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int PRIMARY KEY, a int);
-             INSERT INTO {table} VALUES (1, 10); GRANT SELECT ON {table} TO tollgate_shop"
-        ))
-        .await
-        .unwrap();
+        let table = small_table("stale_shape").await;
         let sql = format!("SELECT * FROM {table} WHERE id = $1");
-        let (a, b, c) = (
-            client(&running, "trusted").await,
-            client(&running, "trusted").await,
-            client(&running, "trusted").await,
-        );
-        // a prepares on one connection (X) while b holds the other (Y).
-        b.batch_execute("BEGIN; SELECT 1").await.unwrap();
-        let st = a.prepare(&sql).await.unwrap();
-        assert_eq!(
-            a.query_one(&st, &[&1i32]).await.unwrap().get::<_, i32>(1),
-            10
-        );
-        su.batch_execute(&format!("ALTER TABLE {table} ALTER COLUMN a TYPE float8"))
-            .await
-            .unwrap();
-        // c takes X; b gives Y back: a's next run is on Y, which never had the statement.
-        c.batch_execute("BEGIN; SELECT 1").await.unwrap();
-        b.batch_execute("COMMIT").await.unwrap();
+        let change = format!("ALTER TABLE {table} ALTER COLUMN a TYPE float8");
+        let (a, st, c) = on_a_connection_without_it(&running, &sql, &change).await;
         let e = a
             .query_one(&st, &[&1i32])
             .await
@@ -2446,11 +2423,29 @@ fn a_statement_prepared_before_a_schema_change_fails_on_a_connection_that_lacked
             10.0
         );
         c.batch_execute("COMMIT").await.unwrap();
-        su.batch_execute(&format!("DROP TABLE {table}"))
+        upstream()
+            .await
+            .batch_execute(&format!("DROP TABLE {table}"))
             .await
             .unwrap();
         drop(running);
     });
+}
+
+/// A table of the test's own, `PREFIX_PID (id int PRIMARY KEY, a int)` holding (1, 10), which
+/// the pool's role may read; dropped first if a run before left it.
+async fn small_table(prefix: &str) -> String {
+    let table = format!("{prefix}_{}", std::process::id());
+    upstream()
+        .await
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}; DROP TABLE IF EXISTS {table}_x;
+             CREATE TABLE {table} (id int PRIMARY KEY, a int);
+             INSERT INTO {table} VALUES (1, 10); GRANT SELECT ON {table} TO tollgate_shop"
+        ))
+        .await
+        .unwrap();
+    table
 }
 
 /// Three sessions on a pool of two: `a` prepares `sql` (described) on one connection while `b`
@@ -2486,15 +2481,7 @@ async fn on_a_connection_without_it(
 fn a_statement_whose_parameter_type_changed_fails_on_a_connection_that_lacked_it() {
     harness().runtime.block_on(async {
         let (running, _gw) = gateway(2, "").await;
-        let table = format!("stale_param_{}", std::process::id());
-        upstream()
-            .await
-            .batch_execute(&format!(
-                "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int PRIMARY KEY, a int);
-                 INSERT INTO {table} VALUES (1, 10); GRANT SELECT ON {table} TO tollgate_shop"
-            ))
-            .await
-            .unwrap();
+        let table = small_table("stale_param").await;
         let sql = format!("SELECT a FROM {table} WHERE id = $1");
         let change = format!("ALTER TABLE {table} ALTER COLUMN id TYPE float8");
         let (a, st, c) = on_a_connection_without_it(&running, &sql, &change).await;
@@ -2526,15 +2513,8 @@ fn a_statement_whose_parameter_type_changed_fails_on_a_connection_that_lacked_it
 fn a_copy_that_fails_to_prepare_before_a_bind_leaves_the_connection_usable() {
     harness().runtime.block_on(async {
         let (running, _gw) = gateway(2, "").await;
-        let table = format!("gone_copy_{}", std::process::id());
+        let table = small_table("gone_copy").await;
         let su = upstream().await;
-        su.batch_execute(&format!(
-            "DROP TABLE IF EXISTS {table}; DROP TABLE IF EXISTS {table}_x;
-             CREATE TABLE {table} (id int PRIMARY KEY, a int);
-             INSERT INTO {table} VALUES (1, 10); GRANT SELECT ON {table} TO tollgate_shop"
-        ))
-        .await
-        .unwrap();
         let sql = format!("SELECT a FROM {table} WHERE id = $1");
         let change = format!("ALTER TABLE {table} RENAME TO {table}_x");
         let (a, st, c) = on_a_connection_without_it(&running, &sql, &change).await;
@@ -2580,14 +2560,8 @@ fn a_copy_that_fails_to_prepare_before_a_bind_leaves_the_connection_usable() {
 fn a_plan_gone_stale_after_a_schema_change_is_prepared_again() {
     harness().runtime.block_on(async {
         let (running, _gw) = gateway(2, "").await;
-        let table = format!("stale_plan_{}", std::process::id());
+        let table = small_table("stale_plan").await;
         let su = upstream().await;
-        su.batch_execute(&format!(
-            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int PRIMARY KEY, a int);
-             INSERT INTO {table} VALUES (1, 10); GRANT SELECT ON {table} TO tollgate_shop"
-        ))
-        .await
-        .unwrap();
         let sql = format!("SELECT * FROM {table} WHERE id = $1");
         // Both server connections get the statement: two sessions in transactions at once.
         let (a, b) = (

@@ -723,16 +723,7 @@ async fn settle<W: AsyncWrite + Unpin>(
         };
         return Ok(());
     }
-    // What is queued goes now, so its decisions are committed first (as before any write).
-    ctx.commit().await.map_err(FromClientError::Fatal)?;
-    pending.cancels_settled().await;
-    not_ending(ctx)?;
-    upstream
-        .write_all(out)
-        .await
-        .map_err(FromClientError::Upstream)?;
-    out.clear();
-    pending.settled_replies().await;
+    send_and_settle(ctx, pending, upstream, out).await?;
     if pending.tx_status() == b'I' {
         state.encoding_window = false;
         state.reading_window = false;
@@ -905,14 +896,36 @@ fn parse_message(frame: &Frame, name: &str, sql: &[u8]) -> Bytes {
     msg::raw_message(fe::PARSE, &out)
 }
 
+/// Writes what is queued upstream now and waits until every reply owed has come: its decisions
+/// are committed first (as before any write), and tollgate's own cancels in flight delivered
+/// (one must not land on what is sent now).
+async fn send_and_settle<W: AsyncWrite + Unpin>(
+    ctx: &PgSession,
+    pending: &Pending,
+    upstream: &mut W,
+    out: &mut BytesMut,
+) -> Result<(), FromClientError> {
+    ctx.commit().await.map_err(FromClientError::Fatal)?;
+    pending.cancels_settled().await;
+    not_ending(ctx)?;
+    upstream
+        .write_all(out)
+        .await
+        .map_err(FromClientError::Upstream)?;
+    out.clear();
+    pending.settled_replies().await;
+    Ok(())
+}
+
 /// Under transaction pooling, a Bind of a statement the client parsed and had described
 /// earlier, whose shared copy the attached connection lacks: the copy prepared here now has the
-/// columns of now, while the client was described those of then. So the copy is prepared and
-/// described first, and the description compared with the client's
-/// (`Pending::described_otherwise`): after a schema change the name is marked stale and the
-/// Bind refused as the server refuses its own stale statement (`stale_plan`), instead of
-/// running and handing the client rows of another shape (a live review: asyncpg decoded int8
-/// rows as float8). One round trip per statement and connection, at the start of a batch only
+/// columns (and parameter types) of now, while the client was described those of then. So the
+/// copy is prepared and described first, and both compared with the client's
+/// (`Pending::params_otherwise`, `described_otherwise`): after a schema change the name is
+/// marked stale and the Bind refused as the server refuses its own stale statement
+/// (`stale_plan`), instead of running and handing the client rows of another shape (a live
+/// review: asyncpg decoded int8 rows as float8). One round trip per statement and connection,
+/// at the start of a batch only
 /// (where every earlier reply is in and the transaction is not failed); a Bind inside a batch
 /// goes on as before, and so does one of a statement the client never had described (it reads
 /// each portal's description: psycopg, pgbench).
@@ -951,14 +964,7 @@ async fn describe_before_bind<W: AsyncWrite + Unpin>(
     });
     out.extend_from_slice(&statements::renamed_describe(&stmt.name));
     out.extend_from_slice(&statements::flush());
-    // Nothing decided is in `out` (it was empty): no commit is owed before this write.
-    not_ending(ctx)?;
-    upstream
-        .write_all(out)
-        .await
-        .map_err(FromClientError::Upstream)?;
-    out.clear();
-    pending.settled_replies().await;
+    send_and_settle(ctx, pending, upstream, out).await?;
     if !statements::counted_here(&server, &stmt.name) {
         // The Parse failed (a table gone, a lock wait cancelled): its error went to the client,
         // and the server now skips everything up to the Sync. So does tollgate: a Parse of its

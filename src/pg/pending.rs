@@ -52,8 +52,8 @@ pub enum Expect {
     },
     /// A Describe of a shared statement tollgate sent on its own, before a Bind runs a copy it
     /// just prepared: its ParameterDescription and RowDescription (or NoData) are compared with
-    /// the client's description of the statement ([`Pending::described_otherwise`]) and not
-    /// relayed.
+    /// the client's description of the statement ([`Pending::params_otherwise`],
+    /// [`Pending::described_otherwise`]) and not relayed.
     HiddenDescribe {
         server_name: std::sync::Arc<str>,
         /// Its ParameterDescription differed from the client's.
@@ -155,8 +155,8 @@ pub struct Pending {
     /// Named Parses the server refused or skipped, for the client half's record of them.
     failed_parses: FailedParses,
     /// How the server described each shared statement (by tollgate's name) to this session's
-    /// client: a hash of the RowDescription or NoData its Describe was answered. A copy
-    /// prepared anew is compared with it ([`Pending::described_otherwise`]).
+    /// client: hashes of the ParameterDescription and the RowDescription (or NoData) its
+    /// Describe was answered. A copy prepared anew is compared with them.
     shapes: Arc<Mutex<std::collections::HashMap<Arc<str>, Shape>>>,
 }
 
@@ -346,8 +346,6 @@ impl Pending {
         self.drained.notified().await;
     }
 
-    /// Waits until every reply owed has arrived and been taken off the queue (the reply side has
-    /// seen each ParameterStatus before them).
     /// The client was answered `reply` (RowDescription or NoData) to its Describe of shared
     /// statement `name` (after its ParameterDescription, [`Pending::described_params`]).
     pub fn described(&self, name: &Arc<str>, reply: &[u8]) {
@@ -387,6 +385,8 @@ impl Pending {
         shapes.get(name).is_some_and(|s| s.rows != shape(reply))
     }
 
+    /// Waits until every reply owed has arrived and been taken off the queue (the reply side has
+    /// seen each ParameterStatus before them).
     pub async fn settled_replies(&self) {
         while !self.is_empty() {
             self.drained.notified().await;

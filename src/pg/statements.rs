@@ -153,8 +153,8 @@ pub fn counted_here(server: &ServerInfo, name: &str) -> bool {
         .contains(name)
 }
 
-/// After a copy of `name` prepared on the connection was described (and compared,
-/// [`stale_plans::described`]): it is the statement of now, whatever mark that made.
+/// After a copy of `name` prepared on the connection was described (and compared with the
+/// client's description): it is the statement of now, whatever mark that made.
 pub fn described_here(server: &ServerInfo, name: &str) {
     server
         .prepared
