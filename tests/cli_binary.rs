@@ -144,38 +144,27 @@ fn check_refuses_a_held_budget_that_could_receive_nothing() {
 #[test]
 fn explain_names_the_rule() {
     let cfg = demo_config();
-    let (code, out, _) = run(&[
-        "explain",
-        "--agent",
-        "analyst",
-        "--config",
-        cfg.to_str().unwrap(),
-        "SELECT * FROM secrets",
-    ]);
+    let explain = |sql: &str| {
+        run(&[
+            "explain",
+            "--agent",
+            "analyst",
+            "--config",
+            cfg.to_str().unwrap(),
+            sql,
+        ])
+    };
+    let (code, out, _) = explain("SELECT * FROM secrets");
     assert_eq!(code, 0);
     assert!(out.contains("decision:  blocked"), "{out}");
     assert!(
         out.contains("public.secrets") || out.contains("secrets"),
         "{out}"
     );
-    let (_, out, _) = run(&[
-        "explain",
-        "--agent",
-        "analyst",
-        "--config",
-        cfg.to_str().unwrap(),
-        "SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id",
-    ]);
+    let (_, out, _) = explain("SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id");
     // As the audit record says it: customers is read masked.
     assert!(out.contains("decision:  masked"), "{out}");
-    let (_, out, _) = run(&[
-        "explain",
-        "--agent",
-        "analyst",
-        "--config",
-        cfg.to_str().unwrap(),
-        "SELECT o.id FROM orders o",
-    ]);
+    let (_, out, _) = explain("SELECT o.id FROM orders o");
     assert!(out.contains("decision:  allowed"), "{out}");
     // Piped into a reader that leaves early, it ends quietly (it panicked, exit 101).
     // (`true` reads nothing and exits at once: every write finds the pipe closed.)
@@ -286,8 +275,8 @@ fn explain_says_what_the_gateway_does() {
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("no upstream named \"nope\""), "{err}");
-    let mut child = Command::new(tollgate_bin())
-        .args([
+    let out = support::tollgate_with_stdin(
+        [
             "explain",
             "--agent",
             "analyst",
@@ -296,20 +285,9 @@ fn explain_says_what_the_gateway_does() {
             "--config",
             cfg_s,
             "-",
-        ])
-        .env_remove("TOLLGATE_MASTER_KEY")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"-- a comment first\nSELECT * FROM secrets")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ],
+        b"-- a comment first\nSELECT * FROM secrets",
+    );
     let out = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.contains("decision:  blocked") && out.contains("secrets"),

@@ -239,6 +239,13 @@ impl AuditLog {
         Ok(Some(upto))
     }
 
+    /// Whether record `seq` was lost to a failed write (one of the last 256 failures). A
+    /// statement is forwarded only once its decision record is written: one whose record was
+    /// lost never ran.
+    pub fn lost(&self, seq: u64) -> bool {
+        self.shared.lock().is_ok_and(|q| q.lost.holds(seq))
+    }
+
     /// Writes every record queued before this call. Blocks the thread.
     pub fn flush(&self) -> Result<(), AuditError> {
         self.shared.flush_sync()

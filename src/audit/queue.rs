@@ -90,6 +90,14 @@ impl LostRanges {
         self.ranges.push_back((from, to, error));
     }
 
+    /// Whether a failed write still remembered lost record `seq` (forgotten ones are not
+    /// counted: unlike [`Queue::status`], a caller here must not guess "lost").
+    pub fn holds(&self, seq: u64) -> bool {
+        self.ranges
+            .iter()
+            .any(|(from, to, _)| (*from..=*to).contains(&seq))
+    }
+
     fn find(&self, seq: u64) -> Option<Arc<str>> {
         if seq <= self.forgotten_to {
             return Some("an older audit write failed".into());
@@ -402,5 +410,9 @@ mod tests {
         assert!(lost.find(1).is_some(), "forgotten: treated as lost");
         assert!(lost.find(LOST_MEMORY as u64 * 10).is_some());
         assert!(lost.find(LOST_MEMORY as u64 * 10 + 5).is_none());
+        // `holds` says only what it remembers (a statement is not taken for refused on a guess).
+        assert!(!lost.holds(1));
+        assert!(lost.holds(LOST_MEMORY as u64 * 10 + 1));
+        assert!(!lost.holds(LOST_MEMORY as u64 * 10 + 5));
     }
 }

@@ -26,14 +26,16 @@ pub fn read_regular_file(path: &Path) -> std::io::Result<String> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     String::from_utf8(bytes).map_err(|e| {
-        // Where, as a text editor counts (a config error names line and column).
-        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
-        let start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let column = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
+        // Where, as a text editor counts (a config error names line and column): the end of
+        // the valid text before it.
+        let valid = std::str::from_utf8(&e.as_bytes()[..e.utf8_error().valid_up_to()]);
+        let at = super::source_error::locate(valid.unwrap_or_default(), usize::MAX);
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("not UTF-8 text: an invalid byte at line {line}, column {column}"),
+            format!(
+                "not UTF-8 text: an invalid byte at line {}, column {}",
+                at.line, at.column
+            ),
         )
     })
 }

@@ -925,10 +925,9 @@ async fn send_and_settle<W: AsyncWrite + Unpin>(
 /// marked stale and the Bind refused as the server refuses its own stale statement
 /// (`stale_plan`), instead of running and handing the client rows of another shape (a live
 /// review: asyncpg decoded int8 rows as float8). One round trip per statement and connection,
-/// at the start of a batch only
-/// (where every earlier reply is in and the transaction is not failed); a Bind inside a batch
-/// goes on as before, and so does one of a statement the client never had described (it reads
-/// each portal's description: psycopg, pgbench).
+/// at the start of a batch only (where every earlier reply is in and the transaction is not
+/// failed); a Bind inside a batch goes on as before, and so does one of a statement the client
+/// never had described (it reads each portal's description: psycopg, pgbench).
 async fn describe_before_bind<W: AsyncWrite + Unpin>(
     ctx: &PgSession,
     pending: &Pending,

@@ -1,6 +1,5 @@
 //! The decision: a pure function of (rules, analysed statement, session facts). No I/O, no clock.
 
-use crate::policy::sql::SettingRead;
 use std::collections::HashSet;
 
 use super::catalog::{is_catalog_relation, is_sensitive};
@@ -8,7 +7,8 @@ use super::glob::Glob;
 use super::rules::{Op, SqlRules, StatementClass};
 use super::settings::check_client_setting;
 use super::sql::{
-    self, Analysis, FunctionRef, Operation, RelationAccess, StatementInfo, StatementKind,
+    self, Analysis, FunctionRef, Operation, RelationAccess, SettingRead, StatementInfo,
+    StatementKind,
 };
 use crate::refusal::Refusal;
 

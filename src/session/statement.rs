@@ -84,10 +84,6 @@ pub struct SessionContext {
     /// The session is being closed because its client stopped reading
     /// (`limits.client_write_timeout_ms`): what its unanswered statements' records say.
     stalled: std::sync::OnceLock<super::WriteStalled>,
-    /// The last failed commit's records of this session, `(after, upto]` by `seq` (empty
-    /// while every commit succeeded): their statements were never forwarded, and their records,
-    /// lost with the write, count as refused; no "outcome unknown" record may say they ran.
-    not_forwarded: std::sync::Mutex<(u64, u64)>,
 }
 
 /// An admitted session: its context and the agent it acts for (which a Redis `AUTH` may change).
@@ -96,9 +92,6 @@ pub struct Session {
     principal: Arc<Principal>,
     /// The last record this session chained for its next [`Session::commit`] (0: none).
     due: AtomicU64,
-    /// The first record chained for the next commit (0: none): with `due`, the records a
-    /// failed commit lost.
-    due_from: AtomicU64,
     /// A refusal found its agent over `limits.refusals_per_second`: the session waits in
     /// [`Session::pace_refusals`] before its next message.
     pace_due: AtomicBool,
@@ -209,7 +202,6 @@ impl SessionContext {
             encrypted,
             latency,
             stalled: std::sync::OnceLock::new(),
-            not_forwarded: std::sync::Mutex::new((0, 0)),
         }
     }
 
@@ -289,8 +281,9 @@ impl SessionContext {
     /// The session ended before the statement's reply: it may or may not have run. The same
     /// record on every protocol; not counted as an upstream error.
     pub fn abandoned(&self, ticket: Ticket) {
-        let (after, upto) = *self.not_forwarded.lock().unwrap_or_else(|e| e.into_inner());
-        if (after + 1..=upto).contains(&ticket.seq) {
+        // Its decision record was lost to a failed write: it was refused, never forwarded (and
+        // counted as such by `audit verify`), whatever its front end still held.
+        if self.core.audit.lost(ticket.seq) {
             return;
         }
         let decision = if ticket.would_block {
@@ -366,7 +359,6 @@ impl Session {
             ctx,
             principal,
             due: AtomicU64::new(0),
-            due_from: AtomicU64::new(0),
             pace_due: AtomicBool::new(false),
         }
     }
@@ -661,9 +653,6 @@ impl Session {
         let seq = self.ctx.append(ev, write)?;
         if write == Write::Deferred {
             self.due.fetch_max(seq, Ordering::Relaxed);
-            let _ = self
-                .due_from
-                .compare_exchange(0, seq, Ordering::Relaxed, Ordering::Relaxed);
         }
         Ok(seq)
     }
@@ -704,22 +693,13 @@ impl Session {
     /// be written, and nothing decided since the last commit may be forwarded.
     pub async fn commit(&self) -> Result<(), Refusal> {
         let seq = self.due.swap(0, Ordering::Relaxed);
-        let from = self.due_from.swap(0, Ordering::Relaxed);
         if seq == 0 {
             return Ok(());
         }
-        match self.ctx.core.audit.commit(seq).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                warn!(error = %e, "audit write failed: nothing decided since is forwarded");
-                *self
-                    .ctx
-                    .not_forwarded
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = (from.max(1) - 1, seq);
-                Err(audit_unavailable())
-            }
-        }
+        self.ctx.core.audit.commit(seq).await.map_err(|e| {
+            warn!(error = %e, "audit write failed: nothing decided since is forwarded");
+            audit_unavailable()
+        })
     }
 }
 

@@ -513,25 +513,39 @@ pub fn rss_kib() -> u64 {
         .unwrap()
 }
 
-/// `tollgate vault set NAME` in the gateway's directory, the value on stdin.
-pub fn vault_set(dir: &std::path::Path, name: &str, value: &str) {
+/// `tollgate ARGS` with `input` on its stdin (the master key from the config's key file, never
+/// from the environment).
+pub fn tollgate_with_stdin<I, S>(args: I, input: &[u8]) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     use std::io::Write;
     let mut child = std::process::Command::new(tollgate_bin())
-        .args(["vault", "--config"])
-        .arg(dir.join("tollgate.toml"))
-        .args(["set", name])
+        .args(args)
+        .env_remove("TOLLGATE_MASTER_KEY")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `tollgate vault set NAME` in the gateway's directory, the value on stdin.
+pub fn vault_set(dir: &std::path::Path, name: &str, value: &str) {
+    let config = dir.join("tollgate.toml");
+    let out = tollgate_with_stdin(
+        [
+            std::ffi::OsStr::new("vault"),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "set".as_ref(),
+            name.as_ref(),
+        ],
+        value.as_bytes(),
+    );
     assert!(
         out.status.success(),
         "{}",

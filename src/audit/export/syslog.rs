@@ -177,7 +177,8 @@ async fn closed(stream: &mut NetStream) -> bool {
 }
 
 /// Sends the queue's items until `shutdown`, then what is still queued; reconnects with
-/// backoff, resending the item that failed (a receiver may see a record twice, never a hole without a gap record).
+/// backoff, resending the item that failed (a receiver may see a record twice, never a hole
+/// without a gap record).
 pub async fn run(
     sink: Arc<Sink>,
     target: Target,

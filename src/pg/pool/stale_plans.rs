@@ -6,7 +6,8 @@
 //! answers a Parse of a text the connection holds itself: the driver's new Parse never reached
 //! the server, and the statement failed for every agent until the connection closed. So a 0A000
 //! at the Bind of a tollgate-named statement marks its name stale here, for every connection of
-//! every pool (the name is a hash of the text: the same text is stale everywhere); a connection
+//! the upstream's pool (the name is a hash of the upstream and the text: the same text there is
+//! stale on every connection); a connection
 //! that prepared it before that is made to close and prepare it again at its next use.
 //!
 //! A refusal is not the only sign: a copy prepared anew where a connection lacked it has the
