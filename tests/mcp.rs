@@ -628,6 +628,7 @@ fn explain_is_a_dry_run_naming_the_rule_and_the_rewrite() {
     );
     assert_eq!(e["decision"], "blocked");
     assert_eq!(e["refusal"]["sqlstate"], "42501");
+    assert_eq!(e["rule"], e["refusal"]["rule"], "{e}");
     assert!(e["statements"][0]["relations"][0]["name"]
         .as_str()
         .unwrap()
@@ -637,7 +638,10 @@ fn explain_is_a_dry_run_naming_the_rule_and_the_rewrite() {
         "explain",
         json!({"sql": "SELECT email FROM customers"}),
     );
-    assert_eq!(m["decision"], "allowed");
+    // In the audit record's words: masked, naming the rule (it said "allowed").
+    assert_eq!(m["decision"], "masked", "{m}");
+    assert!(m["rule"].as_str().is_some_and(|r| !r.is_empty()), "{m}");
+    assert_eq!(m["refusal"], Value::Null, "{m}");
     assert!(m["rewritten"].as_str().unwrap().contains("'***@'"), "{m}");
     // The rewrite expands `*` into names from the catalog (whoever adds a column names it):
     // inside the untrusted-data boundary, with the statement, not in tollgate's own words.

@@ -15,9 +15,10 @@ use super::pending::Pending;
 use super::schema::admit;
 use crate::config::UpstreamKind;
 use crate::pg::run_one::{self, values, Caps, Collected, Cut, RunError, Statement};
-use crate::pg::statement::PgSession;
+use crate::pg::statement::{recorded_decision, PgSession};
 use crate::policy::limits::{Limits, RowLimitMode};
-use crate::policy::{Outcome, SessionFacts};
+use crate::policy::SessionFacts;
+use crate::refusal::{Refusal, RefusalClass};
 use crate::session::OutcomeError;
 
 /// Result bytes a call returns when no policy sets `max_result_bytes`.
@@ -187,12 +188,7 @@ pub async fn query(
         Some(n) => format!("{} ({rows} row(s) returned). {n}", c.command_tag),
         None => format!("{} ({rows} row(s) returned)", c.command_tag),
     };
-    let decision = match (verdict.outcome, &verdict.rewrite) {
-        (Outcome::WouldBlock, _) => "would_block",
-        (_, Some(p)) if p.masks => "masked",
-        (_, Some(_)) => "rewritten",
-        _ => "allowed",
-    };
+    let decision = recorded_decision(&verdict).map_or("allowed", |(d, _, _)| d.as_str());
     Ok(output::data(
         &summary,
         result_json(&upstream, &c, decision, notice.as_deref()),
@@ -387,12 +383,28 @@ pub fn explain(
         }
         Err(e) => json!({"error": e.to_string()}),
     };
-    let decision = match verdict.outcome {
-        Outcome::Allow => "allowed",
-        Outcome::Block => "blocked",
-        Outcome::WouldBlock => "would_block",
+    // As the audit record would say it (`masked`, `rewritten`, naming the rule), and as the
+    // query tool would answer: a text over the rate's burst never runs.
+    let limits = limits_of(&pg);
+    let over_rate = crate::ratelimit::Bucket::default().over_rate(
+        &limits,
+        crate::pg::statement::statements(&a.sql, &verdict, &limits),
+    );
+    let refusal = match (recorded_decision(&verdict), over_rate) {
+        (Some(_), Some((exceeded, rule))) => Some(Refusal::new(
+            RefusalClass::RateLimited,
+            rule,
+            format!("{exceeded} (agent \"{}\")", pg.agent()),
+        )),
+        (Some(_), None) => None,
+        (None, _) => verdict.denial.clone(),
     };
-    let rewritten = match (&verdict.rewrite, verdict.runs()) {
+    let (decision, rule, reason) = match (&refusal, recorded_decision(&verdict)) {
+        (Some(r), _) => ("blocked", Some(r.rule.clone()), Some(r.reason.clone())),
+        (None, Some((decision, rule, reason))) => (decision.as_str(), rule, reason),
+        (None, None) => ("blocked", None, None),
+    };
+    let rewritten = match (&verdict.rewrite, refusal.is_none()) {
         // The `hash` mask's key shown as a placeholder, never itself.
         (Some(_), true) => match pg.session().core().policy.shown_rewrite(&verdict, &a.sql) {
             Ok(t) => json!(t),
@@ -400,7 +412,7 @@ pub fn explain(
         },
         _ => Value::Null,
     };
-    let denial = verdict.denial.as_ref().map(|d| {
+    let denial = refusal.as_ref().map(|d| {
         json!({
             "rule": d.rule,
             "reason": d.reason,
@@ -425,11 +437,13 @@ pub fn explain(
         json!({
             "upstream": upstream.as_ref(),
             "decision": decision,
+            "rule": rule,
+            "reason": reason,
             "refusal": denial,
             "statements": analysis,
             "masking": masking,
             "rewritten": rewritten,
-            "limits": limits_of(&pg).describe(),
+            "limits": limits.describe(),
         }),
     ))
 }
