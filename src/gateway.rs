@@ -438,10 +438,13 @@ impl Running {
         );
         let until = tokio::time::Instant::now() + deadline;
         let mut forced = 0;
+        let mut hurry = std::pin::pin!(hurry);
+        let mut hurried = false;
         let idle = tokio::select! {
             idle = lifecycle.wait_idle(until) => idle,
-            () = hurry => {
+            () = &mut hurry => {
                 warn!("a second signal: not waiting for the drain");
+                hurried = true;
                 false
             }
         };
@@ -468,12 +471,14 @@ impl Running {
             warn!(error = %e, "audit flush failed at shutdown");
         }
         self.shutdown();
-        // The SIEM gets the stop record too (the exporters stopped with it queued: a review).
-        self.gateway
-            .core
-            .audit
-            .finish_exports(EXPORT_FINISH_WITHIN)
-            .await;
+        // The SIEM gets the stop record too (the exporters stopped with it queued: a review),
+        // unless a second signal says not to wait (before or during that wait).
+        if !hurried {
+            tokio::select! {
+                () = self.gateway.core.audit.finish_exports(EXPORT_FINISH_WITHIN) => {}
+                () = &mut hurry => warn!("a second signal: not waiting for the audit exporters"),
+            }
+        }
         forced
     }
 }

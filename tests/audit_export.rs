@@ -327,3 +327,58 @@ queue = 3
         gw.shutdown();
     });
 }
+
+/// A second signal also cuts short the wait for the exporters at a stop (it waited up to 5 s
+/// for a receiver that never answers: left open by the review that added the wait).
+#[test]
+fn a_second_signal_does_not_wait_for_the_exporters() {
+    harness().runtime.block_on(async {
+        // A webhook receiver that takes the connection and never answers.
+        let hook = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hook_port = hook.local_addr().unwrap().port();
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let held = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = hook.accept().await {
+                held.lock().unwrap().push(tcp);
+            }
+        });
+        let dir = gateway_dir(&format!(
+            r#"[audit.webhook]
+url = "http://127.0.0.1:{hook_port}/hook"
+secret = "vault:webhook_key"
+decisions = ["blocked"]
+batch_wait_ms = 10
+"#
+        ));
+        let gw = start_gateway(dir.path()).await;
+        let client = support::connect_url(&format!(
+            "{}?sslmode=disable",
+            pg_url_at("analyst", gw.pg_addr.unwrap().port())
+        ))
+        .await
+        .unwrap();
+        assert!(client.simple_query("SELECT * FROM secrets").await.is_err());
+        drop(client);
+        wait_for("the webhook's connection", || {
+            !accepted.lock().unwrap().is_empty()
+        })
+        .await;
+        let started = Instant::now();
+        let forced = gw
+            .drain_or_hurry(
+                Duration::from_secs(2),
+                tokio::time::sleep(Duration::from_millis(300)),
+            )
+            .await;
+        assert_eq!(forced, 0);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "waited {:?} for the exporters after a second signal",
+            started.elapsed()
+        );
+        // The local log has the stop record all the same.
+        let last = log_lines(dir.path()).pop().unwrap();
+        assert!(last.contains(r#""kind":"stop""#), "{last}");
+    });
+}
