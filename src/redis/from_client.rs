@@ -542,6 +542,19 @@ impl FromClient {
             }
         }
         match name {
+            b"post" | b"host:" => {
+                // An HTTP request on a logged-in connection: closed without an answer, as
+                // before login and as redis-server does at any time.
+                self.session.refuse_deferred(
+                    statement(&cmd.args, &[], false),
+                    super::http_request_refusal(),
+                );
+                entries.push(Entry {
+                    kind: Kind::Close,
+                    ticket: None,
+                });
+                return true;
+            }
             b"quit" => {
                 self.session
                     .note(statement(&cmd.args, &[], false), Decision::Allowed, None);

@@ -25,3 +25,13 @@ mod to_client;
 pub mod upstream;
 
 pub use door::RedisDoor;
+
+/// The refusal recorded for an HTTP request line (`POST`, `Host:`) on the Redis listener,
+/// before login or after: the connection is closed without an answer, as redis-server does.
+fn http_request_refusal() -> crate::refusal::Refusal {
+    crate::refusal::Refusal::new(
+        crate::refusal::RefusalClass::Syntax,
+        "builtin: protocol",
+        "an HTTP request on the Redis listener (a cross-protocol attack?): connection closed",
+    )
+}

@@ -266,12 +266,7 @@ where
         if matches!(&name[..], b"post" | b"host:") {
             // An HTTP request (a browser made to post to this port from a web page: a
             // cross-protocol attack). Closed at once without an answer, as redis-server does.
-            let refusal = Refusal::new(
-                RefusalClass::Syntax,
-                "builtin: protocol",
-                "an HTTP request on the Redis listener (a cross-protocol attack?): connection closed",
-            );
-            accepted.refuse_before_auth(b"", &refusal);
+            accepted.refuse_before_auth(b"", &super::http_request_refusal());
             return Ok(None);
         }
         let (user, token, hello) = match &name[..] {
