@@ -2548,6 +2548,62 @@ fn a_copy_that_fails_to_prepare_before_a_bind_leaves_the_connection_usable() {
     });
 }
 
+/// The copy prepared before a Bind waits on a lock another session holds: the agent's statement
+/// timeout cancels it as it would the statement (it waited as long as the lock was held: left
+/// open last session), and the connection and session stay usable.
+#[test]
+fn a_copy_prepared_before_a_bind_is_under_the_statement_timeout() {
+    harness().runtime.block_on(async {
+        let (running, gw) = gateway(2, "").await;
+        let policy = gw._dir.path().join("policies/trusted.toml");
+        let text = std::fs::read_to_string(&policy).unwrap().replacen(
+            "[limits]\n",
+            "[limits]\nstatement_timeout_ms = 700\n",
+            1,
+        );
+        std::fs::write(&policy, text).unwrap();
+        running.gateway.reload().unwrap();
+        let table = small_table("locked_copy").await;
+        let sql = format!("SELECT a FROM {table} WHERE id = $1");
+        let (a, st, c) = on_a_connection_without_it(&running, &sql, "SELECT 1").await;
+        // Another session holds the table: a Parse there waits for its lock.
+        let mut holder = upstream().await;
+        let lock = holder.transaction().await.unwrap();
+        lock.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let ran = tokio::time::timeout(Duration::from_secs(10), a.query(&st, &[&1i32]))
+            .await
+            .expect("the statement timeout ends the wait");
+        let e = ran.expect_err("cancelled at the statement timeout");
+        assert_eq!(sqlstate(&e), "57014", "{e:?}");
+        assert!(
+            db_message(&e).contains("statement timeout of 700 ms"),
+            "{e:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        lock.rollback().await.unwrap();
+        assert_eq!(one(&a, "SELECT 7").await, "7", "the session goes on");
+        let row = a
+            .query_one(&st, &[&1i32])
+            .await
+            .expect("and its statement runs");
+        assert_eq!(row.get::<_, i32>(0), 10);
+        c.batch_execute("COMMIT").await.unwrap();
+        upstream()
+            .await
+            .batch_execute(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+        drop(running);
+    });
+}
+
 /// A schema change makes a prepared statement's plan stale (`0A000 cached plan must not change
 /// result type`); drivers then prepare the text again (asyncpg does at once). tollgate shares
 /// one server statement per text between sessions and answered that new Parse itself, so the

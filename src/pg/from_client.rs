@@ -960,6 +960,7 @@ async fn describe_before_bind<W: AsyncWrite + Unpin>(
     pending.push(Expect::HiddenDescribe {
         server_name: stmt.name.clone(),
         params_differ: false,
+        started: std::time::Instant::now(),
     });
     out.extend_from_slice(&statements::renamed_describe(&stmt.name));
     out.extend_from_slice(&statements::flush());

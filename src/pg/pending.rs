@@ -58,6 +58,10 @@ pub enum Expect {
         server_name: std::sync::Arc<str>,
         /// Its ParameterDescription differed from the client's.
         params_differ: bool,
+        /// When it (and the hidden Parse before it) was sent: the agent's statement timeout
+        /// counts from here, as for the statement it is checked for (a Parse can wait on a
+        /// lock as long as another session holds it).
+        started: Instant,
     },
     /// A reply tollgate gives itself, in its place in the order (a ParseComplete for a
     /// statement the server connection already holds, a CloseComplete).
@@ -204,7 +208,10 @@ impl Pending {
     }
 
     pub fn push(&self, e: Expect) {
-        let statement = matches!(e, Expect::Simple { .. } | Expect::Execute { .. });
+        let statement = matches!(
+            e,
+            Expect::Simple { .. } | Expect::Execute { .. } | Expect::HiddenDescribe { .. }
+        );
         let synthetic = matches!(e, Expect::Synthetic(_) | Expect::SyntheticParse(_));
         if synthetic {
             // Counted before it is queued: the count is never below what the queue holds.
@@ -308,7 +315,8 @@ impl Pending {
         self.is_empty() && !self.unwritten.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// When the oldest statement still running was forwarded.
+    /// When the oldest statement still running was forwarded (or tollgate's own describe of
+    /// one, `HiddenDescribe`).
     pub fn oldest_statement_start(&self) -> Option<Instant> {
         self.with(|q| {
             q.iter().find_map(|e| match e {
@@ -318,6 +326,7 @@ impl Pending {
                 | Expect::Execute {
                     ticket: Some(t), ..
                 } => Some(t.started()),
+                Expect::HiddenDescribe { started, .. } => Some(*started),
                 _ => None,
             })
         })

@@ -510,6 +510,7 @@ fn handle(
                         Some(Expect::HiddenDescribe {
                             server_name: name,
                             params_differ,
+                            ..
                         }),
                     ) => {
                         if *params_differ || pending.described_otherwise(name, &frame.raw) {
@@ -645,6 +646,7 @@ fn handle(
                 Some(Expect::HiddenDescribe {
                     server_name,
                     params_differ,
+                    ..
                 }) => {
                     *params_differ = pending.params_otherwise(server_name, &frame.raw);
                     true
