@@ -9,7 +9,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::tls::{copy_demo, pg_url_at, start_gateway};
+use support::tls::{copy_demo, plain_client, start_gateway};
 use support::{harness, AdminAs};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -158,12 +158,7 @@ max_per_minute = 600
 "#
         ));
         let gw = start_gateway(dir.path()).await;
-        let client = support::connect_url(&format!(
-            "{}?sslmode=disable",
-            pg_url_at("analyst", gw.pg_addr.unwrap().port())
-        ))
-        .await
-        .unwrap();
+        let client = plain_client(&gw, "analyst").await;
         client
             .simple_query("SELECT count(*) FROM orders")
             .await
@@ -260,12 +255,7 @@ queue = 3
 "#
         ));
         let gw = start_gateway(dir.path()).await;
-        let client = support::connect_url(&format!(
-            "{}?sslmode=disable",
-            pg_url_at("analyst", gw.pg_addr.unwrap().port())
-        ))
-        .await
-        .unwrap();
+        let client = plain_client(&gw, "analyst").await;
         for i in 0..60 {
             // Statements keep flowing while the export cannot deliver.
             client.simple_query(&format!("SELECT {i}")).await.unwrap();
@@ -352,12 +342,7 @@ batch_wait_ms = 10
 "#
         ));
         let gw = start_gateway(dir.path()).await;
-        let client = support::connect_url(&format!(
-            "{}?sslmode=disable",
-            pg_url_at("analyst", gw.pg_addr.unwrap().port())
-        ))
-        .await
-        .unwrap();
+        let client = plain_client(&gw, "analyst").await;
         assert!(client.simple_query("SELECT * FROM secrets").await.is_err());
         drop(client);
         wait_for("the webhook's connection", || {

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::harness;
-use support::tls::{copy_demo, pg_url_at, start_gateway};
+use support::tls::{copy_demo, plain_client, start_gateway};
 use tollgate::audit::files::list_dir;
 use tollgate::audit::{verify, VerifyOptions};
 
@@ -24,12 +24,7 @@ fn time_rotation_compression_and_retention_keep_a_verifiable_chain() {
             )
         });
         let gw = start_gateway(dir.path()).await;
-        let client = support::connect_url(&format!(
-            "{}?sslmode=disable",
-            pg_url_at("analyst", gw.pg_addr.unwrap().port())
-        ))
-        .await
-        .unwrap();
+        let client = plain_client(&gw, "analyst").await;
         let start = Instant::now();
         let mut sent = 0;
         while start.elapsed() < Duration::from_millis(5500) {

@@ -2423,17 +2423,21 @@ fn a_statement_prepared_before_a_schema_change_fails_on_a_connection_that_lacked
             10.0
         );
         c.batch_execute("COMMIT").await.unwrap();
-        upstream()
-            .await
-            .batch_execute(&format!("DROP TABLE {table}"))
-            .await
-            .unwrap();
+        drop_table(&table).await;
         drop(running);
     });
 }
 
 /// A table of the test's own, `PREFIX_PID (id int PRIMARY KEY, a int)` holding (1, 10), which
 /// the pool's role may read; dropped first if a run before left it.
+async fn drop_table(table: &str) {
+    upstream()
+        .await
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+}
+
 async fn small_table(prefix: &str) -> String {
     let table = format!("{prefix}_{}", std::process::id());
     upstream()
@@ -2496,11 +2500,7 @@ fn a_statement_whose_parameter_type_changed_fails_on_a_connection_that_lacked_it
             10
         );
         c.batch_execute("COMMIT").await.unwrap();
-        upstream()
-            .await
-            .batch_execute(&format!("DROP TABLE {table}"))
-            .await
-            .unwrap();
+        drop_table(&table).await;
         drop(running);
     });
 }
@@ -2595,11 +2595,7 @@ fn a_copy_prepared_before_a_bind_is_under_the_statement_timeout() {
             .expect("and its statement runs");
         assert_eq!(row.get::<_, i32>(0), 10);
         c.batch_execute("COMMIT").await.unwrap();
-        upstream()
-            .await
-            .batch_execute(&format!("DROP TABLE {table}"))
-            .await
-            .unwrap();
+        drop_table(&table).await;
         drop(running);
     });
 }

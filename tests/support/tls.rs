@@ -73,6 +73,16 @@ pub fn ca_of(dir: &Path) -> PathBuf {
     dir.join("tls").join("ca.crt")
 }
 
+/// A plaintext PostgreSQL session of `agent` on a gateway started by [`start_gateway`].
+pub async fn plain_client(gw: &tollgate::gateway::Running, agent: &str) -> tokio_postgres::Client {
+    super::connect_url(&format!(
+        "{}?sslmode=disable",
+        pg_url_at(agent, gw.pg_addr.unwrap().port())
+    ))
+    .await
+    .unwrap()
+}
+
 /// `postgresql://AGENT:TOKEN@127.0.0.1:PORT/shop` (no sslmode: the caller's connector decides).
 pub fn pg_url_at(agent: &str, port: u16) -> String {
     let env = &super::harness().env;
