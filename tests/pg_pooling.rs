@@ -2428,8 +2428,7 @@ fn a_statement_prepared_before_a_schema_change_fails_on_a_connection_that_lacked
     });
 }
 
-/// A table of the test's own, `PREFIX_PID (id int PRIMARY KEY, a int)` holding (1, 10), which
-/// the pool's role may read; dropped first if a run before left it.
+/// Drops a table of the test's own ([`small_table`]) at the end.
 async fn drop_table(table: &str) {
     upstream()
         .await
@@ -2438,6 +2437,8 @@ async fn drop_table(table: &str) {
         .unwrap();
 }
 
+/// A table of the test's own, `PREFIX_PID (id int PRIMARY KEY, a int)` holding (1, 10), which
+/// the pool's role may read; dropped first if a run before left it.
 async fn small_table(prefix: &str) -> String {
     let table = format!("{prefix}_{}", std::process::id());
     upstream()
