@@ -579,6 +579,68 @@ fn series_value(samples: &[(String, f64)], name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// Each door counts apart under its own `protocol` label: keyed by (agent, upstream) alone, the
+/// first door to count a pair took every later door's statements under its label (a review:
+/// psql statements counted as `mcp`).
+#[test]
+fn each_door_counts_under_its_own_protocol_label() {
+    harness().runtime.block_on(async {
+        let dir = support::tls::copy_demo(|c| c);
+        let gw = support::tls::start_gateway(dir.path()).await;
+        // The MCP door first, then the wire, for the same agent and upstream.
+        let mcp = format!("http://{}{}", gw.mcp_addr.unwrap(), tollgate::mcp::PATH);
+        let answer = reqwest::Client::new()
+            .post(&mcp)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .header(
+                "authorization",
+                format!("Bearer {}", harness().env.mcp_token("writer")),
+            )
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "query", "arguments": {"sql": "SELECT count(*) FROM orders"}}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+        let c = support::tls::plain_client(&gw, "writer").await;
+        for _ in 0..3 {
+            c.simple_query("SELECT count(*) FROM orders").await.unwrap();
+        }
+        let base = format!("http://{}", gw.admin_addr.unwrap());
+        let (status, body) = admin_request(&base, "get", "/metrics", AdminAs::Viewer).await;
+        assert_eq!(status, 200);
+        let samples = parse_prometheus(body.as_str().unwrap());
+        let writer: Vec<_> = samples
+            .iter()
+            .filter(|(s, _)| s.contains("writer"))
+            .collect();
+        let allowed = |protocol: &str| {
+            series_value(
+                &samples,
+                "tollgate_statements_total",
+                &[
+                    "agent=\"writer\"",
+                    &format!("protocol=\"{protocol}\""),
+                    "decision=\"allowed\"",
+                ],
+            )
+        };
+        assert_eq!(allowed("mcp"), 1.0, "{writer:?}");
+        assert_eq!(allowed("postgres"), 3.0, "{writer:?}");
+        let sessions = |protocol: &str| {
+            series_value(
+                &samples,
+                "tollgate_agent_connections_total",
+                &["agent=\"writer\"", &format!("protocol=\"{protocol}\"")],
+            )
+        };
+        assert_eq!(sessions("postgres"), 1.0, "{writer:?}");
+        gw.shutdown();
+    });
+}
+
 /// Alerts use `increase()`, which cannot see the first event of a series that did not exist
 /// before it: these are exported from the start.
 #[test]

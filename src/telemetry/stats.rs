@@ -1,4 +1,4 @@
-//! Counters per (agent, upstream): what sessions count on the hot path (one relaxed atomic add
+//! Counters per (agent, upstream, door): what sessions count on the hot path (one relaxed atomic add
 //! per statement), read by `/api/v1/stats` and written into Prometheus series at scrape time.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -29,7 +29,7 @@ fn slot(d: Decision) -> usize {
     }
 }
 
-/// One agent's counters on one upstream.
+/// One agent's counters on one upstream through one door.
 #[derive(Debug, Default)]
 pub struct PairStats {
     pub protocol: Protocol,
@@ -69,28 +69,34 @@ impl Drop for OpenSession {
     }
 }
 
-type Pair = (Arc<str>, Arc<str>);
+/// (agent, upstream, door): each door counts apart, as its series are labelled by `protocol`
+/// (keyed by agent and upstream only, every door's statements went under the label of the door
+/// that counted first: a review).
+type Pair = (Arc<str>, Arc<str>, Protocol);
 
 /// All pairs seen since start. Agents come from the agents file and upstreams from the config,
-/// so the map is bounded by the files (entries of removed agents stay until restart).
+/// so the map is bounded by the files and the doors (entries of removed agents stay until
+/// restart).
 #[derive(Debug, Default)]
 pub struct Stats {
     pairs: DashMap<Pair, Arc<PairStats>>,
 }
 
 impl Stats {
-    /// The counters of `agent` on `upstream` (created on first use; sessions keep the `Arc`).
+    /// The counters of `agent` on `upstream` through `protocol`'s door (created on first use;
+    /// sessions keep the `Arc`).
     pub fn pair(
         &self,
         agent: &Arc<str>,
         upstream: &Arc<str>,
         protocol: Protocol,
     ) -> Arc<PairStats> {
-        if let Some(p) = self.pairs.get(&(agent.clone(), upstream.clone())) {
+        let key = (agent.clone(), upstream.clone(), protocol);
+        if let Some(p) = self.pairs.get(&key) {
             return p.clone();
         }
         self.pairs
-            .entry((agent.clone(), upstream.clone()))
+            .entry(key)
             .or_insert_with(|| {
                 Arc::new(PairStats {
                     protocol,
@@ -100,15 +106,19 @@ impl Stats {
             .clone()
     }
 
-    /// (agent, upstream, counters), sorted by agent then upstream.
+    /// (agent, upstream, counters), sorted by agent, upstream, then door.
     pub fn snapshot(&self) -> Vec<(Arc<str>, Arc<str>, Arc<PairStats>)> {
         let mut v: Vec<_> = self
             .pairs
             .iter()
-            .map(|e| (e.key().0.clone(), e.key().1.clone(), e.value().clone()))
+            .map(|e| (e.key().clone(), e.value().clone()))
             .collect();
-        v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        v
+        v.sort_by(|a, b| {
+            (&a.0 .0, &a.0 .1, a.0 .2.as_str()).cmp(&(&b.0 .0, &b.0 .1, b.0 .2.as_str()))
+        });
+        v.into_iter()
+            .map(|((agent, upstream, _), p)| (agent, upstream, p))
+            .collect()
     }
 
     /// Writes every pair's counters into the metrics recorder (at scrape time).
@@ -165,5 +175,11 @@ mod tests {
         assert_eq!(p.count(Decision::Blocked), 2);
         assert_eq!(p.count(Decision::Allowed), 0);
         assert_eq!(stats.snapshot().len(), 1);
+        // Another door on the same pair counts apart, under its own label.
+        let m = stats.pair(&a, &u, Protocol::Mcp);
+        assert!(!Arc::ptr_eq(&p, &m));
+        assert_eq!(m.protocol, Protocol::Mcp);
+        assert_eq!(m.count(Decision::Blocked), 0);
+        assert_eq!(stats.snapshot().len(), 2);
     }
 }
