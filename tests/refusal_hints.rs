@@ -10,7 +10,7 @@ use support::{connect, db_message, harness, redis_connect, redis_error, sqlstate
 const SHOP: &str = "allowed on \"shop\": public.customers (select; masked: email, phone, ssn); \
                     public.orders (select); catalog tables (select); statement kinds: transaction, session, explain, prepare, cursor";
 const CACHE: &str = "allowed on \"cache\": commands @read, @pubsub; read keys cache:*, session:*; \
-                     channels news.*; masked: session:* (fields email)";
+                     channels news.*; masked: session:* (fields email); denied: publish, spublish";
 
 #[test]
 fn postgres_refusals_say_what_the_agent_may_use() {

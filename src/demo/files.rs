@@ -106,6 +106,7 @@ allow = ["select"]
 [[redis]]
 upstream = "cache"
 commands = ["@read", "@pubsub"]
+deny_commands = ["PUBLISH", "SPUBLISH"]  # read-only: it may listen on news.*, not send to it
 read_keys = ["cache:*", "session:*"]
 channels = ["news.*"]
 

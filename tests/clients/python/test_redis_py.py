@@ -165,15 +165,24 @@ def pubsub_resp3():
 
 
 @case
-def pubsub_thread_and_publish_by_analyst():
-    sub = client(TRUSTED, 2)
+def pubsub_thread_with_analyst_subscribed():
+    sub = client(ANALYST, 2)
     ps = sub.pubsub(ignore_subscribe_messages=True)
     got = []
     ps.subscribe(**{"news.thread": lambda m: got.append(m["data"])})
     t = ps.run_in_thread(sleep_time=0.05, daemon=True)
     try:
-        a = client(ANALYST, 2)
+        a = client(TRUSTED, 2)
         time.sleep(0.2)
+        # The analyst only listens: its PUBLISH is refused.
+        listener = client(ANALYST, 2)
+        try:
+            listener.publish("news.thread", "from analyst")
+            raise AssertionError("analyst PUBLISH was not refused")
+        except NoPermissionError:
+            pass
+        finally:
+            listener.close()
         for i in range(3):
             a.publish("news.thread", f"m{i}")
         deadline = time.monotonic() + 5
