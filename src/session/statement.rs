@@ -464,7 +464,7 @@ impl Session {
                 &core,
                 &self.ctx.who(login_name(&core, user).into()),
                 Decision::Blocked,
-                None,
+                Some(super::accept::AUTHENTICATION_RULE),
                 "authentication failed",
             );
             return Err(ReauthError::WrongPass);

@@ -513,6 +513,14 @@ fn a_login_inside_a_session_moves_the_connection_slot() {
     ));
     assert_eq!(&**s.agent(), "analyst");
     assert_eq!(t.core.limiter.connections_of("analyst"), 2);
+    // The failed one names the rule, as a failed first login does (it had none: a review).
+    let rec = t.records();
+    let failed: Vec<_> = rec
+        .iter()
+        .filter(|r| r["reason"] == "authentication failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["rule"], "builtin: authentication");
 }
 
 /// Every kind of refusal record counts towards the pace: `refuse`, and the blocked notes a front
