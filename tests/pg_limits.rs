@@ -370,6 +370,19 @@ fn writer_limits_timeout_idle_transaction_connections_and_huge_results() {
                 .expect("closed within the idle-in-transaction timeout");
         assert_eq!(tag, b'E');
         assert_eq!(support::error_field(&body, b'C').as_deref(), Some("25P03"));
+        // Each close is in the audit log, naming the rule (it showed only in a metric: a
+        // review).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let log = std::fs::read_to_string(&h.env.audit_log).unwrap();
+        let closed = log
+            .lines()
+            .filter(|l| {
+                l.contains(r#""kind":"session","agent":"writer""#)
+                    && l.contains(r#""sqlstate":"25P03""#)
+                    && l.contains("session closed: idle-in-transaction timeout of 1500 ms")
+            })
+            .count();
+        assert!(closed >= 2, "{closed} idle-in-transaction closes recorded");
     });
 }
 

@@ -303,6 +303,12 @@ async fn wrong_token_and_unknown_agent_look_the_same() {
         db_message(&e1).replace("analyst", "X"),
         db_message(&e2).replace("ghost", "X")
     );
+    // Recorded with the code the client was answered (it was null: a review).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(&env.audit_log).unwrap();
+    assert!(log.lines().any(|l| l.contains(r#""protocol":"postgres""#)
+        && l.contains(r#""rule":"builtin: authentication""#)
+        && l.contains(r#""sqlstate":"28P01""#)));
 }
 
 #[tokio::test]
@@ -315,6 +321,17 @@ async fn unknown_database_is_3d000() {
         .await
         .expect_err("unknown database");
     assert_eq!(sqlstate(&e), "3D000");
+    // Recorded as the agent's refused connection (it left no record: a review).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(&harness().env.audit_log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(r#""kind":"session","agent":"analyst""#)
+                && l.contains(r#""rule":"builtin: unknown-upstream""#)
+                && l.contains(r#""sqlstate":"3D000""#)
+                && l.contains("nosuchdb")),
+        "no record of the refused connection"
+    );
 }
 
 #[tokio::test]

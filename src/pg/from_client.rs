@@ -546,12 +546,12 @@ async fn next_announced<R: AsyncRead + Unpin>(
                     Err(_) => {
                         metrics::counter!("tollgate_idle_in_transaction_timeouts_total")
                             .increment(1);
+                        let why =
+                            format!("idle-in-transaction timeout of {} ms", limit.as_millis());
+                        ctx.session().closed_by_limit(&rule, &why, "25P03");
                         return Err(FromClientError::Fatal(PgErrorFields::fatal(
                             "25P03",
-                            format!(
-                                "tollgate: terminating connection due to idle-in-transaction timeout of {} ms (rule: {rule})",
-                                limit.as_millis()
-                            ),
+                            format!("tollgate: terminating connection due to {why} (rule: {rule})"),
                         )));
                     }
                 }

@@ -213,6 +213,7 @@ async fn login(
     }
     let verified = accepted.scram_verified(&params.user);
     if !door.has_upstream(&params.database) {
+        accepted.refuse_unknown_upstream(params.user.as_bytes(), &params.database);
         return Err(SessionError::Refused(PgErrorFields::fatal(
             "3D000",
             format!("database \"{}\" does not exist", params.database),

@@ -29,6 +29,10 @@ pub const MAX_LOGIN_FAILURES: u32 = 10;
 /// The rule a failed login's record names (a wrong token, an unknown agent): every door's.
 pub const AUTHENTICATION_RULE: &str = "builtin: authentication";
 
+/// The rule of a login that names an upstream the gateway does not have (a PostgreSQL
+/// database name no upstream answers to).
+pub const UNKNOWN_UPSTREAM_RULE: &str = "builtin: unknown-upstream";
+
 /// A connection the gateway accepted, until it ends: its id, its place in the live count and
 /// the client gauge, and the deadline its login must meet.
 pub struct Accepted {
@@ -205,7 +209,31 @@ impl Accepted {
             user,
             Some(&refusal.rule),
             &refusal.reason,
+            self.pg_code(refusal.class.sqlstate()),
         );
+    }
+
+    /// An authenticated login that names an upstream the gateway does not have (a PostgreSQL
+    /// database no upstream answers to, answered `3D000` as PostgreSQL answers): recorded as a
+    /// refused connection of the agent, bounded like the others (it left no record: a review).
+    pub fn refuse_unknown_upstream(&self, user: &[u8], name: &str) {
+        crate::telemetry::refusal(self.protocol, UNKNOWN_UPSTREAM_RULE);
+        let reason = format!(
+            "database \"{}\" does not exist (no upstream of that name)",
+            super::record::shown_name(name.as_bytes())
+        );
+        self.login_record(
+            LoginEvent::Refused,
+            user,
+            Some(UNKNOWN_UPSTREAM_RULE),
+            &reason,
+            self.pg_code("3D000"),
+        );
+    }
+
+    /// `code` where the door answers with SQLSTATEs (PostgreSQL), for the record.
+    fn pg_code(&self, code: &'static str) -> Option<&'static str> {
+        (self.protocol == Protocol::Postgres).then_some(code)
     }
 
     /// A request of an authenticated agent refused before it reached a session (an MCP call
@@ -247,10 +275,23 @@ impl Accepted {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("tollgate_auth_failures_total", "protocol" => self.protocol.as_str())
             .increment(1);
-        self.login_record(LoginEvent::Failed, user, Some(AUTHENTICATION_RULE), why);
+        self.login_record(
+            LoginEvent::Failed,
+            user,
+            Some(AUTHENTICATION_RULE),
+            why,
+            self.pg_code("28P01"),
+        );
     }
 
-    fn login_record(&self, event: LoginEvent, user: &[u8], rule: Option<&str>, reason: &str) {
+    fn login_record(
+        &self,
+        event: LoginEvent,
+        user: &[u8],
+        rule: Option<&str>,
+        reason: &str,
+        sqlstate: Option<&'static str>,
+    ) {
         let agent = known_agent(&self.core, user);
         let shown = shown_login(user, agent.is_some());
         self.core.login_records.record(
@@ -260,6 +301,7 @@ impl Accepted {
             &self.who(shown.into()),
             rule,
             reason,
+            sqlstate,
         );
     }
 

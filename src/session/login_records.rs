@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use super::record::{session_record, Who};
+use super::record::{session_record_coded, Who};
 use super::Core;
 use crate::audit::{Decision, Protocol};
 use crate::policy::limits::Rate;
@@ -59,6 +59,8 @@ struct Folded {
     last: Who,
     rule: Option<String>,
     reason: String,
+    /// The code the client was answered (PostgreSQL's SQLSTATE), if the door has them.
+    sqlstate: Option<&'static str>,
 }
 
 #[derive(Default)]
@@ -94,6 +96,7 @@ impl LoginRecords {
         who: &Who,
         rule: Option<&str>,
         reason: &str,
+        sqlstate: Option<&'static str>,
     ) {
         let (burst, per_second) = limits(agent.is_some());
         let slot = {
@@ -108,7 +111,7 @@ impl LoginRecords {
             burst,
         };
         if slot.bucket.take(rate).is_ok() {
-            session_record(core, who, Decision::Blocked, rule, reason);
+            session_record_coded(core, who, Decision::Blocked, rule, reason, sqlstate);
             return;
         }
         metrics::counter!("tollgate_login_records_folded_total").increment(1);
@@ -125,6 +128,7 @@ impl LoginRecords {
             last: who.clone(),
             rule: rule.map(str::to_string),
             reason: reason.to_string(),
+            sqlstate,
         });
     }
 
@@ -159,7 +163,14 @@ impl LoginRecords {
                 f.count,
                 protocol.as_str()
             );
-            session_record(core, &f.last, Decision::Blocked, f.rule.as_deref(), &reason);
+            session_record_coded(
+                core,
+                &f.last,
+                Decision::Blocked,
+                f.rule.as_deref(),
+                &reason,
+                f.sqlstate,
+            );
         }
     }
 }

@@ -408,6 +408,21 @@ impl Session {
         );
     }
 
+    /// The session is being closed by one of its agent's limits (idle in a transaction): logged
+    /// and recorded under `rule` with the code the client was sent. Without this record the
+    /// close showed only in a metric.
+    pub fn closed_by_limit(&self, rule: &str, why: &str, sqlstate: &str) {
+        warn!(agent = %self.principal.agent, session = self.ctx.id, rule, "{why}; session closed");
+        super::record::session_record_coded(
+            &self.ctx.core,
+            &self.ctx.who(self.principal.agent.clone()),
+            Decision::Blocked,
+            Some(rule),
+            &format!("session closed: {why}"),
+            Some(sqlstate),
+        );
+    }
+
     /// The record of an admitted session that never opened: no upstream connection could be
     /// had for it. `rule` names the limit that refused one (a pool's checkout timeout, say:
     /// `blocked`); without it the upstream failed (`error`). `why` is what the client was told,
