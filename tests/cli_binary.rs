@@ -1386,6 +1386,11 @@ fn concurrent_cli_changes_to_one_file_all_land() {
     std::fs::create_dir(&lock_path).unwrap();
     let (code, _, err) = run(&["vault", "--config", &cfg, "get", "s3"]);
     assert_eq!(code, 0, "{err}");
+    // `--config` after the subcommand too, as `agent list --config C` takes it (it was an
+    // unexpected argument: a review).
+    let (code, after, err) = run(&["vault", "list", "--config", &cfg]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(after, run(&["vault", "--config", &cfg, "list"]).1);
     let out = spawn(s(&["vault", "--config", &cfg, "set", "x"]), Some("v\n"))
         .wait_with_output()
         .unwrap();

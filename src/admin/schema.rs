@@ -116,8 +116,9 @@ pub async fn schema(
     }
     if upstream.kind != UpstreamKind::Postgres {
         return Err(ApiError::BadRequest(format!(
-            "connector \"{}\" is not a PostgreSQL connector: it has no tables",
-            shown(&id)
+            "connector \"{}\" is a {} connector: it has no schema (postgres and mongodb connectors have one)",
+            shown(&id),
+            upstream.kind.as_str()
         )));
     }
     let access = match &q.agent {

@@ -87,7 +87,13 @@ pub enum Command {
     },
     /// Manage vaulted secrets (values are read from standard input).
     Vault {
-        #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]
+        /// Before or after the subcommand (`vault list --config C`, as `agent list` takes it).
+        #[arg(
+            long,
+            default_value = "tollgate.toml",
+            env = "TOLLGATE_CONFIG",
+            global = true
+        )]
         config: PathBuf,
         #[command(subcommand)]
         command: VaultCommand,
