@@ -264,6 +264,19 @@ fn writer_limits_timeout_idle_transaction_connections_and_huge_results() {
             assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
             writer.simple_query("SELECT 1").await.unwrap();
         }
+        // The outcome records say what the client was told, naming the rule (they had the
+        // server's "canceling statement due to user request": a review).
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let log = std::fs::read_to_string(&h.env.audit_log).unwrap();
+        let timed_out = log
+            .lines()
+            .filter(|l| {
+                l.contains(r#""kind":"outcome""#)
+                    && l.contains(r#""sqlstate":"57014""#)
+                    && l.contains("statement timeout of 700 ms (rule: ")
+            })
+            .count();
+        assert!(timed_out >= 2, "{timed_out} outcome records name the timeout");
 
         // Huge results: only 100 rows cross, quickly, and memory stays flat.
         let before = support::rss_kib();

@@ -968,10 +968,21 @@ fn on_error(
                 .remove(name);
         }
     };
-    let (code, message) = msg::error_code_and_message(frame.body());
-    let err = OutcomeError {
-        code,
-        message: message.unwrap_or_default(),
+    // tollgate's own words where it caused the error (its statement timeout's cancel): the
+    // audit says what the client is told, not the server's "canceling statement due to user
+    // request" (a review).
+    let err = match &own {
+        Some(fields) => OutcomeError {
+            code: Some(fields.code.to_string()),
+            message: fields.message.clone(),
+        },
+        None => {
+            let (code, message) = msg::error_code_and_message(frame.body());
+            OutcomeError {
+                code,
+                message: message.unwrap_or_default(),
+            }
+        }
     };
     // A FATAL error (the backend is going away) is never dressed up as a refusal.
     let may_replace = !is_fatal(frame.body());
