@@ -276,7 +276,10 @@ fn writer_limits_timeout_idle_transaction_connections_and_huge_results() {
                     && l.contains("statement timeout of 700 ms (rule: ")
             })
             .count();
-        assert!(timed_out >= 2, "{timed_out} outcome records name the timeout");
+        assert!(
+            timed_out >= 2,
+            "{timed_out} outcome records name the timeout"
+        );
 
         // Huge results: only 100 rows cross, quickly, and memory stays flat.
         let before = support::rss_kib();

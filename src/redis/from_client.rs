@@ -525,6 +525,19 @@ impl FromClient {
     ) -> bool {
         let mut name_buf = [0u8; NAME_BUF];
         let name = lower_name(&cmd, &mut name_buf);
+        if matches!(name, b"post" | b"host:") {
+            // An HTTP request after login (inside MULTI or after RESET too): closed without an
+            // answer, as before login and as redis-server does at any time.
+            self.session.refuse_deferred(
+                statement(&cmd.args, &[], false),
+                super::http_request_refusal(),
+            );
+            entries.push(Entry {
+                kind: Kind::Close,
+                ticket: None,
+            });
+            return true;
+        }
         if self.in_multi {
             if let Some(refusal) = multi_refusal(name) {
                 let refusal = self
@@ -542,19 +555,6 @@ impl FromClient {
             }
         }
         match name {
-            b"post" | b"host:" => {
-                // An HTTP request on a logged-in connection: closed without an answer, as
-                // before login and as redis-server does at any time.
-                self.session.refuse_deferred(
-                    statement(&cmd.args, &[], false),
-                    super::http_request_refusal(),
-                );
-                entries.push(Entry {
-                    kind: Kind::Close,
-                    ticket: None,
-                });
-                return true;
-            }
             b"quit" => {
                 self.session
                     .note(statement(&cmd.args, &[], false), Decision::Allowed, None);
