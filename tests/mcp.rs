@@ -662,6 +662,23 @@ fn explain_is_a_dry_run_naming_the_rule_and_the_rewrite() {
     assert_eq!(count_orders(), before, "explain executes nothing");
 }
 
+/// One statement per call: a text holding several is refused before it is charged to the rate,
+/// and explain says so (each was charged, then the server refused the text: a re-review).
+#[test]
+fn the_query_tool_runs_one_statement_per_call() {
+    let sql = "SELECT 1; SELECT 2";
+    let e = err("writer", "query", json!({ "sql": sql }));
+    let message = e["message"].as_str().unwrap_or_default();
+    assert!(message.contains("one statement per call"), "{e}");
+    assert!(message.contains("builtin: one-statement"), "{e}");
+    let x = ok("writer", "explain", json!({ "sql": sql }));
+    assert_eq!(x["decision"], "blocked", "{x}");
+    assert_eq!(x["rule"], "builtin: one-statement", "{x}");
+    // A trailing semicolon is one statement.
+    let one = ok("writer", "query", json!({"sql": "SELECT 3 AS three;"}));
+    assert_eq!(one["rows"], json!([[3]]));
+}
+
 #[test]
 fn schema_tools_show_only_what_the_agent_may_touch() {
     let t = ok("analyst", "list_tables", json!({}));

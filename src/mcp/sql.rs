@@ -48,6 +48,22 @@ struct ExplainArgs {
     sql: String,
 }
 
+/// The rule of a `query` or `explain` text holding more than one statement.
+pub const ONE_STATEMENT_RULE: &str = "builtin: one-statement";
+
+/// The query tool runs one statement per call (as the extended protocol does): a text holding
+/// more is refused before it is charged to the rate (each was charged, then the server refused
+/// the text with 42601: a re-review), and explain says so.
+fn more_than_one(sql: &str) -> Option<Refusal> {
+    (crate::policy::sql::count_statements(sql) > 1).then(|| {
+        Refusal::new(
+            RefusalClass::Syntax,
+            ONE_STATEMENT_RULE,
+            "the query tool runs one statement per call: send each statement in its own call",
+        )
+    })
+}
+
 /// Every MCP call is a session of its own on a pooled connection, like a transaction-pooled
 /// wire session: judged the same way (state a statement leaves is known, `currval` refused).
 fn facts() -> SessionFacts {
@@ -104,6 +120,9 @@ pub async fn query(
     let verdict = pg.check_sql(&a.sql, &facts());
     if !verdict.runs() {
         return Err(ToolError::pg(&pg.refuse_verdict(&a.sql, &verdict)));
+    }
+    if let Some(r) = more_than_one(&a.sql) {
+        return Err(ToolError::pg(&pg.refuse(&a.sql, r)));
     }
     let rewritten = pg
         .forwarded_text(&a.sql, &verdict)
@@ -390,14 +409,15 @@ pub fn explain(
         &limits,
         crate::pg::statement::statements(&a.sql, &verdict, &limits),
     );
-    let refusal = match (recorded_decision(&verdict), over_rate) {
-        (Some(_), Some((exceeded, rule))) => Some(Refusal::new(
+    let refusal = match (recorded_decision(&verdict), more_than_one(&a.sql), over_rate) {
+        (Some(_), Some(several), _) => Some(several),
+        (Some(_), None, Some((exceeded, rule))) => Some(Refusal::new(
             RefusalClass::RateLimited,
             rule,
             format!("{exceeded} (agent \"{}\")", pg.agent()),
         )),
-        (Some(_), None) => None,
-        (None, _) => verdict.denial.clone(),
+        (Some(_), None, None) => None,
+        (None, _, _) => verdict.denial.clone(),
     };
     let (decision, rule, reason) = match (&refusal, recorded_decision(&verdict)) {
         (Some(r), _) => ("blocked", Some(r.rule.clone()), Some(r.reason.clone())),
