@@ -214,6 +214,28 @@ fn explain_says_what_the_gateway_does() {
             && out.contains("rule:      analyst: table public.customers\n"),
         "{out}"
     );
+    // Through MCP every call is judged as on a transaction pool, one statement per call: the
+    // trusted agent's session-mode answer is not MCP's (a re-review).
+    let mcp = |statement: &str| {
+        let cfg = cfg.to_str().unwrap();
+        run(&[
+            "explain", "--agent", "trusted", "--door", "mcp", "--config", cfg, statement,
+        ])
+    };
+    let (_, out, _) = explain("trusted", "SELECT currval('orders_id_seq')");
+    assert!(out.contains("decision:  allowed"), "{out}");
+    let (_, out, _) = mcp("SELECT currval('orders_id_seq')");
+    assert!(
+        out.contains("door:      mcp")
+            && out.contains("decision:  blocked")
+            && out.contains("builtin: transaction-pooling"),
+        "{out}"
+    );
+    let (_, out, _) = mcp("SELECT 1; SELECT 2");
+    assert!(
+        out.contains("decision:  blocked") && out.contains("builtin: one-statement"),
+        "{out}"
+    );
     // The demo's analyst is on a transaction pool.
     let (_, out, _) = explain("analyst", "SELECT pg_backend_pid()");
     assert!(

@@ -156,6 +156,7 @@ pub fn explain(
     config_path: &Path,
     agent: &str,
     upstream: Option<&str>,
+    mcp: bool,
     statement: &str,
 ) -> CmdResult {
     let config = load_config(config_path)?;
@@ -280,17 +281,25 @@ pub fn explain(
         Err(e) => say!("analysis:  {e}"),
     }
     // Judged as a session of the agent's would be: on a transaction pool when its upstream
-    // (or its policy) pools per transaction, with signal targets checked.
+    // (or its policy) pools per transaction, with signal targets checked; through MCP, as
+    // the query tool judges every call (a transaction-pooled session of its own).
     let policy = engine.agent_policy(agent);
     let mode = policy
         .as_ref()
         .and_then(|p| p.pool_mode(&upstream))
         .unwrap_or(config.upstreams[&upstream].pool().mode);
-    let facts = SessionFacts {
-        pooled: mode == crate::config::PoolMode::Transaction,
-        checks_signal_targets: true,
-        ..SessionFacts::default()
+    let facts = match mcp {
+        true => crate::mcp::sql::facts(),
+        false => SessionFacts {
+            pooled: mode == crate::config::PoolMode::Transaction,
+            checks_signal_targets: true,
+            ..SessionFacts::default()
+        },
     };
+    say!(
+        "door:      {}",
+        if mcp { "mcp (the query tool)" } else { "wire" }
+    );
     let verdict = engine.check_sql(&agent.into(), &upstream.as_str().into(), statement, &facts);
     // A text holding more statements than the agent's rate ever allows at once never runs.
     let no_limits = crate::policy::limits::Limits::default();
@@ -299,7 +308,17 @@ pub fn explain(
         limits,
         crate::pg::statement::statements(statement, &verdict, limits),
     );
+    // The query tool runs one statement per call.
+    let several = mcp
+        .then(|| crate::mcp::sql::more_than_one(statement))
+        .flatten();
     match (crate::pg::statement::recorded_decision(&verdict), too_many) {
+        (Some(_), _) if let Some(r) = &several => {
+            say!("decision:  blocked");
+            say!("rule:      {}", r.rule);
+            say!("reason:    {}", r.reason);
+            say!("sqlstate:  {}", r.class.sqlstate());
+        }
         (Some(_), Some((exceeded, rule))) => {
             say!("decision:  blocked");
             say!("rule:      {rule}");

@@ -76,6 +76,11 @@ pub enum Command {
         /// given as JSON with its `$db`).
         #[arg(long)]
         upstream: Option<String>,
+        /// The door to judge SQL as coming through: `wire` (a PostgreSQL session, on the pool
+        /// mode the agent gets) or `mcp` (the MCP `query` tool: one statement per call, judged
+        /// as on a transaction pool).
+        #[arg(long, default_value = "wire", value_parser = ["wire", "mcp"])]
+        door: String,
         #[arg(long, default_value = "tollgate.toml", env = "TOLLGATE_CONFIG")]
         config: PathBuf,
         statement: String,
@@ -362,9 +367,16 @@ pub fn run(cli: Cli) -> i32 {
         Command::Explain {
             agent,
             upstream,
+            door,
             config,
             statement,
-        } => admin_cmds::explain(&config, &agent, upstream.as_deref(), &statement),
+        } => admin_cmds::explain(
+            &config,
+            &agent,
+            upstream.as_deref(),
+            door == "mcp",
+            &statement,
+        ),
         Command::Agent {
             command:
                 AgentCommand::Add {

@@ -22,7 +22,7 @@ mod output;
 mod pending;
 mod redis_tool;
 mod schema;
-mod sql;
+pub(crate) mod sql;
 mod tools;
 
 pub use auth::parse_bearer;

@@ -54,7 +54,7 @@ pub const ONE_STATEMENT_RULE: &str = "builtin: one-statement";
 /// The query tool runs one statement per call (as the extended protocol does): a text holding
 /// more is refused before it is charged to the rate (each was charged, then the server refused
 /// the text with 42601: a re-review), and explain says so.
-fn more_than_one(sql: &str) -> Option<Refusal> {
+pub fn more_than_one(sql: &str) -> Option<Refusal> {
     (crate::policy::sql::count_statements(sql) > 1).then(|| {
         Refusal::new(
             RefusalClass::Syntax,
@@ -66,7 +66,7 @@ fn more_than_one(sql: &str) -> Option<Refusal> {
 
 /// Every MCP call is a session of its own on a pooled connection, like a transaction-pooled
 /// wire session: judged the same way (state a statement leaves is known, `currval` refused).
-fn facts() -> SessionFacts {
+pub fn facts() -> SessionFacts {
     SessionFacts {
         pooled: true,
         ..SessionFacts::default()
@@ -409,7 +409,11 @@ pub fn explain(
         &limits,
         crate::pg::statement::statements(&a.sql, &verdict, &limits),
     );
-    let refusal = match (recorded_decision(&verdict), more_than_one(&a.sql), over_rate) {
+    let refusal = match (
+        recorded_decision(&verdict),
+        more_than_one(&a.sql),
+        over_rate,
+    ) {
         (Some(_), Some(several), _) => Some(several),
         (Some(_), None, Some((exceeded, rule))) => Some(Refusal::new(
             RefusalClass::RateLimited,
