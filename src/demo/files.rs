@@ -81,7 +81,8 @@ password = "vault:mongo_password"
     )
 }
 
-pub const ANALYST_POLICY: &str = r#"# analyst: read-only on customers and orders; PII masked; secrets invisible; no DDL or DML.
+pub const ANALYST_POLICY: &str = r#"# analyst: read-only on customers and orders; PII masked; secrets unreadable (its definition
+# shows in the catalog, as every table's does: `catalog = false` hides the catalog); no DDL or DML.
 agents = ["analyst"]
 
 [limits]
