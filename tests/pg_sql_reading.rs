@@ -180,20 +180,34 @@ fn a_server_that_starts_reading_backslashes_otherwise_ends_the_session() {
     });
 }
 
-/// The reviewer's chain: the passthrough agent sets `standard_conforming_strings = off` as the
-/// vaulted role's default through a DO block built from pieces (no word screen can see it); a
-/// new server connection then reports it off at login, and an analysed agent's session on it is
-/// refused, while the passthrough agent keeps working. Fixed upstream, sessions work again.
+/// The reviewer's chain: `standard_conforming_strings = off` becomes the vaulted role's default
+/// (the passthrough agent did it through a DO block built from pieces, which is refused now:
+/// dynamic SQL in a body; an administrator still can); a new server connection then reports it
+/// off at login, and an analysed agent's session on it is refused, while the passthrough agent
+/// keeps working. Fixed upstream, sessions work again.
 #[test]
 fn a_connection_that_logs_in_reading_backslashes_otherwise_is_never_used() {
     harness().runtime.block_on(async {
         let gw = gateway().await;
         let t = connect_url(&url(&gw, "trusted", "")).await.unwrap();
-        t.batch_execute(
-            "do $$ begin execute 'AL' || 'TER ROLE ' || current_user || ' SET standard_conf' || 'orming_strings = of' || 'f'; end $$",
-        )
-        .await
-        .unwrap();
+        let e = t
+            .batch_execute(
+                "do $$ begin execute 'AL' || 'TER ROLE ' || current_user || ' SET standard_conf' || 'orming_strings = of' || 'f'; end $$",
+            )
+            .await
+            .expect_err("dynamic SQL in a DO block is refused");
+        assert!(
+            support::db_message(&e).ends_with("(rule: builtin: vault-login)"),
+            "{e:?}"
+        );
+        upstream()
+            .await
+            .batch_execute(&format!(
+                "ALTER ROLE {} SET standard_conforming_strings = off",
+                gw.role
+            ))
+            .await
+            .unwrap();
         // New settings, so new server connections, which log in with the role's new default.
         for agent in ["analyst", "writer"] {
             let fresh = format!("&application_name=fresh-{agent}");

@@ -77,6 +77,16 @@ async fn postgres_login_database_and_server_settings_cannot_be_changed() {
             "DO $$ BEGIN EXECUTE 'ALTER ROLE ' || current_user || ' PASSWORD ''x'''; END $$".into(),
             "builtin: vault-login",
         ),
+        // SQL built at run time, or spelt with escapes: no word of the text says what it does
+        // (a review changed the vaulted role's password from a base64 string).
+        (
+            "DO $$ DECLARE s text := convert_from(decode('QUxURVIgUk9MRSBDVVJSRU5UX1VTRVIgUEFTU1dPUkQgJ3p6Jw==', 'base64'), 'UTF8'); BEGIN EXECUTE s; END $$".into(),
+            "builtin: vault-login",
+        ),
+        (
+            r"DO E'BEGIN \x41LTER ROLE CURRENT_USER PASSWORD ''q''; END'".into(),
+            "builtin: vault-login",
+        ),
         (
             "ALTER SYSTEM SET password_encryption = 'md5'".into(),
             "builtin: server-admin",

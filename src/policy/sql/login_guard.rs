@@ -8,7 +8,8 @@
 //! Passthrough statements are not analysed at all on the fast path; [`may_touch`] is the cheap
 //! screen that sends the few statements that could do any of the above to [`check`]. Code run
 //! by the server from a string built at run time (`EXECUTE` in PL/pgSQL of a string read from a
-//! table, say) is beyond any text analysis: docs/policy.md says so.
+//! table or decoded from base64) is beyond any text analysis, so a DO block or function body
+//! that uses `EXECUTE` is refused (docs/policy.md).
 
 use pg_query::protobuf::{
     node::Node as N, AlterDatabaseSetStmt, AlterOwnerStmt, GrantStmt, Node, ObjectType, RoleSpec,
@@ -47,8 +48,9 @@ impl std::fmt::Debug for UpstreamLogin {
 /// case-insensitive). A statement containing none of them is passed without a parse. `u&`:
 /// an identifier with Unicode escapes can spell a setting or function name without its letters.
 /// `_mem`: the memory settings every agent is held to (`work_mem`, `maintenance_work_mem`,
-/// `hash_mem_multiplier`).
-pub(super) const TRIGGERS: [&str; 9] = [
+/// `hash_mem_multiplier`). `execute`: SQL a DO block or function body builds at run time.
+/// `e'`: an `E'...'` string can spell any word of a body with escapes (`\x41LTER`, `\A\L...`).
+pub(super) const TRIGGERS: [&str; 11] = [
     "alter",
     "drop",
     "revoke",
@@ -58,6 +60,8 @@ pub(super) const TRIGGERS: [&str; 9] = [
     "set_config",
     "u&",
     "_mem",
+    "execute",
+    "e'",
 ];
 
 /// Whether `sql` may need [`check`]: it contains one of the trigger words.
@@ -218,11 +222,24 @@ fn check_statement(node: &N, sql: &str, login: Option<&UpstreamLogin>) -> Result
         N::VariableSetStmt(v) => check_set(v),
         // `CREATE FUNCTION ... SET x = v` and `ALTER FUNCTION/ROUTINE/PROCEDURE ... SET x = v`:
         // the setting holds while the function runs (the re-review set work_mem = '1TB' so).
-        N::CreateFunctionStmt(f) if !body_may_lock_out(sql) => function_settings(&f.options),
+        N::DoStmt(_) | N::CreateFunctionStmt(_) => {
+            let words = body_words(node, sql);
+            if may_lock_out(&words) {
+                return Err(refuse(
+                    "a DO block or function body that alters or drops roles or databases, changes how the server reads SQL or sets the server's memory sizes, is refused: tollgate cannot tell which role or setting it would change",
+                ));
+            }
+            if words.contains("execute") {
+                return Err(refuse(
+                    "a DO block or function body that runs SQL built at run time (EXECUTE) is refused: tollgate cannot tell whether it changes the upstream login (a role may always change its own password)",
+                ));
+            }
+            match node {
+                N::CreateFunctionStmt(f) => function_settings(&f.options),
+                _ => Ok(()),
+            }
+        }
         N::AlterFunctionStmt(f) => function_settings(&f.actions),
-        N::DoStmt(_) | N::CreateFunctionStmt(_) if body_may_lock_out(sql) => Err(refuse(
-            "a DO block or function body that alters or drops roles or databases, changes how the server reads SQL or sets the server's memory sizes, is refused: tollgate cannot tell which role or setting it would change",
-        )),
         _ => Ok(()),
     }
 }
@@ -305,14 +322,46 @@ fn check_set_config(sql: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// A body (DO, CREATE FUNCTION/PROCEDURE) whose words could alter or drop a role or database,
-/// revoke CONNECT, or change how SQL is read. Judged on words: the body is another language.
-fn body_may_lock_out(sql: &str) -> bool {
-    let lower = sql.to_ascii_lowercase();
-    let words: std::collections::HashSet<&str> = lower
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+/// The lower-case words of a DO block or CREATE FUNCTION/PROCEDURE: of its text and of its body
+/// as the server reads it (escapes resolved: a body written as `E'...'` or `U&'...'` spells its
+/// words with escapes the text does not show). Judged on words: the body is another language.
+fn body_words(node: &N, sql: &str) -> std::collections::HashSet<String> {
+    let defs: &[Node] = match node {
+        N::DoStmt(d) => &d.args,
+        N::CreateFunctionStmt(f) => &f.options,
+        _ => &[],
+    };
+    let mut texts = vec![sql.to_ascii_lowercase()];
+    for def in defs {
+        let Some(N::DefElem(d)) = &def.node else {
+            continue;
+        };
+        if d.defname != "as" {
+            continue;
+        }
+        let mut push = |n: &Node| {
+            if let Some(N::String(s)) = &n.node {
+                texts.push(s.sval.to_ascii_lowercase());
+            }
+        };
+        match d.arg.as_deref() {
+            Some(Node {
+                node: Some(N::List(l)),
+            }) => l.items.iter().for_each(&mut push),
+            Some(n) => push(n),
+            None => {}
+        }
+    }
+    texts
+        .iter()
+        .flat_map(|t| t.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
         .filter(|w| !w.is_empty())
-        .collect();
+        .map(str::to_string)
+        .collect()
+}
+
+/// Words that could alter or drop a role or database, revoke CONNECT, or change how SQL is read.
+fn may_lock_out(words: &std::collections::HashSet<String>) -> bool {
     let has = |w: &str| words.contains(w);
     let target = ["role", "user", "group", "database", "system"]
         .iter()
@@ -371,6 +420,17 @@ mod tests {
             "DO $$ BEGIN EXECUTE 'ALTER ROLE ' || current_user || ' PASSWORD ''x'''; END $$",
             "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$ ALTER ROLE tollgate_shop NOLOGIN $$",
             "CREATE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'DROP ROLE x'; END $$",
+            // SQL built at run time: its words are not in the text (a review changed the
+            // vaulted role's password from a base64 string).
+            "DO $$ DECLARE s text := convert_from(decode('QUxURVIgUk9MRQ==', 'base64'), 'UTF8'); BEGIN EXECUTE s || ' CURRENT_USER PASSWORD ''z'''; END $$",
+            "DO $$ BEGIN EXECUTE concat('ALT', 'ER RO', 'LE ', current_user, ' PASSWORD ''z'''); END $$",
+            "CREATE FUNCTION h(q text) RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE q; END $$",
+            "DO $$ DECLARE r record; BEGIN FOR r IN EXECUTE 'SELECT 1' LOOP END LOOP; END $$",
+            // Words spelt with escapes in an E'' or U&'' body.
+            "DO E'BEGIN \\x41LTER ROLE tollgate_shop PASSWORD ''q''; END'",
+            "DO e'BEGIN \\A\\L\\T\\E\\R ROLE CURRENT_USER NOLOGIN; END'",
+            "CREATE FUNCTION k() RETURNS void LANGUAGE plpgsql AS E'BEGIN \\x45XECUTE ''x''; END'",
+            "DO U&'BEGIN \\0041LTER ROLE CURRENT_USER NOLOGIN; END'",
         ] {
             assert_eq!(rule(sql).as_deref(), Some(VAULT_LOGIN_RULE), "{sql}");
         }
@@ -403,6 +463,9 @@ mod tests {
             "DO $$ BEGIN PERFORM 1; END $$",
             "CREATE FUNCTION g() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$",
             "SELECT names FROM t",
+            "SELECT 'true', E'a\\nb'",
+            "DO E'BEGIN RAISE NOTICE ''hi\\n''; END'",
+            "PREPARE q AS SELECT 1; EXECUTE q",
         ] {
             assert_eq!(rule(sql), None, "{sql}");
         }

@@ -5,7 +5,7 @@
 /// The passthrough fast path's words, in one pass: a statement that mentions none of them can
 /// neither touch the upstream login (`login_guard::may_touch`) nor signal a backend
 /// (`backend_signals::may_signal`), and is let through without a parse.
-const PASSTHROUGH: [&str; 11] = [
+const PASSTHROUGH: [&str; 13] = [
     "alter",
     "drop",
     "revoke",
@@ -17,6 +17,8 @@ const PASSTHROUGH: [&str; 11] = [
     "pg_cancel_backend",
     "pg_terminate_backend",
     "_mem",
+    "execute",
+    "e'",
 ];
 
 static PASSTHROUGH_SCREEN: Screen = Screen::new(&PASSTHROUGH);
