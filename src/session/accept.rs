@@ -294,15 +294,14 @@ impl Accepted {
     ) {
         let agent = known_agent(&self.core, user);
         let shown = shown_login(user, agent.is_some());
-        self.core.login_records.record(
-            &self.core,
-            event,
-            agent,
-            &self.who(shown.into()),
+        let why = super::login_records::LoginWhy {
             rule,
             reason,
             sqlstate,
-        );
+        };
+        self.core
+            .login_records
+            .record(&self.core, event, agent, &self.who(shown.into()), why);
     }
 
     /// Whether this connection may try to log in again. Each failed login is a record, and a

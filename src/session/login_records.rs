@@ -38,6 +38,14 @@ pub enum LoginEvent {
     Refused,
 }
 
+/// Why a login failed or was refused, as its record says it.
+pub(super) struct LoginWhy<'a> {
+    pub rule: Option<&'a str>,
+    pub reason: &'a str,
+    /// The code the client was answered (PostgreSQL's SQLSTATE), if the door has them.
+    pub sqlstate: Option<&'static str>,
+}
+
 /// The bucket of a known agent's name (`true`) or of every other name: at once, then a second.
 fn limits(known_agent: bool) -> (u32, u32) {
     if known_agent {
@@ -94,10 +102,13 @@ impl LoginRecords {
         event: LoginEvent,
         agent: Option<Arc<str>>,
         who: &Who,
-        rule: Option<&str>,
-        reason: &str,
-        sqlstate: Option<&'static str>,
+        why: LoginWhy<'_>,
     ) {
+        let LoginWhy {
+            rule,
+            reason,
+            sqlstate,
+        } = why;
         let (burst, per_second) = limits(agent.is_some());
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
