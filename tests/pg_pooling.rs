@@ -2588,7 +2588,25 @@ fn a_copy_prepared_before_a_bind_is_under_the_statement_timeout() {
             "{:?}",
             started.elapsed()
         );
+        // The client's own Parse (a prepare: Parse, Describe, Sync) waits on the lock too, and
+        // is cancelled at the timeout as the server's statement_timeout would (a re-review).
+        let d = client(&running, "trusted").await;
+        let started = std::time::Instant::now();
+        let prepared = tokio::time::timeout(
+            Duration::from_secs(10),
+            d.prepare(&format!("SELECT a FROM {table} WHERE id = $1 AND a > 0")),
+        )
+        .await
+        .expect("the statement timeout ends the Parse's wait");
+        let e = prepared.expect_err("cancelled at the statement timeout");
+        assert_eq!(sqlstate(&e), "57014", "{e:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
         lock.rollback().await.unwrap();
+        assert_eq!(one(&d, "SELECT 8").await, "8", "that session goes on too");
         assert_eq!(one(&a, "SELECT 7").await, "7", "the session goes on");
         let row = a
             .query_one(&st, &[&1i32])

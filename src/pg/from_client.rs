@@ -1621,6 +1621,7 @@ fn on_parse(
                     server_name: None,
                     named: None,
                     positions,
+                    started: std::time::Instant::now(),
                 });
                 out.extend_from_slice(&forwarded);
                 None
@@ -1646,6 +1647,7 @@ fn on_parse(
                     server_name: None,
                     named,
                     positions,
+                    started: std::time::Instant::now(),
                 });
                 out.extend_from_slice(&forwarded);
                 None
@@ -1819,6 +1821,7 @@ fn refuse_parse(
         server_name: None,
         named: None,
         positions: None,
+        started: std::time::Instant::now(),
     });
     out.extend_from_slice(&substitute_parse(name));
     state.skip_until_sync = true;

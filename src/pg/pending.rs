@@ -44,11 +44,16 @@ pub enum Expect {
         named: Option<u64>,
         /// As for `Simple`.
         positions: Option<Box<PositionMap>>,
+        /// When it was sent: a Parse can wait on a lock another session holds, and the agent's
+        /// statement timeout counts from here as the server's would.
+        started: Instant,
     },
     /// A message tollgate sent on its own (a Parse or Close for its statement cache): its reply
     /// is not the client's and is not relayed. A failed hidden Parse forgets `server_name`.
     Hidden {
         server_name: Option<std::sync::Arc<str>>,
+        /// A Parse's: when it was sent (as for `Parse`).
+        started: Option<Instant>,
     },
     /// A Describe of a shared statement tollgate sent on its own, before a Bind runs a copy it
     /// just prepared: its ParameterDescription and RowDescription (or NoData) are compared with
@@ -210,7 +215,14 @@ impl Pending {
     pub fn push(&self, e: Expect) {
         let statement = matches!(
             e,
-            Expect::Simple { .. } | Expect::Execute { .. } | Expect::HiddenDescribe { .. }
+            Expect::Simple { .. }
+                | Expect::Execute { .. }
+                | Expect::HiddenDescribe { .. }
+                | Expect::Parse { .. }
+                | Expect::Hidden {
+                    started: Some(_),
+                    ..
+                }
         );
         let synthetic = matches!(e, Expect::Synthetic(_) | Expect::SyntheticParse(_));
         if synthetic {
@@ -315,8 +327,8 @@ impl Pending {
         self.is_empty() && !self.unwritten.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// When the oldest statement still running was forwarded (or tollgate's own describe of
-    /// one, `HiddenDescribe`).
+    /// When the oldest statement still running was forwarded (or a Parse, the client's or
+    /// tollgate's own, or tollgate's own describe of one, `HiddenDescribe`).
     pub fn oldest_statement_start(&self) -> Option<Instant> {
         self.with(|q| {
             q.iter().find_map(|e| match e {
@@ -326,7 +338,10 @@ impl Pending {
                 | Expect::Execute {
                     ticket: Some(t), ..
                 } => Some(t.started()),
-                Expect::HiddenDescribe { started, .. } => Some(*started),
+                Expect::HiddenDescribe { started, .. } | Expect::Parse { started, .. } => {
+                    Some(*started)
+                }
+                Expect::Hidden { started, .. } => *started,
                 _ => None,
             })
         })

@@ -123,7 +123,10 @@ fn make_room(server: &ServerInfo, name: &Arc<str>) -> Option<Vec<Arc<str>>> {
 /// Closes `names` on the connection, their replies hidden from the client.
 fn send_closes(names: Vec<Arc<str>>, pending: &Pending, out: &mut BytesMut) {
     for name in names {
-        pending.push(Expect::Hidden { server_name: None });
+        pending.push(Expect::Hidden {
+            server_name: None,
+            started: None,
+        });
         out.extend_from_slice(&close_statement(&name));
     }
 }
@@ -177,6 +180,7 @@ pub fn ensure_prepared(
     send_closes(closing, pending, out);
     pending.push(Expect::Hidden {
         server_name: Some(stmt.name.clone()),
+        started: Some(std::time::Instant::now()),
     });
     out.extend_from_slice(&stmt.parse);
 }
@@ -190,7 +194,10 @@ pub fn prepare_placeholder(name: &str, pending: &Pending, out: &mut BytesMut) {
     body.put_u8(0);
     body.put_slice(b"SELECT\0");
     body.put_u16(0);
-    pending.push(Expect::Hidden { server_name: None });
+    pending.push(Expect::Hidden {
+        server_name: None,
+        started: Some(std::time::Instant::now()),
+    });
     out.extend_from_slice(&msg::raw_message(fe::PARSE, &body));
 }
 
@@ -217,6 +224,7 @@ pub fn parse(
         server_name: Some(stmt.name.clone()),
         named,
         positions,
+        started: std::time::Instant::now(),
     });
     out.extend_from_slice(&stmt.parse);
 }
@@ -233,7 +241,10 @@ pub fn ensure_unnamed(
         return;
     }
     *owner = Some(unnamed.owner);
-    pending.push(Expect::Hidden { server_name: None });
+    pending.push(Expect::Hidden {
+        server_name: None,
+        started: Some(std::time::Instant::now()),
+    });
     out.extend_from_slice(&unnamed.parse);
 }
 

@@ -1029,6 +1029,7 @@ fn on_error(
                         server_name,
                         named,
                         positions: map,
+                        ..
                     }) => {
                         forget(&server_name);
                         if let Some(seq) = named {
@@ -1041,7 +1042,7 @@ fn on_error(
                             positions = map;
                         }
                     }
-                    Some(Expect::Hidden { server_name }) => forget(&server_name),
+                    Some(Expect::Hidden { server_name, .. }) => forget(&server_name),
                     Some(Expect::SyntheticParse(seq)) => pending.report_failed_parse(seq),
                     // The server refused the plan of a statement tollgate shares between
                     // sessions (`cached plan must not change result type` after a schema

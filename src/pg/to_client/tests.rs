@@ -208,6 +208,8 @@ fn after_an_error_in_a_batch_the_rest_up_to_sync_is_not_executed() {
         server_name: None,
         named: None,
         positions: None,
+
+        started: std::time::Instant::now(),
     });
     r.pending.push(Expect::Bind {
         portal: "".into(),
@@ -258,6 +260,8 @@ fn a_refused_parse_swaps_in_tollgates_error_and_skips_to_sync() {
         server_name: None,
         named: None,
         positions: None,
+
+        started: std::time::Instant::now(),
     });
     r.pending.push(Expect::Sync);
     r.feed(server_error(
@@ -280,6 +284,8 @@ fn syncs_the_server_ignored_during_copy_in_are_dropped() {
         server_name: None,
         named: None,
         positions: None,
+
+        started: std::time::Instant::now(),
     });
     r.pending.push(Expect::Bind {
         portal: "".into(),
