@@ -463,3 +463,83 @@ fn getmores_in_flight_when_a_limit_cuts_the_cursor_deliver_nothing_more() {
         );
     });
 }
+
+/// A row filter on the live MongoDB-wire server: finds, counts and `$lookup` see only the
+/// filtered documents; `$graphLookup` into the collection and `collStats` of it are refused,
+/// since the filter cannot be applied there (the demo's server ignores
+/// `restrictSearchWithMatch`: a review read every filtered-out document through it, and
+/// collStats counted them).
+#[test]
+fn a_row_filter_holds_on_the_live_server() {
+    block_on(async {
+        let dir = support::tls::copy_demo(|c| c);
+        let policy = dir.path().join("policies/analyst.toml");
+        let text = std::fs::read_to_string(&policy).unwrap();
+        let (head, tail) = text.split_at(text.find("[[mongo]]").unwrap());
+        let tail = tail
+            .replacen(
+                "name = \"shop.orders\"\nallow = [\"read\"]\n",
+                "name = \"shop.orders\"\nallow = [\"read\"]\nrow_filter = '{\"customer_id\": {\"$lt\": 100}}'\n",
+                1,
+            )
+            .replacen(
+                "upstream = \"mongo\"\n",
+                "upstream = \"mongo\"\ndiagnostics = [\"collStats\"]\n",
+                1,
+            );
+        assert!(tail.contains("row_filter"), "{tail}");
+        std::fs::write(&policy, format!("{head}{tail}")).unwrap();
+        let gw = support::tls::start_gateway(dir.path()).await;
+        let env = &harness().env;
+        let port = gw.mongo_addr.unwrap().port();
+        let mut s = RawMongo::login(port, "analyst", env.token("analyst")).await;
+        let hidden = s
+            .command(doc! { "find": "orders", "filter": { "customer_id": { "$gte": 100 } }, "limit": 5, "$db": "shop" })
+            .await;
+        assert_eq!(hidden.get_f64("ok").ok(), Some(1.0), "{hidden:?}");
+        let batch = hidden
+            .get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap();
+        assert!(batch.is_empty(), "filtered-out orders came back: {batch:?}");
+        let n = s
+            .command(doc! { "count": "orders", "query": { "customer_id": { "$gte": 100 } }, "$db": "shop" })
+            .await;
+        assert_eq!(
+            n.get_i32("n").map(i64::from).or(n.get_i64("n")).ok(),
+            Some(0),
+            "{n:?}"
+        );
+        let joined = s
+            .command(doc! { "aggregate": "customers", "pipeline": [
+                { "$match": { "_id": 500 } },
+                { "$lookup": { "from": "orders", "localField": "_id", "foreignField": "customer_id", "as": "o" } },
+                { "$project": { "o": 1 } } ], "cursor": {}, "$db": "shop" })
+            .await;
+        let first = joined
+            .get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap();
+        let o = first[0].as_document().unwrap().get_array("o").unwrap();
+        assert!(o.is_empty(), "$lookup joined filtered-out orders: {o:?}");
+        for cmd in [
+            doc! { "aggregate": "customers", "pipeline": [
+            { "$match": { "_id": 500 } },
+            { "$graphLookup": { "from": "orders", "startWith": "$_id", "connectFromField": "zz",
+                "connectToField": "customer_id", "as": "o" } } ], "cursor": {}, "$db": "shop" },
+            doc! { "collStats": "orders", "$db": "shop" },
+        ] {
+            let r = s.command(cmd.clone()).await;
+            assert_eq!(r.get_f64("ok").ok(), Some(0.0), "{cmd:?}: {r:?}");
+            assert!(
+                r.get_str("errmsg")
+                    .unwrap_or_default()
+                    .contains("row filter cannot be applied"),
+                "{r:?}"
+            );
+        }
+        gw.shutdown();
+    });
+}

@@ -569,6 +569,16 @@ pub fn decide(rules: &MongoRules, cmd: &Command, limits: &DecideLimits) -> Resul
             if name == "collStats" {
                 let ns = coll_ns(cmd)?;
                 j.access(&ns, Op::Find)?;
+                // Its counts and sizes are of every document, the filtered-out ones too (a
+                // review read the unfiltered count), as the `$collStats` stage's would be.
+                if let Some((_, rule)) = rules.protection_of(&ns).filters.first() {
+                    return Err(Refusal::permission(
+                        rule.clone(),
+                        format!(
+                            "collStats cannot be used on {ns}: its row filter cannot be applied"
+                        ),
+                    ));
+                }
             } else {
                 // dbStats names a database: one the agent may see, never local or config.
                 if let Some(why) = super::judge::reserved(&cmd.db) {

@@ -515,17 +515,19 @@ impl Judge<'_> {
                 "$graphLookup traversal",
             )?;
         }
-        let mut out = d.clone();
-        let restrict = d.get_document("restrictSearchWithMatch").ok().cloned();
-        if let Some(r) = &restrict {
+        let out = d.clone();
+        if let Some(r) = d.get_document("restrictSearchWithMatch").ok() {
             self.query(r, &foreign.masks, "$graphLookup restrictSearchWithMatch")?;
         }
-        if let Some(f) = foreign.filter() {
-            let combined = match restrict {
-                Some(r) if !r.is_empty() => doc! { "$and": [r, f] },
-                _ => f,
-            };
-            out.insert("restrictSearchWithMatch", combined);
+        // A row filter could go only into `restrictSearchWithMatch`, which not every server
+        // honours (the demo's MongoDB-wire server ignores it: a review read every filtered-out
+        // document through it), and the traversal's results cannot be filtered after it: the
+        // stage is refused into such a collection, as `$collStats` is.
+        if let Some((_, rule)) = foreign.filters.first() {
+            return Err(Refusal::permission(
+                rule.clone(),
+                format!("$graphLookup cannot be used into {ns}: its row filter cannot be applied"),
+            ));
         }
         if !self.namespaces.contains(&ns) {
             self.namespaces.push(ns.clone());

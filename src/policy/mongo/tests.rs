@@ -1414,23 +1414,46 @@ fn row_filters_go_first_everywhere() {
         u.get_array("pipeline").unwrap(),
         &vec![Bson::Document(doc! { "$match": f.clone() })]
     );
-    let j = judged(
-        &r,
+    // $graphLookup could carry the filter only in `restrictSearchWithMatch`, which not every
+    // server honours (the demo's ignores it: a review read filtered-out documents), and
+    // collStats counts every document: both refused on a filtered collection.
+    for d in [
         doc! { "aggregate": "orders", "pipeline": [ { "$graphLookup": { "from": "eu_customers", "startWith": "$customer_id", "connectFromField": "ref", "connectToField": "_id", "as": "g" } } ], "cursor": {} },
+        doc! { "aggregate": "orders", "pipeline": [ { "$graphLookup": { "from": "eu_customers", "startWith": "$customer_id", "connectFromField": "ref", "connectToField": "_id", "as": "g", "restrictSearchWithMatch": { "region": "US" } } } ], "cursor": {} },
+    ] {
+        let e = decide(&r, &cmd(d), &DecideLimits::default()).expect_err("refused");
+        assert!(
+            e.reason.contains("row filter cannot be applied"),
+            "{}",
+            e.reason
+        );
+        assert!(!e.rule.is_empty());
+    }
+    let collstats = rules_from(
+        "analyst",
+        &ANALYST.replace(
+            r#"["$collStats", "explain"]"#,
+            r#"["$collStats", "explain", "collStats"]"#,
+        ),
+    )
+    .unwrap();
+    let e = decide(
+        &collstats,
+        &cmd(doc! { "collStats": "eu_customers" }),
+        &DecideLimits::default(),
+    )
+    .expect_err("refused");
+    assert!(
+        e.reason.contains("row filter cannot be applied"),
+        "{}",
+        e.reason
     );
-    let p = j
-        .rewritten
-        .unwrap()
-        .body
-        .get_array("pipeline")
-        .unwrap()
-        .clone();
-    let g = p[0]
-        .as_document()
-        .unwrap()
-        .get_document("$graphLookup")
-        .unwrap();
-    assert_eq!(g.get_document("restrictSearchWithMatch").unwrap(), &f);
+    assert!(decide(
+        &collstats,
+        &cmd(doc! { "collStats": "orders" }),
+        &DecideLimits::default()
+    )
+    .is_ok());
     // Writes: update and delete filters, in the body or in a document sequence.
     let j = judged(
         &r,
