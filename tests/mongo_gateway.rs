@@ -315,24 +315,34 @@ fn wire_level_attacks_are_refused_and_the_session_goes_on() {
         c.extend_from_slice(&2012i32.to_le_bytes());
         c.resize(40, 0);
         refused(&s.raw(&c).await, "builtin: wire-protocol");
-        // An oversized message (over the upstream's maxMessageSizeBytes): read past and refused.
-        let big = 48_000_000 + 1024;
-        let mut m = Vec::with_capacity(big);
-        m.extend_from_slice(&(big as i32).to_le_bytes());
-        m.extend_from_slice(&55i32.to_le_bytes());
-        m.extend_from_slice(&0i32.to_le_bytes());
-        m.extend_from_slice(&2013i32.to_le_bytes());
-        m.resize(big, 0);
-        let r = s.raw(&m).await;
-        refused(&r, "builtin: wire-protocol");
-        assert_eq!(r.get_i32("code").ok(), Some(10334), "{r:?}");
-        let (m, _) = ping(&mut s).await;
-        let r = s.raw(&m).await;
-        assert_eq!(
-            r.get_f64("ok").ok(),
-            Some(1.0),
-            "the session goes on: {r:?}"
-        );
+        // A length over maxMessageSizeBytes is no message's: refused at once from the header
+        // and the connection closed, as mongod closes it (tollgate read the claimed length
+        // through first: a header claiming 2 GiB held the connection silent; a review).
+        for claimed in [48_000_000 + 1, i32::MAX as usize] {
+            let mut s = RawMongo::login(env.mongo_port, "analyst", env.token("analyst")).await;
+            let mut m = Vec::new();
+            m.extend_from_slice(&(claimed as i32).to_le_bytes());
+            m.extend_from_slice(&55i32.to_le_bytes());
+            m.extend_from_slice(&0i32.to_le_bytes());
+            m.extend_from_slice(&2013i32.to_le_bytes());
+            let r = tokio::time::timeout(std::time::Duration::from_secs(5), s.raw(&m))
+                .await
+                .expect("answered at once");
+            refused(&r, "builtin: wire-protocol");
+            let (m, _) = ping(&mut s).await;
+            s.stream.write_all(&m).await.ok();
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                tokio::io::AsyncReadExt::read_to_end(&mut s.stream, &mut rest),
+            )
+            .await
+            .expect("closed");
+            assert!(
+                read.is_err() || rest.is_empty(),
+                "no answer after it: {rest:?}"
+            );
+        }
     });
 }
 

@@ -173,14 +173,17 @@ impl FromClient {
         e: WireError,
     ) -> Result<Step, RelayError> {
         let request_id = client.front_request_id().unwrap_or(0);
-        let skippable = matches!(
-            e,
-            WireError::TooLarge { .. }
-                | WireError::Held(_)
-                | WireError::Compressed
-                | WireError::RemovedOpCode(_)
-                | WireError::UnknownOpCode(_)
-        );
+        // Over the protocol's own maximum (`maxMessageSizeBytes`) the length is no message's:
+        // answered and closed, as mongod closes, not read through (a header claiming 2 GiB
+        // held the connection silent while tollgate waited for it: a review).
+        let skippable = match &e {
+            WireError::TooLarge { len, .. } => *len <= super::wire::MAX_MESSAGE_BYTES,
+            WireError::Held(_)
+            | WireError::Compressed
+            | WireError::RemovedOpCode(_)
+            | WireError::UnknownOpCode(_) => true,
+            _ => false,
+        };
         if let (true, Some(len)) = (skippable, client.front_length()) {
             let class = if matches!(e, WireError::TooLarge { .. } | WireError::Held(_)) {
                 RefusalClass::TooLarge
