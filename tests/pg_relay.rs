@@ -321,6 +321,18 @@ async fn unknown_database_is_3d000() {
         .await
         .expect_err("unknown database");
     assert_eq!(sqlstate(&e), "3D000");
+    // A long name is shown as PostgreSQL shows it: cut to 63 bytes (it was echoed whole).
+    let long = harness()
+        .env
+        .pg_url("analyst")
+        .replace("/shop?", &format!("/{}?", "x".repeat(100)));
+    let e = support::connect_url(&long)
+        .await
+        .expect_err("unknown database");
+    assert_eq!(
+        db_message(&e),
+        format!("database \"{}\" does not exist", "x".repeat(63))
+    );
     // Recorded as the agent's refused connection (it left no record: a review).
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let log = std::fs::read_to_string(&harness().env.audit_log).unwrap();

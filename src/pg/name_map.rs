@@ -32,6 +32,16 @@ pub fn server_key(name: &str) -> Cow<'_, str> {
     }
 }
 
+/// `name` as PostgreSQL shows a name it truncated: its whole characters within the first 63
+/// bytes (`pg_mbcliplen`), e.g. a database name in "does not exist".
+pub fn clipped(name: &str) -> &str {
+    let mut end = name.len().min(NAME_BYTES);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 #[derive(Debug)]
 pub struct NameMap<V> {
     unnamed: Option<V>,
@@ -127,6 +137,15 @@ mod tests {
             Just(Op::Clear),
             any::<u32>().prop_map(Op::Retain),
         ]
+    }
+
+    #[test]
+    fn clipped_names_keep_whole_characters() {
+        assert_eq!(clipped("shop"), "shop");
+        assert_eq!(clipped(&"x".repeat(100)), "x".repeat(63));
+        // 62 ASCII bytes, then a 2-byte character that would end past byte 63.
+        let name = format!("{}é", "a".repeat(62));
+        assert_eq!(clipped(&name), "a".repeat(62));
     }
 
     #[test]

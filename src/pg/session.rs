@@ -214,9 +214,13 @@ async fn login(
     let verified = accepted.scram_verified(&params.user);
     if !door.has_upstream(&params.database) {
         accepted.refuse_unknown_upstream(params.user.as_bytes(), &params.database);
+        // The name as PostgreSQL shows it, cut to 63 bytes (it was echoed whole: a review).
         return Err(SessionError::Refused(PgErrorFields::fatal(
             "3D000",
-            format!("database \"{}\" does not exist", params.database),
+            format!(
+                "database \"{}\" does not exist",
+                super::name_map::clipped(&params.database)
+            ),
         )));
     }
     accepted.set_upstream(&params.database);

@@ -90,11 +90,26 @@ pub(super) fn shown_login(user: &[u8], known: bool) -> String {
 }
 
 /// A name as recorded before it is known to be an agent's: bounded, so a huge name cannot
-/// inflate the audit log, with control characters shown as `?`.
+/// inflate the audit log, with control and invisible formatting characters shown as `?` (a
+/// right-to-left override made `exe.png` read as `gnp.exe` in a terminal: a review).
 pub fn shown_name(user: &[u8]) -> String {
     String::from_utf8_lossy(user)
         .chars()
         .take(64)
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| {
+            if c.is_control() || invisible(c) {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect()
+}
+
+/// Unicode format characters that change how text around them is shown without showing
+/// themselves: bidirectional overrides and isolates, zero-width characters, the soft hyphen.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }

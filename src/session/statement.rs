@@ -647,6 +647,8 @@ impl Session {
         let mut ev = self.event(decision, statement);
         ev.reason = reason.map(str::to_string);
         ev.sqlstate = sqlstate.map(str::to_string);
+        // Counted like every decision record (the metrics fell short of the log: a review).
+        self.principal.stats.statement(decision);
         if let Err(e) = self.chain(&ev, Write::Deferred) {
             warn!(error = %e, "audit write failed for a local reply");
         }

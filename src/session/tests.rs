@@ -648,3 +648,32 @@ fn failed_logins_are_recorded_within_their_names_bucket_and_summed_up_beyond_it(
         .unwrap()
         .contains("over redis from 1 address"));
 }
+
+/// Every decision record counts once under its decision, the notes of what a front end answers
+/// or skips itself too (they were left out: the metrics fell short of the log; a review).
+#[test]
+fn notes_count_like_every_decision_record() {
+    let t = core();
+    let (_a, s) = t.session(Protocol::Redis, "analyst", TOKEN, "cache");
+    s.note("QUIT".into(), Decision::Allowed, None);
+    s.note("skipped".into(), Decision::Blocked, None);
+    s.note_with_code("not run".into(), Decision::Error, None, Some("57014"));
+    assert_eq!(s.stats().count(Decision::Allowed), 1);
+    assert_eq!(s.stats().count(Decision::Blocked), 1);
+    assert_eq!(s.stats().count(Decision::Error), 1);
+}
+
+/// Names recorded before they are known are bounded and show no character that changes how the
+/// text around it reads (a right-to-left override recorded whole: a review).
+#[test]
+fn shown_names_hide_control_and_invisible_format_characters() {
+    use crate::session::record::shown_name;
+    assert_eq!(shown_name("\u{202E}gnp.exe".as_bytes()), "?gnp.exe");
+    assert_eq!(
+        shown_name("a\u{200B}b\u{2066}c\u{FEFF}".as_bytes()),
+        "a?b?c?"
+    );
+    assert_eq!(shown_name(b"line\nbreak"), "line?break");
+    assert_eq!(shown_name("caf\u{e9}".as_bytes()), "caf\u{e9}");
+    assert_eq!(shown_name(&[b'x'; 100]).len(), 64);
+}
