@@ -516,7 +516,7 @@ impl Judge<'_> {
             )?;
         }
         let out = d.clone();
-        if let Some(r) = d.get_document("restrictSearchWithMatch").ok() {
+        if let Ok(r) = d.get_document("restrictSearchWithMatch") {
             self.query(r, &foreign.masks, "$graphLookup restrictSearchWithMatch")?;
         }
         // A row filter could go only into `restrictSearchWithMatch`, which not every server
