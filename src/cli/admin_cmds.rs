@@ -301,31 +301,10 @@ pub fn explain(
         if mcp { "mcp (the query tool)" } else { "wire" }
     );
     let verdict = engine.check_sql(&agent.into(), &upstream.as_str().into(), statement, &facts);
-    // A text holding more statements than the agent's rate ever allows at once never runs.
     let no_limits = crate::policy::limits::Limits::default();
     let limits = policy.as_ref().map_or(&no_limits, |p| &p.limits);
-    let too_many = crate::ratelimit::Bucket::default().over_rate(
-        limits,
-        crate::pg::statement::statements(statement, &verdict, limits),
-    );
-    // The query tool runs one statement per call.
-    let several = mcp
-        .then(|| crate::mcp::sql::more_than_one(statement))
-        .flatten();
-    match (crate::pg::statement::recorded_decision(&verdict), too_many) {
-        (Some(_), _) if let Some(r) = &several => {
-            say!("decision:  blocked");
-            say!("rule:      {}", r.rule);
-            say!("reason:    {}", r.reason);
-            say!("sqlstate:  {}", r.class.sqlstate());
-        }
-        (Some(_), Some((exceeded, rule))) => {
-            say!("decision:  blocked");
-            say!("rule:      {rule}");
-            say!("reason:    {exceeded}");
-            say!("sqlstate:  53400");
-        }
-        (Some((decision, rule, reason)), None) => {
+    match crate::pg::statement::dry_run(statement, &verdict, limits, mcp) {
+        Ok((decision, rule, reason)) => {
             let shown = match decision {
                 crate::audit::Decision::WouldBlock => {
                     "would_block (shadow policy: the statement runs)"
@@ -340,15 +319,13 @@ pub fn explain(
                 say!("reason:    {reason}");
             }
         }
-        (None, _) => {
+        Err(r) => {
             say!("decision:  blocked");
-            if let Some(d) = &verdict.denial {
-                say!("rule:      {}", d.rule);
-                say!("reason:    {}", d.reason);
-                say!("sqlstate:  {}", d.class.sqlstate());
-                if d.rule == crate::policy::decide::UNCHECKED_EXECUTE_RULE {
-                    say!("note:      in a session, EXECUTE of a statement it PREPAREd is judged as that statement: explain the PREPARE's query instead");
-                }
+            say!("rule:      {}", r.rule);
+            say!("reason:    {}", r.reason);
+            say!("sqlstate:  {}", r.class.sqlstate());
+            if r.rule == crate::policy::decide::UNCHECKED_EXECUTE_RULE {
+                say!("note:      in a session, EXECUTE of a statement it PREPAREd is judged as that statement: explain the PREPARE's query instead");
             }
         }
     }

@@ -403,30 +403,13 @@ pub fn explain(
         Err(e) => json!({"error": e.to_string()}),
     };
     // As the audit record would say it (`masked`, `rewritten`, naming the rule), and as the
-    // query tool would answer: a text over the rate's burst never runs.
+    // query tool would answer (one statement per call; a text over the rate's burst never runs).
     let limits = limits_of(&pg);
-    let over_rate = crate::ratelimit::Bucket::default().over_rate(
-        &limits,
-        crate::pg::statement::statements(&a.sql, &verdict, &limits),
-    );
-    let refusal = match (
-        recorded_decision(&verdict),
-        more_than_one(&a.sql),
-        over_rate,
-    ) {
-        (Some(_), Some(several), _) => Some(several),
-        (Some(_), None, Some((exceeded, rule))) => Some(Refusal::new(
-            RefusalClass::RateLimited,
-            rule,
-            format!("{exceeded} (agent \"{}\")", pg.agent()),
-        )),
-        (Some(_), None, None) => None,
-        (None, _, _) => verdict.denial.clone(),
-    };
-    let (decision, rule, reason) = match (&refusal, recorded_decision(&verdict)) {
-        (Some(r), _) => ("blocked", Some(r.rule.clone()), Some(r.reason.clone())),
-        (None, Some((decision, rule, reason))) => (decision.as_str(), rule, reason),
-        (None, None) => ("blocked", None, None),
+    let judged = crate::pg::statement::dry_run(&a.sql, &verdict, &limits, true);
+    let refusal = judged.as_ref().err();
+    let (decision, rule, reason) = match &judged {
+        Ok((decision, rule, reason)) => (decision.as_str(), rule.clone(), reason.clone()),
+        Err(r) => ("blocked", Some(r.rule.clone()), Some(r.reason.clone())),
     };
     let rewritten = match (&verdict.rewrite, refusal.is_none()) {
         // The `hash` mask's key shown as a placeholder, never itself.
@@ -436,7 +419,7 @@ pub fn explain(
         },
         _ => Value::Null,
     };
-    let denial = refusal.as_ref().map(|d| {
+    let denial = refusal.map(|d| {
         json!({
             "rule": d.rule,
             "reason": d.reason,

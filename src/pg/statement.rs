@@ -628,6 +628,38 @@ pub fn recorded_decision(verdict: &Verdict) -> Option<(Decision, Option<String>,
     }
 }
 
+/// What a dry run says of `text` (`tollgate explain`, the MCP `explain` tool): how its decision
+/// record would read if it runs (`Ok`: decision, rule, reason), or the refusal it would get: the
+/// policy's, a text over the rate's burst (from a full bucket), or, with `one_statement` (the
+/// MCP `query` tool), a text of several statements. One place, so the two explains say what
+/// the doors do.
+pub fn dry_run(
+    text: &str,
+    verdict: &Verdict,
+    limits: &Limits,
+    one_statement: bool,
+) -> Result<(Decision, Option<String>, Option<String>), Refusal> {
+    let Some(recorded) = recorded_decision(verdict) else {
+        return Err(verdict.denial.clone().unwrap_or_else(|| {
+            Refusal::permission("default-deny", "statement refused by policy")
+        }));
+    };
+    if one_statement {
+        if let Some(several) = crate::mcp::sql::more_than_one(text) {
+            return Err(several);
+        }
+    }
+    let taken = statements(text, verdict, limits);
+    if let Some((exceeded, rule)) = crate::ratelimit::Bucket::default().over_rate(limits, taken) {
+        return Err(Refusal::new(
+            RefusalClass::RateLimited,
+            rule,
+            exceeded.to_string(),
+        ));
+    }
+    Ok(recorded)
+}
+
 /// How many of the rate's tokens a text takes: one per statement it holds (a Query may hold
 /// many; the rate holds per statement), at least one per request.
 pub fn statements(text: &str, verdict: &Verdict, limits: &Limits) -> u32 {
