@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use super::login_records::LoginEvent;
+use super::login_records::{LoginEvent, LoginWhy};
 use super::preauth::PreauthSlot;
 use super::record::{known_agent, session_record, shown_login, Who};
 use super::statement::{Principal, Session, SessionContext};
@@ -207,9 +207,11 @@ impl Accepted {
         self.login_record(
             LoginEvent::Refused,
             user,
-            Some(&refusal.rule),
-            &refusal.reason,
-            self.pg_code(refusal.class.sqlstate()),
+            LoginWhy {
+                rule: Some(&refusal.rule),
+                reason: &refusal.reason,
+                sqlstate: self.pg_code(refusal.class.sqlstate()),
+            },
         );
     }
 
@@ -225,9 +227,11 @@ impl Accepted {
         self.login_record(
             LoginEvent::Refused,
             user,
-            Some(UNKNOWN_UPSTREAM_RULE),
-            &reason,
-            self.pg_code("3D000"),
+            LoginWhy {
+                rule: Some(UNKNOWN_UPSTREAM_RULE),
+                reason: &reason,
+                sqlstate: self.pg_code("3D000"),
+            },
         );
     }
 
@@ -278,27 +282,17 @@ impl Accepted {
         self.login_record(
             LoginEvent::Failed,
             user,
-            Some(AUTHENTICATION_RULE),
-            why,
-            self.pg_code("28P01"),
+            LoginWhy {
+                rule: Some(AUTHENTICATION_RULE),
+                reason: why,
+                sqlstate: self.pg_code("28P01"),
+            },
         );
     }
 
-    fn login_record(
-        &self,
-        event: LoginEvent,
-        user: &[u8],
-        rule: Option<&str>,
-        reason: &str,
-        sqlstate: Option<&'static str>,
-    ) {
+    fn login_record(&self, event: LoginEvent, user: &[u8], why: LoginWhy<'_>) {
         let agent = known_agent(&self.core, user);
         let shown = shown_login(user, agent.is_some());
-        let why = super::login_records::LoginWhy {
-            rule,
-            reason,
-            sqlstate,
-        };
         self.core
             .login_records
             .record(&self.core, event, agent, &self.who(shown.into()), why);
