@@ -1,4 +1,4 @@
-//! Records of failed logins and of connections refused before login. Such a record has no
+//! Records of failed logins and of connections refused at login. Such a record has no
 //! agent to pace, and an unauthenticated client can retry as fast as it connects (or, on MCP, as
 //! fast as it sends requests on one keep-alive connection): a record and a `write(2)` each
 //! would let it write the audit log as fast as the disk takes it, and rotate older records out
@@ -33,8 +33,8 @@ pub const OTHERS_PER_SECOND: u32 = 20;
 pub enum LoginEvent {
     /// A wrong token, an unknown agent, a name no agent can have.
     Failed,
-    /// A connection refused by policy before its login (a listener that requires TLS, a
-    /// replication or protected startup setting).
+    /// A connection refused at its login: by policy before it (a listener that requires TLS, a
+    /// replication or protected startup setting), or after it for naming no upstream.
     Refused,
 }
 
@@ -156,7 +156,7 @@ impl LoginRecords {
             };
             let what = match event {
                 LoginEvent::Failed => "failed logins",
-                LoginEvent::Refused => "connections refused before login",
+                LoginEvent::Refused => "connections refused at login",
             };
             let under = match agent {
                 Some(_) => "under this agent's name",

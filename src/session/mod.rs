@@ -88,7 +88,7 @@ pub struct Core {
     next_session: AtomicU64,
     /// Connections accepted and not yet admitted (`limits.max_preauth_connections`).
     preauth: Arc<preauth::PreauthCount>,
-    /// Records of failed logins and of connections refused before login: a bucket per name,
+    /// Records of failed logins and of connections refused at login: a bucket per name,
     /// beyond it counted into a summary a second (`login_records`).
     login_records: login_records::LoginRecords,
 }
