@@ -223,7 +223,16 @@ fn check_statement(node: &N, sql: &str, login: Option<&UpstreamLogin>) -> Result
         // `CREATE FUNCTION ... SET x = v` and `ALTER FUNCTION/ROUTINE/PROCEDURE ... SET x = v`:
         // the setting holds while the function runs (the re-review set work_mem = '1TB' so).
         N::DoStmt(_) | N::CreateFunctionStmt(_) => {
-            let words = body_words(node, sql);
+            let texts = body_texts(node, sql);
+            if texts[1..].iter().any(|b| nests_escapes(b)) {
+                return Err(refuse(
+                    "a DO block or function body holding a string or identifier written with escapes (E'...', U&'...') is refused: SQL nested in it could hide what it does",
+                ));
+            }
+            if let Some(reason) = texts[1..].iter().find_map(|b| computed_set_config(b)) {
+                return Err(Refusal::permission(PROTECTED_SETTING_RULE, reason));
+            }
+            let words = words_of(&texts);
             if may_lock_out(&words) {
                 return Err(refuse(
                     "a DO block or function body that alters or drops roles or databases, changes how the server reads SQL or sets the server's memory sizes, is refused: tollgate cannot tell which role or setting it would change",
@@ -322,10 +331,10 @@ fn check_set_config(sql: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The lower-case words of a DO block or CREATE FUNCTION/PROCEDURE: of its text and of its body
-/// as the server reads it (escapes resolved: a body written as `E'...'` or `U&'...'` spells its
-/// words with escapes the text does not show). Judged on words: the body is another language.
-fn body_words(node: &N, sql: &str) -> std::collections::HashSet<String> {
+/// The lower-case texts of a DO block or CREATE FUNCTION/PROCEDURE: the statement's, then its
+/// body as the server reads it (escapes resolved: a body written as `E'...'` or `U&'...'`
+/// spells its words with escapes the statement's text does not show).
+fn body_texts(node: &N, sql: &str) -> Vec<String> {
     let defs: &[Node] = match node {
         N::DoStmt(d) => &d.args,
         N::CreateFunctionStmt(f) => &f.options,
@@ -353,11 +362,65 @@ fn body_words(node: &N, sql: &str) -> std::collections::HashSet<String> {
         }
     }
     texts
+}
+
+/// The words of [`body_texts`]. Judged on words: the body is another language.
+fn words_of(texts: &[String]) -> std::collections::HashSet<String> {
+    texts
         .iter()
         .flat_map(|t| t.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
         .filter(|w| !w.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// Whether a body (the decoded text, not the statement's) holds a string or identifier written
+/// with escapes (`E'...'`, `U&'...'`, `U&"..."`): SQL nested in it (a function it creates, a DO
+/// it runs) would spell its words with them, one level further than the body's own words show
+/// (a re-review created a function whose `E'\x45XECUTE ...'` body changed the role's defaults).
+fn nests_escapes(body: &str) -> bool {
+    let b = body.as_bytes();
+    (0..b.len()).any(|i| {
+        let starts_token =
+            i == 0 || !(b[i - 1].is_ascii_alphanumeric() || matches!(b[i - 1], b'_' | b'$'));
+        starts_token
+            && (b[i..].starts_with(b"e'")
+                || b[i..].starts_with(b"u&'")
+                || b[i..].starts_with(b"u&\""))
+    })
+}
+
+/// Whether a body calls `set_config` with a setting name that is not a plain literal, or one
+/// no agent may set: the name could be built to spell a protected setting (`'work_' ||
+/// 'mem'`), which no word of the body shows.
+fn computed_set_config(body: &str) -> Option<String> {
+    let mut rest = body;
+    while let Some(at) = rest.find("set_config") {
+        rest = &rest[at + "set_config".len()..];
+        let args = rest.trim_start();
+        let Some(args) = args.strip_prefix('(') else {
+            continue;
+        };
+        let args = args.trim_start();
+        let literal = args.strip_prefix('\'').and_then(|a| {
+            let end = a.find('\'')?;
+            let after = a[end + 1..].trim_start();
+            (after.starts_with(',') && !a[..end].contains('\\')).then(|| &a[..end])
+        });
+        match literal {
+            Some(name) => {
+                if let Err(reason) = check_setting_for_every_agent(name, "") {
+                    return Some(reason);
+                }
+            }
+            None => {
+                return Some(
+                    "set_config with a computed setting name in a body is refused: it could change a setting no agent may".to_string(),
+                )
+            }
+        }
+    }
+    None
 }
 
 /// Words that could alter or drop a role or database, revoke CONNECT, or change how SQL is read.
@@ -431,6 +494,10 @@ mod tests {
             "DO e'BEGIN \\A\\L\\T\\E\\R ROLE CURRENT_USER NOLOGIN; END'",
             "CREATE FUNCTION k() RETURNS void LANGUAGE plpgsql AS E'BEGIN \\x45XECUTE ''x''; END'",
             "DO U&'BEGIN \\0041LTER ROLE CURRENT_USER NOLOGIN; END'",
+            // Escapes one level further down: in SQL a body creates or runs (a re-review).
+            "CREATE FUNCTION mk() RETURNS void LANGUAGE sql AS $$ CREATE FUNCTION inner_f() RETURNS void LANGUAGE plpgsql AS E'BEGIN \\x45XECUTE ''x''; END' $$",
+            "DO $$ BEGIN DO E'BEGIN \\x45XECUTE ''x''; END'; END $$",
+            "DO $$ BEGIN SET U&\"standard\\005fconforming_strings\" = off; END $$",
         ] {
             assert_eq!(rule(sql).as_deref(), Some(VAULT_LOGIN_RULE), "{sql}");
         }
@@ -466,6 +533,8 @@ mod tests {
             "SELECT 'true', E'a\\nb'",
             "DO E'BEGIN RAISE NOTICE ''hi\\n''; END'",
             "PREPARE q AS SELECT 1; EXECUTE q",
+            "DO $$ BEGIN PERFORM set_config('application_name', 'x', false); RAISE NOTICE 'done'; END $$",
+            "CREATE FUNCTION al() RETURNS text LANGUAGE sql AS $$ SELECT 'alice' $$",
         ] {
             assert_eq!(rule(sql), None, "{sql}");
         }
@@ -484,6 +553,10 @@ mod tests {
             "SET U&\"standard\\005fconforming_strings\" = off",
             "SET U&\"client\\005fencoding\" = 'SJIS'",
             "SELECT U&\"set\\005fconfig\"('standard_conforming_strings', 'off', false)",
+            // A setting name built at run time in a body.
+            "DO $$ BEGIN PERFORM set_config('standard_' || 'conforming_strings', 'off', false); END $$",
+            "CREATE FUNCTION s() RETURNS text LANGUAGE sql AS $$ SELECT set_config('work_' || 'mem', '1TB', false) $$",
+            "DO $$ BEGIN PERFORM set_config( 'work_mem', '1TB', false); END $$",
         ] {
             assert_eq!(rule(sql).as_deref(), Some(PROTECTED_SETTING_RULE), "{sql}");
         }
