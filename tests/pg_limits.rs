@@ -280,6 +280,28 @@ fn writer_limits_timeout_idle_transaction_connections_and_huge_results() {
             timed_out >= 2,
             "{timed_out} outcome records name the timeout"
         );
+        // Pipelined statements each get the whole timeout from when the server starts them (at
+        // the ReadyForQuery before them), as PostgreSQL counts: the second of two 500 ms
+        // statements sent at once was cancelled at 700 ms from its sending (a re-review).
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut raw = support::raw_login("writer").await;
+            let q = |sql: &str| support::message(b'Q', format!("{sql}\0").as_bytes());
+            raw.write_all(&[q("SELECT pg_sleep(0.5)"), q("SELECT pg_sleep(0.5)")].concat())
+                .await
+                .unwrap();
+            let mut ready = 0;
+            while ready < 2 {
+                let (tag, body) =
+                    tokio::time::timeout(Duration::from_secs(10), support::read_message(&mut raw))
+                        .await
+                        .expect("replies");
+                assert_ne!(tag, b'E', "{:?}", support::error_field(&body, b'M'));
+                if tag == b'Z' {
+                    ready += 1;
+                }
+            }
+        }
 
         // Huge results: only 100 rows cross, quickly, and memory stays flat.
         let before = support::rss_kib();

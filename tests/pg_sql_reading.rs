@@ -176,6 +176,37 @@ fn a_server_that_starts_reading_backslashes_otherwise_ends_the_session() {
             _ => None,
         });
         assert_eq!(shown.as_deref(), Some("on"));
+        // The passthrough agent's session ends the same way: its login guard read text as with
+        // the setting on, so the server would have run an ALTER ROLE hidden in what the guard
+        // read as a string literal (a re-review did so).
+        let mut t = support::raw_login_at(gw.running.pg_addr.unwrap(), "trusted").await;
+        let smuggle = r"SELECT '\' AS a, ' ; ALTER ROLE CURRENT_USER SET application_name = smuggled; -- ' AS b";
+        t.write_all(&[q(&format!("SELECT {}()", gw.flip)), q(smuggle)].concat())
+            .await
+            .unwrap();
+        let mut all_errors = Vec::new();
+        for _ in 0..2 {
+            let (_, errors) = replies(&mut t).await;
+            let fatal = protected(&errors);
+            all_errors.extend(errors);
+            if fatal {
+                break;
+            }
+        }
+        assert!(protected(&all_errors), "{all_errors:?}");
+        let config: Option<Vec<String>> = upstream()
+            .await
+            .query_one(
+                "SELECT rolconfig FROM pg_roles WHERE rolname = $1",
+                &[&gw.role],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            !config.unwrap_or_default().iter().any(|c| c.contains("smuggled")),
+            "the hidden ALTER ROLE ran"
+        );
         gw.clean_up().await;
     });
 }
@@ -183,8 +214,8 @@ fn a_server_that_starts_reading_backslashes_otherwise_ends_the_session() {
 /// The reviewer's chain: `standard_conforming_strings = off` becomes the vaulted role's default
 /// (the passthrough agent did it through a DO block built from pieces, which is refused now:
 /// dynamic SQL in a body; an administrator still can); a new server connection then reports it
-/// off at login, and an analysed agent's session on it is refused, while the passthrough agent
-/// keeps working. Fixed upstream, sessions work again.
+/// off at login, and every agent's session on it is refused, the passthrough agent's too.
+/// Fixed upstream, sessions work again.
 #[test]
 fn a_connection_that_logs_in_reading_backslashes_otherwise_is_never_used() {
     harness().runtime.block_on(async {
@@ -208,8 +239,10 @@ fn a_connection_that_logs_in_reading_backslashes_otherwise_is_never_used() {
             ))
             .await
             .unwrap();
-        // New settings, so new server connections, which log in with the role's new default.
-        for agent in ["analyst", "writer"] {
+        // New settings, so new server connections, which log in with the role's new default:
+        // no agent is served on them, the passthrough one neither (its login guard reads the
+        // text too: a re-review hid ALTER ROLE in what it read as a string literal).
+        for agent in ["analyst", "writer", "trusted"] {
             let fresh = format!("&application_name=fresh-{agent}");
             let refused = match connect_url(&url(&gw, agent, &fresh)).await {
                 Ok(c) => c.simple_query(CHAIN).await.err(),
@@ -223,10 +256,6 @@ fn a_connection_that_logs_in_reading_backslashes_otherwise_is_never_used() {
                 "{agent}: {message}"
             );
         }
-        let fresh = connect_url(&url(&gw, "trusted", "&application_name=fresh-trusted"))
-            .await
-            .expect("the passthrough agent is not analysed");
-        fresh.simple_query("SELECT 1").await.unwrap();
         upstream()
             .await
             .batch_execute(&format!("ALTER ROLE {} RESET ALL", gw.role))

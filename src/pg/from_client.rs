@@ -230,9 +230,12 @@ impl State {
     }
 
     /// A statement being let through leaves session state (`leaves`): it may change settings
-    /// tollgate does not see, so the reading window opens for an analysed session.
+    /// tollgate does not see, so the reading window opens. A passthrough session's statements
+    /// are not analysed, so any of them may (a function it calls can turn
+    /// standard_conforming_strings off, and its login guard reads the next text as with it on:
+    /// a re-review hid ALTER ROLE in what the guard read as a string literal).
     fn may_change_reading(&mut self, ctx: &PgSession, leaves: bool) {
-        if leaves && !self.reading_window && self.analysed(ctx) {
+        if !self.reading_window && (!self.analysed(ctx) || leaves) {
             self.reading_window = true;
         }
     }

@@ -167,6 +167,9 @@ pub struct Pending {
     /// client: hashes of the ParameterDescription and the RowDescription (or NoData) its
     /// Describe was answered. A copy prepared anew is compared with them.
     shapes: Arc<Mutex<std::collections::HashMap<Arc<str>, Shape>>>,
+    /// When the last ReadyForQuery arrived: the server starts on what was pipelined behind it
+    /// only then, and so does its statement timer.
+    last_ready: Arc<Mutex<Option<Instant>>>,
 }
 
 /// The numbers of named Parses the server did not take, until the client half next looks. A
@@ -302,6 +305,11 @@ impl Pending {
         self.is_empty() && self.tx_status() == b'I' && !self.batch_open()
     }
 
+    /// At a ReadyForQuery: what was sent behind it starts now, for the statement timeout.
+    pub fn ready_now(&self) {
+        *self.last_ready.lock().expect("last ready") = Some(Instant::now());
+    }
+
     pub fn set_tx_status(&self, status: u8) {
         self.tx_status
             .store(status, std::sync::atomic::Ordering::Relaxed);
@@ -328,8 +336,17 @@ impl Pending {
     }
 
     /// When the oldest statement still running was forwarded (or a Parse, the client's or
-    /// tollgate's own, or tollgate's own describe of one, `HiddenDescribe`).
+    /// tollgate's own, or tollgate's own describe of one, `HiddenDescribe`), or, if it was
+    /// pipelined behind a batch that ended later, when that batch's ReadyForQuery came: the
+    /// server starts it then, as PostgreSQL's statement_timeout counts (a second pipelined
+    /// statement was cancelled for the first one's time: a re-review).
     pub fn oldest_statement_start(&self) -> Option<Instant> {
+        let sent = self.oldest_sent()?;
+        let ready = *self.last_ready.lock().expect("last ready");
+        Some(ready.map_or(sent, |r| r.max(sent)))
+    }
+
+    fn oldest_sent(&self) -> Option<Instant> {
         self.with(|q| {
             q.iter().find_map(|e| match e {
                 Expect::Simple {

@@ -7,8 +7,8 @@
 //! configuration, or SQL the login guard cannot see (a passthrough agent's DO block building
 //! `ALTER ROLE` from pieces, an administrator) can change it. So the connection layer checks it
 //! whatever changed it: a server connection that reports it off, at login or later in a reply,
-//! is never used for an agent whose statements tollgate analyses (every profile but
-//! passthrough): the session ends with a FATAL naming the reason, the connection is closed.
+//! is never used for any agent (a passthrough agent's login guard reads the text too): the
+//! session ends with a FATAL naming the reason, the connection is closed.
 //!
 //! The client encoding is handled where text is decoded (`PgSession::decode`): one the server
 //! reports and tollgate cannot decode exactly admits pure ASCII only. Server encodings need no

@@ -111,12 +111,10 @@ impl PgSession {
 
     /// A server connection about to serve this session, by the parameters it reported at
     /// login: `Err` (recorded, the FATAL to end the session with) when it reads SQL text
-    /// differently from the analysis and the session is analysed.
+    /// differently from the analysis. Every session, passthrough included: its login guard
+    /// reads the text too (a re-review hid `ALTER ROLE` in what it read as a string literal).
     pub fn check_server(&self, params: &[(String, String)]) -> Result<(), PgErrorFields> {
-        match super::sql_reading::check_all(params) {
-            Err(r) if self.analysed() => Err(self.refuse_connection(r)),
-            _ => Ok(()),
-        }
+        super::sql_reading::check_all(params).map_err(|r| self.refuse_connection(r))
     }
 
     /// The FATAL to end the session with if the attached server reported, in a reply, reading
@@ -594,7 +592,7 @@ impl PgSession {
                 let value = value.split(|b| *b == 0).next().unwrap_or(b"");
                 let value = String::from_utf8_lossy(value);
                 if let Err(r) = super::sql_reading::check(super::sql_reading::SETTING, &value) {
-                    if self.ending.get().is_none() && self.analysed() {
+                    if self.ending.get().is_none() {
                         let _ = self.ending.set(self.refuse_connection(r));
                     }
                 }

@@ -580,6 +580,7 @@ fn handle(
             state.end_result();
         }
         msg::READY_FOR_QUERY => {
+            pending.ready_now();
             state.timed_out = false;
             state.end_result();
             if let Some(&status) = frame.body().first() {
