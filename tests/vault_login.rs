@@ -88,6 +88,14 @@ async fn postgres_login_database_and_server_settings_cannot_be_changed() {
             "builtin: vault-login",
         ),
         (
+            "DO 'BEGIN AL'\n'TER ROLE CURRENT_USER SET application_name = ''joined''; END'".into(),
+            "builtin: vault-login",
+        ),
+        (
+            "UPDATE pg_settings SET setting = '3GB' WHERE name LIKE 'work%em'".into(),
+            "builtin: protected-setting",
+        ),
+        (
             "ALTER SYSTEM SET password_encryption = 'md5'".into(),
             "builtin: server-admin",
         ),

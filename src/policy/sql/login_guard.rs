@@ -50,7 +50,7 @@ impl std::fmt::Debug for UpstreamLogin {
 /// `_mem`: the memory settings every agent is held to (`work_mem`, `maintenance_work_mem`,
 /// `hash_mem_multiplier`). `execute`: SQL a DO block or function body builds at run time.
 /// `e'`: an `E'...'` string can spell any word of a body with escapes (`\x41LTER`, `\A\L...`).
-pub(super) const TRIGGERS: [&str; 11] = [
+pub(super) const TRIGGERS: [&str; 12] = [
     "alter",
     "drop",
     "revoke",
@@ -62,12 +62,13 @@ pub(super) const TRIGGERS: [&str; 11] = [
     "_mem",
     "execute",
     "e'",
+    "pg_settings",
 ];
 
 /// Whether `sql` may need [`check`]: it contains one of the trigger words.
 pub fn may_touch(sql: &str) -> bool {
     static WORDS: super::screen::Screen = super::screen::Screen::new(&TRIGGERS);
-    WORDS.matches(sql)
+    WORDS.matches(sql) || super::screen::continues_a_string(sql.as_bytes())
 }
 
 fn refuse(reason: impl Into<String>) -> Refusal {
@@ -220,19 +221,43 @@ fn check_statement(node: &N, sql: &str, login: Option<&UpstreamLogin>) -> Result
             "ALTER SYSTEM changes the server for every agent and is never allowed through tollgate",
         )),
         N::VariableSetStmt(v) => check_set(v),
+        // A rule on the view calls set_config for each row updated: any setting, by any name
+        // (a re-review set work_mem to 3GB with `WHERE name LIKE 'work%em'`).
+        N::UpdateStmt(u)
+            if u.relation.as_ref().is_some_and(|r| {
+                r.relname.eq_ignore_ascii_case("pg_settings")
+                    && matches!(r.schemaname.as_str(), "" | "pg_catalog")
+            }) =>
+        {
+            Err(Refusal::permission(
+                PROTECTED_SETTING_RULE,
+                "pg_settings may not be updated through tollgate: it sets any setting, including those no agent may",
+            ))
+        }
         // `CREATE FUNCTION ... SET x = v` and `ALTER FUNCTION/ROUTINE/PROCEDURE ... SET x = v`:
         // the setting holds while the function runs (the re-review set work_mem = '1TB' so).
         N::DoStmt(_) | N::CreateFunctionStmt(_) => {
             let texts = body_texts(node, sql);
-            if texts[1..].iter().any(|b| nests_escapes(b)) {
+            // Bodies as written and with string continuations joined, as nested SQL is read.
+            let bodies: Vec<String> = texts[1..]
+                .iter()
+                .flat_map(|b| [b.clone(), joined(b)])
+                .collect();
+            if bodies.iter().any(|b| nests_escapes(b)) {
                 return Err(refuse(
                     "a DO block or function body holding a string or identifier written with escapes (E'...', U&'...') is refused: SQL nested in it could hide what it does",
                 ));
             }
-            if let Some(reason) = texts[1..].iter().find_map(|b| computed_set_config(b)) {
+            if let Some(reason) = bodies.iter().find_map(|b| computed_set_config(b)) {
                 return Err(Refusal::permission(PROTECTED_SETTING_RULE, reason));
             }
             let words = words_of(&texts);
+            if words.contains("pg_settings") {
+                return Err(Refusal::permission(
+                    PROTECTED_SETTING_RULE,
+                    "a DO block or function body naming pg_settings is refused: updating it sets any setting",
+                ));
+            }
             if may_lock_out(&words) {
                 return Err(refuse(
                     "a DO block or function body that alters or drops roles or databases, changes how the server reads SQL or sets the server's memory sizes, is refused: tollgate cannot tell which role or setting it would change",
@@ -364,9 +389,34 @@ fn body_texts(node: &N, sql: &str) -> Vec<String> {
     texts
 }
 
-/// The words of [`body_texts`]. Judged on words: the body is another language.
+/// `text` with string continuations joined (`'AL'` newline `'TER'` reads `'ALTER'`), as the
+/// server will read SQL nested in a body.
+fn joined(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\'' && super::screen::continues_a_string(&b[i..]) {
+            let rest = &b[i + 1..];
+            let gap = rest.iter().take_while(|c| c.is_ascii_whitespace()).count();
+            if rest[..gap].contains(&b'\n') && rest.get(gap) == Some(&b'\'') {
+                i += gap + 2;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The words of [`body_texts`] (string continuations joined). Judged on words: the body is
+/// another language.
 fn words_of(texts: &[String]) -> std::collections::HashSet<String> {
     texts
+        .iter()
+        .map(|t| joined(t))
+        .collect::<Vec<_>>()
         .iter()
         .flat_map(|t| t.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
         .filter(|w| !w.is_empty())
@@ -399,7 +449,12 @@ fn computed_set_config(body: &str) -> Option<String> {
         rest = &rest[at + "set_config".len()..];
         let args = rest.trim_start();
         let Some(args) = args.strip_prefix('(') else {
-            continue;
+            // `"set_config"(`, `set_config/**/(`: a call all the same, in a form this reading
+            // does not follow (a re-review), so refused; a name merely containing the word
+            // (`my_set_config_log`) too, fail closed.
+            return Some(
+                "set_config written in a form tollgate does not read (quoted, a comment before its arguments) in a body is refused".to_string(),
+            );
         };
         let args = args.trim_start();
         let literal = args.strip_prefix('\'').and_then(|a| {
@@ -498,6 +553,10 @@ mod tests {
             "CREATE FUNCTION mk() RETURNS void LANGUAGE sql AS $$ CREATE FUNCTION inner_f() RETURNS void LANGUAGE plpgsql AS E'BEGIN \\x45XECUTE ''x''; END' $$",
             "DO $$ BEGIN DO E'BEGIN \\x45XECUTE ''x''; END'; END $$",
             "DO $$ BEGIN SET U&\"standard\\005fconforming_strings\" = off; END $$",
+            // String continuations: PostgreSQL joins 'AL' newline 'TER' (a re-review).
+            "DO 'BEGIN AL'\n'TER ROLE CURRENT_USER SET application_name = ''x''; END'",
+            "DO $f$ BEGIN DO 'BEGIN AL'\n  'TER ROLE CURRENT_USER SET application_name = ''x''; END'; END $f$",
+            "DO 'BEGIN SET work_m'\n'em = ''2GB''; END'",
         ] {
             assert_eq!(rule(sql).as_deref(), Some(VAULT_LOGIN_RULE), "{sql}");
         }
@@ -557,6 +616,12 @@ mod tests {
             "DO $$ BEGIN PERFORM set_config('standard_' || 'conforming_strings', 'off', false); END $$",
             "CREATE FUNCTION s() RETURNS text LANGUAGE sql AS $$ SELECT set_config('work_' || 'mem', '1TB', false) $$",
             "DO $$ BEGIN PERFORM set_config( 'work_mem', '1TB', false); END $$",
+            // pg_settings' rule calls set_config; quoted or commented set_config calls.
+            "UPDATE pg_settings SET setting = '3GB' WHERE name LIKE 'work%em'",
+            "update pg_catalog.pg_settings set setting = 'off' where name = 'standard_conforming_strings'",
+            "DO $$ BEGIN UPDATE pg_settings SET setting = 'off' WHERE name LIKE 'standard%strings'; END $$",
+            "DO $$ BEGIN PERFORM \"set_config\"('work_' || 'mem', '3GB', false); END $$",
+            "DO $$ BEGIN PERFORM set_config/**/('work_' || 'mem', '4GB', false); END $$",
         ] {
             assert_eq!(rule(sql).as_deref(), Some(PROTECTED_SETTING_RULE), "{sql}");
         }

@@ -5,7 +5,7 @@
 /// The passthrough fast path's words, in one pass: a statement that mentions none of them can
 /// neither touch the upstream login (`login_guard::may_touch`) nor signal a backend
 /// (`backend_signals::may_signal`), and is let through without a parse.
-const PASSTHROUGH: [&str; 13] = [
+const PASSTHROUGH: [&str; 14] = [
     "alter",
     "drop",
     "revoke",
@@ -19,13 +19,30 @@ const PASSTHROUGH: [&str; 13] = [
     "_mem",
     "execute",
     "e'",
+    "pg_settings",
 ];
 
 static PASSTHROUGH_SCREEN: Screen = Screen::new(&PASSTHROUGH);
 
 /// Whether a passthrough statement needs the analysis (see [`PASSTHROUGH`]).
 pub fn passthrough_needs_analysis(text: &str) -> bool {
-    PASSTHROUGH_SCREEN.matches(text)
+    PASSTHROUGH_SCREEN.matches(text) || continues_a_string(text.as_bytes())
+}
+
+/// Whether the text holds a string literal continued on the next line (`'AL'` newline `'TER'`):
+/// PostgreSQL joins the two, so a word split across them is in no screen's sight (a re-review
+/// ran `DO 'BEGIN AL'` newline `'TER ROLE ...'` unparsed). Such a text is parsed.
+pub fn continues_a_string(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'\'' && {
+            let rest = &bytes[i + 1..];
+            let gap = rest
+                .iter()
+                .take_while(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'\x0c'))
+                .count();
+            rest[..gap].contains(&b'\n') && rest.get(gap) == Some(&b'\'')
+        }
+    })
 }
 
 /// [`mentions_any`] with its words indexed by first byte once, at compile time: a byte that
