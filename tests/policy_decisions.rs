@@ -299,8 +299,17 @@ fn passthrough_with_a_deny_refuses_sql_it_cannot_read() {
         rule_of(&guarded, "SELECT * FROM secrets"),
         Some("p: table public.secrets".into())
     );
+    // Functions that run SQL given as a string are refused for every agent, before any policy
+    // (they could set work_mem or standard_conforming_strings: a re-review).
+    let runner = Some("builtin: protected-setting".to_string());
+    assert_eq!(
+        rule_of(
+            &guarded,
+            "SELECT query_to_xml('select api_key from secrets limit 1', false, false, '')"
+        ),
+        runner
+    );
     for sql in [
-        "SELECT query_to_xml('select api_key from secrets limit 1', false, false, '')",
         "SELECT pg_catalog.table_to_xml('secrets', false, false, '')",
         "SELECT database_to_xml(true, false, '')",
         "SELECT * FROM dblink('dbname=shop', 'select api_key from secrets') AS t(k text)",
@@ -324,7 +333,7 @@ fn passthrough_with_a_deny_refuses_sql_it_cannot_read() {
             &trusting,
             "SELECT query_to_xml('select 1', false, false, '')"
         ),
-        None
+        runner
     );
     assert_eq!(
         rule_of(
@@ -337,7 +346,7 @@ fn passthrough_with_a_deny_refuses_sql_it_cannot_read() {
     assert_eq!(rule_of(&open, "DO $$ BEGIN NULL; END $$"), None);
     assert_eq!(
         rule_of(&open, "SELECT query_to_xml('select 1', false, false, '')"),
-        None
+        runner
     );
 }
 
@@ -389,8 +398,15 @@ fn a_deny_holds_against_catalog_builtins_statistics_and_wrapped_functions() {
     let restricted = engine_with(
         "agents = [\"analyst\"]\n[[postgres]]\nupstream = \"shop\"\nfunctions = [\"public.*\"]\n[[postgres.table]]\nname = \"public.*\"\nallow = [\"select\"]\n[[postgres.table]]\nname = \"public.secrets\"\ndeny = [\"*\"]\n",
     );
+    assert_eq!(
+        rule_of(
+            &restricted,
+            "SELECT query_to_xml('select api_key from secrets', true, true, '')"
+        )
+        .as_deref(),
+        Some("builtin: protected-setting")
+    );
     for sql in [
-        "SELECT query_to_xml('select api_key from secrets', true, true, '')",
         "SELECT table_to_xml('secrets', true, true, '')",
         "SELECT pg_read_file('/etc/passwd')",
     ] {
@@ -417,16 +433,22 @@ fn a_deny_holds_against_catalog_builtins_statistics_and_wrapped_functions() {
     ));
     assert_eq!(rule_of(&named, stats), None);
     assert_eq!(rule_of(&engine_with(base), stats), None);
-    for sql in [
-        "CREATE AGGREGATE pg_temp.agg(text) (sfunc = ts_rewrite, stype = tsquery, initcond = 'x')",
-        "CREATE OPERATOR pg_temp.~~~ (leftarg = tsquery, rightarg = text, function = ts_rewrite)",
-        "CREATE CAST (text AS tsquery) WITH FUNCTION pg_temp.f(text)",
+    // Naming ts_rewrite (it runs a query given as a string) is refused for every agent first.
+    for (sql, rule) in [
+        (
+            "CREATE AGGREGATE pg_temp.agg(text) (sfunc = ts_rewrite, stype = tsquery, initcond = 'x')",
+            "builtin: protected-setting",
+        ),
+        (
+            "CREATE OPERATOR pg_temp.~~~ (leftarg = tsquery, rightarg = text, function = ts_rewrite)",
+            "builtin: protected-setting",
+        ),
+        (
+            "CREATE CAST (text AS tsquery) WITH FUNCTION pg_temp.f(text)",
+            "builtin: unread-sql",
+        ),
     ] {
-        assert_eq!(
-            rule_of(&guarded, sql).as_deref(),
-            Some("builtin: unread-sql"),
-            "{sql}"
-        );
+        assert_eq!(rule_of(&guarded, sql).as_deref(), Some(rule), "{sql}");
     }
 }
 
@@ -450,5 +472,34 @@ fn function_set_clauses_are_held_to_the_memory_sizes() {
         "CREATE FUNCTION pg_temp.u3() RETURNS int LANGUAGE sql SET search_path = public RETURN 1",
     ] {
         assert_eq!(verdict(&engine, "trusted", sql), Outcome::Allow, "{sql}");
+    }
+}
+
+/// An agent whose policy went away (removed from the files, then a reload) may still roll back
+/// the transaction it is in: ending a transaction grants nothing, and its ROLLBACK was refused,
+/// so the transaction held a pooled server connection until the client left (a review).
+#[test]
+fn an_agent_without_a_policy_may_only_roll_back() {
+    let engine = engine_with("agents = [\"someone_else\"]\n[[postgres]]\nupstream = \"shop\"\n");
+    let v = engine.check_sql(
+        &"analyst".into(),
+        &"shop".into(),
+        "ROLLBACK",
+        &SessionFacts::default(),
+    );
+    assert!(v.runs(), "{:?}", v.denial);
+    assert_eq!(rule_of(&engine, "ROLLBACK"), None);
+    assert_eq!(rule_of(&engine, "abort"), None);
+    for sql in [
+        "COMMIT",
+        "SELECT 1",
+        "ROLLBACK; SELECT 1",
+        "ROLLBACK TO SAVEPOINT s",
+    ] {
+        assert_eq!(
+            rule_of(&engine, sql).as_deref(),
+            Some("default-deny"),
+            "{sql}"
+        );
     }
 }

@@ -739,7 +739,7 @@ async fn settle<W: AsyncWrite + Unpin>(
 /// (its cursor is a portal the client may Execute, worked out even without a row limit), and
 /// the words of any cursor use (`cursors::WORDS`).
 #[derive(Clone, Copy)]
-struct Words(u16);
+struct Words(u32);
 
 const STATEMENT_WORDS: [&str; 9] = [
     "encoding",
@@ -754,10 +754,10 @@ const STATEMENT_WORDS: [&str; 9] = [
 ];
 
 impl Words {
-    const ENCODING: u16 = 0b1_1111;
-    const DECLARE: u16 = 1 << 5;
+    const ENCODING: u32 = 0b1_1111;
+    const DECLARE: u32 = 1 << 5;
     /// fetch, move, declare, close, discard.
-    const CURSORS: u16 = 1 << 3 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8;
+    const CURSORS: u32 = 1 << 3 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8;
 
     fn of(text: &str) -> Words {
         use crate::policy::sql::screen::Screen;

@@ -596,7 +596,7 @@ fn only_portals_the_session_bound_or_declared_may_be_executed() {
 #[test]
 fn the_statement_words_bits_name_the_right_words() {
     use crate::policy::sql::cursors::WORDS as CURSOR_WORDS;
-    let bit = |w: &str| 1u16 << STATEMENT_WORDS.iter().position(|x| *x == w).unwrap();
+    let bit = |w: &str| 1u32 << STATEMENT_WORDS.iter().position(|x| *x == w).unwrap();
     let cursors = CURSOR_WORDS.iter().fold(0, |m, w| m | bit(w));
     assert_eq!(Words::CURSORS, cursors);
     assert_eq!(Words::DECLARE, bit("declare"));

@@ -50,7 +50,7 @@ impl std::fmt::Debug for UpstreamLogin {
 /// `_mem`: the memory settings every agent is held to (`work_mem`, `maintenance_work_mem`,
 /// `hash_mem_multiplier`). `execute`: SQL a DO block or function body builds at run time.
 /// `e'`: an `E'...'` string can spell any word of a body with escapes (`\x41LTER`, `\A\L...`).
-pub(super) const TRIGGERS: [&str; 12] = [
+pub(super) const TRIGGERS: [&str; 15] = [
     "alter",
     "drop",
     "revoke",
@@ -63,6 +63,9 @@ pub(super) const TRIGGERS: [&str; 12] = [
     "execute",
     "e'",
     "pg_settings",
+    "query_to_",
+    "ts_stat",
+    "ts_rewrite",
 ];
 
 /// Whether `sql` may need [`check`]: it contains one of the trigger words.
@@ -105,6 +108,9 @@ fn check_here(sql: &str, login: Option<&UpstreamLogin>) -> Result<(), Refusal> {
         };
         Refusal::new(class, "builtin: analyser", e.to_string())
     })?;
+    if let Some(r) = runs_sql_strings(&words_of(&[sql.to_ascii_lowercase()])) {
+        return Err(r);
+    }
     for raw in &parsed.protobuf.stmts {
         let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) else {
             continue;
@@ -252,6 +258,9 @@ fn check_statement(node: &N, sql: &str, login: Option<&UpstreamLogin>) -> Result
                 return Err(Refusal::permission(PROTECTED_SETTING_RULE, reason));
             }
             let words = words_of(&texts);
+            if let Some(r) = runs_sql_strings(&words) {
+                return Err(r);
+            }
             if words.contains("pg_settings") {
                 return Err(Refusal::permission(
                     PROTECTED_SETTING_RULE,
@@ -396,10 +405,8 @@ fn joined(text: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\'' && super::screen::continues_a_string(&b[i..]) {
-            let rest = &b[i + 1..];
-            let gap = rest.iter().take_while(|c| c.is_ascii_whitespace()).count();
-            if rest[..gap].contains(&b'\n') && rest.get(gap) == Some(&b'\'') {
+        if b[i] == b'\'' {
+            if let Some(gap) = super::screen::continuation_after(&b[i + 1..]) {
                 i += gap + 2;
                 continue;
             }
@@ -476,6 +483,26 @@ fn computed_set_config(body: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Core functions that run a query given as a string (through SPI, read-only): the string can
+/// be built at run time to set any setting (`set_con' || 'fig('work_m' || 'em', ...)`: a
+/// re-review set work_mem to 5GB that way, and turned standard_conforming_strings off and back
+/// on inside one statement). Refused for every agent, in any text or body that names them.
+const SQL_STRING_RUNNERS: [&str; 5] = [
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "ts_stat",
+    "ts_rewrite",
+];
+
+fn runs_sql_strings(words: &std::collections::HashSet<String>) -> Option<Refusal> {
+    let name = SQL_STRING_RUNNERS.iter().find(|w| words.contains(**w))?;
+    Some(Refusal::permission(
+        PROTECTED_SETTING_RULE,
+        format!("{name} runs SQL given as a string, which tollgate cannot read (it could change settings no agent may): refused through tollgate"),
+    ))
 }
 
 /// Words that could alter or drop a role or database, revoke CONNECT, or change how SQL is read.
@@ -557,6 +584,10 @@ mod tests {
             "DO 'BEGIN AL'\n'TER ROLE CURRENT_USER SET application_name = ''x''; END'",
             "DO $f$ BEGIN DO 'BEGIN AL'\n  'TER ROLE CURRENT_USER SET application_name = ''x''; END'; END $f$",
             "DO 'BEGIN SET work_m'\n'em = ''2GB''; END'",
+            // Continuations across a `--` comment or a bare CR (a re-review).
+            "DO 'BEGIN AL' --x\n'TER ROLE CURRENT_USER SET application_name = ''x''; END'",
+            "DO 'BEGIN AL'\r'TER ROLE CURRENT_USER SET application_name = ''x''; END'",
+            "SELECT 1 AS names; DO $f$ BEGIN DO 'BEGIN AL' -- c\n'TER ROLE CURRENT_USER SET application_name = ''x''; END'; END $f$",
         ] {
             assert_eq!(rule(sql).as_deref(), Some(VAULT_LOGIN_RULE), "{sql}");
         }
@@ -622,6 +653,10 @@ mod tests {
             "DO $$ BEGIN UPDATE pg_settings SET setting = 'off' WHERE name LIKE 'standard%strings'; END $$",
             "DO $$ BEGIN PERFORM \"set_config\"('work_' || 'mem', '3GB', false); END $$",
             "DO $$ BEGIN PERFORM set_config/**/('work_' || 'mem', '4GB', false); END $$",
+            // Functions that run a query given as a string.
+            "SELECT query_to_xml('select set_con'||'fig(''work_m'||'em'', ''3GB'', false) AS v', false, false, '')",
+            "SELECT * FROM ts_stat('select to_tsvector(''x'')')",
+            "DO $$ BEGIN PERFORM query_to_xml('select 1', false, false, ''); END $$",
         ] {
             assert_eq!(rule(sql).as_deref(), Some(PROTECTED_SETTING_RULE), "{sql}");
         }

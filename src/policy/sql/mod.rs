@@ -81,7 +81,8 @@ pub use fingerprint::{
 };
 pub use pg_query::protobuf::Token;
 pub use session_state::{
-    exits_failed_transaction, leaves_session_state, only_clears_session_state, sets_local_setting,
+    exits_failed_transaction, leaves_session_state, only_clears_session_state, only_rolls_back,
+    sets_local_setting,
 };
 
 /// The result of analysing one SQL string: one entry per statement, in order.

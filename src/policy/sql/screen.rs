@@ -5,7 +5,7 @@
 /// The passthrough fast path's words, in one pass: a statement that mentions none of them can
 /// neither touch the upstream login (`login_guard::may_touch`) nor signal a backend
 /// (`backend_signals::may_signal`), and is let through without a parse.
-const PASSTHROUGH: [&str; 14] = [
+const PASSTHROUGH: [&str; 17] = [
     "alter",
     "drop",
     "revoke",
@@ -20,6 +20,9 @@ const PASSTHROUGH: [&str; 14] = [
     "execute",
     "e'",
     "pg_settings",
+    "query_to_",
+    "ts_stat",
+    "ts_rewrite",
 ];
 
 static PASSTHROUGH_SCREEN: Screen = Screen::new(&PASSTHROUGH);
@@ -33,16 +36,31 @@ pub fn passthrough_needs_analysis(text: &str) -> bool {
 /// PostgreSQL joins the two, so a word split across them is in no screen's sight (a re-review
 /// ran `DO 'BEGIN AL'` newline `'TER ROLE ...'` unparsed). Such a text is parsed.
 pub fn continues_a_string(bytes: &[u8]) -> bool {
-    bytes.iter().enumerate().any(|(i, &b)| {
-        b == b'\'' && {
-            let rest = &bytes[i + 1..];
-            let gap = rest
-                .iter()
-                .take_while(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'\x0c'))
-                .count();
-            rest[..gap].contains(&b'\n') && rest.get(gap) == Some(&b'\'')
+    (0..bytes.len()).any(|i| bytes[i] == b'\'' && continuation_after(&bytes[i + 1..]).is_some())
+}
+
+/// The length of what PostgreSQL's lexer takes as a string's continuation at the start of
+/// `rest` (after a closing quote): whitespace and `--` comments with at least one newline (`\n`
+/// or `\r`) in them, up to the opening quote of the next string, which it joins to the first
+/// (its `whitespace_with_newline` before a quote). `None` when the string does not continue.
+pub fn continuation_after(rest: &[u8]) -> Option<usize> {
+    let (mut i, mut newline) = (0, false);
+    loop {
+        match rest.get(i) {
+            Some(b' ' | b'\t' | b'\x0b' | b'\x0c') => i += 1,
+            Some(b'\n' | b'\r') => {
+                newline = true;
+                i += 1;
+            }
+            Some(b'-') if rest.get(i + 1) == Some(&b'-') => {
+                while !matches!(rest.get(i), None | Some(b'\n' | b'\r')) {
+                    i += 1;
+                }
+            }
+            Some(b'\'') if newline => return Some(i),
+            _ => return None,
         }
-    })
+    }
 }
 
 /// [`mentions_any`] with its words indexed by first byte once, at compile time: a byte that
@@ -51,19 +69,19 @@ pub fn continues_a_string(bytes: &[u8]) -> bool {
 pub struct Screen {
     words: &'static [&'static str],
     /// For each byte, the words (bits) that start with it, in either case.
-    by_first: [u16; 256],
+    by_first: [u32; 256],
     /// For each byte, the words (bits) whose second byte it is, in either case: a word is
     /// compared only where both of its first two bytes are, which ordinary statements rarely
     /// have (the letters of `names` or `reset` are everywhere, `na` and `re` much less so).
-    by_second: [u16; 256],
+    by_second: [u32; 256],
 }
 
 impl Screen {
-    /// `words`: at most 16, lower-case ASCII, each at least two bytes long.
+    /// `words`: at most 32, lower-case ASCII, each at least two bytes long.
     pub const fn new(words: &'static [&'static str]) -> Screen {
-        assert!(words.len() <= 16);
-        let mut by_first = [0u16; 256];
-        let mut by_second = [0u16; 256];
+        assert!(words.len() <= 32);
+        let mut by_first = [0u32; 256];
+        let mut by_second = [0u32; 256];
         let mut i = 0;
         while i < words.len() {
             let w = words[i].as_bytes();
@@ -93,13 +111,13 @@ impl Screen {
 
     /// The words (bits, in the order given to [`Screen::new`]) that `bytes` contains, ignoring
     /// ASCII case: one pass answers several questions about one text.
-    pub fn found(&self, bytes: &[u8]) -> u16 {
+    pub fn found(&self, bytes: &[u8]) -> u32 {
         self.scan(bytes, false)
     }
 
     /// The words found in `bytes`; with `first`, the scan stops at the first one.
-    fn scan(&self, bytes: &[u8], first: bool) -> u16 {
-        let mut found = 0u16;
+    fn scan(&self, bytes: &[u8], first: bool) -> u32 {
+        let mut found = 0u32;
         for (i, pair) in bytes.windows(2).enumerate() {
             let mut set =
                 self.by_first[usize::from(pair[0])] & self.by_second[usize::from(pair[1])] & !found;
@@ -225,6 +243,28 @@ mod tests {
             for (i, w) in WORDS.iter().enumerate() {
                 proptest::prop_assert_eq!(found & (1 << i) != 0, mentions_any(&text, &[w]), "{} in {}", w, text);
             }
+        }
+    }
+
+    #[test]
+    fn string_continuations_are_found_as_postgresql_joins_them() {
+        for text in [
+            "'a'\n'b'",
+            "'a'  \n\t 'b'",
+            "'a'\r'b'",
+            "'a' -- c\n'b'",
+            "'a' -- c\n -- d\n 'b'",
+        ] {
+            assert!(continues_a_string(text.as_bytes()), "{text:?}");
+        }
+        for text in [
+            "'a' 'b'",
+            "'a' /* c */ 'b'",
+            "'a' -- c 'b'",
+            "'a', 'b'",
+            "'a'",
+        ] {
+            assert!(!continues_a_string(text.as_bytes()), "{text:?}");
         }
     }
 

@@ -278,9 +278,44 @@ pub fn exits_failed_transaction(sql: &str) -> bool {
     }
 }
 
+/// Whether `sql` is one plain ROLLBACK (or ABORT): it ends a transaction and grants nothing, so
+/// an agent whose policy went away mid-transaction may still send it (a review: its ROLLBACK
+/// was refused, and the transaction held a pooled server connection until the client left).
+pub fn only_rolls_back(sql: &str) -> bool {
+    use pg_query::protobuf::{node::Node as N, TransactionStmtKind as K};
+    let Ok(parsed) = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT) else {
+        return false;
+    };
+    let [stmt] = parsed.protobuf.stmts.as_slice() else {
+        return false;
+    };
+    matches!(
+        stmt.stmt.as_ref().and_then(|s| s.node.as_ref()),
+        Some(N::TransactionStmt(t)) if K::try_from(t.kind) == Ok(K::TransStmtRollback)
+    )
+}
+
 #[cfg(test)]
 mod exit_tests {
     use super::exits_failed_transaction;
+
+    #[test]
+    fn only_a_plain_rollback_rolls_back() {
+        use super::only_rolls_back;
+        for sql in ["ROLLBACK", "abort", "rollback work", "/* c */ ROLLBACK;"] {
+            assert!(only_rolls_back(sql), "{sql}");
+        }
+        for sql in [
+            "COMMIT",
+            "ROLLBACK TO SAVEPOINT s",
+            "ROLLBACK PREPARED 'x'",
+            "ROLLBACK; DELETE FROM t",
+            "ROLLBACK AND CHAIN; SELECT 1",
+            "SELECT 1",
+        ] {
+            assert!(!only_rolls_back(sql), "{sql}");
+        }
+    }
 
     #[test]
     fn only_the_statements_postgresql_takes_in_a_failed_block_exit_it() {
