@@ -499,6 +499,16 @@ impl Engine {
             shape,
         } = miss;
         let Some(policy) = policy else {
+            // Ending a transaction grants nothing: an agent removed mid-transaction may still
+            // roll it back (and give back its pooled server connection).
+            if sql::only_rolls_back(sql_text) {
+                return Arc::new(Verdict {
+                    outcome: Outcome::Allow,
+                    denial: None,
+                    statements: 1,
+                    ..Verdict::blocked(default_deny(String::new()))
+                });
+            }
             return Arc::new(Verdict::blocked(
                 default_deny(format!("agent \"{agent}\" has no policy"))
                     .with_instead(super::instead::upstreams(None)),
@@ -676,6 +686,8 @@ impl Engine {
         let statements = analysis.statements.len();
         let judge = |rules: Option<&super::rules::SqlRules>| match rules {
             Some(r) => decide(r, &analysis, session),
+            // Ending a transaction grants nothing (the upstream taken from the agent mid-way).
+            None if sql::only_rolls_back(sql_text) => Ok(()),
             None => Err(default_deny(format!(
                 "no policy grants access to upstream \"{upstream}\""
             ))),
