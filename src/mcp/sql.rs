@@ -15,10 +15,9 @@ use super::pending::Pending;
 use super::schema::admit;
 use crate::config::UpstreamKind;
 use crate::pg::run_one::{self, values, Caps, Collected, Cut, RunError, Statement};
-use crate::pg::statement::{recorded_decision, PgSession};
+use crate::pg::statement::{more_than_one, recorded_decision, PgSession};
 use crate::policy::limits::{Limits, RowLimitMode};
 use crate::policy::SessionFacts;
-use crate::refusal::{Refusal, RefusalClass};
 use crate::session::OutcomeError;
 
 /// Result bytes a call returns when no policy sets `max_result_bytes`.
@@ -46,22 +45,6 @@ struct QueryArgs {
 struct ExplainArgs {
     upstream: Option<String>,
     sql: String,
-}
-
-/// The rule of a `query` or `explain` text holding more than one statement.
-pub const ONE_STATEMENT_RULE: &str = "builtin: one-statement";
-
-/// The query tool runs one statement per call (as the extended protocol does): a text holding
-/// more is refused before it is charged to the rate (each was charged, then the server refused
-/// the text with 42601: a re-review), and explain says so.
-pub fn more_than_one(sql: &str) -> Option<Refusal> {
-    (crate::policy::sql::count_statements(sql) > 1).then(|| {
-        Refusal::new(
-            RefusalClass::Syntax,
-            ONE_STATEMENT_RULE,
-            "the query tool runs one statement per call: send each statement in its own call",
-        )
-    })
 }
 
 /// Every MCP call is a session of its own on a pooled connection, like a transaction-pooled

@@ -626,6 +626,22 @@ pub fn recorded_decision(verdict: &Verdict) -> Option<(Decision, Option<String>,
     }
 }
 
+/// The rule of a `query` or `explain` text holding more than one statement.
+pub const ONE_STATEMENT_RULE: &str = "builtin: one-statement";
+
+/// The MCP query tool runs one statement per call (as the extended protocol does): a text
+/// holding more is refused before it is charged to the rate (each was charged, then the server
+/// refused the text with 42601: a re-review), and the explains say so.
+pub fn more_than_one(sql: &str) -> Option<Refusal> {
+    (crate::policy::sql::count_statements(sql) > 1).then(|| {
+        Refusal::new(
+            RefusalClass::Syntax,
+            ONE_STATEMENT_RULE,
+            "the query tool runs one statement per call: send each statement in its own call",
+        )
+    })
+}
+
 /// What a dry run says of `text` (`tollgate explain`, the MCP `explain` tool): how its decision
 /// record would read if it runs (`Ok`: decision, rule, reason), or the refusal it would get: the
 /// policy's, a text over the rate's burst (from a full bucket), or, with `one_statement` (the
@@ -643,7 +659,7 @@ pub fn dry_run(
         }));
     };
     if one_statement {
-        if let Some(several) = crate::mcp::sql::more_than_one(text) {
+        if let Some(several) = more_than_one(text) {
             return Err(several);
         }
     }
