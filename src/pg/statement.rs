@@ -98,17 +98,6 @@ impl PgSession {
         }
     }
 
-    /// Whether tollgate analyses this session's statements (every profile but passthrough),
-    /// under the current policy.
-    pub fn analysed(&self) -> bool {
-        let policy = self
-            .session
-            .core()
-            .policy
-            .agent_policy(self.session.agent());
-        super::sql_reading::analysed(policy.as_deref(), self.session.upstream())
-    }
-
     /// A server connection about to serve this session, by the parameters it reported at
     /// login: `Err` (recorded, the FATAL to end the session with) when it reads SQL text
     /// differently from the analysis. Every session, passthrough included: its login guard
